@@ -1,0 +1,5 @@
+"""`python -m peftlab ...`: see peftlab.cli."""
+
+from peftlab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The command line: one sub-command per tab, all calling the same library functions as the app.
+
+Bad input prints one line `error: ...` on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from peftlab.errors import PeftlabError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one `error: ...` line and exit code 2, like every other bad input."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's signature
+        raise PeftlabError(message[0].upper() + message[1:] + f" (see `{self.prog} --help`).")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m peftlab", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    cloze = commands.add_parser("cloze", help="zero-shot / in-context cloze evaluation with a template and verbalizer")
+    cloze.add_argument("--model", default="smollm2-135m", help="embedded name, local folder or Hub id")
+    cloze.add_argument("--task", default="rt-sentiment", help="embedded task name, CSV/JSONL path or Hub dataset id")
+    cloze.add_argument("--text-column", default="text", help="text column of a CSV/JSONL/Hub task")
+    cloze.add_argument("--label-column", default="label", help="label column of a CSV/JSONL/Hub task")
+    cloze.add_argument("--template", action="append", help="template with one {mask}; repeat to ensemble (default: suggested for the task)")
+    cloze.add_argument("--verbalizer", help='JSON such as {"negative": ["negative"], "positive": ["positive"]}')
+    cloze.add_argument("--calibration", default="none", choices=["none", "contextual", "mean"])
+    cloze.add_argument("--shots-in-context", type=int, default=0, help="labelled demonstrations put before each input")
+    cloze.add_argument("--limit", type=int, help="evaluate only the first N test texts")
+    cloze.add_argument("--seed", type=int, default=13, help="seed for picking demonstrations")
+    cloze.add_argument("--batch-size", type=_positive_int, default=32)
+    cloze.add_argument("--dtype", default="auto", help="auto (bf16 where the CPU supports it), fp32 or bf16")
+    cloze.add_argument("--json", action="store_true", help="print one JSON object")
+    cloze.set_defaults(run=run_cloze)
+    return parser
+
+
+def _progress_printer(label: str):
+    def report(done: int, total: int) -> None:
+        print(f"\r{label}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    return report
+
+
+def run_cloze(args: argparse.Namespace) -> None:
+    from peftlab.cloze import evaluate
+    from peftlab.models import load_lm
+    from peftlab.prompts import suggested_prompt
+    from peftlab.tasks import load_task
+
+    if args.limit is not None and args.limit < 1:
+        raise PeftlabError(f"--limit must be at least 1, not {args.limit}.")
+    task = load_task(args.task, text_column=args.text_column, label_column=args.label_column)
+    template, verbalizer = suggested_prompt(task.name, task.label_names)
+    lm = load_lm(args.model, dtype=args.dtype)
+    result = evaluate(
+        lm, task, args.template or template, args.verbalizer or verbalizer, calibration=args.calibration,
+        shots_in_context=args.shots_in_context, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+        progress=None if args.json else _progress_printer("scoring"),
+    )
+    if args.json:
+        print(json.dumps(result.summary()))
+        return
+    print(f"accuracy {result.accuracy:.4f}  macro-F1 {result.macro_f1:.4f}  n {result.n}  {result.seconds:.1f} s")
+    width = max(len(name) for name in result.label_names)
+    print("confusion (rows gold, columns predicted):")
+    for name, row in zip(result.label_names, result.confusion):
+        print(f"  {name:>{width}}  " + " ".join(f"{count:5d}" for count in row))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        args.run(args)
+    except PeftlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

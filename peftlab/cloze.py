@@ -1,0 +1,287 @@
+"""Cloze scoring: label-word log-probabilities, calibration, template ensembles and evaluation.
+
+Pipeline (after OpenPrompt's verbalizer view): project the model's output at the mask onto the label
+words (`word_log_probs`), aggregate several words of a label (`aggregate_words`), normalise over the
+labels, calibrate (`calibrate`), then average templates (`evaluate`).
+
+Several words for one label are aggregated as the log of their *mean probability*,
+logsumexp(log p(w)) - log(n): a label with many words gains nothing from their number alone.
+
+Speed: queries are sorted by length and batched; a causal LM is left-padded so every read position
+sits at the end and only those logits are computed (`logits_to_keep`); no gradient is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from peftlab.errors import PeftlabError
+from peftlab.metrics import accuracy, confusion_matrix, macro_f1
+from peftlab.models import LM
+from peftlab.prompts import Prompt, Query, Template, Verbalizer, pick_demonstrations
+from peftlab.tasks import Task
+
+CALIBRATIONS = ("none", "contextual", "mean")
+# Content-free inputs for contextual calibration (Zhao et al. 2021, "Calibrate Before Use").
+CONTENT_FREE_INPUTS = ("N/A", "")
+
+ProgressFn = Callable[[int, int], None]
+
+
+def score_queries(model, kind: str, queries: Sequence[Query], pad_id: int) -> torch.Tensor:
+    """Sum of log-probabilities of every target in `queries`, in order: shape (total targets,).
+
+    Runs one forward pass over the whole list (callers batch it). Differentiable when called with
+    gradients enabled, so training code reuses it.
+    """
+    lengths = [len(q.input_ids) for q in queries]
+    width = max(lengths)
+    device = next(model.parameters()).device
+    input_ids = torch.full((len(queries), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(queries), width), dtype=torch.long)
+    if kind == "causal":
+        # Left padding: every read position is among the last `keep` positions.
+        keep = max(n - min(q.read_positions) for n, q in zip(lengths, queries))
+        for row, (n, q) in enumerate(zip(lengths, queries)):
+            input_ids[row, width - n:] = torch.tensor(q.input_ids)
+            attention_mask[row, width - n:] = 1
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+            position_ids=position_ids.to(device), logits_to_keep=keep,
+        ).logits  # (B, keep, V)
+        columns = [p - n + keep for n, q in zip(lengths, queries) for p in q.read_positions]
+    else:
+        for row, (n, q) in enumerate(zip(lengths, queries)):
+            input_ids[row, :n] = torch.tensor(q.input_ids)
+            attention_mask[row, :n] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits  # (B, T, V)
+        columns = [p for q in queries for p in q.read_positions]
+    rows = [row for row, q in enumerate(queries) for _ in q.read_positions]
+    read_log_probs = logits[rows, columns].float().log_softmax(-1)  # (R, V), R = all read positions
+
+    # Each target picks one token per read position of its query and sums their log-probabilities.
+    read_offset = np.cumsum([0] + [len(q.read_positions) for q in queries])
+    targets = [(qi, token_ids) for qi, q in enumerate(queries) for _, token_ids in q.targets]
+    pick_rows, pick_tokens, pick_target = [], [], []
+    for t, (qi, token_ids) in enumerate(targets):
+        pick_rows.extend(range(read_offset[qi], read_offset[qi] + len(token_ids)))
+        pick_tokens.extend(token_ids)
+        pick_target.extend([t] * len(token_ids))
+    picked = read_log_probs[torch.tensor(pick_rows, device=device), torch.tensor(pick_tokens, device=device)]
+    target_of_pick = torch.tensor(pick_target, device=device)
+    return torch.zeros(len(targets), device=device).index_add(0, target_of_pick, picked)
+
+
+def aggregate_words(word_scores: torch.Tensor, word_labels: Sequence[int], n_labels: int) -> torch.Tensor:
+    """(N, W) word log-probs -> (N, L) label scores: log of the mean probability of each label's words."""
+    labels = torch.tensor(word_labels, device=word_scores.device)
+    columns = []
+    for label in range(n_labels):
+        scores = word_scores[:, labels == label]  # (N, words of this label)
+        columns.append(torch.logsumexp(scores, dim=1) - math.log(scores.shape[1]))
+    return torch.stack(columns, dim=1)
+
+
+def label_log_probs(
+    lm: LM, prompt: Prompt, examples: Sequence[dict], batch_size: int = 32,
+    progress: ProgressFn | None = None, fill: str | None = None, model=None,
+) -> torch.Tensor:
+    """(N, L) log-probabilities over labels (normalised over labels) for each example, no gradient."""
+    model = model if model is not None else lm.model
+    flat_words = prompt.verbalizer.flat_words
+    n_labels = len(prompt.verbalizer.words)
+    queries = []  # (example index, query)
+    for i, example in enumerate(examples):
+        queries.extend((i, q) for q in prompt.queries(lm, example, fill))
+    order = sorted(range(len(queries)), key=lambda j: len(queries[j][1].input_ids))
+    word_scores = torch.full((len(examples), len(flat_words)), float("nan"))
+    done_examples: set[int] = set()
+    pad_id = lm.tokenizer.pad_token_id
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = [queries[j] for j in order[start:start + batch_size]]
+            scores = score_queries(model, lm.kind, [q for _, q in batch], pad_id).cpu()
+            targets = [(i, word) for i, q in batch for word, _ in q.targets]
+            for (i, word), score in zip(targets, scores):
+                word_scores[i, word] = score
+            done_examples.update(i for i, _ in batch)
+            if progress:
+                progress(len(done_examples), len(examples))
+    label_scores = aggregate_words(word_scores, [label for label, _ in flat_words], n_labels)
+    return label_scores.log_softmax(-1)
+
+
+def calibrate(log_probs: torch.Tensor, method: str, content_free_log_probs: torch.Tensor | None = None) -> torch.Tensor:
+    """Recalibrate (N, L) label log-probs and renormalise.
+
+    - "none": unchanged.
+    - "contextual": divide by p(label | content-free input) (Zhao et al. 2021): log p - log p_cf.
+    - "mean": mean-centre each label's log-prob over the evaluated set: log p - mean_n log p.
+    """
+    if method == "none":
+        return log_probs
+    if method == "contextual":
+        if content_free_log_probs is None:
+            raise ValueError("contextual calibration needs the content-free log-probabilities")
+        return (log_probs - content_free_log_probs).log_softmax(-1)
+    if method == "mean":
+        return (log_probs - log_probs.mean(dim=0, keepdim=True)).log_softmax(-1)
+    raise PeftlabError(f"Unknown calibration {method!r}: choose one of {', '.join(CALIBRATIONS)}.")
+
+
+def content_free_log_probs(lm: LM, prompt: Prompt, batch_size: int = 32, model=None) -> torch.Tensor:
+    """(L,) log of the mean label probability over the content-free inputs."""
+    fills = [label_log_probs(lm, prompt, [{"label": 0}], batch_size, fill=f, model=model)[0] for f in CONTENT_FREE_INPUTS]
+    return torch.stack(fills).exp().mean(0).log()
+
+
+@dataclass
+class ClozeSetup:
+    """Validated cloze settings for one task: templates, verbalizer, calibration, demonstrations."""
+
+    prompts: list[Prompt]
+    calibration: str = "none"
+
+    @classmethod
+    def build(
+        cls, task: Task, templates: str | Sequence[str], verbalizer: str | dict, calibration: str = "none",
+        shots_in_context: int = 0, seed: int = 13,
+    ) -> "ClozeSetup":
+        if calibration not in CALIBRATIONS:
+            raise PeftlabError(f"Unknown calibration {calibration!r}: choose one of {', '.join(CALIBRATIONS)}.")
+        if isinstance(templates, str):
+            templates = [templates]
+        templates = [t for t in templates if t and t.strip()]
+        if not templates:
+            raise PeftlabError("Give at least one template, such as 'Review: {text} Sentiment:{mask}'.")
+        verbalizer_obj = Verbalizer.parse(verbalizer, task.label_names)
+        demonstrations = pick_demonstrations(task.train, shots_in_context, len(task.label_names), seed)
+        prompts = [Prompt(Template.parse(t, task.text_fields), verbalizer_obj, demonstrations) for t in templates]
+        return cls(prompts, calibration)
+
+    def predict_log_probs(
+        self, lm: LM, examples: Sequence[dict], batch_size: int = 32, progress: ProgressFn | None = None,
+    ) -> torch.Tensor:
+        """(N, L) calibrated label log-probs, averaged over the templates (an ensemble when several)."""
+        per_template = []
+        total = len(examples) * len(self.prompts)
+        for t, prompt in enumerate(self.prompts):
+            def report(done: int, _n: int, offset=t * len(examples)) -> None:
+                if progress:
+                    progress(offset + done, total)
+
+            log_probs = label_log_probs(lm, prompt, examples, batch_size, report)
+            cf = content_free_log_probs(lm, prompt, batch_size) if self.calibration == "contextual" else None
+            per_template.append(calibrate(log_probs, self.calibration, cf))
+        return torch.stack(per_template).mean(0).log_softmax(-1)
+
+
+@dataclass
+class ClozeEvaluation:
+    """What `evaluate` returns: metrics, the confusion matrix and per-example predictions."""
+
+    label_names: list[str]
+    accuracy: float
+    macro_f1: float
+    confusion: np.ndarray
+    predictions: pd.DataFrame  # text, gold, predicted, confidence, correct, p(<label>) per label
+    seconds: float
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.predictions)
+
+    def most_confident_errors(self, k: int = 10) -> pd.DataFrame:
+        errors = self.predictions[~self.predictions["correct"]]
+        return errors.sort_values("confidence", ascending=False).head(k).reset_index(drop=True)
+
+    def summary(self) -> dict:
+        return {
+            "accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": self.n,
+            "seconds": round(self.seconds, 3), **self.settings,
+        }
+
+
+def evaluate(
+    lm: LM, task: Task, templates: str | Sequence[str], verbalizer: str | dict, calibration: str = "none",
+    shots_in_context: int = 0, limit: int | None = None, seed: int = 13, batch_size: int = 32,
+    progress: ProgressFn | None = None,
+) -> ClozeEvaluation:
+    """Zero-shot (or in-context) cloze evaluation on the task's held-out test split.
+
+    `limit` takes the first N test texts (the split is stored in a fixed shuffled order).
+    """
+    if limit is not None and limit < 1:
+        raise PeftlabError(f"The limit must be at least 1 test text, not {limit}.")
+    setup = ClozeSetup.build(task, templates, verbalizer, calibration, shots_in_context, seed)
+    examples = task.test[:limit] if limit else task.test
+    started = time.perf_counter()
+    log_probs = setup.predict_log_probs(lm, examples, batch_size, progress)
+    seconds = time.perf_counter() - started
+    probs = log_probs.exp().numpy()
+    gold = np.array([e["label"] for e in examples])
+    predicted = probs.argmax(1)
+    names = task.label_names
+    table = pd.DataFrame({
+        "text": [e["text"] for e in examples],
+        "gold": [names[g] for g in gold],
+        "predicted": [names[p] for p in predicted],
+        "confidence": probs.max(1),
+        "correct": gold == predicted,
+    })
+    for j, name in enumerate(names):
+        table[f"p({name})"] = probs[:, j]
+    settings = {
+        "model": lm.name, "task": task.name, "templates": [p.template.text for p in setup.prompts],
+        "verbalizer": setup.prompts[0].verbalizer.to_json(), "calibration": calibration,
+        "shots_in_context": shots_in_context,
+    }
+    return ClozeEvaluation(
+        label_names=list(names), accuracy=accuracy(gold, predicted), macro_f1=macro_f1(gold, predicted, len(names)),
+        confusion=confusion_matrix(gold, predicted, len(names)), predictions=table, seconds=seconds, settings=settings,
+    )
+
+
+@dataclass
+class SingleTextPrediction:
+    """Label probabilities for one text, and the model's own top tokens at the mask."""
+
+    label_probs: dict[str, float]
+    top_tokens: list[tuple[str, float]]
+
+
+def classify_text(
+    lm: LM, task: Task, text: str, templates: str | Sequence[str], verbalizer: str | dict,
+    calibration: str = "none", shots_in_context: int = 0, seed: int = 13, top_k: int = 10,
+) -> SingleTextPrediction:
+    """Classify one text (typed by a user) with the same settings as `evaluate`.
+
+    Mean-centring needs a set of texts, so for one text it is taken over the first 64 test texts plus this one.
+    """
+    if not text or not text.strip():
+        raise PeftlabError("Type a text to classify.")
+    setup = ClozeSetup.build(task, templates, verbalizer, calibration, shots_in_context, seed)
+    example = {field_name: text for field_name in task.text_fields} | {"label": 0}
+    examples = [example] + (task.test[:64] if calibration == "mean" else [])
+    log_probs = setup.predict_log_probs(lm, examples)[0]
+    labels = {name: float(p) for name, p in zip(task.label_names, log_probs.exp())}
+    return SingleTextPrediction(labels, mask_top_tokens(lm, setup.prompts[0], example, top_k))
+
+
+def mask_top_tokens(lm: LM, prompt: Prompt, example: dict, top_k: int = 10) -> list[tuple[str, float]]:
+    """The model's most likely tokens at the (first) mask position over the whole vocabulary."""
+    query = min(prompt.queries(lm, example), key=lambda q: len(q.read_positions))
+    ids = torch.tensor([query.input_ids], device=lm.device)
+    with torch.inference_mode():
+        logits = lm.model(input_ids=ids).logits[0, query.read_positions[0]].float()  # (V,)
+    top = logits.softmax(-1).topk(top_k)
+    return [(lm.tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]

@@ -1,0 +1,36 @@
+"""Plotly figures built from plain numbers or DataFrames; the UI and notebooks show them as they are."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+
+def label_probability_bars(label_probs: dict[str, float], title: str = "Label probabilities") -> go.Figure:
+    """Horizontal bars, one per label, each annotated with its probability in percent."""
+    labels = list(label_probs)
+    values = [label_probs[label] for label in labels]
+    figure = go.Figure(go.Bar(
+        x=values, y=labels, orientation="h", text=[f"{label} {v:.1%}" for label, v in zip(labels, values)],
+        textposition="auto", marker_color="#4f7cac",
+    ))
+    figure.update_layout(
+        title=title, xaxis=dict(range=[0, 1], tickformat=".0%"), yaxis=dict(autorange="reversed"),
+        height=120 + 40 * len(labels), margin=dict(l=10, r=10, t=40, b=10),
+    )
+    return figure
+
+
+def confusion_heatmap(confusion: np.ndarray, label_names: Sequence[str], title: str = "Confusion matrix") -> go.Figure:
+    """Counts with gold labels as rows and predictions as columns, each cell annotated."""
+    figure = go.Figure(go.Heatmap(
+        z=confusion, x=list(label_names), y=list(label_names), colorscale="Blues",
+        text=confusion, texttemplate="%{text}", hovertemplate="gold %{y}<br>predicted %{x}<br>%{z}<extra></extra>",
+    ))
+    figure.update_layout(
+        title=title, xaxis_title="predicted", yaxis_title="gold", yaxis=dict(autorange="reversed"),
+        height=200 + 40 * len(label_names), margin=dict(l=10, r=10, t=40, b=10),
+    )
+    return figure

