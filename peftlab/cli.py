@@ -55,7 +55,7 @@ def _progress_printer(label: str):
 
 
 def run_cloze(args: argparse.Namespace) -> None:
-    from peftlab.cloze import evaluate
+    from peftlab.cloze import ClozeSetup, evaluate
     from peftlab.models import load_lm
     from peftlab.prompts import suggested_prompt
     from peftlab.tasks import load_task
@@ -64,10 +64,14 @@ def run_cloze(args: argparse.Namespace) -> None:
         raise PeftlabError(f"--limit must be at least 1, not {args.limit}.")
     task = load_task(args.task, text_column=args.text_column, label_column=args.label_column)
     template, verbalizer = suggested_prompt(task.name, task.label_names)
+    settings = dict(
+        templates=args.template or template, verbalizer=args.verbalizer or verbalizer, calibration=args.calibration,
+        shots_in_context=args.shots_in_context, seed=args.seed,
+    )
+    ClozeSetup.build(task, **settings)  # bad templates and verbalizers fail before a model loads
     lm = load_lm(args.model, dtype=args.dtype)
     result = evaluate(
-        lm, task, args.template or template, args.verbalizer or verbalizer, calibration=args.calibration,
-        shots_in_context=args.shots_in_context, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+        lm, task, **settings, limit=args.limit, batch_size=args.batch_size,
         progress=None if args.json else _progress_printer("scoring"),
     )
     if args.json:

@@ -26,6 +26,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from peftlab.errors import PeftlabError
+from peftlab.hub import hub_reachable
 
 DEFAULT_MODEL = "smollm2-135m"
 EMBEDDED_MODELS = {
@@ -178,8 +179,10 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
         raise PeftlabError(f"Model path {name!r} is not a model folder; {_offline_help()}.")
     else:
         source = name  # a Hub id
+    # Without a reachable Hub, read only the local Hub cache: the retries otherwise take half a minute.
+    local_only = isinstance(source, str) and not hub_reachable()
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
     except (OSError, ValueError) as exc:
         if isinstance(source, str):
             raise PeftlabError(
@@ -190,8 +193,8 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
     kind = detect_kind(config)
     auto_class = AutoModelForMaskedLM if kind == "mlm" else AutoModelForCausalLM
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = auto_class.from_pretrained(source, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        model = auto_class.from_pretrained(source, dtype=dtype, local_files_only=local_only)
     except (OSError, ValueError) as exc:
         raise PeftlabError(f"Model {name!r} could not be loaded: {exc}".split("\n")[0]) from exc
     model.to(device).eval()

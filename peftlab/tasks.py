@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.errors import PeftlabError
+from peftlab.hub import hub_reachable
 
 EMBEDDED_TASKS: dict[str, str] = {
     "rt-sentiment": "Rotten Tomatoes review snippets, negative vs positive (Pang & Lee).",
@@ -229,15 +230,17 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
 
 def _load_hub(name: str, text_column: str, label_column: str, hub_config: str | None) -> Task:
     """Load a Hugging Face Hub dataset: "train" is the pool, "test" (or "validation") the test split."""
+    offline = ", ".join(f"'{n}'" for n in EMBEDDED_TASKS)
+    cannot_load = (f"Could not load the dataset '{name}' from the Hugging Face Hub (the Hub is unreachable "
+                   "or has no such dataset{reason}); offline you can use " + offline + " or upload a CSV/JSONL file.")
+    if not hub_reachable():  # fail at once instead of after half a minute of retries
+        raise PeftlabError(cannot_load.format(reason=""))
     try:
         import datasets
 
         data = datasets.load_dataset(name, hub_config)
-    except Exception as exc:  # offline, unknown id, bad config: all mean "cannot use this id here"
-        offline = ", ".join(f"'{n}'" for n in EMBEDDED_TASKS)
-        raise PeftlabError(f"Could not load the dataset '{name}' from the Hugging Face Hub (the Hub is unreachable "
-                           f"or has no such dataset: {type(exc).__name__}); offline you can use {offline} "
-                           "or upload a CSV/JSONL file.") from exc
+    except Exception as exc:  # unknown id, bad config, a dropped connection: all mean "cannot use this id here"
+        raise PeftlabError(cannot_load.format(reason=f": {type(exc).__name__}")) from exc
     if "train" not in data:
         raise PeftlabError(f"The Hub dataset '{name}' has no 'train' split (splits: {', '.join(data)}); "
                            "pick a dataset with a train split or upload a CSV/JSONL file.")

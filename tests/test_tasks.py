@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import peftlab.tasks as tasks_module
 from peftlab.errors import PeftlabError
 from peftlab.tasks import DEFAULT_SEEDS, EMBEDDED_TASKS, Task, load_task
 
@@ -240,6 +241,7 @@ def test_hub_path_with_classlabel_and_test_cap(monkeypatch):
 
     fake = datasets.DatasetDict(train=split(300, 0), validation=split(1500, 10_000), test=split(50, 20_000, -1))
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: fake)
+    monkeypatch.setattr(tasks_module, "hub_reachable", lambda: True)  # the fake stands in for the Hub
     task = load_task("fake/hub-set", text_column="sentence", hub_config="cfg")
     assert task.label_names == ["neg", "pos"] and task.text_fields == ["text"]
     assert len(task.train) == 300  # unlabelled test split (-1) is skipped, validation is used

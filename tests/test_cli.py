@@ -1,0 +1,97 @@
+"""The command line: JSON output on the embedded model, and one `error: ...` line with exit 2 for bad input."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from peftlab.cli import main
+
+RT_TEMPLATE = "Review: {text}\nSentiment:{mask}"
+RT_WORDS = '{"negative": ["negative"], "positive": ["positive"]}'
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.slow
+def test_cloze_json_has_metrics(capsys):
+    code, out, err = run_cli(
+        capsys, "cloze", "--task", "rt-sentiment", "--template", RT_TEMPLATE, "--verbalizer", RT_WORDS,
+        "--calibration", "mean", "--limit", "40", "--json",
+    )
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["n"] == 40
+    assert 0.5 < record["accuracy"] <= 1.0
+    assert 0.0 < record["macro_f1"] <= 1.0
+    assert record["seconds"] > 0
+    assert record["calibration"] == "mean"
+
+
+@pytest.mark.slow
+def test_cloze_on_uploaded_csv(capsys, tmp_path):
+    rows = ["text,kind"] + [f"what time is it {i}?,question" for i in range(10)] + [f"the sky is blue {i}.,statement" for i in range(10)]
+    path = tmp_path / "mine.csv"
+    path.write_text("\n".join(rows) + "\n")
+    code, out, err = run_cli(
+        capsys, "cloze", "--task", str(path), "--label-column", "kind", "--template", "{text} This is a{mask}.",
+        "--verbalizer", '{"question": ["question"], "statement": ["statement"]}', "--json",
+    )
+    assert code == 0, err
+    assert json.loads(out)["n"] == 4  # 20 % of each class is held out for testing
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--template", "Review: {text}"], r"exactly one \{mask\}"),
+        (["--template", "{text} {mask} {mask}"], r"exactly one \{mask\}, but it has 2"),
+        (["--template", "{review} {mask}"], r"\{review\}, which the task lacks"),
+        (["--verbalizer", '{"negative": ["bad"], "happy": ["good"]}'], r"label\(s\) 'happy' that the task lacks"),
+        (["--verbalizer", '{"negative": ["bad"]}'], r"no word for label\(s\) 'positive'"),
+        (["--verbalizer", '{"negative": [""], "positive": ["good"]}'], r"empty label word"),
+        (["--verbalizer", "{not json"], r"not valid JSON"),
+        (["--limit", "0"], r"--limit must be at least 1"),
+        (["--calibration", "sometimes"], r"invalid choice"),
+        (["--model", "no-such-org/no-such-model"], r"Hub is unreachable.*available offline: smollm2-135m"),
+        (["--model", "./missing-folder"], r"not a model folder"),
+        (["--task", "missing.csv"], r"does not exist"),
+    ],
+)
+def test_bad_input_is_one_error_line(capsys, argv, message):
+    defaults = [] if "--limit" in argv else ["--limit", "2"]
+    code, out, err = run_cli(capsys, "cloze", *defaults, *argv)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert re.search(message, lines[0]), lines[0]
+
+
+def test_bad_csv_inputs(capsys, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    single = tmp_path / "single.csv"
+    single.write_text("text,label\n" + "".join(f"text {i},yes\n" for i in range(8)))
+    no_label = tmp_path / "nolabel.csv"
+    no_label.write_text("text,other\na,b\nc,d\n")
+    for path, message in [(empty, "empty|no rows"), (single, "single class|one class|only one"), (no_label, "no label column 'label'")]:
+        code, _, err = run_cli(capsys, "cloze", "--task", str(path), "--limit", "1")
+        assert code == 2
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        assert re.search(message, err, flags=re.IGNORECASE), err
+
+
+def test_module_entry_point_exit_code():
+    """`python -m peftlab` itself (not only main()) exits 2 with one line on stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "peftlab", "cloze", "--limit", "-3"], capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --limit must be at least 1, not -3."
