@@ -94,10 +94,9 @@ def build_cloze_tab() -> None:
             predictions_file = gr.File(label="All predictions (CSV)")
     errors = gr.Dataframe(label="Most confident errors", interactive=False, wrap=True)
 
-    for trigger in (task.change, upload.change):
-        trigger(suggest, [task, upload, text_column, label_column], [templates, verbalizer], api_name=False)
-    gr.Button("Suggested prompt for this task", size="sm").click(
-        suggest, [task, upload, text_column, label_column], [templates, verbalizer], api_name="suggest_prompt",
+    gr.on(
+        [task.change, upload.change], suggest, [task, upload, text_column, label_column], [templates, verbalizer],
+        api_name="suggest_prompt",
     )
     classify_button.click(classify, settings + [text], [label_plot, top_tokens], api_name="classify")
     evaluate_button.click(

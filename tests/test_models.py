@@ -1,0 +1,73 @@
+"""load_lm: local folders of both kinds, kind detection, per-process caching, clear errors for bad names."""
+
+import time
+
+import pytest
+import torch
+from transformers import BertConfig, GPT2Config, LlamaConfig
+
+from peftlab.errors import PeftlabError
+from peftlab.models import detect_kind, load_lm, parse_dtype
+
+
+@pytest.fixture(params=["mlm", "causal"])
+def saved_tiny(request, tmp_path):
+    lm = request.getfixturevalue(f"tiny_{request.param}")
+    folder = tmp_path / request.param
+    lm.model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    return lm, folder
+
+
+def test_local_folder_loads_with_its_kind_and_weights(saved_tiny):
+    original, folder = saved_tiny
+    lm = load_lm(str(folder), dtype="fp32", device="cpu")
+    assert lm.kind == original.kind
+    assert lm.dtype == torch.float32
+    for (name, loaded), (_, source) in zip(lm.model.state_dict().items(), original.model.state_dict().items()):
+        assert torch.equal(loaded, source), name
+    assert load_lm(str(folder), dtype="fp32", device="cpu") is lm  # cached per process
+    assert load_lm(str(folder), dtype="bf16", device="cpu").dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("config", "kind"),
+    [
+        (BertConfig(architectures=["BertForMaskedLM"]), "mlm"),
+        (BertConfig(), "mlm"),  # no architectures recorded: an encoder with a masked-LM head
+        (LlamaConfig(architectures=["LlamaForCausalLM"]), "causal"),
+        (GPT2Config(architectures=["GPT2LMHeadModel"]), "causal"),
+        (LlamaConfig(), "causal"),
+    ],
+)
+def test_detect_kind(config, kind):
+    assert detect_kind(config) == kind
+
+
+def test_unreachable_hub_id_is_one_quick_sentence():
+    started = time.perf_counter()
+    with pytest.raises(PeftlabError, match=r"Model 'someone/not-here' could not be loaded.*Hub is unreachable.*smollm2-135m"):
+        load_lm("someone/not-here")
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("", r"No model name given"), ("./not-a-folder", r"not a model folder"), ("/etc/hostname", r"not a model folder")],
+)
+def test_bad_model_names(name, message):
+    with pytest.raises(PeftlabError, match=message):
+        load_lm(name)
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(PeftlabError, match=r"no readable config.json"):
+        load_lm(str(tmp_path))
+
+
+def test_parse_dtype():
+    assert parse_dtype("fp32") is torch.float32
+    assert parse_dtype("bfloat16") is torch.bfloat16
+    assert parse_dtype("auto") in (torch.float32, torch.bfloat16)
+    with pytest.raises(PeftlabError, match=r"Unknown dtype 'int3'"):
+        parse_dtype("int3")
