@@ -61,12 +61,10 @@ class Template:
         `fill`, when given, replaces every column (content-free inputs for calibration).
         """
         def value(match: re.Match) -> str:
-            name = match.group(1)
-            if name == MASK_FIELD:
-                return "\0"
-            return fill if fill is not None else str(example[name])
+            return fill if fill is not None else str(example[match.group(1)])
 
-        before, after = _FIELD.sub(value, self.text).split("\0")
+        before, after = self.text.split("{" + MASK_FIELD + "}")  # split first: texts may hold any character
+        before, after = _FIELD.sub(value, before), _FIELD.sub(value, after)
         return before, after
 
 
@@ -92,7 +90,10 @@ class Verbalizer:
         words = {}
         for label in label_names:
             raw = mapping[label]
-            raw = [raw] if isinstance(raw, str) else list(raw)
+            if isinstance(raw, str):
+                raw = [raw]
+            elif not isinstance(raw, (list, tuple)) or any(w is None or isinstance(w, (list, tuple, dict)) for w in raw):
+                raise PeftlabError(f"Label {label!r} needs a word or a list of words, not {raw!r}.")
             cleaned = tuple(str(w).strip() for w in raw)
             if not cleaned or any(not w for w in cleaned):
                 raise PeftlabError(f"Label {label!r} has an empty label word; give at least one non-empty word.")

@@ -1,0 +1,374 @@
+"""Tests for peftlab.cloze on tiny random models: parity with brute-force scoring, calibration,
+aggregation, ensembles, evaluation and single-text classification."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from peftlab.cloze import (
+    ClozeSetup,
+    aggregate_words,
+    calibrate,
+    classify_text,
+    evaluate,
+    label_log_probs,
+    score_queries,
+)
+from peftlab.errors import PeftlabError
+from peftlab.prompts import Prompt, Template, Verbalizer
+
+LABELS = ["negative", "positive"]
+TEMPLATE = "Review: {text}\nSentiment:{mask}"
+SUFFIX_TEMPLATE = "Review: {text}\nSentiment:{mask} overall."
+VERBALIZER = {"negative": ["bad", "terrible"], "positive": ["great", "fantastic"]}
+SINGLE = {"negative": ["bad"], "positive": ["great"]}
+ATOL = 1e-4
+
+
+def _prompt(template: str = TEMPLATE, verbalizer=VERBALIZER, demonstrations=()) -> Prompt:
+    return Prompt(Template.parse(template, ["text"]), Verbalizer.parse(verbalizer, LABELS), list(demonstrations))
+
+
+def _ids(lm, text: str) -> list[int]:
+    return lm.tokenizer(text, add_special_tokens=False).input_ids
+
+
+def _split(template: str, example: dict) -> tuple[str, str, str]:
+    """(text before the mask without trailing spaces, the space the word gets, text after the mask)."""
+    before, after = Template(template).render(example)
+    before = before.rstrip(" ")
+    space = " " if before and not before.endswith("\n") else ""
+    return before, space, after
+
+
+@torch.no_grad()
+def brute_force_word_score(lm, template: str, example: dict, word: str) -> float:
+    """The reference: one unpadded sequence, full logits, one log_softmax per scored piece."""
+    tokenizer = lm.tokenizer
+    before, space, after = _split(template, example)
+    if lm.kind == "causal":
+        prefix = tokenizer(before).input_ids  # with BOS
+        full = tokenizer(before + space + word + after).input_ids
+        assert full[:len(prefix)] == prefix
+        logits = lm.model(input_ids=torch.tensor([full])).logits[0]  # (T, V)
+        log_probs = logits.log_softmax(-1)
+        return float(sum(log_probs[p - 1, full[p]] for p in range(len(prefix), len(full))))
+    pieces = _ids(lm, space + word)
+    ids = ([tokenizer.cls_token_id] + _ids(lm, before) + [tokenizer.mask_token_id] * len(pieces)
+           + _ids(lm, after) + [tokenizer.sep_token_id])
+    first = ids.index(tokenizer.mask_token_id)
+    log_probs = lm.model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)  # (T, V)
+    return float(sum(log_probs[first + j, piece] for j, piece in enumerate(pieces)))
+
+
+def brute_force_label_log_probs(lm, template: str, verbalizer: dict, examples) -> torch.Tensor:
+    rows = []
+    for example in examples:
+        label_scores = []
+        for label in LABELS:
+            scores = torch.tensor([brute_force_word_score(lm, template, example, w) for w in verbalizer[label]])
+            label_scores.append(torch.logsumexp(scores, 0) - math.log(len(scores)))  # log mean probability
+        rows.append(torch.stack(label_scores).log_softmax(-1))
+    return torch.stack(rows)
+
+
+def _scores_by_word(lm, prompt: Prompt, queries) -> dict[str, float]:
+    flat = [w for _, w in prompt.verbalizer.flat_words]
+    scores = score_queries(lm.model, lm.kind, queries, lm.tokenizer.pad_token_id)
+    words = [flat[w] for q in queries for w, _ in q.targets]
+    assert scores.shape == (len(words),)
+    return dict(zip(words, scores.tolist()))
+
+
+# ---------------------------------------------------------------- multi-token words: parity
+
+@pytest.mark.parametrize("template", [TEMPLATE, SUFFIX_TEMPLATE, "{mask} : {text}", "Review: {text}\n{mask}"])
+def test_word_scores_match_brute_force(tiny_lm, tiny_task, template):
+    prompt = _prompt(template)
+    for example in tiny_task.test[:3]:
+        queries = prompt.queries(tiny_lm, example)
+        got = _scores_by_word(tiny_lm, prompt, queries)  # all queries in one padded batch
+        expected = {w: brute_force_word_score(tiny_lm, template, example, w) for w in got}
+        assert set(got) == {"bad", "terrible", "great", "fantastic"}
+        for word in got:
+            assert math.isclose(got[word], expected[word], abs_tol=ATOL), (word, got[word], expected[word])
+
+
+def test_multi_token_word_is_the_sum_of_its_pieces(tiny_lm, tiny_task):
+    """A word that splits is scored by all its pieces: far below its first piece alone."""
+    example = tiny_task.test[0]
+    prompt = _prompt(TEMPLATE)
+    word_text = ("" if tiny_lm.kind == "mlm" else " ") + "terrible"
+    pieces = _ids(tiny_lm, word_text)
+    assert len(pieces) >= 2
+    got = _scores_by_word(tiny_lm, prompt, prompt.queries(tiny_lm, example))["terrible"]
+    tokenizer = tiny_lm.tokenizer
+    before, _, _ = _split(TEMPLATE, example)
+    with torch.no_grad():
+        if tiny_lm.kind == "causal":
+            prefix = tokenizer(before).input_ids
+            log_probs = tiny_lm.model(input_ids=torch.tensor([prefix + pieces])).logits[0].log_softmax(-1)
+            per_piece = [float(log_probs[len(prefix) - 1 + j, t]) for j, t in enumerate(pieces)]
+        else:
+            ids = [tokenizer.cls_token_id] + _ids(tiny_lm, before) + [tokenizer.mask_token_id] * len(pieces) + [tokenizer.sep_token_id]
+            first = ids.index(tokenizer.mask_token_id)
+            log_probs = tiny_lm.model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+            per_piece = [float(log_probs[first + j, t]) for j, t in enumerate(pieces)]
+    assert math.isclose(got, sum(per_piece), abs_tol=ATOL)
+    assert got < per_piece[0] - 1.0  # not the first piece only
+
+
+def test_label_log_probs_match_brute_force(tiny_lm, tiny_task):
+    examples = tiny_task.test
+    for template in (TEMPLATE, SUFFIX_TEMPLATE):
+        got = label_log_probs(tiny_lm, _prompt(template), examples, batch_size=5)
+        expected = brute_force_label_log_probs(tiny_lm, template, VERBALIZER, examples)
+        assert got.shape == (len(examples), 2)
+        assert torch.allclose(got, expected, atol=ATOL), (got, expected)
+        assert torch.allclose(got.exp().sum(-1), torch.ones(len(examples)), atol=1e-5)
+
+
+def test_batching_and_padding_do_not_change_scores(tiny_lm, tiny_task):
+    prompt = _prompt(SUFFIX_TEMPLATE)
+    examples = tiny_task.test  # texts of 1 to 12 words
+    lengths = {len(q.input_ids) for e in examples for q in prompt.queries(tiny_lm, e)}
+    assert len(lengths) > 3
+    # Raw word scores: every query of every example in one padded batch vs one query at a time.
+    all_queries = [q for e in examples for q in prompt.queries(tiny_lm, e)]
+    pad = tiny_lm.tokenizer.pad_token_id
+    together = score_queries(tiny_lm.model, tiny_lm.kind, all_queries, pad)
+    alone = torch.cat([score_queries(tiny_lm.model, tiny_lm.kind, [q], pad) for q in all_queries])
+    assert torch.allclose(together, alone, atol=ATOL)
+    # Label log-probs: one batch, odd batches, one example at a time.
+    one_batch = label_log_probs(tiny_lm, prompt, examples, batch_size=64)
+    odd_batches = label_log_probs(tiny_lm, prompt, examples, batch_size=3)
+    one_by_one = torch.cat([label_log_probs(tiny_lm, prompt, [e], batch_size=1) for e in examples])
+    assert torch.allclose(one_batch, one_by_one, atol=ATOL)
+    assert torch.allclose(odd_batches, one_by_one, atol=ATOL)
+
+
+def test_causal_score_includes_text_after_the_mask(tiny_causal, tiny_task):
+    example = tiny_task.test[2]
+    with_suffix = _prompt(SUFFIX_TEMPLATE)
+    without = _prompt(TEMPLATE)
+    a = _scores_by_word(tiny_causal, with_suffix, with_suffix.queries(tiny_causal, example))
+    b = _scores_by_word(tiny_causal, without, without.queries(tiny_causal, example))
+    tokenizer = tiny_causal.tokenizer
+    before, space, after = _split(SUFFIX_TEMPLATE, example)
+    assert after == " overall."
+    for word in ("bad", "fantastic"):
+        # score(word + suffix) = score(word) + log p(suffix | prefix, word)
+        head = tokenizer(before + space + word).input_ids
+        full = tokenizer(before + space + word + after).input_ids
+        with torch.no_grad():
+            log_probs = tiny_causal.model(input_ids=torch.tensor([full])).logits[0].log_softmax(-1)
+        suffix = float(sum(log_probs[p - 1, full[p]] for p in range(len(head), len(full))))
+        assert suffix < -0.1
+        assert math.isclose(a[word], b[word] + suffix, abs_tol=ATOL)
+
+
+def test_progress_reports_every_example(tiny_causal, tiny_task):
+    calls = []
+    label_log_probs(tiny_causal, _prompt(), tiny_task.test, batch_size=4, progress=lambda d, n: calls.append((d, n)))
+    assert calls[-1] == (len(tiny_task.test), len(tiny_task.test))
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+# ---------------------------------------------------------------- aggregation and calibration
+
+def test_aggregate_words_log_mean_probability():
+    p = torch.tensor([[0.2, 0.4, 0.1], [0.05, 0.01, 0.3]])
+    got = aggregate_words(p.log(), [0, 0, 1], 2)
+    expected = torch.tensor([[0.3, 0.1], [0.03, 0.3]]).log()  # mean of 0.2 and 0.4; one word for label 1
+    assert torch.allclose(got, expected, atol=1e-6)
+    # Labels are columns in label order even when words are interleaved.
+    got = aggregate_words(p.log(), [1, 0, 1], 2)
+    expected = torch.tensor([[0.4, 0.15], [0.01, 0.175]]).log()
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_calibrate_none_is_unchanged():
+    log_probs = torch.tensor([[0.7, 0.3], [0.4, 0.6]]).log()
+    assert torch.equal(calibrate(log_probs, "none"), log_probs)
+
+
+def test_calibrate_contextual_hand_computed_and_flips():
+    log_probs = torch.tensor([[0.7, 0.3], [0.4, 0.6]]).log()
+    content_free = torch.tensor([0.8, 0.2]).log()
+    got = calibrate(log_probs, "contextual", content_free)
+    # Row 0: 0.7/0.8 = 0.875 and 0.3/0.2 = 1.5 -> renormalised over 2.375; row 1: 0.5 and 3.0 over 3.5.
+    expected = torch.tensor([[0.875 / 2.375, 1.5 / 2.375], [0.5 / 3.5, 3.0 / 3.5]])
+    assert torch.allclose(got.exp(), expected, atol=1e-6)
+    assert log_probs.argmax(-1).tolist() == [0, 1]
+    assert got.argmax(-1).tolist() == [1, 1]  # the content-free bias towards label 0 is removed
+    with pytest.raises(ValueError, match="content-free"):
+        calibrate(log_probs, "contextual")
+
+
+def test_calibrate_mean_hand_computed_and_flips():
+    log_probs = torch.tensor([[0.9, 0.1], [0.6, 0.4]]).log()
+    got = calibrate(log_probs, "mean")
+    # Column geometric means: sqrt(0.9*0.6) and sqrt(0.1*0.4) = 0.2.
+    g0, g1 = math.sqrt(0.54), 0.2
+    row0 = [0.9 / g0, 0.1 / g1]
+    row1 = [0.6 / g0, 0.4 / g1]
+    expected = torch.tensor([[row0[0] / sum(row0), row0[1] / sum(row0)], [row1[0] / sum(row1), row1[1] / sum(row1)]])
+    assert torch.allclose(got.exp(), expected, atol=1e-6)
+    assert log_probs.argmax(-1).tolist() == [0, 0]
+    assert got.argmax(-1).tolist() == [0, 1]
+
+
+def test_calibrate_unknown_method():
+    with pytest.raises(PeftlabError, match=r"Unknown calibration 'temperature': choose one of none, contextual, mean"):
+        calibrate(torch.zeros(2, 2), "temperature")
+
+
+# ---------------------------------------------------------------- setups, ensembles and evaluation
+
+def test_cloze_setup_validation(tiny_task):
+    with pytest.raises(PeftlabError, match="Unknown calibration 'batch'"):
+        ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, calibration="batch")
+    with pytest.raises(PeftlabError, match="at least one template"):
+        ClozeSetup.build(tiny_task, ["", "  "], VERBALIZER)
+    with pytest.raises(PeftlabError, match=r"\{title\}"):
+        ClozeSetup.build(tiny_task, ["{title}{mask}"], VERBALIZER)
+    setup = ClozeSetup.build(tiny_task, [TEMPLATE, "", SUFFIX_TEMPLATE], VERBALIZER, "mean")
+    assert [p.template.text for p in setup.prompts] == [TEMPLATE, SUFFIX_TEMPLATE]
+
+
+@pytest.mark.parametrize("calibration", ["none", "mean", "contextual"])
+def test_template_ensemble_is_the_mean_of_single_templates(tiny_lm, tiny_task, calibration):
+    examples = tiny_task.test
+    templates = [TEMPLATE, "{text} it was{mask} ."]
+    ensemble = ClozeSetup.build(tiny_task, templates, VERBALIZER, calibration).predict_log_probs(tiny_lm, examples)
+    singles = [ClozeSetup.build(tiny_task, t, VERBALIZER, calibration).predict_log_probs(tiny_lm, examples)
+               for t in templates]
+    expected = ((singles[0] + singles[1]) / 2).log_softmax(-1)
+    assert torch.allclose(ensemble, expected, atol=1e-5)
+    assert not torch.allclose(singles[0], singles[1], atol=1e-3)  # the two templates really differ
+
+
+def test_contextual_calibration_uses_content_free_inputs(tiny_lm, tiny_task):
+    examples = tiny_task.test
+    prompt = _prompt(TEMPLATE)
+    raw = label_log_probs(tiny_lm, prompt, examples)
+    # Content-free inputs "N/A" and "": the mean of their label probabilities.
+    cf = torch.cat([label_log_probs(tiny_lm, prompt, [{"text": t, "label": 0}]) for t in ("N/A", "")]).exp().mean(0).log()
+    expected = (raw - cf).log_softmax(-1)
+    got = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, "contextual").predict_log_probs(tiny_lm, examples)
+    assert torch.allclose(got, expected, atol=ATOL)
+    assert not torch.allclose(got, raw, atol=1e-3)
+
+
+@pytest.mark.parametrize("calibration", ["none", "mean", "contextual"])
+def test_evaluate(tiny_lm, tiny_task, calibration):
+    result = evaluate(tiny_lm, tiny_task, [TEMPLATE], VERBALIZER, calibration=calibration)
+    n = len(tiny_task.test)
+    table = result.predictions
+    assert result.n == n
+    assert list(table.columns) == ["text", "gold", "predicted", "confidence", "correct", "p(negative)", "p(positive)"]
+    assert table["text"].tolist() == [e["text"] for e in tiny_task.test]
+    assert table["gold"].tolist() == [LABELS[e["label"]] for e in tiny_task.test]
+    probs = table[["p(negative)", "p(positive)"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert table["predicted"].tolist() == [LABELS[i] for i in probs.argmax(1)]
+    np.testing.assert_allclose(table["confidence"], probs.max(1), atol=1e-7)
+    assert (table["correct"] == (table["gold"] == table["predicted"])).all()
+    assert 0.0 <= result.accuracy <= 1.0
+    assert result.accuracy == pytest.approx(table["correct"].mean())
+    assert result.confusion.shape == (2, 2) and result.confusion.sum() == n
+    assert np.trace(result.confusion) == table["correct"].sum()
+    expected = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, calibration).predict_log_probs(tiny_lm, tiny_task.test)
+    np.testing.assert_allclose(probs, expected.exp().numpy(), atol=1e-5)
+    summary = result.summary()
+    assert summary["n"] == n and summary["calibration"] == calibration and summary["model"] == tiny_lm.name
+    assert summary["templates"] == [TEMPLATE]
+
+
+def test_evaluate_limit(tiny_causal, tiny_task):
+    result = evaluate(tiny_causal, tiny_task, TEMPLATE, VERBALIZER, limit=3)
+    assert result.n == 3 and result.confusion.sum() == 3
+    assert result.predictions["text"].tolist() == [e["text"] for e in tiny_task.test[:3]]
+    assert evaluate(tiny_causal, tiny_task, TEMPLATE, VERBALIZER, limit=100).n == len(tiny_task.test)
+    for bad in (0, -2):
+        with pytest.raises(PeftlabError, match="limit must be at least 1"):
+            evaluate(tiny_causal, tiny_task, TEMPLATE, VERBALIZER, limit=bad)
+
+
+def test_evaluate_with_demonstrations(tiny_lm, tiny_task):
+    setup = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, shots_in_context=2, seed=21)
+    demos = setup.prompts[0].demonstrations
+    assert len(demos) == 2 and sorted(d["label"] for d in demos) == [0, 1]
+    assert all(d in tiny_task.train for d in demos)
+    assert demos == ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, shots_in_context=2, seed=21).prompts[0].demonstrations
+    tokenizer = tiny_lm.tokenizer
+    example = tiny_task.test[0]
+    decoded = tokenizer.decode(setup.prompts[0].queries(tiny_lm, example)[0].input_ids)
+    for d in demos:
+        assert tokenizer.decode(_ids(tiny_lm, d["text"])) in decoded
+    result = evaluate(tiny_lm, tiny_task, TEMPLATE, VERBALIZER, shots_in_context=2, seed=21)
+    assert result.settings["shots_in_context"] == 2 and result.n == len(tiny_task.test)
+    zero_shot = evaluate(tiny_lm, tiny_task, TEMPLATE, VERBALIZER)
+    assert not np.allclose(result.predictions["p(positive)"], zero_shot.predictions["p(positive)"], atol=1e-4)
+
+
+# ---------------------------------------------------------------- one text
+
+def test_classify_text(tiny_lm, tiny_task):
+    text = "the acting was great"
+    prediction = classify_text(tiny_lm, tiny_task, text, TEMPLATE, VERBALIZER, top_k=5)
+    assert list(prediction.label_probs) == LABELS
+    assert sum(prediction.label_probs.values()) == pytest.approx(1.0, abs=1e-5)
+    expected = label_log_probs(tiny_lm, _prompt(), [{"text": text, "label": 0}])[0].exp()
+    assert [prediction.label_probs[name] for name in LABELS] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert len(prediction.top_tokens) == 5
+    probs = [p for _, p in prediction.top_tokens]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert all(isinstance(token, str) for token, _ in prediction.top_tokens)
+    # The top token's probability is the largest probability at the read position of a brute-force pass.
+    tokenizer = tiny_lm.tokenizer
+    before, _, _ = _split(TEMPLATE, {"text": text})
+    with torch.no_grad():
+        if tiny_lm.kind == "causal":
+            logits = tiny_lm.model(input_ids=torch.tensor([tokenizer(before).input_ids])).logits[0, -1]
+        else:
+            ids = [tokenizer.cls_token_id] + _ids(tiny_lm, before) + [tokenizer.mask_token_id, tokenizer.sep_token_id]
+            logits = tiny_lm.model(input_ids=torch.tensor([ids])).logits[0, -2]
+    top = logits.softmax(-1).topk(5)
+    assert probs == pytest.approx(top.values.tolist(), abs=1e-5)
+    assert [t for t, _ in prediction.top_tokens] == [tokenizer.decode([int(i)]) for i in top.indices]
+
+
+def test_classify_text_mean_calibration_uses_test_texts(tiny_causal, tiny_task):
+    text = "a fun film"
+    prediction = classify_text(tiny_causal, tiny_task, text, TEMPLATE, VERBALIZER, calibration="mean")
+    setup = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, "mean")
+    expected = setup.predict_log_probs(tiny_causal, [{"text": text, "label": 0}] + tiny_task.test)[0].exp()
+    assert [prediction.label_probs[name] for name in LABELS] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert sum(prediction.label_probs.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n"])
+def test_classify_text_empty(tiny_mlm, tiny_task, text):
+    with pytest.raises(PeftlabError, match="Type a text"):
+        classify_text(tiny_mlm, tiny_task, text, TEMPLATE, VERBALIZER)
+
+
+# ---------------------------------------------------------------- truncation end to end
+
+def test_long_text_scores_within_max_length(tiny_lm, tiny_task):
+    long_text = " ".join(["the", "plot", "was", "good"] * 150)
+    example = {"text": long_text, "label": 1}
+    prompt = _prompt(SUFFIX_TEMPLATE)
+    queries = prompt.queries(tiny_lm, example)
+    assert all(len(q.input_ids) <= tiny_lm.max_length for q in queries)
+    log_probs = label_log_probs(tiny_lm, prompt, [example, tiny_task.test[0]])
+    assert torch.isfinite(log_probs).all()
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2), atol=1e-5)
+    # Padding a long and a short example together gives the same scores as scoring them apart.
+    apart = torch.cat([label_log_probs(tiny_lm, prompt, [e]) for e in (example, tiny_task.test[0])])
+    assert torch.allclose(log_probs, apart, atol=ATOL)

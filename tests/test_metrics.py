@@ -1,0 +1,44 @@
+"""Tests for peftlab.metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from peftlab.metrics import accuracy, confusion_matrix, macro_f1
+
+# Label 2 is gold twice and never predicted.
+GOLD = [0, 0, 1, 1, 2, 2]
+PREDICTED = [0, 1, 1, 1, 0, 0]
+
+
+def test_confusion_matrix_rows_gold_columns_predicted():
+    expected = np.array([
+        [1, 1, 0],  # gold 0: once right, once called 1
+        [0, 2, 0],  # gold 1: both right
+        [2, 0, 0],  # gold 2: both called 0
+    ])
+    matrix = confusion_matrix(GOLD, PREDICTED, 3)
+    np.testing.assert_array_equal(matrix, expected)
+    assert matrix.dtype.kind == "i"
+    # Repeated (gold, predicted) pairs are all counted (np.add.at, not fancy-index assignment).
+    np.testing.assert_array_equal(confusion_matrix([1, 1, 1], [0, 0, 0], 2), [[0, 0], [3, 0]])
+
+
+def test_accuracy():
+    assert accuracy(GOLD, PREDICTED) == pytest.approx(3 / 6)
+    assert accuracy(np.array([1, 0]), np.array([1, 0])) == 1.0
+    assert accuracy([0, 1, 1], [1, 0, 0]) == 0.0
+    assert accuracy([], []) == 0.0
+
+
+def test_macro_f1_hand_computed():
+    # label 0: TP 1, predicted 3, gold 2 -> F1 = 2*1 / (3 + 2) = 0.4
+    # label 1: TP 2, predicted 3, gold 2 -> F1 = 2*2 / (3 + 2) = 0.8
+    # label 2: never predicted -> F1 = 0
+    assert macro_f1(GOLD, PREDICTED, 3) == pytest.approx((0.4 + 0.8 + 0.0) / 3)
+    # A fourth label never gold nor predicted counts as F1 = 0 in the mean.
+    assert macro_f1(GOLD, PREDICTED, 4) == pytest.approx((0.4 + 0.8) / 4)
+    assert macro_f1([0, 1, 0, 1], [0, 1, 0, 1], 2) == pytest.approx(1.0)
+    # Always predicting 1 on balanced gold: F1(0) = 0, F1(1) = 2*2 / (4 + 2) = 2/3.
+    assert macro_f1([0, 0, 1, 1], [1, 1, 1, 1], 2) == pytest.approx((0 + 2 / 3) / 2)
