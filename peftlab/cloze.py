@@ -35,36 +35,65 @@ CONTENT_FREE_INPUTS = ("N/A", "")
 ProgressFn = Callable[[int, int], None]
 
 
-def score_queries(model, kind: str, queries: Sequence[Query], pad_id: int) -> torch.Tensor:
+@dataclass
+class PaddedBatch:
+    """Queries padded into one tensor batch; `shift[b]` maps a query position p to column p + shift[b]."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    position_ids: torch.Tensor  # (B, T)
+    shift: list[int]
+
+    @classmethod
+    def build(cls, queries: Sequence[Query], kind: str, pad_id: int) -> "PaddedBatch":
+        """Causal LMs are left-padded (every read position sits at the end), masked LMs right-padded."""
+        lengths = [len(q.input_ids) for q in queries]
+        width = max(lengths)
+        input_ids = torch.full((len(queries), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(queries), width), dtype=torch.long)
+        shift = [width - n if kind == "causal" else 0 for n in lengths]
+        for row, (q, offset) in enumerate(zip(queries, shift)):
+            input_ids[row, offset:offset + len(q.input_ids)] = torch.tensor(q.input_ids)
+            attention_mask[row, offset:offset + len(q.input_ids)] = 1
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return cls(input_ids, attention_mask, position_ids, shift)
+
+
+def score_queries(
+    model, kind: str, queries: Sequence[Query], pad_id: int, trigger_embeds: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Sum of log-probabilities of every target in `queries`, in order: shape (total targets,).
 
-    Runs one forward pass over the whole list (callers batch it). Differentiable when called with
-    gradients enabled, so training code reuses it.
+    One forward pass over the whole list (callers batch it); differentiable when gradients are on.
+    `trigger_embeds` (n_slots, H), when given, replaces the input embedding at each query's trigger
+    positions, so the gradient with respect to the trigger tokens' embeddings lands on it (AutoPrompt).
     """
-    lengths = [len(q.input_ids) for q in queries]
-    width = max(lengths)
     device = next(model.parameters()).device
-    input_ids = torch.full((len(queries), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(queries), width), dtype=torch.long)
-    if kind == "causal":
-        # Left padding: every read position is among the last `keep` positions.
-        keep = max(n - min(q.read_positions) for n, q in zip(lengths, queries))
-        for row, (n, q) in enumerate(zip(lengths, queries)):
-            input_ids[row, width - n:] = torch.tensor(q.input_ids)
-            attention_mask[row, width - n:] = 1
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-            position_ids=position_ids.to(device), logits_to_keep=keep,
-        ).logits  # (B, keep, V)
-        columns = [p - n + keep for n, q in zip(lengths, queries) for p in q.read_positions]
-    else:
-        for row, (n, q) in enumerate(zip(lengths, queries)):
-            input_ids[row, :n] = torch.tensor(q.input_ids)
-            attention_mask[row, :n] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits  # (B, T, V)
-        columns = [p for q in queries for p in q.read_positions]
+    batch = PaddedBatch.build(queries, kind, pad_id)
     rows = [row for row, q in enumerate(queries) for _ in q.read_positions]
+    columns = [p + batch.shift[row] for row, q in enumerate(queries) for p in q.read_positions]
+    inputs = dict(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
+    if kind == "causal":
+        keep = batch.input_ids.shape[1] - min(columns)  # logits only for the last `keep` positions
+        inputs.update(position_ids=batch.position_ids.to(device), logits_to_keep=keep)
+        columns = [c - (batch.input_ids.shape[1] - keep) for c in columns]
+    hook = None
+    if trigger_embeds is not None:
+        slot_rows = [row for row, q in enumerate(queries) for _ in q.trigger_positions]
+        slot_columns = [p + batch.shift[row] for row, q in enumerate(queries) for p in q.trigger_positions]
+        slots = [j for q in queries for j in range(len(q.trigger_positions))]
+
+        def replace_triggers(_module, _inputs, embeds):  # embeds: (B, T, H)
+            embeds = embeds.clone()
+            embeds[slot_rows, slot_columns] = trigger_embeds[slots].to(embeds.dtype)
+            return embeds
+
+        hook = model.get_input_embeddings().register_forward_hook(replace_triggers)
+    try:
+        logits = model(**inputs).logits  # (B, keep or T, V)
+    finally:
+        if hook is not None:
+            hook.remove()
     read_log_probs = logits[rows, columns].float().log_softmax(-1)  # (R, V), R = all read positions
 
     # Each target picks one token per read position of its query and sums their log-probabilities.
@@ -78,6 +107,19 @@ def score_queries(model, kind: str, queries: Sequence[Query], pad_id: int) -> to
     picked = read_log_probs[torch.tensor(pick_rows, device=device), torch.tensor(pick_tokens, device=device)]
     target_of_pick = torch.tensor(pick_target, device=device)
     return torch.zeros(len(targets), device=device).index_add(0, target_of_pick, picked)
+
+
+def word_scores(
+    lm: LM, query_lists: Sequence[Sequence[Query]], n_words: int, model=None, trigger_embeds: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(N, W) log-probability of every label word for N items, each item a list of queries; one forward pass."""
+    model = model if model is not None else lm.model
+    flat = [(i, q) for i, queries in enumerate(query_lists) for q in queries]
+    scores = score_queries(model, lm.kind, [q for _, q in flat], lm.tokenizer.pad_token_id, trigger_embeds)
+    item = torch.tensor([i for i, q in flat for _ in q.targets], device=scores.device)
+    word = torch.tensor([w for _, q in flat for w, _ in q.targets], device=scores.device)
+    empty = torch.full((len(query_lists), n_words), float("nan"), device=scores.device)
+    return empty.index_put((item, word), scores)
 
 
 def aggregate_words(word_scores: torch.Tensor, word_labels: Sequence[int], n_labels: int) -> torch.Tensor:
@@ -95,28 +137,31 @@ def label_log_probs(
     progress: ProgressFn | None = None, fill: str | None = None, model=None,
 ) -> torch.Tensor:
     """(N, L) log-probabilities over labels (normalised over labels) for each example, no gradient."""
-    model = model if model is not None else lm.model
-    flat_words = prompt.verbalizer.flat_words
-    n_labels = len(prompt.verbalizer.words)
-    queries = []  # (example index, query)
-    for i, example in enumerate(examples):
-        queries.extend((i, q) for q in prompt.queries(lm, example, fill))
-    order = sorted(range(len(queries)), key=lambda j: len(queries[j][1].input_ids))
-    word_scores = torch.full((len(examples), len(flat_words)), float("nan"))
-    done_examples: set[int] = set()
-    pad_id = lm.tokenizer.pad_token_id
+    query_lists = [prompt.queries(lm, example, fill) for example in examples]
+    return score_query_lists(lm, query_lists, prompt.verbalizer, batch_size, progress, model)
+
+
+def score_query_lists(
+    lm: LM, query_lists: Sequence[Sequence[Query]], verbalizer: Verbalizer, batch_size: int = 32,
+    progress: ProgressFn | None = None, model=None,
+) -> torch.Tensor:
+    """(N, L) label log-probs for N items (lists of queries), batched by length, under inference mode."""
+    flat_words = verbalizer.flat_words
+    order = sorted(range(len(query_lists)), key=lambda i: max(len(q.input_ids) for q in query_lists[i]))
+    scores = torch.empty((len(query_lists), len(flat_words)))
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            batch = [queries[j] for j in order[start:start + batch_size]]
-            scores = score_queries(model, lm.kind, [q for _, q in batch], pad_id).cpu()
-            targets = [(i, word) for i, q in batch for word, _ in q.targets]
-            for (i, word), score in zip(targets, scores):
-                word_scores[i, word] = score
-            done_examples.update(i for i, _ in batch)
+            chunk = order[start:start + batch_size]
+            scores[chunk] = word_scores(lm, [query_lists[i] for i in chunk], len(flat_words), model).cpu()
             if progress:
-                progress(len(done_examples), len(examples))
-    label_scores = aggregate_words(word_scores, [label for label, _ in flat_words], n_labels)
-    return label_scores.log_softmax(-1)
+                progress(min(start + batch_size, len(order)), len(order))
+    return words_to_label_log_probs(scores, verbalizer)
+
+
+def words_to_label_log_probs(scores: torch.Tensor, verbalizer: Verbalizer) -> torch.Tensor:
+    """(N, W) word log-probs -> (N, L) log-probs normalised over the labels."""
+    labels = [label for label, _ in verbalizer.flat_words]
+    return aggregate_words(scores, labels, len(verbalizer.words)).log_softmax(-1)
 
 
 def calibrate(log_probs: torch.Tensor, method: str, content_free_log_probs: torch.Tensor | None = None) -> torch.Tensor:

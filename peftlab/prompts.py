@@ -28,6 +28,7 @@ from typing import Sequence
 from peftlab.errors import PeftlabError
 
 MASK_FIELD = "mask"
+TRIGGER = "[T]"  # a trigger slot in an AutoPrompt template
 _FIELD = re.compile(r"\{(\w*)\}")
 
 
@@ -145,6 +146,7 @@ class Query:
     input_ids: list[int]
     read_positions: list[int]
     targets: list[tuple[int, list[int]]] = field(default_factory=list)
+    trigger_positions: list[int] = field(default_factory=list)  # position of each trigger slot, in order
 
 
 def _word_with_space(before: str, word: str) -> tuple[str, str]:
@@ -163,6 +165,7 @@ class Prompt:
     verbalizer: Verbalizer
     demonstrations: list[dict] = field(default_factory=list)
     demonstration_separator: str = "\n\n"
+    trigger_ids: tuple[int, ...] = ()  # token ids that fill the template's [T] slots (AutoPrompt)
 
     def demonstration_text(self) -> str:
         """The demonstrations filled with the same template, each with its label's first word."""
@@ -185,15 +188,35 @@ class Prompt:
         for word_index, (_, word) in enumerate(self.verbalizer.flat_words):
             ids = tokenizer(_word_with_space(before, word)[1], add_special_tokens=False).input_ids
             words.append((word_index, ids))
+        prefix, triggers = _encode_prefix(tokenizer, stripped, self.trigger_ids, lm.kind == "causal")
         if lm.kind == "causal":
-            return _causal_queries(lm, stripped, after_ids, words)
-        return _masked_queries(lm, stripped, after_ids, words)
+            return _causal_queries(lm, prefix, triggers, after_ids, words)
+        return _masked_queries(lm, prefix, triggers, after_ids, words)
 
 
-def _causal_queries(lm, before: str, after_ids: list[int], words) -> list[Query]:
+def _encode_prefix(tokenizer, before: str, trigger_ids: Sequence[int], add_special_tokens: bool):
+    """Token ids of the text before the mask, with trigger ids in its [T] slots, and the slots' positions.
+
+    Spaces around a slot are dropped: a BPE trigger token carries its own leading space.
+    """
+    if not trigger_ids:
+        return tokenizer(before, add_special_tokens=add_special_tokens).input_ids, []
+    segments = re.split(r" *" + re.escape(TRIGGER) + r" *", before)
+    if len(segments) - 1 != len(trigger_ids):
+        raise PeftlabError(
+            f"The template has {len(segments) - 1} {TRIGGER} slots before {{mask}} but {len(trigger_ids)} trigger tokens were given."
+        )
+    ids = tokenizer(segments[0], add_special_tokens=add_special_tokens).input_ids
+    positions = []
+    for trigger, segment in zip(trigger_ids, segments[1:]):
+        positions.append(len(ids))
+        ids = ids + [trigger] + (tokenizer(segment, add_special_tokens=False).input_ids if segment else [])
+    return ids, positions
+
+
+def _causal_queries(lm, prefix: list[int], triggers: list[int], after_ids: list[int], words) -> list[Query]:
     """Queries share an input when words share all pieces but the last: one pass scores them all."""
     tokenizer = lm.tokenizer
-    prefix = tokenizer(before, add_special_tokens=True).input_ids
     if not prefix:  # a mask that starts the text is read after a start-of-text token
         prefix = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
     by_stem: dict[tuple[int, ...], Query] = {}
@@ -201,18 +224,16 @@ def _causal_queries(lm, before: str, after_ids: list[int], words) -> list[Query]
         continuation = word_ids + after_ids
         stem = tuple(continuation[:-1])
         if stem not in by_stem:
-            budget = lm.max_length - len(stem)
-            kept = _truncate_left(prefix, budget, tokenizer)
+            kept, positions = _truncate_left(prefix, lm.max_length - len(stem), tokenizer, triggers)
             ids = kept + list(stem)
-            by_stem[stem] = Query(ids, list(range(len(kept) - 1, len(ids))))
+            by_stem[stem] = Query(ids, list(range(len(kept) - 1, len(ids))), trigger_positions=positions)
         by_stem[stem].targets.append((word_index, continuation))
     return list(by_stem.values())
 
 
-def _masked_queries(lm, before: str, after_ids: list[int], words) -> list[Query]:
+def _masked_queries(lm, before_ids: list[int], triggers: list[int], after_ids: list[int], words) -> list[Query]:
     """One query per distinct piece count: n mask tokens score every n-piece word."""
     tokenizer = lm.tokenizer
-    before_ids = tokenizer(before, add_special_tokens=False).input_ids
     start = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
     end = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []
     by_count: dict[int, Query] = {}
@@ -220,23 +241,30 @@ def _masked_queries(lm, before: str, after_ids: list[int], words) -> list[Query]
         n = len(word_ids)
         if n not in by_count:
             budget = lm.max_length - len(start) - n - len(after_ids) - len(end)
-            kept = _truncate_left(before_ids, budget, tokenizer)
+            kept, positions = _truncate_left(before_ids, budget, tokenizer, triggers)
             ids = start + kept + [tokenizer.mask_token_id] * n + after_ids + end
             first = len(start) + len(kept)
-            by_count[n] = Query(ids, list(range(first, first + n)))
+            by_count[n] = Query(
+                ids, list(range(first, first + n)), trigger_positions=[len(start) + p for p in positions],
+            )
         by_count[n].targets.append((word_index, word_ids))
     return list(by_count.values())
 
 
-def _truncate_left(ids: list[int], budget: int, tokenizer) -> list[int]:
-    """Drop tokens from the start (keeping a leading BOS) so that at most `budget` remain."""
+def _truncate_left(ids: list[int], budget: int, tokenizer, positions: Sequence[int] = ()) -> tuple[list[int], list[int]]:
+    """Drop tokens from the start (keeping a leading BOS) so that at most `budget` remain.
+
+    Returns the kept ids and `positions` (trigger slots) moved to where they now are.
+    """
     if budget < 2:
         raise PeftlabError("The template's text after the mask and the label words leave no room for the input.")
     if len(ids) <= budget:
-        return ids
-    if ids and ids[0] == tokenizer.bos_token_id:
-        return ids[:1] + ids[len(ids) - budget + 1:]
-    return ids[len(ids) - budget:]
+        return ids, list(positions)
+    keep_first = 1 if ids and ids[0] == tokenizer.bos_token_id else 0
+    dropped = len(ids) - budget
+    if any(keep_first <= p < keep_first + dropped for p in positions):
+        raise PeftlabError("The input is too long: truncating it would cut trigger slots; put the [T] slots after {text}.")
+    return ids[:keep_first] + ids[keep_first + dropped:], [p if p < keep_first else p - dropped for p in positions]
 
 
 def pick_demonstrations(pool: Sequence[dict], k: int, n_labels: int, seed: int) -> list[dict]:
