@@ -17,7 +17,7 @@ def label_probability_bars(label_probs: dict[str, float], title: str = "Label pr
         textposition="auto", marker_color="#4f7cac",
     ))
     figure.update_layout(
-        title=title, xaxis=dict(range=[0, 1], tickformat=".0%"), yaxis=dict(autorange="reversed"),
+        title=title, xaxis=dict(range=[0, 1.02], tickformat=".0%", tickvals=[0, 0.25, 0.5, 0.75, 1]), yaxis=dict(autorange="reversed"),
         height=120 + 40 * len(labels), margin=dict(l=10, r=10, t=40, b=10),
     )
     return figure

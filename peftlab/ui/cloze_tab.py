@@ -34,7 +34,7 @@ def classify(model_name, task_name, upload, text_column, label_column, templates
     prediction = classify_text(
         lm, task, text, split_templates(templates), verbalizer, calibration, int(shots or 0), int(seed or 0),
     )
-    tokens = pd.DataFrame(prediction.top_tokens, columns=["token at the mask", "probability"])
+    tokens = pd.DataFrame(prediction.top_tokens, columns=["token at the mask", "probability"]).round(4)
     tokens["token at the mask"] = tokens["token at the mask"].map(repr)
     return label_probability_bars(prediction.label_probs), tokens
 
@@ -92,7 +92,10 @@ def build_cloze_tab() -> None:
             summary = gr.Markdown()
             confusion_plot = gr.Plot(label="Confusion matrix")
             predictions_file = gr.File(label="All predictions (CSV)")
-    errors = gr.Dataframe(label="Most confident errors", interactive=False, wrap=True)
+    errors = gr.Dataframe(
+        label="Most confident errors", interactive=False, wrap=True,
+        headers=["text", "gold", "predicted", "confidence", "correct"],
+    )
 
     gr.on(
         [task.change, upload.change], suggest, [task, upload, text_column, label_column], [templates, verbalizer],

@@ -49,7 +49,7 @@ def task_pickers() -> tuple[gr.Dropdown, gr.File, gr.Textbox, gr.Textbox]:
             list(EMBEDDED_TASKS), value="rt-sentiment", allow_custom_value=True, label="Task",
             info="Embedded task or a Hub dataset id; an uploaded file takes precedence.",
         )
-        upload = gr.File(label="Or upload CSV / JSONL", file_types=[".csv", ".jsonl", ".json"], height=100)
+        upload = gr.File(label="Or upload CSV / JSONL", file_types=[".csv", ".jsonl", ".json"], height=120)
         text_column = gr.Textbox("text", label="Text column")
         label_column = gr.Textbox("label", label="Label column")
     return task, upload, text_column, label_column

@@ -1,0 +1,163 @@
+"""The launched Gradio app, driven over its API with gradio_client: the Cloze tab's endpoints and its errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from tests.app_server import CALL_TIMEOUT_S, FIRST_CALL_TIMEOUT_S, running_app
+
+pytestmark = pytest.mark.slow
+
+MODEL = "smollm2-135m"
+TASK = "rt-sentiment"
+TEMPLATE = "Review: {text}\nSentiment:{mask}"
+VERBALIZER = "negative: negative\npositive: positive"
+POSITIVE_TEXT = "A wonderful, moving and brilliantly acted film; I loved every minute of it."
+
+
+def settings(**changes) -> dict:
+    """Keyword arguments for /classify and /evaluate: the suggested rt-sentiment prompt, zero-shot."""
+    values = dict(
+        model=MODEL, task=TASK, upload=None, text_column="text", label_column="label", templates=TEMPLATE,
+        verbalizer=VERBALIZER, calibration="none", shots=0, seed=13,
+    )
+    values.update(changes)
+    return values
+
+
+def call(client: Client, api_name: str, *args, timeout: float = CALL_TIMEOUT_S):
+    return client.submit(*args, api_name=api_name).result(timeout=timeout)
+
+
+def classify(client: Client, text: str = POSITIVE_TEXT, timeout: float = CALL_TIMEOUT_S, **changes):
+    return call(client, "/classify", *settings(**changes).values(), text, timeout=timeout)
+
+
+def plot_bars(plot) -> dict:
+    """The single bar trace of the label-probability figure a Plot output sends to the client."""
+    assert isinstance(plot, dict) and plot.get("type") == "plotly", plot
+    figure = json.loads(plot["plot"])
+    (bars,) = figure["data"]
+    assert bars["type"] == "bar"
+    return bars
+
+
+def plotly_array(value) -> np.ndarray:
+    """A Plotly JSON array: a plain list, or Plotly 6+'s typed form {"dtype", "bdata" (base64), "shape"}."""
+    if isinstance(value, dict) and "bdata" in value:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = [int(n) for n in str(value.get("shape", len(array))).split(",")]
+        return array.reshape(shape)
+    return np.asarray(value)
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    with running_app() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(app_url, tmp_path_factory):
+    client = Client(app_url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    # Load the model once with a generous timeout: the first load may convert the GGUF file.
+    classify(client, timeout=FIRST_CALL_TIMEOUT_S)
+    return client
+
+
+def assert_still_answers(client: Client) -> None:
+    bars = plot_bars(classify(client)[0])
+    assert bars["y"] == ["negative", "positive"]
+
+
+def test_api_lists_the_cloze_endpoints(client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert {"/suggest_prompt", "/classify", "/evaluate"} <= set(endpoints)
+
+
+def test_suggest_prompt_returns_the_rt_sentiment_template(client):
+    template, verbalizer = call(client, "/suggest_prompt", TASK, None, "text", "label")
+    assert template == TEMPLATE
+    assert verbalizer.splitlines() == ["negative: negative", "positive: positive"]
+
+
+def test_classify_an_obviously_positive_text(client):
+    plot, top_tokens = classify(client)
+    bars = plot_bars(plot)
+    assert bars["y"] == ["negative", "positive"]
+    probs = dict(zip(bars["y"], plotly_array(bars["x"]).tolist()))
+    assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-3), probs
+    assert probs["positive"] > probs["negative"], probs
+    for label, text in zip(bars["y"], bars["text"]):
+        assert re.fullmatch(rf"{label} \d+(\.\d)?%", text), bars["text"]
+    # The top-tokens table: the model's own guesses at the mask, most likely first.
+    assert top_tokens["headers"] == ["token at the mask", "probability"]
+    assert len(top_tokens["data"]) == 10
+    token_probs = [row[1] for row in top_tokens["data"]]
+    assert token_probs == sorted(token_probs, reverse=True)
+
+
+def test_evaluate_on_20_test_texts(client):
+    summary, confusion, errors, csv_path = call(client, "/evaluate", *settings().values(), 20)
+    match = re.match(r"\*\*Accuracy (\d+(?:\.\d)?)%\*\*", summary)
+    assert match, summary
+    accuracy = float(match.group(1))
+    assert 0 <= accuracy <= 100
+    assert "20 test texts" in summary
+    predictions = pd.read_csv(csv_path)
+    assert len(predictions) == 20
+    assert {"text", "gold", "predicted", "confidence", "correct", "p(negative)", "p(positive)"} <= set(predictions)
+    assert predictions["correct"].mean() * 100 == pytest.approx(accuracy, abs=0.05)
+    heatmap = json.loads(confusion["plot"])["data"][0]
+    assert heatmap["type"] == "heatmap"
+    assert heatmap["x"] == heatmap["y"] == ["negative", "positive"]
+    counts = plotly_array(heatmap["z"])
+    assert counts.shape == (2, 2) and counts.sum() == 20
+    assert np.trace(counts) == predictions["correct"].sum()
+    assert len(errors["data"]) == min(10, int((~predictions["correct"]).sum()))
+
+
+@pytest.fixture
+def single_class_csv(tmp_path):
+    path = tmp_path / "one_class.csv"
+    pd.DataFrame({"text": ["great film", "loved it", "a joy to watch"], "label": ["positive"] * 3}).to_csv(
+        path, index=False,
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("template without mask", r"The template must contain exactly one \{mask\}, but it has no \{mask\}\."),
+        (
+            "verbalizer with unknown label",
+            r"The verbalizer names label\(s\) 'neutral' that the task lacks; its labels are 'negative', 'positive'\.",
+        ),
+        (
+            "upload with a single class",
+            r"The data set '[^']*one_class\.csv' has a single class \('positive'\); "
+            r"a classification task needs at least two different labels\.",
+        ),
+    ],
+    ids=["template-without-mask", "verbalizer-unknown-label", "upload-single-class"],
+)
+def test_bad_input_is_one_clear_sentence_and_the_app_keeps_serving(client, single_class_csv, case, message):
+    changes = {
+        "template without mask": dict(templates="Review: {text}\nSentiment:"),
+        "verbalizer with unknown label": dict(verbalizer=VERBALIZER + "\nneutral: neutral"),
+        "upload with a single class": dict(upload=handle_file(str(single_class_csv))),
+    }[case]
+    with pytest.raises(AppError) as raised:
+        classify(client, **changes)
+    assert re.fullmatch(message, str(raised.value)), str(raised.value)
+    assert_still_answers(client)

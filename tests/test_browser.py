@@ -1,0 +1,115 @@
+"""The launched app in headless Chromium: type a text on the Cloze tab, classify it, see the probability chart.
+
+Needs Debian's `chromium` (`apt-get install chromium`; `playwright install` cannot download browsers here).
+Without it the test is skipped, unless PEFTLAB_REQUIRE_BROWSER=1 (CI sets it), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.app_server import FIRST_CALL_TIMEOUT_S, running_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+TEXT = "A wonderful, moving and brilliantly acted film; I loved every minute of it."
+LABELS = ["negative", "positive"]
+
+
+def find_chromium() -> tuple[str | None, str]:
+    """(path to Chromium, "") when the browser test can run, else (None, why not)."""
+    path = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+    if not path:
+        return None, f"Chromium is not installed (no {CHROMIUM} and no `chromium` on PATH)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return None, "The `playwright` Python package is not installed (pip install -r requirements-dev.txt)"
+    return path, ""
+
+
+def require_browser(reason: str) -> None:
+    """Fail when CI requires the browser test, skip (saying how to enable it) otherwise.
+
+    Called from the test itself rather than a fixture, so that a required-but-missing browser reports
+    FAILED (not a setup ERROR).
+    """
+    if not reason:
+        return
+    if os.environ.get("PEFTLAB_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason}, but PEFTLAB_REQUIRE_BROWSER=1 requires the browser test to run.", pytrace=False)
+    pytest.skip(f"{reason}; install it with `apt-get install chromium` to run this test "
+                "(CI sets PEFTLAB_REQUIRE_BROWSER=1 so that a missing browser fails there).")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> tuple[str | None, str]:
+    return find_chromium()
+
+
+@pytest.fixture(scope="module")
+def app_url(chromium):
+    if chromium[0] is None:  # no app launch for a test that will not run
+        yield None
+        return
+    with running_app() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    path, _ = chromium
+    if path is None:
+        yield None
+        return
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_classify_one_text_shows_the_label_probability_chart(chromium, browser, app_url, tmp_path):
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    try:
+        page.goto(app_url, wait_until="networkidle", timeout=60_000)
+        textbox = page.get_by_label("Try one text")
+        expect(textbox).to_be_visible(timeout=30_000)
+        textbox.fill(TEXT)
+        page.get_by_role("button", name="Classify", exact=True).click()
+
+        # Plotly draws each bar's text ("negative 2.8%") as an SVG <text> inside the chart.
+        chart = page.locator(".js-plotly-plot").filter(has=page.locator("g.barlayer"))
+        expect(chart).to_be_visible(timeout=FIRST_CALL_TIMEOUT_S * 1000)
+        for label in LABELS:
+            expect(page.get_by_text(re.compile(rf"^{label} \d+(\.\d)?%$"))).to_be_visible(timeout=30_000)
+
+        texts = chart.locator("text.bartext").all_text_contents()  # SVG text has no innerText
+        assert sorted(t.split()[0] for t in texts) == LABELS, texts
+        percents = {t.split()[0]: float(t.split()[1].rstrip("%")) for t in texts}
+        assert sum(percents.values()) == pytest.approx(100, abs=0.2), percents
+        assert percents["positive"] > percents["negative"], percents
+
+        chart.scroll_into_view_if_needed()
+        screenshot = tmp_path / "cloze.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+        print(f"screenshot: {screenshot}")
+        assert screenshot.stat().st_size > 0
+    finally:
+        page.close()
