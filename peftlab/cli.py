@@ -31,10 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     cloze = commands.add_parser("cloze", help="zero-shot / in-context cloze evaluation with a template and verbalizer")
-    cloze.add_argument("--model", default="smollm2-135m", help="embedded name, local folder or Hub id")
-    cloze.add_argument("--task", default="rt-sentiment", help="embedded task name, CSV/JSONL path or Hub dataset id")
-    cloze.add_argument("--text-column", default="text", help="text column of a CSV/JSONL/Hub task")
-    cloze.add_argument("--label-column", default="label", help="label column of a CSV/JSONL/Hub task")
+    _add_model_and_task(cloze)
     cloze.add_argument("--template", action="append", help="template with one {mask}; repeat to ensemble (default: suggested for the task)")
     cloze.add_argument("--verbalizer", help='JSON such as {"negative": ["negative"], "positive": ["positive"]}')
     cloze.add_argument("--calibration", default="none", choices=["none", "contextual", "mean"])
@@ -42,10 +39,32 @@ def build_parser() -> argparse.ArgumentParser:
     cloze.add_argument("--limit", type=int, help="evaluate only the first N test texts")
     cloze.add_argument("--seed", type=int, default=13, help="seed for picking demonstrations")
     cloze.add_argument("--batch-size", type=_positive_int, default=32)
-    cloze.add_argument("--dtype", default="auto", help="auto (bf16 where the CPU supports it), fp32 or bf16")
     cloze.add_argument("--json", action="store_true", help="print one JSON object")
     cloze.set_defaults(run=run_cloze)
+
+    auto = commands.add_parser("autoprompt", help="AutoPrompt: gradient-guided trigger search (and label-word search)")
+    _add_model_and_task(auto)
+    auto.add_argument("--template", default="{text} [T] [T] [T] [T] [T] {mask}", help="template with [T] slots before {mask}")
+    auto.add_argument("--verbalizer", help="label words as JSON; omit to search label words automatically")
+    auto.add_argument("--iterations", type=int, default=20)
+    auto.add_argument("--candidates", type=int, default=20, help="top-k candidate words re-scored per iteration")
+    auto.add_argument("--batch-size", type=int, default=16)
+    auto.add_argument("--train-size", type=int, default=64, help="training examples (as many again for dev)")
+    auto.add_argument("--positions", default="round-robin", choices=["round-robin", "random"])
+    auto.add_argument("--keep-non-alphabetic", action="store_true", help="allow triggers that are not ASCII words")
+    auto.add_argument("--seed", type=int, default=13)
+    auto.add_argument("--test-limit", type=int, help="score only the first N test texts")
+    auto.add_argument("--json", action="store_true", help="print one JSON object")
+    auto.set_defaults(run=run_autoprompt)
     return parser
+
+
+def _add_model_and_task(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--model", default="smollm2-135m", help="embedded name, local folder or Hub id")
+    command.add_argument("--task", default="rt-sentiment", help="embedded task name, CSV/JSONL path or Hub dataset id")
+    command.add_argument("--text-column", default="text", help="text column of a CSV/JSONL/Hub task")
+    command.add_argument("--label-column", default="label", help="label column of a CSV/JSONL/Hub task")
+    command.add_argument("--dtype", default="auto", help="auto (bf16 where the CPU supports it), fp32 or bf16")
 
 
 def _progress_printer(label: str):
@@ -82,6 +101,39 @@ def run_cloze(args: argparse.Namespace) -> None:
     print("confusion (rows gold, columns predicted):")
     for name, row in zip(result.label_names, result.confusion):
         print(f"  {name:>{width}}  " + " ".join(f"{count:5d}" for count in row))
+
+
+def run_autoprompt(args: argparse.Namespace) -> None:
+    from peftlab.autoprompt import AutoPromptConfig, run_autoprompt as search
+    from peftlab.models import load_lm
+    from peftlab.prompts import Verbalizer
+    from peftlab.tasks import load_task
+
+    if args.test_limit is not None and args.test_limit < 1:
+        raise PeftlabError(f"--test-limit must be at least 1, not {args.test_limit}.")
+    config = AutoPromptConfig(
+        template=args.template, iterations=args.iterations, candidates=args.candidates, batch_size=args.batch_size,
+        train_size=args.train_size, positions=args.positions, filter_non_alphabetic=not args.keep_non_alphabetic,
+        seed=args.seed,
+    )
+    task = load_task(args.task, text_column=args.text_column, label_column=args.label_column)
+    if args.verbalizer:
+        Verbalizer.parse(args.verbalizer, task.label_names)  # fail before a model loads
+    lm = load_lm(args.model, dtype=args.dtype)
+
+    def report(event) -> None:
+        if not args.json:
+            row = event.row()
+            print(f"iter {row['iteration']:3d}  dev acc {row['dev acc']:.3f}  trigger {row['trigger']!r}", file=sys.stderr)
+
+    result = search(lm, task, args.verbalizer, config, test_limit=args.test_limit, on_event=report)
+    if args.json:
+        print(json.dumps(result.summary()))
+        return
+    print(f"template: {result.template!r}")
+    print(f"verbalizer: {json.dumps(result.verbalizer)}")
+    print(f"test accuracy {result.test_accuracy:.4f} (without triggers {result.manual_test_accuracy:.4f}), "
+          f"dev {result.dev_accuracy:.4f}, {result.seconds:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,411 @@
+"""AutoPrompt (Shin et al. 2020, "AutoPrompt: Eliciting Knowledge from Language Models with
+Automatically Generated Prompts"): gradient-guided search for discrete trigger tokens, and the
+paper's automatic label-word search.
+
+Each iteration, for one trigger slot:
+1. the gradient g of the training loss (cross-entropy over the verbalizer's labels, scored by the
+   same code as the Cloze tab) with respect to that slot's input embedding, summed over a batch;
+2. candidates = the top-k vocabulary words by -e_w . g (a first-order estimate of the loss drop);
+3. every candidate is re-scored on a fresh batch, all candidates in batched forward passes; for a
+   causal LM the text before the slot is run once per example and its key/value cache is shared by
+   all candidates, so each candidate costs only the few tokens from the slot to the mask;
+4. the best candidate replaces the trigger token if it beats the current one on that batch.
+The search keeps the trigger with the best dev accuracy.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+
+from peftlab.cloze import PaddedBatch, label_log_probs, score_query_lists, word_scores, words_to_label_log_probs
+from peftlab.errors import PeftlabError
+from peftlab.models import LM
+from peftlab.prompts import TRIGGER, Prompt, Template, Verbalizer
+from peftlab.tasks import Task
+
+POSITION_ORDERS = ("round-robin", "random")
+
+
+@dataclass
+class AutoPromptConfig:
+    """Settings of one trigger search; validated on creation."""
+
+    template: str = field(default="{text} [T] [T] [T] [T] [T] {mask}", metadata={"help": "template with [T] slots before {mask}"})
+    iterations: int = field(default=20, metadata={"help": "trigger updates to try"})
+    candidates: int = field(default=20, metadata={"help": "top-k words by gradient re-scored per iteration"})
+    batch_size: int = field(default=16, metadata={"help": "examples per gradient and per re-scoring batch"})
+    train_size: int = field(default=64, metadata={"help": "training examples (balanced, from the pool); as many again for dev"})
+    positions: str = field(default="round-robin", metadata={"help": "which slot to update: round-robin or random"})
+    filter_non_alphabetic: bool = field(default=True, metadata={"help": "only candidates made of ASCII letters"})
+    init_token: str | None = field(default=None, metadata={"help": "initial trigger word; default mask token (MLM) or 'the'"})
+    seed: int = field(default=13, metadata={"help": "seed for data sampling and slot order"})
+
+    def __post_init__(self):
+        if TRIGGER not in (self.template or ""):
+            raise PeftlabError(f"The AutoPrompt template needs at least one trigger slot {TRIGGER}, e.g. '{{text}} [T] [T] [T] {{mask}}'.")
+        if "{mask}" in self.template and TRIGGER in self.template.split("{mask}", 1)[1]:
+            raise PeftlabError(f"Put every trigger slot {TRIGGER} before {{mask}}.")
+        for name in ("iterations", "candidates", "batch_size"):
+            if getattr(self, name) < 1:
+                raise PeftlabError(f"{name.replace('_', ' ').capitalize()} must be at least 1, not {getattr(self, name)}.")
+        if self.train_size < 2:
+            raise PeftlabError(f"The train size must be at least 2 (one per class), not {self.train_size}.")
+        if self.positions not in POSITION_ORDERS:
+            raise PeftlabError(f"Positions must be one of {', '.join(POSITION_ORDERS)}, not {self.positions!r}.")
+
+    @property
+    def slots(self) -> int:
+        return self.template.count(TRIGGER)
+
+
+@dataclass
+class AutoPromptEvent:
+    """What one iteration yields (iteration 0 is the starting trigger)."""
+
+    iteration: int
+    trigger_ids: list[int]
+    trigger_tokens: list[str]
+    slot: int | None
+    accepted: bool
+    train_log_likelihood: float  # mean gold-label log-prob of the current trigger on the re-scoring batch
+    train_accuracy: float
+    dev_accuracy: float
+    best_dev_accuracy: float
+    best_trigger_ids: list[int]
+    best_candidates: list[tuple[str, float]]  # top re-scored candidates (token, mean gold log-prob)
+    elapsed: float
+
+    def row(self) -> dict:
+        return {
+            "iteration": self.iteration, "trigger": "|".join(self.trigger_tokens), "slot": self.slot,
+            "accepted": self.accepted, "train log-lik": round(self.train_log_likelihood, 4),
+            "train acc": round(self.train_accuracy, 3), "dev acc": round(self.dev_accuracy, 3),
+            "seconds": round(self.elapsed, 1),
+        }
+
+
+def fill_triggers(template: str, tokenizer, trigger_ids: Sequence[int]) -> str:
+    """The template with its [T] slots replaced by the trigger tokens' text (what the Cloze tab takes)."""
+    pieces = iter(tokenizer.decode([i]) for i in trigger_ids)
+    return re.sub(r" *" + re.escape(TRIGGER), lambda _: next(pieces), template)
+
+
+def remove_triggers(template: str) -> str:
+    """The manual baseline: the same template with its [T] slots removed."""
+    return re.sub(r" *" + re.escape(TRIGGER), "", template)
+
+
+_vocab_cache: dict[tuple[int, bool], torch.Tensor] = {}
+
+
+def candidate_vocabulary(lm: LM, filter_non_alphabetic: bool) -> torch.Tensor:
+    """(V,) bool: ids a trigger may take. Special tokens never; with the filter, whole words of ASCII letters.
+
+    "Whole words" means word-initial pieces: a byte-level BPE token with its leading-space mark (Ġ), a
+    SentencePiece token with ▁, a WordPiece token without ##; so a trigger reads as words.
+    """
+    key = (id(lm.tokenizer), filter_non_alphabetic)
+    if key not in _vocab_cache:
+        size = lm.model.get_input_embeddings().weight.shape[0]
+        allowed = torch.ones(size, dtype=torch.bool)
+        allowed[[i for i in lm.tokenizer.all_special_ids if i < size]] = False
+        if filter_non_alphabetic:
+            tokens = [t or "" for t in lm.tokenizer.convert_ids_to_tokens(list(range(min(size, len(lm.tokenizer)))))]
+            marked = sum(t.startswith(("Ġ", "▁")) for t in tokens) > len(tokens) // 4  # a word-start-marking vocabulary
+            for i, token in enumerate(tokens):
+                word_start = token.startswith(("Ġ", "▁")) if marked else not token.startswith("##")
+                word = token.lstrip("Ġ▁")
+                if not (word_start and word.isascii() and word.isalpha()):
+                    allowed[i] = False
+            allowed[len(tokens):] = False
+        _vocab_cache[key] = allowed
+    return _vocab_cache[key]
+
+
+def _initial_trigger(lm: LM, config: AutoPromptConfig) -> int:
+    if config.init_token is None and lm.kind == "mlm":
+        return lm.tokenizer.mask_token_id
+    word = (config.init_token or "the").strip()
+    ids = lm.tokenizer(" " + word if lm.kind == "causal" else word, add_special_tokens=False).input_ids
+    if len(ids) != 1:
+        raise PeftlabError(f"The initial trigger word {word!r} is {len(ids)} tokens for this model; pick a one-token word.")
+    return ids[0]
+
+
+class _FrozenWeights:
+    """Turns off gradients of the model's weights for the search (only trigger embeddings need them)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.flags = [p.requires_grad for p in self.model.parameters()]
+        self.model.requires_grad_(False)
+
+    def __exit__(self, *exc):
+        for parameter, flag in zip(self.model.parameters(), self.flags):
+            parameter.requires_grad_(flag)
+
+
+def trigger_gradient(lm: LM, prompt: Prompt, examples: Sequence[dict]) -> torch.Tensor:
+    """(slots, H) gradient of the summed cross-entropy over labels w.r.t. each trigger slot's embedding."""
+    embedding_matrix = lm.model.get_input_embeddings().weight
+    trigger_embeds = embedding_matrix[list(prompt.trigger_ids)].detach().float().requires_grad_(True)
+    query_lists = [prompt.queries(lm, example) for example in examples]
+    with torch.enable_grad(), _FrozenWeights(lm.model):
+        scores = word_scores(lm, query_lists, len(prompt.verbalizer.flat_words), trigger_embeds=trigger_embeds)
+        log_probs = words_to_label_log_probs(scores, prompt.verbalizer)  # (B, L)
+        gold = torch.tensor([e["label"] for e in examples], device=log_probs.device)
+        loss = -log_probs.gather(1, gold[:, None]).sum()
+        loss.backward()
+    return trigger_embeds.grad
+
+
+def top_candidates(
+    embedding_matrix: torch.Tensor, gradient: torch.Tensor, allowed: torch.Tensor, k: int, exclude: Sequence[int] = (),
+) -> list[int]:
+    """The k allowed ids with the largest -e_w . g: the first-order estimate of the largest loss drop."""
+    scores = -(embedding_matrix.float() @ gradient.float())  # (V,)
+    scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+    if exclude:
+        scores[list(exclude)] = float("-inf")
+    return scores.topk(k).indices.tolist()
+
+
+def _with_slot(prompt: Prompt, slot: int, token: int) -> Prompt:
+    ids = list(prompt.trigger_ids)
+    ids[slot] = token
+    return Prompt(prompt.template, prompt.verbalizer, trigger_ids=tuple(ids))
+
+
+def rescore_candidates(
+    lm: LM, prompt: Prompt, slot: int, tokens: Sequence[int], examples: Sequence[dict], share_prefix: bool = True,
+) -> torch.Tensor:
+    """(len(tokens), B, L) label log-probs with each token in `slot`, all candidates batched.
+
+    With `share_prefix` and a causal LM whose mask is read as the next token, the text before the
+    slot runs once per example and its key/value cache serves every candidate.
+    """
+    base = [prompt.queries(lm, example) for example in examples]
+    shareable = lm.kind == "causal" and all(
+        len(qs) == 1 and qs[0].read_positions == [len(qs[0].input_ids) - 1] for qs in base
+    )
+    suffix_lengths = {len(qs[0].input_ids) - qs[0].trigger_positions[slot] for qs in base} if shareable else set()
+    if share_prefix and shareable and len(suffix_lengths) == 1:
+        return _rescore_shared_prefix(lm, prompt, slot, tokens, [qs[0] for qs in base])
+    query_lists = [_with_slot(prompt, slot, token).queries(lm, e) for token in tokens for e in examples]
+    return score_query_lists(lm, query_lists, prompt.verbalizer).view(len(tokens), len(examples), -1)
+
+
+def _rescore_shared_prefix(lm: LM, prompt: Prompt, slot: int, tokens: Sequence[int], queries) -> torch.Tensor:
+    """(C, B, L) label log-probs; see `rescore_candidates`."""
+    model, device = lm.model, lm.device
+    n_candidates, n_examples = len(tokens), len(queries)
+    cuts = [q.trigger_positions[slot] for q in queries]
+    prefixes = [type(q)(q.input_ids[:cut], [cut - 1]) for q, cut in zip(queries, cuts)]
+    suffix = torch.tensor([q.input_ids[cut:] for q, cut in zip(queries, cuts)])  # (B, S), same S for all
+    with torch.inference_mode():
+        batch = PaddedBatch.build(prefixes, "causal", lm.tokenizer.pad_token_id)
+        cache = model(
+            input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+            position_ids=batch.position_ids.to(device), use_cache=True, logits_to_keep=1,
+        ).past_key_values
+        cache.batch_repeat_interleave(n_candidates)  # rows: example-major, candidate-minor
+        suffix_ids = suffix.repeat_interleave(n_candidates, 0)  # (B*C, S)
+        suffix_ids[:, 0] = torch.tensor(list(tokens)).repeat(n_examples)
+        prefix_mask = batch.attention_mask.repeat_interleave(n_candidates, 0)  # (B*C, P)
+        attention_mask = torch.cat([prefix_mask, torch.ones_like(suffix_ids)], dim=1)  # (B*C, P+S)
+        starts = prefix_mask.sum(1, keepdim=True)  # each row's first suffix position
+        position_ids = starts + torch.arange(suffix_ids.shape[1])  # (B*C, S)
+        logits = model(
+            input_ids=suffix_ids.to(device), attention_mask=attention_mask.to(device),
+            position_ids=position_ids.to(device), past_key_values=cache, logits_to_keep=1,
+        ).logits[:, -1].float()  # (B*C, V)
+    word_ids = torch.tensor([ids[0] for _, ids in queries[0].targets])
+    word_index = [w for w, _ in queries[0].targets]
+    scores = torch.empty(logits.shape[0], len(prompt.verbalizer.flat_words))
+    scores[:, word_index] = logits.log_softmax(-1)[:, word_ids.to(device)].cpu()
+    label_log_probs_ = words_to_label_log_probs(scores, prompt.verbalizer)  # (B*C, L)
+    return label_log_probs_.view(n_examples, n_candidates, -1).transpose(0, 1)
+
+
+def search_triggers(
+    lm: LM, task: Task, verbalizer: str | dict, config: AutoPromptConfig, stop: threading.Event | None = None,
+) -> Iterator[AutoPromptEvent]:
+    """Run the search, yielding an event after the start and after every iteration."""
+    started = time.perf_counter()
+    template = Template.parse(config.template, task.text_fields)
+    verbalizer_obj = Verbalizer.parse(verbalizer, task.label_names)
+    if config.slots + 8 > lm.max_length:
+        raise PeftlabError(f"{config.slots} trigger slots do not fit the model's {lm.max_length}-token input.")
+    per_class = max(1, config.train_size // len(task.label_names))
+    train, dev = task.few_shot(per_class, config.seed)
+    rng = random.Random(config.seed)
+    prompt = Prompt(template, verbalizer_obj, trigger_ids=(_initial_trigger(lm, config),) * config.slots)
+    label_word_ids = {i for qs in prompt.queries(lm, train[0]) for _, ids in qs.targets for i in ids}
+    allowed = candidate_vocabulary(lm, config.filter_non_alphabetic)
+    embedding_matrix = lm.model.get_input_embeddings().weight.detach()
+
+    def dev_accuracy(p: Prompt) -> float:
+        predicted = label_log_probs(lm, p, dev).argmax(1)
+        return float((predicted == torch.tensor([e["label"] for e in dev])).float().mean())
+
+    def batch() -> list[dict]:
+        return rng.sample(train, min(config.batch_size, len(train)))
+
+    best_dev = dev_accuracy(prompt)
+    best_ids = list(prompt.trigger_ids)
+    def tokens(ids: Sequence[int]) -> list[str]:
+        return [lm.tokenizer.decode([i]) for i in ids]
+
+    yield AutoPromptEvent(0, best_ids, tokens(best_ids), None, False, float("nan"), float("nan"), best_dev,
+                          best_dev, best_ids, [], time.perf_counter() - started)
+    for iteration in range(1, config.iterations + 1):
+        if stop is not None and stop.is_set():
+            return
+        slot = (iteration - 1) % config.slots if config.positions == "round-robin" else rng.randrange(config.slots)
+        gradient = trigger_gradient(lm, prompt, batch())[slot]
+        current = prompt.trigger_ids[slot]
+        excluded = sorted(label_word_ids | {current})
+        candidates = top_candidates(embedding_matrix, gradient, allowed, config.candidates, excluded)
+        rescoring_batch = batch()
+        gold = torch.tensor([e["label"] for e in rescoring_batch])
+        log_probs = rescore_candidates(lm, prompt, slot, [current] + candidates, rescoring_batch)  # (1+k, B, L)
+        objective = log_probs[:, torch.arange(len(gold)), gold].mean(1)  # (1+k,) mean gold log-prob
+        best = int(objective[1:].argmax()) + 1
+        accepted = bool(objective[best] > objective[0])
+        kept = best if accepted else 0
+        if accepted:
+            prompt = _with_slot(prompt, slot, candidates[best - 1])
+        accuracy_now = dev_accuracy(prompt)
+        if accuracy_now > best_dev:
+            best_dev, best_ids = accuracy_now, list(prompt.trigger_ids)
+        ranked = objective[1:].argsort(descending=True)[:5].tolist()
+        yield AutoPromptEvent(
+            iteration, list(prompt.trigger_ids), tokens(list(prompt.trigger_ids)), slot, accepted,
+            float(objective[kept]), float((log_probs[kept].argmax(1) == gold).float().mean()),
+            accuracy_now, best_dev, best_ids,
+            [(tokens([candidates[j]])[0], float(objective[j + 1])) for j in ranked], time.perf_counter() - started,
+        )
+
+
+def mask_representations(lm: LM, prompt: Prompt, examples: Sequence[dict], batch_size: int = 32) -> torch.Tensor:
+    """(N, H) what the output embedding layer sees at the mask: the vector scored against every word."""
+    captured = []
+    head = lm.model.get_output_embeddings()
+    hook = head.register_forward_pre_hook(lambda _module, inputs: captured.append(inputs[0]))
+    rows = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(examples), batch_size):
+                queries = [prompt.queries(lm, e)[0] for e in examples[start:start + batch_size]]
+                batch = PaddedBatch.build(queries, lm.kind, lm.tokenizer.pad_token_id)
+                inputs = dict(input_ids=batch.input_ids.to(lm.device), attention_mask=batch.attention_mask.to(lm.device))
+                if lm.kind == "causal":
+                    inputs.update(position_ids=batch.position_ids.to(lm.device), logits_to_keep=1)
+                captured.clear()
+                lm.model(**inputs)
+                hidden = captured[-1]  # (B, 1 or T, H)
+                for row, q in enumerate(queries):
+                    column = -1 if lm.kind == "causal" else q.read_positions[0] + batch.shift[row]
+                    rows.append(hidden[row, column].float().cpu())
+    finally:
+        hook.remove()
+    return torch.stack(rows)
+
+
+def search_label_words(
+    lm: LM, task: Task, template: str, words_per_label: int = 3, train_size: int = 256, seed: int = 13,
+    filter_non_alphabetic: bool = True, steps: int = 200,
+) -> dict[str, list[str]]:
+    """AutoPrompt's label-word search: a logistic probe on the mask representation, projected onto words.
+
+    Fit p(y | h) = softmax(W h + b) on the training examples' mask representations h, then score
+    every vocabulary word w by p(y | e_w) with e_w its output embedding; each label takes its top words.
+    """
+    if words_per_label < 1:
+        raise PeftlabError(f"Words per label must be at least 1, not {words_per_label}.")
+    template_obj = Template.parse(remove_triggers(template), task.text_fields)
+    placeholder = Verbalizer.parse({label: ["the"] for label in task.label_names}, task.label_names)
+    prompt = Prompt(template_obj, placeholder)
+    train, _ = task.few_shot(max(1, train_size // len(task.label_names)), seed)
+    features = mask_representations(lm, prompt, train)  # (N, H)
+    gold = torch.tensor([e["label"] for e in train])
+    torch.manual_seed(seed)
+    probe = torch.nn.Linear(features.shape[1], len(task.label_names))
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-1)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(probe(features), gold).backward()
+        optimizer.step()
+    output_embeddings = lm.model.get_output_embeddings().weight.detach().float().cpu()  # (V, H)
+    with torch.no_grad():
+        word_label_log_probs = probe(output_embeddings).log_softmax(-1)  # (V, L)
+    allowed = candidate_vocabulary(lm, filter_non_alphabetic)[: output_embeddings.shape[0]].clone()
+    words = {}
+    for label_index, label in enumerate(task.label_names):
+        top = word_label_log_probs[:, label_index].masked_fill(~allowed, float("-inf")).topk(words_per_label).indices
+        allowed[top] = False  # a word serves one label only
+        words[label] = [lm.tokenizer.decode([i]).strip() for i in top.tolist()]
+    return words
+
+
+@dataclass
+class AutoPromptResult:
+    """A finished search, measured on the test split against the same template without triggers."""
+
+    trigger_tokens: list[str]
+    template: str  # the template with the trigger text in its slots
+    verbalizer: dict[str, list[str]]
+    dev_accuracy: float
+    test_accuracy: float
+    manual_test_accuracy: float
+    seconds: float
+    history: list[dict]
+
+    def summary(self) -> dict:
+        return {
+            "trigger": self.trigger_tokens, "template": self.template, "verbalizer": self.verbalizer,
+            "dev_accuracy": self.dev_accuracy, "test_accuracy": self.test_accuracy,
+            "manual_test_accuracy": self.manual_test_accuracy, "seconds": round(self.seconds, 2),
+        }
+
+
+def test_accuracy(lm: LM, prompt: Prompt, examples: Sequence[dict]) -> float:
+    predicted = label_log_probs(lm, prompt, examples).argmax(1)
+    return float((predicted == torch.tensor([e["label"] for e in examples])).float().mean())
+
+
+def run_autoprompt(
+    lm: LM, task: Task, verbalizer: str | dict | None, config: AutoPromptConfig, test_limit: int | None = None,
+    stop: threading.Event | None = None, on_event=None,
+) -> AutoPromptResult:
+    """Search (label words first when `verbalizer` is None), then score both prompts on the test split."""
+    started = time.perf_counter()
+    if verbalizer is None:
+        verbalizer = search_label_words(lm, task, config.template, seed=config.seed)
+    events = []
+    for event in search_triggers(lm, task, verbalizer, config, stop):
+        events.append(event)
+        if on_event:
+            on_event(event)
+    last = events[-1]
+    verbalizer_obj = Verbalizer.parse(verbalizer, task.label_names)
+    found = Prompt(Template.parse(config.template, task.text_fields), verbalizer_obj, trigger_ids=tuple(last.best_trigger_ids))
+    manual = Prompt(Template.parse(remove_triggers(config.template), task.text_fields), verbalizer_obj)
+    test = task.test[:test_limit] if test_limit else task.test
+    return AutoPromptResult(
+        trigger_tokens=[lm.tokenizer.decode([i]) for i in last.best_trigger_ids],
+        template=fill_triggers(config.template, lm.tokenizer, last.best_trigger_ids),
+        verbalizer={label: list(words) for label, words in verbalizer_obj.words.items()},
+        dev_accuracy=last.best_dev_accuracy, test_accuracy=test_accuracy(lm, found, test),
+        manual_test_accuracy=test_accuracy(lm, manual, test), seconds=time.perf_counter() - started,
+        history=[e.row() for e in events],
+    )
