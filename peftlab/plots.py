@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 
 
@@ -33,4 +34,14 @@ def confusion_heatmap(confusion: np.ndarray, label_names: Sequence[str], title: 
         title=title, xaxis_title="predicted", yaxis_title="gold", yaxis=dict(autorange="reversed"),
         height=200 + 40 * len(label_names), margin=dict(l=10, r=10, t=40, b=10),
     )
+    return figure
+
+
+def metric_curve(history: pd.DataFrame, x: str, ys: Sequence[str], title: str, y_title: str = "") -> go.Figure:
+    """One line per column in `ys` against `x` (e.g. dev accuracy per iteration), markers on each point."""
+    figure = go.Figure()
+    for y in ys:
+        figure.add_trace(go.Scatter(x=history[x] if len(history) else [], y=history[y] if len(history) else [],
+                                    mode="lines+markers", name=y))
+    figure.update_layout(title=title, xaxis_title=x, yaxis_title=y_title, height=300, margin=dict(l=10, r=10, t=40, b=10))
     return figure

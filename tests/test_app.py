@@ -81,7 +81,7 @@ def assert_still_answers(client: Client) -> None:
 
 def test_api_lists_the_cloze_endpoints(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert {"/suggest_prompt", "/classify", "/evaluate"} <= set(endpoints)
+    assert {"/suggest_prompt", "/classify", "/evaluate", "/autoprompt", "/send_to_cloze"} <= set(endpoints)
 
 
 def test_suggest_prompt_returns_the_rt_sentiment_template(client):
@@ -161,3 +161,33 @@ def test_bad_input_is_one_clear_sentence_and_the_app_keeps_serving(client, singl
         classify(client, **changes)
     assert re.fullmatch(message, str(raised.value)), str(raised.value)
     assert_still_answers(client)
+
+
+def autoprompt_args(**changes) -> list:
+    values = dict(
+        model=MODEL, task=TASK, upload=None, text_column="text", label_column="label", template="{text} [T] [T] {mask}",
+        verbalizer=VERBALIZER, search_words=False, iterations=2, candidates=4, batch_size=8, train_size=16,
+        positions="round-robin", seed=13, test_limit=20,
+    )
+    values.update(changes)
+    return list(values.values())
+
+
+def test_autoprompt_streams_iterations_and_sends_its_template_to_cloze(client):
+    job = client.submit(*autoprompt_args(), api_name="/autoprompt")
+    final = job.result(timeout=FIRST_CALL_TIMEOUT_S)
+    statuses = [update[0] for update in job.outputs()]
+    assert any(s.startswith("Iteration 2/2") for s in statuses), statuses  # streamed while it ran
+    summary, history, _curve, template, verbalizer = final
+    assert re.match(r"\*\*Test accuracy \d+(\.\d)?%\*\* with the trigger vs \d+(\.\d)?% without \(20 test texts\)", summary)
+    assert [row[0] for row in history["data"]] == [0, 1, 2]
+    assert "[T]" not in template and template.startswith("{text} ") and template.endswith(" {mask}")
+    sent = call(client, "/send_to_cloze", MODEL, TASK, template, verbalizer)
+    assert sent[2] == template and sent[3] == VERBALIZER
+
+
+def test_autoprompt_bad_input_is_one_sentence(client):
+    with pytest.raises(AppError, match=r"needs at least one trigger slot \[T\]"):
+        call(client, "/autoprompt", *autoprompt_args(template="{text} {mask}"))
+    with pytest.raises(AppError, match=r"less than minimum value 1"):  # the UI field refuses it before the library
+        call(client, "/autoprompt", *autoprompt_args(candidates=0))

@@ -62,7 +62,8 @@ def run_evaluation(
     return summary, confusion_heatmap(result.confusion, result.label_names), errors, handle.name
 
 
-def build_cloze_tab() -> None:
+def build_cloze_tab() -> dict[str, gr.components.Component]:
+    """Build the tab; returns the components other tabs fill (AutoPrompt's "send to Cloze tab")."""
     gr.Markdown(INTRO)
     with gr.Row():
         model = model_picker()
@@ -98,10 +99,11 @@ def build_cloze_tab() -> None:
     )
 
     gr.on(
-        [task.change, upload.change], suggest, [task, upload, text_column, label_column], [templates, verbalizer],
+        [task.input, upload.change], suggest, [task, upload, text_column, label_column], [templates, verbalizer],
         api_name="suggest_prompt",
     )
     classify_button.click(classify, settings + [text], [label_plot, top_tokens], api_name="classify")
     evaluate_button.click(
         run_evaluation, settings + [limit], [summary, confusion_plot, errors, predictions_file], api_name="evaluate",
     )
+    return {"model": model, "task": task, "templates": templates, "verbalizer": verbalizer}
