@@ -56,7 +56,40 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("--test-limit", type=int, help="score only the first N test texts")
     auto.add_argument("--json", action="store_true", help="print one JSON object")
     auto.set_defaults(run=run_autoprompt)
+
+    grid = commands.add_parser("compare", help="train few-shot methods over seeds and compare them on one table")
+    _add_model_and_task(grid)
+    grid.add_argument("--methods", default="prompt-tuning,lora", help="comma-separated: " + ", ".join(_method_names()))
+    grid.add_argument("--shots", default="16", help="comma-separated K per class, e.g. 8,16")
+    grid.add_argument("--seeds", default="13,21,42", help="comma-separated seeds")
+    grid.add_argument("--steps", type=int, default=TRAIN_DEFAULTS["steps"])
+    grid.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS["batch_size"])
+    grid.add_argument("--eval-every", type=int, default=TRAIN_DEFAULTS["eval_every"])
+    grid.add_argument("--learning-rate", action="append", default=[], metavar="METHOD=LR",
+                      help="override one method's learning rate; repeat for several")
+    grid.add_argument("--template", action="append", help="template (default: suggested for the task)")
+    grid.add_argument("--verbalizer", help="label words as JSON (default: suggested for the task)")
+    grid.add_argument("--test-limit", type=int, help="score only the first N test texts")
+    grid.add_argument("--out", help="write the results table to this CSV file")
+    grid.add_argument("--json", action="store_true", help="print one JSON list of records")
+    grid.set_defaults(run=run_compare, dtype="fp32")
     return parser
+
+
+TRAIN_DEFAULTS = {"steps": 40, "batch_size": 8, "eval_every": 10}
+
+
+def _method_names() -> list[str]:
+    from peftlab.tuning import METHODS
+
+    return list(METHODS)
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise PeftlabError(f"{what} must be comma-separated whole numbers, not {text!r}.") from None
 
 
 def _add_model_and_task(command: argparse.ArgumentParser) -> None:
@@ -136,7 +169,57 @@ def run_autoprompt(args: argparse.Namespace) -> None:
           f"dev {result.dev_accuracy:.4f}, {result.seconds:.0f} s")
 
 
+def run_compare(args: argparse.Namespace) -> None:
+    from peftlab.cloze import ClozeSetup
+    from peftlab.compare import results_frame, run_grid, summarize, validate_grid
+    from peftlab.models import load_lm
+    from peftlab.prompts import suggested_prompt
+    from peftlab.tasks import load_task
+    from peftlab.tuning import TrainSettings, method_config
+
+    if args.test_limit is not None and args.test_limit < 1:
+        raise PeftlabError(f"--test-limit must be at least 1, not {args.test_limit}.")
+    rates = {}
+    for item in args.learning_rate:
+        method, _, value = item.partition("=")
+        try:
+            rates[method.strip()] = float(value)
+        except ValueError:
+            raise PeftlabError(f"--learning-rate takes METHOD=NUMBER, not {item!r}.") from None
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown_rates = sorted(set(rates) - set(names))
+    if unknown_rates:
+        raise PeftlabError(f"--learning-rate names {', '.join(unknown_rates)}, which is not among --methods.")
+    methods = [method_config(name, **({"learning_rate": rates[name]} if name in rates else {})) for name in names]
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every)
+    seeds, shots = _int_list(args.seeds, "--seeds"), _int_list(args.shots, "--shots")
+    task = load_task(args.task, text_column=args.text_column, label_column=args.label_column)
+    template, verbalizer = suggested_prompt(task.name, task.label_names)
+    setup = ClozeSetup.build(task, args.template or template, args.verbalizer or verbalizer)
+    validate_grid(task, methods, seeds, shots)
+    lm = load_lm(args.model, dtype=args.dtype)
+    rows = []
+    for item in run_grid(lm, task, setup, methods, seeds, shots, settings, args.test_limit):
+        if isinstance(item, dict):
+            rows.append(item)
+            if not args.json:
+                print(f"{item['method']:>14} K={item['K']} seed={item['seed']}: test accuracy {item['test_accuracy']:.4f}",
+                      file=sys.stderr)
+        elif not args.json and item.step % args.eval_every == 0:
+            print(f"{item.method:>14} seed={item.seed} step {item.step}: loss {item.train_loss:.3f}", file=sys.stderr)
+    results = results_frame(rows)
+    if args.out:
+        results.to_csv(args.out, index=False)
+    if args.json:
+        print(results.to_json(orient="records"))
+    else:
+        print(summarize(results).to_string(index=False))
+
+
 def main(argv: list[str] | None = None) -> int:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # weight-loading bars are noise on a command line
     try:
         args = build_parser().parse_args(argv)
         args.run(args)

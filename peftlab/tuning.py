@@ -34,6 +34,7 @@ from peftlab.tasks import Task
 # PEFT prompt learning drops position ids (and says so on every forward); Llama-style rotary
 # positions are relative, so left padding plus virtual tokens still scores correctly.
 warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")  # raised inside PEFT
 
 PROMPT_INITS = ("text", "label-words", "vocab", "random")
 
