@@ -171,11 +171,11 @@ def run_autoprompt(args: argparse.Namespace) -> None:
 
 def run_compare(args: argparse.Namespace) -> None:
     from peftlab.cloze import ClozeSetup
-    from peftlab.compare import results_frame, run_grid, summarize, validate_grid
+    from peftlab.compare import GridRow, results_frame, run_grid, summarize, validate_grid
     from peftlab.models import load_lm
     from peftlab.prompts import suggested_prompt
     from peftlab.tasks import load_task
-    from peftlab.tuning import TrainSettings, method_config
+    from peftlab.tuning import TrainSettings, flat_loss_message, loss_is_flat, method_config
 
     if args.test_limit is not None and args.test_limit < 1:
         raise PeftlabError(f"--test-limit must be at least 1, not {args.test_limit}.")
@@ -200,10 +200,13 @@ def run_compare(args: argparse.Namespace) -> None:
     lm = load_lm(args.model, dtype=args.dtype)
     rows = []
     for item in run_grid(lm, task, setup, methods, seeds, shots, settings, args.test_limit):
-        if isinstance(item, dict):
-            rows.append(item)
+        if isinstance(item, GridRow):
+            rows.append(item.values)
+            if item.trained is not None and loss_is_flat(item.trained.history):
+                print(f"warning: {flat_loss_message(item.trained)}", file=sys.stderr)
             if not args.json:
-                print(f"{item['method']:>14} K={item['K']} seed={item['seed']}: test accuracy {item['test_accuracy']:.4f}",
+                row = item.values
+                print(f"{row['method']:>14} K={row['K']} seed={row['seed']}: test accuracy {row['test_accuracy']:.4f}",
                       file=sys.stderr)
         elif not args.json and item.step % args.eval_every == 0:
             print(f"{item.method:>14} seed={item.seed} step {item.step}: loss {item.train_loss:.3f}", file=sys.stderr)

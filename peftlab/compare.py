@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import pandas as pd
@@ -20,11 +20,19 @@ RESULT_COLUMNS = [
 ]
 
 
+@dataclass
+class GridRow:
+    """One finished (method, K, seed): its result row and, for trained methods, the trained model."""
+
+    values: dict  # RESULT_COLUMNS
+    trained: TrainedMethod | None = None
+
+
 def run_grid(
     lm: LM, task: Task, setup: ClozeSetup, methods: Sequence[MethodConfig], seeds: Sequence[int], shots: Sequence[int],
     settings: TrainSettings, test_limit: int | None = None, stop: threading.Event | None = None,
-) -> Iterator[TrainEvent | dict]:
-    """Yield training events and one result row (a dict of RESULT_COLUMNS) per finished (method, K, seed).
+) -> Iterator[TrainEvent | GridRow]:
+    """Yield training events and one GridRow per finished (method, K, seed).
 
     The first row is the zero-shot cloze result of the same prompt on the same test texts.
     """
@@ -33,7 +41,7 @@ def run_grid(
     total_params = sum(p.numel() for p in lm.model.parameters())
     zero_shot = evaluate(lm, task, [p.template.text for p in setup.prompts], setup.prompts[0].verbalizer.to_json(),
                          setup.calibration, limit=len(test))
-    yield _row("zero-shot", 0, None, {"accuracy": zero_shot.accuracy, "macro_f1": zero_shot.macro_f1}, 0, total_params)
+    yield GridRow(_row("zero-shot", 0, None, {"accuracy": zero_shot.accuracy, "macro_f1": zero_shot.macro_f1}, 0, total_params))
     for k in shots:
         for seed in seeds:
             train, dev = task.few_shot(k, seed)
@@ -46,7 +54,8 @@ def run_grid(
                         yield item
                 if stop is not None and stop.is_set():
                     return
-                yield _row(config.name, k, seed, trained.evaluate(test), trained.trainable_params, total_params, trained)
+                metrics = trained.evaluate(test)
+                yield GridRow(_row(config.name, k, seed, metrics, trained.trainable_params, total_params, trained), trained)
 
 
 def validate_grid(task: Task, methods: Sequence[MethodConfig], seeds: Sequence[int], shots: Sequence[int]) -> None:

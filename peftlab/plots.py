@@ -45,3 +45,38 @@ def metric_curve(history: pd.DataFrame, x: str, ys: Sequence[str], title: str, y
                                     mode="lines+markers", name=y))
     figure.update_layout(title=title, xaxis_title=x, yaxis_title=y_title, height=300, margin=dict(l=10, r=10, t=40, b=10))
     return figure
+
+
+def accuracy_vs_parameters(summary: pd.DataFrame) -> go.Figure:
+    """Mean test accuracy against trainable parameters (log x), error bars = std over seeds, one point per method."""
+    figure = go.Figure()
+    for _, row in summary.iterrows():
+        x = max(row["trainable_params"], 1)  # zero-shot trains nothing: drawn at 1 on the log axis
+        figure.add_trace(go.Scatter(
+            x=[x], y=[row["accuracy_mean"]], error_y=dict(type="data", array=[row["accuracy_std"]]),
+            mode="markers+text", text=[row["method"]], textposition="top center", name=row["method"],
+            marker=dict(size=12),
+        ))
+    figure.update_layout(
+        title="Test accuracy vs trainable parameters", xaxis=dict(type="log", title="trainable parameters"),
+        yaxis=dict(title="test accuracy", tickformat=".0%"), showlegend=False, height=380,
+        margin=dict(l=10, r=10, t=40, b=10),
+    )
+    return figure
+
+
+def training_curves(events: pd.DataFrame) -> go.Figure:
+    """Training loss (solid) and dev accuracy (dotted markers) per step, one colour per method and seed."""
+    figure = go.Figure()
+    for (method, seed), run in events.groupby(["method", "seed"], sort=False):
+        name = f"{method} s{seed}"
+        figure.add_trace(go.Scatter(x=run["step"], y=run["train_loss"], mode="lines", name=f"{name} loss"))
+        dev = run.dropna(subset=["dev_accuracy"])
+        figure.add_trace(go.Scatter(x=dev["step"], y=dev["dev_accuracy"], mode="markers+lines", yaxis="y2",
+                                    line=dict(dash="dot"), name=f"{name} dev acc"))
+    figure.update_layout(
+        title="Training loss and dev accuracy", xaxis_title="step", yaxis=dict(title="train loss"),
+        yaxis2=dict(title="dev accuracy", overlaying="y", side="right", range=[0, 1]), height=380,
+        margin=dict(l=10, r=10, t=40, b=10),
+    )
+    return figure

@@ -361,3 +361,18 @@ def train_method(
                 parameter.copy_(saved)
     trained.train_seconds = time.perf_counter() - started
     yield trained
+
+
+def loss_is_flat(history: Sequence[TrainEvent], tolerance: float = 0.05) -> bool:
+    """True when the last quarter of the steps has not lowered the loss by `tolerance` (relative) from the first."""
+    if len(history) < 4:
+        return False
+    quarter = max(1, len(history) // 4)
+    first = np.mean([e.train_loss for e in history[:quarter]])
+    last = np.mean([e.train_loss for e in history[-quarter:]])
+    return bool(last > first * (1 - tolerance))
+
+
+def flat_loss_message(trained: TrainedMethod) -> str:
+    return (f"The training loss of {trained.config.name} stayed flat over {trained.steps_done} steps: try a larger "
+            f"learning rate than {trained.config.learning_rate:g} or more steps.")
