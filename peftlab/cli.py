@@ -85,13 +85,6 @@ def _method_names() -> list[str]:
     return list(METHODS)
 
 
-def _int_list(text: str, what: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise PeftlabError(f"{what} must be comma-separated whole numbers, not {text!r}.") from None
-
-
 def _add_model_and_task(command: argparse.ArgumentParser) -> None:
     command.add_argument("--model", default="smollm2-135m", help="embedded name, local folder or Hub id")
     command.add_argument("--task", default="rt-sentiment", help="embedded task name, CSV/JSONL path or Hub dataset id")
@@ -171,28 +164,22 @@ def run_autoprompt(args: argparse.Namespace) -> None:
 
 def run_compare(args: argparse.Namespace) -> None:
     from peftlab.cloze import ClozeSetup
-    from peftlab.compare import GridRow, results_frame, run_grid, summarize, validate_grid
+    from peftlab.compare import GridRow, parse_int_list, results_frame, run_grid, summarize, validate_grid
     from peftlab.models import load_lm
     from peftlab.prompts import suggested_prompt
     from peftlab.tasks import load_task
-    from peftlab.tuning import TrainSettings, flat_loss_message, loss_is_flat, method_config
+    from peftlab.tuning import TrainSettings, flat_loss_message, loss_is_flat, method_config, parse_learning_rates
 
     if args.test_limit is not None and args.test_limit < 1:
         raise PeftlabError(f"--test-limit must be at least 1, not {args.test_limit}.")
-    rates = {}
-    for item in args.learning_rate:
-        method, _, value = item.partition("=")
-        try:
-            rates[method.strip()] = float(value)
-        except ValueError:
-            raise PeftlabError(f"--learning-rate takes METHOD=NUMBER, not {item!r}.") from None
+    rates = parse_learning_rates(args.learning_rate)
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown_rates = sorted(set(rates) - set(names))
     if unknown_rates:
         raise PeftlabError(f"--learning-rate names {', '.join(unknown_rates)}, which is not among --methods.")
     methods = [method_config(name, **({"learning_rate": rates[name]} if name in rates else {})) for name in names]
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every)
-    seeds, shots = _int_list(args.seeds, "--seeds"), _int_list(args.shots, "--shots")
+    seeds, shots = parse_int_list(args.seeds, "--seeds"), parse_int_list(args.shots, "--shots")
     task = load_task(args.task, text_column=args.text_column, label_column=args.label_column)
     template, verbalizer = suggested_prompt(task.name, task.label_names)
     setup = ClozeSetup.build(task, args.template or template, args.verbalizer or verbalizer)

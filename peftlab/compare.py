@@ -58,6 +58,14 @@ def run_grid(
                 yield GridRow(_row(config.name, k, seed, metrics, trained.trainable_params, total_params, trained), trained)
 
 
+def parse_int_list(text: str, what: str) -> list[int]:
+    """"13, 21,42" -> [13, 21, 42]; anything else is one clear error naming `what`."""
+    try:
+        return [int(part) for part in str(text).replace(" ", "").split(",") if part]
+    except ValueError:
+        raise PeftlabError(f"{what} must be comma-separated whole numbers, not {text!r}.") from None
+
+
 def validate_grid(task: Task, methods: Sequence[MethodConfig], seeds: Sequence[int], shots: Sequence[int]) -> None:
     """Bad grids fail here, before a model is loaded or trained."""
     if not methods:

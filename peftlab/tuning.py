@@ -200,6 +200,20 @@ METHODS: dict[str, type[MethodConfig]] = {
 }
 
 
+def parse_learning_rates(items: Sequence[str]) -> dict[str, float]:
+    """["lora=1e-3", "head=0.01"] -> {"lora": 0.001, "head": 0.01}; blank items are skipped."""
+    rates = {}
+    for item in items:
+        if not item.strip():
+            continue
+        name, _, value = item.partition("=")
+        try:
+            rates[name.strip()] = float(value)
+        except ValueError:
+            raise PeftlabError(f"A learning rate is given as method=number, not {item.strip()!r}.") from None
+    return rates
+
+
 def method_config(name: str, **overrides) -> MethodConfig:
     """The registered config for `name` with its working defaults, optionally overridden."""
     if name not in METHODS:

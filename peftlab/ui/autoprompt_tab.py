@@ -10,8 +10,8 @@ from peftlab.autoprompt import (
 )
 from peftlab.models import load_lm
 from peftlab.plots import metric_curve
-from peftlab.prompts import Prompt, Template, Verbalizer, suggested_prompt
-from peftlab.ui.common import model_picker, resolve_task, task_pickers, user_errors, verbalizer_lines
+from peftlab.prompts import Prompt, Template, Verbalizer
+from peftlab.ui.common import model_and_task_inputs, resolve_task, user_errors, verbalizer_box, verbalizer_lines
 
 INTRO = """**AutoPrompt** (Shin et al. 2020) fills the `[T]` slots with real words found by gradients: each
 iteration takes the gradient of the label loss at one slot, proposes the top-k words by `-e_w · grad`,
@@ -62,14 +62,11 @@ def run_search(
 
 def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
     gr.Markdown(INTRO)
-    with gr.Row():
-        model = model_picker()
-    task, upload, text_column, label_column = task_pickers()
-    _, start_verbalizer = suggested_prompt("rt-sentiment", ["negative", "positive"])
+    model, task, upload, text_column, label_column = model_and_task_inputs()
     with gr.Row():
         template = gr.Textbox(AutoPromptConfig().template, label="Template with trigger slots [T]", lines=2)
         with gr.Column():
-            verbalizer = gr.Textbox(verbalizer_lines(start_verbalizer), lines=2, label="Verbalizer (label: words)")
+            verbalizer = verbalizer_box()
             search_words = gr.Checkbox(False, label="Search label words automatically (ignores the verbalizer)")
     defaults = AutoPromptConfig()
     with gr.Row():

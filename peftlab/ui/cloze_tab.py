@@ -12,7 +12,7 @@ from peftlab.models import load_lm
 from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.prompts import suggested_prompt
 from peftlab.ui.common import (
-    model_picker, resolve_task, split_templates, task_pickers, user_errors, verbalizer_lines,
+    START_TEMPLATE, model_and_task_inputs, resolve_task, split_templates, user_errors, verbalizer_box, verbalizer_lines,
 )
 
 INTRO = """Score each label word at the `{mask}` of a template. A causal LM scores a mask at the end as
@@ -65,16 +65,10 @@ def run_evaluation(
 def build_cloze_tab() -> dict[str, gr.components.Component]:
     """Build the tab; returns the components other tabs fill (AutoPrompt's "send to Cloze tab")."""
     gr.Markdown(INTRO)
+    model, task, upload, text_column, label_column = model_and_task_inputs()
     with gr.Row():
-        model = model_picker()
-    task, upload, text_column, label_column = task_pickers()
-    start_template, start_verbalizer = suggested_prompt("rt-sentiment", ["negative", "positive"])
-    with gr.Row():
-        templates = gr.Textbox(start_template, lines=3, label="Template(s)", info="{text} or any {column}, and one {mask}")
-        verbalizer = gr.Textbox(
-            verbalizer_lines(start_verbalizer), lines=3, label="Verbalizer",
-            info="One line per label: `label: word1, word2` (or JSON).",
-        )
+        templates = gr.Textbox(START_TEMPLATE, lines=3, label="Template(s)", info="{text} or any {column}, and one {mask}")
+        verbalizer = verbalizer_box()
     with gr.Row():
         calibration = gr.Radio(list(CALIBRATIONS), value="none", label="Calibration")
         shots = gr.Slider(0, 16, value=0, step=1, label="Demonstrations in context")

@@ -9,10 +9,12 @@ import gradio as gr
 
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL
+from peftlab.prompts import suggested_prompt
 from peftlab.tasks import EMBEDDED_TASKS, load_task
 
 MODEL_CHOICES = [DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct", "roberta-large", "bert-base-uncased", "gpt2"]
 TEMPLATE_SEPARATOR = "---"
+START_TEMPLATE, START_VERBALIZER = suggested_prompt("rt-sentiment", ["negative", "positive"])
 
 
 def user_errors(fn):
@@ -42,8 +44,10 @@ def model_picker() -> gr.Dropdown:
     )
 
 
-def task_pickers() -> tuple[gr.Dropdown, gr.File, gr.Textbox, gr.Textbox]:
-    """Task dropdown (embedded name or Hub id), an optional CSV/JSONL upload and its column names."""
+def model_and_task_inputs() -> tuple[gr.Dropdown, gr.Dropdown, gr.File, gr.Textbox, gr.Textbox]:
+    """The model picker, then the task dropdown (embedded name or Hub id), a CSV/JSONL upload and its columns."""
+    with gr.Row():
+        model = model_picker()
     with gr.Row():
         task = gr.Dropdown(
             list(EMBEDDED_TASKS), value="rt-sentiment", allow_custom_value=True, label="Task",
@@ -52,7 +56,15 @@ def task_pickers() -> tuple[gr.Dropdown, gr.File, gr.Textbox, gr.Textbox]:
         upload = gr.File(label="Or upload CSV / JSONL", file_types=[".csv", ".jsonl", ".json"], height=120)
         text_column = gr.Textbox("text", label="Text column")
         label_column = gr.Textbox("label", label="Label column")
-    return task, upload, text_column, label_column
+    return model, task, upload, text_column, label_column
+
+
+def verbalizer_box() -> gr.Textbox:
+    """The verbalizer as editable `label: words` lines, starting from the default task's words."""
+    return gr.Textbox(
+        verbalizer_lines(START_VERBALIZER), lines=3, label="Verbalizer",
+        info="One line per label: `label: word1, word2` (or JSON).",
+    )
 
 
 def resolve_task(task_name: str, upload, text_column: str, label_column: str):

@@ -10,14 +10,13 @@ import gradio as gr
 import pandas as pd
 
 from peftlab.cloze import ClozeSetup
-from peftlab.compare import GridRow, results_frame, run_grid, summarize, validate_grid
+from peftlab.compare import GridRow, parse_int_list, results_frame, run_grid, summarize, validate_grid
 from peftlab.models import load_lm
 from peftlab.plots import accuracy_vs_parameters, label_probability_bars, training_curves
-from peftlab.prompts import suggested_prompt
-from peftlab.tuning import METHODS, TrainSettings, flat_loss_message, loss_is_flat, method_config
-from peftlab.ui.common import (
-    model_picker, resolve_task, split_templates, task_pickers, user_errors, verbalizer_lines,
+from peftlab.tuning import (
+    METHODS, TrainSettings, flat_loss_message, loss_is_flat, method_config, parse_learning_rates,
 )
+from peftlab.ui.common import START_TEMPLATE, model_and_task_inputs, resolve_task, split_templates, user_errors, verbalizer_box
 
 INTRO = """Train **prompt tuning**, **P-tuning**, **prefix tuning** and the baselines (LoRA, a linear head on
 the frozen model, prompt-based full fine-tuning) on the same K examples per class and the same seeds.
@@ -31,26 +30,6 @@ def default_rates() -> str:
     return "\n".join(f"{name}={cls().learning_rate:g}" for name, cls in METHODS.items())
 
 
-def _parse_rates(text: str) -> dict[str, float]:
-    rates = {}
-    for line in (text or "").splitlines():
-        if not line.strip():
-            continue
-        name, _, value = line.partition("=")
-        try:
-            rates[name.strip()] = float(value)
-        except ValueError:
-            raise gr.Error(f"Learning-rate line {line.strip()!r} needs the form method=number.") from None
-    return rates
-
-
-def _int_list(text: str, what: str) -> list[int]:
-    try:
-        return [int(part) for part in str(text).replace(" ", "").split(",") if part]
-    except ValueError:
-        raise gr.Error(f"{what} must be comma-separated whole numbers, not {text!r}.") from None
-
-
 @user_errors
 def run_comparison(
     model_name, task_name, upload, text_column, label_column, templates, verbalizer, methods, shots, seeds, steps,
@@ -58,9 +37,9 @@ def run_comparison(
 ):
     task = resolve_task(task_name, upload, text_column, label_column)
     setup = ClozeSetup.build(task, split_templates(templates), verbalizer)
-    rates = _parse_rates(rates_text)
+    rates = parse_learning_rates((rates_text or "").splitlines())
     configs = [method_config(m, **({"learning_rate": rates[m]} if m in rates else {})) for m in methods or []]
-    seed_list, shot_list = _int_list(seeds, "Seeds"), _int_list(shots, "K")
+    seed_list, shot_list = parse_int_list(seeds, "Seeds"), parse_int_list(shots, "K")
     settings = TrainSettings(steps=int(steps))
     validate_grid(task, configs, seed_list, shot_list)
     lm = load_lm(model_name, dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
@@ -106,13 +85,10 @@ def classify_with(trained_by_method, method, text):
 
 def build_soft_prompts_tab() -> None:
     gr.Markdown(INTRO)
+    model, task, upload, text_column, label_column = model_and_task_inputs()
     with gr.Row():
-        model = model_picker()
-    task, upload, text_column, label_column = task_pickers()
-    start_template, start_verbalizer = suggested_prompt("rt-sentiment", ["negative", "positive"])
-    with gr.Row():
-        templates = gr.Textbox(start_template, lines=2, label="Template")
-        verbalizer = gr.Textbox(verbalizer_lines(start_verbalizer), lines=2, label="Verbalizer (label: words)")
+        templates = gr.Textbox(START_TEMPLATE, lines=2, label="Template")
+        verbalizer = verbalizer_box()
     with gr.Row():
         methods = gr.CheckboxGroup(list(METHODS), value=DEFAULT_METHODS, label="Methods to compare")
         rates = gr.Textbox(default_rates(), lines=6, label="Learning rate per method (defaults that train)")
