@@ -191,3 +191,39 @@ def test_autoprompt_bad_input_is_one_sentence(client):
         call(client, "/autoprompt", *autoprompt_args(template="{text} {mask}"))
     with pytest.raises(AppError, match=r"less than minimum value 1"):  # the UI field refuses it before the library
         call(client, "/autoprompt", *autoprompt_args(candidates=0))
+
+
+def compare_args(**changes) -> list:
+    values = dict(
+        model=MODEL, task=TASK, upload=None, text_column="text", label_column="label", templates=TEMPLATE,
+        verbalizer=VERBALIZER, methods=["prompt-tuning"], shots="4", seeds="13", steps=3,
+        rates="prompt-tuning=0.03", test_limit=20,
+    )
+    values.update(changes)
+    return list(values.values())
+
+
+def test_soft_prompts_compare_streams_rows_and_classifies_with_the_trained_method(client):
+    job = client.submit(*compare_args(), api_name="/compare")
+    status, results, summary, _curves, _scatter, csv_path = job.result(timeout=FIRST_CALL_TIMEOUT_S)  # gr.State stays on the server
+    assert status.startswith("1/1 runs finished")
+    methods = [row[0] for row in results["data"]]
+    assert methods == ["zero-shot", "prompt-tuning"]
+    assert len(pd.read_csv(csv_path)) == 2
+    bars = plot_bars(call(client, "/classify_trained", "prompt-tuning", POSITIVE_TEXT))
+    assert list(bars["y"]) == ["negative", "positive"]
+    assert math.isclose(sum(plotly_array(bars["x"])), 1.0, abs_tol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (dict(methods=[]), r"Choose at least one method"),
+        (dict(shots="5000"), r"k=5000 needs 10000 examples"),
+        (dict(rates="prompt-tuning=-1"), r"learning rate of prompt-tuning must be above 0"),
+        (dict(seeds="a,b"), r"Seeds must be comma-separated whole numbers"),
+    ],
+)
+def test_soft_prompts_bad_input_is_one_sentence(client, changes, message):
+    with pytest.raises(AppError, match=message):
+        call(client, "/compare", *compare_args(**changes))
