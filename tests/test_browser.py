@@ -88,7 +88,8 @@ def test_classify_one_text_shows_the_label_probability_chart(chromium, browser, 
 
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     try:
-        page.goto(app_url, wait_until="networkidle", timeout=60_000)
+        # Not "networkidle": a Blocks with gr.State keeps a heartbeat stream open, so the network never idles.
+        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
         textbox = page.get_by_label("Try one text")
         expect(textbox).to_be_visible(timeout=30_000)
         textbox.fill(TEXT)
