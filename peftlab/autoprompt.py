@@ -93,7 +93,8 @@ class AutoPromptEvent:
 
 def fill_triggers(template: str, tokenizer, trigger_ids: Sequence[int]) -> str:
     """The template with its [T] slots replaced by the trigger tokens' text (what the Cloze tab takes)."""
-    pieces = iter(tokenizer.decode([i]) for i in trigger_ids)
+    pieces = (tokenizer.decode([i]) for i in trigger_ids)
+    pieces = iter(p if p[:1].isspace() else " " + p for p in pieces)  # WordPiece/SentencePiece decode without the space
     return re.sub(r" *" + re.escape(TRIGGER), lambda _: next(pieces), template)
 
 
@@ -118,7 +119,7 @@ def candidate_vocabulary(lm: LM, filter_non_alphabetic: bool) -> torch.Tensor:
         allowed[[i for i in lm.tokenizer.all_special_ids if i < size]] = False
         if filter_non_alphabetic:
             tokens = [t or "" for t in lm.tokenizer.convert_ids_to_tokens(list(range(min(size, len(lm.tokenizer)))))]
-            marked = sum(t.startswith(("Ġ", "▁")) for t in tokens) > len(tokens) // 4  # a word-start-marking vocabulary
+            marked = sum(t.startswith(("Ġ", "▁")) for t in tokens) > sum(t.startswith("##") for t in tokens)  # word-start marks, not ## continuations
             for i, token in enumerate(tokens):
                 word_start = token.startswith(("Ġ", "▁")) if marked else not token.startswith("##")
                 word = token.lstrip("Ġ▁")
@@ -176,6 +177,7 @@ def top_candidates(
     scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
     if exclude:
         scores[list(exclude)] = float("-inf")
+    k = min(k, int(torch.isfinite(scores).sum()))  # never pad the list with disallowed ids
     return scores.topk(k).indices.tolist()
 
 

@@ -1,0 +1,437 @@
+"""AutoPrompt: candidate selection, the trigger gradient, re-scoring, filters, the search loop and bad input.
+
+Every search here runs a few iterations on the tiny random models of conftest.py, so the tests are about
+the mechanics (the right gradient, the right argmax, never a worse trigger), not about finding good prompts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import peftlab.autoprompt as autoprompt
+from peftlab.autoprompt import (
+    AutoPromptConfig, candidate_vocabulary, fill_triggers, remove_triggers, rescore_candidates, run_autoprompt,
+    search_label_words, search_triggers, top_candidates, trigger_gradient,
+)
+from peftlab.cli import main
+from peftlab.cloze import label_log_probs
+from peftlab.errors import PeftlabError
+from peftlab.prompts import Prompt, Template, Verbalizer
+from peftlab.tasks import Task
+
+VERBALIZER = {"negative": ["bad"], "positive": ["good"]}  # one token in both tiny tokenizers
+TEMPLATE = "{text} [T] [T] {mask}"
+
+_POSITIVE = ["great", "good", "fun"]
+_NEGATIVE = ["bad", "awful", "boring"]
+_NOUNS = ["movie", "film", "plot", "story"]
+
+
+@pytest.fixture(scope="module")
+def task() -> Task:
+    """12 training rows per class (enough for few_shot(6)), made of words both tiny tokenizers know."""
+    train = [{"text": f"the {noun} was {adj}", "label": y}
+             for y, adjectives in ((1, _POSITIVE), (0, _NEGATIVE)) for adj in adjectives for noun in _NOUNS]
+    test = [{"text": t, "label": y} for t, y in [
+        ("great fun", 1), ("i loved it", 1), ("a good story", 1), ("really great acting", 1),
+        ("awful", 0), ("i hated the acting", 0), ("a boring plot", 0), ("too long and bad", 0),
+    ]]
+    return Task(name="tiny-sentiment-24", label_names=["negative", "positive"], text_fields=["text"], train=train, test=test)
+
+
+def small_config(**changes) -> AutoPromptConfig:
+    settings = dict(template=TEMPLATE, iterations=4, candidates=5, batch_size=4, train_size=8, seed=13)
+    return AutoPromptConfig(**(settings | changes))
+
+
+def word_ids(lm, word: str) -> list[int]:
+    """The token ids of a label word as it follows a space in a sentence."""
+    return lm.tokenizer(" " + word if lm.kind == "causal" else word, add_special_tokens=False).input_ids
+
+
+def one_token(lm, word: str) -> int:
+    ids = word_ids(lm, word)
+    assert len(ids) == 1, (word, ids)
+    return ids[0]
+
+
+def make_prompt(lm, task, template=TEMPLATE, verbalizer=VERBALIZER, triggers=("the", "movie")) -> Prompt:
+    return Prompt(Template.parse(template, task.text_fields), Verbalizer.parse(verbalizer, task.label_names),
+                  trigger_ids=tuple(one_token(lm, w) for w in triggers))
+
+
+def gold_mean(log_probs: torch.Tensor, examples) -> float:
+    gold = torch.tensor([e["label"] for e in examples])
+    return float(log_probs[torch.arange(len(examples)), gold].mean())
+
+
+# 1. top_candidates is the argmax of -e_w . g
+
+
+@pytest.mark.parametrize("k", [1, 5, 17])
+def test_top_candidates_equals_brute_force_argmax(tiny_lm, k):
+    embeddings = tiny_lm.model.get_input_embeddings().weight.detach()
+    generator = torch.Generator().manual_seed(k)
+    gradient = torch.randn(embeddings.shape[1], generator=generator)
+    allowed = candidate_vocabulary(tiny_lm, True)
+    exclude = [i for i in range(embeddings.shape[0]) if allowed[i]][:3]  # a few allowed ids, excluded anyway
+
+    scored = []
+    for w in range(embeddings.shape[0]):  # the loop the matrix product replaces
+        if not allowed[w] or w in exclude:
+            continue
+        dot = sum(float(embeddings[w, h]) * float(gradient[h]) for h in range(embeddings.shape[1]))
+        scored.append((-dot, w))
+    expected = [w for _, w in sorted(scored, reverse=True)[:k]]
+
+    assert top_candidates(embeddings, gradient, allowed, k, exclude) == expected
+
+
+def test_top_candidates_never_pads_with_disallowed_ids(tiny_mlm):
+    embeddings = tiny_mlm.model.get_input_embeddings().weight.detach()
+    allowed = torch.zeros(embeddings.shape[0], dtype=torch.bool)
+    allowed[[10, 11, 12, 13]] = True
+    got = top_candidates(embeddings, torch.randn(embeddings.shape[1]), allowed, k=20, exclude=[13])
+    assert sorted(got) == [10, 11, 12]
+
+
+# 2. trigger_gradient is the gradient of the summed label cross-entropy
+
+
+def independent_loss(lm, prompt: Prompt, examples, leaf: torch.Tensor) -> torch.Tensor:
+    """Summed gold-label cross-entropy, one unpadded sequence at a time, trigger rows taken from `leaf`."""
+    embed = lm.model.get_input_embeddings()
+    labels = [label for label, _ in prompt.verbalizer.flat_words]
+    total = torch.zeros(())
+    for example in examples:
+        word_log_probs = [None] * len(labels)
+        for query in prompt.queries(lm, example):
+            rows = list(embed(torch.tensor(query.input_ids)).detach().float())  # T x (H,)
+            for slot, position in enumerate(query.trigger_positions):
+                rows[position] = leaf[slot]
+            logits = lm.model(inputs_embeds=torch.stack(rows)[None]).logits[0].float()  # (T, V)
+            log_probs = logits.log_softmax(-1)
+            for word, token_ids in query.targets:
+                word_log_probs[word] = sum(log_probs[p, t] for p, t in zip(query.read_positions, token_ids))
+        label_scores = []
+        for label in range(len(prompt.verbalizer.words)):
+            mine = torch.stack([s for s, lab in zip(word_log_probs, labels) if lab == label])
+            label_scores.append(torch.logsumexp(mine, 0) - math.log(len(mine)))
+        total = total - torch.stack(label_scores).log_softmax(0)[example["label"]]
+    return total
+
+
+def test_trigger_gradient_matches_independent_autograd(tiny_lm, task):
+    # two words per label, one of them split into several pieces by both tokenizers
+    verbalizer = {"negative": ["bad", "terrible"], "positive": ["good", "great"]}
+    prompt = make_prompt(tiny_lm, task, "Review: {text} [T] [T] [T] Sentiment:{mask}", verbalizer, ("the", "movie", "was"))
+    examples = task.train[:3] + task.train[-3:]  # different lengths, both labels
+    flags = [p.requires_grad for p in tiny_lm.model.parameters()]
+
+    got = trigger_gradient(tiny_lm, prompt, examples)
+
+    assert [p.requires_grad for p in tiny_lm.model.parameters()] == flags  # weights restored
+    embed = tiny_lm.model.get_input_embeddings().weight
+    leaf = embed[list(prompt.trigger_ids)].detach().float().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (expected,) = torch.autograd.grad(independent_loss(tiny_lm, prompt, examples, leaf), leaf)
+    assert got.shape == (3, embed.shape[1])
+    assert expected.abs().max() > 1e-3  # not trivially zero
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+# 3. re-scoring: the shared-prefix KV-cache path, the plain batched path and one-by-one scoring agree
+
+
+@pytest.mark.parametrize("template", [TEMPLATE, "Review: {text} [T] [T] Sentiment:{mask}"])
+def test_rescore_shared_prefix_equals_plain_and_one_by_one(tiny_causal, task, template, monkeypatch):
+    prompt = make_prompt(tiny_causal, task, template)
+    examples = [task.train[0], task.train[5], {"text": "i loved this film and the cast was very good", "label": 1},
+                {"text": "bad", "label": 0}]  # different lengths: the prefixes are left-padded
+    tokens = [one_token(tiny_causal, w) for w in ("great", "plot", "the", "awful", "was")]
+    shared_calls = []
+    original = autoprompt._rescore_shared_prefix
+    monkeypatch.setattr(autoprompt, "_rescore_shared_prefix", lambda *a: shared_calls.append(1) or original(*a))
+
+    for slot in range(2):
+        shared = rescore_candidates(tiny_causal, prompt, slot, tokens, examples, share_prefix=True)
+        plain = rescore_candidates(tiny_causal, prompt, slot, tokens, examples, share_prefix=False)
+        assert shared.shape == plain.shape == (len(tokens), len(examples), 2)
+        assert torch.allclose(shared, plain, atol=1e-4)
+        for c, token in enumerate(tokens):
+            ids = list(prompt.trigger_ids)
+            ids[slot] = token
+            alone = label_log_probs(tiny_causal, Prompt(prompt.template, prompt.verbalizer, trigger_ids=tuple(ids)), examples)
+            assert torch.allclose(plain[c], alone, atol=1e-4)
+            assert torch.allclose(shared[c], alone, atol=1e-4)
+    assert len(shared_calls) == 2  # the KV-cache path really ran, once per slot
+
+
+def test_rescore_masked_lm_equals_one_by_one(tiny_mlm, task):
+    prompt = make_prompt(tiny_mlm, task)
+    examples = task.train[:2] + task.train[-2:]
+    tokens = [one_token(tiny_mlm, w) for w in ("great", "plot", "awful")]
+    got = rescore_candidates(tiny_mlm, prompt, 1, tokens, examples)
+    for c, token in enumerate(tokens):
+        alone = Prompt(prompt.template, prompt.verbalizer, trigger_ids=(prompt.trigger_ids[0], token))
+        assert torch.allclose(got[c], label_log_probs(tiny_mlm, alone, examples), atol=1e-4)
+
+
+# 4. filters
+
+
+def test_candidate_vocabulary_never_allows_special_tokens(tiny_lm):
+    size = tiny_lm.model.get_input_embeddings().weight.shape[0]
+    special = set(tiny_lm.tokenizer.all_special_ids)
+    for filtered in (False, True):
+        allowed = candidate_vocabulary(tiny_lm, filtered)
+        assert allowed.shape == (size,) and allowed.dtype == torch.bool
+        assert not any(allowed[i] for i in special)
+    unfiltered = candidate_vocabulary(tiny_lm, False)
+    assert [i for i in range(size) if unfiltered[i]] == [i for i in range(size) if i not in special]
+
+
+def test_alphabetic_filter_keeps_only_word_start_ascii_words(tiny_lm):
+    allowed = candidate_vocabulary(tiny_lm, True)
+    tokens = tiny_lm.tokenizer.convert_ids_to_tokens(list(range(len(tiny_lm.tokenizer))))
+    kept = [tokens[i] for i in range(len(tokens)) if allowed[i]]
+    for token in kept:
+        if tiny_lm.kind == "causal":
+            assert token.startswith("Ġ"), token
+            word = token[1:]
+        else:
+            assert not token.startswith("##"), token
+            word = token
+        assert word and word.isascii() and word.isalpha(), token
+    assert not allowed[len(tokens):].any()
+    # every whole word the filter should keep is kept
+    expected = {"Ġgood", "Ġmovie", "Ġthe"} if tiny_lm.kind == "causal" else {"good", "movie", "the", "terr"}
+    assert expected <= set(kept)
+    assert not {":", ",", "##ible", "[MASK]", "Ġ", "<s>"} & set(kept)
+
+
+def test_label_words_are_never_proposed(tiny_lm, task, monkeypatch):
+    verbalizer = {"negative": ["bad", "terrible"], "positive": ["good"]}
+    label_ids = {i for w in ("bad", "terrible", "good") for i in word_ids(tiny_lm, w)}
+    allowed = candidate_vocabulary(tiny_lm, True)
+    assert any(allowed[i] for i in label_ids)  # the exclusion is what keeps them out, not the filter
+    proposed = []
+    original = autoprompt.top_candidates
+    monkeypatch.setattr(autoprompt, "top_candidates", lambda *a, **kw: proposed.append(original(*a, **kw)) or proposed[-1])
+    # as many candidates as the filter allows: without the exclusion the label words would be among them
+    config = small_config(iterations=3, candidates=int(allowed.sum()), batch_size=2, train_size=4)
+
+    events = list(search_triggers(tiny_lm, task, verbalizer, config))
+
+    assert len(proposed) == 3
+    for candidates in proposed:
+        assert candidates and not label_ids & set(candidates)
+        assert all(allowed[i] for i in candidates)
+    for event in events:
+        assert not label_ids & set(event.trigger_ids) and not label_ids & set(event.best_trigger_ids)
+    words = {tiny_lm.tokenizer.decode([i]).strip() for i in label_ids}
+    assert not words & {token.strip() for e in events for token, _ in e.best_candidates}
+
+
+# 5. an accepted candidate is better than the current trigger on its re-scoring batch
+
+
+def test_accepted_candidates_never_make_the_objective_worse(tiny_lm, task, monkeypatch):
+    calls = []
+    original = autoprompt.rescore_candidates
+
+    def recording(lm, prompt, slot, tokens, examples, **kw):
+        out = original(lm, prompt, slot, tokens, examples, **kw)
+        calls.append((prompt, slot, list(tokens), list(examples), out.clone()))
+        return out
+
+    monkeypatch.setattr(autoprompt, "rescore_candidates", recording)
+    config = small_config(iterations=6, candidates=8)
+    events = list(search_triggers(tiny_lm, task, VERBALIZER, config))
+
+    assert [e.iteration for e in events] == list(range(7)) and len(calls) == 6
+    assert any(e.accepted for e in events[1:]) and not all(e.accepted for e in events[1:])
+    for before, event, (prompt, slot, tokens, examples, out) in zip(events, events[1:], calls):
+        assert list(prompt.trigger_ids) == before.trigger_ids and event.slot == slot
+        assert tokens[0] == before.trigger_ids[slot]  # the current trigger is scored first
+        current = gold_mean(label_log_probs(tiny_lm, prompt, examples), examples)  # recomputed independently
+        assert gold_mean(out[0], examples) == pytest.approx(current, abs=1e-4)
+        now = Prompt(prompt.template, prompt.verbalizer, trigger_ids=tuple(event.trigger_ids))
+        kept = gold_mean(label_log_probs(tiny_lm, now, examples), examples)
+        assert event.train_log_likelihood == pytest.approx(kept, abs=1e-4)
+        changed = [j for j, (a, b) in enumerate(zip(before.trigger_ids, event.trigger_ids)) if a != b]
+        candidate_scores = [gold_mean(out[c], examples) for c in range(1, len(tokens))]
+        if event.accepted:
+            assert changed == [slot] and event.trigger_ids[slot] in tokens[1:]
+            assert kept > current - 1e-5 and event.train_log_likelihood > gold_mean(out[0], examples)
+            assert event.train_log_likelihood == pytest.approx(max(candidate_scores), abs=1e-6)
+        else:
+            assert changed == [] and max(candidate_scores) <= gold_mean(out[0], examples)
+            assert event.train_log_likelihood == pytest.approx(current, abs=1e-4)
+        assert event.best_dev_accuracy == max(e.dev_accuracy for e in events[: event.iteration + 1])
+
+
+# 6. determinism
+
+
+def event_signature(events) -> list[tuple]:
+    return [(e.iteration, e.trigger_ids, e.slot, e.accepted, e.dev_accuracy, e.best_trigger_ids,
+             None if math.isnan(e.train_log_likelihood) else round(e.train_log_likelihood, 6)) for e in events]
+
+
+def test_same_seed_same_events_other_seed_other_batches(tiny_causal, task):
+    config = small_config(positions="random", iterations=4)
+    first = event_signature(search_triggers(tiny_causal, task, VERBALIZER, config))
+    second = event_signature(search_triggers(tiny_causal, task, VERBALIZER, config))
+    assert first == second
+    other = event_signature(search_triggers(tiny_causal, task, VERBALIZER, small_config(positions="random", iterations=4, seed=21)))
+    assert [s[-1] for s in other] != [s[-1] for s in first]  # other data, other batches
+
+
+def test_stop_flag_ends_the_search_after_the_start(tiny_mlm, task):
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    events = list(search_triggers(tiny_mlm, task, VERBALIZER, small_config(), stop))
+    assert len(events) == 1 and events[0].iteration == 0 and events[0].slot is None
+    assert events[0].trigger_ids == [tiny_mlm.tokenizer.mask_token_id] * 2  # an MLM starts from its mask token
+
+
+# 7. label-word search
+
+
+def test_search_label_words_gives_distinct_words_per_label(tiny_lm, task):
+    words = search_label_words(tiny_lm, task, TEMPLATE, words_per_label=3, train_size=12, steps=30)
+    assert list(words) == task.label_names
+    flat = [w for ws in words.values() for w in ws]
+    assert all(len(ws) == 3 for ws in words.values())
+    assert all(w and w.isascii() and w.isalpha() for w in flat), words
+    assert len(set(flat)) == len(flat)  # distinct within a label and across labels
+    Verbalizer.parse(words, task.label_names)  # usable as a verbalizer as is
+
+
+def test_label_words_are_not_shared_even_when_labels_compete(tiny_lm, task):
+    """Three labels and most of the allowed vocabulary per label: the top lists would overlap if allowed to."""
+    three = Task(name="tiny-3", label_names=["negative", "neutral", "positive"], text_fields=["text"],
+                 train=[dict(e, label=2 * e["label"]) for e in task.train] + [{"text": f"the {n} was long", "label": 1}
+                                                                               for n in _NOUNS * 3], test=task.test)
+    per_label = int(candidate_vocabulary(tiny_lm, True).sum()) // 3
+    words = search_label_words(tiny_lm, three, TEMPLATE, words_per_label=per_label, train_size=12, steps=30)
+    flat = [w for ws in words.values() for w in ws]
+    assert [len(ws) for ws in words.values()] == [per_label] * 3
+    assert len(set(flat)) == len(flat)
+    assert all(w.isascii() and w.isalpha() for w in flat)
+
+
+# 8. fill_triggers / remove_triggers
+
+
+def test_fill_triggers_puts_the_trigger_text_in_the_slots(tiny_lm):
+    ids = [one_token(tiny_lm, "the"), one_token(tiny_lm, "movie")]
+    assert fill_triggers("{text} [T] [T] {mask}", tiny_lm.tokenizer, ids) == "{text} the movie {mask}"
+    assert fill_triggers("Review: {text} [T]\nSentiment:{mask}", tiny_lm.tokenizer, ids[:1]) == "Review: {text} the\nSentiment:{mask}"
+
+
+def test_remove_triggers_gives_the_manual_template():
+    assert remove_triggers("{text} [T] [T] {mask}") == "{text} {mask}"
+    assert remove_triggers("Review: [T] {text} [T]\nSentiment:{mask}") == "Review: {text}\nSentiment:{mask}"
+    assert remove_triggers("{text} {mask}") == "{text} {mask}"
+
+
+def test_filled_template_reads_like_the_trigger_prompt(tiny_lm, task):
+    """What the Cloze tab gets from fill_triggers tokenizes the same as the prompt with trigger ids."""
+    prompt = make_prompt(tiny_lm, task)
+    filled = fill_triggers(TEMPLATE, tiny_lm.tokenizer, prompt.trigger_ids)
+    plain = Prompt(Template.parse(filled, task.text_fields), prompt.verbalizer)
+    examples = task.test[:4]
+    assert [q.input_ids for e in examples for q in plain.queries(tiny_lm, e)] == \
+           [q.input_ids for e in examples for q in prompt.queries(tiny_lm, e)]
+
+
+# 9. bad input
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(template="{text} {mask}"), r"at least one trigger slot \[T\]"),
+    (dict(template="{text} {mask} [T]"), r"every trigger slot \[T\] before \{mask\}"),
+    (dict(candidates=0), r"Candidates must be at least 1, not 0"),
+    (dict(iterations=0), r"Iterations must be at least 1, not 0"),
+    (dict(batch_size=0), r"Batch size must be at least 1, not 0"),
+    (dict(train_size=1), r"train size must be at least 2"),
+    (dict(positions="sequential"), r"Positions must be one of round-robin, random, not 'sequential'"),
+])
+def test_bad_config_is_a_clear_error(changes, message):
+    with pytest.raises(PeftlabError, match=message):
+        small_config(**changes)
+
+
+def test_too_many_slots_for_the_model(tiny_causal, task):
+    assert tiny_causal.max_length == 256
+    config = small_config(template="{text} " + "[T] " * 300 + "{mask}")
+    with pytest.raises(PeftlabError, match=r"300 trigger slots do not fit the model's 256-token input"):
+        next(search_triggers(tiny_causal, task, VERBALIZER, config))
+
+
+def test_multi_token_init_word(tiny_lm, task):
+    assert len(word_ids(tiny_lm, "terrible")) > 1
+    with pytest.raises(PeftlabError, match=r"initial trigger word 'terrible' is \d+ tokens .*one-token word"):
+        next(search_triggers(tiny_lm, task, VERBALIZER, small_config(init_token="terrible")))
+
+
+def test_one_token_init_word_is_used(tiny_causal, task):
+    first = next(search_triggers(tiny_causal, task, VERBALIZER, small_config(init_token="movie")))
+    assert first.trigger_ids == [one_token(tiny_causal, "movie")] * 2
+
+
+def test_words_per_label_below_one(tiny_mlm, task):
+    with pytest.raises(PeftlabError, match=r"Words per label must be at least 1, not 0"):
+        search_label_words(tiny_mlm, task, TEMPLATE, words_per_label=0)
+
+
+# 10. run_autoprompt
+
+
+def test_run_autoprompt_summary(tiny_lm, task):
+    seen = []
+    config = small_config(iterations=3)
+    result = run_autoprompt(tiny_lm, task, VERBALIZER, config, test_limit=6, on_event=seen.append)
+    summary = result.summary()
+    assert {"trigger", "template", "dev_accuracy", "test_accuracy", "manual_test_accuracy", "seconds"} <= set(summary)
+    assert len(seen) == 4 and len(result.history) == 4
+    assert len(summary["trigger"]) == 2 and "[T]" not in summary["template"]
+    assert summary["dev_accuracy"] == seen[-1].best_dev_accuracy
+    assert summary["seconds"] >= 0
+    # both accuracies are what scoring the two prompts on the first 6 test texts gives
+    verbalizer = Verbalizer.parse(VERBALIZER, task.label_names)
+    test = task.test[:6]
+    gold = torch.tensor([e["label"] for e in test])
+    found = Prompt(Template.parse(TEMPLATE, task.text_fields), verbalizer, trigger_ids=tuple(seen[-1].best_trigger_ids))
+    manual = Prompt(Template.parse("{text} {mask}", task.text_fields), verbalizer)
+    for prompt, key in ((found, "test_accuracy"), (manual, "manual_test_accuracy")):
+        predicted = label_log_probs(tiny_lm, prompt, test).argmax(1)
+        assert summary[key] == pytest.approx(float((predicted == gold).float().mean()))
+
+
+# 11. the command line fails before loading anything
+
+
+@pytest.mark.parametrize("argv", [
+    ["autoprompt", "--template", "{text} {mask}"],
+    ["autoprompt", "--candidates", "0"],
+])
+def test_cli_bad_autoprompt_input(argv, capsys, monkeypatch):
+    import peftlab.models
+    import peftlab.tasks
+
+    def refuse(*_a, **_kw):
+        raise AssertionError("nothing should be loaded for bad input")
+
+    monkeypatch.setattr(peftlab.models, "load_lm", refuse)
+    monkeypatch.setattr(peftlab.tasks, "load_task", refuse)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
