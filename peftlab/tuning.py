@@ -158,7 +158,10 @@ class LoraMethodConfig(MethodConfig):
     def build(self, lm, prompt, train):
         from peft import LoraConfig
 
-        missing = [m for m in self.target_modules if not any(n.endswith(m) for n, _ in lm.model.named_modules())]
+        _require_causal(lm, "LoRA")  # before the module check, which would blame the names instead
+        names = [n for n, _ in lm.model.named_modules()]
+        # PEFT's own rule: a target names a whole dotted suffix ("q_proj" matches "...self_attn.q_proj", "proj" nothing)
+        missing = [m for m in self.target_modules if not any(n == m or n.endswith("." + m) for n in names)]
         if missing:
             raise PeftlabError(f"LoRA target module(s) {', '.join(missing)} do not exist in {lm.name}.")
         config = LoraConfig(r=self.r, lora_alpha=self.alpha, target_modules=list(self.target_modules), lora_dropout=0.0)
@@ -221,11 +224,15 @@ def method_config(name: str, **overrides) -> MethodConfig:
     return METHODS[name](**overrides)
 
 
+def _require_causal(lm: LM, what: str) -> None:
+    if lm.kind != "causal":
+        raise PeftlabError(f"{what} is wired for causal LMs in this version; {lm.name} is a masked LM.")
+
+
 def _peft_model(lm: LM, config):
     from peft import get_peft_model
 
-    if lm.kind != "causal":
-        raise PeftlabError(f"{type(config).__name__} is wired for causal LMs in this version; {lm.name} is a masked LM.")
+    _require_causal(lm, type(config).__name__)
     return get_peft_model(copy.deepcopy(lm.model), config)  # a copy: LoRA edits the model it wraps
 
 

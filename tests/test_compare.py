@@ -1,0 +1,250 @@
+"""Tests for peftlab.compare (grids -> rows -> DataFrame -> summary) and the `compare` command's bad input."""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import peftlab.models
+from peftlab.cli import main
+from peftlab.cloze import ClozeSetup, evaluate
+from peftlab.compare import (
+    RESULT_COLUMNS,
+    GridRow,
+    parse_int_list,
+    results_frame,
+    run_grid,
+    summarize,
+    validate_grid,
+)
+from peftlab.errors import PeftlabError
+from peftlab.tasks import Task
+from peftlab.tuning import TrainedMethod, TrainEvent, TrainSettings, method_config
+
+LABELS = ["negative", "positive"]
+TEMPLATE = "Review: {text} Sentiment:{mask}"
+VERBALIZER = {"negative": ["negative"], "positive": ["positive"]}
+SUBJECTS = ["the movie", "the film", "the plot", "the acting", "the story", "the cast", "the ending", "the script"]
+
+
+def easy_task() -> Task:
+    """24 training rows per class and 8 test rows, from words the tiny tokenizers know."""
+    rows = [(f"{s} was {w}", y) for y, words in ((1, ["great", "good", "fun"]), (0, ["bad", "awful", "boring"]))
+            for s in SUBJECTS for w in words]
+    test = [(f"i {verb} {s}", y) for y, verb in ((1, "loved"), (0, "hated")) for s in SUBJECTS[:4]]
+    return Task("easy-sentiment", LABELS, ["text"], [{"text": t, "label": y} for t, y in rows],
+                [{"text": t, "label": y} for t, y in test])
+
+
+@pytest.fixture(scope="module")
+def grid(tiny_causal):
+    """prompt-tuning and LoRA x seeds 13, 21 x K=4 on the tiny Llama: (events, rows, total params)."""
+    task = easy_task()
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    methods = [method_config("prompt-tuning", num_virtual_tokens=4), method_config("lora", r=2, learning_rate=1e-2)]
+    settings = TrainSettings(steps=3, batch_size=4, eval_every=3, seed=999)  # run_grid replaces the seed
+    items = list(run_grid(tiny_causal, task, setup, methods, [13, 21], [4], settings, test_limit=6))
+    events = [i for i in items if isinstance(i, TrainEvent)]
+    rows = [i for i in items if isinstance(i, GridRow)]
+    assert len(events) + len(rows) == len(items)
+    return task, setup, events, rows, sum(p.numel() for p in tiny_causal.model.parameters())
+
+
+# ------------------------------------------------------------------ run_grid
+
+
+def test_grid_yields_zero_shot_first_then_one_row_per_method_and_seed(grid, tiny_causal):
+    task, setup, events, rows, total = grid
+    assert [(r.values["method"], r.values["K"], r.values["seed"]) for r in rows] == [
+        ("zero-shot", 0, None),
+        ("prompt-tuning", 4, 13), ("lora", 4, 13),
+        ("prompt-tuning", 4, 21), ("lora", 4, 21),
+    ]
+    for row in rows:
+        assert list(row.values) == RESULT_COLUMNS
+    zero = rows[0]
+    assert zero.trained is None
+    assert zero.values["trainable_params"] == 0 and zero.values["trainable_share"] == 0 and zero.values["steps"] == 0
+    reference = evaluate(tiny_causal, task, TEMPLATE, VERBALIZER, limit=6)  # the same prompt on the same 6 texts
+    assert zero.values["test_accuracy"] == pytest.approx(reference.accuracy)
+    assert zero.values["macro_f1"] == pytest.approx(reference.macro_f1)
+
+    H, layers, kv = 32, 2, 16
+    expected_params = {"prompt-tuning": 4 * H, "lora": layers * (2 * (H + H) + 2 * (H + kv))}
+    for row in rows[1:]:
+        values = row.values
+        assert isinstance(row.trained, TrainedMethod)
+        assert values["trainable_params"] == expected_params[values["method"]] == row.trained.trainable_params
+        assert values["trainable_share"] == pytest.approx(values["trainable_params"] / total)
+        assert values["steps"] == 3 == row.trained.steps_done
+        assert values["train_seconds"] >= 0 and values["peak_memory_mb"] > 0
+        assert 0 <= values["test_accuracy"] <= 1 and 0 <= values["macro_f1"] <= 1
+        # The row's accuracy is the trained method's, on the limited test split.
+        assert values["test_accuracy"] == pytest.approx(row.trained.evaluate(task.test[:6])["accuracy"])
+    # Every (seed, method) streamed its 3 steps, in grid order, with the grid's seed and not the settings' one.
+    assert [(e.seed, e.method, e.step) for e in events] == [
+        (seed, name, step) for seed in (13, 21) for name in ("prompt-tuning", "lora") for step in (1, 2, 3)
+    ]
+
+
+def test_grid_rows_become_a_frame_and_a_summary_computed_by_hand(grid):
+    _, _, _, rows, _ = grid
+    frame = results_frame([r.values for r in rows])
+    assert list(frame.columns) == RESULT_COLUMNS and len(frame) == 5
+    assert pd.api.types.is_integer_dtype(frame["seed"])
+    assert frame["seed"].isna().tolist() == [True, False, False, False, False]
+    assert frame["seed"].dropna().tolist() == [13, 13, 21, 21]
+    assert frame["seed"].dropna().map(type).eq(int).all()  # 13, not 13.0 (CSV and JSON exports stay integers)
+    assert "13.0" not in frame.to_csv(index=False)
+
+    summary = summarize(frame)
+    assert summary["method"].tolist() == ["zero-shot", "prompt-tuning", "lora"]  # first appearance order
+    for method in ("prompt-tuning", "lora"):
+        accuracies = np.array([r.values["test_accuracy"] for r in rows if r.values["method"] == method])
+        f1s = np.array([r.values["macro_f1"] for r in rows if r.values["method"] == method])
+        line = summary[summary["method"] == method].iloc[0]
+        assert line["accuracy_mean"] == pytest.approx(accuracies.mean())
+        assert line["accuracy_std"] == pytest.approx(accuracies.std(ddof=1))  # sample std over the seeds
+        assert line["macro_f1_mean"] == pytest.approx(f1s.mean())
+        assert line["runs"] == 2
+    zero = summary[summary["method"] == "zero-shot"].iloc[0]
+    assert zero["runs"] == 1 and zero["accuracy_std"] == 0.0  # one run: 0, not NaN
+
+
+def test_summarize_by_hand_on_made_up_rows():
+    rows = [
+        {"method": "a", "K": 4, "seed": 1, "test_accuracy": 0.5, "macro_f1": 0.4, "trainable_params": 10,
+         "trainable_share": 0.1, "train_seconds": 1.0, "seconds_per_step": 0.1, "steps": 10, "peak_memory_mb": 1.0},
+        {"method": "a", "K": 4, "seed": 2, "test_accuracy": 0.7, "macro_f1": 0.6, "trainable_params": 10,
+         "trainable_share": 0.1, "train_seconds": 3.0, "seconds_per_step": 0.3, "steps": 10, "peak_memory_mb": 1.0},
+        {"method": "a", "K": 4, "seed": 3, "test_accuracy": 0.9, "macro_f1": 0.8, "trainable_params": 10,
+         "trainable_share": 0.1, "train_seconds": 2.0, "seconds_per_step": 0.2, "steps": 10, "peak_memory_mb": 1.0},
+        {"method": "a", "K": 8, "seed": 1, "test_accuracy": 0.6, "macro_f1": 0.6, "trainable_params": 10,
+         "trainable_share": 0.1, "train_seconds": 2.0, "seconds_per_step": 0.2, "steps": 10, "peak_memory_mb": 1.0},
+    ]
+    summary = summarize(results_frame(rows))
+    assert summary[["method", "K"]].values.tolist() == [["a", 4], ["a", 8]]
+    first = summary.iloc[0]
+    assert first["accuracy_mean"] == pytest.approx(0.7)
+    assert first["accuracy_std"] == pytest.approx(np.std([0.5, 0.7, 0.9], ddof=1)) == pytest.approx(0.2)
+    assert first["macro_f1_mean"] == pytest.approx(0.6)
+    assert first["train_seconds_mean"] == pytest.approx(2.0)
+    assert first["runs"] == 3 and summary.iloc[1]["runs"] == 1 and summary.iloc[1]["accuracy_std"] == 0.0
+
+
+def test_results_frame_of_zero_shot_only_and_of_nothing():
+    only = results_frame([{"method": "zero-shot", "K": 0, "seed": None, "test_accuracy": 0.5, "macro_f1": 0.5,
+                           "trainable_params": 0, "trainable_share": 0.0}])
+    assert pd.api.types.is_integer_dtype(only["seed"]) and only["seed"].isna().all()
+    assert math.isnan(only["peak_memory_mb"].iloc[0])  # missing columns are filled, not dropped
+    empty = results_frame([])
+    assert list(empty.columns) == RESULT_COLUMNS and empty.empty
+
+
+def test_grid_stop_flag_ends_after_the_current_run(tiny_causal):
+    task = easy_task()
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    stop = threading.Event()
+    items = []
+    for item in run_grid(tiny_causal, task, setup, [method_config("head"), method_config("lora")], [13, 21], [4],
+                         TrainSettings(steps=10, eval_every=5), test_limit=4, stop=stop):
+        items.append(item)
+        if isinstance(item, TrainEvent) and item.step == 2:
+            stop.set()
+    rows = [i for i in items if isinstance(i, GridRow)]
+    assert [r.values["method"] for r in rows] == ["zero-shot"]
+    assert [(e.method, e.step) for e in items if isinstance(e, TrainEvent)] == [("head", 1), ("head", 2)]
+
+
+# ------------------------------------------------------------------ validate_grid
+
+
+@pytest.mark.parametrize(
+    ("methods", "seeds", "shots", "message"),
+    [
+        ([], [13], [4], r"^Choose at least one method to train\.$"),
+        (["lora"], [], [4], r"^Give at least one seed\.$"),
+        (["lora"], [13], [], r"^Give at least one K \(examples per class\)\.$"),
+        (["lora"], [13], [13], r"^k=13 needs 26 examples of class 'negative' \(K for train and K for dev\) but the "
+                               r"training pool of 'easy-sentiment' has only 24; use k <= 12\.$"),
+        (["lora"], [13], [4, 200], r"k=200 needs 400 examples"),
+        (["lora"], [13], [0], r"k \(examples per class\) must be a whole number of at least 1, got 0"),
+    ],
+)
+def test_validate_grid_rejects_bad_grids(methods, seeds, shots, message):
+    configs = [method_config(m) for m in methods]
+    with pytest.raises(PeftlabError, match=message):
+        validate_grid(easy_task(), configs, seeds, shots)
+
+
+def test_validate_grid_accepts_the_largest_k():
+    validate_grid(easy_task(), [method_config("lora")], [13, 21], [12])
+
+
+def test_run_grid_validates_before_any_work(tiny_causal):
+    task = easy_task()
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    with pytest.raises(PeftlabError, match=r"k=50 needs 100 examples"):
+        next(run_grid(tiny_causal, task, setup, [method_config("lora")], [13], [50], TrainSettings()))
+
+
+def test_parse_int_list():
+    assert parse_int_list("13, 21,42", "--seeds") == [13, 21, 42]
+    assert parse_int_list("8,", "--shots") == [8]
+    with pytest.raises(PeftlabError, match=r"^--seeds must be comma-separated whole numbers, not '13;21'\.$"):
+        parse_int_list("13;21", "--seeds")
+
+
+# ------------------------------------------------------------------ the compare command's bad input
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Any attempt to load a model fails the test loudly instead of loading one."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad input was rejected")
+
+    monkeypatch.setattr(peftlab.models, "load_lm", refuse)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--methods", ""], r"Choose at least one method"),
+        (["--methods", " , "], r"Choose at least one method"),
+        (["--steps", "0"], r"Steps must be at least 1, not 0"),
+        (["--batch-size", "0"], r"Batch size must be at least 1, not 0"),
+        (["--eval-every", "-1"], r"Eval every must be at least 1, not -1"),
+        (["--methods", "lora", "--learning-rate", "lora=-1"], r"learning rate of lora must be above 0, not -1"),
+        (["--methods", "lora", "--learning-rate", "lora=0"], r"learning rate of lora must be above 0, not 0"),
+        (["--methods", "magic"], r"Unknown method 'magic'; choose from prompt-tuning, p-tuning"),
+        (["--methods", "lora,magic"], r"Unknown method 'magic'"),
+        (["--shots", "5000"], r"k=5000 needs 10000 examples of class"),
+        (["--shots", "0"], r"at least 1, got 0"),
+        (["--shots", "4,x"], r"--shots must be comma-separated whole numbers"),
+        (["--seeds", ""], r"Give at least one seed"),
+        (["--learning-rate", "lora=abc", "--methods", "lora"], r"learning rate is given as method=number, not 'lora=abc'"),
+        (["--learning-rate", "head=0.1", "--methods", "lora"], r"--learning-rate names head, which is not among --methods"),
+        (["--test-limit", "0"], r"--test-limit must be at least 1, not 0"),
+        (["--steps", "many"], r"invalid int value: 'many'"),
+        (["--template", "{text} no mask"], r"exactly one \{mask\}"),
+    ],
+)
+def test_compare_bad_input_is_one_error_line_before_any_model_loads(capsys, no_model_loads, argv, message):
+    started = time.perf_counter()
+    code = main(["compare", *argv])
+    seconds = time.perf_counter() - started
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert re.search(message, lines[0]), lines[0]
+    assert seconds < 20  # validation only: no model, no training
