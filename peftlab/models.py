@@ -75,6 +75,13 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def autocast_for(model: torch.nn.Module):
+    """bf16 autocast for an fp32 model on a CPU with native bf16 (about 2x faster), a no-op elsewhere."""
+    parameter = next(model.parameters())
+    enabled = parameter.device.type == "cpu" and parameter.dtype == torch.float32 and cpu_supports_bf16()
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

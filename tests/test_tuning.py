@@ -16,20 +16,16 @@ import torch
 from peftlab.cloze import ClozeSetup
 from peftlab.errors import PeftlabError
 from peftlab.tasks import Task
-from peftlab.tuning import (
+from peftlab.methods import (
     METHODS,
     PROMPT_INITS,
     PrefixTuningConfig,
     PromptTuningConfig,
     PTuningConfig,
-    TrainedMethod,
-    TrainEvent,
-    TrainSettings,
-    loss_is_flat,
     method_config,
     parse_learning_rates,
-    train_method,
 )
+from peftlab.tuning import TrainedMethod, TrainEvent, TrainSettings, loss_is_flat, train_method
 
 LABELS = ["negative", "positive"]
 TEMPLATE = "Review: {text} Sentiment:{mask}"
@@ -133,6 +129,9 @@ def _expected_counts(lm) -> list[tuple[str, dict, int]]:
     def prefix_projected(n, hidden=kv):
         return n * kv + (kv * hidden + hidden) + (hidden * layers * 2 * kv + layers * 2 * kv)
 
+    def adapter(b):  # per block: down H->b (weights + bias) and up b->H (weights + bias)
+        return layers * ((H * b + b) + (b * H + H))
+
     per_layer = H * H + 2 * (kv * H) + H * H + 3 * (H * inter) + 2 * H  # q, k+v, o, gate/up/down, two RMSNorms
     full = V * H + layers * per_layer + H + V * H  # embeddings, layers, final norm, untied lm_head
     return [
@@ -143,6 +142,8 @@ def _expected_counts(lm) -> list[tuple[str, dict, int]]:
         ("lora", {"r": 3, "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj")},
          lora(3, [(H, H), (H, kv), (H, kv), (H, H)])),
         ("head", {}, H * L + L),
+        ("adapter", {}, adapter(16)),
+        ("adapter", {"bottleneck": 3}, adapter(3)),
         ("full", {}, full),
         ("prefix-tuning", {}, 10 * layers * 2 * kv),
         ("prefix-tuning", {"num_virtual_tokens": 3}, 3 * layers * 2 * kv),
@@ -157,8 +158,8 @@ def _expected_counts(lm) -> list[tuple[str, dict, int]]:
 def test_trainable_parameter_counts_match_hand_computed_formulas(tiny_causal, easy):
     _, setup, train, _ = easy
     cases = _expected_counts(tiny_causal)
-    assert {name for name, _, _ in cases} == set(METHODS)
-    assert cases[6][2] == sum(p.numel() for p in tiny_causal.model.parameters())  # the full formula is right
+    assert {name for name, _, _ in cases} | {"bitfit"} == set(METHODS)  # BitFit: the tiny Llama has no biases (test_methods)
+    assert cases[8][2] == sum(p.numel() for p in tiny_causal.model.parameters())  # the full formula is right
     for name, overrides, expected in cases:
         config = method_config(name, **overrides)
         model, parameters = config.build(tiny_causal, setup.prompts[0], train)
@@ -357,10 +358,11 @@ def test_learning_rate_must_be_positive(name, rate):
         (lambda: method_config("p-tuning", encoder_hidden_size=0), r"encoder hidden size must be at least 1"),
         (lambda: method_config("lora", r=0), r"lora: r must be at least 1, not 0"),
         (lambda: method_config("lora", alpha=-2), r"lora: alpha must be at least 1, not -2"),
-        (lambda: method_config("magic"), r"Unknown method 'magic'; choose from prompt-tuning, p-tuning, prefix-tuning, lora, head, full"),
+        (lambda: method_config("magic"), r"Unknown method 'magic'; choose from prompt-tuning, p-tuning, prefix-tuning, lora, adapter, bitfit, head, full"),
         (lambda: method_config("LoRA"), r"Unknown method 'LoRA'"),
         (lambda: PromptTuningConfig(init="words"), r"Prompt init must be one of text, label-words, vocab, random, not 'words'"),
         (lambda: PTuningConfig(encoder="GRU"), r"The P-tuning encoder must be MLP or LSTM, not 'GRU'"),
+        (lambda: PrefixTuningConfig(init="vocab"), r"Prefix init must be text or random, not 'vocab'"),
         (lambda: TrainSettings(steps=0), r"^Steps must be at least 1, not 0"),
         (lambda: TrainSettings(batch_size=0), r"^Batch size must be at least 1, not 0"),
         (lambda: TrainSettings(eval_every=0), r"^Eval every must be at least 1, not 0"),

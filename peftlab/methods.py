@@ -1,0 +1,435 @@
+"""Few-shot training methods: one config dataclass each, in one registry, all with the same interface.
+
+Every config can `check` that it fits a model (before any training), `build` a trainable copy of it
+(the cached LM is never modified), and `save` / `load` the trained weights. Prompt-based methods are
+scored through the verbalizer (see `peftlab.tuning`); the head-only baseline is not.
+
+Papers: prompt tuning (Lester et al. 2021), P-tuning (Liu et al. 2021), prefix tuning (Li & Liang
+2021) / P-tuning v2 (Liu et al. 2022), LoRA (Hu et al. 2021), adapters (Houlsby et al. 2019), BitFit
+(Ben Zaken et al. 2022), prompt-based fine-tuning (Gao et al. 2021, LM-BFF).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Sequence
+
+import torch
+
+from peftlab.errors import PeftlabError
+from peftlab.models import LM
+from peftlab.prompts import Prompt
+
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")  # raised inside PEFT
+
+PROMPT_INITS = ("text", "label-words", "vocab", "random")
+WEIGHTS_FILE = "trainable.safetensors"
+
+
+def help_field(text: str, default):
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class MethodConfig:
+    """What every method has: a name, a learning rate that trains on the embedded model."""
+
+    name: ClassVar[str] = ""
+    prompt_based: ClassVar[bool] = True
+    positive_fields: ClassVar[tuple[str, ...]] = ()  # integer settings that must be at least 1
+    learning_rate: float = 1e-3
+
+    def __post_init__(self):
+        if not self.learning_rate > 0:
+            raise PeftlabError(f"The learning rate of {self.name} must be above 0, not {self.learning_rate}.")
+        for name in self.positive_fields:
+            if getattr(self, name) < 1:
+                raise PeftlabError(f"{self.name}: {name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}.")
+
+    def check(self, lm: LM) -> None:
+        """Raise a PeftlabError when this method cannot train on `lm` (called before any training)."""
+
+    def build(self, lm: LM, prompt: Prompt, train: Sequence[dict]):
+        """Return (model to score with, trainable parameters); the cached LM is never modified."""
+        raise NotImplementedError
+
+    def save(self, model: torch.nn.Module, folder: Path) -> None:
+        """Write the trainable weights (those that require grad) to `folder` as safetensors."""
+        from safetensors.torch import save_file
+
+        trainable = {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+        save_file(trainable, str(folder / WEIGHTS_FILE))
+
+    def load(self, lm: LM, prompt: Prompt, folder: Path) -> torch.nn.Module:
+        """A model built as for training, its trainable weights replaced by the saved ones."""
+        from safetensors.torch import load_file
+
+        model, _ = self.build(lm, prompt, [])
+        saved = load_file(str(folder / WEIGHTS_FILE))
+        parameters = dict(model.named_parameters())
+        if set(saved) != {name for name, p in parameters.items() if p.requires_grad}:
+            raise PeftlabError(f"The saved {self.name} weights do not fit {lm.name}: their names differ from this build's.")
+        with torch.no_grad():
+            for name, tensor in saved.items():
+                parameters[name].copy_(tensor)
+        return model.eval()
+
+
+def _outside_autocast(forward):
+    @functools.wraps(forward)
+    def run(*args, **kwargs):
+        with torch.autocast("cpu", enabled=False):
+            return forward(*args, **kwargs)
+    return run
+
+
+class VirtualTokenForward(torch.nn.Module):
+    """Runs a PEFT prompt-learning model (prompt tuning, P-tuning, prefix tuning) with positions that do not depend on padding.
+
+    PEFT drops `position_ids` for prompt learning, so in a left-padded batch the distance between the virtual
+    tokens (or the prefix) and the text grows with each row's padding: a text scores differently alone than in a
+    batch, and training batches disagree with evaluation batches. Here the virtual tokens sit at positions 0..n-1
+    and the text right after them, whatever the padding.
+    """
+
+    def __init__(self, peft_model):
+        super().__init__()
+        self.peft_model = peft_model
+
+    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep=0):  # (B, T) each
+        from peft import PeftType
+
+        config = self.peft_model.active_peft_config
+        n, batch = config.num_virtual_tokens, input_ids.shape[0]
+        base = self.peft_model.get_base_model()
+        attention_mask = torch.cat([attention_mask.new_ones(batch, n), attention_mask], 1)  # (B, n + T)
+        if config.peft_type == PeftType.PREFIX_TUNING:  # n key/value vectors per layer, as a cache before the text
+            return base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids + n,
+                        past_key_values=self.peft_model.get_prompt(batch_size=batch), logits_to_keep=logits_to_keep)
+        embeds = base.get_input_embeddings()(input_ids)  # (B, T, H)
+        prompts = self.peft_model.get_prompt(batch_size=batch).to(embeds.dtype)  # (B, n, H)
+        positions = torch.arange(n, device=input_ids.device).expand(batch, n)
+        return base(inputs_embeds=torch.cat([prompts, embeds], 1), attention_mask=attention_mask,
+                    position_ids=torch.cat([positions, position_ids + n], 1), logits_to_keep=logits_to_keep)
+
+    def get_input_embeddings(self):
+        return self.peft_model.get_input_embeddings()
+
+
+class PeftMethodConfig(MethodConfig):
+    """A method PEFT implements: built with `get_peft_model`, saved with PEFT's own `save_pretrained`.
+
+    Prompt-learning methods come wrapped in `VirtualTokenForward`.
+    """
+
+    def peft_config(self, lm: LM):
+        raise NotImplementedError
+
+    def check(self, lm):
+        if lm.kind != "causal":
+            raise PeftlabError(f"{self.name} is wired for causal LMs in this version; {lm.name} is a masked LM.")
+
+    def build(self, lm, prompt, train):
+        from peft import get_peft_model
+
+        self.check(lm)
+        model = self._wrapped(get_peft_model(copy.deepcopy(lm.model), self.peft_config(lm)))  # a copy: PEFT edits what it wraps
+        return model, [p for p in model.parameters() if p.requires_grad]
+
+    def save(self, model, folder):
+        getattr(model, "peft_model", model).save_pretrained(str(folder))  # adapter_config.json + adapter_model.safetensors
+
+    def load(self, lm, prompt, folder):
+        from peft import PeftModel
+
+        self.check(lm)
+        return self._wrapped(PeftModel.from_pretrained(copy.deepcopy(lm.model), str(folder))).eval()
+
+    @staticmethod
+    def _wrapped(peft_model):
+        if not peft_model.active_peft_config.is_prompt_learning:
+            return peft_model
+        for encoder in peft_model.prompt_encoder.values():
+            # PEFT saves a reparameterised prompt as the encoder's output; computing it in fp32 under bf16
+            # autocast too keeps the session's predictions identical to the saved adapter's.
+            encoder.forward = _outside_autocast(encoder.forward)
+        return VirtualTokenForward(peft_model)
+
+
+@dataclass
+class PromptTuningConfig(PeftMethodConfig):
+    name: ClassVar[str] = "prompt-tuning"
+    positive_fields: ClassVar[tuple[str, ...]] = ("num_virtual_tokens",)
+    learning_rate: float = help_field("Adam learning rate (soft prompts need a large one)", 3e-2)
+    num_virtual_tokens: int = help_field("soft tokens put before the input", 20)
+    init: str = help_field("initialise from text, the label words, sampled vocabulary, or random", "text")
+    init_text: str = help_field("text whose token embeddings start the prompt (repeated to fill)", "Classify the sentiment of this review:")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.init not in PROMPT_INITS:
+            raise PeftlabError(f"Prompt init must be one of {', '.join(PROMPT_INITS)}, not {self.init!r}.")
+
+    def peft_config(self, lm):
+        from peft import PromptTuningConfig as PeftPromptTuning
+
+        return PeftPromptTuning(task_type="CAUSAL_LM", num_virtual_tokens=self.num_virtual_tokens)
+
+    def build(self, lm, prompt, train):
+        model, _ = super().build(lm, prompt, train)
+        embedding = model.peft_model.prompt_encoder["default"].embedding.weight  # (virtual tokens, H)
+        with torch.no_grad():
+            embedding.copy_(self._initial_embeddings(lm, prompt))
+        return model, [embedding]
+
+    def _initial_embeddings(self, lm, prompt) -> torch.Tensor:
+        vocabulary = lm.model.get_input_embeddings().weight.detach()
+        generator = torch.Generator().manual_seed(0)
+        if self.init == "random":  # scaled like real embeddings so the LM is not pushed off its range
+            return torch.randn(self.num_virtual_tokens, vocabulary.shape[1], generator=generator) * vocabulary.std()
+        if self.init == "vocab":
+            ids = torch.randint(0, min(5000, vocabulary.shape[0]), (self.num_virtual_tokens,), generator=generator)
+        else:
+            text = self.init_text if self.init == "text" else " ".join(w for ws in prompt.verbalizer.words.values() for w in ws)
+            ids = torch.tensor(lm.tokenizer(text, add_special_tokens=False).input_ids or [0])
+            ids = ids.repeat(math.ceil(self.num_virtual_tokens / len(ids)))[: self.num_virtual_tokens]
+        return vocabulary[ids].float()
+
+
+@dataclass
+class PTuningConfig(PeftMethodConfig):
+    name: ClassVar[str] = "p-tuning"
+    positive_fields: ClassVar[tuple[str, ...]] = ("num_virtual_tokens", "encoder_hidden_size")
+    learning_rate: float = help_field("Adam learning rate", 1e-3)
+    num_virtual_tokens: int = help_field("soft tokens produced by the prompt encoder", 20)
+    encoder: str = help_field("prompt encoder: MLP or LSTM", "MLP")
+    encoder_hidden_size: int = help_field("hidden size of the prompt encoder", 128)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.encoder.upper() not in ("MLP", "LSTM"):
+            raise PeftlabError(f"The P-tuning encoder must be MLP or LSTM, not {self.encoder!r}.")
+
+    def peft_config(self, lm):
+        from peft import PromptEncoderConfig
+
+        return PromptEncoderConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=self.num_virtual_tokens,
+            encoder_reparameterization_type=self.encoder.upper(), encoder_hidden_size=self.encoder_hidden_size,
+        )
+
+
+@dataclass
+class PrefixTuningConfig(PeftMethodConfig):
+    name: ClassVar[str] = "prefix-tuning"
+    positive_fields: ClassVar[tuple[str, ...]] = ("num_virtual_tokens",)
+    learning_rate: float = help_field("Adam learning rate", 1e-2)
+    num_virtual_tokens: int = help_field("prefix length: key/value vectors put before the input in every layer", 10)
+    prefix_projection: bool = help_field("reparameterise the prefix through an MLP (Li & Liang) or train it directly (P-tuning v2)", False)
+    init: str = help_field("start a direct prefix from the keys and values of real words (text) or at random", "text")
+    init_text: str = help_field("words whose activations start the prefix (repeated to fill)", "Classify the sentiment of this review:")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.init not in ("text", "random"):
+            raise PeftlabError(f"Prefix init must be text or random, not {self.init!r}.")
+
+    def check(self, lm):
+        super().check(lm)
+        if self.num_virtual_tokens + 16 > lm.max_length:
+            raise PeftlabError(f"A prefix of {self.num_virtual_tokens} tokens leaves no room in the model's {lm.max_length}-token input.")
+
+    def peft_config(self, lm):
+        from peft import PrefixTuningConfig as PeftPrefixTuning
+
+        return PeftPrefixTuning(task_type="CAUSAL_LM", num_virtual_tokens=self.num_virtual_tokens, prefix_projection=self.prefix_projection)
+
+    def build(self, lm, prompt, train):
+        model, parameters = super().build(lm, prompt, train)
+        if self.init == "text" and not self.prefix_projection:
+            embedding = model.peft_model.prompt_encoder["default"].embedding.weight  # (n, layers * 2 * kv_dim)
+            with torch.no_grad():
+                embedding.copy_(self._real_word_activations(lm))
+        return model, parameters
+
+    def _real_word_activations(self, lm) -> torch.Tensor:
+        """Li & Liang's low-data initialisation: the keys and values real words produce in every layer.
+
+        A random prefix starts far from anything the model has seen (here the loss doubled and the few-shot
+        run never recovered); the words' own cache starts the model as if they were written before the text.
+        """
+        ids = lm.tokenizer(self.init_text, add_special_tokens=False).input_ids or [0]
+        ids = (ids * math.ceil(self.num_virtual_tokens / len(ids)))[: self.num_virtual_tokens]
+        with torch.no_grad():
+            cache = lm.model(torch.tensor([ids], device=lm.device), use_cache=True).past_key_values
+        # PEFT reads token t's row as [k_0, v_0, k_1, v_1, ...], each the flattened (kv heads, head dim) of a layer.
+        per_layer = [torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers]  # (2, heads, n, d) each
+        rows = torch.stack(per_layer).permute(3, 0, 1, 2, 4)  # (n, layers, 2, heads, d)
+        return rows.reshape(self.num_virtual_tokens, -1).float()
+
+
+@dataclass
+class LoraMethodConfig(PeftMethodConfig):
+    name: ClassVar[str] = "lora"
+    positive_fields: ClassVar[tuple[str, ...]] = ("r", "alpha")
+    learning_rate: float = help_field("Adam learning rate", 1e-3)
+    r: int = help_field("rank of the low-rank update", 8)
+    alpha: int = help_field("scaling numerator (update scaled by alpha / r)", 16)
+    target_modules: tuple[str, ...] = help_field("modules that get a LoRA update", ("q_proj", "v_proj"))
+
+    def check(self, lm):
+        super().check(lm)  # before the module check, which would blame the names instead
+        names = [n for n, _ in lm.model.named_modules()]
+        # PEFT's own rule: a target names a whole dotted suffix ("q_proj" matches "...self_attn.q_proj", "proj" nothing)
+        missing = [m for m in self.target_modules if not any(n == m or n.endswith("." + m) for n in names)]
+        if missing:
+            raise PeftlabError(f"LoRA target module(s) {', '.join(missing)} do not exist in {lm.name}.")
+
+    def peft_config(self, lm):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, target_modules=list(self.target_modules), lora_dropout=0.0)
+
+
+class BottleneckAdapter(torch.nn.Module):
+    """Houlsby et al. 2019: h + up(gelu(down(h))). `up` starts at zero, so training starts from the unchanged LM."""
+
+    def __init__(self, hidden: int, bottleneck: int):
+        super().__init__()
+        self.down = torch.nn.Linear(hidden, bottleneck)
+        self.up = torch.nn.Linear(bottleneck, hidden)
+        torch.nn.init.zeros_(self.up.weight)
+        torch.nn.init.zeros_(self.up.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, T, H) -> (B, T, H)
+        return hidden + self.up(torch.nn.functional.gelu(self.down(hidden)))
+
+
+class _FeedForwardWithAdapter(torch.nn.Module):
+    """A block's feed-forward module followed by an adapter, before the block's residual connection."""
+
+    def __init__(self, feed_forward: torch.nn.Module, adapter: BottleneckAdapter):
+        super().__init__()
+        self.feed_forward = feed_forward
+        self.adapter = adapter
+
+    def forward(self, *args, **kwargs):
+        return self.adapter(self.feed_forward(*args, **kwargs))
+
+
+# Where a block's feed-forward output leaves it before the residual: Llama/GPT-2 style `mlp`, and
+# BERT style `layer.N.output.dense` (the attention's own `attention.output.dense` does not match).
+_FEED_FORWARD = re.compile(r"(^|\.)(mlp|feed_forward|ffn)$|(^|\.)layer\.\d+\.output\.dense$")
+
+
+def feed_forward_modules(model: torch.nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules() if _FEED_FORWARD.search(name)]
+
+
+@dataclass
+class AdapterConfig(MethodConfig):
+    name: ClassVar[str] = "adapter"
+    positive_fields: ClassVar[tuple[str, ...]] = ("bottleneck",)
+    learning_rate: float = help_field("Adam learning rate", 1e-3)
+    bottleneck: int = help_field("width of the adapter's bottleneck", 16)
+
+    def check(self, lm):
+        if not feed_forward_modules(lm.model):
+            raise PeftlabError(f"Adapters need the blocks' feed-forward modules, and none was found in {lm.name}.")
+
+    def build(self, lm, prompt, train):
+        self.check(lm)
+        model = copy.deepcopy(lm.model)  # stays in eval mode: no dropout, deterministic
+        model.requires_grad_(False)
+        hidden = model.config.hidden_size
+        adapters = []
+        for name in feed_forward_modules(model):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name)
+            adapter = BottleneckAdapter(hidden, self.bottleneck).to(lm.device)
+            setattr(parent, child, _FeedForwardWithAdapter(getattr(parent, child), adapter))
+            adapters.append(adapter)
+        return model, [p for adapter in adapters for p in adapter.parameters()]
+
+
+@dataclass
+class BitFitConfig(MethodConfig):
+    name: ClassVar[str] = "bitfit"
+    learning_rate: float = help_field("Adam learning rate (the paper used 1e-4 to 1e-3)", 1e-3)
+
+    def check(self, lm):
+        if not any(name.endswith("bias") for name, _ in lm.model.named_parameters()):
+            raise PeftlabError(f"BitFit trains only bias terms, and {lm.name} has none; pick another method for this model.")
+
+    def build(self, lm, prompt, train):
+        self.check(lm)
+        model = copy.deepcopy(lm.model)
+        model.requires_grad_(False)
+        biases = [p for name, p in model.named_parameters() if name.endswith("bias")]
+        for bias in biases:
+            bias.requires_grad_(True)
+        return model, biases
+
+
+@dataclass
+class FullFineTuningConfig(MethodConfig):
+    name: ClassVar[str] = "full"
+    learning_rate: float = help_field("Adam learning rate (LM-BFF prompt-based fine-tuning used 1e-5)", 1e-5)
+
+    def build(self, lm, prompt, train):
+        model = copy.deepcopy(lm.model)  # stays in eval mode: no dropout, deterministic
+        model.requires_grad_(True)
+        return model, list(model.parameters())
+
+
+@dataclass
+class HeadOnlyConfig(MethodConfig):
+    """A linear classifier on the frozen model's mask representation (no verbalizer involved)."""
+
+    name: ClassVar[str] = "head"
+    prompt_based: ClassVar[bool] = False
+    learning_rate: float = help_field("Adam learning rate", 1e-2)
+
+    def build(self, lm, prompt, train):
+        hidden = lm.model.get_output_embeddings().weight.shape[1]
+        linear = torch.nn.Linear(hidden, len(prompt.verbalizer.words))
+        torch.nn.init.zeros_(linear.weight)
+        torch.nn.init.zeros_(linear.bias)
+        # Features are standardised per example (no trainable parameters) so one learning rate fits any model.
+        head = torch.nn.Sequential(torch.nn.LayerNorm(hidden, elementwise_affine=False), linear)
+        return head, list(linear.parameters())
+
+
+METHODS: dict[str, type[MethodConfig]] = {
+    cls.name: cls for cls in (
+        PromptTuningConfig, PTuningConfig, PrefixTuningConfig, LoraMethodConfig, AdapterConfig, BitFitConfig,
+        HeadOnlyConfig, FullFineTuningConfig,
+    )
+}
+
+
+def method_config(name: str, **overrides) -> MethodConfig:
+    """The registered config for `name` with its working defaults, optionally overridden."""
+    if name not in METHODS:
+        raise PeftlabError(f"Unknown method {name!r}; choose from {', '.join(METHODS)}.")
+    return METHODS[name](**overrides)
+
+
+def parse_learning_rates(items: Sequence[str]) -> dict[str, float]:
+    """["lora=1e-3", "head=0.01"] -> {"lora": 0.001, "head": 0.01}; blank items are skipped."""
+    rates = {}
+    for item in items:
+        if not item.strip():
+            continue
+        name, _, value = item.partition("=")
+        try:
+            rates[name.strip()] = float(value)
+        except ValueError:
+            raise PeftlabError(f"A learning rate is given as method=number, not {item.strip()!r}.") from None
+    return rates

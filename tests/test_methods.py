@@ -1,0 +1,133 @@
+"""Adapters and BitFit on the tiny models: where they sit, what they train, and what they refuse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from peftlab.cloze import ClozeSetup, word_scores
+from peftlab.errors import PeftlabError
+from peftlab.methods import AdapterConfig, BitFitConfig, PrefixTuningConfig, feed_forward_modules, method_config
+from peftlab.tuning import TrainSettings, train_method
+from tests.test_tuning import TEMPLATE, VERBALIZER, easy_task, same_tensors, snapshot
+
+
+@pytest.fixture(scope="module")
+def easy():
+    task = easy_task()
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    train, dev = task.few_shot(8, seed=13)
+    return task, setup, train, dev
+
+
+def train(lm, easy, config, steps=20):
+    task, setup, train_rows, dev = easy
+    *events, trained = train_method(lm, task, setup, config, train_rows, dev, TrainSettings(steps=steps, eval_every=10))
+    return events, trained
+
+
+def scores(lm, prompt, examples, model):
+    with torch.no_grad():
+        return word_scores(lm, [prompt.queries(lm, e) for e in examples], len(prompt.verbalizer.flat_words), model=model)
+
+
+def test_feed_forward_modules_are_the_blocks_mlps_and_berts_ffn_outputs(tiny_causal, tiny_mlm):
+    assert feed_forward_modules(tiny_causal.model) == ["model.layers.0.mlp", "model.layers.1.mlp"]
+    # BERT's feed-forward output is layer.N.output.dense; the attention's attention.output.dense is not one.
+    assert feed_forward_modules(tiny_mlm.model) == ["bert.encoder.layer.0.output.dense", "bert.encoder.layer.1.output.dense"]
+
+
+@pytest.mark.parametrize("lm_name", ["tiny_causal", "tiny_mlm"])
+def test_an_untrained_adapter_leaves_the_scores_unchanged(request, easy, lm_name):
+    lm = request.getfixturevalue(lm_name)
+    _, setup, train_rows, _ = easy
+    model, parameters = AdapterConfig(bottleneck=4).build(lm, setup.prompts[0], train_rows)
+    assert len(parameters) == 4 * lm.model.config.num_hidden_layers  # down/up weight and bias per block
+    examples = easy[0].test
+    with_adapter, without = scores(lm, setup.prompts[0], examples, model), scores(lm, setup.prompts[0], examples, lm.model)
+    torch.testing.assert_close(with_adapter, without, atol=1e-5, rtol=0)  # up = 0: the adapter adds exactly 0 to each block
+
+
+@pytest.mark.parametrize("lm_name", ["tiny_causal", "tiny_mlm"])
+def test_adapters_train_and_leave_the_base_weights_bit_identical(request, easy, lm_name):
+    lm = request.getfixturevalue(lm_name)
+    before = snapshot(lm.model)
+    events, trained = train(lm, easy, AdapterConfig(learning_rate=1e-2), steps=30)
+    losses = [e.train_loss for e in events]
+    assert np.mean(losses[-5:]) < 0.95 * np.mean(losses[:5]), losses
+    assert same_tensors(before, snapshot(lm.model)), "the cached LM changed"
+    # Inside the trained copy every base weight is still the cached one: only adapter weights moved.
+    for name, parameter in trained.model.named_parameters():
+        if ".adapter." in name:
+            assert parameter.requires_grad
+        else:
+            original = name.replace(".feed_forward.", ".")
+            assert not parameter.requires_grad and torch.equal(parameter, before[original]), name
+
+
+def test_bitfit_trains_only_the_biases_of_a_model_that_has_them(tiny_mlm, easy):
+    config = BitFitConfig(learning_rate=1e-2)
+    _, setup, train_rows, _ = easy
+    model, parameters = config.build(tiny_mlm, setup.prompts[0], train_rows)
+    H, inter, vocab = 32, 64, tiny_mlm.model.config.vocab_size
+    # per layer: q, k, v, attention output (4H), attention LayerNorm (H), intermediate (I), output dense (H) and
+    # its LayerNorm (H); plus the embeddings' LayerNorm, the MLM head's transform dense and LayerNorm (3H) and
+    # the decoder bias over the vocabulary (shared with cls.predictions.bias, counted once).
+    assert sum(p.numel() for p in parameters) == 2 * (7 * H + inter) + 3 * H + vocab
+    before = snapshot(tiny_mlm.model)
+    events, trained = train(tiny_mlm, easy, config, steps=30)
+    assert np.mean([e.train_loss for e in events[-5:]]) < np.mean([e.train_loss for e in events[:5]])
+    assert same_tensors(before, snapshot(tiny_mlm.model))
+    changed = {n for n, p in trained.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.endswith("bias") for n in changed), changed
+
+
+def test_bitfit_on_a_model_without_biases_says_so_before_training(tiny_causal, easy):
+    with pytest.raises(PeftlabError, match=r"^BitFit trains only bias terms, and tiny-llama has none; pick another method"):
+        method_config("bitfit").check(tiny_causal)
+    with pytest.raises(PeftlabError, match=r"BitFit trains only bias terms"):
+        train(tiny_causal, easy, method_config("bitfit"), steps=1)
+
+
+def test_adapter_bottleneck_must_be_positive():
+    with pytest.raises(PeftlabError, match=r"^adapter: bottleneck must be at least 1, not 0"):
+        method_config("adapter", bottleneck=0)
+
+
+@pytest.mark.parametrize(("name", "overrides"), [
+    ("prompt-tuning", {"num_virtual_tokens": 4, "init": "random"}),
+    ("p-tuning", {"num_virtual_tokens": 4, "encoder_hidden_size": 8}),
+    ("prefix-tuning", {"num_virtual_tokens": 4}),
+    ("lora", {"r": 2}),
+])
+def test_a_text_scores_the_same_alone_and_in_a_left_padded_batch(tiny_causal, easy, name, overrides):
+    """PEFT drops position ids for virtual tokens; without VirtualTokenForward a row's score depended on its padding."""
+    _, setup, train_rows, _ = easy
+    model, _ = method_config(name, **overrides).build(tiny_causal, setup.prompts[0], train_rows)
+    prompt = setup.prompts[0]
+    short, long = {"text": "fun", "label": 1}, {"text": "the plot was boring and the ending was bad , too long", "label": 0}
+    with torch.no_grad():
+        torch.nn.init.normal_(next(p for p in model.parameters() if p.requires_grad))  # a prompt that matters
+        alone = scores(tiny_causal, prompt, [short], model)
+        padded = scores(tiny_causal, prompt, [short, long], model)[:1]  # `short` is left-padded next to `long`
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=0)
+
+
+def test_a_prefix_from_real_words_equals_writing_those_words_before_the_text(tiny_causal, easy):
+    _, setup, train_rows, _ = easy
+    init_ids = tiny_causal.tokenizer("the movie was great", add_special_tokens=False).input_ids
+    config = PrefixTuningConfig(num_virtual_tokens=len(init_ids), init_text="the movie was great")
+    model, _ = config.build(tiny_causal, setup.prompts[0], train_rows)
+    (query,) = setup.prompts[0].queries(tiny_causal, {"text": "i loved it", "label": 1})
+    ids = torch.tensor([query.input_ids])
+    with torch.no_grad():
+        prefixed = model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(ids.shape[1])[None],
+                         logits_to_keep=1).logits
+        written = tiny_causal.model(input_ids=torch.tensor([init_ids + query.input_ids])).logits[:, -1:]
+    torch.testing.assert_close(prefixed, written, atol=1e-5, rtol=1e-5)
+    random_start, _ = PrefixTuningConfig(num_virtual_tokens=len(init_ids), init="random").build(tiny_causal, setup.prompts[0], [])
+    with torch.no_grad():
+        other = random_start(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(ids.shape[1])[None],
+                             logits_to_keep=1).logits
+    assert not torch.allclose(other, written, atol=1e-3)
