@@ -1,0 +1,95 @@
+"""Save a trained method as one zip a person can download, and load such a zip back to classify new text.
+
+The zip holds the method's weights (PEFT's own `save_pretrained` files for PEFT methods, a safetensors
+file of the trainable weights otherwise) and `peftlab_method.json`: the method and its settings, the
+model it was trained on, the template and the verbalizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+
+from peftlab.errors import PeftlabError
+from peftlab.methods import METHODS, MethodConfig
+from peftlab.models import LM, load_lm
+from peftlab.prompts import Prompt, Template, Verbalizer
+from peftlab.tuning import TrainedMethod
+
+META_FILE = "peftlab_method.json"
+
+
+def save_trained(trained: TrainedMethod, folder: str | Path) -> Path:
+    """Write the trained method's weights and description into `folder` (created if needed)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    trained.config.save(trained.model, folder)
+    meta = {
+        "method": trained.config.name, "config": dataclasses.asdict(trained.config), "model": trained.lm.name,
+        "template": trained.prompt.template.text,
+        "verbalizer": {label: list(words) for label, words in trained.prompt.verbalizer.words.items()},
+        "trainable_params": trained.trainable_params, "steps": trained.steps_done,
+    }
+    (folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return folder
+
+
+def zip_trained(trained: TrainedMethod, zip_path: str | Path) -> Path:
+    """The saved method as one zip file (what the app offers for download)."""
+    return zip_saved(lambda folder: save_trained(trained, folder), zip_path)
+
+
+def zip_saved(save, zip_path: str | Path) -> Path:
+    """Call `save(folder)` on a temporary folder and pack the flat folder it writes into one zip file."""
+    zip_path = Path(zip_path)
+    with tempfile.TemporaryDirectory() as folder:
+        save(Path(folder))
+        with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(Path(folder).iterdir()):
+                archive.write(file, file.name)
+    return zip_path
+
+
+def load_trained(path: str | Path, lm: LM | None = None) -> TrainedMethod:
+    """A saved method (zip or folder) ready to classify; `lm` defaults to loading the model it was trained on."""
+    path = Path(path)
+    if not path.exists():
+        raise PeftlabError(f"There is no saved method at {str(path)!r}.")
+    if path.is_dir():
+        return _load_folder(path, lm)
+    if not zipfile.is_zipfile(path):
+        raise PeftlabError(f"{path.name} is not a zip file; upload the zip that 'Download' gave you.")
+    with tempfile.TemporaryDirectory() as folder, zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if "/" in member or "\\" in member or member.startswith("."):  # saved zips are flat; refuse anything else
+                raise PeftlabError(f"{path.name} is not a saved peftlab method: it holds the path {member!r}.")
+        archive.extractall(folder)
+        return _load_folder(Path(folder), lm)
+
+
+def _load_folder(folder: Path, lm: LM | None) -> TrainedMethod:
+    meta_file = folder / META_FILE
+    if not meta_file.is_file():
+        raise PeftlabError(f"{folder.name or folder} is not a saved peftlab method: it has no {META_FILE}.")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        config = _config_from(meta["method"], meta["config"])
+        verbalizer = Verbalizer.parse(meta["verbalizer"], list(meta["verbalizer"]))
+        prompt = Prompt(Template(meta["template"]), verbalizer)
+        model_name = meta["model"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).") from None
+    lm = lm if lm is not None else load_lm(model_name, dtype="fp32")
+    if lm.name != model_name:
+        raise PeftlabError(f"This {config.name} was trained on {model_name}; load it with that model, not {lm.name}.")
+    model = config.load(lm, prompt, folder)
+    return TrainedMethod(config, lm, prompt, model, int(meta.get("trainable_params", 0)), steps_done=int(meta.get("steps", 0)))
+
+
+def _config_from(name: str, fields: dict) -> MethodConfig:
+    if name not in METHODS:
+        raise PeftlabError(f"The saved method {name!r} is not one this version of peftlab knows ({', '.join(METHODS)}).")
+    return METHODS[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})

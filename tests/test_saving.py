@@ -1,0 +1,98 @@
+"""Saving a trained method as a zip and loading it back: identical predictions, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+import torch
+
+from peftlab.cloze import ClozeSetup
+from peftlab.errors import PeftlabError
+from peftlab.methods import method_config
+from peftlab.saving import META_FILE, load_trained, zip_trained
+from peftlab.tuning import TrainSettings, train_method
+from tests.test_tuning import TEMPLATE, VERBALIZER, easy_task
+
+
+def trained_method(lm, name, **overrides):
+    task = easy_task()
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    train, dev = task.few_shot(4, seed=13)
+    config = method_config(name, learning_rate=3e-2, **overrides)
+    *_, trained = train_method(lm, task, setup, config, train, dev, TrainSettings(steps=3, eval_every=3))
+    return task, trained
+
+
+CAUSAL_CASES = [
+    ("prompt-tuning", {"num_virtual_tokens": 4}),
+    ("p-tuning", {"num_virtual_tokens": 4, "encoder_hidden_size": 8}),
+    ("prefix-tuning", {"num_virtual_tokens": 3}),
+    ("prefix-tuning", {"num_virtual_tokens": 3, "prefix_projection": True}),
+    ("lora", {"r": 2}),
+    ("adapter", {"bottleneck": 4}),
+    ("head", {}),
+    ("full", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "overrides"), CAUSAL_CASES, ids=[f"{n}{'-proj' if o.get('prefix_projection') else ''}" for n, o in CAUSAL_CASES])
+def test_a_saved_method_reloads_to_identical_predictions(tiny_causal, tmp_path, name, overrides):
+    task, trained = trained_method(tiny_causal, name, **overrides)
+    expected = trained.log_probs(task.test)
+    path = zip_trained(trained, tmp_path / f"{name}.zip")
+
+    loaded = load_trained(path, lm=tiny_causal)
+    assert loaded.config == trained.config and loaded.model is not trained.model
+    assert loaded.prompt.template == trained.prompt.template and loaded.prompt.verbalizer == trained.prompt.verbalizer
+    assert loaded.trainable_params == trained.trainable_params
+    torch.testing.assert_close(loaded.log_probs(task.test), expected, atol=1e-5, rtol=0)
+    # The trained weights really came from the file: an untrained build predicts differently.
+    assert not torch.allclose(expected, _untrained(tiny_causal, trained, task), atol=1e-4)
+
+
+def _untrained(lm, trained, task):
+    from peftlab.tuning import TrainedMethod
+
+    model, _ = trained.config.build(lm, trained.prompt, [])
+    return TrainedMethod(trained.config, lm, trained.prompt, model, 0).log_probs(task.test)
+
+
+@pytest.mark.parametrize("name", ["bitfit", "adapter"])
+def test_masked_lm_methods_reload_too(tiny_mlm, tmp_path, name):
+    task, trained = trained_method(tiny_mlm, name)
+    loaded = load_trained(zip_trained(trained, tmp_path / "m.zip"), lm=tiny_mlm)
+    torch.testing.assert_close(loaded.log_probs(task.test), trained.log_probs(task.test), atol=1e-5, rtol=0)
+
+
+def test_peft_methods_are_saved_with_peft_own_files(tiny_causal, tmp_path):
+    _, trained = trained_method(tiny_causal, "lora", r=2)
+    names = set(zipfile.ZipFile(zip_trained(trained, tmp_path / "lora.zip")).namelist())
+    assert names == {"adapter_config.json", "adapter_model.safetensors", "README.md", META_FILE}  # README: PEFT's model card
+    meta = json.loads(zipfile.ZipFile(tmp_path / "lora.zip").read(META_FILE))
+    assert meta["method"] == "lora" and meta["model"] == "tiny-llama" and meta["config"]["r"] == 2
+    assert meta["template"] == TEMPLATE and meta["verbalizer"] == {k: list(v) for k, v in VERBALIZER.items()}
+
+
+def test_bad_saved_methods_are_one_clear_sentence(tiny_causal, tiny_mlm, tmp_path):
+    with pytest.raises(PeftlabError, match=r"There is no saved method at"):
+        load_trained(tmp_path / "missing.zip", lm=tiny_causal)
+    not_zip = tmp_path / "notes.zip"
+    not_zip.write_text("hello")
+    with pytest.raises(PeftlabError, match=r"notes.zip is not a zip file"):
+        load_trained(not_zip, lm=tiny_causal)
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as archive:
+        archive.writestr("readme.txt", "nothing here")
+    with pytest.raises(PeftlabError, match=rf"is not a saved peftlab method: it has no {META_FILE}"):
+        load_trained(empty, lm=tiny_causal)
+    sneaky = tmp_path / "sneaky.zip"
+    with zipfile.ZipFile(sneaky, "w") as archive:
+        archive.writestr("../outside.txt", "x")
+    with pytest.raises(PeftlabError, match=r"holds the path '../outside.txt'"):
+        load_trained(sneaky, lm=tiny_causal)
+    _, trained = trained_method(tiny_causal, "head")
+    saved = zip_trained(trained, tmp_path / "head.zip")
+    with pytest.raises(PeftlabError, match=r"^This head was trained on tiny-llama; load it with that model, not tiny-bert"):
+        load_trained(saved, lm=tiny_mlm)
