@@ -1,7 +1,9 @@
-"""Grids of methods x seeds x shots on one task -> one DataFrame, plus its per-method summary."""
+"""Grids of methods x seeds x shots, and sweeps of one setting, on one task -> one DataFrame and its summary."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
@@ -10,9 +12,10 @@ import pandas as pd
 
 from peftlab.cloze import ClozeSetup, evaluate
 from peftlab.errors import PeftlabError
+from peftlab.methods import MethodConfig, method_config
 from peftlab.models import LM
 from peftlab.tasks import Task
-from peftlab.tuning import MethodConfig, TrainedMethod, TrainEvent, TrainSettings, train_method
+from peftlab.tuning import TrainedMethod, TrainEvent, TrainSettings, train_method
 
 RESULT_COLUMNS = [
     "method", "K", "seed", "test_accuracy", "macro_f1", "trainable_params", "trainable_share", "train_seconds",
@@ -24,8 +27,19 @@ RESULT_COLUMNS = [
 class GridRow:
     """One finished (method, K, seed): its result row and, for trained methods, the trained model."""
 
-    values: dict  # RESULT_COLUMNS
+    values: dict  # RESULT_COLUMNS, plus the swept setting in a sweep
     trained: TrainedMethod | None = None
+
+
+@dataclass
+class PlannedRun:
+    """One training run of a grid or sweep; `extra` goes into its result row."""
+
+    config: MethodConfig
+    k: int
+    seed: int
+    label: str
+    extra: dict = dataclasses.field(default_factory=dict)
 
 
 def run_grid(
@@ -37,25 +51,82 @@ def run_grid(
     The first row is the zero-shot cloze result of the same prompt on the same test texts.
     """
     validate_grid(task, methods, seeds, shots)
+    plan = [PlannedRun(config, k, seed, config.name) for k in shots for seed in seeds for config in methods]
+    yield from run_plan(lm, task, setup, plan, settings, test_limit, stop)
+
+
+def run_sweep(
+    lm: LM, task: Task, setup: ClozeSetup, method: str, setting: str, values: Sequence, seeds: Sequence[int], k: int,
+    settings: TrainSettings, test_limit: int | None = None, stop: threading.Event | None = None,
+) -> Iterator[TrainEvent | GridRow]:
+    """Train one method at each value of one setting (e.g. prompt length 1..100) x seeds; rows carry the value."""
+    configs = sweep_configs(method, setting, values)
+    validate_grid(task, configs, seeds, [k])
+    plan = [PlannedRun(config, k, seed, f"{method} {setting}={value}", {setting: value})
+            for config, value in zip(configs, values) for seed in seeds]
+    yield from run_plan(lm, task, setup, plan, settings, test_limit, stop)
+
+
+def run_plan(
+    lm: LM, task: Task, setup: ClozeSetup, plan: Sequence[PlannedRun], settings: TrainSettings,
+    test_limit: int | None = None, stop: threading.Event | None = None,
+) -> Iterator[TrainEvent | GridRow]:
+    """The zero-shot row, then each planned run trained and scored on the same test texts; `stop` ends it between runs."""
+    for run in plan:
+        run.config.check(lm)  # a method that cannot train on this model fails before anything trains
     test = task.test[:test_limit] if test_limit else task.test
     total_params = sum(p.numel() for p in lm.model.parameters())
     zero_shot = evaluate(lm, task, [p.template.text for p in setup.prompts], setup.prompts[0].verbalizer.to_json(),
                          setup.calibration, limit=len(test))
     yield GridRow(_row("zero-shot", 0, None, {"accuracy": zero_shot.accuracy, "macro_f1": zero_shot.macro_f1}, 0, total_params))
-    for k in shots:
-        for seed in seeds:
-            train, dev = task.few_shot(k, seed)
-            for config in methods:
-                trained = None
-                for item in train_method(lm, task, setup, config, train, dev, replace(settings, seed=seed), stop):
-                    if isinstance(item, TrainedMethod):
-                        trained = item
-                    else:
-                        yield item
-                if stop is not None and stop.is_set():
-                    return
-                metrics = trained.evaluate(test)
-                yield GridRow(_row(config.name, k, seed, metrics, trained.trainable_params, total_params, trained), trained)
+    for run in plan:
+        train, dev = task.few_shot(run.k, run.seed)
+        trained = None
+        for item in train_method(lm, task, setup, run.config, train, dev, replace(settings, seed=run.seed), stop, run.label):
+            if isinstance(item, TrainedMethod):
+                trained = item
+            else:
+                yield item
+        if stop is not None and stop.is_set():
+            return
+        metrics = trained.evaluate(test)
+        row = _row(run.config.name, run.k, run.seed, metrics, trained.trainable_params, total_params, trained)
+        yield GridRow(row | run.extra, trained)
+
+
+def sweepable_settings(method: str) -> list[str]:
+    """The numeric settings of a method that a sweep can vary."""
+    config = method_config(method)
+    return [f.name for f in dataclasses.fields(config)
+            if isinstance(getattr(config, f.name), (int, float)) and not isinstance(getattr(config, f.name), bool)]
+
+
+def _require_sweepable(method: str, setting: str) -> None:
+    settings = sweepable_settings(method)
+    if setting not in settings:
+        raise PeftlabError(f"{method} has no numeric setting {setting!r} to sweep; choose from {', '.join(settings)}.")
+
+
+def parse_sweep_values(method: str, setting: str, text: str) -> list:
+    """"1, 5, 20" -> [1, 5, 20] in the setting's own type (whole numbers for counts)."""
+    _require_sweepable(method, setting)
+    kind = type(getattr(method_config(method), setting))
+    try:
+        values = [kind(part) for part in str(text).replace(" ", "").split(",") if part]
+    except ValueError:
+        what = "whole numbers" if kind is int else "numbers"
+        raise PeftlabError(f"The values of {setting} must be comma-separated {what}, not {text!r}.") from None
+    if not values:
+        raise PeftlabError(f"Give at least one value of {setting} to sweep.")
+    return values
+
+
+def sweep_configs(method: str, setting: str, values: Sequence) -> list[MethodConfig]:
+    """One config per value; each value is validated by the method's own config (e.g. a length of 0 fails)."""
+    _require_sweepable(method, setting)
+    if len(set(values)) != len(values):
+        raise PeftlabError(f"The values of {setting} repeat; give each value once.")
+    return [method_config(method, **{setting: value}) for value in values]
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
@@ -79,8 +150,9 @@ def validate_grid(task: Task, methods: Sequence[MethodConfig], seeds: Sequence[i
 
 
 def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
-    """Result rows as a DataFrame in RESULT_COLUMNS order (seed stays an integer next to zero-shot's empty one)."""
-    frame = pd.DataFrame(list(rows), columns=RESULT_COLUMNS)
+    """Result rows as a DataFrame, RESULT_COLUMNS first (seed stays an integer next to zero-shot's empty one)."""
+    extra = [c for c in dict.fromkeys(k for row in rows for k in row) if c not in RESULT_COLUMNS]
+    frame = pd.DataFrame(list(rows), columns=RESULT_COLUMNS + extra)
     frame["seed"] = frame["seed"].astype("Int64")
     return frame
 
@@ -96,9 +168,9 @@ def _row(method: str, k: int, seed, metrics: dict, trainable: int, total: int, t
     }
 
 
-def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation of test accuracy and macro-F1 per (method, K), with sizes and times."""
-    grouped = results.groupby(["method", "K"], sort=False)
+def summarize(results: pd.DataFrame, by: Sequence[str] = ("method", "K")) -> pd.DataFrame:
+    """Mean and standard deviation of test accuracy and macro-F1 per group (default: method and K), with sizes and times."""
+    grouped = results.groupby(list(by), sort=False, dropna=False)
     summary = grouped.agg(
         accuracy_mean=("test_accuracy", "mean"), accuracy_std=("test_accuracy", "std"),
         macro_f1_mean=("macro_f1", "mean"), runs=("test_accuracy", "size"),
@@ -106,3 +178,31 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         train_seconds_mean=("train_seconds", "mean"),
     ).reset_index()
     return summary.fillna({"accuracy_std": 0.0})
+
+
+def run_record(
+    lm: LM, task: Task, setup: ClozeSetup, methods: Sequence[MethodConfig], settings: TrainSettings,
+    results: pd.DataFrame, curves: Sequence[dict],
+) -> str:
+    """The whole run as JSON: what was trained how, every result row, and every training step (TrainEvent dicts)."""
+    record = {
+        "model": lm.name, "task": task.name, "templates": [p.template.text for p in setup.prompts],
+        "verbalizer": json.loads(setup.prompts[0].verbalizer.to_json()), "calibration": setup.calibration,
+        "methods": [{"method": c.name, **dataclasses.asdict(c)} for c in methods],
+        "train_settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "seed"},
+        "results": json.loads(results.to_json(orient="records")),
+        "curves": list(curves),
+    }
+    return json.dumps(_nan_to_none(record), indent=1)
+
+
+def _nan_to_none(value):
+    """JSON has no NaN: dev accuracy between evaluations becomes null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+

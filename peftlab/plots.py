@@ -80,3 +80,48 @@ def training_curves(events: pd.DataFrame) -> go.Figure:
         margin=dict(l=10, r=10, t=40, b=10),
     )
     return figure
+
+
+def sweep_curve(summary: pd.DataFrame, setting: str, zero_shot: float | None = None) -> go.Figure:
+    """Mean test accuracy against one setting's value (error bars = std over seeds), zero-shot as a dashed line.
+
+    The x axis is logarithmic when the values are positive and span more than a factor of 10 (prompt lengths 1..100).
+    """
+    summary = summary.sort_values(setting)
+    values = summary[setting].astype(float)
+    log_axis = bool(len(values) and values.min() > 0 and values.max() / values.min() > 10)
+    figure = go.Figure(go.Scatter(
+        x=values, y=summary["accuracy_mean"], error_y=dict(type="data", array=summary["accuracy_std"]),
+        mode="lines+markers", name="trained", marker=dict(size=9),
+    ))
+    if zero_shot is not None:
+        figure.add_hline(y=zero_shot, line_dash="dash", annotation_text="zero-shot", annotation_position="bottom right")
+    figure.update_layout(
+        title=f"Test accuracy vs {setting}", xaxis=dict(title=setting, type="log" if log_axis else "linear"),
+        yaxis=dict(title="test accuracy", tickformat=".0%"), height=380, margin=dict(l=10, r=10, t=40, b=10),
+    )
+    return figure
+
+
+def metric_panels(history: pd.DataFrame, x: str, panels: dict[str, Sequence[str]], title: str) -> go.Figure:
+    """Side-by-side panels (title -> columns), one line per column against `x`: e.g. PPO's reward, KL and losses."""
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels))
+    for col, columns in enumerate(panels.values(), start=1):
+        for column in columns:
+            figure.add_trace(go.Scatter(x=history[x], y=history[column], mode="lines+markers", name=column,
+                                        marker=dict(size=4)), row=1, col=col)
+        figure.update_xaxes(title_text=x, row=1, col=col)
+    figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=60, b=10),
+                         legend=dict(orientation="h", y=-0.25))
+    return figure
+
+
+def score_comparison(table: pd.DataFrame, before: str, after: str, title: str) -> go.Figure:
+    """Box plots of two score columns (e.g. the labeler's score of SFT and of PPO responses), points shown."""
+    figure = go.Figure()
+    for column in (before, after):
+        figure.add_trace(go.Box(y=table[column], name=column, boxpoints="all", jitter=0.4, boxmean=True))
+    figure.update_layout(title=title, height=360, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
+    return figure

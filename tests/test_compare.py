@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import re
 import threading
@@ -18,14 +20,19 @@ from peftlab.compare import (
     RESULT_COLUMNS,
     GridRow,
     parse_int_list,
+    parse_sweep_values,
     results_frame,
     run_grid,
+    run_record,
+    run_sweep,
     summarize,
+    sweepable_settings,
     validate_grid,
 )
 from peftlab.errors import PeftlabError
 from peftlab.tasks import Task
-from peftlab.tuning import TrainedMethod, TrainEvent, TrainSettings, method_config
+from peftlab.methods import method_config
+from peftlab.tuning import TrainedMethod, TrainEvent, TrainSettings
 
 LABELS = ["negative", "positive"]
 TEMPLATE = "Review: {text} Sentiment:{mask}"
@@ -162,6 +169,84 @@ def test_grid_stop_flag_ends_after_the_current_run(tiny_causal):
     assert [(e.method, e.step) for e in items if isinstance(e, TrainEvent)] == [("head", 1), ("head", 2)]
 
 
+def test_a_method_that_cannot_train_on_the_model_fails_before_the_grid_starts(tiny_causal):
+    task = easy_task()
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    items = run_grid(tiny_causal, task, setup, [method_config("head"), method_config("bitfit")], [13], [4], TrainSettings())
+    with pytest.raises(PeftlabError, match=r"BitFit trains only bias terms, and tiny-llama has none"):
+        next(items)  # not even the zero-shot row: nothing runs before the error
+
+
+# ------------------------------------------------------------------ sweeps
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_causal):
+    task = easy_task()
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    items = list(run_sweep(tiny_causal, task, setup, "prompt-tuning", "num_virtual_tokens", [1, 3], [13, 21], 4,
+                           TrainSettings(steps=2, batch_size=4, eval_every=2), test_limit=4))
+    return [i for i in items if isinstance(i, TrainEvent)], [i for i in items if isinstance(i, GridRow)]
+
+
+def test_sweep_trains_each_value_for_each_seed_and_rows_carry_the_value(sweep):
+    events, rows = sweep
+    assert [(r.values["method"], r.values.get("num_virtual_tokens"), r.values["seed"]) for r in rows] == [
+        ("zero-shot", None, None),
+        ("prompt-tuning", 1, 13), ("prompt-tuning", 1, 21), ("prompt-tuning", 3, 13), ("prompt-tuning", 3, 21),
+    ]
+    assert [r.values["trainable_params"] for r in rows[1:]] == [32, 32, 96, 96]  # n virtual tokens x H = 32
+    assert [r.trained.config.num_virtual_tokens for r in rows[1:]] == [1, 1, 3, 3]
+    # Curves of the variants stay apart: each event is labelled with its value.
+    assert sorted({(e.method, e.seed) for e in events}) == [
+        ("prompt-tuning num_virtual_tokens=1", 13), ("prompt-tuning num_virtual_tokens=1", 21),
+        ("prompt-tuning num_virtual_tokens=3", 13), ("prompt-tuning num_virtual_tokens=3", 21),
+    ]
+
+
+def test_sweep_frame_keeps_the_setting_column_and_summarizes_per_value(sweep):
+    _, rows = sweep
+    frame = results_frame([r.values for r in rows])
+    assert list(frame.columns) == RESULT_COLUMNS + ["num_virtual_tokens"]
+    summary = summarize(frame[frame["method"] != "zero-shot"], by=["num_virtual_tokens"])
+    assert summary["num_virtual_tokens"].tolist() == [1, 3]
+    for value in (1, 3):
+        accuracies = [r.values["test_accuracy"] for r in rows[1:] if r.values["num_virtual_tokens"] == value]
+        assert summary.set_index("num_virtual_tokens").loc[value, "accuracy_mean"] == pytest.approx(np.mean(accuracies))
+
+
+def test_sweep_settings_and_values_are_checked():
+    assert "num_virtual_tokens" in sweepable_settings("prompt-tuning") and "init" not in sweepable_settings("prompt-tuning")
+    assert "prefix_projection" not in sweepable_settings("prefix-tuning")  # booleans are not a sweep
+    assert parse_sweep_values("prompt-tuning", "num_virtual_tokens", "1, 5,20") == [1, 5, 20]
+    assert parse_sweep_values("lora", "learning_rate", "1e-4,1e-3") == [1e-4, 1e-3]
+    with pytest.raises(PeftlabError, match=r"^prompt-tuning has no numeric setting 'init' to sweep; choose from learning_rate, num_virtual_tokens"):
+        parse_sweep_values("prompt-tuning", "init", "1")
+    with pytest.raises(PeftlabError, match=r"values of num_virtual_tokens must be comma-separated whole numbers, not '1,2.5'"):
+        parse_sweep_values("prompt-tuning", "num_virtual_tokens", "1,2.5")
+    with pytest.raises(PeftlabError, match=r"Give at least one value of r to sweep"):
+        parse_sweep_values("lora", "r", " ")
+    with pytest.raises(PeftlabError, match=r"prompt-tuning: num virtual tokens must be at least 1, not 0"):
+        next(run_sweep(None, easy_task(), None, "prompt-tuning", "num_virtual_tokens", [0, 5], [13], 4, TrainSettings()))
+    with pytest.raises(PeftlabError, match=r"values of r repeat"):
+        next(run_sweep(None, easy_task(), None, "lora", "r", [2, 2], [13], 4, TrainSettings()))
+
+
+def test_run_record_is_json_with_settings_rows_and_curves(grid, tiny_causal):
+    task, setup, events, rows, _ = grid
+    frame = results_frame([r.values for r in rows])
+    methods = [rows[1].trained.config, rows[2].trained.config]
+    record = json.loads(run_record(tiny_causal, task, setup, methods, TrainSettings(steps=3), frame,
+                                   [dataclasses.asdict(e) for e in events]))
+    assert record["model"] == "tiny-llama" and record["task"] == "easy-sentiment" and record["templates"] == [TEMPLATE]
+    assert [m["method"] for m in record["methods"]] == ["prompt-tuning", "lora"] and record["methods"][1]["r"] == 2
+    assert record["train_settings"]["steps"] == 3
+    assert [r["method"] for r in record["results"]] == frame["method"].tolist()
+    assert len(record["curves"]) == len(events)
+    between = [c for c in record["curves"] if c["step"] % 3]
+    assert between and all(c["dev_accuracy"] is None for c in between)  # NaN between evaluations -> null
+
+
 # ------------------------------------------------------------------ validate_grid
 
 
@@ -248,3 +333,73 @@ def test_compare_bad_input_is_one_error_line_before_any_model_loads(capsys, no_m
     assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
     assert re.search(message, lines[0]), lines[0]
     assert seconds < 20  # validation only: no model, no training
+
+
+# ------------------------------------------------------------------ the compare and sweep commands, end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_csv(tiny_causal, tmp_path_factory):
+    """The tiny Llama saved as a local model folder, and the easy task as a CSV: what a user could pass the CLI."""
+    folder = tmp_path_factory.mktemp("cli")
+    tiny_causal.model.save_pretrained(folder / "tiny-llama")
+    tiny_causal.tokenizer.save_pretrained(folder / "tiny-llama")
+    task = easy_task()
+    pd.DataFrame(task.train + task.test).assign(label=lambda f: f["label"].map(dict(enumerate(LABELS)))).to_csv(
+        folder / "easy.csv", index=False)
+    return str(folder / "tiny-llama"), str(folder / "easy.csv")
+
+
+def test_compare_command_writes_table_run_and_adapters(capsys, tmp_path, tiny_model_and_csv):
+    model, csv = tiny_model_and_csv
+    code = main(["compare", "--model", model, "--task", csv, "--template", TEMPLATE, "--verbalizer", json.dumps(VERBALIZER),
+                 "--methods", "head,lora", "--shots", "2", "--seeds", "13", "--steps", "2", "--eval-every", "2",
+                 "--test-limit", "4", "--out", str(tmp_path / "r.csv"), "--run-json", str(tmp_path / "run.json"),
+                 "--save-adapters", str(tmp_path / "adapters"), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    records = json.loads(captured.out)
+    assert [(r["method"], r["seed"]) for r in records] == [("zero-shot", None), ("head", 13), ("lora", 13)]
+    assert pd.read_csv(tmp_path / "r.csv")["method"].tolist() == ["zero-shot", "head", "lora"]
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert [m["method"] for m in run["methods"]] == ["head", "lora"] and len(run["curves"]) == 4
+    assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["head-K2-seed13.zip", "lora-K2-seed13.zip"]
+
+    from peftlab.saving import load_trained
+
+    loaded = load_trained(tmp_path / "adapters" / "lora-K2-seed13.zip")  # loads the model folder it names
+    task = Task("easy", LABELS, ["text"], [], easy_task().test[:4])
+    assert loaded.evaluate(task.test)["accuracy"] == pytest.approx(records[2]["test_accuracy"])
+
+
+def test_sweep_command_prints_one_row_per_value_and_seed(capsys, tiny_model_and_csv):
+    model, csv = tiny_model_and_csv
+    code = main(["sweep", "--model", model, "--task", csv, "--template", TEMPLATE, "--verbalizer", json.dumps(VERBALIZER),
+                 "--method", "prompt-tuning", "--setting", "num_virtual_tokens", "--values", "1,2", "--shots", "2",
+                 "--seeds", "13,21", "--steps", "1", "--test-limit", "4", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    records = json.loads(captured.out)
+    assert [(r["method"], r["num_virtual_tokens"], r["seed"]) for r in records] == [
+        ("zero-shot", None, None), ("prompt-tuning", 1, 13), ("prompt-tuning", 1, 21), ("prompt-tuning", 2, 13),
+        ("prompt-tuning", 2, 21),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--method", "magic"], r"Unknown method 'magic'"),
+        (["--setting", "init"], r"prompt-tuning has no numeric setting 'init' to sweep"),
+        (["--values", "1,x"], r"values of num_virtual_tokens must be comma-separated whole numbers"),
+        (["--values", "0,5"], r"num virtual tokens must be at least 1, not 0"),
+        (["--shots", "5000"], r"k=5000 needs 10000 examples"),
+        (["--steps", "0"], r"Steps must be at least 1, not 0"),
+    ],
+)
+def test_sweep_bad_input_is_one_error_line_before_any_model_loads(capsys, no_model_loads, argv, message):
+    code = main(["sweep", *argv])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), captured.err
