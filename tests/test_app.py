@@ -203,16 +203,50 @@ def compare_args(**changes) -> list:
     return list(values.values())
 
 
-def test_soft_prompts_compare_streams_rows_and_classifies_with_the_trained_method(client):
+def test_soft_prompts_compare_streams_rows_and_classifies_with_the_trained_method(client, tmp_path):
     job = client.submit(*compare_args(), api_name="/compare")
-    status, results, summary, _curves, _scatter, csv_path = job.result(timeout=FIRST_CALL_TIMEOUT_S)  # gr.State stays on the server
-    assert status.startswith("1/1 runs finished")
+    status, results, summary, _curves, _scatter, csv_path, run_path, picker = job.result(timeout=FIRST_CALL_TIMEOUT_S)
+    assert status.startswith("1/1 runs finished")  # gr.State stays on the server
     methods = [row[0] for row in results["data"]]
     assert methods == ["zero-shot", "prompt-tuning"]
     assert len(pd.read_csv(csv_path)) == 2
+    run = json.loads(open(run_path, encoding="utf-8").read())
+    assert [r["method"] for r in run["results"]] == methods and len(run["curves"]) == 3
+    assert picker["value"] == "prompt-tuning"  # the trained method is offered for classifying and download
     bars = plot_bars(call(client, "/classify_trained", "prompt-tuning", POSITIVE_TEXT))
     assert list(bars["y"]) == ["negative", "positive"]
-    assert math.isclose(sum(plotly_array(bars["x"])), 1.0, abs_tol=1e-3)
+    trained_probs = plotly_array(bars["x"])
+    assert math.isclose(sum(trained_probs), 1.0, abs_tol=1e-3)
+
+    # Download the trained method, load the zip back, and classify with it: the same probabilities.
+    zip_path = call(client, "/download_trained", "prompt-tuning")
+    assert zip_path.endswith("prompt-tuning.zip")
+    picker, message = call(client, "/load_trained", handle_file(zip_path))
+    assert picker["value"] == "prompt-tuning (loaded)"
+    assert message.startswith("Loaded prompt-tuning trained on smollm2-135m")
+    loaded_bars = plot_bars(call(client, "/classify_trained", "prompt-tuning (loaded)", POSITIVE_TEXT))
+    np.testing.assert_allclose(plotly_array(loaded_bars["x"]), trained_probs, atol=1e-6)
+
+
+def test_soft_prompts_sweep_trains_each_value(client):
+    args = compare_args()[:7] + ["prompt-tuning", "num_virtual_tokens", "1,4", "4", "13", 2, 20]
+    status, table, plot = call(client, "/sweep", *args, timeout=FIRST_CALL_TIMEOUT_S)
+    assert status == "2/2 runs finished."
+    assert [row[0] for row in table["data"]] == [1, 4]
+    figure = json.loads(plot["plot"])
+    assert figure["layout"]["xaxis"]["title"]["text"] == "num_virtual_tokens"
+    with pytest.raises(AppError, match=r"prompt-tuning has no numeric setting 'r' to sweep"):
+        call(client, "/sweep", *args[:8], "r", *args[9:])
+    with pytest.raises(AppError, match=r"A sweep uses one K"):
+        call(client, "/sweep", *args[:10], "4,8", *args[11:])
+
+
+def test_loading_a_file_that_is_not_a_saved_method_is_one_sentence(client, tmp_path):
+    bogus = tmp_path / "bogus.zip"
+    bogus.write_text("not a zip")
+    with pytest.raises(AppError, match=r"bogus.zip is not a zip file"):
+        call(client, "/load_trained", handle_file(str(bogus)))
+    assert_still_answers(client)
 
 
 @pytest.mark.parametrize(
@@ -227,3 +261,71 @@ def test_soft_prompts_compare_streams_rows_and_classifies_with_the_trained_metho
 def test_soft_prompts_bad_input_is_one_sentence(client, changes, message):
     with pytest.raises(AppError, match=message):
         call(client, "/compare", *compare_args(**changes))
+
+
+# ------------------------------------------------------------------ the RLHF tab, on the tiny Llama saved as a folder
+
+
+@pytest.fixture(scope="module")
+def tiny_model_folder(tiny_causal, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llama-app")
+    tiny_causal.model.save_pretrained(folder)
+    tiny_causal.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_model_folder):
+    # Out of order: PPO before a reward model is one sentence.
+    with pytest.raises(AppError, match=r"Run step 2 \(reward model\) first"):
+        call(client, "/rlhf_ppo", "vader-positive", 1, 0.05, False, 4.0, 0.0, 1e-3, 0)
+
+    status, _plot, samples = call(client, "/rlhf_sft", tiny_model_folder, None, None, "lora", 2, 1e-3, 0)
+    assert status.startswith("SFT done: loss") and len(samples["data"]) == 3  # 3 held-out prompts sampled at the end
+
+    # The human labeler screen: two prompts ranked by a person become comparisons.
+    for ranking in ("2,1,3", "3,2,1"):
+        prompt, table, _ = call(client, "/rlhf_sample_for_ranking", 3, 0)
+        assert prompt.startswith("**Prompt:** Write a one-sentence review of the movie")
+        assert [row[0] for row in table["data"]] == [1, 2, 3]
+        message = call(client, "/rlhf_save_ranking", ranking)
+    assert re.match(r"2 rankings saved: \d comparisons for the reward model\.", message), message
+    with pytest.raises(AppError, match=r"Write the ranking as response numbers"):
+        call(client, "/rlhf_sample_for_ranking", 3, 1)
+        call(client, "/rlhf_save_ranking", "first, second")
+
+    status, _plot, pairs = call(client, "/rlhf_reward", "my rankings", "vader-positive", 3, 10, 0, 3, 0)
+    assert re.match(r"Reward model: held-out pair accuracy \*\*\d+(\.\d)?%\*\*", status), status
+    assert len(pairs["data"]) >= 1
+
+    job = client.submit("vader-positive", 2, 0.05, False, 4.0, 0.0, 1e-3, 0, api_name="/rlhf_ppo")
+    status, plot, samples = job.result(timeout=CALL_TIMEOUT_S)
+    assert status.startswith("PPO done") and len(samples["data"]) == 2
+    assert [panel["text"] for panel in json.loads(plot["plot"])["layout"]["annotations"]] == [
+        "reward", "KL to SFT (nats)", "losses", "clip fraction"]
+
+    status, table, _plot = call(client, "/rlhf_evaluate", "vader-positive", 3, 0)
+    assert re.match(r"On 3 held-out prompts, vader-positive score: SFT \*\*[+-]\d\.\d{3}\*\* → PPO", status), status
+    assert table["headers"][:3] == ["prompt", "sft_response", "ppo_response"] and len(table["data"]) == 3
+    for stage, expected in (("SFT adapter", "adapter_config.json"), ("reward model", "reward_head.safetensors"),
+                            ("PPO adapter", "value_head.safetensors")):
+        import zipfile
+
+        assert expected in zipfile.ZipFile(call(client, "/rlhf_download", stage)).namelist()
+
+
+def test_rlhf_bad_input_is_one_sentence(client, tiny_model_folder, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(AppError, match=r"has no demonstrations"):
+        call(client, "/rlhf_sft", tiny_model_folder, handle_file(str(empty)), None, "lora", 2, 1e-3, 0)
+    same = tmp_path / "same.jsonl"
+    same.write_text('{"prompt": "p", "chosen": "good", "rejected": "good"}\n')
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text('{"prompt": "p", "response": "good"}\n{"prompt": "q", "response": "bad"}\n')
+    with pytest.raises(AppError, match=r"same text for 'chosen' and 'rejected'"):
+        call(client, "/rlhf_sft", tiny_model_folder, handle_file(str(demos)), handle_file(str(same)), "lora", 2, 1e-3, 0)
+    with pytest.raises(AppError, match=r"less than minimum value 2"):  # the K field refuses it before the library
+        call(client, "/rlhf_sample_for_ranking", 1, 0)
+    with pytest.raises(AppError, match=r"KL coefficient beta must be a number of at least 0"):
+        call(client, "/rlhf_ppo", "vader-positive", 1, -0.1, False, 4.0, 0.0, 1e-3, 0)
+    assert_still_answers(client)

@@ -1,50 +1,83 @@
-"""The Soft prompts tab: train several few-shot methods on the same K shots and seeds, side by side."""
+"""The Soft prompts tab: train several few-shot methods on the same K shots and seeds, side by side.
+
+Below the comparison: classify typed text with any trained (or uploaded) method, download a trained
+method as a zip, and sweep one setting of one method (e.g. the prompt length).
+"""
 
 from __future__ import annotations
 
 import re
 import tempfile
 from dataclasses import asdict
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from peftlab.cloze import ClozeSetup
-from peftlab.compare import GridRow, parse_int_list, results_frame, run_grid, summarize, validate_grid
-from peftlab.models import load_lm
-from peftlab.plots import accuracy_vs_parameters, label_probability_bars, training_curves
-from peftlab.tuning import (
-    METHODS, TrainSettings, flat_loss_message, loss_is_flat, method_config, parse_learning_rates,
+from peftlab.compare import (
+    GridRow, parse_int_list, parse_sweep_values, results_frame, run_grid, run_record, run_sweep, summarize,
+    sweep_configs, sweepable_settings, validate_grid,
 )
+from peftlab.errors import PeftlabError
+from peftlab.methods import METHODS, method_config, parse_learning_rates
+from peftlab.models import load_lm
+from peftlab.plots import accuracy_vs_parameters, label_probability_bars, sweep_curve, training_curves
+from peftlab.saving import load_trained, zip_trained
+from peftlab.tuning import TrainSettings, flat_loss_message, loss_is_flat
 from peftlab.ui.common import START_TEMPLATE, model_and_task_inputs, resolve_task, split_templates, user_errors, verbalizer_box
 
-INTRO = """Train **prompt tuning**, **P-tuning**, **prefix tuning** and the baselines (LoRA, a linear head on
-the frozen model, prompt-based full fine-tuning) on the same K examples per class and the same seeds.
-Every prompt-based method learns through the Cloze tab's verbalizer scoring; the table gains a row as
-each run finishes, and the zero-shot prompt is the first row."""
+INTRO = """Train **prompt tuning**, **P-tuning**, **prefix tuning** and the baselines (LoRA, adapters, BitFit,
+a linear head on the frozen model, prompt-based full fine-tuning) on the same K examples per class and the
+same seeds. Every prompt-based method learns through the Cloze tab's verbalizer scoring; the table gains
+a row as each run finishes, and the zero-shot prompt is the first row."""
 
 DEFAULT_METHODS = ["prompt-tuning", "lora", "head"]
+SWEEP_INTRO = """Vary one setting of one method, as the Prompt Tuning and Prefix-tuning papers' length
+ablations do: each value is trained on the same K shots and seeds, and plotted against zero-shot."""
 
 
 def default_rates() -> str:
     return "\n".join(f"{name}={cls().learning_rate:g}" for name, cls in METHODS.items())
 
 
+def _write_temp(suffix: str, text: str) -> str:
+    with tempfile.NamedTemporaryFile("w", suffix=suffix, delete=False, encoding="utf-8") as handle:
+        handle.write(text)
+    return handle.name
+
+
+def _prepare(model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps):
+    """Validated inputs every training run shares, before the model loads."""
+    task = resolve_task(task_name, upload, text_column, label_column)
+    setup = ClozeSetup.build(task, split_templates(templates), verbalizer)
+    return task, setup, parse_int_list(seeds, "Seeds"), TrainSettings(steps=int(steps))
+
+
 @user_errors
 def run_comparison(
     model_name, task_name, upload, text_column, label_column, templates, verbalizer, methods, shots, seeds, steps,
-    rates_text, test_limit, progress=gr.Progress(),
+    rates_text, test_limit, trained_by_method, progress=gr.Progress(),
 ):
-    task = resolve_task(task_name, upload, text_column, label_column)
-    setup = ClozeSetup.build(task, split_templates(templates), verbalizer)
+    task, setup, seed_list, settings = _prepare(
+        model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps)
     rates = parse_learning_rates((rates_text or "").splitlines())
     configs = [method_config(m, **({"learning_rate": rates[m]} if m in rates else {})) for m in methods or []]
-    seed_list, shot_list = parse_int_list(seeds, "Seeds"), parse_int_list(shots, "K")
-    settings = TrainSettings(steps=int(steps))
+    shot_list = parse_int_list(shots, "K")
     validate_grid(task, configs, seed_list, shot_list)
     lm = load_lm(model_name, dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
-    rows, events, trained_by_method, notes = [], [], {}, []
+    trained_by_method = dict(trained_by_method or {})
+    rows, events, notes = [], [], []
     total_runs = len(configs) * len(seed_list) * len(shot_list)
+
+    def outputs(files=(None, None)):
+        results = results_frame(rows)
+        summary = summarize(results) if len(results) else pd.DataFrame()
+        status = f"{max(len(rows) - 1, 0)}/{total_runs} runs finished." + "".join(f"\n\n⚠️ {n}" for n in notes)
+        return (status, results, summary, training_curves(pd.DataFrame(events)) if events else None,
+                accuracy_vs_parameters(summary) if len(summary) else None, *files, trained_by_method,
+                gr.Dropdown(choices=list(trained_by_method), value=next(iter(trained_by_method), None)))
+
     for item in run_grid(lm, task, setup, configs, seed_list, shot_list, settings, test_limit=int(test_limit) or None):
         if isinstance(item, GridRow):
             rows.append(item.values)
@@ -58,29 +91,78 @@ def run_comparison(
             progress(max(done, 0) / total_runs, desc=f"{item.method} seed {item.seed} step {item.step}")
             if item.step % 5 and item.step != settings.steps:
                 continue  # redraw every few steps: plots cost more than a CPU step
-        results = results_frame(rows)
-        summary = summarize(results) if len(results) else pd.DataFrame()
-        status = f"{max(len(rows) - 1, 0)}/{total_runs} runs finished." + "".join(f"\n\n⚠️ {n}" for n in notes)
-        yield (status, results, summary, training_curves(pd.DataFrame(events)) if events else None,
-               accuracy_vs_parameters(summary) if len(summary) else None, None, trained_by_method)
-    with tempfile.NamedTemporaryFile("w", suffix="-peftlab-compare.csv", delete=False) as handle:
-        results.to_csv(handle, index=False)
-    yield status, results, summary, training_curves(pd.DataFrame(events)), accuracy_vs_parameters(summary), handle.name, trained_by_method
+        yield outputs()
+    results = results_frame(rows)
+    files = (_write_temp("-peftlab-compare.csv", results.to_csv(index=False)),
+             _write_temp("-peftlab-run.json", run_record(lm, task, setup, configs, settings, results, events)))
+    yield outputs(files)
 
 
 @user_errors
 def classify_with(trained_by_method, method, text):
     if not trained_by_method:
-        raise gr.Error("Train at least one method first.")
+        raise PeftlabError("Train a method (or load a saved one) first.")
     if method not in trained_by_method:
-        raise gr.Error(f"{method} has not been trained in this session; pick one of {', '.join(trained_by_method)}.")
+        raise PeftlabError(f"{method} has not been trained in this session; pick one of {', '.join(trained_by_method)}.")
     if not text or not text.strip():
-        raise gr.Error("Type a text to classify.")
+        raise PeftlabError("Type a text to classify.")
     trained = trained_by_method[method]
     columns = {"text"} | set(re.findall(r"\{(\w+)\}", trained.prompt.template.text)) - {"mask"}
     example = {name: text for name in columns} | {"label": 0}
     probs = trained.log_probs([example])[0].exp()
     return label_probability_bars(dict(zip(trained.prompt.verbalizer.words, map(float, probs))), method)
+
+
+@user_errors
+def download_trained(trained_by_method, method):
+    if not trained_by_method or method not in trained_by_method:
+        raise PeftlabError("Train a method first, then pick it to download.")
+    folder = Path(tempfile.mkdtemp(prefix="peftlab-"))
+    return str(zip_trained(trained_by_method[method], folder / f"{method}.zip"))
+
+
+@user_errors
+def load_saved(trained_by_method, path):
+    if not path:
+        raise PeftlabError("Upload a zip that 'Download' gave you.")
+    trained = load_trained(path)
+    name = f"{trained.config.name} (loaded)"
+    trained_by_method = dict(trained_by_method or {}) | {name: trained}
+    return (trained_by_method, gr.Dropdown(choices=list(trained_by_method), value=name),
+            f"Loaded {trained.config.name} trained on {trained.lm.name} ({trained.trainable_params:,} trained parameters).")
+
+
+def setting_choices(method):
+    settings = sweepable_settings(method)
+    preferred = "num_virtual_tokens" if "num_virtual_tokens" in settings else settings[0]
+    return gr.Dropdown(choices=settings, value=preferred)
+
+
+@user_errors
+def run_sweep_ui(
+    model_name, task_name, upload, text_column, label_column, templates, verbalizer, method, setting, values_text,
+    shots, seeds, steps, test_limit, progress=gr.Progress(),
+):
+    task, setup, seed_list, settings = _prepare(
+        model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps)
+    values = parse_sweep_values(method, setting, values_text)
+    k = parse_int_list(shots, "K")
+    if len(k) != 1:
+        raise PeftlabError("A sweep uses one K; give a single number of examples per class.")
+    validate_grid(task, sweep_configs(method, setting, values), seed_list, k)
+    lm = load_lm(model_name, dtype="fp32")
+    rows, total = [], len(values) * len(seed_list)
+    for item in run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, int(test_limit) or None):
+        if not isinstance(item, GridRow):
+            progress((len(rows) - 1 + item.step / settings.steps) / total, desc=f"{item.method} seed {item.seed}")
+            continue
+        rows.append(item.values)
+        results = results_frame(rows)
+        trained = results[results["method"] != "zero-shot"]
+        summary = summarize(trained, by=[setting]) if len(trained) else pd.DataFrame(columns=[setting])
+        zero_shot = float(results["test_accuracy"].iloc[0])
+        plot = sweep_curve(summary, setting, zero_shot) if len(trained) else None
+        yield f"{len(rows) - 1}/{total} runs finished.", summary, plot
 
 
 def build_soft_prompts_tab() -> None:
@@ -91,7 +173,7 @@ def build_soft_prompts_tab() -> None:
         verbalizer = verbalizer_box()
     with gr.Row():
         methods = gr.CheckboxGroup(list(METHODS), value=DEFAULT_METHODS, label="Methods to compare")
-        rates = gr.Textbox(default_rates(), lines=6, label="Learning rate per method (defaults that train)")
+        rates = gr.Textbox(default_rates(), lines=8, label="Learning rate per method (defaults that train)")
     with gr.Row():
         shots = gr.Textbox("16", label="K per class (comma-separated)")
         seeds = gr.Textbox("13,21,42", label="Seeds")
@@ -106,19 +188,57 @@ def build_soft_prompts_tab() -> None:
         scatter = gr.Plot(label="Accuracy vs trainable parameters")
     summary = gr.Dataframe(label="Summary (mean ± std over seeds)", interactive=False)
     results = gr.Dataframe(label="Every run", interactive=False)
-    results_file = gr.File(label="Results (CSV)")
-    trained_state = gr.State({})
     with gr.Row():
-        test_method = gr.Dropdown(list(METHODS), value="prompt-tuning", label="Classify with")
+        results_file = gr.File(label="Results (CSV)")
+        run_file = gr.File(label="Whole run (JSON)")
+    trained_state = gr.State({})
+
+    gr.Markdown("### Use a trained method")
+    with gr.Row():
+        trained_method = gr.Dropdown([], label="Trained method", allow_custom_value=True)
         test_text = gr.Textbox("A gripping, beautifully acted film.", label="Text")
         test_button = gr.Button("Classify")
     test_plot = gr.Plot(label="Label probabilities")
+    with gr.Row():
+        download_button = gr.Button("Download the trained method (zip)")
+        download_file = gr.File(label="Trained method")
+        upload_trained = gr.File(label="Load a saved method (zip)", file_types=[".zip"])
+    load_status = gr.Markdown()
 
+    inputs = [model, task, upload, text_column, label_column, templates, verbalizer]
     run = run_button.click(
-        run_comparison,
-        [model, task, upload, text_column, label_column, templates, verbalizer, methods, shots, seeds, steps, rates,
-         test_limit],
-        [status, results, summary, curves, scatter, results_file, trained_state], api_name="compare",
+        run_comparison, inputs + [methods, shots, seeds, steps, rates, test_limit, trained_state],
+        [status, results, summary, curves, scatter, results_file, run_file, trained_state, trained_method],
+        api_name="compare",
     )
     stop_button.click(None, cancels=[run], api_name="compare_stop")
-    test_button.click(classify_with, [trained_state, test_method, test_text], [test_plot], api_name="classify_trained")
+    test_button.click(classify_with, [trained_state, trained_method, test_text], [test_plot], api_name="classify_trained")
+    download_button.click(download_trained, [trained_state, trained_method], [download_file], api_name="download_trained")
+    upload_trained.upload(load_saved, [trained_state, upload_trained], [trained_state, trained_method, load_status],
+                          api_name="load_trained")
+
+    with gr.Accordion("Sweep one setting", open=False):
+        gr.Markdown(SWEEP_INTRO)
+        with gr.Row():
+            sweep_method = gr.Dropdown(list(METHODS), value="prompt-tuning", label="Method")
+            sweep_setting = gr.Dropdown(sweepable_settings("prompt-tuning"), value="num_virtual_tokens", label="Setting",
+                                        allow_custom_value=True)  # any name reaches the library, which explains a bad one
+            sweep_values = gr.Textbox("1,5,20,50,100", label="Values (comma-separated)")
+        with gr.Row():
+            sweep_shots = gr.Textbox("16", label="K per class")
+            sweep_seeds = gr.Textbox("13", label="Seeds")
+            sweep_steps = gr.Number(TrainSettings().steps, precision=0, minimum=1, label="Steps")
+            sweep_test_limit = gr.Number(200, precision=0, minimum=1, label="Test texts")
+        with gr.Row():
+            sweep_button = gr.Button("Run the sweep", variant="primary")
+            sweep_stop = gr.Button("Stop", variant="stop")
+        sweep_status = gr.Markdown()
+        sweep_plot = gr.Plot(label="Accuracy vs the setting")
+        sweep_table = gr.Dataframe(label="Per value (mean ± std over seeds)", interactive=False)
+        sweep_method.change(setting_choices, [sweep_method], [sweep_setting], api_name="sweep_settings")
+        sweep = sweep_button.click(
+            run_sweep_ui, inputs + [sweep_method, sweep_setting, sweep_values, sweep_shots, sweep_seeds, sweep_steps,
+                                    sweep_test_limit],
+            [sweep_status, sweep_table, sweep_plot], api_name="sweep",
+        )
+        sweep_stop.click(None, cancels=[sweep], api_name="sweep_stop")
