@@ -52,6 +52,7 @@ from peftlab.autoprompt import (  # noqa: E402
 )
 from peftlab.models import load_lm  # noqa: E402
 from peftlab.prompts import Prompt, Template, Verbalizer  # noqa: E402
+from benchmarks.common import Phase, dtype_name, logger  # noqa: E402
 from peftlab.tasks import load_task  # noqa: E402
 
 TASK = "rt-sentiment"
@@ -61,39 +62,7 @@ GAIN_TARGET_POINTS = 3.0
 SPEEDUP_TARGET = 5.0
 
 
-def log(message: str) -> None:
-    print(f"[autoprompt_rt] {message}", file=sys.stderr, flush=True)
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
-
-
-def busy_cpu_seconds() -> tuple[float, float]:
-    """(CPU seconds all processes have used since boot, CPU seconds this process has used)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-    except (OSError, ValueError, IndexError):
-        busy = float("nan")
-    own = os.times()
-    return busy, own.user + own.system
-
-
-class Phase:
-    """Wall time of a block and the share of the machine's CPU other processes took meanwhile."""
-
-    def __enter__(self) -> "Phase":
-        self.busy0, self.own0 = busy_cpu_seconds()
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds = time.perf_counter() - self.start
-        busy1, own1 = busy_cpu_seconds()
-        others = max(0.0, (busy1 - self.busy0) - (own1 - self.own0))
-        self.others_cpu_share = others / (max(self.seconds, 1e-9) * (os.cpu_count() or 1))
+log = logger("autoprompt_rt")
 
 
 # ------------------------------------------------------------------------------------------ search

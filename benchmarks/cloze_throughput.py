@@ -37,6 +37,7 @@ import transformers  # noqa: E402
 
 from peftlab.cloze import ClozeSetup, label_log_probs  # noqa: E402
 from peftlab.models import cpu_supports_bf16, fast_inference_dtype, load_lm  # noqa: E402
+from benchmarks.common import Phase, dtype_name, logger  # noqa: E402
 from peftlab.tasks import load_task  # noqa: E402
 
 TASK = "rt-sentiment"
@@ -45,12 +46,7 @@ VERBALIZER = {"negative": ["negative"], "positive": ["positive"]}
 WARMUP_EXAMPLES = 8
 
 
-def log(message: str) -> None:
-    print(f"[cloze_throughput] {message}", file=sys.stderr, flush=True)
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+log = logger("cloze_throughput")
 
 
 # --------------------------------------------------------------------------------------------- naive
@@ -124,44 +120,6 @@ def accuracy(predictions: list[int], examples: list[dict]) -> float:
     return sum(int(p == e["label"]) for p, e in zip(predictions, examples)) / len(examples)
 
 
-def busy_cpu_seconds() -> tuple[float, float]:
-    """(CPU seconds all processes have used since boot, CPU seconds this process has used)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        # user nice system idle iowait irq softirq steal ...: busy = everything but idle and iowait
-        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        busy = float("nan")
-    own = os.times()
-    return busy, own.user + own.system
-
-
-class Phase:
-    """Times a phase with perf_counter and measures how much CPU other processes took meanwhile.
-
-    This is a 2-core machine shared with other work: when another process runs, OpenMP threads wait
-    on each other and a forward pass can take 5x longer, so every phase reports `others_cpu_share`,
-    the CPU time of other processes divided by (wall time x cores). Trust a number when it is near 0.
-    """
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __enter__(self) -> "Phase":
-        self.busy0, self.own0 = busy_cpu_seconds()
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds = time.perf_counter() - self.start
-        busy1, own1 = busy_cpu_seconds()
-        others = max(0.0, (busy1 - self.busy0) - (own1 - self.own0))
-        self.others_cpu_share = others / (self.seconds * (os.cpu_count() or 1))
-        note = "  (other processes were busy: timing is unreliable)" if self.others_cpu_share > 0.1 else ""
-        log(f"  {self.name}: {self.seconds:.2f} s, others' CPU share {self.others_cpu_share:.2f}{note}")
-
-
 def parameter_counts(model) -> tuple[int, int, int, int]:
     """(non-embedding parameters, hidden size, vocabulary size, all unique parameters).
 
@@ -220,28 +178,28 @@ def main() -> None:
         naive_predict(lm_fp32, prompt, warm, args.batch_size)
 
     log("bf16 2048x2048 matmul")
-    with Phase("bf16 matmul") as matmul_phase:
+    with Phase("bf16 matmul", log) as matmul_phase:
         matmul = matmul_gflops()
 
-    with Phase("tokenisation alone (part of every timed path)") as tokenize:
+    with Phase("tokenisation alone (part of every timed path)", log) as tokenize:
         [prompt.queries(lm_fast, e) for e in examples]
 
     # The optimized path runs --repeats times back to back; the fastest run is reported (all are listed).
     fast_runs = []
     for repeat in range(args.repeats):
         log(f"optimized ({dtype_name(fast_dtype)}, library) on {len(examples)} texts, run {repeat + 1}/{args.repeats}")
-        with Phase("optimized") as phase:
+        with Phase("optimized", log) as phase:
             fast_predictions = library_predict(lm_fast, prompt, examples, args.batch_size)
         fast_runs.append(phase)
     fast = min(fast_runs, key=lambda phase: phase.seconds)
     fast_seconds = fast.seconds
     log(f"fp32 library on {len(examples)} texts")
-    with Phase("fp32 library") as fp32:
+    with Phase("fp32 library", log) as fp32:
         fp32_predictions = library_predict(lm_fp32, prompt, examples, args.batch_size)
     fp32_seconds = fp32.seconds
     if not args.skip_naive:
         log(f"naive baseline (fp32, unsorted, right padding, all logits) on {len(examples)} texts")
-        with Phase("naive baseline") as naive:
+        with Phase("naive baseline", log) as naive:
             naive_predictions, naive_stats = naive_predict(lm_fp32, prompt, examples, args.batch_size)
         naive_seconds = naive.seconds
 

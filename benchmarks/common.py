@@ -1,0 +1,59 @@
+"""What every benchmark shares: progress lines on stderr, dtype names, and timing phases that say how
+busy the rest of the machine was (a shared 2-core box: a number is trustworthy only when others' share is near 0)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+
+
+def logger(name: str):
+    """A function printing `[name] message` lines on stderr (stdout is kept for the JSON result)."""
+    def log(message: str) -> None:
+        print(f"[{name}] {message}", file=sys.stderr, flush=True)
+    return log
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+
+
+def busy_cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds all processes have used since boot, CPU seconds this process has used)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    except (OSError, ValueError, IndexError):
+        busy = float("nan")
+    own = os.times()
+    return busy, own.user + own.system
+
+
+class Phase:
+    """Wall time of a block and the share of the machine's CPU other processes took meanwhile.
+
+    When another process runs, OpenMP threads wait on each other and a forward pass can take 5x longer,
+    so every phase reports `others_cpu_share`: other processes' CPU time / (wall time x cores).
+    Give a `log` function to have the phase report itself when it ends.
+    """
+
+    def __init__(self, name: str = "", log=None):
+        self.name, self.log = name, log
+
+    def __enter__(self) -> "Phase":
+        self.busy0, self.own0 = busy_cpu_seconds()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+        busy1, own1 = busy_cpu_seconds()
+        others = max(0.0, (busy1 - self.busy0) - (own1 - self.own0))
+        self.others_cpu_share = others / (max(self.seconds, 1e-9) * (os.cpu_count() or 1))
+        if self.log:
+            note = "  (other processes were busy: timing is unreliable)" if self.others_cpu_share > 0.1 else ""
+            self.log(f"  {self.name}: {self.seconds:.2f} s, others' CPU share {self.others_cpu_share:.2f}{note}")
