@@ -1,0 +1,175 @@
+"""Turning prompts into model inputs, sampling responses, and reading back their token log-probabilities.
+
+Layout of a batch of (prompt, response) sequences, shared by SFT, the reward model and PPO:
+
+    [pad pad p p p p | r r r r EOS pad pad]
+     <- left-padded prompt, width P -> <- response, width R, right-padded ->
+
+Every prompt ends at column P and every response starts there, so the logits that predict the
+response are the last R + 1 positions (`logits_to_keep`), and a response's reward is read at its
+last real token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers import GenerationConfig
+
+from peftlab.errors import PeftlabError
+from peftlab.models import autocast_for
+from peftlab.rlhf.ppo_math import sampling_kl_problem
+
+
+def format_prompt(tokenizer, prompt: str) -> str:
+    """The text the policy continues: the chat template's user turn where the model has one, else `prompt\\n`."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return prompt + "\n"
+
+
+def end_of_response(tokenizer) -> int:
+    """The token that ends a response (the chat template's end-of-turn token is the EOS of chat models)."""
+    if tokenizer.eos_token_id is None:
+        raise PeftlabError("The tokenizer has no end-of-sequence token, so responses could never end.")
+    return tokenizer.eos_token_id
+
+
+@dataclass
+class SequenceBatch:
+    """Prompts and responses laid out as in the module docstring; tensors on the CPU."""
+
+    input_ids: torch.Tensor  # (B, P + R)
+    attention_mask: torch.Tensor  # (B, P + R): 0 on padding
+    prompt_width: int  # P
+    prompts: list[str]
+    responses: list[str]
+
+    @property
+    def response_ids(self) -> torch.Tensor:  # (B, R)
+        return self.input_ids[:, self.prompt_width:]
+
+    @property
+    def response_mask(self) -> torch.Tensor:  # (B, R): 1 on response tokens, EOS included
+        return self.attention_mask[:, self.prompt_width:]
+
+    @property
+    def position_ids(self) -> torch.Tensor:  # (B, P + R)
+        return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    def select(self, rows: Sequence[int]) -> "SequenceBatch":
+        rows = list(rows)
+        return SequenceBatch(self.input_ids[rows], self.attention_mask[rows], self.prompt_width,
+                             [self.prompts[i] for i in rows], [self.responses[i] for i in rows])
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], max_prompt_tokens: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (input_ids, attention_mask) of the formatted prompts; (B, P) each."""
+    rows = [tokenizer(format_prompt(tokenizer, p), add_special_tokens=False).input_ids[-max_prompt_tokens:] for p in prompts]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row):] = torch.tensor(row)
+        attention_mask[i, width - len(row):] = 1
+    return input_ids, attention_mask
+
+
+def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_response_tokens: int = 64) -> SequenceBatch:
+    """Given (prompt, response) texts as one batch; each response is closed with the end-of-response token."""
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
+    eos = end_of_response(tokenizer)
+    rows = [tokenizer(r, add_special_tokens=False).input_ids[:max_response_tokens - 1] + [eos] for r in responses]
+    width = max(len(r) for r in rows)
+    response_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    response_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        response_ids[i, :len(row)] = torch.tensor(row)
+        response_mask[i, :len(row)] = 1
+    return SequenceBatch(torch.cat([prompt_ids, response_ids], 1), torch.cat([prompt_mask, response_mask], 1),
+                         prompt_ids.shape[1], list(prompts), list(responses))
+
+
+@torch.no_grad()
+def sample_responses(
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32, seed: int = 0, temperature: float = 1.0,
+    top_k: int = 0, top_p: float = 1.0, batch_size: int = 32, for_ppo: bool = False,
+) -> SequenceBatch:
+    """One sampled response per prompt (repeat a prompt for several), cut after the first end-of-response token.
+
+    `for_ppo` refuses sampling settings that bias the per-token KL estimate (see `sampling_kl_problem`).
+    """
+    if for_ppo and (problem := sampling_kl_problem(temperature, top_k, top_p)):
+        raise PeftlabError(problem)
+    if max_new_tokens < 1:
+        raise PeftlabError(f"Responses need at least 1 new token, not {max_new_tokens}.")
+    eos = end_of_response(tokenizer)
+    config = GenerationConfig(
+        do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,
+        eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+    )
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    parts = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start:start + batch_size])
+        input_ids, attention_mask = encode_prompts(tokenizer, chunk)
+        with autocast_for(model):
+            output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                    generation_config=config)
+        responses = output[:, input_ids.shape[1]:].cpu()  # (b, R)
+        parts.append((chunk, input_ids, attention_mask, responses))
+    return _stack_samples(tokenizer, parts, eos)
+
+
+def _stack_samples(tokenizer, parts, eos: int) -> SequenceBatch:
+    """Sampled chunks -> one SequenceBatch: prompts re-padded to a common width, responses masked after EOS."""
+    prompt_width = max(ids.shape[1] for _, ids, _, _ in parts)
+    response_width = max(r.shape[1] for *_, r in parts)
+    ids_rows, mask_rows, prompts, texts = [], [], [], []
+    for chunk, input_ids, attention_mask, responses in parts:
+        for i, prompt in enumerate(chunk):
+            response = responses[i].tolist()
+            ends = [j for j, token in enumerate(response) if token == eos]
+            response = response[: ends[0] + 1] if ends else response
+            prompt_ids = input_ids[i][attention_mask[i].bool()].tolist()
+            ids = [tokenizer.pad_token_id] * (prompt_width - len(prompt_ids)) + prompt_ids + response
+            ids += [tokenizer.pad_token_id] * (prompt_width + response_width - len(ids))
+            mask = [0] * (prompt_width - len(prompt_ids)) + [1] * (len(prompt_ids) + len(response))
+            mask += [0] * (prompt_width + response_width - len(mask))
+            ids_rows.append(ids)
+            mask_rows.append(mask)
+            prompts.append(prompt)
+            texts.append(tokenizer.decode([t for t in response if t != eos], skip_special_tokens=True).strip())
+    return SequenceBatch(torch.tensor(ids_rows), torch.tensor(mask_rows), prompt_width, prompts, texts)
+
+
+def response_forward(model, batch: SequenceBatch, with_hidden: bool = False):
+    """Log-probabilities of the response tokens (B, R) and, optionally, the hidden states that predicted them (B, R, H).
+
+    Position t of the result belongs to response token t: it is read from the logits (and the last hidden
+    state, the LM head's input) at the position before it. Differentiable when gradients are on.
+    """
+    device = next(model.parameters()).device
+    width = batch.response_ids.shape[1]
+    captured = []
+    hook = None
+    if with_hidden:
+        hook = model.get_output_embeddings().register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
+    try:
+        with autocast_for(model):
+            logits = model(
+                input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                position_ids=batch.position_ids.to(device), logits_to_keep=width + 1,
+            ).logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
+    finally:
+        if hook is not None:
+            hook.remove()
+    log_probs = logits.float().log_softmax(-1).gather(-1, batch.response_ids.to(device).unsqueeze(-1)).squeeze(-1)
+    if not with_hidden:
+        return log_probs  # (B, R)
+    return log_probs, captured[-1][:, :-1].float()  # (B, R), (B, R, H)
+

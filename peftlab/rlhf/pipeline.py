@@ -1,0 +1,144 @@
+"""The whole InstructGPT-style pipeline in order: SFT -> ranked comparisons -> reward model -> PPO -> evaluation.
+
+`run_pipeline` is what the command line and the benchmark run; the app runs the same stage functions one
+button at a time. Data comes from the embedded movie-review prompts (`RLHFData.embedded`) or from uploaded
+JSONL demonstrations and, optionally, comparisons (`RLHFData.uploaded`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from peftlab.errors import PeftlabError
+from peftlab.methods import help_field
+from peftlab.models import LM
+from peftlab.rlhf.data import Comparison, Demonstration, embedded_review_data, load_comparisons, load_demonstrations
+from peftlab.rlhf.evaluation import PolicyComparison, compare_policies
+from peftlab.rlhf.labelers import Labeler, labeler_by_name
+from peftlab.rlhf.ppo import PPOConfig, PPOResult, train_ppo
+from peftlab.rlhf.reward import RewardConfig, RewardResult, collect_comparisons, train_reward_model
+from peftlab.rlhf.sft import SFTConfig, SFTResult, train_sft
+
+
+@dataclass
+class RLHFData:
+    """Prompts for training and for held-out evaluation, SFT demonstrations, and optional given comparisons."""
+
+    train_prompts: list[str]
+    heldout_prompts: list[str]
+    demonstrations: list[Demonstration]
+    comparisons: list[Comparison] | None = None  # None: the labeler ranks samples of the SFT policy
+
+    @classmethod
+    def embedded(cls, heldout_prompts: int = 32, seed: int = 0) -> "RLHFData":
+        data = embedded_review_data(seed, heldout_prompts)
+        return cls(data.train_prompts, data.heldout_prompts, data.demonstrations)
+
+    @classmethod
+    def uploaded(cls, demonstrations_path, comparisons_path=None, heldout_fraction: float = 0.2, seed: int = 0) -> "RLHFData":
+        """User files: prompts of the demonstrations (and comparisons) are split into training and held-out ones."""
+        demonstrations = load_demonstrations(demonstrations_path)
+        comparisons = load_comparisons(comparisons_path) if comparisons_path else None
+        prompts = list(dict.fromkeys([d.prompt for d in demonstrations] + [c.prompt for c in comparisons or []]))
+        if len(prompts) < 2:
+            raise PeftlabError("The data needs at least 2 different prompts: some to train on and some held out.")
+        random.Random(seed).shuffle(prompts)
+        held = max(1, round(heldout_fraction * len(prompts)))
+        return cls(prompts[held:], prompts[:held], demonstrations, comparisons)
+
+
+@dataclass
+class PipelineConfig:
+    labeler: str = help_field("who ranks the samples: vader-positive, vader-negative or concise", "vader-positive")
+    rm_pairs: int = help_field("training comparisons for the reward model", 360)
+    rm_heldout_prompts: int = help_field("prompts whose comparisons are held out to test the reward model", 24)
+    k: int = help_field("responses sampled and ranked per prompt", 4)
+    eval_samples: int = help_field("responses per held-out prompt in the final SFT-vs-PPO evaluation", 2)
+    max_new_tokens: int = help_field("longest sampled response", 24)
+    seed: int = help_field("seed of every stage", 0)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+    def __post_init__(self):
+        labeler_by_name(self.labeler)  # an unknown labeler fails before any work
+        if self.k < 2:
+            raise PeftlabError(f"A ranking needs K of at least 2 responses per prompt, not {self.k}.")
+        for name in ("rm_pairs", "rm_heldout_prompts", "eval_samples", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise PeftlabError(f"{name.replace('_', ' ').capitalize()} must be at least 1, not {getattr(self, name)}.")
+
+
+def ranked_comparisons(
+    sft_model, tokenizer, data: RLHFData, config: PipelineConfig, labeler: Labeler,
+) -> tuple[list[Comparison], list[Comparison]]:
+    """(training, held-out) comparisons: the uploaded ones split by prompt, or the labeler's rankings of SFT samples.
+
+    Rankings of K samples give at most K-choose-2 pairs per prompt (fewer when scores tie), so a few more
+    prompts than rm_pairs / K-choose-2 are ranked and the pairs cut to rm_pairs.
+    """
+    if data.comparisons is not None:
+        heldout_prompts = set(data.heldout_prompts)
+        return ([c for c in data.comparisons if c.prompt not in heldout_prompts],
+                [c for c in data.comparisons if c.prompt in heldout_prompts])
+    per_prompt = config.k * (config.k - 1) // 2
+    needed = math.ceil(1.25 * config.rm_pairs / per_prompt)
+    prompts = random.Random(config.seed).sample(data.train_prompts, min(len(data.train_prompts), needed + config.rm_heldout_prompts))
+    heldout_prompts, train_prompts = prompts[:config.rm_heldout_prompts], prompts[config.rm_heldout_prompts:]
+    if not train_prompts:
+        raise PeftlabError("There are too few training prompts to rank for the reward model; lower the held-out prompts.")
+    train, _ = collect_comparisons(sft_model, tokenizer, train_prompts, labeler, config.k, config.max_new_tokens, config.seed)
+    heldout, _ = collect_comparisons(sft_model, tokenizer, heldout_prompts, labeler, config.k, config.max_new_tokens,
+                                     config.seed + 1)
+    return train[:config.rm_pairs], heldout
+
+
+@dataclass
+class PipelineResult:
+    sft: SFTResult
+    reward: RewardResult
+    ppo: PPOResult
+    comparison: PolicyComparison
+    summary: dict
+
+
+def run_pipeline(
+    lm: LM, data: RLHFData, config: PipelineConfig, on_event: Callable[[str, object], None] | None = None,
+    stop: threading.Event | None = None,
+) -> PipelineResult:
+    """All stages in order; `on_event(stage, event)` sees every training event as it happens."""
+    labeler = labeler_by_name(config.labeler)
+    report = on_event or (lambda stage, event: None)
+    started = time.perf_counter()
+    seconds = {}
+
+    def run_stage(name, events):
+        stage_started = time.perf_counter()
+        for item in events:
+            report(name, item)
+            last = item
+        seconds[name] = round(time.perf_counter() - stage_started, 1)
+        return last
+
+    sft = run_stage("sft", train_sft(lm, data.demonstrations, config.sft, data.heldout_prompts[:2], stop))
+    comparisons_started = time.perf_counter()
+    train_pairs, heldout_pairs = ranked_comparisons(sft.model, lm.tokenizer, data, config, labeler)
+    seconds["comparisons"] = round(time.perf_counter() - comparisons_started, 1)
+    reward = run_stage("reward", train_reward_model(sft.model, lm.tokenizer, train_pairs, heldout_pairs, config.reward, stop))
+    ppo = run_stage("ppo", train_ppo(sft.model, lm.tokenizer, reward.model, data.train_prompts, config.ppo, labeler,
+                                     data.demonstrations, stop))
+    evaluation_started = time.perf_counter()
+    comparison = compare_policies(ppo.policy, lm.tokenizer, reward.model, labeler, data.heldout_prompts,
+                                  config.eval_samples, config.max_new_tokens, config.seed + 2)
+    seconds["evaluation"] = round(time.perf_counter() - evaluation_started, 1)
+    summary = {
+        "rm_heldout_accuracy": round(reward.heldout_accuracy, 4), "rm_train_pairs": len(train_pairs),
+        "rm_heldout_pairs": len(heldout_pairs), **comparison.summary, "ptx_coef": config.ppo.ptx_coef,
+        "stage_seconds": seconds, "seconds": round(time.perf_counter() - started, 1),
+    }
+    return PipelineResult(sft, reward, ppo, comparison, summary)

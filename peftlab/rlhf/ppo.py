@@ -1,0 +1,215 @@
+"""Stage 3, PPO against the reward model, with a per-token KL penalty to the SFT model (and PPO-ptx).
+
+Policy = the SFT model with a trainable LoRA adapter plus a value head on its last hidden state; the
+reference is the same model with the adapter disabled, so there is no second copy of the weights.
+Each step samples responses to a batch of prompts (temperature 1, no top-k/top-p: the KL estimate is
+unbiased only for samples from the policy itself), scores them with the reward model, subtracts
+beta * (log pi - log pi_ref) per token, computes GAE advantages and runs a few epochs of the clipped
+PPO objective (Schulman et al. 2017) with a clipped value loss. With `ptx_coef` > 0 the policy also
+keeps gamma * the LM loss on demonstrations (InstructGPT's PPO-ptx, Ouyang et al. 2022). The math
+lives in `peftlab.rlhf.ppo_math`; this module only runs it.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from peftlab.errors import PeftlabError
+from peftlab.methods import help_field
+from peftlab.rlhf.data import Demonstration
+from peftlab.rlhf.generation import SequenceBatch, response_forward, sample_responses
+from peftlab.rlhf.labelers import Labeler
+from peftlab.rlhf.ppo_math import (
+    AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, gae, kl_penalized_rewards,
+    sampling_kl_problem, whiten,
+)
+from peftlab.rlhf.reward import RewardModel
+from peftlab.rlhf.sft import lora_config, sft_loss
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+
+
+@dataclass
+class PPOConfig:
+    steps: int = help_field("PPO iterations: sample a batch, score it, optimise on it", 30)
+    batch_size: int = help_field("prompts sampled per iteration", 16)
+    epochs: int = help_field("optimisation passes over each batch", 2)
+    minibatch_size: int = help_field("responses per gradient step", 8)
+    learning_rate: float = help_field("Adam learning rate of the LoRA adapter and the value head", 1e-3)
+    lora_r: int = help_field("rank of the policy's LoRA adapter", 16)
+    beta: float = help_field("KL coefficient: reward - beta * (log pi - log pi_ref) per token", 0.05)
+    adaptive_kl: bool = help_field("steer beta towards target_kl (Ziegler et al. 2019)", False)
+    target_kl: float = help_field("KL per response (nats) the adaptive controller aims at", 4.0)
+    kl_horizon: float = help_field("responses over which the adaptive controller corrects beta", 256.0)
+    gamma: float = help_field("discount", 1.0)
+    lam: float = help_field("GAE lambda", 0.95)
+    clip_range: float = help_field("PPO ratio clip", 0.2)
+    value_clip_range: float = help_field("value clip around the rollout's values", 0.2)
+    value_coef: float = help_field("weight of the value loss", 0.1)
+    ptx_coef: float = help_field("gamma of PPO-ptx: weight of the LM loss on demonstrations (0 = plain PPO)", 0.0)
+    max_new_tokens: int = help_field("longest sampled response", 24)
+    temperature: float = help_field("sampling temperature (must be 1 for an unbiased KL)", 1.0)
+    top_k: int = help_field("top-k sampling (must be 0, off)", 0)
+    top_p: float = help_field("nucleus sampling (must be 1, off)", 1.0)
+    seed: int = help_field("seed for prompts and samples", 0)
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "epochs", "minibatch_size", "lora_r", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise PeftlabError(f"PPO {name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}.")
+        if self.minibatch_size > self.batch_size:
+            raise PeftlabError(f"The PPO minibatch ({self.minibatch_size}) cannot be larger than the batch ({self.batch_size}).")
+        if not self.learning_rate > 0:
+            raise PeftlabError(f"The PPO learning rate must be above 0, not {self.learning_rate}.")
+        if self.ptx_coef < 0:
+            raise PeftlabError(f"The PPO-ptx coefficient must be 0 or more, not {self.ptx_coef}.")
+        if problem := sampling_kl_problem(self.temperature, self.top_k, self.top_p):
+            raise PeftlabError(problem)
+        self.kl_controller()  # beta < 0 and bad adaptive settings fail here, with the controller's own message
+
+    def kl_controller(self):
+        if self.adaptive_kl:
+            return AdaptiveKLController(self.beta, self.target_kl, self.kl_horizon)
+        return FixedKLController(self.beta)
+
+
+class PolicyWithValueHead(torch.nn.Module):
+    """The SFT model with a trainable LoRA adapter, and a value head; `reference()` disables the adapter."""
+
+    def __init__(self, sft_model: torch.nn.Module, lora_r: int):
+        super().__init__()
+        from peft import get_peft_model
+
+        # A copy, so the SFT result stays a plain model; the reference shares these weights (adapter off).
+        self.model = get_peft_model(copy.deepcopy(sft_model), lora_config(lora_r))
+        hidden = self.model.get_output_embeddings().weight.shape[1]
+        self.value_head = torch.nn.Linear(hidden, 1).to(next(sft_model.parameters()).device)
+        torch.nn.init.zeros_(self.value_head.weight)
+        torch.nn.init.zeros_(self.value_head.bias)
+
+    def reference(self):
+        """A context in which `self.model` is the frozen SFT model."""
+        return self.model.disable_adapter()
+
+    def response_outputs(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probs, values) of the response tokens, (B, R) each."""
+        log_probs, hidden = response_forward(self.model, batch, with_hidden=True)
+        return log_probs, self.value_head(hidden).squeeze(-1)
+
+    def save(self, folder: str | Path) -> Path:
+        """The LoRA adapter (PEFT files) and the value head (safetensors)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        self.model.save_pretrained(folder)
+        save_file({k: v.contiguous() for k, v in self.value_head.state_dict().items()}, str(folder / VALUE_HEAD_FILE))
+        return folder
+
+
+@dataclass
+class PPOEvent:
+    step: int
+    mean_reward: float  # the reward model's normalised score of the sampled responses
+    mean_labeler_score: float  # the labeler's own score of them (what the reward model stands in for)
+    mean_kl: float  # sum over a response's tokens of log pi - log pi_ref, averaged over responses
+    beta: float
+    policy_loss: float
+    value_loss: float
+    clip_fraction: float
+    approx_kl: float
+    ptx_loss: float
+    response_tokens: float
+    elapsed: float
+    sample: tuple[str, str] = ("", "")
+
+
+@dataclass
+class PPOResult:
+    policy: PolicyWithValueHead
+    history: list[PPOEvent] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train_ppo(
+    sft_model: torch.nn.Module, tokenizer, reward_model: RewardModel, prompts: Sequence[str], config: PPOConfig,
+    labeler: Labeler | None = None, demonstrations: Sequence[Demonstration] = (), stop: threading.Event | None = None,
+) -> Iterator[PPOEvent | PPOResult]:
+    """Optimise a LoRA adapter on the SFT model against the reward model; yield a PPOEvent per step, the PPOResult last."""
+    if not prompts:
+        raise PeftlabError("PPO needs prompts to sample responses for.")
+    if config.ptx_coef and not demonstrations:
+        raise PeftlabError("PPO-ptx (ptx coefficient above 0) needs demonstrations for its LM loss.")
+    torch.manual_seed(config.seed)
+    policy = PolicyWithValueHead(sft_model, config.lora_r)
+    parameters = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
+    controller = config.kl_controller()
+    rng = random.Random(config.seed)
+    result, started = PPOResult(policy), time.perf_counter()
+    for step in range(1, config.steps + 1):
+        if stop is not None and stop.is_set():
+            break
+        batch_prompts = [rng.choice(prompts) for _ in range(config.batch_size)]
+        rollout = sample_responses(
+            policy.model, tokenizer, batch_prompts, config.max_new_tokens, seed=config.seed * 100_003 + step,
+            temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, for_ppo=True,
+        )
+        with torch.no_grad():
+            old_log_probs, old_values = policy.response_outputs(rollout)  # (B, R) each
+            with policy.reference():
+                ref_log_probs = response_forward(policy.model, rollout)  # (B, R)
+            scores = reward_model.score(rollout.prompts, rollout.responses).to(old_log_probs.device)  # (B,)
+        mask = rollout.response_mask.to(old_log_probs.device, old_log_probs.dtype)  # (B, R)
+        rewards, kl = kl_penalized_rewards(scores, old_log_probs, ref_log_probs, mask, controller.value)
+        advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
+        advantages = whiten(advantages, mask)
+        losses = _optimise(policy, optimizer, parameters, rollout, mask, old_log_probs, old_values, advantages,
+                           returns, config, rng, tokenizer, demonstrations)
+        mean_kl = float(kl.sum(1).mean())
+        beta = controller.value
+        controller.update(mean_kl, config.batch_size)
+        labeler_scores = [labeler.score(p, r) for p, r in zip(rollout.prompts, rollout.responses)] if labeler else [float("nan")]
+        event = PPOEvent(
+            step, float(scores.mean()), sum(labeler_scores) / len(labeler_scores), mean_kl, beta, *losses,
+            float(mask.sum(1).mean()), time.perf_counter() - started, (rollout.prompts[0], rollout.responses[0]),
+        )
+        result.history.append(event)
+        yield event
+    policy.requires_grad_(False)
+    result.seconds = time.perf_counter() - started
+    yield result
+
+
+def _optimise(policy, optimizer, parameters, rollout, mask, old_log_probs, old_values, advantages, returns,
+              config: PPOConfig, rng: random.Random, tokenizer, demonstrations) -> tuple[float, ...]:
+    """`epochs` passes of minibatch PPO updates; returns the last minibatch's (policy, value, clip, approx KL, ptx) losses."""
+    rows = list(range(len(rollout.prompts)))
+    for _ in range(config.epochs):
+        rng.shuffle(rows)
+        for start in range(0, len(rows), config.minibatch_size):
+            minibatch = rows[start:start + config.minibatch_size]
+            log_probs, values = policy.response_outputs(rollout.select(minibatch))
+            policy_loss, clip_fraction, approx_kl = clipped_policy_loss(
+                log_probs, old_log_probs[minibatch], advantages[minibatch], mask[minibatch], config.clip_range)
+            value_loss = clipped_value_loss(values, old_values[minibatch], returns[minibatch], mask[minibatch],
+                                            config.value_clip_range)
+            loss = policy_loss + config.value_coef * value_loss
+            ptx_loss = torch.zeros(())
+            if config.ptx_coef:
+                ptx_batch = rng.sample(list(demonstrations), min(config.minibatch_size, len(demonstrations)))
+                ptx_loss = sft_loss(policy.model, tokenizer, ptx_batch, max_response_tokens=48)
+                loss = loss + config.ptx_coef * ptx_loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+    return (policy_loss.item(), value_loss.item(), clip_fraction.item(), approx_kl.item(), float(ptx_loss))
+

