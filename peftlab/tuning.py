@@ -71,10 +71,14 @@ class TrainedMethod:
     history: list[TrainEvent] = field(default_factory=list)
 
     def log_probs(self, examples: Sequence[dict], batch_size: int = 32) -> torch.Tensor:
-        """(N, L) label log-probs, no gradient."""
+        """(N, L) label log-probs, no gradient; batches hold texts of similar length (less padding)."""
+        order = sorted(range(len(examples)), key=lambda i: sum(len(v) for v in examples[i].values() if isinstance(v, str)))
+        result = torch.empty((len(examples), len(self.prompt.verbalizer.words)))
         with torch.inference_mode(), autocast_for(self.lm.model):
-            parts = [_label_log_probs(self, examples[i:i + batch_size]) for i in range(0, len(examples), batch_size)]
-        return torch.cat(parts).float().cpu()
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                result[rows] = _label_log_probs(self, [examples[i] for i in rows]).float().cpu()
+        return result
 
     def evaluate(self, examples: Sequence[dict]) -> dict:
         gold = np.array([e["label"] for e in examples])
