@@ -2,9 +2,11 @@
 
 For each prompt, K responses are sampled from the SFT policy and a labeler ranks them; all K-choose-2
 pairs are kept, and the model learns -log sigmoid(r_chosen - r_rejected) (InstructGPT, Ouyang et al.
-2022). The reward of a response is a linear head on the backbone's last hidden state at the response's
-last token (its end-of-response token). The backbone is a copy of the SFT model, frozen (only the head
-trains, on features computed once) or with a LoRA update (`lora_r` > 0).
+2022). The backbone is a copy of the SFT model, frozen (only the head trains, on features computed once)
+or with a LoRA update (`lora_r` > 0). The head reads the response's hidden states averaged over its
+tokens at three depths (a quarter, three quarters and the top of the network): on rt-sentiment
+comparisons ranked by VADER, a head on the last token's top hidden state reached 59 % held-out pair
+accuracy, on the top layer's mean 70 %, on the three depths' means 74 to 78 %.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from peftlab.models import autocast_for
 from peftlab.rlhf.data import Comparison
 from peftlab.rlhf.generation import SequenceBatch, encode_pairs, sample_responses
 from peftlab.rlhf.labelers import Labeler
-from peftlab.rlhf.ppo_math import last_token_indices, pairwise_reward_loss
+from peftlab.rlhf.ppo_math import pairwise_reward_loss
 from peftlab.rlhf.sft import lora_config
 
 HEAD_FILE = "reward_head.safetensors"
@@ -59,7 +61,11 @@ class RewardModel(torch.nn.Module):
         self.backbone = backbone
         self.tokenizer = tokenizer
         hidden = backbone.get_output_embeddings().weight.shape[1]
-        self.head = torch.nn.Linear(hidden, 1)
+        layers = backbone.config.num_hidden_layers
+        self.depths = sorted({max(1, round(layers / 4)), max(1, round(3 * layers / 4)), layers})  # hidden_states indices
+        # Features are standardised per response (no trainable parameters) so one learning rate fits any model.
+        self.norm = torch.nn.LayerNorm(hidden * len(self.depths), elementwise_affine=False)
+        self.head = torch.nn.Linear(hidden * len(self.depths), 1)
         torch.nn.init.zeros_(self.head.weight)
         torch.nn.init.zeros_(self.head.bias)
         # PPO gets (reward - offset) / scale: mean 0 and spread 1 over held-out responses (set after training).
@@ -67,20 +73,17 @@ class RewardModel(torch.nn.Module):
         self.register_buffer("scale", torch.ones(()))
 
     def features(self, batch: SequenceBatch) -> torch.Tensor:
-        """(B, H) the LM head's input at each response's last token; differentiable when gradients are on."""
+        """(B, depths x H) the response's hidden states averaged over its tokens, at each depth; differentiable."""
         device = self.head.weight.device
         width = batch.response_ids.shape[1]
-        captured = []
-        hook = self.backbone.get_output_embeddings().register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
-        try:
-            with autocast_for(self.backbone):
-                self.backbone(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                              position_ids=batch.position_ids.to(device), logits_to_keep=width)
-        finally:
-            hook.remove()
-        hidden = captured[-1].float()  # (B, R, H): the response positions
-        last = last_token_indices(batch.response_mask).to(device)  # (B,)
-        return hidden[torch.arange(hidden.shape[0], device=device), last]  # (B, H)
+        with autocast_for(self.backbone):
+            hidden_states = self.backbone(
+                input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                position_ids=batch.position_ids.to(device), logits_to_keep=1, output_hidden_states=True,
+            ).hidden_states  # layers + 1 tensors of (B, P + R, H)
+        mask = batch.response_mask.to(device, torch.float32).unsqueeze(-1)  # (B, R, 1)
+        means = [(hidden_states[d][:, -width:].float() * mask).sum(1) / mask.sum(1) for d in self.depths]  # (B, H) each
+        return self.norm(torch.cat(means, -1))  # (B, depths x H)
 
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """(B,) raw rewards."""
