@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from jinja2.exceptions import TemplateError
 from transformers import GenerationConfig
 
 from peftlab.errors import PeftlabError
@@ -23,12 +24,23 @@ from peftlab.models import autocast_for
 from peftlab.rlhf.ppo_math import sampling_kl_problem
 
 
+SYSTEM_PROMPT = "You are a helpful assistant."
+
+
 def format_prompt(tokenizer, prompt: str) -> str:
-    """The text the policy continues: the chat template's user turn where the model has one, else `prompt\\n`."""
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": prompt}]
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return prompt + "\n"
+    """The text the policy continues: a chat turn where the model has a chat template, else `prompt\\n`.
+
+    The short system message replaces a template's default one where the template takes one (SmolLM2's
+    default is 25 tokens, most of a review prompt: every stage reads the prompt, so it costs time everywhere).
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return prompt + "\n"
+    user = [{"role": "user", "content": prompt}]
+    try:
+        return tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM_PROMPT}] + user,
+                                             add_generation_prompt=True, tokenize=False)
+    except TemplateError:  # a template without a system role
+        return tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
 
 
 def end_of_response(tokenizer) -> int:
