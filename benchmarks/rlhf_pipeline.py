@@ -48,7 +48,7 @@ log = logger("rlhf_pipeline")
 def report(stage: str, event) -> None:
     if stage == "sft" and getattr(event, "samples", None):
         log(f"sft step {event.step}: loss {event.loss:.3f}; sample: {event.samples[0][1]!r}")
-    elif stage == "reward" and hasattr(event, "heldout_accuracy") and event.heldout_accuracy == event.heldout_accuracy:
+    elif stage == "reward" and hasattr(event, "step") and event.heldout_accuracy == event.heldout_accuracy:
         log(f"reward step {event.step}: loss {event.loss:.3f}, held-out accuracy {event.heldout_accuracy:.3f}")
     elif stage == "ppo" and hasattr(event, "mean_kl"):
         log(f"ppo step {event.step}: reward {event.mean_reward:+.3f}, labeler {event.mean_labeler_score:+.3f}, "

@@ -211,5 +211,5 @@ def _optimise(policy, optimizer, parameters, rollout, mask, old_log_probs, old_v
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
-    return (policy_loss.item(), value_loss.item(), clip_fraction.item(), approx_kl.item(), float(ptx_loss))
+    return (policy_loss.item(), value_loss.item(), clip_fraction.item(), approx_kl.item(), ptx_loss.item())
 
