@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     rlhf.add_argument("--k", type=int, default=PipelineConfig.k, help="responses sampled and ranked per prompt")
     rlhf.add_argument("--ppo-steps", type=int, default=PPOConfig.steps)
     rlhf.add_argument("--beta", type=float, default=PPOConfig.beta, help="KL coefficient")
-    rlhf.add_argument("--adaptive-kl", action="store_true", help="steer beta towards --target-kl")
+    rlhf.add_argument("--adaptive-kl", action=argparse.BooleanOptionalAction, default=PPOConfig.adaptive_kl,
+                      help="steer beta towards --target-kl (--no-adaptive-kl: beta stays fixed)")
     rlhf.add_argument("--target-kl", type=float, default=PPOConfig.target_kl)
     rlhf.add_argument("--ptx-coef", type=float, default=PPOConfig.ptx_coef, help="PPO-ptx: weight of the LM loss on demonstrations")
     rlhf.add_argument("--seed", type=int, default=0)

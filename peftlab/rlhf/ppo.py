@@ -39,16 +39,21 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 
 @dataclass
 class PPOConfig:
+    """PPO settings. The defaults come from runs on the embedded model against a VADER-trained reward model:
+    a fixed beta of 0.05 at learning rate 1e-3 hacked the reward model (KL 25 to 30 nats per response), while
+    learning rate 3e-4 with beta steered towards a target KL raised the VADER score by about 0.4 at a few nats.
+    """
+
     steps: int = help_field("PPO iterations: sample a batch, score it, optimise on it", 30)
     batch_size: int = help_field("prompts sampled per iteration", 16)
     epochs: int = help_field("optimisation passes over each batch", 2)
     minibatch_size: int = help_field("responses per gradient step", 8)
-    learning_rate: float = help_field("Adam learning rate of the LoRA adapter and the value head", 1e-3)
+    learning_rate: float = help_field("Adam learning rate of the LoRA adapter and the value head", 3e-4)
     lora_r: int = help_field("rank of the policy's LoRA adapter", 16)
-    beta: float = help_field("KL coefficient: reward - beta * (log pi - log pi_ref) per token", 0.05)
-    adaptive_kl: bool = help_field("steer beta towards target_kl (Ziegler et al. 2019)", False)
-    target_kl: float = help_field("KL per response (nats) the adaptive controller aims at", 4.0)
-    kl_horizon: float = help_field("responses over which the adaptive controller corrects beta", 256.0)
+    beta: float = help_field("KL coefficient: reward - beta * (log pi - log pi_ref) per token (the start value when adaptive)", 0.1)
+    adaptive_kl: bool = help_field("steer beta towards target_kl (Ziegler et al. 2019)", True)
+    target_kl: float = help_field("KL per response (nats) the adaptive controller aims at", 2.0)
+    kl_horizon: float = help_field("responses over which the adaptive controller corrects beta", 16.0)
     gamma: float = help_field("discount", 1.0)
     lam: float = help_field("GAE lambda", 0.95)
     clip_range: float = help_field("PPO ratio clip", 0.2)
