@@ -4,9 +4,11 @@ For each prompt, K responses are sampled from the SFT policy and a labeler ranks
 pairs are kept, and the model learns -log sigmoid(r_chosen - r_rejected) (InstructGPT, Ouyang et al.
 2022). The backbone is a copy of the SFT model, frozen (only the head trains, on features computed once)
 or with a LoRA update (`lora_r` > 0). The head reads the response's hidden states averaged over its
-tokens at three depths (a quarter, three quarters and the top of the network): on rt-sentiment
-comparisons ranked by VADER, a head on the last token's top hidden state reached 59 % held-out pair
-accuracy, on the top layer's mean 70 %, on the three depths' means 74 to 78 %.
+tokens at three depths (a quarter, three quarters and the top of the network): on VADER rankings of the
+base model's movie reviews, a head on the last token's top hidden state reached 59 % held-out pair
+accuracy, on the top layer's mean 70 %, on the three depths' means 74 to 78 %. Rankings of the SFT
+policy's samples are harder (62 to 71 % held out, with or without weight decay, while training pairs
+reach 90 %): 360 comparisons are few for the features' 1,728 dimensions.
 """
 
 from __future__ import annotations
