@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from peftlab.cloze import ClozeSetup, word_scores, words_to_label_log_probs
+from peftlab.cloze import ClozeSetup, label_log_probs, word_scores, words_to_label_log_probs
 from peftlab.errors import PeftlabError
 from peftlab.methods import MethodConfig, help_field
 from peftlab.metrics import accuracy, macro_f1
@@ -71,14 +71,11 @@ class TrainedMethod:
     history: list[TrainEvent] = field(default_factory=list)
 
     def log_probs(self, examples: Sequence[dict], batch_size: int = 32) -> torch.Tensor:
-        """(N, L) label log-probs, no gradient; batches hold texts of similar length (less padding)."""
-        order = sorted(range(len(examples)), key=lambda i: sum(len(v) for v in examples[i].values() if isinstance(v, str)))
-        result = torch.empty((len(examples), len(self.prompt.verbalizer.words)))
+        """(N, L) label log-probs, no gradient; prompt-based methods score through cloze's length-sorted batches."""
         with torch.inference_mode(), autocast_for(self.lm.model):
-            for start in range(0, len(order), batch_size):
-                rows = order[start:start + batch_size]
-                result[rows] = _label_log_probs(self, [examples[i] for i in rows]).float().cpu()
-        return result
+            if self.config.prompt_based:
+                return label_log_probs(self.lm, self.prompt, examples, batch_size, model=self.model).float()
+            return self.model(_mask_features(self.lm, self.prompt, examples)).log_softmax(-1).float().cpu()
 
     def evaluate(self, examples: Sequence[dict]) -> dict:
         gold = np.array([e["label"] for e in examples])
