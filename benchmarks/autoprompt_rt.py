@@ -210,6 +210,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--train-size", type=int, default=DEFAULTS.train_size)
     parser.add_argument("--positions", default=DEFAULTS.positions, choices=["round-robin", "random"])
+    parser.add_argument("--dev-check", action=argparse.BooleanOptionalAction, default=DEFAULTS.dev_check)
     parser.add_argument("--init-token", default=DEFAULTS.init_token, help="initial trigger word (default: config's)")
     parser.add_argument("--template", default="{text} [T] [T] [T] [T] [T] {mask}")
     parser.add_argument("--verbalizer", default='{"negative": ["negative"], "positive": ["positive"]}')
@@ -227,7 +228,8 @@ def main() -> None:
     verbalizer = json.loads(args.verbalizer)
     config = AutoPromptConfig(
         template=args.template, iterations=args.iterations, candidates=args.candidates, batch_size=args.batch_size,
-        train_size=args.train_size, positions=args.positions, init_token=args.init_token, seed=seeds[0],
+        train_size=args.train_size, positions=args.positions, init_token=args.init_token, dev_check=args.dev_check,
+        seed=seeds[0],
     )
 
     load_before = os.getloadavg()

@@ -88,6 +88,7 @@ def main() -> None:
     }
     record["pipeline"]["targets"] = targets(summary) | {
         f"whole pipeline within {PIPELINE_MINUTES_TARGET} minutes": phase.seconds <= 60 * PIPELINE_MINUTES_TARGET}
+    log(f"pipeline summary: {json.dumps(record['pipeline'], default=str)}")  # kept even if PPO-ptx is cut short
 
     if args.ptx_coef > 0:
         labeler = labeler_by_name(args.labeler)

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("--batch-size", type=int, default=16)
     auto.add_argument("--train-size", type=int, default=64, help="training examples (as many again for dev)")
     auto.add_argument("--positions", default="round-robin", choices=["round-robin", "random"])
+    auto.add_argument("--dev-check", action=argparse.BooleanOptionalAction, default=True,
+                      help="accept a swap only if it also raises the dev log-likelihood (default: on)")
     auto.add_argument("--keep-non-alphabetic", action="store_true", help="allow triggers that are not ASCII words")
     auto.add_argument("--seed", type=int, default=13)
     auto.add_argument("--test-limit", type=int, help="score only the first N test texts")
@@ -178,7 +180,7 @@ def run_autoprompt(args: argparse.Namespace) -> None:
     config = AutoPromptConfig(
         template=args.template, iterations=args.iterations, candidates=args.candidates, batch_size=args.batch_size,
         train_size=args.train_size, positions=args.positions, filter_non_alphabetic=not args.keep_non_alphabetic,
-        seed=args.seed,
+        dev_check=args.dev_check, seed=args.seed,
     )
     task = load_task(args.task, text_column=args.text_column, label_column=args.label_column)
     if args.verbalizer:

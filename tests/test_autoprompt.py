@@ -232,14 +232,17 @@ def test_label_words_are_never_proposed(tiny_lm, task, monkeypatch):
         assert all(allowed[i] for i in candidates)
     for event in events:
         assert not label_ids & set(event.trigger_ids) and not label_ids & set(event.best_trigger_ids)
-    words = {tiny_lm.tokenizer.decode([i]).strip() for i in label_ids}
+    # nor any other token that reads as a label word (pieces such as "b" of " ter|r|i|b|l|e" may return as words)
+    words = {"bad", "terrible", "good"} | {tiny_lm.tokenizer.decode(word_ids(tiny_lm, w)[:1]).strip() for w in ("bad", "terrible", "good")}
     assert not words & {token.strip() for e in events for token, _ in e.best_candidates}
 
 
-# 5. an accepted candidate is better than the current trigger on its re-scoring batch
+# 5. an accepted candidate is better than the current trigger on its re-scoring batch (and, with the
+#    dev check, on the dev examples); the best trigger is the one with the best dev log-likelihood
 
 
-def test_accepted_candidates_never_make_the_objective_worse(tiny_lm, task, monkeypatch):
+@pytest.mark.parametrize("dev_check", [True, False], ids=["dev-check", "batch-only"])
+def test_accepted_candidates_never_make_the_objective_worse(tiny_lm, task, monkeypatch, dev_check):
     calls = []
     original = autoprompt.rescore_candidates
 
@@ -249,8 +252,13 @@ def test_accepted_candidates_never_make_the_objective_worse(tiny_lm, task, monke
         return out
 
     monkeypatch.setattr(autoprompt, "rescore_candidates", recording)
-    config = small_config(iterations=6, candidates=8)
+    config = small_config(iterations=6, candidates=8, dev_check=dev_check)
     events = list(search_triggers(tiny_lm, task, VERBALIZER, config))
+    _, dev = task.few_shot(config.train_size // 2, config.seed)
+
+    def dev_log_likelihood(prompt, trigger_ids) -> float:
+        with_trigger = Prompt(prompt.template, prompt.verbalizer, trigger_ids=tuple(trigger_ids))
+        return gold_mean(label_log_probs(tiny_lm, with_trigger, dev), dev)
 
     assert [e.iteration for e in events] == list(range(7)) and len(calls) == 6
     assert any(e.accepted for e in events[1:]) and not all(e.accepted for e in events[1:])
@@ -262,16 +270,27 @@ def test_accepted_candidates_never_make_the_objective_worse(tiny_lm, task, monke
         now = Prompt(prompt.template, prompt.verbalizer, trigger_ids=tuple(event.trigger_ids))
         kept = gold_mean(label_log_probs(tiny_lm, now, examples), examples)
         assert event.train_log_likelihood == pytest.approx(kept, abs=1e-4)
+        assert event.dev_log_likelihood == pytest.approx(dev_log_likelihood(prompt, event.trigger_ids), abs=1e-4)
         changed = [j for j, (a, b) in enumerate(zip(before.trigger_ids, event.trigger_ids)) if a != b]
         candidate_scores = [gold_mean(out[c], examples) for c in range(1, len(tokens))]
+        best_candidate = tokens[1 + max(range(len(candidate_scores)), key=candidate_scores.__getitem__)]
+        with_best = list(before.trigger_ids)
+        with_best[slot] = best_candidate
+        best_beats_batch = max(candidate_scores) > gold_mean(out[0], examples)
+        best_beats_dev = dev_log_likelihood(prompt, with_best) > before.dev_log_likelihood
+        assert event.accepted == (best_beats_batch and (best_beats_dev or not dev_check))
         if event.accepted:
-            assert changed == [slot] and event.trigger_ids[slot] in tokens[1:]
+            assert changed == [slot] and event.trigger_ids == with_best
             assert kept > current - 1e-5 and event.train_log_likelihood > gold_mean(out[0], examples)
             assert event.train_log_likelihood == pytest.approx(max(candidate_scores), abs=1e-6)
         else:
-            assert changed == [] and max(candidate_scores) <= gold_mean(out[0], examples)
+            assert changed == []
             assert event.train_log_likelihood == pytest.approx(current, abs=1e-4)
-        assert event.best_dev_accuracy == max(e.dev_accuracy for e in events[: event.iteration + 1])
+        so_far = events[: event.iteration + 1]
+        best = max(so_far, key=lambda e: e.dev_log_likelihood)  # the first of equals, as the search keeps it
+        assert event.best_trigger_ids == best.trigger_ids and event.best_dev_accuracy == best.dev_accuracy
+        if dev_check:
+            assert event.best_trigger_ids == event.trigger_ids  # every accepted swap raised the dev log-likelihood
 
 
 # 6. determinism

@@ -15,8 +15,9 @@ from peftlab.ui.common import model_and_task_inputs, resolve_task, user_errors, 
 
 INTRO = """**AutoPrompt** (Shin et al. 2020) fills the `[T]` slots with real words found by gradients: each
 iteration takes the gradient of the label loss at one slot, proposes the top-k words by `-e_w · grad`,
-re-scores them on a fresh batch and keeps the best if it beats the current word. The trigger with the
-best dev accuracy wins; it is then compared on test texts with the same template without triggers."""
+re-scores them on a fresh batch and keeps the best if it beats the current word there and (with the dev
+check) also raises the gold label's log-likelihood on the dev texts. The trigger with the best dev
+log-likelihood wins; it is then compared on test texts with the same template without triggers."""
 
 
 def _plot(history: pd.DataFrame):
@@ -26,12 +27,12 @@ def _plot(history: pd.DataFrame):
 @user_errors
 def run_search(
     model_name, task_name, upload, text_column, label_column, template, verbalizer, search_words, iterations,
-    candidates, batch_size, train_size, positions, seed, test_limit, progress=gr.Progress(),
+    candidates, batch_size, train_size, positions, dev_check, seed, test_limit, progress=gr.Progress(),
 ):
     task = resolve_task(task_name, upload, text_column, label_column)
     config = AutoPromptConfig(
         template=template, iterations=int(iterations), candidates=int(candidates), batch_size=int(batch_size),
-        train_size=int(train_size), positions=positions, seed=int(seed),
+        train_size=int(train_size), positions=positions, dev_check=bool(dev_check), seed=int(seed),
     )
     if not search_words:
         Verbalizer.parse(verbalizer, task.label_names)  # a bad verbalizer fails before the model loads
@@ -75,6 +76,7 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
         batch_size = gr.Number(defaults.batch_size, precision=0, minimum=1, label="Batch size")
         train_size = gr.Number(defaults.train_size, precision=0, minimum=2, label="Train size")
         positions = gr.Radio(list(POSITION_ORDERS), value=defaults.positions, label="Slot order")
+        dev_check = gr.Checkbox(defaults.dev_check, label="Accept a swap only if dev log-likelihood rises")
         seed = gr.Number(defaults.seed, precision=0, label="Seed")
         test_limit = gr.Number(200, precision=0, minimum=1, label="Test texts")
     with gr.Row():
@@ -92,7 +94,7 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
     search = run_button.click(
         run_search,
         [model, task, upload, text_column, label_column, template, verbalizer, search_words, iterations, candidates,
-         batch_size, train_size, positions, seed, test_limit],
+         batch_size, train_size, positions, dev_check, seed, test_limit],
         [status, history, curve, found_template, found_verbalizer], api_name="autoprompt",
     )
     stop_button.click(None, cancels=[search], api_name="autoprompt_stop")
