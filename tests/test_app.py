@@ -167,7 +167,7 @@ def autoprompt_args(**changes) -> list:
     values = dict(
         model=MODEL, task=TASK, upload=None, text_column="text", label_column="label", template="{text} [T] [T] {mask}",
         verbalizer=VERBALIZER, search_words=False, iterations=2, candidates=4, batch_size=8, train_size=16,
-        positions="round-robin", seed=13, test_limit=20,
+        positions="round-robin", dev_check=True, seed=13, test_limit=20,
     )
     values.update(changes)
     return list(values.values())

@@ -6,6 +6,7 @@ the mechanics (the right gradient, the right argmax, never a worse trigger), not
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -454,3 +455,22 @@ def test_cli_bad_autoprompt_input(argv, capsys, monkeypatch):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
+
+
+@pytest.mark.parametrize("flag, expected", [([], True), (["--no-dev-check"], False), (["--dev-check"], True)])
+def test_cli_dev_check_flag_reaches_the_search(flag, expected, task, monkeypatch):
+    import peftlab.autoprompt
+    import peftlab.models
+    import peftlab.tasks
+
+    configs = []
+
+    def capture(lm, task, verbalizer, config, **kwargs):
+        configs.append(config)
+        raise PeftlabError("stopped before searching")
+
+    monkeypatch.setattr(peftlab.autoprompt, "run_autoprompt", capture)
+    monkeypatch.setattr(peftlab.models, "load_lm", lambda *a, **kw: None)
+    monkeypatch.setattr(peftlab.tasks, "load_task", lambda *a, **kw: task)
+    assert main(["autoprompt", "--verbalizer", json.dumps(VERBALIZER), *flag]) == 2
+    assert [c.dev_check for c in configs] == [expected]
