@@ -6,7 +6,7 @@ Run from the repository root:
 
 1. Grid: `peftlab.compare.run_grid` with six methods (prompt tuning, P-tuning, prefix tuning, LoRA,
    head-only, prompt-based full fine-tuning) x seeds x K=16 per class, each with its shipped defaults
-   (40 steps of batch 8, dev evaluation every 10 steps, best-dev weights kept), scored on the first
+   (30 steps of batch 8, dev evaluation every 10 steps, best-dev weights kept), scored on the first
    `--test-limit` test texts. The zero-shot row is the same template and words with mean-centring
    calibration on the same test texts. Reports every row, the per-method summary, the wall time of the
    whole grid (model loading excluded) and the gain of the best prompt-based method over zero-shot.
@@ -90,10 +90,10 @@ def grid_benchmark(lm, task, args) -> dict:
 
 
 # ---------------------------------------------------------------------------------- trainer speed
-def our_step_seconds(lm, task, setup, config, train, steps: int, warmup: int) -> list[float]:
+def our_step_seconds(lm, setup, config, train, steps: int, warmup: int) -> list[float]:
     """Per-step wall times of the shared trainer, without dev evaluations inside the timed steps."""
     settings = TrainSettings(steps=steps + 1, eval_every=10_000, seed=13)  # only the extra last step evaluates
-    elapsed = [item.elapsed for item in train_method(lm, task, setup, config, train, train[:4], settings)
+    elapsed = [item.elapsed for item in train_method(lm, setup, config, train, train[:4], settings)
                if not hasattr(item, "model")]
     times = [b - a for a, b in zip([0.0] + elapsed, elapsed)]
     return times[warmup:steps]
@@ -151,7 +151,7 @@ def trainer_benchmark(lm, task, args) -> dict:
     for name in ("lora", "prompt-tuning"):
         config = method_config(name)
         with Phase(f"{name}: shared trainer", log) as ours_phase:
-            ours = statistics.median(our_step_seconds(lm, task, setup, config, train, args.trainer_steps, args.warmup_steps))
+            ours = statistics.median(our_step_seconds(lm, setup, config, train, args.trainer_steps, args.warmup_steps))
         with Phase(f"{name}: transformers.Trainer (fp32)", log) as hf_phase:
             plain = statistics.median(hf_trainer_step_seconds(lm, setup, config, train, args.trainer_steps, args.warmup_steps, False))
         with Phase(f"{name}: transformers.Trainer (bf16=True)", log) as hf_bf16_phase:

@@ -82,7 +82,7 @@ def run_plan(
     for run in plan:
         train, dev = task.few_shot(run.k, run.seed)
         trained = None
-        for item in train_method(lm, task, setup, run.config, train, dev, replace(settings, seed=run.seed), stop, run.label):
+        for item in train_method(lm, setup, run.config, train, dev, replace(settings, seed=run.seed), stop, run.label):
             if isinstance(item, TrainedMethod):
                 trained = item
             else:

@@ -8,11 +8,13 @@ are fair. The head-only baseline trains a linear classifier on the frozen model'
 
 from __future__ import annotations
 
+import contextlib
 import random
 import resource
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -24,14 +26,13 @@ from peftlab.methods import MethodConfig, help_field
 from peftlab.metrics import accuracy, macro_f1
 from peftlab.models import LM, autocast_for
 from peftlab.prompts import Prompt
-from peftlab.tasks import Task
 
 
 @dataclass
 class TrainSettings:
     """Trainer settings shared by every method, so a comparison runs them on equal terms."""
 
-    steps: int = help_field("optimiser steps", 40)
+    steps: int = help_field("optimiser steps", 30)
     batch_size: int = help_field("training examples per step", 8)
     eval_every: int = help_field("steps between dev evaluations", 10)
     patience: int = help_field("dev evaluations without improvement before stopping early", 3)
@@ -109,14 +110,32 @@ def _mask_features(lm: LM, prompt: Prompt, examples: Sequence[dict]) -> torch.Te
     return torch.stack([_feature_cache[key] for key in keys])
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory window, so each run of a grid reports its own peak, not the largest so far.
+
+    CUDA resets its counter; on Linux, writing 5 to /proc/self/clear_refs resets the process's resident
+    high-water mark. Elsewhere the CPU peak stays the process's lifetime peak.
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory since the last `reset_peak_memory`: CUDA allocations, or the process's resident set (VmHWM)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the process's peak resident set
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the process's lifetime peak
 
 
 def train_method(
-    lm: LM, task: Task, setup: ClozeSetup, config: MethodConfig, train: Sequence[dict], dev: Sequence[dict],
+    lm: LM, setup: ClozeSetup, config: MethodConfig, train: Sequence[dict], dev: Sequence[dict],
     settings: TrainSettings, stop: threading.Event | None = None, label: str | None = None,
 ) -> Iterator[TrainEvent | TrainedMethod]:
     """Train one method on (train, dev), yielding a TrainEvent per step and the TrainedMethod last.
@@ -128,6 +147,7 @@ def train_method(
     after `patience` evaluations without improvement.
     """
     torch.manual_seed(settings.seed)
+    reset_peak_memory(lm.device)
     prompt = setup.prompts[0]
     model, parameters = config.build(lm, prompt, train)
     trained = TrainedMethod(config, lm, prompt, model, sum(p.numel() for p in parameters))

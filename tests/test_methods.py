@@ -23,7 +23,7 @@ def easy():
 
 def train(lm, easy, config, steps=20):
     task, setup, train_rows, dev = easy
-    *events, trained = train_method(lm, task, setup, config, train_rows, dev, TrainSettings(steps=steps, eval_every=10))
+    *events, trained = train_method(lm, setup, config, train_rows, dev, TrainSettings(steps=steps, eval_every=10))
     return events, trained
 
 

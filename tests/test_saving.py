@@ -21,7 +21,7 @@ def trained_method(lm, name, **overrides):
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
     train, dev = task.few_shot(4, seed=13)
     config = method_config(name, learning_rate=3e-2, **overrides)
-    *_, trained = train_method(lm, task, setup, config, train, dev, TrainSettings(steps=3, eval_every=3))
+    *_, trained = train_method(lm, setup, config, train, dev, TrainSettings(steps=3, eval_every=3))
     return task, trained
 
 

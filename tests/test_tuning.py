@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +26,9 @@ from peftlab.methods import (
     method_config,
     parse_learning_rates,
 )
-from peftlab.tuning import TrainedMethod, TrainEvent, TrainSettings, loss_is_flat, train_method
+from peftlab.tuning import (
+    TrainedMethod, TrainEvent, TrainSettings, loss_is_flat, peak_memory_mb, reset_peak_memory, train_method,
+)
 
 LABELS = ["negative", "positive"]
 TEMPLATE = "Review: {text} Sentiment:{mask}"
@@ -55,7 +58,7 @@ def run(lm, easy, config, stop=None, **settings):
     """Train to the end: (events, trained). Checks the generator's contract on the way."""
     task, setup, train, dev = easy
     settings = {"steps": 4, "batch_size": 8, "eval_every": 2, "patience": 10, "seed": 13, **settings}
-    items = list(train_method(lm, task, setup, config, train, dev, TrainSettings(**settings), stop))
+    items = list(train_method(lm, setup, config, train, dev, TrainSettings(**settings), stop))
     *events, trained = items
     assert isinstance(trained, TrainedMethod)
     assert all(isinstance(e, TrainEvent) for e in events)
@@ -277,7 +280,7 @@ def test_early_stopping_restores_the_best_evaluation(tiny_causal, easy):
     seen = capture_build(config)
     task, setup, train, dev = easy
     states, events = [], []
-    for item in train_method(tiny_causal, task, setup, config, train, dev,
+    for item in train_method(tiny_causal, setup, config, train, dev,
                              TrainSettings(steps=20, batch_size=4, eval_every=1, patience=1, seed=13)):
         if isinstance(item, TrainEvent):
             events.append(item)
@@ -295,7 +298,7 @@ def test_final_weights_are_those_of_the_best_dev_evaluation(tiny_causal, easy):
     seen = capture_build(config)
     task, setup, train, dev = easy
     states, accuracies = [], []
-    for item in train_method(tiny_causal, task, setup, config, train, dev,
+    for item in train_method(tiny_causal, setup, config, train, dev,
                              TrainSettings(steps=12, batch_size=4, eval_every=1, patience=100, seed=13)):
         if isinstance(item, TrainEvent):
             accuracies.append(item.dev_accuracy)
@@ -324,7 +327,7 @@ def test_stop_flag_ends_training_between_steps(tiny_causal, easy):
     task, setup, train, dev = easy
     stop = threading.Event()
     steps = []
-    for item in train_method(tiny_causal, task, setup, method_config("lora"), train, dev,
+    for item in train_method(tiny_causal, setup, method_config("lora"), train, dev,
                              TrainSettings(steps=20, eval_every=100), stop):
         if isinstance(item, TrainEvent):
             steps.append(item.step)
@@ -416,7 +419,7 @@ def test_peft_methods_on_a_masked_lm_say_so(tiny_mlm, name):
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
     train, dev = task.few_shot(4, seed=13)
     with pytest.raises(PeftlabError, match=r"is wired for causal LMs in this version; tiny-bert is a masked LM"):
-        next(train_method(tiny_mlm, task, setup, method_config(name), train, dev, TrainSettings(steps=1)))
+        next(train_method(tiny_mlm, setup, method_config(name), train, dev, TrainSettings(steps=1)))
 
 
 @pytest.mark.parametrize(("name", "learning_rate"), [("head", 1e-2), ("full", 1e-3)])
@@ -429,3 +432,15 @@ def test_head_and_full_train_on_a_masked_lm(tiny_mlm, name, learning_rate):
     assert np.mean([e.train_loss for e in events[-5:]]) < np.mean([e.train_loss for e in events[:5]])
     assert same_tensors(before, snapshot(tiny_mlm.model))
     assert trained.log_probs(task.test).shape == (len(task.test), 2)
+
+
+def test_peak_memory_restarts_for_each_run():
+    """A grid's later runs must not inherit an earlier run's peak (the resident high-water mark on Linux)."""
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("the resident high-water mark can only be reset on Linux")
+    cpu = torch.device("cpu")
+    block = torch.ones(75_000_000)  # 300 MB, touched, then given back
+    del block
+    before = peak_memory_mb(cpu)
+    reset_peak_memory(cpu)
+    assert peak_memory_mb(cpu) < before - 250
