@@ -52,7 +52,7 @@ def report(stage: str, event) -> None:
         log(f"reward step {event.step}: loss {event.loss:.3f}, held-out accuracy {event.heldout_accuracy:.3f}")
     elif stage == "ppo" and hasattr(event, "mean_kl"):
         log(f"ppo step {event.step}: reward {event.mean_reward:+.3f}, labeler {event.mean_labeler_score:+.3f}, "
-            f"KL {event.mean_kl:.2f}; sample: {event.sample[1]!r}")
+            f"KL {event.mean_kl:.2f}, beta {event.beta:.3f}; sample: {event.sample[1]!r}")
 
 
 def targets(summary: dict) -> dict:

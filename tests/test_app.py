@@ -6,6 +6,7 @@ import base64
 import json
 import math
 import re
+import time
 
 import numpy as np
 import pandas as pd
@@ -302,6 +303,16 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_mo
     assert status.startswith("PPO done") and len(samples["data"]) == 2
     assert [panel["text"] for panel in json.loads(plot["plot"])["layout"]["annotations"]] == [
         "reward", "KL to SFT (nats)", "losses", "clip fraction"]
+
+    # Stop ends PPO after its current step and keeps the policy trained so far, which the comparison below uses.
+    job = client.submit("vader-positive", 10_000, 0.05, False, 4.0, 0.0, 1e-3, 0, api_name="/rlhf_ppo")
+    deadline = time.monotonic() + CALL_TIMEOUT_S
+    while not job.outputs() and time.monotonic() < deadline:  # wait for the first streamed step
+        time.sleep(0.1)
+    assert call(client, "/rlhf_ppo_stop") == "Stopping after the current PPO step..."
+    status, _plot, samples = job.result(timeout=CALL_TIMEOUT_S)
+    assert re.match(r"PPO stopped after \d+ of 10000 steps; the policy so far is kept", status), status
+    assert len(samples["data"]) < 10_000
 
     status, table, _plot = call(client, "/rlhf_evaluate", "vader-positive", 3, 0)
     assert re.match(r"On 3 held-out prompts, vader-positive score: SFT \*\*[+-]\d\.\d{3}\*\* → PPO", status), status

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+import threading
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -39,6 +40,9 @@ PPO_PANELS = {
     "reward": ["mean_reward", "mean_labeler_score"], "KL to SFT (nats)": ["mean_kl"],
     "losses": ["policy_loss", "value_loss"], "clip fraction": ["clip_fraction"],
 }
+# Stop flags of running PPO stages, one per browser session: Stop sets it, PPO ends after its current step
+# and the session keeps the policy trained so far (cancelling the generator would throw it away).
+_ppo_stops: dict[str, threading.Event] = {}
 
 
 def _need(state: dict, stage: str, what: str) -> None:
@@ -142,14 +146,16 @@ def run_reward_stage(state, source, labeler_name, k, rm_pairs, lora_r, steps, se
 
 @user_errors
 def run_ppo_stage(state, labeler_name, steps, beta, adaptive_kl, target_kl, ptx_coef, learning_rate, seed,
-                  progress=gr.Progress()):
+                  request: gr.Request, progress=gr.Progress()):
     _need(state, "reward", "step 2 (reward model)")
     config = PPOConfig(steps=int(steps), beta=float(beta), adaptive_kl=bool(adaptive_kl), target_kl=float(target_kl),
                        ptx_coef=float(ptx_coef), learning_rate=float(learning_rate), seed=int(seed))
     data, lm = state["data"], state["lm"]
+    stop = _ppo_stops.setdefault(request.session_hash, threading.Event())
+    stop.clear()
     history, samples = [], []
     for item in train_ppo(state["sft"].model, lm.tokenizer, state["reward"].model, data.train_prompts, config,
-                          labeler_by_name(labeler_name), data.demonstrations):
+                          labeler_by_name(labeler_name), data.demonstrations, stop):
         if isinstance(item, PPOResult):
             state["ppo"] = item
             break
@@ -159,8 +165,18 @@ def run_ppo_stage(state, labeler_name, steps, beta, adaptive_kl, target_kl, ptx_
         yield (f"PPO step {item.step}/{config.steps}: reward {item.mean_reward:+.2f}, KL {item.mean_kl:.2f} nats",
                metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO"), pd.DataFrame(samples), state)
     result = state["ppo"]
-    yield (f"PPO done in {result.seconds:.0f} s. Compare the SFT and PPO policies below.",
+    done = (f"PPO stopped after {len(result.history)} of {config.steps} steps; the policy so far is kept"
+            if len(result.history) < config.steps else "PPO done")
+    yield (f"{done} ({result.seconds:.0f} s). Compare the SFT and PPO policies below.",
            metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO"), pd.DataFrame(samples), state)
+
+
+def stop_ppo_stage(request: gr.Request) -> str:
+    """Ask this session's PPO run to end after its current step; the policy trained so far stays."""
+    if request.session_hash not in _ppo_stops:
+        return "No PPO run to stop."
+    _ppo_stops[request.session_hash].set()
+    return "Stopping after the current PPO step..."
 
 
 @user_errors
@@ -269,9 +285,9 @@ def build_rlhf_tab() -> None:
     save_button.click(save_ranking, [state, ranking], [rank_status, state], api_name="rlhf_save_ranking")
     rm_button.click(run_reward_stage, [state, source, labeler, k, rm_pairs, rm_lora, rm_steps, seed],
                     [rm_status, rm_plot, rm_pairs_table, state], api_name="rlhf_reward")
-    ppo_run = ppo_button.click(run_ppo_stage, [state, labeler, ppo_steps, beta, adaptive, target_kl, ptx, ppo_lr, seed],
-                               [ppo_status, ppo_plot, ppo_samples, state], api_name="rlhf_ppo")
-    ppo_stop.click(None, cancels=[ppo_run], api_name="rlhf_ppo_stop")
+    ppo_button.click(run_ppo_stage, [state, labeler, ppo_steps, beta, adaptive, target_kl, ptx, ppo_lr, seed],
+                     [ppo_status, ppo_plot, ppo_samples, state], api_name="rlhf_ppo")
+    ppo_stop.click(stop_ppo_stage, None, [ppo_status], api_name="rlhf_ppo_stop")
     eval_button.click(evaluate_stage, [state, labeler, eval_prompts, seed], [eval_status, eval_table, eval_plot],
                       api_name="rlhf_evaluate")
     download_button.click(download_stage, [state, stage], [download_file], api_name="rlhf_download")
