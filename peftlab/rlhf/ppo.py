@@ -40,8 +40,10 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 @dataclass
 class PPOConfig:
     """PPO settings. The defaults come from runs on the embedded model against a VADER-trained reward model:
-    a fixed beta of 0.05 at learning rate 1e-3 hacked the reward model (KL 25 to 30 nats per response), while
-    learning rate 3e-4 with beta steered towards a target KL raised the VADER score by about 0.4 at a few nats.
+    a fixed beta of 0.05 at learning rate 1e-3 hacked the reward model (KL 25 to 30 nats per response). At
+    learning rate 3e-4, the adaptive controller (from beta 0.1 towards 2 nats, horizon 16) let KL run to 10
+    nats, then raised beta to about 1 and pulled the policy back to KL 1 by step 30 (held-out VADER +0.22);
+    a fixed beta of 0.4 held KL near 2 nats and gave +0.37.
     """
 
     steps: int = help_field("PPO iterations: sample a batch, score it, optimise on it", 30)
@@ -50,8 +52,8 @@ class PPOConfig:
     minibatch_size: int = help_field("responses per gradient step", 8)
     learning_rate: float = help_field("Adam learning rate of the LoRA adapter and the value head", 3e-4)
     lora_r: int = help_field("rank of the policy's LoRA adapter", 16)
-    beta: float = help_field("KL coefficient: reward - beta * (log pi - log pi_ref) per token (the start value when adaptive)", 0.1)
-    adaptive_kl: bool = help_field("steer beta towards target_kl (Ziegler et al. 2019)", True)
+    beta: float = help_field("KL coefficient: reward - beta * (log pi - log pi_ref) per token (the start value when adaptive)", 0.4)
+    adaptive_kl: bool = help_field("steer beta towards target_kl (Ziegler et al. 2019)", False)
     target_kl: float = help_field("KL per response (nats) the adaptive controller aims at", 2.0)
     kl_horizon: float = help_field("responses over which the adaptive controller corrects beta", 16.0)
     gamma: float = help_field("discount", 1.0)
