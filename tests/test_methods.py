@@ -22,7 +22,7 @@ def easy():
 
 
 def train(lm, easy, config, steps=20):
-    task, setup, train_rows, dev = easy
+    _, setup, train_rows, dev = easy
     *events, trained = train_method(lm, setup, config, train_rows, dev, TrainSettings(steps=steps, eval_every=10))
     return events, trained
 

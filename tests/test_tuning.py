@@ -56,7 +56,7 @@ def easy():
 
 def run(lm, easy, config, stop=None, **settings):
     """Train to the end: (events, trained). Checks the generator's contract on the way."""
-    task, setup, train, dev = easy
+    _, setup, train, dev = easy
     settings = {"steps": 4, "batch_size": 8, "eval_every": 2, "patience": 10, "seed": 13, **settings}
     items = list(train_method(lm, setup, config, train, dev, TrainSettings(**settings), stop))
     *events, trained = items
@@ -278,7 +278,7 @@ def test_early_stopping_restores_the_best_evaluation(tiny_causal, easy):
     """lr 1e-6 moves the prompt (visibly in fp32) but not the predictions: dev accuracy ties at step 2 and stops."""
     config = method_config("prompt-tuning", learning_rate=1e-6)
     seen = capture_build(config)
-    task, setup, train, dev = easy
+    _, setup, train, dev = easy
     states, events = [], []
     for item in train_method(tiny_causal, setup, config, train, dev,
                              TrainSettings(steps=20, batch_size=4, eval_every=1, patience=1, seed=13)):
@@ -296,7 +296,7 @@ def test_early_stopping_restores_the_best_evaluation(tiny_causal, easy):
 def test_final_weights_are_those_of_the_best_dev_evaluation(tiny_causal, easy):
     config = method_config("p-tuning", learning_rate=1e-2)
     seen = capture_build(config)
-    task, setup, train, dev = easy
+    _, setup, train, dev = easy
     states, accuracies = [], []
     for item in train_method(tiny_causal, setup, config, train, dev,
                              TrainSettings(steps=12, batch_size=4, eval_every=1, patience=100, seed=13)):
@@ -324,7 +324,7 @@ def test_the_last_step_is_always_evaluated(tiny_causal, easy):
 
 
 def test_stop_flag_ends_training_between_steps(tiny_causal, easy):
-    task, setup, train, dev = easy
+    _, setup, train, dev = easy
     stop = threading.Event()
     steps = []
     for item in train_method(tiny_causal, setup, method_config("lora"), train, dev,
