@@ -13,6 +13,7 @@ from peftlab.errors import PeftlabError
 from peftlab.rlhf.pipeline import PipelineConfig
 from peftlab.rlhf.ppo import PPOConfig
 from peftlab.rlhf.sft import SFTConfig
+from peftlab.tuning import TrainSettings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,15 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TRAIN_DEFAULTS = {"steps": 40, "batch_size": 8, "eval_every": 10}
-
-
 def _add_training_options(command: argparse.ArgumentParser) -> None:
     """What every training command shares: seeds, trainer settings, the prompt, the test split and the outputs."""
     command.add_argument("--seeds", default="13,21,42", help="comma-separated seeds")
-    command.add_argument("--steps", type=int, default=TRAIN_DEFAULTS["steps"])
-    command.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS["batch_size"])
-    command.add_argument("--eval-every", type=int, default=TRAIN_DEFAULTS["eval_every"])
+    defaults = TrainSettings()  # the same defaults as the Soft prompts tab and the library
+    command.add_argument("--steps", type=int, default=defaults.steps)
+    command.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    command.add_argument("--eval-every", type=int, default=defaults.eval_every)
     command.add_argument("--template", action="append", help="template (default: suggested for the task)")
     command.add_argument("--verbalizer", help="label words as JSON (default: suggested for the task)")
     command.add_argument("--test-limit", type=int, help="score only the first N test texts")

@@ -335,6 +335,15 @@ def test_compare_bad_input_is_one_error_line_before_any_model_loads(capsys, no_m
     assert seconds < 20  # validation only: no model, no training
 
 
+@pytest.mark.parametrize("command", ["compare", "sweep"])
+def test_training_commands_default_to_the_library_trainer_settings(command):
+    from peftlab.cli import build_parser
+
+    args = build_parser().parse_args([command])
+    defaults = TrainSettings()
+    assert (args.steps, args.batch_size, args.eval_every) == (defaults.steps, defaults.batch_size, defaults.eval_every)
+
+
 # ------------------------------------------------------------------ the compare and sweep commands, end to end
 
 
