@@ -13,7 +13,7 @@ from peftlab.errors import PeftlabError
 from peftlab.rlhf.pipeline import PipelineConfig
 from peftlab.rlhf.ppo import PPOConfig
 from peftlab.rlhf.sft import SFTConfig
-from peftlab.tuning import TrainSettings
+from peftlab.tuning import SELECTION_SCORES, TrainSettings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,6 +110,8 @@ def _add_training_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--steps", type=int, default=defaults.steps)
     command.add_argument("--batch-size", type=int, default=defaults.batch_size)
     command.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    command.add_argument("--select-by", choices=SELECTION_SCORES, default=defaults.select_by,
+                         help="dev score that picks the kept weights and stops early")
     command.add_argument("--template", action="append", help="template (default: suggested for the task)")
     command.add_argument("--verbalizer", help="label words as JSON (default: suggested for the task)")
     command.add_argument("--test-limit", type=int, help="score only the first N test texts")
@@ -244,11 +246,11 @@ def _training_inputs(args: argparse.Namespace):
     from peftlab.compare import parse_int_list
     from peftlab.prompts import suggested_prompt
     from peftlab.tasks import load_task
-    from peftlab.tuning import TrainSettings
 
     if args.test_limit is not None and args.test_limit < 1:
         raise PeftlabError(f"--test-limit must be at least 1, not {args.test_limit}.")
-    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every)
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
+                             select_by=args.select_by)
     seeds = parse_int_list(args.seeds, "--seeds")
     task = load_task(args.task, text_column=args.text_column, label_column=args.label_column)
     template, verbalizer = suggested_prompt(task.name, task.label_names)
@@ -289,7 +291,9 @@ def _stream_training(args, lm, task, setup, methods, settings, items):
         else:
             curves.append(asdict(item))
             if not args.json and item.step % args.eval_every == 0:
-                print(f"{item.method:>14} seed={item.seed} step {item.step}: loss {item.train_loss:.3f}", file=sys.stderr)
+                print(f"{item.method:>14} seed={item.seed} step {item.step}: loss {item.train_loss:.3f}, "
+                      f"dev accuracy {item.dev_accuracy:.3f}, dev log-likelihood {item.dev_log_likelihood:.3f}",
+                      file=sys.stderr)
     results = results_frame(rows)
     if args.out:
         results.to_csv(args.out, index=False)

@@ -73,7 +73,9 @@ def training_curves(events: pd.DataFrame) -> go.Figure:
         figure.add_trace(go.Scatter(x=run["step"], y=run["train_loss"], mode="lines", name=f"{name} loss"))
         dev = run.dropna(subset=["dev_accuracy"])
         figure.add_trace(go.Scatter(x=dev["step"], y=dev["dev_accuracy"], mode="markers+lines", yaxis="y2",
-                                    line=dict(dash="dot"), name=f"{name} dev acc"))
+                                    line=dict(dash="dot"), name=f"{name} dev acc",
+                                    customdata=dev.get("dev_log_likelihood"),  # what picks the kept weights by default
+                                    hovertemplate="step %{x}: dev accuracy %{y:.1%}, log-likelihood %{customdata:.3f}"))
     figure.update_layout(
         title="Training loss and dev accuracy", xaxis_title="step", yaxis=dict(title="train loss"),
         yaxis2=dict(title="dev accuracy", overlaying="y", side="right", range=[0, 1]), height=380,

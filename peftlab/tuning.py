@@ -9,6 +9,7 @@ are fair. The head-only baseline trains a linear classifier on the frozen model'
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import resource
 import threading
@@ -28,6 +29,9 @@ from peftlab.models import LM, autocast_for
 from peftlab.prompts import Prompt
 
 
+SELECTION_SCORES = ("log-likelihood", "accuracy")
+
+
 @dataclass
 class TrainSettings:
     """Trainer settings shared by every method, so a comparison runs them on equal terms."""
@@ -37,11 +41,16 @@ class TrainSettings:
     eval_every: int = help_field("steps between dev evaluations", 10)
     patience: int = help_field("dev evaluations without improvement before stopping early", 3)
     seed: int = help_field("seed for initialisation and batch order", 13)
+    select_by: str = help_field(
+        "dev score that picks the kept weights and stops early: log-likelihood (the gold label's mean log-probability, "
+        "smoother than accuracy on a few dozen dev texts) or accuracy", "log-likelihood")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "patience"):
             if getattr(self, name) < 1:
                 raise PeftlabError(f"{name.replace('_', ' ').capitalize()} must be at least 1, not {getattr(self, name)}.")
+        if self.select_by not in SELECTION_SCORES:
+            raise PeftlabError(f"Select by must be one of {', '.join(SELECTION_SCORES)}, not {self.select_by!r}.")
 
 
 @dataclass
@@ -56,6 +65,7 @@ class TrainEvent:
     learning_rate: float
     elapsed: float
     peak_memory_mb: float
+    dev_log_likelihood: float = float("nan")  # the gold label's mean log-probability on dev; nan between evaluations
 
 
 @dataclass
@@ -79,10 +89,13 @@ class TrainedMethod:
             return self.model(_mask_features(self.lm, self.prompt, examples)).log_softmax(-1).float().cpu()
 
     def evaluate(self, examples: Sequence[dict]) -> dict:
+        """Accuracy, macro-F1 and the gold label's mean log-probability."""
         gold = np.array([e["label"] for e in examples])
-        predicted = self.log_probs(examples).argmax(1).numpy()
+        log_probs = self.log_probs(examples)
+        predicted = log_probs.argmax(1).numpy()
         n_labels = len(self.prompt.verbalizer.words)
-        return {"accuracy": accuracy(gold, predicted), "macro_f1": macro_f1(gold, predicted, n_labels)}
+        return {"accuracy": accuracy(gold, predicted), "macro_f1": macro_f1(gold, predicted, n_labels),
+                "log_likelihood": float(log_probs[torch.arange(len(gold)), torch.from_numpy(gold)].mean())}
 
 
 def _label_log_probs(trained: TrainedMethod, examples: Sequence[dict]) -> torch.Tensor:
@@ -143,8 +156,8 @@ def train_method(
     Events carry `label` as their method (default: the config's name), so curves of several variants
     of one method (a sweep) stay apart.
 
-    Keeps the trainable weights of the best dev evaluation (LM-BFF's model selection) and stops early
-    after `patience` evaluations without improvement.
+    Keeps the trainable weights of the best dev evaluation (LM-BFF's model selection), by the dev score
+    `settings.select_by` names, and stops early after `patience` evaluations without improvement.
     """
     torch.manual_seed(settings.seed)
     reset_peak_memory(lm.device)
@@ -154,7 +167,7 @@ def train_method(
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / settings.steps)  # linear decay
     order = random.Random(settings.seed)  # same batches for every method at a given seed
-    best = (-1.0, None)
+    best = (-math.inf, None)
     evaluations_without_gain = 0
     started = time.perf_counter()
     for step in range(1, settings.steps + 1):
@@ -170,16 +183,17 @@ def train_method(
         optimizer.step()
         learning_rate = schedule.get_last_lr()[0]
         schedule.step()
-        dev_accuracy = float("nan")
+        dev_scores = {"accuracy": float("nan"), "log_likelihood": float("nan")}
         if step % settings.eval_every == 0 or step == settings.steps:
-            dev_accuracy = trained.evaluate(dev)["accuracy"]
-            if dev_accuracy > best[0]:
-                best = (dev_accuracy, [p.detach().clone() for p in parameters])
+            dev_scores = trained.evaluate(dev)
+            score = dev_scores[settings.select_by.replace("-", "_")]
+            if score > best[0]:  # a later tie does not replace an earlier best
+                best = (score, [p.detach().clone() for p in parameters])
                 evaluations_without_gain = 0
             else:
                 evaluations_without_gain += 1
-        event = TrainEvent(label or config.name, settings.seed, step, loss.item(), dev_accuracy, learning_rate,
-                           time.perf_counter() - started, peak_memory_mb(lm.device))
+        event = TrainEvent(label or config.name, settings.seed, step, loss.item(), dev_scores["accuracy"], learning_rate,
+                           time.perf_counter() - started, peak_memory_mb(lm.device), dev_scores["log_likelihood"])
         trained.history.append(event)
         trained.steps_done = step
         yield event

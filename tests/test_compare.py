@@ -319,6 +319,7 @@ def no_model_loads(monkeypatch):
         (["--learning-rate", "head=0.1", "--methods", "lora"], r"--learning-rate names head, which is not among --methods"),
         (["--test-limit", "0"], r"--test-limit must be at least 1, not 0"),
         (["--steps", "many"], r"invalid int value: 'many'"),
+        (["--select-by", "loss"], r"invalid choice: 'loss' \(choose from 'log-likelihood', 'accuracy'\)"),
         (["--template", "{text} no mask"], r"exactly one \{mask\}"),
     ],
 )
@@ -342,6 +343,20 @@ def test_training_commands_default_to_the_library_trainer_settings(command):
     args = build_parser().parse_args([command])
     defaults = TrainSettings()
     assert (args.steps, args.batch_size, args.eval_every) == (defaults.steps, defaults.batch_size, defaults.eval_every)
+
+
+def test_training_curves_show_dev_accuracy_with_its_log_likelihood_on_hover(grid):
+    from dataclasses import asdict
+
+    from peftlab.plots import training_curves
+
+    _, _, events, _, _ = grid
+    figure = training_curves(pd.DataFrame([asdict(e) for e in events]))
+    dev_traces = [t for t in figure.data if t.name.endswith("dev acc")]
+    assert len(dev_traces) == 4  # (prompt-tuning, lora) x seeds 13, 21, evaluated at step 3 only
+    evaluated = [e for e in events if e.step == 3]
+    assert [t.y[0] for t in dev_traces] == [e.dev_accuracy for e in evaluated]
+    assert [t.customdata[0] for t in dev_traces] == [e.dev_log_likelihood for e in evaluated]
 
 
 # ------------------------------------------------------------------ the compare and sweep commands, end to end

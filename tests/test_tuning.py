@@ -281,7 +281,7 @@ def test_early_stopping_restores_the_best_evaluation(tiny_causal, easy):
     _, setup, train, dev = easy
     states, events = [], []
     for item in train_method(tiny_causal, setup, config, train, dev,
-                             TrainSettings(steps=20, batch_size=4, eval_every=1, patience=1, seed=13)):
+                             TrainSettings(steps=20, batch_size=4, eval_every=1, patience=1, seed=13, select_by="accuracy")):
         if isinstance(item, TrainEvent):
             events.append(item)
             states.append([p.detach().clone() for p in seen["parameters"]])
@@ -293,27 +293,41 @@ def test_early_stopping_restores_the_best_evaluation(tiny_causal, easy):
     assert all(torch.equal(p, s) for p, s in zip(seen["parameters"], states[0]))  # ... and step 1's came back
 
 
-def test_final_weights_are_those_of_the_best_dev_evaluation(tiny_causal, easy):
-    config = method_config("p-tuning", learning_rate=1e-2)
+@pytest.mark.parametrize(
+    ("select_by", "score", "learning_rate"),  # rates at which the best of 12 evaluations is not the last
+    [("accuracy", "dev_accuracy", 1e-2), ("log-likelihood", "dev_log_likelihood", 1e-1)],
+)
+def test_final_weights_are_those_of_the_best_dev_evaluation(tiny_causal, easy, select_by, score, learning_rate):
+    config = method_config("p-tuning", learning_rate=learning_rate)
     seen = capture_build(config)
     _, setup, train, dev = easy
-    states, accuracies = [], []
+    states, scores = [], []
     for item in train_method(tiny_causal, setup, config, train, dev,
-                             TrainSettings(steps=12, batch_size=4, eval_every=1, patience=100, seed=13)):
+                             TrainSettings(steps=12, batch_size=4, eval_every=1, patience=100, seed=13, select_by=select_by)):
         if isinstance(item, TrainEvent):
-            accuracies.append(item.dev_accuracy)
+            scores.append(getattr(item, score))
             states.append([p.detach().clone() for p in seen["parameters"]])
         else:
             trained = item
-    best = int(np.argmax(accuracies))  # the first of equal bests: later ties do not replace it
-    assert best < len(accuracies) - 1, accuracies  # so this run really restores older weights
+    best = int(np.argmax(scores))  # the first of equal bests: later ties do not replace it
+    assert best < len(scores) - 1, scores  # so this run really restores older weights
     assert all(torch.equal(p, s) for p, s in zip(seen["parameters"], states[best]))
-    assert trained.evaluate(dev)["accuracy"] == pytest.approx(accuracies[best])
+    assert trained.evaluate(dev)[select_by.replace("-", "_")] == pytest.approx(scores[best])
+
+
+def test_dev_log_likelihood_is_the_gold_labels_mean_log_probability(tiny_causal, easy):
+    events, trained = run(tiny_causal, easy, method_config("lora"), steps=2, eval_every=2)
+    _, _, _, dev = easy
+    log_probs = trained.log_probs(dev)
+    by_hand = sum(float(log_probs[i, e["label"]]) for i, e in enumerate(dev)) / len(dev)
+    assert trained.evaluate(dev)["log_likelihood"] == pytest.approx(by_hand, abs=1e-6)
+    assert by_hand < 0
+    assert math.isnan(events[0].dev_log_likelihood) and not math.isnan(events[1].dev_log_likelihood)
 
 
 def test_patience_counts_evaluations_not_steps(tiny_causal, easy):
     _, trained = run(tiny_causal, easy, method_config("prompt-tuning", learning_rate=1e-6),
-                     steps=20, eval_every=3, patience=2)
+                     steps=20, eval_every=3, patience=2, select_by="accuracy")
     assert trained.steps_done == 9  # evaluations at 3 (best), 6 and 9 (no gain twice)
     assert [math.isnan(e.dev_accuracy) for e in trained.history] == [i % 3 != 0 for i in range(1, 10)]
 
@@ -370,6 +384,7 @@ def test_learning_rate_must_be_positive(name, rate):
         (lambda: TrainSettings(batch_size=0), r"^Batch size must be at least 1, not 0"),
         (lambda: TrainSettings(eval_every=0), r"^Eval every must be at least 1, not 0"),
         (lambda: TrainSettings(patience=-1), r"^Patience must be at least 1, not -1"),
+        (lambda: TrainSettings(select_by="loss"), r"^Select by must be one of log-likelihood, accuracy, not 'loss'"),
         (lambda: parse_learning_rates(["lora=fast"]), r"method=number, not 'lora=fast'"),
     ],
 )
