@@ -197,7 +197,7 @@ def test_autoprompt_bad_input_is_one_sentence(client):
 def compare_args(**changes) -> list:
     values = dict(
         model=MODEL, task=TASK, upload=None, text_column="text", label_column="label", templates=TEMPLATE,
-        verbalizer=VERBALIZER, methods=["prompt-tuning"], shots="4", seeds="13", steps=3,
+        verbalizer=VERBALIZER, methods=["prompt-tuning"], shots="4", seeds="13", steps=3, select_by="accuracy",
         rates="prompt-tuning=0.03", test_limit=20,
     )
     values.update(changes)
@@ -213,6 +213,7 @@ def test_soft_prompts_compare_streams_rows_and_classifies_with_the_trained_metho
     assert len(pd.read_csv(csv_path)) == 2
     run = json.loads(open(run_path, encoding="utf-8").read())
     assert [r["method"] for r in run["results"]] == methods and len(run["curves"]) == 3
+    assert run["train_settings"]["select_by"] == "accuracy"  # the tab's choice reached the trainer
     assert picker["value"] == "prompt-tuning"  # the trained method is offered for classifying and download
     bars = plot_bars(call(client, "/classify_trained", "prompt-tuning", POSITIVE_TEXT))
     assert list(bars["y"]) == ["negative", "positive"]

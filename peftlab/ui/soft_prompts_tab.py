@@ -24,13 +24,15 @@ from peftlab.methods import METHODS, method_config, parse_learning_rates
 from peftlab.models import load_lm
 from peftlab.plots import accuracy_vs_parameters, label_probability_bars, sweep_curve, training_curves
 from peftlab.saving import load_trained, zip_trained
-from peftlab.tuning import TrainSettings, flat_loss_message, loss_is_flat
+from peftlab.tuning import SELECTION_SCORES, TrainSettings, flat_loss_message, loss_is_flat
 from peftlab.ui.common import START_TEMPLATE, model_and_task_inputs, resolve_task, split_templates, user_errors, verbalizer_box
 
-INTRO = """Train **prompt tuning**, **P-tuning**, **prefix tuning** and the baselines (LoRA, adapters, BitFit,
+INTRO = f"""Train **prompt tuning**, **P-tuning**, **prefix tuning** and the baselines (LoRA, adapters, BitFit,
 a linear head on the frozen model, prompt-based full fine-tuning) on the same K examples per class and the
 same seeds. Every prompt-based method learns through the Cloze tab's verbalizer scoring; the table gains
-a row as each run finishes, and the zero-shot prompt is the first row."""
+a row as each run finishes, and the zero-shot prompt is the first row. Each run scores its K dev examples
+per class every {TrainSettings().eval_every} steps and keeps the weights whose dev log-likelihood was
+best (hover a dev point to see it), or, as LM-BFF did, whose dev accuracy was best."""
 
 DEFAULT_METHODS = ["prompt-tuning", "lora", "head"]
 SWEEP_INTRO = """Vary one setting of one method, as the Prompt Tuning and Prefix-tuning papers' length
@@ -47,20 +49,22 @@ def _write_temp(suffix: str, text: str) -> str:
     return handle.name
 
 
-def _prepare(model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps):
+def _prepare(model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps,
+             select_by=None):
     """Validated inputs every training run shares, before the model loads."""
     task = resolve_task(task_name, upload, text_column, label_column)
     setup = ClozeSetup.build(task, split_templates(templates), verbalizer)
-    return task, setup, parse_int_list(seeds, "Seeds"), TrainSettings(steps=int(steps))
+    settings = TrainSettings(steps=int(steps), select_by=select_by or TrainSettings().select_by)
+    return task, setup, parse_int_list(seeds, "Seeds"), settings
 
 
 @user_errors
 def run_comparison(
     model_name, task_name, upload, text_column, label_column, templates, verbalizer, methods, shots, seeds, steps,
-    rates_text, test_limit, trained_by_method, progress=gr.Progress(),
+    select_by, rates_text, test_limit, trained_by_method, progress=gr.Progress(),
 ):
     task, setup, seed_list, settings = _prepare(
-        model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps)
+        model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps, select_by)
     rates = parse_learning_rates((rates_text or "").splitlines())
     configs = [method_config(m, **({"learning_rate": rates[m]} if m in rates else {})) for m in methods or []]
     shot_list = parse_int_list(shots, "K")
@@ -178,6 +182,8 @@ def build_soft_prompts_tab() -> None:
         shots = gr.Textbox("16", label="K per class (comma-separated)")
         seeds = gr.Textbox("13,21,42", label="Seeds")
         steps = gr.Number(TrainSettings().steps, precision=0, minimum=1, label="Steps")
+        select_by = gr.Radio(list(SELECTION_SCORES), value=TrainSettings().select_by,
+                             label="Keep the weights with the best dev")
         test_limit = gr.Number(200, precision=0, minimum=1, label="Test texts")
     with gr.Row():
         run_button = gr.Button("Train and compare", variant="primary")
@@ -207,7 +213,7 @@ def build_soft_prompts_tab() -> None:
 
     inputs = [model, task, upload, text_column, label_column, templates, verbalizer]
     run = run_button.click(
-        run_comparison, inputs + [methods, shots, seeds, steps, rates, test_limit, trained_state],
+        run_comparison, inputs + [methods, shots, seeds, steps, select_by, rates, test_limit, trained_state],
         [status, results, summary, curves, scatter, results_file, run_file, trained_state, trained_method],
         api_name="compare",
     )
