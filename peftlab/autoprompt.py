@@ -29,6 +29,7 @@ import torch
 
 from peftlab.cloze import PaddedBatch, label_log_probs, score_query_lists, word_scores, words_to_label_log_probs
 from peftlab.errors import PeftlabError
+from peftlab.metrics import accuracy, mean_gold_log_prob
 from peftlab.models import LM
 from peftlab.prompts import TRIGGER, Prompt, Template, Verbalizer
 from peftlab.tasks import Task
@@ -261,13 +262,12 @@ def search_triggers(
     allowed = candidate_vocabulary(lm, config.filter_non_alphabetic)
     embedding_matrix = lm.model.get_input_embeddings().weight.detach()
 
-    dev_gold = torch.tensor([e["label"] for e in dev])
+    dev_gold = [e["label"] for e in dev]
 
     def dev_scores(p: Prompt) -> tuple[float, float]:
         """(accuracy, mean gold-label log-prob) on the dev examples."""
         log_probs = label_log_probs(lm, p, dev)
-        return (float((log_probs.argmax(1) == dev_gold).float().mean()),
-                float(log_probs[torch.arange(len(dev)), dev_gold].mean()))
+        return accuracy(dev_gold, log_probs.argmax(1)), mean_gold_log_prob(log_probs, dev_gold)
 
     def batch() -> list[dict]:
         return rng.sample(train, min(config.batch_size, len(train)))

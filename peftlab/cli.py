@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from peftlab.autoprompt import POSITION_ORDERS, AutoPromptConfig
 from peftlab.errors import PeftlabError
 from peftlab.rlhf.pipeline import PipelineConfig
 from peftlab.rlhf.ppo import PPOConfig
@@ -48,17 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     auto = commands.add_parser("autoprompt", help="AutoPrompt: gradient-guided trigger search (and label-word search)")
     _add_model_and_task(auto)
-    auto.add_argument("--template", default="{text} [T] [T] [T] [T] [T] {mask}", help="template with [T] slots before {mask}")
+    auto_defaults = AutoPromptConfig()  # the same defaults as the AutoPrompt tab and the library
+    auto.add_argument("--template", default=auto_defaults.template, help="template with [T] slots before {mask}")
     auto.add_argument("--verbalizer", help="label words as JSON; omit to search label words automatically")
-    auto.add_argument("--iterations", type=int, default=20)
-    auto.add_argument("--candidates", type=int, default=20, help="top-k candidate words re-scored per iteration")
-    auto.add_argument("--batch-size", type=int, default=16)
-    auto.add_argument("--train-size", type=int, default=64, help="training examples (as many again for dev)")
-    auto.add_argument("--positions", default="round-robin", choices=["round-robin", "random"])
-    auto.add_argument("--dev-check", action=argparse.BooleanOptionalAction, default=True,
+    auto.add_argument("--iterations", type=int, default=auto_defaults.iterations)
+    auto.add_argument("--candidates", type=int, default=auto_defaults.candidates,
+                      help="top-k candidate words re-scored per iteration")
+    auto.add_argument("--batch-size", type=int, default=auto_defaults.batch_size)
+    auto.add_argument("--train-size", type=int, default=auto_defaults.train_size,
+                      help="training examples (as many again for dev)")
+    auto.add_argument("--positions", default=auto_defaults.positions, choices=list(POSITION_ORDERS))
+    auto.add_argument("--dev-check", action=argparse.BooleanOptionalAction, default=auto_defaults.dev_check,
                       help="accept a swap only if it also raises the dev log-likelihood (default: on)")
     auto.add_argument("--keep-non-alphabetic", action="store_true", help="allow triggers that are not ASCII words")
-    auto.add_argument("--seed", type=int, default=13)
+    auto.add_argument("--seed", type=int, default=auto_defaults.seed)
     auto.add_argument("--test-limit", type=int, help="score only the first N test texts")
     auto.add_argument("--json", action="store_true", help="print one JSON object")
     auto.set_defaults(run=run_autoprompt)
@@ -110,7 +114,7 @@ def _add_training_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--steps", type=int, default=defaults.steps)
     command.add_argument("--batch-size", type=int, default=defaults.batch_size)
     command.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    command.add_argument("--select-by", choices=SELECTION_SCORES, default=defaults.select_by,
+    command.add_argument("--select-by", choices=list(SELECTION_SCORES), default=defaults.select_by,
                          help="dev score that picks the kept weights and stops early")
     command.add_argument("--template", action="append", help="template (default: suggested for the task)")
     command.add_argument("--verbalizer", help="label words as JSON (default: suggested for the task)")
@@ -171,7 +175,7 @@ def run_cloze(args: argparse.Namespace) -> None:
 
 
 def run_autoprompt(args: argparse.Namespace) -> None:
-    from peftlab.autoprompt import AutoPromptConfig, run_autoprompt as search
+    from peftlab.autoprompt import run_autoprompt as search
     from peftlab.models import load_lm
     from peftlab.prompts import Verbalizer
     from peftlab.tasks import load_task

@@ -17,6 +17,12 @@ def accuracy(gold, predicted) -> float:
     return float((gold == predicted).mean()) if len(gold) else 0.0
 
 
+def mean_gold_log_prob(log_probs, gold) -> float:
+    """Mean log-probability of each example's gold label, from (N, L) label log-probs."""
+    gold = np.asarray(gold)
+    return float(np.asarray(log_probs)[np.arange(len(gold)), gold].mean())
+
+
 def macro_f1(gold, predicted, n_labels: int) -> float:
     """Unweighted mean of per-label F1; a label never gold nor predicted counts as F1 = 0."""
     matrix = confusion_matrix(gold, predicted, n_labels)

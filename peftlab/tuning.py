@@ -24,12 +24,12 @@ import torch
 from peftlab.cloze import ClozeSetup, label_log_probs, word_scores, words_to_label_log_probs
 from peftlab.errors import PeftlabError
 from peftlab.methods import MethodConfig, help_field
-from peftlab.metrics import accuracy, macro_f1
+from peftlab.metrics import accuracy, macro_f1, mean_gold_log_prob
 from peftlab.models import LM, autocast_for
 from peftlab.prompts import Prompt
 
 
-SELECTION_SCORES = ("log-likelihood", "accuracy")
+SELECTION_SCORES = {"log-likelihood": "log_likelihood", "accuracy": "accuracy"}  # choice -> TrainedMethod.evaluate key
 
 
 @dataclass
@@ -95,7 +95,7 @@ class TrainedMethod:
         predicted = log_probs.argmax(1).numpy()
         n_labels = len(self.prompt.verbalizer.words)
         return {"accuracy": accuracy(gold, predicted), "macro_f1": macro_f1(gold, predicted, n_labels),
-                "log_likelihood": float(log_probs[torch.arange(len(gold)), torch.from_numpy(gold)].mean())}
+                "log_likelihood": mean_gold_log_prob(log_probs, gold)}
 
 
 def _label_log_probs(trained: TrainedMethod, examples: Sequence[dict]) -> torch.Tensor:
@@ -186,7 +186,7 @@ def train_method(
         dev_scores = {"accuracy": float("nan"), "log_likelihood": float("nan")}
         if step % settings.eval_every == 0 or step == settings.steps:
             dev_scores = trained.evaluate(dev)
-            score = dev_scores[settings.select_by.replace("-", "_")]
+            score = dev_scores[SELECTION_SCORES[settings.select_by]]
             if score > best[0]:  # a later tie does not replace an earlier best
                 best = (score, [p.detach().clone() for p in parameters])
                 evaluations_without_gain = 0

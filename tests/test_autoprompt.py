@@ -457,8 +457,10 @@ def test_cli_bad_autoprompt_input(argv, capsys, monkeypatch):
     assert len(err) == 1 and err[0].startswith("error: "), err
 
 
-@pytest.mark.parametrize("flag, expected", [([], True), (["--no-dev-check"], False), (["--dev-check"], True)])
-def test_cli_dev_check_flag_reaches_the_search(flag, expected, task, monkeypatch):
+@pytest.mark.parametrize("flag, expected", [
+    ([], AutoPromptConfig()), (["--no-dev-check"], AutoPromptConfig(dev_check=False)), (["--dev-check"], AutoPromptConfig()),
+])
+def test_cli_defaults_are_the_library_defaults_and_dev_check_reaches_the_search(flag, expected, task, monkeypatch):
     import peftlab.autoprompt
     import peftlab.models
     import peftlab.tasks
@@ -473,4 +475,4 @@ def test_cli_dev_check_flag_reaches_the_search(flag, expected, task, monkeypatch
     monkeypatch.setattr(peftlab.models, "load_lm", lambda *a, **kw: None)
     monkeypatch.setattr(peftlab.tasks, "load_task", lambda *a, **kw: task)
     assert main(["autoprompt", "--verbalizer", json.dumps(VERBALIZER), *flag]) == 2
-    assert [c.dev_check for c in configs] == [expected]
+    assert configs == [expected]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from peftlab.metrics import accuracy, confusion_matrix, macro_f1
+from peftlab.metrics import accuracy, confusion_matrix, macro_f1, mean_gold_log_prob
 
 # Label 2 is gold twice and never predicted.
 GOLD = [0, 0, 1, 1, 2, 2]
@@ -42,3 +42,8 @@ def test_macro_f1_hand_computed():
     assert macro_f1([0, 1, 0, 1], [0, 1, 0, 1], 2) == pytest.approx(1.0)
     # Always predicting 1 on balanced gold: F1(0) = 0, F1(1) = 2*2 / (4 + 2) = 2/3.
     assert macro_f1([0, 0, 1, 1], [1, 1, 1, 1], 2) == pytest.approx((0 + 2 / 3) / 2)
+
+
+def test_mean_gold_log_prob_by_hand():
+    log_probs = np.log([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]])
+    assert mean_gold_log_prob(log_probs, [1, 0, 0]) == pytest.approx((np.log(0.5) + np.log(0.9) + np.log(0.2)) / 3)

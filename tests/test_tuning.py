@@ -27,7 +27,7 @@ from peftlab.methods import (
     parse_learning_rates,
 )
 from peftlab.tuning import (
-    TrainedMethod, TrainEvent, TrainSettings, loss_is_flat, peak_memory_mb, reset_peak_memory, train_method,
+    SELECTION_SCORES, TrainedMethod, TrainEvent, TrainSettings, loss_is_flat, peak_memory_mb, reset_peak_memory, train_method,
 )
 
 LABELS = ["negative", "positive"]
@@ -312,7 +312,7 @@ def test_final_weights_are_those_of_the_best_dev_evaluation(tiny_causal, easy, s
     best = int(np.argmax(scores))  # the first of equal bests: later ties do not replace it
     assert best < len(scores) - 1, scores  # so this run really restores older weights
     assert all(torch.equal(p, s) for p, s in zip(seen["parameters"], states[best]))
-    assert trained.evaluate(dev)[select_by.replace("-", "_")] == pytest.approx(scores[best])
+    assert trained.evaluate(dev)[SELECTION_SCORES[select_by]] == pytest.approx(scores[best])
 
 
 def test_dev_log_likelihood_is_the_gold_labels_mean_log_probability(tiny_causal, easy):
