@@ -30,8 +30,9 @@ import torch
 from peftlab.cloze import PaddedBatch, label_log_probs, score_query_lists, word_scores, words_to_label_log_probs
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, mean_gold_log_prob
-from peftlab.models import LM
+from peftlab.models import LM, capture_head_inputs
 from peftlab.prompts import TRIGGER, Prompt, Template, Verbalizer
+from peftlab.seeding import seeded
 from peftlab.tasks import Task
 
 POSITION_ORDERS = ("round-robin", "random")
@@ -110,31 +111,30 @@ def remove_triggers(template: str) -> str:
     return re.sub(r" *" + re.escape(TRIGGER), "", template)
 
 
-_vocab_cache: dict[tuple[int, bool], torch.Tensor] = {}
-
-
 def candidate_vocabulary(lm: LM, filter_non_alphabetic: bool) -> torch.Tensor:
     """(V,) bool: ids a trigger may take. Special tokens never; with the filter, whole words of ASCII letters.
 
     "Whole words" means word-initial pieces: a byte-level BPE token with its leading-space mark (Ġ), a
-    SentencePiece token with ▁, a WordPiece token without ##; so a trigger reads as words.
+    SentencePiece token with ▁, a WordPiece token without ##; so a trigger reads as words. Computed once
+    per model and kept on its LM.
     """
-    key = (id(lm.tokenizer), filter_non_alphabetic)
-    if key not in _vocab_cache:
-        size = lm.model.get_input_embeddings().weight.shape[0]
-        allowed = torch.ones(size, dtype=torch.bool)
-        allowed[[i for i in lm.tokenizer.all_special_ids if i < size]] = False
-        if filter_non_alphabetic:
-            tokens = [t or "" for t in lm.tokenizer.convert_ids_to_tokens(list(range(min(size, len(lm.tokenizer)))))]
-            marked = sum(t.startswith(("Ġ", "▁")) for t in tokens) > sum(t.startswith("##") for t in tokens)  # word-start marks, not ## continuations
-            for i, token in enumerate(tokens):
-                word_start = token.startswith(("Ġ", "▁")) if marked else not token.startswith("##")
-                word = token.lstrip("Ġ▁")
-                if not (word_start and word.isascii() and word.isalpha()):
-                    allowed[i] = False
-            allowed[len(tokens):] = False
-        _vocab_cache[key] = allowed
-    return _vocab_cache[key]
+    return lm.memo("candidate vocabulary").get(filter_non_alphabetic, lambda: _candidate_vocabulary(lm, filter_non_alphabetic))
+
+
+def _candidate_vocabulary(lm: LM, filter_non_alphabetic: bool) -> torch.Tensor:
+    size = lm.model.get_input_embeddings().weight.shape[0]
+    allowed = torch.ones(size, dtype=torch.bool)
+    allowed[[i for i in lm.tokenizer.all_special_ids if i < size]] = False
+    if filter_non_alphabetic:
+        tokens = [t or "" for t in lm.tokenizer.convert_ids_to_tokens(list(range(min(size, len(lm.tokenizer)))))]
+        marked = sum(t.startswith(("Ġ", "▁")) for t in tokens) > sum(t.startswith("##") for t in tokens)  # word-start marks, not ## continuations
+        for i, token in enumerate(tokens):
+            word_start = token.startswith(("Ġ", "▁")) if marked else not token.startswith("##")
+            word = token.lstrip("Ġ▁")
+            if not (word_start and word.isascii() and word.isalpha()):
+                allowed[i] = False
+        allowed[len(tokens):] = False
+    return allowed
 
 
 def _initial_trigger(lm: LM, config: AutoPromptConfig) -> int:
@@ -147,33 +147,22 @@ def _initial_trigger(lm: LM, config: AutoPromptConfig) -> int:
     return ids[0]
 
 
-class _FrozenWeights:
-    """Turns off gradients of the model's weights for the search (only trigger embeddings need them)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.flags = [p.requires_grad for p in self.model.parameters()]
-        self.model.requires_grad_(False)
-
-    def __exit__(self, *exc):
-        for parameter, flag in zip(self.model.parameters(), self.flags):
-            parameter.requires_grad_(flag)
-
-
 def trigger_gradient(lm: LM, prompt: Prompt, examples: Sequence[dict]) -> torch.Tensor:
-    """(slots, H) gradient of the summed cross-entropy over labels w.r.t. each trigger slot's embedding."""
+    """(slots, H) gradient of the summed cross-entropy over labels w.r.t. each trigger slot's embedding.
+
+    Only the trigger embeddings get a gradient (`torch.autograd.grad`): the shared model's weights are
+    frozen and nothing accumulates on them.
+    """
     embedding_matrix = lm.model.get_input_embeddings().weight
     trigger_embeds = embedding_matrix[list(prompt.trigger_ids)].detach().float().requires_grad_(True)
     query_lists = [prompt.queries(lm, example) for example in examples]
-    with torch.enable_grad(), _FrozenWeights(lm.model):
+    with torch.enable_grad():
         scores = word_scores(lm, query_lists, len(prompt.verbalizer.flat_words), trigger_embeds=trigger_embeds)
         log_probs = words_to_label_log_probs(scores, prompt.verbalizer)  # (B, L)
         gold = torch.tensor([e["label"] for e in examples], device=log_probs.device)
         loss = -log_probs.gather(1, gold[:, None]).sum()
-        loss.backward()
-    return trigger_embeds.grad
+        (gradient,) = torch.autograd.grad(loss, trigger_embeds)
+    return gradient
 
 
 def top_candidates(
@@ -313,26 +302,20 @@ def search_triggers(
 
 def mask_representations(lm: LM, prompt: Prompt, examples: Sequence[dict], batch_size: int = 32) -> torch.Tensor:
     """(N, H) what the output embedding layer sees at the mask: the vector scored against every word."""
-    captured = []
-    head = lm.model.get_output_embeddings()
-    hook = head.register_forward_pre_hook(lambda _module, inputs: captured.append(inputs[0]))
     rows = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(examples), batch_size):
-                queries = [prompt.queries(lm, e)[0] for e in examples[start:start + batch_size]]
-                batch = PaddedBatch.build(queries, lm.kind, lm.tokenizer.pad_token_id)
-                inputs = dict(input_ids=batch.input_ids.to(lm.device), attention_mask=batch.attention_mask.to(lm.device))
-                if lm.kind == "causal":
-                    inputs.update(position_ids=batch.position_ids.to(lm.device), logits_to_keep=1)
-                captured.clear()
+    with torch.inference_mode():
+        for start in range(0, len(examples), batch_size):
+            queries = [prompt.queries(lm, e)[0] for e in examples[start:start + batch_size]]
+            batch = PaddedBatch.build(queries, lm.kind, lm.tokenizer.pad_token_id)
+            inputs = dict(input_ids=batch.input_ids.to(lm.device), attention_mask=batch.attention_mask.to(lm.device))
+            if lm.kind == "causal":
+                inputs.update(position_ids=batch.position_ids.to(lm.device), logits_to_keep=1)
+            with capture_head_inputs(lm.model) as captured:
                 lm.model(**inputs)
-                hidden = captured[-1]  # (B, 1 or T, H)
-                for row, q in enumerate(queries):
-                    column = -1 if lm.kind == "causal" else q.read_positions[0] + batch.shift[row]
-                    rows.append(hidden[row, column].float().cpu())
-    finally:
-        hook.remove()
+            hidden = captured[-1]  # (B, 1 or T, H)
+            for row, q in enumerate(queries):
+                column = -1 if lm.kind == "causal" else q.read_positions[0] + batch.shift[row]
+                rows.append(hidden[row, column].float().cpu())
     return torch.stack(rows)
 
 
@@ -353,8 +336,8 @@ def search_label_words(
     train, _ = task.few_shot(max(1, train_size // len(task.label_names)), seed)
     features = mask_representations(lm, prompt, train)  # (N, H)
     gold = torch.tensor([e["label"] for e in train])
-    torch.manual_seed(seed)
-    probe = torch.nn.Linear(features.shape[1], len(task.label_names))
+    with seeded(seed):
+        probe = torch.nn.Linear(features.shape[1], len(task.label_names))
     optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-1)
     for _ in range(steps):
         optimizer.zero_grad()

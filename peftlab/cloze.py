@@ -13,6 +13,8 @@ sits at the end and only those logits are computed (`logits_to_keep`); no gradie
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from peftlab.tasks import Task
 CALIBRATIONS = ("none", "contextual", "mean")
 # Content-free inputs for contextual calibration (Zhao et al. 2021, "Calibrate Before Use").
 CONTENT_FREE_INPUTS = ("N/A", "")
+MEAN_REFERENCE_TEXTS = 64  # test texts that mean-centre the scores of one typed text
 
 ProgressFn = Callable[[int, int], None]
 
@@ -66,7 +69,8 @@ def score_queries(
 
     One forward pass over the whole list (callers batch it); differentiable when gradients are on.
     `trigger_embeds` (n_slots, H), when given, replaces the input embedding at each query's trigger
-    positions, so the gradient with respect to the trigger tokens' embeddings lands on it (AutoPrompt).
+    positions (the model reads `inputs_embeds`), so the gradient with respect to the trigger tokens'
+    embeddings lands on it (AutoPrompt).
     """
     device = next(model.parameters()).device
     batch = PaddedBatch.build(queries, kind, pad_id)
@@ -77,23 +81,14 @@ def score_queries(
         keep = batch.input_ids.shape[1] - min(columns)  # logits only for the last `keep` positions
         inputs.update(position_ids=batch.position_ids.to(device), logits_to_keep=keep)
         columns = [c - (batch.input_ids.shape[1] - keep) for c in columns]
-    hook = None
-    if trigger_embeds is not None:
+    if trigger_embeds is not None:  # the triggers' embeddings go in as inputs: the shared model is never hooked
         slot_rows = [row for row, q in enumerate(queries) for _ in q.trigger_positions]
         slot_columns = [p + batch.shift[row] for row, q in enumerate(queries) for p in q.trigger_positions]
         slots = [j for q in queries for j in range(len(q.trigger_positions))]
-
-        def replace_triggers(_module, _inputs, embeds):  # embeds: (B, T, H)
-            embeds = embeds.clone()
-            embeds[slot_rows, slot_columns] = trigger_embeds[slots].to(embeds.dtype)
-            return embeds
-
-        hook = model.get_input_embeddings().register_forward_hook(replace_triggers)
-    try:
-        logits = model(**inputs).logits  # (B, keep or T, V)
-    finally:
-        if hook is not None:
-            hook.remove()
+        embeds = model.get_input_embeddings()(inputs.pop("input_ids"))  # (B, T, H)
+        embeds[slot_rows, slot_columns] = trigger_embeds[slots].to(embeds.dtype)
+        inputs["inputs_embeds"] = embeds
+    logits = model(**inputs).logits  # (B, keep or T, V)
     read_log_probs = logits[rows, columns].float().log_softmax(-1)  # (R, V), R = all read positions
 
     # Each target picks one token per read position of its query and sums their log-probabilities.
@@ -310,16 +305,32 @@ def classify_text(
 ) -> SingleTextPrediction:
     """Classify one text (typed by a user) with the same settings as `evaluate`.
 
-    Mean-centring needs a set of texts, so for one text it is taken over the first 64 test texts plus this one.
+    Mean-centring needs a set of texts, so for one text it is taken over the first 64 test texts plus this one;
+    the reference texts' scores are computed once per prompt and model, so a click costs one text.
     """
     if not text or not text.strip():
         raise PeftlabError("Type a text to classify.")
     setup = ClozeSetup.build(task, templates, verbalizer, calibration, shots_in_context, seed)
     example = {field_name: text for field_name in task.text_fields} | {"label": 0}
-    examples = [example] + (task.test[:64] if calibration == "mean" else [])
-    log_probs = setup.predict_log_probs(lm, examples)[0]
+    per_template = []
+    for prompt in setup.prompts:
+        log_probs = label_log_probs(lm, prompt, [example])  # (1, L)
+        if calibration == "mean":  # centred together with the reference texts, whose scores are memoised
+            reference = task.test[:MEAN_REFERENCE_TEXTS]
+            key = (prompt.template.text, prompt.verbalizer.to_json(), _fingerprint(prompt.demonstrations),
+                   _fingerprint(reference))
+            memo = lm.memo("mean-calibration reference")
+            log_probs = torch.cat([log_probs, memo.get(key, lambda: label_log_probs(lm, prompt, reference))])
+        cf = content_free_log_probs(lm, prompt) if calibration == "contextual" else None
+        per_template.append(calibrate(log_probs, calibration, cf)[0])
+    log_probs = torch.stack(per_template).mean(0).log_softmax(-1)
     labels = {name: float(p) for name, p in zip(task.label_names, log_probs.exp())}
     return SingleTextPrediction(labels, mask_top_tokens(lm, setup.prompts[0], example, top_k))
+
+
+def _fingerprint(rows: Sequence[dict]) -> str:
+    """A short hash of rows (texts and labels), so memo keys stay small and never confuse two data sets."""
+    return hashlib.sha256(json.dumps(list(rows), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def mask_top_tokens(lm: LM, prompt: Prompt, example: dict, top_k: int = 10) -> list[tuple[str, float]]:

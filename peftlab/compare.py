@@ -19,7 +19,7 @@ from peftlab.tuning import TrainedMethod, TrainEvent, TrainSettings, train_metho
 
 RESULT_COLUMNS = [
     "method", "K", "seed", "test_accuracy", "macro_f1", "trainable_params", "trainable_share", "train_seconds",
-    "seconds_per_step", "steps", "peak_memory_mb",
+    "seconds_per_step", "steps", "peak_memory_mb", "status",
 ]
 
 
@@ -71,7 +71,11 @@ def run_plan(
     lm: LM, task: Task, setup: ClozeSetup, plan: Sequence[PlannedRun], settings: TrainSettings,
     test_limit: int | None = None, stop: threading.Event | None = None,
 ) -> Iterator[TrainEvent | GridRow]:
-    """The zero-shot row, then each planned run trained and scored on the same test texts; `stop` ends it between runs."""
+    """The zero-shot row, then each planned run trained and scored on the same test texts.
+
+    `stop` ends the plan: the run in progress keeps its best weights so far and still gets its row, with
+    status "stopped at step N of M"; runs not started are dropped.
+    """
     for run in plan:
         run.config.check(lm)  # a method that cannot train on this model fails before anything trains
     test = task.test[:test_limit] if test_limit else task.test
@@ -80,6 +84,8 @@ def run_plan(
                          setup.calibration, limit=len(test))
     yield GridRow(_row("zero-shot", 0, None, {"accuracy": zero_shot.accuracy, "macro_f1": zero_shot.macro_f1}, 0, total_params))
     for run in plan:
+        if stop is not None and stop.is_set():
+            return
         train, dev = task.few_shot(run.k, run.seed)
         trained = None
         for item in train_method(lm, setup, run.config, train, dev, replace(settings, seed=run.seed), stop, run.label):
@@ -87,11 +93,15 @@ def run_plan(
                 trained = item
             else:
                 yield item
-        if stop is not None and stop.is_set():
-            return
+        if trained.stopped and not trained.steps_done:
+            return  # stopped before its first step: nothing trained to keep
         metrics = trained.evaluate(test)
         row = _row(run.config.name, run.k, run.seed, metrics, trained.trainable_params, total_params, trained)
+        if trained.stopped:
+            row["status"] = f"stopped at step {trained.steps_done} of {settings.steps}"
         yield GridRow(row | run.extra, trained)
+        if trained.stopped:
+            return
 
 
 def sweepable_settings(method: str) -> list[str]:
@@ -165,6 +175,7 @@ def _row(method: str, k: int, seed, metrics: dict, trainable: int, total: int, t
         "trainable_params": trainable, "trainable_share": trainable / total, "train_seconds": round(seconds, 2),
         "seconds_per_step": round(seconds / steps, 3) if steps else 0.0, "steps": steps,
         "peak_memory_mb": round(trained.history[-1].peak_memory_mb, 1) if trained and trained.history else None,
+        "status": "done",
     }
 
 

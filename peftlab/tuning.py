@@ -27,6 +27,7 @@ from peftlab.methods import MethodConfig, help_field
 from peftlab.metrics import accuracy, macro_f1, mean_gold_log_prob
 from peftlab.models import LM, autocast_for
 from peftlab.prompts import Prompt
+from peftlab.seeding import seeded
 
 
 SELECTION_SCORES = {"log-likelihood": "log_likelihood", "accuracy": "accuracy"}  # choice -> TrainedMethod.evaluate key
@@ -80,6 +81,7 @@ class TrainedMethod:
     train_seconds: float = 0.0
     steps_done: int = 0
     history: list[TrainEvent] = field(default_factory=list)
+    stopped: bool = False  # a stop flag ended training before its steps (or early stopping) did
 
     def log_probs(self, examples: Sequence[dict], batch_size: int = 32) -> torch.Tensor:
         """(N, L) label log-probs, no gradient; prompt-based methods score through cloze's length-sorted batches."""
@@ -107,20 +109,22 @@ def _label_log_probs(trained: TrainedMethod, examples: Sequence[dict]) -> torch.
     return trained.model(_mask_features(trained.lm, trained.prompt, examples)).log_softmax(-1)
 
 
-_feature_cache: dict[tuple, torch.Tensor] = {}
+FEATURE_MEMO_ROWS = 20_000  # frozen mask features kept per model (20,000 x 576 fp32 values is 46 MB)
 
 
 def _mask_features(lm: LM, prompt: Prompt, examples: Sequence[dict]) -> torch.Tensor:
-    """Frozen mask representations for the head-only baseline, cached per text (the LM never changes)."""
+    """Frozen mask representations for the head-only baseline, memoised per model, template and example."""
     from peftlab.autoprompt import mask_representations
 
-    keys = [(id(lm), prompt.template.text, e["text"]) for e in examples]
-    missing = [e for key, e in zip(keys, examples) if key not in _feature_cache]
+    memo = lm.memo("mask features", FEATURE_MEMO_ROWS)
+    keys = [(prompt.template.text, tuple(sorted((k, str(v)) for k, v in e.items() if k != "label"))) for e in examples]
+    rows = {key: memo.lookup(key) for key in keys}
+    missing = [(key, e) for key, e in zip(keys, examples) if rows[key] is None]
     if missing:
-        with torch.inference_mode():
-            for key, row in zip([k for k in keys if k not in _feature_cache], mask_representations(lm, prompt, missing)):
-                _feature_cache[key] = row
-    return torch.stack([_feature_cache[key] for key in keys])
+        for (key, _), row in zip(missing, mask_representations(lm, prompt, [e for _, e in missing])):
+            memo.store(key, row)
+            rows[key] = row
+    return torch.stack([rows[key] for key in keys])
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -158,11 +162,13 @@ def train_method(
 
     Keeps the trainable weights of the best dev evaluation (LM-BFF's model selection), by the dev score
     `settings.select_by` names, and stops early after `patience` evaluations without improvement.
+    When `stop` is set, training ends after the current step and keeps the best weights so far (the
+    current ones are scored on dev first if that step had no evaluation); `TrainedMethod.stopped` says so.
     """
-    torch.manual_seed(settings.seed)
     reset_peak_memory(lm.device)
     prompt = setup.prompts[0]
-    model, parameters = config.build(lm, prompt, train)
+    with seeded(settings.seed):  # the new weights' initialisation
+        model, parameters = config.build(lm, prompt, train)
     trained = TrainedMethod(config, lm, prompt, model, sum(p.numel() for p in parameters))
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / settings.steps)  # linear decay
@@ -170,8 +176,20 @@ def train_method(
     best = (-math.inf, None)
     evaluations_without_gain = 0
     started = time.perf_counter()
+
+    def keep_if_best(dev_scores: dict) -> bool:
+        nonlocal best
+        score = dev_scores[SELECTION_SCORES[settings.select_by]]
+        if score > best[0]:  # a later tie does not replace an earlier best
+            best = (score, [p.detach().clone() for p in parameters])
+            return True
+        return False
+
     for step in range(1, settings.steps + 1):
         if stop is not None and stop.is_set():
+            trained.stopped = True
+            if trained.steps_done and math.isnan(trained.history[-1].dev_accuracy):
+                keep_if_best(trained.evaluate(dev))  # the last step had no evaluation (nan)
             break
         batch = order.sample(list(train), min(settings.batch_size, len(train)))
         gold = torch.tensor([e["label"] for e in batch])
@@ -186,12 +204,7 @@ def train_method(
         dev_scores = {"accuracy": float("nan"), "log_likelihood": float("nan")}
         if step % settings.eval_every == 0 or step == settings.steps:
             dev_scores = trained.evaluate(dev)
-            score = dev_scores[SELECTION_SCORES[settings.select_by]]
-            if score > best[0]:  # a later tie does not replace an earlier best
-                best = (score, [p.detach().clone() for p in parameters])
-                evaluations_without_gain = 0
-            else:
-                evaluations_without_gain += 1
+            evaluations_without_gain = 0 if keep_if_best(dev_scores) else evaluations_without_gain + 1
         event = TrainEvent(label or config.name, settings.seed, step, loss.item(), dev_scores["accuracy"], learning_rate,
                            time.perf_counter() - started, peak_memory_mb(lm.device), dev_scores["log_likelihood"])
         trained.history.append(event)

@@ -154,7 +154,7 @@ def test_results_frame_of_zero_shot_only_and_of_nothing():
     assert list(empty.columns) == RESULT_COLUMNS and empty.empty
 
 
-def test_grid_stop_flag_ends_after_the_current_run(tiny_causal):
+def test_grid_stop_flag_keeps_the_run_in_progress_as_a_stopped_row(tiny_causal):
     task = easy_task()
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
     stop = threading.Event()
@@ -165,8 +165,23 @@ def test_grid_stop_flag_ends_after_the_current_run(tiny_causal):
         if isinstance(item, TrainEvent) and item.step == 2:
             stop.set()
     rows = [i for i in items if isinstance(i, GridRow)]
-    assert [r.values["method"] for r in rows] == ["zero-shot"]
+    assert [r.values["method"] for r in rows] == ["zero-shot", "head"]  # no run starts after the stop
     assert [(e.method, e.step) for e in items if isinstance(e, TrainEvent)] == [("head", 1), ("head", 2)]
+    stopped = rows[1]
+    assert stopped.values["status"] == "stopped at step 2 of 10" and stopped.values["steps"] == 2
+    assert rows[0].values["status"] == "done"
+    assert stopped.trained.stopped and stopped.trained.steps_done == 2
+    assert stopped.values["test_accuracy"] == stopped.trained.evaluate(task.test[:4])["accuracy"]
+
+
+def test_a_stop_before_the_first_step_keeps_no_row(tiny_causal):
+    task = easy_task()
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    stop = threading.Event()
+    stop.set()
+    items = list(run_grid(tiny_causal, task, setup, [method_config("head")], [13], [4], TrainSettings(steps=3),
+                          test_limit=4, stop=stop))
+    assert [i.values["method"] for i in items if isinstance(i, GridRow)] == ["zero-shot"]
 
 
 def test_a_method_that_cannot_train_on_the_model_fails_before_the_grid_starts(tiny_causal):

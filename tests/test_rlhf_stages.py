@@ -120,16 +120,17 @@ def test_ppo_steps_move_the_policy_but_never_the_reference(tiny_causal, sft, rew
     lora = {n: p for n, p in policy.model.named_parameters() if "lora_B" in n}
     assert lora and any(p.abs().sum() > 0 for p in lora.values()), "PPO did not move the adapter (B starts at 0)"
     assert policy.value_head.weight.abs().sum() > 0
-    # The reference (adapter off) is the SFT model, weight for weight, and the SFT result itself is untouched.
+    # The reference is the SFT result itself, untouched, and equals the policy with its adapter off.
+    assert policy.reference_model is sft_result.model
     assert all(torch.equal(p, sft_weights[n]) for n, p in sft_result.model.named_parameters())
     base = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
             for n, p in policy.model.named_parameters() if "lora_" not in n}
     assert base.keys() == sft_weights.keys() and all(torch.equal(base[n], sft_weights[n]) for n in base)
     batch = encode_pairs(tiny_causal.tokenizer, PROMPTS[:2], ["it was great", "it was bad"])
-    with torch.no_grad(), policy.reference():
-        reference = policy.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    with torch.no_grad(), policy.model.disable_adapter():
+        without_adapter = policy.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     expected = sft_result.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    torch.testing.assert_close(reference, expected)
+    torch.testing.assert_close(without_adapter, expected)
 
 
 def test_policy_comparison_scores_both_policies_on_the_same_prompts(tiny_causal, sft, reward):

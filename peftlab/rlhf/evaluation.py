@@ -30,15 +30,13 @@ def compare_policies(
     policy: PolicyWithValueHead, tokenizer, reward_model: RewardModel, labeler: Labeler, prompts: Sequence[str],
     samples_per_prompt: int = 2, max_new_tokens: int = 24, seed: int = 1234,
 ) -> PolicyComparison:
-    """Sample from the SFT policy (adapter off) and the PPO policy with the same seed, and score both."""
+    """Sample from the SFT policy (the PPO policy's reference) and the PPO policy with the same seed, and score both."""
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
-    with policy.reference():
-        sft = sample_responses(policy.model, tokenizer, repeated, max_new_tokens, seed)
+    sft = sample_responses(policy.reference_model, tokenizer, repeated, max_new_tokens, seed)
     ppo = sample_responses(policy.model, tokenizer, repeated, max_new_tokens, seed)
     mask = ppo.response_mask.float()
     ppo_log_probs = response_forward(policy.model, ppo).cpu()
-    with policy.reference():
-        ref_log_probs = response_forward(policy.model, ppo).cpu()
+    ref_log_probs = response_forward(policy.reference_model, ppo).cpu()
     kl = ((ppo_log_probs - ref_log_probs) * mask).sum(1)  # (N,) nats per response
     table = pd.DataFrame({
         "prompt": repeated,

@@ -12,6 +12,7 @@ last real token.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,8 +21,9 @@ from jinja2.exceptions import TemplateError
 from transformers import GenerationConfig
 
 from peftlab.errors import PeftlabError
-from peftlab.models import autocast_for
+from peftlab.models import autocast_for, capture_head_inputs
 from peftlab.rlhf.ppo_math import sampling_kl_problem
+from peftlab.seeding import seeded
 
 
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -124,16 +126,16 @@ def sample_responses(
         eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
     )
     device = next(model.parameters()).device
-    torch.manual_seed(seed)
     parts = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start:start + batch_size])
-        input_ids, attention_mask = encode_prompts(tokenizer, chunk)
-        with autocast_for(model):
-            output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                    generation_config=config)
-        responses = output[:, input_ids.shape[1]:].cpu()  # (b, R)
-        parts.append((chunk, input_ids, attention_mask, responses))
+    with seeded(seed):  # generate() draws from torch's global generator
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start:start + batch_size])
+            input_ids, attention_mask = encode_prompts(tokenizer, chunk)
+            with autocast_for(model):
+                output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                        generation_config=config)
+            responses = output[:, input_ids.shape[1]:].cpu()  # (b, R)
+            parts.append((chunk, input_ids, attention_mask, responses))
     return _stack_samples(tokenizer, parts, eos)
 
 
@@ -167,19 +169,12 @@ def response_forward(model, batch: SequenceBatch, with_hidden: bool = False):
     """
     device = next(model.parameters()).device
     width = batch.response_ids.shape[1]
-    captured = []
-    hook = None
-    if with_hidden:
-        hook = model.get_output_embeddings().register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
-    try:
-        with autocast_for(model):
-            logits = model(
-                input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                position_ids=batch.position_ids.to(device), logits_to_keep=width + 1,
-            ).logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
-    finally:
-        if hook is not None:
-            hook.remove()
+    capture = capture_head_inputs(model) if with_hidden else contextlib.nullcontext([])
+    with autocast_for(model), capture as captured:
+        logits = model(
+            input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+            position_ids=batch.position_ids.to(device), logits_to_keep=width + 1,
+        ).logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
     log_probs = logits.float().log_softmax(-1).gather(-1, batch.response_ids.to(device).unsqueeze(-1)).squeeze(-1)
     if not with_hidden:
         return log_probs  # (B, R)

@@ -1,7 +1,8 @@
 """Stage 3, PPO against the reward model, with a per-token KL penalty to the SFT model (and PPO-ptx).
 
-Policy = the SFT model with a trainable LoRA adapter plus a value head on its last hidden state; the
-reference is the same model with the adapter disabled, so there is no second copy of the weights.
+Policy = a copy of the SFT model with a trainable LoRA adapter plus a value head on its last hidden
+state; the reference is the SFT model itself (it computes what the policy with its adapter disabled
+would, and it is kept anyway), read-only, so nothing switches the policy's adapter off and on.
 Each step samples responses to a batch of prompts (temperature 1, no top-k/top-p: the KL estimate is
 unbiased only for samples from the policy itself), scores them with the reward model, subtracts
 beta * (log pi - log pi_ref) per token, computes GAE advantages and runs a few epochs of the clipped
@@ -33,6 +34,7 @@ from peftlab.rlhf.ppo_math import (
 )
 from peftlab.rlhf.reward import RewardModel
 from peftlab.rlhf.sft import lora_config, sft_loss
+from peftlab.seeding import seeded
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -89,22 +91,19 @@ class PPOConfig:
 
 
 class PolicyWithValueHead(torch.nn.Module):
-    """The SFT model with a trainable LoRA adapter, and a value head; `reference()` disables the adapter."""
+    """A copy of the SFT model with a trainable LoRA adapter, and a value head; `reference_model` is the SFT model."""
 
     def __init__(self, sft_model: torch.nn.Module, lora_r: int):
         super().__init__()
         from peft import get_peft_model
 
-        # A copy, so the SFT result stays a plain model; the reference shares these weights (adapter off).
+        # A copy, so the SFT result stays a plain model: the frozen reference for the KL penalty.
         self.model = get_peft_model(copy.deepcopy(sft_model), lora_config(lora_r))
+        self.__dict__["reference_model"] = sft_model  # not a submodule: never trained, saved or moved with the policy
         hidden = self.model.get_output_embeddings().weight.shape[1]
         self.value_head = torch.nn.Linear(hidden, 1).to(next(sft_model.parameters()).device)
         torch.nn.init.zeros_(self.value_head.weight)
         torch.nn.init.zeros_(self.value_head.bias)
-
-    def reference(self):
-        """A context in which `self.model` is the frozen SFT model."""
-        return self.model.disable_adapter()
 
     def response_outputs(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-probs, values) of the response tokens, (B, R) each."""
@@ -154,8 +153,8 @@ def train_ppo(
         raise PeftlabError("PPO needs prompts to sample responses for.")
     if config.ptx_coef and not demonstrations:
         raise PeftlabError("PPO-ptx (ptx coefficient above 0) needs demonstrations for its LM loss.")
-    torch.manual_seed(config.seed)
-    policy = PolicyWithValueHead(sft_model, config.lora_r)
+    with seeded(config.seed):  # the adapter's initialisation
+        policy = PolicyWithValueHead(sft_model, config.lora_r)
     parameters = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     controller = config.kl_controller()
@@ -171,8 +170,7 @@ def train_ppo(
         )
         with torch.no_grad():
             old_log_probs, old_values = policy.response_outputs(rollout)  # (B, R) each
-            with policy.reference():
-                ref_log_probs = response_forward(policy.model, rollout)  # (B, R)
+            ref_log_probs = response_forward(policy.reference_model, rollout)  # (B, R)
             scores = reward_model.score(rollout.prompts, rollout.responses).to(old_log_probs.device)  # (B,)
         mask = rollout.response_mask.to(old_log_probs.device, old_log_probs.dtype)  # (B, R)
         rewards, kl = kl_penalized_rewards(scores, old_log_probs, ref_log_probs, mask, controller.value)

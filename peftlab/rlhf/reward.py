@@ -32,6 +32,7 @@ from peftlab.rlhf.generation import SequenceBatch, encode_pairs, sample_response
 from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.ppo_math import pairwise_reward_loss
 from peftlab.rlhf.sft import lora_config
+from peftlab.seeding import seeded
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -154,14 +155,14 @@ def train_reward_model(
         same = next((p for p in pairs if p.chosen.strip() == p.rejected.strip()), None)
         if same is not None:
             raise PeftlabError("A comparison has the same text as chosen and rejected; it carries no preference.")
-    torch.manual_seed(config.seed)
-    backbone = copy.deepcopy(sft_model)
-    backbone.requires_grad_(False)
-    if config.lora_r:
-        from peft import get_peft_model
+    with seeded(config.seed):  # the adapter's initialisation
+        backbone = copy.deepcopy(sft_model)
+        backbone.requires_grad_(False)
+        if config.lora_r:
+            from peft import get_peft_model
 
-        backbone = get_peft_model(backbone, lora_config(config.lora_r))
-    model = RewardModel(backbone, tokenizer).to(next(sft_model.parameters()).device)
+            backbone = get_peft_model(backbone, lora_config(config.lora_r))
+        model = RewardModel(backbone, tokenizer).to(next(sft_model.parameters()).device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / config.steps)

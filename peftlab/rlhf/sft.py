@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -25,6 +26,7 @@ from peftlab.methods import help_field
 from peftlab.models import LM
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import encode_pairs, response_forward, sample_responses
+from peftlab.seeding import seeded
 
 SFT_METHODS = ("lora", "full")
 
@@ -103,14 +105,14 @@ def train_sft(
         raise PeftlabError("SFT needs at least one demonstration (a prompt and the response to learn).")
     if lm.kind != "causal":
         raise PeftlabError(f"The RLHF pipeline needs a causal LM that writes text; {lm.name} is a masked LM.")
-    torch.manual_seed(config.seed)
-    model = copy.deepcopy(lm.model)
-    if config.method == "lora":
-        from peft import get_peft_model
+    with seeded(config.seed):  # the adapter's initialisation
+        model = copy.deepcopy(lm.model)
+        if config.method == "lora":
+            from peft import get_peft_model
 
-        model = get_peft_model(model, lora_config(config.lora_r))
-    else:
-        model.requires_grad_(True)
+            model = get_peft_model(model, lora_config(config.lora_r))
+        else:
+            model.requires_grad_(True)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / config.steps)
@@ -139,4 +141,7 @@ def train_sft(
         model.save_pretrained(adapter_dir)  # merging below removes the adapter, so it is kept here first
         model = model.merge_and_unload()
     model.requires_grad_(False)
-    yield SFTResult(model.eval(), adapter_dir, losses, time.perf_counter() - started)
+    result = SFTResult(model.eval(), adapter_dir, losses, time.perf_counter() - started)
+    if adapter_dir is not None:
+        weakref.finalize(result, shutil.rmtree, adapter_dir, True)  # the folder goes when the result does
+    yield result

@@ -1,0 +1,27 @@
+"""Seeded work on torch's global random number generator, safe when several jobs run in one process.
+
+torch has one global generator per device. Two jobs that seed it and then draw from it in different
+threads interleave their draws, so each job's numbers depend on what else runs. `seeded(seed)` gives a
+block the generator alone: it holds a process-wide lock, seeds, and restores the previous state after.
+Keep such blocks short (initialising weights, sampling a batch of responses): other seeded blocks wait.
+The guarantee holds when every draw from the global generator in the process happens inside such a
+block, as in peftlab's own code (other randomness uses its own `random.Random` or `torch.Generator`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator
+
+import torch
+
+_lock = threading.RLock()  # re-entrant: a seeded block may call a function that seeds too
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with torch's global generators (CPU and CUDA) seeded with `seed`, alone among threads."""
+    with _lock, torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,155 @@
+"""Jobs sharing one cached model from several threads get exactly the numbers they get alone.
+
+A Space serves many visitors from one process and one cached `LM`. Each job below touches the shared
+model the way one tab does: AutoPrompt's gradient pass (trigger embeddings) and candidate re-scoring,
+the Cloze tab's evaluation with mean calibration, the head-only baseline's and label-word search's
+read of the LM head's input, and the RLHF stages' response log-probs with hidden states. Run together
+from threads, each must give bit-identical (fp32) results to a run alone, and leave the model as it was.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from peftlab.autoprompt import mask_representations, rescore_candidates, trigger_gradient
+from peftlab.cloze import evaluate
+from peftlab.prompts import Prompt, Template, Verbalizer
+from peftlab.rlhf.generation import encode_pairs, response_forward
+from peftlab.seeding import seeded
+
+TEMPLATE = "Review: {text}\nSentiment:{mask}"
+TRIGGER_TEMPLATE = "{text} [T] [T] {mask}"
+VERBALIZER = {"negative": ["bad", "terrible"], "positive": ["great", "fantastic"]}
+ROUNDS = 15
+
+
+def jobs(lm, task) -> dict:
+    """name -> a function returning a tuple of tensors, each job as one tab runs it."""
+    verbalizer = Verbalizer.parse(VERBALIZER, task.label_names)
+    trigger_word = lm.tokenizer(" the" if lm.kind == "causal" else "the", add_special_tokens=False).input_ids[0]
+    trigger_prompt = Prompt(Template.parse(TRIGGER_TEMPLATE, ["text"]), verbalizer, trigger_ids=(trigger_word,) * 2)
+    plain_prompt = Prompt(Template.parse(TEMPLATE, ["text"]), verbalizer)
+    examples = task.train[:6]
+
+    def autoprompt_step():
+        gradient = trigger_gradient(lm, trigger_prompt, examples)
+        candidates = list(range(5, 10))
+        return gradient, rescore_candidates(lm, trigger_prompt, 0, candidates, examples[:4])
+
+    def cloze_evaluation():
+        result = evaluate(lm, task, TEMPLATE, VERBALIZER, calibration="mean")
+        return (torch.tensor(result.predictions[[f"p({name})" for name in task.label_names]].to_numpy()),)
+
+    def head_features():
+        return (mask_representations(lm, plain_prompt, task.test),)
+
+    jobs = {"autoprompt": autoprompt_step, "cloze": cloze_evaluation, "head features": head_features}
+    if lm.kind == "causal":
+        batch = encode_pairs(lm.tokenizer, ["a film", "the plot"], ["it was great", "boring"])
+
+        def response_log_probs():
+            with torch.no_grad():
+                return response_forward(lm.model, batch, with_hidden=True)
+
+        jobs["rlhf response"] = response_log_probs
+    return jobs
+
+
+def test_jobs_on_one_model_from_threads_equal_each_job_alone(tiny_lm, tiny_task):
+    weights = {name: p.detach().clone() for name, p in tiny_lm.model.named_parameters()}
+    alone = {name: job() for name, job in jobs(tiny_lm, tiny_task).items()}
+    results: dict[str, list] = {name: [] for name in alone}
+    errors = []
+    start = threading.Barrier(len(alone))
+
+    def run(name, job):
+        try:
+            start.wait()
+            for _ in range(ROUNDS):
+                results[name].append(job())
+        except Exception as exc:  # reported below with the job's name
+            errors.append((name, exc))
+
+    threads = [threading.Thread(target=run, args=item) for item in jobs(tiny_lm, tiny_task).items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for name, expected in alone.items():
+        assert len(results[name]) == ROUNDS
+        for got in results[name]:
+            assert all(torch.equal(g, e) for g, e in zip(got, expected)), f"{name} differs under concurrency"
+    # The shared model is exactly as it was, with no gradients left on it and nothing trainable.
+    for name, p in tiny_lm.model.named_parameters():
+        assert torch.equal(p, weights[name]) and p.grad is None and not p.requires_grad
+
+
+def test_the_head_input_is_recorded_only_for_the_context_that_asks(tiny_causal):
+    from peftlab.models import capture_head_inputs
+
+    ids = torch.tensor([[1, 5, 6, 7]])
+    with capture_head_inputs(tiny_causal.model) as captured:
+        with torch.no_grad():
+            tiny_causal.model(input_ids=ids)
+        seen = []
+        other = threading.Thread(target=lambda: seen.append(tiny_causal.model(input_ids=ids).logits))
+        other.start()
+        other.join()
+    assert len(captured) == 1 and captured[0].shape == (1, 4, tiny_causal.model.config.hidden_size)
+    with torch.no_grad():
+        tiny_causal.model(input_ids=ids)  # outside the context: nothing is recorded
+    assert len(captured) == 1
+    # What was recorded is what the LM head turns into logits.
+    with torch.no_grad():
+        logits = tiny_causal.model(input_ids=ids).logits
+    torch.testing.assert_close(tiny_causal.model.get_output_embeddings()(captured[0]), logits)
+
+
+@pytest.mark.parametrize("copies", [1, 2])
+def test_a_copied_model_records_its_head_input_once(tiny_causal, copies):
+    import copy
+
+    from peftlab.models import capture_head_inputs
+
+    model = tiny_causal.model
+    for _ in range(copies):
+        with capture_head_inputs(model):
+            pass
+        model = copy.deepcopy(model)  # a copy carries the recorder along; it must not get a second one
+    with capture_head_inputs(model) as captured, torch.no_grad():
+        model(input_ids=torch.tensor([[1, 5, 6]]))
+    assert len(captured) == 1
+
+
+def test_seeded_sampling_from_threads_equals_sampling_alone(tiny_causal):
+    from peftlab.rlhf.generation import sample_responses
+
+    prompts = ["a film", "the plot", "the cast"]
+
+    def sample(seed):
+        return sample_responses(tiny_causal.model, tiny_causal.tokenizer, prompts, max_new_tokens=8, seed=seed).input_ids
+
+    alone = {seed: sample(seed) for seed in (1, 2)}
+    results, start = {1: [], 2: []}, threading.Barrier(3)
+
+    def run(seed):
+        start.wait()
+        for _ in range(5):
+            results[seed].append(sample(seed))
+
+    def initialise_weights():  # a third job seeding its own initialisation meanwhile
+        start.wait()
+        for _ in range(50):
+            with seeded(7):
+                torch.nn.Linear(64, 64)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in alone] + [threading.Thread(target=initialise_weights)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(torch.equal(got, alone[seed]) for seed, runs in results.items() for got in runs)
