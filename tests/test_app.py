@@ -310,7 +310,7 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_mo
     deadline = time.monotonic() + CALL_TIMEOUT_S
     while not job.outputs() and time.monotonic() < deadline:  # wait for the first streamed step
         time.sleep(0.1)
-    assert call(client, "/rlhf_ppo_stop") == "Stopping after the current PPO step..."
+    assert call(client, "/rlhf_ppo_stop") == "Stopping PPO after its current step; what it finished is kept."
     status, _plot, samples = job.result(timeout=CALL_TIMEOUT_S)
     assert re.match(r"PPO stopped after \d+ of 10000 steps; the policy so far is kept", status), status
     assert len(samples["data"]) < 10_000
@@ -341,3 +341,107 @@ def test_rlhf_bad_input_is_one_sentence(client, tiny_model_folder, tmp_path):
     with pytest.raises(AppError, match=r"KL coefficient beta must be a number of at least 0"):
         call(client, "/rlhf_ppo", "vader-positive", 1, -0.1, False, 4.0, 0.0, 1e-3, 0)
     assert_still_answers(client)
+
+
+# ------------------------------------------------------------------ many visitors: Stop, queues, caps, sessions
+
+
+def wait_for(condition, timeout: float = CALL_TIMEOUT_S, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_stop_in_soft_prompts_keeps_the_run_in_progress_as_a_row(client):
+    job = client.submit(*compare_args(steps=500), api_name="/compare")
+    wait_for(lambda: len(job.outputs()) >= 2, FIRST_CALL_TIMEOUT_S, "the first training steps")
+    assert call(client, "/compare_stop") == "Stopping the comparison after its current step; what it finished is kept."
+    status, results, _summary, _curves, _scatter, csv_path, run_path, picker = job.result(timeout=CALL_TIMEOUT_S)
+    assert "Stopped because you pressed Stop. Finished runs and the stopped run's best weights are kept." in status
+    rows = pd.DataFrame(results["data"], columns=results["headers"])
+    assert rows["method"].tolist() == ["zero-shot", "prompt-tuning"]
+    assert re.fullmatch(r"stopped at step \d+ of 500", rows["status"].iloc[1]), rows["status"].tolist()
+    assert pd.read_csv(csv_path)["status"].tolist() == rows["status"].tolist()  # the downloads keep it too
+    assert json.loads(open(run_path, encoding="utf-8").read())["results"][1]["status"] == rows["status"].iloc[1]
+    assert picker["value"] == "prompt-tuning"  # the stopped run can classify and be downloaded
+    assert call(client, "/compare_stop") == "Nothing to stop: the comparison is not running."
+
+
+def test_cheap_clicks_never_wait_behind_heavy_jobs_and_a_queued_job_learns_its_place(app_url, client):
+    trainer = Client(app_url, verbose=False)
+    evaluator = Client(app_url, verbose=False)
+    try:
+        training = trainer.submit(*compare_args(steps=500), api_name="/compare")
+        wait_for(lambda: len(training.outputs()) >= 2, FIRST_CALL_TIMEOUT_S, "the training to start")
+        queued = evaluator.submit(*settings().values(), 20, api_name="/evaluate")
+        wait_for(lambda: queued.status().code.value == "IN_QUEUE", 30, "the evaluation to wait in the heavy queue")
+        place = queued.status()
+        assert place.rank == 0 and place.queue_size == 1
+        started = time.monotonic()
+        assert_still_answers(client)  # a third visitor's click goes through while the heavy slot is taken
+        assert time.monotonic() - started < 30 and not training.done() and not queued.done()
+        call(trainer, "/compare_stop")
+        training.result(timeout=CALL_TIMEOUT_S)
+        summary = queued.result(timeout=CALL_TIMEOUT_S)[0]
+        assert "20 test texts" in summary
+    finally:
+        trainer.close()
+        evaluator.close()
+
+
+def test_public_mode_refuses_oversized_jobs_and_disallowed_models_with_one_sentence(client, monkeypatch, tmp_path,
+                                                                                   tiny_model_folder):
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+    limit = "above this public Space's limit of {}; lower it, or run peftlab on your own machine for larger jobs."
+    cases = [
+        ("/compare", compare_args(steps=100), "Steps is 100, " + limit.format(60)),
+        ("/compare", compare_args(methods=["prompt-tuning", "lora", "head", "full", "bitfit"], seeds="13,21,42"),
+         "The number of training runs is 15, " + limit.format(12)),
+        ("/compare", compare_args(shots="64"), "K per class is 64, " + limit.format(32)),
+        ("/evaluate", [*settings().values(), 900], "Test texts to evaluate is 900, " + limit.format(500)),
+        ("/autoprompt", autoprompt_args(iterations=31), "Iterations is 31, " + limit.format(30)),
+        ("/classify", [*settings(model=tiny_model_folder).values(), POSITIVE_TEXT],
+         f"This public Space loads only these models: smollm2-135m, HuggingFaceTB/SmolLM2-135M-Instruct, gpt2, "
+         f"bert-base-uncased, roberta-large; '{tiny_model_folder}' is not one of them (run peftlab on your own machine "
+         "for others)."),
+        ("/classify", [*settings(task="/etc/passwd.csv").values(), POSITIVE_TEXT],
+         "On this public Space, give your own data as an upload, not as a file name."),
+    ]
+    for api_name, args, message in cases:
+        with pytest.raises(AppError) as raised:
+            call(client, api_name, *args)
+        assert str(raised.value) == message, api_name
+    assert_still_answers(client)
+
+
+def test_loading_a_saved_method_never_pulls_a_model_the_caps_do_not_allow(client, monkeypatch, tmp_path):
+    import zipfile
+
+    saved = tmp_path / "elsewhere.zip"
+    with zipfile.ZipFile(saved, "w") as archive:
+        archive.writestr("peftlab_method.json", json.dumps({"method": "head", "model": "someone/huge-model"}))
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+    with pytest.raises(AppError, match=r"^This public Space loads only these models: .*'someone/huge-model' is not one"):
+        call(client, "/load_trained", handle_file(str(saved)))
+
+
+def test_a_closed_session_loses_its_jobs_objects_and_files(app_url):
+    from peftlab.ui.sessions import SESSIONS
+
+    visitor = Client(app_url, verbose=False)
+    try:
+        call(visitor, "/evaluate", *settings().values(), 8)
+        job = visitor.submit(*compare_args(steps=500), api_name="/compare")
+        wait_for(lambda: len(job.outputs()) >= 2, FIRST_CALL_TIMEOUT_S, "the training to start")
+        session = SESSIONS.get(type("Request", (), {"session_hash": visitor.session_hash})())
+        folder = session.folder
+        assert any(folder.glob("*-cloze-predictions.csv")) and session.running
+        (stop,) = session._stops.values()
+    finally:
+        visitor.close()  # the heartbeat ends: Gradio runs the unload event
+    wait_for(lambda: stop.is_set(), 30, "the session's job to be stopped")
+    assert stop.reason == "the visitor left"
+    wait_for(lambda: not folder.exists(), 30, "the session folder to go")
+    assert session.values == {}
+    wait_for(lambda: not session.running, CALL_TIMEOUT_S, "the stopped job to end")

@@ -95,3 +95,44 @@ def test_module_entry_point_exit_code():
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --limit must be at least 1, not -3."
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unexpected_failure_is_one_error_line_and_exit_1(capsys, monkeypatch, debug):
+    import peftlab.tasks
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(peftlab.tasks, "load_task", broken)
+    argv = ["cloze", "--limit", "2"] + (["--debug"] if debug else [])
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 1 and out == ""
+    last = err.strip().splitlines()[-1]
+    assert last == ("error: RuntimeError: disk on fire (this is a bug or a broken installation; "
+                    "run again with --debug to see the traceback).")
+    assert ("Traceback (most recent call last)" in err) == debug
+    if not debug:
+        assert err.count("\n") == 1
+
+
+def test_debug_is_accepted_before_the_sub_command(capsys):
+    code, _, err = run_cli(capsys, "--debug", "cloze", "--limit", "0")
+    assert code == 2 and err == "error: --limit must be at least 1, not 0.\n"
+
+
+@pytest.mark.slow
+def test_processes_started_together_on_an_empty_cache_all_succeed(tmp_path):
+    """Each converts or waits for the one conversion of the embedded model, then scores two texts."""
+    import os
+
+    env = dict(os.environ, PEFTLAB_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
+    command = [sys.executable, "-m", "peftlab", "cloze", "--limit", "2", "--json"]
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+    outcomes = [(p.wait(timeout=600), *p.communicate()) for p in processes]
+    for code, out, err in outcomes:
+        assert code == 0, err
+        assert json.loads(out)["n"] == 2
+    models = tmp_path / "cache" / "models"
+    assert sorted(p.name for p in models.iterdir() if not p.name.endswith(".lock")) == ["smollm2-135m"]

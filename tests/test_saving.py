@@ -11,7 +11,7 @@ import torch
 from peftlab.cloze import ClozeSetup
 from peftlab.errors import PeftlabError
 from peftlab.methods import method_config
-from peftlab.saving import META_FILE, load_trained, zip_trained
+from peftlab.saving import META_FILE, load_trained, save_trained, saved_model_name, zip_trained
 from peftlab.tuning import TrainSettings, train_method
 from tests.test_tuning import TEMPLATE, VERBALIZER, easy_task
 
@@ -96,3 +96,35 @@ def test_bad_saved_methods_are_one_clear_sentence(tiny_causal, tiny_mlm, tmp_pat
     saved = zip_trained(trained, tmp_path / "head.zip")
     with pytest.raises(PeftlabError, match=r"^This head was trained on tiny-llama; load it with that model, not tiny-bert"):
         load_trained(saved, lm=tiny_mlm)
+
+
+def test_a_zip_with_pickled_weights_is_refused_before_anything_is_read(tiny_causal, tmp_path):
+    _, trained = trained_method(tiny_causal, "lora")
+    saved = zip_trained(trained, tmp_path / "lora.zip")
+    pickled = tmp_path / "pickled.zip"
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(pickled, "w") as target:
+        for name in source.namelist():
+            if name != "adapter_model.safetensors":
+                target.writestr(name, source.read(name))
+        target.writestr("adapter_model.bin", b"a pickle that must never be unpickled")
+    with pytest.raises(PeftlabError, match=r"^pickled.zip is not a saved peftlab method: it holds 'adapter_model.bin', "
+                                           r"and only .* are read \(weights as safetensors only\)\.$"):
+        load_trained(pickled, lm=tiny_causal)
+    with pytest.raises(PeftlabError, match=r"holds 'adapter_model.bin'"):
+        saved_model_name(pickled)
+
+
+def test_a_zip_that_unpacks_to_more_than_a_method_can_weigh_is_refused(tiny_causal, tmp_path, monkeypatch):
+    import peftlab.saving
+
+    _, trained = trained_method(tiny_causal, "head")
+    saved = zip_trained(trained, tmp_path / "head.zip")
+    monkeypatch.setattr(peftlab.saving, "MAX_UNZIPPED_BYTES", 100)
+    with pytest.raises(PeftlabError, match=r"^head.zip unpacks to more than .* GB, more than any saved method\.$"):
+        load_trained(saved, lm=tiny_causal)
+
+
+def test_the_model_of_a_saved_method_is_read_without_loading_it(tiny_causal, tmp_path):
+    _, trained = trained_method(tiny_causal, "head")
+    assert saved_model_name(zip_trained(trained, tmp_path / "head.zip")) == "tiny-llama"
+    assert saved_model_name(save_trained(trained, tmp_path / "head-folder")) == "tiny-llama"

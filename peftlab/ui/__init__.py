@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import gradio as gr
 
+from peftlab.serving import current_caps, public_mode
 from peftlab.ui.autoprompt_tab import build_autoprompt_tab
 from peftlab.ui.cloze_tab import build_cloze_tab
 from peftlab.ui.rlhf_tab import build_rlhf_tab
+from peftlab.ui.sessions import close_session
 from peftlab.ui.soft_prompts_tab import build_soft_prompts_tab
 
 TITLE = "peftlab: prompt-based learning, side by side"
+# Gradio's own copies of served files (uploads, anything outside a session folder): removed after an hour.
+DELETE_CACHE = (600, 3600)
+
+
+def launch_options() -> dict:
+    """What `launch()` needs besides host and port: the upload size limit of the current caps."""
+    return dict(max_file_size=int(current_caps().upload_mb * 2**20))
 
 
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title=TITLE) as app:
+    """The app: one tab per method, heavy jobs in one queue sized by the hardware, sessions cleaned when they end."""
+    with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as app:
         gr.Markdown(f"# {TITLE}")
         with gr.Tabs() as tabs:
             with gr.Tab("Cloze", id="cloze"):
@@ -24,5 +34,10 @@ def build_app() -> gr.Blocks:
                 build_soft_prompts_tab()
             with gr.Tab("RLHF", id="rlhf"):
                 build_rlhf_tab()
-    app.queue(default_concurrency_limit=1)  # one model job at a time: a CPU has no room for two
+        if public_mode():
+            caps = current_caps()
+            gr.Markdown(f"This is a public Space: jobs are capped (the limits are shown next to the inputs) and stop "
+                        f"by themselves after {caps.job_minutes:g} minutes, keeping what they finished.")
+        app.unload(close_session)
+    app.queue(default_concurrency_limit=1)  # each event names its queue (heavy, light or none); this is the fallback
     return app

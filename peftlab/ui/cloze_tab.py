@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import tempfile
-
 import gradio as gr
 import pandas as pd
 
 from peftlab.cloze import CALIBRATIONS, classify_text, evaluate
-from peftlab.models import load_lm
 from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.prompts import suggested_prompt
+from peftlab.serving import current_caps
 from peftlab.ui.common import (
-    START_TEMPLATE, model_and_task_inputs, resolve_task, split_templates, user_errors, verbalizer_box, verbalizer_lines,
+    INSTANT, START_TEMPLATE, capped_number, heavy, job, light, load_model, model_and_task_inputs, resolve_task,
+    split_templates, user_errors, verbalizer_box, verbalizer_lines,
 )
 
 INTRO = """Score each label word at the `{mask}` of a template. A causal LM scores a mask at the end as
@@ -30,7 +29,7 @@ def suggest(task_name, upload, text_column, label_column):
 @user_errors
 def classify(model_name, task_name, upload, text_column, label_column, templates, verbalizer, calibration, shots, seed, text):
     task = resolve_task(task_name, upload, text_column, label_column)
-    lm = load_lm(model_name)
+    lm = load_model(model_name)
     prediction = classify_text(
         lm, task, text, split_templates(templates), verbalizer, calibration, int(shots or 0), int(seed or 0),
     )
@@ -42,24 +41,26 @@ def classify(model_name, task_name, upload, text_column, label_column, templates
 @user_errors
 def run_evaluation(
     model_name, task_name, upload, text_column, label_column, templates, verbalizer, calibration, shots, seed, limit,
-    progress=gr.Progress(),
+    request: gr.Request, progress=gr.Progress(),
 ):
     task = resolve_task(task_name, upload, text_column, label_column)
+    limit = int(limit) if limit else None
+    current_caps().check("test_texts", min(limit or len(task.test), len(task.test)), "Test texts to evaluate")
     progress(0, desc="loading the model")
-    lm = load_lm(model_name)
-    result = evaluate(
-        lm, task, split_templates(templates), verbalizer, calibration, int(shots or 0),
-        limit=int(limit) if limit else None, seed=int(seed or 0),
-        progress=lambda done, total: progress(done / total, desc=f"scoring {done}/{total}"),
-    )
+    lm = load_model(model_name)
+    with job(request, "cloze") as (session, _):
+        result = evaluate(
+            lm, task, split_templates(templates), verbalizer, calibration, int(shots or 0), limit=limit,
+            seed=int(seed or 0), progress=lambda done, total: progress(done / total, desc=f"scoring {done}/{total}"),
+        )
     summary = (
         f"**Accuracy {result.accuracy:.1%}** · macro-F1 {result.macro_f1:.3f} · {result.n} test texts · "
         f"{result.seconds:.1f} s ({result.n / max(result.seconds, 1e-9):.0f} texts/s) · calibration {calibration}"
     )
-    with tempfile.NamedTemporaryFile("w", suffix="-cloze-predictions.csv", delete=False) as handle:
-        result.predictions.to_csv(handle, index=False)
+    predictions = session.path(f"peftlab-{task.name}-cloze-predictions.csv")
+    result.predictions.to_csv(predictions, index=False)
     errors = result.most_confident_errors(10).round(3)
-    return summary, confusion_heatmap(result.confusion, result.label_names), errors, handle.name
+    return summary, confusion_heatmap(result.confusion, result.label_names), errors, str(predictions)
 
 
 def build_cloze_tab() -> dict[str, gr.components.Component]:
@@ -73,7 +74,7 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
         calibration = gr.Radio(list(CALIBRATIONS), value="none", label="Calibration")
         shots = gr.Slider(0, 16, value=0, step=1, label="Demonstrations in context")
         seed = gr.Number(13, precision=0, label="Seed (demonstrations)")
-        limit = gr.Number(200, precision=0, label="Test texts to evaluate", minimum=1)
+        limit = capped_number(200, "Test texts to evaluate", "test_texts")
     settings = [model, task, upload, text_column, label_column, templates, verbalizer, calibration, shots, seed]
 
     with gr.Row():
@@ -94,10 +95,11 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
 
     gr.on(
         [task.input, upload.change], suggest, [task, upload, text_column, label_column], [templates, verbalizer],
-        api_name="suggest_prompt",
+        api_name="suggest_prompt", **INSTANT,
     )
-    classify_button.click(classify, settings + [text], [label_plot, top_tokens], api_name="classify")
+    classify_button.click(classify, settings + [text], [label_plot, top_tokens], api_name="classify", **light())
     evaluate_button.click(
         run_evaluation, settings + [limit], [summary, confusion_plot, errors, predictions_file], api_name="evaluate",
+        **heavy(),
     )
     return {"model": model, "task": task, "templates": templates, "verbalizer": verbalizer}

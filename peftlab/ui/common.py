@@ -1,16 +1,20 @@
-"""Pieces every tab shares: model and task pickers, and turning bad input into one clear UI message."""
+"""Pieces every tab shares: model and task pickers, queues, caps, jobs, and bad input as one clear UI message."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+from typing import Iterator
 
 import gradio as gr
 
 from peftlab.errors import PeftlabError
-from peftlab.models import DEFAULT_MODEL
+from peftlab.models import DEFAULT_MODEL, LM, load_lm
 from peftlab.prompts import suggested_prompt
-from peftlab.tasks import EMBEDDED_TASKS, load_task
+from peftlab.serving import JobStop, current_caps, heavy_job_limit, public_mode
+from peftlab.tasks import EMBEDDED_TASKS, UPLOAD_SUFFIXES, load_task
+from peftlab.ui.sessions import SESSIONS, Session
 
 MODEL_CHOICES = [DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct", "roberta-large", "bert-base-uncased", "gpt2"]
 TEMPLATE_SEPARATOR = "---"
@@ -37,7 +41,66 @@ def user_errors(fn):
     return wrapper
 
 
+def heavy() -> dict:
+    """Event options of a heavy job (model evaluation, search, training): one queue for all of them, sized by the hardware."""
+    return dict(concurrency_id="heavy", concurrency_limit=heavy_job_limit())
+
+
+def light() -> dict:
+    """Event options of a cheap click on a model (classify one text, load or download a method): never behind heavy jobs."""
+    return dict(concurrency_id="light", concurrency_limit=4)
+
+
+INSTANT = dict(concurrency_limit=None)  # Stop buttons and pure UI updates: no queue at all
+
+
+def load_model(name: str, dtype: str = "auto") -> LM:
+    """load_lm for a visitor: on a public Space only the models its caps allow."""
+    current_caps().check_model(name)
+    return load_lm(name, dtype=dtype)
+
+
+def capped_number(value, label: str, cap: str, minimum: float = 1, precision: int | None = 0, info: str = "") -> gr.Number:
+    """A number input limited to the caps' value of `cap` on a public Space, which says so next to it."""
+    caps = current_caps()
+    note = "; ".join(part for part in (info, caps.note(cap)) if part)
+    return gr.Number(value, precision=precision, minimum=minimum, maximum=getattr(caps, cap), label=label, info=note or None)
+
+
+@contextlib.contextmanager
+def job(request: gr.Request | None, kind: str) -> Iterator[tuple[Session, JobStop]]:
+    """A heavy job of the caller's session: its stop flag (Stop, the visitor leaving, the caps' time limit)."""
+    session = SESSIONS.get(request)
+    stop = session.start_job(kind)
+    try:
+        yield session, stop
+    finally:
+        session.end_job(kind, stop)
+
+
+def stop_handler(kind: str, what: str):
+    """The handler of a Stop button: the session's running job of `kind` ends after its current step, keeping its work."""
+    def stop(request: gr.Request) -> str:
+        if SESSIONS.get(request).stop_job(kind, "you pressed Stop"):
+            return f"Stopping {what} after its current step; what it finished is kept."
+        return f"Nothing to stop: {what} is not running."
+    return stop
+
+
+def stopped_note(stop: JobStop) -> str:
+    return f"Stopped because {stop.reason}." if stop.is_set() else ""
+
+
+def upload_limit_note() -> str:
+    """" (at most N MB)" on a public Space, for the labels of upload inputs."""
+    return f" (at most {current_caps().upload_mb:g} MB)" if public_mode() else ""
+
+
 def model_picker() -> gr.Dropdown:
+    caps = current_caps()
+    if caps.models is not None:
+        return gr.Dropdown(list(caps.models), value=DEFAULT_MODEL, label="Model",
+                           info="This public Space offers these models.")
     return gr.Dropdown(
         MODEL_CHOICES, value=DEFAULT_MODEL, allow_custom_value=True, label="Model",
         info="Embedded default works offline; Hub ids and local folders load where reachable.",
@@ -53,7 +116,8 @@ def model_and_task_inputs() -> tuple[gr.Dropdown, gr.Dropdown, gr.File, gr.Textb
             list(EMBEDDED_TASKS), value="rt-sentiment", allow_custom_value=True, label="Task",
             info="Embedded task or a Hub dataset id; an uploaded file takes precedence.",
         )
-        upload = gr.File(label="Or upload CSV / JSONL", file_types=[".csv", ".jsonl", ".json"], height=120)
+        upload = gr.File(label="Or upload CSV / JSONL" + upload_limit_note(), file_types=[".csv", ".jsonl", ".json"],
+                         height=120)
         text_column = gr.Textbox("text", label="Text column")
         label_column = gr.Textbox("label", label="Label column")
     return model, task, upload, text_column, label_column
@@ -68,10 +132,15 @@ def verbalizer_box() -> gr.Textbox:
 
 
 def resolve_task(task_name: str, upload, text_column: str, label_column: str):
-    """The Task the user picked: the uploaded file when there is one, else the dropdown's name."""
+    """The Task the user picked: the uploaded file when there is one, else the dropdown's name.
+
+    On a public Space a typed name is never read as a path on the server: files come only as uploads.
+    """
     source = upload if upload else task_name
     if not source:
         raise PeftlabError("Pick a task or upload a CSV/JSONL file.")
+    if not upload and public_mode() and str(task_name).strip().lower().endswith(UPLOAD_SUFFIXES):
+        raise PeftlabError("On this public Space, give your own data as an upload, not as a file name.")
     return load_task(str(source), text_column=(text_column or "text").strip(), label_column=(label_column or "label").strip())
 
 

@@ -1,22 +1,20 @@
 """The RLHF tab: SFT -> reward model -> PPO in three steps, a screen where a person ranks samples, and SFT vs PPO.
 
-A session's models and rankings live in one gr.State dict: "lm", "data", "sft", "reward", "ppo", "human"
-(HumanRankings) and "pending" (the prompt and responses shown for ranking). Each stage needs the one before.
+A session's models and rankings live in its `Session.values["rlhf"]` dict: "lm", "data", "sft", "reward",
+"ppo", "human" (HumanRankings) and "pending" (the prompt and responses shown for ranking); they go when
+the visitor leaves. Each stage needs the one before; each has a stop flag that ends it after its current
+step and keeps what it trained.
 """
 
 from __future__ import annotations
 
 import random
-import tempfile
-import threading
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from peftlab.errors import PeftlabError
-from peftlab.models import load_lm
 from peftlab.plots import metric_curve, metric_panels, score_comparison
 from peftlab.rlhf.evaluation import compare_policies
 from peftlab.rlhf.generation import sample_responses
@@ -26,7 +24,12 @@ from peftlab.rlhf.ppo import PPOConfig, PPOResult, train_ppo
 from peftlab.rlhf.reward import RewardConfig, RewardResult, train_reward_model
 from peftlab.rlhf.sft import SFT_METHODS, SFTConfig, SFTResult, train_sft
 from peftlab.saving import zip_saved
-from peftlab.ui.common import model_picker, user_errors
+from peftlab.serving import current_caps
+from peftlab.ui.common import (
+    INSTANT, capped_number, heavy, job, light, load_model, model_picker, stop_handler, stopped_note, upload_limit_note,
+    user_errors,
+)
+from peftlab.ui.sessions import SESSIONS
 
 INTRO = """An InstructGPT-style pipeline (Ouyang et al. 2022) in three steps. **1. SFT** fine-tunes the model on
 demonstrations (the embedded data: "Write a one-sentence review of the movie X." answered with real Rotten
@@ -40,9 +43,11 @@ PPO_PANELS = {
     "reward": ["mean_reward", "mean_labeler_score"], "KL to SFT (nats)": ["mean_kl"],
     "losses": ["policy_loss", "value_loss"], "clip fraction": ["clip_fraction"],
 }
-# Stop flags of running PPO stages, one per browser session: Stop sets it, PPO ends after its current step
-# and the session keeps the policy trained so far (cancelling the generator would throw it away).
-_ppo_stops: dict[str, threading.Event] = {}
+JOB = "rlhf"  # one stage runs at a time per session; any stage's Stop ends it after its current step
+
+
+def _state(request) -> dict:
+    return SESSIONS.get(request).values.setdefault("rlhf", {})
 
 
 def _need(state: dict, stage: str, what: str) -> None:
@@ -51,47 +56,58 @@ def _need(state: dict, stage: str, what: str) -> None:
 
 
 @user_errors
-def run_sft_stage(state, model_name, demonstrations_file, comparisons_file, method, steps, learning_rate, seed,
-                  progress=gr.Progress()):
+def run_sft_stage(model_name, demonstrations_file, comparisons_file, method, steps, learning_rate, seed,
+                  request: gr.Request, progress=gr.Progress()):
     config = SFTConfig(method=method, steps=int(steps), learning_rate=float(learning_rate), seed=int(seed))
+    current_caps().check("steps", config.steps, "SFT steps")
     if comparisons_file and not demonstrations_file:
         raise PeftlabError("Uploaded comparisons need uploaded demonstrations too (SFT learns from them first).")
     data = (RLHFData.uploaded(demonstrations_file, comparisons_file, seed=int(seed)) if demonstrations_file
             else RLHFData.embedded(seed=int(seed)))
-    lm = load_lm(model_name, dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
-    state = {"human": state.get("human") or HumanRankings(), "lm": lm, "data": data}  # a new SFT model resets what follows
+    lm = load_model(model_name, dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
+    state = _state(request)
+    human = state.get("human") or HumanRankings()
+    state.clear()  # a new SFT model resets what follows
+    state.update(human=human, lm=lm, data=data)
     history, samples = [], []
-    for item in train_sft(lm, data.demonstrations, config, data.heldout_prompts[:3]):
-        if isinstance(item, SFTResult):
-            state["sft"] = item
-            break
-        history.append({"step": item.step, "loss": item.loss})
-        samples = [{"step": item.step, "prompt": p, "response": r} for p, r in item.samples] + samples
-        progress(item.step / config.steps, desc=f"SFT step {item.step}/{config.steps}")
-        if item.step % 5 == 0 or item.samples or item.step == config.steps:
-            frame = pd.DataFrame(history)
-            yield (f"SFT step {item.step}/{config.steps}, loss {item.loss:.3f}", metric_curve(frame, "step", ["loss"], "SFT loss"),
-                   pd.DataFrame(samples), state)
+    with job(request, JOB) as (_, stop):
+        for item in train_sft(lm, data.demonstrations, config, data.heldout_prompts[:3], stop):
+            if isinstance(item, SFTResult):
+                state["sft"] = item
+                break
+            history.append({"step": item.step, "loss": item.loss})
+            samples = [{"step": item.step, "prompt": p, "response": r} for p, r in item.samples] + samples
+            progress(item.step / config.steps, desc=f"SFT step {item.step}/{config.steps}")
+            if item.step % 5 == 0 or item.samples or item.step == config.steps:
+                frame = pd.DataFrame(history)
+                yield (f"SFT step {item.step}/{config.steps}, loss {item.loss:.3f}",
+                       metric_curve(frame, "step", ["loss"], "SFT loss"), pd.DataFrame(samples))
+        note = f"{stopped_note(stop)} " if stop.is_set() else ""
     result = state["sft"]
-    yield (f"SFT done: loss {result.losses[0]:.3f} → {result.losses[-1]:.3f} in {result.seconds:.0f} s. "
-           "Next: the reward model.", metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"),
-           pd.DataFrame(samples), state)
+    if not result.losses:
+        state.pop("sft")
+        raise PeftlabError(f"{note}SFT stopped before its first step, so there is no SFT model; run it again.")
+    yield (f"{note}SFT done: loss {result.losses[0]:.3f} → {result.losses[-1]:.3f} after {len(result.losses)} steps in "
+           f"{result.seconds:.0f} s. Next: the reward model.", metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"),
+           pd.DataFrame(samples))
 
 
 @user_errors
-def sample_for_ranking(state, k, seed):
+def sample_for_ranking(k, seed, request: gr.Request):
     if int(k) < 2:
         raise PeftlabError(f"A ranking needs K of at least 2 responses, not {int(k)}.")
+    state = _state(request)
     _need(state, "sft", "step 1 (SFT)")
     prompt = random.Random(int(seed) + len(state["human"])).choice(state["data"].train_prompts)
     rollout = sample_responses(state["sft"].model, state["lm"].tokenizer, [prompt] * int(k), seed=int(seed) + len(state["human"]))
     state["pending"] = (prompt, rollout.responses)
     table = pd.DataFrame({"#": range(1, int(k) + 1), "response": rollout.responses})
-    return f"**Prompt:** {prompt}", table, "", state
+    return f"**Prompt:** {prompt}", table, ""
 
 
 @user_errors
-def save_ranking(state, ranking_text):
+def save_ranking(ranking_text, request: gr.Request):
+    state = _state(request)
     if not state.get("pending"):
         raise PeftlabError("Sample responses to rank first.")
     prompt, responses = state["pending"]
@@ -102,7 +118,7 @@ def save_ranking(state, ranking_text):
     state["human"].add(prompt, responses, ranking)
     state["pending"] = None
     human = state["human"]
-    return f"{len(human)} rankings saved: {len(human.comparisons())} comparisons for the reward model.", state
+    return f"{len(human)} rankings saved: {len(human.comparisons())} comparisons for the reward model."
 
 
 def _comparisons(state: dict, source: str, labeler_name: str, config: PipelineConfig):
@@ -122,65 +138,68 @@ def _comparisons(state: dict, source: str, labeler_name: str, config: PipelineCo
 
 
 @user_errors
-def run_reward_stage(state, source, labeler_name, k, rm_pairs, lora_r, steps, seed, progress=gr.Progress()):
+def run_reward_stage(source, labeler_name, k, rm_pairs, lora_r, steps, seed, request: gr.Request,
+                     progress=gr.Progress()):
+    state = _state(request)
     _need(state, "sft", "step 1 (SFT)")
     reward_config = RewardConfig(lora_r=int(lora_r), steps=int(steps), seed=int(seed))
     config = PipelineConfig(labeler=labeler_name, k=int(k), rm_pairs=int(rm_pairs), seed=int(seed), reward=reward_config)
-    progress(0, desc="sampling and ranking responses")
-    train_pairs, heldout_pairs = _comparisons(state, source, labeler_name, config)
-    state.pop("ppo", None)
-    history = []
-    for item in train_reward_model(state["sft"].model, state["lm"].tokenizer, train_pairs, heldout_pairs, reward_config):
-        if isinstance(item, RewardResult):
-            state["reward"] = item
-            break
-        history.append(asdict(item))
-        progress(item.step / reward_config.steps, desc=f"reward model step {item.step}")
+    caps = current_caps()
+    caps.check("steps", reward_config.steps, "Reward model steps")
+    caps.check("comparisons", config.rm_pairs, "Training comparisons")
+    with job(request, JOB) as (_, stop):
+        progress(0, desc="sampling and ranking responses")
+        train_pairs, heldout_pairs = _comparisons(state, source, labeler_name, config)
+        state.pop("ppo", None)
+        history = []
+        for item in train_reward_model(state["sft"].model, state["lm"].tokenizer, train_pairs, heldout_pairs,
+                                       reward_config, stop):
+            if isinstance(item, RewardResult):
+                state["reward"] = item
+                break
+            history.append(asdict(item))
+            progress(item.step / reward_config.steps, desc=f"reward model step {item.step}")
+        note = f"{stopped_note(stop)} Kept after {len(history)} of {reward_config.steps} steps. " if stop.is_set() else ""
     frame = pd.DataFrame(history).ffill()
-    plot = metric_curve(frame, "step", ["loss", "train_accuracy", "heldout_accuracy"], "Reward model training")
+    plot = metric_curve(frame, "step", ["loss", "train_accuracy", "heldout_accuracy"], "Reward model training") if history else None
     examples = pd.DataFrame([asdict(p) for p in train_pairs[:20]])
-    status = (f"Reward model: held-out pair accuracy **{state['reward'].heldout_accuracy:.1%}** on {len(heldout_pairs)} "
-              f"comparisons ({len(train_pairs)} trained on). Next: PPO.")
-    return status, plot, examples, state
+    status = (f"{note}Reward model: held-out pair accuracy **{state['reward'].heldout_accuracy:.1%}** on "
+              f"{len(heldout_pairs)} comparisons ({len(train_pairs)} trained on). Next: PPO.")
+    return status, plot, examples
 
 
 @user_errors
-def run_ppo_stage(state, labeler_name, steps, beta, adaptive_kl, target_kl, ptx_coef, learning_rate, seed,
+def run_ppo_stage(labeler_name, steps, beta, adaptive_kl, target_kl, ptx_coef, learning_rate, seed,
                   request: gr.Request, progress=gr.Progress()):
+    state = _state(request)
     _need(state, "reward", "step 2 (reward model)")
     config = PPOConfig(steps=int(steps), beta=float(beta), adaptive_kl=bool(adaptive_kl), target_kl=float(target_kl),
                        ptx_coef=float(ptx_coef), learning_rate=float(learning_rate), seed=int(seed))
+    current_caps().check("ppo_steps", config.steps, "PPO steps")
     data, lm = state["data"], state["lm"]
-    stop = _ppo_stops.setdefault(request.session_hash, threading.Event())
-    stop.clear()
     history, samples = [], []
-    for item in train_ppo(state["sft"].model, lm.tokenizer, state["reward"].model, data.train_prompts, config,
-                          labeler_by_name(labeler_name), data.demonstrations, stop):
-        if isinstance(item, PPOResult):
-            state["ppo"] = item
-            break
-        history.append({k: v for k, v in asdict(item).items() if k != "sample"})
-        samples.insert(0, {"step": item.step, "prompt": item.sample[0], "response": item.sample[1]})
-        progress(item.step / config.steps, desc=f"PPO step {item.step}/{config.steps}")
-        yield (f"PPO step {item.step}/{config.steps}: reward {item.mean_reward:+.2f}, KL {item.mean_kl:.2f} nats",
-               metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO"), pd.DataFrame(samples), state)
+    with job(request, JOB) as (_, stop):
+        for item in train_ppo(state["sft"].model, lm.tokenizer, state["reward"].model, data.train_prompts, config,
+                              labeler_by_name(labeler_name), data.demonstrations, stop):
+            if isinstance(item, PPOResult):
+                state["ppo"] = item
+                break
+            history.append({k: v for k, v in asdict(item).items() if k != "sample"})
+            samples.insert(0, {"step": item.step, "prompt": item.sample[0], "response": item.sample[1]})
+            progress(item.step / config.steps, desc=f"PPO step {item.step}/{config.steps}")
+            yield (f"PPO step {item.step}/{config.steps}: reward {item.mean_reward:+.2f}, KL {item.mean_kl:.2f} nats",
+                   metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO"), pd.DataFrame(samples))
+        note = stopped_note(stop)
     result = state["ppo"]
-    done = (f"PPO stopped after {len(result.history)} of {config.steps} steps; the policy so far is kept"
+    done = (f"PPO stopped after {len(result.history)} of {config.steps} steps; the policy so far is kept ({note.lower()})"
             if len(result.history) < config.steps else "PPO done")
     yield (f"{done} ({result.seconds:.0f} s). Compare the SFT and PPO policies below.",
-           metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO"), pd.DataFrame(samples), state)
-
-
-def stop_ppo_stage(request: gr.Request) -> str:
-    """Ask this session's PPO run to end after its current step; the policy trained so far stays."""
-    if request.session_hash not in _ppo_stops:
-        return "No PPO run to stop."
-    _ppo_stops[request.session_hash].set()
-    return "Stopping after the current PPO step..."
+           metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO") if history else None, pd.DataFrame(samples))
 
 
 @user_errors
-def evaluate_stage(state, labeler_name, prompts, seed):
+def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
+    state = _state(request)
     _need(state, "ppo", "step 3 (PPO)")
     heldout = state["data"].heldout_prompts[: int(prompts)]
     comparison = compare_policies(state["ppo"].policy, state["lm"].tokenizer, state["reward"].model,
@@ -194,35 +213,36 @@ def evaluate_stage(state, labeler_name, prompts, seed):
 
 
 @user_errors
-def download_stage(state, stage):
+def download_stage(stage, request: gr.Request):
     savers = {"SFT adapter": ("sft", "step 1 (SFT)", lambda r: r.save),
               "reward model": ("reward", "step 2 (reward model)", lambda r: r.model.save),
               "PPO adapter": ("ppo", "step 3 (PPO)", lambda r: r.policy.save)}
     key, what, saver = savers[stage]
+    state = _state(request)
     _need(state, key, what)
-    folder = Path(tempfile.mkdtemp(prefix="peftlab-"))
-    return str(zip_saved(saver(state[key]), folder / f"{stage.replace(' ', '-')}.zip"))
+    return str(zip_saved(saver(state[key]), SESSIONS.get(request).path(f"peftlab-rlhf-{stage.replace(' ', '-')}.zip")))
 
 
 def build_rlhf_tab() -> None:
     gr.Markdown(INTRO)
-    state = gr.State({})
     pipeline, sft_defaults, ppo_defaults = PipelineConfig(), SFTConfig(), PPOConfig()
     with gr.Row():
         model = model_picker()
         labeler = gr.Dropdown(list(LABELERS), value=pipeline.labeler, label="Simulated labeler")
         seed = gr.Number(0, precision=0, label="Seed")
     with gr.Row():
-        demonstrations = gr.File(label="Demonstrations JSONL {prompt, response} (optional)", file_types=[".jsonl"], height=100)
-        comparisons = gr.File(label="Comparisons JSONL {prompt, chosen, rejected} or {prompt, ranked} (optional)",
-                              file_types=[".jsonl"], height=100)
+        demonstrations = gr.File(label="Demonstrations JSONL {prompt, response} (optional)" + upload_limit_note(),
+                                 file_types=[".jsonl"], height=100)
+        comparisons = gr.File(label="Comparisons JSONL {prompt, chosen, rejected} or {prompt, ranked} (optional)"
+                              + upload_limit_note(), file_types=[".jsonl"], height=100)
 
     gr.Markdown("### 1. Supervised fine-tuning")
     with gr.Row():
         sft_method = gr.Radio(list(SFT_METHODS), value=sft_defaults.method, label="Method")
-        sft_steps = gr.Number(sft_defaults.steps, precision=0, minimum=1, label="Steps")
+        sft_steps = capped_number(sft_defaults.steps, "Steps", "steps")
         sft_lr = gr.Number(sft_defaults.learning_rate, label="Learning rate")
         sft_button = gr.Button("Run SFT", variant="primary")
+        sft_stop = gr.Button("Stop", variant="stop")
     sft_status = gr.Markdown()
     with gr.Row():
         sft_plot = gr.Plot(label="SFT loss")
@@ -242,10 +262,11 @@ def build_rlhf_tab() -> None:
     with gr.Row():
         source = gr.Radio(RANKING_SOURCES, value=RANKING_SOURCES[0], label="Comparisons from")
         k = gr.Number(pipeline.k, precision=0, minimum=2, label="K samples ranked per prompt")
-        rm_pairs = gr.Number(pipeline.rm_pairs, precision=0, minimum=1, label="Training comparisons")
+        rm_pairs = capped_number(pipeline.rm_pairs, "Training comparisons", "comparisons")
         rm_lora = gr.Number(pipeline.reward.lora_r, precision=0, minimum=0, label="LoRA rank (0 = head only)")
-        rm_steps = gr.Number(pipeline.reward.steps, precision=0, minimum=1, label="Steps")
+        rm_steps = capped_number(pipeline.reward.steps, "Steps", "steps")
         rm_button = gr.Button("Train the reward model", variant="primary")
+        rm_stop = gr.Button("Stop", variant="stop")
     rm_status = gr.Markdown()
     with gr.Row():
         rm_plot = gr.Plot(label="Reward model")
@@ -253,7 +274,7 @@ def build_rlhf_tab() -> None:
 
     gr.Markdown("### 3. PPO")
     with gr.Row():
-        ppo_steps = gr.Number(ppo_defaults.steps, precision=0, minimum=1, label="Steps")
+        ppo_steps = capped_number(ppo_defaults.steps, "Steps", "ppo_steps")
         beta = gr.Number(ppo_defaults.beta, label="KL coefficient β")
         adaptive = gr.Checkbox(ppo_defaults.adaptive_kl, label="Adaptive β")
         target_kl = gr.Number(ppo_defaults.target_kl, label="Target KL (nats)")
@@ -278,16 +299,18 @@ def build_rlhf_tab() -> None:
         download_button = gr.Button("Download (zip)")
         download_file = gr.File(label="Weights")
 
-    sft_button.click(run_sft_stage, [state, model, demonstrations, comparisons, sft_method, sft_steps, sft_lr, seed],
-                     [sft_status, sft_plot, sft_samples, state], api_name="rlhf_sft")
-    sample_button.click(sample_for_ranking, [state, rank_k, seed], [rank_prompt, rank_table, ranking, state],
-                        api_name="rlhf_sample_for_ranking")
-    save_button.click(save_ranking, [state, ranking], [rank_status, state], api_name="rlhf_save_ranking")
-    rm_button.click(run_reward_stage, [state, source, labeler, k, rm_pairs, rm_lora, rm_steps, seed],
-                    [rm_status, rm_plot, rm_pairs_table, state], api_name="rlhf_reward")
-    ppo_button.click(run_ppo_stage, [state, labeler, ppo_steps, beta, adaptive, target_kl, ptx, ppo_lr, seed],
-                     [ppo_status, ppo_plot, ppo_samples, state], api_name="rlhf_ppo")
-    ppo_stop.click(stop_ppo_stage, None, [ppo_status], api_name="rlhf_ppo_stop")
-    eval_button.click(evaluate_stage, [state, labeler, eval_prompts, seed], [eval_status, eval_table, eval_plot],
-                      api_name="rlhf_evaluate")
-    download_button.click(download_stage, [state, stage], [download_file], api_name="rlhf_download")
+    sft_button.click(run_sft_stage, [model, demonstrations, comparisons, sft_method, sft_steps, sft_lr, seed],
+                     [sft_status, sft_plot, sft_samples], api_name="rlhf_sft", **heavy())
+    sft_stop.click(stop_handler(JOB, "the SFT stage"), None, [sft_status], api_name="rlhf_sft_stop", **INSTANT)
+    sample_button.click(sample_for_ranking, [rank_k, seed], [rank_prompt, rank_table, ranking],
+                        api_name="rlhf_sample_for_ranking", **light())
+    save_button.click(save_ranking, [ranking], [rank_status], api_name="rlhf_save_ranking", **INSTANT)
+    rm_button.click(run_reward_stage, [source, labeler, k, rm_pairs, rm_lora, rm_steps, seed],
+                    [rm_status, rm_plot, rm_pairs_table], api_name="rlhf_reward", **heavy())
+    rm_stop.click(stop_handler(JOB, "the reward model"), None, [rm_status], api_name="rlhf_reward_stop", **INSTANT)
+    ppo_button.click(run_ppo_stage, [labeler, ppo_steps, beta, adaptive, target_kl, ptx, ppo_lr, seed],
+                     [ppo_status, ppo_plot, ppo_samples], api_name="rlhf_ppo", **heavy())
+    ppo_stop.click(stop_handler(JOB, "PPO"), None, [ppo_status], api_name="rlhf_ppo_stop", **INSTANT)
+    eval_button.click(evaluate_stage, [labeler, eval_prompts, seed], [eval_status, eval_table, eval_plot],
+                      api_name="rlhf_evaluate", **heavy())
+    download_button.click(download_stage, [stage], [download_file], api_name="rlhf_download", **light())

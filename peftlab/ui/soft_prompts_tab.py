@@ -7,9 +7,7 @@ method as a zip, and sweep one setting of one method (e.g. the prompt length).
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import asdict
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -21,11 +19,15 @@ from peftlab.compare import (
 )
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, method_config, parse_learning_rates
-from peftlab.models import load_lm
 from peftlab.plots import accuracy_vs_parameters, label_probability_bars, sweep_curve, training_curves
-from peftlab.saving import load_trained, zip_trained
+from peftlab.saving import load_trained, saved_model_name, zip_trained
+from peftlab.serving import current_caps
 from peftlab.tuning import SELECTION_SCORES, TrainSettings, flat_loss_message, loss_is_flat
-from peftlab.ui.common import START_TEMPLATE, model_and_task_inputs, resolve_task, split_templates, user_errors, verbalizer_box
+from peftlab.ui.common import (
+    INSTANT, START_TEMPLATE, capped_number, heavy, job, light, load_model, model_and_task_inputs, resolve_task,
+    split_templates, stop_handler, stopped_note, user_errors, verbalizer_box,
+)
+from peftlab.ui.sessions import SESSIONS
 
 INTRO = f"""Train **prompt tuning**, **P-tuning**, **prefix tuning** and the baselines (LoRA, adapters, BitFit,
 a linear head on the frozen model, prompt-based full fine-tuning) on the same K examples per class and the
@@ -43,67 +45,87 @@ def default_rates() -> str:
     return "\n".join(f"{name}={cls().learning_rate:g}" for name, cls in METHODS.items())
 
 
-def _write_temp(suffix: str, text: str) -> str:
-    with tempfile.NamedTemporaryFile("w", suffix=suffix, delete=False, encoding="utf-8") as handle:
-        handle.write(text)
-    return handle.name
-
-
-def _prepare(model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps,
+def _prepare(model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps, test_limit,
              select_by=None):
-    """Validated inputs every training run shares, before the model loads."""
+    """Validated inputs every training run shares, within the caps, before the model loads."""
     task = resolve_task(task_name, upload, text_column, label_column)
     setup = ClozeSetup.build(task, split_templates(templates), verbalizer)
     settings = TrainSettings(steps=int(steps), select_by=select_by or TrainSettings().select_by)
-    return task, setup, parse_int_list(seeds, "Seeds"), settings
+    test_limit = int(test_limit) if test_limit else None
+    caps = current_caps()
+    caps.check("steps", settings.steps, "Steps")
+    caps.check("test_texts", min(test_limit or len(task.test), len(task.test)), "Test texts")
+    return task, setup, parse_int_list(seeds, "Seeds"), settings, test_limit
+
+
+def _check_plan_size(runs: int, shots: list[int]) -> None:
+    caps = current_caps()
+    caps.check("runs", runs, "The number of training runs")
+    caps.check("shots", max(shots), "K per class")
+
+
+def _trained(request) -> dict:
+    """The session's trained (or loaded) methods, by name."""
+    return SESSIONS.get(request).values.setdefault("trained", {})
+
+
+def _method_choices(trained: dict, value=None) -> gr.Dropdown:
+    return gr.Dropdown(choices=list(trained), value=value if value is not None else next(iter(trained), None))
 
 
 @user_errors
 def run_comparison(
     model_name, task_name, upload, text_column, label_column, templates, verbalizer, methods, shots, seeds, steps,
-    select_by, rates_text, test_limit, trained_by_method, progress=gr.Progress(),
+    select_by, rates_text, test_limit, request: gr.Request, progress=gr.Progress(),
 ):
-    task, setup, seed_list, settings = _prepare(
-        model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps, select_by)
+    task, setup, seed_list, settings, test_limit = _prepare(
+        model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps, test_limit,
+        select_by)
     rates = parse_learning_rates((rates_text or "").splitlines())
     configs = [method_config(m, **({"learning_rate": rates[m]} if m in rates else {})) for m in methods or []]
     shot_list = parse_int_list(shots, "K")
     validate_grid(task, configs, seed_list, shot_list)
-    lm = load_lm(model_name, dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
-    trained_by_method = dict(trained_by_method or {})
-    rows, events, notes = [], [], []
     total_runs = len(configs) * len(seed_list) * len(shot_list)
+    _check_plan_size(total_runs, shot_list)
+    lm = load_model(model_name, dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
+    trained_by_method = _trained(request)
+    rows, events, notes = [], [], []
 
     def outputs(files=(None, None)):
         results = results_frame(rows)
         summary = summarize(results) if len(results) else pd.DataFrame()
         status = f"{max(len(rows) - 1, 0)}/{total_runs} runs finished." + "".join(f"\n\n⚠️ {n}" for n in notes)
         return (status, results, summary, training_curves(pd.DataFrame(events)) if events else None,
-                accuracy_vs_parameters(summary) if len(summary) else None, *files, trained_by_method,
-                gr.Dropdown(choices=list(trained_by_method), value=next(iter(trained_by_method), None)))
+                accuracy_vs_parameters(summary) if len(summary) else None, *files, _method_choices(trained_by_method))
 
-    for item in run_grid(lm, task, setup, configs, seed_list, shot_list, settings, test_limit=int(test_limit) or None):
-        if isinstance(item, GridRow):
-            rows.append(item.values)
-            if item.trained is not None:
-                trained_by_method[item.values["method"]] = item.trained  # the latest run of each method
-                if loss_is_flat(item.trained.history):
-                    notes.append(flat_loss_message(item.trained))
-        else:
-            events.append(asdict(item))
-            done = len(rows) - 1 + item.step / settings.steps
-            progress(max(done, 0) / total_runs, desc=f"{item.method} seed {item.seed} step {item.step}")
-            if item.step % 5 and item.step != settings.steps:
-                continue  # redraw every few steps: plots cost more than a CPU step
-        yield outputs()
-    results = results_frame(rows)
-    files = (_write_temp("-peftlab-compare.csv", results.to_csv(index=False)),
-             _write_temp("-peftlab-run.json", run_record(lm, task, setup, configs, settings, results, events)))
-    yield outputs(files)
+    with job(request, "soft-prompts") as (session, stop):
+        for item in run_grid(lm, task, setup, configs, seed_list, shot_list, settings, test_limit, stop):
+            if isinstance(item, GridRow):
+                rows.append(item.values)
+                if item.trained is not None:
+                    trained_by_method[item.values["method"]] = item.trained  # the latest run of each method
+                    if loss_is_flat(item.trained.history):
+                        notes.append(flat_loss_message(item.trained))
+            else:
+                events.append(asdict(item))
+                done = len(rows) - 1 + item.step / settings.steps
+                progress(max(done, 0) / total_runs, desc=f"{item.method} seed {item.seed} step {item.step}")
+                if item.step % 5 and item.step != settings.steps:
+                    continue  # redraw every few steps: plots cost more than a CPU step
+            yield outputs()
+        if stop.is_set():
+            notes.insert(0, f"{stopped_note(stop)} Finished runs and the stopped run's best weights are kept.")
+        results = results_frame(rows)
+        csv_file = session.path(f"peftlab-{task.name}-compare.csv")
+        csv_file.write_text(results.to_csv(index=False), encoding="utf-8")
+        json_file = session.path(f"peftlab-{task.name}-run.json")
+        json_file.write_text(run_record(lm, task, setup, configs, settings, results, events), encoding="utf-8")
+        yield outputs((str(csv_file), str(json_file)))
 
 
 @user_errors
-def classify_with(trained_by_method, method, text):
+def classify_with(method, text, request: gr.Request):
+    trained_by_method = _trained(request)
     if not trained_by_method:
         raise PeftlabError("Train a method (or load a saved one) first.")
     if method not in trained_by_method:
@@ -118,21 +140,23 @@ def classify_with(trained_by_method, method, text):
 
 
 @user_errors
-def download_trained(trained_by_method, method):
-    if not trained_by_method or method not in trained_by_method:
+def download_trained(method, request: gr.Request):
+    trained_by_method = _trained(request)
+    if method not in trained_by_method:
         raise PeftlabError("Train a method first, then pick it to download.")
-    folder = Path(tempfile.mkdtemp(prefix="peftlab-"))
-    return str(zip_trained(trained_by_method[method], folder / f"{method}.zip"))
+    return str(zip_trained(trained_by_method[method], SESSIONS.get(request).path(f"{method}.zip")))
 
 
 @user_errors
-def load_saved(trained_by_method, path):
+def load_saved(path, request: gr.Request):
     if not path:
         raise PeftlabError("Upload a zip that 'Download' gave you.")
-    trained = load_trained(path)
+    lm = load_model(saved_model_name(path), dtype="fp32")  # only a model this Space allows
+    trained = load_trained(path, lm)
     name = f"{trained.config.name} (loaded)"
-    trained_by_method = dict(trained_by_method or {}) | {name: trained}
-    return (trained_by_method, gr.Dropdown(choices=list(trained_by_method), value=name),
+    trained_by_method = _trained(request)
+    trained_by_method[name] = trained
+    return (_method_choices(trained_by_method, name),
             f"Loaded {trained.config.name} trained on {trained.lm.name} ({trained.trainable_params:,} trained parameters).")
 
 
@@ -145,28 +169,34 @@ def setting_choices(method):
 @user_errors
 def run_sweep_ui(
     model_name, task_name, upload, text_column, label_column, templates, verbalizer, method, setting, values_text,
-    shots, seeds, steps, test_limit, progress=gr.Progress(),
+    shots, seeds, steps, test_limit, request: gr.Request, progress=gr.Progress(),
 ):
-    task, setup, seed_list, settings = _prepare(
-        model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps)
+    task, setup, seed_list, settings, test_limit = _prepare(
+        model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps, test_limit)
     values = parse_sweep_values(method, setting, values_text)
     k = parse_int_list(shots, "K")
     if len(k) != 1:
         raise PeftlabError("A sweep uses one K; give a single number of examples per class.")
     validate_grid(task, sweep_configs(method, setting, values), seed_list, k)
-    lm = load_lm(model_name, dtype="fp32")
-    rows, total = [], len(values) * len(seed_list)
-    for item in run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, int(test_limit) or None):
-        if not isinstance(item, GridRow):
-            progress((len(rows) - 1 + item.step / settings.steps) / total, desc=f"{item.method} seed {item.seed}")
-            continue
-        rows.append(item.values)
-        results = results_frame(rows)
-        trained = results[results["method"] != "zero-shot"]
-        summary = summarize(trained, by=[setting]) if len(trained) else pd.DataFrame(columns=[setting])
-        zero_shot = float(results["test_accuracy"].iloc[0])
-        plot = sweep_curve(summary, setting, zero_shot) if len(trained) else None
-        yield f"{len(rows) - 1}/{total} runs finished.", summary, plot
+    total = len(values) * len(seed_list)
+    _check_plan_size(total, k)
+    lm = load_model(model_name, dtype="fp32")
+    rows = []
+    with job(request, "sweep") as (_, stop):
+        for item in run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, test_limit, stop):
+            if not isinstance(item, GridRow):
+                progress((len(rows) - 1 + item.step / settings.steps) / total, desc=f"{item.method} seed {item.seed}")
+                continue
+            rows.append(item.values)
+            results = results_frame(rows)
+            trained = results[results["method"] != "zero-shot"]
+            summary = summarize(trained, by=[setting]) if len(trained) else pd.DataFrame(columns=[setting])
+            zero_shot = float(results["test_accuracy"].iloc[0])
+            plot = sweep_curve(summary, setting, zero_shot) if len(trained) else None
+            status = f"{len(rows) - 1}/{total} runs finished."
+            if stop.is_set():
+                status += f" {stopped_note(stop)} The stopped run's best weights so far are in the last row."
+            yield status, summary, plot
 
 
 def build_soft_prompts_tab() -> None:
@@ -181,10 +211,10 @@ def build_soft_prompts_tab() -> None:
     with gr.Row():
         shots = gr.Textbox("16", label="K per class (comma-separated)")
         seeds = gr.Textbox("13,21,42", label="Seeds")
-        steps = gr.Number(TrainSettings().steps, precision=0, minimum=1, label="Steps")
+        steps = capped_number(TrainSettings().steps, "Steps", "steps")
         select_by = gr.Radio(list(SELECTION_SCORES), value=TrainSettings().select_by,
                              label="Keep the weights with the best dev")
-        test_limit = gr.Number(200, precision=0, minimum=1, label="Test texts")
+        test_limit = capped_number(200, "Test texts", "test_texts")
     with gr.Row():
         run_button = gr.Button("Train and compare", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
@@ -197,7 +227,6 @@ def build_soft_prompts_tab() -> None:
     with gr.Row():
         results_file = gr.File(label="Results (CSV)")
         run_file = gr.File(label="Whole run (JSON)")
-    trained_state = gr.State({})
 
     gr.Markdown("### Use a trained method")
     with gr.Row():
@@ -212,16 +241,17 @@ def build_soft_prompts_tab() -> None:
     load_status = gr.Markdown()
 
     inputs = [model, task, upload, text_column, label_column, templates, verbalizer]
-    run = run_button.click(
-        run_comparison, inputs + [methods, shots, seeds, steps, select_by, rates, test_limit, trained_state],
-        [status, results, summary, curves, scatter, results_file, run_file, trained_state, trained_method],
-        api_name="compare",
+    run_button.click(
+        run_comparison, inputs + [methods, shots, seeds, steps, select_by, rates, test_limit],
+        [status, results, summary, curves, scatter, results_file, run_file, trained_method],
+        api_name="compare", **heavy(),
     )
-    stop_button.click(None, cancels=[run], api_name="compare_stop")
-    test_button.click(classify_with, [trained_state, trained_method, test_text], [test_plot], api_name="classify_trained")
-    download_button.click(download_trained, [trained_state, trained_method], [download_file], api_name="download_trained")
-    upload_trained.upload(load_saved, [trained_state, upload_trained], [trained_state, trained_method, load_status],
-                          api_name="load_trained")
+    stop_button.click(stop_handler("soft-prompts", "the comparison"), None, [status], api_name="compare_stop",
+                      **INSTANT)
+    test_button.click(classify_with, [trained_method, test_text], [test_plot], api_name="classify_trained", **light())
+    download_button.click(download_trained, [trained_method], [download_file], api_name="download_trained", **light())
+    upload_trained.upload(load_saved, [upload_trained], [trained_method, load_status], api_name="load_trained",
+                          **light())
 
     with gr.Accordion("Sweep one setting", open=False):
         gr.Markdown(SWEEP_INTRO)
@@ -233,18 +263,18 @@ def build_soft_prompts_tab() -> None:
         with gr.Row():
             sweep_shots = gr.Textbox("16", label="K per class")
             sweep_seeds = gr.Textbox("13", label="Seeds")
-            sweep_steps = gr.Number(TrainSettings().steps, precision=0, minimum=1, label="Steps")
-            sweep_test_limit = gr.Number(200, precision=0, minimum=1, label="Test texts")
+            sweep_steps = capped_number(TrainSettings().steps, "Steps", "steps")
+            sweep_test_limit = capped_number(200, "Test texts", "test_texts")
         with gr.Row():
             sweep_button = gr.Button("Run the sweep", variant="primary")
             sweep_stop = gr.Button("Stop", variant="stop")
         sweep_status = gr.Markdown()
         sweep_plot = gr.Plot(label="Accuracy vs the setting")
         sweep_table = gr.Dataframe(label="Per value (mean ± std over seeds)", interactive=False)
-        sweep_method.change(setting_choices, [sweep_method], [sweep_setting], api_name="sweep_settings")
-        sweep = sweep_button.click(
+        sweep_method.change(setting_choices, [sweep_method], [sweep_setting], api_name="sweep_settings", **INSTANT)
+        sweep_button.click(
             run_sweep_ui, inputs + [sweep_method, sweep_setting, sweep_values, sweep_shots, sweep_seeds, sweep_steps,
                                     sweep_test_limit],
-            [sweep_status, sweep_table, sweep_plot], api_name="sweep",
+            [sweep_status, sweep_table, sweep_plot], api_name="sweep", **heavy(),
         )
-        sweep_stop.click(None, cancels=[sweep], api_name="sweep_stop")
+        sweep_stop.click(stop_handler("sweep", "the sweep"), None, [sweep_status], api_name="sweep_stop", **INSTANT)

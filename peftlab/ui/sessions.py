@@ -1,0 +1,126 @@
+"""What one browser session owns, and its end: stop flags of its jobs, trained objects, temporary files.
+
+Gradio keeps a closed session's `gr.State` for an hour in case the visitor comes back; trained models
+are too large to keep that long for every visitor who left. So a session's objects live here, keyed by
+its `session_hash`, and `close()` (wired to `demo.unload`, which runs when the tab closes) stops its
+running jobs, drops its objects and removes its folder at once. A session that never says goodbye (an
+API client that just vanished) is closed after `IDLE_HOURS` without a call, unless a job of it runs.
+
+Files a session offers for download are written into its own folder inside Gradio's upload folder,
+so Gradio serves them without copying and nothing is left behind when the folder goes.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from peftlab.serving import JobStop, current_caps
+
+IDLE_HOURS = 6.0
+LEFT = "the visitor left"
+
+
+class Session:
+    """One visitor's jobs, objects and files."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self.values: dict = {}  # per-tab objects: trained methods, RLHF stages, rankings
+        self.last_seen = time.monotonic()
+        self._stops: dict[str, JobStop] = {}  # the running jobs, by kind
+        self._lock = threading.Lock()
+
+    @property
+    def folder(self) -> Path:
+        return Path(get_upload_folder()) / "peftlab-sessions" / _safe_name(self.key)
+
+    def path(self, name: str) -> Path:
+        """A path for a file this session writes (downloads), in its own folder."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.folder / _safe_name(name)
+
+    def start_job(self, kind: str) -> JobStop:
+        """A fresh stop flag for this session's job of `kind` (one per tab), with the caps' time limit."""
+        stop = JobStop(current_caps().job_seconds)
+        with self._lock:
+            self._stops[kind] = stop
+        return stop
+
+    def end_job(self, kind: str, stop: JobStop) -> None:
+        with self._lock:
+            if self._stops.get(kind) is stop:
+                del self._stops[kind]
+        self.last_seen = time.monotonic()
+
+    @property
+    def running(self) -> bool:
+        return bool(self._stops)
+
+    def stop_job(self, kind: str, reason: str) -> bool:
+        """Ask the running job of `kind` to stop; False when there is none."""
+        stop = self._stops.get(kind)
+        if stop is None or stop.is_set():
+            return False
+        stop.stop(reason)
+        return True
+
+    def close(self) -> None:
+        """Stop every job, drop every object, remove the folder."""
+        for stop in list(self._stops.values()):
+            stop.stop(LEFT)
+        self.values.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Sessions:
+    """The sessions of this process, by session hash."""
+
+    def __init__(self):
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def get(self, request: gr.Request | None) -> Session:
+        """The caller's session (created on first use); calls without a request (tests, scripts) share one."""
+        key = getattr(request, "session_hash", None) or "local"
+        self._close_idle()
+        with self._lock:
+            session = self._sessions.setdefault(key, Session(key))
+        session.last_seen = time.monotonic()
+        return session
+
+    def close(self, key: str) -> None:
+        with self._lock:
+            session = self._sessions.pop(key, None)
+        if session is not None:
+            session.close()
+
+    def _close_idle(self) -> None:
+        cutoff = time.monotonic() - IDLE_HOURS * 3600
+        with self._lock:
+            idle = [key for key, s in self._sessions.items() if s.last_seen < cutoff and not s.running]
+        for key in idle:
+            self.close(key)
+
+
+SESSIONS = Sessions()
+
+
+def close_session(request: gr.Request) -> None:
+    """`demo.unload` handler: the visitor closed or reloaded the tab."""
+    SESSIONS.close(request.session_hash)
+
+
+def _safe_name(name: str) -> str:
+    """A file name with nothing but letters, digits, dot, dash and underscore (never a path)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip(".-")
+    return cleaned[:120] or "file"

@@ -1,0 +1,113 @@
+"""Public-mode caps, stop flags with a time limit, and sessions that clean up after themselves."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from peftlab.errors import PeftlabError
+from peftlab.serving import LOCAL_CAPS, PUBLIC_CAPS, Caps, JobStop, current_caps, heavy_job_limit, public_mode
+from peftlab.ui.sessions import LEFT, Sessions
+
+
+@pytest.mark.parametrize(
+    ("env", "public"),
+    [({}, False), ({"SPACE_ID": "me/peftlab"}, True), ({"SPACE_ID": "me/peftlab", "PEFTLAB_PUBLIC": "0"}, False),
+     ({"PEFTLAB_PUBLIC": "1"}, True), ({"PEFTLAB_PUBLIC": "off"}, False)],
+)
+def test_public_mode_follows_the_space_and_the_override(monkeypatch, env, public):
+    for name in ("SPACE_ID", "PEFTLAB_PUBLIC"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert public_mode() is public
+    assert current_caps() == (PUBLIC_CAPS if public else LOCAL_CAPS)
+
+
+def test_caps_refuse_with_one_sentence_naming_the_input_and_its_limit():
+    PUBLIC_CAPS.check("steps", 60, "Steps")  # at the limit is fine
+    with pytest.raises(PeftlabError) as raised:
+        PUBLIC_CAPS.check("steps", 61, "Steps")
+    assert str(raised.value) == ("Steps is 61, above this public Space's limit of 60; lower it, or run peftlab on your "
+                                 "own machine for larger jobs.")
+    LOCAL_CAPS.check("steps", 10**6, "Steps")  # nothing is capped off a public Space
+    assert PUBLIC_CAPS.note("steps") == "at most 60 on this public Space" and LOCAL_CAPS.note("steps") == ""
+
+
+def test_only_allowed_models_load_on_a_public_space(monkeypatch):
+    PUBLIC_CAPS.check_model("smollm2-135m")
+    for name in ("/etc", "./my-model", "someone/huge-model"):
+        with pytest.raises(PeftlabError, match=rf"^This public Space loads only these models: smollm2-135m, .*; "
+                                               rf"'{name}' is not one of them"):
+            PUBLIC_CAPS.check_model(name)
+    LOCAL_CAPS.check_model("/any/folder")
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+    monkeypatch.setenv("PEFTLAB_PUBLIC_MODELS", "gpt2, smollm2-135m")
+    assert current_caps().models == ("gpt2", "smollm2-135m")
+
+
+def test_heavy_jobs_run_one_at_a_time_on_a_cpu_unless_told(monkeypatch):
+    monkeypatch.delenv("PEFTLAB_HEAVY_JOBS", raising=False)
+    assert heavy_job_limit() == 1  # this machine has no GPU
+    monkeypatch.setenv("PEFTLAB_HEAVY_JOBS", "3")
+    assert heavy_job_limit() == 3
+
+
+def test_a_job_stop_sets_itself_at_its_deadline_and_keeps_the_first_reason():
+    stop = JobStop(seconds=0.05)
+    assert not stop.is_set()
+    time.sleep(0.08)
+    assert stop.is_set() and stop.reason == "it reached this Space's limit of 0.000833333 minutes per job"
+    pressed = JobStop()
+    pressed.stop("you pressed Stop")
+    pressed.stop(LEFT)
+    assert pressed.is_set() and pressed.reason == "you pressed Stop"
+    assert not JobStop().is_set()
+
+
+def test_closing_a_session_stops_its_jobs_and_removes_its_objects_and_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    sessions = Sessions()
+
+    class Request:
+        session_hash = "abc/../../etc"  # a session hash never reaches a path unchecked
+
+    session = sessions.get(Request())
+    assert sessions.get(Request()) is session
+    stop = session.start_job("soft-prompts")
+    session.values["trained"] = {"lora": object()}
+    file = session.path("../results.csv")
+    file.write_text("x")
+    assert file.parent.parent == tmp_path / "peftlab-sessions" and file.name == "results.csv"
+    assert session.running and session.stop_job("soft-prompts", "you pressed Stop") and stop.is_set()
+    assert not session.stop_job("autoprompt", "you pressed Stop")  # nothing of that kind runs
+    session.end_job("soft-prompts", stop)
+    assert not session.running and not session.stop_job("soft-prompts", "you pressed Stop")
+    other = session.start_job("rlhf")
+    sessions.close(Request.session_hash)
+    assert other.is_set() and other.reason == LEFT
+    assert session.values == {} and not file.exists() and not session.folder.exists() and len(sessions) == 0
+
+
+def test_idle_sessions_are_closed_unless_a_job_runs(monkeypatch, tmp_path):
+    import peftlab.ui.sessions as sessions_module
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    sessions = Sessions()
+
+    class Request:
+        def __init__(self, key):
+            self.session_hash = key
+
+    idle, busy = sessions.get(Request("idle")), sessions.get(Request("busy"))
+    busy.start_job("rlhf")
+    idle.last_seen = busy.last_seen = time.monotonic() - sessions_module.IDLE_HOURS * 3600 - 1
+    sessions.get(Request("new"))
+    assert len(sessions) == 2 and sessions.get(Request("busy")) is busy
+
+
+def test_caps_are_a_frozen_record():
+    with pytest.raises(AttributeError):
+        PUBLIC_CAPS.steps = 10**6
+    assert Caps().job_seconds is None and PUBLIC_CAPS.job_seconds == 20 * 60
