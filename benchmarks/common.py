@@ -21,8 +21,8 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
-def busy_cpu_seconds() -> tuple[float, float]:
-    """(CPU seconds all processes have used since boot, CPU seconds this process has used)."""
+def busy_cpu_seconds(pids=()) -> tuple[float, float]:
+    """(CPU seconds all processes have used since boot, CPU seconds this process and `pids` have used)."""
     try:
         with open("/proc/stat") as f:
             fields = [int(x) for x in f.readline().split()[1:]]
@@ -30,7 +30,16 @@ def busy_cpu_seconds() -> tuple[float, float]:
     except (OSError, ValueError, IndexError):
         busy = float("nan")
     own = os.times()
-    return busy, own.user + own.system
+    return busy, own.user + own.system + sum(_process_cpu_seconds(pid) for pid in pids)
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of another process (for a benchmark that runs the app in a child process)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class Phase:
@@ -41,17 +50,17 @@ class Phase:
     Give a `log` function to have the phase report itself when it ends.
     """
 
-    def __init__(self, name: str = "", log=None):
-        self.name, self.log = name, log
+    def __init__(self, name: str = "", log=None, pids=()):
+        self.name, self.log, self.pids = name, log, tuple(pids)  # pids: child processes whose CPU is ours too
 
     def __enter__(self) -> "Phase":
-        self.busy0, self.own0 = busy_cpu_seconds()
+        self.busy0, self.own0 = busy_cpu_seconds(self.pids)
         self.start = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start
-        busy1, own1 = busy_cpu_seconds()
+        busy1, own1 = busy_cpu_seconds(self.pids)
         others = max(0.0, (busy1 - self.busy0) - (own1 - self.own0))
         self.others_cpu_share = others / (max(self.seconds, 1e-9) * (os.cpu_count() or 1))
         if self.log:

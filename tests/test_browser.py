@@ -62,8 +62,17 @@ def app_url(chromium):
     if chromium[0] is None:  # no app launch for a test that will not run
         yield None
         return
-    with running_app() as url:
-        yield url
+    # Two heavy jobs at once, as on a GPU Space, so the two-page test really runs them side by side.
+    previous = os.environ.get("PEFTLAB_HEAVY_JOBS")
+    os.environ["PEFTLAB_HEAVY_JOBS"] = "2"
+    try:
+        with running_app() as url:
+            yield url
+    finally:
+        if previous is None:
+            os.environ.pop("PEFTLAB_HEAVY_JOBS")
+        else:
+            os.environ["PEFTLAB_HEAVY_JOBS"] = previous
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +123,59 @@ def test_classify_one_text_shows_the_label_probability_chart(chromium, browser, 
         assert screenshot.stat().st_size > 0
     finally:
         page.close()
+
+
+def test_two_pages_run_different_heavy_jobs_at_once_and_each_gets_its_own_result(chromium, browser, app_url, tmp_path):
+    """A Cloze evaluation and an AutoPrompt search, clicked together in two pages (two visitors), run at once
+    on one cached model (the app allows two heavy jobs here); each page shows the result its job gives alone."""
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    from peftlab.autoprompt import AutoPromptConfig, remove_triggers, search_triggers, test_accuracy
+    from peftlab.cloze import evaluate
+    from peftlab.models import load_lm
+    from peftlab.prompts import Prompt, Template, Verbalizer
+    from peftlab.tasks import load_task
+    from peftlab.ui.common import START_TEMPLATE, START_VERBALIZER
+
+    task, lm = load_task("rt-sentiment"), load_lm("smollm2-135m")
+    cloze_alone = evaluate(lm, task, START_TEMPLATE, START_VERBALIZER, limit=24).accuracy
+    config = AutoPromptConfig(iterations=2, candidates=4, batch_size=8, train_size=16)
+    *_, last = search_triggers(lm, task, START_VERBALIZER, config)
+    verbalizer = Verbalizer.parse(START_VERBALIZER, task.label_names)
+    found = Prompt(Template.parse(config.template, ["text"]), verbalizer, trigger_ids=tuple(last.best_trigger_ids))
+    manual = Prompt(Template.parse(remove_triggers(config.template), ["text"]), verbalizer)
+    found_alone, manual_alone = test_accuracy(lm, found, task.test[:20]), test_accuracy(lm, manual, task.test[:20])
+
+    cloze_page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    search_page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    try:
+        for page in (cloze_page, search_page):
+            page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
+        cloze_tab = cloze_page.locator("#tab-cloze")
+        expect(cloze_tab.get_by_label("Test texts to evaluate")).to_be_visible(timeout=30_000)
+        cloze_tab.get_by_label("Test texts to evaluate").fill("24")
+        search_page.get_by_role("tab", name="AutoPrompt").click()
+        search_tab = search_page.locator("#tab-autoprompt")
+        for label, value in (("Iterations", "2"), ("Candidates k", "4"), ("Batch size", "8"), ("Train size", "16"),
+                             ("Test texts", "20")):
+            search_tab.get_by_label(label, exact=True).fill(value)
+        cloze_tab.get_by_role("button", name="Evaluate on the test split").click()
+        search_tab.get_by_role("button", name="Search", exact=True).click()
+
+        expect(cloze_tab.get_by_text(re.compile(r"Accuracy \d+(\.\d)?%"))).to_be_visible(timeout=FIRST_CALL_TIMEOUT_S * 1000)
+        expect(search_tab.get_by_text(re.compile(r"Test accuracy \d+(\.\d)?%"))).to_be_visible(
+            timeout=FIRST_CALL_TIMEOUT_S * 1000)
+        # The bold figure is its own element; its paragraph holds the whole summary.
+        cloze_summary = cloze_tab.get_by_text(re.compile(r"Accuracy \d+(\.\d)?%")).first.locator("xpath=..").text_content()
+        search_summary = search_tab.get_by_text(re.compile(r"Test accuracy \d+(\.\d)?%")).first.locator(
+            "xpath=..").text_content()
+        assert f"Accuracy {cloze_alone:.1%}" in cloze_summary and "24 test texts" in cloze_summary, cloze_summary
+        assert (f"Test accuracy {found_alone:.1%} with the trigger vs {manual_alone:.1%} without (20 test texts)"
+                in search_summary), search_summary
+        for name, page in (("two-pages-cloze", cloze_page), ("two-pages-autoprompt", search_page)):
+            page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+        print(f"screenshots: {tmp_path}")
+    finally:
+        cloze_page.close()
+        search_page.close()

@@ -111,3 +111,12 @@ def test_caps_are_a_frozen_record():
     with pytest.raises(AttributeError):
         PUBLIC_CAPS.steps = 10**6
     assert Caps().job_seconds is None and PUBLIC_CAPS.job_seconds == 20 * 60
+
+
+def test_uploads_are_limited_by_the_caps_at_launch(monkeypatch):
+    from peftlab.ui import launch_options
+
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+    assert launch_options() == {"max_file_size": 5 * 2**20}
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "0")
+    assert launch_options() == {"max_file_size": 200 * 2**20}

@@ -26,13 +26,13 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as app:
         gr.Markdown(f"# {TITLE}")
         with gr.Tabs() as tabs:
-            with gr.Tab("Cloze", id="cloze"):
+            with gr.Tab("Cloze", id="cloze", elem_id="tab-cloze"):
                 cloze = build_cloze_tab()
-            with gr.Tab("AutoPrompt", id="autoprompt"):
+            with gr.Tab("AutoPrompt", id="autoprompt", elem_id="tab-autoprompt"):
                 build_autoprompt_tab(cloze, tabs, cloze_tab_id="cloze")
-            with gr.Tab("Soft prompts", id="soft-prompts"):
+            with gr.Tab("Soft prompts", id="soft-prompts", elem_id="tab-soft-prompts"):
                 build_soft_prompts_tab()
-            with gr.Tab("RLHF", id="rlhf"):
+            with gr.Tab("RLHF", id="rlhf", elem_id="tab-rlhf"):
                 build_rlhf_tab()
         if public_mode():
             caps = current_caps()

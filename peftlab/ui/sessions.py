@@ -12,6 +12,9 @@ so Gradio serves them without copying and nothing is left behind when the folder
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import re
 import shutil
 import threading
@@ -77,6 +80,7 @@ class Session:
             stop.stop(LEFT)
         self.values.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
+        _return_freed_memory()
 
 
 class Sessions:
@@ -118,6 +122,13 @@ SESSIONS = Sessions()
 def close_session(request: gr.Request) -> None:
     """`demo.unload` handler: the visitor closed or reloaded the tab."""
     SESSIONS.close(request.session_hash)
+
+
+def _return_freed_memory() -> None:
+    """Free the session's models now and hand the freed heap back to the system (glibc keeps it otherwise)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _safe_name(name: str) -> str:
