@@ -14,6 +14,17 @@ Run from the repository root:
    demonstrations mixed in), evaluated the same way. Its time is reported apart from the pipeline's.
 
 stdout gets one JSON object (indent 2); progress lines go to stderr.
+
+Notes: how the defaults were chosen (measured on the embedded model, vader-positive).
+- Reward model features: on VADER rankings of the base model's movie reviews, a head on the last token's top
+  hidden state reached 59 % held-out pair accuracy, on the top layer's mean over the response 70 %, on the
+  means at three depths (a quarter, three quarters and the top) 74 to 78 %. Rankings of the SFT policy's own
+  samples are harder: 62 to 71 % held out, with or without weight decay, while training pairs reach 90 %
+  (360 comparisons are few for the features' 1,728 dimensions).
+- PPO: a fixed beta of 0.05 at learning rate 1e-3 hacked the reward model (KL 25 to 30 nats per response).
+  At learning rate 3e-4, the adaptive controller (from beta 0.1 towards 2 nats, horizon 16) let KL run to 10
+  nats, then raised beta to about 1 and pulled the policy back to KL 1 by step 30 (held-out VADER +0.22); a
+  fixed beta of 0.4 held KL near 2 nats and gave +0.37, so it is the default.
 """
 
 from __future__ import annotations

@@ -11,9 +11,7 @@ Each iteration, for one trigger slot:
    all candidates, so each candidate costs only the few tokens from the slot to the mask;
 4. the best candidate replaces the trigger token if it beats the current one on that batch and (with
    `dev_check`, the default) also raises the mean gold-label log-likelihood on the dev examples.
-The search keeps the trigger with the best dev log-likelihood. Without the dev check, swaps judged on
-16 texts are noisy: on rt-sentiment about half the accepted swaps lowered dev accuracy, some by 20
-points, and picking the best of the resulting triggers by dev accuracy overfitted the 64 dev texts.
+The search keeps the trigger with the best dev log-likelihood (why: the notes of `benchmarks/autoprompt_rt.py`).
 """
 
 from __future__ import annotations
@@ -22,12 +20,13 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
 
 from peftlab.cloze import PaddedBatch, label_log_probs, score_query_lists, word_scores, words_to_label_log_probs
+from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, mean_gold_log_prob
 from peftlab.models import LM, capture_head_inputs
@@ -39,32 +38,33 @@ POSITION_ORDERS = ("round-robin", "random")
 
 
 @dataclass
-class AutoPromptConfig:
+class AutoPromptConfig(Config):
     """Settings of one trigger search; validated on creation."""
 
-    template: str = field(default="{text} [T] [T] [T] [T] [T] {mask}", metadata={"help": "template with [T] slots before {mask}"})
-    iterations: int = field(default=20, metadata={"help": "trigger updates to try"})
-    candidates: int = field(default=20, metadata={"help": "top-k words by gradient re-scored per iteration"})
-    batch_size: int = field(default=16, metadata={"help": "examples per gradient and per re-scoring batch"})
-    train_size: int = field(default=64, metadata={"help": "training examples (balanced, from the pool); as many again for dev"})
-    positions: str = field(default="round-robin", metadata={"help": "which slot to update: round-robin or random"})
-    filter_non_alphabetic: bool = field(default=True, metadata={"help": "only candidates made of ASCII letters"})
-    dev_check: bool = field(default=True, metadata={"help": "accept a swap only if it also raises the dev log-likelihood"})
-    init_token: str | None = field(default=None, metadata={"help": "initial trigger word; default mask token (MLM) or 'the'"})
-    seed: int = field(default=13, metadata={"help": "seed for data sampling and slot order"})
+    template: str = setting("{text} [T] [T] [T] [T] [T] {mask}", "template with [T] slots before {mask}",
+                            label="template with trigger slots [T]")
+    iterations: int = setting(20, "trigger updates to try", minimum=1, cap="iterations")
+    candidates: int = setting(20, "top-k words by gradient re-scored per iteration", minimum=1, label="candidates k",
+                              subject="Candidates")
+    batch_size: int = setting(16, "examples per gradient and per re-scoring batch", minimum=1)
+    train_size: int = setting(64, "training examples (balanced, from the pool); as many again for dev", minimum=2,
+                              requirement="at least 2 (one per class)", subject="The train size")
+    positions: str = setting("round-robin", "which slot to update: round-robin or random", choices=POSITION_ORDERS,
+                             label="slot order", subject="Positions")
+    filter_non_alphabetic: bool = setting(True, "only candidates made of ASCII letters (words)",
+                                          label="only ASCII words as triggers")
+    dev_check: bool = setting(True, "accept a swap only if it also raises the dev log-likelihood",
+                              label="accept a swap only if dev log-likelihood rises")
+    init_token: str | None = setting(None, "initial trigger word; default mask token (MLM) or 'the'", label="initial trigger")
+    seed: int = setting(13, "seed for data sampling and slot order")
+    test_limit: int | None = setting(200, "test texts scored with and without the trigger (fewer than the split: its "
+                                     "first N)", minimum=1, cap="test_texts", label="test texts")
 
-    def __post_init__(self):
-        if TRIGGER not in (self.template or ""):
+    def check_settings(self):
+        if TRIGGER not in self.template:
             raise PeftlabError(f"The AutoPrompt template needs at least one trigger slot {TRIGGER}, e.g. '{{text}} [T] [T] [T] {{mask}}'.")
         if "{mask}" in self.template and TRIGGER in self.template.split("{mask}", 1)[1]:
             raise PeftlabError(f"Put every trigger slot {TRIGGER} before {{mask}}.")
-        for name in ("iterations", "candidates", "batch_size"):
-            if getattr(self, name) < 1:
-                raise PeftlabError(f"{name.replace('_', ' ').capitalize()} must be at least 1, not {getattr(self, name)}.")
-        if self.train_size < 2:
-            raise PeftlabError(f"The train size must be at least 2 (one per class), not {self.train_size}.")
-        if self.positions not in POSITION_ORDERS:
-            raise PeftlabError(f"Positions must be one of {', '.join(POSITION_ORDERS)}, not {self.positions!r}.")
 
     @property
     def slots(self) -> int:
@@ -382,8 +382,8 @@ def test_accuracy(lm: LM, prompt: Prompt, examples: Sequence[dict]) -> float:
 
 
 def run_autoprompt(
-    lm: LM, task: Task, verbalizer: str | dict | None, config: AutoPromptConfig, test_limit: int | None = None,
-    stop: threading.Event | None = None, on_event=None,
+    lm: LM, task: Task, verbalizer: str | dict | None, config: AutoPromptConfig, stop: threading.Event | None = None,
+    on_event=None,
 ) -> AutoPromptResult:
     """Search (label words first when `verbalizer` is None), then score both prompts on the test split."""
     started = time.perf_counter()
@@ -398,7 +398,7 @@ def run_autoprompt(
     verbalizer_obj = Verbalizer.parse(verbalizer, task.label_names)
     found = Prompt(Template.parse(config.template, task.text_fields), verbalizer_obj, trigger_ids=tuple(last.best_trigger_ids))
     manual = Prompt(Template.parse(remove_triggers(config.template), task.text_fields), verbalizer_obj)
-    test = task.test[:test_limit] if test_limit else task.test
+    test = task.test[:config.test_limit] if config.test_limit else task.test
     return AutoPromptResult(
         trigger_tokens=[lm.tokenizer.decode([i]) for i in last.best_trigger_ids],
         template=fill_triggers(config.template, lm.tokenizer, last.best_trigger_ids),

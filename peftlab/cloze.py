@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, confusion_matrix, macro_f1
 from peftlab.models import LM
@@ -181,6 +182,21 @@ def content_free_log_probs(lm: LM, prompt: Prompt, batch_size: int = 32, model=N
     """(L,) log of the mean label probability over the content-free inputs."""
     fills = [label_log_probs(lm, prompt, [{"label": 0}], batch_size, fill=f, model=model)[0] for f in CONTENT_FREE_INPUTS]
     return torch.stack(fills).exp().mean(0).log()
+
+
+@dataclass
+class ClozeConfig(Config):
+    """How the Cloze tab and the `cloze` command score, besides the template and the verbalizer."""
+
+    calibration: str = setting("none", "recalibrate the label scores: none, contextual (Zhao et al. 2021: divide by "
+                               "p(label | content-free input)) or mean (centre each label over the scored texts)",
+                               choices=CALIBRATIONS)
+    shots_in_context: int = setting(0, "labelled training examples put in front of each input", minimum=0,
+                                    label="demonstrations in context")
+    seed: int = setting(13, "seed for picking the demonstrations", label="seed (demonstrations)")
+    limit: int | None = setting(200, "test texts to score (fewer than the split: its first N)", minimum=1,
+                                cap="test_texts", label="test texts to evaluate")
+    batch_size: int = setting(32, "texts per forward pass", minimum=1)
 
 
 @dataclass

@@ -11,16 +11,43 @@ from typing import Iterator, Sequence
 import pandas as pd
 
 from peftlab.cloze import ClozeSetup, evaluate
+from peftlab.config import Config, parse_list, setting
 from peftlab.errors import PeftlabError
-from peftlab.methods import MethodConfig, method_config
+from peftlab.methods import METHODS, MethodConfig, method_config
 from peftlab.models import LM
-from peftlab.tasks import Task
+from peftlab.tasks import DEFAULT_SEEDS, Task
 from peftlab.tuning import TrainedMethod, TrainEvent, TrainSettings, train_method
 
 RESULT_COLUMNS = [
     "method", "K", "seed", "test_accuracy", "macro_f1", "trainable_params", "trainable_share", "train_seconds",
     "seconds_per_step", "steps", "peak_memory_mb", "status",
 ]
+
+
+@dataclass
+class GridConfig(Config):
+    """What a grid trains: methods x K x seeds, scored on the same test texts (how each run trains: TrainSettings)."""
+
+    methods: tuple[str, ...] = setting(("prompt-tuning", "lora", "head"), "methods to train, comma-separated: "
+                                       + ", ".join(METHODS), label="methods to compare")
+    shots: tuple[int, ...] = setting((16,), "K, labelled examples per class for training (as many again for dev), "
+                                     "comma-separated", label="K per class", cap="shots")
+    seeds: tuple[int, ...] = setting(DEFAULT_SEEDS[:3], "seeds, comma-separated: each draws its own K examples")
+    test_limit: int | None = setting(200, "test texts every run is scored on (fewer than the split: its first N)",
+                                     minimum=1, cap="test_texts", label="test texts")
+
+
+@dataclass
+class SweepConfig(Config):
+    """One method trained at several values of one of its numeric settings (an ablation), on one K."""
+
+    method: str = setting("prompt-tuning", "the method whose setting varies: " + ", ".join(METHODS))
+    varied: str = setting("num_virtual_tokens", "the numeric setting to vary", flag="setting", label="setting")
+    values: str = setting("1,5,20,50,100", "comma-separated values of the setting", label="values (comma-separated)")
+    shots: int = setting(16, "K, labelled examples per class", minimum=1, cap="shots", label="K per class")
+    seeds: tuple[int, ...] = setting(DEFAULT_SEEDS[:1], "seeds, comma-separated")
+    test_limit: int | None = setting(200, "test texts every run is scored on (fewer than the split: its first N)",
+                                     minimum=1, cap="test_texts", label="test texts")
 
 
 @dataclass
@@ -120,12 +147,7 @@ def _require_sweepable(method: str, setting: str) -> None:
 def parse_sweep_values(method: str, setting: str, text: str) -> list:
     """"1, 5, 20" -> [1, 5, 20] in the setting's own type (whole numbers for counts)."""
     _require_sweepable(method, setting)
-    kind = type(getattr(method_config(method), setting))
-    try:
-        values = [kind(part) for part in str(text).replace(" ", "").split(",") if part]
-    except ValueError:
-        what = "whole numbers" if kind is int else "numbers"
-        raise PeftlabError(f"The values of {setting} must be comma-separated {what}, not {text!r}.") from None
+    values = parse_list(text, type(getattr(method_config(method), setting)), f"The values of {setting}")
     if not values:
         raise PeftlabError(f"Give at least one value of {setting} to sweep.")
     return values
@@ -137,14 +159,6 @@ def sweep_configs(method: str, setting: str, values: Sequence) -> list[MethodCon
     if len(set(values)) != len(values):
         raise PeftlabError(f"The values of {setting} repeat; give each value once.")
     return [method_config(method, **{setting: value}) for value in values]
-
-
-def parse_int_list(text: str, what: str) -> list[int]:
-    """"13, 21,42" -> [13, 21, 42]; anything else is one clear error naming `what`."""
-    try:
-        return [int(part) for part in str(text).replace(" ", "").split(",") if part]
-    except ValueError:
-        raise PeftlabError(f"{what} must be comma-separated whole numbers, not {text!r}.") from None
 
 
 def validate_grid(task: Task, methods: Sequence[MethodConfig], seeds: Sequence[int], shots: Sequence[int]) -> None:

@@ -16,12 +16,13 @@ import functools
 import math
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Sequence
 
 import torch
 
+from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import LM
 from peftlab.prompts import Prompt
@@ -32,25 +33,19 @@ PROMPT_INITS = ("text", "label-words", "vocab", "random")
 WEIGHTS_FILE = "trainable.safetensors"
 
 
-def help_field(text: str, default):
-    return field(default=default, metadata={"help": text})
+def learning_rate(default: float, help: str = "Adam learning rate"):
+    """Every method's learning rate setting: above 0, named with its method in messages."""
+    return setting(default, help, above=0, subject="The learning rate of {name}")
 
 
 @dataclass
-class MethodConfig:
+class MethodConfig(Config):
     """What every method has: a name, a learning rate that trains on the embedded model."""
 
+    subject: ClassVar[str] = "{name}: {label}"
     name: ClassVar[str] = ""
     prompt_based: ClassVar[bool] = True
-    positive_fields: ClassVar[tuple[str, ...]] = ()  # integer settings that must be at least 1
-    learning_rate: float = 1e-3
-
-    def __post_init__(self):
-        if not self.learning_rate > 0:
-            raise PeftlabError(f"The learning rate of {self.name} must be above 0, not {self.learning_rate}.")
-        for name in self.positive_fields:
-            if getattr(self, name) < 1:
-                raise PeftlabError(f"{self.name}: {name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}.")
+    learning_rate: float = learning_rate(1e-3)
 
     def check(self, lm: LM) -> None:
         """Raise a PeftlabError when this method cannot train on `lm` (called before any training)."""
@@ -122,7 +117,7 @@ class VirtualTokenForward(torch.nn.Module):
         return self.peft_model.get_input_embeddings()
 
 
-class PeftMethodConfig(MethodConfig):
+class PeftMethod(MethodConfig):
     """A method PEFT implements: built with `get_peft_model`, saved with PEFT's own `save_pretrained`.
 
     Prompt-learning methods come wrapped in `VirtualTokenForward`.
@@ -163,23 +158,19 @@ class PeftMethodConfig(MethodConfig):
 
 
 @dataclass
-class PromptTuningConfig(PeftMethodConfig):
+class PromptTuningMethod(PeftMethod):
     name: ClassVar[str] = "prompt-tuning"
-    positive_fields: ClassVar[tuple[str, ...]] = ("num_virtual_tokens",)
-    learning_rate: float = help_field("Adam learning rate (soft prompts need a large one)", 3e-2)
-    num_virtual_tokens: int = help_field("soft tokens put before the input", 20)
-    init: str = help_field("initialise from text, the label words, sampled vocabulary, or random", "text")
-    init_text: str = help_field("text whose token embeddings start the prompt (repeated to fill)", "Classify the sentiment of this review:")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.init not in PROMPT_INITS:
-            raise PeftlabError(f"Prompt init must be one of {', '.join(PROMPT_INITS)}, not {self.init!r}.")
+    learning_rate: float = learning_rate(3e-2, "Adam learning rate (soft prompts need a large one)")
+    num_virtual_tokens: int = setting(20, "soft tokens put before the input", minimum=1)
+    init: str = setting("text", "initialise from text, the label words, sampled vocabulary, or random",
+                        choices=PROMPT_INITS, subject="Prompt init")
+    init_text: str = setting("Classify the sentiment of this review:",
+                             "text whose token embeddings start the prompt (repeated to fill)")
 
     def peft_config(self, lm):
-        from peft import PromptTuningConfig as PeftPromptTuning
+        from peft import PromptTuningConfig
 
-        return PeftPromptTuning(task_type="CAUSAL_LM", num_virtual_tokens=self.num_virtual_tokens)
+        return PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=self.num_virtual_tokens)
 
     def build(self, lm, prompt, train):
         model, _ = super().build(lm, prompt, train)
@@ -203,18 +194,18 @@ class PromptTuningConfig(PeftMethodConfig):
 
 
 @dataclass
-class PTuningConfig(PeftMethodConfig):
+class PTuningMethod(PeftMethod):
     name: ClassVar[str] = "p-tuning"
-    positive_fields: ClassVar[tuple[str, ...]] = ("num_virtual_tokens", "encoder_hidden_size")
-    learning_rate: float = help_field("Adam learning rate", 1e-3)
-    num_virtual_tokens: int = help_field("soft tokens produced by the prompt encoder", 20)
-    encoder: str = help_field("prompt encoder: MLP or LSTM", "MLP")
-    encoder_hidden_size: int = help_field("hidden size of the prompt encoder", 128)
+    learning_rate: float = learning_rate(1e-3)
+    num_virtual_tokens: int = setting(20, "soft tokens produced by the prompt encoder", minimum=1)
+    encoder: str = setting("MLP", "prompt encoder: MLP or LSTM", choices=("MLP", "LSTM"), requirement="MLP or LSTM",
+                           subject="The P-tuning encoder")
+    encoder_hidden_size: int = setting(128, "hidden size of the prompt encoder", minimum=1)
 
     def __post_init__(self):
+        if isinstance(self.encoder, str) and self.encoder.upper() in ("MLP", "LSTM"):
+            self.encoder = self.encoder.upper()  # either case is accepted
         super().__post_init__()
-        if self.encoder.upper() not in ("MLP", "LSTM"):
-            raise PeftlabError(f"The P-tuning encoder must be MLP or LSTM, not {self.encoder!r}.")
 
     def peft_config(self, lm):
         from peft import PromptEncoderConfig
@@ -226,19 +217,16 @@ class PTuningConfig(PeftMethodConfig):
 
 
 @dataclass
-class PrefixTuningConfig(PeftMethodConfig):
+class PrefixTuningMethod(PeftMethod):
     name: ClassVar[str] = "prefix-tuning"
-    positive_fields: ClassVar[tuple[str, ...]] = ("num_virtual_tokens",)
-    learning_rate: float = help_field("Adam learning rate", 1e-2)
-    num_virtual_tokens: int = help_field("prefix length: key/value vectors put before the input in every layer", 10)
-    prefix_projection: bool = help_field("reparameterise the prefix through an MLP (Li & Liang) or train it directly (P-tuning v2)", False)
-    init: str = help_field("start a direct prefix from the keys and values of real words (text) or at random", "text")
-    init_text: str = help_field("words whose activations start the prefix (repeated to fill)", "Classify the sentiment of this review:")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.init not in ("text", "random"):
-            raise PeftlabError(f"Prefix init must be text or random, not {self.init!r}.")
+    learning_rate: float = learning_rate(1e-2)
+    num_virtual_tokens: int = setting(10, "prefix length: key/value vectors put before the input in every layer", minimum=1)
+    prefix_projection: bool = setting(
+        False, "reparameterise the prefix through an MLP (Li & Liang) or train it directly (P-tuning v2)")
+    init: str = setting("text", "start a direct prefix from the keys and values of real words (text) or at random",
+                        choices=("text", "random"), requirement="text or random", subject="Prefix init")
+    init_text: str = setting("Classify the sentiment of this review:",
+                             "words whose activations start the prefix (repeated to fill)")
 
     def check(self, lm):
         super().check(lm)
@@ -246,9 +234,9 @@ class PrefixTuningConfig(PeftMethodConfig):
             raise PeftlabError(f"A prefix of {self.num_virtual_tokens} tokens leaves no room in the model's {lm.max_length}-token input.")
 
     def peft_config(self, lm):
-        from peft import PrefixTuningConfig as PeftPrefixTuning
+        from peft import PrefixTuningConfig
 
-        return PeftPrefixTuning(task_type="CAUSAL_LM", num_virtual_tokens=self.num_virtual_tokens, prefix_projection=self.prefix_projection)
+        return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=self.num_virtual_tokens, prefix_projection=self.prefix_projection)
 
     def build(self, lm, prompt, train):
         model, parameters = super().build(lm, prompt, train)
@@ -275,13 +263,12 @@ class PrefixTuningConfig(PeftMethodConfig):
 
 
 @dataclass
-class LoraMethodConfig(PeftMethodConfig):
+class LoraMethod(PeftMethod):
     name: ClassVar[str] = "lora"
-    positive_fields: ClassVar[tuple[str, ...]] = ("r", "alpha")
-    learning_rate: float = help_field("Adam learning rate", 1e-3)
-    r: int = help_field("rank of the low-rank update", 8)
-    alpha: int = help_field("scaling numerator (update scaled by alpha / r)", 16)
-    target_modules: tuple[str, ...] = help_field("modules that get a LoRA update", ("q_proj", "v_proj"))
+    learning_rate: float = learning_rate(1e-3)
+    r: int = setting(8, "rank of the low-rank update", minimum=1)
+    alpha: int = setting(16, "scaling numerator (update scaled by alpha / r)", minimum=1)
+    target_modules: tuple[str, ...] = setting(("q_proj", "v_proj"), "modules that get a LoRA update")
 
     def check(self, lm):
         super().check(lm)  # before the module check, which would blame the names instead
@@ -333,11 +320,10 @@ def feed_forward_modules(model: torch.nn.Module) -> list[str]:
 
 
 @dataclass
-class AdapterConfig(MethodConfig):
+class AdapterMethod(MethodConfig):
     name: ClassVar[str] = "adapter"
-    positive_fields: ClassVar[tuple[str, ...]] = ("bottleneck",)
-    learning_rate: float = help_field("Adam learning rate", 1e-3)
-    bottleneck: int = help_field("width of the adapter's bottleneck", 16)
+    learning_rate: float = learning_rate(1e-3)
+    bottleneck: int = setting(16, "width of the adapter's bottleneck", minimum=1)
 
     def check(self, lm):
         if not feed_forward_modules(lm.model):
@@ -359,9 +345,9 @@ class AdapterConfig(MethodConfig):
 
 
 @dataclass
-class BitFitConfig(MethodConfig):
+class BitFitMethod(MethodConfig):
     name: ClassVar[str] = "bitfit"
-    learning_rate: float = help_field("Adam learning rate (the paper used 1e-4 to 1e-3)", 1e-3)
+    learning_rate: float = learning_rate(1e-3, "Adam learning rate (the paper used 1e-4 to 1e-3)")
 
     def check(self, lm):
         if not any(name.endswith("bias") for name, _ in lm.model.named_parameters()):
@@ -378,9 +364,9 @@ class BitFitConfig(MethodConfig):
 
 
 @dataclass
-class FullFineTuningConfig(MethodConfig):
+class FullFineTuningMethod(MethodConfig):
     name: ClassVar[str] = "full"
-    learning_rate: float = help_field("Adam learning rate (LM-BFF prompt-based fine-tuning used 1e-5)", 1e-5)
+    learning_rate: float = learning_rate(1e-5, "Adam learning rate (LM-BFF prompt-based fine-tuning used 1e-5)")
 
     def build(self, lm, prompt, train):
         model = copy.deepcopy(lm.model)  # stays in eval mode: no dropout, deterministic
@@ -389,12 +375,12 @@ class FullFineTuningConfig(MethodConfig):
 
 
 @dataclass
-class HeadOnlyConfig(MethodConfig):
+class HeadOnlyMethod(MethodConfig):
     """A linear classifier on the frozen model's mask representation (no verbalizer involved)."""
 
     name: ClassVar[str] = "head"
     prompt_based: ClassVar[bool] = False
-    learning_rate: float = help_field("Adam learning rate", 1e-2)
+    learning_rate: float = learning_rate(1e-2)
 
     def build(self, lm, prompt, train):
         hidden = lm.model.get_output_embeddings().weight.shape[1]
@@ -408,8 +394,8 @@ class HeadOnlyConfig(MethodConfig):
 
 METHODS: dict[str, type[MethodConfig]] = {
     cls.name: cls for cls in (
-        PromptTuningConfig, PTuningConfig, PrefixTuningConfig, LoraMethodConfig, AdapterConfig, BitFitConfig,
-        HeadOnlyConfig, FullFineTuningConfig,
+        PromptTuningMethod, PTuningMethod, PrefixTuningMethod, LoraMethod, AdapterMethod, BitFitMethod,
+        HeadOnlyMethod, FullFineTuningMethod,
     )
 }
 

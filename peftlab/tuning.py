@@ -23,7 +23,8 @@ import torch
 
 from peftlab.cloze import ClozeSetup, label_log_probs, word_scores, words_to_label_log_probs
 from peftlab.errors import PeftlabError
-from peftlab.methods import MethodConfig, help_field
+from peftlab.config import Config, setting
+from peftlab.methods import MethodConfig
 from peftlab.metrics import accuracy, macro_f1, mean_gold_log_prob
 from peftlab.models import LM, autocast_for
 from peftlab.prompts import Prompt
@@ -34,24 +35,18 @@ SELECTION_SCORES = {"log-likelihood": "log_likelihood", "accuracy": "accuracy"} 
 
 
 @dataclass
-class TrainSettings:
+class TrainSettings(Config):
     """Trainer settings shared by every method, so a comparison runs them on equal terms."""
 
-    steps: int = help_field("optimiser steps", 30)
-    batch_size: int = help_field("training examples per step", 8)
-    eval_every: int = help_field("steps between dev evaluations", 10)
-    patience: int = help_field("dev evaluations without improvement before stopping early", 3)
-    seed: int = help_field("seed for initialisation and batch order", 13)
-    select_by: str = help_field(
-        "dev score that picks the kept weights and stops early: log-likelihood (the gold label's mean log-probability, "
-        "smoother than accuracy on a few dozen dev texts) or accuracy", "log-likelihood")
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every", "patience"):
-            if getattr(self, name) < 1:
-                raise PeftlabError(f"{name.replace('_', ' ').capitalize()} must be at least 1, not {getattr(self, name)}.")
-        if self.select_by not in SELECTION_SCORES:
-            raise PeftlabError(f"Select by must be one of {', '.join(SELECTION_SCORES)}, not {self.select_by!r}.")
+    steps: int = setting(30, "optimiser steps", minimum=1, cap="steps")
+    batch_size: int = setting(8, "training examples per step", minimum=1)
+    eval_every: int = setting(10, "steps between dev evaluations", minimum=1)
+    patience: int = setting(3, "dev evaluations without improvement before stopping early", minimum=1)
+    seed: int = setting(13, "seed for initialisation and batch order (a grid sets it per run)", cli=False)
+    select_by: str = setting(
+        "log-likelihood", "dev score that picks the kept weights and stops early: log-likelihood (the gold label's "
+        "mean log-probability, smoother than accuracy on a few dozen dev texts) or accuracy",
+        choices=tuple(SELECTION_SCORES), label="select by")
 
 
 @dataclass

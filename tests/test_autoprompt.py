@@ -417,8 +417,8 @@ def test_words_per_label_below_one(tiny_mlm, task):
 
 def test_run_autoprompt_summary(tiny_lm, task):
     seen = []
-    config = small_config(iterations=3)
-    result = run_autoprompt(tiny_lm, task, VERBALIZER, config, test_limit=6, on_event=seen.append)
+    config = small_config(iterations=3, test_limit=6)
+    result = run_autoprompt(tiny_lm, task, VERBALIZER, config, on_event=seen.append)
     summary = result.summary()
     assert {"trigger", "template", "dev_accuracy", "test_accuracy", "manual_test_accuracy", "seconds"} <= set(summary)
     assert len(seen) == 4 and len(result.history) == 4

@@ -136,3 +136,41 @@ def test_processes_started_together_on_an_empty_cache_all_succeed(tmp_path):
         assert json.loads(out)["n"] == 2
     models = tmp_path / "cache" / "models"
     assert sorted(p.name for p in models.iterdir() if not p.name.endswith(".lock")) == ["smollm2-135m"]
+
+
+# Options that are not settings of any config: where the data and the model come from, and what to print.
+NOT_SETTINGS = {"model", "task", "text_column", "label_column", "dtype", "template", "verbalizer", "json", "out",
+                "run_json", "save_adapters", "learning_rate", "demonstrations", "comparisons", "samples", "help",
+                "debug", "command", "run"}
+
+
+def test_every_option_default_is_its_config_fields_default():
+    import argparse
+
+    from peftlab.autoprompt import AutoPromptConfig
+    from peftlab.cli import RLHF_STAGES, build_parser
+    from peftlab.cloze import ClozeConfig
+    from peftlab.compare import GridConfig, SweepConfig
+    from peftlab.config import from_arguments
+    from peftlab.rlhf.pipeline import PipelineConfig
+    from peftlab.tuning import TrainSettings
+
+    parser = build_parser()
+    commands = {"cloze": [ClozeConfig], "autoprompt": [AutoPromptConfig], "compare": [GridConfig, TrainSettings],
+                "sweep": [SweepConfig, TrainSettings]}
+    for command, classes in commands.items():
+        args = parser.parse_args([command])
+        for cls in classes:
+            assert from_arguments(cls, args) == cls(), command
+    args = parser.parse_args(["rlhf"])
+    stages = {prefix: from_arguments(stage, args, prefix, seed=args.seed) for prefix, stage in RLHF_STAGES.items()}
+    assert stages == {prefix: stage() for prefix, stage in RLHF_STAGES.items()}
+    assert from_arguments(PipelineConfig, args, sft=stages["sft-"], reward=stages["rm-"], ppo=stages["ppo-"]) == PipelineConfig()
+    # No option of any command carries a default of its own: each is a config field's or no setting at all.
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, subparser in subparsers.choices.items():
+        dests = {a.dest for a in subparser._actions}
+        fields = {prefix.replace("-", "_") + item.name for prefix, cls in
+                  [("", c) for c in commands.get(command, [PipelineConfig])] + list(RLHF_STAGES.items() if command == "rlhf" else [])
+                  for item in cls.settings()}
+        assert dests - fields <= NOT_SETTINGS, (command, dests - fields - NOT_SETTINGS)

@@ -19,7 +19,6 @@ from peftlab.cloze import ClozeSetup, evaluate
 from peftlab.compare import (
     RESULT_COLUMNS,
     GridRow,
-    parse_int_list,
     parse_sweep_values,
     results_frame,
     run_grid,
@@ -29,6 +28,7 @@ from peftlab.compare import (
     sweepable_settings,
     validate_grid,
 )
+from peftlab.config import parse_list
 from peftlab.errors import PeftlabError
 from peftlab.tasks import Task
 from peftlab.methods import method_config
@@ -294,11 +294,11 @@ def test_run_grid_validates_before_any_work(tiny_causal):
         next(run_grid(tiny_causal, task, setup, [method_config("lora")], [13], [50], TrainSettings()))
 
 
-def test_parse_int_list():
-    assert parse_int_list("13, 21,42", "--seeds") == [13, 21, 42]
-    assert parse_int_list("8,", "--shots") == [8]
+def test_parse_list():
+    assert parse_list("13, 21,42", int, "--seeds") == [13, 21, 42]
+    assert parse_list("8,", int, "--shots") == [8]
     with pytest.raises(PeftlabError, match=r"^--seeds must be comma-separated whole numbers, not '13;21'\.$"):
-        parse_int_list("13;21", "--seeds")
+        parse_list("13;21", int, "--seeds")
 
 
 # ------------------------------------------------------------------ the compare command's bad input
@@ -319,9 +319,9 @@ def no_model_loads(monkeypatch):
     [
         (["--methods", ""], r"Choose at least one method"),
         (["--methods", " , "], r"Choose at least one method"),
-        (["--steps", "0"], r"Steps must be at least 1, not 0"),
-        (["--batch-size", "0"], r"Batch size must be at least 1, not 0"),
-        (["--eval-every", "-1"], r"Eval every must be at least 1, not -1"),
+        (["--steps", "0"], r"--steps must be at least 1, not 0"),
+        (["--batch-size", "0"], r"--batch-size must be at least 1, not 0"),
+        (["--eval-every", "-1"], r"--eval-every must be at least 1, not -1"),
         (["--methods", "lora", "--learning-rate", "lora=-1"], r"learning rate of lora must be above 0, not -1"),
         (["--methods", "lora", "--learning-rate", "lora=0"], r"learning rate of lora must be above 0, not 0"),
         (["--methods", "magic"], r"Unknown method 'magic'; choose from prompt-tuning, p-tuning"),
@@ -433,7 +433,7 @@ def test_sweep_command_prints_one_row_per_value_and_seed(capsys, tiny_model_and_
         (["--values", "1,x"], r"values of num_virtual_tokens must be comma-separated whole numbers"),
         (["--values", "0,5"], r"num virtual tokens must be at least 1, not 0"),
         (["--shots", "5000"], r"k=5000 needs 10000 examples"),
-        (["--steps", "0"], r"Steps must be at least 1, not 0"),
+        (["--steps", "0"], r"--steps must be at least 1, not 0"),
     ],
 )
 def test_sweep_bad_input_is_one_error_line_before_any_model_loads(capsys, no_model_loads, argv, message):

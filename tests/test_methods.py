@@ -8,7 +8,7 @@ import torch
 
 from peftlab.cloze import ClozeSetup, word_scores
 from peftlab.errors import PeftlabError
-from peftlab.methods import AdapterConfig, BitFitConfig, PrefixTuningConfig, feed_forward_modules, method_config
+from peftlab.methods import AdapterMethod, BitFitMethod, PrefixTuningMethod, feed_forward_modules, method_config
 from peftlab.tuning import TrainSettings, train_method
 from tests.test_tuning import TEMPLATE, VERBALIZER, easy_task, same_tensors, snapshot
 
@@ -42,7 +42,7 @@ def test_feed_forward_modules_are_the_blocks_mlps_and_berts_ffn_outputs(tiny_cau
 def test_an_untrained_adapter_leaves_the_scores_unchanged(request, easy, lm_name):
     lm = request.getfixturevalue(lm_name)
     _, setup, train_rows, _ = easy
-    model, parameters = AdapterConfig(bottleneck=4).build(lm, setup.prompts[0], train_rows)
+    model, parameters = AdapterMethod(bottleneck=4).build(lm, setup.prompts[0], train_rows)
     assert len(parameters) == 4 * lm.model.config.num_hidden_layers  # down/up weight and bias per block
     examples = easy[0].test
     with_adapter, without = scores(lm, setup.prompts[0], examples, model), scores(lm, setup.prompts[0], examples, lm.model)
@@ -53,7 +53,7 @@ def test_an_untrained_adapter_leaves_the_scores_unchanged(request, easy, lm_name
 def test_adapters_train_and_leave_the_base_weights_bit_identical(request, easy, lm_name):
     lm = request.getfixturevalue(lm_name)
     before = snapshot(lm.model)
-    events, trained = train(lm, easy, AdapterConfig(learning_rate=1e-2), steps=30)
+    events, trained = train(lm, easy, AdapterMethod(learning_rate=1e-2), steps=30)
     losses = [e.train_loss for e in events]
     assert np.mean(losses[-5:]) < 0.95 * np.mean(losses[:5]), losses
     assert same_tensors(before, snapshot(lm.model)), "the cached LM changed"
@@ -67,7 +67,7 @@ def test_adapters_train_and_leave_the_base_weights_bit_identical(request, easy, 
 
 
 def test_bitfit_trains_only_the_biases_of_a_model_that_has_them(tiny_mlm, easy):
-    config = BitFitConfig(learning_rate=1e-2)
+    config = BitFitMethod(learning_rate=1e-2)
     _, setup, train_rows, _ = easy
     model, parameters = config.build(tiny_mlm, setup.prompts[0], train_rows)
     H, inter, vocab = 32, 64, tiny_mlm.model.config.vocab_size
@@ -117,7 +117,7 @@ def test_a_text_scores_the_same_alone_and_in_a_left_padded_batch(tiny_causal, ea
 def test_a_prefix_from_real_words_equals_writing_those_words_before_the_text(tiny_causal, easy):
     _, setup, train_rows, _ = easy
     init_ids = tiny_causal.tokenizer("the movie was great", add_special_tokens=False).input_ids
-    config = PrefixTuningConfig(num_virtual_tokens=len(init_ids), init_text="the movie was great")
+    config = PrefixTuningMethod(num_virtual_tokens=len(init_ids), init_text="the movie was great")
     model, _ = config.build(tiny_causal, setup.prompts[0], train_rows)
     (query,) = setup.prompts[0].queries(tiny_causal, {"text": "i loved it", "label": 1})
     ids = torch.tensor([query.input_ids])
@@ -126,7 +126,7 @@ def test_a_prefix_from_real_words_equals_writing_those_words_before_the_text(tin
                          logits_to_keep=1).logits
         written = tiny_causal.model(input_ids=torch.tensor([init_ids + query.input_ids])).logits[:, -1:]
     torch.testing.assert_close(prefixed, written, atol=1e-5, rtol=1e-5)
-    random_start, _ = PrefixTuningConfig(num_virtual_tokens=len(init_ids), init="random").build(tiny_causal, setup.prompts[0], [])
+    random_start, _ = PrefixTuningMethod(num_virtual_tokens=len(init_ids), init="random").build(tiny_causal, setup.prompts[0], [])
     with torch.no_grad():
         other = random_start(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(ids.shape[1])[None],
                              logits_to_keep=1).logits

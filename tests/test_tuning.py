@@ -20,9 +20,9 @@ from peftlab.tasks import Task
 from peftlab.methods import (
     METHODS,
     PROMPT_INITS,
-    PrefixTuningConfig,
-    PromptTuningConfig,
-    PTuningConfig,
+    PrefixTuningMethod,
+    PromptTuningMethod,
+    PTuningMethod,
     method_config,
     parse_learning_rates,
 )
@@ -377,9 +377,9 @@ def test_learning_rate_must_be_positive(name, rate):
         (lambda: method_config("lora", alpha=-2), r"lora: alpha must be at least 1, not -2"),
         (lambda: method_config("magic"), r"Unknown method 'magic'; choose from prompt-tuning, p-tuning, prefix-tuning, lora, adapter, bitfit, head, full"),
         (lambda: method_config("LoRA"), r"Unknown method 'LoRA'"),
-        (lambda: PromptTuningConfig(init="words"), r"Prompt init must be one of text, label-words, vocab, random, not 'words'"),
-        (lambda: PTuningConfig(encoder="GRU"), r"The P-tuning encoder must be MLP or LSTM, not 'GRU'"),
-        (lambda: PrefixTuningConfig(init="vocab"), r"Prefix init must be text or random, not 'vocab'"),
+        (lambda: PromptTuningMethod(init="words"), r"Prompt init must be one of text, label-words, vocab, random, not 'words'"),
+        (lambda: PTuningMethod(encoder="GRU"), r"The P-tuning encoder must be MLP or LSTM, not 'GRU'"),
+        (lambda: PrefixTuningMethod(init="vocab"), r"Prefix init must be text or random, not 'vocab'"),
         (lambda: TrainSettings(steps=0), r"^Steps must be at least 1, not 0"),
         (lambda: TrainSettings(batch_size=0), r"^Batch size must be at least 1, not 0"),
         (lambda: TrainSettings(eval_every=0), r"^Eval every must be at least 1, not 0"),
@@ -398,11 +398,11 @@ def test_every_prompt_init_builds(tiny_causal, easy):
     vocabulary = tiny_causal.model.get_input_embeddings().weight
     starts = {}
     for init in PROMPT_INITS:
-        config = PromptTuningConfig(init=init, num_virtual_tokens=5)
+        config = PromptTuningMethod(init=init, num_virtual_tokens=5)
         _, (embedding,) = config.build(tiny_causal, setup.prompts[0], train)
         assert embedding.shape == (5, vocabulary.shape[1]) and torch.isfinite(embedding).all()
         starts[init] = embedding.detach().clone()
-    text_ids = tiny_causal.tokenizer(PromptTuningConfig.init_text, add_special_tokens=False).input_ids
+    text_ids = tiny_causal.tokenizer(PromptTuningMethod.init_text, add_special_tokens=False).input_ids
     assert torch.equal(starts["text"], vocabulary[text_ids[:5]].detach())
     assert not torch.equal(starts["text"], starts["random"])
 

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
-from peftlab.methods import help_field
 from peftlab.models import LM
 from peftlab.rlhf.data import Comparison, Demonstration, embedded_review_data, load_comparisons, load_demonstrations
 from peftlab.rlhf.evaluation import PolicyComparison, compare_policies
@@ -53,25 +53,26 @@ class RLHFData:
 
 
 @dataclass
-class PipelineConfig:
-    labeler: str = help_field("who ranks the samples: vader-positive, vader-negative or concise", "vader-positive")
-    rm_pairs: int = help_field("training comparisons for the reward model", 360)
-    rm_heldout_prompts: int = help_field("prompts whose comparisons are held out to test the reward model", 24)
-    k: int = help_field("responses sampled and ranked per prompt", 4)
-    eval_samples: int = help_field("responses per held-out prompt in the final SFT-vs-PPO evaluation", 2)
-    max_new_tokens: int = help_field("longest sampled response", 24)
-    seed: int = help_field("seed of every stage", 0)
+class PipelineConfig(Config):
+    labeler: str = setting("vader-positive", "who ranks the samples: vader-positive, vader-negative or concise",
+                           label="simulated labeler")
+    rm_pairs: int = setting(360, "training comparisons for the reward model", minimum=1, label="training comparisons",
+                            cap="comparisons")
+    rm_heldout_prompts: int = setting(24, "prompts whose comparisons are held out to test the reward model", minimum=1,
+                                      label="held-out ranking prompts")
+    k: int = setting(4, "responses sampled and ranked per prompt", label="K samples ranked per prompt")
+    eval_samples: int = setting(2, "responses per held-out prompt in the final SFT-vs-PPO evaluation", minimum=1,
+                                label="evaluation samples per prompt")
+    max_new_tokens: int = setting(24, "longest sampled response", minimum=1)
+    seed: int = setting(0, "seed of every stage")
     sft: SFTConfig = field(default_factory=SFTConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
-    def __post_init__(self):
+    def check_settings(self):
         labeler_by_name(self.labeler)  # an unknown labeler fails before any work
         if self.k < 2:
             raise PeftlabError(f"A ranking needs K of at least 2 responses per prompt, not {self.k}.")
-        for name in ("rm_pairs", "rm_heldout_prompts", "eval_samples", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise PeftlabError(f"{name.replace('_', ' ').capitalize()} must be at least 1, not {getattr(self, name)}.")
 
 
 def ranked_comparisons(

@@ -19,12 +19,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import ClassVar, Iterator, Sequence
 
 import torch
 
+from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
-from peftlab.methods import help_field
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import SequenceBatch, response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
@@ -40,46 +40,39 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 @dataclass
-class PPOConfig:
-    """PPO settings. The defaults come from runs on the embedded model against a VADER-trained reward model:
-    a fixed beta of 0.05 at learning rate 1e-3 hacked the reward model (KL 25 to 30 nats per response). At
-    learning rate 3e-4, the adaptive controller (from beta 0.1 towards 2 nats, horizon 16) let KL run to 10
-    nats, then raised beta to about 1 and pulled the policy back to KL 1 by step 30 (held-out VADER +0.22);
-    a fixed beta of 0.4 held KL near 2 nats and gave +0.37.
-    """
+class PPOConfig(Config):
+    """PPO settings, every one checked before any stage starts. How the defaults were chosen is in the notes
+    of `benchmarks/rlhf_pipeline.py`."""
 
-    steps: int = help_field("PPO iterations: sample a batch, score it, optimise on it", 30)
-    batch_size: int = help_field("prompts sampled per iteration", 16)
-    epochs: int = help_field("optimisation passes over each batch", 2)
-    minibatch_size: int = help_field("responses per gradient step", 8)
-    learning_rate: float = help_field("Adam learning rate of the LoRA adapter and the value head", 3e-4)
-    lora_r: int = help_field("rank of the policy's LoRA adapter", 16)
-    beta: float = help_field("KL coefficient: reward - beta * (log pi - log pi_ref) per token (the start value when adaptive)", 0.4)
-    adaptive_kl: bool = help_field("steer beta towards target_kl (Ziegler et al. 2019)", False)
-    target_kl: float = help_field("KL per response (nats) the adaptive controller aims at", 2.0)
-    kl_horizon: float = help_field("responses over which the adaptive controller corrects beta", 16.0)
-    gamma: float = help_field("discount", 1.0)
-    lam: float = help_field("GAE lambda", 0.95)
-    clip_range: float = help_field("PPO ratio clip", 0.2)
-    value_clip_range: float = help_field("value clip around the rollout's values", 0.2)
-    value_coef: float = help_field("weight of the value loss", 0.1)
-    ptx_coef: float = help_field("gamma of PPO-ptx: weight of the LM loss on demonstrations (0 = plain PPO)", 0.0)
-    max_new_tokens: int = help_field("longest sampled response", 24)
-    temperature: float = help_field("sampling temperature (must be 1 for an unbiased KL)", 1.0)
-    top_k: int = help_field("top-k sampling (must be 0, off)", 0)
-    top_p: float = help_field("nucleus sampling (must be 1, off)", 1.0)
-    seed: int = help_field("seed for prompts and samples", 0)
+    subject: ClassVar[str] = "PPO {label}"
+    steps: int = setting(30, "PPO iterations: sample a batch, score it, optimise on it", minimum=1, cap="ppo_steps")
+    batch_size: int = setting(16, "prompts sampled per iteration", minimum=1)
+    epochs: int = setting(2, "optimisation passes over each batch", minimum=1)
+    minibatch_size: int = setting(8, "responses per gradient step", minimum=1, label="minibatch size")
+    learning_rate: float = setting(3e-4, "Adam learning rate of the LoRA adapter and the value head", above=0)
+    lora_r: int = setting(16, "rank of the policy's LoRA adapter", minimum=1, label="LoRA rank")
+    beta: float = setting(0.4, "KL coefficient: reward - beta * (log pi - log pi_ref) per token (the start value when "
+                               "adaptive); checked by the KL controller", label="KL coefficient β")
+    adaptive_kl: bool = setting(False, "steer beta towards target_kl (Ziegler et al. 2019)", label="adaptive β")
+    target_kl: float = setting(2.0, "KL per response (nats) the adaptive controller aims at", above=0, label="target KL")
+    kl_horizon: float = setting(16.0, "responses over which the adaptive controller corrects beta", above=0,
+                                label="KL horizon")
+    gamma: float = setting(1.0, "discount", minimum=0, maximum=1)
+    lam: float = setting(0.95, "GAE lambda", minimum=0, maximum=1, label="GAE lambda")
+    clip_range: float = setting(0.2, "PPO ratio clip", above=0, label="clip range")
+    value_clip_range: float = setting(0.2, "value clip around the rollout's values", above=0, label="value clip range")
+    value_coef: float = setting(0.1, "weight of the value loss", minimum=0, label="value loss coefficient")
+    ptx_coef: float = setting(0.0, "gamma of PPO-ptx: weight of the LM loss on demonstrations (0 = plain PPO)", minimum=0,
+                              label="PPO-ptx coefficient γ", subject="The PPO-ptx coefficient")
+    max_new_tokens: int = setting(24, "longest sampled response", minimum=1)
+    temperature: float = setting(1.0, "sampling temperature (must be 1 for an unbiased KL)", cli=False)
+    top_k: int = setting(0, "top-k sampling (must be 0, off)", cli=False)
+    top_p: float = setting(1.0, "nucleus sampling (must be 1, off)", cli=False)
+    seed: int = setting(0, "seed for prompts and samples")
 
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "epochs", "minibatch_size", "lora_r", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise PeftlabError(f"PPO {name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}.")
+    def check_settings(self):
         if self.minibatch_size > self.batch_size:
             raise PeftlabError(f"The PPO minibatch ({self.minibatch_size}) cannot be larger than the batch ({self.batch_size}).")
-        if not self.learning_rate > 0:
-            raise PeftlabError(f"The PPO learning rate must be above 0, not {self.learning_rate}.")
-        if self.ptx_coef < 0:
-            raise PeftlabError(f"The PPO-ptx coefficient must be 0 or more, not {self.ptx_coef}.")
         if problem := sampling_kl_problem(self.temperature, self.top_k, self.top_p):
             raise PeftlabError(problem)
         self.kl_controller()  # beta < 0 and bad adaptive settings fail here, with the controller's own message

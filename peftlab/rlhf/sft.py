@@ -17,12 +17,12 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import ClassVar, Iterator, Sequence
 
 import torch
 
+from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
-from peftlab.methods import help_field
 from peftlab.models import LM
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import encode_pairs, response_forward, sample_responses
@@ -32,24 +32,16 @@ SFT_METHODS = ("lora", "full")
 
 
 @dataclass
-class SFTConfig:
-    method: str = help_field("lora (a low-rank update, merged afterwards) or full (every weight)", "lora")
-    steps: int = help_field("optimiser steps", 60)
-    batch_size: int = help_field("demonstrations per step", 8)
-    learning_rate: float = help_field("Adam learning rate (full fine-tuning wants about 1e-5)", 1e-3)
-    lora_r: int = help_field("LoRA rank", 16)
-    max_response_tokens: int = help_field("longest response trained on (longer ones are cut)", 48)
-    sample_every: int = help_field("steps between sample generations shown while training", 20)
-    seed: int = help_field("seed for batches and samples", 0)
-
-    def __post_init__(self):
-        if self.method not in SFT_METHODS:
-            raise PeftlabError(f"SFT method must be one of {', '.join(SFT_METHODS)}, not {self.method!r}.")
-        for name in ("steps", "batch_size", "lora_r", "max_response_tokens", "sample_every"):
-            if getattr(self, name) < 1:
-                raise PeftlabError(f"SFT {name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}.")
-        if not self.learning_rate > 0:
-            raise PeftlabError(f"The SFT learning rate must be above 0, not {self.learning_rate}.")
+class SFTConfig(Config):
+    subject: ClassVar[str] = "SFT {label}"
+    method: str = setting("lora", "lora (a low-rank update, merged afterwards) or full (every weight)", choices=SFT_METHODS)
+    steps: int = setting(60, "optimiser steps", minimum=1, cap="steps")
+    batch_size: int = setting(8, "demonstrations per step", minimum=1)
+    learning_rate: float = setting(1e-3, "Adam learning rate (full fine-tuning wants about 1e-5)", above=0)
+    lora_r: int = setting(16, "LoRA rank", minimum=1, label="LoRA rank")
+    max_response_tokens: int = setting(48, "longest response trained on (longer ones are cut)", minimum=1)
+    sample_every: int = setting(20, "steps between sample generations shown while training", minimum=1)
+    seed: int = setting(0, "seed for batches and samples")
 
 
 @dataclass

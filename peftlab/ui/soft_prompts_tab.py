@@ -14,9 +14,10 @@ import pandas as pd
 
 from peftlab.cloze import ClozeSetup
 from peftlab.compare import (
-    GridRow, parse_int_list, parse_sweep_values, results_frame, run_grid, run_record, run_sweep, summarize,
+    GridRow, parse_sweep_values, results_frame, run_grid, run_record, run_sweep, summarize,
     sweep_configs, sweepable_settings, validate_grid,
 )
+from peftlab.config import parse_list
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, method_config, parse_learning_rates
 from peftlab.plots import accuracy_vs_parameters, label_probability_bars, sweep_curve, training_curves
@@ -55,7 +56,7 @@ def _prepare(model_name, task_name, upload, text_column, label_column, templates
     caps = current_caps()
     caps.check("steps", settings.steps, "Steps")
     caps.check("test_texts", min(test_limit or len(task.test), len(task.test)), "Test texts")
-    return task, setup, parse_int_list(seeds, "Seeds"), settings, test_limit
+    return task, setup, parse_list(seeds, int, "Seeds"), settings, test_limit
 
 
 def _check_plan_size(runs: int, shots: list[int]) -> None:
@@ -83,7 +84,7 @@ def run_comparison(
         select_by)
     rates = parse_learning_rates((rates_text or "").splitlines())
     configs = [method_config(m, **({"learning_rate": rates[m]} if m in rates else {})) for m in methods or []]
-    shot_list = parse_int_list(shots, "K")
+    shot_list = parse_list(shots, int, "K")
     validate_grid(task, configs, seed_list, shot_list)
     total_runs = len(configs) * len(seed_list) * len(shot_list)
     _check_plan_size(total_runs, shot_list)
@@ -174,7 +175,7 @@ def run_sweep_ui(
     task, setup, seed_list, settings, test_limit = _prepare(
         model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps, test_limit)
     values = parse_sweep_values(method, setting, values_text)
-    k = parse_int_list(shots, "K")
+    k = parse_list(shots, int, "K")
     if len(k) != 1:
         raise PeftlabError("A sweep uses one K; give a single number of examples per class.")
     validate_grid(task, sweep_configs(method, setting, values), seed_list, k)

@@ -1,0 +1,292 @@
+"""Settings as data: one field helper and one validating base for every config dataclass.
+
+Every setting of peftlab lives in one place, a field of a config dataclass made with `setting(...)`:
+its default, help text, the rule its values follow (at least or above a bound, at most one, one of some
+choices), its label for people, and the public-mode cap that limits it. The command line's options
+(`add_arguments`, `from_arguments`) and the app's inputs (`peftlab.ui.inputs`) are generated from those
+fields, so a default is typed once. `Config.__post_init__` checks every field against its rule and
+type, then the class's own cross-field rules (`check`), so a bad value fails with one sentence before
+any work starts, whether it came from the app, the command line, a JSON file or Python.
+
+After TRL's `*Config` dataclasses with `metadata={"help": ...}` (which `HfArgumentParser` turns into a
+command line) and PEFT's configs that validate in `__post_init__`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+from peftlab.errors import PeftlabError
+
+
+def setting(
+    default: Any, help: str, *, label: str | None = None, minimum: float | None = None, above: float | None = None,
+    maximum: float | None = None, choices: Sequence | None = None, requirement: str | None = None,
+    subject: str | None = None, cap: str | None = None, flag: str | None = None, cli: bool = True,
+) -> Any:
+    """A config field.
+
+    Args:
+        default: the working default (tuples for sequences: defaults are shared).
+        help: one line for `--help` and the app's info text.
+        label: what people call it (the app's label, the messages' subject); default: the name with spaces.
+        minimum / above / maximum: the value must be >= minimum, > above, <= maximum.
+        choices: the allowed values.
+        requirement: the rule in words, when the derived one ("at least 1") says too little.
+        subject: the message's subject when the class's `subject` template does not fit, e.g.
+            "The learning rate of {name}" (formatted with the config's attributes).
+        cap: the `peftlab.serving.Caps` field that limits it on a public Space.
+        flag: the command-line flag without dashes, when it is not the name with dashes.
+        cli: False keeps it off the command line (set through another option or not at all).
+    """
+    metadata = dict(help=help, label=label, minimum=minimum, above=above, maximum=maximum,
+                    choices=tuple(choices) if choices is not None else None, requirement=requirement,
+                    subject=subject, cap=cap, flag=flag, cli=cli)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class Config:
+    """Base of every settings dataclass: fields made with `setting`, checked on creation, JSON both ways.
+
+    `subject` is how messages name a field: a template with `{label}` ("PPO {label}"), `{Label}` (the label
+    capitalised) and any attribute of the config ("{name}: {label}" for a method).
+    """
+
+    subject: ClassVar[str] = "{Label}"
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for item in dataclasses.fields(self):
+            if item.metadata.get("help") is not None:
+                _check_field(self, item, hints[item.name])
+        self.check_settings()
+
+    def check_settings(self) -> None:
+        """Rules across fields (or beyond one bound); raise a PeftlabError with one sentence."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        """The config from `to_dict()`'s output (lists back to tuples, nested configs rebuilt); checked as always.
+
+        Raises:
+            PeftlabError: an unknown setting, or a value its rule refuses.
+        """
+        hints = typing.get_type_hints(cls)
+        known = {item.name for item in dataclasses.fields(cls) if item.init}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise PeftlabError(f"{cls.__name__} has no setting {', '.join(map(repr, unknown))}; "
+                               f"its settings are {', '.join(sorted(known))}.")
+        return cls(**{name: _from_json_value(value, hints[name]) for name, value in values.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def settings(cls) -> list[dataclasses.Field]:
+        """The fields made with `setting` (the ones people set), in order."""
+        return [item for item in dataclasses.fields(cls) if item.metadata.get("help") is not None]
+
+    def field_subject(self, item: dataclasses.Field) -> str:
+        """How messages name the field: its `subject`, else the class's, filled with its label and attributes."""
+        label = label_of(item)
+        template = item.metadata.get("subject") or self.subject
+        return template.format_map(_Attributes(self, label=label, Label=label[:1].upper() + label[1:]))
+
+
+class _Attributes(dict):
+    """A format mapping that reads a config's attributes on demand (only those a template names)."""
+
+    def __init__(self, config, **values):
+        super().__init__(**values)
+        self.config = config
+
+    def __missing__(self, key):
+        return getattr(self.config, key)
+
+
+def label_of(item: dataclasses.Field) -> str:
+    return item.metadata.get("label") or item.name.replace("_", " ")
+
+
+def requirement_of(item: dataclasses.Field, kind: type) -> str:
+    """The rule of a field in words: "at least 1", "above 0", "one of a, b", "from 0 to 1"."""
+    meta = item.metadata
+    if meta.get("requirement"):
+        return meta["requirement"]
+    if meta.get("choices") is not None:
+        return "one of " + ", ".join(str(c) for c in meta["choices"])
+    number = "a whole number" if kind is int else "a number"
+    low, high, above = meta.get("minimum"), meta.get("maximum"), meta.get("above")
+    if low is not None and high is not None:
+        return f"{number} from {low:g} to {high:g}"
+    if above is not None and high is not None:
+        return f"{number} above {above:g} and at most {high:g}"
+    if low is not None:
+        return f"0 or more" if low == 0 else f"at least {low:g}"
+    if above is not None:
+        return f"above {above:g}"
+    if high is not None:
+        return f"at most {high:g}"
+    return number if kind in (int, float) else {str: "text", bool: "true or false"}.get(kind, kind.__name__)
+
+
+class SettingError(PeftlabError):
+    """A setting's value breaks its rule. The message names the setting as the config does; `phrased(name)`
+    says the same with another name for it (a command-line flag)."""
+
+    def __init__(self, subject: str, item: dataclasses.Field, requirement: str, value):
+        self.item, self.requirement, self.value = item, requirement, value
+        super().__init__(self.phrased(subject))
+
+    def phrased(self, subject: str) -> str:
+        shown = repr(self.value) if isinstance(self.value, str) else f"{self.value}"
+        return f"{subject} must be {self.requirement}, not {shown}."
+
+
+def _check_field(config: Config, item: dataclasses.Field, hint) -> None:
+    value, meta = getattr(config, item.name), item.metadata
+    kind = _base_type(hint)
+    if value is None and _optional(hint):
+        return
+    if not _has_type(value, kind):
+        raise SettingError(config.field_subject(item), item, _type_words(kind), value)
+    broken = (
+        (meta.get("choices") is not None and value not in meta["choices"])
+        or (meta.get("minimum") is not None and value < meta["minimum"])
+        or (meta.get("above") is not None and not value > meta["above"])
+        or (meta.get("maximum") is not None and value > meta["maximum"])
+    )
+    if broken:
+        raise SettingError(config.field_subject(item), item, requirement_of(item, kind), value)
+
+
+def _optional(hint) -> bool:
+    return type(None) in typing.get_args(hint)
+
+
+def _base_type(hint):
+    """int, float, bool, str, tuple or a Config subclass, from a field's annotation (Optional unwrapped)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and args:
+        return _base_type(args[0])
+    origin = typing.get_origin(hint)
+    return origin if origin is not None else hint
+
+
+def _has_type(value, kind) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _type_words(kind) -> str:
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "text",
+            tuple: "a list"}.get(kind, f"a {getattr(kind, '__name__', kind)}")
+
+
+def _from_json_value(value, hint):
+    kind = _base_type(hint)
+    if isinstance(kind, type) and issubclass(kind, Config) and isinstance(value, dict):
+        return kind.from_dict(value)
+    if kind is tuple and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+# ---------------------------------------------------------------- the command line, generated from the fields
+
+def flag_of(item: dataclasses.Field, prefix: str = "") -> str:
+    return "--" + prefix + (item.metadata.get("flag") or item.name.replace("_", "-"))
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type[Config], prefix: str = "", skip: Sequence[str] = (),
+                  aliases: Sequence[str] = ()) -> None:
+    """One option per setting of `cls` (but `skip`): `--<prefix><name>` with its type, choices, default and help.
+
+    Booleans get `--x/--no-x`; lists are comma-separated text, read by `from_arguments` (so a bad item is
+    one sentence naming the option). With `aliases`, a prefixed option also answers to its bare name
+    (`--ppo-beta` and `--beta`).
+    """
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for item in cls.settings():
+        if item.name in skip or not item.metadata.get("cli", True):
+            continue
+        kind = _base_type(hints[item.name])
+        names = [flag_of(item, prefix)] + ([flag_of(item)] if item.name in aliases and prefix else [])
+        default = getattr(defaults, item.name)
+        options: dict = dict(dest=prefix.replace("-", "_") + item.name, default=default,
+                             help=item.metadata["help"] + " (default: %(default)s)")
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif kind is tuple:
+            options.update(type=str, default=",".join(map(str, default)), metavar="A,B")
+        else:
+            options["type"] = kind
+            if item.metadata.get("choices") is not None:
+                options["choices"] = list(item.metadata["choices"])
+        parser.add_argument(*names, **options)
+
+
+def from_arguments(cls: type[Config], args: argparse.Namespace, prefix: str = "", **values) -> Config:
+    """The config from the options `add_arguments` made (and `values` for the skipped or nested ones).
+
+    Raises:
+        PeftlabError: a list option with an item of the wrong kind, or any value the config refuses.
+    """
+    hints = typing.get_type_hints(cls)
+    dest = prefix.replace("-", "_")
+    for item in cls.settings():
+        if dest + item.name in vars(args) and item.name not in values:
+            value = getattr(args, dest + item.name)
+            if _base_type(hints[item.name]) is tuple and isinstance(value, str):
+                value = tuple(parse_list(value, _item_type(hints[item.name]), flag_of(item, prefix)))
+            values[item.name] = value
+    try:
+        return cls(**values)
+    except SettingError as exc:  # on the command line a setting is called by its flag
+        if any(exc.item is item for item in cls.settings()) and exc.item.metadata.get("cli", True):
+            raise PeftlabError(exc.phrased(flag_of(exc.item, prefix))) from None
+        raise
+
+
+def parse_list(text: str, kind: type, what: str) -> list:
+    """"13, 21,42" -> [13, 21, 42] in `kind` (int, float or str); anything else is one clear error naming `what`.
+
+    Raises:
+        PeftlabError: an item that is not a `kind`.
+    """
+    parts = [part.strip() for part in str(text).split(",") if part.strip()]
+    try:
+        return [kind(part) for part in parts]
+    except ValueError:
+        words = {int: "whole numbers", float: "numbers"}.get(kind, "values")
+        raise PeftlabError(f"{what} must be comma-separated {words}, not {text!r}.") from None
+
+
+def _item_type(hint) -> type:
+    """The item type of a tuple annotation (`tuple[int, ...]` -> int)."""
+    args = [a for a in typing.get_args(_unoptional(hint)) if a is not Ellipsis]
+    return args[0] if args else str
+
+
+def _unoptional(hint):
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and args else hint

@@ -1,0 +1,97 @@
+"""Every config class: defaults valid, every bad value refused with one sentence, JSON both ways.
+
+After PEFT's tests/test_config.py, which walks every config class the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+
+from peftlab.autoprompt import AutoPromptConfig
+from peftlab.cloze import ClozeConfig
+from peftlab.compare import GridConfig, SweepConfig
+from peftlab.config import Config, _base_type, label_of
+from peftlab.errors import PeftlabError
+from peftlab.methods import METHODS
+from peftlab.rlhf.pipeline import PipelineConfig
+from peftlab.rlhf.ppo import PPOConfig
+from peftlab.rlhf.reward import RewardConfig
+from peftlab.rlhf.sft import SFTConfig
+from peftlab.tuning import TrainSettings
+
+CONFIGS = [ClozeConfig, AutoPromptConfig, TrainSettings, GridConfig, SweepConfig, *METHODS.values(), SFTConfig, RewardConfig,
+           PPOConfig, PipelineConfig]
+
+
+def test_every_config_class_is_listed():
+    def subclasses(cls):
+        return {cls} | {s for sub in cls.__subclasses__() for s in subclasses(sub)}
+
+    concrete = {cls for cls in subclasses(Config) if cls.__module__.startswith("peftlab") and cls.settings()
+                and getattr(cls, "name", None) != ""}  # the method bases have no name and are never built
+    assert concrete <= set(CONFIGS), concrete - set(CONFIGS)
+
+
+@pytest.mark.parametrize("cls", CONFIGS, ids=lambda cls: cls.__name__)
+def test_defaults_are_valid_and_round_trip_through_json(cls):
+    config = cls()
+    assert cls.from_json(config.to_json()) == config
+    for item in cls.settings():
+        assert item.metadata["help"].strip(), f"{cls.__name__}.{item.name} has no help"
+
+
+def bad_values(cls) -> list[tuple[str, object]]:
+    """(field, value) pairs that break each field's declared rule and type."""
+    hints = typing.get_type_hints(cls)
+    cases = []
+    for item in cls.settings():
+        meta, kind = item.metadata, _base_type(hints[item.name])
+        if kind in (int, float):
+            cases.append((item.name, "many"))
+        if meta["choices"] is not None:
+            cases.append((item.name, "not-a-choice"))
+        if meta["minimum"] is not None:
+            cases.append((item.name, meta["minimum"] - 1))
+        if meta["above"] is not None:
+            cases.append((item.name, meta["above"]))
+        if meta["maximum"] is not None:
+            cases.append((item.name, meta["maximum"] + 1))
+    return cases
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "value"), [(cls, name, value) for cls in CONFIGS for name, value in bad_values(cls)],
+    ids=lambda v: v.__name__ if isinstance(v, type) else repr(v),
+)
+def test_every_bad_value_is_refused_with_one_sentence_naming_the_setting(cls, name, value):
+    with pytest.raises(PeftlabError) as raised:
+        cls(**{name: value})
+    message = str(raised.value)
+    item = next(f for f in dataclasses.fields(cls) if f.name == name)
+    assert "\n" not in message and message.endswith(".")
+    assert message[:1].isupper() or message.startswith(f"{getattr(cls, 'name', '')}:"), message
+    assert label_of(item).lower() in message.lower() or item.metadata["subject"], message
+    assert repr(value) in message or str(value) in message, message
+
+
+def test_ppo_settings_fail_before_any_stage_starts():
+    for changes, message in (
+        (dict(gamma=1.5), "PPO gamma must be a number from 0 to 1, not 1.5."),
+        (dict(lam=-0.1), "PPO GAE lambda must be a number from 0 to 1, not -0.1."),
+        (dict(clip_range=0.0), "PPO clip range must be above 0, not 0.0."),
+        (dict(value_clip_range=-1.0), "PPO value clip range must be above 0, not -1.0."),
+        (dict(value_coef=-0.5), "PPO value loss coefficient must be 0 or more, not -0.5."),
+    ):
+        with pytest.raises(PeftlabError) as raised:
+            PipelineConfig(ppo=PPOConfig(**changes))
+        assert str(raised.value) == message
+
+
+def test_nested_configs_round_trip_and_unknown_settings_are_named():
+    config = PipelineConfig(k=5, ppo=PPOConfig(beta=0.2), sft=SFTConfig(steps=7))
+    assert PipelineConfig.from_json(config.to_json()) == config
+    with pytest.raises(PeftlabError, match=r"^PPOConfig has no setting 'betta'; its settings are adaptive_kl, "):
+        PPOConfig.from_dict({"betta": 0.1})
