@@ -357,7 +357,7 @@ def search_label_words(
 
 @dataclass
 class AutoPromptResult:
-    """A finished search, measured on the test split against the same template without triggers."""
+    """A finished (or stopped) search, measured on the test split against the same template without triggers."""
 
     trigger_tokens: list[str]
     template: str  # the template with the trigger text in its slots
@@ -365,14 +365,18 @@ class AutoPromptResult:
     dev_accuracy: float
     test_accuracy: float
     manual_test_accuracy: float
+    test_texts: int
     seconds: float
     history: list[dict]
+    iterations_done: int = 0
+    stopped: bool = False  # a stop flag ended the search before its iterations did
 
     def summary(self) -> dict:
         return {
             "trigger": self.trigger_tokens, "template": self.template, "verbalizer": self.verbalizer,
             "dev_accuracy": self.dev_accuracy, "test_accuracy": self.test_accuracy,
-            "manual_test_accuracy": self.manual_test_accuracy, "seconds": round(self.seconds, 2),
+            "manual_test_accuracy": self.manual_test_accuracy, "test_texts": self.test_texts,
+            "iterations": self.iterations_done, "stopped": self.stopped, "seconds": round(self.seconds, 2),
         }
 
 
@@ -381,29 +385,49 @@ def test_accuracy(lm: LM, prompt: Prompt, examples: Sequence[dict]) -> float:
     return float((predicted == torch.tensor([e["label"] for e in examples])).float().mean())
 
 
-def run_autoprompt(
-    lm: LM, task: Task, verbalizer: str | dict | None, config: AutoPromptConfig, stop: threading.Event | None = None,
-    on_event=None,
-) -> AutoPromptResult:
-    """Search (label words first when `verbalizer` is None), then score both prompts on the test split."""
+def autoprompt_run(
+    lm: LM, task: Task, verbalizer: str | dict, config: AutoPromptConfig, stop: threading.Event | None = None,
+) -> Iterator[AutoPromptEvent | AutoPromptResult]:
+    """The search's events, then its result: the best trigger (by dev log-likelihood) and the same template
+    without triggers, both scored on the test split. When `stop` ends the search, the best trigger so far is
+    scored and the result says it stopped.
+
+    Raises:
+        PeftlabError: a template, verbalizer or config that does not fit the task or the model.
+    """
     started = time.perf_counter()
-    if verbalizer is None:
-        verbalizer = search_label_words(lm, task, config.template, seed=config.seed)
     events = []
     for event in search_triggers(lm, task, verbalizer, config, stop):
         events.append(event)
-        if on_event:
-            on_event(event)
+        yield event
     last = events[-1]
     verbalizer_obj = Verbalizer.parse(verbalizer, task.label_names)
     found = Prompt(Template.parse(config.template, task.text_fields), verbalizer_obj, trigger_ids=tuple(last.best_trigger_ids))
     manual = Prompt(Template.parse(remove_triggers(config.template), task.text_fields), verbalizer_obj)
     test = task.test[:config.test_limit] if config.test_limit else task.test
-    return AutoPromptResult(
+    yield AutoPromptResult(
         trigger_tokens=[lm.tokenizer.decode([i]) for i in last.best_trigger_ids],
         template=fill_triggers(config.template, lm.tokenizer, last.best_trigger_ids),
         verbalizer={label: list(words) for label, words in verbalizer_obj.words.items()},
         dev_accuracy=last.best_dev_accuracy, test_accuracy=test_accuracy(lm, found, test),
-        manual_test_accuracy=test_accuracy(lm, manual, test), seconds=time.perf_counter() - started,
-        history=[e.row() for e in events],
+        manual_test_accuracy=test_accuracy(lm, manual, test), test_texts=len(test), seconds=time.perf_counter() - started,
+        history=[e.row() for e in events], iterations_done=last.iteration,
+        stopped=stop is not None and stop.is_set() and last.iteration < config.iterations,
     )
+
+
+def run_autoprompt(
+    lm: LM, task: Task, verbalizer: str | dict | None, config: AutoPromptConfig, stop: threading.Event | None = None,
+    on_event=None,
+) -> AutoPromptResult:
+    """`autoprompt_run` to its end, label words searched first when `verbalizer` is None; `on_event` sees each event."""
+    started = time.perf_counter()
+    if verbalizer is None:
+        verbalizer = search_label_words(lm, task, config.template, seed=config.seed)
+    for item in autoprompt_run(lm, task, verbalizer, config, stop):
+        if isinstance(item, AutoPromptResult):
+            item.seconds = time.perf_counter() - started  # the label-word search counts too
+            return item
+        if on_event:
+            on_event(item)
+    raise AssertionError("autoprompt_run ends with its result")

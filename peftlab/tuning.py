@@ -46,7 +46,7 @@ class TrainSettings(Config):
     select_by: str = setting(
         "log-likelihood", "dev score that picks the kept weights and stops early: log-likelihood (the gold label's "
         "mean log-probability, smoother than accuracy on a few dozen dev texts) or accuracy",
-        choices=tuple(SELECTION_SCORES), label="select by")
+        choices=tuple(SELECTION_SCORES), label="keep the weights with the best dev", subject="Select by")
 
 
 @dataclass

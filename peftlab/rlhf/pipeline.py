@@ -25,6 +25,9 @@ from peftlab.rlhf.reward import RewardConfig, RewardResult, collect_comparisons,
 from peftlab.rlhf.sft import SFTConfig, SFTResult, train_sft
 
 
+HELDOUT_PROMPTS = 32  # embedded movies whose prompts the policies answer in the evaluation, never trained on
+
+
 @dataclass
 class RLHFData:
     """Prompts for training and for held-out evaluation, SFT demonstrations, and optional given comparisons."""
@@ -35,7 +38,7 @@ class RLHFData:
     comparisons: list[Comparison] | None = None  # None: the labeler ranks samples of the SFT policy
 
     @classmethod
-    def embedded(cls, heldout_prompts: int = 32, seed: int = 0) -> "RLHFData":
+    def embedded(cls, heldout_prompts: int = HELDOUT_PROMPTS, seed: int = 0) -> "RLHFData":
         data = embedded_review_data(seed, heldout_prompts)
         return cls(data.train_prompts, data.heldout_prompts, data.demonstrations)
 

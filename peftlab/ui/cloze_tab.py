@@ -5,14 +5,14 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from peftlab.cloze import CALIBRATIONS, classify_text, evaluate
+from peftlab.cloze import ClozeConfig, classify_text, evaluate
 from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.prompts import suggested_prompt
-from peftlab.serving import current_caps
 from peftlab.ui.common import (
-    INSTANT, START_TEMPLATE, capped_number, heavy, job, light, load_model, model_and_task_inputs, resolve_task,
-    split_templates, user_errors, verbalizer_box, verbalizer_lines,
+    INSTANT, START_TEMPLATE, check_test_texts, heavy, job, light, load_model, model_and_task_inputs, resolve_task,
+    split_templates, task_from_form, user_errors, verbalizer_box, verbalizer_lines,
 )
+from peftlab.ui.inputs import config_from_form, config_input
 
 INTRO = """Score each label word at the `{mask}` of a template. A causal LM scores a mask at the end as
 the next token, and a mask followed by more text by the likelihood of the whole filled sentence.
@@ -27,11 +27,12 @@ def suggest(task_name, upload, text_column, label_column):
 
 
 @user_errors
-def classify(model_name, task_name, upload, text_column, label_column, templates, verbalizer, calibration, shots, seed, text):
-    task = resolve_task(task_name, upload, text_column, label_column)
-    lm = load_model(model_name)
+def classify(**form):
+    task = task_from_form(form)
+    config = config_from_form(ClozeConfig, form)
     prediction = classify_text(
-        lm, task, text, split_templates(templates), verbalizer, calibration, int(shots or 0), int(seed or 0),
+        load_model(form["model"]), task, form["text"], split_templates(form["templates"]), form["verbalizer"],
+        config.calibration, config.shots_in_context, config.seed,
     )
     tokens = pd.DataFrame(prediction.top_tokens, columns=["token at the mask", "probability"]).round(4)
     tokens["token at the mask"] = tokens["token at the mask"].map(repr)
@@ -39,23 +40,21 @@ def classify(model_name, task_name, upload, text_column, label_column, templates
 
 
 @user_errors
-def run_evaluation(
-    model_name, task_name, upload, text_column, label_column, templates, verbalizer, calibration, shots, seed, limit,
-    request: gr.Request, progress=gr.Progress(),
-):
-    task = resolve_task(task_name, upload, text_column, label_column)
-    limit = int(limit) if limit else None
-    current_caps().check("test_texts", min(limit or len(task.test), len(task.test)), "Test texts to evaluate")
+def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
+    task = task_from_form(form)
+    config = config_from_form(ClozeConfig, form)
+    check_test_texts(task, config.limit, "Test texts to evaluate")
     progress(0, desc="loading the model")
-    lm = load_model(model_name)
+    lm = load_model(form["model"])
     with job(request, "cloze") as (session, _):
         result = evaluate(
-            lm, task, split_templates(templates), verbalizer, calibration, int(shots or 0), limit=limit,
-            seed=int(seed or 0), progress=lambda done, total: progress(done / total, desc=f"scoring {done}/{total}"),
+            lm, task, split_templates(form["templates"]), form["verbalizer"], config.calibration, config.shots_in_context,
+            limit=config.limit, seed=config.seed, batch_size=config.batch_size,
+            progress=lambda done, total: progress(done / total, desc=f"scoring {done}/{total}"),
         )
     summary = (
         f"**Accuracy {result.accuracy:.1%}** · macro-F1 {result.macro_f1:.3f} · {result.n} test texts · "
-        f"{result.seconds:.1f} s ({result.n / max(result.seconds, 1e-9):.0f} texts/s) · calibration {calibration}"
+        f"{result.seconds:.1f} s ({result.n / max(result.seconds, 1e-9):.0f} texts/s) · calibration {config.calibration}"
     )
     predictions = session.path(f"peftlab-{task.name}-cloze-predictions.csv")
     result.predictions.to_csv(predictions, index=False)
@@ -66,16 +65,18 @@ def run_evaluation(
 def build_cloze_tab() -> dict[str, gr.components.Component]:
     """Build the tab; returns the components other tabs fill (AutoPrompt's "send to Cloze tab")."""
     gr.Markdown(INTRO)
-    model, task, upload, text_column, label_column = model_and_task_inputs()
+    source = model_and_task_inputs()
     with gr.Row():
         templates = gr.Textbox(START_TEMPLATE, lines=3, label="Template(s)", info="{text} or any {column}, and one {mask}")
         verbalizer = verbalizer_box()
     with gr.Row():
-        calibration = gr.Radio(list(CALIBRATIONS), value="none", label="Calibration")
-        shots = gr.Slider(0, 16, value=0, step=1, label="Demonstrations in context")
-        seed = gr.Number(13, precision=0, label="Seed (demonstrations)")
-        limit = capped_number(200, "Test texts to evaluate", "test_texts")
-    settings = [model, task, upload, text_column, label_column, templates, verbalizer, calibration, shots, seed]
+        settings = dict(
+            calibration=config_input(ClozeConfig, "calibration"),
+            shots_in_context=config_input(ClozeConfig, "shots_in_context", gr.Slider, maximum=16, step=1),
+            seed=config_input(ClozeConfig, "seed"),
+        )
+        limit = config_input(ClozeConfig, "limit")
+    form = dict(**source, templates=templates, verbalizer=verbalizer, **settings)
 
     with gr.Row():
         with gr.Column():
@@ -94,12 +95,12 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
     )
 
     gr.on(
-        [task.input, upload.change], suggest, [task, upload, text_column, label_column], [templates, verbalizer],
+        [source["task"].input, source["upload"].change], suggest,
+        [source["task"], source["upload"], source["text_column"], source["label_column"]], [templates, verbalizer],
         api_name="suggest_prompt", **INSTANT,
     )
-    classify_button.click(classify, settings + [text], [label_plot, top_tokens], api_name="classify", **light())
-    evaluate_button.click(
-        run_evaluation, settings + [limit], [summary, confusion_plot, errors, predictions_file], api_name="evaluate",
-        **heavy(),
-    )
-    return {"model": model, "task": task, "templates": templates, "verbalizer": verbalizer}
+    classify_button.click(classify, inputs_kwargs=form | {"text": text}, outputs=[label_plot, top_tokens],
+                          api_name="classify", **light())
+    evaluate_button.click(run_evaluation, inputs_kwargs=form | {"limit": limit},
+                          outputs=[summary, confusion_plot, errors, predictions_file], api_name="evaluate", **heavy())
+    return {"model": source["model"], "task": source["task"], "templates": templates, "verbalizer": verbalizer}

@@ -60,13 +60,6 @@ def load_model(name: str, dtype: str = "auto") -> LM:
     return load_lm(name, dtype=dtype)
 
 
-def capped_number(value, label: str, cap: str, minimum: float = 1, precision: int | None = 0, info: str = "") -> gr.Number:
-    """A number input limited to the caps' value of `cap` on a public Space, which says so next to it."""
-    caps = current_caps()
-    note = "; ".join(part for part in (info, caps.note(cap)) if part)
-    return gr.Number(value, precision=precision, minimum=minimum, maximum=getattr(caps, cap), label=label, info=note or None)
-
-
 @contextlib.contextmanager
 def job(request: gr.Request | None, kind: str) -> Iterator[tuple[Session, JobStop]]:
     """A heavy job of the caller's session: its stop flag (Stop, the visitor leaving, the caps' time limit)."""
@@ -107,8 +100,8 @@ def model_picker() -> gr.Dropdown:
     )
 
 
-def model_and_task_inputs() -> tuple[gr.Dropdown, gr.Dropdown, gr.File, gr.Textbox, gr.Textbox]:
-    """The model picker, then the task dropdown (embedded name or Hub id), a CSV/JSONL upload and its columns."""
+def model_and_task_inputs() -> dict[str, gr.components.Component]:
+    """The model picker, then the task dropdown (embedded name or Hub id), a CSV/JSONL upload and its columns, by name."""
     with gr.Row():
         model = model_picker()
     with gr.Row():
@@ -120,7 +113,17 @@ def model_and_task_inputs() -> tuple[gr.Dropdown, gr.Dropdown, gr.File, gr.Textb
                          height=120)
         text_column = gr.Textbox("text", label="Text column")
         label_column = gr.Textbox("label", label="Label column")
-    return model, task, upload, text_column, label_column
+    return dict(model=model, task=task, upload=upload, text_column=text_column, label_column=label_column)
+
+
+def task_from_form(form: dict):
+    """The Task of a form made with `model_and_task_inputs`."""
+    return resolve_task(form["task"], form["upload"], form["text_column"], form["label_column"])
+
+
+def check_test_texts(task, limit: int | None, what: str = "Test texts") -> None:
+    """On a public Space, the test texts one evaluation scores (all of them when no limit is given) stay within the cap."""
+    current_caps().check("test_texts", min(limit or len(task.test), len(task.test)), what)
 
 
 def verbalizer_box() -> gr.Textbox:

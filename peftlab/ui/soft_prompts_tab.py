@@ -14,7 +14,7 @@ import pandas as pd
 
 from peftlab.cloze import ClozeSetup
 from peftlab.compare import (
-    GridRow, parse_sweep_values, results_frame, run_grid, run_record, run_sweep, summarize,
+    GridConfig, GridRow, SweepConfig, parse_sweep_values, results_frame, run_grid, run_record, run_sweep, summarize,
     sweep_configs, sweepable_settings, validate_grid,
 )
 from peftlab.config import parse_list
@@ -23,11 +23,12 @@ from peftlab.methods import METHODS, method_config, parse_learning_rates
 from peftlab.plots import accuracy_vs_parameters, label_probability_bars, sweep_curve, training_curves
 from peftlab.saving import load_trained, saved_model_name, zip_trained
 from peftlab.serving import current_caps
-from peftlab.tuning import SELECTION_SCORES, TrainSettings, flat_loss_message, loss_is_flat
+from peftlab.tuning import TrainSettings, flat_loss_message, loss_is_flat
 from peftlab.ui.common import (
-    INSTANT, START_TEMPLATE, capped_number, heavy, job, light, load_model, model_and_task_inputs, resolve_task,
-    split_templates, stop_handler, stopped_note, user_errors, verbalizer_box,
+    INSTANT, START_TEMPLATE, check_test_texts, heavy, job, light, load_model, model_and_task_inputs, split_templates,
+    stop_handler, stopped_note, task_from_form, user_errors, verbalizer_box,
 )
+from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
 
 INTRO = f"""Train **prompt tuning**, **P-tuning**, **prefix tuning** and the baselines (LoRA, adapters, BitFit,
@@ -37,7 +38,6 @@ a row as each run finishes, and the zero-shot prompt is the first row. Each run 
 per class every {TrainSettings().eval_every} steps and keeps the weights whose dev log-likelihood was
 best (hover a dev point to see it), or, as LM-BFF did, whose dev accuracy was best."""
 
-DEFAULT_METHODS = ["prompt-tuning", "lora", "head"]
 SWEEP_INTRO = """Vary one setting of one method, as the Prompt Tuning and Prefix-tuning papers' length
 ablations do: each value is trained on the same K shots and seeds, and plotted against zero-shot."""
 
@@ -46,23 +46,11 @@ def default_rates() -> str:
     return "\n".join(f"{name}={cls().learning_rate:g}" for name, cls in METHODS.items())
 
 
-def _prepare(model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps, test_limit,
-             select_by=None):
-    """Validated inputs every training run shares, within the caps, before the model loads."""
-    task = resolve_task(task_name, upload, text_column, label_column)
-    setup = ClozeSetup.build(task, split_templates(templates), verbalizer)
-    settings = TrainSettings(steps=int(steps), select_by=select_by or TrainSettings().select_by)
-    test_limit = int(test_limit) if test_limit else None
-    caps = current_caps()
-    caps.check("steps", settings.steps, "Steps")
-    caps.check("test_texts", min(test_limit or len(task.test), len(task.test)), "Test texts")
-    return task, setup, parse_list(seeds, int, "Seeds"), settings, test_limit
-
-
-def _check_plan_size(runs: int, shots: list[int]) -> None:
-    caps = current_caps()
-    caps.check("runs", runs, "The number of training runs")
-    caps.check("shots", max(shots), "K per class")
+def _prepare(form: dict):
+    """What every training run of a grid or sweep shares, validated within the caps before the model loads."""
+    task = task_from_form(form)
+    setup = ClozeSetup.build(task, split_templates(form["templates"]), form["verbalizer"])
+    return task, setup, config_from_form(TrainSettings, form)
 
 
 def _trained(request) -> dict:
@@ -75,20 +63,17 @@ def _method_choices(trained: dict, value=None) -> gr.Dropdown:
 
 
 @user_errors
-def run_comparison(
-    model_name, task_name, upload, text_column, label_column, templates, verbalizer, methods, shots, seeds, steps,
-    select_by, rates_text, test_limit, request: gr.Request, progress=gr.Progress(),
-):
-    task, setup, seed_list, settings, test_limit = _prepare(
-        model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps, test_limit,
-        select_by)
-    rates = parse_learning_rates((rates_text or "").splitlines())
-    configs = [method_config(m, **({"learning_rate": rates[m]} if m in rates else {})) for m in methods or []]
-    shot_list = parse_list(shots, int, "K")
+def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
+    task, setup, settings = _prepare(form)
+    grid = config_from_form(GridConfig, form)
+    check_test_texts(task, grid.test_limit)
+    rates = parse_learning_rates((form["rates"] or "").splitlines())
+    configs = [method_config(m, **({"learning_rate": rates[m]} if m in rates else {})) for m in grid.methods]
+    seed_list, shot_list, test_limit = grid.seeds, grid.shots, grid.test_limit
     validate_grid(task, configs, seed_list, shot_list)
     total_runs = len(configs) * len(seed_list) * len(shot_list)
-    _check_plan_size(total_runs, shot_list)
-    lm = load_model(model_name, dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
+    current_caps().check("runs", total_runs, "The number of training runs")
+    lm = load_model(form["model"], dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
     trained_by_method = _trained(request)
     rows, events, notes = [], [], []
 
@@ -168,20 +153,20 @@ def setting_choices(method):
 
 
 @user_errors
-def run_sweep_ui(
-    model_name, task_name, upload, text_column, label_column, templates, verbalizer, method, setting, values_text,
-    shots, seeds, steps, test_limit, request: gr.Request, progress=gr.Progress(),
-):
-    task, setup, seed_list, settings, test_limit = _prepare(
-        model_name, task_name, upload, text_column, label_column, templates, verbalizer, seeds, steps, test_limit)
-    values = parse_sweep_values(method, setting, values_text)
-    k = parse_list(shots, int, "K")
+def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
+    k = parse_list(form["shots"], int, "K per class")
     if len(k) != 1:
         raise PeftlabError("A sweep uses one K; give a single number of examples per class.")
+    task, setup, settings = _prepare(form)
+    sweep = config_from_form(SweepConfig, form, shots=k[0])
+    check_test_texts(task, sweep.test_limit)
+    method, setting, seed_list, test_limit = sweep.method, sweep.varied, sweep.seeds, sweep.test_limit
+    values = parse_sweep_values(method, setting, sweep.values)
     validate_grid(task, sweep_configs(method, setting, values), seed_list, k)
     total = len(values) * len(seed_list)
-    _check_plan_size(total, k)
-    lm = load_model(model_name, dtype="fp32")
+    current_caps().check("runs", total, "The number of training runs")
+    current_caps().check("shots", k[0], "K per class")
+    lm = load_model(form["model"], dtype="fp32")
     rows = []
     with job(request, "sweep") as (_, stop):
         for item in run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, test_limit, stop):
@@ -202,20 +187,20 @@ def run_sweep_ui(
 
 def build_soft_prompts_tab() -> None:
     gr.Markdown(INTRO)
-    model, task, upload, text_column, label_column = model_and_task_inputs()
+    source = model_and_task_inputs()
     with gr.Row():
         templates = gr.Textbox(START_TEMPLATE, lines=2, label="Template")
         verbalizer = verbalizer_box()
+    prompt = dict(**source, templates=templates, verbalizer=verbalizer)
     with gr.Row():
-        methods = gr.CheckboxGroup(list(METHODS), value=DEFAULT_METHODS, label="Methods to compare")
+        methods = config_input(GridConfig, "methods", gr.CheckboxGroup, choices=list(METHODS))
         rates = gr.Textbox(default_rates(), lines=8, label="Learning rate per method (defaults that train)")
     with gr.Row():
-        shots = gr.Textbox("16", label="K per class (comma-separated)")
-        seeds = gr.Textbox("13,21,42", label="Seeds")
-        steps = capped_number(TrainSettings().steps, "Steps", "steps")
-        select_by = gr.Radio(list(SELECTION_SCORES), value=TrainSettings().select_by,
-                             label="Keep the weights with the best dev")
-        test_limit = capped_number(200, "Test texts", "test_texts")
+        shots, seeds = config_input(GridConfig, "shots"), config_input(GridConfig, "seeds")
+        steps, select_by = config_input(TrainSettings, "steps"), config_input(TrainSettings, "select_by")
+        test_limit = config_input(GridConfig, "test_limit")
+    form = dict(**prompt, methods=methods, shots=shots, seeds=seeds, steps=steps, select_by=select_by, rates=rates,
+                test_limit=test_limit)
     with gr.Row():
         run_button = gr.Button("Train and compare", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
@@ -241,12 +226,9 @@ def build_soft_prompts_tab() -> None:
         upload_trained = gr.File(label="Load a saved method (zip)", file_types=[".zip"])
     load_status = gr.Markdown()
 
-    inputs = [model, task, upload, text_column, label_column, templates, verbalizer]
-    run_button.click(
-        run_comparison, inputs + [methods, shots, seeds, steps, select_by, rates, test_limit],
-        [status, results, summary, curves, scatter, results_file, run_file, trained_method],
-        api_name="compare", **heavy(),
-    )
+    run_button.click(run_comparison, inputs_kwargs=form,
+                     outputs=[status, results, summary, curves, scatter, results_file, run_file, trained_method],
+                     api_name="compare", **heavy())
     stop_button.click(stop_handler("soft-prompts", "the comparison"), None, [status], api_name="compare_stop",
                       **INSTANT)
     test_button.click(classify_with, [trained_method, test_text], [test_plot], api_name="classify_trained", **light())
@@ -257,15 +239,14 @@ def build_soft_prompts_tab() -> None:
     with gr.Accordion("Sweep one setting", open=False):
         gr.Markdown(SWEEP_INTRO)
         with gr.Row():
-            sweep_method = gr.Dropdown(list(METHODS), value="prompt-tuning", label="Method")
-            sweep_setting = gr.Dropdown(sweepable_settings("prompt-tuning"), value="num_virtual_tokens", label="Setting",
-                                        allow_custom_value=True)  # any name reaches the library, which explains a bad one
-            sweep_values = gr.Textbox("1,5,20,50,100", label="Values (comma-separated)")
+            sweep_method = config_input(SweepConfig, "method", gr.Dropdown, choices=list(METHODS))
+            sweep_setting = config_input(SweepConfig, "varied", gr.Dropdown, choices=sweepable_settings(SweepConfig().method),
+                                         allow_custom_value=True)  # any name reaches the library, which explains a bad one
+            sweep_values = config_input(SweepConfig, "values")
         with gr.Row():
-            sweep_shots = gr.Textbox("16", label="K per class")
-            sweep_seeds = gr.Textbox("13", label="Seeds")
-            sweep_steps = capped_number(TrainSettings().steps, "Steps", "steps")
-            sweep_test_limit = capped_number(200, "Test texts", "test_texts")
+            sweep_form = dict(**prompt, method=sweep_method, varied=sweep_setting, values=sweep_values,
+                              shots=config_input(SweepConfig, "shots", gr.Textbox), seeds=config_input(SweepConfig, "seeds"),
+                              steps=config_input(TrainSettings, "steps"), test_limit=config_input(SweepConfig, "test_limit"))
         with gr.Row():
             sweep_button = gr.Button("Run the sweep", variant="primary")
             sweep_stop = gr.Button("Stop", variant="stop")
@@ -273,9 +254,6 @@ def build_soft_prompts_tab() -> None:
         sweep_plot = gr.Plot(label="Accuracy vs the setting")
         sweep_table = gr.Dataframe(label="Per value (mean ± std over seeds)", interactive=False)
         sweep_method.change(setting_choices, [sweep_method], [sweep_setting], api_name="sweep_settings", **INSTANT)
-        sweep_button.click(
-            run_sweep_ui, inputs + [sweep_method, sweep_setting, sweep_values, sweep_shots, sweep_seeds, sweep_steps,
-                                    sweep_test_limit],
-            [sweep_status, sweep_table, sweep_plot], api_name="sweep", **heavy(),
-        )
+        sweep_button.click(run_sweep_ui, inputs_kwargs=sweep_form, outputs=[sweep_status, sweep_table, sweep_plot],
+                           api_name="sweep", **heavy())
         sweep_stop.click(stop_handler("sweep", "the sweep"), None, [sweep_status], api_name="sweep_stop", **INSTANT)

@@ -1,0 +1,132 @@
+"""One person's RLHF pipeline run stage by stage, as the app's RLHF tab runs it.
+
+`run_pipeline` runs every stage in one go; a person instead runs SFT, looks, ranks a few samples, trains
+the reward model, runs PPO, compares. `RLHFSession` keeps what each stage made and owns the rules between
+them: each stage needs the one before ("Run step 1 (SFT) first."), and a new stage makes the later ones
+stale (a new SFT model drops the reward model and PPO policy trained on the old one; rankings stay).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from peftlab.errors import PeftlabError
+from peftlab.models import LM
+from peftlab.rlhf.data import Comparison
+from peftlab.rlhf.evaluation import PolicyComparison, compare_policies
+from peftlab.rlhf.generation import sample_responses
+from peftlab.rlhf.labelers import HumanRankings, labeler_by_name
+from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, ranked_comparisons
+from peftlab.rlhf.ppo import PPOConfig, PPOEvent, PPOResult, train_ppo
+from peftlab.rlhf.reward import RewardConfig, RewardEvent, RewardResult, train_reward_model
+from peftlab.rlhf.sft import SFTConfig, SFTEvent, SFTResult, train_sft
+
+RANKING_SOURCES = ("simulated labeler", "my rankings", "uploaded comparisons")
+STAGES = {"sft": "step 1 (SFT)", "reward": "step 2 (reward model)", "ppo": "step 3 (PPO)"}
+SAMPLE_PROMPTS = 3  # held-out prompts the SFT stage answers while it trains
+
+
+@dataclass
+class RLHFSession:
+    """The stages one person has run, and the samples and rankings they made."""
+
+    human: HumanRankings = field(default_factory=HumanRankings)
+    lm: LM | None = None
+    data: RLHFData | None = None
+    sft: SFTResult | None = None
+    reward: RewardResult | None = None
+    ppo: PPOResult | None = None
+    pending: tuple[str, list[str]] | None = None  # a prompt and the responses shown for ranking
+
+    def need(self, stage: str) -> None:
+        """Raise a PeftlabError naming the step to run first when `stage` ("sft", "reward", "ppo") has not run."""
+        if getattr(self, stage) is None:
+            raise PeftlabError(f"Run {STAGES[stage]} first.")
+
+    def run_sft(self, lm: LM, data: RLHFData, config: SFTConfig, stop: threading.Event | None = None
+                ) -> Iterator[SFTEvent | SFTResult]:
+        """Stage 1 on `data`; the stages after it are dropped, the person's rankings kept.
+
+        Raises:
+            PeftlabError: bad data for SFT, or a stop before the first step (there is then no SFT model).
+        """
+        self.lm, self.data, self.sft, self.reward, self.ppo, self.pending = lm, data, None, None, None, None
+        for item in train_sft(lm, data.demonstrations, config, data.heldout_prompts[:SAMPLE_PROMPTS], stop):
+            if isinstance(item, SFTResult):
+                if not item.losses:
+                    raise PeftlabError("SFT stopped before its first step, so there is no SFT model; run it again.")
+                self.sft = item
+            yield item
+
+    def sample_for_ranking(self, k: int, seed: int) -> tuple[str, list[str]]:
+        """K responses of the SFT policy to one training prompt, kept as the pending ranking."""
+        if k < 2:
+            raise PeftlabError(f"A ranking needs K of at least 2 responses, not {k}.")
+        self.need("sft")
+        prompt = random.Random(seed + len(self.human)).choice(self.data.train_prompts)
+        rollout = sample_responses(self.sft.model, self.lm.tokenizer, [prompt] * k, seed=seed + len(self.human))
+        self.pending = (prompt, rollout.responses)
+        return self.pending
+
+    def save_ranking(self, ranking: Sequence[int]) -> None:
+        """The pending responses ranked best first, by their 1-based numbers."""
+        if not self.pending:
+            raise PeftlabError("Sample responses to rank first.")
+        prompt, responses = self.pending
+        self.human.add(prompt, responses, [number - 1 for number in ranking])
+        self.pending = None
+
+    def comparisons(self, source: str, config: PipelineConfig) -> tuple[list[Comparison], list[Comparison]]:
+        """(training, held-out) comparisons from `source`: a simulated labeler ranking SFT samples, the person's
+        rankings, or the comparisons uploaded with the demonstrations."""
+        self.need("sft")
+        if source not in RANKING_SOURCES:
+            raise PeftlabError(f"Comparisons come from {', '.join(RANKING_SOURCES)}, not {source!r}.")
+        if source == "my rankings":
+            pairs = self.human.comparisons()
+            prompts = list(dict.fromkeys(p.prompt for p in pairs))
+            if len(prompts) < 2:
+                raise PeftlabError("Rank responses for at least 2 prompts first: one part trains the reward model, one tests it.")
+            held = set(prompts[: max(1, len(prompts) // 5)])
+            return [p for p in pairs if p.prompt not in held], [p for p in pairs if p.prompt in held]
+        if source == "uploaded comparisons" and self.data.comparisons is None:
+            raise PeftlabError("No comparisons were uploaded with the demonstrations in step 1.")
+        data = replace(self.data, comparisons=None) if source == "simulated labeler" else self.data
+        return ranked_comparisons(self.sft.model, self.lm.tokenizer, data, config, labeler_by_name(config.labeler))
+
+    def run_reward(self, train_pairs: Sequence[Comparison], heldout_pairs: Sequence[Comparison], config: RewardConfig,
+                   stop: threading.Event | None = None) -> Iterator[RewardEvent | RewardResult]:
+        """Stage 2 on the SFT model; a PPO policy trained against an older reward model is dropped."""
+        self.need("sft")
+        self.ppo = None
+        for item in train_reward_model(self.sft.model, self.lm.tokenizer, train_pairs, heldout_pairs, config, stop):
+            if isinstance(item, RewardResult):
+                self.reward = item
+            yield item
+
+    def run_ppo(self, labeler: str, config: PPOConfig, stop: threading.Event | None = None
+                ) -> Iterator[PPOEvent | PPOResult]:
+        """Stage 3 against the reward model; `stop` ends it after a step and the policy so far is kept."""
+        self.need("reward")
+        for item in train_ppo(self.sft.model, self.lm.tokenizer, self.reward.model, self.data.train_prompts, config,
+                              labeler_by_name(labeler), self.data.demonstrations, stop):
+            if isinstance(item, PPOResult):
+                self.ppo = item
+            yield item
+
+    def evaluate(self, labeler: str, prompts: int, seed: int) -> PolicyComparison:
+        """SFT and PPO answer the first `prompts` held-out prompts, side by side."""
+        self.need("ppo")
+        return compare_policies(self.ppo.policy, self.lm.tokenizer, self.reward.model, labeler_by_name(labeler),
+                                self.data.heldout_prompts[:prompts], samples_per_prompt=1, seed=seed)
+
+    def save(self, stage: str, folder: Path) -> Path:
+        """A stage's trained weights into `folder`: the SFT adapter, the reward model, or the PPO adapter."""
+        self.need(stage)
+        savers = {"sft": lambda: self.sft.save(folder), "reward": lambda: self.reward.model.save(folder),
+                  "ppo": lambda: self.ppo.policy.save(folder)}
+        return savers[stage]()

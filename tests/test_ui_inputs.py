@@ -1,0 +1,56 @@
+"""The app's inputs come from the config fields: same defaults, ranges, choices and caps; values go back the same way."""
+
+from __future__ import annotations
+
+import pytest
+
+from peftlab.compare import GridConfig
+from peftlab.errors import PeftlabError
+from peftlab.tuning import TrainSettings
+from peftlab.ui.inputs import CREATED, config_from_form, config_input
+
+
+def test_every_config_input_of_the_app_shows_its_fields_default():
+    import gradio as gr
+
+    from peftlab.ui import build_app
+
+    CREATED.clear()
+    build_app()
+    assert len(CREATED) >= 40  # every tab builds its settings from the configs
+    for cls, name, component in CREATED:
+        default = getattr(cls(), name)
+        expected = (list(default) if isinstance(component, gr.CheckboxGroup) else ",".join(map(str, default))) \
+            if isinstance(default, tuple) else default
+        if isinstance(component, gr.Textbox) and not isinstance(default, (str, tuple)):
+            expected = str(default)  # a number typed as text (a sweep's K)
+        assert component.value == expected, (cls.__name__, name, component.value, expected)
+
+
+def test_inputs_carry_the_fields_range_choices_and_help(monkeypatch):
+    import gradio as gr
+
+    with gr.Blocks():
+        steps = config_input(TrainSettings, "steps")
+        select_by = config_input(TrainSettings, "select_by")
+        monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+        capped = config_input(TrainSettings, "steps")
+    assert steps.minimum == 1 and steps.maximum is None and steps.precision == 0 and steps.label == "Steps"
+    assert steps.info == "optimiser steps"
+    assert [c[0] for c in select_by.choices] == ["log-likelihood", "accuracy"]
+    assert capped.maximum == 60 and capped.info == "optimiser steps; at most 60 on this public Space"
+
+
+def test_form_values_become_a_config_and_bad_ones_name_the_input(monkeypatch):
+    grid = config_from_form(GridConfig, {"methods": ["lora"], "shots": "8, 16", "seeds": "13", "test_limit": 50.0})
+    assert grid == GridConfig(methods=("lora",), shots=(8, 16), seeds=(13,), test_limit=50)
+    with pytest.raises(PeftlabError, match=r"^Seeds must be comma-separated whole numbers, not 'a,b'\.$"):
+        config_from_form(GridConfig, {"seeds": "a,b"})
+    with pytest.raises(PeftlabError, match=r"^Test texts must be at least 1, not 0\.$"):
+        config_from_form(GridConfig, {"test_limit": 0})
+    with pytest.raises(PeftlabError, match=r"^Keep the weights with the best dev must be one of log-likelihood, "
+                                           r"accuracy, not 'loss'\.$"):
+        config_from_form(TrainSettings, {"select_by": "loss"})
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+    with pytest.raises(PeftlabError, match=r"^K per class is 64, above this public Space's limit of 32"):
+        config_from_form(GridConfig, {"shots": "16,64"})
