@@ -32,6 +32,7 @@ from peftlab.metrics import accuracy, mean_gold_log_prob
 from peftlab.models import LM, capture_head_inputs
 from peftlab.prompts import TRIGGER, Prompt, Template, Verbalizer
 from peftlab.seeding import seeded
+from peftlab.training import Event
 from peftlab.tasks import Task
 
 POSITION_ORDERS = ("round-robin", "random")
@@ -71,11 +72,10 @@ class AutoPromptConfig(Config):
         return self.template.count(TRIGGER)
 
 
-@dataclass
-class AutoPromptEvent:
-    """What one iteration yields (iteration 0 is the starting trigger)."""
+@dataclass(kw_only=True)
+class AutoPromptEvent(Event):
+    """What one iteration yields; its step is the iteration (0 is the starting trigger)."""
 
-    iteration: int
     trigger_ids: list[int]
     trigger_tokens: list[str]
     slot: int | None
@@ -87,7 +87,10 @@ class AutoPromptEvent:
     best_dev_accuracy: float  # dev accuracy of the trigger with the best dev log-likelihood so far
     best_trigger_ids: list[int]
     best_candidates: list[tuple[str, float]]  # top re-scored candidates (token, mean gold log-prob)
-    elapsed: float
+
+    @property
+    def iteration(self) -> int:
+        return self.step
 
     def row(self) -> dict:
         return {
@@ -266,8 +269,12 @@ def search_triggers(
     def tokens(ids: Sequence[int]) -> list[str]:
         return [lm.tokenizer.decode([i]) for i in ids]
 
-    yield AutoPromptEvent(0, best_ids, tokens(best_ids), None, False, float("nan"), float("nan"), *dev_now,
-                          best_dev[0], best_ids, [], time.perf_counter() - started)
+    yield AutoPromptEvent(
+        step=0, trigger_ids=best_ids, trigger_tokens=tokens(best_ids), slot=None, accepted=False,
+        train_log_likelihood=float("nan"), train_accuracy=float("nan"), dev_accuracy=dev_now[0],
+        dev_log_likelihood=dev_now[1], best_dev_accuracy=best_dev[0], best_trigger_ids=best_ids, best_candidates=[],
+        elapsed=time.perf_counter() - started,
+    )
     for iteration in range(1, config.iterations + 1):
         if stop is not None and stop.is_set():
             return
@@ -293,10 +300,12 @@ def search_triggers(
             best_dev, best_ids = dev_now, list(prompt.trigger_ids)
         ranked = objective[1:].argsort(descending=True)[:5].tolist()
         yield AutoPromptEvent(
-            iteration, list(prompt.trigger_ids), tokens(list(prompt.trigger_ids)), slot, accepted,
-            float(objective[kept]), float((log_probs[kept].argmax(1) == gold).float().mean()),
-            *dev_now, best_dev[0], best_ids,
-            [(tokens([candidates[j]])[0], float(objective[j + 1])) for j in ranked], time.perf_counter() - started,
+            step=iteration, trigger_ids=list(prompt.trigger_ids), trigger_tokens=tokens(list(prompt.trigger_ids)),
+            slot=slot, accepted=accepted, train_log_likelihood=float(objective[kept]),
+            train_accuracy=float((log_probs[kept].argmax(1) == gold).float().mean()), dev_accuracy=dev_now[0],
+            dev_log_likelihood=dev_now[1], best_dev_accuracy=best_dev[0], best_trigger_ids=best_ids,
+            best_candidates=[(tokens([candidates[j]])[0], float(objective[j + 1])) for j in ranked],
+            elapsed=time.perf_counter() - started,
         )
 
 

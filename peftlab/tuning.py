@@ -9,8 +9,6 @@ are fair. The head-only baseline trains a linear classifier on the frozen model'
 from __future__ import annotations
 
 import contextlib
-import math
-import random
 import resource
 import threading
 import time
@@ -22,13 +20,13 @@ import numpy as np
 import torch
 
 from peftlab.cloze import ClozeSetup, label_log_probs, word_scores, words_to_label_log_probs
-from peftlab.errors import PeftlabError
 from peftlab.config import Config, setting
 from peftlab.methods import MethodConfig
 from peftlab.metrics import accuracy, macro_f1, mean_gold_log_prob
 from peftlab.models import LM, autocast_for
 from peftlab.prompts import Prompt
 from peftlab.seeding import seeded
+from peftlab.training import Event, TrainingLoop
 
 
 SELECTION_SCORES = {"log-likelihood": "log_likelihood", "accuracy": "accuracy"}  # choice -> TrainedMethod.evaluate key
@@ -49,17 +47,15 @@ class TrainSettings(Config):
         choices=tuple(SELECTION_SCORES), label="keep the weights with the best dev", subject="Select by")
 
 
-@dataclass
-class TrainEvent:
-    """What the trainer yields: one per step, with dev accuracy on evaluation steps."""
+@dataclass(kw_only=True)
+class TrainEvent(Event):
+    """What the trainer yields: one per step, with dev scores on evaluation steps."""
 
     method: str
     seed: int
-    step: int
     train_loss: float
     dev_accuracy: float  # nan between evaluations
     learning_rate: float
-    elapsed: float
     peak_memory_mb: float
     dev_log_likelihood: float = float("nan")  # the gold label's mean log-probability on dev; nan between evaluations
 
@@ -165,52 +161,30 @@ def train_method(
     with seeded(settings.seed):  # the new weights' initialisation
         model, parameters = config.build(lm, prompt, train)
     trained = TrainedMethod(config, lm, prompt, model, sum(p.numel() for p in parameters))
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / settings.steps)  # linear decay
-    order = random.Random(settings.seed)  # same batches for every method at a given seed
-    best = (-math.inf, None)
-    evaluations_without_gain = 0
-    started = time.perf_counter()
+    loop = TrainingLoop(
+        parameters, steps=settings.steps, batch_size=settings.batch_size, learning_rate=config.learning_rate,
+        seed=settings.seed, eval_every=settings.eval_every, evaluate=lambda: trained.evaluate(dev),
+        select=SELECTION_SCORES[settings.select_by], patience=settings.patience,
+    )
 
-    def keep_if_best(dev_scores: dict) -> bool:
-        nonlocal best
-        score = dev_scores[SELECTION_SCORES[settings.select_by]]
-        if score > best[0]:  # a later tie does not replace an earlier best
-            best = (score, [p.detach().clone() for p in parameters])
-            return True
-        return False
-
-    for step in range(1, settings.steps + 1):
-        if stop is not None and stop.is_set():
-            trained.stopped = True
-            if trained.steps_done and math.isnan(trained.history[-1].dev_accuracy):
-                keep_if_best(trained.evaluate(dev))  # the last step had no evaluation (nan)
-            break
-        batch = order.sample(list(train), min(settings.batch_size, len(train)))
+    def batch_loss(batch: list[dict]) -> torch.Tensor:
         gold = torch.tensor([e["label"] for e in batch])
         with autocast_for(lm.model):
-            log_probs = _label_log_probs(trained, batch)
-        loss = torch.nn.functional.nll_loss(log_probs.float().cpu(), gold)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        learning_rate = schedule.get_last_lr()[0]
-        schedule.step()
-        dev_scores = {"accuracy": float("nan"), "log_likelihood": float("nan")}
-        if step % settings.eval_every == 0 or step == settings.steps:
-            dev_scores = trained.evaluate(dev)
-            evaluations_without_gain = 0 if keep_if_best(dev_scores) else evaluations_without_gain + 1
-        event = TrainEvent(label or config.name, settings.seed, step, loss.item(), dev_scores["accuracy"], learning_rate,
-                           time.perf_counter() - started, peak_memory_mb(lm.device), dev_scores["log_likelihood"])
+            log_probs = _label_log_probs(trained, batch)  # (B, L)
+        return torch.nn.functional.nll_loss(log_probs.float().cpu(), gold)
+
+    started = time.perf_counter()
+    for record in loop.run(train, batch_loss, stop):
+        scores = record.scores or {"accuracy": float("nan"), "log_likelihood": float("nan")}
+        event = TrainEvent(
+            method=label or config.name, seed=settings.seed, step=record.step, train_loss=record.loss,
+            dev_accuracy=scores["accuracy"], dev_log_likelihood=scores["log_likelihood"],
+            learning_rate=record.learning_rate, elapsed=record.elapsed, peak_memory_mb=peak_memory_mb(lm.device),
+        )
         trained.history.append(event)
-        trained.steps_done = step
+        trained.steps_done = record.step
         yield event
-        if evaluations_without_gain >= settings.patience:
-            break
-    if best[1] is not None:
-        with torch.no_grad():
-            for parameter, saved in zip(parameters, best[1]):
-                parameter.copy_(saved)
+    trained.stopped = loop.stopped
     trained.train_seconds = time.perf_counter() - started
     yield trained
 

@@ -35,6 +35,7 @@ from peftlab.rlhf.ppo_math import (
 from peftlab.rlhf.reward import RewardModel
 from peftlab.rlhf.sft import lora_config, sft_loss
 from peftlab.seeding import seeded
+from peftlab.training import Event
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -113,9 +114,8 @@ class PolicyWithValueHead(torch.nn.Module):
         return folder
 
 
-@dataclass
-class PPOEvent:
-    step: int
+@dataclass(kw_only=True)
+class PPOEvent(Event):
     mean_reward: float  # the reward model's normalised score of the sampled responses
     mean_labeler_score: float  # the labeler's own score of them (what the reward model stands in for)
     mean_kl: float  # sum over a response's tokens of log pi - log pi_ref, averaged over responses
@@ -126,7 +126,6 @@ class PPOEvent:
     approx_kl: float
     ptx_loss: float
     response_tokens: float
-    elapsed: float
     sample: tuple[str, str] = ("", "")
 
 
@@ -176,8 +175,9 @@ def train_ppo(
         controller.update(mean_kl, config.batch_size)
         labeler_scores = [labeler.score(p, r) for p, r in zip(rollout.prompts, rollout.responses)] if labeler else [float("nan")]
         event = PPOEvent(
-            step, float(scores.mean()), sum(labeler_scores) / len(labeler_scores), mean_kl, beta, *losses,
-            float(mask.sum(1).mean()), time.perf_counter() - started, (rollout.prompts[0], rollout.responses[0]),
+            step=step, mean_reward=float(scores.mean()), mean_labeler_score=sum(labeler_scores) / len(labeler_scores),
+            mean_kl=mean_kl, beta=beta, **losses, response_tokens=float(mask.sum(1).mean()),
+            elapsed=time.perf_counter() - started, sample=(rollout.prompts[0], rollout.responses[0]),
         )
         result.history.append(event)
         yield event
@@ -188,7 +188,7 @@ def train_ppo(
 
 def _optimise(policy, optimizer, parameters, rollout, mask, old_log_probs, old_values, advantages, returns,
               config: PPOConfig, rng: random.Random, tokenizer, demonstrations) -> tuple[float, ...]:
-    """`epochs` passes of minibatch PPO updates; returns the last minibatch's (policy, value, clip, approx KL, ptx) losses."""
+    """`epochs` passes of minibatch PPO updates; returns the last minibatch's losses by PPOEvent field name."""
     rows = list(range(len(rollout.prompts)))
     for _ in range(config.epochs):
         rng.shuffle(rows)
@@ -209,5 +209,6 @@ def _optimise(policy, optimizer, parameters, rollout, mask, old_log_probs, old_v
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
-    return (policy_loss.item(), value_loss.item(), clip_fraction.item(), approx_kl.item(), ptx_loss.item())
+    return dict(policy_loss=policy_loss.item(), value_loss=value_loss.item(), clip_fraction=clip_fraction.item(),
+                approx_kl=approx_kl.item(), ptx_loss=ptx_loss.item())
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.ppo_math import pairwise_reward_loss
 from peftlab.rlhf.sft import lora_config
 from peftlab.seeding import seeded
+from peftlab.training import Event, TrainingLoop
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -106,13 +106,11 @@ class RewardModel(torch.nn.Module):
         return folder
 
 
-@dataclass
-class RewardEvent:
-    step: int
+@dataclass(kw_only=True)
+class RewardEvent(Event):
     loss: float
     train_accuracy: float
     heldout_accuracy: float  # nan between evaluations
-    elapsed: float
 
 
 @dataclass
@@ -155,25 +153,24 @@ def train_reward_model(
             backbone = get_peft_model(backbone, lora_config(config.lora_r))
         model = RewardModel(backbone, tokenizer).to(next(sft_model.parameters()).device)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / config.steps)
     features = _FeatureCache(model) if not config.lora_r else None  # frozen backbone: each text's features once
-    order = random.Random(config.seed)
-    started, heldout_accuracy = time.perf_counter(), float("nan")
-    for step in range(1, config.steps + 1):
-        if stop is not None and stop.is_set():
-            break
-        batch = order.sample(list(train_pairs), min(config.batch_size, len(train_pairs)))
-        chosen, rejected = _pair_rewards(model, features, batch)
+    loop = TrainingLoop(parameters, steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                        seed=config.seed, eval_every=config.eval_every,
+                        evaluate=lambda: {"heldout_accuracy": pair_accuracy(model, heldout_pairs, features)})
+    batch_accuracy = [float("nan")]  # of the last training batch, for its event
+
+    def batch_loss(batch: list[Comparison]) -> torch.Tensor:
+        chosen, rejected = _pair_rewards(model, features, batch)  # (B,) each
         loss, accuracy = pairwise_reward_loss(chosen, rejected)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        heldout = float("nan")
-        if step % config.eval_every == 0 or step == config.steps:
-            heldout = heldout_accuracy = pair_accuracy(model, heldout_pairs, features)
-        yield RewardEvent(step, loss.item(), accuracy.item(), heldout, time.perf_counter() - started)
+        batch_accuracy[0] = accuracy.item()
+        return loss
+
+    started, heldout_accuracy = time.perf_counter(), float("nan")
+    for record in loop.run(train_pairs, batch_loss, stop):
+        heldout = record.scores["heldout_accuracy"] if record.scores else float("nan")
+        heldout_accuracy = heldout if record.scores else heldout_accuracy
+        yield RewardEvent(step=record.step, loss=record.loss, train_accuracy=batch_accuracy[0], heldout_accuracy=heldout,
+                          elapsed=time.perf_counter() - started)
     _set_normalization(model, heldout_pairs, features)
     model.requires_grad_(False)
     if math.isnan(heldout_accuracy):

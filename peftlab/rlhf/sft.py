@@ -9,7 +9,6 @@ never modified, and the result is a plain model: the SFT policy, and later PPO's
 from __future__ import annotations
 
 import copy
-import random
 import shutil
 import tempfile
 import threading
@@ -27,6 +26,7 @@ from peftlab.models import LM
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import encode_pairs, response_forward, sample_responses
 from peftlab.seeding import seeded
+from peftlab.training import Event, TrainingLoop
 
 SFT_METHODS = ("lora", "full")
 
@@ -44,12 +44,10 @@ class SFTConfig(Config):
     seed: int = setting(0, "seed for batches and samples")
 
 
-@dataclass
-class SFTEvent:
-    step: int
+@dataclass(kw_only=True)
+class SFTEvent(Event):
     loss: float
     learning_rate: float
-    elapsed: float
     samples: list[tuple[str, str]] = field(default_factory=list)  # (prompt, response) on sampling steps
 
 
@@ -106,27 +104,18 @@ def train_sft(
         else:
             model.requires_grad_(True)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / config.steps)
-    order = random.Random(config.seed)
+    loop = TrainingLoop(parameters, steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                        seed=config.seed, max_grad_norm=1.0)
     losses, started = [], time.perf_counter()
-    for step in range(1, config.steps + 1):
-        if stop is not None and stop.is_set():
-            break
-        batch = order.sample(list(demonstrations), min(config.batch_size, len(demonstrations)))
-        loss = sft_loss(model, lm.tokenizer, batch, config.max_response_tokens)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        learning_rate = schedule.get_last_lr()[0]
-        schedule.step()
-        losses.append(loss.item())
+    for record in loop.run(demonstrations, lambda batch: sft_loss(model, lm.tokenizer, batch, config.max_response_tokens),
+                           stop):
+        losses.append(record.loss)
         samples = []
-        if sample_prompts and (step % config.sample_every == 0 or step == config.steps):
+        if sample_prompts and (record.step % config.sample_every == 0 or record.step == config.steps):
             rollout = sample_responses(model, lm.tokenizer, list(sample_prompts), seed=config.seed)
             samples = list(zip(rollout.prompts, rollout.responses))
-        yield SFTEvent(step, loss.item(), learning_rate, time.perf_counter() - started, samples)
+        yield SFTEvent(step=record.step, loss=record.loss, learning_rate=record.learning_rate,
+                       elapsed=time.perf_counter() - started, samples=samples)
     adapter_dir = None
     if config.method == "lora":
         adapter_dir = Path(tempfile.mkdtemp(prefix="peftlab-sft-"))

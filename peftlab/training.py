@@ -1,0 +1,107 @@
+"""The one training loop of peftlab (few-shot methods, SFT, the reward model), and the base of every event.
+
+One optimiser step draws a batch (`random.Random(seed)`: everything trained with one seed sees the same
+batches), computes the caller's loss, backpropagates, optionally clips the gradient norm, takes an AdamW
+step (no weight decay) and decays the learning rate linearly to 0 over the steps. Every `eval_every`
+steps and at the last one, `evaluate()` scores the current weights. With `select` naming one of those
+scores, the weights with the best score are kept (LM-BFF's model selection; a later tie does not replace
+an earlier best), training stops after `patience` evaluations without gain, and the best weights are put
+back at the end. A stop flag ends training between steps; the current weights are scored first when the
+last step had no evaluation, so the best so far is known.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+
+@dataclass(kw_only=True)
+class Event:
+    """What long work yields as it goes (training steps, search iterations): the step and seconds since it began.
+
+    Every trainer's event extends it with its own measurements, always built with keywords, so the app, the
+    command line and the benchmarks read any of them the same way (`dataclasses.asdict`).
+    """
+
+    step: int
+    elapsed: float
+
+
+@dataclass
+class LoopStep:
+    """One step of `TrainingLoop.run`: its loss, the learning rate it used, and the evaluation's scores (or None)."""
+
+    step: int
+    loss: float
+    learning_rate: float
+    elapsed: float
+    scores: dict | None = None
+
+
+class TrainingLoop:
+    """Trains `parameters` by minimising a caller's batch loss; see the module docstring for what a step does.
+
+    Read `steps_done`, `stopped` (a stop flag ended it) and `best_score` during or after `run`.
+    """
+
+    def __init__(
+        self, parameters: Sequence[torch.nn.Parameter], *, steps: int, batch_size: int, learning_rate: float, seed: int,
+        eval_every: int | None = None, evaluate: Callable[[], dict] | None = None, select: str | None = None,
+        patience: int | None = None, max_grad_norm: float | None = None,
+    ):
+        self.parameters = list(parameters)
+        self.steps, self.batch_size, self.seed = steps, batch_size, seed
+        self.eval_every, self.evaluate, self.select, self.patience = eval_every, evaluate, select, patience
+        self.max_grad_norm = max_grad_norm
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=learning_rate, weight_decay=0.0)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1 - step / steps)  # linear decay
+        self.steps_done, self.stopped = 0, False
+        self.best_score, self._best_weights = -math.inf, None
+
+    def run(self, examples: Sequence, batch_loss: Callable[[list], torch.Tensor],
+            stop: threading.Event | None = None) -> Iterator[LoopStep]:
+        """Yield a LoopStep per optimiser step; afterwards the best weights (with `select`) are in place."""
+        order = random.Random(self.seed)
+        started = time.perf_counter()
+        evaluations_without_gain, evaluated_last = 0, False
+        for step in range(1, self.steps + 1):
+            if stop is not None and stop.is_set():
+                self.stopped = True
+                if self.select and self.steps_done and not evaluated_last:
+                    self._keep_if_best(self.evaluate())  # the weights of the last step, scored before they are judged
+                break
+            batch = order.sample(list(examples), min(self.batch_size, len(examples)))
+            loss = batch_loss(batch)
+            self.optimizer.zero_grad()
+            loss.backward()
+            if self.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
+            self.optimizer.step()
+            learning_rate = self.schedule.get_last_lr()[0]
+            self.schedule.step()
+            scores, evaluated_last = None, False
+            if self.evaluate is not None and (step % self.eval_every == 0 or step == self.steps):
+                scores, evaluated_last = self.evaluate(), True
+                if self.select:
+                    evaluations_without_gain = 0 if self._keep_if_best(scores) else evaluations_without_gain + 1
+            self.steps_done = step
+            yield LoopStep(step, loss.item(), learning_rate, time.perf_counter() - started, scores)
+            if self.patience is not None and evaluations_without_gain >= self.patience:
+                break
+        if self._best_weights is not None:
+            with torch.no_grad():
+                for parameter, saved in zip(self.parameters, self._best_weights):
+                    parameter.copy_(saved)
+
+    def _keep_if_best(self, scores: dict) -> bool:
+        if scores[self.select] > self.best_score:  # a later tie does not replace an earlier best
+            self.best_score, self._best_weights = scores[self.select], [p.detach().clone() for p in self.parameters]
+            return True
+        return False

@@ -1,0 +1,71 @@
+"""The one training loop: batches by seed, AdamW with linear decay, evaluation, best weights kept, patience, stop."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from peftlab.training import TrainingLoop
+
+
+def quadratic_loop(scores, **options):
+    """A 1-parameter loop whose evaluations return `scores` in turn; records the weight at each evaluation."""
+    weight = torch.nn.Parameter(torch.tensor([5.0]))
+    seen = []
+
+    def evaluate():
+        seen.append(weight.detach().clone())
+        return {"score": scores[len(seen) - 1]}
+
+    loop = TrainingLoop([weight], steps=options.pop("steps", 6), batch_size=2, learning_rate=0.1, seed=0,
+                        eval_every=options.pop("eval_every", 2), evaluate=evaluate, **options)
+    return weight, loop, seen
+
+
+def batch_loss_of(weight):
+    return lambda batch: ((weight - torch.tensor(batch, dtype=torch.float32).mean()) ** 2).sum()
+
+
+def test_the_weights_of_the_best_evaluation_are_put_back():
+    weight, loop, seen = quadratic_loop([0.1, 0.9, 0.5], select="score")
+    records = list(loop.run([1.0, 2.0, 3.0], batch_loss_of(weight)))
+    assert [r.step for r in records] == [1, 2, 3, 4, 5, 6] and [r.scores is not None for r in records] == [
+        False, True, False, True, False, True]
+    assert torch.equal(weight.detach(), seen[1]) and loop.best_score == 0.9  # the step-4 weights, not the last ones
+    assert records[0].learning_rate == pytest.approx(0.1) and records[3].learning_rate == pytest.approx(0.1 * (1 - 3 / 6))
+
+
+def test_patience_stops_after_evaluations_without_gain_and_ties_do_not_count():
+    weight, loop, seen = quadratic_loop([0.5, 0.5, 0.4, 0.9], steps=20, select="score", patience=2)
+    records = list(loop.run([1.0, 2.0], batch_loss_of(weight)))
+    assert records[-1].step == 6 and loop.steps_done == 6 and not loop.stopped
+    assert torch.equal(weight.detach(), seen[0])  # the tie at step 4 did not replace the step-2 best
+
+
+def test_a_stop_scores_the_last_weights_before_judging_them():
+    stop = threading.Event()
+    weight, loop, seen = quadratic_loop([0.1, 0.8], steps=10, select="score")
+    for record in loop.run([1.0, 2.0], batch_loss_of(weight), stop):
+        if record.step == 3:
+            stop.set()
+    assert loop.stopped and loop.steps_done == 3 and len(seen) == 2  # evaluated at step 2, then once more at the stop
+    assert torch.equal(weight.detach(), seen[1])
+
+
+def test_same_seed_same_batches_and_gradients_are_clipped():
+    def run(seed, max_grad_norm=None):
+        weight = torch.nn.Parameter(torch.tensor([100.0]))
+        batches = []
+
+        def loss(batch):
+            batches.append(tuple(batch))
+            return ((weight - sum(batch)) ** 2).sum()
+
+        loop = TrainingLoop([weight], steps=3, batch_size=2, learning_rate=1.0, seed=seed, max_grad_norm=max_grad_norm)
+        list(loop.run(list(range(10)), loss))
+        return batches, float(weight.grad.norm())  # the last step's gradient, as the optimiser used it
+
+    assert run(1)[0] == run(1)[0] and run(1)[0] != run(2)[0]
+    assert run(1)[1] > 100 and run(1, max_grad_norm=1.0)[1] == pytest.approx(1.0)
