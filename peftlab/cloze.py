@@ -31,7 +31,6 @@ from peftlab.models import LM
 from peftlab.prompts import Prompt, Query, Template, Verbalizer, pick_demonstrations
 from peftlab.tasks import Task
 
-CALIBRATIONS = ("none", "contextual", "mean")
 # Content-free inputs for contextual calibration (Zhao et al. 2021, "Calibrate Before Use").
 CONTENT_FREE_INPUTS = ("N/A", "")
 MEAN_REFERENCE_TEXTS = 64  # test texts that mean-centre the scores of one typed text
@@ -160,22 +159,67 @@ def words_to_label_log_probs(scores: torch.Tensor, verbalizer: Verbalizer) -> to
     return aggregate_words(scores, labels, len(verbalizer.words)).log_softmax(-1)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """A way to recalibrate (N, L) label log-probs: from them and, for some, a prior the prompt gives."""
+
+    name: str
+    description: str
+    needs_set: bool = False  # computed over several texts at once (one text alone is centred on itself)
+
+    def prior(self, lm: LM, prompt: Prompt, batch_size: int = 32) -> torch.Tensor | None:
+        """What the calibration needs from the model besides the texts' scores (None: nothing)."""
+        return None
+
+    def apply(self, log_probs: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _NoCalibration(Calibration):
+    def apply(self, log_probs, prior):
+        return log_probs
+
+
+class _ContextualCalibration(Calibration):
+    def prior(self, lm, prompt, batch_size=32):
+        return content_free_log_probs(lm, prompt, batch_size)
+
+    def apply(self, log_probs, prior):
+        if prior is None:
+            raise ValueError("contextual calibration needs the content-free log-probabilities")
+        return (log_probs - prior).log_softmax(-1)  # log p - log p_cf
+
+
+class _MeanCalibration(Calibration):
+    def apply(self, log_probs, prior):
+        return (log_probs - log_probs.mean(dim=0, keepdim=True)).log_softmax(-1)  # log p - mean_n log p
+
+
+CALIBRATIONS: dict[str, Calibration] = {c.name: c for c in (
+    _NoCalibration("none", "the label words' probabilities as the model gives them"),
+    _ContextualCalibration("contextual", "divided by the probabilities a content-free input ('N/A', '') gets "
+                                         "(Zhao et al. 2021, Calibrate Before Use)"),
+    _MeanCalibration("mean", "each label's log-probability centred on its mean over the scored texts", needs_set=True),
+)}
+
+
+def calibration_by_name(name: str) -> Calibration:
+    if name not in CALIBRATIONS:
+        raise PeftlabError(f"Unknown calibration {name!r}: choose one of {', '.join(CALIBRATIONS)}.")
+    return CALIBRATIONS[name]
+
+
 def calibrate(log_probs: torch.Tensor, method: str, content_free_log_probs: torch.Tensor | None = None) -> torch.Tensor:
-    """Recalibrate (N, L) label log-probs and renormalise.
+    """Recalibrate (N, L) label log-probs with the calibration named `method` and renormalise.
 
     - "none": unchanged.
     - "contextual": divide by p(label | content-free input) (Zhao et al. 2021): log p - log p_cf.
     - "mean": mean-centre each label's log-prob over the evaluated set: log p - mean_n log p.
+
+    Raises:
+        PeftlabError: an unknown calibration.
     """
-    if method == "none":
-        return log_probs
-    if method == "contextual":
-        if content_free_log_probs is None:
-            raise ValueError("contextual calibration needs the content-free log-probabilities")
-        return (log_probs - content_free_log_probs).log_softmax(-1)
-    if method == "mean":
-        return (log_probs - log_probs.mean(dim=0, keepdim=True)).log_softmax(-1)
-    raise PeftlabError(f"Unknown calibration {method!r}: choose one of {', '.join(CALIBRATIONS)}.")
+    return calibration_by_name(method).apply(log_probs, content_free_log_probs)
 
 
 def content_free_log_probs(lm: LM, prompt: Prompt, batch_size: int = 32, model=None) -> torch.Tensor:
@@ -188,9 +232,8 @@ def content_free_log_probs(lm: LM, prompt: Prompt, batch_size: int = 32, model=N
 class ClozeConfig(Config):
     """How the Cloze tab and the `cloze` command score, besides the template and the verbalizer."""
 
-    calibration: str = setting("none", "recalibrate the label scores: none, contextual (Zhao et al. 2021: divide by "
-                               "p(label | content-free input)) or mean (centre each label over the scored texts)",
-                               choices=CALIBRATIONS)
+    calibration: str = setting("none", "recalibrate the label scores: " + "; ".join(
+                               f"{c.name}: {c.description}" for c in CALIBRATIONS.values()), choices=tuple(CALIBRATIONS))
     shots_in_context: int = setting(0, "labelled training examples put in front of each input", minimum=0,
                                     label="demonstrations in context")
     seed: int = setting(13, "seed for picking the demonstrations", label="seed (demonstrations)")
@@ -211,8 +254,7 @@ class ClozeSetup:
         cls, task: Task, templates: str | Sequence[str], verbalizer: str | dict, calibration: str = "none",
         shots_in_context: int = 0, seed: int = 13,
     ) -> "ClozeSetup":
-        if calibration not in CALIBRATIONS:
-            raise PeftlabError(f"Unknown calibration {calibration!r}: choose one of {', '.join(CALIBRATIONS)}.")
+        calibration_by_name(calibration)  # an unknown one fails here, before any scoring
         if isinstance(templates, str):
             templates = [templates]
         templates = [t for t in templates if t and t.strip()]
@@ -235,8 +277,8 @@ class ClozeSetup:
                     progress(offset + done, total)
 
             log_probs = label_log_probs(lm, prompt, examples, batch_size, report)
-            cf = content_free_log_probs(lm, prompt, batch_size) if self.calibration == "contextual" else None
-            per_template.append(calibrate(log_probs, self.calibration, cf))
+            calibration = CALIBRATIONS[self.calibration]
+            per_template.append(calibration.apply(log_probs, calibration.prior(lm, prompt, batch_size)))
         return torch.stack(per_template).mean(0).log_softmax(-1)
 
 
@@ -331,14 +373,14 @@ def classify_text(
     per_template = []
     for prompt in setup.prompts:
         log_probs = label_log_probs(lm, prompt, [example])  # (1, L)
-        if calibration == "mean":  # centred together with the reference texts, whose scores are memoised
+        method = calibration_by_name(calibration)
+        if method.needs_set:  # centred together with the reference texts, whose scores are memoised
             reference = task.test[:MEAN_REFERENCE_TEXTS]
             key = (prompt.template.text, prompt.verbalizer.to_json(), _fingerprint(prompt.demonstrations),
                    _fingerprint(reference))
             memo = lm.memo("mean-calibration reference")
             log_probs = torch.cat([log_probs, memo.get(key, lambda: label_log_probs(lm, prompt, reference))])
-        cf = content_free_log_probs(lm, prompt) if calibration == "contextual" else None
-        per_template.append(calibrate(log_probs, calibration, cf)[0])
+        per_template.append(method.apply(log_probs, method.prior(lm, prompt))[0])
     log_probs = torch.stack(per_template).mean(0).log_softmax(-1)
     labels = {name: float(p) for name, p in zip(task.label_names, log_probs.exp())}
     return SingleTextPrediction(labels, mask_top_tokens(lm, setup.prompts[0], example, top_k))

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from peftlab.errors import PeftlabError
+from peftlab.tasks import EMBEDDED_TASKS
 
 MASK_FIELD = "mask"
 TRIGGER = "[T]"  # a trigger slot in an AutoPrompt template
@@ -287,18 +288,8 @@ def pick_demonstrations(pool: Sequence[dict], k: int, n_labels: int, seed: int) 
 
 
 # Starting points that work on the embedded model; any task falls back to its label names as words.
-SUGGESTED_PROMPTS = {
-    "rt-sentiment": ("Review: {text}\nSentiment:{mask}", {"negative": ["negative"], "positive": ["positive"]}),
-    "bbc-topic": (
-        "Article: {text}\nTopic:{mask}",
-        {"business": ["business"], "entertainment": ["entertainment"], "politics": ["politics"],
-         "sport": ["sport"], "tech": ["technology"]},
-    ),
-}
-
-
 def suggested_prompt(task_name: str, label_names: Sequence[str]) -> tuple[str, dict]:
-    """A (template, verbalizer) to start from: a tuned one for embedded tasks, else `{text}` + label names."""
-    if task_name in SUGGESTED_PROMPTS:
-        return SUGGESTED_PROMPTS[task_name]
+    """A (template, verbalizer) to start from: the embedded task's own, else `{text}` and the label names."""
+    if task_name in EMBEDDED_TASKS:
+        return EMBEDDED_TASKS[task_name].template, EMBEDDED_TASKS[task_name].verbalizer
     return "Text: {text}\nLabel:{mask}", {label: [label] for label in label_names}

@@ -17,16 +17,13 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
 from peftlab.errors import PeftlabError
 from peftlab.hub import hub_reachable
 
-EMBEDDED_TASKS: dict[str, str] = {
-    "rt-sentiment": "Rotten Tomatoes review snippets, negative vs positive (Pang & Lee).",
-    "bbc-topic": "BBC News headline + first paragraph, 5 topics (business, entertainment, politics, sport, tech).",
-}
 DEFAULT_SEEDS = (13, 21, 42, 87, 100)
 
 UPLOAD_SUFFIXES = (".csv", ".jsonl", ".json")
@@ -99,10 +96,8 @@ def _load_cached(name: str, text_column: str, label_column: str, hub_config: str
                  mtime_ns: int | None) -> Task:
     if mtime_ns is not None:
         return _load_upload(Path(name), text_column, label_column)
-    if name == "rt-sentiment":
-        return _load_rt_sentiment()
-    if name == "bbc-topic":
-        return _load_bbc_topic()
+    if name in EMBEDDED_TASKS:
+        return EMBEDDED_TASKS[name].load()
     return _load_hub(name, text_column, label_column, hub_config)
 
 
@@ -308,3 +303,27 @@ def _load_bbc_topic() -> Task:
             rows.append({"text": headline + joiner + paragraph, "headline": headline, "label": label})
     return _build_task("bbc-topic", rows, ["text", "headline"], label_names=list(BBC_FOLDERS.values()),
                        test_per_class=BBC_TEST_PER_CLASS)
+
+
+@dataclass(frozen=True)
+class EmbeddedTask:
+    """A task shipped by an installed package: what it is, how it loads, and a prompt that works on it."""
+
+    description: str
+    load: Callable[[], Task]
+    template: str
+    verbalizer: dict[str, list[str]]
+
+
+EMBEDDED_TASKS: dict[str, EmbeddedTask] = {
+    "rt-sentiment": EmbeddedTask(
+        "Rotten Tomatoes review snippets, negative vs positive (Pang & Lee).", _load_rt_sentiment,
+        "Review: {text}\nSentiment:{mask}", {"negative": ["negative"], "positive": ["positive"]},
+    ),
+    "bbc-topic": EmbeddedTask(
+        "BBC News headline + first paragraph, 5 topics (business, entertainment, politics, sport, tech).",
+        _load_bbc_topic, "Article: {text}\nTopic:{mask}",
+        {"business": ["business"], "entertainment": ["entertainment"], "politics": ["politics"], "sport": ["sport"],
+         "tech": ["technology"]},
+    ),
+}
