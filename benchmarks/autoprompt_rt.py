@@ -51,13 +51,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from benchmarks.common import Phase, dtype_name, logger  # noqa: E402
 from peftlab.autoprompt import (  # noqa: E402
-    AutoPromptConfig, _initial_trigger, candidate_vocabulary, rescore_candidates, run_autoprompt, top_candidates,
+    AutoPromptConfig,
+    _initial_trigger,
+    candidate_vocabulary,
+    rescore_candidates,
+    run_autoprompt,
+    top_candidates,
     trigger_gradient,
 )
 from peftlab.models import load_lm  # noqa: E402
 from peftlab.prompts import Prompt, Template, Verbalizer  # noqa: E402
-from benchmarks.common import Phase, dtype_name, logger  # noqa: E402
 from peftlab.tasks import load_task  # noqa: E402
 
 TASK = "rt-sentiment"
@@ -75,41 +80,51 @@ def search_records(lm, task, verbalizer: dict, config: AutoPromptConfig, seeds: 
     records, results = [], []
     for seed in seeds:
         seed_config = dataclasses.replace(config, seed=seed)
-        log(f"seed {seed}: {seed_config.iterations} iterations, {seed_config.candidates} candidates, "
-            f"batch {seed_config.batch_size}, test texts {test_limit or len(task.test)}")
+        log(
+            f"seed {seed}: {seed_config.iterations} iterations, {seed_config.candidates} candidates, "
+            f"batch {seed_config.batch_size}, test texts {test_limit or len(task.test)}"
+        )
 
         best_ids: list[int] = []
 
-        def report(event, seed=seed) -> None:
+        def report(event, seed=seed, best_ids=best_ids) -> None:
             best_ids[:] = event.best_trigger_ids
             row = event.row()
-            log(f"  seed {seed} iter {row['iteration']:3d}  {'accepted' if row['accepted'] else '        '}  "
-                f"dev {row['dev acc']:.3f}  trigger {row['trigger']!r}  {row['seconds']:.1f} s")
+            log(
+                f"  seed {seed} iter {row['iteration']:3d}  {'accepted' if row['accepted'] else '        '}  "
+                f"dev {row['dev acc']:.3f}  trigger {row['trigger']!r}  {row['seconds']:.1f} s"
+            )
 
         with Phase() as phase:
-            result = run_autoprompt(lm, task, verbalizer, dataclasses.replace(seed_config, test_limit=test_limit), on_event=report)
+            result = run_autoprompt(
+                lm, task, verbalizer, dataclasses.replace(seed_config, test_limit=test_limit), on_event=report
+            )
         summary = result.summary()
         gain = (result.test_accuracy - result.manual_test_accuracy) * 100
         search_seconds = result.history[-1]["seconds"]
-        records.append({
-            "seed": seed,
-            "trigger": summary["trigger"],
-            "template": summary["template"],
-            "dev_accuracy": round(result.dev_accuracy, 4),
-            "test_accuracy": round(result.test_accuracy, 4),
-            "manual_test_accuracy": round(result.manual_test_accuracy, 4),
-            "gain_points": round(gain, 2),
-            "seconds": summary["seconds"],
-            "search_seconds": round(search_seconds, 2),
-            "test_scoring_seconds": round(result.seconds - search_seconds, 2),
-            "accepted_updates": sum(int(row["accepted"]) for row in result.history),
-            "dev_accuracy_start": result.history[0]["dev acc"],
-            "others_cpu_share": round(phase.others_cpu_share, 3),
-        })
+        records.append(
+            {
+                "seed": seed,
+                "trigger": summary["trigger"],
+                "template": summary["template"],
+                "dev_accuracy": round(result.dev_accuracy, 4),
+                "test_accuracy": round(result.test_accuracy, 4),
+                "manual_test_accuracy": round(result.manual_test_accuracy, 4),
+                "gain_points": round(gain, 2),
+                "seconds": summary["seconds"],
+                "search_seconds": round(search_seconds, 2),
+                "test_scoring_seconds": round(result.seconds - search_seconds, 2),
+                "accepted_updates": sum(int(row["accepted"]) for row in result.history),
+                "dev_accuracy_start": result.history[0]["dev acc"],
+                "others_cpu_share": round(phase.others_cpu_share, 3),
+            }
+        )
         results.append((result, list(best_ids)))
-        log(f"seed {seed}: test {result.test_accuracy:.4f} vs manual {result.manual_test_accuracy:.4f} "
+        log(
+            f"seed {seed}: test {result.test_accuracy:.4f} vs manual {result.manual_test_accuracy:.4f} "
             f"({gain:+.1f} points), dev {result.dev_accuracy:.3f}, {result.seconds:.0f} s "
-            f"(others' CPU share {phase.others_cpu_share:.2f})")
+            f"(others' CPU share {phase.others_cpu_share:.2f})"
+        )
     return records, results
 
 
@@ -120,8 +135,8 @@ def rescore_benchmark(lm, task, verbalizer: dict, config: AutoPromptConfig, trig
     verbalizer_obj = Verbalizer.parse(verbalizer, task.label_names)
     prompt = Prompt(template, verbalizer_obj, trigger_ids=tuple(trigger_ids))
     train, _ = task.few_shot(max(1, config.train_size // len(task.label_names)), config.seed)
-    gradient_batch = train[:config.batch_size]
-    examples = train[config.batch_size:2 * config.batch_size] or train[:config.batch_size]
+    gradient_batch = train[: config.batch_size]
+    examples = train[config.batch_size : 2 * config.batch_size] or train[: config.batch_size]
     gold = torch.tensor([e["label"] for e in examples])
     allowed = candidate_vocabulary(lm, config.filter_non_alphabetic)
     embedding_matrix = lm.model.get_input_embeddings().weight.detach()
@@ -133,16 +148,21 @@ def rescore_benchmark(lm, task, verbalizer: dict, config: AutoPromptConfig, trig
     for slot in range(config.slots):
         gradient = trigger_gradient(lm, prompt, gradient_batch)[slot]
         current = prompt.trigger_ids[slot]
-        candidates = top_candidates(embedding_matrix, gradient, allowed, config.candidates,
-                                    sorted(label_word_ids | {current}))
+        candidates = top_candidates(
+            embedding_matrix, gradient, allowed, config.candidates, sorted(label_word_ids | {current})
+        )
         tokens = [current] + candidates
 
-        ways = {
-            "shared_prefix": lambda: rescore_candidates(lm, prompt, slot, tokens, examples, share_prefix=True),
-            "batched": lambda: rescore_candidates(lm, prompt, slot, tokens, examples, share_prefix=False),
-            "one_at_a_time": lambda: torch.cat([
-                rescore_candidates(lm, prompt, slot, [token], examples, share_prefix=False) for token in tokens
-            ]),
+        ways = {  # called within this slot's iteration only
+            "shared_prefix": lambda slot=slot, tokens=tokens: rescore_candidates(
+                lm, prompt, slot, tokens, examples, share_prefix=True
+            ),
+            "batched": lambda slot=slot, tokens=tokens: rescore_candidates(
+                lm, prompt, slot, tokens, examples, share_prefix=False
+            ),
+            "one_at_a_time": lambda slot=slot, tokens=tokens: torch.cat(
+                [rescore_candidates(lm, prompt, slot, [token], examples, share_prefix=False) for token in tokens]
+            ),
         }
         outputs = {name: fn() for name, fn in ways.items()}  # warm-up, and the results compared below
         times = {name: [] for name in ways}
@@ -168,7 +188,8 @@ def rescore_benchmark(lm, task, verbalizer: dict, config: AutoPromptConfig, trig
                 name: round(float((outputs[name] - reference).abs().max()), 4) for name in ("shared_prefix", "batched")
             },
             "max_abs_diff_objective_shared_vs_one_at_a_time": round(
-                float((objective(outputs["shared_prefix"]) - objective(reference)).abs().max()), 4),
+                float((objective(outputs["shared_prefix"]) - objective(reference)).abs().max()), 4
+            ),
             "same_best_candidate": {
                 name: int(objective(outputs[name]).argmax()) == int(objective(reference).argmax())
                 for name in ("shared_prefix", "batched")
@@ -176,8 +197,11 @@ def rescore_benchmark(lm, task, verbalizer: dict, config: AutoPromptConfig, trig
             "others_cpu_share_max": round(max(shares), 3),
         }
         slots.append(record)
-        log(f"  slot {slot}: " + ", ".join(f"{n} {s:.3f} s" for n, s in record["median_seconds"].items())
-            + f"; max |diff| shared {record['max_abs_diff_vs_one_at_a_time']['shared_prefix']}")
+        log(
+            f"  slot {slot}: "
+            + ", ".join(f"{n} {s:.3f} s" for n, s in record["median_seconds"].items())
+            + f"; max |diff| shared {record['max_abs_diff_vs_one_at_a_time']['shared_prefix']}"
+        )
 
     per_iteration = {
         name: round(statistics.mean(s["median_seconds"][name] for s in slots), 4)
@@ -219,8 +243,9 @@ def main() -> None:
     parser.add_argument("--init-token", default=DEFAULTS.init_token, help="initial trigger word (default: config's)")
     parser.add_argument("--template", default="{text} [T] [T] [T] [T] [T] {mask}")
     parser.add_argument("--verbalizer", default='{"negative": ["negative"], "positive": ["positive"]}')
-    parser.add_argument("--test-limit", type=int, default=None,
-                        help="score only the first N test texts (default: all 1,000)")
+    parser.add_argument(
+        "--test-limit", type=int, default=None, help="score only the first N test texts (default: all 1,000)"
+    )
     parser.add_argument("--rescore-repeats", type=int, default=3)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
@@ -232,8 +257,14 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     verbalizer = json.loads(args.verbalizer)
     config = AutoPromptConfig(
-        template=args.template, iterations=args.iterations, candidates=args.candidates, batch_size=args.batch_size,
-        train_size=args.train_size, positions=args.positions, init_token=args.init_token, dev_check=args.dev_check,
+        template=args.template,
+        iterations=args.iterations,
+        candidates=args.candidates,
+        batch_size=args.batch_size,
+        train_size=args.train_size,
+        positions=args.positions,
+        init_token=args.init_token,
+        dev_check=args.dev_check,
         seed=seeds[0],
     )
 
@@ -243,15 +274,16 @@ def main() -> None:
     log(f"loading {args.model}")
     with Phase() as loading:
         lm = load_lm(args.model)
-    n_test = len(task.test[:args.test_limit] if args.test_limit else task.test)
+    n_test = len(task.test[: args.test_limit] if args.test_limit else task.test)
 
     result: dict = {
         "task": TASK,
         "model": args.model,
         "n_test": n_test,
         "test_limit": args.test_limit,
-        "test_limit_note": ("all test texts" if n_test == len(task.test) else
-                            f"first {n_test} of {len(task.test)} test texts"),
+        "test_limit_note": (
+            "all test texts" if n_test == len(task.test) else f"first {n_test} of {len(task.test)} test texts"
+        ),
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "seed"} | {"seeds": seeds},
         "verbalizer": verbalizer,
     }
@@ -274,8 +306,10 @@ def main() -> None:
             trigger_ids = results[0][1]  # the trigger the first seed found
         else:
             trigger_ids = [_initial_trigger(lm, config)] * config.slots
-        log(f"re-scoring timing: {config.candidates} candidates + current, batch {config.batch_size}, "
-            f"{config.slots} slots, {args.rescore_repeats} repeats")
+        log(
+            f"re-scoring timing: {config.candidates} candidates + current, batch {config.batch_size}, "
+            f"{config.slots} slots, {args.rescore_repeats} repeats"
+        )
         result["rescore"] = rescore_benchmark(lm, task, verbalizer, config, trigger_ids, args.rescore_repeats)
 
     targets = {}

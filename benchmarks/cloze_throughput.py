@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from benchmarks.common import Phase, dtype_name, logger  # noqa: E402
 from peftlab.cloze import ClozeSetup, label_log_probs  # noqa: E402
 from peftlab.models import cpu_supports_bf16, fast_inference_dtype, load_lm  # noqa: E402
-from benchmarks.common import Phase, dtype_name, logger  # noqa: E402
 from peftlab.tasks import load_task  # noqa: E402
 
 TASK = "rt-sentiment"
@@ -64,7 +64,7 @@ def naive_predict(lm, prompt, examples, batch_size: int) -> tuple[list[int], dic
     stats = {"real_tokens": 0, "padded_tokens": 0, "logit_positions": 0}
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
-            batch = examples[start:start + batch_size]
+            batch = examples[start : start + batch_size]
             queries = []
             for example in batch:
                 (query,) = prompt.queries(lm, example)
@@ -104,7 +104,7 @@ def library_token_stats(lm, prompt, examples, batch_size: int) -> dict:
     order = sorted(range(len(queries)), key=lambda j: len(queries[j].input_ids))
     stats = {"real_tokens": 0, "padded_tokens": 0, "logit_positions": 0, "batches": 0}
     for start in range(0, len(order), batch_size):
-        batch = [queries[j] for j in order[start:start + batch_size]]
+        batch = [queries[j] for j in order[start : start + batch_size]]
         lengths = [len(q.input_ids) for q in batch]
         width = max(lengths)
         keep = max(n - min(q.read_positions) for n, q in zip(lengths, batch))
@@ -144,7 +144,7 @@ def matmul_gflops(n: int = 2048, dtype: torch.dtype = torch.bfloat16, warmup: in
         start = time.perf_counter()
         torch.mm(a, b)
         times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / min(times) / 1e9
+    return 2 * n**3 / min(times) / 1e9
 
 
 def main() -> None:
@@ -161,14 +161,15 @@ def main() -> None:
 
     load_before = os.getloadavg()
     task = load_task(TASK)
-    examples = task.test[:args.n]
+    examples = task.test[: args.n]
     prompt = ClozeSetup.build(task, TEMPLATE, VERBALIZER).prompts[0]
     fast_dtype = fast_inference_dtype(torch.device("cpu"))
     log(f"loading {args.model} in {dtype_name(fast_dtype)} and fp32")
     lm_fast = load_lm(args.model, dtype=fast_dtype, device="cpu")
     lm_fp32 = load_lm(args.model, dtype=torch.float32, device="cpu")
-    assert [q.input_ids for e in examples[:16] for q in prompt.queries(lm_fast, e)] == \
-        [q.input_ids for e in examples[:16] for q in prompt.queries(lm_fp32, e)], "tokenizers differ"
+    assert [q.input_ids for e in examples[:16] for q in prompt.queries(lm_fast, e)] == [
+        q.input_ids for e in examples[:16] for q in prompt.queries(lm_fp32, e)
+    ], "tokenizers differ"
 
     warm = examples[:WARMUP_EXAMPLES]
     log("warming up")
@@ -278,7 +279,8 @@ def main() -> None:
             "others_cpu_share": round(naive.others_cpu_share, 3),
             # Same dtype as fp32_library: predictions should agree up to padding-induced rounding.
             "agreement_with_fp32_library": round(
-                sum(int(a == b) for a, b in zip(naive_predictions, fp32_predictions)) / n, 4),
+                sum(int(a == b) for a, b in zip(naive_predictions, fp32_predictions)) / n, 4
+            ),
         }
         speedup = (n / fast_seconds) / (n / naive_seconds)
         result["speedup"] = round(speedup, 2)

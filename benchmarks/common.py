@@ -12,8 +12,10 @@ import torch
 
 def logger(name: str):
     """A function printing `[name] message` lines on stderr (stdout is kept for the JSON result)."""
+
     def log(message: str) -> None:
         print(f"[{name}] {message}", file=sys.stderr, flush=True)
+
     return log
 
 
@@ -53,7 +55,7 @@ class Phase:
     def __init__(self, name: str = "", log=None, pids=()):
         self.name, self.log, self.pids = name, log, tuple(pids)  # pids: child processes whose CPU is ours too
 
-    def __enter__(self) -> "Phase":
+    def __enter__(self) -> Phase:
         self.busy0, self.own0 = busy_cpu_seconds(self.pids)
         self.start = time.perf_counter()
         return self

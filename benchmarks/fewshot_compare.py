@@ -8,8 +8,8 @@ Run from the repository root:
    head-only, prompt-based full fine-tuning) x seeds x K=16 per class, each with its shipped defaults
    (30 steps of batch 8, dev evaluation every 10 steps, the weights with the best dev log-likelihood
    kept), scored on the first `--test-limit` test texts. The zero-shot row is the same template and
-   words with mean-centring calibration on the same test texts. Reports every row, the per-method summary, the wall time of the
-   whole grid (model loading excluded) and the gain of the best prompt-based method over zero-shot.
+   words with mean-centring calibration on the same test texts. Reports every row, the per-method summary,
+   the wall time of the whole grid (model loading excluded) and the gain of the best prompt-based method over zero-shot.
 2. Trainer speed: for LoRA and prompt tuning, seconds per optimiser step of `peftlab.tuning.train_method`
    against a plain `transformers.Trainer` over the same PEFT model, the same 8-example batches' texts
    and the same learning rate, with the usual causal-LM loss on the gold label word (every other
@@ -66,8 +66,10 @@ def grid_benchmark(lm, task, args) -> dict:
             if isinstance(item, GridRow):
                 rows.append(item.values)
                 row = item.values
-                log(f"{row['method']:>14} seed={row['seed']}: test accuracy {row['test_accuracy']:.4f} "
-                    f"({row['steps']} steps, {row['train_seconds']:.0f} s)")
+                log(
+                    f"{row['method']:>14} seed={row['seed']}: test accuracy {row['test_accuracy']:.4f} "
+                    f"({row['steps']} steps, {row['train_seconds']:.0f} s)"
+                )
     results = results_frame(rows)
     summary = summarize(results)
     zero_shot = float(results["test_accuracy"].iloc[0])
@@ -75,11 +77,15 @@ def grid_benchmark(lm, task, args) -> dict:
     best = prompt_based.loc[prompt_based["accuracy_mean"].idxmax()]
     gain = 100 * (float(best["accuracy_mean"]) - zero_shot)
     return {
-        "methods": [m.name for m in methods], "seeds": seeds, "K": args.shots, "test_texts": args.test_limit,
+        "methods": [m.name for m in methods],
+        "seeds": seeds,
+        "K": args.shots,
+        "test_texts": args.test_limit,
         "zero_shot_calibrated_accuracy": round(zero_shot, 4),
         "rows": json.loads(results.to_json(orient="records")),
         "summary": json.loads(summary.round(4).to_json(orient="records")),
-        "grid_seconds": round(phase.seconds, 1), "grid_others_cpu_share": round(phase.others_cpu_share, 3),
+        "grid_seconds": round(phase.seconds, 1),
+        "grid_others_cpu_share": round(phase.others_cpu_share, 3),
         "best_prompt_based": {"method": best["method"], "accuracy_mean": round(float(best["accuracy_mean"]), 4)},
         "best_gain_points": round(gain, 2),
         "targets": {
@@ -93,8 +99,11 @@ def grid_benchmark(lm, task, args) -> dict:
 def our_step_seconds(lm, setup, config, train, steps: int, warmup: int) -> list[float]:
     """Per-step wall times of the shared trainer, without dev evaluations inside the timed steps."""
     settings = TrainSettings(steps=steps + 1, eval_every=10_000, seed=13)  # only the extra last step evaluates
-    elapsed = [item.elapsed for item in train_method(lm, setup, config, train, train[:4], settings)
-               if not hasattr(item, "model")]
+    elapsed = [
+        item.elapsed
+        for item in train_method(lm, setup, config, train, train[:4], settings)
+        if not hasattr(item, "model")
+    ]
     times = [b - a for a, b in zip([0.0] + elapsed, elapsed)]
     return times[warmup:steps]
 
@@ -118,8 +127,13 @@ def causal_lm_examples(lm, prompt, examples) -> list[dict]:
         prefix = query.input_ids[: query.read_positions[0] + 1]
         gold_word = next(i for i, (label, _) in enumerate(prompt.verbalizer.flat_words) if label == example["label"])
         continuation = next(tokens for word, tokens in query.targets if word == gold_word)
-        rows.append({"input_ids": prefix + continuation, "attention_mask": [1] * (len(prefix) + len(continuation)),
-                     "labels": [-100] * len(prefix) + continuation})
+        rows.append(
+            {
+                "input_ids": prefix + continuation,
+                "attention_mask": [1] * (len(prefix) + len(continuation)),
+                "labels": [-100] * len(prefix) + continuation,
+            }
+        )
     return rows
 
 
@@ -130,13 +144,28 @@ def hf_trainer_step_seconds(lm, setup, config, train, steps: int, warmup: int, b
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as output_dir:
         arguments = transformers.TrainingArguments(
-            output_dir=output_dir, per_device_train_batch_size=8, max_steps=steps, learning_rate=config.learning_rate,
-            lr_scheduler_type="linear", weight_decay=0.0, warmup_steps=0, logging_strategy="no", save_strategy="no",
-            report_to=[], use_cpu=True, seed=13, bf16=bf16, dataloader_num_workers=0, remove_unused_columns=False,
+            output_dir=output_dir,
+            per_device_train_batch_size=8,
+            max_steps=steps,
+            learning_rate=config.learning_rate,
+            lr_scheduler_type="linear",
+            weight_decay=0.0,
+            warmup_steps=0,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            seed=13,
+            bf16=bf16,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
             disable_tqdm=True,
         )
         trainer = transformers.Trainer(
-            model=model, args=arguments, train_dataset=dataset, callbacks=[timer],
+            model=model,
+            args=arguments,
+            train_dataset=dataset,
+            callbacks=[timer],
             data_collator=transformers.DataCollatorForSeq2Seq(lm.tokenizer, padding=True, label_pad_token_id=-100),
         )
         with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its metrics; stdout is for the JSON
@@ -153,19 +182,26 @@ def trainer_benchmark(lm, task, args) -> dict:
         with Phase(f"{name}: shared trainer", log) as ours_phase:
             ours = statistics.median(our_step_seconds(lm, setup, config, train, args.trainer_steps, args.warmup_steps))
         with Phase(f"{name}: transformers.Trainer (fp32)", log) as hf_phase:
-            plain = statistics.median(hf_trainer_step_seconds(lm, setup, config, train, args.trainer_steps, args.warmup_steps, False))
+            plain = statistics.median(
+                hf_trainer_step_seconds(lm, setup, config, train, args.trainer_steps, args.warmup_steps, False)
+            )
         with Phase(f"{name}: transformers.Trainer (bf16=True)", log) as hf_bf16_phase:
-            plain_bf16 = statistics.median(hf_trainer_step_seconds(lm, setup, config, train, args.trainer_steps, args.warmup_steps, True))
+            plain_bf16 = statistics.median(
+                hf_trainer_step_seconds(lm, setup, config, train, args.trainer_steps, args.warmup_steps, True)
+            )
         records[name] = {
             "shared_trainer_seconds_per_step": round(ours, 3),
             "hf_trainer_seconds_per_step": round(plain, 3),
             "hf_trainer_bf16_seconds_per_step": round(plain_bf16, 3),
             "ratio_vs_hf_trainer": round(ours / plain, 3),
             "ratio_vs_hf_trainer_bf16": round(ours / plain_bf16, 3),
-            "others_cpu_share": round(max(ours_phase.others_cpu_share, hf_phase.others_cpu_share,
-                                          hf_bf16_phase.others_cpu_share), 3),
+            "others_cpu_share": round(
+                max(ours_phase.others_cpu_share, hf_phase.others_cpu_share, hf_bf16_phase.others_cpu_share), 3
+            ),
         }
-    records["targets"] = {f"{name}: ratio <= 1.0": records[name]["ratio_vs_hf_trainer"] <= 1.0 for name in ("lora", "prompt-tuning")}
+    records["targets"] = {
+        f"{name}: ratio <= 1.0": records[name]["ratio_vs_hf_trainer"] <= 1.0 for name in ("lora", "prompt-tuning")
+    }
     return records
 
 
@@ -186,9 +222,15 @@ def main() -> None:
     lm = load_lm(args.model, dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
     task = load_task(TASK)
     record = {
-        "model": args.model, "task": TASK, "template": TEMPLATE, "verbalizer": VERBALIZER,
-        "torch_threads": torch.get_num_threads(), "cpu_bf16": cpu_supports_bf16(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "train_settings": vars(TrainSettings()),
+        "model": args.model,
+        "task": TASK,
+        "template": TEMPLATE,
+        "verbalizer": VERBALIZER,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_supports_bf16(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "train_settings": vars(TrainSettings()),
     }
     if not args.skip_trainer:
         record["trainer_speed"] = trainer_benchmark(lm, task, args)

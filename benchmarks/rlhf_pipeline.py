@@ -62,8 +62,10 @@ def report(stage: str, event) -> None:
     elif stage == "reward" and hasattr(event, "step") and event.heldout_accuracy == event.heldout_accuracy:
         log(f"reward step {event.step}: loss {event.loss:.3f}, held-out accuracy {event.heldout_accuracy:.3f}")
     elif stage == "ppo" and hasattr(event, "mean_kl"):
-        log(f"ppo step {event.step}: reward {event.mean_reward:+.3f}, labeler {event.mean_labeler_score:+.3f}, "
-            f"KL {event.mean_kl:.2f}, beta {event.beta:.3f}; sample: {event.sample[1]!r}")
+        log(
+            f"ppo step {event.step}: reward {event.mean_reward:+.3f}, labeler {event.mean_labeler_score:+.3f}, "
+            f"KL {event.mean_kl:.2f}, beta {event.beta:.3f}; sample: {event.sample[1]!r}"
+        )
 
 
 def targets(summary: dict) -> dict:
@@ -79,7 +81,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--labeler", default="vader-positive")
-    parser.add_argument("--ptx-coef", type=float, default=0.5, help="PPO-ptx coefficient of the second PPO run (0: skip it)")
+    parser.add_argument(
+        "--ptx-coef", type=float, default=0.5, help="PPO-ptx coefficient of the second PPO run (0: skip it)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -90,32 +94,60 @@ def main() -> None:
         result = run_pipeline(lm, data, config, on_event=report)
     summary = dict(result.summary)
     record = {
-        "model": args.model, "torch_threads": torch.get_num_threads(), "cpu_bf16": cpu_supports_bf16(),
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "config": asdict(config), "train_prompts": len(data.train_prompts), "demonstrations": len(data.demonstrations),
-        "pipeline": summary | {"others_cpu_share": round(phase.others_cpu_share, 3),
-                               "score_gain": round(summary["ppo_mean_score"] - summary["sft_mean_score"], 4)},
+        "model": args.model,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_supports_bf16(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "config": asdict(config),
+        "train_prompts": len(data.train_prompts),
+        "demonstrations": len(data.demonstrations),
+        "pipeline": summary
+        | {
+            "others_cpu_share": round(phase.others_cpu_share, 3),
+            "score_gain": round(summary["ppo_mean_score"] - summary["sft_mean_score"], 4),
+        },
         "samples": result.comparison.table.head(8).to_dict(orient="records"),
     }
     record["pipeline"]["targets"] = targets(summary) | {
-        f"whole pipeline within {PIPELINE_MINUTES_TARGET} minutes": phase.seconds <= 60 * PIPELINE_MINUTES_TARGET}
+        f"whole pipeline within {PIPELINE_MINUTES_TARGET} minutes": phase.seconds <= 60 * PIPELINE_MINUTES_TARGET
+    }
     log(f"pipeline summary: {json.dumps(record['pipeline'], default=str)}")  # kept even if PPO-ptx is cut short
 
     if args.ptx_coef > 0:
         labeler = labeler_by_name(args.labeler)
         ptx_config = replace(config.ppo, ptx_coef=args.ptx_coef)
         with Phase("PPO-ptx and its evaluation", log) as ptx_phase:
-            *_, ptx = train_ppo(result.sft.model, lm.tokenizer, result.reward.model, data.train_prompts, ptx_config,
-                                labeler, data.demonstrations)
+            *_, ptx = train_ppo(
+                result.sft.model,
+                lm.tokenizer,
+                result.reward.model,
+                data.train_prompts,
+                ptx_config,
+                labeler,
+                data.demonstrations,
+            )
             assert isinstance(ptx, PPOResult)
-            comparison = compare_policies(ptx.policy, lm.tokenizer, result.reward.model, labeler, data.heldout_prompts,
-                                          config.eval_samples, config.max_new_tokens, config.seed + 2)
-        ptx_summary = comparison.summary | {"rm_heldout_accuracy": summary["rm_heldout_accuracy"],
-                                            "ptx_coef": args.ptx_coef}
+            comparison = compare_policies(
+                ptx.policy,
+                lm.tokenizer,
+                result.reward.model,
+                labeler,
+                data.heldout_prompts,
+                config.eval_samples,
+                config.max_new_tokens,
+                config.seed + 2,
+            )
+        ptx_summary = comparison.summary | {
+            "rm_heldout_accuracy": summary["rm_heldout_accuracy"],
+            "ptx_coef": args.ptx_coef,
+        }
         record["ppo_ptx"] = ptx_summary | {
-            "seconds": round(ptx_phase.seconds, 1), "others_cpu_share": round(ptx_phase.others_cpu_share, 3),
+            "seconds": round(ptx_phase.seconds, 1),
+            "others_cpu_share": round(ptx_phase.others_cpu_share, 3),
             "score_gain": round(ptx_summary["ppo_mean_score"] - ptx_summary["sft_mean_score"], 4),
-            "final_ptx_loss": round(ptx.history[-1].ptx_loss, 4), "targets": targets(ptx_summary),
+            "final_ptx_loss": round(ptx.history[-1].ptx_loss, 4),
+            "targets": targets(ptx_summary),
         }
     print(json.dumps(record, indent=2, default=str))
 

@@ -56,9 +56,14 @@ MODEL, TASK = "smollm2-135m", "rt-sentiment"
 TEMPLATE = "Review: {text}\nSentiment:{mask}"
 VERBALIZER = "negative: negative\npositive: positive"
 TEXTS = [
-    "A wonderful, moving and brilliantly acted film.", "Dull, overlong and badly written.", "I laughed all the way through.",
-    "The plot makes no sense at all.", "A quiet triumph of a debut.", "Two hours I will never get back.",
-    "Visually stunning but emotionally hollow.", "The cast is terrific and the script sparkles.",
+    "A wonderful, moving and brilliantly acted film.",
+    "Dull, overlong and badly written.",
+    "I laughed all the way through.",
+    "The plot makes no sense at all.",
+    "A quiet triumph of a debut.",
+    "Two hours I will never get back.",
+    "Visually stunning but emotionally hollow.",
+    "The cast is terrific and the script sparkles.",
 ]
 GRID_METHODS = ["prompt-tuning", "p-tuning", "prefix-tuning", "lora", "head", "full"]
 CLASSIFY_P95_TARGET_S = 2.0
@@ -76,11 +81,18 @@ def free_port() -> int:
 def start_app(temp_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ, GRADIO_TEMP_DIR=str(temp_dir), GRADIO_HEARTBEAT_INTERVAL="1", PYTHONUNBUFFERED="1")
-    code = ("from peftlab.ui import build_app, launch_options; "
-            f"build_app().launch(server_name='127.0.0.1', server_port={port}, ssr_mode=False, quiet=True, "
-            "**launch_options())")
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=open(temp_dir.parent / "app.log", "w"))
+    code = (
+        "from peftlab.ui import build_app, launch_options; "
+        f"build_app().launch(server_name='127.0.0.1', server_port={port}, ssr_mode=False, quiet=True, "
+        "**launch_options())"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(temp_dir.parent / "app.log", "w"),
+    )
     return process, f"http://127.0.0.1:{port}/"
 
 
@@ -121,8 +133,22 @@ def evaluate_args(calibration: str, limit: int) -> list:
 
 def compare_args(methods, steps: int, shots: str, test_limit: int) -> list:
     """/compare with every method's shipped learning rate (no overrides)."""
-    return [MODEL, TASK, None, "text", "label", TEMPLATE, VERBALIZER, methods, shots, "13", steps, "log-likelihood",
-            "", test_limit]
+    return [
+        MODEL,
+        TASK,
+        None,
+        "text",
+        "label",
+        TEMPLATE,
+        VERBALIZER,
+        methods,
+        shots,
+        "13",
+        steps,
+        "log-likelihood",
+        "",
+        test_limit,
+    ]
 
 
 def classify_answer(result) -> tuple:
@@ -140,8 +166,11 @@ def evaluate_answer(result) -> str:
 def grid_answer(result) -> list:
     """The grid's rows without their timings."""
     headers, rows = result[1]["headers"], result[1]["data"]
-    keep = [i for i, name in enumerate(headers) if name in ("method", "K", "seed", "test_accuracy", "macro_f1",
-                                                              "trainable_params", "steps", "status")]
+    keep = [
+        i
+        for i, name in enumerate(headers)
+        if name in ("method", "K", "seed", "test_accuracy", "macro_f1", "trainable_params", "steps", "status")
+    ]
     return [[row[i] for i in keep] for row in rows]
 
 
@@ -149,8 +178,12 @@ def percentiles(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
     ordered = sorted(values)
-    return {"n": len(values), "p50_s": round(statistics.median(ordered), 3),
-            "p95_s": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3), "max_s": round(ordered[-1], 3)}
+    return {
+        "n": len(values),
+        "p50_s": round(statistics.median(ordered), 3),
+        "p95_s": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3),
+        "max_s": round(ordered[-1], 3),
+    }
 
 
 def timed(client: Client, args: list, api_name: str, timeout: float = 1800):
@@ -169,8 +202,16 @@ def cold_start(temp_dir: Path) -> tuple[subprocess.Popen, str, dict]:
     first = time.monotonic() - started
     client.close()
     log(f"cold start: serving after {ready:.1f} s, first classify answered after {first:.1f} s")
-    return process, url, {"serving_s": round(ready, 2), "first_classify_s": round(first, 2),
-                          "target_s": COLD_START_TARGET_S, "met": first <= COLD_START_TARGET_S}
+    return (
+        process,
+        url,
+        {
+            "serving_s": round(ready, 2),
+            "first_classify_s": round(first, 2),
+            "target_s": COLD_START_TARGET_S,
+            "met": first <= COLD_START_TARGET_S,
+        },
+    )
 
 
 def load_phase(url: str, pid: int, visitors: int, grid_steps: int) -> dict:
@@ -179,10 +220,13 @@ def load_phase(url: str, pid: int, visitors: int, grid_steps: int) -> dict:
     grid = compare_args(GRID_METHODS, grid_steps, "8", 64)
     evaluations = {"none": evaluate_args("none", 64), "mean": evaluate_args("mean", 64)}
     log("references: every request alone")
-    reference_classify = {text: classify_answer(visitors_clients[0].predict(*classify_args(text), api_name="/classify"))
-                          for text in TEXTS}
-    reference_evaluate = {name: evaluate_answer(visitors_clients[0].predict(*args, api_name="/evaluate"))
-                          for name, args in evaluations.items()}
+    reference_classify = {
+        text: classify_answer(visitors_clients[0].predict(*classify_args(text), api_name="/classify")) for text in TEXTS
+    }
+    reference_evaluate = {
+        name: evaluate_answer(visitors_clients[0].predict(*args, api_name="/evaluate"))
+        for name, args in evaluations.items()
+    }
 
     records, errors, mismatches = [], [], []
     training = threading.Event()
@@ -252,13 +296,24 @@ def load_phase(url: str, pid: int, visitors: int, grid_steps: int) -> dict:
         "classify_while_training": percentiles(classify_during),
         "classify_after_training": percentiles(classify_after),
         "evaluate_64_texts": percentiles([r["seconds"] for r in records if r["kind"] == "evaluate"]),
-        "grid": {"methods": GRID_METHODS, "steps": grid_steps, "seconds_under_load": round(grid_seconds, 1),
-                 "seconds_alone": round(alone_phase.seconds, 1), "rows": grid_answer(grid_alone)},
-        "errors": len(errors), "error_samples": errors[:5],
-        "mismatches": len(mismatches), "mismatch_samples": mismatches[:5],
+        "grid": {
+            "methods": GRID_METHODS,
+            "steps": grid_steps,
+            "seconds_under_load": round(grid_seconds, 1),
+            "seconds_alone": round(alone_phase.seconds, 1),
+            "rows": grid_answer(grid_alone),
+        },
+        "errors": len(errors),
+        "error_samples": errors[:5],
+        "mismatches": len(mismatches),
+        "mismatch_samples": mismatches[:5],
         "classify_p95_target_s": CLASSIFY_P95_TARGET_S,
-        "met": (not errors and not mismatches and bool(classify_during)
-                and percentiles(classify_during)["p95_s"] <= CLASSIFY_P95_TARGET_S),
+        "met": (
+            not errors
+            and not mismatches
+            and bool(classify_during)
+            and percentiles(classify_during)["p95_s"] <= CLASSIFY_P95_TARGET_S
+        ),
         "others_cpu_share": round(phase.others_cpu_share, 3),
     }
 
@@ -281,18 +336,26 @@ def sessions_phase(url: str, process: subprocess.Popen, temp_dir: Path, sessions
             peak = max(peak, rss_mb(process.pid))
             client.close()
             if (i + 1) % 10 == 0:
-                log(f"  {i + 1} sessions: {rss_mb(process.pid):.0f} MB resident, {temp_usage(temp_dir)[0]} temporary files")
+                resident, files = rss_mb(process.pid), temp_usage(temp_dir)[0]
+                log(f"  {i + 1} sessions: {resident:.0f} MB resident, {files} temporary files")
     time.sleep(5)  # the last sessions' unload events
     end_rss, (end_files, end_bytes) = rss_mb(process.pid), temp_usage(temp_dir)
     rss_change = (end_rss - start_rss) / start_rss
     bytes_change = (end_bytes - start_bytes) / max(start_bytes, 1)
     return {
-        "sessions": sessions, "rss_mb_start": round(start_rss, 1), "rss_mb_end": round(end_rss, 1),
-        "rss_mb_peak": round(peak, 1), "rss_change_share": round(rss_change, 4),
-        "temp_files_start": start_files, "temp_files_end": end_files,
-        "temp_bytes_start": start_bytes, "temp_bytes_end": end_bytes, "temp_bytes_change_share": round(bytes_change, 4),
+        "sessions": sessions,
+        "rss_mb_start": round(start_rss, 1),
+        "rss_mb_end": round(end_rss, 1),
+        "rss_mb_peak": round(peak, 1),
+        "rss_change_share": round(rss_change, 4),
+        "temp_files_start": start_files,
+        "temp_files_end": end_files,
+        "temp_bytes_start": start_bytes,
+        "temp_bytes_end": end_bytes,
+        "temp_bytes_change_share": round(bytes_change, 4),
         "tolerance_share": SESSION_TOLERANCE,
-        "met": rss_change <= SESSION_TOLERANCE and end_files <= start_files * (1 + SESSION_TOLERANCE)
+        "met": rss_change <= SESSION_TOLERANCE
+        and end_files <= start_files * (1 + SESSION_TOLERANCE)
         and bytes_change <= SESSION_TOLERANCE,
     }
 

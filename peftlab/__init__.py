@@ -7,6 +7,18 @@ from peftlab.prompts import Prompt, Template, Verbalizer
 from peftlab.tasks import Task, load_task
 
 __all__ = [
-    "ClozeEvaluation", "ClozeSetup", "DEFAULT_MODEL", "LM", "PeftlabError", "Prompt", "Task", "Template",
-    "Verbalizer", "calibrate", "classify_text", "evaluate", "load_lm", "load_task",
+    "ClozeEvaluation",
+    "ClozeSetup",
+    "DEFAULT_MODEL",
+    "LM",
+    "PeftlabError",
+    "Prompt",
+    "Task",
+    "Template",
+    "Verbalizer",
+    "calibrate",
+    "classify_text",
+    "evaluate",
+    "load_lm",
+    "load_task",
 ]

@@ -20,20 +20,20 @@ import random
 import re
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 
 from peftlab.cloze import PaddedBatch, label_log_probs, score_query_lists, word_scores, words_to_label_log_probs
-from peftlab.config import Config, setting
+from peftlab.config import Config, scored_texts_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, mean_gold_log_prob
 from peftlab.models import LM, capture_head_inputs
 from peftlab.prompts import TRIGGER, Prompt, Template, Verbalizer
 from peftlab.seeding import seeded
-from peftlab.training import Event
 from peftlab.tasks import Task
+from peftlab.training import Event
 
 POSITION_ORDERS = ("round-robin", "random")
 
@@ -42,28 +42,50 @@ POSITION_ORDERS = ("round-robin", "random")
 class AutoPromptConfig(Config):
     """Settings of one trigger search; validated on creation."""
 
-    template: str = setting("{text} [T] [T] [T] [T] [T] {mask}", "template with [T] slots before {mask}",
-                            label="template with trigger slots [T]")
+    template: str = setting(
+        "{text} [T] [T] [T] [T] [T] {mask}",
+        "template with [T] slots before {mask}",
+        label="template with trigger slots [T]",
+    )
     iterations: int = setting(20, "trigger updates to try", minimum=1, cap="iterations")
-    candidates: int = setting(20, "top-k words by gradient re-scored per iteration", minimum=1, label="candidates k",
-                              subject="Candidates")
+    candidates: int = setting(
+        20, "top-k words by gradient re-scored per iteration", minimum=1, label="candidates k", subject="Candidates"
+    )
     batch_size: int = setting(16, "examples per gradient and per re-scoring batch", minimum=1)
-    train_size: int = setting(64, "training examples (balanced, from the pool); as many again for dev", minimum=2,
-                              requirement="at least 2 (one per class)", subject="The train size")
-    positions: str = setting("round-robin", "which slot to update: round-robin or random", choices=POSITION_ORDERS,
-                             label="slot order", subject="Positions")
-    filter_non_alphabetic: bool = setting(True, "only candidates made of ASCII letters (words)",
-                                          label="only ASCII words as triggers")
-    dev_check: bool = setting(True, "accept a swap only if it also raises the dev log-likelihood",
-                              label="accept a swap only if dev log-likelihood rises")
-    init_token: str | None = setting(None, "initial trigger word; default mask token (MLM) or 'the'", label="initial trigger")
+    train_size: int = setting(
+        64,
+        "training examples (balanced, from the pool); as many again for dev",
+        minimum=2,
+        requirement="at least 2 (one per class)",
+        subject="The train size",
+    )
+    positions: str = setting(
+        "round-robin",
+        "which slot to update: round-robin or random",
+        choices=POSITION_ORDERS,
+        label="slot order",
+        subject="Positions",
+    )
+    filter_non_alphabetic: bool = setting(
+        True, "only candidates made of ASCII letters (words)", label="only ASCII words as triggers"
+    )
+    dev_check: bool = setting(
+        True,
+        "accept a swap only if it also raises the dev log-likelihood",
+        label="accept a swap only if dev log-likelihood rises",
+    )
+    init_token: str | None = setting(
+        None, "initial trigger word; default mask token (MLM) or 'the'", label="initial trigger"
+    )
     seed: int = setting(13, "seed for data sampling and slot order")
-    test_limit: int | None = setting(200, "test texts scored with and without the trigger (fewer than the split: its "
-                                     "first N)", minimum=1, cap="test_texts", label="test texts")
+    test_limit: int | None = scored_texts_setting("test texts scored with and without the trigger")
 
     def check_settings(self):
         if TRIGGER not in self.template:
-            raise PeftlabError(f"The AutoPrompt template needs at least one trigger slot {TRIGGER}, e.g. '{{text}} [T] [T] [T] {{mask}}'.")
+            raise PeftlabError(
+                f"The AutoPrompt template needs at least one trigger slot {TRIGGER}, "
+                "e.g. '{text} [T] [T] [T] {mask}'."
+            )
         if "{mask}" in self.template and TRIGGER in self.template.split("{mask}", 1)[1]:
             raise PeftlabError(f"Put every trigger slot {TRIGGER} before {{mask}}.")
 
@@ -94,9 +116,13 @@ class AutoPromptEvent(Event):
 
     def row(self) -> dict:
         return {
-            "iteration": self.iteration, "trigger": "|".join(self.trigger_tokens), "slot": self.slot,
-            "accepted": self.accepted, "train log-lik": round(self.train_log_likelihood, 4),
-            "train acc": round(self.train_accuracy, 3), "dev acc": round(self.dev_accuracy, 3),
+            "iteration": self.iteration,
+            "trigger": "|".join(self.trigger_tokens),
+            "slot": self.slot,
+            "accepted": self.accepted,
+            "train log-lik": round(self.train_log_likelihood, 4),
+            "train acc": round(self.train_accuracy, 3),
+            "dev acc": round(self.dev_accuracy, 3),
             "dev log-lik": round(self.dev_log_likelihood, 4),
             "seconds": round(self.elapsed, 1),
         }
@@ -121,7 +147,9 @@ def candidate_vocabulary(lm: LM, filter_non_alphabetic: bool) -> torch.Tensor:
     SentencePiece token with ▁, a WordPiece token without ##; so a trigger reads as words. Computed once
     per model and kept on its LM.
     """
-    return lm.memo("candidate vocabulary").get(filter_non_alphabetic, lambda: _candidate_vocabulary(lm, filter_non_alphabetic))
+    return lm.memo("candidate vocabulary").get(
+        filter_non_alphabetic, lambda: _candidate_vocabulary(lm, filter_non_alphabetic)
+    )
 
 
 def _candidate_vocabulary(lm: LM, filter_non_alphabetic: bool) -> torch.Tensor:
@@ -130,13 +158,15 @@ def _candidate_vocabulary(lm: LM, filter_non_alphabetic: bool) -> torch.Tensor:
     allowed[[i for i in lm.tokenizer.all_special_ids if i < size]] = False
     if filter_non_alphabetic:
         tokens = [t or "" for t in lm.tokenizer.convert_ids_to_tokens(list(range(min(size, len(lm.tokenizer)))))]
-        marked = sum(t.startswith(("Ġ", "▁")) for t in tokens) > sum(t.startswith("##") for t in tokens)  # word-start marks, not ## continuations
+        marked = sum(t.startswith(("Ġ", "▁")) for t in tokens) > sum(
+            t.startswith("##") for t in tokens
+        )  # word-start marks, not ## continuations
         for i, token in enumerate(tokens):
             word_start = token.startswith(("Ġ", "▁")) if marked else not token.startswith("##")
             word = token.lstrip("Ġ▁")
             if not (word_start and word.isascii() and word.isalpha()):
                 allowed[i] = False
-        allowed[len(tokens):] = False
+        allowed[len(tokens) :] = False
     return allowed
 
 
@@ -146,7 +176,9 @@ def _initial_trigger(lm: LM, config: AutoPromptConfig) -> int:
     word = (config.init_token or "the").strip()
     ids = lm.tokenizer(" " + word if lm.kind == "causal" else word, add_special_tokens=False).input_ids
     if len(ids) != 1:
-        raise PeftlabError(f"The initial trigger word {word!r} is {len(ids)} tokens for this model; pick a one-token word.")
+        raise PeftlabError(
+            f"The initial trigger word {word!r} is {len(ids)} tokens for this model; pick a one-token word."
+        )
     return ids[0]
 
 
@@ -169,7 +201,11 @@ def trigger_gradient(lm: LM, prompt: Prompt, examples: Sequence[dict]) -> torch.
 
 
 def top_candidates(
-    embedding_matrix: torch.Tensor, gradient: torch.Tensor, allowed: torch.Tensor, k: int, exclude: Sequence[int] = (),
+    embedding_matrix: torch.Tensor,
+    gradient: torch.Tensor,
+    allowed: torch.Tensor,
+    k: int,
+    exclude: Sequence[int] = (),
 ) -> list[int]:
     """The k allowed ids with the largest -e_w . g: the first-order estimate of the largest loss drop."""
     scores = -(embedding_matrix.float() @ gradient.float())  # (V,)
@@ -187,7 +223,12 @@ def _with_slot(prompt: Prompt, slot: int, token: int) -> Prompt:
 
 
 def rescore_candidates(
-    lm: LM, prompt: Prompt, slot: int, tokens: Sequence[int], examples: Sequence[dict], share_prefix: bool = True,
+    lm: LM,
+    prompt: Prompt,
+    slot: int,
+    tokens: Sequence[int],
+    examples: Sequence[dict],
+    share_prefix: bool = True,
 ) -> torch.Tensor:
     """(len(tokens), B, L) label log-probs with each token in `slot`, all candidates batched.
 
@@ -215,8 +256,11 @@ def _rescore_shared_prefix(lm: LM, prompt: Prompt, slot: int, tokens: Sequence[i
     with torch.inference_mode():
         batch = PaddedBatch.build(prefixes, "causal", lm.tokenizer.pad_token_id)
         cache = model(
-            input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-            position_ids=batch.position_ids.to(device), use_cache=True, logits_to_keep=1,
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            position_ids=batch.position_ids.to(device),
+            use_cache=True,
+            logits_to_keep=1,
         ).past_key_values
         cache.batch_repeat_interleave(n_candidates)  # rows: example-major, candidate-minor
         suffix_ids = suffix.repeat_interleave(n_candidates, 0)  # (B*C, S)
@@ -225,10 +269,17 @@ def _rescore_shared_prefix(lm: LM, prompt: Prompt, slot: int, tokens: Sequence[i
         attention_mask = torch.cat([prefix_mask, torch.ones_like(suffix_ids)], dim=1)  # (B*C, P+S)
         starts = prefix_mask.sum(1, keepdim=True)  # each row's first suffix position
         position_ids = starts + torch.arange(suffix_ids.shape[1])  # (B*C, S)
-        logits = model(
-            input_ids=suffix_ids.to(device), attention_mask=attention_mask.to(device),
-            position_ids=position_ids.to(device), past_key_values=cache, logits_to_keep=1,
-        ).logits[:, -1].float()  # (B*C, V)
+        logits = (
+            model(
+                input_ids=suffix_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                position_ids=position_ids.to(device),
+                past_key_values=cache,
+                logits_to_keep=1,
+            )
+            .logits[:, -1]
+            .float()
+        )  # (B*C, V)
     word_ids = torch.tensor([ids[0] for _, ids in queries[0].targets])
     word_index = [w for w, _ in queries[0].targets]
     scores = torch.empty(logits.shape[0], len(prompt.verbalizer.flat_words))
@@ -238,9 +289,18 @@ def _rescore_shared_prefix(lm: LM, prompt: Prompt, slot: int, tokens: Sequence[i
 
 
 def search_triggers(
-    lm: LM, task: Task, verbalizer: str | dict, config: AutoPromptConfig, stop: threading.Event | None = None,
+    lm: LM,
+    task: Task,
+    verbalizer: str | dict,
+    config: AutoPromptConfig,
+    stop: threading.Event | None = None,
 ) -> Iterator[AutoPromptEvent]:
-    """Run the search, yielding an event after the start and after every iteration."""
+    """Run the search, yielding an event after the start and after every iteration.
+
+    Raises:
+        PeftlabError: a template, verbalizer or config that does not fit the task, or more trigger slots than the
+            model's input holds.
+    """
     started = time.perf_counter()
     template = Template.parse(config.template, task.text_fields)
     verbalizer_obj = Verbalizer.parse(verbalizer, task.label_names)
@@ -266,13 +326,23 @@ def search_triggers(
 
     dev_now = best_dev = dev_scores(prompt)
     best_ids = list(prompt.trigger_ids)
+
     def tokens(ids: Sequence[int]) -> list[str]:
         return [lm.tokenizer.decode([i]) for i in ids]
 
     yield AutoPromptEvent(
-        step=0, trigger_ids=best_ids, trigger_tokens=tokens(best_ids), slot=None, accepted=False,
-        train_log_likelihood=float("nan"), train_accuracy=float("nan"), dev_accuracy=dev_now[0],
-        dev_log_likelihood=dev_now[1], best_dev_accuracy=best_dev[0], best_trigger_ids=best_ids, best_candidates=[],
+        step=0,
+        trigger_ids=best_ids,
+        trigger_tokens=tokens(best_ids),
+        slot=None,
+        accepted=False,
+        train_log_likelihood=float("nan"),
+        train_accuracy=float("nan"),
+        dev_accuracy=dev_now[0],
+        dev_log_likelihood=dev_now[1],
+        best_dev_accuracy=best_dev[0],
+        best_trigger_ids=best_ids,
+        best_candidates=[],
         elapsed=time.perf_counter() - started,
     )
     for iteration in range(1, config.iterations + 1):
@@ -300,10 +370,17 @@ def search_triggers(
             best_dev, best_ids = dev_now, list(prompt.trigger_ids)
         ranked = objective[1:].argsort(descending=True)[:5].tolist()
         yield AutoPromptEvent(
-            step=iteration, trigger_ids=list(prompt.trigger_ids), trigger_tokens=tokens(list(prompt.trigger_ids)),
-            slot=slot, accepted=accepted, train_log_likelihood=float(objective[kept]),
-            train_accuracy=float((log_probs[kept].argmax(1) == gold).float().mean()), dev_accuracy=dev_now[0],
-            dev_log_likelihood=dev_now[1], best_dev_accuracy=best_dev[0], best_trigger_ids=best_ids,
+            step=iteration,
+            trigger_ids=list(prompt.trigger_ids),
+            trigger_tokens=tokens(list(prompt.trigger_ids)),
+            slot=slot,
+            accepted=accepted,
+            train_log_likelihood=float(objective[kept]),
+            train_accuracy=float((log_probs[kept].argmax(1) == gold).float().mean()),
+            dev_accuracy=dev_now[0],
+            dev_log_likelihood=dev_now[1],
+            best_dev_accuracy=best_dev[0],
+            best_trigger_ids=best_ids,
             best_candidates=[(tokens([candidates[j]])[0], float(objective[j + 1])) for j in ranked],
             elapsed=time.perf_counter() - started,
         )
@@ -314,7 +391,7 @@ def mask_representations(lm: LM, prompt: Prompt, examples: Sequence[dict], batch
     rows = []
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
-            queries = [prompt.queries(lm, e)[0] for e in examples[start:start + batch_size]]
+            queries = [prompt.queries(lm, e)[0] for e in examples[start : start + batch_size]]
             batch = PaddedBatch.build(queries, lm.kind, lm.tokenizer.pad_token_id)
             inputs = dict(input_ids=batch.input_ids.to(lm.device), attention_mask=batch.attention_mask.to(lm.device))
             if lm.kind == "causal":
@@ -329,13 +406,22 @@ def mask_representations(lm: LM, prompt: Prompt, examples: Sequence[dict], batch
 
 
 def search_label_words(
-    lm: LM, task: Task, template: str, words_per_label: int = 3, train_size: int = 256, seed: int = 13,
-    filter_non_alphabetic: bool = True, steps: int = 200,
+    lm: LM,
+    task: Task,
+    template: str,
+    words_per_label: int = 3,
+    train_size: int = 256,
+    seed: int = 13,
+    filter_non_alphabetic: bool = True,
+    steps: int = 200,
 ) -> dict[str, list[str]]:
     """AutoPrompt's label-word search: a logistic probe on the mask representation, projected onto words.
 
     Fit p(y | h) = softmax(W h + b) on the training examples' mask representations h, then score
     every vocabulary word w by p(y | e_w) with e_w its output embedding; each label takes its top words.
+
+    Raises:
+        PeftlabError: fewer than 1 word per label, or a template that does not fit the task.
     """
     if words_per_label < 1:
         raise PeftlabError(f"Words per label must be at least 1, not {words_per_label}.")
@@ -382,10 +468,16 @@ class AutoPromptResult:
 
     def summary(self) -> dict:
         return {
-            "trigger": self.trigger_tokens, "template": self.template, "verbalizer": self.verbalizer,
-            "dev_accuracy": self.dev_accuracy, "test_accuracy": self.test_accuracy,
-            "manual_test_accuracy": self.manual_test_accuracy, "test_texts": self.test_texts,
-            "iterations": self.iterations_done, "stopped": self.stopped, "seconds": round(self.seconds, 2),
+            "trigger": self.trigger_tokens,
+            "template": self.template,
+            "verbalizer": self.verbalizer,
+            "dev_accuracy": self.dev_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "manual_test_accuracy": self.manual_test_accuracy,
+            "test_texts": self.test_texts,
+            "iterations": self.iterations_done,
+            "stopped": self.stopped,
+            "seconds": round(self.seconds, 2),
         }
 
 
@@ -395,7 +487,11 @@ def test_accuracy(lm: LM, prompt: Prompt, examples: Sequence[dict]) -> float:
 
 
 def autoprompt_run(
-    lm: LM, task: Task, verbalizer: str | dict, config: AutoPromptConfig, stop: threading.Event | None = None,
+    lm: LM,
+    task: Task,
+    verbalizer: str | dict,
+    config: AutoPromptConfig,
+    stop: threading.Event | None = None,
 ) -> Iterator[AutoPromptEvent | AutoPromptResult]:
     """The search's events, then its result: the best trigger (by dev log-likelihood) and the same template
     without triggers, both scored on the test split. When `stop` ends the search, the best trigger so far is
@@ -411,22 +507,32 @@ def autoprompt_run(
         yield event
     last = events[-1]
     verbalizer_obj = Verbalizer.parse(verbalizer, task.label_names)
-    found = Prompt(Template.parse(config.template, task.text_fields), verbalizer_obj, trigger_ids=tuple(last.best_trigger_ids))
+    found = Prompt(
+        Template.parse(config.template, task.text_fields), verbalizer_obj, trigger_ids=tuple(last.best_trigger_ids)
+    )
     manual = Prompt(Template.parse(remove_triggers(config.template), task.text_fields), verbalizer_obj)
-    test = task.test[:config.test_limit] if config.test_limit else task.test
+    test = task.test[: config.test_limit] if config.test_limit else task.test
     yield AutoPromptResult(
         trigger_tokens=[lm.tokenizer.decode([i]) for i in last.best_trigger_ids],
         template=fill_triggers(config.template, lm.tokenizer, last.best_trigger_ids),
         verbalizer={label: list(words) for label, words in verbalizer_obj.words.items()},
-        dev_accuracy=last.best_dev_accuracy, test_accuracy=test_accuracy(lm, found, test),
-        manual_test_accuracy=test_accuracy(lm, manual, test), test_texts=len(test), seconds=time.perf_counter() - started,
-        history=[e.row() for e in events], iterations_done=last.iteration,
+        dev_accuracy=last.best_dev_accuracy,
+        test_accuracy=test_accuracy(lm, found, test),
+        manual_test_accuracy=test_accuracy(lm, manual, test),
+        test_texts=len(test),
+        seconds=time.perf_counter() - started,
+        history=[e.row() for e in events],
+        iterations_done=last.iteration,
         stopped=stop is not None and stop.is_set() and last.iteration < config.iterations,
     )
 
 
 def run_autoprompt(
-    lm: LM, task: Task, verbalizer: str | dict | None, config: AutoPromptConfig, stop: threading.Event | None = None,
+    lm: LM,
+    task: Task,
+    verbalizer: str | dict | None,
+    config: AutoPromptConfig,
+    stop: threading.Event | None = None,
     on_event=None,
 ) -> AutoPromptResult:
     """`autoprompt_run` to its end, label words searched first when `verbalizer` is None; `on_event` sees each event."""

@@ -62,9 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prompt(grid)
     add_arguments(grid, GridConfig)
     add_arguments(grid, TrainSettings)
-    grid.add_argument("--learning-rate", action="append", default=[], metavar="METHOD=LR",
-                      help="override one method's learning rate; repeat for several")
-    grid.add_argument("--save-adapters", metavar="DIR", help="save every trained method as DIR/<method>-K<k>-seed<s>.zip")
+    grid.add_argument(
+        "--learning-rate",
+        action="append",
+        default=[],
+        metavar="METHOD=LR",
+        help="override one method's learning rate; repeat for several",
+    )
+    grid.add_argument(
+        "--save-adapters", metavar="DIR", help="save every trained method as DIR/<method>-K<k>-seed<s>.zip"
+    )
     _add_outputs(grid)
     grid.set_defaults(run=run_compare, dtype="fp32")
 
@@ -76,10 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_outputs(sweep)
     sweep.set_defaults(run=run_sweep_command, dtype="fp32")
 
-    rlhf = commands.add_parser("rlhf", help="SFT -> reward model -> PPO (InstructGPT-style), then SFT vs PPO on held-out prompts")
+    rlhf = commands.add_parser(
+        "rlhf", help="SFT -> reward model -> PPO (InstructGPT-style), then SFT vs PPO on held-out prompts"
+    )
     rlhf.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, local folder or Hub id (a causal LM)")
     rlhf.add_argument("--demonstrations", help="JSONL of {prompt, response} (default: the embedded movie-review data)")
-    rlhf.add_argument("--comparisons", help="JSONL of {prompt, chosen, rejected} or {prompt, ranked} instead of a labeler's rankings")
+    rlhf.add_argument(
+        "--comparisons", help="JSONL of {prompt, chosen, rejected} or {prompt, ranked} instead of a labeler's rankings"
+    )
     add_arguments(rlhf, PipelineConfig)  # --seed seeds every stage
     for prefix, stage in RLHF_STAGES.items():
         add_arguments(rlhf, stage, prefix=prefix, skip=("seed",), aliases=RLHF_ALIASES.get(prefix, ()))
@@ -94,10 +105,14 @@ RLHF_ALIASES = {"ppo-": ("beta", "adaptive_kl", "target_kl", "ptx_coef")}  # the
 
 
 def _add_prompt(command: argparse.ArgumentParser, repeat: str = "") -> None:
-    command.add_argument("--template", action="append",
-                         help=f"template with one {{mask}} (default: suggested for the task){repeat}")
-    command.add_argument("--verbalizer", help='label words as JSON such as {"negative": ["bad"], "positive": ["good"]} '
-                                              "(default: suggested for the task)")
+    command.add_argument(
+        "--template", action="append", help=f"template with one {{mask}} (default: suggested for the task){repeat}"
+    )
+    command.add_argument(
+        "--verbalizer",
+        help='label words as JSON such as {"negative": ["bad"], "positive": ["good"]} '
+        "(default: suggested for the task)",
+    )
 
 
 def _add_outputs(command: argparse.ArgumentParser) -> None:
@@ -117,6 +132,7 @@ def _add_model_and_task(command: argparse.ArgumentParser) -> None:
 def _progress_printer(label: str):
     def report(done: int, total: int) -> None:
         print(f"\r{label}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
     return report
 
 
@@ -130,13 +146,20 @@ def run_cloze(args: argparse.Namespace) -> None:
     task = load_task(args.task, text_column=args.text_column, label_column=args.label_column)
     template, verbalizer = suggested_prompt(task.name, task.label_names)
     settings = dict(
-        templates=args.template or template, verbalizer=args.verbalizer or verbalizer, calibration=config.calibration,
-        shots_in_context=config.shots_in_context, seed=config.seed,
+        templates=args.template or template,
+        verbalizer=args.verbalizer or verbalizer,
+        calibration=config.calibration,
+        shots_in_context=config.shots_in_context,
+        seed=config.seed,
     )
     ClozeSetup.build(task, **settings)  # bad templates and verbalizers fail before a model loads
     lm = load_lm(args.model, dtype=args.dtype)
     result = evaluate(
-        lm, task, **settings, limit=config.limit, batch_size=config.batch_size,
+        lm,
+        task,
+        **settings,
+        limit=config.limit,
+        batch_size=config.batch_size,
         progress=None if args.json else _progress_printer("scoring"),
     )
     if args.json:
@@ -164,7 +187,9 @@ def run_autoprompt(args: argparse.Namespace) -> None:
     def report(event) -> None:
         if not args.json:
             row = event.row()
-            print(f"iter {row['iteration']:3d}  dev acc {row['dev acc']:.3f}  trigger {row['trigger']!r}", file=sys.stderr)
+            print(
+                f"iter {row['iteration']:3d}  dev acc {row['dev acc']:.3f}  trigger {row['trigger']!r}", file=sys.stderr
+            )
 
     result = search(lm, task, args.verbalizer, config, on_event=report)
     if args.json:
@@ -172,8 +197,10 @@ def run_autoprompt(args: argparse.Namespace) -> None:
         return
     print(f"template: {result.template!r}")
     print(f"verbalizer: {json.dumps(result.verbalizer)}")
-    print(f"test accuracy {result.test_accuracy:.4f} (without triggers {result.manual_test_accuracy:.4f}), "
-          f"dev {result.dev_accuracy:.4f}, {result.seconds:.0f} s")
+    print(
+        f"test accuracy {result.test_accuracy:.4f} (without triggers {result.manual_test_accuracy:.4f}), "
+        f"dev {result.dev_accuracy:.4f}, {result.seconds:.0f} s"
+    )
 
 
 def run_compare(args: argparse.Namespace) -> None:
@@ -185,12 +212,21 @@ def run_compare(args: argparse.Namespace) -> None:
     unknown_rates = sorted(set(rates) - set(grid.methods))
     if unknown_rates:
         raise PeftlabError(f"--learning-rate names {', '.join(unknown_rates)}, which is not among --methods.")
-    methods = [method_config(name, **({"learning_rate": rates[name]} if name in rates else {})) for name in grid.methods]
+    methods = [
+        method_config(name, **({"learning_rate": rates[name]} if name in rates else {})) for name in grid.methods
+    ]
     task, setup, settings = _training_inputs(args)
     validate_grid(task, methods, grid.seeds, grid.shots)
     lm = _load_lm(args)
-    results = _stream_training(args, lm, task, setup, methods, settings,
-                               run_grid(lm, task, setup, methods, grid.seeds, grid.shots, settings, grid.test_limit))
+    results = _stream_training(
+        args,
+        lm,
+        task,
+        setup,
+        methods,
+        settings,
+        run_grid(lm, task, setup, methods, grid.seeds, grid.shots, settings, grid.test_limit),
+    )
     if not args.json:
         print(summarize(results).to_string(index=False))
 
@@ -204,8 +240,17 @@ def run_sweep_command(args: argparse.Namespace) -> None:
     task, setup, settings = _training_inputs(args)
     validate_grid(task, configs, sweep.seeds, [sweep.shots])
     lm = _load_lm(args)
-    results = _stream_training(args, lm, task, setup, configs, settings, run_sweep(
-        lm, task, setup, sweep.method, sweep.varied, values, sweep.seeds, sweep.shots, settings, sweep.test_limit))
+    results = _stream_training(
+        args,
+        lm,
+        task,
+        setup,
+        configs,
+        settings,
+        run_sweep(
+            lm, task, setup, sweep.method, sweep.varied, values, sweep.seeds, sweep.shots, settings, sweep.test_limit
+        ),
+    )
     if not args.json:
         trained = results[results["method"] != "zero-shot"]
         print(summarize(trained, by=[sweep.varied]).to_string(index=False))
@@ -252,19 +297,25 @@ def _stream_training(args, lm, task, setup, methods, settings, items):
             if item.trained is not None and save_dir:
                 zip_trained(item.trained, save_dir / f"{row['method']}-K{row['K']}-seed{row['seed']}.zip")
             if not args.json:
-                print(f"{row['method']:>14} K={row['K']} seed={row['seed']}: test accuracy {row['test_accuracy']:.4f}",
-                      file=sys.stderr)
+                print(
+                    f"{row['method']:>14} K={row['K']} seed={row['seed']}: test accuracy {row['test_accuracy']:.4f}",
+                    file=sys.stderr,
+                )
         else:
             curves.append(asdict(item))
             if not args.json and item.step % args.eval_every == 0:
-                print(f"{item.method:>14} seed={item.seed} step {item.step}: loss {item.train_loss:.3f}, "
-                      f"dev accuracy {item.dev_accuracy:.3f}, dev log-likelihood {item.dev_log_likelihood:.3f}",
-                      file=sys.stderr)
+                print(
+                    f"{item.method:>14} seed={item.seed} step {item.step}: loss {item.train_loss:.3f}, "
+                    f"dev accuracy {item.dev_accuracy:.3f}, dev log-likelihood {item.dev_log_likelihood:.3f}",
+                    file=sys.stderr,
+                )
     results = results_frame(rows)
     if args.out:
         results.to_csv(args.out, index=False)
     if args.run_json:
-        Path(args.run_json).write_text(run_record(lm, task, setup, methods, settings, results, curves), encoding="utf-8")
+        Path(args.run_json).write_text(
+            run_record(lm, task, setup, methods, settings, results, curves), encoding="utf-8"
+        )
     if args.json:
         print(results.to_json(orient="records"))
     return results
@@ -277,8 +328,11 @@ def run_rlhf(args: argparse.Namespace) -> None:
     config = from_arguments(PipelineConfig, args, sft=stages["sft-"], reward=stages["rm-"], ppo=stages["ppo-"])
     if args.comparisons and not args.demonstrations:
         raise PeftlabError("--comparisons needs --demonstrations too (SFT learns from them first).")
-    data = (RLHFData.uploaded(args.demonstrations, args.comparisons, seed=args.seed) if args.demonstrations
-            else RLHFData.embedded(seed=args.seed))
+    data = (
+        RLHFData.uploaded(args.demonstrations, args.comparisons, seed=args.seed)
+        if args.demonstrations
+        else RLHFData.embedded(seed=args.seed)
+    )
     lm = _load_lm(args)
 
     def report(stage: str, event) -> None:
@@ -287,11 +341,17 @@ def run_rlhf(args: argparse.Namespace) -> None:
         if stage == "sft" and (event.step % 10 == 0 or event.samples):
             print(f"sft step {event.step}: loss {event.loss:.3f}", file=sys.stderr)
         elif stage == "reward" and event.heldout_accuracy == event.heldout_accuracy:  # evaluation steps (not NaN)
-            print(f"reward model step {event.step}: loss {event.loss:.3f}, held-out pair accuracy {event.heldout_accuracy:.3f}",
-                  file=sys.stderr)
+            print(
+                f"reward model step {event.step}: loss {event.loss:.3f}, "
+                f"held-out pair accuracy {event.heldout_accuracy:.3f}",
+                file=sys.stderr,
+            )
         elif stage == "ppo":
-            print(f"ppo step {event.step}: reward {event.mean_reward:+.3f}, labeler {event.mean_labeler_score:+.3f}, "
-                  f"KL {event.mean_kl:.2f}, beta {event.beta:.3f}", file=sys.stderr)
+            print(
+                f"ppo step {event.step}: reward {event.mean_reward:+.3f}, labeler {event.mean_labeler_score:+.3f}, "
+                f"KL {event.mean_kl:.2f}, beta {event.beta:.3f}",
+                file=sys.stderr,
+            )
 
     result = run_pipeline(lm, data, config, on_event=report)
     if args.samples:
@@ -300,10 +360,15 @@ def run_rlhf(args: argparse.Namespace) -> None:
         print(json.dumps(result.summary))
         return
     summary = result.summary
-    print(f"reward model held-out pair accuracy {summary['rm_heldout_accuracy']:.3f} ({summary['rm_heldout_pairs']} pairs)")
-    print(f"{summary['labeler']} score on {summary['prompts']} held-out prompts: SFT {summary['sft_mean_score']:+.3f} -> "
-          f"PPO {summary['ppo_mean_score']:+.3f}, KL to the SFT model {summary['mean_kl']:.2f} nats per response, "
-          f"{summary['seconds']:.0f} s")
+    print(
+        f"reward model held-out pair accuracy {summary['rm_heldout_accuracy']:.3f} "
+        f"({summary['rm_heldout_pairs']} pairs)"
+    )
+    print(
+        f"{summary['labeler']} score on {summary['prompts']} held-out prompts: SFT {summary['sft_mean_score']:+.3f} -> "
+        f"PPO {summary['ppo_mean_score']:+.3f}, KL to the SFT model {summary['mean_kl']:.2f} nats per response, "
+        f"{summary['seconds']:.0f} s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,7 +389,10 @@ def main(argv: list[str] | None = None) -> int:
         if "--debug" in argv:
             traceback.print_exc()
         reason = (str(exc).strip().splitlines() or [""])[0]
-        print(f"error: {type(exc).__name__}{': ' + reason if reason else ''} "
-              "(this is a bug or a broken installation; run again with --debug to see the traceback).", file=sys.stderr)
+        print(
+            f"error: {type(exc).__name__}{': ' + reason if reason else ''} "
+            "(this is a bug or a broken installation; run again with --debug to see the traceback).",
+            file=sys.stderr,
+        )
         return 1
     return 0

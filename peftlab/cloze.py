@@ -13,18 +13,19 @@ sits at the end and only those logits are computed (`logits_to_keep`); no gradie
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from peftlab.config import Config, setting
+from peftlab.config import Config, scored_texts_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, confusion_matrix, macro_f1
 from peftlab.models import LM
@@ -48,22 +49,30 @@ class PaddedBatch:
     shift: list[int]
 
     @classmethod
-    def build(cls, queries: Sequence[Query], kind: str, pad_id: int) -> "PaddedBatch":
-        """Causal LMs are left-padded (every read position sits at the end), masked LMs right-padded."""
+    def build(cls, queries: Sequence[Query], kind: str, pad_id: int) -> PaddedBatch:
+        """Causal LMs are left-padded (every read position sits at the end), masked LMs right-padded.
+
+        Raises:
+            PeftlabError: no template, an unknown calibration, or a template or verbalizer that does not fit the task.
+        """
         lengths = [len(q.input_ids) for q in queries]
         width = max(lengths)
         input_ids = torch.full((len(queries), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(queries), width), dtype=torch.long)
         shift = [width - n if kind == "causal" else 0 for n in lengths]
         for row, (q, offset) in enumerate(zip(queries, shift)):
-            input_ids[row, offset:offset + len(q.input_ids)] = torch.tensor(q.input_ids)
-            attention_mask[row, offset:offset + len(q.input_ids)] = 1
+            input_ids[row, offset : offset + len(q.input_ids)] = torch.tensor(q.input_ids)
+            attention_mask[row, offset : offset + len(q.input_ids)] = 1
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         return cls(input_ids, attention_mask, position_ids, shift)
 
 
 def score_queries(
-    model, kind: str, queries: Sequence[Query], pad_id: int, trigger_embeds: torch.Tensor | None = None,
+    model,
+    kind: str,
+    queries: Sequence[Query],
+    pad_id: int,
+    trigger_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum of log-probabilities of every target in `queries`, in order: shape (total targets,).
 
@@ -105,7 +114,11 @@ def score_queries(
 
 
 def word_scores(
-    lm: LM, query_lists: Sequence[Sequence[Query]], n_words: int, model=None, trigger_embeds: torch.Tensor | None = None,
+    lm: LM,
+    query_lists: Sequence[Sequence[Query]],
+    n_words: int,
+    model=None,
+    trigger_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(N, W) log-probability of every label word for N items, each item a list of queries; one forward pass."""
     model = model if model is not None else lm.model
@@ -128,8 +141,13 @@ def aggregate_words(word_scores: torch.Tensor, word_labels: Sequence[int], n_lab
 
 
 def label_log_probs(
-    lm: LM, prompt: Prompt, examples: Sequence[dict], batch_size: int = 32,
-    progress: ProgressFn | None = None, fill: str | None = None, model=None,
+    lm: LM,
+    prompt: Prompt,
+    examples: Sequence[dict],
+    batch_size: int = 32,
+    progress: ProgressFn | None = None,
+    fill: str | None = None,
+    model=None,
 ) -> torch.Tensor:
     """(N, L) log-probabilities over labels (normalised over labels) for each example, no gradient."""
     query_lists = [prompt.queries(lm, example, fill) for example in examples]
@@ -137,8 +155,12 @@ def label_log_probs(
 
 
 def score_query_lists(
-    lm: LM, query_lists: Sequence[Sequence[Query]], verbalizer: Verbalizer, batch_size: int = 32,
-    progress: ProgressFn | None = None, model=None,
+    lm: LM,
+    query_lists: Sequence[Sequence[Query]],
+    verbalizer: Verbalizer,
+    batch_size: int = 32,
+    progress: ProgressFn | None = None,
+    model=None,
 ) -> torch.Tensor:
     """(N, L) label log-probs for N items (lists of queries), batched by length, under inference mode."""
     flat_words = verbalizer.flat_words
@@ -146,7 +168,7 @@ def score_query_lists(
     scores = torch.empty((len(query_lists), len(flat_words)))
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             scores[chunk] = word_scores(lm, [query_lists[i] for i in chunk], len(flat_words), model).cpu()
             if progress:
                 progress(min(start + batch_size, len(order)), len(order))
@@ -195,15 +217,28 @@ class _MeanCalibration(Calibration):
         return (log_probs - log_probs.mean(dim=0, keepdim=True)).log_softmax(-1)  # log p - mean_n log p
 
 
-CALIBRATIONS: dict[str, Calibration] = {c.name: c for c in (
-    _NoCalibration("none", "the label words' probabilities as the model gives them"),
-    _ContextualCalibration("contextual", "divided by the probabilities a content-free input ('N/A', '') gets "
-                                         "(Zhao et al. 2021, Calibrate Before Use)"),
-    _MeanCalibration("mean", "each label's log-probability centred on its mean over the scored texts", needs_set=True),
-)}
+CALIBRATIONS: dict[str, Calibration] = {
+    c.name: c
+    for c in (
+        _NoCalibration("none", "the label words' probabilities as the model gives them"),
+        _ContextualCalibration(
+            "contextual",
+            "divided by the probabilities a content-free input ('N/A', '') gets "
+            "(Zhao et al. 2021, Calibrate Before Use)",
+        ),
+        _MeanCalibration(
+            "mean", "each label's log-probability centred on its mean over the scored texts", needs_set=True
+        ),
+    )
+}
 
 
 def calibration_by_name(name: str) -> Calibration:
+    """The registered calibration called `name`.
+
+    Raises:
+        PeftlabError: an unknown calibration.
+    """
     if name not in CALIBRATIONS:
         raise PeftlabError(f"Unknown calibration {name!r}: choose one of {', '.join(CALIBRATIONS)}.")
     return CALIBRATIONS[name]
@@ -224,7 +259,9 @@ def calibrate(log_probs: torch.Tensor, method: str, content_free_log_probs: torc
 
 def content_free_log_probs(lm: LM, prompt: Prompt, batch_size: int = 32, model=None) -> torch.Tensor:
     """(L,) log of the mean label probability over the content-free inputs."""
-    fills = [label_log_probs(lm, prompt, [{"label": 0}], batch_size, fill=f, model=model)[0] for f in CONTENT_FREE_INPUTS]
+    fills = [
+        label_log_probs(lm, prompt, [{"label": 0}], batch_size, fill=f, model=model)[0] for f in CONTENT_FREE_INPUTS
+    ]
     return torch.stack(fills).exp().mean(0).log()
 
 
@@ -232,13 +269,16 @@ def content_free_log_probs(lm: LM, prompt: Prompt, batch_size: int = 32, model=N
 class ClozeConfig(Config):
     """How the Cloze tab and the `cloze` command score, besides the template and the verbalizer."""
 
-    calibration: str = setting("none", "recalibrate the label scores: " + "; ".join(
-                               f"{c.name}: {c.description}" for c in CALIBRATIONS.values()), choices=tuple(CALIBRATIONS))
-    shots_in_context: int = setting(0, "labelled training examples put in front of each input", minimum=0,
-                                    label="demonstrations in context")
+    calibration: str = setting(
+        "none",
+        "recalibrate the label scores: " + "; ".join(f"{c.name}: {c.description}" for c in CALIBRATIONS.values()),
+        choices=tuple(CALIBRATIONS),
+    )
+    shots_in_context: int = setting(
+        0, "labelled training examples put in front of each input", minimum=0, label="demonstrations in context"
+    )
     seed: int = setting(13, "seed for picking the demonstrations", label="seed (demonstrations)")
-    limit: int | None = setting(200, "test texts to score (fewer than the split: its first N)", minimum=1,
-                                cap="test_texts", label="test texts to evaluate")
+    limit: int | None = scored_texts_setting("test texts to score", label="test texts to evaluate")
     batch_size: int = setting(32, "texts per forward pass", minimum=1)
 
 
@@ -251,9 +291,14 @@ class ClozeSetup:
 
     @classmethod
     def build(
-        cls, task: Task, templates: str | Sequence[str], verbalizer: str | dict, calibration: str = "none",
-        shots_in_context: int = 0, seed: int = 13,
-    ) -> "ClozeSetup":
+        cls,
+        task: Task,
+        templates: str | Sequence[str],
+        verbalizer: str | dict,
+        calibration: str = "none",
+        shots_in_context: int = 0,
+        seed: int = 13,
+    ) -> ClozeSetup:
         calibration_by_name(calibration)  # an unknown one fails here, before any scoring
         if isinstance(templates, str):
             templates = [templates]
@@ -266,12 +311,17 @@ class ClozeSetup:
         return cls(prompts, calibration)
 
     def predict_log_probs(
-        self, lm: LM, examples: Sequence[dict], batch_size: int = 32, progress: ProgressFn | None = None,
+        self,
+        lm: LM,
+        examples: Sequence[dict],
+        batch_size: int = 32,
+        progress: ProgressFn | None = None,
     ) -> torch.Tensor:
         """(N, L) calibrated label log-probs, averaged over the templates (an ensemble when several)."""
         per_template = []
         total = len(examples) * len(self.prompts)
         for t, prompt in enumerate(self.prompts):
+
             def report(done: int, _n: int, offset=t * len(examples)) -> None:
                 if progress:
                     progress(offset + done, total)
@@ -304,19 +354,32 @@ class ClozeEvaluation:
 
     def summary(self) -> dict:
         return {
-            "accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": self.n,
-            "seconds": round(self.seconds, 3), **self.settings,
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "n": self.n,
+            "seconds": round(self.seconds, 3),
+            **self.settings,
         }
 
 
 def evaluate(
-    lm: LM, task: Task, templates: str | Sequence[str], verbalizer: str | dict, calibration: str = "none",
-    shots_in_context: int = 0, limit: int | None = None, seed: int = 13, batch_size: int = 32,
+    lm: LM,
+    task: Task,
+    templates: str | Sequence[str],
+    verbalizer: str | dict,
+    calibration: str = "none",
+    shots_in_context: int = 0,
+    limit: int | None = None,
+    seed: int = 13,
+    batch_size: int = 32,
     progress: ProgressFn | None = None,
 ) -> ClozeEvaluation:
     """Zero-shot (or in-context) cloze evaluation on the task's held-out test split.
 
     `limit` takes the first N test texts (the split is stored in a fixed shuffled order).
+
+    Raises:
+        PeftlabError: a limit below 1, or a template, verbalizer, calibration or demonstration count the task refuses.
     """
     if limit is not None and limit < 1:
         raise PeftlabError(f"The limit must be at least 1 test text, not {limit}.")
@@ -329,23 +392,33 @@ def evaluate(
     gold = np.array([e["label"] for e in examples])
     predicted = probs.argmax(1)
     names = task.label_names
-    table = pd.DataFrame({
-        "text": [e["text"] for e in examples],
-        "gold": [names[g] for g in gold],
-        "predicted": [names[p] for p in predicted],
-        "confidence": probs.max(1),
-        "correct": gold == predicted,
-    })
+    table = pd.DataFrame(
+        {
+            "text": [e["text"] for e in examples],
+            "gold": [names[g] for g in gold],
+            "predicted": [names[p] for p in predicted],
+            "confidence": probs.max(1),
+            "correct": gold == predicted,
+        }
+    )
     for j, name in enumerate(names):
         table[f"p({name})"] = probs[:, j]
     settings = {
-        "model": lm.name, "task": task.name, "templates": [p.template.text for p in setup.prompts],
-        "verbalizer": setup.prompts[0].verbalizer.to_json(), "calibration": calibration,
+        "model": lm.name,
+        "task": task.name,
+        "templates": [p.template.text for p in setup.prompts],
+        "verbalizer": setup.prompts[0].verbalizer.to_json(),
+        "calibration": calibration,
         "shots_in_context": shots_in_context,
     }
     return ClozeEvaluation(
-        label_names=list(names), accuracy=accuracy(gold, predicted), macro_f1=macro_f1(gold, predicted, len(names)),
-        confusion=confusion_matrix(gold, predicted, len(names)), predictions=table, seconds=seconds, settings=settings,
+        label_names=list(names),
+        accuracy=accuracy(gold, predicted),
+        macro_f1=macro_f1(gold, predicted, len(names)),
+        confusion=confusion_matrix(gold, predicted, len(names)),
+        predictions=table,
+        seconds=seconds,
+        settings=settings,
     )
 
 
@@ -358,13 +431,23 @@ class SingleTextPrediction:
 
 
 def classify_text(
-    lm: LM, task: Task, text: str, templates: str | Sequence[str], verbalizer: str | dict,
-    calibration: str = "none", shots_in_context: int = 0, seed: int = 13, top_k: int = 10,
+    lm: LM,
+    task: Task,
+    text: str,
+    templates: str | Sequence[str],
+    verbalizer: str | dict,
+    calibration: str = "none",
+    shots_in_context: int = 0,
+    seed: int = 13,
+    top_k: int = 10,
 ) -> SingleTextPrediction:
     """Classify one text (typed by a user) with the same settings as `evaluate`.
 
     Mean-centring needs a set of texts, so for one text it is taken over the first 64 test texts plus this one;
     the reference texts' scores are computed once per prompt and model, so a click costs one text.
+
+    Raises:
+        PeftlabError: an empty text, or settings `evaluate` refuses.
     """
     if not text or not text.strip():
         raise PeftlabError("Type a text to classify.")
@@ -376,10 +459,14 @@ def classify_text(
         method = calibration_by_name(calibration)
         if method.needs_set:  # centred together with the reference texts, whose scores are memoised
             reference = task.test[:MEAN_REFERENCE_TEXTS]
-            key = (prompt.template.text, prompt.verbalizer.to_json(), _fingerprint(prompt.demonstrations),
-                   _fingerprint(reference))
+            key = (
+                prompt.template.text,
+                prompt.verbalizer.to_json(),
+                _fingerprint(prompt.demonstrations),
+                _fingerprint(reference),
+            )
             memo = lm.memo("mean-calibration reference")
-            log_probs = torch.cat([log_probs, memo.get(key, lambda: label_log_probs(lm, prompt, reference))])
+            log_probs = torch.cat([log_probs, memo.get(key, functools.partial(label_log_probs, lm, prompt, reference))])
         per_template.append(method.apply(log_probs, method.prior(lm, prompt))[0])
     log_probs = torch.stack(per_template).mean(0).log_softmax(-1)
     labels = {name: float(p) for name, p in zip(task.label_names, log_probs.exp())}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
 
 import pandas as pd
 
 from peftlab.cloze import ClozeSetup, evaluate
-from peftlab.config import Config, parse_list, setting
+from peftlab.config import Config, parse_list, scored_texts_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, MethodConfig, method_config
 from peftlab.models import LM
@@ -19,8 +19,18 @@ from peftlab.tasks import DEFAULT_SEEDS, Task
 from peftlab.tuning import TrainedMethod, TrainEvent, TrainSettings, train_method
 
 RESULT_COLUMNS = [
-    "method", "K", "seed", "test_accuracy", "macro_f1", "trainable_params", "trainable_share", "train_seconds",
-    "seconds_per_step", "steps", "peak_memory_mb", "status",
+    "method",
+    "K",
+    "seed",
+    "test_accuracy",
+    "macro_f1",
+    "trainable_params",
+    "trainable_share",
+    "train_seconds",
+    "seconds_per_step",
+    "steps",
+    "peak_memory_mb",
+    "status",
 ]
 
 
@@ -28,13 +38,19 @@ RESULT_COLUMNS = [
 class GridConfig(Config):
     """What a grid trains: methods x K x seeds, scored on the same test texts (how each run trains: TrainSettings)."""
 
-    methods: tuple[str, ...] = setting(("prompt-tuning", "lora", "head"), "methods to train, comma-separated: "
-                                       + ", ".join(METHODS), label="methods to compare")
-    shots: tuple[int, ...] = setting((16,), "K, labelled examples per class for training (as many again for dev), "
-                                     "comma-separated", label="K per class", cap="shots")
+    methods: tuple[str, ...] = setting(
+        ("prompt-tuning", "lora", "head"),
+        "methods to train, comma-separated: " + ", ".join(METHODS),
+        label="methods to compare",
+    )
+    shots: tuple[int, ...] = setting(
+        (16,),
+        "K, labelled examples per class for training (as many again for dev), comma-separated",
+        label="K per class",
+        cap="shots",
+    )
     seeds: tuple[int, ...] = setting(DEFAULT_SEEDS[:3], "seeds, comma-separated: each draws its own K examples")
-    test_limit: int | None = setting(200, "test texts every run is scored on (fewer than the split: its first N)",
-                                     minimum=1, cap="test_texts", label="test texts")
+    test_limit: int | None = scored_texts_setting("test texts every run is scored on")
 
 
 @dataclass
@@ -46,8 +62,7 @@ class SweepConfig(Config):
     values: str = setting("1,5,20,50,100", "comma-separated values of the setting", label="values (comma-separated)")
     shots: int = setting(16, "K, labelled examples per class", minimum=1, cap="shots", label="K per class")
     seeds: tuple[int, ...] = setting(DEFAULT_SEEDS[:1], "seeds, comma-separated")
-    test_limit: int | None = setting(200, "test texts every run is scored on (fewer than the split: its first N)",
-                                     minimum=1, cap="test_texts", label="test texts")
+    test_limit: int | None = scored_texts_setting("test texts every run is scored on")
 
 
 @dataclass
@@ -70,8 +85,15 @@ class PlannedRun:
 
 
 def run_grid(
-    lm: LM, task: Task, setup: ClozeSetup, methods: Sequence[MethodConfig], seeds: Sequence[int], shots: Sequence[int],
-    settings: TrainSettings, test_limit: int | None = None, stop: threading.Event | None = None,
+    lm: LM,
+    task: Task,
+    setup: ClozeSetup,
+    methods: Sequence[MethodConfig],
+    seeds: Sequence[int],
+    shots: Sequence[int],
+    settings: TrainSettings,
+    test_limit: int | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[TrainEvent | GridRow]:
     """Yield training events and one GridRow per finished (method, K, seed).
 
@@ -83,20 +105,37 @@ def run_grid(
 
 
 def run_sweep(
-    lm: LM, task: Task, setup: ClozeSetup, method: str, setting: str, values: Sequence, seeds: Sequence[int], k: int,
-    settings: TrainSettings, test_limit: int | None = None, stop: threading.Event | None = None,
+    lm: LM,
+    task: Task,
+    setup: ClozeSetup,
+    method: str,
+    setting: str,
+    values: Sequence,
+    seeds: Sequence[int],
+    k: int,
+    settings: TrainSettings,
+    test_limit: int | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[TrainEvent | GridRow]:
     """Train one method at each value of one setting (e.g. prompt length 1..100) x seeds; rows carry the value."""
     configs = sweep_configs(method, setting, values)
     validate_grid(task, configs, seeds, [k])
-    plan = [PlannedRun(config, k, seed, f"{method} {setting}={value}", {setting: value})
-            for config, value in zip(configs, values) for seed in seeds]
+    plan = [
+        PlannedRun(config, k, seed, f"{method} {setting}={value}", {setting: value})
+        for config, value in zip(configs, values)
+        for seed in seeds
+    ]
     yield from run_plan(lm, task, setup, plan, settings, test_limit, stop)
 
 
 def run_plan(
-    lm: LM, task: Task, setup: ClozeSetup, plan: Sequence[PlannedRun], settings: TrainSettings,
-    test_limit: int | None = None, stop: threading.Event | None = None,
+    lm: LM,
+    task: Task,
+    setup: ClozeSetup,
+    plan: Sequence[PlannedRun],
+    settings: TrainSettings,
+    test_limit: int | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[TrainEvent | GridRow]:
     """The zero-shot row, then each planned run trained and scored on the same test texts.
 
@@ -107,9 +146,17 @@ def run_plan(
         run.config.check(lm)  # a method that cannot train on this model fails before anything trains
     test = task.test[:test_limit] if test_limit else task.test
     total_params = sum(p.numel() for p in lm.model.parameters())
-    zero_shot = evaluate(lm, task, [p.template.text for p in setup.prompts], setup.prompts[0].verbalizer.to_json(),
-                         setup.calibration, limit=len(test))
-    yield GridRow(_row("zero-shot", 0, None, {"accuracy": zero_shot.accuracy, "macro_f1": zero_shot.macro_f1}, 0, total_params))
+    zero_shot = evaluate(
+        lm,
+        task,
+        [p.template.text for p in setup.prompts],
+        setup.prompts[0].verbalizer.to_json(),
+        setup.calibration,
+        limit=len(test),
+    )
+    yield GridRow(
+        _row("zero-shot", 0, None, {"accuracy": zero_shot.accuracy, "macro_f1": zero_shot.macro_f1}, 0, total_params)
+    )
     for run in plan:
         if stop is not None and stop.is_set():
             return
@@ -134,8 +181,11 @@ def run_plan(
 def sweepable_settings(method: str) -> list[str]:
     """The numeric settings of a method that a sweep can vary."""
     config = method_config(method)
-    return [f.name for f in dataclasses.fields(config)
-            if isinstance(getattr(config, f.name), (int, float)) and not isinstance(getattr(config, f.name), bool)]
+    return [
+        f.name
+        for f in dataclasses.fields(config)
+        if isinstance(getattr(config, f.name), (int, float)) and not isinstance(getattr(config, f.name), bool)
+    ]
 
 
 def _require_sweepable(method: str, setting: str) -> None:
@@ -145,7 +195,11 @@ def _require_sweepable(method: str, setting: str) -> None:
 
 
 def parse_sweep_values(method: str, setting: str, text: str) -> list:
-    """"1, 5, 20" -> [1, 5, 20] in the setting's own type (whole numbers for counts)."""
+    """ "1, 5, 20" -> [1, 5, 20] in the setting's own type (whole numbers for counts).
+
+    Raises:
+        PeftlabError: a setting the method cannot sweep, or values that are not numbers of its type.
+    """
     _require_sweepable(method, setting)
     values = parse_list(text, type(getattr(method_config(method), setting)), f"The values of {setting}")
     if not values:
@@ -154,7 +208,11 @@ def parse_sweep_values(method: str, setting: str, text: str) -> list:
 
 
 def sweep_configs(method: str, setting: str, values: Sequence) -> list[MethodConfig]:
-    """One config per value; each value is validated by the method's own config (e.g. a length of 0 fails)."""
+    """One config per value; each value is validated by the method's own config (e.g. a length of 0 fails).
+
+    Raises:
+        PeftlabError: a setting the method cannot sweep, repeated values, or a value the method refuses.
+    """
     _require_sweepable(method, setting)
     if len(set(values)) != len(values):
         raise PeftlabError(f"The values of {setting} repeat; give each value once.")
@@ -162,7 +220,11 @@ def sweep_configs(method: str, setting: str, values: Sequence) -> list[MethodCon
 
 
 def validate_grid(task: Task, methods: Sequence[MethodConfig], seeds: Sequence[int], shots: Sequence[int]) -> None:
-    """Bad grids fail here, before a model is loaded or trained."""
+    """Bad grids fail here, before a model is loaded or trained.
+
+    Raises:
+        PeftlabError: no method, seed or K, or a K the smallest class cannot supply twice over.
+    """
     if not methods:
         raise PeftlabError("Choose at least one method to train.")
     if not seeds:
@@ -181,38 +243,58 @@ def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
     return frame
 
 
-def _row(method: str, k: int, seed, metrics: dict, trainable: int, total: int, trained: TrainedMethod | None = None) -> dict:
+def _row(
+    method: str, k: int, seed, metrics: dict, trainable: int, total: int, trained: TrainedMethod | None = None
+) -> dict:
     steps = trained.steps_done if trained else 0
     seconds = trained.train_seconds if trained else 0.0
     return {
-        "method": method, "K": k, "seed": seed, "test_accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-        "trainable_params": trainable, "trainable_share": trainable / total, "train_seconds": round(seconds, 2),
-        "seconds_per_step": round(seconds / steps, 3) if steps else 0.0, "steps": steps,
+        "method": method,
+        "K": k,
+        "seed": seed,
+        "test_accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "trainable_params": trainable,
+        "trainable_share": trainable / total,
+        "train_seconds": round(seconds, 2),
+        "seconds_per_step": round(seconds / steps, 3) if steps else 0.0,
+        "steps": steps,
         "peak_memory_mb": round(trained.history[-1].peak_memory_mb, 1) if trained and trained.history else None,
         "status": "done",
     }
 
 
 def summarize(results: pd.DataFrame, by: Sequence[str] = ("method", "K")) -> pd.DataFrame:
-    """Mean and standard deviation of test accuracy and macro-F1 per group (default: method and K), with sizes and times."""
+    """Mean and std of test accuracy and macro-F1 per group (default: method and K), with sizes and times."""
     grouped = results.groupby(list(by), sort=False, dropna=False)
     summary = grouped.agg(
-        accuracy_mean=("test_accuracy", "mean"), accuracy_std=("test_accuracy", "std"),
-        macro_f1_mean=("macro_f1", "mean"), runs=("test_accuracy", "size"),
-        trainable_params=("trainable_params", "first"), trainable_share=("trainable_share", "first"),
+        accuracy_mean=("test_accuracy", "mean"),
+        accuracy_std=("test_accuracy", "std"),
+        macro_f1_mean=("macro_f1", "mean"),
+        runs=("test_accuracy", "size"),
+        trainable_params=("trainable_params", "first"),
+        trainable_share=("trainable_share", "first"),
         train_seconds_mean=("train_seconds", "mean"),
     ).reset_index()
     return summary.fillna({"accuracy_std": 0.0})
 
 
 def run_record(
-    lm: LM, task: Task, setup: ClozeSetup, methods: Sequence[MethodConfig], settings: TrainSettings,
-    results: pd.DataFrame, curves: Sequence[dict],
+    lm: LM,
+    task: Task,
+    setup: ClozeSetup,
+    methods: Sequence[MethodConfig],
+    settings: TrainSettings,
+    results: pd.DataFrame,
+    curves: Sequence[dict],
 ) -> str:
     """The whole run as JSON: what was trained how, every result row, and every training step (TrainEvent dicts)."""
     record = {
-        "model": lm.name, "task": task.name, "templates": [p.template.text for p in setup.prompts],
-        "verbalizer": json.loads(setup.prompts[0].verbalizer.to_json()), "calibration": setup.calibration,
+        "model": lm.name,
+        "task": task.name,
+        "templates": [p.template.text for p in setup.prompts],
+        "verbalizer": json.loads(setup.prompts[0].verbalizer.to_json()),
+        "calibration": setup.calibration,
         "methods": [{"method": c.name, **dataclasses.asdict(c)} for c in methods],
         "train_settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "seed"},
         "results": json.loads(results.to_json(orient="records")),
@@ -230,4 +312,3 @@ def _nan_to_none(value):
     if isinstance(value, (list, tuple)):
         return [_nan_to_none(v) for v in value]
     return value
-

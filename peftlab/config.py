@@ -19,16 +19,27 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from peftlab.errors import PeftlabError
 
 
 def setting(
-    default: Any, help: str, *, label: str | None = None, minimum: float | None = None, above: float | None = None,
-    maximum: float | None = None, choices: Sequence | None = None, requirement: str | None = None,
-    subject: str | None = None, cap: str | None = None, flag: str | None = None, cli: bool = True,
+    default: Any,
+    help: str,
+    *,
+    label: str | None = None,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
+    choices: Sequence | None = None,
+    requirement: str | None = None,
+    subject: str | None = None,
+    cap: str | None = None,
+    flag: str | None = None,
+    cli: bool = True,
 ) -> Any:
     """A config field.
 
@@ -45,10 +56,25 @@ def setting(
         flag: the command-line flag without dashes, when it is not the name with dashes.
         cli: False keeps it off the command line (set through another option or not at all).
     """
-    metadata = dict(help=help, label=label, minimum=minimum, above=above, maximum=maximum,
-                    choices=tuple(choices) if choices is not None else None, requirement=requirement,
-                    subject=subject, cap=cap, flag=flag, cli=cli)
+    metadata = dict(
+        help=help,
+        label=label,
+        minimum=minimum,
+        above=above,
+        maximum=maximum,
+        choices=tuple(choices) if choices is not None else None,
+        requirement=requirement,
+        subject=subject,
+        cap=cap,
+        flag=flag,
+        cli=cli,
+    )
     return field(default=default, metadata=metadata)
+
+
+def scored_texts_setting(help: str, label: str = "test texts") -> Any:
+    """The number of test texts a job scores, as every config that has one declares it (one default, one cap)."""
+    return setting(200, help + " (fewer than the split: its first N)", minimum=1, cap="test_texts", label=label)
 
 
 @dataclass
@@ -78,7 +104,7 @@ class Config:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Config":
+    def from_dict(cls, values: dict) -> Config:
         """The config from `to_dict()`'s output (lists back to tuples, nested configs rebuilt); checked as always.
 
         Raises:
@@ -88,12 +114,14 @@ class Config:
         known = {item.name for item in dataclasses.fields(cls) if item.init}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise PeftlabError(f"{cls.__name__} has no setting {', '.join(map(repr, unknown))}; "
-                               f"its settings are {', '.join(sorted(known))}.")
+            raise PeftlabError(
+                f"{cls.__name__} has no setting {', '.join(map(repr, unknown))}; "
+                f"its settings are {', '.join(sorted(known))}."
+            )
         return cls(**{name: _from_json_value(value, hints[name]) for name, value in values.items()})
 
     @classmethod
-    def from_json(cls, text: str) -> "Config":
+    def from_json(cls, text: str) -> Config:
         return cls.from_dict(json.loads(text))
 
     @classmethod
@@ -137,7 +165,7 @@ def requirement_of(item: dataclasses.Field, kind: type) -> str:
     if above is not None and high is not None:
         return f"{number} above {above:g} and at most {high:g}"
     if low is not None:
-        return f"0 or more" if low == 0 else f"at least {low:g}"
+        return "0 or more" if low == 0 else f"at least {low:g}"
     if above is not None:
         return f"above {above:g}"
     if high is not None:
@@ -197,8 +225,9 @@ def _has_type(value, kind) -> bool:
 
 
 def _type_words(kind) -> str:
-    return {int: "a whole number", float: "a number", bool: "true or false", str: "text",
-            tuple: "a list"}.get(kind, f"a {getattr(kind, '__name__', kind)}")
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "text", tuple: "a list"}.get(
+        kind, f"a {getattr(kind, '__name__', kind)}"
+    )
 
 
 def _from_json_value(value, hint):
@@ -212,12 +241,18 @@ def _from_json_value(value, hint):
 
 # ---------------------------------------------------------------- the command line, generated from the fields
 
+
 def flag_of(item: dataclasses.Field, prefix: str = "") -> str:
     return "--" + prefix + (item.metadata.get("flag") or item.name.replace("_", "-"))
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type[Config], prefix: str = "", skip: Sequence[str] = (),
-                  aliases: Sequence[str] = ()) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type[Config],
+    prefix: str = "",
+    skip: Sequence[str] = (),
+    aliases: Sequence[str] = (),
+) -> None:
     """One option per setting of `cls` (but `skip`): `--<prefix><name>` with its type, choices, default and help.
 
     Booleans get `--x/--no-x`; lists are comma-separated text, read by `from_arguments` (so a bad item is
@@ -232,8 +267,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Config], prefix: st
         kind = _base_type(hints[item.name])
         names = [flag_of(item, prefix)] + ([flag_of(item)] if item.name in aliases and prefix else [])
         default = getattr(defaults, item.name)
-        options: dict = dict(dest=prefix.replace("-", "_") + item.name, default=default,
-                             help=item.metadata["help"] + " (default: %(default)s)")
+        options: dict = dict(
+            dest=prefix.replace("-", "_") + item.name,
+            default=default,
+            help=item.metadata["help"] + " (default: %(default)s)",
+        )
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         elif kind is tuple:
@@ -268,7 +306,7 @@ def from_arguments(cls: type[Config], args: argparse.Namespace, prefix: str = ""
 
 
 def parse_list(text: str, kind: type, what: str) -> list:
-    """"13, 21,42" -> [13, 21, 42] in `kind` (int, float or str); anything else is one clear error naming `what`.
+    """ "13, 21,42" -> [13, 21, 42] in `kind` (int, float or str); anything else is one clear error naming `what`.
 
     Raises:
         PeftlabError: an item that is not a `kind`.

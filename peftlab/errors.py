@@ -6,4 +6,3 @@ class PeftlabError(ValueError):
 
     The UI shows it as `gr.Error(str(exc))`, the CLI prints `error: <message>` and exits with code 2.
     """
-

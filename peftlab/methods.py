@@ -16,9 +16,10 @@ import functools
 import math
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import torch
 
@@ -69,7 +70,9 @@ class MethodConfig(Config):
         saved = load_file(str(folder / WEIGHTS_FILE))
         parameters = dict(model.named_parameters())
         if set(saved) != {name for name, p in parameters.items() if p.requires_grad}:
-            raise PeftlabError(f"The saved {self.name} weights do not fit {lm.name}: their names differ from this build's.")
+            raise PeftlabError(
+                f"The saved {self.name} weights do not fit {lm.name}: their names differ from this build's."
+            )
         with torch.no_grad():
             for name, tensor in saved.items():
                 parameters[name].copy_(tensor)
@@ -81,11 +84,12 @@ def _outside_autocast(forward):
     def run(*args, **kwargs):
         with torch.autocast("cpu", enabled=False):
             return forward(*args, **kwargs)
+
     return run
 
 
 class VirtualTokenForward(torch.nn.Module):
-    """Runs a PEFT prompt-learning model (prompt tuning, P-tuning, prefix tuning) with positions that do not depend on padding.
+    """Runs a PEFT prompt-learning model (prompt, P- or prefix tuning) with positions that do not depend on padding.
 
     PEFT drops `position_ids` for prompt learning, so in a left-padded batch the distance between the virtual
     tokens (or the prefix) and the text grows with each row's padding: a text scores differently alone than in a
@@ -105,13 +109,22 @@ class VirtualTokenForward(torch.nn.Module):
         base = self.peft_model.get_base_model()
         attention_mask = torch.cat([attention_mask.new_ones(batch, n), attention_mask], 1)  # (B, n + T)
         if config.peft_type == PeftType.PREFIX_TUNING:  # n key/value vectors per layer, as a cache before the text
-            return base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids + n,
-                        past_key_values=self.peft_model.get_prompt(batch_size=batch), logits_to_keep=logits_to_keep)
+            return base(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids + n,
+                past_key_values=self.peft_model.get_prompt(batch_size=batch),
+                logits_to_keep=logits_to_keep,
+            )
         embeds = base.get_input_embeddings()(input_ids)  # (B, T, H)
         prompts = self.peft_model.get_prompt(batch_size=batch).to(embeds.dtype)  # (B, n, H)
         positions = torch.arange(n, device=input_ids.device).expand(batch, n)
-        return base(inputs_embeds=torch.cat([prompts, embeds], 1), attention_mask=attention_mask,
-                    position_ids=torch.cat([positions, position_ids + n], 1), logits_to_keep=logits_to_keep)
+        return base(
+            inputs_embeds=torch.cat([prompts, embeds], 1),
+            attention_mask=attention_mask,
+            position_ids=torch.cat([positions, position_ids + n], 1),
+            logits_to_keep=logits_to_keep,
+        )
 
     def get_input_embeddings(self):
         return self.peft_model.get_input_embeddings()
@@ -134,11 +147,15 @@ class PeftMethod(MethodConfig):
         from peft import get_peft_model
 
         self.check(lm)
-        model = self._wrapped(get_peft_model(copy.deepcopy(lm.model), self.peft_config(lm)))  # a copy: PEFT edits what it wraps
+        model = self._wrapped(
+            get_peft_model(copy.deepcopy(lm.model), self.peft_config(lm))
+        )  # a copy: PEFT edits what it wraps
         return model, [p for p in model.parameters() if p.requires_grad]
 
     def save(self, model, folder):
-        getattr(model, "peft_model", model).save_pretrained(str(folder))  # adapter_config.json + adapter_model.safetensors
+        getattr(model, "peft_model", model).save_pretrained(
+            str(folder)
+        )  # adapter_config.json + adapter_model.safetensors
 
     def load(self, lm, prompt, folder):
         from peft import PeftModel
@@ -162,10 +179,15 @@ class PromptTuningMethod(PeftMethod):
     name: ClassVar[str] = "prompt-tuning"
     learning_rate: float = learning_rate(3e-2, "Adam learning rate (soft prompts need a large one)")
     num_virtual_tokens: int = setting(20, "soft tokens put before the input", minimum=1)
-    init: str = setting("text", "initialise from text, the label words, sampled vocabulary, or random",
-                        choices=PROMPT_INITS, subject="Prompt init")
-    init_text: str = setting("Classify the sentiment of this review:",
-                             "text whose token embeddings start the prompt (repeated to fill)")
+    init: str = setting(
+        "text",
+        "initialise from text, the label words, sampled vocabulary, or random",
+        choices=PROMPT_INITS,
+        subject="Prompt init",
+    )
+    init_text: str = setting(
+        "Classify the sentiment of this review:", "text whose token embeddings start the prompt (repeated to fill)"
+    )
 
     def peft_config(self, lm):
         from peft import PromptTuningConfig
@@ -187,7 +209,11 @@ class PromptTuningMethod(PeftMethod):
         if self.init == "vocab":
             ids = torch.randint(0, min(5000, vocabulary.shape[0]), (self.num_virtual_tokens,), generator=generator)
         else:
-            text = self.init_text if self.init == "text" else " ".join(w for ws in prompt.verbalizer.words.values() for w in ws)
+            text = (
+                self.init_text
+                if self.init == "text"
+                else " ".join(w for ws in prompt.verbalizer.words.values() for w in ws)
+            )
             ids = torch.tensor(lm.tokenizer(text, add_special_tokens=False).input_ids or [0])
             ids = ids.repeat(math.ceil(self.num_virtual_tokens / len(ids)))[: self.num_virtual_tokens]
         return vocabulary[ids].float()
@@ -198,8 +224,13 @@ class PTuningMethod(PeftMethod):
     name: ClassVar[str] = "p-tuning"
     learning_rate: float = learning_rate(1e-3)
     num_virtual_tokens: int = setting(20, "soft tokens produced by the prompt encoder", minimum=1)
-    encoder: str = setting("MLP", "prompt encoder: MLP or LSTM", choices=("MLP", "LSTM"), requirement="MLP or LSTM",
-                           subject="The P-tuning encoder")
+    encoder: str = setting(
+        "MLP",
+        "prompt encoder: MLP or LSTM",
+        choices=("MLP", "LSTM"),
+        requirement="MLP or LSTM",
+        subject="The P-tuning encoder",
+    )
     encoder_hidden_size: int = setting(128, "hidden size of the prompt encoder", minimum=1)
 
     def __post_init__(self):
@@ -211,8 +242,10 @@ class PTuningMethod(PeftMethod):
         from peft import PromptEncoderConfig
 
         return PromptEncoderConfig(
-            task_type="CAUSAL_LM", num_virtual_tokens=self.num_virtual_tokens,
-            encoder_reparameterization_type=self.encoder.upper(), encoder_hidden_size=self.encoder_hidden_size,
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=self.num_virtual_tokens,
+            encoder_reparameterization_type=self.encoder.upper(),
+            encoder_hidden_size=self.encoder_hidden_size,
         )
 
 
@@ -220,23 +253,37 @@ class PTuningMethod(PeftMethod):
 class PrefixTuningMethod(PeftMethod):
     name: ClassVar[str] = "prefix-tuning"
     learning_rate: float = learning_rate(1e-2)
-    num_virtual_tokens: int = setting(10, "prefix length: key/value vectors put before the input in every layer", minimum=1)
+    num_virtual_tokens: int = setting(
+        10, "prefix length: key/value vectors put before the input in every layer", minimum=1
+    )
     prefix_projection: bool = setting(
-        False, "reparameterise the prefix through an MLP (Li & Liang) or train it directly (P-tuning v2)")
-    init: str = setting("text", "start a direct prefix from the keys and values of real words (text) or at random",
-                        choices=("text", "random"), requirement="text or random", subject="Prefix init")
-    init_text: str = setting("Classify the sentiment of this review:",
-                             "words whose activations start the prefix (repeated to fill)")
+        False, "reparameterise the prefix through an MLP (Li & Liang) or train it directly (P-tuning v2)"
+    )
+    init: str = setting(
+        "text",
+        "start a direct prefix from the keys and values of real words (text) or at random",
+        choices=("text", "random"),
+        requirement="text or random",
+        subject="Prefix init",
+    )
+    init_text: str = setting(
+        "Classify the sentiment of this review:", "words whose activations start the prefix (repeated to fill)"
+    )
 
     def check(self, lm):
         super().check(lm)
         if self.num_virtual_tokens + 16 > lm.max_length:
-            raise PeftlabError(f"A prefix of {self.num_virtual_tokens} tokens leaves no room in the model's {lm.max_length}-token input.")
+            raise PeftlabError(
+                f"A prefix of {self.num_virtual_tokens} tokens leaves no room in the model's "
+                f"{lm.max_length}-token input."
+            )
 
     def peft_config(self, lm):
         from peft import PrefixTuningConfig
 
-        return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=self.num_virtual_tokens, prefix_projection=self.prefix_projection)
+        return PrefixTuningConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=self.num_virtual_tokens, prefix_projection=self.prefix_projection
+        )
 
     def build(self, lm, prompt, train):
         model, parameters = super().build(lm, prompt, train)
@@ -351,7 +398,9 @@ class BitFitMethod(MethodConfig):
 
     def check(self, lm):
         if not any(name.endswith("bias") for name, _ in lm.model.named_parameters()):
-            raise PeftlabError(f"BitFit trains only bias terms, and {lm.name} has none; pick another method for this model.")
+            raise PeftlabError(
+                f"BitFit trains only bias terms, and {lm.name} has none; pick another method for this model."
+            )
 
     def build(self, lm, prompt, train):
         self.check(lm)
@@ -393,22 +442,37 @@ class HeadOnlyMethod(MethodConfig):
 
 
 METHODS: dict[str, type[MethodConfig]] = {
-    cls.name: cls for cls in (
-        PromptTuningMethod, PTuningMethod, PrefixTuningMethod, LoraMethod, AdapterMethod, BitFitMethod,
-        HeadOnlyMethod, FullFineTuningMethod,
+    cls.name: cls
+    for cls in (
+        PromptTuningMethod,
+        PTuningMethod,
+        PrefixTuningMethod,
+        LoraMethod,
+        AdapterMethod,
+        BitFitMethod,
+        HeadOnlyMethod,
+        FullFineTuningMethod,
     )
 }
 
 
 def method_config(name: str, **overrides) -> MethodConfig:
-    """The registered config for `name` with its working defaults, optionally overridden."""
+    """The registered config for `name` with its working defaults, optionally overridden.
+
+    Raises:
+        PeftlabError: an unknown method, or a setting it refuses.
+    """
     if name not in METHODS:
         raise PeftlabError(f"Unknown method {name!r}; choose from {', '.join(METHODS)}.")
     return METHODS[name](**overrides)
 
 
 def parse_learning_rates(items: Sequence[str]) -> dict[str, float]:
-    """["lora=1e-3", "head=0.01"] -> {"lora": 0.001, "head": 0.01}; blank items are skipped."""
+    """["lora=1e-3", "head=0.01"] -> {"lora": 0.001, "head": 0.01}; blank items are skipped.
+
+    Raises:
+        PeftlabError: an item that is not method=number.
+    """
     rates = {}
     for item in items:
         if not item.strip():

@@ -25,9 +25,9 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from transformers import (
@@ -58,13 +58,13 @@ class LM:
     tokenizer: PreTrainedTokenizerBase
     kind: str  # "mlm" | "causal"
     name: str
-    derived: dict[str, "Memo"] = field(default_factory=dict, repr=False)  # values computed from this model
+    derived: dict[str, Memo] = field(default_factory=dict, repr=False)  # values computed from this model
     _derived_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self):
         self.model.requires_grad_(False)  # shared and read-only: jobs copy it to train
 
-    def memo(self, namespace: str, max_entries: int = 64) -> "Memo":
+    def memo(self, namespace: str, max_entries: int = 64) -> Memo:
         """This model's memo for `namespace` (created on first use): values that depend only on the model and
         their key, kept while the LM lives, the least recently used dropped beyond `max_entries`."""
         with self._derived_lock:
@@ -162,13 +162,20 @@ def fast_inference_dtype(device: torch.device | None = None) -> torch.dtype:
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    """Accepts "auto" (fast inference dtype), "fp32"/"float32", "bf16"/"bfloat16", "fp16" or a torch dtype."""
+    """Accepts "auto" (fast inference dtype), "fp32"/"float32", "bf16"/"bfloat16", "fp16" or a torch dtype.
+
+    Raises:
+        PeftlabError: an unknown dtype name.
+    """
     if isinstance(dtype, torch.dtype):
         return dtype
     names = {
-        "fp32": torch.float32, "float32": torch.float32,
-        "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-        "fp16": torch.float16, "float16": torch.float16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
     }
     if dtype in (None, "auto"):
         return fast_inference_dtype()
@@ -186,6 +193,9 @@ def embedded_model_dir(name: str) -> Path:
 
     Safe when several processes start at once on an empty cache: the first to take the file lock converts
     into a private folder and renames it into place; the others wait for the lock and use its result.
+
+    Raises:
+        PeftlabError: the package that ships the model is not installed.
     """
     from filelock import FileLock
 
@@ -322,7 +332,6 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
     if kind == "mlm" and tokenizer.mask_token is None:
         raise PeftlabError(f"Model {name!r} is a masked LM but its tokenizer has no mask token.")
     return LM(model=model, tokenizer=tokenizer, kind=kind, name=name)
-
 
 
 # ---------------------------------------------------------------- the LM head's input, per calling context

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,26 +13,46 @@ def label_probability_bars(label_probs: dict[str, float], title: str = "Label pr
     """Horizontal bars, one per label, each annotated with its probability in percent."""
     labels = list(label_probs)
     values = [label_probs[label] for label in labels]
-    figure = go.Figure(go.Bar(
-        x=values, y=labels, orientation="h", text=[f"{label} {v:.1%}" for label, v in zip(labels, values)],
-        textposition="auto", marker_color="#4f7cac",
-    ))
+    figure = go.Figure(
+        go.Bar(
+            x=values,
+            y=labels,
+            orientation="h",
+            text=[f"{label} {v:.1%}" for label, v in zip(labels, values)],
+            textposition="auto",
+            marker_color="#4f7cac",
+        )
+    )
     figure.update_layout(
-        title=title, xaxis=dict(range=[0, 1.02], tickformat=".0%", tickvals=[0, 0.25, 0.5, 0.75, 1]), yaxis=dict(autorange="reversed"),
-        height=120 + 40 * len(labels), margin=dict(l=10, r=10, t=40, b=10),
+        title=title,
+        xaxis=dict(range=[0, 1.02], tickformat=".0%", tickvals=[0, 0.25, 0.5, 0.75, 1]),
+        yaxis=dict(autorange="reversed"),
+        height=120 + 40 * len(labels),
+        margin=dict(l=10, r=10, t=40, b=10),
     )
     return figure
 
 
 def confusion_heatmap(confusion: np.ndarray, label_names: Sequence[str], title: str = "Confusion matrix") -> go.Figure:
     """Counts with gold labels as rows and predictions as columns, each cell annotated."""
-    figure = go.Figure(go.Heatmap(
-        z=confusion, x=list(label_names), y=list(label_names), colorscale="Blues",
-        text=confusion, texttemplate="%{text}", hovertemplate="gold %{y}<br>predicted %{x}<br>%{z}<extra></extra>",
-    ))
+    figure = go.Figure(
+        go.Heatmap(
+            z=confusion,
+            x=list(label_names),
+            y=list(label_names),
+            colorscale="Blues",
+            text=confusion,
+            texttemplate="%{text}",
+            hovertemplate="gold %{y}<br>predicted %{x}<br>%{z}<extra></extra>",
+        )
+    )
     figure.update_layout(
-        title=title, xaxis_title="predicted", yaxis_title="gold", yaxis=dict(autorange="reversed"),
-        height=200 + 40 * len(label_names), margin=dict(l=10, r=10, t=40, b=10),
+        title=title,
+        xaxis_title="predicted",
+        yaxis_title="gold",
+        yaxis=dict(autorange="reversed"),
+        height=200 + 40 * len(label_names),
+        margin=dict(l=10, r=10, t=40, b=10),
     )
     return figure
 
@@ -41,9 +61,14 @@ def metric_curve(history: pd.DataFrame, x: str, ys: Sequence[str], title: str, y
     """One line per column in `ys` against `x` (e.g. dev accuracy per iteration), markers on each point."""
     figure = go.Figure()
     for y in ys:
-        figure.add_trace(go.Scatter(x=history[x] if len(history) else [], y=history[y] if len(history) else [],
-                                    mode="lines+markers", name=y))
-    figure.update_layout(title=title, xaxis_title=x, yaxis_title=y_title, height=300, margin=dict(l=10, r=10, t=40, b=10))
+        figure.add_trace(
+            go.Scatter(
+                x=history[x] if len(history) else [], y=history[y] if len(history) else [], mode="lines+markers", name=y
+            )
+        )
+    figure.update_layout(
+        title=title, xaxis_title=x, yaxis_title=y_title, height=300, margin=dict(l=10, r=10, t=40, b=10)
+    )
     return figure
 
 
@@ -52,14 +77,24 @@ def accuracy_vs_parameters(summary: pd.DataFrame) -> go.Figure:
     figure = go.Figure()
     for _, row in summary.iterrows():
         x = max(row["trainable_params"], 1)  # zero-shot trains nothing: drawn at 1 on the log axis
-        figure.add_trace(go.Scatter(
-            x=[x], y=[row["accuracy_mean"]], error_y=dict(type="data", array=[row["accuracy_std"]]),
-            mode="markers+text", text=[row["method"]], textposition="top center", name=row["method"],
-            marker=dict(size=12),
-        ))
+        figure.add_trace(
+            go.Scatter(
+                x=[x],
+                y=[row["accuracy_mean"]],
+                error_y=dict(type="data", array=[row["accuracy_std"]]),
+                mode="markers+text",
+                text=[row["method"]],
+                textposition="top center",
+                name=row["method"],
+                marker=dict(size=12),
+            )
+        )
     figure.update_layout(
-        title="Test accuracy vs trainable parameters", xaxis=dict(type="log", title="trainable parameters"),
-        yaxis=dict(title="test accuracy", tickformat=".0%"), showlegend=False, height=380,
+        title="Test accuracy vs trainable parameters",
+        xaxis=dict(type="log", title="trainable parameters"),
+        yaxis=dict(title="test accuracy", tickformat=".0%"),
+        showlegend=False,
+        height=380,
         margin=dict(l=10, r=10, t=40, b=10),
     )
     return figure
@@ -72,13 +107,24 @@ def training_curves(events: pd.DataFrame) -> go.Figure:
         name = f"{method} s{seed}"
         figure.add_trace(go.Scatter(x=run["step"], y=run["train_loss"], mode="lines", name=f"{name} loss"))
         dev = run.dropna(subset=["dev_accuracy"])
-        figure.add_trace(go.Scatter(x=dev["step"], y=dev["dev_accuracy"], mode="markers+lines", yaxis="y2",
-                                    line=dict(dash="dot"), name=f"{name} dev acc",
-                                    customdata=dev.get("dev_log_likelihood"),  # what picks the kept weights by default
-                                    hovertemplate="step %{x}: dev accuracy %{y:.1%}, log-likelihood %{customdata:.3f}"))
+        figure.add_trace(
+            go.Scatter(
+                x=dev["step"],
+                y=dev["dev_accuracy"],
+                mode="markers+lines",
+                yaxis="y2",
+                line=dict(dash="dot"),
+                name=f"{name} dev acc",
+                customdata=dev.get("dev_log_likelihood"),  # what picks the kept weights by default
+                hovertemplate="step %{x}: dev accuracy %{y:.1%}, log-likelihood %{customdata:.3f}",
+            )
+        )
     figure.update_layout(
-        title="Training loss and dev accuracy", xaxis_title="step", yaxis=dict(title="train loss"),
-        yaxis2=dict(title="dev accuracy", overlaying="y", side="right", range=[0, 1]), height=380,
+        title="Training loss and dev accuracy",
+        xaxis_title="step",
+        yaxis=dict(title="train loss"),
+        yaxis2=dict(title="dev accuracy", overlaying="y", side="right", range=[0, 1]),
+        height=380,
         margin=dict(l=10, r=10, t=40, b=10),
     )
     return figure
@@ -92,15 +138,24 @@ def sweep_curve(summary: pd.DataFrame, setting: str, zero_shot: float | None = N
     summary = summary.sort_values(setting)
     values = summary[setting].astype(float)
     log_axis = bool(len(values) and values.min() > 0 and values.max() / values.min() > 10)
-    figure = go.Figure(go.Scatter(
-        x=values, y=summary["accuracy_mean"], error_y=dict(type="data", array=summary["accuracy_std"]),
-        mode="lines+markers", name="trained", marker=dict(size=9),
-    ))
+    figure = go.Figure(
+        go.Scatter(
+            x=values,
+            y=summary["accuracy_mean"],
+            error_y=dict(type="data", array=summary["accuracy_std"]),
+            mode="lines+markers",
+            name="trained",
+            marker=dict(size=9),
+        )
+    )
     if zero_shot is not None:
         figure.add_hline(y=zero_shot, line_dash="dash", annotation_text="zero-shot", annotation_position="bottom right")
     figure.update_layout(
-        title=f"Test accuracy vs {setting}", xaxis=dict(title=setting, type="log" if log_axis else "linear"),
-        yaxis=dict(title="test accuracy", tickformat=".0%"), height=380, margin=dict(l=10, r=10, t=40, b=10),
+        title=f"Test accuracy vs {setting}",
+        xaxis=dict(title=setting, type="log" if log_axis else "linear"),
+        yaxis=dict(title="test accuracy", tickformat=".0%"),
+        height=380,
+        margin=dict(l=10, r=10, t=40, b=10),
     )
     return figure
 
@@ -112,11 +167,15 @@ def metric_panels(history: pd.DataFrame, x: str, panels: dict[str, Sequence[str]
     figure = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels))
     for col, columns in enumerate(panels.values(), start=1):
         for column in columns:
-            figure.add_trace(go.Scatter(x=history[x], y=history[column], mode="lines+markers", name=column,
-                                        marker=dict(size=4)), row=1, col=col)
+            figure.add_trace(
+                go.Scatter(x=history[x], y=history[column], mode="lines+markers", name=column, marker=dict(size=4)),
+                row=1,
+                col=col,
+            )
         figure.update_xaxes(title_text=x, row=1, col=col)
-    figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=60, b=10),
-                         legend=dict(orientation="h", y=-0.25))
+    figure.update_layout(
+        title=title, height=320, margin=dict(l=10, r=10, t=60, b=10), legend=dict(orientation="h", y=-0.25)
+    )
     return figure
 
 

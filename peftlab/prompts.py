@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from peftlab.errors import PeftlabError
 from peftlab.tasks import EMBEDDED_TASKS
@@ -40,7 +40,7 @@ class Template:
     text: str
 
     @classmethod
-    def parse(cls, text: str, fields: Sequence[str]) -> "Template":
+    def parse(cls, text: str, fields: Sequence[str]) -> Template:
         """Validate against the task's columns: exactly one {mask}, only known {column}s."""
         if not text or not text.strip():
             raise PeftlabError("The template is empty; write one such as 'Review: {text} Sentiment:{mask}'.")
@@ -62,6 +62,7 @@ class Template:
 
         `fill`, when given, replaces every column (content-free inputs for calibration).
         """
+
         def value(match: re.Match) -> str:
             return fill if fill is not None else str(example[match.group(1)])
 
@@ -77,7 +78,7 @@ class Verbalizer:
     words: dict[str, tuple[str, ...]]
 
     @classmethod
-    def parse(cls, spec: str | dict, label_names: Sequence[str]) -> "Verbalizer":
+    def parse(cls, spec: str | dict, label_names: Sequence[str]) -> Verbalizer:
         """Accept a dict, JSON (`{"negative": ["bad"], "positive": ["good", "great"]}`) or lines `label: w1, w2`."""
         mapping = _spec_to_dict(spec)
         unknown = [label for label in mapping if label not in label_names]
@@ -94,7 +95,9 @@ class Verbalizer:
             raw = mapping[label]
             if isinstance(raw, str):
                 raw = [raw]
-            elif not isinstance(raw, (list, tuple)) or any(w is None or isinstance(w, (list, tuple, dict)) for w in raw):
+            elif not isinstance(raw, (list, tuple)) or any(
+                w is None or isinstance(w, (list, tuple, dict)) for w in raw
+            ):
                 raise PeftlabError(f"Label {label!r} needs a word or a list of words, not {raw!r}.")
             cleaned = tuple(str(w).strip() for w in raw)
             if not cleaned or any(not w for w in cleaned):
@@ -116,7 +119,9 @@ def _spec_to_dict(spec: str | dict) -> dict:
         return spec
     text = (spec or "").strip()
     if not text:
-        raise PeftlabError('The verbalizer is empty; give label words such as {"negative": ["bad"], "positive": ["good"]}.')
+        raise PeftlabError(
+            'The verbalizer is empty; give label words such as {"negative": ["bad"], "positive": ["good"]}.'
+        )
     if text.startswith("{"):
         try:
             mapping = json.loads(text)
@@ -205,7 +210,8 @@ def _encode_prefix(tokenizer, before: str, trigger_ids: Sequence[int], add_speci
     segments = re.split(r" *" + re.escape(TRIGGER) + r" *", before)
     if len(segments) - 1 != len(trigger_ids):
         raise PeftlabError(
-            f"The template has {len(segments) - 1} {TRIGGER} slots before {{mask}} but {len(trigger_ids)} trigger tokens were given."
+            f"The template has {len(segments) - 1} {TRIGGER} slots before {{mask}} but {len(trigger_ids)} "
+            "trigger tokens were given."
         )
     ids = tokenizer(segments[0], add_special_tokens=add_special_tokens).input_ids
     positions = []
@@ -246,13 +252,17 @@ def _masked_queries(lm, before_ids: list[int], triggers: list[int], after_ids: l
             ids = start + kept + [tokenizer.mask_token_id] * n + after_ids + end
             first = len(start) + len(kept)
             by_count[n] = Query(
-                ids, list(range(first, first + n)), trigger_positions=[len(start) + p for p in positions],
+                ids,
+                list(range(first, first + n)),
+                trigger_positions=[len(start) + p for p in positions],
             )
         by_count[n].targets.append((word_index, word_ids))
     return list(by_count.values())
 
 
-def _truncate_left(ids: list[int], budget: int, tokenizer, positions: Sequence[int] = ()) -> tuple[list[int], list[int]]:
+def _truncate_left(
+    ids: list[int], budget: int, tokenizer, positions: Sequence[int] = ()
+) -> tuple[list[int], list[int]]:
     """Drop tokens from the start (keeping a leading BOS) so that at most `budget` remain.
 
     Returns the kept ids and `positions` (trigger slots) moved to where they now are.
@@ -264,12 +274,18 @@ def _truncate_left(ids: list[int], budget: int, tokenizer, positions: Sequence[i
     keep_first = 1 if ids and ids[0] == tokenizer.bos_token_id else 0
     dropped = len(ids) - budget
     if any(keep_first <= p < keep_first + dropped for p in positions):
-        raise PeftlabError("The input is too long: truncating it would cut trigger slots; put the [T] slots after {text}.")
-    return ids[:keep_first] + ids[keep_first + dropped:], [p if p < keep_first else p - dropped for p in positions]
+        raise PeftlabError(
+            "The input is too long: truncating it would cut trigger slots; put the [T] slots after {text}."
+        )
+    return ids[:keep_first] + ids[keep_first + dropped :], [p if p < keep_first else p - dropped for p in positions]
 
 
 def pick_demonstrations(pool: Sequence[dict], k: int, n_labels: int, seed: int) -> list[dict]:
-    """K labelled examples from the training pool, classes taken in turn, in a seeded random order."""
+    """K labelled examples from the training pool, classes taken in turn, in a seeded random order.
+
+    Raises:
+        PeftlabError: a negative count.
+    """
     if k < 0:
         raise PeftlabError(f"The number of in-context demonstrations must be 0 or more, not {k}.")
     if k == 0:

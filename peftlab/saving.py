@@ -31,10 +31,13 @@ def save_trained(trained: TrainedMethod, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     trained.config.save(trained.model, folder)
     meta = {
-        "method": trained.config.name, "config": dataclasses.asdict(trained.config), "model": trained.lm.name,
+        "method": trained.config.name,
+        "config": dataclasses.asdict(trained.config),
+        "model": trained.lm.name,
         "template": trained.prompt.template.text,
         "verbalizer": {label: list(words) for label, words in trained.prompt.verbalizer.words.items()},
-        "trainable_params": trained.trainable_params, "steps": trained.steps_done,
+        "trainable_params": trained.trainable_params,
+        "steps": trained.steps_done,
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return folder
@@ -101,10 +104,14 @@ def _checked_archive(path: Path) -> zipfile.ZipFile:
         raise PeftlabError(f"{path.name} is not a saved peftlab method: it has no {META_FILE}.")
     for member in members:
         if member.filename not in SAVED_FILES:
-            raise PeftlabError(f"{path.name} is not a saved peftlab method: it holds {member.filename!r}, and only "
-                               f"{', '.join(sorted(SAVED_FILES))} are read (weights as safetensors only).")
+            raise PeftlabError(
+                f"{path.name} is not a saved peftlab method: it holds {member.filename!r}, and only "
+                f"{', '.join(sorted(SAVED_FILES))} are read (weights as safetensors only)."
+            )
     if sum(member.file_size for member in members) > MAX_UNZIPPED_BYTES:
-        raise PeftlabError(f"{path.name} unpacks to more than {MAX_UNZIPPED_BYTES / 2**30:g} GB, more than any saved method.")
+        raise PeftlabError(
+            f"{path.name} unpacks to more than {MAX_UNZIPPED_BYTES / 2**30:g} GB, more than any saved method."
+        )
     return archive
 
 
@@ -134,10 +141,14 @@ def _load_folder(folder: Path, lm: LM | None) -> TrainedMethod:
     if lm.name != model_name:
         raise PeftlabError(f"This {config.name} was trained on {model_name}; load it with that model, not {lm.name}.")
     model = config.load(lm, prompt, folder)
-    return TrainedMethod(config, lm, prompt, model, int(meta.get("trainable_params", 0)), steps_done=int(meta.get("steps", 0)))
+    return TrainedMethod(
+        config, lm, prompt, model, int(meta.get("trainable_params", 0)), steps_done=int(meta.get("steps", 0))
+    )
 
 
 def _config_from(name: str, fields: dict) -> MethodConfig:
     if name not in METHODS:
-        raise PeftlabError(f"The saved method {name!r} is not one this version of peftlab knows ({', '.join(METHODS)}).")
+        raise PeftlabError(
+            f"The saved method {name!r} is not one this version of peftlab knows ({', '.join(METHODS)})."
+        )
     return METHODS[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})

@@ -25,7 +25,7 @@ PUBLIC_MODELS = ("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "gpt2", 
 
 
 def public_mode() -> bool:
-    """True on a public Space: `PEFTLAB_PUBLIC` when set (0/false/no/off turn it off), else whether `SPACE_ID` is set."""
+    """True on a public Space: `PEFTLAB_PUBLIC` when set (0/false/no/off turn it off), else whether `SPACE_ID` is."""
     value = os.environ.get("PEFTLAB_PUBLIC")
     if value is not None:
         return value.strip().lower() not in ("", "0", "false", "no", "off")
@@ -33,7 +33,7 @@ def public_mode() -> bool:
 
 
 def heavy_job_limit() -> int:
-    """How many heavy jobs run at once: `PEFTLAB_HEAVY_JOBS`, else 1 on a CPU (two would only share its cores) and 2 on a GPU."""
+    """Heavy jobs at once: `PEFTLAB_HEAVY_JOBS`, else 1 on a CPU (two would only share its cores) and 2 on a GPU."""
     value = os.environ.get("PEFTLAB_HEAVY_JOBS")
     if value:
         return max(1, int(value))
@@ -59,14 +59,18 @@ class Caps:
         """Raise a PeftlabError when `value` of the input called `what` exceeds the cap named `cap`."""
         limit = getattr(self, cap)
         if limit is not None and value > limit:
-            raise PeftlabError(f"{what} is {value:g}, above this public Space's limit of {limit:g}; lower it, or run "
-                               "peftlab on your own machine for larger jobs.")
+            raise PeftlabError(
+                f"{what} is {value:g}, above this public Space's limit of {limit:g}; lower it, or run "
+                "peftlab on your own machine for larger jobs."
+            )
 
     def check_model(self, name: str) -> None:
         """Raise a PeftlabError when a visitor may not load the model `name` here."""
         if self.models is not None and (name or "").strip() not in self.models:
-            raise PeftlabError(f"This public Space loads only these models: {', '.join(self.models)}; {name!r} is not "
-                               "one of them (run peftlab on your own machine for others).")
+            raise PeftlabError(
+                f"This public Space loads only these models: {', '.join(self.models)}; {name!r} is not "
+                "one of them (run peftlab on your own machine for others)."
+            )
 
     def note(self, cap: str) -> str:
         """What the UI shows next to an input this cap limits ("" when it is not capped)."""
@@ -78,13 +82,23 @@ class Caps:
         return None if self.job_minutes is None else 60 * self.job_minutes
 
 
-PUBLIC_CAPS = Caps(steps=60, runs=12, shots=32, test_texts=500, iterations=30, ppo_steps=40, comparisons=720,
-                   job_minutes=20, upload_mb=5, models=PUBLIC_MODELS)
+PUBLIC_CAPS = Caps(
+    steps=60,
+    runs=12,
+    shots=32,
+    test_texts=500,
+    iterations=30,
+    ppo_steps=40,
+    comparisons=720,
+    job_minutes=20,
+    upload_mb=5,
+    models=PUBLIC_MODELS,
+)
 LOCAL_CAPS = Caps()
 
 
 def current_caps() -> Caps:
-    """PUBLIC_CAPS on a public Space (`PEFTLAB_PUBLIC_MODELS`, comma-separated, replaces its model list), else LOCAL_CAPS."""
+    """PUBLIC_CAPS on a public Space (`PEFTLAB_PUBLIC_MODELS`, comma-separated, sets its models), else LOCAL_CAPS."""
     if not public_mode():
         return LOCAL_CAPS
     models = os.environ.get("PEFTLAB_PUBLIC_MODELS")

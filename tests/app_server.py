@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from a test run
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,8 +57,13 @@ def running_app(attempts: int = 3) -> Iterator[str]:
     for _ in range(attempts):  # another process may grab the port between free_port() and launch()
         try:
             _, url, _ = app.launch(
-                prevent_thread_lock=True, quiet=True, server_name=HOST, server_port=free_port(), share=False,
-                ssr_mode=False, **launch_options(),
+                prevent_thread_lock=True,
+                quiet=True,
+                server_name=HOST,
+                server_port=free_port(),
+                share=False,
+                ssr_mode=False,
+                **launch_options(),
             )
             break
         except OSError as exc:

@@ -26,10 +26,51 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = [
-    "great", "good", "bad", "awful", "fun", "boring", "movie", "review", "sentiment", "it", "was", "the", "a",
-    "an", "film", "this", "is", "and", "but", "not", "very", "really", "plot", "acting", "story", "overall",
-    "positive", "negative", "text", "label", "n", "i", "loved", "hated", "liked", "so", "too", "long", "short",
-    "cast", "ending", "script", "in", "of", "to",
+    "great",
+    "good",
+    "bad",
+    "awful",
+    "fun",
+    "boring",
+    "movie",
+    "review",
+    "sentiment",
+    "it",
+    "was",
+    "the",
+    "a",
+    "an",
+    "film",
+    "this",
+    "is",
+    "and",
+    "but",
+    "not",
+    "very",
+    "really",
+    "plot",
+    "acting",
+    "story",
+    "overall",
+    "positive",
+    "negative",
+    "text",
+    "label",
+    "n",
+    "i",
+    "loved",
+    "hated",
+    "liked",
+    "so",
+    "too",
+    "long",
+    "short",
+    "cast",
+    "ending",
+    "script",
+    "in",
+    "of",
+    "to",
 ]
 PIECES = ["terr", "##ible", "fantas", "##tic", "hor", "##rible", "##s", "##ly", "##ed", "##ing"]
 PUNCTUATION = [":", ".", ",", "!", "?", "/", "'", "-", "(", ")"]
@@ -89,8 +130,13 @@ def tiny_mlm(tmp_path_factory) -> LM:
     tokenizer = _mlm_tokenizer(tmp_path_factory.mktemp("tiny_bert"))
     assert len(tokenizer) == len(MLM_VOCAB)
     config = BertConfig(
-        vocab_size=len(MLM_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128, initializer_range=0.2,
+        vocab_size=len(MLM_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        initializer_range=0.2,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
@@ -106,15 +152,22 @@ def _causal_tokenizer():
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=420, min_frequency=2, special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=420,
+        min_frequency=2,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     backend.train_from_iterator(CAUSAL_CORPUS * 3, trainer=trainer)
     bos = backend.token_to_id("<s>")
     # Like Llama's tokenizer: add_special_tokens=True puts a BOS token in front.
     backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", model_max_length=256,
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        model_max_length=256,
     )
 
 
@@ -124,9 +177,16 @@ def tiny_causal() -> LM:
 
     tokenizer = _causal_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256, initializer_range=0.2,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        initializer_range=0.2,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(0)
@@ -143,7 +203,9 @@ def tiny_lm(request) -> LM:
 @pytest.fixture(scope="session")
 def tiny_task() -> Task:
     return Task(
-        name="tiny-sentiment", label_names=["negative", "positive"], text_fields=["text"],
+        name="tiny-sentiment",
+        label_names=["negative", "positive"],
+        text_fields=["text"],
         train=[{"text": t, "label": y} for t, y in TRAIN_ROWS],
         test=[{"text": t, "label": y} for t, y in TEST_ROWS],
     )

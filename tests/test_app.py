@@ -28,8 +28,16 @@ POSITIVE_TEXT = "A wonderful, moving and brilliantly acted film; I loved every m
 def settings(**changes) -> dict:
     """Keyword arguments for /classify and /evaluate: the suggested rt-sentiment prompt, zero-shot."""
     values = dict(
-        model=MODEL, task=TASK, upload=None, text_column="text", label_column="label", templates=TEMPLATE,
-        verbalizer=VERBALIZER, calibration="none", shots=0, seed=13,
+        model=MODEL,
+        task=TASK,
+        upload=None,
+        text_column="text",
+        label_column="label",
+        templates=TEMPLATE,
+        verbalizer=VERBALIZER,
+        calibration="none",
+        shots=0,
+        seed=13,
     )
     values.update(changes)
     return values
@@ -131,7 +139,8 @@ def test_evaluate_on_20_test_texts(client):
 def single_class_csv(tmp_path):
     path = tmp_path / "one_class.csv"
     pd.DataFrame({"text": ["great film", "loved it", "a joy to watch"], "label": ["positive"] * 3}).to_csv(
-        path, index=False,
+        path,
+        index=False,
     )
     return path
 
@@ -166,9 +175,22 @@ def test_bad_input_is_one_clear_sentence_and_the_app_keeps_serving(client, singl
 
 def autoprompt_args(**changes) -> list:
     values = dict(
-        model=MODEL, task=TASK, upload=None, text_column="text", label_column="label", template="{text} [T] [T] {mask}",
-        verbalizer=VERBALIZER, search_words=False, iterations=2, candidates=4, batch_size=8, train_size=16,
-        positions="round-robin", dev_check=True, seed=13, test_limit=20,
+        model=MODEL,
+        task=TASK,
+        upload=None,
+        text_column="text",
+        label_column="label",
+        template="{text} [T] [T] {mask}",
+        verbalizer=VERBALIZER,
+        search_words=False,
+        iterations=2,
+        candidates=4,
+        batch_size=8,
+        train_size=16,
+        positions="round-robin",
+        dev_check=True,
+        seed=13,
+        test_limit=20,
     )
     values.update(changes)
     return list(values.values())
@@ -180,7 +202,9 @@ def test_autoprompt_streams_iterations_and_sends_its_template_to_cloze(client):
     statuses = [update[0] for update in job.outputs()]
     assert any(s.startswith("Iteration 2/2") for s in statuses), statuses  # streamed while it ran
     summary, history, _curve, template, verbalizer = final
-    assert re.match(r"\*\*Test accuracy \d+(\.\d)?%\*\* with the trigger vs \d+(\.\d)?% without \(20 test texts\)", summary)
+    assert re.match(
+        r"\*\*Test accuracy \d+(\.\d)?%\*\* with the trigger vs \d+(\.\d)?% without \(20 test texts\)", summary
+    )
     assert [row[0] for row in history["data"]] == [0, 1, 2]
     assert "[T]" not in template and template.startswith("{text} ") and template.endswith(" {mask}")
     sent = call(client, "/send_to_cloze", MODEL, TASK, template, verbalizer)
@@ -196,9 +220,20 @@ def test_autoprompt_bad_input_is_one_sentence(client):
 
 def compare_args(**changes) -> list:
     values = dict(
-        model=MODEL, task=TASK, upload=None, text_column="text", label_column="label", templates=TEMPLATE,
-        verbalizer=VERBALIZER, methods=["prompt-tuning"], shots="4", seeds="13", steps=3, select_by="accuracy",
-        rates="prompt-tuning=0.03", test_limit=20,
+        model=MODEL,
+        task=TASK,
+        upload=None,
+        text_column="text",
+        label_column="label",
+        templates=TEMPLATE,
+        verbalizer=VERBALIZER,
+        methods=["prompt-tuning"],
+        shots="4",
+        seeds="13",
+        steps=3,
+        select_by="accuracy",
+        rates="prompt-tuning=0.03",
+        test_limit=20,
     )
     values.update(changes)
     return list(values.values())
@@ -303,7 +338,11 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_mo
     status, plot, samples = job.result(timeout=CALL_TIMEOUT_S)
     assert status.startswith("PPO done") and len(samples["data"]) == 2
     assert [panel["text"] for panel in json.loads(plot["plot"])["layout"]["annotations"]] == [
-        "reward", "KL to SFT (nats)", "losses", "clip fraction"]
+        "reward",
+        "KL to SFT (nats)",
+        "losses",
+        "clip fraction",
+    ]
 
     # Stop ends PPO after its current step and keeps the policy trained so far, which the comparison below uses.
     job = client.submit("vader-positive", 10_000, 0.05, False, 4.0, 0.0, 1e-3, 0, api_name="/rlhf_ppo")
@@ -318,8 +357,11 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_mo
     status, table, _plot = call(client, "/rlhf_evaluate", "vader-positive", 3, 0)
     assert re.match(r"On 3 held-out prompts, vader-positive score: SFT \*\*[+-]\d\.\d{3}\*\* → PPO", status), status
     assert table["headers"][:3] == ["prompt", "sft_response", "ppo_response"] and len(table["data"]) == 3
-    for stage, expected in (("SFT adapter", "adapter_config.json"), ("reward model", "reward_head.safetensors"),
-                            ("PPO adapter", "value_head.safetensors")):
+    for stage, expected in (
+        ("SFT adapter", "adapter_config.json"),
+        ("reward model", "reward_head.safetensors"),
+        ("PPO adapter", "value_head.safetensors"),
+    ):
         import zipfile
 
         assert expected in zipfile.ZipFile(call(client, "/rlhf_download", stage)).namelist()
@@ -335,7 +377,9 @@ def test_rlhf_bad_input_is_one_sentence(client, tiny_model_folder, tmp_path):
     demos = tmp_path / "demos.jsonl"
     demos.write_text('{"prompt": "p", "response": "good"}\n{"prompt": "q", "response": "bad"}\n')
     with pytest.raises(AppError, match=r"same text for 'chosen' and 'rejected'"):
-        call(client, "/rlhf_sft", tiny_model_folder, handle_file(str(demos)), handle_file(str(same)), "lora", 2, 1e-3, 0)
+        call(
+            client, "/rlhf_sft", tiny_model_folder, handle_file(str(demos)), handle_file(str(same)), "lora", 2, 1e-3, 0
+        )
     with pytest.raises(AppError, match=r"less than minimum value 2"):  # the K field refuses it before the library
         call(client, "/rlhf_sample_for_ranking", 1, 0)
     with pytest.raises(AppError, match=r"KL coefficient beta must be a number of at least 0"):
@@ -390,23 +434,33 @@ def test_cheap_clicks_never_wait_behind_heavy_jobs_and_a_queued_job_learns_its_p
         evaluator.close()
 
 
-def test_public_mode_refuses_oversized_jobs_and_disallowed_models_with_one_sentence(client, monkeypatch, tmp_path,
-                                                                                   tiny_model_folder):
+def test_public_mode_refuses_oversized_jobs_and_disallowed_models_with_one_sentence(
+    client, monkeypatch, tmp_path, tiny_model_folder
+):
     monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
     limit = "above this public Space's limit of {}; lower it, or run peftlab on your own machine for larger jobs."
     cases = [
         ("/compare", compare_args(steps=100), "Steps is 100, " + limit.format(60)),
-        ("/compare", compare_args(methods=["prompt-tuning", "lora", "head", "full", "bitfit"], seeds="13,21,42"),
-         "The number of training runs is 15, " + limit.format(12)),
+        (
+            "/compare",
+            compare_args(methods=["prompt-tuning", "lora", "head", "full", "bitfit"], seeds="13,21,42"),
+            "The number of training runs is 15, " + limit.format(12),
+        ),
         ("/compare", compare_args(shots="64"), "K per class is 64, " + limit.format(32)),
         ("/evaluate", [*settings().values(), 900], "Test texts to evaluate is 900, " + limit.format(500)),
         ("/autoprompt", autoprompt_args(iterations=31), "Iterations is 31, " + limit.format(30)),
-        ("/classify", [*settings(model=tiny_model_folder).values(), POSITIVE_TEXT],
-         f"This public Space loads only these models: smollm2-135m, HuggingFaceTB/SmolLM2-135M-Instruct, gpt2, "
-         f"bert-base-uncased, roberta-large; '{tiny_model_folder}' is not one of them (run peftlab on your own machine "
-         "for others)."),
-        ("/classify", [*settings(task="/etc/passwd.csv").values(), POSITIVE_TEXT],
-         "On this public Space, give your own data as an upload, not as a file name."),
+        (
+            "/classify",
+            [*settings(model=tiny_model_folder).values(), POSITIVE_TEXT],
+            f"This public Space loads only these models: smollm2-135m, HuggingFaceTB/SmolLM2-135M-Instruct, gpt2, "
+            f"bert-base-uncased, roberta-large; '{tiny_model_folder}' is not one of them (run peftlab on your own "
+            "machine for others).",
+        ),
+        (
+            "/classify",
+            [*settings(task="/etc/passwd.csv").values(), POSITIVE_TEXT],
+            "On this public Space, give your own data as an upload, not as a file name.",
+        ),
     ]
     for api_name, args, message in cases:
         with pytest.raises(AppError) as raised:
@@ -422,7 +476,9 @@ def test_loading_a_saved_method_never_pulls_a_model_the_caps_do_not_allow(client
     with zipfile.ZipFile(saved, "w") as archive:
         archive.writestr("peftlab_method.json", json.dumps({"method": "head", "model": "someone/huge-model"}))
     monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
-    with pytest.raises(AppError, match=r"^This public Space loads only these models: .*'someone/huge-model' is not one"):
+    with pytest.raises(
+        AppError, match=r"^This public Space loads only these models: .*'someone/huge-model' is not one"
+    ):
         call(client, "/load_trained", handle_file(str(saved)))
 
 

@@ -14,8 +14,16 @@ import torch
 
 import peftlab.autoprompt as autoprompt
 from peftlab.autoprompt import (
-    AutoPromptConfig, candidate_vocabulary, fill_triggers, remove_triggers, rescore_candidates, run_autoprompt,
-    search_label_words, search_triggers, top_candidates, trigger_gradient,
+    AutoPromptConfig,
+    candidate_vocabulary,
+    fill_triggers,
+    remove_triggers,
+    rescore_candidates,
+    run_autoprompt,
+    search_label_words,
+    search_triggers,
+    top_candidates,
+    trigger_gradient,
 )
 from peftlab.cli import main
 from peftlab.cloze import label_log_probs
@@ -34,13 +42,28 @@ _NOUNS = ["movie", "film", "plot", "story"]
 @pytest.fixture(scope="module")
 def task() -> Task:
     """12 training rows per class (enough for few_shot(6)), made of words both tiny tokenizers know."""
-    train = [{"text": f"the {noun} was {adj}", "label": y}
-             for y, adjectives in ((1, _POSITIVE), (0, _NEGATIVE)) for adj in adjectives for noun in _NOUNS]
-    test = [{"text": t, "label": y} for t, y in [
-        ("great fun", 1), ("i loved it", 1), ("a good story", 1), ("really great acting", 1),
-        ("awful", 0), ("i hated the acting", 0), ("a boring plot", 0), ("too long and bad", 0),
-    ]]
-    return Task(name="tiny-sentiment-24", label_names=["negative", "positive"], text_fields=["text"], train=train, test=test)
+    train = [
+        {"text": f"the {noun} was {adj}", "label": y}
+        for y, adjectives in ((1, _POSITIVE), (0, _NEGATIVE))
+        for adj in adjectives
+        for noun in _NOUNS
+    ]
+    test = [
+        {"text": t, "label": y}
+        for t, y in [
+            ("great fun", 1),
+            ("i loved it", 1),
+            ("a good story", 1),
+            ("really great acting", 1),
+            ("awful", 0),
+            ("i hated the acting", 0),
+            ("a boring plot", 0),
+            ("too long and bad", 0),
+        ]
+    ]
+    return Task(
+        name="tiny-sentiment-24", label_names=["negative", "positive"], text_fields=["text"], train=train, test=test
+    )
 
 
 def small_config(**changes) -> AutoPromptConfig:
@@ -60,8 +83,11 @@ def one_token(lm, word: str) -> int:
 
 
 def make_prompt(lm, task, template=TEMPLATE, verbalizer=VERBALIZER, triggers=("the", "movie")) -> Prompt:
-    return Prompt(Template.parse(template, task.text_fields), Verbalizer.parse(verbalizer, task.label_names),
-                  trigger_ids=tuple(one_token(lm, w) for w in triggers))
+    return Prompt(
+        Template.parse(template, task.text_fields),
+        Verbalizer.parse(verbalizer, task.label_names),
+        trigger_ids=tuple(one_token(lm, w) for w in triggers),
+    )
 
 
 def gold_mean(log_probs: torch.Tensor, examples) -> float:
@@ -128,7 +154,9 @@ def independent_loss(lm, prompt: Prompt, examples, leaf: torch.Tensor) -> torch.
 def test_trigger_gradient_matches_independent_autograd(tiny_lm, task):
     # two words per label, one of them split into several pieces by both tokenizers
     verbalizer = {"negative": ["bad", "terrible"], "positive": ["good", "great"]}
-    prompt = make_prompt(tiny_lm, task, "Review: {text} [T] [T] [T] Sentiment:{mask}", verbalizer, ("the", "movie", "was"))
+    prompt = make_prompt(
+        tiny_lm, task, "Review: {text} [T] [T] [T] Sentiment:{mask}", verbalizer, ("the", "movie", "was")
+    )
     examples = task.train[:3] + task.train[-3:]  # different lengths, both labels
     flags = [p.requires_grad for p in tiny_lm.model.parameters()]
 
@@ -150,8 +178,12 @@ def test_trigger_gradient_matches_independent_autograd(tiny_lm, task):
 @pytest.mark.parametrize("template", [TEMPLATE, "Review: {text} [T] [T] Sentiment:{mask}"])
 def test_rescore_shared_prefix_equals_plain_and_one_by_one(tiny_causal, task, template, monkeypatch):
     prompt = make_prompt(tiny_causal, task, template)
-    examples = [task.train[0], task.train[5], {"text": "i loved this film and the cast was very good", "label": 1},
-                {"text": "bad", "label": 0}]  # different lengths: the prefixes are left-padded
+    examples = [
+        task.train[0],
+        task.train[5],
+        {"text": "i loved this film and the cast was very good", "label": 1},
+        {"text": "bad", "label": 0},
+    ]  # different lengths: the prefixes are left-padded
     tokens = [one_token(tiny_causal, w) for w in ("great", "plot", "the", "awful", "was")]
     shared_calls = []
     original = autoprompt._rescore_shared_prefix
@@ -165,7 +197,9 @@ def test_rescore_shared_prefix_equals_plain_and_one_by_one(tiny_causal, task, te
         for c, token in enumerate(tokens):
             ids = list(prompt.trigger_ids)
             ids[slot] = token
-            alone = label_log_probs(tiny_causal, Prompt(prompt.template, prompt.verbalizer, trigger_ids=tuple(ids)), examples)
+            alone = label_log_probs(
+                tiny_causal, Prompt(prompt.template, prompt.verbalizer, trigger_ids=tuple(ids)), examples
+            )
             assert torch.allclose(plain[c], alone, atol=1e-4)
             assert torch.allclose(shared[c], alone, atol=1e-4)
     assert len(shared_calls) == 2  # the KV-cache path really ran, once per slot
@@ -207,7 +241,7 @@ def test_alphabetic_filter_keeps_only_word_start_ascii_words(tiny_lm):
             assert not token.startswith("##"), token
             word = token
         assert word and word.isascii() and word.isalpha(), token
-    assert not allowed[len(tokens):].any()
+    assert not allowed[len(tokens) :].any()
     # every whole word the filter should keep is kept
     expected = {"Ġgood", "Ġmovie", "Ġthe"} if tiny_lm.kind == "causal" else {"good", "movie", "the", "terr"}
     assert expected <= set(kept)
@@ -221,7 +255,9 @@ def test_label_words_are_never_proposed(tiny_lm, task, monkeypatch):
     assert any(allowed[i] for i in label_ids)  # the exclusion is what keeps them out, not the filter
     proposed = []
     original = autoprompt.top_candidates
-    monkeypatch.setattr(autoprompt, "top_candidates", lambda *a, **kw: proposed.append(original(*a, **kw)) or proposed[-1])
+    monkeypatch.setattr(
+        autoprompt, "top_candidates", lambda *a, **kw: proposed.append(original(*a, **kw)) or proposed[-1]
+    )
     # as many candidates as the filter allows: without the exclusion the label words would be among them
     config = small_config(iterations=3, candidates=int(allowed.sum()), batch_size=2, train_size=4)
 
@@ -234,7 +270,9 @@ def test_label_words_are_never_proposed(tiny_lm, task, monkeypatch):
     for event in events:
         assert not label_ids & set(event.trigger_ids) and not label_ids & set(event.best_trigger_ids)
     # nor any other token that reads as a label word (pieces such as "b" of " ter|r|i|b|l|e" may return as words)
-    words = {"bad", "terrible", "good"} | {tiny_lm.tokenizer.decode(word_ids(tiny_lm, w)[:1]).strip() for w in ("bad", "terrible", "good")}
+    words = {"bad", "terrible", "good"} | {
+        tiny_lm.tokenizer.decode(word_ids(tiny_lm, w)[:1]).strip() for w in ("bad", "terrible", "good")
+    }
     assert not words & {token.strip() for e in events for token, _ in e.best_candidates}
 
 
@@ -298,8 +336,18 @@ def test_accepted_candidates_never_make_the_objective_worse(tiny_lm, task, monke
 
 
 def event_signature(events) -> list[tuple]:
-    return [(e.iteration, e.trigger_ids, e.slot, e.accepted, e.dev_accuracy, e.best_trigger_ids,
-             None if math.isnan(e.train_log_likelihood) else round(e.train_log_likelihood, 6)) for e in events]
+    return [
+        (
+            e.iteration,
+            e.trigger_ids,
+            e.slot,
+            e.accepted,
+            e.dev_accuracy,
+            e.best_trigger_ids,
+            None if math.isnan(e.train_log_likelihood) else round(e.train_log_likelihood, 6),
+        )
+        for e in events
+    ]
 
 
 def test_same_seed_same_events_other_seed_other_batches(tiny_causal, task):
@@ -307,7 +355,9 @@ def test_same_seed_same_events_other_seed_other_batches(tiny_causal, task):
     first = event_signature(search_triggers(tiny_causal, task, VERBALIZER, config))
     second = event_signature(search_triggers(tiny_causal, task, VERBALIZER, config))
     assert first == second
-    other = event_signature(search_triggers(tiny_causal, task, VERBALIZER, small_config(positions="random", iterations=4, seed=21)))
+    other = event_signature(
+        search_triggers(tiny_causal, task, VERBALIZER, small_config(positions="random", iterations=4, seed=21))
+    )
     assert [s[-1] for s in other] != [s[-1] for s in first]  # other data, other batches
 
 
@@ -336,9 +386,14 @@ def test_search_label_words_gives_distinct_words_per_label(tiny_lm, task):
 
 def test_label_words_are_not_shared_even_when_labels_compete(tiny_lm, task):
     """Three labels and most of the allowed vocabulary per label: the top lists would overlap if allowed to."""
-    three = Task(name="tiny-3", label_names=["negative", "neutral", "positive"], text_fields=["text"],
-                 train=[dict(e, label=2 * e["label"]) for e in task.train] + [{"text": f"the {n} was long", "label": 1}
-                                                                               for n in _NOUNS * 3], test=task.test)
+    three = Task(
+        name="tiny-3",
+        label_names=["negative", "neutral", "positive"],
+        text_fields=["text"],
+        train=[dict(e, label=2 * e["label"]) for e in task.train]
+        + [{"text": f"the {n} was long", "label": 1} for n in _NOUNS * 3],
+        test=task.test,
+    )
     per_label = int(candidate_vocabulary(tiny_lm, True).sum()) // 3
     words = search_label_words(tiny_lm, three, TEMPLATE, words_per_label=per_label, train_size=12, steps=30)
     flat = [w for ws in words.values() for w in ws]
@@ -353,7 +408,10 @@ def test_label_words_are_not_shared_even_when_labels_compete(tiny_lm, task):
 def test_fill_triggers_puts_the_trigger_text_in_the_slots(tiny_lm):
     ids = [one_token(tiny_lm, "the"), one_token(tiny_lm, "movie")]
     assert fill_triggers("{text} [T] [T] {mask}", tiny_lm.tokenizer, ids) == "{text} the movie {mask}"
-    assert fill_triggers("Review: {text} [T]\nSentiment:{mask}", tiny_lm.tokenizer, ids[:1]) == "Review: {text} the\nSentiment:{mask}"
+    assert (
+        fill_triggers("Review: {text} [T]\nSentiment:{mask}", tiny_lm.tokenizer, ids[:1])
+        == "Review: {text} the\nSentiment:{mask}"
+    )
 
 
 def test_remove_triggers_gives_the_manual_template():
@@ -368,22 +426,26 @@ def test_filled_template_reads_like_the_trigger_prompt(tiny_lm, task):
     filled = fill_triggers(TEMPLATE, tiny_lm.tokenizer, prompt.trigger_ids)
     plain = Prompt(Template.parse(filled, task.text_fields), prompt.verbalizer)
     examples = task.test[:4]
-    assert [q.input_ids for e in examples for q in plain.queries(tiny_lm, e)] == \
-           [q.input_ids for e in examples for q in prompt.queries(tiny_lm, e)]
+    assert [q.input_ids for e in examples for q in plain.queries(tiny_lm, e)] == [
+        q.input_ids for e in examples for q in prompt.queries(tiny_lm, e)
+    ]
 
 
 # 9. bad input
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(template="{text} {mask}"), r"at least one trigger slot \[T\]"),
-    (dict(template="{text} {mask} [T]"), r"every trigger slot \[T\] before \{mask\}"),
-    (dict(candidates=0), r"Candidates must be at least 1, not 0"),
-    (dict(iterations=0), r"Iterations must be at least 1, not 0"),
-    (dict(batch_size=0), r"Batch size must be at least 1, not 0"),
-    (dict(train_size=1), r"train size must be at least 2"),
-    (dict(positions="sequential"), r"Positions must be one of round-robin, random, not 'sequential'"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(template="{text} {mask}"), r"at least one trigger slot \[T\]"),
+        (dict(template="{text} {mask} [T]"), r"every trigger slot \[T\] before \{mask\}"),
+        (dict(candidates=0), r"Candidates must be at least 1, not 0"),
+        (dict(iterations=0), r"Iterations must be at least 1, not 0"),
+        (dict(batch_size=0), r"Batch size must be at least 1, not 0"),
+        (dict(train_size=1), r"train size must be at least 2"),
+        (dict(positions="sequential"), r"Positions must be one of round-robin, random, not 'sequential'"),
+    ],
+)
 def test_bad_config_is_a_clear_error(changes, message):
     with pytest.raises(PeftlabError, match=message):
         small_config(**changes)
@@ -439,10 +501,13 @@ def test_run_autoprompt_summary(tiny_lm, task):
 # 11. the command line fails before loading anything
 
 
-@pytest.mark.parametrize("argv", [
-    ["autoprompt", "--template", "{text} {mask}"],
-    ["autoprompt", "--candidates", "0"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["autoprompt", "--template", "{text} {mask}"],
+        ["autoprompt", "--candidates", "0"],
+    ],
+)
 def test_cli_bad_autoprompt_input(argv, capsys, monkeypatch):
     import peftlab.models
     import peftlab.tasks
@@ -457,9 +522,14 @@ def test_cli_bad_autoprompt_input(argv, capsys, monkeypatch):
     assert len(err) == 1 and err[0].startswith("error: "), err
 
 
-@pytest.mark.parametrize("flag, expected", [
-    ([], AutoPromptConfig()), (["--no-dev-check"], AutoPromptConfig(dev_check=False)), (["--dev-check"], AutoPromptConfig()),
-])
+@pytest.mark.parametrize(
+    "flag, expected",
+    [
+        ([], AutoPromptConfig()),
+        (["--no-dev-check"], AutoPromptConfig(dev_check=False)),
+        (["--dev-check"], AutoPromptConfig()),
+    ],
+)
 def test_cli_defaults_are_the_library_defaults_and_dev_check_reaches_the_search(flag, expected, task, monkeypatch):
     import peftlab.autoprompt
     import peftlab.models

@@ -19,8 +19,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 TEXT = "A wonderful, moving and brilliantly acted film; I loved every minute of it."
 LABELS = ["negative", "positive"]
@@ -48,8 +52,10 @@ def require_browser(reason: str) -> None:
         return
     if os.environ.get("PEFTLAB_REQUIRE_BROWSER") == "1":
         pytest.fail(f"{reason}, but PEFTLAB_REQUIRE_BROWSER=1 requires the browser test to run.", pytrace=False)
-    pytest.skip(f"{reason}; install it with `apt-get install chromium` to run this test "
-                "(CI sets PEFTLAB_REQUIRE_BROWSER=1 so that a missing browser fails there).")
+    pytest.skip(
+        f"{reason}; install it with `apt-get install chromium` to run this test "
+        "(CI sets PEFTLAB_REQUIRE_BROWSER=1 so that a missing browser fails there)."
+    )
 
 
 @pytest.fixture(scope="module")
@@ -157,22 +163,35 @@ def test_two_pages_run_different_heavy_jobs_at_once_and_each_gets_its_own_result
         cloze_tab.get_by_label("Test texts to evaluate").fill("24")
         search_page.get_by_role("tab", name="AutoPrompt").click()
         search_tab = search_page.locator("#tab-autoprompt")
-        for label, value in (("Iterations", "2"), ("Candidates k", "4"), ("Batch size", "8"), ("Train size", "16"),
-                             ("Test texts", "20")):
+        for label, value in (
+            ("Iterations", "2"),
+            ("Candidates k", "4"),
+            ("Batch size", "8"),
+            ("Train size", "16"),
+            ("Test texts", "20"),
+        ):
             search_tab.get_by_label(label, exact=True).fill(value)
         cloze_tab.get_by_role("button", name="Evaluate on the test split").click()
         search_tab.get_by_role("button", name="Search", exact=True).click()
 
-        expect(cloze_tab.get_by_text(re.compile(r"Accuracy \d+(\.\d)?%"))).to_be_visible(timeout=FIRST_CALL_TIMEOUT_S * 1000)
+        expect(cloze_tab.get_by_text(re.compile(r"Accuracy \d+(\.\d)?%"))).to_be_visible(
+            timeout=FIRST_CALL_TIMEOUT_S * 1000
+        )
         expect(search_tab.get_by_text(re.compile(r"Test accuracy \d+(\.\d)?%"))).to_be_visible(
-            timeout=FIRST_CALL_TIMEOUT_S * 1000)
+            timeout=FIRST_CALL_TIMEOUT_S * 1000
+        )
         # The bold figure is its own element; its paragraph holds the whole summary.
-        cloze_summary = cloze_tab.get_by_text(re.compile(r"Accuracy \d+(\.\d)?%")).first.locator("xpath=..").text_content()
-        search_summary = search_tab.get_by_text(re.compile(r"Test accuracy \d+(\.\d)?%")).first.locator(
-            "xpath=..").text_content()
+        cloze_summary = (
+            cloze_tab.get_by_text(re.compile(r"Accuracy \d+(\.\d)?%")).first.locator("xpath=..").text_content()
+        )
+        search_summary = (
+            search_tab.get_by_text(re.compile(r"Test accuracy \d+(\.\d)?%")).first.locator("xpath=..").text_content()
+        )
         assert f"Accuracy {cloze_alone:.1%}" in cloze_summary and "24 test texts" in cloze_summary, cloze_summary
-        assert (f"Test accuracy {found_alone:.1%} with the trigger vs {manual_alone:.1%} without (20 test texts)"
-                in search_summary), search_summary
+        assert (
+            f"Test accuracy {found_alone:.1%} with the trigger vs {manual_alone:.1%} without (20 test texts)"
+            in search_summary
+        ), search_summary
         for name, page in (("two-pages-cloze", cloze_page), ("two-pages-autoprompt", search_page)):
             page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
         print(f"screenshots: {tmp_path}")

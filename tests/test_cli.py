@@ -22,8 +22,19 @@ def run_cli(capsys, *argv):
 @pytest.mark.slow
 def test_cloze_json_has_metrics(capsys):
     code, out, err = run_cli(
-        capsys, "cloze", "--task", "rt-sentiment", "--template", RT_TEMPLATE, "--verbalizer", RT_WORDS,
-        "--calibration", "mean", "--limit", "40", "--json",
+        capsys,
+        "cloze",
+        "--task",
+        "rt-sentiment",
+        "--template",
+        RT_TEMPLATE,
+        "--verbalizer",
+        RT_WORDS,
+        "--calibration",
+        "mean",
+        "--limit",
+        "40",
+        "--json",
     )
     assert code == 0, err
     record = json.loads(out)
@@ -36,12 +47,25 @@ def test_cloze_json_has_metrics(capsys):
 
 @pytest.mark.slow
 def test_cloze_on_uploaded_csv(capsys, tmp_path):
-    rows = ["text,kind"] + [f"what time is it {i}?,question" for i in range(10)] + [f"the sky is blue {i}.,statement" for i in range(10)]
+    rows = (
+        ["text,kind"]
+        + [f"what time is it {i}?,question" for i in range(10)]
+        + [f"the sky is blue {i}.,statement" for i in range(10)]
+    )
     path = tmp_path / "mine.csv"
     path.write_text("\n".join(rows) + "\n")
     code, out, err = run_cli(
-        capsys, "cloze", "--task", str(path), "--label-column", "kind", "--template", "{text} This is a{mask}.",
-        "--verbalizer", '{"question": ["question"], "statement": ["statement"]}', "--json",
+        capsys,
+        "cloze",
+        "--task",
+        str(path),
+        "--label-column",
+        "kind",
+        "--template",
+        "{text} This is a{mask}.",
+        "--verbalizer",
+        '{"question": ["question"], "statement": ["statement"]}',
+        "--json",
     )
     assert code == 0, err
     assert json.loads(out)["n"] == 4  # 20 % of each class is held out for testing
@@ -81,7 +105,11 @@ def test_bad_csv_inputs(capsys, tmp_path):
     single.write_text("text,label\n" + "".join(f"text {i},yes\n" for i in range(8)))
     no_label = tmp_path / "nolabel.csv"
     no_label.write_text("text,other\na,b\nc,d\n")
-    for path, message in [(empty, "empty|no rows"), (single, "single class|one class|only one"), (no_label, "no label column 'label'")]:
+    for path, message in [
+        (empty, "empty|no rows"),
+        (single, "single class|one class|only one"),
+        (no_label, "no label column 'label'"),
+    ]:
         code, _, err = run_cli(capsys, "cloze", "--task", str(path), "--limit", "1")
         assert code == 2
         assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
@@ -91,7 +119,10 @@ def test_bad_csv_inputs(capsys, tmp_path):
 def test_module_entry_point_exit_code():
     """`python -m peftlab` itself (not only main()) exits 2 with one line on stderr."""
     done = subprocess.run(
-        [sys.executable, "-m", "peftlab", "cloze", "--limit", "-3"], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "peftlab", "cloze", "--limit", "-3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --limit must be at least 1, not -3."
@@ -109,8 +140,10 @@ def test_an_unexpected_failure_is_one_error_line_and_exit_1(capsys, monkeypatch,
     code, out, err = run_cli(capsys, *argv)
     assert code == 1 and out == ""
     last = err.strip().splitlines()[-1]
-    assert last == ("error: RuntimeError: disk on fire (this is a bug or a broken installation; "
-                    "run again with --debug to see the traceback).")
+    assert last == (
+        "error: RuntimeError: disk on fire (this is a bug or a broken installation; "
+        "run again with --debug to see the traceback)."
+    )
     assert ("Traceback (most recent call last)" in err) == debug
     if not debug:
         assert err.count("\n") == 1
@@ -128,8 +161,9 @@ def test_processes_started_together_on_an_empty_cache_all_succeed(tmp_path):
 
     env = dict(os.environ, PEFTLAB_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
     command = [sys.executable, "-m", "peftlab", "cloze", "--limit", "2", "--json"]
-    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(3)]
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)
+    ]
     outcomes = [(p.wait(timeout=600), *p.communicate()) for p in processes]
     for code, out, err in outcomes:
         assert code == 0, err
@@ -139,9 +173,27 @@ def test_processes_started_together_on_an_empty_cache_all_succeed(tmp_path):
 
 
 # Options that are not settings of any config: where the data and the model come from, and what to print.
-NOT_SETTINGS = {"model", "task", "text_column", "label_column", "dtype", "template", "verbalizer", "json", "out",
-                "run_json", "save_adapters", "learning_rate", "demonstrations", "comparisons", "samples", "help",
-                "debug", "command", "run"}
+NOT_SETTINGS = {
+    "model",
+    "task",
+    "text_column",
+    "label_column",
+    "dtype",
+    "template",
+    "verbalizer",
+    "json",
+    "out",
+    "run_json",
+    "save_adapters",
+    "learning_rate",
+    "demonstrations",
+    "comparisons",
+    "samples",
+    "help",
+    "debug",
+    "command",
+    "run",
+}
 
 
 def test_every_option_default_is_its_config_fields_default():
@@ -156,8 +208,12 @@ def test_every_option_default_is_its_config_fields_default():
     from peftlab.tuning import TrainSettings
 
     parser = build_parser()
-    commands = {"cloze": [ClozeConfig], "autoprompt": [AutoPromptConfig], "compare": [GridConfig, TrainSettings],
-                "sweep": [SweepConfig, TrainSettings]}
+    commands = {
+        "cloze": [ClozeConfig],
+        "autoprompt": [AutoPromptConfig],
+        "compare": [GridConfig, TrainSettings],
+        "sweep": [SweepConfig, TrainSettings],
+    }
     for command, classes in commands.items():
         args = parser.parse_args([command])
         for cls in classes:
@@ -165,12 +221,18 @@ def test_every_option_default_is_its_config_fields_default():
     args = parser.parse_args(["rlhf"])
     stages = {prefix: from_arguments(stage, args, prefix, seed=args.seed) for prefix, stage in RLHF_STAGES.items()}
     assert stages == {prefix: stage() for prefix, stage in RLHF_STAGES.items()}
-    assert from_arguments(PipelineConfig, args, sft=stages["sft-"], reward=stages["rm-"], ppo=stages["ppo-"]) == PipelineConfig()
+    assert (
+        from_arguments(PipelineConfig, args, sft=stages["sft-"], reward=stages["rm-"], ppo=stages["ppo-"])
+        == PipelineConfig()
+    )
     # No option of any command carries a default of its own: each is a config field's or no setting at all.
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for command, subparser in subparsers.choices.items():
         dests = {a.dest for a in subparser._actions}
-        fields = {prefix.replace("-", "_") + item.name for prefix, cls in
-                  [("", c) for c in commands.get(command, [PipelineConfig])] + list(RLHF_STAGES.items() if command == "rlhf" else [])
-                  for item in cls.settings()}
+        fields = {
+            prefix.replace("-", "_") + item.name
+            for prefix, cls in [("", c) for c in commands.get(command, [PipelineConfig])]
+            + list(RLHF_STAGES.items() if command == "rlhf" else [])
+            for item in cls.settings()
+        }
         assert dests - fields <= NOT_SETTINGS, (command, dests - fields - NOT_SETTINGS)

@@ -53,13 +53,18 @@ def brute_force_word_score(lm, template: str, example: dict, word: str) -> float
     if lm.kind == "causal":
         prefix = tokenizer(before).input_ids  # with BOS
         full = tokenizer(before + space + word + after).input_ids
-        assert full[:len(prefix)] == prefix
+        assert full[: len(prefix)] == prefix
         logits = lm.model(input_ids=torch.tensor([full])).logits[0]  # (T, V)
         log_probs = logits.log_softmax(-1)
         return float(sum(log_probs[p - 1, full[p]] for p in range(len(prefix), len(full))))
     pieces = _ids(lm, space + word)
-    ids = ([tokenizer.cls_token_id] + _ids(lm, before) + [tokenizer.mask_token_id] * len(pieces)
-           + _ids(lm, after) + [tokenizer.sep_token_id])
+    ids = (
+        [tokenizer.cls_token_id]
+        + _ids(lm, before)
+        + [tokenizer.mask_token_id] * len(pieces)
+        + _ids(lm, after)
+        + [tokenizer.sep_token_id]
+    )
     first = ids.index(tokenizer.mask_token_id)
     log_probs = lm.model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)  # (T, V)
     return float(sum(log_probs[first + j, piece] for j, piece in enumerate(pieces)))
@@ -85,6 +90,7 @@ def _scores_by_word(lm, prompt: Prompt, queries) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- multi-token words: parity
+
 
 @pytest.mark.parametrize("template", [TEMPLATE, SUFFIX_TEMPLATE, "{mask} : {text}", "Review: {text}\n{mask}"])
 def test_word_scores_match_brute_force(tiny_lm, tiny_task, template):
@@ -114,7 +120,12 @@ def test_multi_token_word_is_the_sum_of_its_pieces(tiny_lm, tiny_task):
             log_probs = tiny_lm.model(input_ids=torch.tensor([prefix + pieces])).logits[0].log_softmax(-1)
             per_piece = [float(log_probs[len(prefix) - 1 + j, t]) for j, t in enumerate(pieces)]
         else:
-            ids = [tokenizer.cls_token_id] + _ids(tiny_lm, before) + [tokenizer.mask_token_id] * len(pieces) + [tokenizer.sep_token_id]
+            ids = (
+                [tokenizer.cls_token_id]
+                + _ids(tiny_lm, before)
+                + [tokenizer.mask_token_id] * len(pieces)
+                + [tokenizer.sep_token_id]
+            )
             first = ids.index(tokenizer.mask_token_id)
             log_probs = tiny_lm.model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
             per_piece = [float(log_probs[first + j, t]) for j, t in enumerate(pieces)]
@@ -180,6 +191,7 @@ def test_progress_reports_every_example(tiny_causal, tiny_task):
 
 # ---------------------------------------------------------------- aggregation and calibration
 
+
 def test_aggregate_words_log_mean_probability():
     p = torch.tensor([[0.2, 0.4, 0.1], [0.05, 0.01, 0.3]])
     got = aggregate_words(p.log(), [0, 0, 1], 2)
@@ -229,6 +241,7 @@ def test_calibrate_unknown_method():
 
 # ---------------------------------------------------------------- setups, ensembles and evaluation
 
+
 def test_cloze_setup_validation(tiny_task):
     with pytest.raises(PeftlabError, match="Unknown calibration 'batch'"):
         ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, calibration="batch")
@@ -245,8 +258,9 @@ def test_template_ensemble_is_the_mean_of_single_templates(tiny_lm, tiny_task, c
     examples = tiny_task.test
     templates = [TEMPLATE, "{text} it was{mask} ."]
     ensemble = ClozeSetup.build(tiny_task, templates, VERBALIZER, calibration).predict_log_probs(tiny_lm, examples)
-    singles = [ClozeSetup.build(tiny_task, t, VERBALIZER, calibration).predict_log_probs(tiny_lm, examples)
-               for t in templates]
+    singles = [
+        ClozeSetup.build(tiny_task, t, VERBALIZER, calibration).predict_log_probs(tiny_lm, examples) for t in templates
+    ]
     expected = ((singles[0] + singles[1]) / 2).log_softmax(-1)
     assert torch.allclose(ensemble, expected, atol=1e-5)
     assert not torch.allclose(singles[0], singles[1], atol=1e-3)  # the two templates really differ
@@ -257,7 +271,12 @@ def test_contextual_calibration_uses_content_free_inputs(tiny_lm, tiny_task):
     prompt = _prompt(TEMPLATE)
     raw = label_log_probs(tiny_lm, prompt, examples)
     # Content-free inputs "N/A" and "": the mean of their label probabilities.
-    cf = torch.cat([label_log_probs(tiny_lm, prompt, [{"text": t, "label": 0}]) for t in ("N/A", "")]).exp().mean(0).log()
+    cf = (
+        torch.cat([label_log_probs(tiny_lm, prompt, [{"text": t, "label": 0}]) for t in ("N/A", "")])
+        .exp()
+        .mean(0)
+        .log()
+    )
     expected = (raw - cf).log_softmax(-1)
     got = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, "contextual").predict_log_probs(tiny_lm, examples)
     assert torch.allclose(got, expected, atol=ATOL)
@@ -304,7 +323,10 @@ def test_evaluate_with_demonstrations(tiny_lm, tiny_task):
     demos = setup.prompts[0].demonstrations
     assert len(demos) == 2 and sorted(d["label"] for d in demos) == [0, 1]
     assert all(d in tiny_task.train for d in demos)
-    assert demos == ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, shots_in_context=2, seed=21).prompts[0].demonstrations
+    assert (
+        demos
+        == ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, shots_in_context=2, seed=21).prompts[0].demonstrations
+    )
     tokenizer = tiny_lm.tokenizer
     example = tiny_task.test[0]
     decoded = tokenizer.decode(setup.prompts[0].queries(tiny_lm, example)[0].input_ids)
@@ -317,6 +339,7 @@ def test_evaluate_with_demonstrations(tiny_lm, tiny_task):
 
 
 # ---------------------------------------------------------------- one text
+
 
 def test_classify_text(tiny_lm, tiny_task):
     text = "the acting was great"
@@ -359,6 +382,7 @@ def test_classify_text_empty(tiny_mlm, tiny_task, text):
 
 
 # ---------------------------------------------------------------- truncation end to end
+
 
 def test_long_text_scores_within_max_length(tiny_lm, tiny_task):
     long_text = " ".join(["the", "plot", "was", "good"] * 150)

@@ -30,8 +30,8 @@ from peftlab.compare import (
 )
 from peftlab.config import parse_list
 from peftlab.errors import PeftlabError
-from peftlab.tasks import Task
 from peftlab.methods import method_config
+from peftlab.tasks import Task
 from peftlab.tuning import TrainedMethod, TrainEvent, TrainSettings
 
 LABELS = ["negative", "positive"]
@@ -42,11 +42,20 @@ SUBJECTS = ["the movie", "the film", "the plot", "the acting", "the story", "the
 
 def easy_task() -> Task:
     """24 training rows per class and 8 test rows, from words the tiny tokenizers know."""
-    rows = [(f"{s} was {w}", y) for y, words in ((1, ["great", "good", "fun"]), (0, ["bad", "awful", "boring"]))
-            for s in SUBJECTS for w in words]
+    rows = [
+        (f"{s} was {w}", y)
+        for y, words in ((1, ["great", "good", "fun"]), (0, ["bad", "awful", "boring"]))
+        for s in SUBJECTS
+        for w in words
+    ]
     test = [(f"i {verb} {s}", y) for y, verb in ((1, "loved"), (0, "hated")) for s in SUBJECTS[:4]]
-    return Task("easy-sentiment", LABELS, ["text"], [{"text": t, "label": y} for t, y in rows],
-                [{"text": t, "label": y} for t, y in test])
+    return Task(
+        "easy-sentiment",
+        LABELS,
+        ["text"],
+        [{"text": t, "label": y} for t, y in rows],
+        [{"text": t, "label": y} for t, y in test],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +79,10 @@ def test_grid_yields_zero_shot_first_then_one_row_per_method_and_seed(grid, tiny
     task, setup, events, rows, total = grid
     assert [(r.values["method"], r.values["K"], r.values["seed"]) for r in rows] == [
         ("zero-shot", 0, None),
-        ("prompt-tuning", 4, 13), ("lora", 4, 13),
-        ("prompt-tuning", 4, 21), ("lora", 4, 21),
+        ("prompt-tuning", 4, 13),
+        ("lora", 4, 13),
+        ("prompt-tuning", 4, 21),
+        ("lora", 4, 21),
     ]
     for row in rows:
         assert list(row.values) == RESULT_COLUMNS
@@ -126,14 +137,58 @@ def test_grid_rows_become_a_frame_and_a_summary_computed_by_hand(grid):
 
 def test_summarize_by_hand_on_made_up_rows():
     rows = [
-        {"method": "a", "K": 4, "seed": 1, "test_accuracy": 0.5, "macro_f1": 0.4, "trainable_params": 10,
-         "trainable_share": 0.1, "train_seconds": 1.0, "seconds_per_step": 0.1, "steps": 10, "peak_memory_mb": 1.0},
-        {"method": "a", "K": 4, "seed": 2, "test_accuracy": 0.7, "macro_f1": 0.6, "trainable_params": 10,
-         "trainable_share": 0.1, "train_seconds": 3.0, "seconds_per_step": 0.3, "steps": 10, "peak_memory_mb": 1.0},
-        {"method": "a", "K": 4, "seed": 3, "test_accuracy": 0.9, "macro_f1": 0.8, "trainable_params": 10,
-         "trainable_share": 0.1, "train_seconds": 2.0, "seconds_per_step": 0.2, "steps": 10, "peak_memory_mb": 1.0},
-        {"method": "a", "K": 8, "seed": 1, "test_accuracy": 0.6, "macro_f1": 0.6, "trainable_params": 10,
-         "trainable_share": 0.1, "train_seconds": 2.0, "seconds_per_step": 0.2, "steps": 10, "peak_memory_mb": 1.0},
+        {
+            "method": "a",
+            "K": 4,
+            "seed": 1,
+            "test_accuracy": 0.5,
+            "macro_f1": 0.4,
+            "trainable_params": 10,
+            "trainable_share": 0.1,
+            "train_seconds": 1.0,
+            "seconds_per_step": 0.1,
+            "steps": 10,
+            "peak_memory_mb": 1.0,
+        },
+        {
+            "method": "a",
+            "K": 4,
+            "seed": 2,
+            "test_accuracy": 0.7,
+            "macro_f1": 0.6,
+            "trainable_params": 10,
+            "trainable_share": 0.1,
+            "train_seconds": 3.0,
+            "seconds_per_step": 0.3,
+            "steps": 10,
+            "peak_memory_mb": 1.0,
+        },
+        {
+            "method": "a",
+            "K": 4,
+            "seed": 3,
+            "test_accuracy": 0.9,
+            "macro_f1": 0.8,
+            "trainable_params": 10,
+            "trainable_share": 0.1,
+            "train_seconds": 2.0,
+            "seconds_per_step": 0.2,
+            "steps": 10,
+            "peak_memory_mb": 1.0,
+        },
+        {
+            "method": "a",
+            "K": 8,
+            "seed": 1,
+            "test_accuracy": 0.6,
+            "macro_f1": 0.6,
+            "trainable_params": 10,
+            "trainable_share": 0.1,
+            "train_seconds": 2.0,
+            "seconds_per_step": 0.2,
+            "steps": 10,
+            "peak_memory_mb": 1.0,
+        },
     ]
     summary = summarize(results_frame(rows))
     assert summary[["method", "K"]].values.tolist() == [["a", 4], ["a", 8]]
@@ -146,8 +201,19 @@ def test_summarize_by_hand_on_made_up_rows():
 
 
 def test_results_frame_of_zero_shot_only_and_of_nothing():
-    only = results_frame([{"method": "zero-shot", "K": 0, "seed": None, "test_accuracy": 0.5, "macro_f1": 0.5,
-                           "trainable_params": 0, "trainable_share": 0.0}])
+    only = results_frame(
+        [
+            {
+                "method": "zero-shot",
+                "K": 0,
+                "seed": None,
+                "test_accuracy": 0.5,
+                "macro_f1": 0.5,
+                "trainable_params": 0,
+                "trainable_share": 0.0,
+            }
+        ]
+    )
     assert pd.api.types.is_integer_dtype(only["seed"]) and only["seed"].isna().all()
     assert math.isnan(only["peak_memory_mb"].iloc[0])  # missing columns are filled, not dropped
     empty = results_frame([])
@@ -159,8 +225,17 @@ def test_grid_stop_flag_keeps_the_run_in_progress_as_a_stopped_row(tiny_causal):
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
     stop = threading.Event()
     items = []
-    for item in run_grid(tiny_causal, task, setup, [method_config("head"), method_config("lora")], [13, 21], [4],
-                         TrainSettings(steps=10, eval_every=5), test_limit=4, stop=stop):
+    for item in run_grid(
+        tiny_causal,
+        task,
+        setup,
+        [method_config("head"), method_config("lora")],
+        [13, 21],
+        [4],
+        TrainSettings(steps=10, eval_every=5),
+        test_limit=4,
+        stop=stop,
+    ):
         items.append(item)
         if isinstance(item, TrainEvent) and item.step == 2:
             stop.set()
@@ -179,15 +254,28 @@ def test_a_stop_before_the_first_step_keeps_no_row(tiny_causal):
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
     stop = threading.Event()
     stop.set()
-    items = list(run_grid(tiny_causal, task, setup, [method_config("head")], [13], [4], TrainSettings(steps=3),
-                          test_limit=4, stop=stop))
+    items = list(
+        run_grid(
+            tiny_causal,
+            task,
+            setup,
+            [method_config("head")],
+            [13],
+            [4],
+            TrainSettings(steps=3),
+            test_limit=4,
+            stop=stop,
+        )
+    )
     assert [i.values["method"] for i in items if isinstance(i, GridRow)] == ["zero-shot"]
 
 
 def test_a_method_that_cannot_train_on_the_model_fails_before_the_grid_starts(tiny_causal):
     task = easy_task()
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
-    items = run_grid(tiny_causal, task, setup, [method_config("head"), method_config("bitfit")], [13], [4], TrainSettings())
+    items = run_grid(
+        tiny_causal, task, setup, [method_config("head"), method_config("bitfit")], [13], [4], TrainSettings()
+    )
     with pytest.raises(PeftlabError, match=r"BitFit trains only bias terms, and tiny-llama has none"):
         next(items)  # not even the zero-shot row: nothing runs before the error
 
@@ -199,8 +287,20 @@ def test_a_method_that_cannot_train_on_the_model_fails_before_the_grid_starts(ti
 def sweep(tiny_causal):
     task = easy_task()
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
-    items = list(run_sweep(tiny_causal, task, setup, "prompt-tuning", "num_virtual_tokens", [1, 3], [13, 21], 4,
-                           TrainSettings(steps=2, batch_size=4, eval_every=2), test_limit=4))
+    items = list(
+        run_sweep(
+            tiny_causal,
+            task,
+            setup,
+            "prompt-tuning",
+            "num_virtual_tokens",
+            [1, 3],
+            [13, 21],
+            4,
+            TrainSettings(steps=2, batch_size=4, eval_every=2),
+            test_limit=4,
+        )
+    )
     return [i for i in items if isinstance(i, TrainEvent)], [i for i in items if isinstance(i, GridRow)]
 
 
@@ -208,14 +308,19 @@ def test_sweep_trains_each_value_for_each_seed_and_rows_carry_the_value(sweep):
     events, rows = sweep
     assert [(r.values["method"], r.values.get("num_virtual_tokens"), r.values["seed"]) for r in rows] == [
         ("zero-shot", None, None),
-        ("prompt-tuning", 1, 13), ("prompt-tuning", 1, 21), ("prompt-tuning", 3, 13), ("prompt-tuning", 3, 21),
+        ("prompt-tuning", 1, 13),
+        ("prompt-tuning", 1, 21),
+        ("prompt-tuning", 3, 13),
+        ("prompt-tuning", 3, 21),
     ]
     assert [r.values["trainable_params"] for r in rows[1:]] == [32, 32, 96, 96]  # n virtual tokens x H = 32
     assert [r.trained.config.num_virtual_tokens for r in rows[1:]] == [1, 1, 3, 3]
     # Curves of the variants stay apart: each event is labelled with its value.
     assert sorted({(e.method, e.seed) for e in events}) == [
-        ("prompt-tuning num_virtual_tokens=1", 13), ("prompt-tuning num_virtual_tokens=1", 21),
-        ("prompt-tuning num_virtual_tokens=3", 13), ("prompt-tuning num_virtual_tokens=3", 21),
+        ("prompt-tuning num_virtual_tokens=1", 13),
+        ("prompt-tuning num_virtual_tokens=1", 21),
+        ("prompt-tuning num_virtual_tokens=3", 13),
+        ("prompt-tuning num_virtual_tokens=3", 21),
     ]
 
 
@@ -231,18 +336,27 @@ def test_sweep_frame_keeps_the_setting_column_and_summarizes_per_value(sweep):
 
 
 def test_sweep_settings_and_values_are_checked():
-    assert "num_virtual_tokens" in sweepable_settings("prompt-tuning") and "init" not in sweepable_settings("prompt-tuning")
+    assert "num_virtual_tokens" in sweepable_settings("prompt-tuning") and "init" not in sweepable_settings(
+        "prompt-tuning"
+    )
     assert "prefix_projection" not in sweepable_settings("prefix-tuning")  # booleans are not a sweep
     assert parse_sweep_values("prompt-tuning", "num_virtual_tokens", "1, 5,20") == [1, 5, 20]
     assert parse_sweep_values("lora", "learning_rate", "1e-4,1e-3") == [1e-4, 1e-3]
-    with pytest.raises(PeftlabError, match=r"^prompt-tuning has no numeric setting 'init' to sweep; choose from learning_rate, num_virtual_tokens"):
+    with pytest.raises(
+        PeftlabError,
+        match=r"^prompt-tuning has no numeric setting 'init' to sweep; choose from learning_rate, num_virtual_tokens",
+    ):
         parse_sweep_values("prompt-tuning", "init", "1")
-    with pytest.raises(PeftlabError, match=r"values of num_virtual_tokens must be comma-separated whole numbers, not '1,2.5'"):
+    with pytest.raises(
+        PeftlabError, match=r"values of num_virtual_tokens must be comma-separated whole numbers, not '1,2.5'"
+    ):
         parse_sweep_values("prompt-tuning", "num_virtual_tokens", "1,2.5")
     with pytest.raises(PeftlabError, match=r"Give at least one value of r to sweep"):
         parse_sweep_values("lora", "r", " ")
     with pytest.raises(PeftlabError, match=r"prompt-tuning: num virtual tokens must be at least 1, not 0"):
-        next(run_sweep(None, easy_task(), None, "prompt-tuning", "num_virtual_tokens", [0, 5], [13], 4, TrainSettings()))
+        next(
+            run_sweep(None, easy_task(), None, "prompt-tuning", "num_virtual_tokens", [0, 5], [13], 4, TrainSettings())
+        )
     with pytest.raises(PeftlabError, match=r"values of r repeat"):
         next(run_sweep(None, easy_task(), None, "lora", "r", [2, 2], [13], 4, TrainSettings()))
 
@@ -251,8 +365,11 @@ def test_run_record_is_json_with_settings_rows_and_curves(grid, tiny_causal):
     task, setup, events, rows, _ = grid
     frame = results_frame([r.values for r in rows])
     methods = [rows[1].trained.config, rows[2].trained.config]
-    record = json.loads(run_record(tiny_causal, task, setup, methods, TrainSettings(steps=3), frame,
-                                   [dataclasses.asdict(e) for e in events]))
+    record = json.loads(
+        run_record(
+            tiny_causal, task, setup, methods, TrainSettings(steps=3), frame, [dataclasses.asdict(e) for e in events]
+        )
+    )
     assert record["model"] == "tiny-llama" and record["task"] == "easy-sentiment" and record["templates"] == [TEMPLATE]
     assert [m["method"] for m in record["methods"]] == ["prompt-tuning", "lora"] and record["methods"][1]["r"] == 2
     assert record["train_settings"]["steps"] == 3
@@ -271,8 +388,13 @@ def test_run_record_is_json_with_settings_rows_and_curves(grid, tiny_causal):
         ([], [13], [4], r"^Choose at least one method to train\.$"),
         (["lora"], [], [4], r"^Give at least one seed\.$"),
         (["lora"], [13], [], r"^Give at least one K \(examples per class\)\.$"),
-        (["lora"], [13], [13], r"^k=13 needs 26 examples of class 'negative' \(K for train and K for dev\) but the "
-                               r"training pool of 'easy-sentiment' has only 24; use k <= 12\.$"),
+        (
+            ["lora"],
+            [13],
+            [13],
+            r"^k=13 needs 26 examples of class 'negative' \(K for train and K for dev\) but the "
+            r"training pool of 'easy-sentiment' has only 24; use k <= 12\.$",
+        ),
         (["lora"], [13], [4, 200], r"k=200 needs 400 examples"),
         (["lora"], [13], [0], r"k \(examples per class\) must be a whole number of at least 1, got 0"),
     ],
@@ -330,8 +452,14 @@ def no_model_loads(monkeypatch):
         (["--shots", "0"], r"at least 1, got 0"),
         (["--shots", "4,x"], r"--shots must be comma-separated whole numbers"),
         (["--seeds", ""], r"Give at least one seed"),
-        (["--learning-rate", "lora=abc", "--methods", "lora"], r"learning rate is given as method=number, not 'lora=abc'"),
-        (["--learning-rate", "head=0.1", "--methods", "lora"], r"--learning-rate names head, which is not among --methods"),
+        (
+            ["--learning-rate", "lora=abc", "--methods", "lora"],
+            r"learning rate is given as method=number, not 'lora=abc'",
+        ),
+        (
+            ["--learning-rate", "head=0.1", "--methods", "lora"],
+            r"--learning-rate names head, which is not among --methods",
+        ),
         (["--test-limit", "0"], r"--test-limit must be at least 1, not 0"),
         (["--steps", "many"], r"invalid int value: 'many'"),
         (["--select-by", "loss"], r"invalid choice: 'loss' \(choose from 'log-likelihood', 'accuracy'\)"),
@@ -385,16 +513,45 @@ def tiny_model_and_csv(tiny_causal, tmp_path_factory):
     tiny_causal.tokenizer.save_pretrained(folder / "tiny-llama")
     task = easy_task()
     pd.DataFrame(task.train + task.test).assign(label=lambda f: f["label"].map(dict(enumerate(LABELS)))).to_csv(
-        folder / "easy.csv", index=False)
+        folder / "easy.csv", index=False
+    )
     return str(folder / "tiny-llama"), str(folder / "easy.csv")
 
 
 def test_compare_command_writes_table_run_and_adapters(capsys, tmp_path, tiny_model_and_csv):
     model, csv = tiny_model_and_csv
-    code = main(["compare", "--model", model, "--task", csv, "--template", TEMPLATE, "--verbalizer", json.dumps(VERBALIZER),
-                 "--methods", "head,lora", "--shots", "2", "--seeds", "13", "--steps", "2", "--eval-every", "2",
-                 "--test-limit", "4", "--out", str(tmp_path / "r.csv"), "--run-json", str(tmp_path / "run.json"),
-                 "--save-adapters", str(tmp_path / "adapters"), "--json"])
+    code = main(
+        [
+            "compare",
+            "--model",
+            model,
+            "--task",
+            csv,
+            "--template",
+            TEMPLATE,
+            "--verbalizer",
+            json.dumps(VERBALIZER),
+            "--methods",
+            "head,lora",
+            "--shots",
+            "2",
+            "--seeds",
+            "13",
+            "--steps",
+            "2",
+            "--eval-every",
+            "2",
+            "--test-limit",
+            "4",
+            "--out",
+            str(tmp_path / "r.csv"),
+            "--run-json",
+            str(tmp_path / "run.json"),
+            "--save-adapters",
+            str(tmp_path / "adapters"),
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     records = json.loads(captured.out)
@@ -413,14 +570,42 @@ def test_compare_command_writes_table_run_and_adapters(capsys, tmp_path, tiny_mo
 
 def test_sweep_command_prints_one_row_per_value_and_seed(capsys, tiny_model_and_csv):
     model, csv = tiny_model_and_csv
-    code = main(["sweep", "--model", model, "--task", csv, "--template", TEMPLATE, "--verbalizer", json.dumps(VERBALIZER),
-                 "--method", "prompt-tuning", "--setting", "num_virtual_tokens", "--values", "1,2", "--shots", "2",
-                 "--seeds", "13,21", "--steps", "1", "--test-limit", "4", "--json"])
+    code = main(
+        [
+            "sweep",
+            "--model",
+            model,
+            "--task",
+            csv,
+            "--template",
+            TEMPLATE,
+            "--verbalizer",
+            json.dumps(VERBALIZER),
+            "--method",
+            "prompt-tuning",
+            "--setting",
+            "num_virtual_tokens",
+            "--values",
+            "1,2",
+            "--shots",
+            "2",
+            "--seeds",
+            "13,21",
+            "--steps",
+            "1",
+            "--test-limit",
+            "4",
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     records = json.loads(captured.out)
     assert [(r["method"], r["num_virtual_tokens"], r["seed"]) for r in records] == [
-        ("zero-shot", None, None), ("prompt-tuning", 1, 13), ("prompt-tuning", 1, 21), ("prompt-tuning", 2, 13),
+        ("zero-shot", None, None),
+        ("prompt-tuning", 1, 13),
+        ("prompt-tuning", 1, 21),
+        ("prompt-tuning", 2, 13),
         ("prompt-tuning", 2, 21),
     ]
 

@@ -131,7 +131,9 @@ def test_seeded_sampling_from_threads_equals_sampling_alone(tiny_causal):
     prompts = ["a film", "the plot", "the cast"]
 
     def sample(seed):
-        return sample_responses(tiny_causal.model, tiny_causal.tokenizer, prompts, max_new_tokens=8, seed=seed).input_ids
+        return sample_responses(
+            tiny_causal.model, tiny_causal.tokenizer, prompts, max_new_tokens=8, seed=seed
+        ).input_ids
 
     alone = {seed: sample(seed) for seed in (1, 2)}
     results, start = {1: [], 2: []}, threading.Barrier(3)
@@ -147,7 +149,9 @@ def test_seeded_sampling_from_threads_equals_sampling_alone(tiny_causal):
             with seeded(7):
                 torch.nn.Linear(64, 64)
 
-    threads = [threading.Thread(target=run, args=(seed,)) for seed in alone] + [threading.Thread(target=initialise_weights)]
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in alone] + [
+        threading.Thread(target=initialise_weights)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -22,16 +22,29 @@ from peftlab.rlhf.reward import RewardConfig
 from peftlab.rlhf.sft import SFTConfig
 from peftlab.tuning import TrainSettings
 
-CONFIGS = [ClozeConfig, AutoPromptConfig, TrainSettings, GridConfig, SweepConfig, *METHODS.values(), SFTConfig, RewardConfig,
-           PPOConfig, PipelineConfig]
+CONFIGS = [
+    ClozeConfig,
+    AutoPromptConfig,
+    TrainSettings,
+    GridConfig,
+    SweepConfig,
+    *METHODS.values(),
+    SFTConfig,
+    RewardConfig,
+    PPOConfig,
+    PipelineConfig,
+]
 
 
 def test_every_config_class_is_listed():
     def subclasses(cls):
         return {cls} | {s for sub in cls.__subclasses__() for s in subclasses(sub)}
 
-    concrete = {cls for cls in subclasses(Config) if cls.__module__.startswith("peftlab") and cls.settings()
-                and getattr(cls, "name", None) != ""}  # the method bases have no name and are never built
+    concrete = {
+        cls
+        for cls in subclasses(Config)
+        if cls.__module__.startswith("peftlab") and cls.settings() and getattr(cls, "name", None) != ""
+    }  # the method bases have no name and are never built
     assert concrete <= set(CONFIGS), concrete - set(CONFIGS)
 
 
@@ -63,7 +76,8 @@ def bad_values(cls) -> list[tuple[str, object]]:
 
 
 @pytest.mark.parametrize(
-    ("cls", "name", "value"), [(cls, name, value) for cls in CONFIGS for name, value in bad_values(cls)],
+    ("cls", "name", "value"),
+    [(cls, name, value) for cls in CONFIGS for name, value in bad_values(cls)],
     ids=lambda v: v.__name__ if isinstance(v, type) else repr(v),
 )
 def test_every_bad_value_is_refused_with_one_sentence_naming_the_setting(cls, name, value):

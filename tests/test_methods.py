@@ -29,13 +29,18 @@ def train(lm, easy, config, steps=20):
 
 def scores(lm, prompt, examples, model):
     with torch.no_grad():
-        return word_scores(lm, [prompt.queries(lm, e) for e in examples], len(prompt.verbalizer.flat_words), model=model)
+        return word_scores(
+            lm, [prompt.queries(lm, e) for e in examples], len(prompt.verbalizer.flat_words), model=model
+        )
 
 
 def test_feed_forward_modules_are_the_blocks_mlps_and_berts_ffn_outputs(tiny_causal, tiny_mlm):
     assert feed_forward_modules(tiny_causal.model) == ["model.layers.0.mlp", "model.layers.1.mlp"]
     # BERT's feed-forward output is layer.N.output.dense; the attention's attention.output.dense is not one.
-    assert feed_forward_modules(tiny_mlm.model) == ["bert.encoder.layer.0.output.dense", "bert.encoder.layer.1.output.dense"]
+    assert feed_forward_modules(tiny_mlm.model) == [
+        "bert.encoder.layer.0.output.dense",
+        "bert.encoder.layer.1.output.dense",
+    ]
 
 
 @pytest.mark.parametrize("lm_name", ["tiny_causal", "tiny_mlm"])
@@ -45,8 +50,13 @@ def test_an_untrained_adapter_leaves_the_scores_unchanged(request, easy, lm_name
     model, parameters = AdapterMethod(bottleneck=4).build(lm, setup.prompts[0], train_rows)
     assert len(parameters) == 4 * lm.model.config.num_hidden_layers  # down/up weight and bias per block
     examples = easy[0].test
-    with_adapter, without = scores(lm, setup.prompts[0], examples, model), scores(lm, setup.prompts[0], examples, lm.model)
-    torch.testing.assert_close(with_adapter, without, atol=1e-5, rtol=0)  # up = 0: the adapter adds exactly 0 to each block
+    with_adapter, without = (
+        scores(lm, setup.prompts[0], examples, model),
+        scores(lm, setup.prompts[0], examples, lm.model),
+    )
+    torch.testing.assert_close(
+        with_adapter, without, atol=1e-5, rtol=0
+    )  # up = 0: the adapter adds exactly 0 to each block
 
 
 @pytest.mark.parametrize("lm_name", ["tiny_causal", "tiny_mlm"])
@@ -84,7 +94,9 @@ def test_bitfit_trains_only_the_biases_of_a_model_that_has_them(tiny_mlm, easy):
 
 
 def test_bitfit_on_a_model_without_biases_says_so_before_training(tiny_causal, easy):
-    with pytest.raises(PeftlabError, match=r"^BitFit trains only bias terms, and tiny-llama has none; pick another method"):
+    with pytest.raises(
+        PeftlabError, match=r"^BitFit trains only bias terms, and tiny-llama has none; pick another method"
+    ):
         method_config("bitfit").check(tiny_causal)
     with pytest.raises(PeftlabError, match=r"BitFit trains only bias terms"):
         train(tiny_causal, easy, method_config("bitfit"), steps=1)
@@ -95,18 +107,24 @@ def test_adapter_bottleneck_must_be_positive():
         method_config("adapter", bottleneck=0)
 
 
-@pytest.mark.parametrize(("name", "overrides"), [
-    ("prompt-tuning", {"num_virtual_tokens": 4, "init": "random"}),
-    ("p-tuning", {"num_virtual_tokens": 4, "encoder_hidden_size": 8}),
-    ("prefix-tuning", {"num_virtual_tokens": 4}),
-    ("lora", {"r": 2}),
-])
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("prompt-tuning", {"num_virtual_tokens": 4, "init": "random"}),
+        ("p-tuning", {"num_virtual_tokens": 4, "encoder_hidden_size": 8}),
+        ("prefix-tuning", {"num_virtual_tokens": 4}),
+        ("lora", {"r": 2}),
+    ],
+)
 def test_a_text_scores_the_same_alone_and_in_a_left_padded_batch(tiny_causal, easy, name, overrides):
     """PEFT drops position ids for virtual tokens; without VirtualTokenForward a row's score depended on its padding."""
     _, setup, train_rows, _ = easy
     model, _ = method_config(name, **overrides).build(tiny_causal, setup.prompts[0], train_rows)
     prompt = setup.prompts[0]
-    short, long = {"text": "fun", "label": 1}, {"text": "the plot was boring and the ending was bad , too long", "label": 0}
+    short, long = (
+        {"text": "fun", "label": 1},
+        {"text": "the plot was boring and the ending was bad , too long", "label": 0},
+    )
     with torch.no_grad():
         torch.nn.init.normal_(next(p for p in model.parameters() if p.requires_grad))  # a prompt that matters
         alone = scores(tiny_causal, prompt, [short], model)
@@ -122,12 +140,22 @@ def test_a_prefix_from_real_words_equals_writing_those_words_before_the_text(tin
     (query,) = setup.prompts[0].queries(tiny_causal, {"text": "i loved it", "label": 1})
     ids = torch.tensor([query.input_ids])
     with torch.no_grad():
-        prefixed = model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(ids.shape[1])[None],
-                         logits_to_keep=1).logits
+        prefixed = model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=torch.arange(ids.shape[1])[None],
+            logits_to_keep=1,
+        ).logits
         written = tiny_causal.model(input_ids=torch.tensor([init_ids + query.input_ids])).logits[:, -1:]
     torch.testing.assert_close(prefixed, written, atol=1e-5, rtol=1e-5)
-    random_start, _ = PrefixTuningMethod(num_virtual_tokens=len(init_ids), init="random").build(tiny_causal, setup.prompts[0], [])
+    random_start, _ = PrefixTuningMethod(num_virtual_tokens=len(init_ids), init="random").build(
+        tiny_causal, setup.prompts[0], []
+    )
     with torch.no_grad():
-        other = random_start(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(ids.shape[1])[None],
-                             logits_to_keep=1).logits
+        other = random_start(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=torch.arange(ids.shape[1])[None],
+            logits_to_keep=1,
+        ).logits
     assert not torch.allclose(other, written, atol=1e-3)

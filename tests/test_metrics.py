@@ -13,11 +13,13 @@ PREDICTED = [0, 1, 1, 1, 0, 0]
 
 
 def test_confusion_matrix_rows_gold_columns_predicted():
-    expected = np.array([
-        [1, 1, 0],  # gold 0: once right, once called 1
-        [0, 2, 0],  # gold 1: both right
-        [2, 0, 0],  # gold 2: both called 0
-    ])
+    expected = np.array(
+        [
+            [1, 1, 0],  # gold 0: once right, once called 1
+            [0, 2, 0],  # gold 1: both right
+            [2, 0, 0],  # gold 2: both called 0
+        ]
+    )
     matrix = confusion_matrix(GOLD, PREDICTED, 3)
     np.testing.assert_array_equal(matrix, expected)
     assert matrix.dtype.kind == "i"

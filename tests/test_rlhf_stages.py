@@ -16,11 +16,26 @@ from peftlab.rlhf.generation import encode_pairs, format_prompt, sample_response
 from peftlab.rlhf.labelers import VaderLabeler
 from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, run_pipeline
 from peftlab.rlhf.ppo import PolicyWithValueHead, PPOConfig, PPOEvent, PPOResult, train_ppo
-from peftlab.rlhf.reward import RewardConfig, RewardEvent, RewardResult, collect_comparisons, pair_accuracy, train_reward_model
+from peftlab.rlhf.reward import (
+    RewardConfig,
+    RewardEvent,
+    RewardResult,
+    collect_comparisons,
+    pair_accuracy,
+    train_reward_model,
+)
 from peftlab.rlhf.sft import SFTConfig, SFTResult, sft_loss, train_sft
 
-PROMPTS = ["Review: the movie", "Review: the film", "Review: the plot", "Review: the acting", "Review: the story",
-           "Review: the cast", "Review: the ending", "Review: the script"]
+PROMPTS = [
+    "Review: the movie",
+    "Review: the film",
+    "Review: the plot",
+    "Review: the acting",
+    "Review: the story",
+    "Review: the cast",
+    "Review: the ending",
+    "Review: the script",
+]
 GOOD, BAD = ["it was great", "it was good", "it was fun"], ["it was bad", "it was awful", "it was boring"]
 
 
@@ -33,9 +48,14 @@ def run(events):
 def sft(tiny_causal):
     demonstrations = [Demonstration(p, r) for p in PROMPTS for r in GOOD + BAD]
     before = [(p.detach().clone(), p.requires_grad) for p in tiny_causal.model.parameters()]
-    steps, result = run(train_sft(tiny_causal, demonstrations, SFTConfig(steps=30, learning_rate=1e-2, lora_r=4),
-                                  sample_prompts=PROMPTS[:2]))
-    unchanged = all(torch.equal(p, w) and p.requires_grad == g for p, (w, g) in zip(tiny_causal.model.parameters(), before))
+    steps, result = run(
+        train_sft(
+            tiny_causal, demonstrations, SFTConfig(steps=30, learning_rate=1e-2, lora_r=4), sample_prompts=PROMPTS[:2]
+        )
+    )
+    unchanged = all(
+        torch.equal(p, w) and p.requires_grad == g for p, (w, g) in zip(tiny_causal.model.parameters(), before)
+    )
     return demonstrations, steps, result, unchanged
 
 
@@ -43,8 +63,11 @@ def test_sft_loss_counts_response_tokens_only(tiny_causal):
     demonstration = Demonstration("Review: the movie", "it was great")
     batch = encode_pairs(tiny_causal.tokenizer, [demonstration.prompt], [demonstration.response])
     ids = batch.input_ids[0][batch.attention_mask[0].bool()]  # prompt + response + EOS, no padding
-    prompt_length = len(tiny_causal.tokenizer(format_prompt(tiny_causal.tokenizer, demonstration.prompt),
-                                              add_special_tokens=False).input_ids)
+    prompt_length = len(
+        tiny_causal.tokenizer(
+            format_prompt(tiny_causal.tokenizer, demonstration.prompt), add_special_tokens=False
+        ).input_ids
+    )
     with torch.no_grad():
         log_probs = tiny_causal.model(ids[None]).logits[0].float().log_softmax(-1)  # (T, V)
         by_hand = -np.mean([float(log_probs[t - 1, ids[t]]) for t in range(prompt_length, len(ids))])
@@ -89,7 +112,9 @@ def test_reward_model_learns_a_synthetic_preference(tiny_causal, sft, lora_r):
 def test_collected_comparisons_follow_the_labeler(tiny_causal, sft):
     _, _, sft_result, _ = sft
     labeler = VaderLabeler("positive")
-    pairs, rollout = collect_comparisons(sft_result.model, tiny_causal.tokenizer, PROMPTS[:4], labeler, k=3, max_new_tokens=6)
+    pairs, rollout = collect_comparisons(
+        sft_result.model, tiny_causal.tokenizer, PROMPTS[:4], labeler, k=3, max_new_tokens=6
+    )
     assert len(rollout.responses) == 12 and len(pairs) <= 4 * 3
     for pair in pairs:
         assert labeler.score(pair.prompt, pair.chosen) > labeler.score(pair.prompt, pair.rejected)
@@ -99,18 +124,35 @@ def test_collected_comparisons_follow_the_labeler(tiny_causal, sft):
 def reward(tiny_causal, sft):
     _, _, sft_result, _ = sft
     config = RewardConfig(steps=30, batch_size=16, learning_rate=3e-2)
-    return run(train_reward_model(sft_result.model, tiny_causal.tokenizer, preference_pairs(PROMPTS[:6]),
-                                  preference_pairs(PROMPTS[6:]), config))[1]
+    return run(
+        train_reward_model(
+            sft_result.model,
+            tiny_causal.tokenizer,
+            preference_pairs(PROMPTS[:6]),
+            preference_pairs(PROMPTS[6:]),
+            config,
+        )
+    )[1]
 
 
 @pytest.mark.parametrize("ptx_coef", [0.0, 0.5])
 def test_ppo_steps_move_the_policy_but_never_the_reference(tiny_causal, sft, reward, ptx_coef):
     demonstrations, _, sft_result, _ = sft
     sft_weights = {n: p.detach().clone() for n, p in sft_result.model.named_parameters()}
-    config = PPOConfig(steps=2, batch_size=4, minibatch_size=2, max_new_tokens=6, lora_r=4, learning_rate=1e-2,
-                       ptx_coef=ptx_coef)
-    steps, result = run(train_ppo(sft_result.model, tiny_causal.tokenizer, reward.model, PROMPTS, config,
-                                  VaderLabeler("positive"), demonstrations))
+    config = PPOConfig(
+        steps=2, batch_size=4, minibatch_size=2, max_new_tokens=6, lora_r=4, learning_rate=1e-2, ptx_coef=ptx_coef
+    )
+    steps, result = run(
+        train_ppo(
+            sft_result.model,
+            tiny_causal.tokenizer,
+            reward.model,
+            PROMPTS,
+            config,
+            VaderLabeler("positive"),
+            demonstrations,
+        )
+    )
     assert isinstance(result, PPOResult) and all(isinstance(e, PPOEvent) for e in steps) and len(steps) == 2
     for event in steps:
         assert all(math.isfinite(v) for v in (event.mean_reward, event.mean_kl, event.policy_loss, event.value_loss))
@@ -123,8 +165,11 @@ def test_ppo_steps_move_the_policy_but_never_the_reference(tiny_causal, sft, rew
     # The reference is the SFT result itself, untouched, and equals the policy with its adapter off.
     assert policy.reference_model is sft_result.model
     assert all(torch.equal(p, sft_weights[n]) for n, p in sft_result.model.named_parameters())
-    base = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
-            for n, p in policy.model.named_parameters() if "lora_" not in n}
+    base = {
+        n.replace("base_model.model.", "").replace(".base_layer", ""): p
+        for n, p in policy.model.named_parameters()
+        if "lora_" not in n
+    }
     assert base.keys() == sft_weights.keys() and all(torch.equal(base[n], sft_weights[n]) for n in base)
     batch = encode_pairs(tiny_causal.tokenizer, PROMPTS[:2], ["it was great", "it was bad"])
     with torch.no_grad(), policy.model.disable_adapter():
@@ -136,8 +181,15 @@ def test_ppo_steps_move_the_policy_but_never_the_reference(tiny_causal, sft, rew
 def test_policy_comparison_scores_both_policies_on_the_same_prompts(tiny_causal, sft, reward):
     _, _, sft_result, _ = sft
     policy = PolicyWithValueHead(sft_result.model, lora_r=2)  # untrained adapter: PPO = SFT
-    comparison = compare_policies(policy, tiny_causal.tokenizer, reward.model, VaderLabeler("positive"), PROMPTS[:3],
-                                  samples_per_prompt=2, max_new_tokens=6)
+    comparison = compare_policies(
+        policy,
+        tiny_causal.tokenizer,
+        reward.model,
+        VaderLabeler("positive"),
+        PROMPTS[:3],
+        samples_per_prompt=2,
+        max_new_tokens=6,
+    )
     table = comparison.table
     assert len(table) == 6 and table["prompt"].tolist() == [p for p in PROMPTS[:3] for _ in range(2)]
     assert table["sft_response"].tolist() == table["ppo_response"].tolist()  # same seed, same weights
@@ -148,8 +200,14 @@ def test_policy_comparison_scores_both_policies_on_the_same_prompts(tiny_causal,
 def test_the_whole_pipeline_runs_on_the_tiny_model(tiny_causal):
     data = RLHFData(PROMPTS[:6], PROMPTS[6:], [Demonstration(p, r) for p in PROMPTS[:6] for r in GOOD + BAD])
     config = PipelineConfig(
-        labeler="concise", rm_pairs=12, rm_heldout_prompts=2, k=3, eval_samples=1, max_new_tokens=8,
-        sft=SFTConfig(steps=3, lora_r=2, sample_every=3), reward=RewardConfig(steps=3, eval_every=3),
+        labeler="concise",
+        rm_pairs=12,
+        rm_heldout_prompts=2,
+        k=3,
+        eval_samples=1,
+        max_new_tokens=8,
+        sft=SFTConfig(steps=3, lora_r=2, sample_every=3),
+        reward=RewardConfig(steps=3, eval_every=3),
         ppo=PPOConfig(steps=2, batch_size=2, minibatch_size=2, lora_r=2, max_new_tokens=5),
     )
     stages = []
@@ -158,13 +216,21 @@ def test_the_whole_pipeline_runs_on_the_tiny_model(tiny_causal):
     summary = result.summary
     for key in ("rm_heldout_accuracy", "sft_mean_score", "ppo_mean_score", "mean_kl", "seconds"):
         assert math.isfinite(summary[key]), key
-    assert summary["prompts"] == 2 and set(summary["stage_seconds"]) == {"sft", "comparisons", "reward", "ppo", "evaluation"}
+    assert summary["prompts"] == 2 and set(summary["stage_seconds"]) == {
+        "sft",
+        "comparisons",
+        "reward",
+        "ppo",
+        "evaluation",
+    }
 
 
 def test_ppo_sampling_is_pure_ancestral_sampling(tiny_causal):
     with pytest.raises(PeftlabError, match=r"Sampling with temperature 0.7 .* biases the per-token KL estimate"):
         sample_responses(tiny_causal.model, tiny_causal.tokenizer, PROMPTS[:1], temperature=0.7, for_ppo=True)
-    sample_responses(tiny_causal.model, tiny_causal.tokenizer, PROMPTS[:1], max_new_tokens=2, temperature=0.7)  # fine outside PPO
+    sample_responses(
+        tiny_causal.model, tiny_causal.tokenizer, PROMPTS[:1], max_new_tokens=2, temperature=0.7
+    )  # fine outside PPO
 
 
 @pytest.mark.parametrize(
@@ -172,18 +238,36 @@ def test_ppo_sampling_is_pure_ancestral_sampling(tiny_causal):
     [
         (lambda lm: list(train_sft(lm, [], SFTConfig())), r"SFT needs at least one demonstration"),
         (lambda lm: SFTConfig(method="qlora"), r"SFT method must be one of lora, full, not 'qlora'"),
-        (lambda lm: list(train_reward_model(lm.model, lm.tokenizer, [Comparison("p", "same", "same ")],
-                                            [Comparison("p", "a", "b")], RewardConfig())),
-         r"same text as chosen and rejected"),
-        (lambda lm: list(train_reward_model(lm.model, lm.tokenizer, [], [Comparison("p", "a", "b")], RewardConfig())),
-         r"no training comparisons"),
-        (lambda lm: collect_comparisons(lm.model, lm.tokenizer, PROMPTS[:1], VaderLabeler(), k=1),
-         r"K of at least 2 responses per prompt, not 1"),
+        (
+            lambda lm: list(
+                train_reward_model(
+                    lm.model,
+                    lm.tokenizer,
+                    [Comparison("p", "same", "same ")],
+                    [Comparison("p", "a", "b")],
+                    RewardConfig(),
+                )
+            ),
+            r"same text as chosen and rejected",
+        ),
+        (
+            lambda lm: list(
+                train_reward_model(lm.model, lm.tokenizer, [], [Comparison("p", "a", "b")], RewardConfig())
+            ),
+            r"no training comparisons",
+        ),
+        (
+            lambda lm: collect_comparisons(lm.model, lm.tokenizer, PROMPTS[:1], VaderLabeler(), k=1),
+            r"K of at least 2 responses per prompt, not 1",
+        ),
         (lambda lm: PipelineConfig(k=1), r"K of at least 2 responses per prompt, not 1"),
         (lambda lm: PPOConfig(beta=-0.1, adaptive_kl=False), r"KL coefficient beta must be a number of at least 0"),
         (lambda lm: PPOConfig(beta=-0.1, adaptive_kl=True), r"initial KL coefficient must be a number of at least 0"),
         (lambda lm: PPOConfig(top_p=0.9), r"Sampling with top_p 0.9 draws responses from a reshaped distribution"),
-        (lambda lm: PPOConfig(minibatch_size=32, batch_size=16), r"minibatch \(32\) cannot be larger than the batch \(16\)"),
+        (
+            lambda lm: PPOConfig(minibatch_size=32, batch_size=16),
+            r"minibatch \(32\) cannot be larger than the batch \(16\)",
+        ),
         (lambda lm: PPOConfig(ptx_coef=-1), r"PPO-ptx coefficient must be 0 or more"),
         (lambda lm: PipelineConfig(labeler="grumpy"), r"Unknown labeler 'grumpy'; choose one of vader-positive"),
         (lambda lm: RewardConfig(lora_r=-1), r"LoRA rank must be 0 \(head only\) or more"),

@@ -37,7 +37,11 @@ CAUSAL_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "overrides"), CAUSAL_CASES, ids=[f"{n}{'-proj' if o.get('prefix_projection') else ''}" for n, o in CAUSAL_CASES])
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    CAUSAL_CASES,
+    ids=[f"{n}{'-proj' if o.get('prefix_projection') else ''}" for n, o in CAUSAL_CASES],
+)
 def test_a_saved_method_reloads_to_identical_predictions(tiny_causal, tmp_path, name, overrides):
     task, trained = trained_method(tiny_causal, name, **overrides)
     expected = trained.log_probs(task.test)
@@ -69,7 +73,12 @@ def test_masked_lm_methods_reload_too(tiny_mlm, tmp_path, name):
 def test_peft_methods_are_saved_with_peft_own_files(tiny_causal, tmp_path):
     _, trained = trained_method(tiny_causal, "lora", r=2)
     names = set(zipfile.ZipFile(zip_trained(trained, tmp_path / "lora.zip")).namelist())
-    assert names == {"adapter_config.json", "adapter_model.safetensors", "README.md", META_FILE}  # README: PEFT's model card
+    assert names == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "README.md",
+        META_FILE,
+    }  # README: PEFT's model card
     meta = json.loads(zipfile.ZipFile(tmp_path / "lora.zip").read(META_FILE))
     assert meta["method"] == "lora" and meta["model"] == "tiny-llama" and meta["config"]["r"] == 2
     assert meta["template"] == TEMPLATE and meta["verbalizer"] == {k: list(v) for k, v in VERBALIZER.items()}
@@ -94,7 +103,9 @@ def test_bad_saved_methods_are_one_clear_sentence(tiny_causal, tiny_mlm, tmp_pat
         load_trained(sneaky, lm=tiny_causal)
     _, trained = trained_method(tiny_causal, "head")
     saved = zip_trained(trained, tmp_path / "head.zip")
-    with pytest.raises(PeftlabError, match=r"^This head was trained on tiny-llama; load it with that model, not tiny-bert"):
+    with pytest.raises(
+        PeftlabError, match=r"^This head was trained on tiny-llama; load it with that model, not tiny-bert"
+    ):
         load_trained(saved, lm=tiny_mlm)
 
 
@@ -107,8 +118,11 @@ def test_a_zip_with_pickled_weights_is_refused_before_anything_is_read(tiny_caus
             if name != "adapter_model.safetensors":
                 target.writestr(name, source.read(name))
         target.writestr("adapter_model.bin", b"a pickle that must never be unpickled")
-    with pytest.raises(PeftlabError, match=r"^pickled.zip is not a saved peftlab method: it holds 'adapter_model.bin', "
-                                           r"and only .* are read \(weights as safetensors only\)\.$"):
+    with pytest.raises(
+        PeftlabError,
+        match=r"^pickled.zip is not a saved peftlab method: it holds 'adapter_model.bin', "
+        r"and only .* are read \(weights as safetensors only\)\.$",
+    ):
         load_trained(pickled, lm=tiny_causal)
     with pytest.raises(PeftlabError, match=r"holds 'adapter_model.bin'"):
         saved_model_name(pickled)

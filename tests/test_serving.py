@@ -13,8 +13,13 @@ from peftlab.ui.sessions import LEFT, Sessions
 
 @pytest.mark.parametrize(
     ("env", "public"),
-    [({}, False), ({"SPACE_ID": "me/peftlab"}, True), ({"SPACE_ID": "me/peftlab", "PEFTLAB_PUBLIC": "0"}, False),
-     ({"PEFTLAB_PUBLIC": "1"}, True), ({"PEFTLAB_PUBLIC": "off"}, False)],
+    [
+        ({}, False),
+        ({"SPACE_ID": "me/peftlab"}, True),
+        ({"SPACE_ID": "me/peftlab", "PEFTLAB_PUBLIC": "0"}, False),
+        ({"PEFTLAB_PUBLIC": "1"}, True),
+        ({"PEFTLAB_PUBLIC": "off"}, False),
+    ],
 )
 def test_public_mode_follows_the_space_and_the_override(monkeypatch, env, public):
     for name in ("SPACE_ID", "PEFTLAB_PUBLIC"):
@@ -29,8 +34,10 @@ def test_caps_refuse_with_one_sentence_naming_the_input_and_its_limit():
     PUBLIC_CAPS.check("steps", 60, "Steps")  # at the limit is fine
     with pytest.raises(PeftlabError) as raised:
         PUBLIC_CAPS.check("steps", 61, "Steps")
-    assert str(raised.value) == ("Steps is 61, above this public Space's limit of 60; lower it, or run peftlab on your "
-                                 "own machine for larger jobs.")
+    assert str(raised.value) == (
+        "Steps is 61, above this public Space's limit of 60; lower it, or run peftlab on your "
+        "own machine for larger jobs."
+    )
     LOCAL_CAPS.check("steps", 10**6, "Steps")  # nothing is capped off a public Space
     assert PUBLIC_CAPS.note("steps") == "at most 60 on this public Space" and LOCAL_CAPS.note("steps") == ""
 
@@ -38,8 +45,11 @@ def test_caps_refuse_with_one_sentence_naming_the_input_and_its_limit():
 def test_only_allowed_models_load_on_a_public_space(monkeypatch):
     PUBLIC_CAPS.check_model("smollm2-135m")
     for name in ("/etc", "./my-model", "someone/huge-model"):
-        with pytest.raises(PeftlabError, match=rf"^This public Space loads only these models: smollm2-135m, .*; "
-                                               rf"'{name}' is not one of them"):
+        with pytest.raises(
+            PeftlabError,
+            match=rf"^This public Space loads only these models: smollm2-135m, .*; "
+            rf"'{name}' is not one of them",
+        ):
             PUBLIC_CAPS.check_model(name)
     LOCAL_CAPS.check_model("/any/folder")
     monkeypatch.setenv("PEFTLAB_PUBLIC", "1")

@@ -35,10 +35,14 @@ def _labelled_lines(n_per_class: int = 10) -> list[str]:
 
 # ---------------------------------------------------------------- embedded tasks
 
-@pytest.mark.parametrize("name, labels, fields, per_class", [
-    ("rt-sentiment", ["negative", "positive"], ["text", "movie_name"], 500),
-    ("bbc-topic", ["business", "entertainment", "politics", "sport", "tech"], ["text", "headline"], 100),
-])
+
+@pytest.mark.parametrize(
+    "name, labels, fields, per_class",
+    [
+        ("rt-sentiment", ["negative", "positive"], ["text", "movie_name"], 500),
+        ("bbc-topic", ["business", "entertainment", "politics", "sport", "tech"], ["text", "headline"], 100),
+    ],
+)
 def test_embedded_task_shape(name, labels, fields, per_class):
     task = load_task(name)
     assert name in EMBEDDED_TASKS
@@ -68,7 +72,7 @@ def test_bbc_text_is_headline_plus_first_paragraph():
     task = load_task("bbc-topic")
     for row in task.train[:100]:
         assert row["text"].startswith(row["headline"])
-        assert ".." not in row["text"][len(row["headline"]) - 1:len(row["headline"]) + 2]
+        assert ".." not in row["text"][len(row["headline"]) - 1 : len(row["headline"]) + 2]
         assert len(row["text"]) > len(row["headline"]) + 10
 
 
@@ -77,6 +81,7 @@ def test_load_task_is_cached():
 
 
 # ---------------------------------------------------------------- few-shot sampling
+
 
 @pytest.mark.parametrize("name, k", [("rt-sentiment", 16), ("bbc-topic", 8)])
 def test_few_shot_sizes_and_disjoint(name, k):
@@ -124,6 +129,7 @@ def test_few_shot_k_too_large_names_class_and_limit():
 
 
 # ---------------------------------------------------------------- uploads
+
 
 def test_csv_upload_with_extra_text_field(tmp_path):
     path = _write_csv(tmp_path / "pets.csv", _labelled_lines(10))
@@ -174,17 +180,22 @@ def test_example_csv_loads():
 
 def test_missing_column_lists_found_columns(tmp_path):
     path = _write_csv(tmp_path / "pets.csv", _labelled_lines(3))
-    with pytest.raises(PeftlabError, match=r"no text column 'text' \(columns found: 'body', 'topic', 'source', 'year'\)"):
+    with pytest.raises(
+        PeftlabError, match=r"no text column 'text' \(columns found: 'body', 'topic', 'source', 'year'\)"
+    ):
         load_task(path)
     with pytest.raises(PeftlabError, match=r"no label column 'kind' \(columns found: .*'topic'"):
         load_task(path, text_column="body", label_column="kind")
 
 
-@pytest.mark.parametrize("content, pattern", [
-    ("", r"'empty\.csv' is empty"),
-    ("text,label\n", r"'empty\.csv' has no rows"),
-    ("text,label\n  ,a\n,b\n", r"no rows with both a non-empty text and a label"),
-])
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        ("", r"'empty\.csv' is empty"),
+        ("text,label\n", r"'empty\.csv' has no rows"),
+        ("text,label\n  ,a\n,b\n", r"no rows with both a non-empty text and a label"),
+    ],
+)
 def test_empty_uploads(tmp_path, content, pattern):
     path = tmp_path / "empty.csv"
     path.write_text(content, encoding="utf-8")
@@ -198,10 +209,13 @@ def test_single_class_upload(tmp_path):
         load_task(path)
 
 
-@pytest.mark.parametrize("filename, content", [
-    ("broken.jsonl", b'{"text": "fine", "label": "a"}\n{not json at all\n'),
-    ("binary.csv", b"\xff\xfe\x00\x81\x8d\x90\x00\xff" * 50),
-])
+@pytest.mark.parametrize(
+    "filename, content",
+    [
+        ("broken.jsonl", b'{"text": "fine", "label": "a"}\n{not json at all\n'),
+        ("binary.csv", b"\xff\xfe\x00\x81\x8d\x90\x00\xff" * 50),
+    ],
+)
 def test_unreadable_upload(tmp_path, filename, content):
     path = tmp_path / filename
     path.write_bytes(content)
@@ -216,28 +230,41 @@ def test_missing_upload_file(tmp_path):
 
 # ---------------------------------------------------------------- Hub datasets
 
+
 def test_hub_offline_error_is_quick(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for module in ("datasets.config", "huggingface_hub.constants"):
         if module in sys.modules:
             monkeypatch.setattr(sys.modules[module], "HF_HUB_OFFLINE", True)
     start = time.perf_counter()
-    with pytest.raises(PeftlabError, match=r"'someone/no-such-dataset'.*Hub is unreachable or has no such "
-                                           r"dataset.*'rt-sentiment', 'bbc-topic' or upload a CSV/JSONL"):
+    with pytest.raises(
+        PeftlabError,
+        match=r"'someone/no-such-dataset'.*Hub is unreachable or has no such "
+        r"dataset.*'rt-sentiment', 'bbc-topic' or upload a CSV/JSONL",
+    ):
         load_task("someone/no-such-dataset")
     assert time.perf_counter() - start < 10
 
 
 def test_hub_path_with_classlabel_and_test_cap(monkeypatch):
     datasets = pytest.importorskip("datasets")
-    features = datasets.Features({"sentence": datasets.Value("string"), "idx": datasets.Value("int32"),
-                                  "label": datasets.ClassLabel(names=["neg", "pos"])})
+    features = datasets.Features(
+        {
+            "sentence": datasets.Value("string"),
+            "idx": datasets.Value("int32"),
+            "label": datasets.ClassLabel(names=["neg", "pos"]),
+        }
+    )
 
     def split(n, offset, label=None):
-        return datasets.Dataset.from_dict({"sentence": [f"sentence {offset + i}" for i in range(n)],
-                                           "idx": list(range(n)),
-                                           "label": [label if label is not None else int(i % 4 == 0) for i in range(n)]},
-                                          features=features)
+        return datasets.Dataset.from_dict(
+            {
+                "sentence": [f"sentence {offset + i}" for i in range(n)],
+                "idx": list(range(n)),
+                "label": [label if label is not None else int(i % 4 == 0) for i in range(n)],
+            },
+            features=features,
+        )
 
     fake = datasets.DatasetDict(train=split(300, 0), validation=split(1500, 10_000), test=split(50, 20_000, -1))
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: fake)

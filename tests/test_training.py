@@ -19,8 +19,16 @@ def quadratic_loop(scores, **options):
         seen.append(weight.detach().clone())
         return {"score": scores[len(seen) - 1]}
 
-    loop = TrainingLoop([weight], steps=options.pop("steps", 6), batch_size=2, learning_rate=0.1, seed=0,
-                        eval_every=options.pop("eval_every", 2), evaluate=evaluate, **options)
+    loop = TrainingLoop(
+        [weight],
+        steps=options.pop("steps", 6),
+        batch_size=2,
+        learning_rate=0.1,
+        seed=0,
+        eval_every=options.pop("eval_every", 2),
+        evaluate=evaluate,
+        **options,
+    )
     return weight, loop, seen
 
 
@@ -32,9 +40,17 @@ def test_the_weights_of_the_best_evaluation_are_put_back():
     weight, loop, seen = quadratic_loop([0.1, 0.9, 0.5], select="score")
     records = list(loop.run([1.0, 2.0, 3.0], batch_loss_of(weight)))
     assert [r.step for r in records] == [1, 2, 3, 4, 5, 6] and [r.scores is not None for r in records] == [
-        False, True, False, True, False, True]
+        False,
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
     assert torch.equal(weight.detach(), seen[1]) and loop.best_score == 0.9  # the step-4 weights, not the last ones
-    assert records[0].learning_rate == pytest.approx(0.1) and records[3].learning_rate == pytest.approx(0.1 * (1 - 3 / 6))
+    assert records[0].learning_rate == pytest.approx(0.1) and records[3].learning_rate == pytest.approx(
+        0.1 * (1 - 3 / 6)
+    )
 
 
 def test_patience_stops_after_evaluations_without_gain_and_ties_do_not_count():

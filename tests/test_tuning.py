@@ -16,7 +16,6 @@ import torch
 
 from peftlab.cloze import ClozeSetup
 from peftlab.errors import PeftlabError
-from peftlab.tasks import Task
 from peftlab.methods import (
     METHODS,
     PROMPT_INITS,
@@ -26,8 +25,16 @@ from peftlab.methods import (
     method_config,
     parse_learning_rates,
 )
+from peftlab.tasks import Task
 from peftlab.tuning import (
-    SELECTION_SCORES, TrainedMethod, TrainEvent, TrainSettings, loss_is_flat, peak_memory_mb, reset_peak_memory, train_method,
+    SELECTION_SCORES,
+    TrainedMethod,
+    TrainEvent,
+    TrainSettings,
+    loss_is_flat,
+    peak_memory_mb,
+    reset_peak_memory,
+    train_method,
 )
 
 LABELS = ["negative", "positive"]
@@ -41,7 +48,12 @@ POSITIVE, NEGATIVE = ["great", "good", "fun"], ["bad", "awful", "boring"]
 
 def easy_task() -> Task:
     """24 training rows per class ("the plot was fun" / "the plot was awful") from words the tiny tokenizers know."""
-    train = [{"text": f"{s} was {w}", "label": y} for y, words in ((1, POSITIVE), (0, NEGATIVE)) for s in SUBJECTS for w in words]
+    train = [
+        {"text": f"{s} was {w}", "label": y}
+        for y, words in ((1, POSITIVE), (0, NEGATIVE))
+        for s in SUBJECTS
+        for w in words
+    ]
     test = [{"text": f"i {verb} {s}", "label": y} for y, verb in ((1, "loved"), (0, "hated")) for s in SUBJECTS[:4]]
     return Task("easy-sentiment", LABELS, ["text"], train, test)
 
@@ -82,8 +94,12 @@ def capture_build(config):
 
     def build(lm, prompt, train):
         model, parameters = original(lm, prompt, train)
-        seen.update(model=model, parameters=parameters, initial=[p.detach().clone() for p in parameters],
-                    initial_named={n: p.detach().clone() for n, p in model.named_parameters()})
+        seen.update(
+            model=model,
+            parameters=parameters,
+            initial=[p.detach().clone() for p in parameters],
+            initial_named={n: p.detach().clone() for n, p in model.named_parameters()},
+        )
         return model, parameters
 
     config.build = build  # an instance attribute shadows the method
@@ -142,8 +158,11 @@ def _expected_counts(lm) -> list[tuple[str, dict, int]]:
         ("prompt-tuning", {"num_virtual_tokens": 7, "init": "random"}, 7 * H),
         ("lora", {}, layers * (8 * (H + H) + 8 * (H + kv))),
         ("lora", {"r": 2}, layers * (2 * (H + H) + 2 * (H + kv))),
-        ("lora", {"r": 3, "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj")},
-         lora(3, [(H, H), (H, kv), (H, kv), (H, H)])),
+        (
+            "lora",
+            {"r": 3, "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj")},
+            lora(3, [(H, H), (H, kv), (H, kv), (H, H)]),
+        ),
         ("head", {}, H * L + L),
         ("adapter", {}, adapter(16)),
         ("adapter", {"bottleneck": 3}, adapter(3)),
@@ -153,15 +172,20 @@ def _expected_counts(lm) -> list[tuple[str, dict, int]]:
         ("prefix-tuning", {"num_virtual_tokens": 4, "prefix_projection": True}, prefix_projected(4)),
         ("p-tuning", {}, p_mlp(20, 128)),
         ("p-tuning", {"num_virtual_tokens": 5, "encoder_hidden_size": 16}, p_mlp(5, 16)),
-        ("p-tuning", {"num_virtual_tokens": 5, "encoder": "LSTM", "encoder_hidden_size": 8},
-         5 * H + _lstm_params(H, 8) + (2 * 8 * 2 * 8 + 2 * 8) + (2 * 8 * H + H)),
+        (
+            "p-tuning",
+            {"num_virtual_tokens": 5, "encoder": "LSTM", "encoder_hidden_size": 8},
+            5 * H + _lstm_params(H, 8) + (2 * 8 * 2 * 8 + 2 * 8) + (2 * 8 * H + H),
+        ),
     ]
 
 
 def test_trainable_parameter_counts_match_hand_computed_formulas(tiny_causal, easy):
     _, setup, train, _ = easy
     cases = _expected_counts(tiny_causal)
-    assert {name for name, _, _ in cases} | {"bitfit"} == set(METHODS)  # BitFit: the tiny Llama has no biases (test_methods)
+    assert {name for name, _, _ in cases} | {"bitfit"} == set(
+        METHODS
+    )  # BitFit: the tiny Llama has no biases (test_methods)
     assert cases[8][2] == sum(p.numel() for p in tiny_causal.model.parameters())  # the full formula is right
     for name, overrides, expected in cases:
         config = method_config(name, **overrides)
@@ -205,7 +229,7 @@ def test_only_the_adapter_parameters_change(tiny_causal, easy, name):
 
 
 def _base_name(peft_name: str, names) -> str:
-    """'base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight' -> 'model.layers.0.self_attn.q_proj.weight'."""
+    """'base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight' -> 'model.layers.0.self_attn.q_proj.weight'."""  # noqa: E501
     parts = peft_name.replace(".base_layer.", ".").split(".")
     return next((".".join(parts[i:]) for i in range(len(parts)) if ".".join(parts[i:]) in names), peft_name)
 
@@ -280,8 +304,14 @@ def test_early_stopping_restores_the_best_evaluation(tiny_causal, easy):
     seen = capture_build(config)
     _, setup, train, dev = easy
     states, events = [], []
-    for item in train_method(tiny_causal, setup, config, train, dev,
-                             TrainSettings(steps=20, batch_size=4, eval_every=1, patience=1, seed=13, select_by="accuracy")):
+    for item in train_method(
+        tiny_causal,
+        setup,
+        config,
+        train,
+        dev,
+        TrainSettings(steps=20, batch_size=4, eval_every=1, patience=1, seed=13, select_by="accuracy"),
+    ):
         if isinstance(item, TrainEvent):
             events.append(item)
             states.append([p.detach().clone() for p in seen["parameters"]])
@@ -302,8 +332,14 @@ def test_final_weights_are_those_of_the_best_dev_evaluation(tiny_causal, easy, s
     seen = capture_build(config)
     _, setup, train, dev = easy
     states, scores = [], []
-    for item in train_method(tiny_causal, setup, config, train, dev,
-                             TrainSettings(steps=12, batch_size=4, eval_every=1, patience=100, seed=13, select_by=select_by)):
+    for item in train_method(
+        tiny_causal,
+        setup,
+        config,
+        train,
+        dev,
+        TrainSettings(steps=12, batch_size=4, eval_every=1, patience=100, seed=13, select_by=select_by),
+    ):
         if isinstance(item, TrainEvent):
             scores.append(getattr(item, score))
             states.append([p.detach().clone() for p in seen["parameters"]])
@@ -326,8 +362,15 @@ def test_dev_log_likelihood_is_the_gold_labels_mean_log_probability(tiny_causal,
 
 
 def test_patience_counts_evaluations_not_steps(tiny_causal, easy):
-    _, trained = run(tiny_causal, easy, method_config("prompt-tuning", learning_rate=1e-6),
-                     steps=20, eval_every=3, patience=2, select_by="accuracy")
+    _, trained = run(
+        tiny_causal,
+        easy,
+        method_config("prompt-tuning", learning_rate=1e-6),
+        steps=20,
+        eval_every=3,
+        patience=2,
+        select_by="accuracy",
+    )
     assert trained.steps_done == 9  # evaluations at 3 (best), 6 and 9 (no gain twice)
     assert [math.isnan(e.dev_accuracy) for e in trained.history] == [i % 3 != 0 for i in range(1, 10)]
 
@@ -341,8 +384,9 @@ def test_stop_flag_ends_training_between_steps(tiny_causal, easy):
     _, setup, train, dev = easy
     stop = threading.Event()
     steps = []
-    for item in train_method(tiny_causal, setup, method_config("lora"), train, dev,
-                             TrainSettings(steps=20, eval_every=100), stop):
+    for item in train_method(
+        tiny_causal, setup, method_config("lora"), train, dev, TrainSettings(steps=20, eval_every=100), stop
+    ):
         if isinstance(item, TrainEvent):
             steps.append(item.step)
             if item.step == 3:
@@ -369,15 +413,31 @@ def test_learning_rate_must_be_positive(name, rate):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: method_config("prompt-tuning", num_virtual_tokens=0), r"prompt-tuning: num virtual tokens must be at least 1, not 0"),
-        (lambda: method_config("p-tuning", num_virtual_tokens=0), r"p-tuning: num virtual tokens must be at least 1, not 0"),
-        (lambda: method_config("prefix-tuning", num_virtual_tokens=0), r"prefix-tuning: num virtual tokens must be at least 1, not 0"),
+        (
+            lambda: method_config("prompt-tuning", num_virtual_tokens=0),
+            r"prompt-tuning: num virtual tokens must be at least 1, not 0",
+        ),
+        (
+            lambda: method_config("p-tuning", num_virtual_tokens=0),
+            r"p-tuning: num virtual tokens must be at least 1, not 0",
+        ),
+        (
+            lambda: method_config("prefix-tuning", num_virtual_tokens=0),
+            r"prefix-tuning: num virtual tokens must be at least 1, not 0",
+        ),
         (lambda: method_config("p-tuning", encoder_hidden_size=0), r"encoder hidden size must be at least 1"),
         (lambda: method_config("lora", r=0), r"lora: r must be at least 1, not 0"),
         (lambda: method_config("lora", alpha=-2), r"lora: alpha must be at least 1, not -2"),
-        (lambda: method_config("magic"), r"Unknown method 'magic'; choose from prompt-tuning, p-tuning, prefix-tuning, lora, adapter, bitfit, head, full"),
+        (
+            lambda: method_config("magic"),
+            r"Unknown method 'magic'; choose from prompt-tuning, p-tuning, prefix-tuning, lora, adapter, bitfit, head, "
+            r"full",
+        ),
         (lambda: method_config("LoRA"), r"Unknown method 'LoRA'"),
-        (lambda: PromptTuningMethod(init="words"), r"Prompt init must be one of text, label-words, vocab, random, not 'words'"),
+        (
+            lambda: PromptTuningMethod(init="words"),
+            r"Prompt init must be one of text, label-words, vocab, random, not 'words'",
+        ),
         (lambda: PTuningMethod(encoder="GRU"), r"The P-tuning encoder must be MLP or LSTM, not 'GRU'"),
         (lambda: PrefixTuningMethod(init="vocab"), r"Prefix init must be text or random, not 'vocab'"),
         (lambda: TrainSettings(steps=0), r"^Steps must be at least 1, not 0"),
@@ -410,9 +470,21 @@ def test_every_prompt_init_builds(tiny_causal, easy):
 @pytest.mark.parametrize(
     ("name", "overrides", "message"),
     [
-        ("lora", {"target_modules": ("k_projection",)}, r"LoRA target module\(s\) k_projection do not exist in tiny-llama"),
-        ("lora", {"target_modules": ("q_proj", "proj")}, r"LoRA target module\(s\) proj do not exist"),  # substrings are not names
-        ("prefix-tuning", {"num_virtual_tokens": 250}, r"prefix of 250 tokens leaves no room in the model's 256-token input"),
+        (
+            "lora",
+            {"target_modules": ("k_projection",)},
+            r"LoRA target module\(s\) k_projection do not exist in tiny-llama",
+        ),
+        (
+            "lora",
+            {"target_modules": ("q_proj", "proj")},
+            r"LoRA target module\(s\) proj do not exist",
+        ),  # substrings are not names
+        (
+            "prefix-tuning",
+            {"num_virtual_tokens": 250},
+            r"prefix of 250 tokens leaves no room in the model's 256-token input",
+        ),
     ],
 )
 def test_bad_method_for_this_model_fails_before_training(tiny_causal, easy, name, overrides, message):
@@ -424,7 +496,9 @@ def test_bad_method_for_this_model_fails_before_training(tiny_causal, easy, name
 
 def test_lora_target_given_by_dotted_suffix_is_accepted(tiny_causal, easy):
     _, setup, train, _ = easy
-    _, parameters = method_config("lora", r=2, target_modules=("self_attn.q_proj",)).build(tiny_causal, setup.prompts[0], train)
+    _, parameters = method_config("lora", r=2, target_modules=("self_attn.q_proj",)).build(
+        tiny_causal, setup.prompts[0], train
+    )
     assert sum(p.numel() for p in parameters) == 2 * 2 * (32 + 32)
 
 
@@ -443,7 +517,9 @@ def test_head_and_full_train_on_a_masked_lm(tiny_mlm, name, learning_rate):
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
     train, dev = task.few_shot(8, seed=13)
     before = snapshot(tiny_mlm.model)
-    events, trained = run(tiny_mlm, (task, setup, train, dev), method_config(name, learning_rate=learning_rate), steps=20, eval_every=10)
+    events, trained = run(
+        tiny_mlm, (task, setup, train, dev), method_config(name, learning_rate=learning_rate), steps=20, eval_every=10
+    )
     assert np.mean([e.train_loss for e in events[-5:]]) < np.mean([e.train_loss for e in events[:5]])
     assert same_tensors(before, snapshot(tiny_mlm.model))
     assert trained.log_probs(task.test).shape == (len(task.test), 2)

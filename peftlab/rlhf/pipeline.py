@@ -11,8 +11,8 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
@@ -23,7 +23,6 @@ from peftlab.rlhf.labelers import Labeler, labeler_by_name
 from peftlab.rlhf.ppo import PPOConfig, PPOResult, train_ppo
 from peftlab.rlhf.reward import RewardConfig, RewardResult, collect_comparisons, train_reward_model
 from peftlab.rlhf.sft import SFTConfig, SFTResult, train_sft
-
 
 HELDOUT_PROMPTS = 32  # embedded movies whose prompts the policies answer in the evaluation, never trained on
 
@@ -38,13 +37,19 @@ class RLHFData:
     comparisons: list[Comparison] | None = None  # None: the labeler ranks samples of the SFT policy
 
     @classmethod
-    def embedded(cls, heldout_prompts: int = HELDOUT_PROMPTS, seed: int = 0) -> "RLHFData":
+    def embedded(cls, heldout_prompts: int = HELDOUT_PROMPTS, seed: int = 0) -> RLHFData:
         data = embedded_review_data(seed, heldout_prompts)
         return cls(data.train_prompts, data.heldout_prompts, data.demonstrations)
 
     @classmethod
-    def uploaded(cls, demonstrations_path, comparisons_path=None, heldout_fraction: float = 0.2, seed: int = 0) -> "RLHFData":
-        """User files: prompts of the demonstrations (and comparisons) are split into training and held-out ones."""
+    def uploaded(
+        cls, demonstrations_path, comparisons_path=None, heldout_fraction: float = 0.2, seed: int = 0
+    ) -> RLHFData:
+        """User files: prompts of the demonstrations (and comparisons) are split into training and held-out ones.
+
+        Raises:
+            PeftlabError: unreadable files, or fewer than 2 different prompts.
+        """
         demonstrations = load_demonstrations(demonstrations_path)
         comparisons = load_comparisons(comparisons_path) if comparisons_path else None
         prompts = list(dict.fromkeys([d.prompt for d in demonstrations] + [c.prompt for c in comparisons or []]))
@@ -57,15 +62,25 @@ class RLHFData:
 
 @dataclass
 class PipelineConfig(Config):
-    labeler: str = setting("vader-positive", "who ranks the samples: vader-positive, vader-negative or concise",
-                           label="simulated labeler")
-    rm_pairs: int = setting(360, "training comparisons for the reward model", minimum=1, label="training comparisons",
-                            cap="comparisons")
-    rm_heldout_prompts: int = setting(24, "prompts whose comparisons are held out to test the reward model", minimum=1,
-                                      label="held-out ranking prompts")
+    labeler: str = setting(
+        "vader-positive", "who ranks the samples: vader-positive, vader-negative or concise", label="simulated labeler"
+    )
+    rm_pairs: int = setting(
+        360, "training comparisons for the reward model", minimum=1, label="training comparisons", cap="comparisons"
+    )
+    rm_heldout_prompts: int = setting(
+        24,
+        "prompts whose comparisons are held out to test the reward model",
+        minimum=1,
+        label="held-out ranking prompts",
+    )
     k: int = setting(4, "responses sampled and ranked per prompt", label="K samples ranked per prompt")
-    eval_samples: int = setting(2, "responses per held-out prompt in the final SFT-vs-PPO evaluation", minimum=1,
-                                label="evaluation samples per prompt")
+    eval_samples: int = setting(
+        2,
+        "responses per held-out prompt in the final SFT-vs-PPO evaluation",
+        minimum=1,
+        label="evaluation samples per prompt",
+    )
     max_new_tokens: int = setting(24, "longest sampled response", minimum=1)
     seed: int = setting(0, "seed of every stage")
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -79,27 +94,43 @@ class PipelineConfig(Config):
 
 
 def ranked_comparisons(
-    sft_model, tokenizer, data: RLHFData, config: PipelineConfig, labeler: Labeler,
+    sft_model,
+    tokenizer,
+    data: RLHFData,
+    config: PipelineConfig,
+    labeler: Labeler,
 ) -> tuple[list[Comparison], list[Comparison]]:
     """(training, held-out) comparisons: the uploaded ones split by prompt, or the labeler's rankings of SFT samples.
 
     Rankings of K samples give at most K-choose-2 pairs per prompt (fewer when scores tie), so a few more
     prompts than rm_pairs / K-choose-2 are ranked and the pairs cut to rm_pairs.
+
+    Raises:
+        PeftlabError: too few training prompts to rank.
     """
     if data.comparisons is not None:
         heldout_prompts = set(data.heldout_prompts)
-        return ([c for c in data.comparisons if c.prompt not in heldout_prompts],
-                [c for c in data.comparisons if c.prompt in heldout_prompts])
+        return (
+            [c for c in data.comparisons if c.prompt not in heldout_prompts],
+            [c for c in data.comparisons if c.prompt in heldout_prompts],
+        )
     per_prompt = config.k * (config.k - 1) // 2
     needed = math.ceil(1.25 * config.rm_pairs / per_prompt)
-    prompts = random.Random(config.seed).sample(data.train_prompts, min(len(data.train_prompts), needed + config.rm_heldout_prompts))
-    heldout_prompts, train_prompts = prompts[:config.rm_heldout_prompts], prompts[config.rm_heldout_prompts:]
+    prompts = random.Random(config.seed).sample(
+        data.train_prompts, min(len(data.train_prompts), needed + config.rm_heldout_prompts)
+    )
+    heldout_prompts, train_prompts = prompts[: config.rm_heldout_prompts], prompts[config.rm_heldout_prompts :]
     if not train_prompts:
-        raise PeftlabError("There are too few training prompts to rank for the reward model; lower the held-out prompts.")
-    train, _ = collect_comparisons(sft_model, tokenizer, train_prompts, labeler, config.k, config.max_new_tokens, config.seed)
-    heldout, _ = collect_comparisons(sft_model, tokenizer, heldout_prompts, labeler, config.k, config.max_new_tokens,
-                                     config.seed + 1)
-    return train[:config.rm_pairs], heldout
+        raise PeftlabError(
+            "There are too few training prompts to rank for the reward model; lower the held-out prompts."
+        )
+    train, _ = collect_comparisons(
+        sft_model, tokenizer, train_prompts, labeler, config.k, config.max_new_tokens, config.seed
+    )
+    heldout, _ = collect_comparisons(
+        sft_model, tokenizer, heldout_prompts, labeler, config.k, config.max_new_tokens, config.seed + 1
+    )
+    return train[: config.rm_pairs], heldout
 
 
 @dataclass
@@ -112,7 +143,10 @@ class PipelineResult:
 
 
 def run_pipeline(
-    lm: LM, data: RLHFData, config: PipelineConfig, on_event: Callable[[str, object], None] | None = None,
+    lm: LM,
+    data: RLHFData,
+    config: PipelineConfig,
+    on_event: Callable[[str, object], None] | None = None,
     stop: threading.Event | None = None,
 ) -> PipelineResult:
     """All stages in order; `on_event(stage, event)` sees every training event as it happens."""
@@ -133,16 +167,34 @@ def run_pipeline(
     comparisons_started = time.perf_counter()
     train_pairs, heldout_pairs = ranked_comparisons(sft.model, lm.tokenizer, data, config, labeler)
     seconds["comparisons"] = round(time.perf_counter() - comparisons_started, 1)
-    reward = run_stage("reward", train_reward_model(sft.model, lm.tokenizer, train_pairs, heldout_pairs, config.reward, stop))
-    ppo = run_stage("ppo", train_ppo(sft.model, lm.tokenizer, reward.model, data.train_prompts, config.ppo, labeler,
-                                     data.demonstrations, stop))
+    reward = run_stage(
+        "reward", train_reward_model(sft.model, lm.tokenizer, train_pairs, heldout_pairs, config.reward, stop)
+    )
+    ppo = run_stage(
+        "ppo",
+        train_ppo(
+            sft.model, lm.tokenizer, reward.model, data.train_prompts, config.ppo, labeler, data.demonstrations, stop
+        ),
+    )
     evaluation_started = time.perf_counter()
-    comparison = compare_policies(ppo.policy, lm.tokenizer, reward.model, labeler, data.heldout_prompts,
-                                  config.eval_samples, config.max_new_tokens, config.seed + 2)
+    comparison = compare_policies(
+        ppo.policy,
+        lm.tokenizer,
+        reward.model,
+        labeler,
+        data.heldout_prompts,
+        config.eval_samples,
+        config.max_new_tokens,
+        config.seed + 2,
+    )
     seconds["evaluation"] = round(time.perf_counter() - evaluation_started, 1)
     summary = {
-        "rm_heldout_accuracy": round(reward.heldout_accuracy, 4), "rm_train_pairs": len(train_pairs),
-        "rm_heldout_pairs": len(heldout_pairs), **comparison.summary, "ptx_coef": config.ppo.ptx_coef,
-        "stage_seconds": seconds, "seconds": round(time.perf_counter() - started, 1),
+        "rm_heldout_accuracy": round(reward.heldout_accuracy, 4),
+        "rm_train_pairs": len(train_pairs),
+        "rm_heldout_pairs": len(heldout_pairs),
+        **comparison.summary,
+        "ptx_coef": config.ppo.ptx_coef,
+        "stage_seconds": seconds,
+        "seconds": round(time.perf_counter() - started, 1),
     }
     return PipelineResult(sft, reward, ppo, comparison, summary)

@@ -17,9 +17,10 @@ import copy
 import random
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterator, Sequence
+from typing import ClassVar
 
 import torch
 
@@ -29,8 +30,14 @@ from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import SequenceBatch, response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.ppo_math import (
-    AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, gae, kl_penalized_rewards,
-    sampling_kl_problem, whiten,
+    AdaptiveKLController,
+    FixedKLController,
+    clipped_policy_loss,
+    clipped_value_loss,
+    gae,
+    kl_penalized_rewards,
+    sampling_kl_problem,
+    whiten,
 )
 from peftlab.rlhf.reward import RewardModel
 from peftlab.rlhf.sft import lora_config, sft_loss
@@ -52,19 +59,31 @@ class PPOConfig(Config):
     minibatch_size: int = setting(8, "responses per gradient step", minimum=1, label="minibatch size")
     learning_rate: float = setting(3e-4, "Adam learning rate of the LoRA adapter and the value head", above=0)
     lora_r: int = setting(16, "rank of the policy's LoRA adapter", minimum=1, label="LoRA rank")
-    beta: float = setting(0.4, "KL coefficient: reward - beta * (log pi - log pi_ref) per token (the start value when "
-                               "adaptive); checked by the KL controller", label="KL coefficient β")
+    beta: float = setting(
+        0.4,
+        "KL coefficient: reward - beta * (log pi - log pi_ref) per token (the start value when "
+        "adaptive); checked by the KL controller",
+        label="KL coefficient β",
+    )
     adaptive_kl: bool = setting(False, "steer beta towards target_kl (Ziegler et al. 2019)", label="adaptive β")
-    target_kl: float = setting(2.0, "KL per response (nats) the adaptive controller aims at", above=0, label="target KL")
-    kl_horizon: float = setting(16.0, "responses over which the adaptive controller corrects beta", above=0,
-                                label="KL horizon")
+    target_kl: float = setting(
+        2.0, "KL per response (nats) the adaptive controller aims at", above=0, label="target KL"
+    )
+    kl_horizon: float = setting(
+        16.0, "responses over which the adaptive controller corrects beta", above=0, label="KL horizon"
+    )
     gamma: float = setting(1.0, "discount", minimum=0, maximum=1)
     lam: float = setting(0.95, "GAE lambda", minimum=0, maximum=1, label="GAE lambda")
     clip_range: float = setting(0.2, "PPO ratio clip", above=0, label="clip range")
     value_clip_range: float = setting(0.2, "value clip around the rollout's values", above=0, label="value clip range")
     value_coef: float = setting(0.1, "weight of the value loss", minimum=0, label="value loss coefficient")
-    ptx_coef: float = setting(0.0, "gamma of PPO-ptx: weight of the LM loss on demonstrations (0 = plain PPO)", minimum=0,
-                              label="PPO-ptx coefficient γ", subject="The PPO-ptx coefficient")
+    ptx_coef: float = setting(
+        0.0,
+        "gamma of PPO-ptx: weight of the LM loss on demonstrations (0 = plain PPO)",
+        minimum=0,
+        label="PPO-ptx coefficient γ",
+        subject="The PPO-ptx coefficient",
+    )
     max_new_tokens: int = setting(24, "longest sampled response", minimum=1)
     temperature: float = setting(1.0, "sampling temperature (must be 1 for an unbiased KL)", cli=False)
     top_k: int = setting(0, "top-k sampling (must be 0, off)", cli=False)
@@ -73,7 +92,9 @@ class PPOConfig(Config):
 
     def check_settings(self):
         if self.minibatch_size > self.batch_size:
-            raise PeftlabError(f"The PPO minibatch ({self.minibatch_size}) cannot be larger than the batch ({self.batch_size}).")
+            raise PeftlabError(
+                f"The PPO minibatch ({self.minibatch_size}) cannot be larger than the batch ({self.batch_size})."
+            )
         if problem := sampling_kl_problem(self.temperature, self.top_k, self.top_p):
             raise PeftlabError(problem)
         self.kl_controller()  # beta < 0 and bad adaptive settings fail here, with the controller's own message
@@ -137,10 +158,20 @@ class PPOResult:
 
 
 def train_ppo(
-    sft_model: torch.nn.Module, tokenizer, reward_model: RewardModel, prompts: Sequence[str], config: PPOConfig,
-    labeler: Labeler | None = None, demonstrations: Sequence[Demonstration] = (), stop: threading.Event | None = None,
+    sft_model: torch.nn.Module,
+    tokenizer,
+    reward_model: RewardModel,
+    prompts: Sequence[str],
+    config: PPOConfig,
+    labeler: Labeler | None = None,
+    demonstrations: Sequence[Demonstration] = (),
+    stop: threading.Event | None = None,
 ) -> Iterator[PPOEvent | PPOResult]:
-    """Optimise a LoRA adapter on the SFT model against the reward model; yield a PPOEvent per step, the PPOResult last."""
+    """Optimise a LoRA adapter on the SFT model against the reward model; yield PPOEvents, the PPOResult last.
+
+    Raises:
+        PeftlabError: no prompts, or PPO-ptx without demonstrations.
+    """
     if not prompts:
         raise PeftlabError("PPO needs prompts to sample responses for.")
     if config.ptx_coef and not demonstrations:
@@ -157,8 +188,15 @@ def train_ppo(
             break
         batch_prompts = [rng.choice(prompts) for _ in range(config.batch_size)]
         rollout = sample_responses(
-            policy.model, tokenizer, batch_prompts, config.max_new_tokens, seed=config.seed * 100_003 + step,
-            temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, for_ppo=True,
+            policy.model,
+            tokenizer,
+            batch_prompts,
+            config.max_new_tokens,
+            seed=config.seed * 100_003 + step,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            for_ppo=True,
         )
         with torch.no_grad():
             old_log_probs, old_values = policy.response_outputs(rollout)  # (B, R) each
@@ -168,16 +206,37 @@ def train_ppo(
         rewards, kl = kl_penalized_rewards(scores, old_log_probs, ref_log_probs, mask, controller.value)
         advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
         advantages = whiten(advantages, mask)
-        losses = _optimise(policy, optimizer, parameters, rollout, mask, old_log_probs, old_values, advantages,
-                           returns, config, rng, tokenizer, demonstrations)
+        losses = _optimise(
+            policy,
+            optimizer,
+            parameters,
+            rollout,
+            mask,
+            old_log_probs,
+            old_values,
+            advantages,
+            returns,
+            config,
+            rng,
+            tokenizer,
+            demonstrations,
+        )
         mean_kl = float(kl.sum(1).mean())
         beta = controller.value
         controller.update(mean_kl, config.batch_size)
-        labeler_scores = [labeler.score(p, r) for p, r in zip(rollout.prompts, rollout.responses)] if labeler else [float("nan")]
+        labeler_scores = (
+            [labeler.score(p, r) for p, r in zip(rollout.prompts, rollout.responses)] if labeler else [float("nan")]
+        )
         event = PPOEvent(
-            step=step, mean_reward=float(scores.mean()), mean_labeler_score=sum(labeler_scores) / len(labeler_scores),
-            mean_kl=mean_kl, beta=beta, **losses, response_tokens=float(mask.sum(1).mean()),
-            elapsed=time.perf_counter() - started, sample=(rollout.prompts[0], rollout.responses[0]),
+            step=step,
+            mean_reward=float(scores.mean()),
+            mean_labeler_score=sum(labeler_scores) / len(labeler_scores),
+            mean_kl=mean_kl,
+            beta=beta,
+            **losses,
+            response_tokens=float(mask.sum(1).mean()),
+            elapsed=time.perf_counter() - started,
+            sample=(rollout.prompts[0], rollout.responses[0]),
         )
         result.history.append(event)
         yield event
@@ -186,19 +245,34 @@ def train_ppo(
     yield result
 
 
-def _optimise(policy, optimizer, parameters, rollout, mask, old_log_probs, old_values, advantages, returns,
-              config: PPOConfig, rng: random.Random, tokenizer, demonstrations) -> tuple[float, ...]:
+def _optimise(
+    policy,
+    optimizer,
+    parameters,
+    rollout,
+    mask,
+    old_log_probs,
+    old_values,
+    advantages,
+    returns,
+    config: PPOConfig,
+    rng: random.Random,
+    tokenizer,
+    demonstrations,
+) -> tuple[float, ...]:
     """`epochs` passes of minibatch PPO updates; returns the last minibatch's losses by PPOEvent field name."""
     rows = list(range(len(rollout.prompts)))
     for _ in range(config.epochs):
         rng.shuffle(rows)
         for start in range(0, len(rows), config.minibatch_size):
-            minibatch = rows[start:start + config.minibatch_size]
+            minibatch = rows[start : start + config.minibatch_size]
             log_probs, values = policy.response_outputs(rollout.select(minibatch))
             policy_loss, clip_fraction, approx_kl = clipped_policy_loss(
-                log_probs, old_log_probs[minibatch], advantages[minibatch], mask[minibatch], config.clip_range)
-            value_loss = clipped_value_loss(values, old_values[minibatch], returns[minibatch], mask[minibatch],
-                                            config.value_clip_range)
+                log_probs, old_log_probs[minibatch], advantages[minibatch], mask[minibatch], config.clip_range
+            )
+            value_loss = clipped_value_loss(
+                values, old_values[minibatch], returns[minibatch], mask[minibatch], config.value_clip_range
+            )
             loss = policy_loss + config.value_coef * value_loss
             ptx_loss = torch.zeros(())
             if config.ptx_coef:
@@ -209,6 +283,10 @@ def _optimise(policy, optimizer, parameters, rollout, mask, old_log_probs, old_v
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
-    return dict(policy_loss=policy_loss.item(), value_loss=value_loss.item(), clip_fraction=clip_fraction.item(),
-                approx_kl=approx_kl.item(), ptx_loss=ptx_loss.item())
-
+    return dict(
+        policy_loss=policy_loss.item(),
+        value_loss=value_loss.item(),
+        clip_fraction=clip_fraction.item(),
+        approx_kl=approx_kl.item(),
+        ptx_loss=ptx_loss.item(),
+    )

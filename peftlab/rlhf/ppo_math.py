@@ -29,6 +29,7 @@ ADAPTIVE_KL_ERROR_CLIP = 0.2  # Ziegler et al. 2019 clip the proportional error 
 
 # ---------------------------------------------------------------- masks
 
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of `x` over the positions where `mask` is 1 (a 0-dim tensor)."""
     mask = mask.to(x.dtype)
@@ -63,9 +64,11 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torc
 
 # ---------------------------------------------------------------- rollout: rewards and advantages
 
+
 @torch.no_grad()
-def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                         mask: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def kl_penalized_rewards(
+    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token rewards: -beta * KL estimate on every response token, plus the score on the last one.
 
     The KL estimate of a token is logprob - ref_logprob (policy vs reference model, on the sampled
@@ -89,8 +92,9 @@ def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logpr
 
 
 @torch.no_grad()
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
-        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over the response tokens of each row.
 
     delta_t = r_t + gamma * V_{t+1} - V_t, A_t = delta_t + gamma * lam * A_{t+1}, with V and A after a
@@ -117,8 +121,10 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 
 # ---------------------------------------------------------------- optimisation: losses
 
-def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                        mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+
+def clipped_policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO-clip surrogate loss: masked mean of max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)).
 
     ratio = exp(logprobs - old_logprobs), new policy over the policy that sampled the rollout.
@@ -141,8 +147,9 @@ def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adva
     return loss, clip_fraction, approx_kl
 
 
-def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
-                       mask: torch.Tensor, clip_range: float) -> torch.Tensor:
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip_range: float
+) -> torch.Tensor:
     """Clipped value loss: 0.5 * masked mean of max((V - R)^2, (V_clipped - R)^2).
 
     V_clipped = old_V + clip(V - old_V, -eps, eps) keeps the value head near its rollout estimate.
@@ -164,8 +171,10 @@ def pairwise_reward_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> tu
     Returns: (loss, accuracy), 0-dim tensors; accuracy is the share of pairs with r_chosen > r_rejected.
     """
     if r_chosen.ndim != 1 or r_chosen.shape != r_rejected.shape or r_chosen.shape[0] == 0:
-        raise PeftlabError(f"The chosen and rejected rewards must be two equally long, non-empty 1-D tensors, "
-                           f"got shapes {tuple(r_chosen.shape)} and {tuple(r_rejected.shape)}.")
+        raise PeftlabError(
+            f"The chosen and rejected rewards must be two equally long, non-empty 1-D tensors, "
+            f"got shapes {tuple(r_chosen.shape)} and {tuple(r_rejected.shape)}."
+        )
     margin = r_chosen - r_rejected  # (N,)
     loss = -F.logsigmoid(margin).mean()
     accuracy = (margin.detach() > 0).to(margin.dtype).mean()
@@ -173,6 +182,7 @@ def pairwise_reward_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> tu
 
 
 # ---------------------------------------------------------------- the KL coefficient
+
 
 class AdaptiveKLController:
     """The adaptive KL coefficient of Ziegler et al. (2019): steer the observed KL towards a target.
@@ -214,6 +224,7 @@ class FixedKLController:
 
 # ---------------------------------------------------------------- sampling settings
 
+
 def sampling_kl_problem(temperature: float | None, top_k: int | None, top_p: float | None) -> str | None:
     """Why these sampling settings would bias the KL penalty, in one sentence, or None if they are fine.
 
@@ -230,12 +241,15 @@ def sampling_kl_problem(temperature: float | None, top_k: int | None, top_p: flo
         reshaping.append(f"top_p {top_p}")
     if not reshaping:
         return None
-    return (f"Sampling with {' and '.join(reshaping)} draws responses from a reshaped distribution, not from the "
-            "policy, which biases the per-token KL estimate (it can turn negative); for PPO sample with "
-            "temperature 1, top_k 0 and top_p 1.")
+    return (
+        f"Sampling with {' and '.join(reshaping)} draws responses from a reshaped distribution, not from the "
+        "policy, which biases the per-token KL estimate (it can turn negative); for PPO sample with "
+        "temperature 1, top_k 0 and top_p 1."
+    )
 
 
 # ---------------------------------------------------------------- checks
+
 
 def _check_shapes(**tensors: torch.Tensor) -> None:
     """All tensors must share one (B, T) shape."""

@@ -15,9 +15,10 @@ import copy
 import math
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator, Sequence
+from typing import ClassVar
 
 import torch
 
@@ -38,8 +39,13 @@ HEAD_FILE = "reward_head.safetensors"
 @dataclass
 class RewardConfig(Config):
     subject: ClassVar[str] = "Reward model {label}"
-    lora_r: int = setting(0, "rank of a LoRA update of the backbone; 0 trains the scalar head alone on frozen features",
-                          minimum=0, label="LoRA rank", requirement="0 (head only) or more")
+    lora_r: int = setting(
+        0,
+        "rank of a LoRA update of the backbone; 0 trains the scalar head alone on frozen features",
+        minimum=0,
+        label="LoRA rank",
+        requirement="0 (head only) or more",
+    )
     steps: int = setting(150, "optimiser steps", minimum=1, cap="steps")
     batch_size: int = setting(32, "comparisons per step", minimum=1)
     learning_rate: float = setting(3e-3, "Adam learning rate", above=0)
@@ -56,7 +62,9 @@ class RewardModel(torch.nn.Module):
         self.tokenizer = tokenizer
         hidden = backbone.get_output_embeddings().weight.shape[1]
         layers = backbone.config.num_hidden_layers
-        self.depths = sorted({max(1, round(layers / 4)), max(1, round(3 * layers / 4)), layers})  # hidden_states indices
+        self.depths = sorted(
+            {max(1, round(layers / 4)), max(1, round(3 * layers / 4)), layers}
+        )  # hidden_states indices
         # Features are standardised per response (no trainable parameters) so one learning rate fits any model.
         self.norm = torch.nn.LayerNorm(hidden * len(self.depths), elementwise_affine=False)
         self.head = torch.nn.Linear(hidden * len(self.depths), 1)
@@ -72,8 +80,11 @@ class RewardModel(torch.nn.Module):
         width = batch.response_ids.shape[1]
         with autocast_for(self.backbone):
             hidden_states = self.backbone(
-                input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                position_ids=batch.position_ids.to(device), logits_to_keep=1, output_hidden_states=True,
+                input_ids=batch.input_ids.to(device),
+                attention_mask=batch.attention_mask.to(device),
+                position_ids=batch.position_ids.to(device),
+                logits_to_keep=1,
+                output_hidden_states=True,
             ).hidden_states  # layers + 1 tensors of (B, P + R, H)
         mask = batch.response_mask.to(device, torch.float32).unsqueeze(-1)  # (B, R, 1)
         means = [(hidden_states[d][:, -width:].float() * mask).sum(1) / mask.sum(1) for d in self.depths]  # (B, H) each
@@ -86,20 +97,27 @@ class RewardModel(torch.nn.Module):
     @torch.no_grad()
     def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> torch.Tensor:
         """(N,) normalised rewards of (prompt, response) texts."""
-        parts = [self(encode_pairs(self.tokenizer, prompts[i:i + batch_size], responses[i:i + batch_size]))
-                 for i in range(0, len(prompts), batch_size)]
+        parts = [
+            self(encode_pairs(self.tokenizer, prompts[i : i + batch_size], responses[i : i + batch_size]))
+            for i in range(0, len(prompts), batch_size)
+        ]
         return self.normalize(torch.cat(parts).cpu())
 
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw - self.offset.to(raw.device)) / self.scale.to(raw.device)
 
     def save(self, folder: str | Path) -> Path:
-        """The head and its normalisation (safetensors) and, when the backbone has one, its LoRA adapter (PEFT files)."""
+        """The head and its normalisation (safetensors) and the backbone's LoRA adapter if any (PEFT files)."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {"head.weight": self.head.weight, "head.bias": self.head.bias, "offset": self.offset, "scale": self.scale}
+        tensors = {
+            "head.weight": self.head.weight,
+            "head.bias": self.head.bias,
+            "offset": self.offset,
+            "scale": self.scale,
+        }
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(folder / HEAD_FILE))
         if hasattr(self.backbone, "peft_config"):
             self.backbone.save_pretrained(folder)
@@ -121,23 +139,41 @@ class RewardResult:
 
 
 def collect_comparisons(
-    model, tokenizer, prompts: Sequence[str], labeler: Labeler, k: int = 4, max_new_tokens: int = 32, seed: int = 0,
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    labeler: Labeler,
+    k: int = 4,
+    max_new_tokens: int = 32,
+    seed: int = 0,
 ) -> tuple[list[Comparison], SequenceBatch]:
-    """Sample K responses per prompt from `model`; the labeler ranks them into all K-choose-2 pairs (ties dropped)."""
+    """Sample K responses per prompt from `model`; the labeler ranks them into all K-choose-2 pairs (ties dropped).
+
+    Raises:
+        PeftlabError: K below 2.
+    """
     if k < 2:
         raise PeftlabError(f"A ranking needs K of at least 2 responses per prompt, not {k}.")
     rollout = sample_responses(model, tokenizer, [p for p in prompts for _ in range(k)], max_new_tokens, seed)
     pairs = []
     for i, prompt in enumerate(prompts):
-        pairs += labeler.compare(prompt, rollout.responses[i * k:(i + 1) * k])
+        pairs += labeler.compare(prompt, rollout.responses[i * k : (i + 1) * k])
     return pairs, rollout
 
 
 def train_reward_model(
-    sft_model: torch.nn.Module, tokenizer, train_pairs: Sequence[Comparison], heldout_pairs: Sequence[Comparison],
-    config: RewardConfig, stop: threading.Event | None = None,
+    sft_model: torch.nn.Module,
+    tokenizer,
+    train_pairs: Sequence[Comparison],
+    heldout_pairs: Sequence[Comparison],
+    config: RewardConfig,
+    stop: threading.Event | None = None,
 ) -> Iterator[RewardEvent | RewardResult]:
-    """Train a reward model initialised from the SFT model; yield a RewardEvent per step and the RewardResult last."""
+    """Train a reward model initialised from the SFT model; yield a RewardEvent per step and the RewardResult last.
+
+    Raises:
+        PeftlabError: no training or held-out comparisons, or a comparison whose two texts are the same.
+    """
     for name, pairs in (("training", train_pairs), ("held-out", heldout_pairs)):
         if not pairs:
             raise PeftlabError(f"The reward model has no {name} comparisons; rank more prompts (or lower ties).")
@@ -154,9 +190,15 @@ def train_reward_model(
         model = RewardModel(backbone, tokenizer).to(next(sft_model.parameters()).device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     features = _FeatureCache(model) if not config.lora_r else None  # frozen backbone: each text's features once
-    loop = TrainingLoop(parameters, steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                        seed=config.seed, eval_every=config.eval_every,
-                        evaluate=lambda: {"heldout_accuracy": pair_accuracy(model, heldout_pairs, features)})
+    loop = TrainingLoop(
+        parameters,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        eval_every=config.eval_every,
+        evaluate=lambda: {"heldout_accuracy": pair_accuracy(model, heldout_pairs, features)},
+    )
     batch_accuracy = [float("nan")]  # of the last training batch, for its event
 
     def batch_loss(batch: list[Comparison]) -> torch.Tensor:
@@ -169,8 +211,13 @@ def train_reward_model(
     for record in loop.run(train_pairs, batch_loss, stop):
         heldout = record.scores["heldout_accuracy"] if record.scores else float("nan")
         heldout_accuracy = heldout if record.scores else heldout_accuracy
-        yield RewardEvent(step=record.step, loss=record.loss, train_accuracy=batch_accuracy[0], heldout_accuracy=heldout,
-                          elapsed=time.perf_counter() - started)
+        yield RewardEvent(
+            step=record.step,
+            loss=record.loss,
+            train_accuracy=batch_accuracy[0],
+            heldout_accuracy=heldout,
+            elapsed=time.perf_counter() - started,
+        )
     _set_normalization(model, heldout_pairs, features)
     model.requires_grad_(False)
     if math.isnan(heldout_accuracy):
@@ -189,7 +236,7 @@ class _FeatureCache:
         missing = list(dict.fromkeys(key for key in keys if key not in self.rows))
         with torch.no_grad():
             for start in range(0, len(missing), 32):
-                chunk = missing[start:start + 32]
+                chunk = missing[start : start + 32]
                 batch = encode_pairs(self.model.tokenizer, [p for p, _ in chunk], [r for _, r in chunk])
                 self.rows.update(zip(chunk, self.model.features(batch)))
         return torch.stack([self.rows[key] for key in keys])  # (N, H)
@@ -205,7 +252,7 @@ def _pair_rewards(model, features, pairs: Sequence[Comparison]) -> tuple[torch.T
     """(N,) raw rewards of the chosen and of the rejected responses, from one forward over both."""
     prompts = [p.prompt for p in pairs] * 2
     rewards = _rewards(model, features, prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
-    return rewards[:len(pairs)], rewards[len(pairs):]
+    return rewards[: len(pairs)], rewards[len(pairs) :]
 
 
 @torch.no_grad()
@@ -213,7 +260,7 @@ def pair_accuracy(model: RewardModel, pairs: Sequence[Comparison], features=None
     """Share of comparisons whose chosen response gets the higher reward."""
     correct = 0
     for start in range(0, len(pairs), batch_size):
-        chosen, rejected = _pair_rewards(model, features, pairs[start:start + batch_size])
+        chosen, rejected = _pair_rewards(model, features, pairs[start : start + batch_size])
         correct += int((chosen > rejected).sum())
     return correct / len(pairs)
 
@@ -222,7 +269,11 @@ def pair_accuracy(model: RewardModel, pairs: Sequence[Comparison], features=None
 def _set_normalization(model: RewardModel, pairs: Sequence[Comparison], features) -> None:
     responses = {(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)}
     prompts, texts = zip(*sorted(responses))
-    raw = torch.cat([_rewards(model, features, list(prompts[i:i + 32]), list(texts[i:i + 32]))
-                     for i in range(0, len(prompts), 32)])
+    raw = torch.cat(
+        [
+            _rewards(model, features, list(prompts[i : i + 32]), list(texts[i : i + 32]))
+            for i in range(0, len(prompts), 32)
+        ]
+    )
     model.offset.fill_(float(raw.mean()))
     model.scale.fill_(max(float(raw.std()) if len(raw) > 1 else 1.0, 1e-6))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from peftlab.errors import PeftlabError
 from peftlab.models import LM
@@ -47,8 +47,9 @@ class RLHFSession:
         if getattr(self, stage) is None:
             raise PeftlabError(f"Run {STAGES[stage]} first.")
 
-    def run_sft(self, lm: LM, data: RLHFData, config: SFTConfig, stop: threading.Event | None = None
-                ) -> Iterator[SFTEvent | SFTResult]:
+    def run_sft(
+        self, lm: LM, data: RLHFData, config: SFTConfig, stop: threading.Event | None = None
+    ) -> Iterator[SFTEvent | SFTResult]:
         """Stage 1 on `data`; the stages after it are dropped, the person's rankings kept.
 
         Raises:
@@ -90,7 +91,9 @@ class RLHFSession:
             pairs = self.human.comparisons()
             prompts = list(dict.fromkeys(p.prompt for p in pairs))
             if len(prompts) < 2:
-                raise PeftlabError("Rank responses for at least 2 prompts first: one part trains the reward model, one tests it.")
+                raise PeftlabError(
+                    "Rank responses for at least 2 prompts first: one part trains the reward model, one tests it."
+                )
             held = set(prompts[: max(1, len(prompts) // 5)])
             return [p for p in pairs if p.prompt not in held], [p for p in pairs if p.prompt in held]
         if source == "uploaded comparisons" and self.data.comparisons is None:
@@ -98,8 +101,13 @@ class RLHFSession:
         data = replace(self.data, comparisons=None) if source == "simulated labeler" else self.data
         return ranked_comparisons(self.sft.model, self.lm.tokenizer, data, config, labeler_by_name(config.labeler))
 
-    def run_reward(self, train_pairs: Sequence[Comparison], heldout_pairs: Sequence[Comparison], config: RewardConfig,
-                   stop: threading.Event | None = None) -> Iterator[RewardEvent | RewardResult]:
+    def run_reward(
+        self,
+        train_pairs: Sequence[Comparison],
+        heldout_pairs: Sequence[Comparison],
+        config: RewardConfig,
+        stop: threading.Event | None = None,
+    ) -> Iterator[RewardEvent | RewardResult]:
         """Stage 2 on the SFT model; a PPO policy trained against an older reward model is dropped."""
         self.need("sft")
         self.ppo = None
@@ -108,12 +116,21 @@ class RLHFSession:
                 self.reward = item
             yield item
 
-    def run_ppo(self, labeler: str, config: PPOConfig, stop: threading.Event | None = None
-                ) -> Iterator[PPOEvent | PPOResult]:
+    def run_ppo(
+        self, labeler: str, config: PPOConfig, stop: threading.Event | None = None
+    ) -> Iterator[PPOEvent | PPOResult]:
         """Stage 3 against the reward model; `stop` ends it after a step and the policy so far is kept."""
         self.need("reward")
-        for item in train_ppo(self.sft.model, self.lm.tokenizer, self.reward.model, self.data.train_prompts, config,
-                              labeler_by_name(labeler), self.data.demonstrations, stop):
+        for item in train_ppo(
+            self.sft.model,
+            self.lm.tokenizer,
+            self.reward.model,
+            self.data.train_prompts,
+            config,
+            labeler_by_name(labeler),
+            self.data.demonstrations,
+            stop,
+        ):
             if isinstance(item, PPOResult):
                 self.ppo = item
             yield item
@@ -121,12 +138,22 @@ class RLHFSession:
     def evaluate(self, labeler: str, prompts: int, seed: int) -> PolicyComparison:
         """SFT and PPO answer the first `prompts` held-out prompts, side by side."""
         self.need("ppo")
-        return compare_policies(self.ppo.policy, self.lm.tokenizer, self.reward.model, labeler_by_name(labeler),
-                                self.data.heldout_prompts[:prompts], samples_per_prompt=1, seed=seed)
+        return compare_policies(
+            self.ppo.policy,
+            self.lm.tokenizer,
+            self.reward.model,
+            labeler_by_name(labeler),
+            self.data.heldout_prompts[:prompts],
+            samples_per_prompt=1,
+            seed=seed,
+        )
 
     def save(self, stage: str, folder: Path) -> Path:
         """A stage's trained weights into `folder`: the SFT adapter, the reward model, or the PPO adapter."""
         self.need(stage)
-        savers = {"sft": lambda: self.sft.save(folder), "reward": lambda: self.reward.model.save(folder),
-                  "ppo": lambda: self.ppo.policy.save(folder)}
+        savers = {
+            "sft": lambda: self.sft.save(folder),
+            "reward": lambda: self.reward.model.save(folder),
+            "ppo": lambda: self.ppo.policy.save(folder),
+        }
         return savers[stage]()

@@ -14,9 +14,10 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterator, Sequence
+from typing import ClassVar
 
 import torch
 
@@ -34,7 +35,9 @@ SFT_METHODS = ("lora", "full")
 @dataclass
 class SFTConfig(Config):
     subject: ClassVar[str] = "SFT {label}"
-    method: str = setting("lora", "lora (a low-rank update, merged afterwards) or full (every weight)", choices=SFT_METHODS)
+    method: str = setting(
+        "lora", "lora (a low-rank update, merged afterwards) or full (every weight)", choices=SFT_METHODS
+    )
     steps: int = setting(60, "optimiser steps", minimum=1, cap="steps")
     batch_size: int = setting(8, "demonstrations per step", minimum=1)
     learning_rate: float = setting(1e-3, "Adam learning rate (full fine-tuning wants about 1e-5)", above=0)
@@ -79,18 +82,26 @@ def lora_config(r: int, modules="all-linear"):
 
 def sft_loss(model, tokenizer, demonstrations: Sequence[Demonstration], max_response_tokens: int) -> torch.Tensor:
     """Mean NLL of the response tokens (end-of-response included) of a batch of demonstrations."""
-    batch = encode_pairs(tokenizer, [d.prompt for d in demonstrations], [d.response for d in demonstrations],
-                         max_response_tokens)
+    batch = encode_pairs(
+        tokenizer, [d.prompt for d in demonstrations], [d.response for d in demonstrations], max_response_tokens
+    )
     log_probs = response_forward(model, batch)  # (B, R)
     mask = batch.response_mask.to(log_probs.device, log_probs.dtype)
     return -(log_probs * mask).sum() / mask.sum()
 
 
 def train_sft(
-    lm: LM, demonstrations: Sequence[Demonstration], config: SFTConfig, sample_prompts: Sequence[str] = (),
+    lm: LM,
+    demonstrations: Sequence[Demonstration],
+    config: SFTConfig,
+    sample_prompts: Sequence[str] = (),
     stop: threading.Event | None = None,
 ) -> Iterator[SFTEvent | SFTResult]:
-    """Fine-tune a copy of `lm` on the demonstrations; yield an SFTEvent per step and the SFTResult last."""
+    """Fine-tune a copy of `lm` on the demonstrations; yield an SFTEvent per step and the SFTResult last.
+
+    Raises:
+        PeftlabError: no demonstrations, or a masked LM (it cannot write responses).
+    """
     if not demonstrations:
         raise PeftlabError("SFT needs at least one demonstration (a prompt and the response to learn).")
     if lm.kind != "causal":
@@ -104,18 +115,30 @@ def train_sft(
         else:
             model.requires_grad_(True)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    loop = TrainingLoop(parameters, steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                        seed=config.seed, max_grad_norm=1.0)
+    loop = TrainingLoop(
+        parameters,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        max_grad_norm=1.0,
+    )
     losses, started = [], time.perf_counter()
-    for record in loop.run(demonstrations, lambda batch: sft_loss(model, lm.tokenizer, batch, config.max_response_tokens),
-                           stop):
+    for record in loop.run(
+        demonstrations, lambda batch: sft_loss(model, lm.tokenizer, batch, config.max_response_tokens), stop
+    ):
         losses.append(record.loss)
         samples = []
         if sample_prompts and (record.step % config.sample_every == 0 or record.step == config.steps):
             rollout = sample_responses(model, lm.tokenizer, list(sample_prompts), seed=config.seed)
             samples = list(zip(rollout.prompts, rollout.responses))
-        yield SFTEvent(step=record.step, loss=record.loss, learning_rate=record.learning_rate,
-                       elapsed=time.perf_counter() - started, samples=samples)
+        yield SFTEvent(
+            step=record.step,
+            loss=record.loss,
+            learning_rate=record.learning_rate,
+            elapsed=time.perf_counter() - started,
+            samples=samples,
+        )
     adapter_dir = None
     if config.method == "lora":
         adapter_dir = Path(tempfile.mkdtemp(prefix="peftlab-sft-"))

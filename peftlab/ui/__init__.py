@@ -36,8 +36,10 @@ def build_app() -> gr.Blocks:
                 build_rlhf_tab()
         if public_mode():
             caps = current_caps()
-            gr.Markdown(f"This is a public Space: jobs are capped (the limits are shown next to the inputs) and stop "
-                        f"by themselves after {caps.job_minutes:g} minutes, keeping what they finished.")
+            gr.Markdown(
+                f"This is a public Space: jobs are capped (the limits are shown next to the inputs) and stop "
+                f"by themselves after {caps.job_minutes:g} minutes, keeping what they finished."
+            )
         app.unload(close_session)
     app.queue(default_concurrency_limit=1)  # each event names its queue (heavy, light or none); this is the fallback
     return app

@@ -9,8 +9,18 @@ from peftlab.autoprompt import AutoPromptConfig, AutoPromptResult, autoprompt_ru
 from peftlab.plots import metric_curve
 from peftlab.prompts import Verbalizer
 from peftlab.ui.common import (
-    INSTANT, check_test_texts, heavy, job, load_model, model_and_task_inputs, stop_handler, stopped_note,
-    task_from_form, user_errors, verbalizer_box, verbalizer_lines,
+    INSTANT,
+    check_test_texts,
+    heavy,
+    job,
+    load_model,
+    model_and_task_inputs,
+    stop_handler,
+    stopped_note,
+    task_from_form,
+    user_errors,
+    verbalizer_box,
+    verbalizer_lines,
 )
 from peftlab.ui.inputs import config_from_form, config_input
 
@@ -46,7 +56,13 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
             history = pd.concat([history, pd.DataFrame([item.row()])], ignore_index=True)
             progress(item.iteration / config.iterations, desc=f"iteration {item.iteration}/{config.iterations}")
             status = f"Iteration {item.iteration}/{config.iterations} · best dev accuracy {item.best_dev_accuracy:.1%}"
-            yield status, history, _plot(history), fill_triggers(config.template, lm.tokenizer, item.best_trigger_ids), verbalizer
+            yield (
+                status,
+                history,
+                _plot(history),
+                fill_triggers(config.template, lm.tokenizer, item.best_trigger_ids),
+                verbalizer,
+            )
         stopped = stopped_note(stop) if result.stopped else ""
     summary = (
         f"**Test accuracy {result.test_accuracy:.1%}** with the trigger vs {result.manual_test_accuracy:.1%} without "
@@ -66,8 +82,19 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
             verbalizer = verbalizer_box()
             search_words = gr.Checkbox(False, label="Search label words automatically (ignores the verbalizer)")
     with gr.Row():
-        settings = {name: config_input(AutoPromptConfig, name) for name in (
-            "iterations", "candidates", "batch_size", "train_size", "positions", "dev_check", "seed", "test_limit")}
+        settings = {
+            name: config_input(AutoPromptConfig, name)
+            for name in (
+                "iterations",
+                "candidates",
+                "batch_size",
+                "train_size",
+                "positions",
+                "dev_check",
+                "seed",
+                "test_limit",
+            )
+        }
     form = dict(**source, template=template, verbalizer=verbalizer, search_words=search_words, **settings)
     with gr.Row():
         run_button = gr.Button("Search", variant="primary")
@@ -81,8 +108,13 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
         found_verbalizer = gr.Textbox(label="Verbalizer used", interactive=False)
         send_button = gr.Button("Send to Cloze tab")
 
-    run_button.click(run_search, inputs_kwargs=form, outputs=[status, history, curve, found_template, found_verbalizer],
-                     api_name="autoprompt", **heavy())
+    run_button.click(
+        run_search,
+        inputs_kwargs=form,
+        outputs=[status, history, curve, found_template, found_verbalizer],
+        api_name="autoprompt",
+        **heavy(),
+    )
     stop_button.click(stop_handler("autoprompt", "the search"), None, [status], api_name="autoprompt_stop", **INSTANT)
 
     @user_errors
@@ -92,7 +124,9 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
         return model_name, task_name, template_text, verbalizer_text, gr.Tabs(selected=cloze_tab_id)
 
     send_button.click(
-        send_to_cloze, [source["model"], source["task"], found_template, found_verbalizer],
-        [cloze["model"], cloze["task"], cloze["templates"], cloze["verbalizer"], tabs], api_name="send_to_cloze",
+        send_to_cloze,
+        [source["model"], source["task"], found_template, found_verbalizer],
+        [cloze["model"], cloze["task"], cloze["templates"], cloze["verbalizer"], tabs],
+        api_name="send_to_cloze",
         **INSTANT,
     )

@@ -9,8 +9,20 @@ from peftlab.cloze import ClozeConfig, classify_text, evaluate
 from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.prompts import suggested_prompt
 from peftlab.ui.common import (
-    INSTANT, START_TEMPLATE, check_test_texts, heavy, job, light, load_model, model_and_task_inputs, resolve_task,
-    split_templates, task_from_form, user_errors, verbalizer_box, verbalizer_lines,
+    INSTANT,
+    START_TEMPLATE,
+    check_test_texts,
+    heavy,
+    job,
+    light,
+    load_model,
+    model_and_task_inputs,
+    resolve_task,
+    split_templates,
+    task_from_form,
+    user_errors,
+    verbalizer_box,
+    verbalizer_lines,
 )
 from peftlab.ui.inputs import config_from_form, config_input
 
@@ -31,8 +43,14 @@ def classify(**form):
     task = task_from_form(form)
     config = config_from_form(ClozeConfig, form)
     prediction = classify_text(
-        load_model(form["model"]), task, form["text"], split_templates(form["templates"]), form["verbalizer"],
-        config.calibration, config.shots_in_context, config.seed,
+        load_model(form["model"]),
+        task,
+        form["text"],
+        split_templates(form["templates"]),
+        form["verbalizer"],
+        config.calibration,
+        config.shots_in_context,
+        config.seed,
     )
     tokens = pd.DataFrame(prediction.top_tokens, columns=["token at the mask", "probability"]).round(4)
     tokens["token at the mask"] = tokens["token at the mask"].map(repr)
@@ -48,13 +66,21 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
     lm = load_model(form["model"])
     with job(request, "cloze") as (session, _):
         result = evaluate(
-            lm, task, split_templates(form["templates"]), form["verbalizer"], config.calibration, config.shots_in_context,
-            limit=config.limit, seed=config.seed, batch_size=config.batch_size,
+            lm,
+            task,
+            split_templates(form["templates"]),
+            form["verbalizer"],
+            config.calibration,
+            config.shots_in_context,
+            limit=config.limit,
+            seed=config.seed,
+            batch_size=config.batch_size,
             progress=lambda done, total: progress(done / total, desc=f"scoring {done}/{total}"),
         )
     summary = (
         f"**Accuracy {result.accuracy:.1%}** · macro-F1 {result.macro_f1:.3f} · {result.n} test texts · "
-        f"{result.seconds:.1f} s ({result.n / max(result.seconds, 1e-9):.0f} texts/s) · calibration {config.calibration}"
+        f"{result.seconds:.1f} s ({result.n / max(result.seconds, 1e-9):.0f} texts/s) · "
+        f"calibration {config.calibration}"
     )
     predictions = session.path(f"peftlab-{task.name}-cloze-predictions.csv")
     result.predictions.to_csv(predictions, index=False)
@@ -67,7 +93,9 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
     gr.Markdown(INTRO)
     source = model_and_task_inputs()
     with gr.Row():
-        templates = gr.Textbox(START_TEMPLATE, lines=3, label="Template(s)", info="{text} or any {column}, and one {mask}")
+        templates = gr.Textbox(
+            START_TEMPLATE, lines=3, label="Template(s)", info="{text} or any {column}, and one {mask}"
+        )
         verbalizer = verbalizer_box()
     with gr.Row():
         settings = dict(
@@ -90,17 +118,28 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
             confusion_plot = gr.Plot(label="Confusion matrix")
             predictions_file = gr.File(label="All predictions (CSV)")
     errors = gr.Dataframe(
-        label="Most confident errors", interactive=False, wrap=True,
+        label="Most confident errors",
+        interactive=False,
+        wrap=True,
         headers=["text", "gold", "predicted", "confidence", "correct"],
     )
 
     gr.on(
-        [source["task"].input, source["upload"].change], suggest,
-        [source["task"], source["upload"], source["text_column"], source["label_column"]], [templates, verbalizer],
-        api_name="suggest_prompt", **INSTANT,
+        [source["task"].input, source["upload"].change],
+        suggest,
+        [source["task"], source["upload"], source["text_column"], source["label_column"]],
+        [templates, verbalizer],
+        api_name="suggest_prompt",
+        **INSTANT,
     )
-    classify_button.click(classify, inputs_kwargs=form | {"text": text}, outputs=[label_plot, top_tokens],
-                          api_name="classify", **light())
-    evaluate_button.click(run_evaluation, inputs_kwargs=form | {"limit": limit},
-                          outputs=[summary, confusion_plot, errors, predictions_file], api_name="evaluate", **heavy())
+    classify_button.click(
+        classify, inputs_kwargs=form | {"text": text}, outputs=[label_plot, top_tokens], api_name="classify", **light()
+    )
+    evaluate_button.click(
+        run_evaluation,
+        inputs_kwargs=form | {"limit": limit},
+        outputs=[summary, confusion_plot, errors, predictions_file],
+        api_name="evaluate",
+        **heavy(),
+    )
     return {"model": source["model"], "task": source["task"], "templates": templates, "verbalizer": verbalizer}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from typing import Iterator
+from collections.abc import Iterator
 
 import gradio as gr
 
@@ -24,12 +24,14 @@ START_TEMPLATE, START_VERBALIZER = suggested_prompt("rt-sentiment", ["negative",
 def user_errors(fn):
     """Show a PeftlabError as a gr.Error (one sentence in the UI); the app keeps serving."""
     if inspect.isgeneratorfunction(fn):
+
         @functools.wraps(fn)
         def generator_wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
             except PeftlabError as exc:
                 raise gr.Error(str(exc)) from None
+
         return generator_wrapper
 
     @functools.wraps(fn)
@@ -38,16 +40,17 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except PeftlabError as exc:
             raise gr.Error(str(exc)) from None
+
     return wrapper
 
 
 def heavy() -> dict:
-    """Event options of a heavy job (model evaluation, search, training): one queue for all of them, sized by the hardware."""
+    """Event options of a heavy job (evaluation, search, training): one queue for all of them, sized by the hardware."""
     return dict(concurrency_id="heavy", concurrency_limit=heavy_job_limit())
 
 
 def light() -> dict:
-    """Event options of a cheap click on a model (classify one text, load or download a method): never behind heavy jobs."""
+    """Event options of a cheap click on a model (classify one text, load or download a method): never behind heavy."""
     return dict(concurrency_id="light", concurrency_limit=4)
 
 
@@ -72,11 +75,13 @@ def job(request: gr.Request | None, kind: str) -> Iterator[tuple[Session, JobSto
 
 
 def stop_handler(kind: str, what: str):
-    """The handler of a Stop button: the session's running job of `kind` ends after its current step, keeping its work."""
+    """A Stop button's handler: the session's running job of `kind` ends after its current step, keeping its work."""
+
     def stop(request: gr.Request) -> str:
         if SESSIONS.get(request).stop_job(kind, "you pressed Stop"):
             return f"Stopping {what} after its current step; what it finished is kept."
         return f"Nothing to stop: {what} is not running."
+
     return stop
 
 
@@ -85,32 +90,40 @@ def stopped_note(stop: JobStop) -> str:
 
 
 def upload_limit_note() -> str:
-    """" (at most N MB)" on a public Space, for the labels of upload inputs."""
+    """ " (at most N MB)" on a public Space, for the labels of upload inputs."""
     return f" (at most {current_caps().upload_mb:g} MB)" if public_mode() else ""
 
 
 def model_picker() -> gr.Dropdown:
     caps = current_caps()
     if caps.models is not None:
-        return gr.Dropdown(list(caps.models), value=DEFAULT_MODEL, label="Model",
-                           info="This public Space offers these models.")
+        return gr.Dropdown(
+            list(caps.models), value=DEFAULT_MODEL, label="Model", info="This public Space offers these models."
+        )
     return gr.Dropdown(
-        MODEL_CHOICES, value=DEFAULT_MODEL, allow_custom_value=True, label="Model",
+        MODEL_CHOICES,
+        value=DEFAULT_MODEL,
+        allow_custom_value=True,
+        label="Model",
         info="Embedded default works offline; Hub ids and local folders load where reachable.",
     )
 
 
 def model_and_task_inputs() -> dict[str, gr.components.Component]:
-    """The model picker, then the task dropdown (embedded name or Hub id), a CSV/JSONL upload and its columns, by name."""
+    """The model picker, the task dropdown (embedded name or Hub id), a CSV/JSONL upload and its columns, by name."""
     with gr.Row():
         model = model_picker()
     with gr.Row():
         task = gr.Dropdown(
-            list(EMBEDDED_TASKS), value="rt-sentiment", allow_custom_value=True, label="Task",
+            list(EMBEDDED_TASKS),
+            value="rt-sentiment",
+            allow_custom_value=True,
+            label="Task",
             info="Embedded task or a Hub dataset id; an uploaded file takes precedence.",
         )
-        upload = gr.File(label="Or upload CSV / JSONL" + upload_limit_note(), file_types=[".csv", ".jsonl", ".json"],
-                         height=120)
+        upload = gr.File(
+            label="Or upload CSV / JSONL" + upload_limit_note(), file_types=[".csv", ".jsonl", ".json"], height=120
+        )
         text_column = gr.Textbox("text", label="Text column")
         label_column = gr.Textbox("label", label="Label column")
     return dict(model=model, task=task, upload=upload, text_column=text_column, label_column=label_column)
@@ -122,14 +135,16 @@ def task_from_form(form: dict):
 
 
 def check_test_texts(task, limit: int | None, what: str = "Test texts") -> None:
-    """On a public Space, the test texts one evaluation scores (all of them when no limit is given) stay within the cap."""
+    """On a public Space, the test texts one evaluation scores (all when no limit is given) stay within the cap."""
     current_caps().check("test_texts", min(limit or len(task.test), len(task.test)), what)
 
 
 def verbalizer_box() -> gr.Textbox:
     """The verbalizer as editable `label: words` lines, starting from the default task's words."""
     return gr.Textbox(
-        verbalizer_lines(START_VERBALIZER), lines=3, label="Verbalizer",
+        verbalizer_lines(START_VERBALIZER),
+        lines=3,
+        label="Verbalizer",
         info="One line per label: `label: word1, word2` (or JSON).",
     )
 
@@ -144,7 +159,9 @@ def resolve_task(task_name: str, upload, text_column: str, label_column: str):
         raise PeftlabError("Pick a task or upload a CSV/JSONL file.")
     if not upload and public_mode() and str(task_name).strip().lower().endswith(UPLOAD_SUFFIXES):
         raise PeftlabError("On this public Space, give your own data as an upload, not as a file name.")
-    return load_task(str(source), text_column=(text_column or "text").strip(), label_column=(label_column or "label").strip())
+    return load_task(
+        str(source), text_column=(text_column or "text").strip(), label_column=(label_column or "label").strip()
+    )
 
 
 def split_templates(text: str) -> list[str]:

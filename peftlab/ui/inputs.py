@@ -35,8 +35,15 @@ def config_input(cls: type[Config], name: str, component: type | None = None, **
     cap_note = caps.note(meta["cap"]) if meta["cap"] else ""
     kwargs: dict = dict(label=ui_label(item), info="; ".join(p for p in (meta["help"], cap_note) if p))
     if component is None:
-        component = (gr.Radio if meta["choices"] is not None else gr.Checkbox if kind is bool
-                     else gr.Number if kind in (int, float) else gr.Textbox)
+        component = (
+            gr.Radio
+            if meta["choices"] is not None
+            else gr.Checkbox
+            if kind is bool
+            else gr.Number
+            if kind in (int, float)
+            else gr.Textbox
+        )
     if meta["choices"] is not None and component in (gr.Radio, gr.Dropdown):
         kwargs["choices"] = list(meta["choices"])
     if component is gr.Number:
@@ -66,8 +73,11 @@ def config_from_form(cls: type[Config], form: dict, prefix: str = "", **values) 
             continue
         value, kind = form[key], _base_type(hints[item.name])
         if kind is tuple:
-            value = tuple(parse_list(value, _item_type(hints[item.name]), ui_label(item)) if isinstance(value, str)
-                          else value or ())
+            value = tuple(
+                parse_list(value, _item_type(hints[item.name]), ui_label(item))
+                if isinstance(value, str)
+                else value or ()
+            )
         elif kind is int and isinstance(value, float) and value.is_integer():
             value = int(value)  # a number box may hand back 30.0
         if item.metadata["cap"] and value not in (None, ()):

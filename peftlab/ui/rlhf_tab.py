@@ -22,7 +22,16 @@ from peftlab.rlhf.session import RANKING_SOURCES, RLHFSession
 from peftlab.rlhf.sft import SFTConfig, SFTResult
 from peftlab.saving import zip_saved
 from peftlab.ui.common import (
-    INSTANT, heavy, job, light, load_model, model_picker, stop_handler, stopped_note, upload_limit_note, user_errors,
+    INSTANT,
+    heavy,
+    job,
+    light,
+    load_model,
+    model_picker,
+    stop_handler,
+    stopped_note,
+    upload_limit_note,
+    user_errors,
 )
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
@@ -35,8 +44,10 @@ a simulated labeler or by you below, and a scalar head learns -log σ(r_chosen �
 (PPO-ptx adds the LM loss on demonstrations). Then compare SFT and PPO answers on held-out prompts."""
 
 PPO_PANELS = {
-    "reward": ["mean_reward", "mean_labeler_score"], "KL to SFT (nats)": ["mean_kl"],
-    "losses": ["policy_loss", "value_loss"], "clip fraction": ["clip_fraction"],
+    "reward": ["mean_reward", "mean_labeler_score"],
+    "KL to SFT (nats)": ["mean_kl"],
+    "losses": ["policy_loss", "value_loss"],
+    "clip fraction": ["clip_fraction"],
 }
 DOWNLOADS = {"SFT adapter": "sft", "reward model": "reward", "PPO adapter": "ppo"}
 JOB = "rlhf"  # one stage runs at a time per session; any stage's Stop ends it after its current step
@@ -51,8 +62,11 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
     config = config_from_form(SFTConfig, form, prefix="sft_", seed=int(form["seed"]))
     if form["comparisons"] and not form["demonstrations"]:
         raise PeftlabError("Uploaded comparisons need uploaded demonstrations too (SFT learns from them first).")
-    data = (RLHFData.uploaded(form["demonstrations"], form["comparisons"], seed=config.seed) if form["demonstrations"]
-            else RLHFData.embedded(seed=config.seed))
+    data = (
+        RLHFData.uploaded(form["demonstrations"], form["comparisons"], seed=config.seed)
+        if form["demonstrations"]
+        else RLHFData.embedded(seed=config.seed)
+    )
     lm = load_model(form["model"], dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
     session = _session(request)
     history, samples = [], []
@@ -64,13 +78,19 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
             samples = [{"step": item.step, "prompt": p, "response": r} for p, r in item.samples] + samples
             progress(item.step / config.steps, desc=f"SFT step {item.step}/{config.steps}")
             if item.step % 5 == 0 or item.samples or item.step == config.steps:
-                yield (f"SFT step {item.step}/{config.steps}, loss {item.loss:.3f}",
-                       metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"), pd.DataFrame(samples))
+                yield (
+                    f"SFT step {item.step}/{config.steps}, loss {item.loss:.3f}",
+                    metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"),
+                    pd.DataFrame(samples),
+                )
         note = f"{stopped_note(stop)} " if stop.is_set() else ""
     result = session.sft
-    yield (f"{note}SFT done: loss {result.losses[0]:.3f} → {result.losses[-1]:.3f} after {len(result.losses)} steps in "
-           f"{result.seconds:.0f} s. Next: the reward model.", metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"),
-           pd.DataFrame(samples))
+    yield (
+        f"{note}SFT done: loss {result.losses[0]:.3f} → {result.losses[-1]:.3f} after {len(result.losses)} steps in "
+        f"{result.seconds:.0f} s. Next: the reward model.",
+        metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"),
+        pd.DataFrame(samples),
+    )
 
 
 @user_errors
@@ -85,7 +105,9 @@ def save_ranking(ranking_text, request: gr.Request):
     try:
         ranking = [int(part) for part in str(ranking_text).replace(" ", "").split(",") if part]
     except ValueError:
-        raise PeftlabError(f"Write the ranking as response numbers, best first, such as 2,1,3,4; not {ranking_text!r}.") from None
+        raise PeftlabError(
+            f"Write the ranking as response numbers, best first, such as 2,1,3,4; not {ranking_text!r}."
+        ) from None
     session.save_ranking(ranking)
     return f"{len(session.human)} rankings saved: {len(session.human.comparisons())} comparisons for the reward model."
 
@@ -105,12 +127,20 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
                 break
             history.append(asdict(item))
             progress(item.step / reward_config.steps, desc=f"reward model step {item.step}")
-        note = f"{stopped_note(stop)} Kept after {len(history)} of {reward_config.steps} steps. " if stop.is_set() else ""
+        note = (
+            f"{stopped_note(stop)} Kept after {len(history)} of {reward_config.steps} steps. " if stop.is_set() else ""
+        )
     frame = pd.DataFrame(history).ffill()
-    plot = metric_curve(frame, "step", ["loss", "train_accuracy", "heldout_accuracy"], "Reward model training") if history else None
+    plot = (
+        metric_curve(frame, "step", ["loss", "train_accuracy", "heldout_accuracy"], "Reward model training")
+        if history
+        else None
+    )
     examples = pd.DataFrame([asdict(p) for p in train_pairs[:20]])
-    status = (f"{note}Reward model: held-out pair accuracy **{session.reward.heldout_accuracy:.1%}** on "
-              f"{len(heldout_pairs)} comparisons ({len(train_pairs)} trained on). Next: PPO.")
+    status = (
+        f"{note}Reward model: held-out pair accuracy **{session.reward.heldout_accuracy:.1%}** on "
+        f"{len(heldout_pairs)} comparisons ({len(train_pairs)} trained on). Next: PPO."
+    )
     return status, plot, examples
 
 
@@ -127,23 +157,34 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
             history.append({k: v for k, v in asdict(item).items() if k != "sample"})
             samples.insert(0, {"step": item.step, "prompt": item.sample[0], "response": item.sample[1]})
             progress(item.step / config.steps, desc=f"PPO step {item.step}/{config.steps}")
-            yield (f"PPO step {item.step}/{config.steps}: reward {item.mean_reward:+.2f}, KL {item.mean_kl:.2f} nats",
-                   metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO"), pd.DataFrame(samples))
+            yield (
+                f"PPO step {item.step}/{config.steps}: reward {item.mean_reward:+.2f}, KL {item.mean_kl:.2f} nats",
+                metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO"),
+                pd.DataFrame(samples),
+            )
         note = stopped_note(stop)
     result = session.ppo
-    done = (f"PPO stopped after {len(result.history)} of {config.steps} steps; the policy so far is kept ({note.lower()})"
-            if len(result.history) < config.steps else "PPO done")
-    yield (f"{done} ({result.seconds:.0f} s). Compare the SFT and PPO policies below.",
-           metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO") if history else None, pd.DataFrame(samples))
+    done = (
+        f"PPO stopped after {len(result.history)} of {config.steps} steps; the policy so far is kept ({note.lower()})"
+        if len(result.history) < config.steps
+        else "PPO done"
+    )
+    yield (
+        f"{done} ({result.seconds:.0f} s). Compare the SFT and PPO policies below.",
+        metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO") if history else None,
+        pd.DataFrame(samples),
+    )
 
 
 @user_errors
 def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
     comparison = _session(request).evaluate(labeler_name, int(prompts), int(seed))
     s = comparison.summary
-    status = (f"On {s['prompts']} held-out prompts, {s['labeler']} score: SFT **{s['sft_mean_score']:+.3f}** → PPO "
-              f"**{s['ppo_mean_score']:+.3f}**; reward model: {s['sft_mean_reward']:+.2f} → {s['ppo_mean_reward']:+.2f}; "
-              f"KL of PPO to SFT {s['mean_kl']:.2f} nats per response.")
+    status = (
+        f"On {s['prompts']} held-out prompts, {s['labeler']} score: SFT **{s['sft_mean_score']:+.3f}** → PPO "
+        f"**{s['ppo_mean_score']:+.3f}**; reward model: {s['sft_mean_reward']:+.2f} → {s['ppo_mean_reward']:+.2f}; "
+        f"KL of PPO to SFT {s['mean_kl']:.2f} nats per response."
+    )
     plot = score_comparison(comparison.table, "sft_labeler_score", "ppo_labeler_score", f"{s['labeler']} score")
     return status, comparison.table.round(3), plot
 
@@ -163,10 +204,16 @@ def build_rlhf_tab() -> None:
         labeler = config_input(PipelineConfig, "labeler", gr.Dropdown, choices=list(LABELERS))
         seed = config_input(PipelineConfig, "seed")
     with gr.Row():
-        demonstrations = gr.File(label="Demonstrations JSONL {prompt, response} (optional)" + upload_limit_note(),
-                                 file_types=[".jsonl"], height=100)
-        comparisons = gr.File(label="Comparisons JSONL {prompt, chosen, rejected} or {prompt, ranked} (optional)"
-                              + upload_limit_note(), file_types=[".jsonl"], height=100)
+        demonstrations = gr.File(
+            label="Demonstrations JSONL {prompt, response} (optional)" + upload_limit_note(),
+            file_types=[".jsonl"],
+            height=100,
+        )
+        comparisons = gr.File(
+            label="Comparisons JSONL {prompt, chosen, rejected} or {prompt, ranked} (optional)" + upload_limit_note(),
+            file_types=[".jsonl"],
+            height=100,
+        )
 
     gr.Markdown("### 1. Supervised fine-tuning")
     with gr.Row():
@@ -206,8 +253,10 @@ def build_rlhf_tab() -> None:
 
     gr.Markdown("### 3. PPO")
     with gr.Row():
-        ppo = {name: config_input(PPOConfig, name)
-               for name in ("steps", "beta", "adaptive_kl", "target_kl", "ptx_coef", "learning_rate")}
+        ppo = {
+            name: config_input(PPOConfig, name)
+            for name in ("steps", "beta", "adaptive_kl", "target_kl", "ptx_coef", "learning_rate")
+        }
     with gr.Row():
         ppo_button = gr.Button("Run PPO", variant="primary")
         ppo_stop = gr.Button("Stop", variant="stop")
@@ -227,22 +276,56 @@ def build_rlhf_tab() -> None:
         download_button = gr.Button("Download (zip)")
         download_file = gr.File(label="Weights")
 
-    sft_form = dict(model=model, demonstrations=demonstrations, comparisons=comparisons, sft_method=sft_method,
-                    sft_steps=sft_steps, sft_learning_rate=sft_lr, seed=seed)
-    sft_button.click(run_sft_stage, inputs_kwargs=sft_form, outputs=[sft_status, sft_plot, sft_samples],
-                     api_name="rlhf_sft", **heavy())
+    sft_form = dict(
+        model=model,
+        demonstrations=demonstrations,
+        comparisons=comparisons,
+        sft_method=sft_method,
+        sft_steps=sft_steps,
+        sft_learning_rate=sft_lr,
+        seed=seed,
+    )
+    sft_button.click(
+        run_sft_stage,
+        inputs_kwargs=sft_form,
+        outputs=[sft_status, sft_plot, sft_samples],
+        api_name="rlhf_sft",
+        **heavy(),
+    )
     sft_stop.click(stop_handler(JOB, "the SFT stage"), None, [sft_status], api_name="rlhf_sft_stop", **INSTANT)
-    sample_button.click(sample_for_ranking, [rank_k, seed], [rank_prompt, rank_table, ranking],
-                        api_name="rlhf_sample_for_ranking", **light())
+    sample_button.click(
+        sample_for_ranking,
+        [rank_k, seed],
+        [rank_prompt, rank_table, ranking],
+        api_name="rlhf_sample_for_ranking",
+        **light(),
+    )
     save_button.click(save_ranking, [ranking], [rank_status], api_name="rlhf_save_ranking", **INSTANT)
-    rm_form = dict(source=source, labeler=labeler, k=k, rm_pairs=rm_pairs, rm_lora_r=rm_lora, rm_steps=rm_steps, seed=seed)
-    rm_button.click(run_reward_stage, inputs_kwargs=rm_form, outputs=[rm_status, rm_plot, rm_pairs_table],
-                    api_name="rlhf_reward", **heavy())
+    rm_form = dict(
+        source=source, labeler=labeler, k=k, rm_pairs=rm_pairs, rm_lora_r=rm_lora, rm_steps=rm_steps, seed=seed
+    )
+    rm_button.click(
+        run_reward_stage,
+        inputs_kwargs=rm_form,
+        outputs=[rm_status, rm_plot, rm_pairs_table],
+        api_name="rlhf_reward",
+        **heavy(),
+    )
     rm_stop.click(stop_handler(JOB, "the reward model"), None, [rm_status], api_name="rlhf_reward_stop", **INSTANT)
     ppo_form = dict(labeler=labeler, **{f"ppo_{name}": box for name, box in ppo.items()}, seed=seed)
-    ppo_button.click(run_ppo_stage, inputs_kwargs=ppo_form, outputs=[ppo_status, ppo_plot, ppo_samples],
-                     api_name="rlhf_ppo", **heavy())
+    ppo_button.click(
+        run_ppo_stage,
+        inputs_kwargs=ppo_form,
+        outputs=[ppo_status, ppo_plot, ppo_samples],
+        api_name="rlhf_ppo",
+        **heavy(),
+    )
     ppo_stop.click(stop_handler(JOB, "PPO"), None, [ppo_status], api_name="rlhf_ppo_stop", **INSTANT)
-    eval_button.click(evaluate_stage, [labeler, eval_prompts, seed], [eval_status, eval_table, eval_plot],
-                      api_name="rlhf_evaluate", **heavy())
+    eval_button.click(
+        evaluate_stage,
+        [labeler, eval_prompts, seed],
+        [eval_status, eval_table, eval_plot],
+        api_name="rlhf_evaluate",
+        **heavy(),
+    )
     download_button.click(download_stage, [stage], [download_file], api_name="rlhf_download", **light())

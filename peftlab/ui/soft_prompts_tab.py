@@ -14,8 +14,18 @@ import pandas as pd
 
 from peftlab.cloze import ClozeSetup
 from peftlab.compare import (
-    GridConfig, GridRow, SweepConfig, parse_sweep_values, results_frame, run_grid, run_record, run_sweep, summarize,
-    sweep_configs, sweepable_settings, validate_grid,
+    GridConfig,
+    GridRow,
+    SweepConfig,
+    parse_sweep_values,
+    results_frame,
+    run_grid,
+    run_record,
+    run_sweep,
+    summarize,
+    sweep_configs,
+    sweepable_settings,
+    validate_grid,
 )
 from peftlab.config import parse_list
 from peftlab.errors import PeftlabError
@@ -25,8 +35,20 @@ from peftlab.saving import load_trained, saved_model_name, zip_trained
 from peftlab.serving import current_caps
 from peftlab.tuning import TrainSettings, flat_loss_message, loss_is_flat
 from peftlab.ui.common import (
-    INSTANT, START_TEMPLATE, check_test_texts, heavy, job, light, load_model, model_and_task_inputs, split_templates,
-    stop_handler, stopped_note, task_from_form, user_errors, verbalizer_box,
+    INSTANT,
+    START_TEMPLATE,
+    check_test_texts,
+    heavy,
+    job,
+    light,
+    load_model,
+    model_and_task_inputs,
+    split_templates,
+    stop_handler,
+    stopped_note,
+    task_from_form,
+    user_errors,
+    verbalizer_box,
 )
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
@@ -81,8 +103,15 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         results = results_frame(rows)
         summary = summarize(results) if len(results) else pd.DataFrame()
         status = f"{max(len(rows) - 1, 0)}/{total_runs} runs finished." + "".join(f"\n\n⚠️ {n}" for n in notes)
-        return (status, results, summary, training_curves(pd.DataFrame(events)) if events else None,
-                accuracy_vs_parameters(summary) if len(summary) else None, *files, _method_choices(trained_by_method))
+        return (
+            status,
+            results,
+            summary,
+            training_curves(pd.DataFrame(events)) if events else None,
+            accuracy_vs_parameters(summary) if len(summary) else None,
+            *files,
+            _method_choices(trained_by_method),
+        )
 
     with job(request, "soft-prompts") as (session, stop):
         for item in run_grid(lm, task, setup, configs, seed_list, shot_list, settings, test_limit, stop):
@@ -115,7 +144,9 @@ def classify_with(method, text, request: gr.Request):
     if not trained_by_method:
         raise PeftlabError("Train a method (or load a saved one) first.")
     if method not in trained_by_method:
-        raise PeftlabError(f"{method} has not been trained in this session; pick one of {', '.join(trained_by_method)}.")
+        raise PeftlabError(
+            f"{method} has not been trained in this session; pick one of {', '.join(trained_by_method)}."
+        )
     if not text or not text.strip():
         raise PeftlabError("Type a text to classify.")
     trained = trained_by_method[method]
@@ -142,8 +173,10 @@ def load_saved(path, request: gr.Request):
     name = f"{trained.config.name} (loaded)"
     trained_by_method = _trained(request)
     trained_by_method[name] = trained
-    return (_method_choices(trained_by_method, name),
-            f"Loaded {trained.config.name} trained on {trained.lm.name} ({trained.trainable_params:,} trained parameters).")
+    return (
+        _method_choices(trained_by_method, name),
+        f"Loaded {trained.config.name} trained on {trained.lm.name} ({trained.trainable_params:,} trained parameters).",
+    )
 
 
 def setting_choices(method):
@@ -199,8 +232,16 @@ def build_soft_prompts_tab() -> None:
         shots, seeds = config_input(GridConfig, "shots"), config_input(GridConfig, "seeds")
         steps, select_by = config_input(TrainSettings, "steps"), config_input(TrainSettings, "select_by")
         test_limit = config_input(GridConfig, "test_limit")
-    form = dict(**prompt, methods=methods, shots=shots, seeds=seeds, steps=steps, select_by=select_by, rates=rates,
-                test_limit=test_limit)
+    form = dict(
+        **prompt,
+        methods=methods,
+        shots=shots,
+        seeds=seeds,
+        steps=steps,
+        select_by=select_by,
+        rates=rates,
+        test_limit=test_limit,
+    )
     with gr.Row():
         run_button = gr.Button("Train and compare", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
@@ -226,27 +267,45 @@ def build_soft_prompts_tab() -> None:
         upload_trained = gr.File(label="Load a saved method (zip)", file_types=[".zip"])
     load_status = gr.Markdown()
 
-    run_button.click(run_comparison, inputs_kwargs=form,
-                     outputs=[status, results, summary, curves, scatter, results_file, run_file, trained_method],
-                     api_name="compare", **heavy())
-    stop_button.click(stop_handler("soft-prompts", "the comparison"), None, [status], api_name="compare_stop",
-                      **INSTANT)
+    run_button.click(
+        run_comparison,
+        inputs_kwargs=form,
+        outputs=[status, results, summary, curves, scatter, results_file, run_file, trained_method],
+        api_name="compare",
+        **heavy(),
+    )
+    stop_button.click(
+        stop_handler("soft-prompts", "the comparison"), None, [status], api_name="compare_stop", **INSTANT
+    )
     test_button.click(classify_with, [trained_method, test_text], [test_plot], api_name="classify_trained", **light())
     download_button.click(download_trained, [trained_method], [download_file], api_name="download_trained", **light())
-    upload_trained.upload(load_saved, [upload_trained], [trained_method, load_status], api_name="load_trained",
-                          **light())
+    upload_trained.upload(
+        load_saved, [upload_trained], [trained_method, load_status], api_name="load_trained", **light()
+    )
 
     with gr.Accordion("Sweep one setting", open=False):
         gr.Markdown(SWEEP_INTRO)
         with gr.Row():
             sweep_method = config_input(SweepConfig, "method", gr.Dropdown, choices=list(METHODS))
-            sweep_setting = config_input(SweepConfig, "varied", gr.Dropdown, choices=sweepable_settings(SweepConfig().method),
-                                         allow_custom_value=True)  # any name reaches the library, which explains a bad one
+            sweep_setting = config_input(
+                SweepConfig,
+                "varied",
+                gr.Dropdown,
+                choices=sweepable_settings(SweepConfig().method),
+                allow_custom_value=True,
+            )  # any name reaches the library, which explains a bad one
             sweep_values = config_input(SweepConfig, "values")
         with gr.Row():
-            sweep_form = dict(**prompt, method=sweep_method, varied=sweep_setting, values=sweep_values,
-                              shots=config_input(SweepConfig, "shots", gr.Textbox), seeds=config_input(SweepConfig, "seeds"),
-                              steps=config_input(TrainSettings, "steps"), test_limit=config_input(SweepConfig, "test_limit"))
+            sweep_form = dict(
+                **prompt,
+                method=sweep_method,
+                varied=sweep_setting,
+                values=sweep_values,
+                shots=config_input(SweepConfig, "shots", gr.Textbox),
+                seeds=config_input(SweepConfig, "seeds"),
+                steps=config_input(TrainSettings, "steps"),
+                test_limit=config_input(SweepConfig, "test_limit"),
+            )
         with gr.Row():
             sweep_button = gr.Button("Run the sweep", variant="primary")
             sweep_stop = gr.Button("Stop", variant="stop")
@@ -254,6 +313,11 @@ def build_soft_prompts_tab() -> None:
         sweep_plot = gr.Plot(label="Accuracy vs the setting")
         sweep_table = gr.Dataframe(label="Per value (mean ± std over seeds)", interactive=False)
         sweep_method.change(setting_choices, [sweep_method], [sweep_setting], api_name="sweep_settings", **INSTANT)
-        sweep_button.click(run_sweep_ui, inputs_kwargs=sweep_form, outputs=[sweep_status, sweep_table, sweep_plot],
-                           api_name="sweep", **heavy())
+        sweep_button.click(
+            run_sweep_ui,
+            inputs_kwargs=sweep_form,
+            outputs=[sweep_status, sweep_table, sweep_plot],
+            api_name="sweep",
+            **heavy(),
+        )
         sweep_stop.click(stop_handler("sweep", "the sweep"), None, [sweep_status], api_name="sweep_stop", **INSTANT)
