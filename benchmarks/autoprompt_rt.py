@@ -244,7 +244,7 @@ def main() -> None:
     parser.add_argument("--template", default="{text} [T] [T] [T] [T] [T] {mask}")
     parser.add_argument("--verbalizer", default='{"negative": ["negative"], "positive": ["positive"]}')
     parser.add_argument(
-        "--test-limit", type=int, default=None, help="score only the first N test texts (default: all 1,000)"
+        "--test-limit", type=int, default=None, help="score a stratified subset of N test texts (default: all 1,000)"
     )
     parser.add_argument("--rescore-repeats", type=int, default=3)
     parser.add_argument("--model", default="smollm2-135m")
@@ -274,7 +274,7 @@ def main() -> None:
     log(f"loading {args.model}")
     with Phase() as loading:
         lm = load_lm(args.model)
-    n_test = len(task.test[: args.test_limit] if args.test_limit else task.test)
+    n_test = len(task.test_subset(args.test_limit))
 
     result: dict = {
         "task": TASK,

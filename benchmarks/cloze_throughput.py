@@ -4,7 +4,8 @@ Run from the repository root:
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/cloze_throughput.py [--n 512] [--batch-size 32]
 
-It scores the first `--n` rt-sentiment test texts with the template `Review: {text}\\nSentiment:{mask}`
+It scores a stratified subset of `--n` rt-sentiment test texts (`Task.test_subset`) with the template
+`Review: {text}\\nSentiment:{mask}`
 and the words negative/positive (no calibration) three ways, on the same token ids:
 
 - optimized:      `peftlab.cloze.label_log_probs` with the fast inference dtype (bf16 on a bf16 CPU):
@@ -149,7 +150,7 @@ def matmul_gflops(n: int = 2048, dtype: torch.dtype = torch.bfloat16, warmup: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=512, help="how many rt-sentiment test texts (from the first)")
+    parser.add_argument("--n", type=int, default=512, help="how many rt-sentiment test texts (a stratified subset)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
@@ -161,7 +162,7 @@ def main() -> None:
 
     load_before = os.getloadavg()
     task = load_task(TASK)
-    examples = task.test[: args.n]
+    examples = task.test_subset(args.n)
     prompt = ClozeSetup.build(task, TEMPLATE, VERBALIZER).prompts[0]
     fast_dtype = fast_inference_dtype(torch.device("cpu"))
     log(f"loading {args.model} in {dtype_name(fast_dtype)} and fp32")

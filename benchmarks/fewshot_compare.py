@@ -7,7 +7,7 @@ Run from the repository root:
 1. Grid: `peftlab.compare.run_grid` with six methods (prompt tuning, P-tuning, prefix tuning, LoRA,
    head-only, prompt-based full fine-tuning) x seeds x K=16 per class, each with its shipped defaults
    (30 steps of batch 8, dev evaluation every 10 steps, the weights with the best dev log-likelihood
-   kept), scored on the first `--test-limit` test texts. The zero-shot row is the same template and
+   kept), scored on a stratified subset of `--test-limit` test texts. The zero-shot row is the same template and
    words with mean-centring calibration on the same test texts. Reports every row, the per-method summary,
    the wall time of the whole grid (model loading excluded) and the gain of the best prompt-based method over zero-shot.
 2. Trainer speed: for LoRA and prompt tuning, seconds per optimiser step of `peftlab.tuning.train_method`

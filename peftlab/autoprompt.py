@@ -461,6 +461,7 @@ class AutoPromptResult:
     test_accuracy: float
     manual_test_accuracy: float
     test_texts: int
+    support: dict[str, int]  # test texts scored per label
     seconds: float
     history: list[dict]
     iterations_done: int = 0
@@ -475,6 +476,7 @@ class AutoPromptResult:
             "test_accuracy": self.test_accuracy,
             "manual_test_accuracy": self.manual_test_accuracy,
             "test_texts": self.test_texts,
+            "support": self.support,
             "iterations": self.iterations_done,
             "stopped": self.stopped,
             "seconds": round(self.seconds, 2),
@@ -511,7 +513,7 @@ def autoprompt_run(
         Template.parse(config.template, task.text_fields), verbalizer_obj, trigger_ids=tuple(last.best_trigger_ids)
     )
     manual = Prompt(Template.parse(remove_triggers(config.template), task.text_fields), verbalizer_obj)
-    test = task.test[: config.test_limit] if config.test_limit else task.test
+    test = task.test_subset(config.test_limit)
     yield AutoPromptResult(
         trigger_tokens=[lm.tokenizer.decode([i]) for i in last.best_trigger_ids],
         template=fill_triggers(config.template, lm.tokenizer, last.best_trigger_ids),
@@ -520,6 +522,7 @@ def autoprompt_run(
         test_accuracy=test_accuracy(lm, found, test),
         manual_test_accuracy=test_accuracy(lm, manual, test),
         test_texts=len(test),
+        support=task.support(test),
         seconds=time.perf_counter() - started,
         history=[e.row() for e in events],
         iterations_done=last.iteration,

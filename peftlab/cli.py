@@ -226,6 +226,7 @@ def run_compare(args: argparse.Namespace) -> None:
         methods,
         settings,
         run_grid(lm, task, setup, methods, grid.seeds, grid.shots, settings, grid.test_limit),
+        grid.test_limit,
     )
     if not args.json:
         print(summarize(results).to_string(index=False))
@@ -250,6 +251,7 @@ def run_sweep_command(args: argparse.Namespace) -> None:
         run_sweep(
             lm, task, setup, sweep.method, sweep.varied, values, sweep.seeds, sweep.shots, settings, sweep.test_limit
         ),
+        sweep.test_limit,
     )
     if not args.json:
         trained = results[results["method"] != "zero-shot"]
@@ -275,7 +277,7 @@ def _load_lm(args: argparse.Namespace):
     return load_lm(args.model, dtype=args.dtype)
 
 
-def _stream_training(args, lm, task, setup, methods, settings, items):
+def _stream_training(args, lm, task, setup, methods, settings, items, test_limit):
     """Print progress of a grid or sweep to stderr, write the requested files, and return the results table."""
     from dataclasses import asdict
     from pathlib import Path
@@ -314,7 +316,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items):
         results.to_csv(args.out, index=False)
     if args.run_json:
         Path(args.run_json).write_text(
-            run_record(lm, task, setup, methods, settings, results, curves), encoding="utf-8"
+            run_record(lm, task, setup, methods, settings, results, curves, test_limit), encoding="utf-8"
         )
     if args.json:
         print(results.to_json(orient="records"))

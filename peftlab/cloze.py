@@ -316,8 +316,14 @@ class ClozeSetup:
         examples: Sequence[dict],
         batch_size: int = 32,
         progress: ProgressFn | None = None,
+        reference: Sequence[dict] = (),
     ) -> torch.Tensor:
-        """(N, L) calibrated label log-probs, averaged over the templates (an ensemble when several)."""
+        """(N, L) calibrated label log-probs, averaged over the templates (an ensemble when several).
+
+        A calibration that needs a set of texts (mean-centring) also sees `reference`: texts scored with the
+        same prompt but not returned, whose scores are remembered per prompt and model.
+        """
+        calibration = CALIBRATIONS[self.calibration]
         per_template = []
         total = len(examples) * len(self.prompts)
         for t, prompt in enumerate(self.prompts):
@@ -326,10 +332,29 @@ class ClozeSetup:
                 if progress:
                     progress(offset + done, total)
 
-            log_probs = label_log_probs(lm, prompt, examples, batch_size, report)
-            calibration = CALIBRATIONS[self.calibration]
-            per_template.append(calibration.apply(log_probs, calibration.prior(lm, prompt, batch_size)))
+            log_probs = label_log_probs(lm, prompt, examples, batch_size, report)  # (N, L)
+            if calibration.needs_set and reference:
+                key = (
+                    prompt.template.text,
+                    prompt.verbalizer.to_json(),
+                    _fingerprint(prompt.demonstrations),
+                    _fingerprint(reference),
+                )
+                scores = lm.memo("calibration reference").get(
+                    key, functools.partial(label_log_probs, lm, prompt, reference, batch_size)
+                )
+                log_probs = torch.cat([log_probs, scores])  # (N + R, L): centred together
+            calibrated = calibration.apply(log_probs, calibration.prior(lm, prompt, batch_size))
+            per_template.append(calibrated[: len(examples)])
         return torch.stack(per_template).mean(0).log_softmax(-1)
+
+    def reference_for(self, task: Task, examples: Sequence[dict]) -> list[dict]:
+        """The texts a set-wise calibration also sees: none when it is not one or `examples` are many enough, else
+        the task's stratified reference sample of MEAN_REFERENCE_TEXTS test texts, without `examples`."""
+        if not CALIBRATIONS[self.calibration].needs_set or len(examples) >= MEAN_REFERENCE_TEXTS:
+            return []
+        scored = {id(e) for e in examples}
+        return [row for row in task.test_subset(MEAN_REFERENCE_TEXTS) if id(row) not in scored]
 
 
 @dataclass
@@ -376,7 +401,9 @@ def evaluate(
 ) -> ClozeEvaluation:
     """Zero-shot (or in-context) cloze evaluation on the task's held-out test split.
 
-    `limit` takes the first N test texts (the split is stored in a fixed shuffled order).
+    `limit` scores a stratified subset of that many test texts (`Task.test_subset`: the same texts for every
+    method). Mean-centring over fewer than MEAN_REFERENCE_TEXTS texts also sees a reference sample of test
+    texts (`ClozeSetup.reference_for`), so one text is never centred on itself; the settings say how many.
 
     Raises:
         PeftlabError: a limit below 1, or a template, verbalizer, calibration or demonstration count the task refuses.
@@ -384,9 +411,10 @@ def evaluate(
     if limit is not None and limit < 1:
         raise PeftlabError(f"The limit must be at least 1 test text, not {limit}.")
     setup = ClozeSetup.build(task, templates, verbalizer, calibration, shots_in_context, seed)
-    examples = task.test[:limit] if limit else task.test
+    examples = task.test_subset(limit)
+    reference = setup.reference_for(task, examples)
     started = time.perf_counter()
-    log_probs = setup.predict_log_probs(lm, examples, batch_size, progress)
+    log_probs = setup.predict_log_probs(lm, examples, batch_size, progress, reference)
     seconds = time.perf_counter() - started
     probs = log_probs.exp().numpy()
     gold = np.array([e["label"] for e in examples])
@@ -409,7 +437,9 @@ def evaluate(
         "templates": [p.template.text for p in setup.prompts],
         "verbalizer": setup.prompts[0].verbalizer.to_json(),
         "calibration": calibration,
+        "calibration_reference_texts": len(reference),
         "shots_in_context": shots_in_context,
+        "support": task.support(examples),
     }
     return ClozeEvaluation(
         label_names=list(names),
@@ -443,8 +473,8 @@ def classify_text(
 ) -> SingleTextPrediction:
     """Classify one text (typed by a user) with the same settings as `evaluate`.
 
-    Mean-centring needs a set of texts, so for one text it is taken over the first 64 test texts plus this one;
-    the reference texts' scores are computed once per prompt and model, so a click costs one text.
+    Mean-centring needs a set of texts, so for one text it is taken over it and the reference sample of test
+    texts (`ClozeSetup.reference_for`), whose scores are computed once per prompt and model: a click costs one text.
 
     Raises:
         PeftlabError: an empty text, or settings `evaluate` refuses.
@@ -453,22 +483,7 @@ def classify_text(
         raise PeftlabError("Type a text to classify.")
     setup = ClozeSetup.build(task, templates, verbalizer, calibration, shots_in_context, seed)
     example = {field_name: text for field_name in task.text_fields} | {"label": 0}
-    per_template = []
-    for prompt in setup.prompts:
-        log_probs = label_log_probs(lm, prompt, [example])  # (1, L)
-        method = calibration_by_name(calibration)
-        if method.needs_set:  # centred together with the reference texts, whose scores are memoised
-            reference = task.test[:MEAN_REFERENCE_TEXTS]
-            key = (
-                prompt.template.text,
-                prompt.verbalizer.to_json(),
-                _fingerprint(prompt.demonstrations),
-                _fingerprint(reference),
-            )
-            memo = lm.memo("mean-calibration reference")
-            log_probs = torch.cat([log_probs, memo.get(key, functools.partial(label_log_probs, lm, prompt, reference))])
-        per_template.append(method.apply(log_probs, method.prior(lm, prompt))[0])
-    log_probs = torch.stack(per_template).mean(0).log_softmax(-1)
+    log_probs = setup.predict_log_probs(lm, [example], reference=setup.reference_for(task, [example]))[0]
     labels = {name: float(p) for name, p in zip(task.label_names, log_probs.exp())}
     return SingleTextPrediction(labels, mask_top_tokens(lm, setup.prompts[0], example, top_k))
 

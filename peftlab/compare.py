@@ -144,7 +144,7 @@ def run_plan(
     """
     for run in plan:
         run.config.check(lm)  # a method that cannot train on this model fails before anything trains
-    test = task.test[:test_limit] if test_limit else task.test
+    test = task.test_subset(test_limit)
     total_params = sum(p.numel() for p in lm.model.parameters())
     zero_shot = evaluate(
         lm,
@@ -287,11 +287,15 @@ def run_record(
     settings: TrainSettings,
     results: pd.DataFrame,
     curves: Sequence[dict],
+    test_limit: int | None = None,
 ) -> str:
-    """The whole run as JSON: what was trained how, every result row, and every training step (TrainEvent dicts)."""
+    """The whole run as JSON: what was trained how, the test texts scored per label (`support`), every result row,
+    and every training step (TrainEvent dicts)."""
     record = {
         "model": lm.name,
         "task": task.name,
+        "test_texts": len(task.test_subset(test_limit)),
+        "support": task.support(task.test_subset(test_limit)),
         "templates": [p.template.text for p in setup.prompts],
         "verbalizer": json.loads(setup.prompts[0].verbalizer.to_json()),
         "calibration": setup.calibration,

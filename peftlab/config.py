@@ -74,7 +74,13 @@ def setting(
 
 def scored_texts_setting(help: str, label: str = "test texts") -> Any:
     """The number of test texts a job scores, as every config that has one declares it (one default, one cap)."""
-    return setting(200, help + " (fewer than the split: its first N)", minimum=1, cap="test_texts", label=label)
+    return setting(
+        200,
+        help + " (fewer than the split: a stratified subset, the same for every method)",
+        minimum=1,
+        cap="test_texts",
+        label=label,
+    )
 
 
 @dataclass

@@ -12,6 +12,7 @@ Papers: prompt tuning (Lester et al. 2021), P-tuning (Liu et al. 2021), prefix t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 import re
@@ -31,6 +32,7 @@ from peftlab.prompts import Prompt
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")  # raised inside PEFT
 
 PROMPT_INITS = ("text", "label-words", "vocab", "random")
+MIN_INPUT_TOKENS = 16  # what virtual tokens must leave of a model's input for the text and the template
 WEIGHTS_FILE = "trainable.safetensors"
 
 
@@ -47,6 +49,15 @@ class MethodConfig(Config):
     name: ClassVar[str] = ""
     prompt_based: ClassVar[bool] = True
     learning_rate: float = learning_rate(1e-3)
+
+    @property
+    def reserved_positions(self) -> int:
+        """Input positions this method's virtual tokens take (prompt, P- and prefix tuning), so inputs leave room."""
+        return getattr(self, "num_virtual_tokens", 0)
+
+    def prompt_for(self, prompt: Prompt) -> Prompt:
+        """The prompt this method scores through: its inputs cut to leave room for its virtual tokens."""
+        return dataclasses.replace(prompt, reserved_positions=self.reserved_positions)
 
     def check(self, lm: LM) -> None:
         """Raise a PeftlabError when this method cannot train on `lm` (called before any training)."""
@@ -142,6 +153,11 @@ class PeftMethod(MethodConfig):
     def check(self, lm):
         if lm.kind != "causal":
             raise PeftlabError(f"{self.name} is wired for causal LMs in this version; {lm.name} is a masked LM.")
+        if self.reserved_positions and self.reserved_positions + MIN_INPUT_TOKENS > lm.max_length:
+            raise PeftlabError(
+                f"{self.reserved_positions} virtual tokens of {self.name} leave no room in {lm.name}'s "
+                f"{lm.max_length}-token input; use at most {lm.max_length - MIN_INPUT_TOKENS}."
+            )
 
     def build(self, lm, prompt, train):
         from peft import get_peft_model
@@ -269,14 +285,6 @@ class PrefixTuningMethod(PeftMethod):
     init_text: str = setting(
         "Classify the sentiment of this review:", "words whose activations start the prefix (repeated to fill)"
     )
-
-    def check(self, lm):
-        super().check(lm)
-        if self.num_virtual_tokens + 16 > lm.max_length:
-            raise PeftlabError(
-                f"A prefix of {self.num_virtual_tokens} tokens leaves no room in the model's "
-                f"{lm.max_length}-token input."
-            )
 
     def peft_config(self, lm):
         from peft import PrefixTuningConfig

@@ -15,6 +15,11 @@ Choices, documented once here:
 - For a causal LM, text after `{mask}` is scored too: the label word and the rest of the template
   are the continuation, so labels compare the log-likelihood of the whole filled sequence (the part
   before the mask is identical for every label and drops out).
+- Long inputs: the example's fields are cut, never the template, as LM-BFF truncates its inputs, for
+  masked and causal LMs alike and wherever `{text}` sits. A field is cut on its side away from the mask
+  (a field before the mask keeps its end, one after it keeps its start), the longest field first, until
+  every query fits the model's input minus the positions virtual tokens take (`reserved_positions`).
+  Demonstrations in context that still do not fit lose their start.
 """
 
 from __future__ import annotations
@@ -172,6 +177,7 @@ class Prompt:
     demonstrations: list[dict] = field(default_factory=list)
     demonstration_separator: str = "\n\n"
     trigger_ids: tuple[int, ...] = ()  # token ids that fill the template's [T] slots (AutoPrompt)
+    reserved_positions: int = 0  # input positions taken by a method's virtual tokens (prompt or prefix tuning)
 
     def demonstration_text(self) -> str:
         """The demonstrations filled with the same template, each with its label's first word."""
@@ -184,7 +190,20 @@ class Prompt:
         return "".join(p + self.demonstration_separator for p in parts)
 
     def queries(self, lm, example: dict, fill: str | None = None) -> list[Query]:
-        """Token-level queries scoring every label word for one example (see `Query`)."""
+        """Token-level queries scoring every label word for one example (see `Query`); long fields are cut
+        to fit (see the module docstring).
+
+        Raises:
+            PeftlabError: the template, demonstrations and label words alone leave no room for the input.
+        """
+        limit = lm.max_length - self.reserved_positions
+        encoded = self._encode(lm, self._fit(lm, example, fill, limit), fill)
+        if lm.kind == "causal":
+            return _causal_queries(lm, *encoded, limit)
+        return _masked_queries(lm, *encoded, limit)
+
+    def _encode(self, lm, example: dict, fill: str | None):
+        """(ids before the mask, trigger positions, ids after the mask, (word index, word ids) per label word)."""
         tokenizer = lm.tokenizer
         before, after = self.template.render(example, fill)
         before = self.demonstration_text() + before
@@ -195,9 +214,29 @@ class Prompt:
             ids = tokenizer(_word_with_space(before, word)[1], add_special_tokens=False).input_ids
             words.append((word_index, ids))
         prefix, triggers = _encode_prefix(tokenizer, stripped, self.trigger_ids, lm.kind == "causal")
-        if lm.kind == "causal":
-            return _causal_queries(lm, prefix, triggers, after_ids, words)
-        return _masked_queries(lm, prefix, triggers, after_ids, words)
+        return prefix, triggers, after_ids, words
+
+    def _fit(self, lm, example: dict, fill: str | None, limit: int) -> dict:
+        """The example with its template fields cut, longest first, until its longest query needs `limit` tokens
+        or fewer (the template itself is never cut)."""
+        if fill is not None:
+            return example
+        tokenizer = lm.tokenizer
+        before_mask = set(_FIELD.findall(self.template.text.split("{" + MASK_FIELD + "}")[0]))
+        fields = [name for name in dict.fromkeys(_FIELD.findall(self.template.text)) if name in example]
+        for _ in range(8):  # re-tokenising a cut text can move a token or two: check again
+            overflow = _needed_length(lm, *self._encode(lm, example, fill)) - limit
+            if overflow <= 0 or not fields:
+                return example
+            pieces = {name: tokenizer(str(example[name]), add_special_tokens=False).input_ids for name in fields}
+            longest = max(fields, key=lambda name: len(pieces[name]))
+            ids = pieces[longest]
+            if not ids:
+                return example  # nothing left to cut: the template alone is too long, which queries() reports
+            keep = max(0, len(ids) - overflow)
+            kept = ids[len(ids) - keep :] if longest in before_mask else ids[:keep]
+            example = {**example, longest: tokenizer.decode(kept).strip()}
+        return example
 
 
 def _encode_prefix(tokenizer, before: str, trigger_ids: Sequence[int], add_special_tokens: bool):
@@ -221,7 +260,15 @@ def _encode_prefix(tokenizer, before: str, trigger_ids: Sequence[int], add_speci
     return ids, positions
 
 
-def _causal_queries(lm, prefix: list[int], triggers: list[int], after_ids: list[int], words) -> list[Query]:
+def _needed_length(lm, prefix: list[int], triggers, after_ids: list[int], words) -> int:
+    """The length of the longest query before any cut: what must fit the model's input."""
+    if lm.kind == "causal":
+        return max(len(prefix), 1) + max(len(ids) + len(after_ids) for _, ids in words) - 1
+    ends = int(lm.tokenizer.cls_token_id is not None) + int(lm.tokenizer.sep_token_id is not None)
+    return ends + len(prefix) + max(len(ids) for _, ids in words) + len(after_ids)
+
+
+def _causal_queries(lm, prefix: list[int], triggers: list[int], after_ids: list[int], words, limit: int) -> list[Query]:
     """Queries share an input when words share all pieces but the last: one pass scores them all."""
     tokenizer = lm.tokenizer
     if not prefix:  # a mask that starts the text is read after a start-of-text token
@@ -231,14 +278,16 @@ def _causal_queries(lm, prefix: list[int], triggers: list[int], after_ids: list[
         continuation = word_ids + after_ids
         stem = tuple(continuation[:-1])
         if stem not in by_stem:
-            kept, positions = _truncate_left(prefix, lm.max_length - len(stem), tokenizer, triggers)
+            kept, positions = _truncate_left(prefix, limit - len(stem), tokenizer, triggers)
             ids = kept + list(stem)
             by_stem[stem] = Query(ids, list(range(len(kept) - 1, len(ids))), trigger_positions=positions)
         by_stem[stem].targets.append((word_index, continuation))
     return list(by_stem.values())
 
 
-def _masked_queries(lm, before_ids: list[int], triggers: list[int], after_ids: list[int], words) -> list[Query]:
+def _masked_queries(
+    lm, before_ids: list[int], triggers: list[int], after_ids: list[int], words, limit: int
+) -> list[Query]:
     """One query per distinct piece count: n mask tokens score every n-piece word."""
     tokenizer = lm.tokenizer
     start = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
@@ -247,7 +296,7 @@ def _masked_queries(lm, before_ids: list[int], triggers: list[int], after_ids: l
     for word_index, word_ids in words:
         n = len(word_ids)
         if n not in by_count:
-            budget = lm.max_length - len(start) - n - len(after_ids) - len(end)
+            budget = limit - len(start) - n - len(after_ids) - len(end)
             kept, positions = _truncate_left(before_ids, budget, tokenizer, triggers)
             ids = start + kept + [tokenizer.mask_token_id] * n + after_ids + end
             first = len(start) + len(kept)

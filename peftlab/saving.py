@@ -133,7 +133,7 @@ def _load_folder(folder: Path, lm: LM | None) -> TrainedMethod:
     try:
         config = _config_from(meta["method"], meta["config"])
         verbalizer = Verbalizer.parse(meta["verbalizer"], list(meta["verbalizer"]))
-        prompt = Prompt(Template(meta["template"]), verbalizer)
+        prompt = config.prompt_for(Prompt(Template(meta["template"]), verbalizer))
         model_name = meta["model"]
     except (KeyError, TypeError) as exc:
         raise PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).") from None

@@ -78,6 +78,38 @@ class Task:
         rng.shuffle(dev)
         return train, dev
 
+    def test_subset(self, limit: int | None = None) -> list[dict]:
+        """The test texts a job scores: all of them, or `limit` of them stratified by label.
+
+        Each label gets its share of `limit` (largest remainders first, at least one per label when `limit`
+        allows), drawn from the label's test texts in an order fixed by SPLIT_SEED, and the subset keeps
+        the split's order. So every method, tab and command scores the same texts for the same limit (results
+        stay paired), and a larger limit only adds texts. A split stored sorted by label (bbc-topic) gives
+        every class, not the first one's texts.
+
+        Raises:
+            PeftlabError: a limit below 1.
+        """
+        if limit is None or limit >= len(self.test):
+            return list(self.test)
+        if limit < 1:
+            raise PeftlabError(f"The number of test texts must be at least 1, not {limit}.")
+        by_label = defaultdict(list)
+        for index, row in enumerate(self.test):
+            by_label[row["label"]].append(index)
+        counts = _stratified_counts({label: len(rows) for label, rows in by_label.items()}, limit)
+        picked = []
+        for label in sorted(by_label):
+            order = list(by_label[label])
+            random.Random(f"{SPLIT_SEED}:{label}").shuffle(order)
+            picked += order[: counts[label]]
+        return [self.test[i] for i in sorted(picked)]
+
+    def support(self, rows: list[dict]) -> dict[str, int]:
+        """How many of `rows` carry each label, by label name (every label, zeros included)."""
+        counts = Counter(row["label"] for row in rows)
+        return {name: counts.get(i, 0) for i, name in enumerate(self.label_names)}
+
     def label_counts(self) -> dict[str, int]:
         """Number of training-pool rows per label name."""
         return {name: len(rows) for name, rows in zip(self.label_names, self._pool_by_label())}
@@ -87,6 +119,25 @@ class Task:
         for row in self.train:
             by_label[row["label"]].append(row)
         return by_label
+
+
+def _stratified_counts(sizes: dict[int, int], total: int) -> dict[int, int]:
+    """`total` items shared out in proportion to `sizes` (largest remainder), each label at least one when possible."""
+    whole = sum(sizes.values())
+    exact = {label: total * size / whole for label, size in sizes.items()}
+    counts = {label: int(share) for label, share in exact.items()}
+    if total >= len(sizes):
+        for label in counts:
+            counts[label] = max(counts[label], 1)
+    by_remainder = sorted(sizes, key=lambda label: (-(exact[label] - int(exact[label])), label))
+    while sum(counts.values()) < total:
+        for label in by_remainder:
+            if sum(counts.values()) < total and counts[label] < sizes[label]:
+                counts[label] += 1
+    while sum(counts.values()) > total:  # the minimum of one per label overshot: take back from the largest
+        largest = max(counts, key=lambda label: (counts[label], -label))
+        counts[largest] -= 1
+    return counts
 
 
 def load_task(name: str, text_column: str = "text", label_column: str = "label", hub_config: str | None = None) -> Task:

@@ -169,7 +169,7 @@ def train_method(
     current ones are scored on dev first if that step had no evaluation); `TrainedMethod.stopped` says so.
     """
     reset_peak_memory(lm.device)
-    prompt = setup.prompts[0]
+    prompt = config.prompt_for(setup.prompts[0])
     with seeded(settings.seed):  # the new weights' initialisation
         model, parameters = config.build(lm, prompt, train)
     trained = TrainedMethod(config, lm, prompt, model, sum(p.numel() for p in parameters))

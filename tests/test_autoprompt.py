@@ -487,9 +487,10 @@ def test_run_autoprompt_summary(tiny_lm, task):
     assert len(summary["trigger"]) == 2 and "[T]" not in summary["template"]
     assert summary["dev_accuracy"] == seen[-1].best_dev_accuracy
     assert summary["seconds"] >= 0
-    # both accuracies are what scoring the two prompts on the first 6 test texts gives
+    # both accuracies are what scoring the two prompts on the stratified 6 test texts gives
     verbalizer = Verbalizer.parse(VERBALIZER, task.label_names)
-    test = task.test[:6]
+    test = task.test_subset(6)
+    assert summary["support"] == task.support(test) and summary["test_texts"] == 6
     gold = torch.tensor([e["label"] for e in test])
     found = Prompt(Template.parse(TEMPLATE, task.text_fields), verbalizer, trigger_ids=tuple(seen[-1].best_trigger_ids))
     manual = Prompt(Template.parse("{text} {mask}", task.text_fields), verbalizer)

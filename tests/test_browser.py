@@ -151,7 +151,8 @@ def test_two_pages_run_different_heavy_jobs_at_once_and_each_gets_its_own_result
     verbalizer = Verbalizer.parse(START_VERBALIZER, task.label_names)
     found = Prompt(Template.parse(config.template, ["text"]), verbalizer, trigger_ids=tuple(last.best_trigger_ids))
     manual = Prompt(Template.parse(remove_triggers(config.template), ["text"]), verbalizer)
-    found_alone, manual_alone = test_accuracy(lm, found, task.test[:20]), test_accuracy(lm, manual, task.test[:20])
+    test = task.test_subset(20)
+    found_alone, manual_alone = test_accuracy(lm, found, test), test_accuracy(lm, manual, test)
 
     cloze_page = browser.new_page(viewport={"width": 1280, "height": 1400})
     search_page = browser.new_page(viewport={"width": 1280, "height": 1400})

@@ -311,7 +311,8 @@ def test_evaluate(tiny_lm, tiny_task, calibration):
 def test_evaluate_limit(tiny_causal, tiny_task):
     result = evaluate(tiny_causal, tiny_task, TEMPLATE, VERBALIZER, limit=3)
     assert result.n == 3 and result.confusion.sum() == 3
-    assert result.predictions["text"].tolist() == [e["text"] for e in tiny_task.test[:3]]
+    assert result.predictions["text"].tolist() == [e["text"] for e in tiny_task.test_subset(3)]
+    assert result.summary()["support"] in ({"negative": 1, "positive": 2}, {"negative": 2, "positive": 1})
     assert evaluate(tiny_causal, tiny_task, TEMPLATE, VERBALIZER, limit=100).n == len(tiny_task.test)
     for bad in (0, -2):
         with pytest.raises(PeftlabError, match="limit must be at least 1"):
@@ -396,3 +397,35 @@ def test_long_text_scores_within_max_length(tiny_lm, tiny_task):
     # Padding a long and a short example together gives the same scores as scoring them apart.
     apart = torch.cat([label_log_probs(tiny_lm, prompt, [e]) for e in (example, tiny_task.test[0])])
     assert torch.allclose(log_probs, apart, atol=ATOL)
+
+
+def test_a_limit_on_a_split_sorted_by_label_scores_every_label(tiny_causal, tiny_task):
+    """bbc-topic's test split is stored sorted by label: its first N texts were one class."""
+    import dataclasses
+
+    by_label = dataclasses.replace(tiny_task, test=sorted(tiny_task.test, key=lambda e: e["label"]))
+    result = evaluate(tiny_causal, by_label, TEMPLATE, VERBALIZER, limit=4)
+    assert result.summary()["support"] == {"negative": 2, "positive": 2}
+    # The same texts whatever the method: a zero-shot row and a trained row on the same limit stay paired.
+    subset = by_label.test_subset(4)
+    assert subset == by_label.test_subset(4) and all(e in by_label.test for e in subset)
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_mean_calibration_on_a_few_texts_also_sees_a_reference_sample(tiny_causal, tiny_task, limit):
+    result = evaluate(tiny_causal, tiny_task, TEMPLATE, VERBALIZER, calibration="mean", limit=limit)
+    scored = tiny_task.test_subset(limit)
+    reference = [e for e in tiny_task.test_subset(64) if e not in scored]
+    assert result.settings["calibration_reference_texts"] == len(reference) > 0
+    setup = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER)
+    raw = torch.cat(
+        [
+            label_log_probs(tiny_causal, setup.prompts[0], scored),
+            label_log_probs(tiny_causal, setup.prompts[0], reference),
+        ]
+    )
+    expected = calibrate(raw, "mean")[:limit].exp()
+    got = torch.tensor(result.predictions[["p(negative)", "p(positive)"]].to_numpy()).float()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    # Not centred on itself: one text alone would come out uniform and always predict the first label.
+    assert not torch.allclose(got, torch.full_like(got, 0.5))

@@ -104,7 +104,7 @@ def test_grid_yields_zero_shot_first_then_one_row_per_method_and_seed(grid, tiny
         assert values["train_seconds"] >= 0 and values["peak_memory_mb"] > 0
         assert 0 <= values["test_accuracy"] <= 1 and 0 <= values["macro_f1"] <= 1
         # The row's accuracy is the trained method's, on the limited test split.
-        assert values["test_accuracy"] == pytest.approx(row.trained.evaluate(task.test[:6])["accuracy"])
+        assert values["test_accuracy"] == pytest.approx(row.trained.evaluate(task.test_subset(6))["accuracy"])
     # Every (seed, method) streamed its 3 steps, in grid order, with the grid's seed and not the settings' one.
     assert [(e.seed, e.method, e.step) for e in events] == [
         (seed, name, step) for seed in (13, 21) for name in ("prompt-tuning", "lora") for step in (1, 2, 3)
@@ -562,10 +562,12 @@ def test_compare_command_writes_table_run_and_adapters(capsys, tmp_path, tiny_mo
     assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["head-K2-seed13.zip", "lora-K2-seed13.zip"]
 
     from peftlab.saving import load_trained
+    from peftlab.tasks import load_task
 
     loaded = load_trained(tmp_path / "adapters" / "lora-K2-seed13.zip")  # loads the model folder it names
-    task = Task("easy", LABELS, ["text"], [], easy_task().test[:4])
-    assert loaded.evaluate(task.test)["accuracy"] == pytest.approx(records[2]["test_accuracy"])
+    scored = load_task(csv).test_subset(4)  # the texts the grid scored
+    assert loaded.evaluate(scored)["accuracy"] == pytest.approx(records[2]["test_accuracy"])
+    assert run["test_texts"] == 4 and run["support"] == load_task(csv).support(scored)
 
 
 def test_sweep_command_prints_one_row_per_value_and_seed(capsys, tiny_model_and_csv):
@@ -627,3 +629,50 @@ def test_sweep_bad_input_is_one_error_line_before_any_model_loads(capsys, no_mod
     assert code == 2 and captured.out == ""
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and re.search(message, lines[0]), captured.err
+
+
+def test_virtual_tokens_on_a_model_with_64_positions_leave_room_for_long_texts(tmp_path):
+    """A GPT-2-style model learns 64 positions; 20 virtual tokens plus a long text would index past them."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from peftlab.models import load_lm
+    from tests.conftest import _causal_tokenizer
+
+    tokenizer = _causal_tokenizer()
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    lm = load_lm(str(tmp_path), dtype="fp32", device="cpu")
+    assert lm.max_length == 64
+    long = " ".join(["the film was good and the plot was great"] * 12)
+    rows = [{"text": f"{long} {i}", "label": i % 2} for i in range(16)]
+    task = Task("long", ["negative", "positive"], ["text"], train=rows[:12], test=rows[12:])
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    methods = [method_config(name, num_virtual_tokens=20) for name in ("prompt-tuning", "p-tuning", "prefix-tuning")]
+    items = list(run_grid(lm, task, setup, methods, [13], [2], TrainSettings(steps=2, eval_every=1), test_limit=4))
+    results = [i.values for i in items if isinstance(i, GridRow)]
+    assert [r["method"] for r in results] == ["zero-shot", "prompt-tuning", "p-tuning", "prefix-tuning"]
+    assert all(0 <= r["test_accuracy"] <= 1 for r in results)
+    with pytest.raises(PeftlabError, match=r"^50 virtual tokens of prompt-tuning leave no room in .*64-token input"):
+        next(
+            run_grid(
+                lm,
+                task,
+                setup,
+                [method_config("prompt-tuning", num_virtual_tokens=50)],
+                [13],
+                [2],
+                TrainSettings(steps=1),
+            )
+        )

@@ -259,31 +259,52 @@ def test_lm_max_length(tiny_mlm, tiny_causal):
     assert tiny_causal.max_length == 256
 
 
-def test_long_text_is_truncated_from_the_left(tiny_lm):
+def test_a_long_text_is_cut_and_the_template_kept(tiny_lm):
+    """The field is cut on its side away from the mask: before the mask it keeps its end (next to the mask)."""
     tokenizer = tiny_lm.tokenizer
     long_text = " ".join(["good", "film", "plot"] * 200) + " the end was bad"
     prompt = _prompt("Review: {text}\nSentiment:{mask} !")
     queries = prompt.queries(tiny_lm, {"text": long_text, "label": 1})
-    full_before = _ids(tiny_lm, "Review: " + long_text + "\nSentiment:")
-    assert len(full_before) > tiny_lm.max_length
-    after = _ids(tiny_lm, " !")
+    assert len(_ids(tiny_lm, "Review: " + long_text + "\nSentiment:")) > tiny_lm.max_length
+    start = [tokenizer.cls_token_id if tiny_lm.kind == "mlm" else tokenizer.bos_token_id]
+    review, sentiment = _ids(tiny_lm, "Review:"), _ids(tiny_lm, "\nSentiment:")
+    lengths = [len(q.input_ids) for q in queries]
+    assert tiny_lm.max_length - 4 <= max(lengths) <= tiny_lm.max_length  # filled up to the limit, not beyond
     for q in queries:
-        assert len(q.input_ids) == tiny_lm.max_length  # filled up to the limit, not beyond
-        assert q.read_positions[-1] < len(q.input_ids)
+        assert q.input_ids[: 1 + len(review)] == start + review  # the template's own text survives
+        before_mask = q.input_ids[: q.read_positions[0] + (0 if tiny_lm.kind == "mlm" else 1)]
+        assert before_mask[-len(sentiment) :] == sentiment
+        text_end = _ids(tiny_lm, " the end was bad")
+        assert before_mask[-len(sentiment) - len(text_end) : -len(sentiment)] == text_end  # the text's end is kept
+
+
+def test_a_long_text_after_the_mask_keeps_its_start(tiny_lm):
+    long_text = "the end was bad " + " ".join(["good", "film", "plot"] * 300)
+    prompt = _prompt("Sentiment:{mask}\nReview: {text}")
+    queries = prompt.queries(tiny_lm, {"text": long_text, "label": 1})
+    assert all(len(q.input_ids) <= tiny_lm.max_length for q in queries)
+    review = _ids(tiny_lm, "\nReview: the end was bad")
+    flat = [w for ws in VERBALIZER.values() for w in ws]
+    for q in queries:
         if tiny_lm.kind == "mlm":
-            n = len(q.read_positions)
-            assert q.input_ids[0] == tokenizer.cls_token_id and q.input_ids[-1] == tokenizer.sep_token_id
-            assert [q.input_ids[p] for p in q.read_positions] == [tokenizer.mask_token_id] * n
-            assert q.input_ids[q.read_positions[-1] + 1 :] == after + [tokenizer.sep_token_id]
-            kept = q.input_ids[1 : q.read_positions[0]]
-            assert kept == full_before[-len(kept) :]  # the end of the text, next to the mask, survives
-        else:
-            for _, ids in q.targets:
-                assert ids[-len(after) :] == after
-                assert q.input_ids[q.read_positions[0] + 1 :] == ids[:-1]  # ends with the word pieces
-            assert q.input_ids[0] == tokenizer.bos_token_id  # a leading BOS is kept
-            kept = q.input_ids[1 : q.read_positions[0] + 1]
-            assert kept == full_before[-len(kept) :]
+            tail = q.input_ids[q.read_positions[-1] + 1 :]
+            assert tail[: len(review)] == review
+            continue
+        for w, ids in q.targets:  # a causal LM scores the word and then the rest: the template and the text's start
+            n = len(_ids(tiny_lm, " " + flat[w]))
+            assert ids[n : n + len(review)] == review
+
+
+def test_virtual_tokens_take_their_room_from_the_input(tiny_causal):
+    long_text = " ".join(["good", "film", "plot"] * 200)
+    prompt = Prompt(
+        Template.parse("Review: {text}\nSentiment:{mask}", ["text"]),
+        Verbalizer.parse(VERBALIZER, LABELS),
+        reserved_positions=20,
+    )
+    assert all(
+        len(q.input_ids) <= tiny_causal.max_length - 20 for q in prompt.queries(tiny_causal, {"text": long_text})
+    )
 
 
 def test_no_room_for_input(tiny_mlm):

@@ -483,7 +483,12 @@ def test_every_prompt_init_builds(tiny_causal, easy):
         (
             "prefix-tuning",
             {"num_virtual_tokens": 250},
-            r"prefix of 250 tokens leaves no room in the model's 256-token input",
+            r"^250 virtual tokens of prefix-tuning leave no room in tiny-llama's 256-token input; use at most 240\.$",
+        ),
+        (
+            "prompt-tuning",
+            {"num_virtual_tokens": 241},
+            r"^241 virtual tokens of prompt-tuning leave no room in tiny-llama's 256-token input; use at most 240\.$",
         ),
     ],
 )

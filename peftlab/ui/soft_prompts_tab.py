@@ -134,7 +134,9 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         csv_file = session.path(f"peftlab-{task.name}-compare.csv")
         csv_file.write_text(results.to_csv(index=False), encoding="utf-8")
         json_file = session.path(f"peftlab-{task.name}-run.json")
-        json_file.write_text(run_record(lm, task, setup, configs, settings, results, events), encoding="utf-8")
+        json_file.write_text(
+            run_record(lm, task, setup, configs, settings, results, events, test_limit), encoding="utf-8"
+        )
         yield outputs((str(csv_file), str(json_file)))
 
 
