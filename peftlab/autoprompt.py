@@ -306,8 +306,7 @@ def search_triggers(
     verbalizer_obj = Verbalizer.parse(verbalizer, task.label_names)
     if config.slots + 8 > lm.max_length:
         raise PeftlabError(f"{config.slots} trigger slots do not fit the model's {lm.max_length}-token input.")
-    per_class = max(1, config.train_size // len(task.label_names))
-    train, dev = task.few_shot(per_class, config.seed)
+    train, dev = balanced_examples(task, config.train_size, config.seed)
     rng = random.Random(config.seed)
     prompt = Prompt(template, verbalizer_obj, trigger_ids=(_initial_trigger(lm, config),) * config.slots)
     label_word_ids = {i for qs in prompt.queries(lm, train[0]) for _, ids in qs.targets for i in ids}
@@ -405,6 +404,25 @@ def mask_representations(lm: LM, prompt: Prompt, examples: Sequence[dict], batch
     return torch.stack(rows)
 
 
+def balanced_examples(task: Task, train_size: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, dev): `train_size` training examples split evenly over the labels, and as many again for dev.
+
+    Raises:
+        PeftlabError: a class with too few examples, said in the search's own terms (its train size).
+    """
+    per_class = max(1, train_size // len(task.label_names))
+    sizes = task.label_counts()
+    short = [name for name, size in sizes.items() if size < 2 * per_class]
+    if short:
+        most = len(sizes) * (min(sizes.values()) // 2)
+        raise PeftlabError(
+            f"A train size of {train_size} takes {per_class} examples of each class for training and as many again "
+            f"for dev, but class {short[0]!r} has only {sizes[short[0]]} in the training pool of {task.name!r}; "
+            + (f"use a train size of at most {most}." if most >= len(sizes) else "add examples of that class.")
+        )
+    return task.few_shot(per_class, seed)
+
+
 def search_label_words(
     lm: LM,
     task: Task,
@@ -428,7 +446,7 @@ def search_label_words(
     template_obj = Template.parse(remove_triggers(template), task.text_fields)
     placeholder = Verbalizer.parse({label: ["the"] for label in task.label_names}, task.label_names)
     prompt = Prompt(template_obj, placeholder)
-    train, _ = task.few_shot(max(1, train_size // len(task.label_names)), seed)
+    train, _ = balanced_examples(task, train_size, seed)
     features = mask_representations(lm, prompt, train)  # (N, H)
     gold = torch.tensor([e["label"] for e in train])
     with seeded(seed):
@@ -541,7 +559,7 @@ def run_autoprompt(
     """`autoprompt_run` to its end, label words searched first when `verbalizer` is None; `on_event` sees each event."""
     started = time.perf_counter()
     if verbalizer is None:
-        verbalizer = search_label_words(lm, task, config.template, seed=config.seed)
+        verbalizer = search_label_words(lm, task, config.template, train_size=config.train_size, seed=config.seed)
     for item in autoprompt_run(lm, task, verbalizer, config, stop):
         if isinstance(item, AutoPromptResult):
             item.seconds = time.perf_counter() - started  # the label-word search counts too

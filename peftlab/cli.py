@@ -137,7 +137,7 @@ def _progress_printer(label: str):
 
 
 def run_cloze(args: argparse.Namespace) -> None:
-    from peftlab.cloze import ClozeSetup, evaluate
+    from peftlab.cloze import ClozeSetup, demonstrations_note, evaluate
     from peftlab.models import load_lm
     from peftlab.prompts import suggested_prompt
     from peftlab.tasks import load_task
@@ -166,6 +166,8 @@ def run_cloze(args: argparse.Namespace) -> None:
         print(json.dumps(result.summary()))
         return
     print(f"accuracy {result.accuracy:.4f}  macro-F1 {result.macro_f1:.4f}  n {result.n}  {result.seconds:.1f} s")
+    if config.shots_in_context:
+        print(demonstrations_note(result.settings))
     width = max(len(name) for name in result.label_names)
     print("confusion (rows gold, columns predicted):")
     for name, row in zip(result.label_names, result.confusion):

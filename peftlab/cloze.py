@@ -438,7 +438,10 @@ def evaluate(
         "verbalizer": setup.prompts[0].verbalizer.to_json(),
         "calibration": calibration,
         "calibration_reference_texts": len(reference),
-        "shots_in_context": shots_in_context,
+        # What was used: a pool smaller than asked, or with a class that ran out, gives fewer or unbalanced ones.
+        "shots_in_context": len(setup.prompts[0].demonstrations),
+        "shots_in_context_asked": shots_in_context,
+        "demonstrations_per_label": task.support(setup.prompts[0].demonstrations),
         "support": task.support(examples),
     }
     return ClozeEvaluation(
@@ -450,6 +453,15 @@ def evaluate(
         seconds=seconds,
         settings=settings,
     )
+
+
+def demonstrations_note(settings: dict) -> str:
+    """The demonstrations an evaluation used, in words: how many of how many asked, and of which labels."""
+    per_label = ", ".join(f"{count} {label}" for label, count in settings["demonstrations_per_label"].items())
+    note = f"{settings['shots_in_context']} demonstrations in context ({per_label})"
+    if settings["shots_in_context"] < settings["shots_in_context_asked"]:
+        note += f", of {settings['shots_in_context_asked']} asked: the training pool has no more"
+    return note
 
 
 @dataclass

@@ -34,6 +34,7 @@ from peftlab.errors import PeftlabError
 from peftlab.tasks import EMBEDDED_TASKS
 
 MASK_FIELD = "mask"
+TOKENIZER_MARKS = ("Ġ", "▁", "##")  # word-start and continuation marks of BPE, SentencePiece and WordPiece vocabularies
 TRIGGER = "[T]"  # a trigger slot in an AutoPrompt template
 _FIELD = re.compile(r"\{(\w*)\}")
 
@@ -107,6 +108,13 @@ class Verbalizer:
             cleaned = tuple(str(w).strip() for w in raw)
             if not cleaned or any(not w for w in cleaned):
                 raise PeftlabError(f"Label {label!r} has an empty label word; give at least one non-empty word.")
+            marked = next((w for w in cleaned if w.startswith(TOKENIZER_MARKS) and len(w) > 1), None)
+            if marked is not None:
+                plain = marked.lstrip("".join(TOKENIZER_MARKS))
+                raise PeftlabError(
+                    f"The label word {marked!r} carries a tokenizer's own marker (Ġ, ▁ or ##); write the plain word "
+                    f"{plain!r}: the space before it is added where the template needs one."
+                )
             words[label] = cleaned
         return cls(words)
 
@@ -212,6 +220,11 @@ class Prompt:
         words = []
         for word_index, (_, word) in enumerate(self.verbalizer.flat_words):
             ids = tokenizer(_word_with_space(before, word)[1], add_special_tokens=False).input_ids
+            if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+                raise PeftlabError(
+                    f"The label word {word!r} has no spelling in {lm.name}'s vocabulary (it would be scored as the "
+                    f"unknown token {tokenizer.unk_token!r}); pick a word the model can write."
+                )
             words.append((word_index, ids))
         prefix, triggers = _encode_prefix(tokenizer, stripped, self.trigger_ids, lm.kind == "causal")
         return prefix, triggers, after_ids, words
@@ -331,6 +344,9 @@ def _truncate_left(
 
 def pick_demonstrations(pool: Sequence[dict], k: int, n_labels: int, seed: int) -> list[dict]:
     """K labelled examples from the training pool, classes taken in turn, in a seeded random order.
+
+    When a class runs out, the others fill the K, and a K beyond the pool gives the whole pool: count the
+    result (and its labels) to know what was used.
 
     Raises:
         PeftlabError: a negative count.

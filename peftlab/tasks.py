@@ -22,6 +22,7 @@ import pandas as pd
 
 from peftlab.errors import PeftlabError
 from peftlab.hub import hub_reachable
+from peftlab.uploads import read_table
 
 DEFAULT_SEEDS = (13, 21, 42, 87, 100)
 
@@ -276,21 +277,9 @@ def _build_task(
 
 
 def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
-    """Read a CSV or JSON-lines file into a Task."""
+    """Read a CSV, JSON Lines or JSON file (as `peftlab.uploads` reads them) into a Task."""
     source = f"The file '{path.name}'"
-    if path.stat().st_size == 0:
-        raise PeftlabError(f"{source} is empty; upload a CSV or JSONL file with a header/keys and at least one row.")
-    try:
-        if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path)
-        else:
-            frame = pd.read_json(path, lines=True)
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        kind = "CSV" if path.suffix.lower() == ".csv" else "JSON lines (one JSON object per line)"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PeftlabError(
-            f"{source} could not be read as {kind} ({reason[:120]}); check that it is a UTF-8 text file in that format."
-        ) from exc
+    frame = read_table(path)
     if frame.empty:
         raise PeftlabError(f"{source} has no rows; add at least one labelled row per class.")
     columns = [str(c) for c in frame.columns]

@@ -158,14 +158,28 @@ def single_class_csv(tmp_path):
             r"The data set '[^']*one_class\.csv' has a single class \('positive'\); "
             r"a classification task needs at least two different labels\.",
         ),
+        (
+            "label word with a tokenizer marker",
+            r"The label word 'Ġpositive' carries a tokenizer's own marker \(Ġ, ▁ or ##\); write the plain word "
+            r"'positive': the space before it is added where the template needs one\.",
+        ),
+        (
+            "upload in latin-1",
+            r"The file 'latin\.csv' could not be read as UTF-8 text \(byte 14 is 0xe9\); save it as UTF-8 "
+            r"\(in Excel: 'CSV UTF-8'\), so that no character is read as another\.",
+        ),
     ],
-    ids=["template-without-mask", "verbalizer-unknown-label", "upload-single-class"],
+    ids=["template-without-mask", "verbalizer-unknown-label", "upload-single-class", "marker", "latin-1"],
 )
-def test_bad_input_is_one_clear_sentence_and_the_app_keeps_serving(client, single_class_csv, case, message):
+def test_bad_input_is_one_clear_sentence_and_the_app_keeps_serving(client, single_class_csv, tmp_path, case, message):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\ncafé crème,positive\nthé,negative\n".encode("latin-1"))
     changes = {
         "template without mask": dict(templates="Review: {text}\nSentiment:"),
         "verbalizer with unknown label": dict(verbalizer=VERBALIZER + "\nneutral: neutral"),
         "upload with a single class": dict(upload=handle_file(str(single_class_csv))),
+        "label word with a tokenizer marker": dict(verbalizer="negative: negative\npositive: Ġpositive"),
+        "upload in latin-1": dict(upload=handle_file(str(latin))),
     }[case]
     with pytest.raises(AppError) as raised:
         classify(client, **changes)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from peftlab.errors import PeftlabError
 from peftlab.tasks import _package_dir
+from peftlab.uploads import read_text
 
 PROMPT_TEMPLATE = "Write a one-sentence review of the movie {movie_name}."
 REVIEW_CATEGORIES = ("fresh", "rotten")  # the "plot" rows are synopses, not reviews
@@ -243,13 +244,7 @@ def _jsonl_records(path: str | Path) -> list[tuple[str, dict]]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise PeftlabError(f"The file '{path}' does not exist; check the path of your JSONL file.")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (UnicodeDecodeError, OSError) as exc:
-        raise PeftlabError(
-            f"The file '{path.name}' could not be read as UTF-8 text ({type(exc).__name__}); "
-            "save it as a UTF-8 JSONL file."
-        ) from exc
+    lines = read_text(path).splitlines()
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

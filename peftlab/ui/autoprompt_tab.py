@@ -47,7 +47,9 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
     with job(request, "autoprompt") as (_, stop):
         if form["search_words"]:
             yield "Searching label words (logistic probe on the mask representation)...", None, None, "", ""
-            verbalizer = verbalizer_lines(search_label_words(lm, task, config.template, seed=config.seed))
+            verbalizer = verbalizer_lines(
+                search_label_words(lm, task, config.template, train_size=config.train_size, seed=config.seed)
+            )
         history = pd.DataFrame()
         for item in autoprompt_run(lm, task, verbalizer, config, stop):
             if isinstance(item, AutoPromptResult):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from peftlab.cloze import ClozeConfig, classify_text, evaluate
+from peftlab.cloze import ClozeConfig, classify_text, demonstrations_note, evaluate
 from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.prompts import suggested_prompt
 from peftlab.ui.common import (
@@ -82,6 +82,7 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
         f"{result.seconds:.1f} s ({result.n / max(result.seconds, 1e-9):.0f} texts/s) · "
         f"calibration {config.calibration}"
     )
+    summary += f" · {demonstrations_note(result.settings)}" if config.shots_in_context else ""
     predictions = session.path(f"peftlab-{task.name}-cloze-predictions.csv")
     result.predictions.to_csv(predictions, index=False)
     errors = result.most_confident_errors(10).round(3)

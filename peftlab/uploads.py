@@ -1,0 +1,104 @@
+"""Reading the files people upload, as they save them, or refusing them in one sentence that says how to save them.
+
+Encodings: UTF-8 with or without a byte-order mark (Excel's "CSV UTF-8" writes one), and UTF-16 with one
+(Excel's "Unicode text"). Anything else that is not UTF-8 is refused rather than guessed, so no text is
+read as other characters than the ones written. Shapes: CSV separated by commas, semicolons (spreadsheets
+in many locales) or tabs; JSON Lines (one object per line, blank lines skipped); a JSON array of objects.
+
+Files are read as data only: parsed by pandas' CSV reader or the json module, never executed or unpickled.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+
+from peftlab.errors import PeftlabError
+
+SEPARATORS = (",", ";", "\t")
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a file, decoded as described in the module docstring.
+
+    Raises:
+        PeftlabError: a file that looks binary (a spreadsheet, say) or is not UTF-8 or UTF-16 with a byte-order mark.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    binary = PeftlabError(
+        f"The file '{path.name}' is not a text file (a spreadsheet or another binary format?); "
+        "save it as CSV UTF-8 or as JSON Lines."
+    )
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise binary from None
+    elif b"\x00" in data[:4096]:
+        raise binary
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise PeftlabError(
+                f"The file '{path.name}' could not be read as UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); "
+                "save it as UTF-8 (in Excel: 'CSV UTF-8'), so that no character is read as another."
+            ) from None
+    if any(_not_text(char) for char in text[:4096]):
+        raise binary
+    return text
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """The rows of an uploaded CSV, JSON Lines or JSON (an array of objects) file, by its suffix.
+
+    Raises:
+        PeftlabError: an unreadable encoding (see `read_text`), or a file that is not what its suffix says.
+    """
+    path = Path(path)
+    text = read_text(path)
+    if not text.strip():
+        raise PeftlabError(f"The file '{path.name}' is empty; upload a CSV or JSONL file with a header/keys and rows.")
+    try:
+        if path.suffix.lower() == ".csv":
+            return _read_csv(text)
+        if text.lstrip().startswith("["):
+            records = json.loads(text)
+            if not all(isinstance(r, dict) for r in records):
+                raise ValueError("the JSON array holds something other than objects")
+            return pd.DataFrame.from_records(records)
+        if text.lstrip().startswith("{") and _is_one_json_value(text):
+            raise ValueError("it is one JSON object, not one object per line or an array of objects")
+        return pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False)
+    except (ValueError, pd.errors.ParserError) as exc:
+        kind = "CSV" if path.suffix.lower() == ".csv" else "JSON lines (one JSON object per line) or a JSON array"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise PeftlabError(f"The file '{path.name}' could not be read as {kind} ({reason[:120]}).") from None
+
+
+def _not_text(char: str) -> bool:
+    """Unassigned, private, surrogate or control characters (but tab and line breaks): bytes that were never text."""
+    return unicodedata.category(char) in ("Cn", "Co", "Cs") or (
+        unicodedata.category(char) == "Cc" and char not in "\t\n\r\f"
+    )
+
+
+def _read_csv(text: str) -> pd.DataFrame:
+    """Comma-separated, else the separator the header line uses (semicolon or tab)."""
+    header = text.lstrip().splitlines()[0]
+    separator = max(SEPARATORS, key=lambda sep: (header.count(sep), sep == ","))
+    return pd.read_csv(io.StringIO(text), sep=separator)
+
+
+def _is_one_json_value(text: str) -> bool:
+    try:
+        json.loads(text)
+        return "\n" in text.strip()  # a single line is JSON Lines with one row
+    except json.JSONDecodeError:
+        return False
