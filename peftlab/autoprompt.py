@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,6 +32,7 @@ from peftlab.metrics import accuracy, mean_gold_log_prob
 from peftlab.models import LM, capture_head_inputs
 from peftlab.prompts import TRIGGER, Prompt, Template, Verbalizer
 from peftlab.seeding import seeded
+from peftlab.store import ResultRow
 from peftlab.tasks import Task
 from peftlab.training import Event
 
@@ -484,6 +485,7 @@ class AutoPromptResult:
     history: list[dict]
     iterations_done: int = 0
     stopped: bool = False  # a stop flag ended the search before its iterations did
+    rows: list[ResultRow] = field(default_factory=list)  # the found and the manual prompt, as stored
 
     def summary(self) -> dict:
         return {
@@ -532,19 +534,44 @@ def autoprompt_run(
     )
     manual = Prompt(Template.parse(remove_triggers(config.template), task.text_fields), verbalizer_obj)
     test = task.test_subset(config.test_limit)
+    search_seconds = time.perf_counter() - started
+    template = fill_triggers(config.template, lm.tokenizer, last.best_trigger_ids)
+    settings = {"config": config.to_dict(), "verbalizer": verbalizer_obj.to_json()}
+    rows = []
+    for method, prompt, filled in (("autoprompt", found, template), ("manual prompt", manual, manual.template.text)):
+        scoring_started = time.perf_counter()
+        predicted = label_log_probs(lm, prompt, test).argmax(1).tolist()
+        rows.append(
+            ResultRow.scored(
+                "autoprompt",
+                lm.name,
+                task,
+                method,
+                {**settings, "template": filled},
+                test,
+                predicted,
+                k=max(1, config.train_size // len(task.label_names)),
+                seed=config.seed,
+                train_seconds=search_seconds if method == "autoprompt" else 0.0,
+                scoring_seconds=time.perf_counter() - scoring_started,
+                device=str(lm.device),
+                metrics={"model_params": lm.num_parameters},
+            )
+        )
     yield AutoPromptResult(
         trigger_tokens=[lm.tokenizer.decode([i]) for i in last.best_trigger_ids],
-        template=fill_triggers(config.template, lm.tokenizer, last.best_trigger_ids),
+        template=template,
         verbalizer={label: list(words) for label, words in verbalizer_obj.words.items()},
         dev_accuracy=last.best_dev_accuracy,
-        test_accuracy=test_accuracy(lm, found, test),
-        manual_test_accuracy=test_accuracy(lm, manual, test),
+        test_accuracy=rows[0].accuracy,
+        manual_test_accuracy=rows[1].accuracy,
         test_texts=len(test),
         support=task.support(test),
         seconds=time.perf_counter() - started,
         history=[e.row() for e in events],
         iterations_done=last.iteration,
         stopped=stop is not None and stop.is_set() and last.iteration < config.iterations,
+        rows=rows,
     )
 
 

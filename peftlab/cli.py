@@ -22,6 +22,7 @@ from peftlab.rlhf.pipeline import PipelineConfig
 from peftlab.rlhf.ppo import PPOConfig
 from peftlab.rlhf.reward import RewardConfig
 from peftlab.rlhf.sft import SFTConfig
+from peftlab.standard import StandardConfig
 from peftlab.tuning import TrainSettings
 
 
@@ -97,6 +98,49 @@ def build_parser() -> argparse.ArgumentParser:
     rlhf.add_argument("--samples", help="write the held-out SFT-vs-PPO responses to this CSV file")
     rlhf.add_argument("--json", action="store_true", help="print one JSON object")
     rlhf.set_defaults(run=run_rlhf, dtype="fp32")
+
+    standard = commands.add_parser(
+        "standard", help="the standard comparison: every method at K per class over the seeds, stored as it goes"
+    )
+    _add_model_and_task(standard)
+    _add_prompt(standard)
+    add_arguments(standard, StandardConfig)
+    add_arguments(standard, TrainSettings)
+    standard.add_argument("--json", action="store_true", help="print the stored rows' summaries as one JSON list")
+    standard.set_defaults(run=run_standard_command)
+
+    for command in (cloze, auto, grid, sweep, rlhf, standard):
+        command.add_argument(
+            "--store",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="keep every result in the results store, $PEFTLAB_RESULTS (default: %(default)s)",
+        )
+
+    results = commands.add_parser("results", help="the results store: list, show, export, import or delete rows")
+    actions = results.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    listing = actions.add_parser("list", help="one line per stored result")
+    show = actions.add_parser("show", help="one result in full")
+    show.add_argument("id", help="a result's id (or a unique start of it)")
+    export = actions.add_parser("export", help="write results to a JSON Lines or CSV file")
+    export.add_argument("--out", required=True, help="rows.jsonl or rows.csv")
+    importing = actions.add_parser("import", help="add the results of an exported file")
+    importing.add_argument("file", help="an exported rows.jsonl or rows.csv")
+    delete = actions.add_parser("delete", help="delete results by id")
+    delete.add_argument("ids", nargs="+", help="ids (or unique starts of them)")
+    for action in (listing, export):
+        action.add_argument("--task", help="only this task's results")
+        action.add_argument("--model", help="only this model's results")
+        action.add_argument("--method", help="only this method's results")
+    for action in (listing, show):
+        action.add_argument("--json", action="store_true", help="print JSON")
+    results.set_defaults(run=run_results)
+
+    report = commands.add_parser("report", help="one page comparing every stored result of a task and model")
+    report.add_argument("--task", required=True, help="the task's name as stored (e.g. rt-sentiment)")
+    report.add_argument("--model", required=True, help="the model's name as stored (e.g. smollm2-135m)")
+    report.add_argument("--out", default="report.html", help="the page to write (default: %(default)s)")
+    report.set_defaults(run=run_report)
     return parser
 
 
@@ -162,6 +206,7 @@ def run_cloze(args: argparse.Namespace) -> None:
         batch_size=config.batch_size,
         progress=None if args.json else _progress_printer("scoring"),
     )
+    _store(args, [result.row])
     if args.json:
         print(json.dumps(result.summary()))
         return
@@ -194,6 +239,7 @@ def run_autoprompt(args: argparse.Namespace) -> None:
             )
 
     result = search(lm, task, args.verbalizer, config, on_event=report)
+    _store(args, result.rows)
     if args.json:
         print(json.dumps(result.summary()))
         return
@@ -295,6 +341,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
     for item in items:
         if isinstance(item, GridRow):
             rows.append(item.values)
+            _store(args, [item.result])
             row = item.values
             if item.trained is not None and loss_is_flat(item.trained.history):
                 print(f"warning: {flat_loss_message(item.trained)}", file=sys.stderr)
@@ -358,6 +405,7 @@ def run_rlhf(args: argparse.Namespace) -> None:
             )
 
     result = run_pipeline(lm, data, config, on_event=report)
+    _store(args, [result.row])
     if args.samples:
         result.comparison.table.to_csv(args.samples, index=False)
     if args.json:
@@ -373,6 +421,118 @@ def run_rlhf(args: argparse.Namespace) -> None:
         f"PPO {summary['ppo_mean_score']:+.3f}, KL to the SFT model {summary['mean_kl']:.2f} nats per response, "
         f"{summary['seconds']:.0f} s"
     )
+
+
+def run_standard_command(args: argparse.Namespace) -> None:
+    from peftlab.models import load_lm
+    from peftlab.report import compare, display_table
+    from peftlab.standard import StandardEvent, estimate_seconds, measure, run_standard
+    from peftlab.store import ResultRow
+
+    config = from_arguments(StandardConfig, args)
+    task, setup, settings = _training_inputs(args)
+    template, verbalizer = setup.prompts[0].template.text, setup.prompts[0].verbalizer.to_json()
+    scoring_lm, training_lm = load_lm(args.model, dtype=args.dtype), load_lm(args.model, dtype="fp32")
+    costs = estimate_seconds(config, settings, task, *measure(scoring_lm, training_lm, task, template, verbalizer))
+    print(
+        f"estimated {sum(costs.values()) / 60:.0f} minutes: "
+        + ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in costs.items()),
+        file=sys.stderr,
+    )
+    rows = []
+    for item in run_standard(scoring_lm, training_lm, task, template, verbalizer, config, settings):
+        if isinstance(item, StandardEvent):
+            print(
+                f"run {item.step}/{item.runs}: {item.method}" + (f" seed {item.seed}" if item.seed is not None else ""),
+                file=sys.stderr,
+            )
+        elif isinstance(item, ResultRow):
+            rows.append(item)
+            _store(args, [item])
+            print(
+                f"  accuracy {item.accuracy:.4f} ({item.train_seconds + item.scoring_seconds:.0f} s)", file=sys.stderr
+            )
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        k: getattr(r, k)
+                        for k in (
+                            "method",
+                            "k",
+                            "seed",
+                            "accuracy",
+                            "macro_f1",
+                            "train_seconds",
+                            "scoring_seconds",
+                            "trainable_params",
+                        )
+                    }
+                    for r in rows
+                ]
+            )
+        )
+        return
+    print(display_table(compare(rows)[0].table).to_string(index=False))
+
+
+def _store(args: argparse.Namespace, rows) -> None:
+    """Keep finished results in the results store, unless --no-store."""
+    from peftlab.store import ResultStore
+
+    if args.store:
+        ResultStore().add(rows)
+
+
+def run_results(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from peftlab.store import ResultStore
+
+    store = ResultStore()
+    where = {k: getattr(args, k, None) for k in ("task", "model", "method")}
+    if args.action == "list":
+        table = store.frame(**where)
+        if args.json:
+            print(table.to_json(orient="records"))
+        elif table.empty:
+            print(f"No results stored in {store.path}.")
+        else:
+            shown = table[["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1"]].copy()
+            shown["id"] = shown["id"].str[:8]
+            print(shown.to_string(index=False))
+    elif args.action == "show":
+        row = asdict(store.get(args.id))
+        print(
+            json.dumps(row, indent=1, default=str)
+            if args.json
+            else "\n".join(
+                f"{key}: {json.dumps(value, default=str) if key in ('predictions', 'gold') else value}"
+                for key, value in row.items()
+            )
+        )
+    elif args.action == "export":
+        print(f"{store.export(args.out, **where)} results written to {args.out}.")
+    elif args.action == "import":
+        print(f"{store.import_(args.file)} results added to {store.path}.")
+    else:
+        print(f"{store.delete(args.ids)} results deleted.")
+
+
+def run_report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from peftlab.report import compare, report_html
+    from peftlab.store import ResultStore
+
+    rows = ResultStore().rows(task=args.task, model=args.model)
+    if not rows:
+        raise PeftlabError(
+            f"No stored results of {args.task!r} on {args.model!r}; `results list` shows what is stored."
+        )
+    Path(args.out).write_text(report_html(compare(rows), rows), encoding="utf-8")
+    print(f"Report of {len(rows)} results written to {args.out}.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, confusion_matrix, macro_f1
 from peftlab.models import LM
 from peftlab.prompts import Prompt, Query, Template, Verbalizer, pick_demonstrations
+from peftlab.store import ResultRow
 from peftlab.tasks import Task
 
 # Content-free inputs for contextual calibration (Zhao et al. 2021, "Calibrate Before Use").
@@ -368,6 +369,7 @@ class ClozeEvaluation:
     predictions: pd.DataFrame  # text, gold, predicted, confidence, correct, p(<label>) per label
     seconds: float
     settings: dict = field(default_factory=dict)
+    row: ResultRow | None = None  # the result as the results store keeps it
 
     @property
     def n(self) -> int:
@@ -444,6 +446,19 @@ def evaluate(
         "demonstrations_per_label": task.support(setup.prompts[0].demonstrations),
         "support": task.support(examples),
     }
+    row = ResultRow.scored(
+        "cloze",
+        lm.name,
+        task,
+        cloze_method_name(calibration, len(setup.prompts[0].demonstrations)),
+        settings,
+        examples,
+        predicted,
+        k=len(setup.prompts[0].demonstrations) or None,
+        scoring_seconds=seconds,
+        device=str(lm.device),
+        metrics={"model_params": lm.num_parameters},
+    )
     return ClozeEvaluation(
         label_names=list(names),
         accuracy=accuracy(gold, predicted),
@@ -452,7 +467,14 @@ def evaluate(
         predictions=table,
         seconds=seconds,
         settings=settings,
+        row=row,
     )
+
+
+def cloze_method_name(calibration: str, demonstrations: int) -> str:
+    """How a cloze result is named among the methods: zero-shot or in-context, and its calibration."""
+    name = "in-context" if demonstrations else "zero-shot"
+    return name if calibration == "none" else f"{name} · {calibration}"
 
 
 def demonstrations_note(settings: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -15,6 +16,7 @@ from peftlab.config import Config, parse_list, scored_texts_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, MethodConfig, method_config
 from peftlab.models import LM
+from peftlab.store import ResultRow
 from peftlab.tasks import DEFAULT_SEEDS, Task
 from peftlab.tuning import TrainedMethod, TrainEvent, TrainSettings, train_method
 
@@ -71,6 +73,7 @@ class GridRow:
 
     values: dict  # RESULT_COLUMNS, plus the swept setting in a sweep
     trained: TrainedMethod | None = None
+    result: ResultRow | None = None  # the same, as the results store keeps it (with every test prediction)
 
 
 @dataclass
@@ -145,7 +148,7 @@ def run_plan(
     for run in plan:
         run.config.check(lm)  # a method that cannot train on this model fails before anything trains
     test = task.test_subset(test_limit)
-    total_params = sum(p.numel() for p in lm.model.parameters())
+    total_params = lm.num_parameters
     zero_shot = evaluate(
         lm,
         task,
@@ -154,28 +157,70 @@ def run_plan(
         setup.calibration,
         limit=len(test),
     )
-    yield GridRow(
-        _row("zero-shot", 0, None, {"accuracy": zero_shot.accuracy, "macro_f1": zero_shot.macro_f1}, 0, total_params)
-    )
+    metrics = {"accuracy": zero_shot.accuracy, "macro_f1": zero_shot.macro_f1}
+    yield GridRow(_row("zero-shot", 0, None, metrics, 0, total_params), result=zero_shot.row)
     for run in plan:
         if stop is not None and stop.is_set():
             return
-        train, dev = task.few_shot(run.k, run.seed)
-        trained = None
-        for item in train_method(lm, setup, run.config, train, dev, replace(settings, seed=run.seed), stop, run.label):
-            if isinstance(item, TrainedMethod):
-                trained = item
-            else:
-                yield item
-        if trained.stopped and not trained.steps_done:
-            return  # stopped before its first step: nothing trained to keep
-        metrics = trained.evaluate(test)
-        row = _row(run.config.name, run.k, run.seed, metrics, trained.trainable_params, total_params, trained)
-        if trained.stopped:
-            row["status"] = f"stopped at step {trained.steps_done} of {settings.steps}"
-        yield GridRow(row | run.extra, trained)
-        if trained.stopped:
-            return
+        row = None
+        for item in train_and_score(lm, task, setup, run, settings, test, stop):
+            row = item
+            yield item
+        if not isinstance(row, GridRow) or row.trained.stopped:
+            return  # stopped: the run in progress has its row (or trained nothing), no other run starts
+
+
+def train_and_score(
+    lm: LM,
+    task: Task,
+    setup: ClozeSetup,
+    run: PlannedRun,
+    settings: TrainSettings,
+    test: Sequence[dict],
+    stop: threading.Event | None = None,
+) -> Iterator[TrainEvent | GridRow]:
+    """One planned run: its training events, then its GridRow scored on `test` (none when `stop` came first)."""
+    train, dev = task.few_shot(run.k, run.seed)
+    trained = None
+    for item in train_method(lm, setup, run.config, train, dev, replace(settings, seed=run.seed), stop, run.label):
+        if isinstance(item, TrainedMethod):
+            trained = item
+        else:
+            yield item
+    if trained.stopped and not trained.steps_done:
+        return  # stopped before its first step: nothing trained to keep
+    started = time.perf_counter()
+    metrics = trained.evaluate(test)
+    scoring_seconds = time.perf_counter() - started
+    total_params = lm.num_parameters
+    row = _row(run.config.name, run.k, run.seed, metrics, trained.trainable_params, total_params, trained)
+    if trained.stopped:
+        row["status"] = f"stopped at step {trained.steps_done} of {settings.steps}"
+    prompt = setup.prompts[0]
+    result = ResultRow.scored(
+        "trained",
+        lm.name,
+        task,
+        run.config.name,
+        {
+            "method": dataclasses.asdict(run.config),
+            "trainer": dataclasses.asdict(replace(settings, seed=0)),
+            "templates": [p.template.text for p in setup.prompts],
+            "verbalizer": prompt.verbalizer.to_json(),
+            **run.extra,
+        },
+        test,
+        metrics["predictions"],
+        k=run.k,
+        seed=run.seed,
+        trainable_params=trained.trainable_params,
+        train_seconds=trained.train_seconds,
+        scoring_seconds=scoring_seconds,
+        peak_memory_mb=row["peak_memory_mb"],
+        device=str(lm.device),
+        metrics={"model_params": total_params, "steps": row["steps"], "status": row["status"]},
+    )
+    yield GridRow(row | run.extra, trained, result)
 
 
 def sweepable_settings(method: str) -> list[str]:

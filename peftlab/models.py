@@ -70,6 +70,10 @@ class LM:
             return self.derived.setdefault(namespace, Memo(max_entries))
 
     @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
     def nbytes(self) -> int:
         """Bytes of the model's parameters and buffers."""
         tensors = list(self.model.parameters()) + list(self.model.buffers())

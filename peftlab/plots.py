@@ -74,9 +74,20 @@ def metric_curve(history: pd.DataFrame, x: str, ys: Sequence[str], title: str, y
 
 def accuracy_vs_parameters(summary: pd.DataFrame) -> go.Figure:
     """Mean test accuracy against trainable parameters (log x), error bars = std over seeds, one point per method."""
+    return _accuracy_scatter(
+        summary, "trainable_params", "trainable parameters", "Test accuracy vs trainable parameters"
+    )
+
+
+def accuracy_vs_seconds(summary: pd.DataFrame) -> go.Figure:
+    """Mean test accuracy against seconds per run (training and scoring, log x), error bars = std over seeds."""
+    return _accuracy_scatter(summary, "seconds", "seconds per run", "Test accuracy vs time")
+
+
+def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title: str) -> go.Figure:
     figure = go.Figure()
     for _, row in summary.iterrows():
-        x = max(row["trainable_params"], 1)  # zero-shot trains nothing: drawn at 1 on the log axis
+        x = max(row[x_column], 1)  # zero-shot trains nothing: drawn at 1 on the log axis
         figure.add_trace(
             go.Scatter(
                 x=[x],
@@ -90,8 +101,8 @@ def accuracy_vs_parameters(summary: pd.DataFrame) -> go.Figure:
             )
         )
     figure.update_layout(
-        title="Test accuracy vs trainable parameters",
-        xaxis=dict(type="log", title="trainable parameters"),
+        title=title,
+        xaxis=dict(type="log", title=x_title),
         yaxis=dict(title="test accuracy", tickformat=".0%"),
         showlegend=False,
         height=380,

@@ -85,7 +85,7 @@ class TrainedMethod:
             return self.model(_mask_features(self.lm, self.prompt, examples)).log_softmax(-1).float().cpu()
 
     def evaluate(self, examples: Sequence[dict]) -> dict:
-        """Accuracy, macro-F1 and the gold label's mean log-probability."""
+        """Accuracy, macro-F1, the gold label's mean log-probability, and each example's predicted label index."""
         gold = np.array([e["label"] for e in examples])
         log_probs = self.log_probs(examples)
         predicted = log_probs.argmax(1).numpy()
@@ -94,6 +94,7 @@ class TrainedMethod:
             "accuracy": accuracy(gold, predicted),
             "macro_f1": macro_f1(gold, predicted, n_labels),
             "log_likelihood": mean_gold_log_prob(log_probs, gold),
+            "predictions": predicted.tolist(),
         }
 
 

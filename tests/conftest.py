@@ -12,9 +12,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a stray Hub call fails fast instead of hanging
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Results the tests' commands and app calls keep go to a store of this test session, never the user's.
+os.environ["PEFTLAB_RESULTS"] = os.path.join(tempfile.mkdtemp(prefix="peftlab-test-results-"), "results.sqlite")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -515,3 +515,29 @@ def test_a_closed_session_loses_its_jobs_objects_and_files(app_url):
     wait_for(lambda: not folder.exists(), 30, "the session folder to go")
     assert session.values == {}
     wait_for(lambda: not session.running, CALL_TIMEOUT_S, "the stopped job to end")
+
+
+# ------------------------------------------------------------------ the Compare tab
+
+
+def test_results_of_every_tab_land_in_one_comparison_that_survives_a_reload(app_url, client):
+    """Rows kept by the evaluation and the grid above (one store): a new visitor sees them on one table."""
+    call(client, "/evaluate", *settings(calibration="mean").values(), 20)
+    call(client, "/compare", *compare_args(steps=2))
+    visitor = Client(app_url, verbose=False)  # a reload is a new session: the store is not session state
+    try:
+        task_choices, model_choices = call(visitor, "/compare_choices")
+        assert TASK in [c[0] for c in task_choices["choices"]] and MODEL in [c[0] for c in model_choices["choices"]]
+        status, table, by_params, by_seconds, apart, csv_path, report_path = call(visitor, "/compare_show", TASK, MODEL)
+        assert status.startswith(f"**{TASK} · {MODEL}**") and "baseline: zero-shot · mean" in status
+        methods = [row[0] for row in table["data"]]
+        assert methods[0] == "zero-shot · mean" and "prompt-tuning" in methods
+        assert pd.read_csv(csv_path)["method"].tolist() == methods
+        page = open(report_path, encoding="utf-8").read()
+        assert "prompt-tuning" in page and "chart-0-0" in page
+        for plot in (by_params, by_seconds):
+            assert json.loads(plot["plot"])["data"], plot
+        listed = call(visitor, "/results_list")
+        assert len(listed["data"]) >= 3
+    finally:
+        visitor.close()

@@ -174,6 +174,7 @@ def test_processes_started_together_on_an_empty_cache_all_succeed(tmp_path):
 
 # Options that are not settings of any config: where the data and the model come from, and what to print.
 NOT_SETTINGS = {
+    "store",
     "model",
     "task",
     "text_column",
@@ -205,6 +206,7 @@ def test_every_option_default_is_its_config_fields_default():
     from peftlab.compare import GridConfig, SweepConfig
     from peftlab.config import from_arguments
     from peftlab.rlhf.pipeline import PipelineConfig
+    from peftlab.standard import StandardConfig
     from peftlab.tuning import TrainSettings
 
     parser = build_parser()
@@ -213,6 +215,7 @@ def test_every_option_default_is_its_config_fields_default():
         "autoprompt": [AutoPromptConfig],
         "compare": [GridConfig, TrainSettings],
         "sweep": [SweepConfig, TrainSettings],
+        "standard": [StandardConfig, TrainSettings],
     }
     for command, classes in commands.items():
         args = parser.parse_args([command])
@@ -228,6 +231,8 @@ def test_every_option_default_is_its_config_fields_default():
     # No option of any command carries a default of its own: each is a config field's or no setting at all.
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for command, subparser in subparsers.choices.items():
+        if command in ("results", "report"):  # they read the store; they have no settings
+            continue
         dests = {a.dest for a in subparser._actions}
         fields = {
             prefix.replace("-", "_") + item.name

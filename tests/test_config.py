@@ -20,6 +20,7 @@ from peftlab.rlhf.pipeline import PipelineConfig
 from peftlab.rlhf.ppo import PPOConfig
 from peftlab.rlhf.reward import RewardConfig
 from peftlab.rlhf.sft import SFTConfig
+from peftlab.standard import StandardConfig
 from peftlab.tuning import TrainSettings
 
 CONFIGS = [
@@ -33,6 +34,7 @@ CONFIGS = [
     RewardConfig,
     PPOConfig,
     PipelineConfig,
+    StandardConfig,
 ]
 
 

@@ -17,12 +17,31 @@ from peftlab.rlhf.generation import response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.ppo import PolicyWithValueHead
 from peftlab.rlhf.reward import RewardModel
+from peftlab.store import ResultRow, fingerprint
 
 
 @dataclass
 class PolicyComparison:
     table: pd.DataFrame  # one row per (prompt, sample): both responses and their scores
     summary: dict
+
+    def result_row(self, model: str, settings: dict, seconds: float = 0.0, device: str = "cpu") -> ResultRow:
+        """The comparison as one row of the results store: no accuracy, the labeler's and reward model's scores
+        and the KL in `metrics`, its held-out prompts as the test fingerprint."""
+        prompts = [{"prompt": p} for p in dict.fromkeys(self.table["prompt"])]
+        return ResultRow(
+            kind="rlhf",
+            model=model,
+            task=f"rlhf {self.summary['labeler']}",
+            test_fingerprint=fingerprint(prompts),
+            method="ppo-ptx" if settings.get("ptx_coef") else "ppo",
+            settings=settings,
+            accuracy=None,
+            macro_f1=None,
+            train_seconds=seconds,
+            device=device,
+            metrics=dict(self.summary),
+        )
 
 
 @torch.no_grad()

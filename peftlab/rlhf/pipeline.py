@@ -23,6 +23,7 @@ from peftlab.rlhf.labelers import Labeler, labeler_by_name
 from peftlab.rlhf.ppo import PPOConfig, PPOResult, train_ppo
 from peftlab.rlhf.reward import RewardConfig, RewardResult, collect_comparisons, train_reward_model
 from peftlab.rlhf.sft import SFTConfig, SFTResult, train_sft
+from peftlab.store import ResultRow
 
 HELDOUT_PROMPTS = 32  # embedded movies whose prompts the policies answer in the evaluation, never trained on
 
@@ -140,6 +141,7 @@ class PipelineResult:
     ppo: PPOResult
     comparison: PolicyComparison
     summary: dict
+    row: ResultRow  # the evaluation, as the results store keeps it
 
 
 def run_pipeline(
@@ -197,4 +199,8 @@ def run_pipeline(
         "stage_seconds": seconds,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    return PipelineResult(sft, reward, ppo, comparison, summary)
+    row = comparison.result_row(
+        lm.name, {**config.to_dict(), "ptx_coef": config.ppo.ptx_coef}, summary["seconds"], str(lm.device)
+    )
+    row.metrics.update(rm_heldout_accuracy=summary["rm_heldout_accuracy"])
+    return PipelineResult(sft, reward, ppo, comparison, summary, row)

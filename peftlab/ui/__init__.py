@@ -7,6 +7,7 @@ import gradio as gr
 from peftlab.serving import current_caps, public_mode
 from peftlab.ui.autoprompt_tab import build_autoprompt_tab
 from peftlab.ui.cloze_tab import build_cloze_tab
+from peftlab.ui.compare_tab import build_compare_tab
 from peftlab.ui.rlhf_tab import build_rlhf_tab
 from peftlab.ui.sessions import close_session
 from peftlab.ui.soft_prompts_tab import build_soft_prompts_tab
@@ -34,6 +35,8 @@ def build_app() -> gr.Blocks:
                 build_soft_prompts_tab()
             with gr.Tab("RLHF", id="rlhf", elem_id="tab-rlhf"):
                 build_rlhf_tab()
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
+                build_compare_tab()
         if public_mode():
             caps = current_caps()
             gr.Markdown(

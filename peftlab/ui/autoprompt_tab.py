@@ -13,6 +13,7 @@ from peftlab.ui.common import (
     check_test_texts,
     heavy,
     job,
+    keep_results,
     load_model,
     model_and_task_inputs,
     stop_handler,
@@ -54,6 +55,7 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
         for item in autoprompt_run(lm, task, verbalizer, config, stop):
             if isinstance(item, AutoPromptResult):
                 result = item
+                keep_results(request, result.rows)
                 break
             history = pd.concat([history, pd.DataFrame([item.row()])], ignore_index=True)
             progress(item.iteration / config.iterations, desc=f"iteration {item.iteration}/{config.iterations}")

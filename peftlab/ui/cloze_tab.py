@@ -7,35 +7,27 @@ import pandas as pd
 
 from peftlab.cloze import ClozeConfig, classify_text, demonstrations_note, evaluate
 from peftlab.plots import confusion_heatmap, label_probability_bars
-from peftlab.prompts import suggested_prompt
 from peftlab.ui.common import (
     INSTANT,
     START_TEMPLATE,
     check_test_texts,
     heavy,
     job,
+    keep_results,
     light,
     load_model,
     model_and_task_inputs,
-    resolve_task,
     split_templates,
+    suggest,
     task_from_form,
     user_errors,
     verbalizer_box,
-    verbalizer_lines,
 )
 from peftlab.ui.inputs import config_from_form, config_input
 
 INTRO = """Score each label word at the `{mask}` of a template. A causal LM scores a mask at the end as
 the next token, and a mask followed by more text by the likelihood of the whole filled sentence.
 Several templates (separated by a line `---`) are averaged as an ensemble."""
-
-
-@user_errors
-def suggest(task_name, upload, text_column, label_column):
-    task = resolve_task(task_name, upload, text_column, label_column)
-    template, verbalizer = suggested_prompt(task.name, task.label_names)
-    return template, verbalizer_lines(verbalizer)
 
 
 @user_errors
@@ -77,6 +69,7 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
             batch_size=config.batch_size,
             progress=lambda done, total: progress(done / total, desc=f"scoring {done}/{total}"),
         )
+    keep_results(request, [result.row])
     summary = (
         f"**Accuracy {result.accuracy:.1%}** · macro-F1 {result.macro_f1:.3f} · {result.n} test texts · "
         f"{result.seconds:.1f} s ({result.n / max(result.seconds, 1e-9):.0f} texts/s) · "

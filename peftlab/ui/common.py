@@ -85,6 +85,14 @@ def stop_handler(kind: str, what: str):
     return stop
 
 
+def keep_results(request: gr.Request | None, rows) -> None:
+    """Add finished results to the results store: the visitor's own on a public Space, everyone's locally."""
+    from peftlab.store import ResultStore
+
+    owner = getattr(request, "session_hash", "") if public_mode() else ""
+    ResultStore(owner=owner or "").add(rows)
+
+
 def stopped_note(stop: JobStop) -> str:
     return f"Stopped because {stop.reason}." if stop.is_set() else ""
 
@@ -162,6 +170,14 @@ def resolve_task(task_name: str, upload, text_column: str, label_column: str):
     return load_task(
         str(source), text_column=(text_column or "text").strip(), label_column=(label_column or "label").strip()
     )
+
+
+@user_errors
+def suggest(task_name, upload, text_column, label_column):
+    """The task's suggested template and verbalizer, for the template and verbalizer boxes."""
+    task = resolve_task(task_name, upload, text_column, label_column)
+    template, verbalizer = suggested_prompt(task.name, task.label_names)
+    return template, verbalizer_lines(verbalizer)
 
 
 def split_templates(text: str) -> list[str]:

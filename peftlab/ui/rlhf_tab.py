@@ -25,6 +25,7 @@ from peftlab.ui.common import (
     INSTANT,
     heavy,
     job,
+    keep_results,
     light,
     load_model,
     model_picker,
@@ -178,7 +179,16 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
 
 @user_errors
 def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
-    comparison = _session(request).evaluate(labeler_name, int(prompts), int(seed))
+    session = _session(request)
+    comparison = session.evaluate(labeler_name, int(prompts), int(seed))
+    keep_results(
+        request,
+        [
+            comparison.result_row(
+                session.lm.name, {"labeler": labeler_name, "seed": int(seed)}, device=str(session.lm.device)
+            )
+        ],
+    )
     s = comparison.summary
     status = (
         f"On {s['prompts']} held-out prompts, {s['labeler']} score: SFT **{s['sft_mean_score']:+.3f}** → PPO "

@@ -40,6 +40,7 @@ from peftlab.ui.common import (
     check_test_texts,
     heavy,
     job,
+    keep_results,
     light,
     load_model,
     model_and_task_inputs,
@@ -117,6 +118,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         for item in run_grid(lm, task, setup, configs, seed_list, shot_list, settings, test_limit, stop):
             if isinstance(item, GridRow):
                 rows.append(item.values)
+                keep_results(request, [item.result])
                 if item.trained is not None:
                     trained_by_method[item.values["method"]] = item.trained  # the latest run of each method
                     if loss_is_flat(item.trained.history):
@@ -209,6 +211,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
                 progress((len(rows) - 1 + item.step / settings.steps) / total, desc=f"{item.method} seed {item.seed}")
                 continue
             rows.append(item.values)
+            keep_results(request, [item.result])
             results = results_frame(rows)
             trained = results[results["method"] != "zero-shot"]
             summary = summarize(trained, by=[setting]) if len(trained) else pd.DataFrame(columns=[setting])

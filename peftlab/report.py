@@ -1,0 +1,186 @@
+"""One comparison of every stored result on one task and model: a table per test split, charts, a report page.
+
+Results compare only on the same test texts, so rows are grouped by their test fingerprint first, and each
+split gets its own table, never mixed with another's. Within a split, rows of one method, K and settings
+are one line: mean and std of accuracy over seeds (LM-BFF's way of reporting), the runs, trainable
+parameters, seconds, and the difference from the baseline (calibrated zero-shot when there is one) with a
+95 % paired bootstrap interval over the texts, the seeds pooled (`peftlab.stats`). A line whose interval
+includes 0 is "not distinguishable" from the baseline.
+
+`report_html` renders the same as one self-contained page; it depends on the rows alone (no clock, fixed
+chart ids), so writing it twice from the same store gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
+from peftlab.stats import paired_difference
+from peftlab.store import ResultRow
+
+# Preferred baselines, best first: zero-shot with mean-centring calibration, then contextual, then raw.
+BASELINES = ("zero-shot · mean", "zero-shot · contextual", "zero-shot")
+PER_RUN_SETTINGS = ("seed", "run_seconds")  # settings that differ between the runs of one line
+
+
+@dataclass
+class SplitComparison:
+    """The lines of one test split (one fingerprint) of one task and model."""
+
+    task: str
+    model: str
+    fingerprint: str
+    texts: int
+    support: dict
+    baseline: str | None
+    table: pd.DataFrame
+
+
+def compare(rows: Sequence[ResultRow]) -> list[SplitComparison]:
+    """One SplitComparison per test split among `rows` (classification rows only), the split with most rows first."""
+    scored = [r for r in rows if r.accuracy is not None and r.predictions]
+    splits: dict[tuple, list[ResultRow]] = {}
+    for row in scored:
+        splits.setdefault((row.task, row.model, row.test_fingerprint), []).append(row)
+    ordered = sorted(splits.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [_compare_split(task, model, print_, split_rows) for (task, model, print_), split_rows in ordered]
+
+
+def _line_key(row: ResultRow) -> tuple:
+    settings = {k: v for k, v in row.settings.items() if k not in PER_RUN_SETTINGS}
+    return row.method, row.k, json.dumps(settings, sort_keys=True, default=str)
+
+
+def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow]) -> SplitComparison:
+    lines: dict[tuple, list[ResultRow]] = {}
+    for row in rows:
+        lines.setdefault(_line_key(row), []).append(row)
+    gold = rows[0].gold
+    methods = {key[0]: runs for key, runs in lines.items()}
+    baseline = next((name for name in BASELINES if name in methods), None)
+    baseline_runs = [r.predictions for r in methods[baseline]] if baseline else None
+    records = []
+    for (method, k, _), runs in lines.items():
+        accuracies = [r.accuracy for r in runs]
+        record = {
+            "method": method,
+            "K": k if k is not None else 0,
+            "runs": len(runs),
+            "accuracy_mean": float(np.mean(accuracies)),
+            "accuracy_std": float(np.std(accuracies, ddof=1)) if len(runs) > 1 else 0.0,
+            "macro_f1_mean": float(np.mean([r.macro_f1 for r in runs])),
+            "trainable_params": int(runs[0].trainable_params),
+            "trainable_share": runs[0].trainable_params / runs[0].metrics["model_params"]
+            if runs[0].metrics.get("model_params")
+            else 0.0,
+            "seconds_mean": float(np.mean([r.train_seconds + r.scoring_seconds for r in runs])),
+            "vs_baseline": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "verdict": "",
+        }
+        if baseline_runs is not None and method != baseline:
+            difference = paired_difference(gold, [r.predictions for r in runs], baseline_runs)
+            record.update(
+                vs_baseline=difference.difference,
+                ci_low=difference.low,
+                ci_high=difference.high,
+                verdict=("better" if difference.low > 0 else "worse")
+                if difference.distinguishable
+                else "not distinguishable",
+            )
+        records.append(record)
+    table = pd.DataFrame(records)
+    table["_order"] = table["method"] != baseline  # the baseline first, then by size
+    table = table.sort_values(["_order", "trainable_params", "method", "K"], kind="stable").drop(columns="_order")
+    table = table.reset_index(drop=True)
+    support = {}
+    for label in rows[0].per_class_f1:  # label names in the task's order
+        support[label] = 0
+    names = list(support)
+    for index in gold:
+        support[names[index]] += 1
+    return SplitComparison(task, model, fingerprint, len(gold), support, baseline, table)
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The comparison as people read it: percentages, mean ± std, the difference with its interval, in points."""
+    shown = pd.DataFrame(
+        {
+            "method": table["method"],
+            "K": table["K"],
+            "runs": table["runs"],
+            "accuracy": [f"{m:.1%} ± {s:.1%}" for m, s in zip(table["accuracy_mean"], table["accuracy_std"])],
+            "macro-F1": table["macro_f1_mean"].map(lambda v: f"{v:.3f}"),
+            "trainable": [
+                f"{p:,} ({s:.3%})" if p else "0" for p, s in zip(table["trainable_params"], table["trainable_share"])
+            ],
+            "seconds": table["seconds_mean"].map(lambda v: f"{v:.0f}"),
+            "vs baseline (points, 95% CI)": [
+                "" if np.isnan(d) else f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+                for d, lo, hi in zip(table["vs_baseline"], table["ci_low"], table["ci_high"])
+            ],
+            "verdict": table["verdict"],
+        }
+    )
+    return shown
+
+
+def report_html(comparisons: Sequence[SplitComparison], rows: Sequence[ResultRow]) -> str:
+    """One self-contained page: per split, the table, both charts and every row's settings."""
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>peftlab comparison</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
+        "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}pre{font-size:11px;"
+        "white-space:pre-wrap}</style></head><body>",
+    ]
+    if not comparisons:
+        parts.append("<p>No stored results to compare yet.</p>")
+    for number, split in enumerate(comparisons):
+        support = ", ".join(f"{count} {label}" for label, count in split.support.items())
+        parts += [
+            f"<h1>{html.escape(split.task)} · {html.escape(split.model)}</h1>",
+            f"<p>Test split {split.fingerprint}: {split.texts} texts ({html.escape(support)}). Baseline: "
+            f"{html.escape(split.baseline or 'none stored')}. Differences are accuracy points with a 95 % paired "
+            "bootstrap interval over the texts, seeds pooled.</p>",
+            display_table(split.table).to_html(index=False, escape=True),
+        ]
+        summary = split.table.rename(columns={"seconds_mean": "seconds"})
+        for chart_number, figure in enumerate((accuracy_vs_parameters(summary), accuracy_vs_seconds(summary))):
+            include = "inline" if number == chart_number == 0 else False
+            parts.append(
+                figure.to_html(full_html=False, include_plotlyjs=include, div_id=f"chart-{number}-{chart_number}")
+            )
+        split_rows = [r for r in rows if r.test_fingerprint == split.fingerprint]
+        parts.append(
+            "<h2>Every row</h2><pre>"
+            + html.escape(
+                "\n".join(
+                    json.dumps(
+                        {
+                            "id": r.id,
+                            "method": r.method,
+                            "K": r.k,
+                            "seed": r.seed,
+                            "accuracy": r.accuracy,
+                            "settings": r.settings,
+                            "created": r.created,
+                            "version": r.version,
+                        },
+                        sort_keys=True,
+                        default=str,
+                    )
+                    for r in split_rows
+                )
+            )
+            + "</pre>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,206 @@
+"""The standard comparison: every kind of method peftlab has, on one task and model, K examples per class and a
+few seeds, all scored on the same test texts, each result ready for the results store as soon as it is done.
+
+The methods, cheapest first (so a Stop keeps the most lines):
+- calibrated zero-shot: the template and verbalizer with mean-centring (once; no training data);
+- in-context demonstrations: `demonstrations_per_class` of each seed's K-shot training examples in front of
+  every input (Brown et al. 2020; the small embedded model's context holds few);
+- AutoPrompt (Shin et al. 2020) trained on each seed's K examples per class, `autoprompt_iterations` swaps;
+- the trained methods (prompt tuning, P-tuning, prefix tuning, LoRA, adapters, head-only and prompt-based full
+  fine-tuning) with the shared trainer's settings, on the same K-shot examples (LM-BFF's protocol).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from peftlab.autoprompt import AutoPromptConfig, AutoPromptResult, autoprompt_run
+from peftlab.cloze import ClozeSetup, evaluate
+from peftlab.compare import GridRow, PlannedRun, train_and_score
+from peftlab.config import Config, scored_texts_setting, setting
+from peftlab.methods import METHODS, method_config
+from peftlab.models import LM
+from peftlab.store import ResultRow
+from peftlab.tasks import DEFAULT_SEEDS, Task
+from peftlab.training import Event
+from peftlab.tuning import TrainEvent, TrainSettings
+
+ZERO_SHOT, IN_CONTEXT, AUTOPROMPT = "zero-shot · mean", "in-context · mean", "autoprompt"
+TRAINED = ("prompt-tuning", "p-tuning", "prefix-tuning", "lora", "adapter", "head", "full")
+STANDARD_METHODS = (ZERO_SHOT, IN_CONTEXT, AUTOPROMPT, *TRAINED)
+
+
+@dataclass
+class StandardConfig(Config):
+    """What the standard comparison runs; the trainer's own settings are TrainSettings."""
+
+    methods: tuple[str, ...] = setting(STANDARD_METHODS, "the methods, comma-separated: " + ", ".join(STANDARD_METHODS))
+    shots: int = setting(
+        16, "K, labelled examples per class (as many again for dev)", minimum=1, cap="shots", label="K per class"
+    )
+    seeds: tuple[int, ...] = setting(DEFAULT_SEEDS[:3], "seeds, comma-separated: each draws its own K examples")
+    test_limit: int | None = scored_texts_setting("test texts every method is scored on")
+    demonstrations_per_class: int = setting(
+        2, "in-context demonstrations of each class, from the K examples", minimum=1
+    )
+    autoprompt_iterations: int = setting(
+        10, "AutoPrompt's trigger updates per seed", minimum=1, cap="iterations", label="AutoPrompt iterations"
+    )
+
+    def check_settings(self):
+        from peftlab.errors import PeftlabError
+
+        unknown = [m for m in self.methods if m not in STANDARD_METHODS]
+        if unknown:
+            raise PeftlabError(
+                f"The standard comparison has no method {unknown[0]!r}; choose from {', '.join(STANDARD_METHODS)}."
+            )
+        if not self.methods or not self.seeds:
+            raise PeftlabError("The standard comparison needs at least one method and one seed.")
+        if self.demonstrations_per_class > self.shots:
+            raise PeftlabError(
+                f"{self.demonstrations_per_class} demonstrations per class cannot come from "
+                f"{self.shots} examples per class; use at most {self.shots}."
+            )
+
+
+@dataclass(kw_only=True)
+class StandardEvent(Event):
+    """Which run of the plan starts (step = its number, from 1) and how many there are."""
+
+    method: str
+    seed: int | None
+    runs: int
+
+
+def plan(config: StandardConfig) -> list[tuple[str, int | None]]:
+    """(method, seed) in the order they run: zero-shot once, then each other method over the seeds."""
+    runs = [(ZERO_SHOT, None)] if ZERO_SHOT in config.methods else []
+    return runs + [
+        (m, seed) for m in STANDARD_METHODS if m in config.methods and m != ZERO_SHOT for seed in config.seeds
+    ]
+
+
+def run_standard(
+    scoring_lm: LM,
+    training_lm: LM,
+    task: Task,
+    template: str,
+    verbalizer: str | dict,
+    config: StandardConfig,
+    settings: TrainSettings,
+    stop: threading.Event | None = None,
+) -> Iterator[StandardEvent | TrainEvent | ResultRow]:
+    """Each run's StandardEvent, its training events, then its ResultRow(s). `scoring_lm` scores (the fast
+    inference dtype), `training_lm` trains (fp32 weights); both are the same model.
+
+    `stop` ends the comparison after the current step of the current run; a trained run keeps its best
+    weights so far and still gets its row.
+
+    Raises:
+        PeftlabError: a template, verbalizer, K or method that the task or model refuses (before anything runs).
+    """
+    setup = ClozeSetup.build(task, template, verbalizer, calibration="mean")
+    for seed in config.seeds:
+        task.few_shot(config.shots, seed)  # a K the smallest class cannot supply fails before anything runs
+    for name in config.methods:
+        if name in METHODS:
+            method_config(name).check(training_lm)
+    test = task.test_subset(config.test_limit)
+    runs = plan(config)
+    for number, (method, seed) in enumerate(runs, start=1):
+        if stop is not None and stop.is_set():
+            return
+        yield StandardEvent(step=number, elapsed=0.0, method=method, seed=seed, runs=len(runs))
+        if method in (ZERO_SHOT, IN_CONTEXT):
+            yield _cloze_row(scoring_lm, task, template, verbalizer, config, seed, len(test))
+        elif method == AUTOPROMPT:
+            for item in _autoprompt(scoring_lm, task, verbalizer, config, seed, stop):
+                yield item
+        else:
+            run = PlannedRun(method_config(method), config.shots, seed, method)
+            for item in train_and_score(training_lm, task, setup, run, settings, test, stop):
+                yield item.result if isinstance(item, GridRow) else item
+
+
+def _cloze_row(
+    lm: LM, task: Task, template: str, verbalizer, config: StandardConfig, seed: int | None, limit: int
+) -> ResultRow:
+    if seed is None:
+        return evaluate(lm, task, template, verbalizer, "mean", limit=limit).row
+    train, _ = task.few_shot(config.shots, seed)  # the demonstrations come from the seed's K examples
+    shots_task = dataclasses.replace(task, train=train)
+    demonstrations = config.demonstrations_per_class * len(task.label_names)
+    row = evaluate(lm, shots_task, template, verbalizer, "mean", demonstrations, limit=limit, seed=seed).row
+    row.k, row.seed = config.shots, seed
+    return row
+
+
+def _autoprompt(lm: LM, task: Task, verbalizer, config: StandardConfig, seed: int, stop) -> Iterator[ResultRow]:
+    search = AutoPromptConfig(
+        iterations=config.autoprompt_iterations,
+        train_size=config.shots * len(task.label_names),
+        seed=seed,
+        test_limit=config.test_limit,
+    )
+    started = time.perf_counter()
+    for item in autoprompt_run(lm, task, verbalizer, search, stop):
+        if isinstance(item, AutoPromptResult):
+            found = item.rows[0]
+            found.train_seconds = time.perf_counter() - started - found.scoring_seconds
+            yield found
+
+
+# Seconds per optimiser step relative to LoRA's, as measured on the embedded model on a CPU
+# (benchmarks/fewshot_compare.py, 2026-11-30: LoRA 20 s, prompt tuning 24, P-tuning 24, prefix 18, head 2,
+# full fine-tuning 36 for 30 steps); adapters train like LoRA.
+STEP_COST = {
+    "prompt-tuning": 1.2,
+    "p-tuning": 1.2,
+    "prefix-tuning": 0.9,
+    "lora": 1.0,
+    "adapter": 1.0,
+    "head": 0.1,
+    "full": 1.8,
+}
+
+
+def measure(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbalizer) -> tuple[float, float]:
+    """(seconds to score one test text, seconds of one LoRA training step) on this machine, measured now."""
+    setup = ClozeSetup.build(task, template, verbalizer)
+    texts = task.test_subset(16)
+    started = time.perf_counter()
+    evaluate(scoring_lm, task, template, verbalizer, limit=len(texts))
+    per_text = (time.perf_counter() - started) / len(texts)
+    run = PlannedRun(method_config("lora"), 2, DEFAULT_SEEDS[0], "lora")
+    steps = TrainSettings(steps=3, batch_size=8, eval_every=3)
+    started = time.perf_counter()
+    for _ in train_and_score(training_lm, task, setup, run, steps, texts[:1]):
+        pass
+    per_step = (time.perf_counter() - started) / steps.steps
+    return per_text, per_step
+
+
+def estimate_seconds(
+    config: StandardConfig, settings: TrainSettings, task: Task, per_text: float, per_step: float
+) -> dict[str, float]:
+    """Expected seconds of each method (all its seeds), from the measured costs of one text and one LoRA step."""
+    n_test = len(task.test_subset(config.test_limit))
+    dev = config.shots * len(task.label_names)
+    evaluations = settings.steps // settings.eval_every + 1
+    seeds = len(config.seeds)
+    demonstrations = config.demonstrations_per_class * len(task.label_names)
+    costs = {
+        ZERO_SHOT: n_test * per_text,
+        IN_CONTEXT: seeds * n_test * per_text * (1 + demonstrations),  # each demonstration about one text long
+        # each iteration: a gradient and a re-scoring on a batch, a dev check; then both prompts on the test texts
+        AUTOPROMPT: seeds * (config.autoprompt_iterations * (3 * 16 + dev) * per_text + 2 * n_test * per_text),
+    }
+    for name in TRAINED:
+        training = settings.steps * per_step * STEP_COST[name] + evaluations * dev * per_text
+        costs[name] = seeds * (training + n_test * per_text)
+    return {name: cost for name, cost in costs.items() if name in config.methods}

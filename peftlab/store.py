@@ -1,0 +1,262 @@
+"""The results store: every finished result of every tab and command, as one row in one SQLite file.
+
+A row holds what is needed to put results side by side and to trust the comparison: the model, the task,
+a fingerprint of the exact test texts scored (rows compare only when it is equal), the method and its full
+settings, K and seed, accuracy, macro-F1 and per-class F1, the per-text predictions and gold labels (so
+two rows on the same texts can be paired, `peftlab.stats`), trainable parameters, training and scoring
+seconds, peak memory, device, peftlab's version and the time. On a public Space each row also has its
+owner (the visitor's session), and each visitor sees only their own.
+
+The file is `$PEFTLAB_RESULTS`, else `results.sqlite` in the peftlab cache folder. Writes are single
+transactions, the journal is write-ahead and writers wait for each other (a busy timeout), so several
+processes writing at once lose nothing. Rows export to and import from JSON Lines and CSV.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from peftlab.errors import PeftlabError
+from peftlab.metrics import macro_f1
+from peftlab.models import cache_dir
+
+JSON_COLUMNS = ("settings", "per_class_f1", "predictions", "gold", "metrics")
+EXPORT_SUFFIXES = (".jsonl", ".csv")
+
+
+def store_path() -> Path:
+    return Path(os.environ.get("PEFTLAB_RESULTS", cache_dir() / "results.sqlite"))
+
+
+def fingerprint(rows: Sequence[dict]) -> str:
+    """A short hash of test rows (every field and the label, in order): equal exactly when the texts scored are."""
+    canonical = json.dumps([sorted(row.items()) for row in rows], ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def per_class_f1(gold: Sequence[int], predicted: Sequence[int], label_names: Sequence[str]) -> dict[str, float]:
+    """F1 of each label, by name (macro-F1 is their mean)."""
+    gold, predicted = np.asarray(gold), np.asarray(predicted)
+    scores = {}
+    for index, name in enumerate(label_names):
+        true_pos = int(((predicted == index) & (gold == index)).sum())
+        denominator = int((predicted == index).sum() + (gold == index).sum())
+        scores[name] = 2 * true_pos / denominator if denominator else 0.0
+    return scores
+
+
+@dataclass
+class ResultRow:
+    """One finished result; see the module docstring. `metrics` holds kind-specific figures (RLHF's scores)."""
+
+    kind: str  # "cloze", "autoprompt", "trained", "rlhf"
+    model: str
+    task: str
+    test_fingerprint: str
+    method: str
+    settings: dict
+    accuracy: float | None
+    macro_f1: float | None
+    per_class_f1: dict = field(default_factory=dict)
+    predictions: list = field(default_factory=list)
+    gold: list = field(default_factory=list)
+    k: int | None = None
+    seed: int | None = None
+    trainable_params: int = 0
+    train_seconds: float = 0.0
+    scoring_seconds: float = 0.0
+    peak_memory_mb: float | None = None
+    device: str = "cpu"
+    metrics: dict = field(default_factory=dict)
+    owner: str = ""
+    version: str = ""
+    created: str = ""
+    id: str = ""
+
+    def __post_init__(self):
+        self.id = self.id or uuid.uuid4().hex
+        self.created = self.created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        if not self.version:
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                self.version = version("peftlab")
+            except PackageNotFoundError:
+                self.version = "unknown"
+
+    @classmethod
+    def scored(
+        cls,
+        kind: str,
+        model: str,
+        task,
+        method: str,
+        settings: dict,
+        examples: Sequence[dict],
+        predicted: Sequence[int],
+        **values,
+    ) -> ResultRow:
+        """A row for `predicted` labels of `examples` (test rows of `task`), with its metrics computed here."""
+        gold = [int(e["label"]) for e in examples]
+        predicted = [int(p) for p in predicted]
+        accuracy = float(np.mean(np.asarray(gold) == np.asarray(predicted))) if gold else None
+        return cls(
+            kind=kind,
+            model=model,
+            task=task.name,
+            test_fingerprint=fingerprint(examples),
+            method=method,
+            settings=settings,
+            accuracy=accuracy,
+            macro_f1=macro_f1(gold, predicted, len(task.label_names)),
+            per_class_f1=per_class_f1(gold, predicted, task.label_names),
+            predictions=predicted,
+            gold=gold,
+            **values,
+        )
+
+
+COLUMNS = [item.name for item in fields(ResultRow)]
+
+
+class ResultStore:
+    """The rows in one SQLite file; `owner` (a public Space's visitor) limits what is read and deleted to theirs."""
+
+    def __init__(self, path: str | Path | None = None, owner: str = ""):
+        self.path = Path(path) if path is not None else store_path()
+        self.owner = owner
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as connection:
+            columns = ", ".join(f"{name} {'TEXT PRIMARY KEY' if name == 'id' else ''}" for name in COLUMNS)
+            connection.execute(f"CREATE TABLE IF NOT EXISTS results ({columns})")
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=60)  # writers wait for each other instead of failing
+        connection.execute("PRAGMA journal_mode=WAL")
+        return connection
+
+    def add(self, rows: Iterable[ResultRow]) -> list[str]:
+        """Write rows in one transaction (all or none); returns their ids."""
+        rows = list(rows)
+        for row in rows:
+            row.owner = row.owner or self.owner
+        values = [[json.dumps(getattr(r, c)) if c in JSON_COLUMNS else getattr(r, c) for c in COLUMNS] for r in rows]
+        with self._connect() as connection:  # commits on success, rolls back on error
+            connection.executemany(
+                f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                values,
+            )
+        return [r.id for r in rows]
+
+    def rows(self, **where) -> list[ResultRow]:
+        """The rows (this owner's) whose columns equal `where`'s values, oldest first."""
+        clauses = {"owner": self.owner} | {k: v for k, v in where.items() if v is not None}
+        unknown = sorted(set(clauses) - set(COLUMNS))
+        if unknown:
+            raise PeftlabError(f"Results have no column {', '.join(unknown)}; they have {', '.join(COLUMNS)}.")
+        sql = "SELECT * FROM results WHERE " + " AND ".join(f"{k} = ?" for k in clauses) + " ORDER BY created, rowid"
+        with self._connect() as connection:
+            cursor = connection.execute(sql, list(clauses.values()))
+            names = [d[0] for d in cursor.description]
+            return [_row_from(dict(zip(names, record))) for record in cursor.fetchall()]
+
+    def frame(self, **where) -> pd.DataFrame:
+        """The rows as a table, without the per-text columns."""
+        rows = [asdict(r) for r in self.rows(**where)]
+        table = pd.DataFrame(rows, columns=COLUMNS)
+        return table.drop(columns=["predictions", "gold"])
+
+    def get(self, row_id: str) -> ResultRow:
+        found = [r for r in self.rows() if r.id.startswith(row_id)] if row_id else []
+        if len(found) != 1:
+            raise PeftlabError(
+                f"No single result has an id starting with {row_id!r} ({len(found)} do); `results list` shows the ids."
+            )
+        return found[0]
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete this owner's rows by id (full ids or unique prefixes); returns how many went."""
+        full = [self.get(i).id for i in ids]
+        with self._connect() as connection:
+            connection.executemany("DELETE FROM results WHERE id = ? AND owner = ?", [(i, self.owner) for i in full])
+        return len(full)
+
+    def export(self, path: str | Path, **where) -> int:
+        """Write this owner's rows (matching `where`) to JSON Lines or CSV, by suffix; returns how many."""
+        path = Path(path)
+        _check_suffix(path)
+        rows = self.rows(**where)
+        if path.suffix == ".jsonl":
+            path.write_text("".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        else:
+            table = pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS, dtype=object)
+            for column in JSON_COLUMNS:
+                table[column] = table[column].map(json.dumps)
+            table.to_csv(path, index=False)
+        return len(rows)
+
+    def import_(self, path: str | Path) -> int:
+        """Add the rows of an exported file (JSON Lines or CSV) as this owner's; returns how many.
+
+        Raises:
+            PeftlabError: a file that is not an export of results.
+        """
+        from peftlab.uploads import read_text
+
+        path = Path(path)
+        _check_suffix(path)
+        try:
+            if path.suffix == ".jsonl":
+                records = [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
+            else:  # every cell as text, typed back by the row's fields (a CSV has no types of its own)
+                records = pd.read_csv(path, dtype=str, keep_default_na=False).to_dict("records")
+            rows = [_row_from({**record, "owner": self.owner}) for record in records]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PeftlabError(
+                f"{path.name} is not an export of peftlab results ({type(exc).__name__}: {exc})."
+            ) from None
+        return len(self.add(rows))
+
+
+FLOAT_COLUMNS = ("accuracy", "macro_f1", "train_seconds", "scoring_seconds", "peak_memory_mb")
+INT_COLUMNS = ("k", "seed", "trainable_params")
+
+
+def _row_from(record: dict) -> ResultRow:
+    """A row from stored or exported values: JSON columns parsed, numbers typed, empty cells None."""
+    values = {name: record.get(name) for name in COLUMNS}
+    for name, value in values.items():
+        if value == "" and name not in ("owner", "version"):
+            values[name] = None
+        elif name in JSON_COLUMNS and isinstance(value, str):
+            values[name] = json.loads(value)
+        elif name in FLOAT_COLUMNS and value is not None:
+            values[name] = float(value)
+        elif name in INT_COLUMNS and value is not None:
+            values[name] = int(float(value))
+    for column in JSON_COLUMNS:
+        if values[column] is None:
+            values[column] = [] if column in ("predictions", "gold") else {}
+    missing = [name for name in ("kind", "model", "task", "test_fingerprint", "method") if not values.get(name)]
+    if missing:
+        raise KeyError(f"a row has no {', '.join(missing)}")
+    values["trainable_params"] = values["trainable_params"] or 0
+    values["train_seconds"] = values["train_seconds"] or 0.0
+    values["scoring_seconds"] = values["scoring_seconds"] or 0.0
+    return ResultRow(**values)
+
+
+def _check_suffix(path: Path) -> None:
+    if path.suffix not in EXPORT_SUFFIXES:
+        raise PeftlabError(f"Results are exported as {' or '.join(EXPORT_SUFFIXES)}, not {path.suffix or 'no suffix'}.")

@@ -1,0 +1,280 @@
+"""The Compare tab: every stored result of a task and model on one table and two charts, with paired intervals.
+
+Results come from every tab and command (the results store); they survive a reload. On a public Space each
+visitor sees their own. The library does the grouping, the statistics and the report (`peftlab.report`).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import gradio as gr
+import pandas as pd
+
+from peftlab.cloze import ClozeSetup
+from peftlab.errors import PeftlabError
+from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
+from peftlab.report import compare, display_table, report_html
+from peftlab.serving import public_mode
+from peftlab.standard import (
+    STANDARD_METHODS,
+    StandardConfig,
+    StandardEvent,
+    estimate_seconds,
+    measure,
+    plan,
+    run_standard,
+)
+from peftlab.store import ResultRow, ResultStore
+from peftlab.tuning import TrainSettings
+from peftlab.ui.common import (
+    INSTANT,
+    START_TEMPLATE,
+    check_test_texts,
+    heavy,
+    job,
+    keep_results,
+    light,
+    load_model,
+    model_and_task_inputs,
+    stop_handler,
+    stopped_note,
+    suggest,
+    task_from_form,
+    upload_limit_note,
+    user_errors,
+    verbalizer_box,
+)
+from peftlab.ui.inputs import config_from_form, config_input
+from peftlab.ui.sessions import SESSIONS
+
+INTRO = """Every result you ran in the other tabs (and with the command line on this machine) lands here, on
+the test texts it was scored on. Pick a task and a model: each method is one line (mean ± std over seeds),
+with its difference from calibrated zero-shot as accuracy points and a 95 % paired bootstrap interval over
+the same test texts; a method whose interval includes 0 is *not distinguishable* from zero-shot. Results
+on another set of test texts are listed apart, never mixed."""
+
+LIST_COLUMNS = ["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1"]
+
+
+def _store(request: gr.Request | None) -> ResultStore:
+    return ResultStore(owner=getattr(request, "session_hash", "") if public_mode() else "")
+
+
+def _choices(store: ResultStore) -> tuple[list[str], list[str]]:
+    table = store.frame()
+    table = table[table["accuracy"].notna()]
+    return sorted(table["task"].unique()), sorted(table["model"].unique())
+
+
+@user_errors
+def refresh_choices(request: gr.Request):
+    tasks, models = _choices(_store(request))
+    return (
+        gr.Dropdown(choices=tasks, value=tasks[0] if tasks else None),
+        gr.Dropdown(choices=models, value=models[0] if models else None),
+    )
+
+
+@user_errors
+def show_comparison(task, model, request: gr.Request):
+    store = _store(request)
+    rows = store.rows(task=task or None, model=model or None) if task and model else []
+    splits = compare(rows)
+    if not splits:
+        raise PeftlabError("No stored results of that task and model yet: run something in another tab first.")
+    main, others = splits[0], splits[1:]
+    support = ", ".join(f"{count} {label}" for label, count in main.support.items())
+    status = (
+        f"**{main.task} · {main.model}**: {len(rows)} results. Test split {main.fingerprint}: {main.texts} texts "
+        f"({support}); baseline: {main.baseline or 'no zero-shot result stored yet'}."
+    )
+    if others:
+        status += f" {len(others)} other test split(s) are listed below, apart."
+    apart = (
+        pd.concat([display_table(s.table).assign(split=s.fingerprint, texts=s.texts) for s in others])
+        if others
+        else pd.DataFrame()
+    )
+    summary = main.table.rename(columns={"seconds_mean": "seconds"})
+    session = SESSIONS.get(request)
+    stamp = datetime.date.today().isoformat()
+    csv_path = session.path(f"peftlab-{task}-{model}-compare-{stamp}.csv")
+    main.table.to_csv(csv_path, index=False)
+    report_path = session.path(f"peftlab-{task}-{model}-report-{stamp}.html")
+    report_path.write_text(report_html(splits, rows), encoding="utf-8")
+    return (
+        status,
+        display_table(main.table),
+        accuracy_vs_parameters(summary),
+        accuracy_vs_seconds(summary),
+        apart,
+        str(csv_path),
+        str(report_path),
+    )
+
+
+@user_errors
+def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form):
+    task = task_from_form(form)
+    config = config_from_form(StandardConfig, form)
+    settings = config_from_form(TrainSettings, form)
+    check_test_texts(task, config.test_limit)
+    ClozeSetup.build(task, form["template"], form["verbalizer"])  # a bad prompt fails before the models load
+    scoring_lm, training_lm = load_model(form["model"]), load_model(form["model"], dtype="fp32")
+    yield "Measuring this machine's speed on one text and one training step...", None
+    costs = estimate_seconds(
+        config, settings, task, *measure(scoring_lm, training_lm, task, form["template"], form["verbalizer"])
+    )
+    estimate = f"Estimated {sum(costs.values()) / 60:.0f} minutes for {len(plan(config))} runs " + ", ".join(
+        f"({name} {seconds / 60:.1f} min)" for name, seconds in costs.items()
+    )
+    rows = []
+    with job(request, "standard") as (_, stop):
+        for item in run_standard(
+            scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings, stop
+        ):
+            if isinstance(item, StandardEvent):
+                started = item
+                progress((item.step - 1) / item.runs, desc=f"{item.method} seed {item.seed}")
+                yield (
+                    f"{estimate}. Run {item.step}/{item.runs}: {item.method}"
+                    + (f", seed {item.seed}" if item.seed is not None else "")
+                    + "...",
+                    _table(rows),
+                )
+            elif isinstance(item, ResultRow):
+                rows.append(item)
+                keep_results(request, [item])
+                yield f"{estimate}. {len(rows)} of {started.runs} runs finished.", _table(rows)
+        note = f" {stopped_note(stop)} Finished runs are kept." if stop.is_set() else ""
+    yield (
+        (
+            f"{len(rows)} runs finished.{note} Press Compare above (task {task.name}, model {form['model']}) "
+            "to see them with every earlier result."
+        ),
+        _table(rows),
+    )
+
+
+def _table(rows: list[ResultRow]):
+    splits = compare(rows)
+    return display_table(splits[0].table) if splits else None
+
+
+@user_errors
+def list_results(request: gr.Request):
+    table = _store(request).frame()
+    return table[LIST_COLUMNS].assign(id=table["id"].str[:8]) if len(table) else pd.DataFrame(columns=LIST_COLUMNS)
+
+
+@user_errors
+def delete_results(ids_text, request: gr.Request):
+    ids = [part for part in str(ids_text or "").replace(",", " ").split() if part]
+    if not ids:
+        raise PeftlabError("Give the ids of the results to delete (the first characters are enough).")
+    deleted = _store(request).delete(ids)
+    return f"{deleted} results deleted.", list_results(request)
+
+
+@user_errors
+def export_results(request: gr.Request):
+    path = SESSIONS.get(request).path(f"peftlab-results-{datetime.date.today().isoformat()}.jsonl")
+    _store(request).export(path)
+    return str(path)
+
+
+@user_errors
+def import_results(path, request: gr.Request):
+    if not path:
+        raise PeftlabError("Upload a rows.jsonl or rows.csv that an export gave you.")
+    added = _store(request).import_(path)
+    return f"{added} results added.", list_results(request)
+
+
+def build_compare_tab() -> None:
+    gr.Markdown(INTRO)
+    with gr.Row():
+        task = gr.Dropdown([], label="Task", allow_custom_value=True)
+        model = gr.Dropdown([], label="Model", allow_custom_value=True)
+        refresh = gr.Button("Refresh the lists")
+        show = gr.Button("Compare", variant="primary")
+    status = gr.Markdown()
+    table = gr.Dataframe(label="One line per method (mean ± std over seeds)", interactive=False, wrap=True)
+    with gr.Row():
+        by_parameters = gr.Plot(label="Accuracy vs trainable parameters")
+        by_seconds = gr.Plot(label="Accuracy vs time")
+    apart = gr.Dataframe(label="Results on other test splits (not comparable with the table above)", interactive=False)
+    with gr.Row():
+        table_file = gr.File(label="The table (CSV)")
+        report_file = gr.File(label="One-page report (HTML: table, charts, every row's settings)")
+    with gr.Accordion("Run the standard comparison: every method at K per class over the seeds", open=False):
+        gr.Markdown(
+            "Calibrated zero-shot, in-context demonstrations, AutoPrompt and every trained method on the "
+            "same K examples per class and test texts. It first measures this machine and says how long "
+            "it will take; Stop keeps the finished runs. Each result is stored as it finishes."
+        )
+        source = model_and_task_inputs()
+        with gr.Row():
+            template = gr.Textbox(START_TEMPLATE, lines=2, label="Template")
+            verbalizer = verbalizer_box()
+        with gr.Row():
+            methods = config_input(StandardConfig, "methods", gr.CheckboxGroup, choices=list(STANDARD_METHODS))
+            settings = {
+                name: config_input(StandardConfig, name)
+                for name in ("shots", "seeds", "test_limit", "demonstrations_per_class", "autoprompt_iterations")
+            }
+            steps = config_input(TrainSettings, "steps")
+        with gr.Row():
+            run_button = gr.Button("Run the standard comparison", variant="primary")
+            stop_button = gr.Button("Stop", variant="stop")
+        run_status = gr.Markdown()
+        run_table = gr.Dataframe(label="This run so far", interactive=False, wrap=True)
+    form = dict(**source, template=template, verbalizer=verbalizer, methods=methods, **settings, steps=steps)
+    with gr.Accordion("Stored results: list, export, import, delete", open=False):
+        listing = gr.Dataframe(label="Stored results", interactive=False)
+        with gr.Row():
+            list_button = gr.Button("List")
+            export_button = gr.Button("Export all (JSON Lines)")
+            export_file = gr.File(label="Export")
+            import_file = gr.File(
+                label="Import rows.jsonl or rows.csv" + upload_limit_note(), file_types=[".jsonl", ".csv"]
+            )
+        with gr.Row():
+            ids = gr.Textbox(label="Ids to delete (space-separated; the first characters are enough)")
+            delete_button = gr.Button("Delete", variant="stop")
+        manage_status = gr.Markdown()
+
+    refresh.click(refresh_choices, None, [task, model], api_name="compare_choices", **INSTANT)
+    gr.on(
+        [source["task"].input, source["upload"].change],
+        suggest,
+        [source["task"], source["upload"], source["text_column"], source["label_column"]],
+        [template, verbalizer],
+        **INSTANT,
+    )
+    run_button.click(
+        run_standard_comparison,
+        inputs_kwargs=form,
+        outputs=[run_status, run_table],
+        api_name="standard_comparison",
+        **heavy(),
+    )
+    stop_button.click(
+        stop_handler("standard", "the standard comparison"),
+        None,
+        [run_status],
+        api_name="standard_comparison_stop",
+        **INSTANT,
+    )
+    show.click(
+        show_comparison,
+        [task, model],
+        [status, table, by_parameters, by_seconds, apart, table_file, report_file],
+        api_name="compare_show",
+        **light(),
+    )
+    list_button.click(list_results, None, [listing], api_name="results_list", **INSTANT)
+    export_button.click(export_results, None, [export_file], api_name="results_export", **light())
+    import_file.upload(import_results, [import_file], [manage_status, listing], api_name="results_import", **light())
+    delete_button.click(delete_results, [ids], [manage_status, listing], api_name="results_delete", **INSTANT)

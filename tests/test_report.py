@@ -1,0 +1,79 @@
+"""The comparison of stored rows: splits never mixed, lines per method, the paired interval, a reproducible page."""
+
+from __future__ import annotations
+
+import pytest
+
+from peftlab.report import compare, display_table, report_html
+from peftlab.stats import paired_difference
+from peftlab.store import ResultRow, ResultStore
+from peftlab.tasks import Task
+
+TEXTS = [{"text": f"text {i}", "label": i % 2} for i in range(40)]
+TASK = Task("tiny", ["negative", "positive"], ["text"], train=[], test=TEXTS)
+GOLD = [e["label"] for e in TEXTS]
+
+
+def row(method, predicted, seed=None, k=None, texts=TEXTS, kind="trained", **values) -> ResultRow:
+    return ResultRow.scored(
+        kind,
+        "tiny-llama",
+        TASK,
+        method,
+        {"lr": 0.1},
+        texts,
+        predicted,
+        seed=seed,
+        k=k,
+        metrics={"model_params": 1000},
+        **values,
+    )
+
+
+def flip(n_wrong: int, offset: int = 0) -> list[int]:
+    """The gold labels with `n_wrong` of them (from `offset`) flipped."""
+    return [1 - g if offset <= i < offset + n_wrong else g for i, g in enumerate(GOLD)]
+
+
+def test_rows_from_different_tabs_on_the_same_texts_land_in_one_table():
+    rows = [
+        row("zero-shot · mean", flip(12), kind="cloze"),
+        row("autoprompt", flip(10), seed=13, k=16, kind="autoprompt"),
+        row("lora", flip(4), seed=13, k=16, trainable_params=10),
+        row("lora", flip(6, offset=20), seed=21, k=16, trainable_params=10),
+    ]
+    (split,) = compare(rows)
+    assert (
+        split.baseline == "zero-shot · mean" and split.texts == 40 and split.support == {"negative": 20, "positive": 20}
+    )
+    table = split.table.set_index("method")
+    assert table.loc["lora", "runs"] == 2 and table.loc["lora", "accuracy_mean"] == pytest.approx((36 + 34) / 80)
+    assert table.loc["lora", "accuracy_std"] == pytest.approx(abs(36 - 34) / 40 / 2**0.5)
+    assert table.loc["lora", "trainable_share"] == pytest.approx(0.01)
+    expected = paired_difference(GOLD, [flip(4), flip(6, offset=20)], [flip(12)])
+    assert (table.loc["lora", "vs_baseline"], table.loc["lora", "ci_low"]) == pytest.approx(
+        (expected.difference, expected.low)
+    )
+    assert table.loc["lora", "verdict"] == "better" and table.loc["autoprompt", "verdict"] == "not distinguishable"
+    assert display_table(split.table)["vs baseline (points, 95% CI)"].iloc[-1].startswith("+")
+
+
+def test_rows_on_another_split_are_shown_apart_never_mixed():
+    other_texts = TEXTS[:20]
+    rows = [
+        row("zero-shot · mean", flip(12), kind="cloze"),
+        row("lora", flip(2), seed=13, k=16),
+        row("lora", [e["label"] for e in other_texts], seed=21, k=16, texts=other_texts),
+    ]
+    splits = compare(rows)
+    assert [(s.texts, list(s.table["method"])) for s in splits] == [(40, ["zero-shot · mean", "lora"]), (20, ["lora"])]
+    assert splits[1].baseline is None and splits[1].table["verdict"].tolist() == [""]
+
+
+def test_the_report_from_the_store_alone_is_the_same_twice(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add([row("zero-shot · mean", flip(12), kind="cloze"), row("lora", flip(2), seed=13, k=16)])
+    first = report_html(compare(store.rows()), store.rows())
+    second = report_html(compare(ResultStore(tmp_path / "r.sqlite").rows()), ResultStore(tmp_path / "r.sqlite").rows())
+    assert first == second
+    assert "zero-shot · mean" in first and "chart-0-0" in first and "chart-0-1" in first

@@ -1,0 +1,56 @@
+"""Paired differences on the same texts: against a hand computation and against scipy's own tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from peftlab.stats import correctness, mcnemar, paired_difference
+
+
+def test_seeds_are_pooled_per_text_before_the_difference():
+    gold = [0, 1, 1, 0]
+    runs_a = [[0, 1, 0, 0], [0, 1, 1, 1]]  # per text: 1, 1, 0.5, 0.5
+    assert correctness(gold, runs_a).tolist() == [1.0, 1.0, 0.5, 0.5]
+    result = paired_difference(gold, runs_a, [[1, 1, 1, 1]])  # B: 0, 1, 1, 0
+    assert result.difference == pytest.approx((1 + 0 - 0.5 + 0.5) / 4) and result.texts == 4
+
+
+def test_the_bootstrap_interval_equals_a_hand_computation_of_the_same_resamples():
+    rng = np.random.default_rng(7)
+    gold = rng.integers(0, 2, 100)
+    a = np.where(rng.random(100) < 0.9, gold, 1 - gold)
+    b = np.where(rng.random(100) < 0.5, gold, 1 - gold)
+    result = paired_difference(gold, [a], [b], resamples=500, seed=3)
+    differences = (a == gold).astype(float) - (b == gold).astype(float)
+    # scipy's percentile bootstrap: resample texts with replacement, take the mean, read the 2.5 and 97.5 percentiles.
+    expected = scipy_stats.bootstrap(
+        (differences,), np.mean, n_resamples=500, method="percentile", rng=np.random.default_rng(3)
+    ).confidence_interval
+    assert (result.low, result.high) == pytest.approx((expected.low, expected.high))
+    assert result.difference == pytest.approx(differences.mean())
+    assert result.low < result.difference < result.high and result.distinguishable
+
+
+def test_a_difference_whose_interval_holds_zero_is_not_distinguishable():
+    gold = [0, 1] * 10
+    a = [0, 1] * 5 + [1, 0] * 5  # right on the first 10 texts
+    b = [1, 0] * 5 + [0, 1] * 5  # right on the last 10
+    result = paired_difference(gold, [a], [b])
+    assert result.difference == 0 and result.low < 0 < result.high and not result.distinguishable
+    same = paired_difference(gold, [a], [a])
+    assert (same.difference, same.low, same.high) == (0, 0, 0) and not same.distinguishable
+
+
+def test_mcnemar_is_the_exact_binomial_test_on_discordant_texts():
+    gold = [1] * 10
+    a = [1] * 9 + [0]  # a alone right on 7 texts, b alone on 1
+    b = [0] * 7 + [1, 1, 1]
+    only_a = sum(x == g != y for x, y, g in zip(a, b, gold))
+    only_b = sum(y == g != x for x, y, g in zip(a, b, gold))
+    assert (only_a, only_b) == (7, 1)
+    # by hand: P(X <= 1 or X >= 7) for X ~ Binomial(8, 1/2) = 2 * (1 + 8) / 256
+    assert mcnemar(gold, a, b) == pytest.approx(2 * 9 / 256)
+    assert mcnemar(gold, a, b) == pytest.approx(scipy_stats.binomtest(7, 8, 0.5).pvalue)
+    assert mcnemar(gold, a, a) == 1.0

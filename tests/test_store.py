@@ -1,0 +1,89 @@
+"""The results store: rows in, rows out, per owner, two writers at once, export and import, restart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from peftlab.errors import PeftlabError
+from peftlab.store import ResultRow, ResultStore, fingerprint, per_class_f1
+from peftlab.tasks import Task
+
+TASK = Task(
+    "tiny",
+    ["negative", "positive"],
+    ["text"],
+    train=[],
+    test=[{"text": t, "label": y} for t, y in (("good", 1), ("bad", 0), ("fine", 1), ("awful", 0))],
+)
+
+
+def row(method="zero-shot", seed=None, predicted=(1, 0, 0, 0), **values) -> ResultRow:
+    return ResultRow.scored(
+        "cloze", "tiny-llama", TASK, method, {"template": "{text} {mask}"}, TASK.test, predicted, seed=seed, **values
+    )
+
+
+def test_a_scored_row_carries_its_metrics_computed_by_hand():
+    r = row(predicted=(1, 0, 0, 0))  # right, right, wrong, right
+    assert r.accuracy == 0.75 and r.gold == [1, 0, 1, 0] and r.predictions == [1, 0, 0, 0]
+    # negative: tp 2, predicted 3, gold 2 -> 4/5; positive: tp 1, predicted 1, gold 2 -> 2/3
+    assert r.per_class_f1 == pytest.approx({"negative": 0.8, "positive": 2 / 3})
+    assert r.macro_f1 == pytest.approx((0.8 + 2 / 3) / 2)
+    assert r.test_fingerprint == fingerprint(TASK.test) != fingerprint(TASK.test[:3])
+    assert per_class_f1([0, 0], [1, 1], ["a", "b"]) == {"a": 0.0, "b": 0.0}
+
+
+def test_rows_survive_a_restart_and_are_read_per_owner(tmp_path):
+    path = tmp_path / "results.sqlite"
+    ResultStore(path).add([row(), row("lora", seed=13)])
+    ResultStore(path, owner="visitor-a").add([row("head", seed=21)])
+    reopened = ResultStore(path)
+    assert [r.method for r in reopened.rows()] == ["zero-shot", "lora"]
+    assert [r.method for r in ResultStore(path, owner="visitor-a").rows()] == ["head"]
+    assert reopened.rows(method="lora")[0].predictions == [1, 0, 0, 0] and reopened.rows(method="lora")[0].seed == 13
+    with pytest.raises(PeftlabError, match=r"^Results have no column colour"):
+        reopened.rows(colour="red")
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path):
+    path = tmp_path / "results.sqlite"
+    ResultStore(path)
+    script = (
+        "import sys\nfrom tests.test_store import row\nfrom peftlab.store import ResultStore\n"
+        "store = ResultStore(sys.argv[1])\n"
+        "for i in range(60):\n    store.add([row('w' + sys.argv[2], seed=i)])\n"
+    )
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(path), str(n)]) for n in (1, 2)]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    rows = ResultStore(path).rows()
+    assert len(rows) == 120 and {r.method for r in rows} == {"w1", "w2"}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_export_and_import_give_back_the_same_rows(tmp_path, suffix):
+    source = ResultStore(tmp_path / "a.sqlite")
+    source.add([row(), row("lora", seed=13, trainable_params=10, train_seconds=1.5)])
+    exported = tmp_path / f"rows{suffix}"
+    assert source.export(exported) == 2
+    target = ResultStore(tmp_path / "b.sqlite", owner="me")
+    assert target.import_(exported) == 2
+    for before, after in zip(source.rows(), target.rows()):
+        assert {**before.__dict__, "owner": "me"} == after.__dict__
+
+
+def test_delete_and_bad_files_are_one_sentence(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    (kept, gone) = store.add([row(), row("lora")])
+    assert store.delete([gone[:8]]) == 1 and [r.id for r in store.rows()] == [kept]
+    with pytest.raises(PeftlabError, match=r"^No single result has an id starting with 'zzz' \(0 do\)"):
+        store.delete(["zzz"])
+    with pytest.raises(PeftlabError, match=r"^Results are exported as \.jsonl or \.csv, not \.txt\.$"):
+        store.export(tmp_path / "rows.txt")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"method": "x"}) + "\n")
+    with pytest.raises(PeftlabError, match=r"^bad.jsonl is not an export of peftlab results \(KeyError"):
+        store.import_(bad)
