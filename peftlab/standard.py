@@ -5,7 +5,8 @@ The methods, cheapest first (so a Stop keeps the most lines):
 - calibrated zero-shot: the template and verbalizer with mean-centring (once; no training data);
 - in-context demonstrations: `demonstrations_per_class` of each seed's K-shot training examples in front of
   every input (Brown et al. 2020; the small embedded model's context holds few);
-- AutoPrompt (Shin et al. 2020) trained on each seed's K examples per class, `autoprompt_iterations` swaps;
+- AutoPrompt (Shin et al. 2020): TRIGGER_SLOTS trigger slots put before the template's mask, searched on each
+  seed's K examples per class for `autoprompt_iterations` swaps (so it starts from the manual prompt);
 - the trained methods (prompt tuning, P-tuning, prefix tuning, LoRA, adapters, head-only and prompt-based full
   fine-tuning) with the shared trainer's settings, on the same K-shot examples (LM-BFF's protocol).
 """
@@ -30,6 +31,7 @@ from peftlab.training import Event
 from peftlab.tuning import TrainEvent, TrainSettings
 
 ZERO_SHOT, IN_CONTEXT, AUTOPROMPT = "zero-shot · mean", "in-context · mean", "autoprompt"
+TRIGGER_SLOTS = 5
 TRAINED = ("prompt-tuning", "p-tuning", "prefix-tuning", "lora", "adapter", "head", "full")
 STANDARD_METHODS = (ZERO_SHOT, IN_CONTEXT, AUTOPROMPT, *TRAINED)
 
@@ -119,7 +121,7 @@ def run_standard(
         if method in (ZERO_SHOT, IN_CONTEXT):
             yield _cloze_row(scoring_lm, task, template, verbalizer, config, seed, len(test))
         elif method == AUTOPROMPT:
-            for item in _autoprompt(scoring_lm, task, verbalizer, config, seed, stop):
+            for item in _autoprompt(scoring_lm, task, template, verbalizer, config, seed, stop):
                 yield item
         else:
             run = PlannedRun(method_config(method), config.shots, seed, method)
@@ -140,8 +142,11 @@ def _cloze_row(
     return row
 
 
-def _autoprompt(lm: LM, task: Task, verbalizer, config: StandardConfig, seed: int, stop) -> Iterator[ResultRow]:
+def _autoprompt(
+    lm: LM, task: Task, template: str, verbalizer, config: StandardConfig, seed: int, stop
+) -> Iterator[ResultRow]:
     search = AutoPromptConfig(
+        template=template.replace("{mask}", f"{' [T]' * TRIGGER_SLOTS} {{mask}}"),
         iterations=config.autoprompt_iterations,
         train_size=config.shots * len(task.label_names),
         seed=seed,

@@ -1,0 +1,106 @@
+"""The standard comparison on rt-sentiment and bbc-topic: every method, K=16, three seeds, 500 test texts.
+
+Run from the repository root:
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/standard_comparison.py [--tasks rt-sentiment,bbc-topic]
+
+For each task, `peftlab.standard.run_standard` with its defaults (calibrated zero-shot, in-context demonstrations,
+AutoPrompt, prompt tuning, P-tuning, prefix tuning, LoRA, adapters, head-only, full fine-tuning) on the embedded
+model, the task's suggested prompt, K=16 per class, seeds 13/21/42, a stratified subset of 500 test texts, the
+shared trainer's defaults. Every row goes to a fresh results store. Reported per task: the estimate made before
+starting, the wall time (target 30 minutes) and where it went (seconds per method, all seeds), the comparison
+table with each method's difference from calibrated zero-shot and its 95 % paired interval; then the store's
+size, and whether the report written twice from the store alone is byte-identical.
+
+stdout gets one JSON object (indent 2) as its last line; progress lines go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from benchmarks.common import Phase, logger  # noqa: E402
+from peftlab.models import load_lm  # noqa: E402
+from peftlab.prompts import suggested_prompt  # noqa: E402
+from peftlab.report import compare, report_html  # noqa: E402
+from peftlab.standard import StandardConfig, StandardEvent, estimate_seconds, measure, run_standard  # noqa: E402
+from peftlab.store import ResultRow, ResultStore  # noqa: E402
+from peftlab.tasks import load_task  # noqa: E402
+from peftlab.tuning import TrainSettings  # noqa: E402
+
+TARGET_MINUTES = 30
+log = logger("standard_comparison")
+
+
+def one_task(name: str, store: ResultStore, config: StandardConfig, settings: TrainSettings) -> dict:
+    task = load_task(name)
+    template, verbalizer = suggested_prompt(task.name, task.label_names)
+    scoring_lm, training_lm = load_lm("smollm2-135m"), load_lm("smollm2-135m", dtype="fp32")
+    costs = estimate_seconds(config, settings, task, *measure(scoring_lm, training_lm, task, template, verbalizer))
+    log(f"{name}: estimated {sum(costs.values()) / 60:.1f} minutes")
+    seconds: dict[str, float] = {}
+    with Phase(name, log) as phase:
+        started = time.perf_counter()
+        for item in run_standard(scoring_lm, training_lm, task, template, verbalizer, config, settings):
+            if isinstance(item, StandardEvent):
+                log(f"  run {item.step}/{item.runs}: {item.method} seed {item.seed}")
+                run_started = time.perf_counter()
+            elif isinstance(item, ResultRow):
+                store.add([item])
+                seconds[item.method] = seconds.get(item.method, 0.0) + time.perf_counter() - run_started
+                log(f"    accuracy {item.accuracy:.4f} after {time.perf_counter() - run_started:.0f} s")
+        wall = time.perf_counter() - started
+    (split,) = compare(store.rows(task=name))
+    table = split.table.round(4).to_dict("records")
+    return {
+        "task": name,
+        "test_texts": split.texts,
+        "support": split.support,
+        "estimated_seconds": round(sum(costs.values())),
+        "estimated_seconds_per_method": {k: round(v) for k, v in costs.items()},
+        "wall_seconds": round(wall, 1),
+        "seconds_per_method": {k: round(v, 1) for k, v in seconds.items()},
+        "within_target": wall <= TARGET_MINUTES * 60,
+        "others_cpu_share": round(phase.others_cpu_share, 3),
+        "table": table,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="rt-sentiment,bbc-topic")
+    parser.add_argument("--test-limit", type=int, default=500)
+    args = parser.parse_args()
+    store_file = Path(tempfile.mkdtemp(prefix="peftlab-standard-")) / "results.sqlite"
+    store = ResultStore(store_file)
+    config, settings = StandardConfig(test_limit=args.test_limit), TrainSettings()
+    tasks = [one_task(name, store, config, settings) for name in args.tasks.split(",")]
+    rows = store.rows()
+    first = report_html(compare(rows), rows)
+    rows_again = ResultStore(store_file).rows()
+    second = report_html(compare(rows_again), rows_again)
+    report = {
+        "config": config.to_dict(),
+        "train_settings": settings.to_dict(),
+        "tasks": tasks,
+        "store_rows": len(rows),
+        "store_bytes": store_file.stat().st_size,
+        "report_bytes": len(first.encode()),
+        "report_identical_from_store": first == second,
+        "target_minutes_per_task": TARGET_MINUTES,
+    }
+    print(json.dumps(report, indent=2))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

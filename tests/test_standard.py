@@ -1,0 +1,100 @@
+"""The standard comparison: every method on the same texts and K-shot examples, in order, stoppable, estimated."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from peftlab.errors import PeftlabError
+from peftlab.report import compare
+from peftlab.standard import (
+    AUTOPROMPT,
+    IN_CONTEXT,
+    STEP_COST,
+    ZERO_SHOT,
+    StandardConfig,
+    StandardEvent,
+    estimate_seconds,
+    plan,
+    run_standard,
+)
+from peftlab.store import ResultRow
+from peftlab.tuning import TrainSettings
+from tests.test_tuning import TEMPLATE, VERBALIZER, easy_task
+
+SETTINGS = TrainSettings(steps=2, eval_every=1)
+
+
+def config(**changes) -> StandardConfig:
+    values = dict(
+        methods=(ZERO_SHOT, IN_CONTEXT, AUTOPROMPT, "lora", "head"),
+        shots=2,
+        seeds=(13, 21),
+        test_limit=4,
+        demonstrations_per_class=1,
+        autoprompt_iterations=1,
+    )
+    return StandardConfig(**values | changes)
+
+
+def test_every_method_runs_on_the_same_texts_and_lands_on_one_table(tiny_causal):
+    items = list(run_standard(tiny_causal, tiny_causal, easy_task(), TEMPLATE, VERBALIZER, config(), SETTINGS))
+    events = [i for i in items if isinstance(i, StandardEvent)]
+    rows = [i for i in items if isinstance(i, ResultRow)]
+    assert (
+        [(e.method, e.seed) for e in events]
+        == plan(config())
+        == [
+            (ZERO_SHOT, None),
+            (IN_CONTEXT, 13),
+            (IN_CONTEXT, 21),
+            (AUTOPROMPT, 13),
+            (AUTOPROMPT, 21),
+            ("lora", 13),
+            ("lora", 21),
+            ("head", 13),
+            ("head", 21),
+        ]
+    )
+    assert [(r.method, r.seed) for r in rows] == [(e.method, e.seed) for e in events]
+    assert len({r.test_fingerprint for r in rows}) == 1 and all(len(r.predictions) == 4 for r in rows)
+    assert all(r.k == 2 for r in rows[1:]) and rows[1].settings["shots_in_context"] == 2  # one per class
+    assert "[T]" in rows[3].settings["config"]["template"] and rows[3].settings["template"].startswith("Review:")
+    (split,) = compare(rows)
+    assert split.baseline == ZERO_SHOT and set(split.table["method"]) == {r.method for r in rows}
+    assert split.table.set_index("method").loc["lora", "runs"] == 2
+
+
+def test_stop_keeps_the_finished_runs_and_starts_no_other(tiny_causal):
+    stop = threading.Event()
+    rows = []
+    for item in run_standard(tiny_causal, tiny_causal, easy_task(), TEMPLATE, VERBALIZER, config(), SETTINGS, stop):
+        if isinstance(item, ResultRow):
+            rows.append(item)
+            if len(rows) == 3:
+                stop.set()
+    assert [r.method for r in rows] == [ZERO_SHOT, IN_CONTEXT, IN_CONTEXT]
+
+
+def test_the_estimate_adds_up_the_measured_costs():
+    task = easy_task()
+    costs = estimate_seconds(config(), SETTINGS, task, per_text=0.01, per_step=1.0)
+    n_test, dev, evaluations = 4, 2 * 2, 2 // 1 + 1
+    assert costs[ZERO_SHOT] == pytest.approx(n_test * 0.01)
+    assert costs[IN_CONTEXT] == pytest.approx(2 * n_test * 0.01 * (1 + 2))
+    assert costs["lora"] == pytest.approx(2 * (2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.01 + n_test * 0.01))
+    assert set(costs) == set(config().methods)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (dict(methods=("lora", "magic")), r"^The standard comparison has no method 'magic'"),
+        (dict(demonstrations_per_class=3), r"^3 demonstrations per class cannot come from 2 examples per class"),
+        (dict(seeds=()), r"^The standard comparison needs at least one method and one seed\.$"),
+    ],
+)
+def test_bad_settings_are_one_sentence(changes, message):
+    with pytest.raises(PeftlabError, match=message):
+        config(**changes)
