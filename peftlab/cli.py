@@ -181,7 +181,7 @@ def _progress_printer(label: str):
 
 
 def run_cloze(args: argparse.Namespace) -> None:
-    from peftlab.cloze import ClozeSetup, demonstrations_note, evaluate
+    from peftlab.cloze import ClozeSetup, demonstrations_note, evaluate, scored_note
     from peftlab.models import load_lm
     from peftlab.prompts import suggested_prompt
     from peftlab.tasks import load_task
@@ -204,6 +204,7 @@ def run_cloze(args: argparse.Namespace) -> None:
         **settings,
         limit=config.limit,
         batch_size=config.batch_size,
+        split=task.zero_shot_split,
         progress=None if args.json else _progress_printer("scoring"),
     )
     _store(args, [result.row])
@@ -211,6 +212,7 @@ def run_cloze(args: argparse.Namespace) -> None:
         print(json.dumps(result.summary()))
         return
     print(f"accuracy {result.accuracy:.4f}  macro-F1 {result.macro_f1:.4f}  n {result.n}  {result.seconds:.1f} s")
+    print(f"scored {scored_note(result.settings)}")
     if config.shots_in_context:
         print(demonstrations_note(result.settings))
     width = max(len(name) for name in result.label_names)

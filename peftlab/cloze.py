@@ -400,8 +400,10 @@ def evaluate(
     seed: int = 13,
     batch_size: int = 32,
     progress: ProgressFn | None = None,
+    split: str = "test",
 ) -> ClozeEvaluation:
-    """Zero-shot (or in-context) cloze evaluation on the task's held-out test split.
+    """Zero-shot (or in-context) cloze evaluation on the task's held-out test split (or its `split`: "all" rows of an
+    upload without a split column, since nothing is trained; `Task.zero_shot_split` says which to use).
 
     `limit` scores a stratified subset of that many test texts (`Task.test_subset`: the same texts for every
     method). Mean-centring over fewer than MEAN_REFERENCE_TEXTS texts also sees a reference sample of test
@@ -413,7 +415,7 @@ def evaluate(
     if limit is not None and limit < 1:
         raise PeftlabError(f"The limit must be at least 1 test text, not {limit}.")
     setup = ClozeSetup.build(task, templates, verbalizer, calibration, shots_in_context, seed)
-    examples = task.test_subset(limit)
+    examples = task.test_subset(limit, split)
     reference = setup.reference_for(task, examples)
     started = time.perf_counter()
     log_probs = setup.predict_log_probs(lm, examples, batch_size, progress, reference)
@@ -454,6 +456,7 @@ def evaluate(
         settings,
         examples,
         predicted,
+        split=split,
         k=len(setup.prompts[0].demonstrations) or None,
         scoring_seconds=seconds,
         device=str(lm.device),
@@ -466,7 +469,7 @@ def evaluate(
         confusion=confusion_matrix(gold, predicted, len(names)),
         predictions=table,
         seconds=seconds,
-        settings=settings,
+        settings=row.settings,
         row=row,
     )
 
@@ -475,6 +478,13 @@ def cloze_method_name(calibration: str, demonstrations: int) -> str:
     """How a cloze result is named among the methods: zero-shot or in-context, and its calibration."""
     name = "in-context" if demonstrations else "zero-shot"
     return name if calibration == "none" else f"{name} · {calibration}"
+
+
+def scored_note(settings: dict) -> str:
+    """What an evaluation scored, in words: "200 test texts", or every row of an upload without a split column."""
+    if settings["split"] == "all":
+        return f"all {settings['rows_scored']} rows (the file has no split column and nothing was trained)"
+    return f"{settings['rows_scored']} test texts"
 
 
 def demonstrations_note(settings: dict) -> str:

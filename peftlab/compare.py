@@ -339,7 +339,8 @@ def run_record(
     record = {
         "model": lm.name,
         "task": task.name,
-        "test_texts": len(task.test_subset(test_limit)),
+        "split": "test",
+        "rows_scored": len(task.test_subset(test_limit)),
         "support": task.support(task.test_subset(test_limit)),
         "templates": [p.template.text for p in setup.prompts],
         "verbalizer": json.loads(setup.prompts[0].verbalizer.to_json()),

@@ -105,9 +105,12 @@ class ResultRow:
         settings: dict,
         examples: Sequence[dict],
         predicted: Sequence[int],
+        split: str = "test",
         **values,
     ) -> ResultRow:
-        """A row for `predicted` labels of `examples` (test rows of `task`), with its metrics computed here."""
+        """A row for `predicted` labels of `examples` (rows of `task`'s `split`: "test", or "all" for zero-shot
+        scoring of an upload without a split column), with its metrics computed here; its settings record the
+        split and the number of rows scored (`rows_scored`)."""
         gold = [int(e["label"]) for e in examples]
         predicted = [int(p) for p in predicted]
         accuracy = float(np.mean(np.asarray(gold) == np.asarray(predicted))) if gold else None
@@ -117,7 +120,7 @@ class ResultRow:
             task=task.name,
             test_fingerprint=fingerprint(examples),
             method=method,
-            settings=settings,
+            settings={**settings, "split": split, "rows_scored": len(examples)},
             accuracy=accuracy,
             macro_f1=macro_f1(gold, predicted, len(task.label_names)),
             per_class_f1=per_class_f1(gold, predicted, task.label_names),

@@ -44,67 +44,101 @@ BBC_FOLDERS = {
 
 @dataclass
 class Task:
-    """A labelled text data set with a fixed held-out test split and a training pool."""
+    """A labelled text data set with a fixed held-out test split and a training pool (and a dev split, when the
+    data came with one)."""
 
     name: str
     label_names: list[str]
     text_fields: list[str]
     train: list[dict] = field(repr=False)
     test: list[dict] = field(repr=False)
+    dev: list[dict] = field(default_factory=list, repr=False)
+    # An upload without a split column: its test split was held out here, and zero-shot scoring (which trains
+    # nothing) may score every row instead.
+    held_out_here: bool = False
+
+    @property
+    def zero_shot_split(self) -> str:
+        """What a zero-shot evaluation scores: "all" rows of an upload without a split column, else "test"."""
+        return "all" if self.held_out_here else "test"
+
+    def rows(self, split: str) -> list[dict]:
+        """The rows of a split: "test", "train" (the pool), "dev", or "all" of them."""
+        if split == "all":
+            return self.train + self.dev + self.test
+        return {"test": self.test, "train": self.train, "dev": self.dev}[split]
 
     def few_shot(self, k: int, seed: int = 13) -> tuple[list[dict], list[dict]]:
         """Sample K examples per class for train and a disjoint K per class for dev (LM-BFF).
 
+        When the data came with a dev split, dev takes K per class from it (all of a class's, when it has fewer)
+        and the training pool needs only K per class.
+
         Raises:
-            PeftlabError: K below 1, or a class with fewer than 2K examples in the training pool.
+            PeftlabError: K below 1, a class with too few examples in the training pool, or none in a given dev split.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise PeftlabError(f"k (examples per class) must be a whole number of at least 1, got {k!r}.")
         by_label = self._pool_by_label()
+        needed = k if self.dev else 2 * k
         for label, rows in enumerate(by_label):
-            if 2 * k > len(rows):
+            if needed > len(rows):
                 name, size = self.label_names[label], len(rows)
+                if self.dev:
+                    raise PeftlabError(
+                        f"k={k} needs {k} examples of class '{name}' in the training pool of "
+                        f"'{self.name}' but it has only {size}; use k <= {size}."
+                    )
                 hint = f"use k <= {size // 2}" if size >= 2 else "add more examples of that class"
                 raise PeftlabError(
                     f"k={k} needs {2 * k} examples of class '{name}' (K for train and K for dev) "
                     f"but the training pool of '{self.name}' has only {size}; {hint}."
                 )
+        dev_by_label = [[r for r in self.dev if r["label"] == label] for label in range(len(self.label_names))]
+        if self.dev and not all(dev_by_label):
+            name = self.label_names[next(i for i, rows in enumerate(dev_by_label) if not rows)]
+            raise PeftlabError(f"The dev split of '{self.name}' has no example of class '{name}'; mark some 'dev'.")
         rng = random.Random(seed)
         train, dev = [], []
-        for rows in by_label:
-            picked = rng.sample(rows, 2 * k)
+        for label, rows in enumerate(by_label):
+            picked = rng.sample(rows, needed)
             train += [dict(r) for r in picked[:k]]
-            dev += [dict(r) for r in picked[k:]]
+            if self.dev:
+                dev += [dict(r) for r in rng.sample(dev_by_label[label], min(k, len(dev_by_label[label])))]
+            else:
+                dev += [dict(r) for r in picked[k:]]
         rng.shuffle(train)
         rng.shuffle(dev)
         return train, dev
 
-    def test_subset(self, limit: int | None = None) -> list[dict]:
-        """The test texts a job scores: all of them, or `limit` of them stratified by label.
+    def test_subset(self, limit: int | None = None, split: str = "test") -> list[dict]:
+        """The texts a job scores: all rows of `split` (the test split by default), or `limit` of them stratified by
+        label.
 
         Each label gets its share of `limit` (largest remainders first, at least one per label when `limit`
-        allows), drawn from the label's test texts in an order fixed by SPLIT_SEED, and the subset keeps
-        the split's order. So every method, tab and command scores the same texts for the same limit (results
-        stay paired), and a larger limit only adds texts. A split stored sorted by label (bbc-topic) gives
-        every class, not the first one's texts.
+        allows), drawn from the label's rows in an order fixed by SPLIT_SEED, and the subset keeps the split's
+        order. So every method, tab and command scores the same texts for the same limit (results stay
+        paired), and a larger limit only adds texts. A split stored sorted by label (bbc-topic) gives every
+        class, not the first one's texts.
 
         Raises:
             PeftlabError: a limit below 1.
         """
-        if limit is None or limit >= len(self.test):
-            return list(self.test)
+        rows = self.rows(split)
+        if limit is None or limit >= len(rows):
+            return list(rows)
         if limit < 1:
             raise PeftlabError(f"The number of test texts must be at least 1, not {limit}.")
         by_label = defaultdict(list)
-        for index, row in enumerate(self.test):
+        for index, row in enumerate(rows):
             by_label[row["label"]].append(index)
-        counts = _stratified_counts({label: len(rows) for label, rows in by_label.items()}, limit)
+        counts = _stratified_counts({label: len(indices) for label, indices in by_label.items()}, limit)
         picked = []
         for label in sorted(by_label):
             order = list(by_label[label])
             random.Random(f"{SPLIT_SEED}:{label}").shuffle(order)
             picked += order[: counts[label]]
-        return [self.test[i] for i in sorted(picked)]
+        return [rows[i] for i in sorted(picked)]
 
     def support(self, rows: list[dict]) -> dict[str, int]:
         """How many of `rows` carry each label, by label name (every label, zeros included)."""
@@ -236,11 +270,14 @@ def _build_task(
     label_names: list[str] | None = None,
     test_rows: list[dict] | None = None,
     test_per_class: int | None = None,
+    dev_rows: list[dict] | None = None,
+    test_cap: int | None = HUB_TEST_CAP,
 ) -> Task:
     """Turn rows with string labels into a Task with a stratified held-out test split (seed 0).
 
     Without `test_rows`, the test split is `test_per_class` rows of each class, or 20 % of each class
-    (at least 1); with `test_rows`, those are the test split, capped at 1,000 by a stratified sample.
+    (at least 1); with `test_rows`, those are the test split, capped at `test_cap` by a stratified sample.
+    `dev_rows`, when given, are the dev split few-shot runs draw their dev examples from.
     """
     rows = _dedupe(rows)
     if not rows:
@@ -249,45 +286,90 @@ def _build_task(
             "fill in the text and label columns."
         )
     test_rows = _dedupe(test_rows) if test_rows is not None else None
+    dev_rows = _dedupe(dev_rows or [])
     if label_names is None:
-        label_names = sorted({r["label"] for r in rows + (test_rows or [])})
+        label_names = sorted({r["label"] for r in rows + (test_rows or []) + dev_rows})
     if len(label_names) < 2:
         raise PeftlabError(
             f"The data set '{name}' has a single class ({label_names[0]!r}); "
             "a classification task needs at least two different labels."
         )
     index = {label: i for i, label in enumerate(label_names)}
-    rows = [{**r, "label": index[r["label"]]} for r in rows if r["label"] in index]
+
+    def indexed(split_rows: list[dict]) -> list[dict]:
+        return [{**r, "label": index[r["label"]]} for r in split_rows if r["label"] in index]
+
+    rows = indexed(rows)
     sizes = Counter(r["label"] for r in rows)
     if test_rows is None:
         counts = {lab: test_per_class or max(1, round(UPLOAD_TEST_FRACTION * n)) for lab, n in sizes.items()}
         rows, test = _split_off(rows, counts)
     else:
-        test = [{**r, "label": index[r["label"]]} for r in test_rows if r["label"] in index]
-        if len(test) > HUB_TEST_CAP:
+        test = indexed(test_rows)
+        if test_cap is not None and len(test) > test_cap:
             share = Counter(r["label"] for r in test)
-            counts = {lab: max(1, HUB_TEST_CAP * n // len(test)) for lab, n in share.items()}
+            counts = {lab: max(1, test_cap * n // len(test)) for lab, n in share.items()}
             _, test = _split_off(test, counts)
-    test_texts = {r["text"] for r in test}
-    train = [r for r in rows if r["text"] not in test_texts]
-    return Task(name=name, label_names=list(label_names), text_fields=text_fields, train=train, test=test)
+    held_out = {r["text"] for r in test}
+    dev = [r for r in indexed(dev_rows) if r["text"] not in held_out]
+    held_out |= {r["text"] for r in dev}
+    train = [r for r in rows if r["text"] not in held_out]
+    return Task(name=name, label_names=list(label_names), text_fields=text_fields, train=train, test=test, dev=dev)
 
 
 # ---------------------------------------------------------------- uploads
 
 
+SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
+
+
 def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
-    """Read a CSV, JSON Lines or JSON file (as `peftlab.uploads` reads them) into a Task."""
+    """Read a CSV, JSON Lines or JSON file (as `peftlab.uploads` reads them) into a Task.
+
+    A `split` column (train, dev or test per row; validation counts as dev) is honoured; without one, 20 % of
+    each class is held out as the test split, and zero-shot scoring may score every row (`Task.zero_shot_split`).
+    """
     source = f"The file '{path.name}'"
     frame = read_table(path)
     if frame.empty:
         raise PeftlabError(f"{source} has no rows; add at least one labelled row per class.")
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
+    split_column = next(
+        (c for c in columns if c.strip().lower() == "split" and c not in (text_column, label_column)), None
+    )
+    splits = _split_values(frame[split_column], source) if split_column else None
+    if split_column:
+        frame = frame.drop(columns=split_column)
+        columns.remove(split_column)
     string_columns = [c for c in columns if pd.api.types.is_string_dtype(frame[c])]
     fields = _text_fields(columns, string_columns, text_column, label_column, source)
-    rows = _to_rows(frame.to_dict("records"), fields, text_column, label_column)
-    return _build_task(path.name, rows, fields)
+    records = frame.to_dict("records")
+    if splits is None:
+        task = _build_task(path.name, _to_rows(records, fields, text_column, label_column), fields)
+        task.held_out_here = True
+        return task
+    by_split = {name: [r for r, s in zip(records, splits) if s == name] for name in ("train", "dev", "test")}
+    if not by_split["test"]:
+        raise PeftlabError(
+            f"{source} marks no row 'test' in its split column; mark some rows test (or leave the split "
+            "column out, and 20 % of each class is held out)."
+        )
+    rows = {name: _to_rows(split_rows, fields, text_column, label_column) for name, split_rows in by_split.items()}
+    return _build_task(path.name, rows["train"], fields, test_rows=rows["test"], dev_rows=rows["dev"], test_cap=None)
+
+
+def _split_values(column: pd.Series, source: str) -> list[str]:
+    """The split of every row, by SPLIT_NAMES; an unknown or empty one is refused in one sentence."""
+    raw = [_clean(value) for value in column]
+    bad = [(number, value) for number, value in enumerate(raw, start=1) if value.lower() not in SPLIT_NAMES]
+    if bad:
+        values = ", ".join(dict.fromkeys(repr(value) for _, value in bad))
+        raise PeftlabError(
+            f"{source} has split value(s) {values} (first in data row {bad[0][0]}); a row's split is "
+            "train, dev (or validation) or test."
+        )
+    return [SPLIT_NAMES[value.lower()] for value in raw]
 
 
 # ---------------------------------------------------------------- Hub datasets

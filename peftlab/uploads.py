@@ -75,7 +75,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return pd.DataFrame.from_records(records)
         if text.lstrip().startswith("{") and _is_one_json_value(text):
             raise ValueError("it is one JSON object, not one object per line or an array of objects")
-        return pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False)
+        return pd.read_json(
+            io.StringIO(text), lines=True, dtype=False
+        )  # dtype=False also keeps date-like columns as read
     except (ValueError, pd.errors.ParserError) as exc:
         kind = "CSV" if path.suffix.lower() == ".csv" else "JSON lines (one JSON object per line) or a JSON array"
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

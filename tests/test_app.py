@@ -7,6 +7,7 @@ import json
 import math
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -86,6 +87,18 @@ def client(app_url, tmp_path_factory):
 def assert_still_answers(client: Client) -> None:
     bars = plot_bars(classify(client)[0])
     assert bars["y"] == ["negative", "positive"]
+
+
+def test_evaluate_an_upload_without_split_column_scores_every_row(client):
+    example = Path(__file__).resolve().parent.parent / "examples" / "custom_task.csv"
+    form = settings(
+        upload=handle_file(str(example)),
+        templates="{text} This is a{mask}.",
+        verbalizer="question: question\nstatement: statement",
+    )
+    summary, _confusion, _errors, csv_path = call(client, "/evaluate", *form.values(), None)
+    assert "all 40 rows (the file has no split column and nothing was trained)" in summary
+    assert len(pd.read_csv(csv_path)) == 40
 
 
 def test_api_lists_the_cloze_endpoints(client):

@@ -490,7 +490,7 @@ def test_run_autoprompt_summary(tiny_lm, task):
     # both accuracies are what scoring the two prompts on the stratified 6 test texts gives
     verbalizer = Verbalizer.parse(VERBALIZER, task.label_names)
     test = task.test_subset(6)
-    assert summary["support"] == task.support(test) and summary["test_texts"] == 6
+    assert summary["support"] == task.support(test) and summary["rows_scored"] == 6 and summary["split"] == "test"
     gold = torch.tensor([e["label"] for e in test])
     found = Prompt(Template.parse(TEMPLATE, task.text_fields), verbalizer, trigger_ids=tuple(seen[-1].best_trigger_ids))
     manual = Prompt(Template.parse("{text} {mask}", task.text_fields), verbalizer)

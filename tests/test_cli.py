@@ -68,7 +68,27 @@ def test_cloze_on_uploaded_csv(capsys, tmp_path):
         "--json",
     )
     assert code == 0, err
-    assert json.loads(out)["n"] == 4  # 20 % of each class is held out for testing
+    record = json.loads(out)
+    # No split column and nothing trained: every row is scored, and the result says so (not 4 held-out rows).
+    assert (record["n"], record["rows_scored"], record["split"]) == (20, 20, "all")
+    assert record["support"] == {"question": 10, "statement": 10}
+
+    marked = [line + (",test" if i % 4 == 0 else ",train") for i, line in enumerate(rows[1:])]
+    path.write_text("\n".join(["text,kind,split", *marked]) + "\n")
+    code, out, err = run_cli(
+        capsys,
+        "cloze",
+        "--task",
+        str(path),
+        "--label-column",
+        "kind",
+        "--template",
+        "{text} This is a{mask}.",
+        "--verbalizer",
+        '{"question": ["question"], "statement": ["statement"]}',
+    )
+    assert code == 0, err
+    assert "scored 5 test texts" in out  # the file's own test rows, honoured
 
 
 @pytest.mark.parametrize(

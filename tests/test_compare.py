@@ -567,7 +567,7 @@ def test_compare_command_writes_table_run_and_adapters(capsys, tmp_path, tiny_mo
     loaded = load_trained(tmp_path / "adapters" / "lora-K2-seed13.zip")  # loads the model folder it names
     scored = load_task(csv).test_subset(4)  # the texts the grid scored
     assert loaded.evaluate(scored)["accuracy"] == pytest.approx(records[2]["test_accuracy"])
-    assert run["test_texts"] == 4 and run["support"] == load_task(csv).support(scored)
+    assert run["rows_scored"] == 4 and run["split"] == "test" and run["support"] == load_task(csv).support(scored)
 
 
 def test_sweep_command_prints_one_row_per_value_and_seed(capsys, tiny_model_and_csv):

@@ -228,6 +228,72 @@ def test_missing_upload_file(tmp_path):
         load_task(str(tmp_path / "nope.csv"))
 
 
+def _split_rows(n_per_class: int, split_of) -> list[dict]:
+    rows = []
+    for i in range(n_per_class):
+        for label in ("cats", "dogs"):
+            rows.append({"text": f"{label} story number {i}", "label": label, "Split": split_of(i)})
+    return rows
+
+
+def test_upload_split_column_is_honoured(tmp_path):
+    splits = {0: "test", 1: "test", 2: "Validation", 3: "dev", 4: " TEST "}
+    path = tmp_path / "marked.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _split_rows(12, lambda i: splits.get(i, "train"))))
+    task = load_task(str(path))
+    assert task.text_fields == ["text"]  # the split column is not a text field
+    assert {r["text"] for r in task.test} == {
+        f"{label} story number {i}" for label in ("cats", "dogs") for i in (0, 1, 4)
+    }
+    assert {r["text"] for r in task.dev} == {f"{label} story number {i}" for label in ("cats", "dogs") for i in (2, 3)}
+    assert len(task.train) == 14 and not task.held_out_here and task.zero_shot_split == "test"
+    train, dev = task.few_shot(4, seed=13)
+    # Dev comes from the file's dev rows (all 2 per class, fewer than K), train from its train rows only.
+    assert {r["text"] for r in dev} == {r["text"] for r in task.dev}
+    assert {r["text"] for r in train} <= {r["text"] for r in task.train} and len(train) == 8
+    with pytest.raises(PeftlabError, match=r"k=8 needs 8 examples of class 'cats' in the training pool of "):
+        task.few_shot(8)
+
+
+def test_upload_without_split_column_scores_every_row_zero_shot(tmp_path):
+    path = _write_csv(tmp_path / "plain.csv", _labelled_lines(10))
+    task = load_task(path, text_column="body", label_column="topic")
+    assert task.held_out_here and task.zero_shot_split == "all"
+    assert len(task.test) == 4 and len(task.rows("all")) == 20
+    assert len(task.test_subset(6, "all")) == 6 and _names(task, task.test_subset(6, "all")) == {"cats": 3, "dogs": 3}
+
+
+@pytest.mark.parametrize(
+    "split_of, pattern",
+    [
+        (
+            lambda i: "holdout" if i == 3 else ("test" if i < 2 else "train"),
+            r"'bad\.jsonl' has split value\(s\) 'holdout' \(first in data row 7\); a row's split is train, dev "
+            r"\(or validation\) or test\.",
+        ),
+        (
+            lambda i: "" if i == 5 else ("test" if i < 2 else "train"),
+            r"has split value\(s\) '' \(first in data row 11\)",
+        ),
+        (lambda i: "train", r"'bad\.jsonl' marks no row 'test' in its split column"),
+    ],
+)
+def test_upload_bad_split_values_get_one_sentence(tmp_path, split_of, pattern):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _split_rows(8, split_of)))
+    with pytest.raises(PeftlabError, match=pattern):
+        load_task(str(path))
+
+
+def test_upload_dev_split_missing_a_class(tmp_path):
+    path = tmp_path / "nodev.jsonl"
+    rows = _split_rows(8, lambda i: "test" if i < 2 else "train")
+    rows.append({"text": "one more cat", "label": "cats", "Split": "dev"})
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(PeftlabError, match=r"The dev split of 'nodev\.jsonl' has no example of class 'dogs'"):
+        load_task(str(path)).few_shot(2)
+
+
 # ---------------------------------------------------------------- Hub datasets
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from peftlab.cloze import ClozeConfig, classify_text, demonstrations_note, evaluate
+from peftlab.cloze import ClozeConfig, classify_text, demonstrations_note, evaluate, scored_note
 from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.ui.common import (
     INSTANT,
@@ -53,7 +53,7 @@ def classify(**form):
 def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
     task = task_from_form(form)
     config = config_from_form(ClozeConfig, form)
-    check_test_texts(task, config.limit, "Test texts to evaluate")
+    check_test_texts(task, config.limit, "Test texts to evaluate", task.zero_shot_split)
     progress(0, desc="loading the model")
     lm = load_model(form["model"])
     with job(request, "cloze") as (session, _):
@@ -66,12 +66,13 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
             config.shots_in_context,
             limit=config.limit,
             seed=config.seed,
+            split=task.zero_shot_split,
             batch_size=config.batch_size,
             progress=lambda done, total: progress(done / total, desc=f"scoring {done}/{total}"),
         )
     keep_results(request, [result.row])
     summary = (
-        f"**Accuracy {result.accuracy:.1%}** · macro-F1 {result.macro_f1:.3f} · {result.n} test texts · "
+        f"**Accuracy {result.accuracy:.1%}** · macro-F1 {result.macro_f1:.3f} · {scored_note(result.settings)} · "
         f"{result.seconds:.1f} s ({result.n / max(result.seconds, 1e-9):.0f} texts/s) · "
         f"calibration {config.calibration}"
     )

@@ -133,7 +133,12 @@ def model_and_task_inputs() -> dict[str, gr.components.Component]:
             label="Or upload CSV / JSONL" + upload_limit_note(), file_types=[".csv", ".jsonl", ".json"], height=120
         )
         text_column = gr.Textbox("text", label="Text column")
-        label_column = gr.Textbox("label", label="Label column")
+        label_column = gr.Textbox(
+            "label",
+            label="Label column",
+            info="A 'split' column (train, dev, test) is honoured; without one, 20 % of each class is held out "
+            "for testing (zero-shot scores every row).",
+        )
     return dict(model=model, task=task, upload=upload, text_column=text_column, label_column=label_column)
 
 
@@ -142,9 +147,11 @@ def task_from_form(form: dict):
     return resolve_task(form["task"], form["upload"], form["text_column"], form["label_column"])
 
 
-def check_test_texts(task, limit: int | None, what: str = "Test texts") -> None:
-    """On a public Space, the test texts one evaluation scores (all when no limit is given) stay within the cap."""
-    current_caps().check("test_texts", min(limit or len(task.test), len(task.test)), what)
+def check_test_texts(task, limit: int | None, what: str = "Test texts", split: str = "test") -> None:
+    """On a public Space, the texts one evaluation scores (all rows of `split` when no limit is given) stay within
+    the cap."""
+    available = len(task.rows(split))
+    current_caps().check("test_texts", min(limit or available, available), what)
 
 
 def verbalizer_box() -> gr.Textbox:
