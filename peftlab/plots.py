@@ -100,10 +100,14 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
                 marker=dict(size=12),
             )
         )
+    # Room around the points for their labels (above each) and error bars: plotly's autorange clips both.
+    log_x = np.log10(np.maximum(summary[x_column].to_numpy(dtype=float), 1))
+    low = (summary["accuracy_mean"] - summary["accuracy_std"].fillna(0)).min()
+    high = (summary["accuracy_mean"] + summary["accuracy_std"].fillna(0)).max()
     figure.update_layout(
         title=title,
-        xaxis=dict(type="log", title=x_title),
-        yaxis=dict(title="test accuracy", tickformat=".0%"),
+        xaxis=dict(type="log", title=x_title, range=[log_x.min() - 0.7, log_x.max() + 0.5]),
+        yaxis=dict(title="test accuracy", tickformat=".0%", range=[max(low - 0.05, 0), min(high + 0.08, 1.1)]),
         showlegend=False,
         height=380,
         margin=dict(l=10, r=10, t=40, b=10),

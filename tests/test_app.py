@@ -539,7 +539,7 @@ def test_results_of_every_tab_land_in_one_comparison_that_survives_a_reload(app_
     call(client, "/compare", *compare_args(steps=2))
     visitor = Client(app_url, verbose=False)  # a reload is a new session: the store is not session state
     try:
-        task_choices, model_choices = call(visitor, "/compare_choices")
+        task_choices, model_choices = call(visitor, "/compare_choices", None, None)
         assert TASK in [c[0] for c in task_choices["choices"]] and MODEL in [c[0] for c in model_choices["choices"]]
         status, table, by_params, by_seconds, apart, csv_path, report_path = call(visitor, "/compare_show", TASK, MODEL)
         assert status.startswith(f"**{TASK} · {MODEL}**") and "baseline: zero-shot · mean" in status

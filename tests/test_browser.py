@@ -199,3 +199,67 @@ def test_two_pages_run_different_heavy_jobs_at_once_and_each_gets_its_own_result
     finally:
         cloze_page.close()
         search_page.close()
+
+
+def test_compare_tab_runs_a_small_standard_comparison_and_shows_the_table_and_both_charts(
+    chromium, browser, app_url, tmp_path, monkeypatch
+):
+    """Run a small standard comparison from the Compare tab, then Compare: one table line per method, with the
+    accuracy the store holds, and both charts drawn."""
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    from peftlab.report import compare, display_table
+    from peftlab.standard import STANDARD_METHODS
+    from peftlab.store import ResultStore
+
+    store = tmp_path / "results.sqlite"
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(store))  # this test's rows only (the app runs in this process)
+    keep = ["zero-shot · mean", "lora", "head"]
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    try:
+        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
+        page.get_by_role("tab", name="Compare").click()
+        tab = page.locator("#tab-compare")
+        tab.get_by_text("Run the standard comparison: every method").click()
+        expect(tab.get_by_label("K per class")).to_be_visible(timeout=30_000)
+        for method in STANDARD_METHODS:
+            if method not in keep:
+                tab.get_by_label(method, exact=True).uncheck()
+        for label, value in (
+            ("K per class", "2"),
+            ("Test texts", "24"),
+            ("Steps", "2"),
+            ("Demonstrations per class", "1"),
+        ):
+            tab.get_by_label(label, exact=True).fill(value)
+        # A textbox's accessible name also holds its help line, so it is found by a case-sensitive part of it.
+        tab.get_by_label(re.compile(r"Seeds")).fill("13")
+        tab.get_by_role("button", name="Run the standard comparison", exact=True).click()
+        expect(tab.get_by_text(re.compile(r"^3 runs finished\. Press Compare"))).to_be_visible(
+            timeout=FIRST_CALL_TIMEOUT_S * 3000
+        )
+
+        tab.get_by_role("button", name="Refresh the lists").click()
+        expect(tab.get_by_role("combobox", name="Model").first).to_have_value("smollm2-135m", timeout=30_000)
+        tab.get_by_role("button", name="Compare", exact=True).click()
+        expect(tab.get_by_text(re.compile(r"rt-sentiment · smollm2-135m"))).to_be_visible(timeout=60_000)
+        (comparison,) = compare(ResultStore(store).rows())
+        expected = display_table(comparison.table)
+        assert sorted(expected["method"]) == sorted(keep)
+        table = tab.get_by_role("grid", name="One line per method (mean ± std over seeds)")
+        for method, accuracy in zip(expected["method"], expected["accuracy"]):
+            expect(table.get_by_role("row", name=re.compile(rf"^{re.escape(method)} \d"))).to_contain_text(accuracy)
+        expect(tab.get_by_role("grid", name=re.compile("Results on other test splits"))).to_have_count(0)
+        charts = tab.locator(".js-plotly-plot")
+        expect(charts).to_have_count(2, timeout=30_000)
+        for chart in charts.all():
+            # One marker per method on each chart (scatter points are SVG paths in the g.points groups).
+            expect(chart.locator("g.points path")).to_have_count(len(keep), timeout=30_000)
+        charts.first.scroll_into_view_if_needed()
+        screenshot = tmp_path / "compare.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+        print(f"screenshot: {screenshot}")
+        assert screenshot.stat().st_size > 0
+    finally:
+        page.close()

@@ -35,8 +35,8 @@ def build_app() -> gr.Blocks:
                 build_soft_prompts_tab()
             with gr.Tab("RLHF", id="rlhf", elem_id="tab-rlhf"):
                 build_rlhf_tab()
-            with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
-                build_compare_tab()
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare") as compare_tab:
+                build_compare_tab(compare_tab)
         if public_mode():
             caps = current_caps()
             gr.Markdown(

@@ -68,18 +68,21 @@ def _choices(store: ResultStore) -> tuple[list[str], list[str]]:
 
 
 @user_errors
-def refresh_choices(request: gr.Request):
+def refresh_choices(task, model, request: gr.Request):
+    """The tasks and models with stored results; a picked one stays picked while it has results."""
     tasks, models = _choices(_store(request))
     return (
-        gr.Dropdown(choices=tasks, value=tasks[0] if tasks else None),
-        gr.Dropdown(choices=models, value=models[0] if models else None),
+        gr.Dropdown(choices=tasks, value=task if task in tasks else (tasks[0] if tasks else None)),
+        gr.Dropdown(choices=models, value=model if model in models else (models[0] if models else None)),
     )
 
 
 @user_errors
 def show_comparison(task, model, request: gr.Request):
+    if not task or not model:
+        raise PeftlabError("Pick a task and a model: the lists hold those with stored results (Refresh the lists).")
     store = _store(request)
-    rows = store.rows(task=task or None, model=model or None) if task and model else []
+    rows = store.rows(task=task, model=model)
     splits = compare(rows)
     if not splits:
         raise PeftlabError("No stored results of that task and model yet: run something in another tab first.")
@@ -108,7 +111,7 @@ def show_comparison(task, model, request: gr.Request):
         display_table(main.table),
         accuracy_vs_parameters(summary),
         accuracy_vs_seconds(summary),
-        apart,
+        gr.Dataframe(apart, visible=bool(others)),
         str(csv_path),
         str(report_path),
     )
@@ -192,7 +195,8 @@ def import_results(path, request: gr.Request):
     return f"{added} results added.", list_results(request)
 
 
-def build_compare_tab() -> None:
+def build_compare_tab(tab: gr.Tab) -> None:
+    """The tab's inputs and events; its task and model lists refresh whenever `tab` is opened."""
     gr.Markdown(INTRO)
     with gr.Row():
         task = gr.Dropdown([], label="Task", allow_custom_value=True)
@@ -204,7 +208,9 @@ def build_compare_tab() -> None:
     with gr.Row():
         by_parameters = gr.Plot(label="Accuracy vs trainable parameters")
         by_seconds = gr.Plot(label="Accuracy vs time")
-    apart = gr.Dataframe(label="Results on other test splits (not comparable with the table above)", interactive=False)
+    apart = gr.Dataframe(
+        label="Results on other test splits (not comparable with the table above)", interactive=False, visible=False
+    )
     with gr.Row():
         table_file = gr.File(label="The table (CSV)")
         report_file = gr.File(label="One-page report (HTML: table, charts, every row's settings)")
@@ -245,7 +251,8 @@ def build_compare_tab() -> None:
             delete_button = gr.Button("Delete", variant="stop")
         manage_status = gr.Markdown()
 
-    refresh.click(refresh_choices, None, [task, model], api_name="compare_choices", **INSTANT)
+    refresh.click(refresh_choices, [task, model], [task, model], api_name="compare_choices", **INSTANT)
+    tab.select(refresh_choices, [task, model], [task, model], **INSTANT)
     gr.on(
         [source["task"].input, source["upload"].change],
         suggest,
