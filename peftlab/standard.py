@@ -34,13 +34,17 @@ ZERO_SHOT, IN_CONTEXT, AUTOPROMPT = "zero-shot · mean", "in-context · mean", "
 TRIGGER_SLOTS = 5
 TRAINED = ("prompt-tuning", "p-tuning", "prefix-tuning", "lora", "adapter", "head", "full")
 STANDARD_METHODS = (ZERO_SHOT, IN_CONTEXT, AUTOPROMPT, *TRAINED)
+# Typed names: the middle dot of the stored names is hard to type on a command line.
+METHOD_ALIASES = {"zero-shot": ZERO_SHOT, "in-context": IN_CONTEXT}
 
 
 @dataclass
 class StandardConfig(Config):
     """What the standard comparison runs; the trainer's own settings are TrainSettings."""
 
-    methods: tuple[str, ...] = setting(STANDARD_METHODS, "the methods, comma-separated: " + ", ".join(STANDARD_METHODS))
+    methods: tuple[str, ...] = setting(
+        STANDARD_METHODS, "the methods, comma-separated: zero-shot, in-context, " + ", ".join(STANDARD_METHODS[2:])
+    )
     shots: int = setting(
         16, "K, labelled examples per class (as many again for dev)", minimum=1, cap="shots", label="K per class"
     )
@@ -56,6 +60,7 @@ class StandardConfig(Config):
     def check_settings(self):
         from peftlab.errors import PeftlabError
 
+        self.methods = tuple(METHOD_ALIASES.get(m, m) for m in self.methods)
         unknown = [m for m in self.methods if m not in STANDARD_METHODS]
         if unknown:
             raise PeftlabError(

@@ -98,3 +98,7 @@ def test_the_estimate_adds_up_the_measured_costs():
 def test_bad_settings_are_one_sentence(changes, message):
     with pytest.raises(PeftlabError, match=message):
         config(**changes)
+
+
+def test_typed_names_without_the_middle_dot_are_the_stored_methods():
+    assert config(methods=("zero-shot", "in-context", "lora")).methods == (ZERO_SHOT, IN_CONTEXT, "lora")
