@@ -14,8 +14,6 @@ sits at the end and only those logits are computed (`logits_to_keep`); no gradie
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +28,7 @@ from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, confusion_matrix, macro_f1
 from peftlab.models import LM
 from peftlab.prompts import Prompt, Query, Template, Verbalizer, pick_demonstrations
-from peftlab.store import ResultRow
+from peftlab.store import ResultRow, fingerprint
 from peftlab.tasks import Task
 
 # Content-free inputs for contextual calibration (Zhao et al. 2021, "Calibrate Before Use").
@@ -338,8 +336,8 @@ class ClozeSetup:
                 key = (
                     prompt.template.text,
                     prompt.verbalizer.to_json(),
-                    _fingerprint(prompt.demonstrations),
-                    _fingerprint(reference),
+                    fingerprint(prompt.demonstrations),
+                    fingerprint(reference),
                 )
                 scores = lm.memo("calibration reference").get(
                     key, functools.partial(label_log_probs, lm, prompt, reference, batch_size)
@@ -530,11 +528,6 @@ def classify_text(
     log_probs = setup.predict_log_probs(lm, [example], reference=setup.reference_for(task, [example]))[0]
     labels = {name: float(p) for name, p in zip(task.label_names, log_probs.exp())}
     return SingleTextPrediction(labels, mask_top_tokens(lm, setup.prompts[0], example, top_k))
-
-
-def _fingerprint(rows: Sequence[dict]) -> str:
-    """A short hash of rows (texts and labels), so memo keys stay small and never confuse two data sets."""
-    return hashlib.sha256(json.dumps(list(rows), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def mask_top_tokens(lm: LM, prompt: Prompt, example: dict, top_k: int = 10) -> list[tuple[str, float]]:
