@@ -18,6 +18,7 @@ from peftlab.compare import GridConfig, SweepConfig
 from peftlab.config import add_arguments, from_arguments
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL
+from peftlab.pet import PETConfig
 from peftlab.rlhf.pipeline import PipelineConfig
 from peftlab.rlhf.ppo import PPOConfig
 from peftlab.rlhf.reward import RewardConfig
@@ -109,7 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     standard.add_argument("--json", action="store_true", help="print the stored rows' summaries as one JSON list")
     standard.set_defaults(run=run_standard_command)
 
-    for command in (cloze, auto, grid, sweep, rlhf, standard):
+    pet = commands.add_parser(
+        "pet", help="PET / iPET: pattern models label unlabelled text, a classifier learns their soft labels"
+    )
+    _add_model_and_task(pet)
+    pet.add_argument(
+        "--pattern", action="append", help="a template with one {mask}; repeat for each (default: the task's own)"
+    )
+    pet.add_argument(
+        "--verbalizer",
+        action="append",
+        help="label words as JSON, once for every pattern or once per pattern (default: the task's)",
+    )
+    add_arguments(pet, PETConfig)
+    add_arguments(pet, TrainSettings)
+    pet.add_argument("--save", metavar="ZIP", help="save the last seed's distilled classifier as this zip")
+    pet.add_argument("--json", action="store_true", help="print one JSON list: a record per seed")
+    pet.set_defaults(run=run_pet, dtype="fp32")
+
+    for command in (cloze, auto, grid, sweep, rlhf, standard, pet):
         command.add_argument(
             "--store",
             action=argparse.BooleanOptionalAction,
@@ -477,6 +496,50 @@ def run_standard_command(args: argparse.Namespace) -> None:
         )
         return
     print(display_table(compare(rows)[0].table).to_string(index=False))
+
+
+def run_pet(args: argparse.Namespace) -> None:
+    from peftlab.models import load_lm
+    from peftlab.pet import PETEvent, default_patterns, pattern_prompts, pet_run
+    from peftlab.saving import zip_trained
+    from peftlab.tasks import load_task
+
+    config, settings = from_arguments(PETConfig, args), from_arguments(TrainSettings, args)
+    task = load_task(args.task, text_column=args.text_column, label_column=args.label_column)
+    templates, verbalizers = args.pattern, args.verbalizer
+    if not templates or not verbalizers:  # the task's own fill in what was not given
+        try:
+            own_templates, own_verbalizer = default_patterns(task.name)
+        except PeftlabError:
+            if not templates:
+                raise
+            raise PeftlabError("Give a --verbalizer with your patterns (one for all, or one per pattern).") from None
+        templates, verbalizers = templates or own_templates, verbalizers or [own_verbalizer]
+    prompts = pattern_prompts(task, templates, verbalizers)
+    lm = load_lm(args.model, dtype="fp32")
+    results = []
+    for item in pet_run(lm, task, prompts, config, settings):
+        if isinstance(item, PETEvent):
+            if item.dev_accuracy == item.dev_accuracy:  # evaluation steps (not NaN)
+                print(
+                    f"seed {item.seed} generation {item.generation} {item.model} step {item.step}: "
+                    f"loss {item.train_loss:.3f}, dev accuracy {item.dev_accuracy:.3f}",
+                    file=sys.stderr,
+                )
+            continue
+        results.append(item)
+        _store(args, item.rows)
+    if args.save and results:
+        zip_trained(results[-1].classifier, args.save)
+    if args.json:
+        print(json.dumps([r.summary() for r in results]))
+        return
+    for r in results:
+        ipet = f", iPET {r.ipet_distilled_accuracy:.4f}" if r.ipet_distilled_accuracy is not None else ""
+        print(
+            f"seed {r.seed}: patterns {', '.join(f'{a:.4f}' for a in r.pattern_accuracies)}; "
+            f"ensemble {r.ensemble_accuracy:.4f}, PET {r.distilled_accuracy:.4f}{ipet} ({r.seconds:.0f} s)"
+        )
 
 
 def _store(args: argparse.Namespace, rows) -> None:

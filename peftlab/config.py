@@ -139,7 +139,7 @@ class Config:
         """How messages name the field: its `subject`, else the class's, filled with its label and attributes."""
         label = label_of(item)
         template = item.metadata.get("subject") or self.subject
-        return template.format_map(_Attributes(self, label=label, Label=label[:1].upper() + label[1:]))
+        return template.format_map(_Attributes(self, label=label, Label=capitalised(label)))
 
 
 class _Attributes(dict):
@@ -155,6 +155,12 @@ class _Attributes(dict):
 
 def label_of(item: dataclasses.Field) -> str:
     return item.metadata.get("label") or item.name.replace("_", " ")
+
+
+def capitalised(label: str) -> str:
+    """The label to start a sentence: first letter upper-cased, unless its first word is a name such as iPET."""
+    first = label.split(" ", 1)[0]
+    return label if any(c.isupper() for c in first) else label[:1].upper() + label[1:]
 
 
 def requirement_of(item: dataclasses.Field, kind: type) -> str:

@@ -66,6 +66,11 @@ class MethodConfig(Config):
         """Return (model to score with, trainable parameters); the cached LM is never modified."""
         raise NotImplementedError
 
+    def classify(self, lm: LM, prompt: Prompt, model: torch.nn.Module, examples: Sequence[dict]) -> torch.Tensor:
+        """(B, L) label log-probabilities of a method that does not score through the verbalizer
+        (`prompt_based` False); prompt-based methods are scored by `peftlab.tuning`."""
+        raise NotImplementedError(f"{self.name} scores through the verbalizer")
+
     def save(self, model: torch.nn.Module, folder: Path) -> None:
         """Write the trainable weights (those that require grad) to `folder` as safetensors."""
         from safetensors.torch import save_file
@@ -448,6 +453,101 @@ class HeadOnlyMethod(MethodConfig):
         head = torch.nn.Sequential(torch.nn.LayerNorm(hidden, elementwise_affine=False), linear)
         return head, list(linear.parameters())
 
+    def classify(self, lm, prompt, model, examples):
+        return model(_mask_features(lm, prompt, examples)).log_softmax(-1)
+
+
+FEATURE_MEMO_ROWS = 20_000  # frozen mask features kept per model (20,000 x 576 fp32 values is 46 MB)
+
+
+def _mask_features(lm: LM, prompt: Prompt, examples: Sequence[dict]) -> torch.Tensor:
+    """(B, H) frozen mask representations for the head-only baseline, memoised per model, template and example."""
+    from peftlab.autoprompt import mask_representations
+
+    memo = lm.memo("mask features", FEATURE_MEMO_ROWS)
+    keys = [(prompt.template.text, tuple(sorted((k, str(v)) for k, v in e.items() if k != "label"))) for e in examples]
+    rows = {key: memo.lookup(key) for key in keys}
+    missing = [(key, e) for key, e in zip(keys, examples) if rows[key] is None]
+    if missing:
+        for (key, _), row in zip(missing, mask_representations(lm, prompt, [e for _, e in missing])):
+            memo.store(key, row)
+            rows[key] = row
+    return torch.stack([rows[key] for key in keys])
+
+
+@dataclass
+class SequenceClassifierMethod(MethodConfig):
+    """A classification head on the model's last token, reading the input without a pattern or verbalizer.
+
+    The standard fine-tuning baseline PET is compared with ("supervised", Schick & Schütze 2021, §4) and the
+    classifier PET distils its ensemble into (§3.1). Built with transformers' AutoModelForSequenceClassification
+    on the cached model's weights (a copy); with `lora`, PEFT trains LoRA updates and the new head
+    (task type SEQ_CLS), otherwise every weight trains. The input is the template's fields, one per line.
+    """
+
+    name: ClassVar[str] = "classifier"
+    prompt_based: ClassVar[bool] = False
+    learning_rate: float = learning_rate(1e-3, "Adam learning rate (1e-5 suits full fine-tuning)")
+    lora: bool = setting(True, "train LoRA updates and the head (off: every weight)")
+    r: int = setting(8, "rank of the LoRA update", minimum=1)
+    max_tokens: int = setting(256, "input tokens read (longer inputs are cut at the end)", minimum=8)
+
+    def check(self, lm):
+        if lm.kind != "causal":
+            raise PeftlabError(f"{self.name} is wired for causal LMs in this version; {lm.name} is a masked LM.")
+
+    def build(self, lm, prompt, train):
+        from transformers import AutoModelForSequenceClassification
+
+        self.check(lm)
+        config = copy.deepcopy(lm.model.config)
+        config.num_labels = len(prompt.verbalizer.words)
+        config.pad_token_id = _pad_id(lm.tokenizer)
+        with torch.device(lm.device):
+            model = AutoModelForSequenceClassification.from_config(config, dtype=lm.dtype)
+        missing, unexpected = model.base_model.load_state_dict(lm.model.base_model.state_dict(), strict=False)
+        if missing or unexpected:
+            raise PeftlabError(f"{lm.name}'s weights do not fit a sequence classifier of its own architecture.")
+        model.eval()  # no dropout: deterministic, like every other method
+        if self.lora:
+            from peft import LoraConfig, TaskType, get_peft_model
+
+            targets = LoraMethod().target_modules
+            model = get_peft_model(
+                model,
+                LoraConfig(task_type=TaskType.SEQ_CLS, r=self.r, lora_alpha=2 * self.r, target_modules=list(targets)),
+            )
+        else:
+            model.requires_grad_(True)
+        return model, [p for p in model.parameters() if p.requires_grad]
+
+    def classify(self, lm, prompt, model, examples):
+        texts = [prompt.template.input_text(e) for e in examples]
+        batch = lm.tokenizer(
+            texts, return_tensors="pt", padding=True, truncation=True, max_length=min(self.max_tokens, lm.max_length)
+        ).to(lm.device)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, L)
+        return logits.float().log_softmax(-1)
+
+    def save(self, model, folder):
+        if self.lora:
+            model.save_pretrained(str(folder))  # adapter_config.json + adapter_model.safetensors (LoRA and head)
+        else:
+            super().save(model, folder)
+
+    def load(self, lm, prompt, folder):
+        if not self.lora:
+            return super().load(lm, prompt, folder)
+        from peft import PeftModel
+
+        base = dataclasses.replace(self, lora=False).build(lm, prompt, [])[0]
+        return PeftModel.from_pretrained(base.requires_grad_(False), str(folder)).eval()
+
+
+def _pad_id(tokenizer) -> int:
+    """The id a sequence classifier reads as padding (it classifies at the last other token)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
 
 METHODS: dict[str, type[MethodConfig]] = {
     cls.name: cls
@@ -460,6 +560,7 @@ METHODS: dict[str, type[MethodConfig]] = {
         BitFitMethod,
         HeadOnlyMethod,
         FullFineTuningMethod,
+        SequenceClassifierMethod,
     )
 }
 

@@ -201,3 +201,30 @@ def score_comparison(table: pd.DataFrame, before: str, after: str, title: str) -
         figure.add_trace(go.Box(y=table[column], name=column, boxpoints="all", jitter=0.4, boxmean=True))
     figure.update_layout(title=title, height=360, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
     return figure
+
+
+def soft_label_histogram(soft_labels, label_names: Sequence[str]) -> go.Figure:
+    """PET's soft labels: for each label, how sure the ensemble was (max_l q(l|x)) on the texts it gave that label.
+
+    `soft_labels` is (N, L), rows summing to 1. Bars near 1 are confident labels; near 1/L, the patterns disagreed.
+    """
+    soft = np.asarray(soft_labels)
+    predicted, confidence = soft.argmax(1), soft.max(1)
+    figure = go.Figure()
+    for index, name in enumerate(label_names):
+        figure.add_trace(
+            go.Histogram(
+                x=confidence[predicted == index],
+                name=f"{name} ({int((predicted == index).sum())})",
+                xbins=dict(start=1 / len(label_names), end=1.0, size=0.05),
+            )
+        )
+    figure.update_layout(
+        title="Soft labels of the unlabelled texts: the ensemble's confidence",
+        barmode="stack",
+        xaxis=dict(title="max over labels of q(label | text)", range=[1 / len(label_names), 1]),
+        yaxis=dict(title="texts"),
+        height=360,
+        margin=dict(l=10, r=10, t=40, b=10),
+    )
+    return figure

@@ -63,6 +63,16 @@ class Template:
             )
         return cls(text)
 
+    @property
+    def fields(self) -> list[str]:
+        """The columns the template names, in order of first use ({mask} is not one)."""
+        return [name for name in dict.fromkeys(_FIELD.findall(self.text)) if name != MASK_FIELD]
+
+    def input_text(self, example: dict) -> str:
+        """The example's fields this template names, one per line, without the template's own words (what a
+        classifier without a pattern reads)."""
+        return "\n".join(str(example[name]) for name in self.fields)
+
     def render(self, example: dict, fill: str | None = None) -> tuple[str, str]:
         """The text before and after the mask, with every {column} replaced by the example's value.
 
@@ -236,7 +246,7 @@ class Prompt:
             return example
         tokenizer = lm.tokenizer
         before_mask = set(_FIELD.findall(self.template.text.split("{" + MASK_FIELD + "}")[0]))
-        fields = [name for name in dict.fromkeys(_FIELD.findall(self.template.text)) if name in example]
+        fields = [name for name in self.template.fields if name in example]
         for _ in range(8):  # re-tokenising a cut text can move a token or two: check again
             overflow = _needed_length(lm, *self._encode(lm, example, fill)) - limit
             if overflow <= 0 or not fields:

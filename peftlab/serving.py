@@ -51,6 +51,7 @@ class Caps:
     iterations: int | None = None  # AutoPrompt iterations
     ppo_steps: int | None = None
     comparisons: int | None = None  # reward-model training comparisons (each is sampled and ranked first)
+    unlabelled: int | None = None  # unlabelled texts PET's ensemble labels
     job_minutes: float | None = None  # wall time after which a job stops itself, keeping what it finished
     upload_mb: float = 200.0  # largest uploaded file
     models: tuple[str, ...] | None = None  # the models a visitor may load; None: any embedded name, folder or Hub id
@@ -90,6 +91,7 @@ PUBLIC_CAPS = Caps(
     iterations=30,
     ppo_steps=40,
     comparisons=720,
+    unlabelled=1000,
     job_minutes=20,
     upload_mb=5,
     models=PUBLIC_MODELS,

@@ -8,7 +8,10 @@ The methods, cheapest first (so a Stop keeps the most lines):
 - AutoPrompt (Shin et al. 2020): TRIGGER_SLOTS trigger slots put before the template's mask, searched on each
   seed's K examples per class for `autoprompt_iterations` swaps (so it starts from the manual prompt);
 - the trained methods (prompt tuning, P-tuning, prefix tuning, LoRA, adapters, head-only and prompt-based full
-  fine-tuning) with the shared trainer's settings, on the same K-shot examples (LM-BFF's protocol).
+  fine-tuning) with the shared trainer's settings, on the same K-shot examples (LM-BFF's protocol);
+- PET (Schick & Schütze 2021, `peftlab.pet`): the task's patterns (or the template and two generic ones), each
+  model trained on the same K-shot examples, their ensemble labelling up to PETConfig's 1,000 unlabelled texts,
+  a classifier distilled from it; two rows per seed, the ensemble's and the classifier's.
 """
 
 from __future__ import annotations
@@ -23,17 +26,20 @@ from peftlab.autoprompt import AutoPromptConfig, AutoPromptResult, autoprompt_ru
 from peftlab.cloze import ClozeSetup, evaluate
 from peftlab.compare import GridRow, PlannedRun, train_and_score
 from peftlab.config import Config, scored_texts_setting, setting
+from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, method_config
 from peftlab.models import LM
+from peftlab.pet import PETConfig, PETResult, pattern_prompts, patterns_for, pet_run, unlabelled_candidates
 from peftlab.store import ResultRow
-from peftlab.tasks import DEFAULT_SEEDS, Task
+from peftlab.tasks import DEFAULT_SEEDS, EMBEDDED_TASKS, Task
 from peftlab.training import Event
 from peftlab.tuning import TrainEvent, TrainSettings
 
 ZERO_SHOT, IN_CONTEXT, AUTOPROMPT = "zero-shot · mean", "in-context · mean", "autoprompt"
 TRIGGER_SLOTS = 5
 TRAINED = ("prompt-tuning", "p-tuning", "prefix-tuning", "lora", "adapter", "head", "full")
-STANDARD_METHODS = (ZERO_SHOT, IN_CONTEXT, AUTOPROMPT, *TRAINED)
+PET = "pet"
+STANDARD_METHODS = (ZERO_SHOT, IN_CONTEXT, AUTOPROMPT, *TRAINED, PET)
 # Typed names: the middle dot of the stored names is hard to type on a command line.
 METHOD_ALIASES = {"zero-shot": ZERO_SHOT, "in-context": IN_CONTEXT}
 
@@ -58,8 +64,6 @@ class StandardConfig(Config):
     )
 
     def check_settings(self):
-        from peftlab.errors import PeftlabError
-
         self.methods = tuple(METHOD_ALIASES.get(m, m) for m in self.methods)
         unknown = [m for m in self.methods if m not in STANDARD_METHODS]
         if unknown:
@@ -106,7 +110,7 @@ def run_standard(
     inference dtype), `training_lm` trains (fp32 weights); both are the same model.
 
     `stop` ends the comparison after the current step of the current run; a trained run keeps its best
-    weights so far and still gets its row.
+    weights so far and still gets its row (PET's seed in progress is dropped: its classifier would be half-trained).
 
     Raises:
         PeftlabError: a template, verbalizer, K or method that the task or model refuses (before anything runs).
@@ -117,6 +121,10 @@ def run_standard(
     for name in config.methods:
         if name in METHODS:
             method_config(name).check(training_lm)
+    if PET in config.methods:
+        for prompt in _pet_prompts(task, template, verbalizer):
+            prompt.queries(training_lm, task.train[0])  # a label word the model cannot spell fails here
+        _pet_config(task, config, DEFAULT_SEEDS[0])  # a training pool with nothing left unlabelled fails here
     test = task.test_subset(config.test_limit)
     runs = plan(config)
     for number, (method, seed) in enumerate(runs, start=1):
@@ -128,6 +136,10 @@ def run_standard(
         elif method == AUTOPROMPT:
             for item in _autoprompt(scoring_lm, task, template, verbalizer, config, seed, stop):
                 yield item
+        elif method == PET:
+            prompts, pet = _pet_prompts(task, template, verbalizer), _pet_config(task, config, seed)
+            for item in pet_run(training_lm, task, prompts, pet, settings, stop):
+                yield from item.rows if isinstance(item, PETResult) else [item]
         else:
             run = PlannedRun(method_config(method), config.shots, seed, method)
             for item in train_and_score(training_lm, task, setup, run, settings, test, stop):
@@ -163,6 +175,31 @@ def _autoprompt(
             found = item.rows[0]
             found.train_seconds = time.perf_counter() - started - found.scoring_seconds
             yield found
+
+
+def _pet_prompts(task: Task, template: str, verbalizer):
+    return pattern_prompts(task, patterns_for(task, template), [verbalizer])
+
+
+def _pet_config(task: Task, config: StandardConfig, seed: int) -> PETConfig:
+    """PET's defaults on the comparison's K, seed and test texts, with as many unlabelled texts as the pool has
+    (up to PETConfig's default).
+
+    Raises:
+        PeftlabError: nothing of the training pool is left once the seed's K examples are drawn.
+    """
+    available = len(unlabelled_candidates(task, sum(task.few_shot(config.shots, seed), [])))
+    if not available:
+        raise PeftlabError(
+            f"PET needs unlabelled texts, and the training pool of '{task.name}' has none besides the "
+            f"{config.shots} examples per class; leave PET out or use a smaller K."
+        )
+    return PETConfig(
+        shots=config.shots,
+        seeds=(seed,),
+        unlabelled=min(PETConfig().unlabelled, available),
+        test_limit=config.test_limit,
+    )
 
 
 # Seconds per optimiser step relative to LoRA's, as measured on the embedded model on a CPU
@@ -213,4 +250,10 @@ def estimate_seconds(
     for name in TRAINED:
         training = settings.steps * per_step * STEP_COST[name] + evaluations * dev * per_text
         costs[name] = seeds * (training + n_test * per_text)
+    # PET, per seed: each pattern scores the labelled set (its weight), trains like LoRA, scores the unlabelled
+    # pool and the test texts; the classifier trains about like a LoRA step and scores the test texts.
+    patterns = len(EMBEDDED_TASKS[task.name].patterns) if task.name in EMBEDDED_TASKS else 3
+    unlabelled = max(0, min(PETConfig().unlabelled, len(task.train) - 2 * dev))
+    pattern_cost = costs["lora"] / seeds + (dev + unlabelled) * per_text
+    costs[PET] = seeds * (patterns * pattern_cost + PETConfig().distil_steps * per_step + n_test * per_text)
     return {name: cost for name, cost in costs.items() if name in config.methods}

@@ -481,6 +481,10 @@ class EmbeddedTask:
     load: Callable[[], Task]
     template: str
     verbalizer: dict[str, list[str]]
+    # PET's pattern ensemble, each with `verbalizer` (peftlab.pet): the paper's kinds of pattern, the mask at the
+    # end (a mask before the text costs a forward pass per label word on causal LMs), chosen by zero-shot
+    # accuracy on 200 texts of the training pool (never the test split).
+    patterns: tuple[str, ...] = ()
 
 
 EMBEDDED_TASKS: dict[str, EmbeddedTask] = {
@@ -489,6 +493,12 @@ EMBEDDED_TASKS: dict[str, EmbeddedTask] = {
         _load_rt_sentiment,
         "Review: {text}\nSentiment:{mask}",
         {"negative": ["negative"], "positive": ["positive"]},
+        (
+            "Review: {text}\nSentiment:{mask}",
+            "{text} All in all, it was{mask}.",
+            "{text}\nThe sentiment of this review is{mask}.",
+            "{text} In summary, the critic's opinion is{mask}.",
+        ),
     ),
     "bbc-topic": EmbeddedTask(
         "BBC News headline + first paragraph, 5 topics (business, entertainment, politics, sport, tech).",
@@ -501,5 +511,11 @@ EMBEDDED_TASKS: dict[str, EmbeddedTask] = {
             "sport": ["sport"],
             "tech": ["technology"],
         },
+        (
+            "Article: {text}\nTopic:{mask}",
+            "{text}\nThis article is about{mask}.",
+            "{text}\nSection:{mask}",
+            "{text} ({mask})",
+        ),
     ),
 }

@@ -12,7 +12,7 @@ import contextlib
 import resource
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +82,8 @@ class TrainedMethod:
         with torch.inference_mode(), autocast_for(self.lm.model):
             if self.config.prompt_based:
                 return label_log_probs(self.lm, self.prompt, examples, batch_size, model=self.model).float()
-            return self.model(_mask_features(self.lm, self.prompt, examples)).log_softmax(-1).float().cpu()
+            batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
+            return torch.cat([self.config.classify(self.lm, self.prompt, self.model, b).float().cpu() for b in batches])
 
     def evaluate(self, examples: Sequence[dict]) -> dict:
         """Accuracy, macro-F1, the gold label's mean log-probability, and each example's predicted label index."""
@@ -98,31 +99,21 @@ class TrainedMethod:
         }
 
 
-def _label_log_probs(trained: TrainedMethod, examples: Sequence[dict]) -> torch.Tensor:
-    """(B, L) differentiable label log-probs: verbalizer scoring, or the linear head on mask features."""
+def training_log_probs(trained: TrainedMethod, examples: Sequence[dict]) -> torch.Tensor:
+    """(B, L) differentiable label log-probs: verbalizer scoring, or the method's own classifier."""
     if trained.config.prompt_based:
         query_lists = [trained.prompt.queries(trained.lm, e) for e in examples]
         scores = word_scores(trained.lm, query_lists, len(trained.prompt.verbalizer.flat_words), model=trained.model)
         return words_to_label_log_probs(scores, trained.prompt.verbalizer)
-    return trained.model(_mask_features(trained.lm, trained.prompt, examples)).log_softmax(-1)
+    return trained.config.classify(trained.lm, trained.prompt, trained.model, examples)
 
 
-FEATURE_MEMO_ROWS = 20_000  # frozen mask features kept per model (20,000 x 576 fp32 values is 46 MB)
-
-
-def _mask_features(lm: LM, prompt: Prompt, examples: Sequence[dict]) -> torch.Tensor:
-    """Frozen mask representations for the head-only baseline, memoised per model, template and example."""
-    from peftlab.autoprompt import mask_representations
-
-    memo = lm.memo("mask features", FEATURE_MEMO_ROWS)
-    keys = [(prompt.template.text, tuple(sorted((k, str(v)) for k, v in e.items() if k != "label"))) for e in examples]
-    rows = {key: memo.lookup(key) for key in keys}
-    missing = [(key, e) for key, e in zip(keys, examples) if rows[key] is None]
-    if missing:
-        for (key, _), row in zip(missing, mask_representations(lm, prompt, [e for _, e in missing])):
-            memo.store(key, row)
-            rows[key] = row
-    return torch.stack([rows[key] for key in keys])
+def gold_label_loss(trained: TrainedMethod, batch: Sequence[dict]) -> torch.Tensor:
+    """The mean cross-entropy of the batch's gold labels under the method's label distribution (a scalar)."""
+    gold = torch.tensor([e["label"] for e in batch])
+    with autocast_for(trained.lm.model):
+        log_probs = training_log_probs(trained, batch)  # (B, L)
+    return torch.nn.functional.nll_loss(log_probs.float().cpu(), gold)
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -158,11 +149,13 @@ def train_method(
     settings: TrainSettings,
     stop: threading.Event | None = None,
     label: str | None = None,
+    loss: Callable[[TrainedMethod, list[dict]], torch.Tensor] | None = None,
 ) -> Iterator[TrainEvent | TrainedMethod]:
     """Train one method on (train, dev), yielding a TrainEvent per step and the TrainedMethod last.
 
     Events carry `label` as their method (default: the config's name), so curves of several variants
-    of one method (a sweep) stay apart.
+    of one method (a sweep) stay apart. The loss of a batch is the cross-entropy of its gold labels, or
+    `loss(trained, batch)` (PET's distillation and auxiliary language-modelling losses).
 
     Keeps the trainable weights of the best dev evaluation (LM-BFF's model selection), by the dev score
     `settings.select_by` names, and stops early after `patience` evaluations without improvement.
@@ -187,10 +180,9 @@ def train_method(
     )
 
     def batch_loss(batch: list[dict]) -> torch.Tensor:
-        gold = torch.tensor([e["label"] for e in batch])
-        with autocast_for(lm.model):
-            log_probs = _label_log_probs(trained, batch)  # (B, L)
-        return torch.nn.functional.nll_loss(log_probs.float().cpu(), gold)
+        if loss is not None:
+            return loss(trained, batch)
+        return gold_label_loss(trained, batch)
 
     started = time.perf_counter()
     for record in loop.run(train, batch_loss, stop):

@@ -23,17 +23,14 @@ MODEL = "smollm2-135m"
 TASK = "rt-sentiment"
 TEMPLATE = "Review: {text}\nSentiment:{mask}"
 VERBALIZER = "negative: negative\npositive: positive"
+SOURCE = dict(model=MODEL, task=TASK, upload=None, text_column="text", label_column="label")  # every form's start
 POSITIVE_TEXT = "A wonderful, moving and brilliantly acted film; I loved every minute of it."
 
 
 def settings(**changes) -> dict:
     """Keyword arguments for /classify and /evaluate: the suggested rt-sentiment prompt, zero-shot."""
     values = dict(
-        model=MODEL,
-        task=TASK,
-        upload=None,
-        text_column="text",
-        label_column="label",
+        **SOURCE,
         templates=TEMPLATE,
         verbalizer=VERBALIZER,
         calibration="none",
@@ -202,11 +199,7 @@ def test_bad_input_is_one_clear_sentence_and_the_app_keeps_serving(client, singl
 
 def autoprompt_args(**changes) -> list:
     values = dict(
-        model=MODEL,
-        task=TASK,
-        upload=None,
-        text_column="text",
-        label_column="label",
+        **SOURCE,
         template="{text} [T] [T] {mask}",
         verbalizer=VERBALIZER,
         search_words=False,
@@ -247,11 +240,7 @@ def test_autoprompt_bad_input_is_one_sentence(client):
 
 def compare_args(**changes) -> list:
     values = dict(
-        model=MODEL,
-        task=TASK,
-        upload=None,
-        text_column="text",
-        label_column="label",
+        **SOURCE,
         templates=TEMPLATE,
         verbalizer=VERBALIZER,
         methods=["prompt-tuning"],
@@ -325,6 +314,64 @@ def test_loading_a_file_that_is_not_a_saved_method_is_one_sentence(client, tmp_p
 def test_soft_prompts_bad_input_is_one_sentence(client, changes, message):
     with pytest.raises(AppError, match=message):
         call(client, "/compare", *compare_args(**changes))
+
+
+# ------------------------------------------------------------------ the PET tab
+
+
+def pet_args(**changes) -> list:
+    """/pet's inputs in the tab's order: two rt-sentiment patterns, a seed, 2 shots, 8 unlabelled texts, 2 steps."""
+    values = dict(
+        **SOURCE,
+        patterns="Review: {text}\nSentiment:{mask}\n---\n{text} All in all, it was{mask}.",
+        verbalizer=VERBALIZER,
+        shots=2,
+        seeds="13",
+        unlabelled=8,
+        ipet_generations=None,
+        test_limit=10,
+        method="lora",
+        temperature=2.0,
+        weighting="train-accuracy",
+        distil_steps=2,
+        distil_lora=True,
+        growth=5.0,
+        ipet_share=0.25,
+        lm_loss_weight=0.0,
+        steps=2,
+    )
+    values.update(changes)
+    return list(values.values())
+
+
+def test_pet_tab_trains_every_pattern_distils_a_classifier_and_offers_it(client):
+    status, table, _curves, soft, picker = call(client, "/pet", *pet_args(), timeout=FIRST_CALL_TIMEOUT_S)
+    assert status == "1 of 1 seeds finished."
+    assert table["headers"] == ["seed", "pattern 1", "pattern 2", "ensemble", "PET", "soft labels right"]
+    (row,) = table["data"]
+    assert row[0] == "13" and all(re.fullmatch(r"\d+\.\d%", cell) for cell in row[1:]), row
+    histogram = json.loads(soft["plot"])
+    assert sum(len(plotly_array(trace["x"])) for trace in histogram["data"]) == 8  # one soft label per text
+    assert picker["value"] == "pet classifier (seed 13)"
+
+    bars = plot_bars(call(client, "/pet_classify", "pet classifier (seed 13)", POSITIVE_TEXT))
+    assert list(bars["y"]) == ["negative", "positive"]
+    assert math.isclose(sum(plotly_array(bars["x"])), 1.0, abs_tol=1e-3)
+    assert call(client, "/pet_download", "pet classifier (seed 13)").endswith("/pet-classifier-seed-13.zip")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (dict(patterns="Review: {text}\nSentiment:{mask}"), r"PET needs at least two patterns"),
+        (dict(patterns="Review: {text}\n---\n{text} It was{mask}."), r"Pattern 1: .*\{mask\}"),
+        (dict(unlabelled=100000), r"fewer than the 100000 unlabelled texts asked"),
+        (dict(ipet_generations=0), r"less than minimum value 1"),  # the UI field refuses it before the library
+    ],
+)
+def test_pet_bad_input_is_one_sentence(client, changes, message):
+    with pytest.raises(AppError, match=message):
+        call(client, "/pet", *pet_args(**changes))
 
 
 # ------------------------------------------------------------------ the RLHF tab, on the tiny Llama saved as a folder

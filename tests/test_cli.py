@@ -118,6 +118,52 @@ def test_bad_input_is_one_error_line(capsys, argv, message):
     assert re.search(message, lines[0]), lines[0]
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--pattern", "{text} It was{mask}."], r"^error: PET needs at least two patterns"),
+        (
+            ["--pattern", "{text} It was{mask}.", "--pattern", "{text} Overall"],
+            r"^error: Pattern 2: The template must contain exactly one \{mask\}, but it has no \{mask\}\.$",
+        ),
+        (["--ipet-generations", "0"], r"^error: --ipet-generations must be at least 1, not 0\.$"),
+        (["--unlabelled", "0"], r"^error: --unlabelled must be at least 1, not 0\.$"),
+        (["--unlabelled", "100000"], r"^error: The training pool of 'rt-sentiment' has \d+ texts besides the"),
+        (["--task", "UPLOAD"], r"^error: 'pets\.csv' has no patterns of its own; write at least two"),
+        (
+            ["--task", "UPLOAD", "--pattern", "{text} It was{mask}.", "--pattern", "{text} Overall,{mask}"],
+            r"^error: Give a --verbalizer with your patterns",
+        ),
+    ],
+)
+def test_pet_bad_input_is_one_error_line(capsys, tmp_path, argv, message):
+    upload = tmp_path / "pets.csv"
+    upload.write_text("text,label\n" + "".join(f"cat {i},cat\ndog {i},dog\n" for i in range(20)))
+    argv = [str(upload) if a == "UPLOAD" else a for a in argv]
+    code, out, err = run_cli(capsys, "pet", "--seeds", "13", *argv)
+    assert (code, out) == (2, "")
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), err
+
+
+def test_pet_runs_pet_and_ipet_and_prints_one_record_per_seed(capsys, tmp_path):
+    saved = tmp_path / "classifier.zip"
+    small = ["--shots", "2", "--unlabelled", "8", "--test-limit", "10", "--steps", "2", "--distil-steps", "2"]
+    patterns = ["--pattern", "Review: {text}\nSentiment:{mask}", "--pattern", "{text} All in all, it was{mask}."]
+    code, out, err = run_cli(
+        capsys, "pet", "--seeds", "13", *small, *patterns, "--ipet-generations", "1", "--json", "--no-store",
+        "--save", str(saved),
+    )  # fmt: skip
+    assert code == 0, err
+    (record,) = json.loads(out)
+    assert record["seed"] == 13 and len(record["pattern_accuracies"]) == 2
+    accuracies = [record[key] for key in ("ensemble_accuracy", "distilled_accuracy", "ipet_distilled_accuracy")]
+    for value in record["pattern_accuracies"] + record["ipet_accuracy"] + accuracies:
+        assert 0 <= value <= 1 and abs(value * 10 - round(value * 10)) < 1e-5, record  # a share of 10 test texts
+    assert record["ipet_added"] == [16] and record["seconds"] > 0  # |T| (d - 1) = 4 * 4
+    assert saved.stat().st_size > 0
+
+
 def test_bad_csv_inputs(capsys, tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
@@ -202,6 +248,8 @@ NOT_SETTINGS = {
     "dtype",
     "template",
     "verbalizer",
+    "pattern",
+    "save",
     "json",
     "out",
     "run_json",
@@ -225,6 +273,7 @@ def test_every_option_default_is_its_config_fields_default():
     from peftlab.cloze import ClozeConfig
     from peftlab.compare import GridConfig, SweepConfig
     from peftlab.config import from_arguments
+    from peftlab.pet import PETConfig
     from peftlab.rlhf.pipeline import PipelineConfig
     from peftlab.standard import StandardConfig
     from peftlab.tuning import TrainSettings
@@ -236,6 +285,7 @@ def test_every_option_default_is_its_config_fields_default():
         "compare": [GridConfig, TrainSettings],
         "sweep": [SweepConfig, TrainSettings],
         "standard": [StandardConfig, TrainSettings],
+        "pet": [PETConfig, TrainSettings],
     }
     for command, classes in commands.items():
         args = parser.parse_args([command])

@@ -13,9 +13,10 @@ import pytest
 from peftlab.autoprompt import AutoPromptConfig
 from peftlab.cloze import ClozeConfig
 from peftlab.compare import GridConfig, SweepConfig
-from peftlab.config import Config, _base_type, label_of
+from peftlab.config import Config, _base_type, capitalised, label_of
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS
+from peftlab.pet import PETConfig
 from peftlab.rlhf.pipeline import PipelineConfig
 from peftlab.rlhf.ppo import PPOConfig
 from peftlab.rlhf.reward import RewardConfig
@@ -35,6 +36,7 @@ CONFIGS = [
     PPOConfig,
     PipelineConfig,
     StandardConfig,
+    PETConfig,
 ]
 
 
@@ -88,7 +90,8 @@ def test_every_bad_value_is_refused_with_one_sentence_naming_the_setting(cls, na
     message = str(raised.value)
     item = next(f for f in dataclasses.fields(cls) if f.name == name)
     assert "\n" not in message and message.endswith(".")
-    assert message[:1].isupper() or message.startswith(f"{getattr(cls, 'name', '')}:"), message
+    starts = (f"{getattr(cls, 'name', '')}:", capitalised(label_of(item)))  # a method's name, or a name like iPET
+    assert message[:1].isupper() or message.startswith(starts), message
     assert label_of(item).lower() in message.lower() or item.metadata["subject"], message
     assert repr(value) in message or str(value) in message, message
 

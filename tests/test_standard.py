@@ -7,10 +7,12 @@ import threading
 import pytest
 
 from peftlab.errors import PeftlabError
+from peftlab.pet import PETConfig, PETEvent
 from peftlab.report import compare
 from peftlab.standard import (
     AUTOPROMPT,
     IN_CONTEXT,
+    PET,
     STEP_COST,
     ZERO_SHOT,
     StandardConfig,
@@ -77,6 +79,26 @@ def test_stop_keeps_the_finished_runs_and_starts_no_other(tiny_causal):
     assert [r.method for r in rows] == [ZERO_SHOT, IN_CONTEXT, IN_CONTEXT]
 
 
+def test_pet_runs_on_the_template_and_generic_patterns_with_what_the_pool_has_left(tiny_causal):
+    task = easy_task()  # 48 training rows, none of its own patterns
+    pet_only = config(methods=(ZERO_SHOT, PET), seeds=(13,))
+    items = list(run_standard(tiny_causal, tiny_causal, task, TEMPLATE, VERBALIZER, pet_only, SETTINGS))
+    rows = [i for i in items if isinstance(i, ResultRow)]
+    assert [(r.method, r.seed) for r in rows] == [(ZERO_SHOT, None), ("pet ensemble", 13), ("pet", 13)]
+    assert len({r.test_fingerprint for r in rows}) == 1
+    pet = rows[-1].settings["pet"]
+    assert pet["unlabelled"] == 48 - 2 * 2 * 2 and pet["shots"] == 2 and pet["test_limit"] == 4
+    models = {i.model for i in items if isinstance(i, PETEvent)}
+    assert models == {"pattern 1", "pattern 2", "pattern 3", "classifier"}  # the template and two generic ones
+
+
+def test_pet_with_no_unlabelled_text_left_is_one_sentence_before_anything_runs(tiny_causal):
+    task = easy_task()
+    task.train = task.train[:4] + task.train[-4:]  # K=2 per class for training and dev takes all of it
+    with pytest.raises(PeftlabError, match=r"^PET needs unlabelled texts, and the training pool of 'easy-sentiment'"):
+        next(run_standard(tiny_causal, tiny_causal, task, TEMPLATE, VERBALIZER, config(methods=(PET,)), SETTINGS))
+
+
 def test_the_estimate_adds_up_the_measured_costs():
     task = easy_task()
     costs = estimate_seconds(config(), SETTINGS, task, per_text=0.01, per_step=1.0)
@@ -85,6 +107,10 @@ def test_the_estimate_adds_up_the_measured_costs():
     assert costs[IN_CONTEXT] == pytest.approx(2 * n_test * 0.01 * (1 + 2))
     assert costs["lora"] == pytest.approx(2 * (2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.01 + n_test * 0.01))
     assert set(costs) == set(config().methods)
+    pet = estimate_seconds(config(methods=(PET,)), SETTINGS, task, per_text=0.01, per_step=1.0)[PET]
+    unlabelled, patterns = 48 - 2 * dev, 3
+    pattern = 2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.01 + n_test * 0.01 + (dev + unlabelled) * 0.01
+    assert pet == pytest.approx(2 * (patterns * pattern + PETConfig().distil_steps * 1.0 + n_test * 0.01))
 
 
 @pytest.mark.parametrize(

@@ -167,6 +167,9 @@ def _expected_counts(lm) -> list[tuple[str, dict, int]]:
         ("adapter", {}, adapter(16)),
         ("adapter", {"bottleneck": 3}, adapter(3)),
         ("full", {}, full),
+        # A sequence classifier: LoRA on q and v plus its new head (H x L, no bias), or every weight but the LM head.
+        ("classifier", {}, layers * (8 * (H + H) + 8 * (H + kv)) + H * L),
+        ("classifier", {"lora": False}, full - V * H + H * L),
         ("prefix-tuning", {}, 10 * layers * 2 * kv),
         ("prefix-tuning", {"num_virtual_tokens": 3}, 3 * layers * 2 * kv),
         ("prefix-tuning", {"num_virtual_tokens": 4, "prefix_projection": True}, prefix_projected(4)),

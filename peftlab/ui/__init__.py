@@ -8,6 +8,7 @@ from peftlab.serving import current_caps, public_mode
 from peftlab.ui.autoprompt_tab import build_autoprompt_tab
 from peftlab.ui.cloze_tab import build_cloze_tab
 from peftlab.ui.compare_tab import build_compare_tab
+from peftlab.ui.pet_tab import build_pet_tab
 from peftlab.ui.rlhf_tab import build_rlhf_tab
 from peftlab.ui.sessions import close_session
 from peftlab.ui.soft_prompts_tab import build_soft_prompts_tab
@@ -33,6 +34,8 @@ def build_app() -> gr.Blocks:
                 build_autoprompt_tab(cloze, tabs, cloze_tab_id="cloze")
             with gr.Tab("Soft prompts", id="soft-prompts", elem_id="tab-soft-prompts"):
                 build_soft_prompts_tab()
+            with gr.Tab("PET", id="pet", elem_id="tab-pet"):
+                build_pet_tab()
             with gr.Tab("RLHF", id="rlhf", elem_id="tab-rlhf"):
                 build_rlhf_tab()
             with gr.Tab("Compare", id="compare", elem_id="tab-compare") as compare_tab:

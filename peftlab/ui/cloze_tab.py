@@ -8,7 +8,6 @@ import pandas as pd
 from peftlab.cloze import ClozeConfig, classify_text, demonstrations_note, evaluate, scored_note
 from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.ui.common import (
-    INSTANT,
     START_TEMPLATE,
     check_test_texts,
     heavy,
@@ -17,6 +16,7 @@ from peftlab.ui.common import (
     light,
     load_model,
     model_and_task_inputs,
+    on_task_change,
     split_templates,
     suggest,
     task_from_form,
@@ -119,14 +119,7 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
         headers=["text", "gold", "predicted", "confidence", "correct"],
     )
 
-    gr.on(
-        [source["task"].input, source["upload"].change],
-        suggest,
-        [source["task"], source["upload"], source["text_column"], source["label_column"]],
-        [templates, verbalizer],
-        api_name="suggest_prompt",
-        **INSTANT,
-    )
+    on_task_change(source, suggest, [templates, verbalizer], api_name="suggest_prompt")
     classify_button.click(
         classify, inputs_kwargs=form | {"text": text}, outputs=[label_plot, top_tokens], api_name="classify", **light()
     )

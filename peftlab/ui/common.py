@@ -142,6 +142,13 @@ def model_and_task_inputs() -> dict[str, gr.components.Component]:
     return dict(model=model, task=task, upload=upload, text_column=text_column, label_column=label_column)
 
 
+def on_task_change(source: dict, handler, outputs: list, **kwargs) -> None:
+    """When the visitor picks a task or uploads data, `handler(task, upload, text_column, label_column)` fills
+    `outputs` (the prompt boxes the task suggests); `source` is `model_and_task_inputs()`'s dict."""
+    columns = [source["task"], source["upload"], source["text_column"], source["label_column"]]
+    gr.on([source["task"].input, source["upload"].change], handler, columns, outputs, **INSTANT, **kwargs)
+
+
 def task_from_form(form: dict):
     """The Task of a form made with `model_and_task_inputs`."""
     return resolve_task(form["task"], form["upload"], form["text_column"], form["label_column"])

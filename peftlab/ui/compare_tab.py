@@ -37,6 +37,7 @@ from peftlab.ui.common import (
     light,
     load_model,
     model_and_task_inputs,
+    on_task_change,
     stop_handler,
     stopped_note,
     suggest,
@@ -253,13 +254,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
 
     refresh.click(refresh_choices, [task, model], [task, model], api_name="compare_choices", **INSTANT)
     tab.select(refresh_choices, [task, model], [task, model], **INSTANT)
-    gr.on(
-        [source["task"].input, source["upload"].change],
-        suggest,
-        [source["task"], source["upload"], source["text_column"], source["label_column"]],
-        [template, verbalizer],
-        **INSTANT,
-    )
+    on_task_change(source, suggest, [template, verbalizer])
     run_button.click(
         run_standard_comparison,
         inputs_kwargs=form,

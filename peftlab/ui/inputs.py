@@ -14,7 +14,7 @@ import typing
 
 import gradio as gr
 
-from peftlab.config import Config, SettingError, _base_type, _item_type, label_of, parse_list
+from peftlab.config import Config, SettingError, _base_type, _item_type, capitalised, label_of, parse_list
 from peftlab.errors import PeftlabError
 from peftlab.serving import current_caps
 
@@ -22,8 +22,7 @@ CREATED: list[tuple[type[Config], str, gr.components.Component]] = []  # every i
 
 
 def ui_label(item: dataclasses.Field) -> str:
-    label = label_of(item)
-    return label[:1].upper() + label[1:]
+    return capitalised(label_of(item))
 
 
 def config_input(cls: type[Config], name: str, component: type | None = None, **options) -> gr.components.Component:

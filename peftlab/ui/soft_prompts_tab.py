@@ -154,10 +154,25 @@ def classify_with(method, text, request: gr.Request):
     if not text or not text.strip():
         raise PeftlabError("Type a text to classify.")
     trained = trained_by_method[method]
-    columns = {"text"} | set(re.findall(r"\{(\w+)\}", trained.prompt.template.text)) - {"mask"}
-    example = {name: text for name in columns} | {"label": 0}
+    example = {name: text for name in trained.prompt.template.fields} | {"label": 0}
     probs = trained.log_probs([example])[0].exp()
     return label_probability_bars(dict(zip(trained.prompt.verbalizer.words, map(float, probs))), method)
+
+
+def trained_method_panel(noun: str, classify_api: str, download_api: str) -> tuple[gr.Dropdown, gr.Row]:
+    """A picker of the session's trained methods, a text to classify with the picked one, its label
+    probabilities and its download, wired; returns the picker (runs set its choices) and the download row."""
+    with gr.Row():
+        picker = gr.Dropdown([], label=noun.capitalize(), allow_custom_value=True)
+        text = gr.Textbox("A gripping, beautifully acted film.", label="Text")
+        classify_button = gr.Button("Classify")
+    probabilities = gr.Plot(label="Label probabilities")
+    with gr.Row() as downloads:
+        download_button = gr.Button(f"Download the {noun} (zip)")
+        download_file = gr.File(label=noun.capitalize())
+    classify_button.click(classify_with, [picker, text], [probabilities], api_name=classify_api, **light())
+    download_button.click(download_trained, [picker], [download_file], api_name=download_api, **light())
+    return picker, downloads
 
 
 @user_errors
@@ -165,7 +180,8 @@ def download_trained(method, request: gr.Request):
     trained_by_method = _trained(request)
     if method not in trained_by_method:
         raise PeftlabError("Train a method first, then pick it to download.")
-    return str(zip_trained(trained_by_method[method], SESSIONS.get(request).path(f"{method}.zip")))
+    slug = re.sub(r"[^\w.]+", "-", method).strip("-")  # "pet classifier (seed 13)" -> pet-classifier-seed-13
+    return str(zip_trained(trained_by_method[method], SESSIONS.get(request).path(f"{slug}.zip")))
 
 
 @user_errors
@@ -261,14 +277,8 @@ def build_soft_prompts_tab() -> None:
         run_file = gr.File(label="Whole run (JSON)")
 
     gr.Markdown("### Use a trained method")
-    with gr.Row():
-        trained_method = gr.Dropdown([], label="Trained method", allow_custom_value=True)
-        test_text = gr.Textbox("A gripping, beautifully acted film.", label="Text")
-        test_button = gr.Button("Classify")
-    test_plot = gr.Plot(label="Label probabilities")
-    with gr.Row():
-        download_button = gr.Button("Download the trained method (zip)")
-        download_file = gr.File(label="Trained method")
+    trained_method, downloads = trained_method_panel("trained method", "classify_trained", "download_trained")
+    with downloads:
         upload_trained = gr.File(label="Load a saved method (zip)", file_types=[".zip"])
     load_status = gr.Markdown()
 
@@ -282,8 +292,6 @@ def build_soft_prompts_tab() -> None:
     stop_button.click(
         stop_handler("soft-prompts", "the comparison"), None, [status], api_name="compare_stop", **INSTANT
     )
-    test_button.click(classify_with, [trained_method, test_text], [test_plot], api_name="classify_trained", **light())
-    download_button.click(download_trained, [trained_method], [download_file], api_name="download_trained", **light())
     upload_trained.upload(
         load_saved, [upload_trained], [trained_method, load_status], api_name="load_trained", **light()
     )

@@ -1,0 +1,485 @@
+"""PET and iPET: several patterns' models label unlabelled text, and one classifier learns from their soft labels.
+
+Pattern-Exploiting Training (Schick & Schütze, EACL 2021, "Exploiting Cloze Questions for Few Shot Text
+Classification and Natural Language Inference", §3) in three steps, on the K labelled examples per class
+of a seed (the LM-BFF protocol of `Task.few_shot`, whose dev half picks each model's kept weights):
+
+1. One model per pattern-verbalizer pair (PVP) is trained on the labelled examples by the shared trainer
+   (`peftlab.tuning`: cross-entropy over the verbalizer's label scores; LoRA by default, full fine-tuning
+   selectable). The paper's auxiliary language-modelling loss on unlabelled text, L = (1 − α) L_CE + α L_LM,
+   is offered (`lm_loss_weight` = α; the paper used 1e-4) and off by default.
+2. The ensemble labels the unlabelled pool (the training pool without the seed's labelled examples, labels
+   hidden): s(l|x) = Σ_p w(p) s_p(l|x) / Σ_p w(p) (§3.1), with w(p) the pattern's accuracy on the labelled
+   training set before training (or 1: uniform), and the soft label q(l|x) = softmax(s(l|x) / T), T = 2.
+   (s_p here are the pattern model's label log-probabilities: they differ from the paper's logits by a
+   constant per text, which the softmax removes.)
+3. A sequence classifier (`methods.SequenceClassifierMethod`, LoRA or full) learns q with the distillation
+   loss T² · KL(q ‖ softmax(z / T)) of PET's reference code (after Hinton et al. 2015).
+
+iPET (Schick & Schütze, EACL 2021, §3.3): in generation j = 1..G, each pattern's model is trained anew on
+the labelled set plus |T| (d^j − 1) unlabelled texts, d = 5, labelled (arg max) by the ensemble of a random
+share λ = 0.25 of the other patterns' models of generation j − 1, as many per label as the labelled set has
+(balanced), each drawn with probability proportional to the ensemble's confidence (without replacement;
+a label with too few candidates has them repeated, as the reference code does). The last generation's
+ensemble is distilled as in step 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from peftlab.cloze import ClozeSetup, label_log_probs
+from peftlab.config import Config, scored_texts_setting, setting
+from peftlab.errors import PeftlabError
+from peftlab.methods import SequenceClassifierMethod, method_config
+from peftlab.models import LM, autocast_for
+from peftlab.prompts import Prompt, Template, Verbalizer
+from peftlab.store import ResultRow
+from peftlab.tasks import DEFAULT_SEEDS, EMBEDDED_TASKS, Task
+from peftlab.training import Event
+from peftlab.tuning import (
+    TrainedMethod,
+    TrainEvent,
+    TrainSettings,
+    gold_label_loss,
+    train_method,
+    training_log_probs,
+)
+
+WEIGHTINGS = ("train-accuracy", "uniform")
+PATTERN_METHODS = ("lora", "full")
+
+
+@dataclass
+class PETConfig(Config):
+    """What PET and iPET run; the pattern models' trainer settings are TrainSettings."""
+
+    shots: int = setting(16, "K, labelled examples per class (as many again for dev)", minimum=1, cap="shots")
+    seeds: tuple[int, ...] = setting(DEFAULT_SEEDS[:3], "seeds, comma-separated: each draws its own K examples")
+    unlabelled: int = setting(
+        1000, "unlabelled texts the ensemble labels (from the training pool)", minimum=1, cap="unlabelled"
+    )
+    method: str = setting("lora", "how each pattern's model trains", choices=PATTERN_METHODS, label="pattern models")
+    temperature: float = setting(2.0, "T of the soft labels softmax(s / T) (the paper: 2)", above=0)
+    weighting: str = setting(
+        "train-accuracy",
+        "pattern weights: accuracy on the labelled set before training (the paper's) or uniform",
+        choices=WEIGHTINGS,
+    )
+    lm_loss_weight: float = setting(
+        0.0,
+        "α of the auxiliary language-modelling loss on unlabelled text (the paper: 1e-4; 0: off)",
+        minimum=0,
+        maximum=1,
+        label="LM loss weight",
+    )
+    distil_steps: int = setting(60, "optimiser steps of the distilled classifier", minimum=1, cap="steps")
+    distil_lora: bool = setting(
+        True, "distil into LoRA updates and a head (off: every weight)", label="LoRA classifier"
+    )
+    ipet_generations: int | None = setting(
+        None, "iPET generations after the first PET models (none: PET only)", minimum=1, label="iPET generations"
+    )
+    growth: float = setting(5.0, "d: generation j adds |T| (d^j - 1) labelled texts (the paper: 5)", above=1)
+    ipet_share: float = setting(
+        0.25, "λ: the share of the other patterns' models that label for each (the paper: 0.25)", above=0, maximum=1
+    )
+    test_limit: int | None = scored_texts_setting("test texts every model is scored on")
+
+    def check_settings(self):
+        if not self.seeds:
+            raise PeftlabError("PET needs at least one seed.")
+
+
+@dataclass(kw_only=True)
+class PETEvent(Event):
+    """A training step of one of PET's models: a pattern's (generation 0 is PET, later ones iPET) or the classifier."""
+
+    seed: int
+    generation: int
+    model: str  # "pattern 1", ..., or "classifier"
+    train_loss: float
+    dev_accuracy: float  # nan between evaluations
+
+
+@dataclass
+class PETResult:
+    """One seed's PET (and iPET) run: every model's test accuracy and the distilled classifier.
+
+    `ipet_accuracy` holds each iPET generation's ensemble test accuracy; `ipet_distilled_accuracy` the
+    classifier distilled from the last one. `soft_labels` is (N, L): q of the unlabelled texts.
+    """
+
+    seed: int
+    patterns: list[str]
+    pattern_weights: list[float]
+    pattern_accuracies: list[float]
+    ensemble_accuracy: float
+    distilled_accuracy: float
+    soft_labels: np.ndarray
+    soft_label_accuracy: float  # arg max q against the pool's hidden gold labels (a diagnostic, never trained on)
+    classifier: TrainedMethod
+    ipet_accuracy: list[float] = field(default_factory=list)
+    ipet_distilled_accuracy: float | None = None
+    added_sizes: list[int] = field(default_factory=list)  # iPET: texts added per pattern model, per generation
+    rows: list[ResultRow] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        record = {
+            "seed": self.seed,
+            "pattern_accuracies": self.pattern_accuracies,
+            "pattern_weights": self.pattern_weights,
+            "ensemble_accuracy": self.ensemble_accuracy,
+            "distilled_accuracy": self.distilled_accuracy,
+            "soft_label_accuracy": self.soft_label_accuracy,
+            "seconds": round(self.seconds, 1),
+        }
+        if self.ipet_accuracy:
+            record |= {
+                "ipet_accuracy": self.ipet_accuracy,
+                "ipet_distilled_accuracy": self.ipet_distilled_accuracy,
+                "ipet_added": self.added_sizes,
+            }
+        return record
+
+
+# ---------------------------------------------------------------- the ensemble and its soft labels
+
+
+def ensemble_scores(log_probs: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+    """s(l|x) = Σ_p w(p) s_p(l|x) / Σ_p w(p): (P, N, L) pattern scores and P weights -> (N, L)."""
+    w = torch.tensor(list(weights), dtype=log_probs.dtype)
+    if float(w.sum()) <= 0:
+        w = torch.ones_like(w)  # every pattern scored 0 on the labelled set: weigh them equally
+    return torch.einsum("p,pnl->nl", w, log_probs) / w.sum()
+
+
+def soft_labels(log_probs: torch.Tensor, weights: Sequence[float], temperature: float) -> torch.Tensor:
+    """q(l|x) = softmax(s(l|x) / T) of the weighted ensemble, (P, N, L) -> (N, L) (PET §3.1)."""
+    return (ensemble_scores(log_probs, weights) / temperature).softmax(-1)
+
+
+def distillation_loss(log_probs: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · KL(q ‖ softmax(z / T)), averaged over the batch: (B, L) classifier log-probs z, (B, L) soft labels q.
+
+    Zero exactly when softmax(z / T) = q. As PET's reference code (`distillation_loss`), after Hinton et al. 2015.
+    """
+    student = torch.log_softmax(log_probs / temperature, dim=-1)
+    return torch.nn.functional.kl_div(student, targets, reduction="batchmean") * temperature**2
+
+
+def ipet_added_size(labelled: int, growth: float, generation: int) -> int:
+    """Texts generation j adds to a labelled set of |T|: |T| (d^j − 1) (the reference code's int rounding)."""
+    return int(labelled * growth**generation - labelled)
+
+
+def draw_labelled(
+    pool: Sequence[dict], probabilities: torch.Tensor, per_label: Sequence[int], rng: np.random.Generator
+) -> list[dict]:
+    """iPET's next training texts: per label l, `per_label[l]` pool texts whose arg max is l, each drawn with
+    probability proportional to its confidence max_l q(l|x), without replacement (repeating the label's
+    candidates when it has too few), labelled l. `probabilities` is (N, L)."""
+    predicted = probabilities.argmax(-1).tolist()
+    confidence = probabilities.max(-1).values.double().numpy()
+    drawn = []
+    for label, count in enumerate(per_label):
+        candidates = [i for i, p in enumerate(predicted) if p == label]
+        if not candidates or not count:
+            continue
+        repeats = -(-count // len(candidates))  # ceil: as many copies as needed to draw `count` without replacement
+        indices = np.array(candidates * repeats)
+        weights = confidence[indices] / confidence[indices].sum()
+        for i in rng.choice(indices, size=count, replace=False, p=weights):
+            drawn.append({**pool[int(i)], "label": label})
+    return drawn
+
+
+# ---------------------------------------------------------------- data
+
+
+def unlabelled_candidates(task: Task, labelled: Sequence[dict]) -> list[dict]:
+    """The training pool's rows whose inputs are not among `labelled` (labels still on)."""
+
+    def key(row: dict) -> tuple:
+        return tuple(sorted((k, str(v)) for k, v in row.items() if k != "label"))
+
+    taken = {key(row) for row in labelled}
+    return [row for row in task.train if key(row) not in taken]
+
+
+def unlabelled_pool(task: Task, labelled: Sequence[dict], size: int, seed: int) -> tuple[list[dict], list[int]]:
+    """`size` texts of the training pool that are not among `labelled`, without labels, and their hidden gold
+    labels (kept only to report how good the soft labels were).
+
+    Raises:
+        PeftlabError: the pool has fewer texts than asked.
+    """
+
+    rest = unlabelled_candidates(task, labelled)
+    if size > len(rest):
+        raise PeftlabError(
+            f"The training pool of '{task.name}' has {len(rest)} texts besides the labelled examples, fewer than "
+            f"the {size} unlabelled texts asked; ask for at most {len(rest)}."
+        )
+    picked = random.Random(f"pet-unlabelled:{seed}").sample(rest, size)
+    return [{k: v for k, v in row.items() if k != "label"} for row in picked], [row["label"] for row in picked]
+
+
+def pattern_prompts(task: Task, templates: Sequence[str], verbalizers: Sequence[str | dict]) -> list[Prompt]:
+    """The pattern-verbalizer pairs: each template with its verbalizer (one for all, or one per template).
+
+    Raises:
+        PeftlabError: fewer than two patterns, verbalizers that do not pair with them, or a template or verbalizer
+            that does not fit the task.
+    """
+    if len(templates) < 2:
+        raise PeftlabError("PET needs at least two patterns (an ensemble of one is that pattern's model).")
+    if len(verbalizers) not in (1, len(templates)):
+        raise PeftlabError(
+            f"Give one verbalizer for every pattern or one per pattern, not {len(verbalizers)} for "
+            f"{len(templates)} patterns."
+        )
+    prompts = []
+    for number, template in enumerate(templates, start=1):
+        verbalizer = verbalizers[0] if len(verbalizers) == 1 else verbalizers[number - 1]
+        try:
+            prompts.append(
+                Prompt(Template.parse(template, task.text_fields), Verbalizer.parse(verbalizer, task.label_names))
+            )
+        except PeftlabError as exc:
+            raise PeftlabError(f"Pattern {number}: {exc}") from None
+    return prompts
+
+
+def patterns_for(task: Task, template: str) -> list[str]:
+    """The task's own patterns (`tasks.EmbeddedTask.patterns`), or for a task without any (an upload, a Hub
+    dataset) `template` and two generic patterns over its fields: "<fields>\nAnswer:{mask}", "<fields> ({mask})"."""
+    embedded = EMBEDDED_TASKS.get(task.name)
+    if embedded is not None and embedded.patterns:
+        return list(embedded.patterns)
+    inputs = " ".join(f"{{{name}}}" for name in Template.parse(template, task.text_fields).fields)
+    return list(dict.fromkeys([template, inputs + "\nAnswer:{mask}", inputs + " ({mask})"]))
+
+
+def default_patterns(task_name: str) -> tuple[list[str], dict]:
+    """An embedded task's own patterns and verbalizer (`tasks.EmbeddedTask.patterns`).
+
+    Raises:
+        PeftlabError: a task without patterns of its own (an upload or a Hub dataset).
+    """
+    embedded = EMBEDDED_TASKS.get(task_name)
+    if embedded is None or not embedded.patterns:
+        raise PeftlabError(f"'{task_name}' has no patterns of its own; write at least two, each with a {{mask}}.")
+    return list(embedded.patterns), embedded.verbalizer
+
+
+# ---------------------------------------------------------------- the run
+
+
+def pet_run(
+    lm: LM,
+    task: Task,
+    prompts: Sequence[Prompt],
+    config: PETConfig,
+    settings: TrainSettings,
+    stop: threading.Event | None = None,
+) -> Iterator[PETEvent | PETResult]:
+    """PET (and iPET with `config.ipet_generations`) over the seeds, with the PVPs `prompts` (`pattern_prompts`):
+    events as each model trains, and a PETResult per finished seed. `lm` should be fp32: its copies are trained.
+    When `stop` is set, the run ends after the current step; the seeds finished before are kept, the one in
+    progress is dropped (its classifier would be half-trained).
+
+    Raises:
+        PeftlabError: patterns or sizes that do not fit the task or the model (before any training).
+    """
+    if len(prompts) < 2:
+        raise PeftlabError("PET needs at least two patterns (an ensemble of one is that pattern's model).")
+    for prompt in prompts:
+        prompt.queries(lm, task.train[0])  # a label word the model cannot spell fails here
+    for seed in config.seeds:
+        train, dev = task.few_shot(config.shots, seed)
+        unlabelled_pool(task, train + dev, config.unlabelled, seed)  # too small a pool fails before any training
+    for seed in config.seeds:
+        result = yield from _one_seed(lm, task, list(prompts), config, dataclasses.replace(settings, seed=seed), stop)
+        if result is None:
+            return
+        yield result
+
+
+def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, stop) -> Iterator:
+    """One seed's run (its events yielded); returns its PETResult, or None when `stop` came first."""
+    started, seed = time.perf_counter(), settings.seed
+    train, dev = task.few_shot(config.shots, seed)
+    pool, pool_gold = unlabelled_pool(task, train + dev, config.unlabelled, seed)
+    test = task.test_subset(config.test_limit)
+    gold = torch.tensor([e["label"] for e in test])
+    train_gold = torch.tensor([e["label"] for e in train])
+    weights = [
+        float((label_log_probs(lm, p, train).argmax(-1) == train_gold).float().mean())
+        if config.weighting == "train-accuracy"
+        else 1.0
+        for p in prompts
+    ]
+
+    def accuracy(scores: torch.Tensor) -> float:
+        return float((scores.argmax(-1) == gold).float().mean())
+
+    def generation_of_patterns(generation: int, training_sets: Sequence[list[dict]]) -> Iterator:
+        """Every pattern's model trained; returns (P, N, L) pool and (P, n_test, L) test scores, or None on stop."""
+        pool_scores, test_scores = [], []
+        for number, (prompt, examples) in enumerate(zip(prompts, training_sets), start=1):
+            trained = yield from _train(
+                lm,
+                prompt,
+                method_config(config.method),
+                examples,
+                dev,
+                settings,
+                stop,
+                generation,
+                f"pattern {number}",
+                _pattern_loss(config.lm_loss_weight, pool, seed),
+            )
+            if trained.stopped:
+                return None
+            pool_scores.append(trained.log_probs(pool))
+            test_scores.append(trained.log_probs(test))
+        return torch.stack(pool_scores), torch.stack(test_scores)
+
+    scores = yield from generation_of_patterns(0, [train] * len(prompts))
+    if scores is None:
+        return None
+    pool_scores, test_scores = scores
+    ensemble_seconds = time.perf_counter() - started
+    q = soft_labels(pool_scores, weights, config.temperature)
+    classifier = yield from _distil(lm, prompts[0], pool, q, dev, config, settings, stop, 0)
+    if classifier.stopped:
+        return None
+    distilled = classifier.evaluate(test)
+    ensemble = ensemble_scores(test_scores, weights)
+    result = PETResult(
+        seed=seed,
+        patterns=[p.template.text for p in prompts],
+        pattern_weights=weights,
+        pattern_accuracies=[accuracy(s) for s in test_scores],
+        ensemble_accuracy=accuracy(ensemble),
+        distilled_accuracy=distilled["accuracy"],
+        soft_labels=q.numpy(),
+        soft_label_accuracy=float((q.argmax(-1) == torch.tensor(pool_gold)).float().mean()),
+        classifier=classifier,
+    )
+    row = functools.partial(_row, lm=lm, task=task, config=config, settings=settings, test=test)
+    result.rows += [
+        row("pet ensemble", ensemble.argmax(-1).tolist(), 0, ensemble_seconds),
+        row("pet", distilled["predictions"], classifier.trainable_params, time.perf_counter() - started),
+    ]
+    if config.ipet_generations:
+        draws, choose = np.random.default_rng(seed), random.Random(f"ipet:{seed}")
+        for generation in range(1, config.ipet_generations + 1):
+            counts = [ipet_added_size(len(train), config.growth, generation) // len(task.label_names)] * len(
+                task.label_names
+            )
+            training_sets = []
+            for p in range(len(prompts)):
+                others = [j for j in range(len(prompts)) if j != p]
+                chosen = choose.sample(others, max(1, round(config.ipet_share * len(others))))
+                labelled_by = soft_labels(pool_scores[chosen], [weights[j] for j in chosen], 1.0)
+                training_sets.append(train + draw_labelled(pool, labelled_by, counts, draws))
+            result.added_sizes.append(sum(counts))
+            scores = yield from generation_of_patterns(generation, training_sets)
+            if scores is None:
+                return None
+            pool_scores, test_scores = scores
+            result.ipet_accuracy.append(accuracy(ensemble_scores(test_scores, weights)))
+        q = soft_labels(pool_scores, weights, config.temperature)
+        classifier = yield from _distil(lm, prompts[0], pool, q, dev, config, settings, stop, config.ipet_generations)
+        if classifier.stopped:
+            return None
+        ipet = classifier.evaluate(test)
+        result.classifier, result.soft_labels, result.ipet_distilled_accuracy = classifier, q.numpy(), ipet["accuracy"]
+        result.rows.append(row("ipet", ipet["predictions"], classifier.trainable_params, time.perf_counter() - started))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _train(lm, prompt, method, examples, dev, settings, stop, generation, name, loss) -> Iterator:
+    """One model trained by the shared trainer, its steps yielded as PETEvents; returns the TrainedMethod."""
+    trained = None
+    for item in train_method(lm, ClozeSetup(prompts=[prompt]), method, examples, dev, settings, stop, name, loss):
+        if isinstance(item, TrainEvent):
+            yield PETEvent(
+                step=item.step,
+                elapsed=item.elapsed,
+                seed=settings.seed,
+                generation=generation,
+                model=name,
+                train_loss=item.train_loss,
+                dev_accuracy=item.dev_accuracy,
+            )
+        else:
+            trained = item
+    return trained
+
+
+def _distil(lm, prompt, pool, q, dev, config: PETConfig, settings, stop, generation) -> Iterator:
+    """Step 3: the sequence classifier trained on the soft-labelled pool; returns the TrainedMethod."""
+    examples = [{**row, "soft_label": target} for row, target in zip(pool, q)]
+
+    def loss(trained: TrainedMethod, batch: list[dict]) -> torch.Tensor:
+        targets = torch.stack([e["soft_label"] for e in batch])
+        with autocast_for(lm.model):
+            log_probs = training_log_probs(trained, batch).float().cpu()
+        return distillation_loss(log_probs, targets, config.temperature)
+
+    method = (
+        SequenceClassifierMethod() if config.distil_lora else SequenceClassifierMethod(lora=False, learning_rate=1e-5)
+    )
+    steps = dataclasses.replace(settings, steps=config.distil_steps)
+    return (yield from _train(lm, prompt, method, examples, dev, steps, stop, generation, "classifier", loss))
+
+
+def _pattern_loss(alpha: float, pool: Sequence[dict], seed: int):
+    """Step 1's loss: the gold labels' cross-entropy, plus α times the LM loss on a batch of unlabelled texts."""
+    if not alpha:
+        return None
+    order = random.Random(f"pet-lm:{seed}")
+
+    def loss(trained: TrainedMethod, batch: list[dict]) -> torch.Tensor:
+        texts = [trained.prompt.template.input_text(row) for row in order.sample(list(pool), len(batch))]
+        tokens = trained.lm.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=256)
+        labels = tokens.input_ids.masked_fill(tokens.attention_mask == 0, -100)
+        with autocast_for(trained.lm.model):
+            lm_loss = trained.model(
+                input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, labels=labels
+            ).loss
+        return (1 - alpha) * gold_label_loss(trained, batch) + alpha * lm_loss.float().cpu()
+
+    return loss
+
+
+def _row(method, predicted, trainable, seconds, *, lm, task, config, settings, test) -> ResultRow:
+    return ResultRow.scored(
+        "pet",
+        lm.name,
+        task,
+        method,
+        {"pet": config.to_dict(), "trainer": dataclasses.asdict(dataclasses.replace(settings, seed=0))},
+        test,
+        predicted,
+        k=config.shots,
+        seed=settings.seed,
+        trainable_params=trainable,
+        train_seconds=seconds,
+        device=str(lm.device),
+        metrics={"model_params": lm.num_parameters},
+    )

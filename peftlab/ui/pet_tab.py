@@ -1,0 +1,167 @@
+"""The PET tab: several patterns' models label unlabelled text, and one classifier learns from their soft labels.
+
+The library (`peftlab.pet`) runs PET and iPET; this tab wires its inputs, shows every model's curve as it trains,
+the table of each pattern next to the ensemble and the distilled classifier, the soft labels' histogram, and
+offers the classifier to classify typed text and to download.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import gradio as gr
+import pandas as pd
+
+from peftlab.errors import PeftlabError
+from peftlab.pet import PETConfig, PETEvent, default_patterns, pattern_prompts, pet_run
+from peftlab.plots import soft_label_histogram, training_curves
+from peftlab.tuning import TrainSettings
+from peftlab.ui.common import (
+    INSTANT,
+    check_test_texts,
+    heavy,
+    job,
+    keep_results,
+    load_model,
+    model_and_task_inputs,
+    on_task_change,
+    resolve_task,
+    split_templates,
+    stop_handler,
+    stopped_note,
+    task_from_form,
+    user_errors,
+    verbalizer_box,
+    verbalizer_lines,
+)
+from peftlab.ui.inputs import config_from_form, config_input
+from peftlab.ui.sessions import SESSIONS
+from peftlab.ui.soft_prompts_tab import trained_method_panel
+
+INTRO = """**Pattern-Exploiting Training** ([Schick & Schütze 2021](https://aclanthology.org/2021.eacl-main.20/)):
+(1) one model per pattern learns from the K labelled examples per class; (2) their ensemble, each pattern
+weighted by its accuracy on those examples before training, gives the unlabelled texts soft labels
+q = softmax(s / T); (3) one classifier, which reads the text without any pattern, learns those soft labels.
+**iPET** repeats step 1 in generations, each pattern's model also learning from texts the others labelled
+(d times more each generation), and distils the last generation. The unlabelled texts come from the task's
+training pool, their labels hidden; they are only used to say how often the soft labels were right."""
+
+MAIN_SETTINGS = ("shots", "seeds", "unlabelled", "ipet_generations", "test_limit")
+MORE_SETTINGS = (
+    "method",
+    "temperature",
+    "weighting",
+    "distil_steps",
+    "distil_lora",
+    "growth",
+    "ipet_share",
+    "lm_loss_weight",
+)
+
+
+def _table(results) -> pd.DataFrame:
+    """One line per seed (each pattern, the ensemble, PET, iPET) in percent, and their mean ± std."""
+    rows = []
+    for r in results:
+        row = {f"pattern {i}": a for i, a in enumerate(r.pattern_accuracies, start=1)}
+        row |= {"ensemble": r.ensemble_accuracy, "PET": r.distilled_accuracy}
+        if r.ipet_distilled_accuracy is not None:
+            row |= {f"iPET ensemble g{g}": a for g, a in enumerate(r.ipet_accuracy, start=1)}
+            row["iPET"] = r.ipet_distilled_accuracy
+        row["soft labels right"] = r.soft_label_accuracy
+        rows.append(row)
+    numbers = pd.DataFrame(rows)
+    shown = numbers.map("{:.1%}".format)
+    if len(numbers) > 1:
+        spread = numbers.mean().map("{:.1%}".format) + " ± " + numbers.std().map("{:.1%}".format)
+        shown = pd.concat([shown, spread.to_frame().T])
+    shown.insert(0, "seed", [str(r.seed) for r in results] + (["mean ± std"] if len(numbers) > 1 else []))
+    return shown
+
+
+@user_errors
+def suggest_patterns(task_name, upload, text_column, label_column):
+    """The task's own patterns (--- between them) and verbalizer, or empty boxes for data without patterns."""
+    task = resolve_task(task_name, upload, text_column, label_column)
+    try:
+        templates, verbalizer = default_patterns(task.name)
+    except PeftlabError:
+        return "", verbalizer_lines({label: [label] for label in task.label_names})
+    return "\n---\n".join(templates), verbalizer_lines(verbalizer)
+
+
+@user_errors
+def run_pet(request: gr.Request, progress=gr.Progress(), **form):
+    task = task_from_form(form)
+    prompts = pattern_prompts(task, split_templates(form["patterns"]), [form["verbalizer"]])
+    config = config_from_form(PETConfig, form)
+    settings = config_from_form(TrainSettings, form)
+    check_test_texts(task, config.test_limit)
+    lm = load_model(form["model"], dtype="fp32")
+    generations = config.ipet_generations or 0
+    total = len(config.seeds) * ((1 + generations) * len(prompts) + 1 + (1 if generations else 0))  # models trained
+    results, events, done = [], [], 0
+    trained = SESSIONS.get(request).values.setdefault("trained", {})
+
+    def outputs(status: str):
+        curves = training_curves(pd.DataFrame(events)) if events else None
+        soft = soft_label_histogram(results[-1].soft_labels, task.label_names) if results else None
+        choices = gr.Dropdown(choices=list(trained), value=next(reversed(trained), None) if trained else None)
+        return status, _table(results) if results else None, curves, soft, choices
+
+    with job(request, "pet") as (_, stop):
+        for item in pet_run(lm, task, prompts, config, settings, stop):
+            if isinstance(item, PETEvent):
+                events.append({**asdict(item), "method": f"g{item.generation} {item.model}"})
+                if item.step == 1:
+                    done += 1
+                    progress((done - 1) / total, desc=f"seed {item.seed}: generation {item.generation}, {item.model}")
+                if item.step % 5:
+                    continue  # redraw every few steps: plots cost more than a CPU step
+                yield outputs(f"Seed {item.seed}: training {item.model} (generation {item.generation}).")
+                continue
+            results.append(item)
+            keep_results(request, item.rows)
+            trained[f"pet classifier (seed {item.seed})"] = item.classifier
+            yield outputs(f"{len(results)} of {len(config.seeds)} seeds finished.")
+        note = (
+            f" {stopped_note(stop)} The seed in progress was dropped; finished seeds are kept." if stop.is_set() else ""
+        )
+    yield outputs(f"{len(results)} of {len(config.seeds)} seeds finished.{note}")
+
+
+def build_pet_tab() -> None:
+    gr.Markdown(INTRO)
+    source = model_and_task_inputs()
+    templates, _ = default_patterns("rt-sentiment")  # the pickers' first task; its verbalizer is verbalizer_box's
+    with gr.Row():
+        patterns = gr.Textbox(
+            "\n---\n".join(templates),
+            lines=8,
+            label="Patterns",
+            info="Templates with one {mask} each, separated by a line holding ---.",
+        )
+        words = verbalizer_box()
+    with gr.Row():
+        settings = {name: config_input(PETConfig, name) for name in MAIN_SETTINGS}
+        steps = config_input(TrainSettings, "steps")
+    with gr.Accordion("More settings", open=False):
+        with gr.Row():
+            more = {name: config_input(PETConfig, name) for name in MORE_SETTINGS}
+    form = dict(**source, patterns=patterns, verbalizer=words, **settings, **more, steps=steps)
+    with gr.Row():
+        run_button = gr.Button("Run PET", variant="primary")
+        stop_button = gr.Button("Stop", variant="stop")
+    status = gr.Markdown()
+    table = gr.Dataframe(label="Test accuracy per seed", interactive=False, wrap=True)
+    with gr.Row():
+        curves = gr.Plot(label="Training curves (every pattern's model and the classifier)")
+        soft = gr.Plot(label="Soft labels (last seed)")
+    gr.Markdown("### Use the distilled classifier")
+    classifier, _ = trained_method_panel("classifier", "pet_classify", "pet_download")
+
+    on_task_change(source, suggest_patterns, [patterns, words])
+    run_button.click(
+        run_pet, inputs_kwargs=form, outputs=[status, table, curves, soft, classifier], api_name="pet", **heavy()
+    )
+    stop_button.click(stop_handler("pet", "PET"), None, [status], api_name="pet_stop", **INSTANT)

@@ -1,0 +1,176 @@
+"""PET and iPET: the ensemble's soft labels, the distillation loss and iPET's added sets against hand computation,
+a whole run on the tiny model (twice, for determinism), and bad input in one sentence."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from peftlab.errors import PeftlabError
+from peftlab.pet import (
+    PETConfig,
+    distillation_loss,
+    draw_labelled,
+    ensemble_scores,
+    ipet_added_size,
+    pattern_prompts,
+    pet_run,
+    soft_labels,
+    unlabelled_pool,
+)
+from peftlab.tuning import TrainSettings
+
+TINY_PATTERNS = ["{text} it was{mask}", "review : {text} sentiment :{mask}"]
+TINY_WORDS = {"negative": ["bad"], "positive": ["good"]}
+
+
+def pattern_scores() -> torch.Tensor:
+    """(P=2, N=1, L=2): pattern 1 says 0.8 / 0.2, pattern 2 says 0.4 / 0.6."""
+    return torch.tensor([[[0.8, 0.2]], [[0.4, 0.6]]]).log()
+
+
+def test_ensemble_scores_and_soft_labels_match_a_hand_computation():
+    # s = (0.75 ln 0.8 + 0.25 ln 0.4, 0.75 ln 0.2 + 0.25 ln 0.6) = (-0.39643, -1.33479)
+    s = ensemble_scores(pattern_scores(), [0.75, 0.25])
+    assert s[0].tolist() == pytest.approx([-0.39643, -1.33479], abs=1e-5)
+    # q(negative) = 1 / (1 + exp((s1 - s0) / T)): 0.71877 at T = 1, 0.61519 at T = 2 (softer)
+    assert soft_labels(pattern_scores(), [0.75, 0.25], 1.0)[0, 0].item() == pytest.approx(0.71877, abs=1e-5)
+    assert soft_labels(pattern_scores(), [0.75, 0.25], 2.0)[0, 0].item() == pytest.approx(0.61519, abs=1e-5)
+    # The weights are normalised: scaling them changes nothing; uniform weights are the plain mean.
+    assert torch.allclose(ensemble_scores(pattern_scores(), [3.0, 1.0]), s)
+    uniform = ensemble_scores(pattern_scores(), [1.0, 1.0])[0]
+    assert uniform.tolist() == pytest.approx([(math.log(0.8) + math.log(0.4)) / 2, (math.log(0.2) + math.log(0.6)) / 2])
+    # Patterns that all scored 0 on the labelled set are weighed equally rather than dividing by zero.
+    assert torch.allclose(ensemble_scores(pattern_scores(), [0.0, 0.0]), ensemble_scores(pattern_scores(), [1, 1]))
+
+
+def test_distillation_loss_is_zero_when_the_classifier_matches_the_soft_labels():
+    q = torch.tensor([[0.7, 0.3], [0.1, 0.9]])
+    for temperature in (1.0, 2.0):
+        matching = temperature * q.log()  # softmax(z / T) = q
+        assert distillation_loss(matching, q, temperature).item() == pytest.approx(0.0, abs=1e-6)
+    # KL([0.7, 0.3] || [0.5, 0.5]) = 0.7 ln 1.4 + 0.3 ln 0.6 = 0.08228 (one text, T = 1)
+    even = torch.tensor([[0.5, 0.5]]).log()
+    assert distillation_loss(even, q[:1], 1.0).item() == pytest.approx(0.08228, abs=1e-5)
+    # T² scaling: at T = 2 the logits are halved first, then the KL is multiplied by 4.
+    z = torch.tensor([[2.0, 0.0]])
+    p = torch.softmax(z / 2, -1)[0]
+    hand = 4 * sum(qi * math.log(qi / pi) for qi, pi in zip(q[0].tolist(), p.tolist()))
+    assert distillation_loss(z, q[:1], 2.0).item() == pytest.approx(hand, abs=1e-5)
+
+
+def test_ipet_added_sets_grow_by_the_factor_and_stay_balanced():
+    assert [ipet_added_size(32, 5, j) for j in (1, 2)] == [128, 768]  # |T| (d^j - 1)
+    assert [ipet_added_size(80, 5, j) for j in (1, 2)] == [320, 1920]
+    pool = [{"text": f"text {i}"} for i in range(10)]
+    # Texts 0-6 lean to label 0 (confidence 0.6 ... 0.9), texts 7-9 to label 1.
+    probabilities = torch.tensor([[0.6 + 0.05 * i, 0.4 - 0.05 * i] for i in range(7)] + [[0.2, 0.8]] * 3)
+    drawn = draw_labelled(pool, probabilities, [4, 4], np.random.default_rng(0))
+    assert Counter(row["label"] for row in drawn) == {0: 4, 1: 4}
+    assert all((int(row["text"].split()[1]) < 7) == (row["label"] == 0) for row in drawn)
+    assert len({row["text"] for row in drawn if row["label"] == 0}) == 4  # enough candidates: no repeats
+    # Label 1 has 3 candidates for 4 draws: they are repeated, as PET's reference code does.
+    assert Counter(row["text"] for row in drawn if row["label"] == 1).most_common(1)[0][1] == 2
+    # Confidence decides who is drawn: over many draws of one text from label 0, the surest comes most often.
+    rng = np.random.default_rng(1)
+    firsts = Counter(draw_labelled(pool, probabilities, [1, 0], rng)[0]["text"] for _ in range(2000))
+    assert firsts.most_common(1)[0][0] == "text 6"
+
+
+def test_the_unlabelled_pool_hides_labels_and_leaves_out_the_labelled_examples(tiny_task):
+    train, dev = tiny_task.few_shot(1, 13)
+    pool, gold = unlabelled_pool(tiny_task, train + dev, 8, 13)
+    assert len(pool) == 8 and all("label" not in row for row in pool)
+    assert not {row["text"] for row in pool} & {row["text"] for row in train + dev}
+    by_text = {row["text"]: row["label"] for row in tiny_task.train}
+    assert gold == [by_text[row["text"]] for row in pool]
+    assert unlabelled_pool(tiny_task, train + dev, 8, 13) == (pool, gold)  # the seed fixes it
+    with pytest.raises(PeftlabError, match=r"has 8 texts besides the labelled examples, fewer than the 9"):
+        unlabelled_pool(tiny_task, train + dev, 9, 13)
+
+
+def run_tiny(tiny_causal, tiny_task, **changes):
+    config = PETConfig(
+        **{
+            "shots": 1,
+            "seeds": (13,),
+            "unlabelled": 6,
+            "distil_steps": 4,
+            "ipet_generations": 1,
+            "growth": 2.0,
+            "test_limit": None,
+            **changes,
+        }
+    )
+    settings = TrainSettings(steps=4, batch_size=2, eval_every=2)
+    prompts = pattern_prompts(tiny_task, TINY_PATTERNS, [TINY_WORDS])
+    return list(pet_run(tiny_causal, tiny_task, prompts, config, settings))
+
+
+def test_a_tiny_run_trains_every_model_and_gives_the_same_numbers_twice(tiny_causal, tiny_task):
+    items = run_tiny(tiny_causal, tiny_task)
+    *events, result = items
+    models = {(e.generation, e.model) for e in events}
+    assert models == {
+        (0, "pattern 1"),
+        (0, "pattern 2"),
+        (0, "classifier"),
+        (1, "pattern 1"),
+        (1, "pattern 2"),
+        (1, "classifier"),
+    }
+    assert len(result.pattern_accuracies) == 2 and len(result.ipet_accuracy) == 1
+    assert result.added_sizes == [ipet_added_size(2, 2.0, 1)]
+    assert result.soft_labels.shape == (6, 2) and np.allclose(result.soft_labels.sum(1), 1)
+    assert [row.method for row in result.rows] == ["pet ensemble", "pet", "ipet"]
+    assert all(row.settings["rows_scored"] == 8 and row.k == 1 and row.seed == 13 for row in result.rows)
+    assert result.classifier.config.name == "classifier"
+    # The weights are each pattern's accuracy on the two labelled examples before training: 0, 0.5 or 1.
+    assert all(w in (0.0, 0.5, 1.0) for w in result.pattern_weights)
+    again = run_tiny(tiny_causal, tiny_task)[-1]
+    assert again.summary() | {"seconds": 0} == result.summary() | {"seconds": 0}
+    assert np.array_equal(again.soft_labels, result.soft_labels)
+
+
+@pytest.mark.parametrize(
+    ("patterns", "words", "changes", "message"),
+    [
+        (TINY_PATTERNS[:1], [TINY_WORDS], {}, r"^PET needs at least two patterns"),
+        (
+            [TINY_PATTERNS[0], "{text} it was"],
+            [TINY_WORDS],
+            {},
+            r"^Pattern 2: The template must contain exactly one \{mask\}, but it has no \{mask\}\.$",
+        ),
+        (TINY_PATTERNS, [TINY_WORDS] * 3, {}, r"^Give one verbalizer for every pattern or one per pattern, not 3"),
+        (
+            TINY_PATTERNS,
+            [TINY_WORDS],
+            {"shots": 1, "unlabelled": 50},
+            r"has 8 texts besides the labelled examples, fewer than the 50",
+        ),
+        (TINY_PATTERNS, [TINY_WORDS], {"shots": 4}, r"k=4 needs 8 examples of class"),
+    ],
+)
+def test_bad_input_is_one_sentence(tiny_causal, tiny_task, patterns, words, changes, message):
+    with pytest.raises(PeftlabError, match=message):
+        prompts = pattern_prompts(tiny_task, patterns, words)
+        list(pet_run(tiny_causal, tiny_task, prompts, PETConfig(**{"seeds": (13,), **changes}), TrainSettings()))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"ipet_generations": 0}, r"iPET generations must be at least 1, not 0"),
+        ({"unlabelled": 0}, r"nlabelled must be at least 1, not 0"),
+        ({"temperature": 0}, r"emperature must be above 0"),
+        ({"weighting": "votes"}, r"eighting must be one of train-accuracy, uniform"),
+    ],
+)
+def test_bad_settings_are_one_sentence(changes, message):
+    with pytest.raises(PeftlabError, match=message):
+        PETConfig(**changes)
