@@ -539,7 +539,10 @@ def autoprompt_run(
     template = fill_triggers(config.template, lm.tokenizer, last.best_trigger_ids)
     settings = {"config": config.to_dict(), "verbalizer": verbalizer_obj.to_json()}
     rows = []
-    for method, prompt, filled in (("autoprompt", found, template), ("manual prompt", manual, manual.template.text)):
+    for method, prompt, scored in (
+        ("autoprompt", found, {"found_template": template}),  # what the search found: it differs between seeds
+        ("manual prompt", manual, {"template": manual.template.text}),
+    ):
         scoring_started = time.perf_counter()
         predicted = label_log_probs(lm, prompt, test).argmax(1).tolist()
         rows.append(
@@ -548,7 +551,7 @@ def autoprompt_run(
                 lm.name,
                 task,
                 method,
-                {**settings, "template": filled},
+                settings | scored,
                 test,
                 predicted,
                 k=max(1, config.train_size // len(task.label_names)),

@@ -27,7 +27,9 @@ from peftlab.store import ResultRow
 
 # Preferred baselines, best first: zero-shot with mean-centring calibration, then contextual, then raw.
 BASELINES = ("zero-shot · mean", "zero-shot · contextual", "zero-shot")
-PER_RUN_SETTINGS = ("seed", "run_seconds")  # settings that differ between the runs of one line
+# Settings that differ between the runs of one line, at any depth of a row's settings: the seed (a config's own
+# `seed`, PET's `seeds` of a one-seed run), times, and what a search found (AutoPrompt's filled-in prompt).
+PER_RUN_SETTINGS = ("seed", "seeds", "run_seconds", "found_template")
 
 
 @dataclass
@@ -54,8 +56,14 @@ def compare(rows: Sequence[ResultRow]) -> list[SplitComparison]:
 
 
 def _line_key(row: ResultRow) -> tuple:
-    settings = {k: v for k, v in row.settings.items() if k not in PER_RUN_SETTINGS}
-    return row.method, row.k, json.dumps(settings, sort_keys=True, default=str)
+    return row.method, row.k, json.dumps(_chosen(row.settings), sort_keys=True, default=str)
+
+
+def _chosen(settings):
+    """The settings without PER_RUN_SETTINGS, at every depth: what a person chose for every run of a line."""
+    if isinstance(settings, dict):
+        return {k: _chosen(v) for k, v in settings.items() if k not in PER_RUN_SETTINGS}
+    return settings
 
 
 def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow]) -> SplitComparison:

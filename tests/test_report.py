@@ -58,6 +58,19 @@ def test_rows_from_different_tabs_on_the_same_texts_land_in_one_table():
     assert display_table(split.table)["vs baseline (points, 95% CI)"].iloc[-1].startswith("+")
 
 
+def test_runs_that_differ_only_in_seed_or_what_they_found_are_one_line():
+    def searched(seed, found, predicted, iterations=10):  # AutoPrompt's row: its config has the seed, what it found
+        config = {"template": "{text} [T] {mask}", "iterations": iterations, "seed": seed}
+        settings = {"config": config, "found_template": found, "pet": {"seeds": [seed], "shots": 16}}
+        return ResultRow.scored("autoprompt", "tiny-llama", TASK, "autoprompt", settings, TEXTS, predicted, seed=seed)
+
+    rows = [searched(13, "{text} great {mask}", flip(4)), searched(21, "{text} movie {mask}", flip(8))]
+    rows.append(searched(13, "{text} great {mask}", flip(2), iterations=20))
+    table = compare(rows)[0].table
+    assert sorted(table["runs"]) == [1, 2]  # another number of iterations is another line
+    assert table.set_index("runs").loc[2, "accuracy_mean"] == pytest.approx((36 + 32) / 80)
+
+
 def test_rows_on_another_split_are_shown_apart_never_mixed():
     other_texts = TEXTS[:20]
     rows = [

@@ -62,7 +62,7 @@ def test_every_method_runs_on_the_same_texts_and_lands_on_one_table(tiny_causal)
     assert [(r.method, r.seed) for r in rows] == [(e.method, e.seed) for e in events]
     assert len({r.test_fingerprint for r in rows}) == 1 and all(len(r.predictions) == 4 for r in rows)
     assert all(r.k == 2 for r in rows[1:]) and rows[1].settings["shots_in_context"] == 2  # one per class
-    assert "[T]" in rows[3].settings["config"]["template"] and rows[3].settings["template"].startswith("Review:")
+    assert "[T]" in rows[3].settings["config"]["template"] and rows[3].settings["found_template"].startswith("Review:")
     (split,) = compare(rows)
     assert split.baseline == ZERO_SHOT and set(split.table["method"]) == {r.method for r in rows}
     assert split.table.set_index("method").loc["lora", "runs"] == 2
