@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="label words as JSON, once for every pattern or once per pattern (default: the task's)",
     )
+    pet.add_argument(
+        "--unlabelled-file",
+        metavar="PATH",
+        help="CSV / JSONL of unlabelled texts (the task's text columns) to label instead of the training pool",
+    )
     add_arguments(pet, PETConfig)
     add_arguments(pet, TrainSettings)
     pet.add_argument("--save", metavar="ZIP", help="save the last seed's distilled classifier as this zip")
@@ -500,7 +505,7 @@ def run_standard_command(args: argparse.Namespace) -> None:
 
 def run_pet(args: argparse.Namespace) -> None:
     from peftlab.models import load_lm
-    from peftlab.pet import PETEvent, default_patterns, pattern_prompts, pet_run
+    from peftlab.pet import PETEvent, default_patterns, pattern_prompts, pet_run, read_unlabelled
     from peftlab.saving import zip_trained
     from peftlab.tasks import load_task
 
@@ -516,9 +521,10 @@ def run_pet(args: argparse.Namespace) -> None:
             raise PeftlabError("Give a --verbalizer with your patterns (one for all, or one per pattern).") from None
         templates, verbalizers = templates or own_templates, verbalizers or [own_verbalizer]
     prompts = pattern_prompts(task, templates, verbalizers)
+    unlabelled = read_unlabelled(args.unlabelled_file, prompts) if args.unlabelled_file else None
     lm = load_lm(args.model, dtype="fp32")
     results = []
-    for item in pet_run(lm, task, prompts, config, settings):
+    for item in pet_run(lm, task, prompts, config, settings, unlabelled=unlabelled):
         if isinstance(item, PETEvent):
             if item.dev_accuracy == item.dev_accuracy:  # evaluation steps (not NaN)
                 print(

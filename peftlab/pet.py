@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,6 +55,7 @@ from peftlab.tuning import (
     train_method,
     training_log_probs,
 )
+from peftlab.uploads import read_table
 
 WEIGHTINGS = ("train-accuracy", "uniform")
 PATTERN_METHODS = ("lora", "full")
@@ -126,7 +128,8 @@ class PETResult:
     ensemble_accuracy: float
     distilled_accuracy: float
     soft_labels: np.ndarray
-    soft_label_accuracy: float  # arg max q against the pool's hidden gold labels (a diagnostic, never trained on)
+    # arg max q against the pool's hidden gold labels (a diagnostic, never trained on); None for uploaded texts
+    soft_label_accuracy: float | None
     classifier: TrainedMethod
     ipet_accuracy: list[float] = field(default_factory=list)
     ipet_distilled_accuracy: float | None = None
@@ -235,6 +238,29 @@ def unlabelled_pool(task: Task, labelled: Sequence[dict], size: int, seed: int) 
     return [{k: v for k, v in row.items() if k != "label"} for row in picked], [row["label"] for row in picked]
 
 
+def read_unlabelled(path: str, prompts: Sequence[Prompt]) -> list[dict]:
+    """The texts of an uploaded CSV / JSON Lines file of unlabelled examples: its columns named like the fields
+    the patterns `prompts` use (other columns, a label among them, are ignored), rows with an empty field dropped.
+
+    Raises:
+        PeftlabError: an unreadable file (`uploads.read_table`), a text field it lacks, or no texts.
+    """
+    frame, name = read_table(path), Path(path).name
+    fields = list(dict.fromkeys(field for prompt in prompts for field in prompt.template.fields))
+    missing = [f for f in fields if f not in frame.columns]
+    if missing:
+        raise PeftlabError(
+            f"The unlabelled file '{name}' has no column '{missing[0]}'; it needs the column(s) the patterns use: "
+            f"{', '.join(fields)}."
+        )
+    frame = frame[fields].dropna()
+    rows = [{f: str(row[f]) for f in fields} for row in frame.to_dict("records")]
+    rows = [row for row in rows if all(value.strip() for value in row.values())]
+    if not rows:
+        raise PeftlabError(f"The unlabelled file '{name}' has no texts; add one per row.")
+    return rows
+
+
 def pattern_prompts(task: Task, templates: Sequence[str], verbalizers: Sequence[str | dict]) -> list[Prompt]:
     """The pattern-verbalizer pairs: each template with its verbalizer (one for all, or one per template).
 
@@ -293,9 +319,12 @@ def pet_run(
     config: PETConfig,
     settings: TrainSettings,
     stop: threading.Event | None = None,
+    unlabelled: Sequence[dict] | None = None,
 ) -> Iterator[PETEvent | PETResult]:
     """PET (and iPET with `config.ipet_generations`) over the seeds, with the PVPs `prompts` (`pattern_prompts`):
     events as each model trains, and a PETResult per finished seed. `lm` should be fp32: its copies are trained.
+    The ensemble labels `config.unlabelled` texts of the training pool (labels hidden), or of `unlabelled`
+    (`read_unlabelled`'s rows) when given.
     When `stop` is set, the run ends after the current step; the seeds finished before are kept, the one in
     progress is dropped (its classifier would be half-trained).
 
@@ -306,21 +335,31 @@ def pet_run(
         raise PeftlabError("PET needs at least two patterns (an ensemble of one is that pattern's model).")
     for prompt in prompts:
         prompt.queries(lm, task.train[0])  # a label word the model cannot spell fails here
+    if unlabelled is not None and len(unlabelled) < config.unlabelled:
+        raise PeftlabError(
+            f"The unlabelled file has {len(unlabelled)} texts, fewer than the {config.unlabelled} unlabelled texts "
+            f"asked; ask for at most {len(unlabelled)}."
+        )
     for seed in config.seeds:
         train, dev = task.few_shot(config.shots, seed)
-        unlabelled_pool(task, train + dev, config.unlabelled, seed)  # too small a pool fails before any training
+        if unlabelled is None:  # too small a pool fails before any training
+            unlabelled_pool(task, train + dev, config.unlabelled, seed)
     for seed in config.seeds:
-        result = yield from _one_seed(lm, task, list(prompts), config, dataclasses.replace(settings, seed=seed), stop)
+        seed_settings = dataclasses.replace(settings, seed=seed)
+        result = yield from _one_seed(lm, task, list(prompts), config, seed_settings, stop, unlabelled)
         if result is None:
             return
         yield result
 
 
-def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, stop) -> Iterator:
+def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, stop, unlabelled) -> Iterator:
     """One seed's run (its events yielded); returns its PETResult, or None when `stop` came first."""
     started, seed = time.perf_counter(), settings.seed
     train, dev = task.few_shot(config.shots, seed)
-    pool, pool_gold = unlabelled_pool(task, train + dev, config.unlabelled, seed)
+    if unlabelled is None:
+        pool, pool_gold = unlabelled_pool(task, train + dev, config.unlabelled, seed)
+    else:
+        pool, pool_gold = random.Random(f"pet-unlabelled:{seed}").sample(list(unlabelled), config.unlabelled), None
     test = task.test_subset(config.test_limit)
     gold = torch.tensor([e["label"] for e in test])
     train_gold = torch.tensor([e["label"] for e in train])
@@ -331,8 +370,11 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         for p in prompts
     ]
 
+    def accuracy_against(scores: torch.Tensor, labels) -> float:
+        return float((scores.argmax(-1) == torch.as_tensor(labels)).float().mean())
+
     def accuracy(scores: torch.Tensor) -> float:
-        return float((scores.argmax(-1) == gold).float().mean())
+        return accuracy_against(scores, gold)
 
     def generation_of_patterns(generation: int, training_sets: Sequence[list[dict]]) -> Iterator:
         """Every pattern's model trained; returns (P, N, L) pool and (P, n_test, L) test scores, or None on stop."""
@@ -375,7 +417,9 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         ensemble_accuracy=accuracy(ensemble),
         distilled_accuracy=distilled["accuracy"],
         soft_labels=q.numpy(),
-        soft_label_accuracy=float((q.argmax(-1) == torch.tensor(pool_gold)).float().mean()),
+        soft_label_accuracy=None
+        if pool_gold is None
+        else float((q.argmax(-1) == torch.tensor(pool_gold)).float().mean()),
         classifier=classifier,
     )
     row = functools.partial(_row, lm=lm, task=task, config=config, settings=settings, test=test)

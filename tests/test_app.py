@@ -325,6 +325,7 @@ def pet_args(**changes) -> list:
         **SOURCE,
         patterns="Review: {text}\nSentiment:{mask}\n---\n{text} All in all, it was{mask}.",
         verbalizer=VERBALIZER,
+        unlabelled_file=None,
         shots=2,
         seeds="13",
         unlabelled=8,
@@ -372,6 +373,14 @@ def test_pet_tab_trains_every_pattern_distils_a_classifier_and_offers_it(client)
 def test_pet_bad_input_is_one_sentence(client, changes, message):
     with pytest.raises(AppError, match=message):
         call(client, "/pet", *pet_args(**changes))
+
+
+def test_pet_unlabelled_file_without_the_patterns_column_is_one_sentence(client, tmp_path):
+    bad = tmp_path / "unlabelled.csv"
+    bad.write_text("review\nA fine film.\n")
+    with pytest.raises(AppError, match=r"The unlabelled file 'unlabelled.csv' has no column 'text'"):
+        call(client, "/pet", *pet_args(unlabelled_file=handle_file(str(bad))))
+    assert_still_answers(client)
 
 
 # ------------------------------------------------------------------ the RLHF tab, on the tiny Llama saved as a folder

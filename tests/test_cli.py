@@ -131,6 +131,10 @@ def test_bad_input_is_one_error_line(capsys, argv, message):
         (["--unlabelled", "100000"], r"^error: The training pool of 'rt-sentiment' has \d+ texts besides the"),
         (["--task", "UPLOAD"], r"^error: 'pets\.csv' has no patterns of its own; write at least two"),
         (
+            ["--unlabelled-file", "UPLOAD"],
+            r"^error: The unlabelled file has 40 texts, fewer than the 1000 unlabelled texts asked; ask for at most 40",
+        ),
+        (
             ["--task", "UPLOAD", "--pattern", "{text} It was{mask}.", "--pattern", "{text} Overall,{mask}"],
             r"^error: Give a --verbalizer with your patterns",
         ),
@@ -250,6 +254,7 @@ NOT_SETTINGS = {
     "verbalizer",
     "pattern",
     "save",
+    "unlabelled_file",
     "json",
     "out",
     "run_json",

@@ -19,6 +19,7 @@ from peftlab.pet import (
     ipet_added_size,
     pattern_prompts,
     pet_run,
+    read_unlabelled,
     soft_labels,
     unlabelled_pool,
 )
@@ -93,7 +94,7 @@ def test_the_unlabelled_pool_hides_labels_and_leaves_out_the_labelled_examples(t
         unlabelled_pool(tiny_task, train + dev, 9, 13)
 
 
-def run_tiny(tiny_causal, tiny_task, **changes):
+def run_tiny(tiny_causal, tiny_task, texts=None, **changes):
     config = PETConfig(
         **{
             "shots": 1,
@@ -108,7 +109,7 @@ def run_tiny(tiny_causal, tiny_task, **changes):
     )
     settings = TrainSettings(steps=4, batch_size=2, eval_every=2)
     prompts = pattern_prompts(tiny_task, TINY_PATTERNS, [TINY_WORDS])
-    return list(pet_run(tiny_causal, tiny_task, prompts, config, settings))
+    return list(pet_run(tiny_causal, tiny_task, prompts, config, settings, unlabelled=texts))
 
 
 def test_a_tiny_run_trains_every_model_and_gives_the_same_numbers_twice(tiny_causal, tiny_task):
@@ -134,6 +135,33 @@ def test_a_tiny_run_trains_every_model_and_gives_the_same_numbers_twice(tiny_cau
     again = run_tiny(tiny_causal, tiny_task)[-1]
     assert again.summary() | {"seconds": 0} == result.summary() | {"seconds": 0}
     assert np.array_equal(again.soft_labels, result.soft_labels)
+
+
+def test_an_uploaded_unlabelled_file_is_what_the_ensemble_labels(tiny_causal, tiny_task, tmp_path):
+    upload = tmp_path / "reviews.csv"
+    upload.write_text("id,text\n" + "".join(f"{i},the film was fine {i}\n" for i in range(7)) + "7,\n")
+    texts = read_unlabelled(str(upload), pattern_prompts(tiny_task, TINY_PATTERNS, [TINY_WORDS]))
+    assert texts == [{"text": f"the film was fine {i}"} for i in range(7)]  # the empty row dropped, id ignored
+    result = run_tiny(tiny_causal, tiny_task, texts, ipet_generations=None)[-1]
+    assert result.soft_labels.shape == (6, 2) and result.soft_label_accuracy is None  # no gold labels to check
+    with pytest.raises(PeftlabError, match=r"^The unlabelled file has 7 texts, fewer than the 8 unlabelled texts"):
+        run_tiny(tiny_causal, tiny_task, texts, unlabelled=8)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "review,label\ngreat,1\n",
+            r"^The unlabelled file 'u.csv' has no column 'text'; it needs the column\(s\) the patterns use: text\.$",
+        ),
+        ("text\n \n", r"^The unlabelled file 'u.csv' has no texts; add one per row\.$"),
+    ],
+)
+def test_a_bad_unlabelled_file_is_one_sentence(tiny_task, tmp_path, content, message):
+    (tmp_path / "u.csv").write_text(content)
+    with pytest.raises(PeftlabError, match=message):
+        read_unlabelled(str(tmp_path / "u.csv"), pattern_prompts(tiny_task, TINY_PATTERNS, [TINY_WORDS]))
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from peftlab.errors import PeftlabError
-from peftlab.pet import PETConfig, PETEvent, default_patterns, pattern_prompts, pet_run
+from peftlab.pet import PETConfig, PETEvent, default_patterns, pattern_prompts, pet_run, read_unlabelled
 from peftlab.plots import soft_label_histogram, training_curves
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
@@ -30,6 +30,7 @@ from peftlab.ui.common import (
     stop_handler,
     stopped_note,
     task_from_form,
+    upload_limit_note,
     user_errors,
     verbalizer_box,
     verbalizer_lines,
@@ -44,7 +45,8 @@ weighted by its accuracy on those examples before training, gives the unlabelled
 q = softmax(s / T); (3) one classifier, which reads the text without any pattern, learns those soft labels.
 **iPET** repeats step 1 in generations, each pattern's model also learning from texts the others labelled
 (d times more each generation), and distils the last generation. The unlabelled texts come from the task's
-training pool, their labels hidden; they are only used to say how often the soft labels were right."""
+training pool, their labels hidden (they are only used to say how often the soft labels were right), or from
+a file of your own: a CSV / JSONL file with the task's text column(s)."""
 
 MAIN_SETTINGS = ("shots", "seeds", "unlabelled", "ipet_generations", "test_limit")
 MORE_SETTINGS = (
@@ -68,7 +70,8 @@ def _table(results) -> pd.DataFrame:
         if r.ipet_distilled_accuracy is not None:
             row |= {f"iPET ensemble g{g}": a for g, a in enumerate(r.ipet_accuracy, start=1)}
             row["iPET"] = r.ipet_distilled_accuracy
-        row["soft labels right"] = r.soft_label_accuracy
+        if r.soft_label_accuracy is not None:  # texts of the training pool, whose labels were hidden
+            row["soft labels right"] = r.soft_label_accuracy
         rows.append(row)
     numbers = pd.DataFrame(rows)
     shown = numbers.map("{:.1%}".format)
@@ -97,6 +100,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
     config = config_from_form(PETConfig, form)
     settings = config_from_form(TrainSettings, form)
     check_test_texts(task, config.test_limit)
+    unlabelled = read_unlabelled(form["unlabelled_file"], prompts) if form["unlabelled_file"] else None
     lm = load_model(form["model"], dtype="fp32")
     generations = config.ipet_generations or 0
     total = len(config.seeds) * ((1 + generations) * len(prompts) + 1 + (1 if generations else 0))  # models trained
@@ -110,7 +114,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
         return status, _table(results) if results else None, curves, soft, choices
 
     with job(request, "pet") as (_, stop):
-        for item in pet_run(lm, task, prompts, config, settings, stop):
+        for item in pet_run(lm, task, prompts, config, settings, stop, unlabelled):
             if isinstance(item, PETEvent):
                 events.append({**asdict(item), "method": f"g{item.generation} {item.model}"})
                 if item.step == 1:
@@ -142,13 +146,19 @@ def build_pet_tab() -> None:
             info="Templates with one {mask} each, separated by a line holding ---.",
         )
         words = verbalizer_box()
+        unlabelled_file = gr.File(
+            label="Unlabelled texts (optional)" + upload_limit_note(),
+            file_types=[".csv", ".jsonl", ".json"],
+            height=120,
+        )
     with gr.Row():
         settings = {name: config_input(PETConfig, name) for name in MAIN_SETTINGS}
         steps = config_input(TrainSettings, "steps")
     with gr.Accordion("More settings", open=False):
         with gr.Row():
             more = {name: config_input(PETConfig, name) for name in MORE_SETTINGS}
-    form = dict(**source, patterns=patterns, verbalizer=words, **settings, **more, steps=steps)
+    form = dict(**source, patterns=patterns, verbalizer=words, unlabelled_file=unlabelled_file)
+    form |= dict(**settings, **more, steps=steps)
     with gr.Row():
         run_button = gr.Button("Run PET", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
