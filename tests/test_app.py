@@ -234,7 +234,7 @@ def test_autoprompt_streams_iterations_and_sends_its_template_to_cloze(client):
 def test_autoprompt_bad_input_is_one_sentence(client):
     with pytest.raises(AppError, match=r"needs at least one trigger slot \[T\]"):
         call(client, "/autoprompt", *autoprompt_args(template="{text} {mask}"))
-    with pytest.raises(AppError, match=r"less than minimum value 1"):  # the UI field refuses it before the library
+    with pytest.raises(AppError, match=r"^Candidates k must be at least 1, not 0\.$"):  # the UI field refuses it
         call(client, "/autoprompt", *autoprompt_args(candidates=0))
 
 
@@ -367,7 +367,7 @@ def test_pet_tab_trains_every_pattern_distils_a_classifier_and_offers_it(client)
         (dict(patterns="Review: {text}\nSentiment:{mask}"), r"PET needs at least two patterns"),
         (dict(patterns="Review: {text}\n---\n{text} It was{mask}."), r"Pattern 1: .*\{mask\}"),
         (dict(unlabelled=100000), r"fewer than the 100000 unlabelled texts asked"),
-        (dict(ipet_generations=0), r"less than minimum value 1"),  # the UI field refuses it before the library
+        (dict(ipet_generations=0), r"^iPET generations must be at least 1, not 0\.$"),
     ],
 )
 def test_pet_bad_input_is_one_sentence(client, changes, message):
@@ -463,7 +463,7 @@ def test_rlhf_bad_input_is_one_sentence(client, tiny_model_folder, tmp_path):
         call(
             client, "/rlhf_sft", tiny_model_folder, handle_file(str(demos)), handle_file(str(same)), "lora", 2, 1e-3, 0
         )
-    with pytest.raises(AppError, match=r"less than minimum value 2"):  # the K field refuses it before the library
+    with pytest.raises(AppError, match=r"^K responses must be at least 2, not 1\.$"):  # the UI field refuses it
         call(client, "/rlhf_sample_for_ranking", 1, 0)
     with pytest.raises(AppError, match=r"KL coefficient beta must be a number of at least 0"):
         call(client, "/rlhf_ppo", "vader-positive", 1, -0.1, False, 4.0, 0.0, 1e-3, 0)

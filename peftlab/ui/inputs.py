@@ -21,6 +21,21 @@ from peftlab.serving import current_caps
 CREATED: list[tuple[type[Config], str, gr.components.Component]] = []  # every input made here (for the defaults test)
 
 
+class NamedNumber(gr.Number):
+    """A number input whose out-of-range message names it, in the words the library uses ("Steps must be at
+    least 1, not 0."), where gradio's own says only "Value 0 is less than minimum value 1."."""
+
+    is_template = True  # gradio: draw it with its base class's (Number's) frontend
+
+    def preprocess(self, payload):
+        if payload is not None:
+            if self.minimum is not None and payload < self.minimum:
+                raise gr.Error(f"{self.label} must be at least {self.minimum:g}, not {payload:g}.")
+            if self.maximum is not None and payload > self.maximum:
+                raise gr.Error(f"{self.label} must be at most {self.maximum:g}, not {payload:g}.")
+        return super().preprocess(payload)
+
+
 def ui_label(item: dataclasses.Field) -> str:
     return capitalised(label_of(item))
 
@@ -39,13 +54,13 @@ def config_input(cls: type[Config], name: str, component: type | None = None, **
             if meta["choices"] is not None
             else gr.Checkbox
             if kind is bool
-            else gr.Number
+            else NamedNumber
             if kind in (int, float)
             else gr.Textbox
         )
     if meta["choices"] is not None and component in (gr.Radio, gr.Dropdown):
         kwargs["choices"] = list(meta["choices"])
-    if component is gr.Number:
+    if issubclass(component, gr.Number):
         limits = [v for v in (meta["maximum"], getattr(caps, meta["cap"]) if meta["cap"] else None) if v is not None]
         kwargs.update(precision=0 if kind is int else None, minimum=meta["minimum"], maximum=min(limits, default=None))
     default = getattr(cls(), name)

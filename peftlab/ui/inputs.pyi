@@ -1,0 +1,112 @@
+"""The app's inputs, built from config fields, and read back into configs.
+
+`config_input(cls, name)` makes the input of one setting from its field (`peftlab.config.setting`): the
+label, the default, the range (capped on a public Space, which it then says), the choices and the help
+text, so the app and the command line never disagree on a default. A tab gathers its inputs by name in
+a dict and passes it as an event's `inputs_kwargs`; its handler receives them as keyword arguments and
+turns them into configs with `config_from_form`, whose messages call a setting by the input's label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import gradio as gr
+
+from peftlab.config import Config, SettingError, _base_type, _item_type, capitalised, label_of, parse_list
+from peftlab.errors import PeftlabError
+from peftlab.serving import current_caps
+
+CREATED: list[tuple[type[Config], str, gr.components.Component]] = []  # every input made here (for the defaults test)
+
+class NamedNumber(gr.Number):
+    """A number input whose out-of-range message names it, in the words the library uses ("Steps must be at
+    least 1, not 0."), where gradio's own says only "Value 0 is less than minimum value 1."."""
+
+    is_template = True  # gradio: draw it with its base class's (Number's) frontend
+
+    def preprocess(self, payload):
+        if payload is not None:
+            if self.minimum is not None and payload < self.minimum:
+                raise gr.Error(f"{self.label} must be at least {self.minimum:g}, not {payload:g}.")
+            if self.maximum is not None and payload > self.maximum:
+                raise gr.Error(f"{self.label} must be at most {self.maximum:g}, not {payload:g}.")
+        return super().preprocess(payload)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+def ui_label(item: dataclasses.Field) -> str:
+    return capitalised(label_of(item))
+
+def config_input(cls: type[Config], name: str, component: type | None = None, **options) -> gr.components.Component:
+    """The input of setting `name` of `cls`: a radio for choices, a checkbox for flags, a number, or text (lists
+    comma-separated); `component` and `options` override what the field does not say (a slider, its range)."""
+    item = _field(cls, name)
+    meta, kind = item.metadata, _base_type(typing.get_type_hints(cls)[name])
+    caps = current_caps()
+    cap_note = caps.note(meta["cap"]) if meta["cap"] else ""
+    kwargs: dict = dict(label=ui_label(item), info="; ".join(p for p in (meta["help"], cap_note) if p))
+    if component is None:
+        component = (
+            gr.Radio
+            if meta["choices"] is not None
+            else gr.Checkbox
+            if kind is bool
+            else NamedNumber
+            if kind in (int, float)
+            else gr.Textbox
+        )
+    if meta["choices"] is not None and component in (gr.Radio, gr.Dropdown):
+        kwargs["choices"] = list(meta["choices"])
+    if issubclass(component, gr.Number):
+        limits = [v for v in (meta["maximum"], getattr(caps, meta["cap"]) if meta["cap"] else None) if v is not None]
+        kwargs.update(precision=0 if kind is int else None, minimum=meta["minimum"], maximum=min(limits, default=None))
+    default = getattr(cls(), name)
+    if kind is tuple:
+        default = list(default) if component is gr.CheckboxGroup else ",".join(map(str, default))
+    kwargs.update(options)
+    created = component(value=default, **kwargs)
+    CREATED.append((cls, name, created))
+    return created
+
+def config_from_form(cls: type[Config], form: dict, prefix: str = "", **values) -> Config:
+    """The config from a form's values (its inputs named `prefix + setting`), plus `values` for the rest; on a
+    public Space each value is checked against its field's cap.
+
+    Raises:
+        PeftlabError: a value the config refuses or a cap exceeds, in one sentence that calls the setting by its
+            input's label.
+    """
+    hints, caps = typing.get_type_hints(cls), current_caps()
+    for item in cls.settings():
+        key = prefix + item.name
+        if key not in form or item.name in values:
+            continue
+        value, kind = form[key], _base_type(hints[item.name])
+        if kind is tuple:
+            value = tuple(
+                parse_list(value, _item_type(hints[item.name]), ui_label(item))
+                if isinstance(value, str)
+                else value or ()
+            )
+        elif kind is int and isinstance(value, float) and value.is_integer():
+            value = int(value)  # a number box may hand back 30.0
+        if item.metadata["cap"] and value not in (None, ()):
+            caps.check(item.metadata["cap"], max(value) if kind is tuple else value, ui_label(item))
+        values[item.name] = value
+    try:
+        return cls(**values)
+    except SettingError as exc:  # the message calls the setting what the app calls it
+        if any(exc.item is item for item in cls.settings()):
+            raise PeftlabError(exc.phrased(ui_label(exc.item))) from None
+        raise
+
+def _field(cls: type[Config], name: str) -> dataclasses.Field:
+    for item in cls.settings():
+        if item.name == name:
+            return item
+    raise KeyError(f"{cls.__name__} has no setting {name!r}")
