@@ -42,8 +42,8 @@ def test_inputs_carry_the_fields_range_choices_and_help(monkeypatch):
     assert steps.info == "optimiser steps"
     assert [c[0] for c in select_by.choices] == ["log-likelihood", "accuracy"]
     assert capped.maximum == 60 and capped.info == "optimiser steps; at most 60 on this public Space"
-    # Out of range, the input names itself as the library's messages do; it is drawn as gradio's Number.
-    assert steps.get_block_name() == "number" and steps.preprocess(7) == 7
+    # Out of range, the input names itself as the library's messages do.
+    assert isinstance(steps, gr.Number) and steps.preprocess(7) == 7
     with pytest.raises(gr.Error, match=r"Steps must be at least 1, not 0\."):
         steps.preprocess(0)
     with pytest.raises(gr.Error, match=r"Steps must be at most 60, not 61\."):

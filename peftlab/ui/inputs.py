@@ -21,19 +21,23 @@ from peftlab.serving import current_caps
 CREATED: list[tuple[type[Config], str, gr.components.Component]] = []  # every input made here (for the defaults test)
 
 
-class NamedNumber(gr.Number):
-    """A number input whose out-of-range message names it, in the words the library uses ("Steps must be at
-    least 1, not 0."), where gradio's own says only "Value 0 is less than minimum value 1."."""
+def named_number(*args, **kwargs) -> gr.Number:
+    """A gr.Number whose out-of-range message names it, in the words the library uses ("Steps must be at least 1,
+    not 0."), where gradio's own says only "Value 0 is less than minimum value 1.". (Wrapped, not subclassed:
+    gradio writes a .pyi stub beside the module of every Component subclass.)"""
+    number = gr.Number(*args, **kwargs)
+    preprocess = number.preprocess
 
-    is_template = True  # gradio: draw it with its base class's (Number's) frontend
-
-    def preprocess(self, payload):
+    def named_preprocess(payload):
         if payload is not None:
-            if self.minimum is not None and payload < self.minimum:
-                raise gr.Error(f"{self.label} must be at least {self.minimum:g}, not {payload:g}.")
-            if self.maximum is not None and payload > self.maximum:
-                raise gr.Error(f"{self.label} must be at most {self.maximum:g}, not {payload:g}.")
-        return super().preprocess(payload)
+            if number.minimum is not None and payload < number.minimum:
+                raise gr.Error(f"{number.label} must be at least {number.minimum:g}, not {payload:g}.")
+            if number.maximum is not None and payload > number.maximum:
+                raise gr.Error(f"{number.label} must be at most {number.maximum:g}, not {payload:g}.")
+        return preprocess(payload)
+
+    number.preprocess = named_preprocess
+    return number
 
 
 def ui_label(item: dataclasses.Field) -> str:
@@ -54,13 +58,13 @@ def config_input(cls: type[Config], name: str, component: type | None = None, **
             if meta["choices"] is not None
             else gr.Checkbox
             if kind is bool
-            else NamedNumber
+            else named_number
             if kind in (int, float)
             else gr.Textbox
         )
     if meta["choices"] is not None and component in (gr.Radio, gr.Dropdown):
         kwargs["choices"] = list(meta["choices"])
-    if issubclass(component, gr.Number):
+    if component in (gr.Number, named_number):
         limits = [v for v in (meta["maximum"], getattr(caps, meta["cap"]) if meta["cap"] else None) if v is not None]
         kwargs.update(precision=0 if kind is int else None, minimum=meta["minimum"], maximum=min(limits, default=None))
     default = getattr(cls(), name)

@@ -34,7 +34,7 @@ from peftlab.ui.common import (
     upload_limit_note,
     user_errors,
 )
-from peftlab.ui.inputs import NamedNumber, config_from_form, config_input
+from peftlab.ui.inputs import config_from_form, config_input, named_number
 from peftlab.ui.sessions import SESSIONS
 
 INTRO = """An InstructGPT-style pipeline (Ouyang et al. 2022) in three steps. **1. SFT** fine-tunes the model on
@@ -276,7 +276,7 @@ def build_rlhf_tab() -> None:
 
     gr.Markdown("### SFT vs PPO on held-out prompts")
     with gr.Row():
-        eval_prompts = NamedNumber(HELDOUT_PROMPTS, precision=0, minimum=1, label="Held-out prompts")
+        eval_prompts = named_number(HELDOUT_PROMPTS, precision=0, minimum=1, label="Held-out prompts")
         eval_button = gr.Button("Compare", variant="primary")
     eval_status = gr.Markdown()
     eval_plot = gr.Plot(label="Labeler scores")
