@@ -54,8 +54,7 @@ def test_cloze_on_uploaded_csv(capsys, tmp_path):
     )
     path = tmp_path / "mine.csv"
     path.write_text("\n".join(rows) + "\n")
-    code, out, err = run_cli(
-        capsys,
+    cloze_on_path = [
         "cloze",
         "--task",
         str(path),
@@ -65,8 +64,8 @@ def test_cloze_on_uploaded_csv(capsys, tmp_path):
         "{text} This is a{mask}.",
         "--verbalizer",
         '{"question": ["question"], "statement": ["statement"]}',
-        "--json",
-    )
+    ]
+    code, out, err = run_cli(capsys, *cloze_on_path, "--json")
     assert code == 0, err
     record = json.loads(out)
     # No split column and nothing trained: every row is scored, and the result says so (not 4 held-out rows).
@@ -75,18 +74,7 @@ def test_cloze_on_uploaded_csv(capsys, tmp_path):
 
     marked = [line + (",test" if i % 4 == 0 else ",train") for i, line in enumerate(rows[1:])]
     path.write_text("\n".join(["text,kind,split", *marked]) + "\n")
-    code, out, err = run_cli(
-        capsys,
-        "cloze",
-        "--task",
-        str(path),
-        "--label-column",
-        "kind",
-        "--template",
-        "{text} This is a{mask}.",
-        "--verbalizer",
-        '{"question": ["question"], "statement": ["statement"]}',
-    )
+    code, out, err = run_cli(capsys, *cloze_on_path)
     assert code == 0, err
     assert "scored 5 test texts" in out  # the file's own test rows, honoured
 
