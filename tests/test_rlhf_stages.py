@@ -3,16 +3,18 @@ PPO steps that move the policy and never the reference, the whole pipeline, and 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
 import pytest
 import torch
+from transformers import GenerationConfig
 
 from peftlab.errors import PeftlabError
 from peftlab.rlhf.data import Comparison, Demonstration
 from peftlab.rlhf.evaluation import compare_policies
-from peftlab.rlhf.generation import encode_pairs, format_prompt, sample_responses
+from peftlab.rlhf.generation import encode_pairs, encode_prompts, format_prompt, sample_responses
 from peftlab.rlhf.labelers import VaderLabeler
 from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, run_pipeline
 from peftlab.rlhf.ppo import PolicyWithValueHead, PPOConfig, PPOEvent, PPOResult, train_ppo
@@ -25,6 +27,7 @@ from peftlab.rlhf.reward import (
     train_reward_model,
 )
 from peftlab.rlhf.sft import SFTConfig, SFTResult, sft_loss, train_sft
+from peftlab.seeding import seeded
 
 PROMPTS = [
     "Review: the movie",
@@ -231,6 +234,46 @@ def test_ppo_sampling_is_pure_ancestral_sampling(tiny_causal):
     sample_responses(
         tiny_causal.model, tiny_causal.tokenizer, PROMPTS[:1], max_new_tokens=2, temperature=0.7
     )  # fine outside PPO
+
+
+def _shipping(model, **generation_options):
+    """A copy of `model` whose own generation_config carries `generation_options`, as a Hub model may ship them."""
+    shipped = copy.deepcopy(model)
+    for name, value in generation_options.items():
+        setattr(shipped.generation_config, name, value)
+    return shipped
+
+
+SHIPPED_SAMPLING = {"repetition_penalty": 5.0, "min_new_tokens": 6, "min_p": 0.5, "no_repeat_ngram_size": 1}
+
+
+def test_samples_ignore_the_sampling_options_a_model_ships(tiny_causal):
+    """generate() applies a model's own generation_config to every option left unset; rollouts must not."""
+    shipped = _shipping(tiny_causal.model, **SHIPPED_SAMPLING)
+    plain = sample_responses(tiny_causal.model, tiny_causal.tokenizer, PROMPTS, max_new_tokens=8, seed=3)
+    sampled = sample_responses(shipped, tiny_causal.tokenizer, PROMPTS, max_new_tokens=8, seed=3, for_ppo=True)
+    assert torch.equal(sampled.input_ids, plain.input_ids) and sampled.responses == plain.responses
+    # the shipped options do change what generate() draws when it is left to fill them in
+    input_ids, attention_mask = encode_prompts(tiny_causal.tokenizer, PROMPTS)
+    with seeded(3):
+        bent = shipped.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=GenerationConfig(
+                do_sample=True, top_k=0, max_new_tokens=8, pad_token_id=tiny_causal.tokenizer.pad_token_id
+            ),
+        )
+    assert not torch.equal(bent[:, input_ids.shape[1] :], plain.response_ids[:, : bent.shape[1] - input_ids.shape[1]])
+
+
+def test_a_shipped_sampling_option_without_an_off_value_is_refused(tiny_causal):
+    shipped = _shipping(tiny_causal.model, bad_words_ids=[[5]])
+    with pytest.raises(PeftlabError) as error:
+        sample_responses(shipped, tiny_causal.tokenizer, PROMPTS[:1], max_new_tokens=2)
+    assert str(error.value) == (
+        "The model's generation config sets bad_words_ids=[[5]], which changes how responses are sampled, so they "
+        "would not be the policy's own samples; remove bad_words_ids from its generation_config.json."
+    )
 
 
 @pytest.mark.parametrize(

@@ -123,6 +123,80 @@ def encode_pairs(
     )
 
 
+# generate() fills every option its GenerationConfig leaves unset (None) from the model's own generation_config
+# (transformers 5, `GenerationMixin._prepare_generation_config`), so a model shipping repetition_penalty,
+# min_new_tokens, min_p or no_repeat_ngram_size would bend every sample away from the policy's distribution, and
+# PPO's KL estimate with it. Each option that changes which token is drawn, or when a response may end, is set to
+# the value that turns it off ...
+NEUTRAL_OPTIONS = {
+    "min_length": 0,
+    "min_new_tokens": 0,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "suppress_tokens": [],
+    "begin_suppress_tokens": [],
+    "guidance_scale": 1.0,
+    "renormalize_logits": False,
+    "remove_invalid_values": False,
+    "token_healing": False,
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "diversity_penalty": 0.0,
+    "num_return_sequences": 1,
+}
+# ... and the options below do not touch what is sampled. Any other option the model's generation_config sets
+# (bad_words_ids, sequence_bias, forced_eos_token_id, top_h, stop_strings, max_time, watermarking, ...: options
+# with no "off" value, or unknown to this list) is refused rather than silently applied.
+UNRELATED_OPTIONS = {
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "decoder_start_token_id",
+    "forced_bos_token_id",  # only acts on the first token of an encoder-decoder's output
+    "max_length",  # max_new_tokens wins
+    "early_stopping",  # beam search only
+    "length_penalty",  # beam search only
+    "use_cache",
+    "cache_implementation",
+    "cache_config",
+    "max_cache_len",
+    "compile_config",
+    "disable_compile",
+    "prefill_chunk_size",
+    "output_attentions",
+    "output_hidden_states",
+    "output_scores",
+    "output_logits",
+    "return_dict_in_generate",
+    "transformers_version",
+}
+
+
+def sampling_config(model, **options) -> GenerationConfig:
+    """A GenerationConfig that samples from the model's own distribution (softened only by the given `options`:
+    temperature, top_k, top_p, lengths, token ids), whatever the model's generation_config ships.
+
+    Raises:
+        PeftlabError: the model's generation_config sets an option that changes sampling and has no "off" value.
+    """
+    shipped = getattr(model, "generation_config", None)
+    # names starting with "_" are the config's own bookkeeping (_from_model_config, _commit_hash)
+    shipped = {} if shipped is None else {k: v for k, v in shipped.to_dict().items() if v is not None and k[0] != "_"}
+    for name, value in shipped.items():
+        if name not in NEUTRAL_OPTIONS and name not in UNRELATED_OPTIONS and name not in options:
+            raise PeftlabError(
+                f"The model's generation config sets {name}={value!r}, which changes how responses are sampled, so "
+                f"they would not be the policy's own samples; remove {name} from its generation_config.json."
+            )
+    return GenerationConfig(do_sample=True, **(NEUTRAL_OPTIONS | options))
+
+
 @torch.no_grad()
 def sample_responses(
     model,
@@ -141,15 +215,16 @@ def sample_responses(
     `for_ppo` refuses sampling settings that bias the per-token KL estimate (see `sampling_kl_problem`).
 
     Raises:
-        PeftlabError: sampling settings that bias PPO's KL (with `for_ppo`), or no new tokens.
+        PeftlabError: sampling settings that bias PPO's KL (with `for_ppo`), no new tokens, or a model whose
+            generation_config changes sampling in a way that cannot be turned off (`sampling_config`).
     """
     if for_ppo and (problem := sampling_kl_problem(temperature, top_k, top_p)):
         raise PeftlabError(problem)
     if max_new_tokens < 1:
         raise PeftlabError(f"Responses need at least 1 new token, not {max_new_tokens}.")
     eos = end_of_response(tokenizer)
-    config = GenerationConfig(
-        do_sample=True,
+    config = sampling_config(
+        model,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
