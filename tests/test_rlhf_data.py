@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import json
 from collections import Counter
@@ -22,6 +23,7 @@ from peftlab.rlhf.data import (
     movie_title,
     ranking_to_pairs,
 )
+from peftlab.rlhf.pipeline import RLHFData
 
 PROMPT_PREFIX = PROMPT_TEMPLATE.split("{movie_name}")[0]
 
@@ -228,3 +230,71 @@ def test_load_comparisons_refuses_bad_lines(tmp_path, lines, message):
 def test_load_comparisons_refuses_a_missing_file(tmp_path):
     with pytest.raises(PeftlabError, match="does not exist"):
         load_comparisons(tmp_path / "nowhere.jsonl")
+
+
+# ---------------------------------------------------------------- uploaded data split
+
+
+def _upload(tmp_path, demonstration_prompts, comparison_prompts) -> tuple[str, str]:
+    demonstrations = _write_jsonl(
+        tmp_path / "demonstrations.jsonl", [{"prompt": p, "response": f"About {p}."} for p in demonstration_prompts]
+    )
+    comparisons = _write_jsonl(
+        tmp_path / "comparisons.jsonl",
+        [{"prompt": p, "chosen": "A fine answer.", "rejected": "No."} for p in comparison_prompts],
+    )
+    return demonstrations, comparisons
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_uploaded_comparisons_on_a_few_prompts_hold_out_some_of_them_and_train_on_the_rest(tmp_path, seed):
+    """10 prompts with demonstrations, comparisons on 3: the held-out prompts come from those 3, before any training."""
+    prompts = [f"Prompt {i}" for i in range(10)]
+    data = RLHFData.uploaded(*_upload(tmp_path, prompts, prompts[:3]), seed=seed)
+    assert len(data.heldout_prompts) == 2 and set(data.heldout_prompts) < set(prompts[:3])
+    assert set(data.train_prompts) == set(prompts) - set(data.heldout_prompts)
+    assert {c.prompt for c in data.comparisons} - set(data.heldout_prompts)  # the reward model has pairs to train on
+    # SFT never sees a held-out prompt
+    assert {d.prompt for d in data.demonstrations} == set(data.train_prompts)
+
+
+def test_uploaded_comparisons_on_one_prompt_are_refused_before_training(tmp_path):
+    with pytest.raises(PeftlabError) as error:
+        RLHFData.uploaded(*_upload(tmp_path, ["a", "b", "c"], ["a"]))
+    assert str(error.value) == (
+        "The comparisons file ranks responses to 1 prompt; the reward model needs comparisons on at least 2 different "
+        "prompts, some to train on and some held out to test it."
+    )
+
+
+def test_uploaded_data_whose_only_demonstrations_are_held_out_is_refused(tmp_path):
+    """Demonstrations for 'a' only, comparisons on 'a' and 'b': the seeds that hold out 'a' leave SFT nothing."""
+    upload = _upload(tmp_path, ["a"], ["a", "b"])
+    outcomes = set()
+    for seed in range(6):
+        try:
+            outcomes.add(tuple(RLHFData.uploaded(*upload, seed=seed).heldout_prompts))
+        except PeftlabError as exc:
+            assert str(exc) == (
+                "Every demonstration answers one of the 1 prompt(s) held out for the evaluation, so SFT would "
+                "have none to learn; add demonstrations for more prompts."
+            )
+            outcomes.add("refused")
+    assert outcomes == {("b",), "refused"}
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda text: codecs.BOM_UTF8 + text.encode("utf-8"),  # Notepad's "UTF-8 with BOM"
+        lambda text: text.encode("utf-16"),  # Notepad's "Unicode": UTF-16 with a byte-order mark
+        lambda text: text.replace("\n", "\r\n").encode("utf-8"),  # Windows line ends
+    ],
+)
+def test_jsonl_saved_with_a_bom_utf16_or_crlf_loads_the_same(tmp_path, encode):
+    text = '{"prompt": "Caf\u00e9 review", "response": "Loved it\u2028a lot."}\n{"prompt": "B", "response": "C"}\n'
+    (tmp_path / "d.jsonl").write_bytes(encode(text))
+    assert load_demonstrations(tmp_path / "d.jsonl") == [
+        Demonstration("Caf\u00e9 review", "Loved it\u2028a lot."),  # U+2028 inside a text is not a line end
+        Demonstration("B", "C"),
+    ]

@@ -244,7 +244,8 @@ def _jsonl_records(path: str | Path) -> list[tuple[str, dict]]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise PeftlabError(f"The file '{path}' does not exist; check the path of your JSONL file.")
-    lines = read_text(path).splitlines()
+    # JSON Lines ends lines with \n (or \r\n) only: str.splitlines() would also cut a text at U+2028, U+0085, ...
+    lines = read_text(path).split("\n")
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

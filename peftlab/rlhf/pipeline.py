@@ -46,19 +46,39 @@ class RLHFData:
     def uploaded(
         cls, demonstrations_path, comparisons_path=None, heldout_fraction: float = 0.2, seed: int = 0
     ) -> RLHFData:
-        """User files: prompts of the demonstrations (and comparisons) are split into training and held-out ones.
+        """User files: their prompts split into training and held-out ones, before any training.
+
+        A `heldout_fraction` of the prompts (at least one) is held out: SFT and PPO never see them, the evaluation
+        answers them. With comparisons, the held-out prompts are drawn among the prompts that have comparisons
+        (their comparisons test the reward model), leaving at least one such prompt to train it.
 
         Raises:
-            PeftlabError: unreadable files, or fewer than 2 different prompts.
+            PeftlabError: unreadable files, fewer than 2 different prompts, comparisons on fewer than 2 prompts, or
+                no demonstration left for training.
         """
         demonstrations = load_demonstrations(demonstrations_path)
         comparisons = load_comparisons(comparisons_path) if comparisons_path else None
         prompts = list(dict.fromkeys([d.prompt for d in demonstrations] + [c.prompt for c in comparisons or []]))
         if len(prompts) < 2:
             raise PeftlabError("The data needs at least 2 different prompts: some to train on and some held out.")
-        random.Random(seed).shuffle(prompts)
         held = max(1, round(heldout_fraction * len(prompts)))
-        return cls(prompts[held:], prompts[:held], demonstrations, comparisons)
+        candidates = prompts
+        if comparisons is not None:
+            candidates = list(dict.fromkeys(c.prompt for c in comparisons))
+            if len(candidates) < 2:
+                raise PeftlabError(
+                    f"The comparisons file ranks responses to {len(candidates)} prompt; the reward model needs "
+                    "comparisons on at least 2 different prompts, some to train on and some held out to test it."
+                )
+            held = min(held, len(candidates) - 1)
+        heldout = set(random.Random(seed).sample(candidates, held))
+        kept = [d for d in demonstrations if d.prompt not in heldout]
+        if not kept:
+            raise PeftlabError(
+                f"Every demonstration answers one of the {held} prompt(s) held out for the evaluation, so SFT would "
+                "have none to learn; add demonstrations for more prompts."
+            )
+        return cls([p for p in prompts if p not in heldout], [p for p in prompts if p in heldout], kept, comparisons)
 
 
 @dataclass
