@@ -32,7 +32,7 @@ from benchmarks.common import Phase, logger  # noqa: E402
 from peftlab.models import load_lm  # noqa: E402
 from peftlab.prompts import suggested_prompt  # noqa: E402
 from peftlab.report import compare, report_html  # noqa: E402
-from peftlab.standard import StandardConfig, StandardEvent, estimate_seconds, measure, run_standard  # noqa: E402
+from peftlab.standard import StandardConfig, StandardEvent, estimate, run_standard  # noqa: E402
 from peftlab.store import ResultRow, ResultStore  # noqa: E402
 from peftlab.tasks import load_task  # noqa: E402
 from peftlab.tuning import TrainSettings  # noqa: E402
@@ -45,7 +45,7 @@ def one_task(name: str, store: ResultStore, config: StandardConfig, settings: Tr
     task = load_task(name)
     template, verbalizer = suggested_prompt(task.name, task.label_names)
     scoring_lm, training_lm = load_lm("smollm2-135m"), load_lm("smollm2-135m", dtype="fp32")
-    costs = estimate_seconds(config, settings, task, *measure(scoring_lm, training_lm, task, template, verbalizer))
+    costs = estimate(scoring_lm, training_lm, task, template, verbalizer, config, settings)
     log(f"{name}: estimated {sum(costs.values()) / 60:.1f} minutes")
     seconds: dict[str, float] = {}
     with Phase(name, log) as phase:

@@ -452,14 +452,14 @@ def run_rlhf(args: argparse.Namespace) -> None:
 def run_standard_command(args: argparse.Namespace) -> None:
     from peftlab.models import load_lm
     from peftlab.report import compare, display_table
-    from peftlab.standard import StandardEvent, estimate_seconds, measure, run_standard
+    from peftlab.standard import StandardEvent, estimate, run_standard
     from peftlab.store import ResultRow
 
     config = from_arguments(StandardConfig, args)
     task, setup, settings = _training_inputs(args)
     template, verbalizer = setup.prompts[0].template.text, setup.prompts[0].verbalizer.to_json()
     scoring_lm, training_lm = load_lm(args.model, dtype=args.dtype), load_lm(args.model, dtype="fp32")
-    costs = estimate_seconds(config, settings, task, *measure(scoring_lm, training_lm, task, template, verbalizer))
+    costs = estimate(scoring_lm, training_lm, task, template, verbalizer, config, settings)
     print(
         f"estimated {sum(costs.values()) / 60:.0f} minutes: "
         + ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in costs.items()),

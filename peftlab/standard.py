@@ -22,16 +22,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
+
 from peftlab.autoprompt import AutoPromptConfig, AutoPromptResult, autoprompt_run
-from peftlab.cloze import ClozeSetup, evaluate
+from peftlab.cloze import ClozeSetup, evaluate, label_log_probs
 from peftlab.compare import GridRow, PlannedRun, train_and_score
 from peftlab.config import Config, scored_texts_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, method_config
-from peftlab.models import LM
+from peftlab.models import LM, autocast_for
 from peftlab.pet import PETConfig, PETResult, pattern_prompts, patterns_for, pet_run, unlabelled_candidates
 from peftlab.store import ResultRow
-from peftlab.tasks import DEFAULT_SEEDS, EMBEDDED_TASKS, Task
+from peftlab.tasks import DEFAULT_SEEDS, Task
 from peftlab.training import Event
 from peftlab.tuning import TrainEvent, TrainSettings
 
@@ -216,44 +218,65 @@ STEP_COST = {
 }
 
 
-def measure(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbalizer) -> tuple[float, float]:
-    """(seconds to score one test text, seconds of one LoRA training step) on this machine, measured now."""
+@dataclass(frozen=True)
+class MeasuredCosts:
+    """Seconds this machine takes for the units of a comparison, measured now by `measure`."""
+
+    per_text: float  # scoring one test text with the scoring model (the fast inference dtype)
+    per_step: float  # one LoRA training step
+    per_trained_text: float  # scoring one text with the fp32 training model, as every trained model scores
+
+
+def measure(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbalizer) -> MeasuredCosts:
+    """The costs of one text and one LoRA training step on this machine, measured now (a few seconds)."""
     setup = ClozeSetup.build(task, template, verbalizer)
     texts = task.test_subset(16)
     started = time.perf_counter()
     evaluate(scoring_lm, task, template, verbalizer, limit=len(texts))
     per_text = (time.perf_counter() - started) / len(texts)
+    started = time.perf_counter()
+    with torch.inference_mode(), autocast_for(training_lm.model):
+        label_log_probs(training_lm, setup.prompts[0], texts)
+    per_trained_text = (time.perf_counter() - started) / len(texts)
     run = PlannedRun(method_config("lora"), 2, DEFAULT_SEEDS[0], "lora")
     steps = TrainSettings(steps=3, batch_size=8, eval_every=3)
     started = time.perf_counter()
     for _ in train_and_score(training_lm, task, setup, run, steps, texts[:1]):
         pass
     per_step = (time.perf_counter() - started) / steps.steps
-    return per_text, per_step
+    return MeasuredCosts(per_text, per_step, per_trained_text)
 
 
 def estimate_seconds(
-    config: StandardConfig, settings: TrainSettings, task: Task, per_text: float, per_step: float
+    config: StandardConfig, settings: TrainSettings, task: Task, costs: MeasuredCosts, patterns: int
 ) -> dict[str, float]:
-    """Expected seconds of each method (all its seeds), from the measured costs of one text and one LoRA step."""
+    """Expected seconds of each method (all its seeds), from the measured costs; PET has `patterns` patterns."""
     n_test = len(task.test_subset(config.test_limit))
     dev = config.shots * len(task.label_names)
     evaluations = settings.steps // settings.eval_every + 1
     seeds = len(config.seeds)
     demonstrations = config.demonstrations_per_class * len(task.label_names)
-    costs = {
+    per_text, per_step, trained_text = costs.per_text, costs.per_step, costs.per_trained_text
+    seconds = {
         ZERO_SHOT: n_test * per_text,
         IN_CONTEXT: seeds * n_test * per_text * (1 + demonstrations),  # each demonstration about one text long
         # each iteration: a gradient and a re-scoring on a batch, a dev check; then both prompts on the test texts
         AUTOPROMPT: seeds * (config.autoprompt_iterations * (3 * 16 + dev) * per_text + 2 * n_test * per_text),
     }
     for name in TRAINED:
-        training = settings.steps * per_step * STEP_COST[name] + evaluations * dev * per_text
-        costs[name] = seeds * (training + n_test * per_text)
+        training = settings.steps * per_step * STEP_COST[name] + evaluations * dev * trained_text
+        seconds[name] = seeds * (training + n_test * trained_text)
     # PET, per seed: each pattern scores the labelled set (its weight), trains like LoRA, scores the unlabelled
     # pool and the test texts; the classifier trains about like a LoRA step and scores the test texts.
-    patterns = len(EMBEDDED_TASKS[task.name].patterns) if task.name in EMBEDDED_TASKS else 3
     unlabelled = max(0, min(PETConfig().unlabelled, len(task.train) - 2 * dev))
-    pattern_cost = costs["lora"] / seeds + (dev + unlabelled) * per_text
-    costs[PET] = seeds * (patterns * pattern_cost + PETConfig().distil_steps * per_step + n_test * per_text)
-    return {name: cost for name, cost in costs.items() if name in config.methods}
+    pattern_cost = seconds["lora"] / seeds + (dev + unlabelled) * trained_text
+    seconds[PET] = seeds * (patterns * pattern_cost + PETConfig().distil_steps * per_step + n_test * trained_text)
+    return {name: cost for name, cost in seconds.items() if name in config.methods}
+
+
+def estimate(
+    scoring_lm: LM, training_lm: LM, task: Task, template: str, verbalizer, config: StandardConfig, settings
+) -> dict[str, float]:
+    """Expected seconds of each method of the comparison (`estimate_seconds`), measuring this machine first."""
+    costs = measure(scoring_lm, training_lm, task, template, verbalizer)
+    return estimate_seconds(config, settings, task, costs, len(patterns_for(task, template)))

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from peftlab import standard
 from peftlab.errors import PeftlabError
 from peftlab.pet import PETConfig, PETEvent
 from peftlab.report import compare
@@ -15,8 +16,10 @@ from peftlab.standard import (
     PET,
     STEP_COST,
     ZERO_SHOT,
+    MeasuredCosts,
     StandardConfig,
     StandardEvent,
+    estimate,
     estimate_seconds,
     plan,
     run_standard,
@@ -100,17 +103,27 @@ def test_pet_with_no_unlabelled_text_left_is_one_sentence_before_anything_runs(t
 
 
 def test_the_estimate_adds_up_the_measured_costs():
+    """Trained models score at the training model's cost (0.02 s a text), the rest at the scoring model's (0.01)."""
     task = easy_task()
-    costs = estimate_seconds(config(), SETTINGS, task, per_text=0.01, per_step=1.0)
+    measured = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02)
+    costs = estimate_seconds(config(), SETTINGS, task, measured, patterns=4)
     n_test, dev, evaluations = 4, 2 * 2, 2 // 1 + 1
     assert costs[ZERO_SHOT] == pytest.approx(n_test * 0.01)
     assert costs[IN_CONTEXT] == pytest.approx(2 * n_test * 0.01 * (1 + 2))
-    assert costs["lora"] == pytest.approx(2 * (2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.01 + n_test * 0.01))
+    assert costs["lora"] == pytest.approx(2 * (2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.02 + n_test * 0.02))
     assert set(costs) == set(config().methods)
-    pet = estimate_seconds(config(methods=(PET,)), SETTINGS, task, per_text=0.01, per_step=1.0)[PET]
-    unlabelled, patterns = 48 - 2 * dev, 3
-    pattern = 2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.01 + n_test * 0.01 + (dev + unlabelled) * 0.01
-    assert pet == pytest.approx(2 * (patterns * pattern + PETConfig().distil_steps * 1.0 + n_test * 0.01))
+    pet = estimate_seconds(config(methods=(PET,)), SETTINGS, task, measured, patterns=4)[PET]
+    unlabelled = 48 - 2 * dev
+    pattern = 2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.02 + n_test * 0.02 + (dev + unlabelled) * 0.02
+    assert pet == pytest.approx(2 * (4 * pattern + PETConfig().distil_steps * 1.0 + n_test * 0.02))
+
+
+def test_the_estimate_prices_pet_with_as_many_patterns_as_it_runs(tiny_causal, monkeypatch):
+    """A task without patterns of its own gets the template and two generic ones: three pattern models."""
+    task, measured = easy_task(), MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02)
+    monkeypatch.setattr(standard, "measure", lambda *args: measured)
+    costs = estimate(tiny_causal, tiny_causal, task, TEMPLATE, VERBALIZER, config(methods=(PET,)), SETTINGS)
+    assert costs == estimate_seconds(config(methods=(PET,)), SETTINGS, task, measured, patterns=3)
 
 
 @pytest.mark.parametrize(

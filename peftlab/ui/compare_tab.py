@@ -20,8 +20,7 @@ from peftlab.standard import (
     STANDARD_METHODS,
     StandardConfig,
     StandardEvent,
-    estimate_seconds,
-    measure,
+    estimate,
     plan,
     run_standard,
 )
@@ -127,10 +126,8 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     ClozeSetup.build(task, form["template"], form["verbalizer"])  # a bad prompt fails before the models load
     scoring_lm, training_lm = load_model(form["model"]), load_model(form["model"], dtype="fp32")
     yield "Measuring this machine's speed on one text and one training step...", None
-    costs = estimate_seconds(
-        config, settings, task, *measure(scoring_lm, training_lm, task, form["template"], form["verbalizer"])
-    )
-    estimate = f"Estimated {sum(costs.values()) / 60:.0f} minutes for {len(plan(config))} runs " + ", ".join(
+    costs = estimate(scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings)
+    expected = f"Estimated {sum(costs.values()) / 60:.0f} minutes for {len(plan(config))} runs " + ", ".join(
         f"({name} {seconds / 60:.1f} min)" for name, seconds in costs.items()
     )
     rows = []
@@ -142,7 +139,7 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
                 started = item
                 progress((item.step - 1) / item.runs, desc=f"{item.method} seed {item.seed}")
                 yield (
-                    f"{estimate}. Run {item.step}/{item.runs}: {item.method}"
+                    f"{expected}. Run {item.step}/{item.runs}: {item.method}"
                     + (f", seed {item.seed}" if item.seed is not None else "")
                     + "...",
                     _table(rows),
@@ -150,7 +147,7 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
             elif isinstance(item, ResultRow):
                 rows.append(item)
                 keep_results(request, [item])
-                yield f"{estimate}. {len(rows)} of {started.runs} runs finished.", _table(rows)
+                yield f"{expected}. {len(rows)} of {started.runs} runs finished.", _table(rows)
         note = f" {stopped_note(stop)} Finished runs are kept." if stop.is_set() else ""
     yield (
         (
