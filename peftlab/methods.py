@@ -482,7 +482,8 @@ class SequenceClassifierMethod(MethodConfig):
     The standard fine-tuning baseline PET is compared with ("supervised", Schick & Schütze 2021, §4) and the
     classifier PET distils its ensemble into (§3.1). Built with transformers' AutoModelForSequenceClassification
     on the cached model's weights (a copy); with `lora`, PEFT trains LoRA updates and the new head
-    (task type SEQ_CLS), otherwise every weight trains. The input is the template's fields, one per line.
+    (task type SEQ_CLS), otherwise every weight trains. The input is the template's fields, one per line, or
+    with `pattern` the template's words around them (PET's distilled classifier reads its first pattern).
     """
 
     name: ClassVar[str] = "classifier"
@@ -491,6 +492,9 @@ class SequenceClassifierMethod(MethodConfig):
     lora: bool = setting(True, "train LoRA updates and the head (off: every weight)")
     r: int = setting(8, "rank of the LoRA update", minimum=1)
     max_tokens: int = setting(256, "input tokens read (longer inputs are cut at the end)", minimum=8)
+    pattern: bool = setting(
+        False, "read the input through the pattern (its words around the fields, no mask) instead of the bare fields"
+    )
 
     def check(self, lm):
         if lm.kind != "causal":
@@ -521,10 +525,20 @@ class SequenceClassifierMethod(MethodConfig):
             model.requires_grad_(True)
         return model, [p for p in model.parameters() if p.requires_grad]
 
+    def input_text(self, lm, prompt: Prompt, example: dict) -> str:
+        """What the classifier reads: the bare fields, one per line, or with `pattern` the template around them
+        without its mask, the fields cut (as the cloze cuts them) so that the pattern's own words are kept."""
+        if not self.pattern:
+            return prompt.template.input_text(example)
+        return "".join(prompt.template.render(prompt.fit(lm, example, self.token_limit(lm))))
+
+    def token_limit(self, lm) -> int:
+        return min(self.max_tokens, lm.max_length)
+
     def classify(self, lm, prompt, model, examples):
-        texts = [prompt.template.input_text(e) for e in examples]
+        texts = [self.input_text(lm, prompt, e) for e in examples]
         batch = lm.tokenizer(
-            texts, return_tensors="pt", padding=True, truncation=True, max_length=min(self.max_tokens, lm.max_length)
+            texts, return_tensors="pt", padding=True, truncation=True, max_length=self.token_limit(lm)
         ).to(lm.device)
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, L)
         return logits.float().log_softmax(-1)

@@ -14,7 +14,9 @@ of a seed (the LM-BFF protocol of `Task.few_shot`, whose dev half picks each mod
    (s_p here are the pattern model's label log-probabilities: they differ from the paper's logits by a
    constant per text, which the softmax removes.)
 3. A sequence classifier (`methods.SequenceClassifierMethod`, LoRA or full) learns q with the distillation
-   loss T² · KL(q ‖ softmax(z / T)) of PET's reference code (after Hinton et al. 2015).
+   loss T² · KL(q ‖ softmax(z / T)) of PET's reference code (after Hinton et al. 2015). Unlike the paper's, it
+   reads the text inside the first pattern's words (a head on the last token, no verbalizer): a small causal LM
+   learns the soft labels far better that way than from the bare text (see `_distil`).
 
 iPET (Schick & Schütze, EACL 2021, §3.3): in generation j = 1..G, each pattern's model is trained anew on
 the labelled set plus |T| (d^j − 1) unlabelled texts, d = 5, labelled (arg max) by the ensemble of a random
@@ -485,8 +487,13 @@ def _distil(lm, prompt, pool, q, dev, config: PETConfig, settings, stop, generat
             log_probs = training_log_probs(trained, batch).float().cpu()
         return distillation_loss(log_probs, targets, config.temperature)
 
+    # It reads the first pattern's words around the text: on rt-sentiment, 500 held-out training-pool texts, 60 steps,
+    # that took its accuracy from 0.794 (bare text) to 0.838 with seed 13 and from 0.772 to 0.816 with seed 21, past
+    # the ensembles it learnt from (0.820, 0.802).
     method = (
-        SequenceClassifierMethod() if config.distil_lora else SequenceClassifierMethod(lora=False, learning_rate=1e-5)
+        SequenceClassifierMethod(pattern=True)
+        if config.distil_lora
+        else SequenceClassifierMethod(lora=False, learning_rate=1e-5, pattern=True)
     )
     steps = dataclasses.replace(settings, steps=config.distil_steps)
     return (yield from _train(lm, prompt, method, examples, dev, steps, stop, generation, "classifier", loss))

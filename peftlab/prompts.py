@@ -215,7 +215,7 @@ class Prompt:
             PeftlabError: the template, demonstrations and label words alone leave no room for the input.
         """
         limit = lm.max_length - self.reserved_positions
-        encoded = self._encode(lm, self._fit(lm, example, fill, limit), fill)
+        encoded = self._encode(lm, self.fit(lm, example, limit, fill), fill)
         if lm.kind == "causal":
             return _causal_queries(lm, *encoded, limit)
         return _masked_queries(lm, *encoded, limit)
@@ -239,7 +239,7 @@ class Prompt:
         prefix, triggers = _encode_prefix(tokenizer, stripped, self.trigger_ids, lm.kind == "causal")
         return prefix, triggers, after_ids, words
 
-    def _fit(self, lm, example: dict, fill: str | None, limit: int) -> dict:
+    def fit(self, lm, example: dict, limit: int, fill: str | None = None) -> dict:
         """The example with its template fields cut, longest first, until its longest query needs `limit` tokens
         or fewer (the template itself is never cut)."""
         if fill is not None:

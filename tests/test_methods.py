@@ -8,7 +8,15 @@ import torch
 
 from peftlab.cloze import ClozeSetup, word_scores
 from peftlab.errors import PeftlabError
-from peftlab.methods import AdapterMethod, BitFitMethod, PrefixTuningMethod, feed_forward_modules, method_config
+from peftlab.methods import (
+    AdapterMethod,
+    BitFitMethod,
+    PrefixTuningMethod,
+    SequenceClassifierMethod,
+    feed_forward_modules,
+    method_config,
+)
+from peftlab.prompts import Prompt, Template, Verbalizer
 from peftlab.tuning import TrainSettings, train_method
 from tests.test_tuning import TEMPLATE, VERBALIZER, easy_task, same_tensors, snapshot
 
@@ -159,3 +167,20 @@ def test_a_prefix_from_real_words_equals_writing_those_words_before_the_text(tin
             logits_to_keep=1,
         ).logits
     assert not torch.allclose(other, written, atol=1e-3)
+
+
+def test_a_classifier_reads_the_bare_fields_or_the_pattern_around_them_cut_to_fit(tiny_causal):
+    prompt = Prompt(
+        Template.parse("Review: {text}\nSentiment:{mask}", ["text"]),
+        Verbalizer.parse(VERBALIZER, ["negative", "positive"]),
+    )
+    example = {"text": "good film", "label": 1}
+    assert SequenceClassifierMethod().input_text(tiny_causal, prompt, example) == "good film"
+    assert SequenceClassifierMethod(pattern=True).input_text(tiny_causal, prompt, example) == (
+        "Review: good film\nSentiment:"
+    )
+    # a text too long for max_tokens loses its start (the end is nearest the mask), never the pattern's words
+    long = {"text": " ".join(["good film"] * 200), "label": 1}
+    read = SequenceClassifierMethod(pattern=True, max_tokens=40).input_text(tiny_causal, prompt, long)
+    assert read.startswith("Review: ") and read.endswith("good film\nSentiment:")
+    assert len(tiny_causal.tokenizer(read).input_ids) <= 40
