@@ -1,0 +1,189 @@
+"""The DPO route: the SFT policy learns the comparisons directly, without a reward model or sampling.
+
+Direct Preference Optimization (Rafailov et al. 2023, "Direct Preference Optimization: Your Language Model is
+Secretly a Reward Model", §4, Eq. 7) minimises, over comparisons (x, y_w, y_l),
+
+    L = −log σ(β [(log π_θ(y_w|x) − log π_ref(y_w|x)) − (log π_θ(y_l|x) − log π_ref(y_l|x))])
+
+with π_ref the SFT model and log π(y|x) the sum over the response's tokens (end-of-response included). β is the
+strength of the KL penalty to π_ref that the loss optimises implicitly, as PPO's β does explicitly; the
+implicit reward of a response is β (log π_θ − log π_ref).
+
+TRL's `DPOTrainer` trains it: a new LoRA adapter on a copy of the SFT model, so the reference is that copy with
+the adapter disabled (TRL's PEFT route, no second model in memory). The trainer seeds and draws from torch's
+global generator, so the whole training runs in one `seeded` block (other jobs' seeded blocks wait for it), in a
+thread whose logged steps this module yields as events.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from peftlab.config import Config, setting
+from peftlab.errors import PeftlabError
+from peftlab.models import cpu_supports_bf16
+from peftlab.rlhf.data import Comparison
+from peftlab.rlhf.generation import end_of_response, format_prompt
+from peftlab.rlhf.sft import lora_config
+from peftlab.seeding import seeded
+from peftlab.training import Event
+
+
+@dataclass
+class DPOConfig(Config):
+    subject: ClassVar[str] = "DPO {label}"
+    steps: int = setting(60, "optimiser steps", minimum=1, cap="ppo_steps")
+    batch_size: int = setting(8, "comparisons per step", minimum=1)
+    learning_rate: float = setting(5e-4, "Adam learning rate of the LoRA adapter", above=0)
+    beta: float = setting(
+        0.1, "β: strength of the implicit KL penalty to the SFT model (the paper: 0.1 to 0.5)", above=0
+    )
+    lora_r: int = setting(16, "LoRA rank", minimum=1, label="LoRA rank")
+    max_response_tokens: int = setting(48, "longest response trained on (longer ones are cut)", minimum=1)
+    seed: int = setting(0, "seed for the adapter's initialisation and the batch order")
+
+
+@dataclass(kw_only=True)
+class DPOEvent(Event):
+    """One optimiser step, as TRL logs it: the loss and the implicit rewards β (log π_θ − log π_ref) of the batch."""
+
+    loss: float
+    learning_rate: float
+    reward_accuracy: float  # share of pairs whose chosen response has the larger implicit reward
+    reward_margin: float  # mean implicit reward of chosen minus rejected
+    chosen_log_prob: float  # mean log π_θ(y_w|x) of the batch (DPO may lower it while it raises the margin)
+    rejected_log_prob: float  # mean log π_θ(y_l|x)
+
+
+@dataclass
+class DPOResult:
+    """The DPO policy: a copy of the SFT model with the trained LoRA adapter (disable it for the reference)."""
+
+    policy: torch.nn.Module
+    history: list[DPOEvent] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped: bool = False
+
+
+def train_dpo(
+    sft_model: torch.nn.Module,
+    tokenizer,
+    comparisons: Sequence[Comparison],
+    config: DPOConfig,
+    stop: threading.Event | None = None,
+) -> Iterator[DPOEvent | DPOResult]:
+    """DPO on a copy of the SFT model: a DPOEvent per step, the DPOResult last. The SFT model is never changed.
+
+    Raises:
+        PeftlabError: no comparisons, or a comparison whose two responses are the same.
+    """
+    if not comparisons:
+        raise PeftlabError("DPO needs at least one comparison (a prompt, a chosen and a rejected response).")
+    for c in comparisons:
+        if c.chosen == c.rejected:
+            raise PeftlabError(f"A comparison for {c.prompt!r} has the same chosen and rejected response.")
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import DPOConfig as TRLConfig
+    from trl import DPOTrainer
+
+    eos = tokenizer.decode([end_of_response(tokenizer)])
+    dataset = Dataset.from_list(
+        [
+            # the prompt as every stage formats it; TRL adds the end-of-response token to each response
+            {"prompt": format_prompt(tokenizer, c.prompt), "chosen": c.chosen + eos, "rejected": c.rejected + eos}
+            for c in comparisons
+        ]
+    )
+    events: queue.Queue = queue.Queue()
+    halt = threading.Event()  # the caller's stop, or the caller leaving this generator early
+    started = time.perf_counter()
+
+    class Relay(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                events.put(
+                    DPOEvent(
+                        step=state.global_step,
+                        elapsed=time.perf_counter() - started,
+                        loss=float(logs["loss"]),
+                        learning_rate=float(logs.get("learning_rate", math.nan)),
+                        reward_accuracy=float(logs.get("rewards/accuracies", math.nan)),
+                        reward_margin=float(logs.get("rewards/margins", math.nan)),
+                        chosen_log_prob=float(logs.get("logps/chosen", math.nan)),
+                        rejected_log_prob=float(logs.get("logps/rejected", math.nan)),
+                    )
+                )
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if halt.is_set() or (stop is not None and stop.is_set()):
+                control.should_training_stop = True
+
+    def train() -> None:
+        try:
+            with seeded(config.seed), tempfile.TemporaryDirectory(prefix="peftlab-dpo-") as folder:
+                device = next(sft_model.parameters()).device
+                # bf16 mixed precision where the hardware has it, as every other stage trains (`autocast_for`)
+                bf16 = cpu_supports_bf16() if device.type == "cpu" else torch.cuda.is_bf16_supported()
+                trainer = DPOTrainer(
+                    # TRL wraps a plain model in the new adapter itself; handed a PEFT model it would copy that
+                    # model's adapter as the reference instead of disabling it
+                    model=copy.deepcopy(sft_model),
+                    peft_config=lora_config(config.lora_r),
+                    args=TRLConfig(
+                        output_dir=folder,
+                        max_steps=config.steps,
+                        per_device_train_batch_size=config.batch_size,
+                        learning_rate=config.learning_rate,
+                        lr_scheduler_type="linear",
+                        warmup_steps=0,
+                        weight_decay=0.0,
+                        beta=config.beta,
+                        seed=config.seed,
+                        max_length=None,
+                        gradient_checkpointing=False,
+                        bf16=bf16,
+                        use_cpu=device.type == "cpu",
+                        logging_steps=1,
+                        save_strategy="no",
+                        report_to=[],
+                        disable_tqdm=True,
+                    ),
+                    train_dataset=dataset,
+                    processing_class=tokenizer,
+                    callbacks=[Relay()],
+                )
+                trainer.train()
+            policy = trainer.model.requires_grad_(False)
+            events.put(DPOResult(policy.eval(), seconds=time.perf_counter() - started))
+        except BaseException as exc:  # re-raised in the caller's thread
+            events.put(exc)
+
+    worker = threading.Thread(target=train, name="peftlab-dpo", daemon=True)
+    worker.start()
+    history = []
+    try:
+        while True:
+            item = events.get()
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, DPOResult):
+                item.history = history
+                item.stopped = stop is not None and stop.is_set() and len(history) < config.steps
+                yield item
+                return
+            history.append(item)
+            yield item
+    finally:
+        halt.set()
+        worker.join()

@@ -1,0 +1,127 @@
+"""DPO on the tiny Llama: TRL's loss against Eq. 7 by hand, a reference that never moves, a learnt preference, Stop."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+import torch
+
+from peftlab.errors import PeftlabError
+from peftlab.rlhf import dpo
+from peftlab.rlhf.data import Comparison
+from peftlab.rlhf.dpo import DPOConfig, DPOEvent, DPOResult, train_dpo
+from peftlab.rlhf.generation import encode_pairs, format_prompt, response_forward
+from peftlab.rlhf.sft import lora_config
+from tests.test_rlhf_stages import BAD, GOOD, PROMPTS, run
+
+
+def sequence_log_probs(model, tokenizer, prompt: str, responses: list[str]) -> torch.Tensor:
+    """log π(y|x) of each response: the sum over its tokens, end-of-response included (fp32, no autocast)."""
+    batch = encode_pairs(tokenizer, [prompt] * len(responses), responses)
+    with torch.no_grad():
+        return (response_forward(model, batch).float() * batch.response_mask).sum(1)
+
+
+def trl_sequence_log_prob(model, tokenizer, prompt: str, response: str) -> float:
+    """log π(y|x) on the tokens TRL reads: prompt and response tokenized together, with the tokenizer's own special
+    tokens (a BOS for the tiny tokenizer; none for SmolLM2, whose sequences are then the other stages' exactly)."""
+    context = format_prompt(tokenizer, prompt)
+    ids = tokenizer(context + response + tokenizer.eos_token).input_ids
+    start = len(tokenizer(context).input_ids)
+    with torch.no_grad():
+        log_probs = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)  # (T, V)
+    return sum(float(log_probs[t - 1, ids[t]]) for t in range(start, len(ids)))
+
+
+def preference_pairs(prompts) -> list[Comparison]:
+    return [Comparison(p, g, b) for p in prompts for g, b in zip(GOOD, BAD)]
+
+
+def test_trl_s_loss_is_eq_7_by_hand_against_the_sft_model_as_reference(tiny_causal, monkeypatch):
+    """A LoRA adapter that starts away from zero makes π_θ differ from π_ref at the first step, whose logged loss is
+    −log σ(β [(log π_θ(y_w) − log π_ref(y_w)) − (log π_θ(y_l) − log π_ref(y_l))]), π_ref the SFT model by hand."""
+
+    def random_lora(r):
+        config = lora_config(r)
+        config.init_lora_weights = False  # B random too: π_θ != π_ref from the start
+        return config
+
+    monkeypatch.setattr(dpo, "lora_config", random_lora)
+    monkeypatch.setattr(dpo, "cpu_supports_bf16", lambda: False)  # fp32, to compare closely
+    pair = Comparison(PROMPTS[0], GOOD[0], BAD[0])
+    config = DPOConfig(steps=1, batch_size=1, beta=0.5, lora_r=2, seed=3)
+    (event,), result = run(train_dpo(tiny_causal.model, tiny_causal.tokenizer, [pair], config))
+    ref_chosen, ref_rejected = (
+        trl_sequence_log_prob(tiny_causal.model, tiny_causal.tokenizer, pair.prompt, r)
+        for r in (pair.chosen, pair.rejected)
+    )
+    margin = config.beta * ((event.chosen_log_prob - ref_chosen) - (event.rejected_log_prob - ref_rejected))
+    assert abs(margin) > 0.1  # the pair is not at the trivial point σ(0)
+    assert event.reward_margin == pytest.approx(margin, abs=1e-3)
+    assert event.loss == pytest.approx(-math.log(1 / (1 + math.exp(-margin))), abs=1e-3)
+    assert isinstance(result, DPOResult) and result.history == [event]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_causal):
+    before = [p.detach().clone() for p in tiny_causal.model.parameters()]
+    config = DPOConfig(steps=30, batch_size=4, learning_rate=1e-2, beta=0.1, lora_r=4)
+    steps, result = run(train_dpo(tiny_causal.model, tiny_causal.tokenizer, preference_pairs(PROMPTS[:6]), config))
+    unchanged = all(torch.equal(p, w) for p, w in zip(tiny_causal.model.parameters(), before))
+    return steps, result, unchanged
+
+
+def test_dpo_learns_a_synthetic_preference_on_held_out_prompts(tiny_causal, trained):
+    steps, result, _ = trained
+    assert [e.step for e in steps] == list(range(1, 31)) and all(isinstance(e, DPOEvent) for e in steps)
+    margins = {}
+    for name, model in (("sft", tiny_causal.model), ("dpo", result.policy)):
+        margins[name] = sum(
+            float(
+                (
+                    sequence_log_probs(model, tiny_causal.tokenizer, p, GOOD)
+                    - sequence_log_probs(model, tiny_causal.tokenizer, p, BAD)
+                ).mean()
+            )
+            for p in PROMPTS[6:]
+        )
+    assert margins["dpo"] > margins["sft"] + 1.0  # log π(good) − log π(bad) grew on prompts it never saw
+    assert steps[-1].reward_accuracy > 0.5 and not result.stopped
+
+
+def test_the_sft_model_and_the_reference_never_move(tiny_causal, trained):
+    _, result, unchanged = trained
+    assert unchanged
+    with result.policy.disable_adapter():  # TRL's reference: the adapter off
+        reference = sequence_log_probs(result.policy, tiny_causal.tokenizer, PROMPTS[7], GOOD + BAD)
+    sft = sequence_log_probs(tiny_causal.model, tiny_causal.tokenizer, PROMPTS[7], GOOD + BAD)
+    assert torch.allclose(reference, sft, atol=1e-5)
+
+
+def test_stop_ends_dpo_after_the_current_step_and_keeps_the_policy(tiny_causal):
+    stop = threading.Event()
+    events = []
+    config = DPOConfig(steps=20, batch_size=2, lora_r=2)
+    for item in train_dpo(tiny_causal.model, tiny_causal.tokenizer, preference_pairs(PROMPTS[:2]), config, stop):
+        events.append(item)
+        stop.set()
+    *steps, result = events
+    assert len(steps) < 20 and result.stopped and isinstance(result.policy, torch.nn.Module)
+
+
+@pytest.mark.parametrize(
+    ("comparisons", "message"),
+    [
+        ([], "DPO needs at least one comparison (a prompt, a chosen and a rejected response)."),
+        (
+            [Comparison("Review: a", "same", "same")],
+            "A comparison for 'Review: a' has the same chosen and rejected response.",
+        ),
+    ],
+)
+def test_bad_comparisons_are_one_sentence(tiny_causal, comparisons, message):
+    with pytest.raises(PeftlabError) as error:
+        next(train_dpo(tiny_causal.model, tiny_causal.tokenizer, comparisons, DPOConfig()))
+    assert str(error.value) == message
