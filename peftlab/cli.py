@@ -19,6 +19,7 @@ from peftlab.config import add_arguments, from_arguments
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL
 from peftlab.pet import PETConfig
+from peftlab.rlhf.dpo import DPOConfig
 from peftlab.rlhf.pipeline import PipelineConfig
 from peftlab.rlhf.ppo import PPOConfig
 from peftlab.rlhf.reward import RewardConfig
@@ -86,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(run=run_sweep_command, dtype="fp32")
 
     rlhf = commands.add_parser(
-        "rlhf", help="SFT -> reward model -> PPO (InstructGPT-style), then SFT vs PPO on held-out prompts"
+        "rlhf",
+        help="SFT -> reward model -> PPO (InstructGPT-style) and/or DPO, then each against SFT on held-out prompts",
     )
     rlhf.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, local folder or Hub id (a causal LM)")
     rlhf.add_argument("--demonstrations", help="JSONL of {prompt, response} (default: the embedded movie-review data)")
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(rlhf, PipelineConfig)  # --seed seeds every stage
     for prefix, stage in RLHF_STAGES.items():
         add_arguments(rlhf, stage, prefix=prefix, skip=("seed",), aliases=RLHF_ALIASES.get(prefix, ()))
-    rlhf.add_argument("--samples", help="write the held-out SFT-vs-PPO responses to this CSV file")
+    rlhf.add_argument("--samples", help="write the held-out responses of SFT and each route to this CSV file")
     rlhf.add_argument("--json", action="store_true", help="print one JSON object")
     rlhf.set_defaults(run=run_rlhf, dtype="fp32")
 
@@ -168,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-RLHF_STAGES = {"sft-": SFTConfig, "rm-": RewardConfig, "ppo-": PPOConfig}
+RLHF_STAGES = {"sft-": SFTConfig, "rm-": RewardConfig, "ppo-": PPOConfig, "dpo-": DPOConfig}
 RLHF_ALIASES = {"ppo-": ("beta", "adaptive_kl", "target_kl", "ptx_coef")}  # the PPO options people type most
 
 
@@ -402,7 +404,9 @@ def run_rlhf(args: argparse.Namespace) -> None:
     from peftlab.rlhf.pipeline import RLHFData, run_pipeline
 
     stages = {prefix: from_arguments(stage, args, prefix, seed=args.seed) for prefix, stage in RLHF_STAGES.items()}
-    config = from_arguments(PipelineConfig, args, sft=stages["sft-"], reward=stages["rm-"], ppo=stages["ppo-"])
+    config = from_arguments(
+        PipelineConfig, args, sft=stages["sft-"], reward=stages["rm-"], ppo=stages["ppo-"], dpo=stages["dpo-"]
+    )
     if args.comparisons and not args.demonstrations:
         raise PeftlabError("--comparisons needs --demonstrations too (SFT learns from them first).")
     data = (
@@ -429,24 +433,32 @@ def run_rlhf(args: argparse.Namespace) -> None:
                 f"KL {event.mean_kl:.2f}, beta {event.beta:.3f}",
                 file=sys.stderr,
             )
+        elif stage == "dpo" and event.step % 10 == 0:
+            print(
+                f"dpo step {event.step}: loss {event.loss:.3f}, implicit reward margin {event.reward_margin:+.3f}",
+                file=sys.stderr,
+            )
 
     result = run_pipeline(lm, data, config, on_event=report)
-    _store(args, [result.row])
+    _store(args, result.rows)
     if args.samples:
         result.comparison.table.to_csv(args.samples, index=False)
     if args.json:
         print(json.dumps(result.summary))
         return
     summary = result.summary
-    print(
-        f"reward model held-out pair accuracy {summary['rm_heldout_accuracy']:.3f} "
-        f"({summary['rm_heldout_pairs']} pairs)"
-    )
-    print(
-        f"{summary['labeler']} score on {summary['prompts']} held-out prompts: SFT {summary['sft_mean_score']:+.3f} -> "
-        f"PPO {summary['ppo_mean_score']:+.3f}, KL to the SFT model {summary['mean_kl']:.2f} nats per response, "
-        f"{summary['seconds']:.0f} s"
-    )
+    if "rm_heldout_accuracy" in summary:
+        print(
+            f"reward model held-out pair accuracy {summary['rm_heldout_accuracy']:.3f} "
+            f"({summary['rm_heldout_pairs']} pairs)"
+        )
+    print(f"{summary['labeler']} score on {summary['prompts']} held-out prompts: SFT {summary['sft_mean_score']:+.3f}")
+    for route in config.routes():
+        print(
+            f"  {route.upper()} {summary[f'{route}_mean_score']:+.3f}, KL to the SFT model "
+            f"{summary[f'{route}_mean_kl']:.2f} nats per response, trained in {summary[f'{route}_seconds']:.0f} s"
+        )
+    print(f"{summary['seconds']:.0f} s in all")
 
 
 def run_standard_command(args: argparse.Namespace) -> None:

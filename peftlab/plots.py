@@ -194,12 +194,36 @@ def metric_panels(history: pd.DataFrame, x: str, panels: dict[str, Sequence[str]
     return figure
 
 
-def score_comparison(table: pd.DataFrame, before: str, after: str, title: str) -> go.Figure:
-    """Box plots of two score columns (e.g. the labeler's score of SFT and of PPO responses), points shown."""
+def score_comparison(table: pd.DataFrame, columns: Sequence[str], title: str) -> go.Figure:
+    """Box plots of score columns (e.g. the labeler's score of SFT, PPO and DPO responses), points shown."""
     figure = go.Figure()
-    for column in (before, after):
+    for column in columns:
         figure.add_trace(go.Box(y=table[column], name=column, boxpoints="all", jitter=0.4, boxmean=True))
     figure.update_layout(title=title, height=360, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
+    return figure
+
+
+def score_kl_frontier(summary: dict, routes: Sequence[str], score_title: str) -> go.Figure:
+    """The reward-KL frontier: each route's mean labeler score against its mean KL to the SFT model (nats per
+    response), the SFT model at KL 0. Up and to the left is better: more score for less drift."""
+    names = ["sft", *routes]
+    figure = go.Figure(
+        go.Scatter(
+            x=[0.0] + [summary[f"{r}_mean_kl"] for r in routes],
+            y=[summary[f"{r}_mean_score"] for r in names],
+            text=[r.upper() for r in names],
+            mode="markers+text",
+            textposition="top center",
+            marker=dict(size=12),
+        )
+    )
+    figure.update_layout(
+        title="Score against KL to the SFT model",
+        xaxis=dict(title="mean KL to SFT (nats per response)", rangemode="tozero"),
+        yaxis=dict(title=score_title),
+        height=360,
+        margin=dict(l=10, r=10, t=40, b=10),
+    )
     return figure
 
 

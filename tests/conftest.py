@@ -197,6 +197,15 @@ def tiny_causal() -> LM:
     return LM(model, tokenizer, "causal", "tiny-llama")
 
 
+@pytest.fixture(scope="session")
+def tiny_causal_folder(tiny_causal, tmp_path_factory) -> str:
+    """The tiny Llama saved as a model folder, as the CLI and the app load a local model."""
+    folder = tmp_path_factory.mktemp("tiny-llama-folder")
+    tiny_causal.model.save_pretrained(folder)
+    tiny_causal.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="session", params=["mlm", "causal"])
 def tiny_lm(request) -> LM:
     """Each tiny model in turn."""

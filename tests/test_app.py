@@ -15,6 +15,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from peftlab.ui.rlhf_tab import DPO_PANELS
 from tests.app_server import CALL_TIMEOUT_S, FIRST_CALL_TIMEOUT_S, running_app
 
 pytestmark = pytest.mark.slow
@@ -386,20 +387,14 @@ def test_pet_unlabelled_file_without_the_patterns_column_is_one_sentence(client,
 # ------------------------------------------------------------------ the RLHF tab, on the tiny Llama saved as a folder
 
 
-@pytest.fixture(scope="module")
-def tiny_model_folder(tiny_causal, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama-app")
-    tiny_causal.model.save_pretrained(folder)
-    tiny_causal.tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
-def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_model_folder):
+def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_causal_folder):
     # Out of order: PPO before a reward model is one sentence.
     with pytest.raises(AppError, match=r"Run step 2 \(reward model\) first"):
         call(client, "/rlhf_ppo", "vader-positive", 1, 0.05, False, 4.0, 0.0, 1e-3, 0)
+    with pytest.raises(AppError, match=r"^Run step 1 \(SFT\) first\.$"):
+        call(client, "/rlhf_dpo", 2, 0.1, 1e-3, 0)
 
-    status, _plot, samples = call(client, "/rlhf_sft", tiny_model_folder, None, None, "lora", 2, 1e-3, 0)
+    status, _plot, samples = call(client, "/rlhf_sft", tiny_causal_folder, None, None, "lora", 2, 1e-3, 0)
     assert status.startswith("SFT done: loss") and len(samples["data"]) == 3  # 3 held-out prompts sampled at the end
 
     # The human labeler screen: two prompts ranked by a person become comparisons.
@@ -437,31 +432,44 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_mo
     assert re.match(r"PPO stopped after \d+ of 10000 steps; the policy so far is kept", status), status
     assert len(samples["data"]) < 10_000
 
-    status, table, _plot = call(client, "/rlhf_evaluate", "vader-positive", 3, 0)
-    assert re.match(r"On 3 held-out prompts, vader-positive score: SFT \*\*[+-]\d\.\d{3}\*\* → PPO", status), status
-    assert table["headers"][:3] == ["prompt", "sft_response", "ppo_response"] and len(table["data"]) == 3
+    # DPO from the same SFT model, on the comparisons the reward model learnt from
+    status, plot = call(client, "/rlhf_dpo", 2, 0.1, 1e-3, 0)
+    assert re.match(r"DPO done \(\d+ s, \d+ comparisons\)\. Compare it with SFT and PPO below\.", status), status
+    assert [panel["text"] for panel in json.loads(plot["plot"])["layout"]["annotations"]] == list(DPO_PANELS)
+
+    status, table, _scores, frontier = call(client, "/rlhf_evaluate", "vader-positive", 3, 0)
+    number = r"\*\*[+-]\d\.\d{3}\*\* \([+-]\d\.\d{2}\)"
+    assert re.match(
+        rf"On 3 held-out prompts, vader-positive score \(reward model\): SFT {number}; PPO {number}, KL to SFT "
+        rf"-?\d+\.\d\d nats per response; DPO {number}, KL to SFT -?\d+\.\d\d nats per response\.$",
+        status,
+    ), status
+    assert table["headers"][:4] == ["prompt", "sft_response", "ppo_response", "dpo_response"]
+    assert len(table["data"]) == 3
+    assert json.loads(frontier["plot"])["data"][0]["text"] == ["SFT", "PPO", "DPO"]
     for stage, expected in (
         ("SFT adapter", "adapter_config.json"),
         ("reward model", "reward_head.safetensors"),
         ("PPO adapter", "value_head.safetensors"),
+        ("DPO adapter", "adapter_model.safetensors"),
     ):
         import zipfile
 
         assert expected in zipfile.ZipFile(call(client, "/rlhf_download", stage)).namelist()
 
 
-def test_rlhf_bad_input_is_one_sentence(client, tiny_model_folder, tmp_path):
+def test_rlhf_bad_input_is_one_sentence(client, tiny_causal_folder, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     with pytest.raises(AppError, match=r"has no demonstrations"):
-        call(client, "/rlhf_sft", tiny_model_folder, handle_file(str(empty)), None, "lora", 2, 1e-3, 0)
+        call(client, "/rlhf_sft", tiny_causal_folder, handle_file(str(empty)), None, "lora", 2, 1e-3, 0)
     same = tmp_path / "same.jsonl"
     same.write_text('{"prompt": "p", "chosen": "good", "rejected": "good"}\n')
     demos = tmp_path / "demos.jsonl"
     demos.write_text('{"prompt": "p", "response": "good"}\n{"prompt": "q", "response": "bad"}\n')
     with pytest.raises(AppError, match=r"same text for 'chosen' and 'rejected'"):
         call(
-            client, "/rlhf_sft", tiny_model_folder, handle_file(str(demos)), handle_file(str(same)), "lora", 2, 1e-3, 0
+            client, "/rlhf_sft", tiny_causal_folder, handle_file(str(demos)), handle_file(str(same)), "lora", 2, 1e-3, 0
         )
     with pytest.raises(AppError, match=r"^K responses must be at least 2, not 1\.$"):  # the UI field refuses it
         call(client, "/rlhf_sample_for_ranking", 1, 0)
@@ -518,7 +526,7 @@ def test_cheap_clicks_never_wait_behind_heavy_jobs_and_a_queued_job_learns_its_p
 
 
 def test_public_mode_refuses_oversized_jobs_and_disallowed_models_with_one_sentence(
-    client, monkeypatch, tmp_path, tiny_model_folder
+    client, monkeypatch, tmp_path, tiny_causal_folder
 ):
     monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
     limit = "above this public Space's limit of {}; lower it, or run peftlab on your own machine for larger jobs."
@@ -534,9 +542,9 @@ def test_public_mode_refuses_oversized_jobs_and_disallowed_models_with_one_sente
         ("/autoprompt", autoprompt_args(iterations=31), "Iterations is 31, " + limit.format(30)),
         (
             "/classify",
-            [*settings(model=tiny_model_folder).values(), POSITIVE_TEXT],
+            [*settings(model=tiny_causal_folder).values(), POSITIVE_TEXT],
             f"This public Space loads only these models: smollm2-135m, HuggingFaceTB/SmolLM2-135M-Instruct, gpt2, "
-            f"bert-base-uncased, roberta-large; '{tiny_model_folder}' is not one of them (run peftlab on your own "
+            f"bert-base-uncased, roberta-large; '{tiny_causal_folder}' is not one of them (run peftlab on your own "
             "machine for others).",
         ),
         (

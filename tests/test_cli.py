@@ -304,3 +304,45 @@ def test_every_option_default_is_its_config_fields_default():
             for item in cls.settings()
         }
         assert dests - fields <= NOT_SETTINGS, (command, dests - fields - NOT_SETTINGS)
+
+
+def test_rlhf_dpo_route_runs_end_to_end_on_a_model_folder(capsys, tiny_causal_folder, tmp_path):
+    """--route dpo: SFT, the labeler's comparisons, DPO (no reward model), the evaluation; the JSON names the route."""
+    samples = tmp_path / "samples.csv"
+    code, out, err = run_cli(
+        capsys,
+        "rlhf",
+        "--model",
+        tiny_causal_folder,
+        "--route",
+        "dpo",
+        "--labeler",
+        "concise",
+        "--sft-steps",
+        "2",
+        "--rm-pairs",
+        "6",
+        "--rm-heldout-prompts",
+        "2",
+        "--k",
+        "2",
+        "--eval-samples",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--dpo-steps",
+        "2",
+        "--dpo-batch-size",
+        "2",
+        "--samples",
+        str(samples),
+        "--no-store",
+        "--json",
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert {"sft_mean_score", "dpo_mean_score", "dpo_mean_kl", "dpo_seconds", "seconds"} <= set(summary)
+    assert "rm_heldout_accuracy" not in summary and "ppo_mean_score" not in summary  # no reward model, no PPO
+    assert set(summary["stage_seconds"]) == {"sft", "comparisons", "dpo", "evaluation"}
+    header = samples.read_text().splitlines()[0]
+    assert header == "prompt,sft_response,dpo_response,sft_labeler_score,dpo_labeler_score,dpo_kl"

@@ -17,6 +17,7 @@ from peftlab.config import Config, _base_type, capitalised, label_of
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS
 from peftlab.pet import PETConfig
+from peftlab.rlhf.dpo import DPOConfig
 from peftlab.rlhf.pipeline import PipelineConfig
 from peftlab.rlhf.ppo import PPOConfig
 from peftlab.rlhf.reward import RewardConfig
@@ -34,6 +35,7 @@ CONFIGS = [
     SFTConfig,
     RewardConfig,
     PPOConfig,
+    DPOConfig,
     PipelineConfig,
     StandardConfig,
     PETConfig,

@@ -173,14 +173,6 @@ def test_rlhf_demonstrations_saved_with_a_byte_order_mark_load(tmp_path):
 # ---------------------------------------------------------------- the same kinds through the command line
 
 
-@pytest.fixture(scope="module")
-def model_folder(tiny_causal, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama-inputs")
-    tiny_causal.model.save_pretrained(folder)
-    tiny_causal.tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def cli(capsys, *argv):
     from peftlab.cli import main
 
@@ -197,12 +189,12 @@ def upload(tmp_path):
     return str(path)
 
 
-def test_the_cli_scores_a_long_text_after_the_mask_and_reports_what_it_used(capsys, model_folder, upload):
+def test_the_cli_scores_a_long_text_after_the_mask_and_reports_what_it_used(capsys, tiny_causal_folder, upload):
     code, out, err = cli(
         capsys,
         "cloze",
         "--model",
-        model_folder,
+        tiny_causal_folder,
         "--task",
         upload,
         "--template",
@@ -233,9 +225,11 @@ def test_the_cli_scores_a_long_text_after_the_mask_and_reports_what_it_used(caps
         (["--task", "LATIN"], "could not be read as UTF-8 text"),
     ],
 )
-def test_the_cli_refuses_what_the_library_refuses_in_one_line(capsys, tmp_path, model_folder, upload, argv, message):
+def test_the_cli_refuses_what_the_library_refuses_in_one_line(
+    capsys, tmp_path, tiny_causal_folder, upload, argv, message
+):
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\ncafé,positive\nthé,negative\n".encode("latin-1"))
     argv = [str(latin) if a == "LATIN" else a for a in argv]
-    code, out, err = cli(capsys, "cloze", "--model", model_folder, "--task", upload, "--limit", "2", *argv)
+    code, out, err = cli(capsys, "cloze", "--model", tiny_causal_folder, "--task", upload, "--limit", "2", *argv)
     assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err

@@ -13,6 +13,7 @@ from transformers import GenerationConfig
 
 from peftlab.errors import PeftlabError
 from peftlab.rlhf.data import Comparison, Demonstration
+from peftlab.rlhf.dpo import DPOConfig
 from peftlab.rlhf.evaluation import compare_policies
 from peftlab.rlhf.generation import encode_pairs, encode_prompts, format_prompt, sample_responses
 from peftlab.rlhf.labelers import VaderLabeler
@@ -181,11 +182,12 @@ def test_ppo_steps_move_the_policy_but_never_the_reference(tiny_causal, sft, rew
     torch.testing.assert_close(without_adapter, expected)
 
 
-def test_policy_comparison_scores_both_policies_on_the_same_prompts(tiny_causal, sft, reward):
+def test_policy_comparison_scores_every_route_on_the_same_prompts(tiny_causal, sft, reward):
     _, _, sft_result, _ = sft
     policy = PolicyWithValueHead(sft_result.model, lora_r=2)  # untrained adapter: PPO = SFT
     comparison = compare_policies(
-        policy,
+        sft_result.model,
+        {"ppo": policy.model, "dpo": copy.deepcopy(sft_result.model)},
         tiny_causal.tokenizer,
         reward.model,
         VaderLabeler("positive"),
@@ -195,12 +197,23 @@ def test_policy_comparison_scores_both_policies_on_the_same_prompts(tiny_causal,
     )
     table = comparison.table
     assert len(table) == 6 and table["prompt"].tolist() == [p for p in PROMPTS[:3] for _ in range(2)]
-    assert table["sft_response"].tolist() == table["ppo_response"].tolist()  # same seed, same weights
-    assert np.allclose(table["ppo_kl"], 0, atol=1e-5)
-    assert comparison.summary["sft_mean_score"] == comparison.summary["ppo_mean_score"]
+    assert list(table.columns) == ["prompt"] + [
+        f"{route}_{what}"
+        for what in ("response", "labeler_score", "reward", "kl")
+        for route in ("sft", "ppo", "dpo")
+        if (route, what) != ("sft", "kl")
+    ]
+    for route in ("ppo", "dpo"):  # same seed, same weights: the SFT model's answers, KL 0
+        assert table[f"{route}_response"].tolist() == table["sft_response"].tolist()
+        assert np.allclose(table[f"{route}_kl"], 0, atol=1e-5)
+        assert comparison.summary[f"{route}_mean_score"] == comparison.summary["sft_mean_score"]
+    rows = comparison.result_rows("tiny", {"seed": 0}, {"ppo": 3.0, "dpo": 2.0}, methods={"ppo": "ppo-ptx"})
+    assert [(r.method, r.train_seconds) for r in rows] == [("ppo-ptx", 3.0), ("dpo", 2.0)]
+    assert "dpo_mean_kl" not in rows[0].metrics and rows[1].metrics["dpo_mean_kl"] == comparison.summary["dpo_mean_kl"]
 
 
-def test_the_whole_pipeline_runs_on_the_tiny_model(tiny_causal):
+@pytest.mark.parametrize("route", ["ppo", "dpo", "both"])
+def test_the_whole_pipeline_runs_each_route_on_the_tiny_model(tiny_causal, route):
     data = RLHFData(PROMPTS[:6], PROMPTS[6:], [Demonstration(p, r) for p in PROMPTS[:6] for r in GOOD + BAD])
     config = PipelineConfig(
         labeler="concise",
@@ -209,23 +222,29 @@ def test_the_whole_pipeline_runs_on_the_tiny_model(tiny_causal):
         k=3,
         eval_samples=1,
         max_new_tokens=8,
+        route=route,
         sft=SFTConfig(steps=3, lora_r=2, sample_every=3),
         reward=RewardConfig(steps=3, eval_every=3),
         ppo=PPOConfig(steps=2, batch_size=2, minibatch_size=2, lora_r=2, max_new_tokens=5),
+        dpo=DPOConfig(steps=2, batch_size=2, lora_r=2),
     )
     stages = []
     result = run_pipeline(tiny_causal, data, config, on_event=lambda stage, event: stages.append(stage))
-    assert stages.count("sft") == 4 and stages.count("reward") == 4 and stages.count("ppo") == 3
+    routes = config.routes()
+    trained = {"sft": 4, "reward": 4 if "ppo" in routes else 0, "ppo": 3 if "ppo" in routes else 0}
+    assert {stage: stages.count(stage) for stage in trained} == trained
+    assert stages.count("dpo") == (3 if "dpo" in routes else 0)
     summary = result.summary
-    for key in ("rm_heldout_accuracy", "sft_mean_score", "ppo_mean_score", "mean_kl", "seconds"):
+    keys = ["sft_mean_score", "seconds"] + [
+        f"{r}_{what}" for r in routes for what in ("mean_score", "mean_kl", "seconds")
+    ]
+    for key in keys + (["rm_heldout_accuracy"] if "ppo" in routes else []):
         assert math.isfinite(summary[key]), key
-    assert summary["prompts"] == 2 and set(summary["stage_seconds"]) == {
-        "sft",
-        "comparisons",
-        "reward",
-        "ppo",
-        "evaluation",
-    }
+    assert ("rm_heldout_accuracy" in summary) == ("ppo" in routes)
+    assert summary["prompts"] == 2 and set(summary["stage_seconds"]) == {"sft", "comparisons", "evaluation"} | (
+        {"reward", "ppo"} if "ppo" in routes else set()
+    ) | ({"dpo"} if "dpo" in routes else set())
+    assert [row.method for row in result.rows] == routes
 
 
 def test_ppo_sampling_is_pure_ancestral_sampling(tiny_causal):

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -49,7 +50,6 @@ class DPOConfig(Config):
         0.1, "β: strength of the implicit KL penalty to the SFT model (the paper: 0.1 to 0.5)", above=0
     )
     lora_r: int = setting(16, "LoRA rank", minimum=1, label="LoRA rank")
-    max_response_tokens: int = setting(48, "longest response trained on (longer ones are cut)", minimum=1)
     seed: int = setting(0, "seed for the adapter's initialisation and the batch order")
 
 
@@ -74,6 +74,12 @@ class DPOResult:
     seconds: float = 0.0
     stopped: bool = False
 
+    def save(self, folder: str | Path) -> Path:
+        """The DPO adapter's PEFT files (adapter_config.json, adapter_model.safetensors) in `folder`."""
+        folder = Path(folder)
+        self.policy.save_pretrained(str(folder))
+        return folder
+
 
 def train_dpo(
     sft_model: torch.nn.Module,
@@ -93,7 +99,7 @@ def train_dpo(
         if c.chosen == c.rejected:
             raise PeftlabError(f"A comparison for {c.prompt!r} has the same chosen and rejected response.")
     from datasets import Dataset
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
     from trl import DPOConfig as TRLConfig
     from trl import DPOTrainer
 
@@ -163,6 +169,8 @@ def train_dpo(
                     processing_class=tokenizer,
                     callbacks=[Relay()],
                 )
+                # its log lines would go to stdout, where the CLI's --json output goes: Relay reports the steps
+                trainer.remove_callback(PrinterCallback)
                 trainer.train()
             policy = trainer.model.requires_grad_(False)
             events.put(DPOResult(policy.eval(), seconds=time.perf_counter() - started))

@@ -1,13 +1,14 @@
-"""Stage 4, evaluation: the SFT and the PPO policy answer the same held-out prompts, side by side.
+"""Stage 4, evaluation: the SFT model and every trained route (PPO, PPO-ptx, DPO) answer the same held-out prompts.
 
-Each response gets the reward model's score, the labeler's score and, for the PPO policy, its KL to the
-reference: the sum over its tokens of log pi - log pi_ref, an unbiased estimate of KL(pi || pi_ref) per
-response because the tokens were sampled from pi itself.
+Each response gets the labeler's score, the reward model's score (when one was trained) and, for a trained
+policy, its KL to the SFT model: the sum over its tokens of log π − log π_SFT, an unbiased estimate of
+KL(π ‖ π_SFT) per response because the tokens were sampled from π itself. Every policy samples with the same
+seed, so an untrained policy gives the SFT model's answers exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -15,74 +16,98 @@ import torch
 
 from peftlab.rlhf.generation import response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
-from peftlab.rlhf.ppo import PolicyWithValueHead
 from peftlab.rlhf.reward import RewardModel
 from peftlab.store import ResultRow, fingerprint
+
+REFERENCE = "sft"
 
 
 @dataclass
 class PolicyComparison:
-    table: pd.DataFrame  # one row per (prompt, sample): both responses and their scores
-    summary: dict
+    """One row per (prompt, sample): every route's response and scores; `summary` their means per route."""
 
-    def result_row(self, model: str, settings: dict, seconds: float = 0.0, device: str = "cpu") -> ResultRow:
-        """The comparison as one row of the results store: no accuracy, the labeler's and reward model's scores
-        and the KL in `metrics`, its held-out prompts as the test fingerprint."""
+    table: pd.DataFrame
+    summary: dict
+    routes: list[str]  # the trained policies' names, in order ("ppo", "dpo", ...); "sft" is the reference
+
+    def result_rows(
+        self,
+        model: str,
+        settings: dict,
+        seconds: Mapping[str, float],
+        device: str = "cpu",
+        methods: Mapping[str, str] | None = None,
+    ) -> list[ResultRow]:
+        """One results-store row per route, its method `methods[route]` (default: the route's name): no accuracy,
+        the route's and the SFT model's labeler and reward-model scores and KL in `metrics`, the held-out prompts
+        as the test fingerprint, `seconds[route]` as its training time."""
         prompts = [{"prompt": p} for p in dict.fromkeys(self.table["prompt"])]
-        return ResultRow(
-            kind="rlhf",
-            model=model,
-            task=f"rlhf {self.summary['labeler']}",
-            test_fingerprint=fingerprint(prompts),
-            method="ppo-ptx" if settings.get("ptx_coef") else "ppo",
-            settings=settings,
-            accuracy=None,
-            macro_f1=None,
-            train_seconds=seconds,
-            device=device,
-            metrics=dict(self.summary),
-        )
+        rows = []
+        for route in self.routes:
+            metrics = {
+                k: v for k, v in self.summary.items() if not _route_key(k) or _route_key(k) in (route, REFERENCE)
+            }
+            rows.append(
+                ResultRow(
+                    kind="rlhf",
+                    model=model,
+                    task=f"rlhf {self.summary['labeler']}",
+                    test_fingerprint=fingerprint(prompts),
+                    method=(methods or {}).get(route, route),
+                    settings=settings,
+                    accuracy=None,
+                    macro_f1=None,
+                    train_seconds=float(seconds.get(route, 0.0)),
+                    device=device,
+                    metrics=metrics,
+                )
+            )
+        return rows
+
+
+def _route_key(key: str) -> str | None:
+    """The route a summary key belongs to ("ppo_mean_kl" -> "ppo"), None for shared keys."""
+    for suffix in ("_mean_score", "_mean_reward", "_mean_kl"):
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return None
 
 
 @torch.no_grad()
 def compare_policies(
-    policy: PolicyWithValueHead,
+    reference: torch.nn.Module,
+    policies: Mapping[str, torch.nn.Module],
     tokenizer,
-    reward_model: RewardModel,
+    reward_model: RewardModel | None,
     labeler: Labeler,
     prompts: Sequence[str],
     samples_per_prompt: int = 2,
     max_new_tokens: int = 24,
     seed: int = 1234,
 ) -> PolicyComparison:
-    """Sample from the SFT policy (the PPO policy's reference) and the PPO policy with the same seed, and score both."""
+    """The SFT model (`reference`) and each policy of `policies` (route name -> model) sample every prompt
+    `samples_per_prompt` times with the same seed; each response is scored by the labeler and the reward model
+    (None: no reward column), and each policy's KL to the reference is estimated on its own samples (nats)."""
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
-    sft = sample_responses(policy.reference_model, tokenizer, repeated, max_new_tokens, seed)
-    ppo = sample_responses(policy.model, tokenizer, repeated, max_new_tokens, seed)
-    mask = ppo.response_mask.float()
-    ppo_log_probs = response_forward(policy.model, ppo).cpu()
-    ref_log_probs = response_forward(policy.reference_model, ppo).cpu()
-    kl = ((ppo_log_probs - ref_log_probs) * mask).sum(1)  # (N,) nats per response
-    table = pd.DataFrame(
-        {
-            "prompt": repeated,
-            "sft_response": sft.responses,
-            "ppo_response": ppo.responses,
-            "sft_reward": reward_model.score(repeated, sft.responses).numpy(),
-            "ppo_reward": reward_model.score(repeated, ppo.responses).numpy(),
-            "sft_labeler_score": [labeler.score(p, r) for p, r in zip(repeated, sft.responses)],
-            "ppo_labeler_score": [labeler.score(p, r) for p, r in zip(repeated, ppo.responses)],
-            "ppo_kl": kl.numpy(),
-        }
-    )
-    summary = {
-        "labeler": labeler.name,
-        "prompts": len(prompts),
-        "samples_per_prompt": samples_per_prompt,
-        "sft_mean_score": round(float(table["sft_labeler_score"].mean()), 4),
-        "ppo_mean_score": round(float(table["ppo_labeler_score"].mean()), 4),
-        "sft_mean_reward": round(float(table["sft_reward"].mean()), 4),
-        "ppo_mean_reward": round(float(table["ppo_reward"].mean()), 4),
-        "mean_kl": round(float(table["ppo_kl"].mean()), 4),
-    }
-    return PolicyComparison(table, summary)
+    columns: dict[str, list] = {"prompt": repeated}
+    summary: dict = {"labeler": labeler.name, "prompts": len(prompts), "samples_per_prompt": samples_per_prompt}
+    for route, model in {REFERENCE: reference, **policies}.items():
+        samples = sample_responses(model, tokenizer, repeated, max_new_tokens, seed)
+        columns[f"{route}_response"] = samples.responses
+        columns[f"{route}_labeler_score"] = [labeler.score(p, r) for p, r in zip(repeated, samples.responses)]
+        summary[f"{route}_mean_score"] = round(float(pd.Series(columns[f"{route}_labeler_score"]).mean()), 4)
+        if reward_model is not None:
+            columns[f"{route}_reward"] = reward_model.score(repeated, samples.responses).numpy()
+            summary[f"{route}_mean_reward"] = round(float(columns[f"{route}_reward"].mean()), 4)
+        if route != REFERENCE:
+            mask = samples.response_mask.float()
+            log_ratio = response_forward(model, samples).cpu() - response_forward(reference, samples).cpu()
+            columns[f"{route}_kl"] = (log_ratio * mask).sum(1).numpy()  # (N,) nats per response
+            summary[f"{route}_mean_kl"] = round(float(columns[f"{route}_kl"].mean()), 4)
+    order = ["prompt"] + [
+        f"{route}_{what}"
+        for what in ("response", "labeler_score", "reward", "kl")
+        for route in (REFERENCE, *policies)
+        if f"{route}_{what}" in columns
+    ]
+    return PolicyComparison(pd.DataFrame(columns)[order], summary, list(policies))

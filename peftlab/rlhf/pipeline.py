@@ -1,8 +1,10 @@
-"""The whole InstructGPT-style pipeline in order: SFT -> ranked comparisons -> reward model -> PPO -> evaluation.
+"""The whole pipeline in order: SFT -> ranked comparisons -> a route -> evaluation.
 
-`run_pipeline` is what the command line and the benchmark run; the app runs the same stage functions one
-button at a time. Data comes from the embedded movie-review prompts (`RLHFData.embedded`) or from uploaded
-JSONL demonstrations and, optionally, comparisons (`RLHFData.uploaded`).
+Routes from the same SFT model and the same comparisons: "ppo" (InstructGPT's: a reward model, then PPO
+against it), "dpo" (DPO on the comparisons directly, no reward model) or "both". `run_pipeline` is what the
+command line and the benchmark run; the app runs the same stage functions one button at a time. Data comes
+from the embedded movie-review prompts (`RLHFData.embedded`) or from uploaded JSONL demonstrations and,
+optionally, comparisons (`RLHFData.uploaded`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import LM
 from peftlab.rlhf.data import Comparison, Demonstration, embedded_review_data, load_comparisons, load_demonstrations
+from peftlab.rlhf.dpo import DPOConfig, DPOResult, train_dpo
 from peftlab.rlhf.evaluation import PolicyComparison, compare_policies
 from peftlab.rlhf.labelers import Labeler, labeler_by_name
 from peftlab.rlhf.ppo import PPOConfig, PPOResult, train_ppo
@@ -25,6 +28,7 @@ from peftlab.rlhf.reward import RewardConfig, RewardResult, collect_comparisons,
 from peftlab.rlhf.sft import SFTConfig, SFTResult, train_sft
 from peftlab.store import ResultRow
 
+ROUTES = ("ppo", "dpo", "both")
 HELDOUT_PROMPTS = 32  # embedded movies whose prompts the policies answer in the evaluation, never trained on
 
 
@@ -104,9 +108,15 @@ class PipelineConfig(Config):
     )
     max_new_tokens: int = setting(24, "longest sampled response", minimum=1)
     seed: int = setting(0, "seed of every stage")
+    route: str = setting("ppo", "ppo (a reward model, then PPO), dpo (DPO on the comparisons) or both", choices=ROUTES)
     sft: SFTConfig = field(default_factory=SFTConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+
+    def routes(self) -> list[str]:
+        """The trained routes, in order: ["ppo"], ["dpo"] or both."""
+        return ["ppo", "dpo"] if self.route == "both" else [self.route]
 
     def check_settings(self):
         labeler_by_name(self.labeler)  # an unknown labeler fails before any work
@@ -157,11 +167,12 @@ def ranked_comparisons(
 @dataclass
 class PipelineResult:
     sft: SFTResult
-    reward: RewardResult
-    ppo: PPOResult
+    reward: RewardResult | None  # None on the DPO route alone
+    ppo: PPOResult | None
+    dpo: DPOResult | None
     comparison: PolicyComparison
     summary: dict
-    row: ResultRow  # the evaluation, as the results store keeps it
+    rows: list[ResultRow]  # the evaluation, one results-store row per route
 
 
 def run_pipeline(
@@ -171,7 +182,7 @@ def run_pipeline(
     on_event: Callable[[str, object], None] | None = None,
     stop: threading.Event | None = None,
 ) -> PipelineResult:
-    """All stages in order; `on_event(stage, event)` sees every training event as it happens."""
+    """All stages of the configured route(s) in order; `on_event(stage, event)` sees every training event."""
     labeler = labeler_by_name(config.labeler)
     report = on_event or (lambda stage, event: None)
     started = time.perf_counter()
@@ -189,20 +200,35 @@ def run_pipeline(
     comparisons_started = time.perf_counter()
     train_pairs, heldout_pairs = ranked_comparisons(sft.model, lm.tokenizer, data, config, labeler)
     seconds["comparisons"] = round(time.perf_counter() - comparisons_started, 1)
-    reward = run_stage(
-        "reward", train_reward_model(sft.model, lm.tokenizer, train_pairs, heldout_pairs, config.reward, stop)
-    )
-    ppo = run_stage(
-        "ppo",
-        train_ppo(
-            sft.model, lm.tokenizer, reward.model, data.train_prompts, config.ppo, labeler, data.demonstrations, stop
-        ),
-    )
+    reward = ppo = dpo = None
+    policies = {}
+    if "ppo" in config.routes():
+        reward = run_stage(
+            "reward", train_reward_model(sft.model, lm.tokenizer, train_pairs, heldout_pairs, config.reward, stop)
+        )
+        ppo = run_stage(
+            "ppo",
+            train_ppo(
+                sft.model,
+                lm.tokenizer,
+                reward.model,
+                data.train_prompts,
+                config.ppo,
+                labeler,
+                data.demonstrations,
+                stop,
+            ),
+        )
+        policies["ppo"] = ppo.policy.model
+    if "dpo" in config.routes():
+        dpo = run_stage("dpo", train_dpo(sft.model, lm.tokenizer, train_pairs, config.dpo, stop))
+        policies["dpo"] = dpo.policy
     evaluation_started = time.perf_counter()
     comparison = compare_policies(
-        ppo.policy,
+        sft.model,
+        policies,
         lm.tokenizer,
-        reward.model,
+        reward.model if reward is not None else None,
         labeler,
         data.heldout_prompts,
         config.eval_samples,
@@ -210,17 +236,26 @@ def run_pipeline(
         config.seed + 2,
     )
     seconds["evaluation"] = round(time.perf_counter() - evaluation_started, 1)
+    # each route's own training after SFT and the shared comparisons: PPO's includes its reward model
+    route_seconds = {"ppo": seconds.get("reward", 0) + seconds.get("ppo", 0), "dpo": seconds.get("dpo", 0)}
     summary = {
-        "rm_heldout_accuracy": round(reward.heldout_accuracy, 4),
+        **({"rm_heldout_accuracy": round(reward.heldout_accuracy, 4)} if reward is not None else {}),
         "rm_train_pairs": len(train_pairs),
         "rm_heldout_pairs": len(heldout_pairs),
         **comparison.summary,
+        **{f"{route}_seconds": round(route_seconds[route], 1) for route in config.routes()},
         "ptx_coef": config.ppo.ptx_coef,
         "stage_seconds": seconds,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    row = comparison.result_row(
-        lm.name, {**config.to_dict(), "ptx_coef": config.ppo.ptx_coef}, summary["seconds"], str(lm.device)
+    rows = comparison.result_rows(
+        lm.name,
+        {**config.to_dict(), "ptx_coef": config.ppo.ptx_coef},
+        route_seconds,
+        str(lm.device),
+        methods={"ppo": "ppo-ptx" if config.ppo.ptx_coef else "ppo"},
     )
-    row.metrics.update(rm_heldout_accuracy=summary["rm_heldout_accuracy"])
-    return PipelineResult(sft, reward, ppo, comparison, summary, row)
+    for row in rows:
+        if reward is not None:
+            row.metrics.update(rm_heldout_accuracy=summary["rm_heldout_accuracy"])
+    return PipelineResult(sft, reward, ppo, dpo, comparison, summary, rows)

@@ -1,9 +1,10 @@
 """One person's RLHF pipeline run stage by stage, as the app's RLHF tab runs it.
 
 `run_pipeline` runs every stage in one go; a person instead runs SFT, looks, ranks a few samples, trains
-the reward model, runs PPO, compares. `RLHFSession` keeps what each stage made and owns the rules between
-them: each stage needs the one before ("Run step 1 (SFT) first."), and a new stage makes the later ones
-stale (a new SFT model drops the reward model and PPO policy trained on the old one; rankings stay).
+the reward model, runs PPO and/or DPO (on the comparisons the reward model learnt from), compares.
+`RLHFSession` keeps what each stage made and owns the rules between them: each stage needs the one before
+("Run step 1 (SFT) first."), and a new stage makes the later ones stale (a new SFT model drops the reward
+model and the policies trained on the old one; rankings stay).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from peftlab.errors import PeftlabError
 from peftlab.models import LM
 from peftlab.rlhf.data import Comparison
+from peftlab.rlhf.dpo import DPOConfig, DPOEvent, DPOResult, train_dpo
 from peftlab.rlhf.evaluation import PolicyComparison, compare_policies
 from peftlab.rlhf.generation import sample_responses
 from peftlab.rlhf.labelers import HumanRankings, labeler_by_name
@@ -26,7 +28,7 @@ from peftlab.rlhf.reward import RewardConfig, RewardEvent, RewardResult, train_r
 from peftlab.rlhf.sft import SFTConfig, SFTEvent, SFTResult, train_sft
 
 RANKING_SOURCES = ("simulated labeler", "my rankings", "uploaded comparisons")
-STAGES = {"sft": "step 1 (SFT)", "reward": "step 2 (reward model)", "ppo": "step 3 (PPO)"}
+STAGES = {"sft": "step 1 (SFT)", "reward": "step 2 (reward model)", "ppo": "step 3 (PPO)", "dpo": "DPO"}
 SAMPLE_PROMPTS = 3  # held-out prompts the SFT stage answers while it trains
 
 
@@ -40,10 +42,12 @@ class RLHFSession:
     sft: SFTResult | None = None
     reward: RewardResult | None = None
     ppo: PPOResult | None = None
+    dpo: DPOResult | None = None
+    pairs: list[Comparison] | None = None  # the training comparisons of the reward model, which DPO learns from
     pending: tuple[str, list[str]] | None = None  # a prompt and the responses shown for ranking
 
     def need(self, stage: str) -> None:
-        """Raise a PeftlabError naming the step to run first when `stage` ("sft", "reward", "ppo") has not run."""
+        """Raise a PeftlabError naming the step to run first when `stage` (a key of STAGES) has not run."""
         if getattr(self, stage) is None:
             raise PeftlabError(f"Run {STAGES[stage]} first.")
 
@@ -55,7 +59,8 @@ class RLHFSession:
         Raises:
             PeftlabError: bad data for SFT, or a stop before the first step (there is then no SFT model).
         """
-        self.lm, self.data, self.sft, self.reward, self.ppo, self.pending = lm, data, None, None, None, None
+        self.lm, self.data, self.pending = lm, data, None
+        self.sft = self.reward = self.ppo = self.dpo = self.pairs = None
         for item in train_sft(lm, data.demonstrations, config, data.heldout_prompts[:SAMPLE_PROMPTS], stop):
             if isinstance(item, SFTResult):
                 if not item.losses:
@@ -108,12 +113,22 @@ class RLHFSession:
         config: RewardConfig,
         stop: threading.Event | None = None,
     ) -> Iterator[RewardEvent | RewardResult]:
-        """Stage 2 on the SFT model; a PPO policy trained against an older reward model is dropped."""
+        """Stage 2 on the SFT model; the policies trained against an older reward model or comparisons are dropped."""
         self.need("sft")
-        self.ppo = None
+        self.ppo = self.dpo = None
         for item in train_reward_model(self.sft.model, self.lm.tokenizer, train_pairs, heldout_pairs, config, stop):
             if isinstance(item, RewardResult):
-                self.reward = item
+                self.reward, self.pairs = item, list(train_pairs)
+            yield item
+
+    def run_dpo(self, config: DPOConfig, stop: threading.Event | None = None) -> Iterator[DPOEvent | DPOResult]:
+        """DPO from the SFT model on the reward model's training comparisons; Stop keeps the policy so far."""
+        if self.pairs is None:
+            self.need("sft")
+            raise PeftlabError("Run step 2 (reward model) first: DPO learns from the same comparisons.")
+        for item in train_dpo(self.sft.model, self.lm.tokenizer, self.pairs, config, stop):
+            if isinstance(item, DPOResult):
+                self.dpo = item
             yield item
 
     def run_ppo(
@@ -136,10 +151,14 @@ class RLHFSession:
             yield item
 
     def evaluate(self, labeler: str, prompts: int, seed: int) -> PolicyComparison:
-        """SFT and PPO answer the first `prompts` held-out prompts, side by side."""
-        self.need("ppo")
+        """SFT and every trained policy (PPO, DPO) answer the first `prompts` held-out prompts, side by side."""
+        policies = self.policies()
+        if not policies:
+            self.need("sft")
+            raise PeftlabError("Run step 3 (PPO) or DPO first.")
         return compare_policies(
-            self.ppo.policy,
+            self.sft.model,
+            policies,
             self.lm.tokenizer,
             self.reward.model,
             labeler_by_name(labeler),
@@ -148,12 +167,24 @@ class RLHFSession:
             seed=seed,
         )
 
+    def policies(self) -> dict:
+        """The trained policies by route: "ppo" and/or "dpo"."""
+        return {
+            name: model
+            for name, model in (
+                ("ppo", self.ppo.policy.model if self.ppo else None),
+                ("dpo", self.dpo.policy if self.dpo else None),
+            )
+            if model is not None
+        }
+
     def save(self, stage: str, folder: Path) -> Path:
-        """A stage's trained weights into `folder`: the SFT adapter, the reward model, or the PPO adapter."""
+        """A stage's trained weights into `folder`: the SFT adapter, the reward model, the PPO or the DPO adapter."""
         self.need(stage)
         savers = {
             "sft": lambda: self.sft.save(folder),
             "reward": lambda: self.reward.model.save(folder),
             "ppo": lambda: self.ppo.policy.save(folder),
+            "dpo": lambda: self.dpo.save(folder),
         }
         return savers[stage]()

@@ -1,4 +1,4 @@
-"""The RLHF tab: SFT -> reward model -> PPO in three steps, a screen where a person ranks samples, and SFT vs PPO.
+"""The RLHF tab: SFT -> reward model -> PPO and/or DPO, a screen where a person ranks samples, and SFT vs each route.
 
 The stages a visitor runs live in an `RLHFSession` (the library's: it owns which stage needs which and what
 a new stage resets), kept in the browser session's values so it goes when the visitor leaves. Each stage
@@ -13,7 +13,8 @@ import gradio as gr
 import pandas as pd
 
 from peftlab.errors import PeftlabError
-from peftlab.plots import metric_curve, metric_panels, score_comparison
+from peftlab.plots import metric_curve, metric_panels, score_comparison, score_kl_frontier
+from peftlab.rlhf.dpo import DPOConfig, DPOResult
 from peftlab.rlhf.labelers import LABELERS
 from peftlab.rlhf.pipeline import HELDOUT_PROMPTS, PipelineConfig, RLHFData
 from peftlab.rlhf.ppo import PPOConfig, PPOResult
@@ -42,7 +43,10 @@ demonstrations (the embedded data: "Write a one-sentence review of the movie X."
 Tomatoes snippets). **2. Reward model**: K responses per prompt are sampled from the SFT policy and ranked, by
 a simulated labeler or by you below, and a scalar head learns -log σ(r_chosen − r_rejected) on every pair.
 **3. PPO** optimises a LoRA adapter against the reward model minus a per-token KL penalty to the SFT model
-(PPO-ptx adds the LM loss on demonstrations). Then compare SFT and PPO answers on held-out prompts."""
+(PPO-ptx adds the LM loss on demonstrations). **DPO** (Rafailov et al. 2023) is the other route from the same SFT
+model and the same comparisons: no reward model, no sampling, a LoRA adapter trained on
+−log σ(β [log-ratio of the chosen − log-ratio of the rejected response]) against the SFT model. Then compare
+SFT, PPO and DPO answers on held-out prompts: the score each gets and how far each drifted from SFT (KL)."""
 
 PPO_PANELS = {
     "reward": ["mean_reward", "mean_labeler_score"],
@@ -50,7 +54,8 @@ PPO_PANELS = {
     "losses": ["policy_loss", "value_loss"],
     "clip fraction": ["clip_fraction"],
 }
-DOWNLOADS = {"SFT adapter": "sft", "reward model": "reward", "PPO adapter": "ppo"}
+DPO_PANELS = {"loss": ["loss"], "implicit reward margin": ["reward_margin"], "pairs ranked right": ["reward_accuracy"]}
+DOWNLOADS = {"SFT adapter": "sft", "reward model": "reward", "PPO adapter": "ppo", "DPO adapter": "dpo"}
 JOB = "rlhf"  # one stage runs at a time per session; any stage's Stop ends it after its current step
 
 
@@ -140,7 +145,7 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     examples = pd.DataFrame([asdict(p) for p in train_pairs[:20]])
     status = (
         f"{note}Reward model: held-out pair accuracy **{session.reward.heldout_accuracy:.1%}** on "
-        f"{len(heldout_pairs)} comparisons ({len(train_pairs)} trained on). Next: PPO."
+        f"{len(heldout_pairs)} comparisons ({len(train_pairs)} trained on). Next: PPO, or DPO on the same comparisons."
     )
     return status, plot, examples
 
@@ -178,25 +183,58 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
 
 
 @user_errors
+def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
+    session = _session(request)
+    config = config_from_form(DPOConfig, form, prefix="dpo_", seed=int(form["seed"]))
+    history = []
+    with job(request, JOB) as (_, stop):
+        for item in session.run_dpo(config, stop):
+            if isinstance(item, DPOResult):
+                break
+            history.append(asdict(item))
+            progress(item.step / config.steps, desc=f"DPO step {item.step}/{config.steps}")
+            if item.step % 5 == 0 or item.step == config.steps:
+                yield (
+                    f"DPO step {item.step}/{config.steps}: loss {item.loss:.3f}, "
+                    f"implicit reward margin {item.reward_margin:+.3f}",
+                    metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO"),
+                )
+        note = stopped_note(stop)
+    result = session.dpo
+    done = (
+        f"DPO stopped after {len(result.history)} of {config.steps} steps; the policy so far is kept ({note.lower()})"
+        if result.stopped
+        else "DPO done"
+    )
+    yield (
+        f"{done} ({result.seconds:.0f} s, {len(session.pairs)} comparisons). Compare it with SFT and PPO below.",
+        metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO") if history else None,
+    )
+
+
+@user_errors
 def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
     session = _session(request)
     comparison = session.evaluate(labeler_name, int(prompts), int(seed))
+    seconds = {"ppo": session.ppo.seconds if session.ppo else 0.0, "dpo": session.dpo.seconds if session.dpo else 0.0}
     keep_results(
         request,
-        [
-            comparison.result_row(
-                session.lm.name, {"labeler": labeler_name, "seed": int(seed)}, device=str(session.lm.device)
-            )
-        ],
+        comparison.result_rows(
+            session.lm.name, {"labeler": labeler_name, "seed": int(seed)}, seconds, str(session.lm.device)
+        ),
     )
     s = comparison.summary
-    status = (
-        f"On {s['prompts']} held-out prompts, {s['labeler']} score: SFT **{s['sft_mean_score']:+.3f}** → PPO "
-        f"**{s['ppo_mean_score']:+.3f}**; reward model: {s['sft_mean_reward']:+.2f} → {s['ppo_mean_reward']:+.2f}; "
-        f"KL of PPO to SFT {s['mean_kl']:.2f} nats per response."
+    routes = comparison.routes
+    parts = [f"SFT **{s['sft_mean_score']:+.3f}** ({s['sft_mean_reward']:+.2f})"] + [
+        f"{route.upper()} **{s[f'{route}_mean_score']:+.3f}** ({s[f'{route}_mean_reward']:+.2f}), "
+        f"KL to SFT {s[f'{route}_mean_kl']:.2f} nats per response"
+        for route in routes
+    ]
+    status = f"On {s['prompts']} held-out prompts, {s['labeler']} score (reward model): " + "; ".join(parts) + "."
+    scores = score_comparison(
+        comparison.table, [f"{r}_labeler_score" for r in ("sft", *routes)], f"{s['labeler']} score"
     )
-    plot = score_comparison(comparison.table, "sft_labeler_score", "ppo_labeler_score", f"{s['labeler']} score")
-    return status, comparison.table.round(3), plot
+    return status, comparison.table.round(3), scores, score_kl_frontier(s, routes, f"{s['labeler']} score")
 
 
 @user_errors
@@ -274,12 +312,23 @@ def build_rlhf_tab() -> None:
     ppo_plot = gr.Plot(label="PPO")
     ppo_samples = gr.Dataframe(label="Samples while training", interactive=False, max_height=300)
 
-    gr.Markdown("### SFT vs PPO on held-out prompts")
+    gr.Markdown("### DPO: the other route, on the reward model's comparisons")
+    with gr.Row():
+        dpo = {name: config_input(DPOConfig, name) for name in ("steps", "beta", "learning_rate")}
+    with gr.Row():
+        dpo_button = gr.Button("Run DPO", variant="primary")
+        dpo_stop = gr.Button("Stop", variant="stop")
+    dpo_status = gr.Markdown()
+    dpo_plot = gr.Plot(label="DPO")
+
+    gr.Markdown("### SFT vs PPO vs DPO on held-out prompts")
     with gr.Row():
         eval_prompts = named_number(HELDOUT_PROMPTS, precision=0, minimum=1, label="Held-out prompts")
         eval_button = gr.Button("Compare", variant="primary")
     eval_status = gr.Markdown()
-    eval_plot = gr.Plot(label="Labeler scores")
+    with gr.Row():
+        eval_plot = gr.Plot(label="Labeler scores")
+        frontier_plot = gr.Plot(label="Score against KL")
     eval_table = gr.Dataframe(label="Side by side", interactive=False, wrap=True, max_height=400)
     with gr.Row():
         stage = gr.Radio(list(DOWNLOADS), value="PPO adapter", label="Download")
@@ -331,10 +380,18 @@ def build_rlhf_tab() -> None:
         **heavy(),
     )
     ppo_stop.click(stop_handler(JOB, "PPO"), None, [ppo_status], api_name="rlhf_ppo_stop", **INSTANT)
+    dpo_button.click(
+        run_dpo_stage,
+        inputs_kwargs=dict(**{f"dpo_{name}": box for name, box in dpo.items()}, seed=seed),
+        outputs=[dpo_status, dpo_plot],
+        api_name="rlhf_dpo",
+        **heavy(),
+    )
+    dpo_stop.click(stop_handler(JOB, "DPO"), None, [dpo_status], api_name="rlhf_dpo_stop", **INSTANT)
     eval_button.click(
         evaluate_stage,
         [labeler, eval_prompts, seed],
-        [eval_status, eval_table, eval_plot],
+        [eval_status, eval_table, eval_plot, frontier_plot],
         api_name="rlhf_evaluate",
         **heavy(),
     )
