@@ -388,14 +388,18 @@ def test_pet_unlabelled_file_without_the_patterns_column_is_one_sentence(client,
 
 
 def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_causal_folder):
-    # Out of order: PPO before a reward model is one sentence.
-    with pytest.raises(AppError, match=r"Run step 2 \(reward model\) first"):
+    # Out of order: PPO or DPO before anything asks for the first missing step, in one sentence.
+    with pytest.raises(AppError, match=r"^Run step 1 \(SFT\) first\.$"):
         call(client, "/rlhf_ppo", "vader-positive", 1, 0.05, False, 4.0, 0.0, 1e-3, 0)
     with pytest.raises(AppError, match=r"^Run step 1 \(SFT\) first\.$"):
         call(client, "/rlhf_dpo", 2, 0.1, 1e-3, 0)
 
     status, _plot, samples = call(client, "/rlhf_sft", tiny_causal_folder, None, None, "lora", 2, 1e-3, 0)
     assert status.startswith("SFT done: loss") and len(samples["data"]) == 3  # 3 held-out prompts sampled at the end
+    with pytest.raises(AppError, match=r"^Run step 2 \(reward model\) first\.$"):
+        call(client, "/rlhf_ppo", "vader-positive", 1, 0.05, False, 4.0, 0.0, 1e-3, 0)
+    with pytest.raises(AppError, match=r"^Run step 2 \(reward model\) first: DPO learns from the same comparisons\.$"):
+        call(client, "/rlhf_dpo", 2, 0.1, 1e-3, 0)
 
     # The human labeler screen: two prompts ranked by a person become comparisons.
     for ranking in ("2,1,3", "3,2,1"):

@@ -29,6 +29,7 @@ from peftlab.rlhf.sft import SFTConfig, SFTEvent, SFTResult, train_sft
 
 RANKING_SOURCES = ("simulated labeler", "my rankings", "uploaded comparisons")
 STAGES = {"sft": "step 1 (SFT)", "reward": "step 2 (reward model)", "ppo": "step 3 (PPO)", "dpo": "DPO"}
+REQUIRES = {"sft": (), "reward": ("sft",), "ppo": ("sft", "reward"), "dpo": ("sft",)}  # the stages each builds on
 SAMPLE_PROMPTS = 3  # held-out prompts the SFT stage answers while it trains
 
 
@@ -47,9 +48,11 @@ class RLHFSession:
     pending: tuple[str, list[str]] | None = None  # a prompt and the responses shown for ranking
 
     def need(self, stage: str) -> None:
-        """Raise a PeftlabError naming the step to run first when `stage` (a key of STAGES) has not run."""
-        if getattr(self, stage) is None:
-            raise PeftlabError(f"Run {STAGES[stage]} first.")
+        """Raise a PeftlabError naming the first step to run when `stage` (a key of STAGES) or a stage it builds
+        on has not run: PPO before anything asks for step 1, not step 2."""
+        for earlier in (*REQUIRES[stage], stage):
+            if getattr(self, earlier) is None:
+                raise PeftlabError(f"Run {STAGES[earlier]} first.")
 
     def run_sft(
         self, lm: LM, data: RLHFData, config: SFTConfig, stop: threading.Event | None = None
