@@ -85,3 +85,26 @@ def mcnemar(gold: Sequence[int], predicted_a: Sequence[int], predicted_b: Sequen
     if only_a + only_b == 0:
         return 1.0
     return float(scipy_stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """A share of successes (0.72 = 72 %) with its 95 % Wilson score interval."""
+
+    value: float
+    low: float
+    high: float
+    trials: int
+
+
+def proportion(successes: int, trials: int) -> Proportion:
+    """`successes` / `trials` with the 95 % Wilson score interval (Wilson 1927; `scipy.stats.binomtest`), which
+    stays inside [0, 1] and is honest on the few dozen comparisons a person ranks.
+
+    Raises:
+        ValueError: no trials, or successes outside 0..trials.
+    """
+    if trials < 1 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials and trials >= 1, got {successes} of {trials}")
+    interval = scipy_stats.binomtest(successes, trials).proportion_ci(CONFIDENCE, method="wilson")
+    return Proportion(successes / trials, float(interval.low), float(interval.high), trials)

@@ -15,6 +15,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from peftlab.rlhf.reward import INSTRUCTGPT_AGREEMENT
 from peftlab.ui.rlhf_tab import DPO_PANELS
 from tests.app_server import CALL_TIMEOUT_S, FIRST_CALL_TIMEOUT_S, running_app
 
@@ -412,8 +413,13 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
         call(client, "/rlhf_sample_for_ranking", 3, 1)
         call(client, "/rlhf_save_ranking", "first, second")
 
-    status, _plot, pairs = call(client, "/rlhf_reward", "my rankings", "vader-positive", 3, 10, 0, 3, 0)
-    assert re.match(r"Reward model: held-out pair accuracy \*\*\d+(\.\d)?%\*\*", status), status
+    status, _plot, pairs, check = call(client, "/rlhf_reward", "my rankings", "vader-positive", 3, 10, 0, 3, 0)
+    percent = r"\d+\.\d%"
+    assert re.match(
+        rf"Reward model: held-out pair accuracy \*\*{percent}\*\* \(95 % interval {percent} to {percent}\)", status
+    )
+    # a person's rankings have no score margins: the whole held-out set, then InstructGPT's figures for scale
+    assert [row[0] for row in check["data"]] == ["all held-out", *INSTRUCTGPT_AGREEMENT]
     assert len(pairs["data"]) >= 1
 
     job = client.submit("vader-positive", 2, 0.05, False, 4.0, 0.0, 1e-3, 0, api_name="/rlhf_ppo")

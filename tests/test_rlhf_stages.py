@@ -24,6 +24,7 @@ from peftlab.rlhf.reward import (
     RewardEvent,
     RewardResult,
     collect_comparisons,
+    margin_report,
     pair_accuracy,
     train_reward_model,
 )
@@ -338,3 +339,23 @@ def test_a_shipped_sampling_option_without_an_off_value_is_refused(tiny_causal):
 def test_bad_rlhf_input_is_one_clear_sentence(tiny_causal, make, message):
     with pytest.raises(PeftlabError, match=message):
         make(tiny_causal)
+
+
+def test_the_held_out_report_splits_pairs_into_thirds_by_the_labeler_s_margin():
+    """Nine pairs, margins 0.1..0.9: the three smallest are the near ties, wrong twice; the clear ones all right."""
+    correct = [False, True, False, True, True, False, True, True, True]
+    margins = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    report = margin_report(correct[::-1], margins[::-1])  # order does not matter
+    assert report.accuracy.value == pytest.approx(6 / 9)
+    assert [(g["group"], g["from"], g["to"], g["accuracy"].value) for g in report.by_margin] == [
+        ("near ties", 0.1, 0.3, pytest.approx(1 / 3)),
+        ("middle", 0.4, 0.6, pytest.approx(2 / 3)),
+        ("clear", 0.7, 0.9, 1.0),
+    ]
+    assert [row["comparisons"] for row in report.table()][:4] == [
+        "all held-out",
+        "near ties (margin 0.10 to 0.30)",
+        "middle (margin 0.40 to 0.60)",
+        "clear (margin 0.70 to 0.90)",
+    ]
+    assert margin_report(correct, None).by_margin == []  # a person's rankings: no margins

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from peftlab.stats import correctness, mcnemar, paired_difference
+from peftlab.stats import correctness, mcnemar, paired_difference, proportion
 
 
 def test_seeds_are_pooled_per_text_before_the_difference():
@@ -54,3 +56,16 @@ def test_mcnemar_is_the_exact_binomial_test_on_discordant_texts():
     assert mcnemar(gold, a, b) == pytest.approx(2 * 9 / 256)
     assert mcnemar(gold, a, b) == pytest.approx(scipy_stats.binomtest(7, 8, 0.5).pvalue)
     assert mcnemar(gold, a, a) == 1.0
+
+
+def test_a_proportion_s_interval_is_wilson_s_score_interval_by_hand():
+    """7 of 10: p̂ = 0.7, centre (p̂ + z²/2n) / (1 + z²/n), half-width z √(p̂(1 − p̂)/n + z²/4n²) / (1 + z²/n)."""
+    z, n, p = 1.959963984540054, 10, 0.7
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    share = proportion(7, 10)
+    assert share.value == 0.7 and share.trials == 10
+    assert share.low == pytest.approx(centre - half, abs=1e-9) and share.high == pytest.approx(centre + half, abs=1e-9)
+    assert proportion(0, 5).low == 0.0 and proportion(5, 5).high == 1.0  # never outside [0, 1]
+    with pytest.raises(ValueError):
+        proportion(3, 0)

@@ -24,7 +24,13 @@ from peftlab.rlhf.dpo import DPOConfig, DPOResult, train_dpo
 from peftlab.rlhf.evaluation import PolicyComparison, compare_policies
 from peftlab.rlhf.labelers import Labeler, labeler_by_name
 from peftlab.rlhf.ppo import PPOConfig, PPOResult, train_ppo
-from peftlab.rlhf.reward import RewardConfig, RewardResult, collect_comparisons, train_reward_model
+from peftlab.rlhf.reward import (
+    RewardConfig,
+    RewardResult,
+    collect_comparisons,
+    heldout_report,
+    train_reward_model,
+)
 from peftlab.rlhf.sft import SFTConfig, SFTResult, train_sft
 from peftlab.store import ResultRow
 
@@ -206,6 +212,7 @@ def run_pipeline(
         reward = run_stage(
             "reward", train_reward_model(sft.model, lm.tokenizer, train_pairs, heldout_pairs, config.reward, stop)
         )
+        check = heldout_report(reward.model, heldout_pairs, labeler if data.comparisons is None else None)
         ppo = run_stage(
             "ppo",
             train_ppo(
@@ -239,7 +246,15 @@ def run_pipeline(
     # each route's own training after SFT and the shared comparisons: PPO's includes its reward model
     route_seconds = {"ppo": seconds.get("reward", 0) + seconds.get("ppo", 0), "dpo": seconds.get("dpo", 0)}
     summary = {
-        **({"rm_heldout_accuracy": round(reward.heldout_accuracy, 4)} if reward is not None else {}),
+        **(
+            {
+                "rm_heldout_accuracy": round(reward.heldout_accuracy, 4),
+                "rm_heldout_interval": [round(check.accuracy.low, 4), round(check.accuracy.high, 4)],
+                "rm_accuracy_by_margin": {g["group"]: round(g["accuracy"].value, 4) for g in check.by_margin},
+            }
+            if reward is not None
+            else {}
+        ),
         "rm_train_pairs": len(train_pairs),
         "rm_heldout_pairs": len(heldout_pairs),
         **comparison.summary,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from peftlab.config import Config, setting
@@ -31,6 +32,7 @@ from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.ppo_math import pairwise_reward_loss
 from peftlab.rlhf.sft import lora_config
 from peftlab.seeding import seeded
+from peftlab.stats import Proportion, proportion
 from peftlab.training import Event, TrainingLoop
 
 HEAD_FILE = "reward_head.safetensors"
@@ -223,6 +225,84 @@ def train_reward_model(
     if math.isnan(heldout_accuracy):
         heldout_accuracy = pair_accuracy(model, heldout_pairs, features)
     yield RewardResult(model.eval(), heldout_accuracy, time.perf_counter() - started)
+
+
+# Where InstructGPT's reward models stand (Ouyang et al. 2022, §4.1 and Appendix E.2), for scale: how often they
+# agree with the labelers whose comparisons they learnt, with held-out labelers, and labelers with each other.
+INSTRUCTGPT_AGREEMENT = {
+    "InstructGPT reward models vs their training labelers": "72.4 ± 0.4 %",
+    "InstructGPT reward models vs held-out labelers": "69.6 ± 0.9 %",
+    "InstructGPT labelers with each other": "72.6 to 77.3 %",
+}
+MARGIN_GROUPS = ("near ties", "middle", "clear")
+
+
+@dataclass
+class HeldoutReport:
+    """How a reward model ranks held-out comparisons: its accuracy with a 95 % interval and, where the labeler's
+    scores are known, its accuracy on near ties, middle and clear pairs (thirds by the labeler's score margin)."""
+
+    accuracy: Proportion
+    by_margin: list[dict]  # per third: {"group", "from", "to" (its margins), "accuracy": Proportion}; [] unknown
+
+    def table(self) -> list[dict]:
+        """Rows for a table: the whole held-out set, each margin third, and InstructGPT's figures."""
+
+        def row(name: str, share: Proportion) -> dict:
+            return {
+                "comparisons": name,
+                "pairs": share.trials,
+                "accuracy": f"{share.value:.1%}",
+                "95 % interval": f"{share.low:.1%} to {share.high:.1%}",
+            }
+
+        rows = [row("all held-out", self.accuracy)]
+        for group in self.by_margin:
+            rows.append(row(f"{group['group']} (margin {group['from']:.2f} to {group['to']:.2f})", group["accuracy"]))
+        rows += [
+            {"comparisons": name, "pairs": None, "accuracy": figure, "95 % interval": ""}
+            for name, figure in INSTRUCTGPT_AGREEMENT.items()
+        ]
+        return rows
+
+
+def margin_report(correct: Sequence[bool], margins: Sequence[float] | None) -> HeldoutReport:
+    """Accuracy over the pairs (`correct[i]`: the chosen response got the higher reward) and, with the labeler's
+    score margins (chosen minus rejected), over the thirds of the pairs by margin, smallest first.
+
+    Raises:
+        ValueError: no pairs, or margins of another length.
+    """
+    correct = np.asarray(correct, dtype=bool)
+    groups = []
+    if margins is not None:
+        margins = np.asarray(margins, dtype=float)
+        if len(margins) != len(correct):
+            raise ValueError(f"{len(margins)} margins for {len(correct)} pairs")
+        order = np.argsort(margins, kind="stable")
+        for name, part in zip(MARGIN_GROUPS, np.array_split(order, len(MARGIN_GROUPS))):
+            if len(part):
+                groups.append(
+                    {
+                        "group": name,
+                        "from": float(margins[part].min()),
+                        "to": float(margins[part].max()),
+                        "accuracy": proportion(int(correct[part].sum()), len(part)),
+                    }
+                )
+    return HeldoutReport(proportion(int(correct.sum()), len(correct)), groups)
+
+
+@torch.no_grad()
+def heldout_report(model: RewardModel, pairs: Sequence[Comparison], labeler: Labeler | None) -> HeldoutReport:
+    """`margin_report` of the reward model on `pairs`; the margins are the labeler's (None: a person's or
+    uploaded comparisons, whose margins are unknown)."""
+    chosen, rejected = zip(*(_pair_rewards(model, None, pairs[i : i + 32]) for i in range(0, len(pairs), 32)))
+    correct = (torch.cat(chosen) > torch.cat(rejected)).tolist()
+    margins = None
+    if labeler is not None:
+        margins = [labeler.score(p.prompt, p.chosen) - labeler.score(p.prompt, p.rejected) for p in pairs]
+    return margin_report(correct, margins)
 
 
 class _FeatureCache:

@@ -15,10 +15,10 @@ import pandas as pd
 from peftlab.errors import PeftlabError
 from peftlab.plots import metric_curve, metric_panels, score_comparison, score_kl_frontier
 from peftlab.rlhf.dpo import DPOConfig, DPOResult
-from peftlab.rlhf.labelers import LABELERS
+from peftlab.rlhf.labelers import LABELERS, labeler_by_name
 from peftlab.rlhf.pipeline import HELDOUT_PROMPTS, PipelineConfig, RLHFData
 from peftlab.rlhf.ppo import PPOConfig, PPOResult
-from peftlab.rlhf.reward import RewardConfig, RewardResult
+from peftlab.rlhf.reward import RewardConfig, RewardResult, heldout_report
 from peftlab.rlhf.session import RANKING_SOURCES, RLHFSession
 from peftlab.rlhf.sft import SFTConfig, SFTResult
 from peftlab.saving import zip_saved
@@ -143,11 +143,15 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
         else None
     )
     examples = pd.DataFrame([asdict(p) for p in train_pairs[:20]])
+    # margins are known only where a simulated labeler scored the responses
+    labeler = labeler_by_name(form["labeler"]) if form["source"] == RANKING_SOURCES[0] else None
+    check = heldout_report(session.reward.model, heldout_pairs, labeler)
     status = (
-        f"{note}Reward model: held-out pair accuracy **{session.reward.heldout_accuracy:.1%}** on "
-        f"{len(heldout_pairs)} comparisons ({len(train_pairs)} trained on). Next: PPO, or DPO on the same comparisons."
+        f"{note}Reward model: held-out pair accuracy **{check.accuracy.value:.1%}** (95 % interval "
+        f"{check.accuracy.low:.1%} to {check.accuracy.high:.1%}) on {len(heldout_pairs)} comparisons "
+        f"({len(train_pairs)} trained on). Next: PPO, or DPO on the same comparisons."
     )
-    return status, plot, examples
+    return status, plot, examples, pd.DataFrame(check.table())
 
 
 @user_errors
@@ -297,7 +301,10 @@ def build_rlhf_tab() -> None:
     rm_status = gr.Markdown()
     with gr.Row():
         rm_plot = gr.Plot(label="Reward model")
-        rm_pairs_table = gr.Dataframe(label="Some training comparisons", interactive=False, max_height=300)
+        rm_check = gr.Dataframe(
+            label="Held-out accuracy by the labeler's margin, and InstructGPT's for scale", interactive=False, wrap=True
+        )
+    rm_pairs_table = gr.Dataframe(label="Some training comparisons", interactive=False, max_height=300)
 
     gr.Markdown("### 3. PPO")
     with gr.Row():
@@ -366,7 +373,7 @@ def build_rlhf_tab() -> None:
     rm_button.click(
         run_reward_stage,
         inputs_kwargs=rm_form,
-        outputs=[rm_status, rm_plot, rm_pairs_table],
+        outputs=[rm_status, rm_plot, rm_pairs_table, rm_check],
         api_name="rlhf_reward",
         **heavy(),
     )
