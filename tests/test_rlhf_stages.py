@@ -286,6 +286,14 @@ def test_samples_ignore_the_sampling_options_a_model_ships(tiny_causal):
     assert not torch.equal(bent[:, input_ids.shape[1] :], plain.response_ids[:, : bent.shape[1] - input_ids.shape[1]])
 
 
+def test_a_shipped_min_length_is_refused_unless_it_is_off(tiny_causal):
+    """min_new_tokens = 0 turns the minimum off; min_length is left unset (both set make transformers warn at every
+    call), so a model's own min_length must be 0."""
+    sample_responses(_shipping(tiny_causal.model, min_length=0), tiny_causal.tokenizer, PROMPTS[:1], max_new_tokens=2)
+    with pytest.raises(PeftlabError, match=r"^The model's generation config sets min_length=40, which changes how"):
+        sample_responses(_shipping(tiny_causal.model, min_length=40), tiny_causal.tokenizer, PROMPTS[:1])
+
+
 def test_a_shipped_sampling_option_without_an_off_value_is_refused(tiny_causal):
     shipped = _shipping(tiny_causal.model, bad_words_ids=[[5]])
     with pytest.raises(PeftlabError) as error:

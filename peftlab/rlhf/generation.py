@@ -129,8 +129,7 @@ def encode_pairs(
 # PPO's KL estimate with it. Each option that changes which token is drawn, or when a response may end, is set to
 # the value that turns it off ...
 NEUTRAL_OPTIONS = {
-    "min_length": 0,
-    "min_new_tokens": 0,
+    "min_new_tokens": 0,  # wins over min_length, which is left unset (transformers warns at every call with both)
     "min_p": 0.0,
     "typical_p": 1.0,
     "epsilon_cutoff": 0.0,
@@ -150,9 +149,11 @@ NEUTRAL_OPTIONS = {
     "diversity_penalty": 0.0,
     "num_return_sequences": 1,
 }
-# ... and the options below do not touch what is sampled. Any other option the model's generation_config sets
-# (bad_words_ids, sequence_bias, forced_eos_token_id, top_h, stop_strings, max_time, watermarking, ...: options
-# with no "off" value, or unknown to this list) is refused rather than silently applied.
+# ... the options below do not touch what is sampled, and those of OFF_WHEN_SHIPPED may come at their off value.
+# Any other option the model's generation_config sets (bad_words_ids, sequence_bias, forced_eos_token_id, top_h,
+# stop_strings, max_time, watermarking, ...: options with no "off" value, or unknown to this list) is refused
+# rather than silently applied.
+OFF_WHEN_SHIPPED = {"min_length": 0}
 UNRELATED_OPTIONS = {
     "bos_token_id",
     "eos_token_id",
@@ -189,6 +190,8 @@ def sampling_config(model, **options) -> GenerationConfig:
     # names starting with "_" are the config's own bookkeeping (_from_model_config, _commit_hash)
     shipped = {} if shipped is None else {k: v for k, v in shipped.to_dict().items() if v is not None and k[0] != "_"}
     for name, value in shipped.items():
+        if OFF_WHEN_SHIPPED.get(name, object()) == value:
+            continue
         if name not in NEUTRAL_OPTIONS and name not in UNRELATED_OPTIONS and name not in options:
             raise PeftlabError(
                 f"The model's generation config sets {name}={value!r}, which changes how responses are sampled, so "
