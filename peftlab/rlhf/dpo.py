@@ -45,7 +45,10 @@ class DPOConfig(Config):
     subject: ClassVar[str] = "DPO {label}"
     steps: int = setting(60, "optimiser steps", minimum=1, cap="ppo_steps")
     batch_size: int = setting(8, "comparisons per step", minimum=1)
-    learning_rate: float = setting(5e-4, "Adam learning rate of the LoRA adapter", above=0)
+    # Chosen on 32 training prompts that neither the comparisons nor the held-out evaluation use (embedded model,
+    # vader-positive, 60 steps): VADER gain over SFT / KL to SFT in nats was +0.162 / 0.31 at 1e-4, +0.403 / 2.68
+    # at 2.5e-4, +0.603 / 8.98 at 5e-4 (β 0.5: +0.264 / 1.12); 2.5e-4 gains most within PPO's bound of 5 nats.
+    learning_rate: float = setting(2.5e-4, "Adam learning rate of the LoRA adapter", above=0)
     beta: float = setting(
         0.1, "β: strength of the implicit KL penalty to the SFT model (the paper: 0.1 to 0.5)", above=0
     )
