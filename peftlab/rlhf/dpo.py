@@ -32,7 +32,7 @@ import torch
 
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import cpu_supports_bf16
+from peftlab.models import fast_inference_dtype
 from peftlab.rlhf.data import Comparison
 from peftlab.rlhf.generation import end_of_response, format_prompt
 from peftlab.rlhf.sft import lora_config
@@ -142,8 +142,8 @@ def train_dpo(
         try:
             with seeded(config.seed), tempfile.TemporaryDirectory(prefix="peftlab-dpo-") as folder:
                 device = next(sft_model.parameters()).device
-                # bf16 mixed precision where the hardware has it, as every other stage trains (`autocast_for`)
-                bf16 = cpu_supports_bf16() if device.type == "cpu" else torch.cuda.is_bf16_supported()
+                # bf16 mixed precision where the hardware has it, as every other stage trains
+                bf16 = fast_inference_dtype(device) == torch.bfloat16
                 trainer = DPOTrainer(
                     # TRL wraps a plain model in the new adapter itself; handed a PEFT model it would copy that
                     # model's adapter as the reference instead of disabling it

@@ -212,7 +212,7 @@ def run_pipeline(
         reward = run_stage(
             "reward", train_reward_model(sft.model, lm.tokenizer, train_pairs, heldout_pairs, config.reward, stop)
         )
-        check = heldout_report(reward.model, heldout_pairs, labeler if data.comparisons is None else None)
+        check = heldout_report(reward, heldout_pairs, labeler if data.comparisons is None else None)
         ppo = run_stage(
             "ppo",
             train_ppo(
@@ -270,7 +270,7 @@ def run_pipeline(
         str(lm.device),
         methods={"ppo": "ppo-ptx" if config.ppo.ptx_coef else "ppo"},
     )
-    for row in rows:
-        if reward is not None:
+    if reward is not None:
+        for row in rows:
             row.metrics.update(rm_heldout_accuracy=summary["rm_heldout_accuracy"])
     return PipelineResult(sft, reward, ppo, dpo, comparison, summary, rows)

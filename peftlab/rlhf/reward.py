@@ -12,7 +12,6 @@ pairs better than the last token's or one layer's state (the figures are in the 
 from __future__ import annotations
 
 import copy
-import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -138,6 +137,7 @@ class RewardResult:
     model: RewardModel
     heldout_accuracy: float
     seconds: float
+    heldout_correct: list[bool]  # per held-out comparison: the chosen response got the higher reward
 
 
 def collect_comparisons(
@@ -199,8 +199,14 @@ def train_reward_model(
         learning_rate=config.learning_rate,
         seed=config.seed,
         eval_every=config.eval_every,
-        evaluate=lambda: {"heldout_accuracy": pair_accuracy(model, heldout_pairs, features)},
+        evaluate=lambda: {"heldout_accuracy": _score_heldout()},
     )
+    heldout_correct: list[bool] = []  # of the last evaluation: the loop evaluates the final weights
+
+    def _score_heldout() -> float:
+        heldout_correct[:] = pair_correct(model, heldout_pairs, features)
+        return sum(heldout_correct) / len(heldout_correct)
+
     batch_accuracy = [float("nan")]  # of the last training batch, for its event
 
     def batch_loss(batch: list[Comparison]) -> torch.Tensor:
@@ -209,10 +215,9 @@ def train_reward_model(
         batch_accuracy[0] = accuracy.item()
         return loss
 
-    started, heldout_accuracy = time.perf_counter(), float("nan")
+    started = time.perf_counter()
     for record in loop.run(train_pairs, batch_loss, stop):
         heldout = record.scores["heldout_accuracy"] if record.scores else float("nan")
-        heldout_accuracy = heldout if record.scores else heldout_accuracy
         yield RewardEvent(
             step=record.step,
             loss=record.loss,
@@ -222,9 +227,10 @@ def train_reward_model(
         )
     _set_normalization(model, heldout_pairs, features)
     model.requires_grad_(False)
-    if math.isnan(heldout_accuracy):
-        heldout_accuracy = pair_accuracy(model, heldout_pairs, features)
-    yield RewardResult(model.eval(), heldout_accuracy, time.perf_counter() - started)
+    if not heldout_correct:  # stopped before the first step
+        _score_heldout()
+    accuracy = sum(heldout_correct) / len(heldout_correct)
+    yield RewardResult(model.eval(), accuracy, time.perf_counter() - started, list(heldout_correct))
 
 
 # Where InstructGPT's reward models stand (Ouyang et al. 2022, §4.1 and Appendix E.2), for scale: how often they
@@ -294,15 +300,13 @@ def margin_report(correct: Sequence[bool], margins: Sequence[float] | None) -> H
 
 
 @torch.no_grad()
-def heldout_report(model: RewardModel, pairs: Sequence[Comparison], labeler: Labeler | None) -> HeldoutReport:
-    """`margin_report` of the reward model on `pairs`; the margins are the labeler's (None: a person's or
-    uploaded comparisons, whose margins are unknown)."""
-    chosen, rejected = zip(*(_pair_rewards(model, None, pairs[i : i + 32]) for i in range(0, len(pairs), 32)))
-    correct = (torch.cat(chosen) > torch.cat(rejected)).tolist()
+def heldout_report(result: RewardResult, pairs: Sequence[Comparison], labeler: Labeler | None) -> HeldoutReport:
+    """`margin_report` of a trained reward model on the held-out `pairs` it was scored on; the margins are the
+    labeler's (None: a person's or uploaded comparisons, whose margins are unknown)."""
     margins = None
     if labeler is not None:
         margins = [labeler.score(p.prompt, p.chosen) - labeler.score(p.prompt, p.rejected) for p in pairs]
-    return margin_report(correct, margins)
+    return margin_report(result.heldout_correct, margins)
 
 
 class _FeatureCache:
@@ -336,13 +340,19 @@ def _pair_rewards(model, features, pairs: Sequence[Comparison]) -> tuple[torch.T
 
 
 @torch.no_grad()
-def pair_accuracy(model: RewardModel, pairs: Sequence[Comparison], features=None, batch_size: int = 32) -> float:
-    """Share of comparisons whose chosen response gets the higher reward."""
-    correct = 0
+def pair_correct(model: RewardModel, pairs: Sequence[Comparison], features=None, batch_size: int = 32) -> list[bool]:
+    """For each comparison, whether its chosen response gets the higher reward."""
+    correct = []
     for start in range(0, len(pairs), batch_size):
         chosen, rejected = _pair_rewards(model, features, pairs[start : start + batch_size])
-        correct += int((chosen > rejected).sum())
-    return correct / len(pairs)
+        correct += (chosen > rejected).tolist()
+    return correct
+
+
+def pair_accuracy(model: RewardModel, pairs: Sequence[Comparison], features=None) -> float:
+    """Share of comparisons whose chosen response gets the higher reward."""
+    correct = pair_correct(model, pairs, features)
+    return sum(correct) / len(correct)
 
 
 @torch.no_grad()

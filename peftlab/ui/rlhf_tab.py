@@ -145,7 +145,7 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     examples = pd.DataFrame([asdict(p) for p in train_pairs[:20]])
     # margins are known only where a simulated labeler scored the responses
     labeler = labeler_by_name(form["labeler"]) if form["source"] == RANKING_SOURCES[0] else None
-    check = heldout_report(session.reward.model, heldout_pairs, labeler)
+    check = heldout_report(session.reward, heldout_pairs, labeler)
     status = (
         f"{note}Reward model: held-out pair accuracy **{check.accuracy.value:.1%}** (95 % interval "
         f"{check.accuracy.low:.1%} to {check.accuracy.high:.1%}) on {len(heldout_pairs)} comparisons "
