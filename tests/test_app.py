@@ -16,7 +16,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from peftlab.rlhf.reward import INSTRUCTGPT_AGREEMENT
-from peftlab.ui.rlhf_tab import DPO_PANELS
+from peftlab.ui.rlhf_tab import DPO_PANELS, MAX_RANKED
 from tests.app_server import CALL_TIMEOUT_S, FIRST_CALL_TIMEOUT_S, running_app
 
 pytestmark = pytest.mark.slow
@@ -402,17 +402,19 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
     with pytest.raises(AppError, match=r"^Run step 2 \(reward model\) first: DPO learns from the same comparisons\.$"):
         call(client, "/rlhf_dpo", 2, 0.1, 1e-3, 0)
 
-    # The human labeler screen: two prompts ranked by a person become comparisons.
-    for ranking in ("2,1,3", "3,2,1"):
-        prompt, table, _ = call(client, "/rlhf_sample_for_ranking", 3, 0)
+    # The human labeler screen: each response shown whole with a rank to pick (1 = best, ties allowed); two
+    # prompts ranked by a person become comparisons.
+    for ranks in ([2, 1, 3], [1, 1, 2]):
+        prompt, *slots = call(client, "/rlhf_sample_for_ranking", 3, 0)
         assert prompt.startswith("**Prompt:** Write a one-sentence review of the movie")
-        assert [row[0] for row in table["data"]] == [1, 2, 3]
-        message = call(client, "/rlhf_save_ranking", ranking)
-    assert re.match(r"2 rankings saved: \d comparisons for the reward model\.", message), message
-    with pytest.raises(AppError, match=r"Write the ranking as response numbers"):
-        call(client, "/rlhf_sample_for_ranking", 3, 1)
-        call(client, "/rlhf_save_ranking", "first, second")
-
+        texts, ranks_offered = slots[:MAX_RANKED], slots[MAX_RANKED:]  # the slots' columns send the client nothing
+        assert [bool(text["value"]) for text in texts] == [True] * 3 + [False] * (MAX_RANKED - 3)
+        assert ranks_offered[0]["choices"] == [["1", 1], ["2", 2], ["3", 3]]
+        message, *_ = call(client, "/rlhf_save_ranking", *ranks, *[None] * (MAX_RANKED - 3))
+    assert message.startswith("**2 rankings saved**: 5 comparisons on 2 prompts for the reward model"), message
+    call(client, "/rlhf_sample_for_ranking", 3, 1)
+    with pytest.raises(AppError, match=r"^Give response 2 a rank from 1 \(best\) to 3\.$"):
+        call(client, "/rlhf_save_ranking", 1, None, 2, *[None] * (MAX_RANKED - 3))
     status, _plot, pairs, check = call(client, "/rlhf_reward", "my rankings", "vader-positive", 3, 10, 0, 3, 0)
     percent = r"\d+\.\d%"
     assert re.match(

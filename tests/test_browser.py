@@ -263,3 +263,62 @@ def test_compare_tab_runs_a_small_standard_comparison_and_shows_the_table_and_bo
         assert screenshot.stat().st_size > 0
     finally:
         page.close()
+
+
+def test_rlhf_tab_trains_both_routes_on_a_persons_own_rankings(
+    chromium, browser, app_url, tiny_causal_folder, tmp_path
+):
+    """A person ranks K=3 answers for two prompts on the ranking screen (one with a tie), the reward model trains on
+    those comparisons alone, a short PPO and a short DPO run, and the evaluation table shows SFT, PPO and DPO."""
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    slow = FIRST_CALL_TIMEOUT_S * 1000
+    try:
+        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
+        page.get_by_role("tab", name="RLHF").click()
+        tab = page.locator("#tab-rlhf")
+        model = tab.get_by_role("combobox", name="Model")
+        model.fill(tiny_causal_folder)
+        model.press("Enter")
+        tab.locator("#rlhf-sft-steps input").fill("2")
+        tab.get_by_role("button", name="Run SFT").click()
+        expect(tab.get_by_text(re.compile(r"^SFT done"))).to_be_visible(timeout=slow)
+
+        tab.get_by_text("Rank responses yourself").click()
+        tab.get_by_label("K responses").fill("3")
+        for saved, ranks in enumerate(([2, 1, 3], [1, 1, 2]), 1):
+            tab.get_by_role("button", name="Sample responses to rank").click()
+            expect(tab.get_by_label("Response 3")).to_be_visible(timeout=slow)
+            expect(tab.get_by_label("Response 4")).to_be_hidden()
+            for number, rank in enumerate(ranks, 1):
+                tab.locator("fieldset").filter(has_text=f"Rank of response {number}").get_by_label(str(rank)).check()
+            tab.get_by_role("button", name="Save ranking").click()
+            expect(tab.get_by_text(re.compile(rf"^{saved} ranking{'s' * (saved > 1)} saved"))).to_be_visible()
+        # 3 pairs from the strict order, 2 from the one with a tie (the tied answers make none)
+        expect(tab.get_by_text("5 comparisons on 2 prompts for the reward model")).to_be_visible()
+        page.screenshot(path=str(tmp_path / "rlhf-ranking.png"), full_page=True)
+
+        tab.get_by_label("my rankings").check()
+        tab.locator("#rlhf-rm-steps input").fill("3")
+        tab.get_by_role("button", name="Train the reward model").click()
+        expect(tab.get_by_text(re.compile(r"^Reward model: held-out pair accuracy"))).to_be_visible(timeout=slow)
+        tab.locator("#rlhf-ppo-steps input").fill("2")
+        tab.get_by_role("button", name="Run PPO").click()
+        expect(tab.get_by_text(re.compile(r"^PPO done"))).to_be_visible(timeout=slow)
+        tab.locator("#rlhf-dpo-steps input").fill("2")
+        tab.get_by_role("button", name="Run DPO").click()
+        expect(tab.get_by_text(re.compile(r"^DPO done .*\d+ comparisons"))).to_be_visible(timeout=slow)
+
+        tab.get_by_label("Held-out prompts").fill("3")
+        tab.get_by_role("button", name="Compare", exact=True).click()
+        expect(tab.get_by_text(re.compile(r"^On 3 held-out prompts, vader-positive score"))).to_be_visible(timeout=slow)
+        table = tab.get_by_role("grid", name="Side by side")
+        for column in ("sft_response", "ppo_response", "dpo_response"):
+            expect(table.get_by_role("columnheader", name=column)).to_have_count(1)
+        expect(table.get_by_role("row")).to_have_count(4)  # the header and one row per held-out prompt
+        page.screenshot(path=str(tmp_path / "rlhf-evaluation.png"), full_page=True)
+        print(f"screenshots: {tmp_path}")
+    finally:
+        page.close()

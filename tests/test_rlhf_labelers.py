@@ -94,8 +94,8 @@ def test_length_labeler_refuses_a_bad_target(target):
 def test_human_rankings_turn_into_all_pairs():
     rankings = HumanRankings()
     assert len(rankings) == 0 and rankings.comparisons() == []
-    rankings.add("p1", ["x", "y", "z"], [2, 0, 1])  # z best, then x, then y
-    rankings.add("p2", ["u", "v"], [0, 1])
+    rankings.add("p1", ["x", "y", "z"], [2, 3, 1])  # z best, then x, then y
+    rankings.add("p2", ["u", "v"], [1, 2])
     assert len(rankings) == 2
     assert rankings.comparisons() == [
         Comparison("p1", "z", "x"),
@@ -105,21 +105,45 @@ def test_human_rankings_turn_into_all_pairs():
     ]
 
 
+def test_human_rankings_allow_ties_and_tied_responses_make_no_pair():
+    rankings = HumanRankings()
+    rankings.add("p", ["a", "b", "c", "d"], [2, 1, 2, 4])  # b best, a and c tied, d last
+    assert rankings.comparisons() == [
+        Comparison("p", "b", "a"),
+        Comparison("p", "b", "c"),
+        Comparison("p", "b", "d"),
+        Comparison("p", "a", "d"),
+        Comparison("p", "c", "d"),
+    ]
+
+
 def test_human_rankings_skip_pairs_of_identical_text():
     rankings = HumanRankings()
-    rankings.add("p", ["same", "other", "same"], [0, 1, 2])
+    rankings.add("p", ["same", "other", "same"], [1, 2, 3])
     assert rankings.comparisons() == [Comparison("p", "same", "other"), Comparison("p", "other", "same")]
 
 
-@pytest.mark.parametrize("ranking", [[0, 0, 1], [0, 1], [0, 1, 3], [1, 2, 3], [0, 1, 2, 3], [0.0, 1, 2]])
-def test_human_rankings_refuse_a_ranking_that_is_not_a_permutation(ranking):
-    with pytest.raises(PeftlabError, match="is not an order of the 3 responses; give each index from 0 to 2"):
-        HumanRankings().add("p", ["a", "b", "c"], ranking)
+@pytest.mark.parametrize(
+    ("ranks", "message"),
+    [
+        ([1, None, 2], "Give response 2 a rank from 1 (best) to 3."),
+        ([1, 2, 4], "The rank of response 3 must be a whole number from 1 to 3, not 4."),
+        ([0, 1, 2], "The rank of response 1 must be a whole number from 1 to 3, not 0."),
+        ([1, 2.0, 3], "The rank of response 2 must be a whole number from 1 to 3, not 2.0."),
+        ([True, 2, 3], "The rank of response 1 must be a whole number from 1 to 3, not True."),
+        ([1, 2], "Give each of the 3 responses a rank; 2 ranks were given."),
+        ([2, 2, 2], "Every response has the same rank, so there is nothing to compare; rank one above another."),
+    ],
+)
+def test_human_rankings_refuse_bad_ranks_naming_the_response_by_its_1_based_number(ranks, message):
+    with pytest.raises(PeftlabError) as error:
+        HumanRankings().add("p", ["a", "b", "c"], ranks)
+    assert str(error.value) == message
 
 
 def test_human_rankings_refuse_fewer_than_two_responses():
     with pytest.raises(PeftlabError, match="at least 2 responses"):
-        HumanRankings().add("p", ["a"], [0])
+        HumanRankings().add("p", ["a"], [1])
 
 
 # ---------------------------------------------------------------- registry

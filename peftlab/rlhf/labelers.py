@@ -3,7 +3,7 @@
 A simulated labeler scores each response (higher = preferred), ranks the K responses by score, and
 turns the ranking into preference pairs for the reward model. Ties are not preferences: pairs whose
 scores are exactly equal, or whose texts are identical, are left out. `HumanRankings` collects the
-rankings a person gives in the app and turns them into pairs the same way.
+rankings a person gives in the app (tied ranks allowed) and turns them into pairs the same way.
 
 Registered simulated labelers (`labeler_by_name`):
 - "vader-positive" / "vader-negative": the VADER sentiment lexicon (Hutto & Gilbert 2014) prefers
@@ -88,22 +88,38 @@ class HumanRankings:
     def __init__(self):
         self._rankings: list[tuple[str, tuple[str, ...], tuple[int, ...]]] = []
 
-    def add(self, prompt: str, responses: Sequence[str], ranking: Sequence[int]) -> None:
-        """Record that `ranking` (indices into `responses`, best first) orders the responses to `prompt`."""
+    def add(self, prompt: str, responses: Sequence[str], ranks: Sequence[int | None]) -> None:
+        """Record a person's ranks of the K `responses` to `prompt`: `ranks[i]` is response i's rank, 1 the best.
+
+        Equal ranks are ties, as InstructGPT's labelers could mark them: tied responses make no pair.
+
+        Raises:
+            PeftlabError: fewer than 2 responses, a response without a rank, a rank outside 1..K, or every
+                response tied (no comparison at all), each naming the response by its 1-based number.
+        """
         k = len(responses)
         if k < 2:
             raise PeftlabError(f"A ranking needs at least 2 responses to compare, got {k}.")
-        indices = list(ranking)
-        if any(isinstance(i, bool) or not isinstance(i, int) for i in indices) or sorted(indices) != list(range(k)):
+        if len(ranks) != k:
+            raise PeftlabError(f"Give each of the {k} responses a rank; {len(ranks)} ranks were given.")
+        for number, rank in enumerate(ranks, 1):
+            if rank is None:
+                raise PeftlabError(f"Give response {number} a rank from 1 (best) to {k}.")
+            if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= k:
+                raise PeftlabError(f"The rank of response {number} must be a whole number from 1 to {k}, not {rank!r}.")
+        if len(set(ranks)) == 1:
             raise PeftlabError(
-                f"The ranking {indices} is not an order of the {k} responses; give each index "
-                f"from 0 to {k - 1} exactly once, best first."
+                "Every response has the same rank, so there is nothing to compare; rank one above another."
             )
-        self._rankings.append((prompt, tuple(responses), tuple(indices)))
+        self._rankings.append((prompt, tuple(responses), tuple(ranks)))
 
     def comparisons(self) -> list[Comparison]:
         """All (better, worse) pairs of every ranking, leaving out pairs of identical texts."""
-        return [pair for prompt, responses, ranking in self._rankings for pair in _pairs(prompt, responses, ranking)]
+        return [
+            pair
+            for prompt, responses, ranks in self._rankings
+            for pair in _pairs(prompt, responses, sorted(range(len(ranks)), key=ranks.__getitem__), ranks)
+        ]
 
     def __len__(self) -> int:
         return len(self._rankings)

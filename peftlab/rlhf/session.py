@@ -81,12 +81,13 @@ class RLHFSession:
         self.pending = (prompt, rollout.responses)
         return self.pending
 
-    def save_ranking(self, ranking: Sequence[int]) -> None:
-        """The pending responses ranked best first, by their 1-based numbers."""
+    def save_ranking(self, ranks: Sequence[int | None]) -> None:
+        """The pending responses' ranks, in the order they were shown: 1 the best, equal ranks tied
+        (`HumanRankings.add`, whose errors it raises)."""
         if not self.pending:
             raise PeftlabError("Sample responses to rank first.")
         prompt, responses = self.pending
-        self.human.add(prompt, responses, [number - 1 for number in ranking])
+        self.human.add(prompt, responses, list(ranks))
         self.pending = None
 
     def comparisons(self, source: str, config: PipelineConfig) -> tuple[list[Comparison], list[Comparison]]:

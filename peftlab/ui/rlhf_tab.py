@@ -56,6 +56,7 @@ PPO_PANELS = {
 }
 DPO_PANELS = {"loss": ["loss"], "implicit reward margin": ["reward_margin"], "pairs ranked right": ["reward_accuracy"]}
 DOWNLOADS = {"SFT adapter": "sft", "reward model": "reward", "PPO adapter": "ppo", "DPO adapter": "dpo"}
+MAX_RANKED = 8  # response slots on the ranking screen (a larger K is refused there)
 JOB = "rlhf"  # one stage runs at a time per session; any stage's Stop ends it after its current step
 
 
@@ -99,23 +100,37 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
     )
 
 
+def ranking_slots(responses: list[str]) -> list:
+    """Updates of the ranking screen's MAX_RANKED slots: the first K show a response whole with ranks 1..K to
+    pick, the rest hide (`responses` empty hides them all)."""
+    k = len(responses)
+    columns = [gr.update(visible=i < k) for i in range(MAX_RANKED)]
+    texts = [gr.update(value=responses[i] if i < k else "") for i in range(MAX_RANKED)]
+    ranks = [gr.update(choices=[(str(r), r) for r in range(1, k + 1)], value=None) for _ in range(MAX_RANKED)]
+    return columns + texts + ranks
+
+
+def ranking_count(session: RLHFSession) -> str:
+    rankings, pairs = len(session.human), session.human.comparisons()
+    prompts = len({p.prompt for p in pairs})
+    return (
+        f"**{rankings} ranking{'s' * (rankings != 1)} saved**: {len(pairs)} comparisons on {prompts} prompts for the "
+        f'reward model (pick "{RANKING_SOURCES[1]}" below to train on them).'
+    )
+
+
 @user_errors
 def sample_for_ranking(k, seed, request: gr.Request):
     prompt, responses = _session(request).sample_for_ranking(int(k), int(seed))
-    return f"**Prompt:** {prompt}", pd.DataFrame({"#": range(1, len(responses) + 1), "response": responses}), ""
+    return [f"**Prompt:** {prompt}", *ranking_slots(responses)]
 
 
 @user_errors
-def save_ranking(ranking_text, request: gr.Request):
+def save_ranking(request: gr.Request, *ranks):
     session = _session(request)
-    try:
-        ranking = [int(part) for part in str(ranking_text).replace(" ", "").split(",") if part]
-    except ValueError:
-        raise PeftlabError(
-            f"Write the ranking as response numbers, best first, such as 2,1,3,4; not {ranking_text!r}."
-        ) from None
-    session.save_ranking(ranking)
-    return f"{len(session.human)} rankings saved: {len(session.human.comparisons())} comparisons for the reward model."
+    k = len(session.pending[1]) if session.pending else 0
+    session.save_ranking(ranks[:k])
+    return [ranking_count(session), "", *ranking_slots([])]
 
 
 @user_errors
@@ -270,7 +285,7 @@ def build_rlhf_tab() -> None:
     gr.Markdown("### 1. Supervised fine-tuning")
     with gr.Row():
         sft_method = config_input(SFTConfig, "method")
-        sft_steps = config_input(SFTConfig, "steps")
+        sft_steps = config_input(SFTConfig, "steps", elem_id="rlhf-sft-steps")
         sft_lr = config_input(SFTConfig, "learning_rate")
         sft_button = gr.Button("Run SFT", variant="primary")
         sft_stop = gr.Button("Stop", variant="stop")
@@ -281,21 +296,29 @@ def build_rlhf_tab() -> None:
 
     gr.Markdown("### 2. Reward model")
     with gr.Accordion("Rank responses yourself (the human labeler screen)", open=False):
+        gr.Markdown(
+            "Sample K answers of the SFT model to a training prompt, read each, and give each a rank: **1 is the "
+            "best**. Equal ranks are ties and make no comparison. A ranking of K answers gives up to K(K−1)/2 "
+            "comparisons; rank answers to at least 2 prompts (one part trains the reward model, one tests it)."
+        )
         with gr.Row():
-            rank_k = config_input(PipelineConfig, "k", minimum=2, label="K responses")
+            rank_k = config_input(PipelineConfig, "k", minimum=2, maximum=MAX_RANKED, label="K responses")
             sample_button = gr.Button("Sample responses to rank")
         rank_prompt = gr.Markdown()
-        rank_table = gr.Dataframe(label="Responses", interactive=False)
-        with gr.Row():
-            ranking = gr.Textbox(label="Your ranking, best first (response numbers, e.g. 2,1,3,4)")
-            save_button = gr.Button("Save ranking")
-        rank_status = gr.Markdown()
+        rank_columns, rank_texts, rank_choices = [], [], []
+        for number in range(1, MAX_RANKED + 1):
+            with gr.Column(visible=False, variant="panel") as column:
+                rank_texts.append(gr.Textbox(label=f"Response {number}", interactive=False, lines=1, max_lines=12))
+                rank_choices.append(gr.Radio([], label=f"Rank of response {number} (1 = best)"))
+            rank_columns.append(column)
+        save_button = gr.Button("Save ranking")
+        rank_status = gr.Markdown("No rankings saved yet.")
     with gr.Row():
         source = gr.Radio(list(RANKING_SOURCES), value=RANKING_SOURCES[0], label="Comparisons from")
         k = config_input(PipelineConfig, "k", minimum=2)
         rm_pairs = config_input(PipelineConfig, "rm_pairs")
         rm_lora = config_input(RewardConfig, "lora_r", label="LoRA rank (0 = head only)")
-        rm_steps = config_input(RewardConfig, "steps")
+        rm_steps = config_input(RewardConfig, "steps", elem_id="rlhf-rm-steps")
         rm_button = gr.Button("Train the reward model", variant="primary")
         rm_stop = gr.Button("Stop", variant="stop")
     rm_status = gr.Markdown()
@@ -309,7 +332,7 @@ def build_rlhf_tab() -> None:
     gr.Markdown("### 3. PPO")
     with gr.Row():
         ppo = {
-            name: config_input(PPOConfig, name)
+            name: config_input(PPOConfig, name, elem_id=f"rlhf-ppo-{name}")
             for name in ("steps", "beta", "adaptive_kl", "target_kl", "ptx_coef", "learning_rate")
         }
     with gr.Row():
@@ -321,7 +344,10 @@ def build_rlhf_tab() -> None:
 
     gr.Markdown("### DPO: the other route, on the reward model's comparisons")
     with gr.Row():
-        dpo = {name: config_input(DPOConfig, name) for name in ("steps", "beta", "learning_rate")}
+        dpo = {
+            name: config_input(DPOConfig, name, elem_id=f"rlhf-dpo-{name}")
+            for name in ("steps", "beta", "learning_rate")
+        }
     with gr.Row():
         dpo_button = gr.Button("Run DPO", variant="primary")
         dpo_stop = gr.Button("Stop", variant="stop")
@@ -359,14 +385,13 @@ def build_rlhf_tab() -> None:
         **heavy(),
     )
     sft_stop.click(stop_handler(JOB, "the SFT stage"), None, [sft_status], api_name="rlhf_sft_stop", **INSTANT)
+    rank_slots = rank_columns + rank_texts + rank_choices
     sample_button.click(
-        sample_for_ranking,
-        [rank_k, seed],
-        [rank_prompt, rank_table, ranking],
-        api_name="rlhf_sample_for_ranking",
-        **light(),
+        sample_for_ranking, [rank_k, seed], [rank_prompt, *rank_slots], api_name="rlhf_sample_for_ranking", **light()
     )
-    save_button.click(save_ranking, [ranking], [rank_status], api_name="rlhf_save_ranking", **INSTANT)
+    save_button.click(
+        save_ranking, rank_choices, [rank_status, rank_prompt, *rank_slots], api_name="rlhf_save_ranking", **INSTANT
+    )
     rm_form = dict(
         source=source, labeler=labeler, k=k, rm_pairs=rm_pairs, rm_lora_r=rm_lora, rm_steps=rm_steps, seed=seed
     )
