@@ -346,3 +346,54 @@ def test_rlhf_dpo_route_runs_end_to_end_on_a_model_folder(capsys, tiny_causal_fo
     assert set(summary["stage_seconds"]) == {"sft", "comparisons", "dpo", "evaluation"}
     header = samples.read_text().splitlines()[0]
     assert header == "prompt,sft_response,dpo_response,sft_labeler_score,dpo_labeler_score,dpo_kl"
+
+
+def test_rlhf_both_routes_learn_from_a_persons_comparisons_files(capsys, tiny_causal_folder, tmp_path):
+    """Your own rankings through the CLI: demonstrations and ranked comparisons as JSONL files, no simulated labeler
+    in training; the reward model, PPO and DPO all learn from the file's comparisons."""
+    prompts = [f"Write a one-sentence review of the movie Film {i}." for i in range(6)]
+    demonstrations = tmp_path / "demonstrations.jsonl"
+    demonstrations.write_text(
+        "".join(json.dumps({"prompt": p, "response": "A warm and funny film."}) + "\n" for p in prompts)
+    )
+    comparisons = tmp_path / "comparisons.jsonl"
+    comparisons.write_text(
+        "".join(
+            json.dumps({"prompt": p, "ranked": ["A wonderful film.", "A fine film.", "A dull film."]}) + "\n"
+            for p in prompts
+        )
+    )
+    code, out, err = run_cli(
+        capsys,
+        "rlhf",
+        "--model",
+        tiny_causal_folder,
+        "--demonstrations",
+        str(demonstrations),
+        "--comparisons",
+        str(comparisons),
+        "--route",
+        "both",
+        "--sft-steps",
+        "2",
+        "--rm-steps",
+        "2",
+        "--eval-samples",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--ppo-steps",
+        "1",
+        "--dpo-steps",
+        "1",
+        "--dpo-batch-size",
+        "2",
+        "--no-store",
+        "--json",
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    # one of the 6 prompts held out (a fifth, at least one), chosen among those with comparisons: 3 pairs each
+    assert (summary["prompts"], summary["rm_train_pairs"], summary["rm_heldout_pairs"]) == (1, 5 * 3, 3)
+    assert {"ppo_mean_score", "ppo_mean_kl", "dpo_mean_score", "dpo_mean_kl", "dpo_seconds"} <= set(summary)
+    assert set(summary["stage_seconds"]) == {"sft", "comparisons", "reward", "ppo", "dpo", "evaluation"}
