@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
+
+# plotly_white with transparent backgrounds: a chart sits on the page's own colour, light or dark (the app's CSS
+# recolours the text and grid lines in dark mode, where plotly's own stay dark grey).
+TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
+TEMPLATE.layout.update(paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
 
 
+def themed(build: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
+    """A figure builder whose figures use TEMPLATE (set per figure: the global plotly default stays the user's)."""
+
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs) -> go.Figure:
+        figure = build(*args, **kwargs)
+        figure.update_layout(template=TEMPLATE)
+        return figure
+
+    return wrapper
+
+
+@themed
 def label_probability_bars(label_probs: dict[str, float], title: str = "Label probabilities") -> go.Figure:
     """Horizontal bars, one per label, each annotated with its probability in percent."""
     labels = list(label_probs)
@@ -33,6 +53,7 @@ def label_probability_bars(label_probs: dict[str, float], title: str = "Label pr
     return figure
 
 
+@themed
 def confusion_heatmap(confusion: np.ndarray, label_names: Sequence[str], title: str = "Confusion matrix") -> go.Figure:
     """Counts with gold labels as rows and predictions as columns, each cell annotated."""
     figure = go.Figure(
@@ -57,6 +78,7 @@ def confusion_heatmap(confusion: np.ndarray, label_names: Sequence[str], title: 
     return figure
 
 
+@themed
 def metric_curve(history: pd.DataFrame, x: str, ys: Sequence[str], title: str, y_title: str = "") -> go.Figure:
     """One line per column in `ys` against `x` (e.g. dev accuracy per iteration), markers on each point."""
     figure = go.Figure()
@@ -72,6 +94,7 @@ def metric_curve(history: pd.DataFrame, x: str, ys: Sequence[str], title: str, y
     return figure
 
 
+@themed
 def accuracy_vs_parameters(summary: pd.DataFrame) -> go.Figure:
     """Mean test accuracy against trainable parameters (log x), error bars = std over seeds, one point per method."""
     return _accuracy_scatter(
@@ -79,6 +102,7 @@ def accuracy_vs_parameters(summary: pd.DataFrame) -> go.Figure:
     )
 
 
+@themed
 def accuracy_vs_seconds(summary: pd.DataFrame) -> go.Figure:
     """Mean test accuracy against seconds per run (training and scoring, log x), error bars = std over seeds."""
     return _accuracy_scatter(summary, "seconds", "seconds per run", "Test accuracy vs time")
@@ -115,6 +139,7 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
     return figure
 
 
+@themed
 def training_curves(events: pd.DataFrame) -> go.Figure:
     """Training loss (solid) and dev accuracy (dotted markers) per step, one colour per method and seed."""
     figure = go.Figure()
@@ -145,6 +170,7 @@ def training_curves(events: pd.DataFrame) -> go.Figure:
     return figure
 
 
+@themed
 def sweep_curve(summary: pd.DataFrame, setting: str, zero_shot: float | None = None) -> go.Figure:
     """Mean test accuracy against one setting's value (error bars = std over seeds), zero-shot as a dashed line.
 
@@ -175,6 +201,7 @@ def sweep_curve(summary: pd.DataFrame, setting: str, zero_shot: float | None = N
     return figure
 
 
+@themed
 def metric_panels(history: pd.DataFrame, x: str, panels: dict[str, Sequence[str]], title: str) -> go.Figure:
     """Side-by-side panels (title -> columns), one line per column against `x`: e.g. PPO's reward, KL and losses."""
     from plotly.subplots import make_subplots
@@ -194,6 +221,7 @@ def metric_panels(history: pd.DataFrame, x: str, panels: dict[str, Sequence[str]
     return figure
 
 
+@themed
 def score_comparison(table: pd.DataFrame, columns: Sequence[str], title: str) -> go.Figure:
     """Box plots of score columns (e.g. the labeler's score of SFT, PPO and DPO responses), points shown."""
     figure = go.Figure()
@@ -203,6 +231,7 @@ def score_comparison(table: pd.DataFrame, columns: Sequence[str], title: str) ->
     return figure
 
 
+@themed
 def score_kl_frontier(summary: dict, routes: Sequence[str], score_title: str) -> go.Figure:
     """The reward-KL frontier: each route's mean labeler score against its mean KL to the SFT model (nats per
     response), the SFT model at KL 0. Up and to the left is better: more score for less drift."""
@@ -227,6 +256,7 @@ def score_kl_frontier(summary: dict, routes: Sequence[str], score_title: str) ->
     return figure
 
 
+@themed
 def soft_label_histogram(soft_labels, label_names: Sequence[str]) -> go.Figure:
     """PET's soft labels: for each label, how sure the ensemble was (max_l q(l|x)) on the texts it gave that label.
 

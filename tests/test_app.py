@@ -127,6 +127,28 @@ def test_classify_an_obviously_positive_text(client):
     assert token_probs == sorted(token_probs, reverse=True)
 
 
+def test_start_tab_steps_give_results_in_one_click_each(client, monkeypatch):
+    """Step 1 classifies the review on the defaults; step 2 scores the test sample with every calibration, each
+    accuracy the library's own for the same prompt and texts."""
+    from peftlab.cloze import CALIBRATIONS, evaluate
+    from peftlab.models import DEFAULT_MODEL, load_lm
+    from peftlab.tasks import load_task
+    from peftlab.ui import start_tab
+
+    verdict, plot = call(client, "/start_classify", start_tab.REVIEW)
+    assert re.fullmatch(r"\*\*positive\*\* with probability \d+%\.", verdict), verdict
+    assert plot_bars(plot)["y"] == ["negative", "positive"]
+
+    monkeypatch.setattr(start_tab, "STEP_TEXTS", 24)  # the app runs in this process
+    summary, table = call(client, "/start_score")
+    assert [row[0] for row in table["data"]] == list(CALIBRATIONS)
+    lm, task = load_lm(DEFAULT_MODEL), load_task(TASK)
+    for calibration, accuracy, _seconds in table["data"]:
+        expected = evaluate(lm, task, [TEMPLATE], start_tab.START_VERBALIZER, calibration, limit=24).accuracy
+        assert accuracy == f"{expected:.1%}", calibration
+    assert re.match(r"On 24 test reviews: \*\*\d+\.\d%\*\* raw, \*\*\d+\.\d%\*\* with calibration", summary)
+
+
 def test_evaluate_on_20_test_texts(client):
     summary, confusion, errors, csv_path = call(client, "/evaluate", *settings().values(), 20)
     match = re.match(r"\*\*Accuracy (\d+(?:\.\d)?)%\*\*", summary)

@@ -12,22 +12,33 @@ from peftlab.ui.pet_tab import build_pet_tab
 from peftlab.ui.rlhf_tab import build_rlhf_tab
 from peftlab.ui.sessions import close_session
 from peftlab.ui.soft_prompts_tab import build_soft_prompts_tab
+from peftlab.ui.start_tab import build_start_tab
 
 TITLE = "peftlab: prompt-based learning, side by side"
+# Plotly draws its text and grid in fixed colours; in dark mode they follow the theme instead (the figures'
+# backgrounds are transparent, `peftlab.plots.TEMPLATE`). Plotly writes inline styles, hence !important.
+CSS = """
+.dark .js-plotly-plot :is(.infolayer, .xaxislayer-above, .yaxislayer-above, .annotation, .colorbar) text {
+    fill: var(--body-text-color) !important;
+}
+.dark .js-plotly-plot :is(.gridlayer, .zerolinelayer) path { stroke: var(--border-color-primary) !important; }
+"""
 # Gradio's own copies of served files (uploads, anything outside a session folder): removed after an hour.
 DELETE_CACHE = (600, 3600)
 
 
 def launch_options() -> dict:
-    """What `launch()` needs besides host and port: the upload size limit of the current caps."""
-    return dict(max_file_size=int(current_caps().upload_mb * 2**20))
+    """What `launch()` needs besides host and port: the upload size limit of the current caps, and the app's CSS."""
+    return dict(max_file_size=int(current_caps().upload_mb * 2**20), css=CSS)
 
 
 def build_app() -> gr.Blocks:
     """The app: one tab per method, heavy jobs in one queue sized by the hardware, sessions cleaned when they end."""
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as app:
         gr.Markdown(f"# {TITLE}")
-        with gr.Tabs() as tabs:
+        with gr.Tabs(overflow_behavior="wrap") as tabs:  # every tab reachable on a phone, in two rows
+            with gr.Tab("Start", id="start", elem_id="tab-start"):
+                build_start_tab(tabs, compare_tab_id="compare")
             with gr.Tab("Cloze", id="cloze", elem_id="tab-cloze"):
                 cloze = build_cloze_tab()
             with gr.Tab("AutoPrompt", id="autoprompt", elem_id="tab-autoprompt"):

@@ -1,0 +1,204 @@
+"""The Start tab: what peftlab shows, three one-click steps on the defaults, and each method with its paper.
+
+The steps run on the embedded model and the embedded movie reviews with the Cloze tab's starting template, so a
+first visitor gets a result without reading a form: one review classified, then the test split scored raw and
+calibrated, then a pointer to the comparison of every method.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from peftlab.cloze import CALIBRATIONS, classify_text, evaluate
+from peftlab.models import DEFAULT_MODEL
+from peftlab.plots import label_probability_bars
+from peftlab.tasks import load_task
+from peftlab.ui.common import START_TEMPLATE, START_VERBALIZER, heavy, job, keep_results, light, load_model, user_errors
+
+TASK = "rt-sentiment"
+REVIEW = "A gripping, beautifully acted film."
+STEP_TEXTS = 100  # test reviews step 2 scores per calibration: a stratified subset, seconds on a CPU
+
+ABOUT = f"""**peftlab** puts prompt-based learning methods side by side on one pretrained language model and your data:
+how far a hand-written prompt gets with no training, what searching for a prompt or training a few thousand
+parameters adds, and what fine-tuning costs for the same gain. Every result lands in one store; the **Compare**
+tab puts them on one table with confidence intervals. The default model (`{DEFAULT_MODEL}`) and data (Rotten
+Tomatoes movie reviews, `{TASK}`) are embedded, so everything here works offline and on a CPU."""
+
+STEPS = """### Try this first
+1. **Classify one review**, zero-shot: the model fills the template `Review: … Sentiment: ___` and the verbalizer
+   reads the probabilities of the words *positive* and *negative* there.
+2. **Score test reviews**, raw and calibrated: the same prompt on a stratified sample of the test split, with each
+   calibration (calibration removes the model's bias towards one label word).
+3. **Compare every method**: open the Compare tab, run the standard comparison (zero-shot, demonstrations,
+   AutoPrompt, soft prompts, LoRA, adapters, PET, ... on the same few examples) and read one table."""
+
+# (method, where, what it does, paper, link)
+METHODS = [
+    (
+        "Cloze prompting",
+        "Cloze",
+        "Classify by the words a model predicts at a blank in a template; the verbalizer maps words to labels.",
+        "Schick & Schütze 2021",
+        "https://arxiv.org/abs/2001.07676",
+    ),
+    (
+        "Calibration",
+        "Cloze",
+        "Divide out the label words' prior (a content-free input's scores, or the mean over texts).",
+        "Zhao et al. 2021",
+        "https://arxiv.org/abs/2102.09690",
+    ),
+    (
+        "Demonstrations in context",
+        "Cloze",
+        "Put labelled examples, one per class, in front of each input; no training.",
+        "Gao et al. 2021 (LM-BFF)",
+        "https://arxiv.org/abs/2012.15723",
+    ),
+    (
+        "AutoPrompt",
+        "AutoPrompt",
+        "Search discrete trigger tokens by their gradient to raise the right label word's probability.",
+        "Shin et al. 2020",
+        "https://arxiv.org/abs/2010.15980",
+    ),
+    (
+        "Prompt tuning",
+        "Soft prompts",
+        "Train a few virtual token embeddings in front of the input; the model stays frozen.",
+        "Lester et al. 2021",
+        "https://arxiv.org/abs/2104.08691",
+    ),
+    (
+        "P-tuning",
+        "Soft prompts",
+        "Virtual tokens produced by a small prompt encoder (an MLP or LSTM) over trainable embeddings.",
+        "Liu et al. 2021",
+        "https://arxiv.org/abs/2103.10385",
+    ),
+    (
+        "Prefix tuning",
+        "Soft prompts",
+        "Trainable key and value vectors at every layer's attention (P-tuning v2 is the same for classification).",
+        "Li & Liang 2021; Liu et al. 2022",
+        "https://arxiv.org/abs/2101.00190",
+    ),
+    (
+        "LoRA",
+        "Soft prompts",
+        "Train low-rank updates of the attention weights.",
+        "Hu et al. 2021",
+        "https://arxiv.org/abs/2106.09685",
+    ),
+    (
+        "Adapters",
+        "Soft prompts",
+        "Train small bottleneck layers inserted in every block.",
+        "Houlsby et al. 2019",
+        "https://arxiv.org/abs/1902.00751",
+    ),
+    (
+        "BitFit",
+        "Soft prompts",
+        "Train only the bias terms.",
+        "Ben Zaken et al. 2022",
+        "https://arxiv.org/abs/2106.10199",
+    ),
+    (
+        "Head, full fine-tuning",
+        "Soft prompts",
+        "The baselines: a classification head on the frozen model, or every weight trained.",
+        "Gao et al. 2021 (LM-BFF)",
+        "https://arxiv.org/abs/2012.15723",
+    ),
+    (
+        "PET / iPET",
+        "PET",
+        "One model per pattern, their ensemble labels unlabelled text, a classifier is distilled from it.",
+        "Schick & Schütze 2021",
+        "https://arxiv.org/abs/2009.07118",
+    ),
+    (
+        "RLHF: SFT, reward model, PPO",
+        "RLHF",
+        "Fine-tune on demonstrations, learn a reward from rankings, optimise against it with a KL penalty.",
+        "Ouyang et al. 2022",
+        "https://arxiv.org/abs/2203.02155",
+    ),
+    (
+        "DPO",
+        "RLHF",
+        "Learn the same rankings directly, without a reward model or sampling.",
+        "Rafailov et al. 2023",
+        "https://arxiv.org/abs/2305.18290",
+    ),
+]
+
+
+def methods_markdown() -> str:
+    """The methods as a Markdown table: method, tab, what it does, and its paper as a link."""
+    lines = ["| Method | Tab | What it does | Paper |", "|---|---|---|---|"]
+    lines += [f"| {name} | {tab} | {what} | [{paper}]({link}) |" for name, tab, what, paper, link in METHODS]
+    return "\n".join(lines)
+
+
+@user_errors
+def classify_review(review: str):
+    """Step 1: the default prompt's label probabilities for one review."""
+    prediction = classify_text(
+        load_model(DEFAULT_MODEL), load_task(TASK), review, [START_TEMPLATE], START_VERBALIZER, "none"
+    )
+    label, probability = max(prediction.label_probs.items(), key=lambda item: item[1])
+    return f"**{label}** with probability {probability:.0%}.", label_probability_bars(prediction.label_probs)
+
+
+@user_errors
+def score_test_reviews(request: gr.Request, progress=gr.Progress()):
+    """Step 2: the default prompt on STEP_TEXTS test reviews with each calibration; the rows go to the store."""
+    task, lm = load_task(TASK), load_model(DEFAULT_MODEL)
+    rows = []
+    with job(request, "cloze"):
+        for number, calibration in enumerate(CALIBRATIONS):
+            progress(number / len(CALIBRATIONS), desc=f"scoring with calibration {calibration}")
+            result = evaluate(lm, task, [START_TEMPLATE], START_VERBALIZER, calibration, limit=STEP_TEXTS)
+            keep_results(request, [result.row])
+            rows.append({"calibration": calibration, "accuracy": f"{result.accuracy:.1%}", "seconds": result.seconds})
+    table = pd.DataFrame(rows).round(1)
+    best = max(rows, key=lambda row: float(row["accuracy"].rstrip("%")))
+    summary = (
+        f"On {STEP_TEXTS} test reviews: **{rows[0]['accuracy']}** raw, **{best['accuracy']}** with calibration "
+        f"*{best['calibration']}*. Next: step 3, or the Cloze tab to write your own template."
+    )
+    return summary, table
+
+
+def build_start_tab(tabs: gr.Tabs, compare_tab_id: str) -> None:
+    """Build the tab; step 3's button selects the tab `compare_tab_id` of `tabs`."""
+    gr.Markdown(ABOUT)
+    gr.Markdown(STEPS)
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            review = gr.Textbox(REVIEW, label="1. A review", lines=1)
+            classify_button = gr.Button("1. Classify this review", variant="primary")
+            verdict = gr.Markdown()
+            probabilities = gr.Plot(label="Label probabilities")
+        with gr.Column():
+            score_button = gr.Button(f"2. Score {STEP_TEXTS} test reviews", variant="primary")
+            scores_summary = gr.Markdown()
+            scores = gr.Dataframe(
+                label="Accuracy by calibration", headers=["calibration", "accuracy", "seconds"], interactive=False
+            )
+        with gr.Column():
+            compare_button = gr.Button("3. Open the Compare tab", variant="primary")
+            gr.Markdown(
+                "There, open *Run the standard comparison*, keep the defaults (or fewer methods and seeds for a "
+                "quicker first table) and press Run; it measures this machine first and shows its estimate of the time."
+            )
+    with gr.Accordion("Every method, in one sentence, with its paper", open=False):
+        gr.Markdown(methods_markdown())
+
+    classify_button.click(classify_review, [review], [verdict, probabilities], api_name="start_classify", **light())
+    score_button.click(score_test_reviews, None, [scores_summary, scores], api_name="start_score", **heavy())
+    compare_button.click(lambda: gr.Tabs(selected=compare_tab_id), None, [tabs], queue=False)
