@@ -22,6 +22,8 @@ CSS = """
     fill: var(--body-text-color) !important;
 }
 .dark .js-plotly-plot :is(.gridlayer, .zerolinelayer) path { stroke: var(--border-color-primary) !important; }
+.actions { position: sticky; bottom: 0; z-index: 20; padding: 8px 0; background: var(--body-background-fill); }
+.gradio-container { overflow: clip !important; }  /* clips like gradio's "hidden" without trapping sticky rows */
 """
 # Gradio's own copies of served files (uploads, anything outside a session folder): removed after an hour.
 DELETE_CACHE = (600, 3600)

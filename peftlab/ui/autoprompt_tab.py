@@ -10,6 +10,7 @@ from peftlab.plots import metric_curve
 from peftlab.prompts import Verbalizer
 from peftlab.ui.common import (
     INSTANT,
+    action_row,
     check_test_texts,
     heavy,
     job,
@@ -100,7 +101,7 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
             )
         }
     form = dict(**source, template=template, verbalizer=verbalizer, search_words=search_words, **settings)
-    with gr.Row():
+    with action_row():
         run_button = gr.Button("Search", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
     status = gr.Markdown()

@@ -9,6 +9,7 @@ from peftlab.cloze import ClozeConfig, classify_text, demonstrations_note, evalu
 from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.ui.common import (
     START_TEMPLATE,
+    action_row,
     check_test_texts,
     heavy,
     job,
@@ -101,14 +102,15 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
         limit = config_input(ClozeConfig, "limit")
     form = dict(**source, templates=templates, verbalizer=verbalizer, **settings)
 
+    with action_row():
+        text = gr.Textbox("A gripping, beautifully acted film.", label="Try one text", lines=1, scale=3)
+        classify_button = gr.Button("Classify", variant="primary")
+        evaluate_button = gr.Button("Evaluate on the test split", variant="primary")
     with gr.Row():
         with gr.Column():
-            text = gr.Textbox("A gripping, beautifully acted film.", label="Try one text", lines=2)
-            classify_button = gr.Button("Classify", variant="primary")
             label_plot = gr.Plot(label="Label probabilities")
             top_tokens = gr.Dataframe(label="Model's top tokens at the mask", interactive=False)
         with gr.Column():
-            evaluate_button = gr.Button("Evaluate on the test split", variant="primary")
             summary = gr.Markdown()
             confusion_plot = gr.Plot(label="Confusion matrix")
             predictions_file = gr.File(label="All predictions (CSV)")

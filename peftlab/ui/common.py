@@ -113,33 +113,40 @@ def model_picker() -> gr.Dropdown:
         value=DEFAULT_MODEL,
         allow_custom_value=True,
         label="Model",
-        info="Embedded default works offline; Hub ids and local folders load where reachable.",
+        info="The embedded default works offline; Hub ids and local folders load where reachable.",
     )
 
 
 def model_and_task_inputs() -> dict[str, gr.components.Component]:
-    """The model picker, the task dropdown (embedded name or Hub id), a CSV/JSONL upload and its columns, by name."""
-    with gr.Row():
+    """The model picker, the task dropdown (embedded name or Hub id), a CSV/JSONL upload and its columns, by name,
+    in one row (a tab's primary actions then fit on the first screen)."""
+    with gr.Row(equal_height=True):
         model = model_picker()
-    with gr.Row():
         task = gr.Dropdown(
             list(EMBEDDED_TASKS),
             value="rt-sentiment",
             allow_custom_value=True,
             label="Task",
-            info="Embedded task or a Hub dataset id; an uploaded file takes precedence.",
+            info="Embedded task or a Hub dataset id; an upload takes precedence.",
         )
         upload = gr.File(
-            label="Or upload CSV / JSONL" + upload_limit_note(), file_types=[".csv", ".jsonl", ".json"], height=120
+            label="Or upload CSV / JSONL" + upload_limit_note(), file_types=[".csv", ".jsonl", ".json"], height=110
         )
-        text_column = gr.Textbox("text", label="Text column")
-        label_column = gr.Textbox(
-            "label",
-            label="Label column",
-            info="A 'split' column (train, dev, test) is honoured; without one, 20 % of each class is held out "
-            "for testing (zero-shot scores every row).",
-        )
+        with gr.Column(min_width=160):
+            text_column = gr.Textbox("text", label="Text column", max_lines=1)
+            label_column = gr.Textbox(
+                "label",
+                label="Label column",
+                max_lines=1,
+                info="A 'split' column (train, dev, test) is honoured; else 20 % of each class is the test split.",
+            )
     return dict(model=model, task=task, upload=upload, text_column=text_column, label_column=label_column)
+
+
+def action_row() -> gr.Row:
+    """A row of a tab's primary buttons that stays in sight: it sticks to the bottom of the window while the form
+    above it is longer than the screen (the app's CSS, class "actions")."""
+    return gr.Row(elem_classes="actions")
 
 
 def on_task_change(source: dict, handler, outputs: list, **kwargs) -> None:

@@ -18,6 +18,7 @@ from peftlab.plots import soft_label_histogram, training_curves
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
     INSTANT,
+    action_row,
     check_test_texts,
     heavy,
     job,
@@ -159,7 +160,7 @@ def build_pet_tab() -> None:
             more = {name: config_input(PETConfig, name) for name in MORE_SETTINGS}
     form = dict(**source, patterns=patterns, verbalizer=words, unlabelled_file=unlabelled_file)
     form |= dict(**settings, **more, steps=steps)
-    with gr.Row():
+    with action_row():
         run_button = gr.Button("Run PET", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
     status = gr.Markdown()

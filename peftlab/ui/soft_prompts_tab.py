@@ -37,6 +37,7 @@ from peftlab.tuning import TrainSettings, flat_loss_message, loss_is_flat
 from peftlab.ui.common import (
     INSTANT,
     START_TEMPLATE,
+    action_row,
     check_test_texts,
     heavy,
     job,
@@ -263,7 +264,7 @@ def build_soft_prompts_tab() -> None:
         rates=rates,
         test_limit=test_limit,
     )
-    with gr.Row():
+    with action_row():
         run_button = gr.Button("Train and compare", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
     status = gr.Markdown()
