@@ -297,7 +297,7 @@ def test_soft_prompts_compare_streams_rows_and_classifies_with_the_trained_metho
 
     # Download the trained method, load the zip back, and classify with it: the same probabilities.
     zip_path = call(client, "/download_trained", "prompt-tuning")
-    assert zip_path.endswith("prompt-tuning.zip")
+    assert re.search(r"/peftlab-smollm2-135m-prompt-tuning-\d{4}-\d\d-\d\d\.zip$", zip_path), zip_path
     picker, message = call(client, "/load_trained", handle_file(zip_path))
     assert picker["value"] == "prompt-tuning (loaded)"
     assert message.startswith("Loaded prompt-tuning trained on smollm2-135m")
@@ -382,7 +382,8 @@ def test_pet_tab_trains_every_pattern_distils_a_classifier_and_offers_it(client)
     bars = plot_bars(call(client, "/pet_classify", "pet classifier (seed 13)", POSITIVE_TEXT))
     assert list(bars["y"]) == ["negative", "positive"]
     assert math.isclose(sum(plotly_array(bars["x"])), 1.0, abs_tol=1e-3)
-    assert call(client, "/pet_download", "pet classifier (seed 13)").endswith("/pet-classifier-seed-13.zip")
+    path = call(client, "/pet_download", "pet classifier (seed 13)")
+    assert re.search(r"/peftlab-smollm2-135m-pet-classifier-seed-13-\d{4}-\d\d-\d\d\.zip$", path), path
 
 
 @pytest.mark.parametrize(
@@ -489,7 +490,14 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
     ):
         import zipfile
 
-        assert expected in zipfile.ZipFile(call(client, "/rlhf_download", stage)).namelist()
+        path = call(client, "/rlhf_download", stage)
+        # the name says what it holds: the model (its folder's path, slugged), the stage and the date
+        assert re.fullmatch(
+            rf"peftlab-.*tiny-llama-folder.*-rlhf-{stage.replace(' ', '-')}-\d{{4}}-\d\d-\d\d\.zip", Path(path).name
+        ), path
+        assert expected in zipfile.ZipFile(path).namelist()
+    info = json.loads(zipfile.ZipFile(call(client, "/rlhf_download", "reward model")).read("reward_model.json"))
+    assert info["backbone"] == tiny_causal_folder  # the head says which model it reads
 
 
 def test_rlhf_bad_input_is_one_sentence(client, tiny_causal_folder, tmp_path):
@@ -617,7 +625,7 @@ def test_a_closed_session_loses_its_jobs_objects_and_files(app_url):
         wait_for(lambda: len(job.outputs()) >= 2, FIRST_CALL_TIMEOUT_S, "the training to start")
         session = SESSIONS.get(type("Request", (), {"session_hash": visitor.session_hash})())
         folder = session.folder
-        assert any(folder.glob("*-cloze-predictions.csv")) and session.running
+        assert any(folder.glob("peftlab-*-cloze-predictions-*.csv")) and session.running
         (stop,) = session._stops.values()
     finally:
         visitor.close()  # the heartbeat ends: Gradio runs the unload event

@@ -12,6 +12,7 @@ pairs better than the last token's or one layer's state (the figures are in the 
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,6 +36,7 @@ from peftlab.stats import Proportion, proportion
 from peftlab.training import Event, TrainingLoop
 
 HEAD_FILE = "reward_head.safetensors"
+INFO_FILE = "reward_model.json"
 
 
 @dataclass
@@ -108,7 +110,8 @@ class RewardModel(torch.nn.Module):
         return (raw - self.offset.to(raw.device)) / self.scale.to(raw.device)
 
     def save(self, folder: str | Path) -> Path:
-        """The head and its normalisation (safetensors) and the backbone's LoRA adapter if any (PEFT files)."""
+        """The head and its normalisation (safetensors), the backbone's LoRA adapter if any (PEFT files), and
+        INFO_FILE naming the backbone the head reads (a head alone is useless on any other model)."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
@@ -122,6 +125,12 @@ class RewardModel(torch.nn.Module):
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(folder / HEAD_FILE))
         if hasattr(self.backbone, "peft_config"):
             self.backbone.save_pretrained(folder)
+        info = {
+            "backbone": self.backbone.config.name_or_path,
+            "reads": "the SFT model of the same run (the backbone with its SFT adapter), hidden states averaged over "
+            f"the response at layers {self.depths}",
+        }
+        (folder / INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
         return folder
 
 

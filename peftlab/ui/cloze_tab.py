@@ -78,7 +78,7 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
         f"calibration {config.calibration}"
     )
     summary += f" · {demonstrations_note(result.settings)}" if config.shots_in_context else ""
-    predictions = session.path(f"peftlab-{task.name}-cloze-predictions.csv")
+    predictions = session.download(task.name, "cloze-predictions", suffix="csv")
     result.predictions.to_csv(predictions, index=False)
     errors = result.most_confident_errors(10).round(3)
     return summary, confusion_heatmap(result.confusion, result.label_names), errors, str(predictions)

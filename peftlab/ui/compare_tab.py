@@ -6,8 +6,6 @@ visitor sees their own. The library does the grouping, the statistics and the re
 
 from __future__ import annotations
 
-import datetime
-
 import gradio as gr
 import pandas as pd
 
@@ -101,10 +99,9 @@ def show_comparison(task, model, request: gr.Request):
     )
     summary = main.table.rename(columns={"seconds_mean": "seconds"})
     session = SESSIONS.get(request)
-    stamp = datetime.date.today().isoformat()
-    csv_path = session.path(f"peftlab-{task}-{model}-compare-{stamp}.csv")
+    csv_path = session.download(task, model, "compare", suffix="csv")
     main.table.to_csv(csv_path, index=False)
-    report_path = session.path(f"peftlab-{task}-{model}-report-{stamp}.html")
+    report_path = session.download(task, model, "report", suffix="html")
     report_path.write_text(report_html(splits, rows), encoding="utf-8")
     return (
         status,
@@ -180,7 +177,7 @@ def delete_results(ids_text, request: gr.Request):
 
 @user_errors
 def export_results(request: gr.Request):
-    path = SESSIONS.get(request).path(f"peftlab-results-{datetime.date.today().isoformat()}.jsonl")
+    path = SESSIONS.get(request).download("results", suffix="jsonl")
     _store(request).export(path)
     return str(path)
 

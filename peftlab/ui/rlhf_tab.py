@@ -260,7 +260,7 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
 def download_stage(stage, request: gr.Request):
     session = _session(request)
     session.need(DOWNLOADS[stage])
-    path = SESSIONS.get(request).path(f"peftlab-rlhf-{stage.replace(' ', '-')}.zip")
+    path = SESSIONS.get(request).download(session.lm.name, "rlhf", stage, suffix="zip")
     return str(zip_saved(lambda folder: session.save(DOWNLOADS[stage], folder), path))
 
 

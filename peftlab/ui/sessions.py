@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime
 import gc
 import re
 import shutil
@@ -48,6 +49,12 @@ class Session:
         """A path for a file this session writes (downloads), in its own folder."""
         self.folder.mkdir(parents=True, exist_ok=True)
         return self.folder / _safe_name(name)
+
+    def download(self, *about: str, suffix: str) -> Path:
+        """A path for a download whose name says what it holds and when: `download("rt-sentiment", "compare",
+        suffix="csv")` is `.../peftlab-rt-sentiment-compare-2026-11-30.csv` (model ids' slashes become dashes)."""
+        parts = [re.sub(r"[^A-Za-z0-9._]+", "-", part).strip("-.") for part in ("peftlab", *about)]
+        return self.path("-".join([*parts, datetime.date.today().isoformat()]) + f".{suffix}")
 
     def start_job(self, kind: str) -> JobStop:
         """A fresh stop flag for this session's job of `kind` (one per tab), with the caps' time limit."""

@@ -6,7 +6,6 @@ method as a zip, and sweep one setting of one method (e.g. the prompt length).
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
 
 import gradio as gr
@@ -134,9 +133,9 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         if stop.is_set():
             notes.insert(0, f"{stopped_note(stop)} Finished runs and the stopped run's best weights are kept.")
         results = results_frame(rows)
-        csv_file = session.path(f"peftlab-{task.name}-compare.csv")
+        csv_file = session.download(task.name, "soft-prompts-runs", suffix="csv")
         csv_file.write_text(results.to_csv(index=False), encoding="utf-8")
-        json_file = session.path(f"peftlab-{task.name}-run.json")
+        json_file = session.download(task.name, "soft-prompts-run", suffix="json")
         json_file.write_text(
             run_record(lm, task, setup, configs, settings, results, events, test_limit), encoding="utf-8"
         )
@@ -181,8 +180,10 @@ def download_trained(method, request: gr.Request):
     trained_by_method = _trained(request)
     if method not in trained_by_method:
         raise PeftlabError("Train a method first, then pick it to download.")
-    slug = re.sub(r"[^\w.]+", "-", method).strip("-")  # "pet classifier (seed 13)" -> pet-classifier-seed-13
-    return str(zip_trained(trained_by_method[method], SESSIONS.get(request).path(f"{slug}.zip")))
+    trained = trained_by_method[method]
+    # "pet classifier (seed 13)" -> peftlab-smollm2-135m-pet-classifier-seed-13-2026-11-30.zip
+    path = SESSIONS.get(request).download(trained.lm.name, method, suffix="zip")
+    return str(zip_trained(trained, path))
 
 
 @user_errors
