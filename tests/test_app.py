@@ -167,6 +167,12 @@ def test_evaluate_on_20_test_texts(client):
     assert counts.shape == (2, 2) and counts.sum() == 20
     assert np.trace(counts) == predictions["correct"].sum()
     assert len(errors["data"]) == min(10, int((~predictions["correct"]).sum()))
+    # the short columns first, confidence in percent; the text last, where it may wrap
+    assert errors["headers"] == ["gold", "predicted", "confidence", "text"]
+    wrong = predictions[~predictions["correct"]].sort_values("confidence", ascending=False)
+    assert [row[:3] for row in errors["data"]] == [
+        [g, p, f"{c:.1%}"] for g, p, c in zip(wrong["gold"], wrong["predicted"], wrong["confidence"])
+    ][:10]
 
 
 @pytest.fixture
@@ -309,7 +315,7 @@ def test_soft_prompts_sweep_trains_each_value(client):
     args = compare_args()[:7] + ["prompt-tuning", "num_virtual_tokens", "1,4", "4", "13", 2, 20]
     status, table, plot = call(client, "/sweep", *args, timeout=FIRST_CALL_TIMEOUT_S)
     assert status == "2/2 runs finished."
-    assert [row[0] for row in table["data"]] == [1, 4]
+    assert [row[0] for row in table["data"]] == ["1", "4"]
     figure = json.loads(plot["plot"])
     assert figure["layout"]["xaxis"]["title"]["text"] == "num_virtual_tokens"
     with pytest.raises(AppError, match=r"prompt-tuning has no numeric setting 'r' to sweep"):

@@ -66,3 +66,34 @@ def test_form_values_become_a_config_and_bad_ones_name_the_input(monkeypatch):
     monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
     with pytest.raises(PeftlabError, match=r"^K per class is 64, above this public Space's limit of 32"):
         config_from_form(GridConfig, {"shots": "16,64"})
+
+
+def test_readable_tables_show_fractions_in_percent_and_round_the_rest():
+    import pandas as pd
+
+    from peftlab.ui.common import readable
+
+    frame = pd.DataFrame(
+        {
+            "method": ["lora", "zero-shot"],
+            "test_accuracy": [0.8512, float("nan")],
+            "trainable_share": [0.00008564, 0.0],
+            "dev acc": [0.5, 1.0],
+            "macro_f1": [0.84444444, 0.7],
+            "trainable_params": [116736, 0],
+            "accurate_words": [1.23456, 2.0],  # "accurate" is not one of the fraction words
+            "learning_rate": [0.0003, 12345.6],
+        }
+    )
+    shown = readable(frame)
+    assert shown.to_dict("list") == {
+        "method": ["lora", "zero-shot"],
+        "test_accuracy": ["85.1%", ""],
+        "trainable_share": ["0.00856%", "0.0%"],
+        "dev acc": ["50.0%", "100.0%"],
+        "macro_f1": ["0.844", "0.7"],
+        "trainable_params": [116736, 0],
+        "accurate_words": ["1.235", "2"],
+        "learning_rate": ["0.0003", "12,345.6"],
+    }
+    assert frame["test_accuracy"].iloc[0] == 0.8512  # the caller's frame (and its downloads) keep full precision

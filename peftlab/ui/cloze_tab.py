@@ -18,6 +18,7 @@ from peftlab.ui.common import (
     load_model,
     model_and_task_inputs,
     on_task_change,
+    readable,
     split_templates,
     suggest,
     task_from_form,
@@ -29,6 +30,9 @@ from peftlab.ui.inputs import config_from_form, config_input
 INTRO = """Score each label word at the `{mask}` of a template. A causal LM scores a mask at the end as
 the next token, and a mask followed by more text by the likelihood of the whole filled sentence.
 Several templates (separated by a line `---`) are averaged as an ensemble."""
+
+
+ERROR_COLUMNS = ("gold", "predicted", "confidence", "text")  # the short columns first, in sight on any screen
 
 
 @user_errors
@@ -80,7 +84,7 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
     summary += f" · {demonstrations_note(result.settings)}" if config.shots_in_context else ""
     predictions = session.download(task.name, "cloze-predictions", suffix="csv")
     result.predictions.to_csv(predictions, index=False)
-    errors = result.most_confident_errors(10).round(3)
+    errors = readable(result.most_confident_errors(10)[list(ERROR_COLUMNS)])
     return summary, confusion_heatmap(result.confusion, result.label_names), errors, str(predictions)
 
 
@@ -118,7 +122,8 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
         label="Most confident errors",
         interactive=False,
         wrap=True,
-        headers=["text", "gold", "predicted", "confidence", "correct"],
+        headers=list(ERROR_COLUMNS),
+        column_widths=["14%", "14%", "12%", "60%"],
     )
 
     on_task_change(source, suggest, [templates, verbalizer], api_name="suggest_prompt")

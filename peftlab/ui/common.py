@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Iterator
 
 import gradio as gr
+import pandas as pd
 
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL, LM, load_lm
@@ -19,6 +20,44 @@ from peftlab.ui.sessions import SESSIONS, Session
 MODEL_CHOICES = [DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct", "roberta-large", "bert-base-uncased", "gpt2"]
 TEMPLATE_SEPARATOR = "---"
 START_TEMPLATE, START_VERBALIZER = suggested_prompt("rt-sentiment", ["negative", "positive"])
+
+
+PERCENT_WORDS = ("accuracy", "acc", "confidence", "share", "right")  # a column named with one holds a fraction
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table as people read it (the downloads keep full precision): fractions in percent, with one decimal, or
+    three significant digits for shares below 0.1 % (LoRA's 0.00857 %); other floats with at most 3 decimals and no
+    trailing zeros (1, 0.844, 12,345.6), or 3 significant digits below 0.01 (a learning rate of 0.0003); empty cells
+    blank.
+
+    A fraction column is a float column whose name holds one of PERCENT_WORDS as a word ("test_accuracy", "dev acc",
+    "trainable_share").
+    """
+    shown = frame.copy()
+    for column in shown.columns:
+        if not pd.api.types.is_float_dtype(shown[column]):
+            continue
+        words = str(column).lower().replace("_", " ").replace("-", " ").split()
+        if any(word in PERCENT_WORDS for word in words):
+            shown[column] = shown[column].map(_percent)
+        else:
+            shown[column] = shown[column].map(_number)
+    return shown
+
+
+def _number(value: float) -> str:
+    if pd.isna(value):
+        return ""
+    if value != 0 and abs(value) < 0.01:
+        return f"{value:.3g}"
+    return f"{value:,.3f}".rstrip("0").rstrip(".")
+
+
+def _percent(value: float) -> str:
+    if pd.isna(value):
+        return ""
+    return f"{value:.1%}" if value == 0 or abs(value) >= 1e-3 else f"{100 * value:.3g}%"
 
 
 def user_errors(fn):

@@ -44,6 +44,7 @@ from peftlab.ui.common import (
     light,
     load_model,
     model_and_task_inputs,
+    readable,
     split_templates,
     stop_handler,
     stopped_note,
@@ -106,8 +107,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         status = f"{max(len(rows) - 1, 0)}/{total_runs} runs finished." + "".join(f"\n\n⚠️ {n}" for n in notes)
         return (
             status,
-            results,
-            summary,
+            readable(results),
+            readable(summary),
             training_curves(pd.DataFrame(events)) if events else None,
             accuracy_vs_parameters(summary) if len(summary) else None,
             *files,
@@ -238,7 +239,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
             status = f"{len(rows) - 1}/{total} runs finished."
             if stop.is_set():
                 status += f" {stopped_note(stop)} The stopped run's best weights so far are in the last row."
-            yield status, summary, plot
+            yield status, readable(summary), plot
 
 
 def build_soft_prompts_tab() -> None:

@@ -14,7 +14,17 @@ from peftlab.cloze import CALIBRATIONS, classify_text, evaluate
 from peftlab.models import DEFAULT_MODEL
 from peftlab.plots import label_probability_bars
 from peftlab.tasks import load_task
-from peftlab.ui.common import START_TEMPLATE, START_VERBALIZER, heavy, job, keep_results, light, load_model, user_errors
+from peftlab.ui.common import (
+    START_TEMPLATE,
+    START_VERBALIZER,
+    heavy,
+    job,
+    keep_results,
+    light,
+    load_model,
+    readable,
+    user_errors,
+)
 
 TASK = "rt-sentiment"
 REVIEW = "A gripping, beautifully acted film."
@@ -164,14 +174,13 @@ def score_test_reviews(request: gr.Request, progress=gr.Progress()):
             progress(number / len(CALIBRATIONS), desc=f"scoring with calibration {calibration}")
             result = evaluate(lm, task, [START_TEMPLATE], START_VERBALIZER, calibration, limit=STEP_TEXTS)
             keep_results(request, [result.row])
-            rows.append({"calibration": calibration, "accuracy": f"{result.accuracy:.1%}", "seconds": result.seconds})
-    table = pd.DataFrame(rows).round(1)
-    best = max(rows, key=lambda row: float(row["accuracy"].rstrip("%")))
+            rows.append({"calibration": calibration, "accuracy": result.accuracy, "seconds": result.seconds})
+    best = max(rows, key=lambda row: row["accuracy"])
     summary = (
-        f"On {STEP_TEXTS} test reviews: **{rows[0]['accuracy']}** raw, **{best['accuracy']}** with calibration "
-        f"*{best['calibration']}*. Next: step 3, or the Cloze tab to write your own template."
+        f"On {STEP_TEXTS} test reviews: **{rows[0]['accuracy']:.1%}** raw, **{best['accuracy']:.1%}** with "
+        f"calibration *{best['calibration']}*. Next: step 3, or the Cloze tab to write your own template."
     )
-    return summary, table
+    return summary, readable(pd.DataFrame(rows))
 
 
 def build_start_tab(tabs: gr.Tabs, compare_tab_id: str) -> None:
