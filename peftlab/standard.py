@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -206,15 +206,18 @@ def _pet_config(task: Task, config: StandardConfig, seed: int) -> PETConfig:
 
 # Seconds per optimiser step relative to LoRA's, as measured on the embedded model on a CPU
 # (benchmarks/fewshot_compare.py, 2026-11-30: LoRA 20 s, prompt tuning 24, P-tuning 24, prefix 18, head 2,
-# full fine-tuning 36 for 30 steps); adapters train like LoRA.
+# full fine-tuning 36 for 30 steps); adapters train like LoRA, and BitFit and the sequence classifier (not measured:
+# a backward pass through every layer, few weights) are priced like it too.
 STEP_COST = {
     "prompt-tuning": 1.2,
     "p-tuning": 1.2,
     "prefix-tuning": 0.9,
     "lora": 1.0,
     "adapter": 1.0,
+    "bitfit": 1.0,
     "head": 0.1,
     "full": 1.8,
+    "classifier": 1.0,
 }
 
 
@@ -247,13 +250,29 @@ def measure(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbaliz
     return MeasuredCosts(per_text, per_step, per_trained_text)
 
 
+def run_seconds(method: str, settings: TrainSettings, dev: int, n_test: int, costs: MeasuredCosts) -> float:
+    """Expected seconds of one training run of `method`: its steps (priced by STEP_COST against a LoRA step), its
+    dev evaluations of `dev` texts, and scoring `n_test` test texts, all with the fp32 training model."""
+    evaluations = settings.steps // settings.eval_every + 1
+    training = settings.steps * costs.per_step * STEP_COST[method]
+    return training + (evaluations * dev + n_test) * costs.per_trained_text
+
+
+def grid_seconds(
+    methods: Sequence[str], shots: Sequence[int], seeds: int, settings: TrainSettings, task: Task, test_limit, costs
+) -> float:
+    """Expected seconds of a grid (`compare.run_grid`): the zero-shot prompt, then every method x K x seed run."""
+    n_test = len(task.test_subset(test_limit))
+    runs = sum(run_seconds(m, settings, k * len(task.label_names), n_test, costs) for m in methods for k in shots)
+    return n_test * costs.per_text + seeds * runs
+
+
 def estimate_seconds(
     config: StandardConfig, settings: TrainSettings, task: Task, costs: MeasuredCosts, patterns: int
 ) -> dict[str, float]:
     """Expected seconds of each method (all its seeds), from the measured costs; PET has `patterns` patterns."""
     n_test = len(task.test_subset(config.test_limit))
     dev = config.shots * len(task.label_names)
-    evaluations = settings.steps // settings.eval_every + 1
     seeds = len(config.seeds)
     demonstrations = config.demonstrations_per_class * len(task.label_names)
     per_text, per_step, trained_text = costs.per_text, costs.per_step, costs.per_trained_text
@@ -264,12 +283,11 @@ def estimate_seconds(
         AUTOPROMPT: seeds * (config.autoprompt_iterations * (3 * 16 + dev) * per_text + 2 * n_test * per_text),
     }
     for name in TRAINED:
-        training = settings.steps * per_step * STEP_COST[name] + evaluations * dev * trained_text
-        seconds[name] = seeds * (training + n_test * trained_text)
+        seconds[name] = seeds * run_seconds(name, settings, dev, n_test, costs)
     # PET, per seed: each pattern scores the labelled set (its weight), trains like LoRA, scores the unlabelled
     # pool and the test texts; the classifier trains about like a LoRA step and scores the test texts.
     unlabelled = max(0, min(PETConfig().unlabelled, len(task.train) - 2 * dev))
-    pattern_cost = seconds["lora"] / seeds + (dev + unlabelled) * trained_text
+    pattern_cost = run_seconds("lora", settings, dev, n_test, costs) + (dev + unlabelled) * trained_text
     seconds[PET] = seeds * (patterns * pattern_cost + PETConfig().distil_steps * per_step + n_test * trained_text)
     return {name: cost for name, cost in seconds.items() if name in config.methods}
 

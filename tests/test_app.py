@@ -75,6 +75,12 @@ def app_url():
         yield url
 
 
+@pytest.fixture(autouse=True)
+def start_without_confirmation(monkeypatch):
+    """Long jobs here start on the first press (the app runs in this process); one test asks for the second."""
+    monkeypatch.setattr("peftlab.ui.common.CONFIRM_ABOVE_S", float("inf"))
+
+
 @pytest.fixture(scope="module")
 def client(app_url, tmp_path_factory):
     client = Client(app_url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
@@ -311,6 +317,23 @@ def test_soft_prompts_compare_streams_rows_and_classifies_with_the_trained_metho
     np.testing.assert_allclose(plotly_array(loaded_bars["x"]), trained_probs, atol=1e-6)
 
 
+def test_a_long_grid_shows_its_estimate_first_and_starts_on_the_second_press(client, monkeypatch):
+    monkeypatch.setattr("peftlab.ui.common.CONFIRM_ABOVE_S", 1.0)  # long on any machine (the app runs in-process)
+    args = compare_args(steps=20_000, shots="4,8")
+    status, *_ = call(client, "/compare", *args)
+    assert re.fullmatch(
+        r"\*\*2 training runs \(methods x K x seeds = 1 x 2 x 1\): about [\d.]+ (min|h) on this machine\*\* \(from a "
+        r"training step and a text measured just now\)\. Press the button again to start, or make the job smaller\.",
+        status,
+    ), status
+    job = client.submit(*args, api_name="/compare")  # the same form again: it starts, with a time left
+    wait_for(lambda: any("runs finished" in out[0] for out in job.outputs()), FIRST_CALL_TIMEOUT_S, "the grid to start")
+    call(client, "/compare_stop")
+    status, *_ = job.result(timeout=CALL_TIMEOUT_S)
+    assert "Stopped because you pressed Stop" in status
+    assert re.search(r"\(estimated [\d.]+ (min|h) in all\)", status), status
+
+
 def test_soft_prompts_sweep_trains_each_value(client):
     args = compare_args()[:7] + ["prompt-tuning", "num_virtual_tokens", "1,4", "4", "13", 2, 20]
     status, table, plot = call(client, "/sweep", *args, timeout=FIRST_CALL_TIMEOUT_S)
@@ -536,7 +559,7 @@ def wait_for(condition, timeout: float = CALL_TIMEOUT_S, what: str = "the condit
         time.sleep(0.1)
 
 
-def test_stop_in_soft_prompts_keeps_the_run_in_progress_as_a_row(client):
+def test_stop_in_soft_prompts_keeps_the_run_in_progress_as_a_row(client, monkeypatch):
     job = client.submit(*compare_args(steps=500), api_name="/compare")
     wait_for(lambda: len(job.outputs()) >= 2, FIRST_CALL_TIMEOUT_S, "the first training steps")
     assert call(client, "/compare_stop") == "Stopping the comparison after its current step; what it finished is kept."

@@ -21,6 +21,7 @@ from peftlab.standard import (
     StandardEvent,
     estimate,
     estimate_seconds,
+    grid_seconds,
     plan,
     run_standard,
 )
@@ -141,3 +142,16 @@ def test_bad_settings_are_one_sentence(changes, message):
 
 def test_typed_names_without_the_middle_dot_are_the_stored_methods():
     assert config(methods=("zero-shot", "in-context", "lora")).methods == (ZERO_SHOT, IN_CONTEXT, "lora")
+
+
+def test_a_grid_estimate_adds_the_zero_shot_prompt_and_every_run():
+    """Two methods x K in (1, 2) x 3 seeds, each run priced like the standard comparison's trained methods."""
+    task = easy_task()
+    measured = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02)
+    n_test, evaluations = 4, 2 // 1 + 1
+    expected = n_test * 0.01 + 3 * sum(
+        2 * 1.0 * STEP_COST[method] + (evaluations * k * 2 + n_test) * 0.02
+        for method in ("lora", "head")
+        for k in (1, 2)
+    )
+    assert grid_seconds(["lora", "head"], [1, 2], 3, SETTINGS, task, 4, measured) == pytest.approx(expected)

@@ -6,6 +6,7 @@ method as a zip, and sweep one setting of one method (e.g. the prompt length).
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 import gradio as gr
@@ -32,23 +33,28 @@ from peftlab.methods import METHODS, method_config, parse_learning_rates
 from peftlab.plots import accuracy_vs_parameters, label_probability_bars, sweep_curve, training_curves
 from peftlab.saving import load_trained, saved_model_name, zip_trained
 from peftlab.serving import current_caps
+from peftlab.standard import grid_seconds
 from peftlab.tuning import TrainSettings, flat_loss_message, loss_is_flat
 from peftlab.ui.common import (
     INSTANT,
     START_TEMPLATE,
     action_row,
     check_test_texts,
+    duration,
     heavy,
     job,
     keep_results,
     light,
     load_model,
+    measured_costs,
     model_and_task_inputs,
     readable,
     split_templates,
     stop_handler,
     stopped_note,
     task_from_form,
+    time_left,
+    unconfirmed,
     user_errors,
     verbalizer_box,
 )
@@ -98,13 +104,23 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
     total_runs = len(configs) * len(seed_list) * len(shot_list)
     current_caps().check("runs", total_runs, "The number of training runs")
     lm = load_model(form["model"], dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
+    costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"])
+    expected = grid_seconds(grid.methods, shot_list, len(seed_list), settings, task, test_limit, costs)
+    plan = f"{total_runs} training runs (methods x K x seeds = {len(configs)} x {len(shot_list)} x {len(seed_list)})"
+    if message := unconfirmed(request, "soft-prompts", form, expected, plan):
+        yield message, *[gr.skip()] * 7
+        return
     trained_by_method = _trained(request)
     rows, events, notes = [], [], []
+    started, done = time.perf_counter(), 0.0
 
     def outputs(files=(None, None)):
         results = results_frame(rows)
         summary = summarize(results) if len(results) else pd.DataFrame()
-        status = f"{max(len(rows) - 1, 0)}/{total_runs} runs finished." + "".join(f"\n\n⚠️ {n}" for n in notes)
+        finished = max(len(rows) - 1, 0)
+        left = time_left(started, done / total_runs) if finished < total_runs and not files[0] else ""
+        status = f"{finished}/{total_runs} runs finished{left} (estimated {duration(expected)} in all)."
+        status += "".join(f"\n\n⚠️ {n}" for n in notes)
         return (
             status,
             readable(results),
@@ -126,8 +142,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
                         notes.append(flat_loss_message(item.trained))
             else:
                 events.append(asdict(item))
-                done = len(rows) - 1 + item.step / settings.steps
-                progress(max(done, 0) / total_runs, desc=f"{item.method} seed {item.seed} step {item.step}")
+                done = max(len(rows) - 1 + item.step / settings.steps, 0)
+                progress(done / total_runs, desc=f"{item.method} seed {item.seed} step {item.step}")
                 if item.step % 5 and item.step != settings.steps:
                     continue  # redraw every few steps: plots cost more than a CPU step
             yield outputs()
