@@ -22,4 +22,5 @@ for item in autoprompt_run(lm, task, {"negative": ["negative"], "positive": ["po
         print(f"found template: {item.template!r}")
         print(f"test accuracy {item.test_accuracy:.1%} with the trigger, {item.manual_test_accuracy:.1%} without")
     else:
-        print(f"iteration {item.iteration}: trigger {'|'.join(item.trigger_tokens)}, dev accuracy {item.dev_accuracy:.1%}")
+        trigger = " ".join(token.strip() for token in item.trigger_tokens)
+        print(f"iteration {item.iteration}: trigger {trigger!r}, dev accuracy {item.dev_accuracy:.1%}")

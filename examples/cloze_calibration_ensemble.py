@@ -25,5 +25,6 @@ for calibration in CALIBRATIONS:
     result = evaluate(lm, task, [TEMPLATE], VERBALIZER, calibration, limit=args.texts)
     print(f"one template, calibration {calibration:<10} accuracy {result.accuracy:.1%}  ({result.seconds:.1f} s)")
 result = evaluate(lm, task, ENSEMBLE, VERBALIZER, "mean", limit=args.texts)
-print(f"two-template ensemble, calibration mean  accuracy {result.accuracy:.1%}  on {result.n} test texts")
-print(result.most_confident_errors(3)[["gold", "predicted", "confidence", "text"]].to_string(index=False))
+print(f"two-template ensemble, calibration mean  accuracy {result.accuracy:.1%} on {result.n} test texts")
+errors = result.most_confident_errors(3)[["gold", "predicted", "confidence", "text"]]
+print(errors.to_string(index=False, max_colwidth=80))

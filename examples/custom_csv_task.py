@@ -27,4 +27,4 @@ verbalizer = {label: [label] for label in task.label_names}  # each label's own 
 for calibration in ("none", "mean"):
     result = evaluate(load_lm("smollm2-135m"), task, [args.template], verbalizer, calibration, split=split)
     print(f"zero-shot accuracy {result.accuracy:.1%} on {result.n} texts with calibration {calibration}")
-print(result.predictions[["gold", "predicted", "text"]].head(5).to_string(index=False))
+print(result.predictions[["gold", "predicted", "text"]].head(5).to_string(index=False, max_colwidth=80))

@@ -28,6 +28,8 @@ rows = []
 for item in run_grid(lm, task, setup, methods, seeds, [args.k], TrainSettings(steps=args.steps), args.texts):
     if isinstance(item, GridRow):
         rows.append(item.values)
-        print(f"{item.values['method']:<14} seed {item.values['seed']}: test accuracy {item.values['test_accuracy']:.1%}")
+        print(
+            f"{item.values['method']:<14} seed {item.values['seed']}: test accuracy {item.values['test_accuracy']:.1%}"
+        )
 summary = summarize(results_frame(rows))
 print(summary[["method", "K", "accuracy_mean", "accuracy_std", "runs", "trainable_params"]].to_string(index=False))

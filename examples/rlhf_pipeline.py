@@ -15,6 +15,7 @@ from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, run_pipeline
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--model", default="smollm2-135m", help="a causal LM: embedded name, Hub id or folder")
+parser.add_argument("--labeler", default="vader-positive", help="vader-positive, vader-negative or concise")
 parser.add_argument("--sft-steps", type=int, default=60)
 parser.add_argument("--ppo-steps", type=int, default=40)
 parser.add_argument("--dpo-steps", type=int, default=60)
@@ -22,7 +23,7 @@ parser.add_argument("--comparisons", type=int, default=360, help="training compa
 parser.add_argument("--prompts", type=int, default=24, help="held-out ranking prompts that test the reward model")
 args = parser.parse_args()
 
-config = PipelineConfig(route="both", rm_pairs=args.comparisons, rm_heldout_prompts=args.prompts)
+config = PipelineConfig(labeler=args.labeler, route="both", rm_pairs=args.comparisons, rm_heldout_prompts=args.prompts)
 config = replace(
     config,
     sft=replace(config.sft, steps=args.sft_steps),
@@ -32,8 +33,10 @@ config = replace(
 
 
 def show(stage, event):
-    if getattr(event, "step", 0) % 10 == 0:
-        print(f"  {stage} step {event.step}")
+    """Every 10th training step of each stage (the stages' results come through here too, without a step)."""
+    step = getattr(event, "step", None)
+    if step is not None and step % 10 == 0:
+        print(f"  {stage} step {step}")
 
 
 result = run_pipeline(load_lm(args.model, dtype="fp32"), RLHFData.embedded(seed=config.seed), config, show)
