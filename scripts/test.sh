@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
-.venv/bin/ruff check peftlab tests benchmarks app.py
-.venv/bin/ruff format --check --quiet peftlab tests benchmarks app.py
+.venv/bin/ruff check peftlab tests benchmarks examples app.py
+.venv/bin/ruff format --check --quiet peftlab tests benchmarks examples app.py
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 args=()
 for arg in "$@"; do
