@@ -322,3 +322,112 @@ def test_rlhf_tab_trains_both_routes_on_a_persons_own_rankings(
         print(f"screenshots: {tmp_path}")
     finally:
         page.close()
+
+
+# Each tab and the button it exists for: in sight on the first screen, on a laptop and on a phone.
+PRIMARY_ACTIONS = {
+    "Start": "1. Classify this review",
+    "Cloze": "Classify",
+    "AutoPrompt": "Search",
+    "Soft prompts": "Train and compare",
+    "PET": "Run PET",
+    "RLHF": "Run SFT",
+    "Compare": "Compare",
+}
+# Screenshots of every tab at both widths and themes, kept after the run (CI keeps its clone's folder).
+SCREENSHOTS = Path(os.environ.get("PEFTLAB_SCREENSHOTS", Path(__file__).resolve().parent.parent / "artifacts"))
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+@pytest.mark.parametrize("width", [1280, 400])
+def test_every_tab_is_reachable_with_its_primary_action_in_sight(chromium, browser, app_url, width, theme):
+    """No tab hides behind a menu at 400 px, and each tab's primary button is inside the 800 px high window
+    without scrolling; a screenshot of every tab is kept."""
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": width, "height": 800})
+    try:
+        page.goto(f"{app_url}?__theme={theme}", wait_until="domcontentloaded", timeout=60_000)
+        for tab, button in PRIMARY_ACTIONS.items():
+            tab_button = page.get_by_role("tab", name=tab)
+            expect(tab_button).to_be_visible(timeout=30_000)  # in the tab bar itself, not an overflow menu
+            tab_button.click()
+            panel = page.locator(f"#tab-{tab.lower().replace(' ', '-')}")
+            expect(panel.get_by_role("button", name=button, exact=True)).to_be_in_viewport(timeout=30_000)
+            page.screenshot(path=str(SCREENSHOTS / f"{tab.lower().replace(' ', '-')}-{width}-{theme}.png"))
+    finally:
+        page.close()
+
+
+def test_start_panel_gives_a_result_in_one_click_and_its_chart_follows_the_dark_theme(chromium, browser, app_url):
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        page.goto(f"{app_url}?__theme=dark", wait_until="domcontentloaded", timeout=60_000)
+        tab = page.locator("#tab-start")
+        tab.get_by_role("button", name="1. Classify this review").click()
+        expect(tab.get_by_text(re.compile(r"^positive with probability \d+%\.$"))).to_be_visible(
+            timeout=FIRST_CALL_TIMEOUT_S * 1000
+        )
+        chart = tab.locator(".js-plotly-plot")
+        expect(chart.locator("text.gtitle")).to_have_count(1, timeout=30_000)
+        # plotly's own title colour is dark grey; in dark mode the app's CSS gives it the page's text colour
+        title = chart.locator("text.gtitle").evaluate("e => getComputedStyle(e).fill")
+        page_text = page.evaluate("() => getComputedStyle(document.querySelector('.gradio-container')).color")
+        assert title == page_text and title != "rgb(42, 63, 95)", (title, page_text)
+        # plotly draws a transparent background as fill-opacity 0: the page's dark shows through
+        background = chart.locator("rect.bg").first.evaluate("e => getComputedStyle(e).fillOpacity")
+        assert background == "0", background
+        page.screenshot(path=str(SCREENSHOTS / "start-classified-1280-dark.png"))
+    finally:
+        page.close()
+
+
+def test_a_long_grid_shows_its_estimate_before_it_starts(chromium, browser, app_url, monkeypatch):
+    """20,000 steps: the first press only measures and shows the expected time; nothing trains until a second."""
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    from peftlab.ui.sessions import SESSIONS
+
+    monkeypatch.setattr("peftlab.ui.common.CONFIRM_ABOVE_S", 60.0)  # the app runs in this process
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
+        page.get_by_role("tab", name="Soft prompts").click()
+        tab = page.locator("#tab-soft-prompts")
+        tab.get_by_label("Steps", exact=True).fill("20000")
+        tab.get_by_role("button", name="Train and compare").click()
+        estimate = tab.get_by_text(re.compile(r"training runs .*: about [\d.]+ (min|h) on this machine"))
+        expect(estimate).to_be_visible(timeout=FIRST_CALL_TIMEOUT_S * 1000)
+        expect(tab.get_by_text("Press the button again to start")).to_be_visible()
+        assert not any(session.running for session in SESSIONS._sessions.values())  # nothing is training
+    finally:
+        page.close()
+
+
+def test_the_errors_table_shows_gold_and_predicted_in_sight(chromium, browser, app_url):
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
+        page.get_by_role("tab", name="Cloze").click()
+        tab = page.locator("#tab-cloze")
+        tab.get_by_label("Test texts to evaluate").fill("40")
+        tab.get_by_role("button", name="Evaluate on the test split").click()
+        expect(tab.get_by_text(re.compile(r"Accuracy \d+(\.\d)?%"))).to_be_visible(timeout=FIRST_CALL_TIMEOUT_S * 1000)
+        table = tab.get_by_role("grid", name="Most confident errors")
+        table.scroll_into_view_if_needed()
+        for column in ("gold", "predicted", "confidence"):
+            header = table.get_by_role("columnheader", name=column)
+            expect(header).to_be_in_viewport()  # in the window, with no sideways scrolling of the table
+        expect(table.get_by_role("row").nth(1)).to_contain_text(re.compile(r"(negative|positive).*\d+\.\d%"))
+        page.screenshot(path=str(SCREENSHOTS / "cloze-errors-1280-light.png"))
+    finally:
+        page.close()

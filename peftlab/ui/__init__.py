@@ -18,7 +18,8 @@ TITLE = "peftlab: prompt-based learning, side by side"
 # Plotly draws its text and grid in fixed colours; in dark mode they follow the theme instead (the figures'
 # backgrounds are transparent, `peftlab.plots.TEMPLATE`). Plotly writes inline styles, hence !important.
 CSS = """
-.dark .js-plotly-plot :is(.infolayer, .xaxislayer-above, .yaxislayer-above, .annotation, .colorbar) text {
+.dark .js-plotly-plot :is(.infolayer, .xaxislayer-above, .yaxislayer-above, .annotation, .colorbar) text,
+.dark .js-plotly-plot text.bartext-outside {
     fill: var(--body-text-color) !important;
 }
 .dark .js-plotly-plot :is(.gridlayer, .zerolinelayer) path { stroke: var(--border-color-primary) !important; }

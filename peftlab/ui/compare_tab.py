@@ -27,6 +27,7 @@ from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
     INSTANT,
     START_TEMPLATE,
+    action_row,
     check_test_texts,
     heavy,
     job,
@@ -193,7 +194,7 @@ def import_results(path, request: gr.Request):
 def build_compare_tab(tab: gr.Tab) -> None:
     """The tab's inputs and events; its task and model lists refresh whenever `tab` is opened."""
     gr.Markdown(INTRO)
-    with gr.Row():
+    with action_row():
         task = gr.Dropdown([], label="Task", allow_custom_value=True)
         model = gr.Dropdown([], label="Model", allow_custom_value=True)
         refresh = gr.Button("Refresh the lists")

@@ -24,6 +24,7 @@ from peftlab.rlhf.sft import SFTConfig, SFTResult
 from peftlab.saving import zip_saved
 from peftlab.ui.common import (
     INSTANT,
+    action_row,
     heavy,
     job,
     keep_results,
@@ -287,6 +288,7 @@ def build_rlhf_tab() -> None:
         sft_method = config_input(SFTConfig, "method")
         sft_steps = config_input(SFTConfig, "steps", elem_id="rlhf-sft-steps")
         sft_lr = config_input(SFTConfig, "learning_rate")
+    with action_row():  # the first step's button stays in sight under the introduction and the uploads
         sft_button = gr.Button("Run SFT", variant="primary")
         sft_stop = gr.Button("Stop", variant="stop")
     sft_status = gr.Markdown()

@@ -30,19 +30,17 @@ TASK = "rt-sentiment"
 REVIEW = "A gripping, beautifully acted film."
 STEP_TEXTS = 100  # test reviews step 2 scores per calibration: a stratified subset, seconds on a CPU
 
-ABOUT = f"""**peftlab** puts prompt-based learning methods side by side on one pretrained language model and your data:
-how far a hand-written prompt gets with no training, what searching for a prompt or training a few thousand
-parameters adds, and what fine-tuning costs for the same gain. Every result lands in one store; the **Compare**
-tab puts them on one table with confidence intervals. The default model (`{DEFAULT_MODEL}`) and data (Rotten
-Tomatoes movie reviews, `{TASK}`) are embedded, so everything here works offline and on a CPU."""
+ABOUT = f"""**peftlab** puts prompt-based learning methods side by side on one language model and your data: a
+hand-written prompt with no training, a searched prompt, a few thousand trained parameters, full fine-tuning. The
+model (`{DEFAULT_MODEL}`) and the data (Rotten Tomatoes reviews, `{TASK}`) are embedded: it all works offline, on a
+CPU. **Try this first**, one click each:"""
 
-STEPS = """### Try this first
-1. **Classify one review**, zero-shot: the model fills the template `Review: … Sentiment: ___` and the verbalizer
-   reads the probabilities of the words *positive* and *negative* there.
-2. **Score test reviews**, raw and calibrated: the same prompt on a stratified sample of the test split, with each
-   calibration (calibration removes the model's bias towards one label word).
-3. **Compare every method**: open the Compare tab, run the standard comparison (zero-shot, demonstrations,
-   AutoPrompt, soft prompts, LoRA, adapters, PET, ... on the same few examples) and read one table."""
+STEP_1 = """**1. Classify one review**, zero-shot: the model fills `Review: … Sentiment: ___` and the verbalizer
+reads the probabilities of *positive* and *negative* there."""
+STEP_2 = """**2. Score test reviews**, raw and with each calibration (which removes the model's bias towards one
+label word), on a stratified sample of the test split."""
+STEP_3 = """**3. Compare every method**: zero-shot, demonstrations, AutoPrompt, soft prompts, LoRA, adapters, PET,
+... trained on the same few examples, on one table with confidence intervals."""
 
 # (method, where, what it does, paper, link)
 METHODS = [
@@ -186,20 +184,22 @@ def score_test_reviews(request: gr.Request, progress=gr.Progress()):
 def build_start_tab(tabs: gr.Tabs, compare_tab_id: str) -> None:
     """Build the tab; step 3's button selects the tab `compare_tab_id` of `tabs`."""
     gr.Markdown(ABOUT)
-    gr.Markdown(STEPS)
     with gr.Row(equal_height=False):
         with gr.Column():
-            review = gr.Textbox(REVIEW, label="1. A review", lines=1)
+            gr.Markdown(STEP_1)
+            review = gr.Textbox(REVIEW, label="A review", lines=1)
             classify_button = gr.Button("1. Classify this review", variant="primary")
             verdict = gr.Markdown()
             probabilities = gr.Plot(label="Label probabilities")
         with gr.Column():
+            gr.Markdown(STEP_2)
             score_button = gr.Button(f"2. Score {STEP_TEXTS} test reviews", variant="primary")
             scores_summary = gr.Markdown()
             scores = gr.Dataframe(
                 label="Accuracy by calibration", headers=["calibration", "accuracy", "seconds"], interactive=False
             )
         with gr.Column():
+            gr.Markdown(STEP_3)
             compare_button = gr.Button("3. Open the Compare tab", variant="primary")
             gr.Markdown(
                 "There, open *Run the standard comparison*, keep the defaults (or fewer methods and seeds for a "
