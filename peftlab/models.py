@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import huggingface_hub
 import torch
 from transformers import (
     AutoConfig,
@@ -251,6 +252,19 @@ def detect_kind(config) -> str:
     if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False):
         return "mlm"
     return "causal"
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why model `name` cannot load on this machine now, in a few words, or None when it can: an embedded model
+    whose package is installed, a local folder, a Hub id in the local Hub cache, or any Hub id while the Hub answers."""
+    if name in EMBEDDED_MODELS and importlib.util.find_spec(EMBEDDED_MODELS[name][0]) is not None:
+        return None
+    if Path(name).expanduser().is_dir():
+        return None
+    hub_id = EMBEDDED_MODELS[name][2] if name in EMBEDDED_MODELS else name
+    if isinstance(huggingface_hub.try_to_load_from_cache(hub_id, "config.json"), str) or hub_reachable():
+        return None
+    return "not on this machine, and the Hub is out of reach"
 
 
 def _offline_help() -> str:

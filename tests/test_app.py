@@ -117,6 +117,20 @@ def test_suggest_prompt_returns_the_rt_sentiment_template(client):
     assert verbalizer.splitlines() == ["negative: negative", "positive: positive"]
 
 
+def test_a_bad_upload_leaves_the_prompt_boxes_alone(client, tmp_path):
+    """Picking a file without the label column warns (a toast), and the template and verbalizer boxes keep their
+    text with no error badge; the run buttons then refuse it with the error."""
+    bad = tmp_path / "reviews.csv"
+    bad.write_text("text,stars\nA fine film.,5\nA dull film.,1\n")
+    # gr.skip(): updates that change nothing (no error raised, so no badge on the boxes)
+    assert call(client, "/suggest_prompt", TASK, handle_file(str(bad)), "text", "label") == (
+        {"__type__": "update"},
+        {"__type__": "update"},
+    )
+    with pytest.raises(AppError, match=r"^The file 'reviews.csv' has no label column 'label' \(columns found"):
+        call(client, "/evaluate", *settings(upload=handle_file(str(bad))).values(), 20)
+
+
 def test_classify_an_obviously_positive_text(client):
     plot, top_tokens = classify(client)
     bars = plot_bars(plot)

@@ -73,3 +73,27 @@ def test_parse_dtype():
     assert parse_dtype("auto") in (torch.float32, torch.bfloat16)
     with pytest.raises(PeftlabError, match=r"Unknown dtype 'int3'"):
         parse_dtype("int3")
+
+
+def test_unavailable_reason_says_which_models_cannot_load_here(tiny_causal_folder, monkeypatch):
+    from peftlab import models
+    from peftlab.models import unavailable_reason
+
+    assert unavailable_reason("smollm2-135m") is None  # embedded
+    assert unavailable_reason(tiny_causal_folder) is None  # a local folder
+    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    assert unavailable_reason("someone/not-cached") == "not on this machine, and the Hub is out of reach"
+    cached = {"someone/cached": "/cache/config.json"}
+    monkeypatch.setattr(models.huggingface_hub, "try_to_load_from_cache", lambda repo, name: cached.get(repo))
+    assert unavailable_reason("someone/cached") is None  # in the local Hub cache
+    monkeypatch.setattr(models, "hub_reachable", lambda: True)
+    assert unavailable_reason("someone/not-cached") is None  # the Hub answers
+
+
+def test_the_model_list_labels_what_cannot_load_here(monkeypatch):
+    from peftlab.ui import common
+
+    monkeypatch.setattr(common, "unavailable_reason", lambda name: None if name == "smollm2-135m" else "offline")
+    choices = common.model_choices()
+    assert choices[0] == ("smollm2-135m", "smollm2-135m")
+    assert ("gpt2 (offline)", "gpt2") in choices  # the value stays the id; the label says why

@@ -13,7 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from peftlab.errors import PeftlabError
-from peftlab.models import DEFAULT_MODEL, LM, load_lm
+from peftlab.models import DEFAULT_MODEL, LM, load_lm, unavailable_reason
 from peftlab.prompts import suggested_prompt
 from peftlab.serving import JobStop, current_caps, heavy_job_limit, public_mode
 from peftlab.standard import MeasuredCosts, measure
@@ -197,12 +197,18 @@ def model_picker() -> gr.Dropdown:
             list(caps.models), value=DEFAULT_MODEL, label="Model", info="This public Space offers these models."
         )
     return gr.Dropdown(
-        MODEL_CHOICES,
+        model_choices(),
         value=DEFAULT_MODEL,
         allow_custom_value=True,
         label="Model",
         info="The embedded default works offline; Hub ids and local folders load where reachable.",
     )
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """MODEL_CHOICES as (label, name): a model that cannot load here says why in its label (a dropdown cannot grey
+    one choice out)."""
+    return [(name if (why := unavailable_reason(name)) is None else f"{name} ({why})", name) for name in MODEL_CHOICES]
 
 
 def model_and_task_inputs() -> dict[str, gr.components.Component]:
@@ -241,7 +247,18 @@ def on_task_change(source: dict, handler, outputs: list, **kwargs) -> None:
     """When the visitor picks a task or uploads data, `handler(task, upload, text_column, label_column)` fills
     `outputs` (the prompt boxes the task suggests); `source` is `model_and_task_inputs()`'s dict."""
     columns = [source["task"], source["upload"], source["text_column"], source["label_column"]]
-    gr.on([source["task"].input, source["upload"].change], handler, columns, outputs, **INSTANT, **kwargs)
+
+    @functools.wraps(handler)
+    def suggestion(*args):
+        # A task or file that cannot be read is said once, as a warning; the boxes it would fill keep their text
+        # and get no error badge: they are not what is wrong (the run buttons say it again, as an error).
+        try:
+            return handler(*args)
+        except gr.Error as exc:
+            gr.Warning(exc.message)
+            return [gr.skip()] * len(outputs)
+
+    gr.on([source["task"].input, source["upload"].change], suggestion, columns, outputs, **INSTANT, **kwargs)
 
 
 def task_from_form(form: dict):
