@@ -105,6 +105,7 @@ def test_classify_one_text_shows_the_label_probability_chart(chromium, browser, 
     try:
         # Not "networkidle": a Blocks with gr.State keeps a heartbeat stream open, so the network never idles.
         page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
+        page.get_by_role("tab", name="Cloze").click()  # the app opens on the Start tab
         textbox = page.get_by_label("Try one text")
         expect(textbox).to_be_visible(timeout=30_000)
         textbox.fill(TEXT)
@@ -159,6 +160,7 @@ def test_two_pages_run_different_heavy_jobs_at_once_and_each_gets_its_own_result
     try:
         for page in (cloze_page, search_page):
             page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
+        cloze_page.get_by_role("tab", name="Cloze").click()  # the app opens on the Start tab
         cloze_tab = cloze_page.locator("#tab-cloze")
         expect(cloze_tab.get_by_label("Test texts to evaluate")).to_be_visible(timeout=30_000)
         cloze_tab.get_by_label("Test texts to evaluate").fill("24")
@@ -287,7 +289,10 @@ def test_rlhf_tab_trains_both_routes_on_a_persons_own_rankings(
         expect(tab.get_by_text(re.compile(r"^SFT done"))).to_be_visible(timeout=slow)
 
         tab.get_by_text("Rank responses yourself").click()
-        tab.get_by_label("K responses").fill("3")
+        k_box = tab.get_by_label("K responses")
+        k_box.fill("3")
+        k_box.press("Tab")  # committed before the click reads it
+        expect(k_box).to_have_value("3")
         for saved, ranks in enumerate(([2, 1, 3], [1, 1, 2]), 1):
             tab.get_by_role("button", name="Sample responses to rank").click()
             expect(tab.get_by_label("Response 3")).to_be_visible(timeout=slow)

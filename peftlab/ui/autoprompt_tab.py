@@ -17,6 +17,7 @@ from peftlab.ui.common import (
     keep_results,
     load_model,
     model_and_task_inputs,
+    readable,
     stop_handler,
     stopped_note,
     task_from_form,
@@ -63,7 +64,7 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
             status = f"Iteration {item.iteration}/{config.iterations} · best dev accuracy {item.best_dev_accuracy:.1%}"
             yield (
                 status,
-                history,
+                readable(history),
                 _plot(history),
                 fill_triggers(config.template, lm.tokenizer, item.best_trigger_ids),
                 verbalizer,
@@ -75,7 +76,7 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
     )
     if stopped:
         summary = f"{stopped} The best trigger of iterations 0-{result.iterations_done} is kept and scored. " + summary
-    yield summary, history, _plot(history), result.template, verbalizer
+    yield summary, readable(history), _plot(history), result.template, verbalizer
 
 
 def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:

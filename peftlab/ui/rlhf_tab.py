@@ -31,6 +31,7 @@ from peftlab.ui.common import (
     light,
     load_model,
     model_picker,
+    readable,
     stop_handler,
     stopped_note,
     upload_limit_note,
@@ -57,6 +58,7 @@ PPO_PANELS = {
 }
 DPO_PANELS = {"loss": ["loss"], "implicit reward margin": ["reward_margin"], "pairs ranked right": ["reward_accuracy"]}
 DOWNLOADS = {"SFT adapter": "sft", "reward model": "reward", "PPO adapter": "ppo", "DPO adapter": "dpo"}
+SAMPLE_WIDTHS = ["8%", "37%", "55%"]  # step, prompt, response: the response wraps in most of the width
 MAX_RANKED = 8  # response slots on the ranking screen (a larger K is refused there)
 JOB = "rlhf"  # one stage runs at a time per session; any stage's Stop ends it after its current step
 
@@ -254,7 +256,13 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
     scores = score_comparison(
         comparison.table, [f"{r}_labeler_score" for r in ("sft", *routes)], f"{s['labeler']} score"
     )
-    return status, comparison.table.round(3), scores, score_kl_frontier(s, routes, f"{s['labeler']} score")
+    table = comparison.table
+    responses = [c for c in table.columns if c.endswith("_response")]
+    numbers = len(table.columns) - len(responses) - 1
+    # the prompt and each route's answer take most of the width (wrapped); the scores and KLs narrow columns
+    widths = ["14%"] + [f"{62 / len(responses):.0f}%"] * len(responses) + [f"{24 / max(numbers, 1):.0f}%"] * numbers
+    shown = gr.Dataframe(readable(table), column_widths=widths)
+    return status, shown, scores, score_kl_frontier(s, routes, f"{s['labeler']} score")
 
 
 @user_errors
@@ -294,7 +302,14 @@ def build_rlhf_tab() -> None:
     sft_status = gr.Markdown()
     with gr.Row():
         sft_plot = gr.Plot(label="SFT loss")
-        sft_samples = gr.Dataframe(label="Samples while training", interactive=False, max_height=300)
+        sft_samples = gr.Dataframe(
+            label="Samples while training",
+            headers=["step", "prompt", "response"],
+            column_widths=SAMPLE_WIDTHS,
+            wrap=True,
+            interactive=False,
+            max_height=300,
+        )
 
     gr.Markdown("### 2. Reward model")
     with gr.Accordion("Rank responses yourself (the human labeler screen)", open=False):
@@ -329,7 +344,14 @@ def build_rlhf_tab() -> None:
         rm_check = gr.Dataframe(
             label="Held-out accuracy by the labeler's margin, and InstructGPT's for scale", interactive=False, wrap=True
         )
-    rm_pairs_table = gr.Dataframe(label="Some training comparisons", interactive=False, max_height=300)
+    rm_pairs_table = gr.Dataframe(
+        label="Some training comparisons",
+        headers=["prompt", "chosen", "rejected"],
+        column_widths=["30%", "35%", "35%"],
+        wrap=True,
+        interactive=False,
+        max_height=300,
+    )
 
     gr.Markdown("### 3. PPO")
     with gr.Row():
@@ -342,7 +364,14 @@ def build_rlhf_tab() -> None:
         ppo_stop = gr.Button("Stop", variant="stop")
     ppo_status = gr.Markdown()
     ppo_plot = gr.Plot(label="PPO")
-    ppo_samples = gr.Dataframe(label="Samples while training", interactive=False, max_height=300)
+    ppo_samples = gr.Dataframe(
+        label="Samples while training",
+        headers=["step", "prompt", "response"],
+        column_widths=SAMPLE_WIDTHS,
+        wrap=True,
+        interactive=False,
+        max_height=300,
+    )
 
     gr.Markdown("### DPO: the other route, on the reward model's comparisons")
     with gr.Row():
