@@ -515,7 +515,9 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
     assert re.match(r"DPO done \(\d+ s, \d+ comparisons\)\. Compare it with SFT and PPO below\.", status), status
     assert [panel["text"] for panel in json.loads(plot["plot"])["layout"]["annotations"]] == list(DPO_PANELS)
 
-    status, table, _scores, frontier = call(client, "/rlhf_evaluate", "vader-positive", 3, 0)
+    status, update, _scores, frontier = call(client, "/rlhf_evaluate", "vader-positive", 3, 0)
+    table = update["value"]  # an update that also sets the column widths
+    assert update["column_widths"][0] == "14%" and len(update["column_widths"]) == len(table["headers"])
     number = r"\*\*[+-]\d\.\d{3}\*\* \([+-]\d\.\d{2}\)"
     assert re.match(
         rf"On 3 held-out prompts, vader-positive score \(reward model\): SFT {number}; PPO {number}, KL to SFT "
