@@ -78,7 +78,7 @@ def app_url():
 @pytest.fixture(autouse=True)
 def start_without_confirmation(monkeypatch):
     """Long jobs here start on the first press (the app runs in this process); one test asks for the second."""
-    monkeypatch.setattr("peftlab.ui.common.CONFIRM_ABOVE_S", float("inf"))
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +332,7 @@ def test_soft_prompts_compare_streams_rows_and_classifies_with_the_trained_metho
 
 
 def test_a_long_grid_shows_its_estimate_first_and_starts_on_the_second_press(client, monkeypatch):
-    monkeypatch.setattr("peftlab.ui.common.CONFIRM_ABOVE_S", 1.0)  # long on any machine (the app runs in-process)
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", 1.0)  # long on any machine (the app runs in-process)
     args = compare_args(steps=20_000, shots="4,8")
     status, *_ = call(client, "/compare", *args)
     assert re.fullmatch(

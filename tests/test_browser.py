@@ -399,7 +399,7 @@ def test_a_long_grid_shows_its_estimate_before_it_starts(chromium, browser, app_
 
     from peftlab.ui.sessions import SESSIONS
 
-    monkeypatch.setattr("peftlab.ui.common.CONFIRM_ABOVE_S", 60.0)  # the app runs in this process
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", 60.0)  # the app runs in this process
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     try:
         page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)

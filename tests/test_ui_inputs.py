@@ -71,7 +71,7 @@ def test_form_values_become_a_config_and_bad_ones_name_the_input(monkeypatch):
 def test_readable_tables_show_fractions_in_percent_and_round_the_rest():
     import pandas as pd
 
-    from peftlab.ui.common import readable
+    from peftlab.ui.display import readable
 
     frame = pd.DataFrame(
         {

@@ -17,7 +17,6 @@ from peftlab.ui.common import (
     keep_results,
     load_model,
     model_and_task_inputs,
-    readable,
     stop_handler,
     stopped_note,
     task_from_form,
@@ -25,6 +24,7 @@ from peftlab.ui.common import (
     verbalizer_box,
     verbalizer_lines,
 )
+from peftlab.ui.display import readable
 from peftlab.ui.inputs import config_from_form, config_input
 
 INTRO = """**AutoPrompt** (Shin et al. 2020) fills the `[T]` slots with real words found by gradients: each

@@ -18,13 +18,13 @@ from peftlab.ui.common import (
     load_model,
     model_and_task_inputs,
     on_task_change,
-    readable,
     split_templates,
     suggest,
     task_from_form,
     user_errors,
     verbalizer_box,
 )
+from peftlab.ui.display import readable
 from peftlab.ui.inputs import config_from_form, config_input
 
 INTRO = """Score each label word at the `{mask}` of a template. A causal LM scores a mask at the end as

@@ -5,62 +5,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import json
-import time
 from collections.abc import Iterator
 
 import gradio as gr
-import pandas as pd
 
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL, LM, load_lm, unavailable_reason
 from peftlab.prompts import suggested_prompt
 from peftlab.serving import JobStop, current_caps, heavy_job_limit, public_mode
-from peftlab.standard import MeasuredCosts, measure
 from peftlab.tasks import EMBEDDED_TASKS, UPLOAD_SUFFIXES, load_task
 from peftlab.ui.sessions import SESSIONS, Session
 
 MODEL_CHOICES = [DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct", "roberta-large", "bert-base-uncased", "gpt2"]
 TEMPLATE_SEPARATOR = "---"
 START_TEMPLATE, START_VERBALIZER = suggested_prompt("rt-sentiment", ["negative", "positive"])
-
-
-PERCENT_WORDS = ("accuracy", "acc", "confidence", "share", "right")  # a column named with one holds a fraction
-
-
-def readable(frame: pd.DataFrame) -> pd.DataFrame:
-    """A table as people read it (the downloads keep full precision): fractions in percent, with one decimal, or
-    three significant digits for shares below 0.1 % (LoRA's 0.00857 %); other floats with at most 3 decimals and no
-    trailing zeros (1, 0.844, 12,345.6), or 3 significant digits below 0.01 (a learning rate of 0.0003); empty cells
-    blank.
-
-    A fraction column is a float column whose name holds one of PERCENT_WORDS as a word ("test_accuracy", "dev acc",
-    "trainable_share").
-    """
-    shown = frame.copy()
-    for column in shown.columns:
-        if not pd.api.types.is_float_dtype(shown[column]):
-            continue
-        words = str(column).lower().replace("_", " ").replace("-", " ").split()
-        if any(word in PERCENT_WORDS for word in words):
-            shown[column] = shown[column].map(_percent)
-        else:
-            shown[column] = shown[column].map(_number)
-    return shown
-
-
-def _number(value: float) -> str:
-    if pd.isna(value):
-        return ""
-    if value != 0 and abs(value) < 0.01:
-        return f"{value:.3g}"
-    return f"{value:,.3f}".rstrip("0").rstrip(".")
-
-
-def _percent(value: float) -> str:
-    if pd.isna(value):
-        return ""
-    return f"{value:.1%}" if value == 0 or abs(value) >= 1e-3 else f"{100 * value:.3g}%"
 
 
 def user_errors(fn):
@@ -133,52 +91,6 @@ def keep_results(request: gr.Request | None, rows) -> None:
 
     owner = getattr(request, "session_hash", "") if public_mode() else ""
     ResultStore(owner=owner or "").add(rows)
-
-
-CONFIRM_ABOVE_S = 120.0  # a job expected to run longer starts on a second press, after its estimate was shown
-_COSTS: dict[tuple[str, str, str], MeasuredCosts] = {}  # measured once per model, task and template in this process
-
-
-def measured_costs(lm: LM, task, template: str, verbalizer) -> MeasuredCosts:
-    """This machine's cost of one text and one training step for `lm` (`standard.measure`, a few seconds the first
-    time), kept for the process: the hardware does not change between a visitor's presses."""
-    key = (lm.name, task.name, template)
-    if key not in _COSTS:
-        _COSTS[key] = measure(lm, lm, task, template, verbalizer)
-    return _COSTS[key]
-
-
-def unconfirmed(request: gr.Request | None, kind: str, form: dict, seconds: float, plan: str) -> str | None:
-    """The message that asks for a second press when a job of `kind` is expected to take over CONFIRM_ABOVE_S;
-    None when it may start: it is short, or the same form was pressed again right after its estimate."""
-    if seconds <= CONFIRM_ABOVE_S:
-        return None
-    values = SESSIONS.get(request).values
-    key = json.dumps(form, default=str, sort_keys=True)
-    if values.pop(f"confirm:{kind}", None) == key:
-        return None
-    values[f"confirm:{kind}"] = key
-    return (
-        f"**{plan}: about {duration(seconds)} on this machine** (from a training step and a text measured just now). "
-        "Press the button again to start, or make the job smaller."
-    )
-
-
-def duration(seconds: float) -> str:
-    """'45 s', '12 min', '2.5 h': how long, in the unit people think in."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def time_left(started: float, fraction: float) -> str:
-    """', about 4 min left' from the wall time since `started` (time.perf_counter) and the fraction done; '' at 0."""
-    if fraction <= 0:
-        return ""
-    elapsed = time.perf_counter() - started
-    return f", about {duration(elapsed * (1 - fraction) / fraction)} left"
 
 
 def stopped_note(stop: JobStop) -> str:

@@ -31,12 +31,12 @@ from peftlab.ui.common import (
     light,
     load_model,
     model_picker,
-    readable,
     stop_handler,
     stopped_note,
     upload_limit_note,
     user_errors,
 )
+from peftlab.ui.display import readable
 from peftlab.ui.inputs import config_from_form, config_input, named_number
 from peftlab.ui.sessions import SESSIONS
 

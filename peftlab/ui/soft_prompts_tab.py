@@ -40,24 +40,21 @@ from peftlab.ui.common import (
     START_TEMPLATE,
     action_row,
     check_test_texts,
-    duration,
     heavy,
     job,
     keep_results,
     light,
     load_model,
-    measured_costs,
     model_and_task_inputs,
-    readable,
     split_templates,
     stop_handler,
     stopped_note,
     task_from_form,
-    time_left,
-    unconfirmed,
     user_errors,
     verbalizer_box,
 )
+from peftlab.ui.display import duration, readable, time_left
+from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
 

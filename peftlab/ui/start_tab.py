@@ -22,9 +22,9 @@ from peftlab.ui.common import (
     keep_results,
     light,
     load_model,
-    readable,
     user_errors,
 )
+from peftlab.ui.display import readable
 
 TASK = "rt-sentiment"
 REVIEW = "A gripping, beautifully acted film."
