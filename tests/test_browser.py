@@ -405,7 +405,9 @@ def test_a_long_grid_shows_its_estimate_before_it_starts(chromium, browser, app_
         page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
         page.get_by_role("tab", name="Soft prompts").click()
         tab = page.locator("#tab-soft-prompts")
-        tab.get_by_label("Steps", exact=True).fill("20000")
+        steps = tab.get_by_label("Steps", exact=True)
+        steps.fill("20000")
+        steps.press("Tab")  # committed before the click reads it
         tab.get_by_role("button", name="Train and compare").click()
         estimate = tab.get_by_text(re.compile(r"training runs .*: about [\d.]+ (min|h) on this machine"))
         expect(estimate).to_be_visible(timeout=FIRST_CALL_TIMEOUT_S * 1000)

@@ -58,7 +58,6 @@ PPO_PANELS = {
 }
 DPO_PANELS = {"loss": ["loss"], "implicit reward margin": ["reward_margin"], "pairs ranked right": ["reward_accuracy"]}
 DOWNLOADS = {"SFT adapter": "sft", "reward model": "reward", "PPO adapter": "ppo", "DPO adapter": "dpo"}
-SAMPLE_WIDTHS = ["8%", "37%", "55%"]  # step, prompt, response: the response wraps in most of the width
 MAX_RANKED = 8  # response slots on the ranking screen (a larger K is refused there)
 JOB = "rlhf"  # one stage runs at a time per session; any stage's Stop ends it after its current step
 
@@ -273,6 +272,18 @@ def download_stage(stage, request: gr.Request):
     return str(zip_saved(lambda folder: session.save(DOWNLOADS[stage], folder), path))
 
 
+def samples_table() -> gr.Dataframe:
+    """The samples a stage draws while it trains: step, prompt and the response, which wraps in most of the width."""
+    return gr.Dataframe(
+        label="Samples while training",
+        headers=["step", "prompt", "response"],
+        column_widths=["8%", "37%", "55%"],
+        wrap=True,
+        interactive=False,
+        max_height=300,
+    )
+
+
 def build_rlhf_tab() -> None:
     gr.Markdown(INTRO)
     with gr.Row():
@@ -302,14 +313,7 @@ def build_rlhf_tab() -> None:
     sft_status = gr.Markdown()
     with gr.Row():
         sft_plot = gr.Plot(label="SFT loss")
-        sft_samples = gr.Dataframe(
-            label="Samples while training",
-            headers=["step", "prompt", "response"],
-            column_widths=SAMPLE_WIDTHS,
-            wrap=True,
-            interactive=False,
-            max_height=300,
-        )
+        sft_samples = samples_table()
 
     gr.Markdown("### 2. Reward model")
     with gr.Accordion("Rank responses yourself (the human labeler screen)", open=False):
@@ -364,14 +368,7 @@ def build_rlhf_tab() -> None:
         ppo_stop = gr.Button("Stop", variant="stop")
     ppo_status = gr.Markdown()
     ppo_plot = gr.Plot(label="PPO")
-    ppo_samples = gr.Dataframe(
-        label="Samples while training",
-        headers=["step", "prompt", "response"],
-        column_widths=SAMPLE_WIDTHS,
-        wrap=True,
-        interactive=False,
-        max_height=300,
-    )
+    ppo_samples = samples_table()
 
     gr.Markdown("### DPO: the other route, on the reward model's comparisons")
     with gr.Row():
