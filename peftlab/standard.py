@@ -267,6 +267,21 @@ def grid_seconds(
     return n_test * costs.per_text + seeds * runs
 
 
+def pet_seconds(config: PETConfig, settings: TrainSettings, task: Task, costs: MeasuredCosts, patterns: int) -> float:
+    """Expected seconds of PET (and iPET) over its seeds with `patterns` patterns. Per seed and generation, each
+    pattern's model scores the labelled set (its weight), trains (`run_seconds`) and scores the unlabelled pool; the
+    classifier (once for PET, once more after iPET's last generation) trains about like a LoRA step and scores the
+    test texts. iPET's added texts make a batch no longer, so its steps cost the same."""
+    n_test = len(task.test_subset(config.test_limit))
+    dev = config.shots * len(task.label_names)
+    unlabelled = max(0, min(config.unlabelled, len(task.train) - 2 * dev))
+    pattern = run_seconds(config.method, settings, dev, n_test, costs) + (dev + unlabelled) * costs.per_trained_text
+    classifier = config.distil_steps * costs.per_step + n_test * costs.per_trained_text
+    generations = 1 + (config.ipet_generations or 0)
+    classifiers = 2 if config.ipet_generations else 1
+    return len(config.seeds) * (generations * patterns * pattern + classifiers * classifier)
+
+
 def estimate_seconds(
     config: StandardConfig, settings: TrainSettings, task: Task, costs: MeasuredCosts, patterns: int
 ) -> dict[str, float]:
@@ -275,7 +290,7 @@ def estimate_seconds(
     dev = config.shots * len(task.label_names)
     seeds = len(config.seeds)
     demonstrations = config.demonstrations_per_class * len(task.label_names)
-    per_text, per_step, trained_text = costs.per_text, costs.per_step, costs.per_trained_text
+    per_text = costs.per_text
     seconds = {
         ZERO_SHOT: n_test * per_text,
         IN_CONTEXT: seeds * n_test * per_text * (1 + demonstrations),  # each demonstration about one text long
@@ -284,11 +299,8 @@ def estimate_seconds(
     }
     for name in TRAINED:
         seconds[name] = seeds * run_seconds(name, settings, dev, n_test, costs)
-    # PET, per seed: each pattern scores the labelled set (its weight), trains like LoRA, scores the unlabelled
-    # pool and the test texts; the classifier trains about like a LoRA step and scores the test texts.
-    unlabelled = max(0, min(PETConfig().unlabelled, len(task.train) - 2 * dev))
-    pattern_cost = run_seconds("lora", settings, dev, n_test, costs) + (dev + unlabelled) * trained_text
-    seconds[PET] = seeds * (patterns * pattern_cost + PETConfig().distil_steps * per_step + n_test * trained_text)
+    pet = PETConfig(shots=config.shots, seeds=config.seeds, test_limit=config.test_limit)
+    seconds[PET] = pet_seconds(pet, settings, task, costs, patterns)
     return {name: cost for name, cost in seconds.items() if name in config.methods}
 
 

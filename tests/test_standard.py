@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -22,6 +23,7 @@ from peftlab.standard import (
     estimate,
     estimate_seconds,
     grid_seconds,
+    pet_seconds,
     plan,
     run_standard,
 )
@@ -155,3 +157,15 @@ def test_a_grid_estimate_adds_the_zero_shot_prompt_and_every_run():
         for k in (1, 2)
     )
     assert grid_seconds(["lora", "head"], [1, 2], 3, SETTINGS, task, 4, measured) == pytest.approx(expected)
+
+
+def test_the_pet_estimate_counts_each_ipet_generation_and_its_classifier():
+    task = easy_task()
+    measured = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02)
+    pet = PETConfig(shots=2, seeds=(13,), unlabelled=10, test_limit=4)
+    n_test, dev, evaluations = 4, 2 * 2, 2 // 1 + 1
+    pattern = 2 * 1.0 * STEP_COST["lora"] + (evaluations * dev + n_test) * 0.02 + (dev + 10) * 0.02
+    classifier = pet.distil_steps * 1.0 + n_test * 0.02
+    assert pet_seconds(pet, SETTINGS, task, measured, patterns=3) == pytest.approx(3 * pattern + classifier)
+    ipet = dataclasses.replace(pet, ipet_generations=2)
+    assert pet_seconds(ipet, SETTINGS, task, measured, patterns=3) == pytest.approx(3 * 3 * pattern + 2 * classifier)

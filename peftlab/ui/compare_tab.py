@@ -44,6 +44,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
+from peftlab.ui.estimates import unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
 
@@ -128,6 +129,9 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     expected = f"Estimated {sum(costs.values()) / 60:.0f} minutes for {len(plan(config))} runs " + ", ".join(
         f"({name} {seconds / 60:.1f} min)" for name, seconds in costs.items()
     )
+    if message := unconfirmed(request, "standard", form, sum(costs.values()), f"{len(plan(config))} runs"):
+        yield message, gr.skip()
+        return
     rows = []
     with job(request, "standard") as (_, stop):
         for item in run_standard(

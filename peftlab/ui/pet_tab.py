@@ -7,6 +7,7 @@ offers the classifier to classify typed text and to download.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 import gradio as gr
@@ -15,6 +16,7 @@ import pandas as pd
 from peftlab.errors import PeftlabError
 from peftlab.pet import PETConfig, PETEvent, default_patterns, pattern_prompts, pet_run, read_unlabelled
 from peftlab.plots import soft_label_histogram, training_curves
+from peftlab.standard import pet_seconds
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
     INSTANT,
@@ -36,6 +38,8 @@ from peftlab.ui.common import (
     verbalizer_box,
     verbalizer_lines,
 )
+from peftlab.ui.display import duration, time_left
+from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
 from peftlab.ui.soft_prompts_tab import trained_method_panel
@@ -103,15 +107,23 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
     check_test_texts(task, config.test_limit)
     unlabelled = read_unlabelled(form["unlabelled_file"], prompts) if form["unlabelled_file"] else None
     lm = load_model(form["model"], dtype="fp32")
+    costs = measured_costs(lm, task, prompts[0].template.text, form["verbalizer"])
+    expected = pet_seconds(config, settings, task, costs, len(prompts))
     generations = config.ipet_generations or 0
     total = len(config.seeds) * ((1 + generations) * len(prompts) + 1 + (1 if generations else 0))  # models trained
+    if message := unconfirmed(request, "pet", form, expected, f"{total} models to train"):
+        yield message, *[gr.skip()] * 4
+        return
     results, events, done = [], [], 0
     trained = SESSIONS.get(request).values.setdefault("trained", {})
+    started = time.perf_counter()
 
-    def outputs(status: str):
+    def outputs(status: str, running: bool = True):
         curves = training_curves(pd.DataFrame(events)) if events else None
         soft = soft_label_histogram(results[-1].soft_labels, task.label_names) if results else None
         choices = gr.Dropdown(choices=list(trained), value=next(reversed(trained), None) if trained else None)
+        left = time_left(started, max(done - 1, 0) / total) if running else ""
+        status += f" (estimated {duration(expected)} in all{left})"
         return status, _table(results) if results else None, curves, soft, choices
 
     with job(request, "pet") as (_, stop):
@@ -132,7 +144,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
         note = (
             f" {stopped_note(stop)} The seed in progress was dropped; finished seeds are kept." if stop.is_set() else ""
         )
-    yield outputs(f"{len(results)} of {len(config.seeds)} seeds finished.{note}")
+    yield outputs(f"{len(results)} of {len(config.seeds)} seeds finished.{note}", running=False)
 
 
 def build_pet_tab() -> None:

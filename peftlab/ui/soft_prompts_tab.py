@@ -236,6 +236,11 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
     current_caps().check("runs", total, "The number of training runs")
     current_caps().check("shots", k[0], "K per class")
     lm = load_model(form["model"], dtype="fp32")
+    costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"])
+    expected = grid_seconds([method] * len(values), k, len(seed_list), settings, task, test_limit, costs)
+    if message := unconfirmed(request, "sweep", form, expected, f"{total} training runs"):
+        yield message, gr.skip(), gr.skip()
+        return
     rows = []
     with job(request, "sweep") as (_, stop):
         for item in run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, test_limit, stop):
