@@ -97,3 +97,16 @@ def test_readable_tables_show_fractions_in_percent_and_round_the_rest():
         "learning_rate": ["0.0003", "12,345.6"],
     }
     assert frame["test_accuracy"].iloc[0] == 0.8512  # the caller's frame (and its downloads) keep full precision
+
+
+def test_a_slider_typed_out_of_range_names_itself():
+    import gradio as gr
+
+    from peftlab.cloze import ClozeConfig
+
+    with gr.Blocks():
+        slider = config_input(ClozeConfig, "shots_in_context", gr.Slider, maximum=16, step=1)
+    assert slider.preprocess(4) == 4
+    with pytest.raises(gr.Error) as error:
+        slider.preprocess(17)
+    assert error.value.message == "Demonstrations in context must be at most 16, not 17."

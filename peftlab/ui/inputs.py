@@ -22,22 +22,26 @@ CREATED: list[tuple[type[Config], str, gr.components.Component]] = []  # every i
 
 
 def named_number(*args, **kwargs) -> gr.Number:
-    """A gr.Number whose out-of-range message names it, in the words the library uses ("Steps must be at least 1,
-    not 0."), where gradio's own says only "Value 0 is less than minimum value 1.". (Wrapped, not subclassed:
-    gradio writes a .pyi stub beside the module of every Component subclass.)"""
-    number = gr.Number(*args, **kwargs)
-    preprocess = number.preprocess
+    """A gr.Number whose out-of-range message names it (`named_bounds`)."""
+    return named_bounds(gr.Number(*args, **kwargs))
+
+
+def named_bounds(component: gr.Number | gr.Slider) -> gr.Number | gr.Slider:
+    """`component` with an out-of-range message that names it, in the words the library uses ("Steps must be at
+    least 1, not 0."), where gradio's own says only "Value 0 is less than minimum value 1.". (Wrapped, not
+    subclassed: gradio writes a .pyi stub beside the module of every Component subclass.)"""
+    preprocess = component.preprocess
 
     def named_preprocess(payload):
         if payload is not None:
-            if number.minimum is not None and payload < number.minimum:
-                raise gr.Error(f"{number.label} must be at least {number.minimum:g}, not {payload:g}.")
-            if number.maximum is not None and payload > number.maximum:
-                raise gr.Error(f"{number.label} must be at most {number.maximum:g}, not {payload:g}.")
+            if component.minimum is not None and payload < component.minimum:
+                raise gr.Error(f"{component.label} must be at least {component.minimum:g}, not {payload:g}.")
+            if component.maximum is not None and payload > component.maximum:
+                raise gr.Error(f"{component.label} must be at most {component.maximum:g}, not {payload:g}.")
         return preprocess(payload)
 
-    number.preprocess = named_preprocess
-    return number
+    component.preprocess = named_preprocess
+    return component
 
 
 def ui_label(item: dataclasses.Field) -> str:
@@ -72,6 +76,8 @@ def config_input(cls: type[Config], name: str, component: type | None = None, **
         default = list(default) if component is gr.CheckboxGroup else ",".join(map(str, default))
     kwargs.update(options)
     created = component(value=default, **kwargs)
+    if isinstance(created, gr.Slider):  # a slider's box takes typed numbers too
+        named_bounds(created)
     CREATED.append((cls, name, created))
     return created
 
