@@ -254,17 +254,23 @@ def detect_kind(config) -> str:
     return "causal"
 
 
+def _hub_id(name: str) -> str | None:
+    """The Hub id model `name` loads from, or None when it is on this machine: an embedded model whose package is
+    installed, or a local folder. An embedded model without its package (a Space) loads the same weights from the
+    Hub."""
+    if name in EMBEDDED_MODELS:
+        package, _, hub_id = EMBEDDED_MODELS[name]
+        return None if importlib.util.find_spec(package) is not None else hub_id
+    return None if Path(name).expanduser().is_dir() else name
+
+
 def unavailable_reason(name: str) -> str | None:
-    """Why model `name` cannot load on this machine now, in a few words, or None when it can: an embedded model
-    whose package is installed, a local folder, a Hub id in the local Hub cache, or any Hub id while the Hub answers."""
-    if name in EMBEDDED_MODELS and importlib.util.find_spec(EMBEDDED_MODELS[name][0]) is not None:
+    """Why model `name` cannot load on this machine now, in a few words, or None when it can: it is on this machine
+    (`_hub_id`), its Hub id is in the local Hub cache, or the Hub answers."""
+    hub_id = _hub_id(name)
+    if hub_id is None or isinstance(huggingface_hub.try_to_load_from_cache(hub_id, "config.json"), str):
         return None
-    if Path(name).expanduser().is_dir():
-        return None
-    hub_id = EMBEDDED_MODELS[name][2] if name in EMBEDDED_MODELS else name
-    if isinstance(huggingface_hub.try_to_load_from_cache(hub_id, "config.json"), str) or hub_reachable():
-        return None
-    return "not on this machine, and the Hub is out of reach"
+    return None if hub_reachable() else "not on this machine, and the Hub is out of reach"
 
 
 def _offline_help() -> str:
@@ -314,17 +320,11 @@ def load_lm(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = "auto",
 
 
 def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
-    source: str | Path
-    if name in EMBEDDED_MODELS and importlib.util.find_spec(EMBEDDED_MODELS[name][0]) is None:
-        source = EMBEDDED_MODELS[name][2]  # package not installed (a Space): the same weights from the Hub
-    elif name in EMBEDDED_MODELS:
-        source = embedded_model_dir(name)
-    elif Path(name).expanduser().is_dir():
-        source = Path(name).expanduser()
-    elif Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
+    source: str | Path | None = _hub_id(name)
+    if source is None:
+        source = embedded_model_dir(name) if name in EMBEDDED_MODELS else Path(name).expanduser()
+    elif name not in EMBEDDED_MODELS and (Path(name).expanduser().exists() or name.startswith((".", "/", "~"))):
         raise PeftlabError(f"Model path {name!r} is not a model folder; {_offline_help()}.")
-    else:
-        source = name  # a Hub id
     # Without a reachable Hub, read only the local Hub cache: the retries otherwise take half a minute.
     local_only = isinstance(source, str) and not hub_reachable()
     try:

@@ -305,8 +305,16 @@ def estimate_seconds(
 
 
 def estimate(
-    scoring_lm: LM, training_lm: LM, task: Task, template: str, verbalizer, config: StandardConfig, settings
+    scoring_lm: LM,
+    training_lm: LM,
+    task: Task,
+    template: str,
+    verbalizer,
+    config: StandardConfig,
+    settings,
+    costs: MeasuredCosts | None = None,
 ) -> dict[str, float]:
-    """Expected seconds of each method of the comparison (`estimate_seconds`), measuring this machine first."""
-    costs = measure(scoring_lm, training_lm, task, template, verbalizer)
+    """Expected seconds of each method of the comparison (`estimate_seconds`), from `costs` measured earlier on this
+    machine, or measuring it now (`measure`) when none are given."""
+    costs = costs or measure(scoring_lm, training_lm, task, template, verbalizer)
     return estimate_seconds(config, settings, task, costs, len(patterns_for(task, template)))

@@ -115,11 +115,11 @@ class HumanRankings:
 
     def comparisons(self) -> list[Comparison]:
         """All (better, worse) pairs of every ranking, leaving out pairs of identical texts."""
-        return [
-            pair
-            for prompt, responses, ranks in self._rankings
-            for pair in _pairs(prompt, responses, sorted(range(len(ranks)), key=ranks.__getitem__), ranks)
-        ]
+        pairs = []
+        for prompt, responses, ranks in self._rankings:
+            scores = [-rank for rank in ranks]  # rank 1 scores highest; equal ranks tie, as equal scores do
+            pairs += _pairs(prompt, responses, _best_first(scores), scores)
+        return pairs
 
     def __len__(self) -> int:
         return len(self._rankings)

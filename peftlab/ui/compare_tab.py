@@ -44,7 +44,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.estimates import unconfirmed
+from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
 
@@ -125,7 +125,8 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     ClozeSetup.build(task, form["template"], form["verbalizer"])  # a bad prompt fails before the models load
     scoring_lm, training_lm = load_model(form["model"]), load_model(form["model"], dtype="fp32")
     yield "Measuring this machine's speed on one text and one training step...", None
-    costs = estimate(scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings)
+    measured = measured_costs(training_lm, task, form["template"], form["verbalizer"], scoring_lm=scoring_lm)
+    costs = estimate(scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings, measured)
     expected = f"Estimated {sum(costs.values()) / 60:.0f} minutes for {len(plan(config))} runs " + ", ".join(
         f"({name} {seconds / 60:.1f} min)" for name, seconds in costs.items()
     )

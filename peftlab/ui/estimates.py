@@ -12,15 +12,17 @@ from peftlab.ui.display import duration
 from peftlab.ui.sessions import SESSIONS
 
 CONFIRM_ABOVE_S = 120.0  # a job expected to run longer starts on a second press, after its estimate was shown
-_COSTS: dict[tuple[str, str, str], MeasuredCosts] = {}  # measured once per model, task and template in this process
+_COSTS: dict[tuple, MeasuredCosts] = {}  # measured once per model, scoring dtype, task and template in this process
 
 
-def measured_costs(lm: LM, task, template: str, verbalizer) -> MeasuredCosts:
-    """This machine's cost of one text and one training step for `lm` (`standard.measure`, a few seconds the first
-    time), kept for the process: the hardware does not change between a visitor's presses."""
-    key = (lm.name, task.name, template)
+def measured_costs(lm: LM, task, template: str, verbalizer, scoring_lm: LM | None = None) -> MeasuredCosts:
+    """This machine's cost of one text (scored with `scoring_lm`, default `lm`) and one training step of `lm`
+    (`standard.measure`, a few seconds the first time), kept for the process: the hardware does not change between
+    a visitor's presses, so the press that confirms a job does not measure again."""
+    scoring_lm = scoring_lm or lm
+    key = (lm.name, scoring_lm.model.dtype, task.name, template)
     if key not in _COSTS:
-        _COSTS[key] = measure(lm, lm, task, template, verbalizer)
+        _COSTS[key] = measure(scoring_lm, lm, task, template, verbalizer)
     return _COSTS[key]
 
 
