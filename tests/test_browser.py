@@ -97,6 +97,22 @@ def browser(chromium):
             browser.close()
 
 
+def enter(box, value: str) -> None:
+    """Types `value` into `box` and commits it (Tab) before anything reads it, typing again if the box was drawn over
+    it: inputs in an accordion mount when it first opens, and a value typed while they mount is lost."""
+    from playwright.sync_api import expect
+
+    for _ in range(3):
+        box.fill(value)
+        box.press("Tab")
+        try:
+            expect(box).to_have_value(value, timeout=2_000)
+            return
+        except AssertionError:
+            continue
+    expect(box).to_have_value(value)
+
+
 def test_classify_one_text_shows_the_label_probability_chart(chromium, browser, app_url, tmp_path):
     require_browser(chromium[1])
     from playwright.sync_api import expect
@@ -163,7 +179,7 @@ def test_two_pages_run_different_heavy_jobs_at_once_and_each_gets_its_own_result
         cloze_page.get_by_role("tab", name="Cloze").click()  # the app opens on the Start tab
         cloze_tab = cloze_page.locator("#tab-cloze")
         expect(cloze_tab.get_by_label("Test texts to evaluate")).to_be_visible(timeout=30_000)
-        cloze_tab.get_by_label("Test texts to evaluate").fill("24")
+        enter(cloze_tab.get_by_label("Test texts to evaluate"), "24")
         search_page.get_by_role("tab", name="AutoPrompt").click()
         search_tab = search_page.locator("#tab-autoprompt")
         for label, value in (
@@ -173,7 +189,7 @@ def test_two_pages_run_different_heavy_jobs_at_once_and_each_gets_its_own_result
             ("Train size", "16"),
             ("Test texts", "20"),
         ):
-            search_tab.get_by_label(label, exact=True).fill(value)
+            enter(search_tab.get_by_label(label, exact=True), value)
         cloze_tab.get_by_role("button", name="Evaluate on the test split").click()
         search_tab.get_by_role("button", name="Search", exact=True).click()
 
@@ -234,9 +250,9 @@ def test_compare_tab_runs_a_small_standard_comparison_and_shows_the_table_and_bo
             ("Steps", "2"),
             ("Demonstrations per class", "1"),
         ):
-            tab.get_by_label(label, exact=True).fill(value)
+            enter(tab.get_by_label(label, exact=True), value)
         # A textbox's accessible name also holds its help line, so it is found by a case-sensitive part of it.
-        tab.get_by_label(re.compile(r"Seeds")).fill("13")
+        enter(tab.get_by_label(re.compile(r"Seeds")), "13")
         tab.get_by_role("button", name="Run the standard comparison", exact=True).click()
         expect(tab.get_by_text(re.compile(r"^3 runs finished\. Press Compare"))).to_be_visible(
             timeout=FIRST_CALL_TIMEOUT_S * 3000
@@ -284,15 +300,12 @@ def test_rlhf_tab_trains_both_routes_on_a_persons_own_rankings(
         model = tab.get_by_role("combobox", name="Model")
         model.fill(tiny_causal_folder)
         model.press("Enter")
-        tab.locator("#rlhf-sft-steps input").fill("2")
+        enter(tab.locator("#rlhf-sft-steps input"), "2")
         tab.get_by_role("button", name="Run SFT").click()
         expect(tab.get_by_text(re.compile(r"^SFT done"))).to_be_visible(timeout=slow)
 
         tab.get_by_text("Rank responses yourself").click()
-        k_box = tab.get_by_label("K responses")
-        k_box.fill("3")
-        k_box.press("Tab")  # committed before the click reads it
-        expect(k_box).to_have_value("3")
+        enter(tab.get_by_label("K responses"), "3")
         for saved, ranks in enumerate(([2, 1, 3], [1, 1, 2]), 1):
             tab.get_by_role("button", name="Sample responses to rank").click()
             expect(tab.get_by_label("Response 3")).to_be_visible(timeout=slow)
@@ -306,17 +319,17 @@ def test_rlhf_tab_trains_both_routes_on_a_persons_own_rankings(
         page.screenshot(path=str(tmp_path / "rlhf-ranking.png"), full_page=True)
 
         tab.get_by_label("my rankings").check()
-        tab.locator("#rlhf-rm-steps input").fill("3")
+        enter(tab.locator("#rlhf-rm-steps input"), "3")
         tab.get_by_role("button", name="Train the reward model").click()
         expect(tab.get_by_text(re.compile(r"^Reward model: held-out pair accuracy"))).to_be_visible(timeout=slow)
-        tab.locator("#rlhf-ppo-steps input").fill("2")
+        enter(tab.locator("#rlhf-ppo-steps input"), "2")
         tab.get_by_role("button", name="Run PPO").click()
         expect(tab.get_by_text(re.compile(r"^PPO done"))).to_be_visible(timeout=slow)
-        tab.locator("#rlhf-dpo-steps input").fill("2")
+        enter(tab.locator("#rlhf-dpo-steps input"), "2")
         tab.get_by_role("button", name="Run DPO").click()
         expect(tab.get_by_text(re.compile(r"^DPO done .*\d+ comparisons"))).to_be_visible(timeout=slow)
 
-        tab.get_by_label("Held-out prompts").fill("3")
+        enter(tab.get_by_label("Held-out prompts"), "3")
         tab.get_by_role("button", name="Compare", exact=True).click()
         expect(tab.get_by_text(re.compile(r"^On 3 held-out prompts, vader-positive score"))).to_be_visible(timeout=slow)
         table = tab.get_by_role("grid", name="Side by side")
@@ -405,9 +418,7 @@ def test_a_long_grid_shows_its_estimate_before_it_starts(chromium, browser, app_
         page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
         page.get_by_role("tab", name="Soft prompts").click()
         tab = page.locator("#tab-soft-prompts")
-        steps = tab.get_by_label("Steps", exact=True)
-        steps.fill("20000")
-        steps.press("Tab")  # committed before the click reads it
+        enter(tab.get_by_label("Steps", exact=True), "20000")
         tab.get_by_role("button", name="Train and compare").click()
         estimate = tab.get_by_text(re.compile(r"training runs .*: about [\d.]+ (min|h) on this machine"))
         expect(estimate).to_be_visible(timeout=FIRST_CALL_TIMEOUT_S * 1000)
@@ -426,7 +437,7 @@ def test_the_errors_table_shows_gold_and_predicted_in_sight(chromium, browser, a
         page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
         page.get_by_role("tab", name="Cloze").click()
         tab = page.locator("#tab-cloze")
-        tab.get_by_label("Test texts to evaluate").fill("40")
+        enter(tab.get_by_label("Test texts to evaluate"), "40")
         tab.get_by_role("button", name="Evaluate on the test split").click()
         expect(tab.get_by_text(re.compile(r"Accuracy \d+(\.\d)?%"))).to_be_visible(timeout=FIRST_CALL_TIMEOUT_S * 1000)
         table = tab.get_by_role("grid", name="Most confident errors")
