@@ -281,6 +281,26 @@ def test_autoprompt_streams_iterations_and_sends_its_template_to_cloze(client):
     assert sent[2] == template and sent[3] == VERBALIZER
 
 
+SECOND_PRESS = r"Press the button again to start, or make the job smaller\."
+
+
+def test_a_long_search_stops_after_its_first_iteration_to_show_its_estimate(client, monkeypatch):
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", 1e-3)  # long on any machine (the app runs in-process)
+    monkeypatch.setattr("peftlab.ui.estimates._PACES", {})  # nothing measured yet
+    args = autoprompt_args(iterations=3)
+    status, *_ = call(client, "/autoprompt", *args)
+    assert re.fullmatch(
+        rf"\*\*3 iterations and 20 test texts: about \d+ s on this machine\*\* \(from its first steps just now\)\. "
+        rf"{SECOND_PRESS}",
+        status,
+    ), status
+    job = client.submit(*args, api_name="/autoprompt")  # the same form again: it runs to the end, with a time left
+    summary, history, *_ = job.result(timeout=CALL_TIMEOUT_S)
+    assert summary.startswith("**Test accuracy") and [row[0] for row in history["data"]] == [0, 1, 2, 3]
+    statuses = [update[0] for update in job.outputs()]
+    assert any(re.fullmatch(r"Iteration 1/3 · best dev accuracy .*%, about \d+ s left", s) for s in statuses), statuses
+
+
 def test_autoprompt_bad_input_is_one_sentence(client):
     with pytest.raises(AppError, match=r"needs at least one trigger slot \[T\]"):
         call(client, "/autoprompt", *autoprompt_args(template="{text} {mask}"))
@@ -543,6 +563,37 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
         assert expected in zipfile.ZipFile(path).namelist()
     info = json.loads(zipfile.ZipFile(call(client, "/rlhf_download", "reward model")).read("reward_model.json"))
     assert info["backbone"] == tiny_causal_folder  # the head says which model it reads
+
+
+def test_a_long_rlhf_stage_stops_after_its_first_steps_and_leaves_the_stages_as_they_were(
+    app_url, tiny_causal_folder, monkeypatch
+):
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", 1e-3)  # long on any machine (the app runs in-process)
+    monkeypatch.setattr("peftlab.ui.estimates._PACES", {})
+    visitor = Client(app_url, verbose=False)  # a visitor of its own, with no RLHF stages yet
+    sft = [tiny_causal_folder, None, None, "lora", 5, 1e-3, 0]
+    status, *_ = call(visitor, "/rlhf_sft", *sft)
+    assert re.fullmatch(
+        rf"\*\*5 SFT steps: about \d+ s on this machine\*\* \(from its first steps just now\)\. {SECOND_PRESS}", status
+    ), status
+    with pytest.raises(AppError, match=r"^Run step 1 \(SFT\) first\.$"):  # the two steps it ran were dropped
+        call(visitor, "/rlhf_sample_for_ranking", 2, 0)
+    status, *_ = call(visitor, "/rlhf_sft", *sft)  # the second press runs it to the end
+    assert status.startswith("SFT done") and "after 5 steps" in status, status
+
+    # another method has no pace yet: it measures, asks, and the SFT model of the run before stays
+    status, *_ = call(visitor, "/rlhf_sft", *sft[:3], "full", *sft[4:])
+    assert status.startswith("**5 SFT steps: about") and "(from its first steps just now)" in status, status
+    prompt, *_ = call(visitor, "/rlhf_sample_for_ranking", 2, 0)
+    assert prompt.startswith("**Prompt:**")
+
+    # the reward model prices the sampling before it samples: from 8 responses sampled just now
+    status, *_ = call(visitor, "/rlhf_reward", "simulated labeler", "vader-positive", 3, 10, 0, 3, 0)
+    assert re.fullmatch(
+        rf"\*\*\d+ samples to rank and 3 steps: about \d+ s on this machine\*\* \(from its pace on this machine\)\. "
+        rf"{SECOND_PRESS}",
+        status,
+    ), status
 
 
 def test_rlhf_bad_input_is_one_sentence(client, tiny_causal_folder, tmp_path):

@@ -130,6 +130,13 @@ class PipelineConfig(Config):
             raise PeftlabError(f"A ranking needs K of at least 2 responses per prompt, not {self.k}.")
 
 
+def ranked_prompt_count(config: PipelineConfig, data: RLHFData) -> int:
+    """How many training prompts `ranked_comparisons` has the labeler rank (K samples each), held-out ones included."""
+    per_prompt = config.k * (config.k - 1) // 2
+    needed = math.ceil(1.25 * config.rm_pairs / per_prompt)
+    return min(len(data.train_prompts), needed + config.rm_heldout_prompts)
+
+
 def ranked_comparisons(
     sft_model,
     tokenizer,
@@ -151,11 +158,7 @@ def ranked_comparisons(
             [c for c in data.comparisons if c.prompt not in heldout_prompts],
             [c for c in data.comparisons if c.prompt in heldout_prompts],
         )
-    per_prompt = config.k * (config.k - 1) // 2
-    needed = math.ceil(1.25 * config.rm_pairs / per_prompt)
-    prompts = random.Random(config.seed).sample(
-        data.train_prompts, min(len(data.train_prompts), needed + config.rm_heldout_prompts)
-    )
+    prompts = random.Random(config.seed).sample(data.train_prompts, ranked_prompt_count(config, data))
     heldout_prompts, train_prompts = prompts[: config.rm_heldout_prompts], prompts[config.rm_heldout_prompts :]
     if not train_prompts:
         raise PeftlabError(

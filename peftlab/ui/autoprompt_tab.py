@@ -6,6 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from peftlab.autoprompt import AutoPromptConfig, AutoPromptResult, autoprompt_run, fill_triggers, search_label_words
+from peftlab.errors import PeftlabError
 from peftlab.plots import metric_curve
 from peftlab.prompts import Verbalizer
 from peftlab.ui.common import (
@@ -25,6 +26,7 @@ from peftlab.ui.common import (
     verbalizer_lines,
 )
 from peftlab.ui.display import readable
+from peftlab.ui.estimates import Paced, cost_key
 from peftlab.ui.inputs import config_from_form, config_input
 
 INTRO = """**AutoPrompt** (Shin et al. 2020) fills the `[T]` slots with real words found by gradients: each
@@ -47,6 +49,20 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
     if not form["search_words"]:
         Verbalizer.parse(verbalizer, task.label_names)  # a bad verbalizer fails before the model loads
     lm = load_model(form["model"])
+    n_test = len(task.test_subset(config.test_limit))
+    paced = Paced(
+        request,
+        "autoprompt",
+        form,
+        (lm.name, str(lm.model.dtype), task.name, *cost_key(config)),
+        config.iterations,
+        f"{config.iterations} iterations and {n_test} test texts",
+        # after the search, both prompts score the test texts: priced as the setup's dev evaluation of train_size
+        extra=lambda pace: pace.setup * 2 * n_test / config.train_size,
+    )
+    if message := paced.refusal():
+        yield message, *[gr.skip()] * 4
+        return
     with job(request, "autoprompt") as (_, stop):
         if form["search_words"]:
             yield "Searching label words (logistic probe on the mask representation)...", None, None, "", ""
@@ -59,9 +75,15 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
                 result = item
                 keep_results(request, result.rows)
                 break
+            if message := paced.observe(item):
+                yield message, *[gr.skip()] * 4
+                return
             history = pd.concat([history, pd.DataFrame([item.row()])], ignore_index=True)
             progress(item.iteration / config.iterations, desc=f"iteration {item.iteration}/{config.iterations}")
-            status = f"Iteration {item.iteration}/{config.iterations} · best dev accuracy {item.best_dev_accuracy:.1%}"
+            status = (
+                f"Iteration {item.iteration}/{config.iterations} · best dev accuracy {item.best_dev_accuracy:.1%}"
+                f"{paced.time_left(item)}"
+            )
             yield (
                 status,
                 readable(history),
@@ -126,7 +148,7 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
     @user_errors
     def send_to_cloze(model_name, task_name, template_text, verbalizer_text):
         if not template_text:
-            raise gr.Error("Run a search first: there is no trigger to send yet.")
+            raise PeftlabError("Run a search first: there is no trigger to send yet.")
         return model_name, task_name, template_text, verbalizer_text, gr.Tabs(selected=cloze_tab_id)
 
     send_button.click(

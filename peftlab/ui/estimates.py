@@ -1,13 +1,21 @@
-"""Before a long job: its expected time from costs measured on this machine, and a second press to start it."""
+"""Before a long job: its expected time from costs measured on this machine, and a second press to start it.
+
+Grids, sweeps and PET are priced from one text and one training step measured up front (`measured_costs`).
+A job of its own kind (an AutoPrompt search, an RLHF stage) is priced by its own pace (`Paced`): the seconds of its
+setup and of each step, read from its events; the first run of a kind on this machine measures its first two steps
+and, when the whole would be long, stops there and asks for the second press, which the pace then prices up front.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import gradio as gr
 
 from peftlab.models import LM
 from peftlab.standard import MeasuredCosts, measure
+from peftlab.training import Event
 from peftlab.ui.display import duration
 from peftlab.ui.sessions import SESSIONS
 
@@ -26,7 +34,14 @@ def measured_costs(lm: LM, task, template: str, verbalizer, scoring_lm: LM | Non
     return _COSTS[key]
 
 
-def unconfirmed(request: gr.Request | None, kind: str, form: dict, seconds: float, plan: str) -> str | None:
+def unconfirmed(
+    request: gr.Request | None,
+    kind: str,
+    form: dict,
+    seconds: float,
+    plan: str,
+    source: str = "a training step and a text measured just now",
+) -> str | None:
     """The message that asks for a second press when a job of `kind` is expected to take over CONFIRM_ABOVE_S;
     None when it may start: it is short, or the same form was pressed again right after its estimate."""
     if seconds <= CONFIRM_ABOVE_S:
@@ -37,6 +52,100 @@ def unconfirmed(request: gr.Request | None, kind: str, form: dict, seconds: floa
         return None
     values[f"confirm:{kind}"] = key
     return (
-        f"**{plan}: about {duration(seconds)} on this machine** (from a training step and a text measured just now). "
+        f"**{plan}: about {duration(seconds)} on this machine** (from {source}). "
         "Press the button again to start, or make the job smaller."
     )
+
+
+@dataclass(frozen=True)
+class Pace:
+    """A job's setup seconds (before its first step) and seconds per step, measured on this machine."""
+
+    setup: float
+    per_step: float
+
+    @classmethod
+    def between(cls, first: Event, later: Event) -> Pace:
+        """The pace from two of a job's events (`later.step > first.step`; `Event.elapsed` counts from its start)."""
+        per_step = (later.elapsed - first.elapsed) / (later.step - first.step)
+        return cls(max(first.elapsed - first.step * per_step, 0.0), per_step)
+
+    def seconds(self, steps: int) -> float:
+        return self.setup + steps * self.per_step
+
+
+_PACES: dict[tuple, Pace] = {}  # by kind of job and what sets its cost (model, batch size, ...), for the process
+# settings that change what a step learns but not what it costs: a new value is priced by the pace already measured
+COST_FREE = {"steps", "iterations", "seed", "learning_rate", "beta", "gamma", "lam", "clip_range", "value_clip_range"}
+COST_FREE |= {"value_coef", "target_kl", "kl_horizon", "adaptive_kl", "positions", "init_token", "test_limit"}
+
+
+def cost_key(config) -> tuple:
+    """The settings of `config` (a Config) that set the cost of a step, as a key of measured paces."""
+    return tuple(sorted((k, json.dumps(v)) for k, v in config.to_dict().items() if k not in COST_FREE))
+
+
+def known_pace(key: tuple) -> Pace | None:
+    return _PACES.get(key)
+
+
+def record_pace(key: tuple, pace: Pace) -> None:
+    """Keep a pace measured outside `Paced` (the seconds per sampled response of a whole sampling, say)."""
+    _PACES[key] = pace
+
+
+class Paced:
+    """One press of a job of `steps` steps priced by its own pace: `refusal()` before it starts, `observe(event)`
+    on each of its events (it measures; on the first measurement of a job of this `key` it may answer the refusal
+    instead, and the caller ends the job and drops what it made), `time_left` for the status.
+
+    `extra(pace)` adds what the job does besides its steps (scoring test texts, sampling), priced from the pace."""
+
+    def __init__(self, request, kind: str, form: dict, key: tuple, steps: int, plan: str, extra=lambda pace: 0.0):
+        self.request, self.kind, self.form, self.plan = request, kind, form, plan
+        self.key, self.steps, self.extra = (kind, *key), steps, extra
+        self.first: Event | None = None
+        self.decided = self.key in _PACES  # the job was priced by a measured pace before it started
+        self.confirmed = False  # this press is the second one, after the estimate
+
+    def seconds(self, pace: Pace) -> float:
+        return pace.seconds(self.steps) + self.extra(pace)
+
+    def refusal(self) -> str | None:
+        """The second-press message when the job is priced above CONFIRM_ABOVE_S, else None: by its measured pace,
+        or before any was measured by its `extra` alone (its steps are priced when they run, in `observe`)."""
+        seconds = self.seconds(_PACES.get(self.key, Pace(0.0, 0.0)))
+        message = unconfirmed(self.request, self.kind, self.form, seconds, self.plan, "its pace on this machine")
+        self.confirmed = message is None and seconds > CONFIRM_ABOVE_S
+        return message
+
+    def record(self, event: Event) -> bool:
+        """Measure the pace from `event` and the job's first event; whether it could (a step after the first)."""
+        if self.first is None:
+            self.first = event
+        if event.step <= self.first.step:
+            return False
+        _PACES[self.key] = Pace.between(self.first, event)
+        return True
+
+    def observe(self, event: Event) -> str | None:
+        """Record the pace from `event` and the job's first event; the second-press message when this is the first
+        measurement of the job's kind and it prices the whole above CONFIRM_ABOVE_S (the job should stop now)."""
+        if not self.record(event) or self.decided or self.confirmed:
+            return None
+        self.decided = True
+        return unconfirmed(
+            self.request,
+            self.kind,
+            self.form,
+            self.seconds(_PACES[self.key]),
+            self.plan,
+            "its first steps just now",
+        )
+
+    def time_left(self, event: Event) -> str:
+        """', about 3 min left' from the measured pace and the steps still to run ('' before it is known)."""
+        pace = _PACES.get(self.key)
+        if pace is None:
+            return ""
+        return f", about {duration((self.steps - event.step) * pace.per_step + self.extra(pace))} left"

@@ -7,7 +7,8 @@ has a stop flag that ends it after its current step and keeps what it trained.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import time
+from dataclasses import asdict, replace
 
 import gradio as gr
 import pandas as pd
@@ -15,8 +16,9 @@ import pandas as pd
 from peftlab.errors import PeftlabError
 from peftlab.plots import metric_curve, metric_panels, score_comparison, score_kl_frontier
 from peftlab.rlhf.dpo import DPOConfig, DPOResult
+from peftlab.rlhf.generation import sample_responses
 from peftlab.rlhf.labelers import LABELERS, labeler_by_name
-from peftlab.rlhf.pipeline import HELDOUT_PROMPTS, PipelineConfig, RLHFData
+from peftlab.rlhf.pipeline import HELDOUT_PROMPTS, PipelineConfig, RLHFData, ranked_prompt_count
 from peftlab.rlhf.ppo import PPOConfig, PPOResult
 from peftlab.rlhf.reward import RewardConfig, RewardResult, heldout_report
 from peftlab.rlhf.session import RANKING_SOURCES, RLHFSession
@@ -26,6 +28,7 @@ from peftlab.ui.common import (
     INSTANT,
     action_row,
     heavy,
+    intro,
     job,
     keep_results,
     light,
@@ -37,10 +40,14 @@ from peftlab.ui.common import (
     user_errors,
 )
 from peftlab.ui.display import readable
+from peftlab.ui.estimates import Pace, Paced, cost_key, known_pace, record_pace
 from peftlab.ui.inputs import config_from_form, config_input, named_number
 from peftlab.ui.sessions import SESSIONS
 
-INTRO = """An InstructGPT-style pipeline (Ouyang et al. 2022) in three steps. **1. SFT** fine-tunes the model on
+SUMMARY = """An InstructGPT-style pipeline (Ouyang et al. 2022): **1. SFT**, **2. a reward model** on ranked samples,
+**3. PPO** against it; or **DPO** (Rafailov et al. 2023) on the same comparisons. Then each route answers held-out
+prompts beside SFT."""
+DETAILS = """**1. SFT** fine-tunes the model on
 demonstrations (the embedded data: "Write a one-sentence review of the movie X." answered with real Rotten
 Tomatoes snippets). **2. Reward model**: K responses per prompt are sampled from the SFT policy and ranked, by
 a simulated labeler or by you below, and a scalar head learns -log σ(r_chosen − r_rejected) on every pair.
@@ -59,11 +66,23 @@ PPO_PANELS = {
 DPO_PANELS = {"loss": ["loss"], "implicit reward margin": ["reward_margin"], "pairs ranked right": ["reward_accuracy"]}
 DOWNLOADS = {"SFT adapter": "sft", "reward model": "reward", "PPO adapter": "ppo", "DPO adapter": "dpo"}
 MAX_RANKED = 8  # response slots on the ranking screen (a larger K is refused there)
+SAMPLING_BATCH = 32  # sample_responses' batch: responses sampled to price a sampling (fewer cost more each)
 JOB = "rlhf"  # one stage runs at a time per session; any stage's Stop ends it after its current step
 
 
 def _session(request) -> RLHFSession:
     return SESSIONS.get(request).values.setdefault("rlhf", RLHFSession())
+
+
+def _paced(request, stage: str, form: dict, on: tuple, config, plan: str, extra=lambda pace: 0.0) -> Paced:
+    """A stage's press priced by its pace on this machine (`estimates.Paced`), measured per `on` (the model, the
+    data) and the settings of `config` that set a step's cost."""
+    return Paced(request, f"rlhf-{stage}", form, (*on, *cost_key(config)), config.steps, plan, extra)
+
+
+def _restore(session: RLHFSession, kept: RLHFSession) -> None:
+    """Put back the stages `kept` had: a stage stopped for its estimate leaves the session as it found it."""
+    vars(session).update(vars(kept))
 
 
 @user_errors
@@ -77,18 +96,27 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
         else RLHFData.embedded(seed=config.seed)
     )
     lm = load_model(form["model"], dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
+    paced = _paced(request, "sft", form, (lm.name, bool(form["demonstrations"])), config, f"{config.steps} SFT steps")
+    if message := paced.refusal():
+        yield message, gr.skip(), gr.skip()
+        return
     session = _session(request)
+    kept = replace(session)
     history, samples = [], []
     with job(request, JOB) as (_, stop):
         for item in session.run_sft(lm, data, config, stop):
             if isinstance(item, SFTResult):
                 break
+            if message := paced.observe(item):
+                _restore(session, kept)
+                yield message, gr.skip(), gr.skip()
+                return
             history.append({"step": item.step, "loss": item.loss})
             samples = [{"step": item.step, "prompt": p, "response": r} for p, r in item.samples] + samples
             progress(item.step / config.steps, desc=f"SFT step {item.step}/{config.steps}")
             if item.step % 5 == 0 or item.samples or item.step == config.steps:
                 yield (
-                    f"SFT step {item.step}/{config.steps}, loss {item.loss:.3f}",
+                    f"SFT step {item.step}/{config.steps}, loss {item.loss:.3f}{paced.time_left(item)}",
                     metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"),
                     pd.DataFrame(samples),
                 )
@@ -135,19 +163,44 @@ def save_ranking(request: gr.Request, *ranks):
     return [ranking_count(session), "", *ranking_slots([])]
 
 
+def _sampling_pace(session: RLHFSession, key: tuple) -> Pace:
+    """Seconds per response the SFT policy samples for ranking: from the last sampling on this machine, or from one
+    batch of responses sampled now (a few seconds)."""
+    if (pace := known_pace(key)) is None:
+        started = time.perf_counter()
+        prompts = session.data.train_prompts[:SAMPLING_BATCH]
+        sample_responses(session.sft.model, session.lm.tokenizer, prompts, max_new_tokens=key[-1], seed=0)
+        pace = Pace(0.0, (time.perf_counter() - started) / len(prompts))
+        record_pace(key, pace)
+    return pace
+
+
 @user_errors
 def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     session = _session(request)
     session.need("sft")
     reward_config = config_from_form(RewardConfig, form, prefix="rm_", seed=int(form["seed"]))
     config = config_from_form(PipelineConfig, form, reward=reward_config)
+    sampled = ranked_prompt_count(config, session.data) * config.k if form["source"] == RANKING_SOURCES[0] else 0
+    sampling = ("rlhf-sampling", session.lm.name, config.max_new_tokens)
+    sampling_seconds = sampled * _sampling_pace(session, sampling).per_step if sampled else 0.0
+    plan = f"{sampled} samples to rank and {reward_config.steps} steps" if sampled else f"{reward_config.steps} steps"
+    paced = _paced(
+        request, "reward", form, (session.lm.name,), reward_config, plan, extra=lambda pace: sampling_seconds
+    )
+    if message := paced.refusal():
+        return message, gr.skip(), gr.skip(), gr.skip()
     with job(request, JOB) as (_, stop):
-        progress(0, desc="sampling and ranking responses")
+        progress(0, desc=f"sampling and ranking {sampled} responses" if sampled else "reading the comparisons")
+        started = time.perf_counter()
         train_pairs, heldout_pairs = session.comparisons(form["source"], config)
+        if sampled:
+            record_pace(sampling, Pace(0.0, (time.perf_counter() - started) / sampled))
         history = []
         for item in session.run_reward(train_pairs, heldout_pairs, reward_config, stop):
             if isinstance(item, RewardResult):
                 break
+            paced.record(item)  # its steps are cheap beside the sampling: priced for the next press, never stopped
             history.append(asdict(item))
             progress(item.step / reward_config.steps, desc=f"reward model step {item.step}")
         note = (
@@ -176,16 +229,26 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
     session = _session(request)
     session.need("reward")
     config = config_from_form(PPOConfig, form, prefix="ppo_", seed=int(form["seed"]))
+    paced = _paced(request, "ppo", form, (session.lm.name,), config, f"{config.steps} PPO steps")
+    if message := paced.refusal():
+        yield message, gr.skip(), gr.skip()
+        return
+    kept = replace(session)
     history, samples = [], []
     with job(request, JOB) as (_, stop):
         for item in session.run_ppo(form["labeler"], config, stop):
             if isinstance(item, PPOResult):
                 break
+            if message := paced.observe(item):
+                _restore(session, kept)
+                yield message, gr.skip(), gr.skip()
+                return
             history.append({k: v for k, v in asdict(item).items() if k != "sample"})
             samples.insert(0, {"step": item.step, "prompt": item.sample[0], "response": item.sample[1]})
             progress(item.step / config.steps, desc=f"PPO step {item.step}/{config.steps}")
             yield (
-                f"PPO step {item.step}/{config.steps}: reward {item.mean_reward:+.2f}, KL {item.mean_kl:.2f} nats",
+                f"PPO step {item.step}/{config.steps}: reward {item.mean_reward:+.2f}, KL {item.mean_kl:.2f} nats"
+                f"{paced.time_left(item)}",
                 metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO"),
                 pd.DataFrame(samples),
             )
@@ -207,17 +270,27 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
 def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
     session = _session(request)
     config = config_from_form(DPOConfig, form, prefix="dpo_", seed=int(form["seed"]))
+    session.need("sft")
+    paced = _paced(request, "dpo", form, (session.lm.name,), config, f"{config.steps} DPO steps")
+    if message := paced.refusal():
+        yield message, gr.skip()
+        return
+    kept = replace(session)
     history = []
     with job(request, JOB) as (_, stop):
         for item in session.run_dpo(config, stop):
             if isinstance(item, DPOResult):
                 break
+            if message := paced.observe(item):
+                _restore(session, kept)
+                yield message, gr.skip()
+                return
             history.append(asdict(item))
             progress(item.step / config.steps, desc=f"DPO step {item.step}/{config.steps}")
             if item.step % 5 == 0 or item.step == config.steps:
                 yield (
                     f"DPO step {item.step}/{config.steps}: loss {item.loss:.3f}, "
-                    f"implicit reward margin {item.reward_margin:+.3f}",
+                    f"implicit reward margin {item.reward_margin:+.3f}{paced.time_left(item)}",
                     metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO"),
                 )
         note = stopped_note(stop)
@@ -285,7 +358,7 @@ def samples_table() -> gr.Dataframe:
 
 
 def build_rlhf_tab() -> None:
-    gr.Markdown(INTRO)
+    intro(SUMMARY, DETAILS)
     with gr.Row():
         model = model_picker()
         labeler = config_input(PipelineConfig, "labeler", gr.Dropdown, choices=list(LABELERS))
@@ -414,11 +487,22 @@ def build_rlhf_tab() -> None:
     )
     sft_stop.click(stop_handler(JOB, "the SFT stage"), None, [sft_status], api_name="rlhf_sft_stop", **INSTANT)
     rank_slots = rank_columns + rank_texts + rank_choices
+    # progress and errors on the line above the answers: a rank left out is fixed while reading them
     sample_button.click(
-        sample_for_ranking, [rank_k, seed], [rank_prompt, *rank_slots], api_name="rlhf_sample_for_ranking", **light()
+        sample_for_ranking,
+        [rank_k, seed],
+        [rank_prompt, *rank_slots],
+        api_name="rlhf_sample_for_ranking",
+        show_progress_on=rank_prompt,
+        **light(),
     )
     save_button.click(
-        save_ranking, rank_choices, [rank_status, rank_prompt, *rank_slots], api_name="rlhf_save_ranking", **INSTANT
+        save_ranking,
+        rank_choices,
+        [rank_status, rank_prompt, *rank_slots],
+        api_name="rlhf_save_ranking",
+        show_progress_on=rank_status,
+        **INSTANT,
     )
     rm_form = dict(
         source=source, labeler=labeler, k=k, rm_pairs=rm_pairs, rm_lora_r=rm_lora, rm_steps=rm_steps, seed=seed

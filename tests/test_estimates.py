@@ -1,0 +1,78 @@
+"""Long jobs priced by their own pace: measured from their events, asked for a second press when long."""
+
+from __future__ import annotations
+
+import pytest
+
+from peftlab.autoprompt import AutoPromptConfig
+from peftlab.rlhf.ppo import PPOConfig
+from peftlab.training import Event
+from peftlab.ui import estimates
+from peftlab.ui.estimates import Pace, Paced, cost_key
+
+
+@pytest.fixture(autouse=True)
+def fresh_paces(monkeypatch):
+    monkeypatch.setattr(estimates, "_PACES", {})
+    monkeypatch.setattr(estimates, "CONFIRM_ABOVE_S", 120.0)
+    estimates.SESSIONS.get(None).values.clear()
+
+
+def test_a_pace_is_read_from_two_events_by_hand():
+    # step 0 at 1.5 s, step 4 at 9.5 s: 2 s a step, and 1.5 s before the first
+    pace = Pace.between(Event(step=0, elapsed=1.5), Event(step=4, elapsed=9.5))
+    assert pace == Pace(setup=1.5, per_step=2.0)
+    # a first event at step 1 holds its own step too: 3.0 s at step 1, 5.5 s at step 2 -> 2.5 s a step, 0.5 s setup
+    assert Pace.between(Event(step=1, elapsed=3.0), Event(step=2, elapsed=5.5)) == Pace(setup=0.5, per_step=2.5)
+    assert Pace(setup=1.5, per_step=2.0).seconds(100) == 201.5
+
+
+def press(steps: int = 100, form: dict | None = None) -> Paced:
+    return Paced(None, "search", form or {"iterations": steps}, ("model",), steps, f"{steps} iterations")
+
+
+def test_the_first_long_job_stops_after_its_first_steps_then_starts_on_the_second_press():
+    first = press()
+    assert first.refusal() is None  # nothing measured yet: it starts
+    assert first.observe(Event(step=0, elapsed=1.0)) is None
+    message = first.observe(Event(step=1, elapsed=3.0))  # 1 s setup + 100 x 2 s = 201 s, above 120 s
+    assert message == (
+        "**100 iterations: about 3 min on this machine** (from its first steps just now). "
+        "Press the button again to start, or make the job smaller."
+    )
+
+    second = press()  # the same form again: priced up front by the pace, and it goes on to the end
+    assert second.refusal() is None
+    for step, elapsed in ((0, 1.0), (1, 3.0), (2, 5.0)):
+        assert second.observe(Event(step=step, elapsed=elapsed)) is None
+    assert second.time_left(Event(step=2, elapsed=5.0)) == ", about 3 min left"  # 98 steps x 2 s
+
+    third = press()  # a later press of the same long job is priced before it starts
+    assert third.refusal().startswith("**100 iterations: about 3 min on this machine** (from its pace on this machine)")
+
+
+def test_a_short_job_never_asks_and_a_changed_form_asks_again():
+    short = press(steps=10)
+    short.refusal()
+    short.observe(Event(step=0, elapsed=1.0))
+    assert short.observe(Event(step=1, elapsed=3.0)) is None  # 21 s
+    assert press(steps=10).refusal() is None
+    long = press(steps=100)
+    assert long.refusal().startswith("**100 iterations: about 3 min")  # the pace of the short one prices it
+    assert press(steps=100, form={"iterations": 100, "seed": 2}).refusal() is not None  # not the form shown
+
+
+def test_extra_work_is_priced_from_the_pace_and_alone_when_nothing_was_measured():
+    sampling = Paced(None, "reward", {}, ("model",), 10, "500 samples and 10 steps", extra=lambda pace: 300.0)
+    assert sampling.refusal().startswith("**500 samples and 10 steps: about 5 min")  # the sampling alone is long
+    confirmed = Paced(None, "reward", {}, ("model",), 10, "500 samples and 10 steps", extra=lambda pace: 300.0)
+    assert confirmed.refusal() is None
+    confirmed.observe(Event(step=1, elapsed=0.2))
+    assert confirmed.observe(Event(step=2, elapsed=0.3)) is None  # confirmed: its steps never stop it
+
+
+def test_settings_that_do_not_change_a_steps_cost_share_its_pace():
+    assert cost_key(PPOConfig(learning_rate=1e-4, beta=0.1, seed=3)) == cost_key(PPOConfig())
+    assert cost_key(PPOConfig(batch_size=32)) != cost_key(PPOConfig())
+    assert cost_key(AutoPromptConfig(iterations=5)) == cost_key(AutoPromptConfig(iterations=50))
+    assert cost_key(AutoPromptConfig(candidates=5)) != cost_key(AutoPromptConfig())
