@@ -310,6 +310,13 @@ def test_rlhf_tab_trains_both_routes_on_a_persons_own_rankings(
             tab.get_by_role("button", name="Sample responses to rank").click()
             expect(tab.get_by_label("Response 3")).to_be_visible(timeout=slow)
             expect(tab.get_by_label("Response 4")).to_be_hidden()
+            if saved == 1:  # saved with no ranks: the toast says which, and no "Error" badge covers the answers
+                tab.get_by_role("button", name="Save ranking").click()
+                expect(page.get_by_text("Give response 1 a rank from 1 (best) to 3.")).to_be_visible()
+                expect(tab.get_by_text("Error", exact=True)).to_have_count(1)  # one, on the status line below:
+                status_line = tab.locator(".block").filter(has_text="No rankings saved yet.")
+                expect(status_line.get_by_text("Error", exact=True)).to_have_count(1)
+                expect(tab.get_by_label("Response 1")).to_be_visible()
             for number, rank in enumerate(ranks, 1):
                 tab.locator("fieldset").filter(has_text=f"Rank of response {number}").get_by_label(str(rank)).check()
             tab.get_by_role("button", name="Save ranking").click()

@@ -61,5 +61,21 @@ def build_app() -> gr.Blocks:
                 f"by themselves after {caps.job_minutes:g} minutes, keeping what they finished."
             )
         app.unload(close_session)
+    spare_inputs_from_badges(app)
     app.queue(default_concurrency_limit=1)  # each event names its queue (heavy, light or none); this is the fallback
     return app
+
+
+def spare_inputs_from_badges(app: gr.Blocks) -> None:
+    """Progress and "Error" badges only on what an event shows, never over a box a person fills in: an event whose
+    outputs include some event's input (the template box a task suggestion fills, the ranks a saved ranking clears,
+    the cloze boxes a found trigger is sent to) shows them on its other outputs or nowhere, and its error is the
+    toast alone, so the box stays readable and editable to fix what the toast says."""
+    edited = {id(component) for fn in app.fns.values() for component in fn.inputs}
+    for fn in app.fns.values():
+        shown = [component for component in fn.outputs if id(component) not in edited]
+        if fn.show_progress_on is None and len(shown) < len(fn.outputs):
+            if shown:
+                fn.show_progress_on = shown
+            else:
+                fn.show_progress = "hidden"

@@ -21,6 +21,10 @@ TEMPLATE_SEPARATOR = "---"
 START_TEMPLATE, START_VERBALIZER = suggested_prompt("rt-sentiment", ["negative", "positive"])
 
 
+def _shown(exc: PeftlabError) -> gr.Error:
+    return gr.Error(str(exc), print_exception=False)  # a visitor's mistake: no traceback in the server's log
+
+
 def user_errors(fn):
     """Show a PeftlabError as a gr.Error (one sentence in the UI); the app keeps serving."""
     if inspect.isgeneratorfunction(fn):
@@ -30,7 +34,7 @@ def user_errors(fn):
             try:
                 yield from fn(*args, **kwargs)
             except PeftlabError as exc:
-                raise gr.Error(str(exc)) from None
+                raise _shown(exc) from None
 
         return generator_wrapper
 
@@ -39,7 +43,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except PeftlabError as exc:
-            raise gr.Error(str(exc)) from None
+            raise _shown(exc) from None
 
     return wrapper
 
@@ -147,6 +151,14 @@ def model_and_task_inputs() -> dict[str, gr.components.Component]:
                 info="A 'split' column (train, dev, test) is honoured; else 20 % of each class is the test split.",
             )
     return dict(model=model, task=task, upload=upload, text_column=text_column, label_column=label_column)
+
+
+def intro(summary: str, details: str) -> None:
+    """A tab's opening: what it does in a sentence or two, and how, folded, so the form starts on the first
+    screen (on a phone, too)."""
+    gr.Markdown(summary)
+    with gr.Accordion("How it works", open=False):
+        gr.Markdown(details)
 
 
 def action_row() -> gr.Row:

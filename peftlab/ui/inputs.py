@@ -35,9 +35,13 @@ def named_bounds(component: gr.Number | gr.Slider) -> gr.Number | gr.Slider:
     def named_preprocess(payload):
         if payload is not None:
             if component.minimum is not None and payload < component.minimum:
-                raise gr.Error(f"{component.label} must be at least {component.minimum:g}, not {payload:g}.")
+                raise gr.Error(
+                    f"{component.label} must be at least {component.minimum:g}, not {payload:g}.", print_exception=False
+                )
             if component.maximum is not None and payload > component.maximum:
-                raise gr.Error(f"{component.label} must be at most {component.maximum:g}, not {payload:g}.")
+                raise gr.Error(
+                    f"{component.label} must be at most {component.maximum:g}, not {payload:g}.", print_exception=False
+                )
         return preprocess(payload)
 
     component.preprocess = named_preprocess

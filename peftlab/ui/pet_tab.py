@@ -23,6 +23,7 @@ from peftlab.ui.common import (
     action_row,
     check_test_texts,
     heavy,
+    intro,
     job,
     keep_results,
     load_model,
@@ -44,11 +45,11 @@ from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
 from peftlab.ui.soft_prompts_tab import trained_method_panel
 
-INTRO = """**Pattern-Exploiting Training** ([Schick & Schütze 2021](https://aclanthology.org/2021.eacl-main.20/)):
+SUMMARY = """**Pattern-Exploiting Training** ([Schick & Schütze 2021](https://aclanthology.org/2021.eacl-main.20/)):
 (1) one model per pattern learns from the K labelled examples per class; (2) their ensemble, each pattern
 weighted by its accuracy on those examples before training, gives the unlabelled texts soft labels
-q = softmax(s / T); (3) one classifier, which reads the text without any pattern, learns those soft labels.
-**iPET** repeats step 1 in generations, each pattern's model also learning from texts the others labelled
+q = softmax(s / T); (3) one classifier, which reads the text without any pattern, learns those soft labels."""
+DETAILS = """**iPET** repeats step 1 in generations, each pattern's model also learning from texts the others labelled
 (d times more each generation), and distils the last generation. The unlabelled texts come from the task's
 training pool, their labels hidden (they are only used to say how often the soft labels were right), or from
 a file of your own: a CSV / JSONL file with the task's text column(s)."""
@@ -148,7 +149,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
 
 
 def build_pet_tab() -> None:
-    gr.Markdown(INTRO)
+    intro(SUMMARY, DETAILS)
     source = model_and_task_inputs()
     templates, _ = default_patterns("rt-sentiment")  # the pickers' first task; its verbalizer is verbalizer_box's
     with gr.Row():

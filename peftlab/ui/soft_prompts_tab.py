@@ -41,6 +41,7 @@ from peftlab.ui.common import (
     action_row,
     check_test_texts,
     heavy,
+    intro,
     job,
     keep_results,
     light,
@@ -58,9 +59,10 @@ from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
 
-INTRO = f"""Train **prompt tuning**, **P-tuning**, **prefix tuning** and the baselines (LoRA, adapters, BitFit,
+SUMMARY = """Train **prompt tuning**, **P-tuning**, **prefix tuning** and the baselines (LoRA, adapters, BitFit,
 a linear head on the frozen model, prompt-based full fine-tuning) on the same K examples per class and the
-same seeds. Every prompt-based method learns through the Cloze tab's verbalizer scoring; the table gains
+same seeds, side by side."""
+DETAILS = f"""Every prompt-based method learns through the Cloze tab's verbalizer scoring; the table gains
 a row as each run finishes, and the zero-shot prompt is the first row. Each run scores its K dev examples
 per class every {TrainSettings().eval_every} steps and keeps the weights whose dev log-likelihood was
 best (hover a dev point to see it), or, as LM-BFF did, whose dev accuracy was best."""
@@ -261,7 +263,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
 
 
 def build_soft_prompts_tab() -> None:
-    gr.Markdown(INTRO)
+    intro(SUMMARY, DETAILS)
     source = model_and_task_inputs()
     with gr.Row():
         templates = gr.Textbox(START_TEMPLATE, lines=2, label="Template")
