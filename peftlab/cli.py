@@ -13,6 +13,7 @@ import sys
 import traceback
 
 from peftlab.autoprompt import AutoPromptConfig
+from peftlab.backends import BACKENDS
 from peftlab.cloze import ClozeConfig
 from peftlab.compare import GridConfig, SweepConfig
 from peftlab.config import add_arguments, from_arguments
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument(
         "--save-adapters", metavar="DIR", help="save every trained method as DIR/<method>-K<k>-seed<s>.zip"
     )
+    _add_backend(grid)
     _add_outputs(grid)
     grid.set_defaults(run=run_compare, dtype="fp32")
 
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prompt(sweep)
     add_arguments(sweep, SweepConfig)
     add_arguments(sweep, TrainSettings)
+    _add_backend(sweep)
     _add_outputs(sweep)
     sweep.set_defaults(run=run_sweep_command, dtype="fp32")
 
@@ -189,6 +192,32 @@ def _add_outputs(command: argparse.ArgumentParser) -> None:
     command.add_argument("--out", help="write the results table to this CSV file")
     command.add_argument("--run-json", help="write the whole run (settings, rows, training curves) to this JSON file")
     command.add_argument("--json", action="store_true", help="print one JSON list of records")
+
+
+def _add_backend(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--backend", choices=BACKENDS, default="local", help="train the runs here, one after another, or on Ray"
+    )
+    command.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); default: a Ray started here")
+    command.add_argument("--workers", type=int, help="Ray workers (default: as many as the cluster's CPUs hold)")
+    command.add_argument("--worker-threads", type=int, default=1, help="CPUs (torch threads) of each Ray worker")
+    command.add_argument("--worker-gpus", type=float, default=0.0, help="GPUs of each Ray worker (0.5: two share one)")
+
+
+def _backend(args: argparse.Namespace):
+    """The runs' backend from --backend and its options: None (this process) or a backends.RayBackend."""
+    from peftlab.backends import backend_from
+
+    if args.backend == "local" and (args.address or args.workers or args.worker_gpus or args.worker_threads != 1):
+        raise PeftlabError("--address, --workers, --worker-threads and --worker-gpus need --backend ray.")
+    return backend_from(
+        args.backend,
+        address=args.address,
+        workers=args.workers,
+        threads=args.worker_threads,
+        gpus=args.worker_gpus,
+        save_dir=getattr(args, "save_adapters", None),
+    )
 
 
 def _add_model_and_task(command: argparse.ArgumentParser) -> None:
@@ -301,7 +330,7 @@ def run_compare(args: argparse.Namespace) -> None:
         setup,
         methods,
         settings,
-        run_grid(lm, task, setup, methods, grid.seeds, grid.shots, settings, grid.test_limit),
+        run_grid(lm, task, setup, methods, grid.seeds, grid.shots, settings, grid.test_limit, backend=_backend(args)),
         grid.test_limit,
     )
     if not args.json:
@@ -325,7 +354,17 @@ def run_sweep_command(args: argparse.Namespace) -> None:
         configs,
         settings,
         run_sweep(
-            lm, task, setup, sweep.method, sweep.varied, values, sweep.seeds, sweep.shots, settings, sweep.test_limit
+            lm,
+            task,
+            setup,
+            sweep.method,
+            sweep.varied,
+            values,
+            sweep.seeds,
+            sweep.shots,
+            settings,
+            sweep.test_limit,
+            backend=_backend(args),
         ),
         sweep.test_limit,
     )

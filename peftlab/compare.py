@@ -97,14 +97,15 @@ def run_grid(
     settings: TrainSettings,
     test_limit: int | None = None,
     stop: threading.Event | None = None,
+    backend=None,
 ) -> Iterator[TrainEvent | GridRow]:
-    """Yield training events and one GridRow per finished (method, K, seed).
+    """Yield training events and one GridRow per finished (method, K, seed), trained by `backend` (`run_plan`).
 
     The first row is the zero-shot cloze result of the same prompt on the same test texts.
     """
     validate_grid(task, methods, seeds, shots)
     plan = [PlannedRun(config, k, seed, config.name) for k in shots for seed in seeds for config in methods]
-    yield from run_plan(lm, task, setup, plan, settings, test_limit, stop)
+    yield from run_plan(lm, task, setup, plan, settings, test_limit, stop, backend)
 
 
 def run_sweep(
@@ -119,6 +120,7 @@ def run_sweep(
     settings: TrainSettings,
     test_limit: int | None = None,
     stop: threading.Event | None = None,
+    backend=None,
 ) -> Iterator[TrainEvent | GridRow]:
     """Train one method at each value of one setting (e.g. prompt length 1..100) x seeds; rows carry the value."""
     configs = sweep_configs(method, setting, values)
@@ -128,7 +130,7 @@ def run_sweep(
         for config, value in zip(configs, values)
         for seed in seeds
     ]
-    yield from run_plan(lm, task, setup, plan, settings, test_limit, stop)
+    yield from run_plan(lm, task, setup, plan, settings, test_limit, stop, backend)
 
 
 def run_plan(
@@ -139,8 +141,10 @@ def run_plan(
     settings: TrainSettings,
     test_limit: int | None = None,
     stop: threading.Event | None = None,
+    backend=None,
 ) -> Iterator[TrainEvent | GridRow]:
-    """The zero-shot row, then each planned run trained and scored on the same test texts.
+    """The zero-shot row, then each planned run trained and scored on the same test texts: one after another in
+    this process, or by `backend` (a `backends.RayBackend`), whose rows come in the order runs finish.
 
     `stop` ends the plan: the run in progress keeps its best weights so far and still gets its row, with
     status "stopped at step N of M"; runs not started are dropped.
@@ -159,6 +163,9 @@ def run_plan(
     )
     metrics = {"accuracy": zero_shot.accuracy, "macro_f1": zero_shot.macro_f1}
     yield GridRow(_row("zero-shot", 0, None, metrics, 0, total_params), result=zero_shot.row)
+    if backend is not None:
+        yield from backend.run(lm, task, setup, plan, settings, test, stop)
+        return
     for run in plan:
         if stop is not None and stop.is_set():
             return

