@@ -9,7 +9,9 @@ prompt-based full fine-tuning) x seeds x K=16 per class, each with its shipped d
 `--test-limit` test texts. It runs twice: in-process with torch using `--workers` threads, then on a Ray started
 here with `--workers` workers of one thread each (`peftlab.backends.RayBackend`). Ray's start-up (`ray.init`)
 is timed apart; the workers' model loading is inside Ray's grid time, as a user waits for it. Reports both wall
-times, their ratio, and whether every row (accuracy, macro-F1, steps, status) and every test prediction is the same.
+times, their ratio, each run's training time on either backend, and whether every row (accuracy, macro-F1, steps,
+status) and every test prediction is the same (training runs in bf16 autocast on CPUs that have it, whose sums
+depend on the number of torch threads: `--workers 1` compares one thread with one worker of one thread).
 
 stdout gets one JSON object (indent 2); progress lines go to stderr.
 """
@@ -42,6 +44,7 @@ VERBALIZER = {"negative": ["negative"], "positive": ["positive"]}
 METHODS = "prompt-tuning,p-tuning,prefix-tuning,lora,head,full"
 SPEEDUP_TARGET = 1.3
 COMPARED = ("test_accuracy", "macro_f1", "steps", "status")
+TIMED = ("train_seconds", "seconds_per_step")
 log = logger("ray_grid")
 
 
@@ -68,7 +71,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="13,21")
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--test-limit", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="torch threads in-process, Ray workers of 1 thread")
     args = parser.parse_args()
 
     task = load_task("rt-sentiment")
@@ -91,13 +94,18 @@ def main() -> None:
         "K": args.shots,
         "test_texts": args.test_limit,
         "runs": len(local) - 1,
-        "local": {"torch_threads": args.workers, "seconds": round(local_seconds, 1), "others_cpu_share": local_others},
+        "local": {
+            "torch_threads": args.workers,
+            "seconds": round(local_seconds, 1),
+            "others_cpu_share": round(local_others, 3),
+        },
         "ray": {
             "workers": args.workers,
             "threads_per_worker": 1,
             "init_seconds": round(start.seconds, 1),
             "seconds": round(ray_seconds, 1),
-            "others_cpu_share": round(ray_others, 3),
+            # Ray's workers are processes of their own, so they count here: near 1 means both cores were busy
+            "others_cpu_share_with_ray_workers": round(ray_others, 3),
         },
         "speedup": round(speedup, 3),
         "same_rows_and_predictions": same,
@@ -105,8 +113,8 @@ def main() -> None:
             {
                 "method": m,
                 "seed": s,
-                **{c: row[c] for c in COMPARED},
-                "on_ray": {c: remote[(m, s)][0][c] for c in COMPARED},
+                **{c: row[c] for c in COMPARED + TIMED},
+                "on_ray": {c: remote[(m, s)][0][c] for c in COMPARED + TIMED},
             }
             for (m, s), (row, _) in local.items()
             if (m, s) in remote

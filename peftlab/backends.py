@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
 
 BACKENDS = ("local", "ray")
@@ -64,6 +65,17 @@ class RayBackend:
                 raise PeftlabError(f"Cannot reach the Ray cluster at {self.address!r}: {exc}") from None
         return ray
 
+    def describe(self) -> str:
+        """What the cluster holds, in one line for the app ("Training runs go to Ray (a Ray started here): ...")."""
+        ray = self.connect()
+        resources = ray.cluster_resources()
+        where = self.address or "a Ray started here"
+        gpus = f", {resources['GPU']:g} GPUs" if resources.get("GPU") else ""
+        return (
+            f"Training runs go to Ray ({where}): {resources.get('CPU', 0):g} CPUs{gpus} on {len(ray.nodes())} "
+            f"node(s), {self.threads} CPU(s) per worker."
+        )
+
     def worker_count(self, ray, runs: int) -> int:
         if self.workers is not None:
             return max(1, min(self.workers, runs))
@@ -85,7 +97,11 @@ class RayBackend:
         dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
         workers = [worker_class.remote(lm.name, dtype, self.threads) for _ in range(self.worker_count(ray, len(plan)))]
         shared = [ray.put(task), ray.put(setup), ray.put(settings), ray.put(list(test))]
-        pending, running = list(plan), {}  # running: generator -> (worker, run)
+        from peftlab.standard import STEP_COST
+
+        # the longest runs first, so that the last ones to finish are short and no worker waits long at the end
+        pending = sorted(plan, key=lambda run: -STEP_COST.get(run.config.name, 1.0))
+        running, stopped = {}, False  # running: generator -> (worker, run)
 
         def send(worker) -> None:
             run = pending.pop(0)
@@ -96,9 +112,10 @@ class RayBackend:
                 if pending:
                     send(worker)
             while running:
-                if stop is not None and stop.is_set() and pending:
+                if stop is not None and stop.is_set() and not stopped:
                     pending.clear()  # Stop: no further run; the running ones end after their step
                     flag.set.remote()
+                    stopped = True
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
                 for stream in ready:
                     worker, run = running[stream]
@@ -112,6 +129,8 @@ class RayBackend:
                     except ray.exceptions.RayError as exc:  # the worker died twice, or Ray lost it
                         del running[stream]
                         yield failed_row(run, f"worker lost: {exc}")
+                        if pending:  # to the worker restarted in its place, or, if it is gone, one more failed row
+                            send(worker)
                         continue
                     yield item
         finally:
@@ -167,9 +186,10 @@ class RunWorker:
         try:
             for item in train_and_score(self.lm, task, setup, run, settings, test, _RemoteStop(ray, flag)):
                 if isinstance(item, GridRow):
+                    saved = None
                     if save_dir and item.trained is not None:
-                        zip_trained(item.trained, Path(save_dir) / adapter_name(item.values))
-                    item = dataclasses.replace(item, trained=None)  # the weights stay here (or in save_dir)
+                        saved = str(zip_trained(item.trained, Path(save_dir) / adapter_name(item.values)))
+                    item = dataclasses.replace(item, trained=None, saved=saved)  # the weights stay here or in saved
                 yield item
         except Exception as exc:  # reported in the run's row; the grid goes on
             yield failed_row(run, f"{type(exc).__name__}: {exc}")
@@ -189,14 +209,41 @@ def failed_row(run, reason: str):
     return GridRow(values)
 
 
-def backend_from(name: str, **options) -> RayBackend | None:
-    """The backend named `name` ("local": None, the in-process loop; "ray": a RayBackend with `options`).
+@dataclass
+class BackendConfig(Config):
+    """Where a grid's or a sweep's runs train: here one after another, or on Ray (`RayBackend`)."""
+
+    backend: str = setting(
+        "local", "train the runs here, one after another (local), or on Ray workers (ray)", choices=BACKENDS
+    )
+    address: str | None = setting(None, "Ray cluster address (auto, ray://host:10001); default: a Ray started here")
+    workers: int | None = setting(None, "Ray workers (default: as many as the cluster's CPUs hold)", minimum=1)
+    worker_threads: int = setting(1, "CPUs (torch threads) of each Ray worker", minimum=1)
+    worker_gpus: float = setting(0.0, "GPUs of each Ray worker (0.5: two workers share one)", minimum=0)
+
+    def check_settings(self):
+        ray_only = self.address or self.workers or self.worker_gpus or self.worker_threads != 1
+        if self.backend == "local" and ray_only:
+            raise PeftlabError("The address, workers, worker threads and worker GPUs are settings of the ray backend.")
+
+    def build(self, save_dir: str | None = None) -> RayBackend | None:
+        """None for the local backend (`compare.run_plan`'s own loop), else a RayBackend writing to `save_dir`."""
+        if self.backend == "local":
+            return None
+        return RayBackend(self.address, self.worker_threads, self.worker_gpus, self.workers, save_dir)
+
+
+def backend_from_env() -> RayBackend | None:
+    """The app's backend, chosen by whoever runs it: PEFTLAB_BACKEND=ray trains the Soft prompts tab's grids and
+    sweeps on Ray (PEFTLAB_RAY_ADDRESS, default a Ray started here; PEFTLAB_RAY_WORKER_THREADS and
+    PEFTLAB_RAY_WORKER_GPUS per worker); unset or "local" trains them in the app's process.
 
     Raises:
-        PeftlabError: an unknown backend name.
+        PeftlabError: an unknown backend or a setting out of range.
     """
-    if name == "local":
-        return None
-    if name == "ray":
-        return RayBackend(**{k: v for k, v in options.items() if v is not None})
-    raise PeftlabError(f"The backend is one of {', '.join(BACKENDS)}, not {name!r}.")
+    return BackendConfig(
+        backend=os.environ.get("PEFTLAB_BACKEND", "local"),
+        address=os.environ.get("PEFTLAB_RAY_ADDRESS"),
+        worker_threads=int(os.environ.get("PEFTLAB_RAY_WORKER_THREADS", "1")),
+        worker_gpus=float(os.environ.get("PEFTLAB_RAY_WORKER_GPUS", "0")),
+    ).build()

@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from peftlab.autoprompt import AutoPromptConfig
-from peftlab.backends import BACKENDS
+from peftlab.backends import BackendConfig
 from peftlab.cloze import ClozeConfig
 from peftlab.compare import GridConfig, SweepConfig
 from peftlab.config import add_arguments, from_arguments
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument(
         "--save-adapters", metavar="DIR", help="save every trained method as DIR/<method>-K<k>-seed<s>.zip"
     )
-    _add_backend(grid)
+    add_arguments(grid, BackendConfig)
     _add_outputs(grid)
     grid.set_defaults(run=run_compare, dtype="fp32")
 
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prompt(sweep)
     add_arguments(sweep, SweepConfig)
     add_arguments(sweep, TrainSettings)
-    _add_backend(sweep)
+    add_arguments(sweep, BackendConfig)
     _add_outputs(sweep)
     sweep.set_defaults(run=run_sweep_command, dtype="fp32")
 
@@ -194,32 +194,6 @@ def _add_outputs(command: argparse.ArgumentParser) -> None:
     command.add_argument("--json", action="store_true", help="print one JSON list of records")
 
 
-def _add_backend(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--backend", choices=BACKENDS, default="local", help="train the runs here, one after another, or on Ray"
-    )
-    command.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); default: a Ray started here")
-    command.add_argument("--workers", type=int, help="Ray workers (default: as many as the cluster's CPUs hold)")
-    command.add_argument("--worker-threads", type=int, default=1, help="CPUs (torch threads) of each Ray worker")
-    command.add_argument("--worker-gpus", type=float, default=0.0, help="GPUs of each Ray worker (0.5: two share one)")
-
-
-def _backend(args: argparse.Namespace):
-    """The runs' backend from --backend and its options: None (this process) or a backends.RayBackend."""
-    from peftlab.backends import backend_from
-
-    if args.backend == "local" and (args.address or args.workers or args.worker_gpus or args.worker_threads != 1):
-        raise PeftlabError("--address, --workers, --worker-threads and --worker-gpus need --backend ray.")
-    return backend_from(
-        args.backend,
-        address=args.address,
-        workers=args.workers,
-        threads=args.worker_threads,
-        gpus=args.worker_gpus,
-        save_dir=getattr(args, "save_adapters", None),
-    )
-
-
 def _add_model_and_task(command: argparse.ArgumentParser) -> None:
     command.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, local folder or Hub id")
     command.add_argument("--task", default="rt-sentiment", help="embedded task name, CSV/JSONL path or Hub dataset id")
@@ -322,6 +296,7 @@ def run_compare(args: argparse.Namespace) -> None:
     ]
     task, setup, settings = _training_inputs(args)
     validate_grid(task, methods, grid.seeds, grid.shots)
+    backend = from_arguments(BackendConfig, args).build(save_dir=args.save_adapters)  # workers write the zips
     lm = _load_lm(args)
     results = _stream_training(
         args,
@@ -330,7 +305,7 @@ def run_compare(args: argparse.Namespace) -> None:
         setup,
         methods,
         settings,
-        run_grid(lm, task, setup, methods, grid.seeds, grid.shots, settings, grid.test_limit, backend=_backend(args)),
+        run_grid(lm, task, setup, methods, grid.seeds, grid.shots, settings, grid.test_limit, backend=backend),
         grid.test_limit,
     )
     if not args.json:
@@ -345,6 +320,7 @@ def run_sweep_command(args: argparse.Namespace) -> None:
     configs = sweep_configs(sweep.method, sweep.varied, values)
     task, setup, settings = _training_inputs(args)
     validate_grid(task, configs, sweep.seeds, [sweep.shots])
+    backend = from_arguments(BackendConfig, args).build()
     lm = _load_lm(args)
     results = _stream_training(
         args,
@@ -364,7 +340,7 @@ def run_sweep_command(args: argparse.Namespace) -> None:
             sweep.shots,
             settings,
             sweep.test_limit,
-            backend=_backend(args),
+            backend,
         ),
         sweep.test_limit,
     )
@@ -397,6 +373,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
     from dataclasses import asdict
     from pathlib import Path
 
+    from peftlab.backends import adapter_name
     from peftlab.compare import GridRow, results_frame, run_record
     from peftlab.saving import zip_trained
     from peftlab.tuning import flat_loss_message, loss_is_flat
@@ -408,17 +385,18 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
     for item in items:
         if isinstance(item, GridRow):
             rows.append(item.values)
-            _store(args, [item.result])
+            if item.result is not None:  # a run that failed on Ray has no scores to keep
+                _store(args, [item.result])
             row = item.values
             if item.trained is not None and loss_is_flat(item.trained.history):
                 print(f"warning: {flat_loss_message(item.trained)}", file=sys.stderr)
             if item.trained is not None and save_dir:
-                zip_trained(item.trained, save_dir / f"{row['method']}-K{row['K']}-seed{row['seed']}.zip")
+                zip_trained(item.trained, save_dir / adapter_name(row))
             if not args.json:
-                print(
-                    f"{row['method']:>14} K={row['K']} seed={row['seed']}: test accuracy {row['test_accuracy']:.4f}",
-                    file=sys.stderr,
+                outcome = (
+                    row["status"] if row["status"].startswith("failed") else f"test accuracy {row['test_accuracy']:.4f}"
                 )
+                print(f"{row['method']:>14} K={row['K']} seed={row['seed']}: {outcome}", file=sys.stderr)
         else:
             curves.append(asdict(item))
             if not args.json and item.step % args.eval_every == 0:

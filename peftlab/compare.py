@@ -74,6 +74,7 @@ class GridRow:
     values: dict  # RESULT_COLUMNS, plus the swept setting in a sweep
     trained: TrainedMethod | None = None
     result: ResultRow | None = None  # the same, as the results store keeps it (with every test prediction)
+    saved: str | None = None  # where a Ray worker wrote the trained method (`backends.RayBackend.save_dir`)
 
 
 @dataclass

@@ -357,7 +357,7 @@ def test_a_long_grid_shows_its_estimate_first_and_starts_on_the_second_press(cli
     status, *_ = call(client, "/compare", *args)
     assert re.fullmatch(
         r"\*\*2 training runs \(methods x K x seeds = 1 x 2 x 1\): about [\d.]+ (min|h) on this machine\*\* \(from a "
-        r"training step and a text measured just now\)\. Press the button again to start, or make the job smaller\.",
+        rf"training step and a text measured just now\)\. {SECOND_PRESS}",
         status,
     ), status
     job = client.submit(*args, api_name="/compare")  # the same form again: it starts, with a time left

@@ -10,7 +10,7 @@ import pytest
 import ray
 from safetensors.torch import load as load_safetensors
 
-from peftlab.backends import RayBackend, backend_from
+from peftlab.backends import BackendConfig, RayBackend
 from peftlab.cli import main
 from peftlab.cloze import ClozeSetup
 from peftlab.compare import GridRow, PlannedRun, run_grid, run_plan
@@ -106,13 +106,19 @@ def test_stop_sends_no_further_run_and_keeps_the_finished_ones(local_ray, folder
     assert [r.values["seed"] for r in rows] == [13] and rows[0].values["status"] == "done"
 
 
-def test_the_compare_command_runs_its_grid_on_ray(local_ray, tiny_causal_folder, tmp_path, capsys):
-    task = tmp_path / "easy.csv"
+@pytest.fixture(scope="module")
+def easy_csv(tmp_path_factory) -> str:
+    """The easy task as a CSV file with its splits, as a person uploads it."""
+    path = tmp_path_factory.mktemp("easy") / "easy.csv"
     easy = easy_task()
     lines = ["text,label,split"] + [f"{r['text']},{easy.label_names[r['label']]},train" for r in easy.train]
     lines += [f"{r['text']},{easy.label_names[r['label']]},test" for r in easy.test]
-    task.write_text("\n".join(lines) + "\n")
-    args = ["compare", "--model", tiny_causal_folder, "--task", str(task), "--template", TEMPLATE]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_the_compare_command_runs_its_grid_on_ray(local_ray, tiny_causal_folder, easy_csv, capsys):
+    args = ["compare", "--model", tiny_causal_folder, "--task", easy_csv, "--template", TEMPLATE]
     args += ["--verbalizer", json.dumps(VERBALIZER), "--methods", "prompt-tuning,lora", "--shots", "4"]
     args += ["--seeds", "13", "--steps", "2", "--eval-every", "2", "--json", "--backend", "ray"]
     assert main(args) == 0
@@ -121,10 +127,32 @@ def test_the_compare_command_runs_its_grid_on_ray(local_ray, tiny_causal_folder,
     assert all(r["status"] == "done" for r in records)
 
 
-def test_backend_options_are_checked_in_one_sentence(capsys):
-    with pytest.raises(PeftlabError, match=r"^The backend is one of local, ray, not 'spark'\.$"):
-        backend_from("spark")
+def test_backend_settings_are_checked_in_one_sentence(capsys):
+    with pytest.raises(PeftlabError, match=r"^Backend must be one of local, ray, not 'spark'\.$"):
+        BackendConfig(backend="spark")
+    with pytest.raises(PeftlabError, match=r"^Workers must be at least 1, not 0\.$"):
+        BackendConfig(backend="ray", workers=0)
     assert main(["compare", "--address", "auto"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: --address, --workers, --worker-threads and --worker-gpus need --backend ray."
+        "error: The address, workers, worker threads and worker GPUs are settings of the ray backend."
     )
+    assert BackendConfig().build() is None  # local: compare.run_plan's own loop
+
+
+def test_the_soft_prompts_tab_trains_on_ray_and_classifies_with_what_the_worker_saved(
+    local_ray, tiny_causal_folder, easy_csv, monkeypatch
+):
+    from peftlab.ui.soft_prompts_tab import classify_with, run_comparison
+
+    monkeypatch.setenv("PEFTLAB_BACKEND", "ray")  # how whoever runs the app chooses Ray
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
+    form = dict(model=tiny_causal_folder, task="", upload=easy_csv, text_column="text", label_column="label")
+    form |= dict(templates=TEMPLATE, verbalizer="negative: negative\npositive: positive", methods=["lora"])
+    form |= dict(shots="4", seeds="13", steps=2, select_by="accuracy", rates="", test_limit=6)
+    *_, last = run_comparison(None, **form)
+    status, results = last[0], last[1]
+    assert status.startswith("1/1 runs finished"), status
+    assert list(results["method"]) == ["zero-shot", "lora"] and list(results["status"]) == ["done", "done"]
+    bars = classify_with("lora", "the movie was great", None)  # the zip the worker wrote, loaded back here
+    probabilities = [float(p) for p in bars.data[0].x]
+    assert len(probabilities) == 2 and abs(sum(probabilities) - 1) < 1e-5

@@ -262,6 +262,7 @@ def test_every_option_default_is_its_config_fields_default():
     import argparse
 
     from peftlab.autoprompt import AutoPromptConfig
+    from peftlab.backends import BackendConfig
     from peftlab.cli import RLHF_STAGES, build_parser
     from peftlab.cloze import ClozeConfig
     from peftlab.compare import GridConfig, SweepConfig
@@ -275,8 +276,8 @@ def test_every_option_default_is_its_config_fields_default():
     commands = {
         "cloze": [ClozeConfig],
         "autoprompt": [AutoPromptConfig],
-        "compare": [GridConfig, TrainSettings],
-        "sweep": [SweepConfig, TrainSettings],
+        "compare": [GridConfig, TrainSettings, BackendConfig],
+        "sweep": [SweepConfig, TrainSettings, BackendConfig],
         "standard": [StandardConfig, TrainSettings],
         "pet": [PETConfig, TrainSettings],
     }

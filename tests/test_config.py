@@ -11,6 +11,7 @@ import typing
 import pytest
 
 from peftlab.autoprompt import AutoPromptConfig
+from peftlab.backends import BackendConfig
 from peftlab.cloze import ClozeConfig
 from peftlab.compare import GridConfig, SweepConfig
 from peftlab.config import Config, _base_type, capitalised, label_of
@@ -31,6 +32,7 @@ CONFIGS = [
     TrainSettings,
     GridConfig,
     SweepConfig,
+    BackendConfig,
     *METHODS.values(),
     SFTConfig,
     RewardConfig,

@@ -7,11 +7,12 @@ method as a zip, and sweep one setting of one method (e.g. the prompt length).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import gradio as gr
 import pandas as pd
 
+from peftlab.backends import backend_from_env
 from peftlab.cloze import ClozeSetup
 from peftlab.compare import (
     GridConfig,
@@ -91,6 +92,18 @@ def _method_choices(trained: dict, value=None) -> gr.Dropdown:
     return gr.Dropdown(choices=list(trained), value=value if value is not None else next(iter(trained), None))
 
 
+def _backend(session):
+    """The runs' backend (`backends.backend_from_env`): None in this process; on Ray, workers write each trained
+    method into the session's folder, where "classify" and "download" read it back."""
+    backend = backend_from_env()
+    return replace(backend, save_dir=str(session.folder / "trained-on-ray")) if backend else None
+
+
+def _kept(row: GridRow, lm):
+    """The trained method of a grid row: in the row (in-process) or loaded from where a Ray worker saved it."""
+    return row.trained if row.trained is not None or row.saved is None else load_trained(row.saved, lm)
+
+
 @user_errors
 def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
     task, setup, settings = _prepare(form)
@@ -131,14 +144,16 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         )
 
     with job(request, "soft-prompts") as (session, stop):
-        for item in run_grid(lm, task, setup, configs, seed_list, shot_list, settings, test_limit, stop):
+        backend = _backend(session)
+        for item in run_grid(lm, task, setup, configs, seed_list, shot_list, settings, test_limit, stop, backend):
             if isinstance(item, GridRow):
                 rows.append(item.values)
-                keep_results(request, [item.result])
-                if item.trained is not None:
-                    trained_by_method[item.values["method"]] = item.trained  # the latest run of each method
-                    if loss_is_flat(item.trained.history):
-                        notes.append(flat_loss_message(item.trained))
+                if item.result is not None:  # a run that failed on Ray has no scores
+                    keep_results(request, [item.result])
+                if (trained := _kept(item, lm)) is not None:
+                    trained_by_method[item.values["method"]] = trained  # the latest run of each method
+                    if loss_is_flat(trained.history):
+                        notes.append(flat_loss_message(trained))
             else:
                 events.append(asdict(item))
                 done = max(len(rows) - 1 + item.step / settings.steps, 0)
@@ -244,13 +259,16 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
         yield message, gr.skip(), gr.skip()
         return
     rows = []
-    with job(request, "sweep") as (_, stop):
-        for item in run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, test_limit, stop):
+    with job(request, "sweep") as (session, stop):
+        backend = _backend(session)
+        runs = run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, test_limit, stop, backend)
+        for item in runs:
             if not isinstance(item, GridRow):
                 progress((len(rows) - 1 + item.step / settings.steps) / total, desc=f"{item.method} seed {item.seed}")
                 continue
             rows.append(item.values)
-            keep_results(request, [item.result])
+            if item.result is not None:
+                keep_results(request, [item.result])
             results = results_frame(rows)
             trained = results[results["method"] != "zero-shot"]
             summary = summarize(trained, by=[setting]) if len(trained) else pd.DataFrame(columns=[setting])
@@ -264,6 +282,8 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
 
 def build_soft_prompts_tab() -> None:
     intro(SUMMARY, DETAILS)
+    if backend := backend_from_env():
+        gr.Markdown(backend.describe())
     source = model_and_task_inputs()
     with gr.Row():
         templates = gr.Textbox(START_TEMPLATE, lines=2, label="Template")
