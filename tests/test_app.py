@@ -371,7 +371,7 @@ def test_a_long_grid_shows_its_estimate_first_and_starts_on_the_second_press(cli
 def test_soft_prompts_sweep_trains_each_value(client):
     args = compare_args()[:7] + ["prompt-tuning", "num_virtual_tokens", "1,4", "4", "13", 2, 20]
     status, table, plot = call(client, "/sweep", *args, timeout=FIRST_CALL_TIMEOUT_S)
-    assert status == "2/2 runs finished."
+    assert re.fullmatch(r"2/2 runs finished \(estimated \d+ s in all\)\.", status), status
     assert [row[0] for row in table["data"]] == ["1", "4"]
     figure = json.loads(plot["plot"])
     assert figure["layout"]["xaxis"]["title"]["text"] == "num_virtual_tokens"

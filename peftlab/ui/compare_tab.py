@@ -6,6 +6,8 @@ visitor sees their own. The library does the grouping, the statistics and the re
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 import pandas as pd
 
@@ -44,6 +46,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
+from peftlab.ui.display import time_left
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
@@ -134,6 +137,10 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
         yield message, gr.skip()
         return
     rows = []
+    # each run's share of the whole, by its method's estimate over the method's runs: the time left follows it
+    runs = plan(config)
+    shares = [costs[m] / sum(1 for other, _ in runs if other == m) / max(sum(costs.values()), 1e-9) for m, _ in runs]
+    clock = time.perf_counter()
     with job(request, "standard") as (_, stop):
         for item in run_standard(
             scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings, stop
@@ -144,7 +151,7 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
                 yield (
                     f"{expected}. Run {item.step}/{item.runs}: {item.method}"
                     + (f", seed {item.seed}" if item.seed is not None else "")
-                    + "...",
+                    + f"{time_left(clock, sum(shares[: item.step - 1]))}...",
                     _table(rows),
                 )
             elif isinstance(item, ResultRow):

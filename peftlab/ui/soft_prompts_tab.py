@@ -258,7 +258,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
     if message := unconfirmed(request, "sweep", form, expected, f"{total} training runs"):
         yield message, gr.skip(), gr.skip()
         return
-    rows = []
+    rows, started = [], time.perf_counter()
     with job(request, "sweep") as (session, stop):
         backend = _backend(session)
         runs = run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, test_limit, stop, backend)
@@ -274,7 +274,9 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
             summary = summarize(trained, by=[setting]) if len(trained) else pd.DataFrame(columns=[setting])
             zero_shot = float(results["test_accuracy"].iloc[0])
             plot = sweep_curve(summary, setting, zero_shot) if len(trained) else None
-            status = f"{len(rows) - 1}/{total} runs finished."
+            finished = len(rows) - 1
+            left = time_left(started, finished / total) if finished < total else ""
+            status = f"{finished}/{total} runs finished{left} (estimated {duration(expected)} in all)."
             if stop.is_set():
                 status += f" {stopped_note(stop)} The stopped run's best weights so far are in the last row."
             yield status, readable(summary), plot
