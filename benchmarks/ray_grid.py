@@ -13,6 +13,10 @@ times, their ratio, each run's training time on either backend, and whether ever
 status) and every test prediction is the same (training runs in bf16 autocast on CPUs that have it, whose sums
 depend on the number of torch threads: `--workers 1` compares one thread with one worker of one thread).
 
+Then (`--tune-trials`, 0 for none; `--no-grid` for it alone) prompt tuning's learning rate is searched with Ray
+Tune on dev log-likelihood (`peftlab.search`, loguniform 1e-3 to 1e-1, ASHA), and the winner and the default are
+trained on the seeds and scored on the same test texts: every trial, the wall time, the chosen rate, both means.
+
 stdout gets one JSON object (indent 2); progress lines go to stderr.
 """
 
@@ -36,6 +40,7 @@ from peftlab.cloze import ClozeSetup  # noqa: E402
 from peftlab.compare import GridRow, run_grid  # noqa: E402
 from peftlab.methods import method_config  # noqa: E402
 from peftlab.models import load_lm  # noqa: E402
+from peftlab.search import TuneConfig, parse_search, run_search  # noqa: E402
 from peftlab.tasks import load_task  # noqa: E402
 from peftlab.tuning import TrainSettings  # noqa: E402
 
@@ -65,30 +70,18 @@ def grid(lm, task, args, backend=None) -> tuple[dict, float, float]:
     return rows, phase.seconds, phase.others_cpu_share
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--methods", default=METHODS)
-    parser.add_argument("--seeds", default="13,21")
-    parser.add_argument("--shots", type=int, default=16)
-    parser.add_argument("--test-limit", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=2, help="torch threads in-process, Ray workers of 1 thread")
-    args = parser.parse_args()
-
-    task = load_task("rt-sentiment")
-    torch.set_num_threads(args.workers)
-    lm = load_lm(dtype="fp32")  # as the compare command trains
+def grid_comparison(lm, task, args) -> dict:
     local, local_seconds, local_others = grid(lm, task, args)
     with Phase("ray.init", log) as start:
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     remote, ray_seconds, ray_others = grid(lm, task, args, RayBackend(threads=1, workers=args.workers))
-    ray.shutdown()
 
     same = sorted(local) == sorted(remote) and all(
         all(local[key][0][c] == remote[key][0][c] for c in COMPARED) and local[key][1] == remote[key][1]
         for key in local
     )
     speedup = local_seconds / ray_seconds
-    result = {
+    return {
         "methods": args.methods.split(","),
         "seeds": [int(s) for s in args.seeds.split(",")],
         "K": args.shots,
@@ -121,6 +114,59 @@ def main() -> None:
         ],
         "targets": {f"ray >= {SPEEDUP_TARGET}x faster": speedup >= SPEEDUP_TARGET, "identical rows": same},
     }
+
+
+def tune_benchmark(lm, task, args) -> dict:
+    """Prompt tuning's learning rate searched with Ray Tune (ASHA, one trial per worker at a time) on seed 13's dev
+    texts, then the winner and the default trained on the seeds and scored on test."""
+    config = TuneConfig(
+        method="prompt-tuning",
+        trials=args.tune_trials,
+        shots=args.shots,
+        seeds=tuple(int(s) for s in args.seeds.split(",")),
+        test_limit=args.test_limit,
+    )
+    space = parse_search(config.method, ["learning_rate=loguniform:1e-3:1e-1"])
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER, calibration="mean")
+    with Phase("tune", log) as phase:
+        *_, result = run_search(
+            lm, task, setup, config, space, TrainSettings(), backend=RayBackend(workers=args.workers)
+        )
+    summary = result.summary()
+    log(f"  best learning rate {result.best['settings']['learning_rate']:.4g}: {summary['tuned_test_accuracy_mean']}")
+    return {
+        "space": summary["space"],
+        "trials": summary["trials"],
+        "seconds": round(phase.seconds, 1),
+        "search_seconds": summary["search_seconds"],
+        "best_learning_rate": result.best["settings"]["learning_rate"],
+        "default_learning_rate": method_config(config.method).learning_rate,
+        "tuned_test_accuracy_mean": summary["tuned_test_accuracy_mean"],
+        "default_test_accuracy_mean": summary["default_test_accuracy_mean"],
+        "rows": summary["rows"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--seeds", default="13,21")
+    parser.add_argument("--shots", type=int, default=16)
+    parser.add_argument("--test-limit", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2, help="torch threads in-process, Ray workers of 1 thread")
+    parser.add_argument("--tune-trials", type=int, default=8, help="trials of the learning-rate search (0: none)")
+    parser.add_argument("--no-grid", action="store_true", help="only the learning-rate search")
+    args = parser.parse_args()
+
+    task = load_task("rt-sentiment")
+    torch.set_num_threads(args.workers)
+    lm = load_lm(dtype="fp32")  # as the compare command trains
+    result = {} if args.no_grid else grid_comparison(lm, task, args)
+    if args.tune_trials:
+        if not ray.is_initialized():
+            ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+        result["tune"] = tune_benchmark(lm, task, args)
+    ray.shutdown()
     print(json.dumps(result, indent=2))
 
 

@@ -25,6 +25,7 @@ from peftlab.rlhf.pipeline import PipelineConfig
 from peftlab.rlhf.ppo import PPOConfig
 from peftlab.rlhf.reward import RewardConfig
 from peftlab.rlhf.sft import SFTConfig
+from peftlab.search import TuneConfig
 from peftlab.standard import StandardConfig
 from peftlab.tuning import TrainSettings
 
@@ -79,6 +80,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(grid, BackendConfig)
     _add_outputs(grid)
     grid.set_defaults(run=run_compare, dtype="fp32")
+
+    search = commands.add_parser(
+        "tune", help="search a method's learning rate (and one more setting) with Ray Tune on dev; the winner on test"
+    )
+    _add_model_and_task(search)
+    _add_prompt(search)
+    add_arguments(search, TuneConfig)
+    add_arguments(search, TrainSettings)
+    add_arguments(search, BackendConfig)
+    search.add_argument(
+        "--search",
+        action="append",
+        default=[],
+        metavar="SETTING=DISTRIBUTION:ARGS",
+        help="a dimension of the search space, e.g. learning_rate=loguniform:1e-3:1e-1 or "
+        "num_virtual_tokens=choice:5,20,50; repeat for a second setting",
+    )
+    search.add_argument("--json", action="store_true", help="print one JSON object")
+    search.set_defaults(run=run_tune, dtype="fp32")
 
     sweep = commands.add_parser("sweep", help="train one method at several values of one setting (e.g. prompt length)")
     _add_model_and_task(sweep)
@@ -347,6 +367,37 @@ def run_sweep_command(args: argparse.Namespace) -> None:
     if not args.json:
         trained = results[results["method"] != "zero-shot"]
         print(summarize(trained, by=[sweep.varied]).to_string(index=False))
+
+
+def run_tune(args: argparse.Namespace) -> None:
+    from peftlab.compare import GridRow
+    from peftlab.search import SearchResult, parse_search, run_search
+
+    config = from_arguments(TuneConfig, args)
+    dimensions = parse_search(config.method, args.search)
+    backend_config = from_arguments(BackendConfig, args)
+    task, setup, settings = _training_inputs(args)
+    task.few_shot(config.shots, config.seeds[0])  # a K the smallest class cannot supply fails before Ray starts
+    backend = backend_config.build()
+    lm = _load_lm(args)
+    for item in run_search(lm, task, setup, config, dimensions, settings, backend_config.address, backend):
+        if isinstance(item, SearchResult):
+            result = item
+        elif isinstance(item, GridRow) and item.values["seed"] is not None and not args.json:
+            row = item.values
+            print(
+                f"{row['configuration']:>8} seed={row['seed']}: test accuracy {row['test_accuracy']:.4f}",
+                file=sys.stderr,
+            )
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"best {config.method} settings on dev: {json.dumps(result.best['settings'])}")
+    print(
+        f"test accuracy over seeds {', '.join(map(str, config.seeds))}: tuned {summary['tuned_test_accuracy_mean']:.4f}"
+        f", defaults {summary['default_test_accuracy_mean']:.4f} ({len(result.trials)} trials, {result.seconds:.0f} s)"
+    )
 
 
 def _training_inputs(args: argparse.Namespace):

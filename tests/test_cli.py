@@ -233,6 +233,7 @@ def test_processes_started_together_on_an_empty_cache_all_succeed(tmp_path):
 # Options that are not settings of any config: where the data and the model come from, and what to print.
 NOT_SETTINGS = {
     "store",
+    "search",
     "model",
     "task",
     "text_column",
@@ -269,6 +270,7 @@ def test_every_option_default_is_its_config_fields_default():
     from peftlab.config import from_arguments
     from peftlab.pet import PETConfig
     from peftlab.rlhf.pipeline import PipelineConfig
+    from peftlab.search import TuneConfig
     from peftlab.standard import StandardConfig
     from peftlab.tuning import TrainSettings
 
@@ -278,6 +280,7 @@ def test_every_option_default_is_its_config_fields_default():
         "autoprompt": [AutoPromptConfig],
         "compare": [GridConfig, TrainSettings, BackendConfig],
         "sweep": [SweepConfig, TrainSettings, BackendConfig],
+        "tune": [TuneConfig, TrainSettings, BackendConfig],
         "standard": [StandardConfig, TrainSettings],
         "pet": [PETConfig, TrainSettings],
     }

@@ -23,6 +23,7 @@ from peftlab.rlhf.pipeline import PipelineConfig
 from peftlab.rlhf.ppo import PPOConfig
 from peftlab.rlhf.reward import RewardConfig
 from peftlab.rlhf.sft import SFTConfig
+from peftlab.search import TuneConfig
 from peftlab.standard import StandardConfig
 from peftlab.tuning import TrainSettings
 
@@ -41,6 +42,7 @@ CONFIGS = [
     PipelineConfig,
     StandardConfig,
     PETConfig,
+    TuneConfig,
 ]
 
 

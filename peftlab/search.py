@@ -1,0 +1,273 @@
+"""Learning-rate (and one more setting) search with Ray Tune, scored on dev, then the winner on test.
+
+Each trial trains the method on one seed's K examples per class with settings drawn from the search space and
+reports the best dev log-likelihood so far after each dev evaluation; ASHA (Li et al. 2020, "A System for
+Massively Parallel Hyperparameter Tuning") stops trials that trail the others at the same evaluation, or every
+trial runs to its end (fifo). The test texts are never seen while searching: the best trial's settings are then
+trained on every seed and scored on test beside the method's defaults on the same seeds and texts.
+
+A search space is one spec per setting, written `setting=distribution:arguments`:
+`learning_rate=loguniform:1e-3:1e-1`, `dropout=uniform:0:0.3`, `r=randint:2:33` (the upper bound excluded, as
+Ray Tune's), `num_virtual_tokens=choice:5,20,50`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from peftlab.config import Config, scored_texts_setting, setting
+from peftlab.errors import PeftlabError
+from peftlab.methods import METHODS, method_config
+from peftlab.tasks import DEFAULT_SEEDS
+
+DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
+SCHEDULERS = ("asha", "fifo")
+MAX_DIMENSIONS = 2  # the learning rate and one more setting: more needs more trials than a CPU affords
+METRIC = "dev_log_likelihood"
+
+
+@dataclass
+class TuneConfig(Config):
+    """What a search tries and how the winner is checked."""
+
+    method: str = setting("prompt-tuning", "the method whose settings are searched", choices=tuple(METHODS))
+    trials: int = setting(8, "settings drawn from the search space, one training run each", minimum=1)
+    scheduler: str = setting(
+        "asha", "asha stops trials that trail the others at a dev evaluation; fifo runs every trial", choices=SCHEDULERS
+    )
+    shots: int = setting(16, "K, labelled examples per class (as many again for dev)", minimum=1, label="K per class")
+    seeds: tuple[int, ...] = setting(
+        DEFAULT_SEEDS[:3], "seeds the best settings and the defaults are trained on; trials use the first"
+    )
+    trial_threads: int = setting(1, "CPUs (torch threads) of each trial", minimum=1)
+    trial_gpus: float = setting(0.0, "GPUs of each trial (0.5: two trials share one)", minimum=0)
+    test_limit: int | None = scored_texts_setting("test texts the best settings and the defaults are scored on")
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One setting's distribution: `values` are (low, high) for the ranges, the options for choice."""
+
+    setting: str
+    distribution: str
+    values: tuple
+
+    def to_ray(self):
+        from ray import tune
+
+        if self.distribution == "choice":
+            return tune.choice(list(self.values))
+        return getattr(tune, self.distribution)(*self.values)
+
+    def spec(self) -> str:
+        """The dimension as its spec is written ("learning_rate=loguniform:0.001:0.1")."""
+        separator = "," if self.distribution == "choice" else ":"
+        return f"{self.setting}={self.distribution}:{separator.join(map(str, self.values))}"
+
+
+def parse_search(method: str, specs: Sequence[str]) -> list[Dimension]:
+    """The search space of `method` from specs like "learning_rate=loguniform:1e-3:1e-1" (see the module).
+
+    Raises:
+        PeftlabError: no spec or more than MAX_DIMENSIONS, a spec not of the form setting=distribution:arguments,
+            a setting the method does not have or given twice, an unknown distribution, bounds that are not
+            numbers, not increasing or (loguniform) not above 0, a choice of fewer than two values, or a value the
+            method's own config refuses.
+    """
+    if method not in METHODS:
+        raise PeftlabError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
+    if not specs:
+        raise PeftlabError("Give a search space, e.g. --search learning_rate=loguniform:1e-3:1e-1.")
+    if len(specs) > MAX_DIMENSIONS:
+        raise PeftlabError(f"Search at most {MAX_DIMENSIONS} settings (the learning rate and one more).")
+    fields = {item.name: item for item in METHODS[method].settings()}
+    dimensions = []
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        distribution, _, arguments = rest.partition(":")
+        name, distribution = name.strip(), distribution.strip()
+        if not name or not distribution or not arguments:
+            raise PeftlabError(
+                f"Write a search as setting=distribution:arguments, e.g. learning_rate=loguniform:1e-3:1e-1, "
+                f"not {spec!r}."
+            )
+        if name not in fields or name == "name":
+            settable = ", ".join(n for n in fields if n != "name")
+            raise PeftlabError(f"{method} has no setting {name!r} to search; it has {settable}.")
+        if name in {d.setting for d in dimensions}:
+            raise PeftlabError(f"Search each setting once; {name} is given twice.")
+        if distribution not in DISTRIBUTIONS:
+            raise PeftlabError(f"Unknown distribution {distribution!r} for {name}: use {', '.join(DISTRIBUTIONS)}.")
+        kind = int if isinstance(getattr(METHODS[method](), name), int) else float
+        dimensions.append(Dimension(name, distribution, _values(name, distribution, arguments, kind)))
+        for value in dimensions[-1].values if distribution == "choice" else dimensions[-1].values[:1]:
+            method_config(method, **{name: value})  # a value the method refuses fails now, in its own words
+        if distribution in ("loguniform", "uniform"):
+            method_config(method, **{name: dimensions[-1].values[1]})
+    return dimensions
+
+
+def _values(name: str, distribution: str, arguments: str, kind: type) -> tuple:
+    parts = [p.strip() for p in arguments.split("," if distribution == "choice" else ":")]
+    number = int if distribution == "randint" or (distribution == "choice" and kind is int) else float
+    try:
+        values = tuple(number(p) for p in parts)
+    except ValueError:
+        what = "whole numbers" if number is int else "numbers"
+        raise PeftlabError(f"The {distribution} arguments of {name} must be {what}, not {arguments!r}.") from None
+    if distribution == "choice":
+        if len(set(values)) < 2:
+            raise PeftlabError(f"A choice of {name} needs at least two different values, not {arguments!r}.")
+        return values
+    if len(values) != 2 or not values[0] < values[1]:
+        raise PeftlabError(f"A {distribution} range of {name} is low:high with low < high, not {arguments!r}.")
+    if distribution == "loguniform" and values[0] <= 0:
+        raise PeftlabError(f"A loguniform range of {name} must start above 0, not at {parts[0]}.")
+    return values
+
+
+@dataclass
+class SearchResult:
+    """The trials (settings, best dev log-likelihood, evaluations run), the winner, and the rows of the winner and
+    of the defaults trained on every seed and scored on test (`GridRow.values`, with "configuration")."""
+
+    method: str
+    space: list[str]
+    trials: list[dict]
+    best: dict
+    rows: list[dict]
+    search_seconds: float
+    seconds: float
+
+    def summary(self) -> dict:
+        def mean(configuration: str) -> float:
+            scores = [r["test_accuracy"] for r in self.rows if r.get("configuration") == configuration]
+            return round(sum(scores) / len(scores), 4) if scores else math.nan
+
+        return {
+            **dataclasses.asdict(self),
+            "tuned_test_accuracy_mean": mean("tuned"),
+            "default_test_accuracy_mean": mean("default"),
+        }
+
+
+def _trial(params: dict, *, model: str, dtype: str, task, setup, method: str, k: int, seed: int, settings, threads):
+    """One Tune trial: train `method` with `params` on seed `seed`'s K examples; report the best dev log-likelihood
+    so far after each dev evaluation (ASHA compares trials at the same evaluation)."""
+    import torch
+    from ray import tune
+
+    from peftlab.models import load_lm
+    from peftlab.tuning import TrainEvent, train_method
+
+    torch.set_num_threads(threads)
+    lm = load_lm(model, dtype=dtype)
+    train, dev = task.few_shot(k, seed)
+    best = -math.inf
+    for item in train_method(
+        lm, setup, method_config(method, **params), train, dev, dataclasses.replace(settings, seed=seed)
+    ):
+        if isinstance(item, TrainEvent) and not math.isnan(item.dev_log_likelihood):
+            best = max(best, item.dev_log_likelihood)
+            tune.report({METRIC: best, "step": item.step, "dev_accuracy": item.dev_accuracy})
+
+
+def run_search(
+    lm,
+    task,
+    setup,
+    config: TuneConfig,
+    dimensions: Sequence[Dimension],
+    settings,
+    address=None,
+    backend=None,
+    storage: str | None = None,
+) -> Iterator:
+    """Search `dimensions` with Ray Tune (a Ray at `address`, or started here), then train the best settings and the
+    defaults on `config.seeds` (by `backend`, as `compare.run_plan` does) and score both on test. Yields the re-run's
+    events and rows, then the SearchResult.
+
+    Raises:
+        PeftlabError: Ray is not installed or its cluster cannot be reached.
+    """
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from peftlab.backends import RayBackend
+    from peftlab.compare import GridRow, PlannedRun, run_plan
+
+    started = time.perf_counter()
+    RayBackend(address=address).connect()
+    evaluations = math.ceil(settings.steps / settings.eval_every)  # dev every eval_every steps and at the last
+    scheduler = (
+        ASHAScheduler(time_attr="training_iteration", max_t=evaluations, grace_period=1, reduction_factor=2)
+        if config.scheduler == "asha"
+        else FIFOScheduler()
+    )
+    dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
+    trainable = tune.with_parameters(
+        _trial,
+        model=lm.name,
+        dtype=dtype,
+        task=task,
+        setup=setup,
+        method=config.method,
+        k=config.shots,
+        seed=config.seeds[0],
+        settings=settings,
+        threads=config.trial_threads,
+    )
+    with tempfile.TemporaryDirectory() as scratch:  # Tune's checkpoints and logs, unless `storage` keeps them
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": config.trial_threads, "gpu": config.trial_gpus}),
+            param_space={d.setting: d.to_ray() for d in dimensions},
+            tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=config.trials, scheduler=scheduler),
+            run_config=tune.RunConfig(storage_path=storage or scratch, name=f"peftlab-{config.method}", verbose=0),
+        )
+        with contextlib.redirect_stdout(sys.stderr):  # Tune's tables: stdout is the caller's (the CLI's JSON)
+            results = tuner.fit()
+    trials = []
+    for result in results:
+        if result.error is not None:
+            trials.append({"settings": result.config, "error": str(result.error).splitlines()[0]})
+            continue
+        history = result.metrics_dataframe  # one row per dev evaluation reported
+        trials.append(
+            {
+                "settings": result.config,
+                METRIC: round(float(history[METRIC].max()), 5),
+                "evaluations": len(history),
+                "steps": int(history["step"].iloc[-1]),  # fewer than settings.steps: ASHA or patience stopped it
+            }
+        )
+    scored = [t for t in trials if METRIC in t]
+    if not scored:
+        raise PeftlabError(f"Every trial failed; the first said: {trials[0]['error']}")
+    best = max(scored, key=lambda t: t[METRIC])
+    search_seconds = time.perf_counter() - started
+    plan = [
+        PlannedRun(method_config(config.method, **chosen), config.shots, seed, config.method, {"configuration": name})
+        for name, chosen in (("tuned", best["settings"]), ("default", {}))
+        for seed in config.seeds
+    ]
+    rows = []
+    for item in run_plan(lm, task, setup, plan, settings, config.test_limit, backend=backend):
+        if isinstance(item, GridRow):
+            rows.append(item.values)
+        yield item
+    yield SearchResult(
+        config.method,
+        [d.spec() for d in dimensions],
+        trials,
+        best,
+        rows,
+        round(search_seconds, 1),
+        round(time.perf_counter() - started, 1),
+    )
