@@ -6,6 +6,7 @@ import base64
 import json
 import math
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -587,13 +588,21 @@ def test_a_long_rlhf_stage_stops_after_its_first_steps_and_leaves_the_stages_as_
     prompt, *_ = call(visitor, "/rlhf_sample_for_ranking", 2, 0)
     assert prompt.startswith("**Prompt:**")
 
-    # the reward model prices the sampling before it samples: from 8 responses sampled just now
-    status, *_ = call(visitor, "/rlhf_reward", "simulated labeler", "vader-positive", 3, 10, 0, 3, 0)
+    # the reward model prices the sampling before it samples: from one batch sampled just now
+    reward = ["simulated labeler", "vader-positive", 3, 10, 0, 3, 0]
+    status, *_ = call(visitor, "/rlhf_reward", *reward)
     assert re.fullmatch(
         rf"\*\*\d+ samples to rank and 3 steps: about \d+ s on this machine\*\* \(from its pace on this machine\)\. "
         rf"{SECOND_PRESS}",
         status,
     ), status
+    status, *_ = call(visitor, "/rlhf_reward", *reward)
+    assert status.startswith("Reward model: held-out pair accuracy"), status
+
+    # DPO trains in a thread of its own: a DPO stopped for its estimate leaves none running behind it
+    status, *_ = call(visitor, "/rlhf_dpo", 400, 0.1, 1e-3, 0)
+    assert status.startswith("**400 DPO steps: about") and "(from its first steps just now)" in status, status
+    assert [t.name for t in threading.enumerate() if t.name == "peftlab-dpo"] == []
 
 
 def test_rlhf_bad_input_is_one_sentence(client, tiny_causal_folder, tmp_path):

@@ -8,6 +8,7 @@ has a stop flag that ends it after its current step and keeps what it trained.
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import asdict, replace
 
 import gradio as gr
@@ -103,8 +104,8 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
     session = _session(request)
     kept = replace(session)
     history, samples = [], []
-    with job(request, JOB) as (_, stop):
-        for item in session.run_sft(lm, data, config, stop):
+    with job(request, JOB) as (_, stop), closing(session.run_sft(lm, data, config, stop)) as stages:
+        for item in stages:
             if isinstance(item, SFTResult):
                 break
             if message := paced.observe(item):
@@ -235,8 +236,8 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
         return
     kept = replace(session)
     history, samples = [], []
-    with job(request, JOB) as (_, stop):
-        for item in session.run_ppo(form["labeler"], config, stop):
+    with job(request, JOB) as (_, stop), closing(session.run_ppo(form["labeler"], config, stop)) as stages:
+        for item in stages:
             if isinstance(item, PPOResult):
                 break
             if message := paced.observe(item):
@@ -277,8 +278,9 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
         return
     kept = replace(session)
     history = []
-    with job(request, JOB) as (_, stop):
-        for item in session.run_dpo(config, stop):
+    # closed on every way out: DPO trains in a thread of its own, which a stage left for its estimate must end
+    with job(request, JOB) as (_, stop), closing(session.run_dpo(config, stop)) as stages:
+        for item in stages:
             if isinstance(item, DPOResult):
                 break
             if message := paced.observe(item):
