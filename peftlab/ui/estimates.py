@@ -2,7 +2,7 @@
 
 Grids, sweeps and PET are priced from one text and one training step measured up front (`measured_costs`).
 A job of its own kind (an AutoPrompt search, an RLHF stage) is priced by its own pace (`Paced`): the seconds of its
-setup and of each step, read from its events; the first run of a kind on this machine measures its first two steps
+setup and of each step, read from its events; the first run of a kind on this machine measures its first steps
 and, when the whole would be long, stops there and asks for the second press, which the pace then prices up front.
 """
 
@@ -51,10 +51,9 @@ def unconfirmed(
     if values.pop(f"confirm:{kind}", None) == key:
         return None
     values[f"confirm:{kind}"] = key
-    return (
-        f"**{plan}: about {duration(seconds)} on this machine** (from {source}). "
-        "Press the button again to start, or make the job smaller."
-    )
+    estimate = f"{plan}: about {duration(seconds)} on this machine"
+    gr.Info(f"{estimate}. Press the button again to start.")  # in sight even when the status line is not
+    return f"**{estimate}** (from {source}). Press the button again to start, or make the job smaller."
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ class Paced:
     def __init__(self, request, kind: str, form: dict, key: tuple, steps: int, plan: str, extra=lambda pace: 0.0):
         self.request, self.kind, self.form, self.plan = request, kind, form, plan
         self.key, self.steps, self.extra = (kind, *key), steps, extra
-        self.first: Event | None = None
+        self.events: list[Event] = []  # the job's first three events: they price it
         self.decided = self.key in _PACES  # the job was priced by a measured pace before it started
         self.confirmed = False  # this press is the second one, after the estimate
 
@@ -121,26 +120,27 @@ class Paced:
 
     def record(self, event: Event) -> bool:
         """Measure the pace from `event` and the job's first event; whether it could (a step after the first)."""
-        if self.first is None:
-            self.first = event
-        if event.step <= self.first.step:
+        if len(self.events) < 3:
+            self.events.append(event)
+        first = self.events[0]
+        if event.step <= first.step:
             return False
-        _PACES[self.key] = Pace.between(self.first, event)
+        _PACES[self.key] = Pace.between(first, event)
         return True
 
     def observe(self, event: Event) -> str | None:
-        """Record the pace from `event` and the job's first event; the second-press message when this is the first
-        measurement of the job's kind and it prices the whole above CONFIRM_ABOVE_S (the job should stop now)."""
-        if not self.record(event) or self.decided or self.confirmed:
+        """Record the pace from `event`; the second-press message when this is the job's kind's first measurement
+        and it prices the whole above CONFIRM_ABOVE_S (the job should stop now). It decides on the job's third
+        event, by the faster of its first two steps: one slow step (a warm-up, a busy machine) asks for no
+        second press that the job does not need."""
+        if not self.record(event) or self.decided or self.confirmed or len(self.events) < 3:
             return None
         self.decided = True
+        first, second, third = self.events[:3]
+        per_step = min(second.elapsed - first.elapsed, third.elapsed - second.elapsed) / (second.step - first.step)
+        fastest = Pace(max(first.elapsed - first.step * per_step, 0.0), per_step)
         return unconfirmed(
-            self.request,
-            self.kind,
-            self.form,
-            self.seconds(_PACES[self.key]),
-            self.plan,
-            "its first steps just now",
+            self.request, self.kind, self.form, self.seconds(fastest), self.plan, "its first steps just now"
         )
 
     def time_left(self, event: Event) -> str:

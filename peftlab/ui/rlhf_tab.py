@@ -109,6 +109,7 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
             if isinstance(item, SFTResult):
                 break
             if message := paced.observe(item):
+                stages.close()  # ended before the message shows: the button then takes the second press at once
                 _restore(session, kept)
                 yield message, gr.skip(), gr.skip()
                 return
@@ -241,6 +242,7 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
             if isinstance(item, PPOResult):
                 break
             if message := paced.observe(item):
+                stages.close()  # ended before the message shows: the button then takes the second press at once
                 _restore(session, kept)
                 yield message, gr.skip(), gr.skip()
                 return
@@ -284,6 +286,7 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
             if isinstance(item, DPOResult):
                 break
             if message := paced.observe(item):
+                stages.close()  # ended before the message shows: the button then takes the second press at once
                 _restore(session, kept)
                 yield message, gr.skip()
                 return
