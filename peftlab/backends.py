@@ -84,6 +84,8 @@ class RayBackend:
 
     def run(self, lm, task, setup, plan: Sequence, settings, test: Sequence[dict], stop=None) -> Iterator:
         """Train `plan` (compare.PlannedRun) on the cluster: TrainEvents and one GridRow per run, as they come."""
+        from peftlab.standard import STEP_COST
+
         ray = self.connect()
         if self.save_dir:
             Path(self.save_dir).mkdir(parents=True, exist_ok=True)
@@ -94,11 +96,11 @@ class RayBackend:
             max_restarts=self.max_retries,
             max_task_retries=self.max_retries,
         )
-        dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
-        workers = [worker_class.remote(lm.name, dtype, self.threads) for _ in range(self.worker_count(ray, len(plan)))]
+        workers = [
+            worker_class.remote(lm.name, lm.model.dtype, self.threads)  # load_lm takes the torch dtype itself
+            for _ in range(self.worker_count(ray, len(plan)))
+        ]
         shared = [ray.put(task), ray.put(setup), ray.put(settings), ray.put(list(test))]
-        from peftlab.standard import STEP_COST
-
         # the longest runs first, so that the last ones to finish are short and no worker waits long at the end
         pending = sorted(plan, key=lambda run: -STEP_COST.get(run.config.name, 1.0))
         running, stopped = {}, False  # running: generator -> (worker, run)
@@ -167,7 +169,7 @@ class _RemoteStop:
 class RunWorker:
     """One Ray worker: the model loaded once, with torch limited to its CPUs; trains one planned run per call."""
 
-    def __init__(self, model: str, dtype: str, threads: int):
+    def __init__(self, model: str, dtype, threads: int):
         import torch
 
         from peftlab.models import load_lm

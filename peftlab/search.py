@@ -158,7 +158,7 @@ class SearchResult:
         }
 
 
-def _trial(params: dict, *, model: str, dtype: str, task, setup, method: str, k: int, seed: int, settings, threads):
+def _trial(params: dict, *, model: str, dtype, task, setup, method: str, k: int, seed: int, settings, threads):
     """One Tune trial: train `method` with `params` on seed `seed`'s K examples; report the best dev log-likelihood
     so far after each dev evaluation (ASHA compares trials at the same evaluation)."""
     import torch
@@ -211,11 +211,10 @@ def run_search(
         if config.scheduler == "asha"
         else FIFOScheduler()
     )
-    dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
     trainable = tune.with_parameters(
         _trial,
         model=lm.name,
-        dtype=dtype,
+        dtype=lm.model.dtype,  # load_lm takes the torch dtype itself
         task=task,
         setup=setup,
         method=config.method,
