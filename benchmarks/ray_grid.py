@@ -13,6 +13,10 @@ times, their ratio, each run's training time on either backend, and whether ever
 status) and every test prediction is the same (training runs in bf16 autocast on CPUs that have it, whose sums
 depend on the number of torch threads: `--workers 1` compares one thread with one worker of one thread).
 
+`--dispatch-too` runs the Ray grid a second time with a Ray task per run that loads the model itself
+(`RayBackend(dispatch="task")`) instead of an actor per worker that loads it once, and reports both wall times
+and what a run would pay in a fresh worker process (process, imports, model).
+
 Then (`--tune-trials`, 0 for none; `--no-grid` for it alone) prompt tuning's learning rate is searched with Ray
 Tune on dev log-likelihood (`peftlab.search`, loguniform 1e-3 to 1e-1, ASHA), and the winner and the default are
 trained on the seeds and scored on the same test texts: every trial, the wall time, the chosen rate, both means.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -75,11 +80,18 @@ def grid_comparison(lm, task, args) -> dict:
     with Phase("ray.init", log) as start:
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     remote, ray_seconds, ray_others = grid(lm, task, args, RayBackend(threads=1, workers=args.workers))
+    dispatch = {}
+    if args.dispatch_too:
+        tasks, task_seconds, _ = grid(lm, task, args, RayBackend(threads=1, workers=args.workers, dispatch="task"))
+        dispatch = {
+            "task_per_run_seconds": round(task_seconds, 1),
+            "actor_per_worker_seconds": round(ray_seconds, 1),
+            "task_over_actor": round(task_seconds / ray_seconds, 3),
+            "fresh_process_seconds": round(fresh_process_seconds(lm.name), 2),
+            "same_rows_and_predictions": same_rows(remote, tasks),
+        }
 
-    same = sorted(local) == sorted(remote) and all(
-        all(local[key][0][c] == remote[key][0][c] for c in COMPARED) and local[key][1] == remote[key][1]
-        for key in local
-    )
+    same = same_rows(local, remote)
     speedup = local_seconds / ray_seconds
     return {
         "methods": args.methods.split(","),
@@ -113,7 +125,25 @@ def grid_comparison(lm, task, args) -> dict:
             if (m, s) in remote
         ],
         "targets": {f"ray >= {SPEEDUP_TARGET}x faster": speedup >= SPEEDUP_TARGET, "identical rows": same},
-    }
+    } | ({"dispatch": dispatch} if dispatch else {})
+
+
+def same_rows(one: dict, other: dict) -> bool:
+    """Whether two grids' rows (accuracy, macro-F1, steps, status) and test predictions are all the same."""
+    return sorted(one) == sorted(other) and all(
+        all(one[key][0][c] == other[key][0][c] for c in COMPARED) and one[key][1] == other[key][1] for key in one
+    )
+
+
+def fresh_process_seconds(model: str) -> float:
+    """What a run would pay before training in a process of its own: Python, torch and peftlab imported and the
+    model loaded on one thread, timed as a new process. Ray reuses a task's worker process and peftlab keeps a loaded
+    model per process, so a task per run pays this on each worker process's first run only; an actor, once."""
+    code = "import torch; torch.set_num_threads(1); from peftlab.models import load_lm; "
+    code += f"load_lm({model!r}, dtype='fp32')"
+    with Phase("a new process loads the model", log) as phase:
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+    return phase.seconds
 
 
 def tune_benchmark(lm, task, args) -> dict:
@@ -156,6 +186,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="torch threads in-process, Ray workers of 1 thread")
     parser.add_argument("--tune-trials", type=int, default=8, help="trials of the learning-rate search (0: none)")
     parser.add_argument("--no-grid", action="store_true", help="only the learning-rate search")
+    parser.add_argument("--dispatch-too", action="store_true", help="the Ray grid again with a task per run")
     args = parser.parse_args()
 
     task = load_task("rt-sentiment")

@@ -1,13 +1,15 @@
-"""Where a grid's planned runs train: one after another in this process (the local backend, `compare.run_plan`),
-or spread over the workers of a Ray cluster (`RayBackend`), for when one machine is not enough.
+"""Where several training runs go: one after another in this process (the local backend: `compare.run_plan`'s loop,
+`run_here`), or spread over the workers of a Ray cluster (`RayBackend`), for when one machine is not enough.
 
-With Ray, each worker is an actor that loads the model once, gets the task and the cloze setup once (through
-Ray's object store), and trains the runs sent to it one at a time with the same `compare.train_and_score` the
-local backend uses; its events and its row stream back as they come (a Ray generator). An actor per worker, not
-a task per run: a run is seconds to minutes, and loading the model for each would cost about as much again.
-The caller keeps every worker busy, yields events and rows in whatever order they finish, reports a run that
-fails in its own row while the others go on, and on Stop sends no further run and lets the running ones end after
-their current step, keeping their rows. Ray itself is optional (requirements-ray.txt) and imported only here.
+With Ray, each worker is an actor that loads the model once and runs the jobs sent to it one at a time: a grid's
+planned runs (`train_and_save`, with the same `compare.train_and_score` the local backend uses), or PET's pattern
+models (`pet.pattern_model`). What every job shares (the task, the cloze setup, the test texts) goes to Ray's object
+store once; each job's events and results stream back as they come (a Ray generator). An actor per worker, not a
+task per job: a run is seconds to minutes, and loading the model for each would cost about as much again
+(`dispatch="task"` is that alternative, measured in benchmarks/ray_grid.py). The caller keeps every worker busy,
+gets items in whatever order jobs finish, learns of a job that fails (`Failed`) while the others go on, and on
+Stop sends no further job and lets the running ones end after their current step. Ray itself is optional
+(requirements-ray.txt) and imported only here.
 """
 
 from __future__ import annotations
@@ -37,12 +39,21 @@ def _ray():
 
 
 @dataclass
+class Failed:
+    """The last item of a job that did not finish: its exception, or its worker lost twice."""
+
+    reason: str
+
+
+@dataclass
 class RayBackend:
     """Runs on a Ray cluster: `address` of a running one ("auto", "ray://host:10001"), or None for a Ray started on
     this machine. Each worker takes `threads` CPUs (its torch threads) and, with `gpus`, that share of a GPU;
-    `workers` defaults to as many as the cluster's CPUs hold (never more than the runs). `save_dir`, a path every
-    node can write, receives each trained method as <label>-K<k>-seed<s>.zip; rows carry no weights otherwise.
-    A run whose worker dies is tried once more on a new worker (`max_retries`)."""
+    `workers` defaults to as many as the cluster's CPUs hold (never more than the jobs). `save_dir`, a path every
+    node can write, receives each trained method of a grid as <label>-K<k>-seed<s>.zip; rows carry no weights
+    otherwise. A job whose worker dies is tried once more on a new worker (`max_retries`).
+    `dispatch` "actor" (the default) keeps one actor per worker with the model loaded once; "task" starts a Ray task
+    per job that loads the model itself (the alternative benchmarks/ray_grid.py measures against it)."""
 
     address: str | None = None
     threads: int = 1
@@ -50,6 +61,7 @@ class RayBackend:
     workers: int | None = None
     save_dir: str | None = None
     max_retries: int = 1
+    dispatch: str = "actor"
 
     def connect(self):
         """Ray, connected to the cluster (started here when there is no address).
@@ -76,69 +88,101 @@ class RayBackend:
             f"node(s), {self.threads} CPU(s) per worker."
         )
 
-    def worker_count(self, ray, runs: int) -> int:
+    def worker_count(self, ray, jobs: int) -> int:
         if self.workers is not None:
-            return max(1, min(self.workers, runs))
+            return max(1, min(self.workers, jobs))
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        return max(1, min(cpus // self.threads, runs))
+        return max(1, min(cpus // self.threads, jobs))
 
     def run(self, lm, task, setup, plan: Sequence, settings, test: Sequence[dict], stop=None) -> Iterator:
-        """Train `plan` (compare.PlannedRun) on the cluster: TrainEvents and one GridRow per run, as they come."""
+        """Train `plan` (compare.PlannedRun) on the cluster: TrainEvents and one GridRow per run, as they come; a run
+        that fails gets a row saying why."""
         from peftlab.standard import STEP_COST
 
-        ray = self.connect()
         if self.save_dir:
             Path(self.save_dir).mkdir(parents=True, exist_ok=True)
-        flag = ray.remote(_StopFlag).options(num_cpus=0).remote()
-        worker_class = ray.remote(RunWorker).options(
-            num_cpus=self.threads,
-            num_gpus=self.gpus,
-            max_restarts=self.max_retries,
-            max_task_retries=self.max_retries,
-        )
-        workers = [
-            worker_class.remote(lm.name, lm.model.dtype, self.threads)  # load_lm takes the torch dtype itself
-            for _ in range(self.worker_count(ray, len(plan)))
-        ]
-        shared = [ray.put(task), ray.put(setup), ray.put(settings), ray.put(list(test))]
         # the longest runs first, so that the last ones to finish are short and no worker waits long at the end
-        pending = sorted(plan, key=lambda run: -STEP_COST.get(run.config.name, 1.0))
-        running, stopped = {}, False  # running: generator -> (worker, run)
+        order = sorted(plan, key=lambda run: -STEP_COST.get(run.config.name, 1.0))
+        shared = (task, setup, settings, list(test), self.save_dir)
+        for index, item in self.map(lm, train_and_save, shared, [(run,) for run in order], stop):
+            yield failed_row(order[index], item.reason) if isinstance(item, Failed) else item
 
-        def send(worker) -> None:
-            run = pending.pop(0)
-            running[worker.train.remote(*shared, run, flag, self.save_dir)] = (worker, run)
+    def map(self, lm, job, shared: tuple, inputs: Sequence[tuple], stop=None) -> Iterator[tuple[int, object]]:
+        """`job(lm, *shared, *inputs[i], stop)` for every i on the workers (`lm` is the worker's own copy of the
+        model, loaded by name with the same dtype), sent in the order of `inputs`, at most one per worker at a time;
+        yields (i, item) for each item a job yields, as they come. A job that raises, or whose worker is lost twice,
+        ends with (i, Failed(why)); the other jobs go on. `shared` goes to the object store once.
+        `stop` (a threading.Event): no further job starts, and the running ones see it at their next `is_set()`."""
+        ray = self.connect()
+        flag = ray.remote(_StopFlag).options(num_cpus=0).remote()
+        count = self.worker_count(ray, len(inputs))
+        shared_refs = [ray.put(value) for value in shared]
+        if self.dispatch == "actor":
+            worker_class = ray.remote(RunWorker).options(
+                num_cpus=self.threads,
+                num_gpus=self.gpus,
+                max_restarts=self.max_retries,
+                max_task_retries=self.max_retries,
+            )
+            # load_lm takes the torch dtype itself
+            slots = [worker_class.remote(lm.name, lm.model.dtype, self.threads) for _ in range(count)]
+
+            def start(slot, index):
+                return slot.run.remote(job, flag, *shared_refs, *inputs[index])
+        else:
+            one_job = ray.remote(job_in_task).options(
+                num_cpus=self.threads, num_gpus=self.gpus, max_retries=self.max_retries
+            )
+            slots = list(range(count))
+
+            def start(slot, index):
+                return one_job.remote(lm.name, lm.model.dtype, self.threads, job, flag, *shared_refs, *inputs[index])
+
+        pending, running, stopped = list(range(len(inputs))), {}, False  # running: stream -> (slot, index)
+
+        def send(slot) -> None:
+            if pending:
+                index = pending.pop(0)
+                running[start(slot, index)] = (slot, index)
 
         try:
-            for worker in workers:
-                if pending:
-                    send(worker)
+            for slot in slots:
+                send(slot)
             while running:
                 if stop is not None and stop.is_set() and not stopped:
-                    pending.clear()  # Stop: no further run; the running ones end after their step
+                    pending.clear()  # Stop: no further job; the running ones end after their step
                     flag.set.remote()
                     stopped = True
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
                 for stream in ready:
-                    worker, run = running[stream]
+                    slot, index = running[stream]
                     try:
                         item = ray.get(next(stream))
                     except StopIteration:
                         del running[stream]
-                        if pending:
-                            send(worker)
+                        send(slot)
                         continue
                     except ray.exceptions.RayError as exc:  # the worker died twice, or Ray lost it
                         del running[stream]
-                        yield failed_row(run, f"worker lost: {exc}")
-                        if pending:  # to the worker restarted in its place, or, if it is gone, one more failed row
-                            send(worker)
+                        yield index, Failed(f"worker lost: {exc}")
+                        send(slot)  # to the worker restarted in its place, or, if it is gone, one more Failed
                         continue
-                    yield item
+                    yield index, item
         finally:
             flag.set.remote()
-            for worker in workers:
-                ray.kill(worker)
+            if self.dispatch == "actor":
+                for worker in slots:
+                    ray.kill(worker)
+
+
+def run_here(lm, job, shared: tuple, inputs: Sequence[tuple], stop=None) -> Iterator[tuple[int, object]]:
+    """`RayBackend.map` in this process, one job after another: (i, item) for each item of `job(lm, *shared,
+    *inputs[i], stop)`; a job raises as it would anywhere; after `stop`, no further job starts."""
+    for index, arguments in enumerate(inputs):
+        if stop is not None and stop.is_set():
+            return
+        for item in job(lm, *shared, *arguments, stop):
+            yield index, item
 
 
 class _StopFlag:
@@ -166,35 +210,54 @@ class _RemoteStop:
         return self.value
 
 
+def _worker_lm(model: str, dtype, threads: int):
+    """The model as a worker loads it, with torch limited to the worker's CPUs."""
+    import torch
+
+    from peftlab.models import load_lm
+
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    return load_lm(model, dtype=dtype)
+
+
+def _guarded(job, lm, flag, arguments) -> Iterator:
+    """The job's items on a worker; an exception becomes its last item, Failed, so the caller's other jobs go on."""
+    import ray
+
+    try:
+        yield from job(lm, *arguments, _RemoteStop(ray, flag))
+    except Exception as exc:
+        yield Failed(f"{type(exc).__name__}: {exc}")
+
+
 class RunWorker:
-    """One Ray worker: the model loaded once, with torch limited to its CPUs; trains one planned run per call."""
+    """One Ray worker (an actor): the model loaded once; runs one job per call."""
 
     def __init__(self, model: str, dtype, threads: int):
-        import torch
+        self.lm = _worker_lm(model, dtype, threads)
 
-        from peftlab.models import load_lm
+    def run(self, job, flag, *arguments) -> Iterator:
+        yield from _guarded(job, self.lm, flag, arguments)
 
-        torch.set_num_threads(threads)
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        self.lm = load_lm(model, dtype=dtype)
 
-    def train(self, task, setup, settings, test, run, flag, save_dir: str | None):
-        """The run's TrainEvents, then its GridRow (without weights); a run that raises gives a failed row."""
-        import ray
+def job_in_task(model: str, dtype, threads: int, job, flag, *arguments) -> Iterator:
+    """One job as a Ray task of its own (`dispatch="task"`): it loads the model, then runs the job."""
+    yield from _guarded(job, _worker_lm(model, dtype, threads), flag, arguments)
 
-        from peftlab.compare import GridRow, train_and_score
-        from peftlab.saving import zip_trained
 
-        try:
-            for item in train_and_score(self.lm, task, setup, run, settings, test, _RemoteStop(ray, flag)):
-                if isinstance(item, GridRow):
-                    saved = None
-                    if save_dir and item.trained is not None:
-                        saved = str(zip_trained(item.trained, Path(save_dir) / adapter_name(item.values)))
-                    item = dataclasses.replace(item, trained=None, saved=saved)  # the weights stay here or in saved
-                yield item
-        except Exception as exc:  # reported in the run's row; the grid goes on
-            yield failed_row(run, f"{type(exc).__name__}: {exc}")
+def train_and_save(lm, task, setup, settings, test, save_dir: str | None, run, stop) -> Iterator:
+    """A grid's job: the run's TrainEvents, then its GridRow without weights (written to `save_dir` when given)."""
+    from peftlab.compare import GridRow, train_and_score
+    from peftlab.saving import zip_trained
+
+    for item in train_and_score(lm, task, setup, run, settings, test, stop):
+        if isinstance(item, GridRow):
+            saved = None
+            if save_dir and item.trained is not None:
+                saved = str(zip_trained(item.trained, Path(save_dir) / adapter_name(item.values)))
+            item = dataclasses.replace(item, trained=None, saved=saved)  # the weights stay here or in saved
+        yield item
 
 
 def adapter_name(row: dict) -> str:

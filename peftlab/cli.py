@@ -15,7 +15,7 @@ import traceback
 from peftlab.autoprompt import AutoPromptConfig
 from peftlab.backends import BackendConfig
 from peftlab.cloze import ClozeConfig
-from peftlab.compare import GridConfig, SweepConfig
+from peftlab.compare import GridConfig, GridRow, SweepConfig
 from peftlab.config import add_arguments, from_arguments
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL
@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prompt(standard)
     add_arguments(standard, StandardConfig)
     add_arguments(standard, TrainSettings)
+    add_arguments(standard, BackendConfig)
     standard.add_argument("--json", action="store_true", help="print the stored rows' summaries as one JSON list")
     standard.set_defaults(run=run_standard_command)
 
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(pet, PETConfig)
     add_arguments(pet, TrainSettings)
+    add_arguments(pet, BackendConfig)
     pet.add_argument("--save", metavar="ZIP", help="save the last seed's distilled classifier as this zip")
     pet.add_argument("--json", action="store_true", help="print one JSON list: a record per seed")
     pet.set_defaults(run=run_pet, dtype="fp32")
@@ -370,7 +372,6 @@ def run_sweep_command(args: argparse.Namespace) -> None:
 
 
 def run_tune(args: argparse.Namespace) -> None:
-    from peftlab.compare import GridRow
     from peftlab.search import SearchResult, parse_search, run_search
 
     config = from_arguments(TuneConfig, args)
@@ -425,7 +426,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
     from pathlib import Path
 
     from peftlab.backends import adapter_name
-    from peftlab.compare import GridRow, results_frame, run_record
+    from peftlab.compare import results_frame, run_record
     from peftlab.saving import zip_trained
     from peftlab.tuning import flat_loss_message, loss_is_flat
 
@@ -545,9 +546,11 @@ def run_standard_command(args: argparse.Namespace) -> None:
         + ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in costs.items()),
         file=sys.stderr,
     )
-    rows = []
-    for item in run_standard(scoring_lm, training_lm, task, template, verbalizer, config, settings):
-        if isinstance(item, StandardEvent):
+    rows, backend = [], from_arguments(BackendConfig, args).build()
+    for item in run_standard(scoring_lm, training_lm, task, template, verbalizer, config, settings, backend=backend):
+        if isinstance(item, GridRow):  # a run that failed on Ray; the others go on
+            print(f"  {item.values['method']} seed {item.values['seed']}: {item.values['status']}", file=sys.stderr)
+        elif isinstance(item, StandardEvent):
             print(
                 f"run {item.step}/{item.runs}: {item.method}" + (f" seed {item.seed}" if item.seed is not None else ""),
                 file=sys.stderr,
@@ -604,7 +607,8 @@ def run_pet(args: argparse.Namespace) -> None:
     unlabelled = read_unlabelled(args.unlabelled_file, prompts) if args.unlabelled_file else None
     lm = load_lm(args.model, dtype="fp32")
     results = []
-    for item in pet_run(lm, task, prompts, config, settings, unlabelled=unlabelled):
+    backend = from_arguments(BackendConfig, args).build()
+    for item in pet_run(lm, task, prompts, config, settings, unlabelled=unlabelled, backend=backend):
         if isinstance(item, PETEvent):
             if item.dev_accuracy == item.dev_accuracy:  # evaluation steps (not NaN)
                 print(

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from peftlab.backends import Failed, run_here
 from peftlab.cloze import ClozeSetup, label_log_probs
 from peftlab.config import Config, scored_texts_setting, setting
 from peftlab.errors import PeftlabError
@@ -322,6 +323,7 @@ def pet_run(
     settings: TrainSettings,
     stop: threading.Event | None = None,
     unlabelled: Sequence[dict] | None = None,
+    backend=None,
 ) -> Iterator[PETEvent | PETResult]:
     """PET (and iPET with `config.ipet_generations`) over the seeds, with the PVPs `prompts` (`pattern_prompts`):
     events as each model trains, and a PETResult per finished seed. `lm` should be fp32: its copies are trained.
@@ -329,9 +331,12 @@ def pet_run(
     (`read_unlabelled`'s rows) when given.
     When `stop` is set, the run ends after the current step; the seeds finished before are kept, the one in
     progress is dropped (its classifier would be half-trained).
+    `backend` (a `backends.RayBackend`) trains a generation's pattern models side by side on its workers (the
+    same numbers as here, one after another); the ensemble and the classifier are always made here.
 
     Raises:
-        PeftlabError: patterns or sizes that do not fit the task or the model (before any training).
+        PeftlabError: patterns or sizes that do not fit the task or the model (before any training), or a
+            pattern's model that failed on the backend.
     """
     if len(prompts) < 2:
         raise PeftlabError("PET needs at least two patterns (an ensemble of one is that pattern's model).")
@@ -348,13 +353,13 @@ def pet_run(
             unlabelled_pool(task, train + dev, config.unlabelled, seed)
     for seed in config.seeds:
         seed_settings = dataclasses.replace(settings, seed=seed)
-        result = yield from _one_seed(lm, task, list(prompts), config, seed_settings, stop, unlabelled)
+        result = yield from _one_seed(lm, task, list(prompts), config, seed_settings, stop, unlabelled, backend)
         if result is None:
             return
         yield result
 
 
-def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, stop, unlabelled) -> Iterator:
+def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, stop, unlabelled, backend) -> Iterator:
     """One seed's run (its events yielded); returns its PETResult, or None when `stop` came first."""
     started, seed = time.perf_counter(), settings.seed
     train, dev = task.few_shot(config.shots, seed)
@@ -380,25 +385,21 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
 
     def generation_of_patterns(generation: int, training_sets: Sequence[list[dict]]) -> Iterator:
         """Every pattern's model trained; returns (P, N, L) pool and (P, n_test, L) test scores, or None on stop."""
-        pool_scores, test_scores = [], []
-        for number, (prompt, examples) in enumerate(zip(prompts, training_sets), start=1):
-            trained = yield from _train(
-                lm,
-                prompt,
-                method_config(config.method),
-                examples,
-                dev,
-                settings,
-                stop,
-                generation,
-                f"pattern {number}",
-                _pattern_loss(config.lm_loss_weight, pool, seed),
-            )
-            if trained.stopped:
-                return None
-            pool_scores.append(trained.log_probs(pool))
-            test_scores.append(trained.log_probs(test))
-        return torch.stack(pool_scores), torch.stack(test_scores)
+        shared = (pool, test, dev, settings, config.method, config.lm_loss_weight, generation)
+        jobs = [(number, prompt, examples) for number, (prompt, examples) in enumerate(zip(prompts, training_sets), 1)]
+        scores = {}
+        for index, item in (backend.map if backend else run_here)(lm, pattern_model, shared, jobs, stop):
+            if isinstance(item, Failed):
+                raise PeftlabError(f"Pattern {index + 1}'s model failed on the backend: {item.reason}")
+            if isinstance(item, PatternScores):
+                if item.pool is None:
+                    return None  # stopped
+                scores[index] = item
+            else:
+                yield item
+        if len(scores) < len(jobs):
+            return None  # stopped before every model started
+        return tuple(torch.stack([getattr(scores[i], part) for i in range(len(jobs))]) for part in ("pool", "test"))
 
     scores = yield from generation_of_patterns(0, [train] * len(prompts))
     if scores is None:
@@ -456,6 +457,26 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         result.rows.append(row("ipet", ipet["predictions"], classifier.trainable_params, time.perf_counter() - started))
     result.seconds = time.perf_counter() - started
     return result
+
+
+@dataclass
+class PatternScores:
+    """A pattern model's label log-probabilities, (N, L) on the unlabelled pool and (n_test, L) on the test texts;
+    None when it was stopped."""
+
+    pool: torch.Tensor | None
+    test: torch.Tensor | None
+
+
+def pattern_model(lm, pool, test, dev, settings, method: str, alpha: float, generation, number, prompt, examples, stop):
+    """Step 1 for one pattern, as a job of `backends` (here or on a Ray worker): the model trained on `examples`,
+    its PETEvents, then its PatternScores (only the scores travel back, never the weights)."""
+    method, loss, name = method_config(method), _pattern_loss(alpha, pool, settings.seed), f"pattern {number}"
+    trained = yield from _train(lm, prompt, method, examples, dev, settings, stop, generation, name, loss)
+    if trained.stopped:
+        yield PatternScores(None, None)
+    else:
+        yield PatternScores(trained.log_probs(pool), trained.log_probs(test))
 
 
 def _train(lm, prompt, method, examples, dev, settings, stop, generation, name, loss) -> Iterator:

@@ -31,7 +31,7 @@ from peftlab.config import Config, scored_texts_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, method_config
 from peftlab.models import LM, autocast_for
-from peftlab.pet import PETConfig, PETResult, pattern_prompts, patterns_for, pet_run, unlabelled_candidates
+from peftlab.pet import PETConfig, PETEvent, PETResult, pattern_prompts, patterns_for, pet_run, unlabelled_candidates
 from peftlab.store import ResultRow
 from peftlab.tasks import DEFAULT_SEEDS, Task
 from peftlab.training import Event
@@ -41,6 +41,7 @@ ZERO_SHOT, IN_CONTEXT, AUTOPROMPT = "zero-shot · mean", "in-context · mean", "
 TRIGGER_SLOTS = 5
 TRAINED = ("prompt-tuning", "p-tuning", "prefix-tuning", "lora", "adapter", "head", "full")
 PET = "pet"
+TRAINED_ON_BACKEND = "the trained methods on Ray"  # StandardEvent.method when they all run there side by side
 STANDARD_METHODS = (ZERO_SHOT, IN_CONTEXT, AUTOPROMPT, *TRAINED, PET)
 # Typed names: the middle dot of the stored names is hard to type on a command line.
 METHOD_ALIASES = {"zero-shot": ZERO_SHOT, "in-context": IN_CONTEXT}
@@ -107,12 +108,16 @@ def run_standard(
     config: StandardConfig,
     settings: TrainSettings,
     stop: threading.Event | None = None,
-) -> Iterator[StandardEvent | TrainEvent | ResultRow]:
+    backend=None,
+) -> Iterator[StandardEvent | TrainEvent | PETEvent | ResultRow | GridRow]:
     """Each run's StandardEvent, its training events, then its ResultRow(s). `scoring_lm` scores (the fast
     inference dtype), `training_lm` trains (fp32 weights); both are the same model.
 
     `stop` ends the comparison after the current step of the current run; a trained run keeps its best
     weights so far and still gets its row (PET's seed in progress is dropped: its classifier would be half-trained).
+    `backend` (a `backends.RayBackend`) trains every trained method's runs side by side on its workers, announced
+    by one StandardEvent (method TRAINED_ON_BACKEND, seed None) and finished in any order; a run that fails there
+    yields its GridRow (status "failed: ...") and the others go on. PET's pattern models go to it too.
 
     Raises:
         PeftlabError: a template, verbalizer, K or method that the task or model refuses (before anything runs).
@@ -129,9 +134,18 @@ def run_standard(
         _pet_config(task, config, DEFAULT_SEEDS[0])  # a training pool with nothing left unlabelled fails here
     test = task.test_subset(config.test_limit)
     runs = plan(config)
+    on_backend = [PlannedRun(method_config(m), config.shots, s, m) for m, s in runs if m in TRAINED and backend]
     for number, (method, seed) in enumerate(runs, start=1):
         if stop is not None and stop.is_set():
             return
+        if on_backend and method in TRAINED:
+            if method == on_backend[0].label and seed == on_backend[0].seed:  # all of them at the first one's turn
+                yield StandardEvent(step=number, elapsed=0.0, method=TRAINED_ON_BACKEND, seed=None, runs=len(runs))
+                for item in backend.run(training_lm, task, setup, on_backend, settings, test, stop):
+                    if isinstance(item, GridRow) and item.result is not None:
+                        item = item.result  # a failed run stays a GridRow: its status says why
+                    yield item
+            continue
         yield StandardEvent(step=number, elapsed=0.0, method=method, seed=seed, runs=len(runs))
         if method in (ZERO_SHOT, IN_CONTEXT):
             yield _cloze_row(scoring_lm, task, template, verbalizer, config, seed, len(test))
@@ -140,7 +154,7 @@ def run_standard(
                 yield item
         elif method == PET:
             prompts, pet = _pet_prompts(task, template, verbalizer), _pet_config(task, config, seed)
-            for item in pet_run(training_lm, task, prompts, pet, settings, stop):
+            for item in pet_run(training_lm, task, prompts, pet, settings, stop, backend=backend):
                 yield from item.rows if isinstance(item, PETResult) else [item]
         else:
             run = PlannedRun(method_config(method), config.shots, seed, method)

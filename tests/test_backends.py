@@ -1,16 +1,20 @@
-"""Grids on a local Ray (2 CPUs): the same rows as in-process, a failing run in its own row, Stop, the CLI."""
+"""Several runs on a local Ray (2 CPUs): a grid, the standard comparison and PET's pattern models give the same
+numbers as in-process; a failing run in its own row; a lost worker's job retried once; Stop; the CLI."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import zipfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 from safetensors.torch import load as load_safetensors
 
-from peftlab.backends import BackendConfig, RayBackend
+from peftlab.backends import BackendConfig, Failed, RayBackend
 from peftlab.cli import main
 from peftlab.cloze import ClozeSetup
 from peftlab.compare import GridRow, PlannedRun, run_grid, run_plan
@@ -18,8 +22,11 @@ from peftlab.errors import PeftlabError
 from peftlab.methods import method_config
 from peftlab.models import load_lm
 from peftlab.saving import zip_trained
+from peftlab.standard import TRAINED_ON_BACKEND, ZERO_SHOT, StandardConfig, StandardEvent, run_standard
+from peftlab.store import ResultRow
 from peftlab.tuning import TrainSettings
 from tests.test_compare import TEMPLATE, VERBALIZER, easy_task
+from tests.test_pet import run_tiny
 
 SETTINGS = TrainSettings(steps=3, batch_size=4, eval_every=3)
 TIMING = {"train_seconds", "seconds_per_step", "peak_memory_mb"}  # differ between any two runs
@@ -49,12 +56,13 @@ def weights(path) -> dict:
         }
 
 
-def test_a_two_run_grid_on_ray_gives_the_local_rows_bit_for_bit(local_ray, folder_lm, tmp_path):
+@pytest.mark.parametrize("dispatch", ["actor", "task"])
+def test_a_two_run_grid_on_ray_gives_the_local_rows_bit_for_bit(local_ray, folder_lm, tmp_path, dispatch):
     task = easy_task()
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
     methods = [method_config("prompt-tuning", num_virtual_tokens=4), method_config("lora", r=2, learning_rate=1e-2)]
     local = list(run_grid(folder_lm, task, setup, methods, [13], [4], SETTINGS, test_limit=6))
-    backend = RayBackend(threads=1, save_dir=str(tmp_path / "adapters"))
+    backend = RayBackend(threads=1, save_dir=str(tmp_path / "adapters"), dispatch=dispatch)
     remote = list(run_grid(folder_lm, task, setup, methods, [13], [4], SETTINGS, test_limit=6, backend=backend))
 
     assert remote[0].values == local[0].values  # the zero-shot row, scored here either way
@@ -104,6 +112,49 @@ def test_stop_sends_no_further_run_and_keeps_the_finished_ones(local_ray, folder
             rows.append(item)
             stop.set()  # after the first run's row: the other three never start
     assert [r.values["seed"] for r in rows] == [13] and rows[0].values["status"] == "done"
+
+
+def test_the_standard_comparison_trains_its_methods_side_by_side_on_ray_with_the_local_numbers(local_ray, folder_lm):
+    config = StandardConfig(methods=(ZERO_SHOT, "lora", "head"), shots=2, seeds=(13, 21), test_limit=4)
+    task = easy_task()
+    local = list(run_standard(folder_lm, folder_lm, task, TEMPLATE, VERBALIZER, config, SETTINGS))
+    remote = list(run_standard(folder_lm, folder_lm, task, TEMPLATE, VERBALIZER, config, SETTINGS, None, RayBackend()))
+
+    events = [(e.step, e.method, e.seed) for e in remote if isinstance(e, StandardEvent)]
+    assert events == [(1, ZERO_SHOT, None), (2, TRAINED_ON_BACKEND, None)]  # four runs, announced once
+
+    def rows(items) -> dict:
+        return {(r.method, r.seed): r for r in items if isinstance(r, ResultRow)}
+
+    assert sorted(rows(remote), key=str) == sorted(rows(local), key=str)
+    for key, row in rows(local).items():
+        assert (rows(remote)[key].accuracy, rows(remote)[key].predictions) == (row.accuracy, row.predictions), key
+
+
+def test_pet_trains_each_generation_s_pattern_models_on_ray_with_the_local_numbers(local_ray, folder_lm, tiny_task):
+    local = run_tiny(folder_lm, tiny_task)
+    remote = run_tiny(folder_lm, tiny_task, backend=RayBackend())
+    assert remote[-1].summary() | {"seconds": 0} == local[-1].summary() | {"seconds": 0}
+    assert np.array_equal(remote[-1].soft_labels, local[-1].soft_labels)
+    assert {(e.generation, e.model) for e in remote[:-1]} == {(e.generation, e.model) for e in local[:-1]}
+
+
+def test_a_job_whose_worker_dies_is_tried_once_more_and_a_second_death_is_reported(local_ray, folder_lm, tmp_path):
+    def dies(lm, folder, number, times, stop):
+        """Kills its worker's process (as a lost node would) the first `times` times it runs, then yields."""
+        tries = Path(folder) / f"job-{number}"
+        tries.write_text(tries.read_text() + "x" if tries.exists() else "x")
+        if len(tries.read_text()) <= times:
+            os._exit(1)
+        yield number
+
+    once = list(RayBackend(workers=1).map(folder_lm, dies, (str(tmp_path),), [(1, 1), (2, 0)]))
+    assert once == [(0, 1), (1, 2)]  # job 1 ran twice (its worker was restarted), job 2 on the restarted worker
+    assert (tmp_path / "job-1").read_text() == "xx" and (tmp_path / "job-2").read_text() == "x"
+
+    (lost,) = RayBackend(workers=1).map(folder_lm, dies, (str(tmp_path),), [(3, 2)])
+    assert lost[0] == 0 and isinstance(lost[1], Failed) and lost[1].reason.startswith("worker lost: "), lost
+    assert (tmp_path / "job-3").read_text() == "xx"  # tried twice, never a third time
 
 
 @pytest.fixture(scope="module")

@@ -281,8 +281,8 @@ def test_every_option_default_is_its_config_fields_default():
         "compare": [GridConfig, TrainSettings, BackendConfig],
         "sweep": [SweepConfig, TrainSettings, BackendConfig],
         "tune": [TuneConfig, TrainSettings, BackendConfig],
-        "standard": [StandardConfig, TrainSettings],
-        "pet": [PETConfig, TrainSettings],
+        "standard": [StandardConfig, TrainSettings, BackendConfig],
+        "pet": [PETConfig, TrainSettings, BackendConfig],
     }
     for command, classes in commands.items():
         args = parser.parse_args([command])

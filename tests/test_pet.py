@@ -94,7 +94,7 @@ def test_the_unlabelled_pool_hides_labels_and_leaves_out_the_labelled_examples(t
         unlabelled_pool(tiny_task, train + dev, 9, 13)
 
 
-def run_tiny(tiny_causal, tiny_task, texts=None, **changes):
+def run_tiny(tiny_causal, tiny_task, texts=None, backend=None, **changes):
     config = PETConfig(
         **{
             "shots": 1,
@@ -109,7 +109,7 @@ def run_tiny(tiny_causal, tiny_task, texts=None, **changes):
     )
     settings = TrainSettings(steps=4, batch_size=2, eval_every=2)
     prompts = pattern_prompts(tiny_task, TINY_PATTERNS, [TINY_WORDS])
-    return list(pet_run(tiny_causal, tiny_task, prompts, config, settings, unlabelled=texts))
+    return list(pet_run(tiny_causal, tiny_task, prompts, config, settings, unlabelled=texts, backend=backend))
 
 
 def test_a_tiny_run_trains_every_model_and_gives_the_same_numbers_twice(tiny_causal, tiny_task):

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from peftlab.backends import backend_from_env
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL, LM, load_lm, unavailable_reason
 from peftlab.prompts import suggested_prompt
@@ -151,6 +152,12 @@ def model_and_task_inputs() -> dict[str, gr.components.Component]:
                 info="A 'split' column (train, dev, test) is honoured; else 20 % of each class is the test split.",
             )
     return dict(model=model, task=task, upload=upload, text_column=text_column, label_column=label_column)
+
+
+def backend_line() -> None:
+    """Under a tab's introduction, where its training runs go when the app was started with PEFTLAB_BACKEND=ray."""
+    if backend := backend_from_env():
+        gr.Markdown(backend.describe())
 
 
 def intro(summary: str, details: str) -> None:

@@ -11,7 +11,9 @@ import time
 import gradio as gr
 import pandas as pd
 
+from peftlab.backends import backend_from_env
 from peftlab.cloze import ClozeSetup
+from peftlab.compare import GridRow
 from peftlab.errors import PeftlabError
 from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
 from peftlab.report import compare, display_table, report_html
@@ -30,6 +32,7 @@ from peftlab.ui.common import (
     INSTANT,
     START_TEMPLATE,
     action_row,
+    backend_line,
     check_test_texts,
     heavy,
     job,
@@ -136,21 +139,21 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     if message := unconfirmed(request, "standard", form, sum(costs.values()), f"{len(plan(config))} runs"):
         yield message, gr.skip()
         return
-    rows = []
+    rows, failed, backend = [], [], backend_from_env()
     # each run's share of the whole, by its method's estimate over the method's runs: the time left follows it
     runs = plan(config)
     shares = [costs[m] / sum(1 for other, _ in runs if other == m) / max(sum(costs.values()), 1e-9) for m, _ in runs]
     clock = time.perf_counter()
     with job(request, "standard") as (_, stop):
         for item in run_standard(
-            scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings, stop
+            scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings, stop, backend
         ):
             if isinstance(item, StandardEvent):
                 started = item
-                progress((item.step - 1) / item.runs, desc=f"{item.method} seed {item.seed}")
+                seed = f", seed {item.seed}" if item.seed is not None else ""
+                progress((item.step - 1) / item.runs, desc=f"{item.method}{seed}")
                 yield (
-                    f"{expected}. Run {item.step}/{item.runs}: {item.method}"
-                    + (f", seed {item.seed}" if item.seed is not None else "")
+                    f"{expected}. Run {item.step}/{item.runs}: {item.method}{seed}"
                     + f"{time_left(clock, sum(shares[: item.step - 1]))}...",
                     _table(rows),
                 )
@@ -158,7 +161,10 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
                 rows.append(item)
                 keep_results(request, [item])
                 yield f"{expected}. {len(rows)} of {started.runs} runs finished.", _table(rows)
+            elif isinstance(item, GridRow):  # a run that failed on Ray; the others go on
+                failed.append(f"{item.values['method']} seed {item.values['seed']}: {item.values['status']}")
         note = f" {stopped_note(stop)} Finished runs are kept." if stop.is_set() else ""
+    note += "".join(f" Not finished: {line}." for line in failed)
     yield (
         (
             f"{len(rows)} runs finished.{note} Press Compare above (task {task.name}, model {form['model']}) "
@@ -228,6 +234,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
             "same K examples per class and test texts. It first measures this machine and says how long "
             "it will take; Stop keeps the finished runs. Each result is stored as it finishes."
         )
+        backend_line()
         source = model_and_task_inputs()
         with gr.Row():
             template = gr.Textbox(START_TEMPLATE, lines=2, label="Template")

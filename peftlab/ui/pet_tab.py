@@ -13,6 +13,7 @@ from dataclasses import asdict
 import gradio as gr
 import pandas as pd
 
+from peftlab.backends import backend_from_env
 from peftlab.errors import PeftlabError
 from peftlab.pet import PETConfig, PETEvent, default_patterns, pattern_prompts, pet_run, read_unlabelled
 from peftlab.plots import soft_label_histogram, training_curves
@@ -21,6 +22,7 @@ from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
     INSTANT,
     action_row,
+    backend_line,
     check_test_texts,
     heavy,
     intro,
@@ -128,7 +130,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
         return status, _table(results) if results else None, curves, soft, choices
 
     with job(request, "pet") as (_, stop):
-        for item in pet_run(lm, task, prompts, config, settings, stop, unlabelled):
+        for item in pet_run(lm, task, prompts, config, settings, stop, unlabelled, backend_from_env()):
             if isinstance(item, PETEvent):
                 events.append({**asdict(item), "method": f"g{item.generation} {item.model}"})
                 if item.step == 1:
@@ -150,6 +152,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
 
 def build_pet_tab() -> None:
     intro(SUMMARY, DETAILS)
+    backend_line()
     source = model_and_task_inputs()
     templates, _ = default_patterns("rt-sentiment")  # the pickers' first task; its verbalizer is verbalizer_box's
     with gr.Row():

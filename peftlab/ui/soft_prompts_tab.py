@@ -40,6 +40,7 @@ from peftlab.ui.common import (
     INSTANT,
     START_TEMPLATE,
     action_row,
+    backend_line,
     check_test_texts,
     heavy,
     intro,
@@ -284,8 +285,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
 
 def build_soft_prompts_tab() -> None:
     intro(SUMMARY, DETAILS)
-    if backend := backend_from_env():
-        gr.Markdown(backend.describe())
+    backend_line()
     source = model_and_task_inputs()
     with gr.Row():
         templates = gr.Textbox(START_TEMPLATE, lines=2, label="Template")
