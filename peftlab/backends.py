@@ -5,8 +5,9 @@ With Ray, each worker is an actor that loads the model once and runs the jobs se
 planned runs (`train_and_save`, with the same `compare.train_and_score` the local backend uses), or PET's pattern
 models (`pet.pattern_model`). What every job shares (the task, the cloze setup, the test texts) goes to Ray's object
 store once; each job's events and results stream back as they come (a Ray generator). An actor per worker, not a
-task per job: a run is seconds to minutes, and loading the model for each would cost about as much again
-(`dispatch="task"` is that alternative, measured in benchmarks/ray_grid.py). The caller keeps every worker busy,
+task per job (`dispatch="task"`): equally fast on a CPU, as Ray reuses a task's process and the model stays cached
+in it, but an actor keeps the model loaded (on a GPU, in its memory) by design rather than by Ray's process-reuse
+policy (docs/scaling.md has the measurement). The caller keeps every worker busy,
 gets items in whatever order jobs finish, learns of a job that fails (`Failed`) while the others go on, and on
 Stop sends no further job and lets the running ones end after their current step. Ray itself is optional
 (requirements-ray.txt) and imported only here.
