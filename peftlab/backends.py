@@ -95,19 +95,6 @@ class RayBackend:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         return max(1, min(cpus // self.threads, jobs))
 
-    def run(self, lm, task, setup, plan: Sequence, settings, test: Sequence[dict], stop=None) -> Iterator:
-        """Train `plan` (compare.PlannedRun) on the cluster: TrainEvents and one GridRow per run, as they come; a run
-        that fails gets a row saying why."""
-        from peftlab.standard import STEP_COST
-
-        if self.save_dir:
-            Path(self.save_dir).mkdir(parents=True, exist_ok=True)
-        # the longest runs first, so that the last ones to finish are short and no worker waits long at the end
-        order = sorted(plan, key=lambda run: -STEP_COST.get(run.config.name, 1.0))
-        shared = (task, setup, settings, list(test), self.save_dir)
-        for index, item in self.map(lm, train_and_save, shared, [(run,) for run in order], stop):
-            yield failed_row(order[index], item.reason) if isinstance(item, Failed) else item
-
     def map(self, lm, job, shared: tuple, inputs: Sequence[tuple], stop=None) -> Iterator[tuple[int, object]]:
         """`job(lm, *shared, *inputs[i], stop)` for every i on the workers (`lm` is the worker's own copy of the
         model, loaded by name with the same dtype), sent in the order of `inputs`, at most one per worker at a time;
@@ -174,6 +161,21 @@ class RayBackend:
             if self.dispatch == "actor":
                 for worker in slots:
                     ray.kill(worker)
+
+
+def run_on(backend, lm, task, setup, plan: Sequence, settings, test: Sequence[dict], stop=None) -> Iterator:
+    """Train `plan` (compare.PlannedRun) with `backend` (a RayBackend or a zerogpu.GPUCalls): TrainEvents and one
+    GridRow per run, as they come; a run that fails gets a row saying why. The rows carry no weights: each trained
+    method is written to the backend's `save_dir` when it has one.
+
+    The longest runs (by method, `standard.STEP_COST`) go first: the last to finish are then short, so no worker
+    waits long at the end, and the first GPU call sizes the ones after it from above."""
+    from peftlab.standard import STEP_COST
+
+    order = sorted(plan, key=lambda run: -STEP_COST.get(run.config.name, 1.0))
+    shared = (task, setup, settings, list(test), backend.save_dir)
+    for index, item in backend.map(lm, train_and_save, shared, [(run,) for run in order], stop):
+        yield failed_row(order[index], item.reason) if isinstance(item, Failed) else item
 
 
 def run_here(lm, job, shared: tuple, inputs: Sequence[tuple], stop=None) -> Iterator[tuple[int, object]]:
@@ -256,6 +258,7 @@ def train_and_save(lm, task, setup, settings, test, save_dir: str | None, run, s
         if isinstance(item, GridRow):
             saved = None
             if save_dir and item.trained is not None:
+                Path(save_dir).mkdir(parents=True, exist_ok=True)
                 saved = str(zip_trained(item.trained, Path(save_dir) / adapter_name(item.values)))
             item = dataclasses.replace(item, trained=None, saved=saved)  # the weights stay here or in saved
         yield item

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
+from peftlab.backends import run_on
 from peftlab.cloze import ClozeSetup, evaluate
 from peftlab.config import Config, parse_list, scored_texts_setting, setting
 from peftlab.errors import PeftlabError
@@ -165,7 +166,7 @@ def run_plan(
     metrics = {"accuracy": zero_shot.accuracy, "macro_f1": zero_shot.macro_f1}
     yield GridRow(_row("zero-shot", 0, None, metrics, 0, total_params), result=zero_shot.row)
     if backend is not None:
-        yield from backend.run(lm, task, setup, plan, settings, test, stop)
+        yield from run_on(backend, lm, task, setup, plan, settings, test, stop)
         return
     for run in plan:
         if stop is not None and stop.is_set():

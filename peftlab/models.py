@@ -147,8 +147,12 @@ def cpu_supports_bf16() -> bool:
 
 
 def autocast_for(model: torch.nn.Module):
-    """bf16 autocast for an fp32 model on a CPU with native bf16 (about 2x faster), a no-op elsewhere."""
+    """bf16 autocast for an fp32 model on a CPU with native bf16 (about 2x faster) or on a GPU with bf16 (Ampere and
+    later), a no-op elsewhere: fp16 would need loss scaling in every trainer, so older GPUs (the T4) train in fp32."""
     parameter = next(model.parameters())
+    if parameter.device.type == "cuda":
+        enabled = parameter.dtype == torch.float32 and torch.cuda.is_bf16_supported()
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
     enabled = parameter.device.type == "cpu" and parameter.dtype == torch.float32 and cpu_supports_bf16()
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
 

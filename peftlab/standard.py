@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from peftlab.autoprompt import AutoPromptConfig, AutoPromptResult, autoprompt_run
+from peftlab.backends import run_on
 from peftlab.cloze import ClozeSetup, evaluate, label_log_probs
 from peftlab.compare import GridRow, PlannedRun, train_and_score
 from peftlab.config import Config, scored_texts_setting, setting
@@ -141,7 +142,7 @@ def run_standard(
         if on_backend and method in TRAINED:
             if method == on_backend[0].label and seed == on_backend[0].seed:  # all of them at the first one's turn
                 yield StandardEvent(step=number, elapsed=0.0, method=TRAINED_ON_BACKEND, seed=None, runs=len(runs))
-                for item in backend.run(training_lm, task, setup, on_backend, settings, test, stop):
+                for item in run_on(backend, training_lm, task, setup, on_backend, settings, test, stop):
                     if isinstance(item, GridRow) and item.result is not None:
                         item = item.result  # a failed run stays a GridRow: its status says why
                     yield item

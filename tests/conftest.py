@@ -221,3 +221,16 @@ def tiny_task() -> Task:
         train=[{"text": t, "label": y} for t, y in TRAIN_ROWS],
         test=[{"text": t, "label": y} for t, y in TEST_ROWS],
     )
+
+
+@pytest.fixture(scope="session")
+def easy_csv(tmp_path_factory) -> str:
+    """The easy task as a CSV file with its splits, as a person uploads it."""
+    path = tmp_path_factory.mktemp("easy") / "easy.csv"
+    from tests.test_compare import easy_task
+
+    easy = easy_task()
+    lines = ["text,label,split"] + [f"{r['text']},{easy.label_names[r['label']]},train" for r in easy.train]
+    lines += [f"{r['text']},{easy.label_names[r['label']]},test" for r in easy.test]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)

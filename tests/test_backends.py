@@ -157,17 +157,6 @@ def test_a_job_whose_worker_dies_is_tried_once_more_and_a_second_death_is_report
     assert (tmp_path / "job-3").read_text() == "xx"  # tried twice, never a third time
 
 
-@pytest.fixture(scope="module")
-def easy_csv(tmp_path_factory) -> str:
-    """The easy task as a CSV file with its splits, as a person uploads it."""
-    path = tmp_path_factory.mktemp("easy") / "easy.csv"
-    easy = easy_task()
-    lines = ["text,label,split"] + [f"{r['text']},{easy.label_names[r['label']]},train" for r in easy.train]
-    lines += [f"{r['text']},{easy.label_names[r['label']]},test" for r in easy.test]
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
 def test_the_compare_command_runs_its_grid_on_ray(local_ray, tiny_causal_folder, easy_csv, capsys):
     args = ["compare", "--model", tiny_causal_folder, "--task", easy_csv, "--template", TEMPLATE]
     args += ["--verbalizer", json.dumps(VERBALIZER), "--methods", "prompt-tuning,lora", "--shots", "4"]
@@ -190,20 +179,26 @@ def test_backend_settings_are_checked_in_one_sentence(capsys):
     assert BackendConfig().build() is None  # local: compare.run_plan's own loop
 
 
-def test_the_soft_prompts_tab_trains_on_ray_and_classifies_with_what_the_worker_saved(
-    local_ray, tiny_causal_folder, easy_csv, monkeypatch
-):
+def soft_prompts_tab_trains_elsewhere_and_classifies_with_what_was_saved(model: str, upload: str, monkeypatch):
+    """The Soft prompts tab's grid with the backend the environment chose: one LoRA run, then "classify" with the
+    method loaded back from the file the run wrote."""
     from peftlab.ui.soft_prompts_tab import classify_with, run_comparison
 
-    monkeypatch.setenv("PEFTLAB_BACKEND", "ray")  # how whoever runs the app chooses Ray
     monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
-    form = dict(model=tiny_causal_folder, task="", upload=easy_csv, text_column="text", label_column="label")
+    form = dict(model=model, task="", upload=upload, text_column="text", label_column="label")
     form |= dict(templates=TEMPLATE, verbalizer="negative: negative\npositive: positive", methods=["lora"])
     form |= dict(shots="4", seeds="13", steps=2, select_by="accuracy", rates="", test_limit=6)
     *_, last = run_comparison(None, **form)
     status, results = last[0], last[1]
     assert status.startswith("1/1 runs finished"), status
     assert list(results["method"]) == ["zero-shot", "lora"] and list(results["status"]) == ["done", "done"]
-    bars = classify_with("lora", "the movie was great", None)  # the zip the worker wrote, loaded back here
+    bars = classify_with("lora", "the movie was great", None)  # the zip the run wrote, loaded back here
     probabilities = [float(p) for p in bars.data[0].x]
     assert len(probabilities) == 2 and abs(sum(probabilities) - 1) < 1e-5
+
+
+def test_the_soft_prompts_tab_trains_on_ray_and_classifies_with_what_the_worker_saved(
+    local_ray, tiny_causal_folder, easy_csv, monkeypatch
+):
+    monkeypatch.setenv("PEFTLAB_BACKEND", "ray")  # how whoever runs the app chooses Ray
+    soft_prompts_tab_trains_elsewhere_and_classifies_with_what_was_saved(tiny_causal_folder, easy_csv, monkeypatch)

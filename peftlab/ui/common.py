@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from peftlab.prompts import suggested_prompt
 from peftlab.serving import JobStop, current_caps, heavy_job_limit, public_mode
 from peftlab.tasks import EMBEDDED_TASKS, UPLOAD_SUFFIXES, load_task
 from peftlab.ui.sessions import SESSIONS, Session
+from peftlab.zerogpu import GPUCalls, on_zero_gpu
 
 MODEL_CHOICES = [DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct", "roberta-large", "bert-base-uncased", "gpt2"]
 TEMPLATE_SEPARATOR = "---"
@@ -154,9 +156,20 @@ def model_and_task_inputs() -> dict[str, gr.components.Component]:
     return dict(model=model, task=task, upload=upload, text_column=text_column, label_column=label_column)
 
 
+def runs_backend(session: Session | None = None):
+    """Where a tab's several training runs go: Ray when the app was started with PEFTLAB_BACKEND=ray
+    (`backends.backend_from_env`), one GPU call each on a ZeroGPU Space (`zerogpu.GPUCalls`), else None (one after
+    another in this process). With a `session`, trained methods are written into its folder, where "classify" and
+    "download" read them back."""
+    backend = backend_from_env() or (GPUCalls() if on_zero_gpu() else None)
+    if backend is not None and session is not None:
+        backend = dataclasses.replace(backend, save_dir=str(session.folder / "trained-elsewhere"))
+    return backend
+
+
 def backend_line() -> None:
-    """Under a tab's introduction, where its training runs go when the app was started with PEFTLAB_BACKEND=ray."""
-    if backend := backend_from_env():
+    """Under a tab's introduction, where its training runs go when not one after another in this process."""
+    if backend := runs_backend():
         gr.Markdown(backend.describe())
 
 

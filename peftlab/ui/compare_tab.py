@@ -11,7 +11,6 @@ import time
 import gradio as gr
 import pandas as pd
 
-from peftlab.backends import backend_from_env
 from peftlab.cloze import ClozeSetup
 from peftlab.compare import GridRow
 from peftlab.errors import PeftlabError
@@ -41,6 +40,7 @@ from peftlab.ui.common import (
     load_model,
     model_and_task_inputs,
     on_task_change,
+    runs_backend,
     stop_handler,
     stopped_note,
     suggest,
@@ -139,7 +139,7 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     if message := unconfirmed(request, "standard", form, sum(costs.values()), f"{len(plan(config))} runs"):
         yield message, gr.skip()
         return
-    rows, failed, backend = [], [], backend_from_env()
+    rows, failed, backend = [], [], runs_backend()
     # each run's share of the whole, by its method's estimate over the method's runs: the time left follows it
     runs = plan(config)
     shares = [costs[m] / sum(1 for other, _ in runs if other == m) / max(sum(costs.values()), 1e-9) for m, _ in runs]

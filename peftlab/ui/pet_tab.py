@@ -13,7 +13,6 @@ from dataclasses import asdict
 import gradio as gr
 import pandas as pd
 
-from peftlab.backends import backend_from_env
 from peftlab.errors import PeftlabError
 from peftlab.pet import PETConfig, PETEvent, default_patterns, pattern_prompts, pet_run, read_unlabelled
 from peftlab.plots import soft_label_histogram, training_curves
@@ -32,6 +31,7 @@ from peftlab.ui.common import (
     model_and_task_inputs,
     on_task_change,
     resolve_task,
+    runs_backend,
     split_templates,
     stop_handler,
     stopped_note,
@@ -130,7 +130,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
         return status, _table(results) if results else None, curves, soft, choices
 
     with job(request, "pet") as (_, stop):
-        for item in pet_run(lm, task, prompts, config, settings, stop, unlabelled, backend_from_env()):
+        for item in pet_run(lm, task, prompts, config, settings, stop, unlabelled, runs_backend()):
             if isinstance(item, PETEvent):
                 events.append({**asdict(item), "method": f"g{item.generation} {item.model}"})
                 if item.step == 1:

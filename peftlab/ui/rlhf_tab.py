@@ -255,10 +255,10 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
                 metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO"),
                 pd.DataFrame(samples),
             )
-        note = stopped_note(stop)
+        reason = stop.reason or "it was stopped"
     result = session.ppo
     done = (
-        f"PPO stopped after {len(result.history)} of {config.steps} steps; the policy so far is kept ({note.lower()})"
+        f"PPO stopped after {len(result.history)} of {config.steps} steps because {reason}; the policy so far is kept."
         if len(result.history) < config.steps
         else "PPO done"
     )
@@ -298,10 +298,10 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
                     f"implicit reward margin {item.reward_margin:+.3f}{paced.time_left(item)}",
                     metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO"),
                 )
-        note = stopped_note(stop)
+        reason = stop.reason or "it was stopped"
     result = session.dpo
     done = (
-        f"DPO stopped after {len(result.history)} of {config.steps} steps; the policy so far is kept ({note.lower()})"
+        f"DPO stopped after {len(result.history)} of {config.steps} steps because {reason}; the policy so far is kept."
         if result.stopped
         else "DPO done"
     )
@@ -372,12 +372,12 @@ def build_rlhf_tab() -> None:
         demonstrations = gr.File(
             label="Demonstrations JSONL {prompt, response} (optional)" + upload_limit_note(),
             file_types=[".jsonl"],
-            height=100,
+            height=140,  # its two-line label leaves "Click to Upload" room only above about 130 px
         )
         comparisons = gr.File(
             label="Comparisons JSONL {prompt, chosen, rejected} or {prompt, ranked} (optional)" + upload_limit_note(),
             file_types=[".jsonl"],
-            height=100,
+            height=140,  # its two-line label leaves "Click to Upload" room only above about 130 px
         )
 
     gr.Markdown("### 1. Supervised fine-tuning")

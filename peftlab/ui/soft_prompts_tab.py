@@ -7,12 +7,11 @@ method as a zip, and sweep one setting of one method (e.g. the prompt length).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import gradio as gr
 import pandas as pd
 
-from peftlab.backends import backend_from_env
 from peftlab.cloze import ClozeSetup
 from peftlab.compare import (
     GridConfig,
@@ -49,6 +48,7 @@ from peftlab.ui.common import (
     light,
     load_model,
     model_and_task_inputs,
+    runs_backend,
     split_templates,
     stop_handler,
     stopped_note,
@@ -91,13 +91,6 @@ def _trained(request) -> dict:
 
 def _method_choices(trained: dict, value=None) -> gr.Dropdown:
     return gr.Dropdown(choices=list(trained), value=value if value is not None else next(iter(trained), None))
-
-
-def _backend(session):
-    """The runs' backend (`backends.backend_from_env`): None in this process; on Ray, workers write each trained
-    method into the session's folder, where "classify" and "download" read it back."""
-    backend = backend_from_env()
-    return replace(backend, save_dir=str(session.folder / "trained-on-ray")) if backend else None
 
 
 def _kept(row: GridRow, lm):
@@ -145,7 +138,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         )
 
     with job(request, "soft-prompts") as (session, stop):
-        backend = _backend(session)
+        backend = runs_backend(session)
         for item in run_grid(lm, task, setup, configs, seed_list, shot_list, settings, test_limit, stop, backend):
             if isinstance(item, GridRow):
                 rows.append(item.values)
@@ -261,7 +254,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
         return
     rows, started = [], time.perf_counter()
     with job(request, "sweep") as (session, stop):
-        backend = _backend(session)
+        backend = runs_backend(session)
         runs = run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, test_limit, stop, backend)
         for item in runs:
             if not isinstance(item, GridRow):

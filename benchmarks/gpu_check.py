@@ -1,0 +1,150 @@
+"""The CUDA paths, in one run on a GPU: what `scripts/gpu-check.sh` runs where `torch.cuda.is_available()`.
+
+Run from the repository root:
+
+    bash scripts/gpu-check.sh        # prints {"cuda": false} and stops where there is no GPU
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gpu_check.py [--device cpu] [--texts 1000] [--test-limit 200]
+
+1. Cloze: the embedded model in its fast inference dtype (bf16 on a GPU with it) scores `--texts` rt-sentiment
+   test texts (`peftlab.cloze.evaluate`, mean calibration): accuracy and seconds; the first `--reference` of them
+   are scored again on the CPU in fp32, for the share of equal predictions and the largest difference in a label's
+   log-probability (the precision's tolerance, measured rather than assumed).
+2. Grid: six methods (prompt tuning, P-tuning, prefix tuning, LoRA, head-only, full) x seed 13 at K=16 with their
+   shipped defaults, fp32 weights under bf16 autocast, on `--test-limit` test texts: every row and the wall time.
+3. ZeroGPU calls: the same grid as one GPU call per run (`peftlab.zerogpu.GPUCalls`) under a simulated cap of
+   `--cap` seconds: every call's asked and taken seconds, whether any went past its ask, and whether the rows
+   equal step 2's.
+4. RLHF: the pipeline with both routes, shortened (`--sft-steps`, `--rm-steps`, `--ppo-steps`, `--dpo-steps`):
+   each route's labeler score and KL, the reward model's held-out accuracy and every stage's seconds.
+
+stdout gets one JSON object (indent 2); progress lines go to stderr. `--device cpu` runs the same on a CPU, to try
+the script where there is no GPU (its figures are then the CPU's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+import torch  # noqa: E402
+
+from benchmarks.common import Phase, logger  # noqa: E402
+from peftlab.cloze import ClozeSetup, evaluate, label_log_probs  # noqa: E402
+from peftlab.compare import GridRow, run_grid  # noqa: E402
+from peftlab.methods import method_config  # noqa: E402
+from peftlab.models import load_lm  # noqa: E402
+from peftlab.rlhf.dpo import DPOConfig  # noqa: E402
+from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, run_pipeline  # noqa: E402
+from peftlab.rlhf.ppo import PPOConfig  # noqa: E402
+from peftlab.rlhf.reward import RewardConfig  # noqa: E402
+from peftlab.rlhf.sft import SFTConfig  # noqa: E402
+from peftlab.tasks import load_task  # noqa: E402
+from peftlab.tuning import TrainSettings  # noqa: E402
+from peftlab.zerogpu import GPUCalls  # noqa: E402
+
+TEMPLATE = "Review: {text}\nSentiment:{mask}"
+VERBALIZER = {"negative": ["negative"], "positive": ["positive"]}
+METHODS = ("prompt-tuning", "p-tuning", "prefix-tuning", "lora", "head", "full")
+COMPARED = ("test_accuracy", "macro_f1", "steps", "status")
+log = logger("gpu_check")
+
+
+def cloze(task, args) -> dict:
+    lm = load_lm(dtype="auto", device=args.device)
+    with Phase(f"cloze, {args.texts} texts", log) as phase:
+        result = evaluate(lm, task, TEMPLATE, VERBALIZER, "mean", limit=args.texts)
+    texts = task.test_subset(args.reference)
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    here = label_log_probs(lm, setup.prompts[0], texts).float().cpu()
+    cpu = label_log_probs(load_lm(dtype="fp32", device="cpu"), setup.prompts[0], texts).float()
+    return {
+        "dtype": str(lm.model.dtype),
+        "texts": args.texts,
+        "accuracy": round(result.accuracy, 4),
+        "seconds": round(phase.seconds, 2),
+        "reference_texts": len(texts),
+        "same_predictions_as_cpu_fp32": round(float((here.argmax(-1) == cpu.argmax(-1)).float().mean()), 4),
+        "largest_log_prob_difference": round(float((here - cpu).abs().max()), 4),
+    }
+
+
+def grid(lm, task, args, backend=None) -> tuple[dict, float]:
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER, calibration="mean")
+    methods = [method_config(name) for name in METHODS]
+    rows = {}
+    with Phase("grid" + (" in GPU calls" if backend else ""), log) as phase:
+        for item in run_grid(lm, task, setup, methods, [13], [16], TrainSettings(), args.test_limit, backend=backend):
+            if isinstance(item, GridRow) and item.values["seed"] is not None:
+                rows[item.values["method"]] = {c: item.values[c] for c in COMPARED + ("train_seconds",)}
+                log(f"  {item.values['method']:>14}: {item.values['test_accuracy']:.4f}")
+    return rows, phase.seconds
+
+
+def rlhf(lm, args) -> dict:
+    config = PipelineConfig(
+        route="both",
+        sft=SFTConfig(steps=args.sft_steps),
+        reward=RewardConfig(steps=args.rm_steps),
+        ppo=PPOConfig(steps=args.ppo_steps),
+        dpo=DPOConfig(steps=args.dpo_steps),
+    )
+    with Phase("RLHF, both routes, shortened", log) as phase:
+        result = run_pipeline(lm, RLHFData.embedded(seed=0), config)
+    summary = result.summary
+    keys = ("rm_heldout_accuracy", "sft_mean_score", "ppo_mean_score", "ppo_mean_kl", "dpo_mean_score", "dpo_mean_kl")
+    return {
+        "steps": {"sft": args.sft_steps, "rm": args.rm_steps, "ppo": args.ppo_steps, "dpo": args.dpo_steps},
+        **{key: summary.get(key) for key in keys},
+        "stage_seconds": summary["stage_seconds"],
+        "seconds": round(phase.seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--texts", type=int, default=1000, help="cloze: test texts scored")
+    parser.add_argument("--reference", type=int, default=100, help="cloze: texts scored on the CPU too")
+    parser.add_argument("--test-limit", type=int, default=200, help="grid: test texts every run is scored on")
+    parser.add_argument("--cap", type=float, default=60, help="ZeroGPU: the simulated cap of one call, seconds")
+    parser.add_argument("--sft-steps", type=int, default=20)
+    parser.add_argument("--rm-steps", type=int, default=50)
+    parser.add_argument("--ppo-steps", type=int, default=8)
+    parser.add_argument("--dpo-steps", type=int, default=20)
+    args = parser.parse_args()
+
+    task = load_task("rt-sentiment")
+    record = {
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "bf16": torch.cuda.is_bf16_supported() if args.device == "cuda" else None,
+        "cloze": cloze(task, args),
+    }
+    lm = load_lm(dtype="fp32", device=args.device)  # trained in fp32 weights, under bf16 autocast where supported
+    rows, seconds = grid(lm, task, args)
+    record["grid"] = {"seconds": round(seconds, 1), "rows": rows}
+    calls = GPUCalls(cap_s=args.cap, first_s=args.cap)
+    try:
+        split, split_seconds = grid(lm, task, args, calls)
+        overran = None
+    except Exception as exc:  # a call past its ask: reported, and the RLHF check still runs
+        split, split_seconds, overran = {}, float("nan"), str(exc)
+    record["zerogpu_calls"] = {
+        "cap_s": args.cap,
+        "calls": [{"asked_s": round(a, 1), "took_s": round(t, 2)} for a, t in calls.calls],
+        "overran": overran,
+        "seconds": round(split_seconds, 1),
+        "same_rows_as_one_process": {m: split.get(m, {}).get(c) == rows[m][c] for m in rows for c in COMPARED[:1]},
+    }
+    record["rlhf"] = rlhf(lm, args)
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()

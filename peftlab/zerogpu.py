@@ -1,0 +1,101 @@
+"""ZeroGPU, the free GPU of Hugging Face Spaces: what it allows, and several training runs as one GPU call each.
+
+On a ZeroGPU Space (`SPACES_ZERO_GPU=true`) a GPU is attached only inside a function decorated with
+`spaces.GPU(duration=...)`, for at most that many seconds: a call that runs past its duration is aborted, a
+duration above about MAX_DURATION_S is refused, and a visitor's daily quota (minutes) must hold the duration asked
+for, so a job asks for no more than it needs. A grid of runs is therefore not one call but one call per run
+(`GPUCalls`, a backend like `backends.RayBackend`: a grid's or a sweep's runs, the standard comparison's trained
+methods, PET's pattern models), each sized from the calls before it. Off ZeroGPU `spaces.GPU` returns the function
+unchanged, so the same code runs on a CPU or a dedicated GPU; `GPUCalls(cap_s=...)` simulates a short cap there.
+
+The versions ZeroGPU documents (checked 2026-11-30) are PYTHON_VERSIONS and TORCH_VERSIONS; the Space's front
+matter and requirements.txt use one of each (tests/test_space.py checks).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from peftlab.errors import PeftlabError
+
+PYTHON_VERSIONS = ("3.10.13", "3.12.12")
+TORCH_VERSIONS = ("2.8.0", "2.9.1", "2.10.0", "2.11.0")
+DEFAULT_DURATION_S = 60  # what spaces.GPU asks for when given no duration
+MAX_DURATION_S = 300  # longer calls are refused
+MIN_DURATION_S = 20  # never ask for less: the first steps of a run warm CUDA up
+MARGIN = 2.0  # a call asks for this many times the longest call before it
+
+
+def on_zero_gpu() -> bool:
+    """Whether this process runs on a ZeroGPU Space (the variable the `spaces` package reads)."""
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+
+
+def _duration(seconds: float, *_) -> float:
+    """The duration a call asks for: its first argument (spaces.GPU calls this with the call's arguments)."""
+    return seconds
+
+
+def _in_gpu_call(seconds: float, job, model: str, dtype, shared: tuple, arguments: tuple) -> Iterator:
+    """One job inside one GPU call. On ZeroGPU the call runs in a process forked from the app's, and its arguments
+    and items are pickled across: the model goes by name (the fork has the app's loaded models in its cache), and
+    no stop flag (a threading.Event cannot cross): a Stop takes effect between calls."""
+    from peftlab.models import load_lm
+
+    yield from job(load_lm(model, dtype=dtype), *shared, *arguments, None)
+
+
+try:
+    import spaces
+except ImportError:  # a machine without `spaces` (it is in requirements.txt): nothing to decorate
+    gpu_call = _in_gpu_call
+else:
+    gpu_call = spaces.GPU(duration=_duration)(_in_gpu_call)
+
+
+@dataclass
+class GPUCalls:
+    """Runs each job as one GPU call (`gpu_call`), one after another (a grid's runs the longest first); a Stop
+    takes effect between calls.
+
+    The first call asks for `first_s` seconds; each later one for MARGIN times the longest call so far (at least
+    MIN_DURATION_S), never more than `cap_s`. A call that took longer than it asked for raises, as ZeroGPU
+    would have aborted it: with a short `cap_s` on a CPU this checks that every call of a job fits. `calls` keeps
+    (asked, took) seconds of every call. `save_dir` receives a grid's trained methods as `RayBackend`'s does.
+    """
+
+    cap_s: float = MAX_DURATION_S
+    first_s: float = DEFAULT_DURATION_S
+    save_dir: str | None = None
+    calls: list[tuple[float, float]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"Each training run is a GPU call of its own (ZeroGPU), of at most {self.cap_s:.0f} s."
+
+    def duration(self) -> float:
+        if not self.calls:
+            return min(self.first_s, self.cap_s)
+        return min(self.cap_s, max(MIN_DURATION_S, MARGIN * max(took for _, took in self.calls)))
+
+    def map(self, lm, job, shared: tuple, inputs: Sequence[tuple], stop=None) -> Iterator[tuple[int, object]]:
+        """(i, item) for each item of `job(lm, *shared, *inputs[i], stop)`, each job in a GPU call of its own.
+
+        Raises:
+            PeftlabError: a call took longer than it asked for (ZeroGPU aborts such a call).
+        """
+        for index, arguments in enumerate(inputs):
+            if stop is not None and stop.is_set():
+                return
+            asked, started = self.duration(), time.perf_counter()
+            for item in gpu_call(asked, job, lm.name, lm.model.dtype, shared, arguments):
+                yield index, item
+            took = time.perf_counter() - started
+            self.calls.append((asked, took))
+            if took > asked:
+                raise PeftlabError(
+                    f"A training run took {took:.0f} s of GPU time, past the {asked:.0f} s its call asked for "
+                    f"(at most {self.cap_s:.0f} s on this Space); make the runs shorter (fewer steps)."
+                )
