@@ -528,7 +528,11 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
         time.sleep(0.1)
     assert call(client, "/rlhf_ppo_stop") == "Stopping PPO after its current step; what it finished is kept."
     status, _plot, samples = job.result(timeout=CALL_TIMEOUT_S)
-    assert re.match(r"PPO stopped after \d+ of 10000 steps; the policy so far is kept", status), status
+    assert re.fullmatch(
+        r"PPO stopped after \d+ of 10000 steps because you pressed Stop; the policy so far is kept \(\d+ s\)\. "
+        r"Compare the SFT and PPO policies below\.",
+        status,
+    ), status
     assert len(samples["data"]) < 10_000
 
     # DPO from the same SFT model, on the comparisons the reward model learnt from

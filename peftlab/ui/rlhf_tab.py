@@ -258,7 +258,7 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
         reason = stop.reason or "it was stopped"
     result = session.ppo
     done = (
-        f"PPO stopped after {len(result.history)} of {config.steps} steps because {reason}; the policy so far is kept."
+        f"PPO stopped after {len(result.history)} of {config.steps} steps because {reason}; the policy so far is kept"
         if len(result.history) < config.steps
         else "PPO done"
     )
@@ -301,7 +301,7 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
         reason = stop.reason or "it was stopped"
     result = session.dpo
     done = (
-        f"DPO stopped after {len(result.history)} of {config.steps} steps because {reason}; the policy so far is kept."
+        f"DPO stopped after {len(result.history)} of {config.steps} steps because {reason}; the policy so far is kept"
         if result.stopped
         else "DPO done"
     )
