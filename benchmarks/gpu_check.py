@@ -56,13 +56,13 @@ log = logger("gpu_check")
 
 
 def cloze(task, args) -> dict:
-    lm = load_lm(dtype="auto", device=args.device)
+    lm = load_lm(args.model, dtype="auto", device=args.device)
     with Phase(f"cloze, {args.texts} texts", log) as phase:
         result = evaluate(lm, task, TEMPLATE, VERBALIZER, "mean", limit=args.texts)
     texts = task.test_subset(args.reference)
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
     here = label_log_probs(lm, setup.prompts[0], texts).float().cpu()
-    cpu = label_log_probs(load_lm(dtype="fp32", device="cpu"), setup.prompts[0], texts).float()
+    cpu = label_log_probs(load_lm(args.model, dtype="fp32", device="cpu"), setup.prompts[0], texts).float()
     return {
         "dtype": str(lm.model.dtype),
         "texts": args.texts,
@@ -109,6 +109,7 @@ def rlhf(lm, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--model", default="smollm2-135m", help="a name or a local model folder")
     parser.add_argument("--texts", type=int, default=1000, help="cloze: test texts scored")
     parser.add_argument("--reference", type=int, default=100, help="cloze: texts scored on the CPU too")
     parser.add_argument("--test-limit", type=int, default=200, help="grid: test texts every run is scored on")
@@ -121,12 +122,13 @@ def main() -> None:
 
     task = load_task("rt-sentiment")
     record = {
+        "model": args.model,
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
         "torch": torch.__version__,
         "bf16": torch.cuda.is_bf16_supported() if args.device == "cuda" else None,
         "cloze": cloze(task, args),
     }
-    lm = load_lm(dtype="fp32", device=args.device)  # trained in fp32 weights, under bf16 autocast where supported
+    lm = load_lm(args.model, dtype="fp32", device=args.device)  # fp32 weights, bf16 autocast where the GPU has it
     rows, seconds = grid(lm, task, args)
     record["grid"] = {"seconds": round(seconds, 1), "rows": rows}
     calls = GPUCalls(cap_s=args.cap, first_s=args.cap)
@@ -140,7 +142,7 @@ def main() -> None:
         "calls": [{"asked_s": round(a, 1), "took_s": round(t, 2)} for a, t in calls.calls],
         "overran": overran,
         "seconds": round(split_seconds, 1),
-        "same_rows_as_one_process": {m: split.get(m, {}).get(c) == rows[m][c] for m in rows for c in COMPARED[:1]},
+        "same_rows_as_one_process": {m: all(split.get(m, {}).get(c) == rows[m][c] for c in COMPARED) for m in rows},
     }
     record["rlhf"] = rlhf(lm, args)
     print(json.dumps(record, indent=2))

@@ -280,7 +280,8 @@ def failed_row(run, reason: str):
 
 @dataclass
 class BackendConfig(Config):
-    """Where a grid's or a sweep's runs train: here one after another, or on Ray (`RayBackend`)."""
+    """Where several runs train (a grid, a sweep, the standard comparison, PET): here one after another, or on Ray
+    (`RayBackend`)."""
 
     backend: str = setting(
         "local", "train the runs here, one after another (local), or on Ray workers (ray)", choices=BACKENDS
@@ -304,8 +305,9 @@ class BackendConfig(Config):
 
 def backend_from_env() -> RayBackend | None:
     """The app's backend, chosen by whoever runs it: PEFTLAB_BACKEND=ray trains the Soft prompts tab's grids and
-    sweeps on Ray (PEFTLAB_RAY_ADDRESS, default a Ray started here; PEFTLAB_RAY_WORKER_THREADS and
-    PEFTLAB_RAY_WORKER_GPUS per worker); unset or "local" trains them in the app's process.
+    sweeps, the standard comparison's trained methods and PET's pattern models on Ray (PEFTLAB_RAY_ADDRESS, default
+    a Ray started here; PEFTLAB_RAY_WORKER_THREADS and PEFTLAB_RAY_WORKER_GPUS per worker); unset or "local" trains
+    them in the app's process.
 
     Raises:
         PeftlabError: an unknown backend or a setting out of range.

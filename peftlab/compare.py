@@ -146,7 +146,8 @@ def run_plan(
     backend=None,
 ) -> Iterator[TrainEvent | GridRow]:
     """The zero-shot row, then each planned run trained and scored on the same test texts: one after another in
-    this process, or by `backend` (a `backends.RayBackend`), whose rows come in the order runs finish.
+    this process, or by `backend` (a `backends.RayBackend` or a `zerogpu.GPUCalls`), whose rows come in the order
+    runs finish.
 
     `stop` ends the plan: the run in progress keeps its best weights so far and still gets its row, with
     status "stopped at step N of M"; runs not started are dropped.

@@ -331,8 +331,9 @@ def pet_run(
     (`read_unlabelled`'s rows) when given.
     When `stop` is set, the run ends after the current step; the seeds finished before are kept, the one in
     progress is dropped (its classifier would be half-trained).
-    `backend` (a `backends.RayBackend`) trains a generation's pattern models side by side on its workers (the
-    same numbers as here, one after another); the ensemble and the classifier are always made here.
+    `backend` trains a generation's pattern models elsewhere with the same numbers: side by side on Ray's workers
+    (`backends.RayBackend`) or one GPU call each (`zerogpu.GPUCalls`); the ensemble and the classifier are made
+    here.
 
     Raises:
         PeftlabError: patterns or sizes that do not fit the task or the model (before any training), or a
@@ -469,8 +470,8 @@ class PatternScores:
 
 
 def pattern_model(lm, pool, test, dev, settings, method: str, alpha: float, generation, number, prompt, examples, stop):
-    """Step 1 for one pattern, as a job of `backends` (here or on a Ray worker): the model trained on `examples`,
-    its PETEvents, then its PatternScores (only the scores travel back, never the weights)."""
+    """Step 1 for one pattern, as a job of a backend (here, on a Ray worker or in a GPU call): the model trained on
+    `examples`, its PETEvents, then its PatternScores (only the scores travel back, never the weights)."""
     method, loss, name = method_config(method), _pattern_loss(alpha, pool, settings.seed), f"pattern {number}"
     trained = yield from _train(lm, prompt, method, examples, dev, settings, stop, generation, name, loss)
     if trained.stopped:

@@ -42,7 +42,7 @@ ZERO_SHOT, IN_CONTEXT, AUTOPROMPT = "zero-shot · mean", "in-context · mean", "
 TRIGGER_SLOTS = 5
 TRAINED = ("prompt-tuning", "p-tuning", "prefix-tuning", "lora", "adapter", "head", "full")
 PET = "pet"
-TRAINED_ON_BACKEND = "the trained methods on Ray"  # StandardEvent.method when they all run there side by side
+TRAINED_ON_BACKEND = "every trained method's runs"  # StandardEvent.method when a backend runs them all at once
 STANDARD_METHODS = (ZERO_SHOT, IN_CONTEXT, AUTOPROMPT, *TRAINED, PET)
 # Typed names: the middle dot of the stored names is hard to type on a command line.
 METHOD_ALIASES = {"zero-shot": ZERO_SHOT, "in-context": IN_CONTEXT}
@@ -116,8 +116,9 @@ def run_standard(
 
     `stop` ends the comparison after the current step of the current run; a trained run keeps its best
     weights so far and still gets its row (PET's seed in progress is dropped: its classifier would be half-trained).
-    `backend` (a `backends.RayBackend`) trains every trained method's runs side by side on its workers, announced
-    by one StandardEvent (method TRAINED_ON_BACKEND, seed None) and finished in any order; a run that fails there
+    `backend` (a `backends.RayBackend`, side by side on its workers, or a `zerogpu.GPUCalls`, one GPU call each)
+    trains every trained method's runs, announced by one StandardEvent (method TRAINED_ON_BACKEND, seed None) and
+    finished in any order; a run that fails there
     yields its GridRow (status "failed: ...") and the others go on. PET's pattern models go to it too.
 
     Raises:
