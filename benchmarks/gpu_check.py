@@ -37,6 +37,7 @@ import torch  # noqa: E402
 from benchmarks.common import Phase, logger  # noqa: E402
 from peftlab.cloze import ClozeSetup, evaluate, label_log_probs  # noqa: E402
 from peftlab.compare import GridRow, run_grid  # noqa: E402
+from peftlab.errors import PeftlabError  # noqa: E402
 from peftlab.methods import method_config  # noqa: E402
 from peftlab.models import load_lm  # noqa: E402
 from peftlab.rlhf.dpo import DPOConfig  # noqa: E402
@@ -135,7 +136,7 @@ def main() -> None:
     try:
         split, split_seconds = grid(lm, task, args, calls)
         overran = None
-    except Exception as exc:  # a call past its ask: reported, and the RLHF check still runs
+    except PeftlabError as exc:  # a call past its ask: reported, and the RLHF check still runs
         split, split_seconds, overran = {}, float("nan"), str(exc)
     record["zerogpu_calls"] = {
         "cap_s": args.cap,

@@ -62,11 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("--json", action="store_true", help="print one JSON object")
     auto.set_defaults(run=run_autoprompt)
 
-    grid = commands.add_parser("compare", help="train few-shot methods over seeds and compare them on one table")
-    _add_model_and_task(grid)
-    _add_prompt(grid)
-    add_arguments(grid, GridConfig)
-    add_arguments(grid, TrainSettings)
+    grid = _training_command(
+        commands, "compare", "train few-shot methods over seeds and compare them on one table", GridConfig
+    )
     grid.add_argument(
         "--learning-rate",
         action="append",
@@ -77,18 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument(
         "--save-adapters", metavar="DIR", help="save every trained method as DIR/<method>-K<k>-seed<s>.zip"
     )
-    add_arguments(grid, BackendConfig)
     _add_outputs(grid)
     grid.set_defaults(run=run_compare, dtype="fp32")
 
-    search = commands.add_parser(
-        "tune", help="search a method's learning rate (and one more setting) with Ray Tune on dev; the winner on test"
+    search = _training_command(
+        commands,
+        "tune",
+        "search a method's learning rate (and one more setting) with Ray Tune on dev; the winner on test",
+        TuneConfig,
     )
-    _add_model_and_task(search)
-    _add_prompt(search)
-    add_arguments(search, TuneConfig)
-    add_arguments(search, TrainSettings)
-    add_arguments(search, BackendConfig)
     search.add_argument(
         "--search",
         action="append",
@@ -100,12 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(run=run_tune, dtype="fp32")
 
-    sweep = commands.add_parser("sweep", help="train one method at several values of one setting (e.g. prompt length)")
-    _add_model_and_task(sweep)
-    _add_prompt(sweep)
-    add_arguments(sweep, SweepConfig)
-    add_arguments(sweep, TrainSettings)
-    add_arguments(sweep, BackendConfig)
+    sweep = _training_command(
+        commands, "sweep", "train one method at several values of one setting (e.g. prompt length)", SweepConfig
+    )
     _add_outputs(sweep)
     sweep.set_defaults(run=run_sweep_command, dtype="fp32")
 
@@ -125,14 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     rlhf.add_argument("--json", action="store_true", help="print one JSON object")
     rlhf.set_defaults(run=run_rlhf, dtype="fp32")
 
-    standard = commands.add_parser(
-        "standard", help="the standard comparison: every method at K per class over the seeds, stored as it goes"
+    standard = _training_command(
+        commands,
+        "standard",
+        "the standard comparison: every method at K per class over the seeds, stored as it goes",
+        StandardConfig,
     )
-    _add_model_and_task(standard)
-    _add_prompt(standard)
-    add_arguments(standard, StandardConfig)
-    add_arguments(standard, TrainSettings)
-    add_arguments(standard, BackendConfig)
     standard.add_argument("--json", action="store_true", help="print the stored rows' summaries as one JSON list")
     standard.set_defaults(run=run_standard_command)
 
@@ -197,6 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 RLHF_STAGES = {"sft-": SFTConfig, "rm-": RewardConfig, "ppo-": PPOConfig, "dpo-": DPOConfig}
 RLHF_ALIASES = {"ppo-": ("beta", "adaptive_kl", "target_kl", "ptx_coef")}  # the PPO options people type most
+
+
+def _training_command(commands, name: str, summary: str, config: type) -> argparse.ArgumentParser:
+    """A command that trains several runs: the model and task, the prompt, its own settings (`config`), the shared
+    trainer's and where the runs go (`BackendConfig`)."""
+    command = commands.add_parser(name, help=summary)
+    _add_model_and_task(command)
+    _add_prompt(command)
+    add_arguments(command, config)
+    add_arguments(command, TrainSettings)
+    add_arguments(command, BackendConfig)
+    return command
 
 
 def _add_prompt(command: argparse.ArgumentParser, repeat: str = "") -> None:

@@ -136,7 +136,7 @@ def run_standard(
         _pet_config(task, config, DEFAULT_SEEDS[0])  # a training pool with nothing left unlabelled fails here
     test = task.test_subset(config.test_limit)
     runs = plan(config)
-    on_backend = [PlannedRun(method_config(m), config.shots, s, m) for m, s in runs if m in TRAINED and backend]
+    on_backend = [PlannedRun(method_config(m), config.shots, s, m) for m, s in runs if m in TRAINED] if backend else []
     for number, (method, seed) in enumerate(runs, start=1):
         if stop is not None and stop.is_set():
             return
