@@ -64,6 +64,12 @@ class LM:
     derived: dict[str, Memo] = field(default_factory=dict, repr=False)  # values computed from this model
     _derived_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __reduce__(self):
+        """Pickled by reference, as what loads it, on the device the unpickling process puts models on: a job
+        crossing into a GPU call on ZeroGPU finds the model in that process's cache (forked from the app's, whose
+        models sit on ZeroGPU's emulated "cuda") instead of copying its weights."""
+        return load_lm, (self.name, self.dtype)
+
     def memo(self, namespace: str, max_entries: int = 64) -> Memo:
         """This model's memo for `namespace` (created on first use): values that depend only on the model and
         their key, kept while the LM lives, the least recently used dropped beyond `max_entries`."""

@@ -370,13 +370,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         pool, pool_gold = random.Random(f"pet-unlabelled:{seed}").sample(list(unlabelled), config.unlabelled), None
     test = task.test_subset(config.test_limit)
     gold = torch.tensor([e["label"] for e in test])
-    train_gold = torch.tensor([e["label"] for e in train])
-    weights = [
-        float((label_log_probs(lm, p, train).argmax(-1) == train_gold).float().mean())
-        if config.weighting == "train-accuracy"
-        else 1.0
-        for p in prompts
-    ]
+    elsewhere = backend.map if backend else run_here  # every model of the seed trains and scores there
 
     def accuracy_against(scores: torch.Tensor, labels) -> float:
         return float((scores.argmax(-1) == torch.as_tensor(labels)).float().mean())
@@ -385,11 +379,11 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         return accuracy_against(scores, gold)
 
     def generation_of_patterns(generation: int, training_sets: Sequence[list[dict]]) -> Iterator:
-        """Every pattern's model trained; returns (P, N, L) pool and (P, n_test, L) test scores, or None on stop."""
+        """Every pattern's model trained; returns the PatternScores in pattern order, or None on stop."""
         shared = (pool, test, dev, settings, config.method, config.lm_loss_weight, generation)
         jobs = [(number, prompt, examples) for number, (prompt, examples) in enumerate(zip(prompts, training_sets), 1)]
         scores = {}
-        for index, item in (backend.map if backend else run_here)(lm, pattern_model, shared, jobs, stop):
+        for index, item in elsewhere(lm, pattern_model, shared, jobs, stop):
             if isinstance(item, Failed):
                 raise PeftlabError(f"Pattern {index + 1}'s model failed on the backend: {item.reason}")
             if isinstance(item, PatternScores):
@@ -400,18 +394,36 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
                 yield item
         if len(scores) < len(jobs):
             return None  # stopped before every model started
-        return tuple(torch.stack([getattr(scores[i], part) for i in range(len(jobs))]) for part in ("pool", "test"))
+        return [scores[i] for i in range(len(jobs))]
 
-    scores = yield from generation_of_patterns(0, [train] * len(prompts))
-    if scores is None:
+    def distil(generation: int, q: torch.Tensor) -> Iterator:
+        """Step 3 where the pattern models trained; returns the Distilled classifier, or None on stop."""
+        arguments, made = (prompts[0], pool, q, dev, test, config, settings, generation), None
+        for _, item in elsewhere(lm, distilled_classifier, (), [arguments], stop):
+            if isinstance(item, Failed):
+                raise PeftlabError(f"The distilled classifier failed on the backend: {item.reason}")
+            if isinstance(item, Distilled):
+                made = item  # the last item: the loop ends with the job (a GPU call's own end)
+            else:
+                yield item
+        return None if made is None or made.classifier.stopped else made
+
+    def stacked(scores: list[PatternScores]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, N, L) pool and (P, n_test, L) test scores."""
+        return torch.stack([s.pool for s in scores]), torch.stack([s.test for s in scores])
+
+    patterns = yield from generation_of_patterns(0, [train] * len(prompts))
+    if patterns is None:
         return None
-    pool_scores, test_scores = scores
+    # the paper's weights: each pattern's accuracy on the labelled set before training (measured where it trained)
+    weights = [s.train_accuracy if config.weighting == "train-accuracy" else 1.0 for s in patterns]
+    pool_scores, test_scores = stacked(patterns)
     ensemble_seconds = time.perf_counter() - started
     q = soft_labels(pool_scores, weights, config.temperature)
-    classifier = yield from _distil(lm, prompts[0], pool, q, dev, config, settings, stop, 0)
-    if classifier.stopped:
+    made = yield from distil(0, q)
+    if made is None:
         return None
-    distilled = classifier.evaluate(test)
+    classifier, distilled = made.classifier, made.evaluation
     ensemble = ensemble_scores(test_scores, weights)
     result = PETResult(
         seed=seed,
@@ -444,16 +456,16 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
                 labelled_by = soft_labels(pool_scores[chosen], [weights[j] for j in chosen], 1.0)
                 training_sets.append(train + draw_labelled(pool, labelled_by, counts, draws))
             result.added_sizes.append(sum(counts))
-            scores = yield from generation_of_patterns(generation, training_sets)
-            if scores is None:
+            patterns = yield from generation_of_patterns(generation, training_sets)
+            if patterns is None:
                 return None
-            pool_scores, test_scores = scores
+            pool_scores, test_scores = stacked(patterns)
             result.ipet_accuracy.append(accuracy(ensemble_scores(test_scores, weights)))
         q = soft_labels(pool_scores, weights, config.temperature)
-        classifier = yield from _distil(lm, prompts[0], pool, q, dev, config, settings, stop, config.ipet_generations)
-        if classifier.stopped:
+        made = yield from distil(config.ipet_generations, q)
+        if made is None:
             return None
-        ipet = classifier.evaluate(test)
+        classifier, ipet = made.classifier, made.evaluation
         result.classifier, result.soft_labels, result.ipet_distilled_accuracy = classifier, q.numpy(), ipet["accuracy"]
         result.rows.append(row("ipet", ipet["predictions"], classifier.trainable_params, time.perf_counter() - started))
     result.seconds = time.perf_counter() - started
@@ -462,22 +474,41 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
 
 @dataclass
 class PatternScores:
-    """A pattern model's label log-probabilities, (N, L) on the unlabelled pool and (n_test, L) on the test texts;
-    None when it was stopped."""
+    """A pattern model's label log-probabilities, (N, L) on the unlabelled pool and (n_test, L) on the test texts,
+    None when it was stopped; and the untrained pattern's accuracy on the examples it trained on."""
 
     pool: torch.Tensor | None
     test: torch.Tensor | None
+    train_accuracy: float = float("nan")
 
 
 def pattern_model(lm, pool, test, dev, settings, method: str, alpha: float, generation, number, prompt, examples, stop):
-    """Step 1 for one pattern, as a job of a backend (here, on a Ray worker or in a GPU call): the model trained on
-    `examples`, its PETEvents, then its PatternScores (only the scores travel back, never the weights)."""
+    """Step 1 for one pattern, as a job of a backend (here, on a Ray worker or in a GPU call): the untrained
+    pattern's accuracy on `examples`, the model trained on them, its PETEvents, then its PatternScores (only the
+    scores travel back, never the weights)."""
+    gold = torch.tensor([e["label"] for e in examples])
+    before = float((label_log_probs(lm, prompt, examples).argmax(-1) == gold).float().mean())
     method, loss, name = method_config(method), _pattern_loss(alpha, pool, settings.seed), f"pattern {number}"
     trained = yield from _train(lm, prompt, method, examples, dev, settings, stop, generation, name, loss)
     if trained.stopped:
         yield PatternScores(None, None)
     else:
-        yield PatternScores(trained.log_probs(pool), trained.log_probs(test))
+        yield PatternScores(trained.log_probs(pool), trained.log_probs(test), before)
+
+
+@dataclass
+class Distilled:
+    """Step 3's classifier and its evaluation on the test texts (`TrainedMethod.evaluate`)."""
+
+    classifier: TrainedMethod
+    evaluation: dict
+
+
+def distilled_classifier(lm, prompt, pool, q, dev, test, config: PETConfig, settings, generation, stop) -> Iterator:
+    """Step 3 as a job of a backend: the classifier trained on the soft-labelled pool (its PETEvents), then
+    Distilled (the classifier crosses back as its trained weights, `TrainedMethod.__reduce__`)."""
+    classifier = yield from _distil(lm, prompt, pool, q, dev, config, settings, stop, generation)
+    yield Distilled(classifier, {} if classifier.stopped else classifier.evaluate(test))
 
 
 def _train(lm, prompt, method, examples, dev, settings, stop, generation, name, loss) -> Iterator:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -77,6 +78,16 @@ class TrainedMethod:
     history: list[TrainEvent] = field(default_factory=list)
     stopped: bool = False  # a stop flag ended training before its steps (or early stopping) did
 
+    def __reduce__(self):
+        """Pickled as its saved files (the method's own `save`: trainable weights only) and what rebuilds the rest
+        from the cached model: a method crosses into a GPU call (`zerogpu`) without its frozen copy of the model
+        (`LM` pickles by reference)."""
+        with tempfile.TemporaryDirectory() as folder:
+            self.config.save(self.model, Path(folder))
+            files = {file.name: file.read_bytes() for file in Path(folder).iterdir()}
+        kept = (self.trainable_params, self.train_seconds, self.steps_done, self.history, self.stopped)
+        return _rebuilt, (self.config, self.lm, self.prompt, files, kept)
+
     def log_probs(self, examples: Sequence[dict], batch_size: int = 32) -> torch.Tensor:
         """(N, L) label log-probs, no gradient; prompt-based methods score through cloze's length-sorted batches."""
         with torch.inference_mode(), autocast_for(self.lm.model):
@@ -97,6 +108,15 @@ class TrainedMethod:
             "log_likelihood": mean_gold_log_prob(log_probs, gold),
             "predictions": predicted.tolist(),
         }
+
+
+def _rebuilt(config: MethodConfig, lm: LM, prompt: Prompt, files: dict[str, bytes], kept: tuple) -> TrainedMethod:
+    """A TrainedMethod from its pickle (`TrainedMethod.__reduce__`)."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name, data in files.items():
+            (Path(folder) / name).write_bytes(data)
+        model = config.load(lm, prompt, Path(folder))
+    return TrainedMethod(config, lm, prompt, model, *kept)
 
 
 def training_log_probs(trained: TrainedMethod, examples: Sequence[dict]) -> torch.Tensor:

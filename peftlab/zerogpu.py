@@ -14,6 +14,7 @@ matter and requirements.txt use one of each (tests/test_space.py checks).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -39,13 +40,12 @@ def _duration(seconds: float, *_) -> float:
     return seconds
 
 
-def _in_gpu_call(seconds: float, job, model: str, dtype, shared: tuple, arguments: tuple) -> Iterator:
-    """One job inside one GPU call. On ZeroGPU the call runs in a process forked from the app's, and its arguments
-    and items are pickled across: the model goes by name (the fork has the app's loaded models in its cache), and
-    no stop flag (a threading.Event cannot cross): a Stop takes effect between calls."""
-    from peftlab.models import load_lm
-
-    yield from job(load_lm(model, dtype=dtype), *shared, *arguments, None)
+def _in_gpu_call(seconds: float, job, arguments: tuple) -> Iterator:
+    """The items of `job(*arguments)` inside one GPU call. On ZeroGPU the call runs in a process forked from the
+    app's, and its arguments and items are pickled across: a model by reference (`LM.__reduce__`: the fork finds the
+    app's loaded models in its cache), a trained method as its trainable weights (`TrainedMethod.__reduce__`), and
+    never a stop flag (a threading.Event cannot cross): a Stop takes effect between calls."""
+    yield from job(*arguments)
 
 
 try:
@@ -54,6 +54,75 @@ except ImportError:  # a machine without `spaces` (it is in requirements.txt): n
     gpu_call = _in_gpu_call
 else:
     gpu_call = spaces.GPU(duration=_duration)(_in_gpu_call)
+
+
+def _returning(function, *arguments) -> Iterator:
+    """A function as a job: its one item is the function's value."""
+    yield function(*arguments)
+
+
+def _check_call(asked: float, took: float, cap_s: float, what: str, shorter: str) -> None:
+    if took > asked:
+        raise PeftlabError(
+            f"{what} took {took:.0f} s of GPU time, past the {asked:.0f} s its call asked for "
+            f"(at most {cap_s:.0f} s on this Space); {shorter}."
+        )
+
+
+_SECONDS_PER_UNIT: dict[str, float] = {}  # by kind of call: the slowest pace seen in this process
+
+
+def on_gpu(
+    job,
+    *arguments,
+    kind: str,
+    units: float = 1.0,
+    stop=None,
+    what: str = "The job",
+    shorter: str = "make it smaller",
+) -> Iterator:
+    """The items of `job(*arguments)`: in one GPU call on a ZeroGPU Space, else right here, where a `stop` flag is
+    passed as the job's last argument (no flag crosses into a GPU call: there the call runs to its end).
+
+    `units` is the job's size (texts to score, search iterations; 1 for one text): the call asks for MARGIN times
+    the slowest seconds per unit of the earlier calls of its `kind` in this process (DEFAULT_DURATION_S for the
+    first), between MIN_DURATION_S and MAX_DURATION_S. A job that no call can hold is refused before it starts.
+
+    Raises:
+        PeftlabError: the job would take longer than one call may last (before it starts), or it took longer than
+            its call asked for (ZeroGPU aborts such a call). `what` and `shorter` word the sentence.
+    """
+    if not on_zero_gpu():
+        yield from job(*arguments, *([] if stop is None else [stop]))
+        return
+    per_unit = _SECONDS_PER_UNIT.get(kind)
+    if per_unit is not None and per_unit * units > MAX_DURATION_S / MARGIN:
+        raise PeftlabError(
+            f"{what} would take about {per_unit * units:.0f} s of GPU time, more than one GPU call may safely ask "
+            f"for on this Space ({MAX_DURATION_S / MARGIN:.0f} s of its {MAX_DURATION_S} s); {shorter}."
+        )
+    asked = DEFAULT_DURATION_S if per_unit is None else MARGIN * per_unit * units
+    asked = min(MAX_DURATION_S, max(MIN_DURATION_S, asked))
+    started = time.perf_counter()
+    yield from gpu_call(asked, job, arguments)
+    took = time.perf_counter() - started
+    _SECONDS_PER_UNIT[kind] = max(per_unit or 0.0, took / max(units, 1e-9))
+    _check_call(asked, took, MAX_DURATION_S, what, shorter)
+
+
+def call_on_gpu(
+    function,
+    *arguments,
+    kind: str,
+    units: float = 1.0,
+    what: str = "The job",
+    shorter: str = "make it smaller",
+    **keywords,
+) -> object:
+    """`function(*arguments, **keywords)`'s value, computed in one GPU call on a ZeroGPU Space, else right here
+    (`on_gpu`, whose errors it raises)."""
+    function = functools.partial(function, **keywords) if keywords else function
+    return list(on_gpu(_returning, function, *arguments, kind=kind, units=units, what=what, shorter=shorter))[-1]
 
 
 @dataclass
@@ -90,12 +159,8 @@ class GPUCalls:
             if stop is not None and stop.is_set():
                 return
             asked, started = self.duration(), time.perf_counter()
-            for item in gpu_call(asked, job, lm.name, lm.model.dtype, shared, arguments):
+            for item in gpu_call(asked, job, (lm, *shared, *arguments, None)):
                 yield index, item
             took = time.perf_counter() - started
             self.calls.append((asked, took))
-            if took > asked:
-                raise PeftlabError(
-                    f"A training run took {took:.0f} s of GPU time, past the {asked:.0f} s its call asked for "
-                    f"(at most {self.cap_s:.0f} s on this Space); make the runs shorter (fewer steps)."
-                )
+            _check_call(asked, took, self.cap_s, "A training run", "make the runs shorter (fewer steps)")

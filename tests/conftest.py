@@ -234,3 +234,26 @@ def easy_csv(tmp_path_factory) -> str:
     lines += [f"{r['text']},{easy.label_names[r['label']]},test" for r in easy.test]
     path.write_text("\n".join(lines) + "\n")
     return str(path)
+
+
+@pytest.fixture
+def zero_gpu(monkeypatch) -> list[float]:
+    """A ZeroGPU Space simulated on the CPU: SPACES_ZERO_GPU set, and every GPU call's job, arguments and items
+    pickled across as `spaces` pickles them into and out of its forked worker (a job that leans on anything but its
+    pickled arguments, or yields what cannot cross, fails here). Returns the durations the calls asked for."""
+    import pickle
+
+    from peftlab import zerogpu
+
+    asked = []
+
+    def pickled_call(seconds, job, arguments):
+        asked.append(seconds)
+        job, arguments = pickle.loads(pickle.dumps((job, arguments)))
+        for item in job(*arguments):
+            yield pickle.loads(pickle.dumps(item))
+
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.setattr(zerogpu, "gpu_call", pickled_call)
+    monkeypatch.setattr(zerogpu, "_SECONDS_PER_UNIT", {})
+    return asked

@@ -142,3 +142,27 @@ def test_the_model_of_a_saved_method_is_read_without_loading_it(tiny_causal, tmp
     _, trained = trained_method(tiny_causal, "head")
     assert saved_model_name(zip_trained(trained, tmp_path / "head.zip")) == "tiny-llama"
     assert saved_model_name(save_trained(trained, tmp_path / "head-folder")) == "tiny-llama"
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [("prompt-tuning", {"num_virtual_tokens": 4}), ("lora", {"r": 2}), ("full", {}), ("classifier", {"r": 2})],
+)
+def test_a_trained_method_pickles_as_its_saved_weights_and_predicts_the_same(tiny_causal_folder, name, overrides):
+    """How a method crosses into a ZeroGPU call: its model by reference, its own weights as its saved files."""
+    import pickle
+
+    from peftlab.models import load_lm
+
+    lm = load_lm(tiny_causal_folder, dtype="fp32")
+    task, trained = trained_method(lm, name, **overrides)
+    data = pickle.dumps(trained)
+    back = pickle.loads(data)
+    assert back.lm is lm and back.model is not trained.model  # the model from the cache, the weights rebuilt
+    assert (back.config, back.steps_done) == (trained.config, trained.steps_done)
+    assert [e.train_loss for e in back.history] == [e.train_loss for e in trained.history]
+    torch.testing.assert_close(back.log_probs(task.test), trained.log_probs(task.test), atol=1e-5, rtol=0)
+    if name != "full":  # only the trained weights travel, not a copy of the model
+        assert len(data) < lm.nbytes / 4
+    again = pickle.loads(pickle.dumps(back))  # a method loaded back (PEFT's frozen load) pickles again
+    torch.testing.assert_close(again.log_probs(task.test), trained.log_probs(task.test), atol=1e-5, rtol=0)

@@ -1,10 +1,13 @@
 """ZeroGPU's calls simulated on the CPU: a grid and PET split into one GPU call per run fit a short cap, give the
-numbers of an unsplit run, and a run longer than its call is one sentence; the decorator is effect-free here."""
+numbers of an unsplit run, and a run longer than its call is one sentence; every tab's model work goes through GPU
+calls whose arguments and items are pickled as on a Space (the `zero_gpu` fixture) and gives the numbers it gives
+without them; the decorator is effect-free here."""
 
 from __future__ import annotations
 
 import threading
 
+import gradio as gr
 import numpy as np
 import pytest
 
@@ -46,7 +49,7 @@ def test_off_zero_gpu_the_decorator_returns_the_function_itself(monkeypatch):
     assert zerogpu.gpu_call is zerogpu._in_gpu_call  # spaces.GPU is effect-free off ZeroGPU
 
 
-def test_a_grid_in_one_gpu_call_per_run_fits_a_short_cap_and_gives_the_unsplit_rows(folder_lm, tmp_path):
+def test_a_grid_in_one_gpu_call_per_run_fits_a_short_cap_and_gives_the_unsplit_rows(folder_lm, tmp_path, zero_gpu):
     local = list(grid(folder_lm))
     calls = GPUCalls(cap_s=30, first_s=30, save_dir=str(tmp_path))
     split = list(grid(folder_lm, calls))
@@ -85,18 +88,112 @@ def test_stop_takes_effect_between_calls(folder_lm):
     assert [r.values["status"] for r in rows] == ["done"]
 
 
-def test_pet_s_pattern_models_in_gpu_calls_give_the_unsplit_numbers(folder_lm, tiny_task):
+def test_pet_s_pattern_models_in_gpu_calls_give_the_unsplit_numbers(folder_lm, tiny_task, zero_gpu):
     local = run_tiny(folder_lm, tiny_task)[-1]
     calls = GPUCalls(cap_s=30, first_s=30)
     split = run_tiny(folder_lm, tiny_task, backend=calls)[-1]
-    assert len(calls.calls) == 4  # two patterns x (PET + one iPET generation)
+    assert len(calls.calls) == 6  # (two patterns and the classifier) x (PET + one iPET generation)
     assert split.summary() | {"seconds": 0} == local.summary() | {"seconds": 0}
     assert np.array_equal(split.soft_labels, local.soft_labels)
 
 
-def test_on_zero_gpu_the_soft_prompts_tab_trains_each_run_in_a_gpu_call(tiny_causal_folder, easy_csv, monkeypatch):
+def test_on_zero_gpu_the_soft_prompts_tab_trains_each_run_in_a_gpu_call(
+    tiny_causal_folder, easy_csv, monkeypatch, zero_gpu
+):
     from peftlab.ui.common import runs_backend
 
-    monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # what a ZeroGPU Space sets
+    monkeypatch.setattr("peftlab.ui.estimates._COSTS", {})  # measured again, in a GPU call
     assert isinstance(runs_backend(), GPUCalls)
     soft_prompts_tab_trains_elsewhere_and_classifies_with_what_was_saved(tiny_causal_folder, easy_csv, monkeypatch)
+    assert len(zero_gpu) == 3  # measuring a text and a step, the one run, classifying the text
+
+
+VERBALIZER_LINES = "negative: negative\npositive: positive"
+
+
+def cloze_form(model: str, upload: str) -> dict:
+    form = dict(model=model, task="", upload=upload, text_column="text", label_column="label")
+    form |= dict(templates=TEMPLATE, verbalizer=VERBALIZER_LINES, calibration="mean")
+    return form | dict(shots_in_context=0, seed=13, limit=6, batch_size=4, text="the movie was great")
+
+
+def test_the_cloze_tab_classifies_and_evaluates_in_gpu_calls_with_the_numbers_it_gives_without(
+    tiny_causal_folder, easy_csv, zero_gpu, monkeypatch
+):
+    from peftlab.ui.cloze_tab import classify, run_evaluation
+
+    form = cloze_form(tiny_causal_folder, easy_csv)
+    on_space = classify(**form), run_evaluation(None, **form)
+    assert zero_gpu == [zerogpu.DEFAULT_DURATION_S] * 2  # one call each; the first of a kind asks the default
+    again = run_evaluation(None, **form)
+    pace = zerogpu._SECONDS_PER_UNIT["cloze-evaluate:0"]  # the slowest seconds per text (one template) so far
+    assert zero_gpu[2] == pytest.approx(max(MIN_DURATION_S, MARGIN * pace * 6))  # sized by the calls before
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    here = classify(**form), run_evaluation(None, **form)
+
+    for (bars, tokens), (other_bars, other_tokens) in [(on_space[0], here[0])]:
+        assert list(bars.data[0].x) == pytest.approx(list(other_bars.data[0].x), abs=1e-6)
+        assert tokens.equals(other_tokens)
+    for result in (on_space[1], again):
+        summary, _, errors, predictions = result
+        assert summary.split(" · ")[:3] == here[1][0].split(" · ")[:3]  # accuracy, macro-F1, texts scored
+        assert errors.equals(here[1][2])
+        assert open(predictions).read() == open(here[1][3]).read()
+
+
+def test_on_zero_gpu_a_job_longer_than_any_call_is_refused_before_it_starts(tiny_causal_folder, easy_csv, zero_gpu):
+    from peftlab.ui.cloze_tab import run_evaluation
+
+    form = cloze_form(tiny_causal_folder, easy_csv)
+    zerogpu._SECONDS_PER_UNIT["cloze-evaluate:0"] = 100.0  # as if each text took 100 s in an earlier call
+    with pytest.raises(gr.Error) as refused:
+        run_evaluation(None, **form)
+    assert refused.value.message == (
+        "Scoring 6 texts would take about 600 s of GPU time, more than one GPU call may safely ask for on this Space "
+        "(150 s of its 300 s); score fewer test texts (a limit) or fewer templates."
+    )
+    assert zero_gpu == []  # no call was made
+
+
+def test_the_autoprompt_tab_searches_in_one_gpu_call_with_the_trigger_it_finds_without(
+    tiny_causal_folder, easy_csv, zero_gpu, monkeypatch
+):
+    from peftlab.ui.autoprompt_tab import run_search
+
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
+    form = dict(model=tiny_causal_folder, task="", upload=easy_csv, text_column="text", label_column="label")
+    form |= dict(template="{text} [T] [T] {mask}", verbalizer=VERBALIZER_LINES)
+    form |= dict(search_words=True, iterations=2, candidates=4, batch_size=4, train_size=8, positions="round-robin")
+    form |= dict(dev_check=True, seed=13, test_limit=6)
+    on_space = list(run_search(None, **form))
+    assert len(zero_gpu) == 2  # the label-word search, then the trigger search with its iterations streamed
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    here = list(run_search(None, **form))
+    assert len(on_space) == len(here)
+    for space_update, local_update in zip(on_space[1:], here[1:]):
+        assert space_update[0].split(" · ")[0] == local_update[0].split(" · ")[0]  # iteration or test accuracy
+        assert space_update[3:] == local_update[3:]  # the trigger found so far and the verbalizer searched
+
+
+def test_the_pet_tab_runs_in_gpu_calls_and_classifies_with_the_classifier_it_distilled(
+    tiny_causal_folder, easy_csv, zero_gpu, monkeypatch
+):
+    from peftlab.ui.pet_tab import run_pet
+    from peftlab.ui.soft_prompts_tab import classify_with
+
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
+    monkeypatch.setattr("peftlab.ui.estimates._COSTS", {})  # measured again, in a GPU call
+    form = dict(model=tiny_causal_folder, task="", upload=easy_csv, text_column="text", label_column="label")
+    form |= dict(patterns=f"{TEMPLATE}\n---\n{{text}} It was{{mask}}.", verbalizer=VERBALIZER_LINES)
+    form |= dict(unlabelled_file=None, shots=2, seeds="13", unlabelled=6, ipet_generations=None, test_limit=6)
+    form |= dict(method="lora", temperature=2.0, weighting="train-accuracy", distil_steps=2, distil_lora=True)
+    form |= dict(growth=5.0, ipet_share=0.25, lm_loss_weight=0.0, steps=2)
+    *_, (status, table, _, _, picker) = run_pet(None, **form)
+    assert status.startswith("1 of 1 seeds finished."), status
+    # measuring a text and a step, each pattern's model, the distilled classifier: every one in a GPU call
+    assert len(zero_gpu) == 4
+    on_space = classify_with(picker.value, "the movie was great", None).data[0].x
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    *_, (_, here, _, _, _) = run_pet(None, **form)
+    assert table.equals(here)  # every pattern's, the ensemble's and PET's accuracy
+    assert list(on_space) == pytest.approx(list(classify_with(picker.value, "the movie was great", None).data[0].x))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 import pandas as pd
 
@@ -28,6 +30,7 @@ from peftlab.ui.common import (
 from peftlab.ui.display import readable
 from peftlab.ui.estimates import Paced, cost_key
 from peftlab.ui.inputs import config_from_form, config_input
+from peftlab.zerogpu import call_on_gpu, on_gpu
 
 INTRO = """**AutoPrompt** (Shin et al. 2020) fills the `[T]` slots with real words found by gradients: each
 iteration takes the gradient of the label loss at one slot, proposes the top-k words by `-e_w · grad`,
@@ -66,15 +69,35 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
     with job(request, "autoprompt") as (_, stop):
         if form["search_words"]:
             yield "Searching label words (logistic probe on the mask representation)...", None, None, "", ""
-            verbalizer = verbalizer_lines(
-                search_label_words(lm, task, config.template, train_size=config.train_size, seed=config.seed)
+            words = call_on_gpu(
+                search_label_words,
+                lm,
+                task,
+                config.template,
+                train_size=config.train_size,
+                seed=config.seed,
+                kind="label-words",
+                what="The label-word search",
             )
+            verbalizer = verbalizer_lines(words)
         history = pd.DataFrame()
-        for item in autoprompt_run(lm, task, verbalizer, config, stop):
+        search = on_gpu(
+            autoprompt_run,
+            lm,
+            task,
+            verbalizer,
+            config,
+            stop=stop,
+            kind="autoprompt:" + json.dumps(paced.key),
+            units=config.iterations + 1,  # its iterations, and scoring before and after them as about one more
+            what=f"A search of {config.iterations} iterations",
+            shorter="run fewer iterations (or fewer candidates per iteration)",
+        )
+        for item in search:
             if isinstance(item, AutoPromptResult):
-                result = item
+                result = item  # the last item: the loop ends with the GPU call
                 keep_results(request, result.rows)
-                break
+                continue
             if message := paced.observe(item):
                 yield message, *[gr.skip()] * 4
                 return

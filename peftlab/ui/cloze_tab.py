@@ -26,6 +26,7 @@ from peftlab.ui.common import (
 )
 from peftlab.ui.display import readable
 from peftlab.ui.inputs import config_from_form, config_input
+from peftlab.zerogpu import call_on_gpu, on_zero_gpu
 
 INTRO = """Score each label word at the `{mask}` of a template. A causal LM scores a mask at the end as
 the next token, and a mask followed by more text by the likelihood of the whole filled sentence.
@@ -39,7 +40,8 @@ ERROR_COLUMNS = ("gold", "predicted", "confidence", "text")  # the short columns
 def classify(**form):
     task = task_from_form(form)
     config = config_from_form(ClozeConfig, form)
-    prediction = classify_text(
+    prediction = call_on_gpu(
+        classify_text,
         load_model(form["model"]),
         task,
         form["text"],
@@ -48,6 +50,8 @@ def classify(**form):
         config.calibration,
         config.shots_in_context,
         config.seed,
+        kind="cloze-classify",
+        what="Classifying the text",
     )
     tokens = pd.DataFrame(prediction.top_tokens, columns=["token at the mask", "probability"]).round(4)
     tokens["token at the mask"] = tokens["token at the mask"].map(repr)
@@ -61,11 +65,20 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
     check_test_texts(task, config.limit, "Test texts to evaluate", task.zero_shot_split)
     progress(0, desc="loading the model")
     lm = load_model(form["model"])
+    templates = split_templates(form["templates"])
+    texts = len(task.test_subset(config.limit, task.zero_shot_split))
+
+    def shown(done: int, total: int) -> None:
+        progress(done / total, desc=f"scoring {done}/{total}")
+
     with job(request, "cloze") as (session, _):
-        result = evaluate(
+        if on_zero_gpu():
+            progress(0, desc=f"scoring {texts} texts in one GPU call")
+        result = call_on_gpu(
+            evaluate,
             lm,
             task,
-            split_templates(form["templates"]),
+            templates,
             form["verbalizer"],
             config.calibration,
             config.shots_in_context,
@@ -73,7 +86,11 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
             seed=config.seed,
             split=task.zero_shot_split,
             batch_size=config.batch_size,
-            progress=lambda done, total: progress(done / total, desc=f"scoring {done}/{total}"),
+            progress=None if on_zero_gpu() else shown,  # a callback cannot cross into a GPU call
+            kind=f"cloze-evaluate:{config.shots_in_context}",
+            units=texts * len(templates),
+            what=f"Scoring {texts} texts",
+            shorter="score fewer test texts (a limit) or fewer templates",
         )
     keep_results(request, [result.row])
     summary = (

@@ -18,6 +18,7 @@ from peftlab.standard import MeasuredCosts, measure
 from peftlab.training import Event
 from peftlab.ui.display import duration
 from peftlab.ui.sessions import SESSIONS
+from peftlab.zerogpu import call_on_gpu
 
 CONFIRM_ABOVE_S = 120.0  # a job expected to run longer starts on a second press, after its estimate was shown
 _COSTS: dict[tuple, MeasuredCosts] = {}  # measured once per model, scoring dtype, task and template in this process
@@ -30,7 +31,9 @@ def measured_costs(lm: LM, task, template: str, verbalizer, scoring_lm: LM | Non
     scoring_lm = scoring_lm or lm
     key = (lm.name, scoring_lm.model.dtype, task.name, template)
     if key not in _COSTS:
-        _COSTS[key] = measure(scoring_lm, lm, task, template, verbalizer)
+        _COSTS[key] = call_on_gpu(
+            measure, scoring_lm, lm, task, template, verbalizer, kind="measure", what="Measuring a text and a step"
+        )
     return _COSTS[key]
 
 

@@ -60,6 +60,7 @@ from peftlab.ui.display import duration, readable, time_left
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
+from peftlab.zerogpu import call_on_gpu
 
 SUMMARY = """Train **prompt tuning**, **P-tuning**, **prefix tuning** and the baselines (LoRA, adapters, BitFit,
 a linear head on the frozen model, prompt-based full fine-tuning) on the same K examples per class and the
@@ -180,8 +181,8 @@ def classify_with(method, text, request: gr.Request):
         raise PeftlabError("Type a text to classify.")
     trained = trained_by_method[method]
     example = {name: text for name in trained.prompt.template.fields} | {"label": 0}
-    probs = trained.log_probs([example])[0].exp()
-    return label_probability_bars(dict(zip(trained.prompt.verbalizer.words, map(float, probs))), method)
+    log_probs = call_on_gpu(trained.log_probs, [example], kind="trained-classify", what="Classifying the text")
+    return label_probability_bars(dict(zip(trained.prompt.verbalizer.words, map(float, log_probs[0].exp()))), method)
 
 
 def trained_method_panel(noun: str, classify_api: str, download_api: str) -> tuple[gr.Dropdown, gr.Row]:
