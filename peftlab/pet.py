@@ -59,6 +59,7 @@ from peftlab.tuning import (
     training_log_probs,
 )
 from peftlab.uploads import read_table
+from peftlab.zerogpu import on_gpu
 
 WEIGHTINGS = ("train-accuracy", "uniform")
 PATTERN_METHODS = ("lora", "full")
@@ -333,7 +334,7 @@ def pet_run(
     progress is dropped (its classifier would be half-trained).
     `backend` trains a generation's pattern models elsewhere with the same numbers: side by side on Ray's workers
     (`backends.RayBackend`) or one GPU call each (`zerogpu.GPUCalls`); the ensemble and the classifier are made
-    here.
+    here (the classifier in a GPU call of its own on ZeroGPU, `zerogpu.on_gpu`).
 
     Raises:
         PeftlabError: patterns or sizes that do not fit the task or the model (before any training), or a
@@ -370,7 +371,6 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         pool, pool_gold = random.Random(f"pet-unlabelled:{seed}").sample(list(unlabelled), config.unlabelled), None
     test = task.test_subset(config.test_limit)
     gold = torch.tensor([e["label"] for e in test])
-    elsewhere = backend.map if backend else run_here  # every model of the seed trains and scores there
 
     def accuracy_against(scores: torch.Tensor, labels) -> float:
         return float((scores.argmax(-1) == torch.as_tensor(labels)).float().mean())
@@ -383,7 +383,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         shared = (pool, test, dev, settings, config.method, config.lm_loss_weight, generation)
         jobs = [(number, prompt, examples) for number, (prompt, examples) in enumerate(zip(prompts, training_sets), 1)]
         scores = {}
-        for index, item in elsewhere(lm, pattern_model, shared, jobs, stop):
+        for index, item in (backend.map if backend else run_here)(lm, pattern_model, shared, jobs, stop):
             if isinstance(item, Failed):
                 raise PeftlabError(f"Pattern {index + 1}'s model failed on the backend: {item.reason}")
             if isinstance(item, PatternScores):
@@ -397,11 +397,25 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         return [scores[i] for i in range(len(jobs))]
 
     def distil(generation: int, q: torch.Tensor) -> Iterator:
-        """Step 3 where the pattern models trained; returns the Distilled classifier, or None on stop."""
-        arguments, made = (prompts[0], pool, q, dev, test, config, settings, generation), None
-        for _, item in elsewhere(lm, distilled_classifier, (), [arguments], stop):
-            if isinstance(item, Failed):
-                raise PeftlabError(f"The distilled classifier failed on the backend: {item.reason}")
+        """Step 3, here (in a GPU call of its own on ZeroGPU); returns the Distilled classifier, or None on stop."""
+        made = None
+        for item in on_gpu(
+            distilled_classifier,
+            lm,
+            prompts[0],
+            pool,
+            q,
+            dev,
+            test,
+            config,
+            settings,
+            generation,
+            stop=stop,
+            kind="pet-classifier",
+            units=config.distil_steps,
+            what="Training the distilled classifier",
+            shorter="use fewer distillation steps or test texts",
+        ):
             if isinstance(item, Distilled):
                 made = item  # the last item: the loop ends with the job (a GPU call's own end)
             else:
@@ -504,9 +518,11 @@ class Distilled:
     evaluation: dict
 
 
-def distilled_classifier(lm, prompt, pool, q, dev, test, config: PETConfig, settings, generation, stop) -> Iterator:
-    """Step 3 as a job of a backend: the classifier trained on the soft-labelled pool (its PETEvents), then
-    Distilled (the classifier crosses back as its trained weights, `TrainedMethod.__reduce__`)."""
+def distilled_classifier(
+    lm, prompt, pool, q, dev, test, config: PETConfig, settings, generation, stop=None
+) -> Iterator:
+    """Step 3 as a job (`zerogpu.on_gpu`): the classifier trained on the soft-labelled pool (its PETEvents), then
+    Distilled (out of a GPU call the classifier crosses as its trained weights, `TrainedMethod.__reduce__`)."""
     classifier = yield from _distil(lm, prompt, pool, q, dev, config, settings, stop, generation)
     yield Distilled(classifier, {} if classifier.stopped else classifier.evaluate(test))
 

@@ -37,6 +37,7 @@ from peftlab.store import ResultRow
 from peftlab.tasks import DEFAULT_SEEDS, Task
 from peftlab.training import Event
 from peftlab.tuning import TrainEvent, TrainSettings
+from peftlab.zerogpu import call_on_gpu, on_gpu
 
 ZERO_SHOT, IN_CONTEXT, AUTOPROMPT = "zero-shot · mean", "in-context · mean", "autoprompt"
 TRIGGER_SLOTS = 5
@@ -149,11 +150,37 @@ def run_standard(
                     yield item
             continue
         yield StandardEvent(step=number, elapsed=0.0, method=method, seed=seed, runs=len(runs))
+        # the caller's own model work: one GPU call each on ZeroGPU (zerogpu.on_gpu), else right here
         if method in (ZERO_SHOT, IN_CONTEXT):
-            yield _cloze_row(scoring_lm, task, template, verbalizer, config, seed, len(test))
+            yield call_on_gpu(
+                _cloze_row,
+                scoring_lm,
+                task,
+                template,
+                verbalizer,
+                config,
+                seed,
+                len(test),
+                kind=f"standard:{method}",
+                units=len(test),
+                what=f"Scoring {len(test)} test texts ({method})",
+                shorter="score fewer test texts",
+            )
         elif method == AUTOPROMPT:
-            for item in _autoprompt(scoring_lm, task, template, verbalizer, config, seed, stop):
-                yield item
+            yield from on_gpu(
+                _autoprompt,
+                scoring_lm,
+                task,
+                template,
+                verbalizer,
+                config,
+                seed,
+                stop=stop,
+                kind="standard:autoprompt",
+                units=config.autoprompt_iterations + 1,
+                what=f"AutoPrompt's {config.autoprompt_iterations} iterations",
+                shorter="use fewer AutoPrompt iterations",
+            )
         elif method == PET:
             prompts, pet = _pet_prompts(task, template, verbalizer), _pet_config(task, config, seed)
             for item in pet_run(training_lm, task, prompts, pet, settings, stop, backend=backend):
@@ -178,7 +205,7 @@ def _cloze_row(
 
 
 def _autoprompt(
-    lm: LM, task: Task, template: str, verbalizer, config: StandardConfig, seed: int, stop
+    lm: LM, task: Task, template: str, verbalizer, config: StandardConfig, seed: int, stop=None
 ) -> Iterator[ResultRow]:
     search = AutoPromptConfig(
         template=template.replace("{mask}", f"{' [T]' * TRIGGER_SLOTS} {{mask}}"),

@@ -88,11 +88,14 @@ def test_stop_takes_effect_between_calls(folder_lm):
     assert [r.values["status"] for r in rows] == ["done"]
 
 
-def test_pet_s_pattern_models_in_gpu_calls_give_the_unsplit_numbers(folder_lm, tiny_task, zero_gpu):
+def test_pet_s_pattern_models_in_gpu_calls_give_the_unsplit_numbers(folder_lm, tiny_task, zero_gpu, monkeypatch):
+    monkeypatch.delenv("SPACES_ZERO_GPU")
     local = run_tiny(folder_lm, tiny_task)[-1]
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     calls = GPUCalls(cap_s=30, first_s=30)
     split = run_tiny(folder_lm, tiny_task, backend=calls)[-1]
-    assert len(calls.calls) == 6  # (two patterns and the classifier) x (PET + one iPET generation)
+    assert len(calls.calls) == 4  # two patterns' models x (PET + one iPET generation), one call each
+    assert len(zero_gpu) == 6  # and a call of its own for each distilled classifier (PET's, iPET's)
     assert split.summary() | {"seconds": 0} == local.summary() | {"seconds": 0}
     assert np.array_equal(split.soft_labels, local.soft_labels)
 
@@ -197,3 +200,52 @@ def test_the_pet_tab_runs_in_gpu_calls_and_classifies_with_the_classifier_it_dis
     *_, (_, here, _, _, _) = run_pet(None, **form)
     assert table.equals(here)  # every pattern's, the ensemble's and PET's accuracy
     assert list(on_space) == pytest.approx(list(classify_with(picker.value, "the movie was great", None).data[0].x))
+
+
+def test_the_standard_comparison_runs_every_method_in_gpu_calls_with_the_rows_it_gives_without(
+    tiny_causal_folder, easy_csv, zero_gpu, monkeypatch
+):
+    from peftlab.standard import AUTOPROMPT, IN_CONTEXT, PET, ZERO_SHOT
+    from peftlab.ui.compare_tab import run_standard_comparison
+
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
+    monkeypatch.setattr("peftlab.ui.estimates._COSTS", {})  # measured again, in a GPU call
+    form = dict(model=tiny_causal_folder, task="", upload=easy_csv, text_column="text", label_column="label")
+    form |= dict(template=TEMPLATE, verbalizer=VERBALIZER_LINES, methods=[ZERO_SHOT, IN_CONTEXT, AUTOPROMPT])
+    form["methods"] += ["lora", PET]
+    form |= dict(shots=2, seeds="13", test_limit=6, demonstrations_per_class=1, autoprompt_iterations=1, steps=2)
+    *_, (status, table) = run_standard_comparison(None, **form)
+    assert status.startswith("6 runs finished."), status  # PET gives two rows: its ensemble and its classifier
+    # measuring; zero-shot, in-context, AutoPrompt; LoRA's run; PET's 3 patterns' models and its classifier
+    assert len(zero_gpu) == 1 + 3 + 1 + 3 + 1
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    *_, (_, here) = run_standard_comparison(None, **form)
+    columns = [c for c in table.columns if "s" != c and "time" not in c and "second" not in c]
+    assert "accuracy" in columns and table[columns].equals(here[columns])
+
+
+def test_on_zero_gpu_the_rlhf_tab_trains_on_the_cpu_and_says_so(tiny_causal_folder, zero_gpu, monkeypatch):
+    """An RLHF session's models live between stages in the app's process, where ZeroGPU lends no GPU: the tab
+    loads them on the CPU explicitly (on a Space the default device would be ZeroGPU's emulated "cuda")."""
+    import peftlab.ui.rlhf_tab as tab
+
+    devices = []
+    monkeypatch.setattr(tab, "load_model", lambda name, dtype, device=None: devices.append(device) or load_lm(name))
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
+    form = dict(model=tiny_causal_folder, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=2)
+    *_, (status, _, _) = tab.run_sft_stage(None, **form, sft_learning_rate=1e-3, seed=0)
+    assert status.startswith("SFT done") and devices == ["cpu"] and zero_gpu == []
+    with gr.Blocks() as blocks:
+        tab.build_rlhf_tab()
+    shown = [b.value for b in blocks.blocks.values() if isinstance(b, gr.Markdown)]
+    assert "On this ZeroGPU Space the RLHF pipeline runs on the CPU, not the GPU: expect minutes per stage." in shown
+
+
+def test_the_start_tab_classifies_in_a_gpu_call_as_it_does_without(zero_gpu, monkeypatch):
+    from peftlab.ui.start_tab import REVIEW, classify_review
+
+    verdict, bars = classify_review(REVIEW)
+    assert len(zero_gpu) == 1
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    here, here_bars = classify_review(REVIEW)
+    assert verdict == here and list(bars.data[0].x) == pytest.approx(list(here_bars.data[0].x), abs=1e-6)

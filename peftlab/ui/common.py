@@ -64,10 +64,10 @@ def light() -> dict:
 INSTANT = dict(concurrency_limit=None)  # Stop buttons and pure UI updates: no queue at all
 
 
-def load_model(name: str, dtype: str = "auto") -> LM:
+def load_model(name: str, dtype: str = "auto", device: str | None = None) -> LM:
     """load_lm for a visitor: on a public Space only the models its caps allow."""
     current_caps().check_model(name)
-    return load_lm(name, dtype=dtype)
+    return load_lm(name, dtype=dtype, device=device)
 
 
 @contextlib.contextmanager

@@ -44,6 +44,7 @@ from peftlab.ui.display import readable
 from peftlab.ui.estimates import Pace, Paced, cost_key, known_pace, record_pace
 from peftlab.ui.inputs import config_from_form, config_input, named_number
 from peftlab.ui.sessions import SESSIONS
+from peftlab.zerogpu import on_zero_gpu
 
 SUMMARY = """An InstructGPT-style pipeline (Ouyang et al. 2022): **1. SFT**, **2. a reward model** on ranked samples,
 **3. PPO** against it; or **DPO** (Rafailov et al. 2023) on the same comparisons. Then each route answers held-out
@@ -68,6 +69,9 @@ DPO_PANELS = {"loss": ["loss"], "implicit reward margin": ["reward_margin"], "pa
 DOWNLOADS = {"SFT adapter": "sft", "reward model": "reward", "PPO adapter": "ppo", "DPO adapter": "dpo"}
 MAX_RANKED = 8  # response slots on the ranking screen (a larger K is refused there)
 SAMPLING_BATCH = 32  # sample_responses' batch: responses sampled to price a sampling (fewer cost more each)
+# A stage's models (SFT, reward model, policies) live in this process between stages, and a ZeroGPU call runs in
+# another: until they cross calls as the other tabs' models do, the pipeline trains on this Space's CPU.
+ON_ZERO_GPU = "On this ZeroGPU Space the RLHF pipeline runs on the CPU, not the GPU: expect minutes per stage."
 JOB = "rlhf"  # one stage runs at a time per session; any stage's Stop ends it after its current step
 
 
@@ -96,7 +100,8 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
         if form["demonstrations"]
         else RLHFData.embedded(seed=config.seed)
     )
-    lm = load_model(form["model"], dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
+    # trained in fp32 weights with bf16 autocast where the CPU has it; on ZeroGPU on the CPU (ON_ZERO_GPU)
+    lm = load_model(form["model"], dtype="fp32", device="cpu" if on_zero_gpu() else None)
     paced = _paced(request, "sft", form, (lm.name, bool(form["demonstrations"])), config, f"{config.steps} SFT steps")
     if message := paced.refusal():
         yield message, gr.skip(), gr.skip()
@@ -364,6 +369,8 @@ def samples_table() -> gr.Dataframe:
 
 def build_rlhf_tab() -> None:
     intro(SUMMARY, DETAILS)
+    if on_zero_gpu():
+        gr.Markdown(ON_ZERO_GPU)
     with gr.Row():
         model = model_picker()
         labeler = config_input(PipelineConfig, "labeler", gr.Dropdown, choices=list(LABELERS))

@@ -25,6 +25,7 @@ from peftlab.ui.common import (
     user_errors,
 )
 from peftlab.ui.display import readable
+from peftlab.zerogpu import call_on_gpu
 
 TASK = "rt-sentiment"
 REVIEW = "A gripping, beautifully acted film."
@@ -155,8 +156,16 @@ def methods_markdown() -> str:
 @user_errors
 def classify_review(review: str):
     """Step 1: the default prompt's label probabilities for one review."""
-    prediction = classify_text(
-        load_model(DEFAULT_MODEL), load_task(TASK), review, [START_TEMPLATE], START_VERBALIZER, "none"
+    prediction = call_on_gpu(
+        classify_text,
+        load_model(DEFAULT_MODEL),
+        load_task(TASK),
+        review,
+        [START_TEMPLATE],
+        START_VERBALIZER,
+        "none",
+        kind="cloze-classify",
+        what="Classifying the review",
     )
     label, probability = max(prediction.label_probs.items(), key=lambda item: item[1])
     return f"**{label}** with probability {probability:.0%}.", label_probability_bars(prediction.label_probs)
@@ -170,7 +179,18 @@ def score_test_reviews(request: gr.Request, progress=gr.Progress()):
     with job(request, "cloze"):
         for number, calibration in enumerate(CALIBRATIONS):
             progress(number / len(CALIBRATIONS), desc=f"scoring with calibration {calibration}")
-            result = evaluate(lm, task, [START_TEMPLATE], START_VERBALIZER, calibration, limit=STEP_TEXTS)
+            result = call_on_gpu(
+                evaluate,
+                lm,
+                task,
+                [START_TEMPLATE],
+                START_VERBALIZER,
+                calibration,
+                limit=STEP_TEXTS,
+                kind="cloze-evaluate:0",
+                units=STEP_TEXTS,
+                what=f"Scoring {STEP_TEXTS} reviews",
+            )
             keep_results(request, [result.row])
             rows.append({"calibration": calibration, "accuracy": result.accuracy, "seconds": result.seconds})
     best = max(rows, key=lambda row: row["accuracy"])
