@@ -152,15 +152,31 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast_for(model: torch.nn.Module):
-    """bf16 autocast for an fp32 model on a CPU with native bf16 (about 2x faster) or on a GPU with bf16 (Ampere and
-    later), a no-op elsewhere: fp16 would need loss scaling in every trainer, so older GPUs (the T4) train in fp32."""
-    parameter = next(model.parameters())
+def autocast_dtype(parameter: torch.Tensor) -> torch.dtype | None:
+    """The mixed precision an fp32 model whose weights look like `parameter` computes in: bf16 on a CPU with native
+    bf16 (about 2x faster) or a GPU with bf16 (Ampere and later), fp16 on older GPUs (the T4; its trainers scale the
+    loss, `loss_scaler`), None (fp32) elsewhere and for weights already in half precision."""
+    if parameter.dtype != torch.float32:
+        return None
     if parameter.device.type == "cuda":
-        enabled = parameter.dtype == torch.float32 and torch.cuda.is_bf16_supported()
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
-    enabled = parameter.device.type == "cpu" and parameter.dtype == torch.float32 and cpu_supports_bf16()
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if parameter.device.type == "cpu" and cpu_supports_bf16():
+        return torch.bfloat16
+    return None
+
+
+def autocast_for(model: torch.nn.Module):
+    """Autocast to the model's `autocast_dtype`, a no-op where it has none."""
+    parameter = next(model.parameters())
+    dtype = autocast_dtype(parameter)
+    return torch.autocast(parameter.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def loss_scaler(parameter: torch.Tensor) -> torch.amp.GradScaler:
+    """The gradient scaler a trainer of weights like `parameter` steps through: on under fp16 autocast, whose small
+    gradients would underflow to zero unscaled (Micikevicius et al. 2018, "Mixed Precision Training", section 3.2),
+    and a pass-through otherwise (`scale`, `unscale_`, `step` and `update` then change nothing)."""
+    return torch.amp.GradScaler(parameter.device.type, enabled=autocast_dtype(parameter) == torch.float16)
 
 
 def default_device() -> torch.device:

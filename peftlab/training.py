@@ -1,7 +1,8 @@
 """The one training loop of peftlab (few-shot methods, SFT, the reward model), and the base of every event.
 
 One optimiser step draws a batch (`random.Random(seed)`: everything trained with one seed sees the same
-batches), computes the caller's loss, backpropagates, optionally clips the gradient norm, takes an AdamW
+batches), computes the caller's loss, backpropagates (the loss scaled under fp16 autocast: `models.loss_scaler`),
+optionally clips the gradient norm, takes an AdamW
 step (no weight decay) and decays the learning rate linearly to 0 over the steps. Every `eval_every`
 steps and at the last one, `evaluate()` scores the current weights. With `select` naming one of those
 scores, the weights with the best score are kept (LM-BFF's model selection; a later tie does not replace
@@ -20,6 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from peftlab.models import loss_scaler
 
 
 @dataclass(kw_only=True)
@@ -70,6 +73,7 @@ class TrainingLoop:
         self.eval_every, self.evaluate, self.select, self.patience = eval_every, evaluate, select, patience
         self.max_grad_norm = max_grad_norm
         self.optimizer = torch.optim.AdamW(self.parameters, lr=learning_rate, weight_decay=0.0)
+        self.scaler = loss_scaler(self.parameters[0])
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1 - step / steps)  # linear decay
         self.steps_done, self.stopped = 0, False
         self.best_score, self._best_weights = -math.inf, None
@@ -90,10 +94,12 @@ class TrainingLoop:
             batch = order.sample(list(examples), min(self.batch_size, len(examples)))
             loss = batch_loss(batch)
             self.optimizer.zero_grad()
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if self.max_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed; the scale then shrinks
+            self.scaler.update()
             learning_rate = self.schedule.get_last_lr()[0]
             self.schedule.step()
             scores, evaluated_last = None, False

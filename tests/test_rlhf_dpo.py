@@ -49,7 +49,7 @@ def test_trl_s_loss_is_eq_7_by_hand_against_the_sft_model_as_reference(tiny_caus
         return config
 
     monkeypatch.setattr(dpo, "lora_config", random_lora)
-    monkeypatch.setattr(dpo, "fast_inference_dtype", lambda device: torch.float32)  # fp32, to compare closely
+    monkeypatch.setattr(dpo, "autocast_dtype", lambda parameter: None)  # fp32, to compare closely
     pair = Comparison(PROMPTS[0], GOOD[0], BAD[0])
     config = DPOConfig(steps=1, batch_size=1, beta=0.5, lora_r=2, seed=3)
     (event,), result = run(train_dpo(tiny_causal.model, tiny_causal.tokenizer, [pair], config))

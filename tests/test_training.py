@@ -85,3 +85,39 @@ def test_same_seed_same_batches_and_gradients_are_clipped():
 
     assert run(1)[0] == run(1)[0] and run(1)[0] != run(2)[0]
     assert run(1)[1] > 100 and run(1, max_grad_norm=1.0)[1] == pytest.approx(1.0)
+
+
+def test_under_fp16_autocast_the_loop_scales_the_loss_and_trains_as_fp32_does(tiny_causal, monkeypatch):
+    """A GPU without bf16 (the T4) trains under fp16 autocast, whose gradients need loss scaling; simulated on the
+    CPU, whose autocast also has fp16."""
+    import peftlab.models as models
+    from peftlab.cloze import ClozeSetup
+    from peftlab.methods import method_config
+    from peftlab.tuning import TrainSettings, train_method
+    from tests.test_tuning import TEMPLATE, VERBALIZER, easy_task
+
+    task = easy_task()
+    train, dev = task.few_shot(4, seed=13)
+
+    def trained():
+        config = method_config("lora", r=2, learning_rate=3e-2)
+        setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+        *events, result = train_method(tiny_causal, setup, config, train, dev, TrainSettings(steps=10, eval_every=10))
+        return [e.train_loss for e in events], result
+
+    monkeypatch.setattr(models, "autocast_dtype", lambda p: None)
+    fp32_losses, fp32 = trained()
+    monkeypatch.setattr(models, "autocast_dtype", lambda p: torch.float16 if p.dtype == torch.float32 else None)
+    scalers = []
+    original = models.loss_scaler
+    monkeypatch.setattr("peftlab.training.loss_scaler", lambda p: scalers.append(original(p)) or scalers[-1])
+    fp16_losses, fp16 = trained()
+
+    (scaler,) = scalers
+    # The first scaled gradients overflowed fp16: that step was skipped (the weights unchanged, so the second step's
+    # loss is the first's) and the scale halved from torch's 2^16; from then on it trains as fp32 does, a step behind
+    # (its learning rate one decay step lower).
+    assert scaler.is_enabled() and scaler.get_scale() == 2.0**15
+    assert fp16_losses[1] == pytest.approx(fp16_losses[0], abs=1e-4)
+    assert fp16_losses[2:] == pytest.approx(fp32_losses[1:-1], abs=0.06)
+    assert all(torch.isfinite(p).all() for p in fp16.model.parameters())

@@ -32,7 +32,7 @@ import torch
 
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import fast_inference_dtype
+from peftlab.models import autocast_dtype
 from peftlab.rlhf.data import Comparison
 from peftlab.rlhf.generation import end_of_response, format_prompt
 from peftlab.rlhf.sft import lora_config
@@ -142,8 +142,9 @@ def train_dpo(
         try:
             with seeded(config.seed), tempfile.TemporaryDirectory(prefix="peftlab-dpo-") as folder:
                 device = next(sft_model.parameters()).device
-                # bf16 mixed precision where the hardware has it, as every other stage trains
-                bf16 = fast_inference_dtype(device) == torch.bfloat16
+                # the mixed precision every other stage trains in (models.autocast_dtype): bf16 where the hardware
+                # has it, fp16 on older GPUs, where the Trainer scales the loss
+                precision = autocast_dtype(next(sft_model.parameters()))
                 trainer = DPOTrainer(
                     # TRL wraps a plain model in the new adapter itself; handed a PEFT model it would copy that
                     # model's adapter as the reference instead of disabling it
@@ -161,7 +162,8 @@ def train_dpo(
                         seed=config.seed,
                         max_length=None,
                         gradient_checkpointing=False,
-                        bf16=bf16,
+                        bf16=precision == torch.bfloat16,
+                        fp16=precision == torch.float16,
                         use_cpu=device.type == "cpu",
                         logging_steps=1,
                         save_strategy="no",

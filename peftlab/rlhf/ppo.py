@@ -26,6 +26,7 @@ import torch
 
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
+from peftlab.models import loss_scaler
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import SequenceBatch, response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
@@ -180,6 +181,7 @@ def train_ppo(
         policy = PolicyWithValueHead(sft_model, config.lora_r)
     parameters = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
+    scaler = loss_scaler(parameters[0])
     controller = config.kl_controller()
     rng = random.Random(config.seed)
     result, started = PPOResult(policy), time.perf_counter()
@@ -209,6 +211,7 @@ def train_ppo(
         losses = _optimise(
             policy,
             optimizer,
+            scaler,
             parameters,
             rollout,
             mask,
@@ -248,6 +251,7 @@ def train_ppo(
 def _optimise(
     policy,
     optimizer,
+    scaler,
     parameters,
     rollout,
     mask,
@@ -280,9 +284,11 @@ def _optimise(
                 ptx_loss = sft_loss(policy.model, tokenizer, ptx_batch, max_response_tokens=48)
                 loss = loss + config.ptx_coef * ptx_loss
             optimizer.zero_grad()
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients (a pass-through unless fp16: models.loss_scaler)
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
     return dict(
         policy_loss=policy_loss.item(),
         value_loss=value_loss.item(),
