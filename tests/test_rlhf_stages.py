@@ -28,7 +28,7 @@ from peftlab.rlhf.reward import (
     pair_accuracy,
     train_reward_model,
 )
-from peftlab.rlhf.sft import SFTConfig, SFTResult, sft_loss, train_sft
+from peftlab.rlhf.sft import SFTConfig, SFTResult, lora_config, sft_loss, train_sft
 from peftlab.seeding import seeded
 
 PROMPTS = [
@@ -86,7 +86,7 @@ def test_sft_lowers_the_loss_shows_samples_and_leaves_the_lm_alone(tiny_causal, 
     assert isinstance(result, SFTResult) and [e.step for e in steps] == list(range(1, 31))
     assert np.mean([e.loss for e in steps[-5:]]) < 0.7 * np.mean([e.loss for e in steps[:5]])
     assert [len(e.samples) for e in steps if e.samples] == [2, 2]  # steps 20 and 30
-    assert result.adapter_dir is not None and (result.adapter_dir / "adapter_config.json").is_file()
+    assert result.adapter is not None and "adapter_config.json" in result.adapter
     assert not any(p.requires_grad for p in result.model.parameters())
     assert type(result.model) is type(tiny_causal.model)  # merged back into a plain model
     assert any(not torch.equal(a, b) for a, b in zip(result.model.parameters(), tiny_causal.model.parameters()))
@@ -185,7 +185,7 @@ def test_ppo_steps_move_the_policy_but_never_the_reference(tiny_causal, sft, rew
 
 def test_policy_comparison_scores_every_route_on_the_same_prompts(tiny_causal, sft, reward):
     _, _, sft_result, _ = sft
-    policy = PolicyWithValueHead(sft_result.model, lora_r=2)  # untrained adapter: PPO = SFT
+    policy = PolicyWithValueHead(sft_result.model, lora_config(2))  # untrained adapter: PPO = SFT
     comparison = compare_policies(
         sft_result.model,
         {"ppo": policy.model, "dpo": copy.deepcopy(sft_result.model)},

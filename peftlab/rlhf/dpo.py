@@ -33,6 +33,7 @@ import torch
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import autocast_dtype
+from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Comparison
 from peftlab.rlhf.generation import end_of_response, format_prompt
 from peftlab.rlhf.sft import lora_config
@@ -69,19 +70,43 @@ class DPOEvent(Event):
 
 
 @dataclass
-class DPOResult:
-    """The DPO policy: a copy of the SFT model with the trained LoRA adapter (disable it for the reference)."""
+class DPOResult(Crossing):
+    """The DPO policy: a copy of the SFT model with the trained LoRA adapter (disable it for the reference). It
+    crosses processes as the SFT result it copies, its adapter's configuration and its tensors (`crossing`)."""
+
+    MODELS = ("policy", "sft_model")
 
     policy: torch.nn.Module
     history: list[DPOEvent] = field(default_factory=list)
     seconds: float = 0.0
     stopped: bool = False
+    # what the policy copies; a factory, not a default, so that no class attribute hides it from Crossing.__getattr__
+    sft_model: torch.nn.Module | None = field(default_factory=lambda: None, repr=False)
+
+    def _crossing(self, name):
+        sft = sft_result_of(self.sft_model)
+        if name == "sft_model":
+            return _model_of, (sft,)
+        return _dpo_policy, (sft, self.policy.peft_config["default"], trainable_state(self.policy, is_lora))
 
     def save(self, folder: str | Path) -> Path:
         """The DPO adapter's PEFT files (adapter_config.json, adapter_model.safetensors) in `folder`."""
         folder = Path(folder)
         self.policy.save_pretrained(str(folder))
         return folder
+
+
+def _model_of(sft) -> torch.nn.Module:
+    return sft.model
+
+
+def _dpo_policy(sft, lora, state: dict) -> torch.nn.Module:
+    """The DPO policy rebuilt on this side of a crossing: a copy of the SFT model with the adapter."""
+    from peft import get_peft_model
+
+    policy = get_peft_model(copy.deepcopy(sft.model), lora)
+    load_trainable_state(policy, state)
+    return policy.requires_grad_(False).eval()
 
 
 def train_dpo(
@@ -178,7 +203,7 @@ def train_dpo(
                 trainer.remove_callback(PrinterCallback)
                 trainer.train()
             policy = trainer.model.requires_grad_(False)
-            events.put(DPOResult(policy.eval(), seconds=time.perf_counter() - started))
+            events.put(DPOResult(policy.eval(), seconds=time.perf_counter() - started, sft_model=sft_model))
         except BaseException as exc:  # re-raised in the caller's thread
             events.put(exc)
 

@@ -27,6 +27,7 @@ import torch
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import loss_scaler
+from peftlab.rlhf.crossing import Crossing, arrived, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import SequenceBatch, response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
@@ -109,12 +110,13 @@ class PPOConfig(Config):
 class PolicyWithValueHead(torch.nn.Module):
     """A copy of the SFT model with a trainable LoRA adapter, and a value head; `reference_model` is the SFT model."""
 
-    def __init__(self, sft_model: torch.nn.Module, lora_r: int):
+    def __init__(self, sft_model: torch.nn.Module, lora):
+        """`lora`: the adapter's PEFT LoraConfig (`sft.lora_config`)."""
         super().__init__()
         from peft import get_peft_model
 
         # A copy, so the SFT result stays a plain model: the frozen reference for the KL penalty.
-        self.model = get_peft_model(copy.deepcopy(sft_model), lora_config(lora_r))
+        self.model = get_peft_model(copy.deepcopy(sft_model), lora)
         self.__dict__["reference_model"] = sft_model  # not a submodule: never trained, saved or moved with the policy
         hidden = self.model.get_output_embeddings().weight.shape[1]
         self.value_head = torch.nn.Linear(hidden, 1).to(next(sft_model.parameters()).device)
@@ -152,10 +154,73 @@ class PPOEvent(Event):
 
 
 @dataclass
-class PPOResult:
+class PPOResult(Crossing):
+    """The PPO policy and its steps. It crosses processes as the SFT result it copies, its adapter's configuration
+    and its trained tensors (`crossing`)."""
+
+    MODELS = ("policy",)
+
     policy: PolicyWithValueHead
     history: list[PPOEvent] = field(default_factory=list)
     seconds: float = 0.0
+
+    def _crossing(self, name):
+        return _policy_crossing(self.policy, trainable=False)
+
+
+@dataclass
+class PPORun(Crossing):
+    """PPO between two steps: the policy, the optimiser's and the loss scaler's state, the KL controller, the batch
+    sampler's random state, the steps done and their events. A run stopped after any step goes on from here in this
+    process or, after crossing, in another (a chunk of steps per ZeroGPU call), with the numbers of an unbroken run."""
+
+    MODELS = ("policy",)
+
+    policy: PolicyWithValueHead
+    optimizer_state: dict | None
+    scaler_state: dict | None
+    controller: AdaptiveKLController | FixedKLController
+    rng_state: tuple
+    history: list[PPOEvent] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def steps_done(self) -> int:
+        return len(self.history)
+
+    def _crossing(self, name):
+        return _policy_crossing(self.policy, trainable=True)
+
+    def result(self) -> PPOResult:
+        """The policy so far, frozen, with its steps; a policy not built on this side (after a crossing) stays
+        unbuilt: the result crosses on as it came."""
+        pending = self.__dict__.get("_pending", {})
+        if "policy" in pending:
+            build, (sft, lora, state, _) = pending["policy"]
+            fields = {"history": list(self.history), "seconds": self.seconds}
+            return arrived(PPOResult, fields, {"policy": (build, (sft, lora, state, False))})
+        result = PPOResult(self.policy.requires_grad_(False), list(self.history), self.seconds)
+        result.__dict__["_sources"] = self.__dict__.get("_sources", {})  # keeps the SFT result it crosses by alive
+        return result
+
+
+def _policy_crossing(policy: PolicyWithValueHead, trainable: bool) -> tuple:
+    state = trainable_state(policy, lambda n: is_lora(n) or n.startswith("value_head."))
+    return _policy, (sft_result_of(policy.reference_model), policy.model.peft_config["default"], state, trainable)
+
+
+def _policy(sft, lora, state: dict, trainable: bool) -> PolicyWithValueHead:
+    """The policy rebuilt on this side of a crossing: trainable (a run's) or frozen (a result's)."""
+    policy = PolicyWithValueHead(sft.model, lora)
+    load_trainable_state(policy, state)
+    return policy if trainable else policy.requires_grad_(False)
+
+
+def start_ppo(sft_model: torch.nn.Module, config: PPOConfig) -> PPORun:
+    """A PPO run before its first step: a new adapter (seeded) on a copy of the SFT model and a zero value head."""
+    with seeded(config.seed):  # the adapter's initialisation
+        policy = PolicyWithValueHead(sft_model, lora_config(config.lora_r))
+    return PPORun(policy, None, None, config.kl_controller(), random.Random(config.seed).getstate())
 
 
 def train_ppo(
@@ -173,19 +238,43 @@ def train_ppo(
     Raises:
         PeftlabError: no prompts, or PPO-ptx without demonstrations.
     """
+    run = start_ppo(sft_model, config)
+    yield from ppo_steps(run, tokenizer, reward_model, prompts, config, labeler, demonstrations, config.steps, stop)
+    yield run.result()
+
+
+def ppo_steps(
+    run: PPORun,
+    tokenizer,
+    reward_model: RewardModel,
+    prompts: Sequence[str],
+    config: PPOConfig,
+    labeler: Labeler | None = None,
+    demonstrations: Sequence[Demonstration] = (),
+    until: int | None = None,
+    stop: threading.Event | None = None,
+) -> Iterator[PPOEvent]:
+    """`run`'s next steps, up to step `until` (default `config.steps`) or a stop, each yielded as its PPOEvent;
+    `run` then holds what the following step needs.
+
+    Raises:
+        PeftlabError: no prompts, or PPO-ptx without demonstrations.
+    """
     if not prompts:
         raise PeftlabError("PPO needs prompts to sample responses for.")
     if config.ptx_coef and not demonstrations:
         raise PeftlabError("PPO-ptx (ptx coefficient above 0) needs demonstrations for its LM loss.")
-    with seeded(config.seed):  # the adapter's initialisation
-        policy = PolicyWithValueHead(sft_model, config.lora_r)
+    policy = run.policy
     parameters = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     scaler = loss_scaler(parameters[0])
-    controller = config.kl_controller()
-    rng = random.Random(config.seed)
-    result, started = PPOResult(policy), time.perf_counter()
-    for step in range(1, config.steps + 1):
+    if run.optimizer_state is not None:
+        optimizer.load_state_dict(run.optimizer_state)
+        scaler.load_state_dict(run.scaler_state)
+    controller, rng = run.controller, random.Random()
+    rng.setstate(run.rng_state)
+    started = time.perf_counter() - run.seconds
+    for step in range(run.steps_done + 1, min(until or config.steps, config.steps) + 1):
         if stop is not None and stop.is_set():
             break
         batch_prompts = [rng.choice(prompts) for _ in range(config.batch_size)]
@@ -241,11 +330,23 @@ def train_ppo(
             elapsed=time.perf_counter() - started,
             sample=(rollout.prompts[0], rollout.responses[0]),
         )
-        result.history.append(event)
+        run.history.append(event)
         yield event
-    policy.requires_grad_(False)
-    result.seconds = time.perf_counter() - started
-    yield result
+    # what the next step needs, on the CPU: it may cross into another process (crossing)
+    run.optimizer_state = _on_cpu(optimizer.state_dict())
+    run.scaler_state = scaler.state_dict()
+    run.rng_state = rng.getstate()
+    run.seconds = time.perf_counter() - started
+
+
+def _on_cpu(state):
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu().clone()
+    if isinstance(state, dict):
+        return {k: _on_cpu(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_on_cpu(v) for v in state)
+    return state
 
 
 def _optimise(

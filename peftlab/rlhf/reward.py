@@ -26,6 +26,7 @@ import torch
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import autocast_for
+from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Comparison
 from peftlab.rlhf.generation import SequenceBatch, encode_pairs, sample_responses
 from peftlab.rlhf.labelers import Labeler
@@ -59,10 +60,11 @@ class RewardConfig(Config):
 class RewardModel(torch.nn.Module):
     """backbone (a causal LM) + head: reward = head(last hidden state at the response's last token)."""
 
-    def __init__(self, backbone: torch.nn.Module, tokenizer):
+    def __init__(self, backbone: torch.nn.Module, tokenizer, sft_model: torch.nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.tokenizer = tokenizer
+        self.__dict__["sft_model"] = sft_model  # what the backbone copies; not a submodule (`RewardResult` crossing)
         hidden = backbone.get_output_embeddings().weight.shape[1]
         layers = backbone.config.num_hidden_layers
         self.depths = sorted(
@@ -142,11 +144,34 @@ class RewardEvent(Event):
 
 
 @dataclass
-class RewardResult:
+class RewardResult(Crossing):
+    """The reward model and its held-out accuracy. It crosses processes as the SFT result it copies, its LoRA
+    adapter's configuration and its trained tensors (`crossing`)."""
+
+    MODELS = ("model",)
+
     model: RewardModel
     heldout_accuracy: float
     seconds: float
     heldout_correct: list[bool]  # per held-out comparison: the chosen response got the higher reward
+
+    def _crossing(self, name):
+        backbone = self.model.backbone
+        lora = backbone.peft_config["default"] if hasattr(backbone, "peft_config") else None
+        state = trainable_state(self.model, lambda n: is_lora(n) or n.startswith("head.") or n in ("offset", "scale"))
+        return _reward_model, (sft_result_of(self.model.sft_model), lora, state)
+
+
+def _reward_model(sft, lora, state: dict) -> RewardModel:
+    """The reward model rebuilt on this side of a crossing: a copy of the SFT model, the adapter, the head."""
+    backbone = copy.deepcopy(sft.model).requires_grad_(False)
+    if lora is not None:
+        from peft import get_peft_model
+
+        backbone = get_peft_model(backbone, lora)
+    model = RewardModel(backbone, sft.lm.tokenizer, sft.model).to(next(sft.model.parameters()).device)
+    load_trainable_state(model, state)
+    return model.requires_grad_(False).eval()
 
 
 def collect_comparisons(
@@ -198,7 +223,7 @@ def train_reward_model(
             from peft import get_peft_model
 
             backbone = get_peft_model(backbone, lora_config(config.lora_r))
-        model = RewardModel(backbone, tokenizer).to(next(sft_model.parameters()).device)
+        model = RewardModel(backbone, tokenizer, sft_model).to(next(sft_model.parameters()).device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     features = _FeatureCache(model) if not config.lora_r else None  # frozen backbone: each text's features once
     loop = TrainingLoop(

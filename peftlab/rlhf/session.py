@@ -23,7 +23,7 @@ from peftlab.rlhf.evaluation import PolicyComparison, compare_policies
 from peftlab.rlhf.generation import sample_responses
 from peftlab.rlhf.labelers import HumanRankings, labeler_by_name
 from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, ranked_comparisons
-from peftlab.rlhf.ppo import PPOConfig, PPOEvent, PPOResult, train_ppo
+from peftlab.rlhf.ppo import PPOConfig, PPOEvent, PPOResult, PPORun, ppo_steps, start_ppo
 from peftlab.rlhf.reward import RewardConfig, RewardEvent, RewardResult, train_reward_model
 from peftlab.rlhf.sft import SFTConfig, SFTEvent, SFTResult, train_sft
 
@@ -46,6 +46,7 @@ class RLHFSession:
     dpo: DPOResult | None = None
     pairs: list[Comparison] | None = None  # the training comparisons of the reward model, which DPO learns from
     pending: tuple[str, list[str]] | None = None  # a prompt and the responses shown for ranking
+    ppo_run: PPORun | None = None  # a PPO run between two chunks of steps (`continue_ppo`)
 
     def need(self, stage: str) -> None:
         """Raise a PeftlabError naming the first step to run when `stage` (a key of STAGES) or a stage it builds
@@ -63,7 +64,7 @@ class RLHFSession:
             PeftlabError: bad data for SFT, or a stop before the first step (there is then no SFT model).
         """
         self.lm, self.data, self.pending = lm, data, None
-        self.sft = self.reward = self.ppo = self.dpo = self.pairs = None
+        self.sft = self.reward = self.ppo = self.dpo = self.pairs = self.ppo_run = None
         for item in train_sft(lm, data.demonstrations, config, data.heldout_prompts[:SAMPLE_PROMPTS], stop):
             if isinstance(item, SFTResult):
                 if not item.losses:
@@ -119,7 +120,7 @@ class RLHFSession:
     ) -> Iterator[RewardEvent | RewardResult]:
         """Stage 2 on the SFT model; the policies trained against an older reward model or comparisons are dropped."""
         self.need("sft")
-        self.ppo = self.dpo = None
+        self.ppo = self.dpo = self.ppo_run = None
         for item in train_reward_model(self.sft.model, self.lm.tokenizer, train_pairs, heldout_pairs, config, stop):
             if isinstance(item, RewardResult):
                 self.reward, self.pairs = item, list(train_pairs)
@@ -139,20 +140,44 @@ class RLHFSession:
         self, labeler: str, config: PPOConfig, stop: threading.Event | None = None
     ) -> Iterator[PPOEvent | PPOResult]:
         """Stage 3 against the reward model; `stop` ends it after a step and the policy so far is kept."""
+        self.start_ppo(config)
+        yield from self.continue_ppo(labeler, config, None, stop)
+
+    def start_ppo(self, config: PPOConfig) -> None:
+        """A new PPO run (`ppo.start_ppo`), waiting for its steps in `ppo_run`."""
         self.need("reward")
-        for item in train_ppo(
-            self.sft.model,
+        self.ppo_run = start_ppo(self.sft.model, config)
+
+    def continue_ppo(
+        self, labeler: str, config: PPOConfig, until: int | None = None, stop: threading.Event | None = None
+    ) -> Iterator[PPOEvent | PPOResult]:
+        """The started run's steps up to step `until` (all when None): a chunk of steps per call on ZeroGPU, the run
+        waiting in `ppo_run` between chunks. After its last step or a stop, the PPOResult (kept in `ppo`).
+
+        Raises:
+            PeftlabError: no run was started.
+        """
+        if self.ppo_run is None:
+            raise PeftlabError("Start PPO first: there is no PPO run to continue.")
+        self.need("reward")
+        yield from ppo_steps(
+            self.ppo_run,
             self.lm.tokenizer,
             self.reward.model,
             self.data.train_prompts,
             config,
             labeler_by_name(labeler),
             self.data.demonstrations,
+            until,
             stop,
-        ):
-            if isinstance(item, PPOResult):
-                self.ppo = item
-            yield item
+        )
+        if until is None or self.ppo_run.steps_done >= config.steps or (stop is not None and stop.is_set()):
+            yield self.finish_ppo()
+
+    def finish_ppo(self) -> PPOResult:
+        """The started run's policy so far becomes the stage's result (a Stop between chunks ends a run here)."""
+        self.ppo, self.ppo_run = self.ppo_run.result(), None
+        return self.ppo
 
     def evaluate(self, labeler: str, prompts: int, seed: int) -> PolicyComparison:
         """SFT and every trained policy (PPO, DPO) answer the first `prompts` held-out prompts, side by side."""

@@ -9,11 +9,9 @@ never modified, and the result is a plain model: the SFT policy, and later PPO's
 from __future__ import annotations
 
 import copy
-import shutil
 import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import LM
+from peftlab.rlhf.crossing import Crossing, load_trainable_state, remember_sft, trainable_state
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import encode_pairs, response_forward, sample_responses
 from peftlab.seeding import seeded
@@ -55,22 +54,53 @@ class SFTEvent(Event):
 
 
 @dataclass
-class SFTResult:
-    """The SFT policy (a plain model, frozen) and what it learned."""
+class SFTResult(Crossing):
+    """The SFT policy (a plain model, frozen) and what it learned. It crosses processes as the base model's name and
+    its adapter's files, or its whole state after full fine-tuning (`crossing`)."""
+
+    MODELS = ("model",)
 
     model: torch.nn.Module
-    adapter_dir: Path | None  # the LoRA adapter's PEFT files, saved before merging; None after full fine-tuning
+    adapter: dict[str, bytes] | None  # the LoRA adapter's PEFT files, saved before merging; None after full fine-tuning
     losses: list[float]
     seconds: float
+    lm: LM | None = field(default=None, repr=False)  # the base model it was trained from
+
+    def __post_init__(self):
+        remember_sft(self.model, self)
+
+    def _built(self, name, value):
+        remember_sft(value, self)
+
+    def _crossing(self, name):
+        full = None if self.adapter is not None else trainable_state(self.model, lambda name: True)
+        return _sft_model, (self.lm, self.adapter, full)
 
     def save(self, folder: str | Path) -> Path:
         """The trained weights in `folder`: the LoRA adapter (PEFT files), or the whole model after full fine-tuning."""
         folder = Path(folder)
-        if self.adapter_dir is not None:
-            shutil.copytree(self.adapter_dir, folder, dirs_exist_ok=True)
+        if self.adapter is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, data in self.adapter.items():
+                (folder / name).write_bytes(data)
         else:
             self.model.save_pretrained(folder)
         return folder
+
+
+def _sft_model(lm: LM, adapter: dict[str, bytes] | None, full: dict | None) -> torch.nn.Module:
+    """The SFT model rebuilt on this side of a crossing: `lm`'s weights with the adapter merged, or `full`."""
+    model = copy.deepcopy(lm.model)
+    if adapter is not None:
+        from peft import PeftModel
+
+        with tempfile.TemporaryDirectory() as folder:
+            for name, data in adapter.items():
+                (Path(folder) / name).write_bytes(data)
+            model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+    else:
+        load_trainable_state(model, full)
+    return model.requires_grad_(False).eval()
 
 
 def lora_config(r: int, modules="all-linear"):
@@ -139,13 +169,11 @@ def train_sft(
             elapsed=time.perf_counter() - started,
             samples=samples,
         )
-    adapter_dir = None
+    adapter = None
     if config.method == "lora":
-        adapter_dir = Path(tempfile.mkdtemp(prefix="peftlab-sft-"))
-        model.save_pretrained(adapter_dir)  # merging below removes the adapter, so it is kept here first
+        with tempfile.TemporaryDirectory(prefix="peftlab-sft-") as folder:
+            model.save_pretrained(folder)  # merging below removes the adapter, so its files are kept first
+            adapter = {file.name: file.read_bytes() for file in Path(folder).iterdir() if file.is_file()}
         model = model.merge_and_unload()
     model.requires_grad_(False)
-    result = SFTResult(model.eval(), adapter_dir, losses, time.perf_counter() - started)
-    if adapter_dir is not None:
-        weakref.finalize(result, shutil.rmtree, adapter_dir, True)  # the folder goes when the result does
-    yield result
+    yield SFTResult(model.eval(), adapter, losses, time.perf_counter() - started, lm)
