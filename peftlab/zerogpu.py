@@ -110,6 +110,18 @@ def on_gpu(
     _check_call(asked, took, MAX_DURATION_S, what, shorter)
 
 
+def steps_per_call(kind: str, remaining: int) -> int:
+    """How many of a job's `remaining` steps one call of `kind` takes (the job goes on in the next call): all of
+    them off ZeroGPU; on ZeroGPU one while the pace of its kind is unknown, then as many as the slowest pace seen
+    fits into the longest duration a call may safely ask for (`on_gpu`)."""
+    per_step = _SECONDS_PER_UNIT.get(kind)
+    if not on_zero_gpu():
+        return remaining
+    if per_step is None:
+        return min(1, remaining)
+    return max(1, min(remaining, int(MAX_DURATION_S / MARGIN / per_step)))
+
+
 def call_on_gpu(
     function,
     *arguments,

@@ -9,6 +9,7 @@ import threading
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 import pytest
 
 from peftlab import zerogpu
@@ -224,21 +225,57 @@ def test_the_standard_comparison_runs_every_method_in_gpu_calls_with_the_rows_it
     assert "accuracy" in columns and table[columns].equals(here[columns])
 
 
-def test_on_zero_gpu_the_rlhf_tab_trains_on_the_cpu_and_says_so(tiny_causal_folder, zero_gpu, monkeypatch):
-    """An RLHF session's models live between stages in the app's process, where ZeroGPU lends no GPU: the tab
-    loads them on the CPU explicitly (on a Space the default device would be ZeroGPU's emulated "cuda")."""
+def rlhf_tab_flow(model: str) -> list:
+    """The RLHF tab's stages pressed in order by one visitor (SFT, a ranking screen, the reward model on a simulated
+    labeler's comparisons, PPO, DPO, the comparison, a download); what each showed, times left out."""
     import peftlab.ui.rlhf_tab as tab
+    from peftlab.ui.sessions import SESSIONS
 
-    devices = []
-    monkeypatch.setattr(tab, "load_model", lambda name, dtype, device=None: devices.append(device) or load_lm(name))
+    SESSIONS.get(None).values.pop("rlhf", None)  # a new visitor
+    seed = dict(seed=0)
+    sft = dict(model=model, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=3)
+    *_, sft_shown = tab.run_sft_stage(None, **sft, sft_learning_rate=1e-3, **seed)
+    shown = [sft_shown, tab.sample_for_ranking(3, 0, None)[:4]]
+    rm = dict(source="simulated labeler", labeler="vader-positive", k=2, rm_pairs=12, rm_lora_r=0, rm_steps=3)
+    shown.append(tab.run_reward_stage(None, **rm, **seed)[::2])
+    ppo = dict(ppo_steps=4, ppo_beta=0.05, ppo_adaptive_kl=False, ppo_target_kl=4.0, ppo_ptx_coef=0.0)
+    *_, ppo_shown = tab.run_ppo_stage(None, labeler="vader-positive", **ppo, ppo_learning_rate=1e-3, **seed)
+    *_, dpo_shown = tab.run_dpo_stage(None, dpo_steps=2, dpo_beta=0.1, dpo_learning_rate=1e-3, **seed)
+    shown += [ppo_shown, dpo_shown, tab.evaluate_stage("vader-positive", 2, 0, None)[:2]]
+    shown.append(tab.download_stage("PPO adapter", None))
+    return shown
+
+
+def _without_times(value):
+    import re
+
+    if isinstance(value, str):
+        return re.sub(r"\d+ s\b|\d+(\.\d+)? (s|min) in all", "T", value)
+    return value
+
+
+def test_the_rlhf_tab_runs_every_stage_in_gpu_calls_and_ppo_in_chunks_with_the_numbers_it_gives_without(
+    tiny_causal_folder, zero_gpu, monkeypatch
+):
+    import zipfile
+
     monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
-    form = dict(model=tiny_causal_folder, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=2)
-    *_, (status, _, _) = tab.run_sft_stage(None, **form, sft_learning_rate=1e-3, seed=0)
-    assert status.startswith("SFT done") and devices == ["cpu"] and zero_gpu == []
-    with gr.Blocks() as blocks:
-        tab.build_rlhf_tab()
-    shown = [b.value for b in blocks.blocks.values() if isinstance(b, gr.Markdown)]
-    assert "On this ZeroGPU Space the RLHF pipeline runs on the CPU, not the GPU: expect minutes per stage." in shown
+    monkeypatch.setattr("peftlab.ui.rlhf_calls.steps_per_call", lambda kind, remaining: min(2, remaining))
+    on_space = rlhf_tab_flow(tiny_causal_folder)
+    # SFT; a ranking's samples; the sampling's pace and step 2; PPO's 4 steps in 2 calls; DPO; the comparison; a zip
+    assert len(zero_gpu) == 1 + 1 + 2 + 2 + 1 + 1 + 1
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    here = rlhf_tab_flow(tiny_causal_folder)
+
+    for stage_on_space, stage_here in zip(on_space[:-1], here[:-1]):
+        for a, b in zip(stage_on_space, stage_here):
+            if isinstance(a, pd.DataFrame):
+                assert a.equals(b)
+            elif isinstance(a, str):
+                assert _without_times(a) == _without_times(b)
+    assert on_space[3][0].startswith("PPO done")
+    with zipfile.ZipFile(on_space[-1]) as space_zip, zipfile.ZipFile(here[-1]) as local_zip:
+        assert space_zip.read("value_head.safetensors") == local_zip.read("value_head.safetensors")
 
 
 def test_the_start_tab_classifies_in_a_gpu_call_as_it_does_without(zero_gpu, monkeypatch):
@@ -249,3 +286,25 @@ def test_the_start_tab_classifies_in_a_gpu_call_as_it_does_without(zero_gpu, mon
     monkeypatch.delenv("SPACES_ZERO_GPU")
     here, here_bars = classify_review(REVIEW)
     assert verdict == here and list(bars.data[0].x) == pytest.approx(list(here_bars.data[0].x), abs=1e-6)
+
+
+def test_on_zero_gpu_a_stop_ends_ppo_between_chunks_with_the_policy_so_far(tiny_causal_folder, zero_gpu, monkeypatch):
+    import threading
+
+    import peftlab.ui.rlhf_tab as tab
+    from peftlab.rlhf.ppo import PPOConfig, PPOEvent, PPOResult
+    from peftlab.ui.rlhf_calls import ppo_in_chunks
+
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
+    monkeypatch.setattr("peftlab.ui.rlhf_calls.steps_per_call", lambda kind, remaining: 1)
+    rlhf_tab_flow(tiny_causal_folder)  # SFT and a reward model (and the rest) in this visitor's session
+    session, stop = tab._session(None), threading.Event()
+    items = []
+    for item in ppo_in_chunks(
+        session, "vader-positive", PPOConfig(steps=5, batch_size=4, minibatch_size=2, max_new_tokens=6), stop
+    ):
+        items.append(item)
+        stop.set()  # pressed during the first chunk: no flag crosses into the call, so it ends that chunk first
+    assert [type(i) for i in items] == [PPOEvent, PPOResult] and session.ppo is items[-1]
+    assert len(session.ppo.history) == 1 and session.ppo_run is None
+    assert session.ppo.policy.value_head.weight.abs().sum() > 0  # the step's policy, built here when used

@@ -24,7 +24,6 @@ from peftlab.rlhf.ppo import PPOConfig, PPOResult
 from peftlab.rlhf.reward import RewardConfig, RewardResult, heldout_report
 from peftlab.rlhf.session import RANKING_SOURCES, RLHFSession
 from peftlab.rlhf.sft import SFTConfig, SFTResult
-from peftlab.saving import zip_saved
 from peftlab.ui.common import (
     INSTANT,
     action_row,
@@ -43,8 +42,9 @@ from peftlab.ui.common import (
 from peftlab.ui.display import readable
 from peftlab.ui.estimates import Pace, Paced, cost_key, known_pace, record_pace
 from peftlab.ui.inputs import config_from_form, config_input, named_number
+from peftlab.ui.rlhf_calls import Ranked, ppo_in_chunks, reward_stage, saved_zip, session_call, stage
 from peftlab.ui.sessions import SESSIONS
-from peftlab.zerogpu import on_zero_gpu
+from peftlab.zerogpu import call_on_gpu
 
 SUMMARY = """An InstructGPT-style pipeline (Ouyang et al. 2022): **1. SFT**, **2. a reward model** on ranked samples,
 **3. PPO** against it; or **DPO** (Rafailov et al. 2023) on the same comparisons. Then each route answers held-out
@@ -69,9 +69,6 @@ DPO_PANELS = {"loss": ["loss"], "implicit reward margin": ["reward_margin"], "pa
 DOWNLOADS = {"SFT adapter": "sft", "reward model": "reward", "PPO adapter": "ppo", "DPO adapter": "dpo"}
 MAX_RANKED = 8  # response slots on the ranking screen (a larger K is refused there)
 SAMPLING_BATCH = 32  # sample_responses' batch: responses sampled to price a sampling (fewer cost more each)
-# A stage's models (SFT, reward model, policies) live in this process between stages, and a ZeroGPU call runs in
-# another: until they cross calls as the other tabs' models do, the pipeline trains on this Space's CPU.
-ON_ZERO_GPU = "On this ZeroGPU Space the RLHF pipeline runs on the CPU, not the GPU: expect minutes per stage."
 JOB = "rlhf"  # one stage runs at a time per session; any stage's Stop ends it after its current step
 
 
@@ -83,6 +80,17 @@ def _paced(request, stage: str, form: dict, on: tuple, config, plan: str, extra=
     """A stage's press priced by its pace on this machine (`estimates.Paced`), measured per `on` (the model, the
     data) and the settings of `config` that set a step's cost."""
     return Paced(request, f"rlhf-{stage}", form, (*on, *cost_key(config)), config.steps, plan, extra)
+
+
+def _sized(name: str, config) -> dict:
+    """How a stage of `config.steps` steps sizes its GPU call on ZeroGPU (`zerogpu.on_gpu`): priced per step by the
+    settings that set a step's cost."""
+    return dict(
+        kind=f"rlhf-{name}:{cost_key(config)}",
+        units=config.steps,
+        what=f"{config.steps} {name} steps",
+        shorter=f"use fewer {name} steps",
+    )
 
 
 def _restore(session: RLHFSession, kept: RLHFSession) -> None:
@@ -100,8 +108,7 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
         if form["demonstrations"]
         else RLHFData.embedded(seed=config.seed)
     )
-    # trained in fp32 weights with bf16 autocast where the CPU has it; on ZeroGPU on the CPU (ON_ZERO_GPU)
-    lm = load_model(form["model"], dtype="fp32", device="cpu" if on_zero_gpu() else None)
+    lm = load_model(form["model"], dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
     paced = _paced(request, "sft", form, (lm.name, bool(form["demonstrations"])), config, f"{config.steps} SFT steps")
     if message := paced.refusal():
         yield message, gr.skip(), gr.skip()
@@ -109,10 +116,15 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
     session = _session(request)
     kept = replace(session)
     history, samples = [], []
-    with job(request, JOB) as (_, stop), closing(session.run_sft(lm, data, config, stop)) as stages:
+    with (
+        job(request, JOB) as (_, stop),
+        closing(
+            session_call(session, stage, "run_sft", lm, data, config, stop=stop, **_sized("SFT", config))
+        ) as stages,
+    ):
         for item in stages:
             if isinstance(item, SFTResult):
-                break
+                continue  # the last item: the loop ends with the GPU call
             if message := paced.observe(item):
                 stages.close()  # ended before the message shows: the button then takes the second press at once
                 _restore(session, kept)
@@ -158,7 +170,10 @@ def ranking_count(session: RLHFSession) -> str:
 
 @user_errors
 def sample_for_ranking(k, seed, request: gr.Request):
-    prompt, responses = _session(request).sample_for_ranking(int(k), int(seed))
+    session = _session(request)
+    (prompt, responses), *_ = session_call(
+        session, stage, "sample_for_ranking", int(k), int(seed), kind="rlhf-rank", what=f"Sampling {k} responses"
+    )
     return [f"**Prompt:** {prompt}", *ranking_slots(responses)]
 
 
@@ -174,12 +189,17 @@ def _sampling_pace(session: RLHFSession, key: tuple) -> Pace:
     """Seconds per response the SFT policy samples for ranking: from the last sampling on this machine, or from one
     batch of responses sampled now (a few seconds)."""
     if (pace := known_pace(key)) is None:
-        started = time.perf_counter()
-        prompts = session.data.train_prompts[:SAMPLING_BATCH]
-        sample_responses(session.sft.model, session.lm.tokenizer, prompts, max_new_tokens=key[-1], seed=0)
-        pace = Pace(0.0, (time.perf_counter() - started) / len(prompts))
+        pace = Pace(0.0, call_on_gpu(_sampling_seconds, session, key[-1], kind="rlhf-sampling", what="Sampling"))
         record_pace(key, pace)
     return pace
+
+
+def _sampling_seconds(session: RLHFSession, max_new_tokens: int) -> float:
+    """Seconds per response of one batch of the SFT policy's samples, measured now."""
+    started = time.perf_counter()
+    prompts = session.data.train_prompts[:SAMPLING_BATCH]
+    sample_responses(session.sft.model, session.lm.tokenizer, prompts, max_new_tokens=max_new_tokens, seed=0)
+    return (time.perf_counter() - started) / len(prompts)
 
 
 @user_errors
@@ -199,14 +219,26 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
         return message, gr.skip(), gr.skip(), gr.skip()
     with job(request, JOB) as (_, stop):
         progress(0, desc=f"sampling and ranking {sampled} responses" if sampled else "reading the comparisons")
-        started = time.perf_counter()
-        train_pairs, heldout_pairs = session.comparisons(form["source"], config)
-        if sampled:
-            record_pace(sampling, Pace(0.0, (time.perf_counter() - started) / sampled))
         history = []
-        for item in session.run_reward(train_pairs, heldout_pairs, reward_config, stop):
+        for item in session_call(
+            session,
+            reward_stage,
+            form["source"],
+            config,
+            reward_config,
+            stop=stop,
+            kind=f"rlhf-reward:{cost_key(reward_config)}",
+            units=sampled + reward_config.steps,  # responses sampled and steps trained, priced alike per kind
+            what=plan[0].upper() + plan[1:],
+            shorter="rank fewer prompts (or K) or train fewer steps",
+        ):
+            if isinstance(item, Ranked):
+                train_pairs, heldout_pairs = item.train, item.heldout
+                if sampled:
+                    record_pace(sampling, Pace(0.0, item.seconds / sampled))
+                continue
             if isinstance(item, RewardResult):
-                break
+                continue  # the last item: the loop ends with the GPU call
             paced.record(item)  # its steps are cheap beside the sampling: priced for the next press, never stopped
             history.append(asdict(item))
             progress(item.step / reward_config.steps, desc=f"reward model step {item.step}")
@@ -242,10 +274,10 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
         return
     kept = replace(session)
     history, samples = [], []
-    with job(request, JOB) as (_, stop), closing(session.run_ppo(form["labeler"], config, stop)) as stages:
+    with job(request, JOB) as (_, stop), closing(ppo_in_chunks(session, form["labeler"], config, stop)) as stages:
         for item in stages:
             if isinstance(item, PPOResult):
-                break
+                continue  # the last item: the loop ends with the (last) GPU call
             if message := paced.observe(item):
                 stages.close()  # ended before the message shows: the button then takes the second press at once
                 _restore(session, kept)
@@ -286,10 +318,13 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
     kept = replace(session)
     history = []
     # closed on every way out: DPO trains in a thread of its own, which a stage left for its estimate must end
-    with job(request, JOB) as (_, stop), closing(session.run_dpo(config, stop)) as stages:
+    with (
+        job(request, JOB) as (_, stop),
+        closing(session_call(session, stage, "run_dpo", config, stop=stop, **_sized("DPO", config))) as stages,
+    ):
         for item in stages:
             if isinstance(item, DPOResult):
-                break
+                continue  # the last item: the loop ends with the GPU call
             if message := paced.observe(item):
                 stages.close()  # ended before the message shows: the button then takes the second press at once
                 _restore(session, kept)
@@ -319,7 +354,18 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
 @user_errors
 def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
     session = _session(request)
-    comparison = session.evaluate(labeler_name, int(prompts), int(seed))
+    comparison, *_ = session_call(
+        session,
+        stage,
+        "evaluate",
+        labeler_name,
+        int(prompts),
+        int(seed),
+        kind="rlhf-evaluate",
+        units=int(prompts),
+        what=f"Answering {int(prompts)} held-out prompts",
+        shorter="answer fewer prompts",
+    )
     seconds = {"ppo": session.ppo.seconds if session.ppo else 0.0, "dpo": session.dpo.seconds if session.dpo else 0.0}
     keep_results(
         request,
@@ -352,7 +398,7 @@ def download_stage(stage, request: gr.Request):
     session = _session(request)
     session.need(DOWNLOADS[stage])
     path = SESSIONS.get(request).download(session.lm.name, "rlhf", stage, suffix="zip")
-    return str(zip_saved(lambda folder: session.save(DOWNLOADS[stage], folder), path))
+    return call_on_gpu(saved_zip, session, DOWNLOADS[stage], str(path), kind="rlhf-save", what="Saving the weights")
 
 
 def samples_table() -> gr.Dataframe:
@@ -369,8 +415,6 @@ def samples_table() -> gr.Dataframe:
 
 def build_rlhf_tab() -> None:
     intro(SUMMARY, DETAILS)
-    if on_zero_gpu():
-        gr.Markdown(ON_ZERO_GPU)
     with gr.Row():
         model = model_picker()
         labeler = config_input(PipelineConfig, "labeler", gr.Dropdown, choices=list(LABELERS))
