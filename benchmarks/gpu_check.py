@@ -16,6 +16,10 @@ Run from the repository root:
    equal step 2's.
 4. RLHF: the pipeline with both routes, shortened (`--sft-steps`, `--rm-steps`, `--ppo-steps`, `--dpo-steps`):
    each route's labeler score and KL, the reward model's held-out accuracy and every stage's seconds.
+5. RLHF crossing (what a ZeroGPU call does to a session): a short session's stages pickled and rebuilt on the device
+   (`peftlab.rlhf.crossing`), with PPO run in chunks of one step crossing between them: the pickle's size, the
+   largest difference of each rebuilt model's outputs from the original's, and whether the chunked PPO's events
+   equal an unbroken run's.
 
 stdout gets one JSON object (indent 2); progress lines go to stderr. `--device cpu` runs the same on a CPU, to try
 the script where there is no GPU (its figures are then the CPU's).
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -107,6 +112,53 @@ def rlhf(lm, args) -> dict:
     }
 
 
+def crossing(lm, args) -> dict:
+    from peftlab.rlhf.generation import encode_pairs, response_forward
+    from peftlab.rlhf.labelers import VaderLabeler
+    from peftlab.rlhf.ppo import ppo_steps, start_ppo, train_ppo
+    from peftlab.rlhf.session import RLHFSession
+
+    data, session = RLHFData.embedded(seed=0), RLHFSession()
+    ppo = PPOConfig(steps=3)
+    with Phase("RLHF crossing", log) as phase:
+        list(session.run_sft(lm, data, SFTConfig(steps=args.sft_steps)))
+        train, heldout = session.comparisons("simulated labeler", PipelineConfig(rm_pairs=60))
+        list(session.run_reward(train, heldout, RewardConfig(steps=args.rm_steps)))
+        list(session.run_ppo("vader-positive", ppo))
+        list(session.run_dpo(DPOConfig(steps=4)))
+        pickled = pickle.dumps(session)
+        other = pickle.loads(pickled)
+        prompts, responses = data.heldout_prompts[:4], ["It was a wonderful film."] * 4
+        batch = encode_pairs(lm.tokenizer, prompts, responses)
+        with torch.no_grad():
+            differences = {
+                name: float((response_forward(mine(other), batch) - response_forward(mine(session), batch)).abs().max())
+                for name, mine in (
+                    ("sft", lambda s: s.sft.model),
+                    ("ppo", lambda s: s.ppo.policy.model),
+                    ("dpo", lambda s: s.dpo.policy),
+                )
+            }
+            differences["reward"] = float(
+                (other.reward.model.score(prompts, responses) - session.reward.model.score(prompts, responses))
+                .abs()
+                .max()
+            )
+        arguments = (lm.tokenizer, session.reward.model, data.train_prompts, ppo, VaderLabeler("positive"), ())
+        *whole, _ = train_ppo(session.sft.model, *arguments)
+        run, chunked = pickle.loads(pickle.dumps(start_ppo(session.sft.model, ppo))), []
+        for until in range(1, ppo.steps + 1):
+            chunked += list(ppo_steps(run, *arguments, until))
+            run = pickle.loads(pickle.dumps(run))
+    return {
+        "pickled_bytes": len(pickled),
+        "max_difference": differences,
+        "ppo_chunks_equal_one_run": [(e.mean_reward, e.mean_kl, e.policy_loss) for e in chunked]
+        == [(e.mean_reward, e.mean_kl, e.policy_loss) for e in whole],
+        "seconds": round(phase.seconds, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -146,6 +198,7 @@ def main() -> None:
         "same_rows_as_one_process": {m: all(split.get(m, {}).get(c) == rows[m][c] for c in COMPARED) for m in rows},
     }
     record["rlhf"] = rlhf(lm, args)
+    record["rlhf_crossing"] = crossing(lm, args)
     print(json.dumps(record, indent=2))
 
 

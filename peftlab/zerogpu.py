@@ -1,12 +1,19 @@
-"""ZeroGPU, the free GPU of Hugging Face Spaces: what it allows, and several training runs as one GPU call each.
+"""ZeroGPU, the free GPU of Hugging Face Spaces: what it allows, and a tab's model work as GPU calls.
 
 On a ZeroGPU Space (`SPACES_ZERO_GPU=true`) a GPU is attached only inside a function decorated with
 `spaces.GPU(duration=...)`, for at most that many seconds: a call that runs past its duration is aborted, a
 duration above about MAX_DURATION_S is refused, and a visitor's daily quota (minutes) must hold the duration asked
-for, so a job asks for no more than it needs. A grid of runs is therefore not one call but one call per run
-(`GPUCalls`, a backend like `backends.RayBackend`: a grid's or a sweep's runs, the standard comparison's trained
-methods, PET's pattern models), each sized from the calls before it. Off ZeroGPU `spaces.GPU` returns the function
-unchanged, so the same code runs on a CPU or a dedicated GPU; `GPUCalls(cap_s=...)` simulates a short cap there.
+for, so a job asks for no more than it needs. The call runs in a process forked from the app's, its arguments and
+items pickled across (models by name, `LM.__reduce__`; trained methods as their weights; an RLHF session as its
+stages' adapters, `rlhf.crossing`).
+
+- `on_gpu` / `call_on_gpu`: one job in one call, sized by the pace of the earlier calls of its kind (a cloze
+  evaluation, a search, an RLHF stage); `steps_per_call` splits a long job into chunks of steps (PPO).
+- `GPUCalls`: a backend like `backends.RayBackend` for several training runs, one call per run, each sized from the
+  calls before it (a grid's or a sweep's runs, the standard comparison's trained methods, PET's pattern models).
+
+Off ZeroGPU `spaces.GPU` returns the function unchanged and every job runs right here, so the same code runs on a
+CPU or a dedicated GPU; `GPUCalls(cap_s=...)` simulates a short cap there.
 
 The versions ZeroGPU documents (checked 2026-11-30) are PYTHON_VERSIONS and TORCH_VERSIONS; the Space's front
 matter and requirements.txt use one of each (tests/test_space.py checks).
