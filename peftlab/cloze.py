@@ -153,6 +153,11 @@ def label_log_probs(
     return score_query_lists(lm, query_lists, prompt.verbalizer, batch_size, progress, model)
 
 
+# A GPU runs many more texts per forward pass than a CPU's cache-sized batches: scoring starts this many times larger
+# there and halves on running out of memory, so too large a start costs one failed try.
+GPU_BATCH_SCALE = 8
+
+
 def score_query_lists(
     lm: LM,
     query_lists: Sequence[Sequence[Query]],
@@ -161,16 +166,30 @@ def score_query_lists(
     progress: ProgressFn | None = None,
     model=None,
 ) -> torch.Tensor:
-    """(N, L) label log-probs for N items (lists of queries), batched by length, under inference mode."""
+    """(N, L) label log-probs for N items (lists of queries), batched by length, under inference mode.
+
+    `batch_size` items go in one forward pass on a CPU; on a GPU GPU_BATCH_SCALE times as many, halved (and retried)
+    whenever a batch runs out of GPU memory, so the batches fill the memory the model leaves.
+    """
     flat_words = verbalizer.flat_words
     order = sorted(range(len(query_lists)), key=lambda i: max(len(q.input_ids) for q in query_lists[i]))
     scores = torch.empty((len(query_lists), len(flat_words)))
+    device = next((model if model is not None else lm.model).parameters()).device
+    batch, start = batch_size * (GPU_BATCH_SCALE if device.type == "cuda" else 1), 0
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            scores[chunk] = word_scores(lm, [query_lists[i] for i in chunk], len(flat_words), model).cpu()
+        while start < len(order):
+            chunk = order[start : start + batch]
+            try:
+                scores[chunk] = word_scores(lm, [query_lists[i] for i in chunk], len(flat_words), model).cpu()
+            except torch.cuda.OutOfMemoryError:
+                if batch == 1:
+                    raise
+                batch = max(1, batch // 2)  # the texts only get longer: the smaller batch stays
+                torch.cuda.empty_cache()
+                continue
+            start += len(chunk)
             if progress:
-                progress(min(start + batch_size, len(order)), len(order))
+                progress(start, len(order))
     return words_to_label_log_probs(scores, verbalizer)
 
 

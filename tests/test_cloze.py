@@ -162,6 +162,31 @@ def test_batching_and_padding_do_not_change_scores(tiny_lm, tiny_task):
     assert torch.allclose(odd_batches, one_by_one, atol=ATOL)
 
 
+def test_a_batch_that_runs_out_of_gpu_memory_is_halved_and_the_scores_stay(tiny_causal, tiny_task, monkeypatch):
+    """On a GPU scoring starts GPU_BATCH_SCALE times larger and halves when a batch runs out of memory; simulated
+    here by a forward pass that cannot hold more than 3 texts."""
+    import peftlab.cloze as cloze
+
+    prompt, examples = _prompt(SUFFIX_TEMPLATE), tiny_task.test
+    expected = label_log_probs(tiny_causal, prompt, examples, batch_size=2)
+    sizes, word_scores = [], cloze.word_scores
+
+    def small_memory(lm, query_lists, *args):
+        sizes.append(len(query_lists))
+        if len(query_lists) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+        return word_scores(lm, query_lists, *args)
+
+    monkeypatch.setattr(cloze, "word_scores", small_memory)
+    monkeypatch.setattr(cloze, "GPU_BATCH_SCALE", 1)  # the CPU model scores at the requested batch
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    progress = []
+    got = label_log_probs(tiny_causal, prompt, examples, batch_size=8, progress=lambda d, t: progress.append(d))
+    assert sizes[:3] == [8, 4, 2] and set(sizes[3:]) <= {2}  # halved twice, then kept: the texts only get longer
+    assert torch.allclose(got, expected, atol=ATOL)
+    assert progress[-1] == len(examples) and progress == sorted(progress)
+
+
 def test_causal_score_includes_text_after_the_mask(tiny_causal, tiny_task):
     example = tiny_task.test[2]
     with_suffix = _prompt(SUFFIX_TEMPLATE)
