@@ -308,3 +308,14 @@ def test_on_zero_gpu_a_stop_ends_ppo_between_chunks_with_the_policy_so_far(tiny_
     assert [type(i) for i in items] == [PPOEvent, PPOResult] and session.ppo is items[-1]
     assert len(session.ppo.history) == 1 and session.ppo_run is None
     assert session.ppo.policy.value_head.weight.abs().sum() > 0  # the step's policy, built here when used
+
+
+def test_a_long_job_goes_one_step_first_then_as_many_steps_as_fit_half_the_longest_call(zero_gpu, monkeypatch):
+    assert zerogpu.steps_per_call("ppo", 40) == 1  # its pace unknown: one step measures it
+    zerogpu._SECONDS_PER_UNIT["ppo"] = 10.0  # as the calls before found it
+    assert zerogpu.steps_per_call("ppo", 40) == 15  # 300 s / 2 / 10 s
+    assert zerogpu.steps_per_call("ppo", 4) == 4
+    zerogpu._SECONDS_PER_UNIT["ppo"] = 400.0  # a step longer than any call: still one, which on_gpu then refuses
+    assert zerogpu.steps_per_call("ppo", 40) == 1
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    assert zerogpu.steps_per_call("ppo", 40) == 40  # off ZeroGPU: the whole job at once
