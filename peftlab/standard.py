@@ -151,15 +151,11 @@ def run_standard(
             continue
         yield StandardEvent(step=number, elapsed=0.0, method=method, seed=seed, runs=len(runs))
         # the caller's own model work: one GPU call each on ZeroGPU (zerogpu.on_gpu), else right here
+        prompted = (scoring_lm, task, template, verbalizer, config, seed)
         if method in (ZERO_SHOT, IN_CONTEXT):
             yield call_on_gpu(
                 _cloze_row,
-                scoring_lm,
-                task,
-                template,
-                verbalizer,
-                config,
-                seed,
+                *prompted,
                 len(test),
                 kind=f"standard:{method}",
                 units=len(test),
@@ -169,12 +165,7 @@ def run_standard(
         elif method == AUTOPROMPT:
             yield from on_gpu(
                 _autoprompt,
-                scoring_lm,
-                task,
-                template,
-                verbalizer,
-                config,
-                seed,
+                *prompted,
                 stop=stop,
                 kind="standard:autoprompt",
                 units=config.autoprompt_iterations + 1,
