@@ -65,10 +65,11 @@ class LM:
     _derived_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __reduce__(self):
-        """Pickled by reference, as what loads it, on the device the unpickling process puts models on: a job
-        crossing into a GPU call on ZeroGPU finds the model in that process's cache (forked from the app's, whose
-        models sit on ZeroGPU's emulated "cuda") instead of copying its weights."""
-        return load_lm, (self.name, self.dtype)
+        """Pickled by reference, as what loads it: a job crossing into a GPU call on ZeroGPU finds the model in the
+        call's worker's cache (forked from the app's process, whose models sit on ZeroGPU's emulated "cuda", and kept
+        for later calls; a model the app loaded after the worker started, the worker loads itself) instead of copying
+        its weights. The device goes by type ("cuda", not "cuda:0"), as the cache keys it."""
+        return load_lm, (self.name, self.dtype, self.device.type)
 
     def memo(self, namespace: str, max_entries: int = 64) -> Memo:
         """This model's memo for `namespace` (created on first use): values that depend only on the model and

@@ -411,7 +411,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
             settings,
             generation,
             stop=stop,
-            kind="pet-classifier",
+            kind=f"pet-classifier:{lm.name}",
             units=config.distil_steps,
             what="Training the distilled classifier",
             shorter="use fewer distillation steps or test texts",
@@ -498,10 +498,12 @@ class PatternScores:
 
 def pattern_model(lm, pool, test, dev, settings, method: str, alpha: float, generation, number, prompt, examples, stop):
     """Step 1 for one pattern, as a job of a backend (here, on a Ray worker or in a GPU call): the untrained
-    pattern's accuracy on `examples`, the model trained on them, its PETEvents, then its PatternScores (only the
-    scores travel back, never the weights)."""
-    gold = torch.tensor([e["label"] for e in examples])
-    before = float((label_log_probs(lm, prompt, examples).argmax(-1) == gold).float().mean())
+    pattern's accuracy on `examples` (generation 0 only), the model trained on them, its PETEvents, then its
+    PatternScores (only the scores travel back, never the weights)."""
+    before = float("nan")  # the ensemble weighs patterns by their accuracy before generation 0's training
+    if generation == 0:
+        gold = torch.tensor([e["label"] for e in examples])
+        before = float((label_log_probs(lm, prompt, examples).argmax(-1) == gold).float().mean())
     method, loss, name = method_config(method), _pattern_loss(alpha, pool, settings.seed), f"pattern {number}"
     trained = yield from _train(lm, prompt, method, examples, dev, settings, stop, generation, name, loss)
     if trained.stopped:

@@ -47,12 +47,29 @@ def _duration(seconds: float, *_) -> float:
     return seconds
 
 
+@dataclass
+class _CallEnded:
+    """The last item of every GPU call: the seconds its job took inside the call (not counting the wait for a GPU
+    or a worker's start), and the sentence of the PeftlabError it raised, if any: `spaces` would turn that error
+    into a bare "ZeroGPU worker error"."""
+
+    seconds: float
+    error: str | None = None
+
+
 def _in_gpu_call(seconds: float, job, arguments: tuple) -> Iterator:
-    """The items of `job(*arguments)` inside one GPU call. On ZeroGPU the call runs in a process forked from the
-    app's, and its arguments and items are pickled across: a model by reference (`LM.__reduce__`: the fork finds the
-    app's loaded models in its cache), a trained method as its trainable weights (`TrainedMethod.__reduce__`), and
-    never a stop flag (a threading.Event cannot cross): a Stop takes effect between calls."""
-    yield from job(*arguments)
+    """The items of `job(*arguments)` inside one GPU call, then its _CallEnded. On ZeroGPU the call runs in a worker
+    process forked from the app's (and kept for later calls), its arguments and items pickled across: a model by
+    reference (`LM.__reduce__`: the worker finds the app's models loaded before it started in its cache, and loads
+    others itself), a trained method as its trainable weights (`TrainedMethod.__reduce__`), and never a stop flag (a
+    threading.Event cannot cross): a Stop takes effect between calls."""
+    started = time.perf_counter()
+    try:
+        yield from job(*arguments)
+    except PeftlabError as exc:
+        yield _CallEnded(time.perf_counter() - started, str(exc))
+        return
+    yield _CallEnded(time.perf_counter() - started)
 
 
 try:
@@ -66,6 +83,23 @@ else:
 def _returning(function, *arguments) -> Iterator:
     """A function as a job: its one item is the function's value."""
     yield function(*arguments)
+
+
+def _through_gpu(asked: float, job, arguments: tuple) -> Iterator:
+    """The items of one GPU call of `asked` seconds; returns the seconds its job took inside the call.
+
+    Raises:
+        PeftlabError: the job's own, raised again here with its sentence.
+    """
+    ended = _CallEnded(float("nan"))
+    for item in gpu_call(asked, job, arguments):
+        if isinstance(item, _CallEnded):
+            ended = item
+        else:
+            yield item
+    if ended.error is not None:
+        raise PeftlabError(ended.error)
+    return ended.seconds
 
 
 def _check_call(asked: float, took: float, cap_s: float, what: str, shorter: str) -> None:
@@ -110,10 +144,19 @@ def on_gpu(
         )
     asked = DEFAULT_DURATION_S if per_unit is None else MARGIN * per_unit * units
     asked = min(MAX_DURATION_S, max(MIN_DURATION_S, asked))
-    started = time.perf_counter()
-    yield from gpu_call(asked, job, arguments)
-    took = time.perf_counter() - started
-    _SECONDS_PER_UNIT[kind] = max(per_unit or 0.0, took / max(units, 1e-9))
+    ended = "early"
+    try:
+        took = yield from _through_gpu(asked, job, arguments)
+        ended = "done"
+    except PeftlabError:
+        ended = "refused"  # the job's own sentence: it says nothing of its pace
+        raise
+    finally:
+        units = max(units, 1e-9)
+        if ended == "done":
+            _SECONDS_PER_UNIT[kind] = max(per_unit or 0.0, took / units)
+        elif ended == "early":  # aborted past its duration, or ended for an estimate: at least as slow as it asked
+            _SECONDS_PER_UNIT[kind] = max(per_unit or 0.0, asked / units)
     _check_call(asked, took, MAX_DURATION_S, what, shorter)
 
 
@@ -177,9 +220,14 @@ class GPUCalls:
         for index, arguments in enumerate(inputs):
             if stop is not None and stop.is_set():
                 return
-            asked, started = self.duration(), time.perf_counter()
-            for item in gpu_call(asked, job, (lm, *shared, *arguments, None)):
+            asked = self.duration()
+            calls = _through_gpu(asked, job, (lm, *shared, *arguments, None))
+            while True:
+                try:
+                    item = next(calls)
+                except StopIteration as end:
+                    took = end.value
+                    break
                 yield index, item
-            took = time.perf_counter() - started
             self.calls.append((asked, took))
             _check_call(asked, took, self.cap_s, "A training run", "make the runs shorter (fewer steps)")

@@ -240,7 +240,8 @@ def easy_csv(tmp_path_factory) -> str:
 def zero_gpu(monkeypatch) -> list[float]:
     """A ZeroGPU Space simulated on the CPU: SPACES_ZERO_GPU set, and every GPU call's job, arguments and items
     pickled across as `spaces` pickles them into and out of its forked worker (a job that leans on anything but its
-    pickled arguments, or yields what cannot cross, fails here). Returns the durations the calls asked for."""
+    pickled arguments, or yields what cannot cross, fails here), and any error but a gr.Error reaching the app as
+    spaces reports it, by its class's name only. Returns the durations the calls asked for."""
     import pickle
 
     from peftlab import zerogpu
@@ -248,10 +249,17 @@ def zero_gpu(monkeypatch) -> list[float]:
     asked = []
 
     def pickled_call(seconds, job, arguments):
+        import gradio as gr
+
         asked.append(seconds)
         job, arguments = pickle.loads(pickle.dumps((job, arguments)))
-        for item in job(*arguments):
-            yield pickle.loads(pickle.dumps(item))
+        try:
+            for item in zerogpu._in_gpu_call(seconds, job, arguments):  # the function spaces.GPU decorates
+                yield pickle.loads(pickle.dumps(item))
+        except gr.Error:
+            raise
+        except Exception as exc:  # as spaces reports any other error of a call: its class's name, no message
+            raise gr.Error(type(exc).__name__, title="ZeroGPU worker error") from None
 
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     monkeypatch.setattr(zerogpu, "gpu_call", pickled_call)

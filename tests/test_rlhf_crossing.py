@@ -103,3 +103,16 @@ def test_ppo_in_chunks_of_steps_crossing_between_them_gives_an_unbroken_run_s_nu
         torch.testing.assert_close(
             final.policy.response_outputs(batch)[1], result.policy.response_outputs(batch)[1], atol=0, rtol=0
         )
+
+
+def test_no_stage_result_has_a_class_attribute_that_would_hide_its_unbuilt_model():
+    """Crossing builds a model field on first use through __getattr__, which a class-level default would bypass."""
+    from peftlab.rlhf.crossing import Crossing
+    from peftlab.rlhf.dpo import DPOResult
+    from peftlab.rlhf.ppo import PPORun
+    from peftlab.rlhf.reward import RewardResult
+    from peftlab.rlhf.sft import SFTResult
+
+    for cls in (SFTResult, RewardResult, PPOResult, PPORun, DPOResult):
+        assert issubclass(cls, Crossing) and cls.MODELS
+        assert not any(hasattr(cls, name) for name in cls.MODELS), cls

@@ -130,7 +130,9 @@ def test_the_cloze_tab_classifies_and_evaluates_in_gpu_calls_with_the_numbers_it
     on_space = classify(**form), run_evaluation(None, **form)
     assert zero_gpu == [zerogpu.DEFAULT_DURATION_S] * 2  # one call each; the first of a kind asks the default
     again = run_evaluation(None, **form)
-    pace = zerogpu._SECONDS_PER_UNIT["cloze-evaluate:0"]  # the slowest seconds per text (one template) so far
+    pace = zerogpu._SECONDS_PER_UNIT[
+        f"cloze-evaluate:{tiny_causal_folder}:0"
+    ]  # the slowest seconds per text (one template) so far
     assert zero_gpu[2] == pytest.approx(max(MIN_DURATION_S, MARGIN * pace * 6))  # sized by the calls before
     monkeypatch.delenv("SPACES_ZERO_GPU")
     here = classify(**form), run_evaluation(None, **form)
@@ -149,7 +151,9 @@ def test_on_zero_gpu_a_job_longer_than_any_call_is_refused_before_it_starts(tiny
     from peftlab.ui.cloze_tab import run_evaluation
 
     form = cloze_form(tiny_causal_folder, easy_csv)
-    zerogpu._SECONDS_PER_UNIT["cloze-evaluate:0"] = 100.0  # as if each text took 100 s in an earlier call
+    zerogpu._SECONDS_PER_UNIT[f"cloze-evaluate:{tiny_causal_folder}:0"] = (
+        100.0  # as if each text took 100 s in an earlier call
+    )
     with pytest.raises(gr.Error) as refused:
         run_evaluation(None, **form)
     assert refused.value.message == (
@@ -319,3 +323,40 @@ def test_a_long_job_goes_one_step_first_then_as_many_steps_as_fit_half_the_longe
     assert zerogpu.steps_per_call("ppo", 40) == 1
     monkeypatch.delenv("SPACES_ZERO_GPU")
     assert zerogpu.steps_per_call("ppo", 40) == 40  # off ZeroGPU: the whole job at once
+
+
+def refusing():
+    raise PeftlabError("A sentence from inside the call.")
+
+
+def test_a_sentence_raised_inside_a_gpu_call_reaches_the_visitor_whole(tiny_causal_folder, zero_gpu, monkeypatch):
+    """spaces reports an error of a call by its class's name alone; peftlab's own sentences cross as items."""
+    import peftlab.ui.rlhf_tab as tab
+    from peftlab.ui.sessions import SESSIONS
+
+    with pytest.raises(PeftlabError, match=r"^A sentence from inside the call\.$"):
+        zerogpu.call_on_gpu(refusing, kind="refusing")
+    # in the app: the person's own rankings are checked inside the reward model's call
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
+    SESSIONS.get(None).values.pop("rlhf", None)
+    sft = dict(model=tiny_causal_folder, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=1)
+    list(tab.run_sft_stage(None, **sft, sft_learning_rate=1e-3, seed=0))
+    with pytest.raises(gr.Error) as shown:
+        tab.run_reward_stage(
+            None, source="my rankings", labeler="vader-positive", k=2, rm_pairs=4, rm_lora_r=0, rm_steps=1, seed=0
+        )
+    assert shown.value.message.startswith("Rank responses for at least 2 prompts first")
+    assert zerogpu._SECONDS_PER_UNIT.get("refusing") is None  # an error says nothing of a job's pace
+
+
+def test_a_call_aborted_past_its_duration_makes_the_next_of_its_kind_ask_for_twice_as_long(zero_gpu, monkeypatch):
+    def aborted(seconds, job, arguments):
+        zero_gpu.append(seconds)
+        raise gr.Error("GPU task aborted", title="ZeroGPU worker error")
+        yield  # a generator, like the decorated call
+
+    monkeypatch.setattr(zerogpu, "gpu_call", aborted)
+    for _ in range(2):
+        with pytest.raises(gr.Error, match="GPU task aborted"):
+            zerogpu.call_on_gpu(len, "texts", kind="slow", units=4)
+    assert zero_gpu == [zerogpu.DEFAULT_DURATION_S, MARGIN * zerogpu.DEFAULT_DURATION_S]

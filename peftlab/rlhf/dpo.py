@@ -69,14 +69,14 @@ class DPOEvent(Event):
     rejected_log_prob: float  # mean log π_θ(y_l|x)
 
 
-@dataclass
+@dataclass(eq=False)  # comparing two results would build their policies
 class DPOResult(Crossing):
     """The DPO policy: a copy of the SFT model with the trained LoRA adapter (disable it for the reference). It
     crosses processes as the SFT result it copies, its adapter's configuration and its tensors (`crossing`)."""
 
     MODELS = ("policy", "sft_model")
 
-    policy: torch.nn.Module
+    policy: torch.nn.Module = field(repr=False)
     history: list[DPOEvent] = field(default_factory=list)
     seconds: float = 0.0
     stopped: bool = False

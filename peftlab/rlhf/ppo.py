@@ -153,14 +153,14 @@ class PPOEvent(Event):
     sample: tuple[str, str] = ("", "")
 
 
-@dataclass
+@dataclass(eq=False)  # comparing two results would build their policies
 class PPOResult(Crossing):
     """The PPO policy and its steps. It crosses processes as the SFT result it copies, its adapter's configuration
     and its trained tensors (`crossing`)."""
 
     MODELS = ("policy",)
 
-    policy: PolicyWithValueHead
+    policy: PolicyWithValueHead = field(repr=False)
     history: list[PPOEvent] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -168,7 +168,7 @@ class PPOResult(Crossing):
         return _policy_crossing(self.policy, trainable=False)
 
 
-@dataclass
+@dataclass(eq=False)
 class PPORun(Crossing):
     """PPO between two steps: the policy, the optimiser's and the loss scaler's state, the KL controller, the batch
     sampler's random state, the steps done and their events. A run stopped after any step goes on from here in this
@@ -176,7 +176,7 @@ class PPORun(Crossing):
 
     MODELS = ("policy",)
 
-    policy: PolicyWithValueHead
+    policy: PolicyWithValueHead = field(repr=False)
     optimizer_state: dict | None
     scaler_state: dict | None
     controller: AdaptiveKLController | FixedKLController
@@ -274,69 +274,71 @@ def ppo_steps(
     controller, rng = run.controller, random.Random()
     rng.setstate(run.rng_state)
     started = time.perf_counter() - run.seconds
-    for step in range(run.steps_done + 1, min(until or config.steps, config.steps) + 1):
-        if stop is not None and stop.is_set():
-            break
-        batch_prompts = [rng.choice(prompts) for _ in range(config.batch_size)]
-        rollout = sample_responses(
-            policy.model,
-            tokenizer,
-            batch_prompts,
-            config.max_new_tokens,
-            seed=config.seed * 100_003 + step,
-            temperature=config.temperature,
-            top_k=config.top_k,
-            top_p=config.top_p,
-            for_ppo=True,
-        )
-        with torch.no_grad():
-            old_log_probs, old_values = policy.response_outputs(rollout)  # (B, R) each
-            ref_log_probs = response_forward(policy.reference_model, rollout)  # (B, R)
-            scores = reward_model.score(rollout.prompts, rollout.responses).to(old_log_probs.device)  # (B,)
-        mask = rollout.response_mask.to(old_log_probs.device, old_log_probs.dtype)  # (B, R)
-        rewards, kl = kl_penalized_rewards(scores, old_log_probs, ref_log_probs, mask, controller.value)
-        advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
-        advantages = whiten(advantages, mask)
-        losses = _optimise(
-            policy,
-            optimizer,
-            scaler,
-            parameters,
-            rollout,
-            mask,
-            old_log_probs,
-            old_values,
-            advantages,
-            returns,
-            config,
-            rng,
-            tokenizer,
-            demonstrations,
-        )
-        mean_kl = float(kl.sum(1).mean())
-        beta = controller.value
-        controller.update(mean_kl, config.batch_size)
-        labeler_scores = (
-            [labeler.score(p, r) for p, r in zip(rollout.prompts, rollout.responses)] if labeler else [float("nan")]
-        )
-        event = PPOEvent(
-            step=step,
-            mean_reward=float(scores.mean()),
-            mean_labeler_score=sum(labeler_scores) / len(labeler_scores),
-            mean_kl=mean_kl,
-            beta=beta,
-            **losses,
-            response_tokens=float(mask.sum(1).mean()),
-            elapsed=time.perf_counter() - started,
-            sample=(rollout.prompts[0], rollout.responses[0]),
-        )
-        run.history.append(event)
-        yield event
-    # what the next step needs, on the CPU: it may cross into another process (crossing)
-    run.optimizer_state = _on_cpu(optimizer.state_dict())
-    run.scaler_state = scaler.state_dict()
-    run.rng_state = rng.getstate()
-    run.seconds = time.perf_counter() - started
+    try:
+        for step in range(run.steps_done + 1, min(until or config.steps, config.steps) + 1):
+            if stop is not None and stop.is_set():
+                break
+            batch_prompts = [rng.choice(prompts) for _ in range(config.batch_size)]
+            rollout = sample_responses(
+                policy.model,
+                tokenizer,
+                batch_prompts,
+                config.max_new_tokens,
+                seed=config.seed * 100_003 + step,
+                temperature=config.temperature,
+                top_k=config.top_k,
+                top_p=config.top_p,
+                for_ppo=True,
+            )
+            with torch.no_grad():
+                old_log_probs, old_values = policy.response_outputs(rollout)  # (B, R) each
+                ref_log_probs = response_forward(policy.reference_model, rollout)  # (B, R)
+                scores = reward_model.score(rollout.prompts, rollout.responses).to(old_log_probs.device)  # (B,)
+            mask = rollout.response_mask.to(old_log_probs.device, old_log_probs.dtype)  # (B, R)
+            rewards, kl = kl_penalized_rewards(scores, old_log_probs, ref_log_probs, mask, controller.value)
+            advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
+            advantages = whiten(advantages, mask)
+            losses = _optimise(
+                policy,
+                optimizer,
+                scaler,
+                parameters,
+                rollout,
+                mask,
+                old_log_probs,
+                old_values,
+                advantages,
+                returns,
+                config,
+                rng,
+                tokenizer,
+                demonstrations,
+            )
+            mean_kl = float(kl.sum(1).mean())
+            beta = controller.value
+            controller.update(mean_kl, config.batch_size)
+            labeler_scores = (
+                [labeler.score(p, r) for p, r in zip(rollout.prompts, rollout.responses)] if labeler else [float("nan")]
+            )
+            event = PPOEvent(
+                step=step,
+                mean_reward=float(scores.mean()),
+                mean_labeler_score=sum(labeler_scores) / len(labeler_scores),
+                mean_kl=mean_kl,
+                beta=beta,
+                **losses,
+                response_tokens=float(mask.sum(1).mean()),
+                elapsed=time.perf_counter() - started,
+                sample=(rollout.prompts[0], rollout.responses[0]),
+            )
+            run.history.append(event)
+            yield event
+    finally:  # after the last step, a stop, or the caller closing the chunk after a step
+        # what the next step needs, on the CPU: it may cross into another process (crossing)
+        run.optimizer_state = _on_cpu(optimizer.state_dict())
+        run.scaler_state = scaler.state_dict()
+        run.rng_state = rng.getstate()
+        run.seconds = time.perf_counter() - started
 
 
 def _on_cpu(state):

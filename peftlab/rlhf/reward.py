@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -143,14 +143,14 @@ class RewardEvent(Event):
     heldout_accuracy: float  # nan between evaluations
 
 
-@dataclass
+@dataclass(eq=False)  # comparing two results would build their models
 class RewardResult(Crossing):
     """The reward model and its held-out accuracy. It crosses processes as the SFT result it copies, its LoRA
     adapter's configuration and its trained tensors (`crossing`)."""
 
     MODELS = ("model",)
 
-    model: RewardModel
+    model: RewardModel = field(repr=False)
     heldout_accuracy: float
     seconds: float
     heldout_correct: list[bool]  # per held-out comparison: the chosen response got the higher reward

@@ -53,14 +53,14 @@ class SFTEvent(Event):
     samples: list[tuple[str, str]] = field(default_factory=list)  # (prompt, response) on sampling steps
 
 
-@dataclass
+@dataclass(eq=False)  # comparing two results would build their models
 class SFTResult(Crossing):
     """The SFT policy (a plain model, frozen) and what it learned. It crosses processes as the base model's name and
     its adapter's files, or its whole state after full fine-tuning (`crossing`)."""
 
     MODELS = ("model",)
 
-    model: torch.nn.Module
+    model: torch.nn.Module = field(repr=False)
     adapter: dict[str, bytes] | None  # the LoRA adapter's PEFT files, saved before merging; None after full fine-tuning
     losses: list[float]
     seconds: float

@@ -76,7 +76,7 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
                 config.template,
                 train_size=config.train_size,
                 seed=config.seed,
-                kind="label-words",
+                kind=f"label-words:{lm.name}",
                 what="The label-word search",
             )
             verbalizer = verbalizer_lines(words)

@@ -50,7 +50,7 @@ def classify(**form):
         config.calibration,
         config.shots_in_context,
         config.seed,
-        kind="cloze-classify",
+        kind=f"cloze-classify:{form['model']}",
         what="Classifying the text",
     )
     tokens = pd.DataFrame(prediction.top_tokens, columns=["token at the mask", "probability"]).round(4)
@@ -87,7 +87,7 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
             split=task.zero_shot_split,
             batch_size=config.batch_size,
             progress=None if on_zero_gpu() else shown,  # a callback cannot cross into a GPU call
-            kind=f"cloze-evaluate:{config.shots_in_context}",
+            kind=f"cloze-evaluate:{lm.name}:{config.shots_in_context}",
             units=texts * len(templates),
             what=f"Scoring {texts} texts",
             shorter="score fewer test texts (a limit) or fewer templates",

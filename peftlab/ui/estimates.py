@@ -32,7 +32,14 @@ def measured_costs(lm: LM, task, template: str, verbalizer, scoring_lm: LM | Non
     key = (lm.name, scoring_lm.model.dtype, task.name, template)
     if key not in _COSTS:
         _COSTS[key] = call_on_gpu(
-            measure, scoring_lm, lm, task, template, verbalizer, kind="measure", what="Measuring a text and a step"
+            measure,
+            scoring_lm,
+            lm,
+            task,
+            template,
+            verbalizer,
+            kind=f"measure:{lm.name}",
+            what="Measuring a text and a step",
         )
     return _COSTS[key]
 

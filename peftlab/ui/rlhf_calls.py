@@ -73,7 +73,7 @@ def ppo_chunk(session: RLHFSession, labeler: str, config: PPOConfig, first: bool
 def ppo_in_chunks(session: RLHFSession, labeler: str, config: PPOConfig, stop) -> Iterator:
     """Step 3's PPOEvents and PPOResult, a chunk of steps per call (all of them in one off ZeroGPU); a stop between
     chunks ends the run with the policy so far."""
-    done, kind = 0, f"rlhf-ppo:{config.batch_size}:{config.max_new_tokens}:{config.epochs}"
+    done, kind = 0, f"rlhf-ppo:{session.lm.name}:{config.batch_size}:{config.max_new_tokens}:{config.epochs}"
     while True:
         until = done + steps_per_call(kind, config.steps - done)
         items = session_call(

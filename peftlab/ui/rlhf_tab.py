@@ -82,11 +82,11 @@ def _paced(request, stage: str, form: dict, on: tuple, config, plan: str, extra=
     return Paced(request, f"rlhf-{stage}", form, (*on, *cost_key(config)), config.steps, plan, extra)
 
 
-def _sized(name: str, config) -> dict:
-    """How a stage of `config.steps` steps sizes its GPU call on ZeroGPU (`zerogpu.on_gpu`): priced per step by the
-    settings that set a step's cost."""
+def _sized(name: str, model: str, config) -> dict:
+    """How a stage of `config.steps` steps sizes its GPU call on ZeroGPU (`zerogpu.on_gpu`): priced per step of
+    `model` by the settings that set a step's cost."""
     return dict(
-        kind=f"rlhf-{name}:{cost_key(config)}",
+        kind=f"rlhf-{name}:{model}:{cost_key(config)}",
         units=config.steps,
         what=f"{config.steps} {name} steps",
         shorter=f"use fewer {name} steps",
@@ -119,7 +119,7 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
     with (
         job(request, JOB) as (_, stop),
         closing(
-            session_call(session, stage, "run_sft", lm, data, config, stop=stop, **_sized("SFT", config))
+            session_call(session, stage, "run_sft", lm, data, config, stop=stop, **_sized("SFT", lm.name, config))
         ) as stages,
     ):
         for item in stages:
@@ -139,7 +139,8 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
                     metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"),
                     pd.DataFrame(samples),
                 )
-        note = f"{stopped_note(stop)} " if stop.is_set() else ""
+        # on ZeroGPU a Stop cannot reach a running call: the stage may have run to its end all the same
+        note = f"{stopped_note(stop)} " if stop.is_set() and len(session.sft.losses) < config.steps else ""
     result = session.sft
     yield (
         f"{note}SFT done: loss {result.losses[0]:.3f} → {result.losses[-1]:.3f} after {len(result.losses)} steps in "
@@ -171,8 +172,15 @@ def ranking_count(session: RLHFSession) -> str:
 @user_errors
 def sample_for_ranking(k, seed, request: gr.Request):
     session = _session(request)
+    session.need("sft")  # before the call: its sizing names the session's model
     (prompt, responses), *_ = session_call(
-        session, stage, "sample_for_ranking", int(k), int(seed), kind="rlhf-rank", what=f"Sampling {k} responses"
+        session,
+        stage,
+        "sample_for_ranking",
+        int(k),
+        int(seed),
+        kind=f"rlhf-rank:{session.lm.name}",
+        what=f"Sampling {k} responses",
     )
     return [f"**Prompt:** {prompt}", *ranking_slots(responses)]
 
@@ -189,7 +197,10 @@ def _sampling_pace(session: RLHFSession, key: tuple) -> Pace:
     """Seconds per response the SFT policy samples for ranking: from the last sampling on this machine, or from one
     batch of responses sampled now (a few seconds)."""
     if (pace := known_pace(key)) is None:
-        pace = Pace(0.0, call_on_gpu(_sampling_seconds, session, key[-1], kind="rlhf-sampling", what="Sampling"))
+        pace = Pace(
+            0.0,
+            call_on_gpu(_sampling_seconds, session, key[-1], kind=f"rlhf-sampling:{session.lm.name}", what="Sampling"),
+        )
         record_pace(key, pace)
     return pace
 
@@ -227,7 +238,7 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
             config,
             reward_config,
             stop=stop,
-            kind=f"rlhf-reward:{cost_key(reward_config)}",
+            kind=f"rlhf-reward:{session.lm.name}:{cost_key(reward_config)}",
             units=sampled + reward_config.steps,  # responses sampled and steps trained, priced alike per kind
             what=plan[0].upper() + plan[1:],
             shorter="rank fewer prompts (or K) or train fewer steps",
@@ -242,9 +253,8 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
             paced.record(item)  # its steps are cheap beside the sampling: priced for the next press, never stopped
             history.append(asdict(item))
             progress(item.step / reward_config.steps, desc=f"reward model step {item.step}")
-        note = (
-            f"{stopped_note(stop)} Kept after {len(history)} of {reward_config.steps} steps. " if stop.is_set() else ""
-        )
+        stopped = stop.is_set() and len(history) < reward_config.steps  # a Stop may come too late for a GPU call
+        note = f"{stopped_note(stop)} Kept after {len(history)} of {reward_config.steps} steps. " if stopped else ""
     frame = pd.DataFrame(history).ffill()
     plot = (
         metric_curve(frame, "step", ["loss", "train_accuracy", "heldout_accuracy"], "Reward model training")
@@ -320,7 +330,9 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
     # closed on every way out: DPO trains in a thread of its own, which a stage left for its estimate must end
     with (
         job(request, JOB) as (_, stop),
-        closing(session_call(session, stage, "run_dpo", config, stop=stop, **_sized("DPO", config))) as stages,
+        closing(
+            session_call(session, stage, "run_dpo", config, stop=stop, **_sized("DPO", session.lm.name, config))
+        ) as stages,
     ):
         for item in stages:
             if isinstance(item, DPOResult):
@@ -354,6 +366,7 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
 @user_errors
 def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
     session = _session(request)
+    session.need("sft")  # before the call: its sizing names the session's model
     comparison, *_ = session_call(
         session,
         stage,
@@ -361,7 +374,7 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
         labeler_name,
         int(prompts),
         int(seed),
-        kind="rlhf-evaluate",
+        kind=f"rlhf-evaluate:{session.lm.name}",
         units=int(prompts),
         what=f"Answering {int(prompts)} held-out prompts",
         shorter="answer fewer prompts",
@@ -398,7 +411,9 @@ def download_stage(stage, request: gr.Request):
     session = _session(request)
     session.need(DOWNLOADS[stage])
     path = SESSIONS.get(request).download(session.lm.name, "rlhf", stage, suffix="zip")
-    return call_on_gpu(saved_zip, session, DOWNLOADS[stage], str(path), kind="rlhf-save", what="Saving the weights")
+    return call_on_gpu(
+        saved_zip, session, DOWNLOADS[stage], str(path), kind=f"rlhf-save:{session.lm.name}", what="Saving the weights"
+    )
 
 
 def samples_table() -> gr.Dataframe:

@@ -181,7 +181,9 @@ def classify_with(method, text, request: gr.Request):
         raise PeftlabError("Type a text to classify.")
     trained = trained_by_method[method]
     example = {name: text for name in trained.prompt.template.fields} | {"label": 0}
-    log_probs = call_on_gpu(trained.log_probs, [example], kind="trained-classify", what="Classifying the text")
+    log_probs = call_on_gpu(
+        trained.log_probs, [example], kind=f"trained-classify:{trained.lm.name}:{method}", what="Classifying the text"
+    )
     return label_probability_bars(dict(zip(trained.prompt.verbalizer.words, map(float, log_probs[0].exp()))), method)
 
 

@@ -164,7 +164,7 @@ def classify_review(review: str):
         [START_TEMPLATE],
         START_VERBALIZER,
         "none",
-        kind="cloze-classify",
+        kind=f"cloze-classify:{DEFAULT_MODEL}",
         what="Classifying the review",
     )
     label, probability = max(prediction.label_probs.items(), key=lambda item: item[1])
@@ -187,7 +187,7 @@ def score_test_reviews(request: gr.Request, progress=gr.Progress()):
                 START_VERBALIZER,
                 calibration,
                 limit=STEP_TEXTS,
-                kind="cloze-evaluate:0",
+                kind=f"cloze-evaluate:{DEFAULT_MODEL}:0",
                 units=STEP_TEXTS,
                 what=f"Scoring {STEP_TEXTS} reviews",
             )
