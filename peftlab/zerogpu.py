@@ -127,11 +127,14 @@ def on_gpu(
 
     `units` is the job's size (texts to score, search iterations; 1 for one text): the call asks for MARGIN times
     the slowest seconds per unit of the earlier calls of its `kind` in this process (DEFAULT_DURATION_S for the
-    first), between MIN_DURATION_S and MAX_DURATION_S. A job that no call can hold is refused before it starts.
+    first), between MIN_DURATION_S and MAX_DURATION_S. A job that no call can hold is refused before it starts. A
+    call that ends early (ZeroGPU aborted it, or the caller closed it) counts as at least as slow as it asked, so the
+    next call of its kind asks for twice as long.
 
     Raises:
         PeftlabError: the job would take longer than one call may last (before it starts), or it took longer than
-            its call asked for (ZeroGPU aborts such a call). `what` and `shorter` word the sentence.
+            its call asked for (ZeroGPU aborts such a call), `what` and `shorter` wording the sentence; or the job's
+            own, raised inside the call and raised again here with its sentence.
     """
     if not on_zero_gpu():
         yield from job(*arguments, *([] if stop is None else [stop]))
