@@ -7,10 +7,12 @@ model it was trained on, the template and the verbalizer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from peftlab.errors import PeftlabError
@@ -46,6 +48,29 @@ def save_trained(trained: TrainedMethod, folder: str | Path) -> Path:
 def zip_trained(trained: TrainedMethod, zip_path: str | Path) -> Path:
     """The saved method as one zip file (what the app offers for download)."""
     return zip_saved(lambda folder: save_trained(trained, folder), zip_path)
+
+
+def saved_files(save) -> dict[str, bytes]:
+    """What `save(folder)` writes into an empty temporary folder, as {file name: bytes}: saved weights held in memory
+    (to pickle them, or to keep a PEFT adapter's files once the adapter is merged away)."""
+    with tempfile.TemporaryDirectory() as folder:
+        save(Path(folder))
+        return {file.name: file.read_bytes() for file in Path(folder).iterdir() if file.is_file()}
+
+
+def write_files(files: dict[str, bytes], folder: Path) -> Path:
+    """Write `saved_files`' {file name: bytes} into `folder` (created if needed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+@contextlib.contextmanager
+def folder_with(files: dict[str, bytes]) -> Iterator[Path]:
+    """A temporary folder holding `files` ({file name: bytes}) for the block, for loaders that read a folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        yield write_files(files, Path(folder))
 
 
 def zip_saved(save, zip_path: str | Path) -> Path:

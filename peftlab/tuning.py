@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import resource
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -82,9 +81,9 @@ class TrainedMethod:
         """Pickled as its saved files (the method's own `save`: trainable weights only) and what rebuilds the rest
         from the cached model: a method crosses into a GPU call (`zerogpu`) without its frozen copy of the model
         (`LM` pickles by reference)."""
-        with tempfile.TemporaryDirectory() as folder:
-            self.config.save(self.model, Path(folder))
-            files = {file.name: file.read_bytes() for file in Path(folder).iterdir()}
+        from peftlab.saving import saved_files  # saving builds on this module
+
+        files = saved_files(lambda folder: self.config.save(self.model, folder))
         kept = (self.trainable_params, self.train_seconds, self.steps_done, self.history, self.stopped)
         return _rebuilt, (self.config, self.lm, self.prompt, files, kept)
 
@@ -112,10 +111,10 @@ class TrainedMethod:
 
 def _rebuilt(config: MethodConfig, lm: LM, prompt: Prompt, files: dict[str, bytes], kept: tuple) -> TrainedMethod:
     """A TrainedMethod from its pickle (`TrainedMethod.__reduce__`)."""
-    with tempfile.TemporaryDirectory() as folder:
-        for name, data in files.items():
-            (Path(folder) / name).write_bytes(data)
-        model = config.load(lm, prompt, Path(folder))
+    from peftlab.saving import folder_with  # saving builds on this module
+
+    with folder_with(files) as folder:
+        model = config.load(lm, prompt, folder)
     return TrainedMethod(config, lm, prompt, model, *kept)
 
 

@@ -9,7 +9,6 @@ never modified, and the result is a plain model: the SFT policy, and later PPO's
 from __future__ import annotations
 
 import copy
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -25,6 +24,7 @@ from peftlab.models import LM
 from peftlab.rlhf.crossing import Crossing, load_trainable_state, remember_sft, trainable_state
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import encode_pairs, response_forward, sample_responses
+from peftlab.saving import folder_with, saved_files, write_files
 from peftlab.seeding import seeded
 from peftlab.training import Event, TrainingLoop
 
@@ -80,9 +80,7 @@ class SFTResult(Crossing):
         """The trained weights in `folder`: the LoRA adapter (PEFT files), or the whole model after full fine-tuning."""
         folder = Path(folder)
         if self.adapter is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, data in self.adapter.items():
-                (folder / name).write_bytes(data)
+            write_files(self.adapter, folder)
         else:
             self.model.save_pretrained(folder)
         return folder
@@ -94,10 +92,8 @@ def _sft_model(lm: LM, adapter: dict[str, bytes] | None, full: dict | None) -> t
     if adapter is not None:
         from peft import PeftModel
 
-        with tempfile.TemporaryDirectory() as folder:
-            for name, data in adapter.items():
-                (Path(folder) / name).write_bytes(data)
-            model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+        with folder_with(adapter) as folder:
+            model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
     else:
         load_trainable_state(model, full)
     return model.requires_grad_(False).eval()
@@ -171,9 +167,7 @@ def train_sft(
         )
     adapter = None
     if config.method == "lora":
-        with tempfile.TemporaryDirectory(prefix="peftlab-sft-") as folder:
-            model.save_pretrained(folder)  # merging below removes the adapter, so its files are kept first
-            adapter = {file.name: file.read_bytes() for file in Path(folder).iterdir() if file.is_file()}
+        adapter = saved_files(model.save_pretrained)  # merging below removes the adapter: its files are kept first
         model = model.merge_and_unload()
     model.requires_grad_(False)
     yield SFTResult(model.eval(), adapter, losses, time.perf_counter() - started, lm)
