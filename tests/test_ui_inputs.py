@@ -50,6 +50,29 @@ def test_inputs_carry_the_fields_range_choices_and_help(monkeypatch):
         capped.preprocess(61)
 
 
+def test_a_stages_inputs_say_whose_setting_they_are():
+    """The RLHF tab has four "steps" (SFT, reward model, PPO, DPO): each input and its messages name its stage, as
+    the library's own messages do; a method's settings, whose subject names the method, keep their label."""
+    import gradio as gr
+
+    from peftlab.methods import LoraMethod
+    from peftlab.rlhf.dpo import DPOConfig
+    from peftlab.rlhf.ppo import PPOConfig
+    from peftlab.rlhf.reward import RewardConfig
+    from peftlab.rlhf.sft import SFTConfig
+
+    with gr.Blocks():
+        labels = [config_input(cls, "steps").label for cls in (SFTConfig, RewardConfig, PPOConfig, DPOConfig)]
+        beta = config_input(DPOConfig, "beta")
+        rank = config_input(LoraMethod, "r")
+    assert labels == ["SFT steps", "Reward model steps", "PPO steps", "DPO steps"]
+    assert beta.label == "DPO beta" and rank.label == "R"
+    with pytest.raises(gr.Error, match=r"SFT steps must be at least 1, not 0\."):
+        config_input(SFTConfig, "steps").preprocess(0)
+    with pytest.raises(PeftlabError, match=r"^Reward model LoRA rank must be 0 \(head only\) or more, not -1\.$"):
+        config_from_form(RewardConfig, {"lora_r": -1})
+
+
 def test_form_values_become_a_config_and_bad_ones_name_the_input(monkeypatch):
     grid = config_from_form(GridConfig, {"methods": ["lora"], "shots": "8, 16", "seeds": "13", "test_limit": 50.0})
     assert grid == GridConfig(methods=("lora",), shots=(8, 16), seeds=(13,), test_limit=50)

@@ -10,6 +10,7 @@ turns them into configs with `config_from_form`, whose messages call a setting b
 from __future__ import annotations
 
 import dataclasses
+import string
 import typing
 
 import gradio as gr
@@ -48,8 +49,16 @@ def named_bounds(component: gr.Number | gr.Slider) -> gr.Number | gr.Slider:
     return component
 
 
-def ui_label(item: dataclasses.Field) -> str:
-    return capitalised(label_of(item))
+def ui_label(cls: type[Config], item: dataclasses.Field) -> str:
+    """What the app calls a setting: its label inside its class's subject where that names nothing but the label
+    ("SFT {label}" makes "SFT steps"), so the four "Steps" boxes of the RLHF tab say whose steps they count, and
+    their messages say it too; otherwise its label alone."""
+    template = item.metadata.get("subject") or cls.subject
+    placeholders = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    label = label_of(item)
+    if placeholders and placeholders <= {"label", "Label"}:
+        label = template.format(label=label, Label=capitalised(label))
+    return capitalised(label)
 
 
 def config_input(cls: type[Config], name: str, component: type | None = None, **options) -> gr.components.Component:
@@ -59,7 +68,7 @@ def config_input(cls: type[Config], name: str, component: type | None = None, **
     meta, kind = item.metadata, _base_type(typing.get_type_hints(cls)[name])
     caps = current_caps()
     cap_note = caps.note(meta["cap"]) if meta["cap"] else ""
-    kwargs: dict = dict(label=ui_label(item), info="; ".join(p for p in (meta["help"], cap_note) if p))
+    kwargs: dict = dict(label=ui_label(cls, item), info="; ".join(p for p in (meta["help"], cap_note) if p))
     if component is None:
         component = (
             gr.Radio
@@ -102,20 +111,20 @@ def config_from_form(cls: type[Config], form: dict, prefix: str = "", **values) 
         value, kind = form[key], _base_type(hints[item.name])
         if kind is tuple:
             value = tuple(
-                parse_list(value, _item_type(hints[item.name]), ui_label(item))
+                parse_list(value, _item_type(hints[item.name]), ui_label(cls, item))
                 if isinstance(value, str)
                 else value or ()
             )
         elif kind is int and isinstance(value, float) and value.is_integer():
             value = int(value)  # a number box may hand back 30.0
         if item.metadata["cap"] and value not in (None, ()):
-            caps.check(item.metadata["cap"], max(value) if kind is tuple else value, ui_label(item))
+            caps.check(item.metadata["cap"], max(value) if kind is tuple else value, ui_label(cls, item))
         values[item.name] = value
     try:
         return cls(**values)
     except SettingError as exc:  # the message calls the setting what the app calls it
         if any(exc.item is item for item in cls.settings()):
-            raise PeftlabError(exc.phrased(ui_label(exc.item))) from None
+            raise PeftlabError(exc.phrased(ui_label(cls, exc.item))) from None
         raise
 
 
