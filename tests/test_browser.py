@@ -113,7 +113,9 @@ def enter(box, value: str) -> None:
     expect(box).to_have_value(value)
 
 
-def test_classify_one_text_shows_the_label_probability_chart(chromium, browser, app_url, tmp_path):
+def test_classify_one_text_shows_the_label_probability_chart_and_a_failed_press_empties_it(
+    chromium, browser, app_url, tmp_path
+):
     require_browser(chromium[1])
     from playwright.sync_api import expect
 
@@ -144,6 +146,12 @@ def test_classify_one_text_shows_the_label_probability_chart(chromium, browser, 
         page.screenshot(path=str(screenshot), full_page=True)
         print(f"screenshot: {screenshot}")
         assert screenshot.stat().st_size > 0
+
+        # A press that fails empties the answer to the press before: no chart left as if it answered the bad template.
+        page.locator("#tab-cloze").get_by_label("Template(s)").fill("Review: {text}")
+        page.get_by_role("button", name="Classify", exact=True).click()
+        expect(page.get_by_text("The template must contain exactly one {mask}").first).to_be_visible(timeout=30_000)
+        expect(chart).to_have_count(0, timeout=10_000)
     finally:
         page.close()
 

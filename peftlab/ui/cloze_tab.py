@@ -10,6 +10,7 @@ from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.ui.common import (
     START_TEMPLATE,
     action_row,
+    answer,
     check_test_texts,
     heavy,
     job,
@@ -144,14 +145,18 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
     )
 
     on_task_change(source, suggest, [templates, verbalizer], api_name="suggest_prompt")
-    classify_button.click(
-        classify, inputs_kwargs=form | {"text": text}, outputs=[label_plot, top_tokens], api_name="classify", **light()
+    classified = [label_plot, top_tokens]
+    answer(
+        classify_button.click(
+            classify, inputs_kwargs=form | {"text": text}, outputs=classified, api_name="classify", **light()
+        ),
+        classified,
     )
-    evaluate_button.click(
-        run_evaluation,
-        inputs_kwargs=form | {"limit": limit},
-        outputs=[summary, confusion_plot, errors, predictions_file],
-        api_name="evaluate",
-        **heavy(),
+    evaluated = [summary, confusion_plot, errors, predictions_file]
+    answer(
+        evaluate_button.click(
+            run_evaluation, inputs_kwargs=form | {"limit": limit}, outputs=evaluated, api_name="evaluate", **heavy()
+        ),
+        evaluated,
     )
     return {"model": source["model"], "task": source["task"], "templates": templates, "verbalizer": verbalizer}

@@ -61,6 +61,21 @@ def light() -> dict:
     return dict(concurrency_id="light", concurrency_limit=4)
 
 
+def answer(event, outputs: list) -> None:
+    """Mark `outputs` of `event` (a press's Dependency) as the answer to one press (a classification, an
+    evaluation, a table, a download): when a later press fails, they are emptied, instead of keeping the answer to
+    the press before under gradio's "Error" badge as if it answered the inputs that failed. (Not for a stage whose
+    outputs show what the session keeps, such as an RLHF stage: that stays true after a failed press.)"""
+    event.failure(
+        lambda: [None] * len(outputs) if len(outputs) > 1 else None,
+        None,
+        outputs,
+        queue=False,
+        show_progress="hidden",
+        api_visibility="private",
+    )
+
+
 INSTANT = dict(concurrency_limit=None)  # Stop buttons and pure UI updates: no queue at all
 
 

@@ -31,6 +31,7 @@ from peftlab.ui.common import (
     INSTANT,
     START_TEMPLATE,
     action_row,
+    answer,
     backend_line,
     check_test_texts,
     heavy,
@@ -283,13 +284,8 @@ def build_compare_tab(tab: gr.Tab) -> None:
         api_name="standard_comparison_stop",
         **INSTANT,
     )
-    show.click(
-        show_comparison,
-        [task, model],
-        [status, table, by_parameters, by_seconds, apart, table_file, report_file],
-        api_name="compare_show",
-        **light(),
-    )
+    shown = [status, table, by_parameters, by_seconds, apart, table_file, report_file]
+    answer(show.click(show_comparison, [task, model], shown, api_name="compare_show", **light()), shown)
     list_button.click(list_results, None, [listing], api_name="results_list", **INSTANT)
     export_button.click(export_results, None, [export_file], api_name="results_export", **light())
     import_file.upload(import_results, [import_file], [manage_status, listing], api_name="results_import", **light())

@@ -39,6 +39,7 @@ from peftlab.ui.common import (
     INSTANT,
     START_TEMPLATE,
     action_row,
+    answer,
     backend_line,
     check_test_texts,
     heavy,
@@ -198,8 +199,14 @@ def trained_method_panel(noun: str, classify_api: str, download_api: str) -> tup
     with gr.Row() as downloads:
         download_button = gr.Button(f"Download the {noun} (zip)")
         download_file = gr.File(label=noun.capitalize())
-    classify_button.click(classify_with, [picker, text], [probabilities], api_name=classify_api, **light())
-    download_button.click(download_trained, [picker], [download_file], api_name=download_api, **light())
+    answer(
+        classify_button.click(classify_with, [picker, text], [probabilities], api_name=classify_api, **light()),
+        [probabilities],
+    )
+    answer(
+        download_button.click(download_trained, [picker], [download_file], api_name=download_api, **light()),
+        [download_file],
+    )
     return picker, downloads
 
 

@@ -17,6 +17,7 @@ from peftlab.tasks import load_task
 from peftlab.ui.common import (
     START_TEMPLATE,
     START_VERBALIZER,
+    answer,
     heavy,
     job,
     keep_results,
@@ -228,6 +229,13 @@ def build_start_tab(tabs: gr.Tabs, compare_tab_id: str) -> None:
     with gr.Accordion("Every method, in one sentence, with its paper", open=False):
         gr.Markdown(methods_markdown())
 
-    classify_button.click(classify_review, [review], [verdict, probabilities], api_name="start_classify", **light())
-    score_button.click(score_test_reviews, None, [scores_summary, scores], api_name="start_score", **heavy())
+    classified = [verdict, probabilities]
+    answer(
+        classify_button.click(classify_review, [review], classified, api_name="start_classify", **light()),
+        classified,
+    )
+    answer(
+        score_button.click(score_test_reviews, None, [scores_summary, scores], api_name="start_score", **heavy()),
+        [scores_summary, scores],
+    )
     compare_button.click(lambda: gr.Tabs(selected=compare_tab_id), None, [tabs], queue=False)
