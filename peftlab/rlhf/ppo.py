@@ -62,7 +62,7 @@ class PPOConfig(Config):
     learning_rate: float = setting(3e-4, "Adam learning rate of the LoRA adapter and the value head", above=0)
     lora_r: int = setting(16, "rank of the policy's LoRA adapter", minimum=1, label="LoRA rank")
     beta: float = setting(
-        0.4,
+        0.3,
         "KL coefficient: reward - beta * (log pi - log pi_ref) per token (the start value when "
         "adaptive); checked by the KL controller",
         label="KL coefficient β",
