@@ -55,10 +55,9 @@ def ui_label(cls: type[Config], item: dataclasses.Field) -> str:
     their messages say it too; otherwise its label alone."""
     template = item.metadata.get("subject") or cls.subject
     placeholders = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-    label = label_of(item)
     if placeholders and placeholders <= {"label", "Label"}:
-        label = template.format(label=label, Label=capitalised(label))
-    return capitalised(label)
+        return capitalised(cls().field_subject(item))
+    return capitalised(label_of(item))
 
 
 def config_input(cls: type[Config], name: str, component: type | None = None, **options) -> gr.components.Component:
