@@ -46,7 +46,8 @@ def setting(
     Args:
         default: the working default (tuples for sequences: defaults are shared).
         help: one line for `--help` and the app's info text.
-        label: what people call it (the app's label, the messages' subject); default: the name with spaces.
+        label: what people call it (the app's label and the messages' subject, both inside the class's
+            `subject` when that holds only the label: "SFT {label}"); default: the name with spaces.
         minimum / above / maximum: the value must be >= minimum, > above, <= maximum.
         choices: the allowed values.
         requirement: the rule in words, when the derived one ("at least 1") says too little.

@@ -152,6 +152,8 @@ def test_classify_one_text_shows_the_label_probability_chart_and_a_failed_press_
         page.get_by_role("button", name="Classify", exact=True).click()
         expect(page.get_by_text("The template must contain exactly one {mask}").first).to_be_visible(timeout=30_000)
         expect(chart).to_have_count(0, timeout=10_000)
+        # ... and the emptied outputs keep gradio's "Error" badge (the toast fades; the badge says what happened).
+        expect(page.locator("#tab-cloze").get_by_text("Error", exact=True).first).to_be_visible()
     finally:
         page.close()
 

@@ -151,6 +151,7 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
             classify, inputs_kwargs=form | {"text": text}, outputs=classified, api_name="classify", **light()
         ),
         classified,
+        classify_button,
     )
     evaluated = [summary, confusion_plot, errors, predictions_file]
     answer(
@@ -158,5 +159,6 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
             run_evaluation, inputs_kwargs=form | {"limit": limit}, outputs=evaluated, api_name="evaluate", **heavy()
         ),
         evaluated,
+        evaluate_button,
     )
     return {"model": source["model"], "task": source["task"], "templates": templates, "verbalizer": verbalizer}

@@ -61,17 +61,26 @@ def light() -> dict:
     return dict(concurrency_id="light", concurrency_limit=4)
 
 
-def answer(event, outputs: list) -> None:
-    """Mark `outputs` of `event` (a press's Dependency) as the answer to one press (a classification, an
-    evaluation, a table, a download): when a later press fails, they are emptied, instead of keeping the answer to
-    the press before under gradio's "Error" badge as if it answered the inputs that failed. (Not for a stage whose
-    outputs show what the session keeps, such as an RLHF stage: that stays true after a failed press.)"""
+def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple = ()) -> None:
+    """Mark `outputs` of `event` (the Dependency of a press of `pressed`) as the answer to one press (a
+    classification, an evaluation, a table, a download): when a later press fails they are emptied, and those in
+    `hidden` (shown only when they have rows) hidden, instead of keeping the answer to the press before under
+    gradio's "Error" badge as if it answered the inputs that failed. The emptying shows its progress on `pressed`,
+    so the outputs keep their badge. Not for a stage whose outputs show what the session keeps (an RLHF stage: that
+    stays true after a failed press). A `cancels=` on another event would empty them too (gradio counts a cancelled
+    event as failed); the app's Stop buttons set the session's stop flag instead."""
+
+    def emptied():
+        values = [gr.update(value=None, visible=False) if any(c is h for h in hidden) else None for c in outputs]
+        return values if len(values) > 1 else values[0]
+
     event.failure(
-        lambda: [None] * len(outputs) if len(outputs) > 1 else None,
+        emptied,
         None,
         outputs,
         queue=False,
         show_progress="hidden",
+        show_progress_on=[pressed],
         api_visibility="private",
     )
 

@@ -285,8 +285,23 @@ def build_compare_tab(tab: gr.Tab) -> None:
         **INSTANT,
     )
     shown = [status, table, by_parameters, by_seconds, apart, table_file, report_file]
-    answer(show.click(show_comparison, [task, model], shown, api_name="compare_show", **light()), shown)
+    answer(show.click(show_comparison, [task, model], shown, api_name="compare_show", **light()), shown, show, (apart,))
     list_button.click(list_results, None, [listing], api_name="results_list", **INSTANT)
-    export_button.click(export_results, None, [export_file], api_name="results_export", **light())
-    import_file.upload(import_results, [import_file], [manage_status, listing], api_name="results_import", **light())
-    delete_button.click(delete_results, [ids], [manage_status, listing], api_name="results_delete", **INSTANT)
+    answer(
+        export_button.click(export_results, None, [export_file], api_name="results_export", **light()),
+        [export_file],
+        export_button,
+    )
+    # the listing stays: it shows the store, which a failed import or delete leaves as it was
+    answer(
+        import_file.upload(
+            import_results, [import_file], [manage_status, listing], api_name="results_import", **light()
+        ),
+        [manage_status],
+        import_file,
+    )
+    answer(
+        delete_button.click(delete_results, [ids], [manage_status, listing], api_name="results_delete", **INSTANT),
+        [manage_status],
+        delete_button,
+    )

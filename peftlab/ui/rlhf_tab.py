@@ -27,6 +27,7 @@ from peftlab.rlhf.sft import SFTConfig, SFTResult
 from peftlab.ui.common import (
     INSTANT,
     action_row,
+    answer,
     heavy,
     intro,
     job,
@@ -482,7 +483,7 @@ def build_rlhf_tab() -> None:
         source = gr.Radio(list(RANKING_SOURCES), value=RANKING_SOURCES[0], label="Comparisons from")
         k = config_input(PipelineConfig, "k", minimum=2)
         rm_pairs = config_input(PipelineConfig, "rm_pairs")
-        rm_lora = config_input(RewardConfig, "lora_r", label="LoRA rank (0 = head only)")
+        rm_lora = config_input(RewardConfig, "lora_r", label="Reward model LoRA rank (0 = head only)")
         rm_steps = config_input(RewardConfig, "steps", elem_id="rlhf-rm-steps")
         rm_button = gr.Button("Train the reward model", variant="primary")
         rm_stop = gr.Button("Stop", variant="stop")
@@ -603,11 +604,16 @@ def build_rlhf_tab() -> None:
         **heavy(),
     )
     dpo_stop.click(stop_handler(JOB, "DPO"), None, [dpo_status], api_name="rlhf_dpo_stop", **INSTANT)
-    eval_button.click(
-        evaluate_stage,
-        [labeler, eval_prompts, seed],
-        [eval_status, eval_table, eval_plot, frontier_plot],
-        api_name="rlhf_evaluate",
-        **heavy(),
+    evaluated = [eval_status, eval_table, eval_plot, frontier_plot]  # not kept by the session: one press's answer
+    answer(
+        eval_button.click(
+            evaluate_stage, [labeler, eval_prompts, seed], evaluated, api_name="rlhf_evaluate", **heavy()
+        ),
+        evaluated,
+        eval_button,
     )
-    download_button.click(download_stage, [stage], [download_file], api_name="rlhf_download", **light())
+    answer(
+        download_button.click(download_stage, [stage], [download_file], api_name="rlhf_download", **light()),
+        [download_file],
+        download_button,
+    )

@@ -202,10 +202,12 @@ def trained_method_panel(noun: str, classify_api: str, download_api: str) -> tup
     answer(
         classify_button.click(classify_with, [picker, text], [probabilities], api_name=classify_api, **light()),
         [probabilities],
+        classify_button,
     )
     answer(
         download_button.click(download_trained, [picker], [download_file], api_name=download_api, **light()),
         [download_file],
+        download_button,
     )
     return picker, downloads
 
@@ -340,8 +342,12 @@ def build_soft_prompts_tab() -> None:
     stop_button.click(
         stop_handler("soft-prompts", "the comparison"), None, [status], api_name="compare_stop", **INSTANT
     )
-    upload_trained.upload(
-        load_saved, [upload_trained], [trained_method, load_status], api_name="load_trained", **light()
+    answer(
+        upload_trained.upload(
+            load_saved, [upload_trained], [trained_method, load_status], api_name="load_trained", **light()
+        ),
+        [load_status],  # not the picker: it lists the methods the session keeps
+        upload_trained,
     )
 
     with gr.Accordion("Sweep one setting", open=False):

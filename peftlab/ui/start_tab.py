@@ -233,9 +233,11 @@ def build_start_tab(tabs: gr.Tabs, compare_tab_id: str) -> None:
     answer(
         classify_button.click(classify_review, [review], classified, api_name="start_classify", **light()),
         classified,
+        classify_button,
     )
     answer(
         score_button.click(score_test_reviews, None, [scores_summary, scores], api_name="start_score", **heavy()),
         [scores_summary, scores],
+        score_button,
     )
     compare_button.click(lambda: gr.Tabs(selected=compare_tab_id), None, [tabs], queue=False)
