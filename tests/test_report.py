@@ -90,3 +90,17 @@ def test_the_report_from_the_store_alone_is_the_same_twice(tmp_path):
     second = report_html(compare(ResultStore(tmp_path / "r.sqlite").rows()), ResultStore(tmp_path / "r.sqlite").rows())
     assert first == second
     assert "zero-shot · mean" in first and "chart-0-0" in first and "chart-0-1" in first
+
+
+def test_the_compare_panel_says_what_to_do_when_nothing_is_stored_and_counts_its_rows(monkeypatch, tmp_path):
+    import gradio as gr
+
+    from peftlab.ui.compare_tab import show_comparison
+
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "results.sqlite"))
+    with pytest.raises(gr.Error, match=r"Nothing is stored yet: run a method in any tab"):
+        show_comparison(None, None, None)
+    ResultStore().add([row("zero-shot · mean", GOLD, kind="cloze")])
+    with pytest.raises(gr.Error, match=r"Pick a task and a model: the lists hold those with stored results"):
+        show_comparison(None, None, None)
+    assert "**tiny · tiny-llama**: 1 result. Test split" in show_comparison("tiny", "tiny-llama", None)[0]

@@ -66,7 +66,7 @@ def test_a_stages_inputs_say_whose_setting_they_are():
         beta = config_input(DPOConfig, "beta")
         rank = config_input(LoraMethod, "r")
     assert labels == ["SFT steps", "Reward model steps", "PPO steps", "DPO steps"]
-    assert beta.label == "DPO beta" and rank.label == "R"
+    assert beta.label == "DPO β" and rank.label == "R"
     with pytest.raises(gr.Error, match=r"SFT steps must be at least 1, not 0\."):
         config_input(SFTConfig, "steps").preprocess(0)
     with pytest.raises(PeftlabError, match=r"^Reward model LoRA rank must be 0 \(head only\) or more, not -1\.$"):

@@ -51,7 +51,7 @@ class DPOConfig(Config):
     # at 2.5e-4, +0.603 / 8.98 at 5e-4 (β 0.5: +0.264 / 1.12); 2.5e-4 gains most within PPO's bound of 5 nats.
     learning_rate: float = setting(2.5e-4, "Adam learning rate of the LoRA adapter", above=0)
     beta: float = setting(
-        0.1, "β: strength of the implicit KL penalty to the SFT model (the paper: 0.1 to 0.5)", above=0
+        0.1, "strength of the implicit KL penalty to the SFT model (the paper: 0.1 to 0.5)", above=0, label="β"
     )
     lora_r: int = setting(16, "LoRA rank", minimum=1, label="LoRA rank")
     seed: int = setting(0, "seed for the adapter's initialisation and the batch order")

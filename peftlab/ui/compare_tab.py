@@ -50,7 +50,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import time_left
+from peftlab.ui.display import counted, time_left
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
@@ -86,9 +86,14 @@ def refresh_choices(task, model, request: gr.Request):
 
 @user_errors
 def show_comparison(task, model, request: gr.Request):
-    if not task or not model:
-        raise PeftlabError("Pick a task and a model: the lists hold those with stored results (Refresh the lists).")
     store = _store(request)
+    if not task or not model:
+        if not store.rows():
+            raise PeftlabError(
+                "Nothing is stored yet: run a method in any tab (or the standard comparison below), then press "
+                "Refresh the lists."
+            )
+        raise PeftlabError("Pick a task and a model: the lists hold those with stored results (Refresh the lists).")
     rows = store.rows(task=task, model=model)
     splits = compare(rows)
     if not splits:
@@ -96,8 +101,8 @@ def show_comparison(task, model, request: gr.Request):
     main, others = splits[0], splits[1:]
     support = ", ".join(f"{count} {label}" for label, count in main.support.items())
     status = (
-        f"**{main.task} · {main.model}**: {len(rows)} results. Test split {main.fingerprint}: {main.texts} texts "
-        f"({support}); baseline: {main.baseline or 'no zero-shot result stored yet'}."
+        f"**{main.task} · {main.model}**: {counted(len(rows), 'result')}. Test split {main.fingerprint}: "
+        f"{main.texts} texts ({support}); baseline: {main.baseline or 'no zero-shot result stored yet'}."
     )
     if others:
         status += f" {len(others)} other test split(s) are listed below, apart."
@@ -192,7 +197,7 @@ def delete_results(ids_text, request: gr.Request):
     if not ids:
         raise PeftlabError("Give the ids of the results to delete (the first characters are enough).")
     deleted = _store(request).delete(ids)
-    return f"{deleted} results deleted.", list_results(request)
+    return f"{counted(deleted, 'result')} deleted.", list_results(request)
 
 
 @user_errors
@@ -207,7 +212,7 @@ def import_results(path, request: gr.Request):
     if not path:
         raise PeftlabError("Upload a rows.jsonl or rows.csv that an export gave you.")
     added = _store(request).import_(path)
-    return f"{added} results added.", list_results(request)
+    return f"{counted(added, 'result')} added.", list_results(request)
 
 
 def build_compare_tab(tab: gr.Tab) -> None:
