@@ -275,6 +275,7 @@ INSTRUCTGPT_AGREEMENT = {
     "InstructGPT labelers with each other": "72.6 to 77.3 %",
 }
 MARGIN_GROUPS = ("near ties", "middle", "clear")
+REPORT_COLUMNS = ("comparisons", "pairs", "accuracy", "95 % interval")  # of HeldoutReport.table's rows
 
 
 @dataclass
@@ -289,20 +290,13 @@ class HeldoutReport:
         """Rows for a table: the whole held-out set, each margin third, and InstructGPT's figures."""
 
         def row(name: str, share: Proportion) -> dict:
-            return {
-                "comparisons": name,
-                "pairs": share.trials,
-                "accuracy": f"{share.value:.1%}",
-                "95 % interval": f"{share.low:.1%} to {share.high:.1%}",
-            }
+            interval = f"{share.low:.1%} to {share.high:.1%}"
+            return dict(zip(REPORT_COLUMNS, (name, share.trials, f"{share.value:.1%}", interval)))
 
         rows = [row("all held-out", self.accuracy)]
         for group in self.by_margin:
             rows.append(row(f"{group['group']} (margin {group['from']:.2f} to {group['to']:.2f})", group["accuracy"]))
-        rows += [
-            {"comparisons": name, "pairs": None, "accuracy": figure, "95 % interval": ""}
-            for name, figure in INSTRUCTGPT_AGREEMENT.items()
-        ]
+        rows += [dict(zip(REPORT_COLUMNS, (name, None, figure, ""))) for name, figure in INSTRUCTGPT_AGREEMENT.items()]
         return rows
 
 

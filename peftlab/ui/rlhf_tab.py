@@ -21,7 +21,7 @@ from peftlab.rlhf.generation import sample_responses
 from peftlab.rlhf.labelers import LABELERS, labeler_by_name
 from peftlab.rlhf.pipeline import HELDOUT_PROMPTS, PipelineConfig, RLHFData, ranked_prompt_count
 from peftlab.rlhf.ppo import PPOConfig, PPOResult
-from peftlab.rlhf.reward import RewardConfig, RewardResult, heldout_report
+from peftlab.rlhf.reward import REPORT_COLUMNS, RewardConfig, RewardResult, heldout_report
 from peftlab.rlhf.session import RANKING_SOURCES, RLHFSession
 from peftlab.rlhf.sft import SFTConfig, SFTResult
 from peftlab.ui.common import (
@@ -491,7 +491,10 @@ def build_rlhf_tab() -> None:
     with gr.Row():
         rm_plot = gr.Plot(label="Reward model")
         rm_check = gr.Dataframe(
-            label="Held-out accuracy by the labeler's margin, and InstructGPT's for scale", interactive=False, wrap=True
+            label="Held-out accuracy by the labeler's margin, and InstructGPT's for scale",
+            headers=list(REPORT_COLUMNS),
+            interactive=False,
+            wrap=True,
         )
     rm_pairs_table = gr.Dataframe(
         label="Some training comparisons",
