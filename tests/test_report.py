@@ -104,3 +104,5 @@ def test_the_compare_panel_says_what_to_do_when_nothing_is_stored_and_counts_its
     with pytest.raises(gr.Error, match=r"Pick a task and a model: the lists hold those with stored results"):
         show_comparison(None, None, None)
     assert "**tiny · tiny-llama**: 1 result. Test split" in show_comparison("tiny", "tiny-llama", None)[0]
+    ResultStore().add([row("lora", [e["label"] for e in TEXTS[:20]], seed=21, k=16, texts=TEXTS[:20])])
+    assert show_comparison("tiny", "tiny-llama", None)[0].endswith(" 1 other test split is listed below, apart.")

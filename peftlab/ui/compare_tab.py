@@ -105,7 +105,8 @@ def show_comparison(task, model, request: gr.Request):
         f"{main.texts} texts ({support}); baseline: {main.baseline or 'no zero-shot result stored yet'}."
     )
     if others:
-        status += f" {len(others)} other test split(s) are listed below, apart."
+        verb = "is" if len(others) == 1 else "are"
+        status += f" {counted(len(others), 'other test split')} {verb} listed below, apart."
     apart = (
         pd.concat([display_table(s.table).assign(split=s.fingerprint, texts=s.texts) for s in others])
         if others
