@@ -223,6 +223,17 @@ def test_two_pages_run_different_heavy_jobs_at_once_and_each_gets_its_own_result
         ), search_summary
         for name, page in (("two-pages-cloze", cloze_page), ("two-pages-autoprompt", search_page)):
             page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+
+        # A search that fails leaves the last one's table, curve and template readable: one "Error" badge, on the
+        # status line, and the toast says why.
+        search_tab.get_by_label("Template with trigger slots [T]").fill("Review: {text} [T]")
+        search_tab.get_by_role("button", name="Search", exact=True).click()
+        expect(search_page.get_by_text("The template must contain exactly one {mask}").first).to_be_visible()
+        expect(search_tab.get_by_text("Error", exact=True)).to_have_count(1)
+        status_line = search_tab.locator(".status-line")
+        expect(status_line.get_by_text("Error", exact=True)).to_have_count(1)
+        expect(search_tab.get_by_label("Found template")).not_to_have_value("")
+        search_page.screenshot(path=str(tmp_path / "two-pages-autoprompt-failed.png"), full_page=True)
         print(f"screenshots: {tmp_path}")
     finally:
         cloze_page.close()

@@ -7,6 +7,7 @@ import gradio as gr
 from peftlab.serving import current_caps, public_mode
 from peftlab.ui.autoprompt_tab import build_autoprompt_tab
 from peftlab.ui.cloze_tab import build_cloze_tab
+from peftlab.ui.common import STATUS_LINE
 from peftlab.ui.compare_tab import build_compare_tab
 from peftlab.ui.pet_tab import build_pet_tab
 from peftlab.ui.rlhf_tab import build_rlhf_tab
@@ -61,20 +62,27 @@ def build_app() -> gr.Blocks:
                 f"by themselves after {caps.job_minutes:g} minutes, keeping what they finished."
             )
         app.unload(close_session)
-    spare_inputs_from_badges(app)
+    spare_outputs_from_badges(app)
     app.queue(default_concurrency_limit=1)  # each event names its queue (heavy, light or none); this is the fallback
     return app
 
 
-def spare_inputs_from_badges(app: gr.Blocks) -> None:
-    """Progress and "Error" badges only on what an event shows, never over a box a person fills in: an event whose
-    outputs include some event's input (the template box a task suggestion fills, the ranks a saved ranking clears,
-    the cloze boxes a found trigger is sent to) shows them on its other outputs or nowhere, and its error is the
-    toast alone, so the box stays readable and editable to fix what the toast says."""
+def spare_outputs_from_badges(app: gr.Blocks) -> None:
+    """Progress and "Error" badges only where they help. An event with a status line among its outputs
+    (`common.status_line`) shows them on it alone: a failed run leaves the results, curves and files of the run
+    before readable instead of each under a badge (the toast says what failed). Otherwise they go on what the event
+    shows, never over a box a person fills in: an event whose outputs include some event's input (the template box
+    a task suggestion fills, the cloze boxes a found trigger is sent to) shows them on its other outputs or nowhere,
+    and its error is the toast alone, so the box stays readable and editable to fix what the toast says."""
     edited = {id(component) for fn in app.fns.values() for component in fn.inputs}
     for fn in app.fns.values():
+        if fn.show_progress_on is not None:
+            continue
         shown = [component for component in fn.outputs if id(component) not in edited]
-        if fn.show_progress_on is None and len(shown) < len(fn.outputs):
+        statuses = [component for component in shown if STATUS_LINE in (getattr(component, "elem_classes", None) or [])]
+        if statuses:
+            fn.show_progress_on = statuses
+        elif len(shown) < len(fn.outputs):
             if shown:
                 fn.show_progress_on = shown
             else:

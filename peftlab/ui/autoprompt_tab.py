@@ -20,6 +20,7 @@ from peftlab.ui.common import (
     keep_results,
     load_model,
     model_and_task_inputs,
+    status_line,
     stop_handler,
     stopped_note,
     task_from_form,
@@ -150,7 +151,7 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
     with action_row():
         run_button = gr.Button("Search", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
-    status = gr.Markdown()
+    status = status_line()
     with gr.Row():
         history = gr.Dataframe(label="Trigger per iteration", interactive=False, max_height=320)
         curve = gr.Plot(label="Dev accuracy")

@@ -61,6 +61,15 @@ def light() -> dict:
     return dict(concurrency_id="light", concurrency_limit=4)
 
 
+STATUS_LINE = "status-line"
+
+
+def status_line(value: str | None = None, **kwargs) -> gr.Markdown:
+    """The line that says where a tab's job stands. An event with one among its outputs shows its progress and its
+    "Error" badge there alone (`peftlab.ui.spare_outputs_from_badges`)."""
+    return gr.Markdown(value, elem_classes=[STATUS_LINE], **kwargs)
+
+
 def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple = ()) -> None:
     """Mark `outputs` of `event` (the Dependency of a press of `pressed`) as the answer to one press (a
     classification, an evaluation, a table, a download): when a later press fails they are emptied, and those in

@@ -42,6 +42,7 @@ from peftlab.ui.common import (
     model_and_task_inputs,
     on_task_change,
     runs_backend,
+    status_line,
     stop_handler,
     stopped_note,
     suggest,
@@ -224,7 +225,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
         model = gr.Dropdown([], label="Model", allow_custom_value=True)
         refresh = gr.Button("Refresh the lists")
         show = gr.Button("Compare", variant="primary")
-    status = gr.Markdown()
+    status = status_line()
     table = gr.Dataframe(label="One line per method (mean ± std over seeds)", interactive=False, wrap=True)
     with gr.Row():
         by_parameters = gr.Plot(label="Accuracy vs trainable parameters")
@@ -256,7 +257,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
         with gr.Row():
             run_button = gr.Button("Run the standard comparison", variant="primary")
             stop_button = gr.Button("Stop", variant="stop")
-        run_status = gr.Markdown()
+        run_status = status_line()
         run_table = gr.Dataframe(label="This run so far", interactive=False, wrap=True)
     form = dict(**source, template=template, verbalizer=verbalizer, methods=methods, **settings, steps=steps)
     with gr.Accordion("Stored results: list, export, import, delete", open=False):
@@ -271,7 +272,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
         with gr.Row():
             ids = gr.Textbox(label="Ids to delete (space-separated; the first characters are enough)")
             delete_button = gr.Button("Delete", variant="stop")
-        manage_status = gr.Markdown()
+        manage_status = status_line()
 
     refresh.click(refresh_choices, [task, model], [task, model], api_name="compare_choices", **INSTANT)
     tab.select(refresh_choices, [task, model], [task, model], **INSTANT)

@@ -33,6 +33,7 @@ from peftlab.ui.common import (
     resolve_task,
     runs_backend,
     split_templates,
+    status_line,
     stop_handler,
     stopped_note,
     task_from_form,
@@ -179,7 +180,7 @@ def build_pet_tab() -> None:
     with action_row():
         run_button = gr.Button("Run PET", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
-    status = gr.Markdown()
+    status = status_line()
     table = gr.Dataframe(label="Test accuracy per seed", interactive=False, wrap=True)
     with gr.Row():
         curves = gr.Plot(label="Training curves (every pattern's model and the classifier)")

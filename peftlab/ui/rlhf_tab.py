@@ -35,6 +35,7 @@ from peftlab.ui.common import (
     light,
     load_model,
     model_picker,
+    status_line,
     stop_handler,
     stopped_note,
     upload_limit_note,
@@ -455,7 +456,7 @@ def build_rlhf_tab() -> None:
     with action_row():  # the first step's button stays in sight under the introduction and the uploads
         sft_button = gr.Button("Run SFT", variant="primary")
         sft_stop = gr.Button("Stop", variant="stop")
-    sft_status = gr.Markdown()
+    sft_status = status_line()
     with gr.Row():
         sft_plot = gr.Plot(label="SFT loss")
         sft_samples = samples_table()
@@ -478,7 +479,7 @@ def build_rlhf_tab() -> None:
                 rank_choices.append(gr.Radio([], label=f"Rank of response {number} (1 = best)"))
             rank_columns.append(column)
         save_button = gr.Button("Save ranking")
-        rank_status = gr.Markdown("No rankings saved yet.")
+        rank_status = status_line("No rankings saved yet.")
     with gr.Row():
         source = gr.Radio(list(RANKING_SOURCES), value=RANKING_SOURCES[0], label="Comparisons from")
         k = config_input(PipelineConfig, "k", minimum=2)
@@ -487,7 +488,7 @@ def build_rlhf_tab() -> None:
         rm_steps = config_input(RewardConfig, "steps", elem_id="rlhf-rm-steps")
         rm_button = gr.Button("Train the reward model", variant="primary")
         rm_stop = gr.Button("Stop", variant="stop")
-    rm_status = gr.Markdown()
+    rm_status = status_line()
     with gr.Row():
         rm_plot = gr.Plot(label="Reward model")
         rm_check = gr.Dataframe(
@@ -514,7 +515,7 @@ def build_rlhf_tab() -> None:
     with gr.Row():
         ppo_button = gr.Button("Run PPO", variant="primary")
         ppo_stop = gr.Button("Stop", variant="stop")
-    ppo_status = gr.Markdown()
+    ppo_status = status_line()
     ppo_plot = gr.Plot(label="PPO")
     ppo_samples = samples_table()
 
@@ -527,14 +528,14 @@ def build_rlhf_tab() -> None:
     with gr.Row():
         dpo_button = gr.Button("Run DPO", variant="primary")
         dpo_stop = gr.Button("Stop", variant="stop")
-    dpo_status = gr.Markdown()
+    dpo_status = status_line()
     dpo_plot = gr.Plot(label="DPO")
 
     gr.Markdown("### SFT vs PPO vs DPO on held-out prompts")
     with gr.Row():
         eval_prompts = named_number(HELDOUT_PROMPTS, precision=0, minimum=1, label="Held-out prompts")
         eval_button = gr.Button("Compare", variant="primary")
-    eval_status = gr.Markdown()
+    eval_status = status_line()
     with gr.Row():
         eval_plot = gr.Plot(label="Labeler scores")
         frontier_plot = gr.Plot(label="Score against KL")

@@ -51,6 +51,7 @@ from peftlab.ui.common import (
     model_and_task_inputs,
     runs_backend,
     split_templates,
+    status_line,
     stop_handler,
     stopped_note,
     task_from_form,
@@ -316,7 +317,7 @@ def build_soft_prompts_tab() -> None:
     with action_row():
         run_button = gr.Button("Train and compare", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
-    status = gr.Markdown()
+    status = status_line()
     with gr.Row():
         curves = gr.Plot(label="Training curves")
         scatter = gr.Plot(label="Accuracy vs trainable parameters")
@@ -330,7 +331,7 @@ def build_soft_prompts_tab() -> None:
     trained_method, downloads = trained_method_panel("trained method", "classify_trained", "download_trained")
     with downloads:
         upload_trained = gr.File(label="Load a saved method (zip)", file_types=[".zip"])
-    load_status = gr.Markdown()
+    load_status = status_line()
 
     run_button.click(
         run_comparison,
@@ -376,7 +377,7 @@ def build_soft_prompts_tab() -> None:
         with gr.Row():
             sweep_button = gr.Button("Run the sweep", variant="primary")
             sweep_stop = gr.Button("Stop", variant="stop")
-        sweep_status = gr.Markdown()
+        sweep_status = status_line()
         sweep_plot = gr.Plot(label="Accuracy vs the setting")
         sweep_table = gr.Dataframe(label="Per value (mean ± std over seeds)", interactive=False)
         sweep_method.change(setting_choices, [sweep_method], [sweep_setting], api_name="sweep_settings", **INSTANT)
