@@ -26,6 +26,10 @@ CSS = """
 .dark .js-plotly-plot :is(.gridlayer, .zerolinelayer) path { stroke: var(--border-color-primary) !important; }
 .actions { position: sticky; bottom: 0; z-index: 20; padding: 8px 0; background: var(--body-background-fill); }
 .gradio-container { overflow: clip !important; }  /* clips like gradio's "hidden" without trapping sticky rows */
+/* a status line (common.status_line) keeps its text readable beside its progress and "Error" badge, at its right */
+.block.status-line { min-height: 40px; }
+.block.status-line > .wrap.center { align-items: flex-end; background: transparent; }
+.block.status-line > .wrap.center .error { margin-right: 36px; }
 """
 # Gradio's own copies of served files (uploads, anything outside a session folder): removed after an hour.
 DELETE_CACHE = (600, 3600)
