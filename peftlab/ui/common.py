@@ -75,9 +75,10 @@ def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple
     classification, an evaluation, a table, a download): when a later press fails they are emptied, and those in
     `hidden` (shown only when they have rows) hidden, instead of keeping the answer to the press before under
     gradio's "Error" badge as if it answered the inputs that failed. The emptying shows its progress on `pressed`,
-    so the outputs keep their badge. Not for a stage whose outputs show what the session keeps (an RLHF stage: that
-    stays true after a failed press). A `cancels=` on another event would empty them too (gradio counts a cancelled
-    event as failed); the app's Stop buttons set the session's stop flag instead."""
+    so the failed event's badge stays (on its status line, or on the outputs). Not for a stage whose outputs show
+    what the session keeps (an RLHF stage: that stays true after a failed press). A `cancels=` on another event
+    would empty them too (gradio counts a cancelled event as failed); the app's Stop buttons set the session's stop
+    flag instead."""
 
     def emptied():
         values = [gr.update(value=None, visible=False) if any(c is h for h in hidden) else None for c in outputs]
