@@ -7,6 +7,7 @@ determinism, best-dev restore / early stopping / the stop flag, and one clear Pe
 from __future__ import annotations
 
 import math
+import mmap
 import threading
 from pathlib import Path
 
@@ -538,8 +539,12 @@ def test_peak_memory_restarts_for_each_run():
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("the resident high-water mark can only be reset on Linux")
     cpu = torch.device("cpu")
-    block = torch.ones(75_000_000)  # 300 MB, touched, then given back
-    del block
+    # 300 MB of fresh pages, touched, then unmapped: a tensor could reuse memory the allocator keeps from earlier
+    # tests, and then the peak would not rise at all
+    block = mmap.mmap(-1, 300 * 2**20)
+    for page in range(0, len(block), mmap.PAGESIZE):
+        block[page] = 1
+    block.close()
     before = peak_memory_mb(cpu)
     reset_peak_memory(cpu)
     assert peak_memory_mb(cpu) < before - 250
