@@ -41,6 +41,17 @@ Notes: how the defaults were chosen (measured on the embedded model, vader-posit
   - So 0.72 takes a LoRA reward model on about 2,000 comparisons for about 100 steps: 300 to 380 s of training
     and 30 s more sampling, which would take the PPO pipeline from about 445 s to about 800 s, over its 600 s.
     The head on frozen features stays the default (12 s).
+- InstructGPT's batches (a step takes ranked prompts with all their comparisons, each response forwarded once),
+  a study on 2026-12-01 on a 2-core AVX2 CPU without bf16 (scripts outside the repository): the default SFT
+  model; K = 8 samples of the 90 prompts the benchmark would rank for 2,000 comparisons (2,351 pairs); 1,573
+  validation pairs of K = 8 samples of 60 training prompts that no benchmark setting ranks.
+  - LoRA r 8, lr 1e-3, 22 steps of 32 responses forwarded: 4 ranked prompts a step (one pass) 0.704 in 288 s;
+    16 random comparisons a step 0.638 in 322 s. Two passes of 4 prompts a step: 0.719 in 586 s.
+  - The frozen-feature head at its defaults (360 comparisons of K = 4): 0.644 with 4 ranked prompts a step,
+    0.636 with the 32 random comparisons a step it had before; on the K = 8 comparisons (2,000) 0.694, at about
+    50 s more sampling. Not yet the default: the benchmark has not been run with it.
+  - A LoRA step costs about 13 s on that CPU (0.4 s a response forwarded and back), so a pass over the 720
+    responses is about 290 s, and the head on frozen features stays the default there.
 - PPO: a fixed beta of 0.05 at learning rate 1e-3 hacked the reward model (KL 25 to 30 nats per response).
   At learning rate 3e-4, the adaptive controller (from beta 0.1 towards 2 nats, horizon 16) let KL run to 10
   nats, then raised beta to about 1 and pulled the policy back to KL 1 by step 30 (held-out VADER +0.22); a

@@ -1,14 +1,14 @@
 """The one training loop of peftlab (few-shot methods, SFT, the reward model), and the base of every event.
 
-One optimiser step draws a batch (`random.Random(seed)`: everything trained with one seed sees the same
-batches), computes the caller's loss, backpropagates (the loss scaled under fp16 autocast: `models.loss_scaler`),
-optionally clips the gradient norm, takes an AdamW
-step (no weight decay) and decays the learning rate linearly to 0 over the steps. Every `eval_every`
-steps and at the last one, `evaluate()` scores the current weights. With `select` naming one of those
-scores, the weights with the best score are kept (LM-BFF's model selection; a later tie does not replace
-an earlier best), training stops after `patience` evaluations without gain, and the best weights are put
-back at the end. A stop flag ends training between steps; the current weights are scored first when the
-last step had no evaluation, so the best so far is known.
+One optimiser step draws a batch (`random.Random(seed)`: everything trained with one seed sees the same batches;
+each drawn independently, or with `passes` the next of a walk through a fresh shuffle, so that every example is
+seen once per pass), computes the caller's loss, backpropagates (the loss scaled under fp16 autocast:
+`models.loss_scaler`), optionally clips the gradient norm, takes an AdamW step (no weight decay) and decays the
+learning rate linearly to 0 over the steps. Every `eval_every` steps and at the last one, `evaluate()` scores the
+current weights. With `select` naming one of those scores, the weights with the best score are kept (LM-BFF's
+model selection; a later tie does not replace an earlier best), training stops after `patience` evaluations
+without gain, and the best weights are put back at the end. A stop flag ends training between steps; the current
+weights are scored first when the last step had no evaluation, so the best so far is known.
 """
 
 from __future__ import annotations
@@ -67,11 +67,12 @@ class TrainingLoop:
         select: str | None = None,
         patience: int | None = None,
         max_grad_norm: float | None = None,
+        passes: bool = False,
     ):
         self.parameters = list(parameters)
         self.steps, self.batch_size, self.seed = steps, batch_size, seed
         self.eval_every, self.evaluate, self.select, self.patience = eval_every, evaluate, select, patience
-        self.max_grad_norm = max_grad_norm
+        self.max_grad_norm, self.passes = max_grad_norm, passes
         self.optimizer = torch.optim.AdamW(self.parameters, lr=learning_rate, weight_decay=0.0)
         self.scaler = loss_scaler(self.parameters[0])
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1 - step / steps)  # linear decay
@@ -85,13 +86,20 @@ class TrainingLoop:
         order = random.Random(self.seed)
         started = time.perf_counter()
         evaluations_without_gain, evaluated_last = 0, False
+        walk: list = []  # with `passes`: the examples still to come in this pass, in order
         for step in range(1, self.steps + 1):
             if stop is not None and stop.is_set():
                 self.stopped = True
                 if self.select and self.steps_done and not evaluated_last:
                     self._keep_if_best(self.evaluate())  # the weights of the last step, scored before they are judged
                 break
-            batch = order.sample(list(examples), min(self.batch_size, len(examples)))
+            size = min(self.batch_size, len(examples))
+            if not self.passes:
+                batch = order.sample(list(examples), size)
+            else:
+                if len(walk) < size:  # a pass ends: the next one starts from a fresh shuffle
+                    walk += order.sample(list(examples), len(examples))
+                batch, walk = walk[:size], walk[size:]
             loss = batch_loss(batch)
             self.optimizer.zero_grad()
             self.scaler.scale(loss).backward()

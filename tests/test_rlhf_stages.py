@@ -114,6 +114,27 @@ def test_reward_model_learns_a_synthetic_preference(tiny_causal, sft, lora_r):
     assert all(torch.equal(p, before[n]) for n, p in sft_result.model.named_parameters())  # the SFT model is untouched
 
 
+def test_a_reward_model_batch_forwards_each_ranked_response_once(tiny_causal, sft, monkeypatch):
+    """InstructGPT's batches (§3.5): a step takes ranked prompts with all their comparisons, and the K responses of a
+    ranking are forwarded once each for its K-choose-2 pairs."""
+    import peftlab.rlhf.reward as reward
+
+    _, _, sft_result, _ = sft
+    ranked = [f"response {i}" for i in range(4)]  # best first: 6 pairs from 4 responses per prompt
+    train = [Comparison(p, ranked[i], ranked[j]) for p in PROMPTS[:6] for i in range(4) for j in range(i + 1, 4)]
+    forwarded = []
+    encode = reward.encode_pairs
+    monkeypatch.setattr(
+        reward, "encode_pairs", lambda tok, p, r: forwarded.append(list(zip(p, r))) or encode(tok, p, r)
+    )
+    config = RewardConfig(lora_r=2, steps=3, batch_size=2, eval_every=10)
+    run(train_reward_model(sft_result.model, tiny_causal.tokenizer, train, preference_pairs(PROMPTS[6:7]), config))
+    steps = forwarded[:3]  # then the held-out evaluation and the normalisation
+    assert [len(texts) for texts in steps] == [8, 8, 8]  # 2 prompts x 4 responses: 12 pairs from 8 forwards
+    assert all(len(set(texts)) == 8 and len({p for p, _ in texts}) == 2 for texts in steps)
+    assert sorted({p for texts in steps for p, _ in texts}) == sorted(PROMPTS[:6])  # one pass: every prompt once
+
+
 def test_collected_comparisons_follow_the_labeler(tiny_causal, sft):
     _, _, sft_result, _ = sft
     labeler = VaderLabeler("positive")

@@ -87,6 +87,21 @@ def test_same_seed_same_batches_and_gradients_are_clipped():
     assert run(1)[1] > 100 and run(1, max_grad_norm=1.0)[1] == pytest.approx(1.0)
 
 
+def test_with_passes_every_example_comes_once_per_pass():
+    weight = torch.nn.Parameter(torch.tensor([0.0]))
+    batches = []
+
+    def loss(batch):
+        batches.append(list(batch))
+        return ((weight - sum(batch)) ** 2).sum()
+
+    loop = TrainingLoop([weight], steps=5, batch_size=3, learning_rate=0.1, seed=4, passes=True)
+    list(loop.run(list(range(5)), loss))
+    seen = [example for batch in batches for example in batch]  # 15 = 3 passes over the 5 examples
+    assert [sorted(seen[i : i + 5]) for i in (0, 5, 10)] == [list(range(5))] * 3
+    assert seen[:5] != seen[5:10]  # each pass is shuffled afresh
+
+
 def test_under_fp16_autocast_the_loop_scales_the_loss_and_trains_as_fp32_does(tiny_causal, monkeypatch):
     """A GPU without bf16 (the T4) trains under fp16 autocast, whose gradients need loss scaling; simulated on the
     CPU, whose autocast also has fp16."""

@@ -563,7 +563,8 @@ def build_rlhf_tab() -> None:
     )
     sft_stop.click(stop_handler(JOB, "the SFT stage"), None, [sft_status], api_name="rlhf_sft_stop", **INSTANT)
     rank_slots = rank_columns + rank_texts + rank_choices
-    # progress and errors on the line above the answers: a rank left out is fixed while reading them
+    # progress and errors on the line above the answers (a saved ranking's on its status line, as every status
+    # line's): a rank left out is fixed while reading them
     sample_button.click(
         sample_for_ranking,
         [rank_k, seed],
@@ -577,7 +578,6 @@ def build_rlhf_tab() -> None:
         rank_choices,
         [rank_status, rank_prompt, *rank_slots],
         api_name="rlhf_save_ranking",
-        show_progress_on=rank_status,
         **INSTANT,
     )
     rm_form = dict(
