@@ -367,10 +367,8 @@ def _rewards(model: RewardModel, features: _FeatureCache | None, prompts, respon
     return model(encode_pairs(model.tokenizer, prompts, responses))
 
 
-def _pair_rewards(model, features, pairs: Sequence[Comparison]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N,) raw rewards of the chosen and of the rejected responses. Each distinct (prompt, response) is forwarded
-    once, 32 at a time: a ranking of K responses gives K-choose-2 pairs from K forwards."""
-    texts = [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
+def _distinct_rewards(model, features, texts: Sequence[tuple[str, str]]) -> torch.Tensor:
+    """(N,) raw rewards of (prompt, response) texts, each distinct one forwarded once, 32 at a time."""
     distinct = list(dict.fromkeys(texts))
     rewards = torch.cat(
         [
@@ -379,7 +377,15 @@ def _pair_rewards(model, features, pairs: Sequence[Comparison]) -> tuple[torch.T
         ]
     )  # (D,)
     position = {text: i for i, text in enumerate(distinct)}
-    rewards = rewards[[position[text] for text in texts]]  # (2N,)
+    return rewards[[position[text] for text in texts]]
+
+
+def _pair_rewards(model, features, pairs: Sequence[Comparison]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) raw rewards of the chosen and of the rejected responses: a ranking of K responses gives its K-choose-2
+    pairs from K forwards."""
+    rewards = _distinct_rewards(
+        model, features, [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
+    )  # (2N,)
     return rewards[: len(pairs)], rewards[len(pairs) :]
 
 
@@ -398,13 +404,6 @@ def pair_accuracy(model: RewardModel, pairs: Sequence[Comparison], features=None
 
 @torch.no_grad()
 def _set_normalization(model: RewardModel, pairs: Sequence[Comparison], features) -> None:
-    responses = {(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)}
-    prompts, texts = zip(*sorted(responses))
-    raw = torch.cat(
-        [
-            _rewards(model, features, list(prompts[i : i + 32]), list(texts[i : i + 32]))
-            for i in range(0, len(prompts), 32)
-        ]
-    )
+    raw = _distinct_rewards(model, features, sorted({(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)}))
     model.offset.fill_(float(raw.mean()))
     model.scale.fill_(max(float(raw.std()) if len(raw) > 1 else 1.0, 1e-6))
