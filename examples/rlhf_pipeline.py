@@ -19,7 +19,9 @@ parser.add_argument("--labeler", default="vader-positive", help="vader-positive,
 parser.add_argument("--sft-steps", type=int, default=60)
 parser.add_argument("--ppo-steps", type=int, default=40)
 parser.add_argument("--dpo-steps", type=int, default=60)
-parser.add_argument("--comparisons", type=int, default=360, help="training comparisons for the reward model")
+parser.add_argument(
+    "--comparisons", type=int, default=PipelineConfig().rm_pairs, help="training comparisons for the reward model"
+)
 parser.add_argument("--prompts", type=int, default=24, help="held-out ranking prompts that test the reward model")
 args = parser.parse_args()
 

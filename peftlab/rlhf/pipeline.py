@@ -97,7 +97,7 @@ class PipelineConfig(Config):
         "vader-positive", "who ranks the samples: vader-positive, vader-negative or concise", label="simulated labeler"
     )
     rm_pairs: int = setting(
-        360, "training comparisons for the reward model", minimum=1, label="training comparisons", cap="comparisons"
+        2000, "training comparisons for the reward model", minimum=1, label="training comparisons", cap="comparisons"
     )
     rm_heldout_prompts: int = setting(
         24,
@@ -105,7 +105,7 @@ class PipelineConfig(Config):
         minimum=1,
         label="held-out ranking prompts",
     )
-    k: int = setting(4, "responses sampled and ranked per prompt", label="K samples ranked per prompt")
+    k: int = setting(8, "responses sampled and ranked per prompt", label="K samples ranked per prompt")
     eval_samples: int = setting(
         2,
         "responses per held-out prompt in the final SFT-vs-PPO evaluation",
