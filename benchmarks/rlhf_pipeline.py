@@ -56,7 +56,7 @@ Notes: how the defaults were chosen (measured on the embedded model, vader-posit
   comparisons: whole rankings, prompts in order): 1,000 / 1,500 / 2,000 / all 2,351 comparisons gave 0.662 /
   0.679 / 0.694 / 0.699 on validation, in 119 / 134 / 153 / 164 s with all features (validation's included).
   K = 8 and 2,000 comparisons (90 ranked prompts, 720 samples) are the defaults since: the gain flattens beyond,
-  and sampling is the cost (about 0.3 s a sample on that CPU).
+  and sampling is the cost (about 0.35 s a sample on that CPU: 322 s for 912 samples in this benchmark).
 - PPO: a fixed beta of 0.05 at learning rate 1e-3 hacked the reward model (KL 25 to 30 nats per response).
   At learning rate 3e-4, the adaptive controller (from beta 0.1 towards 2 nats, horizon 16) let KL run to 10
   nats, then raised beta to about 1 and pulled the policy back to KL 1 by step 30 (held-out VADER +0.22); a

@@ -22,7 +22,12 @@ parser.add_argument("--dpo-steps", type=int, default=60)
 parser.add_argument(
     "--comparisons", type=int, default=PipelineConfig().rm_pairs, help="training comparisons for the reward model"
 )
-parser.add_argument("--prompts", type=int, default=24, help="held-out ranking prompts that test the reward model")
+parser.add_argument(
+    "--prompts",
+    type=int,
+    default=PipelineConfig().rm_heldout_prompts,
+    help="held-out ranking prompts that test the reward model",
+)
 args = parser.parse_args()
 
 config = PipelineConfig(labeler=args.labeler, route="both", rm_pairs=args.comparisons, rm_heldout_prompts=args.prompts)
