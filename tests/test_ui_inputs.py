@@ -30,6 +30,26 @@ def test_every_config_input_of_the_app_shows_its_fields_default():
         assert component.value == expected, (cls.__name__, name, component.value, expected)
 
 
+def test_on_a_public_space_every_capped_input_starts_within_its_cap(monkeypatch):
+    """The reward model's 150 default steps and DPO's 60 are above the public caps (60 steps, 40 PPO/DPO steps):
+    there the inputs start at the cap, so pressing a button on the defaults runs instead of failing."""
+    import gradio as gr
+
+    from peftlab.rlhf.dpo import DPOConfig
+    from peftlab.rlhf.reward import RewardConfig
+    from peftlab.ui import build_app
+
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+    CREATED.clear()
+    build_app()
+    numbers = [(cls, name, c) for cls, name, c in CREATED if isinstance(c, gr.Number) and c.maximum is not None]
+    assert numbers and all(c.value <= c.maximum for _, _, c in numbers), [
+        (cls.__name__, name, c.value, c.maximum) for cls, name, c in numbers if c.value > c.maximum
+    ]
+    values = {(cls, name): c.value for cls, name, c in numbers}
+    assert values[(RewardConfig, "steps")] == 60 and values[(DPOConfig, "steps")] == 40
+
+
 def test_inputs_carry_the_fields_range_choices_and_help(monkeypatch):
     import gradio as gr
 
