@@ -477,7 +477,7 @@ def _mask_features(lm: LM, prompt: Prompt, examples: Sequence[dict]) -> torch.Te
 
 @dataclass
 class SequenceClassifierMethod(MethodConfig):
-    """A classification head on the model's last token, reading the input without a pattern or verbalizer.
+    """A classification head on the model's last token: no verbalizer, and no pattern unless asked for.
 
     The standard fine-tuning baseline PET is compared with ("supervised", Schick & Schütze 2021, §4) and the
     classifier PET distils its ensemble into (§3.1). Built with transformers' AutoModelForSequenceClassification

@@ -51,7 +51,8 @@ from peftlab.ui.soft_prompts_tab import trained_method_panel
 SUMMARY = """**Pattern-Exploiting Training** ([Schick & Schütze 2021](https://aclanthology.org/2021.eacl-main.20/)):
 (1) one model per pattern learns from the K labelled examples per class; (2) their ensemble, each pattern
 weighted by its accuracy on those examples before training, gives the unlabelled texts soft labels
-q = softmax(s / T); (3) one classifier, which reads the text without any pattern, learns those soft labels."""
+q = softmax(s / T); (3) one classifier, a head on the text inside the first pattern's words (no verbalizer),
+learns those soft labels."""
 DETAILS = """**iPET** repeats step 1 in generations, each pattern's model also learning from texts the others labelled
 (d times more each generation), and distils the last generation. The unlabelled texts come from the task's
 training pool, their labels hidden (they are only used to say how often the soft labels were right), or from
