@@ -87,7 +87,7 @@ def config_input(cls: type[Config], name: str, component: type | None = None, **
     if kind is tuple:
         default = list(default) if component is gr.CheckboxGroup else ",".join(map(str, default))
     kwargs.update(options)
-    if kind in (int, float) and kwargs.get("maximum") is not None and default > kwargs["maximum"]:
+    if kind in (int, float) and None not in (default, kwargs.get("maximum")) and default > kwargs["maximum"]:
         default = kwargs["maximum"]  # a public Space's cap below the library's default: the defaults must run there
     created = component(value=default, **kwargs)
     if isinstance(created, gr.Slider):  # a slider's box takes typed numbers too
