@@ -13,6 +13,7 @@ from dataclasses import replace
 from peftlab.models import load_lm
 from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, run_pipeline
 
+defaults = PipelineConfig()
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--model", default="smollm2-135m", help="a causal LM: embedded name, Hub id or folder")
 parser.add_argument("--labeler", default="vader-positive", help="vader-positive, vader-negative or concise")
@@ -20,12 +21,12 @@ parser.add_argument("--sft-steps", type=int, default=60)
 parser.add_argument("--ppo-steps", type=int, default=40)
 parser.add_argument("--dpo-steps", type=int, default=60)
 parser.add_argument(
-    "--comparisons", type=int, default=PipelineConfig().rm_pairs, help="training comparisons for the reward model"
+    "--comparisons", type=int, default=defaults.rm_pairs, help="training comparisons for the reward model"
 )
 parser.add_argument(
     "--prompts",
     type=int,
-    default=PipelineConfig().rm_heldout_prompts,
+    default=defaults.rm_heldout_prompts,
     help="held-out ranking prompts that test the reward model",
 )
 args = parser.parse_args()
