@@ -164,6 +164,11 @@ def capitalised(label: str) -> str:
     return label if any(c.isupper() for c in first) else label[:1].upper() + label[1:]
 
 
+def at_least(low: float) -> str:
+    """A lower bound in words, as every message says it: "0 or more", "at least 1"."""
+    return "0 or more" if low == 0 else f"at least {low:g}"
+
+
 def requirement_of(item: dataclasses.Field, kind: type) -> str:
     """The rule of a field in words: "at least 1", "above 0", "one of a, b", "from 0 to 1"."""
     meta = item.metadata
@@ -178,7 +183,7 @@ def requirement_of(item: dataclasses.Field, kind: type) -> str:
     if above is not None and high is not None:
         return f"{number} above {above:g} and at most {high:g}"
     if low is not None:
-        return "0 or more" if low == 0 else f"at least {low:g}"
+        return at_least(low)
     if above is not None:
         return f"above {above:g}"
     if high is not None:

@@ -94,8 +94,8 @@ class PETConfig(Config):
     distil_lora: bool = setting(
         True, "distil into LoRA updates and a head (off: every weight)", label="LoRA classifier"
     )
-    ipet_generations: int | None = setting(
-        None, "iPET generations after the first PET models (none: PET only)", minimum=1, label="iPET generations"
+    ipet_generations: int = setting(
+        0, "iPET generations after the first PET models (0: PET only)", minimum=0, label="iPET generations"
     )
     growth: float = setting(5.0, "d: generation j adds |T| (d^j - 1) labelled texts (the paper: 5)", above=1)
     ipet_share: float = setting(

@@ -311,7 +311,7 @@ def pet_seconds(config: PETConfig, settings: TrainSettings, task: Task, costs: M
     unlabelled = max(0, min(config.unlabelled, len(task.train) - 2 * dev))
     pattern = run_seconds(config.method, settings, dev, n_test, costs) + (dev + unlabelled) * costs.per_trained_text
     classifier = config.distil_steps * costs.per_step + n_test * costs.per_trained_text
-    generations = 1 + (config.ipet_generations or 0)
+    generations = 1 + config.ipet_generations
     classifiers = 2 if config.ipet_generations else 1
     return len(config.seeds) * (generations * patterns * pattern + classifiers * classifier)
 

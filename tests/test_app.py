@@ -417,7 +417,7 @@ def pet_args(**changes) -> list:
         shots=2,
         seeds="13",
         unlabelled=8,
-        ipet_generations=None,
+        ipet_generations=0,
         test_limit=10,
         method="lora",
         temperature=2.0,
@@ -456,7 +456,7 @@ def test_pet_tab_trains_every_pattern_distils_a_classifier_and_offers_it(client)
         (dict(patterns="Review: {text}\nSentiment:{mask}"), r"PET needs at least two patterns"),
         (dict(patterns="Review: {text}\n---\n{text} It was{mask}."), r"Pattern 1: .*\{mask\}"),
         (dict(unlabelled=100000), r"fewer than the 100000 unlabelled texts asked"),
-        (dict(ipet_generations=0), r"^iPET generations must be at least 1, not 0\.$"),
+        (dict(ipet_generations=-1), r"^iPET generations must be 0 or more, not -1\.$"),
     ],
 )
 def test_pet_bad_input_is_one_sentence(client, changes, message):

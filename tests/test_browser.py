@@ -387,8 +387,9 @@ SCREENSHOTS = Path(os.environ.get("PEFTLAB_SCREENSHOTS", Path(__file__).resolve(
 @pytest.mark.parametrize("theme", ["light", "dark"])
 @pytest.mark.parametrize("width", [1280, 400])
 def test_every_tab_is_reachable_with_its_primary_action_in_sight(chromium, browser, app_url, width, theme):
-    """No tab hides behind a menu at 400 px, and each tab's primary button is inside the 800 px high window
-    without scrolling; a screenshot of every tab is kept."""
+    """No tab hides behind a menu at 400 px, each tab's primary button is inside the 800 px high window without
+    scrolling, and no number box starts outside its range (the PET tab's empty "iPET generations" once showed 0
+    under its minimum of 1, so Run PET failed on the defaults); a screenshot of every tab is kept."""
     require_browser(chromium[1])
     from playwright.sync_api import expect
 
@@ -402,6 +403,8 @@ def test_every_tab_is_reachable_with_its_primary_action_in_sight(chromium, brows
             tab_button.click()
             panel = page.locator(f"#tab-{tab.lower().replace(' ', '-')}")
             expect(panel.get_by_role("button", name=button, exact=True)).to_be_in_viewport(timeout=30_000)
+            out_of_range = panel.locator("input[type=number]:invalid")
+            assert out_of_range.count() == 0, [box.get_attribute("aria-label") for box in out_of_range.all()]
             page.screenshot(path=str(SCREENSHOTS / f"{tab.lower().replace(' ', '-')}-{width}-{theme}.png"))
     finally:
         page.close()

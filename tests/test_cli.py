@@ -114,7 +114,7 @@ def test_bad_input_is_one_error_line(capsys, argv, message):
             ["--pattern", "{text} It was{mask}.", "--pattern", "{text} Overall"],
             r"^error: Pattern 2: The template must contain exactly one \{mask\}, but it has no \{mask\}\.$",
         ),
-        (["--ipet-generations", "0"], r"^error: --ipet-generations must be at least 1, not 0\.$"),
+        (["--ipet-generations", "-1"], r"^error: --ipet-generations must be 0 or more, not -1\.$"),
         (["--unlabelled", "0"], r"^error: --unlabelled must be at least 1, not 0\.$"),
         (["--unlabelled", "100000"], r"^error: The training pool of 'rt-sentiment' has \d+ texts besides the"),
         (["--task", "UPLOAD"], r"^error: 'pets\.csv' has no patterns of its own; write at least two"),

@@ -142,7 +142,7 @@ def test_an_uploaded_unlabelled_file_is_what_the_ensemble_labels(tiny_causal, ti
     upload.write_text("id,text\n" + "".join(f"{i},the film was fine {i}\n" for i in range(7)) + "7,\n")
     texts = read_unlabelled(str(upload), pattern_prompts(tiny_task, TINY_PATTERNS, [TINY_WORDS]))
     assert texts == [{"text": f"the film was fine {i}"} for i in range(7)]  # the empty row dropped, id ignored
-    result = run_tiny(tiny_causal, tiny_task, texts, ipet_generations=None)[-1]
+    result = run_tiny(tiny_causal, tiny_task, texts, ipet_generations=0)[-1]
     assert result.soft_labels.shape == (6, 2) and result.soft_label_accuracy is None  # no gold labels to check
     with pytest.raises(PeftlabError, match=r"^The unlabelled file has 7 texts, fewer than the 8 unlabelled texts"):
         run_tiny(tiny_causal, tiny_task, texts, unlabelled=8)
@@ -193,7 +193,7 @@ def test_bad_input_is_one_sentence(tiny_causal, tiny_task, patterns, words, chan
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"ipet_generations": 0}, r"iPET generations must be at least 1, not 0"),
+        ({"ipet_generations": -1}, r"iPET generations must be 0 or more, not -1"),
         ({"unlabelled": 0}, r"nlabelled must be at least 1, not 0"),
         ({"temperature": 0}, r"emperature must be above 0"),
         ({"weighting": "votes"}, r"eighting must be one of train-accuracy, uniform"),

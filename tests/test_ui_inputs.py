@@ -30,6 +30,21 @@ def test_every_config_input_of_the_app_shows_its_fields_default():
         assert component.value == expected, (cls.__name__, name, component.value, expected)
 
 
+def test_a_number_setting_that_defaults_to_none_gets_no_number_box():
+    """gradio draws a number box whose value is None as 0 and sends 0 back: the PET tab's untouched "iPET
+    generations" (then None, minimum 1) made Run PET fail on its defaults. Such a setting is refused when built."""
+    import gradio as gr
+
+    from peftlab.backends import BackendConfig
+
+    assert BackendConfig().workers is None
+    with (
+        gr.Blocks(),
+        pytest.raises(TypeError, match=r"^BackendConfig\.workers defaults to None, which a gradio"),
+    ):
+        config_input(BackendConfig, "workers")
+
+
 def test_on_a_public_space_every_capped_input_starts_within_its_cap(monkeypatch):
     """The reward model's 150 default steps and DPO's 60 are above the public caps (60 steps, 40 PPO/DPO steps):
     there the inputs start at the cap, so pressing a button on the defaults runs instead of failing."""

@@ -193,7 +193,7 @@ def test_the_pet_tab_runs_in_gpu_calls_and_classifies_with_the_classifier_it_dis
     monkeypatch.setattr("peftlab.ui.estimates._COSTS", {})  # measured again, in a GPU call
     form = dict(model=tiny_causal_folder, task="", upload=easy_csv, text_column="text", label_column="label")
     form |= dict(patterns=f"{TEMPLATE}\n---\n{{text}} It was{{mask}}.", verbalizer=VERBALIZER_LINES)
-    form |= dict(unlabelled_file=None, shots=2, seeds="13", unlabelled=6, ipet_generations=None, test_limit=6)
+    form |= dict(unlabelled_file=None, shots=2, seeds="13", unlabelled=6, ipet_generations=0, test_limit=6)
     form |= dict(method="lora", temperature=2.0, weighting="train-accuracy", distil_steps=2, distil_lora=True)
     form |= dict(growth=5.0, ipet_share=0.25, lm_loss_weight=0.0, steps=2)
     *_, (status, table, _, _, picker) = run_pet(None, **form)
