@@ -53,6 +53,20 @@ def test_the_first_long_job_stops_after_its_first_steps_then_starts_on_the_secon
     assert third.refusal().startswith("**100 iterations: about 3 min on this machine** (from its pace on this machine)")
 
 
+@pytest.mark.parametrize("public", [True, False])
+def test_on_a_public_space_an_estimate_above_its_job_limit_says_the_job_will_be_stopped(monkeypatch, public):
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1" if public else "0")
+    first = press()
+    for step, elapsed in ((0, 1.0), (1, 16.0)):
+        assert first.observe(Event(step=step, elapsed=elapsed)) is None
+    message = first.observe(Event(step=2, elapsed=31.0))  # 1 s + 100 x 15 s = 25 min, above the 20 min limit
+    limit = " This Space stops a job after 20 min; what has finished by then is kept." if public else ""
+    assert message == (
+        f"**100 iterations: about 25 min on this machine** (from its first steps just now).{limit} "
+        "Press the button again to start, or make the job smaller."
+    )
+
+
 def test_a_short_job_never_asks_and_a_changed_form_asks_again():
     short = press(steps=10)
     short.refusal()
