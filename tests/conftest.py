@@ -25,7 +25,8 @@ import torch  # noqa: E402
 from peftlab.models import LM  # noqa: E402
 from peftlab.tasks import Task  # noqa: E402
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Under pytest-xdist each worker has a core of its own: two threads each on two cores would fight for them.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = [
