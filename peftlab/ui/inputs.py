@@ -62,7 +62,11 @@ def ui_label(cls: type[Config], item: dataclasses.Field) -> str:
 
 def config_input(cls: type[Config], name: str, component: type | None = None, **options) -> gr.components.Component:
     """The input of setting `name` of `cls`: a radio for choices, a checkbox for flags, a number, or text (lists
-    comma-separated); `component` and `options` override what the field does not say (a slider, its range)."""
+    comma-separated); `component` and `options` override what the field does not say (a slider, its range).
+
+    Raises:
+        TypeError: a number setting whose default is None, which gradio's number box would show and send as 0.
+    """
     item = _field(cls, name)
     meta, kind = item.metadata, _base_type(typing.get_type_hints(cls)[name])
     caps = current_caps()
