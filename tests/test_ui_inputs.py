@@ -168,3 +168,10 @@ def test_a_slider_typed_out_of_range_names_itself():
     with pytest.raises(gr.Error) as error:
         slider.preprocess(17)
     assert error.value.message == "Demonstrations in context must be at most 16, not 17."
+
+
+def test_an_emptied_number_box_is_called_empty_not_none():
+    """A cleared box sends None: "Steps must be a whole number, not None." spoke Python to the visitor."""
+    with pytest.raises(PeftlabError, match=r"^Steps is empty; it must be at least 1\.$"):
+        config_from_form(TrainSettings, {"steps": None})
+    assert config_from_form(GridConfig, {"test_limit": None}).test_limit is None  # None is a value it takes

@@ -15,7 +15,17 @@ import typing
 
 import gradio as gr
 
-from peftlab.config import Config, SettingError, _base_type, _item_type, at_least, capitalised, label_of, parse_list
+from peftlab.config import (
+    Config,
+    SettingError,
+    _base_type,
+    _item_type,
+    at_least,
+    capitalised,
+    label_of,
+    parse_list,
+    requirement_of,
+)
 from peftlab.errors import PeftlabError
 from peftlab.serving import current_caps
 
@@ -111,8 +121,8 @@ def config_from_form(cls: type[Config], form: dict, prefix: str = "", **values) 
     public Space each value is checked against its field's cap.
 
     Raises:
-        PeftlabError: a value the config refuses or a cap exceeds, in one sentence that calls the setting by its
-            input's label.
+        PeftlabError: a value the config refuses, an empty number box, or a cap exceeded, in one sentence that calls
+            the setting by its input's label.
     """
     hints, caps = typing.get_type_hints(cls), current_caps()
     for item in cls.settings():
@@ -120,6 +130,8 @@ def config_from_form(cls: type[Config], form: dict, prefix: str = "", **values) 
         if key not in form or item.name in values:
             continue
         value, kind = form[key], _base_type(hints[item.name])
+        if value is None and type(None) not in typing.get_args(hints[item.name]):  # an emptied number box
+            raise PeftlabError(f"{ui_label(cls, item)} is empty; it must be {requirement_of(item, kind)}.")
         if kind is tuple:
             value = tuple(
                 parse_list(value, _item_type(hints[item.name]), ui_label(cls, item))
