@@ -83,6 +83,9 @@ def test_inputs_carry_the_fields_range_choices_and_help(monkeypatch):
         steps.preprocess(0)
     with pytest.raises(gr.Error, match=r"Steps must be at most 60, not 61\."):
         capped.preprocess(61)
+    assert steps.preprocess(30.0) == 30  # a whole number typed as 30.0 is fine; 2.5 was silently rounded to 2
+    with pytest.raises(gr.Error, match=r"Steps must be a whole number, not 2\.5\."):
+        steps.preprocess(2.5)
 
 
 def test_a_stages_inputs_say_whose_setting_they_are():

@@ -39,12 +39,15 @@ def named_number(*args, **kwargs) -> gr.Number:
 
 def named_bounds(component: gr.Number | gr.Slider) -> gr.Number | gr.Slider:
     """`component` with an out-of-range message that names it, in the words the library uses ("Steps must be at
-    least 1, not 0."), where gradio's own says only "Value 0 is less than minimum value 1.". (Wrapped, not
-    subclassed: gradio writes a .pyi stub beside the module of every Component subclass.)"""
+    least 1, not 0."), where gradio's own says only "Value 0 is less than minimum value 1."; a whole-number box
+    refuses 2.5 instead of rounding it. (Wrapped, not subclassed: gradio writes a .pyi stub beside the module of
+    every Component subclass.)"""
     preprocess = component.preprocess
 
     def named_preprocess(payload):
         if payload is not None:
+            if getattr(component, "precision", None) == 0 and payload != int(payload):  # gradio would round 2.5 to 2
+                raise gr.Error(f"{component.label} must be a whole number, not {payload:g}.", print_exception=False)
             if component.minimum is not None and payload < component.minimum:
                 raise gr.Error(
                     f"{component.label} must be {at_least(component.minimum)}, not {payload:g}.", print_exception=False
