@@ -103,6 +103,11 @@ class PETConfig(Config):
     )
     test_limit: int | None = scored_texts_setting("test texts every model is scored on")
 
+    @property
+    def classifiers(self) -> int:
+        """Distilled classifiers a seed trains: PET's, and one more from iPET's last generation when it runs."""
+        return 2 if self.ipet_generations else 1
+
     def check_settings(self):
         if not self.seeds:
             raise PeftlabError("PET needs at least one seed.")

@@ -312,8 +312,7 @@ def pet_seconds(config: PETConfig, settings: TrainSettings, task: Task, costs: M
     pattern = run_seconds(config.method, settings, dev, n_test, costs) + (dev + unlabelled) * costs.per_trained_text
     classifier = config.distil_steps * costs.per_step + n_test * costs.per_trained_text
     generations = 1 + config.ipet_generations
-    classifiers = 2 if config.ipet_generations else 1
-    return len(config.seeds) * (generations * patterns * pattern + classifiers * classifier)
+    return len(config.seeds) * (generations * patterns * pattern + config.classifiers * classifier)
 
 
 def estimate_seconds(

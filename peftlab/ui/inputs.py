@@ -97,18 +97,18 @@ def config_input(cls: type[Config], name: str, component: type | None = None, **
         )
     if meta["choices"] is not None and component in (gr.Radio, gr.Dropdown):
         kwargs["choices"] = list(meta["choices"])
+    default = getattr(cls(), name)
     if component in (gr.Number, named_number):
+        if default is None:
+            # gradio's number box draws None as 0 and sends 0 back, placeholder or not (gradio issue 6728): "iPET
+            # generations", once None under a minimum of 1, made Run PET fail on the untouched tab. Say "off" with 0.
+            raise TypeError(f"{cls.__name__}.{name} defaults to None, which a gradio number box cannot show")
         limits = [v for v in (meta["maximum"], getattr(caps, meta["cap"]) if meta["cap"] else None) if v is not None]
         kwargs.update(precision=0 if kind is int else None, minimum=meta["minimum"], maximum=min(limits, default=None))
         if kind is float:  # the browser's default step of 1 marks a learning rate of 5e-05 invalid (a red box)
             kwargs["step"] = "any"
-    default = getattr(cls(), name)
     if kind is tuple:
         default = list(default) if component is gr.CheckboxGroup else ",".join(map(str, default))
-    if component in (gr.Number, named_number) and default is None:
-        # gradio's number box draws None as 0 and sends 0 back, placeholder or not (gradio issue 6728): "iPET
-        # generations", once None under a minimum of 1, made Run PET fail on the untouched tab. Say "off" with 0.
-        raise TypeError(f"{cls.__name__}.{name} defaults to None, which a gradio number box cannot show")
     kwargs.update(options)
     if kind in (int, float) and None not in (default, kwargs.get("maximum")) and default > kwargs["maximum"]:
         default = kwargs["maximum"]  # a public Space's cap below the library's default: the defaults must run there

@@ -114,8 +114,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
     lm = load_model(form["model"], dtype="fp32")
     costs = measured_costs(lm, task, prompts[0].template.text, form["verbalizer"])
     expected = pet_seconds(config, settings, task, costs, len(prompts))
-    generations = config.ipet_generations
-    total = len(config.seeds) * ((1 + generations) * len(prompts) + 1 + (1 if generations else 0))  # models trained
+    total = len(config.seeds) * ((1 + config.ipet_generations) * len(prompts) + config.classifiers)  # models trained
     if message := unconfirmed(request, "pet", form, expected, f"{total} models to train"):
         yield message, *[gr.skip()] * 4
         return
