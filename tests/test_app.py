@@ -690,6 +690,12 @@ def test_public_mode_refuses_oversized_jobs_and_disallowed_models_with_one_sente
         ),
         ("/compare", compare_args(shots="64"), "K per class is 64, " + limit.format(32)),
         ("/evaluate", [*settings().values(), 900], "Test texts to evaluate is 900, " + limit.format(500)),
+        (  # an emptied box means every test text: the message says so rather than quote a number nobody typed
+            "/evaluate",
+            [*settings().values(), None],
+            "Test texts to evaluate is empty, which scores all 1000 test texts, above this public Space's limit of "
+            "500; type 500 or fewer.",
+        ),
         ("/autoprompt", autoprompt_args(iterations=31), "Iterations is 31, " + limit.format(30)),
         (
             "/classify",

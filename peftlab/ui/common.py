@@ -246,8 +246,19 @@ def task_from_form(form: dict):
 
 def check_test_texts(task, limit: int | None, what: str = "Test texts", split: str = "test") -> None:
     """On a public Space, the texts one evaluation scores (all rows of `split` when no limit is given) stay within
-    the cap."""
-    available = len(task.rows(split))
+    the cap.
+
+    Raises:
+        PeftlabError: above the cap. An emptied box (`limit` None) is called empty: the visitor typed no number, so
+            "is 1000" would name one they never saw.
+    """
+    available, cap = len(task.rows(split)), current_caps().test_texts
+    if limit is None and cap is not None and available > cap:
+        texts = "rows" if split == "all" else f"{split} texts"
+        raise PeftlabError(
+            f"{what} is empty, which scores all {available} {texts}, above this public Space's limit of {cap:g}; "
+            f"type {cap:g} or fewer."
+        )
     current_caps().check("test_texts", min(limit or available, available), what)
 
 
