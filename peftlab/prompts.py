@@ -47,7 +47,11 @@ class Template:
 
     @classmethod
     def parse(cls, text: str, fields: Sequence[str]) -> Template:
-        """Validate against the task's columns: exactly one {mask}, only known {column}s."""
+        """Validate against the task's columns: exactly one {mask}, only known {column}s, and at least one of them.
+
+        Raises:
+            PeftlabError: an empty template, no or several {mask}, a column the task lacks, or no column at all.
+        """
         if not text or not text.strip():
             raise PeftlabError("The template is empty; write one such as 'Review: {text} Sentiment:{mask}'.")
         names = _FIELD.findall(text)
@@ -60,6 +64,11 @@ class Template:
             raise PeftlabError(
                 f"The template uses {', '.join('{' + n + '}' for n in unknown)}, which the task lacks; "
                 f"available: {', '.join('{' + f + '}' for f in fields)} and {{mask}}."
+            )
+        if fields and not set(names) & set(fields):  # every text would get the same prediction ("{text {mask}")
+            raise PeftlabError(
+                f"The template never uses the input; write {' or '.join('{' + f + '}' for f in fields)} where the "
+                "text goes, as in 'Review: {text} Sentiment:{mask}'."
             )
         return cls(text)
 
@@ -147,20 +156,33 @@ def _spec_to_dict(spec: str | dict) -> dict:
         )
     if text.startswith("{"):
         try:
-            mapping = json.loads(text)
+            mapping = json.loads(text, object_pairs_hook=_once_each)
         except json.JSONDecodeError as exc:
             raise PeftlabError(f"The verbalizer is not valid JSON ({exc.msg} at character {exc.pos}).") from None
         if not isinstance(mapping, dict):
             raise PeftlabError("The verbalizer JSON must be an object mapping each label to its words.")
         return mapping
-    mapping = {}
+    pairs = []
     for line in re.split(r"[\n;]", text):
         if not line.strip():
             continue
         if ":" not in line:
             raise PeftlabError(f"Verbalizer line {line.strip()!r} needs the form 'label: word1, word2'.")
         label, words = line.split(":", 1)
-        mapping[label.strip()] = [w for w in words.split(",")]
+        pairs.append((label.strip(), [w for w in words.split(",")]))
+    return _once_each(pairs)
+
+
+def _once_each(pairs: list[tuple[str, object]]) -> dict:
+    """The verbalizer's label -> words pairs as a dict, refusing a label given twice (which would silently keep
+    only its last words)."""
+    mapping = {}
+    for label, words in pairs:
+        if label in mapping:
+            raise PeftlabError(
+                f"The verbalizer gives label {label!r} twice; put all its words in one place ('{label}: word1, word2')."
+            )
+        mapping[label] = words
     return mapping
 
 

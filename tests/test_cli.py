@@ -85,6 +85,7 @@ def test_cloze_on_uploaded_csv(capsys, tmp_path):
         (["--template", "Review: {text}"], r"exactly one \{mask\}"),
         (["--template", "{text} {mask} {mask}"], r"exactly one \{mask\}, but it has 2"),
         (["--template", "{review} {mask}"], r"\{review\}, which the task lacks"),
+        (["--template", "{text {mask}"], r"The template never uses the input; write \{text\} or"),
         (["--verbalizer", '{"negative": ["bad"], "happy": ["good"]}'], r"label\(s\) 'happy' that the task lacks"),
         (["--verbalizer", '{"negative": ["bad"]}'], r"no word for label\(s\) 'positive'"),
         (["--verbalizer", '{"negative": [""], "positive": ["good"]}'], r"empty label word"),

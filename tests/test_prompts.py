@@ -55,6 +55,18 @@ def test_template_unknown_column_is_named():
         Template.parse("{b} {a} {text}{mask}", ["text"])
 
 
+@pytest.mark.parametrize("text", ["Sentiment:{mask}", "{text {mask}", "{ text} was{mask}."])
+def test_a_template_that_never_uses_the_input_is_refused(text):
+    """Without its input every text is scored the same: one prediction for all (a typo such as '{text ' too)."""
+    with pytest.raises(PeftlabError) as raised:
+        Template.parse(text, ["text"])
+    assert str(raised.value) == (
+        "The template never uses the input; write {text} where the text goes, as in 'Review: {text} Sentiment:{mask}'."
+    )
+    with pytest.raises(PeftlabError, match=r"write \{premise\} or \{hypothesis\} where the text goes"):
+        Template.parse(text, ["premise", "hypothesis"])
+
+
 @pytest.mark.parametrize("text", ["", "   ", "\n"])
 def test_template_empty(text):
     with pytest.raises(PeftlabError, match="empty"):
@@ -77,7 +89,7 @@ def test_template_render_fills_columns():
 
 
 def test_template_mask_at_start_and_end():
-    assert Template.parse("{mask}", ["text"]).render({"text": "x"}) == ("", "")
+    assert Template.parse("{text}{mask}", ["text"]).render({"text": "x"}) == ("x", "")
     assert Template.parse("{mask}: {text}", ["text"]).render({"text": "x"}) == ("", ": x")
 
 
@@ -169,6 +181,13 @@ def test_verbalizer_json_dict_and_lines_agree():
         ("", r"verbalizer is empty"),
         ("   ", r"verbalizer is empty"),
         ("negative bad\npositive: good", r"line 'negative bad' needs the form 'label: word1, word2'"),
+        # a label given twice kept only its last words, without a word
+        (
+            "negative: bad\nnegative: awful\npositive: good",
+            r"^The verbalizer gives label 'negative' twice; put all "
+            r"its words in one place \('negative: word1, word2'\)\.$",
+        ),
+        ('{"negative": ["bad"], "positive": ["good"], "negative": ["awful"]}', r"gives label 'negative' twice"),
     ],
 )
 def test_verbalizer_errors(spec, message):
