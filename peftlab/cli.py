@@ -672,7 +672,7 @@ def run_results(args: argparse.Namespace) -> None:
     elif args.action == "export":
         print(f"{store.export(args.out, **where)} results written to {args.out}.")
     elif args.action == "import":
-        print(f"{store.import_(args.file)} results added to {store.path}.")
+        print(f"{store.import_(args.file).sentence()} (store: {store.path})")
     else:
         print(f"{store.delete(args.ids)} results deleted.")
 
@@ -706,14 +706,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted.", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug or a broken environment: one line, the traceback only when asked
-        if "--debug" in argv:
-            traceback.print_exc()
-        reason = (str(exc).strip().splitlines() or [""])[0]
-        print(
-            f"error: {type(exc).__name__}{': ' + reason if reason else ''} "
-            "(this is a bug or a broken installation; run again with --debug to see the traceback).",
-            file=sys.stderr,
-        )
-        return 1
+    except OSError as exc:
+        if exc.filename is None:  # not a path the user gave: a broken environment, reported as below
+            return _unexpected(exc, argv)
+        # a path the user gave that cannot be read or written (no such file, no such folder, no permission)
+        print(f"error: {str(exc.filename)!r}: {(exc.strerror or str(exc)).lower()}.", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        return _unexpected(exc, argv)
     return 0
+
+
+def _unexpected(exc: Exception, argv: list[str]) -> int:
+    """A bug or a broken environment: one line, the traceback only when asked; exit code 1."""
+    if "--debug" in argv:
+        traceback.print_exc()
+    reason = (str(exc).strip().splitlines() or [""])[0]
+    print(
+        f"error: {type(exc).__name__}{': ' + reason if reason else ''} "
+        "(this is a bug or a broken installation; run again with --debug to see the traceback).",
+        file=sys.stderr,
+    )
+    return 1

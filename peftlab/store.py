@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import os
 import sqlite3
@@ -209,27 +210,60 @@ class ResultStore:
             table.to_csv(path, index=False)
         return len(rows)
 
-    def import_(self, path: str | Path) -> int:
-        """Add the rows of an exported file (JSON Lines or CSV) as this owner's; returns how many.
+    def import_(self, path: str | Path) -> Imported:
+        """Add the rows of an exported file (JSON Lines or CSV) as this owner's. A row whose id this owner has
+        stored already is kept once, so importing a file twice adds nothing the second time.
 
         Raises:
-            PeftlabError: a file that is not an export of results.
+            PeftlabError: a file that is not UTF-8 text or not an export of results, naming the first bad line.
         """
         from peftlab.uploads import read_text
 
         path = Path(path)
         _check_suffix(path)
-        try:
-            if path.suffix == ".jsonl":
-                records = [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
-            else:  # every cell as text, typed back by the row's fields (a CSV has no types of its own)
-                records = pd.read_csv(path, dtype=str, keep_default_na=False).to_dict("records")
-            rows = [_row_from({**record, "owner": self.owner}) for record in records]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise PeftlabError(
-                f"{path.name} is not an export of peftlab results ({type(exc).__name__}: {exc})."
-            ) from None
-        return len(self.add(rows))
+        text = read_text(path)
+        if path.suffix == ".jsonl":
+            lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+            records = []
+            for number, line in lines:
+                try:
+                    records.append((number, json.loads(line)))
+                except ValueError as exc:
+                    raise PeftlabError(f"{path.name} line {number} is not a JSON object ({exc.msg}).") from None
+        else:  # every cell as text, typed back by the row's fields (a CSV has no types of its own)
+            table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+            records = list(enumerate(table.to_dict("records"), 2))  # line 1 is the header
+        rows = []
+        for number, record in records:
+            try:
+                if not isinstance(record, dict):
+                    raise TypeError("it is not an object with a result's fields")
+                rows.append(_row_from({**record, "owner": self.owner}))
+            except (ValueError, KeyError, TypeError) as exc:
+                reason = exc.args[0] if exc.args else type(exc).__name__
+                raise PeftlabError(
+                    f"{path.name} line {number} is not a peftlab result ({reason}); import a file that "
+                    "`results export` or the Compare tab's export wrote."
+                ) from None
+        stored = {row.id for row in self.rows()}
+        new = list({row.id: row for row in rows if row.id not in stored}.values())
+        self.add(new)
+        return Imported(added=len(new), already=sum(row.id in stored for row in rows))
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What an import did: rows added, and rows this owner had stored already (by id)."""
+
+    added: int
+    already: int
+
+    def sentence(self) -> str:
+        """ "2 results added." or "0 results added; 2 were already stored." """
+        added = f"{self.added} result{'' if self.added == 1 else 's'} added"
+        if not self.already:
+            return f"{added}."
+        return f"{added}; {self.already} {'was' if self.already == 1 else 'were'} already stored."
 
 
 FLOAT_COLUMNS = ("accuracy", "macro_f1", "train_seconds", "scoring_seconds", "peak_memory_mb")

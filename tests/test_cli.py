@@ -402,3 +402,31 @@ def test_rlhf_both_routes_learn_from_a_persons_comparisons_files(capsys, tiny_ca
     assert (summary["prompts"], summary["rm_train_pairs"], summary["rm_heldout_pairs"]) == (1, 5 * 3, 3)
     assert {"ppo_mean_score", "ppo_mean_kl", "dpo_mean_score", "dpo_mean_kl", "dpo_seconds"} <= set(summary)
     assert set(summary["stage_seconds"]) == {"sft", "comparisons", "reward", "ppo", "dpo", "evaluation"}
+
+
+def test_results_and_report_name_a_path_they_cannot_use_in_one_line(capsys, tmp_path, monkeypatch, tiny_task):
+    """A missing file or folder is the user's to fix (exit 2), not 'a bug or a broken installation' (exit 1)."""
+    from peftlab.store import ResultRow, ResultStore
+
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "results.sqlite"))
+    scored = ResultRow.scored("cloze", "tiny", tiny_task, "zero-shot", {}, tiny_task.test, [0] * len(tiny_task.test))
+    ResultStore().add([scored])
+    rows = tmp_path / "rows.jsonl"
+    assert run_cli(capsys, "results", "export", "--out", str(rows))[0] == 0
+    code, out, _ = run_cli(capsys, "results", "import", str(rows))
+    assert code == 0 and out.startswith("0 results added; 1 was already stored.")  # the same id, kept once
+    missing, no_folder = tmp_path / "nowhere.jsonl", tmp_path / "no-folder"
+    cases = [
+        (["results", "import", str(missing)], f"error: {str(missing)!r}: no such file or directory.\n"),
+        (
+            ["results", "export", "--out", str(no_folder / "rows.jsonl")],
+            f"error: {str(no_folder / 'rows.jsonl')!r}: no such file or directory.\n",
+        ),
+        (
+            ["report", "--task", tiny_task.name, "--model", "tiny", "--out", str(no_folder / "r.html")],
+            f"error: {str(no_folder / 'r.html')!r}: no such file or directory.\n",
+        ),
+    ]
+    for argv, message in cases:
+        code, _, err = run_cli(capsys, *argv)
+        assert (code, err) == (2, message), argv

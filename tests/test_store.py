@@ -70,7 +70,9 @@ def test_export_and_import_give_back_the_same_rows(tmp_path, suffix):
     exported = tmp_path / f"rows{suffix}"
     assert source.export(exported) == 2
     target = ResultStore(tmp_path / "b.sqlite", owner="me")
-    assert target.import_(exported) == 2
+    assert target.import_(exported).sentence() == "2 results added."
+    assert target.import_(exported).sentence() == "0 results added; 2 were already stored."  # kept once
+    assert len(target.rows()) == 2
     for before, after in zip(source.rows(), target.rows()):
         assert {**before.__dict__, "owner": "me"} == after.__dict__
 
@@ -83,7 +85,34 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
         store.delete(["zzz"])
     with pytest.raises(PeftlabError, match=r"^Results are exported as \.jsonl or \.csv, not \.txt\.$"):
         store.export(tmp_path / "rows.txt")
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"method": "x"}) + "\n")
-    with pytest.raises(PeftlabError, match=r"^bad.jsonl is not an export of peftlab results \(KeyError"):
-        store.import_(bad)
+    exported = tmp_path / "rows.jsonl"
+    store.export(exported)
+    good = exported.read_text().splitlines()[0]
+    hint = "; import a file that `results export` or the Compare tab's export wrote."
+    cases = {  # the first bad line, in words, whatever the file's shape
+        "missing.jsonl": (
+            good + "\n\n" + json.dumps({"method": "x"}) + "\n",
+            "line 3 is not a peftlab result (a row has no kind, model, task, test_fingerprint)" + hint,
+        ),
+        "broken.jsonl": (
+            good + "\n{'method': 1}\n",
+            "line 2 is not a JSON object (Expecting property name enclosed in double quotes).",
+        ),
+        "list.jsonl": (
+            "[1, 2]\n",
+            "line 1 is not a peftlab result (it is not an object with a result's fields)" + hint,
+        ),
+        "other.csv": (
+            "text,label\ngood film,1\n",
+            "line 2 is not a peftlab result (a row has no kind, model, task, test_fingerprint, method)" + hint,
+        ),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_text(content)
+        with pytest.raises(PeftlabError) as raised:
+            store.import_(tmp_path / name)
+        assert str(raised.value) == f"{name} {message}"
+    (tmp_path / "latin1.csv").write_bytes("method\ncafé\n".encode("latin-1"))
+    with pytest.raises(PeftlabError, match=r"^The file 'latin1.csv' could not be read as UTF-8 text"):
+        store.import_(tmp_path / "latin1.csv")
+    assert len(store.rows()) == 1  # nothing half-imported

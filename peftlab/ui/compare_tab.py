@@ -213,8 +213,7 @@ def export_results(request: gr.Request):
 def import_results(path, request: gr.Request):
     if not path:
         raise PeftlabError("Upload a rows.jsonl or rows.csv that an export gave you.")
-    added = _store(request).import_(path)
-    return f"{counted(added, 'result')} added.", list_results(request)
+    return _store(request).import_(path).sentence(), list_results(request)
 
 
 def build_compare_tab(tab: gr.Tab) -> None:
