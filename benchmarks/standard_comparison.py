@@ -3,14 +3,15 @@
 Run from the repository root:
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/standard_comparison.py [--tasks rt-sentiment,bbc-topic]
+        [--estimate-only]
 
 For each task, `peftlab.standard.run_standard` with its defaults (calibrated zero-shot, in-context demonstrations,
-AutoPrompt, prompt tuning, P-tuning, prefix tuning, LoRA, adapters, head-only, full fine-tuning) on the embedded
-model, the task's suggested prompt, K=16 per class, seeds 13/21/42, a stratified subset of 500 test texts, the
-shared trainer's defaults. Every row goes to a fresh results store. Reported per task: the estimate made before
-starting, the wall time (target 30 minutes) and where it went (seconds per method, all seeds), the comparison
-table with each method's difference from calibrated zero-shot and its 95 % paired interval; then the store's
-size, and whether the report written twice from the store alone is byte-identical.
+AutoPrompt, PET, prompt tuning, P-tuning, prefix tuning, LoRA, adapters, head-only, full fine-tuning) on the
+embedded model, the task's suggested prompt, K=16 per class, seeds 13/21/42, a stratified subset of 500 test
+texts, the shared trainer's defaults. Every row goes to a fresh results store. Reported per task: the estimate made
+before starting, the wall time (target 30 minutes) and where it went (seconds per method, all seeds), the
+comparison table with each method's difference from calibrated zero-shot and its 95 % paired interval; then the
+store's size, and whether the report written twice from the store alone is byte-identical.
 
 stdout gets one JSON object (indent 2) as its last line; progress lines go to stderr.
 """
@@ -41,12 +42,24 @@ TARGET_MINUTES = 30
 log = logger("standard_comparison")
 
 
-def one_task(name: str, store: ResultStore, config: StandardConfig, settings: TrainSettings) -> dict:
+def estimated(name: str, config: StandardConfig, settings: TrainSettings) -> tuple:
+    """The task, its prompt, both models and the expected seconds of each method, measured on this machine."""
     task = load_task(name)
     template, verbalizer = suggested_prompt(task.name, task.label_names)
     scoring_lm, training_lm = load_lm("smollm2-135m"), load_lm("smollm2-135m", dtype="fp32")
     costs = estimate(scoring_lm, training_lm, task, template, verbalizer, config, settings)
     log(f"{name}: estimated {sum(costs.values()) / 60:.1f} minutes")
+    return task, template, verbalizer, scoring_lm, training_lm, costs
+
+
+def expected(costs: dict[str, float]) -> dict:
+    """The estimate as the JSON reports it: seconds in all and per method (all seeds)."""
+    per_method = {method: round(seconds) for method, seconds in costs.items()}
+    return {"estimated_seconds": round(sum(costs.values())), "estimated_seconds_per_method": per_method}
+
+
+def one_task(name: str, store: ResultStore, config: StandardConfig, settings: TrainSettings) -> dict:
+    task, template, verbalizer, scoring_lm, training_lm, costs = estimated(name, config, settings)
     seconds: dict[str, float] = {}
     with Phase(name, log) as phase:
         started = time.perf_counter()
@@ -65,8 +78,7 @@ def one_task(name: str, store: ResultStore, config: StandardConfig, settings: Tr
         "task": name,
         "test_texts": split.texts,
         "support": split.support,
-        "estimated_seconds": round(sum(costs.values())),
-        "estimated_seconds_per_method": {k: round(v) for k, v in costs.items()},
+        **expected(costs),
         "wall_seconds": round(wall, 1),
         "seconds_per_method": {k: round(v, 1) for k, v in seconds.items()},
         "within_target": wall <= TARGET_MINUTES * 60,
@@ -79,10 +91,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="rt-sentiment,bbc-topic")
     parser.add_argument("--test-limit", type=int, default=500)
+    parser.add_argument(
+        "--estimate-only",
+        action="store_true",
+        help="print each task's expected seconds per method (measured costs, about 15 s a task) and run nothing",
+    )
     args = parser.parse_args()
+    config, settings = StandardConfig(test_limit=args.test_limit), TrainSettings()
+    if args.estimate_only:
+        tasks = [{"task": name, **expected(estimated(name, config, settings)[-1])} for name in args.tasks.split(",")]
+        print(json.dumps(tasks, indent=2))
+        return
     store_file = Path(tempfile.mkdtemp(prefix="peftlab-standard-")) / "results.sqlite"
     store = ResultStore(store_file)
-    config, settings = StandardConfig(test_limit=args.test_limit), TrainSettings()
     tasks = [one_task(name, store, config, settings) for name in args.tasks.split(",")]
     rows = store.rows()
     first = report_html(compare(rows), rows)
