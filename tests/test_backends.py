@@ -133,7 +133,7 @@ def test_the_standard_comparison_trains_its_methods_side_by_side_on_ray_with_the
 
 def test_pet_trains_each_generation_s_pattern_models_on_ray_with_the_local_numbers(local_ray, folder_lm, tiny_task):
     local = run_tiny(folder_lm, tiny_task)
-    remote = run_tiny(folder_lm, tiny_task, backend=RayBackend())
+    remote = run_tiny(folder_lm, tiny_task, backend=RayBackend(workers=1))  # a worker process per generation
     assert remote[-1].summary() | {"seconds": 0} == local[-1].summary() | {"seconds": 0}
     assert np.array_equal(remote[-1].soft_labels, local[-1].soft_labels)
     assert {(e.generation, e.model) for e in remote[:-1]} == {(e.generation, e.model) for e in local[:-1]}

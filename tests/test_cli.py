@@ -139,9 +139,10 @@ def test_pet_bad_input_is_one_error_line(capsys, tmp_path, argv, message):
     assert len(lines) == 1 and re.search(message, lines[0]), err
 
 
-def test_pet_runs_pet_and_ipet_and_prints_one_record_per_seed(capsys, tmp_path):
+def test_pet_runs_pet_and_ipet_and_prints_one_record_per_seed(capsys, tmp_path, tiny_causal_folder):
     saved = tmp_path / "classifier.zip"
     small = ["--shots", "2", "--unlabelled", "8", "--test-limit", "10", "--steps", "2", "--distil-steps", "2"]
+    small += ["--model", tiny_causal_folder]  # the command's plumbing; the embedded model's PET is the app test's
     patterns = ["--pattern", "Review: {text}\nSentiment:{mask}", "--pattern", "{text} All in all, it was{mask}."]
     code, out, err = run_cli(
         capsys, "pet", "--seeds", "13", *small, *patterns, "--ipet-generations", "1", "--json", "--no-store",
