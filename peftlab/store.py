@@ -217,32 +217,24 @@ class ResultStore:
         Raises:
             PeftlabError: a file that is not UTF-8 text or not an export of results, naming the first bad line.
         """
-        from peftlab.uploads import read_text
+        from peftlab.uploads import json_objects, read_text
 
         path = Path(path)
         _check_suffix(path)
         text = read_text(path)
         if path.suffix == ".jsonl":
-            lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-            records = []
-            for number, line in lines:
-                try:
-                    records.append((number, json.loads(line)))
-                except ValueError as exc:
-                    raise PeftlabError(f"{path.name} line {number} is not a JSON object ({exc.msg}).") from None
+            records = json_objects(text, path.name)
         else:  # every cell as text, typed back by the row's fields (a CSV has no types of its own)
             table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-            records = list(enumerate(table.to_dict("records"), 2))  # line 1 is the header
+            records = [(f"Line {n} of '{path.name}'", r) for n, r in enumerate(table.to_dict("records"), 2)]
         rows = []
-        for number, record in records:
+        for source, record in records:  # line 1 of a CSV is its header
             try:
-                if not isinstance(record, dict):
-                    raise TypeError("it is not an object with a result's fields")
                 rows.append(_row_from({**record, "owner": self.owner}))
             except (ValueError, KeyError, TypeError) as exc:
                 reason = exc.args[0] if exc.args else type(exc).__name__
                 raise PeftlabError(
-                    f"{path.name} line {number} is not a peftlab result ({reason}); import a file that "
+                    f"{source} is not a peftlab result ({reason}); import a file that "
                     "`results export` or the Compare tab's export wrote."
                 ) from None
         stored = {row.id for row in self.rows()}

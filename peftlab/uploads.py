@@ -75,13 +75,41 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return pd.DataFrame.from_records(records)
         if text.lstrip().startswith("{") and _is_one_json_value(text):
             raise ValueError("it is one JSON object, not one object per line or an array of objects")
-        return pd.read_json(
-            io.StringIO(text), lines=True, dtype=False
-        )  # dtype=False also keeps date-like columns as read
+        return pd.DataFrame.from_records([record for _, record in json_objects(text, path.name)])
+    except PeftlabError:  # already one sentence (a JSON line named by its number)
+        raise
     except (ValueError, pd.errors.ParserError) as exc:
         kind = "CSV" if path.suffix.lower() == ".csv" else "JSON lines (one JSON object per line) or a JSON array"
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise PeftlabError(f"The file '{path.name}' could not be read as {kind} ({reason[:120]}).") from None
+
+
+JSON_KINDS = {str: "string", list: "array", int: "number", float: "number", bool: "true or false", type(None): "null"}
+
+
+def json_objects(text: str, name: str) -> list[tuple[str, dict]]:
+    """("Line N of 'name'", object) for each non-blank line of a JSON Lines text, numbered from 1 as editors do.
+
+    Raises:
+        PeftlabError: the first line that is not a JSON object, named by its number (a parser's offset into the
+            whole file is no help to find it).
+    """
+    objects = []
+    # JSON Lines ends lines with \n (or \r\n) only: str.splitlines() would also cut a text at U+2028, U+0085, ...
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        source = f"Line {number} of '{name}'"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PeftlabError(f"{source} is not valid JSON ({exc.msg}); write one JSON object per line.") from None
+        if not isinstance(value, dict):
+            raise PeftlabError(
+                f"{source} is a JSON {JSON_KINDS[type(value)]}, not an object; write one JSON object per line."
+            )
+        objects.append((source, value))
+    return objects
 
 
 def _not_text(char: str) -> bool:

@@ -142,6 +142,16 @@ def test_uploads_in_the_encodings_and_shapes_people_save_load_the_same_rows(tmp_
             "The file 'one.json' could not be read as JSON lines (one JSON object per line) or a JSON array (it is one "
             "JSON object, not one object per line or an array of objects).",
         ),
+        (  # a parser's offset into the whole file ("position 258") does not help to find the line
+            "broken.jsonl",
+            b'{"text": "fine", "label": "a"}\n\n{"text": "x" "label": "b"}\n',
+            "Line 3 of 'broken.jsonl' is not valid JSON (Expecting ',' delimiter); write one JSON object per line.",
+        ),
+        (
+            "strings.jsonl",
+            b'{"text": "fine", "label": "a"}\n"just a string"\n',
+            "Line 2 of 'strings.jsonl' is a JSON string, not an object; write one JSON object per line.",
+        ),
         (
             "numbers.json",
             b"[1, 2, 3]",

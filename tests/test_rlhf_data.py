@@ -159,7 +159,7 @@ def test_load_demonstrations_reads_each_line(tmp_path):
     "lines, message",
     [
         ([{"prompt": "a", "response": "b"}, '{"prompt": "a", "response": '], "Line 2 of 'f.jsonl' is not valid JSON"),
-        (['["a", "b"]'], "Line 1 of 'f.jsonl' is a JSON list, not an object"),
+        (['["a", "b"]'], "Line 1 of 'f.jsonl' is a JSON array, not an object"),
         ([{"prompt": "a"}], "Line 1 of 'f.jsonl' has no 'response' field"),
         ([{"response": "b"}], "Line 1 of 'f.jsonl' has no 'prompt' field"),
         ([{"prompt": "a", "response": "  "}], "Line 1 of 'f.jsonl' has an empty 'response'"),

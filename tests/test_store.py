@@ -92,26 +92,29 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
     cases = {  # the first bad line, in words, whatever the file's shape
         "missing.jsonl": (
             good + "\n\n" + json.dumps({"method": "x"}) + "\n",
-            "line 3 is not a peftlab result (a row has no kind, model, task, test_fingerprint)" + hint,
+            "Line 3 of 'missing.jsonl' is not a peftlab result (a row has no kind, model, task, test_fingerprint)"
+            + hint,
         ),
         "broken.jsonl": (
             good + "\n{'method': 1}\n",
-            "line 2 is not a JSON object (Expecting property name enclosed in double quotes).",
+            "Line 2 of 'broken.jsonl' is not valid JSON (Expecting property name enclosed in double quotes); write one "
+            "JSON object per line.",
         ),
         "list.jsonl": (
             "[1, 2]\n",
-            "line 1 is not a peftlab result (it is not an object with a result's fields)" + hint,
+            "Line 1 of 'list.jsonl' is a JSON array, not an object; write one JSON object per line.",
         ),
         "other.csv": (
             "text,label\ngood film,1\n",
-            "line 2 is not a peftlab result (a row has no kind, model, task, test_fingerprint, method)" + hint,
+            "Line 2 of 'other.csv' is not a peftlab result (a row has no kind, model, task, test_fingerprint, method)"
+            + hint,
         ),
     }
     for name, (content, message) in cases.items():
         (tmp_path / name).write_text(content)
         with pytest.raises(PeftlabError) as raised:
             store.import_(tmp_path / name)
-        assert str(raised.value) == f"{name} {message}"
+        assert str(raised.value) == message
     (tmp_path / "latin1.csv").write_bytes("method\ncafé\n".encode("latin-1"))
     with pytest.raises(PeftlabError, match=r"^The file 'latin1.csv' could not be read as UTF-8 text"):
         store.import_(tmp_path / "latin1.csv")

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import random
 import urllib.parse
 from collections import defaultdict
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from peftlab.errors import PeftlabError
 from peftlab.tasks import _package_dir
-from peftlab.uploads import read_text
+from peftlab.uploads import json_objects, read_text
 
 PROMPT_TEMPLATE = "Write a one-sentence review of the movie {movie_name}."
 REVIEW_CATEGORIES = ("fresh", "rotten")  # the "plot" rows are synopses, not reviews
@@ -244,23 +243,7 @@ def _jsonl_records(path: str | Path) -> list[tuple[str, dict]]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise PeftlabError(f"The file '{path}' does not exist; check the path of your JSONL file.")
-    # JSON Lines ends lines with \n (or \r\n) only: str.splitlines() would also cut a text at U+2028, U+0085, ...
-    lines = read_text(path).split("\n")
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        source = f"Line {number} of '{path.name}'"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PeftlabError(f"{source} is not valid JSON ({exc.msg}); write one JSON object per line.") from exc
-        if not isinstance(record, dict):
-            raise PeftlabError(
-                f"{source} is a JSON {type(record).__name__}, not an object; write one JSON object per line."
-            )
-        records.append((source, record))
-    return records
+    return json_objects(read_text(path), path.name)
 
 
 def _text_field(record: dict, key: str, source: str, needs: str) -> str:
