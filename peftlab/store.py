@@ -182,10 +182,18 @@ class ResultStore:
         return table.drop(columns=["predictions", "gold"])
 
     def get(self, row_id: str) -> ResultRow:
-        found = [r for r in self.rows() if r.id.startswith(row_id)] if row_id else []
+        """This owner's row whose id is `row_id` or starts with it.
+
+        Raises:
+            PeftlabError: an empty id, or one that starts no id or several (words that fit the CLI and the app).
+        """
+        if not row_id.strip():
+            raise PeftlabError("Give a result's id (its first characters are enough); list the results to see them.")
+        found = [r for r in self.rows() if r.id.startswith(row_id.strip())]
         if len(found) != 1:
             raise PeftlabError(
-                f"No single result has an id starting with {row_id!r} ({len(found)} do); `results list` shows the ids."
+                f"No single result has an id starting with {row_id!r} ({len(found)} do); list the results to see "
+                "their ids."
             )
         return found[0]
 

@@ -81,8 +81,11 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
     (kept, gone) = store.add([row(), row("lora")])
     assert store.delete([gone[:8]]) == 1 and [r.id for r in store.rows()] == [kept]
-    with pytest.raises(PeftlabError, match=r"^No single result has an id starting with 'zzz' \(0 do\)"):
+    with pytest.raises(PeftlabError, match=r"^No single result has an id starting with 'zzz' \(0 do\); list the "):
         store.delete(["zzz"])
+    with pytest.raises(PeftlabError) as raised:  # every id starts with '': not "(0 do)"
+        store.delete([""])
+    assert str(raised.value) == "Give a result's id (its first characters are enough); list the results to see them."
     with pytest.raises(PeftlabError, match=r"^Results are exported as \.jsonl or \.csv, not \.txt\.$"):
         store.export(tmp_path / "rows.txt")
     exported = tmp_path / "rows.jsonl"

@@ -51,7 +51,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import counted, time_left
+from peftlab.ui.display import counted, readable, time_left
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
@@ -61,6 +61,8 @@ the test texts it was scored on. Pick a task and a model: each method is one lin
 with its difference from calibrated zero-shot as accuracy points and a 95 % paired bootstrap interval over
 the same test texts; a method whose interval includes 0 is *not distinguishable* from zero-shot. Results
 on another set of test texts are listed apart, never mixed."""
+PUBLIC_NOTE = """On this public Space your results are yours alone and last as long as this page: before you
+reload or leave, export them (Stored results below), and import the file to get them back."""
 
 LIST_COLUMNS = ["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1"]
 
@@ -190,7 +192,9 @@ def _table(rows: list[ResultRow]):
 @user_errors
 def list_results(request: gr.Request):
     table = _store(request).frame()
-    return table[LIST_COLUMNS].assign(id=table["id"].str[:8]) if len(table) else pd.DataFrame(columns=LIST_COLUMNS)
+    if not len(table):
+        return pd.DataFrame(columns=LIST_COLUMNS)
+    return readable(table[LIST_COLUMNS].assign(id=table["id"].str[:8]))  # accuracy in percent, macro-F1 rounded
 
 
 @user_errors
@@ -218,7 +222,7 @@ def import_results(path, request: gr.Request):
 
 def build_compare_tab(tab: gr.Tab) -> None:
     """The tab's inputs and events; its task and model lists refresh whenever `tab` is opened."""
-    gr.Markdown(INTRO)
+    gr.Markdown(INTRO + ("\n\n" + PUBLIC_NOTE if public_mode() else ""))
     with action_row():
         task = gr.Dropdown([], label="Task", allow_custom_value=True)
         model = gr.Dropdown([], label="Model", allow_custom_value=True)
