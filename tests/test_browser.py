@@ -154,6 +154,16 @@ def test_classify_one_text_shows_the_label_probability_chart_and_a_failed_press_
         expect(chart).to_have_count(0, timeout=10_000)
         # ... and the emptied outputs keep gradio's "Error" badge (the toast fades; the badge says what happened).
         expect(page.locator("#tab-cloze").get_by_text("Error", exact=True).first).to_be_visible()
+
+        # Another task picked: the answer about movie reviews goes, rather than stand beside the news topics' prompt.
+        page.locator("#tab-cloze").get_by_label("Template(s)").fill("Review: {text}\nSentiment:{mask}")
+        page.get_by_role("button", name="Classify", exact=True).click()
+        expect(chart).to_be_visible(timeout=30_000)
+        task_box = page.locator("#tab-cloze").get_by_label("Task", exact=True)
+        task_box.click()
+        page.get_by_role("option", name="bbc-topic").click()
+        expect(page.locator("#tab-cloze").get_by_label("Template(s)")).not_to_have_value(re.compile("Sentiment"))
+        expect(chart).to_have_count(0, timeout=10_000)
     finally:
         page.close()
 

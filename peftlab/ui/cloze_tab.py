@@ -145,6 +145,7 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
     )
 
     on_task_change(source, suggest, [templates, verbalizer], api_name="suggest_prompt")
+    new_task = [source["task"].input, source["upload"].change]  # the answers below were about the task before
     classified = [label_plot, top_tokens]
     answer(
         classify_button.click(
@@ -152,6 +153,7 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
         ),
         classified,
         classify_button,
+        stale_on=new_task,
     )
     evaluated = [summary, confusion_plot, errors, predictions_file]
     answer(
@@ -160,5 +162,6 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
         ),
         evaluated,
         evaluate_button,
+        stale_on=new_task,
     )
     return {"model": source["model"], "task": source["task"], "templates": templates, "verbalizer": verbalizer}

@@ -70,7 +70,7 @@ def status_line(value: str | None = None, **kwargs) -> gr.Markdown:
     return gr.Markdown(value, elem_classes=[STATUS_LINE], **kwargs)
 
 
-def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple = ()) -> None:
+def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple = (), stale_on: list = ()) -> None:
     """Mark `outputs` of `event` (the Dependency of a press of `pressed`) as the answer to one press (a
     classification, an evaluation, a table, a download): when a later press fails they are emptied, and those in
     `hidden` (shown only when they have rows) hidden, instead of keeping the answer to the press before under
@@ -78,7 +78,8 @@ def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple
     so the failed event's badge stays (on its status line, or on the outputs). Not for a stage whose outputs show
     what the session keeps (an RLHF stage: that stays true after a failed press). A `cancels=` on another event
     would empty them too (gradio counts a cancelled event as failed); the app's Stop buttons set the session's stop
-    flag instead."""
+    flag instead. The events in `stale_on` (a new task picked) empty them too: they answered a press on other data.
+    """
 
     def emptied():
         values = [gr.update(value=None, visible=False) if any(c is h for h in hidden) else None for c in outputs]
@@ -93,6 +94,8 @@ def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple
         show_progress_on=[pressed],
         api_visibility="private",
     )
+    if stale_on:
+        gr.on(stale_on, emptied, None, outputs, queue=False, show_progress="hidden", api_visibility="private")
 
 
 INSTANT = dict(concurrency_limit=None)  # Stop buttons and pure UI updates: no queue at all
