@@ -123,7 +123,9 @@ def _read_csv(text: str) -> pd.DataFrame:
     """Comma-separated, else the separator the header line uses (semicolon or tab)."""
     header = text.lstrip().splitlines()[0]
     separator = max(SEPARATORS, key=lambda sep: (header.count(sep), sep == ","))
-    return pd.read_csv(io.StringIO(text), sep=separator)
+    table = pd.read_csv(io.StringIO(text), sep=separator)
+    table.columns = [str(name).strip() for name in table.columns]  # "text, label" as spreadsheets write it
+    return table
 
 
 def _is_one_json_value(text: str) -> bool:

@@ -25,6 +25,13 @@ def _write_csv(path: Path, lines: list[str]) -> str:
     return str(path)
 
 
+def test_spaces_around_header_names_are_not_part_of_them(tmp_path):
+    lines = _labelled_lines(10)
+    path = _write_csv(tmp_path / "spaced.csv", [" body , topic,source, year", *lines[1:]])
+    task = load_task(path, text_column="body", label_column="topic")  # not ' topic'
+    assert task.label_names == ["cats", "dogs"] and task.text_fields == ["text", "source"]
+
+
 def _labelled_lines(n_per_class: int = 10) -> list[str]:
     lines = ["body,topic,source,year"]
     for i in range(n_per_class):
