@@ -16,7 +16,7 @@ from peftlab.autoprompt import AutoPromptConfig
 from peftlab.backends import BackendConfig
 from peftlab.cloze import ClozeConfig
 from peftlab.compare import GridConfig, GridRow, SweepConfig
-from peftlab.config import add_arguments, from_arguments
+from peftlab.config import add_arguments, counted, from_arguments
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL
 from peftlab.pet import PETConfig
@@ -650,15 +650,12 @@ def run_results(args: argparse.Namespace) -> None:
     store = ResultStore()
     where = {k: getattr(args, k, None) for k in ("task", "model", "method")}
     if args.action == "list":
-        table = store.frame(**where)
         if args.json:
-            print(table.to_json(orient="records"))
-        elif table.empty:
+            print(store.frame(**where).to_json(orient="records"))
+        elif not len(listed := store.listing(**where)):
             print(f"No results stored in {store.path}.")
         else:
-            shown = table[["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1"]].copy()
-            shown["id"] = shown["id"].str[:8]
-            print(shown.to_string(index=False))
+            print(listed.astype(object).fillna("").to_string(index=False))  # a zero-shot row has no K and no seed
     elif args.action == "show":
         row = asdict(store.get(args.id))
         print(
@@ -670,11 +667,11 @@ def run_results(args: argparse.Namespace) -> None:
             )
         )
     elif args.action == "export":
-        print(f"{store.export(args.out, **where)} results written to {args.out}.")
+        print(f"{counted(store.export(args.out, **where), 'result')} written to {args.out}.")
     elif args.action == "import":
         print(f"{store.import_(args.file).sentence()} (store: {store.path})")
     else:
-        print(f"{store.delete(args.ids)} results deleted.")
+        print(f"{counted(store.delete(args.ids), 'result')} deleted.")
 
 
 def run_report(args: argparse.Namespace) -> None:
@@ -689,7 +686,7 @@ def run_report(args: argparse.Namespace) -> None:
             f"No stored results of {args.task!r} on {args.model!r}; `results list` shows what is stored."
         )
     Path(args.out).write_text(report_html(compare(rows), rows), encoding="utf-8")
-    print(f"Report of {len(rows)} results written to {args.out}.")
+    print(f"Report of {counted(len(rows), 'result')} written to {args.out}.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -164,6 +164,11 @@ def capitalised(label: str) -> str:
     return label if any(c.isupper() for c in first) else label[:1].upper() + label[1:]
 
 
+def counted(number: int, noun: str) -> str:
+    """ "1 result", "2 results": the number with its noun (a plain English plural in -s)."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def at_least(low: float) -> str:
     """A lower bound in words, as every message says it: "0 or more", "at least 1"."""
     return "0 or more" if low == 0 else f"at least {low:g}"

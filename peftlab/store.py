@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.metrics import macro_f1
 from peftlab.models import cache_dir
@@ -181,6 +182,11 @@ class ResultStore:
         table = pd.DataFrame(rows, columns=COLUMNS)
         return table.drop(columns=["predictions", "gold"])
 
+    def listing(self, **where) -> pd.DataFrame:
+        """The rows in brief, one line each; ids cut to their first 8 characters, which `get` and `delete` take."""
+        table = self.frame(**where)[LIST_COLUMNS]
+        return table.assign(id=table["id"].str[:8])
+
     def get(self, row_id: str) -> ResultRow:
         """This owner's row whose id is `row_id` or starts with it.
 
@@ -260,12 +266,13 @@ class Imported:
 
     def sentence(self) -> str:
         """ "2 results added." or "0 results added; 2 were already stored." """
-        added = f"{self.added} result{'' if self.added == 1 else 's'} added"
+        added = f"{counted(self.added, 'result')} added"
         if not self.already:
             return f"{added}."
         return f"{added}; {self.already} {'was' if self.already == 1 else 'were'} already stored."
 
 
+LIST_COLUMNS = ["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1"]
 FLOAT_COLUMNS = ("accuracy", "macro_f1", "train_seconds", "scoring_seconds", "peak_memory_mb")
 INT_COLUMNS = ("k", "seed", "trainable_params")
 
@@ -296,4 +303,5 @@ def _row_from(record: dict) -> ResultRow:
 
 def _check_suffix(path: Path) -> None:
     if path.suffix not in EXPORT_SUFFIXES:
-        raise PeftlabError(f"Results are exported as {' or '.join(EXPORT_SUFFIXES)}, not {path.suffix or 'no suffix'}.")
+        given = path.suffix or f"'{path.name}', a name without one"
+        raise PeftlabError(f"Results are exported as {' or '.join(EXPORT_SUFFIXES)}, not {given}.")

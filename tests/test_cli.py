@@ -413,9 +413,13 @@ def test_results_and_report_name_a_path_they_cannot_use_in_one_line(capsys, tmp_
     scored = ResultRow.scored("cloze", "tiny", tiny_task, "zero-shot", {}, tiny_task.test, [0] * len(tiny_task.test))
     ResultStore().add([scored])
     rows = tmp_path / "rows.jsonl"
-    assert run_cli(capsys, "results", "export", "--out", str(rows))[0] == 0
+    assert run_cli(capsys, "results", "export", "--out", str(rows))[:2] == (0, f"1 result written to {rows}.\n")
     code, out, _ = run_cli(capsys, "results", "import", str(rows))
     assert code == 0 and out.startswith("0 results added; 1 was already stored.")  # the same id, kept once
+    header, line = run_cli(capsys, "results", "list")[1].splitlines()
+    assert header.split() == ["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1"]
+    assert line.split()[2:5] == ["tiny-sentiment", "tiny", "zero-shot"] and "None" not in line  # K, seed: blank
+    assert line.split()[5:] == ["0.5", "0.333333"]  # every text called negative: F1 2/3 and 0
     missing, no_folder = tmp_path / "nowhere.jsonl", tmp_path / "no-folder"
     cases = [
         (["results", "import", str(missing)], f"error: {str(missing)!r}: no such file or directory.\n"),

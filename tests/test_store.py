@@ -88,6 +88,10 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
     assert str(raised.value) == "Give a result's id (its first characters are enough); list the results to see them."
     with pytest.raises(PeftlabError, match=r"^Results are exported as \.jsonl or \.csv, not \.txt\.$"):
         store.export(tmp_path / "rows.txt")
+    with pytest.raises(
+        PeftlabError, match=r"^Results are exported as \.jsonl or \.csv, not 'rows', a name without one\.$"
+    ):
+        store.export(tmp_path / "rows")  # a folder, say
     exported = tmp_path / "rows.jsonl"
     store.export(exported)
     good = exported.read_text().splitlines()[0]

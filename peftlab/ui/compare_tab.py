@@ -13,6 +13,7 @@ import pandas as pd
 
 from peftlab.cloze import ClozeSetup
 from peftlab.compare import GridRow
+from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
 from peftlab.report import compare, display_table, report_html
@@ -51,7 +52,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import counted, readable, time_left
+from peftlab.ui.display import readable, time_left
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
@@ -63,8 +64,6 @@ the same test texts; a method whose interval includes 0 is *not distinguishable*
 on another set of test texts are listed apart, never mixed."""
 PUBLIC_NOTE = """On this public Space your results are yours alone and last as long as this page: before you
 reload or leave, export them (Stored results below), and import the file to get them back."""
-
-LIST_COLUMNS = ["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1"]
 
 
 def _store(request: gr.Request | None) -> ResultStore:
@@ -191,10 +190,7 @@ def _table(rows: list[ResultRow]):
 
 @user_errors
 def list_results(request: gr.Request):
-    table = _store(request).frame()
-    if not len(table):
-        return pd.DataFrame(columns=LIST_COLUMNS)
-    return readable(table[LIST_COLUMNS].assign(id=table["id"].str[:8]))  # accuracy in percent, macro-F1 rounded
+    return readable(_store(request).listing())  # accuracy in percent, macro-F1 rounded
 
 
 @user_errors

@@ -44,11 +44,6 @@ def _percent(value: float) -> str:
     return f"{value:.1%}" if value == 0 or abs(value) >= 1e-3 else f"{100 * value:.3g}%"
 
 
-def counted(number: int, noun: str) -> str:
-    """ "1 result", "2 results": the number with its noun (a plain English plural in -s)."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
 def duration(seconds: float) -> str:
     """'45 s', '12 min', '2.5 h': how long, in the unit people think in."""
     if seconds < 90:
