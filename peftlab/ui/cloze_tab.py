@@ -21,6 +21,7 @@ from peftlab.ui.common import (
     on_task_change,
     split_templates,
     suggest,
+    task_changed,
     task_from_form,
     user_errors,
     verbalizer_box,
@@ -145,7 +146,7 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
     )
 
     on_task_change(source, suggest, [templates, verbalizer], api_name="suggest_prompt")
-    new_task = [source["task"].input, source["upload"].change]  # the answers below were about the task before
+    new_task = task_changed(source)  # the answers below were about the task before
     classified = [label_plot, top_tokens]
     answer(
         classify_button.click(

@@ -224,6 +224,12 @@ def action_row() -> gr.Row:
     return gr.Row(elem_classes="actions")
 
 
+def task_changed(source: dict) -> list:
+    """The events of a new task: one picked in the list, or data uploaded (`source` is `model_and_task_inputs()`'s
+    dict)."""
+    return [source["task"].input, source["upload"].change]
+
+
 def on_task_change(source: dict, handler, outputs: list, **kwargs) -> None:
     """When the visitor picks a task or uploads data, `handler(task, upload, text_column, label_column)` fills
     `outputs` (the prompt boxes the task suggests); `source` is `model_and_task_inputs()`'s dict."""
@@ -239,7 +245,7 @@ def on_task_change(source: dict, handler, outputs: list, **kwargs) -> None:
             gr.Warning(exc.message)
             return [gr.skip()] * len(outputs)
 
-    gr.on([source["task"].input, source["upload"].change], suggestion, columns, outputs, **INSTANT, **kwargs)
+    gr.on(task_changed(source), suggestion, columns, outputs, **INSTANT, **kwargs)
 
 
 def task_from_form(form: dict):
@@ -255,14 +261,15 @@ def check_test_texts(task, limit: int | None, what: str = "Test texts", split: s
         PeftlabError: above the cap. An emptied box (`limit` None) is called empty: the visitor typed no number, so
             "is 1000" would name one they never saw.
     """
-    available, cap = len(task.rows(split)), current_caps().test_texts
+    available, caps = len(task.rows(split)), current_caps()
+    cap = caps.test_texts
     if limit is None and cap is not None and available > cap:
         texts = "rows" if split == "all" else f"{split} texts"
         raise PeftlabError(
             f"{what} is empty, which scores all {available} {texts}, above this public Space's limit of {cap:g}; "
             f"type {cap:g} or fewer."
         )
-    current_caps().check("test_texts", min(limit or available, available), what)
+    caps.check("test_texts", min(limit or available, available), what)
 
 
 def verbalizer_box() -> gr.Textbox:
