@@ -3,7 +3,9 @@ aggregation, ensembles, evaluation and single-text classification."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -171,11 +173,11 @@ def test_a_batch_that_runs_out_of_gpu_memory_is_halved_and_the_scores_stay(tiny_
     expected = label_log_probs(tiny_causal, prompt, examples, batch_size=2)
     sizes, word_scores = [], cloze.word_scores
 
-    def small_memory(lm, query_lists, *args):
+    def small_memory(lm, query_lists, *args, **kwargs):
         sizes.append(len(query_lists))
         if len(query_lists) > 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
-        return word_scores(lm, query_lists, *args)
+        return word_scores(lm, query_lists, *args, **kwargs)
 
     monkeypatch.setattr(cloze, "word_scores", small_memory)
     monkeypatch.setattr(cloze, "GPU_BATCH_SCALE", 1)  # the CPU model scores at the requested batch
@@ -362,6 +364,87 @@ def test_evaluate_with_demonstrations(tiny_lm, tiny_task):
     assert result.settings["shots_in_context"] == 2 and result.n == len(tiny_task.test)
     zero_shot = evaluate(tiny_lm, tiny_task, TEMPLATE, VERBALIZER)
     assert not np.allclose(result.predictions["p(positive)"], zero_shot.predictions["p(positive)"], atol=1e-4)
+
+
+def _demonstration_prompt(tiny_task, template: str = SUFFIX_TEMPLATE, shots: int = 6) -> Prompt:
+    return ClozeSetup.build(tiny_task, template, VERBALIZER, shots_in_context=shots, seed=13).prompts[0]
+
+
+@contextlib.contextmanager
+def recorded_inputs(lm) -> Iterator[list[tuple[int, int]]]:
+    """(batch, tokens) of every input the model's embedding layer reads inside the block."""
+    shapes = []
+    hook = lm.model.get_input_embeddings().register_forward_hook(lambda _m, args, _o: shapes.append(args[0].shape))
+    try:
+        yield shapes
+    finally:
+        hook.remove()
+
+
+def test_demonstrations_run_once_and_every_text_scores_as_its_whole_query(tiny_causal, tiny_task, monkeypatch):
+    """In-context demonstrations are the same tokens before every text: they run once, and each batch runs only
+    its texts. The scores equal those of the whole queries (tested against brute force above)."""
+    import peftlab.cloze as cloze
+
+    prompt = _demonstration_prompt(tiny_task)
+    queries = [q for e in tiny_task.test for q in prompt.queries(tiny_causal, e)]
+    with torch.inference_mode():
+        prefix = cloze.SharedPrefix.find(tiny_causal.model, "causal", queries)
+    shared_length, longest = len(prefix.ids), max(len(q.input_ids) for q in queries)
+    assert shared_length >= cloze.MIN_SHARED_PREFIX
+    assert len(_ids(tiny_causal, prompt.demonstration_text())) - 1 <= shared_length
+    assert shared_length <= min(q.read_positions[0] for q in queries)
+    assert all(q.input_ids[:shared_length] == prefix.ids for q in queries)
+    batches = math.ceil(len(tiny_task.test) / 3)
+
+    with recorded_inputs(tiny_causal) as shapes:
+        shared = label_log_probs(tiny_causal, prompt, tiny_task.test, batch_size=3)
+    assert shapes[0] == (1, shared_length) and len(shapes) == 1 + batches  # the demonstrations run once
+    assert all(width <= longest - shared_length for _, width in shapes[1:])
+
+    monkeypatch.setattr(cloze, "MIN_SHARED_PREFIX", 10**6)
+    with recorded_inputs(tiny_causal) as shapes:
+        whole = label_log_probs(tiny_causal, prompt, tiny_task.test, batch_size=3)
+    assert len(shapes) == batches and all(width > shared_length for _, width in shapes)
+    assert torch.allclose(shared, whole, atol=ATOL), (shared, whole)
+
+
+def test_queries_that_do_not_share_the_start_are_scored_whole(tiny_causal, tiny_task):
+    """Queries under two sets of demonstrations in one call: only those starting with the shared tokens use them;
+    a batch holding any other query runs whole, and every score equals scoring the query alone."""
+    from peftlab.cloze import score_query_lists
+
+    prompts = [_demonstration_prompt(tiny_task, shots=shots) for shots in (6, 7)]
+    starts = [p.queries(tiny_causal, tiny_task.test[0])[0].input_ids[:8] for p in prompts]
+    assert starts[0] != starts[1]
+    query_lists = [p.queries(tiny_causal, e) for p in prompts for e in tiny_task.test]
+    verbalizer = prompts[0].verbalizer
+    apart = torch.cat([score_query_lists(tiny_causal, [queries], verbalizer) for queries in query_lists])
+    for batch_size in (1, 4, 64):
+        together = score_query_lists(tiny_causal, query_lists, verbalizer, batch_size=batch_size)
+        assert torch.allclose(together, apart, atol=ATOL), batch_size
+
+
+def test_no_shared_prefix_for_short_starts_masked_lms_or_virtual_tokens(tiny_mlm, tiny_causal, tiny_task):
+    """Zero-shot queries share only the template's first word; a masked LM reads its whole input at once; a PEFT
+    prompt-learning model puts its virtual tokens before the input, so a cache of the input's start is wrong."""
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    import peftlab.cloze as cloze
+
+    zero_shot = [q for e in tiny_task.test for q in _prompt(SUFFIX_TEMPLATE).queries(tiny_causal, e)]
+    demonstrations = _demonstration_prompt(tiny_task)
+    with torch.inference_mode():
+        assert cloze.SharedPrefix.find(tiny_causal.model, "causal", zero_shot) is None
+        masked = [q for e in tiny_task.test for q in demonstrations.queries(tiny_mlm, e)]
+        assert cloze.SharedPrefix.find(tiny_mlm.model, "mlm", masked) is None
+        causal = [q for e in tiny_task.test for q in demonstrations.queries(tiny_causal, e)]
+        prompt_tuned = get_peft_model(
+            LlamaForCausalLM(tiny_causal.model.config), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+        )
+        assert cloze.SharedPrefix.find(prompt_tuned, "causal", causal) is None
+        assert cloze.SharedPrefix.find(tiny_causal.model, "causal", causal) is not None
 
 
 # ---------------------------------------------------------------- one text

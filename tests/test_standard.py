@@ -112,7 +112,7 @@ def test_the_estimate_adds_up_the_measured_costs():
     costs = estimate_seconds(config(), SETTINGS, task, measured, patterns=4)
     n_test, dev, evaluations = 4, 2 * 2, 2 // 1 + 1
     assert costs[ZERO_SHOT] == pytest.approx(n_test * 0.01)
-    assert costs[IN_CONTEXT] == pytest.approx(2 * n_test * 0.01 * (1 + 2))
+    assert costs[IN_CONTEXT] == pytest.approx(2 * 0.01 * (2 + n_test * (1 + 0.1 * 2)))  # demonstrations run once
     assert costs["lora"] == pytest.approx(2 * (2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.02 + n_test * 0.02))
     assert set(costs) == set(config().methods)
     pet = estimate_seconds(config(methods=(PET,)), SETTINGS, task, measured, patterns=4)[PET]
