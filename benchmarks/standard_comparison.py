@@ -3,7 +3,7 @@
 Run from the repository root:
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/standard_comparison.py [--tasks rt-sentiment,bbc-topic]
-        [--estimate-only]
+        [--methods zero-shot,in-context,...] [--estimate-only]
 
 For each task, `peftlab.standard.run_standard` with its defaults (calibrated zero-shot, in-context demonstrations,
 AutoPrompt, PET, prompt tuning, P-tuning, prefix tuning, LoRA, adapters, head-only, full fine-tuning) on the
@@ -92,12 +92,17 @@ def main() -> None:
     parser.add_argument("--tasks", default="rt-sentiment,bbc-topic")
     parser.add_argument("--test-limit", type=int, default=500)
     parser.add_argument(
+        "--methods",
+        help="only these methods, comma-separated: zero-shot, in-context, autoprompt, lora, pet, ... (default: all)",
+    )
+    parser.add_argument(
         "--estimate-only",
         action="store_true",
         help="print each task's expected seconds per method (measured costs, about 15 s a task) and run nothing",
     )
     args = parser.parse_args()
-    config, settings = StandardConfig(test_limit=args.test_limit), TrainSettings()
+    methods = {"methods": tuple(args.methods.split(","))} if args.methods else {}
+    config, settings = StandardConfig(test_limit=args.test_limit, **methods), TrainSettings()
     if args.estimate_only:
         tasks = [{"task": name, **expected(estimated(name, config, settings)[-1])} for name in args.tasks.split(",")]
         print(json.dumps(tasks, indent=2))
