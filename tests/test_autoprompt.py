@@ -205,6 +205,25 @@ def test_rescore_shared_prefix_equals_plain_and_one_by_one(tiny_causal, task, te
     assert len(shared_calls) == 2  # the KV-cache path really ran, once per slot
 
 
+def test_many_candidates_are_rescored_in_chunks_of_bounded_size(tiny_causal, task, monkeypatch):
+    """A huge k (a visitor typed 100000000) once put every allowed word times the batch in one forward pass and
+    filled the memory; candidates now go in chunks of at most RESCORED_ROWS inputs, with the same scores."""
+    prompt = make_prompt(tiny_causal, task, TEMPLATE)
+    examples = [task.train[0], task.train[5], {"text": "bad", "label": 0}]
+    tokens = [one_token(tiny_causal, w) for w in ("great", "plot", "the", "awful", "was")]
+    whole = rescore_candidates(tiny_causal, prompt, 0, tokens, examples)
+    rows, original = [], autoprompt._rescore_shared_prefix
+    monkeypatch.setattr(autoprompt, "RESCORED_ROWS", 6)  # two candidates x three examples
+    monkeypatch.setattr(
+        autoprompt,
+        "_rescore_shared_prefix",
+        lambda lm, p, s, c, q: rows.append(len(c) * len(q)) or original(lm, p, s, c, q),
+    )
+    chunked = rescore_candidates(tiny_causal, prompt, 0, tokens, examples)
+    assert rows == [6, 6, 3]
+    assert torch.allclose(chunked, whole, atol=1e-5)
+
+
 def test_rescore_masked_lm_equals_one_by_one(tiny_mlm, task):
     prompt = make_prompt(tiny_mlm, task)
     examples = task.train[:2] + task.train[-2:]
