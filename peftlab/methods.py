@@ -26,7 +26,7 @@ import torch
 
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import LM
+from peftlab.models import LM, check_width
 from peftlab.prompts import Prompt
 
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")  # raised inside PEFT
@@ -332,6 +332,7 @@ class LoraMethod(PeftMethod):
 
     def check(self, lm):
         super().check(lm)  # before the module check, which would blame the names instead
+        check_width(lm.model, self.r, "LoRA rank")
         names = [n for n, _ in lm.model.named_modules()]
         # PEFT's own rule: a target names a whole dotted suffix ("q_proj" matches "...self_attn.q_proj", "proj" nothing)
         missing = [m for m in self.target_modules if not any(n == m or n.endswith("." + m) for n in names)]
@@ -388,6 +389,7 @@ class AdapterMethod(MethodConfig):
     def check(self, lm):
         if not feed_forward_modules(lm.model):
             raise PeftlabError(f"Adapters need the blocks' feed-forward modules, and none was found in {lm.name}.")
+        check_width(lm.model, self.bottleneck, "adapter's bottleneck")
 
     def build(self, lm, prompt, train):
         self.check(lm)
@@ -499,6 +501,8 @@ class SequenceClassifierMethod(MethodConfig):
     def check(self, lm):
         if lm.kind != "causal":
             raise PeftlabError(f"{self.name} is wired for causal LMs in this version; {lm.name} is a masked LM.")
+        if self.lora:
+            check_width(lm.model, self.r, "LoRA rank")
 
     def build(self, lm, prompt, train):
         from transformers import AutoModelForSequenceClassification

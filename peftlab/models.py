@@ -140,6 +140,19 @@ class Memo:
         return value
 
 
+def check_width(model: torch.nn.Module, value: int, what: str) -> None:
+    """Refuse a width (a LoRA rank, an adapter's bottleneck) above the model's hidden size: an update or bottleneck
+    that wide adds nothing, and a huge one fills the memory before training starts,
+    which on a shared Space stops every visitor's work.
+
+    Raises:
+        PeftlabError: `value` above the hidden size.
+    """
+    hidden = model.config.get_text_config().hidden_size
+    if value > hidden:
+        raise PeftlabError(f"The {what} is {value}, above the model's hidden size of {hidden}; use at most {hidden}.")
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("PEFTLAB_CACHE", Path.home() / ".cache" / "peftlab"))
 

@@ -184,3 +184,26 @@ def test_a_classifier_reads_the_bare_fields_or_the_pattern_around_them_cut_to_fi
     read = SequenceClassifierMethod(pattern=True, max_tokens=40).input_text(tiny_causal, prompt, long)
     assert read.startswith("Review: ") and read.endswith("good film\nSentiment:")
     assert len(tiny_causal.tokenizer(read).input_ids) <= 40
+
+
+@pytest.mark.parametrize(
+    "name, setting, what",
+    [("lora", "r", "LoRA rank"), ("adapter", "bottleneck", "adapter's bottleneck"), ("classifier", "r", "LoRA rank")],
+)
+def test_a_width_above_the_hidden_size_is_one_sentence_before_any_weight_is_made(tiny_causal, name, setting, what):
+    """r=100000000 typed in the app once filled the memory of the process (12.8 GB asked for on a 32-wide model)."""
+    setup = ClozeSetup.build(easy_task(), TEMPLATE, VERBALIZER)
+    with pytest.raises(PeftlabError) as error:
+        method_config(name, **{setting: 100_000_000}).build(tiny_causal, setup.prompts[0], easy_task().train)
+    assert str(error.value) == f"The {what} is 100000000, above the model's hidden size of 32; use at most 32."
+    method_config(name, **{setting: 32}).build(tiny_causal, setup.prompts[0], easy_task().train)  # the widest allowed
+
+
+def test_rlhf_lora_ranks_are_held_to_the_hidden_size_too(tiny_causal):
+    from peftlab.rlhf.sft import lora_config
+
+    assert lora_config(32, tiny_causal.model).r == 32
+    with pytest.raises(
+        PeftlabError, match=r"^The LoRA rank is 33, above the model's hidden size of 32; use at most 32"
+    ):
+        lora_config(33, tiny_causal.model)

@@ -43,8 +43,8 @@ def test_trl_s_loss_is_eq_7_by_hand_against_the_sft_model_as_reference(tiny_caus
     """A LoRA adapter that starts away from zero makes π_θ differ from π_ref at the first step, whose logged loss is
     −log σ(β [(log π_θ(y_w) − log π_ref(y_w)) − (log π_θ(y_l) − log π_ref(y_l))]), π_ref the SFT model by hand."""
 
-    def random_lora(r):
-        config = lora_config(r)
+    def random_lora(r, model):
+        config = lora_config(r, model)
         config.init_lora_weights = False  # B random too: π_θ != π_ref from the start
         return config
 

@@ -206,7 +206,7 @@ def test_ppo_steps_move_the_policy_but_never_the_reference(tiny_causal, sft, rew
 
 def test_policy_comparison_scores_every_route_on_the_same_prompts(tiny_causal, sft, reward):
     _, _, sft_result, _ = sft
-    policy = PolicyWithValueHead(sft_result.model, lora_config(2))  # untrained adapter: PPO = SFT
+    policy = PolicyWithValueHead(sft_result.model, lora_config(2, sft_result.model))  # untrained adapter: PPO = SFT
     comparison = compare_policies(
         sft_result.model,
         {"ppo": policy.model, "dpo": copy.deepcopy(sft_result.model)},

@@ -174,7 +174,7 @@ def train_dpo(
                     # TRL wraps a plain model in the new adapter itself; handed a PEFT model it would copy that
                     # model's adapter as the reference instead of disabling it
                     model=copy.deepcopy(sft_model),
-                    peft_config=lora_config(config.lora_r),
+                    peft_config=lora_config(config.lora_r, sft_model),
                     args=TRLConfig(
                         output_dir=folder,
                         max_steps=config.steps,

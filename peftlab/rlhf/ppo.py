@@ -219,7 +219,7 @@ def _policy(sft, lora, state: dict, trainable: bool) -> PolicyWithValueHead:
 def start_ppo(sft_model: torch.nn.Module, config: PPOConfig) -> PPORun:
     """A PPO run before its first step: a new adapter (seeded) on a copy of the SFT model and a zero value head."""
     with seeded(config.seed):  # the adapter's initialisation
-        policy = PolicyWithValueHead(sft_model, lora_config(config.lora_r))
+        policy = PolicyWithValueHead(sft_model, lora_config(config.lora_r, sft_model))
     return PPORun(policy, None, None, config.kl_controller(), random.Random(config.seed).getstate())
 
 

@@ -225,7 +225,7 @@ def train_reward_model(
         if config.lora_r:
             from peft import get_peft_model
 
-            backbone = get_peft_model(backbone, lora_config(config.lora_r))
+            backbone = get_peft_model(backbone, lora_config(config.lora_r, backbone))
         model = RewardModel(backbone, tokenizer, sft_model).to(next(sft_model.parameters()).device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     features = _FeatureCache(model) if not config.lora_r else None  # frozen backbone: each text's features once

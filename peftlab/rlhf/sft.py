@@ -20,7 +20,7 @@ import torch
 
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import LM
+from peftlab.models import LM, check_width
 from peftlab.rlhf.crossing import Crossing, load_trainable_state, remember_sft, trainable_state
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import encode_pairs, response_forward, sample_responses
@@ -99,10 +99,15 @@ def _sft_model(lm: LM, adapter: dict[str, bytes] | None, full: dict | None) -> t
     return model.requires_grad_(False).eval()
 
 
-def lora_config(r: int, modules="all-linear"):
-    """A LoRA update of rank r on every linear layer but the LM head (the usual choice for SFT and RLHF)."""
+def lora_config(r: int, model: torch.nn.Module, modules="all-linear"):
+    """A LoRA update of rank r on every linear layer of `model` but the LM head (the usual choice for SFT and RLHF).
+
+    Raises:
+        PeftlabError: a rank above the model's hidden size (`models.check_width`).
+    """
     from peft import LoraConfig
 
+    check_width(model, r, "LoRA rank")
     return LoraConfig(r=r, lora_alpha=2 * r, target_modules=modules, lora_dropout=0.0, task_type="CAUSAL_LM")
 
 
@@ -137,7 +142,7 @@ def train_sft(
         if config.method == "lora":
             from peft import get_peft_model
 
-            model = get_peft_model(model, lora_config(config.lora_r))
+            model = get_peft_model(model, lora_config(config.lora_r, model))
         else:
             model.requires_grad_(True)
     parameters = [p for p in model.parameters() if p.requires_grad]
