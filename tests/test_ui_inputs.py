@@ -178,3 +178,25 @@ def test_an_emptied_number_box_is_called_empty_not_none():
     with pytest.raises(PeftlabError, match=r"^Steps is empty; it must be at least 1\.$"):
         config_from_form(TrainSettings, {"steps": None})
     assert config_from_form(GridConfig, {"test_limit": None}).test_limit is None  # None is a value it takes
+
+
+def test_every_verbalizer_box_takes_the_words_of_a_newly_picked_task():
+    """The Soft prompts and AutoPrompt tabs kept the movie-review verbalizer after bbc-topic was picked, and their
+    buttons then said the task has no label 'negative'. Every tab's verbalizer box is now filled on a task pick."""
+    import gradio as gr
+
+    from peftlab.ui import build_app
+
+    app = build_app()
+    tasks = {block._id for block in app.blocks.values() if isinstance(block, gr.Dropdown) and block.label == "Task"}
+    boxes = {
+        block._id for block in app.blocks.values() if isinstance(block, gr.Textbox) and block.label == "Verbalizer"
+    }
+    filled = {
+        output._id
+        for function in app.fns.values()
+        if any(target[0] in tasks and target[1] == "input" for target in function.targets)
+        for output in function.outputs
+    }
+    assert len(tasks) >= 5 and len(boxes) >= 4
+    assert boxes <= filled, sorted(boxes - filled)

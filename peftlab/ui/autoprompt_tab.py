@@ -20,9 +20,11 @@ from peftlab.ui.common import (
     keep_results,
     load_model,
     model_and_task_inputs,
+    on_task_change,
     status_line,
     stop_handler,
     stopped_note,
+    suggest,
     task_from_form,
     user_errors,
     verbalizer_box,
@@ -125,6 +127,11 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
     yield summary, readable(history), _plot(history), result.template, verbalizer
 
 
+def suggested_verbalizer(task_name, upload, text_column, label_column) -> str:
+    """The task's suggested verbalizer lines (`common.suggest` without its template: AutoPrompt's has slots)."""
+    return suggest(task_name, upload, text_column, label_column)[1]
+
+
 def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
     gr.Markdown(INTRO)
     source = model_and_task_inputs()
@@ -133,6 +140,7 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
         with gr.Column():
             verbalizer = verbalizer_box()
             search_words = gr.Checkbox(False, label="Search label words automatically (ignores the verbalizer)")
+    on_task_change(source, suggested_verbalizer, [verbalizer])  # the template's trigger slots are the visitor's
     with gr.Row():
         settings = {
             name: config_input(AutoPromptConfig, name)

@@ -49,11 +49,13 @@ from peftlab.ui.common import (
     light,
     load_model,
     model_and_task_inputs,
+    on_task_change,
     runs_backend,
     split_templates,
     status_line,
     stop_handler,
     stopped_note,
+    suggest,
     task_from_form,
     user_errors,
     verbalizer_box,
@@ -297,6 +299,7 @@ def build_soft_prompts_tab() -> None:
         templates = gr.Textbox(START_TEMPLATE, lines=2, label="Template")
         verbalizer = verbalizer_box()
     prompt = dict(**source, templates=templates, verbalizer=verbalizer)
+    on_task_change(source, suggest, [templates, verbalizer])
     with gr.Row():
         methods = config_input(GridConfig, "methods", gr.CheckboxGroup, choices=list(METHODS))
         rates = gr.Textbox(default_rates(), lines=8, label="Learning rate per method (defaults that train)")
