@@ -99,7 +99,11 @@ class PETConfig(Config):
     )
     growth: float = setting(5.0, "d: generation j adds |T| (d^j - 1) labelled texts (the paper: 5)", above=1)
     ipet_share: float = setting(
-        0.25, "λ: the share of the other patterns' models that label for each (the paper: 0.25)", above=0, maximum=1
+        0.25,
+        "λ: the share of the other patterns' models that label for each (the paper: 0.25)",
+        above=0,
+        maximum=1,
+        label="iPET share",
     )
     test_limit: int | None = scored_texts_setting("test texts every model is scored on")
 

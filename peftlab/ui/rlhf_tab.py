@@ -14,6 +14,7 @@ from dataclasses import asdict, replace
 import gradio as gr
 import pandas as pd
 
+from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.plots import metric_curve, metric_panels, score_comparison, score_kl_frontier
 from peftlab.rlhf.dpo import DPOConfig, DPOResult
@@ -145,8 +146,8 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
         note = f"{stopped_note(stop)} " if stop.is_set() and len(session.sft.losses) < config.steps else ""
     result = session.sft
     yield (
-        f"{note}SFT done: loss {result.losses[0]:.3f} → {result.losses[-1]:.3f} after {len(result.losses)} steps in "
-        f"{result.seconds:.0f} s. Next: the reward model.",
+        f"{note}SFT done: loss {result.losses[0]:.3f} → {result.losses[-1]:.3f} after "
+        f"{counted(len(result.losses), 'step')} in {result.seconds:.0f} s. Next: the reward model.",
         metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"),
         pd.DataFrame(samples),
     )
