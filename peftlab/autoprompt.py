@@ -451,7 +451,7 @@ def search_label_words(
     if words_per_label < 1:
         raise PeftlabError(f"Words per label must be at least 1, not {words_per_label}.")
     template_obj = Template.parse(remove_triggers(template), task.text_fields)
-    placeholder = Verbalizer.parse({label: ["the"] for label in task.label_names}, task.label_names)
+    placeholder = Verbalizer({label: ("the",) for label in task.label_names})  # only the mask position is read
     prompt = Prompt(template_obj, placeholder)
     train, _ = balanced_examples(task, train_size, seed)
     features = mask_representations(lm, prompt, train)  # (N, H)
@@ -467,11 +467,17 @@ def search_label_words(
     with torch.no_grad():
         word_label_log_probs = probe(output_embeddings).log_softmax(-1)  # (V, L)
     allowed = candidate_vocabulary(lm, filter_non_alphabetic)[: output_embeddings.shape[0]].clone()
-    words = {}
+    words, taken = {}, set()
     for label_index, label in enumerate(task.label_names):
-        top = word_label_log_probs[:, label_index].masked_fill(~allowed, float("-inf")).topk(words_per_label).indices
-        allowed[top] = False  # a word serves one label only
-        words[label] = [lm.tokenizer.decode([i]).strip() for i in top.tolist()]
+        scores = word_label_log_probs[:, label_index].masked_fill(~allowed, float("-inf"))
+        words[label] = []
+        for token in scores.argsort(descending=True).tolist():
+            if len(words[label]) == words_per_label or scores[token] == float("-inf"):
+                break
+            word = lm.tokenizer.decode([token]).strip()
+            if word and word not in taken:  # a word serves one label only (" good" and "good" are one word)
+                words[label].append(word)
+                taken.add(word)
     return words
 
 

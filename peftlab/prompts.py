@@ -135,6 +135,14 @@ class Verbalizer:
                     f"{plain!r}: the space before it is added where the template needs one."
                 )
             words[label] = cleaned
+        owner = {}
+        for label, label_words in words.items():
+            for word in label_words:
+                if owner.setdefault(word, label) != label:
+                    raise PeftlabError(
+                        f"The label word {word!r} is given to both {owner[word]!r} and {label!r}; a word scores one "
+                        "label only, or the two cannot be told apart."
+                    )
         return cls(words)
 
     @property

@@ -188,6 +188,13 @@ def test_verbalizer_json_dict_and_lines_agree():
             r"its words in one place \('negative: word1, word2'\)\.$",
         ),
         ('{"negative": ["bad"], "positive": ["good"], "negative": ["awful"]}', r"gives label 'negative' twice"),
+        # one word for two labels was accepted, and those labels could never be told apart
+        (
+            "negative: good\npositive: good",
+            r"^The label word 'good' is given to both 'negative' and 'positive'; a word scores one label only, or "
+            r"the two cannot be told apart\.$",
+        ),
+        ({"negative": ["bad", "meh"], "positive": [" meh "]}, r"^The label word 'meh' is given to both"),
     ],
 )
 def test_verbalizer_errors(spec, message):
