@@ -88,10 +88,13 @@ class SharedPrefix:
         Queries whose start differs (demonstrations cut to fit a long input lose their first tokens) do not lower
         it: they are scored whole. A start is shared only before every read position, so each read logit is
         still computed in the batch. PEFT's prompt-learning models (virtual tokens, prefixes) put their own
-        tokens before the input and never get one.
+        tokens before the input and never get one, nor does any other wrapper (`methods.VirtualTokenForward`).
         """
-        peft_config = getattr(model, "active_peft_config", None)
-        if kind != "causal" or not queries or (peft_config is not None and peft_config.is_prompt_learning):
+        from transformers import PreTrainedModel
+
+        peft_config = getattr(model, "active_peft_config", None)  # a PeftModel's
+        plain = isinstance(model, PreTrainedModel) or (peft_config is not None and not peft_config.is_prompt_learning)
+        if kind != "causal" or not queries or not plain:
             return None
         reference = min(queries, key=lambda q: len(q.input_ids)).input_ids
         shared = [n for n in (_shared_length(reference, q) for q in queries) if n >= MIN_SHARED_PREFIX]

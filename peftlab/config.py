@@ -224,6 +224,10 @@ def _check_field(config: Config, item: dataclasses.Field, hint) -> None:
     )
     if broken:
         raise SettingError(config.field_subject(item), item, requirement_of(item, kind), value)
+    if kind is tuple:  # seeds, methods, K values: a repeat runs the same thing twice and weighs it double in a mean
+        repeated = next((entry for i, entry in enumerate(value) if entry in value[:i]), None)
+        if repeated is not None:
+            raise PeftlabError(f"{config.field_subject(item)} lists {repeated!r} twice; give each once.")
 
 
 def _optional(hint) -> bool:

@@ -120,3 +120,16 @@ def test_nested_configs_round_trip_and_unknown_settings_are_named():
     assert PipelineConfig.from_json(config.to_json()) == config
     with pytest.raises(PeftlabError, match=r"^PPOConfig has no setting 'betta'; its settings are adaptive_kl, "):
         PPOConfig.from_dict({"betta": 0.1})
+
+
+def test_a_list_setting_that_repeats_an_item_is_one_sentence():
+    """PET's seeds '13,13' trained the same seed twice and showed a spread over seeds of one run."""
+    from peftlab.compare import GridConfig
+    from peftlab.pet import PETConfig
+
+    with pytest.raises(PeftlabError) as error:
+        PETConfig(seeds=(13, 21, 13))
+    assert str(error.value) == "Seeds lists 13 twice; give each once."
+    with pytest.raises(PeftlabError, match=r"^Methods to compare lists 'lora' twice; give each once\.$"):
+        GridConfig(methods=("lora", "head", "lora"))
+    assert PETConfig(seeds=(13, 21)).seeds == (13, 21)
