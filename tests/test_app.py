@@ -435,7 +435,7 @@ def pet_args(**changes) -> list:
 
 def test_pet_tab_trains_every_pattern_distils_a_classifier_and_offers_it(client):
     status, table, _curves, soft, picker = call(client, "/pet", *pet_args(), timeout=FIRST_CALL_TIMEOUT_S)
-    assert re.fullmatch(r"1 of 1 seeds finished\. \(estimated [\d.]+ (s|min|h) in all\)", status), status
+    assert re.fullmatch(r"1 of 1 seeds finished \(estimated [\d.]+ (s|min|h) in all\)\.", status), status
     assert table["headers"] == ["seed", "pattern 1", "pattern 2", "ensemble", "PET", "soft labels right"]
     (row,) = table["data"]
     assert row[0] == "13" and all(re.fullmatch(r"\d+\.\d%", cell) for cell in row[1:]), row

@@ -127,7 +127,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
         soft = soft_label_histogram(results[-1].soft_labels, task.label_names) if results else None
         choices = gr.Dropdown(choices=list(trained), value=next(reversed(trained), None) if trained else None)
         left = time_left(started, max(done - 1, 0) / total) if running else ""
-        status += f" (estimated {duration(expected)} in all{left})"
+        status = status.removesuffix(".") + f" (estimated {duration(expected)} in all{left})."
         return status, _table(results) if results else None, curves, soft, choices
 
     with job(request, "pet") as (_, stop):
@@ -137,8 +137,8 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
                 if item.step == 1:
                     done += 1
                     progress((done - 1) / total, desc=f"seed {item.seed}: generation {item.generation}, {item.model}")
-                if item.step % 5:
-                    continue  # redraw every few steps: plots cost more than a CPU step
+                if item.step % 5 and item.step != 1:
+                    continue  # redraw as each model starts and every few steps: plots cost more than a CPU step
                 yield outputs(f"Seed {item.seed}: training {item.model} (generation {item.generation}).")
                 continue
             results.append(item)

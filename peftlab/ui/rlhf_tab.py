@@ -288,6 +288,8 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
     kept = replace(session)
     history, samples = [], []
     with job(request, JOB) as (_, stop), closing(ppo_in_chunks(session, form["labeler"], config, stop)) as stages:
+        progress(0, desc=f"PPO step 1/{config.steps}")
+        yield f"PPO step 1/{config.steps}: sampling responses, scoring them, optimising…", gr.skip(), gr.skip()
         for item in stages:
             if isinstance(item, PPOResult):
                 continue  # the last item: the loop ends with the (last) GPU call
@@ -337,6 +339,8 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
             session_call(session, stage, "run_dpo", config, stop=stop, **_sized("DPO", session.lm.name, config))
         ) as stages,
     ):
+        progress(0, desc=f"DPO step 1/{config.steps}")
+        yield f"DPO step 1/{config.steps}: setting up the trainer and the reference model…", gr.skip()
         for item in stages:
             if isinstance(item, DPOResult):
                 continue  # the last item: the loop ends with the GPU call
