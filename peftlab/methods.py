@@ -598,7 +598,7 @@ def parse_learning_rates(items: Sequence[str]) -> dict[str, float]:
     """["lora=1e-3", "head=0.01"] -> {"lora": 0.001, "head": 0.01}; blank items are skipped.
 
     Raises:
-        PeftlabError: an item that is not method=number.
+        PeftlabError: an item that is not method=number, or names no method (a rate that silently went nowhere).
     """
     rates = {}
     for item in items:
@@ -609,4 +609,9 @@ def parse_learning_rates(items: Sequence[str]) -> dict[str, float]:
             rates[name.strip()] = float(value)
         except ValueError:
             raise PeftlabError(f"A learning rate is given as method=number, not {item.strip()!r}.") from None
+        if name.strip() not in METHODS:
+            raise PeftlabError(
+                f"A learning rate is given for {name.strip()!r}, which is no method; the methods are "
+                f"{', '.join(METHODS)}."
+            )
     return rates

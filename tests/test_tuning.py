@@ -450,6 +450,11 @@ def test_learning_rate_must_be_positive(name, rate):
         (lambda: TrainSettings(patience=-1), r"^Patience must be at least 1, not -1"),
         (lambda: TrainSettings(select_by="loss"), r"^Select by must be one of log-likelihood, accuracy, not 'loss'"),
         (lambda: parse_learning_rates(["lora=fast"]), r"method=number, not 'lora=fast'"),
+        # a rate for no method was dropped without a word (the Soft prompts tab's rates box)
+        (
+            lambda: parse_learning_rates(["lora=1e-3", "foo=0.1"]),
+            r"^A learning rate is given for 'foo', which is no method; the methods are prompt-tuning, ",
+        ),
     ],
 )
 def test_bad_settings_raise_one_clear_error(make, message):
