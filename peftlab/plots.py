@@ -128,10 +128,13 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
     log_x = np.log10(np.maximum(summary[x_column].to_numpy(dtype=float), 1))
     low = (summary["accuracy_mean"] - summary["accuracy_std"].fillna(0)).min()
     high = (summary["accuracy_mean"] + summary["accuracy_std"].fillna(0)).max()
+    bottom, top = max(low - 0.05, 0), min(high + 0.08, 1.1)
+    step = 0.1 if top - bottom > 0.3 else 0.05
+    ticks = [t for t in np.round(np.arange(0, 1 + 1e-9, step), 2) if t >= bottom]  # the room above 100 % is for labels
     figure.update_layout(
         title=title,
         xaxis=dict(type="log", title=x_title, range=[log_x.min() - 0.7, log_x.max() + 0.5]),
-        yaxis=dict(title="test accuracy", tickformat=".0%", range=[max(low - 0.05, 0), min(high + 0.08, 1.1)]),
+        yaxis=dict(title="test accuracy", tickformat=".0%", range=[bottom, top], tickvals=ticks),
         showlegend=False,
         height=380,
         margin=dict(l=10, r=10, t=40, b=10),

@@ -106,3 +106,22 @@ def test_the_compare_panel_says_what_to_do_when_nothing_is_stored_and_counts_its
     assert "**tiny · tiny-llama**: 1 result. Test split" in show_comparison("tiny", "tiny-llama", None)[0]
     ResultStore().add([row("lora", [e["label"] for e in TEXTS[:20]], seed=21, k=16, texts=TEXTS[:20])])
     assert show_comparison("tiny", "tiny-llama", None)[0].endswith(" 1 other test split is listed below, apart.")
+
+
+def test_the_accuracy_axis_marks_no_tick_above_100_percent():
+    """A method at 100 % needs room above it for its label, and the axis once showed 105 % and 110 % in it."""
+    import pandas as pd
+
+    from peftlab.plots import accuracy_vs_parameters
+
+    summary = pd.DataFrame(
+        {
+            "method": ["zero-shot", "lora"],
+            "trainable_params": [0, 1000],
+            "accuracy_mean": [0.96, 1.0],
+            "accuracy_std": [0.0, 0.0],
+        }
+    )
+    axis = accuracy_vs_parameters(summary).layout.yaxis
+    assert axis.range[1] > 1.0  # room for the label above the point at 100 %
+    assert max(axis.tickvals) == 1.0 and min(axis.tickvals) >= axis.range[0]
