@@ -523,7 +523,8 @@ def run_rlhf(args: argparse.Namespace) -> None:
             f"reward model held-out pair accuracy {summary['rm_heldout_accuracy']:.3f} "
             f"({summary['rm_heldout_pairs']} pairs)"
         )
-    print(f"{summary['labeler']} score on {summary['prompts']} held-out prompts: SFT {summary['sft_mean_score']:+.3f}")
+    held_out = counted(summary["prompts"], "held-out prompt")
+    print(f"{summary['labeler']} score on {held_out}: SFT {summary['sft_mean_score']:+.3f}")
     for route in config.routes():
         print(
             f"  {route.upper()} {summary[f'{route}_mean_score']:+.3f}, KL to the SFT model "

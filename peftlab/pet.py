@@ -69,7 +69,9 @@ PATTERN_METHODS = ("lora", "full")
 class PETConfig(Config):
     """What PET and iPET run; the pattern models' trainer settings are TrainSettings."""
 
-    shots: int = setting(16, "K, labelled examples per class (as many again for dev)", minimum=1, cap="shots")
+    shots: int = setting(
+        16, "K, labelled examples per class (as many again for dev)", minimum=1, cap="shots", label="K per class"
+    )
     seeds: tuple[int, ...] = setting(DEFAULT_SEEDS[:3], "seeds, comma-separated: each draws its own K examples")
     unlabelled: int = setting(
         1000, "unlabelled texts the ensemble labels (from the training pool)", minimum=1, cap="unlabelled"

@@ -167,8 +167,8 @@ def ranking_count(session: RLHFSession) -> str:
     rankings, pairs = len(session.human), session.human.comparisons()
     prompts = len({p.prompt for p in pairs})
     return (
-        f"**{rankings} ranking{'s' * (rankings != 1)} saved**: {len(pairs)} comparisons on {prompts} prompts for the "
-        f'reward model (pick "{RANKING_SOURCES[1]}" below to train on them).'
+        f"**{counted(rankings, 'ranking')} saved**: {counted(len(pairs), 'comparison')} on "
+        f'{counted(prompts, "prompt")} for the reward model (pick "{RANKING_SOURCES[1]}" below to train on them).'
     )
 
 
@@ -400,7 +400,8 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
         f"KL to SFT {s[f'{route}_mean_kl']:.2f} nats per response"
         for route in routes
     ]
-    status = f"On {s['prompts']} held-out prompts, {s['labeler']} score (reward model): " + "; ".join(parts) + "."
+    held_out = counted(s["prompts"], "held-out prompt")
+    status = f"On {held_out}, {s['labeler']} score (reward model): " + "; ".join(parts) + "."
     scores = score_comparison(
         comparison.table, [f"{r}_labeler_score" for r in ("sft", *routes)], f"{s['labeler']} score"
     )
