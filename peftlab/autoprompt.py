@@ -246,9 +246,9 @@ def rescore_candidates(
     suffix_lengths = {len(qs[0].input_ids) - qs[0].trigger_positions[slot] for qs in base} if shareable else set()
     if share_prefix and shareable and len(suffix_lengths) == 1:
         # candidates in chunks, so memory stays that of RESCORED_ROWS inputs whatever k a visitor types
-        per_chunk = max(1, RESCORED_ROWS // len(examples))
+        queries, per_chunk = [qs[0] for qs in base], max(1, RESCORED_ROWS // len(examples))
         chunks = [tokens[i : i + per_chunk] for i in range(0, len(tokens), per_chunk)]
-        return torch.cat([_rescore_shared_prefix(lm, prompt, slot, c, [qs[0] for qs in base]) for c in chunks])
+        return torch.cat([_rescore_shared_prefix(lm, prompt, slot, chunk, queries) for chunk in chunks])
     query_lists = [_with_slot(prompt, slot, token).queries(lm, e) for token in tokens for e in examples]
     return score_query_lists(lm, query_lists, prompt.verbalizer).view(len(tokens), len(examples), -1)
 

@@ -70,7 +70,7 @@ class PaddedBatch:
 
 @dataclass
 class SharedPrefix:
-    """The first `length` tokens of a causal LM's queries, run through the model once (their keys and values in
+    """The first tokens (`ids`) of a causal LM's queries, run through the model once (their keys and values in
     `cache`): a batch of queries that all start with them runs only the rest of each query.
 
     The in-context demonstrations of a prompt come before every input, so they are the same tokens for every
