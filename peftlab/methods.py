@@ -259,15 +259,47 @@ class PTuningMethod(PeftMethod):
             self.encoder = self.encoder.upper()  # either case is accepted
         super().__post_init__()
 
-    def peft_config(self, lm):
+    def peft_config(self, lm, encoder_hidden_size: int | None = None):
         from peft import PromptEncoderConfig
 
         return PromptEncoderConfig(
             task_type="CAUSAL_LM",
             num_virtual_tokens=self.num_virtual_tokens,
             encoder_reparameterization_type=self.encoder.upper(),
-            encoder_hidden_size=self.encoder_hidden_size,
+            encoder_hidden_size=encoder_hidden_size or self.encoder_hidden_size,
         )
+
+    def check(self, lm):
+        """Refuse a prompt encoder with more weights than the model itself: it would not be parameter-efficient,
+        and a huge hidden size (its MLP grows with its square) fills the memory before training starts.
+
+        Raises:
+            PeftlabError: the encoder larger than the model, with the largest hidden size that fits.
+        """
+        super().check(lm)
+        model_weights = sum(p.numel() for p in lm.model.parameters())
+        if self.encoder_weights(lm, self.encoder_hidden_size) <= model_weights:
+            return
+        low, high = 1, self.encoder_hidden_size  # the encoder grows with its hidden size: bisect for the largest
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if self.encoder_weights(lm, middle) <= model_weights else (low, middle - 1)
+        raise PeftlabError(
+            f"A P-tuning encoder with hidden size {self.encoder_hidden_size} would have "
+            f"{self.encoder_weights(lm, self.encoder_hidden_size):,} weights, more than the model's own "
+            f"{model_weights:,}; use a hidden size of at most {low}."
+        )
+
+    def encoder_weights(self, lm, hidden_size: int) -> int:
+        """The weights of PEFT's prompt encoder (its virtual-token embedding and its MLP or LSTM) with `hidden_size`,
+        counted on the meta device, where nothing is allocated."""
+        from peft.tuners.p_tuning import PromptEncoder
+
+        config = self.peft_config(lm, hidden_size)
+        config.token_dim = lm.model.config.get_text_config().hidden_size  # what get_peft_model fills in
+        config.num_transformer_submodules = 1
+        with torch.device("meta"):
+            return sum(p.numel() for p in PromptEncoder(config).parameters())
 
 
 @dataclass

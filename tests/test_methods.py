@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -197,6 +199,26 @@ def test_a_width_above_the_hidden_size_is_one_sentence_before_any_weight_is_made
         method_config(name, **{setting: 100_000_000}).build(tiny_causal, setup.prompts[0], easy_task().train)
     assert str(error.value) == f"The {what} is 100000000, above the model's hidden size of 32; use at most 32."
     method_config(name, **{setting: 32}).build(tiny_causal, setup.prompts[0], easy_task().train)  # the widest allowed
+
+
+@pytest.mark.parametrize("encoder", ["MLP", "LSTM"])
+def test_a_p_tuning_encoder_larger_than_the_model_is_one_sentence_with_the_largest_that_fits(tiny_causal, encoder):
+    """Its MLP grows with the square of the hidden size: 100000000 would ask for 10^16 weights."""
+    setup = ClozeSetup.build(easy_task(), TEMPLATE, VERBALIZER)
+    model_weights = sum(p.numel() for p in tiny_causal.model.parameters())
+    method = method_config("p-tuning", encoder=encoder, encoder_hidden_size=100_000_000)
+    with pytest.raises(PeftlabError) as error:
+        method.build(tiny_causal, setup.prompts[0], easy_task().train)
+    largest = int(re.fullmatch(r".*; use a hidden size of at most (\d+)\.", str(error.value)).group(1))
+    assert str(error.value).startswith(
+        f"A P-tuning encoder with hidden size 100000000 would have {method.encoder_weights(tiny_causal, 10**8):,} "
+        f"weights, more than the model's own {model_weights:,}; "
+    )
+    widest = method_config("p-tuning", encoder=encoder, encoder_hidden_size=largest)
+    _, parameters = widest.build(tiny_causal, setup.prompts[0], easy_task().train)
+    trained = sum(p.numel() for p in parameters)  # counted on the meta device as PEFT builds it:
+    assert trained == widest.encoder_weights(tiny_causal, largest) <= model_weights
+    assert widest.encoder_weights(tiny_causal, largest + 1) > model_weights
 
 
 def test_rlhf_lora_ranks_are_held_to_the_hidden_size_too(tiny_causal):
