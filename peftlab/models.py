@@ -153,6 +153,15 @@ def check_width(model: torch.nn.Module, value: int, what: str) -> None:
         raise PeftlabError(f"The {what} is {value}, above the model's hidden size of {hidden}; use at most {hidden}.")
 
 
+def free_memory_bytes(device: torch.device) -> int:
+    """Bytes free for new tensors on `device`: the GPU's free memory, or the machine's available memory on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("PEFTLAB_CACHE", Path.home() / ".cache" / "peftlab"))
 

@@ -277,6 +277,42 @@ def test_ppo_sampling_is_pure_ancestral_sampling(tiny_causal):
     )  # fine outside PPO
 
 
+def test_a_response_longer_than_the_context_allows_is_one_sentence_before_sampling(tiny_causal):
+    """max_new_tokens=100000000 would have sampled until the model's 256 positions ran out, or the memory."""
+    prompts = PROMPTS[:3]
+    longest = encode_prompts(tiny_causal.tokenizer, prompts)[0].shape[1]
+    with pytest.raises(PeftlabError) as error:
+        sample_responses(tiny_causal.model, tiny_causal.tokenizer, prompts, max_new_tokens=100_000_000)
+    assert str(error.value) == (
+        f"The longest response is 100000000 tokens; after a prompt of {longest} tokens the model reads at most 256, "
+        f"so use at most {256 - longest}."
+    )
+    sample_responses(tiny_causal.model, tiny_causal.tokenizer, prompts, max_new_tokens=256 - longest)  # the most
+
+
+def test_a_ppo_batch_whose_word_scores_exceed_the_free_memory_is_refused_before_any_training(tiny_causal, monkeypatch):
+    """batch_size=100000000 once went straight to sampling; its (B, R + 1, V) scores alone are petabytes."""
+    import peftlab.rlhf.generation as generation
+
+    vocabulary = tiny_causal.model.get_output_embeddings().weight.shape[0]
+    monkeypatch.setattr(generation, "free_memory_bytes", lambda device: 2**30)  # 1 GB free, whatever this machine has
+    # 3 fp32 copies of (B, 24 + 1, V): the largest batch that fits 1 GB, and one response more
+    fits = 2**30 // (3 * 25 * vocabulary * 4)
+    generation.check_response_scores_fit(tiny_causal.model, fits, 24, "A PPO batch")
+    needed = 3 * (fits + 1) * 25 * vocabulary * 4 / 2**30
+    data = RLHFData(PROMPTS[:6], PROMPTS[6:], [Demonstration(p, r) for p in PROMPTS[:6] for r in GOOD + BAD])
+    config = PipelineConfig(labeler="concise", ppo=PPOConfig(batch_size=fits + 1, max_new_tokens=24))
+    stages = []
+    with pytest.raises(PeftlabError) as error:
+        run_pipeline(tiny_causal, data, config, on_event=lambda stage, event: stages.append(stage))
+    assert str(error.value) == (
+        f"A PPO batch of {fits + 1} responses of up to 24 tokens needs about {needed:,.1f} GB for the model's word "
+        f"scores ({vocabulary} per token), more than the 1.0 GB free here; lower the batch size or the longest "
+        "response."
+    )
+    assert stages == []  # refused before SFT
+
+
 def _shipping(model, **generation_options):
     """A copy of `model` whose own generation_config carries `generation_options`, as a Hub model may ship them."""
     shipped = copy.deepcopy(model)

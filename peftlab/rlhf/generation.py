@@ -21,7 +21,7 @@ from jinja2.exceptions import TemplateError
 from transformers import GenerationConfig
 
 from peftlab.errors import PeftlabError
-from peftlab.models import autocast_for, capture_head_inputs
+from peftlab.models import autocast_for, capture_head_inputs, free_memory_bytes
 from peftlab.rlhf.ppo_math import sampling_kl_problem
 from peftlab.seeding import seeded
 
@@ -218,7 +218,8 @@ def sample_responses(
     `for_ppo` refuses sampling settings that bias the per-token KL estimate (see `sampling_kl_problem`).
 
     Raises:
-        PeftlabError: sampling settings that bias PPO's KL (with `for_ppo`), no new tokens, or a model whose
+        PeftlabError: sampling settings that bias PPO's KL (with `for_ppo`), no new tokens or more than the model's
+            context holds after the longest prompt, or a model whose
             generation_config changes sampling in a way that cannot be turned off (`sampling_config`).
     """
     if for_ppo and (problem := sampling_kl_problem(temperature, top_k, top_p)):
@@ -236,6 +237,13 @@ def sample_responses(
         pad_token_id=tokenizer.pad_token_id,
     )
     device = next(model.parameters()).device
+    context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    longest = encode_prompts(tokenizer, list(prompts))[0].shape[1] if context and prompts else 0
+    if context and longest + max_new_tokens > context:
+        raise PeftlabError(
+            f"The longest response is {max_new_tokens} tokens; after a prompt of {longest} tokens the model reads at "
+            f"most {context}, so use at most {max(context - longest, 1)}."
+        )
     parts = []
     with seeded(seed):  # generate() draws from torch's global generator
         for start in range(0, len(prompts), batch_size):
@@ -270,6 +278,29 @@ def _stack_samples(tokenizer, parts, eos: int) -> SequenceBatch:
             prompts.append(prompt)
             texts.append(tokenizer.decode([t for t in response if t != eos], skip_special_tokens=True).strip())
     return SequenceBatch(torch.tensor(ids_rows), torch.tensor(mask_rows), prompt_width, prompts, texts)
+
+
+LOGIT_COPIES = 3  # response_forward holds the logits, their fp32 copy and its log-softmax at once
+
+
+def check_response_scores_fit(model, responses: int, new_tokens: int, what: str) -> None:
+    """Refuse a forward pass over `responses` responses of up to `new_tokens` tokens (`response_forward` on a PPO
+    batch) whose word scores, (responses, new_tokens + 1, vocabulary) fp32 values held LOGIT_COPIES times, would not
+    fit in the memory free on the model's device: it would stop the process (every visitor's work on a Space).
+    `what` names the batch in the message ("A PPO batch").
+
+    Raises:
+        PeftlabError: the scores larger than the free memory, with what to lower.
+    """
+    vocabulary = model.get_output_embeddings().weight.shape[0]
+    needed = LOGIT_COPIES * responses * (new_tokens + 1) * vocabulary * 4
+    free = free_memory_bytes(next(model.parameters()).device)
+    if needed > free:
+        raise PeftlabError(
+            f"{what} of {responses} responses of up to {new_tokens} tokens needs about {needed / 2**30:,.1f} GB for "
+            f"the model's word scores ({vocabulary} per token), more than the {free / 2**30:.1f} GB free here; "
+            "lower the batch size or the longest response."
+        )
 
 
 def response_forward(model, batch: SequenceBatch, with_hidden: bool = False):

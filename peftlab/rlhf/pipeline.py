@@ -22,6 +22,7 @@ from peftlab.models import LM
 from peftlab.rlhf.data import Comparison, Demonstration, embedded_review_data, load_comparisons, load_demonstrations
 from peftlab.rlhf.dpo import DPOConfig, DPOResult, train_dpo
 from peftlab.rlhf.evaluation import PolicyComparison, compare_policies
+from peftlab.rlhf.generation import check_response_scores_fit
 from peftlab.rlhf.labelers import Labeler, labeler_by_name
 from peftlab.rlhf.ppo import PPOConfig, PPOResult, train_ppo
 from peftlab.rlhf.reward import (
@@ -193,6 +194,8 @@ def run_pipeline(
 ) -> PipelineResult:
     """All stages of the configured route(s) in order; `on_event(stage, event)` sees every training event."""
     labeler = labeler_by_name(config.labeler)
+    if "ppo" in config.routes():  # before SFT rather than after it and the reward model
+        check_response_scores_fit(lm.model, config.ppo.batch_size, config.ppo.max_new_tokens, "A PPO batch")
     report = on_event or (lambda stage, event: None)
     started = time.perf_counter()
     seconds = {}

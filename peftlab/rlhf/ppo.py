@@ -29,7 +29,7 @@ from peftlab.errors import PeftlabError
 from peftlab.models import loss_scaler
 from peftlab.rlhf.crossing import Crossing, arrived, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Demonstration
-from peftlab.rlhf.generation import SequenceBatch, response_forward, sample_responses
+from peftlab.rlhf.generation import SequenceBatch, check_response_scores_fit, response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.ppo_math import (
     AdaptiveKLController,
@@ -258,13 +258,15 @@ def ppo_steps(
     `run` then holds what the following step needs.
 
     Raises:
-        PeftlabError: no prompts, or PPO-ptx without demonstrations.
+        PeftlabError: no prompts, PPO-ptx without demonstrations, or a batch whose word scores would not fit in
+            memory (`generation.check_response_scores_fit`).
     """
     if not prompts:
         raise PeftlabError("PPO needs prompts to sample responses for.")
     if config.ptx_coef and not demonstrations:
         raise PeftlabError("PPO-ptx (ptx coefficient above 0) needs demonstrations for its LM loss.")
     policy = run.policy
+    check_response_scores_fit(policy.model, config.batch_size, config.max_new_tokens, "A PPO batch")
     parameters = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     scaler = loss_scaler(parameters[0])
