@@ -290,25 +290,39 @@ def test_a_response_longer_than_the_context_allows_is_one_sentence_before_sampli
     sample_responses(tiny_causal.model, tiny_causal.tokenizer, prompts, max_new_tokens=256 - longest)  # the most
 
 
-def test_a_ppo_batch_whose_word_scores_exceed_the_free_memory_is_refused_before_any_training(tiny_causal, monkeypatch):
+@pytest.mark.parametrize(
+    "what, changes, responses_of, lower",
+    [
+        ("A PPO batch", lambda n: {"ppo": PPOConfig(batch_size=n, max_new_tokens=24)}, lambda n: n, "the batch size"),
+        (  # the held-out prompts (2 of PROMPTS) times the samples per prompt
+            "The evaluation",
+            lambda n: {"eval_samples": n, "max_new_tokens": 24},
+            lambda n: 2 * n,
+            "the evaluation samples per prompt",
+        ),
+    ],
+)
+def test_a_pass_whose_word_scores_exceed_the_free_memory_is_refused_before_any_training(
+    tiny_causal, monkeypatch, what, changes, responses_of, lower
+):
     """batch_size=100000000 once went straight to sampling; its (B, R + 1, V) scores alone are petabytes."""
     import peftlab.rlhf.generation as generation
 
     vocabulary = tiny_causal.model.get_output_embeddings().weight.shape[0]
     monkeypatch.setattr(generation, "free_memory_bytes", lambda device: 2**30)  # 1 GB free, whatever this machine has
-    # 3 fp32 copies of (B, 24 + 1, V): the largest batch that fits 1 GB, and one response more
-    fits = 2**30 // (3 * 25 * vocabulary * 4)
-    generation.check_response_scores_fit(tiny_causal.model, fits, 24, "A PPO batch")
-    needed = 3 * (fits + 1) * 25 * vocabulary * 4 / 2**30
-    data = RLHFData(PROMPTS[:6], PROMPTS[6:], [Demonstration(p, r) for p in PROMPTS[:6] for r in GOOD + BAD])
-    config = PipelineConfig(labeler="concise", ppo=PPOConfig(batch_size=fits + 1, max_new_tokens=24))
+    fits = 2**30 // (3 * 25 * vocabulary * 4)  # 3 fp32 copies of (B, 24 + 1, V) in 1 GB
+    generation.check_response_scores_fit(tiny_causal.model, fits, 24, what, lower)
+    n = fits // responses_of(1) + 1  # the smallest setting above it
+    needed = 3 * responses_of(n) * 25 * vocabulary * 4 / 2**30
+    data = RLHFData(PROMPTS[:6], PROMPTS[6:8], [Demonstration(p, r) for p in PROMPTS[:6] for r in GOOD + BAD])
     stages = []
     with pytest.raises(PeftlabError) as error:
-        run_pipeline(tiny_causal, data, config, on_event=lambda stage, event: stages.append(stage))
+        run_pipeline(
+            tiny_causal, data, PipelineConfig(labeler="concise", **changes(n)), lambda stage, _: stages.append(stage)
+        )
     assert str(error.value) == (
-        f"A PPO batch of {fits + 1} responses of up to 24 tokens needs about {needed:,.1f} GB for the model's word "
-        f"scores ({vocabulary} per token), more than the 1.0 GB free here; lower the batch size or the longest "
-        "response."
+        f"{what} of {responses_of(n)} responses of up to 24 tokens needs about {needed:,.1f} GB for the model's word "
+        f"scores ({vocabulary} per token), more than the 1.0 GB free here; lower {lower} or the longest response."
     )
     assert stages == []  # refused before SFT
 
@@ -398,12 +412,23 @@ def test_a_shipped_sampling_option_without_an_off_value_is_refused(tiny_causal):
         ),
         (lambda lm: PPOConfig(ptx_coef=-1), r"PPO-ptx coefficient must be 0 or more"),
         (lambda lm: PipelineConfig(labeler="grumpy"), r"Unknown labeler 'grumpy'; choose one of vader-positive"),
+        (  # it would have sampled K responses for each of 25 prompts and listed their K(K-1)/2 pairs
+            lambda lm: PipelineConfig(k=1_000_000),
+            r"^K of 1000000 responses per prompt ranks 499,999,500,000 comparisons on one prompt, more than the 2000 "
+            r"training comparisons the reward model takes; use K of at most 63 \(or more training comparisons\)\.$",
+        ),
+        (lambda lm: PipelineConfig(k=64), r"ranks 2,016 comparisons on one prompt, .*use K of at most 63 "),
+        (lambda lm: PipelineConfig(k=4, rm_pairs=5), r"ranks 6 comparisons on one prompt, .*use K of at most 3 "),
         (lambda lm: RewardConfig(lora_r=-1), r"LoRA rank must be 0 \(head only\) or more"),
     ],
 )
 def test_bad_rlhf_input_is_one_clear_sentence(tiny_causal, make, message):
     with pytest.raises(PeftlabError, match=message):
         make(tiny_causal)
+
+
+def test_the_largest_k_the_comparisons_allow_is_accepted():
+    assert PipelineConfig(k=63).k == 63 and PipelineConfig(k=3, rm_pairs=3).k == 3
 
 
 def test_the_held_out_report_splits_pairs_into_thirds_by_the_labeler_s_margin():

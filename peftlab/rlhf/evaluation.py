@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from peftlab.rlhf.generation import response_forward, sample_responses
+from peftlab.rlhf.generation import check_response_scores_fit, response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.reward import RewardModel
 from peftlab.store import ResultRow, fingerprint
@@ -73,6 +73,17 @@ def _route_key(key: str) -> str | None:
     return None
 
 
+def check_evaluation_fits(model: torch.nn.Module, prompts: int, samples_per_prompt: int, max_new_tokens: int) -> None:
+    """Refuse an evaluation whose KL pass, over every sample at once, would not fit in memory
+    (`generation.check_response_scores_fit`).
+
+    Raises:
+        PeftlabError: too many samples for the free memory.
+    """
+    lower = "the evaluation samples per prompt or the longest response"
+    check_response_scores_fit(model, prompts * samples_per_prompt, max_new_tokens, "The evaluation", lower)
+
+
 @torch.no_grad()
 def compare_policies(
     reference: torch.nn.Module,
@@ -87,7 +98,14 @@ def compare_policies(
 ) -> PolicyComparison:
     """The SFT model (`reference`) and each policy of `policies` (route name -> model) sample every prompt
     `samples_per_prompt` times with the same seed; each response is scored by the labeler and the reward model
-    (None: no reward column), and each policy's KL to the reference is estimated on its own samples (nats)."""
+    (None: no reward column), and each policy's KL to the reference is estimated on its own samples (nats).
+
+    Raises:
+        PeftlabError: more samples than memory holds (`check_evaluation_fits`), or a sampling problem
+            (`generation.sample_responses`).
+    """
+    if policies:
+        check_evaluation_fits(reference, len(prompts), samples_per_prompt, max_new_tokens)
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
     columns: dict[str, list] = {"prompt": repeated}
     summary: dict = {"labeler": labeler.name, "prompts": len(prompts), "samples_per_prompt": samples_per_prompt}

@@ -283,11 +283,11 @@ def _stack_samples(tokenizer, parts, eos: int) -> SequenceBatch:
 LOGIT_COPIES = 3  # response_forward holds the logits, their fp32 copy and its log-softmax at once
 
 
-def check_response_scores_fit(model, responses: int, new_tokens: int, what: str) -> None:
+def check_response_scores_fit(model, responses: int, new_tokens: int, what: str, lower: str) -> None:
     """Refuse a forward pass over `responses` responses of up to `new_tokens` tokens (`response_forward` on a PPO
-    batch) whose word scores, (responses, new_tokens + 1, vocabulary) fp32 values held LOGIT_COPIES times, would not
-    fit in the memory free on the model's device: it would stop the process (every visitor's work on a Space).
-    `what` names the batch in the message ("A PPO batch").
+    batch, or on the evaluation's samples) whose word scores, (responses, new_tokens + 1, vocabulary) fp32 values
+    held LOGIT_COPIES times, would not fit in the memory free on the model's device: it would stop the process
+    (every visitor's work on a Space). `what` names the pass ("A PPO batch"), `lower` the settings that shrink it.
 
     Raises:
         PeftlabError: the scores larger than the free memory, with what to lower.
@@ -299,7 +299,7 @@ def check_response_scores_fit(model, responses: int, new_tokens: int, what: str)
         raise PeftlabError(
             f"{what} of {responses} responses of up to {new_tokens} tokens needs about {needed / 2**30:,.1f} GB for "
             f"the model's word scores ({vocabulary} per token), more than the {free / 2**30:.1f} GB free here; "
-            "lower the batch size or the longest response."
+            f"lower {lower}."
         )
 
 

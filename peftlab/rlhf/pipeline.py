@@ -21,10 +21,9 @@ from peftlab.errors import PeftlabError
 from peftlab.models import LM
 from peftlab.rlhf.data import Comparison, Demonstration, embedded_review_data, load_comparisons, load_demonstrations
 from peftlab.rlhf.dpo import DPOConfig, DPOResult, train_dpo
-from peftlab.rlhf.evaluation import PolicyComparison, compare_policies
-from peftlab.rlhf.generation import check_response_scores_fit
+from peftlab.rlhf.evaluation import PolicyComparison, check_evaluation_fits, compare_policies
 from peftlab.rlhf.labelers import Labeler, labeler_by_name
-from peftlab.rlhf.ppo import PPOConfig, PPOResult, train_ppo
+from peftlab.rlhf.ppo import PPOConfig, PPOResult, check_batch_fits, train_ppo
 from peftlab.rlhf.reward import (
     RewardConfig,
     RewardResult,
@@ -129,6 +128,13 @@ class PipelineConfig(Config):
         labeler_by_name(self.labeler)  # an unknown labeler fails before any work
         if self.k < 2:
             raise PeftlabError(f"A ranking needs K of at least 2 responses per prompt, not {self.k}.")
+        if self.k * (self.k - 1) // 2 > self.rm_pairs:  # a larger K samples responses whose pairs are then cut
+            largest = int((1 + math.isqrt(1 + 8 * self.rm_pairs)) // 2)  # the largest K with K(K-1)/2 <= rm_pairs
+            raise PeftlabError(
+                f"K of {self.k} responses per prompt ranks {self.k * (self.k - 1) // 2:,} comparisons on one prompt, "
+                f"more than the {self.rm_pairs} training comparisons the reward model takes; use K of at most "
+                f"{largest} (or more training comparisons)."
+            )
 
 
 def ranked_prompt_count(config: PipelineConfig, data: RLHFData) -> int:
@@ -194,8 +200,10 @@ def run_pipeline(
 ) -> PipelineResult:
     """All stages of the configured route(s) in order; `on_event(stage, event)` sees every training event."""
     labeler = labeler_by_name(config.labeler)
-    if "ppo" in config.routes():  # before SFT rather than after it and the reward model
-        check_response_scores_fit(lm.model, config.ppo.batch_size, config.ppo.max_new_tokens, "A PPO batch")
+    # what would not fit in memory fails before SFT, not after it and the reward model
+    if "ppo" in config.routes():
+        check_batch_fits(lm.model, config.ppo)
+    check_evaluation_fits(lm.model, len(data.heldout_prompts), config.eval_samples, config.max_new_tokens)
     report = on_event or (lambda stage, event: None)
     started = time.perf_counter()
     seconds = {}

@@ -216,6 +216,16 @@ def _policy(sft, lora, state: dict, trainable: bool) -> PolicyWithValueHead:
     return policy if trainable else policy.requires_grad_(False)
 
 
+def check_batch_fits(model: torch.nn.Module, config: PPOConfig) -> None:
+    """Refuse a batch whose word scores would not fit in memory (`generation.check_response_scores_fit`).
+
+    Raises:
+        PeftlabError: the batch too large for the free memory.
+    """
+    lower = "the batch size or the longest response"
+    check_response_scores_fit(model, config.batch_size, config.max_new_tokens, "A PPO batch", lower)
+
+
 def start_ppo(sft_model: torch.nn.Module, config: PPOConfig) -> PPORun:
     """A PPO run before its first step: a new adapter (seeded) on a copy of the SFT model and a zero value head."""
     with seeded(config.seed):  # the adapter's initialisation
@@ -266,7 +276,7 @@ def ppo_steps(
     if config.ptx_coef and not demonstrations:
         raise PeftlabError("PPO-ptx (ptx coefficient above 0) needs demonstrations for its LM loss.")
     policy = run.policy
-    check_response_scores_fit(policy.model, config.batch_size, config.max_new_tokens, "A PPO batch")
+    check_batch_fits(policy.model, config)
     parameters = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     scaler = loss_scaler(parameters[0])
