@@ -13,7 +13,7 @@ from transformers import GenerationConfig
 
 from peftlab.errors import PeftlabError
 from peftlab.rlhf.data import Comparison, Demonstration
-from peftlab.rlhf.dpo import DPOConfig
+from peftlab.rlhf.dpo import DPOConfig, train_dpo
 from peftlab.rlhf.evaluation import compare_policies
 from peftlab.rlhf.generation import encode_pairs, encode_prompts, format_prompt, sample_responses
 from peftlab.rlhf.labelers import VaderLabeler
@@ -325,6 +325,31 @@ def test_a_pass_whose_word_scores_exceed_the_free_memory_is_refused_before_any_t
         f"scores ({vocabulary} per token), more than the 1.0 GB free here; lower {lower} or the longest response."
     )
     assert stages == []  # refused before SFT
+
+
+def test_sft_and_dpo_batches_whose_word_scores_exceed_the_free_memory_are_one_sentence(tiny_causal, monkeypatch):
+    """batch_size=100000000: every demonstration or comparison in one forward pass, on a Space up to 2000 of them."""
+    import peftlab.rlhf.generation as generation
+
+    vocabulary = tiny_causal.model.get_output_embeddings().weight.shape[0]
+    monkeypatch.setattr(generation, "free_memory_bytes", lambda device: 2**20)  # 1 MB free
+    demonstrations = [Demonstration(p, " ".join([r] * 30)) for p in PROMPTS[:6] for r in GOOD + BAD]
+    # the longest response, cut to max_response_tokens - 1 and closed with the end-of-response token
+    longest = max(len(tiny_causal.tokenizer(d.response, add_special_tokens=False).input_ids) for d in demonstrations)
+    longest = min(longest, 64 - 1) + 1
+    needed = 3 * len(demonstrations) * (longest + 1) * vocabulary * 4
+    with pytest.raises(PeftlabError) as error:
+        next(train_sft(tiny_causal, demonstrations, SFTConfig(batch_size=100_000_000, max_response_tokens=64)))
+    assert str(error.value) == (
+        f"An SFT batch of {len(demonstrations)} responses of up to {longest} tokens needs about "
+        f"{needed / 2**20:,.0f} MB for the model's word scores ({vocabulary} per token), more than the 1 MB free here; "
+        "lower the batch size or the longest response trained on."
+    )
+    comparisons = [Comparison(p, " ".join([GOOD[0]] * 30), " ".join([BAD[0]] * 30)) for p in PROMPTS[:6]]
+    with pytest.raises(
+        PeftlabError, match=r"^A DPO batch of 6 comparisons \(12 sequences of up to \d+ tokens\) needs "
+    ):
+        next(train_dpo(tiny_causal.model, tiny_causal.tokenizer, comparisons, DPOConfig(batch_size=100_000_000)))
 
 
 def _shipping(model, **generation_options):

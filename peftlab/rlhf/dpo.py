@@ -35,7 +35,7 @@ from peftlab.errors import PeftlabError
 from peftlab.models import autocast_dtype
 from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Comparison
-from peftlab.rlhf.generation import end_of_response, format_prompt
+from peftlab.rlhf.generation import check_word_scores_fit, end_of_response, format_prompt
 from peftlab.rlhf.sft import lora_config
 from peftlab.seeding import seeded
 from peftlab.training import Event
@@ -109,6 +109,22 @@ def _dpo_policy(sft, lora, state: dict) -> torch.nn.Module:
     return policy.requires_grad_(False).eval()
 
 
+def check_batch_fits(model, tokenizer, rows: Sequence[dict], batch_size: int) -> None:
+    """Refuse a batch whose word scores would not fit in memory (`generation.check_word_scores_fit`): TRL scores the
+    chosen and the rejected sequence of each comparison (prompt and response) at every position.
+
+    Raises:
+        PeftlabError: the batch too large for the free memory.
+    """
+    comparisons = min(batch_size, len(rows))
+    lengths = map(
+        len, tokenizer([row["prompt"] + row[side] for row in rows for side in ("chosen", "rejected")]).input_ids
+    )
+    longest = max(lengths)
+    what = f"A DPO batch of {comparisons} comparisons ({2 * comparisons} sequences of up to {longest} tokens)"
+    check_word_scores_fit(model, 2 * comparisons, longest, what, "the batch size")
+
+
 def train_dpo(
     sft_model: torch.nn.Module,
     tokenizer,
@@ -119,7 +135,8 @@ def train_dpo(
     """DPO on a copy of the SFT model: a DPOEvent per step, the DPOResult last. The SFT model is never changed.
 
     Raises:
-        PeftlabError: no comparisons, or a comparison whose two responses are the same.
+        PeftlabError: no comparisons, a comparison whose two responses are the same, or a batch whose word scores
+            would not fit in memory (`check_batch_fits`).
     """
     if not comparisons:
         raise PeftlabError("DPO needs at least one comparison (a prompt, a chosen and a rejected response).")
@@ -132,13 +149,13 @@ def train_dpo(
     from trl import DPOTrainer
 
     eos = tokenizer.decode([end_of_response(tokenizer)])
-    dataset = Dataset.from_list(
-        [
-            # the prompt as every stage formats it; TRL adds the end-of-response token to each response
-            {"prompt": format_prompt(tokenizer, c.prompt), "chosen": c.chosen + eos, "rejected": c.rejected + eos}
-            for c in comparisons
-        ]
-    )
+    rows = [
+        # the prompt as every stage formats it; TRL adds the end-of-response token to each response
+        {"prompt": format_prompt(tokenizer, c.prompt), "chosen": c.chosen + eos, "rejected": c.rejected + eos}
+        for c in comparisons
+    ]
+    check_batch_fits(sft_model, tokenizer, rows, config.batch_size)
+    dataset = Dataset.from_list(rows)
     events: queue.Queue = queue.Queue()
     halt = threading.Event()  # the caller's stop, or the caller leaving this generator early
     started = time.perf_counter()

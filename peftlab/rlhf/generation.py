@@ -280,27 +280,42 @@ def _stack_samples(tokenizer, parts, eos: int) -> SequenceBatch:
     return SequenceBatch(torch.tensor(ids_rows), torch.tensor(mask_rows), prompt_width, prompts, texts)
 
 
-LOGIT_COPIES = 3  # response_forward holds the logits, their fp32 copy and its log-softmax at once
+LOGIT_COPIES = 3  # a forward pass holds the logits, their fp32 copy and its log-softmax (or its gradient) at once
 
 
-def check_response_scores_fit(model, responses: int, new_tokens: int, what: str, lower: str) -> None:
-    """Refuse a forward pass over `responses` responses of up to `new_tokens` tokens (`response_forward` on a PPO
-    batch, or on the evaluation's samples) whose word scores, (responses, new_tokens + 1, vocabulary) fp32 values
-    held LOGIT_COPIES times, would not fit in the memory free on the model's device: it would stop the process
-    (every visitor's work on a Space). `what` names the pass ("A PPO batch"), `lower` the settings that shrink it.
+def check_word_scores_fit(model, rows: int, positions: int, what: str, lower: str) -> None:
+    """Refuse a forward pass whose word scores, (rows, positions, vocabulary) fp32 values held LOGIT_COPIES times,
+    would not fit in the memory free on the model's device: it would stop the process (every visitor's work on a
+    Space). `what` names the pass with its size ("A PPO batch of 16 responses of up to 24 tokens"), `lower` the
+    settings that shrink it.
 
     Raises:
         PeftlabError: the scores larger than the free memory, with what to lower.
     """
     vocabulary = model.get_output_embeddings().weight.shape[0]
-    needed = LOGIT_COPIES * responses * (new_tokens + 1) * vocabulary * 4
+    needed = LOGIT_COPIES * rows * positions * vocabulary * 4
     free = free_memory_bytes(next(model.parameters()).device)
     if needed > free:
         raise PeftlabError(
-            f"{what} of {responses} responses of up to {new_tokens} tokens needs about {needed / 2**30:,.1f} GB for "
-            f"the model's word scores ({vocabulary} per token), more than the {free / 2**30:.1f} GB free here; "
-            f"lower {lower}."
+            f"{what} needs about {_readable(needed)} for the model's word scores ({vocabulary} per token), "
+            f"more than the {_readable(free)} free here; lower {lower}."
         )
+
+
+def _readable(size: int) -> str:
+    """Bytes as people read them: '1.5 GB', or '12 MB' below a GB (GB and MB of 2^30 and 2^20 bytes)."""
+    return f"{size / 2**30:,.1f} GB" if size >= 2**30 else f"{size / 2**20:,.0f} MB"
+
+
+def check_response_scores_fit(model, responses: int, new_tokens: int, what: str, lower: str) -> None:
+    """`check_word_scores_fit` for `response_forward` over `responses` sampled responses of up to `new_tokens`
+    tokens (it keeps new_tokens + 1 positions); `what` names the pass ("A PPO batch").
+
+    Raises:
+        PeftlabError: the scores larger than the free memory, with what to lower.
+    """
+    what = f"{what} of {responses} responses of up to {new_tokens} tokens"
+    check_word_scores_fit(model, responses, new_tokens + 1, what, lower)
 
 
 def response_forward(model, batch: SequenceBatch, with_hidden: bool = False):

@@ -23,7 +23,7 @@ from peftlab.errors import PeftlabError
 from peftlab.models import LM, check_width
 from peftlab.rlhf.crossing import Crossing, load_trainable_state, remember_sft, trainable_state
 from peftlab.rlhf.data import Demonstration
-from peftlab.rlhf.generation import encode_pairs, response_forward, sample_responses
+from peftlab.rlhf.generation import check_response_scores_fit, encode_pairs, response_forward, sample_responses
 from peftlab.saving import folder_with, saved_files, write_files
 from peftlab.seeding import seeded
 from peftlab.training import Event, TrainingLoop
@@ -131,12 +131,19 @@ def train_sft(
     """Fine-tune a copy of `lm` on the demonstrations; yield an SFTEvent per step and the SFTResult last.
 
     Raises:
-        PeftlabError: no demonstrations, or a masked LM (it cannot write responses).
+        PeftlabError: no demonstrations, a masked LM (it cannot write responses), or a batch whose word scores would
+            not fit in memory (`generation.check_response_scores_fit`).
     """
     if not demonstrations:
         raise PeftlabError("SFT needs at least one demonstration (a prompt and the response to learn).")
     if lm.kind != "causal":
         raise PeftlabError(f"The RLHF pipeline needs a causal LM that writes text; {lm.name} is a masked LM.")
+    # the longest response as encode_pairs cuts and closes it, in the largest batch the loop draws
+    responses = lm.tokenizer([d.response for d in demonstrations], add_special_tokens=False).input_ids
+    longest = min(max(map(len, responses)), config.max_response_tokens - 1) + 1
+    rows = min(config.batch_size, len(demonstrations))
+    lower = "the batch size or the longest response trained on"
+    check_response_scores_fit(lm.model, rows, longest, "An SFT batch", lower)
     with seeded(config.seed):  # the adapter's initialisation
         model = copy.deepcopy(lm.model)
         if config.method == "lora":
