@@ -229,7 +229,12 @@ def label_log_probs(
     fill: str | None = None,
     model=None,
 ) -> torch.Tensor:
-    """(N, L) log-probabilities over labels (normalised over labels) for each example, no gradient."""
+    """(N, L) log-probabilities over labels (normalised over labels) for each example, no gradient.
+
+    Raises:
+        PeftlabError: in-context demonstrations that leave no room for the texts (`Prompt.check_room`).
+    """
+    prompt.check_room(lm)
     query_lists = [prompt.queries(lm, example, fill) for example in examples]
     return score_query_lists(lm, query_lists, prompt.verbalizer, batch_size, progress, model)
 

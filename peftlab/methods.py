@@ -27,12 +27,11 @@ import torch
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import LM, check_width
-from peftlab.prompts import Prompt
+from peftlab.prompts import MIN_INPUT_TOKENS, Prompt
 
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")  # raised inside PEFT
 
 PROMPT_INITS = ("text", "label-words", "vocab", "random")
-MIN_INPUT_TOKENS = 16  # what virtual tokens must leave of a model's input for the text and the template
 WEIGHTS_FILE = "trainable.safetensors"
 
 

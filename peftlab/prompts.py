@@ -28,7 +28,7 @@ import json
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from peftlab.errors import PeftlabError
 from peftlab.tasks import EMBEDDED_TASKS
@@ -36,6 +36,7 @@ from peftlab.tasks import EMBEDDED_TASKS
 MASK_FIELD = "mask"
 TOKENIZER_MARKS = ("Ġ", "▁", "##")  # word-start and continuation marks of BPE, SentencePiece and WordPiece vocabularies
 TRIGGER = "[T]"  # a trigger slot in an AutoPrompt template
+MIN_INPUT_TOKENS = 16  # what virtual tokens or demonstrations leave at least of a model's input for the text
 _FIELD = re.compile(r"\{(\w*)\}")
 
 
@@ -236,6 +237,28 @@ class Prompt:
             before, word = _word_with_space(before, self.verbalizer.words[labels[example["label"]]][0])
             parts.append(before + word + after)
         return "".join(p + self.demonstration_separator for p in parts)
+
+    def check_room(self, lm) -> None:
+        """Refuse in-context demonstrations that leave the text to classify fewer than MIN_INPUT_TOKENS of the
+        model's input: `fit` would cut the text away and the model would label the demonstrations alone.
+
+        Raises:
+            PeftlabError: the demonstrations and the template too long, with about how many fit.
+        """
+        if not self.demonstrations:
+            return
+        limit = lm.max_length - self.reserved_positions
+        empty = {name: "" for name in self.template.fields}
+        taken = _needed_length(lm, *self._encode(lm, empty, None))
+        if taken + MIN_INPUT_TOKENS <= limit:
+            return
+        alone = _needed_length(lm, *replace(self, demonstrations=[])._encode(lm, empty, None))
+        each = (taken - alone) / len(self.demonstrations)
+        fit = max(int((limit - MIN_INPUT_TOKENS - alone) // each), 0)
+        raise PeftlabError(
+            f"The {len(self.demonstrations)} in-context demonstrations take {taken - alone:,} tokens of {lm.name}'s "
+            f"{lm.max_length}-token input, leaving the text fewer than {MIN_INPUT_TOKENS}; use at most about {fit}."
+        )
 
     def queries(self, lm, example: dict, fill: str | None = None) -> list[Query]:
         """Token-level queries scoring every label word for one example (see `Query`); long fields are cut

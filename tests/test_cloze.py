@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -379,6 +380,26 @@ def recorded_inputs(lm) -> Iterator[list[tuple[int, int]]]:
         yield shapes
     finally:
         hook.remove()
+
+
+def test_demonstrations_that_leave_the_text_no_room_are_one_sentence_instead_of_cutting_the_text_away(tiny_causal):
+    """--shots-in-context 100000 once put 11752 demonstrations (396,987 tokens) before each text: the text was cut to
+    nothing to fit the 2048-token input and every review was labelled from the demonstrations alone."""
+    demonstration = {"text": "a long and very detailed review of the film", "label": 0}
+    alone = len(_ids(tiny_causal, _prompt().demonstration_text()))  # nothing: no demonstrations
+    each = len(_ids(tiny_causal, _prompt(demonstrations=[demonstration]).demonstration_text())) - alone
+    many = _prompt(demonstrations=[demonstration] * 40)
+    with pytest.raises(PeftlabError) as error:
+        label_log_probs(tiny_causal, many, [{"text": "great", "label": 1}])
+    assert re.fullmatch(
+        rf"The 40 in-context demonstrations take {40 * each:,} tokens of tiny-llama's {tiny_causal.max_length}-token "
+        r"input, leaving the text fewer than 16; use at most about (\d+)\.",
+        str(error.value),
+    ), str(error.value)
+    fit = int(str(error.value).rsplit(" ", 1)[1].rstrip("."))
+    label_log_probs(tiny_causal, _prompt(demonstrations=[demonstration] * fit), [{"text": "great", "label": 1}])
+    with pytest.raises(PeftlabError):
+        label_log_probs(tiny_causal, _prompt(demonstrations=[demonstration] * (fit + 1)), [{"text": "great"}])
 
 
 def test_demonstrations_run_once_and_every_text_scores_as_its_whole_query(tiny_causal, tiny_task, monkeypatch):
