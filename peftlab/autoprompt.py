@@ -183,21 +183,28 @@ def _initial_trigger(lm: LM, config: AutoPromptConfig) -> int:
     return ids[0]
 
 
+GRADIENT_ROWS = 16  # examples in one backward pass; a larger batch adds the gradients of several
+
+
 def trigger_gradient(lm: LM, prompt: Prompt, examples: Sequence[dict]) -> torch.Tensor:
     """(slots, H) gradient of the summed cross-entropy over labels w.r.t. each trigger slot's embedding.
 
     Only the trigger embeddings get a gradient (`torch.autograd.grad`): the shared model's weights are
-    frozen and nothing accumulates on them.
+    frozen and nothing accumulates on them. The loss is a sum over examples, so it is taken GRADIENT_ROWS
+    examples at a time and their gradients added: memory stays that of GRADIENT_ROWS whatever batch a visitor types.
     """
     embedding_matrix = lm.model.get_input_embeddings().weight
     trigger_embeds = embedding_matrix[list(prompt.trigger_ids)].detach().float().requires_grad_(True)
-    query_lists = [prompt.queries(lm, example) for example in examples]
-    with torch.enable_grad():
-        scores = word_scores(lm, query_lists, len(prompt.verbalizer.flat_words), trigger_embeds=trigger_embeds)
-        log_probs = words_to_label_log_probs(scores, prompt.verbalizer)  # (B, L)
-        gold = torch.tensor([e["label"] for e in examples], device=log_probs.device)
-        loss = -log_probs.gather(1, gold[:, None]).sum()
-        (gradient,) = torch.autograd.grad(loss, trigger_embeds)
+    gradient = torch.zeros_like(trigger_embeds)
+    for start in range(0, len(examples), GRADIENT_ROWS):
+        part = examples[start : start + GRADIENT_ROWS]
+        query_lists = [prompt.queries(lm, example) for example in part]
+        with torch.enable_grad():
+            scores = word_scores(lm, query_lists, len(prompt.verbalizer.flat_words), trigger_embeds=trigger_embeds)
+            log_probs = words_to_label_log_probs(scores, prompt.verbalizer)  # (b, L)
+            gold = torch.tensor([e["label"] for e in part], device=log_probs.device)
+            loss = -log_probs.gather(1, gold[:, None]).sum()
+            gradient += torch.autograd.grad(loss, trigger_embeds)[0]
     return gradient
 
 
@@ -245,10 +252,18 @@ def rescore_candidates(
     )
     suffix_lengths = {len(qs[0].input_ids) - qs[0].trigger_positions[slot] for qs in base} if shareable else set()
     if share_prefix and shareable and len(suffix_lengths) == 1:
-        # candidates in chunks, so memory stays that of RESCORED_ROWS inputs whatever k a visitor types
-        queries, per_chunk = [qs[0] for qs in base], max(1, RESCORED_ROWS // len(examples))
+        # candidates (and, past RESCORED_ROWS, examples) in chunks, so memory stays that of RESCORED_ROWS inputs
+        # whatever k and batch size a visitor types
+        queries = [qs[0] for qs in base]
+        parts = [queries[i : i + RESCORED_ROWS] for i in range(0, len(queries), RESCORED_ROWS)]
+        per_chunk = max(1, RESCORED_ROWS // len(parts[0]))
         chunks = [tokens[i : i + per_chunk] for i in range(0, len(tokens), per_chunk)]
-        return torch.cat([_rescore_shared_prefix(lm, prompt, slot, chunk, queries) for chunk in chunks])
+        return torch.cat(
+            [
+                torch.cat([_rescore_shared_prefix(lm, prompt, slot, chunk, part) for part in parts], 1)
+                for chunk in chunks
+            ]
+        )
     query_lists = [_with_slot(prompt, slot, token).queries(lm, e) for token in tokens for e in examples]
     return score_query_lists(lm, query_lists, prompt.verbalizer).view(len(tokens), len(examples), -1)
 

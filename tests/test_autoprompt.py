@@ -224,6 +224,35 @@ def test_many_candidates_are_rescored_in_chunks_of_bounded_size(tiny_causal, tas
     assert torch.allclose(chunked, whole, atol=1e-5)
 
 
+def test_a_batch_larger_than_the_row_bounds_is_scored_and_differentiated_in_bounded_chunks(
+    tiny_causal, task, monkeypatch
+):
+    """batch size 100000000 (with a train size of thousands) once put every example in one backward pass and one
+    re-scoring pass (8.2 GB peak at 128 examples); examples too now go GRADIENT_ROWS and RESCORED_ROWS at a time,
+    with the same gradient and scores."""
+    prompt = make_prompt(tiny_causal, task, "Review: {text} [T] [T] Sentiment:{mask}")
+    examples = task.train[:3] + task.train[-2:]
+    tokens = [one_token(tiny_causal, w) for w in ("great", "plot", "the")]
+    whole_gradient = trigger_gradient(tiny_causal, prompt, examples)
+    whole_scores = rescore_candidates(tiny_causal, prompt, 0, tokens, examples)
+    rows, original = [], autoprompt._rescore_shared_prefix
+    monkeypatch.setattr(autoprompt, "GRADIENT_ROWS", 2)
+    monkeypatch.setattr(autoprompt, "RESCORED_ROWS", 2)  # fewer than the 5 examples
+    monkeypatch.setattr(
+        autoprompt,
+        "_rescore_shared_prefix",
+        lambda lm, p, s, c, q: rows.append(len(c) * len(q)) or original(lm, p, s, c, q),
+    )
+    backward, scores = [], autoprompt.word_scores
+    monkeypatch.setattr(
+        autoprompt, "word_scores", lambda lm, q, *a, **k: backward.append(len(q)) or scores(lm, q, *a, **k)
+    )
+    assert torch.allclose(trigger_gradient(tiny_causal, prompt, examples), whole_gradient, atol=1e-5)
+    assert backward == [2, 2, 1]
+    assert torch.allclose(rescore_candidates(tiny_causal, prompt, 0, tokens, examples), whole_scores, atol=1e-5)
+    assert rows == [2, 2, 1] * 3  # each candidate over the examples in parts of 2
+
+
 def test_rescore_masked_lm_equals_one_by_one(tiny_mlm, task):
     prompt = make_prompt(tiny_mlm, task)
     examples = task.train[:2] + task.train[-2:]
