@@ -439,11 +439,10 @@ def test_a_shipped_sampling_option_without_an_off_value_is_refused(tiny_causal):
         (lambda lm: PipelineConfig(labeler="grumpy"), r"Unknown labeler 'grumpy'; choose one of vader-positive"),
         (  # it would have sampled K responses for each of 25 prompts and listed their K(K-1)/2 pairs
             lambda lm: PipelineConfig(k=1_000_000),
-            r"^K of 1000000 responses per prompt ranks 499,999,500,000 comparisons on one prompt, more than the 2000 "
-            r"training comparisons the reward model takes; use K of at most 63 \(or more training comparisons\)\.$",
+            r"^K is 1000000 responses per prompt; peftlab ranks at most 64 \(InstructGPT ranks 4 to 9\), as each is "
+            r"sampled for every ranked prompt and ranked against every other\.$",
         ),
-        (lambda lm: PipelineConfig(k=64), r"ranks 2,016 comparisons on one prompt, .*use K of at most 63 "),
-        (lambda lm: PipelineConfig(k=4, rm_pairs=5), r"ranks 6 comparisons on one prompt, .*use K of at most 3 "),
+        (lambda lm: PipelineConfig(k=65), r"^K is 65 responses per prompt; peftlab ranks at most 64 "),
         (lambda lm: RewardConfig(lora_r=-1), r"LoRA rank must be 0 \(head only\) or more"),
     ],
 )
@@ -452,8 +451,8 @@ def test_bad_rlhf_input_is_one_clear_sentence(tiny_causal, make, message):
         make(tiny_causal)
 
 
-def test_the_largest_k_the_comparisons_allow_is_accepted():
-    assert PipelineConfig(k=63).k == 63 and PipelineConfig(k=3, rm_pairs=3).k == 3
+def test_the_largest_k_and_more_pairs_per_prompt_than_comparisons_are_accepted():
+    assert PipelineConfig(k=64).k == 64 and PipelineConfig(k=8, rm_pairs=6).k == 8  # the pairs are then cut
 
 
 def test_the_held_out_report_splits_pairs_into_thirds_by_the_labeler_s_margin():

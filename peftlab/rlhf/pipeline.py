@@ -91,6 +91,9 @@ class RLHFData:
         return cls([p for p in prompts if p not in heldout], [p for p in prompts if p in heldout], kept, comparisons)
 
 
+MAX_RANKED_K = 64  # K samples ranked per prompt: K(K-1)/2 pairs each; InstructGPT's labelers ranked 4 to 9
+
+
 @dataclass
 class PipelineConfig(Config):
     labeler: str = setting(
@@ -128,12 +131,10 @@ class PipelineConfig(Config):
         labeler_by_name(self.labeler)  # an unknown labeler fails before any work
         if self.k < 2:
             raise PeftlabError(f"A ranking needs K of at least 2 responses per prompt, not {self.k}.")
-        if self.k * (self.k - 1) // 2 > self.rm_pairs:  # a larger K samples responses whose pairs are then cut
-            largest = int((1 + math.isqrt(1 + 8 * self.rm_pairs)) // 2)  # the largest K with K(K-1)/2 <= rm_pairs
+        if self.k > MAX_RANKED_K:
             raise PeftlabError(
-                f"K of {self.k} responses per prompt ranks {self.k * (self.k - 1) // 2:,} comparisons on one prompt, "
-                f"more than the {self.rm_pairs} training comparisons the reward model takes; use K of at most "
-                f"{largest} (or more training comparisons)."
+                f"K is {self.k} responses per prompt; peftlab ranks at most {MAX_RANKED_K} (InstructGPT ranks 4 to 9), "
+                "as each is sampled for every ranked prompt and ranked against every other."
             )
 
 
