@@ -19,7 +19,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from peftlab.config import Config, setting
@@ -54,10 +54,7 @@ class RayBackend:
     node can write, receives each trained method of a grid as <label>-K<k>-seed<s>.zip; rows carry no weights
     otherwise. A job whose worker dies is tried once more on a new worker (`max_retries`).
     `dispatch` "actor" (the default) keeps one actor per worker with the model loaded once; "task" starts a Ray task
-    per job that loads the model itself (the alternative benchmarks/ray_grid.py measures against it).
-
-    The actors outlive one `map`: the next call with the same model (PET's next generation or seed) finds them loaded.
-    They end with `close()`, or when this backend is dropped (Ray ends an actor with its last handle)."""
+    per job that loads the model itself (the alternative benchmarks/ray_grid.py measures against it)."""
 
     address: str | None = None
     threads: int = 1
@@ -66,8 +63,6 @@ class RayBackend:
     save_dir: str | None = None
     max_retries: int = 1
     dispatch: str = "actor"
-    _actors: list = field(default_factory=list, init=False, repr=False, compare=False)
-    _actors_load: tuple | None = field(default=None, init=False, repr=False, compare=False)  # (model name, dtype)
 
     def connect(self):
         """Ray, connected to the cluster (started here when there is no address).
@@ -111,7 +106,14 @@ class RayBackend:
         count = self.worker_count(ray, len(inputs))
         shared_refs = [ray.put(value) for value in shared]
         if self.dispatch == "actor":
-            slots = self._loaded_actors(ray, lm, count)
+            worker_class = ray.remote(RunWorker).options(
+                num_cpus=self.threads,
+                num_gpus=self.gpus,
+                max_restarts=self.max_retries,
+                max_task_retries=self.max_retries,
+            )
+            # load_lm takes the torch dtype itself
+            slots = [worker_class.remote(lm.name, lm.model.dtype, self.threads) for _ in range(count)]
 
             def start(slot, index):
                 return slot.run.remote(job, flag, *shared_refs, *inputs[index])
@@ -156,38 +158,9 @@ class RayBackend:
                     yield index, item
         finally:
             flag.set.remote()
-
-    def _loaded_actors(self, ray, lm, count: int) -> list:
-        """`count` actors with `lm`'s model loaded: those of the last call when it had the same model, plus new ones."""
-        load = (lm.name, lm.model.dtype)  # load_lm takes the torch dtype itself
-        if load != self._actors_load:
-            self.close()
-            self._actors_load = load
-        for actor in list(self._actors):  # one that died or was restarted has spent its retry: a new one takes over
-            try:
-                healthy = not ray.get(actor.restarted.remote())
-            except ray.exceptions.RayError:
-                healthy = False
-            if not healthy:
-                self._actors.remove(actor)
-                ray.kill(actor)
-        worker_class = ray.remote(RunWorker).options(
-            num_cpus=self.threads,
-            num_gpus=self.gpus,
-            max_restarts=self.max_retries,
-            max_task_retries=self.max_retries,
-        )
-        while len(self._actors) < count:
-            self._actors.append(worker_class.remote(*load, self.threads))
-        return self._actors[:count]
-
-    def close(self) -> None:
-        """Ends the workers kept loaded between calls (their CPUs and GPU memory go back to the cluster)."""
-        if self._actors:
-            ray = _ray()
-            for actor in self._actors:
-                ray.kill(actor)
-        self._actors, self._actors_load = [], None
+            if self.dispatch == "actor":
+                for worker in slots:
+                    ray.kill(worker)
 
 
 def run_on(backend, lm, task, setup, plan: Sequence, settings, test: Sequence[dict], stop=None) -> Iterator:
@@ -269,12 +242,6 @@ class RunWorker:
 
     def run(self, job, flag, *arguments) -> Iterator:
         yield from _guarded(job, self.lm, flag, arguments)
-
-    def restarted(self) -> bool:
-        """Whether Ray restarted this actor after its process died (it has spent one of its `max_retries`)."""
-        import ray
-
-        return ray.get_runtime_context().was_current_actor_reconstructed
 
 
 def job_in_task(model: str, dtype, threads: int, job, flag, *arguments) -> Iterator:

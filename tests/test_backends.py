@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 import zipfile
 from pathlib import Path
 
@@ -134,7 +133,7 @@ def test_the_standard_comparison_trains_its_methods_side_by_side_on_ray_with_the
 
 def test_pet_trains_each_generation_s_pattern_models_on_ray_with_the_local_numbers(local_ray, folder_lm, tiny_task):
     local = run_tiny(folder_lm, tiny_task)
-    remote = run_tiny(folder_lm, tiny_task, backend=RayBackend(workers=1))  # one worker, kept for both generations
+    remote = run_tiny(folder_lm, tiny_task, backend=RayBackend(workers=1))  # a worker process per generation
     assert remote[-1].summary() | {"seconds": 0} == local[-1].summary() | {"seconds": 0}
     assert np.array_equal(remote[-1].soft_labels, local[-1].soft_labels)
     assert {(e.generation, e.model) for e in remote[:-1]} == {(e.generation, e.model) for e in local[:-1]}
@@ -149,38 +148,13 @@ def test_a_job_whose_worker_dies_is_tried_once_more_and_a_second_death_is_report
             os._exit(1)
         yield number
 
-    backend = RayBackend(workers=1)
-    once = list(backend.map(folder_lm, dies, (str(tmp_path),), [(1, 1), (2, 0)]))
+    once = list(RayBackend(workers=1).map(folder_lm, dies, (str(tmp_path),), [(1, 1), (2, 0)]))
     assert once == [(0, 1), (1, 2)]  # job 1 ran twice (its worker was restarted), job 2 on the restarted worker
     assert (tmp_path / "job-1").read_text() == "xx" and (tmp_path / "job-2").read_text() == "x"
 
-    # the restarted worker has spent its retry: the next call gets a new one, so job 3 too is tried once more
-    (lost,) = backend.map(folder_lm, dies, (str(tmp_path),), [(3, 2)])
+    (lost,) = RayBackend(workers=1).map(folder_lm, dies, (str(tmp_path),), [(3, 2)])
     assert lost[0] == 0 and isinstance(lost[1], Failed) and lost[1].reason.startswith("worker lost: "), lost
     assert (tmp_path / "job-3").read_text() == "xx"  # tried twice, never a third time
-
-
-def test_workers_stay_loaded_between_calls_with_the_same_model_until_closed(local_ray, folder_lm):
-    def pid(lm, number, stop):
-        yield os.getpid()
-
-    backend = RayBackend(workers=1)
-    [(_, first)] = backend.map(folder_lm, pid, (), [(1,)])
-    [(_, again)] = backend.map(folder_lm, pid, (), [(2,)])
-    assert again == first  # PET's next generation finds the model loaded
-    backend.close()
-    deadline = time.monotonic() + 30
-    while process_exists(first):
-        assert time.monotonic() < deadline, "the closed worker's process still runs"
-        time.sleep(0.1)
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_the_compare_command_runs_its_grid_on_ray(local_ray, tiny_causal_folder, easy_csv, capsys):

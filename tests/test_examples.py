@@ -42,13 +42,13 @@ def test_cloze_example_prints_the_library_accuracy_for_each_calibration():
     from peftlab.models import load_lm
     from peftlab.tasks import load_task
 
-    out = run_example("cloze_calibration_ensemble.py", "--texts", "8")
+    out = run_example("cloze_calibration_ensemble.py", "--texts", "20")
     lm, task = load_lm("smollm2-135m"), load_task("rt-sentiment")
     verbalizer = {"negative": ["negative", "bad"], "positive": ["positive", "good"]}
     for calibration in CALIBRATIONS:
-        accuracy = evaluate(lm, task, ["Review: {text}\nSentiment:{mask}"], verbalizer, calibration, limit=8).accuracy
+        accuracy = evaluate(lm, task, ["Review: {text}\nSentiment:{mask}"], verbalizer, calibration, limit=20).accuracy
         assert f"one template, calibration {calibration:<10} accuracy {accuracy:.1%}" in out, out
-    assert re.search(r"two-template ensemble, calibration mean  accuracy \d+\.\d% on 8 test texts", out), out
+    assert re.search(r"two-template ensemble, calibration mean  accuracy \d+\.\d% on 20 test texts", out), out
 
 
 def test_custom_csv_example_scores_every_row_of_the_example_file():
