@@ -95,6 +95,19 @@ class AutoPromptConfig(Config):
         return self.template.count(TRIGGER)
 
 
+HISTORY_COLUMNS = (  # an AutoPromptEvent's row; the app shows them as headers before the first iteration
+    "iteration",
+    "trigger",
+    "slot",
+    "accepted",
+    "train log-lik",
+    "train acc",
+    "dev acc",
+    "dev log-lik",
+    "seconds",
+)
+
+
 @dataclass(kw_only=True)
 class AutoPromptEvent(Event):
     """What one iteration yields; its step is the iteration (0 is the starting trigger)."""
@@ -116,17 +129,19 @@ class AutoPromptEvent(Event):
         return self.step
 
     def row(self) -> dict:
-        return {
-            "iteration": self.iteration,
-            "trigger": "|".join(self.trigger_tokens),
-            "slot": self.slot,
-            "accepted": self.accepted,
-            "train log-lik": round(self.train_log_likelihood, 4),
-            "train acc": round(self.train_accuracy, 3),
-            "dev acc": round(self.dev_accuracy, 3),
-            "dev log-lik": round(self.dev_log_likelihood, 4),
-            "seconds": round(self.elapsed, 1),
-        }
+        """One line of the search's history, keyed by HISTORY_COLUMNS."""
+        values = (
+            self.iteration,
+            "|".join(self.trigger_tokens),
+            self.slot,
+            self.accepted,
+            round(self.train_log_likelihood, 4),
+            round(self.train_accuracy, 3),
+            round(self.dev_accuracy, 3),
+            round(self.dev_log_likelihood, 4),
+            round(self.elapsed, 1),
+        )
+        return dict(zip(HISTORY_COLUMNS, values, strict=True))
 
 
 def fill_triggers(template: str, tokenizer, trigger_ids: Sequence[int]) -> str:

@@ -118,27 +118,37 @@ def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow
     return SplitComparison(task, model, fingerprint, len(gold), support, baseline, table)
 
 
+DISPLAY_COLUMNS = (
+    "method",
+    "K",
+    "runs",
+    "accuracy",
+    "macro-F1",
+    "trainable",
+    "seconds",
+    "vs baseline (points, 95% CI)",
+    "verdict",
+)
+
+
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The comparison as people read it: percentages, mean ± std, the difference with its interval, in points."""
-    shown = pd.DataFrame(
-        {
-            "method": table["method"],
-            "K": table["K"],
-            "runs": table["runs"],
-            "accuracy": [f"{m:.1%} ± {s:.1%}" for m, s in zip(table["accuracy_mean"], table["accuracy_std"])],
-            "macro-F1": table["macro_f1_mean"].map(lambda v: f"{v:.3f}"),
-            "trainable": [
-                f"{p:,} ({s:.3%})" if p else "0" for p, s in zip(table["trainable_params"], table["trainable_share"])
-            ],
-            "seconds": table["seconds_mean"].map(lambda v: f"{v:.0f}"),
-            "vs baseline (points, 95% CI)": [
-                "" if np.isnan(d) else f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-                for d, lo, hi in zip(table["vs_baseline"], table["ci_low"], table["ci_high"])
-            ],
-            "verdict": table["verdict"],
-        }
+    """The comparison as people read it: percentages, mean ± std, the difference with its interval, in points
+    (DISPLAY_COLUMNS)."""
+    values = (
+        table["method"],
+        table["K"],
+        table["runs"],
+        [f"{m:.1%} ± {s:.1%}" for m, s in zip(table["accuracy_mean"], table["accuracy_std"])],
+        table["macro_f1_mean"].map(lambda v: f"{v:.3f}"),
+        [f"{p:,} ({s:.3%})" if p else "0" for p, s in zip(table["trainable_params"], table["trainable_share"])],
+        table["seconds_mean"].map(lambda v: f"{v:.0f}"),
+        [
+            "" if np.isnan(d) else f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            for d, lo, hi in zip(table["vs_baseline"], table["ci_low"], table["ci_high"])
+        ],
+        table["verdict"],
     )
-    return shown
+    return pd.DataFrame(dict(zip(DISPLAY_COLUMNS, values, strict=True)))
 
 
 def report_html(comparisons: Sequence[SplitComparison], rows: Sequence[ResultRow]) -> str:

@@ -200,3 +200,19 @@ def test_every_verbalizer_box_takes_the_words_of_a_newly_picked_task():
     }
     assert len(tasks) >= 5 and len(boxes) >= 4
     assert boxes <= filled, sorted(boxes - filled)
+
+
+def test_no_table_of_the_app_shows_gradios_placeholder_headers():
+    """Tables with no value showed gradio's placeholder headers "1 2 3" before their first result (PET, AutoPrompt,
+    Soft prompts, Compare, RLHF and the Cloze tab's top tokens). Each now shows the columns its result will have."""
+    import gradio as gr
+
+    from peftlab.ui import build_app
+
+    placeholder = gr.Dataframe().value["headers"]
+    tables = [block for block in build_app().blocks.values() if isinstance(block, gr.Dataframe)]
+    assert len(tables) >= 15
+    shown = [table for table in tables if table.visible]  # the other test splits' table appears only when filled
+    assert [table.label for table in shown if table.value["headers"] == placeholder] == []
+    pet_table = next(table for table in tables if table.label == "Test accuracy per seed")
+    assert pet_table.value["headers"] == ["seed", "pattern 1", "pattern 2", "pattern 3", "pattern 4", "ensemble", "PET"]

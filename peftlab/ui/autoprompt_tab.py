@@ -7,7 +7,14 @@ import json
 import gradio as gr
 import pandas as pd
 
-from peftlab.autoprompt import AutoPromptConfig, AutoPromptResult, autoprompt_run, fill_triggers, search_label_words
+from peftlab.autoprompt import (
+    HISTORY_COLUMNS,
+    AutoPromptConfig,
+    AutoPromptResult,
+    autoprompt_run,
+    fill_triggers,
+    search_label_words,
+)
 from peftlab.errors import PeftlabError
 from peftlab.plots import metric_curve
 from peftlab.prompts import Verbalizer
@@ -83,7 +90,7 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
                 what="The label-word search",
             )
             verbalizer = verbalizer_lines(words)
-        history = pd.DataFrame()
+        rows, history = [], pd.DataFrame(columns=list(HISTORY_COLUMNS))
         search = on_gpu(
             autoprompt_run,
             lm,
@@ -104,7 +111,8 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
             if message := paced.observe(item):
                 yield message, *[gr.skip()] * 4
                 return
-            history = pd.concat([history, pd.DataFrame([item.row()])], ignore_index=True)
+            rows.append(item.row())
+            history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
             progress(item.iteration / config.iterations, desc=f"iteration {item.iteration}/{config.iterations}")
             status = (
                 f"Iteration {item.iteration}/{config.iterations} · best dev accuracy {item.best_dev_accuracy:.1%}"
@@ -161,7 +169,9 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
         stop_button = gr.Button("Stop", variant="stop")
     status = status_line()
     with gr.Row():
-        history = gr.Dataframe(label="Trigger per iteration", interactive=False, max_height=320)
+        history = gr.Dataframe(
+            label="Trigger per iteration", headers=list(HISTORY_COLUMNS), interactive=False, max_height=320
+        )
         curve = gr.Plot(label="Dev accuracy")
     with gr.Row():
         found_template = gr.Textbox(label="Found template", interactive=False)

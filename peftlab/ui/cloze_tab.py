@@ -36,6 +36,7 @@ Several templates (separated by a line `---`) are averaged as an ensemble."""
 
 
 ERROR_COLUMNS = ("gold", "predicted", "confidence", "text")  # the short columns first, in sight on any screen
+TOKEN_COLUMNS = ("token at the mask", "probability")
 
 
 @user_errors
@@ -55,8 +56,8 @@ def classify(**form):
         kind=f"cloze-classify:{form['model']}",
         what="Classifying the text",
     )
-    tokens = pd.DataFrame(prediction.top_tokens, columns=["token at the mask", "probability"]).round(4)
-    tokens["token at the mask"] = tokens["token at the mask"].map(repr)
+    tokens = pd.DataFrame(prediction.top_tokens, columns=list(TOKEN_COLUMNS)).round(4)
+    tokens[TOKEN_COLUMNS[0]] = tokens[TOKEN_COLUMNS[0]].map(repr)
     return label_probability_bars(prediction.label_probs), tokens
 
 
@@ -132,7 +133,9 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
     with gr.Row():
         with gr.Column():
             label_plot = gr.Plot(label="Label probabilities")
-            top_tokens = gr.Dataframe(label="Model's top tokens at the mask", interactive=False)
+            top_tokens = gr.Dataframe(
+                label="Model's top tokens at the mask", headers=list(TOKEN_COLUMNS), interactive=False
+            )
         with gr.Column():
             summary = gr.Markdown()
             confusion_plot = gr.Plot(label="Confusion matrix")

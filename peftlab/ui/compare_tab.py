@@ -16,7 +16,7 @@ from peftlab.compare import GridRow
 from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
-from peftlab.report import compare, display_table, report_html
+from peftlab.report import DISPLAY_COLUMNS, compare, display_table, report_html
 from peftlab.serving import public_mode
 from peftlab.standard import (
     STANDARD_METHODS,
@@ -26,7 +26,7 @@ from peftlab.standard import (
     plan,
     run_standard,
 )
-from peftlab.store import ResultRow, ResultStore
+from peftlab.store import LIST_COLUMNS, ResultRow, ResultStore
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
     INSTANT,
@@ -139,7 +139,7 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     check_test_texts(task, config.test_limit)
     ClozeSetup.build(task, form["template"], form["verbalizer"])  # a bad prompt fails before the models load
     scoring_lm, training_lm = load_model(form["model"]), load_model(form["model"], dtype="fp32")
-    yield "Measuring this machine's speed on one text and one training step...", None
+    yield "Measuring this machine's speed on one text and one training step...", _table([])
     measured = measured_costs(training_lm, task, form["template"], form["verbalizer"], scoring_lm=scoring_lm)
     costs = estimate(scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings, measured)
     expected = f"Estimated {sum(costs.values()) / 60:.0f} minutes for {len(plan(config))} runs " + ", ".join(
@@ -183,9 +183,9 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     )
 
 
-def _table(rows: list[ResultRow]):
+def _table(rows: list[ResultRow]) -> pd.DataFrame:
     splits = compare(rows)
-    return display_table(splits[0].table) if splits else None
+    return display_table(splits[0].table) if splits else pd.DataFrame(columns=list(DISPLAY_COLUMNS))
 
 
 @user_errors
@@ -225,7 +225,9 @@ def build_compare_tab(tab: gr.Tab) -> None:
         refresh = gr.Button("Refresh the lists")
         show = gr.Button("Compare", variant="primary")
     status = status_line()
-    table = gr.Dataframe(label="One line per method (mean ± std over seeds)", interactive=False, wrap=True)
+    table = gr.Dataframe(
+        label="One line per method (mean ± std over seeds)", headers=list(DISPLAY_COLUMNS), interactive=False, wrap=True
+    )
     with gr.Row():
         by_parameters = gr.Plot(label="Accuracy vs trainable parameters")
         by_seconds = gr.Plot(label="Accuracy vs time")
@@ -257,10 +259,10 @@ def build_compare_tab(tab: gr.Tab) -> None:
             run_button = gr.Button("Run the standard comparison", variant="primary")
             stop_button = gr.Button("Stop", variant="stop")
         run_status = status_line()
-        run_table = gr.Dataframe(label="This run so far", interactive=False, wrap=True)
+        run_table = gr.Dataframe(label="This run so far", headers=list(DISPLAY_COLUMNS), interactive=False, wrap=True)
     form = dict(**source, template=template, verbalizer=verbalizer, methods=methods, **settings, steps=steps)
     with gr.Accordion("Stored results: list, export, import, delete", open=False):
-        listing = gr.Dataframe(label="Stored results", interactive=False)
+        listing = gr.Dataframe(label="Stored results", headers=LIST_COLUMNS, interactive=False)
         with gr.Row():
             list_button = gr.Button("List")
             export_button = gr.Button("Export all (JSON Lines)")

@@ -71,8 +71,11 @@ MORE_SETTINGS = (
 )
 
 
-def _table(results) -> pd.DataFrame:
-    """One line per seed (each pattern, the ensemble, PET, iPET) in percent, and their mean ± std."""
+def _table(results, patterns: int) -> pd.DataFrame:
+    """One line per seed (each of the `patterns` patterns, the ensemble, PET, iPET) in percent, and their mean ±
+    std; before the first seed ends, the columns alone."""
+    if not results:
+        return pd.DataFrame(columns=["seed", *(f"pattern {i}" for i in range(1, patterns + 1)), "ensemble", "PET"])
     rows = []
     for r in results:
         row = {f"pattern {i}": a for i, a in enumerate(r.pattern_accuracies, start=1)}
@@ -128,7 +131,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
         choices = gr.Dropdown(choices=list(trained), value=next(reversed(trained), None) if trained else None)
         left = time_left(started, max(done - 1, 0) / total) if running else ""
         status = status.removesuffix(".") + f" (estimated {duration(expected)} in all{left})."
-        return status, _table(results) if results else None, curves, soft, choices
+        return status, _table(results, len(prompts)), curves, soft, choices
 
     with job(request, "pet") as (_, stop):
         for item in pet_run(lm, task, prompts, config, settings, stop, unlabelled, runs_backend()):
@@ -181,7 +184,7 @@ def build_pet_tab() -> None:
         run_button = gr.Button("Run PET", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
     status = status_line()
-    table = gr.Dataframe(label="Test accuracy per seed", interactive=False, wrap=True)
+    table = gr.Dataframe(_table([], len(templates)), label="Test accuracy per seed", interactive=False, wrap=True)
     with gr.Row():
         curves = gr.Plot(label="Training curves (every pattern's model and the classifier)")
         soft = gr.Plot(label="Soft labels (last seed)")

@@ -18,6 +18,7 @@ from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.plots import metric_curve, metric_panels, score_comparison, score_kl_frontier
 from peftlab.rlhf.dpo import DPOConfig, DPOResult
+from peftlab.rlhf.evaluation import REFERENCE
 from peftlab.rlhf.generation import sample_responses
 from peftlab.rlhf.labelers import LABELERS, labeler_by_name
 from peftlab.rlhf.pipeline import HELDOUT_PROMPTS, PipelineConfig, RLHFData, ranked_prompt_count
@@ -545,7 +546,13 @@ def build_rlhf_tab() -> None:
     with gr.Row():
         eval_plot = gr.Plot(label="Labeler scores")
         frontier_plot = gr.Plot(label="Score against KL")
-    eval_table = gr.Dataframe(label="Side by side", interactive=False, wrap=True, max_height=400)
+    eval_table = gr.Dataframe(
+        label="Side by side",
+        headers=["prompt", *(f"{route}_response" for route in (REFERENCE, "ppo", "dpo"))],  # and scores, KLs
+        interactive=False,
+        wrap=True,
+        max_height=400,
+    )
     with gr.Row():
         stage = gr.Radio(list(DOWNLOADS), value="PPO adapter", label="Download")
         download_button = gr.Button("Download (zip)")

@@ -127,7 +127,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
 
     def outputs(files=(None, None)):
         results = results_frame(rows)
-        summary = summarize(results) if len(results) else pd.DataFrame()
+        summary = summarize(results)
         finished = max(len(rows) - 1, 0)
         left = time_left(started, done / total_runs) if finished < total_runs and not files[0] else ""
         status = f"{finished}/{total_runs} runs finished{left} (estimated {duration(expected)} in all)."
@@ -247,6 +247,14 @@ def setting_choices(method):
     return gr.Dropdown(choices=settings, value=preferred)
 
 
+def _sweep_summary(rows: list[dict], setting: str) -> pd.DataFrame:
+    """The trained runs' mean ± std per value of the varied setting; its columns even before a trained run ends."""
+    results = results_frame(rows)
+    if setting not in results:  # only the zero-shot row so far, which has no value of the setting
+        results[setting] = None
+    return summarize(results[results["method"] != "zero-shot"], by=[setting])
+
+
 @user_errors
 def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
     k = parse_list(form["shots"], int, "K per class")
@@ -278,11 +286,9 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
             rows.append(item.values)
             if item.result is not None:
                 keep_results(request, [item.result])
-            results = results_frame(rows)
-            trained = results[results["method"] != "zero-shot"]
-            summary = summarize(trained, by=[setting]) if len(trained) else pd.DataFrame(columns=[setting])
-            zero_shot = float(results["test_accuracy"].iloc[0])
-            plot = sweep_curve(summary, setting, zero_shot) if len(trained) else None
+            summary = _sweep_summary(rows, setting)
+            zero_shot = float(rows[0]["test_accuracy"])
+            plot = sweep_curve(summary, setting, zero_shot) if len(summary) else None
             finished = len(rows) - 1
             left = time_left(started, finished / total) if finished < total else ""
             status = f"{finished}/{total} runs finished{left} (estimated {duration(expected)} in all)."
@@ -324,8 +330,10 @@ def build_soft_prompts_tab() -> None:
     with gr.Row():
         curves = gr.Plot(label="Training curves")
         scatter = gr.Plot(label="Accuracy vs trainable parameters")
-    summary = gr.Dataframe(label="Summary (mean ± std over seeds)", interactive=False)
-    results = gr.Dataframe(label="Every run", interactive=False)
+    summary = gr.Dataframe(
+        readable(summarize(results_frame([]))), label="Summary (mean ± std over seeds)", interactive=False
+    )
+    results = gr.Dataframe(readable(results_frame([])), label="Every run", interactive=False)
     with gr.Row():
         results_file = gr.File(label="Results (CSV)")
         run_file = gr.File(label="Whole run (JSON)")
@@ -382,7 +390,11 @@ def build_soft_prompts_tab() -> None:
             sweep_stop = gr.Button("Stop", variant="stop")
         sweep_status = status_line()
         sweep_plot = gr.Plot(label="Accuracy vs the setting")
-        sweep_table = gr.Dataframe(label="Per value (mean ± std over seeds)", interactive=False)
+        sweep_table = gr.Dataframe(
+            readable(_sweep_summary([], SweepConfig.varied)),
+            label="Per value (mean ± std over seeds)",
+            interactive=False,
+        )
         sweep_method.change(setting_choices, [sweep_method], [sweep_setting], api_name="sweep_settings", **INSTANT)
         sweep_button.click(
             run_sweep_ui,
