@@ -231,7 +231,7 @@ class ResultStore:
         Raises:
             PeftlabError: a file that is not UTF-8 text or not an export of results, naming the first bad line.
         """
-        from peftlab.uploads import json_objects, read_text
+        from peftlab.uploads import json_objects, read_text, unreadable
 
         path = Path(path)
         _check_suffix(path)
@@ -239,12 +239,16 @@ class ResultStore:
         if path.suffix == ".jsonl":
             records = json_objects(text, path.name)
         else:  # every cell as text, typed back by the row's fields (a CSV has no types of its own)
-            table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+            try:
+                table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+            except (ValueError, pd.errors.ParserError) as exc:  # a cell's quote left open, say
+                raise unreadable(path.name, "CSV", exc) from None
             records = [(f"Line {n} of '{path.name}'", r) for n, r in enumerate(table.to_dict("records"), 2)]
         rows = []
         for source, record in records:  # line 1 of a CSV is its header
             try:
                 rows.append(_row_from({**record, "owner": self.owner}))
+                _check_figures(rows[-1])
             except (ValueError, KeyError, TypeError) as exc:
                 reason = exc.args[0] if exc.args else type(exc).__name__
                 raise PeftlabError(
@@ -299,6 +303,27 @@ def _row_from(record: dict) -> ResultRow:
     values["train_seconds"] = values["train_seconds"] or 0.0
     values["scoring_seconds"] = values["scoring_seconds"] or 0.0
     return ResultRow(**values)
+
+
+def _check_figures(row: ResultRow) -> None:
+    """Raise ValueError (the reason, in words) for an imported row's figures that no run can produce: an accuracy
+    of 1.7 typed into an export would top every table, and one that contradicts its own predictions would be paired
+    as if it held."""
+    shares = {"accuracy": row.accuracy, "macro_f1": row.macro_f1}
+    shares |= {f"class {label!r}'s F1": f1 for label, f1 in row.per_class_f1.items()}
+    for name, share in shares.items():
+        if share is not None and not 0 <= share <= 1:  # NaN fails too
+            raise ValueError(f"{name} {share} is outside 0 to 1")
+    for name in ("k", "trainable_params", "train_seconds", "scoring_seconds", "peak_memory_mb"):
+        value = getattr(row, name)
+        if value is not None and not value >= (1 if name == "k" else 0):
+            raise ValueError(f"{name} {value} is {'below 1' if name == 'k' else 'negative'}")
+    if len(row.predictions) != len(row.gold):
+        raise ValueError(f"it has {len(row.predictions)} predictions for {len(row.gold)} gold labels")
+    if row.predictions and row.accuracy is not None:
+        right = sum(p == g for p, g in zip(row.predictions, row.gold)) / len(row.gold)
+        if abs(right - row.accuracy) > 1e-6:
+            raise ValueError(f"accuracy {row.accuracy} is not that of its predictions, {right:.4f}")
 
 
 def _check_suffix(path: Path) -> None:

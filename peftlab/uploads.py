@@ -80,8 +80,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise
     except (ValueError, pd.errors.ParserError) as exc:
         kind = "CSV" if path.suffix.lower() == ".csv" else "JSON lines (one JSON object per line) or a JSON array"
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise PeftlabError(f"The file '{path.name}' could not be read as {kind} ({reason[:120]}).") from None
+        raise unreadable(path.name, kind, exc) from None
+
+
+def unreadable(name: str, kind: str, exc: Exception) -> PeftlabError:
+    """The sentence for a file its parser refused: the parser's first line of reason, cut to 120 characters."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return PeftlabError(f"The file '{name}' could not be read as {kind} ({reason[:120]}).")
 
 
 JSON_KINDS = {str: "string", list: "array", int: "number", float: "number", bool: "true or false", type(None): "null"}

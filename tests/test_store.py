@@ -111,6 +111,11 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
             "[1, 2]\n",
             "Line 1 of 'list.jsonl' is a JSON array, not an object; write one JSON object per line.",
         ),
+        "unterminated.csv": (  # a quote left open: pandas' ParserError was a bare "Error" badge in the app
+            'a,b,c\n1,2\n"unterminated,3',
+            "The file 'unterminated.csv' could not be read as CSV (Error tokenizing data. C error: EOF inside string "
+            "starting at row 2).",
+        ),
         "other.csv": (
             "text,label\ngood film,1\n",
             "Line 2 of 'other.csv' is not a peftlab result (a row has no kind, model, task, test_fingerprint, method)"
@@ -126,3 +131,31 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
     with pytest.raises(PeftlabError, match=r"^The file 'latin1.csv' could not be read as UTF-8 text"):
         store.import_(tmp_path / "latin1.csv")
     assert len(store.rows()) == 1  # nothing half-imported
+
+
+def test_an_import_refuses_figures_no_run_can_produce(tmp_path):
+    """An exported row edited to accuracy 1.7 was imported and topped the Compare table at 170 %."""
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add([row(predicted=(1, 0, 0, 0))])  # accuracy 0.75
+    exported = tmp_path / "rows.jsonl"
+    store.export(exported)
+    good = json.loads(exported.read_text())
+    hint = "; import a file that `results export` or the Compare tab's export wrote."
+    cases = {
+        "accuracy 1.7 is outside 0 to 1": {"accuracy": 1.7},
+        "macro_f1 -0.3 is outside 0 to 1": {"macro_f1": -0.3},
+        "accuracy nan is outside 0 to 1": {"accuracy": float("nan")},
+        "class 'positive''s F1 2 is outside 0 to 1": {"per_class_f1": {"negative": 0.8, "positive": 2}},
+        "k 0 is below 1": {"k": 0},
+        "train_seconds -1.0 is negative": {"train_seconds": -1},
+        "it has 3 predictions for 4 gold labels": {"predictions": [1, 0, 0]},
+        "accuracy 0.5 is not that of its predictions, 0.7500": {"accuracy": 0.5},
+    }
+    for reason, change in cases.items():
+        edited = tmp_path / "edited.jsonl"
+        edited.write_text(json.dumps({**good, **change, "id": "new"}) + "\n")
+        with pytest.raises(PeftlabError) as raised:
+            store.import_(edited)
+        assert str(raised.value) == f"Line 1 of 'edited.jsonl' is not a peftlab result ({reason}){hint}"
+    edited.write_text(json.dumps({**good, "id": "new", "accuracy": 0.75}) + "\n")  # the same figure, typed again
+    assert store.import_(edited).sentence() == "1 result added."

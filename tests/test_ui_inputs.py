@@ -83,6 +83,8 @@ def test_inputs_carry_the_fields_range_choices_and_help(monkeypatch):
         steps.preprocess(0)
     with pytest.raises(gr.Error, match=r"Steps must be at most 60, not 61\."):
         capped.preprocess(61)
+    with pytest.raises(gr.Error, match=r"Steps must be at most 60, not 99999999\."):  # it said 1e+08
+        capped.preprocess(99999999.0)
     assert steps.preprocess(30.0) == 30  # a whole number typed as 30.0 is fine; 2.5 was silently rounded to 2
     with pytest.raises(gr.Error, match=r"Steps must be a whole number, not 2\.5\."):
         steps.preprocess(2.5)

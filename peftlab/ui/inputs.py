@@ -46,15 +46,16 @@ def named_bounds(component: gr.Number | gr.Slider) -> gr.Number | gr.Slider:
 
     def named_preprocess(payload):
         if payload is not None:
+            typed = str(int(payload)) if float(payload).is_integer() else f"{payload:g}"  # 99999999, not 1e+08
             if getattr(component, "precision", None) == 0 and payload != int(payload):  # gradio would round 2.5 to 2
-                raise gr.Error(f"{component.label} must be a whole number, not {payload:g}.", print_exception=False)
+                raise gr.Error(f"{component.label} must be a whole number, not {typed}.", print_exception=False)
             if component.minimum is not None and payload < component.minimum:
                 raise gr.Error(
-                    f"{component.label} must be {at_least(component.minimum)}, not {payload:g}.", print_exception=False
+                    f"{component.label} must be {at_least(component.minimum)}, not {typed}.", print_exception=False
                 )
             if component.maximum is not None and payload > component.maximum:
                 raise gr.Error(
-                    f"{component.label} must be at most {component.maximum:g}, not {payload:g}.", print_exception=False
+                    f"{component.label} must be at most {component.maximum:g}, not {typed}.", print_exception=False
                 )
         return preprocess(payload)
 
