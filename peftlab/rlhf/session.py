@@ -180,11 +180,20 @@ class RLHFSession:
         return self.ppo
 
     def evaluate(self, labeler: str, prompts: int, seed: int) -> PolicyComparison:
-        """SFT and every trained policy (PPO, DPO) answer the first `prompts` held-out prompts, side by side."""
+        """SFT and every trained policy (PPO, DPO) answer the first `prompts` held-out prompts, side by side.
+
+        Raises:
+            PeftlabError: no trained policy yet, or more prompts asked than the data holds out.
+        """
         policies = self.policies()
         if not policies:
             self.need("sft")
             raise PeftlabError("Run step 3 (PPO) or DPO first.")
+        held = len(self.data.heldout_prompts)
+        if prompts > held:  # 99999 answered the 32 there are, and said so only in its result
+            raise PeftlabError(
+                f"{prompts} held-out prompts were asked for; the data holds out {held}, ask at most that."
+            )
         return compare_policies(
             self.sft.model,
             policies,

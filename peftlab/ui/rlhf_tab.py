@@ -120,6 +120,8 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
     session = _session(request)
     kept = replace(session)
     history, samples = [], []
+    progress(0, desc=f"SFT step 1/{config.steps}")
+    yield f"SFT step 1/{config.steps}: loading the data and the model…", gr.skip(), gr.skip()  # not the last run's
     with (
         job(request, JOB) as (_, stop),
         closing(
@@ -415,6 +417,21 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
     return status, shown, scores, score_kl_frontier(s, routes, f"{s['labeler']} score")
 
 
+def stages_left(request: gr.Request, outputs: dict[str, list]) -> list:
+    """For each later stage (`outputs`: "reward", "ppo", "dpo", "evaluation", each with its status line first), its
+    outputs emptied when the session no longer holds its result: a new SFT model drops the reward model, PPO and
+    DPO, a new reward model drops PPO and DPO (`RLHFSession`), and their "done" lines and plots spoke of results
+    that were gone. Stages still held keep their outputs (a refused or failed press changes nothing)."""
+    session = _session(request)
+    held = {"reward": session.reward, "ppo": session.ppo, "dpo": session.dpo}
+    held["evaluation"] = session.ppo or session.dpo
+    return [
+        value
+        for stage, components in outputs.items()
+        for value in ([gr.skip()] * len(components) if held[stage] is not None else [""] + [None] * len(components[1:]))
+    ]
+
+
 @user_errors
 def download_stage(stage, request: gr.Request):
     session = _session(request)
@@ -558,6 +575,21 @@ def build_rlhf_tab() -> None:
         download_button = gr.Button("Download (zip)")
         download_file = gr.File(label="Weights")
 
+    later = {
+        "reward": [rm_status, rm_plot, rm_pairs_table, rm_check],
+        "ppo": [ppo_status, ppo_plot, ppo_samples],
+        "dpo": [dpo_status, dpo_plot],
+        "evaluation": [eval_status, eval_table, eval_plot, frontier_plot],
+    }
+
+    after_reward = {stage: later[stage] for stage in ("ppo", "dpo", "evaluation")}  # its own line keeps its answer
+
+    def empty_dropped_stages(request: gr.Request):
+        return stages_left(request, later)
+
+    def empty_dropped_routes(request: gr.Request):
+        return stages_left(request, after_reward)
+
     sft_form = dict(
         model=model,
         demonstrations=demonstrations,
@@ -573,8 +605,9 @@ def build_rlhf_tab() -> None:
         outputs=[sft_status, sft_plot, sft_samples],
         api_name="rlhf_sft",
         **heavy(),
-    )
+    ).then(empty_dropped_stages, None, sum(later.values(), []), api_visibility="private", **INSTANT)
     sft_stop.click(stop_handler(JOB, "the SFT stage"), None, [sft_status], api_name="rlhf_sft_stop", **INSTANT)
+
     rank_slots = rank_columns + rank_texts + rank_choices
     # progress and errors on the line above the answers (a saved ranking's on its status line, as every status
     # line's): a rank left out is fixed while reading them
@@ -602,7 +635,7 @@ def build_rlhf_tab() -> None:
         outputs=[rm_status, rm_plot, rm_pairs_table, rm_check],
         api_name="rlhf_reward",
         **heavy(),
-    )
+    ).then(empty_dropped_routes, None, sum(after_reward.values(), []), api_visibility="private", **INSTANT)
     rm_stop.click(stop_handler(JOB, "the reward model"), None, [rm_status], api_name="rlhf_reward_stop", **INSTANT)
     ppo_form = dict(labeler=labeler, **{f"ppo_{name}": box for name, box in ppo.items()}, seed=seed)
     ppo_button.click(
