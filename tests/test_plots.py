@@ -1,0 +1,27 @@
+"""Figures people read: axes of counts and of sizes."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from peftlab.plots import accuracy_vs_parameters, label_probability_bars, metric_curve, metric_panels
+
+
+def test_a_short_runs_steps_get_one_tick_each_and_longer_ones_plotlys_own():
+    """SFT, reward-model, PPO and DPO plots of 2 steps put ticks at 1.5 and 2.5."""
+    short = pd.DataFrame({"step": [1, 2], "loss": [4.1, 4.0], "kl": [0.0, 0.1]})
+    assert metric_curve(short, "step", ["loss"], "SFT loss").layout.xaxis.dtick == 1
+    panels = metric_panels(short, "step", {"loss": ["loss"], "KL": ["kl"]}, "PPO")
+    assert panels.layout.xaxis.dtick == 1 and panels.layout.xaxis2.dtick == 1
+    long = pd.DataFrame({"step": range(1, 61), "loss": [1.0] * 60})
+    assert metric_curve(long, "step", ["loss"], "SFT loss").layout.xaxis.dtick is None
+    fractions = pd.DataFrame({"epoch": [0.5, 1.0], "loss": [1.0, 0.5]})
+    assert metric_curve(fractions, "epoch", ["loss"], "loss").layout.xaxis.dtick is None
+    assert label_probability_bars({"negative": 0.2, "positive": 0.8}).layout.xaxis.dtick is None
+
+
+def test_the_log_axis_of_sizes_is_labelled_at_powers_of_ten():
+    summary = pd.DataFrame(
+        {"method": ["lora"], "accuracy_mean": [0.8], "accuracy_std": [0.01], "trainable_params": [40_000]}
+    )
+    assert accuracy_vs_parameters(summary).layout.xaxis.dtick == 1
