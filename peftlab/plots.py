@@ -259,10 +259,12 @@ def score_kl_frontier(summary: dict, routes: Sequence[str], score_title: str) ->
     """The reward-KL frontier: each route's mean labeler score against its mean KL to the SFT model (nats per
     response), the SFT model at KL 0. Up and to the left is better: more score for less drift."""
     names = ["sft", *routes]
+    scores = [summary[f"{r}_mean_score"] for r in names]
+    room = max(0.05, 0.2 * (max(scores) - min(scores)))  # above the highest point for its label: autorange cut it
     figure = go.Figure(
         go.Scatter(
             x=[0.0] + [summary[f"{r}_mean_kl"] for r in routes],
-            y=[summary[f"{r}_mean_score"] for r in names],
+            y=scores,
             text=[r.upper() for r in names],
             mode="markers+text",
             textposition="top center",
@@ -272,7 +274,7 @@ def score_kl_frontier(summary: dict, routes: Sequence[str], score_title: str) ->
     figure.update_layout(
         title="Score against KL to the SFT model",
         xaxis=dict(title="mean KL to SFT (nats per response)", rangemode="tozero"),
-        yaxis=dict(title=score_title),
+        yaxis=dict(title=score_title, range=[min(scores) - room, max(scores) + 2 * room]),
         height=360,
         margin=dict(l=10, r=10, t=40, b=10),
     )

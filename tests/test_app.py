@@ -542,14 +542,18 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
 
     status, update, _scores, frontier = call(client, "/rlhf_evaluate", "vader-positive", 3, 0)
     table = update["value"]  # an update that also sets the column widths
-    assert update["column_widths"][0] == "14%" and len(update["column_widths"]) == len(table["headers"])
+    assert update["column_widths"][:2] == ["180px", "280px"] and len(update["column_widths"]) == len(table["headers"])
     number = r"\*\*[+-]\d\.\d{3}\*\* \([+-]\d\.\d{2}\)"
     assert re.match(
         rf"On 3 held-out prompts, vader-positive score \(reward model\): SFT {number}; PPO {number}, KL to SFT "
-        rf"-?\d+\.\d\d nats per response; DPO {number}, KL to SFT -?\d+\.\d\d nats per response\.$",
+        rf"-?\d+\.\d\d nats per response; DPO {number}, KL to SFT -?\d+\.\d\d nats per response\."
+        r"( A KL below 0 is the sampling error of 3 responses: that policy cannot be told apart from SFT on these "
+        r"prompts\.)?$",
         status,
     ), status
-    assert table["headers"][:4] == ["prompt", "sft_response", "ppo_response", "dpo_response"]
+    assert table["headers"][:4] == ["prompt", "SFT answer", "PPO answer", "DPO answer"]
+    numbers = [f"{route} {what}" for what in ("score", "reward", "KL") for route in ("SFT", "PPO", "DPO")]
+    assert table["headers"][4:] == [n for n in numbers if n != "SFT KL"]  # SFT's KL to itself is 0
     assert len(table["data"]) == 3
     assert json.loads(frontier["plot"])["data"][0]["text"] == ["SFT", "PPO", "DPO"]
     for stage, expected in (

@@ -371,7 +371,7 @@ def test_rlhf_tab_trains_both_routes_on_a_persons_own_rankings(
         tab.get_by_role("button", name="Compare", exact=True).click()
         expect(tab.get_by_text(re.compile(r"^On 3 held-out prompts, vader-positive score"))).to_be_visible(timeout=slow)
         table = tab.get_by_role("grid", name="Side by side")
-        for column in ("sft_response", "ppo_response", "dpo_response"):
+        for column in ("SFT answer", "PPO answer", "DPO answer", "PPO KL"):
             expect(table.get_by_role("columnheader", name=column)).to_have_count(1)
         expect(table.get_by_role("row")).to_have_count(4)  # the header and one row per held-out prompt
         page.screenshot(path=str(tmp_path / "rlhf-evaluation.png"), full_page=True)

@@ -405,16 +405,36 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
     ]
     held_out = counted(s["prompts"], "held-out prompt")
     status = f"On {held_out}, {s['labeler']} score (reward model): " + "; ".join(parts) + "."
+    if any(s[f"{route}_mean_kl"] < 0 for route in routes):
+        status += (
+            f" A KL below 0 is the sampling error of {counted(s['prompts'] * s['samples_per_prompt'], 'response')}: "
+            "that policy cannot be told apart from SFT on these prompts."
+        )
+    shown = readable(comparison.table).rename(columns=_header)
     scores = score_comparison(
-        comparison.table, [f"{r}_labeler_score" for r in ("sft", *routes)], f"{s['labeler']} score"
+        comparison.table.rename(columns=_header),
+        [_header(f"{r}_labeler_score") for r in ("sft", *routes)],
+        f"{s['labeler']} score",
     )
-    table = comparison.table
-    responses = [c for c in table.columns if c.endswith("_response")]
-    numbers = len(table.columns) - len(responses) - 1
-    # the prompt and each route's answer take most of the width (wrapped); the scores and KLs narrow columns
-    widths = ["14%"] + [f"{62 / len(responses):.0f}%"] * len(responses) + [f"{24 / max(numbers, 1):.0f}%"] * numbers
-    shown = gr.Dataframe(readable(table), column_widths=widths)
-    return status, shown, scores, score_kl_frontier(s, routes, f"{s['labeler']} score")
+    # the answers wrap in wide columns; the numbers keep a width their figures and short headers fit in (in
+    # percentages, 8 score and KL columns of 3 routes were 3 % each: headers broke every two letters)
+    widths = [ANSWER_WIDTHS.get(column.split()[-1], "90px") for column in shown.columns]
+    return (
+        status,
+        gr.Dataframe(shown, column_widths=widths),
+        scores,
+        score_kl_frontier(s, routes, f"{s['labeler']} score"),
+    )
+
+
+ANSWER_WIDTHS = {"prompt": "180px", "answer": "280px"}  # by a side-by-side header's last word; numbers 90px
+
+
+def _header(column: str) -> str:
+    """A side-by-side column as people read it: "ppo_labeler_score" -> "PPO score", "sft_response" -> "SFT answer"."""
+    route, _, what = column.partition("_")
+    words = {"response": "answer", "labeler_score": "score", "reward": "reward", "kl": "KL"}
+    return f"{route.upper()} {words[what]}" if what in words else column
 
 
 def stages_left(request: gr.Request, outputs: dict[str, list]) -> list:
@@ -565,7 +585,7 @@ def build_rlhf_tab() -> None:
         frontier_plot = gr.Plot(label="Score against KL")
     eval_table = gr.Dataframe(
         label="Side by side",
-        headers=["prompt", *(f"{route}_response" for route in (REFERENCE, "ppo", "dpo"))],  # and scores, KLs
+        headers=["prompt", *(_header(f"{route}_response") for route in (REFERENCE, "ppo", "dpo"))],  # and scores
         interactive=False,
         wrap=True,
         max_height=400,
