@@ -36,3 +36,42 @@ def test_asking_more_held_out_prompts_than_there_are_is_one_sentence():
     with pytest.raises(PeftlabError) as raised:
         session.evaluate("vader-positive", 99999, seed=0)
     assert str(raised.value) == "99999 held-out prompts were asked for; the data holds out 2, ask at most that."
+
+
+def test_rlhf_results_are_shown_on_the_compare_tab(monkeypatch, tmp_path):
+    """RLHF evaluations were stored but Compare neither listed their task nor showed them ("No stored results of
+    that task and model yet"): they are one line per route, the labeler's score with its std over runs, the gain
+    over SFT and the KL, computed here by hand, with the score-KL frontier as the chart."""
+    import json
+
+    import pandas as pd
+
+    from peftlab.rlhf.evaluation import PolicyComparison
+    from peftlab.store import ResultStore
+    from peftlab.ui import compare_tab
+
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "results.sqlite"))
+    table = pd.DataFrame({"prompt": ["a", "b"]})
+
+    def evaluation(ppo_score, dpo_score, seconds):
+        summary = {"labeler": "vader-positive", "prompts": 2, "samples_per_prompt": 1, "sft_mean_score": 0.1}
+        summary |= {"ppo_mean_score": ppo_score, "ppo_mean_reward": 0.5, "ppo_mean_kl": 2.0}
+        summary |= {"dpo_mean_score": dpo_score, "dpo_mean_reward": 0.4, "dpo_mean_kl": 1.0}
+        comparison = PolicyComparison(table, summary, ["ppo", "dpo"])
+        return comparison.result_rows("tiny", {}, {"ppo": seconds, "dpo": 10.0})
+
+    ResultStore().add(evaluation(0.5, 0.3, 100.0) + evaluation(0.7, 0.3, 120.0))
+    tasks, models = compare_tab._choices(ResultStore())
+    assert tasks == ["rlhf vader-positive"] and models == ["tiny"]
+    status, shown, frontier, _, _, csv_path, report = compare_tab.show_comparison("rlhf vader-positive", "tiny", None)
+    assert status == (
+        "**rlhf vader-positive · tiny**: 4 RLHF results on the same 2 held-out prompts: the vader-positive score and "
+        "the KL to the SFT model (RLHF has no accuracy)."
+    )
+    # PPO: scores 0.5 and 0.7 -> mean 0.6, std (sample) 0.1414; gain 0.6 - 0.1; seconds (100 + 120) / 2
+    assert shown.values.tolist() == [
+        ["ppo", 2, "+0.600 ± 0.141", "+0.100", "+0.500", "+0.50", "2.00", "110"],
+        ["dpo", 2, "+0.300 ± 0.000", "+0.100", "+0.200", "+0.40", "1.00", "10"],
+    ]
+    assert json.loads(frontier.to_json())["data"][0]["text"] == ["SFT", "PPO", "DPO"]
+    assert pd.read_csv(csv_path)["score_mean"].round(3).tolist() == [0.6, 0.3] and report is None

@@ -15,8 +15,9 @@ from peftlab.cloze import ClozeSetup
 from peftlab.compare import GridRow
 from peftlab.config import counted
 from peftlab.errors import PeftlabError
-from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
+from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds, score_kl_frontier
 from peftlab.report import DISPLAY_COLUMNS, compare, display_table, report_html
+from peftlab.rlhf.evaluation import stored_routes
 from peftlab.serving import public_mode
 from peftlab.standard import (
     STANDARD_METHODS,
@@ -72,7 +73,7 @@ def _store(request: gr.Request | None) -> ResultStore:
 
 def _choices(store: ResultStore) -> tuple[list[str], list[str]]:
     table = store.frame()
-    table = table[table["accuracy"].notna()]
+    table = table[table["accuracy"].notna() | (table["kind"] == "rlhf")]  # what show_comparison can show
     return sorted(table["task"].unique()), sorted(table["model"].unique())
 
 
@@ -99,6 +100,8 @@ def show_comparison(task, model, request: gr.Request):
     rows = store.rows(task=task, model=model)
     splits = compare(rows)
     if not splits:
+        if evaluations := [row for row in rows if row.kind == "rlhf"]:
+            return _rlhf_comparison(task, model, evaluations, request)
         raise PeftlabError("No stored results of that task and model yet: run something in another tab first.")
     main, others = splits[0], splits[1:]
     support = ", ".join(f"{count} {label}" for label, count in main.support.items())
@@ -129,6 +132,39 @@ def show_comparison(task, model, request: gr.Request):
         str(csv_path),
         str(report_path),
     )
+
+
+def _rlhf_comparison(task: str, model: str, rows: list[ResultRow], request: gr.Request):
+    """The RLHF tab's evaluations: each route's labeler score and KL to the SFT model (they have no accuracy), on
+    the held-out prompts most of them answered; the score-KL frontier as the chart."""
+    by_prompts: dict[str, list[ResultRow]] = {}
+    for row in rows:
+        by_prompts.setdefault(row.test_fingerprint, []).append(row)
+    main, *others = sorted(by_prompts.values(), key=len, reverse=True)
+    table, summary = stored_routes(main)
+    labeler, prompts = main[0].metrics["labeler"], main[0].metrics["prompts"]
+    status = (
+        f"**{task} · {model}**: {counted(len(main), 'RLHF result')} on the same {counted(prompts, 'held-out prompt')}"
+        f": the {labeler} score and the KL to the SFT model (RLHF has no accuracy)."
+    )
+    if others:
+        status += f" {counted(sum(map(len, others)), 'result')} on other held-out prompts not shown."
+    shown = pd.DataFrame(
+        {
+            "method": table["method"],
+            "runs": table["runs"],
+            f"{labeler} score": [f"{m:+.3f} ± {s:.3f}" for m, s in zip(table["score_mean"], table["score_std"])],
+            "SFT's score": table["sft_score"].map("{:+.3f}".format),
+            "gain": table["gain"].map("{:+.3f}".format),
+            "reward": table["reward"].map(lambda v: "" if pd.isna(v) else f"{v:+.2f}"),
+            "KL to SFT (nats)": table["kl"].map("{:.2f}".format),
+            "seconds": table["seconds"].map("{:.0f}".format),
+        }
+    )
+    csv_path = SESSIONS.get(request).download(task, model, "compare", suffix="csv")
+    table.to_csv(csv_path, index=False)
+    frontier = score_kl_frontier(summary, list(table["method"]), f"{labeler} score")
+    return status, shown, frontier, None, gr.Dataframe(pd.DataFrame(), visible=False), str(csv_path), None
 
 
 @user_errors
@@ -229,8 +265,9 @@ def build_compare_tab(tab: gr.Tab) -> None:
         label="One line per method (mean ± std over seeds)", headers=list(DISPLAY_COLUMNS), interactive=False, wrap=True
     )
     with gr.Row():
-        by_parameters = gr.Plot(label="Accuracy vs trainable parameters")
-        by_seconds = gr.Plot(label="Accuracy vs time")
+        # no labels: each figure has its title, and RLHF results put their score-KL frontier in the first
+        by_parameters = gr.Plot(label="Accuracy vs trainable parameters", show_label=False)
+        by_seconds = gr.Plot(label="Accuracy vs time", show_label=False)
     apart = gr.Dataframe(
         label="Results on other test splits (not comparable with the table above)", interactive=False, visible=False
     )
