@@ -75,3 +75,11 @@ def test_rlhf_results_are_shown_on_the_compare_tab(monkeypatch, tmp_path):
     ]
     assert json.loads(frontier.to_json())["data"][0]["text"] == ["SFT", "PPO", "DPO"]
     assert pd.read_csv(csv_path)["score_mean"].round(3).tolist() == [0.6, 0.3] and report is None
+    (broken,) = evaluation(0.5, 0.3, 1.0)[:1]
+    broken.metrics.pop("ppo_mean_kl")  # an edited import: a StopIteration was the answer
+    ResultStore().add([broken])
+    with pytest.raises(gr.Error) as raised:
+        compare_tab.show_comparison("rlhf vader-positive", "tiny", None)
+    assert raised.value.message == (
+        f"The stored RLHF result {broken.id[:8]} lacks its scores or KL; delete it under Stored results."
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from peftlab.errors import PeftlabError
 from peftlab.rlhf.generation import check_response_scores_fit, response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.reward import RewardModel
@@ -72,12 +73,17 @@ def stored_routes(rows: Sequence[ResultRow]) -> tuple[pd.DataFrame, dict]:
     `plots.score_kl_frontier` draws (each method as a route).
 
     Raises:
-        ValueError: no rows.
+        PeftlabError: a row without the figures `result_rows` writes (an edited import, say), named by its id.
     """
     runs: dict[str, list[dict]] = {}
     for row in rows:
-        route = next(_route_key(k) for k in row.metrics if k.endswith("_mean_kl"))
         metrics = row.metrics
+        route = next((_route_key(k) for k in metrics if k.endswith("_mean_kl")), None)
+        needed = {f"{route}_mean_score", f"{REFERENCE}_mean_score", "labeler", "prompts"}
+        if route is None or not needed <= set(metrics):
+            raise PeftlabError(
+                f"The stored RLHF result {row.id[:8]} lacks its scores or KL; delete it under Stored results."
+            )
         runs.setdefault(row.method, []).append(
             {
                 "score": metrics[f"{route}_mean_score"],
@@ -87,8 +93,6 @@ def stored_routes(rows: Sequence[ResultRow]) -> tuple[pd.DataFrame, dict]:
                 "seconds": row.train_seconds,
             }
         )
-    if not runs:
-        raise ValueError("no RLHF evaluations")
     lines = []
     for method, values in runs.items():
         frame = pd.DataFrame(values)
