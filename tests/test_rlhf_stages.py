@@ -231,6 +231,9 @@ def test_policy_comparison_scores_every_route_on_the_same_prompts(tiny_causal, s
         assert comparison.summary[f"{route}_mean_score"] == comparison.summary["sft_mean_score"]
     rows = comparison.result_rows("tiny", {"seed": 0}, {"ppo": 3.0, "dpo": 2.0}, methods={"ppo": "ppo-ptx"})
     assert [(r.method, r.train_seconds) for r in rows] == [("ppo-ptx", 3.0), ("dpo", 2.0)]
+    # the stored rows said 0 trainable parameters for LoRA-trained routes; this DPO stand-in has no adapter
+    adapter = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)  # LoRA alone trains here
+    assert adapter > 0 and [r.trainable_params for r in rows] == [adapter, 0]
     assert "dpo_mean_kl" not in rows[0].metrics and rows[1].metrics["dpo_mean_kl"] == comparison.summary["dpo_mean_kl"]
 
 

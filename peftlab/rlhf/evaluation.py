@@ -9,12 +9,13 @@ seed, so an untrained policy gives the SFT model's answers exactly.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 
 from peftlab.errors import PeftlabError
+from peftlab.rlhf.crossing import is_lora
 from peftlab.rlhf.generation import check_response_scores_fit, response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.reward import RewardModel
@@ -30,6 +31,7 @@ class PolicyComparison:
     table: pd.DataFrame
     summary: dict
     routes: list[str]  # the trained policies' names, in order ("ppo", "dpo", ...); "sft" is the reference
+    adapter_sizes: dict[str, int] = field(default_factory=dict)  # each route's LoRA weights: what training changed
 
     def result_rows(
         self,
@@ -59,6 +61,7 @@ class PolicyComparison:
                     accuracy=None,
                     macro_f1=None,
                     train_seconds=float(seconds.get(route, 0.0)),
+                    trainable_params=self.adapter_sizes.get(route, 0),
                     device=device,
                     metrics=metrics,
                 )
@@ -179,4 +182,8 @@ def compare_policies(
         for route in (REFERENCE, *policies)
         if f"{route}_{what}" in columns
     ]
-    return PolicyComparison(pd.DataFrame(columns)[order], summary, list(policies))
+    sizes = {
+        route: sum(p.numel() for name, p in model.named_parameters() if is_lora(name))
+        for route, model in policies.items()
+    }
+    return PolicyComparison(pd.DataFrame(columns)[order], summary, list(policies), sizes)
