@@ -218,3 +218,16 @@ def test_no_table_of_the_app_shows_gradios_placeholder_headers():
     assert [table.label for table in shown if table.value["headers"] == placeholder] == []
     pet_table = next(table for table in tables if table.label == "Test accuracy per seed")
     assert pet_table.value["headers"] == ["seed", "pattern 1", "pattern 2", "pattern 3", "pattern 4", "ensemble", "PET"]
+
+
+def test_opening_the_stored_results_shows_them_as_they_are_now():
+    """The list of stored results kept what it showed at the last press of List, new results missing."""
+    import gradio as gr
+
+    from peftlab.ui import build_app
+
+    app = build_app()
+    (accordion,) = [b for b in app.blocks.values() if isinstance(b, gr.Accordion) and b.label.startswith("Stored res")]
+    (listing,) = [b for b in app.blocks.values() if isinstance(b, gr.Dataframe) and b.label == "Stored results"]
+    on_open = [f for f in app.fns.values() if (accordion._id, "expand") in [tuple(t) for t in f.targets]]
+    assert [[o._id for o in f.outputs] for f in on_open] == [[listing._id]]

@@ -298,7 +298,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
         run_status = status_line()
         run_table = gr.Dataframe(label="This run so far", headers=list(DISPLAY_COLUMNS), interactive=False, wrap=True)
     form = dict(**source, template=template, verbalizer=verbalizer, methods=methods, **settings, steps=steps)
-    with gr.Accordion("Stored results: list, export, import, delete", open=False):
+    with gr.Accordion("Stored results: list, export, import, delete", open=False) as stored:
         listing = gr.Dataframe(label="Stored results", headers=LIST_COLUMNS, interactive=False)
         with gr.Row():
             list_button = gr.Button("List")
@@ -332,6 +332,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
     shown = [status, table, by_parameters, by_seconds, apart, table_file, report_file]
     answer(show.click(show_comparison, [task, model], shown, api_name="compare_show", **light()), shown, show, (apart,))
     list_button.click(list_results, None, [listing], api_name="results_list", **INSTANT)
+    stored.expand(list_results, None, [listing], api_visibility="private", **INSTANT)  # opened: as it is now
     answer(
         export_button.click(export_results, None, [export_file], api_name="results_export", **light()),
         [export_file],
