@@ -260,10 +260,13 @@ def score_kl_frontier(summary: dict, routes: Sequence[str], score_title: str) ->
     response), the SFT model at KL 0. Up and to the left is better: more score for less drift."""
     names = ["sft", *routes]
     scores = [summary[f"{r}_mean_score"] for r in names]
-    room = max(0.05, 0.2 * (max(scores) - min(scores)))  # above the highest point for its label: autorange cut it
+    kls = [0.0] + [summary[f"{r}_mean_kl"] for r in routes]
+    # room around the points for their labels: autorange cut the top one's, and SFT's at the left edge
+    room = max(0.05, 0.2 * (max(scores) - min(scores)))
+    side = 0.12 * (max(kls) - min(kls) or 1.0)
     figure = go.Figure(
         go.Scatter(
-            x=[0.0] + [summary[f"{r}_mean_kl"] for r in routes],
+            x=kls,
             y=scores,
             text=[r.upper() for r in names],
             mode="markers+text",
@@ -273,7 +276,7 @@ def score_kl_frontier(summary: dict, routes: Sequence[str], score_title: str) ->
     )
     figure.update_layout(
         title="Score against KL to the SFT model",
-        xaxis=dict(title="mean KL to SFT (nats per response)", rangemode="tozero"),
+        xaxis=dict(title="mean KL to SFT (nats per response)", range=[min(kls) - side, max(kls) + side]),
         yaxis=dict(title=score_title, range=[min(scores) - room, max(scores) + 2 * room]),
         height=360,
         margin=dict(l=10, r=10, t=40, b=10),

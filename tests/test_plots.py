@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from peftlab.plots import accuracy_vs_parameters, label_probability_bars, metric_curve, metric_panels
 
@@ -25,3 +26,14 @@ def test_the_log_axis_of_sizes_is_labelled_at_powers_of_ten():
         {"method": ["lora"], "accuracy_mean": [0.8], "accuracy_std": [0.01], "trainable_params": [40_000]}
     )
     assert accuracy_vs_parameters(summary).layout.xaxis.dtick == 1
+
+
+def test_the_score_kl_frontier_leaves_room_for_every_label():
+    """SFT's label at KL 0 was cut at the left edge, the highest point's at the top."""
+    from peftlab.plots import score_kl_frontier
+
+    summary = {"sft_mean_score": 0.12, "ppo_mean_score": 0.47, "ppo_mean_kl": 2.5, "dpo_mean_score": 0.51}
+    figure = score_kl_frontier(summary | {"dpo_mean_kl": 2.0}, ["ppo", "dpo"], "score")
+    # KL from 0 to 2.5: 0.3 on each side; scores 0.12 to 0.51: 0.078 below, twice that above
+    assert figure.layout.xaxis.range == (-0.3, 2.8)
+    assert figure.layout.yaxis.range[0] == pytest.approx(0.042) and figure.layout.yaxis.range[1] == pytest.approx(0.666)
