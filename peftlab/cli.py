@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     importing = actions.add_parser("import", help="add the results of an exported file")
     importing.add_argument("file", help="an exported rows.jsonl or rows.csv")
     delete = actions.add_parser("delete", help="delete results by id")
-    delete.add_argument("ids", nargs="+", help="ids (or unique starts of them)")
+    delete.add_argument("ids", nargs="+", help="ids (or unique starts of them, 4 characters or more)")
     for action in (listing, export):
         action.add_argument("--task", help="only this task's results")
         action.add_argument("--model", help="only this model's results")

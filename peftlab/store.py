@@ -204,8 +204,20 @@ class ResultStore:
         return found[0]
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Delete this owner's rows by id (full ids or unique prefixes); returns how many went."""
+        """Delete this owner's rows by id (full ids or unique prefixes of at least MIN_DELETE_PREFIX characters);
+        returns how many went.
+
+        Raises:
+            PeftlabError: an id that names no single row (`get`), or a shorter prefix: "7" deleted whichever one
+                result's id began with 7, a typo away from another.
+        """
         full = [self.get(i).id for i in ids]
+        for given, found in zip(ids, full):
+            if len(given.strip()) < MIN_DELETE_PREFIX and given.strip() != found:
+                raise PeftlabError(
+                    f"Give at least {MIN_DELETE_PREFIX} characters of each id to delete (the list shows 8); "
+                    f"{given.strip()!r} is too short to be sure which result you mean. Nothing was deleted."
+                )
         with self._connect() as connection:
             connection.executemany("DELETE FROM results WHERE id = ? AND owner = ?", [(i, self.owner) for i in full])
         return len(full)
@@ -276,6 +288,7 @@ class Imported:
         return f"{added}; {self.already} {'was' if self.already == 1 else 'were'} already stored."
 
 
+MIN_DELETE_PREFIX = 4  # characters of an id that `ResultStore.delete` takes
 LIST_COLUMNS = ["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1"]
 FLOAT_COLUMNS = ("accuracy", "macro_f1", "train_seconds", "scoring_seconds", "peak_memory_mb")
 INT_COLUMNS = ("k", "seed", "trainable_params")

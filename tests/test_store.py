@@ -81,6 +81,13 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
     (kept, gone) = store.add([row(), row("lora")])
     assert store.delete([gone[:8]]) == 1 and [r.id for r in store.rows()] == [kept]
+    with pytest.raises(PeftlabError) as raised:  # the one row's id starts so, but a typo would name another
+        store.delete([kept[:1]])
+    assert str(raised.value) == (
+        f"Give at least 4 characters of each id to delete (the list shows 8); '{kept[0]}' is too short to be sure "
+        "which result you mean. Nothing was deleted."
+    )
+    assert [r.id for r in store.rows()] == [kept]
     with pytest.raises(PeftlabError, match=r"^No single result has an id starting with 'zzz' \(0 do\); list the "):
         store.delete(["zzz"])
     with pytest.raises(PeftlabError) as raised:  # every id starts with '': not "(0 do)"

@@ -233,7 +233,7 @@ def list_results(request: gr.Request):
 def delete_results(ids_text, request: gr.Request):
     ids = [part for part in str(ids_text or "").replace(",", " ").split() if part]
     if not ids:
-        raise PeftlabError("Give the ids of the results to delete (the first characters are enough).")
+        raise PeftlabError("Give the ids of the results to delete (their first 4 characters or more are enough).")
     deleted = _store(request).delete(ids)
     return f"{counted(deleted, 'result')} deleted.", list_results(request)
 
@@ -308,7 +308,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
                 label="Import rows.jsonl or rows.csv" + upload_limit_note(), file_types=[".jsonl", ".csv"]
             )
         with gr.Row():
-            ids = gr.Textbox(label="Ids to delete (space-separated; the first characters are enough)")
+            ids = gr.Textbox(label="Ids to delete (space-separated; their first 4 characters or more are enough)")
             delete_button = gr.Button("Delete", variant="stop")
         manage_status = status_line()
 
