@@ -231,3 +231,69 @@ def test_opening_the_stored_results_shows_them_as_they_are_now():
     (listing,) = [b for b in app.blocks.values() if isinstance(b, gr.Dataframe) and b.label == "Stored results"]
     on_open = [f for f in app.fns.values() if (accordion._id, "expand") in [tuple(t) for t in f.targets]]
     assert [[o._id for o in f.outputs] for f in on_open] == [[listing._id]]
+
+
+def _event(app, api_name: str):
+    return next(fn for fn in app.fns.values() if fn.api_name == api_name)
+
+
+PET_FORM = dict(
+    model="smollm2-135m",
+    task="rt-sentiment",
+    upload=None,
+    text_column="text",
+    label_column="label",
+    patterns="Review: {text}\nSentiment:{mask}\n---\n{text} All in all, it was{mask}.",
+    verbalizer="negative: negative\npositive: positive",
+    unlabelled_file=None,
+    shots=2,
+    seeds="13",
+    unlabelled=8,
+    ipet_generations=0,
+    test_limit=10,
+    method="lora",
+    temperature=2.0,
+    weighting="train-accuracy",
+    distil_steps=2,
+    distil_lora=True,
+    growth=5.0,
+    ipet_share=0.25,
+    lm_loss_weight=0.0,
+    steps=2,
+)
+
+
+def test_a_press_is_checked_before_it_waits_in_the_queue_and_stop_reaches_it_there():
+    """A visitor behind a 6-minute job typed K 0 into PET and heard of it after the wait; pressing Stop meanwhile
+    said "Nothing to stop: PET is not running." and the job ran 4 minutes later. A press of a heavy job's button now
+    first runs an instant look at it (`heavy_job`) that refuses the input the job would, and notes the job as
+    queued, so Stop keeps it from starting. The job itself is the next step of the press (API clients call it alone).
+    """
+    import gradio as gr
+
+    from peftlab.ui import build_app
+    from peftlab.ui.common import stop_handler
+    from peftlab.ui.pet_tab import run_pet
+    from peftlab.ui.sessions import SESSIONS
+
+    class Request:
+        session_hash = "queued-visitor"
+
+    look = _event(build_app(), "pet_check").fn
+    with pytest.raises(gr.Error) as refused:
+        look(Request(), **PET_FORM | {"shots": 0})
+    assert refused.value.message == "K per class must be at least 1, not 0."
+    with pytest.raises(gr.Error) as refused:
+        look(Request(), **PET_FORM | {"patterns": "Review: {text}\nSentiment:{mask}"})
+    assert refused.value.message.startswith("PET needs at least two patterns")
+
+    look(Request(), **PET_FORM)
+    stop = stop_handler("pet", "PET")
+    assert stop(Request()) == "PET will not start: it was waiting in the queue behind other jobs."
+    with pytest.raises(gr.Error) as refused:
+        next(run_pet(Request(), **PET_FORM))
+    assert refused.value.message == (
+        "Not started: you pressed Stop while it waited in the queue. Press the button again to start it."
+    )
+    assert stop(Request()) == "Nothing to stop: PET is not running."  # the stopped press is gone
+    SESSIONS.close(Request.session_hash)

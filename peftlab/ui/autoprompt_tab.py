@@ -18,13 +18,15 @@ from peftlab.autoprompt import (
 from peftlab.errors import PeftlabError
 from peftlab.plots import metric_curve
 from peftlab.prompts import Verbalizer
+from peftlab.serving import current_caps
 from peftlab.ui.common import (
     INSTANT,
     action_row,
     check_test_texts,
-    heavy,
+    heavy_job,
     job,
     keep_results,
+    left_queue,
     load_model,
     model_and_task_inputs,
     on_task_change,
@@ -53,14 +55,23 @@ def _plot(history: pd.DataFrame):
     return metric_curve(history, "iteration", ["dev acc", "train acc"], "Accuracy during the search", "accuracy")
 
 
-@user_errors
-def run_search(request: gr.Request, progress=gr.Progress(), **form):
+def search_inputs(form: dict):
+    """The task and search config of the form; a PeftlabError for any input the search would refuse before the
+    model loads (also checked as the button is pressed, `heavy`)."""
+    current_caps().check_model(form["model"])
     task = task_from_form(form)
     config = config_from_form(AutoPromptConfig, form)
     check_test_texts(task, config.test_limit)
-    verbalizer = form["verbalizer"]
     if not form["search_words"]:
-        Verbalizer.parse(verbalizer, task.label_names)  # a bad verbalizer fails before the model loads
+        Verbalizer.parse(form["verbalizer"], task.label_names)
+    return task, config
+
+
+@user_errors
+def run_search(request: gr.Request, progress=gr.Progress(), **form):
+    left_queue(request, "autoprompt")
+    task, config = search_inputs(form)
+    verbalizer = form["verbalizer"]
     lm = load_model(form["model"])
     n_test = len(task.test_subset(config.test_limit))
     paced = Paced(
@@ -178,12 +189,14 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
         found_verbalizer = gr.Textbox(label="Verbalizer used", interactive=False)
         send_button = gr.Button("Send to Cloze tab")
 
-    run_button.click(
+    heavy_job(
+        run_button,
         run_search,
         inputs_kwargs=form,
         outputs=[status, history, curve, found_template, found_verbalizer],
         api_name="autoprompt",
-        **heavy(),
+        checks=search_inputs,
+        kind="autoprompt",
     )
     stop_button.click(stop_handler("autoprompt", "the search"), None, [status], api_name="autoprompt_stop", **INSTANT)
 

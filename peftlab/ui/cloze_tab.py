@@ -7,12 +7,13 @@ import pandas as pd
 
 from peftlab.cloze import ClozeConfig, classify_text, demonstrations_note, evaluate, scored_note
 from peftlab.plots import confusion_heatmap, label_probability_bars
+from peftlab.serving import current_caps
 from peftlab.ui.common import (
     START_TEMPLATE,
     action_row,
     answer,
     check_test_texts,
-    heavy,
+    heavy_job,
     job,
     keep_results,
     light,
@@ -61,11 +62,19 @@ def classify(**form):
     return label_probability_bars(prediction.label_probs), tokens
 
 
-@user_errors
-def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
+def evaluation_inputs(form: dict):
+    """The task and cloze config of the form; a PeftlabError for any input refused before the model loads (also
+    checked as the button is pressed, `heavy`)."""
+    current_caps().check_model(form["model"])
     task = task_from_form(form)
     config = config_from_form(ClozeConfig, form)
     check_test_texts(task, config.limit, "Test texts to evaluate", task.zero_shot_split)
+    return task, config
+
+
+@user_errors
+def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
+    task, config = evaluation_inputs(form)
     progress(0, desc="loading the model")
     lm = load_model(form["model"])
     templates = split_templates(form["templates"])
@@ -161,8 +170,13 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
     )
     evaluated = [summary, confusion_plot, errors, predictions_file]
     answer(
-        evaluate_button.click(
-            run_evaluation, inputs_kwargs=form | {"limit": limit}, outputs=evaluated, api_name="evaluate", **heavy()
+        heavy_job(
+            evaluate_button,
+            run_evaluation,
+            inputs_kwargs=form | {"limit": limit},
+            outputs=evaluated,
+            api_name="evaluate",
+            checks=evaluation_inputs,
         ),
         evaluated,
         evaluate_button,

@@ -6,11 +6,12 @@ import contextlib
 import dataclasses
 import functools
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import gradio as gr
 
 from peftlab.backends import backend_from_env
+from peftlab.config import capitalised
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL, LM, load_lm, unavailable_reason
 from peftlab.prompts import suggested_prompt
@@ -54,6 +55,52 @@ def user_errors(fn):
 def heavy() -> dict:
     """Event options of a heavy job (evaluation, search, training): one queue for all of them, sized by the hardware."""
     return dict(concurrency_id="heavy", concurrency_limit=heavy_job_limit())
+
+
+def heavy_job(
+    button: gr.Button, fn, checks: Callable[[dict], object] | None = None, kind: str | None = None, **event
+) -> gr.events.Dependency:
+    """`button.click(fn, **event, **heavy())`, with the press looked at first, at once, before the job waits behind
+    other visitors' jobs: `checks(form)`, when given, gets the event's `inputs_kwargs` values by name and raises a
+    PeftlabError for input the job would refuse, so its sentence shows at once (a K of 0 was refused after a 6-minute
+    wait); with `kind` (the job's kind, as its Stop button names it) the session notes the job as queued, so Stop can
+    keep it from starting (`fn` then calls `left_queue(request, kind)` first). API clients call `fn` alone: it
+    refuses the same input itself. Returns the job's event.
+
+    Not gradio's `validator=`, which does the same before the queue: its refusal reaches an API client as a bare
+    "400 Bad Request", without the sentence.
+    """
+
+    def look(request: gr.Request, *args, **form) -> None:
+        if checks is not None:
+            checks(form)
+        if kind is not None:
+            SESSIONS.get(request).queue_job(kind)
+
+    looked = button.click(
+        user_errors(look),
+        event.get("inputs"),
+        None,
+        inputs_kwargs=event.get("inputs_kwargs"),
+        api_name=f"{event['api_name']}_check",
+        api_visibility="private",
+        show_progress="hidden",
+        **INSTANT,
+    )
+    return looked.success(fn, **event, **heavy())
+
+
+def left_queue(request: gr.Request | None, kind: str) -> None:
+    """The first call of a job wired with `heavy_job(kind=kind)`: it has left the queue.
+
+    Raises:
+        PeftlabError: its visitor pressed Stop while it waited; nothing runs.
+    """
+    queued = SESSIONS.get(request).leave_queue(kind)
+    if queued is not None and queued.is_set():
+        raise PeftlabError(
+            f"Not started: {queued.reason} while it waited in the queue. Press the button again to start it."
+        )
 
 
 def light() -> dict:
@@ -122,8 +169,11 @@ def stop_handler(kind: str, what: str):
     """A Stop button's handler: the session's running job of `kind` ends after its current step, keeping its work."""
 
     def stop(request: gr.Request) -> str:
-        if SESSIONS.get(request).stop_job(kind, "you pressed Stop"):
+        state = SESSIONS.get(request).stop_job(kind, "you pressed Stop")
+        if state == "running":
             return f"Stopping {what} after its current step; what it finished is kept."
+        if state == "queued":
+            return f"{capitalised(what)} will not start: it was waiting in the queue behind other jobs."
         return f"Nothing to stop: {what} is not running."
 
     return stop

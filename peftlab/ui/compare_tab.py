@@ -18,7 +18,7 @@ from peftlab.errors import PeftlabError
 from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds, score_kl_frontier
 from peftlab.report import DISPLAY_COLUMNS, compare, display_table, report_html
 from peftlab.rlhf.evaluation import stored_routes
-from peftlab.serving import public_mode
+from peftlab.serving import current_caps, public_mode
 from peftlab.standard import (
     STANDARD_METHODS,
     StandardConfig,
@@ -36,9 +36,10 @@ from peftlab.ui.common import (
     answer,
     backend_line,
     check_test_texts,
-    heavy,
+    heavy_job,
     job,
     keep_results,
+    left_queue,
     light,
     load_model,
     model_and_task_inputs,
@@ -167,13 +168,22 @@ def _rlhf_comparison(task: str, model: str, rows: list[ResultRow], request: gr.R
     return status, shown, frontier, None, gr.Dataframe(pd.DataFrame(), visible=False), str(csv_path), None
 
 
-@user_errors
-def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form):
+def standard_inputs(form: dict):
+    """The task, standard-comparison config and training settings of the form; a PeftlabError for any input refused
+    before the models load (also checked as the button is pressed, `heavy`)."""
+    current_caps().check_model(form["model"])
     task = task_from_form(form)
     config = config_from_form(StandardConfig, form)
     settings = config_from_form(TrainSettings, form)
     check_test_texts(task, config.test_limit)
-    ClozeSetup.build(task, form["template"], form["verbalizer"])  # a bad prompt fails before the models load
+    ClozeSetup.build(task, form["template"], form["verbalizer"])
+    return task, config, settings
+
+
+@user_errors
+def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form):
+    left_queue(request, "standard")
+    task, config, settings = standard_inputs(form)
     scoring_lm, training_lm = load_model(form["model"]), load_model(form["model"], dtype="fp32")
     yield "Measuring this machine's speed on one text and one training step...", _table([])
     measured = measured_costs(training_lm, task, form["template"], form["verbalizer"], scoring_lm=scoring_lm)
@@ -315,12 +325,14 @@ def build_compare_tab(tab: gr.Tab) -> None:
     refresh.click(refresh_choices, [task, model], [task, model], api_name="compare_choices", **INSTANT)
     tab.select(refresh_choices, [task, model], [task, model], **INSTANT)
     on_task_change(source, suggest, [template, verbalizer])
-    run_button.click(
+    heavy_job(
+        run_button,
         run_standard_comparison,
         inputs_kwargs=form,
         outputs=[run_status, run_table],
         api_name="standard_comparison",
-        **heavy(),
+        checks=standard_inputs,
+        kind="standard",
     )
     stop_button.click(
         stop_handler("standard", "the standard comparison"),

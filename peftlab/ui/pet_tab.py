@@ -16,6 +16,7 @@ import pandas as pd
 from peftlab.errors import PeftlabError
 from peftlab.pet import PETConfig, PETEvent, default_patterns, pattern_prompts, pet_run, read_unlabelled
 from peftlab.plots import soft_label_histogram, training_curves
+from peftlab.serving import current_caps
 from peftlab.standard import pet_seconds
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
@@ -23,10 +24,11 @@ from peftlab.ui.common import (
     action_row,
     backend_line,
     check_test_texts,
-    heavy,
+    heavy_job,
     intro,
     job,
     keep_results,
+    left_queue,
     load_model,
     model_and_task_inputs,
     on_task_change,
@@ -106,14 +108,23 @@ def suggest_patterns(task_name, upload, text_column, label_column):
     return "\n---\n".join(templates), verbalizer_lines(verbalizer)
 
 
-@user_errors
-def run_pet(request: gr.Request, progress=gr.Progress(), **form):
+def pet_inputs(form: dict):
+    """The task, pattern prompts, PET config, training settings and uploaded unlabelled texts (or None) of the form;
+    a PeftlabError for any the run would refuse (also checked as the button is pressed, `heavy`)."""
+    current_caps().check_model(form["model"])
     task = task_from_form(form)
     prompts = pattern_prompts(task, split_templates(form["patterns"]), [form["verbalizer"]])
     config = config_from_form(PETConfig, form)
     settings = config_from_form(TrainSettings, form)
     check_test_texts(task, config.test_limit)
     unlabelled = read_unlabelled(form["unlabelled_file"], prompts) if form["unlabelled_file"] else None
+    return task, prompts, config, settings, unlabelled
+
+
+@user_errors
+def run_pet(request: gr.Request, progress=gr.Progress(), **form):
+    left_queue(request, "pet")
+    task, prompts, config, settings, unlabelled = pet_inputs(form)
     lm = load_model(form["model"], dtype="fp32")
     costs = measured_costs(lm, task, prompts[0].template.text, form["verbalizer"])
     expected = pet_seconds(config, settings, task, costs, len(prompts))
@@ -192,7 +203,13 @@ def build_pet_tab() -> None:
     classifier, _ = trained_method_panel("classifier", "pet_classify", "pet_download")
 
     on_task_change(source, suggest_patterns, [patterns, words])
-    run_button.click(
-        run_pet, inputs_kwargs=form, outputs=[status, table, curves, soft, classifier], api_name="pet", **heavy()
+    heavy_job(
+        run_button,
+        run_pet,
+        inputs_kwargs=form,
+        outputs=[status, table, curves, soft, classifier],
+        api_name="pet",
+        checks=pet_inputs,
+        kind="pet",
     )
     stop_button.click(stop_handler("pet", "PET"), None, [status], api_name="pet_stop", **INSTANT)

@@ -31,9 +31,11 @@ from peftlab.ui.common import (
     action_row,
     answer,
     heavy,
+    heavy_job,
     intro,
     job,
     keep_results,
+    left_queue,
     light,
     load_model,
     model_picker,
@@ -104,6 +106,7 @@ def _restore(session: RLHFSession, kept: RLHFSession) -> None:
 
 @user_errors
 def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
+    left_queue(request, JOB)
     config = config_from_form(SFTConfig, form, prefix="sft_", seed=int(form["seed"]))
     if form["comparisons"] and not form["demonstrations"]:
         raise PeftlabError("Uploaded comparisons need uploaded demonstrations too (SFT learns from them first).")
@@ -221,6 +224,7 @@ def _sampling_seconds(session: RLHFSession, max_new_tokens: int) -> float:
 
 @user_errors
 def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
+    left_queue(request, JOB)
     session = _session(request)
     session.need("sft")
     reward_config = config_from_form(RewardConfig, form, prefix="rm_", seed=int(form["seed"]))
@@ -281,6 +285,7 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
 
 @user_errors
 def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
+    left_queue(request, JOB)
     session = _session(request)
     session.need("reward")
     config = config_from_form(PPOConfig, form, prefix="ppo_", seed=int(form["seed"]))
@@ -326,6 +331,7 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
 
 @user_errors
 def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
+    left_queue(request, JOB)
     session = _session(request)
     config = config_from_form(DPOConfig, form, prefix="dpo_", seed=int(form["seed"]))
     session.need("sft")
@@ -410,9 +416,10 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
             f" A KL below 0 is the sampling error of {counted(s['prompts'] * s['samples_per_prompt'], 'response')}: "
             "that policy cannot be told apart from SFT on these prompts."
         )
-    shown = readable(comparison.table).rename(columns=_header)
+    table = comparison.table.rename(columns=_header)
+    shown = readable(table)
     scores = score_comparison(
-        comparison.table.rename(columns=_header),
+        table,
         [_header(f"{r}_labeler_score") for r in ("sft", *routes)],
         f"{s['labeler']} score",
     )
@@ -619,12 +626,13 @@ def build_rlhf_tab() -> None:
         sft_learning_rate=sft_lr,
         seed=seed,
     )
-    sft_button.click(
+    heavy_job(
+        sft_button,
         run_sft_stage,
         inputs_kwargs=sft_form,
         outputs=[sft_status, sft_plot, sft_samples],
         api_name="rlhf_sft",
-        **heavy(),
+        kind=JOB,
     ).then(empty_dropped_stages, None, sum(later.values(), []), api_visibility="private", **INSTANT)
     sft_stop.click(stop_handler(JOB, "the SFT stage"), None, [sft_status], api_name="rlhf_sft_stop", **INSTANT)
 
@@ -649,29 +657,32 @@ def build_rlhf_tab() -> None:
     rm_form = dict(
         source=source, labeler=labeler, k=k, rm_pairs=rm_pairs, rm_lora_r=rm_lora, rm_steps=rm_steps, seed=seed
     )
-    rm_button.click(
+    heavy_job(
+        rm_button,
         run_reward_stage,
         inputs_kwargs=rm_form,
         outputs=[rm_status, rm_plot, rm_pairs_table, rm_check],
         api_name="rlhf_reward",
-        **heavy(),
+        kind=JOB,
     ).then(empty_dropped_routes, None, sum(after_reward.values(), []), api_visibility="private", **INSTANT)
     rm_stop.click(stop_handler(JOB, "the reward model"), None, [rm_status], api_name="rlhf_reward_stop", **INSTANT)
     ppo_form = dict(labeler=labeler, **{f"ppo_{name}": box for name, box in ppo.items()}, seed=seed)
-    ppo_button.click(
+    heavy_job(
+        ppo_button,
         run_ppo_stage,
         inputs_kwargs=ppo_form,
         outputs=[ppo_status, ppo_plot, ppo_samples],
         api_name="rlhf_ppo",
-        **heavy(),
+        kind=JOB,
     )
     ppo_stop.click(stop_handler(JOB, "PPO"), None, [ppo_status], api_name="rlhf_ppo_stop", **INSTANT)
-    dpo_button.click(
+    heavy_job(
+        dpo_button,
         run_dpo_stage,
         inputs_kwargs=dict(**{f"dpo_{name}": box for name, box in dpo.items()}, seed=seed),
         outputs=[dpo_status, dpo_plot],
         api_name="rlhf_dpo",
-        **heavy(),
+        kind=JOB,
     )
     dpo_stop.click(stop_handler(JOB, "DPO"), None, [dpo_status], api_name="rlhf_dpo_stop", **INSTANT)
     evaluated = [eval_status, eval_table, eval_plot, frontier_plot]  # not kept by the session: one press's answer

@@ -39,6 +39,7 @@ class Session:
         self.values: dict = {}  # per-tab objects: trained methods, RLHF stages, rankings
         self.last_seen = time.monotonic()
         self._stops: dict[str, JobStop] = {}  # the running jobs, by kind
+        self._queued: dict[str, JobStop] = {}  # jobs pressed and waiting in the queue, by kind (`queue_job`)
         self._lock = threading.Lock()
 
     @property
@@ -55,6 +56,16 @@ class Session:
         suffix="csv")` is `.../peftlab-rt-sentiment-compare-2026-11-30.csv` (model ids' slashes become dashes)."""
         parts = [re.sub(r"[^A-Za-z0-9._]+", "-", part).strip("-.") for part in ("peftlab", *about)]
         return self.path("-".join([*parts, datetime.date.today().isoformat()]) + f".{suffix}")
+
+    def queue_job(self, kind: str) -> None:
+        """Note a job of `kind` that was pressed and now waits in the queue, so Stop can stop it before it starts."""
+        with self._lock:
+            self._queued[kind] = JobStop()
+
+    def leave_queue(self, kind: str) -> JobStop | None:
+        """The queued job of `kind` starts: its flag (set when Stop was pressed while it waited), or None."""
+        with self._lock:
+            return self._queued.pop(kind, None)
 
     def start_job(self, kind: str) -> JobStop:
         """A fresh stop flag for this session's job of `kind` (one per tab), with the caps' time limit."""
@@ -73,17 +84,19 @@ class Session:
     def running(self) -> bool:
         return bool(self._stops)
 
-    def stop_job(self, kind: str, reason: str) -> bool:
-        """Ask the running job of `kind` to stop; False when there is none."""
-        stop = self._stops.get(kind)
-        if stop is None or stop.is_set():
-            return False
-        stop.stop(reason)
-        return True
+    def stop_job(self, kind: str, reason: str) -> str | None:
+        """Ask the job of `kind` to stop: "running" when one runs (it stops after its current step), "queued" when
+        one waits in the queue (it will not start), None when there is none."""
+        for state, jobs in (("running", self._stops), ("queued", self._queued)):
+            stop = jobs.get(kind)
+            if stop is not None and not stop.is_set():
+                stop.stop(reason)
+                return state
+        return None
 
     def close(self) -> None:
         """Stop every job, drop every object, remove the folder."""
-        for stop in list(self._stops.values()):
+        for stop in [*self._stops.values(), *self._queued.values()]:
             stop.stop(LEFT)
         self.values.clear()
         shutil.rmtree(self.folder, ignore_errors=True)

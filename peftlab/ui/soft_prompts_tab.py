@@ -42,10 +42,11 @@ from peftlab.ui.common import (
     answer,
     backend_line,
     check_test_texts,
-    heavy,
+    heavy_job,
     intro,
     job,
     keep_results,
+    left_queue,
     light,
     load_model,
     model_and_task_inputs,
@@ -103,17 +104,26 @@ def _kept(row: GridRow, lm):
     return row.trained if row.trained is not None or row.saved is None else load_trained(row.saved, lm)
 
 
-@user_errors
-def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
+def grid_inputs(form: dict):
+    """The task, cloze setup, training settings, grid and method configs of the comparison form; a PeftlabError for
+    any the run would refuse (also checked as the button is pressed, `heavy`)."""
+    current_caps().check_model(form["model"])
     task, setup, settings = _prepare(form)
     grid = config_from_form(GridConfig, form)
     check_test_texts(task, grid.test_limit)
     rates = parse_learning_rates((form["rates"] or "").splitlines())
     configs = [method_config(m, **({"learning_rate": rates[m]} if m in rates else {})) for m in grid.methods]
+    validate_grid(task, configs, grid.seeds, grid.shots)
+    current_caps().check("runs", len(configs) * len(grid.seeds) * len(grid.shots), "The number of training runs")
+    return task, setup, settings, grid, configs
+
+
+@user_errors
+def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
+    left_queue(request, "soft-prompts")
+    task, setup, settings, grid, configs = grid_inputs(form)
     seed_list, shot_list, test_limit = grid.seeds, grid.shots, grid.test_limit
-    validate_grid(task, configs, seed_list, shot_list)
     total_runs = len(configs) * len(seed_list) * len(shot_list)
-    current_caps().check("runs", total_runs, "The number of training runs")
     lm = load_model(form["model"], dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
     costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"])
     expected = grid_seconds(grid.methods, shot_list, len(seed_list), settings, task, test_limit, costs)
@@ -255,20 +265,29 @@ def _sweep_summary(rows: list[dict], setting: str) -> pd.DataFrame:
     return summarize(results[results["method"] != "zero-shot"], by=[setting])
 
 
-@user_errors
-def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
+def sweep_inputs(form: dict):
+    """The K, task, cloze setup, training settings, sweep config and values of the sweep form; a PeftlabError for any
+    the run would refuse (also checked as the button is pressed, `heavy`)."""
+    current_caps().check_model(form["model"])
     k = parse_list(form["shots"], int, "K per class")
     if len(k) != 1:
         raise PeftlabError("A sweep uses one K; give a single number of examples per class.")
     task, setup, settings = _prepare(form)
     sweep = config_from_form(SweepConfig, form, shots=k[0])
     check_test_texts(task, sweep.test_limit)
-    method, setting, seed_list, test_limit = sweep.method, sweep.varied, sweep.seeds, sweep.test_limit
-    values = parse_sweep_values(method, setting, sweep.values)
-    validate_grid(task, sweep_configs(method, setting, values), seed_list, k)
-    total = len(values) * len(seed_list)
-    current_caps().check("runs", total, "The number of training runs")
+    values = parse_sweep_values(sweep.method, sweep.varied, sweep.values)
+    validate_grid(task, sweep_configs(sweep.method, sweep.varied, values), sweep.seeds, k)
+    current_caps().check("runs", len(values) * len(sweep.seeds), "The number of training runs")
     current_caps().check("shots", k[0], "K per class")
+    return k, task, setup, settings, sweep, values
+
+
+@user_errors
+def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
+    left_queue(request, "sweep")
+    k, task, setup, settings, sweep, values = sweep_inputs(form)
+    method, setting, seed_list, test_limit = sweep.method, sweep.varied, sweep.seeds, sweep.test_limit
+    total = len(values) * len(seed_list)
     lm = load_model(form["model"], dtype="fp32")
     costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"])
     expected = grid_seconds([method] * len(values), k, len(seed_list), settings, task, test_limit, costs)
@@ -344,12 +363,14 @@ def build_soft_prompts_tab() -> None:
         upload_trained = gr.File(label="Load a saved method (zip)", file_types=[".zip"])
     load_status = status_line()
 
-    run_button.click(
+    heavy_job(
+        run_button,
         run_comparison,
         inputs_kwargs=form,
         outputs=[status, results, summary, curves, scatter, results_file, run_file, trained_method],
         api_name="compare",
-        **heavy(),
+        checks=grid_inputs,
+        kind="soft-prompts",
     )
     stop_button.click(
         stop_handler("soft-prompts", "the comparison"), None, [status], api_name="compare_stop", **INSTANT
@@ -396,11 +417,13 @@ def build_soft_prompts_tab() -> None:
             interactive=False,
         )
         sweep_method.change(setting_choices, [sweep_method], [sweep_setting], api_name="sweep_settings", **INSTANT)
-        sweep_button.click(
+        heavy_job(
+            sweep_button,
             run_sweep_ui,
             inputs_kwargs=sweep_form,
             outputs=[sweep_status, sweep_table, sweep_plot],
             api_name="sweep",
-            **heavy(),
+            checks=sweep_inputs,
+            kind="sweep",
         )
         sweep_stop.click(stop_handler("sweep", "the sweep"), None, [sweep_status], api_name="sweep_stop", **INSTANT)
