@@ -282,8 +282,8 @@ def pattern_prompts(task: Task, templates: Sequence[str], verbalizers: Sequence[
     """The pattern-verbalizer pairs: each template with its verbalizer (one for all, or one per template).
 
     Raises:
-        PeftlabError: fewer than two patterns, verbalizers that do not pair with them, or a template or verbalizer
-            that does not fit the task.
+        PeftlabError: fewer than two patterns, a pattern given twice with the same verbalizer, verbalizers that do
+            not pair with them, or a template or verbalizer that does not fit the task.
     """
     if len(templates) < 2:
         raise PeftlabError("PET needs at least two patterns (an ensemble of one is that pattern's model).")
@@ -292,9 +292,15 @@ def pattern_prompts(task: Task, templates: Sequence[str], verbalizers: Sequence[
             f"Give one verbalizer for every pattern or one per pattern, not {len(verbalizers)} for "
             f"{len(templates)} patterns."
         )
-    prompts = []
+    prompts, seen = [], {}
     for number, template in enumerate(templates, start=1):
         verbalizer = verbalizers[0] if len(verbalizers) == 1 else verbalizers[number - 1]
+        pair = (template.strip(), str(verbalizer).strip())
+        if pair in seen:  # its model would learn what the first one learns and count twice in the ensemble
+            raise PeftlabError(
+                f"Pattern {number} is pattern {seen[pair]} again, with the same verbalizer; give each pattern once."
+            )
+        seen[pair] = number
         try:
             prompts.append(
                 Prompt(Template.parse(template, task.text_fields), Verbalizer.parse(verbalizer, task.label_names))

@@ -169,6 +169,12 @@ def test_a_bad_unlabelled_file_is_one_sentence(tiny_task, tmp_path, content, mes
     [
         (TINY_PATTERNS[:1], [TINY_WORDS], {}, r"^PET needs at least two patterns"),
         (
+            [*TINY_PATTERNS, f" {TINY_PATTERNS[0]} "],  # accepted as a third model and a double weight in the ensemble
+            [TINY_WORDS],
+            {},
+            r"^Pattern 3 is pattern 1 again, with the same verbalizer; give each pattern once\.$",
+        ),
+        (
             [TINY_PATTERNS[0], "{text} it was"],
             [TINY_WORDS],
             {},
