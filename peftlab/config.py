@@ -164,6 +164,11 @@ def capitalised(label: str) -> str:
     return label if any(c.isupper() for c in first) else label[:1].upper() + label[1:]
 
 
+def typed_number(value: float) -> str:
+    """A number as people typed it: "99999999" (":g" writes 1e+08), "2.5", "-1" (a float -1.0 too)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def counted(number: int, noun: str) -> str:
     """ "1 result", "2 results": the number with its noun (a plain English plural in -s)."""
     return f"{number} {noun}{'' if number == 1 else 's'}"

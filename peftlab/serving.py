@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from peftlab.config import typed_number
 from peftlab.errors import PeftlabError
 
 PUBLIC_MODELS = ("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "gpt2", "bert-base-uncased", "roberta-large")
@@ -61,7 +62,7 @@ class Caps:
         limit = getattr(self, cap)
         if limit is not None and value > limit:
             raise PeftlabError(
-                f"{what} is {value:g}, above this public Space's limit of {limit:g}; lower it, or run "
+                f"{what} is {typed_number(value)}, above this public Space's limit of {limit:g}; lower it, or run "
                 "peftlab on your own machine for larger jobs."
             )
 

@@ -38,6 +38,8 @@ def test_caps_refuse_with_one_sentence_naming_the_input_and_its_limit():
         "Steps is 61, above this public Space's limit of 60; lower it, or run peftlab on your "
         "own machine for larger jobs."
     )
+    with pytest.raises(PeftlabError, match=r"^K per class is 100000000, above"):  # it said 1e+08, not what was typed
+        PUBLIC_CAPS.check("shots", 100000000, "K per class")
     LOCAL_CAPS.check("steps", 10**6, "Steps")  # nothing is capped off a public Space
     assert PUBLIC_CAPS.note("steps") == "at most 60 on this public Space" and LOCAL_CAPS.note("steps") == ""
 

@@ -25,6 +25,7 @@ from peftlab.config import (
     label_of,
     parse_list,
     requirement_of,
+    typed_number,
 )
 from peftlab.errors import PeftlabError
 from peftlab.serving import current_caps
@@ -46,7 +47,7 @@ def named_bounds(component: gr.Number | gr.Slider) -> gr.Number | gr.Slider:
 
     def named_preprocess(payload):
         if payload is not None:
-            typed = str(int(payload)) if float(payload).is_integer() else f"{payload:g}"  # 99999999, not 1e+08
+            typed = typed_number(payload)
             if getattr(component, "precision", None) == 0 and payload != int(payload):  # gradio would round 2.5 to 2
                 raise gr.Error(f"{component.label} must be a whole number, not {typed}.", print_exception=False)
             if component.minimum is not None and payload < component.minimum:
