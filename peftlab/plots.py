@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -164,11 +165,29 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
 
 @themed
 def training_curves(events: pd.DataFrame) -> go.Figure:
-    """Training loss (solid) and dev accuracy (dotted markers) per step, one colour per method and seed."""
+    """Training loss (lines) and dev accuracy (dotted, right axis) per step: one colour and one legend entry per
+    method, whose click shows or hides all its seeds; the seed is in each point's hover.
+
+    The legend sits under the plot: at its right it covered the dev-accuracy axis, and one entry per method, seed
+    and curve (18 for 3 methods and 3 seeds) repeated plotly's 10 colours.
+    """
     figure = go.Figure()
+    palette = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24  # 34 methods before a colour repeats
+    colours = {method: palette[i % len(palette)] for i, method in enumerate(events["method"].unique())}
     for (method, seed), run in events.groupby(["method", "seed"], sort=False):
-        name = f"{method} s{seed}"
-        figure.add_trace(go.Scatter(x=run["step"], y=run["train_loss"], mode="lines", name=f"{name} loss"))
+        first = not any(trace.legendgroup == method for trace in figure.data)
+        style = dict(legendgroup=method, line_color=colours[method])
+        figure.add_trace(
+            go.Scatter(
+                x=run["step"],
+                y=run["train_loss"],
+                mode="lines",
+                name=method,
+                showlegend=first,
+                hovertemplate=f"{method}, seed {seed}, step %{{x}}: loss %{{y:.3f}}<extra></extra>",
+                **style,
+            )
+        )
         dev = run.dropna(subset=["dev_accuracy"])
         figure.add_trace(
             go.Scatter(
@@ -176,18 +195,31 @@ def training_curves(events: pd.DataFrame) -> go.Figure:
                 y=dev["dev_accuracy"],
                 mode="markers+lines",
                 yaxis="y2",
-                line=dict(dash="dot"),
-                name=f"{name} dev acc",
+                line_dash="dot",
+                name=f"{method} s{seed} dev acc",
+                showlegend=False,
                 customdata=dev.get("dev_log_likelihood"),  # what picks the kept weights by default
-                hovertemplate="step %{x}: dev accuracy %{y:.1%}, log-likelihood %{customdata:.3f}",
+                hovertemplate=f"{method}, seed {seed}, step %{{x}}: dev accuracy %{{y:.1%}}, log-likelihood "
+                "%{customdata:.3f}<extra></extra>",
+                **style,
             )
         )
     figure.update_layout(
-        title="Training loss and dev accuracy",
+        title="Training loss (lines) and dev accuracy (dotted)",
         xaxis_title="step",
         yaxis=dict(title="train loss"),
-        yaxis2=dict(title="dev accuracy", overlaying="y", side="right", range=[0, 1]),
-        height=380,
+        yaxis2=dict(
+            title="dev accuracy",
+            overlaying="y",
+            side="right",
+            range=[0, 1],
+            tickmode="linear",
+            dtick=0.2,
+            tickformat=".0%",
+            showgrid=False,
+        ),
+        legend=dict(orientation="h", x=0, xanchor="left", y=-0.2, yanchor="top"),
+        height=420,
         margin=dict(l=10, r=10, t=40, b=10),
     )
     return figure

@@ -208,3 +208,27 @@ def test_bad_input_is_one_sentence(tiny_causal, tiny_task, patterns, words, chan
 def test_bad_settings_are_one_sentence(changes, message):
     with pytest.raises(PeftlabError, match=message):
         PETConfig(**changes)
+
+
+def test_a_distilled_classifier_that_gives_every_text_one_label_gets_a_warning():
+    """5 distillation steps gave a classifier at 50.0 % (every text 'positive') beside an ensemble at 75-90 %, and
+    the tab said nothing."""
+    from types import SimpleNamespace
+
+    from peftlab.ui.pet_tab import one_label_notes
+
+    row = SimpleNamespace
+    result = SimpleNamespace(
+        seed=21,
+        rows=[
+            row(method="pet ensemble", predictions=[1, 1, 1]),  # an ensemble's vote is not a trained classifier
+            row(method="pet", predictions=[1, 1, 1]),
+            row(method="ipet", predictions=[0, 1, 1]),
+        ],
+    )
+    assert one_label_notes(result, ["negative", "positive"], 5) == [
+        "Seed 21: PET's classifier gave every test text the label 'positive': it learned nothing from the soft "
+        "labels in 5 distillation steps; give it more (the default is 60)."
+    ]
+    result.rows[2].predictions = [0, 0, 0]
+    assert one_label_notes(result, ["negative", "positive"], 5)[1].startswith("Seed 21: iPET's classifier")

@@ -144,6 +144,8 @@ def test_readable_tables_show_fractions_in_percent_and_round_the_rest():
             "dev acc": [0.5, 1.0],
             "macro_f1": [0.84444444, 0.7],
             "trainable_params": [116736, 0],
+            "seed": [12345, 13],
+            "steps": [30, 3],
             "accurate_words": [1.23456, 2.0],  # "accurate" is not one of the fraction words
             "learning_rate": [0.0003, 12345.6],
         }
@@ -155,7 +157,9 @@ def test_readable_tables_show_fractions_in_percent_and_round_the_rest():
         "trainable_share": ["0.00856%", "0.0%"],
         "dev acc": ["50.0%", "100.0%"],
         "macro_f1": ["0.844", "0.7"],
-        "trainable_params": [116736, 0],
+        "trainable_params": ["116,736", "0"],  # it showed 116736 beside a peak memory of 3,846 MB
+        "seed": [12345, 13],
+        "steps": [30, 3],
         "accurate_words": ["1.235", "2"],
         "learning_rate": ["0.0003", "12,345.6"],
     }
@@ -297,3 +301,17 @@ def test_a_press_is_checked_before_it_waits_in_the_queue_and_stop_reaches_it_the
     )
     assert stop(Request()) == "Nothing to stop: PET is not running."  # the stopped press is gone
     SESSIONS.close(Request.session_hash)
+
+
+def test_time_left_starts_from_the_estimate_and_moves_to_the_measured_pace():
+    """Soft prompts said "0/9 runs finished, about 18 min left (estimated 6 min in all)": the first run's loading and
+    warm-up, extrapolated. Early on the estimate leads; the measured pace takes over as the job goes."""
+    import time
+
+    from peftlab.ui.display import time_left
+
+    # 10 % done in 120 s of a 6-minute estimate: 0.9 x 324 s (estimate) + 0.1 x 1080 s (pace) = 399.6 s
+    assert time_left(time.perf_counter() - 120, 0.1, 360) == ", about 7 min left"
+    # 90 % done in 540 s: 0.1 x 36 s + 0.9 x 60 s = 57.6 s
+    assert time_left(time.perf_counter() - 540, 0.9, 360) == ", about 58 s left"
+    assert time_left(time.perf_counter(), 0.0, 360) == ""

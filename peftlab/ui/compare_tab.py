@@ -209,7 +209,7 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
                 progress((item.step - 1) / item.runs, desc=f"{item.method}{seed}")
                 yield (
                     f"{expected}. Run {item.step}/{item.runs}: {item.method}{seed}"
-                    + f"{time_left(clock, sum(shares[: item.step - 1]))}...",
+                    + f"{time_left(clock, sum(shares[: item.step - 1]), sum(costs.values()))}...",
                     _table(rows),
                 )
             elif isinstance(item, ResultRow):

@@ -12,14 +12,18 @@ PERCENT_WORDS = ("accuracy", "acc", "confidence", "share", "right")  # a column 
 def readable(frame: pd.DataFrame) -> pd.DataFrame:
     """A table as people read it (the downloads keep full precision): fractions in percent, with one decimal, or
     three significant digits for shares below 0.1 % (LoRA's 0.00857 %); other floats with at most 3 decimals and no
-    trailing zeros (1, 0.844, 12,345.6), or 3 significant digits below 0.01 (a learning rate of 0.0003); empty cells
-    blank.
+    trailing zeros (1, 0.844, 12,345.6), or 3 significant digits below 0.01 (a learning rate of 0.0003); whole numbers
+    of 10,000 or more (not seeds) with thousands separators (460,800 trainable parameters); empty cells blank.
 
     A fraction column is a float column whose name holds one of PERCENT_WORDS as a word ("test_accuracy", "dev acc",
     "trainable_share").
     """
     shown = frame.copy()
     for column in shown.columns:
+        # counts of 10,000 or more get separators; a seed is a name, and short counts (steps, K) stay numbers, which
+        # the table sorts as numbers
+        if pd.api.types.is_integer_dtype(shown[column]) and column != "seed" and shown[column].abs().max() >= 10_000:
+            shown[column] = shown[column].map("{:,}".format)
         if not pd.api.types.is_float_dtype(shown[column]):
             continue
         words = str(column).lower().replace("_", " ").replace("-", " ").split()
@@ -53,9 +57,16 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def time_left(started: float, fraction: float) -> str:
-    """', about 4 min left' from the wall time since `started` (time.perf_counter) and the fraction done; '' at 0."""
+def time_left(started: float, fraction: float, expected: float) -> str:
+    """', about 4 min left', when `fraction` of a job estimated at `expected` seconds is done, `started` at a
+    time.perf_counter(); '' at 0.
+
+    What is left is the estimate's share of it, blended into the measured pace (the wall time so far over the fraction
+    done) by that fraction: the first fraction holds loading and warm-up, and the pace alone said "0/9 runs finished,
+    about 18 min left (estimated 6 min in all)" in a run that took 6.5.
+    """
     if fraction <= 0:
         return ""
-    elapsed = time.perf_counter() - started
-    return f", about {duration(elapsed * (1 - fraction) / fraction)} left"
+    measured = (time.perf_counter() - started) * (1 - fraction) / fraction
+    estimated = expected * (1 - fraction)
+    return f", about {duration((1 - fraction) * estimated + fraction * measured)} left"

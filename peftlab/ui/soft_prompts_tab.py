@@ -90,6 +90,11 @@ def _prepare(form: dict):
     return task, setup, config_from_form(TrainSettings, form)
 
 
+def _finished(rows: list[dict]) -> int:
+    """Trained runs that ran all their steps: a stopped run's row ("stopped at step 7 of 30") is not one of them."""
+    return sum(row["method"] != "zero-shot" and row["status"] == "done" for row in rows)
+
+
 def _trained(request) -> dict:
     """The session's trained (or loaded) methods, by name."""
     return SESSIONS.get(request).values.setdefault("trained", {})
@@ -138,8 +143,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
     def outputs(files=(None, None)):
         results = results_frame(rows)
         summary = summarize(results)
-        finished = max(len(rows) - 1, 0)
-        left = time_left(started, done / total_runs) if finished < total_runs and not files[0] else ""
+        finished = _finished(rows)
+        left = time_left(started, done / total_runs, expected) if finished < total_runs and not files[0] else ""
         status = f"{finished}/{total_runs} runs finished{left} (estimated {duration(expected)} in all)."
         status += "".join(f"\n\n⚠️ {n}" for n in notes)
         return (
@@ -308,8 +313,8 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
             summary = _sweep_summary(rows, setting)
             zero_shot = float(rows[0]["test_accuracy"])
             plot = sweep_curve(summary, setting, zero_shot) if len(summary) else None
-            finished = len(rows) - 1
-            left = time_left(started, finished / total) if finished < total else ""
+            finished = _finished(rows)
+            left = time_left(started, finished / total, expected) if finished < total else ""
             status = f"{finished}/{total} runs finished{left} (estimated {duration(expected)} in all)."
             if stop.is_set():
                 status += f" {stopped_note(stop)} The stopped run's best weights so far are in the last row."
