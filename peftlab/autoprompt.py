@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from peftlab.cloze import PaddedBatch, label_log_probs, score_query_lists, word_scores, words_to_label_log_probs
-from peftlab.config import Config, scored_texts_setting, setting
+from peftlab.config import Config, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, mean_gold_log_prob
 from peftlab.models import LM, capture_head_inputs
@@ -78,7 +78,7 @@ class AutoPromptConfig(Config):
     init_token: str | None = setting(
         None, "initial trigger word; default mask token (MLM) or 'the'", label="initial trigger"
     )
-    seed: int = setting(13, "seed for data sampling and slot order")
+    seed: int = seed_setting(13, "seed for data sampling and slot order")
     test_limit: int | None = scored_texts_setting("test texts scored with and without the trigger")
 
     def check_settings(self):

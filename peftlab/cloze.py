@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from peftlab.config import Config, scored_texts_setting, setting
+from peftlab.config import Config, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, confusion_matrix, macro_f1
 from peftlab.models import LM
@@ -385,7 +385,7 @@ class ClozeConfig(Config):
     shots_in_context: int = setting(
         0, "labelled training examples put in front of each input", minimum=0, label="demonstrations in context"
     )
-    seed: int = setting(13, "seed for picking the demonstrations", label="seed (demonstrations)")
+    seed: int = seed_setting(13, "seed for picking the demonstrations", label="seed (demonstrations)")
     limit: int | None = scored_texts_setting("test texts to score", label="test texts to evaluate")
     batch_size: int = setting(32, "texts per forward pass", minimum=1)
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from peftlab.backends import run_on
 from peftlab.cloze import ClozeSetup, evaluate
-from peftlab.config import Config, parse_list, scored_texts_setting, setting
+from peftlab.config import Config, parse_list, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, MethodConfig, method_config
 from peftlab.models import LM
@@ -52,7 +52,7 @@ class GridConfig(Config):
         label="K per class",
         cap="shots",
     )
-    seeds: tuple[int, ...] = setting(DEFAULT_SEEDS[:3], "seeds, comma-separated: each draws its own K examples")
+    seeds: tuple[int, ...] = seed_setting(DEFAULT_SEEDS[:3], "seeds, comma-separated: each draws its own K examples")
     test_limit: int | None = scored_texts_setting("test texts every run is scored on")
 
 
@@ -64,7 +64,7 @@ class SweepConfig(Config):
     varied: str = setting("num_virtual_tokens", "the numeric setting to vary", flag="setting", label="setting")
     values: str = setting("1,5,20,50,100", "comma-separated values of the setting", label="values (comma-separated)")
     shots: int = setting(16, "K, labelled examples per class", minimum=1, cap="shots", label="K per class")
-    seeds: tuple[int, ...] = setting(DEFAULT_SEEDS[:1], "seeds, comma-separated")
+    seeds: tuple[int, ...] = seed_setting(DEFAULT_SEEDS[:1], "seeds, comma-separated")
     test_limit: int | None = scored_texts_setting("test texts every run is scored on")
 
 

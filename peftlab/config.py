@@ -174,9 +174,20 @@ def counted(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+# Seeds go to torch (64 bits), numpy's default_rng (0 or more: a seed of -5 broke iPET) and numpy's legacy seeding
+# (32 bits, transformers.set_seed): every seed is a whole number these all take.
+MAX_SEED = 2**32 - 1
+
+
+def seed_setting(default: Any, help: str, **kwargs) -> Any:
+    """A `setting` for a seed or a list of seeds: whole numbers from 0 to MAX_SEED (10**20 failed in torch with
+    "Overflow when unpacking long long")."""
+    return setting(default, help, minimum=0, maximum=MAX_SEED, **kwargs)
+
+
 def at_least(low: float) -> str:
     """A lower bound in words, as every message says it: "0 or more", "at least 1"."""
-    return "0 or more" if low == 0 else f"at least {low:g}"
+    return "0 or more" if low == 0 else f"at least {typed_number(low)}"
 
 
 def requirement_of(item: dataclasses.Field, kind: type) -> str:
@@ -189,15 +200,15 @@ def requirement_of(item: dataclasses.Field, kind: type) -> str:
     number = "a whole number" if kind is int else "a number"
     low, high, above = meta.get("minimum"), meta.get("maximum"), meta.get("above")
     if low is not None and high is not None:
-        return f"{number} from {low:g} to {high:g}"
+        return f"{number} from {typed_number(low)} to {typed_number(high)}"
     if above is not None and high is not None:
-        return f"{number} above {above:g} and at most {high:g}"
+        return f"{number} above {typed_number(above)} and at most {typed_number(high)}"
     if low is not None:
         return at_least(low)
     if above is not None:
-        return f"above {above:g}"
+        return f"above {typed_number(above)}"
     if high is not None:
-        return f"at most {high:g}"
+        return f"at most {typed_number(high)}"
     return number if kind in (int, float) else {str: "text", bool: "true or false"}.get(kind, kind.__name__)
 
 
@@ -221,14 +232,18 @@ def _check_field(config: Config, item: dataclasses.Field, hint) -> None:
         return
     if not _has_type(value, kind):
         raise SettingError(config.field_subject(item), item, _type_words(kind), value)
-    broken = (
-        (meta.get("choices") is not None and value not in meta["choices"])
-        or (meta.get("minimum") is not None and value < meta["minimum"])
-        or (meta.get("above") is not None and not value > meta["above"])
-        or (meta.get("maximum") is not None and value > meta["maximum"])
-    )
-    if broken:
-        raise SettingError(config.field_subject(item), item, requirement_of(item, kind), value)
+    for entry in value if kind is tuple else [value]:  # a list's bounds hold for each of its entries
+        broken = (
+            (meta.get("choices") is not None and value not in meta["choices"])
+            or (meta.get("minimum") is not None and entry < meta["minimum"])
+            or (meta.get("above") is not None and not entry > meta["above"])
+            or (meta.get("maximum") is not None and entry > meta["maximum"])
+        )
+        if broken:
+            requirement = requirement_of(item, _item_type(hint) if kind is tuple else kind)
+            if kind is tuple:
+                requirement = requirement.replace("a whole number", "whole numbers").replace("a number", "numbers")
+            raise SettingError(config.field_subject(item), item, requirement, entry)
     if kind is tuple:  # seeds, methods, K values: a repeat runs the same thing twice and weighs it double in a mean
         repeated = next((entry for i, entry in enumerate(value) if entry in value[:i]), None)
         if repeated is not None:

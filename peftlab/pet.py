@@ -42,7 +42,7 @@ import torch
 
 from peftlab.backends import Failed, run_here
 from peftlab.cloze import ClozeSetup, label_log_probs
-from peftlab.config import Config, scored_texts_setting, setting
+from peftlab.config import Config, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.methods import SequenceClassifierMethod, method_config
 from peftlab.models import LM, autocast_for
@@ -72,7 +72,7 @@ class PETConfig(Config):
     shots: int = setting(
         16, "K, labelled examples per class (as many again for dev)", minimum=1, cap="shots", label="K per class"
     )
-    seeds: tuple[int, ...] = setting(DEFAULT_SEEDS[:3], "seeds, comma-separated: each draws its own K examples")
+    seeds: tuple[int, ...] = seed_setting(DEFAULT_SEEDS[:3], "seeds, comma-separated: each draws its own K examples")
     unlabelled: int = setting(
         1000, "unlabelled texts the ensemble labels (from the training pool)", minimum=1, cap="unlabelled"
     )

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from peftlab.config import Config, scored_texts_setting, setting
+from peftlab.config import Config, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, method_config
 from peftlab.tasks import DEFAULT_SEEDS
@@ -43,7 +43,7 @@ class TuneConfig(Config):
         "asha", "asha stops trials that trail the others at a dev evaluation; fifo runs every trial", choices=SCHEDULERS
     )
     shots: int = setting(16, "K, labelled examples per class (as many again for dev)", minimum=1, label="K per class")
-    seeds: tuple[int, ...] = setting(
+    seeds: tuple[int, ...] = seed_setting(
         DEFAULT_SEEDS[:3], "seeds the best settings and the defaults are trained on; trials use the first"
     )
     trial_threads: int = setting(1, "CPUs (torch threads) of each trial", minimum=1)

@@ -28,7 +28,7 @@ from peftlab.autoprompt import AutoPromptConfig, AutoPromptResult, autoprompt_ru
 from peftlab.backends import run_on
 from peftlab.cloze import ClozeSetup, evaluate, label_log_probs
 from peftlab.compare import GridRow, PlannedRun, train_and_score
-from peftlab.config import Config, scored_texts_setting, setting
+from peftlab.config import Config, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, method_config
 from peftlab.models import LM, autocast_for
@@ -62,7 +62,7 @@ class StandardConfig(Config):
     shots: int = setting(
         16, "K, labelled examples per class (as many again for dev)", minimum=1, cap="shots", label="K per class"
     )
-    seeds: tuple[int, ...] = setting(DEFAULT_SEEDS[:3], "seeds, comma-separated: each draws its own K examples")
+    seeds: tuple[int, ...] = seed_setting(DEFAULT_SEEDS[:3], "seeds, comma-separated: each draws its own K examples")
     test_limit: int | None = scored_texts_setting("test texts every method is scored on")
     demonstrations_per_class: int = setting(
         2, "in-context demonstrations of each class, from the K examples", minimum=1

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from peftlab.cloze import ClozeSetup, label_log_probs, word_scores, words_to_label_log_probs
-from peftlab.config import Config, setting
+from peftlab.config import Config, seed_setting, setting
 from peftlab.methods import MethodConfig
 from peftlab.metrics import accuracy, macro_f1, mean_gold_log_prob
 from peftlab.models import LM, autocast_for
@@ -39,7 +39,7 @@ class TrainSettings(Config):
     batch_size: int = setting(8, "training examples per step", minimum=1)
     eval_every: int = setting(10, "steps between dev evaluations", minimum=1)
     patience: int = setting(3, "dev evaluations without improvement before stopping early", minimum=1)
-    seed: int = setting(13, "seed for initialisation and batch order (a grid sets it per run)", cli=False)
+    seed: int = seed_setting(13, "seed for initialisation and batch order (a grid sets it per run)", cli=False)
     select_by: str = setting(
         "log-likelihood",
         "dev score that picks the kept weights and stops early: log-likelihood (the gold label's "

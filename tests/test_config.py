@@ -14,7 +14,7 @@ from peftlab.autoprompt import AutoPromptConfig
 from peftlab.backends import BackendConfig
 from peftlab.cloze import ClozeConfig
 from peftlab.compare import GridConfig, SweepConfig
-from peftlab.config import Config, _base_type, capitalised, label_of
+from peftlab.config import MAX_SEED, Config, _base_type, capitalised, label_of
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS
 from peftlab.pet import PETConfig
@@ -133,3 +133,42 @@ def test_a_list_setting_that_repeats_an_item_is_one_sentence():
     with pytest.raises(PeftlabError, match=r"^Methods to compare lists 'lora' twice; give each once\.$"):
         GridConfig(methods=("lora", "head", "lora"))
     assert PETConfig(seeds=(13, 21)).seeds == (13, 21)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        # -5 broke numpy's default_rng in iPET, 10**20 torch.manual_seed ("Overflow when unpacking long long")
+        (lambda: PETConfig(seeds=(13, -5)), "Seeds must be whole numbers from 0 to 4294967295, not -5."),
+        (
+            lambda: GridConfig(seeds=(10**20,)),
+            "Seeds must be whole numbers from 0 to 4294967295, not 100000000000000000000.",
+        ),
+        (lambda: PPOConfig(seed=-1), "PPO seed must be a whole number from 0 to 4294967295, not -1."),
+    ],
+)
+def test_every_seed_is_one_every_random_generator_takes(make, message):
+    with pytest.raises(PeftlabError) as raised:
+        make()
+    assert str(raised.value) == message
+    PETConfig(seeds=(0, MAX_SEED))  # the bounds themselves are seeds
+
+
+def test_every_seed_setting_is_bounded():
+    """Each config's seed or seeds field carries the bounds (a new config's seed made with plain `setting` fails)."""
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    import peftlab.cli  # noqa: F401 - imports every module that defines a config
+
+    seeds = [
+        (cls.__name__, item)
+        for cls in set(subclasses(Config))
+        for item in dataclasses.fields(cls)
+        if item.name in ("seed", "seeds") and item.metadata.get("help")
+    ]
+    assert len(seeds) >= 12
+    assert all((item.metadata["minimum"], item.metadata["maximum"]) == (0, MAX_SEED) for _, item in seeds), seeds

@@ -30,7 +30,7 @@ from typing import ClassVar
 
 import torch
 
-from peftlab.config import Config, setting
+from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import autocast_dtype
 from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
@@ -54,7 +54,7 @@ class DPOConfig(Config):
         0.1, "strength of the implicit KL penalty to the SFT model (the paper: 0.1 to 0.5)", above=0, label="β"
     )
     lora_r: int = setting(16, "LoRA rank", minimum=1, label="LoRA rank")
-    seed: int = setting(0, "seed for the adapter's initialisation and the batch order")
+    seed: int = seed_setting(0, "seed for the adapter's initialisation and the batch order")
 
 
 @dataclass(kw_only=True)

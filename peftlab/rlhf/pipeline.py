@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from peftlab.config import Config, setting
+from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import LM
 from peftlab.rlhf.data import Comparison, Demonstration, embedded_review_data, load_comparisons, load_demonstrations
@@ -116,7 +116,7 @@ class PipelineConfig(Config):
         label="evaluation samples per prompt",
     )
     max_new_tokens: int = setting(24, "longest sampled response", minimum=1)
-    seed: int = setting(0, "seed of every stage")
+    seed: int = seed_setting(0, "seed of every stage")
     route: str = setting("ppo", "ppo (a reward model, then PPO), dpo (DPO on the comparisons) or both", choices=ROUTES)
     sft: SFTConfig = field(default_factory=SFTConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)

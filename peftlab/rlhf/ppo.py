@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import torch
 
-from peftlab.config import Config, setting
+from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import loss_scaler
 from peftlab.rlhf.crossing import Crossing, arrived, is_lora, load_trainable_state, sft_result_of, trainable_state
@@ -90,7 +90,7 @@ class PPOConfig(Config):
     temperature: float = setting(1.0, "sampling temperature (must be 1 for an unbiased KL)", cli=False)
     top_k: int = setting(0, "top-k sampling (must be 0, off)", cli=False)
     top_p: float = setting(1.0, "nucleus sampling (must be 1, off)", cli=False)
-    seed: int = setting(0, "seed for prompts and samples")
+    seed: int = seed_setting(0, "seed for prompts and samples")
 
     def check_settings(self):
         if self.minibatch_size > self.batch_size:

@@ -26,7 +26,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from peftlab.config import Config, setting
+from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import autocast_for
 from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
@@ -57,7 +57,7 @@ class RewardConfig(Config):
     batch_size: int = setting(4, "ranked prompts per step, each with all its comparisons", minimum=1)
     learning_rate: float = setting(3e-3, "Adam learning rate", above=0)
     eval_every: int = setting(25, "steps between held-out evaluations", minimum=1)
-    seed: int = setting(0, "seed for batches")
+    seed: int = seed_setting(0, "seed for batches")
 
 
 class RewardModel(torch.nn.Module):

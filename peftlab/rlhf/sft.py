@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import torch
 
-from peftlab.config import Config, setting
+from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import LM, check_width
 from peftlab.rlhf.crossing import Crossing, load_trainable_state, remember_sft, trainable_state
@@ -43,7 +43,7 @@ class SFTConfig(Config):
     lora_r: int = setting(16, "LoRA rank", minimum=1, label="LoRA rank")
     max_response_tokens: int = setting(48, "longest response trained on (longer ones are cut)", minimum=1)
     sample_every: int = setting(20, "steps between sample generations shown while training", minimum=1)
-    seed: int = setting(0, "seed for batches and samples")
+    seed: int = seed_setting(0, "seed for batches and samples")
 
 
 @dataclass(kw_only=True)

@@ -56,7 +56,8 @@ def named_bounds(component: gr.Number | gr.Slider) -> gr.Number | gr.Slider:
                 )
             if component.maximum is not None and payload > component.maximum:
                 raise gr.Error(
-                    f"{component.label} must be at most {component.maximum:g}, not {typed}.", print_exception=False
+                    f"{component.label} must be at most {typed_number(component.maximum)}, not {typed}.",
+                    print_exception=False,
                 )
         return preprocess(payload)
 
