@@ -407,30 +407,31 @@ def test_soft_prompts_bad_input_is_one_sentence(client, changes, message):
 # ------------------------------------------------------------------ the PET tab
 
 
+PET_FORM = dict(  # /pet's inputs in the tab's order: two rt-sentiment patterns, a seed, 2 shots, 8 unlabelled texts
+    **SOURCE,
+    patterns="Review: {text}\nSentiment:{mask}\n---\n{text} All in all, it was{mask}.",
+    verbalizer=VERBALIZER,
+    unlabelled_file=None,
+    shots=2,
+    seeds="13",
+    unlabelled=8,
+    ipet_generations=0,
+    test_limit=10,
+    method="lora",
+    temperature=2.0,
+    weighting="train-accuracy",
+    distil_steps=2,
+    distil_lora=True,
+    growth=5.0,
+    ipet_share=0.25,
+    lm_loss_weight=0.0,
+    steps=2,
+)
+
+
 def pet_args(**changes) -> list:
-    """/pet's inputs in the tab's order: two rt-sentiment patterns, a seed, 2 shots, 8 unlabelled texts, 2 steps."""
-    values = dict(
-        **SOURCE,
-        patterns="Review: {text}\nSentiment:{mask}\n---\n{text} All in all, it was{mask}.",
-        verbalizer=VERBALIZER,
-        unlabelled_file=None,
-        shots=2,
-        seeds="13",
-        unlabelled=8,
-        ipet_generations=0,
-        test_limit=10,
-        method="lora",
-        temperature=2.0,
-        weighting="train-accuracy",
-        distil_steps=2,
-        distil_lora=True,
-        growth=5.0,
-        ipet_share=0.25,
-        lm_loss_weight=0.0,
-        steps=2,
-    )
-    values.update(changes)
-    return list(values.values())
+    """/pet's inputs as a list, PET_FORM with `changes`."""
+    return list((PET_FORM | changes).values())
 
 
 def test_pet_tab_trains_every_pattern_distils_a_classifier_and_offers_it(client):

@@ -490,3 +490,39 @@ def test_the_errors_table_shows_gold_and_predicted_in_sight(chromium, browser, a
         page.screenshot(path=str(SCREENSHOTS / "cloze-errors-1280-light.png"))
     finally:
         page.close()
+
+
+def test_a_refused_press_is_told_at_once_and_a_page_with_finished_work_asks_before_it_is_left(
+    chromium, browser, app_url
+):
+    """A PET press with K 0 was refused only when its turn in the queue came (after 6 minutes behind another
+    visitor); now at once, with the job's "Error" badge on its status line. A reload ended the session and lost its
+    trained models without a word; now, once a job has finished on the page, the browser asks first."""
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.type), dialog.accept()))
+    try:
+        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
+        page.get_by_role("tab", name="PET").click()
+        pet = page.locator("#tab-pet")
+        enter(pet.get_by_label("K per class"), "0")
+        pet.get_by_role("button", name="Run PET").click()
+        expect(page.get_by_text("K per class must be at least 1, not 0.").first).to_be_visible(timeout=10_000)
+        expect(pet.locator(".status-line").get_by_text("Error", exact=True)).to_have_count(1)
+        page.reload(wait_until="domcontentloaded")
+        assert dialogs == []  # nothing finished yet: nothing to lose
+
+        page.get_by_role("tab", name="Cloze").click()
+        cloze = page.locator("#tab-cloze")
+        enter(cloze.get_by_label("Test texts to evaluate"), "4")
+        cloze.get_by_role("button", name="Evaluate on the test split").click()
+        expect(cloze.get_by_text(re.compile(r"Accuracy \d+(\.\d)?%"))).to_be_visible(
+            timeout=FIRST_CALL_TIMEOUT_S * 1000
+        )
+        page.reload(wait_until="domcontentloaded")
+        assert dialogs == ["beforeunload"]
+    finally:
+        page.close()

@@ -241,32 +241,6 @@ def _event(app, api_name: str):
     return next(fn for fn in app.fns.values() if fn.api_name == api_name)
 
 
-PET_FORM = dict(
-    model="smollm2-135m",
-    task="rt-sentiment",
-    upload=None,
-    text_column="text",
-    label_column="label",
-    patterns="Review: {text}\nSentiment:{mask}\n---\n{text} All in all, it was{mask}.",
-    verbalizer="negative: negative\npositive: positive",
-    unlabelled_file=None,
-    shots=2,
-    seeds="13",
-    unlabelled=8,
-    ipet_generations=0,
-    test_limit=10,
-    method="lora",
-    temperature=2.0,
-    weighting="train-accuracy",
-    distil_steps=2,
-    distil_lora=True,
-    growth=5.0,
-    ipet_share=0.25,
-    lm_loss_weight=0.0,
-    steps=2,
-)
-
-
 def test_a_press_is_checked_before_it_waits_in_the_queue_and_stop_reaches_it_there():
     """A visitor behind a 6-minute job typed K 0 into PET and heard of it after the wait; pressing Stop meanwhile
     said "Nothing to stop: PET is not running." and the job ran 4 minutes later. A press of a heavy job's button now
@@ -279,6 +253,7 @@ def test_a_press_is_checked_before_it_waits_in_the_queue_and_stop_reaches_it_the
     from peftlab.ui.common import stop_handler
     from peftlab.ui.pet_tab import run_pet
     from peftlab.ui.sessions import SESSIONS
+    from tests.test_app import PET_FORM
 
     class Request:
         session_hash = "queued-visitor"

@@ -7,7 +7,7 @@ import gradio as gr
 from peftlab.serving import current_caps, public_mode
 from peftlab.ui.autoprompt_tab import build_autoprompt_tab
 from peftlab.ui.cloze_tab import build_cloze_tab
-from peftlab.ui.common import STATUS_LINE
+from peftlab.ui.common import LEAVE_GUARD, STATUS_LINE
 from peftlab.ui.compare_tab import build_compare_tab
 from peftlab.ui.pet_tab import build_pet_tab
 from peftlab.ui.rlhf_tab import build_rlhf_tab
@@ -36,8 +36,9 @@ DELETE_CACHE = (600, 3600)
 
 
 def launch_options() -> dict:
-    """What `launch()` needs besides host and port: the upload size limit of the current caps, and the app's CSS."""
-    return dict(max_file_size=int(current_caps().upload_mb * 2**20), css=CSS)
+    """What `launch()` needs besides host and port: the upload size limit of the current caps, the app's CSS, and
+    the script that asks before a page with finished work is left (`common.LEAVE_GUARD`)."""
+    return dict(max_file_size=int(current_caps().upload_mb * 2**20), css=CSS, head=LEAVE_GUARD)
 
 
 def build_app() -> gr.Blocks:

@@ -71,23 +71,39 @@ def heavy_job(
     "400 Bad Request", without the sentence.
     """
 
-    def look(request: gr.Request, *args, **form) -> None:
+    # a refusal's "Error" badge goes where the job's own would, on its status line (the toast fades)
+    status = [c for c in event["outputs"] if STATUS_LINE in (getattr(c, "elem_classes", None) or [])][:1]
+
+    def look(request: gr.Request, *args, **form):
         if checks is not None:
             checks(form)
         if kind is not None:
             SESSIONS.get(request).queue_job(kind)
+        return gr.skip() if status else None
 
     looked = button.click(
         user_errors(look),
         event.get("inputs"),
-        None,
+        status,
         inputs_kwargs=event.get("inputs_kwargs"),
         api_name=f"{event['api_name']}_check",
         api_visibility="private",
         show_progress="hidden",
         **INSTANT,
     )
-    return looked.success(fn, **event, **heavy())
+    job = looked.success(fn, **event, **heavy())
+    job.success(None, js=WORK_DONE)  # the page now asks before it is left (LEAVE_GUARD)
+    return job
+
+
+# What a visitor finished lives in their session, which a reload or a closed tab ends (`sessions`): once a heavy job
+# has finished on the page, the browser asks before leaving it. Launch's `head`; `heavy_job` sets the flag.
+LEAVE_GUARD = """<script>
+window.addEventListener("beforeunload", (event) => {
+  if (window.peftlabWorkDone) { event.preventDefault(); event.returnValue = ""; }
+});
+</script>"""
+WORK_DONE = "() => { window.peftlabWorkDone = true; }"
 
 
 def left_queue(request: gr.Request | None, kind: str) -> None:
