@@ -129,12 +129,14 @@ def accuracy_vs_seconds(summary: pd.DataFrame) -> go.Figure:
 
 
 def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title: str) -> go.Figure:
+    """One point per method at its `x_column` (log x); a method at 0 there (zero-shot trains nothing) is a dashed
+    line at its accuracy, labelled at the left: a log axis has no 0, and a point drawn at 1 read as one parameter."""
     figure = go.Figure()
-    for _, row in summary.iterrows():
-        x = max(row[x_column], 1)  # zero-shot trains nothing: drawn at 1 on the log axis
+    placed = summary[summary[x_column] > 0]
+    for _, row in placed.iterrows():
         figure.add_trace(
             go.Scatter(
-                x=[x],
+                x=[row[x_column]],
                 y=[row["accuracy_mean"]],
                 error_y=dict(type="data", array=[row["accuracy_std"]]),
                 mode="markers+text",
@@ -144,8 +146,16 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
                 marker=dict(size=12),
             )
         )
+    for _, row in summary[summary[x_column] <= 0].iterrows():
+        figure.add_hline(
+            y=row["accuracy_mean"],
+            line_dash="dash",
+            line_color="gray",
+            annotation_text=f"{row['method']} (0 {x_title})",
+            annotation_position="top left",
+        )
     # Room around the points for their labels (above each) and error bars: plotly's autorange clips both.
-    log_x = np.log10(np.maximum(summary[x_column].to_numpy(dtype=float), 1))
+    log_x = np.log10(placed[x_column].to_numpy(dtype=float)) if len(placed) else np.zeros(1)
     low = (summary["accuracy_mean"] - summary["accuracy_std"].fillna(0)).min()
     high = (summary["accuracy_mean"] + summary["accuracy_std"].fillna(0)).max()
     bottom, top = max(low - 0.05, 0), min(high + 0.08, 1.1)

@@ -37,3 +37,20 @@ def test_the_score_kl_frontier_leaves_room_for_every_label():
     # KL from 0 to 2.5: 0.3 on each side; scores 0.12 to 0.51: 0.078 below, twice that above
     assert figure.layout.xaxis.range == (-0.3, 2.8)
     assert figure.layout.yaxis.range[0] == pytest.approx(0.042) and figure.layout.yaxis.range[1] == pytest.approx(0.666)
+
+
+def test_a_method_that_trains_nothing_is_a_line_not_a_point_at_one_parameter():
+    """Zero-shot was drawn at x = 1 on the log axis of trainable parameters, which read as one parameter."""
+    summary = pd.DataFrame(
+        {
+            "method": ["zero-shot", "lora"],
+            "accuracy_mean": [0.765, 0.805],
+            "accuracy_std": [0.0, 0.01],
+            "trainable_params": [0, 460_800],
+        }
+    )
+    figure = accuracy_vs_parameters(summary)
+    assert [list(trace.x) for trace in figure.data] == [[460_800]]
+    (line,) = figure.layout.shapes
+    assert (line.y0, line.y1, line.line.dash) == (0.765, 0.765, "dash")
+    assert figure.layout.annotations[0].text == "zero-shot (0 trainable parameters)"
