@@ -58,9 +58,11 @@ class Session:
         return self.path("-".join([*parts, datetime.date.today().isoformat()]) + f".{suffix}")
 
     def queue_job(self, kind: str) -> None:
-        """Note a job of `kind` that was pressed and now waits in the queue, so Stop can stop it before it starts."""
+        """Note a job of `kind` that was pressed and now waits in the queue, so Stop can stop it before it starts.
+        Not while one of `kind` runs: the page drops a press whose job is still going, so none would wait."""
         with self._lock:
-            self._queued[kind] = JobStop()
+            if kind not in self._stops:
+                self._queued[kind] = JobStop()
 
     def leave_queue(self, kind: str) -> JobStop | None:
         """The queued job of `kind` starts: its flag (set when Stop was pressed while it waited), or None."""
