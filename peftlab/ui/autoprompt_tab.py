@@ -57,7 +57,7 @@ def _plot(history: pd.DataFrame):
 
 def search_inputs(form: dict):
     """The task and search config of the form; a PeftlabError for any input the search would refuse before the
-    model loads (also checked as the button is pressed, `heavy`)."""
+    model loads (also checked as the button is pressed, `heavy_job`)."""
     current_caps().check_model(form["model"])
     task = task_from_form(form)
     config = config_from_form(AutoPromptConfig, form)

@@ -64,7 +64,7 @@ def classify(**form):
 
 def evaluation_inputs(form: dict):
     """The task and cloze config of the form; a PeftlabError for any input refused before the model loads (also
-    checked as the button is pressed, `heavy`)."""
+    checked as the button is pressed, `heavy_job`)."""
     current_caps().check_model(form["model"])
     task = task_from_form(form)
     config = config_from_form(ClozeConfig, form)

@@ -170,7 +170,7 @@ def _rlhf_comparison(task: str, model: str, rows: list[ResultRow], request: gr.R
 
 def standard_inputs(form: dict):
     """The task, standard-comparison config and training settings of the form; a PeftlabError for any input refused
-    before the models load (also checked as the button is pressed, `heavy`)."""
+    before the models load (also checked as the button is pressed, `heavy_job`)."""
     current_caps().check_model(form["model"])
     task = task_from_form(form)
     config = config_from_form(StandardConfig, form)

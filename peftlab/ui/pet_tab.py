@@ -125,7 +125,7 @@ def suggest_patterns(task_name, upload, text_column, label_column):
 
 def pet_inputs(form: dict):
     """The task, pattern prompts, PET config, training settings and uploaded unlabelled texts (or None) of the form;
-    a PeftlabError for any the run would refuse (also checked as the button is pressed, `heavy`)."""
+    a PeftlabError for any the run would refuse (also checked as the button is pressed, `heavy_job`)."""
     current_caps().check_model(form["model"])
     task = task_from_form(form)
     prompts = pattern_prompts(task, split_templates(form["patterns"]), [form["verbalizer"]])

@@ -111,7 +111,7 @@ def _kept(row: GridRow, lm):
 
 def grid_inputs(form: dict):
     """The task, cloze setup, training settings, grid and method configs of the comparison form; a PeftlabError for
-    any the run would refuse (also checked as the button is pressed, `heavy`)."""
+    any the run would refuse (also checked as the button is pressed, `heavy_job`)."""
     current_caps().check_model(form["model"])
     task, setup, settings = _prepare(form)
     grid = config_from_form(GridConfig, form)
@@ -272,7 +272,7 @@ def _sweep_summary(rows: list[dict], setting: str) -> pd.DataFrame:
 
 def sweep_inputs(form: dict):
     """The K, task, cloze setup, training settings, sweep config and values of the sweep form; a PeftlabError for any
-    the run would refuse (also checked as the button is pressed, `heavy`)."""
+    the run would refuse (also checked as the button is pressed, `heavy_job`)."""
     current_caps().check_model(form["model"])
     k = parse_list(form["shots"], int, "K per class")
     if len(k) != 1:
