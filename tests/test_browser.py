@@ -302,9 +302,12 @@ def test_compare_tab_runs_a_small_standard_comparison_and_shows_the_table_and_bo
         expect(tab.get_by_role("grid", name=re.compile("Results on other test splits"))).to_have_count(0)
         charts = tab.locator(".js-plotly-plot")
         expect(charts).to_have_count(2, timeout=30_000)
-        for chart in charts.all():
-            # One marker per method on each chart (scatter points are SVG paths in the g.points groups).
-            expect(chart.locator("g.points path")).to_have_count(len(keep), timeout=30_000)
+        table_values = comparison.table
+        for chart, x in zip(charts.all(), (table_values["trainable_params"], table_values["seconds_mean"])):
+            # One marker per method on each chart (scatter points are SVG paths in the g.points groups), but for a
+            # method at 0 there (zero-shot trains nothing): a dashed line at its accuracy, named in its label.
+            expect(chart.locator("g.points path")).to_have_count(int((x > 0).sum()), timeout=30_000)
+        expect(charts.first.get_by_text("zero-shot · mean (0 trainable parameters)")).to_have_count(1)
         charts.first.scroll_into_view_if_needed()
         screenshot = tmp_path / "compare.png"
         page.screenshot(path=str(screenshot), full_page=True)
