@@ -26,7 +26,6 @@ from peftlab.ui.common import (
     heavy_job,
     job,
     keep_results,
-    left_queue,
     load_model,
     model_and_task_inputs,
     on_task_change,
@@ -69,7 +68,6 @@ def search_inputs(form: dict):
 
 @user_errors
 def run_search(request: gr.Request, progress=gr.Progress(), **form):
-    left_queue(request, "autoprompt")
     task, config = search_inputs(form)
     verbalizer = form["verbalizer"]
     lm = load_model(form["model"])

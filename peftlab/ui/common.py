@@ -64,7 +64,7 @@ def heavy_job(
     other visitors' jobs: `checks(form)`, when given, gets the event's `inputs_kwargs` values by name and raises a
     PeftlabError for input the job would refuse, so its sentence shows at once (a K of 0 was refused after a 6-minute
     wait); with `kind` (the job's kind, as its Stop button names it) the session notes the job as queued, so Stop can
-    keep it from starting (`fn` then calls `left_queue(request, kind)` first). API clients call `fn` alone: it
+    keep it from starting. API clients call `fn` alone: it
     refuses the same input itself. Returns the job's event.
 
     Not gradio's `validator=`, which does the same before the queue: its refusal reaches an API client as a bare
@@ -91,7 +91,7 @@ def heavy_job(
         show_progress="hidden",
         **INSTANT,
     )
-    job = looked.success(fn, **event, **heavy())
+    job = looked.success(_unless_stopped_in_queue(fn, kind, len(event["outputs"])) if kind else fn, **event, **heavy())
     job.success(None, js=WORK_DONE)  # the page now asks before it is left (LEAVE_GUARD)
     return job
 
@@ -106,17 +106,33 @@ window.addEventListener("beforeunload", (event) => {
 WORK_DONE = "() => { window.peftlabWorkDone = true; }"
 
 
-def left_queue(request: gr.Request | None, kind: str) -> None:
-    """The first call of a job wired with `heavy_job(kind=kind)`: it has left the queue.
+def _unless_stopped_in_queue(fn, kind: str, outputs: int):
+    """`fn`, which first takes its job off the session's queue (`Session.leave_queue`): when its visitor pressed Stop
+    while it waited, it returns at once and leaves every output as it is (the status line says it will not start;
+    an error there read as if something had failed)."""
 
-    Raises:
-        PeftlabError: its visitor pressed Stop while it waited; nothing runs.
-    """
-    queued = SESSIONS.get(request).leave_queue(kind)
-    if queued is not None and queued.is_set():
-        raise PeftlabError(
-            f"Not started: {queued.reason} while it waited in the queue. Press the button again to start it."
-        )
+    def stopped(args, kwargs) -> bool:
+        request = next((a for a in (*args, *kwargs.values()) if hasattr(a, "session_hash")), None)  # gr.Request
+        queued = SESSIONS.get(request).leave_queue(kind)
+        return queued is not None and queued.is_set()
+
+    unchanged = [gr.skip()] * outputs if outputs > 1 else gr.skip()
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            if stopped(args, kwargs):
+                yield unchanged
+                return
+            yield from fn(*args, **kwargs)
+
+        return generator
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        return unchanged if stopped(args, kwargs) else fn(*args, **kwargs)
+
+    return call
 
 
 def light() -> dict:

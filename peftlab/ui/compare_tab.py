@@ -39,7 +39,6 @@ from peftlab.ui.common import (
     heavy_job,
     job,
     keep_results,
-    left_queue,
     light,
     load_model,
     model_and_task_inputs,
@@ -182,7 +181,6 @@ def standard_inputs(form: dict):
 
 @user_errors
 def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form):
-    left_queue(request, "standard")
     task, config, settings = standard_inputs(form)
     scoring_lm, training_lm = load_model(form["model"]), load_model(form["model"], dtype="fp32")
     yield "Measuring this machine's speed on one text and one training step...", _table([])

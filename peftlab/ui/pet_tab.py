@@ -28,7 +28,6 @@ from peftlab.ui.common import (
     intro,
     job,
     keep_results,
-    left_queue,
     load_model,
     model_and_task_inputs,
     on_task_change,
@@ -138,7 +137,6 @@ def pet_inputs(form: dict):
 
 @user_errors
 def run_pet(request: gr.Request, progress=gr.Progress(), **form):
-    left_queue(request, "pet")
     task, prompts, config, settings, unlabelled = pet_inputs(form)
     lm = load_model(form["model"], dtype="fp32")
     costs = measured_costs(lm, task, prompts[0].template.text, form["verbalizer"])

@@ -35,7 +35,6 @@ from peftlab.ui.common import (
     intro,
     job,
     keep_results,
-    left_queue,
     light,
     load_model,
     model_picker,
@@ -106,7 +105,6 @@ def _restore(session: RLHFSession, kept: RLHFSession) -> None:
 
 @user_errors
 def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
-    left_queue(request, JOB)
     config = config_from_form(SFTConfig, form, prefix="sft_", seed=int(form["seed"]))
     if form["comparisons"] and not form["demonstrations"]:
         raise PeftlabError("Uploaded comparisons need uploaded demonstrations too (SFT learns from them first).")
@@ -224,7 +222,6 @@ def _sampling_seconds(session: RLHFSession, max_new_tokens: int) -> float:
 
 @user_errors
 def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
-    left_queue(request, JOB)
     session = _session(request)
     session.need("sft")
     reward_config = config_from_form(RewardConfig, form, prefix="rm_", seed=int(form["seed"]))
@@ -285,7 +282,6 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
 
 @user_errors
 def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
-    left_queue(request, JOB)
     session = _session(request)
     session.need("reward")
     config = config_from_form(PPOConfig, form, prefix="ppo_", seed=int(form["seed"]))
@@ -331,7 +327,6 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
 
 @user_errors
 def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
-    left_queue(request, JOB)
     session = _session(request)
     config = config_from_form(DPOConfig, form, prefix="dpo_", seed=int(form["seed"]))
     session.need("sft")

@@ -46,7 +46,6 @@ from peftlab.ui.common import (
     intro,
     job,
     keep_results,
-    left_queue,
     light,
     load_model,
     model_and_task_inputs,
@@ -125,7 +124,6 @@ def grid_inputs(form: dict):
 
 @user_errors
 def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
-    left_queue(request, "soft-prompts")
     task, setup, settings, grid, configs = grid_inputs(form)
     seed_list, shot_list, test_limit = grid.seeds, grid.shots, grid.test_limit
     total_runs = len(configs) * len(seed_list) * len(shot_list)
@@ -289,7 +287,6 @@ def sweep_inputs(form: dict):
 
 @user_errors
 def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
-    left_queue(request, "sweep")
     k, task, setup, settings, sweep, values = sweep_inputs(form)
     method, setting, seed_list, test_limit = sweep.method, sweep.varied, sweep.seeds, sweep.test_limit
     total = len(values) * len(seed_list)
