@@ -232,10 +232,11 @@ def _check_field(config: Config, item: dataclasses.Field, hint) -> None:
         return
     if not _has_type(value, kind):
         raise SettingError(config.field_subject(item), item, _type_words(kind), value)
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        raise SettingError(config.field_subject(item), item, requirement_of(item, kind), value)
     for entry in value if kind is tuple else [value]:  # a list's bounds hold for each of its entries
         broken = (
-            (meta.get("choices") is not None and value not in meta["choices"])
-            or (meta.get("minimum") is not None and entry < meta["minimum"])
+            (meta.get("minimum") is not None and entry < meta["minimum"])
             or (meta.get("above") is not None and not entry > meta["above"])
             or (meta.get("maximum") is not None and entry > meta["maximum"])
         )

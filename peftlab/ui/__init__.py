@@ -7,7 +7,7 @@ import gradio as gr
 from peftlab.serving import current_caps, public_mode
 from peftlab.ui.autoprompt_tab import build_autoprompt_tab
 from peftlab.ui.cloze_tab import build_cloze_tab
-from peftlab.ui.common import LEAVE_GUARD, STATUS_LINE
+from peftlab.ui.common import LEAVE_GUARD, is_status_line
 from peftlab.ui.compare_tab import build_compare_tab
 from peftlab.ui.pet_tab import build_pet_tab
 from peftlab.ui.rlhf_tab import build_rlhf_tab
@@ -84,7 +84,7 @@ def spare_outputs_from_badges(app: gr.Blocks) -> None:
         if fn.show_progress_on is not None:
             continue
         shown = [component for component in fn.outputs if id(component) not in edited]
-        statuses = [component for component in shown if STATUS_LINE in (getattr(component, "elem_classes", None) or [])]
+        statuses = [component for component in shown if is_status_line(component)]
         if statuses:
             fn.show_progress_on = statuses
         elif len(shown) < len(fn.outputs):

@@ -64,15 +64,14 @@ def heavy_job(
     other visitors' jobs: `checks(form)`, when given, gets the event's `inputs_kwargs` values by name and raises a
     PeftlabError for input the job would refuse, so its sentence shows at once (a K of 0 was refused after a 6-minute
     wait); with `kind` (the job's kind, as its Stop button names it) the session notes the job as queued, so Stop can
-    keep it from starting. API clients call `fn` alone: it
-    refuses the same input itself. Returns the job's event.
+    keep it from starting. API clients call `fn` alone: it refuses the same input itself. Returns the job's event.
 
     Not gradio's `validator=`, which does the same before the queue: its refusal reaches an API client as a bare
     "400 Bad Request", without the sentence.
     """
 
     # a refusal's "Error" badge goes where the job's own would, on its status line (the toast fades)
-    status = [c for c in event["outputs"] if STATUS_LINE in (getattr(c, "elem_classes", None) or [])][:1]
+    status = [c for c in event["outputs"] if is_status_line(c)][:1]
 
     def look(request: gr.Request, *args, **form):
         if checks is not None:
@@ -141,6 +140,10 @@ def light() -> dict:
 
 
 STATUS_LINE = "status-line"
+
+
+def is_status_line(component) -> bool:
+    return STATUS_LINE in (getattr(component, "elem_classes", None) or [])
 
 
 def status_line(value: str | None = None, **kwargs) -> gr.Markdown:
