@@ -366,13 +366,15 @@ def test_a_long_grid_shows_its_estimate_first_and_starts_on_the_second_press(cli
     call(client, "/compare_stop")
     status, *_ = job.result(timeout=CALL_TIMEOUT_S)
     assert "Stopped because you pressed Stop" in status
-    assert re.search(r"\(estimated [\d.]+ (min|h) in all\)", status), status
+    assert re.search(r"finished in [\d.]+ (s|min) \(estimated [\d.]+ (min|h)\)", status), status
 
 
 def test_soft_prompts_sweep_trains_each_value(client):
     args = compare_args()[:7] + ["prompt-tuning", "num_virtual_tokens", "1,4", "4", "13", 2, 20]
     status, table, plot = call(client, "/sweep", *args, timeout=FIRST_CALL_TIMEOUT_S)
-    assert re.fullmatch(r"2/2 runs finished \(estimated \d+ s in all\)\.", status), status
+    assert re.fullmatch(r"2/2 runs finished in [\d.]+ (s|min) \(estimated \d+ s\)\.", status), (
+        status
+    )  # took, then the estimate
     assert [row[0] for row in table["data"]] == ["1", "4"]
     figure = json.loads(plot["plot"])
     assert figure["layout"]["xaxis"]["title"]["text"] == "num_virtual_tokens"
@@ -436,7 +438,7 @@ def pet_args(**changes) -> list:
 
 def test_pet_tab_trains_every_pattern_distils_a_classifier_and_offers_it(client):
     status, table, _curves, soft, picker = call(client, "/pet", *pet_args(), timeout=FIRST_CALL_TIMEOUT_S)
-    assert re.fullmatch(r"1 of 1 seeds finished \(estimated [\d.]+ (s|min|h) in all\)\.", status), status
+    assert re.fullmatch(r"1 of 1 seeds finished in [\d.]+ (s|min) \(estimated [\d.]+ (s|min|h)\)\.", status), status
     assert table["headers"] == ["seed", "pattern 1", "pattern 2", "ensemble", "PET", "soft labels right"]
     (row,) = table["data"]
     assert row[0] == "13" and all(re.fullmatch(r"\d+\.\d%", cell) for cell in row[1:]), row
@@ -656,7 +658,22 @@ def test_stop_in_soft_prompts_keeps_the_run_in_progress_as_a_row(client, monkeyp
     assert pd.read_csv(csv_path)["status"].tolist() == rows["status"].tolist()  # the downloads keep it too
     assert json.loads(open(run_path, encoding="utf-8").read())["results"][1]["status"] == rows["status"].iloc[1]
     assert picker["value"] == "prompt-tuning"  # the stopped run can classify and be downloaded
-    assert call(client, "/compare_stop") == "Nothing to stop: the comparison is not running."
+    # Stop after the end leaves the final line and its notes (it said "Nothing to stop: ..." there; a toast says it)
+    assert call(client, "/compare_stop") == {"__type__": "update"}
+
+
+def test_stop_ends_a_cloze_evaluation_between_batches(client):
+    """The Cloze tab had no Stop: an evaluation of every test text (with demonstrations, minutes) ran to its end."""
+    job = client.submit(*settings().values(), None, api_name="/evaluate")  # all 1000 test texts: over a minute
+    wait_for(lambda: job.status().code.value == "PROGRESS", FIRST_CALL_TIMEOUT_S, "the evaluation to start")
+    assert call(client, "/evaluate_stop") == "Stopping the evaluation after its current batch of texts."
+    summary, _confusion, _errors, csv_path = job.result(timeout=CALL_TIMEOUT_S)
+    assert re.fullmatch(
+        r"Stopped because you pressed Stop\. The evaluation was \d+% through its 1000 test texts; an accuracy needs "
+        r"them all, so nothing was kept\.",
+        summary,
+    ), summary
+    assert csv_path is None
 
 
 def test_cheap_clicks_never_wait_behind_heavy_jobs_and_a_queued_job_learns_its_place(app_url, client):

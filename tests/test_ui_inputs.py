@@ -241,7 +241,7 @@ def _event(app, api_name: str):
     return next(fn for fn in app.fns.values() if fn.api_name == api_name)
 
 
-def test_a_press_is_checked_before_it_waits_in_the_queue_and_stop_reaches_it_there():
+def test_a_press_is_checked_before_it_waits_in_the_queue_and_stop_reaches_it_there(monkeypatch):
     """A visitor behind a 6-minute job typed K 0 into PET and heard of it after the wait; pressing Stop meanwhile
     said "Nothing to stop: PET is not running." and the job ran 4 minutes later. A press of a heavy job's button now
     first runs an instant look at it (`heavy_job`) that refuses the input the job would, and notes the job as
@@ -271,7 +271,10 @@ def test_a_press_is_checked_before_it_waits_in_the_queue_and_stop_reaches_it_the
     assert stop(Request()) == "PET will not start: it was waiting in the queue behind other jobs."
     # its turn comes: it ends at once and leaves the tab's outputs as they are (an error read as a failure)
     assert list(run(Request(), **PET_FORM)) == [[gr.skip()] * 5]
-    assert stop(Request()) == "Nothing to stop: PET is not running."  # the stopped press is gone
+    told = []
+    monkeypatch.setattr(gr, "Info", told.append)
+    assert stop(Request()) == gr.skip()  # the stopped press is gone; the status line keeps what it says
+    assert told == ["Nothing to stop: PET is not running."]
     SESSIONS.close(Request.session_hash)
 
 
@@ -287,3 +290,54 @@ def test_time_left_starts_from_the_estimate_and_moves_to_the_measured_pace():
     # 90 % done in 540 s: 0.1 x 36 s + 0.9 x 60 s = 57.6 s
     assert time_left(time.perf_counter() - 540, 0.9, 360) == ", about 58 s left"
     assert time_left(time.perf_counter(), 0.0, 360) == ""
+
+
+def test_a_finished_job_says_how_long_it_took_beside_its_estimate():
+    """A grid's last line kept "9/9 runs finished (estimated 6 min in all)." once it had finished: the time it took
+    was nowhere on the page."""
+    import time
+
+    from peftlab.ui.display import took
+
+    assert took(time.perf_counter() - 400, 360) == " in 7 min (estimated 6 min)"
+    assert took(time.perf_counter() - 30, 5400) == " in 30 s (estimated 1.5 h)"
+
+
+def test_a_cloze_evaluation_stops_at_the_job_time_limit(tiny_causal_folder, easy_csv, monkeypatch):
+    """The Cloze tab's evaluation never read its stop flag: it had no Stop button and ran past a public Space's
+    20-minute limit per job. It now stops between batches, and says so instead of an accuracy on part of the texts.
+    """
+    import dataclasses
+
+    from peftlab.serving import LOCAL_CAPS
+    from peftlab.ui import sessions
+    from peftlab.ui.cloze_tab import run_evaluation
+    from tests.test_zerogpu import cloze_form
+
+    monkeypatch.setattr(sessions, "current_caps", lambda: dataclasses.replace(LOCAL_CAPS, job_minutes=1e-9))
+    summary, confusion, errors, predictions = run_evaluation(None, **cloze_form(tiny_causal_folder, easy_csv))
+    assert summary == (
+        # the flag is read after each batch: the first holds 4 of the 6 texts (batch_size 4)
+        "Stopped because it reached this Space's limit of 1e-09 minutes per job. The evaluation was 67% through its "
+        "6 test texts; an accuracy needs them all, so nothing was kept."
+    )
+    assert (confusion, errors, predictions) == (None, None, None)
+
+
+def test_the_trained_method_picker_shows_the_method_trained_last():
+    """After a PET run and then a grid of prompt tuning, the grid's picker showed "pet classifier (seed 13)": it took
+    the session's first trained method, and a retrained one kept its old place."""
+    from peftlab.ui.sessions import SESSIONS
+    from peftlab.ui.soft_prompts_tab import keep_trained, method_choices, trained_methods
+
+    class Request:
+        session_hash = "picker-visitor"
+
+    keep_trained(Request(), "prompt-tuning", "first run")
+    keep_trained(Request(), "pet classifier (seed 13)", "PET's classifier")
+    keep_trained(Request(), "prompt-tuning", "second run")
+    assert trained_methods(Request()) == {"pet classifier (seed 13)": "PET's classifier", "prompt-tuning": "second run"}
+    picker = method_choices(trained_methods(Request()))
+    assert picker.value == "prompt-tuning"
+    assert [name for name, _ in picker.choices] == ["pet classifier (seed 13)", "prompt-tuning"]
+    SESSIONS.close(Request.session_hash)

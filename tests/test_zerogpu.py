@@ -5,6 +5,7 @@ without them; the decorator is effect-free here."""
 
 from __future__ import annotations
 
+import re
 import threading
 
 import gradio as gr
@@ -197,7 +198,7 @@ def test_the_pet_tab_runs_in_gpu_calls_and_classifies_with_the_classifier_it_dis
     form |= dict(method="lora", temperature=2.0, weighting="train-accuracy", distil_steps=2, distil_lora=True)
     form |= dict(growth=5.0, ipet_share=0.25, lm_loss_weight=0.0, steps=2)
     *_, (status, table, _, _, picker) = run_pet(None, **form)
-    assert status.startswith("1 of 1 seeds finished (estimated"), status
+    assert re.match(r"1 of 1 seeds finished in [\d.]+ (s|min) \(estimated [\d.]+ (s|min)\)\.", status), status
     # measuring a text and a step, each pattern's model, the distilled classifier: every one in a GPU call
     assert len(zero_gpu) == 4
     on_space = classify_with(picker.value, "the movie was great", None).data[0].x
@@ -220,7 +221,9 @@ def test_the_standard_comparison_runs_every_method_in_gpu_calls_with_the_rows_it
     form["methods"] += ["lora", PET]
     form |= dict(shots=2, seeds="13", test_limit=6, demonstrations_per_class=1, autoprompt_iterations=1, steps=2)
     *_, (status, table) = run_standard_comparison(None, **form)
-    assert status.startswith("6 runs finished."), status  # PET gives two rows: its ensemble and its classifier
+    assert re.match(r"6 runs finished in [\d.]+ (s|min) \(estimated [\d.]+ (s|min)\)\.", status), (
+        status
+    )  # PET gives two rows: its ensemble and its classifier
     # measuring; zero-shot, in-context, AutoPrompt; LoRA's run; PET's 3 patterns' models and its classifier
     assert len(zero_gpu) == 1 + 3 + 1 + 3 + 1
     monkeypatch.delenv("SPACES_ZERO_GPU")

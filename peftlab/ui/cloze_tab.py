@@ -9,6 +9,7 @@ from peftlab.cloze import ClozeConfig, classify_text, demonstrations_note, evalu
 from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.serving import current_caps
 from peftlab.ui.common import (
+    INSTANT,
     START_TEMPLATE,
     action_row,
     answer,
@@ -21,6 +22,9 @@ from peftlab.ui.common import (
     model_and_task_inputs,
     on_task_change,
     split_templates,
+    status_line,
+    stop_handler,
+    stopped_note,
     suggest,
     task_changed,
     task_from_form,
@@ -72,38 +76,57 @@ def evaluation_inputs(form: dict):
     return task, config
 
 
+class _Stopped(Exception):
+    """Raised between batches of an evaluation whose stop flag is set (Stop, the visitor leaving, the time cap)."""
+
+    def __init__(self, fraction: float):
+        self.fraction = fraction  # of the scoring done when it stopped
+
+
 @user_errors
 def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
     task, config = evaluation_inputs(form)
-    progress(0, desc="loading the model")
-    lm = load_model(form["model"])
     templates = split_templates(form["templates"])
     texts = len(task.test_subset(config.limit, task.zero_shot_split))
+    with job(request, "cloze") as (session, stop):  # Stop while the model loads stops it before the first batch
+        progress(0, desc="loading the model")
+        lm = load_model(form["model"])
 
-    def shown(done: int, total: int) -> None:
-        progress(done / total, desc=f"scoring {done}/{total}")
+        def shown(done: int, total: int) -> None:
+            if stop.is_set():
+                raise _Stopped(done / total)
+            progress(done / total, desc=f"scoring {done}/{total}")
 
-    with job(request, "cloze") as (session, _):
         if on_zero_gpu():
             progress(0, desc=f"scoring {texts} texts in one GPU call")
-        result = call_on_gpu(
-            evaluate,
-            lm,
-            task,
-            templates,
-            form["verbalizer"],
-            config.calibration,
-            config.shots_in_context,
-            limit=config.limit,
-            seed=config.seed,
-            split=task.zero_shot_split,
-            batch_size=config.batch_size,
-            progress=None if on_zero_gpu() else shown,  # a callback cannot cross into a GPU call
-            kind=f"cloze-evaluate:{lm.name}:{config.shots_in_context}",
-            units=texts * len(templates),
-            what=f"Scoring {texts} texts",
-            shorter="score fewer test texts (a limit) or fewer templates",
-        )
+        try:
+            result = call_on_gpu(
+                evaluate,
+                lm,
+                task,
+                templates,
+                form["verbalizer"],
+                config.calibration,
+                config.shots_in_context,
+                limit=config.limit,
+                seed=config.seed,
+                split=task.zero_shot_split,
+                batch_size=config.batch_size,
+                progress=None if on_zero_gpu() else shown,  # a callback (and Stop) cannot cross into a GPU call
+                kind=f"cloze-evaluate:{lm.name}:{config.shots_in_context}",
+                units=texts * len(templates),
+                what=f"Scoring {texts} texts",
+                shorter="score fewer test texts (a limit) or fewer templates",
+            )
+        except _Stopped as stopped:
+            # an accuracy over the texts scored so far would be one over another, smaller test set: none is shown
+            return (
+                f"{stopped_note(stop)} The evaluation was {stopped.fraction:.0%} through its {texts} test texts; "
+                "an accuracy needs them all, so nothing was kept.",
+                None,
+                None,
+                None,
+            )
     keep_results(request, [result.row])
     summary = (
         f"**Accuracy {result.accuracy:.1%}** · macro-F1 {result.macro_f1:.3f} · {scored_note(result.settings)} · "
@@ -139,6 +162,7 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
         text = gr.Textbox("A gripping, beautifully acted film.", label="Try one text", lines=1, scale=3)
         classify_button = gr.Button("Classify", variant="primary")
         evaluate_button = gr.Button("Evaluate on the test split", variant="primary")
+        stop_button = gr.Button("Stop", variant="stop", min_width=80, scale=0)
     with gr.Row():
         with gr.Column():
             label_plot = gr.Plot(label="Label probabilities")
@@ -146,7 +170,7 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
                 label="Model's top tokens at the mask", headers=list(TOKEN_COLUMNS), interactive=False
             )
         with gr.Column():
-            summary = gr.Markdown()
+            summary = status_line()
             confusion_plot = gr.Plot(label="Confusion matrix")
             predictions_file = gr.File(label="All predictions (CSV)")
     errors = gr.Dataframe(
@@ -177,9 +201,12 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
             outputs=evaluated,
             api_name="evaluate",
             checks=evaluation_inputs,
+            kind="cloze",
         ),
         evaluated,
         evaluate_button,
         stale_on=new_task,
     )
+    stopped = stop_handler("cloze", "the evaluation", after="its current batch of texts")
+    stop_button.click(stopped, None, [summary], api_name="evaluate_stop", **INSTANT)
     return {"model": source["model"], "task": source["task"], "templates": templates, "verbalizer": verbalizer}

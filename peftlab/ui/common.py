@@ -200,16 +200,19 @@ def job(request: gr.Request | None, kind: str) -> Iterator[tuple[Session, JobSto
         session.end_job(kind, stop)
 
 
-def stop_handler(kind: str, what: str):
-    """A Stop button's handler: the session's running job of `kind` ends after its current step, keeping its work."""
+def stop_handler(kind: str, what: str, after: str = "its current step; what it finished is kept"):
+    """A Stop button's handler, for the job's status line: the session's running job of `kind` ends `after` (its
+    current step, keeping its work), a waiting one will not start. With neither, the line is left as it is (a
+    finished job's result and notes stay) and a toast says there is nothing to stop."""
 
-    def stop(request: gr.Request) -> str:
+    def stop(request: gr.Request):
         state = SESSIONS.get(request).stop_job(kind, "you pressed Stop")
         if state == "running":
-            return f"Stopping {what} after its current step; what it finished is kept."
+            return f"Stopping {what} after {after}."
         if state == "queued":
             return f"{capitalised(what)} will not start: it was waiting in the queue behind other jobs."
-        return f"Nothing to stop: {what} is not running."
+        gr.Info(f"Nothing to stop: {what} is not running.")
+        return gr.skip()
 
     return stop
 

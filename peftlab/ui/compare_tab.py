@@ -53,7 +53,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import readable, time_left
+from peftlab.ui.display import readable, time_left, took
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
@@ -220,8 +220,8 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     note += "".join(f" Not finished: {line}." for line in failed)
     yield (
         (
-            f"{len(rows)} runs finished.{note} Press Compare above (task {task.name}, model {form['model']}) "
-            "to see them with every earlier result."
+            f"{len(rows)} runs finished{took(clock, sum(costs.values()))}.{note} Press Compare above "
+            f"(task {task.name}, model {form['model']}) to see them with every earlier result."
         ),
         _table(rows),
     )

@@ -70,3 +70,9 @@ def time_left(started: float, fraction: float, expected: float) -> str:
     measured = (time.perf_counter() - started) * (1 - fraction) / fraction
     estimated = expected * (1 - fraction)
     return f", about {duration((1 - fraction) * estimated + fraction * measured)} left"
+
+
+def took(started: float, expected: float) -> str:
+    """' in 4 min (estimated 5 min)': how long a job `started` at a time.perf_counter() took, beside its estimate of
+    `expected` seconds, for its final status line (the estimate alone stayed there once it had finished)."""
+    return f" in {duration(time.perf_counter() - started)} (estimated {duration(expected)})"

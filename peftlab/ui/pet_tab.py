@@ -43,11 +43,10 @@ from peftlab.ui.common import (
     verbalizer_box,
     verbalizer_lines,
 )
-from peftlab.ui.display import duration, time_left
+from peftlab.ui.display import duration, time_left, took
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
-from peftlab.ui.sessions import SESSIONS
-from peftlab.ui.soft_prompts_tab import trained_method_panel
+from peftlab.ui.soft_prompts_tab import keep_trained, method_choices, trained_method_panel, trained_methods
 
 SUMMARY = """**Pattern-Exploiting Training** ([Schick & Schütze 2021](https://aclanthology.org/2021.eacl-main.20/)):
 (1) one model per pattern learns from the K labelled examples per class; (2) their ensemble, each pattern
@@ -146,15 +145,15 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
         yield message, *[gr.skip()] * 4
         return
     results, events, notes, done = [], [], [], 0
-    trained = SESSIONS.get(request).values.setdefault("trained", {})
     started = time.perf_counter()
 
     def outputs(status: str, running: bool = True):
         curves = training_curves(pd.DataFrame(events)) if events else None
         soft = soft_label_histogram(results[-1].soft_labels, task.label_names) if results else None
-        choices = gr.Dropdown(choices=list(trained), value=next(reversed(trained), None) if trained else None)
-        left = time_left(started, max(done - 1, 0) / total, expected) if running else ""
-        status = status.removesuffix(".") + f" (estimated {duration(expected)} in all{left})."
+        choices = method_choices(trained_methods(request))
+        if running:
+            left = time_left(started, max(done - 1, 0) / total, expected)
+            status = status.removesuffix(".") + f" (estimated {duration(expected)} in all{left})."
         status += "".join(f"\n\n⚠️ {note}" for note in notes)
         return status, _table(results, len(prompts)), curves, soft, choices
 
@@ -173,12 +172,14 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
             results.append(item)
             notes += one_label_notes(item, task.label_names, config.distil_steps)
             keep_results(request, item.rows)
-            trained[f"pet classifier (seed {item.seed})"] = item.classifier
+            keep_trained(request, f"pet classifier (seed {item.seed})", item.classifier)
             yield outputs(f"{len(results)} of {len(config.seeds)} seeds finished.")
         note = (
             f" {stopped_note(stop)} The seed in progress was dropped; finished seeds are kept." if stop.is_set() else ""
         )
-    yield outputs(f"{len(results)} of {len(config.seeds)} seeds finished.{note}", running=False)
+    yield outputs(
+        f"{len(results)} of {len(config.seeds)} seeds finished{took(started, expected)}.{note}", running=False
+    )
 
 
 def build_pet_tab() -> None:

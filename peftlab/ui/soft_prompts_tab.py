@@ -60,7 +60,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import duration, readable, time_left
+from peftlab.ui.display import duration, readable, time_left, took
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
@@ -94,13 +94,23 @@ def _finished(rows: list[dict]) -> int:
     return sum(row["method"] != "zero-shot" and row["status"] == "done" for row in rows)
 
 
-def _trained(request) -> dict:
-    """The session's trained (or loaded) methods, by name."""
+def trained_methods(request) -> dict:
+    """The session's trained (or loaded) methods, by name, the latest last."""
     return SESSIONS.get(request).values.setdefault("trained", {})
 
 
-def _method_choices(trained: dict, value=None) -> gr.Dropdown:
-    return gr.Dropdown(choices=list(trained), value=value if value is not None else next(iter(trained), None))
+def keep_trained(request, name: str, trained) -> dict:
+    """Keep `trained` as the session's method `name` (the latest of that name), last: the pickers show the last one,
+    not an older method that was first trained under a name before it. Returns the session's trained methods."""
+    kept = trained_methods(request)
+    kept.pop(name, None)
+    kept[name] = trained
+    return kept
+
+
+def method_choices(trained: dict) -> gr.Dropdown:
+    """The picker of the session's trained methods, showing the one trained or loaded last."""
+    return gr.Dropdown(choices=list(trained), value=next(reversed(trained), None))
 
 
 def _kept(row: GridRow, lm):
@@ -134,7 +144,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
     if message := unconfirmed(request, "soft-prompts", form, expected, plan):
         yield message, *[gr.skip()] * 7
         return
-    trained_by_method = _trained(request)
+    trained_by_method = trained_methods(request)
     rows, events, notes = [], [], []
     started, done = time.perf_counter(), 0.0
 
@@ -142,8 +152,11 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         results = results_frame(rows)
         summary = summarize(results)
         finished = _finished(rows)
-        left = time_left(started, done / total_runs, expected) if finished < total_runs and not files[0] else ""
-        status = f"{finished}/{total_runs} runs finished{left} (estimated {duration(expected)} in all)."
+        if files[0]:  # the last update: how long it took
+            status = f"{finished}/{total_runs} runs finished{took(started, expected)}."
+        else:
+            left = time_left(started, done / total_runs, expected) if finished < total_runs else ""
+            status = f"{finished}/{total_runs} runs finished{left} (estimated {duration(expected)} in all)."
         status += "".join(f"\n\n⚠️ {n}" for n in notes)
         return (
             status,
@@ -152,7 +165,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
             training_curves(pd.DataFrame(events)) if events else None,
             accuracy_vs_parameters(summary) if len(summary) else None,
             *files,
-            _method_choices(trained_by_method),
+            method_choices(trained_by_method),
         )
 
     with job(request, "soft-prompts") as (session, stop):
@@ -163,7 +176,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
                 if item.result is not None:  # a run that failed on Ray has no scores
                     keep_results(request, [item.result])
                 if (trained := _kept(item, lm)) is not None:
-                    trained_by_method[item.values["method"]] = trained  # the latest run of each method
+                    keep_trained(request, item.values["method"], trained)  # the latest run of each method
                     if loss_is_flat(trained.history):
                         notes.append(flat_loss_message(trained))
             else:
@@ -187,7 +200,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
 
 @user_errors
 def classify_with(method, text, request: gr.Request):
-    trained_by_method = _trained(request)
+    trained_by_method = trained_methods(request)
     if not trained_by_method:
         raise PeftlabError("Train a method (or load a saved one) first.")
     if method not in trained_by_method:
@@ -230,7 +243,7 @@ def trained_method_panel(noun: str, classify_api: str, download_api: str) -> tup
 
 @user_errors
 def download_trained(method, request: gr.Request):
-    trained_by_method = _trained(request)
+    trained_by_method = trained_methods(request)
     if method not in trained_by_method:
         raise PeftlabError("Train a method first, then pick it to download.")
     trained = trained_by_method[method]
@@ -246,10 +259,8 @@ def load_saved(path, request: gr.Request):
     lm = load_model(saved_model_name(path), dtype="fp32")  # only a model this Space allows
     trained = load_trained(path, lm)
     name = f"{trained.config.name} (loaded)"
-    trained_by_method = _trained(request)
-    trained_by_method[name] = trained
     return (
-        _method_choices(trained_by_method, name),
+        method_choices(keep_trained(request, name, trained)),
         f"Loaded {trained.config.name} trained on {trained.lm.name} ({trained.trainable_params:,} trained parameters).",
     )
 
@@ -296,7 +307,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
     if message := unconfirmed(request, "sweep", form, expected, f"{total} training runs"):
         yield message, gr.skip(), gr.skip()
         return
-    rows, started = [], time.perf_counter()
+    rows, started, shown = [], time.perf_counter(), (gr.skip(), gr.skip())  # shown: the table and the plot
     with job(request, "sweep") as (session, stop):
         backend = runs_backend(session)
         runs = run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, test_limit, stop, backend)
@@ -309,13 +320,14 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
                 keep_results(request, [item.result])
             summary = _sweep_summary(rows, setting)
             zero_shot = float(rows[0]["test_accuracy"])
-            plot = sweep_curve(summary, setting, zero_shot) if len(summary) else None
+            shown = readable(summary), sweep_curve(summary, setting, zero_shot) if len(summary) else None
             finished = _finished(rows)
             left = time_left(started, finished / total, expected) if finished < total else ""
-            status = f"{finished}/{total} runs finished{left} (estimated {duration(expected)} in all)."
-            if stop.is_set():
-                status += f" {stopped_note(stop)} The stopped run's best weights so far are in the last row."
-            yield status, readable(summary), plot
+            yield f"{finished}/{total} runs finished{left} (estimated {duration(expected)} in all).", *shown
+    status = f"{_finished(rows)}/{total} runs finished{took(started, expected)}."
+    if stop.is_set():
+        status += f" {stopped_note(stop)} The stopped run's best weights so far are in the last row."
+    yield status, *shown  # an API client's result is the last update: the table and plot again
 
 
 def build_soft_prompts_tab() -> None:
