@@ -341,3 +341,44 @@ def test_the_trained_method_picker_shows_the_method_trained_last():
     assert picker.value == "prompt-tuning"
     assert [name for name, _ in picker.choices] == ["pet classifier (seed 13)", "prompt-tuning"]
     SESSIONS.close(Request.session_hash)
+
+
+def test_an_rlhf_stage_pressed_too_early_or_with_an_emptied_box_is_refused_before_the_queue():
+    """The reward model, PPO, DPO and the evaluation pressed before SFT waited behind every other visitor's job to
+    say "Run step 1 (SFT) first."; an emptied seed or prompts box failed as int(None), a bare "Error". Each stage's
+    press is now looked at at once (`heavy_job`'s checks with the visitor's session), and every box is one sentence.
+    """
+    import gradio as gr
+
+    from peftlab.models import DEFAULT_MODEL
+    from peftlab.ui import build_app
+    from peftlab.ui.rlhf_tab import sample_for_ranking
+    from peftlab.ui.sessions import SESSIONS
+
+    class Request:
+        session_hash = "early-rlhf-visitor"
+
+    def refusal(fn, *args, **form) -> str:
+        with pytest.raises(gr.Error) as refused:
+            fn(*args, **form)
+        return refused.value.message
+
+    app = build_app()
+    reward = dict(source="simulated", labeler="vader-positive", k=3, rm_pairs=10, rm_lora_r=0, rm_steps=3, seed=0)
+    evaluation = dict(labeler_name="vader-positive", prompts=3, seed=0)
+    for api_name, form in [
+        ("rlhf_reward", reward),
+        ("rlhf_ppo", dict(seed=0)),
+        ("rlhf_dpo", dict(seed=0)),
+        ("rlhf_evaluate", evaluation),
+    ]:
+        assert refusal(_event(app, f"{api_name}_check").fn, Request(), **form) == "Run step 1 (SFT) first."
+    evaluation["prompts"] = None
+    assert refusal(_event(app, "rlhf_evaluate_check").fn, Request(), **evaluation) == (
+        "Held-out prompts is empty; it must be at least 1."
+    )
+    sft = dict(model=DEFAULT_MODEL, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=5, seed=None)
+    empty_seed = "Seed is empty; it must be a whole number from 0 to 4294967295."
+    assert refusal(_event(app, "rlhf_sft_check").fn, Request(), **sft, sft_learning_rate=1e-3) == empty_seed
+    assert refusal(sample_for_ranking, 3, None, Request()) == empty_seed
+    SESSIONS.close(Request.session_hash)

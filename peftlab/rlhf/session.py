@@ -185,18 +185,10 @@ class RLHFSession:
         Raises:
             PeftlabError: no trained policy yet, or more prompts asked than the data holds out.
         """
-        policies = self.policies()
-        if not policies:
-            self.need("sft")
-            raise PeftlabError("Run step 3 (PPO) or DPO first.")
-        held = len(self.data.heldout_prompts)
-        if prompts > held:  # 99999 answered the 32 there are, and said so only in its result
-            raise PeftlabError(
-                f"{prompts} held-out prompts were asked for; the data holds out {held}, ask at most that."
-            )
+        self.check_evaluation(prompts)
         return compare_policies(
             self.sft.model,
-            policies,
+            self.policies(),
             self.lm.tokenizer,
             self.reward.model,
             labeler_by_name(labeler),
@@ -204,6 +196,18 @@ class RLHFSession:
             samples_per_prompt=1,
             seed=seed,
         )
+
+    def check_evaluation(self, prompts: int) -> None:
+        """Raise `evaluate`'s PeftlabError for a session with no trained policy yet (naming the first step to run)
+        or for more prompts than the data holds out."""
+        if not self.policies():
+            self.need("sft")
+            raise PeftlabError("Run step 3 (PPO) or DPO first.")
+        held = len(self.data.heldout_prompts)
+        if prompts > held:  # 99999 answered the 32 there are, and said so only in its result
+            raise PeftlabError(
+                f"{prompts} held-out prompts were asked for; the data holds out {held}, ask at most that."
+            )
 
     def policies(self) -> dict:
         """The trained policies by route: "ppo" and/or "dpo"."""

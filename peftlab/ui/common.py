@@ -63,8 +63,10 @@ def heavy_job(
     """`button.click(fn, **event, **heavy())`, with the press looked at first, at once, before the job waits behind
     other visitors' jobs: `checks(form)`, when given, gets the event's `inputs_kwargs` values by name and raises a
     PeftlabError for input the job would refuse, so its sentence shows at once (a K of 0 was refused after a 6-minute
-    wait); with `kind` (the job's kind, as its Stop button names it) the session notes the job as queued, so Stop can
-    keep it from starting. API clients call `fn` alone: it refuses the same input itself. Returns the job's event.
+    wait); `checks(form, request)` when it takes two arguments, where the visitor's session decides (an RLHF stage
+    pressed before the one it builds on was refused after the wait too). With `kind` (the job's kind, as its Stop
+    button names it) the session notes the job as queued, so Stop can keep it from starting. API clients call `fn`
+    alone: it refuses the same input itself. Returns the job's event.
 
     Not gradio's `validator=`, which does the same before the queue: its refusal reaches an API client as a bare
     "400 Bad Request", without the sentence.
@@ -73,9 +75,11 @@ def heavy_job(
     # a refusal's "Error" badge goes where the job's own would, on its status line (the toast fades)
     status = [c for c in event["outputs"] if is_status_line(c)][:1]
 
+    with_request = checks is not None and len(inspect.signature(checks).parameters) == 2
+
     def look(request: gr.Request, *args, **form):
         if checks is not None:
-            checks(form)
+            checks(form, request) if with_request else checks(form)
         if kind is not None:
             SESSIONS.get(request).queue_job(kind)
         return gr.skip() if status else None

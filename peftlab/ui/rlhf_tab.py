@@ -26,11 +26,11 @@ from peftlab.rlhf.ppo import PPOConfig, PPOResult
 from peftlab.rlhf.reward import REPORT_COLUMNS, RewardConfig, RewardResult, heldout_report
 from peftlab.rlhf.session import RANKING_SOURCES, RLHFSession
 from peftlab.rlhf.sft import SFTConfig, SFTResult
+from peftlab.serving import current_caps
 from peftlab.ui.common import (
     INSTANT,
     action_row,
     answer,
-    heavy,
     heavy_job,
     intro,
     job,
@@ -81,6 +81,12 @@ def _session(request) -> RLHFSession:
     return SESSIONS.get(request).values.setdefault("rlhf", RLHFSession())
 
 
+def _seed(form: dict) -> int:
+    """The tab's one seed box, checked as the pipeline's setting: an emptied box is one sentence (int(None) was a
+    bare "Error")."""
+    return config_from_form(PipelineConfig, {"seed": form["seed"]}).seed
+
+
 def _paced(request, stage: str, form: dict, on: tuple, config, plan: str, extra=lambda pace: 0.0) -> Paced:
     """A stage's press priced by its pace on this machine (`estimates.Paced`), measured per `on` (the model, the
     data) and the settings of `config` that set a step's cost."""
@@ -103,9 +109,11 @@ def _restore(session: RLHFSession, kept: RLHFSession) -> None:
     vars(session).update(vars(kept))
 
 
-@user_errors
-def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
-    config = config_from_form(SFTConfig, form, prefix="sft_", seed=int(form["seed"]))
+def sft_inputs(form: dict) -> tuple[SFTConfig, RLHFData]:
+    """The SFT config and the data of the form; a PeftlabError for any the stage would refuse before the model
+    loads (also checked as the button is pressed, `heavy_job`)."""
+    current_caps().check_model(form["model"])
+    config = config_from_form(SFTConfig, form, prefix="sft_", seed=_seed(form))
     if form["comparisons"] and not form["demonstrations"]:
         raise PeftlabError("Uploaded comparisons need uploaded demonstrations too (SFT learns from them first).")
     data = (
@@ -113,6 +121,12 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
         if form["demonstrations"]
         else RLHFData.embedded(seed=config.seed)
     )
+    return config, data
+
+
+@user_errors
+def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
+    config, data = sft_inputs(form)
     lm = load_model(form["model"], dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
     paced = _paced(request, "sft", form, (lm.name, bool(form["demonstrations"])), config, f"{config.steps} SFT steps")
     if message := paced.refusal():
@@ -178,16 +192,17 @@ def ranking_count(session: RLHFSession) -> str:
 
 @user_errors
 def sample_for_ranking(k, seed, request: gr.Request):
+    config = config_from_form(PipelineConfig, {"k": k, "seed": seed})  # an emptied box is one sentence
     session = _session(request)
     session.need("sft")  # before the call: its sizing names the session's model
     (prompt, responses), *_ = session_call(
         session,
         stage,
         "sample_for_ranking",
-        int(k),
-        int(seed),
+        config.k,
+        config.seed,
         kind=f"rlhf-rank:{session.lm.name}",
-        what=f"Sampling {k} responses",
+        what=f"Sampling {config.k} responses",
     )
     return [f"**Prompt:** {prompt}", *ranking_slots(responses)]
 
@@ -220,12 +235,18 @@ def _sampling_seconds(session: RLHFSession, max_new_tokens: int) -> float:
     return (time.perf_counter() - started) / len(prompts)
 
 
-@user_errors
-def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
+def reward_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, RewardConfig, PipelineConfig]:
+    """The visitor's RLHF session and the reward model's configs; a PeftlabError before SFT has run or for a
+    setting the stage refuses (also checked as the button is pressed, `heavy_job`)."""
     session = _session(request)
     session.need("sft")
-    reward_config = config_from_form(RewardConfig, form, prefix="rm_", seed=int(form["seed"]))
-    config = config_from_form(PipelineConfig, form, reward=reward_config)
+    reward_config = config_from_form(RewardConfig, form, prefix="rm_", seed=_seed(form))
+    return session, reward_config, config_from_form(PipelineConfig, form, reward=reward_config)
+
+
+@user_errors
+def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
+    session, reward_config, config = reward_inputs(form, request)
     sampled = ranked_prompt_count(config, session.data) * config.k if form["source"] == RANKING_SOURCES[0] else 0
     sampling = ("rlhf-sampling", session.lm.name, config.max_new_tokens)
     sampling_seconds = sampled * _sampling_pace(session, sampling).per_step if sampled else 0.0
@@ -280,11 +301,17 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     return status, plot, examples, pd.DataFrame(check.table())
 
 
-@user_errors
-def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
+def ppo_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, PPOConfig]:
+    """The visitor's RLHF session and the PPO config; a PeftlabError before the reward model has trained or for a
+    setting PPO refuses (also checked as the button is pressed, `heavy_job`)."""
     session = _session(request)
     session.need("reward")
-    config = config_from_form(PPOConfig, form, prefix="ppo_", seed=int(form["seed"]))
+    return session, config_from_form(PPOConfig, form, prefix="ppo_", seed=_seed(form))
+
+
+@user_errors
+def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
+    session, config = ppo_inputs(form, request)
     paced = _paced(request, "ppo", form, (session.lm.name,), config, f"{config.steps} PPO steps")
     if message := paced.refusal():
         yield message, gr.skip(), gr.skip()
@@ -325,11 +352,18 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
     )
 
 
+def dpo_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, DPOConfig]:
+    """The visitor's RLHF session and the DPO config; a PeftlabError for a setting DPO refuses or before SFT has run
+    (also checked as the button is pressed, `heavy_job`)."""
+    session = _session(request)
+    config = config_from_form(DPOConfig, form, prefix="dpo_", seed=_seed(form))
+    session.need("sft")
+    return session, config
+
+
 @user_errors
 def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
-    session = _session(request)
-    config = config_from_form(DPOConfig, form, prefix="dpo_", seed=int(form["seed"]))
-    session.need("sft")
+    session, config = dpo_inputs(form, request)
     paced = _paced(request, "dpo", form, (session.lm.name,), config, f"{config.steps} DPO steps")
     if message := paced.refusal():
         yield message, gr.skip()
@@ -374,27 +408,38 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
     )
 
 
+def evaluation_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, int, int]:
+    """The visitor's RLHF session, the number of held-out prompts and the seed; a PeftlabError before a policy is
+    trained, for an emptied box or for more prompts than are held out (also checked as the button is pressed,
+    `heavy_job`)."""
+    if form["prompts"] is None:
+        raise PeftlabError("Held-out prompts is empty; it must be at least 1.")
+    prompts, seed = int(form["prompts"]), _seed(form)
+    session = _session(request)
+    session.check_evaluation(prompts)  # before the call: its sizing names the session's model
+    return session, prompts, seed
+
+
 @user_errors
 def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
-    session = _session(request)
-    session.need("sft")  # before the call: its sizing names the session's model
+    session, prompts, seed = evaluation_inputs({"prompts": prompts, "seed": seed}, request)
     comparison, *_ = session_call(
         session,
         stage,
         "evaluate",
         labeler_name,
-        int(prompts),
-        int(seed),
+        prompts,
+        seed,
         kind=f"rlhf-evaluate:{session.lm.name}",
-        units=int(prompts),
-        what=f"Answering {int(prompts)} held-out prompts",
+        units=prompts,
+        what=f"Answering {prompts} held-out prompts",
         shorter="answer fewer prompts",
     )
     seconds = {"ppo": session.ppo.seconds if session.ppo else 0.0, "dpo": session.dpo.seconds if session.dpo else 0.0}
     keep_results(
         request,
         comparison.result_rows(
-            session.lm.name, {"labeler": labeler_name, "seed": int(seed)}, seconds, str(session.lm.device)
+            session.lm.name, {"labeler": labeler_name, "seed": seed}, seconds, str(session.lm.device)
         ),
     )
     s = comparison.summary
@@ -627,6 +672,7 @@ def build_rlhf_tab() -> None:
         inputs_kwargs=sft_form,
         outputs=[sft_status, sft_plot, sft_samples],
         api_name="rlhf_sft",
+        checks=sft_inputs,
         kind=JOB,
     ).then(empty_dropped_stages, None, sum(later.values(), []), api_visibility="private", **INSTANT)
     sft_stop.click(stop_handler(JOB, "the SFT stage"), None, [sft_status], api_name="rlhf_sft_stop", **INSTANT)
@@ -658,6 +704,7 @@ def build_rlhf_tab() -> None:
         inputs_kwargs=rm_form,
         outputs=[rm_status, rm_plot, rm_pairs_table, rm_check],
         api_name="rlhf_reward",
+        checks=reward_inputs,
         kind=JOB,
     ).then(empty_dropped_routes, None, sum(after_reward.values(), []), api_visibility="private", **INSTANT)
     rm_stop.click(stop_handler(JOB, "the reward model"), None, [rm_status], api_name="rlhf_reward_stop", **INSTANT)
@@ -668,6 +715,7 @@ def build_rlhf_tab() -> None:
         inputs_kwargs=ppo_form,
         outputs=[ppo_status, ppo_plot, ppo_samples],
         api_name="rlhf_ppo",
+        checks=ppo_inputs,
         kind=JOB,
     )
     ppo_stop.click(stop_handler(JOB, "PPO"), None, [ppo_status], api_name="rlhf_ppo_stop", **INSTANT)
@@ -677,13 +725,19 @@ def build_rlhf_tab() -> None:
         inputs_kwargs=dict(**{f"dpo_{name}": box for name, box in dpo.items()}, seed=seed),
         outputs=[dpo_status, dpo_plot],
         api_name="rlhf_dpo",
+        checks=dpo_inputs,
         kind=JOB,
     )
     dpo_stop.click(stop_handler(JOB, "DPO"), None, [dpo_status], api_name="rlhf_dpo_stop", **INSTANT)
     evaluated = [eval_status, eval_table, eval_plot, frontier_plot]  # not kept by the session: one press's answer
     answer(
-        eval_button.click(
-            evaluate_stage, [labeler, eval_prompts, seed], evaluated, api_name="rlhf_evaluate", **heavy()
+        heavy_job(
+            eval_button,
+            evaluate_stage,
+            inputs_kwargs=dict(labeler_name=labeler, prompts=eval_prompts, seed=seed),
+            outputs=evaluated,
+            api_name="rlhf_evaluate",
+            checks=evaluation_inputs,
         ),
         evaluated,
         eval_button,
