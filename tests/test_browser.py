@@ -164,6 +164,19 @@ def test_classify_one_text_shows_the_label_probability_chart_and_a_failed_press_
         page.get_by_role("option", name="bbc-topic").click()
         expect(page.locator("#tab-cloze").get_by_label("Template(s)")).not_to_have_value(re.compile("Sentiment"))
         expect(chart).to_have_count(0, timeout=10_000)
+
+        # An evaluation's press refused at once (before the queue) empties its answer too: the accuracy of the
+        # press before stood under the "Error" badge as if it answered the template without {mask}.
+        tab = page.locator("#tab-cloze")
+        tab.get_by_label("Test texts to evaluate").fill("20")
+        tab.get_by_role("button", name="Evaluate on the test split").click()
+        status = tab.locator(".block.status-line")
+        expect(status).to_contain_text(re.compile(r"Accuracy \d+\.\d%"), timeout=FIRST_CALL_TIMEOUT_S * 1000)
+        tab.get_by_label("Template(s)").fill("Topic: {text}")
+        tab.get_by_role("button", name="Evaluate on the test split").click()
+        expect(page.get_by_text("The template must contain exactly one {mask}").first).to_be_visible(timeout=10_000)
+        expect(status).not_to_contain_text("Accuracy", timeout=10_000)
+        expect(status.get_by_text("Error", exact=True)).to_be_visible()
     finally:
         page.close()
 

@@ -382,3 +382,17 @@ def test_an_rlhf_stage_pressed_too_early_or_with_an_emptied_box_is_refused_befor
     assert refusal(_event(app, "rlhf_sft_check").fn, Request(), **sft, sft_learning_rate=1e-3) == empty_seed
     assert refusal(sample_for_ranking, 3, None, Request()) == empty_seed
     SESSIONS.close(Request.session_hash)
+
+
+def test_a_cloze_template_without_a_mask_is_refused_as_the_evaluation_is_pressed():
+    """The look at an evaluation's press checked the task and the settings, not the template: a template without
+    {mask} waited behind other visitors' jobs to be refused."""
+    import gradio as gr
+
+    from peftlab.ui import build_app
+    from tests.test_app import settings
+
+    app = build_app()
+    with pytest.raises(gr.Error) as refused:
+        _event(app, "evaluate_check").fn(None, **settings(templates="Review: {text}") | {"limit": 20})
+    assert refused.value.message.startswith("The template must contain exactly one {mask}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from peftlab.cloze import ClozeConfig, classify_text, demonstrations_note, evaluate, scored_note
+from peftlab.cloze import ClozeConfig, ClozeSetup, classify_text, demonstrations_note, evaluate, scored_note
 from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.serving import current_caps
 from peftlab.ui.common import (
@@ -73,6 +73,9 @@ def evaluation_inputs(form: dict):
     task = task_from_form(form)
     config = config_from_form(ClozeConfig, form)
     check_test_texts(task, config.limit, "Test texts to evaluate", task.zero_shot_split)
+    # the templates and the verbalizer need no model: a template without {mask} is refused before the queue too
+    templates, verbalizer = split_templates(form["templates"]), form["verbalizer"]
+    ClozeSetup.build(task, templates, verbalizer, config.calibration, config.shots_in_context, config.seed)
     return task, config
 
 

@@ -66,7 +66,8 @@ def heavy_job(
     wait); `checks(form, request)` when it takes two arguments, where the visitor's session decides (an RLHF stage
     pressed before the one it builds on was refused after the wait too). With `kind` (the job's kind, as its Stop
     button names it) the session notes the job as queued, so Stop can keep it from starting. API clients call `fn`
-    alone: it refuses the same input itself. Returns the job's event.
+    alone: it refuses the same input itself. Returns the job's event, whose `look` is the look's (`answer` empties
+    the outputs when either fails).
 
     Not gradio's `validator=`, which does the same before the queue: its refusal reaches an API client as a bare
     "400 Bad Request", without the sentence.
@@ -96,6 +97,7 @@ def heavy_job(
     )
     job = looked.success(_unless_stopped_in_queue(fn, kind, len(event["outputs"])) if kind else fn, **event, **heavy())
     job.success(None, js=WORK_DONE)  # the page now asks before it is left (LEAVE_GUARD)
+    job.look = looked
     return job
 
 
@@ -165,21 +167,24 @@ def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple
     what the session keeps (an RLHF stage: that stays true after a failed press). A `cancels=` on another event
     would empty them too (gradio counts a cancelled event as failed); the app's Stop buttons set the session's stop
     flag instead. The events in `stale_on` (a new task picked) empty them too: they answered a press on other data.
+    A `heavy_job`'s press that its look refuses empties them as well.
     """
 
     def emptied():
         values = [gr.update(value=None, visible=False) if any(c is h for h in hidden) else None for c in outputs]
         return values if len(values) > 1 else values[0]
 
-    event.failure(
-        emptied,
-        None,
-        outputs,
-        queue=False,
-        show_progress="hidden",
-        show_progress_on=[pressed],
-        api_visibility="private",
-    )
+    for failed in (event, getattr(event, "look", None)):
+        if failed is not None:
+            failed.failure(
+                emptied,
+                None,
+                outputs,
+                queue=False,
+                show_progress="hidden",
+                show_progress_on=[pressed],
+                api_visibility="private",
+            )
     if stale_on:
         gr.on(stale_on, emptied, None, outputs, queue=False, show_progress="hidden", api_visibility="private")
 
