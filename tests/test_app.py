@@ -248,23 +248,25 @@ def test_bad_input_is_one_clear_sentence_and_the_app_keeps_serving(client, singl
     assert_still_answers(client)
 
 
+AUTOPROMPT_FORM = dict(  # /autoprompt's inputs in the tab's order: a 2-iteration search
+    **SOURCE,
+    template="{text} [T] [T] {mask}",
+    verbalizer=VERBALIZER,
+    search_words=False,
+    iterations=2,
+    candidates=4,
+    batch_size=8,
+    train_size=16,
+    positions="round-robin",
+    dev_check=True,
+    seed=13,
+    test_limit=20,
+)
+
+
 def autoprompt_args(**changes) -> list:
-    values = dict(
-        **SOURCE,
-        template="{text} [T] [T] {mask}",
-        verbalizer=VERBALIZER,
-        search_words=False,
-        iterations=2,
-        candidates=4,
-        batch_size=8,
-        train_size=16,
-        positions="round-robin",
-        dev_check=True,
-        seed=13,
-        test_limit=20,
-    )
-    values.update(changes)
-    return list(values.values())
+    """/autoprompt's inputs as a list, AUTOPROMPT_FORM with `changes`."""
+    return list((AUTOPROMPT_FORM | changes).values())
 
 
 def test_autoprompt_streams_iterations_and_sends_its_template_to_cloze(client):

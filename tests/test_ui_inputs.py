@@ -384,15 +384,22 @@ def test_an_rlhf_stage_pressed_too_early_or_with_an_emptied_box_is_refused_befor
     SESSIONS.close(Request.session_hash)
 
 
-def test_a_cloze_template_without_a_mask_is_refused_as_the_evaluation_is_pressed():
-    """The look at an evaluation's press checked the task and the settings, not the template: a template without
-    {mask} waited behind other visitors' jobs to be refused."""
+def test_a_template_without_a_mask_is_refused_as_an_evaluation_or_a_search_is_pressed():
+    """The looks at Cloze's and AutoPrompt's presses checked the task and the settings, not the template: a template
+    without {mask} (or with a field the task lacks) waited behind other visitors' jobs to be refused."""
     import gradio as gr
 
     from peftlab.ui import build_app
-    from tests.test_app import settings
+    from tests.test_app import AUTOPROMPT_FORM, settings
 
     app = build_app()
     with pytest.raises(gr.Error) as refused:
         _event(app, "evaluate_check").fn(None, **settings(templates="Review: {text}") | {"limit": 20})
-    assert refused.value.message.startswith("The template must contain exactly one {mask}")
+    assert refused.value.message == "The template must contain exactly one {mask}, but it has no {mask}."
+    for template, message in [
+        ("{text} [T] [T]", "The template must contain exactly one {mask}, but it has no {mask}."),
+        ("[T] {mask} {nope}", "The template uses {nope}, which the task lacks; available: {text}, {movie_name} and "),
+    ]:
+        with pytest.raises(gr.Error) as refused:
+            _event(app, "autoprompt_check").fn(None, **AUTOPROMPT_FORM | {"template": template})
+        assert refused.value.message.startswith(message)

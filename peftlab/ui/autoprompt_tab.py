@@ -12,12 +12,13 @@ from peftlab.autoprompt import (
     AutoPromptConfig,
     AutoPromptResult,
     autoprompt_run,
+    balanced_examples,
     fill_triggers,
     search_label_words,
 )
 from peftlab.errors import PeftlabError
 from peftlab.plots import metric_curve
-from peftlab.prompts import Verbalizer
+from peftlab.prompts import Template, Verbalizer
 from peftlab.serving import current_caps
 from peftlab.ui.common import (
     INSTANT,
@@ -61,6 +62,9 @@ def search_inputs(form: dict):
     task = task_from_form(form)
     config = config_from_form(AutoPromptConfig, form)
     check_test_texts(task, config.test_limit)
+    # what the search checks before its first step needs no model: a template without {mask} is refused at once
+    Template.parse(config.template, task.text_fields)
+    balanced_examples(task, config.train_size, config.seed)
     if not form["search_words"]:
         Verbalizer.parse(form["verbalizer"], task.label_names)
     return task, config
