@@ -151,13 +151,13 @@ def test_readable_tables_show_fractions_in_percent_and_round_the_rest():
         }
     )
     shown = readable(frame)
-    assert shown.to_dict("list") == {
+    assert shown.to_dict("list") == {  # the library's column names as the app's headers (they were snake_case)
         "method": ["lora", "zero-shot"],
-        "test_accuracy": ["85.1%", ""],
-        "trainable_share": ["0.00856%", "0.0%"],
+        "test accuracy": ["85.1%", ""],
+        "trainable share": ["0.00856%", "0.0%"],
         "dev acc": ["50.0%", "100.0%"],
-        "macro_f1": ["0.844", "0.7"],
-        "trainable_params": ["116,736", "0"],  # it showed 116736 beside a peak memory of 3,846 MB
+        "macro-F1": ["0.844", "0.7"],
+        "trainable parameters": ["116,736", "0"],  # it showed 116736 beside a peak memory of 3,846 MB
         "seed": [12345, 13],
         "steps": [30, 3],
         "accurate_words": ["1.235", "2"],

@@ -7,6 +7,20 @@ import time
 import pandas as pd
 
 PERCENT_WORDS = ("accuracy", "acc", "confidence", "share", "right")  # a column named with one holds a fraction
+# What the app calls the library's columns (the downloads keep the library's names, which scripts read)
+HEADERS = {
+    "test_accuracy": "test accuracy",
+    "accuracy_mean": "accuracy (mean)",
+    "accuracy_std": "accuracy (std)",
+    "macro_f1": "macro-F1",
+    "macro_f1_mean": "macro-F1 (mean)",
+    "trainable_params": "trainable parameters",
+    "trainable_share": "trainable share",
+    "train_seconds": "train s",
+    "train_seconds_mean": "train s (mean)",
+    "seconds_per_step": "s per step",
+    "peak_memory_mb": "peak MB",
+}
 
 
 def readable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -16,7 +30,8 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     of 10,000 or more (not seeds) with thousands separators (460,800 trainable parameters); empty cells blank.
 
     A fraction column is a float column whose name holds one of PERCENT_WORDS as a word ("test_accuracy", "dev acc",
-    "trainable_share").
+    "trainable_share"). The library's column names become the app's headers (HEADERS: "test_accuracy" is "test
+    accuracy").
     """
     shown = frame.copy()
     for column in shown.columns:
@@ -31,7 +46,7 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
             shown[column] = shown[column].map(_percent)
         else:
             shown[column] = shown[column].map(_number)
-    return shown
+    return shown.rename(columns=HEADERS)
 
 
 def _number(value: float) -> str:
