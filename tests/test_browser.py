@@ -297,12 +297,16 @@ def test_compare_tab_runs_a_small_standard_comparison_and_shows_the_table_and_bo
             enter(tab.get_by_label(label, exact=True), value)
         # A textbox's accessible name also holds its help line, so it is found by a case-sensitive part of it.
         enter(tab.get_by_label(re.compile(r"Seeds")), "13")
-        tab.get_by_role("button", name="Run the standard comparison", exact=True).click()
+        run = tab.get_by_role("button", name="Run the standard comparison", exact=True)
+        run.click()
+        # pressed again while its job waited or ran, it hid the job's place in the queue: it is off until the end
+        expect(run).to_be_disabled(timeout=10_000)
         expect(
             tab.get_by_text(
                 re.compile(r"^3 runs finished in [\d.]+ (s|min) \(estimated [\d.]+ (s|min)\)\. Press Compare")
             )
         ).to_be_visible(timeout=FIRST_CALL_TIMEOUT_S * 3000)
+        expect(run).to_be_enabled(timeout=10_000)
 
         tab.get_by_role("button", name="Refresh the lists").click()
         expect(tab.get_by_role("combobox", name="Model").first).to_have_value("smollm2-135m", timeout=30_000)

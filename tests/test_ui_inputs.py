@@ -266,7 +266,7 @@ def test_a_press_is_checked_before_it_waits_in_the_queue_and_stop_reaches_it_the
         look(Request(), **PET_FORM | {"patterns": "Review: {text}\nSentiment:{mask}"})
     assert refused.value.message.startswith("PET needs at least two patterns")
 
-    look(Request(), **PET_FORM)
+    assert look(Request(), **PET_FORM)[1] == gr.update(interactive=False)  # the button is off until the job ends
     stop = stop_handler("pet", "PET")
     assert stop(Request()) == "PET will not start: it was waiting in the queue behind other jobs."
     # its turn comes: it ends at once and leaves the tab's outputs as they are (an error read as a failure)

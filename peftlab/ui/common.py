@@ -66,8 +66,9 @@ def heavy_job(
     wait); `checks(form, request)` when it takes two arguments, where the visitor's session decides (an RLHF stage
     pressed before the one it builds on was refused after the wait too). With `kind` (the job's kind, as its Stop
     button names it) the session notes the job as queued, so Stop can keep it from starting. API clients call `fn`
-    alone: it refuses the same input itself. Returns the job's event, whose `look` is the look's (`answer` empties
-    the outputs when either fails).
+    alone: it refuses the same input itself. The button is disabled from the look until the job has ended: a second
+    press while the job waited in the queue ran the look again, which hid the job's place in the queue. Returns the
+    job's event, whose `look` is the look's (`answer` empties the outputs when either fails).
 
     Not gradio's `validator=`, which does the same before the queue: its refusal reaches an API client as a bare
     "400 Bad Request", without the sentence.
@@ -83,12 +84,13 @@ def heavy_job(
             checks(form, request) if with_request else checks(form)
         if kind is not None:
             SESSIONS.get(request).queue_job(kind)
-        return gr.skip() if status else None
+        disabled = gr.update(interactive=False)
+        return (gr.skip(), disabled) if status else disabled
 
     looked = button.click(
         user_errors(look),
         event.get("inputs"),
-        status,
+        [*status, button],
         inputs_kwargs=event.get("inputs_kwargs"),
         api_name=f"{event['api_name']}_check",
         api_visibility="private",
@@ -97,6 +99,9 @@ def heavy_job(
     )
     job = looked.success(_unless_stopped_in_queue(fn, kind, len(event["outputs"])) if kind else fn, **event, **heavy())
     job.success(None, js=WORK_DONE)  # the page now asks before it is left (LEAVE_GUARD)
+    job.then(
+        lambda: gr.update(interactive=True), None, [button], show_progress="hidden", api_visibility="private", **INSTANT
+    )
     job.look = looked
     return job
 
