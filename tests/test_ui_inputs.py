@@ -403,3 +403,22 @@ def test_a_template_without_a_mask_is_refused_as_an_evaluation_or_a_search_is_pr
         with pytest.raises(gr.Error) as refused:
             _event(app, "autoprompt_check").fn(None, **AUTOPROMPT_FORM | {"template": template})
         assert refused.value.message.startswith(message)
+
+
+def test_two_templates_on_one_line_are_told_how_to_separate_them():
+    """"Review: {text} Sentiment:{mask} --- {text} It was{mask}" was refused as "The template must contain exactly one
+    {mask}, but it has 2 {mask} slots.": the --- separates templates only on a line of its own, which nothing said."""
+    from peftlab.errors import PeftlabError
+    from peftlab.ui.common import split_templates
+
+    with pytest.raises(PeftlabError) as refused:
+        split_templates("Review: {text} Sentiment:{mask} --- {text} It was{mask}")
+    assert str(refused.value) == (
+        "'Review: {text} Sentiment:{mask} --- {text} It was{mask}' reads as one template with 2 {mask} slots; to give "
+        "several templates, put --- on a line of its own between them."
+    )
+    assert split_templates("Review: {text} Sentiment:{mask}\n ---\n{text} It was{mask}") == [
+        "Review: {text} Sentiment:{mask}",
+        "{text} It was{mask}",
+    ]
+    assert split_templates("Review --- {text} Sentiment:{mask}") == ["Review --- {text} Sentiment:{mask}"]  # one {mask}

@@ -408,7 +408,12 @@ def suggest(task_name, upload, text_column, label_column):
 
 
 def split_templates(text: str) -> list[str]:
-    """Templates separated by a line holding only `---` (several templates form an ensemble)."""
+    """Templates separated by a line holding only `---` (several templates form an ensemble).
+
+    Raises:
+        PeftlabError: a template with `---` inside a line and more than one {mask}: two templates on one line, which
+            the template's own check called "2 {mask} slots" without saying how to separate them.
+    """
     parts, current = [], []
     for line in (text or "").split("\n"):
         if line.strip() == TEMPLATE_SEPARATOR:
@@ -417,7 +422,14 @@ def split_templates(text: str) -> list[str]:
         else:
             current.append(line)
     parts.append("\n".join(current))
-    return [p.strip(" ") for p in parts if p.strip()]
+    templates = [p.strip(" ") for p in parts if p.strip()]
+    for template in templates:
+        if TEMPLATE_SEPARATOR in template and template.count("{mask}") > 1:
+            raise PeftlabError(
+                f"{template!r} reads as one template with {template.count('{mask}')} {{mask}} slots; to give several "
+                f"templates, put {TEMPLATE_SEPARATOR} on a line of its own between them."
+            )
+    return templates
 
 
 def verbalizer_lines(verbalizer: dict) -> str:
