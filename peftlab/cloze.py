@@ -593,10 +593,13 @@ def cloze_method_name(calibration: str, demonstrations: int) -> str:
 
 
 def scored_note(settings: dict) -> str:
-    """What an evaluation scored, in words: "200 test texts", or every row of an upload without a split column."""
+    """What an evaluation scored, in words: "200 of 1000 test texts", or the rows of an upload without a split
+    column ("all 40 rows", "10 of the 40 rows")."""
+    scored, held = settings["rows_scored"], settings.get("rows_in_split", settings["rows_scored"])
     if settings["split"] == "all":
-        return f"all {settings['rows_scored']} rows (the file has no split column and nothing was trained)"
-    return f"{settings['rows_scored']} test texts"
+        rows = f"all {scored} rows" if scored >= held else f"{scored} of the {held} rows, a stratified subset"
+        return f"{rows} (the file has no split column and nothing was trained)"
+    return f"{scored} test texts" if scored >= held else f"{scored} of {held} test texts"
 
 
 def demonstrations_note(settings: dict) -> str:

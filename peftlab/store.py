@@ -112,7 +112,7 @@ class ResultRow:
     ) -> ResultRow:
         """A row for `predicted` labels of `examples` (rows of `task`'s `split`: "test", or "all" for zero-shot
         scoring of an upload without a split column), with its metrics computed here; its settings record the
-        split and the number of rows scored (`rows_scored`)."""
+        split, the number of rows scored (`rows_scored`) and the number the split holds (`rows_in_split`)."""
         gold = [int(e["label"]) for e in examples]
         predicted = [int(p) for p in predicted]
         accuracy = float(np.mean(np.asarray(gold) == np.asarray(predicted))) if gold else None
@@ -122,7 +122,7 @@ class ResultRow:
             task=task.name,
             test_fingerprint=fingerprint(examples),
             method=method,
-            settings={**settings, "split": split, "rows_scored": len(examples)},
+            settings={**settings, "split": split, "rows_scored": len(examples), "rows_in_split": len(task.rows(split))},
             accuracy=accuracy,
             macro_f1=macro_f1(gold, predicted, len(task.label_names)),
             per_class_f1=per_class_f1(gold, predicted, task.label_names),

@@ -176,7 +176,7 @@ def test_evaluate_on_20_test_texts(client):
     assert match, summary
     accuracy = float(match.group(1))
     assert 0 <= accuracy <= 100
-    assert "20 test texts" in summary
+    assert "20 of 1000 test texts" in summary  # a stratified subset of the test split
     predictions = pd.read_csv(csv_path)
     assert len(predictions) == 20
     assert {"text", "gold", "predicted", "confidence", "correct", "p(negative)", "p(positive)"} <= set(predictions)
@@ -694,7 +694,7 @@ def test_cheap_clicks_never_wait_behind_heavy_jobs_and_a_queued_job_learns_its_p
         call(trainer, "/compare_stop")
         training.result(timeout=CALL_TIMEOUT_S)
         summary = queued.result(timeout=CALL_TIMEOUT_S)[0]
-        assert "20 test texts" in summary
+        assert "20 of 1000 test texts" in summary
     finally:
         trainer.close()
         evaluator.close()

@@ -558,3 +558,22 @@ def test_mean_calibration_on_a_few_texts_also_sees_a_reference_sample(tiny_causa
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     # Not centred on itself: one text alone would come out uniform and always predict the first label.
     assert not torch.allclose(got, torch.full_like(got, 0.5))
+
+
+def test_an_evaluation_says_how_many_of_the_split_it_scored(tiny_causal, tmp_path):
+    """A 40-row upload without a split column, scored with a limit of 10, said "all 10 rows": the other 30 went
+    unmentioned. It says "10 of the 40 rows" now, and "all 40 rows" when every row was scored."""
+    from peftlab.cloze import evaluate, scored_note
+    from peftlab.tasks import load_task
+
+    upload = tmp_path / "reviews.csv"
+    rows = [f"review {i} was {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}" for i in range(40)]
+    upload.write_text("text,label\n" + "\n".join(rows) + "\n")
+    task = load_task(str(upload))
+    template, verbalizer = "{text} It was{mask}", {"neg": ["bad"], "pos": ["good"]}
+    some = evaluate(tiny_causal, task, template, verbalizer, limit=10, split=task.zero_shot_split)
+    every = evaluate(tiny_causal, task, template, verbalizer, split=task.zero_shot_split)
+    assert scored_note(some.settings) == (
+        "10 of the 40 rows, a stratified subset (the file has no split column and nothing was trained)"
+    )
+    assert scored_note(every.settings) == "all 40 rows (the file has no split column and nothing was trained)"

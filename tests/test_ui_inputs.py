@@ -324,22 +324,26 @@ def test_a_cloze_evaluation_stops_at_the_job_time_limit(tiny_causal_folder, easy
     assert (confusion, errors, predictions) == (None, None, None)
 
 
-def test_the_trained_method_picker_shows_the_method_trained_last():
+def test_the_trained_method_picker_shows_the_method_trained_last_with_its_k_and_seed():
     """After a PET run and then a grid of prompt tuning, the grid's picker showed "pet classifier (seed 13)": it took
-    the session's first trained method, and a retrained one kept its old place."""
+    the session's first trained method, and a retrained one kept its old place. And of a grid over three seeds it
+    showed "prompt-tuning" without saying which run it kept."""
     from peftlab.ui.sessions import SESSIONS
     from peftlab.ui.soft_prompts_tab import keep_trained, method_choices, trained_methods
 
     class Request:
         session_hash = "picker-visitor"
 
-    keep_trained(Request(), "prompt-tuning", "first run")
+    keep_trained(Request(), "prompt-tuning", "first run", "K 16, seed 13")
     keep_trained(Request(), "pet classifier (seed 13)", "PET's classifier")
-    keep_trained(Request(), "prompt-tuning", "second run")
+    keep_trained(Request(), "prompt-tuning", "second run", "K 16, seed 42")
     assert trained_methods(Request()) == {"pet classifier (seed 13)": "PET's classifier", "prompt-tuning": "second run"}
-    picker = method_choices(trained_methods(Request()))
-    assert picker.value == "prompt-tuning"
-    assert [name for name, _ in picker.choices] == ["pet classifier (seed 13)", "prompt-tuning"]
+    picker = method_choices(Request())
+    assert picker.value == "prompt-tuning"  # what "classify" and "download" get: the method's name
+    assert picker.choices == [
+        ("pet classifier (seed 13)", "pet classifier (seed 13)"),
+        ("prompt-tuning (K 16, seed 42)", "prompt-tuning"),
+    ]
     SESSIONS.close(Request.session_hash)
 
 
@@ -406,7 +410,7 @@ def test_a_template_without_a_mask_is_refused_as_an_evaluation_or_a_search_is_pr
 
 
 def test_two_templates_on_one_line_are_told_how_to_separate_them():
-    """"Review: {text} Sentiment:{mask} --- {text} It was{mask}" was refused as "The template must contain exactly one
+    """ "Review: {text} Sentiment:{mask} --- {text} It was{mask}" was refused as "The template must contain exactly one
     {mask}, but it has 2 {mask} slots.": the --- separates templates only on a line of its own, which nothing said."""
     from peftlab.errors import PeftlabError
     from peftlab.ui.common import split_templates

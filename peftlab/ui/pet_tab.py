@@ -46,7 +46,7 @@ from peftlab.ui.common import (
 from peftlab.ui.display import duration, time_left, took
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
-from peftlab.ui.soft_prompts_tab import keep_trained, method_choices, trained_method_panel, trained_methods
+from peftlab.ui.soft_prompts_tab import keep_trained, method_choices, trained_method_panel
 
 SUMMARY = """**Pattern-Exploiting Training** ([Schick & Schütze 2021](https://aclanthology.org/2021.eacl-main.20/)):
 (1) one model per pattern learns from the K labelled examples per class; (2) their ensemble, each pattern
@@ -150,7 +150,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
     def outputs(status: str, running: bool = True):
         curves = training_curves(pd.DataFrame(events)) if events else None
         soft = soft_label_histogram(results[-1].soft_labels, task.label_names) if results else None
-        choices = method_choices(trained_methods(request))
+        choices = method_choices(request)
         if running:
             left = time_left(started, max(done - 1, 0) / total, expected)
             status = status.removesuffix(".") + f" (estimated {duration(expected)} in all{left})."

@@ -99,18 +99,22 @@ def trained_methods(request) -> dict:
     return SESSIONS.get(request).values.setdefault("trained", {})
 
 
-def keep_trained(request, name: str, trained) -> dict:
+def keep_trained(request, name: str, trained, about: str = "") -> None:
     """Keep `trained` as the session's method `name` (the latest of that name), last: the pickers show the last one,
-    not an older method that was first trained under a name before it. Returns the session's trained methods."""
+    not an older method that was first trained under a name before it. `about` (the run's K and seed) shows beside
+    the name: a grid over three seeds keeps each method's last run, and the picker did not say which."""
     kept = trained_methods(request)
     kept.pop(name, None)
     kept[name] = trained
-    return kept
+    SESSIONS.get(request).values.setdefault("trained_about", {})[name] = about
 
 
-def method_choices(trained: dict) -> gr.Dropdown:
-    """The picker of the session's trained methods, showing the one trained or loaded last."""
-    return gr.Dropdown(choices=list(trained), value=next(reversed(trained), None))
+def method_choices(request) -> gr.Dropdown:
+    """The picker of the session's trained methods ("prompt-tuning (K 16, seed 42)" shown, "prompt-tuning" picked),
+    showing the one trained or loaded last."""
+    kept, about = trained_methods(request), SESSIONS.get(request).values.get("trained_about", {})
+    choices = [(f"{name} ({about[name]})" if about.get(name) else name, name) for name in kept]
+    return gr.Dropdown(choices=choices, value=next(reversed(kept), None))
 
 
 def _kept(row: GridRow, lm):
@@ -144,7 +148,6 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
     if message := unconfirmed(request, "soft-prompts", form, expected, plan):
         yield message, *[gr.skip()] * 7
         return
-    trained_by_method = trained_methods(request)
     rows, events, notes = [], [], []
     started, done = time.perf_counter(), 0.0
 
@@ -165,7 +168,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
             training_curves(pd.DataFrame(events)) if events else None,
             accuracy_vs_parameters(summary) if len(summary) else None,
             *files,
-            method_choices(trained_by_method),
+            method_choices(request),
         )
 
     with job(request, "soft-prompts") as (session, stop):
@@ -176,7 +179,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
                 if item.result is not None:  # a run that failed on Ray has no scores
                     keep_results(request, [item.result])
                 if (trained := _kept(item, lm)) is not None:
-                    keep_trained(request, item.values["method"], trained)  # the latest run of each method
+                    about = f"K {item.values['K']}, seed {item.values['seed']}"
+                    keep_trained(request, item.values["method"], trained, about)  # the latest run of each method
                     if loss_is_flat(trained.history):
                         notes.append(flat_loss_message(trained))
             else:
@@ -258,9 +262,9 @@ def load_saved(path, request: gr.Request):
         raise PeftlabError("Upload a zip that 'Download' gave you.")
     lm = load_model(saved_model_name(path), dtype="fp32")  # only a model this Space allows
     trained = load_trained(path, lm)
-    name = f"{trained.config.name} (loaded)"
+    keep_trained(request, f"{trained.config.name} (loaded)", trained)
     return (
-        method_choices(keep_trained(request, name, trained)),
+        method_choices(request),
         f"Loaded {trained.config.name} trained on {trained.lm.name} ({trained.trainable_params:,} trained parameters).",
     )
 
