@@ -426,3 +426,20 @@ def test_two_templates_on_one_line_are_told_how_to_separate_them():
         "{text} It was{mask}",
     ]
     assert split_templates("Review --- {text} Sentiment:{mask}") == ["Review --- {text} Sentiment:{mask}"]  # one {mask}
+
+
+def test_comparisons_uploaded_after_sft_are_told_to_run_sft_again():
+    """A comparisons file uploaded after step 1 had run, with "uploaded comparisons" picked, was refused as "No
+    comparisons were uploaded with the demonstrations in step 1." while the file showed in its box."""
+    from peftlab.errors import PeftlabError
+    from peftlab.rlhf.pipeline import RLHFData
+    from peftlab.rlhf.session import RLHFSession
+
+    session = RLHFSession(data=RLHFData.embedded(seed=0), sft="an SFT result")  # step 1 ran on the embedded data
+    with pytest.raises(PeftlabError) as refused:
+        session.check_source("uploaded comparisons")
+    assert str(refused.value) == (
+        "Step 1 (SFT) ran without a comparisons file; upload it beside the demonstrations and run step 1 again (it "
+        "holds out prompts by the comparisons), or take the comparisons from another source."
+    )
+    session.check_source("simulated labeler")  # the other sources need nothing uploaded

@@ -91,12 +91,22 @@ class RLHFSession:
         self.human.add(prompt, responses, list(ranks))
         self.pending = None
 
-    def comparisons(self, source: str, config: PipelineConfig) -> tuple[list[Comparison], list[Comparison]]:
-        """(training, held-out) comparisons from `source`: a simulated labeler ranking SFT samples, the person's
-        rankings, or the comparisons uploaded with the demonstrations."""
+    def check_source(self, source: str) -> None:
+        """Raise the PeftlabError `comparisons` would before any work: SFT not run, an unknown source, or uploaded
+        comparisons that step 1 did not get (a file uploaded after it ran: SFT's held-out prompts depend on it)."""
         self.need("sft")
         if source not in RANKING_SOURCES:
             raise PeftlabError(f"Comparisons come from {', '.join(RANKING_SOURCES)}, not {source!r}.")
+        if source == "uploaded comparisons" and self.data.comparisons is None:
+            raise PeftlabError(
+                "Step 1 (SFT) ran without a comparisons file; upload it beside the demonstrations and run step 1 "
+                "again (it holds out prompts by the comparisons), or take the comparisons from another source."
+            )
+
+    def comparisons(self, source: str, config: PipelineConfig) -> tuple[list[Comparison], list[Comparison]]:
+        """(training, held-out) comparisons from `source`: a simulated labeler ranking SFT samples, the person's
+        rankings, or the comparisons uploaded with the demonstrations (`check_source` says what it refuses)."""
+        self.check_source(source)
         if source == "my rankings":
             pairs = self.human.comparisons()
             prompts = list(dict.fromkeys(p.prompt for p in pairs))
@@ -106,8 +116,6 @@ class RLHFSession:
                 )
             held = set(prompts[: max(1, len(prompts) // 5)])
             return [p for p in pairs if p.prompt not in held], [p for p in pairs if p.prompt in held]
-        if source == "uploaded comparisons" and self.data.comparisons is None:
-            raise PeftlabError("No comparisons were uploaded with the demonstrations in step 1.")
         data = replace(self.data, comparisons=None) if source == "simulated labeler" else self.data
         return ranked_comparisons(self.sft.model, self.lm.tokenizer, data, config, labeler_by_name(config.labeler))
 
