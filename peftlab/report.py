@@ -138,7 +138,11 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         table["method"],
         table["K"],
         table["runs"],
-        [f"{m:.1%} ± {s:.1%}" for m, s in zip(table["accuracy_mean"], table["accuracy_std"])],
+        # one run has no spread: "± 0.0%" read as if one had been measured
+        [
+            f"{m:.1%} ± {s:.1%}" if n > 1 else f"{m:.1%}"
+            for m, s, n in zip(table["accuracy_mean"], table["accuracy_std"], table["runs"])
+        ],
         table["macro_f1_mean"].map(lambda v: f"{v:.3f}"),
         [f"{p:,} ({s:.3%})" if p else "0" for p, s in zip(table["trainable_params"], table["trainable_share"])],
         table["seconds_mean"].map(lambda v: f"{v:.0f}"),

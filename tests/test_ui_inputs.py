@@ -443,3 +443,13 @@ def test_comparisons_uploaded_after_sft_are_told_to_run_sft_again():
         "holds out prompts by the comparisons), or take the comparisons from another source."
     )
     session.check_source("simulated labeler")  # the other sources need nothing uploaded
+
+
+def test_a_task_box_of_spaces_is_called_empty():
+    """A Task box holding only spaces was looked up on the Hub: "Could not load the dataset '' from the Hugging Face
+    Hub (the Hub is unreachable or has no such dataset)"."""
+    from peftlab.errors import PeftlabError
+    from peftlab.ui.common import resolve_task
+
+    with pytest.raises(PeftlabError, match=r"^Pick a task or upload a CSV/JSONL file\.$"):
+        resolve_task("   ", None, "text", "label")

@@ -389,7 +389,7 @@ def resolve_task(task_name: str, upload, text_column: str, label_column: str):
 
     On a public Space a typed name is never read as a path on the server: files come only as uploads.
     """
-    source = upload if upload else task_name
+    source = upload if upload else str(task_name or "").strip()  # a box of spaces was looked up as Hub dataset ''
     if not source:
         raise PeftlabError("Pick a task or upload a CSV/JSONL file.")
     if not upload and public_mode() and str(task_name).strip().lower().endswith(UPLOAD_SUFFIXES):
