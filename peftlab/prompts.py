@@ -38,6 +38,7 @@ TOKENIZER_MARKS = ("Ġ", "▁", "##")  # word-start and continuation marks of BP
 TRIGGER = "[T]"  # a trigger slot in an AutoPrompt template
 MIN_INPUT_TOKENS = 16  # what virtual tokens or demonstrations leave at least of a model's input for the text
 _FIELD = re.compile(r"\{(\w*)\}")
+_UNCLOSED = re.compile(r"\{(\w+)(?![\w}])")  # "{text" not followed by "}"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class Template:
         """
         if not text or not text.strip():
             raise PeftlabError("The template is empty; write one such as 'Review: {text} Sentiment:{mask}'.")
+        if unclosed := _UNCLOSED.search(text):  # else "{text Sentiment:{mask}" was told it never uses the input
+            raise PeftlabError(f"The template has '{{{unclosed[1]}' without its closing '}}'; write {{{unclosed[1]}}}.")
         names = _FIELD.findall(text)
         masks = names.count(MASK_FIELD)
         if masks != 1:

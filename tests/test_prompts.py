@@ -55,9 +55,9 @@ def test_template_unknown_column_is_named():
         Template.parse("{b} {a} {text}{mask}", ["text"])
 
 
-@pytest.mark.parametrize("text", ["Sentiment:{mask}", "{text {mask}", "{ text} was{mask}."])
+@pytest.mark.parametrize("text", ["Sentiment:{mask}", "{ text} was{mask}."])
 def test_a_template_that_never_uses_the_input_is_refused(text):
-    """Without its input every text is scored the same: one prediction for all (a typo such as '{text ' too)."""
+    """Without its input every text is scored the same: one prediction for all (a typo such as '{ text}' too)."""
     with pytest.raises(PeftlabError) as raised:
         Template.parse(text, ["text"])
     assert str(raised.value) == (
@@ -65,6 +65,17 @@ def test_a_template_that_never_uses_the_input_is_refused(text):
     )
     with pytest.raises(PeftlabError, match=r"write \{premise\} or \{hypothesis\} where the text goes"):
         Template.parse(text, ["premise", "hypothesis"])
+
+
+UNCLOSED = [("Review: {text Sentiment:{mask}", "text"), ("{text {mask}", "text"), ("{text} was{mask", "mask")]
+
+
+@pytest.mark.parametrize(("text", "field"), UNCLOSED)
+def test_a_field_without_its_closing_brace_is_named(text, field):
+    """ "Review: {text Sentiment:{mask}" was told it never uses the input, which sent people looking elsewhere."""
+    with pytest.raises(PeftlabError) as raised:
+        Template.parse(text, ["text"])
+    assert str(raised.value) == f"The template has '{{{field}' without its closing '}}'; write {{{field}}}."
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n"])
