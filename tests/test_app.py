@@ -279,6 +279,9 @@ def test_autoprompt_streams_iterations_and_sends_its_template_to_cloze(client):
         r"\*\*Test accuracy \d+(\.\d)?%\*\* with the trigger vs \d+(\.\d)?% without \(20 test texts\)", summary
     )
     assert [row[0] for row in history["data"]] == [0, 1, 2]
+    # a search whose every swap was refused says so (its "found" template was the one it started from)
+    accepted = [row[history["headers"].index("accepted")] for row in history["data"]]
+    assert ("No swap was accepted in 2 iterations" in summary) == (not any(accepted)), (summary, accepted)
     assert "[T]" not in template and template.startswith("{text} ") and template.endswith(" {mask}")
     sent = call(client, "/send_to_cloze", MODEL, TASK, template, verbalizer)
     assert sent[2] == template and sent[3] == VERBALIZER

@@ -145,6 +145,11 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
     )
     if stopped:
         summary = f"{stopped} The best trigger of iterations 0-{result.iterations_done} is kept and scored. " + summary
+    if result.iterations_done and not history["accepted"].any():  # the found template was the starting one
+        summary += (
+            f" No swap was accepted in {result.iterations_done} iterations: the trigger is still the one it started "
+            "from; try more iterations or candidates, or a larger train size."
+        )
     yield summary, readable(history), _plot(history), result.template, verbalizer
 
 
