@@ -551,9 +551,9 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
     status, update, _scores, frontier = call(client, "/rlhf_evaluate", "vader-positive", 3, 0)
     table = update["value"]  # an update that also sets the column widths
     assert update["column_widths"][:2] == ["180px", "280px"] and len(update["column_widths"]) == len(table["headers"])
-    number = r"\*\*[+-]\d\.\d{3}\*\* \([+-]\d\.\d{2}\)"
+    number = r"\*\*[+-]\d\.\d{3}\*\* \(reward model [+-]\d\.\d{2}\)"
     assert re.match(
-        rf"On 3 held-out prompts, vader-positive score \(reward model\): SFT {number}; PPO {number}, KL to SFT "
+        rf"On 3 held-out prompts, mean vader-positive score: SFT {number}; PPO {number}, KL to SFT "
         rf"-?\d+\.\d\d nats per response; DPO {number}, KL to SFT -?\d+\.\d\d nats per response\."
         r"( A KL below 0 is the sampling error of 3 responses: that policy cannot be told apart from SFT on these "
         r"prompts\.)?$",

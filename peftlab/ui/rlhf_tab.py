@@ -444,13 +444,14 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
     )
     s = comparison.summary
     routes = comparison.routes
-    parts = [f"SFT **{s['sft_mean_score']:+.3f}** ({s['sft_mean_reward']:+.2f})"] + [
-        f"{route.upper()} **{s[f'{route}_mean_score']:+.3f}** ({s[f'{route}_mean_reward']:+.2f}), "
+    # each number named: "SFT +0.514 (+0.32)" left the bracket unexplained
+    parts = [f"SFT **{s['sft_mean_score']:+.3f}** (reward model {s['sft_mean_reward']:+.2f})"] + [
+        f"{route.upper()} **{s[f'{route}_mean_score']:+.3f}** (reward model {s[f'{route}_mean_reward']:+.2f}), "
         f"KL to SFT {s[f'{route}_mean_kl']:.2f} nats per response"
         for route in routes
     ]
     held_out = counted(s["prompts"], "held-out prompt")
-    status = f"On {held_out}, {s['labeler']} score (reward model): " + "; ".join(parts) + "."
+    status = f"On {held_out}, mean {s['labeler']} score: " + "; ".join(parts) + "."
     if any(s[f"{route}_mean_kl"] < 0 for route in routes):
         status += (
             f" A KL below 0 is the sampling error of {counted(s['prompts'] * s['samples_per_prompt'], 'response')}: "
