@@ -430,7 +430,6 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
     from peftlab.backends import adapter_name
     from peftlab.compare import results_frame, run_record
     from peftlab.saving import zip_trained
-    from peftlab.tuning import flat_loss_message, loss_is_flat
 
     rows, curves = [], []
     save_dir = Path(args.save_adapters) if getattr(args, "save_adapters", None) else None
@@ -442,8 +441,8 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
             if item.result is not None:  # a run that failed on Ray has no scores to keep
                 _store(args, [item.result])
             row = item.values
-            if item.trained is not None and loss_is_flat(item.trained.history):
-                print(f"warning: {flat_loss_message(item.trained)}", file=sys.stderr)
+            if item.trained is not None and (warning := item.trained.loss_warning()):
+                print(f"warning: {warning}", file=sys.stderr)
             if item.trained is not None and save_dir:
                 zip_trained(item.trained, save_dir / adapter_name(row))
             if not args.json:

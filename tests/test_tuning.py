@@ -32,7 +32,8 @@ from peftlab.tuning import (
     TrainedMethod,
     TrainEvent,
     TrainSettings,
-    loss_is_flat,
+    loss_note,
+    loss_trend,
     peak_memory_mb,
     reset_peak_memory,
     train_method,
@@ -268,13 +269,35 @@ def test_short_run_lowers_the_training_loss(tiny_causal, easy, name, learning_ra
     assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     assert last < 0.95 * first, (first, last)
-    assert not loss_is_flat(trained.history)
+    assert trained.loss_warning() is None
     assert [e.learning_rate for e in events[:2]] == pytest.approx([learning_rate, learning_rate * (1 - 1 / 30)])
 
 
 def test_a_tiny_learning_rate_is_reported_as_flat(tiny_causal, easy):
     _, trained = run(tiny_causal, easy, method_config("prompt-tuning", learning_rate=1e-7), steps=8)
-    assert loss_is_flat(trained.history)
+    assert trained.loss_warning() == (
+        "The training loss of prompt-tuning stayed flat over 8 steps: try a larger learning rate than 1e-07 or more "
+        "steps."
+    )
+
+
+@pytest.mark.parametrize(
+    ("losses", "trend"),
+    [
+        ([2.0, 2.0, 1.0, 1.0], None),  # fell by half
+        ([2.0, 2.0, 2.0, 1.95], "flat"),  # first quarter 2.0, last 1.95: down 2.5 %, less than 5 %
+        ([2.0, 2.0, 2.0, 2.2], "rose"),  # up 10 %
+        ([4.1, 29.7], "rose"),  # SFT at a learning rate of 5: above 1.5 x in 2 steps
+        ([4.1, 5.0], None),  # 2 steps: too few to call flat, and not 1.5 x
+    ],
+)
+def test_a_loss_that_rose_is_told_apart_from_a_flat_one(losses, trend):
+    """A loss that rose (a learning rate too large) was reported as flat, with the advice of a larger one."""
+    assert loss_trend(losses) == trend
+    note = loss_note("SFT", losses, 5.0)
+    if trend == "rose":
+        assert note == f"The training loss of SFT rose over {len(losses)} steps: try a smaller learning rate than 5."
+    assert (note is None) == (trend is None)
 
 
 # ------------------------------------------------------------------ 4. determinism

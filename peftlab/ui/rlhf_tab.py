@@ -27,6 +27,7 @@ from peftlab.rlhf.reward import REPORT_COLUMNS, RewardConfig, RewardResult, held
 from peftlab.rlhf.session import RANKING_SOURCES, RLHFSession
 from peftlab.rlhf.sft import SFTConfig, SFTResult
 from peftlab.serving import current_caps
+from peftlab.tuning import loss_note
 from peftlab.ui.common import (
     INSTANT,
     action_row,
@@ -163,9 +164,11 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
         # on ZeroGPU a Stop cannot reach a running call: the stage may have run to its end all the same
         note = f"{stopped_note(stop)} " if stop.is_set() and len(session.sft.losses) < config.steps else ""
     result = session.sft
+    warning = loss_note("SFT", result.losses, config.learning_rate)  # a learning rate of 5 took it 4.1 → 29.7
     yield (
         f"{note}SFT done: loss {result.losses[0]:.3f} → {result.losses[-1]:.3f} after "
-        f"{counted(len(result.losses), 'step')} in {result.seconds:.0f} s. Next: the reward model.",
+        f"{counted(len(result.losses), 'step')} in {result.seconds:.0f} s. Next: the reward model."
+        + (f"\n\n⚠️ {warning}" if warning else ""),
         metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"),
         pd.DataFrame(samples),
     )

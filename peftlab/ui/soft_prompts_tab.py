@@ -34,7 +34,7 @@ from peftlab.plots import accuracy_vs_parameters, label_probability_bars, sweep_
 from peftlab.saving import load_trained, saved_model_name, zip_trained
 from peftlab.serving import current_caps
 from peftlab.standard import grid_seconds
-from peftlab.tuning import TrainSettings, flat_loss_message, loss_is_flat
+from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
     INSTANT,
     START_TEMPLATE,
@@ -181,8 +181,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
                 if (trained := _kept(item, lm)) is not None:
                     about = f"K {item.values['K']}, seed {item.values['seed']}"
                     keep_trained(request, item.values["method"], trained, about)  # the latest run of each method
-                    if loss_is_flat(trained.history):
-                        notes.append(flat_loss_message(trained))
+                    if warning := trained.loss_warning():
+                        notes.append(warning)
             else:
                 events.append(asdict(item))
                 done = max(len(rows) - 1 + item.step / settings.steps, 0)
