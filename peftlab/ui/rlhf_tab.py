@@ -518,7 +518,7 @@ def samples_table() -> gr.Dataframe:
     return gr.Dataframe(
         label="Samples while training",
         headers=["step", "prompt", "response"],
-        column_widths=["8%", "37%", "55%"],
+        column_widths=["56px", "35%", "50%"],  # 8 % of a half-width table wrapped "step" as "ste / p"
         wrap=True,
         interactive=False,
         max_height=300,
@@ -589,6 +589,7 @@ def build_rlhf_tab() -> None:
         rm_check = gr.Dataframe(
             label="Held-out accuracy by the labeler's margin, and InstructGPT's for scale",
             headers=list(REPORT_COLUMNS),
+            column_widths=["34%", "14%", "20%", "32%"],  # equal shares cut "accuracy" and wrapped "pairs"
             interactive=False,
             wrap=True,
         )
