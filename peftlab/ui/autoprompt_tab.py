@@ -147,7 +147,7 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
         summary = f"{stopped} The best trigger of iterations 0-{result.iterations_done} is kept and scored. " + summary
     if result.iterations_done and not history["accepted"].any():  # the found template was the starting one
         summary += (
-            f" No swap was accepted in {result.iterations_done} iterations: the trigger is still the one it started "
+            f". No swap was accepted in {result.iterations_done} iterations: the trigger is still the one it started "
             "from; try more iterations or candidates, or a larger train size."
         )
     yield summary, readable(history), _plot(history), result.template, verbalizer
@@ -186,11 +186,11 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
         run_button = gr.Button("Search", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
     status = status_line()
-    with gr.Row():
-        history = gr.Dataframe(
-            label="Trigger per iteration", headers=list(HISTORY_COLUMNS), interactive=False, max_height=320
-        )
-        curve = gr.Plot(label="Dev accuracy")
+    # the whole width: its nine columns did not fit beside the curve at 1280 px ("train acc" showed as "tr…")
+    history = gr.Dataframe(
+        label="Trigger per iteration", headers=list(HISTORY_COLUMNS), interactive=False, max_height=320
+    )
+    curve = gr.Plot(label="Dev accuracy")
     with gr.Row():
         found_template = gr.Textbox(label="Found template", interactive=False)
         found_verbalizer = gr.Textbox(label="Verbalizer used", interactive=False)
