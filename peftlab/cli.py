@@ -268,6 +268,8 @@ def run_cloze(args: argparse.Namespace) -> None:
     print(f"scored {scored_note(result.settings)}")
     if config.shots_in_context:
         print(demonstrations_note(result.settings))
+    for note in result.notes:
+        print(f"warning: {note}", file=sys.stderr)
     width = max(len(name) for name in result.label_names)
     print("confusion (rows gold, columns predicted):")
     for name, row in zip(result.label_names, result.confusion):

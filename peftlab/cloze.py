@@ -29,7 +29,7 @@ import torch
 
 from peftlab.config import Config, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
-from peftlab.metrics import accuracy, confusion_matrix, macro_f1
+from peftlab.metrics import accuracy, confusion_matrix, leaning_label, macro_f1
 from peftlab.models import LM
 from peftlab.prompts import Prompt, Query, Template, Verbalizer, pick_demonstrations
 from peftlab.store import ResultRow, fingerprint
@@ -482,6 +482,7 @@ class ClozeEvaluation:
     seconds: float
     settings: dict = field(default_factory=dict)
     row: ResultRow | None = None  # the result as the results store keeps it
+    notes: list[str] = field(default_factory=list)  # what a reader of the accuracy should know (`leaning_note`)
 
     @property
     def n(self) -> int:
@@ -498,6 +499,7 @@ class ClozeEvaluation:
             "n": self.n,
             "seconds": round(self.seconds, 3),
             **self.settings,
+            "notes": self.notes,
         }
 
 
@@ -574,16 +576,43 @@ def evaluate(
         device=str(lm.device),
         metrics={"model_params": lm.num_parameters},
     )
+    confusion = confusion_matrix(gold, predicted, len(names))
+    note = leaning_note(confusion, names, setup)
     return ClozeEvaluation(
         label_names=list(names),
         accuracy=accuracy(gold, predicted),
         macro_f1=macro_f1(gold, predicted, len(names)),
-        confusion=confusion_matrix(gold, predicted, len(names)),
+        confusion=confusion,
         predictions=table,
         seconds=seconds,
         settings=row.settings,
         row=row,
+        notes=[note] if note else [],
     )
+
+
+def leaning_note(confusion: np.ndarray, names: Sequence[str], setup: ClozeSetup) -> str | None:
+    """A sentence when the predictions lean towards one label far more than the gold labels do (`leaning_label`),
+    with what to try for these settings; None otherwise."""
+    leaning = leaning_label(confusion)
+    if leaning is None:
+        return None
+    label, predicted_share, gold_share = leaning
+    note = (
+        f"The predictions lean towards '{names[label]}': {predicted_share:.0%} of the texts got it, against "
+        f"{gold_share:.0%} of the gold labels, so the accuracy says little about reading the texts."
+    )
+    demonstrations = setup.prompts[0].demonstrations
+    if demonstrations:
+        last = names[demonstrations[-1]["label"]]
+        return (
+            f"{note} Small models lean on the in-context demonstrations' labels and order (the last one here is "
+            f"'{last}'; Zhao et al. 2021): try contextual calibration, another demonstration seed or fewer "
+            "demonstrations."
+        )
+    if setup.calibration == "none":
+        return f"{note} The label words' own prior sways the scores: try calibration (contextual or mean)."
+    return f"{note} Try other label words or another template."
 
 
 def cloze_method_name(calibration: str, demonstrations: int) -> str:

@@ -30,3 +30,24 @@ def macro_f1(gold, predicted, n_labels: int) -> float:
     denominator = matrix.sum(0) + matrix.sum(1)  # predicted + gold counts = 2TP + FP + FN
     f1 = np.divide(2 * true_positive, denominator, out=np.zeros(n_labels), where=denominator > 0)
     return float(f1.mean())
+
+
+# A label whose share of the predictions exceeds its share of the gold labels by this much (50 % gold, 80 %
+# predicted) is a model leaning towards it, not one that read the texts: 4 in-context demonstrations ending on
+# 'positive' made the embedded model call 100 of 100 rt-sentiment reviews positive (Zhao et al. 2021's recency bias).
+LEANING_EXCESS = 0.3
+
+
+def leaning_label(confusion: np.ndarray) -> tuple[int, float, float] | None:
+    """The label predicted far more often than it is gold, from an (L, L) confusion matrix (rows gold, columns
+    predicted): (label, its share of the predictions, its share of the gold labels) when the first exceeds the
+    second by LEANING_EXCESS or more, else None (also with no texts)."""
+    confusion = np.asarray(confusion)
+    total = confusion.sum()
+    if not total:
+        return None
+    excess = (confusion.sum(0) - confusion.sum(1)) / total  # (L,) predicted share minus gold share
+    label = int(np.argmax(excess))
+    if excess[label] < LEANING_EXCESS:
+        return None
+    return label, float(confusion[:, label].sum() / total), float(confusion[label].sum() / total)

@@ -19,6 +19,7 @@ from peftlab.cloze import (
     classify_text,
     evaluate,
     label_log_probs,
+    leaning_note,
     score_queries,
 )
 from peftlab.errors import PeftlabError
@@ -365,6 +366,25 @@ def test_evaluate_with_demonstrations(tiny_lm, tiny_task):
     assert result.settings["shots_in_context"] == 2 and result.n == len(tiny_task.test)
     zero_shot = evaluate(tiny_lm, tiny_task, TEMPLATE, VERBALIZER)
     assert not np.allclose(result.predictions["p(positive)"], zero_shot.predictions["p(positive)"], atol=1e-4)
+
+
+def test_predictions_that_lean_on_one_label_get_a_sentence_with_advice_for_the_settings(tiny_task):
+    # rows gold, columns predicted: every text called positive, half of them are
+    leaning = np.array([[0, 3], [0, 3]])
+    names = tiny_task.label_names
+    in_context = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, shots_in_context=2, seed=21)
+    last = names[in_context.prompts[0].demonstrations[-1]["label"]]
+    assert leaning_note(leaning, names, in_context) == (
+        "The predictions lean towards 'positive': 100% of the texts got it, against 50% of the gold labels, so the "
+        "accuracy says little about reading the texts. Small models lean on the in-context demonstrations' labels "
+        f"and order (the last one here is '{last}'; Zhao et al. 2021): try contextual calibration, another "
+        "demonstration seed or fewer demonstrations."
+    )
+    zero_shot = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER)
+    assert leaning_note(leaning, names, zero_shot).endswith("sways the scores: try calibration (contextual or mean).")
+    calibrated = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, calibration="contextual")
+    assert leaning_note(leaning, names, calibrated).endswith("Try other label words or another template.")
+    assert leaning_note(np.array([[2, 1], [1, 2]]), names, in_context) is None
 
 
 def _demonstration_prompt(tiny_task, template: str = SUFFIX_TEMPLATE, shots: int = 6) -> Prompt:

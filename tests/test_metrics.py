@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from peftlab.metrics import accuracy, confusion_matrix, macro_f1, mean_gold_log_prob
+from peftlab.metrics import accuracy, confusion_matrix, leaning_label, macro_f1, mean_gold_log_prob
 
 # Label 2 is gold twice and never predicted.
 GOLD = [0, 0, 1, 1, 2, 2]
@@ -49,3 +49,17 @@ def test_macro_f1_hand_computed():
 def test_mean_gold_log_prob_by_hand():
     log_probs = np.log([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]])
     assert mean_gold_log_prob(log_probs, [1, 0, 0]) == pytest.approx((np.log(0.5) + np.log(0.9) + np.log(0.2)) / 3)
+
+
+def test_leaning_label_by_hand():
+    # 4 demonstrations ending on 'positive': 100 of 100 reviews called positive, half of them are (rows gold).
+    assert leaning_label(np.array([[0, 50], [0, 50]])) == (1, 1.0, 0.5)
+    # 60 % predicted negative against 50 % gold: a lean of 0.1, below LEANING_EXCESS.
+    assert leaning_label(np.array([[40, 10], [20, 30]])) is None
+    # 80 % against 50 %: exactly at the threshold counts.
+    assert leaning_label(np.array([[20, 30], [0, 50]])) == (1, 0.8, 0.5)
+    # Three labels, gold 20/30/50 %: label 0 predicted for 60 % of the texts (+0.4), label 2 for 40 % (-0.1).
+    assert leaning_label(np.array([[20, 0, 0], [30, 0, 0], [10, 0, 40]])) == (0, 0.6, 0.2)
+    # A skewed gold set predicted as it is is no lean.
+    assert leaning_label(np.array([[90, 0], [0, 10]])) is None
+    assert leaning_label(np.zeros((2, 2), dtype=int)) is None

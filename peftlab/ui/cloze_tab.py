@@ -137,6 +137,7 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
         f"calibration {config.calibration}"
     )
     summary += f" · {demonstrations_note(result.settings)}" if config.shots_in_context else ""
+    summary += "".join(f"\n\n⚠️ {note}" for note in result.notes)
     predictions = session.download(task.name, "cloze-predictions", suffix="csv")
     result.predictions.to_csv(predictions, index=False)
     errors = readable(result.most_confident_errors(10)[list(ERROR_COLUMNS)])
