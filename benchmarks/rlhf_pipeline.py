@@ -100,6 +100,8 @@ log = logger("rlhf_pipeline")
 def report(stage: str, event) -> None:
     if stage == "sft" and getattr(event, "samples", None):
         log(f"sft step {event.step}: loss {event.loss:.3f}; sample: {event.samples[0][1]!r}")
+    elif stage == "comparisons" and event.done == event.total:
+        log(f"sampled {event.total} responses to rank")
     elif stage == "reward" and hasattr(event, "step") and event.heldout_accuracy == event.heldout_accuracy:
         log(f"reward step {event.step}: loss {event.loss:.3f}, held-out accuracy {event.heldout_accuracy:.3f}")
     elif stage == "ppo" and hasattr(event, "mean_kl"):

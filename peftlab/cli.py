@@ -489,6 +489,8 @@ def run_rlhf(args: argparse.Namespace) -> None:
     lm = _load_lm(args)
 
     def report(stage: str, event) -> None:
+        if not args.json and stage == "comparisons":
+            print(f"sampling responses to rank: {event.done}/{event.total}", file=sys.stderr)
         if args.json or not hasattr(event, "step"):
             return
         if stage == "sft" and (event.step % 10 == 0 or event.samples):

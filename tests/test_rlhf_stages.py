@@ -17,7 +17,7 @@ from peftlab.rlhf.dpo import DPOConfig, train_dpo
 from peftlab.rlhf.evaluation import compare_policies
 from peftlab.rlhf.generation import encode_pairs, encode_prompts, format_prompt, sample_responses
 from peftlab.rlhf.labelers import VaderLabeler
-from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, run_pipeline
+from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, Sampled, ranked_prompt_count, run_pipeline
 from peftlab.rlhf.ppo import PolicyWithValueHead, PPOConfig, PPOEvent, PPOResult, train_ppo
 from peftlab.rlhf.reward import (
     RewardConfig,
@@ -253,8 +253,15 @@ def test_the_whole_pipeline_runs_each_route_on_the_tiny_model(tiny_causal, route
         ppo=PPOConfig(steps=2, batch_size=2, minibatch_size=2, lora_r=2, max_new_tokens=5),
         dpo=DPOConfig(steps=2, batch_size=2, lora_r=2),
     )
-    stages = []
-    result = run_pipeline(tiny_causal, data, config, on_event=lambda stage, event: stages.append(stage))
+    events = []
+    result = run_pipeline(tiny_causal, data, config, on_event=lambda stage, event: events.append((stage, event)))
+    stages = [stage for stage, _ in events]
+    # the sampling for the rankings is followed per batch of 32: the training prompts' in one, the 2 held-out ones'
+    ranked = ranked_prompt_count(config, data)
+    assert [event for stage, event in events if stage == "comparisons"] == [
+        Sampled((ranked - 2) * 3, ranked * 3),
+        Sampled(ranked * 3, ranked * 3),
+    ]
     routes = config.routes()
     trained = {"sft": 4, "reward": 4 if "ppo" in routes else 0, "ppo": 3 if "ppo" in routes else 0}
     assert {stage: stages.count(stage) for stage in trained} == trained

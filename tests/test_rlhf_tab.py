@@ -83,3 +83,33 @@ def test_rlhf_results_are_shown_on_the_compare_tab(monkeypatch, tmp_path):
     assert raised.value.message == (
         f"The stored RLHF result {broken.id[:8]} lacks its scores or KL; delete it under Stored results."
     )
+
+
+def test_the_sampling_for_the_rankings_shows_its_progress_and_stop_ends_it_before_training(
+    tiny_causal_folder, monkeypatch
+):
+    """The reward model's default 720 responses to rank sampled for minutes with the progress bar at 0 % and Stop
+    unread until they were all sampled. The sampling is followed batch by batch (32 responses), and Stop ends it
+    there: no reward model is trained, and the line says how far it was."""
+    from peftlab.ui.sessions import SESSIONS
+
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
+    SESSIONS.get(None).values.pop("rlhf", None)  # a new visitor
+    sft = dict(model=tiny_causal_folder, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=1)
+    list(rlhf_tab.run_sft_stage(None, **sft, sft_learning_rate=1e-3, seed=0))
+    shown = []
+
+    def progress(fraction, desc=""):
+        shown.append(desc)
+        if desc.startswith("sampling responses to rank"):
+            SESSIONS.get(None).stop_job(rlhf_tab.JOB, "you pressed Stop")
+
+    # 15 prompts of K = 4: 60 responses, two batches; Stop after the first
+    rm = dict(source="simulated labeler", labeler="vader-positive", k=4, rm_pairs=60, rm_lora_r=0, rm_steps=3)
+    status, *_ = rlhf_tab.run_reward_stage(None, progress=progress, rm_heldout_prompts=2, **rm, seed=0)
+    assert status == (
+        "Stopped because you pressed Stop. The sampling was 53% through its 60 responses to rank; no reward model "
+        "was trained."
+    )
+    assert [d for d in shown if d.startswith("sampling responses")] == ["sampling responses to rank: 32/60"]
+    assert rlhf_tab._session(None).reward is None

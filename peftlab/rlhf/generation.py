@@ -13,7 +13,7 @@ last real token.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -212,10 +212,12 @@ def sample_responses(
     top_p: float = 1.0,
     batch_size: int = 32,
     for_ppo: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SequenceBatch:
     """One sampled response per prompt (repeat a prompt for several), cut after the first end-of-response token.
 
     `for_ppo` refuses sampling settings that bias the per-token KL estimate (see `sampling_kl_problem`).
+    `progress(done, total)` is called after each batch with the responses sampled so far; it may raise to stop.
 
     Raises:
         PeftlabError: sampling settings that bias PPO's KL (with `for_ppo`), no new tokens or more than the model's
@@ -255,6 +257,8 @@ def sample_responses(
                 )
             responses = output[:, input_ids.shape[1] :].cpu()  # (b, R)
             parts.append((chunk, input_ids, attention_mask, responses))
+            if progress is not None:
+                progress(start + len(chunk), len(prompts))
     return _stack_samples(tokenizer, parts, eos)
 
 

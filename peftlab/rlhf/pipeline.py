@@ -145,17 +145,27 @@ def ranked_prompt_count(config: PipelineConfig, data: RLHFData) -> int:
     return min(len(data.train_prompts), needed + config.rm_heldout_prompts)
 
 
+@dataclass
+class Sampled:
+    """How far the sampling for the labeler's rankings is (`ranked_comparisons`): responses sampled, of all."""
+
+    done: int
+    total: int
+
+
 def ranked_comparisons(
     sft_model,
     tokenizer,
     data: RLHFData,
     config: PipelineConfig,
     labeler: Labeler,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[Comparison], list[Comparison]]:
     """(training, held-out) comparisons: the uploaded ones split by prompt, or the labeler's rankings of SFT samples.
 
     Rankings of K samples give at most K-choose-2 pairs per prompt (fewer when scores tie), so a few more
-    prompts than rm_pairs / K-choose-2 are ranked and the pairs cut to rm_pairs.
+    prompts than rm_pairs / K-choose-2 are ranked and the pairs cut to rm_pairs. `progress(done, total)` follows
+    the sampling: responses sampled so far, of all the ranked prompts' (it may raise to stop).
 
     Raises:
         PeftlabError: too few training prompts to rank.
@@ -172,11 +182,23 @@ def ranked_comparisons(
         raise PeftlabError(
             "There are too few training prompts to rank for the reward model; lower the held-out prompts."
         )
+    total = len(prompts) * config.k
+
+    def follow(before: int):  # the held-out prompts' sampling counts on from the training prompts'
+        return None if progress is None else lambda done, _: progress(before + done, total)
+
     train, _ = collect_comparisons(
-        sft_model, tokenizer, train_prompts, labeler, config.k, config.max_new_tokens, config.seed
+        sft_model, tokenizer, train_prompts, labeler, config.k, config.max_new_tokens, config.seed, follow(0)
     )
     heldout, _ = collect_comparisons(
-        sft_model, tokenizer, heldout_prompts, labeler, config.k, config.max_new_tokens, config.seed + 1
+        sft_model,
+        tokenizer,
+        heldout_prompts,
+        labeler,
+        config.k,
+        config.max_new_tokens,
+        config.seed + 1,
+        follow(len(train_prompts) * config.k),
     )
     return train[: config.rm_pairs], heldout
 
@@ -199,7 +221,8 @@ def run_pipeline(
     on_event: Callable[[str, object], None] | None = None,
     stop: threading.Event | None = None,
 ) -> PipelineResult:
-    """All stages of the configured route(s) in order; `on_event(stage, event)` sees every training event."""
+    """All stages of the configured route(s) in order; `on_event(stage, event)` sees every training event, and
+    ("comparisons", Sampled) after each batch of responses sampled for the labeler to rank."""
     labeler = labeler_by_name(config.labeler)
     # what would not fit in memory fails before SFT, not after it and the reward model
     if "ppo" in config.routes():
@@ -219,7 +242,9 @@ def run_pipeline(
 
     sft = run_stage("sft", train_sft(lm, data.demonstrations, config.sft, data.heldout_prompts[:2], stop))
     comparisons_started = time.perf_counter()
-    train_pairs, heldout_pairs = ranked_comparisons(sft.model, lm.tokenizer, data, config, labeler)
+    train_pairs, heldout_pairs = ranked_comparisons(
+        sft.model, lm.tokenizer, data, config, labeler, lambda done, total: report("comparisons", Sampled(done, total))
+    )
     seconds["comparisons"] = round(time.perf_counter() - comparisons_started, 1)
     reward = ppo = dpo = None
     policies = {}

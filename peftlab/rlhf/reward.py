@@ -18,7 +18,7 @@ import copy
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -185,15 +185,18 @@ def collect_comparisons(
     k: int = 4,
     max_new_tokens: int = 32,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[Comparison], SequenceBatch]:
     """Sample K responses per prompt from `model`; the labeler ranks them into all K-choose-2 pairs (ties dropped).
+    `progress(done, total)` follows the sampling (`sample_responses`).
 
     Raises:
         PeftlabError: K below 2.
     """
     if k < 2:
         raise PeftlabError(f"A ranking needs K of at least 2 responses per prompt, not {k}.")
-    rollout = sample_responses(model, tokenizer, [p for p in prompts for _ in range(k)], max_new_tokens, seed)
+    repeated = [p for p in prompts for _ in range(k)]
+    rollout = sample_responses(model, tokenizer, repeated, max_new_tokens, seed, progress=progress)
     pairs = []
     for i, prompt in enumerate(prompts):
         pairs += labeler.compare(prompt, rollout.responses[i * k : (i + 1) * k])

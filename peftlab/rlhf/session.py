@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -103,9 +103,12 @@ class RLHFSession:
                 "again (it holds out prompts by the comparisons), or take the comparisons from another source."
             )
 
-    def comparisons(self, source: str, config: PipelineConfig) -> tuple[list[Comparison], list[Comparison]]:
-        """(training, held-out) comparisons from `source`: a simulated labeler ranking SFT samples, the person's
-        rankings, or the comparisons uploaded with the demonstrations (`check_source` says what it refuses)."""
+    def comparisons(
+        self, source: str, config: PipelineConfig, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[list[Comparison], list[Comparison]]:
+        """(training, held-out) comparisons from `source`: a simulated labeler ranking SFT samples (`progress`
+        follows its sampling, `ranked_comparisons`), the person's rankings, or the comparisons uploaded with the
+        demonstrations (`check_source` says what it refuses)."""
         self.check_source(source)
         if source == "my rankings":
             pairs = self.human.comparisons()
@@ -117,7 +120,8 @@ class RLHFSession:
             held = set(prompts[: max(1, len(prompts) // 5)])
             return [p for p in pairs if p.prompt not in held], [p for p in pairs if p.prompt in held]
         data = replace(self.data, comparisons=None) if source == "simulated labeler" else self.data
-        return ranked_comparisons(self.sft.model, self.lm.tokenizer, data, config, labeler_by_name(config.labeler))
+        labeler = labeler_by_name(config.labeler)
+        return ranked_comparisons(self.sft.model, self.lm.tokenizer, data, config, labeler, progress)
 
     def run_reward(
         self,

@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from peftlab.relay import Returned, relayed
 from peftlab.rlhf.data import Comparison
+from peftlab.rlhf.pipeline import Sampled
 from peftlab.rlhf.ppo import PPOConfig, PPOResult
 from peftlab.rlhf.session import RLHFSession
 from peftlab.saving import zip_saved
@@ -53,10 +55,33 @@ class Ranked:
     seconds: float
 
 
+class _SamplingStopped(Exception):
+    """Raised between sampling batches once the stage's stop flag is set."""
+
+
 def reward_stage(session: RLHFSession, source: str, config, reward_config, stop=None) -> Iterator:
-    """Step 2 as one job: the comparisons from `source` (Ranked), the reward model's events and result, the session."""
+    """Step 2 as one job: how far the sampling is (Sampled, a few times a minute on a CPU), the comparisons from
+    `source` (Ranked), the reward model's events and result, the session. A stop while sampling ends the job after
+    its last Sampled: no reward model is trained and the session keeps the one it had."""
     started = time.perf_counter()
-    train, heldout = session.comparisons(source, config)
+
+    def comparisons(report):
+        def sampled(done: int, total: int) -> None:
+            if stop is not None and stop.is_set():
+                raise _SamplingStopped
+            report(Sampled(done, total))
+
+        return session.comparisons(source, config, sampled)
+
+    try:
+        for item in relayed(comparisons):
+            if isinstance(item, Returned):
+                train, heldout = item.value
+            else:
+                yield item
+    except _SamplingStopped:
+        yield session
+        return
     yield Ranked(train, heldout, time.perf_counter() - started)
     yield from session.run_reward(train, heldout, reward_config, stop)
     yield session

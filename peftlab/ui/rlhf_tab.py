@@ -48,7 +48,7 @@ from peftlab.ui.common import (
 from peftlab.ui.display import readable
 from peftlab.ui.estimates import Pace, Paced, cost_key, known_pace, record_pace
 from peftlab.ui.inputs import config_from_form, config_input, named_number
-from peftlab.ui.rlhf_calls import Ranked, ppo_in_chunks, reward_stage, saved_zip, session_call, stage
+from peftlab.ui.rlhf_calls import Ranked, Sampled, ppo_in_chunks, reward_stage, saved_zip, session_call, stage
 from peftlab.ui.sessions import SESSIONS
 from peftlab.zerogpu import call_on_gpu
 
@@ -155,12 +155,11 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
             history.append({"step": item.step, "loss": item.loss})
             samples = [{"step": item.step, "prompt": p, "response": r} for p, r in item.samples] + samples
             progress(item.step / config.steps, desc=f"SFT step {item.step}/{config.steps}")
+            line = f"SFT step {item.step}/{config.steps}, loss {item.loss:.3f}{paced.time_left(item)}"
             if item.step % 5 == 0 or item.samples or item.step == config.steps:
-                yield (
-                    f"SFT step {item.step}/{config.steps}, loss {item.loss:.3f}{paced.time_left(item)}",
-                    metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"),
-                    pd.DataFrame(samples),
-                )
+                yield line, metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"), pd.DataFrame(samples)
+            else:  # the line every step ("loading the data and the model…" stood under steps 1-4), the plot less often
+                yield line, gr.skip(), gr.skip()
         # on ZeroGPU a Stop cannot reach a running call: the stage may have run to its end all the same
         note = f"{stopped_note(stop)} " if stop.is_set() and len(session.sft.losses) < config.steps else ""
     result = session.sft
@@ -261,7 +260,7 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
         return message, gr.skip(), gr.skip(), gr.skip()
     with job(request, JOB) as (_, stop):
         progress(0, desc=f"sampling and ranking {sampled} responses" if sampled else "reading the comparisons")
-        history = []
+        history, train_pairs, so_far = [], None, Sampled(0, sampled)
         for item in session_call(
             session,
             reward_stage,
@@ -274,6 +273,10 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
             what=plan[0].upper() + plan[1:],
             shorter="rank fewer prompts (or K) or train fewer steps",
         ):
+            if isinstance(item, Sampled):
+                so_far = item
+                progress(item.done / item.total, desc=f"sampling responses to rank: {item.done}/{item.total}")
+                continue
             if isinstance(item, Ranked):
                 train_pairs, heldout_pairs = item.train, item.heldout
                 if sampled:
@@ -284,6 +287,15 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
             paced.record(item)  # its steps are cheap beside the sampling: priced for the next press, never stopped
             history.append(asdict(item))
             progress(item.step / reward_config.steps, desc=f"reward model step {item.step}")
+        if train_pairs is None:  # stopped while sampling
+            return (
+                f"{stopped_note(stop)} The sampling was {so_far.done / max(so_far.total, 1):.0%} through its "
+                f"{so_far.total} responses to rank; no reward model was trained"
+                + (", and the one trained before is kept." if session.reward else "."),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+            )
         stopped = stop.is_set() and len(history) < reward_config.steps  # a Stop may come too late for a GPU call
         note = f"{stopped_note(stop)} Kept after {len(history)} of {reward_config.steps} steps. " if stopped else ""
     frame = pd.DataFrame(history).ffill()
@@ -392,12 +404,12 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
                 return
             history.append(asdict(item))
             progress(item.step / config.steps, desc=f"DPO step {item.step}/{config.steps}")
-            if item.step % 5 == 0 or item.step == config.steps:
-                yield (
-                    f"DPO step {item.step}/{config.steps}: loss {item.loss:.3f}, "
-                    f"implicit reward margin {item.reward_margin:+.3f}{paced.time_left(item)}",
-                    metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO"),
-                )
+            line = (
+                f"DPO step {item.step}/{config.steps}: loss {item.loss:.3f}, "
+                f"implicit reward margin {item.reward_margin:+.3f}{paced.time_left(item)}"
+            )
+            plotted = item.step % 5 == 0 or item.step == config.steps
+            yield line, metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO") if plotted else gr.skip()
         reason = stop.reason or "it was stopped"
     result = session.dpo
     done = (
