@@ -73,7 +73,7 @@ class AutoPromptConfig(Config):
     dev_check: bool = setting(
         True,
         "accept a swap only if it also raises the dev log-likelihood",
-        label="accept a swap only if dev log-likelihood rises",
+        label="dev check",
     )
     init_token: str | None = setting(
         None, "initial trigger word; default mask token (MLM) or 'the'", label="initial trigger"

@@ -359,7 +359,7 @@ def test_rlhf_tab_trains_both_routes_on_a_persons_own_rankings(
         expect(tab.get_by_text(re.compile(r"^SFT done"))).to_be_visible(timeout=slow)
 
         tab.get_by_text("Rank responses yourself").click()
-        enter(tab.get_by_label("K responses"), "3")
+        enter(tab.locator("#rlhf-rank-k input"), "3")
         for saved, ranks in enumerate(([2, 1, 3], [1, 1, 2]), 1):
             tab.get_by_role("button", name="Sample responses to rank").click()
             expect(tab.get_by_label("Response 3")).to_be_visible(timeout=slow)

@@ -108,7 +108,7 @@ class PipelineConfig(Config):
         minimum=1,
         label="held-out ranking prompts",
     )
-    k: int = setting(8, "responses sampled and ranked per prompt", label="K samples ranked per prompt")
+    k: int = setting(8, "responses sampled and ranked per prompt", minimum=2, label="K samples ranked per prompt")
     eval_samples: int = setting(
         2,
         "responses per held-out prompt in the final SFT-vs-PPO evaluation",
@@ -129,8 +129,6 @@ class PipelineConfig(Config):
 
     def check_settings(self):
         labeler_by_name(self.labeler)  # an unknown labeler fails before any work
-        if self.k < 2:
-            raise PeftlabError(f"A ranking needs K of at least 2 responses per prompt, not {self.k}.")
         if self.k > MAX_RANKED_K:
             raise PeftlabError(
                 f"K is {self.k} responses per prompt; peftlab ranks at most {MAX_RANKED_K} (InstructGPT ranks 4 to 9), "

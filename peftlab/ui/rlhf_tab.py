@@ -576,7 +576,7 @@ def build_rlhf_tab() -> None:
             "comparisons; rank answers to at least 2 prompts (one part trains the reward model, one tests it)."
         )
         with gr.Row():
-            rank_k = config_input(PipelineConfig, "k", minimum=2, maximum=MAX_RANKED, label="K responses")
+            rank_k = config_input(PipelineConfig, "k", maximum=MAX_RANKED, elem_id="rlhf-rank-k")
             sample_button = gr.Button("Sample responses to rank")
         rank_prompt = gr.Markdown()
         rank_columns, rank_texts, rank_choices = [], [], []
@@ -589,7 +589,7 @@ def build_rlhf_tab() -> None:
         rank_status = status_line("No rankings saved yet.")
     with gr.Row():
         source = gr.Radio(list(RANKING_SOURCES), value=RANKING_SOURCES[0], label="Comparisons from")
-        k = config_input(PipelineConfig, "k", minimum=2)
+        k = config_input(PipelineConfig, "k")
         rm_pairs = config_input(PipelineConfig, "rm_pairs")
         rm_lora = config_input(RewardConfig, "lora_r", label="Reward model LoRA rank (0 = head only)")
         rm_steps = config_input(RewardConfig, "steps", elem_id="rlhf-rm-steps")
@@ -763,4 +763,7 @@ def build_rlhf_tab() -> None:
         download_button.click(download_stage, [stage], [download_file], api_name="rlhf_download", **light()),
         [download_file],
         download_button,
+        # a stage pressed since trains other weights than the file's (and a failed download's "Error" badge stood
+        # over the box after the stages that followed had succeeded)
+        stale_on=[button.click for button in (sft_button, rm_button, ppo_button, dpo_button)],
     )
