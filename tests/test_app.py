@@ -634,9 +634,8 @@ def test_rlhf_bad_input_is_one_sentence(client, tiny_causal_folder, tmp_path):
         call(
             client, "/rlhf_sft", tiny_causal_folder, handle_file(str(demos)), handle_file(str(same)), "lora", 2, 1e-3, 0
         )
-    with pytest.raises(
-        AppError, match=r"^K samples ranked per prompt must be at least 2, not 1\.$"
-    ):  # the UI field refuses it
+    refused = r"^K samples ranked per prompt must be at least 2, not 1\.$"  # by the UI field
+    with pytest.raises(AppError, match=refused):
         call(client, "/rlhf_sample_for_ranking", 1, 0)
     with pytest.raises(AppError, match=r"KL coefficient beta must be a number of at least 0"):
         call(client, "/rlhf_ppo", "vader-positive", 1, -0.1, False, 4.0, 0.0, 1e-3, 0)
