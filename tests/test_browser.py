@@ -6,9 +6,11 @@ Without it the test is skipped, unless PEFTLAB_REQUIRE_BROWSER=1 (CI sets it), w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,17 +115,28 @@ def enter(box, value: str) -> None:
     expect(box).to_have_value(value)
 
 
+@contextlib.contextmanager
+def opened(browser, url: str, tab: str | None = None, width: int = 1280, height: int = 800) -> Iterator:
+    """A new page of the app at `url`, `width` x `height` pixels, on `tab` (the app opens on the Start tab); closed
+    when the block ends."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    try:
+        # Not "networkidle": a Blocks with gr.State keeps a heartbeat stream open, so the network never idles.
+        page.goto(url, wait_until="domcontentloaded", timeout=60_000)
+        if tab is not None:
+            page.get_by_role("tab", name=tab).click()
+        yield page
+    finally:
+        page.close()
+
+
 def test_classify_one_text_shows_the_label_probability_chart_and_a_failed_press_empties_it(
     chromium, browser, app_url, tmp_path
 ):
     require_browser(chromium[1])
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1280, "height": 1400})
-    try:
-        # Not "networkidle": a Blocks with gr.State keeps a heartbeat stream open, so the network never idles.
-        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
-        page.get_by_role("tab", name="Cloze").click()  # the app opens on the Start tab
+    with opened(browser, app_url, "Cloze", height=1400) as page:
         textbox = page.get_by_label("Try one text")
         expect(textbox).to_be_visible(timeout=30_000)
         textbox.fill(TEXT)
@@ -177,8 +190,6 @@ def test_classify_one_text_shows_the_label_probability_chart_and_a_failed_press_
         expect(page.get_by_text("The template must contain exactly one {mask}").first).to_be_visible(timeout=10_000)
         expect(status).not_to_contain_text("Accuracy", timeout=10_000)
         expect(status.get_by_text("Error", exact=True)).to_be_visible()
-    finally:
-        page.close()
 
 
 def test_two_pages_run_different_heavy_jobs_at_once_and_each_gets_its_own_result(chromium, browser, app_url, tmp_path):
@@ -204,16 +215,13 @@ def test_two_pages_run_different_heavy_jobs_at_once_and_each_gets_its_own_result
     test = task.test_subset(20)
     found_alone, manual_alone = test_accuracy(lm, found, test), test_accuracy(lm, manual, test)
 
-    cloze_page = browser.new_page(viewport={"width": 1280, "height": 1400})
-    search_page = browser.new_page(viewport={"width": 1280, "height": 1400})
-    try:
-        for page in (cloze_page, search_page):
-            page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
-        cloze_page.get_by_role("tab", name="Cloze").click()  # the app opens on the Start tab
+    with (
+        opened(browser, app_url, "Cloze", height=1400) as cloze_page,
+        opened(browser, app_url, "AutoPrompt", height=1400) as search_page,
+    ):
         cloze_tab = cloze_page.locator("#tab-cloze")
         expect(cloze_tab.get_by_label("Test texts to evaluate")).to_be_visible(timeout=30_000)
         enter(cloze_tab.get_by_label("Test texts to evaluate"), "24")
-        search_page.get_by_role("tab", name="AutoPrompt").click()
         search_tab = search_page.locator("#tab-autoprompt")
         for label, value in (
             ("Iterations", "2"),
@@ -259,9 +267,6 @@ def test_two_pages_run_different_heavy_jobs_at_once_and_each_gets_its_own_result
         expect(search_tab.get_by_label("Found template")).not_to_have_value("")
         search_page.screenshot(path=str(tmp_path / "two-pages-autoprompt-failed.png"), full_page=True)
         print(f"screenshots: {tmp_path}")
-    finally:
-        cloze_page.close()
-        search_page.close()
 
 
 def test_compare_tab_runs_a_small_standard_comparison_and_shows_the_table_and_both_charts(
@@ -279,10 +284,7 @@ def test_compare_tab_runs_a_small_standard_comparison_and_shows_the_table_and_bo
     store = tmp_path / "results.sqlite"
     monkeypatch.setenv("PEFTLAB_RESULTS", str(store))  # this test's rows only (the app runs in this process)
     keep = ["zero-shot · mean", "lora", "head"]
-    page = browser.new_page(viewport={"width": 1400, "height": 1800})
-    try:
-        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
-        page.get_by_role("tab", name="Compare").click()
+    with opened(browser, app_url, "Compare", 1400, 1800) as page:
         tab = page.locator("#tab-compare")
         tab.get_by_text("Run the standard comparison: every method").click()
         expect(tab.get_by_label("K per class")).to_be_visible(timeout=30_000)
@@ -333,8 +335,6 @@ def test_compare_tab_runs_a_small_standard_comparison_and_shows_the_table_and_bo
         page.screenshot(path=str(screenshot), full_page=True)
         print(f"screenshot: {screenshot}")
         assert screenshot.stat().st_size > 0
-    finally:
-        page.close()
 
 
 def test_rlhf_tab_trains_both_routes_on_a_persons_own_rankings(
@@ -345,11 +345,8 @@ def test_rlhf_tab_trains_both_routes_on_a_persons_own_rankings(
     require_browser(chromium[1])
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
     slow = FIRST_CALL_TIMEOUT_S * 1000
-    try:
-        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
-        page.get_by_role("tab", name="RLHF").click()
+    with opened(browser, app_url, "RLHF") as page:
         tab = page.locator("#tab-rlhf")
         model = tab.get_by_role("combobox", name="Model")
         model.fill(tiny_causal_folder)
@@ -400,8 +397,6 @@ def test_rlhf_tab_trains_both_routes_on_a_persons_own_rankings(
         expect(table.get_by_role("row")).to_have_count(4)  # the header and one row per held-out prompt
         page.screenshot(path=str(tmp_path / "rlhf-evaluation.png"), full_page=True)
         print(f"screenshots: {tmp_path}")
-    finally:
-        page.close()
 
 
 # Each tab and the button it exists for: in sight on the first screen, on a laptop and on a phone.
@@ -428,9 +423,7 @@ def test_every_tab_is_reachable_with_its_primary_action_in_sight(chromium, brows
     from playwright.sync_api import expect
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": width, "height": 800})
-    try:
-        page.goto(f"{app_url}?__theme={theme}", wait_until="domcontentloaded", timeout=60_000)
+    with opened(browser, f"{app_url}?__theme={theme}", width=width) as page:
         for tab, button in PRIMARY_ACTIONS.items():
             tab_button = page.get_by_role("tab", name=tab)
             expect(tab_button).to_be_visible(timeout=30_000)  # in the tab bar itself, not an overflow menu
@@ -440,17 +433,13 @@ def test_every_tab_is_reachable_with_its_primary_action_in_sight(chromium, brows
             out_of_range = panel.locator("input[type=number]:invalid")
             assert out_of_range.count() == 0, [box.get_attribute("aria-label") for box in out_of_range.all()]
             page.screenshot(path=str(SCREENSHOTS / f"{tab.lower().replace(' ', '-')}-{width}-{theme}.png"))
-    finally:
-        page.close()
 
 
 def test_start_panel_gives_a_result_in_one_click_and_its_chart_follows_the_dark_theme(chromium, browser, app_url):
     require_browser(chromium[1])
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    try:
-        page.goto(f"{app_url}?__theme=dark", wait_until="domcontentloaded", timeout=60_000)
+    with opened(browser, f"{app_url}?__theme=dark") as page:
         tab = page.locator("#tab-start")
         tab.get_by_role("button", name="1. Classify this review").click()
         expect(tab.get_by_text(re.compile(r"^positive with probability \d+%\.$"))).to_be_visible(
@@ -466,8 +455,6 @@ def test_start_panel_gives_a_result_in_one_click_and_its_chart_follows_the_dark_
         background = chart.locator("rect.bg").first.evaluate("e => getComputedStyle(e).fillOpacity")
         assert background == "0", background
         page.screenshot(path=str(SCREENSHOTS / "start-classified-1280-dark.png"))
-    finally:
-        page.close()
 
 
 def test_a_long_grid_shows_its_estimate_before_it_starts(chromium, browser, app_url, monkeypatch):
@@ -478,10 +465,7 @@ def test_a_long_grid_shows_its_estimate_before_it_starts(chromium, browser, app_
     from peftlab.ui.sessions import SESSIONS
 
     monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", 60.0)  # the app runs in this process
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    try:
-        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
-        page.get_by_role("tab", name="Soft prompts").click()
+    with opened(browser, app_url, "Soft prompts") as page:
         tab = page.locator("#tab-soft-prompts")
         enter(tab.get_by_label("Steps", exact=True), "20000")
         tab.get_by_role("button", name="Train and compare").click()
@@ -489,18 +473,13 @@ def test_a_long_grid_shows_its_estimate_before_it_starts(chromium, browser, app_
         expect(estimate).to_be_visible(timeout=FIRST_CALL_TIMEOUT_S * 1000)
         expect(tab.get_by_text("Press the button again to start")).to_be_visible()
         assert not any(session.running for session in SESSIONS._sessions.values())  # nothing is training
-    finally:
-        page.close()
 
 
 def test_the_errors_table_shows_gold_and_predicted_in_sight(chromium, browser, app_url):
     require_browser(chromium[1])
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    try:
-        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
-        page.get_by_role("tab", name="Cloze").click()
+    with opened(browser, app_url, "Cloze") as page:
         tab = page.locator("#tab-cloze")
         enter(tab.get_by_label("Test texts to evaluate"), "40")
         tab.get_by_role("button", name="Evaluate on the test split").click()
@@ -512,8 +491,6 @@ def test_the_errors_table_shows_gold_and_predicted_in_sight(chromium, browser, a
             expect(header).to_be_in_viewport()  # in the window, with no sideways scrolling of the table
         expect(table.get_by_role("row").nth(1)).to_contain_text(re.compile(r"(negative|positive).*\d+\.\d%"))
         page.screenshot(path=str(SCREENSHOTS / "cloze-errors-1280-light.png"))
-    finally:
-        page.close()
 
 
 def test_a_refused_press_is_told_at_once_and_a_page_with_finished_work_asks_before_it_is_left(
@@ -525,12 +502,9 @@ def test_a_refused_press_is_told_at_once_and_a_page_with_finished_work_asks_befo
     require_browser(chromium[1])
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1280, "height": 1400})
     dialogs = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.type), dialog.accept()))
-    try:
-        page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
-        page.get_by_role("tab", name="PET").click()
+    with opened(browser, app_url, "PET", height=1400) as page:
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.type), dialog.accept()))
         pet = page.locator("#tab-pet")
         enter(pet.get_by_label("K per class"), "0")
         pet.get_by_role("button", name="Run PET").click()
@@ -548,5 +522,3 @@ def test_a_refused_press_is_told_at_once_and_a_page_with_finished_work_asks_befo
         )
         page.reload(wait_until="domcontentloaded")
         assert dialogs == ["beforeunload"]
-    finally:
-        page.close()
