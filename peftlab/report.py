@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from peftlab.metrics import confusion_matrix, leaning_label
 from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
 from peftlab.stats import paired_difference
 from peftlab.store import ResultRow
@@ -43,6 +44,7 @@ class SplitComparison:
     support: dict
     baseline: str | None
     table: pd.DataFrame
+    notes: list[str]  # lines whose predictions lean on one label (`leaning_notes`)
 
 
 def compare(rows: Sequence[ResultRow]) -> list[SplitComparison]:
@@ -109,13 +111,34 @@ def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow
     table["_order"] = table["method"] != baseline  # the baseline first, then by size
     table = table.sort_values(["_order", "trainable_params", "method", "K"], kind="stable").drop(columns="_order")
     table = table.reset_index(drop=True)
-    support = {}
-    for label in rows[0].per_class_f1:  # label names in the task's order
-        support[label] = 0
-    names = list(support)
+    names = list(rows[0].per_class_f1)  # label names in the task's order
+    support = {name: 0 for name in names}
     for index in gold:
         support[names[index]] += 1
-    return SplitComparison(task, model, fingerprint, len(gold), support, baseline, table)
+    notes = leaning_notes(lines, gold, names)
+    return SplitComparison(task, model, fingerprint, len(gold), support, baseline, table, notes)
+
+
+def leaning_notes(lines: dict[tuple, list[ResultRow]], gold: Sequence[int], names: Sequence[str]) -> list[str]:
+    """A sentence per line of the table (method, K, settings: its runs) with runs whose predictions lean on one label
+    far more than the gold labels do (`metrics.leaning_label`): a method that calls 99 % of the texts 'positive'
+    reaches 50 % on a balanced split without reading them, and its line should not be read as a score."""
+    notes = []
+    for (method, k, _), runs in lines.items():
+        leaning = []
+        for run in runs:
+            if (lean := leaning_label(confusion_matrix(gold, run.predictions, len(names)))) is not None:
+                leaning.append(lean)
+        if leaning:
+            label, predicted, gold_share = max(leaning, key=lambda lean: lean[1])
+            which = f"{len(leaning)} of {len(runs)} runs" if len(runs) > 1 else "its run"
+            up_to = "up to " if len(leaning) > 1 else ""
+            notes.append(
+                f"{method}{f' (K {k})' if k else ''}: {which} predicted '{names[label]}' for {up_to}{predicted:.0%} of "
+                f"the texts, against {gold_share:.0%} of the gold labels: an accuracy of a model leaning on one label "
+                "says little about reading the texts."
+            )
+    return notes
 
 
 DISPLAY_COLUMNS = (
@@ -173,6 +196,7 @@ def report_html(comparisons: Sequence[SplitComparison], rows: Sequence[ResultRow
             f"{html.escape(split.baseline or 'none stored')}. Differences are accuracy points with a 95 % paired "
             "bootstrap interval over the texts, seeds pooled.</p>",
             display_table(split.table).to_html(index=False, escape=True),
+            *(f"<p>⚠️ {html.escape(note)}</p>" for note in split.notes),
         ]
         summary = split.table.rename(columns={"seconds_mean": "seconds"})
         for chart_number, figure in enumerate((accuracy_vs_parameters(summary), accuracy_vs_seconds(summary))):

@@ -86,6 +86,29 @@ def test_rows_on_another_split_are_shown_apart_never_mixed():
     assert splits[1].baseline is None and splits[1].table["verdict"].tolist() == [""]
 
 
+def test_lines_whose_runs_lean_on_one_label_are_named_in_the_comparison_and_its_report():
+    """4 in-context demonstrations ending on 'positive' made the embedded model call 99 of 100 reviews positive: 51 %
+    in the Compare table, read as a score. Such lines get a sentence, counted over their runs."""
+    all_positive = [1] * 40  # 100 % 'positive' against 50 % gold
+    mostly_positive = [1] * 34 + [0] * 6  # 85 %: a lean of 0.35
+    rows = [
+        row("zero-shot · mean", flip(12), kind="cloze"),  # 50 % positive predicted: no lean
+        row("in-context", all_positive, k=4, kind="cloze"),
+        row("lora", mostly_positive, seed=13, k=16),
+        row("lora", all_positive, seed=21, k=16),
+        row("lora", flip(2), seed=42, k=16),
+    ]
+    (split,) = compare(rows)
+    assert split.notes == [
+        "in-context (K 4): its run predicted 'positive' for 100% of the texts, against 50% of the gold labels: an "
+        "accuracy of a model leaning on one label says little about reading the texts.",
+        "lora (K 16): 2 of 3 runs predicted 'positive' for up to 100% of the texts, against 50% of the gold labels: "
+        "an accuracy of a model leaning on one label says little about reading the texts.",
+    ]
+    assert "⚠️ in-context (K 4): its run predicted" in report_html([split], rows)
+    assert compare(rows[:1])[0].notes == []
+
+
 def test_the_report_from_the_store_alone_is_the_same_twice(tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
     store.add([row("zero-shot · mean", flip(12), kind="cloze"), row("lora", flip(2), seed=13, k=16)])

@@ -112,6 +112,7 @@ def show_comparison(task, model, request: gr.Request):
     if others:
         verb = "is" if len(others) == 1 else "are"
         status += f" {counted(len(others), 'other test split')} {verb} listed below, apart."
+    status += "".join(f"\n\n⚠️ {note}" for note in main.notes)
     apart = (
         pd.concat([display_table(s.table).assign(split=s.fingerprint, texts=s.texts) for s in others])
         if others
