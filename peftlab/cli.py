@@ -431,9 +431,10 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
 
     from peftlab.backends import adapter_name
     from peftlab.compare import results_frame, run_record
+    from peftlab.report import leaning_notes
     from peftlab.saving import zip_trained
 
-    rows, curves = [], []
+    rows, curves, scored = [], [], []
     save_dir = Path(args.save_adapters) if getattr(args, "save_adapters", None) else None
     if save_dir:
         save_dir.mkdir(parents=True, exist_ok=True)
@@ -442,6 +443,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
             rows.append(item.values)
             if item.result is not None:  # a run that failed on Ray has no scores to keep
                 _store(args, [item.result])
+                scored.append(item.result)
             row = item.values
             if item.trained is not None and (warning := item.trained.loss_warning()):
                 print(f"warning: {warning}", file=sys.stderr)
@@ -460,6 +462,8 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
                     f"dev accuracy {item.dev_accuracy:.3f}, dev log-likelihood {item.dev_log_likelihood:.3f}",
                     file=sys.stderr,
                 )
+    for note in leaning_notes(scored, task.label_names):
+        print(f"warning: {note}", file=sys.stderr)
     results = results_frame(rows)
     if args.out:
         results.to_csv(args.out, index=False)

@@ -115,19 +115,23 @@ def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow
     support = {name: 0 for name in names}
     for index in gold:
         support[names[index]] += 1
-    notes = leaning_notes(lines, gold, names)
+    notes = leaning_notes(rows, names)
     return SplitComparison(task, model, fingerprint, len(gold), support, baseline, table, notes)
 
 
-def leaning_notes(lines: dict[tuple, list[ResultRow]], gold: Sequence[int], names: Sequence[str]) -> list[str]:
-    """A sentence per line of the table (method, K, settings: its runs) with runs whose predictions lean on one label
-    far more than the gold labels do (`metrics.leaning_label`): a method that calls 99 % of the texts 'positive'
-    reaches 50 % on a balanced split without reading them, and its line should not be read as a score."""
+def leaning_notes(rows: Sequence[ResultRow], names: Sequence[str]) -> list[str]:
+    """A sentence per line of a comparison (method, K and settings; its runs among `rows`, scored on a task with the
+    label `names`) with runs whose predictions lean on one label far more than the gold labels do
+    (`metrics.leaning_label`): a method that calls 99 % of the texts 'positive' reaches 50 % on a balanced split
+    without reading them, and its line should not be read as a score."""
+    lines: dict[tuple, list[ResultRow]] = {}
+    for row in rows:
+        lines.setdefault(_line_key(row), []).append(row)
     notes = []
     for (method, k, _), runs in lines.items():
         leaning = []
         for run in runs:
-            if (lean := leaning_label(confusion_matrix(gold, run.predictions, len(names)))) is not None:
+            if (lean := leaning_label(confusion_matrix(run.gold, run.predictions, len(names)))) is not None:
                 leaning.append(lean)
         if leaning:
             label, predicted, gold_share = max(leaning, key=lambda lean: lean[1])

@@ -436,3 +436,24 @@ def test_results_and_report_name_a_path_they_cannot_use_in_one_line(capsys, tmp_
     for argv, message in cases:
         code, _, err = run_cli(capsys, *argv)
         assert (code, err) == (2, message), argv
+
+
+def test_a_grid_names_its_runs_that_lean_on_one_label(capsys):
+    """A run that calls every test text 'positive' scores 50 % on a balanced split; the grid's output says why."""
+    import argparse
+
+    from peftlab.cli import _stream_training
+    from peftlab.compare import GridRow
+    from peftlab.store import ResultRow
+    from peftlab.tasks import Task
+
+    texts = [{"text": f"text {i}", "label": i % 2} for i in range(10)]
+    task = Task("tiny", ["negative", "positive"], ["text"], train=[], test=texts)
+    values = dict(method="lora", K=16, seed=13, status="ok", test_accuracy=0.5)
+    leaning = ResultRow.scored("trained", "tiny", task, "lora", {}, texts, [1] * 10, seed=13, k=16)
+    args = argparse.Namespace(json=False, out=None, run_json=None, save_adapters=None, store=False, eval_every=1)
+    _stream_training(args, None, task, None, [], None, [GridRow(values, result=leaning)], None)
+    assert (
+        "warning: lora (K 16): its run predicted 'positive' for 100% of the texts, against 50% of the gold labels: "
+        "an accuracy of a model leaning on one label says little about reading the texts.\n"
+    ) in capsys.readouterr().err

@@ -31,6 +31,7 @@ from peftlab.config import parse_list
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, method_config, parse_learning_rates
 from peftlab.plots import accuracy_vs_parameters, label_probability_bars, sweep_curve, training_curves
+from peftlab.report import leaning_notes
 from peftlab.saving import load_trained, saved_model_name, zip_trained
 from peftlab.serving import current_caps
 from peftlab.standard import grid_seconds
@@ -148,7 +149,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
     if message := unconfirmed(request, "soft-prompts", form, expected, plan):
         yield message, *[gr.skip()] * 7
         return
-    rows, events, notes = [], [], []
+    rows, events, notes, scored = [], [], [], []
     started, done = time.perf_counter(), 0.0
 
     def outputs(files=(None, None)):
@@ -178,6 +179,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
                 rows.append(item.values)
                 if item.result is not None:  # a run that failed on Ray has no scores
                     keep_results(request, [item.result])
+                    scored.append(item.result)
                 if (trained := _kept(item, lm)) is not None:
                     about = f"K {item.values['K']}, seed {item.values['seed']}"
                     keep_trained(request, item.values["method"], trained, about)  # the latest run of each method
@@ -192,6 +194,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
             yield outputs()
         if stop.is_set():
             notes.insert(0, f"{stopped_note(stop)} Finished runs and the stopped run's best weights are kept.")
+        notes += leaning_notes(scored, task.label_names)
         results = results_frame(rows)
         csv_file = session.download(task.name, "soft-prompts-runs", suffix="csv")
         csv_file.write_text(results.to_csv(index=False), encoding="utf-8")
