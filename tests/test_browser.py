@@ -458,7 +458,8 @@ def test_start_panel_gives_a_result_in_one_click_and_its_chart_follows_the_dark_
 
 
 def test_a_long_grid_shows_its_estimate_before_it_starts(chromium, browser, app_url, monkeypatch):
-    """20,000 steps: the first press only measures and shows the expected time; nothing trains until a second."""
+    """20,000 steps: the first press only measures and shows the expected time; nothing trains until a second. A
+    new task empties what the tab showed."""
     require_browser(chromium[1])
     from playwright.sync_api import expect
 
@@ -473,6 +474,11 @@ def test_a_long_grid_shows_its_estimate_before_it_starts(chromium, browser, app_
         expect(estimate).to_be_visible(timeout=FIRST_CALL_TIMEOUT_S * 1000)
         expect(tab.get_by_text("Press the button again to start")).to_be_visible()
         assert not any(session.running for session in SESSIONS._sessions.values())  # nothing is training
+        # Another task picked: what the tab showed was about the task before (a grid of movie reviews stood beside
+        # the Error of an upload it never saw)
+        tab.get_by_label("Task", exact=True).click()
+        page.get_by_role("option", name="bbc-topic").click()
+        expect(tab.get_by_text("Press the button again to start")).to_have_count(0, timeout=10_000)
 
 
 def test_the_errors_table_shows_gold_and_predicted_in_sight(chromium, browser, app_url):

@@ -24,6 +24,7 @@ from peftlab.ui.common import (
     INSTANT,
     action_row,
     check_test_texts,
+    forget_on,
     heavy_job,
     job,
     keep_results,
@@ -34,6 +35,7 @@ from peftlab.ui.common import (
     stop_handler,
     stopped_note,
     suggest,
+    task_changed,
     task_from_form,
     user_errors,
     verbalizer_box,
@@ -206,6 +208,7 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
         kind="autoprompt",
     )
     stop_button.click(stop_handler("autoprompt", "the search"), None, [status], api_name="autoprompt_stop", **INSTANT)
+    forget_on(task_changed(source), [status, history, curve, found_template, found_verbalizer])
 
     @user_errors
     def send_to_cloze(model_name, task_name, template_text, verbalizer_text):

@@ -175,10 +175,7 @@ def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple
     A `heavy_job`'s press that its look refuses empties them as well.
     """
 
-    def emptied():
-        values = [gr.update(value=None, visible=False) if any(c is h for h in hidden) else None for c in outputs]
-        return values if len(values) > 1 else values[0]
-
+    emptied = _emptying(outputs, hidden)
     for failed in (event, getattr(event, "look", None)):
         if failed is not None:
             failed.failure(
@@ -191,7 +188,23 @@ def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple
                 api_visibility="private",
             )
     if stale_on:
-        gr.on(stale_on, emptied, None, outputs, queue=False, show_progress="hidden", api_visibility="private")
+        forget_on(stale_on, outputs, hidden)
+
+
+def forget_on(events: list, outputs: list, hidden: tuple = ()) -> None:
+    """Empty `outputs` (and hide those in `hidden`) when one of `events` fires (a new task picked or uploaded): they
+    answered a press on other data. For a long job's results, which a failed press leaves readable (`answer` would
+    empty them), this alone: a grid trained on movie reviews stood beside the Error of an upload it never saw."""
+    emptying = _emptying(outputs, hidden)
+    gr.on(events, emptying, None, outputs, queue=False, show_progress="hidden", api_visibility="private")
+
+
+def _emptying(outputs: list, hidden: tuple):
+    def emptied():
+        values = [gr.update(value=None, visible=False) if any(c is h for h in hidden) else None for c in outputs]
+        return values if len(values) > 1 else values[0]
+
+    return emptied
 
 
 INSTANT = dict(concurrency_limit=None)  # Stop buttons and pure UI updates: no queue at all

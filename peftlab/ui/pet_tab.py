@@ -24,6 +24,7 @@ from peftlab.ui.common import (
     action_row,
     backend_line,
     check_test_texts,
+    forget_on,
     heavy_job,
     intro,
     job,
@@ -37,6 +38,7 @@ from peftlab.ui.common import (
     status_line,
     stop_handler,
     stopped_note,
+    task_changed,
     task_from_form,
     upload_limit_note,
     user_errors,
@@ -232,3 +234,4 @@ def build_pet_tab() -> None:
         kind="pet",
     )
     stop_button.click(stop_handler("pet", "PET"), None, [status], api_name="pet_stop", **INSTANT)
+    forget_on(task_changed(source), [status, table, curves, soft])  # the classifier stays: the session keeps it

@@ -43,6 +43,7 @@ from peftlab.ui.common import (
     answer,
     backend_line,
     check_test_texts,
+    forget_on,
     heavy_job,
     intro,
     job,
@@ -57,6 +58,7 @@ from peftlab.ui.common import (
     stop_handler,
     stopped_note,
     suggest,
+    task_changed,
     task_from_form,
     user_errors,
     verbalizer_box,
@@ -396,6 +398,8 @@ def build_soft_prompts_tab() -> None:
     stop_button.click(
         stop_handler("soft-prompts", "the comparison"), None, [status], api_name="compare_stop", **INSTANT
     )
+    new_task = task_changed(source)  # the grid's and the sweep's results were about the task before
+    forget_on(new_task, [status, results, summary, curves, scatter, results_file, run_file])
     answer(
         upload_trained.upload(
             load_saved, [upload_trained], [trained_method, load_status], api_name="load_trained", **light()
@@ -448,3 +452,4 @@ def build_soft_prompts_tab() -> None:
             kind="sweep",
         )
         sweep_stop.click(stop_handler("sweep", "the sweep"), None, [sweep_status], api_name="sweep_stop", **INSTANT)
+        forget_on(new_task, [sweep_status, sweep_table, sweep_plot])
