@@ -223,7 +223,7 @@ def _add_model_and_task(command: argparse.ArgumentParser) -> None:
     command.add_argument("--task", default="rt-sentiment", help="embedded task name, CSV/JSONL path or Hub dataset id")
     command.add_argument("--text-column", default="text", help="text column of a CSV/JSONL/Hub task")
     command.add_argument("--label-column", default="label", help="label column of a CSV/JSONL/Hub task")
-    command.add_argument("--dtype", default="auto", help="auto (bf16 where the CPU supports it), fp32 or bf16")
+    command.add_argument("--dtype", default="auto", help="auto (bf16 where the CPU supports it), fp32, bf16 or fp16")
 
 
 def _progress_printer(label: str):

@@ -285,8 +285,6 @@ def pattern_prompts(task: Task, templates: Sequence[str], verbalizers: Sequence[
         PeftlabError: fewer than two patterns, a pattern given twice with the same verbalizer, verbalizers that do
             not pair with them, or a template or verbalizer that does not fit the task.
     """
-    if len(templates) < 2:
-        raise PeftlabError("PET needs at least two patterns (an ensemble of one is that pattern's model).")
     if len(verbalizers) not in (1, len(templates)):
         raise PeftlabError(
             f"Give one verbalizer for every pattern or one per pattern, not {len(verbalizers)} for "
@@ -307,6 +305,9 @@ def pattern_prompts(task: Task, templates: Sequence[str], verbalizers: Sequence[
             )
         except PeftlabError as exc:
             raise PeftlabError(f"Pattern {number}: {exc}") from None
+    # after each pattern is read: a lone pattern without {mask} was told only that PET needs two
+    if len(prompts) < 2:
+        raise PeftlabError("PET needs at least two patterns (an ensemble of one is that pattern's model).")
     return prompts
 
 

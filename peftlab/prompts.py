@@ -179,7 +179,10 @@ def _spec_to_dict(spec: str | dict) -> dict:
         if not line.strip():
             continue
         if ":" not in line:
-            raise PeftlabError(f"Verbalizer line {line.strip()!r} needs the form 'label: word1, word2'.")
+            raise PeftlabError(
+                f"Verbalizer line {line.strip()!r} needs the form 'label: word1, word2' (or give the whole verbalizer "
+                'as JSON, such as {"negative": ["bad"], "positive": ["good"]}).'
+            )
         label, words = line.split(":", 1)
         pairs.append((label.strip(), [w for w in words.split(",")]))
     return _once_each(pairs)

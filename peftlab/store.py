@@ -185,7 +185,9 @@ class ResultStore:
     def listing(self, **where) -> pd.DataFrame:
         """The rows in brief, one line each; ids cut to their first 8 characters, which `get` and `delete` take."""
         table = self.frame(**where)[LIST_COLUMNS]
-        return table.assign(id=table["id"].str[:8])
+        # whole numbers stay whole beside a zero-shot row's missing K and seed (they listed as "4.0" and "13.0")
+        whole = {name: table[name].astype("Int64") for name in ("k", "seed") if name in table}
+        return table.assign(id=table["id"].str[:8], **whole)
 
     def get(self, row_id: str) -> ResultRow:
         """This owner's row whose id is `row_id` or starts with it.
@@ -227,6 +229,9 @@ class ResultStore:
         path = Path(path)
         _check_suffix(path)
         rows = self.rows(**where)
+        if not rows:  # an empty file said nothing of a misspelt task
+            chosen = " and ".join(f"{k} {v!r}" for k, v in where.items() if v is not None)
+            raise PeftlabError(f"No stored results{f' of {chosen}' if chosen else ''}; nothing was written.")
         if path.suffix == ".jsonl":
             path.write_text("".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         else:

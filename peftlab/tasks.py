@@ -56,6 +56,7 @@ class Task:
     # An upload without a split column: its test split was held out here, and zero-shot scoring (which trains
     # nothing) may score every row instead.
     held_out_here: bool = False
+    left_out: int = 0  # rows of an uploaded file without a text or a label, or whose text came before (`_dedupe`)
 
     @property
     def zero_shot_split(self) -> str:
@@ -81,18 +82,20 @@ class Task:
             raise PeftlabError(f"k (examples per class) must be a whole number of at least 1, got {k!r}.")
         by_label = self._pool_by_label()
         needed = k if self.dev else 2 * k
+        # the pool is what is left after the test split, of the rows kept: "has only 0" of a 4-row file said neither
+        pool = f"the training pool of '{self.name}' (the rows not held out for testing"
+        pool += f"; {self.left_out} rows of the file have no text or label, or repeat a text)" if self.left_out else ")"
         for label, rows in enumerate(by_label):
             if needed > len(rows):
                 name, size = self.label_names[label], len(rows)
                 if self.dev:
                     raise PeftlabError(
-                        f"k={k} needs {k} examples of class '{name}' in the training pool of "
-                        f"'{self.name}' but it has only {size}; use k <= {size}."
+                        f"k={k} needs {k} examples of class '{name}' in {pool} but it has only {size}; use k <= {size}."
                     )
                 hint = f"use k <= {size // 2}" if size >= 2 else "add more examples of that class"
                 raise PeftlabError(
                     f"k={k} needs {2 * k} examples of class '{name}' (K for train and K for dev) "
-                    f"but the training pool of '{self.name}' has only {size}; {hint}."
+                    f"but {pool} has only {size}; {hint}."
                 )
         dev_by_label = [[r for r in self.dev if r["label"] == label] for label in range(len(self.label_names))]
         if self.dev and not all(dev_by_label):
@@ -348,6 +351,7 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
     if splits is None:
         task = _build_task(path.name, _to_rows(records, fields, text_column, label_column), fields)
         task.held_out_here = True
+        task.left_out = len(records) - len(task.rows("all"))
         return task
     by_split = {name: [r for r, s in zip(records, splits) if s == name] for name in ("train", "dev", "test")}
     if not by_split["test"]:
@@ -356,7 +360,9 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
             "column out, and 20 % of each class is held out)."
         )
     rows = {name: _to_rows(split_rows, fields, text_column, label_column) for name, split_rows in by_split.items()}
-    return _build_task(path.name, rows["train"], fields, test_rows=rows["test"], dev_rows=rows["dev"], test_cap=None)
+    task = _build_task(path.name, rows["train"], fields, test_rows=rows["test"], dev_rows=rows["dev"], test_cap=None)
+    task.left_out = len(records) - len(task.rows("all"))
+    return task
 
 
 def _split_values(column: pd.Series, source: str) -> list[str]:

@@ -393,7 +393,7 @@ def test_run_record_is_json_with_settings_rows_and_curves(grid, tiny_causal):
             [13],
             [13],
             r"^k=13 needs 26 examples of class 'negative' \(K for train and K for dev\) but the "
-            r"training pool of 'easy-sentiment' has only 24; use k <= 12\.$",
+            r"training pool of 'easy-sentiment' \(the rows not held out for testing\) has only 24; use k <= 12\.$",
         ),
         (["lora"], [13], [4, 200], r"k=200 needs 400 examples"),
         (["lora"], [13], [0], r"k \(examples per class\) must be a whole number of at least 1, got 0"),

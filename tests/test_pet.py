@@ -168,6 +168,8 @@ def test_a_bad_unlabelled_file_is_one_sentence(tiny_task, tmp_path, content, mes
     ("patterns", "words", "changes", "message"),
     [
         (TINY_PATTERNS[:1], [TINY_WORDS], {}, r"^PET needs at least two patterns"),
+        # one pattern, and no {mask} in it: what is wrong with it first (it was told only that PET needs two)
+        (["no mask"], [TINY_WORDS], {}, r"^Pattern 1: The template must contain exactly one \{mask\}"),
         (
             [*TINY_PATTERNS, f" {TINY_PATTERNS[0]} "],  # accepted as a third model and a double weight in the ensemble
             [TINY_WORDS],

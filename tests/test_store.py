@@ -166,3 +166,18 @@ def test_an_import_refuses_figures_no_run_can_produce(tmp_path):
         assert str(raised.value) == f"Line 1 of 'edited.jsonl' is not a peftlab result ({reason}){hint}"
     edited.write_text(json.dumps({**good, "id": "new", "accuracy": 0.75}) + "\n")  # the same figure, typed again
     assert store.import_(edited).sentence() == "1 result added."
+
+
+def test_the_listing_keeps_k_and_seed_whole_and_an_export_of_nothing_is_refused(tmp_path):
+    """K and seed listed as "4.0" and "13.0" beside a zero-shot row without them; `results export --task nope` wrote
+    an empty file and said "0 results written"."""
+    store = ResultStore(tmp_path / "r.sqlite")
+    with pytest.raises(PeftlabError, match=r"^No stored results; nothing was written\.$"):
+        store.export(tmp_path / "rows.csv")
+    store.add([row(), row("lora", seed=13, k=4)])
+    listed = store.listing()
+    assert listed["k"].tolist()[1] == 4 and str(listed["k"].dtype) == "Int64" and listed["k"].isna().tolist()[0]
+    assert listed.astype(object).fillna("").to_string(index=False).count("13.0") == 0
+    with pytest.raises(PeftlabError, match=r"^No stored results of task 'nope'; nothing was written\.$"):
+        store.export(tmp_path / "rows.csv", task="nope")
+    assert not (tmp_path / "rows.csv").exists()

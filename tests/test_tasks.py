@@ -351,3 +351,19 @@ def test_hub_path_with_classlabel_and_test_cap(monkeypatch):
     assert all(r["text"].startswith("sentence 1") for r in task.test)
     with pytest.raises(PeftlabError, match=r"Hub dataset 'fake/hub-set' has no text column 'text'"):
         load_task("fake/hub-set", hub_config="cfg")
+
+
+def test_a_pool_too_small_says_what_the_file_lost_to_empty_rows_and_the_test_split(tmp_path):
+    """A 4-row file, two rows without a text: 'the training pool of 'emptystr.csv' has only 0' said neither that the
+    empty rows were left out nor that the test split took the rest."""
+    path = tmp_path / "emptystr.csv"
+    path.write_text('text,label\n,a\n"",b\nfoo,a\nbar,b\n')
+    task = load_task(str(path))
+    assert task.left_out == 2 and len(task.test) == 2 and task.train == []
+    with pytest.raises(PeftlabError) as raised:
+        task.few_shot(2)
+    assert str(raised.value) == (
+        "k=2 needs 4 examples of class 'a' (K for train and K for dev) but the training pool of 'emptystr.csv' (the "
+        "rows not held out for testing; 2 rows of the file have no text or label, or repeat a text) has only 0; add "
+        "more examples of that class."
+    )
