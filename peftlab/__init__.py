@@ -1,24 +1,34 @@
-"""peftlab: prompt-based learning on pretrained transformers, shown and compared side by side."""
+"""peftlab: prompt-based learning on pretrained transformers, shown and compared side by side.
 
-from peftlab.cloze import ClozeEvaluation, ClozeSetup, calibrate, classify_text, evaluate
-from peftlab.errors import PeftlabError
-from peftlab.models import DEFAULT_MODEL, LM, load_lm
-from peftlab.prompts import Prompt, Template, Verbalizer
-from peftlab.tasks import Task, load_task
+The names below load on first use (PEP 562): importing a light module (`peftlab.store`, the CLI's results commands)
+does not load torch and transformers first.
+"""
 
-__all__ = [
-    "ClozeEvaluation",
-    "ClozeSetup",
-    "DEFAULT_MODEL",
-    "LM",
-    "PeftlabError",
-    "Prompt",
-    "Task",
-    "Template",
-    "Verbalizer",
-    "calibrate",
-    "classify_text",
-    "evaluate",
-    "load_lm",
-    "load_task",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ClozeEvaluation": "peftlab.cloze",
+    "ClozeSetup": "peftlab.cloze",
+    "calibrate": "peftlab.cloze",
+    "classify_text": "peftlab.cloze",
+    "evaluate": "peftlab.cloze",
+    "PeftlabError": "peftlab.errors",
+    "DEFAULT_MODEL": "peftlab.models",
+    "LM": "peftlab.models",
+    "load_lm": "peftlab.models",
+    "Prompt": "peftlab.prompts",
+    "Template": "peftlab.prompts",
+    "Verbalizer": "peftlab.prompts",
+    "Task": "peftlab.tasks",
+    "load_task": "peftlab.tasks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'peftlab' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,19 +1,19 @@
 """The command line: one sub-command per tab, all calling the same library functions as the app.
 
 Bad input prints one line `error: ...` on stderr and exits with code 2; any other failure prints one
-`error: ...` line too and exits with code 1 (`--debug` shows its traceback).
+`error: ...` line too and exits with code 1 (`--debug` shows its traceback): `cli_core.run_command`, which also
+holds the commands of the results store.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
-import traceback
 
 from peftlab.autoprompt import AutoPromptConfig
 from peftlab.backends import BackendConfig
+from peftlab.cli_core import add_store_commands, command_parsers, run_command
 from peftlab.cloze import ClozeConfig
 from peftlab.compare import GridConfig, GridRow, SweepConfig
 from peftlab.config import add_arguments, counted, from_arguments
@@ -30,24 +30,10 @@ from peftlab.standard import StandardConfig
 from peftlab.tuning import TrainSettings
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one `error: ...` line and exit code 2, like every other bad input."""
-
-    def error(self, message: str):  # noqa: D401 - argparse's signature
-        raise PeftlabError(message[0].upper() + message[1:] + f" (see `{self.prog} --help`).")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line. Every setting's option comes from its config field (`peftlab.config.add_arguments`):
     its name, type, choices, default and help are typed once, there."""
-    parser = _Parser(prog="python -m peftlab", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected failure")
-    # Accepted after the sub-command too; SUPPRESS keeps a sub-command from resetting it to False.
-    debug = _Parser(add_help=False)
-    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    commands.add_parser = functools.partial(commands.add_parser, parents=[debug])
-
+    parser, commands = command_parsers()
     cloze = commands.add_parser("cloze", help="zero-shot / in-context cloze evaluation with a template and verbalizer")
     _add_model_and_task(cloze)
     _add_prompt(cloze, "; repeat to ensemble")
@@ -158,30 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="keep every result in the results store, $PEFTLAB_RESULTS (default: %(default)s)",
         )
 
-    results = commands.add_parser("results", help="the results store: list, show, export, import or delete rows")
-    actions = results.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    listing = actions.add_parser("list", help="one line per stored result")
-    show = actions.add_parser("show", help="one result in full")
-    show.add_argument("id", help="a result's id (or a unique start of it)")
-    export = actions.add_parser("export", help="write results to a JSON Lines or CSV file")
-    export.add_argument("--out", required=True, help="rows.jsonl or rows.csv")
-    importing = actions.add_parser("import", help="add the results of an exported file")
-    importing.add_argument("file", help="an exported rows.jsonl or rows.csv")
-    delete = actions.add_parser("delete", help="delete results by id")
-    delete.add_argument("ids", nargs="+", help="ids (or unique starts of them, 4 characters or more)")
-    for action in (listing, export):
-        action.add_argument("--task", help="only this task's results")
-        action.add_argument("--model", help="only this model's results")
-        action.add_argument("--method", help="only this method's results")
-    for action in (listing, show):
-        action.add_argument("--json", action="store_true", help="print JSON")
-    results.set_defaults(run=run_results)
-
-    report = commands.add_parser("report", help="one page comparing every stored result of a task and model")
-    report.add_argument("--task", required=True, help="the task's name as stored (e.g. rt-sentiment)")
-    report.add_argument("--model", required=True, help="the model's name as stored (e.g. smollm2-135m)")
-    report.add_argument("--out", default="report.html", help="the page to write (default: %(default)s)")
-    report.set_defaults(run=run_report)
+    add_store_commands(commands)
     return parser
 
 
@@ -650,86 +613,9 @@ def _store(args: argparse.Namespace, rows) -> None:
         ResultStore().add(rows)
 
 
-def run_results(args: argparse.Namespace) -> None:
-    from dataclasses import asdict
-
-    from peftlab.store import ResultStore
-
-    store = ResultStore()
-    where = {k: getattr(args, k, None) for k in ("task", "model", "method")}
-    if args.action == "list":
-        if args.json:
-            print(store.frame(**where).to_json(orient="records"))
-        elif not len(listed := store.listing(**where)):
-            print(f"No results stored in {store.path}.")
-        else:
-            print(listed.astype(object).fillna("").to_string(index=False))  # a zero-shot row has no K and no seed
-    elif args.action == "show":
-        row = asdict(store.get(args.id))
-        print(
-            json.dumps(row, indent=1, default=str)
-            if args.json
-            else "\n".join(
-                f"{key}: {json.dumps(value, default=str) if key in ('predictions', 'gold') else value}"
-                for key, value in row.items()
-            )
-        )
-    elif args.action == "export":
-        print(f"{counted(store.export(args.out, **where), 'result')} written to {args.out}.")
-    elif args.action == "import":
-        print(f"{store.import_(args.file).sentence()} (store: {store.path})")
-    else:
-        print(f"{counted(store.delete(args.ids), 'result')} deleted.")
-
-
-def run_report(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from peftlab.report import compare, report_html
-    from peftlab.store import ResultStore
-
-    rows = ResultStore().rows(task=args.task, model=args.model)
-    if not rows:
-        raise PeftlabError(
-            f"No stored results of {args.task!r} on {args.model!r}; `results list` shows what is stored."
-        )
-    Path(args.out).write_text(report_html(compare(rows), rows), encoding="utf-8")
-    print(f"Report of {counted(len(rows), 'result')} written to {args.out}.")
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line (`run_command`); the model commands are built here, `LIGHT_COMMANDS` alone are not."""
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # weight-loading bars are noise on a command line
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        args = build_parser().parse_args(argv)
-        args.run(args)
-    except PeftlabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted.", file=sys.stderr)
-        return 130
-    except OSError as exc:
-        if exc.filename is None:  # not a path the user gave: a broken environment, reported as below
-            return _unexpected(exc, argv)
-        # a path the user gave that cannot be read or written (no such file, no such folder, no permission)
-        print(f"error: {str(exc.filename)!r}: {(exc.strerror or str(exc)).lower()}.", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        return _unexpected(exc, argv)
-    return 0
-
-
-def _unexpected(exc: Exception, argv: list[str]) -> int:
-    """A bug or a broken environment: one line, the traceback only when asked; exit code 1."""
-    if "--debug" in argv:
-        traceback.print_exc()
-    reason = (str(exc).strip().splitlines() or [""])[0]
-    print(
-        f"error: {type(exc).__name__}{': ' + reason if reason else ''} "
-        "(this is a bug or a broken installation; run again with --debug to see the traceback).",
-        file=sys.stderr,
-    )
-    return 1
+    return run_command(build_parser(), sys.argv[1:] if argv is None else list(argv))

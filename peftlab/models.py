@@ -43,6 +43,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+from peftlab.cache import cache_dir
 from peftlab.errors import PeftlabError
 from peftlab.hub import hub_reachable
 
@@ -160,10 +161,6 @@ def free_memory_bytes(device: torch.device) -> int:
     import psutil
 
     return psutil.virtual_memory().available
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("PEFTLAB_CACHE", Path.home() / ".cache" / "peftlab"))
 
 
 def cpu_supports_bf16() -> bool:

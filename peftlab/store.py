@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from peftlab.cache import cache_dir
 from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.metrics import macro_f1
-from peftlab.models import cache_dir
 
 JSON_COLUMNS = ("settings", "per_class_f1", "predictions", "gold", "metrics")
 EXPORT_SUFFIXES = (".jsonl", ".csv")

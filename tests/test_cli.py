@@ -1,6 +1,7 @@
 """The command line: JSON output on the embedded model, and one `error: ...` line with exit 2 for bad input."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -457,3 +458,17 @@ def test_a_grid_names_its_runs_that_lean_on_one_label(capsys):
         "warning: lora (K 16): its run predicted 'positive' for 100% of the texts, against 50% of the gold labels: "
         "an accuracy of a model leaning on one label says little about reading the texts.\n"
     ) in capsys.readouterr().err
+
+
+def test_the_results_store_commands_start_without_loading_torch(tmp_path):
+    """`results list` took 11 s on a 2-core CPU, nearly all of it importing torch and transformers it never used."""
+    code = (
+        "import atexit, runpy, sys; "
+        "atexit.register(lambda: print('torch loaded:', 'torch' in sys.modules, file=sys.stderr)); "
+        "sys.argv = ['peftlab'] + sys.argv[1:]; runpy.run_module('peftlab', run_name='__main__')"
+    )
+    env = {**os.environ, "PEFTLAB_RESULTS": str(tmp_path / "r.sqlite"), "HF_HUB_OFFLINE": "1"}
+    for argv in (["results", "list"], ["report", "--task", "t", "--model", "m"]):
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env)
+        assert done.stderr.splitlines()[-1] == "torch loaded: False", done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("error: No stored results of 't' on 'm'")

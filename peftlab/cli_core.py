@@ -1,0 +1,155 @@
+"""The command line without the model stack: its parser class, running a command with one-line errors, and the
+commands that read the results store alone (`results`, `report`).
+
+`python -m peftlab results ...` and `report` are built and run from here without importing torch and
+transformers (`peftlab.__main__`): listing the store took 11 s on a 2-core CPU, nearly all of it loading them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import traceback
+
+from peftlab.config import counted
+from peftlab.errors import PeftlabError
+
+LIGHT_COMMANDS = ("results", "report")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one `error: ...` line and exit code 2, like every other bad input."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's signature
+        raise PeftlabError(message[0].upper() + message[1:] + f" (see `{self.prog} --help`).")
+
+
+def light_parser() -> argparse.ArgumentParser:
+    """The command line with LIGHT_COMMANDS alone (`peftlab.cli.build_parser` has every command)."""
+    parser, commands = command_parsers()
+    add_store_commands(commands)
+    return parser
+
+
+def command_parsers() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The top parser (with --debug, also accepted after a sub-command) and its sub-commands to add to."""
+    parser = Parser(prog="python -m peftlab", description="peftlab: prompt-based learning on pretrained transformers")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected failure")
+    # Accepted after the sub-command too; SUPPRESS keeps a sub-command from resetting it to False.
+    debug = Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    commands.add_parser = functools.partial(commands.add_parser, parents=[debug])
+    return parser, commands
+
+
+def add_store_commands(commands) -> None:
+    """`results` (list, show, export, import, delete) and `report`."""
+    results = commands.add_parser("results", help="the results store: list, show, export, import or delete rows")
+    actions = results.add_subparsers(dest="action", required=True, parser_class=Parser)
+    listing = actions.add_parser("list", help="one line per stored result")
+    show = actions.add_parser("show", help="one result in full")
+    show.add_argument("id", help="a result's id (or a unique start of it)")
+    export = actions.add_parser("export", help="write results to a JSON Lines or CSV file")
+    export.add_argument("--out", required=True, help="rows.jsonl or rows.csv")
+    importing = actions.add_parser("import", help="add the results of an exported file")
+    importing.add_argument("file", help="an exported rows.jsonl or rows.csv")
+    delete = actions.add_parser("delete", help="delete results by id")
+    delete.add_argument("ids", nargs="+", help="ids (or unique starts of them, 4 characters or more)")
+    for action in (listing, export):
+        action.add_argument("--task", help="only this task's results")
+        action.add_argument("--model", help="only this model's results")
+        action.add_argument("--method", help="only this method's results")
+    for action in (listing, show):
+        action.add_argument("--json", action="store_true", help="print JSON")
+    results.set_defaults(run=run_results)
+
+    report = commands.add_parser("report", help="one page comparing every stored result of a task and model")
+    report.add_argument("--task", required=True, help="the task's name as stored (e.g. rt-sentiment)")
+    report.add_argument("--model", required=True, help="the model's name as stored (e.g. smollm2-135m)")
+    report.add_argument("--out", default="report.html", help="the page to write (default: %(default)s)")
+    report.set_defaults(run=run_report)
+
+
+def run_results(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from peftlab.store import ResultStore
+
+    store = ResultStore()
+    where = {k: getattr(args, k, None) for k in ("task", "model", "method")}
+    if args.action == "list":
+        if args.json:
+            print(store.frame(**where).to_json(orient="records"))
+        elif not len(listed := store.listing(**where)):
+            print(f"No results stored in {store.path}.")
+        else:
+            print(listed.astype(object).fillna("").to_string(index=False))  # a zero-shot row has no K and no seed
+    elif args.action == "show":
+        row = asdict(store.get(args.id))
+        print(
+            json.dumps(row, indent=1, default=str)
+            if args.json
+            else "\n".join(
+                f"{key}: {json.dumps(value, default=str) if key in ('predictions', 'gold') else value}"
+                for key, value in row.items()
+            )
+        )
+    elif args.action == "export":
+        print(f"{counted(store.export(args.out, **where), 'result')} written to {args.out}.")
+    elif args.action == "import":
+        print(f"{store.import_(args.file).sentence()} (store: {store.path})")
+    else:
+        print(f"{counted(store.delete(args.ids), 'result')} deleted.")
+
+
+def run_report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from peftlab.report import compare, report_html
+    from peftlab.store import ResultStore
+
+    rows = ResultStore().rows(task=args.task, model=args.model)
+    if not rows:
+        raise PeftlabError(
+            f"No stored results of {args.task!r} on {args.model!r}; `results list` shows what is stored."
+        )
+    Path(args.out).write_text(report_html(compare(rows), rows), encoding="utf-8")
+    print(f"Report of {counted(len(rows), 'result')} written to {args.out}.")
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    """Parse `argv` with `parser` and run its command: bad input is one `error:` line and exit code 2."""
+    try:
+        args = parser.parse_args(argv)
+        args.run(args)
+    except PeftlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted.", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if exc.filename is None:  # not a path the user gave: a broken environment, reported as below
+            return _unexpected(exc, argv)
+        # a path the user gave that cannot be read or written (no such file, no such folder, no permission)
+        print(f"error: {str(exc.filename)!r}: {(exc.strerror or str(exc)).lower()}.", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        return _unexpected(exc, argv)
+    return 0
+
+
+def _unexpected(exc: Exception, argv: list[str]) -> int:
+    """A bug or a broken environment: one line, the traceback only when asked; exit code 1."""
+    if "--debug" in argv:
+        traceback.print_exc()
+    reason = (str(exc).strip().splitlines() or [""])[0]
+    print(
+        f"error: {type(exc).__name__}{': ' + reason if reason else ''} "
+        "(this is a bug or a broken installation; run again with --debug to see the traceback).",
+        file=sys.stderr,
+    )
+    return 1
