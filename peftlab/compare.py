@@ -214,7 +214,7 @@ def train_and_score(
         run.config.name,
         {
             "method": dataclasses.asdict(run.config),
-            "trainer": dataclasses.asdict(replace(settings, seed=0)),
+            "trainer": settings.without_seed(),
             "templates": [p.template.text for p in setup.prompts],
             "verbalizer": prompt.verbalizer.to_json(),
             **run.extra,
@@ -356,7 +356,7 @@ def run_record(
         "verbalizer": json.loads(setup.prompts[0].verbalizer.to_json()),
         "calibration": setup.calibration,
         "methods": [{"method": c.name, **dataclasses.asdict(c)} for c in methods],
-        "train_settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "seed"},
+        "train_settings": settings.without_seed(),
         "results": json.loads(results.to_json(orient="records")),
         "curves": list(curves),
     }

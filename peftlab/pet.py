@@ -615,7 +615,7 @@ def _row(method, predicted, trainable, seconds, *, lm, task, config, settings, t
         lm.name,
         task,
         method,
-        {"pet": config.to_dict(), "trainer": dataclasses.asdict(dataclasses.replace(settings, seed=0))},
+        {"pet": config.to_dict(), "trainer": settings.without_seed()},
         test,
         predicted,
         k=config.shots,

@@ -49,6 +49,11 @@ class TrainSettings(Config):
         subject="Select by",
     )
 
+    def without_seed(self) -> dict:
+        """The settings as a result keeps them: its seed is the result's own (a grid sets it per run; a seed-13
+        run's settings said "seed": 0)."""
+        return {name: value for name, value in self.to_dict().items() if name != "seed"}
+
 
 @dataclass(kw_only=True)
 class TrainEvent(Event):

@@ -373,6 +373,10 @@ def test_run_record_is_json_with_settings_rows_and_curves(grid, tiny_causal):
     assert record["model"] == "tiny-llama" and record["task"] == "easy-sentiment" and record["templates"] == [TEMPLATE]
     assert [m["method"] for m in record["methods"]] == ["prompt-tuning", "lora"] and record["methods"][1]["r"] == 2
     assert record["train_settings"]["steps"] == 3
+    # each run's seed is its row's own: its stored settings said "seed": 0 for a seed-13 run
+    trained = [row.result for row in rows if row.result is not None and row.result.kind == "trained"]
+    assert sorted(r.seed for r in trained) == [13, 13, 21, 21]
+    assert all("seed" not in r.settings["trainer"] and r.settings["trainer"]["steps"] == 3 for r in trained)
     assert [r["method"] for r in record["results"]] == frame["method"].tolist()
     assert len(record["curves"]) == len(events)
     between = [c for c in record["curves"] if c["step"] % 3]
