@@ -437,7 +437,7 @@ def test_a_shipped_sampling_option_without_an_off_value_is_refused(tiny_causal):
             lambda lm: collect_comparisons(lm.model, lm.tokenizer, PROMPTS[:1], VaderLabeler(), k=1),
             r"K of at least 2 responses per prompt, not 1",
         ),
-        (lambda lm: PipelineConfig(k=1), r"K of at least 2 responses per prompt, not 1"),
+        (lambda lm: PipelineConfig(k=1), r"^K samples ranked per prompt must be at least 2, not 1\.$"),
         (lambda lm: PPOConfig(beta=-0.1, adaptive_kl=False), r"KL coefficient beta must be a number of at least 0"),
         (lambda lm: PPOConfig(beta=-0.1, adaptive_kl=True), r"initial KL coefficient must be a number of at least 0"),
         (lambda lm: PPOConfig(top_p=0.9), r"Sampling with top_p 0.9 draws responses from a reshaped distribution"),
