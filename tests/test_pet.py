@@ -212,25 +212,27 @@ def test_bad_settings_are_one_sentence(changes, message):
         PETConfig(**changes)
 
 
-def test_a_distilled_classifier_that_gives_every_text_one_label_gets_a_warning():
+def test_a_distilled_classifier_leaning_on_one_label_gets_a_warning():
     """5 distillation steps gave a classifier at 50.0 % (every text 'positive') beside an ensemble at 75-90 %, and
     the tab said nothing."""
     from types import SimpleNamespace
 
-    from peftlab.ui.pet_tab import one_label_notes
+    from peftlab.ui.pet_tab import leaning_classifier_notes
 
+    gold = [0, 1, 0, 1]
     row = SimpleNamespace
     result = SimpleNamespace(
         seed=21,
         rows=[
-            row(method="pet ensemble", predictions=[1, 1, 1]),  # an ensemble's vote is not a trained classifier
-            row(method="pet", predictions=[1, 1, 1]),
-            row(method="ipet", predictions=[0, 1, 1]),
+            row(method="pet ensemble", predictions=[1, 1, 1, 1], gold=gold),  # an ensemble's vote is no classifier
+            row(method="pet", predictions=[1, 1, 1, 1], gold=gold),
+            row(method="ipet", predictions=[1, 1, 1, 0], gold=gold),  # 75 % 'positive' against 50 %: below 0.3
         ],
     )
-    assert one_label_notes(result, ["negative", "positive"], 5) == [
-        "Seed 21: PET's classifier gave every test text the label 'positive': it learned nothing from the soft "
-        "labels in 5 distillation steps; give it more (the default is 60)."
+    assert leaning_classifier_notes(result, ["negative", "positive"], 5) == [
+        "Seed 21: PET's classifier predicted 'positive' for 100% of the test texts, against 50% of the gold labels: "
+        "it learned little from the soft labels in 5 distillation steps; give it more (the default is 60)."
     ]
-    result.rows[2].predictions = [0, 0, 0]
-    assert one_label_notes(result, ["negative", "positive"], 5)[1].startswith("Seed 21: iPET's classifier")
+    result.rows[2].predictions = [0, 0, 0, 0]
+    notes = leaning_classifier_notes(result, ["negative", "positive"], 5)
+    assert notes[1].startswith("Seed 21: iPET's classifier predicted 'negative' for 100% of the test texts")
