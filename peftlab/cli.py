@@ -614,7 +614,8 @@ def _store(args: argparse.Namespace, rows) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line (`run_command`); the model commands are built here, `LIGHT_COMMANDS` alone are not."""
+    """Run the whole command line (`run_command`). `python -m peftlab` runs the store's commands (`LIGHT_COMMANDS`)
+    from `cli_core` instead, without this module's imports of the model stack."""
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # weight-loading bars are noise on a command line
