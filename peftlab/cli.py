@@ -225,7 +225,7 @@ def run_cloze(args: argparse.Namespace) -> None:
     )
     _store(args, [result.row])
     if args.json:
-        print(json.dumps(result.summary()))
+        print(json.dumps(result.summary()), file=args.json_out)
         return
     print(f"accuracy {result.accuracy:.4f}  macro-F1 {result.macro_f1:.4f}  n {result.n}  {result.seconds:.1f} s")
     print(f"scored {scored_note(result.settings)}")
@@ -261,7 +261,7 @@ def run_autoprompt(args: argparse.Namespace) -> None:
     result = search(lm, task, args.verbalizer, config, on_event=report)
     _store(args, result.rows)
     if args.json:
-        print(json.dumps(result.summary()))
+        print(json.dumps(result.summary()), file=args.json_out)
         return
     print(f"template: {result.template!r}")
     print(f"verbalizer: {json.dumps(result.verbalizer)}")
@@ -359,7 +359,7 @@ def run_tune(args: argparse.Namespace) -> None:
             )
     summary = result.summary()
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(summary), file=args.json_out)
         return
     print(f"best {config.method} settings on dev: {json.dumps(result.best['settings'])}")
     print(
@@ -435,7 +435,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
             run_record(lm, task, setup, methods, settings, results, curves, test_limit), encoding="utf-8"
         )
     if args.json:
-        print(results.to_json(orient="records"))
+        print(results.to_json(orient="records"), file=args.json_out)
     return results
 
 
@@ -485,7 +485,7 @@ def run_rlhf(args: argparse.Namespace) -> None:
     if args.samples:
         result.comparison.table.to_csv(args.samples, index=False)
     if args.json:
-        print(json.dumps(result.summary))
+        print(json.dumps(result.summary), file=args.json_out)
         return
     summary = result.summary
     if "rm_heldout_accuracy" in summary:
@@ -553,7 +553,8 @@ def run_standard_command(args: argparse.Namespace) -> None:
                     }
                     for r in rows
                 ]
-            )
+            ),
+            file=args.json_out,
         )
         return
     print(display_table(compare(rows)[0].table).to_string(index=False))
@@ -595,7 +596,7 @@ def run_pet(args: argparse.Namespace) -> None:
     if args.save and results:
         zip_trained(results[-1].classifier, args.save)
     if args.json:
-        print(json.dumps([r.summary() for r in results]))
+        print(json.dumps([r.summary() for r in results]), file=args.json_out)
         return
     for r in results:
         ipet = f", iPET {r.ipet_distilled_accuracy:.4f}" if r.ipet_distilled_accuracy is not None else ""

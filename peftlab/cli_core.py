@@ -8,6 +8,7 @@ transformers (`peftlab.__main__`): listing the store took 11 s on a 2-core CPU, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import sys
@@ -82,21 +83,22 @@ def run_results(args: argparse.Namespace) -> None:
     where = {k: getattr(args, k, None) for k in ("task", "model", "method")}
     if args.action == "list":
         if args.json:
-            print(store.frame(**where).to_json(orient="records"))
+            print(store.frame(**where).to_json(orient="records"), file=args.json_out)
         elif not len(listed := store.listing(**where)):
             print(f"No results stored in {store.path}.")
         else:
             print(listed.astype(object).fillna("").to_string(index=False))  # a zero-shot row has no K and no seed
     elif args.action == "show":
         row = asdict(store.get(args.id))
-        print(
-            json.dumps(row, indent=1, default=str)
-            if args.json
-            else "\n".join(
-                f"{key}: {json.dumps(value, default=str) if key in ('predictions', 'gold') else value}"
-                for key, value in row.items()
+        if args.json:
+            print(json.dumps(row, indent=1, default=str), file=args.json_out)
+        else:
+            print(
+                "\n".join(
+                    f"{key}: {json.dumps(value, default=str) if key in ('predictions', 'gold') else value}"
+                    for key, value in row.items()
+                )
             )
-        )
     elif args.action == "export":
         print(f"{counted(store.export(args.out, **where), 'result')} written to {args.out}.")
     elif args.action == "import":
@@ -121,10 +123,17 @@ def run_report(args: argparse.Namespace) -> None:
 
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str]) -> int:
-    """Parse `argv` with `parser` and run its command: bad input is one `error:` line and exit code 2."""
+    """Parse `argv` with `parser` and run its command: bad input is one `error:` line and exit code 2. With
+    `--json`, stdout carries the command's JSON alone (`args.json_out`): whatever else is printed there meanwhile
+    goes to stderr (Ray's raylet prints "A worker died ..." on stdout, which broke a reader of the JSON)."""
     try:
         args = parser.parse_args(argv)
-        args.run(args)
+        if getattr(args, "json", False):
+            args.json_out = sys.stdout
+            with contextlib.redirect_stdout(sys.stderr):
+                args.run(args)
+        else:
+            args.run(args)
     except PeftlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

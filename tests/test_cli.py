@@ -472,3 +472,24 @@ def test_the_results_store_commands_start_without_loading_torch(tmp_path):
         done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env)
         assert done.stderr.splitlines()[-1] == "torch loaded: False", done.stderr
     assert done.returncode == 2 and done.stderr.startswith("error: No stored results of 't' on 'm'")
+
+
+def test_with_json_stdout_carries_the_json_alone(capsys):
+    """Ray's raylet printed "A worker died ..." on stdout during a `compare --json --backend ray`, and the JSON
+    could no longer be read: during a --json command anything else printed there goes to stderr."""
+    import argparse
+
+    from peftlab.cli_core import run_command
+
+    def command(args):
+        print("(raylet) A worker died or was killed while executing a task")
+        print(json.dumps({"accuracy": 0.75}), file=args.json_out)
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(run=command)
+    assert run_command(parser, ["--json"]) == 0
+    out, err = capsys.readouterr()
+    assert (
+        json.loads(out) == {"accuracy": 0.75} and err == "(raylet) A worker died or was killed while executing a task\n"
+    )
