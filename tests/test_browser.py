@@ -190,6 +190,8 @@ def test_classify_one_text_shows_the_label_probability_chart_and_a_failed_press_
         expect(page.get_by_text("The template must contain exactly one {mask}").first).to_be_visible(timeout=10_000)
         expect(status).not_to_contain_text("Accuracy", timeout=10_000)
         expect(status.get_by_text("Error", exact=True)).to_be_visible()
+        # ... and the sentence stays on the line under its badge (the toast fades after 10 s)
+        expect(status).to_contain_text("The template must contain exactly one {mask}", timeout=10_000)
 
 
 def test_two_pages_run_different_heavy_jobs_at_once_and_each_gets_its_own_result(chromium, browser, app_url, tmp_path):

@@ -74,14 +74,22 @@ def heavy_job(
     "400 Bad Request", without the sentence.
     """
 
-    # a refusal's "Error" badge goes where the job's own would, on its status line (the toast fades)
+    # a refusal's "Error" badge goes where the job's own would, on its status line, and its sentence too (the toast
+    # fades after 10 s, and the line said "Error" alone)
     status = [c for c in event["outputs"] if is_status_line(c)][:1]
 
     with_request = checks is not None and len(inspect.signature(checks).parameters) == 2
+    refusal = f"refused:{event['api_name']}"  # the session's last refusal of this press, for its status line
 
     def look(request: gr.Request, *args, **form):
+        values = SESSIONS.get(request).values
+        values.pop(refusal, None)
         if checks is not None:
-            checks(form, request) if with_request else checks(form)
+            try:
+                checks(form, request) if with_request else checks(form)
+            except PeftlabError as exc:
+                values[refusal] = f"⚠️ {exc}"
+                raise
         if kind is not None:
             SESSIONS.get(request).queue_job(kind)
         disabled = gr.update(interactive=False)
@@ -97,6 +105,21 @@ def heavy_job(
         show_progress="hidden",
         **INSTANT,
     )
+    if status:
+
+        def refused(request: gr.Request) -> str | None:  # the sentence, once; empty for input refused before the look
+            return SESSIONS.get(request).values.pop(refusal, None)
+
+        looked.refusal = refusal
+        looked.failure(
+            refused,
+            None,
+            status,
+            queue=False,
+            show_progress="hidden",
+            show_progress_on=[button],  # not the line: its "Error" badge stays
+            api_visibility="private",
+        )
     job = looked.success(_unless_stopped_in_queue(fn, kind, len(event["outputs"])) if kind else fn, **event, **heavy())
     job.success(None, js=WORK_DONE)  # the page now asks before it is left (LEAVE_GUARD)
     job.then(
@@ -175,13 +198,16 @@ def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple
     A `heavy_job`'s press that its look refuses empties them as well.
     """
 
-    emptied = _emptying(outputs, hidden)
     for failed in (event, getattr(event, "look", None)):
         if failed is not None:
+            # a heavy job's look writes its refusal on its status line itself (`heavy_job`)
+            emptied = [c for c in outputs if not (getattr(failed, "refusal", None) and is_status_line(c))]
+            if not emptied:
+                continue
             failed.failure(
-                emptied,
+                _emptying(emptied, hidden),
                 None,
-                outputs,
+                emptied,
                 queue=False,
                 show_progress="hidden",
                 show_progress_on=[pressed],
