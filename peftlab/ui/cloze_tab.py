@@ -31,7 +31,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import readable
+from peftlab.ui.display import readable, warning_notes
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.zerogpu import call_on_gpu, on_zero_gpu
 
@@ -137,7 +137,7 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
         f"calibration {config.calibration}"
     )
     summary += f" · {demonstrations_note(result.settings)}" if config.shots_in_context else ""
-    summary += "".join(f"\n\n⚠️ {note}" for note in result.notes)
+    summary += warning_notes(result.notes)
     predictions = session.download(task.name, "cloze-predictions", suffix="csv")
     result.predictions.to_csv(predictions, index=False)
     errors = readable(result.most_confident_errors(10)[list(ERROR_COLUMNS)])

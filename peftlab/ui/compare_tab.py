@@ -53,7 +53,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import readable, time_left, took
+from peftlab.ui.display import readable, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
@@ -112,7 +112,7 @@ def show_comparison(task, model, request: gr.Request):
     if others:
         verb = "is" if len(others) == 1 else "are"
         status += f" {counted(len(others), 'other test split')} {verb} listed below, apart."
-    status += "".join(f"\n\n⚠️ {note}" for note in main.notes)
+    status += warning_notes(main.notes)
     apart = (
         pd.concat([display_table(s.table).assign(split=s.fingerprint, texts=s.texts) for s in others])
         if others

@@ -91,3 +91,8 @@ def took(started: float, expected: float) -> str:
     """' in 4 min (estimated 5 min)': how long a job `started` at a time.perf_counter() took, beside its estimate of
     `expected` seconds, for its final status line (the estimate alone stayed there once it had finished)."""
     return f" in {duration(time.perf_counter() - started)} (estimated {duration(expected)})"
+
+
+def warning_notes(notes) -> str:
+    """Notes a status line ends with, each a paragraph of its own behind a warning sign ("" for none)."""
+    return "".join(f"\n\n⚠️ {note}" for note in notes)

@@ -46,7 +46,7 @@ from peftlab.ui.common import (
     verbalizer_box,
     verbalizer_lines,
 )
-from peftlab.ui.display import duration, time_left, took
+from peftlab.ui.display import duration, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.soft_prompts_tab import keep_trained, method_choices, trained_method_panel
@@ -160,7 +160,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
         if running:
             left = time_left(started, max(done - 1, 0) / total, expected)
             status = status.removesuffix(".") + f" (estimated {duration(expected)} in all{left})."
-        status += "".join(f"\n\n⚠️ {note}" for note in notes)
+        status += warning_notes(notes)
         return status, _table(results, len(prompts)), curves, soft, choices
 
     with job(request, "pet") as (_, stop):

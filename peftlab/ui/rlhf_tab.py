@@ -45,7 +45,7 @@ from peftlab.ui.common import (
     upload_limit_note,
     user_errors,
 )
-from peftlab.ui.display import readable
+from peftlab.ui.display import readable, warning_notes
 from peftlab.ui.estimates import Pace, Paced, cost_key, known_pace, record_pace
 from peftlab.ui.inputs import config_from_form, config_input, named_number
 from peftlab.ui.rlhf_calls import Ranked, Sampled, ppo_in_chunks, reward_stage, saved_zip, session_call, stage
@@ -167,7 +167,7 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
     yield (
         f"{note}SFT done: loss {result.losses[0]:.3f} → {result.losses[-1]:.3f} after "
         f"{counted(len(result.losses), 'step')} in {result.seconds:.0f} s. Next: the reward model."
-        + (f"\n\n⚠️ {warning}" if warning else ""),
+        + warning_notes([warning] if warning else []),
         metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"),
         pd.DataFrame(samples),
     )

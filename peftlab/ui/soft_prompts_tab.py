@@ -63,7 +63,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import duration, readable, time_left, took
+from peftlab.ui.display import duration, readable, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
@@ -163,7 +163,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         else:
             left = time_left(started, done / total_runs, expected) if finished < total_runs else ""
             status = f"{finished}/{total_runs} runs finished{left} (estimated {duration(expected)} in all)."
-        status += "".join(f"\n\n⚠️ {n}" for n in notes)
+        status += warning_notes(notes)
         return (
             status,
             readable(results),
