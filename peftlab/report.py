@@ -61,6 +61,14 @@ def _line_key(row: ResultRow) -> tuple:
     return row.method, row.k, json.dumps(_chosen(row.settings), sort_keys=True, default=str)
 
 
+def _lines(rows: Sequence[ResultRow]) -> dict[tuple, list[ResultRow]]:
+    """The rows grouped into the lines of a comparison (`_line_key`: method, K and settings), in order of first row."""
+    lines: dict[tuple, list[ResultRow]] = {}
+    for row in rows:
+        lines.setdefault(_line_key(row), []).append(row)
+    return lines
+
+
 def _chosen(settings):
     """The settings without PER_RUN_SETTINGS, at every depth: what a person chose for every run of a line."""
     if isinstance(settings, dict):
@@ -69,9 +77,7 @@ def _chosen(settings):
 
 
 def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow]) -> SplitComparison:
-    lines: dict[tuple, list[ResultRow]] = {}
-    for row in rows:
-        lines.setdefault(_line_key(row), []).append(row)
+    lines = _lines(rows)
     gold = rows[0].gold
     methods = {key[0]: runs for key, runs in lines.items()}
     baseline = next((name for name in BASELINES if name in methods), None)
@@ -115,7 +121,7 @@ def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow
     support = {name: 0 for name in names}
     for index in gold:
         support[names[index]] += 1
-    notes = leaning_notes(rows, names)
+    notes = _leaning_lines(lines, names)
     return SplitComparison(task, model, fingerprint, len(gold), support, baseline, table, notes)
 
 
@@ -124,9 +130,10 @@ def leaning_notes(rows: Sequence[ResultRow], names: Sequence[str]) -> list[str]:
     label `names`) with runs whose predictions lean on one label far more than the gold labels do
     (`metrics.leaning_label`): a method that calls 99 % of the texts 'positive' reaches 50 % on a balanced split
     without reading them, and its line should not be read as a score."""
-    lines: dict[tuple, list[ResultRow]] = {}
-    for row in rows:
-        lines.setdefault(_line_key(row), []).append(row)
+    return _leaning_lines(_lines(rows), names)
+
+
+def _leaning_lines(lines: dict[tuple, list[ResultRow]], names: Sequence[str]) -> list[str]:
     notes = []
     for (method, k, _), runs in lines.items():
         leaning = []
