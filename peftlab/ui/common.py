@@ -82,16 +82,16 @@ def heavy_job(
     refusal = f"refused:{event['api_name']}"  # the session's last refusal of this press, for its status line
 
     def look(request: gr.Request, *args, **form):
-        values = SESSIONS.get(request).values
-        values.pop(refusal, None)
+        session = SESSIONS.get(request)
         if checks is not None:
             try:
                 checks(form, request) if with_request else checks(form)
             except PeftlabError as exc:
-                values[refusal] = f"⚠️ {exc}"
+                if status:  # for `refused`, which takes it at once
+                    session.values[refusal] = f"⚠️ {exc}"
                 raise
         if kind is not None:
-            SESSIONS.get(request).queue_job(kind)
+            session.queue_job(kind)
         disabled = gr.update(interactive=False)
         return (gr.skip(), disabled) if status else disabled
 
