@@ -351,16 +351,17 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
     if splits is None:
         task = _build_task(path.name, _to_rows(records, fields, text_column, label_column), fields)
         task.held_out_here = True
-        task.left_out = len(records) - len(task.rows("all"))
-        return task
-    by_split = {name: [r for r, s in zip(records, splits) if s == name] for name in ("train", "dev", "test")}
-    if not by_split["test"]:
-        raise PeftlabError(
-            f"{source} marks no row 'test' in its split column; mark some rows test (or leave the split "
-            "column out, and 20 % of each class is held out)."
+    else:
+        by_split = {name: [r for r, s in zip(records, splits) if s == name] for name in ("train", "dev", "test")}
+        if not by_split["test"]:
+            raise PeftlabError(
+                f"{source} marks no row 'test' in its split column; mark some rows test (or leave the split "
+                "column out, and 20 % of each class is held out)."
+            )
+        rows = {name: _to_rows(split_rows, fields, text_column, label_column) for name, split_rows in by_split.items()}
+        task = _build_task(
+            path.name, rows["train"], fields, test_rows=rows["test"], dev_rows=rows["dev"], test_cap=None
         )
-    rows = {name: _to_rows(split_rows, fields, text_column, label_column) for name, split_rows in by_split.items()}
-    task = _build_task(path.name, rows["train"], fields, test_rows=rows["test"], dev_rows=rows["dev"], test_cap=None)
     task.left_out = len(records) - len(task.rows("all"))
     return task
 
