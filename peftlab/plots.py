@@ -128,10 +128,19 @@ def accuracy_vs_seconds(summary: pd.DataFrame) -> go.Figure:
     return _accuracy_scatter(summary, "seconds", "seconds per run", "Test accuracy vs time")
 
 
+def method_colours(methods: Sequence[str]) -> dict[str, str]:
+    """A colour per method, in order of first appearance (34 before one repeats), so a method keeps its colour
+    across the charts drawn from one table: the two Compare charts placed zero-shot differently and coloured 'head'
+    blue in one and red in the other."""
+    palette = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24
+    return {method: palette[i % len(palette)] for i, method in enumerate(dict.fromkeys(methods))}
+
+
 def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title: str) -> go.Figure:
     """One point per method at its `x_column` (log x); a method at 0 there (zero-shot trains nothing) is a dashed
     line at its accuracy, labelled at the left: a log axis has no 0, and a point drawn at 1 read as one parameter."""
     figure = go.Figure()
+    colours = method_colours(summary["method"])  # of every method, placed or not: the two charts agree on colours
     placed = summary[summary[x_column] > 0]
     for _, row in placed.iterrows():
         figure.add_trace(
@@ -143,7 +152,7 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
                 text=[row["method"]],
                 textposition="top center",
                 name=row["method"],
-                marker=dict(size=12),
+                marker=dict(size=12, color=colours[row["method"]]),
             )
         )
     for _, row in summary[summary[x_column] <= 0].iterrows():
@@ -182,8 +191,7 @@ def training_curves(events: pd.DataFrame) -> go.Figure:
     and curve (18 for 3 methods and 3 seeds) repeated plotly's 10 colours.
     """
     figure = go.Figure()
-    palette = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24  # 34 methods before a colour repeats
-    colours = {method: palette[i % len(palette)] for i, method in enumerate(events["method"].unique())}
+    colours = method_colours(events["method"])
     for (method, seed), run in events.groupby(["method", "seed"], sort=False):
         first = not any(trace.legendgroup == method for trace in figure.data)
         style = dict(legendgroup=method, line_color=colours[method])

@@ -152,6 +152,12 @@ def _leaning_lines(lines: dict[tuple, list[ResultRow]], names: Sequence[str]) ->
     return notes
 
 
+def short_figure(value: float) -> str:
+    """A time or rate as a table shows it: whole from 10 up ("60"), two significant digits below ("0.24", "3.1"):
+    zero-shot's 0.24 s read "0" beside the chart that placed it at 0.24."""
+    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.2g}"
+
+
 DISPLAY_COLUMNS = (
     "method",
     "K",
@@ -179,7 +185,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         ],
         table["macro_f1_mean"].map(lambda v: f"{v:.3f}"),
         [f"{p:,} ({s:.3%})" if p else "0" for p, s in zip(table["trainable_params"], table["trainable_share"])],
-        table["seconds_mean"].map(lambda v: f"{v:.0f}"),
+        table["seconds_mean"].map(short_figure),
         [
             "" if np.isnan(d) else f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
             for d, lo, hi in zip(table["vs_baseline"], table["ci_low"], table["ci_high"])

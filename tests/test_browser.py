@@ -518,6 +518,8 @@ def test_a_refused_press_is_told_at_once_and_a_page_with_finished_work_asks_befo
         pet.get_by_role("button", name="Run PET").click()
         expect(page.get_by_text("K per class must be at least 1, not 0.").first).to_be_visible(timeout=10_000)
         expect(pet.locator(".status-line").get_by_text("Error", exact=True)).to_have_count(1)
+        # the box refused it before the press's look ran; its sentence stays on the line when the toast fades
+        expect(pet.locator(".status-line").first).to_contain_text("⚠️ K per class must be at least 1, not 0.")
         page.reload(wait_until="domcontentloaded")
         assert dialogs == []  # nothing finished yet: nothing to lose
 

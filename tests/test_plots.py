@@ -54,3 +54,28 @@ def test_a_method_that_trains_nothing_is_a_line_not_a_point_at_one_parameter():
     (line,) = figure.layout.shapes
     assert (line.y0, line.y1, line.line.dash) == (0.765, 0.765, "dash")
     assert figure.layout.annotations[0].text == "zero-shot (0 trainable parameters)"
+
+
+def test_the_two_compare_charts_give_a_method_one_colour():
+    """Zero-shot is a line on the parameters chart and a point on the time chart, so the points' order differed and
+    'head' was blue in one chart and red in the other."""
+    from peftlab.plots import accuracy_vs_seconds
+
+    summary = pd.DataFrame(
+        {
+            "method": ["zero-shot", "lora", "head"],
+            "accuracy_mean": [0.7, 0.8, 0.75],
+            "accuracy_std": [0.0, 0.01, 0.02],
+            "trainable_params": [0, 460_800, 1_000],
+            "seconds": [0.24, 60.0, 30.0],
+        }
+    )
+    by_parameters, by_time = accuracy_vs_parameters(summary), accuracy_vs_seconds(summary)
+    assert [t.name for t in by_parameters.data] == ["lora", "head"]
+    assert [t.name for t in by_time.data] == ["zero-shot", "lora", "head"]
+
+    def colours(figure):
+        return {trace.name: trace.marker.color for trace in figure.data}
+
+    assert colours(by_time) == colours(by_parameters) | {"zero-shot": colours(by_time)["zero-shot"]}
+    assert len(set(colours(by_time).values())) == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from peftlab.report import compare, display_table, report_html
+from peftlab.report import compare, display_table, report_html, short_figure
 from peftlab.stats import paired_difference
 from peftlab.store import ResultRow, ResultStore
 from peftlab.tasks import Task
@@ -59,6 +59,8 @@ def test_rows_from_different_tabs_on_the_same_texts_land_in_one_table():
     assert shown.loc["lora", "vs baseline (points, 95% CI)"].startswith("+")
     # one run has no spread to show ("70.0% ± 0.0%" read as if a spread of 0 had been measured); two have one
     assert shown["accuracy"].to_dict() == {"zero-shot · mean": "70.0%", "autoprompt": "75.0%", "lora": "87.5% ± 3.5%"}
+    # zero-shot's 0.24 s read "0" beside the time chart that placed it at 0.24
+    assert [short_figure(v) for v in (0.24, 3.14159, 60.4, 1234.5, 0.0)] == ["0.24", "3.1", "60", "1234", "0"]
 
 
 def test_runs_that_differ_only_in_seed_or_what_they_found_are_one_line():

@@ -7,7 +7,7 @@ import pytest
 from peftlab.compare import GridConfig
 from peftlab.errors import PeftlabError
 from peftlab.tuning import TrainSettings
-from peftlab.ui.inputs import CREATED, config_from_form, config_input
+from peftlab.ui.inputs import CREATED, config_from_form, config_input, is_bounded, out_of_range
 
 
 def test_every_config_input_of_the_app_shows_its_fields_default():
@@ -88,6 +88,11 @@ def test_inputs_carry_the_fields_range_choices_and_help(monkeypatch):
     assert steps.preprocess(30.0) == 30  # a whole number typed as 30.0 is fine; 2.5 was silently rounded to 2
     with pytest.raises(gr.Error, match=r"Steps must be a whole number, not 2\.5\."):
         steps.preprocess(2.5)
+    # the same sentences for a value as the browser sent it, which a press's status line repeats (`heavy_job`)
+    assert is_bounded(steps) and not is_bounded(select_by)
+    assert out_of_range(steps, 0) == "Steps must be at least 1, not 0."
+    assert out_of_range(capped, 61) == "Steps must be at most 60, not 61."
+    assert [out_of_range(steps, v) for v in (7, 30.0, None, "7")] == [None] * 4
 
 
 def test_a_stages_inputs_say_whose_setting_they_are():
@@ -164,6 +169,16 @@ def test_readable_tables_show_fractions_in_percent_and_round_the_rest():
         "learning_rate": ["0.0003", "12,345.6"],
     }
     assert frame["test_accuracy"].iloc[0] == 0.8512  # the caller's frame (and its downloads) keep full precision
+    # Stored results list K and parameters as nullable whole numbers: a store of zero-shot rows alone (K empty in
+    # every row) made the Compare tab's listing fail with a bare "Error" (pandas: "boolean value of NA is ambiguous").
+    stored = pd.DataFrame(
+        {
+            "k": pd.array([None, None], dtype="Int64"),
+            "trainable_params": pd.array([None, 460800], dtype="Int64"),
+        }
+    )
+    shown = readable(stored)
+    assert shown["k"].isna().all() and shown["trainable parameters"].tolist() == ["", "460,800"]
 
 
 def test_a_slider_typed_out_of_range_names_itself():
@@ -453,3 +468,47 @@ def test_a_task_box_of_spaces_is_called_empty():
 
     with pytest.raises(PeftlabError, match=r"^Pick a task or upload a CSV/JSONL file\.$"):
         resolve_task("   ", None, "text", "label")
+
+
+def test_a_handler_that_fails_says_a_sentence_whatever_failed(capsys):
+    """A fault of the app reached the visitor as a bare "Error" badge (the Compare tab's listing of zero-shot rows);
+    it now names itself as the app's fault, running out of memory says what makes a job smaller, a visitor's
+    mistake keeps its own sentence, and gradio's own errors pass unchanged, in plain and generator handlers."""
+    import gradio as gr
+    import torch
+
+    from peftlab.ui.common import user_errors
+
+    def failing(exc):
+        @user_errors
+        def handler():
+            raise exc
+
+        @user_errors
+        def generator():
+            yield "started"
+            raise exc
+
+        return handler, generator
+
+    cases = [
+        (
+            TypeError("boolean value of NA is ambiguous"),
+            "Something failed inside peftlab (TypeError: boolean value of "
+            "NA is ambiguous). That is a fault of the app, not of what you typed; the server's log has the details.",
+        ),
+        (
+            torch.OutOfMemoryError("CUDA out of memory"),
+            "The GPU ran out of memory: try fewer test texts, a smaller batch size or a smaller model.",
+        ),
+        (PeftlabError("K must be at least 1, not 0."), "K must be at least 1, not 0."),
+        (gr.Error("ZeroGPU quota exceeded"), "ZeroGPU quota exceeded"),
+    ]
+    for exc, sentence in cases:
+        handler, generator = failing(exc)
+        with pytest.raises(gr.Error) as plain:
+            handler()
+        with pytest.raises(gr.Error) as streamed:
+            list(generator())
+        assert plain.value.message == streamed.value.message == sentence
+    assert "TypeError: boolean value of NA is ambiguous" in capsys.readouterr().err  # the log keeps the traceback

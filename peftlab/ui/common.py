@@ -6,9 +6,11 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import traceback
 from collections.abc import Callable, Iterator
 
 import gradio as gr
+import torch
 
 from peftlab.backends import backend_from_env
 from peftlab.config import capitalised
@@ -17,6 +19,7 @@ from peftlab.models import DEFAULT_MODEL, LM, load_lm, unavailable_reason
 from peftlab.prompts import suggested_prompt
 from peftlab.serving import JobStop, current_caps, heavy_job_limit, public_mode
 from peftlab.tasks import EMBEDDED_TASKS, UPLOAD_SUFFIXES, load_task
+from peftlab.ui.inputs import is_bounded, out_of_range
 from peftlab.ui.sessions import SESSIONS, Session
 from peftlab.zerogpu import GPUCalls, on_zero_gpu
 
@@ -25,19 +28,39 @@ TEMPLATE_SEPARATOR = "---"
 START_TEMPLATE, START_VERBALIZER = suggested_prompt("rt-sentiment", ["negative", "positive"])
 
 
-def _shown(exc: PeftlabError) -> gr.Error:
-    return gr.Error(str(exc), print_exception=False)  # a visitor's mistake: no traceback in the server's log
+def _shown(exc: Exception) -> gr.Error:
+    """The one sentence a visitor sees for `exc`: a PeftlabError's own (a visitor's mistake: no traceback in the
+    server's log); running out of memory, with what makes a job smaller; anything else, named as the app's fault,
+    with its traceback in the log (gradio showed a bare "Error" badge and no word: a store of zero-shot rows alone
+    failed the Compare tab's listing so)."""
+    if isinstance(exc, PeftlabError):
+        return gr.Error(str(exc), print_exception=False)
+    traceback.print_exception(exc)
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        where = "GPU" if isinstance(exc, torch.OutOfMemoryError) else "machine"
+        return gr.Error(
+            f"The {where} ran out of memory: try fewer test texts, a smaller batch size or a smaller model.",
+            print_exception=False,
+        )
+    return gr.Error(
+        f"Something failed inside peftlab ({type(exc).__name__}: {exc}). That is a fault of the app, not of what you "
+        "typed; the server's log has the details.",
+        print_exception=False,
+    )
 
 
 def user_errors(fn):
-    """Show a PeftlabError as a gr.Error (one sentence in the UI); the app keeps serving."""
+    """A handler whose failures reach the visitor as one sentence (`_shown`, a gr.Error), never a bare "Error"
+    badge; the app keeps serving. gradio's own errors (a ZeroGPU quota, say) pass as they are."""
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def generator_wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except PeftlabError as exc:
+            except gr.Error:
+                raise
+            except Exception as exc:
                 raise _shown(exc) from None
 
         return generator_wrapper
@@ -46,7 +69,9 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except PeftlabError as exc:
+        except gr.Error:
+            raise
+        except Exception as exc:
             raise _shown(exc) from None
 
     return wrapper
@@ -106,15 +131,22 @@ def heavy_job(
         **INSTANT,
     )
     if status:
+        # a box's out-of-range value is refused before the look runs (`inputs.named_bounds`): the line says it too,
+        # from the values as sent (preprocessing them again would only refuse them again)
+        given = event.get("inputs")
+        given = [] if given is None else [given] if isinstance(given, gr.components.Component) else list(given)
+        boxes = [c for c in dict.fromkeys([*given, *(event.get("inputs_kwargs") or {}).values()]) if is_bounded(c)]
 
-        def refused(request: gr.Request) -> str | None:  # the sentence, once; empty for input refused before the look
-            return SESSIONS.get(request).values.pop(refusal, None)
+        def refused(request: gr.Request, *values) -> str | None:  # the sentence, once
+            said = SESSIONS.get(request).values.pop(refusal, None)
+            return said or next((f"⚠️ {s}" for box, v in zip(boxes, values) if (s := out_of_range(box, v))), None)
 
         looked.refusal = refusal
         looked.failure(
             refused,
-            None,
+            boxes,
             status,
+            preprocess=False,
             queue=False,
             show_progress="hidden",
             show_progress_on=[button],  # not the line: its "Error" badge stays

@@ -16,7 +16,7 @@ from peftlab.compare import GridRow
 from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds, score_kl_frontier
-from peftlab.report import DISPLAY_COLUMNS, compare, display_table, report_html
+from peftlab.report import DISPLAY_COLUMNS, compare, display_table, report_html, short_figure
 from peftlab.rlhf.evaluation import stored_routes
 from peftlab.serving import current_caps, public_mode
 from peftlab.standard import (
@@ -159,7 +159,7 @@ def _rlhf_comparison(task: str, model: str, rows: list[ResultRow], request: gr.R
             "gain": table["gain"].map("{:+.3f}".format),
             "reward": table["reward"].map(lambda v: "" if pd.isna(v) else f"{v:+.2f}"),
             "KL to SFT (nats)": table["kl"].map("{:.2f}".format),
-            "seconds": table["seconds"].map("{:.0f}".format),
+            "seconds": table["seconds"].map(short_figure),
         }
     )
     csv_path = SESSIONS.get(request).download(task, model, "compare", suffix="csv")

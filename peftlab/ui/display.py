@@ -6,6 +6,8 @@ import time
 
 import pandas as pd
 
+from peftlab.report import short_figure
+
 PERCENT_WORDS = ("accuracy", "acc", "confidence", "share", "right")  # a column named with one holds a fraction
 # What the app calls the library's columns (the downloads keep the library's names, which scripts read)
 HEADERS = {
@@ -37,8 +39,10 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     for column in shown.columns:
         # counts of 10,000 or more get separators; a seed is a name, and short counts (steps, K) stay numbers, which
         # the table sorts as numbers
-        if pd.api.types.is_integer_dtype(shown[column]) and column != "seed" and shown[column].abs().max() >= 10_000:
-            shown[column] = shown[column].map("{:,}".format)
+        # (a nullable column of K, all empty for zero-shot rows, has no maximum to compare: its cells stay as they are)
+        integer = pd.api.types.is_integer_dtype(shown[column])
+        if integer and column != "seed" and (shown[column].abs() >= 10_000).any():
+            shown[column] = shown[column].map(lambda count: "" if pd.isna(count) else f"{count:,}")
         if not pd.api.types.is_float_dtype(shown[column]):
             continue
         words = str(column).lower().replace("_", " ").replace("-", " ").split()
@@ -61,6 +65,11 @@ def _percent(value: float) -> str:
     if pd.isna(value):
         return ""
     return f"{value:.1%}" if value == 0 or abs(value) >= 1e-3 else f"{100 * value:.3g}%"
+
+
+def per_second(count: int, seconds: float) -> str:
+    """A rate as people read it (`report.short_figure`): "12", or "0.31" (40 long texts in 128 s read "0")."""
+    return short_figure(count / max(seconds, 1e-9))
 
 
 def duration(seconds: float) -> str:

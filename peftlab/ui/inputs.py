@@ -39,30 +39,40 @@ def named_number(*args, **kwargs) -> gr.Number:
 
 
 def named_bounds(component: gr.Number | gr.Slider) -> gr.Number | gr.Slider:
-    """`component` with an out-of-range message that names it, in the words the library uses ("Steps must be at
-    least 1, not 0."), where gradio's own says only "Value 0 is less than minimum value 1."; a whole-number box
-    refuses 2.5 instead of rounding it. (Wrapped, not subclassed: gradio writes a .pyi stub beside the module of
-    every Component subclass.)"""
+    """`component` with an out-of-range message that names it (`out_of_range`), where gradio's own says only "Value
+    0 is less than minimum value 1."; a whole-number box refuses 2.5 instead of rounding it. (Wrapped, not
+    subclassed: gradio writes a .pyi stub beside the module of every Component subclass.)"""
     preprocess = component.preprocess
 
     def named_preprocess(payload):
-        if payload is not None:
-            typed = typed_number(payload)
-            if getattr(component, "precision", None) == 0 and payload != int(payload):  # gradio would round 2.5 to 2
-                raise gr.Error(f"{component.label} must be a whole number, not {typed}.", print_exception=False)
-            if component.minimum is not None and payload < component.minimum:
-                raise gr.Error(
-                    f"{component.label} must be {at_least(component.minimum)}, not {typed}.", print_exception=False
-                )
-            if component.maximum is not None and payload > component.maximum:
-                raise gr.Error(
-                    f"{component.label} must be at most {typed_number(component.maximum)}, not {typed}.",
-                    print_exception=False,
-                )
+        if (sentence := out_of_range(component, payload)) is not None:
+            raise gr.Error(sentence, print_exception=False)
         return preprocess(payload)
 
     component.preprocess = named_preprocess
+    component.named_bounds = True  # for `is_bounded`
     return component
+
+
+def is_bounded(component) -> bool:
+    """Whether `component` is a box made by `named_bounds`, whose out-of-range sentence `out_of_range` gives."""
+    return getattr(component, "named_bounds", False)
+
+
+def out_of_range(component: gr.Number | gr.Slider, payload) -> str | None:
+    """The sentence refusing the value `payload` of a box (as the browser sent it) in the words the library uses
+    ("Steps must be at least 1, not 0."): a fraction in a whole-number box, a value below its minimum or above its
+    maximum; None for a value it takes, or none."""
+    if not isinstance(payload, (int, float)) or isinstance(payload, bool):
+        return None
+    typed = typed_number(payload)
+    if getattr(component, "precision", None) == 0 and payload != int(payload):  # gradio would round 2.5 to 2
+        return f"{component.label} must be a whole number, not {typed}."
+    if component.minimum is not None and payload < component.minimum:
+        return f"{component.label} must be {at_least(component.minimum)}, not {typed}."
+    if component.maximum is not None and payload > component.maximum:
+        return f"{component.label} must be at most {typed_number(component.maximum)}, not {typed}."
+    return None
 
 
 def ui_label(cls: type[Config], item: dataclasses.Field) -> str:
