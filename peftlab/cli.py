@@ -228,7 +228,7 @@ def run_cloze(args: argparse.Namespace) -> None:
         print(json.dumps(result.summary()), file=args.json_out)
         return
     print(f"accuracy {result.accuracy:.4f}  macro-F1 {result.macro_f1:.4f}  n {result.n}  {result.seconds:.1f} s")
-    print(f"scored {scored_note(result.settings)}")
+    print(f"scored {scored_note(result.settings, task.left_out_words)}")
     if config.shots_in_context:
         print(demonstrations_note(result.settings))
     for note in result.notes:

@@ -57,11 +57,21 @@ class Task:
     # nothing) may score every row instead.
     held_out_here: bool = False
     left_out: int = 0  # rows of an uploaded file without a text or a label, or whose text came before (`_dedupe`)
+    pool_words: str = "the rows not held out for testing"  # where the training pool came from, for its messages
 
     @property
     def zero_shot_split(self) -> str:
         """What a zero-shot evaluation scores: "all" rows of an upload without a split column, else "test"."""
         return "all" if self.held_out_here else "test"
+
+    @property
+    def left_out_words(self) -> str:
+        """The rows of an uploaded file it left out, in words ("2 rows of the file were left out: without a text or a
+        label, or repeating a text"); "" when it kept them all."""
+        if not self.left_out:
+            return ""
+        rows = "1 row of the file was" if self.left_out == 1 else f"{self.left_out} rows of the file were"
+        return f"{rows} left out: without a text or a label, or repeating a text"
 
     def rows(self, split: str) -> list[dict]:
         """The rows of a split: "test", "train" (the pool), "dev", or "all" of them."""
@@ -83,16 +93,23 @@ class Task:
         by_label = self._pool_by_label()
         needed = k if self.dev else 2 * k
         # the pool is what is left after the test split, of the rows kept: "has only 0" of a 4-row file said neither
-        pool = f"the training pool of '{self.name}' (the rows not held out for testing"
-        pool += f"; {self.left_out} rows of the file have no text or label, or repeat a text)" if self.left_out else ")"
+        pool = f"the training pool of '{self.name}' ({self.pool_words}"
+        pool += f"; {self.left_out_words})" if self.left_out else ")"
         for label, rows in enumerate(by_label):
             if needed > len(rows):
                 name, size = self.label_names[label], len(rows)
+                # K is at least 1: "use k <= 0" could not be followed
+                more = (
+                    f"mark more '{name}' rows train"
+                    if self.pool_words == MARKED_POOL
+                    else "add more examples of that class"
+                )
                 if self.dev:
+                    hint = f"use k <= {size}" if size else more
                     raise PeftlabError(
-                        f"k={k} needs {k} examples of class '{name}' in {pool} but it has only {size}; use k <= {size}."
+                        f"k={k} needs {k} examples of class '{name}' in {pool} but it has only {size}; {hint}."
                     )
-                hint = f"use k <= {size // 2}" if size >= 2 else "add more examples of that class"
+                hint = f"use k <= {size // 2}" if size >= 2 else more
                 raise PeftlabError(
                     f"k={k} needs {2 * k} examples of class '{name}' (K for train and K for dev) "
                     f"but {pool} has only {size}; {hint}."
@@ -323,6 +340,7 @@ def _build_task(
 # ---------------------------------------------------------------- uploads
 
 
+MARKED_POOL = "the rows its split column marks train"  # `Task.pool_words` of an upload with a split column
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
 
 
@@ -362,6 +380,7 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
         task = _build_task(
             path.name, rows["train"], fields, test_rows=rows["test"], dev_rows=rows["dev"], test_cap=None
         )
+        task.pool_words = MARKED_POOL
     task.left_out = len(records) - len(task.rows("all"))
     return task
 

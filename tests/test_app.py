@@ -335,6 +335,7 @@ def test_soft_prompts_compare_streams_rows_and_classifies_with_the_trained_metho
     job = client.submit(*compare_args(), api_name="/compare")
     status, results, summary, _curves, _scatter, csv_path, run_path, picker = job.result(timeout=FIRST_CALL_TIMEOUT_S)
     assert status.startswith("1/1 runs finished")  # gr.State stays on the server
+    assert "Each scored on 20 of 1000 test texts." in status
     methods = [row[0] for row in results["data"]]
     assert methods == ["zero-shot", "prompt-tuning"]
     assert len(pd.read_csv(csv_path)) == 2
@@ -377,9 +378,9 @@ def test_a_long_grid_shows_its_estimate_first_and_starts_on_the_second_press(cli
 def test_soft_prompts_sweep_trains_each_value(client):
     args = compare_args()[:7] + ["prompt-tuning", "num_virtual_tokens", "1,4", "4", "13", 2, 20]
     status, table, plot = call(client, "/sweep", *args, timeout=FIRST_CALL_TIMEOUT_S)
-    assert re.fullmatch(r"2/2 runs finished in [\d.]+ (s|min) \(estimated \d+ s\)\.", status), (
-        status
-    )  # took, then the estimate
+    assert re.fullmatch(  # took, then the estimate, then what each run scored
+        r"2/2 runs finished in [\d.]+ (s|min) \(estimated \d+ s\)\. Each scored on 20 of 1000 test texts\.", status
+    ), status
     assert [row[0] for row in table["data"]] == ["1", "4"]
     figure = json.loads(plot["plot"])
     assert figure["layout"]["xaxis"]["title"]["text"] == "num_virtual_tokens"

@@ -597,3 +597,11 @@ def test_an_evaluation_says_how_many_of_the_split_it_scored(tiny_causal, tmp_pat
         "10 of the 40 rows, a stratified subset (the file has no split column and nothing was trained)"
     )
     assert scored_note(every.settings) == "all 40 rows (the file has no split column and nothing was trained)"
+    # a 42-row file of 6 texts, each 7 times, said "all 6 rows" and nothing of the other 36
+    upload.write_text("text,label\n" + "\n".join(rows[:6] * 7) + "\n")
+    task = load_task(str(upload))
+    repeated = evaluate(tiny_causal, task, template, verbalizer, split=task.zero_shot_split)
+    assert scored_note(repeated.settings, task.left_out_words) == (
+        "all 6 rows (the file has no split column and nothing was trained); 36 rows of the file were left out: without "
+        "a text or a label, or repeating a text"
+    )

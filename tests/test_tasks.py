@@ -264,6 +264,22 @@ def test_upload_split_column_is_honoured(tmp_path):
         task.few_shot(8)
 
 
+def test_a_class_the_split_column_never_marks_train_is_told_to_mark_some(tmp_path):
+    """Every train row 'cats': "k=4 needs 4 examples of class 'dogs' in the training pool of 'split.csv' (the rows
+    not held out for testing) but it has only 0; use k <= 0." described a pool the file does not have, and advice
+    (K is at least 1) nobody can follow."""
+    rows = _split_rows(8, lambda i: "test" if i < 2 else "dev" if i < 4 else "train")
+    rows = [r for r in rows if r["Split"] != "train" or r["label"] == "cats"]
+    path = tmp_path / "split.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(PeftlabError) as raised:
+        load_task(str(path)).few_shot(4)
+    assert str(raised.value) == (
+        "k=4 needs 4 examples of class 'dogs' in the training pool of 'split.jsonl' (the rows its split column marks "
+        "train) but it has only 0; mark more 'dogs' rows train."
+    )
+
+
 def test_upload_without_split_column_scores_every_row_zero_shot(tmp_path):
     path = _write_csv(tmp_path / "plain.csv", _labelled_lines(10))
     task = load_task(path, text_column="body", label_column="topic")
@@ -364,6 +380,7 @@ def test_a_pool_too_small_says_what_the_file_lost_to_empty_rows_and_the_test_spl
         task.few_shot(2)
     assert str(raised.value) == (
         "k=2 needs 4 examples of class 'a' (K for train and K for dev) but the training pool of 'emptystr.csv' (the "
-        "rows not held out for testing; 2 rows of the file have no text or label, or repeat a text) has only 0; add "
+        "rows not held out for testing; 2 rows of the file were left out: without a text or a label, or repeating a "
+        "text) has only 0; add "
         "more examples of that class."
     )

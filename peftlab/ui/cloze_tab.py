@@ -31,7 +31,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import readable, warning_notes
+from peftlab.ui.display import per_second, readable, warning_notes
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.zerogpu import call_on_gpu, on_zero_gpu
 
@@ -132,8 +132,9 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
             )
     keep_results(request, [result.row])
     summary = (
-        f"**Accuracy {result.accuracy:.1%}** · macro-F1 {result.macro_f1:.3f} · {scored_note(result.settings)} · "
-        f"{result.seconds:.1f} s ({result.n / max(result.seconds, 1e-9):.0f} texts/s) · "
+        f"**Accuracy {result.accuracy:.1%}** · macro-F1 {result.macro_f1:.3f} · "
+        f"{scored_note(result.settings, task.left_out_words)} · {result.seconds:.1f} s "
+        f"({per_second(result.n, result.seconds)} texts/s) · "
         f"calibration {config.calibration}"
     )
     summary += f" · {demonstrations_note(result.settings)}" if config.shots_in_context else ""

@@ -12,7 +12,7 @@ from dataclasses import asdict
 import gradio as gr
 import pandas as pd
 
-from peftlab.cloze import ClozeSetup
+from peftlab.cloze import ClozeSetup, scored_note
 from peftlab.compare import (
     GridConfig,
     GridRow,
@@ -158,8 +158,11 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         results = results_frame(rows)
         summary = summarize(results)
         finished = _finished(rows)
-        if files[0]:  # the last update: how long it took
+        if files[
+            0
+        ]:  # the last update: how long it took, and on what (an upload's test split is small, and was not said)
             status = f"{finished}/{total_runs} runs finished{took(started, expected)}."
+            status += f" Each scored on {scored_note(scored[0].settings, task.left_out_words)}." if scored else ""
         else:
             left = time_left(started, done / total_runs, expected) if finished < total_runs else ""
             status = f"{finished}/{total_runs} runs finished{left} (estimated {duration(expected)} in all)."
@@ -317,6 +320,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
         yield message, gr.skip(), gr.skip()
         return
     rows, started, shown = [], time.perf_counter(), (gr.skip(), gr.skip())  # shown: the table and the plot
+    scored = None  # a run's result: what every run scored
     with job(request, "sweep") as (session, stop):
         backend = runs_backend(session)
         runs = run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, test_limit, stop, backend)
@@ -327,6 +331,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
             rows.append(item.values)
             if item.result is not None:
                 keep_results(request, [item.result])
+                scored = item.result
             summary = _sweep_summary(rows, setting)
             zero_shot = float(rows[0]["test_accuracy"])
             shown = readable(summary), sweep_curve(summary, setting, zero_shot) if len(summary) else None
@@ -334,6 +339,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
             left = time_left(started, finished / total, expected) if finished < total else ""
             yield f"{finished}/{total} runs finished{left} (estimated {duration(expected)} in all).", *shown
     status = f"{_finished(rows)}/{total} runs finished{took(started, expected)}."
+    status += f" Each scored on {scored_note(scored.settings, task.left_out_words)}." if scored else ""
     if stop.is_set():
         status += f" {stopped_note(stop)} The stopped run's best weights so far are in the last row."
     yield status, *shown  # an API client's result is the last update: the table and plot again
