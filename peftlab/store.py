@@ -272,6 +272,11 @@ class ResultStore:
                     f"{source} is not a peftlab result ({reason}); import a file that "
                     "`results export` or the Compare tab's export wrote."
                 ) from None
+        if not rows:  # "0 results added." of an empty file, with exit code 0, read as if it had worked
+            raise PeftlabError(
+                f"'{path.name}' holds no results; import a file that `results export` or the Compare tab's export "
+                "wrote."
+            )
         stored = {row.id for row in self.rows()}
         new = list({row.id: row for row in rows if row.id not in stored}.values())
         self.add(new)
@@ -306,14 +311,21 @@ def _row_from(record: dict) -> ResultRow:
         if value == "" and name not in ("owner", "version"):
             values[name] = None
         elif name in JSON_COLUMNS and isinstance(value, str):
-            values[name] = json.loads(value)
+            try:
+                values[name] = json.loads(value)
+            except json.JSONDecodeError:
+                values[name] = value  # refused below, as not a JSON list or object
         elif name in FLOAT_COLUMNS and value is not None:
             values[name] = float(value)
         elif name in INT_COLUMNS and value is not None:
             values[name] = int(float(value))
     for column in JSON_COLUMNS:
+        kind = list if column in ("predictions", "gold") else dict
         if values[column] is None:
-            values[column] = [] if column in ("predictions", "gold") else {}
+            values[column] = kind()
+        elif not isinstance(values[column], kind):  # predictions "notalist" said only "Expecting value: line 1 ..."
+            shape = "list" if kind is list else "object"
+            raise ValueError(f"its {column} {_clipped(values[column])} is not a JSON {shape}")
     missing = [name for name in ("kind", "model", "task", "test_fingerprint", "method") if not values.get(name)]
     if missing:
         raise KeyError(f"a row has no {', '.join(missing)}")
@@ -321,6 +333,12 @@ def _row_from(record: dict) -> ResultRow:
     values["train_seconds"] = values["train_seconds"] or 0.0
     values["scoring_seconds"] = values["scoring_seconds"] or 0.0
     return ResultRow(**values)
+
+
+def _clipped(value) -> str:
+    """A cell as a message quotes it: its first 30 characters."""
+    text = repr(value)
+    return text if len(text) <= 30 else text[:27] + "..."
 
 
 def _check_figures(row: ResultRow) -> None:
@@ -345,6 +363,9 @@ def _check_figures(row: ResultRow) -> None:
 
 
 def _check_suffix(path: Path) -> None:
+    """Raise a PeftlabError for a path that is no results file: a folder, or a name without .jsonl or .csv."""
+    if path.is_dir():
+        raise PeftlabError(f"'{path}' is a folder; give a results file ending in {' or '.join(EXPORT_SUFFIXES)}.")
     if path.suffix not in EXPORT_SUFFIXES:
         given = path.suffix or f"'{path.name}', a name without one"
-        raise PeftlabError(f"Results are exported as {' or '.join(EXPORT_SUFFIXES)}, not {given}.")
+        raise PeftlabError(f"A results file ends in {' or '.join(EXPORT_SUFFIXES)}, not {given}.")

@@ -93,12 +93,17 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
     with pytest.raises(PeftlabError) as raised:  # every id starts with '': not "(0 do)"
         store.delete([""])
     assert str(raised.value) == "Give a result's id (its first characters are enough); list the results to see them."
-    with pytest.raises(PeftlabError, match=r"^Results are exported as \.jsonl or \.csv, not \.txt\.$"):
+    with pytest.raises(PeftlabError, match=r"^A results file ends in \.jsonl or \.csv, not \.txt\.$"):
         store.export(tmp_path / "rows.txt")
     with pytest.raises(
-        PeftlabError, match=r"^Results are exported as \.jsonl or \.csv, not 'rows', a name without one\.$"
+        PeftlabError, match=r"^A results file ends in \.jsonl or \.csv, not 'rows', a name without one\.$"
     ):
-        store.export(tmp_path / "rows")  # a folder, say
+        store.export(tmp_path / "rows")
+    for folder in (tmp_path, tmp_path / "saved.csv"):  # importing a folder was told how results are "exported"
+        folder.mkdir(exist_ok=True)
+        with pytest.raises(PeftlabError) as raised:
+            store.import_(folder)
+        assert str(raised.value) == f"'{folder}' is a folder; give a results file ending in .jsonl or .csv."
     exported = tmp_path / "rows.jsonl"
     store.export(exported)
     good = exported.read_text().splitlines()[0]
@@ -122,6 +127,14 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
             'a,b,c\n1,2\n"unterminated,3',
             "The file 'unterminated.csv' could not be read as CSV (Error tokenizing data. C error: EOF inside string "
             "starting at row 2).",
+        ),
+        "empty.jsonl": (  # "0 results added." with exit code 0
+            "",
+            "'empty.jsonl' holds no results; import a file that `results export` or the Compare tab's export wrote.",
+        ),
+        "notalist.jsonl": (  # "Expecting value: line 1 column 1 (char 0)" named no field
+            json.dumps({**json.loads(good), "predictions": "notalist"}) + "\n",
+            "Line 1 of 'notalist.jsonl' is not a peftlab result (its predictions 'notalist' is not a JSON list)" + hint,
         ),
         "other.csv": (
             "text,label\ngood film,1\n",
