@@ -197,9 +197,10 @@ def _progress_printer(label: str):
 
 
 def run_cloze(args: argparse.Namespace) -> None:
-    from peftlab.cloze import ClozeSetup, demonstrations_note, evaluate, scored_note
+    from peftlab.cloze import ClozeSetup, demonstrations_note, evaluate
     from peftlab.models import load_lm
     from peftlab.prompts import suggested_prompt
+    from peftlab.store import scored_note
     from peftlab.tasks import load_task
 
     config = from_arguments(ClozeConfig, args)

@@ -621,19 +621,6 @@ def cloze_method_name(calibration: str, demonstrations: int) -> str:
     return name if calibration == "none" else f"{name} · {calibration}"
 
 
-def scored_note(settings: dict, left_out: str = "") -> str:
-    """What an evaluation scored, in words: "200 of 1000 test texts", or the rows of an upload without a split
-    column ("all 40 rows", "10 of the 40 rows"); then what the file lost before (`Task.left_out_words`): "all 6 rows"
-    of a 42-row file of repeated texts said nothing of the other 36."""
-    scored, held = settings["rows_scored"], settings.get("rows_in_split", settings["rows_scored"])
-    if settings["split"] == "all":
-        rows = f"all {scored} rows" if scored >= held else f"{scored} of the {held} rows, a stratified subset"
-        note = f"{rows} (the file has no split column and nothing was trained)"
-    else:
-        note = f"all {scored} test texts" if scored >= held else f"{scored} of {held} test texts"
-    return f"{note}; {left_out}" if left_out else note
-
-
 def demonstrations_note(settings: dict) -> str:
     """The demonstrations an evaluation used, in words: how many of how many asked, and of which labels."""
     per_label = ", ".join(f"{count} {label}" for label, count in settings["demonstrations_per_label"].items())

@@ -24,7 +24,7 @@ import pandas as pd
 from peftlab.metrics import confusion_matrix, leaning_label
 from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
 from peftlab.stats import paired_difference
-from peftlab.store import ResultRow
+from peftlab.store import ResultRow, scored_note
 
 # Preferred baselines, best first: zero-shot with mean-centring calibration, then contextual, then raw.
 BASELINES = ("zero-shot · mean", "zero-shot · contextual", "zero-shot")
@@ -41,6 +41,7 @@ class SplitComparison:
     model: str
     fingerprint: str
     texts: int
+    scored: str  # what the texts are, in words (`store.scored_note`): "20 of 1000 test texts", "all 40 rows (...)"
     support: dict
     baseline: str | None
     table: pd.DataFrame
@@ -122,7 +123,10 @@ def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow
     for index in gold:
         support[names[index]] += 1
     notes = _leaning_lines(lines, names)
-    return SplitComparison(task, model, fingerprint, len(gold), support, baseline, table, notes)
+    # rows stored before the counts were recorded have none: their number of texts is all that is known
+    described = next((r.settings for r in rows if "rows_scored" in r.settings), None)
+    scored = scored_note(described) if described else f"{len(gold)} texts"
+    return SplitComparison(task, model, fingerprint, len(gold), scored, support, baseline, table, notes)
 
 
 def leaning_notes(rows: Sequence[ResultRow], names: Sequence[str]) -> list[str]:
@@ -209,7 +213,7 @@ def report_html(comparisons: Sequence[SplitComparison], rows: Sequence[ResultRow
         support = ", ".join(f"{count} {label}" for label, count in split.support.items())
         parts += [
             f"<h1>{html.escape(split.task)} · {html.escape(split.model)}</h1>",
-            f"<p>Test split {split.fingerprint}: {split.texts} texts ({html.escape(support)}). Baseline: "
+            f"<p>Test split {split.fingerprint}: {html.escape(split.scored)}; {html.escape(support)}. Baseline: "
             f"{html.escape(split.baseline or 'none stored')}. Differences are accuracy points with a 95 % paired "
             "bootstrap interval over the texts, seeds pooled.</p>",
             display_table(split.table).to_html(index=False, escape=True),

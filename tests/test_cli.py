@@ -77,7 +77,7 @@ def test_cloze_on_uploaded_csv(capsys, tmp_path):
     path.write_text("\n".join(["text,kind,split", *marked]) + "\n")
     code, out, err = run_cli(capsys, *cloze_on_path)
     assert code == 0, err
-    assert "scored 5 test texts" in out  # the file's own test rows, honoured
+    assert "scored all 5 test texts" in out  # the file's own test rows, honoured
 
 
 @pytest.mark.parametrize(

@@ -583,7 +583,8 @@ def test_mean_calibration_on_a_few_texts_also_sees_a_reference_sample(tiny_causa
 def test_an_evaluation_says_how_many_of_the_split_it_scored(tiny_causal, tmp_path):
     """A 40-row upload without a split column, scored with a limit of 10, said "all 10 rows": the other 30 went
     unmentioned. It says "10 of the 40 rows" now, and "all 40 rows" when every row was scored."""
-    from peftlab.cloze import evaluate, scored_note
+    from peftlab.cloze import evaluate
+    from peftlab.store import scored_note
     from peftlab.tasks import load_task
 
     upload = tmp_path / "reviews.csv"

@@ -86,6 +86,8 @@ def test_rows_on_another_split_are_shown_apart_never_mixed():
     splits = compare(rows)
     assert [(s.texts, list(s.table["method"])) for s in splits] == [(40, ["zero-shot · mean", "lora"]), (20, ["lora"])]
     assert splits[1].baseline is None and splits[1].table["verdict"].tolist() == [""]
+    # a split apart was named by its hash alone ("a5610354b41b72ee, 40 texts"): it says what it scored
+    assert [s.scored for s in splits] == ["all 40 test texts", "20 of 40 test texts"]
 
 
 def test_lines_whose_runs_lean_on_one_label_are_named_in_the_comparison_and_its_report():

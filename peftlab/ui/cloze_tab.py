@@ -5,9 +5,10 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from peftlab.cloze import ClozeConfig, ClozeSetup, classify_text, demonstrations_note, evaluate, scored_note
+from peftlab.cloze import ClozeConfig, ClozeSetup, classify_text, demonstrations_note, evaluate
 from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.serving import current_caps
+from peftlab.store import scored_note
 from peftlab.ui.common import (
     INSTANT,
     START_TEMPLATE,

@@ -107,14 +107,14 @@ def show_comparison(task, model, request: gr.Request):
     support = ", ".join(f"{count} {label}" for label, count in main.support.items())
     status = (
         f"**{main.task} · {main.model}**: {counted(len(rows), 'result')}. Test split {main.fingerprint}: "
-        f"{main.texts} texts ({support}); baseline: {main.baseline or 'no zero-shot result stored yet'}."
+        f"{main.scored}; {support}; baseline: {main.baseline or 'no zero-shot result stored yet'}."
     )
     if others:
         verb = "is" if len(others) == 1 else "are"
         status += f" {counted(len(others), 'other test split')} {verb} listed below, apart."
     status += warning_notes(main.notes)
     apart = (
-        pd.concat([display_table(s.table).assign(split=s.fingerprint, texts=s.texts) for s in others])
+        pd.concat([display_table(s.table).assign(split=s.fingerprint, scored=s.scored) for s in others])
         if others
         else pd.DataFrame()
     )

@@ -12,7 +12,7 @@ from dataclasses import asdict
 import gradio as gr
 import pandas as pd
 
-from peftlab.cloze import ClozeSetup, scored_note
+from peftlab.cloze import ClozeSetup
 from peftlab.compare import (
     GridConfig,
     GridRow,
@@ -35,6 +35,7 @@ from peftlab.report import leaning_notes
 from peftlab.saving import load_trained, saved_model_name, zip_trained
 from peftlab.serving import current_caps
 from peftlab.standard import grid_seconds
+from peftlab.store import scored_note
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
     INSTANT,
