@@ -483,6 +483,28 @@ def test_a_long_grid_shows_its_estimate_before_it_starts(chromium, browser, app_
         expect(tab.get_by_text("Press the button again to start")).to_have_count(0, timeout=10_000)
 
 
+def test_a_press_refused_by_the_job_itself_gives_its_button_back_and_says_why(chromium, browser, app_url):
+    """BitFit on a model without bias terms is refused once the job has the model, after the press's look: the
+    button stayed disabled until a reload (gradio runs no `.then` after a failure), which ends the session, and
+    the status line said "Error" alone."""
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    with opened(browser, app_url, "Soft prompts", height=1400) as page:
+        tab = page.locator("#tab-soft-prompts")
+        for method in ("prompt-tuning", "lora", "head", "bitfit"):
+            tab.get_by_label(method, exact=True).click()  # the defaults off, BitFit on
+        enter(tab.get_by_label("Steps", exact=True), "2")
+        enter(tab.get_by_label("K per class").first, "4")  # the grid's, above the sweep's
+        enter(tab.get_by_label("Test texts").first, "4")
+        button = tab.get_by_role("button", name="Train and compare")
+        button.click()
+        status = tab.locator(".block.status-line").first
+        expect(status).to_contain_text("⚠️ BitFit trains only bias terms", timeout=FIRST_CALL_TIMEOUT_S * 1000)
+        expect(status.get_by_text("Error", exact=True)).to_be_visible()
+        expect(button).to_be_enabled(timeout=10_000)
+
+
 def test_the_errors_table_shows_gold_and_predicted_in_sight(chromium, browser, app_url):
     require_browser(chromium[1])
     from playwright.sync_api import expect

@@ -118,7 +118,8 @@ def heavy_job(
         if kind is not None:
             session.queue_job(kind)
         disabled = gr.update(interactive=False)
-        return (gr.skip(), disabled) if status else disabled
+        # the line is the new press's from here: the last one's refusal or result stood under "queue: 1/1"
+        return ("", disabled) if status else disabled
 
     looked = button.click(
         user_errors(look),
@@ -152,13 +153,61 @@ def heavy_job(
             show_progress_on=[button],  # not the line: its "Error" badge stays
             api_visibility="private",
         )
-    job = looked.success(_unless_stopped_in_queue(fn, kind, len(event["outputs"])) if kind else fn, **event, **heavy())
+    work = _unless_stopped_in_queue(fn, kind, len(event["outputs"])) if kind else fn
+    job = looked.success(_keeping_failure(work, refusal) if status else work, **event, **heavy())
     job.success(None, js=WORK_DONE)  # the page now asks before it is left (LEAVE_GUARD)
-    job.then(
-        lambda: gr.update(interactive=True), None, [button], show_progress="hidden", api_visibility="private", **INSTANT
+    enabled = gr.update(interactive=True)
+    job.success(lambda: enabled, None, [button], show_progress="hidden", api_visibility="private", **INSTANT)
+
+    # A job that fails (input refused only once the model is loaded, PET's pool smaller than asked after the
+    # estimate's second press) gets its button back too: gradio runs no `.then` after a failure, and the button
+    # stayed disabled until a reload, which ends the session. Its sentence goes on the status line, as a look's.
+    def failed(request: gr.Request):
+        said = SESSIONS.get(request).values.pop(refusal, None) if status else None
+        return ((said or gr.skip()), enabled) if status else enabled
+
+    job.failure(
+        failed, None, [*status, button], show_progress="hidden", show_progress_on=[button], api_visibility="private"
     )
     job.look = looked
+    if status:
+        job.refusal = refusal  # `answer` leaves the status line to `failed`
     return job
+
+
+def _keeping_failure(fn, refusal: str):
+    """`fn`, whose gr.Error (a PeftlabError's sentence, through `user_errors`) is kept in the visitor's session
+    under `refusal` for the status line, then raised again."""
+
+    def keep(args, kwargs, error: gr.Error) -> None:
+        SESSIONS.get(_request_in(args, kwargs)).values[refusal] = f"⚠️ {error.message}"
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error as error:
+                keep(args, kwargs, error)
+                raise
+
+        return generator
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error as error:
+            keep(args, kwargs, error)
+            raise
+
+    return call
+
+
+def _request_in(args: tuple, kwargs: dict) -> gr.Request | None:
+    """The gr.Request among a handler's arguments (gradio passes it where the handler's signature asks)."""
+    return next((a for a in (*args, *kwargs.values()) if hasattr(a, "session_hash")), None)
 
 
 # What a visitor finished lives in their session, which a reload or a closed tab ends (`sessions`): once a heavy job
@@ -177,8 +226,7 @@ def _unless_stopped_in_queue(fn, kind: str, outputs: int):
     an error there read as if something had failed)."""
 
     def stopped(args, kwargs) -> bool:
-        request = next((a for a in (*args, *kwargs.values()) if hasattr(a, "session_hash")), None)  # gr.Request
-        queued = SESSIONS.get(request).leave_queue(kind)
+        queued = SESSIONS.get(_request_in(args, kwargs)).leave_queue(kind)
         return queued is not None and queued.is_set()
 
     unchanged = [gr.skip()] * outputs if outputs > 1 else gr.skip()
@@ -232,7 +280,7 @@ def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple
 
     for failed in (event, getattr(event, "look", None)):
         if failed is not None:
-            # a heavy job's look writes its refusal on its status line itself (`heavy_job`)
+            # a heavy job's look and job write their refusal on its status line themselves (`heavy_job`)
             emptied = [c for c in outputs if not (getattr(failed, "refusal", None) and is_status_line(c))]
             if not emptied:
                 continue
