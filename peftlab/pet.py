@@ -290,9 +290,12 @@ def pattern_prompts(task: Task, templates: Sequence[str], verbalizers: Sequence[
             f"Give one verbalizer for every pattern or one per pattern, not {len(verbalizers)} for "
             f"{len(templates)} patterns."
         )
+    # one verbalizer for every pattern is read once, and its error names no pattern ("Pattern 1: ..." sent people to
+    # the first pattern for a verbalizer all of them share)
+    shared = Verbalizer.parse(verbalizers[0], task.label_names) if len(verbalizers) == 1 else None
     prompts, seen = [], {}
     for number, template in enumerate(templates, start=1):
-        verbalizer = verbalizers[0] if len(verbalizers) == 1 else verbalizers[number - 1]
+        verbalizer = verbalizers[0] if shared else verbalizers[number - 1]
         pair = (template.strip(), str(verbalizer).strip())
         if pair in seen:  # its model would learn what the first one learns and count twice in the ensemble
             raise PeftlabError(
@@ -300,11 +303,13 @@ def pattern_prompts(task: Task, templates: Sequence[str], verbalizers: Sequence[
             )
         seen[pair] = number
         try:
-            prompts.append(
-                Prompt(Template.parse(template, task.text_fields), Verbalizer.parse(verbalizer, task.label_names))
-            )
+            parsed = Template.parse(template, task.text_fields)
         except PeftlabError as exc:
             raise PeftlabError(f"Pattern {number}: {exc}") from None
+        try:
+            prompts.append(Prompt(parsed, shared or Verbalizer.parse(verbalizer, task.label_names)))
+        except PeftlabError as exc:
+            raise PeftlabError(f"Pattern {number}'s verbalizer: {exc}") from None
     # after each pattern is read: a lone pattern without {mask} was told only that PET needs two
     if len(prompts) < 2:
         raise PeftlabError("PET needs at least two patterns (an ensemble of one is that pattern's model).")
@@ -364,6 +369,23 @@ def pet_run(
         raise PeftlabError("PET needs at least two patterns (an ensemble of one is that pattern's model).")
     for prompt in prompts:
         prompt.queries(lm, task.train[0])  # a label word the model cannot spell fails here
+    check_pool_sizes(task, config, unlabelled)
+    for seed in config.seeds:
+        seed_settings = dataclasses.replace(settings, seed=seed)
+        result = yield from _one_seed(lm, task, list(prompts), config, seed_settings, stop, unlabelled, backend)
+        if result is None:
+            return
+        yield result
+
+
+def check_pool_sizes(task: Task, config: PETConfig, unlabelled: Sequence[dict] | None = None) -> None:
+    """Refuse, before any model loads or trains, K examples per class that a seed cannot draw and an unlabelled
+    pool (the uploaded `unlabelled` texts, else the task's training pool besides each seed's examples) smaller than
+    `config.unlabelled` (100,000 asked was refused only after a 15-minute estimate and a second press).
+
+    Raises:
+        PeftlabError: the first size that does not fit, in one sentence.
+    """
     if unlabelled is not None and len(unlabelled) < config.unlabelled:
         raise PeftlabError(
             f"The unlabelled file has {len(unlabelled)} texts, fewer than the {config.unlabelled} unlabelled texts "
@@ -371,14 +393,8 @@ def pet_run(
         )
     for seed in config.seeds:
         train, dev = task.few_shot(config.shots, seed)
-        if unlabelled is None:  # too small a pool fails before any training
+        if unlabelled is None:
             unlabelled_pool(task, train + dev, config.unlabelled, seed)
-    for seed in config.seeds:
-        seed_settings = dataclasses.replace(settings, seed=seed)
-        result = yield from _one_seed(lm, task, list(prompts), config, seed_settings, stop, unlabelled, backend)
-        if result is None:
-            return
-        yield result
 
 
 def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, stop, unlabelled, backend) -> Iterator:

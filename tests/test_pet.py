@@ -183,6 +183,14 @@ def test_a_bad_unlabelled_file_is_one_sentence(tiny_task, tmp_path, content, mes
             r"^Pattern 2: The template must contain exactly one \{mask\}, but it has no \{mask\}\.$",
         ),
         (TINY_PATTERNS, [TINY_WORDS] * 3, {}, r"^Give one verbalizer for every pattern or one per pattern, not 3"),
+        # one verbalizer for all patterns names none of them ("Pattern 1: ..." sent people to the first pattern)
+        (TINY_PATTERNS, [{"negative": ["bad"]}], {}, r"^The verbalizer gives no word for label\(s\) 'positive'\.$"),
+        (
+            TINY_PATTERNS,
+            [TINY_WORDS, {"negative": ["bad"]}],
+            {},
+            r"^Pattern 2's verbalizer: The verbalizer gives no word for label\(s\) 'positive'\.$",
+        ),
         (
             TINY_PATTERNS,
             [TINY_WORDS],
@@ -231,7 +239,8 @@ def test_a_distilled_classifier_leaning_on_one_label_gets_a_warning():
     )
     assert leaning_classifier_notes(result, ["negative", "positive"], 5) == [
         "Seed 21: PET's classifier predicted 'positive' for 100% of the test texts, against 50% of the gold labels: "
-        "it learned little from the soft labels in 5 distillation steps; give it more (the default is 60)."
+        "it learned little from the soft labels in 5 distillation steps; give it more (Distil steps, under More "
+        "settings) or more unlabelled texts."
     ]
     result.rows[2].predictions = [0, 0, 0, 0]
     notes = leaning_classifier_notes(result, ["negative", "positive"], 5)

@@ -113,3 +113,28 @@ def test_the_sampling_for_the_rankings_shows_its_progress_and_stop_ends_it_befor
     )
     assert [d for d in shown if d.startswith("sampling responses")] == ["sampling responses to rank: 32/60"]
     assert rlhf_tab._session(None).reward is None
+
+
+def test_a_few_uploaded_prompts_ranked_by_the_labeler_keep_some_to_train_the_reward_model(monkeypatch):
+    """12 uploaded prompts and the simulated labeler: 24 held-out ranking prompts took them all, and the reward model
+    was refused after SFT with "lower the held-out prompts", a setting the app does not show. At most half the
+    training prompts are held out now; the embedded data keeps its 24; one prompt is refused, as the reward model's
+    button is pressed."""
+    from peftlab.rlhf.pipeline import PipelineConfig, heldout_ranked_prompts, ranked_prompt_count
+
+    config = PipelineConfig(rm_pairs=16, k=4)  # 16 pairs of 6 per prompt: 4 prompts, and 24 held out
+    uploaded = RLHFData([f"prompt {i}" for i in range(12)], ["held"], [])
+    assert (ranked_prompt_count(config, uploaded), heldout_ranked_prompts(config, uploaded)) == (10, 6)
+    plenty = RLHFData([f"prompt {i}" for i in range(476)], ["held"], [])  # the embedded data's training prompts
+    assert (ranked_prompt_count(config, plenty), heldout_ranked_prompts(config, plenty)) == (28, 24)
+    assert heldout_ranked_prompts(config, RLHFData(["a", "b"], ["held"], [])) == 1
+    session = RLHFSession(data=RLHFData(["the only one"], ["held"], []), sft=object())
+    monkeypatch.setattr(rlhf_tab, "_session", lambda request: session)
+    form = {"source": rlhf_tab.RANKING_SOURCES[0], "labeler": "vader-positive", "rm_pairs": 16, "k": 4, "seed": 0}
+    form |= {"rm_lora_r": 0, "rm_steps": 10}
+    with pytest.raises(PeftlabError) as raised:
+        rlhf_tab.reward_inputs(form, None)
+    assert str(raised.value) == (
+        "The reward model needs at least 2 training prompts to rank (one to train on, one held out to test it); the "
+        "demonstrations leave 1. Upload demonstrations with more prompts."
+    )

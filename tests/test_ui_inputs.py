@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from peftlab.compare import GridConfig
@@ -161,7 +163,7 @@ def test_readable_tables_show_fractions_in_percent_and_round_the_rest():
         "test accuracy": ["85.1%", ""],
         "trainable share": ["0.00856%", "0.0%"],
         "dev acc": ["50.0%", "100.0%"],
-        "macro-F1": ["0.844", "0.7"],
+        "macro-F1": ["0.844", "0.700"],
         "trainable parameters": ["116,736", "0"],  # it showed 116736 beside a peak memory of 3,846 MB
         "seed": [12345, 13],
         "steps": [30, 3],
@@ -280,8 +282,17 @@ def test_a_press_is_checked_before_it_waits_in_the_queue_and_stop_reaches_it_the
     with pytest.raises(gr.Error) as refused:
         look(Request(), **PET_FORM | {"patterns": "Review: {text}\nSentiment:{mask}"})
     assert refused.value.message.startswith("PET needs at least two patterns")
+    with pytest.raises(gr.Error) as refused:  # it was refused after a 15-minute estimate and the second press
+        look(Request(), **PET_FORM | {"unlabelled": 100_000})
+    assert re.fullmatch(
+        r"The training pool of 'rt-sentiment' has \d+ texts besides the labelled examples, fewer than the 100000 "
+        r"unlabelled texts asked; ask for at most \d+\.",
+        refused.value.message,
+    )
 
-    assert look(Request(), **PET_FORM)[1] == gr.update(interactive=False)  # the button is off until the job ends
+    # the button is off until the job ends, and the status line is the new press's (the last one's refusal stood under
+    # "queue: 1/1")
+    assert look(Request(), **PET_FORM) == ("", gr.update(interactive=False))
     stop = stop_handler("pet", "PET")
     assert stop(Request()) == "PET will not start: it was waiting in the queue behind other jobs."
     # its turn comes: it ends at once and leaves the tab's outputs as they are (an error read as a failure)

@@ -137,10 +137,31 @@ class PipelineConfig(Config):
 
 
 def ranked_prompt_count(config: PipelineConfig, data: RLHFData) -> int:
-    """How many training prompts `ranked_comparisons` has the labeler rank (K samples each), held-out ones included."""
+    """How many training prompts `ranked_comparisons` has the labeler rank (K samples each), held-out ones included.
+
+    Raises:
+        PeftlabError: fewer than 2 training prompts (`heldout_ranked_prompts`).
+    """
     per_prompt = config.k * (config.k - 1) // 2
     needed = math.ceil(1.25 * config.rm_pairs / per_prompt)
-    return min(len(data.train_prompts), needed + config.rm_heldout_prompts)
+    return min(len(data.train_prompts), needed + heldout_ranked_prompts(config, data))
+
+
+def heldout_ranked_prompts(config: PipelineConfig, data: RLHFData) -> int:
+    """How many ranked prompts hold their comparisons out to test the reward model: `rm_heldout_prompts`, at most
+    half the training prompts. 12 uploaded prompts and 24 held out left none to train on, and the reward model was
+    refused after SFT ("lower the held-out prompts", a setting the app does not show).
+
+    Raises:
+        PeftlabError: fewer than 2 training prompts (one to train the reward model on, one held out).
+    """
+    available = len(data.train_prompts)
+    if available < 2:
+        raise PeftlabError(
+            f"The reward model needs at least 2 training prompts to rank (one to train on, one held out to test it); "
+            f"the demonstrations leave {available}. Upload demonstrations with more prompts."
+        )
+    return min(config.rm_heldout_prompts, available // 2)
 
 
 @dataclass
@@ -166,7 +187,7 @@ def ranked_comparisons(
     the sampling: responses sampled so far, of all the ranked prompts' (it may raise to stop).
 
     Raises:
-        PeftlabError: too few training prompts to rank.
+        PeftlabError: fewer than 2 training prompts to rank (`ranked_prompt_count`).
     """
     if data.comparisons is not None:
         heldout_prompts = set(data.heldout_prompts)
@@ -175,11 +196,8 @@ def ranked_comparisons(
             [c for c in data.comparisons if c.prompt in heldout_prompts],
         )
     prompts = random.Random(config.seed).sample(data.train_prompts, ranked_prompt_count(config, data))
-    heldout_prompts, train_prompts = prompts[: config.rm_heldout_prompts], prompts[config.rm_heldout_prompts :]
-    if not train_prompts:
-        raise PeftlabError(
-            "There are too few training prompts to rank for the reward model; lower the held-out prompts."
-        )
+    held = heldout_ranked_prompts(config, data)
+    heldout_prompts, train_prompts = prompts[:held], prompts[held:]
     total = len(prompts) * config.k
 
     def follow(before: int):  # the held-out prompts' sampling counts on from the training prompts'
@@ -222,10 +240,12 @@ def run_pipeline(
     """All stages of the configured route(s) in order; `on_event(stage, event)` sees every training event, and
     ("comparisons", Sampled) after each batch of responses sampled for the labeler to rank."""
     labeler = labeler_by_name(config.labeler)
-    # what would not fit in memory fails before SFT, not after it and the reward model
+    # what would not fit in memory, or data too small to rank, fails before SFT, not after it and the reward model
     if "ppo" in config.routes():
         check_batch_fits(lm.model, config.ppo)
     check_evaluation_fits(lm.model, len(data.heldout_prompts), config.eval_samples, config.max_new_tokens)
+    if data.comparisons is None:
+        ranked_prompt_count(config, data)  # and prompts too few to rank, before SFT
     report = on_event or (lambda stage, event: None)
     started = time.perf_counter()
     seconds = {}

@@ -15,7 +15,15 @@ import pandas as pd
 
 from peftlab.errors import PeftlabError
 from peftlab.metrics import confusion_matrix, leaning_label
-from peftlab.pet import PETConfig, PETEvent, default_patterns, pattern_prompts, pet_run, read_unlabelled
+from peftlab.pet import (
+    PETConfig,
+    PETEvent,
+    check_pool_sizes,
+    default_patterns,
+    pattern_prompts,
+    pet_run,
+    read_unlabelled,
+)
 from peftlab.plots import soft_label_histogram, training_curves
 from peftlab.serving import current_caps
 from peftlab.standard import pet_seconds
@@ -111,7 +119,7 @@ def leaning_classifier_notes(result, label_names: list[str], distil_steps: int) 
                 f"Seed {result.seed}: {row.method.replace('pet', 'PET')}'s classifier predicted "
                 f"'{label_names[label]}' for {share:.0%} of the test texts, against {gold_share:.0%} of the gold "
                 f"labels: it learned little from the soft labels in {distil_steps} distillation steps; give it more "
-                f"(the default is {PETConfig().distil_steps})."
+                "(Distil steps, under More settings) or more unlabelled texts."
             )
     return notes
 
@@ -137,6 +145,7 @@ def pet_inputs(form: dict):
     settings = config_from_form(TrainSettings, form)
     check_test_texts(task, config.test_limit)
     unlabelled = read_unlabelled(form["unlabelled_file"], prompts) if form["unlabelled_file"] else None
+    check_pool_sizes(task, config, unlabelled)
     return task, prompts, config, settings, unlabelled
 
 

@@ -243,7 +243,10 @@ def reward_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, 
     session = _session(request)
     session.check_source(form["source"])
     reward_config = config_from_form(RewardConfig, form, prefix="rm_", seed=_seed(form))
-    return session, reward_config, config_from_form(PipelineConfig, form, reward=reward_config)
+    config = config_from_form(PipelineConfig, form, reward=reward_config)
+    if form["source"] == RANKING_SOURCES[0]:
+        ranked_prompt_count(config, session.data)  # too few prompts to rank: said at the press, not after the wait
+    return session, reward_config, config
 
 
 @user_errors
