@@ -87,7 +87,8 @@ class AutoPromptConfig(Config):
                 f"The AutoPrompt template needs at least one trigger slot {TRIGGER}, "
                 "e.g. '{text} [T] [T] [T] {mask}'."
             )
-        if "{mask}" in self.template and TRIGGER in self.template.split("{mask}", 1)[1]:
+        # with no {mask}, or two, the template's own check says so ("Put every [T] before {mask}" named neither)
+        if self.template.count("{mask}") == 1 and TRIGGER in self.template.split("{mask}", 1)[1]:
             raise PeftlabError(f"Put every trigger slot {TRIGGER} before {{mask}}.")
 
     @property

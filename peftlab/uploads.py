@@ -89,7 +89,15 @@ def unreadable(name: str, kind: str, exc: Exception) -> PeftlabError:
     return PeftlabError(f"The file '{name}' could not be read as {kind} ({reason[:120]}).")
 
 
-JSON_KINDS = {str: "string", list: "array", int: "number", float: "number", bool: "true or false", type(None): "null"}
+JSON_KINDS = {
+    dict: "object",
+    str: "string",
+    list: "array",
+    int: "number",
+    float: "number",
+    bool: "true or false",
+    type(None): "null",
+}
 
 
 def json_objects(text: str, name: str) -> list[tuple[str, dict]]:
@@ -108,6 +116,13 @@ def json_objects(text: str, name: str) -> list[tuple[str, dict]]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
+            whole = _whole_json(text)  # a pretty-printed array said only "Line 1 ... is not valid JSON"
+            if whole is not None:
+                lines = len(text.strip().splitlines())
+                raise PeftlabError(
+                    f"'{name}' is one JSON {JSON_KINDS[type(whole)]} over {lines} lines, not JSON Lines; write one "
+                    "JSON object per line."
+                ) from None
             raise PeftlabError(f"{source} is not valid JSON ({exc.msg}); write one JSON object per line.") from None
         if not isinstance(value, dict):
             raise PeftlabError(
@@ -115,6 +130,14 @@ def json_objects(text: str, name: str) -> list[tuple[str, dict]]:
             )
         objects.append((source, value))
     return objects
+
+
+def _whole_json(text: str):
+    """The value of `text` read as one JSON document, or None when it is not one."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
 
 
 def _not_text(char: str) -> bool:

@@ -595,3 +595,13 @@ def test_cli_defaults_are_the_library_defaults_and_dev_check_reaches_the_search(
     monkeypatch.setattr(peftlab.tasks, "load_task", lambda *a, **kw: task)
     assert main(["autoprompt", "--verbalizer", json.dumps(VERBALIZER), *flag]) == 2
     assert configs == [expected]
+
+
+def test_a_template_with_two_masks_is_told_it_has_two():
+    """'{text} [T] {mask} [T] {mask}' was told "Put every trigger slot [T] before {mask}.", which named neither."""
+    from peftlab.prompts import Template
+
+    template = "{text} [T] {mask} [T] {mask}"
+    small_config(template=template)  # the slots' order is not what is wrong
+    with pytest.raises(PeftlabError, match=r"^The template must contain exactly one \{mask\}, but it has 2 \{mask\}"):
+        Template.parse(template, ["text"])

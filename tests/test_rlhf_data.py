@@ -174,6 +174,18 @@ def test_load_demonstrations_refuses_bad_lines(tmp_path, lines, message):
         load_demonstrations(path)
 
 
+def test_a_pretty_printed_json_array_saved_as_jsonl_is_told_what_it_is(tmp_path):
+    """A JSON array written with indent=2 and saved as .jsonl said only "Line 1 ... is not valid JSON (Expecting
+    value)"."""
+    path = tmp_path / "demos.jsonl"
+    path.write_text(json.dumps([{"prompt": "a", "response": "b"}], indent=2), encoding="utf-8")
+    with pytest.raises(PeftlabError) as raised:
+        load_demonstrations(path)
+    assert str(raised.value) == (
+        "'demos.jsonl' is one JSON array over 6 lines, not JSON Lines; write one JSON object per line."
+    )
+
+
 def test_load_demonstrations_refuses_missing_empty_and_non_utf8_files(tmp_path):
     with pytest.raises(PeftlabError, match="does not exist"):
         load_demonstrations(tmp_path / "nowhere.jsonl")

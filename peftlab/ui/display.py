@@ -32,8 +32,8 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     of 10,000 or more (not seeds) with thousands separators (460,800 trainable parameters); empty cells blank.
 
     A fraction column is a float column whose name holds one of PERCENT_WORDS as a word ("test_accuracy", "dev acc",
-    "trainable_share"). The library's column names become the app's headers (HEADERS: "test_accuracy" is "test
-    accuracy").
+    "trainable_share"); an F1 column keeps three decimals ("0.700"). The library's column names become the app's
+    headers (HEADERS: "test_accuracy" is "test accuracy").
     """
     shown = frame.copy()
     for column in shown.columns:
@@ -48,6 +48,8 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
         words = str(column).lower().replace("_", " ").replace("-", " ").split()
         if any(word in PERCENT_WORDS for word in words):
             shown[column] = shown[column].map(_percent)
+        elif "f1" in words:  # three decimals, as the Compare table writes it (the listing said "1" and "0.9")
+            shown[column] = shown[column].map(lambda value: "" if pd.isna(value) else f"{value:.3f}")
         else:
             shown[column] = shown[column].map(_number)
     return shown.rename(columns=HEADERS)
