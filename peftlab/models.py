@@ -79,6 +79,12 @@ class LM:
             return self.derived.setdefault(namespace, Memo(max_entries))
 
     @property
+    def hub_name(self) -> str:
+        """The name that loads these weights outside peftlab: an embedded model's Hub id, else `name` (a saved file
+        names the embedded model by it, not by the folder of this machine's package it was read from)."""
+        return EMBEDDED_MODELS[self.name][2] if self.name in EMBEDDED_MODELS else self.name
+
+    @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 

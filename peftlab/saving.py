@@ -74,13 +74,14 @@ def folder_with(files: dict[str, bytes]) -> Iterator[Path]:
 
 
 def zip_saved(save, zip_path: str | Path) -> Path:
-    """Call `save(folder)` on a temporary folder and pack the flat folder it writes into one zip file."""
+    """Call `save(folder)` on a temporary folder and pack what it writes into one zip file (its subfolders too: a
+    reward model's holds the SFT adapter it reads)."""
     zip_path = Path(zip_path)
     with tempfile.TemporaryDirectory() as folder:
         save(Path(folder))
         with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for file in sorted(Path(folder).iterdir()):
-                archive.write(file, file.name)
+            for file in sorted(path for path in Path(folder).rglob("*") if path.is_file()):
+                archive.write(file, file.relative_to(folder).as_posix())
     return zip_path
 
 

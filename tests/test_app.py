@@ -579,8 +579,11 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
             rf"peftlab-.*tiny-llama-folder.*-rlhf-{stage.replace(' ', '-')}-\d{{4}}-\d\d-\d\d\.zip", Path(path).name
         ), path
         assert expected in zipfile.ZipFile(path).namelist()
-    info = json.loads(zipfile.ZipFile(call(client, "/rlhf_download", "reward model")).read("reward_model.json"))
+    reward_zip = zipfile.ZipFile(call(client, "/rlhf_download", "reward model"))
+    info = json.loads(reward_zip.read("reward_model.json"))
     assert info["backbone"] == tiny_causal_folder  # the head says which model it reads
+    # ... and the SFT adapter it reads comes with it (the zip held the head alone)
+    assert "sft/adapter_config.json" in reward_zip.namelist() and "in sft/" in info["reads"]
 
 
 def test_a_long_rlhf_stage_stops_after_its_first_steps_and_leaves_the_stages_as_they_were(

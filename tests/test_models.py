@@ -97,3 +97,12 @@ def test_the_model_list_labels_what_cannot_load_here(monkeypatch):
     choices = common.model_choices()
     assert choices[0] == ("smollm2-135m", "smollm2-135m")
     assert ("gpt2 (offline)", "gpt2") in choices  # the value stays the id; the label says why
+
+
+def test_a_saved_file_names_the_embedded_model_by_its_hub_id():
+    """The reward model's info file named the embedded model by this machine's package folder
+    (/root/.cache/peftlab/models/smollm2-135m), which loads nothing anywhere else."""
+    from peftlab.models import LM
+
+    assert LM(None, None, "causal", "smollm2-135m").hub_name == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert LM(None, None, "causal", "gpt2").hub_name == "gpt2"

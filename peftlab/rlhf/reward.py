@@ -114,9 +114,12 @@ class RewardModel(torch.nn.Module):
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw - self.offset.to(raw.device)) / self.scale.to(raw.device)
 
-    def save(self, folder: str | Path) -> Path:
+    def save(
+        self, folder: str | Path, backbone: str | None = None, reads: str = "the SFT model of the same run"
+    ) -> Path:
         """The head and its normalisation (safetensors), the backbone's LoRA adapter if any (PEFT files), and
-        INFO_FILE naming the backbone the head reads (a head alone is useless on any other model)."""
+        INFO_FILE naming the `backbone` the head reads (default its config's path; a head alone is useless on any
+        other model) and what it `reads` of it."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
@@ -131,9 +134,8 @@ class RewardModel(torch.nn.Module):
         if hasattr(self.backbone, "peft_config"):
             self.backbone.save_pretrained(folder)
         info = {
-            "backbone": self.backbone.config.name_or_path,
-            "reads": "the SFT model of the same run (the backbone with its SFT adapter), hidden states averaged over "
-            f"the response at layers {self.depths}",
+            "backbone": backbone or self.backbone.config.name_or_path,
+            "reads": f"{reads}: hidden states averaged over the response at layers {self.depths}",
         }
         (folder / INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
         return folder

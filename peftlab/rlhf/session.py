@@ -232,12 +232,22 @@ class RLHFSession:
             if model is not None
         }
 
+    def _save_reward_model(self, folder: Path) -> Path:
+        """The reward model with the SFT adapter it reads, in sft/ (its zip held the head alone, useless without
+        them); full fine-tuning's SFT model is too large to repeat: its own download holds it."""
+        if self.sft.adapter is not None:
+            self.sft.save(Path(folder) / "sft")
+            reads = "the backbone with the SFT adapter saved beside this file, in sft/"
+        else:
+            reads = "the SFT model of the same run (its own download: full fine-tuning)"
+        return self.reward.model.save(folder, backbone=self.lm.hub_name, reads=reads)
+
     def save(self, stage: str, folder: Path) -> Path:
         """A stage's trained weights into `folder`: the SFT adapter, the reward model, the PPO or the DPO adapter."""
         self.need(stage)
         savers = {
             "sft": lambda: self.sft.save(folder),
-            "reward": lambda: self.reward.model.save(folder),
+            "reward": lambda: self._save_reward_model(folder),
             "ppo": lambda: self.ppo.policy.save(folder),
             "dpo": lambda: self.dpo.save(folder),
         }
