@@ -167,7 +167,13 @@ def heavy_job(
         return ((said or gr.skip()), enabled) if status else enabled
 
     job.failure(
-        failed, None, [*status, button], show_progress="hidden", show_progress_on=[button], api_visibility="private"
+        failed,
+        None,
+        [*status, button],
+        show_progress="hidden",
+        show_progress_on=[button],
+        api_visibility="private",
+        **INSTANT,  # a page update: never behind another visitor's
     )
     job.look = looked
     if status:
