@@ -52,16 +52,24 @@ def _shown(exc: Exception) -> gr.Error:
 def user_errors(fn):
     """A handler whose failures reach the visitor as one sentence (`_shown`, a gr.Error), never a bare "Error"
     badge; the app keeps serving. gradio's own errors (a ZeroGPU quota, say) pass as they are."""
+
+    def shown(exc: Exception, args, kwargs):
+        raise exc if isinstance(exc, gr.Error) else _shown(exc) from None
+
+    return _on_failure(fn, shown)
+
+
+def _on_failure(fn, handle: Callable[[Exception, tuple, dict], None]):
+    """`fn` (a handler, plain or a generator) with `handle(exc, args, kwargs)` called on any exception it raises
+    (handle raises it, or another), its arguments given for what it needs of them (the gr.Request)."""
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def generator_wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
             except Exception as exc:
-                raise _shown(exc) from None
+                handle(exc, args, kwargs)
 
         return generator_wrapper
 
@@ -69,10 +77,8 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
         except Exception as exc:
-            raise _shown(exc) from None
+            handle(exc, args, kwargs)
 
     return wrapper
 
@@ -163,8 +169,8 @@ def heavy_job(
     # estimate's second press) gets its button back too: gradio runs no `.then` after a failure, and the button
     # stayed disabled until a reload, which ends the session. Its sentence goes on the status line, as a look's.
     def failed(request: gr.Request):
-        said = SESSIONS.get(request).values.pop(refusal, None) if status else None
-        return ((said or gr.skip()), enabled) if status else enabled
+        said = SESSIONS.get(request).values.pop(refusal, None)  # kept by `_keeping_failure`, with a status line
+        return (said or gr.skip(), enabled) if status else enabled
 
     job.failure(
         failed,
@@ -185,30 +191,12 @@ def _keeping_failure(fn, refusal: str):
     """`fn`, whose gr.Error (a PeftlabError's sentence, through `user_errors`) is kept in the visitor's session
     under `refusal` for the status line, then raised again."""
 
-    def keep(args, kwargs, error: gr.Error) -> None:
-        SESSIONS.get(_request_in(args, kwargs)).values[refusal] = f"⚠️ {error.message}"
+    def keep(exc: Exception, args, kwargs):
+        if isinstance(exc, gr.Error):
+            SESSIONS.get(_request_in(args, kwargs)).values[refusal] = f"⚠️ {exc.message}"
+        raise exc
 
-    if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def generator(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except gr.Error as error:
-                keep(args, kwargs, error)
-                raise
-
-        return generator
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error as error:
-            keep(args, kwargs, error)
-            raise
-
-    return call
+    return _on_failure(fn, keep)
 
 
 def _request_in(args: tuple, kwargs: dict) -> gr.Request | None:
