@@ -57,7 +57,7 @@ class Task:
     # nothing) may score every row instead.
     held_out_here: bool = False
     left_out: int = 0  # rows of an uploaded file without a text or a label, or whose text came before (`_dedupe`)
-    pool_words: str = "the rows not held out for testing"  # where the training pool came from, for its messages
+    marked_splits: bool = False  # an upload whose split column marked its rows (the pool is the rows marked train)
 
     @property
     def zero_shot_split(self) -> str:
@@ -93,17 +93,14 @@ class Task:
         by_label = self._pool_by_label()
         needed = k if self.dev else 2 * k
         # the pool is what is left after the test split, of the rows kept: "has only 0" of a 4-row file said neither
-        pool = f"the training pool of '{self.name}' ({self.pool_words}"
+        source = "the rows its split column marks train" if self.marked_splits else "the rows not held out for testing"
+        pool = f"the training pool of '{self.name}' ({source}"
         pool += f"; {self.left_out_words})" if self.left_out else ")"
         for label, rows in enumerate(by_label):
             if needed > len(rows):
                 name, size = self.label_names[label], len(rows)
                 # K is at least 1: "use k <= 0" could not be followed
-                more = (
-                    f"mark more '{name}' rows train"
-                    if self.pool_words == MARKED_POOL
-                    else "add more examples of that class"
-                )
+                more = f"mark more '{name}' rows train" if self.marked_splits else "add more examples of that class"
                 if self.dev:
                     hint = f"use k <= {size}" if size else more
                     raise PeftlabError(
@@ -340,7 +337,6 @@ def _build_task(
 # ---------------------------------------------------------------- uploads
 
 
-MARKED_POOL = "the rows its split column marks train"  # `Task.pool_words` of an upload with a split column
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
 
 
@@ -380,7 +376,7 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
         task = _build_task(
             path.name, rows["train"], fields, test_rows=rows["test"], dev_rows=rows["dev"], test_cap=None
         )
-        task.pool_words = MARKED_POOL
+        task.marked_splits = True
     task.left_out = len(records) - len(task.rows("all"))
     return task
 
