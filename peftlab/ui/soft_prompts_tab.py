@@ -159,11 +159,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         results = results_frame(rows)
         summary = summarize(results)
         finished = _finished(rows)
-        if files[
-            0
-        ]:  # the last update: how long it took, and on what (an upload's test split is small, and was not said)
-            status = f"{finished}/{total_runs} runs finished{took(started, expected)}."
-            status += f" Each scored on {scored_note(scored[0].settings, task.left_out_words)}." if scored else ""
+        if files[0]:  # the last update: how long it took, and on what (an upload's test split is small)
+            status = f"{finished}/{total_runs} runs finished{took(started, expected)}.{_scored_on(scored, task)}"
         else:
             left = time_left(started, done / total_runs, expected) if finished < total_runs else ""
             status = f"{finished}/{total_runs} runs finished{left} (estimated {duration(expected)} in all)."
@@ -321,7 +318,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
         yield message, gr.skip(), gr.skip()
         return
     rows, started, shown = [], time.perf_counter(), (gr.skip(), gr.skip())  # shown: the table and the plot
-    scored = None  # a run's result: what every run scored
+    scored = []  # the runs' results
     with job(request, "sweep") as (session, stop):
         backend = runs_backend(session)
         runs = run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, test_limit, stop, backend)
@@ -332,18 +329,23 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
             rows.append(item.values)
             if item.result is not None:
                 keep_results(request, [item.result])
-                scored = item.result
+                scored.append(item.result)
             summary = _sweep_summary(rows, setting)
             zero_shot = float(rows[0]["test_accuracy"])
             shown = readable(summary), sweep_curve(summary, setting, zero_shot) if len(summary) else None
             finished = _finished(rows)
             left = time_left(started, finished / total, expected) if finished < total else ""
             yield f"{finished}/{total} runs finished{left} (estimated {duration(expected)} in all).", *shown
-    status = f"{_finished(rows)}/{total} runs finished{took(started, expected)}."
-    status += f" Each scored on {scored_note(scored.settings, task.left_out_words)}." if scored else ""
+    status = f"{_finished(rows)}/{total} runs finished{took(started, expected)}.{_scored_on(scored, task)}"
     if stop.is_set():
         status += f" {stopped_note(stop)} The stopped run's best weights so far are in the last row."
     yield status, *shown  # an API client's result is the last update: the table and plot again
+
+
+def _scored_on(results: list, task) -> str:
+    """What the runs' `results` (all on one test subset) scored, for a status line's end: " Each scored on 20 of
+    1000 test texts."; "" with none."""
+    return f" Each scored on {scored_note(results[0].settings, task.left_out_words)}." if results else ""
 
 
 def build_soft_prompts_tab() -> None:
