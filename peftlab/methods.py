@@ -26,7 +26,7 @@ import torch
 
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import LM, check_width
+from peftlab.models import LM, check_width, save_adapter
 from peftlab.prompts import MIN_INPUT_TOKENS, Prompt
 
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")  # raised inside PEFT
@@ -173,9 +173,7 @@ class PeftMethod(MethodConfig):
         return model, [p for p in model.parameters() if p.requires_grad]
 
     def save(self, model, folder):
-        getattr(model, "peft_model", model).save_pretrained(
-            str(folder)
-        )  # adapter_config.json + adapter_model.safetensors
+        save_adapter(getattr(model, "peft_model", model), folder)
 
     def load(self, lm, prompt, folder):
         from peft import PeftModel
@@ -580,7 +578,7 @@ class SequenceClassifierMethod(MethodConfig):
 
     def save(self, model, folder):
         if self.lora:
-            model.save_pretrained(str(folder))  # adapter_config.json + adapter_model.safetensors (LoRA and head)
+            save_adapter(model, folder)  # LoRA and the head
         else:
             super().save(model, folder)
 

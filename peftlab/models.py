@@ -400,7 +400,20 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if kind == "mlm" and tokenizer.mask_token is None:
         raise PeftlabError(f"Model {name!r} is a masked LM but its tokenizer has no mask token.")
-    return LM(model=model, tokenizer=tokenizer, kind=kind, name=name)
+    lm = LM(model=model, tokenizer=tokenizer, kind=kind, name=name)
+    # PEFT names the base model in every adapter it saves (adapter_config.json, its model card) by `name_or_path`:
+    # an embedded model's should be its Hub id, which loads anywhere, not the cache folder of this machine it was
+    # read from.
+    model.name_or_path = model.config.name_or_path = lm.hub_name
+    return lm
+
+
+def save_adapter(peft_model, folder: str | Path) -> Path:
+    """PEFT's own files of `peft_model`'s adapter (adapter_config.json, adapter_model.safetensors and its model card)
+    in `folder`. Left to itself PEFT asks the Hub whether the base model's vocabulary was resized, to save the
+    embedding layer too; peftlab never resizes it, and offline the question only adds warnings."""
+    peft_model.save_pretrained(str(folder), save_embedding_layers=False)
+    return Path(folder)
 
 
 # ---------------------------------------------------------------- the LM head's input, per calling context

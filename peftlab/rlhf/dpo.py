@@ -32,7 +32,7 @@ import torch
 
 from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import autocast_dtype
+from peftlab.models import autocast_dtype, save_adapter
 from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Comparison
 from peftlab.rlhf.generation import check_word_scores_fit, end_of_response, format_prompt
@@ -91,9 +91,7 @@ class DPOResult(Crossing):
 
     def save(self, folder: str | Path) -> Path:
         """The DPO adapter's PEFT files (adapter_config.json, adapter_model.safetensors) in `folder`."""
-        folder = Path(folder)
-        self.policy.save_pretrained(str(folder))
-        return folder
+        return save_adapter(self.policy, folder)
 
 
 def _model_of(sft) -> torch.nn.Module:

@@ -26,7 +26,7 @@ import torch
 
 from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import loss_scaler
+from peftlab.models import loss_scaler, save_adapter
 from peftlab.rlhf.crossing import Crossing, arrived, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import SequenceBatch, check_response_scores_fit, response_forward, sample_responses
@@ -133,7 +133,7 @@ class PolicyWithValueHead(torch.nn.Module):
         from safetensors.torch import save_file
 
         folder = Path(folder)
-        self.model.save_pretrained(folder)
+        save_adapter(self.model, folder)
         save_file({k: v.contiguous() for k, v in self.value_head.state_dict().items()}, str(folder / VALUE_HEAD_FILE))
         return folder
 

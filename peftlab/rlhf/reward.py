@@ -28,7 +28,7 @@ import torch
 
 from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import autocast_for
+from peftlab.models import autocast_for, save_adapter
 from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Comparison
 from peftlab.rlhf.generation import SequenceBatch, encode_pairs, sample_responses
@@ -132,7 +132,7 @@ class RewardModel(torch.nn.Module):
         }
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(folder / HEAD_FILE))
         if hasattr(self.backbone, "peft_config"):
-            self.backbone.save_pretrained(folder)
+            save_adapter(self.backbone, folder)
         info = {
             "backbone": backbone or self.backbone.config.name_or_path,
             "reads": f"{reads}: hidden states averaged over the response at layers {self.depths}",

@@ -20,7 +20,7 @@ import torch
 
 from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import LM, check_width
+from peftlab.models import LM, check_width, save_adapter
 from peftlab.rlhf.crossing import Crossing, load_trainable_state, remember_sft, trainable_state
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import check_response_scores_fit, encode_pairs, response_forward, sample_responses
@@ -179,7 +179,8 @@ def train_sft(
         )
     adapter = None
     if config.method == "lora":
-        adapter = saved_files(model.save_pretrained)  # merging below removes the adapter: its files are kept first
+        # merging below removes the adapter: its files are kept first
+        adapter = saved_files(lambda folder: save_adapter(model, folder))
         model = model.merge_and_unload()
     model.requires_grad_(False)
     yield SFTResult(model.eval(), adapter, losses, time.perf_counter() - started, lm)
