@@ -89,28 +89,29 @@ class Task:
             PeftlabError: K below 1, a class with too few examples in the training pool, or none in a given dev split.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise PeftlabError(f"k (examples per class) must be a whole number of at least 1, got {k!r}.")
+            raise PeftlabError(f"K (examples per class) must be a whole number of at least 1, got {k!r}.")
         by_label = self._pool_by_label()
         needed = k if self.dev else 2 * k
         # the pool is what is left after the test split, of the rows kept: "has only 0" of a 4-row file said neither
         source = "the rows its split column marks train" if self.marked_splits else "the rows not held out for testing"
         pool = f"the training pool of '{self.name}' ({source}"
         pool += f"; {self.left_out_words})" if self.left_out else ")"
-        for label, rows in enumerate(by_label):
-            if needed > len(rows):
-                name, size = self.label_names[label], len(rows)
-                # K is at least 1: "use k <= 0" could not be followed
-                more = f"mark more '{name}' rows train" if self.marked_splits else "add more examples of that class"
-                if self.dev:
-                    hint = f"use k <= {size}" if size else more
-                    raise PeftlabError(
-                        f"k={k} needs {k} examples of class '{name}' in {pool} but it has only {size}; {hint}."
-                    )
-                hint = f"use k <= {size // 2}" if size >= 2 else more
+        # the smallest class bounds K: advice from another short class ("use K <= 4") would fail on this one next
+        label = min(range(len(by_label)), key=lambda label: len(by_label[label]))
+        if needed > len(by_label[label]):
+            name, size = self.label_names[label], len(by_label[label])
+            # K is at least 1: "use K <= 0" could not be followed
+            more = f"mark more '{name}' rows train" if self.marked_splits else "add more examples of that class"
+            if self.dev:
+                hint = f"use K <= {size}" if size else more
                 raise PeftlabError(
-                    f"k={k} needs {2 * k} examples of class '{name}' (K for train and K for dev) "
-                    f"but {pool} has only {size}; {hint}."
+                    f"K={k} needs {k} examples of class '{name}' in {pool} but it has only {size}; {hint}."
                 )
+            hint = f"use K <= {size // 2}" if size >= 2 else more
+            raise PeftlabError(
+                f"K={k} needs {2 * k} examples of class '{name}' (K for train and K for dev) "
+                f"but {pool} has only {size}; {hint}."
+            )
         dev_by_label = [[r for r in self.dev if r["label"] == label] for label in range(len(self.label_names))]
         if self.dev and not all(dev_by_label):
             name = self.label_names[next(i for i, rows in enumerate(dev_by_label) if not rows)]

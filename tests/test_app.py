@@ -402,7 +402,7 @@ def test_loading_a_file_that_is_not_a_saved_method_is_one_sentence(client, tmp_p
     ("changes", "message"),
     [
         (dict(methods=[]), r"Choose at least one method"),
-        (dict(shots="5000"), r"k=5000 needs 10000 examples"),
+        (dict(shots="5000"), r"K=5000 needs 10000 examples"),
         (dict(rates="prompt-tuning=-1"), r"learning rate of prompt-tuning must be above 0"),
         (dict(seeds="a,b"), r"Seeds must be comma-separated whole numbers"),
     ],

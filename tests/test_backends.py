@@ -96,7 +96,7 @@ def test_a_run_that_fails_is_reported_in_its_row_and_the_others_finish(local_ray
     rows = [r for r in items if isinstance(r, GridRow) and r.values["seed"]]
     statuses = {(r.values["K"], r.values["seed"]): r.values["status"] for r in rows}
     assert statuses[(99, 21)].startswith(
-        "failed: PeftlabError: k=99 needs 198 examples of class 'negative' (K for train and K for dev)"
+        "failed: PeftlabError: K=99 needs 198 examples of class 'negative' (K for train and K for dev)"
     ), statuses
     assert statuses[(4, 13)] == statuses[(4, 21)] == "done"
 

@@ -396,11 +396,11 @@ def test_run_record_is_json_with_settings_rows_and_curves(grid, tiny_causal):
             ["lora"],
             [13],
             [13],
-            r"^k=13 needs 26 examples of class 'negative' \(K for train and K for dev\) but the "
-            r"training pool of 'easy-sentiment' \(the rows not held out for testing\) has only 24; use k <= 12\.$",
+            r"^K=13 needs 26 examples of class 'negative' \(K for train and K for dev\) but the "
+            r"training pool of 'easy-sentiment' \(the rows not held out for testing\) has only 24; use K <= 12\.$",
         ),
-        (["lora"], [13], [4, 200], r"k=200 needs 400 examples"),
-        (["lora"], [13], [0], r"k \(examples per class\) must be a whole number of at least 1, got 0"),
+        (["lora"], [13], [4, 200], r"K=200 needs 400 examples"),
+        (["lora"], [13], [0], r"K \(examples per class\) must be a whole number of at least 1, got 0"),
     ],
 )
 def test_validate_grid_rejects_bad_grids(methods, seeds, shots, message):
@@ -416,7 +416,7 @@ def test_validate_grid_accepts_the_largest_k():
 def test_run_grid_validates_before_any_work(tiny_causal):
     task = easy_task()
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
-    with pytest.raises(PeftlabError, match=r"k=50 needs 100 examples"):
+    with pytest.raises(PeftlabError, match=r"K=50 needs 100 examples"):
         next(run_grid(tiny_causal, task, setup, [method_config("lora")], [13], [50], TrainSettings()))
 
 
@@ -452,7 +452,7 @@ def no_model_loads(monkeypatch):
         (["--methods", "lora", "--learning-rate", "lora=0"], r"learning rate of lora must be above 0, not 0"),
         (["--methods", "magic"], r"Unknown method 'magic'; choose from prompt-tuning, p-tuning"),
         (["--methods", "lora,magic"], r"Unknown method 'magic'"),
-        (["--shots", "5000"], r"k=5000 needs 10000 examples of class"),
+        (["--shots", "5000"], r"K=5000 needs 10000 examples of class"),
         (["--shots", "0"], r"at least 1, got 0"),
         (["--shots", "4,x"], r"--shots must be comma-separated whole numbers"),
         (["--seeds", ""], r"Give at least one seed"),
@@ -623,7 +623,7 @@ def test_sweep_command_prints_one_row_per_value_and_seed(capsys, tiny_model_and_
         (["--setting", "init"], r"prompt-tuning has no numeric setting 'init' to sweep"),
         (["--values", "1,x"], r"values of num_virtual_tokens must be comma-separated whole numbers"),
         (["--values", "0,5"], r"num virtual tokens must be at least 1, not 0"),
-        (["--shots", "5000"], r"k=5000 needs 10000 examples"),
+        (["--shots", "5000"], r"K=5000 needs 10000 examples"),
         (["--steps", "0"], r"--steps must be at least 1, not 0"),
     ],
 )

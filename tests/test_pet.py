@@ -197,7 +197,7 @@ def test_a_bad_unlabelled_file_is_one_sentence(tiny_task, tmp_path, content, mes
             {"shots": 1, "unlabelled": 50},
             r"has 8 texts besides the labelled examples, fewer than the 50",
         ),
-        (TINY_PATTERNS, [TINY_WORDS], {"shots": 4}, r"k=4 needs 8 examples of class"),
+        (TINY_PATTERNS, [TINY_WORDS], {"shots": 4}, r"K=4 needs 8 examples of class"),
     ],
 )
 def test_bad_input_is_one_sentence(tiny_causal, tiny_task, patterns, words, changes, message):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -123,14 +124,14 @@ def test_few_shot_returns_copies():
 
 @pytest.mark.parametrize("k", [0, -3])
 def test_few_shot_k_below_one(k):
-    with pytest.raises(PeftlabError, match=r"k \(examples per class\) must be a whole number of at least 1"):
+    with pytest.raises(PeftlabError, match=r"K \(examples per class\) must be a whole number of at least 1"):
         load_task("bbc-topic").few_shot(k)
 
 
 def test_few_shot_k_too_large_names_class_and_limit():
     task = load_task("bbc-topic")
     smallest = min(task.label_counts().items(), key=lambda kv: kv[1])
-    with pytest.raises(PeftlabError, match=rf"class '{smallest[0]}'.* only {smallest[1]}; use k <= {smallest[1] // 2}"):
+    with pytest.raises(PeftlabError, match=rf"class '{smallest[0]}'.* only {smallest[1]}; use K <= {smallest[1] // 2}"):
         task.few_shot(smallest[1] // 2 + 1)
     task.few_shot(smallest[1] // 2)  # the largest allowed k works
 
@@ -260,13 +261,13 @@ def test_upload_split_column_is_honoured(tmp_path):
     # Dev comes from the file's dev rows (all 2 per class, fewer than K), train from its train rows only.
     assert {r["text"] for r in dev} == {r["text"] for r in task.dev}
     assert {r["text"] for r in train} <= {r["text"] for r in task.train} and len(train) == 8
-    with pytest.raises(PeftlabError, match=r"k=8 needs 8 examples of class 'cats' in the training pool of "):
+    with pytest.raises(PeftlabError, match=r"K=8 needs 8 examples of class 'cats' in the training pool of "):
         task.few_shot(8)
 
 
 def test_a_class_the_split_column_never_marks_train_is_told_to_mark_some(tmp_path):
-    """Every train row 'cats': "k=4 needs 4 examples of class 'dogs' in the training pool of 'split.csv' (the rows
-    not held out for testing) but it has only 0; use k <= 0." described a pool the file does not have, and advice
+    """Every train row 'cats': "K=4 needs 4 examples of class 'dogs' in the training pool of 'split.csv' (the rows
+    not held out for testing) but it has only 0; use K <= 0." described a pool the file does not have, and advice
     (K is at least 1) nobody can follow."""
     rows = _split_rows(8, lambda i: "test" if i < 2 else "dev" if i < 4 else "train")
     rows = [r for r in rows if r["Split"] != "train" or r["label"] == "cats"]
@@ -275,9 +276,26 @@ def test_a_class_the_split_column_never_marks_train_is_told_to_mark_some(tmp_pat
     with pytest.raises(PeftlabError) as raised:
         load_task(str(path)).few_shot(4)
     assert str(raised.value) == (
-        "k=4 needs 4 examples of class 'dogs' in the training pool of 'split.jsonl' (the rows its split column marks "
+        "K=4 needs 4 examples of class 'dogs' in the training pool of 'split.jsonl' (the rows its split column marks "
         "train) but it has only 0; mark more 'dogs' rows train."
     )
+
+
+@pytest.mark.parametrize(
+    ("positive_rows", "advice"), [(7, r"use K <= (\d+)\.$"), (1, r"add more examples of that class\.$")]
+)
+def test_too_large_a_k_is_told_by_the_smallest_class_so_the_advice_works(tmp_path, positive_rows, advice):
+    """'negative' (first in label order) and 'positive' both short of K=6: the advice named 'negative' ("use k <= 4"),
+    and K=4 then failed on 'positive', whose single row had gone to the test split."""
+    lines = ["text,label"] + [
+        f"text number {i},{'negative' if i < 12 else 'positive'}" for i in range(12 + positive_rows)
+    ]
+    task = load_task(_write_csv(tmp_path / "odd.csv", lines))
+    assert task.label_names == ["negative", "positive"]
+    with pytest.raises(PeftlabError, match=rf"^K=6 needs 12 examples of class 'positive' .*; {advice}") as raised:
+        task.few_shot(6)
+    if suggested := re.search(advice, str(raised.value)).groups():
+        task.few_shot(int(suggested[0]))  # the advice can be followed
 
 
 def test_upload_without_split_column_scores_every_row_zero_shot(tmp_path):
@@ -379,7 +397,7 @@ def test_a_pool_too_small_says_what_the_file_lost_to_empty_rows_and_the_test_spl
     with pytest.raises(PeftlabError) as raised:
         task.few_shot(2)
     assert str(raised.value) == (
-        "k=2 needs 4 examples of class 'a' (K for train and K for dev) but the training pool of 'emptystr.csv' (the "
+        "K=2 needs 4 examples of class 'a' (K for train and K for dev) but the training pool of 'emptystr.csv' (the "
         "rows not held out for testing; 2 rows of the file were left out: without a text or a label, or repeating a "
         "text) has only 0; add "
         "more examples of that class."
