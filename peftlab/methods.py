@@ -32,6 +32,16 @@ from peftlab.prompts import MIN_INPUT_TOKENS, Prompt
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")  # raised inside PEFT
 
 PROMPT_INITS = ("text", "label-words", "vocab", "random")
+# The words each method's soft prompt or prefix starts from, chosen on rt-sentiment and bbc-topic at K=16 by the mean
+# accuracy on 300 training-pool texts outside the sample (never the test split), against the old shared default
+# "Classify the sentiment of this review:", which reads wrongly on every task but sentiment:
+# - prompt tuning: "Classify this text:" 84.2 vs 81.3 % (seeds 13, 21) and 87.4 vs 86.8 % (seeds 13, 21, 42, 87);
+#   naming the label words ("Classify this text as business, ..., sport or technology:") fell to 45 % on one seed;
+# - prefix tuning (seeds 13, 21): the old sentence 84.2 and 90.0 %, "Classify this text:" 82.2 and 88.2 %, "Read the
+#   text below and decide which class it belongs to:" 80.5 and 89.2 %. A prefix starts from the words' keys and
+#   values in every layer, and this sentence's serve the topic task too, so it stays.
+PROMPT_INIT_TEXT = "Classify this text:"
+PREFIX_INIT_TEXT = "Classify the sentiment of this review:"
 WEIGHTS_FILE = "trainable.safetensors"
 
 
@@ -203,9 +213,7 @@ class PromptTuningMethod(PeftMethod):
         choices=PROMPT_INITS,
         subject="Prompt init",
     )
-    init_text: str = setting(
-        "Classify the sentiment of this review:", "text whose token embeddings start the prompt (repeated to fill)"
-    )
+    init_text: str = setting(PROMPT_INIT_TEXT, "text whose token embeddings start the prompt (repeated to fill)")
 
     def peft_config(self, lm):
         from peft import PromptTuningConfig
@@ -317,7 +325,8 @@ class PrefixTuningMethod(PeftMethod):
         subject="Prefix init",
     )
     init_text: str = setting(
-        "Classify the sentiment of this review:", "words whose activations start the prefix (repeated to fill)"
+        PREFIX_INIT_TEXT,
+        "words whose activations start the prefix (repeated to fill; it measured best on a topic task too)",
     )
 
     def peft_config(self, lm):
