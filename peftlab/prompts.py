@@ -437,9 +437,17 @@ def pick_demonstrations(pool: Sequence[dict], k: int, n_labels: int, seed: int) 
     return picked
 
 
+GENERIC_TEMPLATE = "Text: {text}\nLabel:{mask}"
+
+
 # Starting points that work on the embedded model; any task falls back to its label names as words.
 def suggested_prompt(task_name: str, label_names: Sequence[str]) -> tuple[str, dict]:
     """A (template, verbalizer) to start from: the embedded task's own, else `{text}` and the label names."""
     if task_name in EMBEDDED_TASKS:
         return EMBEDDED_TASKS[task_name].template, EMBEDDED_TASKS[task_name].verbalizer
-    return "Text: {text}\nLabel:{mask}", {label: [label] for label in label_names}
+    return GENERIC_TEMPLATE, {label: [label] for label in label_names}
+
+
+def is_suggested_template(text: str) -> bool:
+    """Whether `text` is a template `suggested_prompt` gives for some task (or nothing), not one a person wrote."""
+    return text.strip() in {GENERIC_TEMPLATE, "", *(task.template for task in EMBEDDED_TASKS.values())}

@@ -7,6 +7,7 @@ Without it the test is skipped, unless PEFTLAB_REQUIRE_BROWSER=1 (CI sets it), w
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -554,3 +555,29 @@ def test_a_refused_press_is_told_at_once_and_a_page_with_finished_work_asks_befo
         )
         page.reload(wait_until="domcontentloaded")
         assert dialogs == ["beforeunload"]
+
+
+def test_an_upload_keeps_the_visitors_template_and_typed_columns_fill_the_verbalizer(
+    chromium, browser, app_url, tmp_path
+):
+    """An upload replaced a template the visitor had typed with "Text: {text}\\nLabel:{mask}", saying nothing; and a
+    file whose columns had other names left the boxes on rt-sentiment's words after the columns were typed, so the
+    evaluation was refused for labels the file lacks."""
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    news = tmp_path / "news.jsonl"
+    rows = [("Shares fell sharply today.", "business"), ("The striker scored twice.", "sport")] * 6
+    news.write_text("\n".join(json.dumps({"sentence": text, "topic": topic}) for text, topic in rows))
+    with opened(browser, app_url, "Cloze", height=1400) as page:
+        tab = page.locator("#tab-cloze")
+        template, verbalizer = tab.get_by_label("Template(s)"), tab.get_by_label("Verbalizer")
+        expect(template).to_be_visible(timeout=30_000)
+        enter(template, "My news: {text}\nVerdict:{mask}")
+        tab.locator("input[type=file][accept*=jsonl]").set_input_files(str(news))
+        expect(page.get_by_text("has no text column 'text'").first).to_be_visible(timeout=30_000)
+        enter(tab.get_by_label("Text column"), "sentence")
+        enter(tab.get_by_label("Label column", exact=False).first, "topic")
+        expect(verbalizer).to_have_value("business: business\nsport: sport", timeout=30_000)
+        expect(template).to_have_value("My news: {text}\nVerdict:{mask}")
+        expect(page.get_by_text("Your template stays as you wrote it").first).to_be_visible(timeout=10_000)

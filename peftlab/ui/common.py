@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import inspect
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import gradio as gr
 import torch
@@ -16,7 +16,7 @@ from peftlab.backends import backend_from_env
 from peftlab.config import capitalised
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL, LM, load_lm, unavailable_reason
-from peftlab.prompts import suggested_prompt
+from peftlab.prompts import is_suggested_template, suggested_prompt
 from peftlab.serving import JobStop, current_caps, heavy_job_limit, public_mode
 from peftlab.tasks import EMBEDDED_TASKS, UPLOAD_SUFFIXES, load_task
 from peftlab.ui.inputs import is_bounded, out_of_range
@@ -403,7 +403,8 @@ def model_and_task_inputs() -> dict[str, gr.components.Component]:
                 "label",
                 label="Label column",
                 max_lines=1,
-                info="A 'split' column (train, dev, test) is honoured; else 20 % of each class is the test split.",
+                info="A 'split' column (train, dev, test) is honoured; else training holds out 20 % of each class "
+                "for testing (zero-shot scores every row).",
             )
     return dict(model=model, task=task, upload=upload, text_column=text_column, label_column=label_column)
 
@@ -445,9 +446,10 @@ def task_changed(source: dict) -> list:
     return [source["task"].input, source["upload"].change]
 
 
-def on_task_change(source: dict, handler, outputs: list, **kwargs) -> None:
-    """When the visitor picks a task or uploads data, `handler(task, upload, text_column, label_column)` fills
-    `outputs` (the prompt boxes the task suggests); `source` is `model_and_task_inputs()`'s dict."""
+def on_task_change(source: dict, handler, outputs: list, read: Sequence = (), **kwargs) -> None:
+    """When the visitor picks a task, uploads data or types a column name, `handler(task, upload, text_column,
+    label_column, *read)` fills `outputs` (the prompt boxes the task suggests); `source` is
+    `model_and_task_inputs()`'s dict, `read` the boxes whose text the handler also needs (the visitor's template)."""
     columns = [source["task"], source["upload"], source["text_column"], source["label_column"]]
 
     @functools.wraps(handler)
@@ -460,7 +462,26 @@ def on_task_change(source: dict, handler, outputs: list, **kwargs) -> None:
             gr.Warning(exc.message)
             return [gr.skip()] * len(outputs)
 
-    gr.on(task_changed(source), suggestion, columns, outputs, **INSTANT, **kwargs)
+    def typed_column(*args):
+        # Once the typed names are the file's columns, its labels fill the boxes; a name half typed says nothing.
+        try:
+            return handler(*args)
+        except gr.Error:
+            return [gr.skip()] * len(outputs)
+
+    inputs = columns + list(read)
+    gr.on(task_changed(source), suggestion, inputs, outputs, **INSTANT, **kwargs)
+    column_edits = [source["text_column"].change, source["label_column"].change]
+    gr.on(
+        column_edits,
+        typed_column,
+        inputs,
+        outputs,
+        trigger_mode="always_last",
+        show_progress="hidden",
+        api_visibility="private",
+        **INSTANT,
+    )
 
 
 def task_from_form(form: dict):
@@ -513,11 +534,15 @@ def resolve_task(task_name: str, upload, text_column: str, label_column: str):
 
 
 @user_errors
-def suggest(task_name, upload, text_column, label_column):
-    """The task's suggested template and verbalizer, for the template and verbalizer boxes."""
+def suggest(task_name, upload, text_column, label_column, template: str = ""):
+    """The task's suggested template and verbalizer, for the template and verbalizer boxes. A `template` the visitor
+    wrote stays (the verbalizer names the labels, so it follows the task): a new file should not erase it."""
     task = resolve_task(task_name, upload, text_column, label_column)
-    template, verbalizer = suggested_prompt(task.name, task.label_names)
-    return template, verbalizer_lines(verbalizer)
+    suggested, verbalizer = suggested_prompt(task.name, task.label_names)
+    if is_suggested_template(template):
+        return suggested, verbalizer_lines(verbalizer)
+    gr.Info(f"Your template stays as you wrote it; the verbalizer now has the labels of '{task.name}'.")
+    return gr.skip(), verbalizer_lines(verbalizer)
 
 
 def split_templates(text: str) -> list[str]:

@@ -356,7 +356,7 @@ def build_soft_prompts_tab() -> None:
         templates = gr.Textbox(START_TEMPLATE, lines=2, label="Template")
         verbalizer = verbalizer_box()
     prompt = dict(**source, templates=templates, verbalizer=verbalizer)
-    on_task_change(source, suggest, [templates, verbalizer])
+    on_task_change(source, suggest, [templates, verbalizer], read=[templates])
     with gr.Row():
         methods = config_input(GridConfig, "methods", gr.CheckboxGroup, choices=list(METHODS))
         rates = gr.Textbox(default_rates(), lines=8, label="Learning rate per method (defaults that train)")
