@@ -449,5 +449,9 @@ def suggested_prompt(task_name: str, label_names: Sequence[str]) -> tuple[str, d
 
 
 def is_suggested_template(text: str) -> bool:
-    """Whether `text` is a template `suggested_prompt` gives for some task (or nothing), not one a person wrote."""
-    return text.strip() in {GENERIC_TEMPLATE, "", *(task.template for task in EMBEDDED_TASKS.values())}
+    """Whether `text` is a template or PET pattern peftlab suggests for some task (or nothing), not one a person
+    wrote."""
+    suggested = {GENERIC_TEMPLATE, ""}
+    for task in EMBEDDED_TASKS.values():
+        suggested |= {task.template, *task.patterns}
+    return text.strip() in suggested

@@ -523,3 +523,29 @@ def test_a_handler_that_fails_says_a_sentence_whatever_failed(capsys):
             list(generator())
         assert plain.value.message == streamed.value.message == sentence
     assert "TypeError: boolean value of NA is ambiguous" in capsys.readouterr().err  # the log keeps the traceback
+
+
+def test_a_new_task_fills_only_the_template_boxes_peftlab_wrote(tmp_path):
+    """A file picked after the visitor wrote a template (or PET patterns) kept theirs only in the Cloze tab; the
+    verbalizer names the labels, so it always follows the task."""
+    from peftlab.tasks import EMBEDDED_TASKS
+    from peftlab.ui.common import suggest
+    from peftlab.ui.pet_tab import suggest_patterns
+
+    upload = tmp_path / "pets.csv"
+    upload.write_text("text,label\n" + "".join(f"pet {i},{'cat' if i % 2 else 'dog'}\n" for i in range(10)))
+    own = "My pet: {text}\nKind:{mask}"
+    rt_patterns = "\n---\n".join(EMBEDDED_TASKS["rt-sentiment"].patterns)
+    assert suggest("rt-sentiment", str(upload), "text", "label", own) == ({"__type__": "update"}, "cat: cat\ndog: dog")
+    assert suggest("rt-sentiment", str(upload), "text", "label", EMBEDDED_TASKS["rt-sentiment"].template) == (
+        "Text: {text}\nLabel:{mask}",
+        "cat: cat\ndog: dog",
+    )
+    # an ensemble of the suggested patterns is peftlab's too; one written pattern among them keeps the box
+    assert suggest_patterns("bbc-topic", None, "text", "label", rt_patterns)[0] == "\n---\n".join(
+        EMBEDDED_TASKS["bbc-topic"].patterns
+    )
+    assert suggest_patterns("bbc-topic", None, "text", "label", rt_patterns + "\n---\n" + own)[0] == {
+        "__type__": "update"
+    }
+    assert suggest_patterns("rt-sentiment", str(upload), "text", "label", rt_patterns) == ("", "cat: cat\ndog: dog")

@@ -451,6 +451,7 @@ def on_task_change(source: dict, handler, outputs: list, read: Sequence = (), **
     label_column, *read)` fills `outputs` (the prompt boxes the task suggests); `source` is
     `model_and_task_inputs()`'s dict, `read` the boxes whose text the handler also needs (the visitor's template)."""
     columns = [source["task"], source["upload"], source["text_column"], source["label_column"]]
+    handler = user_errors(handler)  # any failure as one sentence
 
     @functools.wraps(handler)
     def suggestion(*args):
@@ -539,10 +540,22 @@ def suggest(task_name, upload, text_column, label_column, template: str = ""):
     wrote stays (the verbalizer names the labels, so it follows the task): a new file should not erase it."""
     task = resolve_task(task_name, upload, text_column, label_column)
     suggested, verbalizer = suggested_prompt(task.name, task.label_names)
-    if is_suggested_template(template):
-        return suggested, verbalizer_lines(verbalizer)
-    gr.Info(f"Your template stays as you wrote it; the verbalizer now has the labels of '{task.name}'.")
-    return gr.skip(), verbalizer_lines(verbalizer)
+    kept = kept_if_written(template, suggested, task, "template stays as you wrote it")
+    return kept, verbalizer_lines(verbalizer)
+
+
+def kept_if_written(box: str, suggestion: str, task, notice: str):
+    """The value of a template box for a new `task`: its `suggestion`, or gr.skip() when the visitor wrote the box's
+    templates themselves (none is one peftlab suggests for any task), which a new file should not erase; then
+    "Your {notice}" says so, as the verbalizer beside it changes to the task's labels."""
+    try:
+        written = not all(is_suggested_template(template) for template in split_templates(box))
+    except PeftlabError:  # a malformed box was typed, too
+        written = True
+    if not written:
+        return suggestion
+    gr.Info(f"Your {notice}; the verbalizer now has the labels of '{task.name}'.")
+    return gr.skip()
 
 
 def split_templates(text: str) -> list[str]:

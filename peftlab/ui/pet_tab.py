@@ -38,6 +38,7 @@ from peftlab.ui.common import (
     intro,
     job,
     keep_results,
+    kept_if_written,
     load_model,
     model_and_task_inputs,
     on_task_change,
@@ -125,14 +126,17 @@ def leaning_classifier_notes(result, label_names: list[str], distil_steps: int) 
 
 
 @user_errors
-def suggest_patterns(task_name, upload, text_column, label_column):
-    """The task's own patterns (--- between them) and verbalizer, or empty boxes for data without patterns."""
+def suggest_patterns(task_name, upload, text_column, label_column, patterns: str = ""):
+    """The task's own patterns (--- between them) and verbalizer, or an empty patterns box for data without patterns;
+    patterns the visitor wrote stay (`common.kept_if_written`)."""
     task = resolve_task(task_name, upload, text_column, label_column)
     try:
         templates, verbalizer = default_patterns(task.name)
     except PeftlabError:
-        return "", verbalizer_lines({label: [label] for label in task.label_names})
-    return "\n---\n".join(templates), verbalizer_lines(verbalizer)
+        templates, verbalizer = [], {label: [label] for label in task.label_names}
+    return kept_if_written(
+        patterns, "\n---\n".join(templates), task, "patterns stay as you wrote them"
+    ), verbalizer_lines(verbalizer)
 
 
 def pet_inputs(form: dict):
@@ -236,7 +240,7 @@ def build_pet_tab() -> None:
     gr.Markdown("### Use the distilled classifier")
     classifier, _ = trained_method_panel("classifier", "pet_classify", "pet_download")
 
-    on_task_change(source, suggest_patterns, [patterns, words])
+    on_task_change(source, suggest_patterns, [patterns, words], read=[patterns])
     heavy_job(
         run_button,
         run_pet,
