@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     auto = commands.add_parser("autoprompt", help="AutoPrompt: gradient-guided trigger search (and label-word search)")
     _add_model_and_task(auto)
-    auto.add_argument("--verbalizer", help="label words as JSON; omit to search label words automatically")
+    auto.add_argument(
+        "--verbalizer",
+        help="label words ('label: word1, word2' lines or JSON); omit to search label words automatically",
+    )
     add_arguments(auto, AutoPromptConfig)
     auto.add_argument("--json", action="store_true", help="print one JSON object")
     auto.set_defaults(run=run_autoprompt)
@@ -122,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     pet.add_argument(
         "--verbalizer",
         action="append",
-        help="label words as JSON, once for every pattern or once per pattern (default: the task's)",
+        help="label words ('label: word1, word2' lines or JSON), once for every pattern or once per pattern "
+        "(default: the task's)",
     )
     pet.add_argument(
         "--unlabelled-file",
@@ -170,8 +174,8 @@ def _add_prompt(command: argparse.ArgumentParser, repeat: str = "") -> None:
     )
     command.add_argument(
         "--verbalizer",
-        help='label words as JSON such as {"negative": ["bad"], "positive": ["good"]} '
-        "(default: suggested for the task)",
+        help="label words, one 'label: word1, word2' per line (or ';' between labels), or JSON such as "
+        '{"negative": ["bad"], "positive": ["good"]} (default: suggested for the task)',
     )
 
 

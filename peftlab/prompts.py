@@ -164,7 +164,7 @@ def _spec_to_dict(spec: str | dict) -> dict:
     text = (spec or "").strip()
     if not text:
         raise PeftlabError(
-            'The verbalizer is empty; give label words such as {"negative": ["bad"], "positive": ["good"]}.'
+            "The verbalizer is empty; give one line per label, such as 'negative: bad' and 'positive: good, great'."
         )
     if text.startswith("{"):
         try:

@@ -204,7 +204,7 @@ def load_task(name: str, text_column: str = "text", label_column: str = "label",
     if name.lower().endswith(UPLOAD_SUFFIXES):
         path = Path(name).expanduser()
         if not path.is_file():
-            raise PeftlabError(f"The file '{name}' does not exist; check the path of your CSV/JSONL upload.")
+            raise PeftlabError(f"The file '{name}' does not exist; check its path.")
         return _load_cached(str(path.resolve()), text_column, label_column, hub_config, path.stat().st_mtime_ns)
     return _load_cached(name, text_column, label_column, hub_config, None)
 

@@ -181,6 +181,9 @@ def test_readable_tables_show_fractions_in_percent_and_round_the_rest():
     )
     shown = readable(stored)
     assert shown["k"].isna().all() and shown["trainable parameters"].tolist() == ["", "460,800"]
+    # one seed's run has no standard deviation: "0.0%" read as a method that never varies
+    summary = pd.DataFrame({"accuracy_std": [0.0, 0.02], "runs": [1, 3]})
+    assert readable(summary)["accuracy (std)"].tolist() == ["", "2.0%"]
 
 
 def test_a_slider_typed_out_of_range_names_itself():
@@ -549,3 +552,16 @@ def test_a_new_task_fills_only_the_template_boxes_peftlab_wrote(tmp_path):
         "__type__": "update"
     }
     assert suggest_patterns("rt-sentiment", str(upload), "text", "label", rt_patterns) == ("", "cat: cat\ndog: dog")
+
+
+def test_a_count_that_may_be_left_empty_says_what_empty_means():
+    """Emptying "Test texts to evaluate" scored all 1000 texts, and nothing near the box said it would."""
+    import gradio as gr
+
+    from peftlab.cloze import ClozeConfig
+    from peftlab.tuning import TrainSettings
+
+    with gr.Blocks():
+        limit, steps = config_input(ClozeConfig, "limit"), config_input(TrainSettings, "steps")
+    assert "; empty: all of them" in limit.info
+    assert "empty" not in steps.info

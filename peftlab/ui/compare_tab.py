@@ -295,7 +295,13 @@ def build_compare_tab(tab: gr.Tab) -> None:
             template = gr.Textbox(START_TEMPLATE, lines=2, label="Template")
             verbalizer = verbalizer_box()
         with gr.Row():
-            methods = config_input(StandardConfig, "methods", gr.CheckboxGroup, choices=list(STANDARD_METHODS))
+            methods = config_input(
+                StandardConfig,
+                "methods",
+                gr.CheckboxGroup,
+                choices=list(STANDARD_METHODS),
+                info="each run once per seed, all scored on the same test texts",
+            )
             settings = {
                 name: config_input(StandardConfig, name)
                 for name in ("shots", "seeds", "test_limit", "demonstrations_per_class", "autoprompt_iterations")

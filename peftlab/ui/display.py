@@ -29,7 +29,8 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     """A table as people read it (the downloads keep full precision): fractions in percent, with one decimal, or
     three significant digits for shares below 0.1 % (LoRA's 0.00857 %); other floats with at most 3 decimals and no
     trailing zeros (1, 0.844, 12,345.6), or 3 significant digits below 0.01 (a learning rate of 0.0003); whole numbers
-    of 10,000 or more (not seeds) with thousands separators (460,800 trainable parameters); empty cells blank.
+    of 10,000 or more (not seeds) with thousands separators (460,800 trainable parameters); empty cells blank, and a
+    standard deviation over a single run (a table with a "runs" column) blank too.
 
     A fraction column is a float column whose name holds one of PERCENT_WORDS as a word ("test_accuracy", "dev acc",
     "trainable_share"); an F1 column keeps three decimals ("0.700"). The library's column names become the app's
@@ -52,6 +53,8 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
             shown[column] = shown[column].map(lambda value: "" if pd.isna(value) else f"{value:.3f}")
         else:
             shown[column] = shown[column].map(_number)
+        if "std" in words and "runs" in frame:  # one run has no spread: its 0 (kept for the downloads) read as one
+            shown.loc[frame["runs"] < 2, column] = ""
     return shown.rename(columns=HEADERS)
 
 

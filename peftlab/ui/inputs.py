@@ -20,6 +20,7 @@ from peftlab.config import (
     SettingError,
     _base_type,
     _item_type,
+    _optional,
     at_least,
     capitalised,
     label_of,
@@ -94,10 +95,13 @@ def config_input(cls: type[Config], name: str, component: type | None = None, **
         TypeError: a number setting whose default is None, which gradio's number box would show and send as 0.
     """
     item = _field(cls, name)
-    meta, kind = item.metadata, _base_type(typing.get_type_hints(cls)[name])
+    hint = typing.get_type_hints(cls)[name]
+    meta, kind = item.metadata, _base_type(hint)
     caps = current_caps()
     cap_note = caps.note(meta["cap"]) if meta["cap"] else ""
-    kwargs: dict = dict(label=ui_label(cls, item), info="; ".join(p for p in (meta["help"], cap_note) if p))
+    # an emptied number box sends None, which an optional count (the texts a job scores) reads as all of them
+    empty_note = "empty: all of them" if _optional(hint) and kind in (int, float) else ""
+    kwargs: dict = dict(label=ui_label(cls, item), info="; ".join(p for p in (meta["help"], empty_note, cap_note) if p))
     if component is None:
         component = (
             gr.Radio

@@ -55,7 +55,7 @@ class Session:
         """A path for a download whose name says what it holds and when: `download("rt-sentiment", "compare",
         suffix="csv")` is `.../peftlab-rt-sentiment-compare-2026-11-30.csv` (model ids' slashes become dashes)."""
         parts = [re.sub(r"[^A-Za-z0-9._]+", "-", part).strip("-.") for part in ("peftlab", *about)]
-        return self.path("-".join([*parts, datetime.date.today().isoformat()]) + f".{suffix}")
+        return self.path("-".join([*filter(None, parts), datetime.date.today().isoformat()]) + f".{suffix}")
 
     def queue_job(self, kind: str) -> None:
         """Note a job of `kind` that was pressed and now waits in the queue, so Stop can stop it before it starts.

@@ -257,8 +257,10 @@ def download_trained(method, request: gr.Request):
     if method not in trained_by_method:
         raise PeftlabError("Train a method first, then pick it to download.")
     trained = trained_by_method[method]
-    # "pet classifier (seed 13)" -> peftlab-smollm2-135m-pet-classifier-seed-13-2026-11-30.zip
-    path = SESSIONS.get(request).download(trained.lm.name, method, suffix="zip")
+    # "pet classifier (seed 13)" -> peftlab-smollm2-135m-pet-classifier-seed-13-2026-11-30.zip; a grid's run says its
+    # K and seed ("lora" -> ...-lora-K-16-seed-42-...), or two runs of one method on a day got one name
+    about = SESSIONS.get(request).values.get("trained_about", {}).get(method, "")
+    path = SESSIONS.get(request).download(trained.lm.name, method, about, suffix="zip")
     return str(zip_trained(trained, path))
 
 
@@ -358,7 +360,9 @@ def build_soft_prompts_tab() -> None:
     prompt = dict(**source, templates=templates, verbalizer=verbalizer)
     on_task_change(source, suggest, [templates, verbalizer], read=[templates])
     with gr.Row():
-        methods = config_input(GridConfig, "methods", gr.CheckboxGroup, choices=list(METHODS))
+        methods = config_input(
+            GridConfig, "methods", gr.CheckboxGroup, choices=list(METHODS), info="each trained once per K and seed"
+        )
         rates = gr.Textbox(default_rates(), lines=8, label="Learning rate per method (defaults that train)")
     with gr.Row():
         shots, seeds = config_input(GridConfig, "shots"), config_input(GridConfig, "seeds")
