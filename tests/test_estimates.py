@@ -102,3 +102,17 @@ def test_settings_that_do_not_change_a_steps_cost_share_its_pace():
     assert cost_key(PPOConfig(batch_size=32)) != cost_key(PPOConfig())
     assert cost_key(AutoPromptConfig(iterations=5)) == cost_key(AutoPromptConfig(iterations=50))
     assert cost_key(AutoPromptConfig(candidates=5)) != cost_key(AutoPromptConfig())
+
+
+def test_the_measurement_before_an_estimate_is_said_once(tiny_causal, tiny_task, monkeypatch):
+    """The first press of a grid waited behind a bare timer while a step and a text were measured."""
+    monkeypatch.setattr(estimates, "_COSTS", {})
+    said = []
+
+    def progress(fraction, desc=None):
+        said.append((fraction, desc))
+
+    verbalizer = {name: [name] for name in tiny_task.label_names}
+    for _ in range(2):  # the second press reads the first one's measurement
+        estimates.measured_costs(tiny_causal, tiny_task, "{text} It was{mask}.", verbalizer, progress)
+    assert said == [(0, "measuring a training step and a text, to estimate the time")]

@@ -185,7 +185,7 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     task, config, settings = standard_inputs(form)
     scoring_lm, training_lm = load_model(form["model"]), load_model(form["model"], dtype="fp32")
     yield "Measuring this machine's speed on one text and one training step...", _table([])
-    measured = measured_costs(training_lm, task, form["template"], form["verbalizer"], scoring_lm=scoring_lm)
+    measured = measured_costs(training_lm, task, form["template"], form["verbalizer"], progress, scoring_lm=scoring_lm)
     costs = estimate(scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings, measured)
     expected = f"Estimated {sum(costs.values()) / 60:.0f} minutes for {len(plan(config))} runs " + ", ".join(
         f"({name} {seconds / 60:.1f} min)" for name, seconds in costs.items()

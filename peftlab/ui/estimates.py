@@ -25,13 +25,16 @@ CONFIRM_ABOVE_S = 120.0  # a job expected to run longer starts on a second press
 _COSTS: dict[tuple, MeasuredCosts] = {}  # measured once per model, scoring dtype, task and template in this process
 
 
-def measured_costs(lm: LM, task, template: str, verbalizer, scoring_lm: LM | None = None) -> MeasuredCosts:
+def measured_costs(lm: LM, task, template: str, verbalizer, progress, scoring_lm: LM | None = None) -> MeasuredCosts:
     """This machine's cost of one text (scored with `scoring_lm`, default `lm`) and one training step of `lm`
-    (`standard.measure`, a few seconds the first time), kept for the process: the hardware does not change between
-    a visitor's presses, so the press that confirms a job does not measure again."""
+    (`standard.measure`, a few seconds the first time, said on `progress`, the press's gr.Progress), kept for the
+    process: the hardware does not change between a visitor's presses, so the press that confirms a job does not
+    measure again."""
     scoring_lm = scoring_lm or lm
     key = (lm.name, scoring_lm.model.dtype, task.name, template)
     if key not in _COSTS:
+        # the first press waited here behind a bare timer, up to a minute on a busy CPU
+        progress(0, desc="measuring a training step and a text, to estimate the time")
         _COSTS[key] = call_on_gpu(
             measure,
             scoring_lm,

@@ -157,7 +157,7 @@ def pet_inputs(form: dict):
 def run_pet(request: gr.Request, progress=gr.Progress(), **form):
     task, prompts, config, settings, unlabelled = pet_inputs(form)
     lm = load_model(form["model"], dtype="fp32")
-    costs = measured_costs(lm, task, prompts[0].template.text, form["verbalizer"])
+    costs = measured_costs(lm, task, prompts[0].template.text, form["verbalizer"], progress)
     expected = pet_seconds(config, settings, task, costs, len(prompts))
     total = len(config.seeds) * ((1 + config.ipet_generations) * len(prompts) + config.classifiers)  # models trained
     if message := unconfirmed(request, "pet", form, expected, f"{total} models to train"):

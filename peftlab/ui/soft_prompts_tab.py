@@ -146,7 +146,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
     seed_list, shot_list, test_limit = grid.seeds, grid.shots, grid.test_limit
     total_runs = len(configs) * len(seed_list) * len(shot_list)
     lm = load_model(form["model"], dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
-    costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"])
+    costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"], progress)
     expected = grid_seconds(grid.methods, shot_list, len(seed_list), settings, task, test_limit, costs)
     plan = f"{total_runs} training runs (methods x K x seeds = {len(configs)} x {len(shot_list)} x {len(seed_list)})"
     if message := unconfirmed(request, "soft-prompts", form, expected, plan):
@@ -314,7 +314,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
     method, setting, seed_list, test_limit = sweep.method, sweep.varied, sweep.seeds, sweep.test_limit
     total = len(values) * len(seed_list)
     lm = load_model(form["model"], dtype="fp32")
-    costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"])
+    costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"], progress)
     expected = grid_seconds([method] * len(values), k, len(seed_list), settings, task, test_limit, costs)
     if message := unconfirmed(request, "sweep", form, expected, f"{total} training runs"):
         yield message, gr.skip(), gr.skip()
