@@ -113,7 +113,8 @@ def test_api_lists_the_cloze_endpoints(client):
 
 
 def test_suggest_prompt_returns_the_rt_sentiment_template(client):
-    template, verbalizer = call(client, "/suggest_prompt", TASK, None, "text", "label")
+    # empty boxes (the template and verbalizer as the page has them come last)
+    template, verbalizer = call(client, "/suggest_prompt", TASK, None, "text", "label", "", "")
     assert template == TEMPLATE
     assert verbalizer.splitlines() == ["negative: negative", "positive: positive"]
 

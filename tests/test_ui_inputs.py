@@ -528,30 +528,34 @@ def test_a_handler_that_fails_says_a_sentence_whatever_failed(capsys):
     assert "TypeError: boolean value of NA is ambiguous" in capsys.readouterr().err  # the log keeps the traceback
 
 
-def test_a_new_task_fills_only_the_template_boxes_peftlab_wrote(tmp_path):
-    """A file picked after the visitor wrote a template (or PET patterns) kept theirs only in the Cloze tab; the
-    verbalizer names the labels, so it always follows the task."""
+def test_a_new_task_fills_only_the_boxes_the_visitor_did_not_write(tmp_path):
+    """A file picked after the visitor wrote a template (or PET patterns) replaced it with the generic one; the
+    verbalizer is kept while it names the task's labels (a column typed again reloads the same task)."""
     from peftlab.tasks import EMBEDDED_TASKS
     from peftlab.ui.common import suggest
     from peftlab.ui.pet_tab import suggest_patterns
 
+    skip = {"__type__": "update"}
     upload = tmp_path / "pets.csv"
     upload.write_text("text,label\n" + "".join(f"pet {i},{'cat' if i % 2 else 'dog'}\n" for i in range(10)))
-    own = "My pet: {text}\nKind:{mask}"
-    rt_patterns = "\n---\n".join(EMBEDDED_TASKS["rt-sentiment"].patterns)
-    assert suggest("rt-sentiment", str(upload), "text", "label", own) == ({"__type__": "update"}, "cat: cat\ndog: dog")
-    assert suggest("rt-sentiment", str(upload), "text", "label", EMBEDDED_TASKS["rt-sentiment"].template) == (
+    own, rt = "My pet: {text}\nKind:{mask}", EMBEDDED_TASKS["rt-sentiment"]
+    rt_words = "negative: negative\npositive: positive"
+    assert suggest("rt-sentiment", str(upload), "text", "label", own, rt_words) == (skip, "cat: cat\ndog: dog")
+    assert suggest("rt-sentiment", str(upload), "text", "label", rt.template, rt_words) == (
         "Text: {text}\nLabel:{mask}",
         "cat: cat\ndog: dog",
     )
-    # an ensemble of the suggested patterns is peftlab's too; one written pattern among them keeps the box
-    assert suggest_patterns("bbc-topic", None, "text", "label", rt_patterns)[0] == "\n---\n".join(
-        EMBEDDED_TASKS["bbc-topic"].patterns
+    # the visitor's words for the file's own labels stay when the file is read again
+    assert suggest("rt-sentiment", str(upload), "text", "label", own, "cat: kitten\ndog: puppy") == (skip, skip)
+    # an ensemble of the suggested patterns is peftlab's; one written pattern among them keeps the box
+    rt_patterns = "\n---\n".join(rt.patterns)
+    bbc_patterns = "\n---\n".join(EMBEDDED_TASKS["bbc-topic"].patterns)
+    assert suggest_patterns("bbc-topic", None, "text", "label", rt_patterns, rt_words)[0] == bbc_patterns
+    assert suggest_patterns("bbc-topic", None, "text", "label", rt_patterns + "\n---\n" + own, rt_words)[0] == skip
+    assert suggest_patterns("rt-sentiment", str(upload), "text", "label", rt_patterns, rt_words) == (
+        "",
+        "cat: cat\ndog: dog",
     )
-    assert suggest_patterns("bbc-topic", None, "text", "label", rt_patterns + "\n---\n" + own)[0] == {
-        "__type__": "update"
-    }
-    assert suggest_patterns("rt-sentiment", str(upload), "text", "label", rt_patterns) == ("", "cat: cat\ndog: dog")
 
 
 def test_a_count_that_may_be_left_empty_says_what_empty_means():

@@ -155,9 +155,10 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
     yield summary, readable(history), _plot(history), result.template, verbalizer
 
 
-def suggested_verbalizer(task_name, upload, text_column, label_column) -> str:
-    """The task's suggested verbalizer lines (`common.suggest` without its template: AutoPrompt's has slots)."""
-    return suggest(task_name, upload, text_column, label_column)[1]
+def suggested_verbalizer(task_name, upload, text_column, label_column, verbalizer: str = ""):
+    """The task's suggested verbalizer lines, or gr.skip() for `verbalizer` that already names its labels
+    (`common.suggest` without its template: AutoPrompt's has slots)."""
+    return suggest(task_name, upload, text_column, label_column, "", verbalizer)[1]
 
 
 def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
@@ -168,7 +169,8 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
         with gr.Column():
             verbalizer = verbalizer_box()
             search_words = gr.Checkbox(False, label="Search label words automatically (ignores the verbalizer)")
-    on_task_change(source, suggested_verbalizer, [verbalizer])  # the template's trigger slots are the visitor's
+    # the template's trigger slots are the visitor's: a new task changes only the verbalizer
+    on_task_change(source, suggested_verbalizer, [verbalizer], read=[verbalizer])
     with gr.Row():
         settings = {
             name: config_input(AutoPromptConfig, name)

@@ -187,7 +187,7 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
         column_widths=["14%", "14%", "12%", "60%"],
     )
 
-    on_task_change(source, suggest, [templates, verbalizer], api_name="suggest_prompt", read=[templates])
+    on_task_change(source, suggest, [templates, verbalizer], api_name="suggest_prompt", read=[templates, verbalizer])
     new_task = task_changed(source)  # the answers below were about the task before
     classified = [label_plot, top_tokens]
     answer(

@@ -16,7 +16,7 @@ from peftlab.backends import backend_from_env
 from peftlab.config import capitalised
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL, LM, load_lm, unavailable_reason
-from peftlab.prompts import is_suggested_template, suggested_prompt
+from peftlab.prompts import Verbalizer, is_suggested_template, suggested_prompt
 from peftlab.serving import JobStop, current_caps, heavy_job_limit, public_mode
 from peftlab.tasks import EMBEDDED_TASKS, UPLOAD_SUFFIXES, load_task
 from peftlab.ui.inputs import is_bounded, out_of_range
@@ -535,26 +535,36 @@ def resolve_task(task_name: str, upload, text_column: str, label_column: str):
 
 
 @user_errors
-def suggest(task_name, upload, text_column, label_column, template: str = ""):
-    """The task's suggested template and verbalizer, for the template and verbalizer boxes. A `template` the visitor
-    wrote stays (the verbalizer names the labels, so it follows the task): a new file should not erase it."""
+def suggest(task_name, upload, text_column, label_column, template: str = "", verbalizer: str = ""):
+    """The task's suggested template and verbalizer, for the template and verbalizer boxes, each kept when the
+    visitor's own still fits (`kept_if_written`, `kept_if_fitting`): a new file should not erase what they wrote."""
     task = resolve_task(task_name, upload, text_column, label_column)
-    suggested, verbalizer = suggested_prompt(task.name, task.label_names)
+    suggested, words = suggested_prompt(task.name, task.label_names)
     kept = kept_if_written(template, suggested, task, "template stays as you wrote it")
-    return kept, verbalizer_lines(verbalizer)
+    return kept, kept_if_fitting(verbalizer, words, task)
 
 
 def kept_if_written(box: str, suggestion: str, task, notice: str):
-    """The value of a template box for a new `task`: its `suggestion`, or gr.skip() when the visitor wrote the box's
-    templates themselves (none is one peftlab suggests for any task), which a new file should not erase; then
-    "Your {notice}" says so, as the verbalizer beside it changes to the task's labels."""
+    """The value of a template box for a new `task`: its `suggestion`, or gr.skip() when the visitor wrote any of the
+    box's templates themselves (one peftlab suggests for no task), which a new file should not erase; then
+    "Your {notice}" says so."""
     try:
         written = not all(is_suggested_template(template) for template in split_templates(box))
     except PeftlabError:  # a malformed box was typed, too
         written = True
     if not written:
         return suggestion
-    gr.Info(f"Your {notice}; the verbalizer now has the labels of '{task.name}'.")
+    gr.Info(f"Your {notice} for '{task.name}'.")
+    return gr.skip()
+
+
+def kept_if_fitting(box: str, suggestion: dict, task):
+    """The value of a verbalizer box for a new `task`: gr.skip() while it names exactly the task's labels (a
+    column typed again, a file with the same labels: the words may be the visitor's), else `suggestion`'s lines."""
+    try:
+        Verbalizer.parse(box, task.label_names)
+    except PeftlabError:
+        return verbalizer_lines(suggestion)
     return gr.skip()
 
 

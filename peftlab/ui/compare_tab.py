@@ -329,7 +329,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
 
     refresh.click(refresh_choices, [task, model], [task, model], api_name="compare_choices", **INSTANT)
     tab.select(refresh_choices, [task, model], [task, model], **INSTANT)
-    on_task_change(source, suggest, [template, verbalizer], read=[template])
+    on_task_change(source, suggest, [template, verbalizer], read=[template, verbalizer])
     heavy_job(
         run_button,
         run_standard_comparison,

@@ -38,6 +38,7 @@ from peftlab.ui.common import (
     intro,
     job,
     keep_results,
+    kept_if_fitting,
     kept_if_written,
     load_model,
     model_and_task_inputs,
@@ -53,7 +54,6 @@ from peftlab.ui.common import (
     upload_limit_note,
     user_errors,
     verbalizer_box,
-    verbalizer_lines,
 )
 from peftlab.ui.display import duration, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
@@ -126,17 +126,17 @@ def leaning_classifier_notes(result, label_names: list[str], distil_steps: int) 
 
 
 @user_errors
-def suggest_patterns(task_name, upload, text_column, label_column, patterns: str = ""):
+def suggest_patterns(task_name, upload, text_column, label_column, patterns: str = "", words: str = ""):
     """The task's own patterns (--- between them) and verbalizer, or an empty patterns box for data without patterns;
-    patterns the visitor wrote stay (`common.kept_if_written`)."""
+    patterns the visitor wrote, and words that name the task's labels, stay (`common.kept_if_written`,
+    `common.kept_if_fitting`)."""
     task = resolve_task(task_name, upload, text_column, label_column)
     try:
         templates, verbalizer = default_patterns(task.name)
     except PeftlabError:
         templates, verbalizer = [], {label: [label] for label in task.label_names}
-    return kept_if_written(
-        patterns, "\n---\n".join(templates), task, "patterns stay as you wrote them"
-    ), verbalizer_lines(verbalizer)
+    kept = kept_if_written(patterns, "\n---\n".join(templates), task, "patterns stay as you wrote them")
+    return kept, kept_if_fitting(words, verbalizer, task)
 
 
 def pet_inputs(form: dict):
@@ -240,7 +240,7 @@ def build_pet_tab() -> None:
     gr.Markdown("### Use the distilled classifier")
     classifier, _ = trained_method_panel("classifier", "pet_classify", "pet_download")
 
-    on_task_change(source, suggest_patterns, [patterns, words], read=[patterns])
+    on_task_change(source, suggest_patterns, [patterns, words], read=[patterns, words])
     heavy_job(
         run_button,
         run_pet,

@@ -358,7 +358,7 @@ def build_soft_prompts_tab() -> None:
         templates = gr.Textbox(START_TEMPLATE, lines=2, label="Template")
         verbalizer = verbalizer_box()
     prompt = dict(**source, templates=templates, verbalizer=verbalizer)
-    on_task_change(source, suggest, [templates, verbalizer], read=[templates])
+    on_task_change(source, suggest, [templates, verbalizer], read=[templates, verbalizer])
     with gr.Row():
         methods = config_input(
             GridConfig, "methods", gr.CheckboxGroup, choices=list(METHODS), info="each trained once per K and seed"
