@@ -569,3 +569,17 @@ def test_a_count_that_may_be_left_empty_says_what_empty_means():
         limit, steps = config_input(ClozeConfig, "limit"), config_input(TrainSettings, "steps")
     assert "; empty: all of them" in limit.info
     assert "empty" not in steps.info
+
+
+def test_an_emptied_table_keeps_its_column_names():
+    """The sweep's table, emptied when a new task was picked, showed gradio's placeholder headers "1 2 3"."""
+    import gradio as gr
+    import pandas as pd
+
+    from peftlab.ui.common import _emptying
+
+    with gr.Blocks():
+        table, box = gr.Dataframe(pd.DataFrame(columns=["method", "accuracy"])), gr.Textbox("an answer")
+    emptied_table, emptied_box = _emptying([table, box], ())()
+    assert list(emptied_table.columns) == ["method", "accuracy"] and emptied_table.empty
+    assert emptied_box is None

@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 
 import gradio as gr
+import pandas as pd
 import torch
 
 from peftlab.backends import backend_from_env
@@ -301,10 +302,18 @@ def forget_on(events: list, outputs: list, hidden: tuple = ()) -> None:
 
 def _emptying(outputs: list, hidden: tuple):
     def emptied():
-        values = [gr.update(value=None, visible=False) if any(c is h for h in hidden) else None for c in outputs]
+        values = [gr.update(value=None, visible=False) if any(c is h for h in hidden) else _empty(c) for c in outputs]
         return values if len(values) > 1 else values[0]
 
     return emptied
+
+
+def _empty(component):
+    """An output's empty value: None, but a table keeps the column names it started with (None drew gradio's
+    placeholder headers "1 2 3" over the emptied rows)."""
+    if isinstance(component, gr.Dataframe) and isinstance(component.value, dict):
+        return pd.DataFrame(columns=component.value["headers"])
+    return None
 
 
 INSTANT = dict(concurrency_limit=None)  # Stop buttons and pure UI updates: no queue at all
