@@ -46,7 +46,7 @@ from peftlab.config import Config, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.methods import SequenceClassifierMethod, method_config
 from peftlab.models import LM, autocast_for
-from peftlab.prompts import Prompt, Template, Verbalizer
+from peftlab.prompts import GENERIC_PATTERN_ENDS, Prompt, Template, Verbalizer
 from peftlab.store import ResultRow
 from peftlab.tasks import DEFAULT_SEEDS, EMBEDDED_TASKS, Task
 from peftlab.training import Event
@@ -323,7 +323,7 @@ def patterns_for(task: Task, template: str) -> list[str]:
     if embedded is not None and embedded.patterns:
         return list(embedded.patterns)
     inputs = " ".join(f"{{{name}}}" for name in Template.parse(template, task.text_fields).fields)
-    return list(dict.fromkeys([template, inputs + "\nAnswer:{mask}", inputs + " ({mask})"]))
+    return list(dict.fromkeys([template, *(inputs + end for end in GENERIC_PATTERN_ENDS)]))
 
 
 def default_patterns(task_name: str) -> tuple[list[str], dict]:

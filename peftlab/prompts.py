@@ -438,6 +438,8 @@ def pick_demonstrations(pool: Sequence[dict], k: int, n_labels: int, seed: int) 
 
 
 GENERIC_TEMPLATE = "Text: {text}\nLabel:{mask}"
+# PET's generic patterns after a task's input fields (`pet.patterns_for`): "{text}\nAnswer:{mask}", "{text} ({mask})"
+GENERIC_PATTERN_ENDS = ("\nAnswer:{mask}", " ({mask})")
 
 
 # Starting points that work on the embedded model; any task falls back to its label names as words.
@@ -454,4 +456,6 @@ def is_suggested_template(text: str) -> bool:
     suggested = {GENERIC_TEMPLATE, ""}
     for task in EMBEDDED_TASKS.values():
         suggested |= {task.template, *task.patterns}
-    return text.strip() in suggested
+    fields = r"\{\w+\}( \{\w+\})*"  # a generic pattern's inputs: the task's fields, space-separated
+    generic = f"{fields}({'|'.join(re.escape(end) for end in GENERIC_PATTERN_ENDS)})"
+    return text.strip() in suggested or re.fullmatch(generic, text.strip()) is not None

@@ -580,4 +580,3 @@ def test_an_upload_keeps_the_visitors_template_and_typed_columns_fill_the_verbal
         enter(tab.get_by_label("Label column", exact=False).first, "topic")
         expect(verbalizer).to_have_value("business: business\nsport: sport", timeout=30_000)
         expect(template).to_have_value("My news: {text}\nVerdict:{mask}")
-        expect(page.get_by_text("Your template stays as you wrote it for").first).to_be_visible(timeout=10_000)

@@ -552,10 +552,24 @@ def test_a_new_task_fills_only_the_boxes_the_visitor_did_not_write(tmp_path):
     bbc_patterns = "\n---\n".join(EMBEDDED_TASKS["bbc-topic"].patterns)
     assert suggest_patterns("bbc-topic", None, "text", "label", rt_patterns, rt_words)[0] == bbc_patterns
     assert suggest_patterns("bbc-topic", None, "text", "label", rt_patterns + "\n---\n" + own, rt_words)[0] == skip
+    # an upload gets generic patterns (an emptied box was refused at the press), replaced again by a new task's
+    generic = "Text: {text}\nLabel:{mask}\n---\n{text}\nAnswer:{mask}\n---\n{text} ({mask})"
     assert suggest_patterns("rt-sentiment", str(upload), "text", "label", rt_patterns, rt_words) == (
-        "",
+        generic,
         "cat: cat\ndog: dog",
     )
+    assert suggest_patterns("bbc-topic", None, "text", "label", generic, "")[0] == bbc_patterns
+
+
+def test_labels_with_the_lines_own_marks_get_a_verbalizer_that_parses_back():
+    """Labels 'stars: 1' and 'good; fun' were suggested as lines ("stars: 1: stars: 1") that the box then refused."""
+    from peftlab.prompts import Verbalizer
+    from peftlab.ui.common import verbalizer_lines
+
+    for labels in (["stars: 1", "stars: 5"], ["good; fun", "bad, dull"]):
+        words = {label: [label] for label in labels}
+        assert Verbalizer.parse(verbalizer_lines(words), labels).words == {label: (label,) for label in labels}
+    assert verbalizer_lines({"cat": ["cat", "kitten"], "dog": ["dog"]}) == "cat: cat, kitten\ndog: dog"
 
 
 def test_a_count_that_may_be_left_empty_says_what_empty_means():

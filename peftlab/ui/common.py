@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import json
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 
@@ -549,22 +550,20 @@ def suggest(task_name, upload, text_column, label_column, template: str = "", ve
     visitor's own still fits (`kept_if_written`, `kept_if_fitting`): a new file should not erase what they wrote."""
     task = resolve_task(task_name, upload, text_column, label_column)
     suggested, words = suggested_prompt(task.name, task.label_names)
-    kept = kept_if_written(template, suggested, task, "template stays as you wrote it")
+    kept = kept_if_written(template, suggested)
     return kept, kept_if_fitting(verbalizer, words, task)
 
 
-def kept_if_written(box: str, suggestion: str, task, notice: str):
-    """The value of a template box for a new `task`: its `suggestion`, or gr.skip() when the visitor wrote any of the
-    box's templates themselves (one peftlab suggests for no task), which a new file should not erase; then
-    "Your {notice}" says so."""
+def kept_if_written(box: str, suggestion: str):
+    """The value of a template box for a new task: its `suggestion`, or gr.skip() when the visitor wrote any of the
+    box's templates themselves (one peftlab suggests for no task), which a new file should not erase. Kept silently:
+    a notice stacked up on every keystroke of a column box; a template that uses a field the task lacks is told at
+    the press."""
     try:
         written = not all(is_suggested_template(template) for template in split_templates(box))
     except PeftlabError:  # a malformed box was typed, too
         written = True
-    if not written:
-        return suggestion
-    gr.Info(f"Your {notice} for '{task.name}'.")
-    return gr.skip()
+    return gr.skip() if written else suggestion
 
 
 def kept_if_fitting(box: str, suggestion: dict, task):
@@ -603,5 +602,8 @@ def split_templates(text: str) -> list[str]:
 
 
 def verbalizer_lines(verbalizer: dict) -> str:
-    """A verbalizer as the editable `label: word1, word2` lines the UI shows."""
+    """A verbalizer as the editable `label: word1, word2` lines the UI shows, or as JSON when a label or word holds a
+    character the lines use (labels 'stars: 1' or 'good; fun' gave lines the box then refused)."""
+    if any(mark in text for label, words in verbalizer.items() for text in (label, *words) for mark in ":;,\n"):
+        return json.dumps(verbalizer, ensure_ascii=False)
     return "\n".join(f"{label}: {', '.join(words)}" for label, words in verbalizer.items())

@@ -13,7 +13,6 @@ from dataclasses import asdict
 import gradio as gr
 import pandas as pd
 
-from peftlab.errors import PeftlabError
 from peftlab.metrics import confusion_matrix, leaning_label
 from peftlab.pet import (
     PETConfig,
@@ -21,10 +20,12 @@ from peftlab.pet import (
     check_pool_sizes,
     default_patterns,
     pattern_prompts,
+    patterns_for,
     pet_run,
     read_unlabelled,
 )
 from peftlab.plots import soft_label_histogram, training_curves
+from peftlab.prompts import suggested_prompt
 from peftlab.serving import current_caps
 from peftlab.standard import pet_seconds
 from peftlab.tuning import TrainSettings
@@ -127,15 +128,12 @@ def leaning_classifier_notes(result, label_names: list[str], distil_steps: int) 
 
 @user_errors
 def suggest_patterns(task_name, upload, text_column, label_column, patterns: str = "", words: str = ""):
-    """The task's own patterns (--- between them) and verbalizer, or an empty patterns box for data without patterns;
-    patterns the visitor wrote, and words that name the task's labels, stay (`common.kept_if_written`,
-    `common.kept_if_fitting`)."""
+    """The task's own patterns (--- between them) and verbalizer, or generic ones (`pet.patterns_for`); patterns the
+    visitor wrote, and words that name the task's labels, stay (`common.kept_if_written`, `common.kept_if_fitting`)."""
     task = resolve_task(task_name, upload, text_column, label_column)
-    try:
-        templates, verbalizer = default_patterns(task.name)
-    except PeftlabError:
-        templates, verbalizer = [], {label: [label] for label in task.label_names}
-    kept = kept_if_written(patterns, "\n---\n".join(templates), task, "patterns stay as you wrote them")
+    template, verbalizer = suggested_prompt(task.name, task.label_names)
+    # an upload gets the generic template and two generic patterns: an empty box was refused at the press
+    kept = kept_if_written(patterns, "\n---\n".join(patterns_for(task, template)))
     return kept, kept_if_fitting(words, verbalizer, task)
 
 
