@@ -401,10 +401,11 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
     if kind == "mlm" and tokenizer.mask_token is None:
         raise PeftlabError(f"Model {name!r} is a masked LM but its tokenizer has no mask token.")
     lm = LM(model=model, tokenizer=tokenizer, kind=kind, name=name)
-    # PEFT names the base model in every adapter it saves (adapter_config.json, its model card) by `name_or_path`:
-    # an embedded model's should be its Hub id, which loads anywhere, not the cache folder of this machine it was
-    # read from.
-    model.name_or_path = model.config.name_or_path = lm.hub_name
+    if name in EMBEDDED_MODELS:
+        # PEFT names the base model in every adapter it saves (adapter_config.json, its model card) by `name_or_path`:
+        # an embedded model's should be its Hub id, which loads anywhere, not the cache folder of this machine it was
+        # read from (a Hub id or a folder keeps the path transformers read it from)
+        model.name_or_path = model.config.name_or_path = lm.hub_name
     return lm
 
 

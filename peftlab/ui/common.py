@@ -463,29 +463,27 @@ def on_task_change(source: dict, handler, outputs: list, read: Sequence = (), **
     columns = [source["task"], source["upload"], source["text_column"], source["label_column"]]
     handler = user_errors(handler)  # any failure as one sentence
 
-    @functools.wraps(handler)
-    def suggestion(*args):
+    def suggesting(warn: bool):
         # A task or file that cannot be read is said once, as a warning; the boxes it would fill keep their text
-        # and get no error badge: they are not what is wrong (the run buttons say it again, as an error).
-        try:
-            return handler(*args)
-        except gr.Error as exc:
-            gr.Warning(exc.message)
-            return [gr.skip()] * len(outputs)
+        # and get no error badge: they are not what is wrong (the run buttons say it again, as an error). A column
+        # name half typed says nothing: once the typed names are the file's columns, its labels fill the boxes.
+        @functools.wraps(handler)
+        def suggestion(*args):
+            try:
+                return handler(*args)
+            except gr.Error as exc:
+                if warn:
+                    gr.Warning(exc.message)
+                return [gr.skip()] * len(outputs)
 
-    def typed_column(*args):
-        # Once the typed names are the file's columns, its labels fill the boxes; a name half typed says nothing.
-        try:
-            return handler(*args)
-        except gr.Error:
-            return [gr.skip()] * len(outputs)
+        return suggestion
 
     inputs = columns + list(read)
-    gr.on(task_changed(source), suggestion, inputs, outputs, **INSTANT, **kwargs)
+    gr.on(task_changed(source), suggesting(warn=True), inputs, outputs, **INSTANT, **kwargs)
     column_edits = [source["text_column"].change, source["label_column"].change]
     gr.on(
         column_edits,
-        typed_column,
+        suggesting(warn=False),
         inputs,
         outputs,
         trigger_mode="always_last",
