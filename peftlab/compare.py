@@ -230,6 +230,7 @@ def train_and_score(
         device=str(lm.device),
         metrics={"model_params": total_params, "steps": row["steps"], "status": row["status"]},
     )
+    trained.scored_as(result)
     yield GridRow(row | run.extra, trained, result)
 
 

@@ -493,6 +493,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         row("pet ensemble", ensemble.argmax(-1).tolist(), 0, ensemble_seconds),
         row("pet", distilled["predictions"], classifier.trainable_params, time.perf_counter() - started),
     ]
+    classifier.scored_as(result.rows[-1])
     if config.ipet_generations:
         draws, choose = np.random.default_rng(seed), random.Random(f"ipet:{seed}")
         for generation in range(1, config.ipet_generations + 1):
@@ -518,6 +519,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         classifier, ipet = made.classifier, made.evaluation
         result.classifier, result.soft_labels, result.ipet_distilled_accuracy = classifier, q.numpy(), ipet["accuracy"]
         result.rows.append(row("ipet", ipet["predictions"], classifier.trainable_params, time.perf_counter() - started))
+        classifier.scored_as(result.rows[-1])
     result.seconds = time.perf_counter() - started
     return result
 

@@ -1,8 +1,9 @@
 """Save a trained method as one zip a person can download, and load such a zip back to classify new text.
 
 The zip holds the method's weights (PEFT's own `save_pretrained` files for PEFT methods, a safetensors
-file of the trainable weights otherwise) and `peftlab_method.json`: the method and its settings, the
-model it was trained on, the template and the verbalizer.
+file of the trainable weights otherwise), `peftlab_method.json`: the method and its settings, the
+model it was trained on, the template, the verbalizer and, once scored, its task, K, seed and test result;
+and a model card (README.md) saying the same in words, with how to load it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, WEIGHTS_FILE, MethodConfig
 from peftlab.models import LM, load_lm
 from peftlab.prompts import Prompt, Template, Verbalizer
-from peftlab.tuning import TrainedMethod
+from peftlab.tuning import SCORED_KEYS, TrainedMethod
 
 META_FILE = "peftlab_method.json"
 # Every file a saved method may hold: weights only as safetensors (never pickles such as .bin or .pt).
@@ -31,7 +32,12 @@ def save_trained(trained: TrainedMethod, folder: str | Path) -> Path:
     """Write the trained method's weights and description into `folder` (created if needed)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    card = model_card(trained)
+    card.save(folder / "README.md")  # first: PEFT's `save_pretrained` adds its metadata (library, PEFT version) ...
     trained.config.save(trained.model, folder)
+    merged = type(card).load(folder / "README.md")
+    merged.data.tags = sorted(set(merged.data.tags or []) | set(card.data.tags))  # ... and replaces the tags
+    merged.save(folder / "README.md")
     meta = {
         "method": trained.config.name,
         "config": dataclasses.asdict(trained.config),
@@ -40,9 +46,79 @@ def save_trained(trained: TrainedMethod, folder: str | Path) -> Path:
         "verbalizer": {label: list(words) for label, words in trained.prompt.verbalizer.words.items()},
         "trainable_params": trained.trainable_params,
         "steps": trained.steps_done,
+        "scored": trained.scored,
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return folder
+
+
+def model_card(trained: TrainedMethod):
+    """The saved method's Hugging Face model card (`huggingface_hub.ModelCard`): the base model and tags as metadata,
+    then in words what the method is, what it was trained on and scored (`TrainedMethod.scored`), its template and
+    verbalizer, its settings, and how to load it."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    config, scored, labels = trained.config, trained.scored, list(trained.prompt.verbalizer.words)
+    data = ModelCardData(base_model=trained.lm.hub_name, tags=["peftlab", config.name, "text-classification"])
+    trained_on = (
+        f" on {scored['task']} with K={scored['k']} examples per class, seed {scored['seed']}"
+        if scored.get("k") is not None
+        else ""
+    )
+    lines = [
+        f"# {config.name}{trained_on}",
+        "",
+        f"A {config.name} of `{trained.lm.hub_name}`, trained with peftlab{trained_on} ({trained.steps_done} steps, "
+        f"{trained.trainable_params:,} trained parameters), that classifies text as {' or '.join(labels)}.",
+        "",
+    ]
+    if scored.get("accuracy") is not None:
+        if scored["split"] == "all":
+            texts = f"{scored['rows_scored']} of the {scored['rows_in_split']} rows"
+        else:
+            texts = f"{scored['rows_scored']} of the {scored['rows_in_split']} {scored['split']} texts"
+        per_class = ", ".join(f"{label} {f1:.3f}" for label, f1 in scored["per_class_f1"].items())
+        lines += [
+            "## Test result",
+            "",
+            f"Accuracy {scored['accuracy']:.1%} and macro-F1 {scored['macro_f1']:.3f} on {texts} of "
+            f"{scored['task']}; F1 per class: {per_class}. These texts were never trained on; the result is row "
+            f"`{scored['result_id']}` of the peftlab results store it was trained beside.",
+            "",
+        ]
+    how = (
+        "The text is put into the template, and the label whose verbalizer words the model finds likeliest at the "
+        "mask wins."
+        if config.prompt_based
+        else "A classification head of its own scores the labels, reading the text as the template gives it; the "
+        "verbalizer only names the labels, in the head's order."
+    )
+    words = "; ".join(f"{label}: {', '.join(w)}" for label, w in trained.prompt.verbalizer.words.items())
+    lines += [
+        "## How it classifies",
+        "",
+        how,
+        "",
+        f"- Template: `{trained.prompt.template.text!r}`",
+        f"- Verbalizer: {words}",
+        "",
+        "## Settings",
+        "",
+        "```json",
+        json.dumps({"method": config.name, **dataclasses.asdict(config), "trainer": scored.get("trainer")}, indent=1),
+        "```",
+        "",
+        "## Use it",
+        "",
+        "```python",
+        "from peftlab.saving import load_trained",
+        "",
+        'method = load_trained("this-file.zip")  # or the folder it was unzipped into',
+        'probabilities = method.log_probs([{"text": "A gripping, beautifully acted film."}]).exp()  # (texts, labels)',
+        "```",
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 
 def zip_trained(trained: TrainedMethod, zip_path: str | Path) -> Path:
@@ -161,6 +237,9 @@ def _load_folder(folder: Path, lm: LM | None) -> TrainedMethod:
         verbalizer = Verbalizer.parse(meta["verbalizer"], list(meta["verbalizer"]))
         prompt = config.prompt_for(Prompt(Template(meta["template"]), verbalizer))
         model_name = meta["model"]
+        scored = meta.get("scored") or {}
+        if not isinstance(scored, dict) or (scored and set(scored) != SCORED_KEYS):
+            raise TypeError("its test result is not the one a saved method holds")
     except (KeyError, TypeError) as exc:
         raise PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).") from None
     lm = lm if lm is not None else load_lm(model_name, dtype="fp32")
@@ -168,7 +247,13 @@ def _load_folder(folder: Path, lm: LM | None) -> TrainedMethod:
         raise PeftlabError(f"This {config.name} was trained on {model_name}; load it with that model, not {lm.name}.")
     model = config.load(lm, prompt, folder)
     return TrainedMethod(
-        config, lm, prompt, model, int(meta.get("trainable_params", 0)), steps_done=int(meta.get("steps", 0))
+        config,
+        lm,
+        prompt,
+        model,
+        int(meta.get("trainable_params", 0)),
+        steps_done=int(meta.get("steps", 0)),
+        scored=scored,
     )
 
 

@@ -68,6 +68,24 @@ class TrainEvent(Event):
     dev_log_likelihood: float = float("nan")  # the gold label's mean log-probability on dev; nan between evaluations
 
 
+# What `TrainedMethod.scored_as` keeps of a test result
+SCORED_KEYS = frozenset(
+    [
+        "task",
+        "k",
+        "seed",
+        "split",
+        "rows_scored",
+        "rows_in_split",
+        "accuracy",
+        "macro_f1",
+        "per_class_f1",
+        "result_id",
+        "trainer",
+    ]
+)
+
+
 @dataclass
 class TrainedMethod:
     """A trained method: classifies examples and knows its size."""
@@ -81,6 +99,26 @@ class TrainedMethod:
     steps_done: int = 0
     history: list[TrainEvent] = field(default_factory=list)
     stopped: bool = False  # a stop flag ended training before its steps (or early stopping) did
+    scored: dict = field(default_factory=dict)  # its test result (`scored_as`, SCORED_KEYS), saved and loaded with it
+
+    def scored_as(self, result) -> None:
+        """Keep what `result` (the `store.ResultRow` of this method's test scores) says of its data and score: the
+        task, K, seed, split, rows scored, accuracy, macro-F1 and per-class F1, and the stored row's id. A saved
+        method carries it (`saving.save_trained`), so a downloaded zip says what it was trained on and scored."""
+        settings = result.settings
+        self.scored = {
+            "task": result.task,
+            "k": result.k,
+            "seed": result.seed,
+            "split": settings.get("split", "test"),
+            "rows_scored": settings.get("rows_scored", len(result.predictions)),
+            "rows_in_split": settings.get("rows_in_split", len(result.predictions)),
+            "accuracy": result.accuracy,
+            "macro_f1": result.macro_f1,
+            "per_class_f1": result.per_class_f1,
+            "result_id": result.id,
+            "trainer": settings.get("trainer"),
+        }
 
     def __reduce__(self):
         """Pickled as its saved files (the method's own `save`: trainable weights only) and what rebuilds the rest
@@ -89,7 +127,7 @@ class TrainedMethod:
         from peftlab.saving import saved_files  # saving builds on this module
 
         files = saved_files(lambda folder: self.config.save(self.model, folder))
-        kept = (self.trainable_params, self.train_seconds, self.steps_done, self.history, self.stopped)
+        kept = (self.trainable_params, self.train_seconds, self.steps_done, self.history, self.stopped, self.scored)
         return _rebuilt, (self.config, self.lm, self.prompt, files, kept)
 
     def loss_warning(self) -> str | None:

@@ -166,3 +166,48 @@ def test_a_trained_method_pickles_as_its_saved_weights_and_predicts_the_same(tin
         assert len(data) < lm.nbytes / 4
     again = pickle.loads(pickle.dumps(back))  # a method loaded back (PEFT's frozen load) pickles again
     torch.testing.assert_close(again.log_probs(task.test), trained.log_probs(task.test), atol=1e-5, rtol=0)
+
+
+def test_a_scored_method_says_what_it_was_trained_on_and_scored(tiny_causal, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from peftlab.compare import PlannedRun, train_and_score
+    from peftlab.tuning import SCORED_KEYS
+
+    task = easy_task()
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    run = PlannedRun(method_config("lora", r=2, learning_rate=3e-2), 4, 21, "lora")
+    *_, row = train_and_score(tiny_causal, task, setup, run, TrainSettings(steps=3, eval_every=3), task.test)
+    result, trained = row.result, row.trained
+    assert set(trained.scored) == SCORED_KEYS
+    archive = zipfile.ZipFile(zip_trained(trained, tmp_path / "lora.zip"))
+
+    scored = json.loads(archive.read(META_FILE))["scored"]
+    assert (scored["task"], scored["k"], scored["seed"], scored["split"]) == ("easy-sentiment", 4, 21, "test")
+    assert scored["accuracy"] == result.accuracy and scored["result_id"] == result.id
+    assert scored["rows_scored"] == scored["rows_in_split"] == len(task.test) == 8
+    assert scored["trainer"]["steps"] == 3
+
+    card = ModelCard(archive.read("README.md").decode())
+    assert card.data.library_name == "peft" and "- PEFT " in card.text  # PEFT's own additions to peftlab's card
+    assert {"peftlab", "lora"} <= set(card.data.tags)
+    assert card.text.startswith("\n# lora on easy-sentiment with K=4 examples per class, seed 21")
+    assert f"Accuracy {result.accuracy:.1%} and macro-F1 {result.macro_f1:.3f} on 8 of the 8 test texts" in card.text
+    assert f"row `{result.id}`" in card.text and "Verbalizer: negative: negative; positive: positive" in card.text
+
+    loaded = load_trained(tmp_path / "lora.zip", lm=tiny_causal)
+    assert loaded.scored == trained.scored  # a loaded method downloads again with its result
+    assert json.loads(zipfile.ZipFile(zip_trained(loaded, tmp_path / "again.zip")).read(META_FILE))["scored"] == scored
+
+
+def test_an_unscored_method_has_a_card_without_a_result_and_a_bad_result_is_refused(tiny_causal, tmp_path):
+    _, trained = trained_method(tiny_causal, "head")
+    folder = save_trained(trained, tmp_path / "head")
+    assert json.loads((folder / META_FILE).read_text())["scored"] == {}
+    card = (folder / "README.md").read_text()
+    assert "# head\n" in card and "Test result" not in card and "classification head of its own" in card
+
+    meta = json.loads((folder / META_FILE).read_text())
+    (folder / META_FILE).write_text(json.dumps(meta | {"scored": {"accuracy": 0.9}}))
+    with pytest.raises(PeftlabError, match=r"unreadable \(TypeError: its test result is not the one a saved method"):
+        load_trained(folder, lm=tiny_causal)
