@@ -506,6 +506,34 @@ def test_a_press_refused_by_the_job_itself_gives_its_button_back_and_says_why(ch
         expect(button).to_be_enabled(timeout=10_000)
 
 
+def test_a_classify_refused_before_training_leaves_no_error_on_the_method_trained_next(chromium, browser, app_url):
+    """Classify and Download pressed before any training were refused with gradio's "Error" badge on the chart and
+    the file; the badge stayed there after a method was trained and picked, as if it had failed."""
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    with opened(browser, app_url, "Soft prompts", height=1400) as page:
+        tab = page.locator("#tab-soft-prompts")
+        tab.get_by_role("button", name="Classify", exact=True).click()
+        expect(page.get_by_text("Train a method (or load a saved one) first.").first).to_be_visible(timeout=30_000)
+        tab.get_by_role("button", name="Download the trained method (zip)").click()
+        errors = tab.get_by_text("Error", exact=True)
+        expect(errors).to_have_count(2, timeout=10_000)  # the chart's badge and the file's
+
+        for method in ("prompt-tuning", "lora"):
+            tab.get_by_label(method, exact=True).click()  # the head alone: the quickest to train
+        enter(tab.get_by_label("Steps", exact=True), "2")
+        enter(tab.get_by_label("K per class").first, "4")
+        enter(tab.get_by_label("Test texts").first, "4")
+        tab.get_by_role("button", name="Train and compare").click()
+        expect(tab.get_by_label("Trained method")).to_have_value(
+            re.compile(r"^head"), timeout=FIRST_CALL_TIMEOUT_S * 1000
+        )
+        expect(errors).to_have_count(0, timeout=10_000)
+        tab.get_by_role("button", name="Classify", exact=True).click()
+        expect(tab.get_by_text(re.compile(r"^(negative|positive) \d+(\.\d)?%$")).first).to_be_visible(timeout=60_000)
+
+
 def test_the_errors_table_shows_gold_and_predicted_in_sight(chromium, browser, app_url):
     require_browser(chromium[1])
     from playwright.sync_api import expect

@@ -238,15 +238,19 @@ def trained_method_panel(noun: str, classify_api: str, download_api: str) -> tup
     with gr.Row() as downloads:
         download_button = gr.Button(f"Download the {noun} (zip)")
         download_file = gr.File(label=noun.capitalize())
+    # another method picked (or trained, or loaded): the chart and the file were about the method before, and a
+    # refusal's "Error" badge from before any training stood over them as if the new method had failed
     answer(
         classify_button.click(classify_with, [picker, text], [probabilities], api_name=classify_api, **light()),
         [probabilities],
         classify_button,
+        stale_on=[picker.change],
     )
     answer(
         download_button.click(download_trained, [picker], [download_file], api_name=download_api, **light()),
         [download_file],
         download_button,
+        stale_on=[picker.change],
     )
     return picker, downloads
 
@@ -255,7 +259,7 @@ def trained_method_panel(noun: str, classify_api: str, download_api: str) -> tup
 def download_trained(method, request: gr.Request):
     trained_by_method = trained_methods(request)
     if method not in trained_by_method:
-        raise PeftlabError("Train a method first, then pick it to download.")
+        raise PeftlabError("Train a method (or load a saved one) first, then pick it to download.")
     trained = trained_by_method[method]
     # "pet classifier (seed 13)" -> peftlab-smollm2-135m-pet-classifier-seed-13-2026-11-30.zip; a grid's run says its
     # K and seed ("lora" -> ...-lora-K-16-seed-42-...), or two runs of one method on a day got one name
