@@ -408,11 +408,13 @@ def model_and_task_inputs() -> dict[str, gr.components.Component]:
             label="Or upload CSV / JSONL" + upload_limit_note(), file_types=[".csv", ".jsonl", ".json"], height=110
         )
         with gr.Column(min_width=160):
-            text_column = gr.Textbox("text", label="Text column", max_lines=1)
+            # an emptied box means the default column (`task_source`): the placeholder shows which
+            text_column = gr.Textbox("text", label="Text column", max_lines=1, placeholder="text")
             label_column = gr.Textbox(
                 "label",
                 label="Label column",
                 max_lines=1,
+                placeholder="label",
                 info="A 'split' column (train, dev, test) is honoured; else training holds out 20 % of each class "
                 "for testing (zero-shot scores every row).",
             )
