@@ -152,15 +152,19 @@ class ResultStore:
         return connection
 
     def add(self, rows: Iterable[ResultRow]) -> list[str]:
-        """Write rows in one transaction (all or none); returns their ids."""
+        """Write new rows in one transaction (all or none); returns their ids.
+
+        Raises:
+            sqlite3.IntegrityError: a row whose id is stored already (nothing is written); a row is never replaced,
+                another visitor's least of all (`import_` gives a copy of theirs an id of its own).
+        """
         rows = list(rows)
         for row in rows:
             row.owner = row.owner or self.owner
         values = [[json.dumps(getattr(r, c)) if c in JSON_COLUMNS else getattr(r, c) for c in COLUMNS] for r in rows]
         with self._connect() as connection:  # commits on success, rolls back on error
             connection.executemany(
-                f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                values,
+                f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", values
             )
         return [r.id for r in rows]
 
@@ -243,7 +247,9 @@ class ResultStore:
 
     def import_(self, path: str | Path) -> Imported:
         """Add the rows of an exported file (JSON Lines or CSV) as this owner's. A row whose id this owner has
-        stored already is kept once, so importing a file twice adds nothing the second time.
+        stored already is kept once, so importing a file twice adds nothing the second time. A row another owner
+        holds under its id (a visitor importing another's export) is copied under an id of this owner's, the same
+        on every import: replacing it took the row away from the visitor who made it.
 
         Raises:
             PeftlabError: a file that is not UTF-8 text or not an export of results, naming the first bad line.
@@ -277,10 +283,24 @@ class ResultStore:
                 f"'{path.name}' holds no results; import a file that `results export` or the Compare tab's export "
                 "wrote."
             )
+        others = self._ids_of_other_owners([row.id for row in rows])
+        for row in rows:
+            if row.id in others:
+                row.id = uuid.uuid5(uuid.NAMESPACE_OID, f"{self.owner}/{row.id}").hex
         stored = {row.id for row in self.rows()}
         new = list({row.id: row for row in rows if row.id not in stored}.values())
         self.add(new)
         return Imported(added=len(new), already=sum(row.id in stored for row in rows))
+
+    def _ids_of_other_owners(self, ids: Sequence[str]) -> set[str]:
+        """Those of `ids` that rows of owners other than this one hold."""
+        with self._connect() as connection:
+            connection.execute("CREATE TEMP TABLE wanted (id TEXT)")
+            connection.executemany("INSERT INTO wanted VALUES (?)", [(i,) for i in ids])
+            found = connection.execute(
+                "SELECT id FROM results WHERE owner != ? AND id IN (SELECT id FROM wanted)", [self.owner]
+            )
+            return {record[0] for record in found.fetchall()}
 
 
 @dataclass(frozen=True)

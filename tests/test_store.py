@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -75,6 +76,28 @@ def test_export_and_import_give_back_the_same_rows(tmp_path, suffix):
     assert len(target.rows()) == 2
     for before, after in zip(source.rows(), target.rows()):
         assert {**before.__dict__, "owner": "me"} == after.__dict__
+
+
+def test_a_visitor_importing_anothers_export_gets_copies_and_takes_nothing_away(tmp_path):
+    """Visitor B imported visitor A's export on a public Space: the rows' ids were A's, and the import replaced A's
+    rows with B's, so A's results vanished from A's list and compare."""
+    path = tmp_path / "r.sqlite"
+    a, b = ResultStore(path, owner="visitor-a"), ResultStore(path, owner="visitor-b")
+    ids = a.add([row(), row("lora", seed=13)])
+    a.export(tmp_path / "a.jsonl")
+
+    assert b.import_(tmp_path / "a.jsonl").sentence() == "2 results added."
+    assert [r.id for r in a.rows()] == ids  # A keeps every row
+    copies = [r.id for r in b.rows()]
+    assert len(copies) == 2 and not set(copies) & set(ids)
+    assert [r.method for r in b.rows()] == [r.method for r in a.rows()]
+    assert b.import_(tmp_path / "a.jsonl").sentence() == "0 results added; 2 were already stored."  # same copies
+    assert a.import_(tmp_path / "a.jsonl").sentence() == "0 results added; 2 were already stored."
+    b.delete(copies)
+    assert [r.id for r in a.rows()] == ids and b.rows() == []
+    with pytest.raises(sqlite3.IntegrityError):  # a row is never replaced by another with its id
+        b.add([a.rows()[0]])
+    assert [r.owner for r in ResultStore(path, owner="visitor-a").rows()] == ["visitor-a"] * 2
 
 
 def test_delete_and_bad_files_are_one_sentence(tmp_path):
