@@ -376,6 +376,36 @@ def test_the_trained_method_picker_shows_the_method_trained_last_with_its_k_and_
     SESSIONS.close(Request.session_hash)
 
 
+def test_classify_and_download_with_nothing_picked_say_so():
+    """The PET tab's picker stays empty while the Soft prompts tab trains: its Classify said "None has not been
+    trained in this session; pick one of prompt-tuning, lora", and its Download said to train a method first."""
+    import gradio as gr
+
+    from peftlab.ui.sessions import SESSIONS
+    from peftlab.ui.soft_prompts_tab import classify_with, download_trained, keep_trained
+
+    class Request:
+        session_hash = "nothing-picked-visitor"
+
+    with pytest.raises(gr.Error) as raised:
+        classify_with(None, "a text", Request())
+    assert raised.value.message == "Train a method (or load a saved one) first."
+    keep_trained(Request(), "lora", "a trained lora")
+    for press, purpose in (
+        (lambda m: classify_with(m, "a text", Request()), "classify with"),
+        (lambda m: download_trained(m, Request()), "download"),
+    ):
+        with pytest.raises(gr.Error) as raised:
+            press(None)
+        assert raised.value.message == (
+            f"Nothing is picked to {purpose}; train a method here (or load a saved one) and pick it."
+        )
+        with pytest.raises(gr.Error) as raised:
+            press("head")
+        assert raised.value.message == "head has not been trained in this session; pick one of lora."
+    SESSIONS.close(Request.session_hash)
+
+
 def test_an_rlhf_stage_pressed_too_early_or_with_an_emptied_box_is_refused_before_the_queue():
     """The reward model, PPO, DPO and the evaluation pressed before SFT waited behind every other visitor's job to
     say "Run step 1 (SFT) first."; an emptied seed or prompts box failed as int(None), a bare "Error". Each stage's

@@ -208,18 +208,29 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         yield outputs((str(csv_file), str(json_file)))
 
 
-@user_errors
-def classify_with(method, text, request: gr.Request):
+def picked_method(method, request, purpose: str):
+    """The session's trained method picked as `method`, to `purpose` ("classify with", "download").
+
+    Raises:
+        PeftlabError: none trained or loaded yet, none picked, or a name the session does not keep.
+    """
     trained_by_method = trained_methods(request)
     if not trained_by_method:
         raise PeftlabError("Train a method (or load a saved one) first.")
+    if not method:  # the PET tab's picker stays empty while the Soft prompts tab trains (it said "None has not ...")
+        raise PeftlabError(f"Nothing is picked to {purpose}; train a method here (or load a saved one) and pick it.")
     if method not in trained_by_method:
         raise PeftlabError(
             f"{method} has not been trained in this session; pick one of {', '.join(trained_by_method)}."
         )
+    return trained_by_method[method]
+
+
+@user_errors
+def classify_with(method, text, request: gr.Request):
+    trained = picked_method(method, request, "classify with")
     if not text or not text.strip():
         raise PeftlabError("Type a text to classify.")
-    trained = trained_by_method[method]
     example = {name: text for name in trained.prompt.template.fields} | {"label": 0}
     log_probs = call_on_gpu(
         trained.log_probs, [example], kind=f"trained-classify:{trained.lm.name}:{method}", what="Classifying the text"
@@ -257,10 +268,7 @@ def trained_method_panel(noun: str, classify_api: str, download_api: str) -> tup
 
 @user_errors
 def download_trained(method, request: gr.Request):
-    trained_by_method = trained_methods(request)
-    if method not in trained_by_method:
-        raise PeftlabError("Train a method (or load a saved one) first, then pick it to download.")
-    trained = trained_by_method[method]
+    trained = picked_method(method, request, "download")
     # "pet classifier (seed 13)" -> peftlab-smollm2-135m-pet-classifier-seed-13-2026-11-30.zip; a grid's run says its
     # K and seed ("lora" -> ...-lora-K-16-seed-42-...), or two runs of one method on a day got one name
     about = SESSIONS.get(request).values.get("trained_about", {}).get(method, "")
