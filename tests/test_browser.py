@@ -416,6 +416,17 @@ PRIMARY_ACTIONS = {
 SCREENSHOTS = Path(os.environ.get("PEFTLAB_SCREENSHOTS", Path(__file__).resolve().parent.parent / "artifacts"))
 
 
+# What is drawn on top at points across an element (a 9 x 3 grid inside it) where that is not the element itself
+COVERED_POINTS = """(element) => {
+    const box = element.getBoundingClientRect(), found = [];
+    for (let i = 1; i <= 9; i++) for (let j = 1; j <= 3; j++) {
+        const top = document.elementFromPoint(box.left + box.width * i / 10, box.top + box.height * j / 4);
+        if (top && !element.contains(top)) found.push(top.tagName + ": " + (top.textContent || "").trim());
+    }
+    return [...new Set(found)];
+}"""
+
+
 @pytest.mark.parametrize("theme", ["light", "dark"])
 @pytest.mark.parametrize("width", [1280, 400])
 def test_every_tab_is_reachable_with_its_primary_action_in_sight(chromium, browser, app_url, width, theme):
@@ -432,7 +443,12 @@ def test_every_tab_is_reachable_with_its_primary_action_in_sight(chromium, brows
             expect(tab_button).to_be_visible(timeout=30_000)  # in the tab bar itself, not an overflow menu
             tab_button.click()
             panel = page.locator(f"#tab-{tab.lower().replace(' ', '-')}")
-            expect(panel.get_by_role("button", name=button, exact=True)).to_be_in_viewport(timeout=30_000)
+            primary = panel.get_by_role("button", name=button, exact=True)
+            expect(primary).to_be_in_viewport(timeout=30_000)
+            # nothing is drawn over it: gradio's labels of the settings scrolled under a sticky action bar drew over
+            # Run PET and Stop
+            covered = primary.evaluate(COVERED_POINTS)
+            assert not covered, f"{tab}: {button!r} is covered by {covered}"
             out_of_range = panel.locator("input[type=number]:invalid")
             assert out_of_range.count() == 0, [box.get_attribute("aria-label") for box in out_of_range.all()]
             page.screenshot(path=str(SCREENSHOTS / f"{tab.lower().replace(' ', '-')}-{width}-{theme}.png"))

@@ -24,7 +24,8 @@ CSS = """
     fill: var(--body-text-color) !important;
 }
 .dark .js-plotly-plot :is(.gridlayer, .zerolinelayer) path { stroke: var(--border-color-primary) !important; }
-.actions { position: sticky; bottom: 0; z-index: 20; padding: 8px 0; background: var(--body-background-fill); }
+/* above gradio's labels (--layer-4), which drew over the buttons, below its tooltips and menus (--layer-5, -top) */
+.actions { position: sticky; bottom: 0; z-index: 45; padding: 8px 0; background: var(--body-background-fill); }
 .gradio-container { overflow: clip !important; }  /* clips like gradio's "hidden" without trapping sticky rows */
 /* a status line (common.status_line) keeps its text readable beside its progress and "Error" badge, at its right */
 .block.status-line { min-height: 40px; }
