@@ -572,6 +572,8 @@ def evaluate(
         predicted,
         split=split,
         k=len(setup.prompts[0].demonstrations) or None,
+        # the seed picks the demonstrations alone: two zero-shot rows are one run, in-context rows one per seed
+        seed=seed if setup.prompts[0].demonstrations else None,
         scoring_seconds=seconds,
         device=str(lm.device),
         metrics={"model_params": lm.num_parameters},

@@ -2,7 +2,8 @@
 
 Results compare only on the same test texts, so rows are grouped by their test fingerprint first, and each
 split gets its own table, never mixed with another's. Within a split, rows of one method, K and settings
-are one line: mean and std of accuracy over seeds (LM-BFF's way of reporting), the runs, trainable
+are one line: mean and std of accuracy over seeds (LM-BFF's way of reporting; a seed run again counts once,
+its latest run: the same zero-shot stored by two tabs is no second run), the runs, trainable
 parameters, seconds, and the difference from the baseline (calibrated zero-shot when there is one) with a
 95 % paired bootstrap interval over the texts, the seeds pooled (`peftlab.stats`). A line whose interval
 includes 0 is "not distinguishable" from the baseline.
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from peftlab.config import counted
 from peftlab.metrics import confusion_matrix, leaning_label
 from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
 from peftlab.stats import paired_difference
@@ -45,7 +47,7 @@ class SplitComparison:
     support: dict
     baseline: str | None
     table: pd.DataFrame
-    notes: list[str]  # lines whose predictions lean on one label (`leaning_notes`)
+    notes: list[str]  # lines whose runs repeat a seed (`_repeat_notes`), or lean on one label (`leaning_notes`)
 
 
 def compare(rows: Sequence[ResultRow]) -> list[SplitComparison]:
@@ -63,11 +65,36 @@ def _line_key(row: ResultRow) -> tuple:
 
 
 def _lines(rows: Sequence[ResultRow]) -> dict[tuple, list[ResultRow]]:
-    """The rows grouped into the lines of a comparison (`_line_key`: method, K and settings), in order of first row."""
-    lines: dict[tuple, list[ResultRow]] = {}
+    """The rows (oldest first) grouped into the lines of a comparison (`_line_key`: method, K and settings), in order
+    of first row, each line's runs one per seed (the latest): the same seed run again, or a zero-shot (no seed)
+    stored by two tabs, is the same run, not a replicate for the spread over seeds."""
+    lines: dict[tuple, dict] = {}
     for row in rows:
-        lines.setdefault(_line_key(row), []).append(row)
-    return lines
+        lines.setdefault(_line_key(row), {})[row.seed] = row
+    return {key: list(by_seed.values()) for key, by_seed in lines.items()}
+
+
+def _repeat_notes(rows: Sequence[ResultRow], lines: dict[tuple, list[ResultRow]]) -> list[str]:
+    """A sentence per line with runs that repeat a seed (counted once, `_lines`)."""
+    stored: dict[tuple, int] = {}
+    for row in rows:
+        stored[_line_key(row)] = stored.get(_line_key(row), 0) + 1
+    notes = []
+    for key, runs in lines.items():
+        if stored[key] > len(runs):
+            method, k, _ = key
+            name = f"{method}{f' (K {k})' if k else ''}"
+            if len(runs) == 1 and runs[0].seed is None:
+                notes.append(
+                    f"{name}: stored {stored[key]} times with the same settings, counted once (the latest): the same "
+                    "run, not a replicate."
+                )
+            else:
+                notes.append(
+                    f"{name}: {stored[key]} stored runs of {counted(len(runs), 'seed')}; each seed counts once (its "
+                    "latest run)."
+                )
+    return notes
 
 
 def _chosen(settings):
@@ -122,7 +149,7 @@ def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow
     support = {name: 0 for name in names}
     for index in gold:
         support[names[index]] += 1
-    notes = _leaning_lines(lines, names)
+    notes = _repeat_notes(rows, lines) + _leaning_lines(lines, names)
     # rows stored before the counts were recorded have none: their number of texts is all that is known
     described = next((r.settings for r in rows if "rows_scored" in r.settings), None)
     scored = scored_note(described) if described else f"{len(gold)} texts"

@@ -366,6 +366,8 @@ def test_evaluate_with_demonstrations(tiny_lm, tiny_task):
     assert result.settings["shots_in_context"] == 2 and result.n == len(tiny_task.test)
     zero_shot = evaluate(tiny_lm, tiny_task, TEMPLATE, VERBALIZER)
     assert not np.allclose(result.predictions["p(positive)"], zero_shot.predictions["p(positive)"], atol=1e-4)
+    # the seed picked the demonstrations: stored with it (a run per seed); zero-shot's is one run whatever the seed
+    assert (result.row.seed, zero_shot.row.seed) == (21, None)
 
 
 def test_predictions_that_lean_on_one_label_get_a_sentence_with_advice_for_the_settings(tiny_task):

@@ -76,6 +76,30 @@ def test_runs_that_differ_only_in_seed_or_what_they_found_are_one_line():
     assert table.set_index("runs").loc[2, "accuracy_mean"] == pytest.approx((36 + 32) / 80)
 
 
+def test_a_seed_run_again_and_a_zero_shot_stored_twice_count_once():
+    """The Cloze tab's zero-shot and the same zero-shot stored by a Soft prompts run showed "runs 2" under "mean ±
+    std over seeds", and a grid run twice over seeds 13 and 21 counted four runs: the latest run of each seed counts,
+    and a note says so."""
+    rows = [
+        row("zero-shot · mean", flip(12), kind="cloze"),
+        row("lora", flip(8), seed=13, k=16),
+        row("zero-shot · mean", flip(12), kind="cloze"),  # the same result stored again
+        row("lora", flip(4), seed=13, k=16),  # seed 13 again (on a GPU, say): the latest counts
+        row("lora", flip(6, offset=20), seed=21, k=16),
+    ]
+    (split,) = compare(rows)
+    table = split.table.set_index("method")
+    assert table.loc["zero-shot · mean", "runs"] == 1 and table.loc["lora", "runs"] == 2
+    assert table.loc["lora", "accuracy_mean"] == pytest.approx((36 + 34) / 80)
+    expected = paired_difference(GOLD, [flip(4), flip(6, offset=20)], [flip(12)])
+    assert table.loc["lora", "vs_baseline"] == pytest.approx(expected.difference)
+    assert split.notes == [
+        "zero-shot · mean: stored 2 times with the same settings, counted once (the latest): the same run, not a "
+        "replicate.",
+        "lora (K 16): 3 stored runs of 2 seeds; each seed counts once (its latest run).",
+    ]
+
+
 def test_rows_on_another_split_are_shown_apart_never_mixed():
     other_texts = TEXTS[:20]
     rows = [
@@ -135,7 +159,10 @@ def test_the_compare_panel_says_what_to_do_when_nothing_is_stored_and_counts_its
         show_comparison(None, None, None)
     assert "**tiny · tiny-llama**: 1 result. Test split" in show_comparison("tiny", "tiny-llama", None)[0]
     ResultStore().add([row("lora", [e["label"] for e in TEXTS[:20]], seed=21, k=16, texts=TEXTS[:20])])
-    assert show_comparison("tiny", "tiny-llama", None)[0].endswith(" 1 other test split is listed below, apart.")
+    status, *_, apart, _, _ = show_comparison("tiny", "tiny-llama", None)
+    assert status.endswith(" 1 other test split is listed below, apart.")
+    # each split apart names its own baseline (a helper read the other split's lines as against calibrated zero-shot)
+    assert apart.value["headers"][-3:] == ["split", "scored", "baseline"] and apart.value["data"][0][-1] == "none"
 
 
 def test_the_accuracy_axis_marks_no_tick_above_100_percent():

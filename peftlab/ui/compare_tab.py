@@ -58,11 +58,11 @@ from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
 
-INTRO = """Every result you ran in the other tabs (and with the command line on this machine) lands here, on
-the test texts it was scored on. Pick a task and a model: each method is one line (mean ± std over seeds),
-with its difference from calibrated zero-shot as accuracy points and a 95 % paired bootstrap interval over
-the same test texts; a method whose interval includes 0 is *not distinguishable* from zero-shot. Results
-on another set of test texts are listed apart, never mixed."""
+INTRO = """Every result you ran in the other tabs{} lands here, on the test texts it was scored on. Pick a
+task and a model: each method is one line (mean ± std over seeds), with its difference from zero-shot (calibrated
+where stored; the line above the table names the baseline) as accuracy points and a 95 % paired bootstrap interval
+over the same test texts; a method whose interval includes 0 is *not distinguishable* from zero-shot. Results on
+another set of test texts are listed apart, never mixed, each with its own baseline."""
 PUBLIC_NOTE = """On this public Space your results are yours alone and last as long as this page: before you
 reload or leave, export them (Stored results below), and import the file to get them back."""
 
@@ -114,7 +114,12 @@ def show_comparison(task, model, request: gr.Request):
         status += f" {counted(len(others), 'other test split')} {verb} listed below, apart."
     status += warning_notes(main.notes)
     apart = (
-        pd.concat([display_table(s.table).assign(split=s.fingerprint, scored=s.scored) for s in others])
+        pd.concat(
+            [
+                display_table(s.table).assign(split=s.fingerprint, scored=s.scored, baseline=s.baseline or "none")
+                for s in others
+            ]
+        )
         if others
         else pd.DataFrame()
     )
@@ -263,7 +268,9 @@ def import_results(path, request: gr.Request):
 
 def build_compare_tab(tab: gr.Tab) -> None:
     """The tab's inputs and events; its task and model lists refresh whenever `tab` is opened."""
-    gr.Markdown(INTRO + ("\n\n" + PUBLIC_NOTE if public_mode() else ""))
+    # the command line's results land in the store of the machine it runs on: a public Space's visitors have none
+    intro = INTRO.format("" if public_mode() else " (and with the command line on this machine)")
+    gr.Markdown(intro + ("\n\n" + PUBLIC_NOTE if public_mode() else ""))
     with action_row():
         task = gr.Dropdown([], label="Task", allow_custom_value=True)
         model = gr.Dropdown([], label="Model", allow_custom_value=True)
@@ -349,7 +356,9 @@ def build_compare_tab(tab: gr.Tab) -> None:
     shown = [status, table, by_parameters, by_seconds, apart, table_file, report_file]
     answer(show.click(show_comparison, [task, model], shown, api_name="compare_show", **light()), shown, show, (apart,))
     list_button.click(list_results, None, [listing], api_name="results_list", **INSTANT)
-    stored.expand(list_results, None, [listing], api_visibility="private", **INSTANT)  # opened: as it is now
+    # opened (the accordion or the tab): as the store is now, with what other tabs stored since
+    stored.expand(list_results, None, [listing], api_visibility="private", **INSTANT)
+    tab.select(list_results, None, [listing], api_visibility="private", **INSTANT)
     answer(
         export_button.click(export_results, None, [export_file], api_name="results_export", **light()),
         [export_file],
