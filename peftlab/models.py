@@ -412,9 +412,27 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
 def save_adapter(peft_model, folder: str | Path) -> Path:
     """PEFT's own files of `peft_model`'s adapter (adapter_config.json, adapter_model.safetensors and its model card)
     in `folder`. Left to itself PEFT asks the Hub whether the base model's vocabulary was resized, to save the
-    embedding layer too; peftlab never resizes it, and offline the question only adds warnings."""
+    embedding layer too; peftlab never resizes it, and offline the question only adds warnings. A card written
+    before (`model_card`) keeps its text and tags: PEFT adds its metadata to it, and replaced the tags."""
+    from huggingface_hub import ModelCard
+
+    card_path = Path(folder) / "README.md"
+    tags = (ModelCard.load(card_path).data.tags or []) if card_path.is_file() else []
     peft_model.save_pretrained(str(folder), save_embedding_layers=False)
+    if tags:
+        card = ModelCard.load(card_path)
+        card.data.tags = sorted(set(card.data.tags or []) | set(tags))
+        card.save(card_path)
     return Path(folder)
+
+
+def model_card(base_model: str, tags: list[str], lines: list[str]):
+    """A Hugging Face model card (`huggingface_hub.ModelCard`): `base_model` and `tags` as its metadata, then the
+    Markdown `lines`. Saved before `save_adapter`, PEFT completes it."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(base_model=base_model, tags=tags)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 
 # ---------------------------------------------------------------- the LM head's input, per calling context

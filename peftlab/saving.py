@@ -18,7 +18,7 @@ from pathlib import Path
 
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, WEIGHTS_FILE, MethodConfig
-from peftlab.models import LM, load_lm
+from peftlab.models import LM, load_lm, model_card
 from peftlab.prompts import Prompt, Template, Verbalizer
 from peftlab.tuning import SCORED_KEYS, TrainedMethod
 
@@ -32,12 +32,8 @@ def save_trained(trained: TrainedMethod, folder: str | Path) -> Path:
     """Write the trained method's weights and description into `folder` (created if needed)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    card = model_card(trained)
-    card.save(folder / "README.md")  # first: PEFT's `save_pretrained` adds its metadata (library, PEFT version) ...
+    trained_card(trained).save(folder / "README.md")  # first: PEFT's save adds its metadata (`save_adapter`)
     trained.config.save(trained.model, folder)
-    merged = type(card).load(folder / "README.md")
-    merged.data.tags = sorted(set(merged.data.tags or []) | set(card.data.tags))  # ... and replaces the tags
-    merged.save(folder / "README.md")
     meta = {
         "method": trained.config.name,
         "config": dataclasses.asdict(trained.config),
@@ -52,14 +48,11 @@ def save_trained(trained: TrainedMethod, folder: str | Path) -> Path:
     return folder
 
 
-def model_card(trained: TrainedMethod):
+def trained_card(trained: TrainedMethod):
     """The saved method's Hugging Face model card (`huggingface_hub.ModelCard`): the base model and tags as metadata,
     then in words what the method is, what it was trained on and scored (`TrainedMethod.scored`), its template and
     verbalizer, its settings, and how to load it."""
-    from huggingface_hub import ModelCard, ModelCardData
-
     config, scored, labels = trained.config, trained.scored, list(trained.prompt.verbalizer.words)
-    data = ModelCardData(base_model=trained.lm.hub_name, tags=["peftlab", config.name, "text-classification"])
     trained_on = (
         f" on {scored['task']} with K={scored['k']} examples per class, seed {scored['seed']}"
         if scored.get("k") is not None
@@ -118,7 +111,7 @@ def model_card(trained: TrainedMethod):
         "```",
         "",
     ]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+    return model_card(trained.lm.hub_name, ["peftlab", config.name, "text-classification"], lines)
 
 
 def zip_trained(trained: TrainedMethod, zip_path: str | Path) -> Path:

@@ -581,6 +581,8 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
             rf"peftlab-.*tiny-llama-folder.*-rlhf-{stage.replace(' ', '-')}-\d{{4}}-\d\d-\d\d\.zip", Path(path).name
         ), path
         assert expected in zipfile.ZipFile(path).namelist()
+        if stage in ("PPO adapter", "DPO adapter"):  # the SFT adapter the policy was trained on comes along
+            assert "sft/adapter_config.json" in zipfile.ZipFile(path).namelist()
     reward_zip = zipfile.ZipFile(call(client, "/rlhf_download", "reward model"))
     info = json.loads(reward_zip.read("reward_model.json"))
     assert info["backbone"] == tiny_causal_folder  # the head says which model it reads

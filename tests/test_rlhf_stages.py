@@ -483,3 +483,37 @@ def test_the_held_out_report_splits_pairs_into_thirds_by_the_labeler_s_margin():
         "clear (margin 0.70 to 0.90)",
     ]
     assert margin_report(correct, None).by_margin == []  # a person's rankings: no margins
+
+
+def test_a_saved_policy_holds_the_sft_adapter_it_sits_on_and_loads_as_its_card_says(tiny_causal, sft, tmp_path):
+    """The PPO and DPO zips held their adapter alone, which names the base model: loaded there it was not the policy
+    trained on the SFT model. The SFT adapter comes along in sft/, and the card's recipe gives the policy back."""
+    from huggingface_hub import ModelCard
+    from peft import PeftModel
+
+    from peftlab.rlhf.session import RLHFSession
+
+    _, _, sft_result, _ = sft
+    config = DPOConfig(steps=2, batch_size=2, lora_r=2, learning_rate=1e-2)
+    dpo = run(train_dpo(sft_result.model, tiny_causal.tokenizer, preference_pairs(PROMPTS[:4]), config))[1]
+    folder = RLHFSession(lm=tiny_causal, sft=sft_result, dpo=dpo).save("dpo", tmp_path / "dpo")
+
+    card = ModelCard.load(folder / "README.md")
+    assert {"peftlab", "rlhf", "dpo"} <= set(card.data.tags) and card.data.library_name == "peft"
+    assert 'sft = PeftModel.from_pretrained(base, "sft").merge_and_unload()' in card.text
+    # the card's recipe, with the tiny model standing in for from_pretrained(base model)
+    base = copy.deepcopy(tiny_causal.model)
+    merged = PeftModel.from_pretrained(base, str(folder / "sft")).merge_and_unload()
+    policy = PeftModel.from_pretrained(merged, str(folder)).eval()
+    input_ids, attention_mask = encode_prompts(tiny_causal.tokenizer, PROMPTS[:2])
+    real = attention_mask.bool()  # the padding's logits are whatever the attention implementation leaves there
+
+    def logits(model):
+        with torch.no_grad():
+            return model(input_ids=input_ids, attention_mask=attention_mask).logits[real]
+
+    # in fp32: the trained policy's own forward runs under the Trainer's mixed precision where the CPU has bf16
+    trained = dpo.policy.get_base_model()  # the model with the adapter in place
+    torch.testing.assert_close(logits(policy), logits(trained), atol=1e-5, rtol=0)
+    alone = PeftModel.from_pretrained(copy.deepcopy(tiny_causal.model), str(folder)).eval()
+    assert not torch.allclose(logits(alone), logits(trained), atol=1e-3)  # the adapter alone is another model

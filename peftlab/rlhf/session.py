@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from peftlab.errors import PeftlabError
-from peftlab.models import LM
+from peftlab.models import LM, model_card
 from peftlab.rlhf.data import Comparison
 from peftlab.rlhf.dpo import DPOConfig, DPOEvent, DPOResult, train_dpo
 from peftlab.rlhf.evaluation import PolicyComparison, compare_policies
@@ -242,13 +242,63 @@ class RLHFSession:
             reads = "the SFT model of the same run (its own download: full fine-tuning)"
         return self.reward.model.save(folder, backbone=self.lm.hub_name, reads=reads)
 
+    def _save_policy(self, route: str, save: Callable[[Path], Path], folder: Path) -> Path:
+        """A policy's adapter (`save(folder)`: PPO's or DPO's) with the SFT adapter it was trained on, in sft/, and a
+        model card saying how the two load: the adapter alone on the base model it names is not the policy that was
+        trained and evaluated (its zip held that adapter alone)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.sft.adapter is not None:
+            self.sft.save(folder / "sft")
+        policy_card(route, self.lm.hub_name, sft_beside=self.sft.adapter is not None).save(folder / "README.md")
+        return save(folder)  # PEFT adds its metadata (library, version, base model) to the card
+
     def save(self, stage: str, folder: Path) -> Path:
-        """A stage's trained weights into `folder`: the SFT adapter, the reward model, the PPO or the DPO adapter."""
+        """A stage's trained weights into `folder`: the SFT adapter, the reward model, the PPO or the DPO adapter
+        (a policy with the SFT adapter it sits on, `_save_policy`)."""
         self.need(stage)
         savers = {
             "sft": lambda: self.sft.save(folder),
             "reward": lambda: self._save_reward_model(folder),
-            "ppo": lambda: self.ppo.policy.save(folder),
-            "dpo": lambda: self.dpo.save(folder),
+            "ppo": lambda: self._save_policy("PPO", self.ppo.policy.save, folder),
+            "dpo": lambda: self._save_policy("DPO", self.dpo.save, folder),
         }
         return savers[stage]()
+
+
+def policy_card(route: str, base_model: str, sft_beside: bool):
+    """The model card of a `route` ("PPO", "DPO") policy's adapter trained on the SFT model of `base_model`: how to
+    load the two (`huggingface_hub.ModelCard`). `sft_beside`: the SFT adapter is in sft/; else SFT fine-tuned every
+    weight, and its own download holds that model."""
+    if sft_beside:
+        sits_on = "the base model with the SFT adapter in `sft/` merged into it"
+        sft_lines = [
+            f'base = AutoModelForCausalLM.from_pretrained("{base_model}")',
+            'sft = PeftModel.from_pretrained(base, "sft").merge_and_unload()  # the SFT adapter, in sft/',
+        ]
+    else:
+        sits_on = "the SFT model of the same run (full fine-tuning: the SFT stage's own download holds it)"
+        sft_lines = ['sft = AutoModelForCausalLM.from_pretrained("sft-download")  # the SFT zip, unzipped']
+    value_head = (
+        "\n`value_head.safetensors` is PPO's value head (the critic); generating needs only the policy.\n"
+        if route == "PPO"
+        else ""
+    )
+    lines = [
+        f"# {route} policy (LoRA adapter) on `{base_model}`",
+        "",
+        f"Trained with peftlab's RLHF tab (InstructGPT's SFT -> reward model -> {route}) on {sits_on}. Loaded on "
+        f"`{base_model}` alone, this adapter is not the policy that was trained and evaluated.",
+        value_head,
+        "## Use it",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM",
+        "",
+        *sft_lines,
+        'policy = PeftModel.from_pretrained(sft, ".")  # this folder',
+        "```",
+        "",
+    ]
+    return model_card(base_model, ["peftlab", "rlhf", route.lower()], lines)
