@@ -517,3 +517,27 @@ def test_a_saved_policy_holds_the_sft_adapter_it_sits_on_and_loads_as_its_card_s
     torch.testing.assert_close(logits(policy), logits(trained), atol=1e-5, rtol=0)
     alone = PeftModel.from_pretrained(copy.deepcopy(tiny_causal.model), str(folder)).eval()
     assert not torch.allclose(logits(alone), logits(trained), atol=1e-3)  # the adapter alone is another model
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"reward": RewardConfig(lora_r=100_000)}, "reward model's"),
+        ({"route": "dpo", "dpo": DPOConfig(lora_r=100_000)}, "DPO"),
+        ({"ppo": PPOConfig(lora_r=100_000)}, "PPO"),
+        ({"sft": SFTConfig(lora_r=100_000)}, "SFT"),
+    ],
+)
+def test_a_lora_rank_above_the_hidden_size_is_refused_before_sft(tiny_causal, changes, named):
+    """A reward model's LoRA rank of 100000 was refused only after SFT and the sampling of the responses to rank (a
+    23-minute wait at the app's defaults); every stage's rank is looked at before any work."""
+    data = RLHFData(PROMPTS[:6], PROMPTS[6:], [Demonstration(p, r) for p in PROMPTS[:6] for r in GOOD])
+    config = PipelineConfig(labeler="concise", rm_pairs=12, rm_heldout_prompts=2, k=3, **changes)
+    hidden = tiny_causal.model.config.hidden_size
+    events = []
+    with pytest.raises(PeftlabError) as raised:
+        run_pipeline(tiny_causal, data, config, on_event=lambda stage, event: events.append(stage))
+    assert str(raised.value) == (
+        f"The {named} LoRA rank is 100000, above the model's hidden size of {hidden}; use at most {hidden}."
+    )
+    assert events == []

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import LM
+from peftlab.models import LM, check_width
 from peftlab.rlhf.data import Comparison, Demonstration, embedded_review_data, load_comparisons, load_demonstrations
 from peftlab.rlhf.dpo import DPOConfig, DPOResult, train_dpo
 from peftlab.rlhf.evaluation import PolicyComparison, check_evaluation_fits, compare_policies
@@ -230,6 +230,26 @@ class PipelineResult:
     rows: list[ResultRow]  # the evaluation, one results-store row per route
 
 
+def check_ranks(model, config: PipelineConfig, stages: tuple[str, ...] = ("sft", "reward", "ppo", "dpo")) -> None:
+    """Refuse a LoRA rank above `model`'s hidden size in any of `stages` that `config` runs (`models.check_width`),
+    before any work: the reward model's was told only after SFT and the sampling of the responses to rank.
+
+    Raises:
+        PeftlabError: the first stage whose rank is too large, named.
+    """
+    routes = config.routes()
+    ranks = {
+        "sft": ("SFT", config.sft.lora_r if config.sft.method == "lora" else 0),
+        "reward": ("reward model's", config.reward.lora_r if "ppo" in routes else 0),
+        "ppo": ("PPO", config.ppo.lora_r if "ppo" in routes else 0),
+        "dpo": ("DPO", config.dpo.lora_r if "dpo" in routes else 0),
+    }
+    for stage in stages:
+        name, rank = ranks[stage]
+        if rank:
+            check_width(model, rank, f"{name} LoRA rank")
+
+
 def run_pipeline(
     lm: LM,
     data: RLHFData,
@@ -246,6 +266,7 @@ def run_pipeline(
     check_evaluation_fits(lm.model, len(data.heldout_prompts), config.eval_samples, config.max_new_tokens)
     if data.comparisons is None:
         ranked_prompt_count(config, data)  # and prompts too few to rank, before SFT
+    check_ranks(lm.model, config)
     report = on_event or (lambda stage, event: None)
     started = time.perf_counter()
     seconds = {}

@@ -16,12 +16,13 @@ import pandas as pd
 
 from peftlab.config import counted
 from peftlab.errors import PeftlabError
+from peftlab.models import check_width
 from peftlab.plots import metric_curve, metric_panels, score_comparison, score_kl_frontier
 from peftlab.rlhf.dpo import DPOConfig, DPOResult
 from peftlab.rlhf.evaluation import REFERENCE
 from peftlab.rlhf.generation import sample_responses
 from peftlab.rlhf.labelers import LABELERS, labeler_by_name
-from peftlab.rlhf.pipeline import HELDOUT_PROMPTS, PipelineConfig, RLHFData, ranked_prompt_count
+from peftlab.rlhf.pipeline import HELDOUT_PROMPTS, PipelineConfig, RLHFData, check_ranks, ranked_prompt_count
 from peftlab.rlhf.ppo import PPOConfig, PPOResult
 from peftlab.rlhf.reward import REPORT_COLUMNS, RewardConfig, RewardResult, heldout_report
 from peftlab.rlhf.session import RANKING_SOURCES, RLHFSession
@@ -246,6 +247,7 @@ def reward_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, 
     config = config_from_form(PipelineConfig, form, reward=reward_config)
     if form["source"] == RANKING_SOURCES[0]:
         ranked_prompt_count(config, session.data)  # too few prompts to rank: said at the press, not after the wait
+    check_ranks(session.lm.model, config, ("reward",))  # ... and a rank too large (it was, after the sampling)
     return session, reward_config, config
 
 
@@ -324,7 +326,9 @@ def ppo_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, PPO
     setting PPO refuses (also checked as the button is pressed, `heavy_job`)."""
     session = _session(request)
     session.need("reward")
-    return session, config_from_form(PPOConfig, form, prefix="ppo_", seed=_seed(form))
+    config = config_from_form(PPOConfig, form, prefix="ppo_", seed=_seed(form))
+    check_width(session.lm.model, config.lora_r, "PPO LoRA rank")
+    return session, config
 
 
 @user_errors
@@ -376,6 +380,7 @@ def dpo_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, DPO
     session = _session(request)
     config = config_from_form(DPOConfig, form, prefix="dpo_", seed=_seed(form))
     session.need("sft")
+    check_width(session.lm.model, config.lora_r, "DPO LoRA rank")
     return session, config
 
 
