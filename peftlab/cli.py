@@ -265,6 +265,8 @@ def run_autoprompt(args: argparse.Namespace) -> None:
 
     result = search(lm, task, args.verbalizer, config, on_event=report)
     _store(args, result.rows)
+    if note := result.trigger_note(config.train_size):
+        print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.summary()), file=args.json_out)
         return

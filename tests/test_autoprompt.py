@@ -605,3 +605,35 @@ def test_a_template_with_two_masks_is_told_it_has_two():
     small_config(template=template)  # the slots' order is not what is wrong
     with pytest.raises(PeftlabError, match=r"^The template must contain exactly one \{mask\}, but it has 2 \{mask\}"):
         Template.parse(template, ["text"])
+
+
+def test_a_trigger_worse_than_no_trigger_beyond_doubt_is_said():
+    """A search on 8 texts took a prompt at 90 % to 50 % and showed it as its headline result with nothing said."""
+    from peftlab.autoprompt import AutoPromptResult
+    from peftlab.stats import paired_difference
+    from peftlab.store import ResultRow
+    from peftlab.tasks import Task
+
+    texts = [{"text": f"text {i}", "label": i % 2} for i in range(20)]
+    gold = [t["label"] for t in texts]
+    task = Task("tiny", ["negative", "positive"], ["text"], train=[], test=texts)
+
+    def result(found_predictions):
+        rows = [
+            ResultRow.scored("autoprompt", "tiny", task, method, {}, texts, predicted)
+            for method, predicted in (("autoprompt", found_predictions), ("manual prompt", gold[:18] + [1, 0]))
+        ]
+        accuracies = [r.accuracy for r in rows]
+        return AutoPromptResult([], "", {}, 0.5, *accuracies, len(texts), {}, 1.0, [], rows=rows)
+
+    chance = [1] * 20  # 50 %, against the manual prompt's 90 %
+    expected = paired_difference(gold, [chance], [gold[:18] + [1, 0]])
+    assert result(chance).trigger_note(8) == (
+        f"The trigger lowers test accuracy by 40.0 points against the same prompt without it (95 % paired interval "
+        f"{expected.low * 100:+.1f} to {expected.high * 100:+.1f} on 20 test texts): a search on 8 training texts "
+        "fitted them, not the task (Shin et al. 2020 searched on whole training sets). Keep the prompt without the "
+        "trigger, or search on more training texts."
+    )
+    assert expected.high < 0
+    assert result(gold[:17] + [0, 1, 0]).trigger_note(8) is None  # 85 % against 90 %: not told apart on 20 texts
+    assert result(gold).trigger_note(8) is None  # better

@@ -16,6 +16,7 @@ from peftlab.autoprompt import (
     fill_triggers,
     search_label_words,
 )
+from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.plots import metric_curve
 from peftlab.prompts import Template, Verbalizer
@@ -41,7 +42,7 @@ from peftlab.ui.common import (
     verbalizer_box,
     verbalizer_lines,
 )
-from peftlab.ui.display import readable
+from peftlab.ui.display import readable, warning_notes
 from peftlab.ui.estimates import Paced, cost_key
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.zerogpu import call_on_gpu, on_gpu
@@ -146,12 +147,19 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
         f"({result.test_texts} test texts) · best dev accuracy {result.dev_accuracy:.1%} · {result.seconds:.0f} s"
     )
     if stopped:
-        summary = f"{stopped} The best trigger of iterations 0-{result.iterations_done} is kept and scored. " + summary
+        kept = (
+            f"The best trigger of its {counted(result.iterations_done, 'iteration')} is kept and scored."
+            if result.iterations_done
+            else "The trigger it started from is scored (no iteration had finished)."
+        )
+        summary = f"{stopped} {kept} " + summary
     if result.iterations_done and not history["accepted"].any():  # the found template was the starting one
         summary += (
             f". No swap was accepted in {result.iterations_done} iterations: the trigger is still the one it started "
             "from; try more iterations or candidates, or a larger train size."
         )
+    if note := result.trigger_note(config.train_size):
+        summary += warning_notes([note])
     yield summary, readable(history), _plot(history), result.template, verbalizer
 
 
