@@ -321,6 +321,14 @@ def test_time_left_starts_from_the_estimate_and_moves_to_the_measured_pace():
     assert time_left(time.perf_counter(), 0.0, 360) == ""
 
 
+def test_durations_are_said_in_the_unit_people_think_in():
+    """99,999,999 SFT steps were estimated at "about 539270.7 h"."""
+    from peftlab.ui.display import duration
+
+    assert [duration(s) for s in (45, 720, 9000, 47 * 3600)] == ["45 s", "12 min", "2.5 h", "47.0 h"]
+    assert duration(3.2 * 86400) == "3.2 days" and duration(539270.7 * 3600) == "62 years"
+
+
 def test_a_finished_job_says_how_long_it_took_beside_its_estimate():
     """A grid's last line kept "9/9 runs finished (estimated 6 min in all)." once it had finished: the time it took
     was nowhere on the page."""

@@ -78,12 +78,18 @@ def per_second(count: int, seconds: float) -> str:
 
 
 def duration(seconds: float) -> str:
-    """'45 s', '12 min', '2.5 h': how long, in the unit people think in."""
+    """'45 s', '12 min', '2.5 h', '3.2 days', '61 years': how long, in the unit people think in (99,999,999 SFT
+    steps were "about 539270.7 h")."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    days = seconds / 86400
+    if days < 365:
+        return f"{days:.1f} days"
+    return f"{days / 365.25:,.0f} years"
 
 
 def time_left(started: float, fraction: float, expected: float) -> str:
