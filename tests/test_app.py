@@ -575,7 +575,8 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
     ):
         import zipfile
 
-        path = call(client, "/rlhf_download", stage)
+        path, said = call(client, "/rlhf_download", stage)
+        assert said == ""  # the line beside the file holds a refusal's sentence alone
         # the name says what it holds: the model (its folder's path, slugged), the stage and the date
         assert re.fullmatch(
             rf"peftlab-.*tiny-llama-folder.*-rlhf-{stage.replace(' ', '-')}-\d{{4}}-\d\d-\d\d\.zip", Path(path).name
@@ -583,7 +584,7 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
         assert expected in zipfile.ZipFile(path).namelist()
         if stage in ("PPO adapter", "DPO adapter"):  # the SFT adapter the policy was trained on comes along
             assert "sft/adapter_config.json" in zipfile.ZipFile(path).namelist()
-    reward_zip = zipfile.ZipFile(call(client, "/rlhf_download", "reward model"))
+    reward_zip = zipfile.ZipFile(call(client, "/rlhf_download", "reward model")[0])
     info = json.loads(reward_zip.read("reward_model.json"))
     assert info["backbone"] == tiny_causal_folder  # the head says which model it reads
     # ... and the SFT adapter it reads comes with it (the zip held the head alone)

@@ -351,6 +351,10 @@ def test_rlhf_tab_trains_both_routes_on_a_persons_own_rankings(
     slow = FIRST_CALL_TIMEOUT_S * 1000
     with opened(browser, app_url, "RLHF") as page:
         tab = page.locator("#tab-rlhf")
+        # a download before training: the sentence stays beside the file box, which said "Error" alone
+        tab.get_by_role("button", name="Download (zip)").click()
+        said = tab.locator(".block.status-line").filter(has_text="⚠️ Run step 1 (SFT) first.")
+        expect(said.get_by_text("Error", exact=True)).to_have_count(1, timeout=30_000)
         model = tab.get_by_role("combobox", name="Model")
         model.fill(tiny_causal_folder)
         model.press("Enter")
@@ -366,10 +370,10 @@ def test_rlhf_tab_trains_both_routes_on_a_persons_own_rankings(
             expect(tab.get_by_label("Response 4")).to_be_hidden()
             if saved == 1:  # saved with no ranks: the toast says which, and no "Error" badge covers the answers
                 tab.get_by_role("button", name="Save ranking").click()
-                expect(page.get_by_text("Give response 1 a rank from 1 (best) to 3.")).to_be_visible()
-                expect(tab.get_by_text("Error", exact=True)).to_have_count(1)  # one, on the status line below:
-                status_line = tab.locator(".block").filter(has_text="No rankings saved yet.")
-                expect(status_line.get_by_text("Error", exact=True)).to_have_count(1)
+                expect(page.get_by_text("Give response 1 a rank from 1 (best) to 3.").first).to_be_visible()
+                expect(tab.get_by_text("Error", exact=True)).to_have_count(1)  # one, on the status line below ...
+                status_line = tab.locator(".block.status-line").filter(has_text="⚠️ Give response 1 a rank from 1")
+                expect(status_line.get_by_text("Error", exact=True)).to_have_count(1)  # ... with the sentence
                 expect(tab.get_by_label("Response 1")).to_be_visible()
             for number, rank in enumerate(ranks, 1):
                 tab.locator("fieldset").filter(has_text=f"Rank of response {number}").get_by_label(str(rank)).check()

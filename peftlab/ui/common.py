@@ -189,6 +189,30 @@ def heavy_job(
     return job
 
 
+def press_telling(button, fn, inputs, outputs: list, status, api_name: str, options: dict | None = None):
+    """`button.click(fn, inputs, outputs, **options)` (default `light()`) whose refusal's sentence stays on `status`
+    (a status line among `outputs` or beside them) under its "Error" badge, as a heavy job's does: the toast fades
+    after 10 s, and a file box or a line kept a bare "Error" (an RLHF download before training, a ranking saved
+    before sampling). Returns the click's event."""
+    refusal = f"refused:{api_name}"
+    pressed = button.click(_keeping_failure(fn, refusal), inputs, outputs, api_name=api_name, **(options or light()))
+
+    def said(request: gr.Request):
+        return SESSIONS.get(request).values.pop(refusal, None) or gr.skip()
+
+    pressed.failure(
+        said,
+        None,
+        [status],
+        show_progress="hidden",
+        show_progress_on=[button],  # not the line: its "Error" badge stays
+        api_visibility="private",
+        **INSTANT,
+    )
+    pressed.refusal = refusal  # `answer` leaves the status line to `said`
+    return pressed
+
+
 def _keeping_failure(fn, refusal: str):
     """`fn`, whose gr.Error (a PeftlabError's sentence, through `user_errors`) is kept in the visitor's session
     under `refusal` for the status line, then raised again."""

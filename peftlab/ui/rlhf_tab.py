@@ -40,6 +40,7 @@ from peftlab.ui.common import (
     light,
     load_model,
     model_picker,
+    press_telling,
     status_line,
     stop_handler,
     stopped_note,
@@ -528,9 +529,10 @@ def download_stage(stage, request: gr.Request):
     session = _session(request)
     session.need(DOWNLOADS[stage])
     path = SESSIONS.get(request).download(session.lm.name, "rlhf", stage, suffix="zip")
-    return call_on_gpu(
+    saved = call_on_gpu(
         saved_zip, session, DOWNLOADS[stage], str(path), kind=f"rlhf-save:{session.lm.name}", what="Saving the weights"
     )
+    return saved, ""  # the line held a refusal's sentence
 
 
 def samples_table() -> gr.Dataframe:
@@ -666,6 +668,7 @@ def build_rlhf_tab() -> None:
         stage = gr.Radio(list(DOWNLOADS), value="PPO adapter", label="Download")
         download_button = gr.Button("Download (zip)")
         download_file = gr.File(label="Weights")
+    download_status = status_line()
 
     later = {
         "reward": [rm_status, rm_plot, rm_pairs_table, rm_check],
@@ -713,12 +716,14 @@ def build_rlhf_tab() -> None:
         show_progress_on=rank_prompt,
         **light(),
     )
-    save_button.click(
+    press_telling(
+        save_button,
         save_ranking,
         rank_choices,
         [rank_status, rank_prompt, *rank_slots],
-        api_name="rlhf_save_ranking",
-        **INSTANT,
+        rank_status,
+        "rlhf_save_ranking",
+        INSTANT,  # the session's rankings alone
     )
     rm_form = dict(
         source=source, labeler=labeler, k=k, rm_pairs=rm_pairs, rm_lora_r=rm_lora, rm_steps=rm_steps, seed=seed
@@ -768,8 +773,10 @@ def build_rlhf_tab() -> None:
         eval_button,
     )
     answer(
-        download_button.click(download_stage, [stage], [download_file], api_name="rlhf_download", **light()),
-        [download_file],
+        press_telling(
+            download_button, download_stage, [stage], [download_file, download_status], download_status, "rlhf_download"
+        ),
+        [download_file, download_status],
         download_button,
         # a stage pressed since trains other weights than the file's (and a failed download's "Error" badge stood
         # over the box after the stages that followed had succeeded)
