@@ -566,6 +566,10 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
     numbers = [f"{route} {what}" for what in ("score", "reward", "KL") for route in ("SFT", "PPO", "DPO")]
     assert table["headers"][4:] == [n for n in numbers if n != "SFT KL"]  # SFT's KL to itself is 0
     assert len(table["data"]) == 3
+    # one format per kind of number ("0", "-0.572" and "-0.00677" stood in one column)
+    for header, column in zip(table["headers"][4:], list(zip(*table["data"]))[4:]):
+        pattern = {"score": r"[+-]\d+\.\d{3}", "reward": r"[+-]\d+\.\d\d", "KL": r"-?\d+\.\d\d"}[header.split()[-1]]
+        assert all(re.fullmatch(pattern, cell) for cell in column), (header, column)
     assert json.loads(frontier["plot"])["data"][0]["text"] == ["SFT", "PPO", "DPO"]
     for stage, expected in (
         ("SFT adapter", "adapter_config.json"),

@@ -47,7 +47,7 @@ from peftlab.ui.common import (
     upload_limit_note,
     user_errors,
 )
-from peftlab.ui.display import readable, warning_notes
+from peftlab.ui.display import warning_notes
 from peftlab.ui.estimates import Pace, Paced, cost_key, known_pace, record_pace
 from peftlab.ui.inputs import config_from_form, config_input, named_number
 from peftlab.ui.rlhf_calls import Ranked, Sampled, ppo_in_chunks, reward_stage, saved_zip, session_call, stage
@@ -482,7 +482,16 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
             "that policy cannot be told apart from SFT on these prompts."
         )
     table = comparison.table.rename(columns=_header)
-    shown = readable(table)
+    # one number format per kind of column, as the Compare tab writes them ("0", "-0.572" and "-0.00677" stood in
+    # one column)
+    formats = {"score": "{:+.3f}", "reward": "{:+.2f}", "KL": "{:.2f}"}
+    shown = table.assign(
+        **{
+            column: table[column].map(lambda v, f=formats[kind]: "" if pd.isna(v) else f.format(v))
+            for column in table.columns
+            if (kind := column.split()[-1]) in formats
+        }
+    )
     scores = score_comparison(
         table,
         [_header(f"{r}_labeler_score") for r in ("sft", *routes)],
