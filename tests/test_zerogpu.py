@@ -249,7 +249,7 @@ def rlhf_tab_flow(model: str) -> list:
     *_, ppo_shown = tab.run_ppo_stage(None, labeler="vader-positive", **ppo, ppo_learning_rate=1e-3, **seed)
     *_, dpo_shown = tab.run_dpo_stage(None, dpo_steps=2, dpo_beta=0.1, dpo_learning_rate=1e-3, **seed)
     shown += [ppo_shown, dpo_shown, tab.evaluate_stage("vader-positive", 2, 0, None)[:2]]
-    shown.append(tab.download_stage("PPO adapter", None))
+    shown.append(tab.download_stage("PPO adapter", None)[0])  # the zip (and its status line, empty)
     return shown
 
 
