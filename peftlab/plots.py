@@ -170,10 +170,13 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
     bottom, top = max(low - 0.05, 0), min(high + 0.08, 1.1)
     step = 0.1 if top - bottom > 0.3 else 0.05
     ticks = [t for t in np.round(np.arange(0, 1 + 1e-9, step), 2) if t >= bottom]  # the room above 100 % is for labels
+    # no method placed (zero-shot rows alone): the axis had a lone "1" tick under the dashed lines
+    x_axis = dict(title=x_title) if len(placed) else dict(title=f"{x_title}: none here (the dashed lines)")
     figure.update_layout(
         title=title,
         # a tick at each power of ten: within one decade plotly labelled 2 3 4 ... 9 1 2 3, which reads as nothing
-        xaxis=dict(type="log", title=x_title, range=[log_x.min() - 0.7, log_x.max() + 0.5], dtick=1),
+        xaxis=dict(type="log", range=[log_x.min() - 0.7, log_x.max() + 0.5], dtick=1, showticklabels=bool(len(placed)))
+        | x_axis,
         yaxis=dict(title="test accuracy", tickformat=".0%", range=[bottom, top], tickvals=ticks),
         showlegend=False,
         height=380,

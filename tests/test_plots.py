@@ -54,6 +54,11 @@ def test_a_method_that_trains_nothing_is_a_line_not_a_point_at_one_parameter():
     (line,) = figure.layout.shapes
     assert (line.y0, line.y1, line.line.dash) == (0.765, 0.765, "dash")
     assert figure.layout.annotations[0].text == "zero-shot (0 trainable parameters)"
+    assert figure.layout.xaxis.showticklabels and figure.layout.xaxis.title.text == "trainable parameters"
+    # zero-shot rows alone: no lone "1" under the dashed lines, and the axis says why it is empty
+    alone = accuracy_vs_parameters(summary.iloc[:1])
+    assert alone.data == () and alone.layout.xaxis.showticklabels is False
+    assert alone.layout.xaxis.title.text == "trainable parameters: none here (the dashed lines)"
 
 
 def test_the_two_compare_charts_give_a_method_one_colour():
