@@ -650,7 +650,7 @@ def test_rlhf_bad_input_is_one_sentence(client, tiny_causal_folder, tmp_path):
     refused = r"^K samples ranked per prompt must be at least 2, not 1\.$"  # by the UI field
     with pytest.raises(AppError, match=refused):
         call(client, "/rlhf_sample_for_ranking", 1, 0)
-    with pytest.raises(AppError, match=r"KL coefficient beta must be a number of at least 0"):
+    with pytest.raises(AppError, match=r"KL coefficient β must be 0 or more, not -0\.1\.$"):  # as every box says it
         call(client, "/rlhf_ppo", "vader-positive", 1, -0.1, False, 4.0, 0.0, 1e-3, 0)
     assert_still_answers(client)
 

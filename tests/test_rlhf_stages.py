@@ -438,8 +438,10 @@ def test_a_shipped_sampling_option_without_an_off_value_is_refused(tiny_causal):
             r"K of at least 2 responses per prompt, not 1",
         ),
         (lambda lm: PipelineConfig(k=1), r"^K samples ranked per prompt must be at least 2, not 1\.$"),
-        (lambda lm: PPOConfig(beta=-0.1, adaptive_kl=False), r"KL coefficient beta must be a number of at least 0"),
-        (lambda lm: PPOConfig(beta=-0.1, adaptive_kl=True), r"initial KL coefficient must be a number of at least 0"),
+        # the box's own sentence, as every other box says it (the KL controller said "... beta must be a number of
+        # at least 0, got -0.1")
+        (lambda lm: PPOConfig(beta=-0.1, adaptive_kl=False), r"^The KL coefficient β must be 0 or more, not -0\.1\.$"),
+        (lambda lm: PPOConfig(beta=-0.1, adaptive_kl=True), r"^The KL coefficient β must be 0 or more, not -0\.1\.$"),
         (lambda lm: PPOConfig(top_p=0.9), r"Sampling with top_p 0.9 draws responses from a reshaped distribution"),
         (
             lambda lm: PPOConfig(minibatch_size=32, batch_size=16),

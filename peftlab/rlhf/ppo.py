@@ -63,9 +63,10 @@ class PPOConfig(Config):
     lora_r: int = setting(16, "rank of the policy's LoRA adapter", minimum=1, label="LoRA rank")
     beta: float = setting(
         0.3,
-        "KL coefficient: reward - beta * (log pi - log pi_ref) per token (the start value when "
-        "adaptive); checked by the KL controller",
+        "KL coefficient: reward - beta * (log pi - log pi_ref) per token (the start value when adaptive)",
+        minimum=0,
         label="KL coefficient β",
+        subject="The KL coefficient β",
     )
     adaptive_kl: bool = setting(False, "steer beta towards target_kl (Ziegler et al. 2019)", label="adaptive β")
     target_kl: float = setting(
