@@ -105,7 +105,7 @@ HISTORY_COLUMNS = (  # an AutoPromptEvent's row; the app shows them as headers b
     "train acc",
     "dev acc",
     "dev log-lik",
-    "seconds",
+    "seconds so far",  # from the search's start: the iterations' own times are the differences
 )
 
 
@@ -116,7 +116,7 @@ class AutoPromptEvent(Event):
     trigger_ids: list[int]
     trigger_tokens: list[str]
     slot: int | None
-    accepted: bool
+    accepted: bool | None  # None at iteration 0: the starting trigger, no swap tried (its row said "false")
     train_log_likelihood: float  # mean gold-label log-prob of the current trigger on the re-scoring batch
     train_accuracy: float
     dev_accuracy: float
@@ -372,7 +372,7 @@ def search_triggers(
         trigger_ids=best_ids,
         trigger_tokens=tokens(best_ids),
         slot=None,
-        accepted=False,
+        accepted=None,
         train_log_likelihood=float("nan"),
         train_accuracy=float("nan"),
         dev_accuracy=dev_now[0],

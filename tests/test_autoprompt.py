@@ -349,6 +349,7 @@ def test_accepted_candidates_never_make_the_objective_worse(tiny_lm, task, monke
 
     assert [e.iteration for e in events] == list(range(7)) and len(calls) == 6
     assert any(e.accepted for e in events[1:]) and not all(e.accepted for e in events[1:])
+    assert events[0].accepted is None  # the starting trigger: no swap tried, neither accepted nor refused
     for before, event, (prompt, slot, tokens, examples, out) in zip(events, events[1:], calls):
         assert list(prompt.trigger_ids) == before.trigger_ids and event.slot == slot
         assert tokens[0] == before.trigger_ids[slot]  # the current trigger is scored first
