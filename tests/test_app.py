@@ -594,6 +594,15 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
     # ... and the SFT adapter it reads comes with it (the zip held the head alone)
     assert "sft/adapter_config.json" in reward_zip.namelist() and "in sft/" in info["reads"]
 
+    # SFT pressed again: a student's whole pipeline went with a press meant to try a setting; the first press says
+    # what it would drop and changes nothing
+    status, *_ = call(client, "/rlhf_sft", tiny_causal_folder, None, None, "lora", 2, 1e-3, 0)
+    assert status == (
+        "⚠️ Running step 1 (SFT) again drops the reward model, PPO and DPO, trained on the current one: download "
+        "what to keep first. Press the button again to go on."
+    )
+    assert "value_head.safetensors" in zipfile.ZipFile(call(client, "/rlhf_download", "PPO adapter")[0]).namelist()
+
 
 def test_a_long_rlhf_stage_stops_after_its_first_steps_and_leaves_the_stages_as_they_were(
     app_url, tiny_causal_folder, monkeypatch

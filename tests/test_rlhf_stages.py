@@ -543,3 +543,15 @@ def test_a_lora_rank_above_the_hidden_size_is_refused_before_sft(tiny_causal, ch
         f"The {named} LoRA rank is 100000, above the model's hidden size of {hidden}; use at most {hidden}."
     )
     assert events == []
+
+
+def test_a_stage_run_again_says_what_it_would_drop():
+    from peftlab.rlhf.session import RLHFSession
+
+    held = object()  # any trained stage
+    assert RLHFSession(sft=held).dropped_by("sft") == ""
+    assert RLHFSession(sft=held, reward=held).dropped_by("sft") == "the reward model"
+    assert RLHFSession(sft=held, reward=held, dpo=held).dropped_by("sft") == "the reward model and DPO"
+    session = RLHFSession(sft=held, reward=held, ppo=held, dpo=held)
+    assert session.dropped_by("sft") == "the reward model, PPO and DPO"
+    assert session.dropped_by("reward") == "PPO and DPO"

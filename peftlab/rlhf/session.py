@@ -30,6 +30,7 @@ from peftlab.rlhf.sft import SFTConfig, SFTEvent, SFTResult, train_sft
 RANKING_SOURCES = ("simulated labeler", "my rankings", "uploaded comparisons")
 STAGES = {"sft": "step 1 (SFT)", "reward": "step 2 (reward model)", "ppo": "step 3 (PPO)", "dpo": "DPO"}
 REQUIRES = {"sft": (), "reward": ("sft",), "ppo": ("sft", "reward"), "dpo": ("sft",)}  # the stages each builds on
+DROPPED_NAMES = {"reward": "the reward model", "ppo": "PPO", "dpo": "DPO"}  # the later stages, as `dropped_by` says
 SAMPLE_PROMPTS = 3  # held-out prompts the SFT stage answers while it trains
 
 
@@ -47,6 +48,13 @@ class RLHFSession:
     pairs: list[Comparison] | None = None  # the training comparisons of the reward model, which DPO learns from
     pending: tuple[str, list[str]] | None = None  # a prompt and the responses shown for ranking
     ppo_run: PPORun | None = None  # a PPO run between two chunks of steps (`continue_ppo`)
+
+    def dropped_by(self, stage: str) -> str:
+        """What running `stage` ("sft", "reward") again would drop of what this session holds, in words ("the reward
+        model, PPO and DPO"), or "": a new SFT model drops every stage after it, a new reward model the policies."""
+        later = {"sft": ("reward", "ppo", "dpo"), "reward": ("ppo", "dpo")}[stage]
+        held = [DROPPED_NAMES[name] for name in later if getattr(self, name) is not None]
+        return ", ".join(held[:-1]) + (" and " if len(held) > 1 else "") + held[-1] if held else ""
 
     def need(self, stage: str) -> None:
         """Raise a PeftlabError naming the first step to run when `stage` (a key of STAGES) or a stage it builds

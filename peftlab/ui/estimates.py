@@ -55,16 +55,22 @@ def unconfirmed(
     seconds: float,
     plan: str,
     source: str = "a training step and a text measured just now",
+    warning: str = "",
 ) -> str | None:
-    """The message that asks for a second press when a job of `kind` is expected to take over CONFIRM_ABOVE_S;
-    None when it may start: it is short, or the same form was pressed again right after its estimate."""
-    if seconds <= CONFIRM_ABOVE_S:
+    """The message that asks for a second press when a job of `kind` is expected to take over CONFIRM_ABOVE_S, or
+    would do what `warning` says (an RLHF stage run again drops the stages trained after it: a press meant to try a
+    setting took a student's whole pipeline); None when it may start: it is short and warns of nothing, or the same
+    form was pressed again right after the message."""
+    if seconds <= CONFIRM_ABOVE_S and not warning:
         return None
     values = SESSIONS.get(request).values
     key = json.dumps(form, default=str, sort_keys=True)
     if values.pop(f"confirm:{kind}", None) == key:
         return None
     values[f"confirm:{kind}"] = key
+    if seconds <= CONFIRM_ABOVE_S:
+        gr.Info(f"{warning} Press the button again to go on.")
+        return f"⚠️ {warning} Press the button again to go on."
     estimate = f"{plan}: about {duration(seconds)} on this machine"
     limit = current_caps().job_seconds
     # Said before the second press: PET drops a seed unfinished at the limit, so its defaults (estimated at 67 and
@@ -74,8 +80,9 @@ def unconfirmed(
         if limit is not None and seconds > limit
         else ""
     )
-    gr.Info(f"{estimate}.{over} Press the button again to start.")  # in sight even when the status line is not
-    return f"**{estimate}** (from {source}).{over} Press the button again to start, or make the job smaller."
+    also = f" {warning}" if warning else ""
+    gr.Info(f"{estimate}.{over}{also} Press the button again to start.")  # in sight even when the line is not
+    return f"**{estimate}** (from {source}).{over}{also} Press the button again to start, or make the job smaller."
 
 
 @dataclass(frozen=True)
@@ -132,12 +139,15 @@ class Paced:
     def seconds(self, pace: Pace) -> float:
         return pace.seconds(self.steps) + self.extra(pace)
 
-    def refusal(self) -> str | None:
-        """The second-press message when the job is priced above CONFIRM_ABOVE_S, else None: by its measured pace,
-        or before any was measured by its `extra` alone (its steps are priced when they run, in `observe`)."""
+    def refusal(self, warning: str = "") -> str | None:
+        """The second-press message when the job is priced above CONFIRM_ABOVE_S or does what `warning` says
+        (`unconfirmed`), else None: priced by its measured pace, or before any was measured by its `extra` alone
+        (its steps are priced when they run, in `observe`)."""
         seconds = self.seconds(_PACES.get(self.key, Pace(0.0, 0.0)))
-        message = unconfirmed(self.request, self.kind, self.form, seconds, self.plan, "its pace on this machine")
-        self.confirmed = message is None and seconds > CONFIRM_ABOVE_S
+        message = unconfirmed(
+            self.request, self.kind, self.form, seconds, self.plan, "its pace on this machine", warning
+        )
+        self.confirmed = message is None and (seconds > CONFIRM_ABOVE_S or bool(warning))
         return message
 
     def record(self, event: Event) -> bool:

@@ -127,15 +127,22 @@ def sft_inputs(form: dict) -> tuple[SFTConfig, RLHFData]:
     return config, data
 
 
+def _dropping_warning(session: RLHFSession, stage: str, name: str) -> str:
+    """What running `stage` (`name` in words) again would drop, as a sentence for its second press, or ""."""
+    if dropped := session.dropped_by(stage):
+        return f"Running {name} again drops {dropped}, trained on the current one: download what to keep first."
+    return ""
+
+
 @user_errors
 def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
     config, data = sft_inputs(form)
     lm = load_model(form["model"], dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
     paced = _paced(request, "sft", form, (lm.name, bool(form["demonstrations"])), config, f"{config.steps} SFT steps")
-    if message := paced.refusal():
+    session = _session(request)
+    if message := paced.refusal(_dropping_warning(session, "sft", "step 1 (SFT)")):
         yield message, gr.skip(), gr.skip()
         return
-    session = _session(request)
     kept = replace(session)
     history, samples = [], []
     progress(0, desc=f"SFT step 1/{config.steps}")
@@ -262,7 +269,7 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     paced = _paced(
         request, "reward", form, (session.lm.name,), reward_config, plan, extra=lambda pace: sampling_seconds
     )
-    if message := paced.refusal():
+    if message := paced.refusal(_dropping_warning(session, "reward", "step 2 (the reward model)")):
         return message, gr.skip(), gr.skip(), gr.skip()
     with job(request, JOB) as (_, stop):
         progress(0, desc=f"sampling and ranking {sampled} responses" if sampled else "reading the comparisons")
