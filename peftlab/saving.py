@@ -61,8 +61,9 @@ def trained_card(trained: TrainedMethod):
     lines = [
         f"# {config.name}{trained_on}",
         "",
-        f"A {config.name} of `{trained.lm.hub_name}`, trained with peftlab{trained_on} ({trained.steps_done} steps, "
-        f"{trained.trainable_params:,} trained parameters), that classifies text as {' or '.join(labels)}.",
+        f"The {config.name} weights of `{trained.lm.hub_name}`, trained with peftlab{trained_on} "
+        f"({trained.steps_done} steps, {trained.trainable_params:,} trained parameters), to classify text as "
+        f"{' or '.join(labels)}.",
         "",
     ]
     if scored.get("accuracy") is not None:
