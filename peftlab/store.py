@@ -229,27 +229,31 @@ class ResultStore:
         return len(full)
 
     def export(self, path: str | Path, **where) -> int:
-        """Write this owner's rows (matching `where`) to JSON Lines or CSV, by suffix; returns how many."""
+        """Write this owner's rows (matching `where`) to JSON Lines or CSV, by suffix, without their owner; returns
+        how many. A public Space's owner is the visitor's session id, which lets whoever holds it read and delete
+        that visitor's rows: an export is made to be handed on, and carried it."""
         path = Path(path)
         _check_suffix(path)
         rows = self.rows(**where)
         if not rows:  # an empty file said nothing of a misspelt task
             chosen = " and ".join(f"{k} {v!r}" for k, v in where.items() if v is not None)
             raise PeftlabError(f"No stored results{f' of {chosen}' if chosen else ''}; nothing was written.")
+        records = [asdict(r) | {"owner": ""} for r in rows]
         if path.suffix == ".jsonl":
-            path.write_text("".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
         else:
-            table = pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS, dtype=object)
+            table = pd.DataFrame(records, columns=COLUMNS, dtype=object)
             for column in JSON_COLUMNS:
                 table[column] = table[column].map(json.dumps)
             table.to_csv(path, index=False)
         return len(rows)
 
     def import_(self, path: str | Path) -> Imported:
-        """Add the rows of an exported file (JSON Lines or CSV) as this owner's. A row whose id this owner has
-        stored already is kept once, so importing a file twice adds nothing the second time. A row another owner
-        holds under its id (a visitor importing another's export) is copied under an id of this owner's, the same
-        on every import: replacing it took the row away from the visitor who made it.
+        """Add the rows of an exported file (JSON Lines or CSV) as this owner's. A row this owner has stored already
+        (the same result: every column but its id and owner, `_content`) is kept once, so importing a file twice adds
+        nothing the second time, nor does importing one's own rows back from another's export of their copies. A
+        row another owner holds under its id (a visitor importing another's export) is copied under an id of its
+        own: replacing it took the row away from the visitor who made it.
 
         Raises:
             PeftlabError: a file that is not UTF-8 text or not an export of results, naming the first bad line.
@@ -283,14 +287,14 @@ class ResultStore:
                 f"'{path.name}' holds no results; import a file that `results export` or the Compare tab's export "
                 "wrote."
             )
-        others = self._ids_of_other_owners([row.id for row in rows])
-        for row in rows:
+        stored = {_content(row) for row in self.rows()}
+        new = list({_content(row): row for row in rows if _content(row) not in stored}.values())
+        others = self._ids_of_other_owners([row.id for row in new])
+        for row in new:
             if row.id in others:
-                row.id = uuid.uuid5(uuid.NAMESPACE_OID, f"{self.owner}/{row.id}").hex
-        stored = {row.id for row in self.rows()}
-        new = list({row.id: row for row in rows if row.id not in stored}.values())
+                row.id = uuid.uuid4().hex
         self.add(new)
-        return Imported(added=len(new), already=sum(row.id in stored for row in rows))
+        return Imported(added=len(new), already=sum(_content(row) in stored for row in rows))
 
     def _ids_of_other_owners(self, ids: Sequence[str]) -> set[str]:
         """Those of `ids` that rows of owners other than this one hold."""
@@ -301,6 +305,11 @@ class ResultStore:
                 "SELECT id FROM results WHERE owner != ? AND id IN (SELECT id FROM wanted)", [self.owner]
             )
             return {record[0] for record in found.fetchall()}
+
+
+def _content(row: ResultRow) -> str:
+    """What makes a row the result it is: every column but its id and owner, as one string."""
+    return json.dumps(asdict(row) | {"id": "", "owner": ""}, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)

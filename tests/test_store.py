@@ -93,6 +93,11 @@ def test_a_visitor_importing_anothers_export_gets_copies_and_takes_nothing_away(
     assert [r.method for r in b.rows()] == [r.method for r in a.rows()]
     assert b.import_(tmp_path / "a.jsonl").sentence() == "0 results added; 2 were already stored."  # same copies
     assert a.import_(tmp_path / "a.jsonl").sentence() == "0 results added; 2 were already stored."
+    # B's export of the copies names no owner (a session id lets its holder read and delete that visitor's rows),
+    # and A importing it back gets nothing twice (every row was listed twice)
+    b.export(tmp_path / "b.jsonl")
+    assert {json.loads(line)["owner"] for line in (tmp_path / "b.jsonl").read_text().splitlines()} == {""}
+    assert a.import_(tmp_path / "b.jsonl").sentence() == "0 results added; 2 were already stored."
     b.delete(copies)
     assert [r.id for r in a.rows()] == ids and b.rows() == []
     with pytest.raises(sqlite3.IntegrityError):  # a row is never replaced by another with its id
@@ -201,7 +206,8 @@ def test_an_import_refuses_figures_no_run_can_produce(tmp_path):
             store.import_(edited)
         assert str(raised.value) == f"Line 1 of 'edited.jsonl' is not a peftlab result ({reason}){hint}"
     edited.write_text(json.dumps({**good, "id": "new", "accuracy": 0.75}) + "\n")  # the same figure, typed again
-    assert store.import_(edited).sentence() == "1 result added."
+    assert ResultStore(tmp_path / "other.sqlite").import_(edited).sentence() == "1 result added."
+    assert store.import_(edited).sentence() == "0 results added; 1 was already stored."  # the same result
 
 
 def test_the_listing_keeps_k_and_seed_whole_and_an_export_of_nothing_is_refused(tmp_path):
