@@ -85,6 +85,18 @@ class LM:
         return EMBEDDED_MODELS[self.name][2] if self.name in EMBEDDED_MODELS else self.name
 
     @property
+    def weights_note(self) -> str:
+        """For a saved file's model card: that an embedded model's weights are its GGUF file's, dequantised, and not
+        quite those of the Hub model the file names (`hub_name`); "" for any other model."""
+        if self.name not in EMBEDDED_MODELS:
+            return ""
+        _, file, hub = EMBEDDED_MODELS[self.name]
+        return (
+            f"Trained on peftlab's embedded copy of `{hub}`: the weights of `{file}`, dequantised to fp32. On the Hub "
+            "model's own full-precision weights it will score a little differently."
+        )
+
+    @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 

@@ -63,7 +63,7 @@ def trained_card(trained: TrainedMethod):
         "",
         f"The {config.name} weights of `{trained.lm.hub_name}`, trained with peftlab{trained_on} "
         f"({trained.steps_done} steps, {trained.trainable_params:,} trained parameters), to classify text as "
-        f"{' or '.join(labels)}.",
+        f"{' or '.join(labels)}." + (f" {trained.lm.weights_note}" if trained.lm.weights_note else ""),
         "",
     ]
     if scored.get("accuracy") is not None:

@@ -106,3 +106,16 @@ def test_a_saved_file_names_the_embedded_model_by_its_hub_id():
 
     assert LM(None, None, "causal", "smollm2-135m").hub_name == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert LM(None, None, "causal", "gpt2").hub_name == "gpt2"
+
+
+def test_a_card_of_the_embedded_model_says_its_weights_are_the_quantised_files():
+    """Saved files name the Hub model; the weights trained on were its Q4_1 GGUF copy, dequantised."""
+    from peftlab.models import LM
+
+    embedded = LM(model=None, tokenizer=None, kind="causal", name="smollm2-135m")
+    assert embedded.weights_note == (
+        "Trained on peftlab's embedded copy of `HuggingFaceTB/SmolLM2-135M-Instruct`: the weights of "
+        "`SmolLM2-135M-Instruct.Q4_1.gguf`, dequantised to fp32. On the Hub model's own full-precision weights it will "
+        "score a little differently."
+    )
+    assert LM(model=None, tokenizer=None, kind="causal", name="gpt2").weights_note == ""

@@ -503,6 +503,10 @@ def test_a_saved_policy_holds_the_sft_adapter_it_sits_on_and_loads_as_its_card_s
     card = ModelCard.load(folder / "README.md")
     assert {"peftlab", "rlhf", "dpo"} <= set(card.data.tags) and card.data.library_name == "peft"
     assert 'sft = PeftModel.from_pretrained(base, "sft").merge_and_unload()' in card.text
+    assert "with no reward model" in card.text  # DPO's card once said "SFT -> reward model -> DPO"
+    sft_card = ModelCard.load(folder / "sft" / "README.md")  # PEFT's blank template before
+    assert sft_card.text.startswith("\n# SFT on `tiny-llama`\n\nMade by peftlab's RLHF tab: supervised fine-tuning")
+    assert sft_card.data.library_name == "peft" and 'PeftModel.from_pretrained(base, ".")' in sft_card.text
     # the card's recipe, with the tiny model standing in for from_pretrained(base model)
     base = copy.deepcopy(tiny_causal.model)
     merged = PeftModel.from_pretrained(base, str(folder / "sft")).merge_and_unload()

@@ -244,7 +244,7 @@ class RLHFSession:
         """The reward model with the SFT adapter it reads, in sft/ (its zip held the head alone, useless without
         them); full fine-tuning's SFT model is too large to repeat: its own download holds it."""
         if self.sft.adapter is not None:
-            self.sft.save(Path(folder) / "sft")
+            self._save_sft(Path(folder) / "sft")
             reads = "the backbone with the SFT adapter saved beside this file, in sft/"
         else:
             reads = "the SFT model of the same run (its own download: full fine-tuning)"
@@ -257,16 +257,33 @@ class RLHFSession:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if self.sft.adapter is not None:
-            self.sft.save(folder / "sft")
-        policy_card(route, self.lm.hub_name, sft_beside=self.sft.adapter is not None).save(folder / "README.md")
+            self._save_sft(folder / "sft")
+        policy_card(route, self.lm, sft_beside=self.sft.adapter is not None).save(folder / "README.md")
         return save(folder)  # PEFT adds its metadata (library, version, base model) to the card
+
+    def _save_sft(self, folder: Path) -> Path:
+        """The SFT model's weights (`SFTResult.save`) with a card saying what they are and how they load (the
+        adapter's was PEFT's blank template)."""
+        folder = self.sft.save(folder)
+        card = stage_card(
+            "SFT",
+            self.lm,
+            "supervised fine-tuning on demonstrations (InstructGPT's first step)",
+            ['sft = PeftModel.from_pretrained(base, ".")  # this folder']
+            if self.sft.adapter is not None
+            else ['sft = AutoModelForCausalLM.from_pretrained(".")  # this folder: every weight'],
+            base=self.sft.adapter is not None,
+        )
+        card.data.library_name = "peft" if self.sft.adapter is not None else "transformers"
+        card.save(folder / "README.md")
+        return folder
 
     def save(self, stage: str, folder: Path) -> Path:
         """A stage's trained weights into `folder`: the SFT adapter, the reward model, the PPO or the DPO adapter
         (a policy with the SFT adapter it sits on, `_save_policy`)."""
         self.need(stage)
         savers = {
-            "sft": lambda: self.sft.save(folder),
+            "sft": lambda: self._save_sft(folder),
             "reward": lambda: self._save_reward_model(folder),
             "ppo": lambda: self._save_policy("PPO", self.ppo.policy.save, folder),
             "dpo": lambda: self._save_policy("DPO", self.dpo.save, folder),
@@ -274,39 +291,44 @@ class RLHFSession:
         return savers[stage]()
 
 
-def policy_card(route: str, base_model: str, sft_beside: bool):
-    """The model card of a `route` ("PPO", "DPO") policy's adapter trained on the SFT model of `base_model`: how to
-    load the two (`huggingface_hub.ModelCard`). `sft_beside`: the SFT adapter is in sft/; else SFT fine-tuned every
-    weight, and its own download holds that model."""
+def policy_card(route: str, lm: LM, sft_beside: bool):
+    """The model card of a `route` ("PPO", "DPO") policy's adapter trained on the SFT model of `lm`: how to load the
+    two. `sft_beside`: the SFT adapter is in sft/; else SFT fine-tuned every weight, and its own download holds that
+    model."""
     if sft_beside:
         sits_on = "the base model with the SFT adapter in `sft/` merged into it"
-        sft_lines = [
-            f'base = AutoModelForCausalLM.from_pretrained("{base_model}")',
-            'sft = PeftModel.from_pretrained(base, "sft").merge_and_unload()  # the SFT adapter, in sft/',
-        ]
+        sft_lines = ['sft = PeftModel.from_pretrained(base, "sft").merge_and_unload()  # the SFT adapter, in sft/']
     else:
         sits_on = "the SFT model of the same run (full fine-tuning: the SFT stage's own download holds it)"
         sft_lines = ['sft = AutoModelForCausalLM.from_pretrained("sft-download")  # the SFT zip, unzipped']
-    value_head = (
-        "\n`value_head.safetensors` is PPO's value head (the critic); generating needs only the policy.\n"
-        if route == "PPO"
-        else ""
+    how = "against a reward model" if route == "PPO" else "on ranked comparisons, with no reward model"
+    what = (
+        f"a policy trained with {route} ({how}) on {sits_on}. Loaded on `{lm.hub_name}` alone, this adapter is not "
+        "the policy that was trained and evaluated"
     )
+    if route == "PPO":
+        what += ". `value_head.safetensors` is PPO's value head (the critic); generating needs only the policy"
+    lines = [*sft_lines, 'policy = PeftModel.from_pretrained(sft, ".")  # this folder']
+    return stage_card(f"{route} policy (LoRA adapter)", lm, what, lines, base=sft_beside)
+
+
+def stage_card(title: str, lm: LM, what: str, code: list[str], base: bool):
+    """A saved RLHF stage's model card (`huggingface_hub.ModelCard`): `title` on `lm`, `what` it is in words, and
+    the Python `code` that loads it (after the base model's own line when `base`)."""
     lines = [
-        f"# {route} policy (LoRA adapter) on `{base_model}`",
+        f"# {title} on `{lm.hub_name}`",
         "",
-        f"Trained with peftlab's RLHF tab (InstructGPT's SFT -> reward model -> {route}) on {sits_on}. Loaded on "
-        f"`{base_model}` alone, this adapter is not the policy that was trained and evaluated.",
-        value_head,
+        f"Made by peftlab's RLHF tab: {what}." + (f" {lm.weights_note}" if lm.weights_note else ""),
+        "",
         "## Use it",
         "",
         "```python",
         "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM",
         "",
-        *sft_lines,
-        'policy = PeftModel.from_pretrained(sft, ".")  # this folder',
+        *([f'base = AutoModelForCausalLM.from_pretrained("{lm.hub_name}")'] if base else []),
+        *code,
         "```",
         "",
     ]
-    return model_card(base_model, ["peftlab", "rlhf", route.lower()], lines)
+    return model_card(lm.hub_name, ["peftlab", "rlhf", title.split()[0].lower()], lines)
