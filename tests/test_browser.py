@@ -538,7 +538,9 @@ def test_a_classify_refused_before_training_leaves_no_error_on_the_method_traine
         expect(page.get_by_text("Train a method (or load a saved one) first.").first).to_be_visible(timeout=30_000)
         tab.get_by_role("button", name="Download the trained method (zip)").click()
         errors = tab.get_by_text("Error", exact=True)
-        expect(errors).to_have_count(2, timeout=10_000)  # the chart's badge and the file's
+        expect(errors).to_have_count(2, timeout=10_000)  # the chart's badge and the file's ...
+        said = tab.locator(".block.status-line").filter(has_text="⚠️ Train a method (or load a saved one) first.")
+        expect(said).to_have_count(1)  # ... and the sentence beside them, after the toast has faded
 
         for method in ("prompt-tuning", "lora"):
             tab.get_by_label(method, exact=True).click()  # the head alone: the quickest to train
@@ -550,6 +552,7 @@ def test_a_classify_refused_before_training_leaves_no_error_on_the_method_traine
             re.compile(r"^head"), timeout=FIRST_CALL_TIMEOUT_S * 1000
         )
         expect(errors).to_have_count(0, timeout=10_000)
+        expect(said).to_have_count(0)
         tab.get_by_role("button", name="Classify", exact=True).click()
         expect(tab.get_by_text(re.compile(r"^(negative|positive) \d+(\.\d)?%$")).first).to_be_visible(timeout=60_000)
 

@@ -191,9 +191,9 @@ def heavy_job(
 
 def press_telling(button, fn, inputs, outputs: list, status, api_name: str, options: dict | None = None):
     """`button.click(fn, inputs, outputs, **options)` (default `light()`) whose refusal's sentence stays on `status`
-    (a status line among `outputs` or beside them) under its "Error" badge, as a heavy job's does: the toast fades
-    after 10 s, and a file box or a line kept a bare "Error" (an RLHF download before training, a ranking saved
-    before sampling). Returns the click's event."""
+    (a status line among `outputs` or beside them, which a success then empties) under its "Error" badge, as a
+    heavy job's does: the toast fades after 10 s, and a chart, a file box or a line kept a bare "Error" (a download
+    before training, a ranking saved before sampling). Returns the click's event."""
     refusal = f"refused:{api_name}"
     pressed = button.click(_keeping_failure(fn, refusal), inputs, outputs, api_name=api_name, **(options or light()))
 
@@ -209,6 +209,8 @@ def press_telling(button, fn, inputs, outputs: list, status, api_name: str, opti
         api_visibility="private",
         **INSTANT,
     )
+    if status not in outputs:
+        pressed.success(lambda: "", None, [status], show_progress="hidden", api_visibility="private", **INSTANT)
     pressed.refusal = refusal  # `answer` leaves the status line to `said`
     return pressed
 

@@ -53,6 +53,7 @@ from peftlab.ui.common import (
     load_model,
     model_and_task_inputs,
     on_task_change,
+    press_telling,
     runs_backend,
     split_templates,
     status_line,
@@ -249,20 +250,24 @@ def trained_method_panel(noun: str, classify_api: str, download_api: str) -> tup
     with gr.Row() as downloads:
         download_button = gr.Button(f"Download the {noun} (zip)")
         download_file = gr.File(label=noun.capitalize())
+    said = status_line()  # a refused press's sentence, which the chart and the file cannot hold
     # another method picked (or trained, or loaded): the chart and the file were about the method before, and a
     # refusal's "Error" badge from before any training stood over them as if the new method had failed
     answer(
-        classify_button.click(classify_with, [picker, text], [probabilities], api_name=classify_api, **light()),
+        press_telling(classify_button, classify_with, [picker, text], [probabilities], said, classify_api),
         [probabilities],
         classify_button,
         stale_on=[picker.change],
     )
     answer(
-        download_button.click(download_trained, [picker], [download_file], api_name=download_api, **light()),
+        press_telling(download_button, download_trained, [picker], [download_file], said, download_api),
         [download_file],
         download_button,
         stale_on=[picker.change],
     )
+    # emptied apart: an event with a status line among its outputs shows its progress there alone
+    # (`spare_outputs_from_badges`), and the chart's and the file's badges stayed
+    forget_on([picker.change], [said])
     return picker, downloads
 
 
