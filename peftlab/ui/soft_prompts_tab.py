@@ -219,7 +219,11 @@ def picked_method(method, request, purpose: str):
     if not trained_by_method:
         raise PeftlabError("Train a method (or load a saved one) first.")
     if not method:  # the PET tab's picker stays empty while the Soft prompts tab trains (it said "None has not ...")
-        raise PeftlabError(f"Nothing is picked to {purpose}; train a method here (or load a saved one) and pick it.")
+        # the PET tab loads nothing and calls its method a classifier: the words fit both tabs
+        raise PeftlabError(
+            f"Nothing is picked to {purpose}: train one in this tab (or load a saved one in Soft prompts), then pick "
+            "it in the list."
+        )
     if method not in trained_by_method:
         raise PeftlabError(
             f"{method} has not been trained in this session; pick one of {', '.join(trained_by_method)}."
