@@ -20,6 +20,7 @@ from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, WEIGHTS_FILE, MethodConfig
 from peftlab.models import LM, load_lm, model_card
 from peftlab.prompts import Prompt, Template, Verbalizer
+from peftlab.stats import proportion
 from peftlab.tuning import SCORED_KEYS, TrainedMethod
 
 META_FILE = "peftlab_method.json"
@@ -72,12 +73,15 @@ def trained_card(trained: TrainedMethod):
         else:
             texts = f"{scored['rows_scored']} of the {scored['rows_in_split']} {scored['split']} texts"
         per_class = ", ".join(f"{label} {f1:.3f}" for label, f1 in scored["per_class_f1"].items())
+        # a score on 20 texts read as firmly as one on 1000: its interval says how far it may be off
+        share = proportion(round(scored["accuracy"] * scored["rows_scored"]), scored["rows_scored"])
         lines += [
             "## Test result",
             "",
-            f"Accuracy {scored['accuracy']:.1%} and macro-F1 {scored['macro_f1']:.3f} on {texts} of "
-            f"{scored['task']}; F1 per class: {per_class}. These texts were never trained on; the result is row "
-            f"`{scored['result_id']}` of the peftlab results store it was trained beside.",
+            f"Accuracy {scored['accuracy']:.1%} (95 % interval {share.low:.1%} to {share.high:.1%}) and macro-F1 "
+            f"{scored['macro_f1']:.3f} on {texts} of {scored['task']}; F1 per class: {per_class}. These texts were "
+            f"never trained on. Stored as result `{scored['result_id']}` in the results store of the machine that "
+            "trained it, beside the other methods scored on the same texts.",
             "",
         ]
     how = (

@@ -192,8 +192,14 @@ def test_a_scored_method_says_what_it_was_trained_on_and_scored(tiny_causal, tmp
     assert card.data.library_name == "peft" and "- PEFT " in card.text  # PEFT's own additions to peftlab's card
     assert {"peftlab", "lora"} <= set(card.data.tags)
     assert card.text.startswith("\n# lora on easy-sentiment with K=4 examples per class, seed 21")
-    assert f"Accuracy {result.accuracy:.1%} and macro-F1 {result.macro_f1:.3f} on 8 of the 8 test texts" in card.text
-    assert f"row `{result.id}`" in card.text and "Verbalizer: negative: negative; positive: positive" in card.text
+    from peftlab.stats import proportion
+
+    share = proportion(round(result.accuracy * 8), 8)  # how far 8 texts may be off
+    assert (
+        f"Accuracy {result.accuracy:.1%} (95 % interval {share.low:.1%} to {share.high:.1%}) and macro-F1 "
+        f"{result.macro_f1:.3f} on 8 of the 8 test texts" in card.text
+    )
+    assert f"Stored as result `{result.id}`" in card.text and "Verbalizer: negative: negative; positive: positive" in card.text
 
     loaded = load_trained(tmp_path / "lora.zip", lm=tiny_causal)
     assert loaded.scored == trained.scored  # a loaded method downloads again with its result

@@ -406,8 +406,8 @@ def test_classify_and_download_with_nothing_picked_say_so():
         with pytest.raises(gr.Error) as raised:
             press(None)
         assert raised.value.message == (
-            f"Nothing is picked to {purpose}: train one in this tab (or load a saved one in Soft prompts), then pick it "
-            "in the list."
+            f"Nothing is picked to {purpose}: train one in this tab (or load a saved one in Soft prompts), then "
+            "pick it in the list."
         )
         with pytest.raises(gr.Error) as raised:
             press("head")
