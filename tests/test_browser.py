@@ -535,11 +535,12 @@ def test_a_classify_refused_before_training_leaves_no_error_on_the_method_traine
     with opened(browser, app_url, "Soft prompts", height=1400) as page:
         tab = page.locator("#tab-soft-prompts")
         tab.get_by_role("button", name="Classify", exact=True).click()
-        expect(page.get_by_text("Train a method (or load a saved one) first.").first).to_be_visible(timeout=30_000)
+        nothing = "Nothing is trained yet: train one in this tab (or load a saved one in Soft prompts) first."
+        expect(page.get_by_text(nothing).first).to_be_visible(timeout=30_000)
         tab.get_by_role("button", name="Download the trained method (zip)").click()
         errors = tab.get_by_text("Error", exact=True)
         expect(errors).to_have_count(2, timeout=10_000)  # the chart's badge and the file's ...
-        said = tab.locator(".block.status-line").filter(has_text="⚠️ Train a method (or load a saved one) first.")
+        said = tab.locator(".block.status-line").filter(has_text=f"⚠️ {nothing}")
         expect(said).to_have_count(1)  # ... and the sentence beside them, after the toast has faded
 
         for method in ("prompt-tuning", "lora"):

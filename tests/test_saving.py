@@ -199,7 +199,8 @@ def test_a_scored_method_says_what_it_was_trained_on_and_scored(tiny_causal, tmp
         f"Accuracy {result.accuracy:.1%} (95 % interval {share.low:.1%} to {share.high:.1%}) and macro-F1 "
         f"{result.macro_f1:.3f} on 8 of the 8 test texts" in card.text
     )
-    assert f"Stored as result `{result.id}`" in card.text and "Verbalizer: negative: negative; positive: positive" in card.text
+    assert f"Stored as result `{result.id}`" in card.text
+    assert "Verbalizer: negative: negative; positive: positive" in card.text
 
     loaded = load_trained(tmp_path / "lora.zip", lm=tiny_causal)
     assert loaded.scored == trained.scored  # a loaded method downloads again with its result

@@ -397,7 +397,9 @@ def test_classify_and_download_with_nothing_picked_say_so():
 
     with pytest.raises(gr.Error) as raised:
         classify_with(None, "a text", Request())
-    assert raised.value.message == "Train a method (or load a saved one) first."
+    assert raised.value.message == (
+        "Nothing is trained yet: train one in this tab (or load a saved one in Soft prompts) first."
+    )
     keep_trained(Request(), "lora", "a trained lora")
     for press, purpose in (
         (lambda m: classify_with(m, "a text", Request()), "classify with"),

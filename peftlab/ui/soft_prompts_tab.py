@@ -217,7 +217,7 @@ def picked_method(method, request, purpose: str):
     """
     trained_by_method = trained_methods(request)
     if not trained_by_method:
-        raise PeftlabError("Train a method (or load a saved one) first.")
+        raise PeftlabError("Nothing is trained yet: train one in this tab (or load a saved one in Soft prompts) first.")
     if not method:  # the PET tab's picker stays empty while the Soft prompts tab trains (it said "None has not ...")
         # the PET tab loads nothing and calls its method a classifier: the words fit both tabs
         raise PeftlabError(
