@@ -549,9 +549,9 @@ def test_a_classify_refused_before_training_leaves_no_error_on_the_method_traine
         enter(tab.get_by_label("K per class").first, "4")
         enter(tab.get_by_label("Test texts").first, "4")
         tab.get_by_role("button", name="Train and compare").click()
-        expect(tab.get_by_label("Trained method")).to_have_value(
-            re.compile(r"^head"), timeout=FIRST_CALL_TIMEOUT_S * 1000
-        )
+        # the whole grid (3 seeds): a run still training when the test ends aborts the process at its exit
+        expect(tab.get_by_text(re.compile(r"3/3 runs finished"))).to_be_visible(timeout=FIRST_CALL_TIMEOUT_S * 1000)
+        expect(tab.get_by_label("Trained method")).to_have_value(re.compile(r"^head"))
         expect(errors).to_have_count(0, timeout=10_000)
         expect(said).to_have_count(0)
         tab.get_by_role("button", name="Classify", exact=True).click()
