@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from peftlab.report import compare, display_table, report_html, short_figure
@@ -163,6 +164,11 @@ def test_the_compare_panel_says_what_to_do_when_nothing_is_stored_and_counts_its
     assert status.endswith(" 1 other test split is listed below, apart.")
     # each split apart names its own baseline (a helper read the other split's lines as against calibrated zero-shot)
     assert apart.value["headers"][-3:] == ["split", "scored", "baseline"] and apart.value["data"][0][-1] == "none"
+    # the table's CSV holds every split, each line saying which (it held the main split's lines alone)
+    table = pd.read_csv(show_comparison("tiny", "tiny-llama", None)[5])
+    assert list(table["method"]) == ["zero-shot · mean", "lora"]
+    assert list(table["baseline"]) == ["zero-shot · mean", "none"]
+    assert list(table["scored"]) == ["all 40 test texts", "20 of 40 test texts"]
 
 
 def test_the_accuracy_axis_marks_no_tick_above_100_percent():

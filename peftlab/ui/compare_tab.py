@@ -126,7 +126,9 @@ def show_comparison(task, model, request: gr.Request):
     summary = main.table.rename(columns={"seconds_mean": "seconds"})
     session = SESSIONS.get(request)
     csv_path = session.download(task, model, "compare", suffix="csv")
-    main.table.to_csv(csv_path, index=False)
+    # every split, each line saying which and against what baseline (the file held the main table alone)
+    every_split = [s.table.assign(split=s.fingerprint, scored=s.scored, baseline=s.baseline or "none") for s in splits]
+    pd.concat(every_split, ignore_index=True).to_csv(csv_path, index=False)
     report_path = session.download(task, model, "report", suffix="html")
     report_path.write_text(report_html(splits, rows), encoding="utf-8")
     return (
