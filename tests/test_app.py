@@ -816,7 +816,8 @@ def test_results_of_every_tab_land_in_one_comparison_that_survives_a_reload(app_
         assert status.startswith(f"**{TASK} · {MODEL}**") and "baseline: zero-shot · mean" in status
         methods = [row[0] for row in table["data"]]
         assert methods[0] == "zero-shot · mean" and "prompt-tuning" in methods
-        assert pd.read_csv(csv_path)["method"].tolist() == methods
+        every_split = pd.read_csv(csv_path)  # the main split first, then the others, each line naming its split
+        assert every_split[every_split["split"] == every_split["split"][0]]["method"].tolist() == methods
         page = open(report_path, encoding="utf-8").read()
         assert "prompt-tuning" in page and "chart-0-0" in page
         for plot in (by_params, by_seconds):
