@@ -288,13 +288,14 @@ class ResultStore:
                 "wrote."
             )
         stored = {_content(row) for row in self.rows()}
-        new = list({_content(row): row for row in rows if _content(row) not in stored}.values())
+        contents = [_content(row) for row in rows]  # each row's JSON once: its predictions make it long
+        new = list({c: row for c, row in zip(contents, rows) if c not in stored}.values())
         others = self._ids_of_other_owners([row.id for row in new])
         for row in new:
             if row.id in others:
                 row.id = uuid.uuid4().hex
         self.add(new)
-        return Imported(added=len(new), already=sum(_content(row) in stored for row in rows))
+        return Imported(added=len(new), already=sum(c in stored for c in contents))
 
     def _ids_of_other_owners(self, ids: Sequence[str]) -> set[str]:
         """Those of `ids` that rows of owners other than this one hold."""
