@@ -31,7 +31,7 @@ from peftlab.config import Config, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, confusion_matrix, leaning_label, macro_f1
 from peftlab.models import LM
-from peftlab.prompts import Prompt, Query, Template, Verbalizer, pick_demonstrations
+from peftlab.prompts import Prompt, Query, Template, Verbalizer, pick_demonstrations, typed_example
 from peftlab.store import ResultRow, fingerprint
 from peftlab.tasks import Task
 
@@ -657,12 +657,11 @@ def classify_text(
     texts (`ClozeSetup.reference_for`), whose scores are computed once per prompt and model: a click costs one text.
 
     Raises:
-        PeftlabError: an empty text, or settings `evaluate` refuses.
+        PeftlabError: an empty text, a text without a line for each column of a template reading several
+            (`prompts.typed_example`), or settings `evaluate` refuses.
     """
-    if not text or not text.strip():
-        raise PeftlabError("Type a text to classify.")
     setup = ClozeSetup.build(task, templates, verbalizer, calibration, shots_in_context, seed)
-    example = {field_name: text for field_name in task.text_fields} | {"label": 0}
+    example = typed_example(text, list(dict.fromkeys(f for p in setup.prompts for f in p.template.fields)))
     log_probs = setup.predict_log_probs(lm, [example], reference=setup.reference_for(task, [example]))[0]
     labels = {name: float(p) for name, p in zip(task.label_names, log_probs.exp())}
     return SingleTextPrediction(labels, mask_top_tokens(lm, setup.prompts[0], example, top_k))

@@ -100,6 +100,41 @@ class Template:
         return before, after
 
 
+def typed_example(text: str, fields: Sequence[str]) -> dict:
+    """The example a person's typed text stands for, to classify it: `{column: value}` for each of `fields` (the
+    columns the template names, in order) and label 0. With one column the text is its value. A template reading
+    several columns (a film's name and its review) takes one line per column, "column: value"; a line naming no
+    column goes on with the value above (a review of several lines). Copying the text into every column instead had
+    the model read a review as the film's name as well, without a word on screen.
+
+    Raises:
+        PeftlabError: an empty text, or a template reading several columns and a text without a line for each.
+    """
+    if not text or not text.strip():
+        raise PeftlabError("Type a text to classify.")
+    if len(fields) == 1:
+        return {fields[0]: text, "label": 0}
+    values: dict[str, str] = {}
+    column = None
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon and name.strip() in fields and name.strip() not in values:
+            column = name.strip()
+            values[column] = value.strip()
+        elif column is not None:
+            values[column] += "\n" + line
+        elif line.strip():
+            column = ""  # words before the first column's line: no column holds them
+            values[column] = line
+    if "" in values or any(not values.get(name, "").strip() for name in fields):
+        lines = " then ".join(f"'{name}: ...'" for name in fields)
+        raise PeftlabError(
+            f"The template reads {len(fields)} columns ({', '.join(fields)}): type one line for each, {lines} "
+            "(Shift+Enter starts a line in the app's box)."
+        )
+    return {name: values[name] for name in fields} | {"label": 0}
+
+
 @dataclass(frozen=True)
 class Verbalizer:
     """Label -> one or more label words, in the task's label order."""

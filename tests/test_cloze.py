@@ -4,6 +4,7 @@ aggregation, ensembles, evaluation and single-text classification."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import re
 from collections.abc import Iterator
@@ -525,6 +526,21 @@ def test_classify_text_mean_calibration_uses_test_texts(tiny_causal, tiny_task):
     expected = setup.predict_log_probs(tiny_causal, [{"text": text, "label": 0}] + tiny_task.test)[0].exp()
     assert [prediction.label_probs[name] for name in LABELS] == pytest.approx(expected.tolist(), abs=1e-5)
     assert sum(prediction.label_probs.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_classify_text_reads_each_column_from_its_own_line(tiny_lm, tiny_task):
+    """A template naming two columns reads each from the typed text's line for it (both got the whole text)."""
+    task = dataclasses.replace(
+        tiny_task, text_fields=["text", "movie_name"], test=[row | {"movie_name": "Jaws"} for row in tiny_task.test]
+    )
+    template = "Movie: {movie_name} Review: {text} Sentiment:{mask}"
+    prediction = classify_text(tiny_lm, task, "movie_name: Up\ntext: the acting was great", template, VERBALIZER)
+    prompt = Prompt(Template.parse(template, task.text_fields), Verbalizer.parse(VERBALIZER, LABELS))
+    example = {"movie_name": "Up", "text": "the acting was great", "label": 0}
+    expected = label_log_probs(tiny_lm, prompt, [example])[0].exp()
+    assert [prediction.label_probs[name] for name in LABELS] == pytest.approx(expected.tolist(), abs=1e-5)
+    with pytest.raises(PeftlabError, match=r"^The template reads 2 columns \(movie_name, text\)"):
+        classify_text(tiny_lm, task, "the acting was great", template, VERBALIZER)
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n"])

@@ -14,6 +14,7 @@ from peftlab.prompts import (
     _word_with_space,
     pick_demonstrations,
     suggested_prompt,
+    typed_example,
 )
 
 LABELS = ["negative", "positive"]
@@ -97,6 +98,44 @@ def test_template_render_fills_columns():
         "Movie: 7\nReview: odd {mask} text\nSentiment:",
         " (7)",
     )
+
+
+def test_a_typed_text_fills_the_one_column_it_can():
+    assert typed_example(" a great film\n", ["text"]) == {"text": " a great film\n", "label": 0}
+
+
+def test_a_typed_text_gives_each_column_of_a_template_reading_several_its_own_line():
+    typed = "movie_name: Jaws\ntext: a shark film: tense\nand loud"  # a colon and a second line in the review
+    assert typed_example(typed, ["movie_name", "text"]) == {
+        "movie_name": "Jaws",
+        "text": "a shark film: tense\nand loud",
+        "label": 0,
+    }
+    assert typed_example("text: good\n movie_name : Up", ["movie_name", "text"])["movie_name"] == "Up"
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "A gripping, beautifully acted film.",  # one text for two columns: it used to fill both
+        "text: a great film",  # a column left out
+        "movie_name: \ntext: a great film",  # a column left empty
+        "Great!\nmovie_name: Jaws\ntext: a great film",  # words before the first column's line
+    ],
+)
+def test_a_typed_text_without_a_line_for_each_column_is_refused(typed):
+    with pytest.raises(PeftlabError) as refused:
+        typed_example(typed, ["movie_name", "text"])
+    assert str(refused.value) == (
+        "The template reads 2 columns (movie_name, text): type one line for each, 'movie_name: ...' then "
+        "'text: ...' (Shift+Enter starts a line in the app's box)."
+    )
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n"])
+def test_an_empty_typed_text_is_refused(text):
+    with pytest.raises(PeftlabError, match="^Type a text to classify.$"):
+        typed_example(text, ["movie_name", "text"])
 
 
 def test_template_mask_at_start_and_end():

@@ -31,6 +31,7 @@ from peftlab.config import parse_list
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, method_config, parse_learning_rates
 from peftlab.plots import accuracy_vs_parameters, label_probability_bars, sweep_curve, training_curves
+from peftlab.prompts import typed_example
 from peftlab.report import leaning_notes
 from peftlab.saving import load_trained, saved_model_name, zip_trained
 from peftlab.serving import current_caps
@@ -234,9 +235,7 @@ def picked_method(method, request, purpose: str):
 @user_errors
 def classify_with(method, text, request: gr.Request):
     trained = picked_method(method, request, "classify with")
-    if not text or not text.strip():
-        raise PeftlabError("Type a text to classify.")
-    example = {name: text for name in trained.prompt.template.fields} | {"label": 0}
+    example = typed_example(text, trained.prompt.template.fields)
     log_probs = call_on_gpu(
         trained.log_probs, [example], kind=f"trained-classify:{trained.lm.name}:{method}", what="Classifying the text"
     )
