@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.app_server import FIRST_CALL_TIMEOUT_S, running_app
@@ -632,3 +633,34 @@ def test_an_upload_keeps_the_visitors_template_and_typed_columns_fill_the_verbal
         enter(tab.get_by_label("Label column", exact=False).first, "topic")
         expect(verbalizer).to_have_value("business: business\nsport: sport", timeout=30_000)
         expect(template).to_have_value("My news: {text}\nVerdict:{mask}")
+
+
+def test_an_error_row_of_a_long_text_keeps_its_gold_and_prediction_in_sight(chromium, browser, app_url, tmp_path):
+    """A 2,400-word review made its row of "Most confident errors" taller than the screen, its gold label,
+    prediction and confidence centred far below the text's first lines."""
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    long_reviews = tmp_path / "long.csv"
+    filler = "The plot was fine and the cast was fine. " * 40  # 1,640 characters: the same words, either label
+    rows = [
+        (f"Review {i}: {filler}", label, split)
+        for i, (label, split) in enumerate(
+            [("negative", "train"), ("positive", "train")] * 2 + [("negative", "test"), ("positive", "test")] * 2
+        )
+    ]
+    pd.DataFrame(rows, columns=["text", "label", "split"]).to_csv(long_reviews, index=False)
+    with opened(browser, app_url, "Cloze") as page:
+        tab = page.locator("#tab-cloze")
+        tab.locator("input[type=file][accept*=jsonl]").set_input_files(str(long_reviews))
+        enter(tab.get_by_label("Test texts to evaluate"), "4")
+        tab.get_by_role("button", name="Evaluate on the test split").click()
+        expect(tab.get_by_text(re.compile(r"Accuracy \d+(\.\d)?%"))).to_be_visible(timeout=FIRST_CALL_TIMEOUT_S * 1000)
+        table = tab.get_by_role("grid", name="Most confident errors")
+        row = table.get_by_role("row").nth(1)  # each label has two of the four texts: some are wrong
+        expect(row).to_contain_text(re.compile(r"(negative|positive).*\d+\.\d%"))
+        row.scroll_into_view_if_needed()
+        cells = row.get_by_role("gridcell")
+        assert len(cells.last.inner_text()) < len(filler) / 3  # the text's start, a click away from the rest
+        assert row.bounding_box()["height"] < 200
+        expect(cells.first).to_be_in_viewport()

@@ -12,6 +12,7 @@ from peftlab.store import scored_note
 from peftlab.ui.common import (
     INSTANT,
     START_TEMPLATE,
+    TEXT_CELL_CHARS,
     action_row,
     answer,
     check_test_texts,
@@ -185,6 +186,8 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
         wrap=True,
         headers=list(ERROR_COLUMNS),
         column_widths=["14%", "14%", "12%", "60%"],
+        max_chars=TEXT_CELL_CHARS,
+        max_height=500,
     )
 
     on_task_change(source, suggest, [templates, verbalizer], api_name="suggest_prompt", read=[templates, verbalizer])

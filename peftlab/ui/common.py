@@ -343,6 +343,9 @@ def _empty(component):
     return None
 
 
+# A table cell holding a visitor's text shows its first characters, a click the rest: a 2,400-word review made its
+# row taller than the screen, with the row's label, prediction and confidence out of sight beside it
+TEXT_CELL_CHARS = 300
 INSTANT = dict(concurrency_limit=None)  # Stop buttons and pure UI updates: no queue at all
 
 

@@ -31,6 +31,7 @@ from peftlab.serving import current_caps
 from peftlab.tuning import loss_note
 from peftlab.ui.common import (
     INSTANT,
+    TEXT_CELL_CHARS,
     action_row,
     answer,
     heavy_job,
@@ -558,6 +559,7 @@ def samples_table() -> gr.Dataframe:
         headers=["step", "prompt", "response"],
         column_widths=["56px", "35%", "50%"],  # 8 % of a half-width table wrapped "step" as "ste / p"
         wrap=True,
+        max_chars=TEXT_CELL_CHARS,
         interactive=False,
         max_height=300,
     )
@@ -636,6 +638,7 @@ def build_rlhf_tab() -> None:
         headers=["prompt", "chosen", "rejected"],
         column_widths=["30%", "35%", "35%"],
         wrap=True,
+        max_chars=TEXT_CELL_CHARS,
         interactive=False,
         max_height=300,
     )
@@ -678,6 +681,7 @@ def build_rlhf_tab() -> None:
         headers=["prompt", *(_header(f"{route}_response") for route in (REFERENCE, "ppo", "dpo"))],  # and scores
         interactive=False,
         wrap=True,
+        max_chars=TEXT_CELL_CHARS,
         max_height=400,
     )
     with gr.Row():
