@@ -664,3 +664,29 @@ def test_an_error_row_of_a_long_text_keeps_its_gold_and_prediction_in_sight(chro
         assert len(cells.last.inner_text()) < len(filler) / 3  # the text's start, a click away from the rest
         assert row.bounding_box()["height"] < 200
         expect(cells.first).to_be_in_viewport()
+
+
+def test_a_task_picked_after_an_upload_is_the_data_scored(chromium, browser, app_url, tmp_path):
+    """With a file uploaded, picking bbc-topic in the list left the file in use: its results were shown under the
+    list's bbc-topic, with only the list's small print to tell."""
+    require_browser(chromium[1])
+    from playwright.sync_api import expect
+
+    mine = tmp_path / "mine.csv"
+    rows = [(f"Shares fell sharply on day {i}.", "business") for i in range(8)]
+    rows += [(f"The striker scored {i} goals.", "sport") for i in range(8)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(mine, index=False)
+    with opened(browser, app_url, "Cloze") as page:
+        tab = page.locator("#tab-cloze")
+        verbalizer = tab.get_by_label("Verbalizer")
+        tab.locator("input[type=file][accept*=jsonl]").set_input_files(str(mine))
+        expect(verbalizer).to_have_value("business: business\nsport: sport", timeout=30_000)
+        tab.get_by_label("Task", exact=True).click()
+        page.get_by_role("option", name="rt-sentiment").click()
+        expect(verbalizer).to_have_value(re.compile(r"^negative: .*\npositive: "), timeout=30_000)
+        expect(tab.get_by_text("mine.csv")).to_have_count(0)  # the upload box is emptied
+        enter(tab.get_by_label("Test texts to evaluate"), "4")
+        tab.get_by_role("button", name="Evaluate on the test split").click()
+        expect(tab.get_by_text(re.compile(r"Accuracy \d+(\.\d)?% on rt-sentiment"))).to_be_visible(
+            timeout=FIRST_CALL_TIMEOUT_S * 1000
+        )

@@ -134,7 +134,7 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
             )
     keep_results(request, [result.row])
     summary = (
-        f"**Accuracy {result.accuracy:.1%}** · macro-F1 {result.macro_f1:.3f} · "
+        f"**Accuracy {result.accuracy:.1%}** on {task.name} · macro-F1 {result.macro_f1:.3f} · "
         f"{scored_note(result.settings, task.left_out_words)} · {result.seconds:.1f} s "
         f"({per_second(result.n, result.seconds)} texts/s) · "
         f"calibration {config.calibration}"

@@ -431,11 +431,14 @@ def model_and_task_inputs() -> dict[str, gr.components.Component]:
             value="rt-sentiment",
             allow_custom_value=True,
             label="Task",
-            info="Embedded task or a Hub dataset id; an upload takes precedence.",
+            info="Embedded task or a Hub dataset id; picking one puts an upload aside.",
         )
         upload = gr.File(
             label="Or upload CSV / JSONL" + upload_limit_note(), file_types=[".csv", ".jsonl", ".json"], height=110
         )
+        # the last choice is the data: an upload kept after a task was picked went on being scored under the
+        # picked task's name in the list (`on_task_change` suggests for the picked task without the upload)
+        task.input(lambda: None, None, upload, queue=False, show_progress="hidden", api_visibility="private")
         with gr.Column(min_width=160):
             # an emptied box means the default column (`task_source`): the placeholder shows which
             text_column = gr.Textbox("text", label="Text column", max_lines=1, placeholder="text")
@@ -510,7 +513,11 @@ def on_task_change(source: dict, handler, outputs: list, read: Sequence = (), **
         return suggestion
 
     inputs = columns + list(read)
-    gr.on(task_changed(source), suggesting(warn=True), inputs, outputs, **INSTANT, **kwargs)
+    gr.on([source["upload"].change], suggesting(warn=True), inputs, outputs, **INSTANT, **kwargs)
+    # a picked task puts the upload aside (`model_and_task_inputs`): read as gone already, or a suggestion for the
+    # file could land after the picked task's
+    picked = [source["task"], gr.State(None), *columns[2:], *read]
+    gr.on([source["task"].input], suggesting(warn=True), picked, outputs, api_visibility="private", **INSTANT)
     column_edits = [source["text_column"].change, source["label_column"].change]
     gr.on(
         column_edits,
