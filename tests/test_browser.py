@@ -454,6 +454,10 @@ def test_every_tab_is_reachable_with_its_primary_action_in_sight(chromium, brows
             # Run PET and Stop
             covered = primary.evaluate(COVERED_POINTS)
             assert not covered, f"{tab}: {button!r} is covered by {covered}"
+            # ... and the pinned row leaves the form most of a phone's window (a third went, a button per line)
+            for row in panel.locator(".actions:visible").all():  # the Start tab has none
+                pinned = row.bounding_box()["height"]
+                assert pinned < (0.2 if width < 640 else 0.3) * 800, f"{tab}: the pinned row is {pinned} px high"
             out_of_range = panel.locator("input[type=number]:invalid")
             assert out_of_range.count() == 0, [box.get_attribute("aria-label") for box in out_of_range.all()]
             page.screenshot(path=str(SCREENSHOTS / f"{tab.lower().replace(' ', '-')}-{width}-{theme}.png"))

@@ -26,6 +26,16 @@ CSS = """
 .dark .js-plotly-plot :is(.gridlayer, .zerolinelayer) path { stroke: var(--border-color-primary) !important; }
 /* above gradio's labels (--layer-4), which drew over the buttons, below its tooltips and menus (--layer-5, -top) */
 .actions { position: sticky; bottom: 0; z-index: 45; padding: 8px 0; background: var(--body-background-fill); }
+/* on a phone the pinned row took a third of the screen, a button per line: they share one, the boxes lose padding */
+@media (max-width: 640px) {
+    .actions { padding: 4px 0; gap: 6px !important; }
+    .actions > button {
+        flex: 1 1 auto !important; min-width: 0 !important;
+        padding: 6px 4px !important; font-size: var(--text-md) !important;
+    }
+    .actions > .form { flex-basis: 100% !important; }
+    .actions .block.padded { padding: 4px 8px !important; }
+}
 .gradio-container { overflow: clip !important; }  /* clips like gradio's "hidden" without trapping sticky rows */
 /* a status line (common.status_line) keeps its text readable beside its progress and "Error" badge, at its right */
 .block.status-line { min-height: 40px; }
