@@ -168,7 +168,24 @@ def test_start_tab_steps_give_results_in_one_click_each(client, monkeypatch):
     for calibration, accuracy, _seconds in table["data"]:
         expected = evaluate(lm, task, [TEMPLATE], start_tab.START_VERBALIZER, calibration, limit=24).accuracy
         assert accuracy == f"{expected:.1%}", calibration
-    assert re.match(r"On 24 test reviews: \*\*\d+\.\d%\*\* raw, \*\*\d+\.\d%\*\* with calibration", summary)
+    assert re.match(r"On 24 test reviews: \*\*\d+\.\d%\*\* raw(, \*\*|; no calibration does better)", summary), summary
+
+
+@pytest.mark.parametrize(
+    "accuracies, sentence",
+    [
+        ((0.76, 0.81, 0.79), "**76.0%** raw, **81.0%** with calibration *contextual*, the best of them."),
+        ((0.81, 0.76, 0.81), "**81.0%** raw; no calibration does better (the best, *mean*: 81.0%)."),  # a tie
+        ((0.81, 0.76, 0.70), "**81.0%** raw; no calibration does better (the best, *contextual*: 76.0%)."),
+    ],
+)
+def test_the_start_tab_compares_raw_scores_with_the_best_calibration_alone(accuracies, sentence, monkeypatch):
+    """ "81.0 % raw, 81.0 % with calibration none" compared the raw row with itself."""
+    from peftlab.ui import start_tab
+
+    monkeypatch.setattr(start_tab, "STEP_TEXTS", 100)
+    rows = [{"calibration": name, "accuracy": a} for name, a in zip(["none", "contextual", "mean"], accuracies)]
+    assert start_tab.calibration_summary(rows) == f"On 100 test reviews: {sentence}"
 
 
 def test_evaluate_on_20_test_texts(client):
