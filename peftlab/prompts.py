@@ -30,7 +30,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from peftlab.errors import PeftlabError
+from peftlab.errors import PeftlabError, json_problem
 from peftlab.tasks import EMBEDDED_TASKS
 
 MASK_FIELD = "mask"
@@ -205,7 +205,7 @@ def _spec_to_dict(spec: str | dict) -> dict:
         try:
             mapping = json.loads(text, object_pairs_hook=_once_each)
         except json.JSONDecodeError as exc:
-            raise PeftlabError(f"The verbalizer is not valid JSON ({exc.msg} at character {exc.pos}).") from None
+            raise PeftlabError(f"The verbalizer is not valid JSON ({json_problem(exc)}).") from None
         if not isinstance(mapping, dict):
             raise PeftlabError("The verbalizer JSON must be an object mapping each label to its words.")
         return mapping

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.errors import PeftlabError
+from peftlab.errors import PeftlabError, json_problem
 
 SEPARATORS = (",", ";", "\t")
 
@@ -123,7 +123,8 @@ def json_objects(text: str, name: str) -> list[tuple[str, dict]]:
                     f"'{name}' is one JSON {JSON_KINDS[type(whole)]} over {lines} lines, not JSON Lines; write one "
                     "JSON object per line."
                 ) from None
-            raise PeftlabError(f"{source} is not valid JSON ({exc.msg}); write one JSON object per line.") from None
+            problem = json_problem(exc, one_line=True)
+            raise PeftlabError(f"{source} is not valid JSON ({problem}); write one JSON object per line.") from None
         if not isinstance(value, dict):
             raise PeftlabError(
                 f"{source} is a JSON {JSON_KINDS[type(value)]}, not an object; write one JSON object per line."

@@ -145,7 +145,14 @@ def test_uploads_in_the_encodings_and_shapes_people_save_load_the_same_rows(tmp_
         (  # a parser's offset into the whole file ("position 258") does not help to find the line
             "broken.jsonl",
             b'{"text": "fine", "label": "a"}\n\n{"text": "x" "label": "b"}\n',
-            "Line 3 of 'broken.jsonl' is not valid JSON (Expecting ',' delimiter); write one JSON object per line.",
+            "Line 3 of 'broken.jsonl' is not valid JSON (Expecting ',' delimiter at column 14); write one JSON object "
+            "per line.",
+        ),
+        (  # the parser's sentence ended on "starting at", with nothing after
+            "unterminated.jsonl",
+            b'{"text": "fine", "label": "a"}\n{"text": "never closed}\n{"text": "x", "label": "b"}\n',
+            "Line 2 of 'unterminated.jsonl' is not valid JSON (Unterminated string starting at column 10); write one "
+            "JSON object per line.",
         ),
         (
             "strings.jsonl",

@@ -144,8 +144,8 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
         ),
         "broken.jsonl": (
             good + "\n{'method': 1}\n",
-            "Line 2 of 'broken.jsonl' is not valid JSON (Expecting property name enclosed in double quotes); write one "
-            "JSON object per line.",
+            "Line 2 of 'broken.jsonl' is not valid JSON (Expecting property name enclosed in double quotes at "
+            "column 2); write one JSON object per line.",
         ),
         "list.jsonl": (
             "[1, 2]\n",
