@@ -56,7 +56,8 @@ class Task:
     # An upload without a split column: its test split was held out here, and zero-shot scoring (which trains
     # nothing) may score every row instead.
     held_out_here: bool = False
-    left_out: int = 0  # rows of an uploaded file without a text or a label, or whose text came before (`_dedupe`)
+    # rows of an uploaded file left out, by why: LEFT_OUT's reasons (`_load_upload`)
+    left_out: dict[str, int] = field(default_factory=dict)
     marked_splits: bool = False  # an upload whose split column marked its rows (the pool is the rows marked train)
 
     @property
@@ -66,12 +67,13 @@ class Task:
 
     @property
     def left_out_words(self) -> str:
-        """The rows of an uploaded file it left out, in words ("2 rows of the file were left out: without a text or a
-        label, or repeating a text"); "" when it kept them all."""
-        if not self.left_out:
+        """The rows of an uploaded file it left out and why, in words ("3 rows of the file were left out: 1 without a
+        text or a label, 2 with a text labelled differently elsewhere (every copy)"); "" when it kept them all."""
+        total = sum(self.left_out.values())
+        if not total:
             return ""
-        rows = "1 row of the file was" if self.left_out == 1 else f"{self.left_out} rows of the file were"
-        return f"{rows} left out: without a text or a label, or repeating a text"
+        rows = "1 row of the file was" if total == 1 else f"{total} rows of the file were"
+        return f"{rows} left out: " + ", ".join(f"{n} {LEFT_OUT[why]}" for why, n in self.left_out.items() if n)
 
     def rows(self, split: str) -> list[dict]:
         """The rows of a split: "test", "train" (the pool), "dev", or "all" of them."""
@@ -95,7 +97,7 @@ class Task:
         # the pool is what is left after the test split, of the rows kept: "has only 0" of a 4-row file said neither
         source = "the rows its split column marks train" if self.marked_splits else "the rows not held out for testing"
         pool = f"the training pool of '{self.name}' ({source}"
-        pool += f"; {self.left_out_words})" if self.left_out else ")"
+        pool += f"; {self.left_out_words})" if self.left_out_words else ")"
         # the smallest class bounds K: advice from another short class ("use K <= 4") would fail on this one next
         label = min(range(len(by_label)), key=lambda label: len(by_label[label]))
         if needed > len(by_label[label]):
@@ -256,8 +258,9 @@ def _to_rows(records, text_fields: list[str], text_column: str, label_column: st
     return rows
 
 
-def _dedupe(rows: list[dict]) -> list[dict]:
-    """Drop texts seen with two different labels, then keep the first of each duplicate text."""
+def _dedupe(rows: list[dict]) -> tuple[list[dict], int]:
+    """Drop texts seen with two different labels, then keep the first of each duplicate text; return the rows kept
+    and how many were dropped for their labels."""
     labels_of = defaultdict(set)
     for row in rows:
         labels_of[row["text"]].add(row["label"])
@@ -266,7 +269,7 @@ def _dedupe(rows: list[dict]) -> list[dict]:
         if len(labels_of[row["text"]]) == 1 and row["text"] not in seen:
             seen.add(row["text"])
             kept.append(row)
-    return kept
+    return kept, sum(len(labels_of[row["text"]]) > 1 for row in rows)
 
 
 def _split_off(rows: list[dict], counts: dict, seed: int = SPLIT_SEED) -> tuple[list[dict], list[dict]]:
@@ -297,14 +300,17 @@ def _build_task(
     (at least 1); with `test_rows`, those are the test split, capped at `test_cap` by a stratified sample.
     `dev_rows`, when given, are the dev split few-shot runs draw their dev examples from.
     """
-    rows = _dedupe(rows)
+    rows, conflicting = _dedupe(rows)
     if not rows:
         raise PeftlabError(
             f"The data set '{name}' has no rows with both a non-empty text and a label; "
             "fill in the text and label columns."
         )
-    test_rows = _dedupe(test_rows) if test_rows is not None else None
-    dev_rows = _dedupe(dev_rows or [])
+    if test_rows is not None:
+        test_rows, test_conflicting = _dedupe(test_rows)
+        conflicting += test_conflicting
+    dev_rows, dev_conflicting = _dedupe(dev_rows or [])
+    conflicting += dev_conflicting
     if label_names is None:
         label_names = sorted({r["label"] for r in rows + (test_rows or []) + dev_rows})
     if len(label_names) < 2:
@@ -332,12 +338,26 @@ def _build_task(
     dev = [r for r in indexed(dev_rows) if r["text"] not in held_out]
     held_out |= {r["text"] for r in dev}
     train = [r for r in rows if r["text"] not in held_out]
-    return Task(name=name, label_names=list(label_names), text_fields=text_fields, train=train, test=test, dev=dev)
+    return Task(
+        name=name,
+        label_names=list(label_names),
+        text_fields=text_fields,
+        train=train,
+        test=test,
+        dev=dev,
+        left_out={"conflicting": conflicting},
+    )
 
 
 # ---------------------------------------------------------------- uploads
 
 
+# why an upload's row was left out (`Task.left_out`): a row repeating a text kept the first's label alone
+LEFT_OUT = {
+    "empty": "without a text or a label",
+    "conflicting": "with a text labelled differently elsewhere (every copy)",
+    "repeated": "repeating a text",
+}
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
 
 
@@ -364,8 +384,10 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
     fields = _text_fields(columns, string_columns, text_column, label_column, source)
     records = frame.to_dict("records")
     if splits is None:
-        task = _build_task(path.name, _to_rows(records, fields, text_column, label_column), fields)
+        rows = _to_rows(records, fields, text_column, label_column)
+        task = _build_task(path.name, rows, fields)
         task.held_out_here = True
+        readable = len(rows)
     else:
         by_split = {name: [r for r, s in zip(records, splits) if s == name] for name in ("train", "dev", "test")}
         if not by_split["test"]:
@@ -378,7 +400,11 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
             path.name, rows["train"], fields, test_rows=rows["test"], dev_rows=rows["dev"], test_cap=None
         )
         task.marked_splits = True
-    task.left_out = len(records) - len(task.rows("all"))
+        readable = sum(map(len, rows.values()))
+    # the rest left out repeat a text kept (in its split, or one marked train repeating a test text)
+    conflicting = task.left_out["conflicting"]
+    repeated = readable - conflicting - len(task.rows("all"))
+    task.left_out = {"empty": len(records) - readable, "conflicting": conflicting, "repeated": repeated}
     return task
 
 

@@ -621,6 +621,6 @@ def test_an_evaluation_says_how_many_of_the_split_it_scored(tiny_causal, tmp_pat
     task = load_task(str(upload))
     repeated = evaluate(tiny_causal, task, template, verbalizer, split=task.zero_shot_split)
     assert scored_note(repeated.settings, task.left_out_words) == (
-        "all 6 rows (the file has no split column and nothing was trained); 36 rows of the file were left out: without "
-        "a text or a label, or repeating a text"
+        "all 6 rows (the file has no split column and nothing was trained); 36 rows of the file were left out: 36 "
+        "repeating a text"
     )

@@ -393,12 +393,31 @@ def test_a_pool_too_small_says_what_the_file_lost_to_empty_rows_and_the_test_spl
     path = tmp_path / "emptystr.csv"
     path.write_text('text,label\n,a\n"",b\nfoo,a\nbar,b\n')
     task = load_task(str(path))
-    assert task.left_out == 2 and len(task.test) == 2 and task.train == []
+    assert task.left_out == {"empty": 2, "conflicting": 0, "repeated": 0} and len(task.test) == 2 and task.train == []
     with pytest.raises(PeftlabError) as raised:
         task.few_shot(2)
     assert str(raised.value) == (
         "K=2 needs 4 examples of class 'a' (K for train and K for dev) but the training pool of 'emptystr.csv' (the "
-        "rows not held out for testing; 2 rows of the file were left out: without a text or a label, or repeating a "
-        "text) has only 0; add "
-        "more examples of that class."
+        "rows not held out for testing; 2 rows of the file were left out: 2 without a text or a label) has only 0; "
+        "add more examples of that class."
     )
+
+
+def test_an_upload_says_which_rows_it_left_out_and_why(tmp_path):
+    """The same text labelled pos and neg: both rows went, told only as "left out: without a text or a label, or
+    repeating a text", as if they were empty or repeated."""
+    path = tmp_path / "conflict.csv"
+    rows = ["same words,pos", "same words,neg", ",pos", "good,pos", "good,pos", "bad,neg", "fine,pos", "awful,neg"]
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    task = load_task(str(path))
+    assert task.left_out == {"empty": 1, "conflicting": 2, "repeated": 1}
+    assert task.left_out_words == (
+        "4 rows of the file were left out: 1 without a text or a label, 2 with a text labelled differently elsewhere "
+        "(every copy), 1 repeating a text"
+    )
+    # marked splits: a train row repeating a test text goes as a repeat, the same text in two splits with two labels
+    # keeps its test row
+    path.write_text("text,label,split\ngood,pos,test\ngood,pos,train\nbad,neg,test\nbad,pos,train\nok,pos,train\n")
+    task = load_task(str(path))
+    assert task.left_out == {"empty": 0, "conflicting": 0, "repeated": 2}
+    assert [r["text"] for r in task.test] == ["good", "bad"] and [r["text"] for r in task.train] == ["ok"]
