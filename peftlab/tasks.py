@@ -13,6 +13,7 @@ import functools
 import importlib.util
 import math
 import random
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -272,6 +273,20 @@ def _dedupe(rows: list[dict]) -> tuple[list[dict], int]:
     return kept, sum(len(labels_of[row["text"]]) > 1 for row in rows)
 
 
+def _label_order(label: str) -> tuple:
+    """Sort key of labels as people count: numbers by value ("-1", "0", "2", "10"), and the numbers inside names too
+    ("topic2" before "topic10"; as text, topic10 to topic19 came between topic1 and topic2 in the verbalizer and the
+    confusion matrix)."""
+    try:
+        value = float(label)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value):  # "nan" and "inf" are names: NaN compares with nothing
+        return (0, value, label)
+    parts = re.split(r"(\d+)", label)  # text at even places, digits at odd ones: the same types meet
+    return (1, [int(part) if i % 2 else part for i, part in enumerate(parts)], label)
+
+
 def _split_off(rows: list[dict], counts: dict, seed: int = SPLIT_SEED) -> tuple[list[dict], list[dict]]:
     """Pick counts[label] random rows of each label; return (the rest, the picked) in original order."""
     by_label = defaultdict(list)
@@ -312,7 +327,7 @@ def _build_task(
     dev_rows, dev_conflicting = _dedupe(dev_rows or [])
     conflicting += dev_conflicting
     if label_names is None:
-        label_names = sorted({r["label"] for r in rows + (test_rows or []) + dev_rows})
+        label_names = sorted({r["label"] for r in rows + (test_rows or []) + dev_rows}, key=_label_order)
     if len(label_names) < 2:
         raise PeftlabError(
             f"The data set '{name}' has a single class ({label_names[0]!r}); "

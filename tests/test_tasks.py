@@ -421,3 +421,16 @@ def test_an_upload_says_which_rows_it_left_out_and_why(tmp_path):
     task = load_task(str(path))
     assert task.left_out == {"empty": 0, "conflicting": 0, "repeated": 2}
     assert [r["text"] for r in task.test] == ["good", "bad"] and [r["text"] for r in task.train] == ["ok"]
+
+
+def test_an_uploads_labels_are_in_the_order_people_count(tmp_path):
+    """topic0 to topic19 came as topic0, topic1, topic10, ..., topic19, topic2 in the verbalizer and the matrix."""
+    topics = [f"topic{i}" for i in range(12)]
+    path = tmp_path / "topics.csv"
+    path.write_text("text,label\n" + "\n".join(f"text {i} {t},{t}" for i in range(3) for t in reversed(topics)) + "\n")
+    assert load_task(str(path)).label_names == topics
+    path.write_text("text,label\n" + "\n".join(f"text {i} {y},{y}" for i in range(3) for y in ["10", "-1", "2"]))
+    assert load_task(str(path)).label_names == ["-1", "2", "10"]
+    mixed = ["b2", "3", "a10", "a9", "inf"]
+    path.write_text("text,label\n" + "\n".join(f"text {i} {y},{y}" for i in range(3) for y in mixed))
+    assert load_task(str(path)).label_names == ["3", "a9", "a10", "b2", "inf"]
