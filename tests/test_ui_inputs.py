@@ -244,6 +244,26 @@ def test_no_table_of_the_app_shows_gradios_placeholder_headers():
     assert pet_table.value["headers"] == ["seed", "pattern 1", "pattern 2", "pattern 3", "pattern 4", "ensemble", "PET"]
 
 
+def test_no_emptying_clears_a_status_line_together_with_other_outputs():
+    """An event with a status line among its outputs shows its progress and badges on the line alone
+    (`spare_outputs_from_badges`): emptied together with the panel's status line, a trained method's chart kept the
+    "Error" badge of a classify refused before any training. Each emptying now empties status lines or the other
+    outputs, never both."""
+    from peftlab.ui import build_app
+    from peftlab.ui.common import is_status_line
+
+    # the emptyings of a new task or method (`forget_on`); a failed press's (`answer`) shows its progress on the
+    # button pressed, and the failed event's badge stays where it was
+    emptyings = [
+        function
+        for function in build_app().fns.values()
+        if getattr(function.fn, "__name__", None) == "emptied" and (None, "failure") not in function.targets
+    ]
+    kinds = [{is_status_line(output) for output in function.outputs} for function in emptyings]
+    assert len(emptyings) >= 15 and {True} in kinds and {False} in kinds
+    assert [kind for kind in kinds if len(kind) > 1] == []
+
+
 def test_opening_the_stored_results_shows_them_as_they_are_now():
     """The list of stored results kept what it showed at the last press of List, new results missing."""
     import gradio as gr

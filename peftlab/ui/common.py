@@ -323,8 +323,21 @@ def forget_on(events: list, outputs: list, hidden: tuple = ()) -> None:
     """Empty `outputs` (and hide those in `hidden`) when one of `events` fires (a new task picked or uploaded): they
     answered a press on other data. For a long job's results, which a failed press leaves readable (`answer` would
     empty them), this alone: a grid trained on movie reviews stood beside the Error of an upload it never saw."""
-    emptying = _emptying(outputs, hidden)
-    gr.on(events, emptying, None, outputs, queue=False, show_progress="hidden", api_visibility="private")
+    # a status line's emptying apart from the rest: an event with one among its outputs clears the badges of it
+    # alone (`spare_outputs_from_badges`), and a refused press's "Error" stayed on a chart emptied beside it
+    statuses = [component for component in outputs if is_status_line(component)]
+    others = [component for component in outputs if not is_status_line(component)]
+    for emptied in (statuses, others):
+        if emptied:
+            gr.on(
+                events,
+                _emptying(emptied, hidden),
+                None,
+                emptied,
+                queue=False,
+                show_progress="hidden",
+                api_visibility="private",
+            )
 
 
 def _emptying(outputs: list, hidden: tuple):

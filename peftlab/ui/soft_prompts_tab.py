@@ -254,23 +254,19 @@ def trained_method_panel(noun: str, classify_api: str, download_api: str) -> tup
         download_button = gr.Button(f"Download the {noun} (zip)")
         download_file = gr.File(label=noun.capitalize())
     said = status_line()  # a refused press's sentence, which the chart and the file cannot hold
-    # another method picked (or trained, or loaded): the chart and the file were about the method before, and a
-    # refusal's "Error" badge from before any training stood over them as if the new method had failed
     answer(
         press_telling(classify_button, classify_with, [picker, text], [probabilities], said, classify_api),
         [probabilities],
         classify_button,
-        stale_on=[picker.change],
     )
     answer(
         press_telling(download_button, download_trained, [picker], [download_file], said, download_api),
         [download_file],
         download_button,
-        stale_on=[picker.change],
     )
-    # emptied apart: an event with a status line among its outputs shows its progress there alone
-    # (`spare_outputs_from_badges`), and the chart's and the file's badges stayed
-    forget_on([picker.change], [said])
+    # another method picked (or trained, or loaded): the chart and the file were about the method before, and a
+    # refusal's "Error" badge from before any training stood over them as if the new method had failed
+    forget_on([picker.change], [said, probabilities, download_file])
     return picker, downloads
 
 
