@@ -19,7 +19,7 @@ from peftlab.methods import METHODS, MethodConfig, method_config
 from peftlab.models import LM
 from peftlab.store import ResultRow
 from peftlab.tasks import DEFAULT_SEEDS, Task
-from peftlab.tuning import TrainedMethod, TrainEvent, TrainSettings, train_method
+from peftlab.tuning import Scored, TrainedMethod, TrainEvent, TrainSettings, train_method
 
 RESULT_COLUMNS = [
     "method",
@@ -230,7 +230,7 @@ def train_and_score(
         device=str(lm.device),
         metrics={"model_params": total_params, "steps": row["steps"], "status": row["status"]},
     )
-    trained.scored_as(result)
+    trained.scored = Scored.of(result)
     yield GridRow(row | run.extra, trained, result)
 
 

@@ -51,6 +51,7 @@ from peftlab.store import ResultRow
 from peftlab.tasks import DEFAULT_SEEDS, EMBEDDED_TASKS, Task
 from peftlab.training import Event
 from peftlab.tuning import (
+    Scored,
     TrainedMethod,
     TrainEvent,
     TrainSettings,
@@ -493,7 +494,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         row("pet ensemble", ensemble.argmax(-1).tolist(), 0, ensemble_seconds),
         row("pet", distilled["predictions"], classifier.trainable_params, time.perf_counter() - started),
     ]
-    classifier.scored_as(result.rows[-1])
+    classifier.scored = Scored.of(result.rows[-1])
     if config.ipet_generations:
         draws, choose = np.random.default_rng(seed), random.Random(f"ipet:{seed}")
         for generation in range(1, config.ipet_generations + 1):
@@ -519,7 +520,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         classifier, ipet = made.classifier, made.evaluation
         result.classifier, result.soft_labels, result.ipet_distilled_accuracy = classifier, q.numpy(), ipet["accuracy"]
         result.rows.append(row("ipet", ipet["predictions"], classifier.trainable_params, time.perf_counter() - started))
-        classifier.scored_as(result.rows[-1])
+        classifier.scored = Scored.of(result.rows[-1])
     result.seconds = time.perf_counter() - started
     return result
 

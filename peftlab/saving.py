@@ -21,7 +21,7 @@ from peftlab.methods import METHODS, WEIGHTS_FILE, MethodConfig
 from peftlab.models import LM, load_lm, model_card
 from peftlab.prompts import Prompt, Template, Verbalizer
 from peftlab.stats import proportion
-from peftlab.tuning import SCORED_KEYS, TrainedMethod
+from peftlab.tuning import Scored, TrainedMethod
 
 META_FILE = "peftlab_method.json"
 # Every file a saved method may hold: weights only as safetensors (never pickles such as .bin or .pt).
@@ -43,7 +43,7 @@ def save_trained(trained: TrainedMethod, folder: str | Path) -> Path:
         "verbalizer": {label: list(words) for label, words in trained.prompt.verbalizer.words.items()},
         "trainable_params": trained.trainable_params,
         "steps": trained.steps_done,
-        "scored": trained.scored,
+        "scored": dataclasses.asdict(trained.scored) if trained.scored else {},
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return folder
@@ -55,8 +55,8 @@ def trained_card(trained: TrainedMethod):
     verbalizer, its settings, and how to load it."""
     config, scored, labels = trained.config, trained.scored, list(trained.prompt.verbalizer.words)
     trained_on = (
-        f" on {scored['task']} with K={scored['k']} examples per class, seed {scored['seed']}"
-        if scored.get("k") is not None
+        f" on {scored.task} with K={scored.k} examples per class, seed {scored.seed}"
+        if scored is not None and scored.k is not None
         else ""
     )
     lines = [
@@ -67,20 +67,20 @@ def trained_card(trained: TrainedMethod):
         f"{' or '.join(labels)}." + (f" {trained.lm.weights_note}" if trained.lm.weights_note else ""),
         "",
     ]
-    if scored.get("accuracy") is not None:
-        if scored["split"] == "all":
-            texts = f"{scored['rows_scored']} of the {scored['rows_in_split']} rows"
+    if scored is not None:
+        if scored.split == "all":
+            texts = f"{scored.rows_scored} of the {scored.rows_in_split} rows"
         else:
-            texts = f"{scored['rows_scored']} of the {scored['rows_in_split']} {scored['split']} texts"
-        per_class = ", ".join(f"{label} {f1:.3f}" for label, f1 in scored["per_class_f1"].items())
+            texts = f"{scored.rows_scored} of the {scored.rows_in_split} {scored.split} texts"
+        per_class = ", ".join(f"{label} {f1:.3f}" for label, f1 in scored.per_class_f1.items())
         # a score on 20 texts read as firmly as one on 1000: its interval says how far it may be off
-        share = proportion(round(scored["accuracy"] * scored["rows_scored"]), scored["rows_scored"])
+        share = proportion(round(scored.accuracy * scored.rows_scored), scored.rows_scored)
         lines += [
             "## Test result",
             "",
-            f"Accuracy {scored['accuracy']:.1%} (95 % interval {share.low:.1%} to {share.high:.1%}) and macro-F1 "
-            f"{scored['macro_f1']:.3f} on {texts} of {scored['task']}; F1 per class: {per_class}. These texts were "
-            f"never trained on. Stored as result `{scored['result_id']}` in the results store of the machine that "
+            f"Accuracy {scored.accuracy:.1%} (95 % interval {share.low:.1%} to {share.high:.1%}) and macro-F1 "
+            f"{scored.macro_f1:.3f} on {texts} of {scored.task}; F1 per class: {per_class}. These texts were "
+            f"never trained on. Stored as result `{scored.result_id}` in the results store of the machine that "
             "trained it, beside the other methods scored on the same texts.",
             "",
         ]
@@ -92,6 +92,7 @@ def trained_card(trained: TrainedMethod):
         "verbalizer only names the labels, in the head's order."
     )
     words = "; ".join(f"{label}: {', '.join(w)}" for label, w in trained.prompt.verbalizer.words.items())
+    settings = {"method": config.name, **dataclasses.asdict(config), "trainer": scored and scored.trainer}
     lines += [
         "## How it classifies",
         "",
@@ -103,7 +104,7 @@ def trained_card(trained: TrainedMethod):
         "## Settings",
         "",
         "```json",
-        json.dumps({"method": config.name, **dataclasses.asdict(config), "trainer": scored.get("trainer")}, indent=1),
+        json.dumps(settings, indent=1),
         "```",
         "",
         "## Use it",
@@ -235,9 +236,11 @@ def _load_folder(folder: Path, lm: LM | None) -> TrainedMethod:
         verbalizer = Verbalizer.parse(meta["verbalizer"], list(meta["verbalizer"]))
         prompt = config.prompt_for(Prompt(Template(meta["template"]), verbalizer))
         model_name = meta["model"]
-        scored = meta.get("scored") or {}
-        if not isinstance(scored, dict) or (scored and set(scored) != SCORED_KEYS):
-            raise TypeError("its test result is not the one a saved method holds")
+        scored = meta.get("scored") or None
+        if scored is not None:
+            if not isinstance(scored, dict) or set(scored) != {f.name for f in dataclasses.fields(Scored)}:
+                raise TypeError("its test result is not the one a saved method holds")
+            scored = Scored(**scored)
     except (KeyError, TypeError) as exc:
         raise PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).") from None
     lm = lm if lm is not None else load_lm(model_name, dtype="fp32")

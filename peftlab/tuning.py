@@ -68,22 +68,41 @@ class TrainEvent(Event):
     dev_log_likelihood: float = float("nan")  # the gold label's mean log-probability on dev; nan between evaluations
 
 
-# What `TrainedMethod.scored_as` keeps of a test result
-SCORED_KEYS = frozenset(
-    [
-        "task",
-        "k",
-        "seed",
-        "split",
-        "rows_scored",
-        "rows_in_split",
-        "accuracy",
-        "macro_f1",
-        "per_class_f1",
-        "result_id",
-        "trainer",
-    ]
-)
+@dataclass(frozen=True)
+class Scored:
+    """A trained method's test result as a saved method carries it (`saving.save_trained`), so a downloaded zip says
+    what it was trained on and how it scored: the task, K, seed, split, rows scored of the split's, accuracy,
+    macro-F1 and F1 per class, the store's row id and the trainer's settings."""
+
+    task: str
+    k: int | None
+    seed: int | None
+    split: str
+    rows_scored: int
+    rows_in_split: int
+    accuracy: float
+    macro_f1: float
+    per_class_f1: dict[str, float]
+    result_id: str
+    trainer: dict | None
+
+    @classmethod
+    def of(cls, result) -> Scored:
+        """What `result` (the `store.ResultRow` of the method's test scores) says of its data and score."""
+        settings = result.settings
+        return cls(
+            task=result.task,
+            k=result.k,
+            seed=result.seed,
+            split=settings.get("split", "test"),
+            rows_scored=settings.get("rows_scored", len(result.predictions)),
+            rows_in_split=settings.get("rows_in_split", len(result.predictions)),
+            accuracy=result.accuracy,
+            macro_f1=result.macro_f1,
+            per_class_f1=result.per_class_f1,
+            result_id=result.id,
+            trainer=settings.get("trainer"),
+        )
 
 
 @dataclass
@@ -99,26 +118,7 @@ class TrainedMethod:
     steps_done: int = 0
     history: list[TrainEvent] = field(default_factory=list)
     stopped: bool = False  # a stop flag ended training before its steps (or early stopping) did
-    scored: dict = field(default_factory=dict)  # its test result (`scored_as`, SCORED_KEYS), saved and loaded with it
-
-    def scored_as(self, result) -> None:
-        """Keep what `result` (the `store.ResultRow` of this method's test scores) says of its data and score: the
-        task, K, seed, split, rows scored, accuracy, macro-F1 and per-class F1, and the stored row's id. A saved
-        method carries it (`saving.save_trained`), so a downloaded zip says what it was trained on and scored."""
-        settings = result.settings
-        self.scored = {
-            "task": result.task,
-            "k": result.k,
-            "seed": result.seed,
-            "split": settings.get("split", "test"),
-            "rows_scored": settings.get("rows_scored", len(result.predictions)),
-            "rows_in_split": settings.get("rows_in_split", len(result.predictions)),
-            "accuracy": result.accuracy,
-            "macro_f1": result.macro_f1,
-            "per_class_f1": result.per_class_f1,
-            "result_id": result.id,
-            "trainer": settings.get("trainer"),
-        }
+    scored: Scored | None = None  # its test result, saved and loaded with it
 
     def __reduce__(self):
         """Pickled as its saved files (the method's own `save`: trainable weights only) and what rebuilds the rest

@@ -131,8 +131,8 @@ def test_a_tiny_run_trains_every_model_and_gives_the_same_numbers_twice(tiny_cau
     assert all(row.settings["rows_scored"] == 8 and row.k == 1 and row.seed == 13 for row in result.rows)
     assert result.classifier.config.name == "classifier"
     # the classifier kept (iPET's, the last distilled) carries its own row's result into a saved zip
-    assert result.classifier.scored["result_id"] == result.rows[-1].id
-    assert result.classifier.scored["accuracy"] == result.ipet_distilled_accuracy
+    assert result.classifier.scored.result_id == result.rows[-1].id
+    assert result.classifier.scored.accuracy == result.ipet_distilled_accuracy
     # The weights are each pattern's accuracy on the two labelled examples before training: 0, 0.5 or 1.
     assert all(w in (0.0, 0.5, 1.0) for w in result.pattern_weights)
     again = run_tiny(tiny_causal, tiny_task)[-1]

@@ -172,14 +172,14 @@ def test_a_scored_method_says_what_it_was_trained_on_and_scored(tiny_causal, tmp
     from huggingface_hub import ModelCard
 
     from peftlab.compare import PlannedRun, train_and_score
-    from peftlab.tuning import SCORED_KEYS
+    from peftlab.tuning import Scored
 
     task = easy_task()
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
     run = PlannedRun(method_config("lora", r=2, learning_rate=3e-2), 4, 21, "lora")
     *_, row = train_and_score(tiny_causal, task, setup, run, TrainSettings(steps=3, eval_every=3), task.test)
     result, trained = row.result, row.trained
-    assert set(trained.scored) == SCORED_KEYS
+    assert trained.scored == Scored.of(result)
     archive = zipfile.ZipFile(zip_trained(trained, tmp_path / "lora.zip"))
 
     scored = json.loads(archive.read(META_FILE))["scored"]
