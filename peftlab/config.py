@@ -236,7 +236,8 @@ def _check_field(config: Config, item: dataclasses.Field, hint) -> None:
         raise SettingError(config.field_subject(item), item, requirement_of(item, kind), value)
     for entry in value if kind is tuple else [value]:  # a list's bounds hold for each of its entries
         broken = (
-            (meta.get("minimum") is not None and entry < meta["minimum"])
+            entry != entry  # NaN: every comparison with a bound is False, so "nan" passed a minimum of 0
+            or (meta.get("minimum") is not None and entry < meta["minimum"])
             or (meta.get("above") is not None and not entry > meta["above"])
             or (meta.get("maximum") is not None and entry > meta["maximum"])
         )

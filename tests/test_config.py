@@ -74,6 +74,8 @@ def bad_values(cls) -> list[tuple[str, object]]:
         meta, kind = item.metadata, _base_type(hints[item.name])
         if kind in (int, float):
             cases.append((item.name, "many"))
+        if kind is float:  # NaN compares False with any bound: "--worker-gpus nan" passed its minimum of 0
+            cases.append((item.name, float("nan")))
         if meta["choices"] is not None:
             cases.append((item.name, "not-a-choice"))
         if meta["minimum"] is not None:
