@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from peftlab.autoprompt import AutoPromptConfig
 from peftlab.backends import BackendConfig
-from peftlab.cli_core import add_store_commands, command_parsers, run_command
+from peftlab.cli_core import PROGRESS, add_store_commands, command_parsers, run_command
 from peftlab.cloze import ClozeConfig
 from peftlab.compare import GridConfig, GridRow, SweepConfig
 from peftlab.config import add_arguments, counted, from_arguments
@@ -195,7 +196,7 @@ def _add_model_and_task(command: argparse.ArgumentParser) -> None:
 
 def _progress_printer(label: str):
     def report(done: int, total: int) -> None:
-        print(f"\r{label}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+        PROGRESS.show(f"{label}: {done}/{total}", last=done == total)
 
     return report
 
@@ -205,10 +206,9 @@ def run_cloze(args: argparse.Namespace) -> None:
     from peftlab.models import load_lm
     from peftlab.prompts import suggested_prompt
     from peftlab.store import scored_note
-    from peftlab.tasks import load_task
 
     config = from_arguments(ClozeConfig, args)
-    task = load_task(args.task, text_column=args.text_column, label_column=args.label_column)
+    task = _load_task(args)
     template, verbalizer = suggested_prompt(task.name, task.label_names)
     settings = dict(
         templates=args.template or template,
@@ -248,10 +248,9 @@ def run_autoprompt(args: argparse.Namespace) -> None:
     from peftlab.autoprompt import run_autoprompt as search
     from peftlab.models import load_lm
     from peftlab.prompts import Verbalizer
-    from peftlab.tasks import load_task
 
     config = from_arguments(AutoPromptConfig, args)
-    task = load_task(args.task, text_column=args.text_column, label_column=args.label_column)
+    task = _load_task(args)
     if args.verbalizer:
         Verbalizer.parse(args.verbalizer, task.label_names)  # fail before a model loads
     lm = load_lm(args.model, dtype=args.dtype)
@@ -379,13 +378,26 @@ def _training_inputs(args: argparse.Namespace):
     """(task, cloze setup, trainer settings) from the shared training options, validated without a model."""
     from peftlab.cloze import ClozeSetup
     from peftlab.prompts import suggested_prompt
-    from peftlab.tasks import load_task
 
     settings = from_arguments(TrainSettings, args)
-    task = load_task(args.task, text_column=args.text_column, label_column=args.label_column)
+    task = _load_task(args)
     template, verbalizer = suggested_prompt(task.name, task.label_names)
     setup = ClozeSetup.build(task, args.template or template, args.verbalizer or verbalizer)
     return task, setup, settings
+
+
+def _load_task(args: argparse.Namespace):
+    """The --task: a data file, an embedded task or a Hub id. An existing file of another kind is told as such:
+    "notes.txt" was looked up on the Hub and said to be unreachable there. (Not in `load_task`: on a public Space
+    that would tell a visitor which paths exist on the server.)"""
+    from peftlab.tasks import EMBEDDED_TASKS, UPLOAD_SUFFIXES, load_task
+
+    name = args.task.strip()
+    if name not in EMBEDDED_TASKS and Path(name).expanduser().is_file() and not name.lower().endswith(UPLOAD_SUFFIXES):
+        raise PeftlabError(
+            f"--task {name!r} is a file, but data is read from .csv, .jsonl or .json files; save it as one."
+        )
+    return load_task(name, text_column=args.text_column, label_column=args.label_column)
 
 
 def _load_lm(args: argparse.Namespace):
@@ -397,7 +409,6 @@ def _load_lm(args: argparse.Namespace):
 def _stream_training(args, lm, task, setup, methods, settings, items, test_limit):
     """Print progress of a grid or sweep to stderr, write the requested files, and return the results table."""
     from dataclasses import asdict
-    from pathlib import Path
 
     from peftlab.backends import adapter_name
     from peftlab.compare import results_frame, run_record
@@ -408,39 +419,46 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
     save_dir = Path(args.save_adapters) if getattr(args, "save_adapters", None) else None
     if save_dir:
         save_dir.mkdir(parents=True, exist_ok=True)
-    for item in items:
-        if isinstance(item, GridRow):
-            rows.append(item.values)
-            if item.result is not None:  # a run that failed on Ray has no scores to keep
-                _store(args, [item.result])
-                scored.append(item.result)
-            row = item.values
-            if item.trained is not None and (warning := item.trained.loss_warning()):
-                print(f"warning: {warning}", file=sys.stderr)
-            if item.trained is not None and save_dir:
-                zip_trained(item.trained, save_dir / adapter_name(row))
-            if not args.json:
-                outcome = (
-                    row["status"] if row["status"].startswith("failed") else f"test accuracy {row['test_accuracy']:.4f}"
-                )
-                print(f"{row['method']:>14} K={row['K']} seed={row['seed']}: {outcome}", file=sys.stderr)
-        else:
-            curves.append(asdict(item))
-            if not args.json and item.step % args.eval_every == 0:
-                print(
-                    f"{item.method:>14} seed={item.seed} step {item.step}: loss {item.train_loss:.3f}, "
-                    f"dev accuracy {item.dev_accuracy:.3f}, dev log-likelihood {item.dev_log_likelihood:.3f}",
-                    file=sys.stderr,
-                )
+    finished = False
+    try:
+        for item in items:
+            if isinstance(item, GridRow):
+                rows.append(item.values)
+                if item.result is not None:  # a run that failed on Ray has no scores to keep
+                    _store(args, [item.result])
+                    scored.append(item.result)
+                row = item.values
+                if item.trained is not None and (warning := item.trained.loss_warning()):
+                    print(f"warning: {warning}", file=sys.stderr)
+                if item.trained is not None and save_dir:
+                    zip_trained(item.trained, save_dir / adapter_name(row))
+                if not args.json:
+                    failed = row["status"].startswith("failed")
+                    outcome = row["status"] if failed else f"test accuracy {row['test_accuracy']:.4f}"
+                    print(f"{row['method']:>14} K={row['K']} seed={row['seed']}: {outcome}", file=sys.stderr)
+            else:
+                curves.append(asdict(item))
+                if not args.json and item.step % args.eval_every == 0:
+                    print(
+                        f"{item.method:>14} seed={item.seed} step {item.step}: loss {item.train_loss:.3f}, "
+                        f"dev accuracy {item.dev_accuracy:.3f}, dev log-likelihood {item.dev_log_likelihood:.3f}",
+                        file=sys.stderr,
+                    )
+        finished = True
+    finally:  # a stop (Ctrl-C) or a failure keeps the runs that finished in the files asked for
+        results = results_frame(rows)
+        if args.out:
+            results.to_csv(args.out, index=False)
+        if args.run_json:
+            Path(args.run_json).write_text(
+                run_record(lm, task, setup, methods, settings, results, curves, test_limit), encoding="utf-8"
+            )
+        if not finished and (args.out or args.run_json):
+            PROGRESS.end()
+            written = " and ".join(path for path in (args.out, args.run_json) if path)
+            print(f"Written to {written}: the {counted(len(rows), 'run')} finished before the stop.", file=sys.stderr)
     for note in leaning_notes(scored, task.label_names):
         print(f"warning: {note}", file=sys.stderr)
-    results = results_frame(rows)
-    if args.out:
-        results.to_csv(args.out, index=False)
-    if args.run_json:
-        Path(args.run_json).write_text(
-            run_record(lm, task, setup, methods, settings, results, curves, test_limit), encoding="utf-8"
-        )
     if args.json:
         print(results.to_json(orient="records"), file=args.json_out)
     return results
@@ -571,10 +589,9 @@ def run_pet(args: argparse.Namespace) -> None:
     from peftlab.models import load_lm
     from peftlab.pet import PETEvent, default_patterns, pattern_prompts, pet_run, read_unlabelled
     from peftlab.saving import zip_trained
-    from peftlab.tasks import load_task
 
     config, settings = from_arguments(PETConfig, args), from_arguments(TrainSettings, args)
-    task = load_task(args.task, text_column=args.text_column, label_column=args.label_column)
+    task = _load_task(args)
     templates, verbalizers = args.pattern, args.verbalizer
     if not templates or not verbalizers:  # the task's own fill in what was not given
         try:

@@ -13,6 +13,7 @@ import functools
 import json
 import sys
 import traceback
+from pathlib import Path
 
 from peftlab.config import counted
 from peftlab.errors import PeftlabError
@@ -85,7 +86,14 @@ def run_results(args: argparse.Namespace) -> None:
         if args.json:
             print(store.frame(**where).to_json(orient="records"), file=args.json_out)
         elif not len(listed := store.listing(**where)):
-            print(f"No results stored in {store.path}.")
+            asked = ", ".join(f"{name} {value!r}" for name, value in where.items() if value)
+            stored = len(store.listing())
+            # "No results stored" under a filter read as an empty store that held 14 rows
+            print(
+                f"No results of {asked} ({counted(stored, 'result')} stored in {store.path})."
+                if asked and stored
+                else f"No results stored in {store.path}."
+            )
         else:
             print(listed.astype(object).fillna("").to_string(index=False))  # a zero-shot row has no K and no seed
     elif args.action == "show":
@@ -128,6 +136,11 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     goes to stderr (Ray's raylet prints "A worker died ..." on stdout, which broke a reader of the JSON)."""
     try:
         args = parser.parse_args(argv)
+        check_outputs(args)
+        if getattr(args, "store", False):  # a store that cannot be opened is told before the run, not after it
+            from peftlab.store import ResultStore
+
+            ResultStore()
         if getattr(args, "json", False):
             args.json_out = sys.stdout
             with contextlib.redirect_stdout(sys.stderr):
@@ -135,12 +148,15 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         else:
             args.run(args)
     except PeftlabError as exc:
+        PROGRESS.end()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        PROGRESS.end()
         print("error: interrupted.", file=sys.stderr)
         return 130
     except OSError as exc:
+        PROGRESS.end()
         if exc.filename is None:  # not a path the user gave: a broken environment, reported as below
             return _unexpected(exc, argv)
         # a path the user gave that cannot be read or written (no such file, no such folder, no permission)
@@ -151,8 +167,59 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     return 0
 
 
+# the options naming a file a command writes; a path it cannot write was told after the whole run (the table lost)
+OUTPUT_FILES = ("out", "run_json", "samples", "save")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every file `args` names to write can be written, checked before any work: a file opened for appending (and
+    removed again when it was not there), so a folder that is missing or cannot be written is told at once.
+
+    Raises:
+        PeftlabError: the option, its path and why, in one sentence.
+    """
+    for name in OUTPUT_FILES:
+        if not (value := getattr(args, name, None)) or not isinstance(value, str):
+            continue
+        path, option = Path(value), "--" + name.replace("_", "-")
+        if not path.parent.is_dir():
+            raise PeftlabError(f"{option} {value!r}: the folder {str(path.parent)!r} does not exist; create it first.")
+        if path.is_dir():
+            raise PeftlabError(f"{option} {value!r} is a folder; give the name of a file in it.")
+        existed = path.exists()
+        try:
+            with open(path, "a"):
+                pass
+        except OSError as exc:
+            raise PeftlabError(
+                f"{option} {value!r} cannot be written ({(exc.strerror or str(exc)).lower()}); give another path."
+            ) from None
+        if not existed:
+            path.unlink()
+
+
+class _ProgressLine:
+    """The stderr line progress rewrites in place ("\rscoring: 720/1000"): ended before anything else is printed
+    there, or "error: interrupted." was glued to it."""
+
+    open = False
+
+    def show(self, text: str, last: bool = False) -> None:
+        print(f"\r{text}", end="\n" if last else "", file=sys.stderr, flush=True)
+        self.open = not last
+
+    def end(self) -> None:
+        if self.open:
+            print(file=sys.stderr, flush=True)
+            self.open = False
+
+
+PROGRESS = _ProgressLine()
+
+
 def _unexpected(exc: Exception, argv: list[str]) -> int:
     """A bug or a broken environment: one line, the traceback only when asked; exit code 1."""
+    PROGRESS.end()
     if "--debug" in argv:
         traceback.print_exc()
     reason = (str(exc).strip().splitlines() or [""])[0]

@@ -139,12 +139,23 @@ class ResultStore:
     """The rows in one SQLite file; `owner` (a public Space's visitor) limits what is read and deleted to theirs."""
 
     def __init__(self, path: str | Path | None = None, owner: str = ""):
+        """Open (or create) the store at `path`, default `store_path()` (PEFTLAB_RESULTS).
+
+        Raises:
+            PeftlabError: the file is not an SQLite database (a CSV named by PEFTLAB_RESULTS).
+        """
         self.path = Path(path) if path is not None else store_path()
         self.owner = owner
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as connection:
-            columns = ", ".join(f"{name} {'TEXT PRIMARY KEY' if name == 'id' else ''}" for name in COLUMNS)
-            connection.execute(f"CREATE TABLE IF NOT EXISTS results ({columns})")
+        try:
+            with self._connect() as connection:
+                columns = ", ".join(f"{name} {'TEXT PRIMARY KEY' if name == 'id' else ''}" for name in COLUMNS)
+                connection.execute(f"CREATE TABLE IF NOT EXISTS results ({columns})")
+        except sqlite3.DatabaseError as exc:
+            raise PeftlabError(
+                f"The results store {str(self.path)!r} (PEFTLAB_RESULTS) is not a peftlab results store ({exc}); "
+                "point PEFTLAB_RESULTS at another file, or move this one away."
+            ) from None
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=60)  # writers wait for each other instead of failing

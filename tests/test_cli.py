@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from peftlab.cli import main
@@ -427,16 +428,105 @@ def test_results_and_report_name_a_path_they_cannot_use_in_one_line(capsys, tmp_
         (["results", "import", str(missing)], f"error: {str(missing)!r}: no such file or directory.\n"),
         (
             ["results", "export", "--out", str(no_folder / "rows.jsonl")],
-            f"error: {str(no_folder / 'rows.jsonl')!r}: no such file or directory.\n",
+            f"error: --out {str(no_folder / 'rows.jsonl')!r}: the folder {str(no_folder)!r} does not exist; create "
+            "it first.\n",
         ),
         (
             ["report", "--task", tiny_task.name, "--model", "tiny", "--out", str(no_folder / "r.html")],
-            f"error: {str(no_folder / 'r.html')!r}: no such file or directory.\n",
+            f"error: --out {str(no_folder / 'r.html')!r}: the folder {str(no_folder)!r} does not exist; create it "
+            "first.\n",
+        ),
+        (
+            ["results", "export", "--out", str(tmp_path)],
+            f"error: --out {str(tmp_path)!r} is a folder; give the name of a file in it.\n",
         ),
     ]
     for argv, message in cases:
         code, _, err = run_cli(capsys, *argv)
         assert (code, err) == (2, message), argv
+    # a filter that matches nothing is not an empty store
+    assert run_cli(capsys, "results", "list", "--task", "nosuch")[1] == (
+        f"No results of task 'nosuch' (1 result stored in {tmp_path / 'results.sqlite'}).\n"
+    )
+
+
+def test_every_file_a_command_writes_is_checked_before_any_work(capsys, tmp_path, monkeypatch):
+    """An --out in a missing folder was told after the whole grid had trained, as "a bug", and its table lost."""
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "results.sqlite"))
+    for argv in (
+        ["compare", "--out", "/proc/no-such/y.csv"],
+        ["compare", "--run-json", "/proc/run.json"],  # the folder is there, but nothing can be made in it
+        ["sweep", "--method", "lora", "--setting", "r", "--values", "2", "--out", "/proc/x.csv"],
+        ["pet", "--save", "/proc/pet.zip"],
+        ["rlhf", "--samples", "/proc/no-such/s.csv"],
+    ):
+        code, out, err = run_cli(capsys, *argv, "--model", "./not-loaded-before-the-check")
+        option = next(a for a in argv if a in ("--out", "--run-json", "--save", "--samples"))
+        assert code == 2 and out == "" and err.startswith(f"error: {option} '/proc/"), (argv, err)
+        assert len(err.splitlines()) == 1 and ("does not exist" in err or "cannot be written" in err), err
+
+
+def test_a_results_store_that_is_not_one_is_told_before_the_run(capsys, tmp_path, monkeypatch):
+    """PEFTLAB_RESULTS naming a CSV: the cloze run scored every text, then failed as "a bug" (DatabaseError)."""
+    not_a_store = tmp_path / "latin1.csv"
+    not_a_store.write_bytes(b"text,label\ncaf\xe9,a\n" * 100)
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(not_a_store))
+    code, out, err = run_cli(capsys, "cloze", "--limit", "2", "--model", "./not-loaded-before-the-check")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"error: The results store {str(not_a_store)!r} (PEFTLAB_RESULTS) is not a peftlab results store (file is "
+        "not a database); point PEFTLAB_RESULTS at another file, or move this one away.\n"
+    )
+    assert run_cli(capsys, "results", "list")[2] == err  # the store's own commands too
+    assert not_a_store.read_bytes() == b"text,label\ncaf\xe9,a\n" * 100
+
+
+def test_a_stopped_grid_writes_the_runs_it_finished(capsys, tmp_path):
+    """Ctrl-C in a grid wrote nothing to --out, though a run had finished and the store held it."""
+    import argparse
+
+    from peftlab.cli import _stream_training
+    from peftlab.compare import GridRow
+    from peftlab.tasks import Task
+
+    task = Task("tiny", ["negative", "positive"], ["text"], train=[], test=[])
+
+    def stopped_grid():
+        yield GridRow(dict(method="zero-shot", K=0, seed=None, status="ok", test_accuracy=0.75))
+        raise KeyboardInterrupt
+
+    out = tmp_path / "grid.csv"
+    args = argparse.Namespace(json=False, out=str(out), run_json=None, save_adapters=None, store=False, eval_every=1)
+    with pytest.raises(KeyboardInterrupt):
+        _stream_training(args, None, task, None, [], None, stopped_grid(), None)
+    assert pd.read_csv(out)[["method", "test_accuracy"]].values.tolist() == [["zero-shot", 0.75]]
+    assert capsys.readouterr().err.endswith(f"Written to {out}: the 1 run finished before the stop.\n")
+
+
+def test_an_interrupt_ends_the_progress_line_before_its_error(capsys):
+    """stderr ended "\\rscoring: 720/1000error: interrupted.": the error line did not start with "error:"."""
+    import argparse
+
+    from peftlab.cli_core import PROGRESS, run_command
+
+    def scoring(args):
+        PROGRESS.show("scoring: 720/1000")
+        raise KeyboardInterrupt
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(run=scoring)
+    assert run_command(parser, []) == 130
+    assert capsys.readouterr().err == "\rscoring: 720/1000\nerror: interrupted.\n"
+
+
+def test_an_existing_file_of_another_kind_is_not_looked_up_on_the_hub(capsys, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("text,label\na,b\n")
+    code, _, err = run_cli(capsys, "cloze", "--task", str(notes), "--model", "./not-loaded-before-the-check")
+    assert (code, err) == (
+        2,
+        f"error: --task {str(notes)!r} is a file, but data is read from .csv, .jsonl or .json files; save it as one.\n",
+    )
 
 
 def test_a_grid_names_its_runs_that_lean_on_one_label(capsys):
