@@ -49,8 +49,15 @@ class AutoPromptConfig(Config):
         label="template with trigger slots [T]",
     )
     iterations: int = setting(20, "trigger updates to try", minimum=1, cap="iterations")
+    # each candidate costs a forward pass per re-scored example: 100,000,000 (the whole vocabulary) ran for
+    # minutes on one iteration without a word; the paper re-scores tens
     candidates: int = setting(
-        20, "top-k words by gradient re-scored per iteration", minimum=1, label="candidates k", subject="Candidates"
+        20,
+        "top-k words by gradient re-scored per iteration",
+        minimum=1,
+        maximum=1000,
+        label="candidates k",
+        subject="Candidates",
     )
     batch_size: int = setting(16, "examples per gradient and per re-scoring batch", minimum=1)
     train_size: int = setting(

@@ -488,7 +488,8 @@ def test_filled_template_reads_like_the_trigger_prompt(tiny_lm, task):
     [
         (dict(template="{text} {mask}"), r"at least one trigger slot \[T\]"),
         (dict(template="{text} {mask} [T]"), r"every trigger slot \[T\] before \{mask\}"),
-        (dict(candidates=0), r"Candidates must be at least 1, not 0"),
+        (dict(candidates=0), r"Candidates must be a whole number from 1 to 1000, not 0"),
+        (dict(candidates=100_000_000), r"Candidates must be a whole number from 1 to 1000, not 100000000"),
         (dict(iterations=0), r"Iterations must be at least 1, not 0"),
         (dict(batch_size=0), r"Batch size must be at least 1, not 0"),
         (dict(train_size=1), r"train size must be at least 2"),
