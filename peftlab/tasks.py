@@ -398,6 +398,13 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
     string_columns = [c for c in columns if pd.api.types.is_string_dtype(frame[c])]
     fields = _text_fields(columns, string_columns, text_column, label_column, source)
     records = frame.to_dict("records")
+    labels = [label for record in records if (label := _clean(record.get(label_column)))]
+    if len(labels) > 2 and len(set(labels)) == len(labels):  # the text column named as the label: 40 classes of one
+        others = ", ".join(repr(c) for c in columns if c != label_column)
+        raise PeftlabError(
+            f"{source} has a different '{label_column}' in each of its {len(labels)} rows, so every class would have "
+            f"one example; set the label column to the column of labels (the others: {others})."
+        )
     if splits is None:
         rows = _to_rows(records, fields, text_column, label_column)
         task = _build_task(path.name, rows, fields)

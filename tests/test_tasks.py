@@ -434,3 +434,16 @@ def test_an_uploads_labels_are_in_the_order_people_count(tmp_path):
     mixed = ["b2", "3", "a10", "a9", "inf"]
     path.write_text("text,label\n" + "\n".join(f"text {i} {y},{y}" for i in range(3) for y in mixed))
     assert load_task(str(path)).label_names == ["3", "a9", "a10", "b2", "inf"]
+
+
+def test_a_label_column_with_a_different_value_in_every_row_is_refused(tmp_path):
+    """--label-column text made 40 classes of one row each and scored "accuracy 1.0000", without a word."""
+    path = tmp_path / "reviews.csv"
+    path.write_text("text,label\n" + "\n".join(f"review number {i},{'pos' if i % 2 else 'neg'}" for i in range(6)))
+    with pytest.raises(PeftlabError) as refused:
+        load_task(str(path), label_column="text")
+    assert str(refused.value) == (
+        "The file 'reviews.csv' has a different 'text' in each of its 6 rows, so every class would have one example; "
+        "set the label column to the column of labels (the others: 'label')."
+    )
+    assert load_task(str(path)).label_names == ["neg", "pos"]
