@@ -319,7 +319,8 @@ def add_arguments(
         options: dict = dict(
             dest=prefix.replace("-", "_") + item.name,
             default=default,
-            help=item.metadata["help"] + " (default: %(default)s)",
+            # a help that says its default in words keeps them alone ("default: a Ray started here (default: None)")
+            help=item.metadata["help"] + ("" if "default:" in item.metadata["help"] else " (default: %(default)s)"),
         )
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction

@@ -583,3 +583,15 @@ def test_with_json_stdout_carries_the_json_alone(capsys):
     assert (
         json.loads(out) == {"accuracy": 0.75} and err == "(raylet) A worker died or was killed while executing a task\n"
     )
+
+
+def test_every_option_says_its_default_once(capsys):
+    """ "--address: ...; default: a Ray started here (default: None)" said it twice, the second time as None."""
+    from peftlab.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    helps = [(name, action.help) for name, command in commands.items() for action in command._actions if action.help]
+    assert len(helps) > 100
+    assert [(name, text) for name, text in helps if text.count("default:") > 1] == []
+    address = next(text for name, text in helps if name == "compare" and text.startswith("Ray cluster address"))
+    assert address.endswith("default: a Ray started here")
