@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import math
 import random
 import re
@@ -23,7 +24,7 @@ import pandas as pd
 
 from peftlab.errors import PeftlabError
 from peftlab.hub import hub_reachable
-from peftlab.uploads import read_table
+from peftlab.uploads import JSON_KINDS, read_table
 
 DEFAULT_SEEDS = (13, 21, 42, 87, 100)
 
@@ -397,6 +398,14 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
         columns.remove(split_column)
     string_columns = [c for c in columns if pd.api.types.is_string_dtype(frame[c])]
     fields = _text_fields(columns, string_columns, text_column, label_column, source)
+    for role, column in (("text", text_column), ("label", label_column)):
+        # a JSON label ["question"] became the class "['question']" without a word
+        nested = next((value for value in frame[column] if isinstance(value, (list, dict))), None)
+        if nested is not None:
+            raise PeftlabError(
+                f"{source} has a JSON {JSON_KINDS[type(nested)]} in its {role} column '{column}' "
+                f"({json.dumps(nested, ensure_ascii=False)[:60]}); give each row one {role} as a string."
+            )
     records = frame.to_dict("records")
     labels = [label for record in records if (label := _clean(record.get(label_column)))]
     if len(labels) > 2 and len(set(labels)) == len(labels):  # the text column named as the label: 40 classes of one

@@ -447,3 +447,26 @@ def test_a_label_column_with_a_different_value_in_every_row_is_refused(tmp_path)
         "set the label column to the column of labels (the others: 'label')."
     )
     assert load_task(str(path)).label_names == ["neg", "pos"]
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        (
+            {"text": "Is it?", "label": ["question"]},
+            "has a JSON array in its label column 'label' ([\"question\"]); give each row one label as a string.",
+        ),
+        (
+            {"text": {"en": "Is it?"}, "label": "question"},
+            'has a JSON object in its text column \'text\' ({"en": "Is it?"}); give each row one text as a string.',
+        ),
+    ],
+)
+def test_a_json_array_or_object_in_a_text_or_label_cell_is_refused(tmp_path, row, message):
+    """{"label": ["question"]} became the class "['question']" and the run went on."""
+    path = tmp_path / "nested.jsonl"
+    rows = [{"text": f"Fine {i}.", "label": "statement"} for i in range(4)] + [row]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(PeftlabError) as refused:
+        load_task(str(path))
+    assert str(refused.value) == f"The file 'nested.jsonl' {message}"
