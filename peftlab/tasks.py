@@ -460,7 +460,7 @@ def _load_hub(name: str, text_column: str, label_column: str, hub_config: str | 
     offline = ", ".join(f"'{n}'" for n in EMBEDDED_TASKS)
     cannot_load = (
         f"Could not load the dataset '{name}' from the Hugging Face Hub (the Hub is unreachable "
-        "or has no such dataset{reason}); offline you can use " + offline + " or upload a CSV/JSONL file."
+        "or has no such dataset{reason}); offline you can use " + offline + " or a CSV/JSONL file of your own."
     )
     if not hub_reachable():  # fail at once instead of after half a minute of retries
         raise PeftlabError(cannot_load.format(reason=""))
@@ -473,7 +473,7 @@ def _load_hub(name: str, text_column: str, label_column: str, hub_config: str | 
     if "train" not in data:
         raise PeftlabError(
             f"The Hub dataset '{name}' has no 'train' split (splits: {', '.join(data)}); "
-            "pick a dataset with a train split or upload a CSV/JSONL file."
+            "pick a dataset with a train split or use a CSV/JSONL file of your own."
         )
     train = data["train"]
     source = f"The Hub dataset '{name}'"

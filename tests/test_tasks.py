@@ -349,7 +349,7 @@ def test_hub_offline_error_is_quick(monkeypatch):
     with pytest.raises(
         PeftlabError,
         match=r"'someone/no-such-dataset'.*Hub is unreachable or has no such "
-        r"dataset.*'rt-sentiment', 'bbc-topic' or upload a CSV/JSONL",
+        r"dataset.*'rt-sentiment', 'bbc-topic' or a CSV/JSONL file of your own",
     ):
         load_task("someone/no-such-dataset")
     assert time.perf_counter() - start < 10
