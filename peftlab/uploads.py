@@ -83,10 +83,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise unreadable(path.name, kind, exc) from None
 
 
+# what mends a CSV its parser refused ("Expected 2 fields in line 7, saw 3" said where, not how)
+CSV_FIX = "a cell holding a comma, a quote or a line break goes in double quotes, a quote inside it doubled"
+
+
 def unreadable(name: str, kind: str, exc: Exception) -> PeftlabError:
-    """The sentence for a file its parser refused: the parser's first line of reason, cut to 120 characters."""
+    """The sentence for a file its parser refused: the parser's first line of reason, cut to 120 characters, and
+    for a CSV what mends it (`CSV_FIX`)."""
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return PeftlabError(f"The file '{name}' could not be read as {kind} ({reason[:120]}).")
+    fix = f"; {CSV_FIX}" if kind == "CSV" else ""
+    return PeftlabError(f"The file '{name}' could not be read as {kind} ({reason[:120]}){fix}.")
 
 
 JSON_KINDS = {

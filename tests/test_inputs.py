@@ -124,6 +124,13 @@ def test_uploads_in_the_encodings_and_shapes_people_save_load_the_same_rows(tmp_
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
+        (  # where, and now how to mend it
+            "ragged.csv",
+            b"text,label\nfine,a\nshares fell, then rose,b\n",
+            "The file 'ragged.csv' could not be read as CSV (Error tokenizing data. C error: Expected 2 fields in line "
+            "3, saw 3); a cell holding a comma, a quote or a line break goes in double quotes, a quote inside it "
+            "doubled.",
+        ),
         (
             "latin.csv",
             "text,label\ncafé crème,positive\n".encode("latin-1"),

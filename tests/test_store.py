@@ -154,7 +154,8 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
         "unterminated.csv": (  # a quote left open: pandas' ParserError was a bare "Error" badge in the app
             'a,b,c\n1,2\n"unterminated,3',
             "The file 'unterminated.csv' could not be read as CSV (Error tokenizing data. C error: EOF inside string "
-            "starting at row 2).",
+            "starting at row 2); a cell holding a comma, a quote or a line break goes in double quotes, a quote inside "
+            "it doubled.",
         ),
         "empty.jsonl": (  # "0 results added." with exit code 0
             "",
