@@ -182,6 +182,8 @@ def check_outputs(args: argparse.Namespace) -> None:
         if not (value := getattr(args, name, None)) or not isinstance(value, str):
             continue
         path, option = Path(value), "--" + name.replace("_", "-")
+        if path.parent.exists() and not path.parent.is_dir():  # "/etc/hostname/y.csv" was told as a missing folder
+            raise PeftlabError(f"{option} {value!r}: {str(path.parent)!r} is a file, not a folder; give another path.")
         if not path.parent.is_dir():
             raise PeftlabError(f"{option} {value!r}: the folder {str(path.parent)!r} does not exist; create it first.")
         if path.is_dir():

@@ -440,6 +440,10 @@ def test_results_and_report_name_a_path_they_cannot_use_in_one_line(capsys, tmp_
             ["results", "export", "--out", str(tmp_path)],
             f"error: --out {str(tmp_path)!r} is a folder; give the name of a file in it.\n",
         ),
+        (  # a file where the folder goes was told as a folder that does not exist
+            ["results", "export", "--out", str(rows / "x.jsonl")],
+            f"error: --out {str(rows / 'x.jsonl')!r}: {str(rows)!r} is a file, not a folder; give another path.\n",
+        ),
     ]
     for argv, message in cases:
         code, _, err = run_cli(capsys, *argv)
