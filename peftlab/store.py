@@ -326,7 +326,7 @@ def _content(row: ResultRow) -> str:
 
 @dataclass(frozen=True)
 class Imported:
-    """What an import did: rows added, and rows this owner had stored already (by id)."""
+    """What an import did: rows added, and rows this owner had stored already (the same result, `_content`)."""
 
     added: int
     already: int

@@ -260,18 +260,28 @@ def _to_rows(records, text_fields: list[str], text_column: str, label_column: st
     return rows
 
 
-def _dedupe(rows: list[dict]) -> tuple[list[dict], int]:
-    """Drop texts seen with two different labels, then keep the first of each duplicate text; return the rows kept
-    and how many were dropped for their labels."""
+def _labels_by_text(rows: list[dict]) -> dict[str, set]:
     labels_of = defaultdict(set)
     for row in rows:
         labels_of[row["text"]].add(row["label"])
+    return labels_of
+
+
+def _dedupe(rows: list[dict]) -> list[dict]:
+    """Drop texts seen with two different labels (`_conflicting`), then keep the first of each duplicate text."""
+    labels_of = _labels_by_text(rows)
     seen, kept = set(), []
     for row in rows:
         if len(labels_of[row["text"]]) == 1 and row["text"] not in seen:
             seen.add(row["text"])
             kept.append(row)
-    return kept, sum(len(labels_of[row["text"]]) > 1 for row in rows)
+    return kept
+
+
+def _conflicting(rows: list[dict]) -> int:
+    """How many of `rows` `_dedupe` drops for their labels: every copy of a text seen with two different labels."""
+    labels_of = _labels_by_text(rows)
+    return sum(len(labels_of[row["text"]]) > 1 for row in rows)
 
 
 def _label_order(label: str) -> tuple:
@@ -316,17 +326,14 @@ def _build_task(
     (at least 1); with `test_rows`, those are the test split, capped at `test_cap` by a stratified sample.
     `dev_rows`, when given, are the dev split few-shot runs draw their dev examples from.
     """
-    rows, conflicting = _dedupe(rows)
+    rows = _dedupe(rows)
     if not rows:
         raise PeftlabError(
             f"The data set '{name}' has no rows with both a non-empty text and a label; "
             "fill in the text and label columns."
         )
-    if test_rows is not None:
-        test_rows, test_conflicting = _dedupe(test_rows)
-        conflicting += test_conflicting
-    dev_rows, dev_conflicting = _dedupe(dev_rows or [])
-    conflicting += dev_conflicting
+    test_rows = _dedupe(test_rows) if test_rows is not None else None
+    dev_rows = _dedupe(dev_rows or [])
     if label_names is None:
         label_names = sorted({r["label"] for r in rows + (test_rows or []) + dev_rows}, key=_label_order)
     if len(label_names) < 2:
@@ -354,15 +361,7 @@ def _build_task(
     dev = [r for r in indexed(dev_rows) if r["text"] not in held_out]
     held_out |= {r["text"] for r in dev}
     train = [r for r in rows if r["text"] not in held_out]
-    return Task(
-        name=name,
-        label_names=list(label_names),
-        text_fields=text_fields,
-        train=train,
-        test=test,
-        dev=dev,
-        left_out={"conflicting": conflicting},
-    )
+    return Task(name=name, label_names=list(label_names), text_fields=text_fields, train=train, test=test, dev=dev)
 
 
 # ---------------------------------------------------------------- uploads
@@ -418,7 +417,7 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
         rows = _to_rows(records, fields, text_column, label_column)
         task = _build_task(path.name, rows, fields)
         task.held_out_here = True
-        readable = len(rows)
+        readable, conflicting = len(rows), _conflicting(rows)
     else:
         by_split = {name: [r for r, s in zip(records, splits) if s == name] for name in ("train", "dev", "test")}
         if not by_split["test"]:
@@ -431,9 +430,8 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
             path.name, rows["train"], fields, test_rows=rows["test"], dev_rows=rows["dev"], test_cap=None
         )
         task.marked_splits = True
-        readable = sum(map(len, rows.values()))
+        readable, conflicting = sum(map(len, rows.values())), sum(map(_conflicting, rows.values()))
     # the rest left out repeat a text kept (in its split, or one marked train repeating a test text)
-    conflicting = task.left_out["conflicting"]
     repeated = readable - conflicting - len(task.rows("all"))
     task.left_out = {"empty": len(records) - readable, "conflicting": conflicting, "repeated": repeated}
     return task
