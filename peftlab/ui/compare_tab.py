@@ -87,6 +87,12 @@ def refresh_choices(task, model, request: gr.Request):
     )
 
 
+def _labelled(table: pd.DataFrame, split) -> pd.DataFrame:
+    """`table` (a `report.compare` split's, or its display) with the columns that say which test split it is, what
+    was scored and against what baseline."""
+    return table.assign(split=split.fingerprint, scored=split.scored, baseline=split.baseline or "none")
+
+
 @user_errors
 def show_comparison(task, model, request: gr.Request):
     store = _store(request)
@@ -113,22 +119,12 @@ def show_comparison(task, model, request: gr.Request):
         verb = "is" if len(others) == 1 else "are"
         status += f" {counted(len(others), 'other test split')} {verb} listed below, apart."
     status += warning_notes(main.notes)
-    apart = (
-        pd.concat(
-            [
-                display_table(s.table).assign(split=s.fingerprint, scored=s.scored, baseline=s.baseline or "none")
-                for s in others
-            ]
-        )
-        if others
-        else pd.DataFrame()
-    )
+    apart = pd.concat([_labelled(display_table(s.table), s) for s in others]) if others else pd.DataFrame()
     summary = main.table.rename(columns={"seconds_mean": "seconds"})
     session = SESSIONS.get(request)
     csv_path = session.download(task, model, "compare", suffix="csv")
     # every split, each line saying which and against what baseline (the file held the main table alone)
-    every_split = [s.table.assign(split=s.fingerprint, scored=s.scored, baseline=s.baseline or "none") for s in splits]
-    pd.concat(every_split, ignore_index=True).to_csv(csv_path, index=False)
+    pd.concat([_labelled(s.table, s) for s in splits], ignore_index=True).to_csv(csv_path, index=False)
     report_path = session.download(task, model, "report", suffix="html")
     report_path.write_text(report_html(splits, rows), encoding="utf-8")
     return (
