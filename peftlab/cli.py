@@ -412,6 +412,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
 
     from peftlab.backends import adapter_name
     from peftlab.compare import results_frame, run_record
+    from peftlab.methods import cut_note
     from peftlab.report import leaning_notes
     from peftlab.saving import zip_trained
 
@@ -457,7 +458,8 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
             PROGRESS.end()
             written = " and ".join(path for path in (args.out, args.run_json) if path)
             print(f"Written to {written}: the {counted(len(rows), 'run')} finished before the stop.", file=sys.stderr)
-    for note in leaning_notes(scored, task.label_names):
+    cut = cut_note(lm, setup.prompts[0], methods, task.test_subset(test_limit))
+    for note in [*leaning_notes(scored, task.label_names), *([cut] if cut else [])]:
         print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(results.to_json(orient="records"), file=args.json_out)

@@ -482,7 +482,7 @@ class ClozeEvaluation:
     seconds: float
     settings: dict = field(default_factory=dict)
     row: ResultRow | None = None  # the result as the results store keeps it
-    notes: list[str] = field(default_factory=list)  # what a reader of the accuracy should know (`leaning_note`)
+    notes: list[str] = field(default_factory=list)  # what a reader of the accuracy should know (`leaning_note`...)
 
     @property
     def n(self) -> int:
@@ -579,7 +579,7 @@ def evaluate(
         metrics={"model_params": lm.num_parameters},
     )
     confusion = confusion_matrix(gold, predicted, len(names))
-    note = leaning_note(confusion, names, setup)
+    notes = [leaning_note(confusion, names, setup), cut_note(lm, setup, examples)]
     return ClozeEvaluation(
         label_names=list(names),
         accuracy=accuracy(gold, predicted),
@@ -589,7 +589,20 @@ def evaluate(
         seconds=seconds,
         settings=row.settings,
         row=row,
-        notes=[note] if note else [],
+        notes=[note for note in notes if note],
+    )
+
+
+def cut_note(lm: LM, setup: ClozeSetup, examples: Sequence[dict]) -> str | None:
+    """A sentence when some texts did not fit the model's input and were scored cut (`Prompt.fit`); None otherwise."""
+    cut = max(prompt.cut_count(lm, examples) for prompt in setup.prompts)
+    if not cut:
+        return None
+    demonstrations = len(setup.prompts[0].demonstrations)
+    beside = f" beside the {demonstrations} demonstrations" if demonstrations else ""
+    return (
+        f"{cut} of the {len(examples)} texts do not fit {lm.name}'s {lm.max_length}-token input{beside}: they were "
+        "scored cut to fit (a text before the mask loses its start, one after it its end)."
     )
 
 

@@ -68,6 +68,10 @@ class MethodConfig(Config):
         """The prompt this method scores through: its inputs cut to leave room for its virtual tokens."""
         return dataclasses.replace(prompt, reserved_positions=self.reserved_positions)
 
+    def cut_count(self, lm: LM, prompt: Prompt, examples: Sequence[dict]) -> int:
+        """How many of `examples` this method reads cut to fit its input (`Prompt.fit`)."""
+        return self.prompt_for(prompt).cut_count(lm, examples)
+
     def check(self, lm: LM) -> None:
         """Raise a PeftlabError when this method cannot train on `lm` (called before any training)."""
 
@@ -577,6 +581,12 @@ class SequenceClassifierMethod(MethodConfig):
     def token_limit(self, lm) -> int:
         return min(self.max_tokens, lm.max_length)
 
+    def cut_count(self, lm, prompt, examples):
+        limit = self.token_limit(lm)
+        if self.pattern:
+            return prompt.cut_count(lm, examples, limit)
+        return sum(len(lm.tokenizer(self.input_text(lm, prompt, e)).input_ids) > limit for e in examples)
+
     def classify(self, lm, prompt, model, examples):
         texts = [self.input_text(lm, prompt, e) for e in examples]
         batch = lm.tokenizer(
@@ -619,6 +629,20 @@ METHODS: dict[str, type[MethodConfig]] = {
         SequenceClassifierMethod,
     )
 }
+
+
+def cut_note(lm: LM, prompt: Prompt, configs: Sequence[MethodConfig], examples: Sequence[dict]) -> str | None:
+    """A sentence naming the methods that read some of `examples` (the test texts) cut to fit their input, and how
+    many; None when every method read them whole."""
+    cut = {config.name: config.cut_count(lm, prompt, examples) for config in configs}
+    cut = {name: count for name, count in cut.items() if count}
+    if not cut:
+        return None
+    counts = ", ".join(f"{count} for {name}" for name, count in cut.items())
+    return (
+        f"Some of the {len(examples)} test texts do not fit the input {lm.name} reads with a method and were scored "
+        f"cut to fit: {counts}."
+    )
 
 
 def method_config(name: str, **overrides) -> MethodConfig:

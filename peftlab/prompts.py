@@ -333,9 +333,15 @@ class Prompt:
         prefix, triggers = _encode_prefix(tokenizer, stripped, self.trigger_ids, lm.kind == "causal")
         return prefix, triggers, after_ids, words
 
+    def cut_count(self, lm, examples: Sequence[dict], limit: int | None = None) -> int:
+        """How many of `examples` have a field cut to fit the model's input, or `limit` tokens (see `fit`): a reader
+        of a score on long texts should know the model never read all of them."""
+        limit = lm.max_length - self.reserved_positions if limit is None else limit
+        return sum(self.fit(lm, example, limit) is not example for example in examples)
+
     def fit(self, lm, example: dict, limit: int, fill: str | None = None) -> dict:
         """The example with its template fields cut, longest first, until its longest query needs `limit` tokens
-        or fewer (the template itself is never cut)."""
+        or fewer (the template itself is never cut); `example` itself when nothing is cut."""
         if fill is not None:
             return example
         tokenizer = lm.tokenizer

@@ -566,6 +566,17 @@ def test_long_text_scores_within_max_length(tiny_lm, tiny_task):
     assert torch.allclose(log_probs, apart, atol=ATOL)
 
 
+def test_an_evaluation_says_how_many_texts_were_cut_to_fit_the_model(tiny_lm, tiny_task):
+    """A score on texts the model read only in part carries a note counting them; short texts carry none."""
+    long_text = " ".join(["the", "plot", "was", "good"] * 150)
+    longer = dataclasses.replace(tiny_task, test=[*tiny_task.test[:3], {"text": long_text, "label": 1}])
+    result = evaluate(tiny_lm, longer, [TEMPLATE, SUFFIX_TEMPLATE], VERBALIZER)
+    assert f"1 of the 4 texts do not fit {tiny_lm.name}'s {tiny_lm.max_length}-token input: they were scored cut" in (
+        " ".join(result.notes)
+    )
+    assert not [note for note in evaluate(tiny_lm, tiny_task, TEMPLATE, VERBALIZER).notes if "cut" in note]
+
+
 def test_a_limit_on_a_split_sorted_by_label_scores_every_label(tiny_causal, tiny_task):
     """bbc-topic's test split is stored sorted by label: its first N texts were one class."""
     import dataclasses

@@ -15,6 +15,7 @@ from peftlab.methods import (
     BitFitMethod,
     PrefixTuningMethod,
     SequenceClassifierMethod,
+    cut_note,
     feed_forward_modules,
     method_config,
 )
@@ -186,6 +187,27 @@ def test_a_classifier_reads_the_bare_fields_or_the_pattern_around_them_cut_to_fi
     read = SequenceClassifierMethod(pattern=True, max_tokens=40).input_text(tiny_causal, prompt, long)
     assert read.startswith("Review: ") and read.endswith("good film\nSentiment:")
     assert len(tiny_causal.tokenizer(read).input_ids) <= 40
+
+
+def test_the_methods_that_read_test_texts_cut_to_fit_are_named_with_how_many(tiny_causal):
+    """A 60-token text fits the tiny model's 256-token input, but not 40 tokens of a classifier, nor the input a
+    prompt with 200 virtual tokens leaves; a 1,000-token text fits nothing."""
+    prompt = Prompt(
+        Template.parse("Review: {text}\nSentiment:{mask}", ["text"]),
+        Verbalizer.parse(VERBALIZER, ["negative", "positive"]),
+    )
+    texts = [{"text": "good film", "label": 1}, {"text": "good film " * 30, "label": 1}]
+    texts.append({"text": "good film " * 500, "label": 0})
+    configs = [
+        method_config("lora"),
+        method_config("prompt-tuning", num_virtual_tokens=200),
+        SequenceClassifierMethod(max_tokens=40),
+    ]
+    assert cut_note(tiny_causal, prompt, configs, texts) == (
+        f"Some of the 3 test texts do not fit the input {tiny_causal.name} reads with a method and were scored cut "
+        "to fit: 1 for lora, 2 for prompt-tuning, 2 for classifier."
+    )
+    assert cut_note(tiny_causal, prompt, configs, texts[:1]) is None
 
 
 @pytest.mark.parametrize(
