@@ -394,11 +394,26 @@ def test_a_long_grid_shows_its_estimate_first_and_starts_on_the_second_press(cli
     assert re.search(r"finished in [\d.]+ (s|min) \(estimated [\d.]+ (min|h|days|years)\)", status), status
 
 
+def test_a_method_the_model_cannot_train_is_refused_at_the_first_press_before_any_estimate(client, monkeypatch):
+    """BitFit on SmolLM2 (no bias terms) was refused after the estimate's measurement and a second press."""
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", 1.0)  # any grid would ask for a second press
+
+    def measured(*_args, **_kwargs):
+        raise AssertionError("the estimate was measured before the method was checked")
+
+    monkeypatch.setattr("peftlab.ui.soft_prompts_tab.measured_costs", measured)
+    with pytest.raises(AppError, match="BitFit trains only bias terms, and smollm2-135m has none"):
+        call(client, "/compare", *compare_args(methods=["lora", "bitfit"], rates=""))
+    with pytest.raises(AppError, match="BitFit trains only bias terms"):
+        call(client, "/sweep", *compare_args()[:7], "bitfit", "learning_rate", "0.001,0.01", "4", "13", 2, 20)
+
+
 def test_soft_prompts_sweep_trains_each_value(client):
     args = compare_args()[:7] + ["prompt-tuning", "num_virtual_tokens", "1,4", "4", "13", 2, 20]
     status, table, plot = call(client, "/sweep", *args, timeout=FIRST_CALL_TIMEOUT_S)
     assert re.fullmatch(  # took, then the estimate, then what each run scored
-        r"2/2 runs finished in [\d.]+ (s|min) \(estimated \d+ s\)\. Each scored on 20 of 1000 test texts\.", status
+        r"2/2 runs finished in [\d.]+ (s|min) \(estimated \d+ (s|min)\)\. Each scored on 20 of 1000 test texts\.",
+        status,
     ), status
     assert [row[0] for row in table["data"]] == ["1", "4"]
     figure = json.loads(plot["plot"])

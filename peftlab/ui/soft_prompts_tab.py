@@ -29,7 +29,7 @@ from peftlab.compare import (
 )
 from peftlab.config import parse_list
 from peftlab.errors import PeftlabError
-from peftlab.methods import METHODS, method_config, parse_learning_rates
+from peftlab.methods import METHODS, cut_note, method_config, parse_learning_rates
 from peftlab.plots import accuracy_vs_parameters, label_probability_bars, sweep_curve, training_curves
 from peftlab.prompts import typed_example
 from peftlab.report import leaning_notes
@@ -148,6 +148,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
     seed_list, shot_list, test_limit = grid.seeds, grid.shots, grid.test_limit
     total_runs = len(configs) * len(seed_list) * len(shot_list)
     lm = load_model(form["model"], dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
+    for config in configs:  # before the estimate: BitFit on a model without biases was refused after a second press
+        config.check(lm)
     costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"], progress)
     expected = grid_seconds(grid.methods, shot_list, len(seed_list), settings, task, test_limit, costs)
     plan = f"{total_runs} training runs (methods x K x seeds = {len(configs)} x {len(shot_list)} x {len(seed_list)})"
@@ -200,6 +202,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         if stop.is_set():
             notes.insert(0, f"{stopped_note(stop)} Finished runs and the stopped run's best weights are kept.")
         notes += leaning_notes(scored, task.label_names)
+        if cut := cut_note(lm, setup.prompts[0], configs, task.test_subset(test_limit)):
+            notes.append(cut)
         results = results_frame(rows)
         csv_file = session.download(task.name, "soft-prompts-runs", suffix="csv")
         csv_file.write_text(results.to_csv(index=False), encoding="utf-8")
@@ -330,6 +334,8 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
     method, setting, seed_list, test_limit = sweep.method, sweep.varied, sweep.seeds, sweep.test_limit
     total = len(values) * len(seed_list)
     lm = load_model(form["model"], dtype="fp32")
+    for config in sweep_configs(method, setting, values):  # before the estimate, as a grid's
+        config.check(lm)
     costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"], progress)
     expected = grid_seconds([method] * len(values), k, len(seed_list), settings, task, test_limit, costs)
     if message := unconfirmed(request, "sweep", form, expected, f"{total} training runs"):
