@@ -24,7 +24,8 @@ import pandas as pd
 
 from peftlab.config import counted
 from peftlab.metrics import confusion_matrix, leaning_label
-from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
+from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds, score_kl_frontier
+from peftlab.rlhf.stored import stored_routes
 from peftlab.stats import paired_difference
 from peftlab.store import ResultRow, scored_note
 
@@ -226,16 +227,94 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(dict(zip(DISPLAY_COLUMNS, values, strict=True)))
 
 
+@dataclass
+class RouteComparison:
+    """The stored RLHF evaluations of one task and model on one set of held-out prompts: a line per route
+    (`rlhf.stored.stored_routes`), and the summary its score-KL frontier draws."""
+
+    task: str
+    model: str
+    fingerprint: str
+    labeler: str
+    prompts: int
+    results: int
+    table: pd.DataFrame
+    summary: dict
+
+    @property
+    def status(self) -> str:
+        return (
+            f"{counted(self.results, 'RLHF result')} on the same "
+            f"{counted(self.prompts, 'held-out prompt')}: the {self.labeler} score and the KL to the SFT model (RLHF "
+            "has no accuracy)."
+        )
+
+    def display(self) -> pd.DataFrame:
+        """The lines as people read them: score ± std over runs, the SFT model's, the gain, KL and seconds."""
+        table = self.table
+        return pd.DataFrame(
+            {
+                "method": table["method"],
+                "runs": table["runs"],
+                f"{self.labeler} score": [
+                    f"{m:+.3f} ± {s:.3f}" for m, s in zip(table["score_mean"], table["score_std"])
+                ],
+                "SFT's score": table["sft_score"].map("{:+.3f}".format),
+                "gain": table["gain"].map("{:+.3f}".format),
+                "reward": table["reward"].map(lambda v: "" if pd.isna(v) else f"{v:+.2f}"),
+                "KL to SFT (nats)": table["kl"].map("{:.2f}".format),
+                "seconds": table["seconds"].map(short_figure),
+            }
+        )
+
+    def frontier(self):
+        return score_kl_frontier(self.summary, list(self.table["method"]), f"{self.labeler} score")
+
+
+def compare_routes(rows: Sequence[ResultRow]) -> list[RouteComparison]:
+    """One RouteComparison per task, model and set of held-out prompts among `rows` (RLHF rows only), the one with
+    most rows first.
+
+    Raises:
+        PeftlabError: a stored RLHF row without its scores (`stored_routes`).
+    """
+    groups: dict[tuple, list[ResultRow]] = {}
+    for row in rows:
+        if row.kind == "rlhf":
+            groups.setdefault((row.task, row.model, row.test_fingerprint), []).append(row)
+    comparisons = []
+    for (task, model, prompts_print), group in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+        table, summary = stored_routes(group)
+        metrics = group[0].metrics
+        comparisons.append(
+            RouteComparison(
+                task, model, prompts_print, metrics["labeler"], metrics["prompts"], len(group), table, summary
+            )
+        )
+    return comparisons
+
+
 def report_html(comparisons: Sequence[SplitComparison], rows: Sequence[ResultRow]) -> str:
-    """One self-contained page: per split, the table, both charts and every row's settings."""
+    """One self-contained page: per split, the table, both charts and every row's settings; then the RLHF
+    evaluations among `rows` the same way (`compare_routes`: a table and the score-KL frontier).
+
+    Raises:
+        PeftlabError: a stored RLHF row without its scores.
+    """
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>peftlab comparison</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
         "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}pre{font-size:11px;"
         "white-space:pre-wrap}</style></head><body>",
     ]
-    if not comparisons:
+    routes = compare_routes(rows)
+    if not comparisons and not routes:
         parts.append("<p>No stored results to compare yet.</p>")
+    plotly = iter(["inline"])  # the page's first chart carries plotly.js; ids are fixed: the same rows, the same bytes
+
+    def chart(figure, div_id: str) -> str:
+        return figure.to_html(full_html=False, include_plotlyjs=next(plotly, False), div_id=div_id)
+
     for number, split in enumerate(comparisons):
         support = ", ".join(f"{count} {label}" for label, count in split.support.items())
         parts += [
@@ -247,34 +326,46 @@ def report_html(comparisons: Sequence[SplitComparison], rows: Sequence[ResultRow
             *(f"<p>⚠️ {html.escape(note)}</p>" for note in split.notes),
         ]
         summary = split.table.rename(columns={"seconds_mean": "seconds"})
-        for chart_number, figure in enumerate((accuracy_vs_parameters(summary), accuracy_vs_seconds(summary))):
-            include = "inline" if number == chart_number == 0 else False
-            parts.append(
-                figure.to_html(full_html=False, include_plotlyjs=include, div_id=f"chart-{number}-{chart_number}")
-            )
-        split_rows = [r for r in rows if r.test_fingerprint == split.fingerprint]
-        parts.append(
-            "<h2>Every row</h2><pre>"
-            + html.escape(
-                "\n".join(
-                    json.dumps(
-                        {
-                            "id": r.id,
-                            "method": r.method,
-                            "K": r.k,
-                            "seed": r.seed,
-                            "accuracy": r.accuracy,
-                            "settings": r.settings,
-                            "created": r.created,
-                            "version": r.version,
-                        },
-                        sort_keys=True,
-                        default=str,
-                    )
-                    for r in split_rows
-                )
-            )
-            + "</pre>"
-        )
+        parts += [
+            chart(accuracy_vs_parameters(summary), f"chart-{number}-0"),
+            chart(accuracy_vs_seconds(summary), f"chart-{number}-1"),
+        ]
+        parts.append(_every_row([r for r in rows if r.test_fingerprint == split.fingerprint and r.kind != "rlhf"]))
+    for number, route in enumerate(routes):
+        parts += [
+            f"<h1>{html.escape(route.task)} · {html.escape(route.model)}</h1>",
+            f"<p>Held-out prompts {route.fingerprint}: {html.escape(route.status)}</p>",
+            route.display().to_html(index=False, escape=True),
+            chart(route.frontier(), f"chart-rlhf-{number}"),
+            _every_row([r for r in rows if r.test_fingerprint == route.fingerprint and r.kind == "rlhf"]),
+        ]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _every_row(rows: Sequence[ResultRow]) -> str:
+    """Every stored row of a section with its settings, as JSON lines."""
+    return (
+        "<h2>Every row</h2><pre>"
+        + html.escape(
+            "\n".join(
+                json.dumps(
+                    {
+                        "id": r.id,
+                        "method": r.method,
+                        "K": r.k,
+                        "seed": r.seed,
+                        "accuracy": r.accuracy,
+                        "metrics": r.metrics,
+                        "settings": r.settings,
+                        "created": r.created,
+                        "version": r.version,
+                    },
+                    sort_keys=True,
+                    default=str,
+                )
+                for r in rows
+            )
+        )
+        + "</pre>"
+    )

@@ -147,6 +147,31 @@ def test_the_report_from_the_store_alone_is_the_same_twice(tmp_path):
     assert "zero-shot · mean" in first and "chart-0-0" in first and "chart-0-1" in first
 
 
+def test_the_report_of_rlhf_results_shows_each_route_s_score_and_kl(tmp_path, monkeypatch, capsys):
+    """`report` on an RLHF task said "Report of 2 results written" over a page reading "No stored results to compare
+    yet": RLHF rows have no accuracy. Each route is a line (score, gain over SFT, KL) beside the score-KL frontier."""
+    from peftlab.cli_core import light_parser, run_command
+    from peftlab.rlhf.evaluation import PolicyComparison
+
+    summary = {"labeler": "vader-positive", "prompts": 2, "samples_per_prompt": 1, "sft_mean_score": 0.1}
+    summary |= {"ppo_mean_score": 0.5, "ppo_mean_kl": 2.0, "dpo_mean_score": 0.25, "dpo_mean_kl": 1.0}
+    evaluation = PolicyComparison(pd.DataFrame({"prompt": ["a", "b"]}), summary, ["ppo", "dpo"])
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "r.sqlite"))
+    ResultStore().add(evaluation.result_rows("tiny", {}, {"ppo": 100.0, "dpo": 10.0}))
+    out = tmp_path / "report.html"
+    argv = ["report", "--task", "rlhf vader-positive", "--model", "tiny", "--out", str(out)]
+    assert run_command(light_parser(), argv) == 0
+    assert capsys.readouterr().out == f"Report of 2 results written to {out}.\n"
+    page = out.read_text(encoding="utf-8")
+    assert "No stored results" not in page and "2 RLHF results on the same 2 held-out prompts" in page
+    # ppo: +0.500 over nothing else (one run), gain 0.5 - 0.1, KL 2.00, 100 s; the frontier draws SFT, PPO and DPO
+    assert (
+        "<td>ppo</td>\n      <td>1</td>\n      <td>+0.500 ± 0.000</td>\n      <td>+0.100</td>\n      <td>+0.400</td>"
+        in (page)
+    )
+    assert "<td>2.00</td>" in page and "<td>1.00</td>" in page and "chart-rlhf-0" in page and "plotly" in page
+
+
 def test_the_compare_panel_says_what_to_do_when_nothing_is_stored_and_counts_its_rows(monkeypatch, tmp_path):
     import gradio as gr
 

@@ -74,7 +74,9 @@ def test_rlhf_results_are_shown_on_the_compare_tab(monkeypatch, tmp_path):
         ["dpo", 2, "+0.300 ± 0.000", "+0.100", "+0.200", "+0.40", "1.00", "10"],
     ]
     assert json.loads(frontier.to_json())["data"][0]["text"] == ["SFT", "PPO", "DPO"]
-    assert pd.read_csv(csv_path)["score_mean"].round(3).tolist() == [0.6, 0.3] and report is None
+    assert pd.read_csv(csv_path)["score_mean"].round(3).tolist() == [0.6, 0.3]
+    page = open(report, encoding="utf-8").read()  # the report holds them too (it had nothing to offer)
+    assert "<td>+0.600 ± 0.141</td>" in page and "chart-rlhf-0" in page
     (broken,) = evaluation(0.5, 0.3, 1.0)[:1]
     broken.metrics.pop("ppo_mean_kl")  # an edited import: a StopIteration was the answer
     ResultStore().add([broken])

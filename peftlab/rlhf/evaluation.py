@@ -14,14 +14,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from peftlab.errors import PeftlabError
 from peftlab.rlhf.crossing import is_lora
 from peftlab.rlhf.generation import check_response_scores_fit, response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.reward import RewardModel
+from peftlab.rlhf.stored import REFERENCE, route_key
 from peftlab.store import ResultRow, fingerprint
-
-REFERENCE = "sft"
 
 
 @dataclass
@@ -47,9 +45,7 @@ class PolicyComparison:
         prompts = [{"prompt": p} for p in dict.fromkeys(self.table["prompt"])]
         rows = []
         for route in self.routes:
-            metrics = {
-                k: v for k, v in self.summary.items() if not _route_key(k) or _route_key(k) in (route, REFERENCE)
-            }
+            metrics = {k: v for k, v in self.summary.items() if not route_key(k) or route_key(k) in (route, REFERENCE)}
             rows.append(
                 ResultRow(
                     kind="rlhf",
@@ -67,64 +63,6 @@ class PolicyComparison:
                 )
             )
         return rows
-
-
-def stored_routes(rows: Sequence[ResultRow]) -> tuple[pd.DataFrame, dict]:
-    """Stored RLHF evaluations (`result_rows`, all on the same held-out prompts) as one line per method: its runs,
-    the labeler's mean score with its std over runs, the SFT model's score on the same prompts and the gain over
-    it, the reward model's score, the KL to SFT (nats per response) and the training seconds; and the summary
-    `plots.score_kl_frontier` draws (each method as a route).
-
-    Raises:
-        PeftlabError: a row without the figures `result_rows` writes (an edited import, say), named by its id.
-    """
-    runs: dict[str, list[dict]] = {}
-    for row in rows:
-        metrics = row.metrics
-        route = next((_route_key(k) for k in metrics if k.endswith("_mean_kl")), None)
-        needed = {f"{route}_mean_score", f"{REFERENCE}_mean_score", "labeler", "prompts"}
-        if route is None or not needed <= set(metrics):
-            raise PeftlabError(
-                f"The stored RLHF result {row.id[:8]} lacks its scores or KL; delete it under Stored results."
-            )
-        runs.setdefault(row.method, []).append(
-            {
-                "score": metrics[f"{route}_mean_score"],
-                "sft_score": metrics[f"{REFERENCE}_mean_score"],
-                "reward": metrics.get(f"{route}_mean_reward", float("nan")),
-                "kl": metrics[f"{route}_mean_kl"],
-                "seconds": row.train_seconds,
-            }
-        )
-    lines = []
-    for method, values in runs.items():
-        frame = pd.DataFrame(values)
-        lines.append(
-            {
-                "method": method,
-                "runs": len(frame),
-                "score_mean": frame["score"].mean(),
-                "score_std": frame["score"].std() if len(frame) > 1 else 0.0,
-                "sft_score": frame["sft_score"].mean(),
-                "gain": (frame["score"] - frame["sft_score"]).mean(),
-                "reward": frame["reward"].mean(),
-                "kl": frame["kl"].mean(),
-                "seconds": frame["seconds"].mean(),
-            }
-        )
-    table = pd.DataFrame(lines)
-    summary = {f"{REFERENCE}_mean_score": float(table["sft_score"].mean())}
-    for line in lines:
-        summary |= {f"{line['method']}_mean_score": line["score_mean"], f"{line['method']}_mean_kl": line["kl"]}
-    return table, summary
-
-
-def _route_key(key: str) -> str | None:
-    """The route a summary key belongs to ("ppo_mean_kl" -> "ppo"), None for shared keys."""
-    for suffix in ("_mean_score", "_mean_reward", "_mean_kl"):
-        if key.endswith(suffix):
-            return key[: -len(suffix)]
-    return None
 
 
 def check_evaluation_fits(model: torch.nn.Module, prompts: int, samples_per_prompt: int, max_new_tokens: int) -> None:

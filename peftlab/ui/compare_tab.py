@@ -15,9 +15,8 @@ from peftlab.cloze import ClozeSetup
 from peftlab.compare import GridRow
 from peftlab.config import counted
 from peftlab.errors import PeftlabError
-from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds, score_kl_frontier
-from peftlab.report import DISPLAY_COLUMNS, compare, display_table, report_html, short_figure
-from peftlab.rlhf.evaluation import stored_routes
+from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
+from peftlab.report import DISPLAY_COLUMNS, compare, compare_routes, display_table, report_html
 from peftlab.serving import current_caps, public_mode
 from peftlab.standard import (
     STANDARD_METHODS,
@@ -140,35 +139,18 @@ def show_comparison(task, model, request: gr.Request):
 
 def _rlhf_comparison(task: str, model: str, rows: list[ResultRow], request: gr.Request):
     """The RLHF tab's evaluations: each route's labeler score and KL to the SFT model (they have no accuracy), on
-    the held-out prompts most of them answered; the score-KL frontier as the chart."""
-    by_prompts: dict[str, list[ResultRow]] = {}
-    for row in rows:
-        by_prompts.setdefault(row.test_fingerprint, []).append(row)
-    main, *others = sorted(by_prompts.values(), key=len, reverse=True)
-    table, summary = stored_routes(main)
-    labeler, prompts = main[0].metrics["labeler"], main[0].metrics["prompts"]
-    status = (
-        f"**{task} · {model}**: {counted(len(main), 'RLHF result')} on the same {counted(prompts, 'held-out prompt')}"
-        f": the {labeler} score and the KL to the SFT model (RLHF has no accuracy)."
-    )
+    the held-out prompts most of them answered; the score-KL frontier as the chart, and the report."""
+    main, *others = compare_routes(rows)
+    status = f"**{task} · {model}**: {main.status}"
     if others:
-        status += f" {counted(sum(map(len, others)), 'result')} on other held-out prompts not shown."
-    shown = pd.DataFrame(
-        {
-            "method": table["method"],
-            "runs": table["runs"],
-            f"{labeler} score": [f"{m:+.3f} ± {s:.3f}" for m, s in zip(table["score_mean"], table["score_std"])],
-            "SFT's score": table["sft_score"].map("{:+.3f}".format),
-            "gain": table["gain"].map("{:+.3f}".format),
-            "reward": table["reward"].map(lambda v: "" if pd.isna(v) else f"{v:+.2f}"),
-            "KL to SFT (nats)": table["kl"].map("{:.2f}".format),
-            "seconds": table["seconds"].map(short_figure),
-        }
-    )
-    csv_path = SESSIONS.get(request).download(task, model, "compare", suffix="csv")
-    table.to_csv(csv_path, index=False)
-    frontier = score_kl_frontier(summary, list(table["method"]), f"{labeler} score")
-    return status, shown, frontier, None, gr.Dataframe(pd.DataFrame(), visible=False), str(csv_path), None
+        status += f" {counted(sum(o.results for o in others), 'result')} on other held-out prompts not shown."
+    session = SESSIONS.get(request)
+    csv_path = session.download(task, model, "compare", suffix="csv")
+    main.table.to_csv(csv_path, index=False)
+    report_path = session.download(task, model, "report", suffix="html")
+    report_path.write_text(report_html([], rows), encoding="utf-8")
+    hidden = gr.Dataframe(pd.DataFrame(), visible=False)
+    return status, main.display(), main.frontier(), None, hidden, str(csv_path), str(report_path)
 
 
 def standard_inputs(form: dict):

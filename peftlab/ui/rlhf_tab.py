@@ -19,7 +19,6 @@ from peftlab.errors import PeftlabError
 from peftlab.models import check_width
 from peftlab.plots import metric_curve, metric_panels, score_comparison, score_kl_frontier
 from peftlab.rlhf.dpo import DPOConfig, DPOResult
-from peftlab.rlhf.evaluation import REFERENCE
 from peftlab.rlhf.generation import sample_responses
 from peftlab.rlhf.labelers import LABELERS, labeler_by_name
 from peftlab.rlhf.pipeline import HELDOUT_PROMPTS, PipelineConfig, RLHFData, check_ranks, ranked_prompt_count
@@ -27,6 +26,7 @@ from peftlab.rlhf.ppo import PPOConfig, PPOResult
 from peftlab.rlhf.reward import REPORT_COLUMNS, RewardConfig, RewardResult, heldout_report
 from peftlab.rlhf.session import RANKING_SOURCES, RLHFSession
 from peftlab.rlhf.sft import SFTConfig, SFTResult
+from peftlab.rlhf.stored import REFERENCE
 from peftlab.serving import current_caps
 from peftlab.tuning import loss_note
 from peftlab.ui.common import (
