@@ -711,7 +711,10 @@ def test_stop_in_soft_prompts_keeps_the_run_in_progress_as_a_row(client, monkeyp
     wait_for(lambda: len(job.outputs()) >= 2, FIRST_CALL_TIMEOUT_S, "the first training steps")
     assert call(client, "/compare_stop") == "Stopping the comparison after its current step; what it finished is kept."
     status, results, _summary, _curves, _scatter, csv_path, run_path, picker = job.result(timeout=CALL_TIMEOUT_S)
-    assert "Stopped because you pressed Stop. Finished runs and the stopped run's best weights are kept." in status
+    assert (
+        "Stopped because you pressed Stop. Finished runs are kept, and the stopped run's best weights are in the last "
+        "row."
+    ) in status
     rows = pd.DataFrame(results["data"], columns=results["headers"])
     assert rows["method"].tolist() == ["zero-shot", "prompt-tuning"]
     assert re.fullmatch(r"stopped at step \d+ of 500", rows["status"].iloc[1]), rows["status"].tolist()
@@ -720,6 +723,26 @@ def test_stop_in_soft_prompts_keeps_the_run_in_progress_as_a_row(client, monkeyp
     assert picker["value"] == "prompt-tuning"  # the stopped run can classify and be downloaded
     # Stop after the end leaves the final line and its notes (it said "Nothing to stop: ..." there; a toast says it)
     assert call(client, "/compare_stop") == {"__type__": "update"}
+
+
+def test_a_stop_says_what_it_left_of_a_grid_and_never_keeps_a_run_that_took_no_step():
+    """A Stop before the first step said "the stopped run's best weights are kept" over a table of zero-shot alone."""
+    from peftlab.serving import JobStop
+    from peftlab.ui.soft_prompts_tab import _stop_note
+
+    stop = JobStop()
+    stop.stop("you pressed Stop")
+    zero_shot = {"method": "zero-shot", "status": "done"}
+    done, stopped = {"method": "lora", "status": "done"}, {"method": "head", "status": "stopped at step 3 of 30"}
+    said = "Stopped because you pressed Stop."
+    assert _stop_note(stop, [zero_shot], 2) == f"{said} No run had taken a step: nothing was trained."
+    assert _stop_note(stop, [zero_shot, done, stopped], 2) == (
+        f"{said} Finished runs are kept, and the stopped run's best weights are in the last row."
+    )
+    assert (
+        _stop_note(stop, [zero_shot, done], 2) == f"{said} Finished runs are kept; the next run had not taken a step."
+    )
+    assert _stop_note(stop, [zero_shot, done, done], 2) == said  # pressed as the last run ended
 
 
 def test_stop_ends_a_cloze_evaluation_between_batches(client):

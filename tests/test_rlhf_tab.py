@@ -117,6 +117,44 @@ def test_the_sampling_for_the_rankings_shows_its_progress_and_stop_ends_it_befor
     assert rlhf_tab._session(None).reward is None
 
 
+def test_a_stage_stopped_before_its_first_step_keeps_nothing_and_leaves_the_stages_as_they_were(
+    tiny_causal_folder, monkeypatch
+):
+    """PPO stopped before a step said "the policy so far is kept. Compare the SFT and PPO policies below", over a
+    policy that was the SFT model; a reward model stopped after its sampling kept an untrained head PPO could use."""
+    from peftlab.ui.sessions import SESSIONS
+
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
+    SESSIONS.get(None).values.pop("rlhf", None)  # a new visitor
+    sft = dict(model=tiny_causal_folder, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=1)
+    list(rlhf_tab.run_sft_stage(None, **sft, sft_learning_rate=1e-3, seed=0))
+
+    def stop_at(when: str):
+        def progress(fraction, desc=""):
+            if desc.startswith(when):
+                SESSIONS.get(None).stop_job(rlhf_tab.JOB, "you pressed Stop")
+
+        return progress
+
+    said = "stopped before its first step because you pressed Stop: nothing was trained, and every stage is as it was."
+    rm = dict(source="simulated labeler", labeler="vader-positive", k=4, rm_pairs=60, rm_lora_r=0, rm_steps=1)
+    rm |= dict(rm_heldout_prompts=2, seed=0)
+    status, *_ = rlhf_tab.run_reward_stage(None, progress=stop_at("sampling responses to rank: 60/60"), **rm)
+    assert status == f"The reward model {said}" and rlhf_tab._session(None).reward is None
+    rlhf_tab.run_reward_stage(None, **rm)
+    reward = rlhf_tab._session(None).reward
+    ppo = dict(ppo_steps=2, ppo_beta=0.05, ppo_adaptive_kl=False, ppo_target_kl=4.0, ppo_ptx_coef=0.0, seed=0)
+    *_, (status, *_) = rlhf_tab.run_ppo_stage(
+        None, progress=stop_at("PPO step 1"), labeler="vader-positive", **ppo, ppo_learning_rate=1e-3
+    )
+    assert status == f"PPO {said}"
+    dpo = dict(dpo_steps=2, dpo_beta=0.1, dpo_learning_rate=1e-3, seed=0)
+    *_, (status, _) = rlhf_tab.run_dpo_stage(None, progress=stop_at("DPO step 1"), **dpo)
+    assert status == f"DPO {said}"
+    session = rlhf_tab._session(None)
+    assert session.ppo is None and session.dpo is None and session.reward is reward
+
+
 def test_a_few_uploaded_prompts_ranked_by_the_labeler_keep_some_to_train_the_reward_model(monkeypatch):
     """12 uploaded prompts and the simulated labeler: 24 held-out ranking prompts took them all, and the reward model
     was refused after SFT with "lower the held-out prompts", a setting the app does not show. At most half the

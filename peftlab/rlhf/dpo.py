@@ -216,7 +216,8 @@ def train_dpo(
                 )
                 # its log lines would go to stdout, where the CLI's --json output goes: Relay reports the steps
                 trainer.remove_callback(PrinterCallback)
-                trainer.train()
+                if not (halt.is_set() or (stop is not None and stop.is_set())):  # a stop came during the set-up
+                    trainer.train()
             policy = trainer.model.requires_grad_(False)
             events.put(DPOResult(policy.eval(), seconds=time.perf_counter() - started, sft_model=sft_model))
         except BaseException as exc:  # re-raised in the caller's thread

@@ -272,6 +272,7 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     )
     if message := paced.refusal(_dropping_warning(session, "reward", "step 2 (the reward model)")):
         return message, gr.skip(), gr.skip(), gr.skip()
+    kept = replace(session)
     with job(request, JOB) as (_, stop):
         progress(0, desc=f"sampling and ranking {sampled} responses" if sampled else "reading the comparisons")
         history, train_pairs, so_far = [], None, Sampled(0, sampled)
@@ -310,6 +311,9 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
                 gr.skip(),
                 gr.skip(),
             )
+        if stop.is_set() and not history:  # an untrained head would have been kept, and PPO run against it
+            _restore(session, kept)
+            return _untrained("The reward model", stop.reason), gr.skip(), gr.skip(), gr.skip()
         stopped = stop.is_set() and len(history) < reward_config.steps  # a Stop may come too late for a GPU call
         note = f"{stopped_note(stop)} Kept after {len(history)} of {reward_config.steps} steps. " if stopped else ""
     frame = pd.DataFrame(history).ffill()
@@ -370,6 +374,10 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
                 pd.DataFrame(samples),
             )
         reason = stop.reason or "it was stopped"
+    if not (session.ppo and session.ppo.history):  # the policy is the SFT model's: nothing to compare with it
+        _restore(session, kept)
+        yield _untrained("PPO", reason), gr.skip(), gr.skip()
+        return
     result = session.ppo
     done = (
         f"PPO stopped after {len(result.history)} of {config.steps} steps because {reason}; the policy so far is kept"
@@ -381,6 +389,12 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
         metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO") if history else None,
         pd.DataFrame(samples),
     )
+
+
+def _untrained(stage: str, reason: str) -> str:
+    """The status of a stage stopped before its first step, which keeps nothing: the session is as it was before
+    the press ("the policy so far is kept" invited comparing the SFT model with itself)."""
+    return f"{stage} stopped before its first step because {reason}: nothing was trained, and every stage is as it was."
 
 
 def dpo_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, DPOConfig]:
@@ -428,6 +442,10 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
             plotted = item.step % 5 == 0 or item.step == config.steps
             yield line, metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO") if plotted else gr.skip()
         reason = stop.reason or "it was stopped"
+    if not (session.dpo and session.dpo.history):
+        _restore(session, kept)
+        yield _untrained("DPO", reason), gr.skip()
+        return
     result = session.dpo
     done = (
         f"DPO stopped after {len(result.history)} of {config.steps} steps because {reason}; the policy so far is kept"

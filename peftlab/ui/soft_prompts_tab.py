@@ -100,6 +100,19 @@ def _finished(rows: list[dict]) -> int:
     return sum(row["method"] != "zero-shot" and row["status"] == "done" for row in rows)
 
 
+def _stop_note(stop, rows: list[dict], total: int) -> str:
+    """What a Stop left of a grid's or sweep's `total` runs: a run stopped after a step has its row, with its best
+    weights; one stopped before its first step has none ("best weights are kept" was said of runs never trained)."""
+    trained = [row for row in rows if row["method"] != "zero-shot"]
+    if not trained:
+        return f"{stopped_note(stop)} No run had taken a step: nothing was trained."
+    if str(trained[-1]["status"]).startswith("stopped"):
+        return f"{stopped_note(stop)} Finished runs are kept, and the stopped run's best weights are in the last row."
+    if len(trained) < total:
+        return f"{stopped_note(stop)} Finished runs are kept; the next run had not taken a step."
+    return stopped_note(stop)
+
+
 def trained_methods(request) -> dict:
     """The session's trained (or loaded) methods, by name, the latest last."""
     return SESSIONS.get(request).values.setdefault("trained", {})
@@ -200,7 +213,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
                     continue  # redraw every few steps: plots cost more than a CPU step
             yield outputs()
         if stop.is_set():
-            notes.insert(0, f"{stopped_note(stop)} Finished runs and the stopped run's best weights are kept.")
+            notes.insert(0, _stop_note(stop, rows, total_runs))
         notes += leaning_notes(scored, task.label_names)
         if cut := cut_note(lm, setup.prompts[0], configs, task.test_subset(test_limit)):
             notes.append(cut)
@@ -362,7 +375,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
             yield f"{finished}/{total} runs finished{left} (estimated {duration(expected)} in all).", *shown
     status = f"{_finished(rows)}/{total} runs finished{took(started, expected)}.{_scored_on(scored, task)}"
     if stop.is_set():
-        status += f" {stopped_note(stop)} The stopped run's best weights so far are in the last row."
+        status += f" {_stop_note(stop, rows, total)}"
     yield status, *shown  # an API client's result is the last update: the table and plot again
 
 
