@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -128,12 +129,46 @@ def accuracy_vs_seconds(summary: pd.DataFrame) -> go.Figure:
     return _accuracy_scatter(summary, "seconds", "seconds per run", "Test accuracy vs time")
 
 
+# Each method the tabs train or score has a colour of its own, the same in every chart: by order of appearance,
+# LoRA was red in the training curves and green in the scatter beside them (the curves have no zero-shot line),
+# purple on the Compare tab. Other names (a calibration's "zero-shot · mean") get a colour from the rest by a hash.
+COLOURED_METHODS = (
+    "zero-shot",
+    "prompt-tuning",
+    "lora",
+    "head",
+    "p-tuning",
+    "prefix-tuning",
+    "adapter",
+    "bitfit",
+    "full",
+    "classifier",
+    "in-context",
+    "manual prompt",
+    "autoprompt",
+    "pet ensemble",
+    "pet",
+    "ipet",
+    "sft",
+    "ppo",
+    "ppo-ptx",
+    "dpo",
+)
+PALETTE = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24
+
+
+def method_colour(method: str) -> str:
+    """The colour of `method` in every chart (COLOURED_METHODS, else one of the remaining colours by a hash of the
+    name, stable across processes)."""
+    if method in COLOURED_METHODS:
+        return PALETTE[COLOURED_METHODS.index(method)]
+    rest = PALETTE[len(COLOURED_METHODS) :]
+    return rest[int(hashlib.sha256(method.encode()).hexdigest(), 16) % len(rest)]
+
+
 def method_colours(methods: Sequence[str]) -> dict[str, str]:
-    """A colour per method, in order of first appearance (34 before one repeats), so a method keeps its colour
-    across the charts drawn from one table: the two Compare charts placed zero-shot differently and coloured 'head'
-    blue in one and red in the other."""
-    palette = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24
-    return {method: palette[i % len(palette)] for i, method in enumerate(dict.fromkeys(methods))}
+    """`method_colour` of each of `methods`."""
+    return {method: method_colour(method) for method in dict.fromkeys(methods)}
 
 
 def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title: str) -> go.Figure:

@@ -84,3 +84,44 @@ def test_the_two_compare_charts_give_a_method_one_colour():
 
     assert colours(by_time) == colours(by_parameters) | {"zero-shot": colours(by_time)["zero-shot"]}
     assert len(set(colours(by_time).values())) == 3
+
+
+def test_a_method_has_one_colour_in_every_chart_whatever_else_is_drawn():
+    """LoRA was red in the training curves, green in the scatter beside them (which also has zero-shot) and purple on
+    the Compare tab: colours went by order of appearance. Known methods differ from each other; any name keeps its
+    colour from chart to chart."""
+    from peftlab.plots import COLOURED_METHODS, method_colour, training_curves
+
+    events = pd.DataFrame(
+        {
+            "method": ["head", "lora"],
+            "seed": [13, 13],
+            "step": [1, 1],
+            "train_loss": [0.7, 0.6],
+            "dev_accuracy": [0.5, 0.6],
+        }
+    )
+    curves = {trace.name: trace.line.color for trace in training_curves(events).data if trace.showlegend}
+    summary = pd.DataFrame(
+        {
+            "method": ["zero-shot", "prompt-tuning", "lora", "head"],
+            "accuracy_mean": [0.7, 0.8, 0.75, 0.6],
+            "accuracy_std": [0.0, 0.01, 0.02, 0.0],
+            "trainable_params": [0, 11_520, 460_800, 1_154],
+        }
+    )
+    scatter = {trace.name: trace.marker.color for trace in accuracy_vs_parameters(summary).data}
+    assert (
+        curves
+        == {"head": scatter["head"], "lora": scatter["lora"]}
+        == {
+            "head": method_colour("head"),
+            "lora": method_colour("lora"),
+        }
+    )
+    assert len({method_colour(m) for m in COLOURED_METHODS}) == len(COLOURED_METHODS)
+    assert (
+        method_colour("zero-shot · mean")
+        == method_colour("zero-shot · mean")
+        not in map(method_colour, COLOURED_METHODS)
+    )
