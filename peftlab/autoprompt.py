@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from peftlab.cloze import PaddedBatch, label_log_probs, score_query_lists, word_scores, words_to_label_log_probs
+from peftlab.cloze import (
+    PaddedBatch,
+    evaluate,
+    label_log_probs,
+    score_query_lists,
+    word_scores,
+    words_to_label_log_probs,
+)
 from peftlab.config import Config, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, mean_gold_log_prob
@@ -535,7 +542,7 @@ class AutoPromptResult:
     history: list[dict]
     iterations_done: int = 0
     stopped: bool = False  # a stop flag ended the search before its iterations did
-    rows: list[ResultRow] = field(default_factory=list)  # the found and the manual prompt, as stored
+    rows: list[ResultRow] = field(default_factory=list)  # the found prompt's and the zero-shot manual prompt's, stored
 
     def trigger_note(self, train_size: int) -> str | None:
         """A sentence when the found trigger scores worse than the same prompt without it, beyond doubt (a 95 %
@@ -602,35 +609,31 @@ def autoprompt_run(
     found = Prompt(
         Template.parse(config.template, task.text_fields), verbalizer_obj, trigger_ids=tuple(last.best_trigger_ids)
     )
-    manual = Prompt(Template.parse(remove_triggers(config.template), task.text_fields), verbalizer_obj)
     test = task.test_subset(config.test_limit)
     search_seconds = time.perf_counter() - started
     template = fill_triggers(config.template, lm.tokenizer, last.best_trigger_ids)
     settings = {"config": config.to_dict(), "verbalizer": verbalizer_obj.to_json()}
-    rows = []
-    for method, prompt, scored in (
-        ("autoprompt", found, {"found_template": template}),  # what the search found: it differs between seeds
-        ("manual prompt", manual, {"template": manual.template.text}),
-    ):
-        scoring_started = time.perf_counter()
-        predicted = label_log_probs(lm, prompt, test).argmax(1).tolist()
-        rows.append(
-            ResultRow.scored(
-                "autoprompt",
-                lm.name,
-                task,
-                method,
-                settings | scored,
-                test,
-                predicted,
-                k=max(1, config.train_size // len(task.label_names)),
-                seed=config.seed,
-                train_seconds=search_seconds if method == "autoprompt" else 0.0,
-                scoring_seconds=time.perf_counter() - scoring_started,
-                device=str(lm.device),
-                metrics={"model_params": lm.num_parameters},
-            )
-        )
+    scoring_started = time.perf_counter()
+    predicted = label_log_probs(lm, found, test).argmax(1).tolist()
+    found_row = ResultRow.scored(
+        "autoprompt",
+        lm.name,
+        task,
+        "autoprompt",
+        settings | {"found_template": template},  # what the search found: it differs between seeds
+        test,
+        predicted,
+        k=max(1, config.train_size // len(task.label_names)),
+        seed=config.seed,
+        train_seconds=search_seconds,
+        scoring_seconds=time.perf_counter() - scoring_started,
+        device=str(lm.device),
+        metrics={"model_params": lm.num_parameters},
+    )
+    # The prompt without its trigger is the zero-shot cloze baseline on the same texts, stored as the Cloze tab and a
+    # grid store it: Compare sets the trigger against it (a "manual prompt" line with the search's K was no baseline).
+    manual = evaluate(lm, task, remove_triggers(config.template), verbalizer_obj.to_json(), limit=len(test))
+    rows = [found_row, manual.row]
     yield AutoPromptResult(
         trigger_tokens=[lm.tokenizer.decode([i]) for i in last.best_trigger_ids],
         template=template,

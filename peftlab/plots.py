@@ -144,7 +144,6 @@ COLOURED_METHODS = (
     "full",
     "classifier",
     "in-context",
-    "manual prompt",
     "autoprompt",
     "pet ensemble",
     "pet",

@@ -547,6 +547,16 @@ def test_run_autoprompt_summary(tiny_lm, task):
     for prompt, key in ((found, "test_accuracy"), (manual, "manual_test_accuracy")):
         predicted = label_log_probs(tiny_lm, prompt, test).argmax(1)
         assert summary[key] == pytest.approx(float((predicted == gold).float().mean()))
+    # the prompt without the trigger is stored as the zero-shot cloze row, so Compare sets the trigger against it (a
+    # "manual prompt" line with the search's K was no baseline: "baseline: no zero-shot result stored yet")
+    from peftlab.report import compare
+
+    found_row, manual_row = result.rows
+    assert (manual_row.kind, manual_row.method, manual_row.k, manual_row.seed) == ("cloze", "zero-shot", None, None)
+    (split,) = compare(result.rows)
+    assert split.baseline == "zero-shot"
+    line = split.table.set_index("method").loc["autoprompt"]
+    assert line["vs_baseline"] == pytest.approx(found_row.accuracy - manual_row.accuracy)
 
 
 # 11. the command line fails before loading anything
