@@ -542,6 +542,8 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
         assert ranks_offered[0]["choices"] == [["1", 1], ["2", 2], ["3", 3]]
         message, *_ = call(client, "/rlhf_save_ranking", *ranks, *[None] * (MAX_RANKED - 3))
     assert message.startswith("**2 rankings saved**: 5 comparisons on 2 prompts for the reward model"), message
+    with pytest.raises(AppError, match=r"^Sample new responses to rank first \(2 rankings saved so far\)\.$"):
+        call(client, "/rlhf_save_ranking", *[None] * MAX_RANKED)  # pressed again: the count stays in sight
     call(client, "/rlhf_sample_for_ranking", 3, 1)
     with pytest.raises(AppError, match=r"^Give response 2 a rank from 1 \(best\) to 3\.$"):
         call(client, "/rlhf_save_ranking", 1, None, 2, *[None] * (MAX_RANKED - 3))

@@ -128,6 +128,10 @@ def test_a_stage_stopped_before_its_first_step_keeps_nothing_and_leaves_the_stag
     SESSIONS.get(None).values.pop("rlhf", None)  # a new visitor
     sft = dict(model=tiny_causal_folder, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=1)
     list(rlhf_tab.run_sft_stage(None, **sft, sft_learning_rate=1e-3, seed=0))
+    # the ranking screen's sampling says so at once (10-30 s on a CPU showed nothing under the button), then the K
+    saying, shown = rlhf_tab.sample_for_ranking(3, 0, None)
+    assert saying[0] == "Sampling 3 responses of the SFT policy to one training prompt…"
+    assert shown[0].startswith("**Prompt:** ") and [slot["visible"] for slot in shown[1:5]] == [True] * 3 + [False]
 
     def stop_at(when: str):
         def progress(fraction, desc=""):

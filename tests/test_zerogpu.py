@@ -242,7 +242,7 @@ def rlhf_tab_flow(model: str) -> list:
     seed = dict(seed=0)
     sft = dict(model=model, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=3)
     *_, sft_shown = tab.run_sft_stage(None, **sft, sft_learning_rate=1e-3, **seed)
-    shown = [sft_shown, tab.sample_for_ranking(3, 0, None)[:4]]
+    shown = [sft_shown, list(tab.sample_for_ranking(3, 0, None))[-1][:4]]
     rm = dict(source="simulated labeler", labeler="vader-positive", k=2, rm_pairs=12, rm_lora_r=0, rm_steps=3)
     shown.append(tab.run_reward_stage(None, **rm, **seed)[::2])
     ppo = dict(ppo_steps=4, ppo_beta=0.05, ppo_adaptive_kl=False, ppo_target_kl=4.0, ppo_ptx_coef=0.0)

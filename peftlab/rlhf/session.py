@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.models import LM, model_card
 from peftlab.rlhf.data import Comparison
@@ -93,8 +94,12 @@ class RLHFSession:
     def save_ranking(self, ranks: Sequence[int | None]) -> None:
         """The pending responses' ranks, in the order they were shown: 1 the best, equal ranks tied
         (`HumanRankings.add`, whose errors it raises)."""
-        if not self.pending:
-            raise PeftlabError("Sample responses to rank first.")
+        if not self.pending:  # a second press after a save said "first", as if the saved ones were gone
+            if not len(self.human):
+                raise PeftlabError("Sample responses to rank first.")
+            raise PeftlabError(
+                f"Sample new responses to rank first ({counted(len(self.human), 'ranking')} saved so far)."
+            )
         prompt, responses = self.pending
         self.human.add(prompt, responses, list(ranks))
         self.pending = None

@@ -207,6 +207,8 @@ def sample_for_ranking(k, seed, request: gr.Request):
     config = config_from_form(PipelineConfig, {"k": k, "seed": seed})  # an emptied box is one sentence
     session = _session(request)
     session.need("sft")  # before the call: its sizing names the session's model
+    # said at once: the sampling takes 10-30 s on a CPU, and the empty space under the button showed nothing meanwhile
+    yield [f"Sampling {config.k} responses of the SFT policy to one training prompt…", *ranking_slots([])]
     (prompt, responses), *_ = session_call(
         session,
         stage,
@@ -216,7 +218,7 @@ def sample_for_ranking(k, seed, request: gr.Request):
         kind=f"rlhf-rank:{session.lm.name}",
         what=f"Sampling {config.k} responses",
     )
-    return [f"**Prompt:** {prompt}", *ranking_slots(responses)]
+    yield [f"**Prompt:** {prompt}", *ranking_slots(responses)]
 
 
 @user_errors
@@ -752,6 +754,7 @@ def build_rlhf_tab() -> None:
         [rank_prompt, *rank_slots],
         api_name="rlhf_sample_for_ranking",
         show_progress_on=rank_prompt,
+        trigger_mode="once",  # a press while it samples is not a second sampling
         **light(),
     )
     press_telling(
