@@ -141,6 +141,7 @@ def train_dpo(
     for c in comparisons:
         if c.chosen == c.rejected:
             raise PeftlabError(f"A comparison for {c.prompt!r} has the same chosen and rejected response.")
+    import datasets
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
     from trl import DPOConfig as TRLConfig
@@ -179,6 +180,10 @@ def train_dpo(
                 control.should_training_stop = True
 
     def train() -> None:
+        # TRL tokenises the comparisons with datasets' progress bars ("Tokenizing train dataset: 100%"), printed amid
+        # the command line's own progress line; Relay reports the steps
+        bars = not datasets.are_progress_bars_disabled()
+        datasets.disable_progress_bars()
         try:
             with seeded(config.seed), tempfile.TemporaryDirectory(prefix="peftlab-dpo-") as folder:
                 device = next(sft_model.parameters()).device
@@ -201,7 +206,7 @@ def train_dpo(
                         beta=config.beta,
                         seed=config.seed,
                         max_length=None,
-                        gradient_checkpointing=False,
+                        activation_checkpointing=False,  # TRL's default is on; the old name warns in the CLI
                         bf16=precision == torch.bfloat16,
                         fp16=precision == torch.float16,
                         use_cpu=device.type == "cpu",
@@ -222,6 +227,9 @@ def train_dpo(
             events.put(DPOResult(policy.eval(), seconds=time.perf_counter() - started, sft_model=sft_model))
         except BaseException as exc:  # re-raised in the caller's thread
             events.put(exc)
+        finally:
+            if bars:
+                datasets.enable_progress_bars()
 
     worker = threading.Thread(target=train, name="peftlab-dpo", daemon=True)
     worker.start()
