@@ -527,6 +527,8 @@ def run_rlhf(args: argparse.Namespace) -> None:
             f"  {route.upper()} {summary[f'{route}_mean_score']:+.3f}, KL to the SFT model "
             f"{summary[f'{route}_mean_kl']:.2f} nats per response, trained in {summary[f'{route}_seconds']:.0f} s"
         )
+    if note := result.comparison.kl_note():
+        print(f"  {note}")
     print(f"{summary['seconds']:.0f} s in all")
 
 

@@ -559,3 +559,17 @@ def test_a_stage_run_again_says_what_it_would_drop():
     session = RLHFSession(sft=held, reward=held, ppo=held, dpo=held)
     assert session.dropped_by("sft") == "the reward model, PPO and DPO"
     assert session.dropped_by("reward") == "PPO and DPO"
+
+
+def test_a_kl_below_zero_is_explained_the_same_in_the_app_and_on_the_command_line():
+    """The CLI printed "KL to the SFT model -0.14 nats" without the app's sentence on what a negative KL means."""
+    import pandas as pd
+
+    from peftlab.rlhf.evaluation import PolicyComparison
+
+    summary = {"prompts": 4, "samples_per_prompt": 2, "ppo_mean_kl": 0.8, "dpo_mean_kl": -0.14}
+    comparison = PolicyComparison(pd.DataFrame(), summary, ["ppo", "dpo"])
+    assert comparison.kl_note() == (
+        "A KL below 0 is the sampling error of 8 responses: that policy cannot be told apart from SFT on these prompts."
+    )
+    assert PolicyComparison(pd.DataFrame(), summary | {"dpo_mean_kl": 0.0}, ["ppo", "dpo"]).kl_note() is None

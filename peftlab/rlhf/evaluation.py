@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from peftlab.config import counted
 from peftlab.rlhf.crossing import is_lora
 from peftlab.rlhf.generation import check_response_scores_fit, response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
@@ -30,6 +31,17 @@ class PolicyComparison:
     summary: dict
     routes: list[str]  # the trained policies' names, in order ("ppo", "dpo", ...); "sft" is the reference
     adapter_sizes: dict[str, int] = field(default_factory=dict)  # each route's LoRA weights: what training changed
+
+    def kl_note(self) -> str | None:
+        """A sentence when a route's mean KL to the SFT model is below 0, which a true KL never is: it is the sampling
+        error of the responses, and the policy cannot be told apart from SFT; None otherwise."""
+        s = self.summary
+        if not any(s[f"{route}_mean_kl"] < 0 for route in self.routes):
+            return None
+        return (
+            f"A KL below 0 is the sampling error of {counted(s['prompts'] * s['samples_per_prompt'], 'response')}: "
+            "that policy cannot be told apart from SFT on these prompts."
+        )
 
     def result_rows(
         self,

@@ -504,11 +504,8 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
     ]
     held_out = counted(s["prompts"], "held-out prompt")
     status = f"On {held_out}, mean {s['labeler']} score: " + "; ".join(parts) + "."
-    if any(s[f"{route}_mean_kl"] < 0 for route in routes):
-        status += (
-            f" A KL below 0 is the sampling error of {counted(s['prompts'] * s['samples_per_prompt'], 'response')}: "
-            "that policy cannot be told apart from SFT on these prompts."
-        )
+    if note := comparison.kl_note():
+        status += f" {note}"
     table = comparison.table.rename(columns=_header)
     # one number format per kind of column, as the Compare tab writes them ("0", "-0.572" and "-0.00677" stood in
     # one column)
