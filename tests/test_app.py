@@ -392,6 +392,8 @@ def test_a_long_grid_shows_its_estimate_first_and_starts_on_the_second_press(cli
     status, *_ = job.result(timeout=CALL_TIMEOUT_S)
     assert "Stopped because you pressed Stop" in status
     assert re.search(r"finished in [\d.]+ (s|min) \(estimated [\d.]+ (min|h|days|years)\)", status), status
+    status, *_ = call(client, "/compare", *compare_args(steps=20_000))  # one run is one ("1 training runs")
+    assert status.startswith("**1 training run (methods x K x seeds = 1 x 1 x 1): about"), status
 
 
 def test_a_method_the_model_cannot_train_is_refused_at_the_first_press_before_any_estimate(client, monkeypatch):

@@ -174,8 +174,8 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     costs = estimate(scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings, measured)
     # "Estimated 29 min for 31 runs (zero-shot · mean: 12 s; in-context: 48 s; ...)"
     each = "; ".join(f"{name}: {duration(seconds)}" for name, seconds in costs.items())
-    expected = f"Estimated {duration(sum(costs.values()))} for {len(plan(config))} runs ({each})"
-    if message := unconfirmed(request, "standard", form, sum(costs.values()), f"{len(plan(config))} runs"):
+    expected = f"Estimated {duration(sum(costs.values()))} for {counted(len(plan(config)), 'run')} ({each})"
+    if message := unconfirmed(request, "standard", form, sum(costs.values()), counted(len(plan(config)), "run")):
         yield message, gr.skip()
         return
     rows, failed, backend = [], [], runs_backend()
@@ -206,7 +206,7 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     note += "".join(f" Not finished: {line}." for line in failed)
     yield (
         (
-            f"{len(rows)} runs finished{took(clock, sum(costs.values()))}.{note} Press Compare above "
+            f"{counted(len(rows), 'run')} finished{took(clock, sum(costs.values()))}.{note} Press Compare above "
             f"(task {task.name}, model {form['model']}) to see them with every earlier result."
         ),
         _table(rows),

@@ -27,7 +27,7 @@ from peftlab.compare import (
     sweepable_settings,
     validate_grid,
 )
-from peftlab.config import parse_list
+from peftlab.config import counted, parse_list
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, cut_note, method_config, parse_learning_rates
 from peftlab.plots import accuracy_vs_parameters, label_probability_bars, sweep_curve, training_curves
@@ -165,7 +165,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         config.check(lm)
     costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"], progress)
     expected = grid_seconds(grid.methods, shot_list, len(seed_list), settings, task, test_limit, costs)
-    plan = f"{total_runs} training runs (methods x K x seeds = {len(configs)} x {len(shot_list)} x {len(seed_list)})"
+    sizes = f"{len(configs)} x {len(shot_list)} x {len(seed_list)}"
+    plan = f"{counted(total_runs, 'training run')} (methods x K x seeds = {sizes})"
     if message := unconfirmed(request, "soft-prompts", form, expected, plan):
         yield message, *[gr.skip()] * 7
         return
@@ -351,7 +352,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
         config.check(lm)
     costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"], progress)
     expected = grid_seconds([method] * len(values), k, len(seed_list), settings, task, test_limit, costs)
-    if message := unconfirmed(request, "sweep", form, expected, f"{total} training runs"):
+    if message := unconfirmed(request, "sweep", form, expected, counted(total, "training run")):
         yield message, gr.skip(), gr.skip()
         return
     rows, started, shown = [], time.perf_counter(), (gr.skip(), gr.skip())  # shown: the table and the plot
