@@ -190,6 +190,12 @@ def short_figure(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 10 else f"{value:.2g}"
 
 
+def share_text(value: float) -> str:
+    """A trainable share as every table writes it: percent with three significant digits (LoRA "0.343%", a head
+    "0.000858%", full fine-tuning "100%"): the Soft prompts table said "0.3%" where Compare said "0.343%"."""
+    return f"{100 * value:.3g}%"
+
+
 DISPLAY_COLUMNS = (
     "method",
     "K",
@@ -197,7 +203,7 @@ DISPLAY_COLUMNS = (
     "accuracy",
     "macro-F1",
     "trainable",
-    "seconds",
+    "seconds (training + scoring)",  # a grid's "train s" leaves the scoring out
     "vs baseline (points, 95% CI)",
     "verdict",
 )
@@ -216,7 +222,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
             for m, s, n in zip(table["accuracy_mean"], table["accuracy_std"], table["runs"])
         ],
         table["macro_f1_mean"].map(lambda v: f"{v:.3f}"),
-        [f"{p:,} ({s:.3%})" if p else "0" for p, s in zip(table["trainable_params"], table["trainable_share"])],
+        [f"{p:,} ({share_text(s)})" if p else "0" for p, s in zip(table["trainable_params"], table["trainable_share"])],
         table["seconds_mean"].map(short_figure),
         [
             "" if np.isnan(d) else f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"

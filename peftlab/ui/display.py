@@ -6,7 +6,7 @@ import time
 
 import pandas as pd
 
-from peftlab.report import short_figure
+from peftlab.report import share_text, short_figure
 
 PERCENT_WORDS = ("accuracy", "acc", "confidence", "share", "right")  # a column named with one holds a fraction
 # What the app calls the library's columns (the downloads keep the library's names, which scripts read)
@@ -27,10 +27,11 @@ HEADERS = {
 
 def readable(frame: pd.DataFrame) -> pd.DataFrame:
     """A table as people read it (the downloads keep full precision): fractions in percent, with one decimal, or
-    three significant digits for shares below 0.1 % (LoRA's 0.00857 %); other floats with at most 3 decimals and no
-    trailing zeros (1, 0.844, 12,345.6), or 3 significant digits below 0.01 (a learning rate of 0.0003); whole numbers
-    of 10,000 or more (not seeds) with thousands separators (460,800 trainable parameters); empty cells blank, and a
-    standard deviation over a single run (a table with a "runs" column) blank too.
+    three significant digits below 0.1 %, trainable shares as every table writes them (`report.share_text`); other
+    floats with at most 3 decimals and no trailing zeros (1, 0.844, 12,345.6), or 3 significant digits below 0.01 (a
+    learning rate of 0.0003); whole numbers of 10,000 or more (not seeds) with thousands separators (460,800 trainable
+    parameters); empty cells blank, and a standard deviation over a single run (a table with a "runs" column) blank
+    too.
 
     A fraction column is a float column whose name holds one of PERCENT_WORDS as a word ("test_accuracy", "dev acc",
     "trainable_share"); an F1 column keeps three decimals ("0.700"). The library's column names become the app's
@@ -47,7 +48,9 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
         if not pd.api.types.is_float_dtype(shown[column]):
             continue
         words = str(column).lower().replace("_", " ").replace("-", " ").split()
-        if any(word in PERCENT_WORDS for word in words):
+        if "share" in words:
+            shown[column] = shown[column].map(lambda value: "" if pd.isna(value) else share_text(value))
+        elif any(word in PERCENT_WORDS for word in words):
             shown[column] = shown[column].map(_percent)
         elif "f1" in words:  # three decimals, as the Compare table writes it (the listing said "1" and "0.9")
             shown[column] = shown[column].map(lambda value: "" if pd.isna(value) else f"{value:.3f}")
