@@ -100,8 +100,11 @@ def confusion_heatmap(confusion: np.ndarray, label_names: Sequence[str], title: 
 
 
 @themed
-def metric_curve(history: pd.DataFrame, x: str, ys: Sequence[str], title: str, y_title: str = "") -> go.Figure:
-    """One line per column in `ys` against `x` (e.g. dev accuracy per iteration), markers on each point."""
+def metric_curve(
+    history: pd.DataFrame, x: str, ys: Sequence[str], title: str, y_title: str = "", y_format: str = ""
+) -> go.Figure:
+    """One line per column in `ys` against `x` (e.g. dev accuracy per iteration), markers on each point; `y_format`
+    the y ticks' d3 format (".0%" for fractions, which a table beside it shows in percent)."""
     figure = go.Figure()
     for y in ys:
         figure.add_trace(
@@ -110,7 +113,11 @@ def metric_curve(history: pd.DataFrame, x: str, ys: Sequence[str], title: str, y
             )
         )
     figure.update_layout(
-        title=title, xaxis_title=x, yaxis_title=y_title, height=300, margin=dict(l=10, r=10, t=40, b=10)
+        title=title,
+        xaxis_title=x,
+        yaxis=dict(title=y_title, tickformat=y_format),
+        height=300,
+        margin=dict(l=10, r=10, t=40, b=10),
     )
     return figure
 

@@ -18,6 +18,16 @@ def test_a_short_runs_steps_get_one_tick_each_and_longer_ones_plotlys_own():
     assert metric_curve(long, "step", ["loss"], "SFT loss").layout.xaxis.dtick is None
     fractions = pd.DataFrame({"epoch": [0.5, 1.0], "loss": [1.0, 0.5]})
     assert metric_curve(fractions, "epoch", ["loss"], "loss").layout.xaxis.dtick is None
+
+
+def test_the_search_s_accuracy_chart_reads_in_percent_as_its_table_does():
+    """AutoPrompt's chart ticked "0.8" and "1" beside a table of "80.0%" and "100.0%"."""
+    from peftlab.ui.autoprompt_tab import _plot
+
+    history = pd.DataFrame({"iteration": [0, 1], "dev acc": [0.5, 0.8], "train acc": [0.5, 1.0]})
+    figure = _plot(history)
+    assert figure.layout.yaxis.tickformat == ".0%" and figure.layout.yaxis.title.text == "accuracy"
+    assert metric_curve(history, "iteration", ["dev acc"], "t").layout.yaxis.tickformat in ("", None)
     assert label_probability_bars({"negative": 0.2, "positive": 0.8}).layout.xaxis.dtick is None
 
 

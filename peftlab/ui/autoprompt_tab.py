@@ -55,7 +55,7 @@ log-likelihood wins; it is then compared on test texts with the same template wi
 
 
 def _plot(history: pd.DataFrame):
-    return metric_curve(history, "iteration", ["dev acc", "train acc"], "Accuracy during the search", "accuracy")
+    return metric_curve(history, "iteration", ["dev acc", "train acc"], "Accuracy during the search", "accuracy", ".0%")
 
 
 def search_inputs(form: dict):
