@@ -17,7 +17,7 @@ from peftlab.backends import BackendConfig
 from peftlab.cli_core import PROGRESS, add_store_commands, command_parsers, run_command
 from peftlab.cloze import ClozeConfig
 from peftlab.compare import GridConfig, GridRow, SweepConfig
-from peftlab.config import add_arguments, counted, from_arguments
+from peftlab.config import add_arguments, counted, flag_of, from_arguments
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL
 from peftlab.pet import PETConfig
@@ -155,6 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 RLHF_STAGES = {"sft-": SFTConfig, "rm-": RewardConfig, "ppo-": PPOConfig, "dpo-": DPOConfig}
 RLHF_ALIASES = {"ppo-": ("beta", "adaptive_kl", "target_kl", "ptx_coef")}  # the PPO options people type most
+
+
+ROUTE_STAGES = {"ppo": ("rm-", "ppo-"), "dpo": ("dpo-",)}  # the stages each route trains after SFT
+
+
+def _untrained_stage_options(stages: dict, config) -> list[str]:
+    """The options set away from their defaults for a stage the route does not train (`--dpo-steps 5` with
+    `--route ppo` was taken without a word)."""
+    trained = {prefix for route in config.routes() for prefix in ROUTE_STAGES[route]}
+    return [
+        flag_of(item, prefix)
+        for prefix, stage in stages.items()
+        if prefix != "sft-" and prefix not in trained
+        for item in stage.settings()
+        if item.name != "seed" and getattr(stage, item.name) != getattr(type(stage)(), item.name)
+    ]
 
 
 def _training_command(commands, name: str, summary: str, config: type) -> argparse.ArgumentParser:
@@ -458,7 +474,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
             PROGRESS.end()
             written = " and ".join(path for path in (args.out, args.run_json) if path)
             print(f"Written to {written}: the {counted(len(rows), 'run')} finished before the stop.", file=sys.stderr)
-    cut = cut_note(lm, setup.prompts[0], methods, task.test_subset(test_limit))
+    cut = cut_note(lm, setup.prompts[0], methods, task.test_subset(test_limit)) if methods else None
     for note in [*leaning_notes(scored, task.label_names), *([cut] if cut else [])]:
         print(f"warning: {note}", file=sys.stderr)
     if args.json:
@@ -475,6 +491,11 @@ def run_rlhf(args: argparse.Namespace) -> None:
     )
     if args.comparisons and not args.demonstrations:
         raise PeftlabError("--comparisons needs --demonstrations too (SFT learns from them first).")
+    for option in _untrained_stage_options(stages, config):
+        print(
+            f"warning: {option} has no effect with --route {config.route}: that route trains no such stage.",
+            file=sys.stderr,
+        )
     data = (
         RLHFData.uploaded(args.demonstrations, args.comparisons, seed=args.seed)
         if args.demonstrations

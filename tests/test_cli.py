@@ -344,12 +344,16 @@ def test_rlhf_dpo_route_runs_end_to_end_on_a_model_folder(capsys, tiny_causal_fo
         "2",
         "--dpo-batch-size",
         "2",
+        "--ppo-steps",  # PPO is not this route's: said, not silently dropped
+        "3",
         "--samples",
         str(samples),
         "--no-store",
         "--json",
     )
     assert code == 0, err
+    assert "warning: --ppo-steps has no effect with --route dpo: that route trains no such stage.\n" in err
+    assert err.count("has no effect") == 1
     assert "Tokenizing train dataset" not in err and "%|" not in err, err
     assert not [w for w in recwarn if "`gradient_checkpointing` is deprecated" in str(w.message)]
     summary = json.loads(out)
