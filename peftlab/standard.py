@@ -28,7 +28,7 @@ from peftlab.autoprompt import AutoPromptConfig, AutoPromptResult, autoprompt_ru
 from peftlab.backends import run_on
 from peftlab.cloze import ClozeSetup, evaluate, label_log_probs
 from peftlab.compare import GridRow, PlannedRun, train_and_score
-from peftlab.config import Config, scored_texts_setting, seed_setting, setting
+from peftlab.config import Config, counted, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, method_config
 from peftlab.models import LM, autocast_for
@@ -80,10 +80,11 @@ class StandardConfig(Config):
             )
         if not self.methods or not self.seeds:
             raise PeftlabError("The standard comparison needs at least one method and one seed.")
-        if self.demonstrations_per_class > self.shots:
+        # only in-context reads demonstrations: without it, K of 1 was refused for the default 2 demonstrations
+        if IN_CONTEXT in self.methods and self.demonstrations_per_class > self.shots:
             raise PeftlabError(
-                f"{self.demonstrations_per_class} demonstrations per class cannot come from "
-                f"{self.shots} examples per class; use at most {self.shots}."
+                f"{counted(self.demonstrations_per_class, 'demonstration')} per class cannot come from "
+                f"{counted(self.shots, 'example')} per class; use at most {self.shots}."
             )
 
 

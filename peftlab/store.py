@@ -235,6 +235,7 @@ class ResultStore:
                     f"Give at least {MIN_DELETE_PREFIX} characters of each id to delete (the list shows 8); "
                     f"{given.strip()!r} is too short to be sure which result you mean. Nothing was deleted."
                 )
+        full = list(dict.fromkeys(full))  # an id typed twice is one result: "2 results deleted" went for one
         with self._connect() as connection:
             connection.executemany("DELETE FROM results WHERE id = ? AND owner = ?", [(i, self.owner) for i in full])
         return len(full)

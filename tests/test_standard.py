@@ -142,6 +142,14 @@ def test_bad_settings_are_one_sentence(changes, message):
         config(**changes)
 
 
+def test_demonstrations_are_checked_only_when_in_context_runs():
+    """K of 1 with the head alone was refused: "2 demonstrations per class cannot come from 1 examples per class"."""
+    assert config(methods=(ZERO_SHOT, "head"), shots=1, demonstrations_per_class=2).shots == 1
+    with pytest.raises(PeftlabError) as raised:
+        config(methods=(IN_CONTEXT,), shots=1, demonstrations_per_class=2)
+    assert str(raised.value) == "2 demonstrations per class cannot come from 1 example per class; use at most 1."
+
+
 def test_typed_names_without_the_middle_dot_are_the_stored_methods():
     assert config(methods=("zero-shot", "in-context", "lora")).methods == (ZERO_SHOT, IN_CONTEXT, "lora")
 
