@@ -196,12 +196,13 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
                 marker=dict(size=12, color=colours[row["method"]]),
             )
         )
-    for _, row in summary[summary[x_column] <= 0].iterrows():
+    # methods at one accuracy share a line and its label: two labels at one height were printed over each other
+    for accuracy, rows in summary[summary[x_column] <= 0].groupby("accuracy_mean", sort=False):
         figure.add_hline(
-            y=row["accuracy_mean"],
+            y=accuracy,
             line_dash="dash",
             line_color="gray",
-            annotation_text=f"{row['method']} (0 {x_title})",
+            annotation_text=f"{', '.join(rows['method'])} (0 {x_title})",
             annotation_position="top left",
         )
     # Room around the points for their labels (above each) and error bars: plotly's autorange clips both.

@@ -69,6 +69,11 @@ def test_a_method_that_trains_nothing_is_a_line_not_a_point_at_one_parameter():
     alone = accuracy_vs_parameters(summary.iloc[:1])
     assert alone.data == () and alone.layout.xaxis.showticklabels is False
     assert alone.layout.xaxis.title.text == "trainable parameters: none here (the dashed lines)"
+    # two methods at one accuracy: one line, one label naming both (two labels were printed over each other)
+    tied = pd.concat([summary, summary.iloc[:1].assign(method="zero-shot · mean")], ignore_index=True)
+    figure = accuracy_vs_parameters(tied)
+    assert len(figure.layout.shapes) == 1
+    assert [a.text for a in figure.layout.annotations] == ["zero-shot, zero-shot · mean (0 trainable parameters)"]
 
 
 def test_the_two_compare_charts_give_a_method_one_colour():
