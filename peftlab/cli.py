@@ -309,6 +309,8 @@ def run_compare(args: argparse.Namespace) -> None:
     validate_grid(task, methods, grid.seeds, grid.shots)
     backend = from_arguments(BackendConfig, args).build(save_dir=args.save_adapters)  # workers write the zips
     lm = _load_lm(args)
+    for method in methods:  # before any output file is touched (BitFit on a model without biases)
+        method.check(lm)
     results = _stream_training(
         args,
         lm,
@@ -333,6 +335,8 @@ def run_sweep_command(args: argparse.Namespace) -> None:
     validate_grid(task, configs, sweep.seeds, [sweep.shots])
     backend = from_arguments(BackendConfig, args).build()
     lm = _load_lm(args)
+    for config in configs:
+        config.check(lm)
     results = _stream_training(
         args,
         lm,
@@ -433,6 +437,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
     from peftlab.saving import zip_trained
 
     rows, curves, scored = [], [], []
+    varied_setting = getattr(args, "varied", None)  # a sweep's --setting
     save_dir = Path(args.save_adapters) if getattr(args, "save_adapters", None) else None
     if save_dir:
         save_dir.mkdir(parents=True, exist_ok=True)
@@ -452,7 +457,9 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
                 if not args.json:
                     failed = row["status"].startswith("failed")
                     outcome = row["status"] if failed else f"test accuracy {row['test_accuracy']:.4f}"
-                    print(f"{row['method']:>14} K={row['K']} seed={row['seed']}: {outcome}", file=sys.stderr)
+                    # a sweep's runs differ by the varied setting, which the line names (zero-shot has none)
+                    varied = f" {varied_setting}={row[varied_setting]}" if row.get(varied_setting) is not None else ""
+                    print(f"{row['method']:>14}{varied} K={row['K']} seed={row['seed']}: {outcome}", file=sys.stderr)
             else:
                 curves.append(asdict(item))
                 if not args.json and item.step % args.eval_every == 0:
@@ -462,18 +469,20 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
                         file=sys.stderr,
                     )
         finished = True
-    finally:  # a stop (Ctrl-C) or a failure keeps the runs that finished in the files asked for
+    finally:  # a stop (Ctrl-C) or a failure keeps the rows that finished in the files asked for
         results = results_frame(rows)
-        if args.out:
-            results.to_csv(args.out, index=False)
-        if args.run_json:
-            Path(args.run_json).write_text(
-                run_record(lm, task, setup, methods, settings, results, curves, test_limit), encoding="utf-8"
-            )
-        if not finished and (args.out or args.run_json):
+        # a failure before any row leaves the files as they were: an empty table replaced a results file
+        if finished or rows:
+            if args.out:
+                results.to_csv(args.out, index=False)
+            if args.run_json:
+                Path(args.run_json).write_text(
+                    run_record(lm, task, setup, methods, settings, results, curves, test_limit), encoding="utf-8"
+                )
+        if not finished and rows and (args.out or args.run_json):
             PROGRESS.end()
             written = " and ".join(path for path in (args.out, args.run_json) if path)
-            print(f"Written to {written}: the {counted(len(rows), 'run')} finished before the stop.", file=sys.stderr)
+            print(f"Written to {written}: the {counted(len(rows), 'row')} finished before it ended.", file=sys.stderr)
     cut = cut_note(lm, setup.prompts[0], methods, task.test_subset(test_limit)) if methods else None
     for note in [*leaning_notes(scored, task.label_names), *([cut] if cut else [])]:
         print(f"warning: {note}", file=sys.stderr)

@@ -292,10 +292,15 @@ def validate_grid(task: Task, methods: Sequence[MethodConfig], seeds: Sequence[i
 
 
 def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
-    """Result rows as a DataFrame, RESULT_COLUMNS first (seed stays an integer next to zero-shot's empty one)."""
+    """Result rows as a DataFrame, RESULT_COLUMNS first. Whole numbers stay whole next to zero-shot's empty cell: the
+    seed, and a sweep's whole-number setting (num_virtual_tokens read "1.0, 2.0, 4.0")."""
     extra = [c for c in dict.fromkeys(k for row in rows for k in row) if c not in RESULT_COLUMNS]
     frame = pd.DataFrame(list(rows), columns=RESULT_COLUMNS + extra)
     frame["seed"] = frame["seed"].astype("Int64")
+    for column in extra:
+        values = [row[column] for row in rows if row.get(column) is not None]
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            frame[column] = frame[column].astype("Int64")
     return frame
 
 

@@ -50,6 +50,7 @@ TRAINED_ON_BACKEND = "every trained method's runs"  # StandardEvent.method when 
 STANDARD_METHODS = (ZERO_SHOT, IN_CONTEXT, AUTOPROMPT, *TRAINED, PET)
 # Typed names: the middle dot of the stored names is hard to type on a command line.
 METHOD_ALIASES = {"zero-shot": ZERO_SHOT, "in-context": IN_CONTEXT}
+TYPED_METHODS = [next((typed for typed, name in METHOD_ALIASES.items() if name == m), m) for m in STANDARD_METHODS]
 
 
 @dataclass
@@ -76,7 +77,7 @@ class StandardConfig(Config):
         unknown = [m for m in self.methods if m not in STANDARD_METHODS]
         if unknown:
             raise PeftlabError(
-                f"The standard comparison has no method {unknown[0]!r}; choose from {', '.join(STANDARD_METHODS)}."
+                f"The standard comparison has no method {unknown[0]!r}; choose from {', '.join(TYPED_METHODS)}."
             )
         if not self.methods or not self.seeds:
             raise PeftlabError("The standard comparison needs at least one method and one seed.")

@@ -511,7 +511,7 @@ def test_a_stopped_grid_writes_the_runs_it_finished(capsys, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _stream_training(args, None, task, None, [], None, stopped_grid(), None)
     assert pd.read_csv(out)[["method", "test_accuracy"]].values.tolist() == [["zero-shot", 0.75]]
-    assert capsys.readouterr().err.endswith(f"Written to {out}: the 1 run finished before the stop.\n")
+    assert capsys.readouterr().err.endswith(f"Written to {out}: the 1 row finished before it ended.\n")
 
 
 def test_an_interrupt_ends_the_progress_line_before_its_error(capsys):

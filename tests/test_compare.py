@@ -574,8 +574,30 @@ def test_compare_command_writes_table_run_and_adapters(capsys, tmp_path, tiny_mo
     assert run["rows_scored"] == 4 and run["split"] == "test" and run["support"] == load_task(csv).support(scored)
 
 
-def test_sweep_command_prints_one_row_per_value_and_seed(capsys, tiny_model_and_csv):
+def test_a_grid_refused_once_the_model_is_loaded_leaves_an_existing_results_file_as_it_was(
+    capsys, tiny_model_and_csv, tmp_path
+):
+    """BitFit on a model without biases was refused after --out had been rewritten with an empty table: a results file
+    pointed at by mistake lost its rows ("Written to keep.csv: the 0 runs finished before the stop")."""
     model, csv = tiny_model_and_csv
+    out, run_json = tmp_path / "keep.csv", tmp_path / "keep.json"
+    out.write_text("method,test_accuracy\nlora,0.8\n")
+    run_json.write_text("{}")
+    argv = ["compare", "--model", model, "--task", csv, "--template", TEMPLATE, "--verbalizer", json.dumps(VERBALIZER)]
+    code = main(
+        [*argv, "--methods", "lora,bitfit", "--shots", "2", "--seeds", "13", "--steps", "1"]
+        + ["--out", str(out), "--run-json", str(run_json), "--no-store"]
+    )
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.startswith("error: BitFit trains only bias terms"), captured.err
+    assert "Written to" not in captured.err
+    assert out.read_text() == "method,test_accuracy\nlora,0.8\n" and run_json.read_text() == "{}"
+
+
+def test_sweep_command_prints_one_row_per_value_and_seed(capsys, tiny_model_and_csv, tmp_path):
+    """Each run's line names its value, and the table keeps whole numbers whole (they read "1.0, 2.0")."""
+    model, csv = tiny_model_and_csv
+    out = tmp_path / "sweep.csv"
     code = main(
         [
             "sweep",
@@ -601,18 +623,24 @@ def test_sweep_command_prints_one_row_per_value_and_seed(capsys, tiny_model_and_
             "1",
             "--test-limit",
             "4",
-            "--json",
+            "--out",
+            str(out),
         ]
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    records = json.loads(captured.out)
+    records = pd.read_csv(out, dtype=str, keep_default_na=False).to_dict("records")
     assert [(r["method"], r["num_virtual_tokens"], r["seed"]) for r in records] == [
-        ("zero-shot", None, None),
-        ("prompt-tuning", 1, 13),
-        ("prompt-tuning", 1, 21),
-        ("prompt-tuning", 2, 13),
-        ("prompt-tuning", 2, 21),
+        ("zero-shot", "", ""),
+        ("prompt-tuning", "1", "13"),
+        ("prompt-tuning", "1", "21"),
+        ("prompt-tuning", "2", "13"),
+        ("prompt-tuning", "2", "21"),
+    ]
+    runs = [line.split(":")[0].strip() for line in captured.err.splitlines() if "test accuracy" in line]
+    assert runs == [
+        "zero-shot K=0 seed=None",
+        *[f"prompt-tuning num_virtual_tokens={v} K=2 seed={seed}" for v in (1, 2) for seed in (13, 21)],
     ]
 
 

@@ -132,7 +132,10 @@ def test_the_estimate_prices_pet_with_as_many_patterns_as_it_runs(tiny_causal, m
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        (dict(methods=("lora", "magic")), r"^The standard comparison has no method 'magic'"),
+        (
+            dict(methods=("lora", "magic")),
+            r"^The standard comparison has no method 'magic'; choose from zero-shot, in-context, autoprompt, ",
+        ),
         (dict(demonstrations_per_class=3), r"^3 demonstrations per class cannot come from 2 examples per class"),
         (dict(seeds=()), r"^The standard comparison needs at least one method and one seed\.$"),
     ],
