@@ -417,7 +417,7 @@ def test_soft_prompts_sweep_trains_each_value(client):
         r"2/2 runs finished in [\d.]+ (s|min) \(estimated \d+ (s|min)\)\. Each scored on 20 of 1000 test texts\.",
         status,
     ), status
-    assert [row[0] for row in table["data"]] == ["1", "4"]
+    assert [row[0] for row in table["data"]] == [1, 4]  # whole numbers, as the setting is (they read "1.0")
     figure = json.loads(plot["plot"])
     assert figure["layout"]["xaxis"]["title"]["text"] == "num_virtual_tokens"
     with pytest.raises(AppError, match=r"prompt-tuning has no numeric setting 'r' to sweep"):
