@@ -163,14 +163,18 @@ ROUTE_STAGES = {"ppo": ("rm-", "ppo-"), "dpo": ("dpo-",)}  # the stages each rou
 def _untrained_stage_options(stages: dict, config) -> list[str]:
     """The options set away from their defaults for a stage the route does not train (`--dpo-steps 5` with
     `--route ppo` was taken without a word)."""
-    trained = {prefix for route in config.routes() for prefix in ROUTE_STAGES[route]}
-    return [
-        flag_of(item, prefix)
-        for prefix, stage in stages.items()
-        if prefix != "sft-" and prefix not in trained
-        for item in stage.settings()
-        if item.name != "seed" and getattr(stage, item.name) != getattr(type(stage)(), item.name)
-    ]
+    trained = {"sft-"} | {prefix for route in config.routes() for prefix in ROUTE_STAGES[route]}
+    options = []
+    for prefix, stage in stages.items():
+        if prefix in trained:
+            continue
+        default = type(stage)()
+        options += [
+            flag_of(item, prefix)
+            for item in stage.settings()
+            if item.name != "seed" and getattr(stage, item.name) != getattr(default, item.name)
+        ]
+    return options
 
 
 def _training_command(commands, name: str, summary: str, config: type) -> argparse.ArgumentParser:
@@ -309,8 +313,6 @@ def run_compare(args: argparse.Namespace) -> None:
     validate_grid(task, methods, grid.seeds, grid.shots)
     backend = from_arguments(BackendConfig, args).build(save_dir=args.save_adapters)  # workers write the zips
     lm = _load_lm(args)
-    for method in methods:  # before any output file is touched (BitFit on a model without biases)
-        method.check(lm)
     results = _stream_training(
         args,
         lm,
@@ -335,8 +337,6 @@ def run_sweep_command(args: argparse.Namespace) -> None:
     validate_grid(task, configs, sweep.seeds, [sweep.shots])
     backend = from_arguments(BackendConfig, args).build()
     lm = _load_lm(args)
-    for config in configs:
-        config.check(lm)
     results = _stream_training(
         args,
         lm,
