@@ -279,6 +279,10 @@ class Prompt:
             parts.append(before + word + after)
         return "".join(p + self.demonstration_separator for p in parts)
 
+    def input_limit(self, lm) -> int:
+        """The tokens of the model's input this prompt's queries may take: what virtual tokens leave of it."""
+        return lm.max_length - self.reserved_positions
+
     def check_room(self, lm) -> None:
         """Refuse in-context demonstrations that leave the text to classify fewer than MIN_INPUT_TOKENS of the
         model's input: `fit` would cut the text away and the model would label the demonstrations alone.
@@ -288,7 +292,7 @@ class Prompt:
         """
         if not self.demonstrations:
             return
-        limit = lm.max_length - self.reserved_positions
+        limit = self.input_limit(lm)
         empty = {name: "" for name in self.template.fields}
         taken = _needed_length(lm, *self._encode(lm, empty, None))
         if taken + MIN_INPUT_TOKENS <= limit:
@@ -308,7 +312,7 @@ class Prompt:
         Raises:
             PeftlabError: the template, demonstrations and label words alone leave no room for the input.
         """
-        limit = lm.max_length - self.reserved_positions
+        limit = self.input_limit(lm)
         encoded = self._encode(lm, self.fit(lm, example, limit, fill), fill)
         if lm.kind == "causal":
             return _causal_queries(lm, *encoded, limit)
@@ -336,7 +340,7 @@ class Prompt:
     def cut_count(self, lm, examples: Sequence[dict], limit: int | None = None) -> int:
         """How many of `examples` have a field cut to fit the model's input, or `limit` tokens (see `fit`): a reader
         of a score on long texts should know the model never read all of them."""
-        limit = lm.max_length - self.reserved_positions if limit is None else limit
+        limit = self.input_limit(lm) if limit is None else limit
         return sum(self.fit(lm, example, limit) is not example for example in examples)
 
     def fit(self, lm, example: dict, limit: int, fill: str | None = None) -> dict:

@@ -50,7 +50,8 @@ TRAINED_ON_BACKEND = "every trained method's runs"  # StandardEvent.method when 
 STANDARD_METHODS = (ZERO_SHOT, IN_CONTEXT, AUTOPROMPT, *TRAINED, PET)
 # Typed names: the middle dot of the stored names is hard to type on a command line.
 METHOD_ALIASES = {"zero-shot": ZERO_SHOT, "in-context": IN_CONTEXT}
-TYPED_METHODS = [next((typed for typed, name in METHOD_ALIASES.items() if name == m), m) for m in STANDARD_METHODS]
+_TYPED_NAMES = {name: typed for typed, name in METHOD_ALIASES.items()}
+TYPED_METHODS = [_TYPED_NAMES.get(m, m) for m in STANDARD_METHODS]
 
 
 @dataclass
