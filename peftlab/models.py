@@ -363,9 +363,7 @@ def load_lm(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = "auto",
     name = (name or "").strip()
     if not name:
         raise PeftlabError(f"No model name given; {_offline_help()}.")
-    torch_dtype = parse_dtype(dtype)
-    torch_device = torch.device(device) if device else default_device()
-    key = (name, torch_dtype, str(torch_device))
+    key = _cache_key(name, dtype, device)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -375,12 +373,29 @@ def load_lm(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = "auto",
         with _cache_lock:
             if key in _cache:
                 return _cache[key]
-        lm = _load_uncached(name, torch_dtype, torch_device)
+        lm = _load_uncached(name, key[1], torch.device(key[2]))
         with _cache_lock:
             _cache[key] = lm
             while len(_cache) > 1 and sum(m.nbytes for m in _cache.values()) > model_cache_bytes():
                 _cache.popitem(last=False)
     return lm
+
+
+def loaded_lm(name: str, dtype: str | torch.dtype | None = "auto", device: str | None = None) -> LM | None:
+    """The model `load_lm(name, dtype, device)` returns if this process holds it already, else None: it never loads
+    one, for a check that may look at a model only where that costs nothing (a press looked at before its job waits
+    in the queue).
+
+    Raises:
+        PeftlabError: an unknown dtype.
+    """
+    key = _cache_key((name or "").strip(), dtype, device)
+    with _cache_lock:
+        return _cache.get(key)
+
+
+def _cache_key(name: str, dtype: str | torch.dtype | None, device: str | None) -> tuple[str, torch.dtype, str]:
+    return name, parse_dtype(dtype), str(torch.device(device) if device else default_device())
 
 
 def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:

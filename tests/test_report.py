@@ -213,3 +213,50 @@ def test_the_accuracy_axis_marks_no_tick_above_100_percent():
     axis = accuracy_vs_parameters(summary).layout.yaxis
     assert axis.range[1] > 1.0  # room for the label above the point at 100 %
     assert max(axis.tickvals) == 1.0 and min(axis.tickvals) >= axis.range[0]
+
+
+def test_lines_of_one_method_that_differ_in_settings_are_named_by_what_tells_them_apart():
+    """The Cloze tab's zero-shot prompt and AutoPrompt's baseline (its template without the trigger) were two lines
+    both named "zero-shot", at different accuracies; a sweep's note named the method, not the value it was about."""
+
+    def zero_shot(template, predicted):
+        settings = {"templates": [template], "calibration": "none"}
+        return ResultRow.scored("cloze", "tiny-llama", TASK, "zero-shot", settings, TEXTS, predicted)
+
+    def tuned(tokens, predicted):
+        settings = {"config": {"num_virtual_tokens": tokens, "seed": 13}}
+        return ResultRow.scored(
+            "trained",
+            "tiny-llama",
+            TASK,
+            "prompt-tuning",
+            settings,
+            TEXTS,
+            predicted,
+            seed=13,
+            k=16,
+            trainable_params=10,
+        )
+
+    rows = [
+        zero_shot("Review: {text}\nSentiment:{mask}", flip(12)),
+        zero_shot("{text} {mask}", flip(16)),
+        tuned(5, [1] * 40),
+        tuned(20, flip(4)),
+    ]
+    (split,) = compare(rows)
+    review = 'zero-shot (templates "Review: {text}\\nSentiment:{mask}")'
+    assert split.baseline == 'zero-shot (templates "{text} {mask}")'  # of two, the line stored last
+    assert list(split.table["method"]) == [
+        split.baseline,
+        review,
+        "prompt-tuning (num_virtual_tokens 20)",
+        "prompt-tuning (num_virtual_tokens 5)",
+    ]
+    assert split.table.set_index("method").loc[review, "vs_baseline"] == pytest.approx((28 - 24) / 40)
+    assert split.notes == [
+        "prompt-tuning (num_virtual_tokens 5, K 16): its run predicted 'positive' for 100% of the texts, against 50% "
+        "of the gold labels: an accuracy of a model leaning on one label says little about reading the texts."
+    ]
+    (alone,) = compare([rows[1], rows[3]])
+    assert list(alone.table["method"]) == ["zero-shot", "prompt-tuning"]  # a line alone is named by its method

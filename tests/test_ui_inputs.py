@@ -660,3 +660,38 @@ def test_an_emptied_table_keeps_its_column_names():
     emptied_table, emptied_box = _emptying([table, box], ())()
     assert list(emptied_table.columns) == ["method", "accuracy"] and emptied_table.empty
     assert emptied_box is None
+
+
+def test_a_method_the_loaded_model_cannot_train_is_refused_as_a_grid_or_a_sweep_is_pressed(monkeypatch):
+    """BitFit on SmolLM2 (no bias terms) waited behind another visitor's 3-minute job to be refused. A grid's and a
+    sweep's press are now checked on the model when the process holds it already (loading it in the look would keep
+    every visitor's press waiting), and by the job once it has loaded it (`test_app`)."""
+    import gradio as gr
+
+    from peftlab.models import load_lm
+    from peftlab.ui import build_app
+    from peftlab.ui.sessions import SESSIONS
+    from tests.test_app import MODEL, compare_form
+
+    class Request:
+        session_hash = "bitfit-visitor"
+
+    app = build_app()
+    grid = compare_form(methods=["lora", "bitfit"], rates="")
+    sweep = {name: grid[name] for name in list(grid)[:7]} | dict(
+        method="bitfit", varied="learning_rate", values="0.001,0.01", shots="4", seeds="13", steps=2, test_limit=20
+    )
+    looks = [(_event(app, "compare_check").fn, grid), (_event(app, "sweep_check").fn, sweep)]
+    with monkeypatch.context() as patched:  # a model not loaded yet: the job checks it
+        patched.setattr("peftlab.ui.soft_prompts_tab.loaded_lm", lambda *_args, **_kwargs: None)
+        for look, form in looks:
+            assert look(Request(), **form) == ("", gr.update(interactive=False))
+    SESSIONS.close(Request.session_hash)
+    load_lm(MODEL, dtype="fp32")  # the model a grid trains, as an earlier visitor's job left it
+    for look, form in looks:
+        with pytest.raises(gr.Error) as refused:
+            look(Request(), **form)
+        assert refused.value.message == (
+            "BitFit trains only bias terms, and smollm2-135m has none; pick another method for this model."
+        )
+    SESSIONS.close(Request.session_hash)

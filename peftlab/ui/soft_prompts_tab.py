@@ -30,6 +30,7 @@ from peftlab.compare import (
 from peftlab.config import counted, parse_list
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, cut_note, method_config, parse_learning_rates
+from peftlab.models import LM, loaded_lm
 from peftlab.plots import accuracy_vs_parameters, label_probability_bars, sweep_curve, training_curves
 from peftlab.prompts import typed_example
 from peftlab.report import leaning_notes
@@ -79,6 +80,8 @@ DETAILS = f"""Every prompt-based method learns through the Cloze tab's verbalize
 a row as each run finishes, and the zero-shot prompt is the first row. Each run scores its K dev examples
 per class every {TrainSettings().eval_every} steps and keeps the weights whose dev log-likelihood was
 best (hover a dev point to see it), or, as LM-BFF did, whose dev accuracy was best."""
+
+TRAINING_DTYPE = "fp32"  # trained in fp32 weights with bf16 autocast where the CPU has it; saved methods load so too
 
 SWEEP_INTRO = """Vary one setting of one method, as the Prompt Tuning and Prefix-tuning papers' length
 ablations do: each value is trained on the same K shots and seeds, and plotted against zero-shot."""
@@ -141,6 +144,15 @@ def _kept(row: GridRow, lm):
     return row.trained if row.trained is not None or row.saved is None else load_trained(row.saved, lm)
 
 
+def _check_on(lm: LM | None, configs) -> None:
+    """Each method checked on `lm` (BitFit refuses a model without bias terms); none when the model is not loaded: a
+    press is looked at with the model only when the process holds it already, as loading it there would keep every
+    other visitor's press waiting, and the job checks again once it has loaded it."""
+    if lm is not None:
+        for config in configs:
+            config.check(lm)
+
+
 def grid_inputs(form: dict):
     """The task, cloze setup, training settings, grid and method configs of the comparison form; a PeftlabError for
     any the run would refuse (also checked as the button is pressed, `heavy_job`)."""
@@ -151,6 +163,7 @@ def grid_inputs(form: dict):
     rates = parse_learning_rates((form["rates"] or "").splitlines())
     configs = [method_config(m, **({"learning_rate": rates[m]} if m in rates else {})) for m in grid.methods]
     validate_grid(task, configs, grid.seeds, grid.shots)
+    _check_on(loaded_lm(form["model"], dtype=TRAINING_DTYPE), configs)
     current_caps().check("runs", len(configs) * len(grid.seeds) * len(grid.shots), "The number of training runs")
     return task, setup, settings, grid, configs
 
@@ -160,9 +173,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
     task, setup, settings, grid, configs = grid_inputs(form)
     seed_list, shot_list, test_limit = grid.seeds, grid.shots, grid.test_limit
     total_runs = len(configs) * len(seed_list) * len(shot_list)
-    lm = load_model(form["model"], dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
-    for config in configs:  # before the estimate: BitFit on a model without biases was refused after a second press
-        config.check(lm)
+    lm = load_model(form["model"], dtype=TRAINING_DTYPE)
+    _check_on(lm, configs)  # before the estimate: BitFit on a model without biases was refused after a second press
     costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"], progress)
     expected = grid_seconds(grid.methods, shot_list, len(seed_list), settings, task, test_limit, costs)
     sizes = f"{len(configs)} x {len(shot_list)} x {len(seed_list)}"
@@ -302,7 +314,7 @@ def download_trained(method, request: gr.Request):
 def load_saved(path, request: gr.Request):
     if not path:
         raise PeftlabError("Upload a zip that 'Download' gave you.")
-    lm = load_model(saved_model_name(path), dtype="fp32")  # only a model this Space allows
+    lm = load_model(saved_model_name(path), dtype=TRAINING_DTYPE)  # only a model this Space allows
     trained = load_trained(path, lm)
     keep_trained(request, f"{trained.config.name} (loaded)", trained)
     return (
@@ -336,7 +348,9 @@ def sweep_inputs(form: dict):
     sweep = config_from_form(SweepConfig, form, shots=k[0])
     check_test_texts(task, sweep.test_limit)
     values = parse_sweep_values(sweep.method, sweep.varied, sweep.values)
-    validate_grid(task, sweep_configs(sweep.method, sweep.varied, values), sweep.seeds, k)
+    configs = sweep_configs(sweep.method, sweep.varied, values)
+    validate_grid(task, configs, sweep.seeds, k)
+    _check_on(loaded_lm(form["model"], dtype=TRAINING_DTYPE), configs)
     current_caps().check("runs", len(values) * len(sweep.seeds), "The number of training runs")
     current_caps().check("shots", k[0], "K per class")
     return k, task, setup, settings, sweep, values
@@ -347,9 +361,8 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
     k, task, setup, settings, sweep, values = sweep_inputs(form)
     method, setting, seed_list, test_limit = sweep.method, sweep.varied, sweep.seeds, sweep.test_limit
     total = len(values) * len(seed_list)
-    lm = load_model(form["model"], dtype="fp32")
-    for config in sweep_configs(method, setting, values):  # before the estimate, as a grid's
-        config.check(lm)
+    lm = load_model(form["model"], dtype=TRAINING_DTYPE)
+    _check_on(lm, sweep_configs(method, setting, values))  # before the estimate, as a grid's
     costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"], progress)
     expected = grid_seconds([method] * len(values), k, len(seed_list), settings, task, test_limit, costs)
     if message := unconfirmed(request, "sweep", form, expected, counted(total, "training run")):
