@@ -9,6 +9,7 @@ by path, so they work offline; those packages are never imported.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.util
 import json
@@ -22,13 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.hub import hub_reachable
-from peftlab.uploads import JSON_KINDS, read_table
+from peftlab.uploads import DATA_SUFFIXES, JSON_KINDS, read_table
 
 DEFAULT_SEEDS = (13, 21, 42, 87, 100)
 
-UPLOAD_SUFFIXES = (".csv", ".jsonl", ".json")
 SPLIT_SEED = 0  # the held-out test split never depends on the few-shot seeds
 UPLOAD_TEST_FRACTION = 0.2
 HUB_TEST_CAP = 1000
@@ -76,6 +77,33 @@ class Task:
             return ""
         rows = "1 row of the file was" if total == 1 else f"{total} rows of the file were"
         return f"{rows} left out: " + ", ".join(f"{n} {LEFT_OUT[why]}" for why, n in self.left_out.items() if n)
+
+    def label_warnings(self) -> list[str]:
+        """Sentences about labels a person likely did not mean, to say when the data is loaded (an upload, --task):
+
+        - a rare label whose name is nearly a far more common one's ('postive' on 1 row beside 'positive' on 10): a
+          typo is a class of its own, in the verbalizer and in every score (one such row pulled a cloze evaluation's
+          macro-F1 from 0.95 to 0.62, without a word);
+        - labels that are all numbers ('0', '1'): the verbalizer suggested from them asks the model to write the
+          digit, which a cloze prompt rarely makes it do (every review was called '1').
+        """
+        sizes = Counter(self.label_names[row["label"]] for row in self.rows("all"))
+        warnings = []
+        for rare, n in sizes.items():
+            common = [label for label, m in sizes.items() if m >= TYPO_RARITY * n and _alike(rare, label)]
+            if common:
+                like = max(common, key=lambda label: (_similarity(rare, label), sizes[label]))
+                warnings.append(
+                    f"The label '{rare}' is on {counted(n, 'row')} and '{like}' on {sizes[like]}: if '{rare}' is a "
+                    f"typo of '{like}', correct it in the file; as it is, it is a class of its own in every score."
+                )
+        if all(_is_number(label) for label in self.label_names):
+            warnings.append(
+                f"The labels are numbers ({', '.join(self.label_names)}): a cloze prompt scores the verbalizer's "
+                "words, and a model rarely writes a digit there unless the prompt asks for one (a rating); give each "
+                "label a word in the verbalizer."
+            )
+        return warnings
 
     def rows(self, split: str) -> list[dict]:
         """The rows of a split: "test", "train" (the pool), "dev", or "all" of them."""
@@ -205,7 +233,7 @@ def load_task(name: str, text_column: str = "text", label_column: str = "label",
             cannot be loaded here.
     """
     name = str(name).strip()
-    if name.lower().endswith(UPLOAD_SUFFIXES):
+    if name.lower().endswith(DATA_SUFFIXES):
         path = Path(name).expanduser()
         if not path.is_file():
             raise PeftlabError(f"The file '{name}' does not exist; check its path.")
@@ -282,6 +310,22 @@ def _conflicting(rows: list[dict]) -> int:
     """How many of `rows` `_dedupe` drops for their labels: every copy of a text seen with two different labels."""
     labels_of = _labels_by_text(rows)
     return sum(len(labels_of[row["text"]]) > 1 for row in rows)
+
+
+TYPO_RARITY = 5  # a label is read as a typo of another only when the other is on at least 5 times as many rows
+TYPO_SIMILARITY = 0.8  # difflib's ratio of the two names, case aside: 'postive'/'positive' 0.93, 'sad'/'bad' 0.67
+
+
+def _similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a.casefold(), b.casefold()).ratio()
+
+
+def _alike(a: str, b: str) -> bool:
+    return a != b and _similarity(a, b) >= TYPO_SIMILARITY
+
+
+def _is_number(label: str) -> bool:
+    return _label_order(label)[0] == 0
 
 
 def _label_order(label: str) -> tuple:

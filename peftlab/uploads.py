@@ -21,6 +21,12 @@ import pandas as pd
 from peftlab.errors import PeftlabError, json_problem
 
 SEPARATORS = (",", ";", "\t")
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")  # read as CSV, separated as the header line is (`_read_csv`)
+JSON_SUFFIXES = (".jsonl", ".json")
+SPREADSHEET_SUFFIXES = (".xlsx", ".xls", ".ods", ".numbers")  # refused with how to save them as CSV
+# what a data upload may be called: a picker that lists only the readable ones had the browser refuse a spreadsheet
+# ("Invalid file type: data.xlsx"), without saying how to save it
+DATA_SUFFIXES = (*TABLE_SUFFIXES, *JSON_SUFFIXES, *SPREADSHEET_SUFFIXES)
 
 
 def read_text(path: str | Path) -> str:
@@ -56,17 +62,24 @@ def read_text(path: str | Path) -> str:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """The rows of an uploaded CSV, JSON Lines or JSON (an array of objects) file, by its suffix.
+    """The rows of an uploaded CSV (TABLE_SUFFIXES), JSON Lines or JSON (an array of objects) file, by its suffix.
 
     Raises:
-        PeftlabError: an unreadable encoding (see `read_text`), or a file that is not what its suffix says.
+        PeftlabError: a spreadsheet, an unreadable encoding (see `read_text`), or a file that is not what its suffix
+            says.
     """
     path = Path(path)
+    table = path.suffix.lower() in TABLE_SUFFIXES
+    if path.suffix.lower() in SPREADSHEET_SUFFIXES:
+        raise PeftlabError(
+            f"The file '{path.name}' is a spreadsheet; save it as CSV UTF-8 (in Excel: File > Save As > CSV UTF-8) "
+            "and upload that."
+        )
     text = read_text(path)
     if not text.strip():
         raise PeftlabError(f"The file '{path.name}' is empty; upload a CSV or JSONL file with a header/keys and rows.")
     try:
-        if path.suffix.lower() == ".csv":
+        if table:
             return _read_csv(text)
         if text.lstrip().startswith("["):
             records = json.loads(text)
@@ -79,7 +92,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except PeftlabError:  # already one sentence (a JSON line named by its number)
         raise
     except (ValueError, pd.errors.ParserError) as exc:
-        kind = "CSV" if path.suffix.lower() == ".csv" else "JSON lines (one JSON object per line) or a JSON array"
+        kind = "CSV" if table else "JSON lines (one JSON object per line) or a JSON array"
         raise unreadable(path.name, kind, exc) from None
 
 

@@ -531,12 +531,13 @@ def test_an_interrupt_ends_the_progress_line_before_its_error(capsys):
 
 
 def test_an_existing_file_of_another_kind_is_not_looked_up_on_the_hub(capsys, tmp_path):
-    notes = tmp_path / "notes.txt"
+    notes = tmp_path / "notes.md"
     notes.write_text("text,label\na,b\n")
     code, _, err = run_cli(capsys, "cloze", "--task", str(notes), "--model", "./not-loaded-before-the-check")
     assert (code, err) == (
         2,
-        f"error: --task {str(notes)!r} is a file, but data is read from .csv, .jsonl or .json files; save it as one.\n",
+        f"error: --task {str(notes)!r} is a file, but data is read from .csv, .tsv, .txt, .jsonl or .json files; save "
+        "it as one.\n",
     )
 
 
@@ -606,3 +607,16 @@ def test_every_option_says_its_default_once(capsys):
     assert [(name, text) for name, text in helps if text.count("default:") > 1] == []
     address = next(text for name, text in helps if name == "compare" and text.startswith("Ray cluster address"))
     assert address.endswith("default: a Ray started here")
+
+
+def test_a_task_file_whose_labels_look_mistaken_is_warned_of_before_the_command_goes_on(capsys, tmp_path):
+    """One row labelled 'postive' beside ten 'positive' ones made a class of its own without a word (`Task.
+    label_warnings`): the command line says it as it reads the file."""
+    typo = tmp_path / "typo.csv"
+    rows = "".join(f"review number {i},{('negative', 'positive')[i % 2]}\n" for i in range(20))
+    typo.write_text(f"text,label\n{rows}Pretty good overall,postive\n")
+    code, _, err = run_cli(capsys, "cloze", "--task", str(typo), "--model", "./no-such-model")
+    assert code == 2 and err.splitlines()[0] == (
+        "warning: The label 'postive' is on 1 row and 'positive' on 10: if 'postive' is a typo of 'positive', correct "
+        "it in the file; as it is, it is a class of its own in every score."
+    )

@@ -105,6 +105,8 @@ CSV_ROWS = ["text,label"] + [f"{text} {i},{label}" for i, (text, label) in enume
         ("unicode.csv", "\n".join(CSV_ROWS).replace(",", "\t").encode("utf-16")),  # Excel's "Unicode text"
         ("europe.csv", "\n".join(CSV_ROWS).replace(",", ";").encode()),  # semicolons, as many locales save
         ("windows.csv", "\r\n".join(CSV_ROWS).encode()),
+        ("tabs.tsv", "\n".join(CSV_ROWS).replace(",", "\t").encode()),  # the browser refused .tsv and .txt
+        ("export.txt", "\n".join(CSV_ROWS).replace(",", ";").encode()),
         ("array.json", json.dumps([{"text": t + f" {i}", "label": lab} for i, (t, lab) in enumerate(ROWS)]).encode()),
         (
             "lines.jsonl",
@@ -142,6 +144,12 @@ def test_uploads_in_the_encodings_and_shapes_people_save_load_the_same_rows(tmp_
             b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)),
             "The file 'sheet.csv' is not a text file (a spreadsheet or another binary format?); save it as CSV UTF-8 "
             "or as JSON Lines.",
+        ),
+        (  # the browser's "Invalid file type: data.xlsx" said nothing of how to save it
+            "data.xlsx",
+            b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)),
+            "The file 'data.xlsx' is a spreadsheet; save it as CSV UTF-8 (in Excel: File > Save As > CSV UTF-8) and "
+            "upload that.",
         ),
         (
             "one.json",

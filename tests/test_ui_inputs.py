@@ -695,3 +695,36 @@ def test_a_method_the_loaded_model_cannot_train_is_refused_as_a_grid_or_a_sweep_
             "BitFit trains only bias terms, and smollm2-135m has none; pick another method for this model."
         )
     SESSIONS.close(Request.session_hash)
+
+
+def test_an_upload_whose_labels_look_mistaken_is_warned_of_as_it_is_read(tmp_path, monkeypatch):
+    """A file with one row labelled 'postive' beside ten 'positive' ones was scored as three classes (macro-F1 0.62
+    where 0.95 was earned), and one labelled 0/1 got the verbalizer '0: 0', '1: 1' (every review called '1'), both
+    without a word."""
+    import gradio as gr
+
+    from peftlab.ui import build_app
+
+    warned = []
+    monkeypatch.setattr(gr, "Warning", warned.append)
+    suggest = _event(build_app(), "suggest_prompt").fn
+    reviews = [f"review number {i}" for i in range(20)]
+    typo, numbers = tmp_path / "typo.csv", tmp_path / "numbers.csv"
+    typo.write_text(
+        "text,label\n"
+        + "".join(f"{t},{('negative', 'positive')[i % 2]}\n" for i, t in enumerate(reviews))
+        + "Pretty good overall,postive\n"
+    )
+    numbers.write_text("text,label\n" + "".join(f"{t},{i % 2}\n" for i, t in enumerate(reviews)))
+    suggest("rt-sentiment", None, "text", "label", "", "")  # an embedded task: nothing to say
+    assert warned == []
+    suggest("rt-sentiment", str(typo), "text", "label", "", "")
+    assert warned == [
+        "The label 'postive' is on 1 row and 'positive' on 10: if 'postive' is a typo of 'positive', correct it in "
+        "the file; as it is, it is a class of its own in every score."
+    ]
+    template, verbalizer = suggest("rt-sentiment", str(numbers), "text", "label", "", "")
+    assert verbalizer == "0: 0\n1: 1" and warned[1:] == [
+        "The labels are numbers (0, 1): a cloze prompt scores the verbalizer's words, and a model rarely writes a "
+        "digit there unless the prompt asks for one (a rating); give each label a word in the verbalizer."
+    ]

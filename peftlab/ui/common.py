@@ -20,9 +20,10 @@ from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL, LM, load_lm, unavailable_reason
 from peftlab.prompts import Verbalizer, is_suggested_template, suggested_prompt
 from peftlab.serving import JobStop, current_caps, heavy_job_limit, public_mode
-from peftlab.tasks import EMBEDDED_TASKS, UPLOAD_SUFFIXES, load_task
+from peftlab.tasks import EMBEDDED_TASKS, load_task
 from peftlab.ui.inputs import is_bounded, out_of_range
 from peftlab.ui.sessions import SESSIONS, Session
+from peftlab.uploads import DATA_SUFFIXES
 from peftlab.zerogpu import GPUCalls, on_zero_gpu
 
 MODEL_CHOICES = [DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct", "roberta-large", "bert-base-uncased", "gpt2"]
@@ -447,7 +448,7 @@ def model_and_task_inputs() -> dict[str, gr.components.Component]:
             info="Embedded task or a Hub dataset id; picking one puts an upload aside.",
         )
         upload = gr.File(
-            label="Or upload CSV / JSONL" + upload_limit_note(), file_types=[".csv", ".jsonl", ".json"], height=110
+            label="Or upload CSV / JSONL" + upload_limit_note(), file_types=list(DATA_SUFFIXES), height=110
         )
         # the last choice is the data: an upload kept after a task was picked went on being scored under the
         # picked task's name in the list (`on_task_change` suggests for the picked task without the upload)
@@ -514,14 +515,19 @@ def on_task_change(source: dict, handler, outputs: list, read: Sequence = (), **
         # A task or file that cannot be read is said once, as a warning; the boxes it would fill keep their text
         # and get no error badge: they are not what is wrong (the run buttons say it again, as an error). A column
         # name half typed says nothing: once the typed names are the file's columns, its labels fill the boxes.
+        # A file read, its labels a person likely did not mean ('postive' beside 'positive', digits) are said too.
         @functools.wraps(handler)
         def suggestion(*args):
             try:
-                return handler(*args)
+                suggested = handler(*args)
             except gr.Error as exc:
                 if warn:
                     gr.Warning(exc.message)
                 return [gr.skip()] * len(outputs)
+            if warn:
+                for sentence in resolve_task(*args[:4]).label_warnings():
+                    gr.Warning(sentence)
+            return suggested
 
         return suggestion
 
@@ -586,7 +592,7 @@ def resolve_task(task_name: str, upload, text_column: str, label_column: str):
     source = upload if upload else str(task_name or "").strip()  # a box of spaces was looked up as Hub dataset ''
     if not source:
         raise PeftlabError("Pick a task or upload a CSV/JSONL file.")
-    if not upload and public_mode() and str(task_name).strip().lower().endswith(UPLOAD_SUFFIXES):
+    if not upload and public_mode() and str(task_name).strip().lower().endswith(DATA_SUFFIXES):
         raise PeftlabError("On this public Space, give your own data as an upload, not as a file name.")
     return load_task(
         str(source), text_column=(text_column or "text").strip(), label_column=(label_column or "label").strip()

@@ -60,6 +60,7 @@ from peftlab.ui.display import duration, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.soft_prompts_tab import keep_trained, method_choices, trained_method_panel
+from peftlab.uploads import DATA_SUFFIXES
 
 SUMMARY = """**Pattern-Exploiting Training** ([Schick & Schütze 2021](https://aclanthology.org/2021.eacl-main.20/)):
 (1) one model per pattern learns from the K labelled examples per class; (2) their ensemble, each pattern
@@ -214,7 +215,7 @@ def build_pet_tab() -> None:
         words = verbalizer_box()
         unlabelled_file = gr.File(
             label="Unlabelled texts (optional)" + upload_limit_note(),
-            file_types=[".csv", ".jsonl", ".json"],
+            file_types=list(DATA_SUFFIXES),
             height=120,
         )
     with gr.Row():
