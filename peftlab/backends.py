@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from peftlab.config import Config, setting
+from peftlab.config import Config, counted, setting
 from peftlab.errors import PeftlabError
 
 BACKENDS = ("local", "ray")
@@ -65,18 +65,52 @@ class RayBackend:
     dispatch: str = "actor"
 
     def connect(self):
-        """Ray, connected to the cluster (started here when there is no address).
+        """Ray, connected to the cluster (started here when there is no address), which can hold the workers asked
+        for (`worker_capacity`).
 
         Raises:
-            PeftlabError: Ray is not installed, or the cluster at `address` cannot be reached.
+            PeftlabError: Ray is not installed, cannot start here or reach the cluster at `address`, or the cluster
+                holds no worker of `threads` CPUs (and `gpus` GPUs) or fewer than `workers` of them.
         """
         ray = _ray()
         if not ray.is_initialized():
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
-            except (ConnectionError, RuntimeError) as exc:
-                raise PeftlabError(f"Cannot reach the Ray cluster at {self.address!r}: {exc}") from None
+            except Exception as exc:  # a start-up timeout is a bare Exception: it was reported as a bug in peftlab
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                where = f"reach the Ray cluster at {self.address!r}" if self.address else "start Ray on this machine"
+                raise PeftlabError(
+                    f"Could not {where} ({reason}); try again, or train here (the local backend)."
+                ) from None
+        self._check_capacity(ray)
         return ray
+
+    def worker_capacity(self, ray) -> int:
+        """How many workers of `threads` CPUs and `gpus` GPUs the cluster's live nodes hold at once."""
+
+        def holds(node: dict) -> int:
+            by_cpu = int(node.get("CPU", 0) // self.threads)
+            return min(by_cpu, int(node.get("GPU", 0) // self.gpus)) if self.gpus else by_cpu
+
+        return sum(holds(node["Resources"]) for node in ray.nodes() if node.get("Alive"))
+
+    def _check_capacity(self, ray) -> None:
+        # a worker the cluster cannot place waits for ever, without a word: 64 threads per worker on 2 CPUs hung
+        # until Ctrl-C, as did more workers than fit (each holds its CPUs for its life)
+        capacity = self.worker_capacity(ray)
+        asks = counted(self.threads, "CPU") + (f" and {self.gpus:g} GPU" if self.gpus else "")
+        resources = ray.cluster_resources()
+        holds = f"{resources.get('CPU', 0):g} CPUs" + (f" and {resources.get('GPU', 0):g} GPUs" if self.gpus else "")
+        if capacity == 0:
+            raise PeftlabError(
+                f"Each Ray worker asks for {asks}, but no node of the cluster ({holds} in all) has that many; ask "
+                "for fewer worker threads or GPUs."
+            )
+        if self.workers is not None and self.workers > capacity:
+            raise PeftlabError(
+                f"{counted(self.workers, 'Ray worker')} of {asks} each do not fit on the cluster ({holds}), which "
+                f"holds {capacity}; ask for at most {capacity}."
+            )
 
     def describe(self) -> str:
         """What the cluster holds, in one line for the app ("Training runs go to Ray (a Ray started here): ...")."""
@@ -90,10 +124,7 @@ class RayBackend:
         )
 
     def worker_count(self, ray, jobs: int) -> int:
-        if self.workers is not None:
-            return max(1, min(self.workers, jobs))
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        return max(1, min(cpus // self.threads, jobs))
+        return max(1, min(self.workers or self.worker_capacity(ray), jobs))
 
     def map(self, lm, job, shared: tuple, inputs: Sequence[tuple], stop=None) -> Iterator[tuple[int, object]]:
         """`job(lm, *shared, *inputs[i], stop)` for every i on the workers (`lm` is the worker's own copy of the
@@ -297,10 +328,17 @@ class BackendConfig(Config):
             raise PeftlabError("The address, workers, worker threads and worker GPUs are settings of the ray backend.")
 
     def build(self, save_dir: str | None = None) -> RayBackend | None:
-        """None for the local backend (`compare.run_plan`'s own loop), else a RayBackend writing to `save_dir`."""
+        """None for the local backend (`compare.run_plan`'s own loop), else a RayBackend writing to `save_dir`,
+        connected to its cluster (`RayBackend.connect`).
+
+        Raises:
+            PeftlabError: Ray cannot start or be reached, or the cluster cannot hold the workers asked for.
+        """
         if self.backend == "local":
             return None
-        return RayBackend(self.address, self.worker_threads, self.worker_gpus, self.workers, save_dir)
+        backend = RayBackend(self.address, self.worker_threads, self.worker_gpus, self.workers, save_dir)
+        backend.connect()  # before any work: a bad address was told after the zero-shot row had been scored
+        return backend
 
 
 def backend_from_env() -> RayBackend | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -235,6 +236,8 @@ def _check_field(config: Config, item: dataclasses.Field, hint) -> None:
     if meta.get("choices") is not None and value not in meta["choices"]:
         raise SettingError(config.field_subject(item), item, requirement_of(item, kind), value)
     for entry in value if kind is tuple else [value]:  # a list's bounds hold for each of its entries
+        if isinstance(entry, float) and math.isinf(entry):  # a learning rate of inf passed "above 0"
+            raise SettingError(config.field_subject(item), item, "a finite number", entry)
         broken = (
             entry != entry  # NaN: every comparison with a bound is False, so "nan" passed a minimum of 0
             or (meta.get("minimum") is not None and entry < meta["minimum"])

@@ -66,6 +66,14 @@ class Dimension:
             return tune.choice(list(self.values))
         return getattr(tune, self.distribution)(*self.values)
 
+    def extremes(self) -> tuple:
+        """The values a trial may get that lie furthest apart (every option of a choice; randint's high is excluded,
+        as Ray Tune's is): a method that takes both takes every value between."""
+        if self.distribution == "choice":
+            return self.values
+        low, high = self.values
+        return (low, high - 1) if self.distribution == "randint" else (low, high)
+
     def spec(self) -> str:
         """The dimension as its spec is written ("learning_rate=loguniform:0.001:0.1")."""
         separator = "," if self.distribution == "choice" else ":"
@@ -77,9 +85,10 @@ def parse_search(method: str, specs: Sequence[str]) -> list[Dimension]:
 
     Raises:
         PeftlabError: no spec or more than MAX_DIMENSIONS, a spec not of the form setting=distribution:arguments,
-            a setting the method does not have or given twice, an unknown distribution, bounds that are not
-            numbers, not increasing or (loguniform) not above 0, a choice of fewer than two values, or a value the
-            method's own config refuses.
+            a setting the method does not have (or not a number) or given twice, an unknown distribution, a
+            continuous one of a whole-number setting, bounds that are not finite numbers, not increasing or
+            (loguniform) not above 0, a choice of fewer than two values, or a value at either end that the method's
+            own config refuses.
     """
     if method not in METHODS:
         raise PeftlabError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
@@ -87,7 +96,8 @@ def parse_search(method: str, specs: Sequence[str]) -> list[Dimension]:
         raise PeftlabError("Give a search space, e.g. --search learning_rate=loguniform:1e-3:1e-1.")
     if len(specs) > MAX_DIMENSIONS:
         raise PeftlabError(f"Search at most {MAX_DIMENSIONS} settings (the learning rate and one more).")
-    fields = {item.name: item for item in METHODS[method].settings()}
+    defaults = METHODS[method]()
+    numbers = [item.name for item in METHODS[method].settings() if _is_number(getattr(defaults, item.name))]
     dimensions = []
     for spec in specs:
         name, _, rest = spec.partition("=")
@@ -98,20 +108,26 @@ def parse_search(method: str, specs: Sequence[str]) -> list[Dimension]:
                 f"Write a search as setting=distribution:arguments, e.g. learning_rate=loguniform:1e-3:1e-1, "
                 f"not {spec!r}."
             )
-        if name not in fields or name == "name":
-            settable = ", ".join(n for n in fields if n != "name")
-            raise PeftlabError(f"{method} has no setting {name!r} to search; it has {settable}.")
+        if name not in numbers:
+            what = "a number" if hasattr(defaults, name) and name != "name" else "a setting"
+            raise PeftlabError(f"{name!r} is not {what} of {method} to search; it has {', '.join(numbers)}.")
         if name in {d.setting for d in dimensions}:
             raise PeftlabError(f"Search each setting once; {name} is given twice.")
         if distribution not in DISTRIBUTIONS:
             raise PeftlabError(f"Unknown distribution {distribution!r} for {name}: use {', '.join(DISTRIBUTIONS)}.")
-        kind = int if isinstance(getattr(METHODS[method](), name), int) else float
+        kind = int if isinstance(getattr(defaults, name), int) else float
+        if kind is int and distribution in ("loguniform", "uniform"):  # its trials failed on 12.7 tokens
+            raise PeftlabError(
+                f"{name} is a whole number; search it with randint (e.g. {name}=randint:1:51) or choice."
+            )
         dimensions.append(Dimension(name, distribution, _values(name, distribution, arguments, kind)))
-        for value in dimensions[-1].values if distribution == "choice" else dimensions[-1].values[:1]:
+        for value in dimensions[-1].extremes():
             method_config(method, **{name: value})  # a value the method refuses fails now, in its own words
-        if distribution in ("loguniform", "uniform"):
-            method_config(method, **{name: dimensions[-1].values[1]})
     return dimensions
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _values(name: str, distribution: str, arguments: str, kind: type) -> tuple:
@@ -122,6 +138,8 @@ def _values(name: str, distribution: str, arguments: str, kind: type) -> tuple:
     except ValueError:
         what = "whole numbers" if number is int else "numbers"
         raise PeftlabError(f"The {distribution} arguments of {name} must be {what}, not {arguments!r}.") from None
+    if not all(math.isfinite(v) for v in values):  # loguniform:1e-3:inf went to Tune
+        raise PeftlabError(f"The {distribution} arguments of {name} must be finite numbers, not {arguments!r}.")
     if distribution == "choice":
         if len(set(values)) < 2:
             raise PeftlabError(f"A choice of {name} needs at least two different values, not {arguments!r}.")
@@ -195,7 +213,8 @@ def run_search(
     events and rows, then the SearchResult.
 
     Raises:
-        PeftlabError: Ray is not installed or its cluster cannot be reached.
+        PeftlabError: a value at either end of a dimension that the method cannot train on `lm` with, or Ray is not
+            installed or its cluster cannot be reached.
     """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -204,6 +223,9 @@ def run_search(
     from peftlab.compare import GridRow, PlannedRun, run_plan
 
     started = time.perf_counter()
+    for dimension in dimensions:  # at either end, a value the model refuses (100000 virtual tokens) fails every trial
+        for value in dimension.extremes():
+            method_config(config.method, **{dimension.setting: value}).check(lm)
     RayBackend(address=address).connect()
     evaluations = math.ceil(settings.steps / settings.eval_every)  # dev every eval_every steps and at the last
     scheduler = (

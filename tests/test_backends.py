@@ -205,3 +205,50 @@ def test_the_soft_prompts_tab_trains_on_ray_and_classifies_with_what_the_worker_
 ):
     monkeypatch.setenv("PEFTLAB_BACKEND", "ray")  # how whoever runs the app chooses Ray
     soft_prompts_tab_trains_elsewhere_and_classifies_with_what_was_saved(tiny_causal_folder, easy_csv, monkeypatch)
+
+
+def test_workers_the_cluster_cannot_hold_are_refused_before_any_work(local_ray, capsys):
+    """`--worker-threads 64` on 2 CPUs started Ray and waited for a worker Ray could never place, without a word,
+    until Ctrl-C; more workers than fit waited the same way once the first ones held the CPUs."""
+    for backend, message in [
+        (
+            RayBackend(threads=64),
+            "Each Ray worker asks for 64 CPUs, but no node of the cluster (2 CPUs in all) has that many; ask for fewer "
+            "worker threads or GPUs.",
+        ),
+        (
+            RayBackend(gpus=0.5),
+            "Each Ray worker asks for 1 CPU and 0.5 GPU, but no node of the cluster (2 CPUs and 0 GPUs in all) has "
+            "that many; ask for fewer worker threads or GPUs.",
+        ),
+        (
+            RayBackend(workers=3),
+            "3 Ray workers of 1 CPU each do not fit on the cluster (2 CPUs), which holds 2; ask for at most 2.",
+        ),
+    ]:
+        with pytest.raises(PeftlabError) as refused:
+            backend.connect()
+        assert str(refused.value) == message
+    assert RayBackend(threads=2).worker_count(ray, jobs=5) == 1 and RayBackend().worker_count(ray, jobs=5) == 2
+    # the command line says it before it loads a model or scores anything
+    assert main(["compare", "--backend", "ray", "--worker-threads", "64", "--model", "./never-loaded"]) == 2
+    assert capsys.readouterr().err.startswith("error: Each Ray worker asks for 64 CPUs, but no node")
+
+
+def test_ray_that_cannot_start_or_be_reached_is_one_sentence(monkeypatch):
+    """Ray's start-up timeout is a bare Exception, and a ray:// address without Ray Client a ValueError: both were
+    reported as "this is a bug or a broken installation"."""
+
+    def timed_out(**_kwargs):
+        raise Exception("The current node timed out during startup. This could happen because some of the ...")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", timed_out)
+    with pytest.raises(PeftlabError) as refused:
+        RayBackend().connect()
+    assert str(refused.value) == (
+        "Could not start Ray on this machine (The current node timed out during startup. This could happen because "
+        "some of the ...); try again, or train here (the local backend)."
+    )
+    with pytest.raises(PeftlabError, match=r"^Could not reach the Ray cluster at 'ray://10\.0\.0\.1:10001' \(The "):
+        RayBackend(address="ray://10.0.0.1:10001").connect()

@@ -76,6 +76,7 @@ def bad_values(cls) -> list[tuple[str, object]]:
             cases.append((item.name, "many"))
         if kind is float:  # NaN compares False with any bound: "--worker-gpus nan" passed its minimum of 0
             cases.append((item.name, float("nan")))
+            cases.append((item.name, float("inf")))  # a learning rate of inf passed "above 0"
         if meta["choices"] is not None:
             cases.append((item.name, "not-a-choice"))
         if meta["minimum"] is not None:

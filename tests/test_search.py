@@ -33,7 +33,24 @@ def test_a_search_space_is_read_from_its_specs():
             "Write a search as setting=distribution:arguments, e.g. "
             "learning_rate=loguniform:1e-3:1e-1, not 'learning_rate'.",
         ),
-        ("lora", ["rank=randint:2:8"], "lora has no setting 'rank' to search; it has"),
+        ("lora", ["rank=randint:2:8"], "'rank' is not a setting of lora to search; it has learning_rate, r, alpha."),
+        (  # a text setting: "The choice arguments of init must be numbers" named it as one to search
+            "prompt-tuning",
+            ["init=choice:text,random"],
+            "'init' is not a number of prompt-tuning to search; it has learning_rate, num_virtual_tokens.",
+        ),
+        (  # each trial failed on "num virtual tokens must be a whole number, not 12.7"
+            "prompt-tuning",
+            ["num_virtual_tokens=uniform:1:50"],
+            "num_virtual_tokens is a whole number; search it with randint (e.g. num_virtual_tokens=randint:1:51) or "
+            "choice.",
+        ),
+        (  # went to Tune
+            "lora",
+            ["learning_rate=loguniform:1e-3:inf"],
+            "The loguniform arguments of learning_rate must be finite numbers, not '1e-3:inf'.",
+        ),
+        ("lora", ["learning_rate=choice:0.01,nan"], "The choice arguments of learning_rate must be finite numbers"),
         (
             "lora",
             ["learning_rate=normal:0:1"],
@@ -100,3 +117,15 @@ def test_a_search_picks_by_dev_and_scores_the_winner_and_the_defaults_on_test(ti
     tuned = [r["test_accuracy"] for r in rows if r["configuration"] == "tuned"]
     assert summary["tuned_test_accuracy_mean"] == round(sum(tuned) / 2, 4)
     assert (tmp_path / "tune" / "peftlab-lora").is_dir()  # Tune's own records, kept where asked
+
+
+def test_either_end_of_a_range_is_checked_on_the_model_before_ray_starts(capsys, tiny_causal_folder):
+    """randint:1:100000 was checked at 1 alone: every trial drawing a length the model cannot hold would fail."""
+    assert Dimension("r", "randint", (2, 33)).extremes() == (2, 32)  # Tune's randint excludes its high end
+    code = main(
+        ["tune", "--method", "prompt-tuning", "--search", "num_virtual_tokens=randint:1:100000"]
+        + ["--model", tiny_causal_folder, "--task", "rt-sentiment", "--trials", "2"]
+    )
+    assert code == 2 and capsys.readouterr().err.startswith(
+        "error: 99999 virtual tokens of prompt-tuning leave no room in "
+    )
