@@ -242,6 +242,10 @@ def label_log_probs(
 # A GPU runs many more texts per forward pass than a CPU's cache-sized batches: scoring starts this many times larger
 # there and halves on running out of memory, so too large a start costs one failed try.
 GPU_BATCH_SCALE = 8
+# A batch holds at most this many tokens (items x their longest input; GPU_BATCH_SCALE times as many on a GPU): 20
+# texts of 2,048 tokens went in one forward pass of 80 s on 2 CPU cores, with no progress and no Stop until it ended.
+# Scoring 2,048-token texts 2 at a time took 0.86 times as long as 8 at a time; rt-sentiment's batches of 32 fit.
+TOKENS_PER_BATCH = 4096
 
 
 def score_query_lists(
@@ -254,20 +258,25 @@ def score_query_lists(
 ) -> torch.Tensor:
     """(N, L) label log-probs for N items (lists of queries), batched by length, under inference mode.
 
-    `batch_size` items go in one forward pass on a CPU; on a GPU GPU_BATCH_SCALE times as many, halved (and retried)
-    whenever a batch runs out of GPU memory, so the batches fill the memory the model leaves. The start all
-    queries share, when long enough, runs once (`SharedPrefix`).
+    `batch_size` items go in one forward pass on a CPU, fewer where they are long (at most TOKENS_PER_BATCH tokens);
+    on a GPU GPU_BATCH_SCALE times as many, halved (and retried) whenever a batch runs out of GPU memory, so the
+    batches fill the memory the model leaves. The start all queries share, when long enough, runs once
+    (`SharedPrefix`).
     """
     flat_words = verbalizer.flat_words
+    tokens = [len(queries) * max(len(q.input_ids) for q in queries) for queries in query_lists]  # padded, per item
     order = sorted(range(len(query_lists)), key=lambda i: max(len(q.input_ids) for q in query_lists[i]))
     scores = torch.empty((len(query_lists), len(flat_words)))
     model = model if model is not None else lm.model
     device = next(model.parameters()).device
-    batch, start = batch_size * (GPU_BATCH_SCALE if device.type == "cuda" else 1), 0
+    scale = GPU_BATCH_SCALE if device.type == "cuda" else 1
+    batch, start = batch_size * scale, 0
     with torch.inference_mode():
         prefix = SharedPrefix.find(model, lm.kind, [q for queries in query_lists for q in queries])
         while start < len(order):
             chunk = order[start : start + batch]
+            while len(chunk) > 1 and len(chunk) * max(tokens[i] for i in chunk) > TOKENS_PER_BATCH * scale:
+                chunk = chunk[:-1]
             try:
                 items = [query_lists[i] for i in chunk]
                 scores[chunk] = word_scores(lm, items, len(flat_words), model, prefix=prefix).cpu()

@@ -635,3 +635,25 @@ def test_an_evaluation_says_how_many_of_the_split_it_scored(tiny_causal, tmp_pat
         "all 6 rows (the file has no split column and nothing was trained); 36 rows of the file were left out: 36 "
         "repeating a text"
     )
+
+
+def test_long_texts_are_scored_a_few_at_a_time_so_progress_and_stop_reach_them(tiny_causal, tiny_task, monkeypatch):
+    """20 texts of 2,048 tokens went in one forward pass of 80 s on 2 CPU cores: no progress until it ended, and
+    Stop (which acts between batches) could not end it. A batch holds at most TOKENS_PER_BATCH tokens."""
+    import peftlab.cloze as cloze
+
+    prompt, examples = _prompt(SUFFIX_TEMPLATE), tiny_task.test
+    expected = label_log_probs(tiny_causal, prompt, examples, batch_size=1)
+    lengths = sorted(len(prompt.queries(tiny_causal, e)[0].input_ids) for e in examples)
+    monkeypatch.setattr(cloze, "TOKENS_PER_BATCH", 2 * lengths[-1])  # two of the longest texts
+    sizes, word_scores = [], cloze.word_scores
+
+    def counting(lm, query_lists, *args, **kwargs):
+        sizes.append(len(query_lists))
+        return word_scores(lm, query_lists, *args, **kwargs)
+
+    monkeypatch.setattr(cloze, "word_scores", counting)
+    got = label_log_probs(tiny_causal, prompt, examples, batch_size=len(examples))
+    assert torch.allclose(got, expected, atol=ATOL)
+    assert len(sizes) > 1 and sizes[-1] <= 2 and sum(sizes) == len(examples)  # the longest two at a time, the rest more
+    assert sizes == sorted(sizes, reverse=True)
