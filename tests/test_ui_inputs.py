@@ -728,3 +728,40 @@ def test_an_upload_whose_labels_look_mistaken_is_warned_of_as_it_is_read(tmp_pat
         "The labels are numbers (0, 1): a cloze prompt scores the verbalizer's words, and a model rarely writes a "
         "digit there unless the prompt asks for one (a rating); give each label a word in the verbalizer."
     ]
+
+
+def test_a_dropped_rlhf_or_pet_file_is_read_at_once(tmp_path, monkeypatch):
+    """A latin-1 unlabelled file for PET and a demonstrations line without a 'response' were told only when Run PET
+    or Run SFT was pressed: the file is read as it is dropped, and its count or its fault said."""
+    import gradio as gr
+
+    from peftlab.ui import build_app
+
+    said = []
+    monkeypatch.setattr(gr, "Info", lambda message: said.append(("info", message)))
+    monkeypatch.setattr(gr, "Warning", lambda message: said.append(("warning", message)))
+    app = build_app()
+    told = [fn.fn for fn in app.fns.values() if getattr(fn.fn, "__name__", "") == "told"]
+    unlabelled, demonstrations, comparisons = told  # in the order of the tabs: PET, then RLHF
+    good, bad = tmp_path / "demos.jsonl", tmp_path / "bad.jsonl"
+    good.write_text('{"prompt": "Review X.", "response": "Fine."}\n{"prompt": "Review Y.", "response": "Dull."}\n')
+    bad.write_text('{"prompt": "Review X.", "response": "Fine."}\n{"prompt": "oops"}\n')
+    ranked = tmp_path / "ranked.jsonl"
+    ranked.write_text('{"prompt": "Review X.", "ranked": ["Great.", "Fine.", "Dull."]}\n')
+    latin = tmp_path / "texts.csv"
+    latin.write_bytes("text\ncafé crème\n".encode("latin-1"))
+    demonstrations(str(good))
+    demonstrations(str(bad))
+    comparisons(str(ranked))
+    unlabelled(str(latin))
+    demonstrations(None)  # the box emptied: nothing to say
+    assert said == [
+        ("info", "'demos.jsonl': 2 demonstrations."),
+        ("warning", "Line 2 of 'bad.jsonl' has no 'response' field; each line needs 'prompt' and 'response'."),
+        ("info", "'ranked.jsonl': 3 comparisons."),
+        (
+            "warning",
+            "The file 'texts.csv' could not be read as UTF-8 text (byte 8 is 0xe9); save it as UTF-8 (in Excel: "
+            "'CSV UTF-8'), so that no character is read as another.",
+        ),
+    ]

@@ -9,13 +9,14 @@ import inspect
 import json
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 import torch
 
 from peftlab.backends import backend_from_env
-from peftlab.config import capitalised
+from peftlab.config import capitalised, counted
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL, LM, load_lm, unavailable_reason
 from peftlab.prompts import Verbalizer, is_suggested_template, suggested_prompt
@@ -274,6 +275,24 @@ def _unless_stopped_in_queue(fn, kind: str, outputs: int):
 def light() -> dict:
     """Event options of a cheap click on a model (classify one text, load or download a method): never behind heavy."""
     return dict(concurrency_id="light", concurrency_limit=4)
+
+
+def told_on_upload(upload: gr.File, read: Callable[[str], object], what: str) -> None:
+    """When a file is dropped in `upload`, read it as its job will (`read(path)`, something with a length) and say at
+    once how many `what`s it holds (a toast), or why it cannot be read (a warning): a latin-1 file, or a line
+    without a 'response', was told only when the job's button was pressed."""
+
+    def told(path) -> None:
+        if not path:
+            return
+        try:
+            items = read(path)
+        except PeftlabError as exc:
+            gr.Warning(str(exc))
+            return
+        gr.Info(f"'{Path(path).name}': {counted(len(items), what)}.")
+
+    upload.upload(told, [upload], None, api_visibility="private", show_progress="hidden", **light())
 
 
 STATUS_LINE = "status-line"

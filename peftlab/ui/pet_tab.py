@@ -52,6 +52,7 @@ from peftlab.ui.common import (
     stopped_note,
     task_changed,
     task_from_form,
+    told_on_upload,
     upload_limit_note,
     user_errors,
     verbalizer_box,
@@ -60,7 +61,7 @@ from peftlab.ui.display import duration, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.soft_prompts_tab import keep_trained, method_choices, trained_method_panel
-from peftlab.uploads import DATA_SUFFIXES
+from peftlab.uploads import DATA_SUFFIXES, read_table
 
 SUMMARY = """**Pattern-Exploiting Training** ([Schick & Schütze 2021](https://aclanthology.org/2021.eacl-main.20/)):
 (1) one model per pattern learns from the K labelled examples per class; (2) their ensemble, each pattern
@@ -226,6 +227,7 @@ def build_pet_tab() -> None:
         for row in (MORE_SETTINGS[:4], MORE_SETTINGS[4:]):  # in one row of 8 the checkbox read "LoRA classi"
             with gr.Row():
                 more |= {name: config_input(PETConfig, name) for name in row}
+    told_on_upload(unlabelled_file, read_table, "row")  # its columns are checked against the patterns at the press
     form = dict(**source, patterns=patterns, verbalizer=words, unlabelled_file=unlabelled_file)
     form |= dict(**settings, **more, steps=steps)
     with action_row():

@@ -18,6 +18,7 @@ from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.models import check_width
 from peftlab.plots import metric_curve, metric_panels, score_comparison, score_kl_frontier
+from peftlab.rlhf.data import load_comparisons, load_demonstrations
 from peftlab.rlhf.dpo import DPOConfig, DPOResult
 from peftlab.rlhf.generation import sample_responses
 from peftlab.rlhf.labelers import LABELERS, labeler_by_name
@@ -45,6 +46,7 @@ from peftlab.ui.common import (
     status_line,
     stop_handler,
     stopped_note,
+    told_on_upload,
     upload_limit_note,
     user_errors,
 )
@@ -599,6 +601,8 @@ def build_rlhf_tab() -> None:
             file_types=[".jsonl"],
             height=140,  # its two-line label leaves "Click to Upload" room only above about 130 px
         )
+    told_on_upload(demonstrations, load_demonstrations, "demonstration")
+    told_on_upload(comparisons, load_comparisons, "comparison")  # a ranking of K counts as its K(K-1)/2 pairs
 
     gr.Markdown("### 1. Supervised fine-tuning")
     with gr.Row():
