@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -198,6 +199,23 @@ def check_outputs(args: argparse.Namespace) -> None:
             ) from None
         if not existed:
             path.unlink()
+    if folder := getattr(args, "save_adapters", None):  # made when the first method is saved, after its training
+        _check_folder(Path(folder), "--save-adapters")
+
+
+def _check_folder(folder: Path, option: str) -> None:
+    """A folder a command will make (with its parents) and write files into: its nearest existing part is a folder
+    where a file can be written (a file named like the folder was told after the first run had trained)."""
+    existing = next(part for part in (folder, *folder.parents) if part.exists())
+    if not existing.is_dir():
+        raise PeftlabError(f"{option} {str(folder)!r}: {str(existing)!r} is a file, not a folder; give another path.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise PeftlabError(
+            f"{option} {str(folder)!r} cannot be written ({(exc.strerror or str(exc)).lower()}); give another path."
+        ) from None
 
 
 class _ProgressLine:

@@ -470,11 +470,14 @@ def test_every_file_a_command_writes_is_checked_before_any_work(capsys, tmp_path
         ["sweep", "--method", "lora", "--setting", "r", "--values", "2", "--out", "/proc/x.csv"],
         ["pet", "--save", "/proc/pet.zip"],
         ["rlhf", "--samples", "/proc/no-such/s.csv"],
+        ["compare", "--save-adapters", "/proc/adapters"],  # a folder made when the first method is saved
+        ["compare", "--save-adapters", "/etc/hostname/adapters"],
     ):
         code, out, err = run_cli(capsys, *argv, "--model", "./not-loaded-before-the-check")
-        option = next(a for a in argv if a in ("--out", "--run-json", "--save", "--samples"))
-        assert code == 2 and out == "" and err.startswith(f"error: {option} '/proc/"), (argv, err)
-        assert len(err.splitlines()) == 1 and ("does not exist" in err or "cannot be written" in err), err
+        option = next(a for a in argv if a in ("--out", "--run-json", "--save", "--samples", "--save-adapters"))
+        assert code == 2 and out == "" and err.startswith(f"error: {option} '/"), (argv, err)
+        reasons = ("does not exist", "cannot be written", "is a file, not a folder")
+        assert len(err.splitlines()) == 1 and any(reason in err for reason in reasons), err
 
 
 def test_a_results_store_that_is_not_one_is_told_before_the_run(capsys, tmp_path, monkeypatch):
