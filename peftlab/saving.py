@@ -195,7 +195,9 @@ def saved_model_name(path: str | Path) -> str:
 
 def _checked_archive(path: Path) -> zipfile.ZipFile:
     if not path.is_file() or not zipfile.is_zipfile(path):
-        raise PeftlabError(f"{path.name} is not a zip file; upload the zip that 'Download' gave you.")
+        raise PeftlabError(  # read by the app, the CLI and notebooks: said in words that fit all three
+            f"{path.name} is not a zip file; give a zip of a trained method (the app's Download, or --save-adapters)."
+        )
     archive = zipfile.ZipFile(path)
     members = archive.infolist()
     for member in members:

@@ -89,7 +89,9 @@ def test_bad_saved_methods_are_one_clear_sentence(tiny_causal, tiny_mlm, tmp_pat
         load_trained(tmp_path / "missing.zip", lm=tiny_causal)
     not_zip = tmp_path / "notes.zip"
     not_zip.write_text("hello")
-    with pytest.raises(PeftlabError, match=r"notes.zip is not a zip file"):
+    with pytest.raises(
+        PeftlabError, match=r"^notes.zip is not a zip file; give a zip of a trained method \(the app's "
+    ):
         load_trained(not_zip, lm=tiny_causal)
     empty = tmp_path / "empty.zip"
     with zipfile.ZipFile(empty, "w") as archive:
