@@ -181,7 +181,7 @@ def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow
             "vs_baseline": np.nan,
             "ci_low": np.nan,
             "ci_high": np.nan,
-            "verdict": "",
+            "verdict": "baseline" if key == baseline else "",  # the row the others are compared with, marked
         }
         if baseline_runs is not None and key != baseline:
             difference = paired_difference(gold, [r.predictions for r in runs], baseline_runs)

@@ -56,6 +56,7 @@ def test_rows_from_different_tabs_on_the_same_texts_land_in_one_table():
         (expected.difference, expected.low)
     )
     assert table.loc["lora", "verdict"] == "better" and table.loc["autoprompt", "verdict"] == "not distinguishable"
+    assert table.loc["zero-shot · mean", "verdict"] == "baseline"  # its row had no mark of being the baseline
     shown = display_table(split.table).set_index("method")
     assert shown.loc["lora", "vs baseline (points, 95% CI)"].startswith("+")
     # one run has no spread to show ("70.0% ± 0.0%" read as if a spread of 0 had been measured); two have one

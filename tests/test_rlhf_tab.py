@@ -182,3 +182,15 @@ def test_a_few_uploaded_prompts_ranked_by_the_labeler_keep_some_to_train_the_rew
         "The reward model needs at least 2 training prompts to rank (one to train on, one held out to test it); the "
         "demonstrations leave 1. Upload demonstrations with more prompts."
     )
+
+
+def test_a_dropped_comparisons_file_is_what_the_reward_model_learns_from():
+    """The radio stayed on "simulated labeler" after a comparisons file was dropped, far above it: the file went
+    unused unless the visitor found the radio."""
+    import gradio as gr
+
+    from peftlab.ui.rlhf_tab import comparisons_source
+
+    assert comparisons_source("/tmp/comparisons.jsonl", "simulated labeler") == "uploaded comparisons"
+    assert comparisons_source(None, "uploaded comparisons") == "simulated labeler"  # the file removed
+    assert comparisons_source(None, "my rankings") == gr.skip()  # the visitor's own choice stays

@@ -584,6 +584,14 @@ def samples_table() -> gr.Dataframe:
     )
 
 
+def comparisons_source(path, source: str):
+    """ "Comparisons from" as a comparisons file is dropped or removed: a dropped file is what the reward model should
+    learn from (the radio stayed on the simulated labeler, far below the upload, and the file went unused)."""
+    if path:
+        return RANKING_SOURCES[2]
+    return RANKING_SOURCES[0] if source == RANKING_SOURCES[2] else gr.skip()
+
+
 def build_rlhf_tab() -> None:
     intro(SUMMARY, DETAILS)
     with gr.Row():
@@ -638,6 +646,7 @@ def build_rlhf_tab() -> None:
         rank_status = status_line("No rankings saved yet.")
     with gr.Row():
         source = gr.Radio(list(RANKING_SOURCES), value=RANKING_SOURCES[0], label="Comparisons from")
+        comparisons.change(comparisons_source, [comparisons, source], [source], api_visibility="private", **INSTANT)
         k = config_input(PipelineConfig, "k")
         rm_pairs = config_input(PipelineConfig, "rm_pairs")
         rm_lora = config_input(RewardConfig, "lora_r", label="Reward model LoRA rank (0 = head only)")

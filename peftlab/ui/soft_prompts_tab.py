@@ -163,8 +163,8 @@ def grid_inputs(form: dict):
     rates = parse_learning_rates((form["rates"] or "").splitlines())
     configs = [method_config(m, **({"learning_rate": rates[m]} if m in rates else {})) for m in grid.methods]
     validate_grid(task, configs, grid.seeds, grid.shots)
-    _check_on(loaded_lm(form["model"], dtype=TRAINING_DTYPE), configs)
     current_caps().check("runs", len(configs) * len(grid.seeds) * len(grid.shots), "The number of training runs")
+    _check_on(loaded_lm(form["model"], dtype=TRAINING_DTYPE), configs)  # as the job does, once the model is loaded
     return task, setup, settings, grid, configs
 
 
@@ -350,9 +350,9 @@ def sweep_inputs(form: dict):
     values = parse_sweep_values(sweep.method, sweep.varied, sweep.values)
     configs = sweep_configs(sweep.method, sweep.varied, values)
     validate_grid(task, configs, sweep.seeds, k)
-    _check_on(loaded_lm(form["model"], dtype=TRAINING_DTYPE), configs)
     current_caps().check("runs", len(values) * len(sweep.seeds), "The number of training runs")
     current_caps().check("shots", k[0], "K per class")
+    _check_on(loaded_lm(form["model"], dtype=TRAINING_DTYPE), configs)
     return k, task, setup, settings, sweep, values
 
 
