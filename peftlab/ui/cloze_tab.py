@@ -10,6 +10,7 @@ from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.serving import current_caps
 from peftlab.store import scored_note
 from peftlab.ui.common import (
+    CHART_MIN_WIDTH,
     INSTANT,
     START_TEMPLATE,
     TEXT_CELL_CHARS,
@@ -171,12 +172,12 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
         evaluate_button = gr.Button("Evaluate on the test split", variant="primary")
         stop_button = gr.Button("Stop", variant="stop", min_width=80, scale=0)
     with gr.Row():
-        with gr.Column():
+        with gr.Column(min_width=CHART_MIN_WIDTH):
             label_plot = gr.Plot(label="Label probabilities")
             top_tokens = gr.Dataframe(
                 label="Model's top tokens at the mask", headers=list(TOKEN_COLUMNS), interactive=False
             )
-        with gr.Column():
+        with gr.Column(min_width=CHART_MIN_WIDTH):
             summary = status_line()
             confusion_plot = gr.Plot(label="Confusion matrix")
             predictions_file = gr.File(label="All predictions (CSV)")

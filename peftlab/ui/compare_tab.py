@@ -29,6 +29,7 @@ from peftlab.standard import (
 from peftlab.store import LIST_COLUMNS, ResultRow, ResultStore
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
+    CHART_MIN_WIDTH,
     INSTANT,
     START_TEMPLATE,
     action_row,
@@ -262,8 +263,8 @@ def build_compare_tab(tab: gr.Tab) -> None:
     )
     with gr.Row():
         # no labels: each figure has its title, and RLHF results put their score-KL frontier in the first
-        by_parameters = gr.Plot(label="Accuracy vs trainable parameters", show_label=False)
-        by_seconds = gr.Plot(label="Accuracy vs time", show_label=False)
+        by_parameters = gr.Plot(label="Accuracy vs trainable parameters", show_label=False, min_width=CHART_MIN_WIDTH)
+        by_seconds = gr.Plot(label="Accuracy vs time", show_label=False, min_width=CHART_MIN_WIDTH)
     apart = gr.Dataframe(
         label="Results on other test splits (not comparable with the table above)", interactive=False, visible=False
     )

@@ -30,6 +30,7 @@ from peftlab.serving import current_caps
 from peftlab.standard import pet_seconds
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
+    CHART_MIN_WIDTH,
     INSTANT,
     action_row,
     backend_line,
@@ -236,8 +237,8 @@ def build_pet_tab() -> None:
     status = status_line()
     table = gr.Dataframe(_table([], len(templates)), label="Test accuracy per seed", interactive=False, wrap=True)
     with gr.Row():
-        curves = gr.Plot(label="Training curves (every pattern's model and the classifier)")
-        soft = gr.Plot(label="Soft labels (last seed)")
+        curves = gr.Plot(label="Training curves (every pattern's model and the classifier)", min_width=CHART_MIN_WIDTH)
+        soft = gr.Plot(label="Soft labels (last seed)", min_width=CHART_MIN_WIDTH)
     gr.Markdown("### Use the distilled classifier")
     classifier, _ = trained_method_panel("classifier", "pet_classify", "pet_download")
 

@@ -31,6 +31,7 @@ from peftlab.rlhf.stored import REFERENCE
 from peftlab.serving import current_caps
 from peftlab.tuning import loss_note
 from peftlab.ui.common import (
+    CHART_MIN_WIDTH,
     INSTANT,
     TEXT_CELL_CHARS,
     action_row,
@@ -622,7 +623,7 @@ def build_rlhf_tab() -> None:
         sft_stop = gr.Button("Stop", variant="stop")
     sft_status = status_line()
     with gr.Row():
-        sft_plot = gr.Plot(label="SFT loss")
+        sft_plot = gr.Plot(label="SFT loss", min_width=CHART_MIN_WIDTH)
         sft_samples = samples_table()
 
     gr.Markdown("### 2. Reward model")
@@ -655,7 +656,7 @@ def build_rlhf_tab() -> None:
         rm_stop = gr.Button("Stop", variant="stop")
     rm_status = status_line()
     with gr.Row():
-        rm_plot = gr.Plot(label="Reward model")
+        rm_plot = gr.Plot(label="Reward model", min_width=CHART_MIN_WIDTH)
         rm_check = gr.Dataframe(
             label="Held-out accuracy by the labeler's margin, and InstructGPT's for scale",
             headers=list(REPORT_COLUMNS),
@@ -704,8 +705,8 @@ def build_rlhf_tab() -> None:
         eval_button = gr.Button("Compare", variant="primary")
     eval_status = status_line()
     with gr.Row():
-        eval_plot = gr.Plot(label="Labeler scores")
-        frontier_plot = gr.Plot(label="Score against KL")
+        eval_plot = gr.Plot(label="Labeler scores", min_width=CHART_MIN_WIDTH)
+        frontier_plot = gr.Plot(label="Score against KL", min_width=CHART_MIN_WIDTH)
     eval_table = gr.Dataframe(
         label="Side by side",
         headers=["prompt", *(_header(f"{route}_response") for route in (REFERENCE, "ppo", "dpo"))],  # and scores

@@ -40,6 +40,7 @@ from peftlab.standard import grid_seconds
 from peftlab.store import scored_note
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
+    CHART_MIN_WIDTH,
     INSTANT,
     START_TEMPLATE,
     action_row,
@@ -432,8 +433,8 @@ def build_soft_prompts_tab() -> None:
         stop_button = gr.Button("Stop", variant="stop")
     status = status_line()
     with gr.Row():
-        curves = gr.Plot(label="Training curves")
-        scatter = gr.Plot(label="Accuracy vs trainable parameters")
+        curves = gr.Plot(label="Training curves", min_width=CHART_MIN_WIDTH)
+        scatter = gr.Plot(label="Accuracy vs trainable parameters", min_width=CHART_MIN_WIDTH)
     summary = gr.Dataframe(
         readable(summarize(results_frame([]))), label="Summary (mean ± std over seeds)", interactive=False
     )
