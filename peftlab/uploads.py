@@ -52,9 +52,12 @@ def read_text(path: str | Path) -> str:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
+            # where, as an editor counts (line 2, not byte 14), and how to save it, as its kind of file is saved
+            line = data[: exc.start].count(b"\n") + 1
+            how = " (in Excel: 'CSV UTF-8')" if path.suffix.lower() in TABLE_SUFFIXES else ""
             raise PeftlabError(
-                f"The file '{path.name}' could not be read as UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); "
-                "save it as UTF-8 (in Excel: 'CSV UTF-8'), so that no character is read as another."
+                f"The file '{path.name}' could not be read as UTF-8 text (line {line} holds the byte "
+                f"{data[exc.start]:#04x}); save it as UTF-8{how}, so that no character is read as another."
             ) from None
     if any(_not_text(char) for char in text[:4096]):
         raise binary

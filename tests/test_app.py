@@ -244,7 +244,7 @@ def single_class_csv(tmp_path):
         ),
         (
             "upload in latin-1",
-            r"The file 'latin\.csv' could not be read as UTF-8 text \(byte 14 is 0xe9\); save it as UTF-8 "
+            r"The file 'latin\.csv' could not be read as UTF-8 text \(line 2 holds the byte 0xe9\); save it as UTF-8 "
             r"\(in Excel: 'CSV UTF-8'\), so that no character is read as another\.",
         ),
     ],

@@ -136,8 +136,14 @@ def test_uploads_in_the_encodings_and_shapes_people_save_load_the_same_rows(tmp_
         (
             "latin.csv",
             "text,label\ncafé crème,positive\n".encode("latin-1"),
-            "The file 'latin.csv' could not be read as UTF-8 text (byte 14 is 0xe9); save it as UTF-8 (in Excel: "
-            "'CSV UTF-8'), so that no character is read as another.",
+            "The file 'latin.csv' could not be read as UTF-8 text (line 2 holds the byte 0xe9); save it as UTF-8 (in "
+            "Excel: 'CSV UTF-8'), so that no character is read as another.",
+        ),
+        (  # "byte 15" counted from 0 in the whole file, and Excel's CSV advice for a JSON Lines file
+            "latin.jsonl",
+            '{"text": "fine", "label": "a"}\n{"text": "café", "label": "b"}\n'.encode("latin-1"),
+            "The file 'latin.jsonl' could not be read as UTF-8 text (line 2 holds the byte 0xe9); save it as UTF-8, "
+            "so that no character is read as another.",
         ),
         (
             "sheet.csv",

@@ -761,7 +761,7 @@ def test_a_dropped_rlhf_or_pet_file_is_read_at_once(tmp_path, monkeypatch):
         ("info", "'ranked.jsonl': 3 comparisons."),
         (
             "warning",
-            "The file 'texts.csv' could not be read as UTF-8 text (byte 8 is 0xe9); save it as UTF-8 (in Excel: "
-            "'CSV UTF-8'), so that no character is read as another.",
+            "The file 'texts.csv' could not be read as UTF-8 text (line 2 holds the byte 0xe9); save it as UTF-8 (in "
+            "Excel: 'CSV UTF-8'), so that no character is read as another.",
         ),
     ]
