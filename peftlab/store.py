@@ -199,7 +199,11 @@ class ResultStore:
 
     def listing(self, **where) -> pd.DataFrame:
         """The rows in brief, one line each; ids cut to their first 8 characters, which `get` and `delete` take."""
-        table = self.frame(**where)[LIST_COLUMNS]
+        from peftlab.rlhf.stored import route_score  # no torch: it reads stored figures
+
+        frame = self.frame(**where)
+        scores = [route_score(m) if kind == "rlhf" else None for kind, m in zip(frame["kind"], frame["metrics"])]
+        table = frame.assign(score=pd.Series(scores, index=frame.index, dtype="Float64"))[LIST_COLUMNS]
         # whole numbers stay whole beside a zero-shot row's missing K and seed (they listed as "4.0" and "13.0")
         whole = {name: table[name].astype("Int64") for name in ("k", "seed") if name in table}
         return table.assign(id=table["id"].str[:8], **whole)
@@ -354,7 +358,8 @@ def scored_note(settings: dict, left_out: str = "") -> str:
 
 
 MIN_DELETE_PREFIX = 4  # characters of an id that `ResultStore.delete` takes
-LIST_COLUMNS = ["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1"]
+# score: an RLHF row's labeler score (`rlhf.stored.route_score`); it has no accuracy, and listed without a figure
+LIST_COLUMNS = ["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1", "score"]
 FLOAT_COLUMNS = ("accuracy", "macro_f1", "train_seconds", "scoring_seconds", "peak_memory_mb")
 INT_COLUMNS = ("k", "seed", "trainable_params")
 

@@ -427,7 +427,7 @@ def test_results_and_report_name_a_path_they_cannot_use_in_one_line(capsys, tmp_
     code, out, _ = run_cli(capsys, "results", "import", str(rows))
     assert code == 0 and out.startswith("0 results added; 1 was already stored.")  # the same id, kept once
     header, line = run_cli(capsys, "results", "list")[1].splitlines()
-    assert header.split() == ["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1"]
+    assert header.split() == ["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1", "score"]
     assert line.split()[2:5] == ["tiny-sentiment", "tiny", "zero-shot"] and "None" not in line  # K, seed: blank
     assert line.split()[5:] == ["0.5", "0.333333"]  # every text called negative: F1 2/3 and 0
     missing, no_folder = tmp_path / "nowhere.jsonl", tmp_path / "no-folder"

@@ -171,6 +171,10 @@ def test_the_report_of_rlhf_results_shows_each_route_s_score_and_kl(tmp_path, mo
         in (page)
     )
     assert "<td>2.00</td>" in page and "<td>1.00</td>" in page and "chart-rlhf-0" in page and "plotly" in page
+    # the list of results shows each route's score where a classification row shows its accuracy (it showed none)
+    listed = ResultStore().listing()
+    assert listed["method"].tolist() == ["ppo", "dpo"] and listed["score"].tolist() == [0.5, 0.25]
+    assert listed["accuracy"].isna().all()
 
 
 def test_the_compare_panel_says_what_to_do_when_nothing_is_stored_and_counts_its_rows(monkeypatch, tmp_path):

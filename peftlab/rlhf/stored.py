@@ -25,7 +25,7 @@ def stored_routes(rows: Sequence[ResultRow]) -> tuple[pd.DataFrame, dict]:
     runs: dict[str, list[dict]] = {}
     for row in rows:
         metrics = row.metrics
-        route = next((route_key(k) for k in metrics if k.endswith("_mean_kl")), None)
+        route = _route_of(metrics)
         needed = {f"{route}_mean_score", f"{REFERENCE}_mean_score", "labeler", "prompts"}
         if route is None or not needed <= set(metrics):
             raise PeftlabError(
@@ -61,6 +61,17 @@ def stored_routes(rows: Sequence[ResultRow]) -> tuple[pd.DataFrame, dict]:
     for line in lines:
         summary |= {f"{line['method']}_mean_score": line["score_mean"], f"{line['method']}_mean_kl": line["kl"]}
     return table, summary
+
+
+def route_score(metrics: dict) -> float | None:
+    """The labeler's mean score of the route a stored RLHF row holds (`result_rows`' metrics), None without one: what
+    a list of results shows where a classification row shows its accuracy."""
+    route = _route_of(metrics)
+    return metrics.get(f"{route}_mean_score") if route else None
+
+
+def _route_of(metrics: dict) -> str | None:
+    return next((route_key(k) for k in metrics if k.endswith("_mean_kl")), None)
 
 
 def route_key(key: str) -> str | None:
