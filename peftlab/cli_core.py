@@ -194,9 +194,7 @@ def check_outputs(args: argparse.Namespace) -> None:
             with open(path, "a"):
                 pass
         except OSError as exc:
-            raise PeftlabError(
-                f"{option} {value!r} cannot be written ({(exc.strerror or str(exc)).lower()}); give another path."
-            ) from None
+            raise _unwritable(option, value, exc) from None
         if not existed:
             path.unlink()
     if folder := getattr(args, "save_adapters", None):  # made when the first method is saved, after its training
@@ -213,9 +211,13 @@ def _check_folder(folder: Path, option: str) -> None:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
-        raise PeftlabError(
-            f"{option} {str(folder)!r} cannot be written ({(exc.strerror or str(exc)).lower()}); give another path."
-        ) from None
+        raise _unwritable(option, str(folder), exc) from None
+
+
+def _unwritable(option: str, value: str, exc: OSError) -> PeftlabError:
+    return PeftlabError(
+        f"{option} {value!r} cannot be written ({(exc.strerror or str(exc)).lower()}); give another path."
+    )
 
 
 class _ProgressLine:

@@ -75,15 +75,15 @@ def _lines(rows: Sequence[ResultRow]) -> dict[tuple, list[ResultRow]]:
     return {key: list(by_seed.values()) for key, by_seed in lines.items()}
 
 
-def _line_names(lines: dict[tuple, list[ResultRow]]) -> dict[tuple, str]:
-    """Each line's name in tables, charts and notes: its method, and where lines of one method and K differ in their
-    settings, what tells them apart ('zero-shot (templates "{text} {mask}")'): the Cloze tab's template and
-    AutoPrompt's baseline were two lines both named "zero-shot", at different accuracies."""
+def _line_told(lines: dict[tuple, list[ResultRow]]) -> dict[tuple, list[str]]:
+    """What tells each line apart from the other lines of its method and K, for its name in tables, charts and notes
+    (`_named`): the settings they differ in ('templates "{text} {mask}"'), none for a line alone. The Cloze tab's
+    template and AutoPrompt's baseline were two lines both named "zero-shot", at different accuracies."""
     groups: dict[tuple, list[tuple]] = {}
     for key in lines:
         groups.setdefault(key[:2], []).append(key)
-    names = {}
-    for (method, _), keys in groups.items():
+    told_by_key = {}
+    for keys in groups.values():
         settings = [_flat(json.loads(key[2])) for key in keys]
         paths = dict.fromkeys(path for flat in settings for path in flat)
         values = {path: tuple(json.dumps(flat.get(path)) for flat in settings) for path in paths}
@@ -92,8 +92,8 @@ def _line_names(lines: dict[tuple, list[ResultRow]]) -> dict[tuple, str]:
         differing = list(told_apart.values())
         for key, flat in zip(keys, settings):
             told = [f"{_leaf(path)} {_short(flat.get(path))}" for path in differing[:2]]
-            names[key] = _named(method, [*told, *(["…"] if len(differing) > 2 else [])])
-    return names
+            told_by_key[key] = [*told, *(["…"] if len(differing) > 2 else [])]
+    return told_by_key
 
 
 def _leaf(path: str) -> str:
@@ -118,7 +118,9 @@ def _short(value, width: int = 36) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _repeat_notes(rows: Sequence[ResultRow], lines: dict[tuple, list[ResultRow]], names: dict[tuple, str]) -> list[str]:
+def _repeat_notes(
+    rows: Sequence[ResultRow], lines: dict[tuple, list[ResultRow]], told: dict[tuple, list[str]]
+) -> list[str]:
     """A sentence per line with runs that repeat a seed (counted once, `_lines`)."""
     stored: dict[tuple, int] = {}
     for row in rows:
@@ -126,7 +128,7 @@ def _repeat_notes(rows: Sequence[ResultRow], lines: dict[tuple, list[ResultRow]]
     notes = []
     for key, runs in lines.items():
         if stored[key] > len(runs):
-            name = _noted(key, names)
+            name = _noted(key, told)
             if len(runs) == 1 and runs[0].seed is None:
                 notes.append(
                     f"{name}: stored {stored[key]} times with the same settings, counted once (the latest): the same "
@@ -147,18 +149,17 @@ def _chosen(settings):
     return settings
 
 
-def _noted(key: tuple, names: dict[tuple, str]) -> str:
+def _noted(key: tuple, told: dict[tuple, list[str]]) -> str:
     """A line as a note names it: its name, with its K where it has one ("lora (K 16)", "prompt-tuning
     (num_virtual_tokens 5, K 16)")."""
-    name, k = names[key], key[1]
-    if not k:
-        return name
-    return f"{name[:-1]}, K {k})" if name != key[0] else _named(name, [f"K {k}"])
+    method, k = key[0], key[1]
+    return _named(method, [*told[key], *([f"K {k}"] if k else [])])
 
 
 def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow]) -> SplitComparison:
     lines = _lines(rows)
-    names = _line_names(lines)
+    told = _line_told(lines)
+    names = {key: _named(key[0], told[key]) for key in lines}
     gold = rows[0].gold
     by_method = {key[0]: key for key in lines}  # of several lines of a baseline method, the latest started
     baseline = next((by_method[method] for method in BASELINES if method in by_method), None)
@@ -202,7 +203,7 @@ def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow
     support = {label: 0 for label in labels}
     for index in gold:
         support[labels[index]] += 1
-    notes = _repeat_notes(rows, lines, names) + _leaning_lines(lines, labels, names)
+    notes = _repeat_notes(rows, lines, told) + _leaning_lines(lines, labels, told)
     # rows stored before the counts were recorded have none: their number of texts is all that is known
     described = next((r.settings for r in rows if "rows_scored" in r.settings), None)
     scored = scored_note(described) if described else f"{len(gold)} texts"
@@ -217,10 +218,12 @@ def leaning_notes(rows: Sequence[ResultRow], names: Sequence[str]) -> list[str]:
     (`metrics.leaning_label`): a method that calls 99 % of the texts 'positive' reaches 50 % on a balanced split
     without reading them, and its line should not be read as a score."""
     lines = _lines(rows)
-    return _leaning_lines(lines, names, _line_names(lines))
+    return _leaning_lines(lines, names, _line_told(lines))
 
 
-def _leaning_lines(lines: dict[tuple, list[ResultRow]], labels: Sequence[str], names: dict[tuple, str]) -> list[str]:
+def _leaning_lines(
+    lines: dict[tuple, list[ResultRow]], labels: Sequence[str], told: dict[tuple, list[str]]
+) -> list[str]:
     notes = []
     for key, runs in lines.items():
         leaning = []
@@ -232,7 +235,7 @@ def _leaning_lines(lines: dict[tuple, list[ResultRow]], labels: Sequence[str], n
             which = f"{len(leaning)} of {len(runs)} runs" if len(runs) > 1 else "its run"
             up_to = "up to " if len(leaning) > 1 else ""
             notes.append(
-                f"{_noted(key, names)}: {which} predicted '{labels[label]}' for {up_to}{predicted:.0%} of "
+                f"{_noted(key, told)}: {which} predicted '{labels[label]}' for {up_to}{predicted:.0%} of "
                 f"the texts, against {gold_share:.0%} of the gold labels: an accuracy of a model leaning on one label "
                 "says little about reading the texts."
             )

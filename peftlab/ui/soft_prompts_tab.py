@@ -339,8 +339,8 @@ def _sweep_summary(rows: list[dict], setting: str) -> pd.DataFrame:
 
 
 def sweep_inputs(form: dict):
-    """The K, task, cloze setup, training settings, sweep config and values of the sweep form; a PeftlabError for any
-    the run would refuse (also checked as the button is pressed, `heavy_job`)."""
+    """The K, task, cloze setup, training settings, sweep config, values and each value's method config of the sweep
+    form; a PeftlabError for any the run would refuse (also checked as the button is pressed, `heavy_job`)."""
     current_caps().check_model(form["model"])
     k = parse_list(form["shots"], int, "K per class")
     if len(k) != 1:
@@ -354,16 +354,16 @@ def sweep_inputs(form: dict):
     current_caps().check("runs", len(values) * len(sweep.seeds), "The number of training runs")
     current_caps().check("shots", k[0], "K per class")
     _check_on(loaded_lm(form["model"], dtype=TRAINING_DTYPE), configs)
-    return k, task, setup, settings, sweep, values
+    return k, task, setup, settings, sweep, values, configs
 
 
 @user_errors
 def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
-    k, task, setup, settings, sweep, values = sweep_inputs(form)
+    k, task, setup, settings, sweep, values, configs = sweep_inputs(form)
     method, setting, seed_list, test_limit = sweep.method, sweep.varied, sweep.seeds, sweep.test_limit
     total = len(values) * len(seed_list)
     lm = load_model(form["model"], dtype=TRAINING_DTYPE)
-    _check_on(lm, sweep_configs(method, setting, values))  # before the estimate, as a grid's
+    _check_on(lm, configs)  # before the estimate, as a grid's
     costs = measured_costs(lm, task, split_templates(form["templates"])[0], form["verbalizer"], progress)
     expected = grid_seconds([method] * len(values), k, len(seed_list), settings, task, test_limit, costs)
     if message := unconfirmed(request, "sweep", form, expected, counted(total, "training run")):
