@@ -21,6 +21,8 @@ _EXPORTS = {
     "Prompt": "peftlab.prompts",
     "Template": "peftlab.prompts",
     "Verbalizer": "peftlab.prompts",
+    "ResultRow": "peftlab.store",
+    "ResultStore": "peftlab.store",
     "Task": "peftlab.tasks",
     "load_task": "peftlab.tasks",
 }

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import sys
 import tempfile
 import traceback
@@ -81,7 +82,7 @@ def run_results(args: argparse.Namespace) -> None:
 
     from peftlab.store import ResultStore
 
-    store = ResultStore()
+    store = ResultStore(create=args.action == "import")  # listing an empty store wrote one
     where = {k: getattr(args, k, None) for k in ("task", "model", "method")}
     if args.action == "list":
         if args.json:
@@ -122,7 +123,7 @@ def run_report(args: argparse.Namespace) -> None:
     from peftlab.report import compare, report_html
     from peftlab.store import ResultStore
 
-    rows = ResultStore().rows(task=args.task, model=args.model)
+    rows = ResultStore(create=False).rows(task=args.task, model=args.model)
     if not rows:
         raise PeftlabError(
             f"No stored results of {args.task!r} on {args.model!r}; `results list` shows what is stored."
@@ -156,6 +157,9 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         PROGRESS.end()
         print("error: interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout's reader left (`| head`): nothing is wrong; what is left to print goes nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:
         PROGRESS.end()
         if exc.filename is None:  # not a path the user gave: a broken environment, reported as below

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import io
 import json
 import os
 import sqlite3
@@ -34,6 +33,7 @@ from peftlab.errors import PeftlabError
 from peftlab.metrics import macro_f1
 
 JSON_COLUMNS = ("settings", "per_class_f1", "predictions", "gold", "metrics")
+KINDS = ("cloze", "autoprompt", "trained", "pet", "rlhf")  # what made a row: a tab's evaluation, a search, training
 EXPORT_SUFFIXES = (".jsonl", ".csv")
 
 
@@ -62,7 +62,7 @@ def per_class_f1(gold: Sequence[int], predicted: Sequence[int], label_names: Seq
 class ResultRow:
     """One finished result; see the module docstring. `metrics` holds kind-specific figures (RLHF's scores)."""
 
-    kind: str  # "cloze", "autoprompt", "trained", "rlhf"
+    kind: str  # one of KINDS
     model: str
     task: str
     test_fingerprint: str
@@ -138,14 +138,17 @@ COLUMNS = [item.name for item in fields(ResultRow)]
 class ResultStore:
     """The rows in one SQLite file; `owner` (a public Space's visitor) limits what is read and deleted to theirs."""
 
-    def __init__(self, path: str | Path | None = None, owner: str = ""):
-        """Open (or create) the store at `path`, default `store_path()` (PEFTLAB_RESULTS).
+    def __init__(self, path: str | Path | None = None, owner: str = "", create: bool = True):
+        """Open (or, with `create`, create) the store at `path`, default `store_path()` (PEFTLAB_RESULTS). A store
+        opened without `create` that does not exist reads as empty: `results list` left an empty file behind.
 
         Raises:
             PeftlabError: the file is not an SQLite database (a CSV named by PEFTLAB_RESULTS).
         """
         self.path = Path(path) if path is not None else store_path()
         self.owner = owner
+        if not create and not self.path.exists():
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with self._connect() as connection:
@@ -185,6 +188,8 @@ class ResultStore:
         unknown = sorted(set(clauses) - set(COLUMNS))
         if unknown:
             raise PeftlabError(f"Results have no column {', '.join(unknown)}; they have {', '.join(COLUMNS)}.")
+        if not self.path.exists():  # opened to read, never created
+            return []
         sql = "SELECT * FROM results WHERE " + " AND ".join(f"{k} = ?" for k in clauses) + " ORDER BY created, rowid"
         with self._connect() as connection:
             cursor = connection.execute(sql, list(clauses.values()))
@@ -274,7 +279,7 @@ class ResultStore:
         Raises:
             PeftlabError: a file that is not UTF-8 text or not an export of results, naming the first bad line.
         """
-        from peftlab.uploads import json_objects, read_text, unreadable
+        from peftlab.uploads import json_objects, read_csv_text, read_text, unreadable
 
         path = Path(path)
         _check_suffix(path)
@@ -282,8 +287,8 @@ class ResultStore:
         if path.suffix == ".jsonl":
             records = json_objects(text, path.name)
         else:  # every cell as text, typed back by the row's fields (a CSV has no types of its own)
-            try:
-                table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+            try:  # separated as a spreadsheet saved it (semicolons, in many languages)
+                table = read_csv_text(text, dtype=str, keep_default_na=False)
             except (ValueError, pd.errors.ParserError) as exc:  # a cell's quote left open, say
                 raise unreadable(path.name, "CSV", exc) from None
             records = [(f"Line {n} of '{path.name}'", r) for n, r in enumerate(table.to_dict("records"), 2)]
@@ -291,7 +296,7 @@ class ResultStore:
         for source, record in records:  # line 1 of a CSV is its header
             try:
                 rows.append(_row_from({**record, "owner": self.owner}))
-                _check_figures(rows[-1])
+                _check_row(rows[-1])
             except (ValueError, KeyError, TypeError) as exc:
                 reason = exc.args[0] if exc.args else type(exc).__name__
                 raise PeftlabError(
@@ -303,15 +308,19 @@ class ResultStore:
                 f"'{path.name}' holds no results; import a file that `results export` or the Compare tab's export "
                 "wrote."
             )
-        stored = {_content(row) for row in self.rows()}
+        mine = {row.id: _content(row) for row in self.rows()}
+        stored = set(mine.values())
         contents = [_content(row) for row in rows]  # each row's JSON once: its predictions make it long
-        new = list({c: row for c, row in zip(contents, rows) if c not in stored}.values())
-        others = self._ids_of_other_owners([row.id for row in new])
-        for row in new:
+        new = {c: (source, row) for c, (source, _), row in zip(contents, records, rows) if c not in stored}
+        _check_ids(new, mine)
+        others = self._ids_of_other_owners([row.id for _, row in new.values()])
+        for _, row in new.values():
             if row.id in others:
                 row.id = uuid.uuid4().hex
-        self.add(new)
-        return Imported(added=len(new), already=sum(c in stored for c in contents))
+        self.add(row for _, row in new.values())
+        return Imported(
+            added=len(new), already=len(set(contents) & stored), repeated=len(contents) - len(set(contents))
+        )
 
     def _ids_of_other_owners(self, ids: Sequence[str]) -> set[str]:
         """Those of `ids` that rows of owners other than this one hold."""
@@ -325,23 +334,54 @@ class ResultStore:
 
 
 def _content(row: ResultRow) -> str:
-    """What makes a row the result it is: every column but its id and owner, as one string."""
-    return json.dumps(asdict(row) | {"id": "", "owner": ""}, sort_keys=True, default=str)
+    """What makes a row the result it is: every column but its id, owner, time and version, as one string (its
+    figures and seconds tell two runs apart). A file exported without id and time was added again at every import,
+    stamped with the time of the import."""
+    return json.dumps(asdict(row) | {"id": "", "owner": "", "created": "", "version": ""}, sort_keys=True, default=str)
+
+
+def _check_ids(new: dict[str, tuple[str, ResultRow]], mine: dict[str, str]) -> None:
+    """Refuse rows to be added (`new`: content -> (where in the file, row)) under an id that a stored row of this
+    owner (`mine`: id -> content) or another new row holds with other figures: which of the two is the result? A row
+    is never replaced; sqlite's "UNIQUE constraint failed" was reported as a bug in peftlab.
+
+    Raises:
+        PeftlabError: naming the line, the id and the columns that differ.
+    """
+    first: dict[str, tuple[str, ResultRow]] = {}
+    for source, row in new.values():
+        if row.id in mine:
+            other, what = json.loads(mine[row.id]), f"the stored result {row.id[:8]}"
+        elif row.id in first:
+            other, what = json.loads(_content(first[row.id][1])), first[row.id][0].replace("Line", "line", 1)
+        else:
+            first[row.id] = (source, row)
+            continue
+        differ = [name for name, value in json.loads(_content(row)).items() if other.get(name) != value]
+        raise PeftlabError(
+            f"{source} has the id of {what} with other figures ({', '.join(differ)}); delete the stored one to "
+            "replace it, or empty the row's id to add it as a result of its own."
+        )
 
 
 @dataclass(frozen=True)
 class Imported:
-    """What an import did: rows added, and rows this owner had stored already (the same result, `_content`)."""
+    """What an import did: rows added, rows this owner had stored already (the same result, `_content`), and lines
+    that repeated an earlier line of the file."""
 
     added: int
     already: int
+    repeated: int = 0
 
     def sentence(self) -> str:
-        """ "2 results added." or "0 results added; 2 were already stored." """
-        added = f"{counted(self.added, 'result')} added"
-        if not self.already:
-            return f"{added}."
-        return f"{added}; {self.already} {'was' if self.already == 1 else 'were'} already stored."
+        """ "2 results added." or "0 results added; 2 were already stored; 2 lines repeated earlier ones." """
+        parts = [f"{counted(self.added, 'result')} added"]
+        if self.already:
+            parts.append(f"{self.already} {'was' if self.already == 1 else 'were'} already stored")
+        if self.repeated:  # a file pasted twice: "10 were already stored" of 5 results
+            earlier = "an earlier one" if self.repeated == 1 else "earlier ones"
+            parts.append(f"{counted(self.repeated, 'line')} of the file repeated {earlier}")
+        return "; ".join(parts) + "."
 
 
 def scored_note(settings: dict, left_out: str = "") -> str:
@@ -378,6 +418,8 @@ def _row_from(record: dict) -> ResultRow:
         elif name in FLOAT_COLUMNS and value is not None:
             values[name] = float(value)
         elif name in INT_COLUMNS and value is not None:
+            if isinstance(value, bool) or not float(value).is_integer():  # K 2.7 was cut to 2, a line of its own
+                raise ValueError(f"its {name} {_clipped(value)} is not a whole number")
             values[name] = int(float(value))
     for column in JSON_COLUMNS:
         kind = list if column in ("predictions", "gold") else dict
@@ -401,10 +443,12 @@ def _clipped(value) -> str:
     return text if len(text) <= 30 else text[:27] + "..."
 
 
-def _check_figures(row: ResultRow) -> None:
-    """Raise ValueError (the reason, in words) for an imported row's figures that no run can produce: an accuracy
-    of 1.7 typed into an export would top every table, and one that contradicts its own predictions would be paired
-    as if it held."""
+def _check_row(row: ResultRow) -> None:
+    """Raise ValueError (the reason, in words) for an imported row that no run can produce: an accuracy of 1.7 typed
+    into an export would top every table; figures that contradict the row's own predictions would be paired as if
+    they held; gold labels 9 on a two-class task, or settings without the split scored, broke the report."""
+    if row.kind not in KINDS:
+        raise ValueError(f"its kind {_clipped(row.kind)} is none of {', '.join(KINDS)}")
     shares = {"accuracy": row.accuracy, "macro_f1": row.macro_f1}
     shares |= {f"class {label!r}'s F1": f1 for label, f1 in row.per_class_f1.items()}
     for name, share in shares.items():
@@ -416,10 +460,44 @@ def _check_figures(row: ResultRow) -> None:
             raise ValueError(f"{name} {value} is {'below 1' if name == 'k' else 'negative'}")
     if len(row.predictions) != len(row.gold):
         raise ValueError(f"it has {len(row.predictions)} predictions for {len(row.gold)} gold labels")
-    if row.predictions and row.accuracy is not None:
-        right = sum(p == g for p, g in zip(row.predictions, row.gold)) / len(row.gold)
-        if abs(right - row.accuracy) > 1e-6:
-            raise ValueError(f"accuracy {row.accuracy} is not that of its predictions, {right:.4f}")
+    if row.predictions:
+        _check_scored(row)
+
+
+def _check_scored(row: ResultRow) -> None:
+    """`_check_row` for a row with predictions: labels that are its classes' indices, its figures those of its
+    predictions, and the split they were scored on."""
+    classes = len(row.per_class_f1)
+    if not classes:
+        raise ValueError("it has predictions but no per_class_f1, which names its classes")
+    for name in ("predictions", "gold"):
+        labels = getattr(row, name)
+        if not all(isinstance(label, int) and not isinstance(label, bool) and 0 <= label for label in labels):
+            odd = next(label for label in labels if not isinstance(label, int) or isinstance(label, bool) or label < 0)
+            raise ValueError(f"its {name} hold {_clipped(odd)}, not a class index (0, 1, ...)")
+        if max(labels) >= classes:
+            raise ValueError(
+                f"its {name} reach class {max(labels)}, but its per_class_f1 names {classes} (0 to {classes - 1})"
+            )
+    if row.accuracy is None:
+        raise ValueError(f"it has {counted(len(row.predictions), 'prediction')} but no accuracy")
+    right = sum(p == g for p, g in zip(row.predictions, row.gold)) / len(row.gold)
+    if abs(right - row.accuracy) > 1e-6:
+        raise ValueError(f"accuracy {row.accuracy} is not that of its predictions, {right:.4f}")
+    f1 = per_class_f1(row.gold, row.predictions, list(row.per_class_f1))
+    figures = {f"class {label!r}'s F1": (row.per_class_f1[label], f1[label]) for label in f1}
+    figures["macro_f1"] = (row.macro_f1, float(np.mean(list(f1.values()))))
+    for name, (given, computed) in figures.items():
+        if given is None or abs(given - computed) > 1e-6:
+            raise ValueError(f"{name} {given} is not that of its predictions, {computed:.4f}")
+    missing = [name for name in ("split", "rows_scored") if name not in row.settings]
+    if missing:
+        raise ValueError(f"its settings lack {' and '.join(missing)}, which every scored result records")
+    if row.settings["rows_scored"] != len(row.predictions):
+        raise ValueError(
+            f"its settings say {row.settings['rows_scored']} rows were scored, but it has "
+            f"{counted(len(row.predictions), 'prediction')}"
+        )
 
 
 def _check_suffix(path: Path) -> None:

@@ -21,7 +21,7 @@ import pandas as pd
 from peftlab.errors import PeftlabError, json_problem
 
 SEPARATORS = (",", ";", "\t")
-TABLE_SUFFIXES = (".csv", ".tsv", ".txt")  # read as CSV, separated as the header line is (`_read_csv`)
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")  # read as CSV, separated as the header line is (`read_csv_text`)
 JSON_SUFFIXES = (".jsonl", ".json")
 SPREADSHEET_SUFFIXES = (".xlsx", ".xls", ".ods", ".numbers")  # refused with how to save them as CSV
 # what a data upload may be called: a picker that lists only the readable ones had the browser refuse a spreadsheet
@@ -83,7 +83,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise PeftlabError(f"The file '{path.name}' is empty; upload a CSV or JSONL file with a header/keys and rows.")
     try:
         if table:
-            return _read_csv(text)
+            return read_csv_text(text)
         if text.lstrip().startswith("["):
             records = json.loads(text)
             if not all(isinstance(r, dict) for r in records):
@@ -170,11 +170,16 @@ def _not_text(char: str) -> bool:
     )
 
 
-def _read_csv(text: str) -> pd.DataFrame:
-    """Comma-separated, else the separator the header line uses (semicolon or tab)."""
-    header = text.lstrip().splitlines()[0]
+def read_csv_text(text: str, **options) -> pd.DataFrame:
+    """A CSV's table (`pandas.read_csv` with `options`): comma-separated, else the separator its header line uses
+    (semicolon or tab, as spreadsheets in many languages save CSV).
+
+    Raises:
+        ValueError, pandas.errors.ParserError: text pandas cannot read as CSV (a quote left open).
+    """
+    header = text.lstrip().splitlines()[0] if text.strip() else ""
     separator = max(SEPARATORS, key=lambda sep: (header.count(sep), sep == ","))
-    table = pd.read_csv(io.StringIO(text), sep=separator)
+    table = pd.read_csv(io.StringIO(text), sep=separator, **options)
     table.columns = [str(name).strip() for name in table.columns]  # "text, label" as spreadsheets write it
     return table
 

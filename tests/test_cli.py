@@ -577,6 +577,25 @@ def test_the_results_store_commands_start_without_loading_torch(tmp_path):
         done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env)
         assert done.stderr.splitlines()[-1] == "torch loaded: False", done.stderr
     assert done.returncode == 2 and done.stderr.startswith("error: No stored results of 't' on 'm'")
+    assert not (tmp_path / "r.sqlite").exists()  # reading a store that was never written made an empty one
+
+
+def test_a_reader_that_leaves_the_pipe_early_is_no_error(tmp_path):
+    """`results show --json ID | head -30` printed "error: BrokenPipeError ... (this is a bug or a broken
+    installation ...)": head had read what it wanted."""
+    from peftlab.store import ResultRow, ResultStore
+
+    path = tmp_path / "r.sqlite"
+    many = [0] * 30_000  # far more than a pipe's buffer holds
+    (row_id,) = ResultStore(path).add(
+        [ResultRow("cloze", "m", "t", "f", "zero-shot", {}, 1.0, 1.0, {"a": 1.0}, predictions=many, gold=many)]
+    )
+    env = {**os.environ, "PEFTLAB_RESULTS": str(path), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "peftlab", "results", "show", "--json", row_id]
+    shown = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert shown.stdout.read(30).startswith(b"{")
+    shown.stdout.close()  # the reader leaves, as head does
+    assert shown.stderr.read() == b"" and shown.wait(timeout=60) == 1
 
 
 def test_with_json_stdout_carries_the_json_alone(capsys):

@@ -199,6 +199,22 @@ def test_an_import_refuses_figures_no_run_can_produce(tmp_path):
         "train_seconds -1.0 is negative": {"train_seconds": -1},
         "it has 3 predictions for 4 gold labels": {"predictions": [1, 0, 0]},
         "accuracy 0.5 is not that of its predictions, 0.7500": {"accuracy": 0.5},
+        # what a fresh user typed into an export, each imported with "1 result added."
+        "its predictions reach class 9, but its per_class_f1 names 2 (0 to 1)": {
+            "predictions": [9] * 4,
+            "gold": [9] * 4,
+            "accuracy": 1.0,
+        },
+        "its kind 'banana' is none of cloze, autoprompt, trained, pet, rlhf": {"kind": "banana"},
+        "its predictions hold 'negative', not a class index (0, 1, ...)": {"predictions": ["negative"] * 4},
+        "it has 4 predictions but no accuracy": {"accuracy": None},  # listed blank, left out of the report unsaid
+        "its k 2.7 is not a whole number": {"k": 2.7},  # cut to 2: a line of its own in the report
+        "its settings lack split and rows_scored, which every scored result records": {"settings": {}},
+        "its settings say 5 rows were scored, but it has 4 predictions": {
+            "settings": {**good["settings"], "rows_scored": 5}
+        },
+        "macro_f1 0.9 is not that of its predictions, 0.7333": {"macro_f1": 0.9},
+        "it has predictions but no per_class_f1, which names its classes": {"per_class_f1": {}},
     }
     for reason, change in cases.items():
         edited = tmp_path / "edited.jsonl"
@@ -224,3 +240,80 @@ def test_the_listing_keeps_k_and_seed_whole_and_an_export_of_nothing_is_refused(
     with pytest.raises(PeftlabError, match=r"^No stored results of task 'nope'; nothing was written\.$"):
         store.export(tmp_path / "rows.csv", task="nope")
     assert not (tmp_path / "rows.csv").exists()
+
+
+def test_an_import_never_fails_on_an_id_and_never_adds_a_result_twice(tmp_path):
+    """Re-importing an export edited in one figure, or one saved without some columns, failed with sqlite's "UNIQUE
+    constraint failed: results.id", reported as a bug; an export without id and time columns was added again at
+    every import; a file pasted twice said "10 were already stored" of 5 results."""
+    store = ResultStore(tmp_path / "r.sqlite")
+    kept = store.add([row(), row("lora", seed=13)])
+    exported = tmp_path / "rows.jsonl"
+    store.export(exported)
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text(json.dumps({**lines[0], "train_seconds": 9.5}) + "\n")
+    with pytest.raises(PeftlabError) as raised:
+        store.import_(changed)
+    assert str(raised.value) == (
+        f"Line 1 of 'changed.jsonl' has the id of the stored result {kept[0][:8]} with other figures (train_seconds); "
+        "delete the stored one to replace it, or empty the row's id to add it as a result of its own."
+    )
+    changed.write_text(json.dumps({**lines[0], "train_seconds": 9.5, "id": ""}) + "\n")
+    assert store.import_(changed).sentence() == "1 result added."
+    twins = tmp_path / "twins.jsonl"  # one id, two results, in one file
+    twins.write_text("".join(json.dumps({**lines[1], "id": "x1", "seed": s}) + "\n" for s in (1, 2)))
+    with pytest.raises(PeftlabError, match=r"^Line 2 of 'twins.jsonl' has the id of line 1 of 'twins.jsonl' with "):
+        store.import_(twins)
+    assert len(store.rows()) == 3  # nothing of a refused file
+
+    bare = tmp_path / "bare.csv"  # saved without id, created and version: each import stamped them anew
+    store.export(bare)
+    text = bare.read_text().splitlines()
+    import csv
+
+    table = list(csv.DictReader(text))
+    with bare.open("w", newline="") as out:
+        writer = csv.DictWriter(out, [c for c in table[0] if c not in ("id", "created", "version")])
+        writer.writeheader()
+        writer.writerows({k: v for k, v in r.items() if k not in ("id", "created", "version")} for r in table)
+    fresh = ResultStore(tmp_path / "fresh.sqlite")
+    assert fresh.import_(bare).sentence() == "3 results added."
+    assert fresh.import_(bare).sentence() == "0 results added; 3 were already stored."
+
+    doubled = tmp_path / "doubled.jsonl"
+    doubled.write_text(exported.read_text() * 2)
+    other = ResultStore(tmp_path / "other.sqlite")
+    assert other.import_(doubled).sentence() == "2 results added; 2 lines of the file repeated earlier ones."
+    assert other.import_(doubled).sentence() == (
+        "0 results added; 2 were already stored; 2 lines of the file repeated earlier ones."
+    )
+    assert len(other.rows()) == 2
+
+
+def test_an_import_reads_a_csv_a_spreadsheet_saved_with_semicolons(tmp_path):
+    """A results CSV saved by a spreadsheet in German or French, cells separated by ';', was "not a peftlab result
+    (a row has no kind, model, ...)": the whole header read as one column."""
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add([row(), row("lora", seed=13)])
+    store.export(tmp_path / "rows.csv")
+    import pandas as pd
+
+    pd.read_csv(tmp_path / "rows.csv", dtype=str, keep_default_na=False).to_csv(
+        tmp_path / "semicolons.csv", sep=";", index=False
+    )
+    assert (tmp_path / "semicolons.csv").read_text().startswith("kind;model;task;")
+    fresh = ResultStore(tmp_path / "fresh.sqlite")
+    assert fresh.import_(tmp_path / "semicolons.csv").sentence() == "2 results added."
+    assert [r.predictions for r in fresh.rows()] == [r.predictions for r in store.rows()]
+
+
+def test_reading_a_store_that_does_not_exist_leaves_no_file(tmp_path):
+    """`results list` without PEFTLAB_RESULTS made an empty results.sqlite in the cache folder."""
+    path = tmp_path / "none" / "r.sqlite"
+    reader = ResultStore(path, create=False)
+    assert reader.rows() == [] and len(reader.listing()) == 0 and not path.parent.exists()
+    with pytest.raises(PeftlabError, match=r"^No stored results; nothing was written\.$"):
+        reader.export(tmp_path / "rows.csv")
+    assert not path.parent.exists()
