@@ -17,7 +17,6 @@ that scores 3 to 6 times faster, with the same numbers to 1e-5.
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -439,14 +438,18 @@ class ClozeSetup:
         batch_size: int = 32,
         progress: ProgressFn | None = None,
         reference: Sequence[dict] = (),
-    ) -> torch.Tensor:
-        """(N, L) calibrated label log-probs, averaged over the templates (an ensemble when several).
+    ) -> tuple[torch.Tensor, float]:
+        """(N, L) calibrated label log-probs, averaged over the templates (an ensemble when several), and the seconds
+        their scoring cost.
 
         A calibration that needs a set of texts (mean-centring) also sees `reference`: texts scored with the
-        same prompt but not returned, whose scores are remembered per prompt and model.
+        same prompt but not returned. Each prompt's scores of a set of texts are kept per model (`_scores`), so
+        another calibration of the same texts costs no second pass: the Start tab scored its 100 reviews three
+        times, once per calibration (37 s each on 2 CPU cores). The seconds are those of the first scoring: what the
+        result costs, not how quickly a second look at it came.
         """
         calibration = CALIBRATIONS[self.calibration]
-        per_template = []
+        per_template, seconds = [], 0.0
         total = len(examples) * len(self.prompts)
         for t, prompt in enumerate(self.prompts):
 
@@ -454,21 +457,15 @@ class ClozeSetup:
                 if progress:
                     progress(offset + done, total)
 
-            log_probs = label_log_probs(lm, prompt, examples, batch_size, report)  # (N, L)
+            log_probs, cost = _scores(lm, prompt, examples, batch_size, report)  # (N, L)
+            seconds += cost
             if calibration.needs_set and reference:
-                key = (
-                    prompt.template.text,
-                    prompt.verbalizer.to_json(),
-                    fingerprint(prompt.demonstrations),
-                    fingerprint(reference),
-                )
-                scores = lm.memo("calibration reference").get(
-                    key, functools.partial(label_log_probs, lm, prompt, reference, batch_size)
-                )
+                scores, cost = _scores(lm, prompt, reference, batch_size, memo="calibration reference")
+                seconds += cost
                 log_probs = torch.cat([log_probs, scores])  # (N + R, L): centred together
             calibrated = calibration.apply(log_probs, calibration.prior(lm, prompt, batch_size))
             per_template.append(calibrated[: len(examples)])
-        return torch.stack(per_template).mean(0).log_softmax(-1)
+        return torch.stack(per_template).mean(0).log_softmax(-1), seconds
 
     def reference_for(self, task: Task, examples: Sequence[dict]) -> list[dict]:
         """The texts a set-wise calibration also sees: none when it is not one or `examples` are many enough, else
@@ -477,6 +474,27 @@ class ClozeSetup:
             return []
         scored = {id(e) for e in examples}
         return [row for row in task.test_subset(MEAN_REFERENCE_TEXTS) if id(row) not in scored]
+
+
+def _scores(
+    lm: LM,
+    prompt: Prompt,
+    examples: Sequence[dict],
+    batch_size: int,
+    progress: ProgressFn | None = None,
+    memo: str = "label scores",
+) -> tuple[torch.Tensor, float]:
+    """`label_log_probs` of `prompt` on `examples` and the seconds they took, computed once per model, prompt and
+    texts (`LM.memo` of the namespace `memo`: the model's weights never change under it). The reference texts of
+    mean-centring have a memo of their own, which a visitor classifying one text after another does not crowd out."""
+    key = (prompt.template.text, prompt.verbalizer.to_json(), fingerprint(prompt.demonstrations), fingerprint(examples))
+
+    def scored() -> tuple[torch.Tensor, float]:
+        started = time.perf_counter()
+        log_probs = label_log_probs(lm, prompt, examples, batch_size, progress)
+        return log_probs, time.perf_counter() - started
+
+    return lm.memo(memo).get(key, scored)
 
 
 @dataclass
@@ -488,7 +506,7 @@ class ClozeEvaluation:
     macro_f1: float
     confusion: np.ndarray
     predictions: pd.DataFrame  # text, gold, predicted, confidence, correct, p(<label>) per label
-    seconds: float
+    seconds: float  # what scoring the texts cost, when they were first scored with these prompts (`_scores`)
     settings: dict = field(default_factory=dict)
     row: ResultRow | None = None  # the result as the results store keeps it
     notes: list[str] = field(default_factory=list)  # what a reader of the accuracy should know (`leaning_note`...)
@@ -540,9 +558,7 @@ def evaluate(
     setup = ClozeSetup.build(task, templates, verbalizer, calibration, shots_in_context, seed)
     examples = task.test_subset(limit, split)
     reference = setup.reference_for(task, examples)
-    started = time.perf_counter()
-    log_probs = setup.predict_log_probs(lm, examples, batch_size, progress, reference)
-    seconds = time.perf_counter() - started
+    log_probs, seconds = setup.predict_log_probs(lm, examples, batch_size, progress, reference)
     probs = log_probs.exp().numpy()
     gold = np.array([e["label"] for e in examples])
     predicted = probs.argmax(1)
@@ -684,7 +700,7 @@ def classify_text(
     """
     setup = ClozeSetup.build(task, templates, verbalizer, calibration, shots_in_context, seed)
     example = typed_example(text, list(dict.fromkeys(f for p in setup.prompts for f in p.template.fields)))
-    log_probs = setup.predict_log_probs(lm, [example], reference=setup.reference_for(task, [example]))[0]
+    log_probs = setup.predict_log_probs(lm, [example], reference=setup.reference_for(task, [example]))[0][0]
     labels = {name: float(p) for name, p in zip(task.label_names, log_probs.exp())}
     return SingleTextPrediction(labels, mask_top_tokens(lm, setup.prompts[0], example, top_k))
 

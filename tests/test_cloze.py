@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from peftlab.cloze import (
+    CONTENT_FREE_INPUTS,
     ClozeSetup,
     aggregate_words,
     calibrate,
@@ -287,9 +288,10 @@ def test_cloze_setup_validation(tiny_task):
 def test_template_ensemble_is_the_mean_of_single_templates(tiny_lm, tiny_task, calibration):
     examples = tiny_task.test
     templates = [TEMPLATE, "{text} it was{mask} ."]
-    ensemble = ClozeSetup.build(tiny_task, templates, VERBALIZER, calibration).predict_log_probs(tiny_lm, examples)
+    ensemble = ClozeSetup.build(tiny_task, templates, VERBALIZER, calibration).predict_log_probs(tiny_lm, examples)[0]
     singles = [
-        ClozeSetup.build(tiny_task, t, VERBALIZER, calibration).predict_log_probs(tiny_lm, examples) for t in templates
+        ClozeSetup.build(tiny_task, t, VERBALIZER, calibration).predict_log_probs(tiny_lm, examples)[0]
+        for t in templates
     ]
     expected = ((singles[0] + singles[1]) / 2).log_softmax(-1)
     assert torch.allclose(ensemble, expected, atol=1e-5)
@@ -308,7 +310,7 @@ def test_contextual_calibration_uses_content_free_inputs(tiny_lm, tiny_task):
         .log()
     )
     expected = (raw - cf).log_softmax(-1)
-    got = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, "contextual").predict_log_probs(tiny_lm, examples)
+    got = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, "contextual").predict_log_probs(tiny_lm, examples)[0]
     assert torch.allclose(got, expected, atol=ATOL)
     assert not torch.allclose(got, raw, atol=1e-3)
 
@@ -331,7 +333,8 @@ def test_evaluate(tiny_lm, tiny_task, calibration):
     assert result.accuracy == pytest.approx(table["correct"].mean())
     assert result.confusion.shape == (2, 2) and result.confusion.sum() == n
     assert np.trace(result.confusion) == table["correct"].sum()
-    expected = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, calibration).predict_log_probs(tiny_lm, tiny_task.test)
+    setup = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, calibration)
+    expected = setup.predict_log_probs(tiny_lm, tiny_task.test)[0]
     np.testing.assert_allclose(probs, expected.exp().numpy(), atol=1e-5)
     summary = result.summary()
     assert summary["n"] == n and summary["calibration"] == calibration and summary["model"] == tiny_lm.name
@@ -523,7 +526,7 @@ def test_classify_text_mean_calibration_uses_test_texts(tiny_causal, tiny_task):
     text = "a fun film"
     prediction = classify_text(tiny_causal, tiny_task, text, TEMPLATE, VERBALIZER, calibration="mean")
     setup = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, "mean")
-    expected = setup.predict_log_probs(tiny_causal, [{"text": text, "label": 0}] + tiny_task.test)[0].exp()
+    expected = setup.predict_log_probs(tiny_causal, [{"text": text, "label": 0}] + tiny_task.test)[0][0].exp()
     assert [prediction.label_probs[name] for name in LABELS] == pytest.approx(expected.tolist(), abs=1e-5)
     assert sum(prediction.label_probs.values()) == pytest.approx(1.0, abs=1e-5)
 
@@ -657,3 +660,30 @@ def test_long_texts_are_scored_a_few_at_a_time_so_progress_and_stop_reach_them(t
     assert torch.allclose(got, expected, atol=ATOL)
     assert len(sizes) > 1 and sizes[-1] <= 2 and sum(sizes) == len(examples)  # the longest two at a time, the rest more
     assert sizes == sorted(sizes, reverse=True)
+
+
+def test_another_calibration_of_the_same_texts_scores_them_once(tiny_causal, tiny_task):
+    """The Start tab scored its 100 reviews three times, once per calibration (37 s each on 2 CPU cores): the label
+    scores are the same, only the calibration differs. The second evaluation runs no forward pass, gives what a fresh
+    scoring gives, and says what the scoring cost (not the moment its second look took)."""
+    template = "Opinion: {text} So it was{mask}"  # a prompt no other test scores
+    calls = []
+    hook = tiny_causal.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        raw = evaluate(tiny_causal, tiny_task, template, VERBALIZER, "none")
+        scored = len(calls)
+        mean = evaluate(tiny_causal, tiny_task, template, VERBALIZER, "mean")
+        contextual = evaluate(tiny_causal, tiny_task, template, VERBALIZER, "contextual")
+    finally:
+        hook.remove()
+    assert scored > 0 and len(calls) - scored == len(CONTENT_FREE_INPUTS)  # contextual's content-free inputs alone
+    assert mean.seconds == raw.seconds == mean.row.scoring_seconds
+    log_probs = label_log_probs(tiny_causal, _prompt(template), tiny_task.test)
+    assert torch.allclose(
+        torch.tensor(mean.predictions[["p(negative)", "p(positive)"]].to_numpy()).log(),
+        calibrate(log_probs, "mean"),
+        atol=1e-5,
+    )
+    assert contextual.row.predictions != [] and mean.accuracy == pytest.approx(
+        (calibrate(log_probs, "mean").argmax(1) == torch.tensor([e["label"] for e in tiny_task.test])).float().mean()
+    )
