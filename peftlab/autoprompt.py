@@ -347,7 +347,9 @@ def search_triggers(
     config: AutoPromptConfig,
     stop: threading.Event | None = None,
 ) -> Iterator[AutoPromptEvent]:
-    """Run the search, yielding an event after the start and after every iteration.
+    """Run the search, yielding an event after the start and after every iteration. A set `stop` ends it at the
+    next stage of an iteration (gradient, re-scoring, dev check): with 50 trigger slots one iteration ran for minutes
+    after Stop; the unfinished iteration is dropped.
 
     Raises:
         PeftlabError: a template, verbalizer or config that does not fit the task, or more trigger slots than the
@@ -396,8 +398,12 @@ def search_triggers(
         best_candidates=[],
         elapsed=time.perf_counter() - started,
     )
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
+
     for iteration in range(1, config.iterations + 1):
-        if stop is not None and stop.is_set():
+        if stopped():
             return
         slot = (iteration - 1) % config.slots if config.positions == "round-robin" else rng.randrange(config.slots)
         gradient = trigger_gradient(lm, prompt, batch())[slot]
@@ -406,8 +412,12 @@ def search_triggers(
         candidates = top_candidates(embedding_matrix, gradient, allowed, config.candidates, excluded)
         rescoring_batch = batch()
         gold = torch.tensor([e["label"] for e in rescoring_batch])
+        if stopped():
+            return
         log_probs = rescore_candidates(lm, prompt, slot, [current] + candidates, rescoring_batch)  # (1+k, B, L)
         objective = log_probs[:, torch.arange(len(gold)), gold].mean(1)  # (1+k,) mean gold log-prob
+        if stopped():
+            return
         best = int(objective[1:].argmax()) + 1
         accepted = False
         if objective[best] > objective[0]:  # only a changed trigger needs a dev evaluation
@@ -435,6 +445,14 @@ def search_triggers(
             best_candidates=[(tokens([candidates[j]])[0], float(objective[j + 1])) for j in ranked],
             elapsed=time.perf_counter() - started,
         )
+
+
+@dataclass(frozen=True)
+class FinalScoring:
+    """Yielded by `autoprompt_run` when the search has ended, before the best trigger and the template without it
+    score the test texts (`texts` of them, twice): after a Stop that scoring went on for minutes without a word."""
+
+    texts: int
 
 
 def mask_representations(lm: LM, prompt: Prompt, examples: Sequence[dict], batch_size: int = 32) -> torch.Tensor:
@@ -591,10 +609,10 @@ def autoprompt_run(
     verbalizer: str | dict,
     config: AutoPromptConfig,
     stop: threading.Event | None = None,
-) -> Iterator[AutoPromptEvent | AutoPromptResult]:
-    """The search's events, then its result: the best trigger (by dev log-likelihood) and the same template
-    without triggers, both scored on the test split. When `stop` ends the search, the best trigger so far is
-    scored and the result says it stopped.
+) -> Iterator[AutoPromptEvent | FinalScoring | AutoPromptResult]:
+    """The search's events, a FinalScoring, then its result: the best trigger (by dev log-likelihood) and the same
+    template without triggers, both scored on the test split. When `stop` ends the search, the best trigger so far
+    is scored and the result says it stopped.
 
     Raises:
         PeftlabError: a template, verbalizer or config that does not fit the task or the model.
@@ -611,6 +629,7 @@ def autoprompt_run(
     )
     test = task.test_subset(config.test_limit)
     search_seconds = time.perf_counter() - started
+    yield FinalScoring(len(test))
     template = fill_triggers(config.template, lm.tokenizer, last.best_trigger_ids)
     settings = {"config": config.to_dict(), "verbalizer": verbalizer_obj.to_json()}
     scoring_started = time.perf_counter()
@@ -659,7 +678,8 @@ def run_autoprompt(
     stop: threading.Event | None = None,
     on_event=None,
 ) -> AutoPromptResult:
-    """`autoprompt_run` to its end, label words searched first when `verbalizer` is None; `on_event` sees each event."""
+    """`autoprompt_run` to its end, label words searched first when `verbalizer` is None; `on_event` sees each event
+    (an AutoPromptEvent per iteration, then the FinalScoring)."""
     started = time.perf_counter()
     if verbalizer is None:
         verbalizer = search_label_words(lm, task, config.template, train_size=config.train_size, seed=config.seed)

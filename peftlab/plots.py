@@ -32,8 +32,9 @@ def themed(build: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
 
 
 def _counts_in_whole_ticks(figure: go.Figure) -> None:
-    """An x axis of whole numbers spanning at most 10 (steps of a short run) gets a tick at each: plotly's own fell at
-    1.5 and 2.5, steps no run has."""
+    """An x axis of whole numbers spanning at most 10 (steps of a short run) gets a tick at each, and half a step of
+    room at either end: plotly's own ticks fell at 1.5 and 2.5, steps no run has, and a lone iteration 0 (a search
+    stopped at once) stood on an axis from -1 to 1."""
     values: dict[str, list] = {}
     for trace in figure.data:
         if getattr(trace, "x", None) is not None and len(trace.x):
@@ -47,6 +48,8 @@ def _counts_in_whole_ticks(figure: go.Figure) -> None:
         whole = np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers))
         if layout.type in (None, "-", "linear") and whole and numbers.max() - numbers.min() <= 10:
             layout.dtick = 1
+            if layout.range is None:
+                layout.range = [numbers.min() - 0.5, numbers.max() + 0.5]
 
 
 @themed
@@ -115,11 +118,22 @@ def metric_curve(
     figure.update_layout(
         title=title,
         xaxis_title=x,
-        yaxis=dict(title=y_title, tickformat=y_format),
+        yaxis=dict(title=y_title, tickformat=y_format, range=_share_range(history, ys) if "%" in y_format else None),
         height=300,
         margin=dict(l=10, r=10, t=40, b=10),
     )
     return figure
+
+
+def _share_range(history: pd.DataFrame, ys: Sequence[str]) -> list[float] | None:
+    """A y range for shares (0 to 1) around the values, never past 0 or 100 %: one point of 47 % had an axis from
+    -50 % to 100 %."""
+    values = history[list(ys)].to_numpy(dtype=float).ravel() if len(history) else np.zeros(0)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
+    pad = max(0.05, 0.1 * (values.max() - values.min()))
+    return [max(0.0, values.min() - pad), min(1.02, values.max() + pad)]  # 2 % above 100 % for its marker
 
 
 @themed

@@ -91,7 +91,7 @@ def client(app_url, tmp_path_factory):
 
 
 def assert_still_answers(client: Client) -> None:
-    bars = plot_bars(classify(client)[0])
+    bars = plot_bars(classify(client)[1])
     assert bars["y"] == ["negative", "positive"]
 
 
@@ -134,7 +134,7 @@ def test_a_bad_upload_leaves_the_prompt_boxes_alone(client, tmp_path):
 
 
 def test_classify_an_obviously_positive_text(client):
-    plot, top_tokens = classify(client)
+    sentence, plot, top_tokens = classify(client)
     bars = plot_bars(plot)
     assert bars["y"] == ["negative", "positive"]
     probs = dict(zip(bars["y"], plotly_array(bars["x"]).tolist()))
@@ -145,8 +145,9 @@ def test_classify_an_obviously_positive_text(client):
     # The top-tokens table: the model's own guesses at the mask, most likely first.
     assert top_tokens["headers"] == ["token at the mask", "probability"]
     assert len(top_tokens["data"]) == 10
-    token_probs = [row[1] for row in top_tokens["data"]]
-    assert token_probs == sorted(token_probs, reverse=True)
+    token_probs = [float(row[1].rstrip("%")) for row in top_tokens["data"]]  # in percent, as the chart beside it
+    assert token_probs == sorted(token_probs, reverse=True) and all(row[1].endswith("%") for row in top_tokens["data"])
+    assert sentence == f"**positive** with probability {probs['positive']:.0%}."  # the answer in a sentence
 
 
 def test_start_tab_steps_give_results_in_one_click_each(client, monkeypatch):
@@ -293,6 +294,8 @@ def test_autoprompt_streams_iterations_and_sends_its_template_to_cloze(client):
     final = job.result(timeout=FIRST_CALL_TIMEOUT_S)
     statuses = [update[0] for update in job.outputs()]
     assert any(s.startswith("Iteration 2/2") for s in statuses), statuses  # streamed while it ran
+    # the test scoring after the search is said, not left under the last iteration's line
+    assert "Scoring the best trigger and the template without it on 20 test texts..." in statuses, statuses
     summary, history, _curve, template, verbalizer = final
     assert re.match(
         r"\*\*Test accuracy \d+(\.\d)?%\*\* with the trigger vs \d+(\.\d)?% without \(20 test texts\)", summary

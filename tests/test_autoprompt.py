@@ -15,6 +15,8 @@ import torch
 import peftlab.autoprompt as autoprompt
 from peftlab.autoprompt import (
     AutoPromptConfig,
+    FinalScoring,
+    autoprompt_run,
     candidate_vocabulary,
     fill_triggers,
     remove_triggers,
@@ -420,6 +422,27 @@ def test_stop_flag_ends_the_search_after_the_start(tiny_mlm, task):
     assert events[0].trigger_ids == [tiny_mlm.tokenizer.mask_token_id] * 2  # an MLM starts from its mask token
 
 
+def test_a_stop_during_an_iteration_ends_it_there_and_the_test_scoring_is_announced(tiny_causal, task, monkeypatch):
+    """With 50 trigger slots, Stop left the search running its iteration (gradient, re-scoring of every candidate, dev
+    check) for minutes, then scored the test texts twice without a word."""
+    import threading
+
+    stop, rescored = threading.Event(), []
+    gradient = autoprompt.trigger_gradient
+
+    def pressed_meanwhile(*args):
+        stop.set()  # Stop, while the gradient is computed
+        return gradient(*args)
+
+    monkeypatch.setattr(autoprompt, "trigger_gradient", pressed_meanwhile)
+    monkeypatch.setattr(autoprompt, "rescore_candidates", lambda *args: rescored.append(args))
+    items = list(autoprompt_run(tiny_causal, task, VERBALIZER, small_config(test_limit=6), stop))
+    assert rescored == []  # the iteration ended after its gradient
+    assert [type(item).__name__ for item in items] == ["AutoPromptEvent", "FinalScoring", "AutoPromptResult"]
+    assert items[1].texts == 6 == items[2].test_texts
+    assert items[2].stopped and items[2].iterations_done == 0
+
+
 # 7. label-word search
 
 
@@ -533,16 +556,16 @@ def test_run_autoprompt_summary(tiny_lm, task):
     result = run_autoprompt(tiny_lm, task, VERBALIZER, config, on_event=seen.append)
     summary = result.summary()
     assert {"trigger", "template", "dev_accuracy", "test_accuracy", "manual_test_accuracy", "seconds"} <= set(summary)
-    assert len(seen) == 4 and len(result.history) == 4
+    assert len(seen) == 5 and len(result.history) == 4 and seen[-1] == FinalScoring(6)  # the iterations, then that
     assert len(summary["trigger"]) == 2 and "[T]" not in summary["template"]
-    assert summary["dev_accuracy"] == seen[-1].best_dev_accuracy
+    assert summary["dev_accuracy"] == seen[-2].best_dev_accuracy
     assert summary["seconds"] >= 0
     # both accuracies are what scoring the two prompts on the stratified 6 test texts gives
     verbalizer = Verbalizer.parse(VERBALIZER, task.label_names)
     test = task.test_subset(6)
     assert summary["support"] == task.support(test) and summary["rows_scored"] == 6 and summary["split"] == "test"
     gold = torch.tensor([e["label"] for e in test])
-    found = Prompt(Template.parse(TEMPLATE, task.text_fields), verbalizer, trigger_ids=tuple(seen[-1].best_trigger_ids))
+    found = Prompt(Template.parse(TEMPLATE, task.text_fields), verbalizer, trigger_ids=tuple(seen[-2].best_trigger_ids))
     manual = Prompt(Template.parse("{text} {mask}", task.text_fields), verbalizer)
     for prompt, key in ((found, "test_accuracy"), (manual, "manual_test_accuracy")):
         predicted = label_log_probs(tiny_lm, prompt, test).argmax(1)

@@ -140,3 +140,14 @@ def test_a_method_has_one_colour_in_every_chart_whatever_else_is_drawn():
         == method_colour("zero-shot · mean")
         not in map(method_colour, COLOURED_METHODS)
     )
+
+
+def test_a_search_stopped_at_its_start_has_axes_around_its_one_point():
+    """AutoPrompt stopped at iteration 0: its chart ran from -50 % to 100 % and from iteration -1 to 1."""
+    from peftlab.ui.autoprompt_tab import _plot
+
+    one = _plot(pd.DataFrame({"iteration": [0], "dev acc": [0.469], "train acc": [float("nan")]}))
+    assert one.layout.yaxis.range == pytest.approx((0.419, 0.519)) and one.layout.xaxis.range == (-0.5, 0.5)
+    full = _plot(pd.DataFrame({"iteration": [0, 1, 2], "dev acc": [0.5, 0.9, 1.0], "train acc": [0.2, 0.4, 1.0]}))
+    assert full.layout.yaxis.range == pytest.approx((0.12, 1.02)) and full.layout.xaxis.range == (-0.5, 2.5)
+    assert metric_curve(pd.DataFrame({"step": [1], "loss": [4.0]}), "step", ["loss"], "l").layout.yaxis.range is None

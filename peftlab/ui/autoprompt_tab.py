@@ -11,6 +11,7 @@ from peftlab.autoprompt import (
     HISTORY_COLUMNS,
     AutoPromptConfig,
     AutoPromptResult,
+    FinalScoring,
     autoprompt_run,
     balanced_examples,
     fill_triggers,
@@ -124,6 +125,14 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
                 result = item  # the last item: the loop ends with the GPU call
                 keep_results(request, result.rows)
                 continue
+            if isinstance(item, FinalScoring):
+                progress(1.0, desc=f"scoring {item.texts} test texts")
+                why = f"{stopped_note(stop)} " if stop.is_set() else ""
+                yield (
+                    f"{why}Scoring the best trigger and the template without it on {item.texts} test texts...",
+                    *[gr.skip()] * 4,
+                )
+                continue
             if message := paced.observe(item):
                 yield message, *[gr.skip()] * 4
                 return
@@ -205,7 +214,7 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
     curve = gr.Plot(label="Dev accuracy")
     with gr.Row():
         found_template = gr.Textbox(label="Found template", interactive=False)
-        found_verbalizer = gr.Textbox(label="Verbalizer used", interactive=False)
+        found_verbalizer = gr.Textbox(label="Verbalizer used", interactive=False, lines=3)
         send_button = gr.Button("Send to Cloze tab")
 
     heavy_job(
@@ -217,7 +226,10 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
         checks=search_inputs,
         kind="autoprompt",
     )
-    stop_button.click(stop_handler("autoprompt", "the search"), None, [status], api_name="autoprompt_stop", **INSTANT)
+    stopping = stop_handler(
+        "autoprompt", "the search", after="the stage it is in; its best trigger so far is then scored on the test texts"
+    )
+    stop_button.click(stopping, None, [status], api_name="autoprompt_stop", **INSTANT)
     forget_on(task_changed(source), [status, history, curve, found_template, found_verbalizer])
 
     @user_errors

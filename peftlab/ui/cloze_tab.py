@@ -34,7 +34,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import per_second, readable, warning_notes
+from peftlab.ui.display import per_second, readable, verdict, warning_notes
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.zerogpu import call_on_gpu, on_zero_gpu
 
@@ -45,6 +45,7 @@ Several templates (separated by a line `---`) are averaged as an ensemble."""
 
 ERROR_COLUMNS = ("gold", "predicted", "confidence", "text")  # the short columns first, in sight on any screen
 TOKEN_COLUMNS = ("token at the mask", "probability")
+SHOW_VERDICT = "() => document.getElementById('cloze-verdict')?.scrollIntoView({block: 'start', behavior: 'smooth'})"
 
 
 @user_errors
@@ -64,9 +65,9 @@ def classify(**form):
         kind=f"cloze-classify:{form['model']}",
         what="Classifying the text",
     )
-    tokens = pd.DataFrame(prediction.top_tokens, columns=list(TOKEN_COLUMNS)).round(4)
+    tokens = pd.DataFrame(prediction.top_tokens, columns=list(TOKEN_COLUMNS))
     tokens[TOKEN_COLUMNS[0]] = tokens[TOKEN_COLUMNS[0]].map(repr)
-    return label_probability_bars(prediction.label_probs), tokens
+    return verdict(prediction.label_probs), label_probability_bars(prediction.label_probs), readable(tokens)
 
 
 def evaluation_inputs(form: dict):
@@ -173,6 +174,7 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
         stop_button = gr.Button("Stop", variant="stop", min_width=80, scale=0)
     with gr.Row():
         with gr.Column(min_width=CHART_MIN_WIDTH):
+            text_verdict = gr.Markdown(elem_id="cloze-verdict")
             label_plot = gr.Plot(label="Label probabilities")
             top_tokens = gr.Dataframe(
                 label="Model's top tokens at the mask", headers=list(TOKEN_COLUMNS), interactive=False
@@ -193,15 +195,13 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
 
     on_task_change(source, suggest, [templates, verbalizer], api_name="suggest_prompt", read=[templates, verbalizer])
     new_task = task_changed(source)  # the answers below were about the task before
-    classified = [label_plot, top_tokens]
-    answer(
-        classify_button.click(
-            classify, inputs_kwargs=form | {"text": text}, outputs=classified, api_name="classify", **light()
-        ),
-        classified,
-        classify_button,
-        stale_on=new_task,
+    classified = [text_verdict, label_plot, top_tokens]
+    classified_event = classify_button.click(
+        classify, inputs_kwargs=form | {"text": text}, outputs=classified, api_name="classify", **light()
     )
+    answer(classified_event, classified, classify_button, stale_on=new_task)
+    # the answer is under the form and its sticky buttons, out of sight at 1280 x 800: nothing seemed to happen
+    classified_event.success(None, js=SHOW_VERDICT)
     evaluated = [summary, confusion_plot, errors, predictions_file]
     answer(
         heavy_job(

@@ -8,7 +8,8 @@ import pandas as pd
 
 from peftlab.report import share_text, short_figure
 
-PERCENT_WORDS = ("accuracy", "acc", "confidence", "share", "right")  # a column named with one holds a fraction
+# a column named with one of these words holds a fraction
+PERCENT_WORDS = ("accuracy", "acc", "confidence", "probability", "share", "right")
 # What the app calls the library's columns (the downloads keep the library's names, which scripts read)
 HEADERS = {
     "test_accuracy": "test accuracy",
@@ -119,3 +120,9 @@ def took(started: float, expected: float) -> str:
 def warning_notes(notes) -> str:
     """Notes a status line ends with, each a paragraph of its own behind a warning sign ("" for none)."""
     return "".join(f"\n\n⚠️ {note}" for note in notes)
+
+
+def verdict(label_probs: dict[str, float]) -> str:
+    """One text's answer in a sentence, above its chart: "**positive** with probability 96%." """
+    label, probability = max(label_probs.items(), key=lambda item: item[1])
+    return f"**{label}** with probability {probability:.0%}."

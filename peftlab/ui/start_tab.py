@@ -25,7 +25,7 @@ from peftlab.ui.common import (
     load_model,
     user_errors,
 )
-from peftlab.ui.display import readable
+from peftlab.ui.display import readable, verdict
 from peftlab.zerogpu import call_on_gpu
 
 TASK = "rt-sentiment"
@@ -168,8 +168,7 @@ def classify_review(review: str):
         kind=f"cloze-classify:{DEFAULT_MODEL}",
         what="Classifying the review",
     )
-    label, probability = max(prediction.label_probs.items(), key=lambda item: item[1])
-    return f"**{label}** with probability {probability:.0%}.", label_probability_bars(prediction.label_probs)
+    return verdict(prediction.label_probs), label_probability_bars(prediction.label_probs)
 
 
 def each_calibration(lm, task) -> list:
