@@ -249,6 +249,14 @@ class ResultStore:
             connection.executemany("DELETE FROM results WHERE id = ? AND owner = ?", [(i, self.owner) for i in full])
         return len(full)
 
+    def forget_owner(self) -> int:
+        """Delete every row of this store's owner, a public Space's visitor who left; returns how many went. The
+        shared rows (no owner) are never deleted so."""
+        if not self.owner or not self.path.exists():
+            return 0
+        with self._connect() as connection:
+            return connection.execute("DELETE FROM results WHERE owner = ?", [self.owner]).rowcount
+
     def export(self, path: str | Path, **where) -> int:
         """Write this owner's rows (matching `where`) to JSON Lines or CSV, by suffix, without their owner; returns
         how many. A public Space's owner is the visitor's session id, which lets whoever holds it read and delete

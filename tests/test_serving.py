@@ -104,6 +104,36 @@ def test_closing_a_session_stops_its_jobs_and_removes_its_objects_and_files(monk
     assert session.values == {} and not file.exists() and not session.folder.exists() and len(sessions) == 0
 
 
+def test_a_public_visitor_s_results_go_with_their_session(monkeypatch, tmp_path):
+    """The Compare tab says a public visitor's results last as long as the page, but every closed session's rows
+    stayed in the store, which nobody could read again (their owner, a session hash, never comes back)."""
+    from peftlab.store import ResultRow, ResultStore
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "r.sqlite"))
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+
+    def result() -> ResultRow:
+        return ResultRow("rlhf", "m", "t", "f", "ppo", {}, None, None)
+
+    class Request:
+        def __init__(self, key):
+            self.session_hash = key
+
+    sessions = Sessions()
+    ResultStore(owner="leaving").add([result(), result()])
+    ResultStore(owner="staying").add([result()])
+    ResultStore().add([result()])  # a row of no visitor's (the CLI's, imported before the Space went public)
+    sessions.get(Request("leaving"))
+    sessions.close("leaving")
+    owners = [r.owner for store in ("leaving", "staying", "") for r in ResultStore(owner=store).rows()]
+    assert owners == ["staying", ""]
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "0")  # on one's own machine, the results are kept for good
+    sessions.get(Request("staying"))
+    sessions.close("staying")
+    assert len(ResultStore(owner="staying").rows()) == 1
+
+
 def test_idle_sessions_are_closed_unless_a_job_runs(monkeypatch, tmp_path):
     import peftlab.ui.sessions as sessions_module
 

@@ -18,6 +18,7 @@ import datetime
 import gc
 import re
 import shutil
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -25,10 +26,13 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from peftlab.serving import JobStop, current_caps
+from peftlab.errors import PeftlabError
+from peftlab.serving import JobStop, current_caps, public_mode
+from peftlab.store import ResultStore
 
 IDLE_HOURS = 6.0
 LEFT = "the visitor left"
+LOCAL = "local"  # the session of calls without a request (tests, scripts): no visitor's, and no owner of rows
 
 
 class Session:
@@ -97,11 +101,17 @@ class Session:
         return None
 
     def close(self) -> None:
-        """Stop every job, drop every object, remove the folder."""
+        """Stop every job, drop every object, remove the folder; on a public Space, delete the visitor's results too
+        (they last as long as the page, the Compare tab says): rows nobody could ever read again piled up in the
+        store, one visitor after another."""
         for stop in [*self._stops.values(), *self._queued.values()]:
             stop.stop(LEFT)
         self.values.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
+        if public_mode() and self.key != LOCAL:
+            # nobody is left to tell of a store that cannot be opened: the visitor's next job says it, on their page
+            with contextlib.suppress(PeftlabError, sqlite3.Error):
+                ResultStore(owner=self.key, create=False).forget_owner()
         _return_freed_memory()
 
 
@@ -117,7 +127,7 @@ class Sessions:
 
     def get(self, request: gr.Request | None) -> Session:
         """The caller's session (created on first use); calls without a request (tests, scripts) share one."""
-        key = getattr(request, "session_hash", None) or "local"
+        key = getattr(request, "session_hash", None) or LOCAL
         self._close_idle()
         with self._lock:
             session = self._sessions.setdefault(key, Session(key))
