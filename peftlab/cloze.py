@@ -604,7 +604,11 @@ def evaluate(
         metrics={"model_params": lm.num_parameters},
     )
     confusion = confusion_matrix(gold, predicted, len(names))
-    notes = [leaning_note(confusion, names, setup), cut_note(lm, setup, examples)]
+    notes = [
+        leaning_note(confusion, names, setup),
+        cut_note(lm, setup, examples),
+        word_length_note(lm, setup, examples[0]),
+    ]
     return ClozeEvaluation(
         label_names=list(names),
         accuracy=accuracy(gold, predicted),
@@ -628,6 +632,23 @@ def cut_note(lm: LM, setup: ClozeSetup, examples: Sequence[dict]) -> str | None:
     return (
         f"{cut} of the {len(examples)} texts do not fit {lm.name}'s {lm.max_length}-token input{beside}: they were "
         "scored cut to fit (a text before the mask loses its start, one after it its end)."
+    )
+
+
+def word_length_note(lm: LM, setup: ClozeSetup, example: dict) -> str | None:
+    """A sentence when the label words differ in their number of tokens and nothing calibrates the scores; None
+    otherwise. A word scores the sum of its tokens' log-probabilities (the module docstring), so a longer word scores
+    lower: 'terrible movie' against 'wonderful' called a review 100 % positive, and no word said why."""
+    if setup.calibration != "none":  # calibration divides out much of a word's own prior, its length's share too
+        return None
+    lengths = setup.prompts[0].word_lengths(lm, example)
+    if len(set(lengths.values())) < 2:
+        return None
+    longest, shortest = max(lengths, key=lengths.get), min(lengths, key=lengths.get)
+    return (
+        f"The label words differ in length: {longest!r} is {lengths[longest]} tokens, {shortest!r} "
+        f"{lengths[shortest]}. A word scores the product of its tokens' probabilities, so longer words score lower "
+        "and their label is predicted less often: prefer one-token words, or try calibration (contextual or mean)."
     )
 
 
@@ -676,6 +697,7 @@ class SingleTextPrediction:
 
     label_probs: dict[str, float]
     top_tokens: list[tuple[str, float]]
+    notes: list[str] = field(default_factory=list)  # what a reader of the probabilities should know
 
 
 def classify_text(
@@ -702,7 +724,8 @@ def classify_text(
     example = typed_example(text, list(dict.fromkeys(f for p in setup.prompts for f in p.template.fields)))
     log_probs = setup.predict_log_probs(lm, [example], reference=setup.reference_for(task, [example]))[0][0]
     labels = {name: float(p) for name, p in zip(task.label_names, log_probs.exp())}
-    return SingleTextPrediction(labels, mask_top_tokens(lm, setup.prompts[0], example, top_k))
+    notes = [note] if (note := word_length_note(lm, setup, example)) else []
+    return SingleTextPrediction(labels, mask_top_tokens(lm, setup.prompts[0], example, top_k), notes)
 
 
 def mask_top_tokens(lm: LM, prompt: Prompt, example: dict, top_k: int = 10) -> list[tuple[str, float]]:

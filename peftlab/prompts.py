@@ -318,6 +318,11 @@ class Prompt:
             return _causal_queries(lm, *encoded, limit)
         return _masked_queries(lm, *encoded, limit)
 
+    def word_lengths(self, lm, example: dict) -> dict[str, int]:
+        """The tokens of each label word as it is scored for `example` (its leading space as the template gives it)."""
+        words = self._encode(lm, example, None)[3]
+        return {word: len(ids) for (_, word), (_, ids) in zip(self.verbalizer.flat_words, words)}
+
     def _encode(self, lm, example: dict, fill: str | None):
         """(ids before the mask, trigger positions, ids after the mask, (word index, word ids) per label word)."""
         tokenizer = lm.tokenizer

@@ -687,3 +687,24 @@ def test_another_calibration_of_the_same_texts_scores_them_once(tiny_causal, tin
     assert contextual.row.predictions != [] and mean.accuracy == pytest.approx(
         (calibrate(log_probs, "mean").argmax(1) == torch.tensor([e["label"] for e in tiny_task.test])).float().mean()
     )
+
+
+def test_label_words_of_different_lengths_are_said_when_nothing_calibrates(tiny_causal, tiny_task):
+    """'terrible movie' against 'wonderful' called a review 100 % positive: a word scores the product of its
+    tokens' probabilities, and no word said why."""
+    verbalizer = {"negative": ["bad"], "positive": ["wonderfully great"]}
+    pieces = {
+        w: len(tiny_causal.tokenizer(" " + w, add_special_tokens=False).input_ids) for w in ("bad", "wonderfully great")
+    }
+    assert pieces["wonderfully great"] > pieces["bad"]
+    note = (
+        f"The label words differ in length: 'wonderfully great' is {pieces['wonderfully great']} tokens, 'bad' "
+        f"{pieces['bad']}. A word scores the product of its tokens' probabilities, so longer words score lower and "
+        "their label is predicted less often: prefer one-token words, or try calibration (contextual or mean)."
+    )
+    assert note in evaluate(tiny_causal, tiny_task, TEMPLATE, verbalizer).notes
+    assert classify_text(tiny_causal, tiny_task, "a fun film", TEMPLATE, verbalizer).notes == [note]
+    assert not any(
+        "differ in length" in n for n in evaluate(tiny_causal, tiny_task, TEMPLATE, verbalizer, "mean").notes
+    )
+    assert classify_text(tiny_causal, tiny_task, "a fun film", TEMPLATE, SINGLE).notes == []

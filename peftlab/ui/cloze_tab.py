@@ -67,7 +67,8 @@ def classify(**form):
     )
     tokens = pd.DataFrame(prediction.top_tokens, columns=list(TOKEN_COLUMNS))
     tokens[TOKEN_COLUMNS[0]] = tokens[TOKEN_COLUMNS[0]].map(repr)
-    return verdict(prediction.label_probs), label_probability_bars(prediction.label_probs), readable(tokens)
+    answer = verdict(prediction.label_probs) + warning_notes(prediction.notes)
+    return answer, label_probability_bars(prediction.label_probs), readable(tokens)
 
 
 def evaluation_inputs(form: dict):
