@@ -765,3 +765,22 @@ def test_a_dropped_rlhf_or_pet_file_is_read_at_once(tmp_path, monkeypatch):
             "Excel: 'CSV UTF-8'), so that no character is read as another.",
         ),
     ]
+
+
+def test_the_task_list_says_when_an_uploaded_file_is_the_data():
+    """The list went on naming rt-sentiment while an uploaded file was what every button used."""
+    import gradio as gr
+
+    from peftlab.ui.common import TASK_INFO, model_and_task_inputs
+
+    with gr.Blocks() as demo:
+        source = model_and_task_inputs()
+    (told,) = [
+        d
+        for d in demo.fns.values()
+        if [t[0] for t in d.targets] == [source["upload"]._id] and d.outputs == [source["task"]]
+    ]
+    assert told.fn("/tmp/gradio/1a2b/reviews.csv")["info"] == (
+        "Your file 'reviews.csv' is the data; picking a task here puts it aside."
+    )
+    assert told.fn(None)["info"] == TASK_INFO

@@ -467,14 +467,14 @@ def model_and_task_inputs() -> dict[str, gr.components.Component]:
             value="rt-sentiment",
             allow_custom_value=True,
             label="Task",
-            info="Embedded task or a Hub dataset id; picking one puts an upload aside.",
+            info=TASK_INFO,
         )
-        upload = gr.File(
-            label="Or upload CSV / JSONL" + upload_limit_note(), file_types=list(DATA_SUFFIXES), height=110
-        )
+        upload = gr.File(label="Or upload CSV / JSONL" + upload_limit_note(), file_types=list(DATA_SUFFIXES))
         # the last choice is the data: an upload kept after a task was picked went on being scored under the
         # picked task's name in the list (`on_task_change` suggests for the picked task without the upload)
         task.input(lambda: None, None, upload, queue=False, show_progress="hidden", api_visibility="private")
+        # the list went on naming rt-sentiment while the uploaded file was the data
+        upload.change(_task_info, upload, task, queue=False, show_progress="hidden", api_visibility="private")
         with gr.Column(min_width=160):
             # an emptied box means the default column (`task_source`): the placeholder shows which
             text_column = gr.Textbox("text", label="Text column", max_lines=1, placeholder="text")
@@ -487,6 +487,16 @@ def model_and_task_inputs() -> dict[str, gr.components.Component]:
                 "for testing (zero-shot scores every row).",
             )
     return dict(model=model, task=task, upload=upload, text_column=text_column, label_column=label_column)
+
+
+TASK_INFO = "Embedded task or a Hub dataset id; picking one puts an upload aside."
+
+
+def _task_info(upload) -> dict:
+    """The task list's note: which data is used while a file is uploaded."""
+    if not upload:
+        return gr.update(info=TASK_INFO)
+    return gr.update(info=f"Your file '{Path(upload).name}' is the data; picking a task here puts it aside.")
 
 
 def runs_backend(session: Session | None = None):
