@@ -6,7 +6,7 @@ found prompt with the same template without triggers on the test split.
 
 import argparse
 
-from peftlab.autoprompt import AutoPromptConfig, AutoPromptResult, autoprompt_run
+from peftlab.autoprompt import AutoPromptConfig, AutoPromptEvent, AutoPromptResult, FinalScoring, autoprompt_run
 from peftlab.models import load_lm
 from peftlab.tasks import load_task
 
@@ -21,6 +21,8 @@ for item in autoprompt_run(lm, task, {"negative": ["negative"], "positive": ["po
     if isinstance(item, AutoPromptResult):
         print(f"found template: {item.template!r}")
         print(f"test accuracy {item.test_accuracy:.1%} with the trigger, {item.manual_test_accuracy:.1%} without")
-    else:
+    elif isinstance(item, FinalScoring):
+        print(f"scoring the best trigger and the template without it on {item.texts} test texts")
+    elif isinstance(item, AutoPromptEvent):
         trigger = " ".join(token.strip() for token in item.trigger_tokens)
         print(f"iteration {item.iteration}: trigger {trigger!r}, dev accuracy {item.dev_accuracy:.1%}")

@@ -678,8 +678,8 @@ def run_autoprompt(
     stop: threading.Event | None = None,
     on_event=None,
 ) -> AutoPromptResult:
-    """`autoprompt_run` to its end, label words searched first when `verbalizer` is None; `on_event` sees each event
-    (an AutoPromptEvent per iteration, then the FinalScoring)."""
+    """`autoprompt_run` to its end, label words searched first when `verbalizer` is None; `on_event` sees each
+    iteration's AutoPromptEvent."""
     started = time.perf_counter()
     if verbalizer is None:
         verbalizer = search_label_words(lm, task, config.template, train_size=config.train_size, seed=config.seed)
@@ -687,6 +687,6 @@ def run_autoprompt(
         if isinstance(item, AutoPromptResult):
             item.seconds = time.perf_counter() - started  # the label-word search counts too
             return item
-        if on_event:
+        if on_event and isinstance(item, AutoPromptEvent):
             on_event(item)
     raise AssertionError("autoprompt_run ends with its result")

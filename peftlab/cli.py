@@ -265,7 +265,6 @@ def run_cloze(args: argparse.Namespace) -> None:
 
 
 def run_autoprompt(args: argparse.Namespace) -> None:
-    from peftlab.autoprompt import FinalScoring
     from peftlab.autoprompt import run_autoprompt as search
     from peftlab.models import load_lm
     from peftlab.prompts import Verbalizer
@@ -277,11 +276,7 @@ def run_autoprompt(args: argparse.Namespace) -> None:
     lm = load_lm(args.model, dtype=args.dtype)
 
     def report(event) -> None:
-        if args.json:
-            return
-        if isinstance(event, FinalScoring):
-            print(f"scoring the best trigger and the template without it on {event.texts} test texts", file=sys.stderr)
-        else:
+        if not args.json:
             row = event.row()
             print(
                 f"iter {row['iteration']:3d}  dev acc {row['dev acc']:.3f}  trigger {row['trigger']!r}", file=sys.stderr

@@ -138,9 +138,9 @@ def test_the_cloze_tab_classifies_and_evaluates_in_gpu_calls_with_the_numbers_it
     monkeypatch.delenv("SPACES_ZERO_GPU")
     here = classify(**form), run_evaluation(None, **form)
 
-    for (bars, tokens), (other_bars, other_tokens) in [(on_space[0], here[0])]:
+    for (sentence, bars, tokens), (other_sentence, other_bars, other_tokens) in [(on_space[0], here[0])]:
         assert list(bars.data[0].x) == pytest.approx(list(other_bars.data[0].x), abs=1e-6)
-        assert tokens.equals(other_tokens)
+        assert tokens.equals(other_tokens) and sentence == other_sentence
     for result in (on_space[1], again):
         summary, _, errors, predictions = result
         assert summary.split(" · ")[:3] == here[1][0].split(" · ")[:3]  # accuracy, macro-F1, texts scored
