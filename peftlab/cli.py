@@ -463,7 +463,9 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
                     outcome = row["status"] if failed else f"test accuracy {row['test_accuracy']:.4f}"
                     # a sweep's runs differ by the varied setting, which the line names (zero-shot has none)
                     varied = f" {varied_setting}={row[varied_setting]}" if row.get(varied_setting) is not None else ""
-                    print(f"{row['method']:>14}{varied} K={row['K']} seed={row['seed']}: {outcome}", file=sys.stderr)
+                    # zero-shot trains on nothing: "K=0 seed=None" named settings it has not
+                    shots = f" K={row['K']} seed={row['seed']}" if row["seed"] is not None else ""
+                    print(f"{row['method']:>14}{varied}{shots}: {outcome}", file=sys.stderr)
             else:
                 curves.append(asdict(item))
                 if not args.json and item.step % args.eval_every == 0:

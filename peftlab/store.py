@@ -237,7 +237,10 @@ class ResultStore:
             PeftlabError: an id that names no single row (`get`), or a shorter prefix: "7" deleted whichever one
                 result's id began with 7, a typo away from another.
         """
-        full = [self.get(i).id for i in ids]
+        try:
+            full = [self.get(i).id for i in ids]
+        except PeftlabError as exc:  # with several ids, one that names no result left the others' fate unsaid
+            raise PeftlabError(f"{exc} Nothing was deleted.") from None
         for given, found in zip(ids, full):
             if len(given.strip()) < MIN_DELETE_PREFIX and given.strip() != found:
                 raise PeftlabError(

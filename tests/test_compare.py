@@ -639,7 +639,7 @@ def test_sweep_command_prints_one_row_per_value_and_seed(capsys, tiny_model_and_
     ]
     runs = [line.split(":")[0].strip() for line in captured.err.splitlines() if "test accuracy" in line]
     assert runs == [
-        "zero-shot K=0 seed=None",
+        "zero-shot",  # it trains on nothing: no K, no seed
         *[f"prompt-tuning num_virtual_tokens={v} K=2 seed={seed}" for v in (1, 2) for seed in (13, 21)],
     ]
 
