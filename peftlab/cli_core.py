@@ -92,7 +92,7 @@ def run_results(args: argparse.Namespace) -> None:
             stored = len(store.listing())
             # "No results stored" under a filter read as an empty store that held 14 rows
             print(
-                f"No results of {asked} ({counted(stored, 'result')} stored in {store.path})."
+                f"No results of {asked}{store.guess(**where)} ({counted(stored, 'result')} stored in {store.path})."
                 if asked and stored
                 else f"No results stored in {store.path}."
             )
@@ -123,10 +123,12 @@ def run_report(args: argparse.Namespace) -> None:
     from peftlab.report import compare, report_html
     from peftlab.store import ResultStore
 
-    rows = ResultStore(create=False).rows(task=args.task, model=args.model)
+    store = ResultStore(create=False)
+    rows = store.rows(task=args.task, model=args.model)
     if not rows:
         raise PeftlabError(
-            f"No stored results of {args.task!r} on {args.model!r}; `results list` shows what is stored."
+            f"No stored results of {args.task!r} on {args.model!r}{store.guess(task=args.task, model=args.model)}; "
+            "`results list` shows what is stored."
         )
     Path(args.out).write_text(report_html(compare(rows), rows), encoding="utf-8")
     print(f"Report of {counted(len(rows), 'result')} written to {args.out}.")

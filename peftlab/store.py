@@ -15,6 +15,7 @@ processes writing at once lose nothing. Rows export to and import from JSON Line
 from __future__ import annotations
 
 import datetime
+import difflib
 import hashlib
 import json
 import os
@@ -196,6 +197,18 @@ class ResultStore:
             names = [d[0] for d in cursor.description]
             return [_row_from(dict(zip(names, record))) for record in cursor.fetchall()]
 
+    def guess(self, **where) -> str:
+        """ " (did you mean task 'rt-sentiment'?)" for the values of `where` that no row holds but one nearly does
+        (difflib), "" when there is none: a task name one letter off was told only that nothing was stored."""
+        stored = self.frame()
+        guesses = []
+        for column, value in where.items():
+            if value is None or column not in stored or value in set(stored[column]):
+                continue
+            near = difflib.get_close_matches(str(value), sorted(set(stored[column].astype(str))), n=1)
+            guesses += [f"{column} {near[0]!r}"] if near else []
+        return f" (did you mean {' and '.join(guesses)}?)" if guesses else ""
+
     def frame(self, **where) -> pd.DataFrame:
         """The rows as a table, without the per-text columns."""
         rows = [asdict(r) for r in self.rows(**where)]
@@ -269,7 +282,9 @@ class ResultStore:
         rows = self.rows(**where)
         if not rows:  # an empty file said nothing of a misspelt task
             chosen = " and ".join(f"{k} {v!r}" for k, v in where.items() if v is not None)
-            raise PeftlabError(f"No stored results{f' of {chosen}' if chosen else ''}; nothing was written.")
+            raise PeftlabError(
+                f"No stored results{f' of {chosen}' if chosen else ''}{self.guess(**where)}; nothing was written."
+            )
         records = [asdict(r) | {"owner": ""} for r in rows]
         if path.suffix == ".jsonl":
             path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")

@@ -245,6 +245,12 @@ def test_the_listing_keeps_k_and_seed_whole_and_an_export_of_nothing_is_refused(
     assert listed.astype(object).fillna("").to_string(index=False).count("13.0") == 0
     with pytest.raises(PeftlabError, match=r"^No stored results of task 'nope'; nothing was written\.$"):
         store.export(tmp_path / "rows.csv", task="nope")
+    with pytest.raises(PeftlabError) as raised:  # one letter off: told only that nothing was stored
+        store.export(tmp_path / "rows.csv", task="tinny", model="tiny-llama")
+    assert str(raised.value) == (
+        "No stored results of task 'tinny' and model 'tiny-llama' (did you mean task 'tiny'?); nothing was "
+        "written."
+    )
     assert not (tmp_path / "rows.csv").exists()
 
 
