@@ -248,8 +248,7 @@ def test_the_listing_keeps_k_and_seed_whole_and_an_export_of_nothing_is_refused(
     with pytest.raises(PeftlabError) as raised:  # one letter off: told only that nothing was stored
         store.export(tmp_path / "rows.csv", task="tinny", model="tiny-llama")
     assert str(raised.value) == (
-        "No stored results of task 'tinny' and model 'tiny-llama' (did you mean task 'tiny'?); nothing was "
-        "written."
+        "No stored results of task 'tinny' and model 'tiny-llama' (did you mean task 'tiny'?); nothing was written."
     )
     assert not (tmp_path / "rows.csv").exists()
 

@@ -26,6 +26,8 @@ CSS = """
 .dark .js-plotly-plot :is(.gridlayer, .zerolinelayer) path { stroke: var(--border-color-primary) !important; }
 /* above gradio's labels (--layer-4), which drew over the buttons, below its tooltips and menus (--layer-5, -top) */
 .actions { position: sticky; bottom: 0; z-index: 45; padding: 8px 0; background: var(--body-background-fill); }
+/* a box focused (a tab, a click) is scrolled above the pinned row, not under it: typing went into a hidden box */
+html { scroll-padding-bottom: 140px; }
 /* on a phone the pinned row took a third of the screen, a button per line: they share one, the boxes lose padding */
 @media (max-width: 640px) {
     .actions { padding: 4px 0; gap: 6px !important; }
