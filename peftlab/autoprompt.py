@@ -33,7 +33,7 @@ from peftlab.cloze import (
     word_scores,
     words_to_label_log_probs,
 )
-from peftlab.config import Config, scored_texts_setting, seed_setting, setting
+from peftlab.config import Config, counted, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, mean_gold_log_prob
 from peftlab.models import LM, capture_head_inputs
@@ -573,12 +573,20 @@ class AutoPromptResult:
         difference = paired_difference(found.gold, [found.predictions], [manual.predictions])
         if difference.high >= 0:
             return None
+        lowers = (
+            f"lowers test accuracy by {-difference.difference * 100:.1f} points against the same prompt without it "
+            f"(95 % paired interval {difference.low * 100:+.1f} to {difference.high * 100:+.1f} on "
+            f"{self.test_texts} test texts)"
+        )
+        if not any(row["accepted"] for row in self.history):  # nothing was searched, so nothing was fitted
+            return (
+                f"The trigger, still the one the search started from (no swap was accepted), {lowers}. Keep the "
+                "prompt without the trigger, or run more iterations."
+            )
         return (
-            f"The trigger lowers test accuracy by {-difference.difference * 100:.1f} points against the same prompt "
-            f"without it (95 % paired interval {difference.low * 100:+.1f} to {difference.high * 100:+.1f} on "
-            f"{self.test_texts} test texts): a search on {train_size} training texts fitted them, not the task "
-            "(Shin et al. 2020 searched on whole training sets). Keep the prompt without the trigger, or search on "
-            "more training texts."
+            f"The trigger {lowers}: a search on {train_size} training texts fitted them, not the task (Shin et al. "
+            "2020 searched on whole training sets). Keep the prompt without the trigger, or search on more training "
+            "texts."
         )
 
     def summary(self) -> dict:
@@ -631,7 +639,13 @@ def autoprompt_run(
     search_seconds = time.perf_counter() - started
     yield FinalScoring(len(test))
     template = fill_triggers(config.template, lm.tokenizer, last.best_trigger_ids)
-    settings = {"config": config.to_dict(), "verbalizer": verbalizer_obj.to_json()}
+    stopped = stop is not None and stop.is_set() and last.iteration < config.iterations
+    # a stopped search is stored as the search it was: "iterations 20" of a search stopped at its start stood on the
+    # comparison as a finished one
+    done = config.to_dict() | ({"iterations": last.iteration} if stopped else {})
+    settings = {"config": done, "verbalizer": verbalizer_obj.to_json()}
+    if stopped:
+        settings["stopped"] = f"after {last.iteration} of {counted(config.iterations, 'iteration')}"
     scoring_started = time.perf_counter()
     predicted = label_log_probs(lm, found, test).argmax(1).tolist()
     found_row = ResultRow.scored(
@@ -665,7 +679,7 @@ def autoprompt_run(
         seconds=time.perf_counter() - started,
         history=[e.row() for e in events],
         iterations_done=last.iteration,
-        stopped=stop is not None and stop.is_set() and last.iteration < config.iterations,
+        stopped=stopped,
         rows=rows,
     )
 

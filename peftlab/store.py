@@ -310,6 +310,9 @@ class ResultStore:
         path = Path(path)
         _check_suffix(path)
         text = read_text(path)
+        written = 'import a file that `results export` or the Compare tab\'s "Export all" wrote'
+        if not text.strip():  # an empty CSV was told how to quote its cells
+            raise PeftlabError(f"'{path.name}' holds no results; {written}.")
         if path.suffix == ".jsonl":
             records = json_objects(text, path.name)
         else:  # every cell as text, typed back by the row's fields (a CSV has no types of its own)
@@ -317,6 +320,12 @@ class ResultStore:
                 table = read_csv_text(text, dtype=str, keep_default_na=False)
             except (ValueError, pd.errors.ParserError) as exc:  # a cell's quote left open, say
                 raise unreadable(path.name, "CSV", exc) from None
+            if "kind" not in table.columns:  # the Compare tab's table, say: told it was not what that tab exports
+                columns = ", ".join(map(str, table.columns[:4]))
+                raise PeftlabError(
+                    f"'{path.name}' is a table, not exported results (its columns begin {columns}): a comparison's "
+                    f"table cannot be imported; {written}."
+                )
             records = [(f"Line {n} of '{path.name}'", r) for n, r in enumerate(table.to_dict("records"), 2)]
         rows = []
         for source, record in records:  # line 1 of a CSV is its header
@@ -325,15 +334,9 @@ class ResultStore:
                 _check_row(rows[-1])
             except (ValueError, KeyError, TypeError) as exc:
                 reason = exc.args[0] if exc.args else type(exc).__name__
-                raise PeftlabError(
-                    f"{source} is not a peftlab result ({reason}); import a file that "
-                    "`results export` or the Compare tab's export wrote."
-                ) from None
+                raise PeftlabError(f"{source} is not a peftlab result ({reason}); {written}.") from None
         if not rows:  # "0 results added." of an empty file, with exit code 0, read as if it had worked
-            raise PeftlabError(
-                f"'{path.name}' holds no results; import a file that `results export` or the Compare tab's export "
-                "wrote."
-            )
+            raise PeftlabError(f"'{path.name}' holds no results; {written}.")
         mine = {row.id: _content(row) for row in self.rows()}
         stored = set(mine.values())
         contents = [_content(row) for row in rows]  # each row's JSON once: its predictions make it long

@@ -440,6 +440,9 @@ def test_a_stop_during_an_iteration_ends_it_there_and_the_test_scoring_is_announ
     assert [type(item).__name__ for item in items] == ["AutoPromptEvent", "FinalScoring", "AutoPromptResult"]
     assert items[1].texts == 6 == items[2].test_texts
     assert items[2].stopped and items[2].iterations_done == 0
+    # stored as the search it was: "iterations 20" of a search stopped at its start stood as a finished one
+    found = items[2].rows[0]
+    assert found.settings["config"]["iterations"] == 0 and found.settings["stopped"] == "after 0 of 4 iterations"
 
 
 # 7. label-word search
@@ -652,13 +655,14 @@ def test_a_trigger_worse_than_no_trigger_beyond_doubt_is_said():
     gold = [t["label"] for t in texts]
     task = Task("tiny", ["negative", "positive"], ["text"], train=[], test=texts)
 
-    def result(found_predictions):
+    def result(found_predictions, accepted=(None, True)):  # the start, then an iteration whose swap was kept
         rows = [
             ResultRow.scored("autoprompt", "tiny", task, method, {}, texts, predicted)
             for method, predicted in (("autoprompt", found_predictions), ("manual prompt", gold[:18] + [1, 0]))
         ]
         accuracies = [r.accuracy for r in rows]
-        return AutoPromptResult([], "", {}, 0.5, *accuracies, len(texts), {}, 1.0, [], rows=rows)
+        history = [{"accepted": a} for a in accepted]
+        return AutoPromptResult([], "", {}, 0.5, *accuracies, len(texts), {}, 1.0, history, rows=rows)
 
     chance = [1] * 20  # 50 %, against the manual prompt's 90 %
     expected = paired_difference(gold, [chance], [gold[:18] + [1, 0]])
@@ -669,5 +673,11 @@ def test_a_trigger_worse_than_no_trigger_beyond_doubt_is_said():
         "trigger, or search on more training texts."
     )
     assert expected.high < 0
+    # a search that kept no swap (or stopped at its start) fitted nothing: its trigger is the one it started from
+    assert result(chance, accepted=(None, False, False)).trigger_note(8) == (
+        f"The trigger, still the one the search started from (no swap was accepted), lowers test accuracy by 40.0 "
+        f"points against the same prompt without it (95 % paired interval {expected.low * 100:+.1f} to "
+        f"{expected.high * 100:+.1f} on 20 test texts). Keep the prompt without the trigger, or run more iterations."
+    )
     assert result(gold[:17] + [0, 1, 0]).trigger_note(8) is None  # 85 % against 90 %: not told apart on 20 texts
     assert result(gold).trigger_note(8) is None  # better

@@ -141,7 +141,7 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
     exported = tmp_path / "rows.jsonl"
     store.export(exported)
     good = exported.read_text().splitlines()[0]
-    hint = "; import a file that `results export` or the Compare tab's export wrote."
+    hint = '; import a file that `results export` or the Compare tab\'s "Export all" wrote.'
     cases = {  # the first bad line, in words, whatever the file's shape
         "missing.jsonl": (
             good + "\n\n" + json.dumps({"method": "x"}) + "\n",
@@ -165,16 +165,22 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
         ),
         "empty.jsonl": (  # "0 results added." with exit code 0
             "",
-            "'empty.jsonl' holds no results; import a file that `results export` or the Compare tab's export wrote.",
+            "'empty.jsonl' holds no results" + hint,
         ),
         "notalist.jsonl": (  # "Expecting value: line 1 column 1 (char 0)" named no field
             json.dumps({**json.loads(good), "predictions": "notalist"}) + "\n",
             "Line 1 of 'notalist.jsonl' is not a peftlab result (its predictions 'notalist' is not a JSON list)" + hint,
         ),
         "other.csv": (
-            "text,label\ngood film,1\n",
+            "kind,text,label\n,good film,1\n",
             "Line 2 of 'other.csv' is not a peftlab result (a row has no kind, model, task, test_fingerprint, method)"
             + hint,
+        ),
+        "empty.csv": ("\n", "'empty.csv' holds no results" + hint),  # was told how to quote a CSV's cells
+        "table.csv": (  # the Compare tab's table, told it was not what that tab exports
+            "method,K,runs,accuracy\nzero-shot,,1,90.0%\n",
+            "'table.csv' is a table, not exported results (its columns begin method, K, runs, accuracy): a "
+            "comparison's table cannot be imported" + hint,
         ),
     }
     for name, (content, message) in cases.items():
@@ -195,7 +201,7 @@ def test_an_import_refuses_figures_no_run_can_produce(tmp_path):
     exported = tmp_path / "rows.jsonl"
     store.export(exported)
     good = json.loads(exported.read_text())
-    hint = "; import a file that `results export` or the Compare tab's export wrote."
+    hint = '; import a file that `results export` or the Compare tab\'s "Export all" wrote.'
     cases = {
         "accuracy 1.7 is outside 0 to 1": {"accuracy": 1.7},
         "macro_f1 -0.3 is outside 0 to 1": {"macro_f1": -0.3},
