@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gradio as gr
 import pandas as pd
 import pytest
 
@@ -199,6 +200,25 @@ def test_the_compare_panel_says_what_to_do_when_nothing_is_stored_and_counts_its
     assert list(table["method"]) == ["zero-shot · mean", "lora"]
     assert list(table["baseline"]) == ["zero-shot · mean", "none"]
     assert list(table["scored"]) == ["all 40 test texts", "20 of 40 test texts"]
+
+
+def test_an_import_or_a_delete_draws_the_comparison_on_show_again(monkeypatch, tmp_path):
+    """After "1 result deleted." the comparison above still said "2 results", and its downloads held the deleted one."""
+    from peftlab.ui.compare_tab import delete_results, shown_again
+
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "results.sqlite"))
+    kept, gone = ResultStore().add([row("zero-shot · mean", GOLD, kind="cloze"), row("lora", GOLD, seed=21, k=16)])
+    assert shown_again("tiny", "tiny-llama", "", None) == [gr.skip()] * 7  # none on show: nothing to draw
+    assert "**tiny · tiny-llama**: 2 results." in shown_again("tiny", "tiny-llama", "shown", None)[0]
+    delete_results(gone, None)
+    status, _, _, _, _, csv_path, _ = shown_again("tiny", "tiny-llama", "shown", None)
+    assert "**tiny · tiny-llama**: 1 result." in status
+    assert list(pd.read_csv(csv_path)["method"]) == ["zero-shot · mean"]
+    delete_results(kept, None)
+    assert shown_again("tiny", "tiny-llama", "shown", None)[:2] == (
+        "No stored results of that task and model yet: run something in another tab first.",
+        None,
+    )
 
 
 def test_the_accuracy_axis_marks_no_tick_above_100_percent():

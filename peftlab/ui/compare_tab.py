@@ -247,6 +247,18 @@ def import_results(path, request: gr.Request):
     return _store(request).import_(path).sentence(), list_results(request)
 
 
+def shown_again(task, model, status, request: gr.Request):
+    """The comparison on show (its status line not empty) drawn again from the store as it is now, after an import
+    or a delete: it went on counting the deleted result, and its downloads held it. Its outputs empty with a
+    sentence when none of its results is left; nothing changes when none was shown."""
+    if not status:
+        return [gr.skip()] * 7
+    try:
+        return show_comparison(task, model, request)
+    except gr.Error as exc:  # the last of its results deleted
+        return exc.message, None, None, None, gr.Dataframe(pd.DataFrame(), visible=False), None, None
+
+
 def build_compare_tab(tab: gr.Tab) -> None:
     """The tab's inputs and events; its task and model lists refresh whenever `tab` is opened."""
     # the command line's results land in the store of the machine it runs on: a public Space's visitors have none
@@ -346,15 +358,10 @@ def build_compare_tab(tab: gr.Tab) -> None:
         export_button,
     )
     # the listing stays: it shows the store, which a failed import or delete leaves as it was
-    answer(
-        import_file.upload(
-            import_results, [import_file], [manage_status, listing], api_name="results_import", **light()
-        ),
-        [manage_status],
-        import_file,
+    imported = import_file.upload(
+        import_results, [import_file], [manage_status, listing], api_name="results_import", **light()
     )
-    answer(
-        delete_button.click(delete_results, [ids], [manage_status, listing], api_name="results_delete", **INSTANT),
-        [manage_status],
-        delete_button,
-    )
+    deleted = delete_button.click(delete_results, [ids], [manage_status, listing], api_name="results_delete", **INSTANT)
+    for changed, pressed in ((imported, import_file), (deleted, delete_button)):
+        answer(changed, [manage_status], pressed)
+        changed.success(shown_again, [task, model, status], shown, api_visibility="private", **light())
