@@ -52,12 +52,17 @@ class SplitComparison:
 
 
 def compare(rows: Sequence[ResultRow]) -> list[SplitComparison]:
-    """One SplitComparison per test split among `rows` (classification rows only), the split with most rows first."""
+    """One SplitComparison per test split among `rows` (classification rows only), the split with the most runs
+    first (`_lines`: a run stored twice counts once, or one imported copy put its split above the one compared)."""
     scored = [r for r in rows if r.accuracy is not None and r.predictions]
     splits: dict[tuple, list[ResultRow]] = {}
     for row in scored:
         splits.setdefault((row.task, row.model, row.test_fingerprint), []).append(row)
-    ordered = sorted(splits.items(), key=lambda item: (-len(item[1]), item[0]))
+
+    def runs(split_rows: list[ResultRow]) -> int:
+        return sum(len(line) for line in _lines(split_rows).values())
+
+    ordered = sorted(splits.items(), key=lambda item: (-runs(item[1]), item[0]))
     return [_compare_split(task, model, print_, split_rows) for (task, model, print_), split_rows in ordered]
 
 

@@ -221,6 +221,16 @@ def test_an_import_or_a_delete_draws_the_comparison_on_show_again(monkeypatch, t
     )
 
 
+def test_the_split_compared_first_is_the_one_with_most_runs_not_most_stored_copies():
+    """One imported copy of a run put its split of 2 stored rows above the split of 2 methods being compared."""
+    compared = [row("zero-shot · mean", GOLD, kind="cloze"), row("lora", GOLD, seed=21, k=16)]
+    copies = [row("head", GOLD[:20], seed=13, k=16, texts=TEXTS[:20]) for _ in range(3)]  # one run, stored 3 times
+    assert [split.fingerprint for split in compare(copies + compared)] == [
+        compared[0].test_fingerprint,
+        copies[0].test_fingerprint,
+    ]
+
+
 def test_the_accuracy_axis_marks_no_tick_above_100_percent():
     """A method at 100 % needs room above it for its label, and the axis once showed 105 % and 110 % in it."""
     import pandas as pd
