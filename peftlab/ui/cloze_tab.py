@@ -200,7 +200,10 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
     classified_event = classify_button.click(
         classify, inputs_kwargs=form | {"text": text}, outputs=classified, api_name="classify", **light()
     )
-    answer(classified_event, classified, classify_button, stale_on=new_task)
+    # one text's answer is about the prompt it was given: it stood, with a note on label words no longer in the box,
+    # beside an edited verbalizer (a press gives it again in a second; an evaluation's result stays to compare with)
+    prompt_edited = [templates.input, verbalizer.input, settings["calibration"].input]
+    answer(classified_event, classified, classify_button, stale_on=new_task + prompt_edited)
     # the answer is under the form and its sticky buttons, out of sight at 1280 x 800: nothing seemed to happen
     classified_event.success(None, js=SHOW_VERDICT)
     evaluated = [summary, confusion_plot, errors, predictions_file]
