@@ -377,16 +377,16 @@ def _check_ids(new: dict[str, tuple[str, ResultRow]], mine: dict[str, str]) -> N
     Raises:
         PeftlabError: naming the line, the id and the columns that differ.
     """
-    first: dict[str, tuple[str, ResultRow]] = {}
-    for source, row in new.values():
+    first: dict[str, tuple[str, str]] = {}  # id -> (where in the file, content) of the first new row holding it
+    for content, (source, row) in new.items():
         if row.id in mine:
             other, what = json.loads(mine[row.id]), f"the stored result {row.id[:8]}"
         elif row.id in first:
-            other, what = json.loads(_content(first[row.id][1])), first[row.id][0].replace("Line", "line", 1)
+            other, what = json.loads(first[row.id][1]), first[row.id][0].replace("Line", "line", 1)
         else:
-            first[row.id] = (source, row)
+            first[row.id] = (source, content)
             continue
-        differ = [name for name, value in json.loads(_content(row)).items() if other.get(name) != value]
+        differ = [name for name, value in json.loads(content).items() if other.get(name) != value]
         raise PeftlabError(
             f"{source} has the id of {what} with other figures ({', '.join(differ)}); delete the stored one to "
             "replace it, or empty the row's id to add it as a result of its own."
@@ -499,11 +499,14 @@ def _check_scored(row: ResultRow) -> None:
     classes = len(row.per_class_f1)
     if not classes:
         raise ValueError("it has predictions but no per_class_f1, which names its classes")
+
+    def is_class(label) -> bool:
+        return isinstance(label, int) and not isinstance(label, bool) and label >= 0
+
     for name in ("predictions", "gold"):
         labels = getattr(row, name)
-        if not all(isinstance(label, int) and not isinstance(label, bool) and 0 <= label for label in labels):
-            odd = next(label for label in labels if not isinstance(label, int) or isinstance(label, bool) or label < 0)
-            raise ValueError(f"its {name} hold {_clipped(odd)}, not a class index (0, 1, ...)")
+        if odd := [label for label in labels if not is_class(label)]:
+            raise ValueError(f"its {name} hold {_clipped(odd[0])}, not a class index (0, 1, ...)")
         if max(labels) >= classes:
             raise ValueError(
                 f"its {name} reach class {max(labels)}, but its per_class_f1 names {classes} (0 to {classes - 1})"

@@ -171,13 +171,13 @@ def _not_text(char: str) -> bool:
 
 
 def read_csv_text(text: str, **options) -> pd.DataFrame:
-    """A CSV's table (`pandas.read_csv` with `options`): comma-separated, else the separator its header line uses
-    (semicolon or tab, as spreadsheets in many languages save CSV).
+    """A CSV's table (`pandas.read_csv` with `options`) from text that is not blank: comma-separated, else the
+    separator its header line uses (semicolon or tab, as spreadsheets in many languages save CSV).
 
     Raises:
         ValueError, pandas.errors.ParserError: text pandas cannot read as CSV (a quote left open).
     """
-    header = text.lstrip().splitlines()[0] if text.strip() else ""
+    header = text.lstrip().splitlines()[0]
     separator = max(SEPARATORS, key=lambda sep: (header.count(sep), sep == ","))
     table = pd.read_csv(io.StringIO(text), sep=separator, **options)
     table.columns = [str(name).strip() for name in table.columns]  # "text, label" as spreadsheets write it
