@@ -8,6 +8,10 @@ argv = sys.argv[1:]
 if next((a for a in argv if not a.startswith("-")), None) in LIGHT_COMMANDS:
     raise SystemExit(run_command(light_parser(), argv))
 
-from peftlab.cli import main  # noqa: E402 - the model stack loads only for the commands that need it
+try:
+    from peftlab.cli import main  # the model stack loads only for the commands that need it
+except KeyboardInterrupt:  # Ctrl-C while torch and transformers load (seconds; minutes on a busy machine)
+    print("error: interrupted.", file=sys.stderr)
+    raise SystemExit(130) from None
 
 raise SystemExit(main())

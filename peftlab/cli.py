@@ -207,11 +207,20 @@ def _add_outputs(command: argparse.ArgumentParser) -> None:
 
 
 def _add_model_and_task(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, local folder or Hub id")
-    command.add_argument("--task", default="rt-sentiment", help="embedded task name, CSV/JSONL path or Hub dataset id")
-    command.add_argument("--text-column", default="text", help="text column of a CSV/JSONL/Hub task")
-    command.add_argument("--label-column", default="label", help="label column of a CSV/JSONL/Hub task")
-    command.add_argument("--dtype", default="auto", help="auto (bf16 where the CPU supports it), fp32, bf16 or fp16")
+    # each says its default, as the settings of the configs do (`config.add_arguments`)
+    default = " (default: %(default)s)"
+    command.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, local folder or Hub id" + default)
+    command.add_argument(
+        "--task", default="rt-sentiment", help="embedded task name, CSV/JSONL path or Hub dataset id" + default
+    )
+    command.add_argument("--text-column", default="text", help="text column of a CSV/JSONL/Hub task" + default)
+    command.add_argument("--label-column", default="label", help="label column of a CSV/JSONL/Hub task" + default)
+    command.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],  # refused at once, not after the model stack has loaded
+        help="auto: bf16 where the CPU supports it" + default,
+    )
 
 
 def _progress_printer(label: str):
@@ -475,6 +484,11 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
                         file=sys.stderr,
                     )
         finished = True
+    except KeyboardInterrupt:  # said, as a stop after some rows says what it wrote (below)
+        if not rows and (args.out or args.run_json):
+            PROGRESS.end()
+            print("Nothing was written: no run had finished.", file=sys.stderr)
+        raise
     finally:  # a stop (Ctrl-C) or a failure keeps the rows that finished in the files asked for
         results = results_frame(rows)
         # a failure before any row leaves the files as they were: an empty table replaced a results file

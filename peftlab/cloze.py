@@ -343,7 +343,12 @@ CALIBRATIONS: dict[str, Calibration] = {
             "(Zhao et al. 2021, Calibrate Before Use)",
         ),
         _MeanCalibration(
-            "mean", "each label's log-probability centred on its mean over the scored texts", needs_set=True
+            "mean",
+            # the JSON's calibration_reference_texts counts the others ("44" beside 20 scored texts, unexplained)
+            f"each label's log-probability centred on its mean over the scored texts (with fewer than "
+            f"{MEAN_REFERENCE_TEXTS}, over them and other texts of the test split, up to {MEAN_REFERENCE_TEXTS} in "
+            "all)",
+            needs_set=True,
         ),
     )
 }

@@ -235,10 +235,12 @@ class ResultStore:
         if not row_id.strip():
             raise PeftlabError("Give a result's id (its first characters are enough); list the results to see them.")
         found = [r for r in self.rows() if r.id.startswith(row_id.strip())]
-        if len(found) != 1:
+        if not found:
+            raise PeftlabError(f"No result has an id starting with {row_id!r}; list the results to see their ids.")
+        if len(found) > 1:  # "(0 do)" and "(2 do)" read awkwardly
             raise PeftlabError(
-                f"No single result has an id starting with {row_id!r} ({len(found)} do); list the results to see "
-                "their ids."
+                f"{len(found)} results have ids starting with {row_id!r}; give more of the id's characters (list the "
+                "results to see them)."
             )
         return found[0]
 

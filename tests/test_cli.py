@@ -98,6 +98,7 @@ def test_cloze_on_uploaded_csv(capsys, tmp_path):
         (["--model", "no-such-org/no-such-model"], r"Hub is unreachable.*available offline: smollm2-135m"),
         (["--model", "./missing-folder"], r"not a model folder"),
         (["--task", "missing.csv"], r"does not exist"),
+        (["--task", "."], r"^error: '\.' is a folder; give a data file \(CSV or JSON Lines: \.csv, \.jsonl\)"),
     ],
 )
 def test_bad_input_is_one_error_line(capsys, argv, message):
@@ -515,6 +516,15 @@ def test_a_stopped_grid_writes_the_runs_it_finished(capsys, tmp_path):
         _stream_training(args, None, task, None, [], None, stopped_grid(), None)
     assert pd.read_csv(out)[["method", "test_accuracy"]].values.tolist() == [["zero-shot", 0.75]]
     assert capsys.readouterr().err.endswith(f"Written to {out}: the 1 row finished before it ended.\n")
+
+    def stopped_early():  # Ctrl-C before any run had finished: no word on the files asked for
+        raise KeyboardInterrupt
+        yield
+
+    out.unlink()
+    with pytest.raises(KeyboardInterrupt):
+        _stream_training(args, None, task, None, [], None, stopped_early(), None)
+    assert not out.exists() and capsys.readouterr().err == "Nothing was written: no run had finished.\n"
 
 
 def test_an_interrupt_ends_the_progress_line_before_its_error(capsys):

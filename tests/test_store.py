@@ -105,6 +105,19 @@ def test_a_visitor_importing_anothers_export_gets_copies_and_takes_nothing_away(
     assert [r.owner for r in ResultStore(path, owner="visitor-a").rows()] == ["visitor-a"] * 2
 
 
+def test_an_id_start_that_fits_several_results_says_how_many(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    ids = store.add([row("lora", seed=seed) for seed in range(17)])  # 17 ids: two start with the same hex digit
+    first = next(i[0] for n, i in enumerate(ids) if any(j[0] == i[0] for j in ids[n + 1 :]))
+    sharing = sum(i.startswith(first) for i in ids)
+    with pytest.raises(PeftlabError) as raised:
+        store.get(first)
+    assert str(raised.value) == (
+        f"{sharing} results have ids starting with '{first}'; give more of the id's characters (list the results to "
+        "see them)."
+    )
+
+
 def test_delete_and_bad_files_are_one_sentence(tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
     (kept, gone) = store.add([row(), row("lora")])
@@ -119,8 +132,7 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
     with pytest.raises(PeftlabError) as raised:  # beside an id that names one: was that one deleted?
         store.delete([kept[:8], "zzzz"])
     assert str(raised.value) == (
-        "No single result has an id starting with 'zzzz' (0 do); list the results to see their ids. Nothing was "
-        "deleted."
+        "No result has an id starting with 'zzzz'; list the results to see their ids. Nothing was deleted."
     )
     with pytest.raises(PeftlabError) as raised:  # every id starts with '': not "(0 do)"
         store.delete([""])
