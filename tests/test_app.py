@@ -310,6 +310,8 @@ def test_autoprompt_streams_iterations_and_sends_its_template_to_cloze(client):
 
 
 SECOND_PRESS = r"Press the button again to start, or make the job smaller\."
+# an estimate as `display.duration` says it: a few seconds here, minutes on a busy machine
+DURATION = r"\d+(?:\.\d)? (?:s|min|h)"
 
 
 def test_a_long_search_stops_after_its_first_iteration_to_show_its_estimate(client, monkeypatch):
@@ -318,15 +320,17 @@ def test_a_long_search_stops_after_its_first_iteration_to_show_its_estimate(clie
     args = autoprompt_args(iterations=3)
     status, *_ = call(client, "/autoprompt", *args)
     assert re.fullmatch(
-        rf"\*\*3 iterations and 20 test texts: about \d+ s on this machine\*\* \(from its first steps just now\)\. "
-        rf"{SECOND_PRESS}",
+        rf"\*\*3 iterations and 20 test texts: about {DURATION} on this machine\*\* \(from its first steps just "
+        rf"now\)\. {SECOND_PRESS}",
         status,
     ), status
     job = client.submit(*args, api_name="/autoprompt")  # the same form again: it runs to the end, with a time left
     summary, history, *_ = job.result(timeout=CALL_TIMEOUT_S)
     assert summary.startswith("**Test accuracy") and [row[0] for row in history["data"]] == [0, 1, 2, 3]
     statuses = [update[0] for update in job.outputs()]
-    assert any(re.fullmatch(r"Iteration 1/3 · best dev accuracy .*%, about \d+ s left", s) for s in statuses), statuses
+    assert any(re.fullmatch(rf"Iteration 1/3 · best dev accuracy .*%, about {DURATION} left", s) for s in statuses), (
+        statuses
+    )
 
 
 def test_autoprompt_bad_input_is_one_sentence(client):
@@ -596,9 +600,8 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
     assert re.match(r"DPO done \(\d+ s, \d+ comparisons\)\. Compare it with SFT and PPO below\.", status), status
     assert [panel["text"] for panel in json.loads(plot["plot"])["layout"]["annotations"]] == list(DPO_PANELS)
 
-    status, update, _scores, frontier = call(client, "/rlhf_evaluate", "vader-positive", 3, 0)
-    table = update["value"]  # an update that also sets the column widths
-    assert update["column_widths"][:2] == ["180px", "280px"] and len(update["column_widths"]) == len(table["headers"])
+    # the table alone, as every table's event sends it (its column widths follow in a change event of the page's)
+    status, table, _scores, frontier = call(client, "/rlhf_evaluate", "vader-positive", 3, 0)
     number = r"\*\*[+-]\d\.\d{3}\*\* \(reward model [+-]\d\.\d{2}\)"
     assert re.match(
         rf"On 3 held-out prompts, mean vader-positive score: SFT {number}; PPO {number}, KL to SFT "
@@ -658,7 +661,8 @@ def test_a_long_rlhf_stage_stops_after_its_first_steps_and_leaves_the_stages_as_
     sft = [tiny_causal_folder, None, None, "lora", 5, 1e-3, 0]
     status, *_ = call(visitor, "/rlhf_sft", *sft)
     assert re.fullmatch(
-        rf"\*\*5 SFT steps: about \d+ s on this machine\*\* \(from its first steps just now\)\. {SECOND_PRESS}", status
+        rf"\*\*5 SFT steps: about {DURATION} on this machine\*\* \(from its first steps just now\)\. {SECOND_PRESS}",
+        status,
     ), status
     with pytest.raises(AppError, match=r"^Run step 1 \(SFT\) first\.$"):  # the two steps it ran were dropped
         call(visitor, "/rlhf_sample_for_ranking", 2, 0)
@@ -674,11 +678,16 @@ def test_a_long_rlhf_stage_stops_after_its_first_steps_and_leaves_the_stages_as_
     # the reward model prices the sampling before it samples: from one batch sampled just now
     reward = ["simulated labeler", "vader-positive", 3, 10, 0, 3, 0]
     status, *_ = call(visitor, "/rlhf_reward", *reward)
-    assert re.fullmatch(
-        rf"\*\*\d+ samples to rank and 3 steps: about \d+ s on this machine\*\* \(from its pace on this machine\)\. "
-        rf"{SECOND_PRESS}",
+    # the samples counted as K per prompt, and the prompts as what the comparisons need and the held-out test
+    plan = re.fullmatch(
+        r"\*\*(\d+) samples to rank \(K = 3 for each of (\d+) prompts: (\d+) for 10 training comparisons, (\d+) held "
+        rf"out to test the reward model\) and 3 steps: about {DURATION} on this machine\*\* \(from the paces measured "
+        rf"so far\)\. {SECOND_PRESS}",
         status,
-    ), status
+    )
+    assert plan, status
+    samples, prompts, training, held_out = map(int, plan.groups())
+    assert (samples, prompts, training) == (3 * prompts, training + held_out, 5)  # 10 comparisons x 1.25 / 3 a prompt
     status, *_ = call(visitor, "/rlhf_reward", *reward)
     assert status.startswith("Reward model: held-out pair accuracy"), status
 

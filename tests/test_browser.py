@@ -292,6 +292,7 @@ def test_compare_tab_runs_a_small_standard_comparison_and_shows_the_table_and_bo
     from peftlab.report import compare, display_table
     from peftlab.standard import STANDARD_METHODS
     from peftlab.store import ResultStore
+    from peftlab.ui.display import column_widths
 
     store = tmp_path / "results.sqlite"
     monkeypatch.setenv("PEFTLAB_RESULTS", str(store))  # this test's rows only (the app runs in this process)
@@ -333,6 +334,10 @@ def test_compare_tab_runs_a_small_standard_comparison_and_shows_the_table_and_bo
         table = tab.get_by_role("grid", name="One line per method (mean ± std over seeds)")
         for method, accuracy in zip(expected["method"], expected["accuracy"]):
             expect(table.get_by_role("row", name=re.compile(rf"^{re.escape(method)} \d"))).to_contain_text(accuracy)
+        # each column as wide as its header's longest word and its cells need ("accuracy" broke as "accura / cy")
+        widths = column_widths(expected)
+        expect(table.locator("th").first).to_have_attribute("style", re.compile(rf"width: {widths[0]}"))
+        assert table.locator("th").evaluate_all("ths => ths.map(th => th.style.width)") == widths
         expect(tab.get_by_role("grid", name=re.compile("Results on other test splits"))).to_have_count(0)
         charts = tab.locator(".js-plotly-plot")
         expect(charts).to_have_count(2, timeout=30_000)

@@ -48,9 +48,13 @@ def test_the_first_long_job_stops_after_its_first_steps_then_starts_on_the_secon
     for step, elapsed in ((0, 1.0), (1, 3.0), (2, 5.0), (3, 7.0)):
         assert second.observe(Event(step=step, elapsed=elapsed)) is None
     assert second.time_left(Event(step=3, elapsed=7.0)) == ", about 3 min left"  # 97 steps x 2 s
+    # after the last step comes what is not priced (saving, merging an adapter): SFT said "about 0 s left" for 30 s
+    assert second.time_left(Event(step=100, elapsed=201.0)) == ", finishing…"
 
     third = press()  # a later press of the same long job is priced before it starts
-    assert third.refusal().startswith("**100 iterations: about 3 min on this machine** (from its pace on this machine)")
+    assert third.refusal().startswith(
+        "**100 iterations: about 3 min on this machine** (from the paces measured so far)"
+    )
 
 
 @pytest.mark.parametrize("public", [True, False])

@@ -188,6 +188,25 @@ def test_readable_tables_show_fractions_in_percent_and_round_the_rest():
     assert readable(summary)["accuracy (std)"].tolist() == ["", "2.0%"]
 
 
+def test_a_shown_table_fits_each_header_word_and_wraps_long_text():
+    import pandas as pd
+
+    from peftlab.ui.display import CELL_PX, CHAR_PX, column_widths
+
+    # a long method name beside short numbers: left to gradio, "accuracy" broke as "accura / cy"
+    frame = pd.DataFrame(
+        {
+            "method": ['autoprompt (iterations 20, template "{text} [T] [T] [T] [T] [T] [T] [T] {mask}")', "lora"],
+            "K": [16, 16],
+            "accuracy": ["55.0%", "91.7% ± 2.1%"],
+            "seconds (training + scoring)": ["4.6", "78"],
+        }
+    )
+    chars = [32, 2, 12, len("(training")]  # wrapped; the longest cell (twice); the header's longest word
+    assert column_widths(frame, wrap_at=32) == [f"{round(n * CHAR_PX) + CELL_PX}px" for n in chars]
+    assert column_widths(pd.DataFrame(columns=["method", "K"])) == [f"{round(n * CHAR_PX) + CELL_PX}px" for n in (6, 1)]
+
+
 def test_a_slider_typed_out_of_range_names_itself():
     import gradio as gr
 

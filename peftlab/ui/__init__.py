@@ -43,6 +43,10 @@ html { scroll-padding-bottom: 140px; }
 .block.status-line { min-height: 40px; }
 .block.status-line > .wrap.center { align-items: flex-end; background: transparent; }
 .block.status-line > .wrap.center .error { margin-right: 36px; }
+/* ... and its sentence wraps before the badge and the clear button (on a phone they hid half of it), and goes under
+   a progress bar, not behind it */
+.block.status-line:has(> .wrap.center .error) > [data-testid="markdown-wrapper"] { padding-right: 150px; }
+.block.status-line > .wrap.center:has(.progress-level) { position: relative !important; }
 """
 # Gradio's own copies of served files (uploads, anything outside a session folder): removed after an hour.
 DELETE_CACHE = (600, 3600)

@@ -43,7 +43,7 @@ from peftlab.ui.common import (
     verbalizer_box,
     verbalizer_lines,
 )
-from peftlab.ui.display import readable, warning_notes
+from peftlab.ui.display import fitted_table, readable, warning_notes
 from peftlab.ui.estimates import Paced, cost_key
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.zerogpu import call_on_gpu, on_gpu
@@ -208,9 +208,7 @@ def build_autoprompt_tab(cloze: dict, tabs: gr.Tabs, cloze_tab_id: str) -> None:
         stop_button = gr.Button("Stop", variant="stop")
     status = status_line()
     # the whole width: its nine columns did not fit beside the curve at 1280 px ("train acc" showed as "tr…")
-    history = gr.Dataframe(
-        label="Trigger per iteration", headers=list(HISTORY_COLUMNS), interactive=False, max_height=320
-    )
+    history = fitted_table(label="Trigger per iteration", headers=list(HISTORY_COLUMNS), max_height=320)
     curve = gr.Plot(label="Dev accuracy")
     with gr.Row():
         found_template = gr.Textbox(label="Found template", interactive=False)

@@ -34,7 +34,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import per_second, readable, verdict, warning_notes
+from peftlab.ui.display import fitted_table, per_second, readable, verdict, warning_notes
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.zerogpu import call_on_gpu, on_zero_gpu
 
@@ -177,21 +177,17 @@ def build_cloze_tab() -> dict[str, gr.components.Component]:
         with gr.Column(min_width=CHART_MIN_WIDTH):
             text_verdict = gr.Markdown(elem_id="cloze-verdict")
             label_plot = gr.Plot(label="Label probabilities")
-            top_tokens = gr.Dataframe(
-                label="Model's top tokens at the mask", headers=list(TOKEN_COLUMNS), interactive=False
-            )
+            top_tokens = fitted_table(label="Model's top tokens at the mask", headers=list(TOKEN_COLUMNS))
         with gr.Column(min_width=CHART_MIN_WIDTH):
             summary = status_line()
             confusion_plot = gr.Plot(label="Confusion matrix")
             predictions_file = gr.File(label="All predictions (CSV)")
-    errors = gr.Dataframe(
+    errors = fitted_table(
         label="Most confident errors",
-        interactive=False,
-        wrap=True,
         headers=list(ERROR_COLUMNS),
-        column_widths=["14%", "14%", "12%", "60%"],
         max_chars=TEXT_CELL_CHARS,
         max_height=500,
+        wrap_at=72,
     )
 
     on_task_change(source, suggest, [templates, verbalizer], api_name="suggest_prompt", read=[templates, verbalizer])

@@ -53,7 +53,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import duration, readable, time_left, took, warning_notes
+from peftlab.ui.display import duration, fitted_table, readable, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
@@ -270,16 +270,12 @@ def build_compare_tab(tab: gr.Tab) -> None:
         refresh = gr.Button("Refresh the lists")
         show = gr.Button("Compare", variant="primary")
     status = status_line()
-    table = gr.Dataframe(
-        label="One line per method (mean ± std over seeds)", headers=list(DISPLAY_COLUMNS), interactive=False, wrap=True
-    )
+    table = fitted_table(label="One line per method (mean ± std over seeds)", headers=list(DISPLAY_COLUMNS))
     with gr.Row():
         # no labels: each figure has its title, and RLHF results put their score-KL frontier in the first
         by_parameters = gr.Plot(label="Accuracy vs trainable parameters", show_label=False, min_width=CHART_MIN_WIDTH)
         by_seconds = gr.Plot(label="Accuracy vs time", show_label=False, min_width=CHART_MIN_WIDTH)
-    apart = gr.Dataframe(
-        label="Results on other test splits (not comparable with the table above)", interactive=False, visible=False
-    )
+    apart = fitted_table(label="Results on other test splits (not comparable with the table above)", visible=False)
     with gr.Row():
         table_file = gr.File(label="The table (CSV)")
         report_file = gr.File(label="One-page report (HTML: table, charts, every row's settings)")
@@ -311,10 +307,10 @@ def build_compare_tab(tab: gr.Tab) -> None:
             run_button = gr.Button("Run the standard comparison", variant="primary")
             stop_button = gr.Button("Stop", variant="stop")
         run_status = status_line()
-        run_table = gr.Dataframe(label="This run so far", headers=list(DISPLAY_COLUMNS), interactive=False, wrap=True)
+        run_table = fitted_table(label="This run so far", headers=list(DISPLAY_COLUMNS))
     form = dict(**source, template=template, verbalizer=verbalizer, methods=methods, **settings, steps=steps)
     with gr.Accordion("Stored results: list, export, import, delete", open=False) as stored:
-        listing = gr.Dataframe(label="Stored results", headers=LIST_COLUMNS, interactive=False)
+        listing = fitted_table(label="Stored results", headers=LIST_COLUMNS)
         with gr.Row():
             list_button = gr.Button("List")
             export_button = gr.Button("Export all (JSON Lines)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import gradio as gr
 import pandas as pd
 
 from peftlab.report import share_text, short_figure
@@ -62,6 +63,39 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     return shown.rename(columns=HEADERS)
 
 
+# a table's text is monospace at 14 px (8.4 px a character); a cell adds its padding and border
+CHAR_PX, CELL_PX = 8.5, 26
+
+
+def column_widths(frame: pd.DataFrame, wrap_at: int = 32) -> list[str]:
+    """A width per column of `frame`, in pixels, that its header fits in without breaking a word and its cells fit
+    in up to `wrap_at` characters (longer text wraps at spaces)."""
+    widths = []
+    for column in frame.columns:
+        header = max((len(word) for word in str(column).split()), default=0)
+        longest = max((len(str(cell)) for cell in frame[column]), default=0)
+        widths.append(f"{round(max(header, min(longest, wrap_at)) * CHAR_PX) + CELL_PX}px")
+    return widths
+
+
+def fitted_table(value=None, wrap_at: int = 32, **options) -> gr.Dataframe:
+    """A read-only gr.Dataframe (`options` as gr.Dataframe takes them) whose columns take the widths their header and
+    cells need (`column_widths`) each time its value changes. Left to gradio, a table with one long text column gave
+    the others a few letters each: "accuracy" broke as "accura / cy" and "trainable" as one or two letters a line. A
+    wide table scrolls sideways. The widths follow the value in a change event of their own, so the events that fill
+    the table send API clients the table alone."""
+    table = gr.Dataframe(value, interactive=False, wrap=True, **options)
+    table.change(
+        lambda frame: gr.Dataframe(column_widths=column_widths(frame, wrap_at)),
+        table,
+        table,
+        queue=False,
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    return table
+
+
 def _number(value: float) -> str:
     if pd.isna(value):
         return ""
@@ -108,7 +142,13 @@ def time_left(started: float, fraction: float, expected: float) -> str:
         return ""
     measured = (time.perf_counter() - started) * (1 - fraction) / fraction
     estimated = expected * (1 - fraction)
-    return f", about {duration((1 - fraction) * estimated + fraction * measured)} left"
+    return left((1 - fraction) * estimated + fraction * measured)
+
+
+def left(seconds: float) -> str:
+    """', about 4 min left'; ', finishing…' under a second: what follows a job's last step (saving, merging an
+    adapter, scoring) is not priced, and "about 0 s left" stood for half a minute after SFT's last step."""
+    return f", about {duration(seconds)} left" if seconds >= 0.5 else ", finishing…"
 
 
 def took(started: float, expected: float) -> str:

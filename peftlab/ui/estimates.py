@@ -17,7 +17,7 @@ from peftlab.models import LM
 from peftlab.serving import current_caps
 from peftlab.standard import MeasuredCosts, measure
 from peftlab.training import Event
-from peftlab.ui.display import duration
+from peftlab.ui.display import duration, left
 from peftlab.ui.sessions import SESSIONS
 from peftlab.zerogpu import call_on_gpu
 
@@ -145,7 +145,7 @@ class Paced:
         (its steps are priced when they run, in `observe`)."""
         seconds = self.seconds(_PACES.get(self.key, Pace(0.0, 0.0)))
         message = unconfirmed(
-            self.request, self.kind, self.form, seconds, self.plan, "its pace on this machine", warning
+            self.request, self.kind, self.form, seconds, self.plan, "the paces measured so far", warning
         )
         self.confirmed = message is None and (seconds > CONFIRM_ABOVE_S or bool(warning))
         return message
@@ -180,4 +180,4 @@ class Paced:
         pace = _PACES.get(self.key)
         if pace is None:
             return ""
-        return f", about {duration((self.steps - event.step) * pace.per_step + self.extra(pace))} left"
+        return left((self.steps - event.step) * pace.per_step + self.extra(pace))

@@ -58,7 +58,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import duration, time_left, took, warning_notes
+from peftlab.ui.display import duration, fitted_table, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.soft_prompts_tab import keep_trained, method_choices, trained_method_panel
@@ -235,7 +235,7 @@ def build_pet_tab() -> None:
         run_button = gr.Button("Run PET", variant="primary")
         stop_button = gr.Button("Stop", variant="stop")
     status = status_line()
-    table = gr.Dataframe(_table([], len(templates)), label="Test accuracy per seed", interactive=False, wrap=True)
+    table = fitted_table(_table([], len(templates)), label="Test accuracy per seed")
     with gr.Row():
         curves = gr.Plot(label="Training curves (every pattern's model and the classifier)", min_width=CHART_MIN_WIDTH)
         soft = gr.Plot(label="Soft labels (last seed)", min_width=CHART_MIN_WIDTH)

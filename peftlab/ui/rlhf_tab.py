@@ -22,7 +22,14 @@ from peftlab.rlhf.data import load_comparisons, load_demonstrations
 from peftlab.rlhf.dpo import DPOConfig, DPOResult
 from peftlab.rlhf.generation import sample_responses
 from peftlab.rlhf.labelers import LABELERS, labeler_by_name
-from peftlab.rlhf.pipeline import HELDOUT_PROMPTS, PipelineConfig, RLHFData, check_ranks, ranked_prompt_count
+from peftlab.rlhf.pipeline import (
+    HELDOUT_PROMPTS,
+    PipelineConfig,
+    RLHFData,
+    check_ranks,
+    heldout_ranked_prompts,
+    ranked_prompt_count,
+)
 from peftlab.rlhf.ppo import PPOConfig, PPOResult
 from peftlab.rlhf.reward import REPORT_COLUMNS, RewardConfig, RewardResult, heldout_report
 from peftlab.rlhf.session import RANKING_SOURCES, RLHFSession
@@ -51,7 +58,7 @@ from peftlab.ui.common import (
     upload_limit_note,
     user_errors,
 )
-from peftlab.ui.display import warning_notes
+from peftlab.ui.display import fitted_table, warning_notes
 from peftlab.ui.estimates import Pace, Paced, cost_key, known_pace, record_pace
 from peftlab.ui.inputs import config_from_form, config_input, named_number
 from peftlab.ui.rlhf_calls import Ranked, Sampled, ppo_in_chunks, reward_stage, saved_zip, session_call, stage
@@ -232,10 +239,11 @@ def save_ranking(request: gr.Request, *ranks):
     return [ranking_count(session), "", *ranking_slots([])]
 
 
-def _sampling_pace(session: RLHFSession, key: tuple) -> Pace:
+def _sampling_pace(session: RLHFSession, key: tuple, progress: gr.Progress) -> Pace:
     """Seconds per response the SFT policy samples for ranking: from the last sampling on this machine, or from one
-    batch of responses sampled now (a few seconds)."""
+    batch of responses sampled now (a few seconds; minutes on a busy CPU, said on `progress`)."""
     if (pace := known_pace(key)) is None:
+        progress(0, desc="timing one batch of samples, to estimate the job")
         pace = Pace(
             0.0,
             call_on_gpu(_sampling_seconds, session, key[-1], kind=f"rlhf-sampling:{session.lm.name}", what="Sampling"),
@@ -268,10 +276,18 @@ def reward_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, 
 @user_errors
 def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     session, reward_config, config = reward_inputs(form, request)
-    sampled = ranked_prompt_count(config, session.data) * config.k if form["source"] == RANKING_SOURCES[0] else 0
+    prompts = ranked_prompt_count(config, session.data) if form["source"] == RANKING_SOURCES[0] else 0
+    sampled = prompts * config.k
     sampling = ("rlhf-sampling", session.lm.name, config.max_new_tokens)
-    sampling_seconds = sampled * _sampling_pace(session, sampling).per_step if sampled else 0.0
-    plan = f"{sampled} samples to rank and {reward_config.steps} steps" if sampled else f"{reward_config.steps} steps"
+    sampling_seconds = sampled * _sampling_pace(session, sampling, progress).per_step if sampled else 0.0
+    plan = f"{reward_config.steps} steps"
+    if sampled:  # most of it: the held-out prompts, whatever the comparisons asked ("2 comparisons" read as 54)
+        held_out = heldout_ranked_prompts(config, session.data)
+        plan = (
+            f"{sampled} samples to rank (K = {config.k} for each of {counted(prompts, 'prompt')}: "
+            f"{prompts - held_out} for {counted(config.rm_pairs, 'training comparison')}, {held_out} held out to "
+            f"test the reward model) and {plan}"
+        )
     paced = _paced(
         request, "reward", form, (session.lm.name,), reward_config, plan, extra=lambda pace: sampling_seconds
     )
@@ -525,18 +541,12 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
         [_header(f"{r}_labeler_score") for r in ("sft", *routes)],
         f"{s['labeler']} score",
     )
-    # the answers wrap in wide columns; the numbers keep a width their figures and short headers fit in (in
-    # percentages, 8 score and KL columns of 3 routes were 3 % each: headers broke every two letters)
-    widths = [ANSWER_WIDTHS.get(column.split()[-1], "90px") for column in shown.columns]
     return (
         status,
-        gr.Dataframe(shown, column_widths=widths),
+        shown,
         scores,
         score_kl_frontier(s, routes, f"{s['labeler']} score"),
     )
-
-
-ANSWER_WIDTHS = {"prompt": "180px", "answer": "280px"}  # by a side-by-side header's last word; numbers 90px
 
 
 def _header(column: str) -> str:
@@ -604,11 +614,13 @@ def build_rlhf_tab() -> None:
             label="Demonstrations JSONL {prompt, response} (optional)" + upload_limit_note(),
             file_types=[".jsonl"],
             height=140,  # its two-line label leaves "Click to Upload" room only above about 130 px
+            min_width=CHART_MIN_WIDTH,  # each on its own line on a phone: in half of it the label covered the drop text
         )
         comparisons = gr.File(
             label="Comparisons JSONL {prompt, chosen, rejected} or {prompt, ranked} (optional)" + upload_limit_note(),
             file_types=[".jsonl"],
-            height=140,  # its two-line label leaves "Click to Upload" room only above about 130 px
+            height=140,
+            min_width=CHART_MIN_WIDTH,
         )
     told_on_upload(demonstrations, load_demonstrations, "demonstration")
     told_on_upload(comparisons, load_comparisons, "comparison")  # a ranking of K counts as its K(K-1)/2 pairs
@@ -634,7 +646,14 @@ def build_rlhf_tab() -> None:
             "comparisons; rank answers to at least 2 prompts (one part trains the reward model, one tests it)."
         )
         with gr.Row():
-            rank_k = config_input(PipelineConfig, "k", maximum=MAX_RANKED, elem_id="rlhf-rank-k")
+            # its own help: the reward model's K below is the simulated labeler's, and two boxes alike read as one
+            rank_k = config_input(
+                PipelineConfig,
+                "k",
+                maximum=MAX_RANKED,
+                elem_id="rlhf-rank-k",
+                info="answers you sample from the SFT model and rank yourself, one training prompt at a time",
+            )
             sample_button = gr.Button("Sample responses to rank")
         rank_prompt = gr.Markdown()
         rank_columns, rank_texts, rank_choices = [], [], []
@@ -648,7 +667,9 @@ def build_rlhf_tab() -> None:
     with gr.Row():
         source = gr.Radio(list(RANKING_SOURCES), value=RANKING_SOURCES[0], label="Comparisons from")
         comparisons.change(comparisons_source, [comparisons, source], [source], api_visibility="private", **INSTANT)
-        k = config_input(PipelineConfig, "k")
+        k = config_input(
+            PipelineConfig, "k", info="ranked by the simulated labeler; your own rankings keep the K you sampled"
+        )
         rm_pairs = config_input(PipelineConfig, "rm_pairs")
         rm_lora = config_input(RewardConfig, "lora_r", label="Reward model LoRA rank (0 = head only)")
         rm_steps = config_input(RewardConfig, "steps", elem_id="rlhf-rm-steps")
@@ -657,20 +678,13 @@ def build_rlhf_tab() -> None:
     rm_status = status_line()
     with gr.Row():
         rm_plot = gr.Plot(label="Reward model", min_width=CHART_MIN_WIDTH)
-        rm_check = gr.Dataframe(
-            label="Held-out accuracy by the labeler's margin, and InstructGPT's for scale",
-            headers=list(REPORT_COLUMNS),
-            column_widths=["34%", "14%", "20%", "32%"],  # equal shares cut "accuracy" and wrapped "pairs"
-            interactive=False,
-            wrap=True,
+        rm_check = fitted_table(
+            label="Held-out accuracy by the labeler's margin, and InstructGPT's for scale", headers=list(REPORT_COLUMNS)
         )
-    rm_pairs_table = gr.Dataframe(
+    rm_pairs_table = fitted_table(
         label="Some training comparisons",
         headers=["prompt", "chosen", "rejected"],
-        column_widths=["30%", "35%", "35%"],
-        wrap=True,
         max_chars=TEXT_CELL_CHARS,
-        interactive=False,
         max_height=300,
     )
 
@@ -707,11 +721,9 @@ def build_rlhf_tab() -> None:
     with gr.Row():
         eval_plot = gr.Plot(label="Labeler scores", min_width=CHART_MIN_WIDTH)
         frontier_plot = gr.Plot(label="Score against KL", min_width=CHART_MIN_WIDTH)
-    eval_table = gr.Dataframe(
+    eval_table = fitted_table(
         label="Side by side",
         headers=["prompt", *(_header(f"{route}_response") for route in (REFERENCE, "ppo", "dpo"))],  # and scores
-        interactive=False,
-        wrap=True,
         max_chars=TEXT_CELL_CHARS,
         max_height=400,
     )

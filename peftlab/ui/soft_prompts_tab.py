@@ -68,7 +68,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import duration, readable, time_left, took, warning_notes
+from peftlab.ui.display import duration, fitted_table, readable, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
@@ -435,10 +435,8 @@ def build_soft_prompts_tab() -> None:
     with gr.Row():
         curves = gr.Plot(label="Training curves", min_width=CHART_MIN_WIDTH)
         scatter = gr.Plot(label="Accuracy vs trainable parameters", min_width=CHART_MIN_WIDTH)
-    summary = gr.Dataframe(
-        readable(summarize(results_frame([]))), label="Summary (mean ± std over seeds)", interactive=False
-    )
-    results = gr.Dataframe(readable(results_frame([])), label="Every run", interactive=False)
+    summary = fitted_table(readable(summarize(results_frame([]))), label="Summary (mean ± std over seeds)")
+    results = fitted_table(readable(results_frame([])), label="Every run")
     with gr.Row():
         results_file = gr.File(label="Results (CSV)")
         run_file = gr.File(label="Whole run (JSON)")
@@ -499,10 +497,8 @@ def build_soft_prompts_tab() -> None:
             sweep_stop = gr.Button("Stop", variant="stop")
         sweep_status = status_line()
         sweep_plot = gr.Plot(label="Accuracy vs the setting")
-        sweep_table = gr.Dataframe(
-            readable(_sweep_summary([], SweepConfig.varied)),
-            label="Per value (mean ± std over seeds)",
-            interactive=False,
+        sweep_table = fitted_table(
+            readable(_sweep_summary([], SweepConfig.varied)), label="Per value (mean ± std over seeds)"
         )
         sweep_method.change(setting_choices, [sweep_method], [sweep_setting], api_name="sweep_settings", **INSTANT)
         heavy_job(

@@ -25,7 +25,7 @@ from peftlab.ui.common import (
     load_model,
     user_errors,
 )
-from peftlab.ui.display import readable, verdict
+from peftlab.ui.display import fitted_table, readable, verdict
 from peftlab.zerogpu import call_on_gpu
 
 TASK = "rt-sentiment"
@@ -231,9 +231,7 @@ def build_start_tab(tabs: gr.Tabs, compare_tab_id: str) -> None:
             gr.Markdown(STEP_2)
             score_button = gr.Button(f"2. Score {STEP_TEXTS} test reviews", variant="primary")
             scores_summary = gr.Markdown()
-            scores = gr.Dataframe(
-                label="Accuracy by calibration", headers=["calibration", "accuracy", "macro-F1"], interactive=False
-            )
+            scores = fitted_table(label="Accuracy by calibration", headers=["calibration", "accuracy", "macro-F1"])
         with gr.Column():
             gr.Markdown(STEP_3)
             compare_button = gr.Button("3. Open the Compare tab", variant="primary")
