@@ -48,7 +48,8 @@ class SplitComparison:
     support: dict
     baseline: str | None
     table: pd.DataFrame
-    notes: list[str]  # lines whose runs repeat a seed (`_repeat_notes`), or lean on one label (`leaning_notes`)
+    # lines whose runs repeat a seed (`_repeat_notes`), stopped before the end (`_stopped_notes`), or lean on one label
+    notes: list[str]
 
 
 def compare(rows: Sequence[ResultRow]) -> list[SplitComparison]:
@@ -147,6 +148,27 @@ def _repeat_notes(
     return notes
 
 
+def _stopped_notes(lines: dict[tuple, list[ResultRow]], told: dict[tuple, list[str]]) -> list[str]:
+    """A sentence per line with runs stopped before their end (Stop, a closed page): a stopped run was counted in its
+    line's mean with no sign that it had not trained to the end."""
+    notes = []
+    for key, runs in lines.items():
+        stopped = [how for r in runs if (how := _stopped(r))]
+        if stopped:
+            which = "its run" if len(runs) == 1 else f"{len(stopped)} of its {len(runs)} runs"
+            notes.append(f"{_noted(key, told)}: {which} {'; '.join(stopped)}, counted as it was then.")
+    return notes
+
+
+def _stopped(row: ResultRow) -> str:
+    """How `row`'s run was stopped before its end, "" when it was not: a training run's status ("stopped at step 1
+    of 3"), an AutoPrompt search's setting ("after 2 of 20 iterations")."""
+    status = str(row.metrics.get("status", ""))
+    if status.startswith("stopped"):
+        return status
+    return f"stopped {row.settings['stopped']}" if row.settings.get("stopped") else ""
+
+
 def _chosen(settings):
     """The settings without PER_RUN_SETTINGS, at every depth: what a person chose for every run of a line."""
     if isinstance(settings, dict):
@@ -208,7 +230,7 @@ def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow
     support = {label: 0 for label in labels}
     for index in gold:
         support[labels[index]] += 1
-    notes = _repeat_notes(rows, lines, told) + _leaning_lines(lines, labels, told)
+    notes = _repeat_notes(rows, lines, told) + _stopped_notes(lines, told) + _leaning_lines(lines, labels, told)
     # rows stored before the counts were recorded have none: their number of texts is all that is known
     described = next((r.settings for r in rows if "rows_scored" in r.settings), None)
     scored = scored_note(described) if described else f"{len(gold)} texts"
@@ -266,7 +288,7 @@ DISPLAY_COLUMNS = (
     "accuracy",
     "macro-F1",
     "trainable",
-    "seconds (training + scoring)",  # a grid's "train s" leaves the scoring out
+    "seconds (training + scoring)",  # a grid's "training seconds" leave the scoring out
     "vs baseline (points, 95% CI)",
     "verdict",
 )

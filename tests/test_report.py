@@ -103,6 +103,20 @@ def test_a_seed_run_again_and_a_zero_shot_stored_twice_count_once():
     ]
 
 
+def test_a_line_with_a_stopped_run_says_so():
+    """A grid stopped at its first step (Stop, or the page closed) stored a run that the comparison averaged with the
+    finished ones, with no sign that it had not trained to the end."""
+    stopped = row("prompt-tuning", flip(2), seed=21, k=4)
+    stopped.metrics["status"] = "stopped at step 1 of 3"
+    rows = [row("zero-shot", flip(12), kind="cloze"), row("prompt-tuning", flip(8), seed=13, k=4), stopped]
+    (split,) = compare(rows)
+    assert split.notes == ["prompt-tuning (K 4): 1 of its 2 runs stopped at step 1 of 3, counted as it was then."]
+    search = row("autoprompt", flip(6), k=16, kind="autoprompt")
+    search.settings["stopped"] = "after 2 of 20 iterations"
+    (split,) = compare([rows[0], search])
+    assert split.notes == ["autoprompt (K 16): its run stopped after 2 of 20 iterations, counted as it was then."]
+
+
 def test_rows_on_another_split_are_shown_apart_never_mixed():
     other_texts = TEXTS[:20]
     rows = [
