@@ -492,7 +492,16 @@ def pet_args(**changes) -> list:
 
 
 def test_pet_tab_trains_every_pattern_distils_a_classifier_and_offers_it(client):
-    status, table, _curves, soft, picker = call(client, "/pet", *pet_args(), timeout=FIRST_CALL_TIMEOUT_S)
+    job = client.submit(*pet_args(), api_name="/pet")
+    status, table, _curves, soft, picker = job.result(timeout=FIRST_CALL_TIMEOUT_S)
+    # every step of every model said (a line per model stood unchanged for minutes on a busy CPU): 2 of each
+    steps = [
+        m.group(1, 2)
+        for update in job.outputs()
+        if (m := re.match(r"Seed 13: training (.+), step (\d) of 2", update[0]))
+    ]
+    models = ["pattern 1 (generation 0)", "pattern 2 (generation 0)", "classifier (generation 0)"]
+    assert steps == [(model, step) for model in models for step in "12"], steps
     assert re.fullmatch(r"1 of 1 seeds finished in [\d.]+ (s|min) \(estimated [\d.]+ (s|min|h)\)\.", status), status
     assert table["headers"] == ["seed", "pattern 1", "pattern 2", "ensemble", "PET", "soft labels right"]
     (row,) = table["data"]

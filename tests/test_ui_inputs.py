@@ -390,9 +390,12 @@ def test_a_cloze_evaluation_stops_at_the_job_time_limit(tiny_causal_folder, easy
     from peftlab.serving import LOCAL_CAPS
     from peftlab.ui import sessions
     from peftlab.ui.cloze_tab import run_evaluation
+    from peftlab.ui.common import load_model
     from tests.test_zerogpu import cloze_form
 
     monkeypatch.setattr(sessions, "current_caps", lambda: dataclasses.replace(LOCAL_CAPS, job_minutes=1e-9))
+    # scores an earlier test memoized (`cloze._scores`) would come back at once, with no batch to read the flag after
+    load_model(tiny_causal_folder).derived.clear()
     summary, confusion, errors, predictions = run_evaluation(None, **cloze_form(tiny_causal_folder, easy_csv))
     assert summary == (
         # the flag is read after each batch: the first holds 4 of the 6 texts (batch_size 4)
@@ -537,6 +540,14 @@ def test_two_templates_on_one_line_are_told_how_to_separate_them():
         "{text} It was{mask}",
     ]
     assert split_templates("Review --- {text} Sentiment:{mask}") == ["Review --- {text} Sentiment:{mask}"]  # one {mask}
+    # written one per line, as PET's patterns often are: the same sentence
+    with pytest.raises(PeftlabError) as refused:
+        split_templates("{text} It was {mask}.\nJust {mask}! {text}")
+    assert str(refused.value) == (
+        "'{text} It was {mask}.\\nJust {mask}! {text}' reads as one template with 2 {mask} slots; to give several "
+        "templates, put --- on a line of its own between them."
+    )
+    assert split_templates("Review: {text}\nSentiment:{mask}") == ["Review: {text}\nSentiment:{mask}"]  # two lines
 
 
 def test_comparisons_uploaded_after_sft_are_told_to_run_sft_again():

@@ -197,7 +197,10 @@ def press_telling(button, fn, inputs, outputs: list, status, api_name: str, opti
     heavy job's does: the toast fades after 10 s, and a chart, a file box or a line kept a bare "Error" (a download
     before training, a ranking saved before sampling). Returns the click's event."""
     refusal = f"refused:{api_name}"
-    pressed = button.click(_keeping_failure(fn, refusal), inputs, outputs, api_name=api_name, **(options or light()))
+    options = options or light()
+    if status not in outputs:  # its badge beside its sentence: on a chart it stood alone, the sentence further down
+        options = {"show_progress_on": [status], **options}
+    pressed = button.click(_keeping_failure(fn, refusal), inputs, outputs, api_name=api_name, **options)
 
     def said(request: gr.Request):
         return SESSIONS.get(request).values.pop(refusal, None) or gr.skip()
@@ -667,8 +670,9 @@ def split_templates(text: str) -> list[str]:
     """Templates separated by a line holding only `---` (several templates form an ensemble).
 
     Raises:
-        PeftlabError: a template with `---` inside a line and more than one {mask}: two templates on one line, which
-            the template's own check called "2 {mask} slots" without saying how to separate them.
+        PeftlabError: a template with more than one {mask} that reads as several: `---` inside a line (two templates
+            on one line), or a {mask} on more than one of its lines (templates written one per line). The template's
+            own check called it "2 {mask} slots" without saying how to separate them.
     """
     parts, current = [], []
     for line in (text or "").split("\n"):
@@ -680,7 +684,8 @@ def split_templates(text: str) -> list[str]:
     parts.append("\n".join(current))
     templates = [p.strip(" ") for p in parts if p.strip()]
     for template in templates:
-        if TEMPLATE_SEPARATOR in template and template.count("{mask}") > 1:
+        masked_lines = sum("{mask}" in line for line in template.split("\n"))
+        if template.count("{mask}") > 1 and (TEMPLATE_SEPARATOR in template or masked_lines > 1):
             raise PeftlabError(
                 f"{template!r} reads as one template with {template.count('{mask}')} {{mask}} slots; to give several "
                 f"templates, put {TEMPLATE_SEPARATOR} on a line of its own between them."

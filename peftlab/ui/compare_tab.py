@@ -251,11 +251,19 @@ def shown_again(task, model, status, request: gr.Request):
     """The comparison on show (its status line not empty) drawn again from the store as it is now, after an import
     or a delete: it went on counting the deleted result, and its downloads held it. Its outputs empty with a
     sentence when none of its results is left; nothing changes when none was shown."""
-    if not status:
-        return [gr.skip()] * 7
+    return _drawn(task, model, request) if status else [gr.skip()] * 7
+
+
+def shown_on_opening(task, model, request: gr.Request):
+    """The comparison of the picked task and model drawn as the tab opens (`refresh_choices` picks them): the tab
+    stood blank until Compare was pressed. Nothing changes when nothing is stored."""
+    return _drawn(task, model, request) if task and model else [gr.skip()] * 7
+
+
+def _drawn(task, model, request: gr.Request):
     try:
         return show_comparison(task, model, request)
-    except gr.Error as exc:  # the last of its results deleted
+    except gr.Error as exc:  # the last of its results deleted, or none of that task with that model
         return exc.message, None, None, None, gr.Dataframe(pd.DataFrame(), visible=False), None, None
 
 
@@ -324,7 +332,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
         manage_status = status_line()
 
     refresh.click(refresh_choices, [task, model], [task, model], api_name="compare_choices", **INSTANT)
-    tab.select(refresh_choices, [task, model], [task, model], **INSTANT)
+    opened = tab.select(refresh_choices, [task, model], [task, model], **INSTANT)
     on_task_change(source, suggest, [template, verbalizer], read=[template, verbalizer])
     heavy_job(
         run_button,
@@ -344,6 +352,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
     )
     shown = [status, table, by_parameters, by_seconds, apart, table_file, report_file]
     answer(show.click(show_comparison, [task, model], shown, api_name="compare_show", **light()), shown, show, (apart,))
+    opened.success(shown_on_opening, [task, model], shown, api_visibility="private", **light())
     list_button.click(list_results, None, [listing], api_name="results_list", **INSTANT)
     # opened (the accordion or the tab): as the store is now, with what other tabs stored since
     stored.expand(list_results, None, [listing], api_visibility="private", **INSTANT)

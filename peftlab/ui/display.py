@@ -20,9 +20,9 @@ HEADERS = {
     "macro_f1_mean": "macro-F1 (mean)",
     "trainable_params": "trainable parameters",
     "trainable_share": "trainable share",
-    "train_seconds": "train s",
-    "train_seconds_mean": "train s (mean)",
-    "seconds_per_step": "s per step",
+    "train_seconds": "training seconds",  # "train s" wrapped as "train / s"
+    "train_seconds_mean": "training seconds (mean)",
+    "seconds_per_step": "seconds per step",
     "peak_memory_mb": "peak MB",
 }
 

@@ -164,30 +164,35 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
     if message := unconfirmed(request, "pet", form, expected, f"{total} models to train"):
         yield message, *[gr.skip()] * 4
         return
-    results, events, notes, done = [], [], [], 0
+    results, events, notes, models, done = [], [], [], 0, 0.0  # models begun; the share of the job done
     started = time.perf_counter()
+
+    def said(status: str, running: bool = True) -> str:
+        if running:
+            left = time_left(started, done, expected)
+            status = status.removesuffix(".") + f" (estimated {duration(expected)} in all{left})."
+        return status + warning_notes(notes)
 
     def outputs(status: str, running: bool = True):
         curves = training_curves(pd.DataFrame(events)) if events else None
         soft = soft_label_histogram(results[-1].soft_labels, task.label_names) if results else None
-        choices = method_choices(request)
-        if running:
-            left = time_left(started, max(done - 1, 0) / total, expected)
-            status = status.removesuffix(".") + f" (estimated {duration(expected)} in all{left})."
-        status += warning_notes(notes)
-        return status, _table(results, len(prompts)), curves, soft, choices
+        return said(status, running), _table(results, len(prompts)), curves, soft, method_choices(request)
 
     with job(request, "pet") as (_, stop):
         for item in pet_run(lm, task, prompts, config, settings, stop, unlabelled, runs_backend()):
             if isinstance(item, PETEvent):
                 name = item.model if item.generation == 0 else f"{item.model} (iPET generation {item.generation})"
                 events.append({**asdict(item), "method": name})
-                if item.step == 1:
-                    done += 1
-                    progress((done - 1) / total, desc=f"seed {item.seed}: generation {item.generation}, {item.model}")
-                if item.step % 5 and item.step != 1:
-                    continue  # redraw as each model starts and every few steps: plots cost more than a CPU step
-                yield outputs(f"Seed {item.seed}: training {item.model} (generation {item.generation}).")
+                steps = config.distil_steps if item.model == "classifier" else settings.steps
+                models += item.step == 1
+                done = (models - 1 + item.step / steps) / total
+                # each step said: a line per model stood unchanged for minutes on a busy CPU, as if it hung
+                training = f"Seed {item.seed}: training {item.model} (generation {item.generation}), step {item.step}"
+                progress(done, desc=f"seed {item.seed}: {name}, step {item.step}/{steps}")
+                if item.step % 5 and item.step != 1:  # the plots as each model starts and every few steps: they
+                    yield said(f"{training} of {steps}."), *[gr.skip()] * 4  # cost more than a CPU step
+                else:
+                    yield outputs(f"{training} of {steps}.")
                 continue
             results.append(item)
             notes += leaning_classifier_notes(item, task.label_names, config.distil_steps)

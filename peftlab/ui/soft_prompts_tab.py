@@ -280,11 +280,13 @@ def trained_method_panel(noun: str, classify_api: str, download_api: str) -> tup
         picker = gr.Dropdown([], label=noun.capitalize(), allow_custom_value=True)
         text = gr.Textbox("A gripping, beautifully acted film.", label="Text")
         classify_button = gr.Button("Classify")
+    # a refused press's sentence, which the chart and the file cannot hold: under the buttons, in sight of the one
+    # pressed (below the downloads it was out of sight of Classify)
+    said = status_line()
     probabilities = gr.Plot(label="Label probabilities")
     with gr.Row() as downloads:
         download_button = gr.Button(f"Download the {noun} (zip)")
         download_file = gr.File(label=noun.capitalize())
-    said = status_line()  # a refused press's sentence, which the chart and the file cannot hold
     answer(
         press_telling(classify_button, classify_with, [picker, text], [probabilities], said, classify_api),
         [probabilities],
