@@ -416,17 +416,21 @@ def _training_inputs(args: argparse.Namespace):
 
 
 def _load_task(args: argparse.Namespace):
-    """The --task: a data file, an embedded task or a Hub id. An existing file of another kind is told as such:
-    "notes.txt" was looked up on the Hub and said to be unreachable there. (Not in `load_task`: on a public Space
-    that would tell a visitor which paths exist on the server.)"""
+    """The --task: a data file, an embedded task or a Hub id. An existing file of another kind, or a folder, is told
+    as such: "notes.txt" was looked up on the Hub and said to be unreachable there. (Not in `load_task`: on a public
+    Space that would tell a visitor which paths exist on the server.)"""
     from peftlab.tasks import EMBEDDED_TASKS, load_task
     from peftlab.uploads import DATA_SUFFIXES, JSON_SUFFIXES, TABLE_SUFFIXES
 
     name = args.task.strip()
-    if name not in EMBEDDED_TASKS and Path(name).expanduser().is_file() and not name.lower().endswith(DATA_SUFFIXES):
-        *others, last = (*TABLE_SUFFIXES, *JSON_SUFFIXES)
-        kinds = f"{', '.join(others)} or {last}"
-        raise PeftlabError(f"--task {name!r} is a file, but data is read from {kinds} files; save it as one.")
+    path = Path(name).expanduser()
+    *others, last = (*TABLE_SUFFIXES, *JSON_SUFFIXES)
+    kinds = f"{', '.join(others)} or {last}"
+    if name and name not in EMBEDDED_TASKS:
+        if path.is_file() and not name.lower().endswith(DATA_SUFFIXES):
+            raise PeftlabError(f"--task {name!r} is a file, but data is read from {kinds} files; save it as one.")
+        if path.is_dir():  # looked up on the Hub too, and "not found" there
+            raise PeftlabError(f"--task {name!r} is a folder, but data is read from {kinds} files; give one of them.")
     task = load_task(name, text_column=args.text_column, label_column=args.label_column)
     for sentence in task.label_warnings():
         print(f"warning: {sentence}", file=sys.stderr)

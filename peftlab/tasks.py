@@ -233,17 +233,11 @@ def load_task(name: str, text_column: str = "text", label_column: str = "label",
             cannot be loaded here.
     """
     name = str(name).strip()
-    path = Path(name).expanduser()
     if name.lower().endswith(DATA_SUFFIXES):
+        path = Path(name).expanduser()
         if not path.is_file():
             raise PeftlabError(f"The file '{name}' does not exist; check its path.")
         return _load_cached(str(path.resolve()), text_column, label_column, hub_config, path.stat().st_mtime_ns)
-    if name not in EMBEDDED_TASKS and name and path.exists():  # a folder was sent to the Hub, and "not found" there
-        what = "a folder" if path.is_dir() else "a file whose name does not end in " + ", ".join(DATA_SUFFIXES)
-        raise PeftlabError(
-            f"'{name}' is {what}; give a data file (CSV or JSON Lines: .csv, .jsonl), an embedded task "
-            f"({', '.join(EMBEDDED_TASKS)}) or a Hub dataset id."
-        )
     return _load_cached(name, text_column, label_column, hub_config, None)
 
 

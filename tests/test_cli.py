@@ -98,7 +98,10 @@ def test_cloze_on_uploaded_csv(capsys, tmp_path):
         (["--model", "no-such-org/no-such-model"], r"Hub is unreachable.*available offline: smollm2-135m"),
         (["--model", "./missing-folder"], r"not a model folder"),
         (["--task", "missing.csv"], r"does not exist"),
-        (["--task", "."], r"^error: '\.' is a folder; give a data file \(CSV or JSON Lines: \.csv, \.jsonl\)"),
+        (
+            ["--task", "."],
+            r"^error: --task '\.' is a folder, but data is read from \.csv, .* or \.json files; give one",
+        ),
     ],
 )
 def test_bad_input_is_one_error_line(capsys, argv, message):

@@ -238,22 +238,6 @@ def test_missing_upload_file(tmp_path):
         load_task(str(tmp_path / "nope.csv"))
 
 
-def test_a_folder_or_another_kind_of_file_is_told_as_such_not_sought_on_the_hub(tmp_path):
-    # a folder went to the Hub: "Could not load the dataset '/tmp/adir' from the Hugging Face Hub"
-    folder = tmp_path / "adir"
-    folder.mkdir()
-    with pytest.raises(PeftlabError) as told:
-        load_task(str(folder))
-    assert str(told.value) == (
-        f"'{folder}' is a folder; give a data file (CSV or JSON Lines: .csv, .jsonl), an embedded task "
-        "(rt-sentiment, bbc-topic) or a Hub dataset id."
-    )
-    notes = tmp_path / "reviews.md"
-    notes.write_text("# reviews\n", encoding="utf-8")
-    with pytest.raises(PeftlabError, match=r"^'.*reviews\.md' is a file whose name does not end in \.csv, \.tsv"):
-        load_task(str(notes))
-
-
 def _split_rows(n_per_class: int, split_of) -> list[dict]:
     rows = []
     for i in range(n_per_class):
