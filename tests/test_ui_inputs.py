@@ -544,7 +544,7 @@ def test_two_templates_on_one_line_are_told_how_to_separate_them():
     with pytest.raises(PeftlabError) as refused:
         split_templates("{text} It was {mask}.\nJust {mask}! {text}")
     assert str(refused.value) == (
-        "'{text} It was {mask}.\\nJust {mask}! {text}' reads as one template with 2 {mask} slots; to give several "
+        "'{text} It was {mask}. / Just {mask}! {text}' reads as one template with 2 {mask} slots; to give several "
         "templates, put --- on a line of its own between them."
     )
     assert split_templates("Review: {text}\nSentiment:{mask}") == ["Review: {text}\nSentiment:{mask}"]  # two lines

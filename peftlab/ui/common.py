@@ -686,8 +686,9 @@ def split_templates(text: str) -> list[str]:
     for template in templates:
         masked_lines = sum("{mask}" in line for line in template.split("\n"))
         if template.count("{mask}") > 1 and (TEMPLATE_SEPARATOR in template or masked_lines > 1):
+            shown = template.replace("\n", " / ")  # its lines apart ("\n" read as two characters of the template)
             raise PeftlabError(
-                f"{template!r} reads as one template with {template.count('{mask}')} {{mask}} slots; to give several "
+                f"'{shown}' reads as one template with {template.count('{mask}')} {{mask}} slots; to give several "
                 f"templates, put {TEMPLATE_SEPARATOR} on a line of its own between them."
             )
     return templates

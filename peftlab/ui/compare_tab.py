@@ -251,16 +251,13 @@ def shown_again(task, model, status, request: gr.Request):
     """The comparison on show (its status line not empty) drawn again from the store as it is now, after an import
     or a delete: it went on counting the deleted result, and its downloads held it. Its outputs empty with a
     sentence when none of its results is left; nothing changes when none was shown."""
-    return _drawn(task, model, request) if status else [gr.skip()] * 7
+    return drawn(task, model, request) if status else [gr.skip()] * 7
 
 
-def shown_on_opening(task, model, request: gr.Request):
-    """The comparison of the picked task and model drawn as the tab opens (`refresh_choices` picks them): the tab
-    stood blank until Compare was pressed. Nothing changes when nothing is stored."""
-    return _drawn(task, model, request) if task and model else [gr.skip()] * 7
-
-
-def _drawn(task, model, request: gr.Request):
+def drawn(task, model, request: gr.Request):
+    """The comparison of `task` and `model` as the store holds it now, or a sentence of why there is none; drawn too
+    as the tab opens (`refresh_choices` picks them): the tab stood blank until Compare was pressed, with no word when
+    nothing was stored."""
     try:
         return show_comparison(task, model, request)
     except gr.Error as exc:  # the last of its results deleted, or none of that task with that model
@@ -285,8 +282,11 @@ def build_compare_tab(tab: gr.Tab) -> None:
         by_seconds = gr.Plot(label="Accuracy vs time", show_label=False, min_width=CHART_MIN_WIDTH)
     apart = fitted_table(label="Results on other test splits (not comparable with the table above)", visible=False)
     with gr.Row():
-        table_file = gr.File(label="The table (CSV)")
-        report_file = gr.File(label="One-page report (HTML: table, charts, every row's settings)")
+        # each on its own line on a phone: side by side, their file names were cut to ".c" and ".h"
+        table_file = gr.File(label="The table (CSV)", min_width=CHART_MIN_WIDTH)
+        report_file = gr.File(
+            label="One-page report (HTML: table, charts, every row's settings)", min_width=CHART_MIN_WIDTH
+        )
     with gr.Accordion("Run the standard comparison: every method at K per class over the seeds", open=False):
         gr.Markdown(
             "Calibrated zero-shot, in-context demonstrations, AutoPrompt and every trained method on the "
@@ -322,9 +322,11 @@ def build_compare_tab(tab: gr.Tab) -> None:
         with gr.Row():
             list_button = gr.Button("List")
             export_button = gr.Button("Export all (JSON Lines)")
-            export_file = gr.File(label="Export")
+            export_file = gr.File(label="Export", min_width=CHART_MIN_WIDTH)
             import_file = gr.File(
-                label="Import rows.jsonl or rows.csv" + upload_limit_note(), file_types=[".jsonl", ".csv"]
+                label="Import rows.jsonl or rows.csv" + upload_limit_note(),
+                file_types=[".jsonl", ".csv"],
+                min_width=CHART_MIN_WIDTH,
             )
         with gr.Row():
             ids = gr.Textbox(label="Ids to delete (space-separated; their first 4 characters or more are enough)")
@@ -352,7 +354,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
     )
     shown = [status, table, by_parameters, by_seconds, apart, table_file, report_file]
     answer(show.click(show_comparison, [task, model], shown, api_name="compare_show", **light()), shown, show, (apart,))
-    opened.success(shown_on_opening, [task, model], shown, api_visibility="private", **light())
+    opened.success(drawn, [task, model], shown, api_visibility="private", **light())
     list_button.click(list_results, None, [listing], api_name="results_list", **INSTANT)
     # opened (the accordion or the tab): as the store is now, with what other tabs stored since
     stored.expand(list_results, None, [listing], api_visibility="private", **INSTANT)

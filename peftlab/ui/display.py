@@ -63,7 +63,7 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     return shown.rename(columns=HEADERS)
 
 
-# a table's text is monospace at 14 px (8.4 px a character); a cell adds its padding and border
+# a table's text is monospace at 14 px (8.4 px a character, 8.5 with room to spare); a cell adds its padding and border
 CHAR_PX, CELL_PX = 8.5, 26
 
 

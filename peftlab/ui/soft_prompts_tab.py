@@ -440,8 +440,9 @@ def build_soft_prompts_tab() -> None:
     summary = fitted_table(readable(summarize(results_frame([]))), label="Summary (mean ± std over seeds)")
     results = fitted_table(readable(results_frame([])), label="Every run")
     with gr.Row():
-        results_file = gr.File(label="Results (CSV)")
-        run_file = gr.File(label="Whole run (JSON)")
+        # each on its own line on a phone, where side by side their names were cut to the first letter
+        results_file = gr.File(label="Results (CSV)", min_width=CHART_MIN_WIDTH)
+        run_file = gr.File(label="Whole run (JSON)", min_width=CHART_MIN_WIDTH)
 
     gr.Markdown("### Use a trained method")
     trained_method, downloads = trained_method_panel("trained method", "classify_trained", "download_trained")
