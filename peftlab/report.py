@@ -59,12 +59,13 @@ def compare(rows: Sequence[ResultRow]) -> list[SplitComparison]:
     splits: dict[tuple, list[ResultRow]] = {}
     for row in scored:
         splits.setdefault((row.task, row.model, row.test_fingerprint), []).append(row)
+    lined = {split: _lines(split_rows) for split, split_rows in splits.items()}  # grouped once, to order and compare
 
-    def runs(split_rows: list[ResultRow]) -> int:
-        return sum(len(line) for line in _lines(split_rows).values())
+    def runs(split: tuple) -> int:
+        return sum(len(line) for line in lined[split].values())
 
-    ordered = sorted(splits.items(), key=lambda item: (-runs(item[1]), item[0]))
-    return [_compare_split(task, model, print_, split_rows) for (task, model, print_), split_rows in ordered]
+    ordered = sorted(splits, key=lambda split: (-runs(split), split))
+    return [_compare_split(*split, splits[split], lined[split]) for split in ordered]
 
 
 def _line_key(row: ResultRow) -> tuple:
@@ -183,8 +184,9 @@ def _noted(key: tuple, told: dict[tuple, list[str]]) -> str:
     return _named(method, [*told[key], *([f"K {k}"] if k else [])])
 
 
-def _compare_split(task: str, model: str, fingerprint: str, rows: list[ResultRow]) -> SplitComparison:
-    lines = _lines(rows)
+def _compare_split(
+    task: str, model: str, fingerprint: str, rows: list[ResultRow], lines: dict[tuple, list[ResultRow]]
+) -> SplitComparison:
     told = _line_told(lines)
     names = {key: _named(key[0], told[key]) for key in lines}
     gold = rows[0].gold

@@ -382,8 +382,8 @@ def _empty(component):
 # A table cell holding a visitor's text shows its first characters, a click the rest: a 2,400-word review made its
 # row taller than the screen, with the row's label, prediction and confidence out of sight beside it
 TEXT_CELL_CHARS = 300
-# px: two charts in a row share a line from 640 px up and each takes its own on a phone (at 400 px two charts of
-# 170 px cut their legends and labels to "zero-shot (templa…")
+# px: two charts (or file boxes) in a row share a line from 640 px up and each takes its own on a phone (at 400 px two
+# charts of 170 px cut their legends and labels to "zero-shot (templa…", two file boxes their names to ".c")
 CHART_MIN_WIDTH = 320
 INSTANT = dict(concurrency_limit=None)  # Stop buttons and pure UI updates: no queue at all
 
