@@ -191,13 +191,110 @@ def method_colours(methods: Sequence[str]) -> dict[str, str]:
     return {method: method_colour(method) for method in dict.fromkeys(methods)}
 
 
+# Labels are placed apart on the narrowest plot the app draws (a phone's, about 300 x 280 pixels inside the axes):
+# apart there, they are apart on any wider screen. Pixels of plotly's 12 px font.
+LABEL_PLOT_PX = (300.0, 280.0)
+LABEL_CHAR_PX, LABEL_LINE_PX, MARKER_RADIUS_PX = 7.0, 16.0, 6.0  # a line of text with 2 px apart
+Box = tuple[float, float, float, float]  # (left, bottom, right, top) in pixels from the plot's bottom left corner
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Area in square pixels shared by two boxes."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _placed_apart(candidates: Sequence[dict[str, Box]], obstacles: Sequence[Box]) -> list[str]:
+    """The spot of each label in turn: the first of its candidate boxes that covers no obstacle, no label placed
+    before it and nothing outside the plot, else the one covering least."""
+    plot = (0.0, 0.0, *LABEL_PLOT_PX)
+    taken, spots = list(obstacles), []
+    for boxes in candidates:
+
+        def covered(spot, boxes=boxes):
+            box = boxes[spot]
+            outside = (box[2] - box[0]) * (box[3] - box[1]) - _overlap(box, plot)
+            return outside + sum(_overlap(box, other) for other in taken)
+
+        spot = min(boxes, key=covered)  # min keeps the first of equals: the usual spot when nothing is in the way
+        spots.append(spot)
+        taken.append(boxes[spot])
+    return spots
+
+
+def label_spots(
+    points: Sequence[tuple[float, float, str]],
+    lines: Sequence[tuple[float, str]],
+    x_range: Sequence[float],
+    y_range: Sequence[float],
+) -> tuple[list[str], list[str]]:
+    """Where each label goes so that labels cover neither each other nor the markers: plotly's `textposition` of
+    each point's label and `annotation_position` of each horizontal line's.
+
+    `points` are (x, y, label) and `lines` (y, label) in the axes' own units (log10 of the value on a log axis), the
+    ranges those of the axes. Boxes are estimated in pixels of LABEL_PLOT_PX. The lines' labels are placed first, at
+    the left or the right, above or below their line, off the markers; then each point's label, above, below, beside
+    or across a corner of its point. Plotly places none apart: two methods at nearly one point (prompt tuning and
+    P-tuning, LoRA and the adapter) printed their names over each other, as did zero-shot's and in-context's dashed
+    lines half a point apart.
+    """
+    width, height = LABEL_PLOT_PX
+    x_span, y_span = (x_range[1] - x_range[0]) or 1.0, (y_range[1] - y_range[0]) or 1.0
+
+    def pixel_y(y):
+        return (y - y_range[0]) / y_span * height
+
+    h, gap = LABEL_LINE_PX, MARKER_RADIUS_PX
+    pixels = [((x - x_range[0]) / x_span * width, pixel_y(y), label) for x, y, label in points]
+    markers = [(x - gap, y - gap, x + gap, y + gap) for x, y, _ in pixels]
+    line_boxes = []
+    for y, label in lines:
+        y, w = pixel_y(y), len(label) * LABEL_CHAR_PX
+        line_boxes.append(
+            {
+                "top left": (0.0, y, w, y + h),
+                "bottom left": (0.0, y - h, w, y),
+                "top right": (width - w, y, width, y + h),
+                "bottom right": (width - w, y - h, width, y),
+            }
+        )
+    line_spots = _placed_apart(line_boxes, markers)
+    point_boxes = []
+    for x, y, label in pixels:
+        w = len(label) * LABEL_CHAR_PX
+        point_boxes.append(
+            {
+                "top center": (x - w / 2, y + gap, x + w / 2, y + gap + h),
+                "bottom center": (x - w / 2, y - gap - h, x + w / 2, y - gap),
+                "middle right": (x + gap, y - h / 2, x + gap + w, y + h / 2),
+                "middle left": (x - gap - w, y - h / 2, x - gap, y + h / 2),
+                "top right": (x, y + gap, x + w, y + gap + h),
+                "bottom right": (x, y - gap - h, x + w, y - gap),
+                "top left": (x - w, y + gap, x, y + gap + h),
+                "bottom left": (x - w, y - gap - h, x, y - gap),
+            }
+        )
+    taken_by_lines = [boxes[spot] for boxes, spot in zip(line_boxes, line_spots)]
+    return _placed_apart(point_boxes, markers + taken_by_lines), line_spots
+
+
 def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title: str) -> go.Figure:
     """One point per method at its `x_column` (log x); a method at 0 there (zero-shot trains nothing) is a dashed
-    line at its accuracy, labelled at the left: a log axis has no 0, and a point drawn at 1 read as one parameter."""
+    line at its accuracy: a log axis has no 0, and a point drawn at 1 read as one parameter. Labels go where they
+    cover no other (`label_spots`)."""
     figure = go.Figure()
     colours = method_colours(summary["method"])  # of every method, placed or not: the two charts agree on colours
-    placed = summary[summary[x_column] > 0]
-    for _, row in placed.iterrows():
+    placed, zero = summary[summary[x_column] > 0], summary[summary[x_column] <= 0]
+    # Room around the points for their labels (above each) and error bars: plotly's autorange clips both.
+    log_x = np.log10(placed[x_column].to_numpy(dtype=float)) if len(placed) else np.zeros(1)
+    low = (summary["accuracy_mean"] - summary["accuracy_std"].fillna(0)).min()
+    high = (summary["accuracy_mean"] + summary["accuracy_std"].fillna(0)).max()
+    bottom, top = max(low - 0.05, 0), min(high + 0.08, 1.1)
+    x_range = [log_x.min() - 0.7, log_x.max() + 0.5]
+    # methods at one accuracy share a line and its label: two labels at one height were printed over each other
+    lines = [(y, f"{', '.join(rows['method'])} (0 {x_title})") for y, rows in zero.groupby("accuracy_mean", sort=False)]
+    points = list(zip(log_x, placed["accuracy_mean"], placed["method"])) if len(placed) else []
+    spots, line_spots = label_spots(points, lines, x_range, [bottom, top])
+    for (_, row), spot in zip(placed.iterrows(), spots):
         figure.add_trace(
             go.Scatter(
                 x=[row[x_column]],
@@ -205,25 +302,15 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
                 error_y=dict(type="data", array=[row["accuracy_std"]]),
                 mode="markers+text",
                 text=[row["method"]],
-                textposition="top center",
+                textposition=spot,
                 name=row["method"],
                 marker=dict(size=12, color=colours[row["method"]]),
             )
         )
-    # methods at one accuracy share a line and its label: two labels at one height were printed over each other
-    for accuracy, rows in summary[summary[x_column] <= 0].groupby("accuracy_mean", sort=False):
+    for (accuracy, label), spot in zip(lines, line_spots):
         figure.add_hline(
-            y=accuracy,
-            line_dash="dash",
-            line_color="gray",
-            annotation_text=f"{', '.join(rows['method'])} (0 {x_title})",
-            annotation_position="top left",
+            y=accuracy, line_dash="dash", line_color="gray", annotation_text=label, annotation_position=spot
         )
-    # Room around the points for their labels (above each) and error bars: plotly's autorange clips both.
-    log_x = np.log10(placed[x_column].to_numpy(dtype=float)) if len(placed) else np.zeros(1)
-    low = (summary["accuracy_mean"] - summary["accuracy_std"].fillna(0)).min()
-    high = (summary["accuracy_mean"] + summary["accuracy_std"].fillna(0)).max()
-    bottom, top = max(low - 0.05, 0), min(high + 0.08, 1.1)
     step = 0.1 if top - bottom > 0.3 else 0.05
     ticks = [t for t in np.round(np.arange(0, 1 + 1e-9, step), 2) if t >= bottom]  # the room above 100 % is for labels
     # no method placed (zero-shot rows alone): the axis had a lone "1" tick under the dashed lines
@@ -231,8 +318,7 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
     figure.update_layout(
         title=title,
         # a tick at each power of ten: within one decade plotly labelled 2 3 4 ... 9 1 2 3, which reads as nothing
-        xaxis=dict(type="log", range=[log_x.min() - 0.7, log_x.max() + 0.5], dtick=1, showticklabels=bool(len(placed)))
-        | x_axis,
+        xaxis=dict(type="log", range=x_range, dtick=1, showticklabels=bool(len(placed))) | x_axis,
         yaxis=dict(title="test accuracy", tickformat=".0%", range=[bottom, top], tickvals=ticks),
         showlegend=False,
         height=380,

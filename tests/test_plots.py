@@ -151,3 +151,38 @@ def test_a_search_stopped_at_its_start_has_axes_around_its_one_point():
     full = _plot(pd.DataFrame({"iteration": [0, 1, 2], "dev acc": [0.5, 0.9, 1.0], "train acc": [0.2, 0.4, 1.0]}))
     assert full.layout.yaxis.range == pytest.approx((0.12, 1.02)) and full.layout.xaxis.range == (-0.5, 2.5)
     assert metric_curve(pd.DataFrame({"step": [1], "loss": [4.0]}), "step", ["loss"], "l").layout.yaxis.range is None
+
+
+def test_labels_of_methods_at_nearly_one_point_or_line_are_placed_apart():
+    """Prompt tuning and P-tuning (and LoRA and the adapter) sit at nearly one point on both Compare charts, and
+    plotly printed their names over each other, as it did the labels of zero-shot's and in-context's dashed lines
+    half a point apart."""
+    from peftlab.plots import label_spots
+
+    summary = pd.DataFrame(
+        {
+            "method": ["zero-shot", "in-context", "lora", "adapter", "head"],
+            "accuracy_mean": [0.79, 0.785, 0.82, 0.82, 0.6],
+            "accuracy_std": [0.0, 0.03, 0.01, 0.01, 0.02],
+            "trainable_params": [0, 0, 460_800, 460_800, 1_154],
+        }
+    )
+    figure = accuracy_vs_parameters(summary)
+    spots = {trace.name: trace.textposition for trace in figure.data}
+    assert spots["head"] == "top center"  # alone: above its point, as plotly puts it
+    assert spots["lora"] != spots["adapter"]
+    assert [a.text for a in figure.layout.annotations] == [
+        "zero-shot (0 trainable parameters)",
+        "in-context (0 trainable parameters)",
+    ]
+    first, second = (shape for shape in figure.layout.shapes)
+    assert (first.y0, second.y0) == (0.79, 0.785)
+    # the first line's label goes above it at the left, the second's where it covers neither
+    assert [a.yanchor for a in figure.layout.annotations] == ["bottom", "top"]
+    # by hand, on the 300 x 280 pixel plot (axes from 0 to 2 and 0 to 1): the points at x = 150 px, y = 140 and 154 px.
+    # The first's label above it (140 + 6 to 140 + 6 + 16 px) would cover the second's marker (148 to 160 px): it goes
+    # below (118 to 134). The second's above it (160 to 176) covers nothing.
+    assert label_spots([(1.0, 0.5, "ab"), (1.0, 0.55, "cd")], [], [0, 2], [0, 1]) == (
+        ["bottom center", "top center"],
+        [],
+    )
