@@ -184,14 +184,35 @@ def _noted(key: tuple, told: dict[tuple, list[str]]) -> str:
     return _named(method, [*told[key], *([f"K {k}"] if k else [])])
 
 
+def _prompt(row: ResultRow) -> tuple:
+    """The prompt a row's method read its texts with: its templates and verbalizer (None for methods with neither in
+    their settings: AutoPrompt's template has trigger slots, PET has patterns)."""
+    return json.dumps(row.settings.get("templates")), json.dumps(row.settings.get("verbalizer"))
+
+
+def _baseline(lines: dict[tuple, list[ResultRow]]) -> tuple | None:
+    """The line the others are compared with: of the lines of the first of BASELINES stored, the one whose prompt
+    (`_prompt`) the most other runs share, the latest started of equals. The latest alone was the baseline: after an
+    AutoPrompt search stored zero-shot on its template without the trigger, methods trained on another template
+    were said to beat zero-shot by what their template alone gave."""
+    others = [run for key, runs in lines.items() if key[0] not in BASELINES for run in runs]
+    for method in BASELINES:
+        if candidates := [key for key in lines if key[0] == method]:
+
+            def sharing(key: tuple) -> int:
+                return sum(_prompt(run) == _prompt(lines[key][0]) for run in others)
+
+            return max(reversed(candidates), key=sharing)  # max keeps the first of equals: the latest started
+    return None
+
+
 def _compare_split(
     task: str, model: str, fingerprint: str, rows: list[ResultRow], lines: dict[tuple, list[ResultRow]]
 ) -> SplitComparison:
     told = _line_told(lines)
     names = {key: _named(key[0], told[key]) for key in lines}
     gold = rows[0].gold
-    by_method = {key[0]: key for key in lines}  # of several lines of a baseline method, the latest started
-    baseline = next((by_method[method] for method in BASELINES if method in by_method), None)
+    baseline = _baseline(lines)
     baseline_runs = [r.predictions for r in lines[baseline]] if baseline else None
     records = []
     for key, runs in lines.items():

@@ -742,16 +742,21 @@ def test_stop_in_soft_prompts_keeps_the_run_in_progress_as_a_row(client, monkeyp
     wait_for(lambda: len(job.outputs()) >= 2, FIRST_CALL_TIMEOUT_S, "the first training steps")
     assert call(client, "/compare_stop") == "Stopping the comparison after its current step; what it finished is kept."
     status, results, _summary, _curves, _scatter, csv_path, run_path, picker = job.result(timeout=CALL_TIMEOUT_S)
-    assert (
-        "Stopped because you pressed Stop. Finished runs are kept, and the stopped run's best weights are in the last "
-        "row."
-    ) in status
+    assert re.search(
+        r"Stopped because you pressed Stop\. No run had finished; the stopped run \(prompt-tuning, K 4, seed 13\) is "
+        r"the last row, stopped at step \d+ of 500, and the summary and the chart count it as it was then\.",
+        status,
+    ), status
     rows = pd.DataFrame(results["data"], columns=results["headers"])
     assert rows["method"].tolist() == ["zero-shot", "prompt-tuning"]
     assert re.fullmatch(r"stopped at step \d+ of 500", rows["status"].iloc[1]), rows["status"].tolist()
     assert pd.read_csv(csv_path)["status"].tolist() == rows["status"].tolist()  # the downloads keep it too
     assert json.loads(open(run_path, encoding="utf-8").read())["results"][1]["status"] == rows["status"].iloc[1]
-    assert picker["value"] == "prompt-tuning"  # the stopped run can classify and be downloaded
+    # the stopped run can classify and be downloaded, under a name of its own: it took the name of a finished run of
+    # its method and was picked as that
+    step = rows["status"].iloc[1].removeprefix("stopped ")
+    assert picker["value"] == "prompt-tuning · stopped"
+    assert picker["choices"][-1] == [f"prompt-tuning · stopped (K 4, seed 13, {step})", "prompt-tuning · stopped"]
     # Stop after the end leaves the final line and its notes (it said "Nothing to stop: ..." there; a toast says it)
     assert call(client, "/compare_stop") == {"__type__": "update"}
 
@@ -764,12 +769,16 @@ def test_a_stop_says_what_it_left_of_a_grid_and_never_keeps_a_run_that_took_no_s
     stop = JobStop()
     stop.stop("you pressed Stop")
     zero_shot = {"method": "zero-shot", "status": "done"}
-    done, stopped = {"method": "lora", "status": "done"}, {"method": "head", "status": "stopped at step 3 of 30"}
+    done = {"method": "lora", "status": "done", "K": 16, "seed": 13}
+    stopped = {"method": "head", "status": "stopped at step 3 of 30", "K": 16, "seed": 42}
     said = "Stopped because you pressed Stop."
     assert _stop_note(stop, [zero_shot], 2) == f"{said} No run had taken a step: nothing was trained."
     assert _stop_note(stop, [zero_shot, done, stopped], 2) == (
-        f"{said} Finished runs are kept, and the stopped run's best weights are in the last row."
+        f"{said} Finished runs are kept; the stopped run (head, K 16, seed 42) is the last row, stopped at step 3 of "
+        "30, and the summary and the chart count it as it was then."
     )
+    # none finished: it said "Finished runs are kept"
+    assert _stop_note(stop, [zero_shot, stopped], 2).startswith(f"{said} No run had finished; the stopped run (head,")
     assert (
         _stop_note(stop, [zero_shot, done], 2) == f"{said} Finished runs are kept; the next run had not taken a step."
     )

@@ -309,3 +309,29 @@ def test_lines_of_one_method_that_differ_in_settings_are_named_by_what_tells_the
     ]
     (alone,) = compare([rows[1], rows[3]])
     assert list(alone.table["method"]) == ["zero-shot", "prompt-tuning"]  # a line alone is named by its method
+
+
+def test_the_baseline_is_zero_shot_on_the_prompt_the_compared_methods_read():
+    """An AutoPrompt search stores zero-shot on its template without the trigger; stored after the Soft prompts
+    grid's zero-shot, it became the baseline (the latest), and prompt tuning trained on "Review: ..." was said to beat
+    zero-shot by points that its template alone gave."""
+    review = {"templates": ["Review: {text}\nSentiment:{mask}"], "verbalizer": "negative / positive"}
+    bare = review | {"templates": ["{text} {mask}"]}
+
+    def stored(method, settings, predicted, seed=None, k=None):
+        return ResultRow.scored("trained", "tiny-llama", TASK, method, settings, TEXTS, predicted, seed=seed, k=k)
+
+    rows = [
+        stored("zero-shot", review, flip(4)),
+        stored("prompt-tuning", review, flip(4), seed=13, k=16),
+        stored("prompt-tuning", review, flip(2), seed=21, k=16),
+        stored("autoprompt", {"config": {"template": "{text} [T] {mask}"}}, flip(20), seed=13, k=16),
+        stored("zero-shot", bare, flip(8)),
+    ]
+    (split,) = compare(rows)
+    assert split.baseline == 'zero-shot (templates "Review: {text}\\nSentiment:{mask}")'
+    lines = split.table.set_index("method")
+    # 36 and 38 of 40 right against 36: +0 and +5 points, +2.5 in the mean (against the bare template's 32, +12.5)
+    assert lines.loc["prompt-tuning", "vs_baseline"] == pytest.approx(0.025)
+    # no other run on either prompt: the latest, as before
+    assert compare([rows[0], rows[3], rows[4]])[0].baseline == 'zero-shot (templates "{text} {mask}")'

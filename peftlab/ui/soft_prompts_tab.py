@@ -110,11 +110,28 @@ def _stop_note(stop, rows: list[dict], total: int) -> str:
     trained = [row for row in rows if row["method"] != "zero-shot"]
     if not trained:
         return f"{stopped_note(stop)} No run had taken a step: nothing was trained."
-    if str(trained[-1]["status"]).startswith("stopped"):
-        return f"{stopped_note(stop)} Finished runs are kept, and the stopped run's best weights are in the last row."
+    last = trained[-1]
+    if str(last["status"]).startswith("stopped"):
+        # "Finished runs are kept" was said with none finished, and the stopped run stood in the summary, the chart
+        # and the picker as if it had trained to its end
+        kept = "Finished runs are kept" if _finished(rows) else "No run had finished"
+        return (
+            f"{stopped_note(stop)} {kept}; the stopped run ({last['method']}, K {last['K']}, seed {last['seed']}) is "
+            f"the last row, {last['status']}, and the summary and the chart count it as it was then."
+        )
     if len(trained) < total:
         return f"{stopped_note(stop)} Finished runs are kept; the next run had not taken a step."
     return stopped_note(stop)
+
+
+def trained_name(values: dict) -> tuple[str, str]:
+    """The name a grid's run is kept under in the session, and what the picker shows beside it: ("lora", "K 16, seed
+    42"); a stopped run's is its own ("lora · stopped", "K 16, seed 42, at step 3 of 30"), or it took the name of the
+    finished run before it and was picked as that."""
+    about, status = f"K {values['K']}, seed {values['seed']}", str(values["status"])
+    if status.startswith("stopped "):
+        return f"{values['method']} · stopped", f"{about}, {status.removeprefix('stopped ')}"
+    return values["method"], about
 
 
 def trained_methods(request) -> dict:
@@ -192,6 +209,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         finished = _finished(rows)
         if files[0]:  # the last update: how long it took, and on what (an upload's test split is small)
             status = f"{finished}/{total_runs} runs finished{took(started, expected)}.{_scored_on(scored, task)}"
+        elif stop.is_set():  # after "Stopping the comparison after its current step", "about 16 min left" stood
+            status = f"{finished}/{total_runs} runs finished; stopping after the current step."
         else:
             left = time_left(started, done / total_runs, expected) if finished < total_runs else ""
             status = f"{finished}/{total_runs} runs finished{left} (estimated {duration(expected)} in all)."
@@ -215,8 +234,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
                     keep_results(request, [item.result])
                     scored.append(item.result)
                 if (trained := _kept(item, lm)) is not None:
-                    about = f"K {item.values['K']}, seed {item.values['seed']}"
-                    keep_trained(request, item.values["method"], trained, about)  # the latest run of each method
+                    name, about = trained_name(item.values)
+                    keep_trained(request, name, trained, about)  # the latest run of each method
                     if warning := trained.loss_warning():
                         notes.append(warning)
             else:
@@ -388,6 +407,9 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
             zero_shot = float(rows[0]["test_accuracy"])
             shown = readable(summary), sweep_curve(summary, setting, zero_shot) if len(summary) else None
             finished = _finished(rows)
+            if stop.is_set():  # as a grid's
+                yield f"{finished}/{total} runs finished; stopping after the current step.", *shown
+                continue
             left = time_left(started, finished / total, expected) if finished < total else ""
             yield f"{finished}/{total} runs finished{left} (estimated {duration(expected)} in all).", *shown
     status = f"{_finished(rows)}/{total} runs finished{took(started, expected)}.{_scored_on(scored, task)}"
