@@ -17,7 +17,7 @@ from peftlab.backends import BackendConfig
 from peftlab.cli_core import PROGRESS, add_store_commands, command_parsers, run_command
 from peftlab.cloze import ClozeConfig
 from peftlab.compare import GridConfig, GridRow, SweepConfig
-from peftlab.config import add_arguments, counted, flag_of, from_arguments
+from peftlab.config import add_arguments, counted, duration, flag_of, from_arguments
 from peftlab.errors import PeftlabError
 from peftlab.models import DEFAULT_MODEL
 from peftlab.pet import PETConfig
@@ -255,7 +255,7 @@ def run_cloze(args: argparse.Namespace) -> None:
         limit=config.limit,
         batch_size=config.batch_size,
         split=task.zero_shot_split,
-        progress=None if args.json else _progress_printer("scoring"),
+        progress=_progress_printer("scoring"),
     )
     _store(args, [result.row])
     if args.json:
@@ -285,11 +285,8 @@ def run_autoprompt(args: argparse.Namespace) -> None:
     lm = load_lm(args.model, dtype=args.dtype)
 
     def report(event) -> None:
-        if not args.json:
-            row = event.row()
-            print(
-                f"iter {row['iteration']:3d}  dev acc {row['dev acc']:.3f}  trigger {row['trigger']!r}", file=sys.stderr
-            )
+        row = event.row()
+        print(f"iter {row['iteration']:3d}  dev acc {row['dev acc']:.3f}  trigger {row['trigger']!r}", file=sys.stderr)
 
     result = search(lm, task, args.verbalizer, config, on_event=report)
     _store(args, result.rows)
@@ -386,7 +383,7 @@ def run_tune(args: argparse.Namespace) -> None:
     for item in run_search(lm, task, setup, config, dimensions, settings, backend_config.address, backend):
         if isinstance(item, SearchResult):
             result = item
-        elif isinstance(item, GridRow) and item.values["seed"] is not None and not args.json:
+        elif isinstance(item, GridRow) and item.values["seed"] is not None:
             row = item.values
             print(
                 f"{row['configuration']:>8} seed={row['seed']}: test accuracy {row['test_accuracy']:.4f}",
@@ -471,17 +468,16 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
                     print(f"warning: {warning}", file=sys.stderr)
                 if item.trained is not None and save_dir:
                     zip_trained(item.trained, save_dir / adapter_name(row))
-                if not args.json:
-                    failed = row["status"].startswith("failed")
-                    outcome = row["status"] if failed else f"test accuracy {row['test_accuracy']:.4f}"
-                    # a sweep's runs differ by the varied setting, which the line names (zero-shot has none)
-                    varied = f" {varied_setting}={row[varied_setting]}" if row.get(varied_setting) is not None else ""
-                    # zero-shot trains on nothing: "K=0 seed=None" named settings it has not
-                    shots = f" K={row['K']} seed={row['seed']}" if row["seed"] is not None else ""
-                    print(f"{row['method']:>14}{varied}{shots}: {outcome}", file=sys.stderr)
+                failed = row["status"].startswith("failed")
+                outcome = row["status"] if failed else f"test accuracy {row['test_accuracy']:.4f}"
+                # a sweep's runs differ by the varied setting, which the line names (zero-shot has none)
+                varied = f" {varied_setting}={row[varied_setting]}" if row.get(varied_setting) is not None else ""
+                # zero-shot trains on nothing: "K=0 seed=None" named settings it has not
+                shots = f" K={row['K']} seed={row['seed']}" if row["seed"] is not None else ""
+                print(f"{row['method']:>14}{varied}{shots}: {outcome}", file=sys.stderr)
             else:
                 curves.append(asdict(item))
-                if not args.json and item.step % args.eval_every == 0:
+                if item.step % args.eval_every == 0:
                     print(
                         f"{item.method:>14} seed={item.seed} step {item.step}: loss {item.train_loss:.3f}, "
                         f"dev accuracy {item.dev_accuracy:.3f}, dev log-likelihood {item.dev_log_likelihood:.3f}",
@@ -506,7 +502,12 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
         if not finished and rows and (args.out or args.run_json):
             PROGRESS.end()
             written = " and ".join(path for path in (args.out, args.run_json) if path)
-            print(f"Written to {written}: the {counted(len(rows), 'row')} finished before it ended.", file=sys.stderr)
+            # "the 2 rows finished" counted the zero-shot row as a run; where else the runs are was not said
+            runs = sum(row["method"] != "zero-shot" for row in rows)
+            zero_shot = ["the zero-shot row"] if runs < len(rows) else []
+            what = " and ".join([*zero_shot, *([counted(runs, "run")] if runs or not zero_shot else [])])
+            stored = "; the results store has them too" if args.store else ""
+            print(f"Written to {written}: {what} finished before it ended{stored}.", file=sys.stderr)
     cut = cut_note(lm, setup.prompts[0], methods, task.test_subset(test_limit)) if methods else None
     for note in [*leaning_notes(scored, task.label_names), *([cut] if cut else [])]:
         print(f"warning: {note}", file=sys.stderr)
@@ -537,9 +538,9 @@ def run_rlhf(args: argparse.Namespace) -> None:
     lm = _load_lm(args)
 
     def report(stage: str, event) -> None:
-        if not args.json and stage == "comparisons":
+        if stage == "comparisons":
             print(f"sampling responses to rank: {event.done}/{event.total}", file=sys.stderr)
-        if args.json or not hasattr(event, "step"):
+        if not hasattr(event, "step"):
             return
         if stage == "sft" and (event.step % 10 == 0 or event.samples):
             print(f"sft step {event.step}: loss {event.loss:.3f}", file=sys.stderr)
@@ -597,11 +598,9 @@ def run_standard_command(args: argparse.Namespace) -> None:
     template, verbalizer = setup.prompts[0].template.text, setup.prompts[0].verbalizer.to_json()
     scoring_lm, training_lm = load_lm(args.model, dtype=args.dtype), load_lm(args.model, dtype="fp32")
     costs = estimate(scoring_lm, training_lm, task, template, verbalizer, config, settings)
-    print(
-        f"estimated {sum(costs.values()) / 60:.0f} minutes: "
-        + ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in costs.items()),
-        file=sys.stderr,
-    )
+    # "estimated 0 minutes: zero-shot · mean 0.1" gave a unit once and rounded a 32-second run down to nothing
+    each = ", ".join(f"{name} {duration(seconds)}" for name, seconds in costs.items())
+    print(f"estimated {duration(sum(costs.values()))} in all: {each}", file=sys.stderr)
     rows, backend = [], from_arguments(BackendConfig, args).build()
     for item in run_standard(scoring_lm, training_lm, task, template, verbalizer, config, settings, backend=backend):
         if isinstance(item, GridRow):  # a run that failed on Ray; the others go on

@@ -175,6 +175,21 @@ def counted(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+def duration(seconds: float) -> str:
+    """'45 s', '12 min', '2.5 h', '3.2 days', '61 years': how long, in the unit people think in (99,999,999 SFT
+    steps were "about 539270.7 h")."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    days = seconds / 86400
+    if days < 365:
+        return f"{days:.1f} days"
+    return f"{days / 365.25:,.0f} years"
+
+
 # Seeds go to torch (64 bits), numpy's default_rng (0 or more: a seed of -5 broke iPET) and numpy's legacy seeding
 # (32 bits, transformers.set_seed): every seed is a whole number these all take.
 MAX_SEED = 2**32 - 1

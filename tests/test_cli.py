@@ -39,6 +39,7 @@ def test_cloze_json_has_metrics(capsys):
         "--json",
     )
     assert code == 0, err
+    assert err.endswith("scoring: 40/40\n")  # progress stays on stderr with --json: stdout holds the JSON alone
     record = json.loads(out)
     assert record["n"] == 40
     assert 0.5 < record["accuracy"] <= 1.0
@@ -518,7 +519,20 @@ def test_a_stopped_grid_writes_the_runs_it_finished(capsys, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _stream_training(args, None, task, None, [], None, stopped_grid(), None)
     assert pd.read_csv(out)[["method", "test_accuracy"]].values.tolist() == [["zero-shot", 0.75]]
-    assert capsys.readouterr().err.endswith(f"Written to {out}: the 1 row finished before it ended.\n")
+    # the zero-shot row is not a run (it said "the 2 rows finished" of zero-shot and one run)
+    assert capsys.readouterr().err.endswith(f"Written to {out}: the zero-shot row finished before it ended.\n")
+
+    def stopped_after_a_run():
+        yield GridRow(dict(method="zero-shot", K=0, seed=None, status="ok", test_accuracy=0.75))
+        yield GridRow(dict(method="lora", K=2, seed=13, status="done", test_accuracy=0.5))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        storing = argparse.Namespace(**(vars(args) | {"store": True}))
+        _stream_training(storing, None, task, None, [], None, stopped_after_a_run(), None)
+    assert capsys.readouterr().err.endswith(
+        f"Written to {out}: the zero-shot row and 1 run finished before it ended; the results store has them too.\n"
+    )
 
     def stopped_early():  # Ctrl-C before any run had finished: no word on the files asked for
         raise KeyboardInterrupt

@@ -560,6 +560,8 @@ def test_compare_command_writes_table_run_and_adapters(capsys, tmp_path, tiny_mo
     assert code == 0, captured.err
     records = json.loads(captured.out)
     assert [(r["method"], r["seed"]) for r in records] == [("zero-shot", None), ("head", 13), ("lora", 13)]
+    # stdout holds the JSON alone, and the progress stays on stderr (with --json a 24-minute sweep said nothing)
+    assert "head seed=13 step 2: loss " in captured.err and "lora K=2 seed=13: test accuracy " in captured.err
     assert pd.read_csv(tmp_path / "r.csv")["method"].tolist() == ["zero-shot", "head", "lora"]
     run = json.loads((tmp_path / "run.json").read_text())
     assert [m["method"] for m in run["methods"]] == ["head", "lora"] and len(run["curves"]) == 4

@@ -364,7 +364,7 @@ def test_time_left_starts_from_the_estimate_and_moves_to_the_measured_pace():
 
 def test_durations_are_said_in_the_unit_people_think_in():
     """99,999,999 SFT steps were estimated at "about 539270.7 h"."""
-    from peftlab.ui.display import duration
+    from peftlab.config import duration
 
     assert [duration(s) for s in (45, 720, 9000, 47 * 3600)] == ["45 s", "12 min", "2.5 h", "47.0 h"]
     assert duration(3.2 * 86400) == "3.2 days" and duration(539270.7 * 3600) == "62 years"

@@ -13,7 +13,7 @@ import pandas as pd
 
 from peftlab.cloze import ClozeSetup
 from peftlab.compare import GridRow
-from peftlab.config import counted
+from peftlab.config import counted, duration
 from peftlab.errors import PeftlabError
 from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
 from peftlab.report import DISPLAY_COLUMNS, compare, compare_routes, display_table, report_html
@@ -53,7 +53,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import duration, fitted_table, readable, time_left, took, warning_notes
+from peftlab.ui.display import fitted_table, readable, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS

@@ -7,6 +7,7 @@ import time
 import gradio as gr
 import pandas as pd
 
+from peftlab.config import duration
 from peftlab.report import share_text, short_figure
 
 # a column named with one of these words holds a fraction
@@ -113,21 +114,6 @@ def _percent(value: float) -> str:
 def per_second(count: int, seconds: float) -> str:
     """A rate as people read it (`report.short_figure`): "12", or "0.31" (40 long texts in 128 s read "0")."""
     return short_figure(count / max(seconds, 1e-9))
-
-
-def duration(seconds: float) -> str:
-    """'45 s', '12 min', '2.5 h', '3.2 days', '61 years': how long, in the unit people think in (99,999,999 SFT
-    steps were "about 539270.7 h")."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    days = seconds / 86400
-    if days < 365:
-        return f"{days:.1f} days"
-    return f"{days / 365.25:,.0f} years"
 
 
 def time_left(started: float, fraction: float, expected: float) -> str:

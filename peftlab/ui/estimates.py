@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from peftlab.config import duration
 from peftlab.models import LM
 from peftlab.serving import current_caps
 from peftlab.standard import MeasuredCosts, measure
 from peftlab.training import Event
-from peftlab.ui.display import duration, left
+from peftlab.ui.display import left
 from peftlab.ui.sessions import SESSIONS
 from peftlab.zerogpu import call_on_gpu
 

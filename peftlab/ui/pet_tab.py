@@ -13,6 +13,7 @@ from dataclasses import asdict
 import gradio as gr
 import pandas as pd
 
+from peftlab.config import duration
 from peftlab.metrics import confusion_matrix, leaning_label
 from peftlab.pet import (
     PETConfig,
@@ -58,7 +59,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import duration, fitted_table, time_left, took, warning_notes
+from peftlab.ui.display import fitted_table, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.soft_prompts_tab import keep_trained, method_choices, trained_method_panel

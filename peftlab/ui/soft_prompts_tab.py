@@ -27,7 +27,7 @@ from peftlab.compare import (
     sweepable_settings,
     validate_grid,
 )
-from peftlab.config import counted, parse_list
+from peftlab.config import counted, duration, parse_list
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, cut_note, method_config, parse_learning_rates
 from peftlab.models import LM, loaded_lm
@@ -68,7 +68,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import duration, fitted_table, readable, time_left, took, warning_notes
+from peftlab.ui.display import fitted_table, readable, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
