@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from benchmarks.common import Phase, logger  # noqa: E402
 from peftlab.models import load_lm  # noqa: E402
-from peftlab.pet import PETConfig, PETEvent, default_patterns, pattern_prompts, pet_run  # noqa: E402
+from peftlab.pet import PETConfig, PETEvent, PETResult, default_patterns, pattern_prompts, pet_run  # noqa: E402
 from peftlab.tasks import load_task  # noqa: E402
 from peftlab.tuning import TrainSettings  # noqa: E402
 
@@ -56,6 +56,8 @@ def one_run(lm, name: str, shots: int, config: PETConfig, settings: TrainSetting
                 last[(item.seed, item.generation, item.model)] = item.elapsed
                 if item.step == 1:
                     log(f"  seed {item.seed} generation {item.generation}: {item.model}")
+                continue
+            if not isinstance(item, PETResult):  # a pattern's model scoring its texts
                 continue
             results.append(item)
             log(f"  seed {item.seed}: {json.dumps(item.summary())}")

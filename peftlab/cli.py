@@ -277,6 +277,7 @@ def run_autoprompt(args: argparse.Namespace) -> None:
     from peftlab.autoprompt import run_autoprompt as search
     from peftlab.models import load_lm
     from peftlab.prompts import Verbalizer
+    from peftlab.report import leaning_notes
 
     config = from_arguments(AutoPromptConfig, args)
     task = _load_task(args)
@@ -290,7 +291,8 @@ def run_autoprompt(args: argparse.Namespace) -> None:
 
     result = search(lm, task, args.verbalizer, config, on_event=report)
     _store(args, result.rows)
-    if note := result.trigger_note(config.train_size):
+    notes = [note] if (note := result.trigger_note(config.train_size)) else []
+    for note in notes + leaning_notes(result.rows, task.label_names):
         print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.summary()), file=args.json_out)
@@ -644,7 +646,7 @@ def run_standard_command(args: argparse.Namespace) -> None:
 
 def run_pet(args: argparse.Namespace) -> None:
     from peftlab.models import load_lm
-    from peftlab.pet import PETEvent, default_patterns, pattern_prompts, pet_run, read_unlabelled
+    from peftlab.pet import PatternScoring, PETEvent, default_patterns, pattern_prompts, pet_run, read_unlabelled
     from peftlab.saving import zip_trained
 
     config, settings = from_arguments(PETConfig, args), from_arguments(TrainSettings, args)
@@ -671,6 +673,10 @@ def run_pet(args: argparse.Namespace) -> None:
                     f"loss {item.train_loss:.3f}, dev accuracy {item.dev_accuracy:.3f}",
                     file=sys.stderr,
                 )
+            continue
+        if isinstance(item, PatternScoring):
+            done = f"test accuracy {item.test_accuracy:.3f}" if item.test_accuracy is not None else "scoring"
+            print(f"seed {item.seed} generation {item.generation} {item.model}: {done}", file=sys.stderr)
             continue
         results.append(item)
         _store(args, item.rows)

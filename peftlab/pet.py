@@ -132,6 +132,21 @@ class PETEvent(Event):
 
 
 @dataclass
+class PatternScoring:
+    """A pattern's model, trained, scoring the `pool` unlabelled texts and the `test` texts: yielded as it starts
+    (`test_accuracy` None) and once done, with its accuracy on the test texts. On a CPU this takes minutes, in which
+    the model's last training step stood on the screen as if the run hung, and no accuracy showed until the whole
+    seed ended."""
+
+    seed: int
+    generation: int
+    model: str  # "pattern 1", ...
+    pool: int
+    test: int
+    test_accuracy: float | None = None
+
+
+@dataclass
 class PETResult:
     """One seed's PET (and iPET) run: every model's test accuracy and the distilled classifier.
 
@@ -351,9 +366,10 @@ def pet_run(
     stop: threading.Event | None = None,
     unlabelled: Sequence[dict] | None = None,
     backend=None,
-) -> Iterator[PETEvent | PETResult]:
+) -> Iterator[PETEvent | PatternScoring | PETResult]:
     """PET (and iPET with `config.ipet_generations`) over the seeds, with the PVPs `prompts` (`pattern_prompts`):
-    events as each model trains, and a PETResult per finished seed. `lm` should be fp32: its copies are trained.
+    events as each model trains (PETEvent) and as each pattern's model scores its texts (PatternScoring), and a
+    PETResult per finished seed. `lm` should be fp32: its copies are trained.
     The ensemble labels `config.unlabelled` texts of the training pool (labels hidden), or of `unlabelled`
     (`read_unlabelled`'s rows) when given.
     When `stop` is set, the run ends after the current step; the seeds finished before are kept, the one in
@@ -427,6 +443,8 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
                 if item.pool is None:
                     return None  # stopped
                 scores[index] = item
+                model = f"pattern {index + 1}"
+                yield PatternScoring(seed, generation, model, len(pool), len(test), accuracy(item.test))
             else:
                 yield item
         if len(scores) < len(jobs):
@@ -548,6 +566,7 @@ def pattern_model(lm, pool, test, dev, settings, method: str, alpha: float, gene
     if trained.stopped:
         yield PatternScores(None, None)
     else:
+        yield PatternScoring(settings.seed, generation, name, len(pool), len(test))
         yield PatternScores(trained.log_probs(pool), trained.log_probs(test), before)
 
 

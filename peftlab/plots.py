@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -175,13 +176,18 @@ COLOURED_METHODS = (
     "dpo",
 )
 PALETTE = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24
+# PET's pattern models, by number: apart from each other and from the classifier's yellow (by a hash, patterns 1, 3
+# and 4 drew in near-identical blue, navy and purple)
+PATTERN_PALETTE = px.colors.qualitative.Set1
 
 
 def method_colour(method: str) -> str:
-    """The colour of `method` in every chart (COLOURED_METHODS, else one of the remaining colours by a hash of the
-    name, stable across processes)."""
+    """The colour of `method` in every chart (COLOURED_METHODS; PET's "pattern N" by its number; else one of the
+    remaining colours by a hash of the name, stable across processes)."""
     if method in COLOURED_METHODS:
         return PALETTE[COLOURED_METHODS.index(method)]
+    if pattern := re.fullmatch(r"pattern (\d+)", method):
+        return PATTERN_PALETTE[(int(pattern[1]) - 1) % len(PATTERN_PALETTE)]
     rest = PALETTE[len(COLOURED_METHODS) :]
     return rest[int(hashlib.sha256(method.encode()).hexdigest(), 16) % len(rest)]
 
@@ -344,7 +350,7 @@ def training_curves(events: pd.DataFrame) -> go.Figure:
             go.Scatter(
                 x=run["step"],
                 y=run["train_loss"],
-                mode="lines",
+                mode="lines" if len(run) > 1 else "markers",  # a run stopped after one step drew no line at all
                 name=method,
                 showlegend=first,
                 hovertemplate=f"{method}, seed {seed}, step %{{x}}: loss %{{y:.3f}}<extra></extra>",

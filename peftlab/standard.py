@@ -32,7 +32,16 @@ from peftlab.config import Config, counted, scored_texts_setting, seed_setting, 
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, method_config
 from peftlab.models import LM, autocast_for
-from peftlab.pet import PETConfig, PETEvent, PETResult, pattern_prompts, patterns_for, pet_run, unlabelled_candidates
+from peftlab.pet import (
+    PatternScoring,
+    PETConfig,
+    PETEvent,
+    PETResult,
+    pattern_prompts,
+    patterns_for,
+    pet_run,
+    unlabelled_candidates,
+)
 from peftlab.store import ResultRow
 from peftlab.tasks import DEFAULT_SEEDS, Task
 from peftlab.training import Event
@@ -117,7 +126,7 @@ def run_standard(
     settings: TrainSettings,
     stop: threading.Event | None = None,
     backend=None,
-) -> Iterator[StandardEvent | TrainEvent | PETEvent | ResultRow | GridRow]:
+) -> Iterator[StandardEvent | TrainEvent | PETEvent | PatternScoring | ResultRow | GridRow]:
     """Each run's StandardEvent, its training events, then its ResultRow(s). `scoring_lm` scores (the fast
     inference dtype), `training_lm` trains (fp32 weights); both are the same model.
 

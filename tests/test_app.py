@@ -502,7 +502,21 @@ def test_pet_tab_trains_every_pattern_distils_a_classifier_and_offers_it(client)
     ]
     models = ["pattern 1 (generation 0)", "pattern 2 (generation 0)", "classifier (generation 0)"]
     assert steps == [(model, step) for model in models for step in "12"], steps
-    assert re.fullmatch(r"1 of 1 seeds finished in [\d.]+ (s|min) \(estimated [\d.]+ (s|min|h)\)\.", status), status
+    # after its last step, each pattern's model scores the pool and the test texts (minutes, where "step 2 of 2"
+    # stood), then its accuracy shows in the seed's line as it runs (none showed until the whole seed ended)
+    scoring = [u[0].split(" (estimated")[0] for u in job.outputs() if u[0].startswith("Seed 13: scoring ")]
+    assert scoring == [
+        f"Seed 13: scoring pattern {n}'s model (generation 0) on 8 unlabelled and 10 test texts" for n in (1, 2)
+    ]
+    tables = [u[1]["data"] for u in job.outputs() if isinstance(u[1], dict) and "data" in u[1]]
+    running = [rows[-1] for rows in tables if rows and rows[-1][0] == "13 (running)"]
+    assert running and re.fullmatch(r"\d+\.\d%", running[0][1]) and running[0][2:] == ["…"] * 3, tables
+    # what the percentages are of (they read alone)
+    assert re.fullmatch(
+        r"1 of 1 seeds finished in [\d.]+ (s|min) \(estimated [\d.]+ (s|min|h)\)\. Each scored on 10 of 1000 test "
+        r"texts\. Each seed's soft labels are on 8 unlabelled texts\.",
+        status,
+    ), status
     assert table["headers"] == ["seed", "pattern 1", "pattern 2", "ensemble", "PET", "soft labels right"]
     (row,) = table["data"]
     assert row[0] == "13" and all(re.fullmatch(r"\d+\.\d%", cell) for cell in row[1:]), row

@@ -292,6 +292,7 @@ def test_compare_tab_runs_a_small_standard_comparison_and_shows_the_table_and_bo
     from peftlab.report import compare, display_table
     from peftlab.standard import STANDARD_METHODS
     from peftlab.store import ResultStore
+    from peftlab.ui.compare_tab import COMPARE_WRAP
     from peftlab.ui.display import column_widths
 
     store = tmp_path / "results.sqlite"
@@ -336,7 +337,7 @@ def test_compare_tab_runs_a_small_standard_comparison_and_shows_the_table_and_bo
         for method, accuracy in zip(expected["method"], expected["accuracy"]):
             expect(table.get_by_role("row", name=re.compile(rf"^{re.escape(method)} \d"))).to_contain_text(accuracy)
         # each column as wide as its header's longest word and its cells need ("accuracy" broke as "accura / cy")
-        widths = column_widths(expected)
+        widths = column_widths(expected, COMPARE_WRAP)
         expect(table.locator("th").first).to_have_attribute("style", re.compile(rf"width: {widths[0]}"))
         assert table.locator("th").evaluate_all("ths => ths.map(th => th.style.width)") == widths
         expect(tab.get_by_role("grid", name=re.compile("Results on other test splits"))).to_have_count(0)
@@ -562,7 +563,10 @@ def test_a_classify_refused_before_training_leaves_no_error_on_the_method_traine
     with opened(browser, app_url, "Soft prompts", height=1400) as page:
         tab = page.locator("#tab-soft-prompts")
         tab.get_by_role("button", name="Classify", exact=True).click()
-        nothing = "Nothing is trained yet: train one in this tab (or load a saved one in Soft prompts) first."
+        nothing = (
+            "Nothing is trained yet: train one in this tab first, or load one with 'Load a saved method (zip)' (Soft "
+            "prompts tab)."
+        )
         expect(page.get_by_text(nothing).first).to_be_visible(timeout=30_000)
         tab.get_by_role("button", name="Download the trained method (zip)").click()
         errors = tab.get_by_text("Error", exact=True)

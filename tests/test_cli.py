@@ -669,3 +669,35 @@ def test_a_task_file_whose_labels_look_mistaken_is_warned_of_before_the_command_
         "warning: The label 'postive' is on 1 row and 'positive' on 10: if 'postive' is a typo of 'positive', correct "
         "it in the file; as it is, it is a class of its own in every score."
     )
+
+
+def test_autoprompt_says_when_its_trigger_leans_on_one_label(capsys, monkeypatch, tmp_path, tiny_causal_folder):
+    """A trigger that made every text 'negative' scored 50 % on a balanced split, and only the Compare tab said so."""
+    import peftlab.autoprompt
+    from peftlab.store import ResultRow
+
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\n" + "".join(f"good film {i},positive\nbad film {i},negative\n" for i in range(20)))
+
+    class Found:  # the search's result, as far as the command reads it
+        def __init__(self, task):
+            texts = task.test_subset(None)
+            self.rows = [
+                ResultRow.scored("autoprompt", "tiny", task, "autoprompt", {}, texts, [0] * len(texts), seed=13, k=4),
+                ResultRow.scored("autoprompt", "tiny", task, "zero-shot", {}, texts, [e["label"] for e in texts]),
+            ]
+
+        def trigger_note(self, train_size):
+            return None
+
+        def summary(self):
+            return {}
+
+    monkeypatch.setattr(peftlab.autoprompt, "run_autoprompt", lambda lm, task, *_, **__: Found(task))
+    argv = ["autoprompt", "--model", tiny_causal_folder, "--task", str(data), "--no-store", "--json"]
+    code, _, err = run_cli(capsys, *argv, "--verbalizer", '{"negative": ["bad"], "positive": ["good"]}')
+    assert code == 0, err
+    assert err == (
+        "warning: autoprompt (K 4): its run predicted 'negative' for 100% of the texts, against 50% of the gold "
+        "labels: an accuracy of a model leaning on one label says little about reading the texts.\n"
+    )

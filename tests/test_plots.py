@@ -186,3 +186,14 @@ def test_labels_of_methods_at_nearly_one_point_or_line_are_placed_apart():
         ["bottom center", "top center"],
         [],
     )
+
+
+def test_pet_s_pattern_models_get_colours_apart_and_a_one_step_run_is_drawn():
+    """PET's patterns 1, 3 and 4 drew in near-identical blue, navy and purple (colours by a hash of the name), and a
+    run stopped after its first step drew an empty chart (a line of one point)."""
+    from peftlab.plots import PATTERN_PALETTE, method_colour, training_curves
+
+    colours = [method_colour(f"pattern {n}") for n in (1, 2, 3, 4)]
+    assert colours == PATTERN_PALETTE[:4] and method_colour("classifier") not in colours
+    events = pd.DataFrame({"method": ["lora"], "seed": [13], "step": [1], "train_loss": [0.7], "dev_accuracy": [0.5]})
+    assert [trace.mode for trace in training_curves(events).data] == ["markers", "markers+lines"]

@@ -442,7 +442,8 @@ def test_classify_and_download_with_nothing_picked_say_so():
     with pytest.raises(gr.Error) as raised:
         classify_with(None, "a text", Request())
     assert raised.value.message == (
-        "Nothing is trained yet: train one in this tab (or load a saved one in Soft prompts) first."
+        "Nothing is trained yet: train one in this tab first, or load one with 'Load a saved method (zip)' (Soft "
+        "prompts tab)."
     )
     keep_trained(Request(), "lora", "a trained lora")
     for press, purpose in (
@@ -452,8 +453,8 @@ def test_classify_and_download_with_nothing_picked_say_so():
         with pytest.raises(gr.Error) as raised:
             press(None)
         assert raised.value.message == (
-            f"Nothing is picked to {purpose}: train one in this tab (or load a saved one in Soft prompts), then "
-            "pick it in the list."
+            f"Nothing is picked to {purpose}: train one in this tab, or load one with 'Load a saved method (zip)' "
+            "(Soft prompts tab), then pick it in the list."
         )
         with pytest.raises(gr.Error) as raised:
             press("head")

@@ -21,6 +21,7 @@ from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.plots import metric_curve
 from peftlab.prompts import Template, Verbalizer
+from peftlab.report import leaning_notes
 from peftlab.serving import current_caps
 from peftlab.ui.common import (
     INSTANT,
@@ -167,8 +168,9 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
             f". No swap was accepted in {result.iterations_done} iterations: the trigger is still the one it started "
             "from; try more iterations or candidates, or a larger train size."
         )
-    if note := result.trigger_note(config.train_size):
-        summary += warning_notes([note])
+    # a trigger that makes every text 'negative' scores 50 % on a balanced split, and only the Compare tab said so
+    notes = [note] if (note := result.trigger_note(config.train_size)) else []
+    summary += warning_notes(notes + leaning_notes(result.rows, task.label_names))
     yield summary, readable(history), _plot(history), result.template, verbalizer
 
 

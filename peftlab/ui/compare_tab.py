@@ -66,6 +66,10 @@ another set of test texts are listed apart, never mixed, each with its own basel
 PUBLIC_NOTE = """On this public Space your results are yours alone and last as long as this page: before you
 reload or leave, export them (Stored results below), and import the file to get them back."""
 
+# Characters a comparison's cell takes before it wraps: at 32, a method named by its settings ("zero-shot (templates
+# "{text} {mask}")") widened its column until the verdict was cut to "not distinguis" on a 1280-pixel screen.
+COMPARE_WRAP = 20
+
 
 def _store(request: gr.Request | None) -> ResultStore:
     return ResultStore(owner=getattr(request, "session_hash", "") if public_mode() else "")
@@ -275,12 +279,16 @@ def build_compare_tab(tab: gr.Tab) -> None:
         refresh = gr.Button("Refresh the lists")
         show = gr.Button("Compare", variant="primary")
     status = status_line()
-    table = fitted_table(label="One line per method (mean ± std over seeds)", headers=list(DISPLAY_COLUMNS))
+    table = fitted_table(
+        label="One line per method (mean ± std over seeds)", headers=list(DISPLAY_COLUMNS), wrap_at=COMPARE_WRAP
+    )
     with gr.Row():
         # no labels: each figure has its title, and RLHF results put their score-KL frontier in the first
         by_parameters = gr.Plot(label="Accuracy vs trainable parameters", show_label=False, min_width=CHART_MIN_WIDTH)
         by_seconds = gr.Plot(label="Accuracy vs time", show_label=False, min_width=CHART_MIN_WIDTH)
-    apart = fitted_table(label="Results on other test splits (not comparable with the table above)", visible=False)
+    apart = fitted_table(
+        label="Results on other test splits (not comparable with the table above)", visible=False, wrap_at=COMPARE_WRAP
+    )
     with gr.Row():
         # each on its own line on a phone: side by side, their file names were cut to ".c" and ".h"
         table_file = gr.File(label="The table (CSV)", min_width=CHART_MIN_WIDTH)
@@ -315,7 +323,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
             run_button = gr.Button("Run the standard comparison", variant="primary")
             stop_button = gr.Button("Stop", variant="stop")
         run_status = status_line()
-        run_table = fitted_table(label="This run so far", headers=list(DISPLAY_COLUMNS))
+        run_table = fitted_table(label="This run so far", headers=list(DISPLAY_COLUMNS), wrap_at=COMPARE_WRAP)
     form = dict(**source, template=template, verbalizer=verbalizer, methods=methods, **settings, steps=steps)
     with gr.Accordion("Stored results: list, export, import, delete", open=False) as stored:
         listing = fitted_table(label="Stored results", headers=LIST_COLUMNS)

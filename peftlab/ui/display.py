@@ -9,6 +9,7 @@ import pandas as pd
 
 from peftlab.config import duration
 from peftlab.report import share_text, short_figure
+from peftlab.store import scored_note
 
 # a column named with one of these words holds a fraction
 PERCENT_WORDS = ("accuracy", "acc", "confidence", "probability", "share", "right")
@@ -152,3 +153,9 @@ def verdict(label_probs: dict[str, float]) -> str:
     """One text's answer in a sentence, above its chart: "**positive** with probability 96%." """
     label, probability = max(label_probs.items(), key=lambda item: item[1])
     return f"**{label}** with probability {probability:.0%}."
+
+
+def scored_on(results: list, task) -> str:
+    """What the `results` (ResultRows, all on one test subset) scored, for a status line's end: " Each scored on 20 of
+    1000 test texts."; "" with none."""
+    return f" Each scored on {scored_note(results[0].settings, task.left_out_words)}." if results else ""

@@ -13,9 +13,10 @@ from dataclasses import asdict
 import gradio as gr
 import pandas as pd
 
-from peftlab.config import duration
+from peftlab.config import counted, duration
 from peftlab.metrics import confusion_matrix, leaning_label
 from peftlab.pet import (
+    PatternScoring,
     PETConfig,
     PETEvent,
     check_pool_sizes,
@@ -59,7 +60,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import fitted_table, time_left, took, warning_notes
+from peftlab.ui.display import fitted_table, scored_on, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.soft_prompts_tab import keep_trained, method_choices, trained_method_panel
@@ -88,11 +89,11 @@ MORE_SETTINGS = (
 )
 
 
-def _table(results, patterns: int) -> pd.DataFrame:
+def _table(results, patterns: int, running: tuple[int, dict[str, float]] | None = None) -> pd.DataFrame:
     """One line per seed (each of the `patterns` patterns, the ensemble, PET, iPET) in percent, and their mean ±
-    std; before the first seed ends, the columns alone."""
-    if not results:
-        return pd.DataFrame(columns=["seed", *(f"pattern {i}" for i in range(1, patterns + 1)), "ensemble", "PET"])
+    std; before the first seed ends, the columns alone. `running` (a seed, and the test accuracy of each of its
+    pattern models scored so far) adds that seed's line as it goes: no accuracy showed until a whole seed ended."""
+    columns = ["seed", *(f"pattern {i}" for i in range(1, patterns + 1)), "ensemble", "PET"]
     rows = []
     for r in results:
         row = {f"pattern {i}": a for i, a in enumerate(r.pattern_accuracies, start=1)}
@@ -103,13 +104,18 @@ def _table(results, patterns: int) -> pd.DataFrame:
         if r.soft_label_accuracy is not None:  # texts of the training pool, whose labels were hidden
             row["soft labels right"] = r.soft_label_accuracy
         rows.append(row)
-    numbers = pd.DataFrame(rows)
+    numbers = pd.DataFrame(rows, columns=columns[1:] if not rows else None)
     shown = numbers.map("{:.1%}".format)
     if len(numbers) > 1:
         spread = numbers.mean().map("{:.1%}".format) + " ± " + numbers.std().map("{:.1%}".format)
         shown = pd.concat([shown, spread.to_frame().T])
-    shown.insert(0, "seed", [str(r.seed) for r in results] + (["mean ± std"] if len(numbers) > 1 else []))
-    return shown
+    seeds = [str(r.seed) for r in results] + (["mean ± std"] if len(numbers) > 1 else [])
+    if running and running[1]:
+        seed, scored = running
+        line = pd.DataFrame([{model: f"{accuracy:.1%}" for model, accuracy in scored.items()}], columns=shown.columns)
+        shown, seeds = pd.concat([shown, line.fillna("…")]), [*seeds, f"{seed} (running)"]
+    shown.insert(0, "seed", seeds)
+    return shown.reset_index(drop=True)
 
 
 def leaning_classifier_notes(result, label_names: list[str], distil_steps: int) -> list[str]:
@@ -166,6 +172,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
         yield message, *[gr.skip()] * 4
         return
     results, events, notes, models, done = [], [], [], 0, 0.0  # models begun; the share of the job done
+    scored: dict[str, float] = {}  # the seed in progress: the test accuracy of each pattern's model scored so far
     started = time.perf_counter()
 
     def said(status: str, running: bool = True) -> str:
@@ -177,10 +184,20 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
     def outputs(status: str, running: bool = True):
         curves = training_curves(pd.DataFrame(events)) if events else None
         soft = soft_label_histogram(results[-1].soft_labels, task.label_names) if results else None
-        return said(status, running), _table(results, len(prompts)), curves, soft, method_choices(request)
+        table = _table(results, len(prompts), (config.seeds[len(results)], scored) if running and scored else None)
+        return said(status, running), table, curves, soft, method_choices(request)
 
+    skipped = [gr.skip()] * 4  # the table, the plots and the picker, as they were
     with job(request, "pet") as (_, stop):
         for item in pet_run(lm, task, prompts, config, settings, stop, unlabelled, runs_backend()):
+            if isinstance(item, PatternScoring):
+                if item.test_accuracy is None:  # minutes on a CPU, where the model's last step stood as if it hung
+                    what = f"Seed {item.seed}: scoring {item.model}'s model (generation {item.generation}) on"
+                    yield said(f"{what} {item.pool:,} unlabelled and {item.test:,} test texts."), *skipped
+                elif item.generation == 0:  # iPET's generations show in the seed's line once it ends
+                    scored[item.model] = item.test_accuracy
+                    yield outputs(f"Seed {item.seed}: {item.model}'s model scored.")
+                continue
             if isinstance(item, PETEvent):
                 name = item.model if item.generation == 0 else f"{item.model} (iPET generation {item.generation})"
                 events.append({**asdict(item), "method": name})
@@ -191,11 +208,12 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
                 training = f"Seed {item.seed}: training {item.model} (generation {item.generation}), step {item.step}"
                 progress(done, desc=f"seed {item.seed}: {name}, step {item.step}/{steps}")
                 if item.step % 5 and item.step != 1:  # the plots as each model starts and every few steps: they
-                    yield said(f"{training} of {steps}."), *[gr.skip()] * 4  # cost more than a CPU step
+                    yield said(f"{training} of {steps}."), *skipped  # cost more than a CPU step
                 else:
                     yield outputs(f"{training} of {steps}.")
                 continue
             results.append(item)
+            scored.clear()
             notes += leaning_classifier_notes(item, task.label_names, config.distil_steps)
             keep_results(request, item.rows)
             keep_trained(request, f"pet classifier (seed {item.seed})", item.classifier)
@@ -203,8 +221,13 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
         note = (
             f" {stopped_note(stop)} The seed in progress was dropped; finished seeds are kept." if stop.is_set() else ""
         )
+        # what the percentages are of: "100.0%" read alone, with no word of 10 test texts
+        rows = [row for result in results for row in result.rows]
+        pool = f" Each seed's soft labels are on {counted(config.unlabelled, 'unlabelled text')}." if results else ""
     yield outputs(
-        f"{len(results)} of {len(config.seeds)} seeds finished{took(started, expected)}.{note}", running=False
+        f"{len(results)} of {len(config.seeds)} seeds finished{took(started, expected)}.{scored_on(rows, task)}"
+        f"{pool}{note}",
+        running=False,
     )
 
 

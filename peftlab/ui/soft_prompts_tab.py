@@ -37,7 +37,6 @@ from peftlab.report import leaning_notes
 from peftlab.saving import load_trained, saved_model_name, zip_trained
 from peftlab.serving import current_caps
 from peftlab.standard import grid_seconds
-from peftlab.store import scored_note
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
     CHART_MIN_WIDTH,
@@ -68,7 +67,7 @@ from peftlab.ui.common import (
     user_errors,
     verbalizer_box,
 )
-from peftlab.ui.display import fitted_table, readable, time_left, took, warning_notes
+from peftlab.ui.display import fitted_table, readable, scored_on, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.sessions import SESSIONS
@@ -208,7 +207,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         summary = summarize(results)
         finished = _finished(rows)
         if files[0]:  # the last update: how long it took, and on what (an upload's test split is small)
-            status = f"{finished}/{total_runs} runs finished{took(started, expected)}.{_scored_on(scored, task)}"
+            status = f"{finished}/{total_runs} runs finished{took(started, expected)}.{scored_on(scored, task)}"
         elif stop.is_set():  # after "Stopping the comparison after its current step", "about 16 min left" stood
             status = f"{finished}/{total_runs} runs finished; stopping after the current step."
         else:
@@ -260,6 +259,9 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         yield outputs((str(csv_file), str(json_file)))
 
 
+LOAD_SAVED = "Load a saved method (zip)"
+
+
 def picked_method(method, request, purpose: str):
     """The session's trained method picked as `method`, to `purpose` ("classify with", "download").
 
@@ -268,12 +270,15 @@ def picked_method(method, request, purpose: str):
     """
     trained_by_method = trained_methods(request)
     if not trained_by_method:
-        raise PeftlabError("Nothing is trained yet: train one in this tab (or load a saved one in Soft prompts) first.")
+        # said on both tabs: "(or load a saved one in Soft prompts)" read oddly on that tab, where the box has a name
+        raise PeftlabError(
+            f"Nothing is trained yet: train one in this tab first, or load one with {LOAD_SAVED!r} (Soft prompts tab)."
+        )
     if not method:  # the PET tab's picker stays empty while the Soft prompts tab trains (it said "None has not ...")
         # the PET tab loads nothing and calls its method a classifier: the words fit both tabs
         raise PeftlabError(
-            f"Nothing is picked to {purpose}: train one in this tab (or load a saved one in Soft prompts), then pick "
-            "it in the list."
+            f"Nothing is picked to {purpose}: train one in this tab, or load one with {LOAD_SAVED!r} (Soft prompts "
+            "tab), then pick it in the list."
         )
     if method not in trained_by_method:
         raise PeftlabError(
@@ -412,16 +417,10 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
                 continue
             left = time_left(started, finished / total, expected) if finished < total else ""
             yield f"{finished}/{total} runs finished{left} (estimated {duration(expected)} in all).", *shown
-    status = f"{_finished(rows)}/{total} runs finished{took(started, expected)}.{_scored_on(scored, task)}"
+    status = f"{_finished(rows)}/{total} runs finished{took(started, expected)}.{scored_on(scored, task)}"
     if stop.is_set():
         status += f" {_stop_note(stop, rows, total)}"
     yield status, *shown  # an API client's result is the last update: the table and plot again
-
-
-def _scored_on(results: list, task) -> str:
-    """What the runs' `results` (all on one test subset) scored, for a status line's end: " Each scored on 20 of
-    1000 test texts."; "" with none."""
-    return f" Each scored on {scored_note(results[0].settings, task.left_out_words)}." if results else ""
 
 
 def build_soft_prompts_tab() -> None:
@@ -469,7 +468,7 @@ def build_soft_prompts_tab() -> None:
     gr.Markdown("### Use a trained method")
     trained_method, downloads = trained_method_panel("trained method", "classify_trained", "download_trained")
     with downloads:
-        upload_trained = gr.File(label="Load a saved method (zip)", file_types=[".zip"])
+        upload_trained = gr.File(label=LOAD_SAVED, file_types=[".zip"])
     load_status = status_line()
 
     heavy_job(
