@@ -221,9 +221,12 @@ class ResultStore:
 
         frame = self.frame(**where)
         scores = [route_score(m) if kind == "rlhf" else None for kind, m in zip(frame["kind"], frame["metrics"])]
-        table = frame.assign(score=pd.Series(scores, index=frame.index, dtype="Float64"))[LIST_COLUMNS]
+        texts = [settings.get("rows_scored") for settings in frame["settings"]]
+        table = frame.assign(
+            score=pd.Series(scores, index=frame.index, dtype="Float64"), texts=pd.Series(texts, index=frame.index)
+        )[LIST_COLUMNS]
         # whole numbers stay whole beside a zero-shot row's missing K and seed (they listed as "4.0" and "13.0")
-        whole = {name: table[name].astype("Int64") for name in ("k", "seed") if name in table}
+        whole = {name: table[name].astype("Int64") for name in ("k", "seed", "texts") if name in table}
         return table.assign(id=table["id"].str[:8], **whole)
 
     def get(self, row_id: str) -> ResultRow:
@@ -430,7 +433,22 @@ def scored_note(settings: dict, left_out: str = "") -> str:
 
 MIN_DELETE_PREFIX = 4  # characters of an id that `ResultStore.delete` takes
 # score: an RLHF row's labeler score (`rlhf.stored.route_score`); it has no accuracy, and listed without a figure
-LIST_COLUMNS = ["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1", "score"]
+# `kind` is what made the row (cloze, autoprompt, trained, pet, rlhf) and `texts` how many it scored: two zero-shot
+# rows at 0.875 and 0.95 (AutoPrompt's own on 40 texts, a sweep's on 20) listed with nothing to tell them apart
+LIST_COLUMNS = [
+    "id",
+    "created",
+    "task",
+    "model",
+    "kind",
+    "method",
+    "k",
+    "seed",
+    "texts",
+    "accuracy",
+    "macro_f1",
+    "score",
+]
 FLOAT_COLUMNS = ("accuracy", "macro_f1", "train_seconds", "scoring_seconds", "peak_memory_mb")
 INT_COLUMNS = ("k", "seed", "trainable_params")
 

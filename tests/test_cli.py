@@ -422,7 +422,7 @@ def test_rlhf_both_routes_learn_from_a_persons_comparisons_files(capsys, tiny_ca
 
 def test_results_and_report_name_a_path_they_cannot_use_in_one_line(capsys, tmp_path, monkeypatch, tiny_task):
     """A missing file or folder is the user's to fix (exit 2), not 'a bug or a broken installation' (exit 1)."""
-    from peftlab.store import ResultRow, ResultStore
+    from peftlab.store import LIST_COLUMNS, ResultRow, ResultStore
 
     monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "results.sqlite"))
     scored = ResultRow.scored("cloze", "tiny", tiny_task, "zero-shot", {}, tiny_task.test, [0] * len(tiny_task.test))
@@ -432,9 +432,10 @@ def test_results_and_report_name_a_path_they_cannot_use_in_one_line(capsys, tmp_
     code, out, _ = run_cli(capsys, "results", "import", str(rows))
     assert code == 0 and out.startswith("0 results added; 1 was already stored.")  # the same id, kept once
     header, line = run_cli(capsys, "results", "list")[1].splitlines()
-    assert header.split() == ["id", "created", "task", "model", "method", "k", "seed", "accuracy", "macro_f1", "score"]
-    assert line.split()[2:5] == ["tiny-sentiment", "tiny", "zero-shot"] and "None" not in line  # K, seed: blank
-    assert line.split()[5:] == ["0.5", "0.333333"]  # every text called negative: F1 2/3 and 0
+    assert header.split() == LIST_COLUMNS
+    # K and seed blank (not "None"); what made the row and the texts it scored
+    assert line.split()[2:6] == ["tiny-sentiment", "tiny", "cloze", "zero-shot"] and "None" not in line
+    assert line.split()[6:] == [str(len(tiny_task.test)), "0.5", "0.333333"]  # every text negative: F1 2/3 and 0
     missing, no_folder = tmp_path / "nowhere.jsonl", tmp_path / "no-folder"
     cases = [
         (["results", "import", str(missing)], f"error: {str(missing)!r}: no such file or directory.\n"),

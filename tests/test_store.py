@@ -260,6 +260,8 @@ def test_the_listing_keeps_k_and_seed_whole_and_an_export_of_nothing_is_refused(
     store.add([row(), row("lora", seed=13, k=4)])
     listed = store.listing()
     assert listed["k"].tolist()[1] == 4 and str(listed["k"].dtype) == "Int64" and listed["k"].isna().tolist()[0]
+    # what made each row and how many texts it scored: two zero-shot rows at different accuracies told nothing else
+    assert listed[["kind", "texts"]].values.tolist() == [[r.kind, r.settings["rows_scored"]] for r in store.rows()]
     assert listed.astype(object).fillna("").to_string(index=False).count("13.0") == 0
     with pytest.raises(PeftlabError, match=r"^No stored results of task 'nope'; nothing was written\.$"):
         store.export(tmp_path / "rows.csv", task="nope")
