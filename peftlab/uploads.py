@@ -76,11 +76,14 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if path.suffix.lower() in SPREADSHEET_SUFFIXES:
         raise PeftlabError(
             f"The file '{path.name}' is a spreadsheet; save it as CSV UTF-8 (in Excel: File > Save As > CSV UTF-8) "
-            "and upload that."
+            "and use that."  # said in the app and on the command line alike
         )
     text = read_text(path)
     if not text.strip():
-        raise PeftlabError(f"The file '{path.name}' is empty; upload a CSV or JSONL file with a header/keys and rows.")
+        raise PeftlabError(
+            f"The file '{path.name}' is empty; give a CSV file with a header line and rows, or a JSON Lines file with "
+            "one object per line."
+        )
     try:
         if table:
             return read_csv_text(text)

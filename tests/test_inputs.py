@@ -155,7 +155,13 @@ def test_uploads_in_the_encodings_and_shapes_people_save_load_the_same_rows(tmp_
             "data.xlsx",
             b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)),
             "The file 'data.xlsx' is a spreadsheet; save it as CSV UTF-8 (in Excel: File > Save As > CSV UTF-8) and "
-            "upload that.",
+            "use that.",
+        ),
+        (  # "upload a CSV or JSONL file" was said on the command line too
+            "empty.csv",
+            b"\n",
+            "The file 'empty.csv' is empty; give a CSV file with a header line and rows, or a JSON Lines file with one "
+            "object per line.",
         ),
         (
             "one.json",
