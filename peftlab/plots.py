@@ -201,6 +201,23 @@ def method_colours(methods: Sequence[str]) -> dict[str, str]:
 # apart there, they are apart on any wider screen. Pixels of plotly's 12 px font.
 LABEL_PLOT_PX = (300.0, 280.0)
 LABEL_CHAR_PX, LABEL_LINE_PX, MARKER_RADIUS_PX = 7.0, 16.0, 6.0  # a line of text with 2 px apart
+# Characters of a label's line: a line named by its settings ('zero-shot (templates "Review: {text}\nSentiment:
+# {mask}", verbalizer ...)', 60 characters and more) was wider than a phone's plot and covered its neighbours wherever
+# it went; wrapped, it stood 8 lines high. A chart shows the start of a name, and its hover the whole name.
+LABEL_LINE_CHARS = 28
+
+
+def clipped(name: str) -> str:
+    """`name` cut to LABEL_LINE_CHARS characters, with "…" where it was cut."""
+    return name if len(name) <= LABEL_LINE_CHARS else name[: LABEL_LINE_CHARS - 1].rstrip() + "…"
+
+
+def _label_size(label: str) -> tuple[float, float]:
+    """(width, height) in pixels of a label (its lines split at <br>)."""
+    lines = label.split("<br>")
+    return max(len(line) for line in lines) * LABEL_CHAR_PX, len(lines) * LABEL_LINE_PX
+
+
 Box = tuple[float, float, float, float]  # (left, bottom, right, top) in pixels from the plot's bottom left corner
 
 
@@ -236,8 +253,8 @@ def label_spots(
     """Where each label goes so that labels cover neither each other nor the markers: plotly's `textposition` of
     each point's label and `annotation_position` of each horizontal line's.
 
-    `points` are (x, y, label) and `lines` (y, label) in the axes' own units (log10 of the value on a log axis), the
-    ranges those of the axes. Boxes are estimated in pixels of LABEL_PLOT_PX. The lines' labels are placed first, at
+    `points` are (x, y, label) and `lines` (y, label), labels `clipped`, in the axes' own units (log10 on a log axis),
+    the ranges those of the axes. Boxes are estimated in pixels of LABEL_PLOT_PX. The lines' labels are placed first, at
     the left or the right, above or below their line, off the markers; then each point's label, above, below, beside
     or across a corner of its point. Plotly places none apart: two methods at nearly one point (prompt tuning and
     P-tuning, LoRA and the adapter) printed their names over each other, as did zero-shot's and in-context's dashed
@@ -249,12 +266,12 @@ def label_spots(
     def pixel_y(y):
         return (y - y_range[0]) / y_span * height
 
-    h, gap = LABEL_LINE_PX, MARKER_RADIUS_PX
+    gap = MARKER_RADIUS_PX
     pixels = [((x - x_range[0]) / x_span * width, pixel_y(y), label) for x, y, label in points]
     markers = [(x - gap, y - gap, x + gap, y + gap) for x, y, _ in pixels]
     line_boxes = []
     for y, label in lines:
-        y, w = pixel_y(y), len(label) * LABEL_CHAR_PX
+        y, (w, h) = pixel_y(y), _label_size(label)
         line_boxes.append(
             {
                 "top left": (0.0, y, w, y + h),
@@ -266,7 +283,7 @@ def label_spots(
     line_spots = _placed_apart(line_boxes, markers)
     point_boxes = []
     for x, y, label in pixels:
-        w = len(label) * LABEL_CHAR_PX
+        w, h = _label_size(label)
         point_boxes.append(
             {
                 "top center": (x - w / 2, y + gap, x + w / 2, y + gap + h),
@@ -297,8 +314,11 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
     bottom, top = max(low - 0.05, 0), min(high + 0.08, 1.1)
     x_range = [log_x.min() - 0.7, log_x.max() + 0.5]
     # methods at one accuracy share a line and its label: two labels at one height were printed over each other
-    lines = [(y, f"{', '.join(rows['method'])} (0 {x_title})") for y, rows in zero.groupby("accuracy_mean", sort=False)]
-    points = list(zip(log_x, placed["accuracy_mean"], placed["method"])) if len(placed) else []
+    lines = [
+        (y, f"{clipped(', '.join(rows['method']))}<br>(0 {x_title})")
+        for y, rows in zero.groupby("accuracy_mean", sort=False)
+    ]
+    points = list(zip(log_x, placed["accuracy_mean"], map(clipped, placed["method"]))) if len(placed) else []
     spots, line_spots = label_spots(points, lines, x_range, [bottom, top])
     for (_, row), spot in zip(placed.iterrows(), spots):
         figure.add_trace(
@@ -307,7 +327,9 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
                 y=[row["accuracy_mean"]],
                 error_y=dict(type="data", array=[row["accuracy_std"]]),
                 mode="markers+text",
-                text=[row["method"]],
+                text=[clipped(row["method"])],
+                hovertext=[row["method"]],  # the whole name
+                hoverinfo="text+x+y",
                 textposition=spot,
                 name=row["method"],
                 marker=dict(size=12, color=colours[row["method"]]),

@@ -63,7 +63,7 @@ def test_a_method_that_trains_nothing_is_a_line_not_a_point_at_one_parameter():
     assert [list(trace.x) for trace in figure.data] == [[460_800]]
     (line,) = figure.layout.shapes
     assert (line.y0, line.y1, line.line.dash) == (0.765, 0.765, "dash")
-    assert figure.layout.annotations[0].text == "zero-shot (0 trainable parameters)"
+    assert figure.layout.annotations[0].text == "zero-shot<br>(0 trainable parameters)"
     assert figure.layout.xaxis.showticklabels and figure.layout.xaxis.title.text == "trainable parameters"
     # zero-shot rows alone: no lone "1" under the dashed lines, and the axis says why it is empty
     alone = accuracy_vs_parameters(summary.iloc[:1])
@@ -73,7 +73,7 @@ def test_a_method_that_trains_nothing_is_a_line_not_a_point_at_one_parameter():
     tied = pd.concat([summary, summary.iloc[:1].assign(method="zero-shot · mean")], ignore_index=True)
     figure = accuracy_vs_parameters(tied)
     assert len(figure.layout.shapes) == 1
-    assert [a.text for a in figure.layout.annotations] == ["zero-shot, zero-shot · mean (0 trainable parameters)"]
+    assert [a.text for a in figure.layout.annotations] == ["zero-shot, zero-shot · mean<br>(0 trainable parameters)"]
 
 
 def test_the_two_compare_charts_give_a_method_one_colour():
@@ -172,8 +172,8 @@ def test_labels_of_methods_at_nearly_one_point_or_line_are_placed_apart():
     assert spots["head"] == "top center"  # alone: above its point, as plotly puts it
     assert spots["lora"] != spots["adapter"]
     assert [a.text for a in figure.layout.annotations] == [
-        "zero-shot (0 trainable parameters)",
-        "in-context (0 trainable parameters)",
+        "zero-shot<br>(0 trainable parameters)",
+        "in-context<br>(0 trainable parameters)",
     ]
     first, second = (shape for shape in figure.layout.shapes)
     assert (first.y0, second.y0) == (0.79, 0.785)
@@ -197,3 +197,21 @@ def test_pet_s_pattern_models_get_colours_apart_and_a_one_step_run_is_drawn():
     assert colours == PATTERN_PALETTE[:4] and method_colour("classifier") not in colours
     events = pd.DataFrame({"method": ["lora"], "seed": [13], "step": [1], "train_loss": [0.7], "dev_accuracy": [0.5]})
     assert [trace.mode for trace in training_curves(events).data] == ["markers", "markers+lines"]
+
+
+def test_a_chart_shows_the_start_of_a_long_name_and_its_hover_the_whole_name():
+    """Lines named by their settings ('zero-shot (templates "Review: {text}\\nSentiment:{mask}", verbalizer ...)', 60
+    characters and more) were wider than a phone's plot and covered their neighbours wherever they went."""
+    long = 'zero-shot (templates "Review: {text}\\nSentiment:{mask}")'
+    summary = pd.DataFrame(
+        {
+            "method": [long, f"prompt-tuning ({long[11:]}"],
+            "accuracy_mean": [0.9, 0.8],
+            "accuracy_std": [0.0, 0.01],
+            "trainable_params": [0, 11_520],
+        }
+    )
+    figure = accuracy_vs_parameters(summary)
+    (point,) = figure.data
+    assert point.text == ('prompt-tuning (templates "R…',) and point.hovertext == (summary["method"][1],)
+    assert figure.layout.annotations[0].text == 'zero-shot (templates "Revie…<br>(0 trainable parameters)'
