@@ -292,7 +292,8 @@ def run_autoprompt(args: argparse.Namespace) -> None:
     result = search(lm, task, args.verbalizer, config, on_event=report)
     _store(args, result.rows)
     notes = [note] if (note := result.trigger_note(config.train_size)) else []
-    for note in notes + leaning_notes(result.rows, task.label_names):
+    # the found trigger's row (the first): the template without it is no 'zero-shot' baseline here
+    for note in notes + leaning_notes(result.rows[:1], task.label_names):
         print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.summary()), file=args.json_out)

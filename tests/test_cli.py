@@ -685,7 +685,8 @@ def test_autoprompt_says_when_its_trigger_leans_on_one_label(capsys, monkeypatch
             texts = task.test_subset(None)
             self.rows = [
                 ResultRow.scored("autoprompt", "tiny", task, "autoprompt", {}, texts, [0] * len(texts), seed=13, k=4),
-                ResultRow.scored("autoprompt", "tiny", task, "zero-shot", {}, texts, [e["label"] for e in texts]),
+                # the template without the trigger: told as "without" beside the trigger's score, never as zero-shot
+                ResultRow.scored("autoprompt", "tiny", task, "zero-shot", {}, texts, [1] * len(texts)),
             ]
 
         def trigger_note(self, train_size):

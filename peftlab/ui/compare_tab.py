@@ -280,7 +280,10 @@ def build_compare_tab(tab: gr.Tab) -> None:
         show = gr.Button("Compare", variant="primary")
     status = status_line()
     table = fitted_table(
-        label="One line per method (mean ± std over seeds)", headers=list(DISPLAY_COLUMNS), wrap_at=COMPARE_WRAP
+        label="One line per method (mean ± std over seeds)",
+        headers=list(DISPLAY_COLUMNS),
+        wrap_at=COMPARE_WRAP,
+        max_height=1200,  # the standard comparison's 11 lines: at gradio's 500 px the last ones hid inside the box
     )
     with gr.Row():
         # no labels: each figure has its title, and RLHF results put their score-KL frontier in the first
