@@ -112,8 +112,8 @@ def _table(results, patterns: int, running: tuple[int, dict[str, float]] | None 
     seeds = [str(r.seed) for r in results] + (["mean ± std"] if len(numbers) > 1 else [])
     if running and running[1]:
         seed, scored = running
-        line = pd.DataFrame([{model: f"{accuracy:.1%}" for model, accuracy in scored.items()}], columns=shown.columns)
-        shown, seeds = pd.concat([shown, line.fillna("…")]), [*seeds, f"{seed} (running)"]
+        line = {column: f"{scored[column]:.1%}" if column in scored else "…" for column in shown.columns}
+        shown, seeds = pd.concat([shown, pd.DataFrame([line])]), [*seeds, f"{seed} (running)"]
     shown.insert(0, "seed", seeds)
     return shown.reset_index(drop=True)
 
