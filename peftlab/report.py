@@ -14,6 +14,7 @@ chart ids), so writing it twice from the same store gives the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 from collections.abc import Sequence
@@ -119,9 +120,13 @@ def _flat(settings, path: str = "") -> dict:
 
 
 def _short(value, width: int = 36) -> str:
-    """A setting's value as a line's name shows it: a list of one as its item, at most `width` characters."""
+    """A setting's value as a line's name shows it: a list of one as its item, a verbalizer (stored as a JSON text) as
+    its lines ("negative: bad / positive: good, great"), at most `width` characters."""
     value = value[0] if isinstance(value, list) and len(value) == 1 else value
     text = json.dumps(value, ensure_ascii=False)
+    with contextlib.suppress(ValueError, TypeError, AttributeError):  # '"{\"negative\": [\"neg…' named a line
+        words = json.loads(value).items()
+        text = " / ".join(f"{label}: {', '.join(w) if isinstance(w, list) else w}" for label, w in words)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

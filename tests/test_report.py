@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 import pandas as pd
 import pytest
@@ -335,3 +337,18 @@ def test_the_baseline_is_zero_shot_on_the_prompt_the_compared_methods_read():
     assert lines.loc["prompt-tuning", "vs_baseline"] == pytest.approx(0.025)
     # no other run on either prompt: the latest, as before
     assert compare([rows[0], rows[3], rows[4]])[0].baseline == 'zero-shot (templates "{text} {mask}")'
+
+
+def test_lines_told_apart_by_their_verbalizer_name_its_words_not_its_json():
+    """Lines named '{"negative": ["neg…' (a JSON text within JSON, escaped) after a search found label words."""
+
+    def zero_shot(verbalizer, predicted):
+        settings = {"templates": ["{text} {mask}"], "verbalizer": json.dumps(verbalizer)}
+        return ResultRow.scored("cloze", "tiny-llama", TASK, "zero-shot", settings, TEXTS, predicted)
+
+    rows = [zero_shot({"negative": ["bad"], "positive": ["good"]}, flip(4)), zero_shot({"negative": "no"}, flip(8))]
+    (split,) = compare(rows)
+    assert sorted(split.table["method"]) == [
+        "zero-shot (verbalizer negative: bad / positive: good)",
+        "zero-shot (verbalizer negative: no)",
+    ]
