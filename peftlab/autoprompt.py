@@ -589,6 +589,15 @@ class AutoPromptResult:
             "texts."
         )
 
+    def warnings(self, train_size: int, label_names: Sequence[str]) -> list[str]:
+        """What the tab and the command warn of after a search: the `trigger_note`, and the found prompt leaning on
+        one label (`report.leaning_notes` of its row alone: the prompt without the trigger is said as "without"
+        beside it, and a note naming it "zero-shot" read as the Compare tab's baseline)."""
+        from peftlab.report import leaning_notes
+
+        note = self.trigger_note(train_size)
+        return [*([note] if note else []), *leaning_notes(self.rows[:1], label_names)]
+
     def summary(self) -> dict:
         return {
             "trigger": self.trigger_tokens,

@@ -277,7 +277,6 @@ def run_autoprompt(args: argparse.Namespace) -> None:
     from peftlab.autoprompt import run_autoprompt as search
     from peftlab.models import load_lm
     from peftlab.prompts import Verbalizer
-    from peftlab.report import leaning_notes
 
     config = from_arguments(AutoPromptConfig, args)
     task = _load_task(args)
@@ -291,9 +290,7 @@ def run_autoprompt(args: argparse.Namespace) -> None:
 
     result = search(lm, task, args.verbalizer, config, on_event=report)
     _store(args, result.rows)
-    notes = [note] if (note := result.trigger_note(config.train_size)) else []
-    # the found trigger's row (the first): the template without it is no 'zero-shot' baseline here
-    for note in notes + leaning_notes(result.rows[:1], task.label_names):
+    for note in result.warnings(config.train_size, task.label_names):
         print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.summary()), file=args.json_out)

@@ -692,6 +692,8 @@ def test_autoprompt_says_when_its_trigger_leans_on_one_label(capsys, monkeypatch
         def trigger_note(self, train_size):
             return None
 
+        warnings = peftlab.autoprompt.AutoPromptResult.warnings  # what the command calls, on these rows
+
         def summary(self):
             return {}
 

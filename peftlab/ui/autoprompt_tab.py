@@ -21,7 +21,6 @@ from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.plots import metric_curve
 from peftlab.prompts import Template, Verbalizer
-from peftlab.report import leaning_notes
 from peftlab.serving import current_caps
 from peftlab.ui.common import (
     INSTANT,
@@ -169,10 +168,7 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
             "from; try more iterations or candidates, or a larger train size."
         )
     # a trigger that makes every text 'negative' scores 50 % on a balanced split, and only the Compare tab said so
-    notes = [note] if (note := result.trigger_note(config.train_size)) else []
-    # of the found trigger's row (the first): the template without it, told as 'without' here, was named 'zero-shot'
-    # in the note, read as the Compare tab's baseline
-    summary += warning_notes(notes + leaning_notes(result.rows[:1], task.label_names))
+    summary += warning_notes(result.warnings(config.train_size, task.label_names))
     yield summary, readable(history), _plot(history), result.template, verbalizer
 
 

@@ -123,6 +123,15 @@ def _stop_note(stop, rows: list[dict], total: int) -> str:
     return stopped_note(stop)
 
 
+def _running_line(stop, finished: int, total: int, started: float, fraction: float, expected: float) -> str:
+    """A grid's or sweep's status while it runs: its finished runs and the time left at `fraction` done, or that it
+    is stopping (after "Stopping the comparison after its current step", "about 16 min left" stood)."""
+    if stop.is_set():
+        return f"{finished}/{total} runs finished; stopping after the current step."
+    left = time_left(started, fraction, expected) if finished < total else ""
+    return f"{finished}/{total} runs finished{left} (estimated {duration(expected)} in all)."
+
+
 def trained_name(values: dict) -> tuple[str, str]:
     """The name a grid's run is kept under in the session, and what the picker shows beside it: ("lora", "K 16, seed
     42"); a stopped run's is its own ("lora · stopped", "K 16, seed 42, at step 3 of 30"), or it took the name of the
@@ -208,11 +217,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         finished = _finished(rows)
         if files[0]:  # the last update: how long it took, and on what (an upload's test split is small)
             status = f"{finished}/{total_runs} runs finished{took(started, expected)}.{scored_on(scored, task)}"
-        elif stop.is_set():  # after "Stopping the comparison after its current step", "about 16 min left" stood
-            status = f"{finished}/{total_runs} runs finished; stopping after the current step."
         else:
-            left = time_left(started, done / total_runs, expected) if finished < total_runs else ""
-            status = f"{finished}/{total_runs} runs finished{left} (estimated {duration(expected)} in all)."
+            status = _running_line(stop, finished, total_runs, started, done / total_runs, expected)
         status += warning_notes(notes)
         return (
             status,
@@ -412,11 +418,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
             zero_shot = float(rows[0]["test_accuracy"])
             shown = readable(summary), sweep_curve(summary, setting, zero_shot) if len(summary) else None
             finished = _finished(rows)
-            if stop.is_set():  # as a grid's
-                yield f"{finished}/{total} runs finished; stopping after the current step.", *shown
-                continue
-            left = time_left(started, finished / total, expected) if finished < total else ""
-            yield f"{finished}/{total} runs finished{left} (estimated {duration(expected)} in all).", *shown
+            yield _running_line(stop, finished, total, started, finished / total, expected), *shown
     status = f"{_finished(rows)}/{total} runs finished{took(started, expected)}.{scored_on(scored, task)}"
     if stop.is_set():
         status += f" {_stop_note(stop, rows, total)}"
