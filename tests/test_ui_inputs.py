@@ -503,6 +503,40 @@ def test_an_rlhf_stage_pressed_too_early_or_with_an_emptied_box_is_refused_befor
     SESSIONS.close(Request.session_hash)
 
 
+def test_a_stage_pressed_while_another_of_its_tab_runs_names_the_running_one():
+    """The reward model pressed while SFT ran said "Run step 1 (SFT) first." (SFT drops its model as it starts), and
+    PPO pressed while DPO ran queued a second job on the same session, sharing DPO's stop flag. A tab's job that runs
+    or waits in the queue now refuses its tab's other presses, by its name."""
+    import gradio as gr
+
+    from peftlab.ui import build_app
+    from peftlab.ui.sessions import SESSIONS
+
+    class Request:
+        session_hash = "busy-rlhf-visitor"
+
+    app = build_app()
+    session = SESSIONS.get(Request())
+    session.queue_job("rlhf", "Step 1 (SFT)")
+    session.start_job("rlhf")
+    session.leave_queue("rlhf")  # the job started: it runs, no longer waits
+    reward = dict(source="simulated", labeler="vader-positive", k=3, rm_pairs=10, rm_lora_r=0, rm_steps=3, seed=0)
+    for api_name, form in [("rlhf_reward", reward), ("rlhf_ppo", dict(seed=0)), ("rlhf_dpo", dict(seed=0))]:
+        with pytest.raises(gr.Error) as refused:
+            _event(app, f"{api_name}_check").fn(Request(), **form)
+        assert refused.value.message == "Step 1 (SFT) is still running: press this once it has finished, or stop it."
+    assert session.busy("autoprompt") is None  # another tab's jobs go on as before
+    SESSIONS.close(Request.session_hash)
+    # a job that waits in the queue is named by the press that queued it
+    waiting = SESSIONS.get(Request())
+    _event(app, "rlhf_sft_check").fn(
+        Request(), model="smollm2-135m", demonstrations=None, comparisons=None, sft_method="lora", sft_steps=5,
+        sft_learning_rate=1e-3, seed=0,
+    )  # fmt: skip
+    assert waiting.busy("rlhf") == "Step 1 (SFT)"
+    SESSIONS.close(Request.session_hash)
+
+
 def test_a_template_without_a_mask_is_refused_as_an_evaluation_or_a_search_is_pressed():
     """The looks at Cloze's and AutoPrompt's presses checked the task and the settings, not the template: a template
     without {mask} (or with a field the task lacks) waited behind other visitors' jobs to be refused."""

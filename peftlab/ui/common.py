@@ -23,7 +23,7 @@ from peftlab.prompts import Verbalizer, is_suggested_template, suggested_prompt
 from peftlab.serving import JobStop, current_caps, heavy_job_limit, public_mode
 from peftlab.tasks import EMBEDDED_TASKS, load_task
 from peftlab.ui.inputs import is_bounded, out_of_range
-from peftlab.ui.sessions import SESSIONS, Session
+from peftlab.ui.sessions import SESSIONS, UNNAMED_JOB, Session
 from peftlab.uploads import DATA_SUFFIXES
 from peftlab.zerogpu import GPUCalls, on_zero_gpu
 
@@ -93,17 +93,24 @@ def heavy() -> dict:
 
 
 def heavy_job(
-    button: gr.Button, fn, checks: Callable[[dict], object] | None = None, kind: str | None = None, **event
+    button: gr.Button,
+    fn,
+    checks: Callable[[dict], object] | None = None,
+    kind: str | None = None,
+    name: str = UNNAMED_JOB,
+    **event,
 ) -> gr.events.Dependency:
     """`button.click(fn, **event, **heavy())`, with the press looked at first, at once, before the job waits behind
     other visitors' jobs: `checks(form)`, when given, gets the event's `inputs_kwargs` values by name and raises a
     PeftlabError for input the job would refuse, so its sentence shows at once (a K of 0 was refused after a 6-minute
     wait); `checks(form, request)` when it takes two arguments, where the visitor's session decides (an RLHF stage
     pressed before the one it builds on was refused after the wait too). With `kind` (the job's kind, as its Stop
-    button names it) the session notes the job as queued, so Stop can keep it from starting. API clients call `fn`
-    alone: it refuses the same input itself. The button is disabled from the look until the job has ended: a second
-    press while the job waited in the queue ran the look again, which hid the job's place in the queue. Returns the
-    job's event, whose `look` is the look's (`answer` empties the outputs when either fails).
+    button names it) the session notes the job as queued, so Stop can keep it from starting, and a press while a job
+    of the same `kind` runs or waits (another of the tab's buttons) is refused, naming that job (`name`, as it
+    starts a sentence). API clients call `fn` alone: it refuses the same input itself. The button is disabled from
+    the look until the job has ended: a second press while the job waited in the queue ran the look again, which hid
+    the job's place in the queue. Returns the job's event, whose `look` is the look's (`answer` empties the outputs
+    when either fails).
 
     Not gradio's `validator=`, which does the same before the queue: its refusal reaches an API client as a bare
     "400 Bad Request", without the sentence.
@@ -118,15 +125,17 @@ def heavy_job(
 
     def look(request: gr.Request, *args, **form):
         session = SESSIONS.get(request)
-        if checks is not None:
-            try:
+        try:
+            if kind is not None and (running := session.busy(kind)):
+                raise PeftlabError(f"{running} is still running: press this once it has finished, or stop it.")
+            if checks is not None:
                 checks(form, request) if with_request else checks(form)
-            except PeftlabError as exc:
-                if status:  # for `refused`, which takes it at once
-                    session.values[refusal] = f"⚠️ {exc}"
-                raise
+        except PeftlabError as exc:
+            if status:  # for `refused`, which takes it at once
+                session.values[refusal] = f"⚠️ {exc}"
+            raise
         if kind is not None:
-            session.queue_job(kind)
+            session.queue_job(kind, name)
         disabled = gr.update(interactive=False)
         # the line is the new press's from here: the last one's refusal or result stood under "queue: 1/1"
         return ("", disabled) if status else disabled

@@ -14,7 +14,7 @@ from dataclasses import asdict, replace
 import gradio as gr
 import pandas as pd
 
-from peftlab.config import counted
+from peftlab.config import capitalised, counted
 from peftlab.errors import PeftlabError
 from peftlab.models import check_width
 from peftlab.plots import metric_curve, metric_panels, score_comparison, score_kl_frontier
@@ -32,7 +32,7 @@ from peftlab.rlhf.pipeline import (
 )
 from peftlab.rlhf.ppo import PPOConfig, PPOResult
 from peftlab.rlhf.reward import REPORT_COLUMNS, RewardConfig, RewardResult, heldout_report
-from peftlab.rlhf.session import RANKING_SOURCES, RLHFSession
+from peftlab.rlhf.session import RANKING_SOURCES, STAGES, RLHFSession
 from peftlab.rlhf.sft import SFTConfig, SFTResult
 from peftlab.rlhf.stored import REFERENCE
 from peftlab.serving import current_caps
@@ -765,6 +765,7 @@ def build_rlhf_tab() -> None:
         api_name="rlhf_sft",
         checks=sft_inputs,
         kind=JOB,
+        name=capitalised(STAGES["sft"]),
     ).then(empty_dropped_stages, None, sum(later.values(), []), api_visibility="private", **INSTANT)
     sft_stop.click(stop_handler(JOB, "the SFT stage"), None, [sft_status], api_name="rlhf_sft_stop", **INSTANT)
 
@@ -800,6 +801,7 @@ def build_rlhf_tab() -> None:
         api_name="rlhf_reward",
         checks=reward_inputs,
         kind=JOB,
+        name=capitalised(STAGES["reward"]),
     ).then(empty_dropped_routes, None, sum(after_reward.values(), []), api_visibility="private", **INSTANT)
     rm_stop.click(stop_handler(JOB, "the reward model"), None, [rm_status], api_name="rlhf_reward_stop", **INSTANT)
     ppo_form = dict(labeler=labeler, **{f"ppo_{name}": box for name, box in ppo.items()}, seed=seed)
@@ -811,6 +813,7 @@ def build_rlhf_tab() -> None:
         api_name="rlhf_ppo",
         checks=ppo_inputs,
         kind=JOB,
+        name=capitalised(STAGES["ppo"]),
     )
     ppo_stop.click(stop_handler(JOB, "PPO"), None, [ppo_status], api_name="rlhf_ppo_stop", **INSTANT)
     heavy_job(
@@ -821,6 +824,7 @@ def build_rlhf_tab() -> None:
         api_name="rlhf_dpo",
         checks=dpo_inputs,
         kind=JOB,
+        name=capitalised(STAGES["dpo"]),
     )
     dpo_stop.click(stop_handler(JOB, "DPO"), None, [dpo_status], api_name="rlhf_dpo_stop", **INSTANT)
     evaluated = [eval_status, eval_table, eval_plot, frontier_plot]  # not kept by the session: one press's answer

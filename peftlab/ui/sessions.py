@@ -33,6 +33,7 @@ from peftlab.store import ResultStore
 IDLE_HOURS = 6.0
 LEFT = "the visitor left"
 LOCAL = "local"  # the session of calls without a request (tests, scripts): no visitor's, and no owner of rows
+UNNAMED_JOB = "This tab's last job"  # `Session.busy` of a job pressed without a name
 
 
 class Session:
@@ -44,6 +45,7 @@ class Session:
         self.last_seen = time.monotonic()
         self._stops: dict[str, JobStop] = {}  # the running jobs, by kind
         self._queued: dict[str, JobStop] = {}  # jobs pressed and waiting in the queue, by kind (`queue_job`)
+        self._names: dict[str, str] = {}  # what the last job pressed of each kind is called ("Step 1 (SFT)")
         self._lock = threading.Lock()
 
     @property
@@ -61,12 +63,23 @@ class Session:
         parts = [re.sub(r"[^A-Za-z0-9._]+", "-", part).strip("-.") for part in ("peftlab", *about)]
         return self.path("-".join([*filter(None, parts), datetime.date.today().isoformat()]) + f".{suffix}")
 
-    def queue_job(self, kind: str) -> None:
-        """Note a job of `kind` that was pressed and now waits in the queue, so Stop can stop it before it starts.
-        Not while one of `kind` runs: the page drops a press whose job is still going, so none would wait."""
+    def queue_job(self, kind: str, name: str = UNNAMED_JOB) -> None:
+        """Note a job of `kind` (called `name`, for `busy`) that was pressed and now waits in the queue, so Stop can
+        stop it before it starts. Not while one of `kind` runs: the page drops a press whose job is still going, so
+        none would wait."""
         with self._lock:
             if kind not in self._stops:
                 self._queued[kind] = JobStop()
+                self._names[kind] = name
+
+    def busy(self, kind: str) -> str | None:
+        """The name `queue_job` was given for this session's job of `kind` that runs or waits, or None when none
+        does: one tab's jobs share their stop flag and their objects (a second RLHF stage pressed while SFT ran was
+        told "Run step 1 (SFT) first.")."""
+        with self._lock:
+            if kind in self._stops or kind in self._queued:
+                return self._names.get(kind, UNNAMED_JOB)
+        return None
 
     def leave_queue(self, kind: str) -> JobStop | None:
         """The queued job of `kind` starts: its flag (set when Stop was pressed while it waited), or None."""
