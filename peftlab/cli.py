@@ -537,32 +537,27 @@ def run_rlhf(args: argparse.Namespace) -> None:
     )
     lm = _load_lm(args)
 
+    steps = {"sft": config.sft.steps, "reward": config.reward.steps, "ppo": config.ppo.steps, "dpo": config.dpo.steps}
+    sampling = {"comparisons": "for the labeler to rank", "evaluation": "on held-out prompts, to compare the policies"}
+    shown = [None]  # the stage of the progress line
+
     def report(stage: str, event) -> None:
-        if stage == "comparisons":
-            print(f"sampling responses to rank: {event.done}/{event.total}", file=sys.stderr)
-        if not hasattr(event, "step"):
-            return
-        if stage == "sft" and (event.step % 10 == 0 or event.samples):
-            print(f"sft step {event.step}: loss {event.loss:.3f}", file=sys.stderr)
-        elif stage == "reward" and event.heldout_accuracy == event.heldout_accuracy:  # evaluation steps (not NaN)
-            print(
-                f"reward model step {event.step}: loss {event.loss:.3f}, "
-                f"held-out pair accuracy {event.heldout_accuracy:.3f}",
-                file=sys.stderr,
-            )
-        elif stage == "ppo":
-            print(
-                f"ppo step {event.step}: reward {event.mean_reward:+.3f}, labeler {event.mean_labeler_score:+.3f}, "
-                f"KL {event.mean_kl:.2f}, beta {event.beta:.3f}",
-                file=sys.stderr,
-            )
-        elif stage == "dpo" and event.step % 10 == 0:
-            print(
-                f"dpo step {event.step}: loss {event.loss:.3f}, implicit reward margin {event.reward_margin:+.3f}",
-                file=sys.stderr,
-            )
+        # every step rewrites one line, so no stage is silent for minutes (SFT's first line came at step 10, the
+        # evaluation had none); the lines that measure something stay (`_rlhf_step`)
+        if stage != shown[0]:
+            PROGRESS.end()
+            shown[0] = stage
+        if stage in sampling:
+            done, total = event.done, event.total
+            PROGRESS.show(f"sampling responses {sampling[stage]}: {done}/{total}", last=done == total)
+        elif hasattr(event, "step"):
+            said, kept = _rlhf_step(stage, event)
+            total = steps[stage]
+            name = {"sft": "SFT", "reward": "reward model"}.get(stage, stage.upper())
+            PROGRESS.show(f"{name} step {event.step}/{total}: {said}", last=kept or event.step == total)
 
     result = run_pipeline(lm, data, config, on_event=report)
+    PROGRESS.end()
     _store(args, result.rows)
     if args.samples:
         result.comparison.table.to_csv(args.samples, index=False)
@@ -585,6 +580,23 @@ def run_rlhf(args: argparse.Namespace) -> None:
     if note := result.comparison.kl_note():
         print(f"  {note}")
     print(f"{summary['seconds']:.0f} s in all")
+
+
+def _rlhf_step(stage: str, event) -> tuple[str, bool]:
+    """What the progress line of an RLHF stage's step says, and whether it stays: every 10th step of SFT and DPO, an
+    SFT step with samples, a reward model's evaluation step, every PPO step (each is a batch sampled and scored)."""
+    if stage == "sft":
+        return f"loss {event.loss:.3f}", event.step % 10 == 0 or bool(event.samples)
+    if stage == "reward":
+        evaluated = event.heldout_accuracy == event.heldout_accuracy  # evaluation steps (not NaN)
+        pairs = f", held-out pair accuracy {event.heldout_accuracy:.3f}" if evaluated else ""
+        return f"loss {event.loss:.3f}{pairs}", evaluated
+    if stage == "ppo":
+        return (
+            f"reward {event.mean_reward:+.3f}, labeler {event.mean_labeler_score:+.3f}, KL {event.mean_kl:.2f}, "
+            f"beta {event.beta:.3f}"
+        ), True
+    return f"loss {event.loss:.3f}, implicit reward margin {event.reward_margin:+.3f}", event.step % 10 == 0
 
 
 def run_standard_command(args: argparse.Namespace) -> None:
@@ -665,13 +677,17 @@ def run_pet(args: argparse.Namespace) -> None:
     backend = from_arguments(BackendConfig, args).build()
     for item in pet_run(lm, task, prompts, config, settings, unlabelled=unlabelled, backend=backend):
         if isinstance(item, PETEvent):
-            if item.dev_accuracy == item.dev_accuracy:  # evaluation steps (not NaN)
-                print(
-                    f"seed {item.seed} generation {item.generation} {item.model} step {item.step}: "
-                    f"loss {item.train_loss:.3f}, dev accuracy {item.dev_accuracy:.3f}",
-                    file=sys.stderr,
-                )
+            # every step rewrites one line (a pattern's first 10 steps were silent minutes); evaluations stay
+            evaluated = item.dev_accuracy == item.dev_accuracy  # not NaN
+            total = item.steps
+            dev = f", dev accuracy {item.dev_accuracy:.3f}" if evaluated else ""
+            PROGRESS.show(
+                f"seed {item.seed} generation {item.generation} {item.model} step {item.step}/{total}: "
+                f"loss {item.train_loss:.3f}{dev}",
+                last=evaluated or item.step == total,
+            )
             continue
+        PROGRESS.end()  # a model stopped early by its patience leaves its line open
         if isinstance(item, PatternScoring):
             done = f"test accuracy {item.test_accuracy:.3f}" if item.test_accuracy is not None else "scoring"
             print(f"seed {item.seed} generation {item.generation} {item.model}: {done}", file=sys.stderr)

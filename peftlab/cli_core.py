@@ -231,10 +231,12 @@ class _ProgressLine:
     there, or "error: interrupted." was glued to it."""
 
     open = False
+    width = 0  # of the open line: a shorter text rewriting it is padded over its end
 
     def show(self, text: str, last: bool = False) -> None:
-        print(f"\r{text}", end="\n" if last else "", file=sys.stderr, flush=True)
-        self.open = not last
+        padded = text.ljust(self.width) if self.open else text
+        print(f"\r{padded}", end="\n" if last else "", file=sys.stderr, flush=True)
+        self.open, self.width = not last, len(text)
 
     def end(self) -> None:
         if self.open:

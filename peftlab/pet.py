@@ -127,6 +127,7 @@ class PETEvent(Event):
     seed: int
     generation: int
     model: str  # "pattern 1", ..., or "classifier"
+    steps: int  # the model's optimiser steps in all (the classifier's are PETConfig.distil_steps)
     train_loss: float
     dev_accuracy: float  # nan between evaluations
 
@@ -598,6 +599,7 @@ def _train(lm, prompt, method, examples, dev, settings, stop, generation, name, 
                 seed=settings.seed,
                 generation=generation,
                 model=name,
+                steps=settings.steps,
                 train_loss=item.train_loss,
                 dev_accuracy=item.dev_accuracy,
             )

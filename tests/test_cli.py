@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from itertools import product
 
 import pandas as pd
 import pytest
@@ -157,6 +158,9 @@ def test_pet_runs_pet_and_ipet_and_prints_one_record_per_seed(capsys, tmp_path, 
         "--save", str(saved),
     )  # fmt: skip
     assert code == 0, err
+    # every model's steps on a line of their own, counted (with --json too: the first 10 steps were silent minutes)
+    models = re.findall(r"\rseed 13 generation (\d) (pattern \d|classifier) step 2/2: loss [\d.]+, dev accuracy", err)
+    assert sorted(models) == sorted(product("01", ["pattern 1", "pattern 2", "classifier"])), err
     (record,) = json.loads(out)
     assert record["seed"] == 13 and len(record["pattern_accuracies"]) == 2
     accuracies = [record[key] for key in ("ensemble_accuracy", "distilled_accuracy", "ipet_distilled_accuracy")]
@@ -357,6 +361,11 @@ def test_rlhf_dpo_route_runs_end_to_end_on_a_model_folder(capsys, tiny_causal_fo
         "--json",
     )
     assert code == 0, err
+    # each stage's every step on one line rewritten in place (SFT's first line came at step 10), its last one kept
+    assert re.search(r"\rSFT step 2/2: loss \d\.\d{3}\n", err), err
+    assert re.search(r"\rDPO step 2/2: loss \d\.\d{3}, implicit reward margin [+-]\d\.\d{3}\n", err), err
+    assert re.search(r"\rsampling responses for the labeler to rank: (\d+)/\1\n", err), err
+    assert re.search(r"\rsampling responses on held-out prompts, to compare the policies: (\d+)/\1\n", err), err
     assert "warning: --ppo-steps has no effect with --route dpo: that route trains no such stage.\n" in err
     assert err.count("has no effect") == 1
     assert "Tokenizing train dataset" not in err and "%|" not in err, err
@@ -559,6 +568,18 @@ def test_an_interrupt_ends_the_progress_line_before_its_error(capsys):
     parser.set_defaults(run=scoring)
     assert run_command(parser, []) == 130
     assert capsys.readouterr().err == "\rscoring: 720/1000\nerror: interrupted.\n"
+
+
+def test_a_shorter_progress_line_covers_the_one_it_rewrites(capsys):
+    """A step's line rewritten by a shorter one ("SFT step 10/60: loss 4.100" by "...loss 3.9") kept the longer
+    one's end on a terminal; a line after a kept one starts afresh."""
+    from peftlab.cli_core import PROGRESS
+
+    PROGRESS.show("step 9/60: loss 4.100")
+    PROGRESS.show("step 10/60: done", last=True)
+    PROGRESS.show("next")
+    PROGRESS.end()
+    assert capsys.readouterr().err == "\rstep 9/60: loss 4.100\rstep 10/60: done     \n\rnext\n"
 
 
 def test_an_existing_file_of_another_kind_is_not_looked_up_on_the_hub(capsys, tmp_path):

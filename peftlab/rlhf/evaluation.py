@@ -8,7 +8,7 @@ seed, so an untrained policy gives the SFT model's answers exactly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -99,10 +99,12 @@ def compare_policies(
     samples_per_prompt: int = 2,
     max_new_tokens: int = 24,
     seed: int = 1234,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PolicyComparison:
     """The SFT model (`reference`) and each policy of `policies` (route name -> model) sample every prompt
     `samples_per_prompt` times with the same seed; each response is scored by the labeler and the reward model
     (None: no reward column), and each policy's KL to the reference is estimated on its own samples (nats).
+    `progress(done, total)` follows the sampling: responses sampled so far, of every model's.
 
     Raises:
         PeftlabError: more samples than memory holds (`check_evaluation_fits`), or a sampling problem
@@ -113,8 +115,13 @@ def compare_policies(
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
     columns: dict[str, list] = {"prompt": repeated}
     summary: dict = {"labeler": labeler.name, "prompts": len(prompts), "samples_per_prompt": samples_per_prompt}
-    for route, model in {REFERENCE: reference, **policies}.items():
-        samples = sample_responses(model, tokenizer, repeated, max_new_tokens, seed)
+    models = {REFERENCE: reference, **policies}
+    total = len(models) * len(repeated)
+    for number, (route, model) in enumerate(models.items()):
+        # each model's sampling counts on from the last's
+        before = number * len(repeated)
+        follow = None if progress is None else lambda done, _, before=before: progress(before + done, total)
+        samples = sample_responses(model, tokenizer, repeated, max_new_tokens, seed, progress=follow)
         columns[f"{route}_response"] = samples.responses
         columns[f"{route}_labeler_score"] = [labeler.score(p, r) for p, r in zip(repeated, samples.responses)]
         summary[f"{route}_mean_score"] = round(float(pd.Series(columns[f"{route}_labeler_score"]).mean()), 4)

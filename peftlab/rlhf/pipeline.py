@@ -166,7 +166,8 @@ def heldout_ranked_prompts(config: PipelineConfig, data: RLHFData) -> int:
 
 @dataclass
 class Sampled:
-    """How far the sampling for the labeler's rankings is (`ranked_comparisons`): responses sampled, of all."""
+    """How far a sampling is: responses sampled, of all (for the labeler's rankings in `ranked_comparisons`, for the
+    evaluation in `compare_policies`)."""
 
     done: int
     total: int
@@ -258,7 +259,8 @@ def run_pipeline(
     stop: threading.Event | None = None,
 ) -> PipelineResult:
     """All stages of the configured route(s) in order; `on_event(stage, event)` sees every training event, and
-    ("comparisons", Sampled) after each batch of responses sampled for the labeler to rank."""
+    ("comparisons", Sampled) after each batch of responses sampled for the labeler to rank, ("evaluation", Sampled)
+    after each batch sampled to compare the policies."""
     labeler = labeler_by_name(config.labeler)
     # what would not fit in memory, or data too small to rank, fails before SFT, not after it and the reward model
     if "ppo" in config.routes():
@@ -320,6 +322,7 @@ def run_pipeline(
         config.eval_samples,
         config.max_new_tokens,
         config.seed + 2,
+        lambda done, total: report("evaluation", Sampled(done, total)),
     )
     seconds["evaluation"] = round(time.perf_counter() - evaluation_started, 1)
     # each route's own training after SFT and the shared comparisons: PPO's includes its reward model

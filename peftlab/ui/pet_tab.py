@@ -201,7 +201,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
             if isinstance(item, PETEvent):
                 name = item.model if item.generation == 0 else f"{item.model} (iPET generation {item.generation})"
                 events.append({**asdict(item), "method": name})
-                steps = config.distil_steps if item.model == "classifier" else settings.steps
+                steps = item.steps
                 models += item.step == 1
                 done = (models - 1 + item.step / steps) / total
                 # each step said: a line per model stood unchanged for minutes on a busy CPU, as if it hung
