@@ -558,6 +558,8 @@ def run_rlhf(args: argparse.Namespace) -> None:
 
     result = run_pipeline(lm, data, config, on_event=report)
     PROGRESS.end()
+    if result.reward_check is not None and (note := result.reward_check.chance_note()):
+        print(f"warning: {note}", file=sys.stderr)
     _store(args, result.rows)
     if args.samples:
         result.comparison.table.to_csv(args.samples, index=False)

@@ -487,6 +487,22 @@ def test_the_held_out_report_splits_pairs_into_thirds_by_the_labeler_s_margin():
     assert margin_report(correct, None).by_margin == []  # a person's rankings: no margins
 
 
+def test_a_reward_model_no_better_than_a_coin_toss_is_said_to_be_one():
+    """A reward model at 50 % on its held-out pairs said "Next: PPO". Wilson's 95 % interval (scipy's binomtest) of
+    6 of 9 is 35 % to 88 %: a coin; of 19 of 20 it starts at 76 %; of 1 of 20 it ends at 24 %, below a coin."""
+    coin = margin_report([True] * 6 + [False] * 3, None)
+    assert coin.chance_note() == (
+        "This reward model cannot be told apart from a coin toss on 9 held-out comparisons (its 95 % interval reaches "
+        "50 %): PPO against it would follow noise. Train it for more steps or on more comparisons first."
+    )
+    assert margin_report([True] * 19 + [False], None).chance_note() is None
+    reversed_ = margin_report([True] + [False] * 19, None).chance_note()
+    assert reversed_.startswith(
+        "This reward model ranks its 20 held-out comparisons the wrong way round more often than not (its 95 % "
+        "interval lies below 50 %): PPO against it would learn the opposite of the rankings."
+    )
+
+
 def test_a_saved_policy_holds_the_sft_adapter_it_sits_on_and_loads_as_its_card_says(tiny_causal, sft, tmp_path):
     """The PPO and DPO zips held their adapter alone, which names the base model: loaded there it was not the policy
     trained on the SFT model. The SFT adapter comes along in sft/, and the card's recipe gives the policy back."""

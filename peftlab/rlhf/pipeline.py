@@ -25,6 +25,7 @@ from peftlab.rlhf.evaluation import PolicyComparison, check_evaluation_fits, com
 from peftlab.rlhf.labelers import Labeler, labeler_by_name
 from peftlab.rlhf.ppo import PPOConfig, PPOResult, check_batch_fits, train_ppo
 from peftlab.rlhf.reward import (
+    HeldoutReport,
     RewardConfig,
     RewardResult,
     collect_comparisons,
@@ -229,6 +230,7 @@ class PipelineResult:
     comparison: PolicyComparison
     summary: dict
     rows: list[ResultRow]  # the evaluation, one results-store row per route
+    reward_check: HeldoutReport | None = None  # the reward model's held-out report; None on the DPO route alone
 
 
 def check_ranks(model, config: PipelineConfig, stages: tuple[str, ...] = ("sft", "reward", "ppo", "dpo")) -> None:
@@ -287,7 +289,7 @@ def run_pipeline(
         sft.model, lm.tokenizer, data, config, labeler, lambda done, total: report("comparisons", Sampled(done, total))
     )
     seconds["comparisons"] = round(time.perf_counter() - comparisons_started, 1)
-    reward = ppo = dpo = None
+    reward = ppo = dpo = check = None
     policies = {}
     if "ppo" in config.routes():
         reward = run_stage(
@@ -355,4 +357,4 @@ def run_pipeline(
     if reward is not None:
         for row in rows:
             row.metrics.update(rm_heldout_accuracy=summary["rm_heldout_accuracy"])
-    return PipelineResult(sft, reward, ppo, dpo, comparison, summary, rows)
+    return PipelineResult(sft, reward, ppo, dpo, comparison, summary, rows, check)

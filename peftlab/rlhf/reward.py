@@ -26,7 +26,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from peftlab.config import Config, seed_setting, setting
+from peftlab.config import Config, counted, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import autocast_for, save_adapter
 from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
@@ -297,6 +297,23 @@ class HeldoutReport:
 
     accuracy: Proportion
     by_margin: list[dict]  # per third: {"group", "from", "to" (its margins), "accuracy": Proportion}; [] unknown
+
+    def chance_note(self) -> str | None:
+        """A sentence when the held-out accuracy's 95 % interval reaches 50 %, where a coin would rank as well, or
+        lies below it: PPO against such a reward model follows noise or the opposite of the rankings (a run at 50 %
+        said "Next: PPO"). None otherwise."""
+        share = self.accuracy
+        if share.low > 0.5:
+            return None
+        held_out = counted(share.trials, "held-out comparison")
+        verdict = (
+            f"ranks its {held_out} the wrong way round more often than not (its 95 % interval lies below 50 %): PPO "
+            "against it would learn the opposite of the rankings"
+            if share.high < 0.5
+            else f"cannot be told apart from a coin toss on {held_out} (its 95 % interval reaches 50 %): PPO against "
+            "it would follow noise"
+        )
+        return f"This reward model {verdict}. Train it for more steps or on more comparisons first."
 
     def table(self) -> list[dict]:
         """Rows for a table: the whole held-out set, each margin third, and InstructGPT's figures."""

@@ -182,7 +182,10 @@ def heavy_job(
     # estimate's second press) gets its button back too: gradio runs no `.then` after a failure, and the button
     # stayed disabled until a reload, which ends the session. Its sentence goes on the status line, as a look's.
     def failed(request: gr.Request):
-        said = SESSIONS.get(request).values.pop(refusal, None)  # kept by `_keeping_failure`, with a status line
+        session = SESSIONS.get(request)
+        if kind is not None:  # a job that failed before it left the queue (gradio's own refusal) is not running
+            session.leave_queue(kind)
+        said = session.values.pop(refusal, None)  # kept by `_keeping_failure`, with a status line
         return (said or gr.skip(), enabled) if status else enabled
 
     job.failure(

@@ -350,7 +350,8 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     status = (
         f"{note}Reward model: held-out pair accuracy **{check.accuracy.value:.1%}** (95 % interval "
         f"{check.accuracy.low:.1%} to {check.accuracy.high:.1%}) on {len(heldout_pairs)} comparisons "
-        f"({len(train_pairs)} trained on). Next: PPO, or DPO on the same comparisons."
+        f"({len(train_pairs)} trained on). "
+        + (f"⚠️ {chance}" if (chance := check.chance_note()) else "Next: PPO, or DPO on the same comparisons.")
     )
     return status, plot, examples, pd.DataFrame(check.table())
 
