@@ -435,12 +435,26 @@ def sweep_curve(summary: pd.DataFrame, setting: str, zero_shot: float | None = N
             marker=dict(size=9),
         )
     )
+    # the axis holds the error bars and the zero-shot line: a line at 95 % above points near 50 % was drawn past the
+    # top of the axis, and its label did not give its value
+    shown = pd.DataFrame(
+        {
+            "low": summary["accuracy_mean"] - summary["accuracy_std"],
+            "high": summary["accuracy_mean"] + summary["accuracy_std"],
+            "zero-shot": np.nan if zero_shot is None else zero_shot,
+        }
+    )
     if zero_shot is not None:
-        figure.add_hline(y=zero_shot, line_dash="dash", annotation_text="zero-shot", annotation_position="bottom right")
+        figure.add_hline(
+            y=zero_shot,
+            line_dash="dash",
+            annotation_text=f"zero-shot {zero_shot:.1%}",
+            annotation_position="bottom right",
+        )
     figure.update_layout(
         title=f"Test accuracy vs {setting}",
         xaxis=dict(title=setting, type="log" if log_axis else "linear"),
-        yaxis=dict(title="test accuracy", tickformat=".0%"),
+        yaxis=dict(title="test accuracy", tickformat=".0%", range=_share_range(shown, list(shown.columns))),
         height=380,
         margin=dict(l=10, r=10, t=40, b=10),
     )

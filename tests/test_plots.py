@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from peftlab.plots import accuracy_vs_parameters, label_probability_bars, metric_curve, metric_panels
+from peftlab.plots import accuracy_vs_parameters, label_probability_bars, metric_curve, metric_panels, sweep_curve
 
 
 def test_a_short_runs_steps_get_one_tick_each_and_longer_ones_plotlys_own():
@@ -215,3 +215,19 @@ def test_a_chart_shows_the_start_of_a_long_name_and_its_hover_the_whole_name():
     (point,) = figure.data
     assert point.text == ('prompt-tuning (templates "R…',) and point.hovertext == (summary["method"][1],)
     assert figure.layout.annotations[0].text == 'zero-shot (templates "Revie…<br>(0 trainable parameters)'
+
+
+def test_a_sweep_s_axis_holds_its_zero_shot_line_whose_label_gives_its_value():
+    """Zero-shot at 95 % above sweep points near 50 % was drawn past the top of the axis, labelled "zero-shot" with no
+    value anywhere in the chart or table. The axis spans the error bars and the line, padded by 0.05 (or a tenth of
+    the span): 0.5 - 0.05 to 0.95 + 0.05."""
+    summary = pd.DataFrame(
+        {"num_virtual_tokens": [8, 4], "accuracy_mean": [0.55, 0.5], "accuracy_std": [0.05, 0.0], "runs": [2, 1]}
+    )
+    figure = sweep_curve(summary, "num_virtual_tokens", 0.95)
+    assert figure.layout.yaxis.range == pytest.approx((0.45, 1.0))
+    (line,) = figure.layout.shapes
+    (label,) = figure.layout.annotations
+    assert line.y0 == 0.95 and label.text == "zero-shot 95.0%"
+    assert list(figure.data[0].x) == [4, 8]  # in order of the setting
+    assert sweep_curve(summary, "num_virtual_tokens").layout.yaxis.range == pytest.approx((0.45, 0.65))
