@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 from collections.abc import Callable, Sequence
 
@@ -212,6 +213,28 @@ def clipped(name: str) -> str:
     return name if len(name) <= LABEL_LINE_CHARS else name[: LABEL_LINE_CHARS - 1].rstrip() + "…"
 
 
+def clipped_apart(names: Sequence[str]) -> list[str]:
+    """Each name `clipped`, except where two names clip to one label: those show their start, "…", and the word where
+    they first differ with what comes before it ("prompt-tuning…tokens 8)"): two sweep points were both labelled
+    "prompt-tuning (num_virtual_…"."""
+    labels = [clipped(name) for name in names]
+    for label in set(labels):
+        same = sorted({name for name, other in zip(names, labels) if other == label})
+        if len(same) < 2:
+            continue
+        differ = len(os.path.commonprefix(same))
+        for name in same:
+            end = name.find(" ", differ)
+            end = len(name) if end < 0 else end
+            tail = name[max(0, end - LABEL_LINE_CHARS // 2) : end]
+            cut = re.search(r"[ _(/]", tail)  # the tail starts at a word
+            tail = tail[cut.end() :] if cut and cut.end() < len(tail) - 1 else tail
+            tail += "…" if end < len(name) else ""
+            head = name[: max(1, LABEL_LINE_CHARS - len(tail) - 1)].rstrip()
+            labels = [f"{head}…{tail}" if n == name else shown for n, shown in zip(names, labels)]
+    return labels
+
+
 def _label_size(label: str) -> tuple[float, float]:
     """(width, height) in pixels of a label (its lines split at <br>)."""
     lines = label.split("<br>")
@@ -318,16 +341,17 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
         (y, f"{clipped(', '.join(rows['method']))}<br>(0 {x_title})")
         for y, rows in zero.groupby("accuracy_mean", sort=False)
     ]
-    points = list(zip(log_x, placed["accuracy_mean"], map(clipped, placed["method"]))) if len(placed) else []
+    names = clipped_apart(list(placed["method"]))
+    points = list(zip(log_x, placed["accuracy_mean"], names)) if len(placed) else []
     spots, line_spots = label_spots(points, lines, x_range, [bottom, top])
-    for (_, row), spot in zip(placed.iterrows(), spots):
+    for (_, row), name, spot in zip(placed.iterrows(), names, spots):
         figure.add_trace(
             go.Scatter(
                 x=[row[x_column]],
                 y=[row["accuracy_mean"]],
                 error_y=dict(type="data", array=[row["accuracy_std"]]),
                 mode="markers+text",
-                text=[clipped(row["method"])],
+                text=[name],
                 hovertext=[row["method"]],  # the whole name
                 hoverinfo="text+x+y",
                 textposition=spot,

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from peftlab.plots import accuracy_vs_parameters, label_probability_bars, metric_curve, metric_panels, sweep_curve
+from peftlab.plots import (
+    accuracy_vs_parameters,
+    clipped_apart,
+    label_probability_bars,
+    metric_curve,
+    metric_panels,
+    sweep_curve,
+)
 
 
 def test_a_short_runs_steps_get_one_tick_each_and_longer_ones_plotlys_own():
@@ -215,6 +222,23 @@ def test_a_chart_shows_the_start_of_a_long_name_and_its_hover_the_whole_name():
     (point,) = figure.data
     assert point.text == ('prompt-tuning (templates "R…',) and point.hovertext == (summary["method"][1],)
     assert figure.layout.annotations[0].text == 'zero-shot (templates "Revie…<br>(0 trainable parameters)'
+
+
+def test_names_that_clip_to_one_label_show_where_they_differ():
+    """Two sweep points in Compare were both labelled "prompt-tuning (num_virtual_…": the value that told them apart
+    was cut. Names that clip alike keep their start and the word where they first differ, within 28 characters."""
+    names = ["prompt-tuning (num_virtual_tokens 4)", "prompt-tuning (num_virtual_tokens 128)", "lora"]
+    summary = pd.DataFrame(
+        {"method": names, "accuracy_mean": [0.6, 0.7, 0.8], "accuracy_std": 0.0, "trainable_params": [1, 2, 3]}
+    )
+    labels = [trace.text[0] for trace in accuracy_vs_parameters(summary).data]
+    assert labels == ["prompt-tuning (num…tokens 4)", "prompt-tuning (n…tokens 128)", "lora"]
+    assert max(map(len, labels)) <= 28
+    # differing within the name: the differing word, then "…" for the rest
+    assert clipped_apart(["lora (lora_alpha 8, lora_r 4, seed 1)", "lora (lora_alpha 8, lora_r 16, seed 1)"]) == [
+        "lora (lora_alp…8, lora_r 4,…",
+        "lora (lora_al…8, lora_r 16,…",
+    ]
 
 
 def test_a_sweep_s_axis_holds_its_zero_shot_line_whose_label_gives_its_value():
