@@ -424,8 +424,12 @@ def test_a_method_the_model_cannot_train_is_refused_at_the_first_press_before_an
 
 
 def test_soft_prompts_sweep_trains_each_value(client):
-    args = compare_args()[:7] + ["prompt-tuning", "num_virtual_tokens", "1,4", "4", "13", 2, 20]
-    status, table, plot = call(client, "/sweep", *args, timeout=FIRST_CALL_TIMEOUT_S)
+    args = compare_args()[:7] + ["prompt-tuning", "num_virtual_tokens", "1,4", "4", "13", 5, 20]
+    job = client.submit(*args, api_name="/sweep")
+    status, table, plot = job.result(timeout=FIRST_CALL_TIMEOUT_S)
+    # the time left is said again every 5 steps of a run, not only as a run ends ("about 72 s left" stood 170 s)
+    statuses = [update[0] for update in job.outputs()]
+    assert any(line.startswith("0/2 runs finished, about ") for line in statuses), statuses  # at step 5 of run 1
     assert re.fullmatch(  # took, then the estimate, then what each run scored
         r"2/2 runs finished in [\d.]+ (s|min) \(estimated \d+ (s|min)\)\. Each scored on 20 of 1000 test texts\.",
         status,

@@ -408,7 +408,10 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
         runs = run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, test_limit, stop, backend)
         for item in runs:
             if not isinstance(item, GridRow):
-                progress((len(rows) - 1 + item.step / settings.steps) / total, desc=f"{item.method} seed {item.seed}")
+                fraction = max(len(rows) - 1 + item.step / settings.steps, 0) / total
+                progress(fraction, desc=f"{item.method} seed {item.seed} step {item.step}")
+                if item.step % 5 == 0:  # the time left every few steps, as a grid's: it stood for minutes on a run
+                    yield _running_line(stop, _finished(rows), total, started, fraction, expected), gr.skip(), gr.skip()
                 continue
             rows.append(item.values)
             if item.result is not None:
