@@ -25,4 +25,6 @@ for item in autoprompt_run(lm, task, {"negative": ["negative"], "positive": ["po
         print(f"scoring the best trigger and the template without it on {item.texts} test texts")
     elif isinstance(item, AutoPromptEvent):
         trigger = " ".join(token.strip() for token in item.trigger_tokens)
-        print(f"iteration {item.iteration}: trigger {trigger!r}, dev accuracy {item.dev_accuracy:.1%}")
+        # iteration 0 is the starting trigger, before any update: --iterations 2 printed three lines
+        when = f"iteration {item.iteration}" if item.iteration else "start"
+        print(f"{when}: trigger {trigger!r}, dev accuracy {item.dev_accuracy:.1%}")

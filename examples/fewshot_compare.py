@@ -28,8 +28,10 @@ rows = []
 for item in run_grid(lm, task, setup, methods, seeds, [args.k], TrainSettings(steps=args.steps), args.texts):
     if isinstance(item, GridRow):
         rows.append(item.values)
-        print(
-            f"{item.values['method']:<14} seed {item.values['seed']}: test accuracy {item.values['test_accuracy']:.1%}"
-        )
+        row = item.values
+        trained = f" seed {row['seed']}" if row["seed"] is not None else ""  # zero-shot trains nothing: no seed
+        print(f"{row['method']:<14}{trained}: test accuracy {row['test_accuracy']:.1%}")
+    elif item.step == 1 or item.step % 20 == 0:  # a run takes minutes on a CPU: said as it starts and as it goes
+        print(f"  {item.method} seed {item.seed} step {item.step}/{args.steps}: loss {item.train_loss:.3f}")
 summary = summarize(results_frame(rows))
 print(summary[["method", "K", "accuracy_mean", "accuracy_std", "runs", "trainable_params"]].to_string(index=False))

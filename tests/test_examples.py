@@ -48,6 +48,9 @@ def test_cloze_example_prints_the_library_accuracy_for_each_calibration():
     for calibration in CALIBRATIONS:
         accuracy = evaluate(lm, task, ["Review: {text}\nSentiment:{mask}"], verbalizer, calibration, limit=20).accuracy
         assert f"one template, calibration {calibration:<10} accuracy {accuracy:.1%}" in out, out
+    # the texts are scored once: the first line's seconds are the scoring's, the others reuse its scores
+    costs = re.findall(r"^one template, .*\((.*)\)$", out, re.MULTILINE)
+    assert re.fullmatch(r"scored in \d+\.\d s", costs[0]) and costs[1:] == ["the same scores, calibrated"] * 2, out
     assert re.search(r"two-template ensemble, calibration mean  accuracy \d+\.\d% on 20 test texts", out), out
 
 
@@ -59,14 +62,17 @@ def test_custom_csv_example_scores_every_row_of_the_example_file():
 
 def test_autoprompt_example_searches_and_compares_with_the_manual_template():
     out = run_example("autoprompt_search.py", "--iterations", "2", "--texts", "20")
-    assert re.search(r"^iteration 2: trigger '[^']+', dev accuracy \d+\.\d%$", out, re.MULTILINE), out
+    lines = re.findall(r"^(\w+(?: \d+)?): trigger '[^']+', dev accuracy \d+\.\d%$", out, re.MULTILINE)
+    assert lines == ["start", "iteration 1", "iteration 2"], out  # the starting trigger was "iteration 0"
     assert re.search(r"test accuracy \d+\.\d% with the trigger, \d+\.\d% without", out), out
 
 
 def test_fewshot_example_trains_each_method_and_summarises():
     out = run_example("fewshot_compare.py", "--k", "2", "--seeds", "13", "--steps", "2", "--texts", "20")
-    for method in ("zero-shot", "prompt-tuning", "lora", "head"):
-        assert re.search(rf"^{method} +seed \S+: test accuracy \d+\.\d%$", out, re.MULTILINE), out
+    assert re.search(r"^zero-shot +: test accuracy \d+\.\d%$", out, re.MULTILINE), out  # it said "seed None"
+    for method in ("prompt-tuning", "lora", "head"):
+        assert re.search(rf"^{method} +seed 13: test accuracy \d+\.\d%$", out, re.MULTILINE), out
+        assert re.search(rf"^  {method} seed 13 step 1/2: loss \d+\.\d{{3}}$", out, re.MULTILINE), out  # training
     assert "accuracy_mean" in out
 
 
