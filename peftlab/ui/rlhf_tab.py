@@ -113,7 +113,7 @@ def _sized(name: str, model: str, config) -> dict:
     return dict(
         kind=f"rlhf-{name}:{model}:{cost_key(config)}",
         units=config.steps,
-        what=f"{config.steps} {name} steps",
+        what=counted(config.steps, f"{name} step"),
         shorter=f"use fewer {name} steps",
     )
 
@@ -149,7 +149,9 @@ def _dropping_warning(session: RLHFSession, stage: str, name: str) -> str:
 def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
     config, data = sft_inputs(form)
     lm = load_model(form["model"], dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
-    paced = _paced(request, "sft", form, (lm.name, bool(form["demonstrations"])), config, f"{config.steps} SFT steps")
+    paced = _paced(
+        request, "sft", form, (lm.name, bool(form["demonstrations"])), config, counted(config.steps, "SFT step")
+    )
     session = _session(request)
     if message := paced.refusal(_dropping_warning(session, "sft", "step 1 (SFT)")):
         yield message, gr.skip(), gr.skip()
@@ -280,7 +282,7 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     sampled = prompts * config.k
     sampling = ("rlhf-sampling", session.lm.name, config.max_new_tokens)
     sampling_seconds = sampled * _sampling_pace(session, sampling, progress).per_step if sampled else 0.0
-    plan = f"{reward_config.steps} steps"
+    plan = counted(reward_config.steps, "step")
     if sampled:  # most of it: the held-out prompts, whatever the comparisons asked ("2 comparisons" read as 54)
         held_out = heldout_ranked_prompts(config, session.data)
         plan = (
@@ -336,7 +338,11 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
             _restore(session, kept)
             return _untrained("The reward model", stop.reason), gr.skip(), gr.skip(), gr.skip()
         stopped = stop.is_set() and len(history) < reward_config.steps  # a Stop may come too late for a GPU call
-        note = f"{stopped_note(stop)} Kept after {len(history)} of {reward_config.steps} steps. " if stopped else ""
+        note = (
+            f"{stopped_note(stop)} Kept after {len(history)} of {counted(reward_config.steps, 'step')}. "
+            if stopped
+            else ""
+        )
     frame = pd.DataFrame(history).ffill()
     plot = (
         metric_curve(frame, "step", ["loss", "train_accuracy", "heldout_accuracy"], "Reward model training")
@@ -349,8 +355,8 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     check = heldout_report(session.reward, heldout_pairs, labeler)
     status = (
         f"{note}Reward model: held-out pair accuracy **{check.accuracy.value:.1%}** (95 % interval "
-        f"{check.accuracy.low:.1%} to {check.accuracy.high:.1%}) on {len(heldout_pairs)} comparisons "
-        f"({len(train_pairs)} trained on). "
+        f"{check.accuracy.low:.1%} to {check.accuracy.high:.1%}) on "
+        f"{counted(len(heldout_pairs), 'held-out comparison')}; it trained on {counted(len(train_pairs), 'other')}. "
         + (f"⚠️ {chance}" if (chance := check.chance_note()) else "Next: PPO, or DPO on the same comparisons.")
     )
     return status, plot, examples, pd.DataFrame(check.table())
@@ -369,7 +375,7 @@ def ppo_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, PPO
 @user_errors
 def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
     session, config = ppo_inputs(form, request)
-    paced = _paced(request, "ppo", form, (session.lm.name,), config, f"{config.steps} PPO steps")
+    paced = _paced(request, "ppo", form, (session.lm.name,), config, counted(config.steps, "PPO step"))
     if message := paced.refusal():
         yield message, gr.skip(), gr.skip()
         return
@@ -402,7 +408,8 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
         return
     result = session.ppo
     done = (
-        f"PPO stopped after {len(result.history)} of {config.steps} steps because {reason}; the policy so far is kept"
+        f"PPO stopped after {len(result.history)} of {counted(config.steps, 'step')} because {reason}; the policy "
+        "so far is kept"
         if len(result.history) < config.steps
         else "PPO done"
     )
@@ -432,7 +439,7 @@ def dpo_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, DPO
 @user_errors
 def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
     session, config = dpo_inputs(form, request)
-    paced = _paced(request, "dpo", form, (session.lm.name,), config, f"{config.steps} DPO steps")
+    paced = _paced(request, "dpo", form, (session.lm.name,), config, counted(config.steps, "DPO step"))
     if message := paced.refusal():
         yield message, gr.skip()
         return
@@ -470,12 +477,14 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
         return
     result = session.dpo
     done = (
-        f"DPO stopped after {len(result.history)} of {config.steps} steps because {reason}; the policy so far is kept"
+        f"DPO stopped after {len(result.history)} of {counted(config.steps, 'step')} because {reason}; the policy "
+        "so far is kept"
         if result.stopped
         else "DPO done"
     )
     yield (
-        f"{done} ({result.seconds:.0f} s, {len(session.pairs)} comparisons). Compare it with SFT and PPO below.",
+        f"{done} ({result.seconds:.0f} s, {counted(len(session.pairs), 'comparison')}). Compare it with SFT and PPO "
+        "below.",
         metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO") if history else None,
     )
 
