@@ -515,6 +515,13 @@ def score_comparison(table: pd.DataFrame, columns: Sequence[str], title: str) ->
     return figure
 
 
+def route_label(route: str) -> str:
+    """An RLHF route as the papers write it: "PPO", "DPO", "SFT", "PPO-ptx" (InstructGPT's name; "PPO-PTX" read as a
+    fourth acronym), for the frontier's points and the table's lines alike."""
+    head, dash, rest = route.partition("-")
+    return head.upper() + dash + rest
+
+
 @themed
 def score_kl_frontier(summary: dict, routes: Sequence[str], score_title: str) -> go.Figure:
     """The reward-KL frontier: each route's mean labeler score against its mean KL to the SFT model (nats per
@@ -529,7 +536,7 @@ def score_kl_frontier(summary: dict, routes: Sequence[str], score_title: str) ->
         go.Scatter(
             x=kls,
             y=scores,
-            text=[r.upper() for r in names],
+            text=[route_label(r) for r in names],
             mode="markers+text",
             textposition="top center",
             marker=dict(size=12),

@@ -25,7 +25,7 @@ import pandas as pd
 
 from peftlab.config import counted
 from peftlab.metrics import confusion_matrix, leaning_label
-from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds, score_kl_frontier
+from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds, route_label, score_kl_frontier
 from peftlab.rlhf.stored import stored_routes
 from peftlab.stats import paired_difference
 from peftlab.store import ResultRow, scored_note
@@ -369,14 +369,16 @@ class RouteComparison:
         )
 
     def display(self) -> pd.DataFrame:
-        """The lines as people read them: score ± std over runs, the SFT model's, the gain, KL and seconds."""
+        """The lines as people read them: the route as the chart names it, score ± std over runs (the score alone
+        for one run, as the classification table leaves its std blank), the SFT model's, the gain, KL and seconds."""
         table = self.table
         return pd.DataFrame(
             {
-                "method": table["method"],
+                "method": table["method"].map(route_label),
                 "runs": table["runs"],
                 f"{self.labeler} score": [
-                    f"{m:+.3f} ± {s:.3f}" for m, s in zip(table["score_mean"], table["score_std"])
+                    f"{m:+.3f}" + (f" ± {s:.3f}" if runs > 1 else "")
+                    for m, s, runs in zip(table["score_mean"], table["score_std"], table["runs"])
                 ],
                 "SFT's score": table["sft_score"].map("{:+.3f}".format),
                 "gain": table["gain"].map("{:+.3f}".format),

@@ -11,6 +11,7 @@ from peftlab.plots import (
     label_probability_bars,
     metric_curve,
     metric_panels,
+    route_label,
     sweep_curve,
 )
 
@@ -255,3 +256,8 @@ def test_a_sweep_s_axis_holds_its_zero_shot_line_whose_label_gives_its_value():
     assert line.y0 == 0.95 and label.text == "zero-shot 95.0%"
     assert list(figure.data[0].x) == [4, 8]  # in order of the setting
     assert sweep_curve(summary, "num_virtual_tokens").layout.yaxis.range == pytest.approx((0.45, 0.65))
+
+
+def test_rlhf_routes_are_named_as_the_papers_write_them():
+    """The frontier said "PPO-PTX" and Compare's table "ppo" beside it."""
+    assert [route_label(r) for r in ("sft", "ppo", "ppo-ptx", "dpo")] == ["SFT", "PPO", "PPO-ptx", "DPO"]

@@ -63,15 +63,18 @@ def test_rlhf_results_are_shown_on_the_compare_tab(monkeypatch, tmp_path):
     ResultStore().add(evaluation(0.5, 0.3, 100.0) + evaluation(0.7, 0.3, 120.0))
     tasks, models = compare_tab._choices(ResultStore())
     assert tasks == ["rlhf vader-positive"] and models == ["tiny"]
-    status, shown, frontier, _, _, csv_path, report = compare_tab.show_comparison("rlhf vader-positive", "tiny", None)
+    status, shown, frontier, second, _, csv_path, report = compare_tab.show_comparison(
+        "rlhf vader-positive", "tiny", None
+    )
+    assert second is None  # one chart, the frontier: the second is hidden while empty (the browser test sees it)
     assert status == (
         "**rlhf vader-positive · tiny**: 4 RLHF results on the same 2 held-out prompts: the vader-positive score and "
         "the KL to the SFT model (RLHF has no accuracy)."
     )
     # PPO: scores 0.5 and 0.7 -> mean 0.6, std (sample) 0.1414; gain 0.6 - 0.1; seconds (100 + 120) / 2
     assert shown.values.tolist() == [
-        ["ppo", 2, "+0.600 ± 0.141", "+0.100", "+0.500", "+0.50", "2.00", "110"],
-        ["dpo", 2, "+0.300 ± 0.000", "+0.100", "+0.200", "+0.40", "1.00", "10"],
+        ["PPO", 2, "+0.600 ± 0.141", "+0.100", "+0.500", "+0.50", "2.00", "110"],
+        ["DPO", 2, "+0.300 ± 0.000", "+0.100", "+0.200", "+0.40", "1.00", "10"],
     ]
     assert json.loads(frontier.to_json())["data"][0]["text"] == ["SFT", "PPO", "DPO"]
     assert pd.read_csv(csv_path)["score_mean"].round(3).tolist() == [0.6, 0.3]

@@ -62,7 +62,9 @@ INTRO = """Every result you ran in the other tabs{} lands here, on the test text
 task and a model: each method is one line (mean ± std over seeds), with its difference from zero-shot (calibrated
 where stored; the line above the table names the baseline) as accuracy points and a 95 % paired bootstrap interval
 over the same test texts; a method whose interval includes 0 is *not distinguishable* from zero-shot. Results on
-another set of test texts are listed apart, never mixed, each with its own baseline."""
+another set of test texts are listed apart, never mixed, each with its own baseline. RLHF results (task "rlhf"
+and the labeler's name) have no accuracy: each route is a line with its labeler score and KL to the SFT model, and
+the chart is their score-KL frontier."""
 PUBLIC_NOTE = """On this public Space your results are yours alone and last as long as this page: before you
 reload or leave, export them (Stored results below), and import the file to get them back."""
 
@@ -155,6 +157,7 @@ def _rlhf_comparison(task: str, model: str, rows: list[ResultRow], request: gr.R
     report_path = session.download(task, model, "report", suffix="html")
     report_path.write_text(report_html([], rows), encoding="utf-8")
     hidden = gr.Dataframe(pd.DataFrame(), visible=False)
+    # one chart: the second (accuracy against time) is hidden while empty (`build_compare_tab`)
     return status, main.display(), main.frontier(), None, hidden, str(csv_path), str(report_path)
 
 
@@ -364,6 +367,15 @@ def build_compare_tab(tab: gr.Tab) -> None:
         **INSTANT,
     )
     shown = [status, table, by_parameters, by_seconds, apart, table_file, report_file]
+    # an RLHF comparison draws one chart, its score-KL frontier: the second stood beside it as an empty frame
+    by_seconds.change(
+        lambda figure: gr.Plot(visible=figure is not None),
+        by_seconds,
+        by_seconds,
+        api_visibility="private",
+        show_progress="hidden",
+        **INSTANT,
+    )
     answer(show.click(show_comparison, [task, model], shown, api_name="compare_show", **light()), shown, show, (apart,))
     opened.success(drawn, [task, model], shown, api_visibility="private", **light())
     list_button.click(list_results, None, [listing], api_name="results_list", **INSTANT)
