@@ -71,7 +71,12 @@ def add_store_commands(commands) -> None:
     results.set_defaults(run=run_results)
 
     report = commands.add_parser("report", help="one page comparing every stored result of a task and model")
-    report.add_argument("--task", required=True, help="the task's name as stored (e.g. rt-sentiment)")
+    report.add_argument(
+        "--task",
+        required=True,
+        help="the task's name as stored (e.g. rt-sentiment; an RLHF run's is 'rlhf' and its labeler: 'rlhf "
+        "vader-positive')",
+    )
     report.add_argument("--model", required=True, help="the model's name as stored (e.g. smollm2-135m)")
     report.add_argument("--out", default="report.html", help="the page to write (default: %(default)s)")
     report.set_defaults(run=run_report)
