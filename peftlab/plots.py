@@ -486,19 +486,33 @@ def sweep_curve(summary: pd.DataFrame, setting: str, zero_shot: float | None = N
 
 
 @themed
-def metric_panels(history: pd.DataFrame, x: str, panels: dict[str, Sequence[str]], title: str) -> go.Figure:
-    """Side-by-side panels (title -> columns), one line per column against `x`: e.g. PPO's reward, KL and losses."""
+def metric_panels(
+    history: pd.DataFrame, x: str, panels: dict[str, Sequence[str]], title: str, shares: Sequence[str] = ()
+) -> go.Figure:
+    """Side-by-side panels (title -> columns), one line per column against `x`: e.g. PPO's reward, KL and losses.
+    The panels named in `shares` hold fractions: their axis reads in percent, within 0 to 100 % (DPO's pairs ranked
+    right, all 0 after a step, had an axis from -1 to 1). Only a panel of several lines names them in the legend: a
+    panel's title names its one line (the legend of three panels sat under the first, as if it were that one's)."""
     from plotly.subplots import make_subplots
 
     figure = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels))
-    for col, columns in enumerate(panels.values(), start=1):
+    for col, (panel, columns) in enumerate(panels.items(), start=1):
         for column in columns:
             figure.add_trace(
-                go.Scatter(x=history[x], y=history[column], mode="lines+markers", name=column, marker=dict(size=4)),
+                go.Scatter(
+                    x=history[x],
+                    y=history[column],
+                    mode="lines+markers",
+                    name=column,
+                    marker=dict(size=4),
+                    showlegend=len(columns) > 1,
+                ),
                 row=1,
                 col=col,
             )
         figure.update_xaxes(title_text=x, row=1, col=col)
+        if panel in shares:
+            figure.update_yaxes(tickformat=".0%", range=_share_range(history, columns), row=1, col=col)
     figure.update_layout(
         title=title, height=320, margin=dict(l=10, r=10, t=60, b=10), legend=dict(orientation="h", y=-0.25)
     )

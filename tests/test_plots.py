@@ -261,3 +261,14 @@ def test_a_sweep_s_axis_holds_its_zero_shot_line_whose_label_gives_its_value():
 def test_rlhf_routes_are_named_as_the_papers_write_them():
     """The frontier said "PPO-PTX" and Compare's table "ppo" beside it."""
     assert [route_label(r) for r in ("sft", "ppo", "ppo-ptx", "dpo")] == ["SFT", "PPO", "PPO-ptx", "DPO"]
+
+
+def test_a_panel_of_fractions_reads_in_percent_within_0_and_100():
+    """DPO's "pairs ranked right", 0 after one step, had an axis from -1 to 1; the legend named every panel's one
+    line under the first panel."""
+    history = pd.DataFrame({"step": [1, 2], "loss": [0.69, 0.7], "right": [0.0, 0.0], "a": [1, 2], "b": [2, 3]})
+    panels = {"loss": ["loss"], "pairs ranked right": ["right"], "two": ["a", "b"]}
+    figure = metric_panels(history, "step", panels, "DPO", shares=("pairs ranked right",))
+    assert figure.layout.yaxis2.tickformat == ".0%" and list(figure.layout.yaxis2.range) == [0.0, 0.05]
+    assert figure.layout.yaxis.range is None  # the loss is no fraction
+    assert [trace.showlegend for trace in figure.data] == [False, False, True, True]

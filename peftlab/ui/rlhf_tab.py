@@ -85,6 +85,7 @@ PPO_PANELS = {
     "clip fraction": ["clip_fraction"],
 }
 DPO_PANELS = {"loss": ["loss"], "implicit reward margin": ["reward_margin"], "pairs ranked right": ["reward_accuracy"]}
+SHARE_PANELS = ("clip fraction", "pairs ranked right")  # PPO_PANELS and DPO_PANELS that plot fractions
 DOWNLOADS = {"SFT adapter": "sft", "reward model": "reward", "PPO adapter": "ppo", "DPO adapter": "dpo"}
 MAX_RANKED = 8  # response slots on the ranking screen (a larger K is refused there)
 SAMPLING_BATCH = 32  # sample_responses' batch: responses sampled to price a sampling (fewer cost more each)
@@ -398,7 +399,7 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
             yield (
                 f"PPO step {item.step}/{config.steps}: reward {item.mean_reward:+.2f}, KL {item.mean_kl:.2f} nats"
                 f"{paced.time_left(item)}",
-                metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO"),
+                metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO", SHARE_PANELS),
                 pd.DataFrame(samples),
             )
         reason = stop.reason or "it was stopped"
@@ -415,7 +416,7 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
     )
     yield (
         f"{done} ({result.seconds:.0f} s). Compare the SFT and PPO policies below.",
-        metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO") if history else None,
+        metric_panels(pd.DataFrame(history), "step", PPO_PANELS, "PPO", SHARE_PANELS) if history else None,
         pd.DataFrame(samples),
     )
 
@@ -469,7 +470,10 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
                 f"implicit reward margin {item.reward_margin:+.3f}{paced.time_left(item)}"
             )
             plotted = item.step % 5 == 0 or item.step == config.steps
-            yield line, metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO") if plotted else gr.skip()
+            yield (
+                line,
+                metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO", SHARE_PANELS) if plotted else gr.skip(),
+            )
         reason = stop.reason or "it was stopped"
     if not (session.dpo and session.dpo.history):
         _restore(session, kept)
@@ -485,7 +489,7 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
     yield (
         f"{done} ({result.seconds:.0f} s, {counted(len(session.pairs), 'comparison')}). Compare it with SFT and PPO "
         "below.",
-        metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO") if history else None,
+        metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO", SHARE_PANELS) if history else None,
     )
 
 
