@@ -589,3 +589,15 @@ def test_a_kl_below_zero_is_explained_the_same_in_the_app_and_on_the_command_lin
         "A KL below 0 is the sampling error of 8 responses: that policy cannot be told apart from SFT on these prompts."
     )
     assert PolicyComparison(pd.DataFrame(), summary | {"dpo_mean_kl": 0.0}, ["ppo", "dpo"]).kl_note() is None
+
+    # DPO answered word for word as SFT, at a KL of 0.11: said, as the KL is of the probabilities, not the words
+    table = pd.DataFrame(
+        {"sft_response": ["Great.", "Fine."], "dpo_response": ["Great.", "Good."], "dpo_kl": [0.11, 0.4]}
+    )
+    same = PolicyComparison(table, {"prompts": 2, "samples_per_prompt": 1, "dpo_mean_kl": 0.25}, ["dpo"])
+    assert same.kl_note() == (
+        "A response word for word SFT's still has a KL (DPO): it measures how much likelier or less likely the policy "
+        "made those words, not whether they differ."
+    )
+    table["dpo_kl"] = [0.0, 0.4]  # the same words at the same probabilities: nothing to explain
+    assert PolicyComparison(table, same.summary, ["dpo"]).kl_note() is None

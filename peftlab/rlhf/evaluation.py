@@ -33,15 +33,28 @@ class PolicyComparison:
     adapter_sizes: dict[str, int] = field(default_factory=dict)  # each route's LoRA weights: what training changed
 
     def kl_note(self) -> str | None:
-        """A sentence when a route's mean KL to the SFT model is below 0, which a true KL never is: it is the sampling
-        error of the responses, and the policy cannot be told apart from SFT; None otherwise."""
-        s = self.summary
-        if not any(s[f"{route}_mean_kl"] < 0 for route in self.routes):
-            return None
-        return (
-            f"A KL below 0 is the sampling error of {counted(s['prompts'] * s['samples_per_prompt'], 'response')}: "
-            "that policy cannot be told apart from SFT on these prompts."
-        )
+        """What the KLs cannot say by themselves, or None: a route's mean KL to the SFT model below 0, which a true
+        KL never is (the sampling error of the responses: the policy cannot be told apart from SFT), and a response
+        word for word SFT's with a KL (DPO gave SFT's answers at a KL of 0.11: the KL is of the probabilities)."""
+        s, notes = self.summary, []
+        if any(s[f"{route}_mean_kl"] < 0 for route in self.routes):
+            notes.append(
+                f"A KL below 0 is the sampling error of {counted(s['prompts'] * s['samples_per_prompt'], 'response')}: "
+                "that policy cannot be told apart from SFT on these prompts."
+            )
+        table = self.table
+
+        def same_words_with_a_kl(route: str) -> bool:
+            same = table[f"{route}_response"] == table[f"{REFERENCE}_response"]
+            return bool((same & (table[f"{route}_kl"].abs() >= 0.005)).any())
+
+        same = [route for route in self.routes if len(table) and same_words_with_a_kl(route)]
+        if same:
+            notes.append(
+                f"A response word for word SFT's still has a KL ({' and '.join(r.upper() for r in same)}): it "
+                "measures how much likelier or less likely the policy made those words, not whether they differ."
+            )
+        return " ".join(notes) or None
 
     def result_rows(
         self,
