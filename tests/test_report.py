@@ -203,9 +203,11 @@ def test_the_compare_panel_says_what_to_do_when_nothing_is_stored_and_counts_its
     ResultStore().add([row("zero-shot · mean", GOLD, kind="cloze")])
     with pytest.raises(gr.Error, match=r"Pick a task and a model: the lists hold those with stored results"):
         show_comparison(None, None, None)
-    assert "**tiny · tiny-llama**: 1 result. Test split" in show_comparison("tiny", "tiny-llama", None)[0]
+    status = show_comparison("tiny", "tiny-llama", None)[0]
+    assert status.startswith("**tiny · tiny-llama**: 1 result. Test split ") and " (1 line from 1 run): " in status
     ResultStore().add([row("lora", [e["label"] for e in TEXTS[:20]], seed=21, k=16, texts=TEXTS[:20])])
     status, *_, apart, _, _ = show_comparison("tiny", "tiny-llama", None)
+    assert status.startswith("**tiny · tiny-llama**: 2 results. Test split ")  # the other split's is listed apart
     assert status.endswith(" 1 other test split is listed below, apart.")
     # each split apart names its own baseline (a helper read the other split's lines as against calibrated zero-shot)
     assert apart.value["headers"][-3:] == ["split", "scored", "baseline"] and apart.value["data"][0][-1] == "none"

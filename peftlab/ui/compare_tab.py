@@ -118,7 +118,9 @@ def show_comparison(task, model, request: gr.Request):
     main, others = splits[0], splits[1:]
     support = ", ".join(f"{count} {label}" for label, count in main.support.items())
     status = (
-        f"**{main.task} · {main.model}**: {counted(len(rows), 'result')}. Test split {main.fingerprint}: "
+        f"**{main.task} · {main.model}**: {counted(len(rows), 'result')}. Test split {main.fingerprint} "
+        # "5 results" over a table of 3 lines: a line pools a method's seeds, and other splits are listed apart
+        f"({counted(len(main.table), 'line')} from {counted(int(main.table['runs'].sum()), 'run')}): "
         f"{main.scored}; {support}; baseline: {main.baseline or 'no zero-shot result stored yet'}."
     )
     if others:
