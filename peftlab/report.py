@@ -322,6 +322,13 @@ DISPLAY_COLUMNS = (
 )
 
 
+def _points(difference: float) -> str:
+    """An accuracy difference in points, signed, with one decimal, or two where one would read 0 for a difference
+    that is not: "[-25.0, -0.0]" beside "worse" read as an interval that reaches 0."""
+    shown = f"{100 * difference:+.1f}"
+    return f"{100 * difference:+.2f}" if float(shown) == 0 and difference != 0 else shown
+
+
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """The comparison as people read it: percentages, mean ± std, the difference with its interval, in points
     (DISPLAY_COLUMNS)."""
@@ -338,7 +345,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         [f"{p:,} ({share_text(s)})" if p else "0" for p, s in zip(table["trainable_params"], table["trainable_share"])],
         table["seconds_mean"].map(short_figure),
         [
-            "" if np.isnan(d) else f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            "" if np.isnan(d) else f"{_points(d)} [{_points(lo)}, {_points(hi)}]"
             for d, lo, hi in zip(table["vs_baseline"], table["ci_low"], table["ci_high"])
         ],
         table["verdict"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -64,6 +65,15 @@ def test_rows_from_different_tabs_on_the_same_texts_land_in_one_table():
     assert shown.loc["lora", "vs baseline (points, 95% CI)"].startswith("+")
     # one run has no spread to show ("70.0% ± 0.0%" read as if a spread of 0 had been measured); two have one
     assert shown["accuracy"].to_dict() == {"zero-shot · mean": "70.0%", "autoprompt": "75.0%", "lora": "87.5% ± 3.5%"}
+    # an interval end just below 0 beside "worse" read "-0.0", as if it reached 0; one at 0 exactly reads "+0.0"
+    ends = split.table.assign(
+        vs_baseline=[np.nan, -0.1, -0.25], ci_low=[np.nan, -0.2, -0.25], ci_high=[np.nan, 0.0, -0.0004]
+    )
+    assert display_table(ends)["vs baseline (points, 95% CI)"].tolist() == [
+        "",
+        "-10.0 [-20.0, +0.0]",
+        "-25.0 [-25.0, -0.04]",
+    ]
     # zero-shot's 0.24 s read "0" beside the time chart that placed it at 0.24
     assert [short_figure(v) for v in (0.24, 3.14159, 60.4, 1234.5, 0.0)] == ["0.24", "3.1", "60", "1234", "0"]
 
