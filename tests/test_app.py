@@ -660,9 +660,10 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
 
         path, said = call(client, "/rlhf_download", stage)
         assert said == ""  # the line beside the file holds a refusal's sentence alone
-        # the name says what it holds: the model (its folder's path, slugged), the stage and the date
+        # the name says what it holds: the model (its folder's path, slugged), the stage, the date and the time
         assert re.fullmatch(
-            rf"peftlab-.*tiny-llama-folder.*-rlhf-{stage.replace(' ', '-')}-\d{{4}}-\d\d-\d\d\.zip", Path(path).name
+            rf"peftlab-.*tiny-llama-folder.*-rlhf-{stage.replace(' ', '-')}-\d{{4}}-\d\d-\d\d-\d{{6}}\.zip",
+            Path(path).name,
         ), path
         assert expected in zipfile.ZipFile(path).namelist()
         if stage in ("PPO adapter", "DPO adapter"):  # the SFT adapter the policy was trained on comes along

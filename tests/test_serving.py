@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -92,6 +93,15 @@ def test_closing_a_session_stops_its_jobs_and_removes_its_objects_and_files(monk
     file = session.path("../results.csv")
     file.write_text("x")
     assert file.parent.parent == tmp_path / "peftlab-sessions" and file.name == "results.csv"
+    # a download's name says what and when, to the second; the older download of the same thing goes
+    first = session.download("rt-sentiment", "compare", suffix="csv")
+    first.write_text("x")
+    assert re.fullmatch(r"peftlab-rt-sentiment-compare-\d{4}-\d\d-\d\d-\d{6}\.csv", first.name)
+    kept = session.download("rt-sentiment", "report", suffix="html")
+    kept.write_text("y")
+    time.sleep(1.1)
+    second = session.download("rt-sentiment", "compare", suffix="csv")
+    assert second != first and not first.exists() and kept.exists()
     session.queue_job("soft-prompts")  # pressed again while it runs: the page drops that press
     assert session.leave_queue("soft-prompts") is None
     assert session.running and session.stop_job("soft-prompts", "you pressed Stop") == "running" and stop.is_set()

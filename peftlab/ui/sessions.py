@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import datetime
 import gc
+import glob
 import re
 import shutil
 import sqlite3
@@ -59,9 +60,14 @@ class Session:
 
     def download(self, *about: str, suffix: str) -> Path:
         """A path for a download whose name says what it holds and when: `download("rt-sentiment", "compare",
-        suffix="csv")` is `.../peftlab-rt-sentiment-compare-2026-11-30.csv` (model ids' slashes become dashes)."""
+        suffix="csv")` is `.../peftlab-rt-sentiment-compare-2026-11-30-142501.csv` (model ids' slashes become
+        dashes). The time tells two runs of a day apart (they shared a name, and the browser called the second
+        "(1)"); an older download of the same thing goes (each Compare press wrote a report of 4.6 MB)."""
         parts = [re.sub(r"[^A-Za-z0-9._]+", "-", part).strip("-.") for part in ("peftlab", *about)]
-        return self.path("-".join([*filter(None, parts), datetime.date.today().isoformat()]) + f".{suffix}")
+        stem = "-".join(filter(None, parts))
+        for older in self.folder.glob(f"{glob.escape(stem)}-????-??-??-??????.{glob.escape(suffix)}"):
+            older.unlink(missing_ok=True)
+        return self.path(f"{stem}-{datetime.datetime.now():%Y-%m-%d-%H%M%S}.{suffix}")
 
     def queue_job(self, kind: str, name: str = UNNAMED_JOB) -> None:
         """Note a job of `kind` (called `name`, for `busy`) that was pressed and now waits in the queue, so Stop can
