@@ -382,7 +382,7 @@ def test_soft_prompts_compare_streams_rows_and_classifies_with_the_trained_metho
     # Download the trained method, load the zip back, and classify with it: the same probabilities.
     zip_path = call(client, "/download_trained", "prompt-tuning")
     # the run's K and seed in the name: two runs of one method on one day got the same name
-    assert re.search(r"/peftlab-smollm2-135m-prompt-tuning-K-4-seed-13-\d{4}-\d\d-\d\d\.zip$", zip_path), zip_path
+    assert re.search(r"/peftlab-smollm2-135m-prompt-tuning-K-4-seed-13-\d{4}-\d\d-\d\d-\d{6}\.zip$", zip_path), zip_path
     picker, message = call(client, "/load_trained", handle_file(zip_path))
     assert picker["value"] == "prompt-tuning (loaded)"
     assert message.startswith("Loaded prompt-tuning trained on smollm2-135m")
@@ -532,7 +532,7 @@ def test_pet_tab_trains_every_pattern_distils_a_classifier_and_offers_it(client)
     assert list(bars["y"]) == ["negative", "positive"]
     assert math.isclose(sum(plotly_array(bars["x"])), 1.0, abs_tol=1e-3)
     path = call(client, "/pet_download", "pet classifier (seed 13)")
-    assert re.search(r"/peftlab-smollm2-135m-pet-classifier-seed-13-\d{4}-\d\d-\d\d\.zip$", path), path
+    assert re.search(r"/peftlab-smollm2-135m-pet-classifier-seed-13-\d{4}-\d\d-\d\d-\d{6}\.zip$", path), path
 
 
 @pytest.mark.parametrize(

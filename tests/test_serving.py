@@ -108,7 +108,8 @@ def test_closing_a_session_stops_its_jobs_and_removes_its_objects_and_files(monk
     assert not session.stop_job("autoprompt", "you pressed Stop")  # nothing of that kind runs
     session.end_job("soft-prompts", stop)
     assert not session.running and not session.stop_job("soft-prompts", "you pressed Stop")
-    other = session.start_job("rlhf")
+    other = session.start_job("rlhf", "Step 1 (SFT)")
+    assert session.busy("rlhf") == "Step 1 (SFT)" and session.busy("soft-prompts") is None  # what a press is told
     sessions.close(Request.session_hash)
     assert other.is_set() and other.reason == LEFT
     assert session.values == {} and not file.exists() and not session.folder.exists() and len(sessions) == 0

@@ -407,10 +407,11 @@ def load_model(name: str, dtype: str = "auto", device: str | None = None) -> LM:
 
 
 @contextlib.contextmanager
-def job(request: gr.Request | None, kind: str) -> Iterator[tuple[Session, JobStop]]:
-    """A heavy job of the caller's session: its stop flag (Stop, the visitor leaving, the caps' time limit)."""
+def job(request: gr.Request | None, kind: str, name: str | None = None) -> Iterator[tuple[Session, JobStop]]:
+    """A heavy job of the caller's session: its stop flag (Stop, the visitor leaving, the caps' time limit); `name`
+    as `Session.start_job` takes it."""
     session = SESSIONS.get(request)
-    stop = session.start_job(kind)
+    stop = session.start_job(kind, name)
     try:
         yield session, stop
     finally:

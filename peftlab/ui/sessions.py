@@ -92,11 +92,14 @@ class Session:
         with self._lock:
             return self._queued.pop(kind, None)
 
-    def start_job(self, kind: str) -> JobStop:
-        """A fresh stop flag for this session's job of `kind` (one per tab), with the caps' time limit."""
+    def start_job(self, kind: str, name: str | None = None) -> JobStop:
+        """A fresh stop flag for this session's job of `kind` (one per tab), with the caps' time limit; `name`, when
+        given, is what `busy` calls it (a job started without a press of its own tab: the Start tab's scoring)."""
         stop = JobStop(current_caps().job_seconds)
         with self._lock:
             self._stops[kind] = stop
+            if name is not None:
+                self._names[kind] = name
         return stop
 
     def end_job(self, kind: str, stop: JobStop) -> None:

@@ -184,7 +184,7 @@ def each_calibration(lm, task) -> list:
 def score_test_reviews(request: gr.Request, progress=gr.Progress()):
     """Step 2: `each_calibration`; the rows go to the store."""
     task, lm = load_task(TASK), load_model(DEFAULT_MODEL)
-    with job(request, "cloze"):
+    with job(request, "cloze", "The Start tab's scoring"):  # the Cloze tab's Stop ends it, and names it
         progress(0, desc=f"scoring {STEP_TEXTS} reviews")
         results = call_on_gpu(
             each_calibration,
