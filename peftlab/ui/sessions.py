@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import datetime
 import gc
-import glob
 import re
 import shutil
 import sqlite3
@@ -47,6 +46,7 @@ class Session:
         self._stops: dict[str, JobStop] = {}  # the running jobs, by kind
         self._queued: dict[str, JobStop] = {}  # jobs pressed and waiting in the queue, by kind (`queue_job`)
         self._names: dict[str, str] = {}  # what the last job pressed of each kind is called ("Step 1 (SFT)")
+        self._downloads: dict[tuple[str, str], Path] = {}  # the latest download of each name and suffix
         self._lock = threading.Lock()
 
     @property
@@ -65,9 +65,12 @@ class Session:
         "(1)"); an older download of the same thing goes (each Compare press wrote a report of 4.6 MB)."""
         parts = [re.sub(r"[^A-Za-z0-9._]+", "-", part).strip("-.") for part in ("peftlab", *about)]
         stem = "-".join(filter(None, parts))
-        for older in self.folder.glob(f"{glob.escape(stem)}-????-??-??-??????.{glob.escape(suffix)}"):
+        path = self.path(f"{stem}-{datetime.datetime.now():%Y-%m-%d-%H%M%S}.{suffix}")
+        older = self._downloads.get((stem, suffix))
+        if older is not None and older != path:
             older.unlink(missing_ok=True)
-        return self.path(f"{stem}-{datetime.datetime.now():%Y-%m-%d-%H%M%S}.{suffix}")
+        self._downloads[(stem, suffix)] = path
+        return path
 
     def queue_job(self, kind: str, name: str = UNNAMED_JOB) -> None:
         """Note a job of `kind` (called `name`, for `busy`) that was pressed and now waits in the queue, so Stop can
