@@ -577,6 +577,21 @@ def test_a_stage_run_again_says_what_it_would_drop():
     assert session.dropped_by("reward") == "PPO and DPO"
 
 
+def test_rankings_too_few_to_train_a_reward_model_are_refused_before_the_stage_s_warnings():
+    """With DPO trained and no rankings saved, "Train the reward model" from "my rankings" first asked to agree to
+    drop DPO, then said to rank first, in turns press after press: the source is looked at before any warning."""
+    from peftlab.rlhf.session import RLHFSession
+
+    session = RLHFSession(sft=object(), dpo=object())
+    with pytest.raises(PeftlabError, match=r"^Rank responses for at least 2 prompts first: one part trains"):
+        session.check_source("my rankings")
+    session.human.add("Write a review of Film 1.", ["Great.", "Dull."], [1, 2])
+    with pytest.raises(PeftlabError, match=r"^Rank responses for at least 2 prompts first"):
+        session.check_source("my rankings")  # one prompt: nothing left to test on
+    session.human.add("Write a review of Film 2.", ["Fine.", "Awful."], [1, 2])
+    session.check_source("my rankings")
+
+
 def test_a_kl_below_zero_is_explained_the_same_in_the_app_and_on_the_command_line():
     """The CLI printed "KL to the SFT model -0.14 nats" without the app's sentence on what a negative KL means."""
     import pandas as pd

@@ -105,11 +105,18 @@ class RLHFSession:
         self.pending = None
 
     def check_source(self, source: str) -> None:
-        """Raise the PeftlabError `comparisons` would before any work: SFT not run, an unknown source, or uploaded
-        comparisons that step 1 did not get (a file uploaded after it ran: SFT's held-out prompts depend on it)."""
+        """Raise the PeftlabError `comparisons` would before any work: SFT not run, an unknown source, rankings of
+        fewer than 2 prompts, or uploaded comparisons that step 1 did not get (a file uploaded after it ran: SFT's
+        held-out prompts depend on it)."""
         self.need("sft")
         if source not in RANKING_SOURCES:
             raise PeftlabError(f"Comparisons come from {', '.join(RANKING_SOURCES)}, not {source!r}.")
+        # before the press's warning that the stage drops DPO: it was asked to agree to that for a run that could not
+        # start, and the two sentences took turns press after press
+        if source == "my rankings" and len({pair.prompt for pair in self.human.comparisons()}) < 2:
+            raise PeftlabError(
+                "Rank responses for at least 2 prompts first: one part trains the reward model, one tests it."
+            )
         if source == "uploaded comparisons" and self.data.comparisons is None:
             raise PeftlabError(
                 "Step 1 (SFT) ran without a comparisons file; upload it beside the demonstrations and run step 1 "
@@ -125,11 +132,7 @@ class RLHFSession:
         self.check_source(source)
         if source == "my rankings":
             pairs = self.human.comparisons()
-            prompts = list(dict.fromkeys(p.prompt for p in pairs))
-            if len(prompts) < 2:
-                raise PeftlabError(
-                    "Rank responses for at least 2 prompts first: one part trains the reward model, one tests it."
-                )
+            prompts = list(dict.fromkeys(p.prompt for p in pairs))  # at least 2 (`check_source`)
             held = set(prompts[: max(1, len(prompts) // 5)])
             return [p for p in pairs if p.prompt not in held], [p for p in pairs if p.prompt in held]
         data = replace(self.data, comparisons=None) if source == "simulated labeler" else self.data

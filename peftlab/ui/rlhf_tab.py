@@ -487,8 +487,10 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
         else "DPO done"
     )
     yield (
-        f"{done} ({result.seconds:.0f} s, {counted(len(session.pairs), 'comparison')}). Compare it with SFT and PPO "
-        "below.",
+        # "Compare it with SFT and PPO" was said with no PPO run
+        f"{done} ({result.seconds:.0f} s, {counted(len(session.pairs), 'comparison')}). Compare it with SFT"
+        + (" and PPO" if session.ppo else "")
+        + " below.",
         metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO", SHARE_PANELS) if history else None,
     )
 
@@ -506,8 +508,11 @@ def evaluation_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSessi
 
 
 @user_errors
-def evaluate_stage(labeler_name, prompts, seed, request: gr.Request):
+def evaluate_stage(labeler_name, prompts, seed, request: gr.Request, progress=gr.Progress()):
     session, prompts, seed = evaluation_inputs({"prompts": prompts, "seed": seed}, request)
+    # what the wait is for: the status showed a bare timer, where every other stage counts its steps
+    models = " and ".join(["SFT", *(name.upper() for name in session.policies())])
+    progress(0, desc=f"{models} answering {counted(prompts, 'held-out prompt')}")
     comparison, *_ = session_call(
         session,
         stage,
