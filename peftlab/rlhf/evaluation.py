@@ -16,7 +16,7 @@ import torch
 
 from peftlab.config import counted
 from peftlab.rlhf.crossing import is_lora
-from peftlab.rlhf.generation import check_response_scores_fit, response_forward, sample_responses
+from peftlab.rlhf.generation import check_response_scores_fit, counted_on, response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.reward import RewardModel
 from peftlab.rlhf.stored import REFERENCE, route_key
@@ -131,9 +131,7 @@ def compare_policies(
     models = {REFERENCE: reference, **policies}
     total = len(models) * len(repeated)
     for number, (route, model) in enumerate(models.items()):
-        # each model's sampling counts on from the last's
-        before = number * len(repeated)
-        follow = None if progress is None else lambda done, _, before=before: progress(before + done, total)
+        follow = counted_on(progress, number * len(repeated), total)  # after the models before it
         samples = sample_responses(model, tokenizer, repeated, max_new_tokens, seed, progress=follow)
         columns[f"{route}_response"] = samples.responses
         columns[f"{route}_labeler_score"] = [labeler.score(p, r) for p, r in zip(repeated, samples.responses)]

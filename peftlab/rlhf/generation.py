@@ -200,6 +200,14 @@ def sampling_config(model, **options) -> GenerationConfig:
     return GenerationConfig(do_sample=True, **(NEUTRAL_OPTIONS | options))
 
 
+def counted_on(
+    progress: Callable[[int, int], None] | None, before: int, total: int
+) -> Callable[[int, int], None] | None:
+    """`progress` for one of several samplings done in turn: `sample_responses` counts its own responses, and
+    `progress` gets them counted on from the `before` sampled by the ones before it, of `total` in all."""
+    return None if progress is None else lambda done, _: progress(before + done, total)
+
+
 @torch.no_grad()
 def sample_responses(
     model,

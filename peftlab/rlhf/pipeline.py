@@ -22,6 +22,7 @@ from peftlab.models import LM, check_width
 from peftlab.rlhf.data import Comparison, Demonstration, embedded_review_data, load_comparisons, load_demonstrations
 from peftlab.rlhf.dpo import DPOConfig, DPOResult, train_dpo
 from peftlab.rlhf.evaluation import PolicyComparison, check_evaluation_fits, compare_policies
+from peftlab.rlhf.generation import counted_on
 from peftlab.rlhf.labelers import Labeler, labeler_by_name
 from peftlab.rlhf.ppo import PPOConfig, PPOResult, check_batch_fits, train_ppo
 from peftlab.rlhf.reward import (
@@ -201,12 +202,15 @@ def ranked_comparisons(
     held = heldout_ranked_prompts(config, data)
     heldout_prompts, train_prompts = prompts[:held], prompts[held:]
     total = len(prompts) * config.k
-
-    def follow(before: int):  # the held-out prompts' sampling counts on from the training prompts'
-        return None if progress is None else lambda done, _: progress(before + done, total)
-
     train, _ = collect_comparisons(
-        sft_model, tokenizer, train_prompts, labeler, config.k, config.max_new_tokens, config.seed, follow(0)
+        sft_model,
+        tokenizer,
+        train_prompts,
+        labeler,
+        config.k,
+        config.max_new_tokens,
+        config.seed,
+        counted_on(progress, 0, total),
     )
     heldout, _ = collect_comparisons(
         sft_model,
@@ -216,7 +220,7 @@ def ranked_comparisons(
         config.k,
         config.max_new_tokens,
         config.seed + 1,
-        follow(len(train_prompts) * config.k),
+        counted_on(progress, len(train_prompts) * config.k, total),  # after the training prompts' sampling
     )
     return train[: config.rm_pairs], heldout
 
