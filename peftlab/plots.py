@@ -217,12 +217,15 @@ def clipped_apart(names: Sequence[str]) -> list[str]:
     """Each name `clipped`, except where two names clip to one label: those show their start, "…", and the word where
     they first differ with what comes before it ("prompt-tuning…tokens 8)"): two sweep points were both labelled
     "prompt-tuning (num_virtual_…"."""
-    labels = [clipped(name) for name in names]
-    for label in set(labels):
-        same = sorted({name for name, other in zip(names, labels) if other == label})
+    alike: dict[str, set[str]] = {}  # each clipped label -> the names it stands for
+    for name in names:
+        alike.setdefault(clipped(name), set()).add(name)
+    labels = {}
+    for label, same in alike.items():
         if len(same) < 2:
+            labels.update(dict.fromkeys(same, label))
             continue
-        differ = len(os.path.commonprefix(same))
+        differ = len(os.path.commonprefix(sorted(same)))
         for name in same:
             end = name.find(" ", differ)
             end = len(name) if end < 0 else end
@@ -230,9 +233,8 @@ def clipped_apart(names: Sequence[str]) -> list[str]:
             cut = re.search(r"[ _(/]", tail)  # the tail starts at a word
             tail = tail[cut.end() :] if cut and cut.end() < len(tail) - 1 else tail
             tail += "…" if end < len(name) else ""
-            head = name[: max(1, LABEL_LINE_CHARS - len(tail) - 1)].rstrip()
-            labels = [f"{head}…{tail}" if n == name else shown for n, shown in zip(names, labels)]
-    return labels
+            labels[name] = f"{name[: max(1, LABEL_LINE_CHARS - len(tail) - 1)].rstrip()}…{tail}"
+    return [labels[name] for name in names]
 
 
 def _label_size(label: str) -> tuple[float, float]:
