@@ -128,15 +128,20 @@ def test_the_cloze_tab_classifies_and_evaluates_in_gpu_calls_with_the_numbers_it
     from peftlab.ui.cloze_tab import classify, run_evaluation
 
     form = cloze_form(tiny_causal_folder, easy_csv)
-    on_space = classify(**form), run_evaluation(None, **form)
+
+    def evaluated() -> tuple:  # the predictions file read at once: the session's next download of it replaces it
+        summary, plot, errors, predictions = run_evaluation(None, **form)
+        return summary, plot, errors, open(predictions).read()
+
+    on_space = classify(**form), evaluated()
     assert zero_gpu == [zerogpu.DEFAULT_DURATION_S] * 2  # one call each; the first of a kind asks the default
-    again = run_evaluation(None, **form)
+    again = evaluated()
     pace = zerogpu._SECONDS_PER_UNIT[
         f"cloze-evaluate:{tiny_causal_folder}:0"
     ]  # the slowest seconds per text (one template) so far
     assert zero_gpu[2] == pytest.approx(max(MIN_DURATION_S, MARGIN * pace * 6))  # sized by the calls before
     monkeypatch.delenv("SPACES_ZERO_GPU")
-    here = classify(**form), run_evaluation(None, **form)
+    here = classify(**form), evaluated()
 
     for (sentence, bars, tokens), (other_sentence, other_bars, other_tokens) in [(on_space[0], here[0])]:
         assert list(bars.data[0].x) == pytest.approx(list(other_bars.data[0].x), abs=1e-6)
@@ -145,7 +150,7 @@ def test_the_cloze_tab_classifies_and_evaluates_in_gpu_calls_with_the_numbers_it
         summary, _, errors, predictions = result
         assert summary.split(" · ")[:3] == here[1][0].split(" · ")[:3]  # accuracy, macro-F1, texts scored
         assert errors.equals(here[1][2])
-        assert open(predictions).read() == open(here[1][3]).read()
+        assert predictions == here[1][3]
 
 
 def test_on_zero_gpu_a_job_longer_than_any_call_is_refused_before_it_starts(tiny_causal_folder, easy_csv, zero_gpu):
