@@ -16,8 +16,15 @@ from peftlab.rlhf.data import Comparison, Demonstration
 from peftlab.rlhf.dpo import DPOConfig, train_dpo
 from peftlab.rlhf.evaluation import compare_policies
 from peftlab.rlhf.generation import encode_pairs, encode_prompts, format_prompt, sample_responses
-from peftlab.rlhf.labelers import VaderLabeler
-from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, Sampled, ranked_prompt_count, run_pipeline
+from peftlab.rlhf.labelers import VaderLabeler, labeler_by_name
+from peftlab.rlhf.pipeline import (
+    PipelineConfig,
+    RLHFData,
+    Sampled,
+    ranked_comparisons,
+    ranked_prompt_count,
+    run_pipeline,
+)
 from peftlab.rlhf.ppo import PolicyWithValueHead, PPOConfig, PPOEvent, PPOResult, train_ppo
 from peftlab.rlhf.reward import (
     RewardConfig,
@@ -257,11 +264,13 @@ def test_the_whole_pipeline_runs_each_route_on_the_tiny_model(tiny_causal, route
     result = run_pipeline(tiny_causal, data, config, on_event=lambda stage, event: events.append((stage, event)))
     stages = [stage for stage, _ in events]
     # the sampling for the rankings is followed per batch of 32: the training prompts' in one, the 2 held-out ones'
+    # in another, which only a reward model is tested on: DPO alone does not sample them
     ranked = ranked_prompt_count(config, data)
-    assert [event for stage, event in events if stage == "comparisons"] == [
-        Sampled((ranked - 2) * 3, ranked * 3),
-        Sampled(ranked * 3, ranked * 3),
-    ]
+    sampled = [event for stage, event in events if stage == "comparisons"]
+    if route == "dpo":
+        assert sampled == [Sampled((ranked - 2) * 3, (ranked - 2) * 3)]
+    else:
+        assert sampled == [Sampled((ranked - 2) * 3, ranked * 3), Sampled(ranked * 3, ranked * 3)]
     routes = config.routes()
     trained = {"sft": 4, "reward": 4 if "ppo" in routes else 0, "ppo": 3 if "ppo" in routes else 0}
     assert {stage: stages.count(stage) for stage in trained} == trained
@@ -272,11 +281,21 @@ def test_the_whole_pipeline_runs_each_route_on_the_tiny_model(tiny_causal, route
     ]
     for key in keys + (["rm_heldout_accuracy"] if "ppo" in routes else []):
         assert math.isfinite(summary[key]), key
-    assert ("rm_heldout_accuracy" in summary) == ("ppo" in routes)
+    assert ("rm_heldout_accuracy" in summary) == ("rm_heldout_pairs" in summary) == ("ppo" in routes)
     assert summary["prompts"] == 2 and set(summary["stage_seconds"]) == {"sft", "comparisons", "evaluation"} | (
         {"reward", "ppo"} if "ppo" in routes else set()
     ) | ({"dpo"} if "dpo" in routes else set())
     assert [row.method for row in result.rows] == routes
+
+
+def test_without_a_reward_model_to_test_the_same_comparisons_are_ranked_and_none_held_out(tiny_causal):
+    data = RLHFData(PROMPTS[:6], PROMPTS[6:], [])
+    config = PipelineConfig(labeler="concise", rm_pairs=6, rm_heldout_prompts=2, k=3, max_new_tokens=6)
+    tested = ranked_comparisons(tiny_causal.model, tiny_causal.tokenizer, data, config, labeler_by_name("concise"))
+    untested = ranked_comparisons(
+        tiny_causal.model, tiny_causal.tokenizer, data, config, labeler_by_name("concise"), heldout=False
+    )
+    assert tested[1] and untested == (tested[0], [])
 
 
 def test_ppo_sampling_is_pure_ancestral_sampling(tiny_causal):

@@ -182,12 +182,15 @@ def ranked_comparisons(
     config: PipelineConfig,
     labeler: Labeler,
     progress: Callable[[int, int], None] | None = None,
+    heldout: bool = True,
 ) -> tuple[list[Comparison], list[Comparison]]:
     """(training, held-out) comparisons: the uploaded ones split by prompt, or the labeler's rankings of SFT samples.
 
     Rankings of K samples give at most K-choose-2 pairs per prompt (fewer when scores tie), so a few more
     prompts than rm_pairs / K-choose-2 are ranked and the pairs cut to rm_pairs. `progress(done, total)` follows
-    the sampling: responses sampled so far, of all the ranked prompts' (it may raise to stop).
+    the sampling: responses sampled so far, of all the ranked prompts' (it may raise to stop). With
+    `heldout=False` (no reward model to test: DPO alone) the held-out prompts are drawn but not sampled, and the
+    held-out list is empty: the training comparisons are those of a run that tests a reward model.
 
     Raises:
         PeftlabError: fewer than 2 training prompts to rank (`ranked_prompt_count`).
@@ -201,7 +204,9 @@ def ranked_comparisons(
     prompts = random.Random(config.seed).sample(data.train_prompts, ranked_prompt_count(config, data))
     held = heldout_ranked_prompts(config, data)
     heldout_prompts, train_prompts = prompts[:held], prompts[held:]
-    total = len(prompts) * config.k
+    if not heldout:
+        heldout_prompts = []
+    total = (len(train_prompts) + len(heldout_prompts)) * config.k
     train, _ = collect_comparisons(
         sft_model,
         tokenizer,
@@ -212,6 +217,8 @@ def ranked_comparisons(
         config.seed,
         counted_on(progress, 0, total),
     )
+    if not heldout_prompts:
+        return train[: config.rm_pairs], []
     heldout, _ = collect_comparisons(
         sft_model,
         tokenizer,
@@ -290,7 +297,13 @@ def run_pipeline(
     sft = run_stage("sft", train_sft(lm, data.demonstrations, config.sft, data.heldout_prompts[:2], stop))
     comparisons_started = time.perf_counter()
     train_pairs, heldout_pairs = ranked_comparisons(
-        sft.model, lm.tokenizer, data, config, labeler, lambda done, total: report("comparisons", Sampled(done, total))
+        sft.model,
+        lm.tokenizer,
+        data,
+        config,
+        labeler,
+        lambda done, total: report("comparisons", Sampled(done, total)),
+        heldout="ppo" in config.routes(),  # only a reward model is tested on them: DPO alone sampled 192 for nothing
     )
     seconds["comparisons"] = round(time.perf_counter() - comparisons_started, 1)
     reward = ppo = dpo = check = None
@@ -339,12 +352,12 @@ def run_pipeline(
                 "rm_heldout_accuracy": round(reward.heldout_accuracy, 4),
                 "rm_heldout_interval": [round(check.accuracy.low, 4), round(check.accuracy.high, 4)],
                 "rm_accuracy_by_margin": {g["group"]: round(g["accuracy"].value, 4) for g in check.by_margin},
+                "rm_heldout_pairs": len(heldout_pairs),
             }
             if reward is not None
             else {}
         ),
         "rm_train_pairs": len(train_pairs),
-        "rm_heldout_pairs": len(heldout_pairs),
         **comparison.summary,
         **{f"{route}_seconds": round(route_seconds[route], 1) for route in config.routes()},
         "ptx_coef": config.ppo.ptx_coef,
