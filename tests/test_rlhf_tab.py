@@ -148,7 +148,16 @@ def test_a_stage_stopped_before_its_first_step_keeps_nothing_and_leaves_the_stag
     rm |= dict(rm_heldout_prompts=2, seed=0)
     status, *_ = rlhf_tab.run_reward_stage(None, progress=stop_at("sampling responses to rank: 60/60"), **rm)
     assert status == f"The reward model {said}" and rlhf_tab._session(None).reward is None
-    rlhf_tab.run_reward_stage(None, **rm)
+    _, plot, *_ = rlhf_tab.run_reward_stage(None, **rm)
+    # the loss has its own axis; the accuracies read in percent within 0-100 %, as the table beside them does
+    assert [a.text for a in plot.layout.annotations] == ["loss", "pairs ranked right"]
+    assert [(t.name, t.xaxis) for t in plot.data] == [
+        ("loss", "x"),
+        ("training pairs", "x2"),
+        ("held-out pairs", "x2"),
+    ]
+    assert plot.layout.yaxis.tickformat is None and plot.layout.yaxis2.tickformat == ".0%"
+    assert 0 <= plot.layout.yaxis2.range[0] < plot.layout.yaxis2.range[1] <= 1.02
     reward = rlhf_tab._session(None).reward
     ppo = dict(ppo_steps=2, ppo_beta=0.05, ppo_adaptive_kl=False, ppo_target_kl=4.0, ppo_ptx_coef=0.0, seed=0)
     *_, (status, *_) = rlhf_tab.run_ppo_stage(

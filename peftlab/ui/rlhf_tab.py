@@ -85,7 +85,10 @@ PPO_PANELS = {
     "clip fraction": ["clip_fraction"],
 }
 DPO_PANELS = {"loss": ["loss"], "implicit reward margin": ["reward_margin"], "pairs ranked right": ["reward_accuracy"]}
-SHARE_PANELS = ("clip fraction", "pairs ranked right")  # PPO_PANELS and DPO_PANELS that plot fractions
+# the loss apart from the accuracies: on one axis a loss of 0.69 read as a share beside the table's percentages
+REWARD_PANELS = {"loss": ["loss"], "pairs ranked right": ["training pairs", "held-out pairs"]}
+REWARD_COLUMNS = {"train_accuracy": "training pairs", "heldout_accuracy": "held-out pairs"}  # RewardEvent's -> legend
+SHARE_PANELS = ("clip fraction", "pairs ranked right")  # panels of PPO, DPO and the reward model that plot fractions
 DOWNLOADS = {"SFT adapter": "sft", "reward model": "reward", "PPO adapter": "ppo", "DPO adapter": "dpo"}
 MAX_RANKED = 8  # response slots on the ranking screen (a larger K is refused there)
 SAMPLING_BATCH = 32  # sample_responses' batch: responses sampled to price a sampling (fewer cost more each)
@@ -344,12 +347,8 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
             if stopped
             else ""
         )
-    frame = pd.DataFrame(history).ffill()
-    plot = (
-        metric_curve(frame, "step", ["loss", "train_accuracy", "heldout_accuracy"], "Reward model training")
-        if history
-        else None
-    )
+    frame = pd.DataFrame(history).ffill().rename(columns=REWARD_COLUMNS)
+    plot = metric_panels(frame, "step", REWARD_PANELS, "Reward model training", SHARE_PANELS) if history else None
     examples = pd.DataFrame([asdict(p) for p in train_pairs[:20]])
     # margins are known only where a simulated labeler scored the responses
     labeler = labeler_by_name(form["labeler"]) if form["source"] == RANKING_SOURCES[0] else None
