@@ -808,6 +808,34 @@ def test_a_stop_says_what_it_left_of_a_grid_and_never_keeps_a_run_that_took_no_s
     assert _stop_note(stop, [zero_shot, done, done], 2) == said  # pressed as the last run ended
 
 
+def test_a_sweep_marks_its_stopped_run_in_its_values_row():
+    """A sweep's table has a row per value, not per run: its Stop said the stopped run "is the last row", and no row
+    of its table told that one of its runs stopped early."""
+    from peftlab.serving import JobStop
+    from peftlab.ui.soft_prompts_tab import _stop_note, _sweep_summary
+
+    run = dict(method="prompt-tuning", K=4, macro_f1=0.5, trainable_params=2304, trainable_share=0.0, train_seconds=1.0)
+    rows = [
+        dict(method="zero-shot", status="done", test_accuracy=0.5),
+        dict(run, seed=13, num_virtual_tokens=4, status="done", test_accuracy=0.7),
+        dict(run, seed=21, num_virtual_tokens=4, status="done", test_accuracy=0.8),
+        dict(run, seed=13, num_virtual_tokens=8, status="stopped at step 3 of 30", test_accuracy=0.6),
+    ]
+    summary = _sweep_summary(rows, "num_virtual_tokens")
+    assert summary[["num_virtual_tokens", "runs", "stopped"]].values.tolist() == [
+        [4, 2, ""],
+        [8, 1, "seed 13 at step 3 of 30"],
+    ]
+    assert "stopped" not in _sweep_summary(rows[:3], "num_virtual_tokens")  # no column while nothing stopped
+    stop = JobStop()
+    stop.stop("you pressed Stop")
+    assert _stop_note(stop, rows, 4, "num_virtual_tokens") == (
+        "Stopped because you pressed Stop. Finished runs are kept; the stopped run (prompt-tuning, K 4, seed 13, "
+        "num_virtual_tokens 8), stopped at step 3 of 30, is marked in its row, and the table and the chart count it as "
+        "it was then."
+    )
+
+
 def test_stop_ends_a_cloze_evaluation_between_batches(client):
     """The Cloze tab had no Stop: an evaluation of every test text (with demonstrations, minutes) ran to its end."""
     job = client.submit(*settings().values(), None, api_name="/evaluate")  # all 1000 test texts: over a minute

@@ -103,9 +103,11 @@ def _finished(rows: list[dict]) -> int:
     return sum(row["method"] != "zero-shot" and row["status"] == "done" for row in rows)
 
 
-def _stop_note(stop, rows: list[dict], total: int) -> str:
+def _stop_note(stop, rows: list[dict], total: int, varied: str | None = None) -> str:
     """What a Stop left of a grid's or sweep's `total` runs: a run stopped after a step has its row, with its best
-    weights; one stopped before its first step has none ("best weights are kept" was said of runs never trained)."""
+    weights; one stopped before its first step has none ("best weights are kept" was said of runs never trained).
+    A sweep (`varied`: its setting) shows no run's row, only each value's: the stopped run is marked in its value's
+    (`_sweep_summary`); "the last row" named a row its table does not have."""
     trained = [row for row in rows if row["method"] != "zero-shot"]
     if not trained:
         return f"{stopped_note(stop)} No run had taken a step: nothing was trained."
@@ -114,9 +116,15 @@ def _stop_note(stop, rows: list[dict], total: int) -> str:
         # "Finished runs are kept" was said with none finished, and the stopped run stood in the summary, the chart
         # and the picker as if it had trained to its end
         kept = "Finished runs are kept" if _finished(rows) else "No run had finished"
+        run = f"{last['method']}, K {last['K']}, seed {last['seed']}"
+        if varied is not None:
+            return (
+                f"{stopped_note(stop)} {kept}; the stopped run ({run}, {varied} {last[varied]}), {last['status']}, "
+                f"is marked in its row, and the table and the chart count it as it was then."
+            )
         return (
-            f"{stopped_note(stop)} {kept}; the stopped run ({last['method']}, K {last['K']}, seed {last['seed']}) is "
-            f"the last row, {last['status']}, and the summary and the chart count it as it was then."
+            f"{stopped_note(stop)} {kept}; the stopped run ({run}) is the last row, {last['status']}, and the summary "
+            "and the chart count it as it was then."
         )
     if len(trained) < total:
         return f"{stopped_note(stop)} Finished runs are kept; the next run had not taken a step."
@@ -363,11 +371,22 @@ def setting_choices(method):
 
 
 def _sweep_summary(rows: list[dict], setting: str) -> pd.DataFrame:
-    """The trained runs' mean ± std per value of the varied setting; its columns even before a trained run ends."""
+    """The trained runs' mean ± std per value of the varied setting; its columns even before a trained run ends.
+    A value counting a stopped run says so in its "stopped" column ("seed 42 at step 3 of 30"); the column is there
+    only when a run was stopped."""
     results = results_frame(rows)
     if setting not in results:  # only the zero-shot row so far, which has no value of the setting
         results[setting] = None
-    return summarize(results[results["method"] != "zero-shot"], by=[setting])
+    trained = results[results["method"] != "zero-shot"]
+    summary = summarize(trained, by=[setting])
+    stopped = trained[trained["status"].astype(str).str.startswith("stopped ")]
+    if len(stopped):
+        marks = {
+            value: "; ".join(f"seed {run.seed} {run.status.removeprefix('stopped ')}" for run in group.itertuples())
+            for value, group in stopped.groupby(setting, sort=False)
+        }
+        summary["stopped"] = summary[setting].map(marks).fillna("")
+    return summary
 
 
 def sweep_inputs(form: dict):
@@ -424,7 +443,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
             yield _running_line(stop, finished, total, started, finished / total, expected), *shown
     status = f"{_finished(rows)}/{total} runs finished{took(started, expected)}.{scored_on(scored, task)}"
     if stop.is_set():
-        status += f" {_stop_note(stop, rows, total)}"
+        status += f" {_stop_note(stop, rows, total, setting)}"
     yield status, *shown  # an API client's result is the last update: the table and plot again
 
 
