@@ -271,7 +271,7 @@ def test_no_emptying_clears_a_status_line_together_with_other_outputs():
     "Error" badge of a classify refused before any training. Each emptying now empties status lines or the other
     outputs, never both."""
     from peftlab.ui import build_app
-    from peftlab.ui.common import is_status_line
+    from peftlab.ui.presses import is_status_line
 
     # the emptyings of a new task or method (`forget_on`); a failed press's (`answer`) shows its progress on the
     # button pressed, and the failed event's badge stays where it was
@@ -311,7 +311,7 @@ def test_a_press_is_checked_before_it_waits_in_the_queue_and_stop_reaches_it_the
     import gradio as gr
 
     from peftlab.ui import build_app
-    from peftlab.ui.common import stop_handler
+    from peftlab.ui.presses import stop_handler
     from peftlab.ui.sessions import SESSIONS
     from tests.test_app import PET_FORM
 
@@ -619,7 +619,7 @@ def test_a_handler_that_fails_says_a_sentence_whatever_failed(capsys):
     import gradio as gr
     import torch
 
-    from peftlab.ui.common import user_errors
+    from peftlab.ui.presses import user_errors
 
     def failing(exc):
         @user_errors
@@ -718,7 +718,7 @@ def test_an_emptied_table_keeps_its_column_names():
     import gradio as gr
     import pandas as pd
 
-    from peftlab.ui.common import _emptying
+    from peftlab.ui.presses import _emptying
 
     with gr.Blocks():
         table, box = gr.Dataframe(pd.DataFrame(columns=["method", "accuracy"])), gr.Textbox("an answer")

@@ -7,9 +7,9 @@ import gradio as gr
 from peftlab.serving import current_caps, public_mode
 from peftlab.ui.autoprompt_tab import build_autoprompt_tab
 from peftlab.ui.cloze_tab import build_cloze_tab
-from peftlab.ui.common import LEAVE_GUARD, is_status_line
 from peftlab.ui.compare_tab import build_compare_tab
 from peftlab.ui.pet_tab import build_pet_tab
+from peftlab.ui.presses import LEAVE_GUARD, is_status_line
 from peftlab.ui.rlhf_tab import build_rlhf_tab
 from peftlab.ui.sessions import close_session
 from peftlab.ui.soft_prompts_tab import build_soft_prompts_tab
@@ -39,7 +39,7 @@ html { scroll-padding-bottom: 140px; }
     .actions .block.padded { padding: 4px 8px !important; }
 }
 .gradio-container { overflow: clip !important; }  /* clips like gradio's "hidden" without trapping sticky rows */
-/* a status line (common.status_line) keeps its text readable beside its progress and "Error" badge, at its right */
+/* a status line (presses.status_line) keeps its text readable beside its progress and "Error" badge, at its right */
 .block.status-line { min-height: 40px; }
 .block.status-line > .wrap.center { align-items: flex-end; background: transparent; }
 .block.status-line > .wrap.center .error { margin-right: 36px; }
@@ -54,7 +54,7 @@ DELETE_CACHE = (600, 3600)
 
 def launch_options() -> dict:
     """What `launch()` needs besides host and port: the upload size limit of the current caps, the app's CSS, and
-    the script that asks before a page with finished work is left (`common.LEAVE_GUARD`)."""
+    the script that asks before a page with finished work is left (`presses.LEAVE_GUARD`)."""
     return dict(max_file_size=int(current_caps().upload_mb * 2**20), css=CSS, head=LEAVE_GUARD)
 
 
@@ -91,7 +91,7 @@ def build_app() -> gr.Blocks:
 
 def spare_outputs_from_badges(app: gr.Blocks) -> None:
     """Progress and "Error" badges only where they help. An event with a status line among its outputs
-    (`common.status_line`) shows them on it alone: a failed run leaves the results, curves and files of the run
+    (`presses.status_line`) shows them on it alone: a failed run leaves the results, curves and files of the run
     before readable instead of each under a badge (the toast says what failed). Otherwise they go on what the event
     shows, never over a box a person fills in: an event whose outputs include some event's input (the template box
     a task suggestion fills, the cloze boxes a found trigger is sent to) shows them on its other outputs or nowhere,

@@ -23,29 +23,31 @@ from peftlab.plots import metric_curve
 from peftlab.prompts import Template, Verbalizer
 from peftlab.serving import current_caps
 from peftlab.ui.common import (
-    INSTANT,
     action_row,
     check_test_texts,
-    forget_on,
-    heavy_job,
-    job,
-    keep_results,
     load_model,
     model_and_task_inputs,
     on_task_change,
-    status_line,
-    stop_handler,
-    stopped_note,
     suggest,
     task_changed,
     task_from_form,
-    user_errors,
     verbalizer_box,
     verbalizer_lines,
 )
 from peftlab.ui.display import fitted_table, readable, warning_notes
 from peftlab.ui.estimates import Paced, cost_key
 from peftlab.ui.inputs import config_from_form, config_input
+from peftlab.ui.presses import (
+    INSTANT,
+    forget_on,
+    heavy_job,
+    job,
+    keep_results,
+    status_line,
+    stop_handler,
+    stopped_note,
+    user_errors,
+)
 from peftlab.zerogpu import call_on_gpu, on_gpu
 
 INTRO = """**AutoPrompt** (Shin et al. 2020) fills the `[T]` slots with real words found by gradients: each

@@ -11,31 +11,33 @@ from peftlab.serving import current_caps
 from peftlab.store import scored_note
 from peftlab.ui.common import (
     CHART_MIN_WIDTH,
-    INSTANT,
     START_TEMPLATE,
     TEXT_CELL_CHARS,
     action_row,
-    answer,
     check_test_texts,
-    heavy_job,
-    job,
-    keep_results,
-    light,
     load_model,
     model_and_task_inputs,
     on_task_change,
     split_templates,
-    status_line,
-    stop_handler,
-    stopped_note,
     suggest,
     task_changed,
     task_from_form,
-    user_errors,
     verbalizer_box,
 )
 from peftlab.ui.display import fitted_table, per_second, readable, verdict, warning_notes
 from peftlab.ui.inputs import config_from_form, config_input
+from peftlab.ui.presses import (
+    INSTANT,
+    answer,
+    heavy_job,
+    job,
+    keep_results,
+    light,
+    status_line,
+    stop_handler,
+    stopped_note,
+    user_errors,
+)
 from peftlab.zerogpu import call_on_gpu, on_zero_gpu
 
 INTRO = """Score each label word at the `{mask}` of a template. A causal LM scores a mask at the end as

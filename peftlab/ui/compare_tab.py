@@ -30,32 +30,34 @@ from peftlab.store import LIST_COLUMNS, ResultRow, ResultStore
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
     CHART_MIN_WIDTH,
-    INSTANT,
     START_TEMPLATE,
     action_row,
-    answer,
     backend_line,
     check_test_texts,
-    heavy_job,
-    job,
-    keep_results,
-    light,
     load_model,
     model_and_task_inputs,
     on_task_change,
     runs_backend,
-    status_line,
-    stop_handler,
-    stopped_note,
     suggest,
     task_from_form,
     upload_limit_note,
-    user_errors,
     verbalizer_box,
 )
 from peftlab.ui.display import fitted_table, readable, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
+from peftlab.ui.presses import (
+    INSTANT,
+    answer,
+    heavy_job,
+    job,
+    keep_results,
+    light,
+    status_line,
+    stop_handler,
+    stopped_note,
+    user_errors,
+)
 from peftlab.ui.sessions import SESSIONS
 
 INTRO = """Every result you ran in the other tabs{} lands here, on the test texts it was scored on. Pick a

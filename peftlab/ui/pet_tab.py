@@ -33,15 +33,10 @@ from peftlab.standard import pet_seconds
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
     CHART_MIN_WIDTH,
-    INSTANT,
     action_row,
     backend_line,
     check_test_texts,
-    forget_on,
-    heavy_job,
     intro,
-    job,
-    keep_results,
     kept_if_fitting,
     kept_if_written,
     load_model,
@@ -50,19 +45,26 @@ from peftlab.ui.common import (
     resolve_task,
     runs_backend,
     split_templates,
-    status_line,
-    stop_handler,
-    stopped_note,
     task_changed,
     task_from_form,
     told_on_upload,
     upload_limit_note,
-    user_errors,
     verbalizer_box,
 )
 from peftlab.ui.display import fitted_table, scored_on, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
+from peftlab.ui.presses import (
+    INSTANT,
+    forget_on,
+    heavy_job,
+    job,
+    keep_results,
+    status_line,
+    stop_handler,
+    stopped_note,
+    user_errors,
+)
 from peftlab.ui.soft_prompts_tab import keep_trained, method_choices, trained_method_panel
 from peftlab.uploads import DATA_SUFFIXES, read_table
 

@@ -39,28 +39,30 @@ from peftlab.serving import current_caps
 from peftlab.tuning import loss_note
 from peftlab.ui.common import (
     CHART_MIN_WIDTH,
-    INSTANT,
     TEXT_CELL_CHARS,
     action_row,
-    answer,
-    heavy_job,
     intro,
-    job,
-    keep_results,
-    light,
     load_model,
     model_picker,
-    press_telling,
-    status_line,
-    stop_handler,
-    stopped_note,
     told_on_upload,
     upload_limit_note,
-    user_errors,
 )
 from peftlab.ui.display import fitted_table, warning_notes
 from peftlab.ui.estimates import Pace, Paced, cost_key, known_pace, record_pace
 from peftlab.ui.inputs import config_from_form, config_input, named_number
+from peftlab.ui.presses import (
+    INSTANT,
+    answer,
+    heavy_job,
+    job,
+    keep_results,
+    light,
+    press_telling,
+    status_line,
+    stop_handler,
+    stopped_note,
+    user_errors,
+)
 from peftlab.ui.rlhf_calls import Ranked, Sampled, ppo_in_chunks, reward_stage, saved_zip, session_call, stage
 from peftlab.ui.sessions import SESSIONS
 from peftlab.zerogpu import call_on_gpu

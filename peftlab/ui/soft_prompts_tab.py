@@ -40,36 +40,38 @@ from peftlab.standard import grid_seconds
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
     CHART_MIN_WIDTH,
-    INSTANT,
     START_TEMPLATE,
     action_row,
-    answer,
     backend_line,
     check_test_texts,
-    forget_on,
-    heavy_job,
     intro,
-    job,
-    keep_results,
-    light,
     load_model,
     model_and_task_inputs,
     on_task_change,
-    press_telling,
     runs_backend,
     split_templates,
-    status_line,
-    stop_handler,
-    stopped_note,
     suggest,
     task_changed,
     task_from_form,
-    user_errors,
     verbalizer_box,
 )
 from peftlab.ui.display import fitted_table, readable, scored_on, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
+from peftlab.ui.presses import (
+    INSTANT,
+    answer,
+    forget_on,
+    heavy_job,
+    job,
+    keep_results,
+    light,
+    press_telling,
+    status_line,
+    stop_handler,
+    stopped_note,
+    user_errors,
+)
 from peftlab.ui.sessions import SESSIONS
 from peftlab.zerogpu import call_on_gpu
 

@@ -14,18 +14,9 @@ from peftlab.cloze import CALIBRATIONS, classify_text, evaluate
 from peftlab.models import DEFAULT_MODEL
 from peftlab.plots import label_probability_bars
 from peftlab.tasks import load_task
-from peftlab.ui.common import (
-    START_TEMPLATE,
-    START_VERBALIZER,
-    answer,
-    heavy,
-    job,
-    keep_results,
-    light,
-    load_model,
-    user_errors,
-)
+from peftlab.ui.common import START_TEMPLATE, START_VERBALIZER, load_model
 from peftlab.ui.display import fitted_table, readable, verdict
+from peftlab.ui.presses import answer, heavy, job, keep_results, light, user_errors
 from peftlab.zerogpu import call_on_gpu
 
 TASK = "rt-sentiment"
