@@ -1,11 +1,12 @@
-"""`python -m peftlab ...`: see peftlab.cli; the commands of the results store start without torch (cli_core)."""
+"""`python -m peftlab ...`: see peftlab.cli; `--help` and the commands of the results store start without torch
+(cli_core)."""
 
 import sys
 
 from peftlab.cli_core import LIGHT_COMMANDS, light_parser, run_command
 
 argv = sys.argv[1:]
-if next((a for a in argv if not a.startswith("-")), None) in LIGHT_COMMANDS:
+if next((a for a in argv if not a.startswith("-")), None) in (*LIGHT_COMMANDS, None):  # None: no command, or --help
     raise SystemExit(run_command(light_parser(), argv))
 
 try:

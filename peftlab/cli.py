@@ -14,7 +14,7 @@ from pathlib import Path
 
 from peftlab.autoprompt import AutoPromptConfig
 from peftlab.backends import BackendConfig
-from peftlab.cli_core import PROGRESS, add_store_commands, command_parsers, run_command
+from peftlab.cli_core import MODEL_COMMANDS, PROGRESS, add_store_commands, command_parsers, run_command
 from peftlab.cloze import ClozeConfig
 from peftlab.compare import GridConfig, GridRow, SweepConfig
 from peftlab.config import add_arguments, counted, duration, flag_of, from_arguments
@@ -35,14 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line. Every setting's option comes from its config field (`peftlab.config.add_arguments`):
     its name, type, choices, default and help are typed once, there."""
     parser, commands = command_parsers()
-    cloze = commands.add_parser("cloze", help="zero-shot / in-context cloze evaluation with a template and verbalizer")
+    cloze = commands.add_parser("cloze", help=MODEL_COMMANDS["cloze"])
     _add_model_and_task(cloze)
     _add_prompt(cloze, "; repeat to ensemble")
     add_arguments(cloze, ClozeConfig)
     cloze.add_argument("--json", action="store_true", help="print one JSON object")
     cloze.set_defaults(run=run_cloze)
 
-    auto = commands.add_parser("autoprompt", help="AutoPrompt: gradient-guided trigger search (and label-word search)")
+    auto = commands.add_parser("autoprompt", help=MODEL_COMMANDS["autoprompt"])
     _add_model_and_task(auto)
     auto.add_argument(
         "--verbalizer",
@@ -52,9 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("--json", action="store_true", help="print one JSON object")
     auto.set_defaults(run=run_autoprompt)
 
-    grid = _training_command(
-        commands, "compare", "train few-shot methods over seeds and compare them on one table", GridConfig
-    )
+    grid = _training_command(commands, "compare", GridConfig)
     grid.add_argument(
         "--learning-rate",
         action="append",
@@ -68,12 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_outputs(grid)
     grid.set_defaults(run=run_compare, dtype="fp32")
 
-    search = _training_command(
-        commands,
-        "tune",
-        "search a method's learning rate (and one more setting) with Ray Tune on dev; the winner on test",
-        TuneConfig,
-    )
+    search = _training_command(commands, "tune", TuneConfig)
     search.add_argument(
         "--search",
         action="append",
@@ -85,16 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(run=run_tune, dtype="fp32")
 
-    sweep = _training_command(
-        commands, "sweep", "train one method at several values of one setting (e.g. prompt length)", SweepConfig
-    )
+    sweep = _training_command(commands, "sweep", SweepConfig)
     _add_outputs(sweep)
     sweep.set_defaults(run=run_sweep_command, dtype="fp32")
 
-    rlhf = commands.add_parser(
-        "rlhf",
-        help="SFT -> reward model -> PPO (InstructGPT-style) and/or DPO, then each against SFT on held-out prompts",
-    )
+    rlhf = commands.add_parser("rlhf", help=MODEL_COMMANDS["rlhf"])
     rlhf.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, local folder or Hub id (a causal LM)")
     rlhf.add_argument("--demonstrations", help="JSONL of {prompt, response} (default: the embedded movie-review data)")
     rlhf.add_argument(
@@ -107,18 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     rlhf.add_argument("--json", action="store_true", help="print one JSON object")
     rlhf.set_defaults(run=run_rlhf, dtype="fp32")
 
-    standard = _training_command(
-        commands,
-        "standard",
-        "the standard comparison: every method at K per class over the seeds, stored as it goes",
-        StandardConfig,
-    )
+    standard = _training_command(commands, "standard", StandardConfig)
     standard.add_argument("--json", action="store_true", help="print the stored rows' summaries as one JSON list")
     standard.set_defaults(run=run_standard_command)
 
-    pet = commands.add_parser(
-        "pet", help="PET / iPET: pattern models label unlabelled text, a classifier learns their soft labels"
-    )
+    pet = commands.add_parser("pet", help=MODEL_COMMANDS["pet"])
     _add_model_and_task(pet)
     pet.add_argument(
         "--pattern", action="append", help="a template with one {mask}; repeat for each (default: the task's own)"
@@ -177,10 +158,10 @@ def _untrained_stage_options(stages: dict, config) -> list[str]:
     return options
 
 
-def _training_command(commands, name: str, summary: str, config: type) -> argparse.ArgumentParser:
+def _training_command(commands, name: str, config: type) -> argparse.ArgumentParser:
     """A command that trains several runs: the model and task, the prompt, its own settings (`config`), the shared
     trainer's and where the runs go (`BackendConfig`)."""
-    command = commands.add_parser(name, help=summary)
+    command = commands.add_parser(name, help=MODEL_COMMANDS[name])
     _add_model_and_task(command)
     _add_prompt(command)
     add_arguments(command, config)

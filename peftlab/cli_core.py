@@ -21,6 +21,19 @@ from peftlab.config import counted
 from peftlab.errors import PeftlabError
 
 LIGHT_COMMANDS = ("results", "report")
+# The commands that load a model, in the order `--help` lists them, each with its one-line summary: `python -m peftlab
+# --help` (and a bare `python -m peftlab`) print from here without importing torch and transformers (12 s on a 2-core
+# CPU); `peftlab.cli.build_parser` gives each command its options under the same summary.
+MODEL_COMMANDS = {
+    "cloze": "zero-shot / in-context cloze evaluation with a template and verbalizer",
+    "autoprompt": "AutoPrompt: gradient-guided trigger search (and label-word search)",
+    "compare": "train few-shot methods over seeds and compare them on one table",
+    "tune": "search a method's learning rate (and one more setting) with Ray Tune on dev; the winner on test",
+    "sweep": "train one method at several values of one setting (e.g. prompt length)",
+    "rlhf": "SFT -> reward model -> PPO (InstructGPT-style) and/or DPO, then each against SFT on held-out prompts",
+    "standard": "the standard comparison: every method at K per class over the seeds, stored as it goes",
+    "pet": "PET / iPET: pattern models label unlabelled text, a classifier learns their soft labels",
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,8 +44,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def light_parser() -> argparse.ArgumentParser:
-    """The command line with LIGHT_COMMANDS alone (`peftlab.cli.build_parser` has every command)."""
+    """The command line with LIGHT_COMMANDS alone, and MODEL_COMMANDS named without their options: what `--help`
+    lists and what runs without torch (`peftlab.cli.build_parser` has every command whole)."""
     parser, commands = command_parsers()
+    for name, summary in MODEL_COMMANDS.items():
+        commands.add_parser(name, help=summary)
     add_store_commands(commands)
     return parser
 

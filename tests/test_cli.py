@@ -629,6 +629,26 @@ def test_the_results_store_commands_start_without_loading_torch(tmp_path):
     assert not (tmp_path / "r.sqlite").exists()  # reading a store that was never written made an empty one
 
 
+def test_help_lists_every_command_as_the_whole_command_line_does_without_loading_torch(monkeypatch):
+    """`python -m peftlab --help` took 12 s on a 2-core CPU (20 s with another job beside it), importing torch and
+    transformers to print a list of commands; a bare `python -m peftlab` took as long to say a command is needed."""
+    from peftlab.cli import build_parser
+
+    code = (
+        "import atexit, runpy, sys; "
+        "atexit.register(lambda: print('torch loaded:', 'torch' in sys.modules, file=sys.stderr)); "
+        "sys.argv = ['peftlab'] + sys.argv[1:]; runpy.run_module('peftlab', run_name='__main__')"
+    )
+    monkeypatch.setenv("COLUMNS", "120")  # argparse wraps to the terminal's width: the same for both
+    done = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "torch loaded: False\n"
+    assert done.stdout == build_parser().format_help()
+    bare = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert bare.returncode == 2 and bare.stderr == (
+        "error: The following arguments are required: command (see `python -m peftlab --help`).\ntorch loaded: False\n"
+    )
+
+
 def test_a_reader_that_leaves_the_pipe_early_is_no_error(tmp_path):
     """`results show --json ID | head -30` printed "error: BrokenPipeError ... (this is a bug or a broken
     installation ...)": head had read what it wanted."""
