@@ -109,7 +109,8 @@ def test_settings_that_do_not_change_a_steps_cost_share_its_pace():
 
 
 def test_the_measurement_before_an_estimate_is_said_once(tiny_causal, tiny_task, monkeypatch):
-    """The first press of a grid waited behind a bare timer while a step and a text were measured."""
+    """The first press of a grid waited behind a bare timer while a step and a text were measured, then behind one
+    line (110 s on a busy CPU): each part is said as it starts."""
     monkeypatch.setattr(estimates, "_COSTS", {})
     said = []
 
@@ -119,4 +120,8 @@ def test_the_measurement_before_an_estimate_is_said_once(tiny_causal, tiny_task,
     verbalizer = {name: [name] for name in tiny_task.label_names}
     for _ in range(2):  # the second press reads the first one's measurement
         estimates.measured_costs(tiny_causal, tiny_task, "{text} It was{mask}.", verbalizer, progress)
-    assert said == [(0, "measuring a training step and a text, to estimate the time")]
+    assert said == [
+        (0, "measuring this machine's speed, to estimate the time: scoring 8 test texts"),
+        (0, "measuring this machine's speed, to estimate the time: scoring 8 texts with the training model"),
+        (0, "measuring this machine's speed, to estimate the time: 3 LoRA training steps"),
+    ]

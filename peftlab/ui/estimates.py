@@ -16,11 +16,11 @@ import gradio as gr
 from peftlab.config import duration
 from peftlab.models import LM
 from peftlab.serving import current_caps
-from peftlab.standard import MeasuredCosts, measure
+from peftlab.standard import MeasuredCosts, measuring
 from peftlab.training import Event
 from peftlab.ui.display import left
 from peftlab.ui.sessions import SESSIONS
-from peftlab.zerogpu import call_on_gpu
+from peftlab.zerogpu import on_gpu
 
 CONFIRM_ABOVE_S = 120.0  # a job expected to run longer starts on a second press, after its estimate was shown
 _COSTS: dict[tuple, MeasuredCosts] = {}  # measured once per model, scoring dtype, task and template in this process
@@ -28,16 +28,15 @@ _COSTS: dict[tuple, MeasuredCosts] = {}  # measured once per model, scoring dtyp
 
 def measured_costs(lm: LM, task, template: str, verbalizer, progress, scoring_lm: LM | None = None) -> MeasuredCosts:
     """This machine's cost of one text (scored with `scoring_lm`, default `lm`) and one training step of `lm`
-    (`standard.measure`, a few seconds the first time, said on `progress`, the press's gr.Progress), kept for the
+    (`standard.measuring`, a few seconds the first time, said on `progress`, the press's gr.Progress), kept for the
     process: the hardware does not change between a visitor's presses, so the press that confirms a job does not
     measure again."""
     scoring_lm = scoring_lm or lm
     key = (lm.name, scoring_lm.model.dtype, task.name, template)
     if key not in _COSTS:
-        # the first press waited here behind a bare timer, up to a minute on a busy CPU
-        progress(0, desc="measuring a training step and a text, to estimate the time")
-        _COSTS[key] = call_on_gpu(
-            measure,
+        # the first press waited here behind a bare timer, 110 s on a busy CPU: each part is said as it starts
+        parts = on_gpu(
+            measuring,
             scoring_lm,
             lm,
             task,
@@ -46,6 +45,11 @@ def measured_costs(lm: LM, task, template: str, verbalizer, progress, scoring_lm
             kind=f"measure:{lm.name}",
             what="Measuring a text and a step",
         )
+        for part in parts:
+            if isinstance(part, MeasuredCosts):
+                _COSTS[key] = part
+            else:
+                progress(0, desc=f"measuring this machine's speed, to estimate the time: {part}")
     return _COSTS[key]
 
 
