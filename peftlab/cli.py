@@ -235,7 +235,7 @@ def run_cloze(args: argparse.Namespace) -> None:
         **settings,
         limit=config.limit,
         batch_size=config.batch_size,
-        split=task.zero_shot_split,
+        split=task.cloze_split(config.shots_in_context),
         progress=_progress_printer("scoring"),
     )
     _store(args, [result.row])

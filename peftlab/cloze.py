@@ -465,7 +465,7 @@ class ClozeSetup:
             log_probs, cost = _scores(lm, prompt, examples, batch_size, report)  # (N, L)
             seconds += cost
             if calibration.needs_set and reference:
-                scores, cost = _scores(lm, prompt, reference, batch_size, memo="calibration reference")
+                scores, cost = _scores(lm, prompt, reference, batch_size, memo=REFERENCE_MEMO)
                 seconds += cost
                 log_probs = torch.cat([log_probs, scores])  # (N + R, L): centred together
             calibrated = calibration.apply(log_probs, calibration.prior(lm, prompt, batch_size))
@@ -481,18 +481,22 @@ class ClozeSetup:
         return [row for row in task.test_subset(MEAN_REFERENCE_TEXTS) if id(row) not in scored]
 
 
+# the LM.memo namespaces of `_scores`: the texts scored, and mean-centring's reference texts (`reference_for`)
+SCORES_MEMO, REFERENCE_MEMO = "label scores", "calibration reference"
+
+
 def _scores(
     lm: LM,
     prompt: Prompt,
     examples: Sequence[dict],
     batch_size: int,
     progress: ProgressFn | None = None,
-    memo: str = "label scores",
+    memo: str = SCORES_MEMO,
 ) -> tuple[torch.Tensor, float]:
     """`label_log_probs` of `prompt` on `examples` and the seconds they took, computed once per model, prompt and
     texts (`LM.memo` of the namespace `memo`: the model's weights never change under it). The reference texts of
     mean-centring have a memo of their own, which a visitor classifying one text after another does not crowd out."""
-    key = (prompt.template.text, prompt.verbalizer.to_json(), fingerprint(prompt.demonstrations), fingerprint(examples))
+    key = _score_key(prompt, examples)
 
     def scored() -> tuple[torch.Tensor, float]:
         started = time.perf_counter()
@@ -500,6 +504,11 @@ def _scores(
         return log_probs, time.perf_counter() - started
 
     return lm.memo(memo).get(key, scored)
+
+
+def _score_key(prompt: Prompt, examples: Sequence[dict]) -> tuple:
+    """What `_scores` keeps a prompt's scores of a set of texts under."""
+    return prompt.template.text, prompt.verbalizer.to_json(), fingerprint(prompt.demonstrations), fingerprint(examples)
 
 
 @dataclass
@@ -512,6 +521,9 @@ class ClozeEvaluation:
     confusion: np.ndarray
     predictions: pd.DataFrame  # text, gold, predicted, confidence, correct, p(<label>) per label
     seconds: float  # what scoring the texts cost, when they were first scored with these prompts (`_scores`)
+    # every prompt's scores of these texts were kept from an earlier evaluation (`_scores`): `seconds` are that one's,
+    # and this answer took a fraction of them (a second look read "13.4 s" after 5 s)
+    reused: bool = False
     settings: dict = field(default_factory=dict)
     row: ResultRow | None = None  # the result as the results store keeps it
     notes: list[str] = field(default_factory=list)  # what a reader of the accuracy should know (`leaning_note`...)
@@ -549,7 +561,7 @@ def evaluate(
     split: str = "test",
 ) -> ClozeEvaluation:
     """Zero-shot (or in-context) cloze evaluation on the task's held-out test split (or its `split`: "all" rows of an
-    upload without a split column, since nothing is trained; `Task.zero_shot_split` says which to use).
+    upload without a split column, since nothing is trained; `Task.cloze_split` says which to use).
 
     `limit` scores a stratified subset of that many test texts (`Task.test_subset`: the same texts for every
     method). Mean-centring over fewer than MEAN_REFERENCE_TEXTS texts also sees a reference sample of test
@@ -561,8 +573,12 @@ def evaluate(
     if limit is not None and limit < 1:
         raise PeftlabError(f"The limit must be at least 1 test text, not {limit}.")
     setup = ClozeSetup.build(task, templates, verbalizer, calibration, shots_in_context, seed)
+    if split == "all" and setup.prompts[0].demonstrations:
+        raise ValueError("the demonstrations come from the training rows, which split 'all' scores too")
     examples = task.test_subset(limit, split)
     reference = setup.reference_for(task, examples)
+    kept = [(SCORES_MEMO, examples)] + ([(REFERENCE_MEMO, reference)] if reference else [])
+    reused = all(lm.memo(memo).lookup(_score_key(p, texts)) is not None for p in setup.prompts for memo, texts in kept)
     log_probs, seconds = setup.predict_log_probs(lm, examples, batch_size, progress, reference)
     probs = log_probs.exp().numpy()
     gold = np.array([e["label"] for e in examples])
@@ -591,6 +607,7 @@ def evaluate(
         "shots_in_context_asked": shots_in_context,
         "demonstrations_per_label": task.support(setup.prompts[0].demonstrations),
         "support": task.support(examples),
+        "held_out_here": task.held_out_here and split == "test",  # an upload's test rows, held out by peftlab
     }
     row = ResultRow.scored(
         "cloze",
@@ -601,7 +618,9 @@ def evaluate(
         examples,
         predicted,
         split=split,
-        k=len(setup.prompts[0].demonstrations) or None,
+        # K per class, as every row counts it (AutoPrompt's, a grid's): the most demonstrations of any one label (the
+        # classes are taken in turn); it was the total, so 2 per class read K 4 beside AutoPrompt's K 2 per class
+        k=max(settings["demonstrations_per_label"].values(), default=0) or None,
         # the seed picks the demonstrations alone: two zero-shot rows are one run, in-context rows one per seed
         seed=seed if setup.prompts[0].demonstrations else None,
         scoring_seconds=seconds,
@@ -621,6 +640,7 @@ def evaluate(
         confusion=confusion,
         predictions=table,
         seconds=seconds,
+        reused=reused,
         settings=row.settings,
         row=row,
         notes=[note for note in notes if note],

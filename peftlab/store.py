@@ -32,6 +32,7 @@ from peftlab.cache import cache_dir
 from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.metrics import macro_f1
+from peftlab.tasks import UPLOAD_TEST_FRACTION
 
 JSON_COLUMNS = ("settings", "per_class_f1", "predictions", "gold", "metrics")
 KINDS = ("cloze", "autoprompt", "trained", "pet", "rlhf")  # what made a row: a tab's evaluation, a search, training
@@ -420,14 +421,18 @@ class Imported:
 
 def scored_note(settings: dict, left_out: str = "") -> str:
     """What an evaluation scored, in words: "200 of 1000 test texts", or the rows of an upload without a split
-    column ("all 40 rows", "10 of the 40 rows"); then what the file lost before (`Task.left_out_words`): "all 6 rows"
-    of a 42-row file of repeated texts said nothing of the other 36."""
+    column ("all 40 rows", "10 of the 40 rows"; "all 8 test texts (... held out ...)" when in-context
+    demonstrations took some); then what the file lost before (`Task.left_out_words`): "all 6 rows" of a 42-row file
+    of repeated texts said nothing of the other 36."""
     scored, held = settings["rows_scored"], settings.get("rows_in_split", settings["rows_scored"])
     if settings["split"] == "all":
         rows = f"all {scored} rows" if scored >= held else f"{scored} of the {held} rows, a stratified subset"
         note = f"{rows} (the file has no split column and nothing was trained)"
     else:
         note = f"all {scored} test texts" if scored >= held else f"{scored} of {held} test texts"
+        if settings.get("held_out_here"):
+            rest = "; the demonstrations come from the other rows" if settings.get("shots_in_context") else ""
+            note += f" (the file has no split column: {UPLOAD_TEST_FRACTION:.0%} of each class was held out{rest})"
     return f"{note}; {left_out}" if left_out else note
 
 

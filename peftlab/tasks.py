@@ -63,10 +63,11 @@ class Task:
     left_out: dict[str, int] = field(default_factory=dict)
     marked_splits: bool = False  # an upload whose split column marked its rows (the pool is the rows marked train)
 
-    @property
-    def zero_shot_split(self) -> str:
-        """What a zero-shot evaluation scores: "all" rows of an upload without a split column, else "test"."""
-        return "all" if self.held_out_here else "test"
+    def cloze_split(self, demonstrations: int = 0) -> str:
+        """What a cloze evaluation with `demonstrations` in context scores: "all" rows of an upload without a split
+        column when nothing of the data goes into the prompt, else "test". In-context demonstrations come from the
+        training rows, which "all" scores too: each was scored with itself and its gold label in front of it."""
+        return "all" if self.held_out_here and not demonstrations else "test"
 
     @property
     def left_out_words(self) -> str:
@@ -424,7 +425,7 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
     """Read a CSV, JSON Lines or JSON file (as `peftlab.uploads` reads them) into a Task.
 
     A `split` column (train, dev or test per row; validation counts as dev) is honoured; without one, 20 % of
-    each class is held out as the test split, and zero-shot scoring may score every row (`Task.zero_shot_split`).
+    each class is held out as the test split, and zero-shot scoring may score every row (`Task.cloze_split`).
     """
     source = f"The file '{path.name}'"
     frame = read_table(path)

@@ -624,8 +624,8 @@ def test_an_evaluation_says_how_many_of_the_split_it_scored(tiny_causal, tmp_pat
     upload.write_text("text,label\n" + "\n".join(rows) + "\n")
     task = load_task(str(upload))
     template, verbalizer = "{text} It was{mask}", {"neg": ["bad"], "pos": ["good"]}
-    some = evaluate(tiny_causal, task, template, verbalizer, limit=10, split=task.zero_shot_split)
-    every = evaluate(tiny_causal, task, template, verbalizer, split=task.zero_shot_split)
+    some = evaluate(tiny_causal, task, template, verbalizer, limit=10, split=task.cloze_split())
+    every = evaluate(tiny_causal, task, template, verbalizer, split=task.cloze_split())
     assert scored_note(some.settings) == (
         "10 of the 40 rows, a stratified subset (the file has no split column and nothing was trained)"
     )
@@ -633,11 +633,60 @@ def test_an_evaluation_says_how_many_of_the_split_it_scored(tiny_causal, tmp_pat
     # a 42-row file of 6 texts, each 7 times, said "all 6 rows" and nothing of the other 36
     upload.write_text("text,label\n" + "\n".join(rows[:6] * 7) + "\n")
     task = load_task(str(upload))
-    repeated = evaluate(tiny_causal, task, template, verbalizer, split=task.zero_shot_split)
+    repeated = evaluate(tiny_causal, task, template, verbalizer, split=task.cloze_split())
     assert scored_note(repeated.settings, task.left_out_words) == (
         "all 6 rows (the file has no split column and nothing was trained); 36 rows of the file were left out: 36 "
         "repeating a text"
     )
+
+
+def test_in_context_demonstrations_of_an_upload_are_never_among_the_texts_scored(tiny_causal, tmp_path):
+    """A 30-row upload without a split column, evaluated with 2 demonstrations, scored all 30 rows: the two
+    demonstrations were scored with themselves and their gold labels in front of them, under "nothing was
+    trained". With demonstrations the held-out test rows are scored, and the demonstrations come from the rest."""
+    from peftlab.cloze import ClozeSetup, evaluate
+    from peftlab.store import scored_note
+    from peftlab.tasks import load_task
+
+    upload = tmp_path / "plain.csv"
+    rows = [f"review {i} was {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}" for i in range(30)]
+    upload.write_text("text,label\n" + "\n".join(rows) + "\n")
+    task = load_task(str(upload))
+    template, verbalizer = "{text} It was{mask}", {"neg": ["bad"], "pos": ["good"]}
+    assert (task.cloze_split(0), task.cloze_split(2)) == ("all", "test")
+    result = evaluate(tiny_causal, task, template, verbalizer, shots_in_context=2, split=task.cloze_split(2))
+    demonstrations = {
+        d["text"] for d in ClozeSetup.build(task, template, verbalizer, "none", 2).prompts[0].demonstrations
+    }
+    assert len(demonstrations) == 2 and not demonstrations & set(result.predictions["text"])
+    assert result.n == 6  # 20 % of each class of 15
+    assert scored_note(result.settings) == (
+        "all 6 test texts (the file has no split column: 20% of each class was held out; the demonstrations come "
+        "from the other rows)"
+    )
+    # K is per class, as AutoPrompt's and a grid's: 1 demonstration of each label (it was 2, the total)
+    assert result.row.k == 1 and result.row.settings["demonstrations_per_label"] == {"neg": 1, "pos": 1}
+    with pytest.raises(ValueError, match="the demonstrations come from the training rows"):
+        evaluate(tiny_causal, task, template, verbalizer, shots_in_context=2, split="all")
+    assert "held out" not in scored_note(evaluate(tiny_causal, task, template, verbalizer, split="all").settings)
+
+
+def test_an_evaluation_says_when_its_scores_were_kept_from_an_earlier_one(tiny_causal, tiny_task):
+    """The same evaluation run again answered in 5 s and said "13.4 s (3 texts/s)", the first run's time: its
+    seconds are the first scoring's (what the result costs), and it says that its scores were kept."""
+    from peftlab.cloze import evaluate
+
+    template, verbalizer = "{text} It was{mask}.", {name: [name] for name in tiny_task.label_names}
+    fresh = evaluate(tiny_causal, tiny_task, [template, "{text}{mask}"], verbalizer, limit=4)
+    again = evaluate(tiny_causal, tiny_task, [template, "{text}{mask}"], verbalizer, "contextual", limit=4)
+    assert not fresh.reused and again.reused and again.seconds == fresh.seconds
+    # mean-centring 4 texts also scores reference texts, now; the same again keeps those too
+    centred = evaluate(tiny_causal, tiny_task, [template, "{text}{mask}"], verbalizer, "mean", limit=4)
+    assert not centred.reused and centred.seconds > fresh.seconds
+    assert evaluate(tiny_causal, tiny_task, [template, "{text}{mask}"], verbalizer, "mean", limit=4).reused
+    # one template of the two never scored these texts, or other texts: scored now
+    assert not evaluate(tiny_causal, tiny_task, [template, "{text} so{mask}"], verbalizer, limit=4).reused
+    assert not evaluate(tiny_causal, tiny_task, template, verbalizer, limit=3).reused
 
 
 def test_long_texts_are_scored_a_few_at_a_time_so_progress_and_stop_reach_them(tiny_causal, tiny_task, monkeypatch):

@@ -256,7 +256,7 @@ def test_upload_split_column_is_honoured(tmp_path):
         f"{label} story number {i}" for label in ("cats", "dogs") for i in (0, 1, 4)
     }
     assert {r["text"] for r in task.dev} == {f"{label} story number {i}" for label in ("cats", "dogs") for i in (2, 3)}
-    assert len(task.train) == 14 and not task.held_out_here and task.zero_shot_split == "test"
+    assert len(task.train) == 14 and not task.held_out_here and task.cloze_split() == "test"
     train, dev = task.few_shot(4, seed=13)
     # Dev comes from the file's dev rows (all 2 per class, fewer than K), train from its train rows only.
     assert {r["text"] for r in dev} == {r["text"] for r in task.dev}
@@ -301,7 +301,7 @@ def test_too_large_a_k_is_told_by_the_smallest_class_so_the_advice_works(tmp_pat
 def test_upload_without_split_column_scores_every_row_zero_shot(tmp_path):
     path = _write_csv(tmp_path / "plain.csv", _labelled_lines(10))
     task = load_task(path, text_column="body", label_column="topic")
-    assert task.held_out_here and task.zero_shot_split == "all"
+    assert task.held_out_here and task.cloze_split() == "all" and task.cloze_split(2) == "test"
     assert len(task.test) == 4 and len(task.rows("all")) == 20
     assert len(task.test_subset(6, "all")) == 6 and _names(task, task.test_subset(6, "all")) == {"cats": 3, "dogs": 3}
 

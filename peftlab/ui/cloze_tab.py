@@ -79,7 +79,7 @@ def evaluation_inputs(form: dict):
     current_caps().check_model(form["model"])
     task = task_from_form(form)
     config = config_from_form(ClozeConfig, form)
-    check_test_texts(task, config.limit, "Test texts to evaluate", task.zero_shot_split)
+    check_test_texts(task, config.limit, "Test texts to evaluate", task.cloze_split(config.shots_in_context))
     # the templates and the verbalizer need no model: a template without {mask} is refused before the queue too
     templates, verbalizer = split_templates(form["templates"]), form["verbalizer"]
     ClozeSetup.build(task, templates, verbalizer, config.calibration, config.shots_in_context, config.seed)
@@ -97,7 +97,7 @@ class _Stopped(Exception):
 def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
     task, config = evaluation_inputs(form)
     templates = split_templates(form["templates"])
-    texts = len(task.test_subset(config.limit, task.zero_shot_split))
+    texts = len(task.test_subset(config.limit, task.cloze_split(config.shots_in_context)))
     with job(request, "cloze") as (session, stop):  # Stop while the model loads stops it before the first batch
         progress(0, desc="loading the model")
         lm = load_model(form["model"])
@@ -120,7 +120,7 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
                 config.shots_in_context,
                 limit=config.limit,
                 seed=config.seed,
-                split=task.zero_shot_split,
+                split=task.cloze_split(config.shots_in_context),
                 batch_size=config.batch_size,
                 progress=None if on_zero_gpu() else shown,  # a callback (and Stop) cannot cross into a GPU call
                 kind=f"cloze-evaluate:{lm.name}:{config.shots_in_context}",
@@ -141,8 +141,10 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
     summary = (
         f"**Accuracy {result.accuracy:.1%}** on {task.name} · macro-F1 {result.macro_f1:.3f} · "
         f"{scored_note(result.settings, task.left_out_words)} · {result.seconds:.1f} s "
-        f"({per_second(result.n, result.seconds)} texts/s) · "
-        f"calibration {config.calibration}"
+        f"({per_second(result.n, result.seconds)} texts/s)"
+        # a second look at the same texts and prompts reads the first one's scores: its seconds are that scoring's
+        + (", when these texts were first scored with these prompts; kept since" if result.reused else "")
+        + f" · calibration {config.calibration}"
     )
     summary += f" · {demonstrations_note(result.settings)}" if config.shots_in_context else ""
     summary += warning_notes(result.notes)
