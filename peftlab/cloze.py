@@ -613,7 +613,7 @@ def evaluate(
         "cloze",
         lm.name,
         task,
-        cloze_method_name(calibration, len(setup.prompts[0].demonstrations)),
+        cloze_method_name(calibration, len(setup.prompts[0].demonstrations), len(setup.prompts)),
         settings,
         examples,
         predicted,
@@ -701,9 +701,12 @@ def leaning_note(confusion: np.ndarray, names: Sequence[str], setup: ClozeSetup)
     return f"{note} Try other label words or another template."
 
 
-def cloze_method_name(calibration: str, demonstrations: int) -> str:
-    """How a cloze result is named among the methods: zero-shot or in-context, and its calibration."""
+def cloze_method_name(calibration: str, demonstrations: int, templates: int = 1) -> str:
+    """How a cloze result is named among the methods: zero-shot or in-context, an ensemble when it averages several
+    templates (Jiang et al. 2020; it was named as one template, and taken as the Compare tab's zero-shot baseline),
+    and its calibration."""
     name = "in-context" if demonstrations else "zero-shot"
+    name += " ensemble" if templates > 1 else ""
     return name if calibration == "none" else f"{name} · {calibration}"
 
 

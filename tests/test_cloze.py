@@ -671,7 +671,7 @@ def test_in_context_demonstrations_of_an_upload_are_never_among_the_texts_scored
     assert "held out" not in scored_note(evaluate(tiny_causal, task, template, verbalizer, split="all").settings)
 
 
-def test_an_evaluation_says_when_its_scores_were_kept_from_an_earlier_one(tiny_causal, tiny_task):
+def test_an_evaluation_says_when_its_scores_were_kept_from_an_earlier_one_and_names_an_ensemble(tiny_causal, tiny_task):
     """The same evaluation run again answered in 5 s and said "13.4 s (3 texts/s)", the first run's time: its
     seconds are the first scoring's (what the result costs), and it says that its scores were kept."""
     from peftlab.cloze import evaluate
@@ -680,13 +680,16 @@ def test_an_evaluation_says_when_its_scores_were_kept_from_an_earlier_one(tiny_c
     fresh = evaluate(tiny_causal, tiny_task, [template, "{text}{mask}"], verbalizer, limit=4)
     again = evaluate(tiny_causal, tiny_task, [template, "{text}{mask}"], verbalizer, "contextual", limit=4)
     assert not fresh.reused and again.reused and again.seconds == fresh.seconds
+    # an ensemble is named so among the methods (it read "zero-shot", and was taken as Compare's baseline)
+    assert (fresh.row.method, again.row.method) == ("zero-shot ensemble", "zero-shot ensemble · contextual")
     # mean-centring 4 texts also scores reference texts, now; the same again keeps those too
     centred = evaluate(tiny_causal, tiny_task, [template, "{text}{mask}"], verbalizer, "mean", limit=4)
     assert not centred.reused and centred.seconds > fresh.seconds
     assert evaluate(tiny_causal, tiny_task, [template, "{text}{mask}"], verbalizer, "mean", limit=4).reused
     # one template of the two never scored these texts, or other texts: scored now
     assert not evaluate(tiny_causal, tiny_task, [template, "{text} so{mask}"], verbalizer, limit=4).reused
-    assert not evaluate(tiny_causal, tiny_task, template, verbalizer, limit=3).reused
+    single = evaluate(tiny_causal, tiny_task, template, verbalizer, limit=3)
+    assert not single.reused and single.row.method == "zero-shot"
 
 
 def test_long_texts_are_scored_a_few_at_a_time_so_progress_and_stop_reach_them(tiny_causal, tiny_task, monkeypatch):
