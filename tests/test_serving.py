@@ -97,6 +97,10 @@ def test_closing_a_session_stops_its_jobs_and_removes_its_objects_and_files(monk
     first = session.download("rt-sentiment", "compare", suffix="csv")
     first.write_text("x")
     assert re.fullmatch(r"peftlab-rt-sentiment-compare-\d{4}-\d\d-\d\d-\d{6}\.csv", first.name)
+    # an uploaded file's task loses its suffix: "peftlab-plain.csv-cloze-predictions-...csv" read as two kinds of file
+    uploaded = session.download("plain.csv", "cloze-predictions", suffix="csv")
+    assert re.fullmatch(r"peftlab-plain-cloze-predictions-\d{4}-\d\d-\d\d-\d{6}\.csv", uploaded.name)
+    assert session.download("gpt2", "v1.5", suffix="zip").name.startswith("peftlab-gpt2-v1.5-")  # not a file's
     kept = session.download("rt-sentiment", "report", suffix="html")
     kept.write_text("y")
     time.sleep(1.1)

@@ -166,8 +166,8 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
         summary = f"{stopped} {kept} " + summary
     if result.iterations_done and not history["accepted"].any():  # the found template was the starting one
         summary += (
-            f". No swap was accepted in {result.iterations_done} iterations: the trigger is still the one it started "
-            "from; try more iterations or candidates, or a larger train size."
+            f". No swap was accepted in {counted(result.iterations_done, 'iteration')}: the trigger is still the one "
+            "it started from; try more iterations or candidates, or a larger train size."
         )
     # a trigger that makes every text 'negative' scores 50 % on a balanced split, and only the Compare tab said so
     summary += warning_notes(result.warnings(config.train_size, task.label_names))

@@ -29,6 +29,7 @@ from gradio.utils import get_upload_folder
 from peftlab.errors import PeftlabError
 from peftlab.serving import JobStop, current_caps, public_mode
 from peftlab.store import ResultStore
+from peftlab.uploads import DATA_SUFFIXES
 
 IDLE_HOURS = 6.0
 LEFT = "the visitor left"
@@ -62,8 +63,9 @@ class Session:
         """A path for a download whose name says what it holds and when: `download("rt-sentiment", "compare",
         suffix="csv")` is `.../peftlab-rt-sentiment-compare-2026-11-30-142501.csv` (model ids' slashes become
         dashes). The time tells two runs of a day apart (they shared a name, and the browser called the second
-        "(1)"); an older download of the same thing goes (each Compare press wrote a report of 4.6 MB)."""
-        parts = [re.sub(r"[^A-Za-z0-9._]+", "-", part).strip("-.") for part in ("peftlab", *about)]
+        "(1)"); an older download of the same thing goes (each Compare press wrote a report of 4.6 MB). An uploaded
+        file's task loses its suffix ("peftlab-plain.csv-cloze-predictions-....csv" named two kinds of file)."""
+        parts = [re.sub(r"[^A-Za-z0-9._]+", "-", _unsuffixed(part)).strip("-.") for part in ("peftlab", *about)]
         stem = "-".join(filter(None, parts))
         path = self.path(f"{stem}-{datetime.datetime.now():%Y-%m-%d-%H%M%S}.{suffix}")
         older = self._downloads.get((stem, suffix))
@@ -192,3 +194,9 @@ def _safe_name(name: str) -> str:
     """A file name with nothing but letters, digits, dot, dash and underscore (never a path)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip(".-")
     return cleaned[:120] or "file"
+
+
+def _unsuffixed(part: str) -> str:
+    """`part` without a data file's suffix: an uploaded file's task ("plain.csv") names a download as "plain"."""
+    path = Path(part)
+    return path.stem if path.suffix.lower() in DATA_SUFFIXES else part
