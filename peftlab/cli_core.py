@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import functools
 import json
 import os
@@ -42,6 +43,18 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D401 - argparse's signature
         raise PeftlabError(message[0].upper() + message[1:] + f" (see `{self.prog} --help`).")
 
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, but an option the command lacks is told by the command, with the option it likely meant:
+        `cloze --test-limit 20` pointed to the whole command line's help, which lists no option of cloze."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = getattr(parsed, "command_parser", self)
+            options = [option for action in command._actions for option in action.option_strings]
+            meant = [close[0] for given in extra if (close := difflib.get_close_matches(given, options, 1))]
+            guess = f"; did you mean {' or '.join(meant)}?" if meant else ""
+            command.error(f"unrecognized arguments: {' '.join(extra)}{guess}")
+        return parsed
+
 
 def light_parser() -> argparse.ArgumentParser:
     """The command line with LIGHT_COMMANDS alone, and MODEL_COMMANDS named without their options: what `--help`
@@ -61,7 +74,14 @@ def command_parsers() -> tuple[argparse.ArgumentParser, argparse._SubParsersActi
     debug = Parser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    commands.add_parser = functools.partial(commands.add_parser, parents=[debug])
+    add_parser = functools.partial(commands.add_parser, parents=[debug])
+
+    def add_command(*args, **kwargs) -> argparse.ArgumentParser:
+        command = add_parser(*args, **kwargs)
+        command.set_defaults(command_parser=command)  # the command that tells an option it lacks (`Parser.parse_args`)
+        return command
+
+    commands.add_parser = add_command
     return parser, commands
 
 

@@ -649,6 +649,18 @@ def test_help_lists_every_command_as_the_whole_command_line_does_without_loading
     )
 
 
+def test_an_option_a_command_lacks_is_told_by_that_command_with_the_one_it_likely_meant(capsys):
+    """`cloze --test-limit 20` said "Unrecognized arguments: --test-limit 20 (see `python -m peftlab --help`)": that
+    help lists no option of cloze, whose option is --limit (--test-limit is compare's)."""
+    assert main(["cloze", "--test-limit", "20"]) == 2
+    assert capsys.readouterr().err == (
+        "error: Unrecognized arguments: --test-limit 20; did you mean --limit? "
+        "(see `python -m peftlab cloze --help`).\n"
+    )
+    assert main(["results", "list", "--zzz"]) == 2  # nothing like it
+    assert capsys.readouterr().err == "error: Unrecognized arguments: --zzz (see `python -m peftlab results --help`).\n"
+
+
 def test_a_reader_that_leaves_the_pipe_early_is_no_error(tmp_path):
     """`results show --json ID | head -30` printed "error: BrokenPipeError ... (this is a bug or a broken
     installation ...)": head had read what it wanted."""
