@@ -237,6 +237,17 @@ def clipped_apart(names: Sequence[str]) -> list[str]:
     return [labels[name] for name in names]
 
 
+def _shared_label(names: Sequence[str]) -> str:
+    """One label for the methods of one line: their names when they fit LABEL_LINE_CHARS, else the first one's start
+    and how many more ("zero-shot · mean, zero-shot…" hid that a second method stood there)."""
+    joined = ", ".join(names)
+    if len(joined) <= LABEL_LINE_CHARS or len(names) == 1:
+        return clipped(joined)
+    more = f" +{len(names) - 1} more"
+    first = names[0] if len(names[0]) + len(more) <= LABEL_LINE_CHARS else names[0][: LABEL_LINE_CHARS - len(more) - 1]
+    return f"{first.rstrip()}{'' if first == names[0] else '…'}{more}"
+
+
 def _label_size(label: str) -> tuple[float, float]:
     """(width, height) in pixels of a label (its lines split at <br>)."""
     lines = label.split("<br>")
@@ -338,10 +349,11 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
     high = (summary["accuracy_mean"] + summary["accuracy_std"].fillna(0)).max()
     bottom, top = max(low - 0.05, 0), min(high + 0.08, 1.1)
     x_range = [log_x.min() - 0.7, log_x.max() + 0.5]
-    # methods at one accuracy share a line and its label: two labels at one height were printed over each other
+    # methods at one accuracy share a line and its label: two labels at one height were printed over each other. Its
+    # second line says what the line stands for, unless the axis says it of every method (none placed)
+    what = f"<br>(0 {x_title})" if len(placed) else ""
     lines = [
-        (y, f"{clipped(', '.join(rows['method']))}<br>(0 {x_title})")
-        for y, rows in zero.groupby("accuracy_mean", sort=False)
+        (y, f"{_shared_label(list(rows['method']))}{what}") for y, rows in zero.groupby("accuracy_mean", sort=False)
     ]
     names = clipped_apart(list(placed["method"]))
     points = list(zip(log_x, placed["accuracy_mean"], names)) if len(placed) else []

@@ -77,11 +77,20 @@ def test_a_method_that_trains_nothing_is_a_line_not_a_point_at_one_parameter():
     alone = accuracy_vs_parameters(summary.iloc[:1])
     assert alone.data == () and alone.layout.xaxis.showticklabels is False
     assert alone.layout.xaxis.title.text == "trainable parameters: none here (the dashed lines)"
+    assert [a.text for a in alone.layout.annotations] == ["zero-shot"]  # the axis says "0 trainable parameters"
     # two methods at one accuracy: one line, one label naming both (two labels were printed over each other)
     tied = pd.concat([summary, summary.iloc[:1].assign(method="zero-shot · mean")], ignore_index=True)
     figure = accuracy_vs_parameters(tied)
     assert len(figure.layout.shapes) == 1
     assert [a.text for a in figure.layout.annotations] == ["zero-shot, zero-shot · mean<br>(0 trainable parameters)"]
+    # names too long to list: the first one's start and how many more ("zero-shot · mean, zero-shot…" hid the second)
+    tied.loc[2, "method"] = 'zero-shot (templates "Review: {text}")'
+    figure = accuracy_vs_parameters(tied)
+    assert [a.text for a in figure.layout.annotations] == ["zero-shot +1 more<br>(0 trainable parameters)"]
+    tied.loc[0, "method"] = "zero-shot · contextual (verbalizer bad / good)"
+    assert [a.text for a in accuracy_vs_parameters(tied.iloc[[0, 2]]).layout.annotations] == [
+        "zero-shot · context… +1 more"  # 28 characters, as every label line
+    ]
 
 
 def test_the_two_compare_charts_give_a_method_one_colour():
