@@ -186,6 +186,9 @@ def test_readable_tables_show_fractions_in_percent_and_round_the_rest():
     # one seed's run has no standard deviation: "0.0%" read as a method that never varies
     summary = pd.DataFrame({"accuracy_std": [0.0, 0.02], "runs": [1, 3]})
     assert readable(summary)["accuracy (std)"].tolist() == ["", "2.0%"]
+    # truth values read "yes" and "no" (the browser showed AutoPrompt's "accepted" as "true" and "false")
+    history = pd.DataFrame({"accepted": [None, True, False], "correct": [True, False, True]})
+    assert readable(history).to_dict("list") == {"accepted": ["", "yes", "no"], "correct": ["yes", "no", "yes"]}
 
 
 def test_a_shown_table_fits_each_header_word_and_wraps_long_text():

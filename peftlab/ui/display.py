@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
 from peftlab.config import duration
@@ -34,8 +35,8 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     three significant digits below 0.1 %, trainable shares as every table writes them (`report.share_text`); other
     floats with at most 3 decimals and no trailing zeros (1, 0.844, 12,345.6), or 3 significant digits below 0.01 (a
     learning rate of 0.0003); whole numbers of 10,000 or more (not seeds) with thousands separators (460,800 trainable
-    parameters); empty cells blank, and a standard deviation over a single run (a table with a "runs" column) blank
-    too.
+    parameters); truth values as "yes" and "no"; empty cells blank, and a standard deviation over a single run (a
+    table with a "runs" column) blank too.
 
     A fraction column is a float column whose name holds one of PERCENT_WORDS as a word ("test_accuracy", "dev acc",
     "trainable_share"); an F1 column keeps three decimals ("0.700"). The library's column names become the app's
@@ -49,6 +50,9 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
         integer = pd.api.types.is_integer_dtype(shown[column])
         if integer and column != "seed" and (shown[column].abs() >= 10_000).any():
             shown[column] = shown[column].map(lambda count: "" if pd.isna(count) else f"{count:,}")
+        if _is_yes_no(shown[column]):  # the browser showed "true" and "false" (AutoPrompt's "accepted")
+            shown[column] = shown[column].map(lambda value: "" if pd.isna(value) else "yes" if value else "no")
+            continue
         if not pd.api.types.is_float_dtype(shown[column]):
             continue
         words = str(column).lower().replace("_", " ").replace("-", " ").split()
@@ -63,6 +67,12 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
         if "std" in words and "runs" in frame:  # one run has no spread: its 0 (kept for the downloads) read as one
             shown.loc[frame["runs"] < 2, column] = ""
     return shown.rename(columns=HEADERS)
+
+
+def _is_yes_no(column: pd.Series) -> bool:
+    """A column of truth values, empty cells aside (AutoPrompt's "accepted" is empty at its starting trigger)."""
+    values = column.dropna()
+    return len(values) > 0 and all(isinstance(value, (bool, np.bool_)) for value in values)
 
 
 # a table's text is monospace at 14 px (8.4 px a character, 8.5 with room to spare); a cell adds its padding and border
