@@ -21,7 +21,7 @@ parser.add_argument("--template", default="Sentence: {text}\nType:{mask}", help=
 args = parser.parse_args()
 
 task = load_task(args.path, text_column=args.text_column, label_column=args.label_column)
-split = task.zero_shot_split  # nothing is trained, so an upload without a split column is scored whole
+split = task.cloze_split()  # nothing trained, no demonstrations: an upload without a split column is scored whole
 print(f"task {task.name}: labels {task.label_names}, {len(task.rows(split))} texts to score")
 verbalizer = {label: [label] for label in task.label_names}  # each label's own name as its word
 for calibration in ("none", "mean"):
