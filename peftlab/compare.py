@@ -17,7 +17,7 @@ from peftlab.config import Config, parse_list, scored_texts_setting, seed_settin
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, MethodConfig, method_config
 from peftlab.models import LM
-from peftlab.store import ResultRow
+from peftlab.store import STOPPED, ResultRow
 from peftlab.tasks import DEFAULT_SEEDS, Task
 from peftlab.tuning import Scored, TrainedMethod, TrainEvent, TrainSettings, train_method
 
@@ -205,7 +205,7 @@ def train_and_score(
     total_params = lm.num_parameters
     row = _row(run.config.name, run.k, run.seed, metrics, trained.trainable_params, total_params, trained)
     if trained.stopped:
-        row["status"] = f"stopped at step {trained.steps_done} of {settings.steps}"
+        row["status"] = f"{STOPPED}at step {trained.steps_done} of {settings.steps}"
     prompt = setup.prompts[0]
     result = ResultRow.scored(
         "trained",

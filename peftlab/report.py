@@ -28,7 +28,7 @@ from peftlab.metrics import confusion_matrix, leaning_label
 from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds, route_label, score_kl_frontier
 from peftlab.rlhf.stored import stored_routes
 from peftlab.stats import paired_difference
-from peftlab.store import ResultRow, scored_note
+from peftlab.store import ResultRow, scored_note, stopped_at
 
 # Preferred baselines, best first: zero-shot with mean-centring calibration, then contextual, then raw.
 BASELINES = ("zero-shot · mean", "zero-shot · contextual", "zero-shot")
@@ -170,7 +170,7 @@ def _stopped(row: ResultRow) -> str:
     """How `row`'s run was stopped before its end, "" when it was not: a training run's status ("stopped at step 1
     of 3"), an AutoPrompt search's setting ("after 2 of 20 iterations")."""
     status = str(row.metrics.get("status", ""))
-    if status.startswith("stopped"):
+    if stopped_at(status):
         return status
     return f"stopped {row.settings['stopped']}" if row.settings.get("stopped") else ""
 

@@ -419,6 +419,15 @@ class Imported:
         return "; ".join(parts) + "."
 
 
+STOPPED = "stopped "  # a trained run's status when Stop ended it before its last step: "stopped at step 3 of 30"
+
+
+def stopped_at(status) -> str:
+    """Where a run's `status` says Stop ended it ("at step 3 of 30"), or "" for a run that ran all its steps."""
+    status = str(status)
+    return status.removeprefix(STOPPED) if status.startswith(STOPPED) else ""
+
+
 def scored_note(settings: dict, left_out: str = "") -> str:
     """What an evaluation scored, in words: "200 of 1000 test texts", or the rows of an upload without a split
     column ("all 40 rows", "10 of the 40 rows"; "all 8 test texts (... held out ...)" when in-context

@@ -203,9 +203,7 @@ def ranked_comparisons(
         )
     prompts = random.Random(config.seed).sample(data.train_prompts, ranked_prompt_count(config, data))
     held = heldout_ranked_prompts(config, data)
-    heldout_prompts, train_prompts = prompts[:held], prompts[held:]
-    if not heldout:
-        heldout_prompts = []
+    heldout_prompts, train_prompts = prompts[:held] if heldout else [], prompts[held:]
     total = (len(train_prompts) + len(heldout_prompts)) * config.k
     train, _ = collect_comparisons(
         sft_model,

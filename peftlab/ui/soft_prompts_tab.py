@@ -37,6 +37,7 @@ from peftlab.report import leaning_notes
 from peftlab.saving import load_trained, saved_model_name, zip_trained
 from peftlab.serving import current_caps
 from peftlab.standard import grid_seconds
+from peftlab.store import stopped_at
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
     CHART_MIN_WIDTH,
@@ -114,7 +115,7 @@ def _stop_note(stop, rows: list[dict], total: int, varied: str | None = None) ->
     if not trained:
         return f"{stopped_note(stop)} No run had taken a step: nothing was trained."
     last = trained[-1]
-    if str(last["status"]).startswith("stopped"):
+    if stopped_at(last["status"]):
         # "Finished runs are kept" was said with none finished, and the stopped run stood in the summary, the chart
         # and the picker as if it had trained to its end
         kept = "Finished runs are kept" if _finished(rows) else "No run had finished"
@@ -146,9 +147,9 @@ def trained_name(values: dict) -> tuple[str, str]:
     """The name a grid's run is kept under in the session, and what the picker shows beside it: ("lora", "K 16, seed
     42"); a stopped run's is its own ("lora · stopped", "K 16, seed 42, at step 3 of 30"), or it took the name of the
     finished run before it and was picked as that."""
-    about, status = f"K {values['K']}, seed {values['seed']}", str(values["status"])
-    if status.startswith("stopped "):
-        return f"{values['method']} · stopped", f"{about}, {status.removeprefix('stopped ')}"
+    about = f"K {values['K']}, seed {values['seed']}"
+    if step := stopped_at(values["status"]):
+        return f"{values['method']} · stopped", f"{about}, {step}"
     return values["method"], about
 
 
@@ -381,10 +382,10 @@ def _sweep_summary(rows: list[dict], setting: str) -> pd.DataFrame:
         results[setting] = None
     trained = results[results["method"] != "zero-shot"]
     summary = summarize(trained, by=[setting])
-    stopped = trained[trained["status"].astype(str).str.startswith("stopped ")]
+    stopped = trained[trained["status"].map(stopped_at) != ""]
     if len(stopped):
         marks = {
-            value: "; ".join(f"seed {run.seed} {run.status.removeprefix('stopped ')}" for run in group.itertuples())
+            value: "; ".join(f"seed {run.seed} {stopped_at(run.status)}" for run in group.itertuples())
             for value, group in stopped.groupby(setting, sort=False)
         }
         summary["stopped"] = summary[setting].map(marks).fillna("")
