@@ -32,6 +32,7 @@ import json
 import os
 import pickle
 import sys
+import traceback
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,6 +160,16 @@ def crossing(lm, args) -> dict:
     }
 
 
+def part(record: dict, name: str, run) -> None:
+    """record[name] = run(), or the error it raised: one failing CUDA path must not hide the others' figures. Each
+    part is logged as it ends, so a run cut short by its time limit still reports what finished."""
+    try:
+        record[name] = run()
+    except Exception as exc:  # noqa: BLE001 - reported in the JSON, with where it was raised
+        record[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc().splitlines()[-12:]}
+    log(f"{name}: {json.dumps(record[name], default=str)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -179,27 +190,36 @@ def main() -> None:
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
         "torch": torch.__version__,
         "bf16": torch.cuda.is_bf16_supported() if args.device == "cuda" else None,
-        "cloze": cloze(task, args),
     }
+    part(record, "cloze", lambda: cloze(task, args))
     lm = load_lm(args.model, dtype="fp32", device=args.device)  # fp32 weights, bf16 autocast where the GPU has it
-    rows, seconds = grid(lm, task, args)
-    record["grid"] = {"seconds": round(seconds, 1), "rows": rows}
-    calls = GPUCalls(cap_s=args.cap, first_s=args.cap)
-    try:
-        split, split_seconds = grid(lm, task, args, calls)
-        overran = None
-    except PeftlabError as exc:  # a call past its ask: reported, and the RLHF check still runs
-        split, split_seconds, overran = {}, float("nan"), str(exc)
-    record["zerogpu_calls"] = {
-        "cap_s": args.cap,
-        "calls": [{"asked_s": round(a, 1), "took_s": round(t, 2)} for a, t in calls.calls],
-        "overran": overran,
-        "seconds": round(split_seconds, 1),
-        "same_rows_as_one_process": {m: all(split.get(m, {}).get(c) == rows[m][c] for c in COMPARED) for m in rows},
-    }
-    record["rlhf"] = rlhf(lm, args)
-    record["rlhf_crossing"] = crossing(lm, args)
-    print(json.dumps(record, indent=2))
+    rows: dict = {}
+
+    def whole_grid() -> dict:
+        found, seconds = grid(lm, task, args)
+        rows.update(found)
+        return {"seconds": round(seconds, 1), "rows": found}
+
+    def grid_in_calls() -> dict:
+        calls = GPUCalls(cap_s=args.cap, first_s=args.cap)
+        try:
+            split, split_seconds = grid(lm, task, args, calls)
+            overran = None
+        except PeftlabError as exc:  # a call past its ask: reported, and the RLHF check still runs
+            split, split_seconds, overran = {}, float("nan"), str(exc)
+        return {
+            "cap_s": args.cap,
+            "calls": [{"asked_s": round(a, 1), "took_s": round(t, 2)} for a, t in calls.calls],
+            "overran": overran,
+            "seconds": round(split_seconds, 1),
+            "same_rows_as_one_process": {m: all(split.get(m, {}).get(c) == rows[m][c] for c in COMPARED) for m in rows},
+        }
+
+    part(record, "grid", whole_grid)
+    part(record, "zerogpu_calls", grid_in_calls)
+    part(record, "rlhf", lambda: rlhf(lm, args))
+    part(record, "rlhf_crossing", lambda: crossing(lm, args))
+    print(json.dumps(record, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ it on the same comparisons, and PPO-ptx.
 Run from the repository root:
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/rlhf_pipeline.py [--labeler vader-positive] [--ptx-coef 0.5]
+        [--rm-lora-r 8 --rm-steps 36 --rm-learning-rate 1e-3 ...: the reward model's settings, as `rlhf` takes them]
 
 1. `peftlab.rlhf.pipeline.run_pipeline` with `PipelineConfig(route="both")`, every other setting at its default, on
    the embedded movie-review data: SFT (LoRA) on review snippets, the labeler ranks K=8 samples per prompt of the
@@ -83,11 +84,13 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from benchmarks.common import Phase, logger  # noqa: E402
+from peftlab.config import add_arguments, from_arguments  # noqa: E402
 from peftlab.models import cpu_supports_bf16, load_lm  # noqa: E402
 from peftlab.rlhf.evaluation import compare_policies  # noqa: E402
 from peftlab.rlhf.labelers import labeler_by_name  # noqa: E402
 from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, run_pipeline  # noqa: E402
 from peftlab.rlhf.ppo import PPOResult, train_ppo  # noqa: E402
+from peftlab.rlhf.reward import RewardConfig  # noqa: E402
 
 PIPELINE_SECONDS_TARGET = 600
 DPO_SECONDS_TARGET = 300
@@ -130,11 +133,14 @@ def main() -> None:
         "--ptx-coef", type=float, default=0.5, help="PPO-ptx coefficient of the second PPO run (0: skip it)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    # the reward model's settings as the rlhf command names them (--rm-lora-r 8: a LoRA reward model, as on a GPU)
+    add_arguments(parser, RewardConfig, prefix="rm-", skip=("seed",))
     args = parser.parse_args()
 
     lm = load_lm(args.model, dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
     data = RLHFData.embedded(seed=args.seed)
-    config = PipelineConfig(labeler=args.labeler, seed=args.seed, route="both")
+    reward = from_arguments(RewardConfig, args, "rm-", seed=args.seed)
+    config = PipelineConfig(labeler=args.labeler, seed=args.seed, route="both", reward=reward)
     with Phase("whole pipeline, both routes", log) as phase:
         result = run_pipeline(lm, data, config, on_event=report)
     summary = dict(result.summary)
