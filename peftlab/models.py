@@ -221,6 +221,21 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def avoid_cudnn_attention() -> None:
+    """Turn off cuDNN's scaled-dot-product attention for this process; PyTorch then takes its memory-efficient (or
+    flash) kernel, which gives the same attention.
+
+    With torch 2.11 on H100/H200 (ZeroGPU's cards) cuDNN is SDPA's default kernel, and its backward pass returns NaN
+    gradients when an attention mask is given, as every padded batch gives (pytorch/pytorch#196678,
+    huggingface/trl#7181). Measured on an H200 with the embedded model: a LoRA reward model's loss turned NaN at its
+    third step and one PET pattern model of seed 21 at 50 % accuracy; with the math or eager attention, or in fp32,
+    both trained (the notes of `benchmarks/gpu_check.py`). A process-wide switch, set before any model is on
+    the GPU and never turned back, rather than a context around training: `torch.nn.attention.sdpa_kernel` flips the
+    same process-wide flags, so one visitor's context ending would re-enable cuDNN under another visitor's training.
+    """
+    torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def fast_inference_dtype(device: torch.device | None = None) -> torch.dtype:
     """bf16 where the hardware runs it natively (about 2x fp32 on a bf16 CPU), else fp32."""
     device = device or default_device()
@@ -422,6 +437,8 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
         model = auto_class.from_pretrained(source, dtype=dtype, local_files_only=local_only, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise PeftlabError(f"Model {name!r} could not be loaded: {exc}".split("\n")[0]) from exc
+    if device.type == "cuda":
+        avoid_cudnn_attention()
     model.to(device).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token

@@ -290,6 +290,18 @@ def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbal
     busy CPU the whole took 110 s behind one line); then the MeasuredCosts."""
     setup = ClozeSetup.build(task, template, verbalizer)
     texts = task.test_subset(16)
+    run = PlannedRun(method_config("lora"), 2, DEFAULT_SEEDS[0], "lora")
+    if on_cuda(training_lm):
+        # A GPU's first calls load kernels and make library handles, seconds against milliseconds a text after: timed
+        # cold, they priced rt-sentiment's comparison at 37 minutes on an H200, where it ran in 3.5 (the notes of
+        # benchmarks/gpu_check.py). Both models score two texts and the training model takes a step, untimed.
+        yield "warming the GPU up"
+        with torch.inference_mode():
+            label_log_probs(scoring_lm, setup.prompts[0], texts[:2])  # no memo: `evaluate` below scores them anew
+            with autocast_for(training_lm.model):
+                label_log_probs(training_lm, setup.prompts[0], texts[:2])
+        for _ in train_and_score(training_lm, task, setup, run, TrainSettings(steps=1, batch_size=8), texts[:1]):
+            pass
     yield f"scoring {len(texts)} test texts"
     # what the scoring cost, not the wall time: texts this process scored before come from a memo (`cloze._scores`)
     per_text = evaluate(scoring_lm, task, template, verbalizer, limit=len(texts)).seconds / len(texts)
@@ -298,7 +310,6 @@ def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbal
     with torch.inference_mode(), autocast_for(training_lm.model):
         label_log_probs(training_lm, setup.prompts[0], texts)
     per_trained_text = (time.perf_counter() - started) / len(texts)
-    run = PlannedRun(method_config("lora"), 2, DEFAULT_SEEDS[0], "lora")
     steps = TrainSettings(steps=3, batch_size=8, eval_every=3)
     yield f"{steps.steps} LoRA training steps"
     started = time.perf_counter()
@@ -306,6 +317,10 @@ def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbal
         pass
     per_step = (time.perf_counter() - started) / steps.steps
     yield MeasuredCosts(per_text, per_step, per_trained_text)
+
+
+def on_cuda(lm: LM) -> bool:
+    return next(lm.model.parameters()).device.type == "cuda"
 
 
 def run_seconds(method: str, settings: TrainSettings, dev: int, n_test: int, costs: MeasuredCosts) -> float:

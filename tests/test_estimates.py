@@ -125,3 +125,19 @@ def test_the_measurement_before_an_estimate_is_said_once(tiny_causal, tiny_task,
         (0, "measuring this machine's speed, to estimate the time: scoring 8 texts with the training model"),
         (0, "measuring this machine's speed, to estimate the time: 3 LoRA training steps"),
     ]
+
+
+def test_on_a_gpu_the_measurement_warms_up_first_and_still_times_fresh_scoring(tiny_causal, tiny_task, monkeypatch):
+    """Timed cold, a GPU's first calls (kernels loaded, library handles made) priced rt-sentiment's standard
+    comparison at 37 minutes on an H200, where it ran in 3.5: there the models warm up untimed first."""
+    from peftlab import standard
+
+    monkeypatch.setattr(standard, "on_cuda", lambda lm: True)  # the tiny model stands in for one on a GPU
+    verbalizer = {name: [name] for name in tiny_task.label_names}
+    parts = list(standard.measuring(tiny_causal, tiny_causal, tiny_task, "{text} It was{mask}.", verbalizer))
+    assert parts[:2] == ["warming the GPU up", "scoring 8 test texts"]
+    costs = parts[-1]
+    assert costs.per_text > 0 and costs.per_step > 0 and costs.per_trained_text > 0
+    monkeypatch.setattr(standard, "on_cuda", lambda lm: False)
+    cpu_parts = standard.measuring(tiny_causal, tiny_causal, tiny_task, "{text} It was{mask}.", verbalizer)
+    assert next(cpu_parts) == "scoring 8 test texts"

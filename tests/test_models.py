@@ -119,3 +119,30 @@ def test_a_card_of_the_embedded_model_says_its_weights_are_the_quantised_files()
         "score a little differently."
     )
     assert LM(model=None, tokenizer=None, kind="causal", name="gpt2").weights_note == ""
+
+
+def test_a_model_put_on_a_gpu_turns_off_cudnn_attention_whose_backward_gives_nan(tiny_causal_folder, monkeypatch):
+    # torch 2.11's cuDNN attention returns NaN gradients under a padding mask on H100/H200 (pytorch#196678): on an
+    # H200 a LoRA reward model's loss turned NaN at its third step. No GPU here, so the move itself is skipped.
+    from peftlab import models
+
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *args, **kwargs: self)
+    switched = []
+    monkeypatch.setattr(models, "avoid_cudnn_attention", lambda: switched.append(True))
+    models._load_uncached(tiny_causal_folder, torch.float32, torch.device("cpu"))
+    assert switched == []  # a CPU keeps every kernel
+    models._load_uncached(tiny_causal_folder, torch.float32, torch.device("cuda"))
+    assert switched == [True]
+
+
+def test_avoid_cudnn_attention_turns_cudnn_sdpa_off():
+    from peftlab.models import avoid_cudnn_attention
+
+    was = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        avoid_cudnn_attention()
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.mem_efficient_sdp_enabled()  # the kernel that takes its place stays on
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(was)
