@@ -22,7 +22,21 @@ from dataclasses import dataclass
 
 import torch
 
+from peftlab.errors import PeftlabError
 from peftlab.models import loss_scaler
+
+
+def check_finite(loss: torch.Tensor, where: str, learning_rate: float) -> None:
+    """Raises PeftlabError when `loss` is NaN or infinite, before a step on it makes every weight NaN: training then
+    went on without a word (on an H200 a reward model's NaN loss read as 0 % held-out accuracy, and PPO on it ended
+    in a CUDA device-side assert; a PET pattern model scored every text alike). `where` says the step ("step 3 of
+    45")."""
+    if not torch.isfinite(loss).all():
+        value = "NaN" if torch.isnan(loss).any() else "infinite"
+        raise PeftlabError(
+            f"The training loss became {value} at {where}, so training stopped there, before it made every weight "
+            f"{value} too; lower the learning rate ({learning_rate:g} now) and run again."
+        )
 
 
 @dataclass(kw_only=True)
@@ -101,6 +115,7 @@ class TrainingLoop:
                     walk += order.sample(list(examples), len(examples))
                 batch, walk = walk[:size], walk[size:]
             loss = batch_loss(batch)
+            check_finite(loss, f"step {step} of {self.steps}", self.optimizer.param_groups[0]["initial_lr"])
             self.optimizer.zero_grad()
             self.scaler.scale(loss).backward()
             if self.max_grad_norm is not None:

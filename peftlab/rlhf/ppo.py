@@ -44,7 +44,7 @@ from peftlab.rlhf.ppo_math import (
 from peftlab.rlhf.reward import RewardModel
 from peftlab.rlhf.sft import lora_config, sft_loss
 from peftlab.seeding import seeded
-from peftlab.training import Event
+from peftlab.training import Event, check_finite
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -399,6 +399,7 @@ def _optimise(
                 ptx_batch = rng.sample(list(demonstrations), min(config.minibatch_size, len(demonstrations)))
                 ptx_loss = sft_loss(policy.model, tokenizer, ptx_batch, max_response_tokens=48)
                 loss = loss + config.ptx_coef * ptx_loss
+            check_finite(loss, "a PPO update", config.learning_rate)
             optimizer.zero_grad()
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)  # clip the true gradients (a pass-through unless fp16: models.loss_scaler)
