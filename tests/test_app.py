@@ -17,7 +17,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from peftlab.rlhf.reward import INSTRUCTGPT_AGREEMENT
-from peftlab.ui.rlhf_tab import DPO_PANELS, MAX_RANKED
+from peftlab.ui.rlhf_stages import DPO_PANELS, MAX_RANKED
 from tests.app_server import CALL_TIMEOUT_S, FIRST_CALL_TIMEOUT_S, running_app
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 from peftlab.errors import PeftlabError
 from peftlab.rlhf.pipeline import RLHFData
 from peftlab.rlhf.session import RLHFSession
-from peftlab.ui import rlhf_tab
+from peftlab.ui import rlhf_stages
 
 
 def test_outputs_of_stages_a_new_model_dropped_are_emptied(monkeypatch):
@@ -18,14 +18,14 @@ def test_outputs_of_stages_a_new_model_dropped_are_emptied(monkeypatch):
     their buttons and downloads said "Run step 3 (PPO) or DPO first.": a new SFT model drops every later stage, a
     new reward model drops PPO and DPO. Their status lines and plots are emptied; stages still held are untouched."""
     session = RLHFSession(reward=object())  # a new reward model was trained: PPO and DPO are gone
-    monkeypatch.setattr(rlhf_tab, "_session", lambda request: session)
+    monkeypatch.setattr(rlhf_stages, "_session", lambda request: session)
     outputs = {"reward": ["status", "plot"], "ppo": ["status", "plot", "samples"], "dpo": ["status", "plot"]}
     outputs["evaluation"] = ["status", "table"]
-    values = rlhf_tab.stages_left(None, outputs)
+    values = rlhf_stages.stages_left(None, outputs)
     assert all(isinstance(v, dict) and v.get("__type__") == "update" for v in values[:2])  # gr.skip(): kept
     assert values[2:] == ["", None, None, "", None, "", None]
     session.dpo = object()  # DPO trained since: its line and the evaluation of it stay
-    values = rlhf_tab.stages_left(None, outputs)
+    values = rlhf_stages.stages_left(None, outputs)
     assert values[2:5] == ["", None, None] and values[5:] == [gr.skip()] * 4
 
 
@@ -101,23 +101,23 @@ def test_the_sampling_for_the_rankings_shows_its_progress_and_stop_ends_it_befor
     monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
     SESSIONS.get(None).values.pop("rlhf", None)  # a new visitor
     sft = dict(model=tiny_causal_folder, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=1)
-    list(rlhf_tab.run_sft_stage(None, **sft, sft_learning_rate=1e-3, seed=0))
+    list(rlhf_stages.run_sft_stage(None, **sft, sft_learning_rate=1e-3, seed=0))
     shown = []
 
     def progress(fraction, desc=""):
         shown.append(desc)
         if desc.startswith("sampling responses to rank"):
-            SESSIONS.get(None).stop_job(rlhf_tab.JOB, "you pressed Stop")
+            SESSIONS.get(None).stop_job(rlhf_stages.JOB, "you pressed Stop")
 
     # 15 prompts of K = 4: 60 responses, two batches; Stop after the first
     rm = dict(source="simulated labeler", labeler="vader-positive", k=4, rm_pairs=60, rm_lora_r=0, rm_steps=3)
-    status, *_ = rlhf_tab.run_reward_stage(None, progress=progress, rm_heldout_prompts=2, **rm, seed=0)
+    status, *_ = rlhf_stages.run_reward_stage(None, progress=progress, rm_heldout_prompts=2, **rm, seed=0)
     assert status == (
         "Stopped because you pressed Stop. The sampling was 53% through its 60 responses to rank; no reward model "
         "was trained."
     )
     assert [d for d in shown if d.startswith("sampling responses")] == ["sampling responses to rank: 32/60"]
-    assert rlhf_tab._session(None).reward is None
+    assert rlhf_stages._session(None).reward is None
 
 
 def test_a_stage_stopped_before_its_first_step_keeps_nothing_and_leaves_the_stages_as_they_were(
@@ -130,25 +130,25 @@ def test_a_stage_stopped_before_its_first_step_keeps_nothing_and_leaves_the_stag
     monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
     SESSIONS.get(None).values.pop("rlhf", None)  # a new visitor
     sft = dict(model=tiny_causal_folder, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=1)
-    list(rlhf_tab.run_sft_stage(None, **sft, sft_learning_rate=1e-3, seed=0))
+    list(rlhf_stages.run_sft_stage(None, **sft, sft_learning_rate=1e-3, seed=0))
     # the ranking screen's sampling says so at once (10-30 s on a CPU showed nothing under the button), then the K
-    saying, shown = rlhf_tab.sample_for_ranking(3, 0, None)
+    saying, shown = rlhf_stages.sample_for_ranking(3, 0, None)
     assert saying[0] == "Sampling 3 responses of the SFT policy to one training prompt…"
     assert shown[0].startswith("**Prompt:** ") and [slot["visible"] for slot in shown[1:5]] == [True] * 3 + [False]
 
     def stop_at(when: str):
         def progress(fraction, desc=""):
             if desc.startswith(when):
-                SESSIONS.get(None).stop_job(rlhf_tab.JOB, "you pressed Stop")
+                SESSIONS.get(None).stop_job(rlhf_stages.JOB, "you pressed Stop")
 
         return progress
 
     said = "stopped before its first step because you pressed Stop: nothing was trained, and every stage is as it was."
     rm = dict(source="simulated labeler", labeler="vader-positive", k=4, rm_pairs=60, rm_lora_r=0, rm_steps=1)
     rm |= dict(rm_heldout_prompts=2, seed=0)
-    status, *_ = rlhf_tab.run_reward_stage(None, progress=stop_at("sampling responses to rank: 60/60"), **rm)
-    assert status == f"The reward model {said}" and rlhf_tab._session(None).reward is None
-    _, plot, *_ = rlhf_tab.run_reward_stage(None, **rm)
+    status, *_ = rlhf_stages.run_reward_stage(None, progress=stop_at("sampling responses to rank: 60/60"), **rm)
+    assert status == f"The reward model {said}" and rlhf_stages._session(None).reward is None
+    _, plot, *_ = rlhf_stages.run_reward_stage(None, **rm)
     # the loss has its own axis; the accuracies read in percent within 0-100 %, as the table beside them does
     assert [a.text for a in plot.layout.annotations] == ["loss", "pairs ranked right"]
     assert [(t.name, t.xaxis) for t in plot.data] == [
@@ -158,16 +158,16 @@ def test_a_stage_stopped_before_its_first_step_keeps_nothing_and_leaves_the_stag
     ]
     assert plot.layout.yaxis.tickformat is None and plot.layout.yaxis2.tickformat == ".0%"
     assert 0 <= plot.layout.yaxis2.range[0] < plot.layout.yaxis2.range[1] <= 1.02
-    reward = rlhf_tab._session(None).reward
+    reward = rlhf_stages._session(None).reward
     ppo = dict(ppo_steps=2, ppo_beta=0.05, ppo_adaptive_kl=False, ppo_target_kl=4.0, ppo_ptx_coef=0.0, seed=0)
-    *_, (status, *_) = rlhf_tab.run_ppo_stage(
+    *_, (status, *_) = rlhf_stages.run_ppo_stage(
         None, progress=stop_at("PPO step 1"), labeler="vader-positive", **ppo, ppo_learning_rate=1e-3
     )
     assert status == f"PPO {said}"
     dpo = dict(dpo_steps=2, dpo_beta=0.1, dpo_learning_rate=1e-3, seed=0)
-    *_, (status, _) = rlhf_tab.run_dpo_stage(None, progress=stop_at("DPO step 1"), **dpo)
+    *_, (status, _) = rlhf_stages.run_dpo_stage(None, progress=stop_at("DPO step 1"), **dpo)
     assert status == f"DPO {said}"
-    session = rlhf_tab._session(None)
+    session = rlhf_stages._session(None)
     assert session.ppo is None and session.dpo is None and session.reward is reward
 
 
@@ -185,11 +185,11 @@ def test_a_few_uploaded_prompts_ranked_by_the_labeler_keep_some_to_train_the_rew
     assert (ranked_prompt_count(config, plenty), heldout_ranked_prompts(config, plenty)) == (28, 24)
     assert heldout_ranked_prompts(config, RLHFData(["a", "b"], ["held"], [])) == 1
     session = RLHFSession(data=RLHFData(["the only one"], ["held"], []), sft=object())
-    monkeypatch.setattr(rlhf_tab, "_session", lambda request: session)
-    form = {"source": rlhf_tab.RANKING_SOURCES[0], "labeler": "vader-positive", "rm_pairs": 16, "k": 4, "seed": 0}
+    monkeypatch.setattr(rlhf_stages, "_session", lambda request: session)
+    form = {"source": rlhf_stages.RANKING_SOURCES[0], "labeler": "vader-positive", "rm_pairs": 16, "k": 4, "seed": 0}
     form |= {"rm_lora_r": 0, "rm_steps": 10}
     with pytest.raises(PeftlabError) as raised:
-        rlhf_tab.reward_inputs(form, None)
+        rlhf_stages.reward_inputs(form, None)
     assert str(raised.value) == (
         "The reward model needs at least 2 training prompts to rank (one to train on, one held out to test it); the "
         "demonstrations leave 1. Upload demonstrations with more prompts."
@@ -201,7 +201,7 @@ def test_a_dropped_comparisons_file_is_what_the_reward_model_learns_from():
     unused unless the visitor found the radio."""
     import gradio as gr
 
-    from peftlab.ui.rlhf_tab import comparisons_source
+    from peftlab.ui.rlhf_stages import comparisons_source
 
     assert comparisons_source("/tmp/comparisons.jsonl", "simulated labeler") == "uploaded comparisons"
     assert comparisons_source(None, "uploaded comparisons") == "simulated labeler"  # the file removed

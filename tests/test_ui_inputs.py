@@ -474,7 +474,7 @@ def test_an_rlhf_stage_pressed_too_early_or_with_an_emptied_box_is_refused_befor
 
     from peftlab.models import DEFAULT_MODEL
     from peftlab.ui import build_app
-    from peftlab.ui.rlhf_tab import sample_for_ranking
+    from peftlab.ui.rlhf_stages import sample_for_ranking
     from peftlab.ui.sessions import SESSIONS
 
     class Request:

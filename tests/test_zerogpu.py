@@ -240,7 +240,7 @@ def test_the_standard_comparison_runs_every_method_in_gpu_calls_with_the_rows_it
 def rlhf_tab_flow(model: str) -> list:
     """The RLHF tab's stages pressed in order by one visitor (SFT, a ranking screen, the reward model on a simulated
     labeler's comparisons, PPO, DPO, the comparison, a download); what each showed, times left out."""
-    import peftlab.ui.rlhf_tab as tab
+    import peftlab.ui.rlhf_stages as tab
     from peftlab.ui.sessions import SESSIONS
 
     SESSIONS.get(None).values.pop("rlhf", None)  # a new visitor
@@ -305,7 +305,7 @@ def test_the_start_tab_classifies_in_a_gpu_call_as_it_does_without(zero_gpu, mon
 def test_on_zero_gpu_a_stop_ends_ppo_between_chunks_with_the_policy_so_far(tiny_causal_folder, zero_gpu, monkeypatch):
     import threading
 
-    import peftlab.ui.rlhf_tab as tab
+    import peftlab.ui.rlhf_stages as tab
     from peftlab.rlhf.ppo import PPOConfig, PPOEvent, PPOResult
     from peftlab.ui.rlhf_calls import ppo_in_chunks
 
@@ -341,7 +341,7 @@ def refusing():
 
 def test_a_sentence_raised_inside_a_gpu_call_reaches_the_visitor_whole(tiny_causal_folder, zero_gpu, monkeypatch):
     """spaces reports an error of a call by its class's name alone; peftlab's own sentences cross as items."""
-    import peftlab.ui.rlhf_tab as tab
+    import peftlab.ui.rlhf_stages as tab
     from peftlab.ui.sessions import SESSIONS
 
     with pytest.raises(PeftlabError, match=r"^A sentence from inside the call\.$"):
