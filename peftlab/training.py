@@ -27,15 +27,15 @@ from peftlab.models import loss_scaler
 
 
 def check_finite(loss: torch.Tensor, where: str, learning_rate: float) -> None:
-    """Raises PeftlabError when `loss` is NaN or infinite, before a step on it makes every weight NaN: training then
-    went on without a word (on an H200 a reward model's NaN loss read as 0 % held-out accuracy, and PPO on it ended
+    """Raises PeftlabError when `loss` is NaN or infinite, before more steps spread it through the weights: training
+    then went on without a word (on an H200 a reward model's NaN loss read as 0 % held-out accuracy, and PPO on it ended
     in a CUDA device-side assert; a PET pattern model scored every text alike). `where` says the step ("step 3 of
     45")."""
     if not torch.isfinite(loss).all():
         value = "NaN" if torch.isnan(loss).any() else "infinite"
         raise PeftlabError(
-            f"The training loss became {value} at {where}, so training stopped there, before it made every weight "
-            f"{value} too; lower the learning rate ({learning_rate:g} now) and run again."
+            f"The training loss became {value} at {where}, where training stopped: the steps after it would only "
+            f"spread NaN through the weights. Lower the learning rate ({learning_rate:g} now) and run again."
         )
 
 

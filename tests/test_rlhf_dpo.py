@@ -125,3 +125,13 @@ def test_bad_comparisons_are_one_sentence(tiny_causal, comparisons, message):
     with pytest.raises(PeftlabError) as error:
         next(train_dpo(tiny_causal.model, tiny_causal.tokenizer, comparisons, DPOConfig()))
     assert str(error.value) == message
+
+
+def test_a_dpo_loss_that_turns_nan_stops_dpo_with_one_sentence(tiny_causal):
+    # a learning rate no adapter survives: its weights overflow in the first update and the next loss is NaN
+    config = DPOConfig(steps=6, batch_size=2, lora_r=2, learning_rate=1e30)
+    steps = []
+    with pytest.raises(PeftlabError, match=r"^The training loss became NaN at DPO step \d of 6, .*\(1e\+30 now\)"):
+        for item in train_dpo(tiny_causal.model, tiny_causal.tokenizer, preference_pairs(PROMPTS[:2]), config):
+            steps.append(item)
+    assert steps and all(math.isfinite(step.loss) for step in steps)  # every step shown had a finite loss

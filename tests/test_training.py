@@ -155,8 +155,8 @@ def test_a_nan_loss_stops_training_with_one_sentence_before_any_weight_turns_nan
             kept = weight.detach().clone()
     assert steps == [1]
     assert str(raised.value) == (
-        "The training loss became NaN at step 2 of 6, so training stopped there, before it made every weight NaN "
-        "too; lower the learning rate (0.1 now) and run again."
+        "The training loss became NaN at step 2 of 6, where training stopped: the steps after it would only spread NaN "
+        "through the weights. Lower the learning rate (0.1 now) and run again."
     )
     assert torch.equal(weight.detach(), kept) and torch.isfinite(weight).all()
 

@@ -38,7 +38,7 @@ from peftlab.rlhf.data import Comparison
 from peftlab.rlhf.generation import check_word_scores_fit, end_of_response, format_prompt
 from peftlab.rlhf.sft import lora_config
 from peftlab.seeding import seeded
-from peftlab.training import Event
+from peftlab.training import Event, check_finite
 
 
 @dataclass
@@ -211,6 +211,8 @@ def train_dpo(
                         fp16=precision == torch.float16,
                         use_cpu=device.type == "cpu",
                         logging_steps=1,
+                        # the Trainer logs a NaN loss as 0 by default (a diverged run read as a perfect one)
+                        logging_nan_inf_filter=False,
                         save_strategy="no",
                         report_to=[],
                         disable_tqdm=True,
@@ -244,6 +246,8 @@ def train_dpo(
                 item.stopped = stop is not None and stop.is_set() and len(history) < config.steps
                 yield item
                 return
+            # TRL logs a step's loss after its update: stop there rather than train on NaN weights
+            check_finite(torch.tensor(item.loss), f"DPO step {item.step} of {config.steps}", config.learning_rate)
             history.append(item)
             yield item
     finally:
