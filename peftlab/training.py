@@ -26,13 +26,19 @@ from peftlab.errors import PeftlabError
 from peftlab.models import loss_scaler
 
 
-def check_finite(loss: torch.Tensor, where: str, learning_rate: float) -> None:
+def check_finite(loss: torch.Tensor, where: str, learning_rate: float, before_any_update: bool = False) -> None:
     """Raises PeftlabError when `loss` is NaN or infinite, before more steps spread it through the weights: training
     then went on without a word (on an H200 a reward model's NaN loss read as 0 % held-out accuracy, and PPO on it ended
     in a CUDA device-side assert; a PET pattern model scored every text alike). `where` says the step ("step 3 of
-    45")."""
+    45"). A loss of `before_any_update` is the starting model's own, which no learning rate of this training made.
+    """
     if not torch.isfinite(loss).all():
         value = "NaN" if torch.isnan(loss).any() else "infinite"
+        if before_any_update:  # a reward model on an SFT model that diverged said to lower its own learning rate
+            raise PeftlabError(
+                f"The training loss is {value} at {where}, before any update: the model it starts from already gives "
+                f"{value} values (did its own training diverge?). Train that model again with a smaller learning rate."
+            )
         raise PeftlabError(
             f"The training loss became {value} at {where}, where training stopped: the steps after it would only "
             f"spread NaN through the weights. Lower the learning rate ({learning_rate:g} now) and run again."
@@ -115,7 +121,8 @@ class TrainingLoop:
                     walk += order.sample(list(examples), len(examples))
                 batch, walk = walk[:size], walk[size:]
             loss = batch_loss(batch)
-            check_finite(loss, f"step {step} of {self.steps}", self.optimizer.param_groups[0]["initial_lr"])
+            where, learning_rate = f"step {step} of {self.steps}", self.optimizer.param_groups[0]["initial_lr"]
+            check_finite(loss, where, learning_rate, before_any_update=step == 1)
             self.optimizer.zero_grad()
             self.scaler.scale(loss).backward()
             if self.max_grad_norm is not None:

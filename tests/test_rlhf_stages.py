@@ -635,3 +635,18 @@ def test_a_kl_below_zero_is_explained_the_same_in_the_app_and_on_the_command_lin
     )
     table["dpo_kl"] = [0.0, 0.4]  # the same words at the same probabilities: nothing to explain
     assert PolicyComparison(table, same.summary, ["dpo"]).kl_note() is None
+
+
+def test_a_route_far_past_any_tuned_kl_is_called_diverged():
+    """PPO and DPO at learning rate 1000 said "done" and scored gibberish at 80.7 nats from SFT with no word."""
+    import pandas as pd
+
+    from peftlab.rlhf.evaluation import DIVERGED_KL, PolicyComparison
+
+    summary = {"prompts": 2, "samples_per_prompt": 2, "ppo_mean_kl": 80.74, "dpo_mean_kl": 2.0}
+    assert PolicyComparison(pd.DataFrame(), summary, ["ppo", "dpo"]).kl_note() == (
+        "PPO is 80.7 nats per response from SFT, where a tuned run drifts a few: its training diverged (its answers "
+        "need not read as text any more), so its scores say little; train it again with a smaller learning rate."
+    )
+    at_bound = summary | {"ppo_mean_kl": DIVERGED_KL}
+    assert PolicyComparison(pd.DataFrame(), at_bound, ["ppo", "dpo"]).kl_note() is None

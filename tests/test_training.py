@@ -167,3 +167,15 @@ def test_an_infinite_loss_is_named_so():
     ):
         check_finite(torch.tensor([0.5, float("inf")]), "a PPO update", 1e-3)
     check_finite(torch.tensor(0.25), "step 1 of 1", 1e-3)  # a finite loss passes
+
+
+def test_a_loss_already_nan_at_the_first_step_blames_the_starting_model_not_the_learning_rate():
+    # a reward model on an SFT model trained at learning rate 1000 was told to lower its own learning rate, which the
+    # app does not even show
+    weight, loop, _ = quadratic_loop([0.5])
+    with pytest.raises(PeftlabError) as raised:
+        list(loop.run([1.0, 2.0], lambda batch: torch.tensor(float("nan")) * weight.sum()))
+    assert str(raised.value) == (
+        "The training loss is NaN at step 1 of 6, before any update: the model it starts from already gives NaN "
+        "values (did its own training diverge?). Train that model again with a smaller learning rate."
+    )

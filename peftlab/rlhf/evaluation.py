@@ -22,6 +22,10 @@ from peftlab.rlhf.reward import RewardModel
 from peftlab.rlhf.stored import REFERENCE, route_key
 from peftlab.store import ResultRow, fingerprint
 
+# A route this far from the SFT model (mean KL per response, nats) has diverged rather than learnt: PPO's default
+# fixed beta holds it near 2, the RLHF benchmark's bound is 5; a learning rate of 1000 gave 80 nats and gibberish.
+DIVERGED_KL = 20.0
+
 
 @dataclass
 class PolicyComparison:
@@ -54,6 +58,13 @@ class PolicyComparison:
                 f"A response word for word SFT's still has a KL ({' and '.join(r.upper() for r in same)}): it "
                 "measures how much likelier or less likely the policy made those words, not whether they differ."
             )
+        for route in self.routes:
+            if s[f"{route}_mean_kl"] > DIVERGED_KL:
+                notes.append(
+                    f"{route.upper()} is {s[f'{route}_mean_kl']:.1f} nats per response from SFT, where a tuned run "
+                    f"drifts a few: its training diverged (its answers need not read as text any more), so its "
+                    "scores say little; train it again with a smaller learning rate."
+                )
         return " ".join(notes) or None
 
     def result_rows(
