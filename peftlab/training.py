@@ -30,8 +30,8 @@ def check_finite(loss: torch.Tensor, where: str, learning_rate: float, before_an
     """Raises PeftlabError when `loss` is NaN or infinite, before more steps spread it through the weights: training
     then went on without a word (on an H200 a reward model's NaN loss read as 0 % held-out accuracy, and PPO on it ended
     in a CUDA device-side assert; a PET pattern model scored every text alike). `where` says the step ("step 3 of
-    45"). A loss of `before_any_update` is the starting model's own, which no learning rate of this training made.
-    """
+    45"). With `before_any_update` (step 1) the loss is the starting model's own: no learning rate of this training
+    made it, so the sentence points to that model."""
     if not torch.isfinite(loss).all():
         value = "NaN" if torch.isnan(loss).any() else "infinite"
         if before_any_update:  # a reward model on an SFT model that diverged said to lower its own learning rate
