@@ -17,6 +17,7 @@ The methods, cheapest first (so a Stop keeps the most lines):
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -44,7 +45,7 @@ from peftlab.pet import (
 )
 from peftlab.store import ResultRow
 from peftlab.tasks import DEFAULT_SEEDS, Task
-from peftlab.training import Event
+from peftlab.training import Event, Pace
 from peftlab.tuning import TrainEvent, TrainSettings
 from peftlab.zerogpu import call_on_gpu, on_gpu
 
@@ -275,8 +276,10 @@ class MeasuredCosts:
     """Seconds this machine takes for the units of a comparison, measured now by `measure`."""
 
     per_text: float  # scoring one test text with the scoring model (the fast inference dtype)
-    per_step: float  # one LoRA training step
+    per_step: float  # one LoRA training step of a full batch, once warm
     per_trained_text: float  # scoring one text with the fp32 training model, as every trained model scores
+    per_run: float  # what a training run costs besides its steps: drawing its examples, building the method's
+    # model and the first step's warm-up
 
 
 def measure(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbalizer) -> MeasuredCosts:
@@ -290,7 +293,8 @@ def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbal
     busy CPU the whole took 110 s behind one line); then the MeasuredCosts."""
     setup = ClozeSetup.build(task, template, verbalizer)
     texts = task.test_subset(16)
-    run = PlannedRun(method_config("lora"), 2, DEFAULT_SEEDS[0], "lora")
+    steps = TrainSettings(steps=4, eval_every=4)  # the one dev evaluation at the last step, after the timed ones
+    run = PlannedRun(method_config("lora"), _measured_shots(task, steps.batch_size), DEFAULT_SEEDS[0], "lora")
     if on_cuda(training_lm):
         # A GPU's first calls load kernels and make library handles, seconds against milliseconds a text after: timed
         # cold, they priced rt-sentiment's comparison at 37 minutes on an H200, where it ran in 3.5 (the notes of
@@ -300,7 +304,7 @@ def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbal
             label_log_probs(scoring_lm, setup.prompts[0], texts[:2])  # no memo: `evaluate` below scores them anew
             with autocast_for(training_lm.model):
                 label_log_probs(training_lm, setup.prompts[0], texts[:2])
-        for _ in train_and_score(training_lm, task, setup, run, TrainSettings(steps=1, batch_size=8), texts[:1]):
+        for _ in train_and_score(training_lm, task, setup, run, dataclasses.replace(steps, steps=1), texts[:1]):
             pass
     yield f"scoring {len(texts)} test texts"
     # what the scoring cost, not the wall time: texts this process scored before come from a memo (`cloze._scores`)
@@ -310,13 +314,24 @@ def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbal
     with torch.inference_mode(), autocast_for(training_lm.model):
         label_log_probs(training_lm, setup.prompts[0], texts)
     per_trained_text = (time.perf_counter() - started) / len(texts)
-    steps = TrainSettings(steps=3, batch_size=8, eval_every=3)
     yield f"{steps.steps} LoRA training steps"
-    started = time.perf_counter()
-    for _ in train_and_score(training_lm, task, setup, run, steps, texts[:1]):
-        pass
-    per_step = (time.perf_counter() - started) / steps.steps
-    yield MeasuredCosts(per_text, per_step, per_trained_text)
+    # A step's price is read from the events of steps 1 to 3, the run's setup from the wait for step 1: timed whole,
+    # 3 steps carried the adapter's build, a dev evaluation and a test text, which the estimate prices apart, and
+    # half-size batches of K=2 (1.11 s a "step" on a 2-core CPU, where a full batch's step takes 1.0 once warm).
+    events, started = [], time.perf_counter()
+    for item in train_and_score(training_lm, task, setup, run, steps, texts[:1]):
+        if isinstance(item, TrainEvent):
+            events.append((time.perf_counter() - started, item))
+    (waited, first), _, (_, third), _ = events
+    pace = Pace.between(first, third)
+    yield MeasuredCosts(per_text, pace.per_step, per_trained_text, per_run=max(waited - pace.per_step, 0.0))
+
+
+def _measured_shots(task: Task, batch_size: int) -> int:
+    """K of the measured run: enough for full batches, as the comparison's K=16 has, within what the smallest class
+    of the training pool supplies (K for training and, without a dev split, K for dev)."""
+    supplied = min(task.label_counts().values()) // (1 if task.dev else 2)
+    return max(1, min(math.ceil(batch_size / len(task.label_names)), supplied))
 
 
 def on_cuda(lm: LM) -> bool:
@@ -325,10 +340,10 @@ def on_cuda(lm: LM) -> bool:
 
 
 def run_seconds(method: str, settings: TrainSettings, dev: int, n_test: int, costs: MeasuredCosts) -> float:
-    """Expected seconds of one training run of `method`: its steps (priced by STEP_COST against a LoRA step), its
-    dev evaluations of `dev` texts, and scoring `n_test` test texts, all with the fp32 training model."""
+    """Expected seconds of one training run of `method`: its setup, its steps (priced by STEP_COST against a LoRA
+    step), its dev evaluations of `dev` texts, and scoring `n_test` test texts, all with the fp32 training model."""
     evaluations = settings.steps // settings.eval_every + 1
-    training = settings.steps * costs.per_step * STEP_COST[method]
+    training = costs.per_run + settings.steps * costs.per_step * STEP_COST[method]
     return training + (evaluations * dev + n_test) * costs.per_trained_text
 
 
@@ -350,7 +365,7 @@ def pet_seconds(config: PETConfig, settings: TrainSettings, task: Task, costs: M
     dev = config.shots * len(task.label_names)
     unlabelled = max(0, min(config.unlabelled, len(task.train) - 2 * dev))
     pattern = run_seconds(config.method, settings, dev, n_test, costs) + (dev + unlabelled) * costs.per_trained_text
-    classifier = config.distil_steps * costs.per_step + n_test * costs.per_trained_text
+    classifier = costs.per_run + config.distil_steps * costs.per_step + n_test * costs.per_trained_text
     generations = 1 + config.ipet_generations
     return len(config.seeds) * (generations * patterns * pattern + config.classifiers * classifier)
 

@@ -57,6 +57,23 @@ class Event:
     elapsed: float
 
 
+@dataclass(frozen=True)
+class Pace:
+    """A job's setup seconds (before its first step) and seconds per step, measured on this machine."""
+
+    setup: float
+    per_step: float
+
+    @classmethod
+    def between(cls, first: Event, later: Event) -> Pace:
+        """The pace from two of a job's events (`later.step > first.step`; `Event.elapsed` counts from its start)."""
+        per_step = (later.elapsed - first.elapsed) / (later.step - first.step)
+        return cls(max(first.elapsed - first.step * per_step, 0.0), per_step)
+
+    def seconds(self, steps: int) -> float:
+        return self.setup + steps * self.per_step
+
+
 @dataclass
 class LoopStep:
     """One step of `TrainingLoop.run`: its loss, the learning rate it used, and the evaluation's scores (or None)."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from peftlab.autoprompt import AutoPromptConfig
 from peftlab.rlhf.ppo import PPOConfig
-from peftlab.training import Event
+from peftlab.tasks import Task
+from peftlab.training import Event, Pace
 from peftlab.ui import estimates
-from peftlab.ui.estimates import Pace, Paced, cost_key
+from peftlab.ui.estimates import Paced, cost_key
 
 
 @pytest.fixture(autouse=True)
@@ -123,7 +126,7 @@ def test_the_measurement_before_an_estimate_is_said_once(tiny_causal, tiny_task,
     assert said == [
         (0, "measuring this machine's speed, to estimate the time: scoring 8 test texts"),
         (0, "measuring this machine's speed, to estimate the time: scoring 8 texts with the training model"),
-        (0, "measuring this machine's speed, to estimate the time: 3 LoRA training steps"),
+        (0, "measuring this machine's speed, to estimate the time: 4 LoRA training steps"),
     ]
 
 
@@ -137,7 +140,34 @@ def test_on_a_gpu_the_measurement_warms_up_first_and_still_times_fresh_scoring(t
     parts = list(standard.measuring(tiny_causal, tiny_causal, tiny_task, "{text} It was{mask}.", verbalizer))
     assert parts[:2] == ["warming the GPU up", "scoring 8 test texts"]
     costs = parts[-1]
-    assert costs.per_text > 0 and costs.per_step > 0 and costs.per_trained_text > 0
+    assert costs.per_text > 0 and costs.per_step > 0 and costs.per_trained_text > 0 and costs.per_run >= 0
     monkeypatch.setattr(standard, "on_cuda", lambda lm: False)
     cpu_parts = standard.measuring(tiny_causal, tiny_causal, tiny_task, "{text} It was{mask}.", verbalizer)
     assert next(cpu_parts) == "scoring 8 test texts"
+
+
+def test_a_measured_step_leaves_out_the_runs_setup_and_its_evaluation(tiny_causal, tiny_task, monkeypatch):
+    """3 steps timed whole carried the adapter's build, a dev evaluation and a test text: one possible cause of the
+    estimate pricing an H200's training at about 3 times its time. Here the build takes 0.6 s more and the dev
+    evaluation 0.9 s more, and only the run's setup grows by the build; a tiny model's step takes milliseconds."""
+    from peftlab import standard
+    from peftlab.methods import LoraMethod
+    from peftlab.tuning import TrainedMethod
+
+    build, evaluate = LoraMethod.build, TrainedMethod.evaluate
+    monkeypatch.setattr(LoraMethod, "build", lambda *args: time.sleep(0.6) or build(*args))
+    monkeypatch.setattr(TrainedMethod, "evaluate", lambda *args: time.sleep(0.9) or evaluate(*args))
+    verbalizer = {name: [name] for name in tiny_task.label_names}
+    costs = standard.measure(tiny_causal, tiny_causal, tiny_task, "{text} It was{mask}.", verbalizer)
+    assert costs.per_step < 0.3
+    assert 0.6 <= costs.per_run < 0.9
+
+
+@pytest.mark.parametrize(("counts", "dev", "shots"), [((20, 20), False, 4), ((5, 5), False, 2), ((9, 1), True, 1)])
+def test_the_measured_run_has_full_batches_where_the_classes_allow(counts, dev, shots):
+    """K=2 of a 2-class task gave the measured steps 4 examples each, priced as the comparison's batches of 8."""
+    from peftlab import standard
+
+    rows = [{"text": f"text {i}", "label": label} for label, n in enumerate(counts) for i in range(n)]
+    task = Task("t", ["a", "b"], ["text"], train=rows, test=rows[:2], dev=rows[:2] if dev else [])
+    assert standard._measured_shots(task, batch_size=8) == shots

@@ -108,22 +108,24 @@ def test_pet_with_no_unlabelled_text_left_is_one_sentence_before_anything_runs(t
 def test_the_estimate_adds_up_the_measured_costs():
     """Trained models score at the training model's cost (0.02 s a text), the rest at the scoring model's (0.01)."""
     task = easy_task()
-    measured = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02)
+    measured = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02, per_run=0.5)
     costs = estimate_seconds(config(), SETTINGS, task, measured, patterns=4)
     n_test, dev, evaluations = 4, 2 * 2, 2 // 1 + 1
     assert costs[ZERO_SHOT] == pytest.approx(n_test * 0.01)
     assert costs[IN_CONTEXT] == pytest.approx(2 * 0.01 * (2 + n_test * (1 + 0.1 * 2)))  # demonstrations run once
-    assert costs["lora"] == pytest.approx(2 * (2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.02 + n_test * 0.02))
+    assert costs["lora"] == pytest.approx(
+        2 * (0.5 + 2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.02 + n_test * 0.02)
+    )
     assert set(costs) == set(config().methods)
     pet = estimate_seconds(config(methods=(PET,)), SETTINGS, task, measured, patterns=4)[PET]
     unlabelled = 48 - 2 * dev
-    pattern = 2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.02 + n_test * 0.02 + (dev + unlabelled) * 0.02
-    assert pet == pytest.approx(2 * (4 * pattern + PETConfig().distil_steps * 1.0 + n_test * 0.02))
+    pattern = 0.5 + 2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.02 + n_test * 0.02 + (dev + unlabelled) * 0.02
+    assert pet == pytest.approx(2 * (4 * pattern + 0.5 + PETConfig().distil_steps * 1.0 + n_test * 0.02))
 
 
 def test_the_estimate_prices_pet_with_as_many_patterns_as_it_runs(tiny_causal, monkeypatch):
     """A task without patterns of its own gets the template and two generic ones: three pattern models."""
-    task, measured = easy_task(), MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02)
+    task, measured = easy_task(), MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02, per_run=0.5)
     monkeypatch.setattr(standard, "measure", lambda *args: measured)
     costs = estimate(tiny_causal, tiny_causal, task, TEMPLATE, VERBALIZER, config(methods=(PET,)), SETTINGS)
     assert costs == estimate_seconds(config(methods=(PET,)), SETTINGS, task, measured, patterns=3)
@@ -160,10 +162,10 @@ def test_typed_names_without_the_middle_dot_are_the_stored_methods():
 def test_a_grid_estimate_adds_the_zero_shot_prompt_and_every_run():
     """Two methods x K in (1, 2) x 3 seeds, each run priced like the standard comparison's trained methods."""
     task = easy_task()
-    measured = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02)
+    measured = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02, per_run=0.5)
     n_test, evaluations = 4, 2 // 1 + 1
     expected = n_test * 0.01 + 3 * sum(
-        2 * 1.0 * STEP_COST[method] + (evaluations * k * 2 + n_test) * 0.02
+        0.5 + 2 * 1.0 * STEP_COST[method] + (evaluations * k * 2 + n_test) * 0.02
         for method in ("lora", "head")
         for k in (1, 2)
     )
@@ -172,11 +174,11 @@ def test_a_grid_estimate_adds_the_zero_shot_prompt_and_every_run():
 
 def test_the_pet_estimate_counts_each_ipet_generation_and_its_classifier():
     task = easy_task()
-    measured = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02)
+    measured = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02, per_run=0.5)
     pet = PETConfig(shots=2, seeds=(13,), unlabelled=10, test_limit=4)
     n_test, dev, evaluations = 4, 2 * 2, 2 // 1 + 1
-    pattern = 2 * 1.0 * STEP_COST["lora"] + (evaluations * dev + n_test) * 0.02 + (dev + 10) * 0.02
-    classifier = pet.distil_steps * 1.0 + n_test * 0.02
+    pattern = 0.5 + 2 * 1.0 * STEP_COST["lora"] + (evaluations * dev + n_test) * 0.02 + (dev + 10) * 0.02
+    classifier = 0.5 + pet.distil_steps * 1.0 + n_test * 0.02
     assert pet_seconds(pet, SETTINGS, task, measured, patterns=3) == pytest.approx(3 * pattern + classifier)
     ipet = dataclasses.replace(pet, ipet_generations=2)
     assert pet_seconds(ipet, SETTINGS, task, measured, patterns=3) == pytest.approx(3 * 3 * pattern + 2 * classifier)

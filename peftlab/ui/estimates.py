@@ -9,7 +9,6 @@ and, when the whole would be long, stops there and asks for the second press, wh
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import gradio as gr
 
@@ -17,7 +16,7 @@ from peftlab.config import duration
 from peftlab.models import LM
 from peftlab.serving import current_caps
 from peftlab.standard import MeasuredCosts, measuring
-from peftlab.training import Event
+from peftlab.training import Event, Pace
 from peftlab.ui.display import left
 from peftlab.ui.sessions import SESSIONS
 from peftlab.zerogpu import on_gpu
@@ -88,23 +87,6 @@ def unconfirmed(
     also = f" {warning}" if warning else ""
     gr.Info(f"{estimate}.{over}{also} Press the button again to start.")  # in sight even when the line is not
     return f"**{estimate}** (from {source}).{over}{also} Press the button again to start, or make the job smaller."
-
-
-@dataclass(frozen=True)
-class Pace:
-    """A job's setup seconds (before its first step) and seconds per step, measured on this machine."""
-
-    setup: float
-    per_step: float
-
-    @classmethod
-    def between(cls, first: Event, later: Event) -> Pace:
-        """The pace from two of a job's events (`later.step > first.step`; `Event.elapsed` counts from its start)."""
-        per_step = (later.elapsed - first.elapsed) / (later.step - first.step)
-        return cls(max(first.elapsed - first.step * per_step, 0.0), per_step)
-
-    def seconds(self, steps: int) -> float:
-        return self.setup + steps * self.per_step
 
 
 _PACES: dict[tuple, Pace] = {}  # by kind of job and what sets its cost (model, batch size, ...), for the process

@@ -35,13 +35,14 @@ from peftlab.rlhf.reward import RewardConfig, RewardResult, heldout_report
 from peftlab.rlhf.session import RANKING_SOURCES, RLHFSession
 from peftlab.rlhf.sft import SFTConfig, SFTResult
 from peftlab.serving import current_caps
+from peftlab.training import Pace
 from peftlab.tuning import loss_note
 from peftlab.ui.common import (
     TEXT_CELL_CHARS,
     load_model,
 )
 from peftlab.ui.display import warning_notes
-from peftlab.ui.estimates import Pace, Paced, cost_key, known_pace, record_pace
+from peftlab.ui.estimates import Paced, cost_key, known_pace, record_pace
 from peftlab.ui.inputs import config_from_form
 from peftlab.ui.presses import (
     job,
