@@ -54,6 +54,7 @@ TRIGGER_SLOTS = 5
 # A text scored after cached demonstrations costs this much more per demonstration than alone: measured 1.1 times
 # zero-shot's time with 4 demonstrations (rt-sentiment) and 2.0 times with 10 (bbc-topic), on 2 CPU cores.
 DEMONSTRATION_READ_COST = 0.1
+SCALE_SAMPLE = 200  # test texts whose lengths scale the measured cost of a text to the texts a run scores
 TRAINED = ("prompt-tuning", "p-tuning", "prefix-tuning", "lora", "adapter", "head", "full")
 PET = "pet"
 TRAINED_ON_BACKEND = "every trained method's runs"  # StandardEvent.method when a backend runs them all at once
@@ -275,9 +276,11 @@ STEP_COST = {
 class MeasuredCosts:
     """Seconds this machine takes for the units of a comparison, measured now by `measure`."""
 
-    per_text: float  # scoring one test text with the scoring model (the fast inference dtype)
+    per_text: float  # scoring one test text with the scoring model (the fast inference dtype), in length-sorted batches
     per_step: float  # one LoRA training step of a full batch, once warm
-    per_trained_text: float  # scoring one text with the fp32 training model, as every trained model scores
+    per_trained_text: float  # the same with the fp32 training model, as every trained model scores
+    padding: float  # how many times a text costs in a batch drawn at random (a dev evaluation, an AutoPrompt batch),
+    # padded to its longest text, over one in a run's length-sorted batches
     per_run: float  # what a training run costs besides its steps: drawing its examples, building the method's
     # model and the first step's warm-up
 
@@ -309,22 +312,50 @@ def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbal
     yield f"scoring {len(texts)} test texts"
     # what the scoring cost, not the wall time: texts this process scored before come from a memo (`cloze._scores`)
     per_text = evaluate(scoring_lm, task, template, verbalizer, limit=len(texts)).seconds / len(texts)
-    yield f"scoring {len(texts)} texts with the training model"
-    started = time.perf_counter()
-    with torch.inference_mode(), autocast_for(training_lm.model):
-        label_log_probs(training_lm, setup.prompts[0], texts)
-    per_trained_text = (time.perf_counter() - started) / len(texts)
-    yield f"{steps.steps} LoRA training steps"
+    yield f"{steps.steps} LoRA training steps, then their model scoring {len(texts)} texts"
     # A step's price is read from the events of steps 1 to 3, the run's setup from the wait for step 1: timed whole,
     # 3 steps carried the adapter's build, a dev evaluation and a test text, which the estimate prices apart, and
     # half-size batches of K=2 (1.11 s a "step" on a 2-core CPU, where a full batch's step takes 1.0 once warm).
-    events, started = [], time.perf_counter()
-    for item in train_and_score(training_lm, task, setup, run, steps, texts[:1]):
+    # A trained model's text is timed as trained models score (through the adapter: 0.032 s a text against 0.026 for
+    # the bare model on rt-sentiment).
+    events, started, row = [], time.perf_counter(), None
+    for item in train_and_score(training_lm, task, setup, run, steps, texts):
         if isinstance(item, TrainEvent):
             events.append((time.perf_counter() - started, item))
+        else:
+            row = item.result
     (waited, first), _, (_, third), _ = events
     pace = Pace.between(first, third)
-    yield MeasuredCosts(per_text, pace.per_step, per_trained_text, per_run=max(waited - pace.per_step, 0.0))
+    # Both scorings priced the 16 texts' one batch, padded to its longest text; a run scores hundreds in length-sorted
+    # batches, which pad little: unscaled, rt-sentiment's zero-shot was priced at 30 s and took 13.
+    padding = _padding(scoring_lm, setup.prompts[0], texts, task.test_subset(SCALE_SAMPLE))
+    per_trained_text = row.scoring_seconds / len(texts) / padding
+    per_run = max(waited - pace.per_step, 0.0)
+    yield MeasuredCosts(per_text / padding, pace.per_step, per_trained_text, padding, per_run)
+
+
+def _padding(lm: LM, prompt, measured: Sequence[dict], sample: Sequence[dict]) -> float:
+    """Tokens the measurement paid per text of `measured`, scored in one batch (every query padded to the longest),
+    over those a run pays per text of `sample` (length-sorted batches pad little)."""
+    queries = [prompt.queries(lm, row) for row in measured]
+    padded = sum(map(len, queries)) * max(len(q.input_ids) for item in queries for q in item) / len(measured)
+    return padded / _tokens_per_text(lm, prompt, sample)
+
+
+def _tokens_per_text(lm: LM, prompt, rows: Sequence[dict]) -> float:
+    """The tokens scoring one of `rows` with `prompt` costs, on average: its queries (one per label word that needs
+    its own) padded to their longest, as `cloze.score_query_lists` counts them."""
+    items = [prompt.queries(lm, row) for row in rows]
+    return sum(len(item) * max(len(q.input_ids) for q in item) for item in items) / len(rows)
+
+
+def pattern_costs(lm: LM, task: Task, measured: str, verbalizer, prompts: Sequence) -> list[float]:
+    """The cost of a text (scored or trained on) with each of `prompts` relative to the `measured` template's, from the
+    tokens of the task's test texts: three of PET's rt-sentiment patterns read two queries a text where its template
+    reads one, at about twice its tokens."""
+    sample = task.test_subset(SCALE_SAMPLE)
+    base = _tokens_per_text(lm, ClozeSetup.build(task, measured, verbalizer).prompts[0], sample)
+    return [_tokens_per_text(lm, prompt, sample) / base for prompt in prompts]
 
 
 def _measured_shots(task: Task, batch_size: int) -> int:
@@ -344,7 +375,7 @@ def run_seconds(method: str, settings: TrainSettings, dev: int, n_test: int, cos
     step), its dev evaluations of `dev` texts, and scoring `n_test` test texts, all with the fp32 training model."""
     evaluations = settings.steps // settings.eval_every + 1
     training = costs.per_run + settings.steps * costs.per_step * STEP_COST[method]
-    return training + (evaluations * dev + n_test) * costs.per_trained_text
+    return training + (evaluations * dev * costs.padding + n_test) * costs.per_trained_text
 
 
 def grid_seconds(
@@ -356,24 +387,36 @@ def grid_seconds(
     return n_test * costs.per_text + seeds * runs
 
 
-def pet_seconds(config: PETConfig, settings: TrainSettings, task: Task, costs: MeasuredCosts, patterns: int) -> float:
-    """Expected seconds of PET (and iPET) over its seeds with `patterns` patterns. Per seed and generation, each
+def pet_seconds(
+    config: PETConfig, settings: TrainSettings, task: Task, costs: MeasuredCosts, patterns: Sequence[float]
+) -> float:
+    """Expected seconds of PET (and iPET) over its seeds, with one pattern per item of `patterns`: its cost of a text
+    (scored or trained on) relative to the measured template's (`pattern_costs`). Per seed and generation, each
     pattern's model scores the labelled set (its weight), trains (`run_seconds`) and scores the unlabelled pool; the
     classifier (once for PET, once more after iPET's last generation) trains about like a LoRA step and scores the
     test texts. iPET's added texts make a batch no longer, so its steps cost the same."""
     n_test = len(task.test_subset(config.test_limit))
     dev = config.shots * len(task.label_names)
     unlabelled = max(0, min(config.unlabelled, len(task.train) - 2 * dev))
-    pattern = run_seconds(config.method, settings, dev, n_test, costs) + (dev + unlabelled) * costs.per_trained_text
+    models = 0.0
+    for relative in patterns:
+        # a pattern that reads two queries a text where the template reads one trains on both too
+        scored = dataclasses.replace(
+            costs, per_step=costs.per_step * relative, per_trained_text=costs.per_trained_text * relative
+        )
+        models += (
+            run_seconds(config.method, settings, dev, n_test, scored) + (dev + unlabelled) * scored.per_trained_text
+        )
     classifier = costs.per_run + config.distil_steps * costs.per_step + n_test * costs.per_trained_text
     generations = 1 + config.ipet_generations
-    return len(config.seeds) * (generations * patterns * pattern + config.classifiers * classifier)
+    return len(config.seeds) * (generations * models + config.classifiers * classifier)
 
 
 def estimate_seconds(
-    config: StandardConfig, settings: TrainSettings, task: Task, costs: MeasuredCosts, patterns: int
+    config: StandardConfig, settings: TrainSettings, task: Task, costs: MeasuredCosts, patterns: Sequence[float]
 ) -> dict[str, float]:
-    """Expected seconds of each method (all its seeds), from the measured costs; PET has `patterns` patterns."""
+    """Expected seconds of each method (all its seeds), from the measured costs; PET's `patterns` are each pattern's
+    relative cost of a text (`pet_seconds`)."""
     n_test = len(task.test_subset(config.test_limit))
     dev = config.shots * len(task.label_names)
     seeds = len(config.seeds)
@@ -384,7 +427,7 @@ def estimate_seconds(
         # the demonstrations run once (each about one text long), then each text reads their cached keys and values
         IN_CONTEXT: seeds * per_text * (demonstrations + n_test * (1 + DEMONSTRATION_READ_COST * demonstrations)),
         # each iteration: a gradient and a re-scoring on a batch, a dev check; then both prompts on the test texts
-        AUTOPROMPT: seeds * (config.autoprompt_iterations * (3 * 16 + dev) * per_text + 2 * n_test * per_text),
+        AUTOPROMPT: seeds * (config.autoprompt_iterations * (3 * 16 + dev) * costs.padding + 2 * n_test) * per_text,
     }
     for name in TRAINED:
         seconds[name] = seeds * run_seconds(name, settings, dev, n_test, costs)
@@ -406,4 +449,6 @@ def estimate(
     """Expected seconds of each method of the comparison (`estimate_seconds`), from `costs` measured earlier on this
     machine, or measuring it now (`measure`) when none are given."""
     costs = costs or measure(scoring_lm, training_lm, task, template, verbalizer)
-    return estimate_seconds(config, settings, task, costs, len(patterns_for(task, template)))
+    prompts = _pet_prompts(task, template, verbalizer) if PET in config.methods else []
+    patterns = pattern_costs(scoring_lm, task, template, verbalizer, prompts)
+    return estimate_seconds(config, settings, task, costs, patterns)

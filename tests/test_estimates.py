@@ -123,10 +123,10 @@ def test_the_measurement_before_an_estimate_is_said_once(tiny_causal, tiny_task,
     verbalizer = {name: [name] for name in tiny_task.label_names}
     for _ in range(2):  # the second press reads the first one's measurement
         estimates.measured_costs(tiny_causal, tiny_task, "{text} It was{mask}.", verbalizer, progress)
+    prefix = "measuring this machine's speed, to estimate the time: "
     assert said == [
-        (0, "measuring this machine's speed, to estimate the time: scoring 8 test texts"),
-        (0, "measuring this machine's speed, to estimate the time: scoring 8 texts with the training model"),
-        (0, "measuring this machine's speed, to estimate the time: 4 LoRA training steps"),
+        (0, f"{prefix}scoring 8 test texts"),
+        (0, f"{prefix}4 LoRA training steps, then their model scoring 8 texts"),
     ]
 
 
@@ -140,7 +140,13 @@ def test_on_a_gpu_the_measurement_warms_up_first_and_still_times_fresh_scoring(t
     parts = list(standard.measuring(tiny_causal, tiny_causal, tiny_task, "{text} It was{mask}.", verbalizer))
     assert parts[:2] == ["warming the GPU up", "scoring 8 test texts"]
     costs = parts[-1]
-    assert costs.per_text > 0 and costs.per_step > 0 and costs.per_trained_text > 0 and costs.per_run >= 0
+    assert (
+        costs.per_text > 0
+        and costs.per_step > 0
+        and costs.per_trained_text > 0
+        and costs.per_run >= 0
+        and costs.padding >= 1
+    )
     monkeypatch.setattr(standard, "on_cuda", lambda lm: False)
     cpu_parts = standard.measuring(tiny_causal, tiny_causal, tiny_task, "{text} It was{mask}.", verbalizer)
     assert next(cpu_parts) == "scoring 8 test texts"
@@ -148,19 +154,19 @@ def test_on_a_gpu_the_measurement_warms_up_first_and_still_times_fresh_scoring(t
 
 def test_a_measured_step_leaves_out_the_runs_setup_and_its_evaluation(tiny_causal, tiny_task, monkeypatch):
     """3 steps timed whole carried the adapter's build, a dev evaluation and a test text: one possible cause of the
-    estimate pricing an H200's training at about 3 times its time. Here the build takes 0.6 s more and the dev
-    evaluation 0.9 s more, and only the run's setup grows by the build; a tiny model's step takes milliseconds."""
+    estimate pricing an H200's training at about 3 times its time. Here the build takes 0.5 s more and each evaluation
+    1.5 s more, and only the run's setup grows by the build; a tiny model's step takes milliseconds."""
     from peftlab import standard
     from peftlab.methods import LoraMethod
     from peftlab.tuning import TrainedMethod
 
     build, evaluate = LoraMethod.build, TrainedMethod.evaluate
-    monkeypatch.setattr(LoraMethod, "build", lambda *args: time.sleep(0.6) or build(*args))
-    monkeypatch.setattr(TrainedMethod, "evaluate", lambda *args: time.sleep(0.9) or evaluate(*args))
+    monkeypatch.setattr(LoraMethod, "build", lambda *args: time.sleep(0.5) or build(*args))
+    monkeypatch.setattr(TrainedMethod, "evaluate", lambda *args: time.sleep(1.5) or evaluate(*args))
     verbalizer = {name: [name] for name in tiny_task.label_names}
     costs = standard.measure(tiny_causal, tiny_causal, tiny_task, "{text} It was{mask}.", verbalizer)
-    assert costs.per_step < 0.3
-    assert 0.6 <= costs.per_run < 0.9
+    assert costs.per_step < 0.5  # timed whole, 3 steps priced one at over (0.5 + 1.5 + 1.5) / 3 s
+    assert 0.5 <= costs.per_run < 1.5
 
 
 @pytest.mark.parametrize(("counts", "dev", "shots"), [((20, 20), False, 4), ((5, 5), False, 2), ((9, 1), True, 1)])
@@ -171,3 +177,16 @@ def test_the_measured_run_has_full_batches_where_the_classes_allow(counts, dev, 
     rows = [{"text": f"text {i}", "label": label} for label, n in enumerate(counts) for i in range(n)]
     task = Task("t", ["a", "b"], ["text"], train=rows, test=rows[:2], dev=rows[:2] if dev else [])
     assert standard._measured_shots(task, batch_size=8) == shots
+
+
+def test_the_measured_cost_of_a_text_is_scaled_to_the_texts_a_run_scores(tiny_causal, tiny_task):
+    """The 16 measured texts go in one batch padded to its longest; a run's length-sorted batches pad little. Unscaled,
+    rt-sentiment's zero-shot was priced at 30 s where it took 13."""
+    from peftlab import standard
+    from peftlab.cloze import ClozeSetup
+
+    prompt = ClozeSetup.build(tiny_task, "{text} It was{mask}.", {"negative": ["bad"], "positive": ["good"]})
+    short = [{"text": "a good film", "label": 1}, {"text": "a bad film", "label": 0}]
+    long = {"text": " ".join(["a very good film with a fun plot"] * 4), "label": 1}
+    assert standard._padding(tiny_causal, prompt.prompts[0], short, short) == 1.0
+    assert standard._padding(tiny_causal, prompt.prompts[0], [*short, long], short) > 2

@@ -9,7 +9,7 @@ import pytest
 
 from peftlab import standard
 from peftlab.errors import PeftlabError
-from peftlab.pet import PETConfig, PETEvent
+from peftlab.pet import PETConfig, PETEvent, pattern_prompts
 from peftlab.report import compare
 from peftlab.standard import (
     AUTOPROMPT,
@@ -32,6 +32,8 @@ from peftlab.tuning import TrainSettings
 from tests.test_tuning import TEMPLATE, VERBALIZER, easy_task
 
 SETTINGS = TrainSettings(steps=2, eval_every=1)
+# costs as `standard.measure` finds them; a text of a batch drawn at random costs 1.5 times one of a sorted run
+MEASURED = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02, padding=1.5, per_run=0.5)
 
 
 def config(**changes) -> StandardConfig:
@@ -106,29 +108,53 @@ def test_pet_with_no_unlabelled_text_left_is_one_sentence_before_anything_runs(t
 
 
 def test_the_estimate_adds_up_the_measured_costs():
-    """Trained models score at the training model's cost (0.02 s a text), the rest at the scoring model's (0.01)."""
+    """Trained models score at the training model's cost (0.02 s a text), the rest at the scoring model's (0.01); a
+    text of a batch drawn at random (dev evaluations, AutoPrompt's batches) costs 1.5 times one of a sorted run."""
     task = easy_task()
-    measured = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02, per_run=0.5)
-    costs = estimate_seconds(config(), SETTINGS, task, measured, patterns=4)
+    measured = MEASURED
+    costs = estimate_seconds(config(), SETTINGS, task, measured, patterns=[1.0] * 4)
     n_test, dev, evaluations = 4, 2 * 2, 2 // 1 + 1
     assert costs[ZERO_SHOT] == pytest.approx(n_test * 0.01)
     assert costs[IN_CONTEXT] == pytest.approx(2 * 0.01 * (2 + n_test * (1 + 0.1 * 2)))  # demonstrations run once
+    assert costs[AUTOPROMPT] == pytest.approx(2 * (1 * (3 * 16 + dev) * 1.5 + 2 * n_test) * 0.01)
     assert costs["lora"] == pytest.approx(
-        2 * (0.5 + 2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.02 + n_test * 0.02)
+        2 * (0.5 + 2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 1.5 * 0.02 + n_test * 0.02)
     )
     assert set(costs) == set(config().methods)
-    pet = estimate_seconds(config(methods=(PET,)), SETTINGS, task, measured, patterns=4)[PET]
+    pet = estimate_seconds(config(methods=(PET,)), SETTINGS, task, measured, patterns=[1.0] * 4)[PET]
     unlabelled = 48 - 2 * dev
-    pattern = 0.5 + 2 * 1.0 * STEP_COST["lora"] + evaluations * dev * 0.02 + n_test * 0.02 + (dev + unlabelled) * 0.02
+    pattern = 0.5 + 2 * 1.0 * STEP_COST["lora"] + (evaluations * dev * 1.5 + n_test + dev + unlabelled) * 0.02
     assert pet == pytest.approx(2 * (4 * pattern + 0.5 + PETConfig().distil_steps * 1.0 + n_test * 0.02))
 
 
 def test_the_estimate_prices_pet_with_as_many_patterns_as_it_runs(tiny_causal, monkeypatch):
-    """A task without patterns of its own gets the template and two generic ones: three pattern models."""
-    task, measured = easy_task(), MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02, per_run=0.5)
+    """A task without patterns of its own gets the template and two generic ones: three pattern models, the template's
+    at the measured cost."""
+    task, measured = easy_task(), MEASURED
     monkeypatch.setattr(standard, "measure", lambda *args: measured)
     costs = estimate(tiny_causal, tiny_causal, task, TEMPLATE, VERBALIZER, config(methods=(PET,)), SETTINGS)
-    assert costs == estimate_seconds(config(methods=(PET,)), SETTINGS, task, measured, patterns=3)
+    patterns = standard.pattern_costs(
+        tiny_causal, task, TEMPLATE, VERBALIZER, standard._pet_prompts(task, TEMPLATE, VERBALIZER)
+    )
+    assert len(patterns) == 3 and patterns[0] == 1.0
+    assert costs == estimate_seconds(config(methods=(PET,)), SETTINGS, task, measured, patterns=patterns)
+
+
+def test_a_pattern_that_scores_more_tokens_a_text_is_priced_higher(tiny_causal):
+    """Three of rt-sentiment's PET patterns read two queries a text where its template reads one, in training and
+    scoring: priced at the template's cost, PET's pattern models were priced at 474 s a seed where they took 628."""
+    task = easy_task()
+    longer = pattern_prompts(
+        task, [TEMPLATE, "A long review follows here for you: {text} All in all, it was{mask}."], [VERBALIZER]
+    )
+    same, more = standard.pattern_costs(tiny_causal, task, TEMPLATE, VERBALIZER, longer)
+    assert same == 1.0 and more > 1.5
+    measured = MEASURED
+    pet = PETConfig(shots=2, seeds=(13,), unlabelled=10, test_limit=4)
+    doubled = pet_seconds(pet, SETTINGS, task, measured, [2.0]) - pet_seconds(pet, SETTINGS, task, measured, [1.0])
+    n_test, dev, evaluations = 4, 2 * 2, 2 // 1 + 1
+    # the steps and every text scored cost twice as much; the run's setup stays
+    assert doubled == pytest.approx(2 * 1.0 * STEP_COST["lora"] + (evaluations * dev * 1.5 + n_test + dev + 10) * 0.02)
 
 
 @pytest.mark.parametrize(
@@ -162,10 +188,10 @@ def test_typed_names_without_the_middle_dot_are_the_stored_methods():
 def test_a_grid_estimate_adds_the_zero_shot_prompt_and_every_run():
     """Two methods x K in (1, 2) x 3 seeds, each run priced like the standard comparison's trained methods."""
     task = easy_task()
-    measured = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02, per_run=0.5)
+    measured = MEASURED
     n_test, evaluations = 4, 2 // 1 + 1
     expected = n_test * 0.01 + 3 * sum(
-        0.5 + 2 * 1.0 * STEP_COST[method] + (evaluations * k * 2 + n_test) * 0.02
+        0.5 + 2 * 1.0 * STEP_COST[method] + (evaluations * k * 2 * 1.5 + n_test) * 0.02
         for method in ("lora", "head")
         for k in (1, 2)
     )
@@ -174,11 +200,13 @@ def test_a_grid_estimate_adds_the_zero_shot_prompt_and_every_run():
 
 def test_the_pet_estimate_counts_each_ipet_generation_and_its_classifier():
     task = easy_task()
-    measured = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02, per_run=0.5)
+    measured = MEASURED
     pet = PETConfig(shots=2, seeds=(13,), unlabelled=10, test_limit=4)
     n_test, dev, evaluations = 4, 2 * 2, 2 // 1 + 1
-    pattern = 0.5 + 2 * 1.0 * STEP_COST["lora"] + (evaluations * dev + n_test) * 0.02 + (dev + 10) * 0.02
+    pattern = 0.5 + 2 * 1.0 * STEP_COST["lora"] + (evaluations * dev * 1.5 + n_test) * 0.02 + (dev + 10) * 0.02
     classifier = 0.5 + pet.distil_steps * 1.0 + n_test * 0.02
-    assert pet_seconds(pet, SETTINGS, task, measured, patterns=3) == pytest.approx(3 * pattern + classifier)
+    assert pet_seconds(pet, SETTINGS, task, measured, patterns=[1.0] * 3) == pytest.approx(3 * pattern + classifier)
     ipet = dataclasses.replace(pet, ipet_generations=2)
-    assert pet_seconds(ipet, SETTINGS, task, measured, patterns=3) == pytest.approx(3 * 3 * pattern + 2 * classifier)
+    assert pet_seconds(ipet, SETTINGS, task, measured, patterns=[1.0] * 3) == pytest.approx(
+        3 * 3 * pattern + 2 * classifier
+    )

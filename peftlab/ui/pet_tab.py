@@ -29,7 +29,7 @@ from peftlab.pet import (
 from peftlab.plots import soft_label_histogram, training_curves
 from peftlab.prompts import suggested_prompt
 from peftlab.serving import current_caps
-from peftlab.standard import pet_seconds
+from peftlab.standard import pattern_costs, pet_seconds
 from peftlab.tuning import TrainSettings
 from peftlab.ui.common import (
     CHART_MIN_WIDTH,
@@ -168,7 +168,8 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
     task, prompts, config, settings, unlabelled = pet_inputs(form)
     lm = load_model(form["model"], dtype="fp32")
     costs = measured_costs(lm, task, prompts[0].template.text, form["verbalizer"], progress)
-    expected = pet_seconds(config, settings, task, costs, len(prompts))
+    patterns = pattern_costs(lm, task, prompts[0].template.text, form["verbalizer"], prompts)
+    expected = pet_seconds(config, settings, task, costs, patterns)
     total = len(config.seeds) * ((1 + config.ipet_generations) * len(prompts) + config.classifiers)  # models trained
     if message := unconfirmed(request, "pet", form, expected, f"{total} models to train"):
         yield message, *[gr.skip()] * 4
