@@ -316,8 +316,7 @@ def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbal
     # A step's price is read from the events of steps 1 to 3, the run's setup from the wait for step 1: timed whole,
     # 3 steps carried the adapter's build, a dev evaluation and a test text, which the estimate prices apart, and
     # half-size batches of K=2 (1.11 s a "step" on a 2-core CPU, where a full batch's step takes 1.0 once warm).
-    # A trained model's text is timed as trained models score (through the adapter: 0.032 s a text against 0.026 for
-    # the bare model on rt-sentiment).
+    # A trained model's text is timed as trained models score: through the adapter.
     events, started, row = [], time.perf_counter(), None
     for item in train_and_score(training_lm, task, setup, run, steps, texts):
         if isinstance(item, TrainEvent):
