@@ -22,6 +22,15 @@ P-tuning 11.0, head 4.5, in-context 3.4, zero-shot 2.2. Its accuracies (zero-sho
 0.829 +- 0.003) are those of the CPU runs within a point, but not PET's: that run came before
 `models.avoid_cudnn_attention`, and one pattern model of seed 21 trained to NaN (see `gpu_check.py`'s notes). Its
 estimate, measured cold, said 36.8 minutes; with the GPU warmed up first (`standard.measuring`) it says 11.4.
+
+On this 2-core CPU (AVX-512 bf16; 2026-12-04, nothing else running), `--tasks rt-sentiment` took 3,659 s: PET 2,172,
+full fine-tuning 233, p-tuning 227, AutoPrompt 218, prompt tuning 217, LoRA 166, adapters 161, prefix tuning 156,
+in-context 51, head 45, zero-shot 13. Its estimate then (3 LoRA steps timed whole, texts priced as one padded batch)
+said 3,552 s, right in sum by errors that cancelled: zero-shot 24, in-context 102, PET 1,757. Priced as a run scores
+(steps from their events, texts at their sorted length, PET's patterns at their tokens) it says 2,967 s: zero-shot 11,
+in-context 47, LoRA 138, PET 1,763. A shorter run right after (`--methods zero-shot,lora,prompt-tuning`, 350 s) took
+11.6 / 144 / 194 s against 11 / 139 / 155 estimated: prompt tuning's 20 virtual tokens lengthen every text it scores,
+which the estimate does not price, and the hour-long run went about 15 % slower throughout than the short one.
 """
 
 from __future__ import annotations
