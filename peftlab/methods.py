@@ -57,12 +57,19 @@ class MethodConfig(Config):
     subject: ClassVar[str] = "{name}: {label}"
     name: ClassVar[str] = ""
     prompt_based: ClassVar[bool] = True
+    prepends_inputs: ClassVar[bool] = False  # its virtual tokens go in front of the input's (`virtual_inputs`)
     learning_rate: float = learning_rate(1e-3)
 
     @property
     def reserved_positions(self) -> int:
         """Input positions this method's virtual tokens take (prompt, P- and prefix tuning), so inputs leave room."""
         return getattr(self, "num_virtual_tokens", 0)
+
+    @property
+    def virtual_inputs(self) -> int:
+        """Virtual tokens that run through every layer beside each input (prompt tuning, P-tuning), so that every text
+        costs that many tokens more to score; prefix tuning's are keys and values only, and cost about nothing."""
+        return self.reserved_positions if self.prepends_inputs else 0
 
     def prompt_for(self, prompt: Prompt) -> Prompt:
         """The prompt this method scores through: its inputs cut to leave room for its virtual tokens."""
@@ -209,6 +216,7 @@ class PeftMethod(MethodConfig):
 @dataclass
 class PromptTuningMethod(PeftMethod):
     name: ClassVar[str] = "prompt-tuning"
+    prepends_inputs: ClassVar[bool] = True
     learning_rate: float = learning_rate(3e-2, "Adam learning rate (soft prompts need a large one)")
     num_virtual_tokens: int = setting(20, "soft tokens put before the input", minimum=1)
     init: str = setting(
@@ -252,6 +260,7 @@ class PromptTuningMethod(PeftMethod):
 @dataclass
 class PTuningMethod(PeftMethod):
     name: ClassVar[str] = "p-tuning"
+    prepends_inputs: ClassVar[bool] = True
     learning_rate: float = learning_rate(1e-3)
     num_virtual_tokens: int = setting(20, "soft tokens produced by the prompt encoder", minimum=1)
     encoder: str = setting(

@@ -283,6 +283,7 @@ class MeasuredCosts:
     # padded to its longest text, over one in a run's length-sorted batches
     per_run: float  # what a training run costs besides its steps: drawing its examples, building the method's
     # model and the first step's warm-up
+    tokens: float  # the tokens a run scores per test text, which a method's virtual inputs lengthen
 
 
 def measure(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbalizer) -> MeasuredCosts:
@@ -327,18 +328,18 @@ def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbal
     pace = Pace.between(first, third)
     # Both scorings priced the 16 texts' one batch, padded to its longest text; a run scores hundreds in length-sorted
     # batches, which pad little: unscaled, rt-sentiment's zero-shot was priced at 30 s and took 13.
-    padding = _padding(scoring_lm, setup.prompts[0], texts, task.test_subset(SCALE_SAMPLE))
+    tokens = _tokens_per_text(scoring_lm, setup.prompts[0], task.test_subset(SCALE_SAMPLE))
+    padding = _padding(scoring_lm, setup.prompts[0], texts) / tokens
     per_trained_text = row.scoring_seconds / len(texts) / padding
     per_run = max(waited - pace.per_step, 0.0)
-    yield MeasuredCosts(per_text / padding, pace.per_step, per_trained_text, padding, per_run)
+    yield MeasuredCosts(per_text / padding, pace.per_step, per_trained_text, padding, per_run, tokens)
 
 
-def _padding(lm: LM, prompt, measured: Sequence[dict], sample: Sequence[dict]) -> float:
-    """Tokens the measurement paid per text of `measured`, scored in one batch (every query padded to the longest),
-    over those a run pays per text of `sample` (length-sorted batches pad little)."""
+def _padding(lm: LM, prompt, measured: Sequence[dict]) -> float:
+    """Tokens the measurement paid per text of `measured`, scored in one batch: every query padded to the longest
+    (a run's length-sorted batches pad little: `_tokens_per_text`)."""
     queries = [prompt.queries(lm, row) for row in measured]
-    padded = sum(map(len, queries)) * max(len(q.input_ids) for item in queries for q in item) / len(measured)
-    return padded / _tokens_per_text(lm, prompt, sample)
+    return sum(map(len, queries)) * max(len(q.input_ids) for item in queries for q in item) / len(measured)
 
 
 def _tokens_per_text(lm: LM, prompt, rows: Sequence[dict]) -> float:
@@ -371,10 +372,13 @@ def on_cuda(lm: LM) -> bool:
 
 def run_seconds(method: str, settings: TrainSettings, dev: int, n_test: int, costs: MeasuredCosts) -> float:
     """Expected seconds of one training run of `method`: its setup, its steps (priced by STEP_COST against a LoRA
-    step), its dev evaluations of `dev` texts, and scoring `n_test` test texts, all with the fp32 training model."""
+    step), its dev evaluations of `dev` texts, and scoring `n_test` test texts, all with the fp32 training model;
+    a text is scored longer by the method's virtual inputs (20 tokens of prompt tuning made rt-sentiment's 31-token
+    texts cost 1.5 times LoRA's)."""
     evaluations = settings.steps // settings.eval_every + 1
     training = costs.per_run + settings.steps * costs.per_step * STEP_COST[method]
-    return training + (evaluations * dev * costs.padding + n_test) * costs.per_trained_text
+    longer = 1 + method_config(method).virtual_inputs / costs.tokens
+    return training + (evaluations * dev * costs.padding + n_test) * costs.per_trained_text * longer
 
 
 def grid_seconds(

@@ -188,5 +188,6 @@ def test_the_measured_cost_of_a_text_is_scaled_to_the_texts_a_run_scores(tiny_ca
     prompt = ClozeSetup.build(tiny_task, "{text} It was{mask}.", {"negative": ["bad"], "positive": ["good"]})
     short = [{"text": "a good film", "label": 1}, {"text": "a bad film", "label": 0}]
     long = {"text": " ".join(["a very good film with a fun plot"] * 4), "label": 1}
-    assert standard._padding(tiny_causal, prompt.prompts[0], short, short) == 1.0
-    assert standard._padding(tiny_causal, prompt.prompts[0], [*short, long], short) > 2
+    sorted_run = standard._tokens_per_text(tiny_causal, prompt.prompts[0], short)
+    assert standard._padding(tiny_causal, prompt.prompts[0], short) / sorted_run == 1.0
+    assert standard._padding(tiny_causal, prompt.prompts[0], [*short, long]) / sorted_run > 2

@@ -33,7 +33,7 @@ from tests.test_tuning import TEMPLATE, VERBALIZER, easy_task
 
 SETTINGS = TrainSettings(steps=2, eval_every=1)
 # costs as `standard.measure` finds them; a text of a batch drawn at random costs 1.5 times one of a sorted run
-MEASURED = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02, padding=1.5, per_run=0.5)
+MEASURED = MeasuredCosts(per_text=0.01, per_step=1.0, per_trained_text=0.02, padding=1.5, per_run=0.5, tokens=40)
 
 
 def config(**changes) -> StandardConfig:
@@ -183,6 +183,22 @@ def test_demonstrations_are_checked_only_when_in_context_runs():
 
 def test_typed_names_without_the_middle_dot_are_the_stored_methods():
     assert config(methods=("zero-shot", "in-context", "lora")).methods == (ZERO_SHOT, IN_CONTEXT, "lora")
+
+
+def test_virtual_tokens_in_front_of_each_input_lengthen_every_text_scored():
+    """Prompt tuning's 20 virtual tokens made rt-sentiment's 31-token texts cost 1.5 times LoRA's to score, priced alike
+    (217 s against 155 estimated); prefix tuning's keys and values cost about nothing."""
+    from peftlab.standard import run_seconds
+
+    n_test, dev, evaluations = 4, 4, 2 // 1 + 1
+    scoring = (evaluations * dev * 1.5 + n_test) * 0.02
+    lora = run_seconds("lora", SETTINGS, dev, n_test, MEASURED)
+    assert run_seconds("prompt-tuning", SETTINGS, dev, n_test, MEASURED) - lora == pytest.approx(
+        2 * 1.0 * (STEP_COST["prompt-tuning"] - 1) + scoring * 20 / 40
+    )
+    assert run_seconds("prefix-tuning", SETTINGS, dev, n_test, MEASURED) - lora == pytest.approx(
+        2 * 1.0 * (STEP_COST["prefix-tuning"] - 1)
+    )
 
 
 def test_a_grid_estimate_adds_the_zero_shot_prompt_and_every_run():
