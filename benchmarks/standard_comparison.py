@@ -27,10 +27,11 @@ On this 2-core CPU (AVX-512 bf16; 2026-12-04, nothing else running), `--tasks rt
 full fine-tuning 233, p-tuning 227, AutoPrompt 218, prompt tuning 217, LoRA 166, adapters 161, prefix tuning 156,
 in-context 51, head 45, zero-shot 13. Its estimate then (3 LoRA steps timed whole, texts priced as one padded batch)
 said 3,552 s, right in sum by errors that cancelled: zero-shot 24, in-context 102, PET 1,757. Priced as a run scores
-(steps from their events, texts at their sorted length, PET's patterns at their tokens) it says 2,967 s: zero-shot 11,
-in-context 47, LoRA 138, PET 1,763. A shorter run right after (`--methods zero-shot,lora,prompt-tuning`, 350 s) took
-11.6 / 144 / 194 s against 11 / 139 / 155 estimated: prompt tuning's 20 virtual tokens lengthen every text it scores,
-which the estimate does not price, and the hour-long run went about 15 % slower throughout than the short one.
+(steps from their events, texts at their sorted length, PET's patterns at their tokens, prompt and P-tuning's virtual
+tokens in front of each text) it says 3,682 s: zero-shot 15, in-context 61, AutoPrompt 218, prompt tuning 227, LoRA
+166, full 244, head 78 (its frozen features are scored once for all seeds, which it does not know), PET 2,126. Its
+few seconds of measurement move by about 20 % between calls on this shared machine: an earlier call, before prompt
+and P-tuning's virtual tokens were priced, said 2,967.
 """
 
 from __future__ import annotations
