@@ -349,13 +349,12 @@ def _tokens_per_text(lm: LM, prompt, rows: Sequence[dict]) -> float:
     return sum(len(item) * max(len(q.input_ids) for q in item) for item in items) / len(rows)
 
 
-def pattern_costs(lm: LM, task: Task, measured: str, verbalizer, prompts: Sequence) -> list[float]:
-    """The cost of a text (scored or trained on) with each of `prompts` relative to the `measured` template's, from the
-    tokens of the task's test texts: three of PET's rt-sentiment patterns read two queries a text where its template
-    reads one, at about twice its tokens."""
+def pattern_costs(lm: LM, task: Task, prompts: Sequence, costs: MeasuredCosts) -> list[float]:
+    """The cost of a text (scored or trained on) with each of `prompts` relative to the template `costs` were measured
+    with, from the tokens of the same test texts (`MeasuredCosts.tokens`): three of PET's rt-sentiment patterns read
+    two queries a text where its template reads one, at about twice its tokens."""
     sample = task.test_subset(SCALE_SAMPLE)
-    base = _tokens_per_text(lm, ClozeSetup.build(task, measured, verbalizer).prompts[0], sample)
-    return [_tokens_per_text(lm, prompt, sample) / base for prompt in prompts]
+    return [_tokens_per_text(lm, prompt, sample) / costs.tokens for prompt in prompts]
 
 
 def _measured_shots(task: Task, batch_size: int) -> int:
@@ -453,5 +452,5 @@ def estimate(
     machine, or measuring it now (`measure`) when none are given."""
     costs = costs or measure(scoring_lm, training_lm, task, template, verbalizer)
     prompts = _pet_prompts(task, template, verbalizer) if PET in config.methods else []
-    patterns = pattern_costs(scoring_lm, task, template, verbalizer, prompts)
+    patterns = pattern_costs(scoring_lm, task, prompts, costs)
     return estimate_seconds(config, settings, task, costs, patterns)

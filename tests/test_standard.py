@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from peftlab import standard
+from peftlab.cloze import ClozeSetup
 from peftlab.errors import PeftlabError
 from peftlab.pet import PETConfig, PETEvent, pattern_prompts
 from peftlab.report import compare
@@ -127,15 +128,21 @@ def test_the_estimate_adds_up_the_measured_costs():
     assert pet == pytest.approx(2 * (4 * pattern + 0.5 + PETConfig().distil_steps * 1.0 + n_test * 0.02))
 
 
+def measured_on(lm, task) -> MeasuredCosts:
+    """MEASURED with the tokens `standard.measure` finds a test text of `task` costs with TEMPLATE."""
+    prompt = ClozeSetup.build(task, TEMPLATE, VERBALIZER).prompts[0]
+    tokens = standard._tokens_per_text(lm, prompt, task.test_subset(standard.SCALE_SAMPLE))
+    return dataclasses.replace(MEASURED, tokens=tokens)
+
+
 def test_the_estimate_prices_pet_with_as_many_patterns_as_it_runs(tiny_causal, monkeypatch):
     """A task without patterns of its own gets the template and two generic ones: three pattern models, the template's
     at the measured cost."""
-    task, measured = easy_task(), MEASURED
+    task = easy_task()
+    measured = measured_on(tiny_causal, task)
     monkeypatch.setattr(standard, "measure", lambda *args: measured)
     costs = estimate(tiny_causal, tiny_causal, task, TEMPLATE, VERBALIZER, config(methods=(PET,)), SETTINGS)
-    patterns = standard.pattern_costs(
-        tiny_causal, task, TEMPLATE, VERBALIZER, standard._pet_prompts(task, TEMPLATE, VERBALIZER)
-    )
+    patterns = standard.pattern_costs(tiny_causal, task, standard._pet_prompts(task, TEMPLATE, VERBALIZER), measured)
     assert len(patterns) == 3 and patterns[0] == 1.0
     assert costs == estimate_seconds(config(methods=(PET,)), SETTINGS, task, measured, patterns=patterns)
 
@@ -147,7 +154,7 @@ def test_a_pattern_that_scores_more_tokens_a_text_is_priced_higher(tiny_causal):
     longer = pattern_prompts(
         task, [TEMPLATE, "A long review follows here for you: {text} All in all, it was{mask}."], [VERBALIZER]
     )
-    same, more = standard.pattern_costs(tiny_causal, task, TEMPLATE, VERBALIZER, longer)
+    same, more = standard.pattern_costs(tiny_causal, task, longer, measured_on(tiny_causal, task))
     assert same == 1.0 and more > 1.5
     measured = MEASURED
     pet = PETConfig(shots=2, seeds=(13,), unlabelled=10, test_limit=4)

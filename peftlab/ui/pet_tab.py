@@ -168,7 +168,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
     task, prompts, config, settings, unlabelled = pet_inputs(form)
     lm = load_model(form["model"], dtype="fp32")
     costs = measured_costs(lm, task, prompts[0].template.text, form["verbalizer"], progress)
-    patterns = pattern_costs(lm, task, prompts[0].template.text, form["verbalizer"], prompts)
+    patterns = pattern_costs(lm, task, prompts, costs)
     expected = pet_seconds(config, settings, task, costs, patterns)
     total = len(config.seeds) * ((1 + config.ipet_generations) * len(prompts) + config.classifiers)  # models trained
     if message := unconfirmed(request, "pet", form, expected, f"{total} models to train"):
