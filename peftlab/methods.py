@@ -58,6 +58,9 @@ class MethodConfig(Config):
     name: ClassVar[str] = ""
     prompt_based: ClassVar[bool] = True
     prepends_inputs: ClassVar[bool] = False  # its virtual tokens go in front of the input's (`virtual_inputs`)
+    # it reads each text through the frozen model once per process, memoised (`_mask_features`), however many runs,
+    # seeds and evaluations read it again
+    frozen_features: ClassVar[bool] = False
     learning_rate: float = learning_rate(1e-3)
 
     @property
@@ -495,6 +498,7 @@ class HeadOnlyMethod(MethodConfig):
 
     name: ClassVar[str] = "head"
     prompt_based: ClassVar[bool] = False
+    frozen_features: ClassVar[bool] = True
     learning_rate: float = learning_rate(1e-2)
 
     def build(self, lm, prompt, train):

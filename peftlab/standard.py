@@ -373,11 +373,21 @@ def run_seconds(method: str, settings: TrainSettings, dev: int, n_test: int, cos
     """Expected seconds of one training run of `method`: its setup, its steps (priced by STEP_COST against a LoRA
     step), its dev evaluations of `dev` texts, and scoring `n_test` test texts, all with the fp32 training model;
     a text is scored longer by the method's virtual inputs (20 tokens of prompt tuning made rt-sentiment's 31-token
-    texts cost 1.5 times LoRA's)."""
-    evaluations = settings.steps // settings.eval_every + 1
+    texts cost 1.5 times LoRA's). A method on memoised frozen features (the head) reads its dev texts once."""
+    config = method_config(method)
+    evaluations = 1 if config.frozen_features else settings.steps // settings.eval_every + 1
     training = costs.per_run + settings.steps * costs.per_step * STEP_COST[method]
-    longer = 1 + method_config(method).virtual_inputs / costs.tokens
+    longer = 1 + config.virtual_inputs / costs.tokens
     return training + (evaluations * dev * costs.padding + n_test) * costs.per_trained_text * longer
+
+
+def runs_seconds(method: str, settings: TrainSettings, devs: Sequence[int], n_test: int, costs: MeasuredCosts) -> float:
+    """Expected seconds of the runs of `method` in one process, one per item of `devs` (its dev texts), all scoring the
+    same `n_test` test texts (`run_seconds`); a method on memoised frozen features (the head) scores them in its first
+    run only: priced in every run, the head of rt-sentiment's comparison was priced at 78 s where its three seeds took
+    45."""
+    once = method_config(method).frozen_features
+    return sum(run_seconds(method, settings, dev, 0 if once and i else n_test, costs) for i, dev in enumerate(devs))
 
 
 def grid_seconds(
@@ -385,8 +395,10 @@ def grid_seconds(
 ) -> float:
     """Expected seconds of a grid (`compare.run_grid`): the zero-shot prompt, then every method x K x seed run."""
     n_test = len(task.test_subset(test_limit))
-    runs = sum(run_seconds(m, settings, k * len(task.label_names), n_test, costs) for m in methods for k in shots)
-    return n_test * costs.per_text + seeds * runs
+    devs = [k * len(task.label_names) for k in shots for _ in range(seeds)]
+    # a method named twice (a sweep's values) runs in the same process, on the same memos
+    runs = sum(runs_seconds(m, settings, devs * methods.count(m), n_test, costs) for m in dict.fromkeys(methods))
+    return n_test * costs.per_text + runs
 
 
 def pet_seconds(
@@ -432,7 +444,7 @@ def estimate_seconds(
         AUTOPROMPT: seeds * (config.autoprompt_iterations * (3 * 16 + dev) * costs.padding + 2 * n_test) * per_text,
     }
     for name in TRAINED:
-        seconds[name] = seeds * run_seconds(name, settings, dev, n_test, costs)
+        seconds[name] = runs_seconds(name, settings, [dev] * seeds, n_test, costs)
     pet = PETConfig(shots=config.shots, seeds=config.seeds, test_limit=config.test_limit)
     seconds[PET] = pet_seconds(pet, settings, task, costs, patterns)
     return {name: cost for name, cost in seconds.items() if name in config.methods}

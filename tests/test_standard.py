@@ -7,9 +7,11 @@ import threading
 
 import pytest
 
-from peftlab import standard
+from peftlab import autoprompt, standard
 from peftlab.cloze import ClozeSetup
+from peftlab.compare import GridRow, run_grid
 from peftlab.errors import PeftlabError
+from peftlab.methods import method_config
 from peftlab.pet import PETConfig, PETEvent, pattern_prompts
 from peftlab.report import compare
 from peftlab.standard import (
@@ -209,16 +211,40 @@ def test_virtual_tokens_in_front_of_each_input_lengthen_every_text_scored():
 
 
 def test_a_grid_estimate_adds_the_zero_shot_prompt_and_every_run():
-    """Two methods x K in (1, 2) x 3 seeds, each run priced like the standard comparison's trained methods."""
+    """Two methods x K in (1, 2) x 3 seeds, each run priced like the standard comparison's trained methods; the head
+    reads each dev text once, and the test texts in its first run only."""
     task = easy_task()
     measured = MEASURED
     n_test, evaluations = 4, 2 // 1 + 1
-    expected = n_test * 0.01 + 3 * sum(
-        0.5 + 2 * 1.0 * STEP_COST[method] + (evaluations * k * 2 * 1.5 + n_test) * 0.02
-        for method in ("lora", "head")
-        for k in (1, 2)
+    lora = 3 * sum(0.5 + 2 * 1.0 * STEP_COST["lora"] + (evaluations * k * 2 * 1.5 + n_test) * 0.02 for k in (1, 2))
+    head = 3 * sum(0.5 + 2 * 1.0 * STEP_COST["head"] + k * 2 * 1.5 * 0.02 for k in (1, 2)) + n_test * 0.02
+    assert grid_seconds(["lora", "head"], [1, 2], 3, SETTINGS, task, 4, measured) == pytest.approx(
+        n_test * 0.01 + lora + head
     )
-    assert grid_seconds(["lora", "head"], [1, 2], 3, SETTINGS, task, 4, measured) == pytest.approx(expected)
+    # a sweep's values name the head twice: still one scoring of the test texts
+    assert grid_seconds(["head", "head"], [1, 2], 3, SETTINGS, task, 4, measured) == pytest.approx(
+        n_test * 0.01 + 2 * head - n_test * 0.02
+    )
+
+
+def test_the_head_reads_the_test_texts_through_the_model_in_its_first_run_only(tiny_causal, monkeypatch):
+    """What `runs_seconds` prices the head by: its frozen features are memoised, so later seeds score no test text."""
+    task = easy_task()
+    read, mask_representations = [], autoprompt.mask_representations
+    monkeypatch.setattr(
+        autoprompt,
+        "mask_representations",
+        lambda lm, prompt, rows: read.append(rows) or mask_representations(lm, prompt, rows),
+    )
+    setup = ClozeSetup.build(task, "Some words first. " + TEMPLATE, VERBALIZER)  # features no other test memoised
+    test = {row["text"] for row in task.test_subset(4)}
+    first_run = []
+    for item in run_grid(tiny_causal, task, setup, [method_config("head")], [13, 21, 42], [2], SETTINGS, test_limit=4):
+        if isinstance(item, GridRow) and item.values["method"] == "head" and not first_run:
+            first_run = list(read)
+    later = read[len(first_run) :]
+    assert test <= {row["text"] for rows in first_run for row in rows}
+    assert later and not test & {row["text"] for rows in later for row in rows}
 
 
 def test_the_pet_estimate_counts_each_ipet_generation_and_its_classifier():
