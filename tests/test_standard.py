@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 
 import pytest
 
@@ -77,6 +78,30 @@ def test_every_method_runs_on_the_same_texts_and_lands_on_one_table(tiny_causal)
     (split,) = compare(rows)
     assert split.baseline == ZERO_SHOT and set(split.table["method"]) == {r.method for r in rows}
     assert split.table.set_index("method").loc["lora", "runs"] == 2
+
+
+def test_autoprompt_is_timed_by_its_search_alone(tiny_causal, monkeypatch):
+    """The baseline autoprompt_run scores after its search (the template without the trigger) is left out of the
+    comparison, and of AutoPrompt's seconds: they are the search's, as the search stored them."""
+    searched = {}
+
+    def search_then_baseline(*args, **kwargs):
+        for item in autoprompt.autoprompt_run(*args, **kwargs):
+            if isinstance(item, autoprompt.AutoPromptResult):
+                searched["seconds"] = item.rows[0].train_seconds
+                time.sleep(0.5)  # a slow baseline, scored before the result comes
+            yield item
+
+    monkeypatch.setattr(standard, "autoprompt_run", search_then_baseline)
+    rows = [
+        i
+        for i in run_standard(
+            tiny_causal, tiny_causal, easy_task(), TEMPLATE, VERBALIZER, config(methods=(AUTOPROMPT,)), SETTINGS
+        )
+        if isinstance(i, ResultRow)
+    ]
+    assert [r.method for r in rows] == [AUTOPROMPT] * 2
+    assert rows[-1].train_seconds == searched["seconds"] < 0.5
 
 
 def test_stop_keeps_the_finished_runs_and_starts_no_other(tiny_causal):
