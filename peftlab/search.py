@@ -26,6 +26,7 @@ from peftlab.config import Config, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, method_config
 from peftlab.tasks import DEFAULT_SEEDS
+from peftlab.training import evaluation_count
 
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 SCHEDULERS = ("asha", "fifo")
@@ -227,7 +228,7 @@ def run_search(
         for value in dimension.extremes():
             method_config(config.method, **{dimension.setting: value}).check(lm)
     RayBackend(address=address).connect()
-    evaluations = math.ceil(settings.steps / settings.eval_every)  # dev every eval_every steps and at the last
+    evaluations = evaluation_count(settings.steps, settings.eval_every)
     scheduler = (
         ASHAScheduler(time_attr="training_iteration", max_t=evaluations, grace_period=1, reduction_factor=2)
         if config.scheduler == "asha"

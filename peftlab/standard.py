@@ -45,7 +45,7 @@ from peftlab.pet import (
 )
 from peftlab.store import ResultRow
 from peftlab.tasks import DEFAULT_SEEDS, Task
-from peftlab.training import Event, Pace
+from peftlab.training import Event, Pace, evaluation_count
 from peftlab.tuning import TrainEvent, TrainSettings
 from peftlab.zerogpu import call_on_gpu, on_gpu
 
@@ -375,7 +375,7 @@ def run_seconds(method: str, settings: TrainSettings, dev: int, n_test: int, cos
     a text is scored longer by the method's virtual inputs (20 tokens of prompt tuning made rt-sentiment's 31-token
     texts cost 1.5 times LoRA's). A method on memoised frozen features (the head) reads its dev texts once."""
     config = method_config(method)
-    evaluations = 1 if config.frozen_features else settings.steps // settings.eval_every + 1
+    evaluations = 1 if config.frozen_features else evaluation_count(settings.steps, settings.eval_every)
     training = costs.per_run + settings.steps * costs.per_step * STEP_COST[method]
     longer = 1 + config.virtual_inputs / costs.tokens
     return training + (evaluations * dev * costs.padding + n_test) * costs.per_trained_text * longer
@@ -407,8 +407,9 @@ def pet_seconds(
     """Expected seconds of PET (and iPET) over its seeds, with one pattern per item of `patterns`: its cost of a text
     (scored or trained on) relative to the measured template's (`pattern_costs`). Per seed and generation, each
     pattern's model scores the labelled set (its weight), trains (`run_seconds`) and scores the unlabelled pool; the
-    classifier (once for PET, once more after iPET's last generation) trains about like a LoRA step and scores the
-    test texts. iPET's added texts make a batch no longer, so its steps cost the same."""
+    classifier (once for PET, once more after iPET's last generation) trains its steps about like LoRA's, with their
+    dev evaluations, and scores the test texts. iPET's added texts make a batch no longer, so its steps cost the
+    same."""
     n_test = len(task.test_subset(config.test_limit))
     dev = config.shots * len(task.label_names)
     unlabelled = max(0, min(config.unlabelled, len(task.train) - 2 * dev))
@@ -421,7 +422,7 @@ def pet_seconds(
         models += (
             run_seconds(config.method, settings, dev, n_test, scored) + (dev + unlabelled) * scored.per_trained_text
         )
-    classifier = costs.per_run + config.distil_steps * costs.per_step + n_test * costs.per_trained_text
+    classifier = run_seconds("classifier", dataclasses.replace(settings, steps=config.distil_steps), dev, n_test, costs)
     generations = 1 + config.ipet_generations
     return len(config.seeds) * (generations * models + config.classifiers * classifier)
 

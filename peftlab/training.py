@@ -85,6 +85,12 @@ class LoopStep:
     scores: dict | None = None
 
 
+def evaluation_count(steps: int, eval_every: int) -> int:
+    """Dev evaluations a TrainingLoop of `steps` makes, none stopping it early: every `eval_every` steps and at the
+    last step, once."""
+    return -(-steps // eval_every)
+
+
 class TrainingLoop:
     """Trains `parameters` by minimising a caller's batch loss; see the module docstring for what a step does.
 
@@ -150,7 +156,9 @@ class TrainingLoop:
             learning_rate = self.schedule.get_last_lr()[0]
             self.schedule.step()
             scores, evaluated_last = None, False
-            if self.evaluate is not None and (step % self.eval_every == 0 or step == self.steps):
+            if self.evaluate is not None and (
+                step % self.eval_every == 0 or step == self.steps
+            ):  # as `evaluation_count` counts
                 scores, evaluated_last = self.evaluate(), True
                 if self.select:
                     evaluations_without_gain = 0 if self._keep_if_best(scores) else evaluations_without_gain + 1

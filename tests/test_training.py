@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from peftlab.errors import PeftlabError
-from peftlab.training import TrainingLoop, check_finite
+from peftlab.training import TrainingLoop, check_finite, evaluation_count
 
 
 def quadratic_loop(scores, **options):
@@ -179,3 +179,12 @@ def test_a_loss_already_nan_at_the_first_step_blames_the_starting_model_not_the_
         "The training loss is NaN at step 1 of 6, before any update: the model it starts from already gives NaN "
         "values (did its own training diverge?). Train that model again with a smaller learning rate."
     )
+
+
+@pytest.mark.parametrize(("steps", "eval_every"), [(30, 10), (31, 10), (6, 4), (1, 5), (2, 1)])
+def test_evaluation_count_is_the_evaluations_a_loop_makes(steps, eval_every):
+    """The estimates price a run's dev evaluations by `evaluation_count`: it said 4 for 30 steps evaluated every 10."""
+    weight, loop, seen = quadratic_loop([0.0] * steps, steps=steps, eval_every=eval_every)
+    for _ in loop.run([1.0, 2.0], batch_loss_of(weight)):
+        pass
+    assert evaluation_count(steps, eval_every) == len(seen)
