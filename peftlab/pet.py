@@ -637,7 +637,10 @@ def _pattern_loss(alpha: float, pool: Sequence[dict], seed: int):
     order = random.Random(f"pet-lm:{seed}")
 
     def loss(trained: TrainedMethod, batch: list[dict]) -> torch.Tensor:
-        texts = [trained.prompt.template.input_text(row) for row in order.sample(list(pool), len(batch))]
+        # as many unlabelled texts as labelled ones, or all of a pool smaller than a batch (4 texts and a batch of 8
+        # failed at the first step)
+        unlabelled = order.sample(list(pool), min(len(batch), len(pool)))
+        texts = [trained.prompt.template.input_text(row) for row in unlabelled]
         tokens = trained.lm.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=256)
         labels = tokens.input_ids.masked_fill(tokens.attention_mask == 0, -100)
         with autocast_for(trained.lm.model):

@@ -13,6 +13,7 @@ import torch
 from peftlab.errors import PeftlabError
 from peftlab.pet import (
     PETConfig,
+    PETEvent,
     distillation_loss,
     draw_labelled,
     ensemble_scores,
@@ -138,6 +139,14 @@ def test_a_tiny_run_trains_every_model_and_gives_the_same_numbers_twice(tiny_cau
     again = run_tiny(tiny_causal, tiny_task)[-1]
     assert again.summary() | {"seconds": 0} == result.summary() | {"seconds": 0}
     assert np.array_equal(again.soft_labels, result.soft_labels)
+
+
+def test_the_auxiliary_language_modelling_loss_trains_on_a_pool_smaller_than_a_batch(tiny_causal, tiny_task):
+    """`--unlabelled 4 --lm-loss-weight 1e-4` with batches of 8 failed at step 1: "Sample larger than population"."""
+    *events, result = run_tiny(tiny_causal, tiny_task, unlabelled=1, lm_loss_weight=1e-4, ipet_generations=0)
+    assert result.soft_labels.shape == (1, 2)
+    steps = {e.step for e in events if isinstance(e, PETEvent) and e.model == "pattern 1"}
+    assert steps == {1, 2, 3, 4}  # batches of 2 beside the 1 pool text
 
 
 def test_an_uploaded_unlabelled_file_is_what_the_ensemble_labels(tiny_causal, tiny_task, tmp_path):
