@@ -225,14 +225,21 @@ def draw_labelled(
 ) -> list[dict]:
     """iPET's next training texts: per label l, `per_label[l]` pool texts whose arg max is l, each drawn with
     probability proportional to its confidence max_l q(l|x), without replacement (repeating the label's
-    candidates when it has too few), labelled l. `probabilities` is (N, L)."""
+    candidates when it has too few), labelled l. `probabilities` is (N, L).
+
+    A label no text leans to is drawn from the `per_label[l]` texts likeliest to be l, by q(l|x) (the reference
+    code's `n_most_likely` choice), so the set stays balanced: skipped, a generation after an ensemble that called
+    every text 'positive' added positive texts only, and left the added count claiming both labels."""
     predicted = probabilities.argmax(-1).tolist()
-    confidence = probabilities.max(-1).values.double().numpy()
+    surest = probabilities.max(-1).values.double().numpy()
     drawn = []
     for label, count in enumerate(per_label):
-        candidates = [i for i, p in enumerate(predicted) if p == label]
-        if not candidates or not count:
+        if not count:
             continue
+        candidates, confidence = [i for i, p in enumerate(predicted) if p == label], surest
+        if not candidates:
+            candidates = probabilities[:, label].argsort(descending=True)[:count].tolist()
+            confidence = probabilities[:, label].double().numpy()
         repeats = -(-count // len(candidates))  # ceil: as many copies as needed to draw `count` without replacement
         indices = np.array(candidates * repeats)
         weights = confidence[indices] / confidence[indices].sum()

@@ -83,6 +83,15 @@ def test_ipet_added_sets_grow_by_the_factor_and_stay_balanced():
     assert firsts.most_common(1)[0][0] == "text 6"
 
 
+def test_a_label_no_text_leans_to_still_gets_its_share_from_the_texts_likeliest_to_be_it():
+    """Every text leans to label 0; label 1's 2 texts are the 2 of highest q(1|x): texts 3 and 4."""
+    pool = [{"text": f"text {i}"} for i in range(5)]
+    probabilities = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.55, 0.45]])
+    drawn = draw_labelled(pool, probabilities, [2, 2], np.random.default_rng(0))
+    assert Counter(row["label"] for row in drawn) == {0: 2, 1: 2}
+    assert {row["text"] for row in drawn if row["label"] == 1} == {"text 3", "text 4"}
+
+
 def test_the_unlabelled_pool_hides_labels_and_leaves_out_the_labelled_examples(tiny_task):
     train, dev = tiny_task.few_shot(1, 13)
     pool, gold = unlabelled_pool(tiny_task, train + dev, 8, 13)
