@@ -118,6 +118,12 @@ def plan(config: StandardConfig) -> list[tuple[str, int | None]]:
     ]
 
 
+def run_of(row: ResultRow) -> tuple[str, int | None]:
+    """The (method, seed) of the plan `row` comes from: a PET run gives two rows, its ensemble's and its classifier's
+    (counted as rows, a finished comparison said "34 of 31 runs finished")."""
+    return (PET if row.kind == "pet" else row.method, row.seed)
+
+
 def run_standard(
     scoring_lm: LM,
     training_lm: LM,
@@ -143,7 +149,7 @@ def run_standard(
         PeftlabError: a template, verbalizer, K or method that the task or model refuses (before anything runs).
     """
     setup = ClozeSetup.build(task, template, verbalizer, calibration="mean")
-    for seed in config.seeds:
+    for seed in config.seeds if set(config.methods) - {ZERO_SHOT} else ():  # zero-shot alone draws no examples
         task.few_shot(config.shots, seed)  # a K the smallest class cannot supply fails before anything runs
     for name in config.methods:
         if name in METHODS:

@@ -29,6 +29,7 @@ from peftlab.standard import (
     grid_seconds,
     pet_seconds,
     plan,
+    run_of,
     run_standard,
 )
 from peftlab.store import ResultRow
@@ -126,6 +127,22 @@ def test_pet_runs_on_the_template_and_generic_patterns_with_what_the_pool_has_le
     assert pet["unlabelled"] == 48 - 2 * 2 * 2 and pet["shots"] == 2 and pet["test_limit"] == 4
     models = {i.model for i in items if isinstance(i, PETEvent)}
     assert models == {"pattern 1", "pattern 2", "pattern 3", "classifier"}  # the template and two generic ones
+    # two rows, one run: the Compare tab counted rows and ended on "34 of 31 runs finished"
+    assert [run_of(r) for r in rows] == [(ZERO_SHOT, None), (PET, 13), (PET, 13)]
+    assert {run_of(r) for r in rows} == set(plan(pet_only))
+
+
+def test_zero_shot_alone_draws_no_examples_so_any_k_runs(tiny_causal):
+    """An upload with 10 rows per class and zero-shot alone was refused for the default K=16, which nothing used."""
+
+    def standard(*methods):
+        return run_standard(
+            tiny_causal, tiny_causal, easy_task(), TEMPLATE, VERBALIZER, config(methods=methods, shots=100), SETTINGS
+        )
+
+    assert [r.method for r in standard(ZERO_SHOT) if isinstance(r, ResultRow)] == [ZERO_SHOT]
+    with pytest.raises(PeftlabError, match=r"^K=100 needs"):
+        next(standard(ZERO_SHOT, "lora"))
 
 
 def test_pet_with_no_unlabelled_text_left_is_one_sentence_before_anything_runs(tiny_causal):

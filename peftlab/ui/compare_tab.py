@@ -24,6 +24,7 @@ from peftlab.standard import (
     StandardEvent,
     estimate,
     plan,
+    run_of,
     run_standard,
 )
 from peftlab.store import LIST_COLUMNS, ResultRow, ResultStore
@@ -211,14 +212,15 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
             elif isinstance(item, ResultRow):
                 rows.append(item)
                 keep_results(request, [item])
-                yield f"{expected}. {len(rows)} of {started.runs} runs finished.", _table(rows)
+                yield f"{expected}. {len({run_of(r) for r in rows})} of {started.runs} runs finished.", _table(rows)
             elif isinstance(item, GridRow):  # a run that failed on Ray; the others go on
                 failed.append(f"{item.values['method']} seed {item.values['seed']}: {item.values['status']}")
         note = f" {stopped_note(stop)} Finished runs are kept." if stop.is_set() else ""
     note += "".join(f" Not finished: {line}." for line in failed)
     yield (
         (
-            f"{counted(len(rows), 'run')} finished{took(clock, sum(costs.values()))}.{note} Press Compare above "
+            f"{counted(len({run_of(r) for r in rows}), 'run')} finished{took(clock, sum(costs.values()))}.{note} "
+            "Press Compare above "
             f"(task {task.name}, model {form['model']}) to see them with every earlier result."
         ),
         _table(rows),
