@@ -635,11 +635,12 @@ def run_standard_command(args: argparse.Namespace) -> None:
             file=args.json_out,
         )
         return
+    if not rows:  # every run failed on the backend, each said above
+        raise PeftlabError("No run of the standard comparison finished; the lines above say why each failed.")
     print(display_table(compare(rows)[0].table).to_string(index=False))
 
 
 def run_pet(args: argparse.Namespace) -> None:
-    from peftlab.models import load_lm
     from peftlab.pet import PatternScoring, PETEvent, default_patterns, pattern_prompts, pet_run, read_unlabelled
     from peftlab.saving import zip_trained
 
@@ -656,7 +657,7 @@ def run_pet(args: argparse.Namespace) -> None:
         templates, verbalizers = templates or own_templates, verbalizers or [own_verbalizer]
     prompts = pattern_prompts(task, templates, verbalizers)
     unlabelled = read_unlabelled(args.unlabelled_file, prompts) if args.unlabelled_file else None
-    lm = load_lm(args.model, dtype="fp32")
+    lm = _load_lm(args)  # fp32 unless --dtype says otherwise, as a grid's
     results = []
     backend = from_arguments(BackendConfig, args).build()
     for item in pet_run(lm, task, prompts, config, settings, unlabelled=unlabelled, backend=backend):

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from peftlab.cli import main
+from peftlab.errors import PeftlabError
 
 RT_TEMPLATE = "Review: {text}\nSentiment:{mask}"
 RT_WORDS = '{"negative": ["negative"], "positive": ["positive"]}'
@@ -758,3 +759,39 @@ def test_autoprompt_says_when_its_trigger_leans_on_one_label(capsys, monkeypatch
         "warning: autoprompt (K 4): its run predicted 'negative' for 100% of the texts, against 50% of the gold "
         "labels: an accuracy of a model leaning on one label says little about reading the texts.\n"
     )
+
+
+def test_a_standard_comparison_whose_every_run_failed_is_one_error_line(capsys, monkeypatch, tiny_causal):
+    """Every run failed on Ray: the table of no rows was an IndexError, called "a bug or a broken installation"."""
+    import peftlab.models
+    import peftlab.standard
+    from peftlab.compare import GridRow
+
+    def failing(*args, **kwargs):
+        yield GridRow(values={"method": "lora", "seed": 13, "status": "failed: the worker died"})
+
+    monkeypatch.setattr(peftlab.models, "load_lm", lambda *args, **kwargs: tiny_causal)
+    monkeypatch.setattr(peftlab.standard, "estimate", lambda *args, **kwargs: {"lora": 1.0})
+    monkeypatch.setattr(peftlab.standard, "run_standard", failing)
+    code, out, err = run_cli(capsys, "standard", "--methods", "lora", "--no-store")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines()[-2:] == [
+        "  lora seed 13: failed: the worker died",
+        "error: No run of the standard comparison finished; the lines above say why each failed.",
+    ]
+
+
+@pytest.mark.parametrize(("argv", "dtype"), [([], "fp32"), (["--dtype", "bf16"], "bf16")])
+def test_pet_loads_the_model_in_the_dtype_asked(capsys, monkeypatch, argv, dtype):
+    """`pet --dtype bf16` was accepted and the model loaded in fp32 all the same."""
+    import peftlab.models
+
+    asked = []
+
+    def load_lm(name, dtype):
+        asked.append(dtype)
+        raise PeftlabError("loaded no model")
+
+    monkeypatch.setattr(peftlab.models, "load_lm", load_lm)
+    code, _, err = run_cli(capsys, "pet", "--seeds", "13", *argv)
+    assert code == 2 and err.strip() == "error: loaded no model" and asked == [dtype]
