@@ -590,6 +590,10 @@ def run_standard_command(args: argparse.Namespace) -> None:
     from peftlab.store import ResultRow
 
     config = from_arguments(StandardConfig, args)
+    if len(args.template or ()) > 1:  # the rest went unused, unsaid
+        raise PeftlabError(
+            f"The standard comparison runs one template, and {len(args.template)} were given; give --template once."
+        )
     task, setup, settings = _training_inputs(args)
     template, verbalizer = setup.prompts[0].template.text, setup.prompts[0].verbalizer.to_json()
     scoring_lm, training_lm = load_lm(args.model, dtype=args.dtype), load_lm(args.model, dtype="fp32")

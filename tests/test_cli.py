@@ -795,3 +795,12 @@ def test_pet_loads_the_model_in_the_dtype_asked(capsys, monkeypatch, argv, dtype
     monkeypatch.setattr(peftlab.models, "load_lm", load_lm)
     code, _, err = run_cli(capsys, "pet", "--seeds", "13", *argv)
     assert code == 2 and err.strip() == "error: loaded no model" and asked == [dtype]
+
+
+def test_a_standard_comparison_refuses_templates_it_would_not_run(capsys):
+    code, out, err = run_cli(capsys, "standard", "--template", "{text} It was{mask}.", "--template", "{text} So{mask}.")
+    assert (code, out, err) == (
+        2,
+        "",
+        "error: The standard comparison runs one template, and 2 were given; give --template once.\n",
+    )
