@@ -517,7 +517,8 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
     )
     row = functools.partial(_row, lm=lm, task=task, config=config, settings=settings, test=test)
     result.rows += [
-        row("pet ensemble", ensemble.argmax(-1).tolist(), 0, ensemble_seconds),
+        # the ensemble is every pattern's trained weights: stored as 0, Compare drew it with zero-shot's untrained line
+        row("pet ensemble", ensemble.argmax(-1).tolist(), sum(s.trainable_params for s in patterns), ensemble_seconds),
         row("pet", distilled["predictions"], classifier.trainable_params, time.perf_counter() - started),
     ]
     classifier.scored = Scored.of(result.rows[-1])
@@ -554,11 +555,12 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
 @dataclass
 class PatternScores:
     """A pattern model's label log-probabilities, (N, L) on the unlabelled pool and (n_test, L) on the test texts,
-    None when it was stopped; and the untrained pattern's accuracy on the examples it trained on."""
+    None when it was stopped; the untrained pattern's accuracy on the examples it trained on; the weights it trained."""
 
     pool: torch.Tensor | None
     test: torch.Tensor | None
     train_accuracy: float = float("nan")
+    trainable_params: int = 0
 
 
 def pattern_model(lm, pool, test, dev, settings, method: str, alpha: float, generation, number, prompt, examples, stop):
@@ -575,7 +577,7 @@ def pattern_model(lm, pool, test, dev, settings, method: str, alpha: float, gene
         yield PatternScores(None, None)
     else:
         yield PatternScoring(settings.seed, generation, name, len(pool), len(test))
-        yield PatternScores(trained.log_probs(pool), trained.log_probs(test), before)
+        yield PatternScores(trained.log_probs(pool), trained.log_probs(test), before, trained.trainable_params)
 
 
 @dataclass
