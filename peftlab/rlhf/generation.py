@@ -155,6 +155,7 @@ NEUTRAL_OPTIONS = {
 # rather than silently applied.
 OFF_WHEN_SHIPPED = {"min_length": 0}
 UNRELATED_OPTIONS = {
+    "do_sample",  # always on here: the policy's samples are drawn, never decoded greedily
     "bos_token_id",
     "eos_token_id",
     "pad_token_id",
