@@ -194,6 +194,11 @@ class AdaptiveKLController:
     def __init__(self, init_beta: float, target: float, horizon: float):
         if not math.isfinite(init_beta) or init_beta < 0:
             raise PeftlabError(f"The initial KL coefficient must be a number of at least 0, got {init_beta!r}.")
+        if init_beta == 0:  # the update multiplies beta: from 0 it would stay 0, the penalty silently off
+            raise PeftlabError(
+                "The adaptive KL coefficient cannot start at 0: it is steered by multiplying it, so it would stay 0; "
+                "start β above 0 (0.3 is the default) or turn adaptive β off."
+            )
         if not math.isfinite(target) or target <= 0:
             raise PeftlabError(f"The target KL must be a number above 0, got {target!r}.")
         if not math.isfinite(horizon) or horizon <= 0:
