@@ -411,6 +411,16 @@ def test_samples_ignore_the_sampling_options_a_model_ships(tiny_causal):
     assert not torch.equal(bent[:, input_ids.shape[1] :], plain.response_ids[:, : bent.shape[1] - input_ids.shape[1]])
 
 
+@pytest.mark.parametrize("do_sample", [True, False])
+def test_a_shipped_do_sample_is_overridden_not_refused(tiny_causal, do_sample):
+    """Qwen2.5- and Llama-3-Instruct ship do_sample=true, and every stage refused them: "sets do_sample=True, which
+    changes how responses are sampled"; rollouts always sample, whatever the model ships."""
+    plain = sample_responses(tiny_causal.model, tiny_causal.tokenizer, PROMPTS, max_new_tokens=8, seed=3)
+    shipped = _shipping(tiny_causal.model, do_sample=do_sample)
+    sampled = sample_responses(shipped, tiny_causal.tokenizer, PROMPTS, max_new_tokens=8, seed=3, for_ppo=True)
+    assert sampled.responses == plain.responses
+
+
 def test_a_shipped_min_length_is_refused_unless_it_is_off(tiny_causal):
     """min_new_tokens = 0 turns the minimum off; min_length is left unset (both set make transformers warn at every
     call), so a model's own min_length must be 0."""
@@ -461,6 +471,10 @@ def test_a_shipped_sampling_option_without_an_off_value_is_refused(tiny_causal):
         # at least 0, got -0.1")
         (lambda lm: PPOConfig(beta=-0.1, adaptive_kl=False), r"^The KL coefficient β must be 0 or more, not -0\.1\.$"),
         (lambda lm: PPOConfig(beta=-0.1, adaptive_kl=True), r"^The KL coefficient β must be 0 or more, not -0\.1\.$"),
+        (
+            lambda lm: PPOConfig(beta=0, adaptive_kl=True),
+            r"^The adaptive KL coefficient cannot start at 0: it is steered by multiplying it, so it would stay 0; ",
+        ),
         (lambda lm: PPOConfig(top_p=0.9), r"Sampling with top_p 0.9 draws responses from a reshaped distribution"),
         (
             lambda lm: PPOConfig(minibatch_size=32, batch_size=16),
