@@ -429,6 +429,10 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
     """
     source = f"The file '{path.name}'"
     frame = read_table(path)
+    # a row with no cell filled (",," as spreadsheets save the rows below a table) is left out as empty before its
+    # split is read: its blank split refused the whole file
+    blank = frame.isna().all(axis=1)
+    frame = frame[~blank].reset_index(drop=True)
     if frame.empty:
         raise PeftlabError(f"{source} has no rows; add at least one labelled row per class.")
     columns = [str(c) for c in frame.columns]
@@ -478,7 +482,8 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
         readable, conflicting = sum(map(len, rows.values())), sum(map(_conflicting, rows.values()))
     # the rest left out repeat a text kept (in its split, or one marked train repeating a test text)
     repeated = readable - conflicting - len(task.rows("all"))
-    task.left_out = {"empty": len(records) - readable, "conflicting": conflicting, "repeated": repeated}
+    empty = int(blank.sum()) + len(records) - readable
+    task.left_out = {"empty": empty, "conflicting": conflicting, "repeated": repeated}
     return task
 
 

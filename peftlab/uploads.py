@@ -59,7 +59,7 @@ def read_text(path: str | Path) -> str:
                 f"The file '{path.name}' could not be read as UTF-8 text (line {line} holds the byte "
                 f"{data[exc.start]:#04x}); save it as UTF-8{how}, so that no character is read as another."
             ) from None
-    if any(_not_text(char) for char in text[:4096]):
+    if _looks_binary(text[:4096]):
         raise binary
     return text
 
@@ -86,7 +86,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
         )
     try:
         if table:
-            return read_csv_text(text)
+            # only an empty cell is missing: pandas' default also read "None", "NA", "null" and "n/a" as missing, and a
+            # class named None, or a text "NA", was left out as a row without a label or text
+            return read_csv_text(text, keep_default_na=False, na_values=[""])
         if text.lstrip().startswith("["):
             records = json.loads(text)
             if not all(isinstance(r, dict) for r in records):
@@ -166,11 +168,18 @@ def _whole_json(text: str):
         return None
 
 
-def _not_text(char: str) -> bool:
-    """Unassigned, private, surrogate or control characters (but tab and line breaks): bytes that were never text."""
-    return unicodedata.category(char) in ("Cn", "Co", "Cs") or (
-        unicodedata.category(char) == "Cc" and char not in "\t\n\r\f"
-    )
+UNASSIGNED_SHARE = 0.1  # of a text's first characters, unassigned or private ones that make it binary
+
+
+def _looks_binary(sample: str) -> bool:
+    """Whether `sample` holds bytes that were never text: a control character (but tab and line breaks) or a
+    surrogate, or unassigned and private-use characters making up a tenth of it, as binary decoded as UTF-16 does.
+    A few are text: an emoji newer than this Python's Unicode tables (🩵 is Unicode 15, Python 3.11's are 14) or
+    Apple's logo (private use) refused a review file as "a spreadsheet or another binary format"."""
+    categories = [unicodedata.category(char) for char in sample]
+    if any(c == "Cs" or (c == "Cc" and char not in "\t\n\r\f") for c, char in zip(categories, sample)):
+        return True
+    return sum(c in ("Cn", "Co") for c in categories) > UNASSIGNED_SHARE * len(sample)
 
 
 def read_csv_text(text: str, **options) -> pd.DataFrame:

@@ -470,3 +470,30 @@ def test_a_json_array_or_object_in_a_text_or_label_cell_is_refused(tmp_path, row
     with pytest.raises(PeftlabError) as refused:
         load_task(str(path))
     assert str(refused.value) == f"The file 'nested.jsonl' {message}"
+
+
+def test_words_pandas_reads_as_missing_are_texts_and_labels_of_a_csv(tmp_path):
+    """A class named None and a text "NA" were read as missing cells and their rows left out, unsaid; in JSON Lines
+    they were kept."""
+    lines = (
+        ["text,label"] + [f"no topic here {i},None" for i in range(6)] + [f"sports story {i},sport" for i in range(6)]
+    )
+    task = load_task(_write_csv(tmp_path / "na.csv", [*lines, "NA,sport", "null,None"]))
+    assert task.label_names == ["None", "sport"]
+    assert {"NA", "null"} <= {row["text"] for row in task.rows("all")}
+    assert task.left_out["empty"] == 0
+
+
+def test_rows_with_no_cell_filled_are_left_out_before_the_split_is_read(tmp_path):
+    """Spreadsheets save rows below a table as ",,": with a split column, their blank split refused the whole file."""
+    rows = [f"{label} story {i},{label},{'test' if i < 2 else 'train'}" for label in ("a", "b") for i in range(6)]
+    task = load_task(_write_csv(tmp_path / "trailing.csv", ["text,label,split", *rows, ",,", ",,"]))
+    assert len(task.test) == 4 and len(task.train) == 8 and task.left_out["empty"] == 2
+
+
+def test_a_few_emoji_newer_than_python_s_unicode_tables_are_text(tmp_path):
+    """🩵 (Unicode 15) is unassigned to Python 3.11, and Apple's logo is private use: a review file holding them was
+    refused as "not a text file (a spreadsheet or another binary format?)"."""
+    lines = ["text,label"] + [f"loved it 🩵 {i},pos" for i in range(6)] + [f"my \uf8ff broke {i},neg" for i in range(6)]
+    task = load_task(_write_csv(tmp_path / "emoji.csv", lines))
+    assert len(task.rows("all")) == 12
