@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import gradio as gr
+import pandas as pd
 import pytest
 
 from peftlab.errors import PeftlabError
@@ -43,8 +44,6 @@ def test_rlhf_results_are_shown_on_the_compare_tab(monkeypatch, tmp_path):
     that task and model yet"): they are one line per route, the labeler's score with its std over runs, the gain
     over SFT and the KL, computed here by hand, with the score-KL frontier as the chart."""
     import json
-
-    import pandas as pd
 
     from peftlab.rlhf.evaluation import PolicyComparison
     from peftlab.store import ResultStore
@@ -206,3 +205,29 @@ def test_a_dropped_comparisons_file_is_what_the_reward_model_learns_from():
     assert comparisons_source("/tmp/comparisons.jsonl", "simulated labeler") == "uploaded comparisons"
     assert comparisons_source(None, "uploaded comparisons") == "simulated labeler"  # the file removed
     assert comparisons_source(None, "my rankings") == gr.skip()  # the visitor's own choice stays
+
+
+def test_the_app_stores_ppo_ptx_apart_and_times_each_route_as_the_cli_does(monkeypatch):
+    """The app stored a PPO-ptx run as "ppo" (Compare averaged it with plain PPO) and PPO's seconds without the reward
+    model it needs, where the CLI stores "ppo-ptx" and the reward model's seconds with PPO's."""
+    from peftlab.rlhf.evaluation import PolicyComparison
+
+    session = RLHFSession(
+        data=RLHFData(["train me"], ["held 1"], []),
+        lm=SimpleNamespace(name="tiny", device="cpu"),
+        reward=SimpleNamespace(seconds=30.0),
+        ppo=SimpleNamespace(seconds=100.0, ptx_coef=0.5, policy=SimpleNamespace(model="the PPO policy")),
+    )
+    summary = {"labeler": "vader-positive", "prompts": 1, "samples_per_prompt": 1, "sft_mean_score": 0.1}
+    summary |= {"sft_mean_reward": 0.2}
+    summary |= {"ppo_mean_score": 0.5, "ppo_mean_reward": 0.5, "ppo_mean_kl": 2.0}
+    table = {"prompt": ["held 1"], "sft_response": ["fine"], "sft_labeler_score": [0.1], "sft_reward": [0.2]}
+    table |= {"ppo_response": ["great"], "ppo_labeler_score": [0.5], "ppo_reward": [0.5], "ppo_kl": [2.0]}
+    comparison = PolicyComparison(pd.DataFrame(table), summary, ["ppo"])
+    stored = []
+    monkeypatch.setattr(rlhf_stages, "_session", lambda request: session)
+    monkeypatch.setattr(rlhf_stages, "session_call", lambda *args, **kwargs: (comparison,))
+    monkeypatch.setattr(rlhf_stages, "keep_results", lambda request, rows: stored.extend(rows))
+    rlhf_stages.evaluate_stage("vader-positive", 1, 0, None, progress=lambda *args, **kwargs: None)
+    (row,) = stored
+    assert (row.method, row.train_seconds, row.settings["ptx_coef"]) == ("ppo-ptx", 130.0, 0.5)

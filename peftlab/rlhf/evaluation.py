@@ -27,6 +27,18 @@ from peftlab.store import ResultRow, fingerprint
 DIVERGED_KL = 20.0
 
 
+def route_seconds(reward: float, ppo: float, dpo: float) -> dict[str, float]:
+    """Each route's own training seconds after SFT and the shared comparisons, as both the CLI and the app store them:
+    PPO's include the reward model it needs, DPO needs none."""
+    return {"ppo": reward + ppo, "dpo": dpo}
+
+
+def route_methods(ptx_coef: float) -> dict[str, str]:
+    """The stored method of a route that its name does not say: PPO with a pretraining mix (PPO-ptx, γ > 0;
+    InstructGPT §3.5) stands apart from plain PPO, which the app stored it as, so Compare averaged the two."""
+    return {"ppo": "ppo-ptx" if ptx_coef else "ppo"}
+
+
 @dataclass
 class PolicyComparison:
     """One row per (prompt, sample): every route's response and scores; `summary` their means per route."""

@@ -21,7 +21,13 @@ from peftlab.errors import PeftlabError
 from peftlab.models import LM, check_width
 from peftlab.rlhf.data import Comparison, Demonstration, embedded_review_data, load_comparisons, load_demonstrations
 from peftlab.rlhf.dpo import DPOConfig, DPOResult, train_dpo
-from peftlab.rlhf.evaluation import PolicyComparison, check_evaluation_fits, compare_policies
+from peftlab.rlhf.evaluation import (
+    PolicyComparison,
+    check_evaluation_fits,
+    compare_policies,
+    route_methods,
+    route_seconds,
+)
 from peftlab.rlhf.generation import counted_on
 from peftlab.rlhf.labelers import Labeler, labeler_by_name
 from peftlab.rlhf.ppo import PPOConfig, PPOResult, check_batch_fits, train_ppo
@@ -343,7 +349,7 @@ def run_pipeline(
     )
     seconds["evaluation"] = round(time.perf_counter() - evaluation_started, 1)
     # each route's own training after SFT and the shared comparisons: PPO's includes its reward model
-    route_seconds = {"ppo": seconds.get("reward", 0) + seconds.get("ppo", 0), "dpo": seconds.get("dpo", 0)}
+    spent = route_seconds(*(seconds.get(stage, 0.0) for stage in ("reward", "ppo", "dpo")))
     summary = {
         **(
             {
@@ -357,7 +363,7 @@ def run_pipeline(
         ),
         "rm_train_pairs": len(train_pairs),
         **comparison.summary,
-        **{f"{route}_seconds": round(route_seconds[route], 1) for route in config.routes()},
+        **{f"{route}_seconds": round(spent[route], 1) for route in config.routes()},
         "ptx_coef": config.ppo.ptx_coef,
         "stage_seconds": seconds,
         "seconds": round(time.perf_counter() - started, 1),
@@ -365,9 +371,9 @@ def run_pipeline(
     rows = comparison.result_rows(
         lm.name,
         {**config.to_dict(), "ptx_coef": config.ppo.ptx_coef},
-        route_seconds,
+        spent,
         str(lm.device),
-        methods={"ppo": "ppo-ptx" if config.ppo.ptx_coef else "ppo"},
+        methods=route_methods(config.ppo.ptx_coef),
     )
     if reward is not None:
         for row in rows:

@@ -164,6 +164,7 @@ class PPOResult(Crossing):
     policy: PolicyWithValueHead = field(repr=False)
     history: list[PPOEvent] = field(default_factory=list)
     seconds: float = 0.0
+    ptx_coef: float = 0.0  # γ of PPO-ptx it trained with (0: plain PPO), which names its stored route
 
     def _crossing(self, name):
         return _policy_crossing(self.policy, trainable=False)
@@ -184,6 +185,7 @@ class PPORun(Crossing):
     rng_state: tuple
     history: list[PPOEvent] = field(default_factory=list)
     seconds: float = 0.0
+    ptx_coef: float = 0.0
 
     @property
     def steps_done(self) -> int:
@@ -198,9 +200,9 @@ class PPORun(Crossing):
         pending = self.__dict__.get("_pending", {})
         if "policy" in pending:
             build, (sft, lora, state, _) = pending["policy"]
-            fields = {"history": list(self.history), "seconds": self.seconds}
+            fields = {"history": list(self.history), "seconds": self.seconds, "ptx_coef": self.ptx_coef}
             return arrived(PPOResult, fields, {"policy": (build, (sft, lora, state, False))})
-        result = PPOResult(self.policy.requires_grad_(False), list(self.history), self.seconds)
+        result = PPOResult(self.policy.requires_grad_(False), list(self.history), self.seconds, self.ptx_coef)
         result.__dict__["_sources"] = self.__dict__.get("_sources", {})  # keeps the SFT result it crosses by alive
         return result
 
@@ -231,7 +233,8 @@ def start_ppo(sft_model: torch.nn.Module, config: PPOConfig) -> PPORun:
     """A PPO run before its first step: a new adapter (seeded) on a copy of the SFT model and a zero value head."""
     with seeded(config.seed):  # the adapter's initialisation
         policy = PolicyWithValueHead(sft_model, lora_config(config.lora_r, sft_model))
-    return PPORun(policy, None, None, config.kl_controller(), random.Random(config.seed).getstate())
+    rng_state = random.Random(config.seed).getstate()
+    return PPORun(policy, None, None, config.kl_controller(), rng_state, ptx_coef=config.ptx_coef)
 
 
 def train_ppo(

@@ -21,6 +21,7 @@ from peftlab.errors import PeftlabError
 from peftlab.models import check_width
 from peftlab.plots import metric_curve, metric_panels, score_comparison, score_kl_frontier
 from peftlab.rlhf.dpo import DPOConfig, DPOResult
+from peftlab.rlhf.evaluation import route_methods, route_seconds
 from peftlab.rlhf.generation import sample_responses
 from peftlab.rlhf.labelers import labeler_by_name
 from peftlab.rlhf.pipeline import (
@@ -500,13 +501,13 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request, progress=gr
         what=f"Answering {prompts} held-out prompts",
         shorter="answer fewer prompts",
     )
-    seconds = {"ppo": session.ppo.seconds if session.ppo else 0.0, "dpo": session.dpo.seconds if session.dpo else 0.0}
-    keep_results(
-        request,
-        comparison.result_rows(
-            session.lm.name, {"labeler": labeler_name, "seed": seed}, seconds, str(session.lm.device)
-        ),
+    seconds = route_seconds(*(stage.seconds if stage else 0.0 for stage in (session.reward, session.ppo, session.dpo)))
+    ptx_coef = session.ppo.ptx_coef if session.ppo else 0.0
+    settings = {"labeler": labeler_name, "seed": seed, "ptx_coef": ptx_coef}
+    rows = comparison.result_rows(
+        session.lm.name, settings, seconds, str(session.lm.device), methods=route_methods(ptx_coef)
     )
+    keep_results(request, rows)
     s = comparison.summary
     routes = comparison.routes
     # each number named: "SFT +0.514 (+0.32)" left the bracket unexplained
