@@ -6,8 +6,8 @@ Layout of a batch of (prompt, response) sequences, shared by SFT, the reward mod
      <- left-padded prompt, width P -> <- response, width R, right-padded ->
 
 Every prompt ends at column P and every response starts there, so the logits that predict the
-response are the last R + 1 positions (`logits_to_keep`), and a response's reward is read at its
-last real token.
+response are the last R + 1 positions (`logits_to_keep`), and PPO's reward for a response is given at its
+last real token (the reward model reads all of the response's tokens: `reward.RewardModel`).
 """
 
 from __future__ import annotations

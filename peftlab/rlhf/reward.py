@@ -61,7 +61,8 @@ class RewardConfig(Config):
 
 
 class RewardModel(torch.nn.Module):
-    """backbone (a causal LM) + head: reward = head(last hidden state at the response's last token)."""
+    """backbone (a causal LM) + head: reward = head(LayerNorm(the response's hidden states averaged over its tokens,
+    at three depths)), `features`."""
 
     def __init__(self, backbone: torch.nn.Module, tokenizer, sft_model: torch.nn.Module | None = None):
         super().__init__()
