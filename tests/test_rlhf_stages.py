@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -119,6 +120,32 @@ def test_reward_model_learns_a_synthetic_preference(tiny_causal, sft, lora_r):
     scores = result.model.score(*map(list, zip(*set(responses))))
     assert float(scores.mean()) == pytest.approx(0, abs=1e-4) and float(scores.std()) == pytest.approx(1, abs=1e-3)
     assert all(torch.equal(p, before[n]) for n, p in sft_result.model.named_parameters())  # the SFT model is untouched
+
+
+def test_a_stopped_reward_model_reports_the_accuracy_of_the_weights_it_keeps(tiny_causal, sft, monkeypatch):
+    """Stopped at step 3 of 10, evaluated every 2: its held-out accuracy, interval and margins were step 2's."""
+    import peftlab.rlhf.reward as reward
+
+    _, _, sft_result, _ = sft
+    scored_with, pair_correct = [], reward.pair_correct
+    monkeypatch.setattr(
+        reward,
+        "pair_correct",
+        lambda model, *args: scored_with.append(model.head.weight.detach().clone()) or pair_correct(model, *args),
+    )
+    stop, items = threading.Event(), []
+    config = RewardConfig(steps=10, batch_size=4, learning_rate=3e-2, eval_every=2)
+    heldout = preference_pairs(PROMPTS[6:])
+    for item in train_reward_model(
+        sft_result.model, tiny_causal.tokenizer, preference_pairs(PROMPTS[:6]), heldout, config, stop
+    ):
+        items.append(item)
+        if isinstance(item, RewardEvent) and item.step == 3:
+            stop.set()
+    *steps, result = items
+    assert [e.step for e in steps] == [1, 2, 3]
+    assert torch.equal(scored_with[-1], result.model.head.weight)  # scored last with the weights it keeps
+    assert result.heldout_accuracy == pair_accuracy(result.model, heldout)
 
 
 def test_a_reward_model_batch_forwards_each_ranked_response_once(tiny_causal, sft, monkeypatch):

@@ -262,8 +262,9 @@ def train_reward_model(
     rankings: dict[str, list[Comparison]] = {}  # each prompt's comparisons: one batch element
     for pair in train_pairs:
         rankings.setdefault(pair.prompt, []).append(pair)
-    started = time.perf_counter()
+    started, evaluated_last = time.perf_counter(), False
     for record in loop.run(list(rankings.values()), batch_loss, stop):
+        evaluated_last = record.scores is not None
         heldout = record.scores["heldout_accuracy"] if record.scores else float("nan")
         yield RewardEvent(
             step=record.step,
@@ -274,7 +275,7 @@ def train_reward_model(
         )
     _set_normalization(model, heldout_pairs, features)
     model.requires_grad_(False)
-    if not heldout_correct:  # stopped before the first step
+    if not evaluated_last:  # stopped between evaluations (or before the first step): the weights kept are scored
         _score_heldout()
     accuracy = sum(heldout_correct) / len(heldout_correct)
     yield RewardResult(model.eval(), accuracy, time.perf_counter() - started, list(heldout_correct))
