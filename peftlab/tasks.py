@@ -169,8 +169,10 @@ class Task:
         Each label gets its share of `limit` (largest remainders first, at least one per label when `limit`
         allows), drawn from the label's rows in an order fixed by SPLIT_SEED, and the subset keeps the split's
         order. So every method, tab and command scores the same texts for the same limit (results stay
-        paired), and a larger limit only adds texts. A split stored sorted by label (bbc-topic) gives every
-        class, not the first one's texts.
+        paired), and a label's texts at one limit are among its texts at any limit that gives it more; its share can
+        shrink by one as the limit grows, though (largest remainders are not monotone: label sizes 40/25/9/3 give
+        the third 2 texts of 14 and 1 of 15). A split stored sorted by label (bbc-topic) gives every class, not the
+        first one's texts.
 
         Raises:
             PeftlabError: a limit below 1.

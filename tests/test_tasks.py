@@ -497,3 +497,16 @@ def test_a_few_emoji_newer_than_python_s_unicode_tables_are_text(tmp_path):
     lines = ["text,label"] + [f"loved it 🩵 {i},pos" for i in range(6)] + [f"my \uf8ff broke {i},neg" for i in range(6)]
     task = load_task(_write_csv(tmp_path / "emoji.csv", lines))
     assert len(task.rows("all")) == 12
+
+
+def test_a_larger_limit_keeps_each_label_s_texts_in_order_though_a_share_may_shrink():
+    """The docstring said a larger limit only adds texts; largest remainders are not monotone (the Alabama paradox)."""
+    sizes = {0: 40, 1: 25, 2: 9, 3: 3}
+    assert tasks_module._stratified_counts(sizes, 14)[2] == 2 and tasks_module._stratified_counts(sizes, 15)[2] == 1
+    rows = [{"text": f"{label} {i}", "label": label} for label, size in sizes.items() for i in range(size)]
+    task = Task("paradox", ["a", "b", "c", "d"], ["text"], train=[], test=rows)
+    for small, large in ((14, 15), (15, 40)):
+        for label in sizes:
+            few = {r["text"] for r in task.test_subset(small) if r["label"] == label}
+            more = {r["text"] for r in task.test_subset(large) if r["label"] == label}
+            assert few <= more or more <= few  # one label's texts: the fewer are among the more
