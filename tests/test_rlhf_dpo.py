@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 
@@ -135,3 +136,15 @@ def test_a_dpo_loss_that_turns_nan_stops_dpo_with_one_sentence(tiny_causal):
         for item in train_dpo(tiny_causal.model, tiny_causal.tokenizer, preference_pairs(PROMPTS[:2]), config):
             steps.append(item)
     assert steps and all(math.isfinite(step.loss) for step in steps)  # every step shown had a finite loss
+
+
+def test_dpo_reads_one_bos_where_the_template_and_the_tokenizer_each_add_one(tiny_causal):
+    """Llama 3's chat template writes a BOS and its tokenizer adds one; TRL tokenizes with special tokens, so DPO read
+    two where SFT, PPO and the evaluation (`add_special_tokens=False`) read one."""
+    tokenizer = copy.deepcopy(tiny_causal.tokenizer)  # adds a BOS, as Llama's does
+    tokenizer.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    read_by_trl = tokenizer(dpo.trl_prompt(tokenizer, PROMPTS[0])).input_ids
+    assert read_by_trl == tokenizer(format_prompt(tokenizer, PROMPTS[0]), add_special_tokens=False).input_ids
+    assert read_by_trl.count(tokenizer.bos_token_id) == 1
+    # without a template of its own there is no BOS of the template's to leave out
+    assert dpo.trl_prompt(tiny_causal.tokenizer, PROMPTS[0]) == format_prompt(tiny_causal.tokenizer, PROMPTS[0])

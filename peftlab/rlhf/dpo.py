@@ -123,6 +123,15 @@ def check_batch_fits(model, tokenizer, rows: Sequence[dict], batch_size: int) ->
     check_word_scores_fit(model, 2 * comparisons, longest, what, "the batch size")
 
 
+def trl_prompt(tokenizer, prompt: str) -> str:
+    """The prompt as every stage formats it (`format_prompt`), less the chat template's BOS when the tokenizer puts
+    one in front itself: TRL tokenizes the text with special tokens, the other stages without (`encode_prompts`), and
+    Llama 3's template and tokenizer each add one, so DPO read two where SFT, PPO and the evaluation read one."""
+    text, bos = format_prompt(tokenizer, prompt), tokenizer.bos_token
+    adds_bos = bos is not None and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]
+    return text[len(bos) :] if adds_bos and text.startswith(bos) else text
+
+
 def train_dpo(
     sft_model: torch.nn.Module,
     tokenizer,
@@ -149,8 +158,8 @@ def train_dpo(
 
     eos = tokenizer.decode([end_of_response(tokenizer)])
     rows = [
-        # the prompt as every stage formats it; TRL adds the end-of-response token to each response
-        {"prompt": format_prompt(tokenizer, c.prompt), "chosen": c.chosen + eos, "rejected": c.rejected + eos}
+        # the prompt as every stage reads it; TRL adds the end-of-response token to each response
+        {"prompt": trl_prompt(tokenizer, c.prompt), "chosen": c.chosen + eos, "rejected": c.rejected + eos}
         for c in comparisons
     ]
     check_batch_fits(sft_model, tokenizer, rows, config.batch_size)
