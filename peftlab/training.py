@@ -156,9 +156,8 @@ class TrainingLoop:
             learning_rate = self.schedule.get_last_lr()[0]
             self.schedule.step()
             scores, evaluated_last = None, False
-            if self.evaluate is not None and (
-                step % self.eval_every == 0 or step == self.steps
-            ):  # as `evaluation_count` counts
+            # every eval_every steps and at the last one, as `evaluation_count` counts them
+            if self.evaluate is not None and (step % self.eval_every == 0 or step == self.steps):
                 scores, evaluated_last = self.evaluate(), True
                 if self.select:
                     evaluations_without_gain = 0 if self._keep_if_best(scores) else evaluations_without_gain + 1

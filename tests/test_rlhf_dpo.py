@@ -143,8 +143,8 @@ def test_dpo_reads_one_bos_where_the_template_and_the_tokenizer_each_add_one(tin
     two where SFT, PPO and the evaluation (`add_special_tokens=False`) read one."""
     tokenizer = copy.deepcopy(tiny_causal.tokenizer)  # adds a BOS, as Llama's does
     tokenizer.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
-    read_by_trl = tokenizer(dpo.trl_prompt(tokenizer, PROMPTS[0])).input_ids
+    read_by_trl = tokenizer(dpo.trl_prompts(tokenizer, PROMPTS[:1])[0]).input_ids
     assert read_by_trl == tokenizer(format_prompt(tokenizer, PROMPTS[0]), add_special_tokens=False).input_ids
     assert read_by_trl.count(tokenizer.bos_token_id) == 1
     # without a template of its own there is no BOS of the template's to leave out
-    assert dpo.trl_prompt(tiny_causal.tokenizer, PROMPTS[0]) == format_prompt(tiny_causal.tokenizer, PROMPTS[0])
+    assert dpo.trl_prompts(tiny_causal.tokenizer, PROMPTS[:1]) == [format_prompt(tiny_causal.tokenizer, PROMPTS[0])]

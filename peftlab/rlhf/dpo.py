@@ -123,13 +123,14 @@ def check_batch_fits(model, tokenizer, rows: Sequence[dict], batch_size: int) ->
     check_word_scores_fit(model, 2 * comparisons, longest, what, "the batch size")
 
 
-def trl_prompt(tokenizer, prompt: str) -> str:
-    """The prompt as every stage formats it (`format_prompt`), less the chat template's BOS when the tokenizer puts
+def trl_prompts(tokenizer, prompts: Sequence[str]) -> list[str]:
+    """The prompts as every stage formats them (`format_prompt`), less the chat template's BOS when the tokenizer puts
     one in front itself: TRL tokenizes the text with special tokens, the other stages without (`encode_prompts`), and
     Llama 3's template and tokenizer each add one, so DPO read two where SFT, PPO and the evaluation read one."""
-    text, bos = format_prompt(tokenizer, prompt), tokenizer.bos_token
+    bos = tokenizer.bos_token
     adds_bos = bos is not None and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]
-    return text[len(bos) :] if adds_bos and text.startswith(bos) else text
+    texts = [format_prompt(tokenizer, prompt) for prompt in prompts]
+    return [text[len(bos) :] if adds_bos and text.startswith(bos) else text for text in texts]
 
 
 def train_dpo(
@@ -159,8 +160,8 @@ def train_dpo(
     eos = tokenizer.decode([end_of_response(tokenizer)])
     rows = [
         # the prompt as every stage reads it; TRL adds the end-of-response token to each response
-        {"prompt": trl_prompt(tokenizer, c.prompt), "chosen": c.chosen + eos, "rejected": c.rejected + eos}
-        for c in comparisons
+        {"prompt": prompt, "chosen": c.chosen + eos, "rejected": c.rejected + eos}
+        for prompt, c in zip(trl_prompts(tokenizer, [c.prompt for c in comparisons]), comparisons)
     ]
     check_batch_fits(sft_model, tokenizer, rows, config.batch_size)
     dataset = Dataset.from_list(rows)

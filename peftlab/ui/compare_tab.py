@@ -191,7 +191,7 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     if message := unconfirmed(request, "standard", form, sum(costs.values()), counted(len(plan(config)), "run")):
         yield message, gr.skip()
         return
-    rows, failed, backend = [], [], runs_backend()
+    rows, finished, failed, backend = [], set(), [], runs_backend()  # finished: (method, seed) of each finished run
     # each run's share of the whole, by its method's estimate over the method's runs: the time left follows it
     runs = plan(config)
     shares = [costs[m] / sum(1 for other, _ in runs if other == m) / max(sum(costs.values()), 1e-9) for m, _ in runs]
@@ -211,16 +211,16 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
                 )
             elif isinstance(item, ResultRow):
                 rows.append(item)
+                finished.add(run_of(item))
                 keep_results(request, [item])
-                yield f"{expected}. {len({run_of(r) for r in rows})} of {started.runs} runs finished.", _table(rows)
+                yield f"{expected}. {len(finished)} of {started.runs} runs finished.", _table(rows)
             elif isinstance(item, GridRow):  # a run that failed on Ray; the others go on
                 failed.append(f"{item.values['method']} seed {item.values['seed']}: {item.values['status']}")
         note = f" {stopped_note(stop)} Finished runs are kept." if stop.is_set() else ""
     note += "".join(f" Not finished: {line}." for line in failed)
     yield (
         (
-            f"{counted(len({run_of(r) for r in rows}), 'run')} finished{took(clock, sum(costs.values()))}.{note} "
-            "Press Compare above "
+            f"{counted(len(finished), 'run')} finished{took(clock, sum(costs.values()))}.{note} Press Compare above "
             f"(task {task.name}, model {form['model']}) to see them with every earlier result."
         ),
         _table(rows),
