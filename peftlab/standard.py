@@ -27,7 +27,7 @@ import torch
 
 from peftlab.autoprompt import AutoPromptConfig, AutoPromptResult, autoprompt_run
 from peftlab.backends import run_on
-from peftlab.cloze import ClozeSetup, evaluate, label_log_probs
+from peftlab.cloze import ClozeSetup, evaluate, item_tokens, label_log_probs, padded_tokens
 from peftlab.compare import GridRow, PlannedRun, train_and_score
 from peftlab.config import Config, counted, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
@@ -342,17 +342,15 @@ def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbal
 
 
 def _padding(lm: LM, prompt, measured: Sequence[dict]) -> float:
-    """Tokens the measurement paid per text of `measured`, scored in one batch: every query padded to the longest
-    (a run's length-sorted batches pad little: `_tokens_per_text`)."""
-    queries = [prompt.queries(lm, row) for row in measured]
-    return sum(map(len, queries)) * max(len(q.input_ids) for item in queries for q in item) / len(measured)
+    """Tokens the measurement paid per text of `measured`, scored in one batch padded as it pads (`cloze.padded_tokens`;
+    a run's length-sorted batches pad little: `_tokens_per_text`)."""
+    return padded_tokens([prompt.queries(lm, row) for row in measured]) / len(measured)
 
 
 def _tokens_per_text(lm: LM, prompt, rows: Sequence[dict]) -> float:
     """The tokens scoring one of `rows` with `prompt` costs, on average: its queries (one per label word that needs
-    its own) padded to their longest, as `cloze.score_query_lists` counts them."""
-    items = [prompt.queries(lm, row) for row in rows]
-    return sum(len(item) * max(len(q.input_ids) for q in item) for item in items) / len(rows)
+    its own), their shared start once, as `cloze.score_query_lists` counts them (`cloze.item_tokens`)."""
+    return sum(item_tokens(prompt.queries(lm, row)) for row in rows) / len(rows)
 
 
 def pattern_costs(lm: LM, task: Task, prompts: Sequence, costs: MeasuredCosts) -> list[float]:

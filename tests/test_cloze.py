@@ -4,6 +4,7 @@ aggregation, ensembles, evaluation and single-text classification."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import re
@@ -23,9 +24,10 @@ from peftlab.cloze import (
     label_log_probs,
     leaning_note,
     score_queries,
+    word_scores,
 )
 from peftlab.errors import PeftlabError
-from peftlab.prompts import Prompt, Template, Verbalizer
+from peftlab.prompts import Prompt, Query, Template, Verbalizer
 
 LABELS = ["negative", "positive"]
 TEMPLATE = "Review: {text}\nSentiment:{mask}"
@@ -446,10 +448,12 @@ def test_demonstrations_run_once_and_every_text_scores_as_its_whole_query(tiny_c
 
     with recorded_inputs(tiny_causal) as shapes:
         shared = label_log_probs(tiny_causal, prompt, tiny_task.test, batch_size=3)
-    assert shapes[0] == (1, shared_length) and len(shapes) == 1 + batches  # the demonstrations run once
+    # the demonstrations run once; each batch then runs its texts' starts and their queries' rests (`ItemStarts`)
+    assert shapes[0] == (1, shared_length) and len(shapes) == 1 + 2 * batches
     assert all(width <= longest - shared_length for _, width in shapes[1:])
 
     monkeypatch.setattr(cloze, "MIN_SHARED_PREFIX", 10**6)
+    monkeypatch.setattr(cloze.ItemStarts, "find", lambda *args: None)
     with recorded_inputs(tiny_causal) as shapes:
         whole = label_log_probs(tiny_causal, prompt, tiny_task.test, batch_size=3)
     assert len(shapes) == batches and all(width > shared_length for _, width in shapes)
@@ -492,6 +496,96 @@ def test_no_shared_prefix_for_short_starts_masked_lms_or_virtual_tokens(tiny_mlm
         )
         assert cloze.SharedPrefix.find(prompt_tuned, "causal", causal) is None
         assert cloze.SharedPrefix.find(tiny_causal.model, "causal", causal) is not None
+
+
+def test_an_items_queries_run_after_its_start_once_with_the_same_scores(tiny_causal, tiny_task, monkeypatch):
+    """A word followed by more of the template (" overall.") needs a query of its own, the whole text again in each:
+    PET's bbc-topic patterns read 5 a text. Each text's start now runs once, then each query's own few tokens."""
+    import peftlab.cloze as cloze
+
+    prompt, examples = _prompt(SUFFIX_TEMPLATE), tiny_task.test[:5]
+    items = [prompt.queries(tiny_causal, e) for e in examples]
+    assert {len(item) for item in items} == {4}  # one query per label word
+    starts = [cloze._start_length(item) for item in items]
+    assert starts == [min(q.read_positions[0] for q in item) for item in items]
+    n_words = len(prompt.verbalizer.flat_words)
+    with torch.inference_mode(), recorded_inputs(tiny_causal) as shapes:
+        shared = word_scores(tiny_causal, items, n_words)
+    longest_rest = max(len(q.input_ids) - s for item, s in zip(items, starts) for q in item)
+    assert shapes == [(5, max(starts)), (20, longest_rest)]
+
+    monkeypatch.setattr(cloze.ItemStarts, "find", lambda *args: None)
+    with torch.inference_mode(), recorded_inputs(tiny_causal) as shapes:
+        whole = word_scores(tiny_causal, items, n_words)
+    longest = max(len(q.input_ids) for item in items for q in item)
+    assert shapes == [(20, longest)]
+    assert 5 * max(starts) + 20 * longest_rest < 0.75 * 20 * longest  # the texts' tokens ran once, not in every query
+    assert torch.allclose(shared, whole, atol=ATOL), (shared, whole)
+
+
+def test_a_trained_model_gets_the_same_gradient_through_its_items_starts(tiny_causal, tiny_task, monkeypatch):
+    """PET's pattern models train through the same scoring: the loss's gradient flows through the start's keys and
+    values, copied to each query, and equals the gradient of the whole queries."""
+    from peft import LoraConfig, get_peft_model
+
+    import peftlab.cloze as cloze
+
+    torch.manual_seed(0)
+    model = get_peft_model(copy.deepcopy(tiny_causal.model), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # B = 0 at the start would leave A without a gradient
+            torch.nn.init.normal_(parameter, std=0.5)
+    prompt = _prompt(SUFFIX_TEMPLATE)
+    items = [prompt.queries(tiny_causal, e) for e in tiny_task.test[:4]]
+    assert cloze.ItemStarts.find(model, "causal", items) is not None
+
+    def gradient() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        word_scores(tiny_causal, items, len(prompt.verbalizer.flat_words), model=model).sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    shared = gradient()
+    monkeypatch.setattr(cloze.ItemStarts, "find", lambda *args: None)
+    whole = gradient()
+    assert len(shared) == 8 and all(g.abs().sum() > 0 for g in shared.values())
+    for name in shared:
+        torch.testing.assert_close(shared[name], whole[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_no_item_starts_for_one_query_a_text_masked_lms_or_virtual_tokens(tiny_mlm, tiny_causal, tiny_task):
+    """One query a text has nothing to share; a masked LM reads its masks in one query per piece count; a PEFT
+    prompt-learning model puts its virtual tokens before the input, so a cache of the input's start is wrong."""
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    import peftlab.cloze as cloze
+
+    one_word = _prompt(TEMPLATE, {"negative": ["bad"], "positive": ["good"]})
+    single = [one_word.queries(tiny_causal, e) for e in tiny_task.test]
+    assert {len(item) for item in single} == {1}
+    several = [_prompt(SUFFIX_TEMPLATE).queries(tiny_causal, e) for e in tiny_task.test]
+    masked = [_prompt(SUFFIX_TEMPLATE).queries(tiny_mlm, e) for e in tiny_task.test]
+    prompt_tuned = get_peft_model(
+        LlamaForCausalLM(tiny_causal.model.config), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+    )
+    assert cloze.ItemStarts.find(tiny_causal.model, "causal", single) is None
+    assert cloze.ItemStarts.find(tiny_mlm.model, "mlm", masked) is None
+    assert cloze.ItemStarts.find(prompt_tuned, "causal", several) is None
+    assert cloze.ItemStarts.find(tiny_causal.model, "causal", several) is not None
+
+
+def test_padded_tokens_count_the_starts_once_and_each_rest_reading_its_start():
+    """By hand: item A's two queries share 3 tokens (up to the first read position) and have rests of 2 and 3 tokens;
+    item B is one query of 7 tokens read at its last, so its start is 6 and its rest 1."""
+    from peftlab.cloze import CACHED_TOKEN_COST, item_tokens, padded_tokens
+
+    a = [Query([1, 2, 3, 4, 9], [3, 4]), Query([1, 2, 3, 4, 8, 7], [3, 4, 5])]
+    b = [Query([5, 6, 7, 8, 9, 10, 11], [6])]
+    assert item_tokens(a) == pytest.approx(3 + 2 * (3 + CACHED_TOKEN_COST * 3))
+    assert item_tokens(a, shares_starts=False) == 2 * 6
+    assert item_tokens(b) == 7  # one query: nothing to share, run whole
+    assert padded_tokens([a, b]) == pytest.approx(2 * 6 + 3 * (3 + CACHED_TOKEN_COST * 6))
+    assert padded_tokens([a, b], shares_starts=False) == 3 * 7
 
 
 # ---------------------------------------------------------------- one text
@@ -728,7 +822,9 @@ def test_another_calibration_of_the_same_texts_scores_them_once(tiny_causal, tin
         contextual = evaluate(tiny_causal, tiny_task, template, VERBALIZER, "contextual")
     finally:
         hook.remove()
-    assert scored > 0 and len(calls) - scored == len(CONTENT_FREE_INPUTS)  # contextual's content-free inputs alone
+    # contextual's content-free inputs alone, each in as many passes as the texts' one batch (its words need a query
+    # each, run after the text's start: `ItemStarts`)
+    assert scored > 0 and len(calls) - scored == len(CONTENT_FREE_INPUTS) * scored
     assert mean.seconds == raw.seconds == mean.row.scoring_seconds
     log_probs = label_log_probs(tiny_causal, _prompt(template), tiny_task.test)
     assert torch.allclose(
