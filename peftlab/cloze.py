@@ -92,15 +92,29 @@ class Past:
         )
 
 
-def _continues_a_cache(model, kind: str) -> bool:
+def continues_a_cache(model, kind: str) -> bool:
     """Whether queries may run after cached keys and values of their start: a causal LM, bare or under a PEFT method
     that is not prompt learning (virtual tokens and prefixes come before the input, so a cache of the input's start
-    would miss them), and no other wrapper (`methods.VirtualTokenForward`)."""
+    would miss them), no other wrapper (`methods.VirtualTokenForward`), and full attention in every layer, as its
+    config says (`_full_attention_cache` checks the cache it returns)."""
     from transformers import PreTrainedModel
 
     peft_config = getattr(model, "active_peft_config", None)  # a PeftModel's
     plain = isinstance(model, PreTrainedModel) or (peft_config is not None and not peft_config.is_prompt_learning)
-    return kind == "causal" and plain
+    layer_types = getattr(getattr(model, "config", None), "layer_types", None) or ()
+    return kind == "causal" and plain and all(layer == "full_attention" for layer in layer_types)
+
+
+def _full_attention_cache(output) -> object | None:
+    """The keys and values a forward pass returned, when every layer's are a full-attention layer's whole sequence; else
+    None. A sliding-window layer (Gemma 2 and 3, Mistral) keeps only its window's, and reads the window by column, so
+    the padding between a start and a query's rest would hide its edge; a linear-attention or state-space layer (Mamba,
+    Jamba, Qwen3-Next) carries a state that padding in the middle would change, and Mamba returns no keys at all."""
+    from transformers.cache_utils import DynamicLayer
+
+    cache = getattr(output, "past_key_values", None)
+    layers = getattr(cache, "layers", None)
+    return cache if layers and all(type(layer) is DynamicLayer for layer in layers) else None
 
 
 @dataclass
@@ -119,13 +133,13 @@ class SharedPrefix:
     @classmethod
     def find(cls, model, kind: str, queries: Sequence[Query]) -> SharedPrefix | None:
         """The start the queries share, when it is at least MIN_SHARED_PREFIX tokens and the model may reuse it
-        (`_continues_a_cache`).
+        (`continues_a_cache`, `_full_attention_cache`).
 
         Queries whose start differs (demonstrations cut to fit a long input lose their first tokens) do not lower
         it: they are scored whole. A start is shared only before every read position, so each read logit is
         still computed in the batch.
         """
-        if not queries or not _continues_a_cache(model, kind):
+        if not queries or not continues_a_cache(model, kind):
             return None
         reference = min(queries, key=lambda q: len(q.input_ids)).input_ids
         shared = [n for n in (_shared_length(reference, q) for q in queries) if n >= MIN_SHARED_PREFIX]
@@ -133,7 +147,7 @@ class SharedPrefix:
             return None
         ids = reference[: min(shared)]
         device = next(model.parameters()).device
-        cache = model(input_ids=torch.tensor([ids], device=device), use_cache=True).past_key_values
+        cache = _full_attention_cache(model(input_ids=torch.tensor([ids], device=device), use_cache=True))
         return cls(ids, cache) if cache is not None else None
 
     def starts(self, query: Query) -> bool:
@@ -170,8 +184,8 @@ class ItemStarts:
     @classmethod
     def find(cls, model, kind: str, query_lists: Sequence[Sequence[Query]], skip: int = 0) -> ItemStarts | None:
         """Each item's shared start past its first `skip` tokens (a SharedPrefix's), when some item has two queries
-        or more, every item has a start and the model may reuse a cache (`_continues_a_cache`); else None."""
-        if all(len(queries) < 2 for queries in query_lists) or not _continues_a_cache(model, kind):
+        or more, every item has a start and the model may reuse a cache (`continues_a_cache`); else None."""
+        if all(len(queries) < 2 for queries in query_lists) or not continues_a_cache(model, kind):
             return None
         ids = []
         for queries in query_lists:
@@ -187,7 +201,7 @@ class ItemStarts:
 
     def past(self, model, pad_id: int, prefix: SharedPrefix | None) -> Past | None:
         """The starts run in one batch (after the prefix's keys and values, when given), each copied to its queries;
-        None when the model returns no cache."""
+        None when the model returns no full-attention cache (`_full_attention_cache`)."""
         device = next(model.parameters()).device
         batch = PaddedBatch.build([Query(ids, []) for ids in self.ids], "causal", pad_id)
         inputs = dict(
@@ -197,7 +211,7 @@ class ItemStarts:
         )
         if prefix is not None:
             inputs = prefix.past(len(self.ids), device).continued(inputs)
-        cache = model(**inputs, use_cache=True, logits_to_keep=1).past_key_values
+        cache = _full_attention_cache(model(**inputs, use_cache=True, logits_to_keep=1))
         if cache is None:
             return None
         owners = torch.tensor(self.owners, device=device)
@@ -254,7 +268,8 @@ def score_queries(
 ) -> torch.Tensor:
     """Sum of log-probabilities of every target in `queries`, in order: shape (total targets,).
 
-    One forward pass over the whole list (callers batch it); differentiable when gradients are on.
+    One forward pass over the whole list (callers batch it), after one over the items' starts when `starts` are given;
+    differentiable when gradients are on.
     `trigger_embeds` (n_slots, H), when given, replaces the input embedding at each query's trigger
     positions (the model reads `inputs_embeds`), so the gradient with respect to the trigger tokens'
     embeddings lands on it (AutoPrompt). `prefix`, when given, is a start every query has (`SharedPrefix.starts`);
@@ -384,7 +399,7 @@ def score_query_lists(
     """
     flat_words = verbalizer.flat_words
     model = model if model is not None else lm.model
-    shares = _continues_a_cache(model, lm.kind)
+    shares = continues_a_cache(model, lm.kind)
     tokens = [item_tokens(queries, shares) for queries in query_lists]
     order = sorted(range(len(query_lists)), key=lambda i: max(len(q.input_ids) for q in query_lists[i]))
     scores = torch.empty((len(query_lists), len(flat_words)))

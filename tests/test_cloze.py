@@ -27,6 +27,7 @@ from peftlab.cloze import (
     word_scores,
 )
 from peftlab.errors import PeftlabError
+from peftlab.models import LM
 from peftlab.prompts import Prompt, Query, Template, Verbalizer
 
 LABELS = ["negative", "positive"]
@@ -572,6 +573,36 @@ def test_no_item_starts_for_one_query_a_text_masked_lms_or_virtual_tokens(tiny_m
     assert cloze.ItemStarts.find(tiny_mlm.model, "mlm", masked) is None
     assert cloze.ItemStarts.find(prompt_tuned, "causal", several) is None
     assert cloze.ItemStarts.find(tiny_causal.model, "causal", several) is not None
+
+
+def test_sliding_window_models_score_their_queries_whole(tiny_causal, tiny_task):
+    """A sliding-window layer (Mistral, Gemma 2 and 3) keeps only its window's keys and reads the window by column, so
+    padding between a start and a query's rest would hide its edge: such a model never continues a cache. A config
+    that names a layer other than full attention is known before any pass; Mistral's, which names none, by the cache
+    its start returns, and its queries then run whole."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    import peftlab.cloze as cloze
+
+    config = MistralConfig(**{**tiny_causal.model.config.to_dict(), "sliding_window": 8})
+    torch.manual_seed(0)
+    mistral = MistralForCausalLM(config).eval()
+    prompt = _prompt(SUFFIX_TEMPLATE)
+    items = [prompt.queries(tiny_causal, e) for e in tiny_task.test[:4]]
+    starts = cloze.ItemStarts.find(mistral, "causal", items)
+    with torch.inference_mode():
+        assert starts is not None and starts.past(mistral, tiny_causal.tokenizer.pad_token_id, None) is None
+        assert cloze.ItemStarts.find(tiny_causal.model, "causal", items).past(tiny_causal.model, 0, None) is not None
+        with recorded_inputs(LM(mistral, tiny_causal.tokenizer, "causal", "tiny-mistral")) as shapes:
+            scores = word_scores(tiny_causal, items, len(prompt.verbalizer.flat_words), model=mistral)
+    assert shapes[-1] == (16, max(len(q.input_ids) for item in items for q in item))  # the whole queries, after all
+    assert not scores.isnan().all(-1).any()
+
+    alternating = copy.deepcopy(tiny_causal.model)
+    alternating.config.layer_types = ["full_attention", "sliding_attention"]
+    assert not cloze.continues_a_cache(alternating, "causal")
+    alternating.config.layer_types = ["full_attention", "full_attention"]
+    assert cloze.continues_a_cache(alternating, "causal")
 
 
 def test_padded_tokens_count_the_starts_once_and_each_rest_reading_its_start():
