@@ -13,7 +13,7 @@ query of a causal LM starts with (in-context demonstrations, the template's star
 and each batch reads their keys and values from that cache (`SharedPrefix`): with 2 demonstrations per class
 that scores 3 to 6 times faster, with the same numbers to 1e-5. A text whose label words need a query each (a word
 followed by more of the template, or split into pieces other words lack) runs its start once, and each query only its
-own tokens after it (`ItemStarts`): PET's patterns of 2 and 5 queries a text score 1.5 and 2 to 2.5 times faster.
+own tokens after it (`ItemStarts`): PET's patterns of 2 and 5 queries a text score 1.8 and 4.1 times as fast in fp32.
 """
 
 from __future__ import annotations
@@ -168,13 +168,15 @@ class SharedPrefix:
 class ItemStarts:
     """Each item's start, run once for all its queries: a causal LM reads a label word that is followed by more of
     the template ("{text} It was{mask}.") or split into pieces some words do not share in a query of its own, the
-    whole text again in each; those queries differ only from the word on (PET's bbc-topic patterns read 5 a text,
-    each 400 tokens long where the word and the rest are 3).
+    whole text again in each; those queries differ only from the word on (PET's bbc-topic patterns read 5 a text, each
+    the whole text where the word and the rest are 2 or 3 tokens).
 
     `ids[i]` is item i's start (after the SharedPrefix's tokens when one is used), `owners[j]` the item of query j.
-    Its keys and values are copied to each query (`past`), which runs only its own tokens: on rt-sentiment's patterns
-    of two queries a text that scored 1.5 times as fast, on bbc-topic's of five 2 to 2.5 times (the last read
-    positions' logits over the vocabulary, which each query still computes, take most of the rest).
+    Its keys and values are copied to each query (`past`), which runs only its own tokens. In fp32 on a 2-core CPU
+    (`benchmarks/cloze_throughput.py`, 128 texts) rt-sentiment's pattern of 2 queries a text scored 1.8 times as fast
+    and bbc-topic's of 5 4.1 times, to 1.6e-5; under bf16 autocast, as trained models score, about 1.5 and 2 times
+    (each query's logits over the vocabulary and its copy of the start's keys weigh more there). PET's seeds ran 1.4
+    (rt-sentiment) and 1.8 (bbc-topic) times as fast (`benchmarks/standard_comparison.py`'s notes).
     """
 
     ids: list[list[int]]
