@@ -42,6 +42,19 @@ tuning's took about 85); PET's 63 minutes ran alone. Accuracy on 500 texts, 100 
 +- 0.015, prefix tuning 0.901 +- 0.008, adapters 0.901 +- 0.003, PET's ensemble 0.885 +- 0.003, prompt tuning 0.881,
 LoRA 0.878, full 0.871, head 0.867, in-context 0.865, P-tuning 0.818, AutoPrompt 0.799 +- 0.048 (the only one not
 distinguishable from zero-shot).
+
+Again on the same CPU (2026-12-05, at c4a0f01, which runs each text's start once for all its queries:
+`cloze.ItemStarts`), `--tasks bbc-topic` took 3,703 s (61.7 minutes; its estimate said 55.1): PET 2,037 (679 / 668 /
+690 s a seed, against 1,244 / 1,275 / 1,258 before; its estimate 1,747), prompt tuning 257, AutoPrompt 248, P-tuning
+240, full fine-tuning 235, adapters 178, LoRA 177, prefix tuning 163, in-context 84, head 65, zero-shot 18. Nothing
+else ran beside it but 22 s of unit tests during AutoPrompt (others' CPU share 0.008). Every accuracy is the earlier
+run's to 0.1 point (PET 0.905 +- 0.015, its ensemble 0.885 +- 0.003). The ten methods besides PET took 27.8 minutes
+here, against 41 in the earlier run, which unit tests slowed: the methods they ran beside (P-tuning, adapters, head,
+full) account for most of the difference. `--tasks rt-sentiment --methods zero-shot,pet` then took 1,525 s: PET
+1,512 (491 / 519 / 503 s a seed, against 724 a seed in the 61-minute run above; its estimate 1,432), 0.821 +- 0.009
+(its ensemble 0.823 +- 0.010, which was 0.827 +- 0.003: bf16 autocast's rounding moves the pattern models' training).
+With the other methods' 1,487 s of that run, the whole rt-sentiment comparison comes to about 50 minutes (not run
+whole).
 """
 
 from __future__ import annotations
