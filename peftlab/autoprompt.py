@@ -27,6 +27,7 @@ import torch
 
 from peftlab.cloze import (
     PaddedBatch,
+    Past,
     evaluate,
     label_log_probs,
     score_query_lists,
@@ -307,31 +308,19 @@ def _rescore_shared_prefix(lm: LM, prompt: Prompt, slot: int, tokens: Sequence[i
     suffix = torch.tensor([q.input_ids[cut:] for q, cut in zip(queries, cuts)])  # (B, S), same S for all
     with torch.inference_mode():
         batch = PaddedBatch.build(prefixes, "causal", lm.tokenizer.pad_token_id)
-        cache = model(
-            input_ids=batch.input_ids.to(device),
-            attention_mask=batch.attention_mask.to(device),
-            position_ids=batch.position_ids.to(device),
-            use_cache=True,
-            logits_to_keep=1,
-        ).past_key_values
+        cache = model(**batch.inputs(device), use_cache=True, logits_to_keep=1).past_key_values
         cache.batch_repeat_interleave(n_candidates)  # rows: example-major, candidate-minor
         suffix_ids = suffix.repeat_interleave(n_candidates, 0)  # (B*C, S)
         suffix_ids[:, 0] = torch.tensor(list(tokens)).repeat(n_examples)
-        prefix_mask = batch.attention_mask.repeat_interleave(n_candidates, 0)  # (B*C, P)
-        attention_mask = torch.cat([prefix_mask, torch.ones_like(suffix_ids)], dim=1)  # (B*C, P+S)
-        starts = prefix_mask.sum(1, keepdim=True)  # each row's first suffix position
-        position_ids = starts + torch.arange(suffix_ids.shape[1])  # (B*C, S)
-        logits = (
-            model(
-                input_ids=suffix_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                position_ids=position_ids.to(device),
-                past_key_values=cache,
-                logits_to_keep=1,
-            )
-            .logits[:, -1]
-            .float()
-        )  # (B*C, V)
+        prefix_mask = batch.attention_mask.to(device).repeat_interleave(n_candidates, 0)  # (B*C, P)
+        suffixes = dict(
+            input_ids=suffix_ids.to(device),
+            attention_mask=torch.ones_like(suffix_ids, device=device),
+            position_ids=torch.arange(suffix_ids.shape[1], device=device).expand_as(suffix_ids),
+        )
+        # each row's suffix after its prefix's keys and values, at the positions after its prefix's tokens
+        inputs = Past(cache, prefix_mask, prefix_mask.sum(1)).continued(suffixes)
+        logits = model(**inputs, logits_to_keep=1).logits[:, -1].float()  # (B*C, V)
     word_ids = torch.tensor([ids[0] for _, ids in queries[0].targets])
     word_index = [w for w, _ in queries[0].targets]
     scores = torch.empty(logits.shape[0], len(prompt.verbalizer.flat_words))
@@ -462,9 +451,9 @@ def mask_representations(lm: LM, prompt: Prompt, examples: Sequence[dict], batch
         for start in range(0, len(examples), batch_size):
             queries = [prompt.queries(lm, e)[0] for e in examples[start : start + batch_size]]
             batch = PaddedBatch.build(queries, lm.kind, lm.tokenizer.pad_token_id)
-            inputs = dict(input_ids=batch.input_ids.to(lm.device), attention_mask=batch.attention_mask.to(lm.device))
+            inputs = batch.inputs(lm.device)
             if lm.kind == "causal":
-                inputs.update(position_ids=batch.position_ids.to(lm.device), logits_to_keep=1)
+                inputs.update(logits_to_keep=1)
             with capture_head_inputs(lm.model) as captured:
                 lm.model(**inputs)
             hidden = captured[-1]  # (B, 1 or T, H)

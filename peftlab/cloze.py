@@ -58,6 +58,7 @@ class PaddedBatch:
     attention_mask: torch.Tensor  # (B, T)
     position_ids: torch.Tensor  # (B, T)
     shift: list[int]
+    causal: bool
 
     @classmethod
     def build(cls, queries: Sequence[Query], kind: str, pad_id: int) -> PaddedBatch:
@@ -71,7 +72,12 @@ class PaddedBatch:
             input_ids[row, offset : offset + len(q.input_ids)] = torch.tensor(q.input_ids)
             attention_mask[row, offset : offset + len(q.input_ids)] = 1
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return cls(input_ids, attention_mask, position_ids, shift)
+        return cls(input_ids, attention_mask, position_ids, shift, kind == "causal")
+
+    def inputs(self, device: torch.device) -> dict:
+        """The model's inputs on `device`: a causal LM's with the positions its left padding needs."""
+        inputs = dict(input_ids=self.input_ids.to(device), attention_mask=self.attention_mask.to(device))
+        return inputs | dict(position_ids=self.position_ids.to(device)) if self.causal else inputs
 
 
 @dataclass
@@ -205,12 +211,7 @@ class ItemStarts:
         """The starts run in one batch (after the prefix's keys and values, when given), each copied to its queries;
         None when the model returns no full-attention cache (`_full_attention_cache`)."""
         device = next(model.parameters()).device
-        batch = PaddedBatch.build([Query(ids, []) for ids in self.ids], "causal", pad_id)
-        inputs = dict(
-            input_ids=batch.input_ids.to(device),
-            attention_mask=batch.attention_mask.to(device),
-            position_ids=batch.position_ids.to(device),
-        )
+        inputs = PaddedBatch.build([Query(ids, []) for ids in self.ids], "causal", pad_id).inputs(device)
         if prefix is not None:
             inputs = prefix.past(len(self.ids), device).continued(inputs)
         cache = _full_attention_cache(model(**inputs, use_cache=True, logits_to_keep=1))
@@ -289,10 +290,10 @@ def score_queries(
     batch = PaddedBatch.build(queries, kind, pad_id)
     rows = [row for row, q in enumerate(queries) for _ in q.read_positions]
     columns = [p + batch.shift[row] for row, q in enumerate(queries) for p in q.read_positions]
-    inputs = dict(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
+    inputs = batch.inputs(device)
     if kind == "causal":
         keep = batch.input_ids.shape[1] - min(columns)  # logits only for the last `keep` positions
-        inputs.update(position_ids=batch.position_ids.to(device), logits_to_keep=keep)
+        inputs.update(logits_to_keep=keep)
         columns = [c - (batch.input_ids.shape[1] - keep) for c in columns]
     if past is not None:
         inputs = past.continued(inputs)
