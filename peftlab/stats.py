@@ -97,14 +97,20 @@ class Proportion:
     trials: int
 
 
-def proportion(successes: int, trials: int) -> Proportion:
-    """`successes` / `trials` with the 95 % Wilson score interval (Wilson 1927; `scipy.stats.binomtest`), which
-    stays inside [0, 1] and is honest on the few dozen comparisons a person ranks.
+def proportion(successes: float, trials: int) -> Proportion:
+    """`successes` / `trials` with the 95 % Wilson score interval (Wilson 1927), which stays inside [0, 1] and is
+    honest on the few dozen comparisons a person ranks. `successes` may be a half count (a reward model's tie counts
+    half), so the interval is the closed form, p̂ = s/n, z the normal quantile:
+    (p̂ + z²/2n ± z √(p̂(1 − p̂)/n + z²/4n²)) / (1 + z²/n); on whole counts it equals
+    `scipy.stats.binomtest(s, n).proportion_ci(method="wilson")` (tested).
 
     Raises:
         ValueError: no trials, or successes outside 0..trials.
     """
     if trials < 1 or not 0 <= successes <= trials:
         raise ValueError(f"need 0 <= successes <= trials and trials >= 1, got {successes} of {trials}")
-    interval = scipy_stats.binomtest(successes, trials).proportion_ci(CONFIDENCE, method="wilson")
-    return Proportion(successes / trials, float(interval.low), float(interval.high), trials)
+    z = float(scipy_stats.norm.ppf((1 + CONFIDENCE) / 2))
+    share, spread = successes / trials, z * z / trials
+    centre = (share + spread / 2) / (1 + spread)
+    half = z * np.sqrt(share * (1 - share) / trials + spread / (4 * trials)) / (1 + spread)
+    return Proportion(share, max(0.0, float(centre - half)), min(1.0, float(centre + half)), trials)

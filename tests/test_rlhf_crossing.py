@@ -54,7 +54,7 @@ def test_every_stage_crosses_as_its_trained_tensors_and_predicts_the_same(sessio
     for stage in (other.sft, other.reward, other.ppo, other.dpo):
         assert stage.__dict__["_pending"]
     assert other.sft.losses == session.sft.losses and other.ppo.history == session.ppo.history
-    assert other.reward.heldout_correct == session.reward.heldout_correct
+    assert other.reward.heldout_credit == session.reward.heldout_credit
     if session.sft.adapter is not None:  # a LoRA pipeline crosses without a copy of the model's weights
         assert len(data) < session.lm.nbytes  # four stages in less than one copy of the (tiny) model
 

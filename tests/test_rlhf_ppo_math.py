@@ -207,7 +207,7 @@ def test_pairwise_reward_loss_by_hand():
     loss, accuracy = pairwise_reward_loss(r_chosen, r_rejected)
     # margins 1, 0, -2: -log sigmoid(m) = log(1 + e^-m) = 0.3132617, 0.6931472, 2.1269280
     assert loss.item() == pytest.approx((0.3132617 + 0.6931472 + 2.1269280) / 3, abs=1e-6)
-    assert accuracy.item() == pytest.approx(1 / 3)  # a tie is not a correct preference
+    assert accuracy.item() == pytest.approx((1 + 0.5 + 0) / 3)  # a tie states no preference: half, as a coin
 
 
 def test_pairwise_reward_loss_is_finite_for_large_margins():

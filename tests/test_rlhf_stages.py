@@ -32,6 +32,7 @@ from peftlab.rlhf.reward import (
     RewardEvent,
     RewardResult,
     collect_comparisons,
+    heldout_report,
     margin_report,
     pair_accuracy,
     train_reward_model,
@@ -127,11 +128,11 @@ def test_a_stopped_reward_model_reports_the_accuracy_of_the_weights_it_keeps(tin
     import peftlab.rlhf.reward as reward
 
     _, _, sft_result, _ = sft
-    scored_with, pair_correct = [], reward.pair_correct
+    scored_with, pair_credit = [], reward.pair_credit
     monkeypatch.setattr(
         reward,
-        "pair_correct",
-        lambda model, *args: scored_with.append(model.head.weight.detach().clone()) or pair_correct(model, *args),
+        "pair_credit",
+        lambda model, *args: scored_with.append(model.head.weight.detach().clone()) or pair_credit(model, *args),
     )
     stop, items = threading.Event(), []
     config = RewardConfig(steps=10, batch_size=4, learning_rate=3e-2, eval_every=2)
@@ -146,6 +147,22 @@ def test_a_stopped_reward_model_reports_the_accuracy_of_the_weights_it_keeps(tin
     assert [e.step for e in steps] == [1, 2, 3]
     assert torch.equal(scored_with[-1], result.model.head.weight)  # scored last with the weights it keeps
     assert result.heldout_accuracy == pair_accuracy(result.model, heldout)
+
+
+def test_a_reward_model_stopped_before_its_first_step_ranks_as_a_coin_not_the_wrong_way_round(tiny_causal, sft):
+    """Its head starts at zero, so it ties every pair. Counted as wrong, it reported 0 % and "ranks its held-out
+    comparisons the wrong way round ... PPO against it would learn the opposite"; a tie is half, as a coin's guess."""
+    _, _, sft_result, _ = sft
+    stop = threading.Event()
+    stop.set()
+    heldout = preference_pairs(PROMPTS[6:])
+    steps, result = run(
+        train_reward_model(
+            sft_result.model, tiny_causal.tokenizer, preference_pairs(PROMPTS[:6]), heldout, RewardConfig(), stop
+        )
+    )
+    assert steps == [] and result.heldout_credit == [0.5] * len(heldout) and result.heldout_accuracy == 0.5
+    assert "cannot be told apart from a coin toss" in heldout_report(result, heldout, None).chance_note()
 
 
 def test_a_reward_model_batch_forwards_each_ranked_response_once(tiny_causal, sft, monkeypatch):
@@ -545,6 +562,16 @@ def test_the_held_out_report_splits_pairs_into_thirds_by_the_labeler_s_margin():
         "clear (margin 0.70 to 0.90)",
     ]
     assert margin_report(correct, None).by_margin == []  # a person's rankings: no margins
+
+
+def test_a_tie_counts_half_in_the_held_out_report():
+    """Credits 1, 1, 1/2, 0: 2.5 of 4. Wilson's interval on a half count is the same closed form as on whole ones."""
+    z, n, p = 1.959963984540054, 4, 2.5 / 4
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    share = margin_report([1.0, 1.0, 0.5, 0.0], None).accuracy
+    assert share.value == 0.625 and share.trials == 4
+    assert share.low == pytest.approx(centre - half, abs=1e-9) and share.high == pytest.approx(centre + half, abs=1e-9)
 
 
 def test_a_reward_model_no_better_than_a_coin_toss_is_said_to_be_one():

@@ -67,5 +67,8 @@ def test_a_proportion_s_interval_is_wilson_s_score_interval_by_hand():
     assert share.value == 0.7 and share.trials == 10
     assert share.low == pytest.approx(centre - half, abs=1e-9) and share.high == pytest.approx(centre + half, abs=1e-9)
     assert proportion(0, 5).low == 0.0 and proportion(5, 5).high == 1.0  # never outside [0, 1]
+    for k, n in ((0, 3), (2, 9), (13, 20), (40, 41)):  # the closed form is scipy's on whole counts
+        expected = scipy_stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert (proportion(k, n).low, proportion(k, n).high) == pytest.approx((expected.low, expected.high), abs=1e-12)
     with pytest.raises(ValueError):
         proportion(3, 0)

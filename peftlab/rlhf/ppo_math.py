@@ -168,7 +168,7 @@ def pairwise_reward_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> tu
     """The reward model's loss on N comparisons: mean of -log sigmoid(r_chosen - r_rejected).
 
     Args: r_chosen, r_rejected (N,) rewards of the preferred and the other response of each pair.
-    Returns: (loss, accuracy), 0-dim tensors; accuracy is the share of pairs with r_chosen > r_rejected.
+    Returns: (loss, accuracy), 0-dim tensors; accuracy is the mean `preference_credit`.
     """
     if r_chosen.ndim != 1 or r_chosen.shape != r_rejected.shape or r_chosen.shape[0] == 0:
         raise PeftlabError(
@@ -177,8 +177,15 @@ def pairwise_reward_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> tu
         )
     margin = r_chosen - r_rejected  # (N,)
     loss = -F.logsigmoid(margin).mean()
-    accuracy = (margin.detach() > 0).to(margin.dtype).mean()
-    return loss, accuracy
+    return loss, preference_credit(margin.detach()).mean()
+
+
+def preference_credit(margin: torch.Tensor) -> torch.Tensor:
+    """Per comparison, whether the reward model agrees with it, from margin = r_chosen - r_rejected (any shape):
+    1 above 0, 0 below, and 1/2 for a tie, where it states no preference and a coin would be right half the time.
+    A fresh reward model (zero head) ties every pair and so scores 50 %, not 0 %.
+    """
+    return (margin > 0).to(margin.dtype) + 0.5 * (margin == 0).to(margin.dtype)
 
 
 # ---------------------------------------------------------------- the KL coefficient

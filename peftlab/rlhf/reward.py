@@ -33,7 +33,7 @@ from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_r
 from peftlab.rlhf.data import Comparison
 from peftlab.rlhf.generation import SequenceBatch, encode_pairs, sample_responses
 from peftlab.rlhf.labelers import Labeler
-from peftlab.rlhf.ppo_math import pairwise_reward_loss
+from peftlab.rlhf.ppo_math import pairwise_reward_loss, preference_credit
 from peftlab.rlhf.sft import lora_config
 from peftlab.seeding import seeded
 from peftlab.stats import Proportion, proportion
@@ -159,7 +159,7 @@ class RewardResult(Crossing):
     model: RewardModel = field(repr=False)
     heldout_accuracy: float
     seconds: float
-    heldout_correct: list[bool]  # per held-out comparison: the chosen response got the higher reward
+    heldout_credit: list[float]  # per held-out comparison: 1 chosen response rewarded higher, 1/2 a tie, 0 lower
 
     def _crossing(self, name):
         backbone = self.model.backbone
@@ -245,11 +245,11 @@ def train_reward_model(
         evaluate=lambda: {"heldout_accuracy": _score_heldout()},
         passes=True,  # every ranked prompt once per pass (InstructGPT trains its reward models one pass)
     )
-    heldout_correct: list[bool] = []  # of the last evaluation: the loop evaluates the final weights
+    heldout_credit: list[float] = []  # of the last evaluation: the loop evaluates the final weights
 
     def _score_heldout() -> float:
-        heldout_correct[:] = pair_correct(model, heldout_pairs, features)
-        return sum(heldout_correct) / len(heldout_correct)
+        heldout_credit[:] = pair_credit(model, heldout_pairs, features)
+        return sum(heldout_credit) / len(heldout_credit)
 
     batch_accuracy = [float("nan")]  # of the last training batch, for its event
 
@@ -277,8 +277,8 @@ def train_reward_model(
     model.requires_grad_(False)
     if not evaluated_last:  # stopped between evaluations (or before the first step): the weights kept are scored
         _score_heldout()
-    accuracy = sum(heldout_correct) / len(heldout_correct)
-    yield RewardResult(model.eval(), accuracy, time.perf_counter() - started, list(heldout_correct))
+    accuracy = sum(heldout_credit) / len(heldout_credit)
+    yield RewardResult(model.eval(), accuracy, time.perf_counter() - started, list(heldout_credit))
 
 
 # Where InstructGPT's reward models stand (Ouyang et al. 2022, §4.1 and Appendix E.2), for scale: how often they
@@ -331,19 +331,20 @@ class HeldoutReport:
         return rows
 
 
-def margin_report(correct: Sequence[bool], margins: Sequence[float] | None) -> HeldoutReport:
-    """Accuracy over the pairs (`correct[i]`: the chosen response got the higher reward) and, with the labeler's
+def margin_report(credit: Sequence[float], margins: Sequence[float] | None) -> HeldoutReport:
+    """Accuracy over the pairs (`credit[i]`: 1 the chosen response got the higher reward, 1/2 a tie, 0 the lower;
+    bools count as 1 and 0) and, with the labeler's
     score margins (chosen minus rejected), over the thirds of the pairs by margin, smallest first.
 
     Raises:
         ValueError: no pairs, or margins of another length.
     """
-    correct = np.asarray(correct, dtype=bool)
+    credit = np.asarray(credit, dtype=float)
     groups = []
     if margins is not None:
         margins = np.asarray(margins, dtype=float)
-        if len(margins) != len(correct):
-            raise ValueError(f"{len(margins)} margins for {len(correct)} pairs")
+        if len(margins) != len(credit):
+            raise ValueError(f"{len(margins)} margins for {len(credit)} pairs")
         order = np.argsort(margins, kind="stable")
         for name, part in zip(MARGIN_GROUPS, np.array_split(order, len(MARGIN_GROUPS))):
             if len(part):
@@ -352,10 +353,10 @@ def margin_report(correct: Sequence[bool], margins: Sequence[float] | None) -> H
                         "group": name,
                         "from": float(margins[part].min()),
                         "to": float(margins[part].max()),
-                        "accuracy": proportion(int(correct[part].sum()), len(part)),
+                        "accuracy": proportion(float(credit[part].sum()), len(part)),
                     }
                 )
-    return HeldoutReport(proportion(int(correct.sum()), len(correct)), groups)
+    return HeldoutReport(proportion(float(credit.sum()), len(credit)), groups)
 
 
 @torch.no_grad()
@@ -365,7 +366,7 @@ def heldout_report(result: RewardResult, pairs: Sequence[Comparison], labeler: L
     margins = None
     if labeler is not None:
         margins = [labeler.score(p.prompt, p.chosen) - labeler.score(p.prompt, p.rejected) for p in pairs]
-    return margin_report(result.heldout_correct, margins)
+    return margin_report(result.heldout_credit, margins)
 
 
 class _FeatureCache:
@@ -414,16 +415,17 @@ def _pair_rewards(model, features, pairs: Sequence[Comparison]) -> tuple[torch.T
 
 
 @torch.no_grad()
-def pair_correct(model: RewardModel, pairs: Sequence[Comparison], features=None) -> list[bool]:
-    """For each comparison, whether its chosen response gets the higher reward."""
+def pair_credit(model: RewardModel, pairs: Sequence[Comparison], features=None) -> list[float]:
+    """For each comparison, 1 when its chosen response gets the higher reward, 1/2 a tie, 0 the lower
+    (`preference_credit`)."""
     chosen, rejected = _pair_rewards(model, features, pairs)
-    return (chosen > rejected).tolist()
+    return preference_credit(chosen - rejected).tolist()
 
 
 def pair_accuracy(model: RewardModel, pairs: Sequence[Comparison], features=None) -> float:
-    """Share of comparisons whose chosen response gets the higher reward."""
-    correct = pair_correct(model, pairs, features)
-    return sum(correct) / len(correct)
+    """Share of comparisons whose chosen response gets the higher reward, ties counting half."""
+    credit = pair_credit(model, pairs, features)
+    return sum(credit) / len(credit)
 
 
 @torch.no_grad()
