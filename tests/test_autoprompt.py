@@ -29,6 +29,7 @@ from peftlab.autoprompt import (
 from peftlab.cli import main
 from peftlab.cloze import label_log_probs
 from peftlab.errors import PeftlabError
+from peftlab.models import LM
 from peftlab.prompts import Prompt, Template, Verbalizer
 from peftlab.tasks import Task
 
@@ -204,6 +205,30 @@ def test_rescore_shared_prefix_equals_plain_and_one_by_one(tiny_causal, task, te
             assert torch.allclose(plain[c], alone, atol=1e-4)
             assert torch.allclose(shared[c], alone, atol=1e-4)
     assert len(shared_calls) == 2  # the KV-cache path really ran, once per slot
+
+
+def test_a_sliding_window_model_rescores_its_candidates_as_one_by_one(tiny_causal, task, monkeypatch):
+    """A sliding-window layer (Mistral) keeps only its window's keys and reads them by column; item starts in cloze
+    scoring pad between a start and its rest, so there such a model scores its queries whole. Here the prefixes are
+    padded on the left only and every suffix is as long, so each column is the same token in prefix and suffix: the
+    continued cache gives the whole queries' scores, and the re-scoring keeps its speed."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(**{**tiny_causal.model.config.to_dict(), "sliding_window": 4})
+    torch.manual_seed(0)
+    mistral = LM(MistralForCausalLM(config).eval(), tiny_causal.tokenizer, "causal", "tiny-mistral")
+    prompt = make_prompt(mistral, task)
+    examples = [task.train[0], {"text": "i loved this film and the cast was very good", "label": 1}]
+    tokens = [one_token(mistral, w) for w in ("great", "plot", "awful")]
+    shared, original = [], autoprompt._rescore_shared_prefix
+    monkeypatch.setattr(autoprompt, "_rescore_shared_prefix", lambda *a: shared.append(1) or original(*a))
+    scores = rescore_candidates(mistral, prompt, 0, tokens, examples)
+    assert shared, "the continued cache was not used"
+    for c, token in enumerate(tokens):
+        alone = label_log_probs(
+            mistral, Prompt(prompt.template, prompt.verbalizer, trigger_ids=(token, *prompt.trigger_ids[1:])), examples
+        )
+        assert torch.allclose(scores[c], alone, atol=1e-4)
 
 
 def test_many_candidates_are_rescored_in_chunks_of_bounded_size(tiny_causal, task, monkeypatch):
