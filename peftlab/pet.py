@@ -168,6 +168,9 @@ class PETResult:
     ipet_accuracy: list[float] = field(default_factory=list)
     ipet_distilled_accuracy: float | None = None
     added_sizes: list[int] = field(default_factory=list)  # iPET: texts added per pattern model, per generation
+    # iPET: per generation, the share of added texts whose drawn label is their hidden gold one (None: uploaded texts)
+    added_label_accuracy: list[float | None] = field(default_factory=list)
+    ipet_stopped: bool = False  # Stop came during iPET: the PET numbers are whole, iPET's only up to there
     rows: list[ResultRow] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -186,7 +189,10 @@ class PETResult:
                 "ipet_accuracy": self.ipet_accuracy,
                 "ipet_distilled_accuracy": self.ipet_distilled_accuracy,
                 "ipet_added": self.added_sizes,
+                "ipet_added_labels_right": self.added_label_accuracy,
             }
+        if self.ipet_stopped:
+            record["ipet_stopped"] = True
         return record
 
 
@@ -220,12 +226,10 @@ def ipet_added_size(labelled: int, growth: float, generation: int) -> int:
     return int(labelled * growth**generation - labelled)
 
 
-def draw_labelled(
-    pool: Sequence[dict], probabilities: torch.Tensor, per_label: Sequence[int], rng: np.random.Generator
-) -> list[dict]:
-    """iPET's next training texts: per label l, `per_label[l]` pool texts whose arg max is l, each drawn with
-    probability proportional to its confidence max_l q(l|x), without replacement (repeating the label's
-    candidates when it has too few), labelled l. `probabilities` is (N, L).
+def draw_labelled(probabilities: torch.Tensor, per_label: Sequence[int], rng: np.random.Generator) -> list[tuple]:
+    """iPET's next training texts, as (pool index, label) pairs: per label l, `per_label[l]` pool texts whose arg max
+    is l, each drawn with probability proportional to its confidence max_l q(l|x), without replacement (repeating
+    the label's candidates when it has too few), labelled l. `probabilities` is (N, L), over the pool's N texts.
 
     A label no text leans to is drawn from the `per_label[l]` texts likeliest to be l, by q(l|x) (the reference
     code's `n_most_likely` choice), so the set stays balanced: skipped, a generation after an ensemble that called
@@ -243,8 +247,7 @@ def draw_labelled(
         repeats = -(-count // len(candidates))  # ceil: as many copies as needed to draw `count` without replacement
         indices = np.array(candidates * repeats)
         weights = confidence[indices] / confidence[indices].sum()
-        for i in rng.choice(indices, size=count, replace=False, p=weights):
-            drawn.append({**pool[int(i)], "label": label})
+        drawn += [(int(i), label) for i in rng.choice(indices, size=count, replace=False, p=weights)]
     return drawn
 
 
@@ -381,7 +384,8 @@ def pet_run(
     The ensemble labels `config.unlabelled` texts of the training pool (labels hidden), or of `unlabelled`
     (`read_unlabelled`'s rows) when given.
     When `stop` is set, the run ends after the current step; the seeds finished before are kept, the one in
-    progress is dropped (its classifier would be half-trained).
+    progress is dropped (its classifier would be half-trained), unless it had finished PET and was in iPET: that
+    seed's PETResult comes with its PET numbers (`ipet_stopped`).
     `backend` trains a generation's pattern models elsewhere with the same numbers: side by side on Ray's workers
     (`backends.RayBackend`) or one GPU call each (`zerogpu.GPUCalls`); the ensemble and the classifier are made
     here (the classifier in a GPU call of its own on ZeroGPU, `zerogpu.on_gpu`).
@@ -401,35 +405,63 @@ def pet_run(
         if result is None:
             return
         yield result
+        if result.ipet_stopped:
+            return
 
 
 def check_pool_sizes(task: Task, config: PETConfig, unlabelled: Sequence[dict] | None = None) -> None:
     """Refuse, before any model loads or trains, K examples per class that a seed cannot draw and an unlabelled
-    pool (the uploaded `unlabelled` texts, else the task's training pool besides each seed's examples) smaller than
-    `config.unlabelled` (100,000 asked was refused only after a 15-minute estimate and a second press).
+    pool smaller than `config.unlabelled` (`seed_pool`; 100,000 asked was refused only after a 15-minute estimate
+    and a second press).
 
     Raises:
         PeftlabError: the first size that does not fit, in one sentence.
     """
-    if unlabelled is not None and len(unlabelled) < config.unlabelled:
-        raise PeftlabError(
-            f"The unlabelled file has {len(unlabelled)} texts, fewer than the {config.unlabelled} unlabelled texts "
-            f"asked; ask for at most {len(unlabelled)}."
-        )
     for seed in config.seeds:
         train, dev = task.few_shot(config.shots, seed)
-        if unlabelled is None:
-            unlabelled_pool(task, train + dev, config.unlabelled, seed)
+        seed_pool(task, config, train + dev, seed, unlabelled)
+
+
+def seed_pool(
+    task: Task, config: PETConfig, labelled: Sequence[dict], seed: int, unlabelled: Sequence[dict] | None = None
+) -> tuple[list[dict], list[int] | None]:
+    """The `config.unlabelled` texts one seed's ensemble labels, and their hidden gold labels where known: from the
+    task's training pool besides the seed's `labelled` examples (`unlabelled_pool`), or from the uploaded
+    `unlabelled` rows (`read_unlabelled`; gold unknown) besides those examples and the test texts every model is
+    scored on. An uploaded text that is a test text would be soft-labelled and trained on by the classifier, and then
+    scored: its accuracy would not be a held-out one.
+
+    Raises:
+        PeftlabError: fewer texts than asked.
+    """
+    if unlabelled is None:
+        return unlabelled_pool(task, labelled, config.unlabelled, seed)
+    fields = list(unlabelled[0])
+
+    def key(row: dict) -> tuple:
+        return tuple(str(row.get(f, "")).strip() for f in fields)
+
+    taken = {key(row) for row in [*labelled, *task.test_subset(config.test_limit)]}
+    rest = [row for row in unlabelled if key(row) not in taken]
+    if len(rest) < config.unlabelled:
+        among = len(unlabelled) - len(rest)
+        besides = (
+            f" besides the labelled examples and the test texts ({among} of its {len(unlabelled)} are among them)"
+            if among
+            else ""
+        )
+        raise PeftlabError(
+            f"The unlabelled file has {len(rest)} texts{besides}, fewer than the {config.unlabelled} unlabelled texts "
+            f"asked; ask for at most {len(rest)}."
+        )
+    return random.Random(f"pet-unlabelled:{seed}").sample(rest, config.unlabelled), None
 
 
 def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, stop, unlabelled, backend) -> Iterator:
     """One seed's run (its events yielded); returns its PETResult, or None when `stop` came first."""
     started, seed = time.perf_counter(), settings.seed
     train, dev = task.few_shot(config.shots, seed)
-    if unlabelled is None:
-        pool, pool_gold = unlabelled_pool(task, train + dev, config.unlabelled, seed)
-    else:
-        pool, pool_gold = random.Random(f"pet-unlabelled:{seed}").sample(list(unlabelled), config.unlabelled), None
+    pool, pool_gold = seed_pool(task, config, train + dev, seed, unlabelled)
     test = task.test_subset(config.test_limit)
     gold = torch.tensor([e["label"] for e in test])
 
@@ -528,27 +560,37 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
             counts = [ipet_added_size(len(train), config.growth, generation) // len(task.label_names)] * len(
                 task.label_names
             )
-            training_sets = []
+            training_sets, right = [], []
             for p in range(len(prompts)):
                 others = [j for j in range(len(prompts)) if j != p]
                 chosen = choose.sample(others, max(1, round(config.ipet_share * len(others))))
                 labelled_by = soft_labels(pool_scores[chosen], [weights[j] for j in chosen], 1.0)
-                training_sets.append(train + draw_labelled(pool, labelled_by, counts, draws))
+                drawn = draw_labelled(labelled_by, counts, draws)
+                training_sets.append(train + [{**pool[i], "label": label} for i, label in drawn])
+                if pool_gold is not None:
+                    right.append(np.mean([pool_gold[i] == label for i, label in drawn]))
             result.added_sizes.append(sum(counts))
+            result.added_label_accuracy.append(float(np.mean(right)) if right else None)
             patterns = yield from generation_of_patterns(generation, training_sets)
             if patterns is None:
-                return None
+                return _stopped_in_ipet(result, started)
             pool_scores, test_scores = stacked(patterns)
             result.ipet_accuracy.append(accuracy(ensemble_scores(test_scores, weights)))
         q = soft_labels(pool_scores, weights, config.temperature)
         made = yield from distil(config.ipet_generations, q)
         if made is None:
-            return None
+            return _stopped_in_ipet(result, started)
         classifier, ipet = made.classifier, made.evaluation
         result.classifier, result.soft_labels, result.ipet_distilled_accuracy = classifier, q.numpy(), ipet["accuracy"]
         result.rows.append(row("ipet", ipet["predictions"], classifier.trainable_params, time.perf_counter() - started))
         classifier.scored = Scored.of(result.rows[-1])
     result.seconds = time.perf_counter() - started
+    return result
+
+
+def _stopped_in_ipet(result: PETResult, started: float) -> PETResult:
+    """A seed stopped during iPET keeps what PET finished (its rows, classifier and numbers)."""
+    result.ipet_stopped, result.seconds = True, time.perf_counter() - started
     return result
 
 

@@ -3,7 +3,9 @@ a whole run on the tiny model (twice, for determinism), and bad input in one sen
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import threading
 from collections import Counter
 
 import numpy as np
@@ -15,6 +17,8 @@ from peftlab.methods import method_config
 from peftlab.pet import (
     PETConfig,
     PETEvent,
+    PETResult,
+    check_pool_sizes,
     distillation_loss,
     draw_labelled,
     ensemble_scores,
@@ -22,6 +26,7 @@ from peftlab.pet import (
     pattern_prompts,
     pet_run,
     read_unlabelled,
+    seed_pool,
     soft_labels,
     unlabelled_pool,
 )
@@ -72,7 +77,7 @@ def test_ipet_added_sets_grow_by_the_factor_and_stay_balanced():
     pool = [{"text": f"text {i}"} for i in range(10)]
     # Texts 0-6 lean to label 0 (confidence 0.6 ... 0.9), texts 7-9 to label 1.
     probabilities = torch.tensor([[0.6 + 0.05 * i, 0.4 - 0.05 * i] for i in range(7)] + [[0.2, 0.8]] * 3)
-    drawn = draw_labelled(pool, probabilities, [4, 4], np.random.default_rng(0))
+    drawn = [{**pool[i], "label": label} for i, label in draw_labelled(probabilities, [4, 4], np.random.default_rng(0))]
     assert Counter(row["label"] for row in drawn) == {0: 4, 1: 4}
     assert all((int(row["text"].split()[1]) < 7) == (row["label"] == 0) for row in drawn)
     assert len({row["text"] for row in drawn if row["label"] == 0}) == 4  # enough candidates: no repeats
@@ -80,17 +85,16 @@ def test_ipet_added_sets_grow_by_the_factor_and_stay_balanced():
     assert Counter(row["text"] for row in drawn if row["label"] == 1).most_common(1)[0][1] == 2
     # Confidence decides who is drawn: over many draws of one text from label 0, the surest comes most often.
     rng = np.random.default_rng(1)
-    firsts = Counter(draw_labelled(pool, probabilities, [1, 0], rng)[0]["text"] for _ in range(2000))
-    assert firsts.most_common(1)[0][0] == "text 6"
+    firsts = Counter(draw_labelled(probabilities, [1, 0], rng)[0][0] for _ in range(2000))
+    assert firsts.most_common(1)[0][0] == 6
 
 
 def test_a_label_no_text_leans_to_still_gets_its_share_from_the_texts_likeliest_to_be_it():
     """Every text leans to label 0; label 1's 2 texts are the 2 of highest q(1|x): texts 3 and 4."""
-    pool = [{"text": f"text {i}"} for i in range(5)]
     probabilities = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.55, 0.45]])
-    drawn = draw_labelled(pool, probabilities, [2, 2], np.random.default_rng(0))
-    assert Counter(row["label"] for row in drawn) == {0: 2, 1: 2}
-    assert {row["text"] for row in drawn if row["label"] == 1} == {"text 3", "text 4"}
+    drawn = draw_labelled(probabilities, [2, 2], np.random.default_rng(0))
+    assert Counter(label for _, label in drawn) == {0: 2, 1: 2}
+    assert {i for i, label in drawn if label == 1} == {3, 4}
 
 
 def test_the_unlabelled_pool_hides_labels_and_leaves_out_the_labelled_examples(tiny_task):
@@ -171,6 +175,60 @@ def test_an_uploaded_unlabelled_file_is_what_the_ensemble_labels(tiny_causal, ti
     assert result.soft_labels.shape == (6, 2) and result.soft_label_accuracy is None  # no gold labels to check
     with pytest.raises(PeftlabError, match=r"^The unlabelled file has 7 texts, fewer than the 8 unlabelled texts"):
         run_tiny(tiny_causal, tiny_task, texts, unlabelled=8)
+
+
+def test_an_uploaded_unlabelled_file_never_gives_the_classifier_a_test_text_or_a_labelled_example(
+    tiny_causal, tiny_task
+):
+    """Uploaded texts went to the ensemble as they were: a test text among them was soft-labelled, trained on by the
+    classifier and then scored, so its accuracy was not a held-out one. Such texts (and the labelled examples) are
+    left out of every seed's pool, and a pool they leave too small gets one sentence."""
+    train, dev = tiny_task.few_shot(1, 13)
+    test_texts = [row["text"] for row in tiny_task.test_subset(None)]
+    fresh = [{"text": f"the film was fine {i}"} for i in range(6)]
+    texts = fresh + [{"text": f" {t} "} for t in test_texts] + [{"text": row["text"]} for row in train + dev]
+    config = PETConfig(shots=1, seeds=(13,), unlabelled=6, test_limit=None)
+    pool, gold = seed_pool(tiny_task, config, train + dev, 13, texts)
+    assert sorted(row["text"] for row in pool) == sorted(row["text"] for row in fresh) and gold is None
+    taken = len(texts) - 6
+    with pytest.raises(
+        PeftlabError,
+        match=rf"^The unlabelled file has 6 texts besides the labelled examples and the test texts \({taken} of its "
+        rf"{len(texts)} are among them\), fewer than the 7 unlabelled texts asked; ask for at most 6\.$",
+    ):
+        check_pool_sizes(tiny_task, dataclasses.replace(config, unlabelled=7), texts)
+
+
+def test_a_stop_during_ipet_keeps_the_seed_s_finished_pet(tiny_causal, tiny_task):
+    """Stopped in iPET's first generation, a seed was dropped whole, its finished PET classifier and rows with it;
+    it now comes back with its PET numbers, and the next seed does not start."""
+    stop, items = threading.Event(), []
+    config = PETConfig(shots=1, seeds=(13, 21), unlabelled=6, distil_steps=4, ipet_generations=1, growth=2.0)
+    prompts = pattern_prompts(tiny_task, TINY_PATTERNS, [TINY_WORDS])
+    for item in pet_run(tiny_causal, tiny_task, prompts, config, TrainSettings(steps=4, batch_size=2), stop):
+        items.append(item)
+        if isinstance(item, PETEvent) and item.generation == 1:
+            stop.set()
+    results = [item for item in items if isinstance(item, PETResult)]
+    assert len(results) == 1 and results[0].seed == 13 and results[0].ipet_stopped
+    assert [row.method for row in results[0].rows] == ["pet ensemble", "pet"]
+    assert results[0].summary()["ipet_stopped"] and results[0].ipet_distilled_accuracy is None
+    assert results[0].classifier.scored.accuracy == results[0].distilled_accuracy
+
+
+def test_ipet_reports_how_many_added_labels_were_right(tiny_causal, tiny_task, monkeypatch):
+    """Per generation, the share of the texts iPET added whose drawn label is their hidden gold one, over every
+    pattern model's added set."""
+    import peftlab.pet as pet
+
+    drawn, original = [], pet.draw_labelled
+    monkeypatch.setattr(pet, "draw_labelled", lambda *a: drawn.append(original(*a)) or drawn[-1])
+    result = run_tiny(tiny_causal, tiny_task)[-1]
+    train, dev = tiny_task.few_shot(1, 13)
+    _, gold = unlabelled_pool(tiny_task, train + dev, 6, 13)
+    by_hand = np.mean([np.mean([gold[i] == label for i, label in pairs]) for pairs in drawn])
+    assert len(drawn) == 2 and result.added_label_accuracy == [pytest.approx(by_hand)]
+    assert result.summary()["ipet_added_labels_right"] == result.added_label_accuracy
 
 
 @pytest.mark.parametrize(

@@ -221,9 +221,13 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
             keep_results(request, item.rows)
             keep_trained(request, f"pet classifier (seed {item.seed})", item.classifier)
             yield outputs(f"{len(results)} of {len(config.seeds)} seeds finished.")
-        note = (
-            f" {stopped_note(stop)} The seed in progress was dropped; finished seeds are kept." if stop.is_set() else ""
+        partial = results[-1] if results and results[-1].ipet_stopped else None
+        kept = (
+            f"Seed {partial.seed} was in iPET: its PET numbers and classifier are kept, without iPET's"
+            if partial
+            else "The seed in progress was dropped"
         )
+        note = f" {stopped_note(stop)} {kept}; finished seeds are kept." if stop.is_set() else ""
         # what the percentages are of: "100.0%" read alone, with no word of 10 test texts
         rows = [row for result in results for row in result.rows]
         pool = f" Each seed's soft labels are on {counted(config.unlabelled, 'unlabelled text')}." if results else ""
