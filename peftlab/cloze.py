@@ -787,15 +787,19 @@ def evaluate(
 
 
 def cut_note(lm: LM, setup: ClozeSetup, examples: Sequence[dict]) -> str | None:
-    """A sentence when some texts did not fit the model's input and were scored cut (`Prompt.fit`); None otherwise."""
+    """A sentence when some texts did not fit the model's input and were scored cut (`Prompt.fit`); None otherwise.
+    One text (a typed one) gets it too: 'great movie' 3,000 times was called 'negative' from its last 2,048 tokens
+    with no word."""
     cut = max(prompt.cut_count(lm, examples) for prompt in setup.prompts)
     if not cut:
         return None
     demonstrations = len(setup.prompts[0].demonstrations)
     beside = f" beside the {demonstrations} demonstrations" if demonstrations else ""
+    texts = "The text does not" if len(examples) == 1 else f"{cut} of the {len(examples)} texts do not"
+    they = "it was" if len(examples) == 1 else "they were"
     return (
-        f"{cut} of the {len(examples)} texts do not fit {lm.name}'s {lm.max_length}-token input{beside}: they were "
-        "scored cut to fit (a text before the mask loses its start, one after it its end)."
+        f"{texts} fit {lm.name}'s {lm.max_length}-token input{beside}: {they} scored cut to fit (a text before the "
+        "mask loses its start, one after it its end)."
     )
 
 
@@ -891,7 +895,7 @@ def classify_text(
     example = typed_example(text, list(dict.fromkeys(f for p in setup.prompts for f in p.template.fields)))
     log_probs = setup.predict_log_probs(lm, [example], reference=setup.reference_for(task, [example]))[0][0]
     labels = {name: float(p) for name, p in zip(task.label_names, log_probs.exp())}
-    notes = [note] if (note := word_length_note(lm, setup, example)) else []
+    notes = [note for note in (cut_note(lm, setup, [example]), word_length_note(lm, setup, example)) if note]
     return SingleTextPrediction(labels, mask_top_tokens(lm, setup.prompts[0], example, top_k), notes)
 
 

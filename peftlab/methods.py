@@ -645,12 +645,14 @@ METHODS: dict[str, type[MethodConfig]] = {
 
 
 def cut_note(lm: LM, prompt: Prompt, configs: Sequence[MethodConfig], examples: Sequence[dict]) -> str | None:
-    """A sentence naming the methods that read some of `examples` (the test texts) cut to fit their input, and how
-    many; None when every method read them whole."""
+    """A sentence naming the methods that read some of `examples` (the test texts, or one typed text) cut to fit
+    their input, and how many; None when every method read them whole."""
     cut = {config.name: config.cut_count(lm, prompt, examples) for config in configs}
     cut = {name: count for name, count in cut.items() if count}
     if not cut:
         return None
+    if len(examples) == 1:
+        return f"The text does not fit the input {lm.name} reads with {', '.join(cut)}: it was scored cut to fit."
     counts = ", ".join(f"{count} for {name}" for name, count in cut.items())
     return (
         f"Some of the {len(examples)} test texts do not fit the input {lm.name} reads with a method and were scored "

@@ -705,6 +705,21 @@ def test_an_evaluation_says_how_many_texts_were_cut_to_fit_the_model(tiny_lm, ti
     assert not [note for note in evaluate(tiny_lm, tiny_task, TEMPLATE, VERBALIZER).notes if "cut" in note]
 
 
+def test_one_typed_text_that_does_not_fit_says_it_was_read_cut(tiny_lm, tiny_task):
+    """'great movie' 3,000 times, typed into "Try one text", was called 'negative' from the tokens the model read,
+    with no word that it read only part of it; an evaluation said so for its texts."""
+    from peftlab.cloze import classify_text
+
+    long_text = " ".join(["the", "plot", "was", "good"] * 150)
+    prediction = classify_text(tiny_lm, tiny_task, long_text, TEMPLATE, VERBALIZER)
+    assert (
+        f"The text does not fit {tiny_lm.name}'s {tiny_lm.max_length}-token input: it was scored cut to fit (a text "
+        "before the mask loses its start, one after it its end)."
+    ) in prediction.notes
+    short = classify_text(tiny_lm, tiny_task, "the plot was good", TEMPLATE, VERBALIZER)
+    assert not [note for note in short.notes if "cut" in note]
+
+
 def test_a_limit_on_a_split_sorted_by_label_scores_every_label(tiny_causal, tiny_task):
     """bbc-topic's test split is stored sorted by label: its first N texts were one class."""
     import dataclasses

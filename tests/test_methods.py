@@ -208,6 +208,10 @@ def test_the_methods_that_read_test_texts_cut_to_fit_are_named_with_how_many(tin
         "to fit: 1 for lora, 2 for prompt-tuning, 2 for classifier."
     )
     assert cut_note(tiny_causal, prompt, configs, texts[:1]) is None
+    assert cut_note(tiny_causal, prompt, configs, texts[1:2]) == (  # one typed text ("Use a trained method")
+        f"The text does not fit the input {tiny_causal.name} reads with prompt-tuning, classifier: it was scored cut "
+        "to fit."
+    )
 
 
 @pytest.mark.parametrize(

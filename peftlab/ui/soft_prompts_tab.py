@@ -311,6 +311,8 @@ def classify_with(method, text, request: gr.Request):
     log_probs = call_on_gpu(
         trained.log_probs, [example], kind=f"trained-classify:{trained.lm.name}:{method}", what="Classifying the text"
     )
+    if note := cut_note(trained.lm, trained.prompt, [trained.config], [example]):
+        gr.Warning(note)  # the chart alone would not say the method read only part of the text
     return label_probability_bars(dict(zip(trained.prompt.verbalizer.words, map(float, log_probs[0].exp()))), method)
 
 

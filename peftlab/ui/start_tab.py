@@ -15,7 +15,7 @@ from peftlab.models import DEFAULT_MODEL
 from peftlab.plots import label_probability_bars
 from peftlab.tasks import load_task
 from peftlab.ui.common import START_TEMPLATE, START_VERBALIZER, load_model
-from peftlab.ui.display import fitted_table, readable, verdict
+from peftlab.ui.display import fitted_table, readable, verdict, warning_notes
 from peftlab.ui.presses import answer, heavy, job, keep_results, light, user_errors
 from peftlab.zerogpu import call_on_gpu
 
@@ -159,7 +159,9 @@ def classify_review(review: str):
         kind=f"cloze-classify:{DEFAULT_MODEL}",
         what="Classifying the review",
     )
-    return verdict(prediction.label_probs), label_probability_bars(prediction.label_probs)
+    return verdict(prediction.label_probs) + warning_notes(prediction.notes), label_probability_bars(
+        prediction.label_probs
+    )
 
 
 def each_calibration(lm, task) -> list:
