@@ -48,7 +48,13 @@ def measured_costs(lm: LM, task, template: str, verbalizer, progress, scoring_lm
             if isinstance(part, MeasuredCosts):
                 _COSTS[key] = part
             else:
-                progress(0, desc=f"measuring this machine's speed, to estimate the time: {part}")
+                # no bar: a 0.0 % that stood for a minute read as stuck; LoRA's steps price every method (a visitor
+                # who picked prompt tuning wondered why LoRA was measured)
+                progress(
+                    None,
+                    desc=f"measuring this machine's speed once, to estimate the time (a LoRA step is the "
+                    f"yardstick every method is priced from): {part}",
+                )
     return _COSTS[key]
 
 
