@@ -152,7 +152,9 @@ class PETResult:
     """One seed's PET (and iPET) run: every model's test accuracy and the distilled classifier.
 
     `ipet_accuracy` holds each iPET generation's ensemble test accuracy; `ipet_distilled_accuracy` the
-    classifier distilled from the last one. `soft_labels` is (N, L): q of the unlabelled texts.
+    classifier distilled from the last one. `soft_labels` is (N, L): q of the unlabelled texts. `classifier` and
+    `soft_labels` are the last distillation's: iPET's, or PET's when iPET did not run or was stopped
+    (`ipet_stopped`; its lists then hold the generations that finished).
     """
 
     seed: int
@@ -380,7 +382,8 @@ def pet_run(
 ) -> Iterator[PETEvent | PatternScoring | PETResult]:
     """PET (and iPET with `config.ipet_generations`) over the seeds, with the PVPs `prompts` (`pattern_prompts`):
     events as each model trains (PETEvent) and as each pattern's model scores its texts (PatternScoring), and a
-    PETResult per finished seed. `lm` should be fp32: its copies are trained.
+    PETResult per finished seed (and one for a seed stopped during iPET, `ipet_stopped`). `lm` should be fp32: its
+    copies are trained.
     The ensemble labels `config.unlabelled` texts of the training pool (labels hidden), or of `unlabelled`
     (`read_unlabelled`'s rows) when given.
     When `stop` is set, the run ends after the current step; the seeds finished before are kept, the one in
@@ -436,12 +439,13 @@ def seed_pool(
     """
     if unlabelled is None:
         return unlabelled_pool(task, labelled, config.unlabelled, seed)
-    fields = list(unlabelled[0])
+    # the task's text fields the uploaded rows carry: another column (an id) would make every key differ
+    fields = [f for f in task.text_fields if unlabelled and f in unlabelled[0]]
 
     def key(row: dict) -> tuple:
         return tuple(str(row.get(f, "")).strip() for f in fields)
 
-    taken = {key(row) for row in [*labelled, *task.test_subset(config.test_limit)]}
+    taken = {key(row) for row in [*labelled, *task.test_subset(config.test_limit)]} if fields else set()
     rest = [row for row in unlabelled if key(row) not in taken]
     if len(rest) < config.unlabelled:
         among = len(unlabelled) - len(rest)
@@ -458,7 +462,8 @@ def seed_pool(
 
 
 def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, stop, unlabelled, backend) -> Iterator:
-    """One seed's run (its events yielded); returns its PETResult, or None when `stop` came first."""
+    """One seed's run (its events yielded); returns its PETResult (with `ipet_stopped` when `stop` came during
+    iPET), or None when `stop` came before PET's classifier was whole."""
     started, seed = time.perf_counter(), settings.seed
     train, dev = task.few_shot(config.shots, seed)
     pool, pool_gold = seed_pool(task, config, train + dev, seed, unlabelled)
@@ -567,13 +572,14 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
                 labelled_by = soft_labels(pool_scores[chosen], [weights[j] for j in chosen], 1.0)
                 drawn = draw_labelled(labelled_by, counts, draws)
                 training_sets.append(train + [{**pool[i], "label": label} for i, label in drawn])
-                if pool_gold is not None:
+                if pool_gold is not None and drawn:  # a small growth can add nothing
                     right.append(np.mean([pool_gold[i] == label for i, label in drawn]))
-            result.added_sizes.append(sum(counts))
-            result.added_label_accuracy.append(float(np.mean(right)) if right else None)
             patterns = yield from generation_of_patterns(generation, training_sets)
             if patterns is None:
                 return _stopped_in_ipet(result, started)
+            # a generation's figures once it is whole: every list has one entry per finished generation
+            result.added_sizes.append(sum(counts))
+            result.added_label_accuracy.append(float(np.mean(right)) if right else None)
             pool_scores, test_scores = stacked(patterns)
             result.ipet_accuracy.append(accuracy(ensemble_scores(test_scores, weights)))
         q = soft_labels(pool_scores, weights, config.temperature)

@@ -217,9 +217,13 @@ def test_a_sliding_window_model_rescores_its_candidates_as_one_by_one(tiny_causa
     config = MistralConfig(**{**tiny_causal.model.config.to_dict(), "sliding_window": 4})
     torch.manual_seed(0)
     mistral = LM(MistralForCausalLM(config).eval(), tiny_causal.tokenizer, "causal", "tiny-mistral")
+    unwindowed = MistralForCausalLM(MistralConfig(**{**config.to_dict(), "sliding_window": None})).eval()
+    unwindowed.load_state_dict(mistral.model.state_dict())
     prompt = make_prompt(mistral, task)
     examples = [task.train[0], {"text": "i loved this film and the cast was very good", "label": 1}]
     tokens = [one_token(mistral, w) for w in ("great", "plot", "awful")]
+    unwindowed = LM(unwindowed, tiny_causal.tokenizer, "causal", "tiny-mistral-unwindowed")
+    assert not torch.allclose(label_log_probs(mistral, prompt, examples), label_log_probs(unwindowed, prompt, examples))
     shared, original = [], autoprompt._rescore_shared_prefix
     monkeypatch.setattr(autoprompt, "_rescore_shared_prefix", lambda *a: shared.append(1) or original(*a))
     scores = rescore_candidates(mistral, prompt, 0, tokens, examples)

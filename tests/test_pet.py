@@ -31,6 +31,7 @@ from peftlab.pet import (
     unlabelled_pool,
 )
 from peftlab.tuning import TrainSettings
+from peftlab.ui import pet_tab
 
 TINY_PATTERNS = ["{text} it was{mask}", "review : {text} sentiment :{mask}"]
 TINY_WORDS = {"negative": ["bad"], "positive": ["good"]}
@@ -185,8 +186,8 @@ def test_an_uploaded_unlabelled_file_never_gives_the_classifier_a_test_text_or_a
     left out of every seed's pool, and a pool they leave too small gets one sentence."""
     train, dev = tiny_task.few_shot(1, 13)
     test_texts = [row["text"] for row in tiny_task.test_subset(None)]
-    fresh = [{"text": f"the film was fine {i}"} for i in range(6)]
-    texts = fresh + [{"text": f" {t} "} for t in test_texts] + [{"text": row["text"]} for row in train + dev]
+    fresh = [{"text": f"the film was fine {i}", "id": str(i)} for i in range(6)]  # a column no pattern reads
+    texts = fresh + [{"text": f" {t} ", "id": "x"} for t in test_texts] + [{"text": r["text"]} for r in train + dev]
     config = PETConfig(shots=1, seeds=(13,), unlabelled=6, test_limit=None)
     pool, gold = seed_pool(tiny_task, config, train + dev, 13, texts)
     assert sorted(row["text"] for row in pool) == sorted(row["text"] for row in fresh) and gold is None
@@ -214,6 +215,37 @@ def test_a_stop_during_ipet_keeps_the_seed_s_finished_pet(tiny_causal, tiny_task
     assert [row.method for row in results[0].rows] == ["pet ensemble", "pet"]
     assert results[0].summary()["ipet_stopped"] and results[0].ipet_distilled_accuracy is None
     assert results[0].classifier.scored.accuracy == results[0].distilled_accuracy
+    assert results[0].added_sizes == results[0].added_label_accuracy == results[0].ipet_accuracy == []  # none whole
+    table = pet_tab._table(results, 2)
+    assert "iPET" not in table.columns and not table.isin(["nan%"]).any().any()
+
+
+def test_a_pet_table_with_a_seed_stopped_in_ipet_says_so_and_averages_the_seeds_that_have_it():
+    """Seed 13 finished iPET, seed 21 was stopped in its second generation: its iPET cells showed "nan%"."""
+    from types import SimpleNamespace
+
+    def seed(number, ipet, distilled):
+        return SimpleNamespace(
+            seed=number,
+            pattern_accuracies=[0.7, 0.8],
+            ensemble_accuracy=0.8,
+            distilled_accuracy=0.82,
+            ipet_accuracy=ipet,
+            ipet_distilled_accuracy=distilled,
+            soft_label_accuracy=None,
+        )
+
+    table = pet_tab._table([seed(13, [0.84, 0.86], 0.85), seed(21, [0.8], None)], 2).set_index("seed")
+    assert table.loc["21", ["iPET ensemble g1", "iPET ensemble g2", "iPET"]].tolist() == ["80.0%", "—", "—"]
+    assert table.loc["mean ± std", "iPET"] == "85.0% ± —"  # seed 13's alone
+    assert table.loc["mean ± std", "iPET ensemble g1"] == "82.0% ± 2.8%"
+
+
+def test_a_generation_that_adds_no_text_has_no_share_of_right_labels(tiny_causal, tiny_task):
+    """K=1 of 2 labels with growth 1.2 adds int(2 · 1.2 − 2) = 0 texts: the share of right labels was the mean of
+    nothing, NaN, which `--json` wrote as invalid JSON."""
+    result = run_tiny(tiny_causal, tiny_task, growth=1.2)[-1]
+    assert result.added_sizes == [0] and result.added_label_accuracy == [None]
 
 
 def test_ipet_reports_how_many_added_labels_were_right(tiny_causal, tiny_task, monkeypatch):

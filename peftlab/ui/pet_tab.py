@@ -100,16 +100,17 @@ def _table(results, patterns: int, running: tuple[int, dict[str, float]] | None 
     for r in results:
         row = {f"pattern {i}": a for i, a in enumerate(r.pattern_accuracies, start=1)}
         row |= {"ensemble": r.ensemble_accuracy, "PET": r.distilled_accuracy}
+        row |= {f"iPET ensemble g{g}": a for g, a in enumerate(r.ipet_accuracy, start=1)}  # finished generations
         if r.ipet_distilled_accuracy is not None:
-            row |= {f"iPET ensemble g{g}": a for g, a in enumerate(r.ipet_accuracy, start=1)}
             row["iPET"] = r.ipet_distilled_accuracy
         if r.soft_label_accuracy is not None:  # texts of the training pool, whose labels were hidden
             row["soft labels right"] = r.soft_label_accuracy
         rows.append(row)
     numbers = pd.DataFrame(rows, columns=columns[1:] if not rows else None)
-    shown = numbers.map("{:.1%}".format)
+    # a seed stopped during iPET has no iPET figures ("—", not "nan%"); the mean and std are over the seeds that have
+    shown = numbers.map(_percent)
     if len(numbers) > 1:
-        spread = numbers.mean().map("{:.1%}".format) + " ± " + numbers.std().map("{:.1%}".format)
+        spread = numbers.mean().map(_percent) + " ± " + numbers.std().map(_percent)
         shown = pd.concat([shown, spread.to_frame().T])
     seeds = [str(r.seed) for r in results] + (["mean ± std"] if len(numbers) > 1 else [])
     if running and running[1]:
@@ -118,6 +119,10 @@ def _table(results, patterns: int, running: tuple[int, dict[str, float]] | None 
         shown, seeds = pd.concat([shown, pd.DataFrame([line])]), [*seeds, f"{seed} (running)"]
     shown.insert(0, "seed", seeds)
     return shown.reset_index(drop=True)
+
+
+def _percent(value: float) -> str:
+    return "—" if pd.isna(value) else f"{value:.1%}"
 
 
 def leaning_classifier_notes(result, label_names: list[str], distil_steps: int) -> list[str]:
