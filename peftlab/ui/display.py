@@ -59,7 +59,7 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
         if "share" in words:
             shown[column] = shown[column].map(lambda value: "" if pd.isna(value) else share_text(value))
         elif any(word in PERCENT_WORDS for word in words):
-            shown[column] = shown[column].map(_percent)
+            shown[column] = shown[column].map(percent)
         elif "f1" in words:  # three decimals, as the Compare table writes it (the listing said "1" and "0.9")
             shown[column] = shown[column].map(lambda value: "" if pd.isna(value) else f"{value:.3f}")
         else:
@@ -116,9 +116,10 @@ def _number(value: float) -> str:
     return f"{value:,.3f}".rstrip("0").rstrip(".")
 
 
-def _percent(value: float) -> str:
+def percent(value: float, missing: str = "") -> str:
+    """A share as a table shows it: "82.4%", "0.05%" for a tiny one, `missing` for NaN."""
     if pd.isna(value):
-        return ""
+        return missing
     return f"{value:.1%}" if value == 0 or abs(value) >= 1e-3 else f"{100 * value:.3g}%"
 
 

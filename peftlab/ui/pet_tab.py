@@ -7,6 +7,7 @@ offers the classifier to classify typed text and to download.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict
 
@@ -51,7 +52,7 @@ from peftlab.ui.common import (
     upload_limit_note,
     verbalizer_box,
 )
-from peftlab.ui.display import fitted_table, scored_on, time_left, took, warning_notes
+from peftlab.ui.display import fitted_table, percent, scored_on, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.presses import (
@@ -108,9 +109,10 @@ def _table(results, patterns: int, running: tuple[int, dict[str, float]] | None 
         rows.append(row)
     numbers = pd.DataFrame(rows, columns=columns[1:] if not rows else None)
     # a seed stopped during iPET has no iPET figures ("—", not "nan%"); the mean and std are over the seeds that have
-    shown = numbers.map(_percent)
+    as_percent = functools.partial(percent, missing="—")
+    shown = numbers.map(as_percent)
     if len(numbers) > 1:
-        spread = numbers.mean().map(_percent) + " ± " + numbers.std().map(_percent)
+        spread = numbers.mean().map(as_percent) + " ± " + numbers.std().map(as_percent)
         shown = pd.concat([shown, spread.to_frame().T])
     seeds = [str(r.seed) for r in results] + (["mean ± std"] if len(numbers) > 1 else [])
     if running and running[1]:
@@ -119,10 +121,6 @@ def _table(results, patterns: int, running: tuple[int, dict[str, float]] | None 
         shown, seeds = pd.concat([shown, pd.DataFrame([line])]), [*seeds, f"{seed} (running)"]
     shown.insert(0, "seed", seeds)
     return shown.reset_index(drop=True)
-
-
-def _percent(value: float) -> str:
-    return "—" if pd.isna(value) else f"{value:.1%}"
 
 
 def leaning_classifier_notes(result, label_names: list[str], distil_steps: int) -> list[str]:
