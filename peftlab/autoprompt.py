@@ -38,7 +38,7 @@ from peftlab.config import Config, counted, scored_texts_setting, seed_setting, 
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, mean_gold_log_prob
 from peftlab.models import LM, capture_head_inputs
-from peftlab.prompts import TRIGGER, Prompt, Template, Verbalizer
+from peftlab.prompts import TRIGGER, Prompt, Template, Verbalizer, token_text
 from peftlab.seeding import seeded
 from peftlab.store import ResultRow
 from peftlab.tasks import Task
@@ -370,7 +370,7 @@ def search_triggers(
     best_ids = list(prompt.trigger_ids)
 
     def tokens(ids: Sequence[int]) -> list[str]:
-        return [lm.tokenizer.decode([i]) for i in ids]
+        return [token_text(lm.tokenizer, i) for i in ids]
 
     yield AutoPromptEvent(
         step=0,
@@ -666,7 +666,7 @@ def autoprompt_run(
     manual = evaluate(lm, task, remove_triggers(config.template), verbalizer_obj.to_json(), limit=len(test))
     rows = [found_row, manual.row]
     yield AutoPromptResult(
-        trigger_tokens=[lm.tokenizer.decode([i]) for i in last.best_trigger_ids],
+        trigger_tokens=[token_text(lm.tokenizer, i) for i in last.best_trigger_ids],
         template=template,
         verbalizer={label: list(words) for label, words in verbalizer_obj.words.items()},
         dev_accuracy=last.best_dev_accuracy,

@@ -32,7 +32,7 @@ from peftlab.config import Config, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, confusion_matrix, leaning_label, macro_f1
 from peftlab.models import LM
-from peftlab.prompts import Prompt, Query, Template, Verbalizer, pick_demonstrations, typed_example
+from peftlab.prompts import Prompt, Query, Template, Verbalizer, pick_demonstrations, token_text, typed_example
 from peftlab.store import ResultRow, fingerprint
 from peftlab.tasks import Task
 
@@ -906,4 +906,4 @@ def mask_top_tokens(lm: LM, prompt: Prompt, example: dict, top_k: int = 10) -> l
     with torch.inference_mode():
         logits = lm.model(input_ids=ids).logits[0, query.read_positions[0]].float()  # (V,)
     top = logits.softmax(-1).topk(top_k)
-    return [(lm.tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
+    return [(token_text(lm.tokenizer, int(i)), float(p)) for p, i in zip(top.values, top.indices)]

@@ -135,6 +135,32 @@ def typed_example(text: str, fields: Sequence[str]) -> dict:
     return {name: values[name] for name in fields} | {"label": 0}
 
 
+def token_text(tokenizer, token_id: int) -> str:
+    """One token as a person reads it: its text, with characters that print nothing escaped ('\\n'), or, for a token
+    holding only some of a character's UTF-8 bytes, those bytes written out, e.g. ' \\xf0\\x9f (part of a
+    character)'. Decoded alone, every such token reads '�': the Cloze tab's top tokens after an emoji listed two
+    different tokens as '�' twice, and a newline as an empty cell."""
+    text = tokenizer.decode([token_id])
+    if "\ufffd" not in text:
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    raw = _token_bytes(tokenizer.convert_ids_to_tokens(token_id))
+    if raw is None:  # a vocabulary that keeps no bytes: its own spelling of the token
+        return tokenizer.convert_ids_to_tokens(token_id)
+    written = raw.decode("utf-8", "backslashreplace")
+    return text if written == text else f"{written} (part of a character)"  # '�' itself is a whole character
+
+
+def _token_bytes(piece: str) -> bytes | None:
+    """The bytes a vocabulary entry stands for: a SentencePiece byte-fallback piece ('<0xF0>') or a byte-level BPE
+    piece (GPT-2's printable stand-ins for bytes, 'Ġð' for b' \\xf0'); None for any other."""
+    if fallback := re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece):
+        return bytes.fromhex(fallback[1])
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # the table byte-level BPE vocabularies use
+
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    return bytes(byte_of[c] for c in piece) if all(c in byte_of for c in piece) else None
+
+
 @dataclass(frozen=True)
 class Verbalizer:
     """Label -> one or more label words, in the task's label order."""

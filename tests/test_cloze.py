@@ -28,7 +28,7 @@ from peftlab.cloze import (
 )
 from peftlab.errors import PeftlabError
 from peftlab.models import LM
-from peftlab.prompts import Prompt, Query, Template, Verbalizer
+from peftlab.prompts import Prompt, Query, Template, Verbalizer, token_text
 
 LABELS = ["negative", "positive"]
 TEMPLATE = "Review: {text}\nSentiment:{mask}"
@@ -644,7 +644,7 @@ def test_classify_text(tiny_lm, tiny_task):
             logits = tiny_lm.model(input_ids=torch.tensor([ids])).logits[0, -2]
     top = logits.softmax(-1).topk(5)
     assert probs == pytest.approx(top.values.tolist(), abs=1e-5)
-    assert [t for t, _ in prediction.top_tokens] == [tokenizer.decode([int(i)]) for i in top.indices]
+    assert [t for t, _ in prediction.top_tokens] == [token_text(tokenizer, int(i)) for i in top.indices]
 
 
 def test_classify_text_mean_calibration_uses_test_texts(tiny_causal, tiny_task):

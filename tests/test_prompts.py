@@ -14,6 +14,7 @@ from peftlab.prompts import (
     _word_with_space,
     pick_demonstrations,
     suggested_prompt,
+    token_text,
     typed_example,
 )
 
@@ -432,3 +433,33 @@ def test_demonstrations_precede_the_input(tiny_lm, tiny_task):
         positions.append(decoded.find(norm(f"Review: {example['text']}\nSentiment:")))
         assert all(p >= 0 for p in positions), decoded
         assert positions == sorted(positions)
+
+
+# ---------------------------------------------------------------- tokens as text
+
+
+def test_a_token_holding_part_of_a_character_shows_its_bytes(tiny_causal):
+    """An emoji's first bytes decode to '�' alone: the Cloze tab's top tokens listed two different tokens as '�'."""
+    tokenizer = tiny_causal.tokenizer
+    first, second = tokenizer.convert_tokens_to_ids(["ð", "Ł"])  # byte-level BPE's stand-ins for bytes 0xF0 and 0x9F
+    assert tokenizer.decode([first]) == tokenizer.decode([second]) == "\ufffd"
+    assert token_text(tokenizer, first) == "\\xf0 (part of a character)"
+    assert token_text(tokenizer, second) == "\\x9f (part of a character)"
+    word = tokenizer.convert_tokens_to_ids("Ġgreat")
+    assert token_text(tokenizer, word) == tokenizer.decode([word]) == " great"
+    assert token_text(tokenizer, tokenizer.convert_tokens_to_ids("Ċ")) == "\\n"  # a newline, not an empty cell
+
+
+def test_a_byte_fallback_piece_shows_its_byte_and_a_whole_replacement_character_stays():
+    class Pieces:  # a SentencePiece vocabulary's byte-fallback spelling, as its tokenizer answers
+        spelled = {0: "<0xE2>", 1: "ï¿½", 2: "[odd]"}  # 1: byte-level BPE's spelling of U+FFFD's 3 bytes
+
+        def decode(self, ids):
+            return "\ufffd"
+
+        def convert_ids_to_tokens(self, token_id):
+            return self.spelled[token_id]
+
+    assert token_text(Pieces(), 0) == "\\xe2 (part of a character)"
+    assert token_text(Pieces(), 1) == "\ufffd"  # the character U+FFFD itself, whole
+    assert token_text(Pieces(), 2) == "[odd]"  # no bytes to show: the vocabulary's own spelling
