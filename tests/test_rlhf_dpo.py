@@ -13,7 +13,7 @@ from peftlab.errors import PeftlabError
 from peftlab.rlhf import dpo
 from peftlab.rlhf.data import Comparison
 from peftlab.rlhf.dpo import DPOConfig, DPOEvent, DPOResult, train_dpo
-from peftlab.rlhf.generation import encode_pairs, format_prompt, response_forward
+from peftlab.rlhf.generation import encode_pairs, encode_prompts, format_prompts, response_forward
 from peftlab.rlhf.sft import lora_config
 from tests.test_rlhf_stages import BAD, GOOD, PROMPTS, run
 
@@ -28,7 +28,7 @@ def sequence_log_probs(model, tokenizer, prompt: str, responses: list[str]) -> t
 def trl_sequence_log_prob(model, tokenizer, prompt: str, response: str) -> float:
     """log π(y|x) on the tokens TRL reads: prompt and response tokenized together, with the tokenizer's own special
     tokens (a BOS for the tiny tokenizer; none for SmolLM2, whose sequences are then the other stages' exactly)."""
-    context = format_prompt(tokenizer, prompt)
+    context = dpo.trl_prompts(tokenizer, [prompt])[0]
     ids = tokenizer(context + response + tokenizer.eos_token).input_ids
     start = len(tokenizer(context).input_ids)
     with torch.no_grad():
@@ -144,7 +144,16 @@ def test_dpo_reads_one_bos_where_the_template_and_the_tokenizer_each_add_one(tin
     tokenizer = copy.deepcopy(tiny_causal.tokenizer)  # adds a BOS, as Llama's does
     tokenizer.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
     read_by_trl = tokenizer(dpo.trl_prompts(tokenizer, PROMPTS[:1])[0]).input_ids
-    assert read_by_trl == tokenizer(format_prompt(tokenizer, PROMPTS[0]), add_special_tokens=False).input_ids
+    assert read_by_trl == tokenizer(format_prompts(tokenizer, PROMPTS[:1])[0], add_special_tokens=False).input_ids
     assert read_by_trl.count(tokenizer.bos_token_id) == 1
-    # without a template of its own there is no BOS of the template's to leave out
-    assert dpo.trl_prompts(tiny_causal.tokenizer, PROMPTS[:1]) == [format_prompt(tiny_causal.tokenizer, PROMPTS[0])]
+
+
+def test_every_stage_reads_the_tokenizers_bos_on_a_model_without_a_chat_template(tiny_causal):
+    """The tiny tokenizer adds a BOS, as Llama 2's does, and has no chat template: DPO (TRL, with special tokens) read
+    one that SFT, the reward model, PPO and the evaluation (`add_special_tokens=False`) did not."""
+    tokenizer = tiny_causal.tokenizer
+    input_ids, attention_mask = encode_prompts(tokenizer, PROMPTS[:3])
+    for ids, mask, prompt in zip(input_ids, attention_mask, dpo.trl_prompts(tokenizer, PROMPTS[:3])):
+        read = ids[mask.bool()].tolist()
+        assert read[0] == tokenizer.bos_token_id and read.count(tokenizer.bos_token_id) == 1
+        assert tokenizer(prompt).input_ids == read  # what TRL reads

@@ -16,7 +16,7 @@ from peftlab.errors import PeftlabError
 from peftlab.rlhf.data import Comparison, Demonstration
 from peftlab.rlhf.dpo import DPOConfig, train_dpo
 from peftlab.rlhf.evaluation import compare_policies
-from peftlab.rlhf.generation import encode_pairs, encode_prompts, format_prompt, sample_responses
+from peftlab.rlhf.generation import encode_pairs, encode_prompts, format_prompts, sample_responses
 from peftlab.rlhf.labelers import VaderLabeler, labeler_by_name
 from peftlab.rlhf.pipeline import (
     PipelineConfig,
@@ -79,7 +79,7 @@ def test_sft_loss_counts_response_tokens_only(tiny_causal):
     ids = batch.input_ids[0][batch.attention_mask[0].bool()]  # prompt + response + EOS, no padding
     prompt_length = len(
         tiny_causal.tokenizer(
-            format_prompt(tiny_causal.tokenizer, demonstration.prompt), add_special_tokens=False
+            format_prompts(tiny_causal.tokenizer, [demonstration.prompt])[0], add_special_tokens=False
         ).input_ids
     )
     with torch.no_grad():

@@ -35,7 +35,7 @@ from peftlab.errors import PeftlabError
 from peftlab.models import autocast_dtype, save_adapter
 from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Comparison
-from peftlab.rlhf.generation import check_word_scores_fit, end_of_response, format_prompt
+from peftlab.rlhf.generation import adds_bos, check_word_scores_fit, end_of_response, format_prompts
 from peftlab.rlhf.sft import lora_config
 from peftlab.seeding import seeded
 from peftlab.training import Event, check_finite
@@ -124,13 +124,11 @@ def check_batch_fits(model, tokenizer, rows: Sequence[dict], batch_size: int) ->
 
 
 def trl_prompts(tokenizer, prompts: Sequence[str]) -> list[str]:
-    """The prompts as every stage formats them (`format_prompt`), less the chat template's BOS when the tokenizer puts
-    one in front itself: TRL tokenizes the text with special tokens, the other stages without (`encode_prompts`), and
-    Llama 3's template and tokenizer each add one, so DPO read two where SFT, PPO and the evaluation read one."""
-    bos = tokenizer.bos_token
-    adds_bos = bos is not None and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]
-    texts = [format_prompt(tokenizer, prompt) for prompt in prompts]
-    return [text[len(bos) :] if adds_bos and text.startswith(bos) else text for text in texts]
+    """The prompts as every stage formats them (`generation.format_prompts`), less their BOS where the tokenizer puts
+    one in front itself: TRL tokenizes the text with special tokens, the other stages without, so DPO read two BOS
+    where SFT, PPO and the evaluation read one (Llama 3's template and tokenizer each add one)."""
+    texts = format_prompts(tokenizer, prompts)
+    return [text.removeprefix(tokenizer.bos_token) for text in texts] if adds_bos(tokenizer) else texts
 
 
 def train_dpo(

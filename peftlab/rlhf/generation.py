@@ -28,14 +28,30 @@ from peftlab.seeding import seeded
 SYSTEM_PROMPT = "You are a helpful assistant."
 
 
-def format_prompt(tokenizer, prompt: str) -> str:
-    """The text the policy continues: a chat turn where the model has a chat template, else `prompt\\n`.
+def format_prompts(tokenizer, prompts: Sequence[str]) -> list[str]:
+    """The texts the policy continues: a chat turn each where the model has a chat template, else `prompt\\n`; each
+    starting with the tokenizer's BOS where its tokenizer puts one in front (`adds_bos`), as the model was trained.
 
-    The short system message replaces a template's default one where the template takes one (SmolLM2's
-    default is 25 tokens, most of a review prompt: every stage reads the prompt, so it costs time everywhere).
+    Every stage tokenizes these without special tokens, except DPO, whose TRL trainer adds them (`dpo.trl_prompts`):
+    a tokenizer adding a BOS to a model without a chat template had DPO read a BOS that SFT, the reward model, PPO and
+    the evaluation never read. The short system message replaces a template's default one where the template takes
+    one (SmolLM2's default is 25 tokens, most of a review prompt: every stage reads the prompt, so it costs time
+    everywhere).
     """
-    if not getattr(tokenizer, "chat_template", None):
-        return prompt + "\n"
+    if getattr(tokenizer, "chat_template", None):
+        texts = [_chat_turn(tokenizer, prompt) for prompt in prompts]
+    else:
+        texts = [prompt + "\n" for prompt in prompts]
+    start = tokenizer.bos_token if adds_bos(tokenizer) else ""  # a chat template may write it already (Llama 3's)
+    return [text if text.startswith(start) else start + text for text in texts]
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts its BOS token in front of a text it encodes with its special tokens (Llama's do)."""
+    return tokenizer.bos_token is not None and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]
+
+
+def _chat_turn(tokenizer, prompt: str) -> str:
     user = [{"role": "user", "content": prompt}]
     try:
         return tokenizer.apply_chat_template(
@@ -89,9 +105,8 @@ def encode_prompts(
     tokenizer, prompts: Sequence[str], max_prompt_tokens: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded (input_ids, attention_mask) of the formatted prompts; (B, P) each."""
-    rows = [
-        tokenizer(format_prompt(tokenizer, p), add_special_tokens=False).input_ids[-max_prompt_tokens:] for p in prompts
-    ]
+    texts = format_prompts(tokenizer, prompts)
+    rows = [tokenizer(text, add_special_tokens=False).input_ids[-max_prompt_tokens:] for text in texts]
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
