@@ -40,7 +40,9 @@ log = logger("pet_fewshot")
 
 
 def spread(values) -> dict:
-    return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values, ddof=1)), 4)}
+    """Mean and std over seeds; one seed has no std (None: NaN made the JSON invalid)."""
+    std = round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else None
+    return {"mean": round(float(np.mean(values)), 4), "std": std}
 
 
 def one_run(lm, name: str, shots: int, config: PETConfig, settings: TrainSettings) -> dict:
@@ -74,10 +76,11 @@ def one_run(lm, name: str, shots: int, config: PETConfig, settings: TrainSetting
         "best_single_pattern": {"pattern": templates[best], **spread(patterns[:, best])},
         "ensemble": spread([r.ensemble_accuracy for r in results]),
         "pet": spread(pet),
-        "ipet": spread(ipet),
-        "ipet_ensemble_per_generation": [spread(g) for g in zip(*(r.ipet_accuracy for r in results))],
         "soft_labels_right": spread([r.soft_label_accuracy for r in results]),
     }
+    if config.ipet_generations:  # without iPET (--ipet-generations 0) its figures are None
+        summary["ipet"] = spread(ipet)
+        summary["ipet_ensemble_per_generation"] = [spread(g) for g in zip(*(r.ipet_accuracy for r in results))]
     return {
         "task": name,
         "shots": shots,
@@ -88,8 +91,8 @@ def one_run(lm, name: str, shots: int, config: PETConfig, settings: TrainSetting
         "targets": {
             "pet_gain_over_mean_single_points": round(100 * (np.mean(pet) - np.mean(mean_single)), 2),
             "pet_beats_mean_single_by_2_points": bool(np.mean(pet) >= np.mean(mean_single) + 0.02),
-            "pet_std_smaller": bool(np.std(pet, ddof=1) < np.std(mean_single, ddof=1)),
-            "ipet_at_least_pet": bool(np.mean(ipet) >= np.mean(pet)),
+            "pet_std_smaller": len(pet) > 1 and bool(np.std(pet, ddof=1) < np.std(mean_single, ddof=1)),
+            "ipet_at_least_pet": bool(np.mean(ipet) >= np.mean(pet)) if config.ipet_generations else None,
             "within_30_minutes": wall <= TARGET_MINUTES * 60,
         },
         "wall_seconds": round(wall, 1),
