@@ -475,8 +475,9 @@ def balanced_examples(task: Task, train_size: int, seed: int) -> tuple[list[dict
     if short:
         most = len(sizes) * (min(sizes.values()) // 2)
         raise PeftlabError(
-            f"A train size of {train_size} takes {per_class} examples of each class for training and as many again "
-            f"for dev, but class {short[0]!r} has only {sizes[short[0]]} in the training pool of {task.name!r}; "
+            f"A train size of {train_size} takes {counted(per_class, 'example')} of each class for training and as "
+            f"many again for dev, but class {short[0]!r} has only {sizes[short[0]]} in the training pool of "
+            f"{task.name!r}; "
             + (f"use a train size of at most {most}." if most >= len(sizes) else "add examples of that class.")
         )
     return task.few_shot(per_class, seed)

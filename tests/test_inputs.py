@@ -65,6 +65,8 @@ def test_label_word_search_uses_the_commands_train_size(tiny_causal):
         "A train size of 64 takes 32 examples of each class for training and as many again for dev, but class "
         "'negative' has only 10 in the training pool of 'small-upload'; use a train size of at most 10."
     )
+    with pytest.raises(PeftlabError, match=r"^A train size of 2 takes 1 example of each class for training and "):
+        run_autoprompt(tiny_causal, small_task(1), None, AutoPromptConfig(template="{text} [T] {mask}", train_size=2))
 
 
 # ---------------------------------------------------------------- label words
