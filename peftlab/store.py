@@ -18,6 +18,7 @@ import datetime
 import difflib
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import uuid
@@ -40,7 +41,7 @@ EXPORT_SUFFIXES = (".jsonl", ".csv")
 
 
 def store_path() -> Path:
-    return Path(os.environ.get("PEFTLAB_RESULTS", cache_dir() / "results.sqlite"))
+    return Path(os.environ.get("PEFTLAB_RESULTS") or cache_dir() / "results.sqlite")  # set empty: the default
 
 
 def fingerprint(rows: Sequence[dict]) -> str:
@@ -154,9 +155,15 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with self._connect() as connection:
+                _check_tables(connection)
                 columns = ", ".join(f"{name} {'TEXT PRIMARY KEY' if name == 'id' else ''}" for name in COLUMNS)
                 connection.execute(f"CREATE TABLE IF NOT EXISTS results ({columns})")
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, ValueError) as exc:
+            if not os.access(self.path if self.path.exists() else self.path.parent, os.W_OK):
+                raise PeftlabError(  # a read-only file was called "not a peftlab results store"
+                    f"The results store {str(self.path)!r} (PEFTLAB_RESULTS) cannot be written here ({exc}); point "
+                    "PEFTLAB_RESULTS at a file in a folder you can write to."
+                ) from None
             raise PeftlabError(
                 f"The results store {str(self.path)!r} (PEFTLAB_RESULTS) is not a peftlab results store ({exc}); "
                 "point PEFTLAB_RESULTS at another file, or move this one away."
@@ -292,7 +299,7 @@ class ResultStore:
                 f"No stored results{f' of {chosen}' if chosen else ''}{self.guess(**where)}; nothing was written."
             )
         records = [asdict(r) | {"owner": ""} for r in rows]
-        if path.suffix == ".jsonl":
+        if path.suffix.lower() == ".jsonl":
             path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
         else:
             table = pd.DataFrame(records, columns=COLUMNS, dtype=object)
@@ -311,7 +318,7 @@ class ResultStore:
         Raises:
             PeftlabError: a file that is not UTF-8 text or not an export of results, naming the first bad line.
         """
-        from peftlab.uploads import json_objects, read_csv_text, read_text, unreadable
+        from peftlab.uploads import json_objects, read_csv_text, read_text, short_record, unreadable
 
         path = Path(path)
         _check_suffix(path)
@@ -319,7 +326,7 @@ class ResultStore:
         written = 'import a file that `results export` or the Compare tab\'s "Export all" wrote'
         if not text.strip():  # an empty CSV was told how to quote its cells
             raise PeftlabError(f"'{path.name}' holds no results; {written}.")
-        if path.suffix == ".jsonl":
+        if path.suffix.lower() == ".jsonl":
             records = json_objects(text, path.name)
         else:  # every cell as text, typed back by the row's fields (a CSV has no types of its own)
             try:  # separated as a spreadsheet saved it (semicolons, in many languages)
@@ -331,6 +338,12 @@ class ResultStore:
                 raise PeftlabError(
                     f"'{path.name}' is a table, not exported results (its columns begin {columns}): a comparison's "
                     f"table cannot be imported; {written}."
+                )
+            if cut := short_record(text):  # its missing cells read as empty: a half line was added as a result
+                line, cells, width = cut
+                raise PeftlabError(
+                    f"Line {line} of '{path.name}' has {cells} of the header's {width} cells: the file looks cut "
+                    f"short; {written}."
                 )
             records = [(f"Line {n} of '{path.name}'", r) for n, r in enumerate(table.to_dict("records"), 2)]
         rows = []
@@ -366,6 +379,19 @@ class ResultStore:
                 "SELECT id FROM results WHERE owner != ? AND id IN (SELECT id FROM wanted)", [self.owner]
             )
             return {record[0] for record in found.fetchall()}
+
+
+def _check_tables(connection: sqlite3.Connection) -> None:
+    """Raise ValueError (in words) for a database that is not a results store: one holding other tables (another
+    program's, which the store's table was silently added to), or a `results` table without every column a row has
+    (every command failed with "no such column: owner", reported as a bug in peftlab)."""
+    tables = [name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    if others := sorted(set(tables) - {"results"}):
+        raise ValueError(f"it holds the tables {', '.join(others)}")
+    if tables:
+        present = {record[1] for record in connection.execute("PRAGMA table_info(results)")}
+        if missing := [name for name in COLUMNS if name not in present]:
+            raise ValueError(f"its results table has no column {', '.join(missing)}")
 
 
 def _content(row: ResultRow) -> str:
@@ -465,6 +491,9 @@ LIST_COLUMNS = [
 ]
 FLOAT_COLUMNS = ("accuracy", "macro_f1", "train_seconds", "scoring_seconds", "peak_memory_mb")
 INT_COLUMNS = ("k", "seed", "trainable_params")
+TEXT_COLUMNS = ("kind", "model", "task", "test_fingerprint", "method", "device", "owner", "version", "created", "id")
+SQLITE_INTEGER_LIMIT = 2**63  # SQLite keeps an integer in 8 bytes, signed
+ROUTE_FIGURES = ("_mean_score", "_mean_reward", "_mean_kl")  # an RLHF row's metrics: "ppo_mean_kl", ...
 
 
 def _row_from(record: dict) -> ResultRow:
@@ -478,12 +507,14 @@ def _row_from(record: dict) -> ResultRow:
                 values[name] = json.loads(value)
             except json.JSONDecodeError:
                 values[name] = value  # refused below, as not a JSON list or object
+        elif name in TEXT_COLUMNS and value is not None and not isinstance(value, str):
+            raise ValueError(f"its {name} {_clipped(value)} is not text")  # a list for a model broke the insert
         elif name in FLOAT_COLUMNS and value is not None:
-            values[name] = float(value)
+            values[name] = _number(name, value)
         elif name in INT_COLUMNS and value is not None:
-            if isinstance(value, bool) or not float(value).is_integer():  # K 2.7 was cut to 2, a line of its own
+            if isinstance(value, bool) or not _number(name, value).is_integer():  # K 2.7 was cut to 2
                 raise ValueError(f"its {name} {_clipped(value)} is not a whole number")
-            values[name] = int(float(value))
+            values[name] = int(value) if isinstance(value, int) else int(float(value))
     for column in JSON_COLUMNS:
         kind = list if column in ("predictions", "gold") else dict
         if values[column] is None:
@@ -498,6 +529,28 @@ def _row_from(record: dict) -> ResultRow:
     values["train_seconds"] = values["train_seconds"] or 0.0
     values["scoring_seconds"] = values["scoring_seconds"] or 0.0
     return ResultRow(**values)
+
+
+def _number(name: str, value) -> float:
+    """A numeric cell as a float; ValueError, in words, for a list, a word or a number past a float's range (10**400
+    was an OverflowError, reported as a bug in peftlab)."""
+    if not isinstance(value, int | float | str) or isinstance(value, bool):
+        raise ValueError(f"its {name} {_clipped(value)} is not a number")
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"its {name} {_clipped(value)} is not a number") from None
+    except OverflowError:
+        raise ValueError(f"its {name} {_clipped(value)} is too large") from None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_count(value) -> bool:
+    """A whole number from 0: a class index, or a count of rows."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _clipped(value) -> str:
@@ -515,12 +568,21 @@ def _check_row(row: ResultRow) -> None:
     shares = {"accuracy": row.accuracy, "macro_f1": row.macro_f1}
     shares |= {f"class {label!r}'s F1": f1 for label, f1 in row.per_class_f1.items()}
     for name, share in shares.items():
+        if share is not None and not _is_number(share):
+            raise ValueError(f"{name} {_clipped(share)} is not a number")
         if share is not None and not 0 <= share <= 1:  # NaN fails too
             raise ValueError(f"{name} {share} is outside 0 to 1")
-    for name in ("k", "trainable_params", "train_seconds", "scoring_seconds", "peak_memory_mb"):
+    for name in ("k", "trainable_params", "train_seconds", "scoring_seconds", "peak_memory_mb", "seed"):
         value = getattr(row, name)
-        if value is not None and not value >= (1 if name == "k" else 0):
+        if value is None:
+            continue
+        if not math.isfinite(value):  # infinite memory made `results show --json` invalid
+            raise ValueError(f"{name} {value} is not a finite number")
+        if name != "seed" and not value >= (1 if name == "k" else 0):
             raise ValueError(f"{name} {value} is {'below 1' if name == 'k' else 'negative'}")
+        if abs(value) >= SQLITE_INTEGER_LIMIT:  # past what SQLite stores: reported as a bug in peftlab
+            raise ValueError(f"{name} {value:g} is too large")
+    _check_metrics(row.metrics)
     if len(row.predictions) != len(row.gold):
         raise ValueError(f"it has {len(row.predictions)} predictions for {len(row.gold)} gold labels")
     if row.predictions:
@@ -534,12 +596,9 @@ def _check_scored(row: ResultRow) -> None:
     if not classes:
         raise ValueError("it has predictions but no per_class_f1, which names its classes")
 
-    def is_class(label) -> bool:
-        return isinstance(label, int) and not isinstance(label, bool) and label >= 0
-
     for name in ("predictions", "gold"):
         labels = getattr(row, name)
-        if odd := [label for label in labels if not is_class(label)]:
+        if odd := [label for label in labels if not _is_count(label)]:
             raise ValueError(f"its {name} hold {_clipped(odd[0])}, not a class index (0, 1, ...)")
         if max(labels) >= classes:
             raise ValueError(
@@ -559,6 +618,9 @@ def _check_scored(row: ResultRow) -> None:
     missing = [name for name in ("split", "rows_scored") if name not in row.settings]
     if missing:
         raise ValueError(f"its settings lack {' and '.join(missing)}, which every scored result records")
+    for name in ("rows_scored", "rows_in_split"):  # what the listing and every note of rows scored read
+        if name in row.settings and not _is_count(row.settings[name]):
+            raise ValueError(f"its settings' {name} {_clipped(row.settings[name])} is not a whole number")
     if row.settings["rows_scored"] != len(row.predictions):
         raise ValueError(
             f"its settings say {row.settings['rows_scored']} rows were scored, but it has "
@@ -566,10 +628,21 @@ def _check_scored(row: ResultRow) -> None:
         )
 
 
+def _check_metrics(metrics: dict) -> None:
+    """`_check_row` for the figures in a row's metrics that tables compute with: its model's parameters (a trained
+    method's share of them) and an RLHF route's scores and KL. "lots" of parameters broke the Compare tab and the
+    report for every row of the task and model."""
+    if "model_params" in metrics and not (_is_number(metrics["model_params"]) and metrics["model_params"] > 0):
+        raise ValueError(f"its metrics' model_params {_clipped(metrics['model_params'])} is not a number above 0")
+    for key, value in metrics.items():
+        if key.endswith(ROUTE_FIGURES) and not _is_number(value):
+            raise ValueError(f"its metrics' {key} {_clipped(value)} is not a number")
+
+
 def _check_suffix(path: Path) -> None:
     """Raise a PeftlabError for a path that is no results file: a folder, or a name without .jsonl or .csv."""
     if path.is_dir():
         raise PeftlabError(f"'{path}' is a folder; give a results file ending in {' or '.join(EXPORT_SUFFIXES)}.")
-    if path.suffix not in EXPORT_SUFFIXES:
+    if path.suffix.lower() not in EXPORT_SUFFIXES:
         given = path.suffix or f"'{path.name}', a name without one"
         raise PeftlabError(f"A results file ends in {' or '.join(EXPORT_SUFFIXES)}, not {given}.")

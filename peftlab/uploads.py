@@ -11,6 +11,7 @@ Files are read as data only: parsed by pandas' CSV reader or the json module, ne
 from __future__ import annotations
 
 import codecs
+import csv
 import io
 import json
 import unicodedata
@@ -189,11 +190,24 @@ def read_csv_text(text: str, **options) -> pd.DataFrame:
     Raises:
         ValueError, pandas.errors.ParserError: text pandas cannot read as CSV (a quote left open).
     """
-    header = text.lstrip().splitlines()[0]
-    separator = max(SEPARATORS, key=lambda sep: (header.count(sep), sep == ","))
-    table = pd.read_csv(io.StringIO(text), sep=separator, **options)
+    table = pd.read_csv(io.StringIO(text), sep=_separator(text), **options)
     table.columns = [str(name).strip() for name in table.columns]  # "text, label" as spreadsheets write it
     return table
+
+
+def short_record(text: str) -> tuple[int, int, int] | None:
+    """The first record of a CSV's text with fewer cells than its header, as (its line among the file's records, the
+    header being line 1; its cells; the header's), or None. pandas fills such a record's missing cells as empty, so a
+    file cut short in the middle of a line reads as whole."""
+    records = (r for r in csv.reader(io.StringIO(text), delimiter=_separator(text)) if r)  # no blank lines, as pandas
+    width = len(next(records))
+    return next(((n, len(r), width) for n, r in enumerate(records, 2) if len(r) < width), None)
+
+
+def _separator(text: str) -> str:
+    """Comma, else the separator the header line uses most (semicolon or tab)."""
+    header = text.lstrip().splitlines()[0]
+    return max(SEPARATORS, key=lambda sep: (header.count(sep), sep == ","))
 
 
 def _is_one_json_value(text: str) -> bool:

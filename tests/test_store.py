@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
+import re
 import sqlite3
 import subprocess
 import sys
 
 import pytest
 
+from peftlab.cache import cache_dir
 from peftlab.errors import PeftlabError
-from peftlab.store import ResultRow, ResultStore, fingerprint, per_class_f1
+from peftlab.store import COLUMNS, ResultRow, ResultStore, fingerprint, per_class_f1, store_path
 from peftlab.tasks import Task
 
 TASK = Task(
@@ -64,7 +69,7 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     assert len(rows) == 120 and {r.method for r in rows} == {"w1", "w2"}
 
 
-@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".CSV", ".JSONL"])  # "not .CSV" refused a name as typed
 def test_export_and_import_give_back_the_same_rows(tmp_path, suffix):
     source = ResultStore(tmp_path / "a.sqlite")
     source.add([row(), row("lora", seed=13, trainable_params=10, train_seconds=1.5)])
@@ -251,6 +256,64 @@ def test_an_import_refuses_figures_no_run_can_produce(tmp_path):
     assert store.import_(edited).sentence() == "0 results added; 1 was already stored."  # the same result
 
 
+def test_an_import_refuses_values_of_the_wrong_type_in_one_sentence(tmp_path):
+    """A list for a model, 10**400 for K, infinite memory, "lots" of model parameters: each was imported ("1 result
+    added.") and then broke the Compare tab and the report, or crashed the import as a bug in peftlab."""
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add([row(predicted=(1, 0, 0, 0))])
+    exported = tmp_path / "rows.jsonl"
+    store.export(exported)
+    good = json.loads(exported.read_text()) | {"id": "new"}
+    hint = '; import a file that `results export` or the Compare tab\'s "Export all" wrote.'
+    cases = {
+        "its model ['a'] is not text": {"model": ["a"]},
+        "its device {'a': 1} is not text": {"device": {"a": 1}},
+        "its id ['x'] is not text": {"id": ["x"]},
+        "its k [1] is not a number": {"k": [1]},
+        "its k 100000000000000000000000000... is too large": {"k": 10**400},
+        "k 1e+20 is too large": {"k": 10**20},
+        "trainable_params 1e+30 is too large": {"trainable_params": 1e30},
+        "peak_memory_mb inf is not a finite number": {"peak_memory_mb": float("inf")},
+        "train_seconds nan is not a finite number": {"train_seconds": float("nan")},
+        "class 'positive''s F1 'x' is not a number": {"per_class_f1": {"negative": 0.8, "positive": "x"}},
+        "its metrics' model_params 'lots' is not a number above 0": {"metrics": {"model_params": "lots"}},
+        "its metrics' ppo_mean_kl 'high' is not a number": {"metrics": {"ppo_mean_kl": "high"}},
+        "its settings' rows_in_split 'x' is not a whole number": {
+            "settings": {**good["settings"], "rows_in_split": "x"}
+        },
+        "its settings' rows_scored '4' is not a whole number": {"settings": {**good["settings"], "rows_scored": "4"}},
+    }
+    edited = tmp_path / "edited.jsonl"
+    for reason, change in cases.items():
+        edited.write_text(json.dumps({**good, **change}) + "\n")
+        with pytest.raises(PeftlabError) as raised:
+            store.import_(edited)
+        assert str(raised.value) == f"Line 1 of 'edited.jsonl' is not a peftlab result ({reason}){hint}"
+    assert len(store.rows()) == 1  # nothing half-imported
+    edited.write_text(json.dumps(good | {"k": 2, "metrics": {"model_params": 1000}}) + "\n")
+    assert store.import_(edited).sentence() == "1 result added."  # the same row, well typed
+
+
+def test_a_csv_cut_short_is_refused_not_imported_as_a_second_result(tmp_path):
+    """An export cut in the middle of a line (a copy stopped half-way) was imported, "1 result added.": its missing
+    cells read as empty, so the store held the result twice, the copy stamped with the time of the import."""
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add([row(predicted=(1, 0, 0, 0)), row("lora", seed=13, k=4)])
+    exported = tmp_path / "rows.csv"
+    store.export(exported)
+    header, first, second = csv.reader(io.StringIO(exported.read_text()))
+    cut = tmp_path / "cut.csv"
+    with cut.open("w", newline="") as file:  # stopped after the second result's scoring seconds
+        csv.writer(file).writerows([header, first, second[: header.index("scoring_seconds") + 1]])
+    with pytest.raises(PeftlabError) as raised:
+        store.import_(cut)
+    assert re.fullmatch(
+        r"Line 3 of 'cut.csv' has \d+ of the header's 23 cells: the file looks cut short; import a file that .*",
+        str(raised.value),
+    )
+    assert len(store.rows()) == 2
+
+
 def test_the_listing_keeps_k_and_seed_whole_and_an_export_of_nothing_is_refused(tmp_path):
     """K and seed listed as "4.0" and "13.0" beside a zero-shot row without them; `results export --task nope` wrote
     an empty file and said "0 results written"."""
@@ -338,6 +401,55 @@ def test_an_import_reads_a_csv_a_spreadsheet_saved_with_semicolons(tmp_path):
     fresh = ResultStore(tmp_path / "fresh.sqlite")
     assert fresh.import_(tmp_path / "semicolons.csv").sentence() == "2 results added."
     assert [r.predictions for r in fresh.rows()] == [r.predictions for r in store.rows()]
+
+
+def test_a_database_that_is_not_a_results_store_is_told_and_left_as_it_was(tmp_path):
+    """Another program's database got the store's table added to it, and one whose `results` table had other columns
+    failed every command with "no such column: owner", reported as a bug in peftlab."""
+    tail = "; point PEFTLAB_RESULTS at another file, or move this one away."
+    notes = tmp_path / "notes.db"
+    with sqlite3.connect(notes) as connection:
+        connection.execute("CREATE TABLE notes (id INTEGER, body TEXT)")
+    with pytest.raises(PeftlabError) as raised:
+        ResultStore(notes)
+    assert str(raised.value) == (
+        f"The results store {str(notes)!r} (PEFTLAB_RESULTS) is not a peftlab results store (it holds the tables "
+        f"notes){tail}"
+    )
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE results (id INTEGER, name TEXT)")
+    with pytest.raises(PeftlabError) as raised:
+        ResultStore(other)
+    assert str(raised.value).endswith(
+        f"(its results table has no column kind, model, task, {', '.join(COLUMNS[3:-1])}){tail}"
+    )
+    for path, table in ((notes, "notes"), (other, "results")):
+        with sqlite3.connect(path) as connection:
+            assert [name for (name,) in connection.execute("SELECT name FROM sqlite_master")] == [table]
+
+
+def test_a_store_that_cannot_be_written_is_not_called_something_else(tmp_path, monkeypatch):
+    """A valid store on a read-only disk was "not a peftlab results store" (SQLite cannot open its write-ahead log)."""
+    path = tmp_path / "r.sqlite"
+    ResultStore(path).add([row()])
+
+    def unable(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3, "connect", unable)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a read-only file system answers
+    with pytest.raises(PeftlabError) as raised:
+        ResultStore(path)
+    assert str(raised.value) == (
+        f"The results store {str(path)!r} (PEFTLAB_RESULTS) cannot be written here (unable to open database file); "
+        "point PEFTLAB_RESULTS at a file in a folder you can write to."
+    )
+
+
+def test_an_empty_peftlab_results_is_the_default_store(monkeypatch):
+    monkeypatch.setenv("PEFTLAB_RESULTS", "")  # was the store '.', "not a peftlab results store"
+    assert store_path() == cache_dir() / "results.sqlite"
 
 
 def test_reading_a_store_that_does_not_exist_leaves_no_file(tmp_path):

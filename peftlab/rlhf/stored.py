@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from peftlab.errors import PeftlabError
-from peftlab.store import ResultRow
+from peftlab.store import ROUTE_FIGURES, ResultRow
 
 REFERENCE = "sft"  # the policy every route starts from and is measured against
 
@@ -76,7 +76,7 @@ def _route_of(metrics: dict) -> str | None:
 
 def route_key(key: str) -> str | None:
     """The route a summary key belongs to ("ppo_mean_kl" -> "ppo"), None for shared keys."""
-    for suffix in ("_mean_score", "_mean_reward", "_mean_kl"):
+    for suffix in ROUTE_FIGURES:
         if key.endswith(suffix):
             return key[: -len(suffix)]
     return None
