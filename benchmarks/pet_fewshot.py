@@ -11,6 +11,8 @@ run: each seed's accuracies; over the seeds, the mean and std of the mean single
 pattern (the one with the best mean, a reference only: nothing is chosen by it), the ensemble, PET's distilled
 classifier and iPET's; the targets (PET >= mean single pattern + 2 points with a smaller std; iPET >= PET; the
 whole run <= 30 minutes) and where the time went (pattern models, classifiers, the rest: labelling and scoring).
+`--ipet-generations 0` runs PET alone (iPET's figures are then None), `--seeds` fewer seeds (one has no std), and
+`--lm-loss-weight 1e-4` adds the paper's auxiliary language-modelling loss to the pattern models' training.
 
 stdout gets one JSON object (indent 2), then the same on one line; progress lines go to stderr.
 """
