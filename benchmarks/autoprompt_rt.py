@@ -62,7 +62,7 @@ from peftlab.autoprompt import (  # noqa: E402
     trigger_gradient,
 )
 from peftlab.models import load_lm  # noqa: E402
-from peftlab.prompts import Prompt, Template, Verbalizer  # noqa: E402
+from peftlab.prompts import Prompt, Template, Verbalizer, token_text  # noqa: E402
 from peftlab.tasks import load_task  # noqa: E402
 
 TASK = "rt-sentiment"
@@ -181,7 +181,7 @@ def rescore_benchmark(lm, task, verbalizer: dict, config: AutoPromptConfig, trig
         record = {
             "slot": slot,
             "candidates": len(tokens),
-            "tokens": [lm.tokenizer.decode([t]) for t in tokens],
+            "tokens": [token_text(lm.tokenizer, t) for t in tokens],
             "median_seconds": {name: round(statistics.median(ts), 4) for name, ts in times.items()},
             "all_seconds": {name: [round(t, 4) for t in ts] for name, ts in times.items()},
             "max_abs_diff_vs_one_at_a_time": {
@@ -212,7 +212,7 @@ def rescore_benchmark(lm, task, verbalizer: dict, config: AutoPromptConfig, trig
         "examples": len(examples),
         "candidates_per_iteration": len(slots[0]["tokens"]) if slots else 0,
         "repeats": repeats,
-        "trigger": [lm.tokenizer.decode([t]) for t in trigger_ids],
+        "trigger": [token_text(lm.tokenizer, t) for t in trigger_ids],
         "shared_prefix_path_taken": bool(shareable and lm.kind == "causal"),
         "query_tokens_mean": round(statistics.mean(query_lengths), 1),
         "suffix_tokens_per_slot": [len(query.input_ids) - p for p in query.trigger_positions],

@@ -93,7 +93,7 @@ def one_run(lm, name: str, shots: int, config: PETConfig, settings: TrainSetting
         "targets": {
             "pet_gain_over_mean_single_points": round(100 * (np.mean(pet) - np.mean(mean_single)), 2),
             "pet_beats_mean_single_by_2_points": bool(np.mean(pet) >= np.mean(mean_single) + 0.02),
-            "pet_std_smaller": len(pet) > 1 and bool(np.std(pet, ddof=1) < np.std(mean_single, ddof=1)),
+            "pet_std_smaller": bool(np.std(pet, ddof=1) < np.std(mean_single, ddof=1)) if len(pet) > 1 else None,
             "ipet_at_least_pet": bool(np.mean(ipet) >= np.mean(pet)) if config.ipet_generations else None,
             "within_30_minutes": wall <= TARGET_MINUTES * 60,
         },

@@ -24,6 +24,7 @@ Choices, documented once here:
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -141,13 +142,20 @@ def token_text(tokenizer, token_id: int) -> str:
     character)'. Decoded alone, every such token reads '�': the Cloze tab's top tokens after an emoji listed two
     different tokens as '�' twice, and a newline as an empty cell."""
     text = tokenizer.decode([token_id])
-    if "\ufffd" not in text:
-        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-    raw = _token_bytes(tokenizer.convert_ids_to_tokens(token_id))
-    if raw is None:  # a vocabulary that keeps no bytes: its own spelling of the token
-        return tokenizer.convert_ids_to_tokens(token_id)
-    written = raw.decode("utf-8", "backslashreplace")
-    return text if written == text else f"{written} (part of a character)"  # '�' itself is a whole character
+    if "\ufffd" in text:
+        piece = tokenizer.convert_ids_to_tokens(token_id)
+        raw = _token_bytes(piece)
+        if raw is None:  # a vocabulary that keeps no bytes: its own spelling of the token
+            return piece
+        try:
+            text = raw.decode("utf-8")  # whole characters after all ('�' itself)
+        except UnicodeDecodeError:
+            return f"{_printable(raw.decode('utf-8', 'backslashreplace'))} (part of a character)"
+    return _printable(text)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _token_bytes(piece: str) -> bytes | None:
@@ -155,10 +163,16 @@ def _token_bytes(piece: str) -> bytes | None:
     piece (GPT-2's printable stand-ins for bytes, 'Ġð' for b' \\xf0'); None for any other."""
     if fallback := re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece):
         return bytes.fromhex(fallback[1])
-    from transformers.convert_slow_tokenizer import bytes_to_unicode  # the table byte-level BPE vocabularies use
-
-    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    byte_of = _byte_level_bytes()
     return bytes(byte_of[c] for c in piece) if all(c in byte_of for c in piece) else None
+
+
+@functools.cache
+def _byte_level_bytes() -> dict[str, int]:
+    """Byte-level BPE's table from its printable stand-ins back to bytes."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,8 @@ class ResultStore:
                 columns = ", ".join(f"{name} {'TEXT PRIMARY KEY' if name == 'id' else ''}" for name in COLUMNS)
                 connection.execute(f"CREATE TABLE IF NOT EXISTS results ({columns})")
         except (sqlite3.DatabaseError, ValueError) as exc:
-            if not os.access(self.path if self.path.exists() else self.path.parent, os.W_OK):
+            writable = os.access(self.path if self.path.exists() else self.path.parent, os.W_OK)
+            if isinstance(exc, sqlite3.OperationalError) and not writable:
                 raise PeftlabError(  # a read-only file was called "not a peftlab results store"
                     f"The results store {str(self.path)!r} (PEFTLAB_RESULTS) cannot be written here ({exc}); point "
                     "PEFTLAB_RESULTS at a file in a folder you can write to."
@@ -385,7 +386,12 @@ def _check_tables(connection: sqlite3.Connection) -> None:
     """Raise ValueError (in words) for a database that is not a results store: one holding other tables (another
     program's, which the store's table was silently added to), or a `results` table without every column a row has
     (every command failed with "no such column: owner", reported as a bug in peftlab)."""
-    tables = [name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    # SQLite's own tables (sqlite_stat1, which ANALYZE writes) belong to any database
+    tables = [
+        name
+        for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if not name.startswith("sqlite_")
+    ]
     if others := sorted(set(tables) - {"results"}):
         raise ValueError(f"it holds the tables {', '.join(others)}")
     if tables:
@@ -507,8 +513,6 @@ def _row_from(record: dict) -> ResultRow:
                 values[name] = json.loads(value)
             except json.JSONDecodeError:
                 values[name] = value  # refused below, as not a JSON list or object
-        elif name in TEXT_COLUMNS and value is not None and not isinstance(value, str):
-            raise ValueError(f"its {name} {_clipped(value)} is not text")  # a list for a model broke the insert
         elif name in FLOAT_COLUMNS and value is not None:
             values[name] = _number(name, value)
         elif name in INT_COLUMNS and value is not None:
@@ -563,6 +567,8 @@ def _check_row(row: ResultRow) -> None:
     """Raise ValueError (the reason, in words) for an imported row that no run can produce: an accuracy of 1.7 typed
     into an export would top every table; figures that contradict the row's own predictions would be paired as if
     they held; gold labels 9 on a two-class task, or settings without the split scored, broke the report."""
+    if odd := next((name for name in TEXT_COLUMNS if not isinstance(getattr(row, name), str | None)), None):
+        raise ValueError(f"its {odd} {_clipped(getattr(row, odd))} is not text")  # a list for a model broke the insert
     if row.kind not in KINDS:
         raise ValueError(f"its kind {_clipped(row.kind)} is none of {', '.join(KINDS)}")
     shares = {"accuracy": row.accuracy, "macro_f1": row.macro_f1}

@@ -196,12 +196,20 @@ def read_csv_text(text: str, **options) -> pd.DataFrame:
 
 
 def short_record(text: str) -> tuple[int, int, int] | None:
-    """The first record of a CSV's text with fewer cells than its header, as (its line among the file's records, the
-    header being line 1; its cells; the header's), or None. pandas fills such a record's missing cells as empty, so a
-    file cut short in the middle of a line reads as whole."""
-    records = (r for r in csv.reader(io.StringIO(text), delimiter=_separator(text)) if r)  # no blank lines, as pandas
-    width = len(next(records))
-    return next(((n, len(r), width) for n, r in enumerate(records, 2) if len(r) < width), None)
+    """The first record of a CSV's text with fewer cells than its header, as (its number among the file's records, the
+    header being 1, as a results import numbers its lines; its cells; the header's), or None, also for text the csv
+    module reads otherwise than pandas (pandas read it already). pandas fills a short record's missing cells as
+    empty, so a file cut short in the middle of a line read as whole."""
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))  # its default, 131,072 characters, is a cell of 43k
+    # predictions; only ever raised, and no peftlab reader relies on its limit
+    try:
+        records = csv.reader(io.StringIO(text, newline=""), delimiter=_separator(text))
+        # pandas skips blank lines, and lines of spaces
+        whole = [record for record in records if record and not (len(record) == 1 and not record[0].strip())]
+    except csv.Error:
+        return None
+    width = len(whole[0])
+    return next(((n, len(r), width) for n, r in enumerate(whole[1:], 2) if len(r) < width), None)
 
 
 def _separator(text: str) -> str:

@@ -452,7 +452,8 @@ def test_a_token_holding_part_of_a_character_shows_its_bytes(tiny_causal):
 
 def test_a_byte_fallback_piece_shows_its_byte_and_a_whole_replacement_character_stays():
     class Pieces:  # a SentencePiece vocabulary's byte-fallback spelling, as its tokenizer answers
-        spelled = {0: "<0xE2>", 1: "ï¿½", 2: "[odd]"}  # 1: byte-level BPE's spelling of U+FFFD's 3 bytes
+        # 1: byte-level BPE's spelling of U+FFFD's 3 bytes; 3: of a newline and an emoji's first byte
+        spelled = {0: "<0xE2>", 1: "ï¿½", 2: "[odd]", 3: "Ċð"}
 
         def decode(self, ids):
             return "\ufffd"
@@ -462,4 +463,5 @@ def test_a_byte_fallback_piece_shows_its_byte_and_a_whole_replacement_character_
 
     assert token_text(Pieces(), 0) == "\\xe2 (part of a character)"
     assert token_text(Pieces(), 1) == "\ufffd"  # the character U+FFFD itself, whole
-    assert token_text(Pieces(), 2) == "[odd]"  # no bytes to show: the vocabulary's own spelling
+    assert token_text(Pieces(), 2) == "[odd]"  # whole characters: the vocabulary's own spelling
+    assert token_text(Pieces(), 3) == "\\n\\xf0 (part of a character)"

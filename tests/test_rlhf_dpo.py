@@ -28,7 +28,7 @@ def sequence_log_probs(model, tokenizer, prompt: str, responses: list[str]) -> t
 def trl_sequence_log_prob(model, tokenizer, prompt: str, response: str) -> float:
     """log π(y|x) on the tokens TRL reads: prompt and response tokenized together, with the tokenizer's own special
     tokens (a BOS for the tiny tokenizer; none for SmolLM2, whose sequences are then the other stages' exactly)."""
-    context = dpo.trl_prompts(tokenizer, [prompt])[0]
+    context = format_prompts(tokenizer, [prompt])[0]
     ids = tokenizer(context + response + tokenizer.eos_token).input_ids
     start = len(tokenizer(context).input_ids)
     with torch.no_grad():
@@ -138,22 +138,54 @@ def test_a_dpo_loss_that_turns_nan_stops_dpo_with_one_sentence(tiny_causal):
     assert steps and all(math.isfinite(step.loss) for step in steps)  # every step shown had a finite loss
 
 
+def read_by_every_stage(tokenizer, prompts, **options) -> list[list[int]]:
+    """The prompts' tokens as SFT, the reward model, PPO and the evaluation read them (`encode_prompts`), unpadded."""
+    input_ids, attention_mask = encode_prompts(tokenizer, prompts, **options)
+    return [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+
+
+def read_by_trl(tokenizer, prompts) -> list[list[int]]:
+    """The same prompts' tokens as TRL's DPO trainer reads them: tokenized with the tokenizer's special tokens."""
+    return [tokenizer(text).input_ids for text in format_prompts(tokenizer, prompts)]
+
+
 def test_dpo_reads_one_bos_where_the_template_and_the_tokenizer_each_add_one(tiny_causal):
     """Llama 3's chat template writes a BOS and its tokenizer adds one; TRL tokenizes with special tokens, so DPO read
     two where SFT, PPO and the evaluation (`add_special_tokens=False`) read one."""
     tokenizer = copy.deepcopy(tiny_causal.tokenizer)  # adds a BOS, as Llama's does
     tokenizer.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
-    read_by_trl = tokenizer(dpo.trl_prompts(tokenizer, PROMPTS[:1])[0]).input_ids
-    assert read_by_trl == tokenizer(format_prompts(tokenizer, PROMPTS[:1])[0], add_special_tokens=False).input_ids
-    assert read_by_trl.count(tokenizer.bos_token_id) == 1
+    assert read_by_trl(tokenizer, PROMPTS[:3]) == read_by_every_stage(tokenizer, PROMPTS[:3])
+    assert all(ids.count(tokenizer.bos_token_id) == 1 for ids in read_by_trl(tokenizer, PROMPTS[:3]))
 
 
 def test_every_stage_reads_the_tokenizers_bos_on_a_model_without_a_chat_template(tiny_causal):
     """The tiny tokenizer adds a BOS, as Llama 2's does, and has no chat template: DPO (TRL, with special tokens) read
-    one that SFT, the reward model, PPO and the evaluation (`add_special_tokens=False`) did not."""
+    one that SFT, the reward model, PPO and the evaluation (`add_special_tokens=False`) did not. A prompt longer than
+    the stages keep loses its beginning, not its BOS."""
     tokenizer = tiny_causal.tokenizer
-    input_ids, attention_mask = encode_prompts(tokenizer, PROMPTS[:3])
-    for ids, mask, prompt in zip(input_ids, attention_mask, dpo.trl_prompts(tokenizer, PROMPTS[:3])):
-        read = ids[mask.bool()].tolist()
-        assert read[0] == tokenizer.bos_token_id and read.count(tokenizer.bos_token_id) == 1
-        assert tokenizer(prompt).input_ids == read  # what TRL reads
+    read = read_by_every_stage(tokenizer, PROMPTS[:3])
+    assert read == read_by_trl(tokenizer, PROMPTS[:3])
+    assert all(ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1 for ids in read)
+    (kept,) = read_by_every_stage(tokenizer, [" ".join(["the film was good"] * 20)], max_prompt_tokens=8)
+    assert len(kept) == 8 and kept[0] == tokenizer.bos_token_id
+    assert kept[1:] == tokenizer(" ".join(["the film was good"] * 20) + "\n", add_special_tokens=False).input_ids[-7:]
+
+
+def test_a_sentencepiece_tokenizer_reads_the_first_word_alike_in_every_stage():
+    """A SentencePiece tokenizer marks the first word of a text ('▁Hello'), but not a word after a BOS joined as text:
+    "<s>Hello" read as '<s>', 'Hello' in SFT, PPO and the evaluation, and as '<s>', '▁Hello' in DPO."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<pad>": 3, "▁Hello\n": 4, "Hello\n": 5}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    assert read_by_every_stage(tokenizer, ["Hello"]) == read_by_trl(tokenizer, ["Hello"]) == [[1, 4]]
+    tokenizer.chat_template = (  # a BOS written by the template, as Mistral's is; the user's turn alone
+        "{{ bos_token }}{% for m in messages if m['role'] == 'user' %}{{ m['content'] }}\n{% endfor %}"
+    )
+    assert read_by_every_stage(tokenizer, ["Hello"]) == read_by_trl(tokenizer, ["Hello"]) == [[1, 4]]

@@ -17,6 +17,7 @@ from peftlab.cache import cache_dir
 from peftlab.errors import PeftlabError
 from peftlab.store import COLUMNS, ResultRow, ResultStore, fingerprint, per_class_f1, store_path
 from peftlab.tasks import Task
+from peftlab.uploads import short_record
 
 TASK = Task(
     "tiny",
@@ -312,6 +313,13 @@ def test_a_csv_cut_short_is_refused_not_imported_as_a_second_result(tmp_path):
         str(raised.value),
     )
     assert len(store.rows()) == 2
+    # what the csv module reads otherwise than pandas is left to pandas: a cell of 200,000 characters (43k
+    # predictions), a line of spaces, an old Mac's line ends
+    wide = tmp_path / "wide.csv"
+    wide.write_text("a,b\n" + "x" * 200_000 + ",1\n   \ny,2\n")
+    assert short_record(wide.read_text()) is None
+    assert short_record("a,b\r1,2\r3,4\r") is None
+    assert short_record("a,b\r\n1,2\r\n3\r\n") == (3, 1, 2)
 
 
 def test_the_listing_keeps_k_and_seed_whole_and_an_export_of_nothing_is_refused(tmp_path):
@@ -427,6 +435,21 @@ def test_a_database_that_is_not_a_results_store_is_told_and_left_as_it_was(tmp_p
     for path, table in ((notes, "notes"), (other, "results")):
         with sqlite3.connect(path) as connection:
             assert [name for (name,) in connection.execute("SELECT name FROM sqlite_master")] == [table]
+    analysed = tmp_path / "analysed.sqlite"  # SQLite's own statistics table is no other program's
+    ResultStore(analysed).add([row()])
+    with sqlite3.connect(analysed) as connection:
+        connection.execute("ANALYZE")
+    assert len(ResultStore(analysed).rows()) == 1
+
+
+def test_rows_stored_before_the_import_checks_are_still_read(tmp_path):
+    """An import once stored a number as a row's version; the checks an import makes now must not make the store
+    unreadable (every command read every row through them)."""
+    path = tmp_path / "r.sqlite"
+    ResultStore(path).add([row()])
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE results SET version = 1.5")
+    assert [r.version for r in ResultStore(path).rows()] == [1.5]
 
 
 def test_a_store_that_cannot_be_written_is_not_called_something_else(tmp_path, monkeypatch):
@@ -437,8 +460,12 @@ def test_a_store_that_cannot_be_written_is_not_called_something_else(tmp_path, m
     def unable(*args, **kwargs):
         raise sqlite3.OperationalError("unable to open database file")
 
-    monkeypatch.setattr(sqlite3, "connect", unable)
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a read-only file system answers
+    text = tmp_path / "notes.sqlite"
+    text.write_text("text,label\n" * 100)
+    with pytest.raises(PeftlabError, match=r"is not a peftlab results store \(file is not a database\)"):
+        ResultStore(text)  # read-only or not, what it is comes first
+    monkeypatch.setattr(sqlite3, "connect", unable)
     with pytest.raises(PeftlabError) as raised:
         ResultStore(path)
     assert str(raised.value) == (

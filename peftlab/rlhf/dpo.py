@@ -35,7 +35,7 @@ from peftlab.errors import PeftlabError
 from peftlab.models import autocast_dtype, save_adapter
 from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Comparison
-from peftlab.rlhf.generation import adds_bos, check_word_scores_fit, end_of_response, format_prompts
+from peftlab.rlhf.generation import check_word_scores_fit, end_of_response, format_prompts
 from peftlab.rlhf.sft import lora_config
 from peftlab.seeding import seeded
 from peftlab.training import Event, check_finite
@@ -123,14 +123,6 @@ def check_batch_fits(model, tokenizer, rows: Sequence[dict], batch_size: int) ->
     check_word_scores_fit(model, 2 * comparisons, longest, what, "the batch size")
 
 
-def trl_prompts(tokenizer, prompts: Sequence[str]) -> list[str]:
-    """The prompts as every stage formats them (`generation.format_prompts`), less their BOS where the tokenizer puts
-    one in front itself: TRL tokenizes the text with special tokens, the other stages without, so DPO read two BOS
-    where SFT, PPO and the evaluation read one (Llama 3's template and tokenizer each add one)."""
-    texts = format_prompts(tokenizer, prompts)
-    return [text.removeprefix(tokenizer.bos_token) for text in texts] if adds_bos(tokenizer) else texts
-
-
 def train_dpo(
     sft_model: torch.nn.Module,
     tokenizer,
@@ -159,7 +151,7 @@ def train_dpo(
     rows = [
         # the prompt as every stage reads it; TRL adds the end-of-response token to each response
         {"prompt": prompt, "chosen": c.chosen + eos, "rejected": c.rejected + eos}
-        for prompt, c in zip(trl_prompts(tokenizer, [c.prompt for c in comparisons]), comparisons)
+        for prompt, c in zip(format_prompts(tokenizer, [c.prompt for c in comparisons]), comparisons)
     ]
     check_batch_fits(sft_model, tokenizer, rows, config.batch_size)
     dataset = Dataset.from_list(rows)

@@ -29,21 +29,22 @@ SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 def format_prompts(tokenizer, prompts: Sequence[str]) -> list[str]:
-    """The texts the policy continues: a chat turn each where the model has a chat template, else `prompt\\n`; each
-    starting with the tokenizer's BOS where its tokenizer puts one in front (`adds_bos`), as the model was trained.
+    """The texts the policy continues: a chat turn each where the model has a chat template, else `prompt\\n`; without
+    a leading BOS where the tokenizer puts its own in front (`adds_bos`), which every stage then adds as a token:
+    `encode_prompts` by its id, DPO's TRL trainer by tokenizing with special tokens.
 
-    Every stage tokenizes these without special tokens, except DPO, whose TRL trainer adds them (`dpo.trl_prompts`):
-    a tokenizer adding a BOS to a model without a chat template had DPO read a BOS that SFT, the reward model, PPO and
-    the evaluation never read. The short system message replaces a template's default one where the template takes
-    one (SmolLM2's default is 25 tokens, most of a review prompt: every stage reads the prompt, so it costs time
-    everywhere).
+    Read with a BOS the tokenizer does not add itself, or with one joined as text, the stages disagreed: a model
+    without a chat template had DPO read a BOS that SFT, the reward model, PPO and the evaluation never read, Llama 3's
+    template and tokenizer each added one, and a SentencePiece tokenizer reads "<s>Hello" as '<s>', 'Hello' but
+    "Hello" after its own BOS as '▁Hello'. The short system message replaces a template's default one where the
+    template takes one (SmolLM2's default is 25 tokens, most of a review prompt: every stage reads the prompt, so it
+    costs time everywhere).
     """
     if getattr(tokenizer, "chat_template", None):
         texts = [_chat_turn(tokenizer, prompt) for prompt in prompts]
     else:
         texts = [prompt + "\n" for prompt in prompts]
-    start = tokenizer.bos_token if adds_bos(tokenizer) else ""  # a chat template may write it already (Llama 3's)
-    return [text if text.startswith(start) else start + text for text in texts]
+    return [text.removeprefix(tokenizer.bos_token) for text in texts] if adds_bos(tokenizer) else texts
 
 
 def adds_bos(tokenizer) -> bool:
@@ -105,8 +106,10 @@ def encode_prompts(
     tokenizer, prompts: Sequence[str], max_prompt_tokens: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded (input_ids, attention_mask) of the formatted prompts; (B, P) each."""
+    start = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []  # kept when a long prompt loses its beginning
+    kept = max_prompt_tokens - len(start)
     texts = format_prompts(tokenizer, prompts)
-    rows = [tokenizer(text, add_special_tokens=False).input_ids[-max_prompt_tokens:] for text in texts]
+    rows = [start + tokenizer(text, add_special_tokens=False).input_ids[-kept:] for text in texts]
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
