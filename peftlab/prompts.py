@@ -37,6 +37,7 @@ from peftlab.tasks import EMBEDDED_TASKS
 MASK_FIELD = "mask"
 TOKENIZER_MARKS = ("Ġ", "▁", "##")  # word-start and continuation marks of BPE, SentencePiece and WordPiece vocabularies
 TRIGGER = "[T]"  # a trigger slot in an AutoPrompt template
+PART_OF_A_CHARACTER = " (part of a character)"  # after the bytes of a token that holds only some of one (`token_text`)
 MIN_INPUT_TOKENS = 16  # what virtual tokens or demonstrations leave at least of a model's input for the text
 _FIELD = re.compile(r"\{(\w*)\}")
 _UNCLOSED = re.compile(r"\{(\w+)(?![\w}])")  # "{text" not followed by "}"
@@ -150,7 +151,7 @@ def token_text(tokenizer, token_id: int) -> str:
         try:
             text = raw.decode("utf-8")  # whole characters after all ('�' itself)
         except UnicodeDecodeError:
-            return f"{_printable(raw.decode('utf-8', 'backslashreplace'))} (part of a character)"
+            return _printable(raw.decode("utf-8", "backslashreplace")) + PART_OF_A_CHARACTER
     return _printable(text)
 
 

@@ -17,6 +17,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from peftlab.rlhf.reward import INSTRUCTGPT_AGREEMENT
+from peftlab.ui.cloze_tab import _quoted
 from peftlab.ui.rlhf_stages import DPO_PANELS, MAX_RANKED
 from tests.app_server import CALL_TIMEOUT_S, FIRST_CALL_TIMEOUT_S, running_app
 
@@ -148,6 +149,13 @@ def test_classify_an_obviously_positive_text(client):
     token_probs = [float(row[1].rstrip("%")) for row in top_tokens["data"]]  # in percent, as the chart beside it
     assert token_probs == sorted(token_probs, reverse=True) and all(row[1].endswith("%") for row in top_tokens["data"])
     assert sentence == f"**positive** with probability {probs['positive']:.0%}."  # the answer in a sentence
+
+
+def test_the_top_tokens_are_quoted_once_with_a_partial_characters_note_outside():
+    """repr() doubled token_text's escapes: an emoji's first bytes showed as '\\\\xf0\\\\x9f (part of a character)'."""
+    assert _quoted(" great") == "' great'"
+    assert _quoted("\\n") == "'\\n'"
+    assert _quoted("\\xf0\\x9f (part of a character)") == "'\\xf0\\x9f' (part of a character)"
 
 
 def test_start_tab_steps_give_results_in_one_click_each(client, monkeypatch):

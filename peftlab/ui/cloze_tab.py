@@ -7,6 +7,7 @@ import pandas as pd
 
 from peftlab.cloze import ClozeConfig, ClozeSetup, classify_text, demonstrations_note, evaluate
 from peftlab.plots import confusion_heatmap, label_probability_bars
+from peftlab.prompts import PART_OF_A_CHARACTER
 from peftlab.serving import current_caps
 from peftlab.store import scored_note
 from peftlab.ui.common import (
@@ -68,9 +69,16 @@ def classify(**form):
         what="Classifying the text",
     )
     tokens = pd.DataFrame(prediction.top_tokens, columns=list(TOKEN_COLUMNS))
-    tokens[TOKEN_COLUMNS[0]] = tokens[TOKEN_COLUMNS[0]].map(repr)
+    tokens[TOKEN_COLUMNS[0]] = tokens[TOKEN_COLUMNS[0]].map(_quoted)
     answer = verdict(prediction.label_probs) + warning_notes(prediction.notes)
     return answer, label_probability_bars(prediction.label_probs), readable(tokens)
+
+
+def _quoted(token: str) -> str:
+    """A token (`prompts.token_text`: escaped already) in quotes, so that its leading space shows: "' great'"; a
+    token holding part of a character keeps its note outside them. repr() quoted it too, and doubled every escape."""
+    core = token.removesuffix(PART_OF_A_CHARACTER)
+    return f"'{core}'{token[len(core) :]}"
 
 
 def evaluation_inputs(form: dict):
