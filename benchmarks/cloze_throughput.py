@@ -19,12 +19,12 @@ apart from dtype, sorting, padding and which logits are computed. Model loading 
 each path is warmed up once on a few examples first.
 
 Then in-context scoring (`--demonstrations`, default 4, seed 13) with the fast dtype, both ways on the same texts:
-the demonstrations run once and each batch reads their cached keys and values (`cloze.SharedPrefix`), against every
+the demonstrations run once and each batch reads their cached keys and values (`scoring.SharedPrefix`), against every
 query run whole; with the largest difference of their label log-probabilities.
 
 Then texts whose label words need a query each (`--multi-query-texts`, default 128, of rt-sentiment and of bbc-topic),
 with each task's PET pattern of the most queries, in fp32, both ways on the same texts: each text's start runs once and
-each query only its own tokens after it (`cloze.ItemStarts`), against every query run whole. On a 2-core CPU
+each query only its own tokens after it (`scoring.ItemStarts`), against every query run whole. On a 2-core CPU
 (2026-12-05, `--n 64 --skip-naive --demonstrations 0 --repeats 1`, nothing else running): rt-sentiment's "{text} All
 in all, it was{mask}." (2 queries a text) 7.6 s against 13.8, 1.82 times as fast; bbc-topic's "{text}\nThis article
 is about{mask}." (5 queries) 11.9 s against 48.8, 4.1 times; the largest log-probability difference 1.6e-5.
@@ -48,7 +48,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from benchmarks.common import Phase, dtype_name, logger  # noqa: E402
-from peftlab import cloze  # noqa: E402
+from peftlab import scoring  # noqa: E402
 from peftlab.cloze import ClozeSetup, label_log_probs  # noqa: E402
 from peftlab.models import cpu_supports_bf16, fast_inference_dtype, load_lm  # noqa: E402
 from peftlab.pet import default_patterns  # noqa: E402
@@ -136,13 +136,13 @@ def in_context(lm, task, examples, demonstrations: int, batch_size: int) -> dict
     log(f"in-context ({demonstrations} demonstrations), shared prefix, on {len(examples)} texts")
     with Phase("in-context, shared prefix", log) as shared_phase:
         shared = label_log_probs(lm, prompt, examples, batch_size)
-    threshold, cloze.MIN_SHARED_PREFIX = cloze.MIN_SHARED_PREFIX, 10**9
+    threshold, scoring.MIN_SHARED_PREFIX = scoring.MIN_SHARED_PREFIX, 10**9
     try:
         log(f"in-context ({demonstrations} demonstrations), whole queries, on {len(examples)} texts")
         with Phase("in-context, whole queries", log) as whole_phase:
             whole = label_log_probs(lm, prompt, examples, batch_size)
     finally:
-        cloze.MIN_SHARED_PREFIX = threshold
+        scoring.MIN_SHARED_PREFIX = threshold
     return {
         "demonstrations": demonstrations,
         "mean_query_tokens": round(
@@ -158,7 +158,7 @@ def in_context(lm, task, examples, demonstrations: int, batch_size: int) -> dict
 
 
 def multi_query(lm, task_name: str, n: int, batch_size: int) -> dict:
-    """A pattern of several queries a text: each text's start run once (`cloze.ItemStarts`), against whole queries."""
+    """A pattern of several queries a text: each text's start run once (`scoring.ItemStarts`), against whole queries."""
     task = load_task(task_name)
     templates, verbalizer = default_patterns(task_name)
     prompts = [ClozeSetup.build(task, template, verbalizer).prompts[0] for template in templates]
@@ -168,13 +168,13 @@ def multi_query(lm, task_name: str, n: int, batch_size: int) -> dict:
     log(f"{task_name}: '{prompt.template.text}', starts once, on {len(examples)} texts")
     with Phase("starts once", log) as starts_phase:
         starts = label_log_probs(lm, prompt, examples, batch_size)
-    find, cloze.ItemStarts.find = cloze.ItemStarts.find, lambda *args: None
+    find, scoring.ItemStarts.find = scoring.ItemStarts.find, lambda *args: None
     try:
         log(f"{task_name}: whole queries, on {len(examples)} texts")
         with Phase("whole queries", log) as whole_phase:
             whole = label_log_probs(lm, prompt, examples, batch_size)
     finally:
-        cloze.ItemStarts.find = find
+        scoring.ItemStarts.find = find
     return {
         "task": task_name,
         "pattern": prompt.template.text,

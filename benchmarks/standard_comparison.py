@@ -44,7 +44,7 @@ LoRA 0.878, full 0.871, head 0.867, in-context 0.865, P-tuning 0.818, AutoPrompt
 distinguishable from zero-shot).
 
 Again on the same CPU (2026-12-05, at c4a0f01, which runs each text's start once for all its queries:
-`cloze.ItemStarts`), `--tasks bbc-topic` took 3,703 s (61.7 minutes; its estimate said 55.1): PET 2,037 (679 / 668 /
+`scoring.ItemStarts`), `--tasks bbc-topic` took 3,703 s (61.7 minutes; its estimate said 55.1): PET 2,037 (679 / 668 /
 690 s a seed, against 1,244 / 1,275 / 1,258 before; its estimate 1,747), prompt tuning 257, AutoPrompt 248, P-tuning
 240, full fine-tuning 235, adapters 178, LoRA 177, prefix tuning 163, in-context 84, head 65, zero-shot 18. Nothing
 else ran beside it but 22 s of unit tests during AutoPrompt (others' CPU share 0.008). Every accuracy is the earlier

@@ -25,20 +25,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from peftlab.cloze import (
-    PaddedBatch,
-    Past,
-    evaluate,
-    label_log_probs,
-    score_query_lists,
-    word_scores,
-    words_to_label_log_probs,
-)
+from peftlab.cloze import evaluate, label_log_probs, score_query_lists, words_to_label_log_probs
 from peftlab.config import Config, counted, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, mean_gold_log_prob
 from peftlab.models import LM, capture_head_inputs
 from peftlab.prompts import TRIGGER, Prompt, Template, Verbalizer, token_text
+from peftlab.scoring import PaddedBatch, Past, word_scores
 from peftlab.seeding import seeded
 from peftlab.store import ResultRow
 from peftlab.tasks import Task

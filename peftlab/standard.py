@@ -27,7 +27,7 @@ import torch
 
 from peftlab.autoprompt import AutoPromptConfig, AutoPromptResult, autoprompt_run
 from peftlab.backends import run_on
-from peftlab.cloze import ClozeSetup, continues_a_cache, evaluate, item_tokens, label_log_probs, padded_tokens
+from peftlab.cloze import ClozeSetup, evaluate, label_log_probs
 from peftlab.compare import GridRow, PlannedRun, train_and_score
 from peftlab.config import Config, counted, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
@@ -43,6 +43,7 @@ from peftlab.pet import (
     pet_run,
     unlabelled_candidates,
 )
+from peftlab.scoring import continues_a_cache, item_tokens, padded_tokens
 from peftlab.store import ResultRow
 from peftlab.tasks import DEFAULT_SEEDS, Task
 from peftlab.training import Event, Pace, evaluation_count
@@ -342,15 +343,15 @@ def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbal
 
 
 def _padding(lm: LM, prompt, measured: Sequence[dict]) -> float:
-    """Tokens the measurement paid per text of `measured`, scored in one batch padded as it pads (`cloze.padded_tokens`;
-    a run's length-sorted batches pad little: `_tokens_per_text`)."""
+    """Tokens the measurement paid per text of `measured`, scored in one batch padded as it pads
+    (`scoring.padded_tokens`; a run's length-sorted batches pad little: `_tokens_per_text`)."""
     items = [prompt.queries(lm, row) for row in measured]
     return padded_tokens(items, continues_a_cache(lm.model, lm.kind)) / len(measured)
 
 
 def _tokens_per_text(lm: LM, prompt, rows: Sequence[dict]) -> float:
     """The tokens scoring one of `rows` with `prompt` costs, on average: its queries (one per label word that needs
-    its own), their shared start once, as `cloze.score_query_lists` counts them (`cloze.item_tokens`)."""
+    its own), their shared start once, as `cloze.score_query_lists` counts them (`scoring.item_tokens`)."""
     shares = continues_a_cache(lm.model, lm.kind)
     return sum(item_tokens(prompt.queries(lm, row), shares) for row in rows) / len(rows)
 
@@ -359,7 +360,7 @@ def pattern_costs(lm: LM, task: Task, prompts: Sequence, costs: MeasuredCosts) -
     """The cost of a text (scored or trained on) with each of `prompts` relative to the template `costs` were measured
     with, from the tokens of the same test texts (`MeasuredCosts.tokens`): three of PET's rt-sentiment patterns read
     two queries a text where its template reads one, the text once and each query's own tokens after it (about 1.1 to
-    1.2 times the template's tokens; twice before `cloze.ItemStarts`)."""
+    1.2 times the template's tokens; twice before `scoring.ItemStarts`)."""
     sample = task.test_subset(SCALE_SAMPLE)
     return [_tokens_per_text(lm, prompt, sample) / costs.tokens for prompt in prompts]
 

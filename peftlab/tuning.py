@@ -2,7 +2,7 @@
 
 Prompt-based methods (prompt tuning, P-tuning, prefix tuning, LoRA, adapters, BitFit, full fine-tuning)
 all train the same objective: cross-entropy over the verbalizer's label-word scores at the mask,
-computed by the Cloze tab's scoring code (`peftlab.cloze.word_scores`), so comparisons between them
+computed by the Cloze tab's scoring code (`peftlab.scoring.word_scores`), so comparisons between them
 are fair. The head-only baseline trains a linear classifier on the frozen model's mask representation.
 """
 
@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from peftlab.cloze import ClozeSetup, label_log_probs, word_scores, words_to_label_log_probs
+from peftlab.cloze import ClozeSetup, label_log_probs, words_to_label_log_probs
 from peftlab.config import Config, seed_setting, setting
 from peftlab.methods import MethodConfig
 from peftlab.metrics import accuracy, macro_f1, mean_gold_log_prob
 from peftlab.models import LM, autocast_for
 from peftlab.prompts import Prompt
+from peftlab.scoring import word_scores
 from peftlab.seeding import seeded
 from peftlab.training import Event, TrainingLoop
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from peftlab import scoring
 from peftlab.cloze import (
     CONTENT_FREE_INPUTS,
     ClozeSetup,
@@ -23,12 +24,11 @@ from peftlab.cloze import (
     evaluate,
     label_log_probs,
     leaning_note,
-    score_queries,
-    word_scores,
 )
 from peftlab.errors import PeftlabError
 from peftlab.models import LM
 from peftlab.prompts import Prompt, Query, Template, Verbalizer, token_text
+from peftlab.scoring import score_queries, word_scores
 
 LABELS = ["negative", "positive"]
 TEMPLATE = "Review: {text}\nSentiment:{mask}"
@@ -434,14 +434,13 @@ def test_demonstrations_that_leave_the_text_no_room_are_one_sentence_instead_of_
 def test_demonstrations_run_once_and_every_text_scores_as_its_whole_query(tiny_causal, tiny_task, monkeypatch):
     """In-context demonstrations are the same tokens before every text: they run once, and each batch runs only
     its texts. The scores equal those of the whole queries (tested against brute force above)."""
-    import peftlab.cloze as cloze
 
     prompt = _demonstration_prompt(tiny_task)
     queries = [q for e in tiny_task.test for q in prompt.queries(tiny_causal, e)]
     with torch.inference_mode():
-        prefix = cloze.SharedPrefix.find(tiny_causal.model, "causal", queries)
+        prefix = scoring.SharedPrefix.find(tiny_causal.model, "causal", queries)
     shared_length, longest = len(prefix.ids), max(len(q.input_ids) for q in queries)
-    assert shared_length >= cloze.MIN_SHARED_PREFIX
+    assert shared_length >= scoring.MIN_SHARED_PREFIX
     assert len(_ids(tiny_causal, prompt.demonstration_text())) - 1 <= shared_length
     assert shared_length <= min(q.read_positions[0] for q in queries)
     assert all(q.input_ids[:shared_length] == prefix.ids for q in queries)
@@ -453,8 +452,8 @@ def test_demonstrations_run_once_and_every_text_scores_as_its_whole_query(tiny_c
     assert shapes[0] == (1, shared_length) and len(shapes) == 1 + 2 * batches
     assert all(width <= longest - shared_length for _, width in shapes[1:])
 
-    monkeypatch.setattr(cloze, "MIN_SHARED_PREFIX", 10**6)
-    monkeypatch.setattr(cloze.ItemStarts, "find", lambda *args: None)
+    monkeypatch.setattr(scoring, "MIN_SHARED_PREFIX", 10**6)
+    monkeypatch.setattr(scoring.ItemStarts, "find", lambda *args: None)
     with recorded_inputs(tiny_causal) as shapes:
         whole = label_log_probs(tiny_causal, prompt, tiny_task.test, batch_size=3)
     assert len(shapes) == batches and all(width > shared_length for _, width in shapes)
@@ -483,31 +482,28 @@ def test_no_shared_prefix_for_short_starts_masked_lms_or_virtual_tokens(tiny_mlm
     from peft import PromptTuningConfig, get_peft_model
     from transformers import LlamaForCausalLM
 
-    import peftlab.cloze as cloze
-
     zero_shot = [q for e in tiny_task.test for q in _prompt(SUFFIX_TEMPLATE).queries(tiny_causal, e)]
     demonstrations = _demonstration_prompt(tiny_task)
     with torch.inference_mode():
-        assert cloze.SharedPrefix.find(tiny_causal.model, "causal", zero_shot) is None
+        assert scoring.SharedPrefix.find(tiny_causal.model, "causal", zero_shot) is None
         masked = [q for e in tiny_task.test for q in demonstrations.queries(tiny_mlm, e)]
-        assert cloze.SharedPrefix.find(tiny_mlm.model, "mlm", masked) is None
+        assert scoring.SharedPrefix.find(tiny_mlm.model, "mlm", masked) is None
         causal = [q for e in tiny_task.test for q in demonstrations.queries(tiny_causal, e)]
         prompt_tuned = get_peft_model(
             LlamaForCausalLM(tiny_causal.model.config), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
         )
-        assert cloze.SharedPrefix.find(prompt_tuned, "causal", causal) is None
-        assert cloze.SharedPrefix.find(tiny_causal.model, "causal", causal) is not None
+        assert scoring.SharedPrefix.find(prompt_tuned, "causal", causal) is None
+        assert scoring.SharedPrefix.find(tiny_causal.model, "causal", causal) is not None
 
 
 def test_an_items_queries_run_after_its_start_once_with_the_same_scores(tiny_causal, tiny_task, monkeypatch):
     """A word followed by more of the template (" overall.") needs a query of its own, the whole text again in each:
     PET's bbc-topic patterns read 5 a text. Each text's start now runs once, then each query's own few tokens."""
-    import peftlab.cloze as cloze
 
     prompt, examples = _prompt(SUFFIX_TEMPLATE), tiny_task.test[:5]
     items = [prompt.queries(tiny_causal, e) for e in examples]
     assert {len(item) for item in items} == {4}  # one query per label word
-    starts = [cloze._start_length(item) for item in items]
+    starts = [scoring._start_length(item) for item in items]
     assert starts == [min(q.read_positions[0] for q in item) for item in items]
     n_words = len(prompt.verbalizer.flat_words)
     with torch.inference_mode(), recorded_inputs(tiny_causal) as shapes:
@@ -515,7 +511,7 @@ def test_an_items_queries_run_after_its_start_once_with_the_same_scores(tiny_cau
     longest_rest = max(len(q.input_ids) - s for item, s in zip(items, starts) for q in item)
     assert shapes == [(5, max(starts)), (20, longest_rest)]
 
-    monkeypatch.setattr(cloze.ItemStarts, "find", lambda *args: None)
+    monkeypatch.setattr(scoring.ItemStarts, "find", lambda *args: None)
     with torch.inference_mode(), recorded_inputs(tiny_causal) as shapes:
         whole = word_scores(tiny_causal, items, n_words)
     longest = max(len(q.input_ids) for item in items for q in item)
@@ -529,8 +525,6 @@ def test_a_trained_model_gets_the_same_gradient_through_its_items_starts(tiny_ca
     values, copied to each query, and equals the gradient of the whole queries."""
     from peft import LoraConfig, get_peft_model
 
-    import peftlab.cloze as cloze
-
     torch.manual_seed(0)
     model = get_peft_model(copy.deepcopy(tiny_causal.model), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     for name, parameter in model.named_parameters():
@@ -538,7 +532,7 @@ def test_a_trained_model_gets_the_same_gradient_through_its_items_starts(tiny_ca
             torch.nn.init.normal_(parameter, std=0.5)
     prompt = _prompt(SUFFIX_TEMPLATE)
     items = [prompt.queries(tiny_causal, e) for e in tiny_task.test[:4]]
-    assert cloze.ItemStarts.find(model, "causal", items) is not None
+    assert scoring.ItemStarts.find(model, "causal", items) is not None
 
     def gradient() -> dict[str, torch.Tensor]:
         model.zero_grad()
@@ -546,7 +540,7 @@ def test_a_trained_model_gets_the_same_gradient_through_its_items_starts(tiny_ca
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
     shared = gradient()
-    monkeypatch.setattr(cloze.ItemStarts, "find", lambda *args: None)
+    monkeypatch.setattr(scoring.ItemStarts, "find", lambda *args: None)
     whole = gradient()
     assert len(shared) == 8 and all(g.abs().sum() > 0 for g in shared.values())
     for name in shared:
@@ -559,8 +553,6 @@ def test_no_item_starts_for_one_query_a_text_masked_lms_or_virtual_tokens(tiny_m
     from peft import PromptTuningConfig, get_peft_model
     from transformers import LlamaForCausalLM
 
-    import peftlab.cloze as cloze
-
     one_word = _prompt(TEMPLATE, {"negative": ["bad"], "positive": ["good"]})
     single = [one_word.queries(tiny_causal, e) for e in tiny_task.test]
     assert {len(item) for item in single} == {1}
@@ -569,10 +561,10 @@ def test_no_item_starts_for_one_query_a_text_masked_lms_or_virtual_tokens(tiny_m
     prompt_tuned = get_peft_model(
         LlamaForCausalLM(tiny_causal.model.config), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
     )
-    assert cloze.ItemStarts.find(tiny_causal.model, "causal", single) is None
-    assert cloze.ItemStarts.find(tiny_mlm.model, "mlm", masked) is None
-    assert cloze.ItemStarts.find(prompt_tuned, "causal", several) is None
-    assert cloze.ItemStarts.find(tiny_causal.model, "causal", several) is not None
+    assert scoring.ItemStarts.find(tiny_causal.model, "causal", single) is None
+    assert scoring.ItemStarts.find(tiny_mlm.model, "mlm", masked) is None
+    assert scoring.ItemStarts.find(prompt_tuned, "causal", several) is None
+    assert scoring.ItemStarts.find(tiny_causal.model, "causal", several) is not None
 
 
 def test_sliding_window_models_score_their_queries_whole(tiny_causal, tiny_task):
@@ -582,17 +574,15 @@ def test_sliding_window_models_score_their_queries_whole(tiny_causal, tiny_task)
     its start returns, and its queries then run whole."""
     from transformers import MistralConfig, MistralForCausalLM
 
-    import peftlab.cloze as cloze
-
     config = MistralConfig(**{**tiny_causal.model.config.to_dict(), "sliding_window": 8})
     torch.manual_seed(0)
     mistral = MistralForCausalLM(config).eval()
     prompt = _prompt(SUFFIX_TEMPLATE)
     items = [prompt.queries(tiny_causal, e) for e in tiny_task.test[:4]]
-    starts = cloze.ItemStarts.find(mistral, "causal", items)
+    starts = scoring.ItemStarts.find(mistral, "causal", items)
     with torch.inference_mode():
         assert starts is not None and starts.past(mistral, tiny_causal.tokenizer.pad_token_id, None) is None
-        assert cloze.ItemStarts.find(tiny_causal.model, "causal", items).past(tiny_causal.model, 0, None) is not None
+        assert scoring.ItemStarts.find(tiny_causal.model, "causal", items).past(tiny_causal.model, 0, None) is not None
         with recorded_inputs(LM(mistral, tiny_causal.tokenizer, "causal", "tiny-mistral")) as shapes:
             scores = word_scores(tiny_causal, items, len(prompt.verbalizer.flat_words), model=mistral)
     assert shapes[-1] == (16, max(len(q.input_ids) for item in items for q in item))  # the whole queries, after all
@@ -600,15 +590,15 @@ def test_sliding_window_models_score_their_queries_whole(tiny_causal, tiny_task)
 
     alternating = copy.deepcopy(tiny_causal.model)
     alternating.config.layer_types = ["full_attention", "sliding_attention"]
-    assert not cloze.continues_a_cache(alternating, "causal")
+    assert not scoring.continues_a_cache(alternating, "causal")
     alternating.config.layer_types = ["full_attention", "full_attention"]
-    assert cloze.continues_a_cache(alternating, "causal")
+    assert scoring.continues_a_cache(alternating, "causal")
 
 
 def test_padded_tokens_count_the_starts_once_and_each_rest_reading_its_start():
     """By hand: item A's two queries share 3 tokens (up to the first read position) and have rests of 2 and 3 tokens;
     item B is one query of 7 tokens read at its last, so its start is 6 and its rest 1."""
-    from peftlab.cloze import CACHED_TOKEN_COST, item_tokens, padded_tokens
+    from peftlab.scoring import CACHED_TOKEN_COST, item_tokens, padded_tokens
 
     a = [Query([1, 2, 3, 4, 9], [3, 4]), Query([1, 2, 3, 4, 8, 7], [3, 4, 5])]
     b = [Query([5, 6, 7, 8, 9, 10, 11], [6])]

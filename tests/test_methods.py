@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from peftlab.cloze import ClozeSetup, word_scores
+from peftlab.cloze import ClozeSetup
 from peftlab.errors import PeftlabError
 from peftlab.methods import (
     AdapterMethod,
@@ -20,6 +20,7 @@ from peftlab.methods import (
     method_config,
 )
 from peftlab.prompts import Prompt, Template, Verbalizer
+from peftlab.scoring import word_scores
 from peftlab.tuning import TrainSettings, train_method
 from tests.test_tuning import TEMPLATE, VERBALIZER, easy_task, same_tensors, snapshot
 
