@@ -2,11 +2,12 @@
 
 Results compare only on the same test texts, so rows are grouped by their test fingerprint first, and each
 split gets its own table, never mixed with another's. Within a split, rows of one method, K and settings
-are one line: mean and std of accuracy over seeds (LM-BFF's way of reporting; a seed run again counts once,
-its latest run: the same zero-shot stored by two tabs is no second run), the runs, trainable
-parameters, seconds, and the difference from the baseline (calibrated zero-shot when there is one) with a
-95 % paired bootstrap interval over the texts, the seeds pooled (`peftlab.stats`). A line whose interval
-includes 0 is "not distinguishable" from the baseline.
+are one line: mean and sample std (n - 1) of accuracy over seeds (LM-BFF reports mean and std over seeds; its
+tables divide by n, 18 % less at 3 seeds; a seed run again counts once, its latest run: the same zero-shot stored
+by two tabs is no second run), the runs, trainable parameters, seconds, and the difference from the baseline
+(calibrated zero-shot when there is one) with a 95 % paired bootstrap interval over the texts and, where a line has
+several seeds, over its seeds too (`peftlab.stats`). A line whose interval includes 0 is "not distinguishable" from
+the baseline.
 
 `report_html` renders the same as one self-contained page; it depends on the rows alone (no clock, fixed
 chart ids), so writing it twice from the same store gives the same bytes.
@@ -449,7 +450,7 @@ def report_html(comparisons: Sequence[SplitComparison], rows: Sequence[ResultRow
             f"<h1>{html.escape(split.task)} · {html.escape(split.model)}</h1>",
             f"<p>Test split {split.fingerprint}: {html.escape(split.scored)}; {html.escape(support)}. Baseline: "
             f"{html.escape(split.baseline or 'none stored')}. Differences are accuracy points with a 95 % paired "
-            "bootstrap interval over the texts, seeds pooled.</p>",
+            "bootstrap interval over the texts, and over the seeds where a line has several.</p>",
             display_table(split.table).to_html(index=False, escape=True),
             *(f"<p>⚠️ {html.escape(note)}</p>" for note in split.notes),
         ]

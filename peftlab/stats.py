@@ -5,8 +5,13 @@ texts), and then per text: the difference of two methods' accuracies is the mean
 (correct_a - correct_b). Several seeds of one method are pooled as the literature reports them (LM-BFF:
 mean over seeds): each text's correctness is averaged over the seeds first.
 
-- `paired_difference`: that mean difference with a 95 % paired bootstrap interval over texts
-  (`scipy.stats.bootstrap`, percentile method, a fixed seed), and whether 0 lies inside it.
+- `paired_difference`: that mean difference with a 95 % paired bootstrap interval (percentile method, a fixed
+  seed). One run a side: texts resampled (`scipy.stats.bootstrap`). Several seeds: a two-stage bootstrap
+  (Davison & Hinkley 1997, §3.8, hierarchical data) that also resamples each side's seeds, so that the interval
+  holds what another draw of seeds would change. Simulated on 1,000 texts, a method equal to zero-shot on average
+  with a 5-point std over 3 seeds: texts alone called it "better" or "worse" in 30 of 100 comparisons, the two
+  stages in 9 (above the nominal 5: three seeds are few to resample); 8 points better at a 1-point std, "better"
+  in 50 of 50 either way.
 - `mcnemar`: the exact McNemar test of two single runs (a binomial test on the discordant texts,
   `scipy.stats.binomtest`), when one wants a p-value rather than an interval.
 """
@@ -22,6 +27,8 @@ from scipy import stats as scipy_stats
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
+# Resampled text counts held at once by the two-stage bootstrap: resamples x texts of them (32 MB of int64).
+RESAMPLED_COUNTS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -45,11 +52,16 @@ def correctness(gold: Sequence[int], predictions: Sequence[Sequence[int]]) -> np
     Raises:
         ValueError: no run, or runs of another length than `gold`.
     """
+    return _correct(gold, predictions).mean(axis=0)  # (N,)
+
+
+def _correct(gold: Sequence[int], predictions: Sequence[Sequence[int]]) -> np.ndarray:
+    """(runs, N) 1.0 where a run got a text right."""
     gold = np.asarray(gold)
     runs = np.asarray(predictions)
     if runs.ndim != 2 or runs.shape[0] == 0 or runs.shape[1] != len(gold):
         raise ValueError(f"predictions must be runs of {len(gold)} labels each, got shape {runs.shape}")
-    return (runs == gold[None, :]).mean(axis=0)  # (N,)
+    return (runs == gold[None, :]).astype(float)
 
 
 def paired_difference(
@@ -59,10 +71,19 @@ def paired_difference(
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> PairedDifference:
-    """Accuracy of A (its runs pooled) minus B's on the same texts, with a 95 % paired bootstrap interval."""
-    differences = correctness(gold, runs_a) - correctness(gold, runs_b)  # (N,)
+    """Accuracy of A (its runs pooled) minus B's on the same texts, with a 95 % paired bootstrap interval: over the
+    texts, and over each side's runs (seeds) too where a side has several (`_two_stage_interval`).
+
+    Raises:
+        ValueError: a side with no run, or runs of another length than `gold`.
+    """
+    correct_a, correct_b = _correct(gold, runs_a), _correct(gold, runs_b)
+    differences = correct_a.mean(axis=0) - correct_b.mean(axis=0)  # (N,)
+    value = float(differences.mean())
+    if len(correct_a) > 1 or len(correct_b) > 1:
+        low, high = _two_stage_interval(correct_a, correct_b, resamples, np.random.default_rng(seed))
+        return PairedDifference(value, low, high, len(differences))
     if np.all(differences == differences[0]):  # no spread: every resample gives the same mean
-        value = float(differences[0])
         return PairedDifference(value, value, value, len(differences))
     result = scipy_stats.bootstrap(
         (differences,),
@@ -73,15 +94,41 @@ def paired_difference(
         rng=np.random.default_rng(seed),
     )
     interval = result.confidence_interval
-    return PairedDifference(float(differences.mean()), float(interval.low), float(interval.high), len(differences))
+    return PairedDifference(value, float(interval.low), float(interval.high), len(differences))
+
+
+def _two_stage_interval(
+    correct_a: np.ndarray, correct_b: np.ndarray, resamples: int, rng: np.random.Generator
+) -> tuple[float, float]:
+    """The percentile interval of mean-over-seeds accuracy of A minus B's, each resample drawing the N texts with
+    replacement (the same texts for both sides: paired) and each side's runs with replacement, on their own (B is
+    zero-shot, with no seeds, in every comparison peftlab makes). `correct_*` are (runs, N)."""
+    texts = correct_a.shape[1]
+    chunk, differences = max(1, RESAMPLED_COUNTS // texts), []
+    for start in range(0, resamples, chunk):
+        n = min(chunk, resamples - start)
+        counts = rng.multinomial(texts, np.full(texts, 1 / texts), size=n)  # (n, N): each text's draws
+        side = []
+        for correct in (correct_a, correct_b):
+            accuracies = counts @ correct.T / texts  # (n, runs): each run's accuracy on the drawn texts
+            runs = len(correct)
+            weights = rng.multinomial(runs, np.full(runs, 1 / runs), size=n) / runs  # (n, runs): the drawn runs
+            side.append((weights * accuracies).sum(axis=1))  # (n,)
+        differences.append(side[0] - side[1])
+    low, high = np.quantile(np.concatenate(differences), [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return float(low), float(high)
 
 
 def mcnemar(gold: Sequence[int], predicted_a: Sequence[int], predicted_b: Sequence[int]) -> float:
     """Exact McNemar p-value (two-sided) of two runs on the same texts: a binomial test on the texts one run
-    gets right and the other wrong (McNemar 1947; exact form as in Edwards 1948)."""
-    gold, a, b = np.asarray(gold), np.asarray(predicted_a), np.asarray(predicted_b)
-    only_a = int(((a == gold) & (b != gold)).sum())
-    only_b = int(((a != gold) & (b == gold)).sum())
+    gets right and the other wrong (McNemar 1947; exact form as in Edwards 1948).
+
+    Raises:
+        ValueError: a run of another length than `gold` (numpy would have broadcast one prediction over every text).
+    """
+    a, b = _correct(gold, [predicted_a])[0], _correct(gold, [predicted_b])[0]
+    only_a = int(((a == 1) & (b == 0)).sum())
+    only_b = int(((a == 0) & (b == 1)).sum())
     if only_a + only_b == 0:
         return 1.0
     return float(scipy_stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)

@@ -45,6 +45,37 @@ def test_a_difference_whose_interval_holds_zero_is_not_distinguishable():
     assert (same.difference, same.low, same.high) == (0, 0, 0) and not same.distinguishable
 
 
+def test_several_seeds_are_resampled_too_so_seeds_either_side_of_the_baseline_are_not_distinguishable():
+    """A's seed 1 gets every text right, seed 2 none; B gets every text right. Resampling texts changes no run's
+    accuracy, so the two-stage bootstrap draws A's seeds alone: both seed 1 (A - B = 0) with probability 1/4, one of
+    each (-0.5) 1/2, both seed 2 (-1) 1/4. Its 95 % interval is [-1, 0], which holds 0; texts alone gave [-0.5, -0.5]
+    and "worse"."""
+    gold = [0, 1] * 10
+    wrong = [1 - g for g in gold]
+    result = paired_difference(gold, [gold, wrong], [gold])
+    assert result.difference == -0.5 and (result.low, result.high) == (-1.0, 0.0)
+    assert not result.distinguishable
+    same = paired_difference(gold, [gold, wrong], [gold, wrong])  # both sides draw the same texts: paired
+    assert same.difference == 0 and same.low < 0 < same.high
+
+
+def test_seeds_either_side_of_zero_shot_are_not_called_better_for_their_mean():
+    """The review's case: 3 seeds at 63, 88 and 61 % beside zero-shot at 61 % on 1,000 texts; their mean is 9.6
+    points above it, but a draw of seeds may land on the two near it. Texts alone said [+6.2, +13.1], "better"."""
+    rng = np.random.default_rng(1)
+    gold = rng.integers(0, 2, 1000)
+
+    def run(accuracy: float) -> np.ndarray:
+        return np.where(rng.random(1000) < accuracy, gold, 1 - gold)
+
+    zero_shot = run(0.627)
+    seeds = [run(0.596), run(0.892), run(0.603)]
+    result = paired_difference(gold, seeds, [zero_shot])
+    assert result.difference == pytest.approx(0.0963, abs=1e-4)
+    assert result.low < 0 < result.high and not result.distinguishable
+    assert paired_difference(gold, seeds[1:2], [zero_shot]).distinguishable  # the good seed alone is better
+
+
 def test_mcnemar_is_the_exact_binomial_test_on_discordant_texts():
     gold = [1] * 10
     a = [1] * 9 + [0]  # a alone right on 7 texts, b alone on 1
@@ -56,6 +87,8 @@ def test_mcnemar_is_the_exact_binomial_test_on_discordant_texts():
     assert mcnemar(gold, a, b) == pytest.approx(2 * 9 / 256)
     assert mcnemar(gold, a, b) == pytest.approx(scipy_stats.binomtest(7, 8, 0.5).pvalue)
     assert mcnemar(gold, a, a) == 1.0
+    with pytest.raises(ValueError, match="runs of 10 labels"):  # one label was broadcast over every text
+        mcnemar(gold, a, [1])
 
 
 def test_a_proportion_s_interval_is_wilson_s_score_interval_by_hand():

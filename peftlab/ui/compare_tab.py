@@ -61,13 +61,13 @@ from peftlab.ui.presses import (
 )
 from peftlab.ui.sessions import SESSIONS
 
-INTRO = """Every result you ran in the other tabs{} lands here, on the test texts it was scored on. Pick a
-task and a model: each method is one line (mean ± std over seeds), with its difference from zero-shot (calibrated
-where stored; the line above the table names the baseline) as accuracy points and a 95 % paired bootstrap interval
-over the same test texts; a method whose interval includes 0 is *not distinguishable* from zero-shot. Results on
-another set of test texts are listed apart, never mixed, each with its own baseline. RLHF results (task "rlhf"
-and the labeler's name) have no accuracy: each route is a line with its labeler score and KL to the SFT model, and
-the chart is their score-KL frontier."""
+INTRO = """Every result you ran in the other tabs{} lands here, on the test texts it was scored on. Pick a task and
+a model: each method is one line (mean ± std over seeds), with its difference from zero-shot (calibrated where
+stored; the line above the table names the baseline) as accuracy points and a 95 % paired bootstrap interval over
+the same test texts (and over the seeds, where a method has several); a method whose interval includes 0 is *not
+distinguishable* from zero-shot. Results on another set of test texts are listed apart, never mixed, each with its
+own baseline. RLHF results (task "rlhf" and the labeler's name) have no accuracy: each route is a line with its
+labeler score and KL to the SFT model, and the chart is their score-KL frontier."""
 PUBLIC_NOTE = """On this public Space your results are yours alone and last as long as this page: before you
 reload or leave, export them (Stored results below), and import the file to get them back."""
 
