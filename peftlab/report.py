@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,24 +51,28 @@ class SplitComparison:
     support: dict
     baseline: str | None
     table: pd.DataFrame
-    # lines whose runs repeat a seed (`_repeat_notes`), stopped before the end (`_stopped_notes`), or lean on one label
+    # lines whose runs repeat a seed (`_repeat_notes`), stopped before the end (`_stopped_notes`), lean on one label,
+    # or read their texts with another prompt than the baseline (`_prompt_notes`)
     notes: list[str]
+    rows: list[ResultRow]  # every stored row of the split, the runs counted in its lines and the others
 
 
 def compare(rows: Sequence[ResultRow]) -> list[SplitComparison]:
     """One SplitComparison per test split among `rows` (classification rows only), the split with the most runs
-    first (`_lines`: a run stored twice counts once, or one imported copy put its split above the one compared)."""
+    first (`_lines`: a run stored twice counts once, or one imported copy put its split above the one compared).
+    A split is its fingerprint and its gold labels: an imported row with a split's fingerprint but other labels (30
+    where the split has 40) is not paired with its rows (it made every comparison of the task and model fail)."""
     scored = [r for r in rows if r.accuracy is not None and r.predictions]
     splits: dict[tuple, list[ResultRow]] = {}
     for row in scored:
-        splits.setdefault((row.task, row.model, row.test_fingerprint), []).append(row)
+        splits.setdefault((row.task, row.model, row.test_fingerprint, tuple(row.gold)), []).append(row)
     lined = {split: _lines(split_rows) for split, split_rows in splits.items()}  # grouped once, to order and compare
 
     def runs(split: tuple) -> int:
         return sum(len(line) for line in lined[split].values())
 
     ordered = sorted(splits, key=lambda split: (-runs(split), split))
-    return [_compare_split(*split, splits[split], lined[split]) for split in ordered]
+    return [_compare_split(*split[:3], splits[split], lined[split]) for split in ordered]
 
 
 def _line_key(row: ResultRow) -> tuple:
@@ -99,10 +104,23 @@ def _line_told(lines: dict[tuple, list[ResultRow]]) -> dict[tuple, list[str]]:
         # one setting at two paths (a sweep's varied value, also in its method's config) is told once
         told_apart = {(_leaf(path), values[path]): path for path in paths if len(set(values[path])) > 1}
         differing = list(told_apart.values())
-        for key, flat in zip(keys, settings):
-            told = [f"{_leaf(path)} {_short(flat.get(path))}" for path in differing[:2]]
+        shown = {path: _shown_apart([flat.get(path) for flat in settings]) for path in differing[:2]}
+        for index, key in enumerate(keys):
+            told = [f"{_leaf(path)} {shown[path][index]}" for path in differing[:2]]
             told_by_key[key] = [*told, *(["…"] if len(differing) > 2 else [])]
     return told_by_key
+
+
+def _shown_apart(values: list) -> list[str]:
+    """Each value as `_setting_text` shows it, cut (`_cut`), unless two different values would read the same: then
+    each is shown around where they first differ ('"…movie was {mask}!"'). Two templates that differ in their last
+    character were two lines named alike."""
+    texts = [_setting_text(value) for value in values]
+    shown = [_cut(text) for text in texts]
+    if len(set(shown)) == len(set(texts)):
+        return shown
+    start = max(0, len(os.path.commonprefix(sorted(set(texts)))) - 12)
+    return [_cut(("…" if start else "") + text[start:]) for text in texts]
 
 
 def _leaf(path: str) -> str:
@@ -120,14 +138,18 @@ def _flat(settings, path: str = "") -> dict:
     return {leaf: value for k, v in settings.items() for leaf, value in _flat(v, f"{path}.{k}" if path else k).items()}
 
 
-def _short(value, width: int = 36) -> str:
+def _setting_text(value) -> str:
     """A setting's value as a line's name shows it: a list of one as its item, a verbalizer (stored as a JSON text) as
-    its lines ("negative: bad / positive: good, great"), at most `width` characters."""
+    its lines ("negative: bad / positive: good, great")."""
     value = value[0] if isinstance(value, list) and len(value) == 1 else value
     text = json.dumps(value, ensure_ascii=False)
     with contextlib.suppress(ValueError, TypeError, AttributeError):  # '"{\"negative\": [\"neg…' named a line
         words = json.loads(value).items()
         text = " / ".join(f"{label}: {', '.join(w) if isinstance(w, list) else w}" for label, w in words)
+    return text
+
+
+def _cut(text: str, width: int = 36) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -196,20 +218,26 @@ def _prompt(row: ResultRow) -> tuple:
     return json.dumps(row.settings.get("templates")), json.dumps(row.settings.get("verbalizer"))
 
 
+NO_PROMPT = (json.dumps(None), json.dumps(None))  # `_prompt` of a method with no template or verbalizer setting
+
+
 def _baseline(lines: dict[tuple, list[ResultRow]]) -> tuple | None:
-    """The line the others are compared with: of the lines of the first of BASELINES stored, the one whose prompt
-    (`_prompt`) the most other runs share, the latest started of equals. The latest alone was the baseline: after an
-    AutoPrompt search stored zero-shot on its template without the trigger, methods trained on another template
-    were said to beat zero-shot by what their template alone gave."""
+    """The line the others are compared with: of the zero-shot lines (BASELINES), the one whose prompt (`_prompt`) the
+    most other runs share; of equals, the first calibration of BASELINES, then the latest started. The latest alone
+    was the baseline: after an AutoPrompt search stored zero-shot on its template without the trigger, methods trained
+    on another template were said to beat zero-shot by what their template alone gave. Then the calibration came
+    first: a mean-calibrated zero-shot of the Cloze tab on another template was chosen over the plain zero-shot a grid
+    scored on its own, and LoRA was said to beat zero-shot by 28.7 points where it gained 3.8 on its own template's
+    zero-shot."""
     others = [run for key, runs in lines.items() if key[0] not in BASELINES for run in runs]
-    for method in BASELINES:
-        if candidates := [key for key in lines if key[0] == method]:
+    candidates = [key for key in lines if key[0] in BASELINES]
+    if not candidates:
+        return None
 
-            def sharing(key: tuple) -> int:
-                return sum(_prompt(run) == _prompt(lines[key][0]) for run in others)
+    def rank(key: tuple) -> tuple[int, int]:
+        return sum(_prompt(run) == _prompt(lines[key][0]) for run in others), -BASELINES.index(key[0])
 
-            return max(reversed(candidates), key=sharing)  # max keeps the first of equals: the latest started
-    return None
+    return max(reversed(candidates), key=rank)  # max keeps the first of equals: the latest started
 
 
 def _compare_split(
@@ -231,9 +259,10 @@ def _compare_split(
             "accuracy_std": float(np.std(accuracies, ddof=1)) if len(runs) > 1 else 0.0,
             "macro_f1_mean": float(np.mean([r.macro_f1 for r in runs])),
             "trainable_params": int(runs[0].trainable_params),
+            # unknown without the model's size (an imported row): "0%" beside its parameters was false
             "trainable_share": runs[0].trainable_params / runs[0].metrics["model_params"]
             if runs[0].metrics.get("model_params")
-            else 0.0,
+            else np.nan,
             "seconds_mean": float(np.mean([r.train_seconds + r.scoring_seconds for r in runs])),
             "vs_baseline": np.nan,
             "ci_low": np.nan,
@@ -252,20 +281,47 @@ def _compare_split(
             )
         records.append(record)
     table = pd.DataFrame(records)
-    table["_order"] = table["method"] != (names[baseline] if baseline else None)  # the baseline first, then by size
+    table["_order"] = [key != baseline for key in lines]  # the baseline first (two lines may be named alike), by size
     table = table.sort_values(["_order", "trainable_params", "method", "K"], kind="stable").drop(columns="_order")
     table = table.reset_index(drop=True)
     labels = list(rows[0].per_class_f1)  # label names in the task's order
     support = {label: 0 for label in labels}
     for index in gold:
         support[labels[index]] += 1
-    notes = _repeat_notes(rows, lines, told) + _stopped_notes(lines, told) + _leaning_lines(lines, labels, told)
+    notes = [
+        *_repeat_notes(rows, lines, told),
+        *_stopped_notes(lines, told),
+        *_leaning_lines(lines, labels, told),
+        *_prompt_notes(lines, baseline, told),
+    ]
     # rows stored before the counts were recorded have none: their number of texts is all that is known
     described = next((r.settings for r in rows if "rows_scored" in r.settings), None)
     scored = scored_note(described) if described else f"{len(gold)} texts"
     return SplitComparison(
-        task, model, fingerprint, len(gold), scored, support, names[baseline] if baseline else None, table, notes
+        task, model, fingerprint, len(gold), scored, support, names[baseline] if baseline else None, table, notes, rows
     )
+
+
+def _prompt_notes(
+    lines: dict[tuple, list[ResultRow]], baseline: tuple | None, told: dict[tuple, list[str]]
+) -> list[str]:
+    """A sentence per line that read its texts with another template or verbalizer than the baseline (lines without
+    either, AutoPrompt's and PET's, aside): its difference from the baseline holds what its prompt gives too."""
+    if baseline is None:
+        return []
+    base = _prompt(lines[baseline][0])
+    notes = []
+    for key, runs in lines.items():
+        prompt = _prompt(runs[0])
+        if key == baseline or prompt == base or prompt == NO_PROMPT:
+            continue
+        parts = [name for name, mine, theirs in zip(("template", "verbalizer"), prompt, base) if mine != theirs]
+        shown = [f"{name} {_cut(_setting_text(json.loads(theirs)))}" for name, theirs in zip(parts, base)]
+        notes.append(
+            f"{_noted(key, told)}: read its texts with another {' and '.join(parts)} than the baseline "
+            f"({', '.join(shown)}): its difference holds what its prompt gives, as well as what the method does."
+        )
+    return notes
 
 
 def leaning_notes(rows: Sequence[ResultRow], names: Sequence[str]) -> list[str]:
@@ -306,8 +362,9 @@ def short_figure(value: float) -> str:
 
 def share_text(value: float) -> str:
     """A trainable share as every table writes it: percent with three significant digits (LoRA "0.343%", a head
-    "0.000858%", full fine-tuning "100%"): the Soft prompts table said "0.3%" where Compare said "0.343%"."""
-    return f"{100 * value:.3g}%"
+    "0.000858%", full fine-tuning "100%"): the Soft prompts table said "0.3%" where Compare said "0.343%". NaN (a row
+    without its model's size) is "share unknown"."""
+    return "share unknown" if np.isnan(value) else f"{100 * value:.3g}%"
 
 
 DISPLAY_COLUMNS = (
@@ -324,10 +381,11 @@ DISPLAY_COLUMNS = (
 
 
 def _points(difference: float) -> str:
-    """An accuracy difference in points, signed, with one decimal, or two where one would read 0 for a difference
-    that is not: "[-25.0, -0.0]" beside "worse" read as an interval that reaches 0."""
+    """An accuracy difference in points, signed, with one decimal, or two significant digits where one decimal would
+    read 0 for a difference that is not: "[-25.0, -0.0]" beside "worse" read as an interval that reaches 0, and so
+    did "+0.00" (two decimals) for 0.004 points."""
     shown = f"{100 * difference:+.1f}"
-    return f"{100 * difference:+.2f}" if float(shown) == 0 and difference != 0 else shown
+    return f"{100 * difference:+.2g}" if float(shown) == 0 and difference != 0 else shown
 
 
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -459,7 +517,7 @@ def report_html(comparisons: Sequence[SplitComparison], rows: Sequence[ResultRow
             chart(accuracy_vs_parameters(summary), f"chart-{number}-0"),
             chart(accuracy_vs_seconds(summary), f"chart-{number}-1"),
         ]
-        parts.append(_every_row([r for r in rows if r.test_fingerprint == split.fingerprint and r.kind != "rlhf"]))
+        parts.append(_every_row(split.rows))
     for number, route in enumerate(routes):
         parts += [
             f"<h1>{html.escape(route.task)} · {html.escape(route.model)}</h1>",

@@ -74,6 +74,10 @@ def test_rows_from_different_tabs_on_the_same_texts_land_in_one_table():
         "-10.0 [-20.0, +0.0]",
         "-25.0 [-25.0, -0.04]",
     ]
+    tiny = split.table.assign(
+        vs_baseline=[np.nan, 0.0001, 0.1], ci_low=[np.nan, 0.00004, 0.1], ci_high=[np.nan, 0.0002, 0.1]
+    )
+    assert display_table(tiny)["vs baseline (points, 95% CI)"][1] == "+0.01 [+0.004, +0.02]"  # "+0.00" beside better
     # zero-shot's 0.24 s read "0" beside the time chart that placed it at 0.24
     assert [short_figure(v) for v in (0.24, 3.14159, 60.4, 1234.5, 0.0)] == ["0.24", "3.1", "60", "1234", "0"]
 
@@ -317,7 +321,9 @@ def test_lines_of_one_method_that_differ_in_settings_are_named_by_what_tells_the
     assert split.table.set_index("method").loc[review, "vs_baseline"] == pytest.approx((28 - 24) / 40)
     assert split.notes == [
         "prompt-tuning (num_virtual_tokens 5, K 16): its run predicted 'positive' for 100% of the texts, against 50% "
-        "of the gold labels: an accuracy of a model leaning on one label says little about reading the texts."
+        "of the gold labels: an accuracy of a model leaning on one label says little about reading the texts.",
+        f'{review}: read its texts with another template than the baseline (template "{{text}} {{mask}}"): its '
+        "difference holds what its prompt gives, as well as what the method does.",
     ]
     (alone,) = compare([rows[1], rows[3]])
     assert list(alone.table["method"]) == ["zero-shot", "prompt-tuning"]  # a line alone is named by its method
@@ -347,6 +353,67 @@ def test_the_baseline_is_zero_shot_on_the_prompt_the_compared_methods_read():
     assert lines.loc["prompt-tuning", "vs_baseline"] == pytest.approx(0.025)
     # no other run on either prompt: the latest, as before
     assert compare([rows[0], rows[3], rows[4]])[0].baseline == 'zero-shot (templates "{text} {mask}")'
+
+
+def test_a_calibrated_zero_shot_on_another_template_is_not_the_baseline_of_runs_on_their_own():
+    """The review's case: the Cloze tab stored a mean-calibrated zero-shot on one template (50 %), a grid its plain
+    zero-shot and LoRA on another (75 %; LoRA 77.5 and 80 %). The calibration came first, and LoRA was said to beat
+    zero-shot by 28.7 points, 25 of them its template's."""
+    cloze_tab = {"templates": ["{text} It was{mask}."], "verbalizer": "negative / positive"}
+    grid = cloze_tab | {"templates": ["Review: {text}\nSentiment:{mask}"]}
+
+    def stored(method, settings, predicted, seed=None, k=None):
+        return ResultRow.scored("trained", "tiny-llama", TASK, method, settings, TEXTS, predicted, seed=seed, k=k)
+
+    rows = [
+        stored("zero-shot · mean", cloze_tab, flip(20)),
+        stored("zero-shot", grid, flip(10)),
+        stored("lora", grid, flip(9), seed=13, k=16),
+        stored("lora", grid, flip(8), seed=21, k=16),
+    ]
+    (split,) = compare(rows)
+    assert split.baseline == "zero-shot"
+    assert split.table.set_index("method").loc["lora", "vs_baseline"] == pytest.approx((31 + 32 - 60) / 80)
+    assert split.notes == [
+        'zero-shot · mean: read its texts with another template than the baseline (template "Review: '
+        '{text}\\nSentiment:{mask}"): its difference holds what its prompt gives, as well as what the method does.'
+    ]
+    # on one template, the calibrated zero-shot is still preferred
+    assert compare([stored("zero-shot · mean", grid, flip(20)), *rows[1:]])[0].baseline == "zero-shot · mean"
+
+
+def test_templates_that_differ_past_a_name_s_width_are_named_apart_and_the_baseline_comes_first():
+    """Two zero-shot lines on "{text} To sum it up in one word, the movie was {mask}." and "...{mask}!" were both
+    named 'zero-shot (templates "{text} To sum it up in one word, t…)', and the baseline was sorted by that name."""
+    long = "{text} To sum it up in one word, the movie was {mask}"
+
+    def zero_shot(template, predicted):
+        settings = {"templates": [template], "calibration": "none"}
+        return ResultRow.scored("cloze", "tiny-llama", TASK, "zero-shot", settings, TEXTS, predicted)
+
+    (split,) = compare([zero_shot(long + ".", flip(2)), zero_shot(long + "!", flip(30))])
+    assert list(split.table["method"]) == [
+        'zero-shot (templates …e was {mask}!")',  # the latest stored, the baseline, first
+        'zero-shot (templates …e was {mask}.")',
+    ]
+    assert list(split.table["verdict"]) == ["baseline", "better"]
+
+
+def test_a_row_with_a_split_s_fingerprint_but_other_texts_is_compared_apart():
+    """An imported row with a 40-text split's fingerprint and 30 predictions (and gold labels) made every comparison
+    of the task and model fail: "predictions must be runs of 40 labels each"."""
+    forged = row("lora", GOLD[:30], seed=13, k=16, texts=TEXTS[:30], trainable_params=10)
+    forged.test_fingerprint = row("zero-shot", GOLD).test_fingerprint
+    splits = compare([row("zero-shot", flip(4)), forged])
+    assert sorted(split.texts for split in splits) == [30, 40]
+
+
+def test_a_row_without_its_model_s_size_shows_its_share_as_unknown():
+    """ "1,234 (0%)" beside a row imported without metrics' model_params."""
+    imported = row("lora", flip(4), seed=13, k=16, trainable_params=1234)
+    imported.metrics = {}
+    (split,) = compare([imported])
+    assert display_table(split.table)["trainable"].tolist() == ["1,234 (share unknown)"]
 
 
 def test_lines_told_apart_by_their_verbalizer_name_its_words_not_its_json():
