@@ -545,9 +545,11 @@ def score_comparison(table: pd.DataFrame, columns: Sequence[str], title: str) ->
 
 def route_label(route: str) -> str:
     """An RLHF route as the papers write it: "PPO", "DPO", "SFT", "PPO-ptx" (InstructGPT's name; "PPO-PTX" read as a
-    fourth acronym), for the frontier's points and the table's lines alike."""
-    head, dash, rest = route.partition("-")
-    return head.upper() + dash + rest
+    fourth acronym), for the frontier's points and the table's lines alike; what tells a line apart stays as it is
+    ("PPO (beta 0.2)")."""
+    name, space, told = route.partition(" ")
+    head, dash, rest = name.partition("-")
+    return head.upper() + dash + rest + space + told
 
 
 @themed

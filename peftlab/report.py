@@ -28,7 +28,7 @@ import pandas as pd
 from peftlab.config import counted
 from peftlab.metrics import confusion_matrix, leaning_label
 from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds, route_label, score_kl_frontier
-from peftlab.rlhf.stored import stored_routes
+from peftlab.rlhf.stored import route_settings, stored_routes
 from peftlab.stats import paired_difference
 from peftlab.store import ResultRow, scored_note, stopped_at
 
@@ -471,7 +471,8 @@ def compare_routes(rows: Sequence[ResultRow]) -> list[RouteComparison]:
             groups.setdefault((row.task, row.model, row.test_fingerprint), []).append(row)
     comparisons = []
     for (task, model, prompts_print), group in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
-        table, summary = stored_routes(group)
+        lines = _route_lines(group)
+        table, summary = stored_routes(lines)
         metrics = group[0].metrics
         comparisons.append(
             RouteComparison(
@@ -479,6 +480,21 @@ def compare_routes(rows: Sequence[ResultRow]) -> list[RouteComparison]:
             )
         )
     return comparisons
+
+
+def _route_lines(rows: Sequence[ResultRow]) -> dict[str, list[ResultRow]]:
+    """Stored RLHF evaluations as lines, by method and the settings of its route (`route_settings`, `_chosen`: seeds
+    aside), each named by what tells it apart from the other lines of its method ('ppo (beta 0.2)', `_line_told`); an
+    evaluation stored twice (an export imported again) is one run. By method alone, the same PPO stored twice read
+    "2 runs, +0.400 ± 0.000", and PPO runs of other settings were averaged into one line."""
+    lines: dict[tuple, dict[str, ResultRow]] = {}
+    for row in rows:
+        chosen = _chosen(route_settings(row.method, row.settings))
+        key = (row.method, None, json.dumps(chosen, sort_keys=True, default=str))
+        run = json.dumps([row.settings, row.metrics, row.train_seconds], sort_keys=True, default=str)
+        lines.setdefault(key, {})[run] = row
+    told = _line_told(lines)
+    return {_named(key[0], told[key]): list(runs.values()) for key, runs in lines.items()}
 
 
 def report_html(comparisons: Sequence[SplitComparison], rows: Sequence[ResultRow]) -> str:

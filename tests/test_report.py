@@ -206,6 +206,38 @@ def test_the_report_of_rlhf_results_shows_each_route_s_score_and_kl(tmp_path, mo
     assert listed["accuracy"].isna().all()
 
 
+def test_rlhf_routes_are_lines_by_their_own_settings_and_an_evaluation_stored_twice_is_one_run():
+    """By method alone, the same PPO evaluation stored twice (an export imported again) read "2 runs, +0.400 ±
+    0.000", and PPO runs with other settings were averaged into one line."""
+    from peftlab.report import compare_routes
+    from peftlab.rlhf.evaluation import PolicyComparison
+
+    def evaluation(ppo_beta, dpo_beta, ppo_score, seed=0):
+        summary = {"labeler": "vader-positive", "prompts": 2, "samples_per_prompt": 1, "sft_mean_score": 0.1}
+        summary |= {"ppo_mean_score": ppo_score, "ppo_mean_kl": 2.0, "dpo_mean_score": 0.25, "dpo_mean_kl": 1.0}
+        settings = {"seed": seed, "route": "both", "ppo": {"beta": ppo_beta, "seed": seed}, "dpo": {"beta": dpo_beta}}
+        comparison = PolicyComparison(pd.DataFrame({"prompt": ["a", "b"]}), summary, ["ppo", "dpo"])
+        return comparison.result_rows("tiny", settings, {"ppo": 100.0, "dpo": 10.0})
+
+    first = evaluation(0.1, 0.1, 0.5)
+    again = evaluation(0.1, 0.1, 0.5)  # the same evaluation, stored again under new ids
+    (route,) = compare_routes([*first, *again])
+    assert route.table.set_index("method")["runs"].to_dict() == {"ppo": 1, "dpo": 1}
+    # another seed is a second run; another PPO beta another line; DPO's beta leaves PPO's line whole
+    rows = [*first, *evaluation(0.1, 0.1, 0.3, seed=1), *evaluation(0.2, 0.3, 0.7)]
+    (route,) = compare_routes(rows)
+    table = route.table.set_index("method")
+    assert table["runs"].to_dict() == {
+        "ppo (beta 0.1)": 2,
+        "dpo (beta 0.1)": 2,
+        "ppo (beta 0.2)": 1,
+        "dpo (beta 0.3)": 1,
+    }
+    assert table.loc["ppo (beta 0.1)", "score_mean"] == pytest.approx(0.4)
+    assert list(route.display()["method"]) == ["PPO (beta 0.1)", "DPO (beta 0.1)", "PPO (beta 0.2)", "DPO (beta 0.3)"]
+    route.frontier()  # every line is a point of its own
+
+
 def test_the_compare_panel_says_what_to_do_when_nothing_is_stored_and_counts_its_rows(monkeypatch, tmp_path):
     import gradio as gr
 

@@ -52,14 +52,15 @@ def test_rlhf_results_are_shown_on_the_compare_tab(monkeypatch, tmp_path):
     monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "results.sqlite"))
     table = pd.DataFrame({"prompt": ["a", "b"]})
 
-    def evaluation(ppo_score, dpo_score, seconds):
+    def evaluation(ppo_score, dpo_score, seconds, dpo_seconds=10.0):
         summary = {"labeler": "vader-positive", "prompts": 2, "samples_per_prompt": 1, "sft_mean_score": 0.1}
         summary |= {"ppo_mean_score": ppo_score, "ppo_mean_reward": 0.5, "ppo_mean_kl": 2.0}
         summary |= {"dpo_mean_score": dpo_score, "dpo_mean_reward": 0.4, "dpo_mean_kl": 1.0}
         comparison = PolicyComparison(table, summary, ["ppo", "dpo"])
-        return comparison.result_rows("tiny", {}, {"ppo": seconds, "dpo": 10.0})
+        return comparison.result_rows("tiny", {}, {"ppo": seconds, "dpo": dpo_seconds})
 
-    ResultStore().add(evaluation(0.5, 0.3, 100.0) + evaluation(0.7, 0.3, 120.0))
+    # two runs; their DPO scores alike (an evaluation stored twice would be one run)
+    ResultStore().add(evaluation(0.5, 0.3, 100.0) + evaluation(0.7, 0.3, 120.0, dpo_seconds=12.0))
     tasks, models = compare_tab._choices(ResultStore())
     assert tasks == ["rlhf vader-positive"] and models == ["tiny"]
     status, shown, frontier, second, _, csv_path, report = compare_tab.show_comparison(
@@ -73,7 +74,7 @@ def test_rlhf_results_are_shown_on_the_compare_tab(monkeypatch, tmp_path):
     # PPO: scores 0.5 and 0.7 -> mean 0.6, std (sample) 0.1414; gain 0.6 - 0.1; seconds (100 + 120) / 2
     assert shown.values.tolist() == [
         ["PPO", 2, "+0.600 ± 0.141", "+0.100", "+0.500", "+0.50", "2.00", "110"],
-        ["DPO", 2, "+0.300 ± 0.000", "+0.100", "+0.200", "+0.40", "1.00", "10"],
+        ["DPO", 2, "+0.300 ± 0.000", "+0.100", "+0.200", "+0.40", "1.00", "11"],
     ]
     assert json.loads(frontier.to_json())["data"][0]["text"] == ["SFT", "PPO", "DPO"]
     assert pd.read_csv(csv_path)["score_mean"].round(3).tolist() == [0.6, 0.3]

@@ -3,7 +3,7 @@ the Compare tab and the report show. Apart from `evaluation`, which needs torch:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -11,41 +11,34 @@ from peftlab.errors import PeftlabError
 from peftlab.store import ROUTE_FIGURES, ResultRow
 
 REFERENCE = "sft"  # the policy every route starts from and is measured against
+# The pipeline's stages (`PipelineConfig`'s sub-configs) each stored route trained through
+STAGES = ("sft", "reward", "ppo", "dpo")
+ROUTE_STAGES = {"ppo": ("sft", "reward", "ppo"), "ppo-ptx": ("sft", "reward", "ppo"), "dpo": ("sft", "dpo")}
 
 
-def stored_routes(rows: Sequence[ResultRow]) -> tuple[pd.DataFrame, dict]:
-    """Stored RLHF evaluations (`result_rows`, all on the same held-out prompts) as one line per method: its runs,
-    the labeler's mean score with its std over runs, the SFT model's score on the same prompts and the gain over
-    it, the reward model's score, the KL to SFT (nats per response) and the training seconds; and the summary
-    `plots.score_kl_frontier` draws (each method as a route).
+def route_settings(method: str, settings: dict) -> dict:
+    """The settings that made a stored route: the pipeline's shared ones and its own stages' (the other route's and
+    the route choice aside). With all of them, PPO's line was split by DPO's beta and named 'ppo (beta 0.2)'."""
+    own = ROUTE_STAGES.get(method, STAGES)
+    return {k: v for k, v in settings.items() if k != "route" and (k not in STAGES or k in own)}
+
+
+def stored_routes(lines: Mapping[str, Sequence[ResultRow]]) -> tuple[pd.DataFrame, dict]:
+    """Stored RLHF evaluations (`result_rows`, all on the same held-out prompts), grouped into lines (a name: its
+    runs; `report.compare_routes` makes them), as one table line each: its runs, the labeler's mean score with its
+    std over runs, the SFT model's score on the same prompts and the gain over it, the reward model's score, the KL
+    to SFT (nats per response) and the training seconds; and the summary `plots.score_kl_frontier` draws (each line
+    as a route).
 
     Raises:
         PeftlabError: a row without the figures `result_rows` writes (an edited import, say), named by its id.
     """
-    runs: dict[str, list[dict]] = {}
-    for row in rows:
-        metrics = row.metrics
-        route = _route_of(metrics)
-        needed = {f"{route}_mean_score", f"{REFERENCE}_mean_score", "labeler", "prompts"}
-        if route is None or not needed <= set(metrics):
-            raise PeftlabError(
-                f"The stored RLHF result {row.id[:8]} lacks its scores or KL; delete it under Stored results."
-            )
-        runs.setdefault(row.method, []).append(
+    table = []
+    for name, rows in lines.items():
+        frame = pd.DataFrame([_figures(row) for row in rows])
+        table.append(
             {
-                "score": metrics[f"{route}_mean_score"],
-                "sft_score": metrics[f"{REFERENCE}_mean_score"],
-                "reward": metrics.get(f"{route}_mean_reward", float("nan")),
-                "kl": metrics[f"{route}_mean_kl"],
-                "seconds": row.train_seconds,
-            }
-        )
-    lines = []
-    for method, values in runs.items():
-        frame = pd.DataFrame(values)
-        lines.append(
-            {
-                "method": method,
+                "method": name,
                 "runs": len(frame),
                 "score_mean": frame["score"].mean(),
                 "score_std": frame["score"].std() if len(frame) > 1 else 0.0,
@@ -56,11 +49,32 @@ def stored_routes(rows: Sequence[ResultRow]) -> tuple[pd.DataFrame, dict]:
                 "seconds": frame["seconds"].mean(),
             }
         )
-    table = pd.DataFrame(lines)
-    summary = {f"{REFERENCE}_mean_score": float(table["sft_score"].mean())}
-    for line in lines:
+    summary = {f"{REFERENCE}_mean_score": float(pd.DataFrame(table)["sft_score"].mean())}
+    for line in table:
         summary |= {f"{line['method']}_mean_score": line["score_mean"], f"{line['method']}_mean_kl": line["kl"]}
-    return table, summary
+    return pd.DataFrame(table), summary
+
+
+def _figures(row: ResultRow) -> dict:
+    """One stored evaluation's figures of its route.
+
+    Raises:
+        PeftlabError: the row lacks them.
+    """
+    metrics = row.metrics
+    route = _route_of(metrics)
+    needed = {f"{route}_mean_score", f"{REFERENCE}_mean_score", "labeler", "prompts"}
+    if route is None or not needed <= set(metrics):
+        raise PeftlabError(
+            f"The stored RLHF result {row.id[:8]} lacks its scores or KL; delete it under Stored results."
+        )
+    return {
+        "score": metrics[f"{route}_mean_score"],
+        "sft_score": metrics[f"{REFERENCE}_mean_score"],
+        "reward": metrics.get(f"{route}_mean_reward", float("nan")),
+        "kl": metrics[f"{route}_mean_kl"],
+        "seconds": row.train_seconds,
+    }
 
 
 def route_score(metrics: dict) -> float | None:
