@@ -382,10 +382,20 @@ def run_tune(args: argparse.Namespace) -> None:
 
 
 def _training_inputs(args: argparse.Namespace):
-    """(task, cloze setup, trainer settings) from the shared training options, validated without a model."""
+    """(task, cloze setup, trainer settings) from the shared training options, validated without a model.
+
+    Raises:
+        PeftlabError: more than one --template: every method trained on the first, while the zero-shot line
+            ensembled them all and every stored row named them all.
+    """
     from peftlab.cloze import ClozeSetup
     from peftlab.prompts import suggested_prompt
 
+    if len(args.template or ()) > 1:
+        raise PeftlabError(
+            f"Training reads one template, and {len(args.template)} were given; give --template once (the cloze "
+            "command ensembles several)."
+        )
     settings = from_arguments(TrainSettings, args)
     task = _load_task(args)
     template, verbalizer = suggested_prompt(task.name, task.label_names)
@@ -590,10 +600,6 @@ def run_standard_command(args: argparse.Namespace) -> None:
     from peftlab.store import ResultRow
 
     config = from_arguments(StandardConfig, args)
-    if len(args.template or ()) > 1:  # the rest went unused, unsaid
-        raise PeftlabError(
-            f"The standard comparison runs one template, and {len(args.template)} were given; give --template once."
-        )
     task, setup, settings = _training_inputs(args)
     template, verbalizer = setup.prompts[0].template.text, setup.prompts[0].verbalizer.to_json()
     scoring_lm, training_lm = load_lm(args.model, dtype=args.dtype), load_lm(args.model, dtype="fp32")

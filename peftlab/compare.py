@@ -56,13 +56,16 @@ class GridConfig(Config):
     test_limit: int | None = scored_texts_setting("test texts every run is scored on")
 
 
+PROMPT_LENGTHS = "1,5,20,50,100"  # the default sweep's values: prompt lengths (num_virtual_tokens)
+
+
 @dataclass
 class SweepConfig(Config):
     """One method trained at several values of one of its numeric settings (an ablation), on one K."""
 
     method: str = setting("prompt-tuning", "the method whose setting varies: " + ", ".join(METHODS))
     varied: str = setting("num_virtual_tokens", "the numeric setting to vary", flag="setting", label="setting")
-    values: str = setting("1,5,20,50,100", "comma-separated values of the setting", label="values (comma-separated)")
+    values: str = setting(PROMPT_LENGTHS, "comma-separated values of the setting", label="values (comma-separated)")
     shots: int = setting(16, "K, labelled examples per class", minimum=1, cap="shots", label="K per class")
     seeds: tuple[int, ...] = seed_setting(DEFAULT_SEEDS[:1], "seeds, comma-separated")
     test_limit: int | None = scored_texts_setting("test texts every run is scored on")
@@ -254,9 +257,15 @@ def parse_sweep_values(method: str, setting: str, text: str) -> list:
     """ "1, 5, 20" -> [1, 5, 20] in the setting's own type (whole numbers for counts).
 
     Raises:
-        PeftlabError: a setting the method cannot sweep, or values that are not numbers of its type.
+        PeftlabError: a setting the method cannot sweep, values that are not numbers of its type, or the default
+            values (prompt lengths) for another setting: a sweep of learning rates 1 to 100 trained without a word.
     """
     _require_sweepable(method, setting)
+    if text.strip() == PROMPT_LENGTHS and setting != "num_virtual_tokens":
+        raise PeftlabError(
+            f"The values {PROMPT_LENGTHS} are prompt lengths, the default setting's (num_virtual_tokens); give the "
+            f"values of {setting} to try."
+        )
     values = parse_list(text, type(getattr(method_config(method), setting)), f"The values of {setting}")
     if not values:
         raise PeftlabError(f"Give at least one value of {setting} to sweep.")

@@ -675,13 +675,16 @@ def parse_learning_rates(items: Sequence[str]) -> dict[str, float]:
     """["lora=1e-3", "head=0.01"] -> {"lora": 0.001, "head": 0.01}; blank items are skipped.
 
     Raises:
-        PeftlabError: an item that is not method=number, or names no method (a rate that silently went nowhere).
+        PeftlabError: an item that is not method=number, names no method (a rate that silently went nowhere), or
+            names a method named before.
     """
     rates = {}
     for item in items:
         if not item.strip():
             continue
         name, _, value = item.partition("=")
+        if name.strip() in rates:  # the last one won, unsaid
+            raise PeftlabError(f"A learning rate for {name.strip()} is given twice; give it once.")
         try:
             rates[name.strip()] = float(value)
         except ValueError:

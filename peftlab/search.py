@@ -147,6 +147,11 @@ def _values(name: str, distribution: str, arguments: str, kind: type) -> tuple:
         return values
     if len(values) != 2 or not values[0] < values[1]:
         raise PeftlabError(f"A {distribution} range of {name} is low:high with low < high, not {arguments!r}.")
+    if distribution == "randint" and values[1] - values[0] < 2:  # its high is excluded: one value is no search
+        raise PeftlabError(
+            f"A randint range of {name} holds the whole numbers from low up to high - 1, so {arguments!r} holds only "
+            f"{values[0]}; give high at least low + 2."
+        )
     if distribution == "loguniform" and values[0] <= 0:
         raise PeftlabError(f"A loguniform range of {name} must start above 0, not at {parts[0]}.")
     return values

@@ -797,10 +797,43 @@ def test_pet_loads_the_model_in_the_dtype_asked(capsys, monkeypatch, argv, dtype
     assert code == 2 and err.strip() == "error: loaded no model" and asked == [dtype]
 
 
-def test_a_standard_comparison_refuses_templates_it_would_not_run(capsys):
-    code, out, err = run_cli(capsys, "standard", "--template", "{text} It was{mask}.", "--template", "{text} So{mask}.")
+@pytest.mark.parametrize(
+    "command", [["standard"], ["compare"], ["sweep"], ["tune", "--search", "learning_rate=loguniform:1e-3:1e-1"]]
+)
+def test_a_training_command_refuses_templates_it_would_not_train_on(capsys, command):
+    """`compare` trained every method on the first of two templates, while its zero-shot ensembled both and every
+    stored row named both."""
+    code, out, err = run_cli(capsys, *command, "--template", "{text} It was{mask}.", "--template", "{text} So{mask}.")
     assert (code, out, err) == (
         2,
         "",
-        "error: The standard comparison runs one template, and 2 were given; give --template once.\n",
+        "error: Training reads one template, and 2 were given; give --template once (the cloze command ensembles "
+        "several).\n",
     )
+
+
+@pytest.mark.parametrize(
+    "argv, sentence",
+    [
+        # the default values are prompt lengths: a sweep of learning rates 1 to 100 trained without a word
+        (
+            ["sweep", "--method", "head", "--setting", "learning_rate"],
+            "The values 1,5,20,50,100 are prompt lengths, the default setting's (num_virtual_tokens); give the values "
+            "of learning_rate to try.",
+        ),
+        # the last rate won, unsaid
+        (
+            ["compare", "--methods", "lora", "--learning-rate", "lora=1e-3", "--learning-rate", "lora=1e-2"],
+            "A learning rate for lora is given twice; give it once.",
+        ),
+        # a range of one value started a whole Ray Tune search; a choice of one value was refused
+        (
+            ["tune", "--method", "lora", "--search", "r=randint:2:3"],
+            "A randint range of r holds the whole numbers from low up to high - 1, so '2:3' holds only 2; give high at "
+            "least low + 2.",
+        ),
+    ],
+)
+def test_settings_that_would_train_something_else_than_asked_get_one_sentence(capsys, argv, sentence):
+    code, out, err = run_cli(capsys, *argv)
+    assert (code, out, err) == (2, "", f"error: {sentence}\n")
