@@ -75,7 +75,10 @@ class PETConfig(Config):
     )
     seeds: tuple[int, ...] = seed_setting(DEFAULT_SEEDS[:3], "seeds, comma-separated: each draws its own K examples")
     unlabelled: int = setting(
-        1000, "unlabelled texts the ensemble labels (from the training pool)", minimum=1, cap="unlabelled"
+        1000,
+        "unlabelled texts the ensemble labels (from the training pool, or the unlabelled file)",
+        minimum=1,
+        cap="unlabelled",
     )
     method: str = setting("lora", "how each pattern's model trains", choices=PATTERN_METHODS, label="pattern models")
     temperature: float = setting(2.0, "T of the soft labels softmax(s / T) (the paper: 2)", above=0)
@@ -461,9 +464,10 @@ def seed_pool(
             if among
             else ""
         )
+        default = " (the default)" if config.unlabelled == PETConfig.unlabelled else ""  # the user asked for none
         raise PeftlabError(
             f"The unlabelled file has {len(rest)} texts{besides}, fewer than the {config.unlabelled} unlabelled texts "
-            f"asked; ask for at most {len(rest)}."
+            f"asked{default}; ask for at most {len(rest)}."
         )
     return random.Random(f"pet-unlabelled:{seed}").sample(rest, config.unlabelled), None
 
@@ -559,7 +563,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         else float((q.argmax(-1) == torch.tensor(pool_gold)).float().mean()),
         classifier=classifier,
     )
-    row = functools.partial(_row, lm=lm, task=task, config=config, settings=settings, test=test)
+    row = functools.partial(_row, lm=lm, task=task, config=config, settings=settings, test=test, prompts=prompts)
     result.rows += [
         # the ensemble is every pattern's trained weights: stored as 0, Compare drew it with zero-shot's untrained line
         row("pet ensemble", ensemble.argmax(-1).tolist(), sum(s.trainable_params for s in patterns), ensemble_seconds),
@@ -716,13 +720,18 @@ def _pattern_loss(alpha: float, pool: Sequence[dict], seed: int):
     return loss
 
 
-def _row(method, predicted, trainable, seconds, *, lm, task, config, settings, test) -> ResultRow:
+def _row(method, predicted, trainable, seconds, *, lm, task, config, settings, test, prompts) -> ResultRow:
+    # the patterns and their verbalizers in the settings: runs of other hand-written patterns were one line
+    patterns = {
+        "templates": [p.template.text for p in prompts],
+        "verbalizers": [p.verbalizer.to_json() for p in prompts],
+    }
     return ResultRow.scored(
         "pet",
         lm.name,
         task,
         method,
-        {"pet": config.to_dict(), "trainer": settings.without_seed()},
+        {"pet": config.to_dict(), "patterns": patterns, "trainer": settings.without_seed()},
         test,
         predicted,
         k=config.shots,

@@ -131,7 +131,9 @@ def test_bad_input_is_one_error_line(capsys, argv, message):
         (["--task", "UPLOAD"], r"^error: 'pets\.csv' has no patterns of its own; write at least two"),
         (
             ["--unlabelled-file", "UPLOAD"],
-            r"^error: The unlabelled file has 40 texts, fewer than the 1000 unlabelled texts asked; ask for at most 40",
+            # the user asked for nothing: 1000 is the default
+            r"^error: The unlabelled file has 40 texts, fewer than the 1000 unlabelled texts asked \(the default\); "
+            r"ask for at most 40\.$",
         ),
         (
             ["--task", "UPLOAD", "--pattern", "{text} It was{mask}.", "--pattern", "{text} Overall,{mask}"],

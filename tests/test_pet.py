@@ -148,6 +148,8 @@ def test_a_tiny_run_trains_every_model_and_gives_the_same_numbers_twice(tiny_cau
     _, lora = method_config("lora").build(tiny_causal, prompt, [])
     assert result.rows[0].trainable_params == 2 * sum(p.numel() for p in lora)  # both patterns' LoRA weights
     assert all(row.settings["rows_scored"] == 8 and row.k == 1 and row.seed == 13 for row in result.rows)
+    # the patterns the rows came from (runs of other hand-written patterns were one line of the comparison)
+    assert all(row.settings["patterns"]["templates"] == list(TINY_PATTERNS) for row in result.rows)
     assert result.classifier.config.name == "classifier"
     # the classifier kept (iPET's, the last distilled) carries its own row's result into a saved zip
     assert result.classifier.scored.result_id == result.rows[-1].id
