@@ -86,11 +86,24 @@ class Task:
           typo is a class of its own, in the verbalizer and in every score (one such row pulled a cloze evaluation's
           macro-F1 from 0.95 to 0.62, without a word);
         - labels that are all numbers ('0', '1'): the verbalizer suggested from them asks the model to write the
-          digit, which a cloze prompt rarely makes it do (every review was called '1').
+          digit, which a cloze prompt rarely makes it do (every review was called '1');
+        - labels that differ only in case or spaces ('Positive' and 'positive'), however many rows each has: two
+          annotators' spellings made a third class, said nowhere (the rarity rule above needs one 5 times as common).
         """
         sizes = Counter(self.label_names[row["label"]] for row in self.rows("all"))
         warnings = []
+        spelt: dict[str, list[str]] = {}
+        for label in sizes:
+            spelt.setdefault(" ".join(label.split()).casefold(), []).append(label)
+        for labels in (labels for labels in spelt.values() if len(labels) > 1):
+            rows = " and ".join(f"'{label}' ({counted(sizes[label], 'row')})" for label in labels)
+            warnings.append(
+                f"The labels {rows} differ only in case or spaces: if they are one class, write them alike in the "
+                "file; as it is, each is a class of its own in every score."
+            )
         for rare, n in sizes.items():
+            if len(spelt[" ".join(rare.split()).casefold()]) > 1:
+                continue  # said above
             common = [label for label, m in sizes.items() if m >= TYPO_RARITY * n and _alike(rare, label)]
             if common:
                 like = max(common, key=lambda label: (_similarity(rare, label), sizes[label]))

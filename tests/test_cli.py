@@ -728,6 +728,19 @@ def test_a_task_file_whose_labels_look_mistaken_is_warned_of_before_the_command_
     )
 
 
+def test_labels_that_differ_only_in_case_are_warned_of_however_many_rows_each_has(capsys, tmp_path):
+    """'Positive' on 15 rows beside 'positive' on 15 (two annotators) made a third class without a word: the typo
+    warning needs one label 5 times as common as the other."""
+    cased = tmp_path / "cased.csv"
+    labels = ["negative", "positive", "negative", "Positive"]
+    cased.write_text("text,label\n" + "".join(f"review number {i},{labels[i % 4]}\n" for i in range(60)))
+    code, _, err = run_cli(capsys, "cloze", "--task", str(cased), "--model", "./no-such-model")
+    assert code == 2 and err.splitlines()[0] == (
+        "warning: The labels 'positive' (15 rows) and 'Positive' (15 rows) differ only in case or spaces: if they are "
+        "one class, write them alike in the file; as it is, each is a class of its own in every score."
+    )
+
+
 def test_autoprompt_says_when_its_trigger_leans_on_one_label(capsys, monkeypatch, tmp_path, tiny_causal_folder):
     """A trigger that made every text 'negative' scored 50 % on a balanced split, and only the Compare tab said so."""
     import peftlab.autoprompt
