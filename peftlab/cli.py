@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     pet.add_argument("--json", action="store_true", help="print one JSON list: a record per seed")
     pet.set_defaults(run=run_pet, dtype="fp32")
 
-    for command in (cloze, auto, grid, sweep, rlhf, standard, pet):
+    for command in (cloze, auto, grid, search, sweep, rlhf, standard, pet):
         command.add_argument(
             "--store",
             action=argparse.BooleanOptionalAction,
@@ -364,12 +364,14 @@ def run_tune(args: argparse.Namespace) -> None:
     for item in run_search(lm, task, setup, config, dimensions, settings, backend_config.address, backend):
         if isinstance(item, SearchResult):
             result = item
-        elif isinstance(item, GridRow) and item.values["seed"] is not None:
-            row = item.values
-            print(
-                f"{row['configuration']:>8} seed={row['seed']}: test accuracy {row['test_accuracy']:.4f}",
-                file=sys.stderr,
-            )
+        elif isinstance(item, GridRow):
+            _store(args, [item.result] if item.result else [])  # as each ends: its scores were printed, never kept
+            if item.values["seed"] is not None:
+                row = item.values
+                print(
+                    f"{row['configuration']:>8} seed={row['seed']}: test accuracy {row['test_accuracy']:.4f}",
+                    file=sys.stderr,
+                )
     summary = result.summary()
     if args.json:
         print(json.dumps(summary), file=args.json_out)

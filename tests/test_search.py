@@ -129,3 +129,26 @@ def test_either_end_of_a_range_is_checked_on_the_model_before_ray_starts(capsys,
     assert code == 2 and capsys.readouterr().err.startswith(
         "error: 99999 virtual tokens of prompt-tuning leave no room in "
     )
+
+
+def test_the_tune_command_stores_each_scored_run_as_it_ends(tiny_causal_folder, monkeypatch, tmp_path, capsys):
+    """`tune` printed the tuned and default runs' test accuracies and kept none of them: the store never saw them
+    (here the search is stood in for: Ray's trials are tested above)."""
+    import peftlab.search
+    from peftlab.store import ResultRow, ResultStore
+
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "results.sqlite"))
+    task = easy_task()
+
+    def search(lm, task_, setup, config, dimensions, settings, address=None, backend=None):
+        for name, seed, predicted in (("tuned", 13, [0] * 6), ("default", 13, [1] * 6)):
+            result = ResultRow.scored("trained", lm.name, task, "lora", {"lr": name}, task.test[:6], predicted, seed=13)
+            yield GridRow({"configuration": name, "seed": seed, "test_accuracy": result.accuracy}, result=result)
+        yield SearchResult("lora", [], [], {"settings": {}}, [], 0.0, 0.0)
+
+    monkeypatch.setattr(peftlab.search, "run_search", search)
+    argv = ["tune", "--method", "lora", "--search", "learning_rate=loguniform:1e-3:1e-1", "--model", tiny_causal_folder]
+    assert main([*argv, "--task", "rt-sentiment", "--json"]) == 0
+    assert sorted(row.settings["lr"] for row in ResultStore().rows()) == ["default", "tuned"]
+    assert main([*argv, "--task", "rt-sentiment", "--json", "--no-store"]) == 0
+    assert len(ResultStore().rows()) == 2
