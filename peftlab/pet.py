@@ -335,20 +335,22 @@ def pattern_prompts(task: Task, templates: Sequence[str], verbalizers: Sequence[
     prompts, seen = [], {}
     for number, template in enumerate(templates, start=1):
         verbalizer = verbalizers[0] if shared else verbalizers[number - 1]
-        pair = (template.strip(), str(verbalizer).strip())
-        if pair in seen:  # its model would learn what the first one learns and count twice in the ensemble
-            raise PeftlabError(
-                f"Pattern {number} is pattern {seen[pair]} again, with the same verbalizer; give each pattern once."
-            )
-        seen[pair] = number
         try:
             parsed = Template.parse(template, task.text_fields)
         except PeftlabError as exc:
             raise PeftlabError(f"Pattern {number}: {exc}") from None
         try:
-            prompts.append(Prompt(parsed, shared or Verbalizer.parse(verbalizer, task.label_names)))
+            prompt = Prompt(parsed, shared or Verbalizer.parse(verbalizer, task.label_names))
         except PeftlabError as exc:
             raise PeftlabError(f"Pattern {number}'s verbalizer: {exc}") from None
+        # the verbalizer as read, not as typed: "negative: bad; positive: good" and its JSON are one verbalizer
+        pair = (template.strip(), prompt.verbalizer.to_json())
+        if pair in seen:  # its model would learn what the first one learns and count twice in the ensemble
+            raise PeftlabError(
+                f"Pattern {number} is pattern {seen[pair]} again, with the same verbalizer; give each pattern once."
+            )
+        seen[pair] = number
+        prompts.append(prompt)
     # after each pattern is read: a lone pattern without {mask} was told only that PET needs two
     if len(prompts) < 2:
         raise PeftlabError("PET needs at least two patterns (an ensemble of one is that pattern's model).")

@@ -293,6 +293,12 @@ def test_a_bad_unlabelled_file_is_one_sentence(tiny_task, tmp_path, content, mes
             {},
             r"^Pattern 3 is pattern 1 again, with the same verbalizer; give each pattern once\.$",
         ),
+        (  # the same verbalizer written as lines and as JSON was a second model of the same pattern
+            [TINY_PATTERNS[0], TINY_PATTERNS[0]],
+            ["negative: bad\npositive: good", {"negative": ["bad"], "positive": ["good"]}],
+            {},
+            r"^Pattern 2 is pattern 1 again, with the same verbalizer; give each pattern once\.$",
+        ),
         (
             [TINY_PATTERNS[0], "{text} it was"],
             [TINY_WORDS],
