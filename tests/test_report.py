@@ -35,6 +35,11 @@ def row(method, predicted, seed=None, k=None, texts=TEXTS, kind="trained", **val
     )
 
 
+def prompted(method, settings, predicted, seed=None, k=None) -> ResultRow:
+    """A trained-kind row with the prompt settings `settings` (templates, verbalizer)."""
+    return ResultRow.scored("trained", "tiny-llama", TASK, method, settings, TEXTS, predicted, seed=seed, k=k)
+
+
 def flip(n_wrong: int, offset: int = 0) -> list[int]:
     """The gold labels with `n_wrong` of them (from `offset`) flipped."""
     return [1 - g if offset <= i < offset + n_wrong else g for i, g in enumerate(GOLD)]
@@ -368,15 +373,12 @@ def test_the_baseline_is_zero_shot_on_the_prompt_the_compared_methods_read():
     review = {"templates": ["Review: {text}\nSentiment:{mask}"], "verbalizer": "negative / positive"}
     bare = review | {"templates": ["{text} {mask}"]}
 
-    def stored(method, settings, predicted, seed=None, k=None):
-        return ResultRow.scored("trained", "tiny-llama", TASK, method, settings, TEXTS, predicted, seed=seed, k=k)
-
     rows = [
-        stored("zero-shot", review, flip(4)),
-        stored("prompt-tuning", review, flip(4), seed=13, k=16),
-        stored("prompt-tuning", review, flip(2), seed=21, k=16),
-        stored("autoprompt", {"config": {"template": "{text} [T] {mask}"}}, flip(20), seed=13, k=16),
-        stored("zero-shot", bare, flip(8)),
+        prompted("zero-shot", review, flip(4)),
+        prompted("prompt-tuning", review, flip(4), seed=13, k=16),
+        prompted("prompt-tuning", review, flip(2), seed=21, k=16),
+        prompted("autoprompt", {"config": {"template": "{text} [T] {mask}"}}, flip(20), seed=13, k=16),
+        prompted("zero-shot", bare, flip(8)),
     ]
     (split,) = compare(rows)
     assert split.baseline == 'zero-shot (templates "Review: {text}\\nSentiment:{mask}")'
@@ -394,14 +396,11 @@ def test_a_calibrated_zero_shot_on_another_template_is_not_the_baseline_of_runs_
     cloze_tab = {"templates": ["{text} It was{mask}."], "verbalizer": "negative / positive"}
     grid = cloze_tab | {"templates": ["Review: {text}\nSentiment:{mask}"]}
 
-    def stored(method, settings, predicted, seed=None, k=None):
-        return ResultRow.scored("trained", "tiny-llama", TASK, method, settings, TEXTS, predicted, seed=seed, k=k)
-
     rows = [
-        stored("zero-shot · mean", cloze_tab, flip(20)),
-        stored("zero-shot", grid, flip(10)),
-        stored("lora", grid, flip(9), seed=13, k=16),
-        stored("lora", grid, flip(8), seed=21, k=16),
+        prompted("zero-shot · mean", cloze_tab, flip(20)),
+        prompted("zero-shot", grid, flip(10)),
+        prompted("lora", grid, flip(9), seed=13, k=16),
+        prompted("lora", grid, flip(8), seed=21, k=16),
     ]
     (split,) = compare(rows)
     assert split.baseline == "zero-shot"
@@ -411,7 +410,7 @@ def test_a_calibrated_zero_shot_on_another_template_is_not_the_baseline_of_runs_
         '{text}\\nSentiment:{mask}"): its difference holds what its prompt gives, as well as what the method does.'
     ]
     # on one template, the calibrated zero-shot is still preferred
-    assert compare([stored("zero-shot · mean", grid, flip(20)), *rows[1:]])[0].baseline == "zero-shot · mean"
+    assert compare([prompted("zero-shot · mean", grid, flip(20)), *rows[1:]])[0].baseline == "zero-shot · mean"
 
 
 def test_templates_that_differ_past_a_name_s_width_are_named_apart_and_the_baseline_comes_first():
