@@ -315,11 +315,14 @@ def _prompt_notes(
         prompt = _prompt(runs[0])
         if key == baseline or prompt == base or prompt == NO_PROMPT:
             continue
-        parts = [name for name, mine, theirs in zip(("template", "verbalizer"), prompt, base) if mine != theirs]
-        shown = [f"{name} {_cut(_setting_text(json.loads(theirs)))}" for name, theirs in zip(parts, base)]
+        differing = [
+            (name, theirs) for name, mine, theirs in zip(("template", "verbalizer"), prompt, base) if mine != theirs
+        ]
+        shown = [f"{name} {_cut(_setting_text(json.loads(theirs)))}" for name, theirs in differing]
         notes.append(
-            f"{_noted(key, told)}: read its texts with another {' and '.join(parts)} than the baseline "
-            f"({', '.join(shown)}): its difference holds what its prompt gives, as well as what the method does."
+            f"{_noted(key, told)}: read its texts with another {' and '.join(name for name, _ in differing)} than "
+            f"the baseline ({', '.join(shown)}): its difference holds what its prompt gives, as well as what the "
+            "method does."
         )
     return notes
 

@@ -409,6 +409,11 @@ def test_a_calibrated_zero_shot_on_another_template_is_not_the_baseline_of_runs_
         'zero-shot · mean: read its texts with another template than the baseline (template "Review: '
         '{text}\\nSentiment:{mask}"): its difference holds what its prompt gives, as well as what the method does.'
     ]
+    # another verbalizer alone is named as such, with the baseline's
+    (split,) = compare([*rows[1:], prompted("zero-shot · mean", grid | {"verbalizer": "negative / good"}, flip(20))])
+    assert split.notes[-1].startswith(
+        'zero-shot · mean: read its texts with another verbalizer than the baseline (verbalizer "negative / positive")'
+    )
     # on one template, the calibrated zero-shot is still preferred
     assert compare([prompted("zero-shot · mean", grid, flip(20)), *rows[1:]])[0].baseline == "zero-shot · mean"
 
