@@ -281,7 +281,13 @@ def _clean(value) -> str:
 def _text_fields(
     columns: list[str], string_columns: list[str], text_column: str, label_column: str, source: str
 ) -> list[str]:
-    """Check the text and label columns exist; return ["text"] + the other string columns."""
+    """Check the text and label columns exist and differ; return ["text"] + the other string columns."""
+    if text_column == label_column:  # every text was its label: the K error then advised adding examples
+        others = ", ".join(repr(c) for c in columns if c != label_column) or "none"
+        raise PeftlabError(
+            f"{source} has '{label_column}' as both its text column and its label column; give each its own column "
+            f"(other columns: {others})."
+        )
     for role, column in (("text", text_column), ("label", label_column)):
         if column not in columns:
             found = ", ".join(repr(c) for c in columns) or "none"

@@ -852,3 +852,14 @@ def test_a_training_command_refuses_templates_it_would_not_train_on(capsys, comm
 def test_settings_that_would_train_something_else_than_asked_get_one_sentence(capsys, argv, sentence):
     code, out, err = run_cli(capsys, *argv)
     assert (code, out, err) == (2, "", f"error: {sentence}\n")
+
+
+def test_a_text_column_that_is_the_label_column_is_said_so(capsys, tmp_path):
+    """`--text-column label` read every label as its text, and the K error then advised adding examples."""
+    data = tmp_path / "good.csv"
+    data.write_text("text,label\n" + "".join(f"review {i},{('negative', 'positive')[i % 2]}\n" for i in range(20)))
+    code, out, err = run_cli(capsys, "cloze", "--task", str(data), "--text-column", "label", "--model", "./no-such")
+    assert (code, out) == (2, "") and err == (
+        "error: The file 'good.csv' has 'label' as both its text column and its label column; give each its own "
+        "column (other columns: 'text').\n"
+    )

@@ -437,14 +437,17 @@ def test_an_uploads_labels_are_in_the_order_people_count(tmp_path):
 
 
 def test_a_label_column_with_a_different_value_in_every_row_is_refused(tmp_path):
-    """--label-column text made 40 classes of one row each and scored "accuracy 1.0000", without a word."""
+    """--label-column text made 40 classes of one row each and scored "accuracy 1.0000", without a word (the text
+    column as the label column is said so first, test_cli; a column of ids is this case)."""
     path = tmp_path / "reviews.csv"
-    path.write_text("text,label\n" + "\n".join(f"review number {i},{'pos' if i % 2 else 'neg'}" for i in range(6)))
+    path.write_text(
+        "text,label,id\n" + "\n".join(f"review number {i},{'pos' if i % 2 else 'neg'},r{i}" for i in range(6))
+    )
     with pytest.raises(PeftlabError) as refused:
-        load_task(str(path), label_column="text")
+        load_task(str(path), label_column="id")
     assert str(refused.value) == (
-        "The file 'reviews.csv' has a different 'text' in each of its 6 rows, so every class would have one example; "
-        "set the label column to the column of labels (the others: 'label')."
+        "The file 'reviews.csv' has a different 'id' in each of its 6 rows, so every class would have one example; "
+        "set the label column to the column of labels (the others: 'text', 'label')."
     )
     assert load_task(str(path)).label_names == ["neg", "pos"]
 
