@@ -365,7 +365,8 @@ def run_tune(args: argparse.Namespace) -> None:
         if isinstance(item, SearchResult):
             result = item
         elif isinstance(item, GridRow):
-            _store(args, [item.result] if item.result else [])  # as each ends: its scores were printed, never kept
+            if item.result is not None:  # a run that failed on Ray has no scores to keep
+                _store(args, [item.result])  # as each ends: its scores were printed, never kept
             if item.values["seed"] is not None:
                 row = item.values
                 print(

@@ -92,9 +92,13 @@ class Task:
         """
         sizes = Counter(self.label_names[row["label"]] for row in self.rows("all"))
         warnings = []
+
+        def spelling(label: str) -> str:
+            return " ".join(label.split()).casefold()
+
         spelt: dict[str, list[str]] = {}
         for label in sizes:
-            spelt.setdefault(" ".join(label.split()).casefold(), []).append(label)
+            spelt.setdefault(spelling(label), []).append(label)
         for labels in (labels for labels in spelt.values() if len(labels) > 1):
             rows = " and ".join(f"'{label}' ({counted(sizes[label], 'row')})" for label in labels)
             warnings.append(
@@ -102,7 +106,7 @@ class Task:
                 "file; as it is, each is a class of its own in every score."
             )
         for rare, n in sizes.items():
-            if len(spelt[" ".join(rare.split()).casefold()]) > 1:
+            if len(spelt[spelling(rare)]) > 1:
                 continue  # said above
             common = [label for label, m in sizes.items() if m >= TYPO_RARITY * n and _alike(rare, label)]
             if common:

@@ -33,10 +33,10 @@ def stored_routes(lines: Mapping[str, Sequence[ResultRow]]) -> tuple[pd.DataFram
     Raises:
         PeftlabError: a row without the figures `result_rows` writes (an edited import, say), named by its id.
     """
-    table = []
+    records = []
     for name, rows in lines.items():
         frame = pd.DataFrame([_figures(row) for row in rows])
-        table.append(
+        records.append(
             {
                 "method": name,
                 "runs": len(frame),
@@ -49,10 +49,11 @@ def stored_routes(lines: Mapping[str, Sequence[ResultRow]]) -> tuple[pd.DataFram
                 "seconds": frame["seconds"].mean(),
             }
         )
-    summary = {f"{REFERENCE}_mean_score": float(pd.DataFrame(table)["sft_score"].mean())}
-    for line in table:
+    table = pd.DataFrame(records)
+    summary = {f"{REFERENCE}_mean_score": float(table["sft_score"].mean())}
+    for line in records:
         summary |= {f"{line['method']}_mean_score": line["score_mean"], f"{line['method']}_mean_kl": line["kl"]}
-    return pd.DataFrame(table), summary
+    return table, summary
 
 
 def _figures(row: ResultRow) -> dict:
