@@ -692,6 +692,8 @@ def run_pet(args: argparse.Namespace) -> None:
             continue
         results.append(item)
         _store(args, item.rows)
+        for note in item.warnings(task.label_names, config.distil_steps):
+            print(f"warning: {note}", file=sys.stderr)
     if args.save and results:
         zip_trained(results[-1].classifier, args.save)
     if args.json:

@@ -170,6 +170,9 @@ def test_pet_runs_pet_and_ipet_and_prints_one_record_per_seed(capsys, tmp_path, 
     for value in record["pattern_accuracies"] + record["ipet_accuracy"] + accuracies:
         assert 0 <= value <= 1 and abs(value * 10 - round(value * 10)) < 1e-5, record  # a share of 10 test texts
     assert record["ipet_added"] == [16] and record["seconds"] > 0  # |T| (d - 1) = 4 * 4
+    # 16 drawn from a pool of 8 repeat at least 8, and the command says so
+    assert record["ipet_added_repeats"][0] >= 8
+    assert "warning: Seed 13: iPET generation 1 added 16 texts to each pattern model's training set from a pool" in err
     assert saved.stat().st_size > 0
 
 

@@ -250,6 +250,20 @@ def test_a_generation_that_adds_no_text_has_no_share_of_right_labels(tiny_causal
     assert result.added_sizes == [0] and result.added_label_accuracy == [None]
 
 
+def test_ipet_says_when_its_added_texts_repeat(tiny_causal, tiny_task):
+    """bbc-topic's generation 2 drew 1,920 texts from a 1,000-text pool, repeating them as the reference code
+    upsamples, without a word. Here one pool text is drawn once for each of the 2 labels: 1 repeat."""
+    result = run_tiny(tiny_causal, tiny_task, unlabelled=1)[-1]
+    assert result.added_sizes == [2] and result.added_repeats == [1]
+    assert result.summary()["ipet_added_repeats"] == [1]
+    assert result.warnings(["negative", "positive"], 4)[-1] == (
+        "Seed 13: iPET generation 1 added 2 texts to each pattern model's training set from a pool of 1 unlabelled "
+        "texts, and up to 1 of them repeat another (a label drew more texts than lean to it, and they were drawn "
+        "again, as the reference code does): a larger unlabelled pool or a smaller growth d repeats fewer."
+    )
+    assert run_tiny(tiny_causal, tiny_task)[-1].added_repeats == [0]  # 2 of 6 texts, one leaning to each label
+
+
 def test_ipet_reports_how_many_added_labels_were_right(tiny_causal, tiny_task, monkeypatch):
     """Per generation, the share of the texts iPET added whose drawn label is their hidden gold one, over every
     pattern model's added set."""
@@ -348,11 +362,9 @@ def test_a_distilled_classifier_leaning_on_one_label_gets_a_warning():
     the tab said nothing."""
     from types import SimpleNamespace
 
-    from peftlab.ui.pet_tab import leaning_classifier_notes
-
     gold = [0, 1, 0, 1]
     row = SimpleNamespace
-    result = SimpleNamespace(
+    result = PETResult(
         seed=21,
         rows=[
             row(method="pet ensemble", predictions=[1, 1, 1, 1], gold=gold),  # an ensemble's vote is no classifier
@@ -360,11 +372,19 @@ def test_a_distilled_classifier_leaning_on_one_label_gets_a_warning():
             row(method="ipet", predictions=[1, 1, 1, 0], gold=gold),  # 75 % 'positive' against 50 %: below 0.3
         ],
     )
-    assert leaning_classifier_notes(result, ["negative", "positive"], 5) == [
+    assert result.warnings(["negative", "positive"], 5) == [
         "Seed 21: PET's classifier predicted 'positive' for 100% of the test texts, against 50% of the gold labels: "
-        "it learned little from the soft labels in 5 distillation steps; give it more (Distil steps, under More "
-        "settings) or more unlabelled texts."
+        "it learned little from the soft labels in 5 distillation steps; give it more distil steps or more "
+        "unlabelled texts."
     ]
     result.rows[2].predictions = [0, 0, 0, 0]
-    notes = leaning_classifier_notes(result, ["negative", "positive"], 5)
+    notes = result.warnings(["negative", "positive"], 5)
     assert notes[1].startswith("Seed 21: iPET's classifier predicted 'negative' for 100% of the test texts")
+        patterns=[],
+        pattern_weights=[],
+        pattern_accuracies=[],
+        ensemble_accuracy=0.5,
+        distilled_accuracy=0.5,
+        soft_labels=np.full((6, 2), 0.5),
+        soft_label_accuracy=None,
+        classifier=None,

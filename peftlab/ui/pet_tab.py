@@ -15,7 +15,6 @@ import gradio as gr
 import pandas as pd
 
 from peftlab.config import counted, duration
-from peftlab.metrics import confusion_matrix, leaning_label
 from peftlab.pet import (
     PatternScoring,
     PETConfig,
@@ -123,24 +122,6 @@ def _table(results, patterns: int, running: tuple[int, dict[str, float]] | None 
     return shown.reset_index(drop=True)
 
 
-def leaning_classifier_notes(result, label_names: list[str], distil_steps: int) -> list[str]:
-    """A warning for each distilled classifier of `result` (PET's, iPET's) whose predictions lean on one label
-    (`metrics.leaning_label`): it learned little from the soft labels, whatever its accuracy (every text 'positive',
-    50.0 % on rt-sentiment, beside an ensemble at 75-90 % after 5 distillation steps, with no word)."""
-    notes = []
-    for row in result.rows:
-        confusion = confusion_matrix(row.gold, row.predictions, len(label_names))
-        if row.method in ("pet", "ipet") and (leaning := leaning_label(confusion)) is not None:
-            label, share, gold_share = leaning
-            notes.append(
-                f"Seed {result.seed}: {row.method.replace('pet', 'PET')}'s classifier predicted "
-                f"'{label_names[label]}' for {share:.0%} of the test texts, against {gold_share:.0%} of the gold "
-                f"labels: it learned little from the soft labels in {distil_steps} distillation steps; give it more "
-                "(Distil steps, under More settings) or more unlabelled texts."
-            )
-    return notes
-
-
 @user_errors
 def suggest_patterns(task_name, upload, text_column, label_column, patterns: str = "", words: str = ""):
     """The task's own patterns (--- between them) and verbalizer, or generic ones (`pet.patterns_for`); patterns the
@@ -220,7 +201,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
                 continue
             results.append(item)
             scored.clear()
-            notes += leaning_classifier_notes(item, task.label_names, config.distil_steps)
+            notes += item.warnings(task.label_names, config.distil_steps)
             keep_results(request, item.rows)
             keep_trained(request, f"pet classifier (seed {item.seed})", item.classifier)
             yield outputs(f"{len(results)} of {len(config.seeds)} seeds finished.")
