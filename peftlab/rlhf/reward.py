@@ -36,7 +36,7 @@ from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.ppo_math import pairwise_reward_loss, preference_credit
 from peftlab.rlhf.sft import lora_config
 from peftlab.seeding import seeded
-from peftlab.stats import Proportion, proportion
+from peftlab.stats import Proportion, clustered_proportion, proportion
 from peftlab.training import Event, TrainingLoop
 
 HEAD_FILE = "reward_head.safetensors"
@@ -331,15 +331,26 @@ class HeldoutReport:
         return rows
 
 
-def margin_report(credit: Sequence[float], margins: Sequence[float] | None) -> HeldoutReport:
+def margin_report(
+    credit: Sequence[float], margins: Sequence[float] | None, prompts: Sequence[str] | None = None
+) -> HeldoutReport:
     """Accuracy over the pairs (`credit[i]`: 1 the chosen response got the higher reward, 1/2 a tie, 0 the lower;
-    bools count as 1 and 0) and, with the labeler's
-    score margins (chosen minus rejected), over the thirds of the pairs by margin, smallest first.
+    bools count as 1 and 0) and, with the labeler's score margins (chosen minus rejected), over the thirds of the
+    pairs by margin, smallest first. With each pair's prompt, the 95 % intervals count the pairs of one prompt as
+    correlated (`stats.clustered_proportion`); without, as independent (`stats.proportion`).
 
     Raises:
-        ValueError: no pairs, or margins of another length.
+        ValueError: no pairs, or margins or prompts of another length.
     """
     credit = np.asarray(credit, dtype=float)
+    if prompts is not None and len(prompts) != len(credit):
+        raise ValueError(f"{len(prompts)} prompts for {len(credit)} pairs")
+
+    def share(part) -> Proportion:
+        if prompts is None:
+            return proportion(float(credit[part].sum()), len(credit[part]))
+        return clustered_proportion(credit[part], np.asarray(prompts, dtype=object)[part])
+
     groups = []
     if margins is not None:
         margins = np.asarray(margins, dtype=float)
@@ -353,20 +364,21 @@ def margin_report(credit: Sequence[float], margins: Sequence[float] | None) -> H
                         "group": name,
                         "from": float(margins[part].min()),
                         "to": float(margins[part].max()),
-                        "accuracy": proportion(float(credit[part].sum()), len(part)),
+                        "accuracy": share(part),
                     }
                 )
-    return HeldoutReport(proportion(float(credit.sum()), len(credit)), groups)
+    return HeldoutReport(share(slice(None)), groups)
 
 
 @torch.no_grad()
 def heldout_report(result: RewardResult, pairs: Sequence[Comparison], labeler: Labeler | None) -> HeldoutReport:
-    """`margin_report` of a trained reward model on the held-out `pairs` it was scored on; the margins are the
-    labeler's (None: a person's or uploaded comparisons, whose margins are unknown)."""
+    """`margin_report` of a trained reward model on the held-out `pairs` it was scored on, pairs of one prompt
+    counted as correlated; the margins are the labeler's (None: a person's or uploaded comparisons, whose margins
+    are unknown)."""
     margins = None
     if labeler is not None:
         margins = [labeler.score(p.prompt, p.chosen) - labeler.score(p.prompt, p.rejected) for p in pairs]
-    return margin_report(result.heldout_credit, margins)
+    return margin_report(result.heldout_credit, margins, [p.prompt for p in pairs])
 
 
 class _FeatureCache:

@@ -61,11 +61,13 @@ PPO_PANELS = {
     "losses": ["policy_loss", "value_loss"],
     "clip fraction": ["clip_fraction"],
 }
-DPO_PANELS = {"loss": ["loss"], "implicit reward margin": ["reward_margin"], "pairs ranked right": ["reward_accuracy"]}
+# TRL's DPO accuracy counts a tie as wrong (its first step, policy = reference, reads 0 %); the reward model's as half
+DPO_RANKED = "pairs ranked right (a tie: wrong)"
+DPO_PANELS = {"loss": ["loss"], "implicit reward margin": ["reward_margin"], DPO_RANKED: ["reward_accuracy"]}
 # the loss apart from the accuracies: on one axis a loss of 0.69 read as a share beside the table's percentages
 REWARD_PANELS = {"loss": ["loss"], "pairs ranked right": ["training pairs", "held-out pairs"]}
 REWARD_COLUMNS = {"train_accuracy": "training pairs", "heldout_accuracy": "held-out pairs"}  # RewardEvent's -> legend
-SHARE_PANELS = ("clip fraction", "pairs ranked right")  # panels of PPO, DPO and the reward model that plot fractions
+SHARE_PANELS = ("clip fraction", DPO_RANKED, "pairs ranked right")  # panels of PPO, DPO and the reward model: shares
 DOWNLOADS = {"SFT adapter": "sft", "reward model": "reward", "PPO adapter": "ppo", "DPO adapter": "dpo"}
 MAX_RANKED = 8  # response slots on the ranking screen (a larger K is refused there)
 SAMPLING_BATCH = 32  # sample_responses' batch: responses sampled to price a sampling (fewer cost more each)
@@ -330,10 +332,12 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     # margins are known only where a simulated labeler scored the responses
     labeler = labeler_by_name(form["labeler"]) if form["source"] == RANKING_SOURCES[0] else None
     check = heldout_report(session.reward, heldout_pairs, labeler)
+    prompts = counted(len({p.prompt for p in heldout_pairs}), "prompt")
     status = (
         f"{note}Reward model: held-out pair accuracy **{check.accuracy.value:.1%}** (95 % interval "
         f"{check.accuracy.low:.1%} to {check.accuracy.high:.1%}) on "
-        f"{counted(len(heldout_pairs), 'held-out comparison')}; it trained on {counted(len(train_pairs), 'other')}. "
+        f"{counted(len(heldout_pairs), 'held-out comparison')} of {prompts} (the interval counts one prompt's "
+        f"comparisons as correlated); it trained on {counted(len(train_pairs), 'other')}. "
         + (f"⚠️ {chance}" if (chance := check.chance_note()) else "Next: PPO, or DPO on the same comparisons.")
     )
     return status, plot, examples, pd.DataFrame(check.table())
