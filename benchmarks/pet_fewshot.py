@@ -115,7 +115,7 @@ def one_run(lm, name: str, shots: int, config: PETConfig, settings: TrainSetting
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default="rt-sentiment:16,bbc-topic:16,bbc-topic:10", help="task:K, comma-separated")
     parser.add_argument("--test-limit", type=int, default=500)
     parser.add_argument("--unlabelled", type=int, default=1000)

@@ -10,7 +10,7 @@ from peftlab.autoprompt import AutoPromptConfig, AutoPromptEvent, AutoPromptResu
 from peftlab.models import load_lm
 from peftlab.tasks import load_task
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--iterations", type=int, default=20, help="trigger updates to try")
 parser.add_argument("--texts", type=int, default=200, help="test texts scored with and without the trigger")
 args = parser.parse_args()

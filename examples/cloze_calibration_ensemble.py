@@ -16,7 +16,7 @@ TEMPLATE = "Review: {text}\nSentiment:{mask}"
 ENSEMBLE = [TEMPLATE, "{text} All in all, the movie was{mask}."]
 VERBALIZER = {"negative": ["negative", "bad"], "positive": ["positive", "good"]}
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--texts", type=int, default=200, help="test texts to score (a stratified subset)")
 args = parser.parse_args()
 

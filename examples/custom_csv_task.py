@@ -13,7 +13,7 @@ from peftlab.cloze import evaluate
 from peftlab.models import load_lm
 from peftlab.tasks import load_task
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("path", nargs="?", default=str(Path(__file__).with_name("custom_task.csv")), help="a CSV file")
 parser.add_argument("--text-column", default="text")
 parser.add_argument("--label-column", default="label")

@@ -13,7 +13,7 @@ from peftlab.models import load_lm
 from peftlab.tasks import load_task
 from peftlab.tuning import TrainSettings
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--k", type=int, default=16, help="training examples per class")
 parser.add_argument("--seeds", default="13,21", help="comma-separated seeds")
 parser.add_argument("--steps", type=int, default=60, help="training steps per run")

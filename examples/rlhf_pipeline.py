@@ -14,7 +14,7 @@ from peftlab.models import load_lm
 from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, run_pipeline
 
 defaults = PipelineConfig()
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--model", default="smollm2-135m", help="a causal LM: embedded name, Hub id or folder")
 parser.add_argument("--labeler", default="vader-positive", help="vader-positive, vader-negative or concise")
 parser.add_argument("--sft-steps", type=int, default=60)

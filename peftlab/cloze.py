@@ -87,7 +87,12 @@ def score_query_lists(
     on a GPU GPU_BATCH_SCALE times as many, halved (and retried) whenever a batch runs out of GPU memory, so the
     batches fill the memory the model leaves. The start all queries share, when long enough, runs once
     (`SharedPrefix`), and so does the start of an item's queries (`ItemStarts`).
+
+    Raises:
+        PeftlabError: a batch size below 1 (it failed as "max() arg is an empty sequence").
     """
+    if batch_size < 1:
+        raise PeftlabError(f"The batch size must be at least 1, not {batch_size}.")
     flat_words = verbalizer.flat_words
     model = model if model is not None else lm.model
     shares = continues_a_cache(model, lm.kind)
@@ -201,7 +206,14 @@ def calibrate(log_probs: torch.Tensor, method: str, content_free_log_probs: torc
 
     Raises:
         PeftlabError: an unknown calibration.
+        ValueError: log-probs that are not an (N, L) tensor, or content-free log-probs of another L.
     """
+    if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 2:
+        raise ValueError(f"calibrate takes an (N, L) torch tensor of label log-probs, not {type(log_probs).__name__}")
+    if content_free_log_probs is not None and content_free_log_probs.shape != log_probs.shape[1:]:
+        raise ValueError(
+            f"content-free log-probs of shape {tuple(content_free_log_probs.shape)} for {log_probs.shape[1]} labels"
+        )
     return calibration_by_name(method).apply(log_probs, content_free_log_probs)
 
 
@@ -576,9 +588,15 @@ def classify_text(
     texts (`ClozeSetup.reference_for`), whose scores are computed once per prompt and model: a click costs one text.
 
     Raises:
-        PeftlabError: an empty text, a text without a line for each column of a template reading several
-            (`prompts.typed_example`), or settings `evaluate` refuses.
+        PeftlabError: a text that is not one string or is empty, a text without a line for each column of a template
+            reading several (`prompts.typed_example`), top_k below 1, or settings `evaluate` refuses.
     """
+    if not isinstance(text, str):  # a list of texts failed as "no attribute 'strip'"
+        raise PeftlabError(
+            f"classify_text takes one text, a string, not a {type(text).__name__}; evaluate scores many."
+        )
+    if top_k < 1:
+        raise PeftlabError(f"top_k (the mask's likeliest tokens shown) must be at least 1, not {top_k}.")
     setup = ClozeSetup.build(task, templates, verbalizer, calibration, shots_in_context, seed)
     example = typed_example(text, list(dict.fromkeys(f for p in setup.prompts for f in p.template.fields)))
     log_probs = setup.predict_log_probs(lm, [example], reference=setup.reference_for(task, [example]))[0][0]
@@ -588,10 +606,11 @@ def classify_text(
 
 
 def mask_top_tokens(lm: LM, prompt: Prompt, example: dict, top_k: int = 10) -> list[tuple[str, float]]:
-    """The model's most likely tokens at the (first) mask position over the whole vocabulary."""
+    """The model's `top_k` most likely tokens (all of them when the vocabulary is smaller) at the (first) mask
+    position over the whole vocabulary, with their probabilities."""
     query = min(prompt.queries(lm, example), key=lambda q: len(q.read_positions))
     ids = torch.tensor([query.input_ids], device=lm.device)
     with torch.inference_mode():
         logits = lm.model(input_ids=ids).logits[0, query.read_positions[0]].float()  # (V,)
-    top = logits.softmax(-1).topk(top_k)
+    top = logits.softmax(-1).topk(min(top_k, len(logits)))
     return [(token_text(lm.tokenizer, int(i)), float(p)) for p, i in zip(top.values, top.indices)]

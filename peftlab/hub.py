@@ -6,15 +6,15 @@ import functools
 import socket
 from urllib.parse import urlparse
 
-import huggingface_hub
+from huggingface_hub import constants  # the submodule itself: the package loads it lazily
 
 
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 3.0) -> bool:
     """False in offline mode or when the Hub's host does not answer a TCP connection within `timeout` s."""
-    if huggingface_hub.constants.HF_HUB_OFFLINE:
+    if constants.HF_HUB_OFFLINE:
         return False
-    url = urlparse(huggingface_hub.constants.ENDPOINT)
+    url = urlparse(constants.ENDPOINT)
     try:
         socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
         return True

@@ -664,10 +664,13 @@ def method_config(name: str, **overrides) -> MethodConfig:
     """The registered config for `name` with its working defaults, optionally overridden.
 
     Raises:
-        PeftlabError: an unknown method, or a setting it refuses.
+        PeftlabError: an unknown method, a setting it does not have, or one it refuses.
     """
     if name not in METHODS:
         raise PeftlabError(f"Unknown method {name!r}; choose from {', '.join(METHODS)}.")
+    known = {item.name for item in dataclasses.fields(METHODS[name]) if item.init}
+    if unknown := sorted(set(overrides) - known):  # a TypeError named the class's __init__
+        raise PeftlabError(f"{name} has no setting {', '.join(unknown)}; its settings are {', '.join(sorted(known))}.")
     return METHODS[name](**overrides)
 
 

@@ -254,7 +254,13 @@ def ensemble_scores(log_probs: torch.Tensor, weights: Sequence[float]) -> torch.
 
 
 def soft_labels(log_probs: torch.Tensor, weights: Sequence[float], temperature: float) -> torch.Tensor:
-    """q(l|x) = softmax(s(l|x) / T) of the weighted ensemble, (P, N, L) -> (N, L) (PET §3.1)."""
+    """q(l|x) = softmax(s(l|x) / T) of the weighted ensemble, (P, N, L) -> (N, L) (PET §3.1).
+
+    Raises:
+        ValueError: a temperature T that is not above 0 (T = 0 gave every soft label NaN).
+    """
+    if not temperature > 0:
+        raise ValueError(f"the temperature must be above 0, not {temperature}")
     return (ensemble_scores(log_probs, weights) / temperature).softmax(-1)
 
 
@@ -333,7 +339,8 @@ def read_unlabelled(path: str, prompts: Sequence[Prompt]) -> list[dict]:
     the patterns `prompts` use (other columns, a label among them, are ignored), rows with an empty field dropped.
 
     Raises:
-        PeftlabError: an unreadable file (`uploads.read_table`), a text field it lacks, or no texts.
+        PeftlabError: a file of another kind or encoding (`uploads.read_table`), a text field it lacks, or no texts.
+        OSError: a file that cannot be opened (the command line says it in one line).
     """
     frame, name = read_table(path), Path(path).name
     fields = list(dict.fromkeys(field for prompt in prompts for field in prompt.template.fields))
@@ -351,13 +358,20 @@ def read_unlabelled(path: str, prompts: Sequence[Prompt]) -> list[dict]:
     return rows
 
 
-def pattern_prompts(task: Task, templates: Sequence[str], verbalizers: Sequence[str | dict]) -> list[Prompt]:
-    """The pattern-verbalizer pairs: each template with its verbalizer (one for all, or one per template).
+def pattern_prompts(
+    task: Task, templates: Sequence[str], verbalizers: str | dict | Sequence[str | dict]
+) -> list[Prompt]:
+    """The pattern-verbalizer pairs: each template with its verbalizer (one for all, given alone or in a list of
+    one, or one per template).
 
     Raises:
         PeftlabError: fewer than two patterns, a pattern given twice with the same verbalizer, verbalizers that do
             not pair with them, or a template or verbalizer that does not fit the task.
     """
+    if isinstance(verbalizers, str | dict):  # one for all: read as a list, a dict's labels or a string's letters
+        verbalizers = [verbalizers]  # were counted as verbalizers
+    if isinstance(templates, str):
+        templates = [templates]
     if len(verbalizers) not in (1, len(templates)):
         raise PeftlabError(
             f"Give one verbalizer for every pattern or one per pattern, not {len(verbalizers)} for "
@@ -619,6 +633,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
                 labelled_by = soft_labels(pool_scores[chosen], [weights[j] for j in chosen], 1.0)
                 drawn = draw_labelled(labelled_by, counts, draws)
                 training_sets.append(train + [{**pool[i], "label": label} for i, label in drawn])
+                repeats.append(len(drawn) - len({i for i, _ in drawn}))
                 if pool_gold is not None and drawn:  # a small growth can add nothing
                     right.append(np.mean([pool_gold[i] == label for i, label in drawn]))
             patterns = yield from generation_of_patterns(generation, training_sets)
@@ -627,13 +642,13 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
             # a generation's figures once it is whole: every list has one entry per finished generation
             result.added_sizes.append(sum(counts))
             result.added_label_accuracy.append(float(np.mean(right)) if right else None)
+            result.added_repeats.append(max(repeats))
             pool_scores, test_scores = stacked(patterns)
             result.ipet_accuracy.append(accuracy(ensemble_scores(test_scores, weights)))
         q = soft_labels(pool_scores, weights, config.temperature)
         made = yield from distil(config.ipet_generations, q)
         if made is None:
             return _stopped_in_ipet(result, started)
-                repeats.append(len(drawn) - len({i for i, _ in drawn}))
         classifier, ipet = made.classifier, made.evaluation
         result.classifier, result.soft_labels, result.ipet_distilled_accuracy = classifier, q.numpy(), ipet["accuracy"]
         result.rows.append(row("ipet", ipet["predictions"], classifier.trainable_params, time.perf_counter() - started))
@@ -642,7 +657,6 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
     return result
 
 
-            result.added_repeats.append(max(repeats))
 def _stopped_in_ipet(result: PETResult, started: float) -> PETResult:
     """A seed stopped during iPET keeps what PET finished (its rows, classifier and numbers)."""
     result.ipet_stopped, result.seconds = True, time.perf_counter() - started

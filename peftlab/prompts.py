@@ -56,6 +56,8 @@ class Template:
         Raises:
             PeftlabError: an empty template, no or several {mask}, a column the task lacks, or no column at all.
         """
+        if isinstance(fields, str):  # one column's name, not its letters
+            fields = [fields]
         if not text or not text.strip():
             raise PeftlabError("The template is empty; write one such as 'Review: {text} Sentiment:{mask}'.")
         if unclosed := _UNCLOSED.search(text):  # else "{text Sentiment:{mask}" was told it never uses the input
@@ -237,6 +239,11 @@ class Verbalizer:
 def _spec_to_dict(spec: str | dict) -> dict:
     if isinstance(spec, dict):
         return spec
+    if spec is not None and not isinstance(spec, str):  # a list of words failed as "no attribute 'strip'"
+        raise PeftlabError(
+            f"The verbalizer maps each label to its words (a dict, JSON or 'label: word' lines), not a "
+            f"{type(spec).__name__}; for example {{'negative': 'bad', 'positive': 'good'}}."
+        )
     text = (spec or "").strip()
     if not text:
         raise PeftlabError(

@@ -32,7 +32,8 @@ import pandas as pd
 from peftlab.cache import cache_dir
 from peftlab.config import counted
 from peftlab.errors import PeftlabError
-from peftlab.metrics import macro_f1
+from peftlab.metrics import accuracy as metrics_accuracy
+from peftlab.metrics import label_f1, macro_f1
 from peftlab.tasks import UPLOAD_TEST_FRACTION
 
 JSON_COLUMNS = ("settings", "per_class_f1", "predictions", "gold", "metrics")
@@ -51,14 +52,12 @@ def fingerprint(rows: Sequence[dict]) -> str:
 
 
 def per_class_f1(gold: Sequence[int], predicted: Sequence[int], label_names: Sequence[str]) -> dict[str, float]:
-    """F1 of each label, by name (macro-F1 is their mean)."""
-    gold, predicted = np.asarray(gold), np.asarray(predicted)
-    scores = {}
-    for index, name in enumerate(label_names):
-        true_pos = int(((predicted == index) & (gold == index)).sum())
-        denominator = int((predicted == index).sum() + (gold == index).sum())
-        scores[name] = 2 * true_pos / denominator if denominator else 0.0
-    return scores
+    """F1 of each label, by name (macro-F1 is their mean; `metrics.label_f1`).
+
+    Raises:
+        ValueError: `gold` and `predicted` of other lengths, or a label outside the names' indices.
+    """
+    return dict(zip(label_names, label_f1(gold, predicted, len(label_names)).tolist()))
 
 
 @dataclass
@@ -115,10 +114,14 @@ class ResultRow:
     ) -> ResultRow:
         """A row for `predicted` labels of `examples` (rows of `task`'s `split`: "test", or "all" for zero-shot
         scoring of an upload without a split column), with its metrics computed here; its settings record the
-        split, the number of rows scored (`rows_scored`) and the number the split holds (`rows_in_split`)."""
+        split, the number of rows scored (`rows_scored`) and the number the split holds (`rows_in_split`).
+
+        Raises:
+            ValueError: `predicted` of another length than `examples`, or a label outside the task's.
+        """
         gold = [int(e["label"]) for e in examples]
         predicted = [int(p) for p in predicted]
-        accuracy = float(np.mean(np.asarray(gold) == np.asarray(predicted))) if gold else None
+        accuracy = metrics_accuracy(gold, predicted) if gold else None  # checks the lengths: numpy broadcast them
         return cls(
             kind=kind,
             model=model,
@@ -242,9 +245,10 @@ class ResultStore:
         """This owner's row whose id is `row_id` or starts with it.
 
         Raises:
-            PeftlabError: an empty id, or one that starts no id or several (words that fit the CLI and the app).
+            PeftlabError: an empty id (or not a string), or one that starts no id or several (words that fit the CLI
+                and the app).
         """
-        if not row_id.strip():
+        if not isinstance(row_id, str) or not row_id.strip():
             raise PeftlabError("Give a result's id (its first characters are enough); list the results to see them.")
         found = [r for r in self.rows() if r.id.startswith(row_id.strip())]
         if not found:
@@ -256,9 +260,9 @@ class ResultStore:
             )
         return found[0]
 
-    def delete(self, ids: Sequence[str]) -> int:
-        """Delete this owner's rows by id (full ids or unique prefixes of at least MIN_DELETE_PREFIX characters);
-        returns how many went.
+    def delete(self, ids: str | Sequence[str]) -> int:
+        """Delete this owner's rows by id (one, or several: full ids or unique prefixes of at least MIN_DELETE_PREFIX
+        characters); returns how many went.
 
         Raises:
             PeftlabError: an id that names no single row (`get`), or a shorter prefix: "7" deleted whichever one
@@ -293,6 +297,8 @@ class ResultStore:
         that visitor's rows: an export is made to be handed on, and carried it."""
         path = Path(path)
         _check_suffix(path)
+        if isinstance(ids, str):  # one id, not its characters ("No result has an id starting with '5'")
+            ids = [ids]
         rows = self.rows(**where)
         if not rows:  # an empty file said nothing of a misspelt task
             chosen = " and ".join(f"{k} {v!r}" for k, v in where.items() if v is not None)

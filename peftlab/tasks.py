@@ -14,6 +14,7 @@ import functools
 import importlib.util
 import json
 import math
+import numbers
 import random
 import re
 from collections import Counter, defaultdict
@@ -124,10 +125,17 @@ class Task:
         return warnings
 
     def rows(self, split: str) -> list[dict]:
-        """The rows of a split: "test", "train" (the pool), "dev", or "all" of them."""
+        """The rows of a split: "test", "train" (the pool), "dev", or "all" of them.
+
+        Raises:
+            PeftlabError: another split name (a KeyError said only 'validation').
+        """
         if split == "all":
             return self.train + self.dev + self.test
-        return {"test": self.test, "train": self.train, "dev": self.dev}[split]
+        splits = {"test": self.test, "train": self.train, "dev": self.dev}
+        if split not in splits:
+            raise PeftlabError(f"A task's splits are 'test', 'train', 'dev' and 'all', not {split!r}.")
+        return splits[split]
 
     def few_shot(self, k: int, seed: int = 13) -> tuple[list[dict], list[dict]]:
         """Sample K examples per class for train and a disjoint K per class for dev (LM-BFF).
@@ -138,8 +146,9 @@ class Task:
         Raises:
             PeftlabError: K below 1, a class with too few examples in the training pool, or none in a given dev split.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:  # numpy's ints too (a loop's)
             raise PeftlabError(f"K (examples per class) must be a whole number of at least 1, got {k!r}.")
+        k = int(k)
         by_label = self._pool_by_label()
         needed = k if self.dev else 2 * k
         # the pool is what is left after the test split, of the rows kept: "has only 0" of a 4-row file said neither
@@ -192,9 +201,11 @@ class Task:
         first one's texts.
 
         Raises:
-            PeftlabError: a limit below 1.
+            PeftlabError: a limit below 1, a split the task lacks or one it has no rows in.
         """
         rows = self.rows(split)
+        if not rows:  # an IndexError deep in the scoring
+            raise PeftlabError(f"'{self.name}' has no {split} rows to score; score its test split.")
         if limit is None or limit >= len(rows):
             return list(rows)
         if limit < 1:

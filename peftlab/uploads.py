@@ -71,6 +71,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     Raises:
         PeftlabError: a spreadsheet, an unreadable encoding (see `read_text`), or a file that is not what its suffix
             says.
+        OSError: a file that cannot be opened (no such file, no permission).
     """
     path = Path(path)
     table = path.suffix.lower() in TABLE_SUFFIXES

@@ -273,6 +273,27 @@ def test_calibrate_unknown_method():
         calibrate(torch.zeros(2, 2), "temperature")
 
 
+def test_calibrate_refuses_scores_of_the_wrong_shape_or_kind():
+    """A content-free prior for 3 labels against 2 failed as a tensor-size RuntimeError; numpy as a TypeError."""
+    with pytest.raises(ValueError, match=r"content-free log-probs of shape \(3,\) for 2 labels"):
+        calibrate(torch.zeros(2, 2), "contextual", torch.zeros(3))
+    with pytest.raises(ValueError, match="calibrate takes an \\(N, L\\) torch tensor of label log-probs, not ndarray"):
+        calibrate(torch.zeros(2, 2).numpy(), "mean")
+
+
+def test_bad_scoring_settings_of_the_library_are_one_sentence(tiny_lm, tiny_task):
+    """A batch size of 0 failed as "max() arg is an empty sequence", top_k -1 as "selected index k out of range"
+    and a list of texts as "no attribute 'strip'"."""
+    with pytest.raises(PeftlabError, match=r"^The batch size must be at least 1, not 0\.$"):
+        evaluate(tiny_lm, tiny_task, TEMPLATE, VERBALIZER, limit=2, batch_size=0)
+    with pytest.raises(PeftlabError, match=r"^top_k \(the mask's likeliest tokens shown\) must be at least 1, not -1"):
+        classify_text(tiny_lm, tiny_task, "fine", TEMPLATE, VERBALIZER, top_k=-1)
+    with pytest.raises(PeftlabError, match=r"^classify_text takes one text, a string, not a list; evaluate scores"):
+        classify_text(tiny_lm, tiny_task, ["fine", "bad"], TEMPLATE, VERBALIZER)
+    everything = classify_text(tiny_lm, tiny_task, "fine", TEMPLATE, VERBALIZER, top_k=10**6).top_tokens
+    assert len(everything) == tiny_lm.model.config.vocab_size  # the whole vocabulary
+
+
 # ---------------------------------------------------------------- setups, ensembles and evaluation
 
 

@@ -256,3 +256,10 @@ def test_rlhf_lora_ranks_are_held_to_the_hidden_size_too(tiny_causal):
         PeftlabError, match=r"^The LoRA rank is 33, above the model's hidden size of 32; use at most 32"
     ):
         lora_config(33, tiny_causal.model)
+
+
+def test_a_setting_a_method_does_not_have_is_one_sentence():
+    """method_config("lora", rank=0) was "TypeError: LoraMethod.__init__() got an unexpected keyword argument"."""
+    with pytest.raises(PeftlabError) as raised:
+        method_config("lora", rank=0)
+    assert str(raised.value) == "lora has no setting rank; its settings are alpha, learning_rate, r, target_modules."

@@ -63,3 +63,21 @@ def test_leaning_label_by_hand():
     # A skewed gold set predicted as it is is no lean.
     assert leaning_label(np.array([[90, 0], [0, 10]])) is None
     assert leaning_label(np.zeros((2, 2), dtype=int)) is None
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        # one prediction for 3 texts was broadcast: accuracy 0.67, macro-F1 0.4, a store row's F1 of 1.33
+        (lambda: accuracy([0, 1, 1], [1]), "1 predicted labels for 3 gold labels"),
+        (lambda: macro_f1([0, 1, 1], [1], 2), "1 predicted labels for 3 gold labels"),
+        (lambda: mean_gold_log_prob(np.log([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]), [0]), "3 predicted labels for 1"),
+        # label -1 was read as the last class: macro-F1 1.0 beside an accuracy of 0.5
+        (lambda: macro_f1([-1, 0], [1, 0], 2), r"gold labels must lie in 0 to 1; got -1 to 0"),
+        (lambda: confusion_matrix([0, 1], [0, 2], 2), r"predicted labels must lie in 0 to 1; got 0 to 2"),
+        (lambda: accuracy([0.0, 1.0], [0, 1]), "gold labels must be integer label indices, not float64"),
+    ],
+)
+def test_labels_of_other_lengths_or_outside_the_labels_are_refused(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

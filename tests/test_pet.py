@@ -295,6 +295,21 @@ def test_a_bad_unlabelled_file_is_one_sentence(tiny_task, tmp_path, content, mes
         read_unlabelled(str(tmp_path / "u.csv"), pattern_prompts(tiny_task, TINY_PATTERNS, [TINY_WORDS]))
 
 
+def test_one_verbalizer_for_every_pattern_may_be_given_alone(tiny_task):
+    """A dict alone failed with "KeyError: 0" for 2 patterns and "not 2 for 3 patterns" (its labels counted) for 3;
+    a string alone counted its letters."""
+    three = [*TINY_PATTERNS, "{text} So:{mask}"]
+    listed = pattern_prompts(tiny_task, three, [TINY_WORDS])
+    assert pattern_prompts(tiny_task, three, TINY_WORDS) == listed
+    lines = "negative: bad\npositive: good"
+    assert pattern_prompts(tiny_task, three, lines) == pattern_prompts(tiny_task, three, [lines]) == listed
+
+
+def test_soft_labels_refuse_a_temperature_not_above_zero():
+    with pytest.raises(ValueError, match="the temperature must be above 0, not 0"):
+        soft_labels(torch.zeros(2, 3, 2), [1.0, 1.0], 0)  # every soft label was NaN
+
+
 @pytest.mark.parametrize(
     ("patterns", "words", "changes", "message"),
     [
@@ -366,6 +381,14 @@ def test_a_distilled_classifier_leaning_on_one_label_gets_a_warning():
     row = SimpleNamespace
     result = PETResult(
         seed=21,
+        patterns=[],
+        pattern_weights=[],
+        pattern_accuracies=[],
+        ensemble_accuracy=0.5,
+        distilled_accuracy=0.5,
+        soft_labels=np.full((6, 2), 0.5),
+        soft_label_accuracy=None,
+        classifier=None,
         rows=[
             row(method="pet ensemble", predictions=[1, 1, 1, 1], gold=gold),  # an ensemble's vote is no classifier
             row(method="pet", predictions=[1, 1, 1, 1], gold=gold),
@@ -380,11 +403,3 @@ def test_a_distilled_classifier_leaning_on_one_label_gets_a_warning():
     result.rows[2].predictions = [0, 0, 0, 0]
     notes = result.warnings(["negative", "positive"], 5)
     assert notes[1].startswith("Seed 21: iPET's classifier predicted 'negative' for 100% of the test texts")
-        patterns=[],
-        pattern_weights=[],
-        pattern_accuracies=[],
-        ensemble_accuracy=0.5,
-        distilled_accuracy=0.5,
-        soft_labels=np.full((6, 2), 0.5),
-        soft_label_accuracy=None,
-        classifier=None,

@@ -271,6 +271,21 @@ def test_verbalizer_rejects_non_word_values(spec):
         Verbalizer.parse(spec, LABELS)
 
 
+def test_a_verbalizer_given_as_a_list_is_one_sentence():
+    """A list of words failed as "AttributeError: 'list' object has no attribute 'strip'"."""
+    with pytest.raises(PeftlabError) as raised:
+        Verbalizer.parse(["bad", "good"], LABELS)
+    assert str(raised.value) == (
+        "The verbalizer maps each label to its words (a dict, JSON or 'label: word' lines), not a list; for example "
+        "{'negative': 'bad', 'positive': 'good'}."
+    )
+
+
+def test_a_template_s_one_column_may_be_given_as_a_string():
+    """Template.parse(text, "text") read the column's letters and said "write {t} or {e} or {x} or {t}"."""
+    assert Template.parse("{text} {mask}", "text") == Template.parse("{text} {mask}", ["text"])
+
+
 def test_suggested_prompt_parses_for_any_task():
     template, verbalizer = suggested_prompt("my-upload", ["cats", "dogs"])
     Template.parse(template, ["text"])

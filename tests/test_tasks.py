@@ -128,6 +128,39 @@ def test_few_shot_k_below_one(k):
         load_task("bbc-topic").few_shot(k)
 
 
+def test_few_shot_takes_numpy_s_whole_numbers():
+    """K from a numpy loop was told "must be a whole number of at least 1, got np.int64(2)"."""
+    import numpy as np
+
+    task = load_task("bbc-topic")
+    assert task.few_shot(np.int64(2), seed=1) == task.few_shot(2, seed=1)
+
+
+def test_a_split_the_task_lacks_is_one_sentence():
+    """'validation' was a KeyError, an empty dev split an IndexError deep in the scoring."""
+    task = load_task("rt-sentiment")
+    with pytest.raises(
+        PeftlabError, match=r"^A task's splits are 'test', 'train', 'dev' and 'all', not 'validation'\."
+    ):
+        task.test_subset(5, split="validation")
+    with pytest.raises(PeftlabError, match=r"^'rt-sentiment' has no dev rows to score; score its test split\.$"):
+        task.test_subset(5, split="dev")
+
+
+def test_a_hub_dataset_asked_first_in_a_process_is_one_sentence():
+    """huggingface_hub loads its submodules lazily: load_task('imdb') as a script's first call failed with
+    "AttributeError: No huggingface_hub attribute constants" (after transformers was imported it worked)."""
+    import subprocess
+
+    script = "from peftlab.tasks import load_task\nload_task('someone/no-such-dataset')"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"}
+    )
+    assert "peftlab.errors.PeftlabError: Could not load the dataset 'someone/no-such-dataset'" in done.stderr, (
+        done.stderr
+    )
+
+
 def test_few_shot_k_too_large_names_class_and_limit():
     task = load_task("bbc-topic")
     smallest = min(task.label_counts().items(), key=lambda kv: kv[1])
