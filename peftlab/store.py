@@ -14,6 +14,7 @@ processes writing at once lose nothing. Rows export to and import from JSON Line
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
 import hashlib
@@ -22,7 +23,7 @@ import math
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -146,37 +147,65 @@ class ResultStore:
 
     def __init__(self, path: str | Path | None = None, owner: str = "", create: bool = True):
         """Open (or, with `create`, create) the store at `path`, default `store_path()` (PEFTLAB_RESULTS). A store
-        opened without `create` that does not exist reads as empty: `results list` left an empty file behind.
+        opened without `create` that does not exist reads as empty: `results list` left an empty file behind. One
+        opened without `create` where it cannot be written (a read-only mount, another user's file) is read as it
+        is (`read_only`): its list and its report failed with "cannot be written here".
 
         Raises:
-            PeftlabError: the file is not an SQLite database (a CSV named by PEFTLAB_RESULTS).
+            PeftlabError: the file is not an SQLite database (a CSV named by PEFTLAB_RESULTS), or, with `create`,
+                the store cannot be written where it is.
         """
         self.path = Path(path) if path is not None else store_path()
         self.owner = owner
+        self.read_only = False
         if not create and not self.path.exists():
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = not create and not _writable(self.path)
         try:
+            if not self.read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as connection:
                 _check_tables(connection)
-                columns = ", ".join(f"{name} {'TEXT PRIMARY KEY' if name == 'id' else ''}" for name in COLUMNS)
-                connection.execute(f"CREATE TABLE IF NOT EXISTS results ({columns})")
-        except (sqlite3.DatabaseError, ValueError) as exc:
-            writable = os.access(self.path if self.path.exists() else self.path.parent, os.W_OK)
-            if isinstance(exc, sqlite3.OperationalError) and not writable:
-                raise PeftlabError(  # a read-only file was called "not a peftlab results store"
-                    f"The results store {str(self.path)!r} (PEFTLAB_RESULTS) cannot be written here ({exc}); point "
-                    "PEFTLAB_RESULTS at a file in a folder you can write to."
-                ) from None
+                if not self.read_only:
+                    columns = ", ".join(f"{name} {'TEXT PRIMARY KEY' if name == 'id' else ''}" for name in COLUMNS)
+                    connection.execute(f"CREATE TABLE IF NOT EXISTS results ({columns})")
+        except (OSError, sqlite3.DatabaseError, ValueError) as exc:
+            if isinstance(exc, (OSError, sqlite3.OperationalError)) and not _writable(self.path):
+                raise self._unwritable(exc) from None  # a read-only file was called "not a peftlab results store"
             raise PeftlabError(
                 f"The results store {str(self.path)!r} (PEFTLAB_RESULTS) is not a peftlab results store ({exc}); "
                 "point PEFTLAB_RESULTS at another file, or move this one away."
             ) from None
 
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, timeout=60)  # writers wait for each other instead of failing
-        connection.execute("PRAGMA journal_mode=WAL")
-        return connection
+    def _unwritable(self, why) -> PeftlabError:
+        return PeftlabError(
+            f"The results store {str(self.path)!r} (PEFTLAB_RESULTS) cannot be written here ({why}); point "
+            "PEFTLAB_RESULTS at a file in a folder you can write to."
+        )
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection in one transaction (committed on success, rolled back on error), closed at the end: left
+        to the garbage collector, connections kept the write-ahead journal out of the file for as long."""
+        if self.read_only:
+            # immutable: SQLite opens a write-ahead-journal store on read-only media only so, as it cannot make
+            # the shared-memory file beside it. Its journal was merged into the file as its last writer closed.
+            connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        else:
+            connection = sqlite3.connect(self.path, timeout=60)  # writers wait for each other instead of failing
+        try:
+            with connection:
+                if not self.read_only:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                yield connection
+        finally:
+            connection.close()
+
+    def _writer(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A connection to write with (`_connect`). Raises PeftlabError on a store opened read-only."""
+        if self.read_only:
+            raise self._unwritable("a read-only file or folder")
+        return self._connect()
 
     def add(self, rows: Iterable[ResultRow]) -> list[str]:
         """Write new rows in one transaction (all or none); returns their ids.
@@ -189,7 +218,7 @@ class ResultStore:
         for row in rows:
             row.owner = row.owner or self.owner
         values = [[json.dumps(getattr(r, c)) if c in JSON_COLUMNS else getattr(r, c) for c in COLUMNS] for r in rows]
-        with self._connect() as connection:  # commits on success, rolls back on error
+        with self._writer() as connection:  # commits on success, rolls back on error
             connection.executemany(
                 f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", values
             )
@@ -268,6 +297,8 @@ class ResultStore:
             PeftlabError: an id that names no single row (`get`), or a shorter prefix: "7" deleted whichever one
                 result's id began with 7, a typo away from another.
         """
+        if isinstance(ids, str):  # one id, not its characters ("No result has an id starting with '5'")
+            ids = [ids]
         try:
             full = [self.get(i).id for i in ids]
         except PeftlabError as exc:  # with several ids, one that names no result left the others' fate unsaid
@@ -279,7 +310,7 @@ class ResultStore:
                     f"{given.strip()!r} is too short to be sure which result you mean. Nothing was deleted."
                 )
         full = list(dict.fromkeys(full))  # an id typed twice is one result: "2 results deleted" went for one
-        with self._connect() as connection:
+        with self._writer() as connection:
             connection.executemany("DELETE FROM results WHERE id = ? AND owner = ?", [(i, self.owner) for i in full])
         return len(full)
 
@@ -288,7 +319,7 @@ class ResultStore:
         shared rows (no owner) are never deleted so."""
         if not self.owner or not self.path.exists():
             return 0
-        with self._connect() as connection:
+        with self._writer() as connection:
             return connection.execute("DELETE FROM results WHERE owner = ?", [self.owner]).rowcount
 
     def export(self, path: str | Path, **where) -> int:
@@ -297,8 +328,6 @@ class ResultStore:
         that visitor's rows: an export is made to be handed on, and carried it."""
         path = Path(path)
         _check_suffix(path)
-        if isinstance(ids, str):  # one id, not its characters ("No result has an id starting with '5'")
-            ids = [ids]
         rows = self.rows(**where)
         if not rows:  # an empty file said nothing of a misspelt task
             chosen = " and ".join(f"{k} {v!r}" for k, v in where.items() if v is not None)
@@ -386,6 +415,15 @@ class ResultStore:
                 "SELECT id FROM results WHERE owner != ? AND id IN (SELECT id FROM wanted)", [self.owner]
             )
             return {record[0] for record in found.fetchall()}
+
+
+def _writable(path: Path) -> bool:
+    """Whether the store at `path` can be written: the file (when it exists) and its folder, where SQLite keeps the
+    write-ahead journal. A folder not made yet counts as its nearest existing parent."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
 def _check_tables(connection: sqlite3.Connection) -> None:

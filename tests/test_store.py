@@ -474,6 +474,62 @@ def test_a_store_that_cannot_be_written_is_not_called_something_else(tmp_path, m
     )
 
 
+def test_a_row_of_predictions_that_do_not_fit_its_texts_is_refused():
+    """1 prediction for 4 texts was broadcast into accuracy 0.5 and an F1 of 1.33, which the store kept and its own
+    import then refused."""
+    with pytest.raises(ValueError, match="1 predicted labels for 4 gold labels"):
+        row(predicted=[1])
+    with pytest.raises(ValueError, match="predicted labels must lie at least 0; got -1 to -1"):
+        row(predicted=[-1] * 4)
+
+
+def test_one_id_given_as_a_string_is_one_id_and_a_missing_id_is_a_sentence(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    (kept,) = store.add([row()])
+    assert store.delete(kept[:8]) == 1 and store.rows() == []  # its characters were read as 8 ids
+    for bad in (None, 5):
+        with pytest.raises(PeftlabError, match=r"^Give a result's id"):
+            store.get(bad)
+
+
+def test_a_store_that_cannot_be_written_is_read_as_it_is_and_refuses_writes(tmp_path, monkeypatch):
+    """`results list` and `report` on a store from a read-only mount failed with "cannot be written here"."""
+    path = tmp_path / "r.sqlite"
+    ResultStore(path).add([row(seed=13), row(seed=21)])
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK)  # as a read-only file system answers
+    reader = ResultStore(path, create=False)
+    assert reader.read_only and [r.seed for r in reader.rows()] == [13, 21]
+    assert reader.export(tmp_path / "rows.jsonl") == 2
+    with pytest.raises(PeftlabError) as raised:
+        reader.delete([reader.rows()[0].id])
+    assert str(raised.value) == (
+        f"The results store {str(path)!r} (PEFTLAB_RESULTS) cannot be written here (a read-only file or folder); "
+        "point PEFTLAB_RESULTS at a file in a folder you can write to."
+    )
+    monkeypatch.undo()
+    assert len(ResultStore(path).rows()) == 2  # nothing was deleted
+
+
+def test_a_store_on_a_read_only_mount_is_listed(tmp_path):
+    """The same on a real read-only mount, where SQLite cannot make the write-ahead journal's files (root only)."""
+    folder, mount = tmp_path / "store", tmp_path / "mount"
+    folder.mkdir(), mount.mkdir()
+    ResultStore(folder / "r.sqlite").add([row(seed=13)])
+    script = (
+        f"mount --bind {folder} {mount} && mount -o remount,bind,ro {mount} && echo mounted && "
+        f"{sys.executable} -m peftlab results list"
+    )
+    environment = os.environ | {"PEFTLAB_RESULTS": str(mount / "r.sqlite"), "HF_HUB_OFFLINE": "1"}
+    try:
+        done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=environment)
+    except FileNotFoundError:
+        pytest.skip("no unshare here")
+    if not done.stdout.startswith("mounted"):
+        pytest.skip(f"this machine cannot mount a read-only folder: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"rt-sentiment|tiny", done.stdout) and " 13 " in done.stdout, done.stdout
+
+
 def test_an_empty_peftlab_results_is_the_default_store(monkeypatch):
     monkeypatch.setenv("PEFTLAB_RESULTS", "")  # was the store '.', "not a peftlab results store"
     assert store_path() == cache_dir() / "results.sqlite"
