@@ -68,7 +68,9 @@ Notes: how the defaults were chosen (measured on the embedded model, vader-posit
   within the 5-nat bound is 0.3, the default since (the rule DPO's learning rate was chosen by).
 - On a GPU (2026-12-04, one NVIDIA H200, torch 2.11, `--rm-lora-r 8 --rm-steps 45 --rm-learning-rate 1e-3
   --ptx-coef 0`: the LoRA reward model the CPU validation study above chose, 0.719 there; `gpu_check.py` shared the
-  GPU for part of the run): reward model held-out 0.712 [0.675, 0.746] on 614 pairs (near ties / middle / clear
+  GPU for part of the run): reward model held-out 0.712 [0.675, 0.746] on 614 pairs (that interval is Wilson's on
+  the pairs as independent; since 2026-12-05 the interval counts one prompt's pairs as correlated and is wider,
+  `stats.clustered_proportion`) (near ties / middle / clear
   0.61 / 0.68 / 0.84), 10.9 s to train; PPO +0.230 VADER at KL 1.39 nats, DPO +0.203 at 0.84; PPO pipeline 157 s
   (SFT 23.0, comparisons 26.7, reward model 10.9, PPO 86.6, evaluation 9.8) and DPO route 33.2 s after SFT, inside
   the 600 s and 300 s targets. The first try of it trained the reward model to NaN: cuDNN attention, off since

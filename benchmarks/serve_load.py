@@ -361,7 +361,7 @@ def sessions_phase(url: str, process: subprocess.Popen, temp_dir: Path, sessions
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--visitors", type=int, default=8)
     parser.add_argument("--grid-steps", type=int, default=20)
     parser.add_argument("--sessions", type=int, default=50)

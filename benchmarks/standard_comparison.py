@@ -132,7 +132,7 @@ def one_task(name: str, store: ResultStore, config: StandardConfig, settings: Tr
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="rt-sentiment,bbc-topic")
     parser.add_argument("--test-limit", type=int, default=500)
     parser.add_argument(

@@ -10,7 +10,8 @@ def _labels(gold, predicted, n_labels: int | None = None) -> tuple[np.ndarray, n
     accuracy of 0.67 from 1 prediction for 3 texts, an F1 of 1.33 in the store) and indexed label -1 as the last.
 
     Raises:
-        ValueError: lengths that differ, or a label outside 0..n_labels - 1 (or below 0 without `n_labels`).
+        ValueError: lengths that differ, labels that are not integers, or a label outside 0..n_labels - 1 (or below 0
+            without `n_labels`).
     """
     gold, predicted = (
         np.asarray(labels).reshape(-1) if len(labels) else np.zeros(0, int) for labels in (gold, predicted)
@@ -30,7 +31,7 @@ def confusion_matrix(gold, predicted, n_labels: int) -> np.ndarray:
     """(L, L) counts: rows are gold labels, columns predicted labels.
 
     Raises:
-        ValueError: `gold` and `predicted` of other lengths, or a label outside 0..L - 1.
+        ValueError: `gold` and `predicted` of other lengths, labels that are not integers, or one outside 0..L - 1.
     """
     gold, predicted = _labels(gold, predicted, n_labels)
     matrix = np.zeros((n_labels, n_labels), dtype=int)
@@ -42,7 +43,7 @@ def accuracy(gold, predicted) -> float:
     """The share of `predicted` equal to `gold` (0.0 for no texts).
 
     Raises:
-        ValueError: `gold` and `predicted` of other lengths, or a negative label.
+        ValueError: `gold` and `predicted` of other lengths, labels that are not integers, or a negative label.
     """
     gold, predicted = _labels(gold, predicted)
     return float((gold == predicted).mean()) if len(gold) else 0.0
@@ -63,7 +64,7 @@ def label_f1(gold, predicted, n_labels: int) -> np.ndarray:
     """(L,) F1 of each label; a label never gold nor predicted counts as F1 = 0.
 
     Raises:
-        ValueError: `gold` and `predicted` of other lengths, or a label outside 0..L - 1.
+        ValueError: `gold` and `predicted` of other lengths, labels that are not integers, or one outside 0..L - 1.
     """
     matrix = confusion_matrix(gold, predicted, n_labels)
     true_positive = np.diag(matrix).astype(float)
@@ -75,7 +76,7 @@ def macro_f1(gold, predicted, n_labels: int) -> float:
     """Unweighted mean of the labels' F1 (`label_f1`).
 
     Raises:
-        ValueError: `gold` and `predicted` of other lengths, or a label outside 0..L - 1.
+        ValueError: `gold` and `predicted` of other lengths, labels that are not integers, or one outside 0..L - 1.
     """
     return float(label_f1(gold, predicted, n_labels).mean())
 

@@ -170,6 +170,12 @@ class ResultStore:
                     columns = ", ".join(f"{name} {'TEXT PRIMARY KEY' if name == 'id' else ''}" for name in COLUMNS)
                     connection.execute(f"CREATE TABLE IF NOT EXISTS results ({columns})")
         except (OSError, sqlite3.DatabaseError, ValueError) as exc:
+            if self.read_only and self._journal_pending and isinstance(exc, sqlite3.OperationalError):
+                raise PeftlabError(
+                    f"The results store {str(self.path)!r} (PEFTLAB_RESULTS) cannot be read here ({exc}): its last "
+                    f"writer left results in its journal ({self.path.name}-wal), which SQLite reads only where it may "
+                    "write; copy both files to a folder you can write to."
+                ) from None
             if isinstance(exc, (OSError, sqlite3.OperationalError)) and not _writable(self.path):
                 raise self._unwritable(exc) from None  # a read-only file was called "not a peftlab results store"
             raise PeftlabError(
@@ -188,9 +194,12 @@ class ResultStore:
         """A connection in one transaction (committed on success, rolled back on error), closed at the end: left
         to the garbage collector, connections kept the write-ahead journal out of the file for as long."""
         if self.read_only:
-            # immutable: SQLite opens a write-ahead-journal store on read-only media only so, as it cannot make
-            # the shared-memory file beside it. Its journal was merged into the file as its last writer closed.
-            connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+            # immutable: SQLite opens a write-ahead-journal store on read-only media only so, as it cannot make the
+            # shared-memory file beside it; but immutable ignores the journal, and rows a writer left there (killed
+            # with another connection open) went unread: with a journal beside it, the store is read through it
+            connection = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro{'' if self._journal_pending else '&immutable=1'}", uri=True
+            )
         else:
             connection = sqlite3.connect(self.path, timeout=60)  # writers wait for each other instead of failing
         try:
@@ -200,6 +209,12 @@ class ResultStore:
                 yield connection
         finally:
             connection.close()
+
+    @property
+    def _journal_pending(self) -> bool:
+        """Whether the store's write-ahead journal holds what its last writer has not merged into the file."""
+        journal = self.path.with_name(self.path.name + "-wal")
+        return journal.exists() and journal.stat().st_size > 0
 
     def _writer(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A connection to write with (`_connect`). Raises PeftlabError on a store opened read-only."""

@@ -205,7 +205,8 @@ class Task:
         """
         rows = self.rows(split)
         if not rows:  # an IndexError deep in the scoring
-            raise PeftlabError(f"'{self.name}' has no {split} rows to score; score its test split.")
+            advice = "score its test split" if split != "test" else "mark some labelled rows test"
+            raise PeftlabError(f"'{self.name}' has no {split} rows to score; {advice}.")
         if limit is None or limit >= len(rows):
             return list(rows)
         if limit < 1:

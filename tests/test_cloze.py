@@ -277,8 +277,12 @@ def test_calibrate_refuses_scores_of_the_wrong_shape_or_kind():
     """A content-free prior for 3 labels against 2 failed as a tensor-size RuntimeError; numpy as a TypeError."""
     with pytest.raises(ValueError, match=r"content-free log-probs of shape \(3,\) for 2 labels"):
         calibrate(torch.zeros(2, 2), "contextual", torch.zeros(3))
-    with pytest.raises(ValueError, match="calibrate takes an \\(N, L\\) torch tensor of label log-probs, not ndarray"):
+    with pytest.raises(
+        ValueError, match="calibrate takes an \\(N, L\\) torch tensor of label log-probs, not a ndarray"
+    ):
         calibrate(torch.zeros(2, 2).numpy(), "mean")
+    with pytest.raises(ValueError, match="log-probs, not a tensor of shape \\(3,\\)$"):
+        calibrate(torch.zeros(3), "none")
 
 
 def test_bad_scoring_settings_of_the_library_are_one_sentence(tiny_lm, tiny_task):

@@ -131,8 +131,11 @@ def test_a_clustered_proportion_counts_a_cluster_s_trials_as_correlated_by_hand(
     # clusters alike (each 2 of 4): no spread between them, so Wilson's on the 12 pairs (t_2's quantile)
     alike = clustered_proportion([1, 1, 0, 0] * 3, [c for c in "ABC" for _ in range(4)])
     assert (alike.low, alike.high) == wilson(0.5, 12 * (z / 4.302652729749464) ** 2)
-    # all right: no spread to measure; one prompt counts as one trial, two as their pairs
+    # all right: no spread to measure; one prompt counts as one trial, two as their pairs, t-corrected as ever (else
+    # 56 of 56 pairs of 2 prompts read "from 93.6 %" and 55 of 56 "from 24.5 %")
     assert (clustered_proportion([1, 1], ["A", "A"]).low, 1.0) == wilson(1.0, 1)
-    assert (clustered_proportion([1, 1], ["A", "B"]).low, 1.0) == wilson(1.0, 2)
+    assert (clustered_proportion([1, 1], ["A", "B"]).low, 1.0) == wilson(1.0, 2 * (z / 12.706204736174707) ** 2)
+    two = ["A"] * 28 + ["B"] * 28
+    assert clustered_proportion([1] * 56, two).low < clustered_proportion([1] * 55 + [0], two).high
     with pytest.raises(ValueError):
         clustered_proportion([1, 0], ["A"])

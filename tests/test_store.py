@@ -10,6 +10,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -508,6 +509,28 @@ def test_a_store_that_cannot_be_written_is_read_as_it_is_and_refuses_writes(tmp_
     )
     monkeypatch.undo()
     assert len(ResultStore(path).rows()) == 2  # nothing was deleted
+
+
+def test_a_read_only_store_whose_writer_left_rows_in_its_journal_reads_them(tmp_path, monkeypatch):
+    """A writer killed with a second connection open leaves its rows in the write-ahead journal; the immutable
+    read-only connection ignored it and listed no results, without a word."""
+    path = tmp_path / "r.sqlite"
+    writer = (
+        "import os, sqlite3, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_store import row\n"
+        "from peftlab.store import ResultStore\n"
+        f"store = ResultStore({str(path)!r})\n"
+        f"held = sqlite3.connect({str(path)!r})\n"
+        "held.execute('SELECT count(*) FROM results').fetchall()\n"
+        "store.add([row(seed=13), row(seed=21), row(seed=42)])\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", writer], check=True, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    assert (tmp_path / "r.sqlite-wal").stat().st_size > 0
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK)
+    reader = ResultStore(path, create=False)
+    assert reader.read_only and [r.seed for r in reader.rows()] == [13, 21, 42]
 
 
 def test_a_store_on_a_read_only_mount_is_listed(tmp_path):

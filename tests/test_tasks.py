@@ -145,6 +145,10 @@ def test_a_split_the_task_lacks_is_one_sentence():
         task.test_subset(5, split="validation")
     with pytest.raises(PeftlabError, match=r"^'rt-sentiment' has no dev rows to score; score its test split\.$"):
         task.test_subset(5, split="dev")
+    # an upload whose rows marked test have no labels: scoring the test split is not the advice then
+    untested = Task("up.csv", ["a", "b"], ["text"], train=[{"text": "x", "label": 0}], test=[])
+    with pytest.raises(PeftlabError, match=r"^'up\.csv' has no test rows to score; mark some labelled rows test\.$"):
+        untested.test_subset()
 
 
 def test_a_hub_dataset_asked_first_in_a_process_is_one_sentence():
