@@ -56,6 +56,19 @@ class SplitComparison:
     notes: list[str]
     rows: list[ResultRow]  # every stored row of the split, the runs counted in its lines and the others
 
+    @property
+    def baseline_said(self) -> str:
+        """The baseline's name, or that none was scored on these texts and how to get one: "no zero-shot result stored
+        yet" stood beside four stored zero-shot rows on other texts (the Start tab scores 100, the Cloze tab 200),
+        which cannot be paired with these."""
+        if self.baseline:
+            return self.baseline
+        return (
+            f"none on these {self.texts} texts (zero-shot scored on other texts cannot be paired with them: the "
+            "standard comparison and a Soft prompts grid score it on their own test texts, and the Cloze tab does with "
+            f"Test texts {self.texts} where the task has a test split)"
+        )
+
 
 def compare(rows: Sequence[ResultRow]) -> list[SplitComparison]:
     """One SplitComparison per test split among `rows` (classification rows only), the split with the most runs
@@ -526,7 +539,7 @@ def report_html(comparisons: Sequence[SplitComparison], rows: Sequence[ResultRow
         parts += [
             f"<h1>{html.escape(split.task)} · {html.escape(split.model)}</h1>",
             f"<p>Test split {split.fingerprint}: {html.escape(split.scored)}; {html.escape(support)}. Baseline: "
-            f"{html.escape(split.baseline or 'none stored')}. Differences are accuracy points with a 95 % paired "
+            f"{html.escape(split.baseline_said)}. Differences are accuracy points with a 95 % paired "
             "bootstrap interval over the texts, and over the seeds where a line has several.</p>",
             display_table(split.table).to_html(index=False, escape=True),
             *(f"<p>⚠️ {html.escape(note)}</p>" for note in split.notes),

@@ -387,8 +387,8 @@ class ResultStore:
             if "kind" not in table.columns:  # the Compare tab's table, say: told it was not what that tab exports
                 columns = ", ".join(map(str, table.columns[:4]))
                 raise PeftlabError(
-                    f"'{path.name}' is a table, not exported results (its columns begin {columns}): a comparison's "
-                    f"table cannot be imported; {written}."
+                    f"'{path.name}' is a table, not exported results (its columns begin {columns}): a dataset goes "
+                    f"in a tab's upload box, and a comparison's table cannot be imported; {written}."
                 )
             if cut := short_record(text):  # its missing cells read as empty: a half line was added as a result
                 line, cells, width = cut

@@ -602,8 +602,8 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
     percent = r"\d+\.\d%"
     assert re.match(
         rf"Reward model: held-out pair accuracy \*\*{percent}\*\* \(95 % interval {percent} to {percent}\) on "
-        r"(\d+) held-out comparisons? of \d+ prompts? \(the interval counts one prompt's comparisons as correlated\); "
-        r"it trained on \d+ others?\. ",
+        r"(\d+) held-out comparisons? of \d+ prompts?"
+        r"( \(the interval counts one prompt's comparisons as correlated\))?; it trained on \d+ other comparisons?\. ",
         status,
     ), status
     # a few held-out pairs cannot tell any reward model from a coin (3 of 3 right: 44 % to 100 %): said, not "Next: PPO"

@@ -250,6 +250,15 @@ def test_a_generation_that_adds_no_text_has_no_share_of_right_labels(tiny_causal
     assert result.added_sizes == [0] and result.added_label_accuracy == [None]
 
 
+def test_the_kept_classifier_is_named_by_the_step_that_distilled_it():
+    from types import SimpleNamespace
+
+    from peftlab.ui.pet_tab import classifier_name
+
+    assert classifier_name(SimpleNamespace(seed=13, ipet_distilled_accuracy=None)) == "pet classifier (seed 13)"
+    assert classifier_name(SimpleNamespace(seed=21, ipet_distilled_accuracy=0.8)) == "ipet classifier (seed 21)"
+
+
 def test_ipet_says_when_its_added_texts_repeat(tiny_causal, tiny_task):
     """bbc-topic's generation 2 drew 1,920 texts from a 1,000-text pool, repeating them as the reference code
     upsamples, without a word. Here one pool text is drawn once for each of the 2 labels: 1 repeat."""

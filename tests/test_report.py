@@ -366,6 +366,21 @@ def test_lines_of_one_method_that_differ_in_settings_are_named_by_what_tells_the
     assert list(alone.table["method"]) == ["zero-shot", "prompt-tuning"]  # a line alone is named by its method
 
 
+def test_a_split_without_zero_shot_says_why_and_how_to_get_one():
+    """PET on 10 test texts beside zero-shot rows on 100 and 200 (the Start and Cloze tabs' defaults) read "baseline:
+    no zero-shot result stored yet", four zero-shot rows below, with the verdicts blank and no word why."""
+    few = TEXTS[:10]
+    rows = [row("pet", GOLD[:10], seed=13, k=2, texts=few), row("zero-shot", flip(12), kind="cloze")]
+    pet, cloze = sorted(compare(rows), key=lambda split: split.texts)
+    assert cloze.baseline_said == "zero-shot" and pet.baseline is None
+    assert pet.baseline_said == (
+        "none on these 10 texts (zero-shot scored on other texts cannot be paired with them: the standard comparison "
+        "and a Soft prompts grid score it on their own test texts, and the Cloze tab does with Test texts 10 where "
+        "the task has a test split)"
+    )
+    assert "Baseline: none on these 10 texts (zero-shot scored on other texts" in report_html([pet], rows)
+
+
 def test_the_baseline_is_zero_shot_on_the_prompt_the_compared_methods_read():
     """An AutoPrompt search stores zero-shot on its template without the trigger; stored after the Soft prompts
     grid's zero-shot, it became the baseline (the latest), and prompt tuning trained on "Review: ..." was said to beat

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import gradio as gr
@@ -88,6 +89,22 @@ def test_rlhf_results_are_shown_on_the_compare_tab(monkeypatch, tmp_path):
     assert raised.value.message == (
         f"The stored RLHF result {broken.id[:8]} lacks its scores or KL; delete it under Stored results."
     )
+
+
+def test_the_sft_line_before_a_sampling_step_says_the_answers_come_next(tiny_causal_folder, monkeypatch):
+    """The last step answers held-out prompts to show, which takes longer than a step: "SFT step 2/3 ... about 18 s
+    left" stood unchanged for 100 s, as if the stage hung."""
+    from peftlab.ui.sessions import SESSIONS
+
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
+    SESSIONS.get(None).values.pop("rlhf", None)
+    sft = dict(model=tiny_causal_folder, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=3)
+    lines = [item[0] for item in rlhf_stages.run_sft_stage(None, **sft, sft_learning_rate=1e-3, seed=0)]
+    second = next(line for line in lines if line.startswith("SFT step 2/3"))
+    assert re.fullmatch(
+        r"SFT step 2/3, loss \d\.\d{3}; step 3 comes next, then answers to 3 held-out prompts to show", second
+    ), lines
+    assert not any("comes next" in line for line in lines if line.startswith("SFT step 1/3,")), lines
 
 
 def test_the_sampling_for_the_rankings_shows_its_progress_and_stop_ends_it_before_training(

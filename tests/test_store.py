@@ -198,8 +198,8 @@ def test_delete_and_bad_files_are_one_sentence(tmp_path):
         "empty.csv": ("\n", "'empty.csv' holds no results" + hint),  # was told how to quote a CSV's cells
         "table.csv": (  # the Compare tab's table, told it was not what that tab exports
             "method,K,runs,accuracy\nzero-shot,,1,90.0%\n",
-            "'table.csv' is a table, not exported results (its columns begin method, K, runs, accuracy): a "
-            "comparison's table cannot be imported" + hint,
+            "'table.csv' is a table, not exported results (its columns begin method, K, runs, accuracy): a dataset "
+            "goes in a tab's upload box, and a comparison's table cannot be imported" + hint,
         ),
     }
     for name, (content, message) in cases.items():

@@ -121,6 +121,11 @@ def sft_loss(model, tokenizer, demonstrations: Sequence[Demonstration], max_resp
     return -(log_probs * mask).sum() / mask.sum()
 
 
+def sft_samples_at(step: int, config: SFTConfig) -> bool:
+    """Whether SFT answers its sample prompts after `step`: every `sample_every` steps, and after the last."""
+    return step % config.sample_every == 0 or step == config.steps
+
+
 def train_sft(
     lm: LM,
     demonstrations: Sequence[Demonstration],
@@ -167,7 +172,7 @@ def train_sft(
     ):
         losses.append(record.loss)
         samples = []
-        if sample_prompts and (record.step % config.sample_every == 0 or record.step == config.steps):
+        if sample_prompts and sft_samples_at(record.step, config):
             rollout = sample_responses(model, lm.tokenizer, list(sample_prompts), seed=config.seed)
             samples = list(zip(rollout.prompts, rollout.responses))
         yield SFTEvent(

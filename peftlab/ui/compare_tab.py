@@ -124,7 +124,7 @@ def show_comparison(task, model, request: gr.Request):
         f"**{main.task} · {main.model}**: {counted(len(rows), 'result')}. Test split {main.fingerprint} "
         # "5 results" over a table of 3 lines: a line pools a method's seeds, and other splits are listed apart
         f"({counted(len(main.table), 'line')} from {counted(int(main.table['runs'].sum()), 'run')}): "
-        f"{main.scored}; {support}; baseline: {main.baseline or 'no zero-shot result stored yet'}."
+        f"{main.scored}; {support}; baseline: {main.baseline_said}."
     )
     if others:
         verb = "is" if len(others) == 1 else "are"
@@ -400,4 +400,8 @@ def build_compare_tab(tab: gr.Tab) -> None:
     deleted = delete_button.click(delete_results, [ids], [manage_status, listing], api_name="results_delete", **INSTANT)
     for changed, pressed in ((imported, import_file), (deleted, delete_button)):
         answer(changed, [manage_status], pressed)
-        changed.success(shown_again, [task, model, status], shown, api_visibility="private", **light())
+        # an imported task or model joins the lists (it showed only after "Refresh the lists"), then the comparison
+        # on show is drawn again
+        changed.success(refresh_choices, [task, model], [task, model], api_visibility="private", **INSTANT).then(
+            shown_again, [task, model, status], shown, api_visibility="private", **light()
+        )

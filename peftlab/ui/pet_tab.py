@@ -122,6 +122,13 @@ def _table(results, patterns: int, running: tuple[int, dict[str, float]] | None 
     return shown.reset_index(drop=True)
 
 
+def classifier_name(result) -> str:
+    """The picker's name of the classifier a seed keeps, the last one distilled: "ipet classifier (seed 13)" when
+    iPET ran to its end (it was named PET's), else "pet classifier (seed 13)"."""
+    distilled = "ipet" if result.ipet_distilled_accuracy is not None else "pet"
+    return f"{distilled} classifier (seed {result.seed})"
+
+
 @user_errors
 def suggest_patterns(task_name, upload, text_column, label_column, patterns: str = "", words: str = ""):
     """The task's own patterns (--- between them) and verbalizer, or generic ones (`pet.patterns_for`); patterns the
@@ -203,7 +210,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
             scored.clear()
             notes += item.warnings(task.label_names, config.distil_steps)
             keep_results(request, item.rows)
-            keep_trained(request, f"pet classifier (seed {item.seed})", item.classifier)
+            keep_trained(request, classifier_name(item), item.classifier)
             yield outputs(f"{len(results)} of {len(config.seeds)} seeds finished.")
         partial = results[-1] if results and results[-1].ipet_stopped else None
         kept = (

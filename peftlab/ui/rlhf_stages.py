@@ -33,8 +33,8 @@ from peftlab.rlhf.pipeline import (
 )
 from peftlab.rlhf.ppo import PPOConfig, PPOResult
 from peftlab.rlhf.reward import RewardConfig, RewardResult, heldout_report
-from peftlab.rlhf.session import RANKING_SOURCES, RLHFSession
-from peftlab.rlhf.sft import SFTConfig, SFTResult
+from peftlab.rlhf.session import RANKING_SOURCES, SAMPLE_PROMPTS, RLHFSession
+from peftlab.rlhf.sft import SFTConfig, SFTResult, sft_samples_at
 from peftlab.serving import current_caps
 from peftlab.training import Pace
 from peftlab.tuning import loss_note
@@ -160,7 +160,13 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
             history.append({"step": item.step, "loss": item.loss})
             samples = [{"step": item.step, "prompt": p, "response": r} for p, r in item.samples] + samples
             progress(item.step / config.steps, desc=f"SFT step {item.step}/{config.steps}")
-            line = f"SFT step {item.step}/{config.steps}, loss {item.loss:.3f}{paced.time_left(item)}"
+            line = f"SFT step {item.step}/{config.steps}, loss {item.loss:.3f}"
+            upcoming = item.step + 1
+            if data.heldout_prompts and upcoming <= config.steps and sft_samples_at(upcoming, config):
+                # its answers take longer than a step on a CPU: "about 18 s left" stood for 100 s, as if it hung
+                line += f"; step {upcoming} comes next, then answers to {SAMPLE_PROMPTS} held-out prompts to show"
+            else:
+                line += paced.time_left(item)
             if item.step % 5 == 0 or item.samples or item.step == config.steps:
                 yield line, metric_curve(pd.DataFrame(history), "step", ["loss"], "SFT loss"), pd.DataFrame(samples)
             else:  # the line every step ("loading the data and the model…" stood under steps 1-4), the plot less often
@@ -332,12 +338,14 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     # margins are known only where a simulated labeler scored the responses
     labeler = labeler_by_name(form["labeler"]) if form["source"] == RANKING_SOURCES[0] else None
     check = heldout_report(session.reward, heldout_pairs, labeler)
-    prompts = counted(len({p.prompt for p in heldout_pairs}), "prompt")
+    prompts = len({p.prompt for p in heldout_pairs})
+    # said only where a prompt has several: with K = 2 each has one, and the note read as a puzzle
+    correlated = " (the interval counts one prompt's comparisons as correlated)" if prompts < len(heldout_pairs) else ""
     status = (
         f"{note}Reward model: held-out pair accuracy **{check.accuracy.value:.1%}** (95 % interval "
         f"{check.accuracy.low:.1%} to {check.accuracy.high:.1%}) on "
-        f"{counted(len(heldout_pairs), 'held-out comparison')} of {prompts} (the interval counts one prompt's "
-        f"comparisons as correlated); it trained on {counted(len(train_pairs), 'other')}. "
+        f"{counted(len(heldout_pairs), 'held-out comparison')} of {counted(prompts, 'prompt')}{correlated}; it "
+        f"trained on {counted(len(train_pairs), 'other comparison')}. "
         + (f"⚠️ {chance}" if (chance := check.chance_note()) else "Next: PPO, or DPO on the same comparisons.")
     )
     return status, plot, examples, pd.DataFrame(check.table())
