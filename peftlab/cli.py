@@ -524,6 +524,15 @@ def run_rlhf(args: argparse.Namespace) -> None:
             f"warning: {option} has no effect with --route {config.route}: that route trains no such stage.",
             file=sys.stderr,
         )
+    if args.comparisons:  # they size the simulated labeler's rankings, and were taken without a word
+        default = PipelineConfig()
+        for name in ("rm_pairs", "rm_heldout_prompts", "k"):
+            if getattr(config, name) != getattr(default, name):
+                print(
+                    f"warning: --{name.replace('_', '-')} has no effect with --comparisons: the comparisons and "
+                    "their held-out share come from your file.",
+                    file=sys.stderr,
+                )
     data = (
         RLHFData.uploaded(args.demonstrations, args.comparisons, seed=args.seed)
         if args.demonstrations
@@ -557,7 +566,10 @@ def run_rlhf(args: argparse.Namespace) -> None:
     _store(args, result.rows)
     if args.samples:
         result.comparison.table.to_csv(args.samples, index=False)
+    kl_note = result.comparison.kl_note()
     if args.json:
+        if kl_note:  # a negative KL in the JSON came with no word of why
+            print(f"note: {kl_note}", file=sys.stderr)
         print(json.dumps(result.summary), file=args.json_out)
         return
     summary = result.summary
@@ -573,8 +585,8 @@ def run_rlhf(args: argparse.Namespace) -> None:
             f"  {route.upper()} {summary[f'{route}_mean_score']:+.3f}, KL to the SFT model "
             f"{summary[f'{route}_mean_kl']:.2f} nats per response, trained in {summary[f'{route}_seconds']:.0f} s"
         )
-    if note := result.comparison.kl_note():
-        print(f"  {note}")
+    if kl_note:
+        print(f"  {kl_note}")
     # "511 s in all" was read against a wall clock of 823 s: loading the model comes before the stages
     print(f"{summary['seconds']:.0f} s from SFT to the evaluation (loading the model not counted)")
 

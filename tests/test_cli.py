@@ -424,10 +424,15 @@ def test_rlhf_both_routes_learn_from_a_persons_comparisons_files(capsys, tiny_ca
         "1",
         "--dpo-batch-size",
         "2",
+        "--k",
+        "3",  # it sizes the simulated labeler's rankings, and was taken without a word
         "--no-store",
         "--json",
     )
     assert code == 0, err
+    assert (
+        "warning: --k has no effect with --comparisons: the comparisons and their held-out share come from your" in err
+    )
     summary = json.loads(out)
     # one of the 6 prompts held out (a fifth, at least one), chosen among those with comparisons: 3 pairs each
     assert (summary["prompts"], summary["rm_train_pairs"], summary["rm_heldout_pairs"]) == (1, 5 * 3, 3)

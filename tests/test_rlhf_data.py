@@ -260,14 +260,38 @@ def _upload(tmp_path, demonstration_prompts, comparison_prompts) -> tuple[str, s
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_uploaded_comparisons_on_a_few_prompts_hold_out_some_of_them_and_train_on_the_rest(tmp_path, seed):
-    """10 prompts with demonstrations, comparisons on 3: the held-out prompts come from those 3, before any training."""
+    """10 prompts with demonstrations, comparisons on 3: a fifth of the 3 (one) is held out to test the reward model,
+    and the evaluation's other held-out prompt comes from the 7 without comparisons, before any training. Two of the
+    3 were held out, and the reward model and DPO learned from one comparison."""
     prompts = [f"Prompt {i}" for i in range(10)]
     data = RLHFData.uploaded(*_upload(tmp_path, prompts, prompts[:3]), seed=seed)
-    assert len(data.heldout_prompts) == 2 and set(data.heldout_prompts) < set(prompts[:3])
+    assert len(data.heldout_prompts) == 2 and len(set(data.heldout_prompts) & set(prompts[:3])) == 1
     assert set(data.train_prompts) == set(prompts) - set(data.heldout_prompts)
-    assert {c.prompt for c in data.comparisons} - set(data.heldout_prompts)  # the reward model has pairs to train on
+    trained_on = {c.prompt for c in data.comparisons} - set(data.heldout_prompts)
+    assert len(trained_on) == 2  # the reward model has the pairs of two prompts to train on
     # SFT never sees a held-out prompt
     assert {d.prompt for d in data.demonstrations} == set(data.train_prompts)
+
+
+def test_a_prompt_saved_with_spaces_around_it_is_the_same_prompt(tmp_path):
+    """A spreadsheet export added a trailing space to every comparison's prompt: they read as 10 new prompts, and
+    the held-out ones were demonstrations SFT trained on."""
+    prompts = [f"Prompt {i}" for i in range(5)]
+    demonstrations, comparisons = _upload(tmp_path, prompts, [f"{p} " for p in prompts])
+    data = RLHFData.uploaded(demonstrations, comparisons)
+    assert sorted(data.train_prompts + data.heldout_prompts) == prompts
+    assert not {d.prompt for d in data.demonstrations} & set(data.heldout_prompts)
+
+
+def test_a_csv_given_as_rlhf_data_is_told_that_rlhf_reads_json_lines(tmp_path):
+    table = tmp_path / "demos.csv"
+    table.write_text("prompt,response\nHi,Hello\n")
+    with pytest.raises(PeftlabError) as error:
+        RLHFData.uploaded(table)
+    assert str(error.value) == (
+        "'demos.csv' is a table; RLHF reads JSON Lines, one object per line (a task's data may be a CSV, these files "
+        "may not)."
+    )
 
 
 def test_uploaded_comparisons_on_one_prompt_are_refused_before_training(tmp_path):

@@ -697,6 +697,21 @@ def test_a_lora_rank_above_the_hidden_size_is_refused_before_sft(tiny_causal, ch
     assert events == []
 
 
+def test_samples_the_labeler_scores_all_alike_are_told_with_the_settings_to_change(tiny_causal, monkeypatch):
+    """One-token answers all scored 0 by VADER: "The reward model has no training comparisons; rank more prompts (or
+    lower ties)" named no setting there is."""
+    monkeypatch.setattr(VaderLabeler, "score", lambda self, prompt, response: 0.0)
+    data = RLHFData(PROMPTS[:6], PROMPTS[6:], [Demonstration(p, r) for p in PROMPTS[:6] for r in GOOD])
+    config = PipelineConfig(rm_pairs=12, rm_heldout_prompts=2, k=3, max_new_tokens=1, sft=SFTConfig(steps=1))
+    with pytest.raises(PeftlabError) as raised:
+        run_pipeline(tiny_causal, data, config)
+    assert str(raised.value) == (
+        "The labeler scored every pair of the SFT model's sampled responses alike (tied pairs are dropped), so there "
+        "is no comparison to learn from; sample longer responses (max new tokens, 1 now) or more of them per prompt "
+        "(K, 3 now)."
+    )
+
+
 def test_a_stage_run_again_says_what_it_would_drop():
     from peftlab.rlhf.session import RLHFSession
 

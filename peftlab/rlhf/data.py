@@ -199,7 +199,9 @@ def load_demonstrations(path: str | Path) -> list[Demonstration]:
         prompt, response = (
             _text_field(record, key, source, "'prompt' and 'response'") for key in ("prompt", "response")
         )
-        demonstrations.append(Demonstration(prompt, response))
+        # a prompt is matched across files by its text: one exported with a trailing space was another prompt, and
+        # the held-out prompts were trained on
+        demonstrations.append(Demonstration(prompt.strip(), response))
     if not demonstrations:
         raise PeftlabError(
             f"The file '{Path(path).name}' has no demonstrations; write one JSON object "
@@ -219,7 +221,9 @@ def load_comparisons(path: str | Path) -> list[Comparison]:
     """
     comparisons = []
     for source, record in _jsonl_records(path):
-        prompt = _text_field(record, "prompt", source, "'prompt' and either 'chosen' and 'rejected' or 'ranked'")
+        prompt = _text_field(
+            record, "prompt", source, "'prompt' and either 'chosen' and 'rejected' or 'ranked'"
+        ).strip()
         if "ranked" in record:
             comparisons += _ranking_to_pairs(prompt, record["ranked"], source)
             continue
@@ -243,6 +247,11 @@ def _jsonl_records(path: str | Path) -> list[tuple[str, dict]]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise PeftlabError(f"The file '{path}' does not exist; check the path of your JSONL file.")
+    if path.suffix.lower() in (".csv", ".tsv"):  # "Line 1 ... is not valid JSON" did not say what the stage reads
+        raise PeftlabError(
+            f"'{path.name}' is a table; RLHF reads JSON Lines, one object per line (a task's data may be a CSV, "
+            "these files may not)."
+        )
     return json_objects(read_text(path), path.name)
 
 

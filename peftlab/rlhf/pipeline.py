@@ -67,8 +67,9 @@ class RLHFData:
         """User files: their prompts split into training and held-out ones, before any training.
 
         A `heldout_fraction` of the prompts (at least one) is held out: SFT and PPO never see them, the evaluation
-        answers them. With comparisons, the held-out prompts are drawn among the prompts that have comparisons
-        (their comparisons test the reward model), leaving at least one such prompt to train it.
+        answers them. With comparisons, that fraction of the prompts that have comparisons (at least one, leaving at
+        least one to train on) is held out to test the reward model, and the rest of the held-out prompts are drawn
+        among those without comparisons.
 
         Raises:
             PeftlabError: unreadable files, fewer than 2 different prompts, comparisons on fewer than 2 prompts, or
@@ -80,16 +81,24 @@ class RLHFData:
         if len(prompts) < 2:
             raise PeftlabError("The data needs at least 2 different prompts: some to train on and some held out.")
         held = max(1, round(heldout_fraction * len(prompts)))
-        candidates = prompts
-        if comparisons is not None:
-            candidates = list(dict.fromkeys(c.prompt for c in comparisons))
-            if len(candidates) < 2:
+        rng = random.Random(seed)
+        if comparisons is None:
+            heldout = set(rng.sample(prompts, held))
+        else:
+            ranked = list(dict.fromkeys(c.prompt for c in comparisons))
+            if len(ranked) < 2:
                 raise PeftlabError(
-                    f"The comparisons file ranks responses to {len(candidates)} prompt; the reward model needs "
+                    f"The comparisons file ranks responses to {len(ranked)} prompt; the reward model needs "
                     "comparisons on at least 2 different prompts, some to train on and some held out to test it."
                 )
-            held = min(held, len(candidates) - 1)
-        heldout = set(random.Random(seed).sample(candidates, held))
+            # the fraction of the ranked prompts, not of all: 10 demonstrated prompts with 3 ranked held out 2 of
+            # the 3, and the reward model and DPO learned from 1 comparison; the evaluation's other held-out prompts
+            # come from those without comparisons
+            from_ranked = min(max(1, round(heldout_fraction * len(ranked))), len(ranked) - 1)
+            unranked = [p for p in prompts if p not in set(ranked)]
+            heldout = set(rng.sample(ranked, from_ranked))
+            heldout |= set(rng.sample(unranked, min(max(0, held - from_ranked), len(unranked))))
+            held = len(heldout)
         kept = [d for d in demonstrations if d.prompt not in heldout]
         if not kept:
             raise PeftlabError(
@@ -310,6 +319,12 @@ def run_pipeline(
         heldout="ppo" in config.routes(),  # only a reward model is tested on them: DPO alone sampled 192 for nothing
     )
     seconds["comparisons"] = round(time.perf_counter() - comparisons_started, 1)
+    if not train_pairs and data.comparisons is None:  # "rank more prompts (or lower ties)" named no setting to change
+        raise PeftlabError(
+            f"The labeler scored every pair of the SFT model's sampled responses alike (tied pairs are dropped), so "
+            f"there is no comparison to learn from; sample longer responses (max new tokens, {config.max_new_tokens} "
+            f"now) or more of them per prompt (K, {config.k} now)."
+        )
     reward = ppo = dpo = check = None
     policies = {}
     if "ppo" in config.routes():

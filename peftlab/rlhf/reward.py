@@ -221,7 +221,7 @@ def train_reward_model(
     """
     for name, pairs in (("training", train_pairs), ("held-out", heldout_pairs)):
         if not pairs:
-            raise PeftlabError(f"The reward model has no {name} comparisons; rank more prompts (or lower ties).")
+            raise PeftlabError(f"The reward model has no {name} comparisons; rank more prompts.")
         same = next((p for p in pairs if p.chosen.strip() == p.rejected.strip()), None)
         if same is not None:
             raise PeftlabError("A comparison has the same text as chosen and rejected; it carries no preference.")
