@@ -512,6 +512,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
 
 def run_rlhf(args: argparse.Namespace) -> None:
     from peftlab.rlhf.pipeline import RLHFData, run_pipeline
+    from peftlab.rlhf.reward import cut_ties_note
 
     stages = {prefix: from_arguments(stage, args, prefix, seed=args.seed) for prefix, stage in RLHF_STAGES.items()}
     config = from_arguments(
@@ -539,6 +540,9 @@ def run_rlhf(args: argparse.Namespace) -> None:
         else RLHFData.embedded(seed=args.seed)
     )
     lm = _load_lm(args)
+    if data.comparisons is not None and "ppo" in config.routes():  # said before any training
+        if note := cut_ties_note(lm.tokenizer, data.comparisons):
+            print(f"warning: {note}", file=sys.stderr)
 
     steps = {"sft": config.sft.steps, "reward": config.reward.steps, "ppo": config.ppo.steps, "dpo": config.dpo.steps}
     sampling = {"comparisons": "for the labeler to rank", "evaluation": "on held-out prompts, to compare the policies"}

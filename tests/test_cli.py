@@ -440,6 +440,34 @@ def test_rlhf_both_routes_learn_from_a_persons_comparisons_files(capsys, tiny_ca
     assert set(summary["stage_seconds"]) == {"sft", "comparisons", "reward", "ppo", "dpo", "evaluation"}
 
 
+def test_rlhf_says_before_training_when_comparisons_differ_past_what_the_reward_model_reads(
+    capsys, tiny_causal_folder, tmp_path, monkeypatch
+):
+    def not_trained(*args, **kwargs):
+        raise PeftlabError("not trained here")
+
+    monkeypatch.setattr("peftlab.rlhf.pipeline.run_pipeline", not_trained)
+    prompts = [f"Write a one-sentence review of the movie Film {i}." for i in range(4)]
+    opening = " ".join(["The film opens slowly and the cast is large."] * 15)
+    demonstrations, comparisons = tmp_path / "demonstrations.jsonl", tmp_path / "comparisons.jsonl"
+    demonstrations.write_text("".join(json.dumps({"prompt": p, "response": "A fine film."}) + "\n" for p in prompts))
+    comparisons.write_text(
+        "".join(
+            json.dumps({"prompt": p, "chosen": f"{opening} I loved it.", "rejected": f"{opening} I hated it."}) + "\n"
+            for p in prompts
+        )
+    )
+    code, _, err = run_cli(
+        capsys, "rlhf", "--model", tiny_causal_folder, "--demonstrations", str(demonstrations), "--comparisons",
+        str(comparisons), "--no-store",
+    )  # fmt: skip
+    assert code == 2 and err.splitlines() == [
+        "warning: 4 of the 4 comparisons differ only after the first 63 tokens of their responses, all the reward "
+        "model reads: it sees them as ties and learns nothing from them; let the responses differ earlier.",
+        "error: not trained here",
+    ], err
+
+
 def test_results_and_report_name_a_path_they_cannot_use_in_one_line(capsys, tmp_path, monkeypatch, tiny_task):
     """A missing file or folder is the user's to fix (exit 2), not 'a bug or a broken installation' (exit 1)."""
     from peftlab.store import LIST_COLUMNS, ResultRow, ResultStore

@@ -712,6 +712,26 @@ def test_samples_the_labeler_scores_all_alike_are_told_with_the_settings_to_chan
     )
 
 
+def test_comparisons_that_differ_only_past_what_the_reward_model_reads_are_said(tiny_causal):
+    """Pairs sharing a 120-word opening trained the reward model at loss 0.693 throughout, with no word of why: it
+    reads a response's first 63 tokens."""
+    from peftlab.rlhf.reward import cut_ties_note
+
+    opening = " ".join(["The film opens slowly and the cast is large."] * 15)
+    pairs = [
+        Comparison(PROMPTS[0], f"{opening} I loved it.", f"{opening} I hated it."),
+        Comparison(PROMPTS[1], "I loved it.", "I hated it."),
+    ]
+    assert cut_ties_note(tiny_causal.tokenizer, pairs) == (
+        "1 of the 2 comparisons differ only after the first 63 tokens of their responses, all the reward model "
+        "reads: it sees them as ties and learns nothing from them; let the responses differ earlier."
+    )
+    assert cut_ties_note(tiny_causal.tokenizer, pairs[1:]) is None
+    # as the reward model reads them: one batch row each, the same tokens
+    batch = encode_pairs(tiny_causal.tokenizer, [PROMPTS[0]] * 2, [pairs[0].chosen, pairs[0].rejected])
+    assert torch.equal(batch.input_ids[0], batch.input_ids[1])
+
+
 def test_a_stage_run_again_says_what_it_would_drop():
     from peftlab.rlhf.session import RLHFSession
 

@@ -119,8 +119,11 @@ def encode_prompts(
     return input_ids, attention_mask
 
 
+PAIR_RESPONSE_TOKENS = 64  # a response's tokens `encode_pairs` keeps by default, its end token among them
+
+
 def encode_pairs(
-    tokenizer, prompts: Sequence[str], responses: Sequence[str], max_response_tokens: int = 64
+    tokenizer, prompts: Sequence[str], responses: Sequence[str], max_response_tokens: int = PAIR_RESPONSE_TOKENS
 ) -> SequenceBatch:
     """Given (prompt, response) texts as one batch; each response is closed with the end-of-response token."""
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)

@@ -31,7 +31,7 @@ from peftlab.errors import PeftlabError
 from peftlab.models import autocast_for, save_adapter
 from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Comparison
-from peftlab.rlhf.generation import SequenceBatch, encode_pairs, sample_responses
+from peftlab.rlhf.generation import PAIR_RESPONSE_TOKENS, SequenceBatch, encode_pairs, sample_responses
 from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.ppo_math import pairwise_reward_loss, preference_credit
 from peftlab.rlhf.sft import lora_config
@@ -279,6 +279,25 @@ def train_reward_model(
         _score_heldout()
     accuracy = sum(heldout_credit) / len(heldout_credit)
     yield RewardResult(model.eval(), accuracy, time.perf_counter() - started, list(heldout_credit))
+
+
+def cut_ties_note(tokenizer, pairs: Sequence[Comparison]) -> str | None:
+    """A sentence when comparisons differ only after the response tokens the reward model reads (`encode_pairs`
+    keeps the first PAIR_RESPONSE_TOKENS - 1 and the end token): it sees them as ties, learns nothing from them and
+    scores them half right. Uploaded pairs sharing a 120-word opening trained at loss 0.693 throughout, and PPO then
+    followed that reward model, with no word of why. None otherwise."""
+    read = PAIR_RESPONSE_TOKENS - 1
+
+    def start(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False).input_ids[:read]
+
+    tied = sum(start(p.chosen) == start(p.rejected) for p in pairs)
+    if not tied:
+        return None
+    return (
+        f"{tied} of the {len(pairs)} comparisons differ only after the first {read} tokens of their responses, all "
+        "the reward model reads: it sees them as ties and learns nothing from them; let the responses differ earlier."
+    )
 
 
 # Where InstructGPT's reward models stand (Ouyang et al. 2022, §4.1 and Appendix E.2), for scale: how often they

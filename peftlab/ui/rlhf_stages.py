@@ -32,7 +32,7 @@ from peftlab.rlhf.pipeline import (
     ranked_prompt_count,
 )
 from peftlab.rlhf.ppo import PPOConfig, PPOResult
-from peftlab.rlhf.reward import RewardConfig, RewardResult, heldout_report
+from peftlab.rlhf.reward import RewardConfig, RewardResult, cut_ties_note, heldout_report
 from peftlab.rlhf.session import RANKING_SOURCES, SAMPLE_PROMPTS, RLHFSession
 from peftlab.rlhf.sft import SFTConfig, SFTResult, sft_samples_at
 from peftlab.serving import current_caps
@@ -348,6 +348,7 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
         f"trained on {counted(len(train_pairs), 'other comparison')}. "
         + (f"⚠️ {chance}" if (chance := check.chance_note()) else "Next: PPO, or DPO on the same comparisons.")
     )
+    status += warning_notes([cut] if (cut := cut_ties_note(session.lm.tokenizer, train_pairs + heldout_pairs)) else [])
     return status, plot, examples, pd.DataFrame(check.table())
 
 
