@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from peftlab.autoprompt import AutoPromptConfig
@@ -145,17 +146,18 @@ def _untrained_stage_options(stages: dict, config) -> list[str]:
     """The options set away from their defaults for a stage the route does not train (`--dpo-steps 5` with
     `--route ppo` was taken without a word)."""
     trained = {"sft-"} | {prefix for route in config.routes() for prefix in ROUTE_STAGES[route]}
-    options = []
-    for prefix, stage in stages.items():
-        if prefix in trained:
-            continue
-        default = type(stage)()
-        options += [
-            flag_of(item, prefix)
-            for item in stage.settings()
-            if item.name != "seed" and getattr(stage, item.name) != getattr(default, item.name)
-        ]
-    return options
+    return [flag for prefix, stage in stages.items() if prefix not in trained for flag in _changed_flags(stage, prefix)]
+
+
+def _changed_flags(config, prefix: str = "", names: Sequence[str] | None = None) -> list[str]:
+    """The flags of `config`'s settings (those `names`, or all but the seed) set away from their defaults."""
+    default = type(config)()
+    return [
+        flag_of(item, prefix)
+        for item in config.settings()
+        if (item.name in names if names is not None else item.name != "seed")
+        and getattr(config, item.name) != getattr(default, item.name)
+    ]
 
 
 def _training_command(commands, name: str, config: type) -> argparse.ArgumentParser:
@@ -525,15 +527,13 @@ def run_rlhf(args: argparse.Namespace) -> None:
             f"warning: {option} has no effect with --route {config.route}: that route trains no such stage.",
             file=sys.stderr,
         )
-    if args.comparisons:  # they size the simulated labeler's rankings, and were taken without a word
-        default = PipelineConfig()
-        for name in ("rm_pairs", "rm_heldout_prompts", "k"):
-            if getattr(config, name) != getattr(default, name):
-                print(
-                    f"warning: --{name.replace('_', '-')} has no effect with --comparisons: the comparisons and "
-                    "their held-out share come from your file.",
-                    file=sys.stderr,
-                )
+    # they size the simulated labeler's rankings, and were taken without a word
+    for option in _changed_flags(config, names=("rm_pairs", "rm_heldout_prompts", "k")) if args.comparisons else []:
+        print(
+            f"warning: {option} has no effect with --comparisons: the comparisons and their held-out share come "
+            "from your file.",
+            file=sys.stderr,
+        )
     data = (
         RLHFData.uploaded(args.demonstrations, args.comparisons, seed=args.seed)
         if args.demonstrations

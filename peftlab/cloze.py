@@ -209,8 +209,8 @@ def calibrate(log_probs: torch.Tensor, method: str, content_free_log_probs: torc
         ValueError: log-probs that are not an (N, L) tensor, or content-free log-probs of another L.
     """
     if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 2:
-        given = f"a tensor of shape {tuple(log_probs.shape)}" if isinstance(log_probs, torch.Tensor) else "a"
-        given += "" if isinstance(log_probs, torch.Tensor) else f" {type(log_probs).__name__}"
+        tensor = isinstance(log_probs, torch.Tensor)
+        given = f"a tensor of shape {tuple(log_probs.shape)}" if tensor else f"a {type(log_probs).__name__}"
         raise ValueError(f"calibrate takes an (N, L) torch tensor of label log-probs, not {given}")
     if content_free_log_probs is not None and content_free_log_probs.shape != log_probs.shape[1:]:
         raise ValueError(

@@ -220,9 +220,9 @@ class PETResult:
         - an iPET generation whose added texts repeat (1,920 drawn from bbc-topic's 1,000-text pool in generation 2,
           with no word)."""
         notes = []
-        for row in self.rows:
+        for row in (row for row in self.rows if row.method in ("pet", "ipet")):  # the ensemble is no classifier
             confusion = confusion_matrix(row.gold, row.predictions, len(label_names))
-            if row.method in ("pet", "ipet") and (leaning := leaning_label(confusion)) is not None:
+            if (leaning := leaning_label(confusion)) is not None:
                 label, share, gold_share = leaning
                 notes.append(
                     f"Seed {self.seed}: {row.method.replace('pet', 'PET')}'s classifier predicted "
