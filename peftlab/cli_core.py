@@ -13,6 +13,7 @@ import difflib
 import functools
 import json
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -39,6 +40,12 @@ MODEL_COMMANDS = {
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one `error: ...` line and exit code 2, like every other bad input."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse reads "-1e-4" as an option (its negative numbers have no exponent), so `--dpo-learning-rate -1e-4`
+        # was "expected one argument" rather than the option's own sentence on a value below 0
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
     def error(self, message: str):  # noqa: D401 - argparse's signature
         raise PeftlabError(message[0].upper() + message[1:] + f" (see `{self.prog} --help`).")

@@ -700,6 +700,16 @@ def test_an_option_a_command_lacks_is_told_by_that_command_with_the_one_it_likel
     assert capsys.readouterr().err == "error: Unrecognized arguments: --zzz (see `python -m peftlab results --help`).\n"
 
 
+@pytest.mark.parametrize("value", ["-1e-4", "-2E+1", "-.5"])
+def test_a_negative_number_with_an_exponent_is_a_value_not_an_option(capsys, value):
+    """`rlhf --dpo-learning-rate -1e-4` said "expected one argument": argparse took -1e-4 for an option, as it
+    takes every negative number with an exponent; the option's own sentence on a value below 0 is the one to say."""
+    assert main(["rlhf", "--dpo-learning-rate", value]) == 2
+    assert capsys.readouterr().err == f"error: --dpo-learning-rate must be above 0, not {float(value)}.\n"
+    assert main(["rlhf", "--dpo-learning-rate", "--k", "4"]) == 2  # an option where a value belongs is still told
+    assert "--dpo-learning-rate: expected one argument" in capsys.readouterr().err
+
+
 def test_a_reader_that_leaves_the_pipe_early_is_no_error(tmp_path):
     """`results show --json ID | head -30` printed "error: BrokenPipeError ... (this is a bug or a broken
     installation ...)": head had read what it wanted."""
