@@ -535,7 +535,7 @@ def run_rlhf(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     data = (
-        RLHFData.uploaded(args.demonstrations, args.comparisons, seed=args.seed)
+        RLHFData.uploaded(args.demonstrations, args.comparisons, seed=args.seed, reward_model="ppo" in config.routes())
         if args.demonstrations
         else RLHFData.embedded(seed=args.seed)
     )

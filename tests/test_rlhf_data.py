@@ -303,6 +303,26 @@ def test_uploaded_comparisons_on_one_prompt_are_refused_before_training(tmp_path
     )
 
 
+def test_dpo_alone_trains_on_comparisons_of_one_prompt_and_on_one_prompt_to_rank(tmp_path):
+    """`rlhf --route dpo` on 2 demonstrated prompts said "The reward model needs at least 2 training prompts", to a
+    run that trains no reward model: DPO alone keeps its one ranked prompt to train on."""
+    from peftlab.rlhf.pipeline import PipelineConfig, heldout_ranked_prompts, ranked_prompt_count
+
+    data = RLHFData.uploaded(*_upload(tmp_path, ["a", "b", "c"], ["a"]), reward_model=False)
+    assert "a" in data.train_prompts and {c.prompt for c in data.comparisons} == {"a"}
+    one = RLHFData(["the only one"], ["held"], [])
+    dpo = PipelineConfig(route="dpo")
+    assert (ranked_prompt_count(dpo, one), heldout_ranked_prompts(dpo, one)) == (1, 0)
+    with pytest.raises(PeftlabError, match="^The reward model needs at least 2 training prompts"):
+        ranked_prompt_count(PipelineConfig(route="both"), one)
+    with pytest.raises(PeftlabError) as error:
+        ranked_prompt_count(dpo, RLHFData([], ["held"], []))
+    assert str(error.value) == (
+        "DPO needs at least 1 training prompt to rank; every prompt of the demonstrations is held out for the "
+        "evaluation. Upload demonstrations with more prompts."
+    )
+
+
 def test_uploaded_data_whose_only_demonstrations_are_held_out_is_refused(tmp_path):
     """Demonstrations for 'a' only, comparisons on 'a' and 'b': the seeds that hold out 'a' leave SFT nothing."""
     upload = _upload(tmp_path, ["a"], ["a", "b"])

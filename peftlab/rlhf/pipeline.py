@@ -62,18 +62,24 @@ class RLHFData:
 
     @classmethod
     def uploaded(
-        cls, demonstrations_path, comparisons_path=None, heldout_fraction: float = 0.2, seed: int = 0
+        cls,
+        demonstrations_path,
+        comparisons_path=None,
+        heldout_fraction: float = 0.2,
+        seed: int = 0,
+        reward_model: bool = True,
     ) -> RLHFData:
         """User files: their prompts split into training and held-out ones, before any training.
 
         A `heldout_fraction` of the prompts (at least one) is held out: SFT and PPO never see them, the evaluation
         answers them. With comparisons, that fraction of the prompts that have comparisons (at least one, leaving at
         least one to train on) is held out to test the reward model, and the rest of the held-out prompts are drawn
-        among those without comparisons.
+        among those without comparisons. Without a reward model to test (`reward_model=False`: DPO alone),
+        comparisons on one prompt are enough: it is kept to train on.
 
         Raises:
-            PeftlabError: unreadable files, fewer than 2 different prompts, comparisons on fewer than 2 prompts, or
-                no demonstration left for training.
+            PeftlabError: unreadable files, fewer than 2 different prompts, comparisons on fewer than 2 prompts for a
+                reward model, or no demonstration left for training.
         """
         demonstrations = load_demonstrations(demonstrations_path)
         comparisons = load_comparisons(comparisons_path) if comparisons_path else None
@@ -86,7 +92,7 @@ class RLHFData:
             heldout = set(rng.sample(prompts, held))
         else:
             ranked = list(dict.fromkeys(c.prompt for c in comparisons))
-            if len(ranked) < 2:
+            if len(ranked) < 2 and reward_model:
                 raise PeftlabError(
                     f"The comparisons file ranks responses to {len(ranked)} prompt; the reward model needs "
                     "comparisons on at least 2 different prompts, some to train on and some held out to test it."
@@ -157,7 +163,7 @@ def ranked_prompt_count(config: PipelineConfig, data: RLHFData) -> int:
     """How many training prompts `ranked_comparisons` has the labeler rank (K samples each), held-out ones included.
 
     Raises:
-        PeftlabError: fewer than 2 training prompts (`heldout_ranked_prompts`).
+        PeftlabError: too few training prompts (`heldout_ranked_prompts`).
     """
     per_prompt = config.k * (config.k - 1) // 2
     needed = math.ceil(1.25 * config.rm_pairs / per_prompt)
@@ -167,16 +173,24 @@ def ranked_prompt_count(config: PipelineConfig, data: RLHFData) -> int:
 def heldout_ranked_prompts(config: PipelineConfig, data: RLHFData) -> int:
     """How many ranked prompts hold their comparisons out to test the reward model: `rm_heldout_prompts`, at most
     half the training prompts. 12 uploaded prompts and 24 held out left none to train on, and the reward model was
-    refused after SFT ("lower the held-out prompts", a setting the app does not show).
+    refused after SFT ("lower the held-out prompts", a setting the app does not show). DPO alone tests no reward
+    model, so one training prompt is enough there ("The reward model needs at least 2 training prompts" was said to
+    a run that trains none).
 
     Raises:
-        PeftlabError: fewer than 2 training prompts (one to train the reward model on, one held out).
+        PeftlabError: fewer than 2 training prompts (one to train the reward model on, one held out), or none for
+            DPO alone.
     """
     available = len(data.train_prompts)
-    if available < 2:
+    if "ppo" in config.routes() and available < 2:
         raise PeftlabError(
             f"The reward model needs at least 2 training prompts to rank (one to train on, one held out to test it); "
             f"the demonstrations leave {available}. Upload demonstrations with more prompts."
+        )
+    if available < 1:
+        raise PeftlabError(
+            "DPO needs at least 1 training prompt to rank; every prompt of the demonstrations is held out for the "
+            "evaluation. Upload demonstrations with more prompts."
         )
     return min(config.rm_heldout_prompts, available // 2)
 
@@ -208,7 +222,7 @@ def ranked_comparisons(
     held-out list is empty: the training comparisons are those of a run that tests a reward model.
 
     Raises:
-        PeftlabError: fewer than 2 training prompts to rank (`ranked_prompt_count`).
+        PeftlabError: too few training prompts to rank (`ranked_prompt_count`).
     """
     if data.comparisons is not None:
         heldout_prompts = set(data.heldout_prompts)
