@@ -540,7 +540,7 @@ def run_rlhf(args: argparse.Namespace) -> None:
         else RLHFData.embedded(seed=args.seed)
     )
     lm = _load_lm(args)
-    if data.comparisons is not None and "ppo" in config.routes():  # said before any training
+    if data.comparisons is not None:  # said before any training
         if note := cut_ties_note(lm.tokenizer, data.comparisons):
             print(f"warning: {note}", file=sys.stderr)
 

@@ -463,7 +463,7 @@ def test_rlhf_says_before_training_when_comparisons_differ_past_what_the_reward_
     )  # fmt: skip
     assert code == 2 and err.splitlines() == [
         "warning: 4 of the 4 comparisons differ only after the first 63 tokens of their responses, all the reward "
-        "model reads: it sees them as ties and learns nothing from them; let the responses differ earlier.",
+        "model and DPO read: they are ties there, and nothing is learnt from them; let the responses differ earlier.",
         "error: not trained here",
     ], err
 

@@ -128,6 +128,39 @@ def test_bad_comparisons_are_one_sentence(tiny_causal, comparisons, message):
     assert str(error.value) == message
 
 
+def test_dpo_reads_a_long_comparison_as_the_reward_model_does(tiny_causal, monkeypatch):
+    """DPO read whole prompts and responses where the reward model reads a prompt's last 256 tokens and a response's
+    first 63: a 5,000-word comparison took minutes a step, and the routes learnt from different texts. A pair alike in
+    what is read is left out (it gives DPO's loss no gradient); none left is one sentence."""
+    tokenizer = tiny_causal.tokenizer
+    opening = " ".join(["The film opens slowly and the cast is large."] * 15)
+    pairs = [
+        Comparison(" ".join(["Tell me about the film."] * 80), f"{opening} I loved it.", "I hated it."),
+        Comparison(PROMPTS[0], f"{opening} I loved it.", f"{opening} I hated it."),
+    ]
+    seen = []
+
+    def record(model, tokenizer, rows, batch_size):
+        seen.extend(rows)
+        raise PeftlabError("recorded")
+
+    monkeypatch.setattr(dpo, "check_batch_fits", record)
+    with pytest.raises(PeftlabError, match="^recorded$"):
+        next(train_dpo(tiny_causal.model, tokenizer, pairs, DPOConfig()))
+    (row,) = seen  # the second pair is alike in its first 63 response tokens
+    for side in ("chosen", "rejected"):
+        batch = encode_pairs(tokenizer, [pairs[0].prompt], [getattr(pairs[0], side)])
+        read = batch.input_ids[0][batch.attention_mask[0].bool()].tolist()
+        assert tokenizer(row["prompt"] + row[side]).input_ids == read  # as TRL tokenizes: special tokens added
+    assert batch.attention_mask[0, : batch.prompt_width].sum() == 256  # the long prompt's end, its BOS in front
+    with pytest.raises(PeftlabError) as error:
+        next(train_dpo(tiny_causal.model, tokenizer, pairs[1:], DPOConfig()))
+    assert str(error.value) == (
+        "Every comparison's responses differ only after their first 63 tokens, all DPO reads; let the responses "
+        "differ earlier."
+    )
+
+
 def test_a_dpo_loss_that_turns_nan_stops_dpo_with_one_sentence(tiny_causal):
     # a learning rate no adapter survives: its weights overflow in the first update and the next loss is NaN
     config = DPOConfig(steps=6, batch_size=2, lora_r=2, learning_rate=1e30)

@@ -723,8 +723,8 @@ def test_comparisons_that_differ_only_past_what_the_reward_model_reads_are_said(
         Comparison(PROMPTS[1], "I loved it.", "I hated it."),
     ]
     assert cut_ties_note(tiny_causal.tokenizer, pairs) == (
-        "1 of the 2 comparisons differ only after the first 63 tokens of their responses, all the reward model "
-        "reads: it sees them as ties and learns nothing from them; let the responses differ earlier."
+        "1 of the 2 comparisons differ only after the first 63 tokens of their responses, all the reward model and "
+        "DPO read: they are ties there, and nothing is learnt from them; let the responses differ earlier."
     )
     assert cut_ties_note(tiny_causal.tokenizer, pairs[1:]) is None
     # as the reward model reads them: one batch row each, the same tokens

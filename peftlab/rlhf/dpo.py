@@ -35,7 +35,7 @@ from peftlab.errors import PeftlabError
 from peftlab.models import autocast_dtype, save_adapter
 from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Comparison
-from peftlab.rlhf.generation import check_word_scores_fit, end_of_response, format_prompts
+from peftlab.rlhf.generation import PAIR_RESPONSE_TOKENS, check_word_scores_fit, end_of_response, pair_texts
 from peftlab.rlhf.sft import lora_config
 from peftlab.seeding import seeded
 from peftlab.training import Event, check_finite
@@ -132,9 +132,12 @@ def train_dpo(
 ) -> Iterator[DPOEvent | DPOResult]:
     """DPO on a copy of the SFT model: a DPOEvent per step, the DPOResult last. The SFT model is never changed.
 
+    It reads what the reward model reads (`generation.pair_texts`): a prompt's last 256 tokens and a response's
+    first 63; comparisons alike there are left out.
+
     Raises:
-        PeftlabError: no comparisons, a comparison whose two responses are the same, or a batch whose word scores
-            would not fit in memory (`check_batch_fits`).
+        PeftlabError: no comparisons, a comparison whose two responses are the same, every comparison alike in what
+            is read, or a batch whose word scores would not fit in memory (`check_batch_fits`).
     """
     if not comparisons:
         raise PeftlabError("DPO needs at least one comparison (a prompt, a chosen and a rejected response).")
@@ -148,11 +151,21 @@ def train_dpo(
     from trl import DPOTrainer
 
     eos = tokenizer.decode([end_of_response(tokenizer)])
+    prompts = [c.prompt for c in comparisons]
+    chosen = pair_texts(tokenizer, prompts, [c.chosen for c in comparisons])
+    rejected = pair_texts(tokenizer, prompts, [c.rejected for c in comparisons])
     rows = [
-        # the prompt as every stage reads it; TRL adds the end-of-response token to each response
-        {"prompt": prompt, "chosen": c.chosen + eos, "rejected": c.rejected + eos}
-        for prompt, c in zip(format_prompts(tokenizer, [c.prompt for c in comparisons]), comparisons)
+        # the prompt and responses as the reward model reads them, each response closed by the end-of-response token
+        {"prompt": prompt, "chosen": chosen_text + eos, "rejected": rejected_text + eos}
+        for (prompt, chosen_text), (_, rejected_text) in zip(chosen, rejected)
+        # a pair alike in what is read gives DPO's loss no gradient: left out (`cut_ties_note` says so beforehand)
+        if chosen_text != rejected_text
     ]
+    if not rows:
+        raise PeftlabError(
+            f"Every comparison's responses differ only after their first {PAIR_RESPONSE_TOKENS - 1} tokens, all DPO "
+            "reads; let the responses differ earlier."
+        )
     check_batch_fits(sft_model, tokenizer, rows, config.batch_size)
     dataset = Dataset.from_list(rows)
     events: queue.Queue = queue.Queue()

@@ -102,14 +102,25 @@ class SequenceBatch:
         )
 
 
+MAX_PROMPT_TOKENS = 256  # a prompt's tokens every stage reads, its end kept (and a BOS the tokenizer adds)
+PAIR_RESPONSE_TOKENS = 64  # a response's tokens `encode_pairs` keeps by default, its end token among them
+
+
+def _kept_tokens(tokenizer, text: str, kept: int, keep_end: bool = False) -> tuple[list[int], bool]:
+    """The text's tokens cut to `kept` (its last ones with keep_end, else its first), and whether any were cut."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return (ids[-kept:] if keep_end else ids[:kept]), len(ids) > kept
+
+
 def encode_prompts(
-    tokenizer, prompts: Sequence[str], max_prompt_tokens: int = 256
+    tokenizer, prompts: Sequence[str], max_prompt_tokens: int = MAX_PROMPT_TOKENS
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded (input_ids, attention_mask) of the formatted prompts; (B, P) each."""
     start = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []  # kept when a long prompt loses its beginning
     kept = max_prompt_tokens - len(start)
-    texts = format_prompts(tokenizer, prompts)
-    rows = [start + tokenizer(text, add_special_tokens=False).input_ids[-kept:] for text in texts]
+    rows = [
+        start + _kept_tokens(tokenizer, text, kept, keep_end=True)[0] for text in format_prompts(tokenizer, prompts)
+    ]
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -119,16 +130,13 @@ def encode_prompts(
     return input_ids, attention_mask
 
 
-PAIR_RESPONSE_TOKENS = 64  # a response's tokens `encode_pairs` keeps by default, its end token among them
-
-
 def encode_pairs(
     tokenizer, prompts: Sequence[str], responses: Sequence[str], max_response_tokens: int = PAIR_RESPONSE_TOKENS
 ) -> SequenceBatch:
     """Given (prompt, response) texts as one batch; each response is closed with the end-of-response token."""
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
     eos = end_of_response(tokenizer)
-    rows = [tokenizer(r, add_special_tokens=False).input_ids[: max_response_tokens - 1] + [eos] for r in responses]
+    rows = [_kept_tokens(tokenizer, r, max_response_tokens - 1)[0] + [eos] for r in responses]
     width = max(len(r) for r in rows)
     response_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     response_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -142,6 +150,26 @@ def encode_pairs(
         list(prompts),
         list(responses),
     )
+
+
+def pair_texts(
+    tokenizer, prompts: Sequence[str], responses: Sequence[str], max_response_tokens: int = PAIR_RESPONSE_TOKENS
+) -> list[tuple[str, str]]:
+    """(formatted prompt, response) texts holding what `encode_pairs` reads of them, for a trainer that tokenises
+    texts itself (TRL's DPOTrainer): the prompt's last MAX_PROMPT_TOKENS tokens (less the tokenizer's own BOS) and
+    the response's first max_response_tokens - 1, without its end token. A text within its cut is kept as given; a
+    cut one is its kept tokens decoded. DPO read whole responses where the reward model read 63 tokens: the two
+    routes learnt from different texts, and a 5,000-word comparison took minutes a step."""
+    prompt_room = MAX_PROMPT_TOKENS - (1 if adds_bos(tokenizer) else 0)
+
+    def read(text: str, room: int, keep_end: bool = False) -> str:
+        kept, cut = _kept_tokens(tokenizer, text, room, keep_end)
+        return tokenizer.decode(kept) if cut else text
+
+    return [
+        (read(prompt, prompt_room, keep_end=True), read(response, max_response_tokens - 1))
+        for prompt, response in zip(format_prompts(tokenizer, prompts), responses)
+    ]
 
 
 # generate() fills every option its GenerationConfig leaves unset (None) from the model's own generation_config

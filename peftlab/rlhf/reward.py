@@ -282,10 +282,11 @@ def train_reward_model(
 
 
 def cut_ties_note(tokenizer, pairs: Sequence[Comparison]) -> str | None:
-    """A sentence when comparisons differ only after the response tokens the reward model reads (`encode_pairs`
-    keeps the first PAIR_RESPONSE_TOKENS - 1 and the end token): it sees them as ties, learns nothing from them and
-    scores them half right. Uploaded pairs sharing a 120-word opening trained at loss 0.693 throughout, and PPO then
-    followed that reward model, with no word of why. None otherwise."""
+    """A sentence when comparisons differ only after the response tokens the reward model and DPO read
+    (`encode_pairs` and `pair_texts` keep the first PAIR_RESPONSE_TOKENS - 1): the reward model sees them as ties,
+    learns nothing from them and scores them half right; DPO leaves them out. Uploaded pairs sharing a 120-word
+    opening trained at loss 0.693 throughout, and PPO then followed that reward model, with no word of why. None
+    otherwise."""
     read = PAIR_RESPONSE_TOKENS - 1
 
     def start(text: str) -> list[int]:
@@ -296,7 +297,8 @@ def cut_ties_note(tokenizer, pairs: Sequence[Comparison]) -> str | None:
         return None
     return (
         f"{tied} of the {len(pairs)} comparisons differ only after the first {read} tokens of their responses, all "
-        "the reward model reads: it sees them as ties and learns nothing from them; let the responses differ earlier."
+        "the reward model and DPO read: they are ties there, and nothing is learnt from them; let the responses "
+        "differ earlier."
     )
 
 
