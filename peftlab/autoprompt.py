@@ -30,7 +30,7 @@ from peftlab.config import Config, counted, scored_texts_setting, seed_setting, 
 from peftlab.errors import PeftlabError
 from peftlab.metrics import accuracy, mean_gold_log_prob
 from peftlab.models import LM, capture_head_inputs
-from peftlab.prompts import TRIGGER, Prompt, Template, Verbalizer, token_text
+from peftlab.prompts import TRIGGER, Prompt, Query, Template, Verbalizer, token_text
 from peftlab.scoring import PaddedBatch, Past, word_scores
 from peftlab.seeding import seeded
 from peftlab.store import ResultRow
@@ -438,11 +438,16 @@ class FinalScoring:
 
 
 def mask_representations(lm: LM, prompt: Prompt, examples: Sequence[dict], batch_size: int = 32) -> torch.Tensor:
-    """(N, H) what the output embedding layer sees at the mask: the vector scored against every word."""
+    """(N, H) what the output embedding layer sees at the mask: the vector scored against every word.
+
+    A causal query holds a label word and the template's words after the mask (`prompts.Query`), so it is read
+    cut after the mask (its first read position): its last token was the word's, or the template's full stop."""
     rows = []
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
             queries = [prompt.queries(lm, e)[0] for e in examples[start : start + batch_size]]
+            if lm.kind == "causal":
+                queries = [Query(q.input_ids[: q.read_positions[0] + 1], q.read_positions[:1]) for q in queries]
             batch = PaddedBatch.build(queries, lm.kind, lm.tokenizer.pad_token_id)
             inputs = batch.inputs(lm.device)
             if lm.kind == "causal":

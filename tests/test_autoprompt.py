@@ -477,6 +477,23 @@ def test_a_stop_during_an_iteration_ends_it_there_and_the_test_scoring_is_announ
 # 7. label-word search
 
 
+def test_the_mask_representation_gives_the_word_scores_at_the_mask(tiny_lm, task):
+    """The head-only baseline and the label-word search read a causal query's last token, which after a template
+    with words past the mask ("{text} it was {mask} .") was the template's full stop after label 0's word, not the
+    mask. The output embeddings of the representation give the word scores the model reads at the mask."""
+    prompt = Prompt(
+        Template.parse("{text} it was {mask} .", task.text_fields), Verbalizer.parse(VERBALIZER, task.label_names)
+    )
+    examples = task.test[:4]
+    features = autoprompt.mask_representations(tiny_lm, prompt, examples)  # (4, H)
+    with torch.no_grad():
+        scores = tiny_lm.model.get_output_embeddings()(features.to(tiny_lm.model.dtype)).float()  # (4, V)
+        for example, row in zip(examples, scores):
+            query = prompt.queries(tiny_lm, example)[0]
+            logits = tiny_lm.model(torch.tensor([query.input_ids])).logits[0, query.read_positions[0]]  # the mask's
+            assert torch.allclose(row, logits.float(), atol=1e-4)
+
+
 def test_search_label_words_gives_distinct_words_per_label(tiny_lm, task):
     words = search_label_words(tiny_lm, task, TEMPLATE, words_per_label=3, train_size=12, steps=30)
     assert list(words) == task.label_names
