@@ -378,9 +378,12 @@ class Prompt:
         before = self.demonstration_text() + before
         stripped, _ = _word_with_space(before, "")
         after_ids = tokenizer(after, add_special_tokens=False).input_ids if after else []
+        # the words are spelt as after a real text: the content-free input "" left "{text} {mask}" nothing before
+        # the mask, and its words lost the leading space every text gives them (other tokens than those scored)
+        spelt_after = before if fill != "" else self.demonstration_text() + self.template.render(example, "N/A")[0]
         words = []
         for word_index, (_, word) in enumerate(self.verbalizer.flat_words):
-            ids = tokenizer(_word_with_space(before, word)[1], add_special_tokens=False).input_ids
+            ids = tokenizer(_word_with_space(spelt_after, word)[1], add_special_tokens=False).input_ids
             if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
                 raise PeftlabError(
                     f"The label word {word!r} has no spelling in {lm.name}'s vocabulary (it would be scored as the "
