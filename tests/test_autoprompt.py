@@ -540,10 +540,12 @@ def test_remove_triggers_gives_the_manual_template():
     assert remove_triggers("{text} {mask}") == "{text} {mask}"
 
 
-def test_filled_template_reads_like_the_trigger_prompt(tiny_lm, task):
-    """What the Cloze tab gets from fill_triggers tokenizes the same as the prompt with trigger ids."""
-    prompt = make_prompt(tiny_lm, task)
-    filled = fill_triggers(TEMPLATE, tiny_lm.tokenizer, prompt.trigger_ids)
+@pytest.mark.parametrize("template", [TEMPLATE, "{text} [T] [T] it was {mask}", "[T] [T] {text} {mask}"])
+def test_filled_template_reads_like_the_trigger_prompt(tiny_lm, task, template):
+    """What the Cloze tab gets from fill_triggers tokenizes the same as the prompt with trigger ids. The words after
+    a slot lost their space in the search ("Sentiment" for " Sentiment"), so what it scored was not what it stored."""
+    prompt = make_prompt(tiny_lm, task, template)
+    filled = fill_triggers(template, tiny_lm.tokenizer, prompt.trigger_ids)
     plain = Prompt(Template.parse(filled, task.text_fields), prompt.verbalizer)
     examples = task.test[:4]
     assert [q.input_ids for e in examples for q in plain.queries(tiny_lm, e)] == [
