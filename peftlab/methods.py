@@ -244,11 +244,12 @@ class PromptTuningMethod(PeftMethod):
 
     def _initial_embeddings(self, lm, prompt) -> torch.Tensor:
         vocabulary = lm.model.get_input_embeddings().weight.detach()
-        generator = torch.Generator().manual_seed(0)
+        # drawn from torch's generator, which the run's seed sets (`tuning.train_method`), as PEFT's SAMPLE_VOCAB
+        # draws: a fixed generator gave every seed the same start, and the spread over seeds left its share out
         if self.init == "random":  # scaled like real embeddings so the LM is not pushed off its range
-            return torch.randn(self.num_virtual_tokens, vocabulary.shape[1], generator=generator) * vocabulary.std()
+            return torch.randn(self.num_virtual_tokens, vocabulary.shape[1]) * vocabulary.std()
         if self.init == "vocab":
-            ids = torch.randint(0, min(5000, vocabulary.shape[0]), (self.num_virtual_tokens,), generator=generator)
+            ids = torch.randint(0, min(5000, vocabulary.shape[0]), (self.num_virtual_tokens,))
         else:
             text = (
                 self.init_text

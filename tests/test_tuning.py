@@ -26,6 +26,7 @@ from peftlab.methods import (
     method_config,
     parse_learning_rates,
 )
+from peftlab.seeding import seeded
 from peftlab.tasks import Task
 from peftlab.tuning import (
     SELECTION_SCORES,
@@ -321,6 +322,20 @@ def test_same_seed_same_run_other_seed_other_batches(tiny_causal, easy, name):
     losses_c, _, _ = once(21)
     assert losses_c != losses_a
     assert losses_c[0] != losses_a[0]  # already the first batch differs
+
+
+@pytest.mark.parametrize("init", ["random", "vocab"])
+def test_a_drawn_soft_prompt_start_follows_the_runs_seed(tiny_causal, easy, init):
+    """Prompt tuning drew its random and sampled-vocabulary starts from a generator seeded 0: every seed began from
+    the same prompt, and the std over seeds left that out. The same seed still starts alike."""
+    config = method_config("prompt-tuning", init=init)
+
+    def start(seed):
+        with seeded(seed):
+            _, (embedding,) = config.build(tiny_causal, config.prompt_for(easy[1].prompts[0]), easy[2])
+        return embedding.detach().clone()
+
+    assert torch.equal(start(13), start(13)) and not torch.equal(start(13), start(21))
 
 
 # ------------------------------------------------------------------ 5. best-dev restore, early stopping, stop flag
