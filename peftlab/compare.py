@@ -335,17 +335,24 @@ def _row(
 
 
 def summarize(results: pd.DataFrame, by: Sequence[str] = ("method", "K")) -> pd.DataFrame:
-    """Mean and std of test accuracy and macro-F1 per group (default: method and K), with sizes and times."""
+    """Mean and std of test accuracy and macro-F1 per group (default: method and K), with sizes and times.
+
+    A failed run's row (`backends.failed_row`: no score, 0 parameters, 0 s) counts in none of them: two finished
+    runs and a failed one read "3 runs", and the failed row, when it came first, gave the method 0 parameters."""
+    failed = results["test_accuracy"].isna()
+    measured = ["trainable_params", "trainable_share", "train_seconds"]
+    results = results.assign(**{column: results[column].mask(failed) for column in measured})
     grouped = results.groupby(list(by), sort=False, dropna=False)
     summary = grouped.agg(
         accuracy_mean=("test_accuracy", "mean"),
         accuracy_std=("test_accuracy", "std"),
         macro_f1_mean=("macro_f1", "mean"),
-        runs=("test_accuracy", "size"),
+        runs=("test_accuracy", "count"),
         trainable_params=("trainable_params", "first"),
         trainable_share=("trainable_share", "first"),
         train_seconds_mean=("train_seconds", "mean"),
     ).reset_index()
+    summary["trainable_params"] = summary["trainable_params"].astype("Int64")  # whole, where masking made floats
     return summary.fillna({"accuracy_std": 0.0})
 
 

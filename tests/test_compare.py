@@ -198,6 +198,12 @@ def test_summarize_by_hand_on_made_up_rows():
     assert first["macro_f1_mean"] == pytest.approx(0.6)
     assert first["train_seconds_mean"] == pytest.approx(2.0)
     assert first["runs"] == 3 and summary.iloc[1]["runs"] == 1 and summary.iloc[1]["accuracy_std"] == 0.0
+    # a failed run (`backends.failed_row`), first of its group: counted in none of the figures
+    failed = {**rows[0], "seed": 4, "test_accuracy": math.nan, "macro_f1": math.nan, "trainable_params": 0}
+    failed |= {"trainable_share": math.nan, "train_seconds": 0.0, "status": "failed: out of memory"}
+    again = summarize(results_frame([failed, *rows])).iloc[0]
+    assert (again["runs"], again["trainable_params"], again["train_seconds_mean"]) == (3, 10, pytest.approx(2.0))
+    assert again["accuracy_mean"] == pytest.approx(0.7) and again["accuracy_std"] == pytest.approx(0.2)
 
 
 def test_results_frame_of_zero_shot_only_and_of_nothing():
