@@ -138,10 +138,25 @@ def test_a_text_scores_the_same_alone_and_in_a_left_padded_batch(tiny_causal, ea
         {"text": "the plot was boring and the ending was bad , too long", "label": 0},
     )
     with torch.no_grad():
-        torch.nn.init.normal_(next(p for p in model.parameters() if p.requires_grad))  # a prompt that matters
+        for (
+            parameter
+        ) in model.parameters():  # a prompt that matters; LoRA's A alone left B at 0 and the model as it was
+            if parameter.requires_grad:
+                torch.nn.init.normal_(parameter)
         alone = scores(tiny_causal, prompt, [short], model)
         padded = scores(tiny_causal, prompt, [short, long], model)[:1]  # `short` is left-padded next to `long`
     torch.testing.assert_close(padded, alone, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["p-tuning", "prefix-tuning"])
+def test_a_reparameterised_prompt_is_computed_in_fp32_under_autocast(tiny_causal, easy, name):
+    """PEFT saves a reparameterised prompt as its encoder's output; computed in bf16 under autocast, the session's
+    predictions drifted from the saved adapter's."""
+    overrides = {"prefix_projection": True} if name == "prefix-tuning" else {}
+    model, _ = method_config(name, num_virtual_tokens=4, **overrides).build(tiny_causal, easy[1].prompts[0], easy[2])
+    encoder = model.peft_model.prompt_encoder["default"]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert encoder(torch.arange(4).unsqueeze(0)).dtype == torch.float32
 
 
 def test_a_prefix_from_real_words_equals_writing_those_words_before_the_text(tiny_causal, easy):
