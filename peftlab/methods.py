@@ -328,6 +328,9 @@ class PTuningMethod(PeftMethod):
 
 
 @dataclass
+PREFIX_PROJECTION_WIDTH = 512  # the hidden layer of the prefix's reparameterising MLP (Li & Liang 2021, mid_dim)
+
+
 class PrefixTuningMethod(PeftMethod):
     name: ClassVar[str] = "prefix-tuning"
     learning_rate: float = learning_rate(1e-2)
@@ -339,7 +342,8 @@ class PrefixTuningMethod(PeftMethod):
     )
     init: str = setting(
         "text",
-        "start a direct prefix from the keys and values of real words (text) or at random",
+        "start a direct prefix from the keys and values of real words (text) or at random; a projected one starts at "
+        "random",
         choices=("text", "random"),
         requirement="text or random",
         subject="Prefix init",
@@ -350,15 +354,25 @@ class PrefixTuningMethod(PeftMethod):
     )
 
     def peft_config(self, lm):
+    def __post_init__(self):
+        super().__post_init__()
+        if self.prefix_projection is True:
+            # the MLP's prefix starts at random whatever init says: a stored "init": "text" told of words never used
+            self.init = "random"
+
         from peft import PrefixTuningConfig
 
         return PrefixTuningConfig(
-            task_type="CAUSAL_LM", num_virtual_tokens=self.num_virtual_tokens, prefix_projection=self.prefix_projection
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=self.num_virtual_tokens,
+            prefix_projection=self.prefix_projection,
+            # Li & Liang's MLP width (their code's mid_dim); PEFT's default is the key/value width, 192 on SmolLM2
+            encoder_hidden_size=PREFIX_PROJECTION_WIDTH,
         )
 
     def build(self, lm, prompt, train):
         model, parameters = super().build(lm, prompt, train)
-        if self.init == "text" and not self.prefix_projection:
+        if self.init == "text":  # a direct prefix (`__post_init__`)
             embedding = model.peft_model.prompt_encoder["default"].embedding.weight  # (n, layers * 2 * kv_dim)
             with torch.no_grad():
                 embedding.copy_(self._real_word_activations(lm))

@@ -159,6 +159,13 @@ def test_a_reparameterised_prompt_is_computed_in_fp32_under_autocast(tiny_causal
         assert encoder(torch.arange(4).unsqueeze(0)).dtype == torch.float32
 
 
+def test_a_projected_prefix_says_it_starts_at_random():
+    """With prefix_projection the init was skipped while the stored settings still said "init": "text" (its width:
+    `test_tuning.test_trainable_parameter_counts_match_hand_computed_formulas`)."""
+    assert PrefixTuningMethod(prefix_projection=True).to_dict()["init"] == "random"
+    assert PrefixTuningMethod().init == "text"
+
+
 def test_a_prefix_from_real_words_equals_writing_those_words_before_the_text(tiny_causal, easy):
     _, setup, train_rows, _ = easy
     init_ids = tiny_causal.tokenizer("the movie was great", add_special_tokens=False).input_ids

@@ -148,7 +148,7 @@ def _expected_counts(lm) -> list[tuple[str, dict, int]]:
 
     # PEFT (utils/other.py, GQA #1901) sets prefix token_dim = num_key_value_heads * head_dim, not H; with a
     # projection the MLP hidden size defaults to that token_dim too.
-    def prefix_projected(n, hidden=kv):
+    def prefix_projected(n, hidden=512):  # Li & Liang's MLP width (PEFT's default, the key/value width, was used)
         return n * kv + (kv * hidden + hidden) + (hidden * layers * 2 * kv + layers * 2 * kv)
 
     def adapter(b):  # per block: down H->b (weights + bias) and up b->H (weights + bias)
