@@ -5,7 +5,8 @@ Every config can `check` that it fits a model (before any training), `build` a t
 scored through the verbalizer (see `peftlab.tuning`); the head-only baseline is not.
 
 Papers: prompt tuning (Lester et al. 2021), P-tuning (Liu et al. 2021), prefix tuning (Li & Liang
-2021) / P-tuning v2 (Liu et al. 2022), LoRA (Hu et al. 2021), adapters (Houlsby et al. 2019), BitFit
+2021) / P-tuning v2 (Liu et al. 2022), LoRA (Hu et al. 2021), bottleneck adapters (Houlsby et al. 2019, in the
+placement of Pfeiffer et al. 2021), BitFit
 (Ben Zaken et al. 2022), prompt-based fine-tuning (Gao et al. 2021, LM-BFF).
 """
 
@@ -327,10 +328,10 @@ class PTuningMethod(PeftMethod):
             return sum(p.numel() for p in PromptEncoder(config).parameters())
 
 
-@dataclass
 PREFIX_PROJECTION_WIDTH = 512  # the hidden layer of the prefix's reparameterising MLP (Li & Liang 2021, mid_dim)
 
 
+@dataclass
 class PrefixTuningMethod(PeftMethod):
     name: ClassVar[str] = "prefix-tuning"
     learning_rate: float = learning_rate(1e-2)
@@ -353,13 +354,13 @@ class PrefixTuningMethod(PeftMethod):
         "words whose activations start the prefix (repeated to fill; it measured best on a topic task too)",
     )
 
-    def peft_config(self, lm):
     def __post_init__(self):
         super().__post_init__()
         if self.prefix_projection is True:
             # the MLP's prefix starts at random whatever init says: a stored "init": "text" told of words never used
             self.init = "random"
 
+    def peft_config(self, lm):
         from peft import PrefixTuningConfig
 
         return PrefixTuningConfig(
@@ -418,7 +419,8 @@ class LoraMethod(PeftMethod):
 
 
 class BottleneckAdapter(torch.nn.Module):
-    """Houlsby et al. 2019: h + up(gelu(down(h))). `up` starts at zero, so training starts from the unchanged LM."""
+    """Houlsby et al. 2019's bottleneck: h + up(gelu(down(h))). `up` starts at zero, so training starts from the
+    unchanged LM."""
 
     def __init__(self, hidden: int, bottleneck: int):
         super().__init__()
@@ -454,6 +456,10 @@ def feed_forward_modules(model: torch.nn.Module) -> list[str]:
 
 @dataclass
 class AdapterMethod(MethodConfig):
+    """One bottleneck adapter after each block's feed-forward, the layer norms frozen: Pfeiffer et al.'s placement
+    (2021, AdapterFusion: their study of adapter architectures), which matched Houlsby et al. 2019's two adapters a
+    layer (after the attention and after the feed-forward, layer norms trained) with half the adapter weights."""
+
     name: ClassVar[str] = "adapter"
     learning_rate: float = learning_rate(1e-3)
     bottleneck: int = setting(16, "width of the adapter's bottleneck", minimum=1)

@@ -96,9 +96,9 @@ METHODS = [
     (
         "Adapters",
         "Soft prompts",
-        "Train small bottleneck layers inserted in every block.",
-        "Houlsby et al. 2019",
-        "https://arxiv.org/abs/1902.00751",
+        "Train a small bottleneck layer after every block's feed-forward.",
+        "Pfeiffer et al. 2021, after Houlsby et al. 2019",
+        "https://arxiv.org/abs/2005.00247",
     ),
     (
         "BitFit",
