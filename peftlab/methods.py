@@ -252,16 +252,23 @@ class PromptTuningMethod(PeftMethod):
         # draws: a fixed generator gave every seed the same start, and the spread over seeds left its share out
         if self.init == "random":  # scaled like real embeddings so the LM is not pushed off its range
             return torch.randn(self.num_virtual_tokens, vocabulary.shape[1]) * vocabulary.std()
+
+        def sampled(n: int) -> torch.Tensor:  # (n, H) embeddings of tokens among the first 5,000 (Lester's common ones)
+            return vocabulary[torch.randint(0, min(5000, vocabulary.shape[0]), (n,))]
+
         if self.init == "vocab":
-            ids = torch.randint(0, min(5000, vocabulary.shape[0]), (self.num_virtual_tokens,))
-        else:
-            text = (
-                self.init_text
-                if self.init == "text"
-                else " ".join(w for ws in prompt.verbalizer.words.values() for w in ws)
-            )
-            ids = torch.tensor(lm.tokenizer(text, add_special_tokens=False).input_ids or [0])
-            ids = ids.repeat(math.ceil(self.num_virtual_tokens / len(ids)))[: self.num_virtual_tokens]
+            return sampled(self.num_virtual_tokens).float()
+        if self.init == "label-words":
+            # Lester et al. 2021's class-label initialisation: a virtual token per label, the mean embedding of its
+            # words' tokens as the verbalizer scores them (" negative", its leading space), then sampled vocabulary
+            # (it joined the words as one text, "negative positive", whose first word is another token)
+            labels = [
+                torch.stack([vocabulary[ids].mean(0) for ids in words]).mean(0) for words in prompt.label_word_ids(lm)
+            ]
+            rest = sampled(max(0, self.num_virtual_tokens - len(labels)))
+            return torch.cat([torch.stack(labels), rest])[: self.num_virtual_tokens].float()
+        ids = torch.tensor(lm.tokenizer(self.init_text, add_special_tokens=False).input_ids or [0])
+        ids = ids.repeat(math.ceil(self.num_virtual_tokens / len(ids)))[: self.num_virtual_tokens]
         return vocabulary[ids].float()
 
 

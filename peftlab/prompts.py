@@ -306,6 +306,9 @@ def _word_with_space(before: str, word: str) -> tuple[str, str]:
     return stripped, word
 
 
+CONTENT_STAND_IN = "N/A"  # a text standing in for every field, where only the spelling of the label words matters
+
+
 @dataclass
 class Prompt:
     """A template, a verbalizer and optional in-context demonstrations, bound to a tokenizer."""
@@ -366,6 +369,14 @@ class Prompt:
             return _causal_queries(lm, *encoded, limit)
         return _masked_queries(lm, *encoded, limit)
 
+    def label_word_ids(self, lm) -> list[list[list[int]]]:
+        """Per label, the token ids of each of its words as they are scored after a text (a stand-in one), their
+        leading space as the template gives it."""
+        per_label = [[] for _ in self.verbalizer.words]
+        for (label, _), (_, ids) in zip(self.verbalizer.flat_words, self._encode(lm, {}, CONTENT_STAND_IN)[3]):
+            per_label[label].append(ids)
+        return per_label
+
     def word_lengths(self, lm, example: dict) -> dict[str, int]:
         """The tokens of each label word as it is scored for `example` (its leading space as the template gives it)."""
         words = self._encode(lm, example, None)[3]
@@ -380,7 +391,9 @@ class Prompt:
         after_ids = tokenizer(after, add_special_tokens=False).input_ids if after else []
         # the words are spelt as after a real text: the content-free input "" left "{text} {mask}" nothing before
         # the mask, and its words lost the leading space every text gives them (other tokens than those scored)
-        spelt_after = before if fill != "" else self.demonstration_text() + self.template.render(example, "N/A")[0]
+        spelt_after = (
+            before if fill != "" else self.demonstration_text() + self.template.render(example, CONTENT_STAND_IN)[0]
+        )
         words = []
         for word_index, (_, word) in enumerate(self.verbalizer.flat_words):
             ids = tokenizer(_word_with_space(spelt_after, word)[1], add_special_tokens=False).input_ids

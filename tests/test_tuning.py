@@ -338,6 +338,23 @@ def test_a_drawn_soft_prompt_start_follows_the_runs_seed(tiny_causal, easy, init
     assert torch.equal(start(13), start(13)) and not torch.equal(start(13), start(21))
 
 
+def test_a_label_words_start_is_each_labels_scored_tokens_then_sampled_vocabulary(tiny_causal, easy):
+    """Lester et al.'s class-label initialisation: it joined the words as one text, so the first label's word was
+    another token than the one the verbalizer scores (no leading space), and the words repeated to fill."""
+    config = method_config("prompt-tuning", init="label-words", num_virtual_tokens=5)
+    prompt = config.prompt_for(easy[1].prompts[0])
+    with seeded(13):
+        _, (embedding,) = config.build(tiny_causal, prompt, easy[2])
+    vocabulary = tiny_causal.model.get_input_embeddings().weight
+    scored = sorted(t for q in prompt.queries(tiny_causal, easy[0].test[0]) for t in q.targets)  # [(word, ids)]
+    for label, words in enumerate(prompt.verbalizer.words.values()):
+        ids = [ids for word, ids in scored if prompt.verbalizer.flat_words[word][0] == label]
+        assert len(ids) == len(words)
+        expected = torch.stack([vocabulary[i].mean(0) for i in ids]).mean(0)
+        torch.testing.assert_close(embedding[label].detach(), expected.detach().float())
+    assert not any(torch.equal(embedding[2], embedding[i]) for i in (0, 1))  # sampled, not a label repeated
+
+
 # ------------------------------------------------------------------ 5. best-dev restore, early stopping, stop flag
 
 
