@@ -232,7 +232,13 @@ class ResultStore:
         rows = list(rows)
         for row in rows:
             row.owner = row.owner or self.owner
-        values = [[json.dumps(getattr(r, c)) if c in JSON_COLUMNS else getattr(r, c) for c in COLUMNS] for r in rows]
+        values = [
+            [
+                json.dumps(getattr(r, c), default=_plain) if c in JSON_COLUMNS else _plain_number(getattr(r, c))
+                for c in COLUMNS
+            ]
+            for r in rows
+        ]
         with self._writer() as connection:  # commits on success, rolls back on error
             connection.executemany(
                 f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", values
@@ -559,6 +565,25 @@ INT_COLUMNS = ("k", "seed", "trainable_params")
 TEXT_COLUMNS = ("kind", "model", "task", "test_fingerprint", "method", "device", "owner", "version", "created", "id")
 SQLITE_INTEGER_LIMIT = 2**63  # SQLite keeps an integer in 8 bytes, signed
 ROUTE_FIGURES = ("_mean_score", "_mean_reward", "_mean_kl")  # an RLHF row's metrics: "ppo_mean_kl", ...
+
+
+def _plain(value):
+    """A numpy or torch number as Python's own, an array or tensor as a list (json.dumps's `default`).
+
+    Raises:
+        TypeError: anything else, as json.dumps would.
+    """
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _plain_number(value):
+    """A column's value as sqlite3 can store it: an np.int64 K (`Task.few_shot` takes one) was written as its 8 raw
+    bytes, and every later read of the store failed on it, the row's own deletion included."""
+    return _plain(value) if getattr(value, "ndim", None) == 0 else value
 
 
 def _row_from(record: dict) -> ResultRow:

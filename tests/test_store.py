@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from peftlab.cache import cache_dir
@@ -55,6 +56,28 @@ def test_rows_survive_a_restart_and_are_read_per_owner(tmp_path):
     assert reopened.rows(method="lora")[0].predictions == [1, 0, 0, 0] and reopened.rows(method="lora")[0].seed == 13
     with pytest.raises(PeftlabError, match=r"^Results have no column colour"):
         reopened.rows(colour="red")
+
+
+def test_numpy_and_torch_numbers_are_stored_as_numbers(tmp_path):
+    """An np.int64 K (`Task.few_shot` takes one, so a loop over np.array([4]) gives one) was written as its 8 raw
+    bytes, and every later read of the store failed on it, that row's own deletion included."""
+    import torch
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    made = row("lora", seed=np.int64(13), k=np.int64(4), trainable_params=np.int64(1000))
+    made.train_seconds, made.peak_memory_mb = np.float32(1.5), torch.tensor(2.0)
+    made.settings |= {"r": np.int64(8), "scores": np.array([0.5, 0.25])}
+    store.add([made])
+    (kept,) = store.rows()
+    assert (kept.seed, kept.k, kept.trainable_params, kept.train_seconds, kept.peak_memory_mb) == (
+        13,
+        4,
+        1000,
+        1.5,
+        2.0,
+    )
+    assert type(kept.k) is int and kept.settings["r"] == 8 and kept.settings["scores"] == [0.5, 0.25]
+    assert store.delete([kept.id]) == 1
 
 
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
