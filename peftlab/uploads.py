@@ -88,9 +88,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
         )
     try:
         if table:
+            if long := long_record(text):
+                line, cells, width = long
+                raise PeftlabError(
+                    f"The file '{path.name}' could not be read as CSV (record {line} has {cells} cells, its header "
+                    f"{width}); {CSV_FIX}."
+                )
             # only an empty cell is missing: pandas' default also read "None", "NA", "null" and "n/a" as missing, and a
-            # class named None, or a text "NA", was left out as a row without a label or text
-            return read_csv_text(text, keep_default_na=False, na_values=[""])
+            # class named None, or a text "NA", was left out as a row without a label or text; no index column: a
+            # first record with a cell more than the header made pandas read the texts as the table's index
+            return read_csv_text(text, keep_default_na=False, na_values=[""], index_col=False)
         if text.lstrip().startswith("["):
             records = json.loads(text)
             if not all(isinstance(r, dict) for r in records):
@@ -196,21 +203,38 @@ def read_csv_text(text: str, **options) -> pd.DataFrame:
     return table
 
 
-def short_record(text: str) -> tuple[int, int, int] | None:
-    """The first record of a CSV's text with fewer cells than its header, as (its number among the file's records, the
-    header being 1, as a results import numbers its lines; its cells; the header's), or None, also for text the csv
-    module reads otherwise than pandas (pandas read it already). pandas fills a short record's missing cells as
-    empty, so a file cut short in the middle of a line read as whole."""
+def _csv_records(text: str) -> list[list[str]]:
+    """A CSV's records as the csv module reads them, blank lines left out as pandas leaves them; [] for text it
+    cannot read (a quote left open: pandas says so)."""
     csv.field_size_limit(max(csv.field_size_limit(), len(text)))  # its default, 131,072 characters, is a cell of 43k
     # predictions; only ever raised, and no peftlab reader relies on its limit
     try:
         records = csv.reader(io.StringIO(text, newline=""), delimiter=_separator(text))
         # pandas skips blank lines, and lines of spaces
-        whole = [record for record in records if record and not (len(record) == 1 and not record[0].strip())]
+        return [record for record in records if record and not (len(record) == 1 and not record[0].strip())]
     except csv.Error:
-        return None
-    width = len(whole[0])
+        return []
+
+
+def short_record(text: str) -> tuple[int, int, int] | None:
+    """The first record of a CSV's text with fewer cells than its header, as (its number among the file's records, the
+    header being 1, as a results import numbers its lines; its cells; the header's), or None, also for text the csv
+    module reads otherwise than pandas (pandas read it already). pandas fills a short record's missing cells as
+    empty, so a file cut short in the middle of a line read as whole."""
+    whole = _csv_records(text)
+    width = len(whole[0]) if whole else 0
     return next(((n, len(r), width) for n, r in enumerate(whole[1:], 2) if len(r) < width), None)
+
+
+def long_record(text: str) -> tuple[int, int, int] | None:
+    """The first record of a CSV's text with a cell filled beyond its header's, as `short_record` gives it, or None.
+    pandas refused one after the first data record, but read a first one as the texts' index: 'Loved it, a gem,pos'
+    shifted every column of the file, silently. Empty cells past the header (a comma closing every data line) are
+    no cells: they are read as nothing."""
+    whole = _csv_records(text)
+    width = len(whole[0]) if whole else 0
+    filled = ((n, len(r)) for n, r in enumerate(whole[1:], 2) if any(cell.strip() for cell in r[width:]))
+    return next(((n, cells, width) for n, cells in filled), None)
 
 
 def _separator(text: str) -> str:

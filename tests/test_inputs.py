@@ -107,6 +107,8 @@ CSV_ROWS = ["text,label"] + [f"{text} {i},{label}" for i, (text, label) in enume
         ("unicode.csv", "\n".join(CSV_ROWS).replace(",", "\t").encode("utf-16")),  # Excel's "Unicode text"
         ("europe.csv", "\n".join(CSV_ROWS).replace(",", ";").encode()),  # semicolons, as many locales save
         ("windows.csv", "\r\n".join(CSV_ROWS).encode()),
+        # every data line closed by a comma, the header not: the texts were read as the table's index
+        ("closed.csv", "\n".join([CSV_ROWS[0]] + [row + "," for row in CSV_ROWS[1:]]).encode()),
         ("tabs.tsv", "\n".join(CSV_ROWS).replace(",", "\t").encode()),  # the browser refused .tsv and .txt
         ("export.txt", "\n".join(CSV_ROWS).replace(",", ";").encode()),
         ("array.json", json.dumps([{"text": t + f" {i}", "label": lab} for i, (t, lab) in enumerate(ROWS)]).encode()),
@@ -122,7 +124,8 @@ def test_uploads_in_the_encodings_and_shapes_people_save_load_the_same_rows(tmp_
     path.write_bytes(content)
     task = load_task(str(path))
     assert task.label_names == ["negative", "positive"]
-    assert sorted(r["text"] for r in task.train + task.test) == sorted(f"{t} {i}" for i, (t, _) in enumerate(ROWS))
+    loaded = sorted((r["text"], task.label_names[r["label"]]) for r in task.train + task.test)
+    assert loaded == sorted((f"{t} {i}", label) for i, (t, label) in enumerate(ROWS))  # each text with its own label
 
 
 @pytest.mark.parametrize(
@@ -131,9 +134,15 @@ def test_uploads_in_the_encodings_and_shapes_people_save_load_the_same_rows(tmp_
         (  # where, and now how to mend it
             "ragged.csv",
             b"text,label\nfine,a\nshares fell, then rose,b\n",
-            "The file 'ragged.csv' could not be read as CSV (Error tokenizing data. C error: Expected 2 fields in line "
-            "3, saw 3); a cell holding a comma, a quote or a line break goes in double quotes, a quote inside it "
-            "doubled.",
+            "The file 'ragged.csv' could not be read as CSV (record 3 has 3 cells, its header 2); a cell holding a "
+            "comma, a quote or a line break goes in double quotes, a quote inside it doubled.",
+        ),
+        (  # on the first data record pandas read the texts as the index: every column shifted, silently
+            "first-ragged.csv",
+            b"text,label\nLoved it, a gem,pos\n"
+            + b"".join(b"film %d,%s\n" % (i, b"pos" if i % 2 else b"neg") for i in range(20)),
+            "The file 'first-ragged.csv' could not be read as CSV (record 2 has 3 cells, its header 2); a cell holding "
+            "a comma, a quote or a line break goes in double quotes, a quote inside it doubled.",
         ),
         (
             "latin.csv",
