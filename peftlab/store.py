@@ -610,6 +610,8 @@ def _row_from(record: dict) -> ResultRow:
         elif not isinstance(values[column], kind):  # predictions "notalist" said only "Expecting value: line 1 ..."
             shape = "list" if kind is list else "object"
             raise ValueError(f"its {column} {_clipped(values[column])} is not a JSON {shape}")
+    if values["predictions"]:  # rows from before peftlab recorded them (6fd37c1) scored the test split, all of it
+        values["settings"] = {"split": "test", "rows_scored": len(values["predictions"]), **values["settings"]}
     missing = [name for name in ("kind", "model", "task", "test_fingerprint", "method") if not values.get(name)]
     if missing:
         raise KeyError(f"a row has no {', '.join(missing)}")
@@ -705,9 +707,6 @@ def _check_scored(row: ResultRow) -> None:
     for name, (given, computed) in figures.items():
         if given is None or abs(given - computed) > 1e-6:
             raise ValueError(f"{name} {given} is not that of its predictions, {computed:.4f}")
-    missing = [name for name in ("split", "rows_scored") if name not in row.settings]
-    if missing:
-        raise ValueError(f"its settings lack {' and '.join(missing)}, which every scored result records")
     for name in ("rows_scored", "rows_in_split"):  # what the listing and every note of rows scored read
         if name in row.settings and not _is_count(row.settings[name]):
             raise ValueError(f"its settings' {name} {_clipped(row.settings[name])} is not a whole number")

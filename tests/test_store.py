@@ -263,7 +263,6 @@ def test_an_import_refuses_figures_no_run_can_produce(tmp_path):
         "its predictions hold 'negative', not a class index (0, 1, ...)": {"predictions": ["negative"] * 4},
         "it has 4 predictions but no accuracy": {"accuracy": None},  # listed blank, left out of the report unsaid
         "its k 2.7 is not a whole number": {"k": 2.7},  # cut to 2: a line of its own in the report
-        "its settings lack split and rows_scored, which every scored result records": {"settings": {}},
         "its settings say 5 rows were scored, but it has 4 predictions": {
             "settings": {**good["settings"], "rows_scored": 5}
         },
@@ -474,6 +473,22 @@ def test_rows_stored_before_the_import_checks_are_still_read(tmp_path):
     with sqlite3.connect(path) as connection:
         connection.execute("UPDATE results SET version = 1.5")
     assert [r.version for r in ResultStore(path).rows()] == [1.5]
+
+
+def test_an_export_from_before_rows_recorded_their_split_is_imported(tmp_path):
+    """Rows written before peftlab recorded a scored row's split and rows scored were read, listed and exported, but
+    their export was refused whole ("its settings lack split and rows_scored"): a store could not be moved. They
+    scored the test split, all of the texts they hold."""
+    old = tmp_path / "old.sqlite"
+    ResultStore(old).add([row()])
+    with sqlite3.connect(old) as connection:
+        connection.execute("""UPDATE results SET settings = '{"template": "{text} {mask}"}'""")
+    exported = tmp_path / "old.jsonl"
+    ResultStore(old).export(exported)
+    assert ResultStore(tmp_path / "new.sqlite").import_(exported).sentence() == "1 result added."
+    (moved,) = ResultStore(tmp_path / "new.sqlite").rows()
+    assert moved.settings == {"split": "test", "rows_scored": 4, "template": "{text} {mask}"}
+    assert ResultStore(old).listing()["texts"].tolist() == [4]
 
 
 def test_a_store_that_cannot_be_written_is_not_called_something_else(tmp_path, monkeypatch):
