@@ -143,8 +143,11 @@ class RayBackend:
                 max_restarts=self.max_retries,
                 max_task_retries=self.max_retries,
             )
-            # load_lm takes the torch dtype itself
-            slots = [worker_class.remote(lm.name, lm.model.dtype, self.threads) for _ in range(count)]
+
+            def new_slot():  # load_lm takes the torch dtype itself
+                return worker_class.remote(lm.name, lm.model.dtype, self.threads)
+
+            slots = [new_slot() for _ in range(count)]
 
             def start(slot, index):
                 return slot.run.remote(job, flag, *shared_refs, *inputs[index])
@@ -153,6 +156,7 @@ class RayBackend:
                 num_cpus=self.threads, num_gpus=self.gpus, max_retries=self.max_retries
             )
             slots = list(range(count))
+            new_slot = None  # a task is a worker of its own
 
             def start(slot, index):
                 return one_job.remote(lm.name, lm.model.dtype, self.threads, job, flag, *shared_refs, *inputs[index])
@@ -184,7 +188,12 @@ class RayBackend:
                     except ray.exceptions.RayError as exc:  # the worker died twice, or Ray lost it
                         del running[stream]
                         yield index, Failed(f"worker lost: {exc}")
-                        send(slot)  # to the worker restarted in its place, or, if it is gone, one more Failed
+                        if new_slot is not None:
+                            # dead past its restarts, it failed every job sent to it at once: a whole grid's waiting
+                            # runs ended "worker lost" unrun while the other workers were well
+                            ray.kill(slot)
+                            slots[slots.index(slot)] = slot = new_slot()
+                        send(slot)
                         continue
                     yield index, item
         finally:

@@ -152,9 +152,11 @@ def test_a_job_whose_worker_dies_is_tried_once_more_and_a_second_death_is_report
     assert once == [(0, 1), (1, 2)]  # job 1 ran twice (its worker was restarted), job 2 on the restarted worker
     assert (tmp_path / "job-1").read_text() == "xx" and (tmp_path / "job-2").read_text() == "x"
 
-    (lost,) = RayBackend(workers=1).map(folder_lm, dies, (str(tmp_path),), [(3, 2)])
+    # a worker dead past its restarts is replaced: the jobs waiting after job 3 failed unrun, "worker lost"
+    lost, *rest = RayBackend(workers=1).map(folder_lm, dies, (str(tmp_path),), [(3, 2), (4, 0), (5, 0)])
     assert lost[0] == 0 and isinstance(lost[1], Failed) and lost[1].reason.startswith("worker lost: "), lost
     assert (tmp_path / "job-3").read_text() == "xx"  # tried twice, never a third time
+    assert rest == [(1, 4), (2, 5)] and (tmp_path / "job-4").read_text() == (tmp_path / "job-5").read_text() == "x"
 
 
 def test_the_compare_command_runs_its_grid_on_ray(local_ray, tiny_causal_folder, easy_csv, capsys):
