@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 import ray
 
@@ -88,7 +91,9 @@ def test_the_tune_command_refuses_a_bad_space_before_ray_starts(capsys):
     assert capsys.readouterr().err.strip() == "error: A choice of r needs at least two different values, not '4'."
 
 
-def test_a_search_picks_by_dev_and_scores_the_winner_and_the_defaults_on_test(tiny_causal_folder, tmp_path):
+def test_a_search_picks_by_dev_and_scores_the_winner_and_the_defaults_on_test(
+    tiny_causal_folder, tmp_path, monkeypatch
+):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         lm = load_lm(tiny_causal_folder, dtype="fp32")
@@ -98,8 +103,16 @@ def test_a_search_picks_by_dev_and_scores_the_winner_and_the_defaults_on_test(ti
         space = parse_search("lora", ["learning_rate=loguniform:1e-3:1e-1"])
         settings = TrainSettings(steps=4, batch_size=4, eval_every=2)
         items = list(run_search(lm, task, setup, config, space, settings, storage=str(tmp_path / "tune")))
+        # the same first seed draws the same trials (unseeded, each run drew others), and a model named by a path
+        # relative to here is found from the folder Tune runs each trial in ("./tiny" failed every trial)
+        monkeypatch.chdir(Path(tiny_causal_folder).parent)
+        relative = load_lm(f"./{Path(tiny_causal_folder).name}", dtype="fp32")
+        again = dataclasses.replace(config, seeds=(13,))
+        *_, repeated = run_search(relative, task, setup, again, space, settings, storage=str(tmp_path / "tune2"))
     finally:
         ray.shutdown()
+    assert [t["settings"] for t in repeated.trials] == [t["settings"] for t in items[-1].trials]
+    assert all("error" not in t for t in repeated.trials), repeated.trials
     result = items[-1]
     assert isinstance(result, SearchResult)
     assert len(result.trials) == 3 and all(t["evaluations"] >= 1 for t in result.trials)
@@ -117,6 +130,15 @@ def test_a_search_picks_by_dev_and_scores_the_winner_and_the_defaults_on_test(ti
     tuned = [r["test_accuracy"] for r in rows if r["configuration"] == "tuned"]
     assert summary["tuned_test_accuracy_mean"] == round(sum(tuned) / 2, 4)
     assert (tmp_path / "tune" / "peftlab-lora").is_dir()  # Tune's own records, kept where asked
+
+
+def test_trials_the_cluster_cannot_place_are_refused_before_they_wait_for_ever(capsys, tiny_causal_folder):
+    """8 threads a trial on 2 CPUs hung: Tune only warns, once a minute, that no node has the CPUs."""
+    code = main(
+        ["tune", "--method", "lora", "--search", "learning_rate=loguniform:1e-3:1e-1", "--trial-threads", "512"]
+        + ["--model", tiny_causal_folder, "--task", "rt-sentiment", "--trials", "2"]
+    )
+    assert code == 2 and capsys.readouterr().err.startswith("error: Each Ray worker asks for 512 CPUs, but no node")
 
 
 def test_either_end_of_a_range_is_checked_on_the_model_before_ray_starts(capsys, tiny_causal_folder):
