@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -357,7 +358,10 @@ class ResultStore:
             )
         records = [asdict(r) | {"owner": ""} for r in rows]
         if path.suffix.lower() == ".jsonl":
-            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+            # U+007F to U+009F escaped as json.dumps escapes the other control characters: written raw, they made its
+            # own import refuse the file as binary
+            lines = (_C1.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(r, ensure_ascii=False)) for r in records)
+            path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         else:
             table = pd.DataFrame(records, columns=COLUMNS, dtype=object)
             for column in JSON_COLUMNS:
@@ -413,9 +417,25 @@ class ResultStore:
                 raise PeftlabError(f"{source} is not a peftlab result ({reason}); {written}.") from None
         if not rows:  # "0 results added." of an empty file, with exit code 0, read as if it had worked
             raise PeftlabError(f"'{path.name}' holds no results; {written}.")
+        contents = [_content(row) for row in rows]  # each row's JSON once: its predictions make it long
+        try:
+            stored, new = self._add_new(records, rows, contents)
+        except sqlite3.IntegrityError:  # another import of the same rows wrote them after this one looked: again
+            stored, new = self._add_new(records, rows, contents)
+        return Imported(
+            added=len(new), already=len(set(contents) & stored), repeated=len(contents) - len(set(contents))
+        )
+
+    def _add_new(self, records: list, rows: list[ResultRow], contents: list[str]) -> tuple[set[str], dict]:
+        """`import_`'s write: the rows whose content this owner does not hold yet, a copy of another owner's under an
+        id of its own; (the contents held before, {content: (source, row)} of those added).
+
+        Raises:
+            sqlite3.IntegrityError: a row written by another process since this one read the store (two imports of
+                one file at once).
+        """
         mine = {row.id: _content(row) for row in self.rows()}
         stored = set(mine.values())
-        contents = [_content(row) for row in rows]  # each row's JSON once: its predictions make it long
         new = {c: (source, row) for c, (source, _), row in zip(contents, records, rows) if c not in stored}
         _check_ids(new, mine)
         others = self._ids_of_other_owners([row.id for _, row in new.values()])
@@ -423,9 +443,7 @@ class ResultStore:
             if row.id in others:
                 row.id = uuid.uuid4().hex
         self.add(row for _, row in new.values())
-        return Imported(
-            added=len(new), already=len(set(contents) & stored), repeated=len(contents) - len(set(contents))
-        )
+        return stored, new
 
     def _ids_of_other_owners(self, ids: Sequence[str]) -> set[str]:
         """Those of `ids` that rows of owners other than this one hold."""
@@ -436,6 +454,9 @@ class ResultStore:
                 "SELECT id FROM results WHERE owner != ? AND id IN (SELECT id FROM wanted)", [self.owner]
             )
             return {record[0] for record in found.fetchall()}
+
+
+_C1 = re.compile("[\x7f-\x9f]")
 
 
 def _writable(path: Path) -> bool:

@@ -80,6 +80,38 @@ def test_numpy_and_torch_numbers_are_stored_as_numbers(tmp_path):
     assert store.delete([kept.id]) == 1
 
 
+def test_a_json_lines_export_with_any_character_is_imported_back(tmp_path):
+    """U+0085 (a next-line character pasted from a web page) was written raw, and the export's own import refused the
+    file as "not a text file"."""
+    store = ResultStore(tmp_path / "r.sqlite")
+    made = row()
+    made.settings |= {"template": "Review: {text}\x85 Sentiment:{mask}\x7f"}
+    store.add([made])
+    store.export(tmp_path / "rows.jsonl")
+    assert "\x85" not in (tmp_path / "rows.jsonl").read_text(encoding="utf-8")
+    other = ResultStore(tmp_path / "other.sqlite")
+    assert other.import_(tmp_path / "rows.jsonl").sentence() == "1 result added."
+    assert other.rows()[0].settings["template"] == "Review: {text}\x85 Sentiment:{mask}\x7f"
+
+
+def test_an_import_racing_another_of_the_same_file_adds_nothing_twice(tmp_path, monkeypatch):
+    """Two imports of one file at once: one said "300 results added.", the other failed with a bare IntegrityError
+    (the rows the first wrote after the second had looked)."""
+    ResultStore(tmp_path / "a.sqlite").add([row(), row("lora", seed=13)])
+    ResultStore(tmp_path / "a.sqlite").export(tmp_path / "rows.jsonl")
+    store, looked, calls = ResultStore(tmp_path / "b.sqlite"), ResultStore._ids_of_other_owners, []
+
+    def meanwhile(self, ids):
+        calls.append(ids)
+        if len(calls) == 1:  # the other import runs whole between this one's look at the store and its write
+            ResultStore(tmp_path / "b.sqlite").import_(tmp_path / "rows.jsonl")
+        return looked(self, ids)
+
+    monkeypatch.setattr(ResultStore, "_ids_of_other_owners", meanwhile)
+    assert store.import_(tmp_path / "rows.jsonl").sentence() == "0 results added; 2 were already stored."
+    assert len(store.rows()) == 2
+
+
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     path = tmp_path / "results.sqlite"
     ResultStore(path)
