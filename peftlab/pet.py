@@ -342,8 +342,8 @@ def read_unlabelled(path: str, prompts: Sequence[Prompt]) -> list[dict]:
         PeftlabError: a file of another kind or encoding (`uploads.read_table`), a text field it lacks, or no texts.
         OSError: a file that cannot be opened (the command line says it in one line).
     """
-    frame, name = read_table(path), Path(path).name
     fields = list(dict.fromkeys(field for prompt in prompts for field in prompt.template.fields))
+    frame, name = read_table(path, as_written=fields), Path(path).name
     missing = [f for f in fields if f not in frame.columns]
     if missing:
         raise PeftlabError(

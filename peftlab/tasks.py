@@ -465,7 +465,7 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
     each class is held out as the test split, and zero-shot scoring may score every row (`Task.cloze_split`).
     """
     source = f"The file '{path.name}'"
-    frame = read_table(path)
+    frame = read_table(path, as_written=(text_column, label_column))
     # a row with no cell filled (",," as spreadsheets save the rows below a table) is left out as empty before its
     # split is read: its blank split refused the whole file
     blank = frame.isna().all(axis=1)

@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -65,8 +66,10 @@ def read_text(path: str | Path) -> str:
     return text
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path, as_written: Sequence[str] = ()) -> pd.DataFrame:
     """The rows of an uploaded CSV (TABLE_SUFFIXES), JSON Lines or JSON (an array of objects) file, by its suffix.
+    A CSV's columns named in `as_written` hold their cells as written: typed, labels "01" and "1" were one class,
+    and a text "1.10" read "1.1" (a JSON file's values have the types its writer gave them).
 
     Raises:
         PeftlabError: a spreadsheet, an unreadable encoding (see `read_text`), or a file that is not what its suffix
@@ -97,7 +100,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
             # only an empty cell is missing: pandas' default also read "None", "NA", "null" and "n/a" as missing, and a
             # class named None, or a text "NA", was left out as a row without a label or text; no index column: a
             # first record with a cell more than the header made pandas read the texts as the table's index
-            return read_csv_text(text, keep_default_na=False, na_values=[""], index_col=False)
+            as_text = {column: str for column in as_written}
+            return read_csv_text(text, keep_default_na=False, na_values=[""], index_col=False, dtype=as_text)
         if text.lstrip().startswith("["):
             records = json.loads(text)
             if not all(isinstance(r, dict) for r in records):
