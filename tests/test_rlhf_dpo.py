@@ -161,6 +161,22 @@ def test_dpo_reads_a_long_comparison_as_the_reward_model_does(tiny_causal, monke
     )
 
 
+def test_a_cut_inside_a_character_is_moved_to_the_character_before(tiny_causal):
+    """A cut in the middle of a character's bytes decoded to U+FFFD, which TRL read as other tokens than the reward
+    model's (74 for 73 on a Japanese response)."""
+    from peftlab.rlhf.generation import pair_texts
+
+    tokenizer = tiny_causal.tokenizer
+    texts = ["日本語のレビューです。" * 20, "映画はとても良かった。" * 30]
+    for prompt in texts:
+        for response in texts:
+            ((prompt_text, response_text),) = pair_texts(tokenizer, [prompt], [response])
+            assert "\ufffd" not in prompt_text + response_text
+            read = tokenizer(response, add_special_tokens=False).input_ids[:63]
+            again = tokenizer(response_text, add_special_tokens=False).input_ids
+            assert 60 <= len(again) <= 63 and again == read[: len(again)]
+
+
 def test_a_dpo_loss_that_turns_nan_stops_dpo_with_one_sentence(tiny_causal):
     # a learning rate no adapter survives: its weights overflow in the first update and the next loss is NaN
     config = DPOConfig(steps=6, batch_size=2, lora_r=2, learning_rate=1e30)

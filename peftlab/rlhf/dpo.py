@@ -35,7 +35,13 @@ from peftlab.errors import PeftlabError
 from peftlab.models import autocast_dtype, save_adapter
 from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Comparison
-from peftlab.rlhf.generation import PAIR_RESPONSE_TOKENS, check_word_scores_fit, end_of_response, pair_texts
+from peftlab.rlhf.generation import (
+    PAIR_RESPONSE_TOKENS,
+    check_word_scores_fit,
+    end_of_response,
+    pair_texts,
+    read_alike,
+)
 from peftlab.rlhf.sft import lora_config
 from peftlab.seeding import seeded
 from peftlab.training import Event, check_finite
@@ -157,9 +163,9 @@ def train_dpo(
     rows = [
         # the prompt and responses as the reward model reads them, each response closed by the end-of-response token
         {"prompt": prompt, "chosen": chosen_text + eos, "rejected": rejected_text + eos}
-        for (prompt, chosen_text), (_, rejected_text) in zip(chosen, rejected)
+        for (prompt, chosen_text), (_, rejected_text), c in zip(chosen, rejected, comparisons)
         # a pair alike in what is read gives DPO's loss no gradient: left out (`cut_ties_note` says so beforehand)
-        if chosen_text != rejected_text
+        if not read_alike(tokenizer, c.chosen, c.rejected)
     ]
     if not rows:
         raise PeftlabError(

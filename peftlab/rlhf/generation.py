@@ -158,18 +158,32 @@ def pair_texts(
     """(formatted prompt, response) texts holding what `encode_pairs` reads of them, for a trainer that tokenises
     texts itself (TRL's DPOTrainer): the prompt's last MAX_PROMPT_TOKENS tokens (less the tokenizer's own BOS) and
     the response's first max_response_tokens - 1, without its end token. A text within its cut is kept as given; a
-    cut one is its kept tokens decoded. DPO read whole responses where the reward model read 63 tokens: the two
-    routes learnt from different texts, and a 5,000-word comparison took minutes a step."""
+    cut one is its kept tokens decoded, less a character the cut splits (its bytes decode to U+FFFD, which is read as
+    other tokens). DPO read whole responses where the reward model read 63 tokens: the two routes learnt from
+    different texts, and a 5,000-word comparison took minutes a step."""
     prompt_room = MAX_PROMPT_TOKENS - (1 if adds_bos(tokenizer) else 0)
 
     def read(text: str, room: int, keep_end: bool = False) -> str:
         kept, cut = _kept_tokens(tokenizer, text, room, keep_end)
-        return tokenizer.decode(kept) if cut else text
+        if not cut:
+            return text
+        for _ in range(3):  # a UTF-8 character spans at most 4 bytes, so at most 3 tokens of it are left at a cut
+            decoded = tokenizer.decode(kept)
+            if not (decoded.startswith("\ufffd") if keep_end else decoded.endswith("\ufffd")):
+                break
+            kept = kept[1:] if keep_end else kept[:-1]
+        return tokenizer.decode(kept)
 
     return [
         (read(prompt, prompt_room, keep_end=True), read(response, max_response_tokens - 1))
         for prompt, response in zip(format_prompts(tokenizer, prompts), responses)
     ]
+
+
+def read_alike(tokenizer, first: str, second: str, max_response_tokens: int = PAIR_RESPONSE_TOKENS) -> bool:
+    """Whether two responses hold the same tokens in all that `encode_pairs` (and DPO, `pair_texts`) read of them."""
+    room = max_response_tokens - 1
+    return _kept_tokens(tokenizer, first, room)[0] == _kept_tokens(tokenizer, second, room)[0]
 
 
 # generate() fills every option its GenerationConfig leaves unset (None) from the model's own generation_config

@@ -31,7 +31,7 @@ from peftlab.errors import PeftlabError
 from peftlab.models import autocast_for, save_adapter
 from peftlab.rlhf.crossing import Crossing, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Comparison
-from peftlab.rlhf.generation import PAIR_RESPONSE_TOKENS, SequenceBatch, encode_pairs, sample_responses
+from peftlab.rlhf.generation import PAIR_RESPONSE_TOKENS, SequenceBatch, encode_pairs, read_alike, sample_responses
 from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.ppo_math import pairwise_reward_loss, preference_credit
 from peftlab.rlhf.sft import lora_config
@@ -288,11 +288,7 @@ def cut_ties_note(tokenizer, pairs: Sequence[Comparison]) -> str | None:
     opening trained at loss 0.693 throughout, and PPO then followed that reward model, with no word of why. None
     otherwise."""
     read = PAIR_RESPONSE_TOKENS - 1
-
-    def start(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False).input_ids[:read]
-
-    tied = sum(start(p.chosen) == start(p.rejected) for p in pairs)
+    tied = sum(read_alike(tokenizer, p.chosen, p.rejected) for p in pairs)
     if not tied:
         return None
     return (
