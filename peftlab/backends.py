@@ -63,6 +63,7 @@ class RayBackend:
     save_dir: str | None = None
     max_retries: int = 1
     dispatch: str = "actor"
+    role: str = "worker"  # what each one is called where it cannot be placed: a Tune search's are "trial"s
 
     def connect(self):
         """Ray, connected to the cluster (started here when there is no address), which can hold the workers asked
@@ -102,9 +103,10 @@ class RayBackend:
         resources = ray.cluster_resources()
         holds = f"{resources.get('CPU', 0):g} CPUs" + (f" and {resources.get('GPU', 0):g} GPUs" if self.gpus else "")
         if capacity == 0:
+            each = "Each Ray worker" if self.role == "worker" else f"Each {self.role}"
             raise PeftlabError(
-                f"Each Ray worker asks for {asks}, but no node of the cluster ({holds} in all) has that many; ask "
-                "for fewer worker threads or GPUs."
+                f"{each} asks for {asks}, but no node of the cluster ({holds} in all) has that many; ask for fewer "
+                f"{self.role} threads or GPUs."
             )
         if self.workers is not None and self.workers > capacity:
             raise PeftlabError(
@@ -188,7 +190,7 @@ class RayBackend:
                     except ray.exceptions.RayError as exc:  # the worker died twice, or Ray lost it
                         del running[stream]
                         yield index, Failed(f"worker lost: {exc}")
-                        if new_slot is not None:
+                        if new_slot is not None and pending:
                             # dead past its restarts, it failed every job sent to it at once: a whole grid's waiting
                             # runs ended "worker lost" unrun while the other workers were well
                             ray.kill(slot)

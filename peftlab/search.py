@@ -235,7 +235,7 @@ def run_search(
         for value in dimension.extremes():
             method_config(config.method, **{dimension.setting: value}).check(lm)
     # a trial the cluster cannot place waited for ever (Tune warns once a minute): 8 threads a trial on 2 CPUs hung
-    RayBackend(address=address, threads=config.trial_threads, gpus=config.trial_gpus).connect()
+    RayBackend(address=address, threads=config.trial_threads, gpus=config.trial_gpus, role="trial").connect()
     evaluations = evaluation_count(settings.steps, settings.eval_every)
     scheduler = (
         ASHAScheduler(time_attr="training_iteration", max_t=evaluations, grace_period=1, reduction_factor=2)

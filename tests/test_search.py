@@ -134,11 +134,16 @@ def test_a_search_picks_by_dev_and_scores_the_winner_and_the_defaults_on_test(
 
 def test_trials_the_cluster_cannot_place_are_refused_before_they_wait_for_ever(capsys, tiny_causal_folder):
     """8 threads a trial on 2 CPUs hung: Tune only warns, once a minute, that no node has the CPUs."""
-    code = main(
-        ["tune", "--method", "lora", "--search", "learning_rate=loguniform:1e-3:1e-1", "--trial-threads", "512"]
-        + ["--model", tiny_causal_folder, "--task", "rt-sentiment", "--trials", "2"]
-    )
-    assert code == 2 and capsys.readouterr().err.startswith("error: Each Ray worker asks for 512 CPUs, but no node")
+    try:
+        code = main(
+            ["tune", "--method", "lora", "--search", "learning_rate=loguniform:1e-3:1e-1", "--trial-threads", "512"]
+            + ["--model", tiny_causal_folder, "--task", "rt-sentiment", "--trials", "2"]
+        )
+    finally:
+        ray.shutdown()  # the command started it here; the next test file's own start failed on it
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: Each trial asks for 512 CPUs, but no node of the cluster"), err
+    assert err.endswith("; ask for fewer trial threads or GPUs.\n"), err
 
 
 def test_either_end_of_a_range_is_checked_on_the_model_before_ray_starts(capsys, tiny_causal_folder):
