@@ -8,7 +8,7 @@ Choices, documented once here:
 - Spaces: the label word takes the place of `{mask}` the way a BPE tokenizer sees a word inside a
   sentence. Unless the mask starts the text or a line, the word gets one leading space, and spaces
   typed before `{mask}` are folded into it: `Sentiment:{mask}` and `Sentiment: {mask}` both score
-  " positive".
+  " positive". Calibration's empty content-free input spells the words as a real text would have them.
 - Multi-token label words are scored as whole words: the sum of the log-probabilities of all their
   pieces (a causal LM reads them one after another; a masked LM gets one mask per piece and scores
   each piece at its own mask). Nothing is truncated to the first piece.
@@ -455,8 +455,20 @@ def _encode_prefix(tokenizer, before: str, trigger_ids: Sequence[int], add_speci
     positions = []
     for trigger, segment in zip(trigger_ids, segments[1:]):
         positions.append(len(ids))
-        ids = ids + [trigger] + (tokenizer(segment, add_special_tokens=False).input_ids if segment else [])
+        ids = ids + [trigger] + _segment_ids(tokenizer, segment)
     return ids, positions
+
+
+def _segment_ids(tokenizer, segment: str) -> list[int]:
+    """The tokens of the text after a trigger slot, read as they are inside the whole template: with its leading
+    space for a byte-level BPE (" it" is 'Ġit'), without it for a tokenizer that marks a word's start itself (a
+    SentencePiece normaliser prepending '▁' reads " it" alone as '▁', '▁it')."""
+    ids = tokenizer(segment, add_special_tokens=False).input_ids if segment else []
+    if segment.startswith(" "):
+        bare = tokenizer(segment.lstrip(" "), add_special_tokens=False).input_ids
+        if ids[1:] == bare:  # one token more, only the space: the tokenizer's own word-start mark
+            return bare
+    return ids
 
 
 def _needed_length(lm, prefix: list[int], triggers, after_ids: list[int], words) -> int:

@@ -553,6 +553,32 @@ def test_filled_template_reads_like_the_trigger_prompt(tiny_lm, task, template):
     ]
 
 
+def test_a_tokenizer_that_marks_word_starts_itself_reads_the_filled_template_alike():
+    """A SentencePiece normaliser that prepends '▁' (Llama 2's tokenizer.json) read the words after a slot, given
+    with their space, as '▁', '▁it': the search scored another prompt than the one it stored."""
+    import types
+
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["▁" + w for w in "the film it was good bad movie plot".split()]
+    pieces = ["<unk>", "<s>", "</s>", "▁", *words, *"abcdefghijklmnopqrstuvwxyz"]
+    backend = Tokenizer(models.Unigram([(p, -1.0 if len(p) > 1 else -10.0) for p in pieces], unk_id=0))
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="</s>")
+    lm = types.SimpleNamespace(tokenizer=tokenizer, kind="causal", max_length=128, name="sentencepiece")
+    template, triggers = (
+        "{text} [T] [T] it was {mask}",
+        tuple(tokenizer("movie plot", add_special_tokens=False).input_ids),
+    )
+    verbalizer = Verbalizer.parse({"negative": ["bad"], "positive": ["good"]}, ["negative", "positive"])
+    searched = Prompt(Template.parse(template, ["text"]), verbalizer, trigger_ids=triggers)
+    stored = Prompt(Template.parse(fill_triggers(template, tokenizer, triggers), ["text"]), verbalizer)
+    example = {"text": "the film", "label": 0}
+    assert searched.queries(lm, example)[0].input_ids == stored.queries(lm, example)[0].input_ids
+
+
 # 9. bad input
 
 
