@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,8 +101,9 @@ def read_table(path: str | Path, as_written: Sequence[str] = ()) -> pd.DataFrame
             # only an empty cell is missing: pandas' default also read "None", "NA", "null" and "n/a" as missing, and a
             # class named None, or a text "NA", was left out as a row without a label or text; no index column: a
             # first record with a cell more than the header made pandas read the texts as the table's index
-            as_text = {column: str for column in as_written}
-            return read_csv_text(text, keep_default_na=False, na_values=[""], index_col=False, dtype=as_text)
+            with warnings.catch_warnings():  # empty cells past the header: `long_record` found nothing else there
+                warnings.simplefilter("ignore", pd.errors.ParserWarning)
+                return read_csv_text(text, as_written, keep_default_na=False, na_values=[""], index_col=False)
         if text.lstrip().startswith("["):
             records = json.loads(text)
             if not all(isinstance(r, dict) for r in records):
@@ -195,14 +197,19 @@ def _looks_binary(sample: str) -> bool:
     return sum(c in ("Cn", "Co") for c in categories) > UNASSIGNED_SHARE * len(sample)
 
 
-def read_csv_text(text: str, **options) -> pd.DataFrame:
+def read_csv_text(text: str, as_written: Sequence[str] = (), **options) -> pd.DataFrame:
     """A CSV's table (`pandas.read_csv` with `options`) from text that is not blank: comma-separated, else the
-    separator its header line uses (semicolon or tab, as spreadsheets in many languages save CSV).
+    separator its header line uses (semicolon or tab, as spreadsheets in many languages save CSV). The columns named
+    in `as_written` (by their names with spaces around them stripped) hold their cells as text.
 
     Raises:
         ValueError, pandas.errors.ParserError: text pandas cannot read as CSV (a quote left open).
     """
-    table = pd.read_csv(io.StringIO(text), sep=_separator(text), **options)
+    separator = _separator(text)
+    if as_written:  # "text, label" as spreadsheets write it: the header's names as pandas reads them
+        header = pd.read_csv(io.StringIO(text), sep=separator, nrows=0).columns
+        options["dtype"] = {name: str for name in header if str(name).strip() in as_written}
+    table = pd.read_csv(io.StringIO(text), sep=separator, **options)
     table.columns = [str(name).strip() for name in table.columns]  # "text, label" as spreadsheets write it
     return table
 

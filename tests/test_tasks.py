@@ -442,13 +442,14 @@ def test_a_pool_too_small_says_what_the_file_lost_to_empty_rows_and_the_test_spl
 
 def test_an_uploaded_csv_s_texts_and_labels_are_read_as_written(tmp_path):
     """Cells that look like numbers were typed: the classes "01" and "1" became one, and a text "1.10" read "1.1"."""
-    path = tmp_path / "codes.csv"
-    path.write_text("text,label\n" + "".join(f"{i}.10,{'01' if i % 3 else '1'}\n" for i in range(1, 31)))
-    task = load_task(str(path))
-    assert task.label_names == ["01", "1"]
-    rows = task.train + task.test
-    assert sorted(r["text"] for r in rows) == sorted(f"{i}.10" for i in range(1, 31))
-    assert all(task.label_names[r["label"]] == ("01" if int(r["text"].split(".")[0]) % 3 else "1") for r in rows)
+    for header in ("text,label", "text, label"):  # the second as spreadsheets write it
+        path = tmp_path / "codes.csv"
+        path.write_text(f"{header}\n" + "".join(f"{i}.10,{'01' if i % 3 else '1'}\n" for i in range(1, 31)))
+        task = load_task(str(path))
+        assert task.label_names == ["01", "1"]
+        rows = task.train + task.test
+        assert sorted(r["text"] for r in rows) == sorted(f"{i}.10" for i in range(1, 31))
+        assert all(task.label_names[r["label"]] == ("01" if int(r["text"].split(".")[0]) % 3 else "1") for r in rows)
 
 
 def test_an_upload_says_which_rows_it_left_out_and_why(tmp_path):
