@@ -352,7 +352,8 @@ def summarize(results: pd.DataFrame, by: Sequence[str] = ("method", "K")) -> pd.
         trainable_share=("trainable_share", "first"),
         train_seconds_mean=("train_seconds", "mean"),
     ).reset_index()
-    summary["trainable_params"] = summary["trainable_params"].astype("Int64")  # whole, where masking made floats
+    # whole, where masking made floats; 0 for a method whose every run failed, as a failed row says
+    summary["trainable_params"] = summary["trainable_params"].fillna(0).astype("int64")
     return summary.fillna({"accuracy_std": 0.0})
 
 

@@ -120,8 +120,9 @@ class MethodConfig(Config):
 
 
 def _outside_autocast(forward):
-    """`forward` in fp32 under autocast of any device: autocast is switched on and off per device type, and turning
-    off the CPU's alone left a prompt encoder on a GPU in bf16 (its outputs up to 4e-3 off the saved adapter's)."""
+    """`forward` in fp32 under a CPU's or a CUDA GPU's autocast: autocast is switched on and off per device type,
+    and turning off the CPU's alone left a prompt encoder on a GPU in bf16 (outputs up to 4e-3 off the saved
+    adapter's)."""
 
     @functools.wraps(forward)
     def run(*args, **kwargs):

@@ -204,6 +204,8 @@ def test_summarize_by_hand_on_made_up_rows():
     again = summarize(results_frame([failed, *rows])).iloc[0]
     assert (again["runs"], again["trainable_params"], again["train_seconds_mean"]) == (3, 10, pytest.approx(2.0))
     assert again["accuracy_mean"] == pytest.approx(0.7) and again["accuracy_std"] == pytest.approx(0.2)
+    (only_failed,) = summarize(results_frame([{**failed, "method": "b"}])).itertuples()  # not "<NA>" parameters
+    assert (only_failed.runs, only_failed.trainable_params) == (0, 0)
 
 
 def test_results_frame_of_zero_shot_only_and_of_nothing():

@@ -151,7 +151,7 @@ def test_a_text_scores_the_same_alone_and_in_a_left_padded_batch(tiny_causal, ea
 @pytest.mark.parametrize("name", ["p-tuning", "prefix-tuning"])
 def test_a_reparameterised_prompt_is_computed_in_fp32_under_autocast(tiny_causal, easy, name):
     """PEFT saves a reparameterised prompt as its encoder's output; computed in bf16 under autocast, the session's
-    predictions drifted from the saved adapter's."""
+    predictions drifted from the saved adapter's. (The CPU's autocast here; a GPU's needs a GPU to test.)"""
     overrides = {"prefix_projection": True} if name == "prefix-tuning" else {}
     model, _ = method_config(name, num_virtual_tokens=4, **overrides).build(tiny_causal, easy[1].prompts[0], easy[2])
     encoder = model.peft_model.prompt_encoder["default"]
