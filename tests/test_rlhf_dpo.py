@@ -164,13 +164,13 @@ def test_dpo_reads_a_long_comparison_as_the_reward_model_does(tiny_causal, monke
 def test_a_cut_inside_a_character_is_moved_to_the_character_before(tiny_causal):
     """A cut in the middle of a character's bytes decoded to U+FFFD, which TRL read as other tokens than the reward
     model's (74 for 73 on a Japanese response)."""
-    from peftlab.rlhf.generation import pair_texts
+    from peftlab.rlhf.generation import read_texts
 
     tokenizer = tiny_causal.tokenizer
     texts = ["日本語のレビューです。" * 20, "映画はとても良かった。" * 30]
     for prompt in texts:
         for response in texts:
-            ((prompt_text, response_text),) = pair_texts(tokenizer, [prompt], [response])
+            (prompt_text,), (response_text,) = read_texts(tokenizer, [prompt], [response])
             assert "\ufffd" not in prompt_text + response_text
             read = tokenizer(response, add_special_tokens=False).input_ids[:63]
             again = tokenizer(response_text, add_special_tokens=False).input_ids

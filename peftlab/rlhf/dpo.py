@@ -39,8 +39,8 @@ from peftlab.rlhf.generation import (
     PAIR_RESPONSE_TOKENS,
     check_word_scores_fit,
     end_of_response,
-    pair_texts,
     read_alike,
+    read_texts,
 )
 from peftlab.rlhf.sft import lora_config
 from peftlab.seeding import seeded
@@ -138,7 +138,7 @@ def train_dpo(
 ) -> Iterator[DPOEvent | DPOResult]:
     """DPO on a copy of the SFT model: a DPOEvent per step, the DPOResult last. The SFT model is never changed.
 
-    It reads what the reward model reads (`generation.pair_texts`): a prompt's last 256 tokens and a response's
+    It reads what the reward model reads (`generation.read_texts`): a prompt's last 256 tokens and a response's
     first 63; comparisons alike there are left out.
 
     Raises:
@@ -157,13 +157,12 @@ def train_dpo(
     from trl import DPOTrainer
 
     eos = tokenizer.decode([end_of_response(tokenizer)])
-    prompts = [c.prompt for c in comparisons]
-    chosen = pair_texts(tokenizer, prompts, [c.chosen for c in comparisons])
-    rejected = pair_texts(tokenizer, prompts, [c.rejected for c in comparisons])
+    prompts, chosen = read_texts(tokenizer, [c.prompt for c in comparisons], [c.chosen for c in comparisons])
+    _, rejected = read_texts(tokenizer, responses=[c.rejected for c in comparisons])
     rows = [
         # the prompt and responses as the reward model reads them, each response closed by the end-of-response token
         {"prompt": prompt, "chosen": chosen_text + eos, "rejected": rejected_text + eos}
-        for (prompt, chosen_text), (_, rejected_text), c in zip(chosen, rejected, comparisons)
+        for prompt, chosen_text, rejected_text, c in zip(prompts, chosen, rejected, comparisons)
         # a pair alike in what is read gives DPO's loss no gradient: left out (`cut_ties_note` says so beforehand)
         if not read_alike(tokenizer, c.chosen, c.rejected)
     ]

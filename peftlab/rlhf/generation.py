@@ -152,16 +152,18 @@ def encode_pairs(
     )
 
 
-def pair_texts(
-    tokenizer, prompts: Sequence[str], responses: Sequence[str], max_response_tokens: int = PAIR_RESPONSE_TOKENS
-) -> list[tuple[str, str]]:
-    """(formatted prompt, response) texts holding what `encode_pairs` reads of them, for a trainer that tokenises
-    texts itself (TRL's DPOTrainer): the prompt's last MAX_PROMPT_TOKENS tokens (less the tokenizer's own BOS) and
-    the response's first max_response_tokens - 1, without its end token. A text within its cut is kept as given; a
+def read_texts(
+    tokenizer,
+    prompts: Sequence[str] = (),
+    responses: Sequence[str] = (),
+    max_response_tokens: int = PAIR_RESPONSE_TOKENS,
+) -> tuple[list[str], list[str]]:
+    """(formatted prompts, responses) as texts holding what `encode_pairs` reads of them, for a trainer that tokenises
+    texts itself (TRL's DPOTrainer): each prompt's last MAX_PROMPT_TOKENS tokens (less the tokenizer's own BOS) and
+    each response's first max_response_tokens - 1, without its end token. A text within its cut is kept as given; a
     cut one is its kept tokens decoded, less a character the cut splits (its bytes decode to U+FFFD, which is read as
     other tokens). DPO read whole responses where the reward model read 63 tokens: the two routes learnt from
     different texts, and a 5,000-word comparison took minutes a step."""
-    prompt_room = MAX_PROMPT_TOKENS - (1 if adds_bos(tokenizer) else 0)
 
     def read(text: str, room: int, keep_end: bool = False) -> str:
         kept, cut = _kept_tokens(tokenizer, text, room, keep_end)
@@ -174,14 +176,15 @@ def pair_texts(
             kept = kept[1:] if keep_end else kept[:-1]
         return tokenizer.decode(kept)
 
-    return [
-        (read(prompt, prompt_room, keep_end=True), read(response, max_response_tokens - 1))
-        for prompt, response in zip(format_prompts(tokenizer, prompts), responses)
-    ]
+    prompt_room = MAX_PROMPT_TOKENS - (1 if adds_bos(tokenizer) else 0)
+    return (
+        [read(prompt, prompt_room, keep_end=True) for prompt in format_prompts(tokenizer, prompts)],
+        [read(response, max_response_tokens - 1) for response in responses],
+    )
 
 
 def read_alike(tokenizer, first: str, second: str, max_response_tokens: int = PAIR_RESPONSE_TOKENS) -> bool:
-    """Whether two responses hold the same tokens in all that `encode_pairs` (and DPO, `pair_texts`) read of them."""
+    """Whether two responses hold the same tokens in all that `encode_pairs` (and DPO, `read_texts`) read of them."""
     room = max_response_tokens - 1
     return _kept_tokens(tokenizer, first, room)[0] == _kept_tokens(tokenizer, second, room)[0]
 

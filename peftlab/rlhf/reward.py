@@ -283,7 +283,7 @@ def train_reward_model(
 
 def cut_ties_note(tokenizer, pairs: Sequence[Comparison]) -> str | None:
     """A sentence when comparisons differ only after the response tokens the reward model and DPO read
-    (`encode_pairs` and `pair_texts` keep the first PAIR_RESPONSE_TOKENS - 1): the reward model sees them as ties,
+    (`encode_pairs` and `read_texts` keep the first PAIR_RESPONSE_TOKENS - 1): the reward model sees them as ties,
     learns nothing from them and scores them half right; DPO leaves them out. Uploaded pairs sharing a 120-word
     opening trained at loss 0.693 throughout, and PPO then followed that reward model, with no word of why. None
     otherwise."""
