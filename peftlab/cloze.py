@@ -122,15 +122,17 @@ def score_query_lists(
             start += len(chunk)
             if progress:
                 progress(start, len(order))
-    if not over_labels:
-        return aggregate_words(scores, [label for label, _ in flat_words], len(verbalizer.words))
-    return words_to_label_log_probs(scores, verbalizer)
+    return words_to_label_log_probs(scores, verbalizer) if over_labels else words_to_label_scores(scores, verbalizer)
+
+
+def words_to_label_scores(scores: torch.Tensor, verbalizer: Verbalizer) -> torch.Tensor:
+    """(N, W) word log-probs -> (N, L) each label's log-probability over the vocabulary (`aggregate_words`)."""
+    return aggregate_words(scores, [label for label, _ in verbalizer.flat_words], len(verbalizer.words))
 
 
 def words_to_label_log_probs(scores: torch.Tensor, verbalizer: Verbalizer) -> torch.Tensor:
     """(N, W) word log-probs -> (N, L) log-probs normalised over the labels."""
-    labels = [label for label, _ in verbalizer.flat_words]
-    return aggregate_words(scores, labels, len(verbalizer.words)).log_softmax(-1)
+    return words_to_label_scores(scores, verbalizer).log_softmax(-1)
 
 
 @dataclass(frozen=True)

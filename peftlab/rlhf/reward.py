@@ -362,11 +362,12 @@ def margin_report(
     credit = np.asarray(credit, dtype=float)
     if prompts is not None and len(prompts) != len(credit):
         raise ValueError(f"{len(prompts)} prompts for {len(credit)} pairs")
+    clusters = None if prompts is None else np.asarray(prompts, dtype=object)
 
     def share(part) -> Proportion:
-        if prompts is None:
+        if clusters is None:
             return proportion(float(credit[part].sum()), len(credit[part]))
-        return clustered_proportion(credit[part], np.asarray(prompts, dtype=object)[part])
+        return clustered_proportion(credit[part], clusters[part])
 
     groups = []
     if margins is not None:
