@@ -194,7 +194,9 @@ def _add_model_and_task(command: argparse.ArgumentParser) -> None:
     default = " (default: %(default)s)"
     command.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, local folder or Hub id" + default)
     command.add_argument(
-        "--task", default="rt-sentiment", help="embedded task name, CSV/JSONL path or Hub dataset id" + default
+        "--task",
+        default="rt-sentiment",
+        help="embedded task name, CSV/JSONL path or Hub dataset id (owner/name, or owner/name:config)" + default,
     )
     command.add_argument("--text-column", default="text", help="text column of a CSV/JSONL/Hub task" + default)
     command.add_argument("--label-column", default="label", help="label column of a CSV/JSONL/Hub task" + default)

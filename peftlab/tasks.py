@@ -18,7 +18,7 @@ import numbers
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -326,28 +326,35 @@ def _to_rows(records, text_fields: list[str], text_column: str, label_column: st
     return rows
 
 
-def _labels_by_text(rows: list[dict]) -> dict[str, set]:
+def _identity(row: dict, fields: Sequence[str]) -> tuple:
+    """What makes two rows the same example: their `fields` (`_build_task`'s identity)."""
+    return tuple(row.get(f, "") for f in fields)
+
+
+def _labels_by_text(rows: list[dict], fields: Sequence[str]) -> dict[tuple, set]:
     labels_of = defaultdict(set)
     for row in rows:
-        labels_of[row["text"]].add(row["label"])
+        labels_of[_identity(row, fields)].add(row["label"])
     return labels_of
 
 
-def _dedupe(rows: list[dict]) -> list[dict]:
-    """Drop texts seen with two different labels (`_conflicting`), then keep the first of each duplicate text."""
-    labels_of = _labels_by_text(rows)
+def _dedupe(rows: list[dict], fields: Sequence[str]) -> list[dict]:
+    """Drop texts seen with two different labels (`_conflicting`), then keep the first of each duplicate text; a
+    text is a row's `fields` together."""
+    labels_of = _labels_by_text(rows, fields)
     seen, kept = set(), []
     for row in rows:
-        if len(labels_of[row["text"]]) == 1 and row["text"] not in seen:
-            seen.add(row["text"])
+        key = _identity(row, fields)
+        if len(labels_of[key]) == 1 and key not in seen:
+            seen.add(key)
             kept.append(row)
     return kept
 
 
-def _conflicting(rows: list[dict]) -> int:
+def _conflicting(rows: list[dict], fields: Sequence[str]) -> int:
     """How many of `rows` `_dedupe` drops for their labels: every copy of a text seen with two different labels."""
-    labels_of = _labels_by_text(rows)
-    return sum(len(labels_of[row["text"]]) > 1 for row in rows)
+    labels_of = _labels_by_text(rows, fields)
+    return sum(len(labels_of[_identity(row, fields)]) > 1 for row in rows)
 
 
 TYPO_RARITY = 5  # a label is read as a typo of another only when the other is on at least 5 times as many rows
@@ -400,22 +407,35 @@ def _build_task(
     test_rows: list[dict] | None = None,
     test_per_class: int | None = None,
     dev_rows: list[dict] | None = None,
-    test_cap: int | None = HUB_TEST_CAP,
+    test_cap: int | None = None,
+    identity: Sequence[str] | None = None,
 ) -> Task:
     """Turn rows with string labels into a Task with a stratified held-out test split (seed 0).
 
     Without `test_rows`, the test split is `test_per_class` rows of each class, or 20 % of each class
-    (at least 1); with `test_rows`, those are the test split, capped at `test_cap` by a stratified sample.
-    `dev_rows`, when given, are the dev split few-shot runs draw their dev examples from.
+    (at least 1); with `test_rows`, those are the test split. Either is capped at `test_cap` rows by a stratified
+    sample. `dev_rows`, when given, are the dev split few-shot runs draw their dev examples from.
+
+    Two rows are the same example when their `identity` fields are equal (default: every text field, since a
+    template may show any of them: an NLI premise with three hypotheses is three examples). A repeat is kept once,
+    and an example labelled two ways is left out, so no test text is also trained on.
     """
-    rows = _dedupe(rows)
+    identity = list(identity or text_fields)
+    given = rows
+    rows = _dedupe(rows, identity)
+    if given and not rows:  # every text labelled two ways: "no rows with a text and a label" blamed empty cells
+        raise PeftlabError(
+            f"Every text of the data set '{name}' has two or more different labels, so no row is left to learn "
+            "from; give each text one label (a pair of texts, such as a premise and a hypothesis, goes in two "
+            "columns)."
+        )
     if not rows:
         raise PeftlabError(
             f"The data set '{name}' has no rows with both a non-empty text and a label; "
             "fill in the text and label columns."
         )
-    test_rows = _dedupe(test_rows) if test_rows is not None else None
-    dev_rows = _dedupe(dev_rows or [])
+    test_rows = _dedupe(test_rows, identity) if test_rows is not None else None
+    dev_rows = _dedupe(dev_rows or [], identity)
     if label_names is None:
         label_names = sorted({r["label"] for r in rows + (test_rows or []) + dev_rows}, key=_label_order)
     if len(label_names) < 2:
@@ -435,14 +455,16 @@ def _build_task(
         rows, test = _split_off(rows, counts)
     else:
         test = indexed(test_rows)
-        if test_cap is not None and len(test) > test_cap:
-            share = Counter(r["label"] for r in test)
-            counts = {lab: max(1, test_cap * n // len(test)) for lab, n in share.items()}
-            _, test = _split_off(test, counts)
-    held_out = {r["text"] for r in test}
-    dev = [r for r in indexed(dev_rows) if r["text"] not in held_out]
-    held_out |= {r["text"] for r in dev}
-    train = [r for r in rows if r["text"] not in held_out]
+    if test_cap is not None and len(test) > test_cap:
+        share = Counter(r["label"] for r in test)
+        counts = {lab: max(1, test_cap * n // len(test)) for lab, n in share.items()}
+        rest, test = _split_off(test, counts)
+        if test_rows is None:  # held out here: the rows past the cap go back to the pool
+            rows += rest
+    held_out = {_identity(r, identity) for r in test}
+    dev = [r for r in indexed(dev_rows) if _identity(r, identity) not in held_out]
+    held_out |= {_identity(r, identity) for r in dev}
+    train = [r for r in rows if _identity(r, identity) not in held_out]
     return Task(name=name, label_names=list(label_names), text_fields=text_fields, train=train, test=test, dev=dev)
 
 
@@ -482,7 +504,9 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
         frame = frame.drop(columns=split_column)
         columns.remove(split_column)
     string_columns = [c for c in columns if pd.api.types.is_string_dtype(frame[c])]
-    fields = _text_fields(columns, string_columns, text_column, label_column, source)
+    records = frame.to_dict("records")
+    restating = _restating_columns(records, string_columns, text_column, label_column)
+    fields = _text_fields(columns, [c for c in string_columns if c not in restating], text_column, label_column, source)
     for role, column in (("text", text_column), ("label", label_column)):
         # a JSON label ["question"] became the class "['question']" without a word
         nested = next((value for value in frame[column] if isinstance(value, (list, dict))), None)
@@ -491,7 +515,6 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
                 f"{source} has a JSON {JSON_KINDS[type(nested)]} in its {role} column '{column}' "
                 f"({json.dumps(nested, ensure_ascii=False)[:60]}); give each row one {role} as a string."
             )
-    records = frame.to_dict("records")
     labels = [label for record in records if (label := _clean(record.get(label_column)))]
     if len(labels) > 2 and len(set(labels)) == len(labels):  # the text column named as the label: 40 classes of one
         others = ", ".join(repr(c) for c in columns if c != label_column)
@@ -503,7 +526,7 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
         rows = _to_rows(records, fields, text_column, label_column)
         task = _build_task(path.name, rows, fields)
         task.held_out_here = True
-        readable, conflicting = len(rows), _conflicting(rows)
+        readable, conflicting = len(rows), _conflicting(rows, fields)
     else:
         by_split = {name: [r for r, s in zip(records, splits) if s == name] for name in ("train", "dev", "test")}
         if not by_split["test"]:
@@ -516,7 +539,8 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
             path.name, rows["train"], fields, test_rows=rows["test"], dev_rows=rows["dev"], test_cap=None
         )
         task.marked_splits = True
-        readable, conflicting = sum(map(len, rows.values())), sum(map(_conflicting, rows.values()))
+        readable = sum(map(len, rows.values()))
+        conflicting = sum(_conflicting(split_rows, fields) for split_rows in rows.values())
     # the rest left out repeat a text kept (in its split, or one marked train repeating a test text)
     repeated = readable - conflicting - len(task.rows("all"))
     empty = int(blank.sum()) + len(records) - readable
@@ -541,20 +565,37 @@ def _split_values(column: pd.Series, source: str) -> list[str]:
 
 
 def _load_hub(name: str, text_column: str, label_column: str, hub_config: str | None) -> Task:
-    """Load a Hugging Face Hub dataset: "train" is the pool, "test" (or "validation") the test split."""
+    """Load a Hugging Face Hub dataset ("owner/name", or "owner/name:config" for a dataset with configurations):
+    "train" is the pool, "test" (or "validation") the test split; a split without labels (-1, as GLUE's test
+    splits) is passed over. Label names come from a ClassLabel feature, or from a column that names each integer
+    label (SetFit's `label_text`), which is then no text field: a template showing it would show the label.
+
+    Raises:
+        PeftlabError: the dataset cannot be loaded here (with the reason `datasets` gave), it has no train split,
+            or its label column holds several labels per row.
+    """
+    dataset_id, config = name, hub_config
+    if config is None and ":" in name:
+        dataset_id, config = name.split(":", 1)
     offline = ", ".join(f"'{n}'" for n in EMBEDDED_TASKS)
-    cannot_load = (
-        f"Could not load the dataset '{name}' from the Hugging Face Hub (the Hub is unreachable "
-        "or has no such dataset{reason}); offline you can use " + offline + " or a CSV/JSONL file of your own."
-    )
+
+    def cannot_load(reason: str = "") -> PeftlabError:
+        return PeftlabError(
+            f"Could not load the dataset '{name}' from the Hugging Face Hub (the Hub is unreachable or has no such "
+            f"dataset{reason}); offline you can use {offline} or a CSV/JSONL file of your own."
+        )
+
     if not hub_reachable():  # fail at once instead of after half a minute of retries
-        raise PeftlabError(cannot_load.format(reason=""))
+        raise cannot_load()
     try:
         import datasets
 
-        data = datasets.load_dataset(name, hub_config)
+        data = datasets.load_dataset(dataset_id, config)
     except Exception as exc:  # unknown id, bad config, a dropped connection: all mean "cannot use this id here"
-        raise PeftlabError(cannot_load.format(reason=f": {type(exc).__name__}")) from exc
+        # datasets' first line says which ("Config name is missing. Please pick one among [...]")
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        hint = "; name a configuration as 'owner/name:config'" if "config" in reason.lower() else ""
+        raise cannot_load(f": {reason}{hint}") from exc
     if "train" not in data:
         raise PeftlabError(
             f"The Hub dataset '{name}' has no 'train' split (splits: {', '.join(data)}); "
@@ -564,23 +605,68 @@ def _load_hub(name: str, text_column: str, label_column: str, hub_config: str | 
     source = f"The Hub dataset '{name}'"
     features = train.features
     string_columns = [c for c, f in features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
-    fields = _text_fields(list(train.column_names), string_columns, text_column, label_column, source)
+    columns = list(train.column_names)
+    _text_fields(columns, string_columns, text_column, label_column, source)  # both columns exist
     label_feature = features[label_column]
-    names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
+    if not isinstance(label_feature, (datasets.ClassLabel, datasets.Value)):
+        raise PeftlabError(
+            f"{source} has several labels per row in its label column '{label_column}' (a multi-label task); "
+            "a classification task here needs one label per row."
+        )
+    # a missing label, or a negative one (GLUE's -1), marks an unlabelled row
+    train_records = _labelled(train.to_list(), label_column)
+    naming = _restating_columns(train_records, string_columns, text_column, label_column)
+    fields = _text_fields(columns, [c for c in string_columns if c not in naming], text_column, label_column, source)
+    name_of, names = None, None
+    if isinstance(label_feature, datasets.ClassLabel):
+        names = list(label_feature.names)
+        name_of = dict(enumerate(names))
+    elif naming and label_feature.dtype.startswith("int"):
+        name_of = {r[label_column]: _clean(r[naming[0]]) for r in train_records}
+        names = [name_of[k] for k in sorted(name_of)]
 
-    def rows_of(split) -> list[dict]:
-        records = split.to_list()
-        if names is not None:  # ClassLabel ints -> names; -1 marks an unlabelled row
-            records = [{**r, label_column: names[r[label_column]]} for r in records if r[label_column] >= 0]
+    def rows_of(records: list[dict]) -> list[dict]:
+        if name_of is not None:  # a label the names miss stays a number, and _build_task leaves its row out
+            records = [{**r, label_column: name_of.get(r[label_column], r[label_column])} for r in records]
         return _to_rows(records, fields, text_column, label_column)
 
     test_rows = None
     for split_name in ("test", "validation"):
         if split_name in data:
-            test_rows = rows_of(data[split_name]) or None
+            test_rows = rows_of(_labelled(data[split_name].to_list(), label_column)) or None
             if test_rows:
                 break
-    return _build_task(name, rows_of(train), fields, label_names=names, test_rows=test_rows)
+    return _build_task(
+        name, rows_of(train_records), fields, label_names=names, test_rows=test_rows, test_cap=HUB_TEST_CAP
+    )
+
+
+def _labelled(records: list[dict], label_column: str) -> list[dict]:
+    """The records with a label: not missing, not negative (GLUE's test splits mark theirs -1)."""
+    return [
+        r
+        for r in records
+        if r.get(label_column) is not None and not (isinstance(r[label_column], numbers.Number) and r[label_column] < 0)
+    ]
+
+
+def _restating_columns(records: list[dict], columns: Sequence[str], text_column: str, label_column: str) -> list[str]:
+    """The `columns` besides the text and label columns that only restate the label: one value per label, a different
+    one for each, on data with two rows or more of some label (SetFit's `label_text` beside `label`)."""
+    labelled = [r for r in records if _clean(r.get(label_column))]
+    if len(labelled) <= len({_clean(r[label_column]) for r in labelled}):
+        return []  # one row per label: any column would look like a restatement
+    restating = []
+    for column in columns:
+        if column in (text_column, label_column):
+            continue
+        values_of = defaultdict(set)
+        for r in labelled:
+            values_of[_clean(r[label_column])].add(_clean(r.get(column)))
+        values = [next(iter(v)) for v in values_of.values() if len(v) == 1]
+        if len(values) == len(values_of) and len(set(values)) == len(values) and all(values):
+            restating.append(column)
+    return restating
 
 
 # ---------------------------------------------------------------- embedded tasks
@@ -613,6 +699,8 @@ def _load_rt_sentiment() -> Task:
         ["text", "movie_name"],
         label_names=["negative", "positive"],
         test_per_class=RT_TEST_PER_CLASS,
+        # one snippet is one example whichever film it was written about (29 snippets are under two films)
+        identity=["text"],
     )
 
 

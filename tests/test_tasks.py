@@ -562,3 +562,151 @@ def test_a_larger_limit_keeps_each_label_s_texts_in_order_though_a_share_may_shr
             few = {r["text"] for r in task.test_subset(small) if r["label"] == label}
             more = {r["text"] for r in task.test_subset(large) if r["label"] == label}
             assert few <= more or more <= few  # one label's texts: the fewer are among the more
+
+
+# ---------------------------------------------------------------- rows of several text fields
+
+
+def test_a_premise_with_several_hypotheses_is_several_examples(tmp_path):
+    """An NLI file gives each premise three hypotheses, one per label: keyed by the premise alone, every row was
+    'labelled differently elsewhere' and the file was refused as having 'no rows with both a non-empty text and a
+    label'. A row repeating both texts is still one example, and the same pair labelled two ways is left out."""
+    lines = ["text,hypothesis,label"]
+    for i in range(10):
+        premise = f"A person number {i} walks a dog in the park."
+        lines += [f"{premise},Someone is outside {i}.,entailment", f"{premise},Nobody is outdoors {i}.,contradiction"]
+        lines.append(f"{premise},The person {i} likes dogs.,neutral")
+    lines += ["Two cats sleep.,Animals rest.,entailment"] * 2 + ["A car stops.,It moves.,neutral"]
+    lines.append("A car stops.,It moves.,contradiction")
+    task = load_task(_write_csv(tmp_path / "nli.csv", lines))
+    assert task.text_fields == ["text", "hypothesis"]
+    assert len(task.rows("all")) == 31 and task.left_out == {"empty": 0, "conflicting": 2, "repeated": 1}
+    pairs = [(r["text"], r["hypothesis"]) for r in task.rows("all")]
+    assert len(set(pairs)) == 31 and ("A car stops.", "It moves.") not in pairs
+    train_pairs = {(r["text"], r["hypothesis"]) for r in task.train}
+    assert not train_pairs & {(r["text"], r["hypothesis"]) for r in task.test}
+
+
+def test_a_file_whose_every_text_has_two_labels_says_so(tmp_path):
+    path = _write_csv(tmp_path / "twice.csv", ["text,label", "a,x", "a,y", "b,x", "b,y"])
+    with pytest.raises(PeftlabError) as raised:
+        load_task(path)
+    assert str(raised.value) == (
+        "Every text of the data set 'twice.csv' has two or more different labels, so no row is left to learn from; "
+        "give each text one label (a pair of texts, such as a premise and a hypothesis, goes in two columns)."
+    )
+
+
+def test_a_column_restating_the_label_is_no_text_field(tmp_path):
+    """A `label_text` column beside the label was a template field: `{label_text}` showed the model the answer."""
+    lines = ["text,label,label_text,source"] + [
+        f"review {i},{i % 2},{'positive' if i % 2 else 'negative'},site {i % 3}" for i in range(20)
+    ]
+    task = load_task(_write_csv(tmp_path / "named.csv", lines))
+    assert task.text_fields == ["text", "source"]
+
+
+def _fake_hub(monkeypatch, data, asked=None):
+    datasets = pytest.importorskip("datasets")
+
+    def load_dataset(name, config=None):
+        if asked is not None:
+            asked.append((name, config))
+        if callable(data):
+            return data(config)
+        return data
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(tasks_module, "hub_reachable", lambda: True)  # the fake stands in for the Hub
+    tasks_module._load_cached.cache_clear()
+    return datasets
+
+
+def test_hub_pairs_setfit_names_and_unlabelled_splits(monkeypatch):
+    """Found by a review against common Hub datasets: MNLI-like premises lost their rows; SetFit's int label with
+    `label_text` gave classes '0'/'1' and offered `label_text` as a field; a test split of -1 labels became a class
+    '-1' when the label was a plain int; a test split without a label column raised KeyError."""
+    pytest.importorskip("datasets")
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    pairs = Features(premise=Value("string"), hypothesis=Value("string"), label=ClassLabel(names=["yes", "no"]))
+    premises = [f"p{i}" for i in range(30) for _ in range(2)]
+    hypotheses = [f"h{i}.{j}" for i in range(30) for j in range(2)]
+    train = Dataset.from_dict(dict(premise=premises, hypothesis=hypotheses, label=[0, 1] * 30), features=pairs)
+    unlabelled = Dataset.from_dict(dict(premise=["q"] * 4, hypothesis=["r"] * 4))
+    _fake_hub(monkeypatch, DatasetDict(train=train, test=unlabelled, validation=train.select(range(10))))
+    task = load_task("fake/pairs", text_column="premise")
+    assert task.text_fields == ["text", "hypothesis"] and len(task.test) == 10 and len(task.train) == 50
+
+    setfit = Features(text=Value("string"), label=Value("int64"), label_text=Value("string"))
+    words = ["negative", "positive"]
+    labelled = Dataset.from_dict(
+        dict(
+            text=[f"x{i}" for i in range(40)],
+            label=[i % 2 for i in range(40)],
+            label_text=[words[i % 2] for i in range(40)],
+        ),
+        features=setfit,
+    )
+    minus_one = Dataset.from_dict(dict(text=["y"] * 5, label=[-1] * 5, label_text=[""] * 5), features=setfit)
+    valid = Dataset.from_dict(
+        dict(
+            text=[f"v{i}" for i in range(6)],
+            label=[i % 2 for i in range(6)],
+            label_text=[words[i % 2] for i in range(6)],
+        ),
+        features=setfit,
+    )
+    _fake_hub(monkeypatch, DatasetDict(train=labelled, test=minus_one, validation=valid))
+    task = load_task("fake/setfit")
+    assert task.label_names == words and task.text_fields == ["text"]
+    assert _names(task, task.test) == {"negative": 3, "positive": 3} and len(task.train) == 40
+
+
+def test_hub_configs_multi_labels_and_names_in_braces(monkeypatch):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+
+    def needs_config(config):
+        if config is None:
+            raise ValueError("Config name is missing.\nPlease pick one among the available configs: ['rte', 'sst2']")
+        features = Features(text=Value("string"), label=ClassLabel(names=["a", "b"]))
+        return DatasetDict(
+            train=Dataset.from_dict(dict(text=[f"t{i}" for i in range(20)], label=[0, 1] * 10), features=features)
+        )
+
+    asked = []
+    _fake_hub(monkeypatch, needs_config, asked)
+    with pytest.raises(PeftlabError) as raised:
+        load_task("fake/glue")
+    assert str(raised.value) == (
+        "Could not load the dataset 'fake/glue' from the Hugging Face Hub (the Hub is unreachable or has no such "
+        "dataset: Config name is missing.; name a configuration as 'owner/name:config'); offline you can use "
+        "'rt-sentiment', 'bbc-topic' or a CSV/JSONL file of your own."
+    )
+    task = load_task("fake/glue:rte")
+    assert asked[-1] == ("fake/glue", "rte") and task.name == "fake/glue:rte" and len(task.test) == 4
+    with pytest.raises(PeftlabError, match=r"Could not load the dataset '\{text\}'"):  # a KeyError before
+        load_task("{text}")
+
+    multi = Features(text=Value("string"), labels=Sequence(ClassLabel(names=["joy", "anger"])))
+    train = Dataset.from_dict(dict(text=["a", "b"], labels=[[0, 1], [0]]), features=multi)
+    _fake_hub(monkeypatch, DatasetDict(train=train))
+    with pytest.raises(PeftlabError) as raised:
+        load_task("fake/emotions", label_column="labels")
+    assert str(raised.value) == (
+        "The Hub dataset 'fake/emotions' has several labels per row in its label column 'labels' (a multi-label "
+        "task); a classification task here needs one label per row."
+    )
+
+
+def test_a_hub_dataset_with_only_a_train_split_holds_out_at_most_1000_rows(monkeypatch):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    features = Features(text=Value("string"), label=ClassLabel(names=["a", "b"]))
+    train = Dataset.from_dict(
+        dict(text=[f"z{i}" for i in range(8000)], label=[i % 4 == 0 for i in range(8000)]), features=features
+    )
+    _fake_hub(monkeypatch, DatasetDict(train=train))
+    task = load_task("fake/train-only")
+    assert _names(task, task.test) == {"a": 750, "b": 250}  # 20 % would be 1,600 texts to score per run
+    assert len(task.train) == 7000 and not {r["text"] for r in task.train} & {r["text"] for r in task.test}

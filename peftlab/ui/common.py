@@ -118,7 +118,7 @@ def model_and_task_inputs() -> dict[str, gr.components.Component]:
     return dict(model=model, task=task, upload=upload, text_column=text_column, label_column=label_column)
 
 
-TASK_INFO = "Embedded task or a Hub dataset id; picking one puts an upload aside."
+TASK_INFO = "Embedded task or a Hub dataset id (owner/name, or owner/name:config); picking one puts an upload aside."
 
 
 def _task_info(upload) -> dict:
