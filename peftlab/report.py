@@ -538,8 +538,8 @@ def report_html(comparisons: Sequence[SplitComparison], rows: Sequence[ResultRow
         support = ", ".join(f"{count} {label}" for label, count in split.support.items())
         parts += [
             f"<h1>{html.escape(split.task)} · {html.escape(split.model)}</h1>",
-            f"<p>Test split {split.fingerprint}: {html.escape(split.scored)}; {html.escape(support)}. Baseline: "
-            f"{html.escape(split.baseline_said)}. Differences are accuracy points with a 95 % paired "
+            f"<p>Test split {html.escape(split.fingerprint)}: {html.escape(split.scored)}; {html.escape(support)}. "
+            f"Baseline: {html.escape(split.baseline_said)}. Differences are accuracy points with a 95 % paired "
             "bootstrap interval over the texts, and over the seeds where a line has several.</p>",
             display_table(split.table).to_html(index=False, escape=True),
             *(f"<p>⚠️ {html.escape(note)}</p>" for note in split.notes),
@@ -553,7 +553,7 @@ def report_html(comparisons: Sequence[SplitComparison], rows: Sequence[ResultRow
     for number, route in enumerate(routes):
         parts += [
             f"<h1>{html.escape(route.task)} · {html.escape(route.model)}</h1>",
-            f"<p>Held-out prompts {route.fingerprint}: {html.escape(route.status)}</p>",
+            f"<p>Held-out prompts {html.escape(route.fingerprint)}: {html.escape(route.status)}</p>",
             route.display().to_html(index=False, escape=True),
             chart(route.frontier(), f"chart-rlhf-{number}"),
             _every_row([r for r in rows if r.test_fingerprint == route.fingerprint and r.kind == "rlhf"]),

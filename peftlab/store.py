@@ -47,6 +47,9 @@ def store_path() -> Path:
     return Path(os.environ.get("PEFTLAB_RESULTS") or cache_dir() / "results.sqlite")  # set empty: the default
 
 
+FINGERPRINT = r"[0-9a-f]{16}"  # what `fingerprint` gives
+
+
 def fingerprint(rows: Sequence[dict]) -> str:
     """A short hash of test rows (every field and the label, in order): equal exactly when the texts scored are."""
     canonical = json.dumps([sorted(row.items()) for row in rows], ensure_ascii=False)
@@ -678,6 +681,8 @@ def _check_row(row: ResultRow) -> None:
         raise ValueError(f"its {odd} {_clipped(getattr(row, odd))} is not text")  # a list for a model broke the insert
     if row.kind not in KINDS:
         raise ValueError(f"its kind {_clipped(row.kind)} is none of {', '.join(KINDS)}")
+    if not re.fullmatch(FINGERPRINT, row.test_fingerprint):  # the report wrote a forged one into its page as HTML
+        raise ValueError(f"its test_fingerprint {_clipped(row.test_fingerprint)} is not 16 hexadecimal digits")
     shares = {"accuracy": row.accuracy, "macro_f1": row.macro_f1}
     shares |= {f"class {label!r}'s F1": f1 for label, f1 in row.per_class_f1.items()}
     for name, share in shares.items():

@@ -300,6 +300,10 @@ def test_an_import_refuses_figures_no_run_can_produce(tmp_path):
         },
         "macro_f1 0.9 is not that of its predictions, 0.7333": {"macro_f1": 0.9},
         "it has predictions but no per_class_f1, which names its classes": {"per_class_f1": {}},
+        # the report wrote it into its page as it stood: HTML in a shared export ran in the reader's browser
+        "its test_fingerprint '<img src=x onerror=f()>' is not 16 hexadecimal digits": {
+            "test_fingerprint": "<img src=x onerror=f()>"
+        },
     }
     for reason, change in cases.items():
         edited = tmp_path / "edited.jsonl"
