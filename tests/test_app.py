@@ -178,7 +178,11 @@ def test_start_tab_steps_give_results_in_one_click_each(client, monkeypatch):
         expected = evaluate(lm, task, [TEMPLATE], start_tab.START_VERBALIZER, calibration, limit=24)
         assert (accuracy, f1) == (f"{expected.accuracy:.1%}", f"{expected.macro_f1:.3f}"), calibration
     assert re.match(r"On 24 test reviews: \*\*\d+\.\d%\*\* raw(, \*\*|; none of the calibrations)", summary), summary
-    assert re.search(r"The reviews were scored once, in \d+ s; each calibration re-weights those scores", summary)
+    assert re.search(
+        r"The reviews were scored once, in \d+ s( when they were first scored on this server \(kept since\))?; each "
+        r"calibration re-weights those scores",
+        summary,
+    ), summary
 
 
 @pytest.mark.parametrize(
@@ -858,6 +862,22 @@ def test_stop_ends_a_cloze_evaluation_between_batches(client):
         summary,
     ), summary
     assert csv_path is None
+
+
+def test_the_cloze_tabs_stop_ends_the_start_tabs_scoring_between_batches(client, monkeypatch):
+    """The Start tab's scoring took the Cloze tab's stop flag but never read it: Stop answered "Stopping..." and the
+    scoring ran on, holding the CPU's one heavy slot, after its visitor left too."""
+    from peftlab.ui import start_tab
+
+    monkeypatch.setattr(start_tab, "STEP_TEXTS", 900)  # scored by no other test: over a minute on this CPU
+    job = client.submit(api_name="/start_score")
+    wait_for(lambda: job.status().code.value == "PROGRESS", FIRST_CALL_TIMEOUT_S, "the scoring to start")
+    assert call(client, "/evaluate_stop") == "Stopping the evaluation after its current batch of texts."
+    summary, table = job.result(timeout=CALL_TIMEOUT_S)
+    assert re.fullmatch(
+        r"Stopped because you pressed Stop\. The scoring was \d+% through; nothing was kept\.", summary
+    ), summary
+    assert table is None or not table.get("data")
 
 
 def test_cheap_clicks_never_wait_behind_heavy_jobs_and_a_queued_job_learns_its_place(app_url, client):

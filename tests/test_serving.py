@@ -149,6 +149,62 @@ def test_a_public_visitor_s_results_go_with_their_session(monkeypatch, tmp_path)
     assert len(ResultStore(owner="staying").rows()) == 1
 
 
+def test_a_job_finishing_after_its_visitor_left_keeps_nothing_of_theirs(monkeypatch, tmp_path):
+    """Found by a review of many visitors at once: a job that ran on after its page closed (the Start tab's scoring,
+    which no stop flag ended) kept its rows in the public store for good, after `close` had deleted the visitor's;
+    a model it trained made the session anew, holding it for IDLE_HOURS; a download made the removed folder again."""
+    import peftlab.ui.sessions as sessions_module
+    from peftlab.store import ResultRow, ResultStore
+    from peftlab.ui.presses import keep_results
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "r.sqlite"))
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+    sessions = Sessions()
+    monkeypatch.setattr(sessions_module, "SESSIONS", sessions)
+    monkeypatch.setattr("peftlab.ui.presses.SESSIONS", sessions)
+
+    class Request:
+        session_hash = "gone"
+
+    row = ResultRow("rlhf", "m", "t", "0123456789abcdef", "ppo", {}, None, None)
+    sessions.get(Request()).values["trained"] = {"lora": object()}
+    sessions.close("gone")
+    keep_results(Request(), [row])
+    assert ResultStore(owner="gone").rows() == []
+    after = sessions.get(Request())
+    after.values["trained"] = {"lora": object()}
+    assert after.left and len(sessions) == 0 and sessions.get(Request()).values == {}
+    with pytest.raises(PeftlabError, match=r"^The page of this job was closed, so nothing more is saved for it\.$"):
+        after.download("rt-sentiment", "cloze-predictions", suffix="csv")
+    assert not after.folder.exists()
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "0")  # on one's own machine a finished result is kept for good
+    keep_results(Request(), [row])
+    assert len(ResultStore().rows()) == 1
+
+
+def test_a_public_call_without_a_session_hash_is_refused(monkeypatch, tmp_path):
+    """gradio lets an API client send the session hash "": it was the session of calls without a request, and the
+    owner of the store's rows of no visitor, which it listed and deleted."""
+    from peftlab.ui.sessions import results_owner
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+
+    class Request:
+        session_hash = ""
+
+    for call in (lambda: Sessions().get(Request()), lambda: results_owner(Request())):
+        with pytest.raises(PeftlabError) as raised:
+            call()
+        assert str(raised.value) == (
+            "This call came without a session hash; open the app's page, or send one with the call."
+        )
+    assert results_owner(None) == ""  # tests and scripts: no visitor's
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "0")
+    assert results_owner(Request()) == "" and Sessions().get(Request()).key == "local"
+
+
 def test_idle_sessions_are_closed_unless_a_job_runs(monkeypatch, tmp_path):
     import peftlab.ui.sessions as sessions_module
 

@@ -530,7 +530,8 @@ def test_a_stage_pressed_while_another_of_its_tab_runs_names_the_running_one():
         assert refused.value.message == "Step 1 (SFT) is still running: press this once it has finished, or stop it."
     assert session.busy("autoprompt") is None  # another tab's jobs go on as before
     SESSIONS.close(Request.session_hash)
-    # a job that waits in the queue is named by the press that queued it
+    # a job that waits in the queue is named by the press that queued it (on a new page: a closed one keeps nothing)
+    Request.session_hash = "busy-rlhf-visitor-again"
     waiting = SESSIONS.get(Request())
     _event(app, "rlhf_sft_check").fn(
         Request(), model="smollm2-135m", demonstrations=None, comparisons=None, sft_method="lora", sft_steps=5,

@@ -29,7 +29,9 @@ from peftlab.ui.display import fitted_table, per_second, readable, verdict, warn
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.presses import (
     INSTANT,
+    StoppedBetweenBatches,
     answer,
+    batch_progress,
     heavy_job,
     job,
     keep_results,
@@ -94,13 +96,6 @@ def evaluation_inputs(form: dict):
     return task, config
 
 
-class _Stopped(Exception):
-    """Raised between batches of an evaluation whose stop flag is set (Stop, the visitor leaving, the time cap)."""
-
-    def __init__(self, fraction: float):
-        self.fraction = fraction  # of the scoring done when it stopped
-
-
 @user_errors
 def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
     task, config = evaluation_inputs(form)
@@ -109,12 +104,6 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
     with job(request, "cloze") as (session, stop):  # Stop while the model loads stops it before the first batch
         progress(0, desc="loading the model")
         lm = load_model(form["model"])
-
-        def shown(done: int, total: int) -> None:
-            if stop.is_set():
-                raise _Stopped(done / total)
-            progress(done / total, desc=f"scoring {done}/{total}")
-
         if on_zero_gpu():
             progress(0, desc=f"scoring {texts} texts in one GPU call")
         try:
@@ -130,13 +119,14 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
                 seed=config.seed,
                 split=task.cloze_split(config.shots_in_context),
                 batch_size=config.batch_size,
-                progress=None if on_zero_gpu() else shown,  # a callback (and Stop) cannot cross into a GPU call
+                # a callback (and Stop) cannot cross into a GPU call
+                progress=None if on_zero_gpu() else batch_progress(stop, progress),
                 kind=f"cloze-evaluate:{lm.name}:{config.shots_in_context}",
                 units=texts * len(templates),
                 what=f"Scoring {texts} texts",
                 shorter="score fewer test texts (a limit) or fewer templates",
             )
-        except _Stopped as stopped:
+        except StoppedBetweenBatches as stopped:
             # an accuracy over the texts scored so far would be one over another, smaller test set: none is shown
             return (
                 f"{stopped_note(stop)} The evaluation was {stopped.fraction:.0%} through its {texts} test texts; "

@@ -59,7 +59,7 @@ from peftlab.ui.presses import (
     stopped_note,
     user_errors,
 )
-from peftlab.ui.sessions import SESSIONS
+from peftlab.ui.sessions import SESSIONS, results_owner
 
 INTRO = """Every result you ran in the other tabs{} lands here, on the test texts it was scored on. Pick a task and
 a model: each method is one line (mean ± std over seeds), with its difference from zero-shot (calibrated where
@@ -77,7 +77,7 @@ COMPARE_WRAP = 20
 
 
 def _store(request: gr.Request | None) -> ResultStore:
-    return ResultStore(owner=getattr(request, "session_hash", "") if public_mode() else "")
+    return ResultStore(owner=results_owner(request))
 
 
 def _choices(store: ResultStore) -> tuple[list[str], list[str]]:

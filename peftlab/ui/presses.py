@@ -18,7 +18,7 @@ from peftlab.config import capitalised
 from peftlab.errors import PeftlabError
 from peftlab.serving import JobStop, heavy_job_limit, public_mode
 from peftlab.ui.inputs import is_bounded, out_of_range
-from peftlab.ui.sessions import SESSIONS, UNNAMED_JOB, Session
+from peftlab.ui.sessions import SESSIONS, UNNAMED_JOB, Session, results_owner
 
 
 def _shown(exc: Exception) -> gr.Error:
@@ -395,11 +395,34 @@ def stop_handler(kind: str, what: str, after: str = "its current step; what it f
 
 
 def keep_results(request: gr.Request | None, rows) -> None:
-    """Add finished results to the results store: the visitor's own on a public Space, everyone's locally."""
+    """Add finished results to the results store: the visitor's own on a public Space (none once the visitor has
+    left: their rows were deleted as they left, and a job finishing after that kept its rows for good), everyone's
+    locally."""
     from peftlab.store import ResultStore
 
-    owner = getattr(request, "session_hash", "") if public_mode() else ""
-    ResultStore(owner=owner or "").add(rows)
+    if public_mode() and SESSIONS.has_left(request):
+        return
+    ResultStore(owner=results_owner(request)).add(rows)
+
+
+class StoppedBetweenBatches(Exception):
+    """Raised by `batch_progress`'s callback between batches of a job whose stop flag is set (Stop, the visitor
+    leaving, the time cap)."""
+
+    def __init__(self, fraction: float):
+        self.fraction = fraction  # of the batches done when it stopped
+
+
+def batch_progress(stop: JobStop, progress: gr.Progress, doing: str = "scoring"):
+    """A `progress(done, total)` callback for a scoring loop: it moves the bar ("scoring 3/10") and raises
+    StoppedBetweenBatches once `stop` is set."""
+
+    def shown(done: int, total: int) -> None:
+        if stop.is_set():
+            raise StoppedBetweenBatches(done / total)
+        progress(done / total, desc=f"{doing} {done}/{total}")
+
+    return shown
 
 
 def stopped_note(stop: JobStop) -> str:

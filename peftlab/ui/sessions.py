@@ -38,10 +38,12 @@ UNNAMED_JOB = "This tab's last job"  # `Session.busy` of a job pressed without a
 
 
 class Session:
-    """One visitor's jobs, objects and files."""
+    """One visitor's jobs, objects and files. A session whose visitor `left` (`Sessions.get` after `close`) keeps
+    nothing: its objects go with it, and it refuses to write files."""
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, left: bool = False):
         self.key = key
+        self.left = left
         self.values: dict = {}  # per-tab objects: trained methods, RLHF stages, rankings
         self.last_seen = time.monotonic()
         self._stops: dict[str, JobStop] = {}  # the running jobs, by kind
@@ -55,7 +57,13 @@ class Session:
         return Path(get_upload_folder()) / "peftlab-sessions" / _safe_name(self.key)
 
     def path(self, name: str) -> Path:
-        """A path for a file this session writes (downloads), in its own folder."""
+        """A path for a file this session writes (downloads), in its own folder.
+
+        Raises:
+            PeftlabError: the visitor left (a job finishing after `close` made the removed folder again, for good).
+        """
+        if self.left:
+            raise PeftlabError("The page of this job was closed, so nothing more is saved for it.")
         self.folder.mkdir(parents=True, exist_ok=True)
         return self.folder / _safe_name(name)
 
@@ -147,32 +155,72 @@ class Sessions:
 
     def __init__(self):
         self._sessions: dict[str, Session] = {}
+        self._left: dict[str, float] = {}  # the keys of closed sessions, with when: a page never comes back to one
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     def get(self, request: gr.Request | None) -> Session:
-        """The caller's session (created on first use); calls without a request (tests, scripts) share one."""
-        key = getattr(request, "session_hash", None) or LOCAL
+        """The caller's session (created on first use); calls without a request (tests, scripts) share one. A closed
+        session's key gets a session that keeps nothing (`Session.left`): a job that ran on after its visitor left
+        made the session anew, holding its trained models for IDLE_HOURS.
+
+        Raises:
+            PeftlabError: on a public Space, a request without a session hash (`session_key`).
+        """
+        key = session_key(request)
         self._close_idle()
         with self._lock:
+            if key in self._left:
+                return Session(key, left=True)
             session = self._sessions.setdefault(key, Session(key))
         session.last_seen = time.monotonic()
         return session
 
+    def has_left(self, request: gr.Request | None) -> bool:
+        """Whether the caller's session was closed (its visitor left)."""
+        return session_key(request) in self._left
+
     def close(self, key: str) -> None:
         with self._lock:
             session = self._sessions.pop(key, None)
+            if key != LOCAL:
+                self._left[key] = time.monotonic()
         if session is not None:
             session.close()
 
     def _close_idle(self) -> None:
-        cutoff = time.monotonic() - IDLE_HOURS * 3600
+        now = time.monotonic()
+        cutoff = now - IDLE_HOURS * 3600
         with self._lock:
             idle = [key for key, s in self._sessions.items() if s.last_seen < cutoff and not s.running]
+            # a job runs at most the caps' time after its visitor left: its key need not be remembered for ever
+            self._left = {key: when for key, when in self._left.items() if when > now - 2 * IDLE_HOURS * 3600}
         for key in idle:
             self.close(key)
+
+
+def session_key(request: gr.Request | None) -> str:
+    """The caller's session hash; LOCAL for calls without a request (tests, scripts), and for a local app's call
+    without a hash.
+
+    Raises:
+        PeftlabError: on a public Space, a request without a session hash: gradio lets an API client send "", which
+            was the session of calls without a request, and owned the store's rows of no visitor.
+    """
+    if request is None:
+        return LOCAL
+    key = getattr(request, "session_hash", None)
+    if not key and public_mode():
+        raise PeftlabError("This call came without a session hash; open the app's page, or send one with the call.")
+    return key or LOCAL
+
+
+def results_owner(request: gr.Request | None) -> str:
+    """Whose results in the store the caller reads and writes: on a public Space the visitor's own (by session
+    hash), locally everyone's ("")."""
+    return session_key(request) if public_mode() and request is not None else ""
 
 
 SESSIONS = Sessions()

@@ -10,18 +10,29 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from peftlab.cloze import CALIBRATIONS, classify_text, evaluate
+from peftlab.cloze import CALIBRATIONS, ProgressFn, classify_text, evaluate
 from peftlab.models import DEFAULT_MODEL
 from peftlab.plots import label_probability_bars
 from peftlab.tasks import load_task
 from peftlab.ui.common import START_TEMPLATE, START_VERBALIZER, load_model
 from peftlab.ui.display import fitted_table, readable, verdict, warning_notes
-from peftlab.ui.presses import answer, heavy, job, keep_results, light, user_errors
-from peftlab.zerogpu import call_on_gpu
+from peftlab.ui.presses import (
+    StoppedBetweenBatches,
+    answer,
+    batch_progress,
+    heavy_job,
+    job,
+    keep_results,
+    light,
+    stopped_note,
+    user_errors,
+)
+from peftlab.zerogpu import call_on_gpu, on_zero_gpu
 
 TASK = "rt-sentiment"
 REVIEW = "A gripping, beautifully acted film."
 STEP_TEXTS = 100  # test reviews step 2 scores: a stratified subset, seconds on a CPU
+SCORING = "The Start tab's scoring"  # what a press of the Cloze tab is told runs, and its Stop stops
 
 ABOUT = f"""**peftlab** puts prompt-based learning methods side by side on one language model and your data: a
 hand-written prompt with no training, a searched prompt, a few thousand trained parameters, full fine-tuning. The
@@ -164,11 +175,12 @@ def classify_review(review: str):
     )
 
 
-def each_calibration(lm, task) -> list:
+def each_calibration(lm, task, progress: ProgressFn | None = None) -> list:
     """The default prompt's evaluation on STEP_TEXTS test reviews with each calibration, in one call (one GPU call on
-    ZeroGPU): the reviews are scored once, and each calibration re-weights those scores (`cloze._scores`)."""
+    ZeroGPU): the reviews are scored once, and each calibration re-weights those scores (`cloze._scores`).
+    `progress(done, total)` is called between batches (and may raise to stop)."""
     return [
-        evaluate(lm, task, [START_TEMPLATE], START_VERBALIZER, calibration, limit=STEP_TEXTS)
+        evaluate(lm, task, [START_TEMPLATE], START_VERBALIZER, calibration, limit=STEP_TEXTS, progress=progress)
         for calibration in CALIBRATIONS
     ]
 
@@ -177,23 +189,29 @@ def each_calibration(lm, task) -> list:
 def score_test_reviews(request: gr.Request, progress=gr.Progress()):
     """Step 2: `each_calibration`; the rows go to the store."""
     task, lm = load_task(TASK), load_model(DEFAULT_MODEL)
-    with job(request, "cloze", "The Start tab's scoring"):  # the Cloze tab's Stop ends it, and names it
+    with job(request, "cloze", SCORING) as (_, stop):  # the Cloze tab's Stop ends it, and names it
         progress(0, desc=f"scoring {STEP_TEXTS} reviews")
-        results = call_on_gpu(
-            each_calibration,
-            lm,
-            task,
-            kind=f"cloze-evaluate:{DEFAULT_MODEL}:0",
-            units=STEP_TEXTS,
-            what=f"Scoring {STEP_TEXTS} reviews",
-        )
+        try:
+            results = call_on_gpu(
+                each_calibration,
+                lm,
+                task,
+                progress=None if on_zero_gpu() else batch_progress(stop, progress),  # a callback cannot cross
+                kind=f"cloze-evaluate:{DEFAULT_MODEL}:0",
+                units=STEP_TEXTS,
+                what=f"Scoring {STEP_TEXTS} reviews",
+            )
+        except StoppedBetweenBatches as stopped:
+            return f"{stopped_note(stop)} The scoring was {stopped.fraction:.0%} through; nothing was kept.", None
         keep_results(request, [result.row for result in results])
     rows = [
         {"calibration": name, "accuracy": r.accuracy, "macro-F1": r.macro_f1} for name, r in zip(CALIBRATIONS, results)
     ]
+    # a press after another visitor's (or one's own) reads the scores kept from the first: its seconds are that one's
+    when = " when they were first scored on this server (kept since)" if results[0].reused else ""
     summary = (
-        f"{calibration_summary(rows)} The reviews were scored once, in {results[0].seconds:.0f} s; each calibration "
-        "re-weights those scores. Next: step 3, or the Cloze tab to write your own template."
+        f"{calibration_summary(rows)} The reviews were scored once, in {results[0].seconds:.0f} s{when}; each "
+        "calibration re-weights those scores. Next: step 3, or the Cloze tab to write your own template."
     )
     return summary, readable(pd.DataFrame(rows))
 
@@ -241,9 +259,16 @@ def build_start_tab(tabs: gr.Tabs, compare_tab_id: str) -> None:
         classified,
         classify_button,
     )
-    answer(
-        score_button.click(score_test_reviews, None, [scores_summary, scores], api_name="start_score", **heavy()),
-        [scores_summary, scores],
+    # a job of the Cloze tab's kind: a press while that tab's evaluation runs is refused, naming it, and the Cloze
+    # tab's Stop stops this one (it took over that tab's stop flag, and the evaluation could no longer be stopped)
+    scoring = heavy_job(
         score_button,
+        score_test_reviews,
+        kind="cloze",
+        name=SCORING,
+        inputs=None,
+        outputs=[scores_summary, scores],
+        api_name="start_score",
     )
+    answer(scoring, [scores_summary, scores], score_button)
     compare_button.click(lambda: gr.Tabs(selected=compare_tab_id), None, [tabs], queue=False)
