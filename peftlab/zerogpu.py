@@ -110,7 +110,44 @@ def _check_call(asked: float, took: float, cap_s: float, what: str, shorter: str
         )
 
 
-_SECONDS_PER_UNIT: dict[str, float] = {}  # by kind of call: the slowest pace seen in this process
+PACE_MEMORY = 20  # the latest calls of a kind its pace is fitted to
+
+
+@dataclass
+class Pace:
+    """The seconds a kind of call takes for its size, fitted to the calls seen in this process as `overhead +
+    per_unit × units` (non-negative least squares, scipy's `nnls`): every visitor's calls of a kind share it, since
+    they run on the same GPU. A call's seconds include fixed costs (a model's move to the GPU, PPO's first steps):
+    taken as seconds per unit alone, a 2-text evaluation's 1 s made every later 400-text one "203 s" and refused it
+    for every visitor, and that pace only rose. With calls of one size alone, the pace is proportional to theirs."""
+
+    seen: list[tuple[float, float]] = field(default_factory=list)  # (units, seconds) of the latest calls
+
+    def add(self, units: float, seconds: float) -> None:
+        self.seen = [*self.seen, (units, seconds)][-PACE_MEMORY:]
+
+    def fit(self) -> tuple[float, float]:
+        """(overhead seconds, seconds per unit)."""
+        from scipy.optimize import nnls
+
+        if len({units for units, _ in self.seen}) < 2:
+            return 0.0, max(seconds / units for units, seconds in self.seen)
+        design = [[1.0, units] for units, _ in self.seen]
+        (overhead, per_unit), _ = nnls(design, [seconds for _, seconds in self.seen])
+        return float(overhead), float(per_unit)
+
+    def seconds(self, units: float) -> float:
+        overhead, per_unit = self.fit()
+        return overhead + per_unit * units
+
+    def sure(self, units: float) -> bool:
+        """Whether `seconds(units)` is measured rather than stretched from smaller calls alone (which counts their
+        fixed costs once per unit): it rests on calls of two sizes, or on one at least `units` large."""
+        sizes = {size for size, _ in self.seen}
+        return len(sizes) >= 2 or max(sizes) >= units
+
+
+_PACES: dict[str, Pace] = {}  # by kind of call, in this process
 
 
 def on_gpu(
@@ -126,10 +163,10 @@ def on_gpu(
     passed as the job's last argument (no flag crosses into a GPU call: there the call runs to its end).
 
     `units` is the job's size (texts to score, search iterations; 1 for one text): the call asks for MARGIN times
-    the slowest seconds per unit of the earlier calls of its `kind` in this process (DEFAULT_DURATION_S for the
-    first), between MIN_DURATION_S and MAX_DURATION_S. A job that no call can hold is refused before it starts. A
-    call that ends early (ZeroGPU aborted it, or the caller closed it) counts as at least as slow as it asked, so the
-    next call of its kind asks for twice as long.
+    the seconds the `Pace` of the earlier calls of its `kind` in this process gives that size (DEFAULT_DURATION_S for
+    the first), between MIN_DURATION_S and MAX_DURATION_S. A job that no call can hold, by a measured pace
+    (`Pace.sure`), is refused before it starts. A call that ends early (ZeroGPU aborted it, or the caller closed it)
+    counts as taking all it asked, so the next call of its size asks for twice as long.
 
     Raises:
         PeftlabError: the job would take longer than one call may last (before it starts), or it took longer than
@@ -139,13 +176,14 @@ def on_gpu(
     if not on_zero_gpu():
         yield from job(*arguments, *([] if stop is None else [stop]))
         return
-    per_unit = _SECONDS_PER_UNIT.get(kind)
-    if per_unit is not None and per_unit * units > MAX_DURATION_S / MARGIN:
+    pace = _PACES.get(kind)
+    expected = None if pace is None else pace.seconds(units)
+    if expected is not None and expected > MAX_DURATION_S / MARGIN and pace.sure(units):
         raise PeftlabError(
-            f"{what} would take about {per_unit * units:.0f} s of GPU time, more than one GPU call may safely ask "
+            f"{what} would take about {expected:.0f} s of GPU time, more than one GPU call may safely ask "
             f"for on this Space ({MAX_DURATION_S / MARGIN:.0f} s of its {MAX_DURATION_S} s); {shorter}."
         )
-    asked = DEFAULT_DURATION_S if per_unit is None else MARGIN * per_unit * units
+    asked = DEFAULT_DURATION_S if expected is None else MARGIN * expected
     asked = min(MAX_DURATION_S, max(MIN_DURATION_S, asked))
     ended = "early"
     try:
@@ -156,23 +194,23 @@ def on_gpu(
         raise
     finally:
         units = max(units, 1e-9)
-        if ended == "done":
-            _SECONDS_PER_UNIT[kind] = max(per_unit or 0.0, took / units)
-        elif ended == "early":  # aborted past its duration, or ended for an estimate: at least as slow as it asked
-            _SECONDS_PER_UNIT[kind] = max(per_unit or 0.0, asked / units)
+        if ended != "refused":  # aborted past its duration, or ended for an estimate: at least as slow as it asked
+            _PACES.setdefault(kind, Pace()).add(units, took if ended == "done" else asked)
     _check_call(asked, took, MAX_DURATION_S, what, shorter)
 
 
 def steps_per_call(kind: str, remaining: int) -> int:
     """How many of a job's `remaining` steps one call of `kind` takes (the job goes on in the next call): all of
-    them off ZeroGPU; on ZeroGPU one while the pace of its kind is unknown, then as many as the slowest pace seen
-    fits into the longest duration a call may safely ask for (`on_gpu`)."""
-    per_step = _SECONDS_PER_UNIT.get(kind)
+    them off ZeroGPU; on ZeroGPU one while the pace of its kind is unknown, then as many as its `Pace` fits into the
+    longest duration a call may safely ask for (`on_gpu`)."""
+    pace = _PACES.get(kind)
     if not on_zero_gpu():
         return remaining
-    if per_step is None:
+    if pace is None:
         return min(1, remaining)
-    return max(1, min(remaining, int(MAX_DURATION_S / MARGIN / per_step)))
+    overhead, per_step = pace.fit()
+    fits = (MAX_DURATION_S / MARGIN - overhead) / per_step if per_step > 0 else remaining
+    return max(1, min(remaining, int(fits)))
 
 
 def call_on_gpu(

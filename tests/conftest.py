@@ -264,5 +264,5 @@ def zero_gpu(monkeypatch) -> list[float]:
 
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     monkeypatch.setattr(zerogpu, "gpu_call", pickled_call)
-    monkeypatch.setattr(zerogpu, "_SECONDS_PER_UNIT", {})
+    monkeypatch.setattr(zerogpu, "_PACES", {})
     return asked

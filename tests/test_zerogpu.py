@@ -20,7 +20,7 @@ from peftlab.errors import PeftlabError
 from peftlab.methods import method_config
 from peftlab.models import load_lm
 from peftlab.tuning import TrainSettings
-from peftlab.zerogpu import MARGIN, MIN_DURATION_S, GPUCalls
+from peftlab.zerogpu import MARGIN, MIN_DURATION_S, GPUCalls, Pace
 from tests.test_backends import (
     TIMING,
     soft_prompts_tab_trains_elsewhere_and_classifies_with_what_was_saved,
@@ -136,10 +136,8 @@ def test_the_cloze_tab_classifies_and_evaluates_in_gpu_calls_with_the_numbers_it
     on_space = classify(**form), evaluated()
     assert zero_gpu == [zerogpu.DEFAULT_DURATION_S] * 2  # one call each; the first of a kind asks the default
     again = evaluated()
-    pace = zerogpu._SECONDS_PER_UNIT[
-        f"cloze-evaluate:{tiny_causal_folder}:0"
-    ]  # the slowest seconds per text (one template) so far
-    assert zero_gpu[2] == pytest.approx(max(MIN_DURATION_S, MARGIN * pace * 6))  # sized by the calls before
+    first = zerogpu._PACES[f"cloze-evaluate:{tiny_causal_folder}:0"].seen[:1]  # the call before: 6 texts
+    assert zero_gpu[2] == pytest.approx(max(MIN_DURATION_S, MARGIN * Pace(first).seconds(6)))  # sized by it
     monkeypatch.delenv("SPACES_ZERO_GPU")
     here = classify(**form), evaluated()
 
@@ -157,9 +155,7 @@ def test_on_zero_gpu_a_job_longer_than_any_call_is_refused_before_it_starts(tiny
     from peftlab.ui.cloze_tab import run_evaluation
 
     form = cloze_form(tiny_causal_folder, easy_csv)
-    zerogpu._SECONDS_PER_UNIT[f"cloze-evaluate:{tiny_causal_folder}:0"] = (
-        100.0  # as if each text took 100 s in an earlier call
-    )
+    zerogpu._PACES[f"cloze-evaluate:{tiny_causal_folder}:0"] = Pace([(6, 600.0)])  # as an earlier call of 6 texts
     with pytest.raises(gr.Error) as refused:
         run_evaluation(None, **form)
     assert refused.value.message == (
@@ -325,13 +321,44 @@ def test_on_zero_gpu_a_stop_ends_ppo_between_chunks_with_the_policy_so_far(tiny_
 
 def test_a_long_job_goes_one_step_first_then_as_many_steps_as_fit_half_the_longest_call(zero_gpu, monkeypatch):
     assert zerogpu.steps_per_call("ppo", 40) == 1  # its pace unknown: one step measures it
-    zerogpu._SECONDS_PER_UNIT["ppo"] = 10.0  # as the calls before found it
+    zerogpu._PACES["ppo"] = Pace([(1, 10.0)])  # as the call before found it
     assert zerogpu.steps_per_call("ppo", 40) == 15  # 300 s / 2 / 10 s
     assert zerogpu.steps_per_call("ppo", 4) == 4
-    zerogpu._SECONDS_PER_UNIT["ppo"] = 400.0  # a step longer than any call: still one, which on_gpu then refuses
+    # the first call's 10 s held 8 s of set-up, as a call of 15 steps shows: 2 s a step, 71 steps in (150 - 8) s
+    zerogpu._PACES["ppo"].add(15, 38.0)
+    assert zerogpu._PACES["ppo"].fit() == pytest.approx((8.0, 2.0))
+    assert zerogpu.steps_per_call("ppo", 100) == 71
+    zerogpu._PACES["ppo"] = Pace([(1, 400.0)])  # a step longer than any call: still one, which on_gpu then refuses
     assert zerogpu.steps_per_call("ppo", 40) == 1
     monkeypatch.delenv("SPACES_ZERO_GPU")
     assert zerogpu.steps_per_call("ppo", 40) == 40  # off ZeroGPU: the whole job at once
+
+
+def test_a_small_call_s_fixed_cost_never_refuses_a_large_job_and_the_pace_follows_faster_calls(zero_gpu, monkeypatch):
+    """Found by a review of many visitors at once: the pace was a call's seconds over its units, the slowest seen. A
+    visitor's 2-text evaluation with 1 s of fixed cost made it 0.51 s a text, and every later 400-text evaluation of
+    every visitor was refused as "about 203 s" until the Space restarted."""
+    took = {2: 1.02, 400: 5.0}  # 1 s of fixed cost, 0.01 s a text
+
+    def timed(seconds, job, arguments):
+        zero_gpu.append(seconds)
+        units = arguments[1]
+        yield from job(*arguments)
+        yield zerogpu._CallEnded(took[units])
+
+    monkeypatch.setattr(zerogpu, "gpu_call", timed)
+    for units in (2, 400):
+        zerogpu.call_on_gpu(lambda texts: texts, units, kind="evaluate", units=units)
+    assert zero_gpu[1] == zerogpu.MAX_DURATION_S  # stretched from a smaller call alone: asked for, not refused
+    pace = zerogpu._PACES["evaluate"]
+    assert pace.fit() == pytest.approx((1.0, 0.01)) and pace.seconds(400) == pytest.approx(5.0)
+    zerogpu.call_on_gpu(lambda texts: texts, 400, kind="evaluate", units=400)
+    assert zero_gpu[2] == pytest.approx(max(MIN_DURATION_S, MARGIN * 5.0))
+    # the latest PACE_MEMORY calls alone: a slow start is forgotten as faster calls come
+    slow = Pace([(400, 100.0)])
+    for _ in range(zerogpu.PACE_MEMORY):
+        slow.add(400, 5.0)
+    assert slow.seconds(400) == pytest.approx(5.0)
 
 
 def refusing():
@@ -355,7 +382,7 @@ def test_a_sentence_raised_inside_a_gpu_call_reaches_the_visitor_whole(tiny_caus
             None, source="my rankings", labeler="vader-positive", k=2, rm_pairs=4, rm_lora_r=0, rm_steps=1, seed=0
         )
     assert shown.value.message.startswith("Rank responses for at least 2 prompts first")
-    assert zerogpu._SECONDS_PER_UNIT.get("refusing") is None  # an error says nothing of a job's pace
+    assert zerogpu._PACES.get("refusing") is None  # an error says nothing of a job's pace
 
 
 def test_a_call_aborted_past_its_duration_makes_the_next_of_its_kind_ask_for_twice_as_long(zero_gpu, monkeypatch):
