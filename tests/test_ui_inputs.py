@@ -506,6 +506,42 @@ def test_an_rlhf_stage_pressed_too_early_or_with_an_emptied_box_is_refused_befor
     SESSIONS.close(Request.session_hash)
 
 
+def test_a_press_refused_for_a_job_still_running_leaves_the_last_answer_shown():
+    """Cloze's Evaluate pressed while the Start tab's scoring ran was refused ("... is still running"), and the refusal
+    emptied the evaluation shown before it: its confusion matrix, errors and predictions file, minutes of work."""
+    import inspect
+
+    import gradio as gr
+
+    from peftlab.ui import build_app
+    from peftlab.ui.sessions import SESSIONS
+    from tests.test_app import settings
+
+    class Request:
+        session_hash = "too-early-visitor"
+
+    app = build_app()
+    emptying = next(
+        fn.fn
+        for fn in app.fns.values()
+        if getattr(fn.fn, "__name__", "") == "emptied"
+        and inspect.getclosurevars(fn.fn).nonlocals.get("spared_when") == "too early:evaluate"
+    )
+    session = SESSIONS.get(Request())
+    session.start_job("cloze", "The Start tab's scoring")
+    with pytest.raises(gr.Error) as refused:
+        _event(app, "evaluate_check").fn(Request(), **settings() | {"limit": 20})
+    assert refused.value.message.startswith("The Start tab's scoring is still running")
+
+    def skipped(value) -> bool:
+        return isinstance(value, dict) and value == gr.skip()
+
+    assert all(skipped(value) for value in emptying(Request()))
+    # a refusal of the input itself empties them: they do not answer what was pressed
+    assert not any(skipped(value) for value in emptying(Request()))
+    SESSIONS.close(Request.session_hash)
+
+
 def test_a_stage_pressed_while_another_of_its_tab_runs_names_the_running_one():
     """The reward model pressed while SFT ran said "Run step 1 (SFT) first." (SFT drops its model as it starts), and
     PPO pressed while DPO ran queued a second job on the same session, sharing DPO's stop flag. A tab's job that runs
@@ -726,7 +762,7 @@ def test_an_emptied_table_keeps_its_column_names():
 
     with gr.Blocks():
         table, box = gr.Dataframe(pd.DataFrame(columns=["method", "accuracy"])), gr.Textbox("an answer")
-    emptied_table, emptied_box = _emptying([table, box], ())()
+    emptied_table, emptied_box = _emptying([table, box], ())(None)
     assert list(emptied_table.columns) == ["method", "accuracy"] and emptied_table.empty
     assert emptied_box is None
 

@@ -114,11 +114,14 @@ def heavy_job(
 
     with_request = checks is not None and len(inspect.signature(checks).parameters) == 2
     refusal = f"refused:{event['api_name']}"  # the session's last refusal of this press, for its status line
+    too_early = f"too early:{event['api_name']}"  # the last look refused the press for a running job (`answer`)
 
     def look(request: gr.Request, *args, **form):
         session = SESSIONS.get(request)
+        session.values.pop(too_early, None)
         try:
             if kind is not None and (running := session.busy(kind)):
+                session.values[too_early] = True
                 raise PeftlabError(f"{running} is still running: press this once it has finished, or stop it.")
             if checks is not None:
                 checks(form, request) if with_request else checks(form)
@@ -190,6 +193,7 @@ def heavy_job(
         **INSTANT,  # a page update: never behind another visitor's
     )
     job.look = looked
+    looked.too_early = too_early
     if status:
         job.refusal = refusal  # `answer` leaves the status line to `failed`
     return job
@@ -306,7 +310,8 @@ def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple
     what the session keeps (an RLHF stage: that stays true after a failed press). A `cancels=` on another event
     would empty them too (gradio counts a cancelled event as failed); the app's Stop buttons set the session's stop
     flag instead. The events in `stale_on` (a new task picked) empty them too: they answered a press on other data.
-    A `heavy_job`'s press that its look refuses empties them as well.
+    A `heavy_job`'s press that its look refuses empties them as well, unless it was refused for a job still running:
+    that says nothing of the inputs, and the last answer (minutes of work) went with it.
     """
 
     for failed in (event, getattr(event, "look", None)):
@@ -316,7 +321,7 @@ def answer(event, outputs: list, pressed: gr.components.Component, hidden: tuple
             if not emptied:
                 continue
             failed.failure(
-                _emptying(emptied, hidden),
+                _emptying(emptied, hidden, getattr(failed, "too_early", None)),
                 None,
                 emptied,
                 queue=False,
@@ -349,9 +354,17 @@ def forget_on(events: list, outputs: list, hidden: tuple = ()) -> None:
             )
 
 
-def _emptying(outputs: list, hidden: tuple):
-    def emptied():
-        values = [gr.update(value=None, visible=False) if any(c is h for h in hidden) else _empty(c) for c in outputs]
+def _emptying(outputs: list, hidden: tuple, spared_when: str | None = None):
+    """A handler emptying `outputs`; with `spared_when`, one leaving them as they are when the session holds that
+    key."""
+
+    def emptied(request: gr.Request):
+        if spared_when is not None and SESSIONS.get(request).values.pop(spared_when, None):
+            values = [gr.skip()] * len(outputs)
+        else:
+            values = [
+                gr.update(value=None, visible=False) if any(c is h for h in hidden) else _empty(c) for c in outputs
+            ]
         return values if len(values) > 1 else values[0]
 
     return emptied
