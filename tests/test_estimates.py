@@ -8,6 +8,7 @@ import pytest
 
 from peftlab.autoprompt import AutoPromptConfig
 from peftlab.rlhf.ppo import PPOConfig
+from peftlab.standard import MeasuredCosts
 from peftlab.tasks import Task
 from peftlab.training import Event, Pace
 from peftlab.ui import estimates
@@ -132,6 +133,34 @@ def test_the_measurement_before_an_estimate_is_said_once(tiny_causal, tiny_task,
         (None, f"{prefix}scoring 8 test texts"),
         (None, f"{prefix}4 LoRA training steps, then their model scoring 8 texts"),
     ]
+
+
+def test_two_uploads_of_one_file_name_are_measured_apart(tiny_causal, tmp_path, monkeypatch):
+    """Found by a review of many visitors at once: costs were kept by task name, and an upload's name is its file's,
+    so a second visitor's different 'data.csv' was priced by the first one's texts."""
+    from peftlab.tasks import load_task
+
+    monkeypatch.setattr(estimates, "_COSTS", {})
+    measured = []
+
+    def measuring(scoring_lm, lm, task, template, verbalizer):
+        measured.append(task.name)
+        yield "scoring"
+        yield MeasuredCosts(*[len(task.test[0]["text"]) / 100] * 6)  # as a longer text costs more
+
+    monkeypatch.setattr(estimates, "measuring", measuring)
+    tasks = []
+    for folder, word in (("a", "short"), ("b", "a much longer review " * 20)):
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / "data.csv"
+        path.write_text("text,label\n" + "".join(f"{word} {i},{'pos' if i % 2 else 'neg'}\n" for i in range(20)))
+        tasks.append(load_task(str(path)))
+    verbalizer = {"neg": ["bad"], "pos": ["good"]}
+    costs = [
+        estimates.measured_costs(tiny_causal, t, "{text} It was{mask}.", verbalizer, lambda *a, **k: None)
+        for t in tasks * 2
+    ]
+    assert len(measured) == 2 and costs[0] != costs[1] and costs[:2] == costs[2:]
 
 
 def test_on_a_gpu_the_measurement_warms_up_first_and_still_times_fresh_scoring(tiny_causal, tiny_task, monkeypatch):

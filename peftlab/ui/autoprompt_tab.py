@@ -35,7 +35,7 @@ from peftlab.ui.common import (
     verbalizer_lines,
 )
 from peftlab.ui.display import fitted_table, readable, warning_notes
-from peftlab.ui.estimates import Paced, cost_key
+from peftlab.ui.estimates import Paced, cost_key, task_key
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.presses import (
     INSTANT,
@@ -86,7 +86,7 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
         request,
         "autoprompt",
         form,
-        (lm.name, str(lm.model.dtype), task.name, *cost_key(config)),
+        (lm.name, str(lm.model.dtype), *task_key(task), *cost_key(config)),
         config.iterations,
         f"{config.iterations} iterations and {n_test} test texts",
         # after the search, both prompts score the test texts: priced as the setup's dev evaluation of train_size

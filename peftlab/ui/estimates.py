@@ -16,6 +16,7 @@ from peftlab.config import duration
 from peftlab.models import LM
 from peftlab.serving import current_caps
 from peftlab.standard import MeasuredCosts, measuring
+from peftlab.store import fingerprint
 from peftlab.training import Event, Pace
 from peftlab.ui.display import left
 from peftlab.ui.sessions import SESSIONS
@@ -31,7 +32,7 @@ def measured_costs(lm: LM, task, template: str, verbalizer, progress, scoring_lm
     process: the hardware does not change between a visitor's presses, so the press that confirms a job does not
     measure again."""
     scoring_lm = scoring_lm or lm
-    key = (lm.name, scoring_lm.model.dtype, task.name, template)
+    key = (lm.name, scoring_lm.model.dtype, *task_key(task), template)
     if key not in _COSTS:
         # the first press waited here behind a bare timer, 110 s on a busy CPU: each part is said as it starts
         parts = on_gpu(
@@ -56,6 +57,13 @@ def measured_costs(lm: LM, task, template: str, verbalizer, progress, scoring_lm
                     f"yardstick every method is priced from): {part}",
                 )
     return _COSTS[key]
+
+
+def task_key(task) -> tuple:
+    """What tells a task's costs apart: its name, and a fingerprint of a few of its test texts. Two visitors'
+    uploads of the same file name shared one measurement by name alone, the second's priced by the first's texts
+    (a 20-minute job could then start without the second press its estimate asks for)."""
+    return task.name, fingerprint(task.test_subset(16))
 
 
 def unconfirmed(
