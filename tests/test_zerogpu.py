@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import threading
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -111,6 +112,36 @@ def test_on_zero_gpu_the_soft_prompts_tab_trains_each_run_in_a_gpu_call(
     assert isinstance(runs_backend(), GPUCalls)
     soft_prompts_tab_trains_elsewhere_and_classifies_with_what_was_saved(tiny_causal_folder, easy_csv, monkeypatch)
     assert len(zero_gpu) == 3  # measuring a text and a step, the one run, classifying the text
+
+
+def test_each_job_writes_its_trained_methods_into_a_folder_of_its_own_gone_when_it_ends(
+    zero_gpu, tmp_path, monkeypatch
+):
+    """A grid and a sweep of one session running at once wrote `<method>-K<k>-seed<s>.zip` into one folder: the sweep's
+    could replace the grid's before the grid loaded it, and the picker offered it under the grid's name."""
+    from peftlab.ui.common import job_backend
+    from peftlab.ui.sessions import Session
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    session = Session("two-jobs")
+    with job_backend(session) as grid, job_backend(session) as sweep:
+        assert grid.save_dir != sweep.save_dir
+        for backend in (grid, sweep):
+            Path(backend.save_dir).mkdir(parents=True)
+            (Path(backend.save_dir) / "lora-K16-seed13.zip").write_text(backend.save_dir)
+    assert not Path(grid.save_dir).exists() and not Path(sweep.save_dir).exists()
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    with job_backend(session) as here:
+        assert here is None  # runs in this process: nothing is saved
+
+
+def test_a_sweep_s_settings_of_an_unknown_method_are_one_sentence():
+    """The Soft prompts tab's `sweep_settings` endpoint let a PeftlabError through: a bare "Error" to an API client."""
+    from peftlab.ui.soft_prompts_tab import setting_choices
+
+    with pytest.raises(gr.Error) as raised:
+        setting_choices("nonsense")
+    assert raised.value.message.startswith("Unknown method 'nonsense'")
 
 
 VERBALIZER_LINES = "negative: negative\npositive: positive"

@@ -3,9 +3,12 @@ runs (queues, jobs, Stop, bad input as one sentence) is in `peftlab.ui.presses`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import shutil
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -128,15 +131,28 @@ def _task_info(upload) -> dict:
     return gr.update(info=f"Your file '{Path(upload).name}' is the data; picking a task here puts it aside.")
 
 
-def runs_backend(session: Session | None = None):
+def runs_backend():
     """Where a tab's several training runs go: Ray when the app was started with PEFTLAB_BACKEND=ray
     (`backends.backend_from_env`), one GPU call each on a ZeroGPU Space (`zerogpu.GPUCalls`), else None (one after
-    another in this process). With a `session`, trained methods are written into its folder, where "classify" and
-    "download" read them back."""
-    backend = backend_from_env() or (GPUCalls() if on_zero_gpu() else None)
-    if backend is not None and session is not None:
-        backend = dataclasses.replace(backend, save_dir=str(session.folder / "trained-elsewhere"))
-    return backend
+    another in this process)."""
+    return backend_from_env() or (GPUCalls() if on_zero_gpu() else None)
+
+
+@contextlib.contextmanager
+def job_backend(session: Session):
+    """`runs_backend()` for one job of `session` whose trained methods come back (a grid, a sweep): they are written
+    into a folder of the job's own in the session's, and the tab loads each as it comes (`_kept`); the folder goes
+    when the job ends. A grid and a sweep running at once wrote the same names into one folder, and the picker could
+    offer the sweep's model under the grid's name."""
+    backend = runs_backend()
+    if backend is None:
+        yield None
+        return
+    folder = session.folder / "trained-elsewhere" / uuid.uuid4().hex
+    try:
+        yield dataclasses.replace(backend, save_dir=str(folder))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def backend_line() -> None:

@@ -46,10 +46,10 @@ from peftlab.ui.common import (
     backend_line,
     check_test_texts,
     intro,
+    job_backend,
     load_model,
     model_and_task_inputs,
     on_task_change,
-    runs_backend,
     split_templates,
     suggest,
     task_changed,
@@ -241,8 +241,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
             method_choices(request),
         )
 
-    with job(request, "soft-prompts") as (session, stop):
-        backend = runs_backend(session)
+    with job(request, "soft-prompts") as (session, stop), job_backend(session) as backend:
         for item in run_grid(lm, task, setup, configs, seed_list, shot_list, settings, test_limit, stop, backend):
             if isinstance(item, GridRow):
                 rows.append(item.values)
@@ -369,6 +368,7 @@ def load_saved(path, request: gr.Request):
     )
 
 
+@user_errors
 def setting_choices(method):
     settings = sweepable_settings(method)
     preferred = "num_virtual_tokens" if "num_virtual_tokens" in settings else settings[0]
@@ -427,8 +427,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
         return
     rows, started, shown = [], time.perf_counter(), (gr.skip(), gr.skip())  # shown: the table and the plot
     scored = []  # the runs' results
-    with job(request, "sweep") as (session, stop):
-        backend = runs_backend(session)
+    with job(request, "sweep") as (session, stop), job_backend(session) as backend:
         runs = run_sweep(lm, task, setup, method, setting, values, seed_list, k[0], settings, test_limit, stop, backend)
         for item in runs:
             if not isinstance(item, GridRow):
