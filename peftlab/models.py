@@ -44,6 +44,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from peftlab.cache import cache_dir
+from peftlab.config import counted
 from peftlab.errors import PeftlabError
 from peftlab.hub import hub_reachable
 
@@ -434,9 +435,20 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
     auto_class = AutoModelForMaskedLM if kind == "mlm" else AutoModelForCausalLM
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
-        model = auto_class.from_pretrained(source, dtype=dtype, local_files_only=local_only, trust_remote_code=False)
+        model, loading = auto_class.from_pretrained(
+            source, dtype=dtype, local_files_only=local_only, trust_remote_code=False, output_loading_info=True
+        )
     except (OSError, ValueError) as exc:
         raise PeftlabError(f"Model {name!r} could not be loaded: {exc}".split("\n")[0]) from exc
+    if missing := loading.get("missing_keys"):
+        # a checkpoint without the LM head (a BertModel, an ELECTRA discriminator) got one at random: its scores were
+        # chance, shown as a model's, with only transformers' load report on the server's log to say so
+        head = "masked-LM" if kind == "mlm" else "causal-LM"
+        raise PeftlabError(
+            f"Model {name!r} has no trained {head} head (its checkpoint lacks {counted(len(missing), 'weight')}, "
+            f"such as '{sorted(missing)[0]}'), and one made up at random would score by chance; pick a model with a "
+            "language-model head (architectures ending in ForMaskedLM or ForCausalLM)."
+        )
     if device.type == "cuda":
         avoid_cudnn_attention()
     model.to(device).eval()

@@ -67,6 +67,24 @@ def test_folder_without_config(tmp_path):
         load_lm(str(tmp_path))
 
 
+def test_a_checkpoint_without_a_language_model_head_is_refused(tmp_path):
+    """Found by a review against the Hub: a `BertModel` checkpoint (every sentence-transformers model) loaded as
+    `BertForMaskedLM` with a head made up at random, and its chance-level scores were shown as the model's."""
+    from transformers import BertModel, BertTokenizerFast
+
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]))
+    BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    config = BertConfig(vocab_size=7, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    BertModel(config).save_pretrained(tmp_path)
+    with pytest.raises(PeftlabError) as raised:
+        load_lm(str(tmp_path), dtype="fp32", device="cpu")
+    assert str(raised.value) == (
+        f"Model {str(tmp_path)!r} has no trained masked-LM head (its checkpoint lacks 6 weights, such as "
+        "'cls.predictions.bias'), and one made up at random would score by chance; pick a model with a language-model "
+        "head (architectures ending in ForMaskedLM or ForCausalLM)."
+    )
+
+
 def test_parse_dtype():
     assert parse_dtype("fp32") is torch.float32
     assert parse_dtype("bfloat16") is torch.bfloat16
