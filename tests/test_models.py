@@ -164,3 +164,36 @@ def test_avoid_cudnn_attention_turns_cudnn_sdpa_off():
         assert torch.backends.cuda.mem_efficient_sdp_enabled()  # the kernel that takes its place stays on
     finally:
         torch.backends.cuda.enable_cudnn_sdp(was)
+
+
+def test_an_unreachable_hub_is_asked_again_a_minute_later(monkeypatch):
+    """One failed check was kept for the process: a dropped connection turned Hub datasets and models off on a Space
+    until it restarted. A yes is still kept."""
+    import socket
+
+    from peftlab import hub
+
+    answers = [OSError("dropped"), None, OSError("never asked")]
+
+    class Connection:
+        def close(self):
+            pass
+
+    def connect(address, timeout):
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+        return Connection()
+
+    clock = [1000.0]
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setattr(hub.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(hub, "_answer", None)
+    assert hub.hub_reachable() is False
+    clock[0] += hub.RETRY_AFTER_S - 1
+    assert hub.hub_reachable() is False and len(answers) == 2  # not asked again yet
+    clock[0] += 2
+    assert hub.hub_reachable() is True and len(answers) == 1
+    clock[0] += 10 * hub.RETRY_AFTER_S
+    assert hub.hub_reachable() is True and len(answers) == 1  # a yes is kept
