@@ -112,6 +112,15 @@ def test_stop_ends_dpo_after_the_current_step_and_keeps_the_policy(tiny_causal):
     assert len(steps) < 20 and result.stopped and isinstance(result.policy, torch.nn.Module)
 
 
+def test_dpo_counts_the_comparisons_it_trained_on(tiny_causal):
+    """The RLHF tab said "DPO done (2 comparisons)" for a run that left one of them out as alike in what is read."""
+    opening = " ".join(["The film opens slowly and the cast is large."] * 15)
+    pairs = [*preference_pairs(PROMPTS[:1]), Comparison(PROMPTS[1], f"{opening} I loved it.", f"{opening} Awful.")]
+    config = DPOConfig(steps=1, batch_size=1, lora_r=2)
+    *_, result = train_dpo(tiny_causal.model, tiny_causal.tokenizer, pairs, config)
+    assert result.comparisons == len(pairs) - 1
+
+
 @pytest.mark.parametrize(
     ("comparisons", "message"),
     [

@@ -86,6 +86,7 @@ class DPOResult(Crossing):
     history: list[DPOEvent] = field(default_factory=list)
     seconds: float = 0.0
     stopped: bool = False
+    comparisons: int = 0  # trained on: those given, less the pairs alike in what is read
     # what the policy copies; a factory, not a default, so that no class attribute hides it from Crossing.__getattr__
     sft_model: torch.nn.Module | None = field(default_factory=lambda: None, repr=False)
 
@@ -244,7 +245,8 @@ def train_dpo(
                 if not (halt.is_set() or (stop is not None and stop.is_set())):  # a stop came during the set-up
                     trainer.train()
             policy = trainer.model.requires_grad_(False)
-            events.put(DPOResult(policy.eval(), seconds=time.perf_counter() - started, sft_model=sft_model))
+            seconds = time.perf_counter() - started
+            events.put(DPOResult(policy.eval(), seconds=seconds, comparisons=len(rows), sft_model=sft_model))
         except BaseException as exc:  # re-raised in the caller's thread
             events.put(exc)
         finally:

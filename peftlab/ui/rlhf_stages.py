@@ -477,7 +477,7 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
     )
     yield (
         # "Compare it with SFT and PPO" was said with no PPO run
-        f"{done} ({result.seconds:.0f} s, {counted(len(session.pairs), 'comparison')}). Compare it with SFT"
+        f"{done} ({result.seconds:.0f} s, {counted(result.comparisons, 'comparison')}). Compare it with SFT"
         + (" and PPO" if session.ppo else "")
         + " below.",
         metric_panels(pd.DataFrame(history), "step", DPO_PANELS, "DPO", SHARE_PANELS) if history else None,
