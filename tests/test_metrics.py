@@ -39,8 +39,13 @@ def test_macro_f1_hand_computed():
     # label 1: TP 2, predicted 3, gold 2 -> F1 = 2*2 / (3 + 2) = 0.8
     # label 2: never predicted -> F1 = 0
     assert macro_f1(GOLD, PREDICTED, 3) == pytest.approx((0.4 + 0.8 + 0.0) / 3)
-    # A fourth label never gold nor predicted counts as F1 = 0 in the mean.
-    assert macro_f1(GOLD, PREDICTED, 4) == pytest.approx((0.4 + 0.8) / 4)
+    # A fourth label no text has is left out of the mean (scikit-learn's labels=np.unique(gold)): counted as 0, a
+    # perfect classifier on a 3-text subset of a 5-class task scored 0.6.
+    assert macro_f1(GOLD, PREDICTED, 4) == pytest.approx((0.4 + 0.8 + 0.0) / 3)
+    assert macro_f1([0, 3, 4], [0, 3, 4], 5) == pytest.approx(1.0)
+    # predicting an absent label costs the recall of the text's own label: F1(0) = 2/3, F1(1) = 1, label 2 left out
+    assert macro_f1([0, 0, 1], [0, 2, 1], 3) == pytest.approx((2 / 3 + 1) / 2)
+    assert macro_f1([], [], 2) == 0.0
     assert macro_f1([0, 1, 0, 1], [0, 1, 0, 1], 2) == pytest.approx(1.0)
     # Always predicting 1 on balanced gold: F1(0) = 0, F1(1) = 2*2 / (4 + 2) = 2/3.
     assert macro_f1([0, 0, 1, 1], [1, 1, 1, 1], 2) == pytest.approx((0 + 2 / 3) / 2)

@@ -46,6 +46,25 @@ def test_a_scored_row_carries_its_metrics_computed_by_hand():
     assert per_class_f1([0, 0], [1, 1], ["a", "b"]) == {"a": 0.0, "b": 0.0}
 
 
+def test_an_export_from_before_macro_f1_left_out_absent_labels_still_imports(tmp_path):
+    """Macro-F1 now averages the gold labels' F1s alone; an export of a 3-class row whose texts had 2 classes, written
+    when a third label counted as 0, still imports with its figure, and a figure neither way computes is refused."""
+    three = Task("tiny", ["negative", "positive", "neutral"], ["text"], train=[], test=TASK.test)
+    r = ResultRow.scored("cloze", "tiny-llama", three, "zero-shot", {}, three.test, (1, 0, 0, 0))
+    assert r.macro_f1 == pytest.approx((0.8 + 2 / 3) / 2)
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add([r])
+    exported = tmp_path / "rows.jsonl"
+    store.export(exported)
+    good = json.loads(exported.read_text())
+    for n, figure in enumerate([(0.8 + 2 / 3) / 3, (0.8 + 2 / 3) / 2]):
+        exported.write_text(json.dumps({**good, "id": f"old-{n}", "macro_f1": figure}) + "\n")
+        assert ResultStore(tmp_path / f"other-{n}.sqlite").import_(exported).sentence() == "1 result added."
+    exported.write_text(json.dumps({**good, "id": "forged", "macro_f1": 0.5}) + "\n")
+    with pytest.raises(PeftlabError, match=r"\(macro_f1 0.5 is not that of its predictions, 0.7333\)"):
+        ResultStore(tmp_path / "forged.sqlite").import_(exported)
+
+
 def test_rows_survive_a_restart_and_are_read_per_owner(tmp_path):
     path = tmp_path / "results.sqlite"
     ResultStore(path).add([row(), row("lora", seed=13)])
