@@ -245,7 +245,7 @@ def test_the_app_stores_ppo_ptx_apart_and_times_each_route_as_the_cli_does(monke
     stored = []
     monkeypatch.setattr(rlhf_stages, "_session", lambda request: session)
     monkeypatch.setattr(rlhf_stages, "session_call", lambda *args, **kwargs: (comparison,))
-    monkeypatch.setattr(rlhf_stages, "keep_results", lambda request, rows: stored.extend(rows))
+    monkeypatch.setattr(rlhf_stages, "keep_results", lambda session, rows: stored.extend(rows))
     rlhf_stages.evaluate_stage("vader-positive", 1, 0, None, progress=lambda *args, **kwargs: None)
     (row,) = stored
     assert (row.method, row.train_seconds, row.settings["ptx_coef"]) == ("ppo-ptx", 130.0, 0.5)

@@ -152,34 +152,38 @@ def test_a_public_visitor_s_results_go_with_their_session(monkeypatch, tmp_path)
 def test_a_job_finishing_after_its_visitor_left_keeps_nothing_of_theirs(monkeypatch, tmp_path):
     """Found by a review of many visitors at once: a job that ran on after its page closed (the Start tab's scoring,
     which no stop flag ended) kept its rows in the public store for good, after `close` had deleted the visitor's;
-    a model it trained made the session anew, holding it for IDLE_HOURS; a download made the removed folder again."""
-    import peftlab.ui.sessions as sessions_module
+    its trained model went into a session made anew, held for IDLE_HOURS; a download made the removed folder again.
+    The job holds its session: once closed, it keeps nothing there. The page's next press (gradio closes a session
+    whose page lost its connection a moment) gets a new session."""
     from peftlab.store import ResultRow, ResultStore
     from peftlab.ui.presses import keep_results
+    from peftlab.ui.soft_prompts_tab import keep_trained
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "r.sqlite"))
     monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
     sessions = Sessions()
-    monkeypatch.setattr(sessions_module, "SESSIONS", sessions)
-    monkeypatch.setattr("peftlab.ui.presses.SESSIONS", sessions)
 
     class Request:
         session_hash = "gone"
 
-    row = ResultRow("rlhf", "m", "t", "0123456789abcdef", "ppo", {}, None, None)
-    sessions.get(Request()).values["trained"] = {"lora": object()}
+    def row() -> ResultRow:
+        return ResultRow("rlhf", "m", "t", "0123456789abcdef", "ppo", {}, None, None)
+
+    running = sessions.get(Request())  # what a job holds while it runs
     sessions.close("gone")
-    keep_results(Request(), [row])
-    assert ResultStore(owner="gone").rows() == []
-    after = sessions.get(Request())
-    after.values["trained"] = {"lora": object()}
-    assert after.left and len(sessions) == 0 and sessions.get(Request()).values == {}
+    keep_results(running, [row()])
+    keep_trained(running, "lora", object())
+    assert ResultStore(owner="gone").rows() == [] and running.values == {} and len(sessions) == 0
     with pytest.raises(PeftlabError, match=r"^The page of this job was closed, so nothing more is saved for it\.$"):
-        after.download("rt-sentiment", "cloze-predictions", suffix="csv")
-    assert not after.folder.exists()
+        running.download("rt-sentiment", "cloze-predictions", suffix="csv")
+    assert not running.folder.exists()
+    again = sessions.get(Request())
+    assert again is not running and not again.left
+    keep_results(again, [row()])
+    assert len(ResultStore(owner="gone").rows()) == 1
     monkeypatch.setenv("PEFTLAB_PUBLIC", "0")  # on one's own machine a finished result is kept for good
-    keep_results(Request(), [row])
+    keep_results(running, [row()])
     assert len(ResultStore().rows()) == 1
 
 

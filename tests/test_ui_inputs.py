@@ -418,9 +418,9 @@ def test_the_trained_method_picker_shows_the_method_trained_last_with_its_k_and_
     class Request:
         session_hash = "picker-visitor"
 
-    keep_trained(Request(), "prompt-tuning", "first run", "K 16, seed 13")
-    keep_trained(Request(), "pet classifier (seed 13)", "PET's classifier")
-    keep_trained(Request(), "prompt-tuning", "second run", "K 16, seed 42")
+    keep_trained(SESSIONS.get(Request()), "prompt-tuning", "first run", "K 16, seed 13")
+    keep_trained(SESSIONS.get(Request()), "pet classifier (seed 13)", "PET's classifier")
+    keep_trained(SESSIONS.get(Request()), "prompt-tuning", "second run", "K 16, seed 42")
     assert trained_methods(Request()) == {"pet classifier (seed 13)": "PET's classifier", "prompt-tuning": "second run"}
     picker = method_choices(Request())
     assert picker.value == "prompt-tuning"  # what "classify" and "download" get: the method's name
@@ -448,7 +448,7 @@ def test_classify_and_download_with_nothing_picked_say_so():
         "Nothing is trained yet: train one in this tab first, or load one with 'Load a saved method (zip)' (Soft "
         "prompts tab)."
     )
-    keep_trained(Request(), "lora", "a trained lora")
+    keep_trained(SESSIONS.get(Request()), "lora", "a trained lora")
     for press, purpose in (
         (lambda m: classify_with(m, "a text", Request()), "classify with"),
         (lambda m: download_trained(m, Request()), "download"),
@@ -566,8 +566,7 @@ def test_a_stage_pressed_while_another_of_its_tab_runs_names_the_running_one():
         assert refused.value.message == "Step 1 (SFT) is still running: press this once it has finished, or stop it."
     assert session.busy("autoprompt") is None  # another tab's jobs go on as before
     SESSIONS.close(Request.session_hash)
-    # a job that waits in the queue is named by the press that queued it (on a new page: a closed one keeps nothing)
-    Request.session_hash = "busy-rlhf-visitor-again"
+    # a job that waits in the queue is named by the press that queued it
     waiting = SESSIONS.get(Request())
     _event(app, "rlhf_sft_check").fn(
         Request(), model="smollm2-135m", demonstrations=None, comparisons=None, sft_method="lora", sft_steps=5,

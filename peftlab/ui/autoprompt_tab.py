@@ -95,7 +95,7 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
     if message := paced.refusal():
         yield message, *[gr.skip()] * 4
         return
-    with job(request, "autoprompt") as (_, stop):
+    with job(request, "autoprompt") as (session, stop):
         if form["search_words"]:
             yield "Searching label words (logistic probe on the mask representation)...", None, None, "", ""
             words = call_on_gpu(
@@ -125,7 +125,7 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
         for item in search:
             if isinstance(item, AutoPromptResult):
                 result = item  # the last item: the loop ends with the GPU call
-                keep_results(request, result.rows)
+                keep_results(session, result.rows)
                 continue
             if isinstance(item, FinalScoring):
                 progress(1.0, desc=f"scoring {item.texts} test texts")

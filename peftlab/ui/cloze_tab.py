@@ -135,7 +135,7 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
                 None,
                 None,
             )
-    keep_results(request, [result.row])
+    keep_results(session, [result.row])
     summary = (
         f"**Accuracy {result.accuracy:.1%}** on {task.name} · macro-F1 {result.macro_f1:.3f} · "
         f"{scored_note(result.settings, task.left_out_words)} · {result.seconds:.1f} s "

@@ -196,7 +196,7 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     runs = plan(config)
     shares = [costs[m] / sum(1 for other, _ in runs if other == m) / max(sum(costs.values()), 1e-9) for m, _ in runs]
     clock = time.perf_counter()
-    with job(request, "standard") as (_, stop):
+    with job(request, "standard") as (session, stop):
         for item in run_standard(
             scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings, stop, backend
         ):
@@ -212,7 +212,7 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
             elif isinstance(item, ResultRow):
                 rows.append(item)
                 finished.add(run_of(item))
-                keep_results(request, [item])
+                keep_results(session, [item])
                 yield f"{expected}. {len(finished)} of {started.runs} runs finished.", _table(rows)
             elif isinstance(item, GridRow):  # a run that failed on Ray; the others go on
                 failed.append(f"{item.values['method']} seed {item.values['seed']}: {item.values['status']}")

@@ -182,7 +182,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
         return said(status, running), table, curves, soft, method_choices(request)
 
     skipped = [gr.skip()] * 4  # the table, the plots and the picker, as they were
-    with job(request, "pet") as (_, stop):
+    with job(request, "pet") as (session, stop):
         for item in pet_run(lm, task, prompts, config, settings, stop, unlabelled, runs_backend()):
             if isinstance(item, PatternScoring):
                 if item.test_accuracy is None:  # minutes on a CPU, where the model's last step stood as if it hung
@@ -209,8 +209,8 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
             results.append(item)
             scored.clear()
             notes += item.warnings(task.label_names, config.distil_steps)
-            keep_results(request, item.rows)
-            keep_trained(request, classifier_name(item), item.classifier)
+            keep_results(session, item.rows)
+            keep_trained(session, classifier_name(item), item.classifier)
             yield outputs(f"{len(results)} of {len(config.seeds)} seeds finished.")
         partial = results[-1] if results and results[-1].ipet_stopped else None
         kept = (

@@ -16,9 +16,9 @@ import torch
 
 from peftlab.config import capitalised
 from peftlab.errors import PeftlabError
-from peftlab.serving import JobStop, heavy_job_limit, public_mode
+from peftlab.serving import JobStop, heavy_job_limit
 from peftlab.ui.inputs import is_bounded, out_of_range
-from peftlab.ui.sessions import SESSIONS, UNNAMED_JOB, Session, results_owner
+from peftlab.ui.sessions import SESSIONS, UNNAMED_JOB, Session
 
 
 def _shown(exc: Exception) -> gr.Error:
@@ -407,15 +407,18 @@ def stop_handler(kind: str, what: str, after: str = "its current step; what it f
     return stop
 
 
-def keep_results(request: gr.Request | None, rows) -> None:
-    """Add finished results to the results store: the visitor's own on a public Space (none once the visitor has
-    left: their rows were deleted as they left, and a job finishing after that kept its rows for good), everyone's
-    locally."""
+def keep_results(session: Session, rows) -> None:
+    """Add finished results of a job of `session` to the results store: the visitor's own on a public Space (none
+    once the session was closed: its rows went as the visitor left, and a job finishing after that kept its rows for
+    good), everyone's locally."""
     from peftlab.store import ResultStore
 
-    if public_mode() and SESSIONS.has_left(request):
+    if session.left and session.owner:
         return
-    ResultStore(owner=results_owner(request)).add(rows)
+    store = ResultStore(owner=session.owner)
+    store.add(rows)
+    if session.left and session.owner:  # closed while the rows were written
+        store.forget_owner()
 
 
 class StoppedBetweenBatches(Exception):

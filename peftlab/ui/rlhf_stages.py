@@ -498,6 +498,7 @@ def evaluation_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSessi
 
 @user_errors
 def evaluate_stage(labeler_name, prompts, seed, request: gr.Request, progress=gr.Progress()):
+    visitor = SESSIONS.get(request)  # closed when the visitor leaves before the evaluation ends: nothing is kept
     session, prompts, seed = evaluation_inputs({"prompts": prompts, "seed": seed}, request)
     # what the wait is for: the status showed a bare timer, where every other stage counts its steps
     models = " and ".join(["SFT", *(name.upper() for name in session.policies())])
@@ -520,7 +521,7 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request, progress=gr
     rows = comparison.result_rows(
         session.lm.name, settings, seconds, str(session.lm.device), methods=route_methods(ptx_coef)
     )
-    keep_results(request, rows)
+    keep_results(visitor, rows)
     s = comparison.summary
     routes = comparison.routes
     # each number named: "SFT +0.514 (+0.32)" left the bracket unexplained

@@ -38,12 +38,12 @@ UNNAMED_JOB = "This tab's last job"  # `Session.busy` of a job pressed without a
 
 
 class Session:
-    """One visitor's jobs, objects and files. A session whose visitor `left` (`Sessions.get` after `close`) keeps
-    nothing: its objects go with it, and it refuses to write files."""
+    """One visitor's jobs, objects and files. Once closed (`left`), a job still holding it keeps nothing in it: a job
+    that ran on after its page closed wrote the removed folder again, and kept its rows and trained models."""
 
-    def __init__(self, key: str, left: bool = False):
+    def __init__(self, key: str):
         self.key = key
-        self.left = left
+        self.left = False
         self.values: dict = {}  # per-tab objects: trained methods, RLHF stages, rankings
         self.last_seen = time.monotonic()
         self._stops: dict[str, JobStop] = {}  # the running jobs, by kind
@@ -53,6 +53,11 @@ class Session:
         self._lock = threading.Lock()
 
     @property
+    def owner(self) -> str:
+        """Whose results in the store are this session's (`results_owner`)."""
+        return _owner(self.key)
+
+    @property
     def folder(self) -> Path:
         return Path(get_upload_folder()) / "peftlab-sessions" / _safe_name(self.key)
 
@@ -60,7 +65,7 @@ class Session:
         """A path for a file this session writes (downloads), in its own folder.
 
         Raises:
-            PeftlabError: the visitor left (a job finishing after `close` made the removed folder again, for good).
+            PeftlabError: the session was closed (a job finishing after `close` made the removed folder again).
         """
         if self.left:
             raise PeftlabError("The page of this job was closed, so nothing more is saved for it.")
@@ -139,6 +144,7 @@ class Session:
         """Stop every job, drop every object, remove the folder; on a public Space, delete the visitor's results too
         (they last as long as the page, the Compare tab says): rows nobody could ever read again piled up in the
         store, one visitor after another."""
+        self.left = True
         for stop in [*self._stops.values(), *self._queued.values()]:
             stop.stop(LEFT)
         self.values.clear()
@@ -155,16 +161,15 @@ class Sessions:
 
     def __init__(self):
         self._sessions: dict[str, Session] = {}
-        self._left: dict[str, float] = {}  # the keys of closed sessions, with when: a page never comes back to one
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     def get(self, request: gr.Request | None) -> Session:
-        """The caller's session (created on first use); calls without a request (tests, scripts) share one. A closed
-        session's key gets a session that keeps nothing (`Session.left`): a job that ran on after its visitor left
-        made the session anew, holding its trained models for IDLE_HOURS.
+        """The caller's session (created on first use, and anew after `close`: gradio closes a session whose page
+        lost its connection for a moment, and the page goes on with its hash); calls without a request (tests,
+        scripts) share one.
 
         Raises:
             PeftlabError: on a public Space, a request without a session hash (`session_key`).
@@ -172,31 +177,20 @@ class Sessions:
         key = session_key(request)
         self._close_idle()
         with self._lock:
-            if key in self._left:
-                return Session(key, left=True)
             session = self._sessions.setdefault(key, Session(key))
         session.last_seen = time.monotonic()
         return session
 
-    def has_left(self, request: gr.Request | None) -> bool:
-        """Whether the caller's session was closed (its visitor left)."""
-        return session_key(request) in self._left
-
     def close(self, key: str) -> None:
         with self._lock:
             session = self._sessions.pop(key, None)
-            if key != LOCAL:
-                self._left[key] = time.monotonic()
         if session is not None:
             session.close()
 
     def _close_idle(self) -> None:
-        now = time.monotonic()
-        cutoff = now - IDLE_HOURS * 3600
+        cutoff = time.monotonic() - IDLE_HOURS * 3600
         with self._lock:
             idle = [key for key, s in self._sessions.items() if s.last_seen < cutoff and not s.running]
-            # a job runs at most the caps' time after its visitor left: its key need not be remembered for ever
-            self._left = {key: when for key, when in self._left.items() if when > now - 2 * IDLE_HOURS * 3600}
         for key in idle:
             self.close(key)
 
@@ -219,8 +213,12 @@ def session_key(request: gr.Request | None) -> str:
 
 def results_owner(request: gr.Request | None) -> str:
     """Whose results in the store the caller reads and writes: on a public Space the visitor's own (by session
-    hash), locally everyone's ("")."""
-    return session_key(request) if public_mode() and request is not None else ""
+    hash), locally everyone's (""); calls without a request (tests, scripts) are no visitor's."""
+    return _owner(session_key(request))
+
+
+def _owner(key: str) -> str:
+    return key if public_mode() and key != LOCAL else ""
 
 
 SESSIONS = Sessions()

@@ -73,7 +73,7 @@ from peftlab.ui.presses import (
     stopped_note,
     user_errors,
 )
-from peftlab.ui.sessions import SESSIONS
+from peftlab.ui.sessions import SESSIONS, Session
 from peftlab.zerogpu import call_on_gpu
 
 SUMMARY = """Train **prompt tuning**, **P-tuning**, **prefix tuning** and the baselines (LoRA, adapters, BitFit,
@@ -158,14 +158,17 @@ def trained_methods(request) -> dict:
     return SESSIONS.get(request).values.setdefault("trained", {})
 
 
-def keep_trained(request, name: str, trained, about: str = "") -> None:
-    """Keep `trained` as the session's method `name` (the latest of that name), last: the pickers show the last one,
+def keep_trained(session: Session, name: str, trained, about: str = "") -> None:
+    """Keep `trained` as `session`'s method `name` (the latest of that name), last: the pickers show the last one,
     not an older method that was first trained under a name before it. `about` (the run's K and seed) shows beside
-    the name: a grid over three seeds keeps each method's last run, and the picker did not say which."""
-    kept = trained_methods(request)
+    the name: a grid over three seeds keeps each method's last run, and the picker did not say which. Nothing is
+    kept in a closed session (`Session.left`)."""
+    if session.left:
+        return
+    kept = session.values.setdefault("trained", {})
     kept.pop(name, None)
     kept[name] = trained
-    SESSIONS.get(request).values.setdefault("trained_about", {})[name] = about
+    session.values.setdefault("trained_about", {})[name] = about
 
 
 def method_choices(request) -> gr.Dropdown:
@@ -246,11 +249,11 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
             if isinstance(item, GridRow):
                 rows.append(item.values)
                 if item.result is not None:  # a run that failed on Ray has no scores
-                    keep_results(request, [item.result])
+                    keep_results(session, [item.result])
                     scored.append(item.result)
                 if (trained := _kept(item, lm)) is not None:
                     name, about = trained_name(item.values)
-                    keep_trained(request, name, trained, about)  # the latest run of each method
+                    keep_trained(session, name, trained, about)  # the latest run of each method
                     if warning := trained.loss_warning():
                         notes.append(warning)
             else:
@@ -361,7 +364,7 @@ def load_saved(path, request: gr.Request):
         raise PeftlabError("Upload a zip that 'Download' gave you.")
     lm = load_model(saved_model_name(path), dtype=TRAINING_DTYPE)  # only a model this Space allows
     trained = load_trained(path, lm)
-    keep_trained(request, f"{trained.config.name} (loaded)", trained)
+    keep_trained(SESSIONS.get(request), f"{trained.config.name} (loaded)", trained)
     return (
         method_choices(request),
         f"Loaded {trained.config.name} trained on {trained.lm.name} ({trained.trainable_params:,} trained parameters).",
@@ -438,7 +441,7 @@ def run_sweep_ui(request: gr.Request, progress=gr.Progress(), **form):
                 continue
             rows.append(item.values)
             if item.result is not None:
-                keep_results(request, [item.result])
+                keep_results(session, [item.result])
                 scored.append(item.result)
             summary = _sweep_summary(rows, setting)
             zero_shot = float(rows[0]["test_accuracy"])

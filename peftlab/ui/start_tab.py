@@ -189,7 +189,7 @@ def each_calibration(lm, task, progress: ProgressFn | None = None) -> list:
 def score_test_reviews(request: gr.Request, progress=gr.Progress()):
     """Step 2: `each_calibration`; the rows go to the store."""
     task, lm = load_task(TASK), load_model(DEFAULT_MODEL)
-    with job(request, "cloze", SCORING) as (_, stop):  # the Cloze tab's Stop ends it, and names it
+    with job(request, "cloze", SCORING) as (session, stop):  # the Cloze tab's Stop ends it, and names it
         progress(0, desc=f"scoring {STEP_TEXTS} reviews")
         try:
             results = call_on_gpu(
@@ -203,7 +203,7 @@ def score_test_reviews(request: gr.Request, progress=gr.Progress()):
             )
         except StoppedBetweenBatches as stopped:
             return f"{stopped_note(stop)} The scoring was {stopped.fraction:.0%} through; nothing was kept.", None
-        keep_results(request, [result.row for result in results])
+        keep_results(session, [result.row for result in results])
     rows = [
         {"calibration": name, "accuracy": r.accuracy, "macro-F1": r.macro_f1} for name, r in zip(CALIBRATIONS, results)
     ]
