@@ -63,6 +63,7 @@ class Task:
     # rows of an uploaded file left out, by why: LEFT_OUT's reasons (`_load_upload`)
     left_out: dict[str, int] = field(default_factory=dict)
     marked_splits: bool = False  # an upload whose split column marked its rows (the pool is the rows marked train)
+    restating: list[str] = field(default_factory=list)  # columns left out of the text fields: they restate the label
 
     def cloze_split(self, demonstrations: int = 0) -> str:
         """What a cloze evaluation with `demonstrations` in context scores: "all" rows of an upload without a split
@@ -89,7 +90,8 @@ class Task:
         - labels that are all numbers ('0', '1'): the verbalizer suggested from them asks the model to write the
           digit, which a cloze prompt rarely makes it do (every review was called '1');
         - labels that differ only in case or spaces ('Positive' and 'positive'), however many rows each has: two
-          annotators' spellings made a third class, said nowhere (the rarity rule above needs one 5 times as common).
+          annotators' spellings made a third class, said nowhere (the rarity rule above needs one 5 times as common);
+        - a column left out of the text fields because it restates the label (`_restating_columns`).
         """
         sizes = Counter(self.label_names[row["label"]] for row in self.rows("all"))
         warnings = []
@@ -116,6 +118,11 @@ class Task:
                     f"The label '{rare}' is on {counted(n, 'row')} and '{like}' on {sizes[like]}: if '{rare}' is a "
                     f"typo of '{like}', correct it in the file; as it is, it is a class of its own in every score."
                 )
+        for column in self.restating:
+            warnings.append(
+                f"The column '{column}' has one value for each label, so it restates the label: it is left out of the "
+                "fields a template may show (it would show the answer)."
+            )
         if all(_is_number(label) for label in self.label_names):
             warnings.append(
                 f"The labels are numbers ({', '.join(self.label_names)}): a cloze prompt scores the verbalizer's "
@@ -408,7 +415,7 @@ def _build_task(
     test_per_class: int | None = None,
     dev_rows: list[dict] | None = None,
     test_cap: int | None = None,
-    identity: Sequence[str] | None = None,
+    identity: Sequence[str] = ("text",),
 ) -> Task:
     """Turn rows with string labels into a Task with a stratified held-out test split (seed 0).
 
@@ -416,11 +423,10 @@ def _build_task(
     (at least 1); with `test_rows`, those are the test split. Either is capped at `test_cap` rows by a stratified
     sample. `dev_rows`, when given, are the dev split few-shot runs draw their dev examples from.
 
-    Two rows are the same example when their `identity` fields are equal (default: every text field, since a
-    template may show any of them: an NLI premise with three hypotheses is three examples). A repeat is kept once,
-    and an example labelled two ways is left out, so no test text is also trained on.
+    Two rows are the same example when their `identity` fields are equal (`_identity_fields`: an NLI premise with
+    three hypotheses is three examples). A repeat is kept once, and an example labelled two ways is left out, so no
+    test text is also trained on.
     """
-    identity = list(identity or text_fields)
     given = rows
     rows = _dedupe(rows, identity)
     if given and not rows:  # every text labelled two ways: "no rows with a text and a label" blamed empty cells
@@ -507,6 +513,7 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
     records = frame.to_dict("records")
     restating = _restating_columns(records, string_columns, text_column, label_column)
     fields = _text_fields(columns, [c for c in string_columns if c not in restating], text_column, label_column, source)
+    identity = _identity_fields(records, fields)
     for role, column in (("text", text_column), ("label", label_column)):
         # a JSON label ["question"] became the class "['question']" without a word
         nested = next((value for value in frame[column] if isinstance(value, (list, dict))), None)
@@ -524,9 +531,9 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
         )
     if splits is None:
         rows = _to_rows(records, fields, text_column, label_column)
-        task = _build_task(path.name, rows, fields)
+        task = _build_task(path.name, rows, fields, identity=identity)
         task.held_out_here = True
-        readable, conflicting = len(rows), _conflicting(rows, fields)
+        readable, conflicting = len(rows), _conflicting(rows, identity)
     else:
         by_split = {name: [r for r, s in zip(records, splits) if s == name] for name in ("train", "dev", "test")}
         if not by_split["test"]:
@@ -536,15 +543,16 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
             )
         rows = {name: _to_rows(split_rows, fields, text_column, label_column) for name, split_rows in by_split.items()}
         task = _build_task(
-            path.name, rows["train"], fields, test_rows=rows["test"], dev_rows=rows["dev"], test_cap=None
+            path.name, rows["train"], fields, test_rows=rows["test"], dev_rows=rows["dev"], identity=identity
         )
         task.marked_splits = True
         readable = sum(map(len, rows.values()))
-        conflicting = sum(_conflicting(split_rows, fields) for split_rows in rows.values())
+        conflicting = sum(_conflicting(split_rows, identity) for split_rows in rows.values())
     # the rest left out repeat a text kept (in its split, or one marked train repeating a test text)
     repeated = readable - conflicting - len(task.rows("all"))
     empty = int(blank.sum()) + len(records) - readable
     task.left_out = {"empty": empty, "conflicting": conflicting, "repeated": repeated}
+    task.restating = restating
     return task
 
 
@@ -636,9 +644,17 @@ def _load_hub(name: str, text_column: str, label_column: str, hub_config: str | 
             test_rows = rows_of(_labelled(data[split_name].to_list(), label_column)) or None
             if test_rows:
                 break
-    return _build_task(
-        name, rows_of(train_records), fields, label_names=names, test_rows=test_rows, test_cap=HUB_TEST_CAP
+    task = _build_task(
+        name,
+        rows_of(train_records),
+        fields,
+        label_names=names,
+        test_rows=test_rows,
+        test_cap=HUB_TEST_CAP,
+        identity=_identity_fields(train_records, fields),
     )
+    task.restating = naming
+    return task
 
 
 def _labelled(records: list[dict], label_column: str) -> list[dict]:
@@ -650,12 +666,16 @@ def _labelled(records: list[dict], label_column: str) -> list[dict]:
     ]
 
 
+RESTATING_ROWS = 5  # rows of every label a column must follow the label on to be read as restating it
+
+
 def _restating_columns(records: list[dict], columns: Sequence[str], text_column: str, label_column: str) -> list[str]:
     """The `columns` besides the text and label columns that only restate the label: one value per label, a different
-    one for each, on data with two rows or more of some label (SetFit's `label_text` beside `label`)."""
+    one for each, over at least RESTATING_ROWS rows of every label (SetFit's `label_text` beside `label`). On fewer,
+    a column can follow the labels by chance (a source 'imdb' on the 3 positive rows of a small file)."""
     labelled = [r for r in records if _clean(r.get(label_column))]
-    if len(labelled) <= len({_clean(r[label_column]) for r in labelled}):
-        return []  # one row per label: any column would look like a restatement
+    if min(Counter(_clean(r[label_column]) for r in labelled).values(), default=0) < RESTATING_ROWS:
+        return []
     restating = []
     for column in columns:
         if column in (text_column, label_column):
@@ -667,6 +687,20 @@ def _restating_columns(records: list[dict], columns: Sequence[str], text_column:
         if len(values) == len(values_of) and len(set(values)) == len(values) and all(values):
             restating.append(column)
     return restating
+
+
+def _identity_fields(records: list[dict], fields: Sequence[str]) -> list[str]:
+    """The fields two rows must share to be the same example: every text field but those that name a row rather
+    than hold text (a different single word in every row: an id, a URL). A template may show any field (an NLI
+    premise with three hypotheses is three examples; a question with candidate answers as many), but with an id no
+    row repeated another, and a text labelled two ways, or one in both the training pool and the test split, was
+    kept."""
+    names = []
+    for field_name in fields[1:]:
+        cells = [cell for r in records if (cell := _clean(r.get(field_name)))]
+        if len(set(cells)) == len(cells) and not any(re.search(r"\s", cell) for cell in cells):
+            names.append(field_name)
+    return [f for f in fields if f not in names]
 
 
 # ---------------------------------------------------------------- embedded tasks
@@ -699,8 +733,6 @@ def _load_rt_sentiment() -> Task:
         ["text", "movie_name"],
         label_names=["negative", "positive"],
         test_per_class=RT_TEST_PER_CLASS,
-        # one snippet is one example whichever film it was written about (29 snippets are under two films)
-        identity=["text"],
     )
 
 

@@ -587,6 +587,15 @@ def test_a_premise_with_several_hypotheses_is_several_examples(tmp_path):
     assert not train_pairs & {(r["text"], r["hypothesis"]) for r in task.test}
 
 
+def test_a_question_with_one_word_candidate_answers_is_as_many_examples(tmp_path):
+    lines = ["text,answer,label"]
+    for i in range(10):
+        question = f"Which city is the capital, question {i}?"
+        lines += [f"{question},Paris,yes", f"{question},Lyon,no", f"{question},Nice,no"]
+    task = load_task(_write_csv(tmp_path / "qa.csv", lines))
+    assert len(task.rows("all")) == 30 and task.left_out == {"empty": 0, "conflicting": 0, "repeated": 0}
+
+
 def test_a_file_whose_every_text_has_two_labels_says_so(tmp_path):
     path = _write_csv(tmp_path / "twice.csv", ["text,label", "a,x", "a,y", "b,x", "b,y"])
     with pytest.raises(PeftlabError) as raised:
@@ -604,6 +613,26 @@ def test_a_column_restating_the_label_is_no_text_field(tmp_path):
     ]
     task = load_task(_write_csv(tmp_path / "named.csv", lines))
     assert task.text_fields == ["text", "source"]
+    assert (
+        "The column 'label_text' has one value for each label, so it restates the label: it is left out of the fields "
+        "a template may show (it would show the answer)."
+    ) in task.label_warnings()
+    # on a few rows a column can follow the labels by chance: it stays a field
+    few = ["text,label,source"] + [f"review {i},{i % 2},{'imdb' if i % 2 else 'yelp'}" for i in range(8)]
+    assert load_task(_write_csv(tmp_path / "few.csv", few)).text_fields == ["text", "source"]
+
+
+def test_an_id_column_does_not_make_a_repeated_text_another_example(tmp_path):
+    """Found by a review of the rows-of-several-fields change: with every text field in the identity, an `id` column
+    made every row an example of its own, and 6 test texts were also in the training pool."""
+    lines = ["id,text,label"]
+    for i in range(20):
+        label = "pos" if i % 2 else "neg"
+        lines += [f"a{i},a review of film {i},{label}", f"b{i},a review of film {i},{label}"]
+    lines.append("c0,a review of film 0,pos")  # film 0 labelled both ways
+    task = load_task(_write_csv(tmp_path / "ids.csv", lines))
+    assert task.text_fields == ["text", "id"] and task.left_out == {"empty": 0, "conflicting": 3, "repeated": 19}
+    assert not {r["text"] for r in task.train} & {r["text"] for r in task.test}
 
 
 def _fake_hub(monkeypatch, data, asked=None):
@@ -631,7 +660,7 @@ def test_hub_pairs_setfit_names_and_unlabelled_splits(monkeypatch):
 
     pairs = Features(premise=Value("string"), hypothesis=Value("string"), label=ClassLabel(names=["yes", "no"]))
     premises = [f"p{i}" for i in range(30) for _ in range(2)]
-    hypotheses = [f"h{i}.{j}" for i in range(30) for j in range(2)]
+    hypotheses = [f"hypothesis {i}.{j}" for i in range(30) for j in range(2)]
     train = Dataset.from_dict(dict(premise=premises, hypothesis=hypotheses, label=[0, 1] * 30), features=pairs)
     unlabelled = Dataset.from_dict(dict(premise=["q"] * 4, hypothesis=["r"] * 4))
     _fake_hub(monkeypatch, DatasetDict(train=train, test=unlabelled, validation=train.select(range(10))))
