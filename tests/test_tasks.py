@@ -590,7 +590,7 @@ def test_a_premise_with_several_hypotheses_is_several_examples(tmp_path):
 def test_a_question_with_one_word_candidate_answers_is_as_many_examples(tmp_path):
     lines = ["text,answer,label"]
     for i in range(10):
-        question = f"Which city is the capital, question {i}?"
+        question = f"Which city is the capital in question {i}?"
         lines += [f"{question},Paris,yes", f"{question},Lyon,no", f"{question},Nice,no"]
     task = load_task(_write_csv(tmp_path / "qa.csv", lines))
     assert len(task.rows("all")) == 30 and task.left_out == {"empty": 0, "conflicting": 0, "repeated": 0}
