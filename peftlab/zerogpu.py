@@ -22,6 +22,7 @@ matter and requirements.txt use one of each (tests/test_space.py checks).
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -124,7 +125,8 @@ class Pace:
     seen: list[tuple[float, float]] = field(default_factory=list)  # (units, seconds) of the latest calls
 
     def add(self, units: float, seconds: float) -> None:
-        self.seen = [*self.seen, (units, seconds)][-PACE_MEMORY:]
+        if math.isfinite(units) and math.isfinite(seconds):  # one NaN made every later fit of the kind fail
+            self.seen = [*self.seen, (units, seconds)][-PACE_MEMORY:]
 
     def fit(self) -> tuple[float, float]:
         """(overhead seconds, seconds per unit)."""
@@ -137,8 +139,14 @@ class Pace:
         return float(overhead), float(per_unit)
 
     def seconds(self, units: float) -> float:
+        """The seconds a call of `units` takes; past the largest call seen, at least that call's seconds per unit
+        (a larger call that took no longer fitted 0 s a unit, and PPO put every remaining step in one call)."""
         overhead, per_unit = self.fit()
-        return overhead + per_unit * units
+        largest = max(size for size, _ in self.seen)
+        fitted = overhead + per_unit * units
+        if units <= largest:
+            return fitted
+        return max(fitted, max(s for size, s in self.seen if size == largest) * units / largest)
 
     def sure(self, units: float) -> bool:
         """Whether `seconds(units)` is measured rather than stretched from smaller calls alone (which counts their
@@ -208,9 +216,12 @@ def steps_per_call(kind: str, remaining: int) -> int:
         return remaining
     if pace is None:
         return min(1, remaining)
-    overhead, per_step = pace.fit()
-    fits = (MAX_DURATION_S / MARGIN - overhead) / per_step if per_step > 0 else remaining
-    return max(1, min(remaining, int(fits)))
+    # the most steps whose seconds fit (seconds grow with steps): a bisection
+    low, high = 1, remaining
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if pace.seconds(middle) <= MAX_DURATION_S / MARGIN else (low, middle - 1)
+    return low
 
 
 def call_on_gpu(

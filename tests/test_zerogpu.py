@@ -355,10 +355,17 @@ def test_a_long_job_goes_one_step_first_then_as_many_steps_as_fit_half_the_longe
     zerogpu._PACES["ppo"] = Pace([(1, 10.0)])  # as the call before found it
     assert zerogpu.steps_per_call("ppo", 40) == 15  # 300 s / 2 / 10 s
     assert zerogpu.steps_per_call("ppo", 4) == 4
-    # the first call's 10 s held 8 s of set-up, as a call of 15 steps shows: 2 s a step, 71 steps in (150 - 8) s
+    # the first call's 10 s held 8 s of set-up, as a call of 15 steps shows: 2 s a step; past the largest call seen a
+    # chunk is priced at least at that call's 38 s / 15 steps, so 59 steps fit in 150 s (71 by the fit alone)
     zerogpu._PACES["ppo"].add(15, 38.0)
     assert zerogpu._PACES["ppo"].fit() == pytest.approx((8.0, 2.0))
-    assert zerogpu.steps_per_call("ppo", 100) == 71
+    assert zerogpu.steps_per_call("ppo", 100) == 59
+    # found by a review: a larger call that took no longer fitted 0 s a step, and every remaining step went in one
+    # call, asking for twice the set-up alone (24 s for 188 s of steps)
+    zerogpu._PACES["ppo"] = Pace([(1, 13.0), (11, 11.0)])
+    assert zerogpu._PACES["ppo"].fit()[1] == 0.0 and zerogpu.steps_per_call("ppo", 188) == 150
+    zerogpu._PACES["ppo"].add(1, float("nan"))  # a call whose time was never read: left out, not a failed fit
+    assert len(zerogpu._PACES["ppo"].seen) == 2
     zerogpu._PACES["ppo"] = Pace([(1, 400.0)])  # a step longer than any call: still one, which on_gpu then refuses
     assert zerogpu.steps_per_call("ppo", 40) == 1
     monkeypatch.delenv("SPACES_ZERO_GPU")
