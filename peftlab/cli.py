@@ -223,7 +223,7 @@ def run_cloze(args: argparse.Namespace) -> None:
 
     config = from_arguments(ClozeConfig, args)
     task = _load_task(args)
-    template, verbalizer = suggested_prompt(task.name, task.label_names)
+    template, verbalizer = suggested_prompt(task.name, task.label_names, task.identity)
     settings = dict(
         templates=args.template or template,
         verbalizer=args.verbalizer or verbalizer,
@@ -405,7 +405,7 @@ def _training_inputs(args: argparse.Namespace):
         )
     settings = from_arguments(TrainSettings, args)
     task = _load_task(args)
-    template, verbalizer = suggested_prompt(task.name, task.label_names)
+    template, verbalizer = suggested_prompt(task.name, task.label_names, task.identity)
     setup = ClozeSetup.build(task, args.template or template, args.verbalizer or verbalizer)
     return task, setup, settings
 
@@ -507,7 +507,8 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
             stored = "; the results store has them too" if args.store else ""
             print(f"Written to {written}: {what} finished before it ended{stored}.", file=sys.stderr)
     cut = cut_note(lm, setup.prompts[0], methods, task.test_subset(test_limit)) if methods else None
-    for note in [*leaning_notes(scored, task.label_names), *([cut] if cut else [])]:
+    unread = task.unread_note([setup.prompts[0].template])
+    for note in [*leaning_notes(scored, task.label_names), *(note for note in (cut, unread) if note)]:
         print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(results.to_json(orient="records"), file=args.json_out)

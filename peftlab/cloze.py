@@ -483,6 +483,7 @@ def evaluate(
         leaning_note(confusion, names, setup),
         cut_note(lm, setup, examples),
         word_length_note(lm, setup, examples[0]),
+        task.unread_note([p.template for p in setup.prompts]),
     ]
     return ClozeEvaluation(
         label_names=list(names),

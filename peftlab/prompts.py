@@ -567,16 +567,20 @@ def pick_demonstrations(pool: Sequence[dict], k: int, n_labels: int, seed: int) 
 
 
 GENERIC_TEMPLATE = "Text: {text}\nLabel:{mask}"
+GENERIC_FIELD_LINE = "{name}: {{{name}}}\n"  # each further field of a row's identity, before the label line
 # PET's generic patterns after a task's input fields (`pet.patterns_for`): "{text}\nAnswer:{mask}", "{text} ({mask})"
 GENERIC_PATTERN_ENDS = ("\nAnswer:{mask}", " ({mask})")
 
 
 # Starting points that work on the embedded model; any task falls back to its label names as words.
-def suggested_prompt(task_name: str, label_names: Sequence[str]) -> tuple[str, dict]:
-    """A (template, verbalizer) to start from: the embedded task's own, else `{text}` and the label names."""
+def suggested_prompt(task_name: str, label_names: Sequence[str], fields: Sequence[str] = ("text",)) -> tuple[str, dict]:
+    """A (template, verbalizer) to start from: the embedded task's own, else GENERIC_TEMPLATE with a line for each
+    further field of `fields` (a task's `identity`: an NLI upload's hypothesis, which the generic template left out,
+    so a premise's hypotheses of opposite labels read alike) and the label names."""
     if task_name in EMBEDDED_TASKS:
         return EMBEDDED_TASKS[task_name].template, EMBEDDED_TASKS[task_name].verbalizer
-    return GENERIC_TEMPLATE, {label: [label] for label in label_names}
+    lines = "".join(GENERIC_FIELD_LINE.format(name=name) for name in fields if name != "text")
+    return GENERIC_TEMPLATE.replace("\nLabel:", f"\n{lines}Label:"), {label: [label] for label in label_names}
 
 
 def is_suggested_template(text: str) -> bool:
@@ -587,4 +591,5 @@ def is_suggested_template(text: str) -> bool:
         suggested |= {task.template, *task.patterns}
     fields = r"\{\w+\}( \{\w+\})*"  # a generic pattern's inputs: the task's fields, space-separated
     generic = f"{fields}({'|'.join(re.escape(end) for end in GENERIC_PATTERN_ENDS)})"
-    return text.strip() in suggested or re.fullmatch(generic, text.strip()) is not None
+    lines = r"Text: \{text\}\n(\w+: \{\w+\}\n)*Label:\{mask\}"  # GENERIC_TEMPLATE with its field lines
+    return text.strip() in suggested or any(re.fullmatch(p, text.strip()) for p in (generic, lines))

@@ -64,6 +64,24 @@ class Task:
     left_out: dict[str, int] = field(default_factory=dict)
     marked_splits: bool = False  # an upload whose split column marked its rows (the pool is the rows marked train)
     restating: list[str] = field(default_factory=list)  # columns left out of the text fields: they restate the label
+    identity: list[str] = field(default_factory=lambda: ["text"])  # the fields that make a row an example of its own
+
+    def unread_fields(self, templates: Sequence) -> list[str]:
+        """The fields of `identity` none of `templates` (texts or Templates) reads: rows that differ only there read
+        the same to the model (an NLI upload's hypothesis under the generic `Text: {text}` template)."""
+        texts = " ".join(getattr(t, "text", t) for t in templates)
+        return [f for f in self.identity if "{" + f + "}" not in texts]
+
+    def unread_note(self, templates: Sequence) -> str:
+        """A sentence for `unread_fields`, or ""."""
+        unread = self.unread_fields(templates)
+        if not unread:
+            return ""
+        names = " and ".join("{" + f + "}" for f in unread)
+        return (
+            f"The template leaves out {names}, which tells rows of this data apart: rows that differ only there read "
+            "the same to the model, whatever their labels; put it in the template."
+        )
 
     def cloze_split(self, demonstrations: int = 0) -> str:
         """What a cloze evaluation with `demonstrations` in context scores: "all" rows of an upload without a split
@@ -471,7 +489,9 @@ def _build_task(
     dev = [r for r in indexed(dev_rows) if _identity(r, identity) not in held_out]
     held_out |= {_identity(r, identity) for r in dev}
     train = [r for r in rows if _identity(r, identity) not in held_out]
-    return Task(name=name, label_names=list(label_names), text_fields=text_fields, train=train, test=test, dev=dev)
+    task = Task(name=name, label_names=list(label_names), text_fields=text_fields, train=train, test=test, dev=dev)
+    task.identity = list(identity)
+    return task
 
 
 # ---------------------------------------------------------------- uploads

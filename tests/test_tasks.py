@@ -587,6 +587,27 @@ def test_a_premise_with_several_hypotheses_is_several_examples(tmp_path):
     assert not train_pairs & {(r["text"], r["hypothesis"]) for r in task.test}
 
 
+def test_a_pair_task_s_suggested_template_reads_both_texts_and_one_that_does_not_is_told(tmp_path, tiny_causal):
+    """Found by a new user with an NLI upload: every suggested prompt was `Text: {text}\nLabel:{mask}`, so a premise's
+    hypotheses of opposite labels read alike, and nothing said the hypothesis was never read."""
+    from peftlab.cloze import evaluate
+    from peftlab.prompts import is_suggested_template, suggested_prompt
+
+    lines = ["text,hypothesis,id,label"]
+    for i in range(12):
+        lines += [f"A man {i} walks.,Someone moves {i}.,a{i},yes", f"A man {i} walks.,Nobody moves {i}.,b{i},no"]
+    task = load_task(_write_csv(tmp_path / "pairs.csv", lines))
+    assert task.identity == ["text", "hypothesis"]  # the id tells no example apart
+    template, _ = suggested_prompt(task.name, task.label_names, task.identity)
+    assert template == "Text: {text}\nhypothesis: {hypothesis}\nLabel:{mask}" and is_suggested_template(template)
+    assert task.unread_note([template]) == ""
+    result = evaluate(tiny_causal, task, ["Text: {text}\nLabel:{mask}"], {"yes": ["yes"], "no": ["no"]}, "none")
+    assert (
+        "The template leaves out {hypothesis}, which tells rows of this data apart: rows that differ only there read "
+        "the same to the model, whatever their labels; put it in the template."
+    ) in result.notes
+
+
 def test_a_question_with_one_word_candidate_answers_is_as_many_examples(tmp_path):
     lines = ["text,answer,label"]
     for i in range(10):

@@ -281,7 +281,7 @@ def suggest(task_name, upload, text_column, label_column, template: str = "", ve
     """The task's suggested template and verbalizer, for the template and verbalizer boxes, each kept when the
     visitor's own still fits (`kept_if_written`, `kept_if_fitting`): a new file should not erase what they wrote."""
     task = resolve_task(task_name, upload, text_column, label_column)
-    suggested, words = suggested_prompt(task.name, task.label_names)
+    suggested, words = suggested_prompt(task.name, task.label_names, task.identity)
     kept = kept_if_written(template, suggested)
     return kept, kept_if_fitting(verbalizer, words, task)
 

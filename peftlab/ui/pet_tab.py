@@ -134,7 +134,7 @@ def suggest_patterns(task_name, upload, text_column, label_column, patterns: str
     """The task's own patterns (--- between them) and verbalizer, or generic ones (`pet.patterns_for`); patterns the
     visitor wrote, and words that name the task's labels, stay (`common.kept_if_written`, `common.kept_if_fitting`)."""
     task = resolve_task(task_name, upload, text_column, label_column)
-    template, verbalizer = suggested_prompt(task.name, task.label_names)
+    template, verbalizer = suggested_prompt(task.name, task.label_names, task.identity)
     # an upload gets the generic template and two generic patterns: an empty box was refused at the press
     kept = kept_if_written(patterns, "\n---\n".join(patterns_for(task, template)))
     return kept, kept_if_fitting(words, verbalizer, task)

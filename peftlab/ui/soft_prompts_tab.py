@@ -268,6 +268,8 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
         notes += leaning_notes(scored, task.label_names)
         if cut := cut_note(lm, setup.prompts[0], configs, task.test_subset(test_limit)):
             notes.append(cut)
+        if unread := task.unread_note([setup.prompts[0].template]):
+            notes.append(unread)
         results = results_frame(rows)
         csv_file = session.download(task.name, "soft-prompts-runs", suffix="csv")
         csv_file.write_text(results.to_csv(index=False), encoding="utf-8")
