@@ -507,7 +507,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
             stored = "; the results store has them too" if args.store else ""
             print(f"Written to {written}: {what} finished before it ended{stored}.", file=sys.stderr)
     cut = cut_note(lm, setup.prompts[0], methods, task.test_subset(test_limit)) if methods else None
-    unread = task.unread_note([setup.prompts[0].template])
+    unread = task.unread_note([setup.prompts[0].template]) if methods else None
     for note in [*leaning_notes(scored, task.label_names), *(note for note in (cut, unread) if note)]:
         print(f"warning: {note}", file=sys.stderr)
     if args.json:

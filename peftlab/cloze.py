@@ -547,10 +547,11 @@ def leaning_note(confusion: np.ndarray, names: Sequence[str], setup: ClozeSetup)
     demonstrations = setup.prompts[0].demonstrations
     if demonstrations:
         last = names[demonstrations[-1]["label"]]
+        # contextual calibration was advised to a run that had it on
+        calibrate = "contextual calibration, " if setup.calibration != "contextual" else ""
         return (
             f"{note} Small models lean on the in-context demonstrations' labels and order (the last one here is "
-            f"'{last}'; Zhao et al. 2021): try contextual calibration, another demonstration seed or fewer "
-            "demonstrations."
+            f"'{last}'; Zhao et al. 2021): try {calibrate}another demonstration seed or fewer demonstrations."
         )
     if setup.calibration == "none":
         return f"{note} The label words' own prior sways the scores: try calibration (contextual or mean)."

@@ -445,9 +445,9 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
         # chance, shown as a model's, with only transformers' load report on the server's log to say so
         head = "masked-LM" if kind == "mlm" else "causal-LM"
         raise PeftlabError(
-            f"Model {name!r} has no trained {head} head (its checkpoint lacks {counted(len(missing), 'weight')}, "
-            f"such as '{sorted(missing)[0]}'), and one made up at random would score by chance; pick a model with a "
-            "language-model head (architectures ending in ForMaskedLM or ForCausalLM)."
+            f"Model {name!r} lacks {counted(len(missing), 'weight')} its {head} architecture needs (such as "
+            f"'{sorted(missing)[0]}'), which would be made up at random and score by chance; pick a model whose "
+            "checkpoint has its language-model head (architectures ending in ForMaskedLM or ForCausalLM)."
         )
     if device.type == "cuda":
         avoid_cudnn_attention()

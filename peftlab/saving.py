@@ -84,12 +84,15 @@ def trained_card(trained: TrainedMethod):
             "trained it, beside the other methods scored on the same texts.",
             "",
         ]
+    # a classifier without its pattern reads the bare fields: "as the template gives it" said otherwise
+    bare = getattr(config, "pattern", True) is False
+    reads = "the template's fields, one per line" if bare else "the text as the template gives it"
     how = (
         "The text is put into the template, and the label whose verbalizer words the model finds likeliest at the "
         "mask wins."
         if config.prompt_based
-        else "A classification head of its own scores the labels, reading the text as the template gives it; the "
-        "verbalizer only names the labels, in the head's order."
+        else f"A classification head of its own scores the labels, reading {reads}; the verbalizer only names the "
+        "labels, in the head's order."
     )
     words = "; ".join(f"{label}: {', '.join(w)}" for label, w in trained.prompt.verbalizer.words.items())
     settings = {"method": config.name, **dataclasses.asdict(config), "trainer": scored and scored.trainer}

@@ -435,6 +435,11 @@ def test_predictions_that_lean_on_one_label_get_a_sentence_with_advice_for_the_s
     assert leaning_note(leaning, names, zero_shot).endswith("sways the scores: try calibration (contextual or mean).")
     calibrated = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, calibration="contextual")
     assert leaning_note(leaning, names, calibrated).endswith("Try other label words or another template.")
+    # a run with contextual calibration on was advised to try it
+    both = ClozeSetup.build(tiny_task, TEMPLATE, VERBALIZER, "contextual", shots_in_context=2, seed=21)
+    assert leaning_note(leaning, names, both).endswith(
+        "Zhao et al. 2021): try another demonstration seed or fewer demonstrations."
+    )
     assert leaning_note(np.array([[2, 1], [1, 2]]), names, in_context) is None
 
 

@@ -79,8 +79,8 @@ def test_a_checkpoint_without_a_language_model_head_is_refused(tmp_path):
     with pytest.raises(PeftlabError) as raised:
         load_lm(str(tmp_path), dtype="fp32", device="cpu")
     assert str(raised.value) == (
-        f"Model {str(tmp_path)!r} has no trained masked-LM head (its checkpoint lacks 6 weights, such as "
-        "'cls.predictions.bias'), and one made up at random would score by chance; pick a model with a language-model "
+        f"Model {str(tmp_path)!r} lacks 6 weights its masked-LM architecture needs (such as 'cls.predictions.bias'), "
+        "which would be made up at random and score by chance; pick a model whose checkpoint has its language-model "
         "head (architectures ending in ForMaskedLM or ForCausalLM)."
     )
 

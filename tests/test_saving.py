@@ -215,6 +215,11 @@ def test_an_unscored_method_has_a_card_without_a_result_and_a_bad_result_is_refu
     assert json.loads((folder / META_FILE).read_text())["scored"] == {}
     card = (folder / "README.md").read_text()
     assert "# head\n" in card and "Test result" not in card and "classification head of its own" in card
+    assert "reading the text as the template gives it" in card  # the head reads the mask through the template
+    # a classifier without its pattern reads the bare fields: its card said it read them through the template
+    _, classifier = trained_method(tiny_causal, "classifier", r=2)
+    card = (save_trained(classifier, tmp_path / "classifier") / "README.md").read_text()
+    assert "reading the template's fields, one per line;" in card
 
     meta = json.loads((folder / META_FILE).read_text())
     (folder / META_FILE).write_text(json.dumps(meta | {"scored": {"accuracy": 0.9}}))
