@@ -21,6 +21,7 @@ import torch
 
 from peftlab.cloze import ClozeSetup, label_log_probs, words_to_label_log_probs
 from peftlab.config import Config, seed_setting, setting
+from peftlab.errors import PeftlabError
 from peftlab.methods import MethodConfig
 from peftlab.metrics import accuracy, macro_f1, mean_gold_log_prob
 from peftlab.models import LM, autocast_for
@@ -136,7 +137,18 @@ class TrainedMethod:
         return loss_note(self.config.name, [e.train_loss for e in self.history], self.config.learning_rate)
 
     def log_probs(self, examples: Sequence[dict], batch_size: int = 32) -> torch.Tensor:
-        """(N, L) label log-probs, no gradient; prompt-based methods score through cloze's length-sorted batches."""
+        """(N, L) label log-probs, no gradient; prompt-based methods score through cloze's length-sorted batches.
+
+        Raises:
+            PeftlabError: an example without a field the template reads (a bare KeyError 'hypothesis' before).
+        """
+        fields = self.prompt.template.fields
+        if lacking := next((e for e in examples if any(f not in e for f in fields)), None):
+            missing = " and ".join(f"'{f}'" for f in fields if f not in lacking)
+            raise PeftlabError(
+                f"An example has no {missing}, which the method's template ({self.prompt.template.text!r}) reads; "
+                "give every example each of its fields."
+            )
         with torch.inference_mode(), autocast_for(self.lm.model):
             if self.config.prompt_based:
                 return label_log_probs(self.lm, self.prompt, examples, batch_size, model=self.model).float()

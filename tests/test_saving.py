@@ -209,6 +209,18 @@ def test_a_scored_method_says_what_it_was_trained_on_and_scored(tiny_causal, tmp
     assert json.loads(zipfile.ZipFile(zip_trained(loaded, tmp_path / "again.zip")).read(META_FILE))["scored"] == scored
 
 
+def test_a_trained_method_asked_about_an_example_without_its_fields_says_so(tiny_causal):
+    """A new user's `load_trained(...).log_probs([{"text": ..., "label": 0}])` on a pair task raised KeyError
+    'hypothesis'."""
+    _, trained = trained_method(tiny_causal, "lora", r=2)
+    with pytest.raises(PeftlabError) as raised:
+        trained.log_probs([{"label": 0}])
+    assert str(raised.value) == (
+        f"An example has no 'text', which the method's template ({TEMPLATE!r}) reads; give every example each of its "
+        "fields."
+    )
+
+
 def test_an_unscored_method_has_a_card_without_a_result_and_a_bad_result_is_refused(tiny_causal, tmp_path):
     _, trained = trained_method(tiny_causal, "head")
     folder = save_trained(trained, tmp_path / "head")
