@@ -690,24 +690,14 @@ def test_hub_pairs_setfit_names_and_unlabelled_splits(monkeypatch):
 
     setfit = Features(text=Value("string"), label=Value("int64"), label_text=Value("string"))
     words = ["negative", "positive"]
-    labelled = Dataset.from_dict(
-        dict(
-            text=[f"x{i}" for i in range(40)],
-            label=[i % 2 for i in range(40)],
-            label_text=[words[i % 2] for i in range(40)],
-        ),
-        features=setfit,
-    )
+
+    def named(prefix: str, n: int):  # SetFit's layout: an int label and its name beside it
+        labels = [i % 2 for i in range(n)]
+        columns = dict(text=[f"{prefix}{i}" for i in range(n)], label=labels, label_text=[words[y] for y in labels])
+        return Dataset.from_dict(columns, features=setfit)
+
     minus_one = Dataset.from_dict(dict(text=["y"] * 5, label=[-1] * 5, label_text=[""] * 5), features=setfit)
-    valid = Dataset.from_dict(
-        dict(
-            text=[f"v{i}" for i in range(6)],
-            label=[i % 2 for i in range(6)],
-            label_text=[words[i % 2] for i in range(6)],
-        ),
-        features=setfit,
-    )
-    _fake_hub(monkeypatch, DatasetDict(train=labelled, test=minus_one, validation=valid))
+    _fake_hub(monkeypatch, DatasetDict(train=named("x", 40), test=minus_one, validation=named("v", 6)))
     task = load_task("fake/setfit")
     assert task.label_names == words and task.text_fields == ["text"]
     assert _names(task, task.test) == {"negative": 3, "positive": 3} and len(task.train) == 40
