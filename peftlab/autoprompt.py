@@ -577,14 +577,15 @@ class AutoPromptResult:
             "texts."
         )
 
-    def warnings(self, train_size: int, label_names: Sequence[str]) -> list[str]:
-        """What the tab and the command warn of after a search: the `trigger_note`, and the found prompt leaning on
-        one label (`report.leaning_notes` of its row alone: the prompt without the trigger is said as "without"
-        beside it, and a note naming it "zero-shot" read as the Compare tab's baseline)."""
+    def warnings(self, train_size: int, task: Task) -> list[str]:
+        """What the tab and the command warn of after a search: the `trigger_note`, the found prompt leaning on one
+        label (`report.leaning_notes` of its row alone: the prompt without the trigger is said as "without" beside
+        it, and a note naming it "zero-shot" read as the Compare tab's baseline), and a field of `task` the template
+        leaves out (`Task.unread_note`: the default template reads {text} alone, a pair task's hypothesis never)."""
         from peftlab.report import leaning_notes
 
-        note = self.trigger_note(train_size)
-        return [*([note] if note else []), *leaning_notes(self.rows[:1], label_names)]
+        notes = [self.trigger_note(train_size), *leaning_notes(self.rows[:1], task.label_names)]
+        return [note for note in [*notes, task.unread_note([self.template])] if note]
 
     def summary(self) -> dict:
         return {

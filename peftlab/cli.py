@@ -275,7 +275,7 @@ def run_autoprompt(args: argparse.Namespace) -> None:
 
     result = search(lm, task, args.verbalizer, config, on_event=report)
     _store(args, result.rows)
-    for note in result.warnings(config.train_size, task.label_names):
+    for note in result.warnings(config.train_size, task):
         print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.summary()), file=args.json_out)

@@ -755,3 +755,10 @@ def test_a_trigger_worse_than_no_trigger_beyond_doubt_is_said():
     )
     assert result(gold[:17] + [0, 1, 0]).trigger_note(8) is None  # 85 % against 90 %: not told apart on 20 texts
     assert result(gold).trigger_note(8) is None  # better
+    # a pair task's field the found template never reads is said (the default template reads {text} alone)
+    found = result(gold)
+    found.template = "{text} the aven the the the {mask}"
+    task.identity = ["text", "hypothesis"]
+    assert (
+        found.warnings(8, task) == [task.unread_note([found.template])] and "{hypothesis}" in found.warnings(8, task)[0]
+    )

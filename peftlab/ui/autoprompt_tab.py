@@ -170,7 +170,7 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
             "it started from; try more iterations or candidates, or a larger train size."
         )
     # a trigger that makes every text 'negative' scores 50 % on a balanced split, and only the Compare tab said so
-    summary += warning_notes(result.warnings(config.train_size, task.label_names))
+    summary += warning_notes(result.warnings(config.train_size, task))
     yield summary, readable(history), _plot(history), result.template, verbalizer
 
 
