@@ -796,6 +796,8 @@ def test_autoprompt_says_when_its_trigger_leans_on_one_label(capsys, monkeypatch
     data.write_text("text,label\n" + "".join(f"good film {i},positive\nbad film {i},negative\n" for i in range(20)))
 
     class Found:  # the search's result, as far as the command reads it
+        template = "{text} [T] {mask}"
+
         def __init__(self, task):
             texts = task.test_subset(None)
             self.rows = [
