@@ -501,6 +501,7 @@ def _build_task(
 LEFT_OUT = {
     "empty": "without a text or a label",
     "conflicting": "with a text labelled differently elsewhere (every copy)",
+    "contradicting": "labelled otherwise than the same text marked test or dev (that row is kept)",
     "repeated": "repeating a text",
 }
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
@@ -553,7 +554,7 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
         rows = _to_rows(records, fields, text_column, label_column)
         task = _build_task(path.name, rows, fields, identity=identity)
         task.held_out_here = True
-        readable, conflicting = len(rows), _conflicting(rows, identity)
+        readable, conflicting, contradicting = len(rows), _conflicting(rows, identity), 0
     else:
         by_split = {name: [r for r, s in zip(records, splits) if s == name] for name in ("train", "dev", "test")}
         if not by_split["test"]:
@@ -568,12 +569,25 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
         task.marked_splits = True
         readable = sum(map(len, rows.values()))
         conflicting = sum(_conflicting(split_rows, identity) for split_rows in rows.values())
+        contradicting = _contradicting(rows, identity)
     # the rest left out repeat a text kept (in its split, or one marked train repeating a test text)
-    repeated = readable - conflicting - len(task.rows("all"))
+    repeated = readable - conflicting - contradicting - len(task.rows("all"))
     empty = int(blank.sum()) + len(records) - readable
-    task.left_out = {"empty": empty, "conflicting": conflicting, "repeated": repeated}
+    task.left_out = {"empty": empty, "conflicting": conflicting, "contradicting": contradicting, "repeated": repeated}
     task.restating = restating
     return task
+
+
+def _contradicting(rows: dict[str, list[dict]], identity: Sequence[str]) -> int:
+    """How many of the train and dev `rows` (by split) `_build_task` leaves out for a test (or, of train, dev) row of
+    the same text with another label: they were counted as repeating a text."""
+    kept: dict[tuple, str] = {}  # the label of each text of the splits that win, test first
+    contradicting = 0
+    for split in ("test", "dev", "train"):
+        deduped = _dedupe(rows[split], identity)
+        contradicting += sum(kept.get(_identity(r, identity), r["label"]) != r["label"] for r in deduped)
+        kept = {_identity(r, identity): r["label"] for r in deduped} | kept
+    return contradicting
 
 
 def _split_values(column: pd.Series, source: str) -> list[str]:

@@ -430,7 +430,11 @@ def test_a_pool_too_small_says_what_the_file_lost_to_empty_rows_and_the_test_spl
     path = tmp_path / "emptystr.csv"
     path.write_text('text,label\n,a\n"",b\nfoo,a\nbar,b\n')
     task = load_task(str(path))
-    assert task.left_out == {"empty": 2, "conflicting": 0, "repeated": 0} and len(task.test) == 2 and task.train == []
+    assert (
+        task.left_out == {"empty": 2, "conflicting": 0, "contradicting": 0, "repeated": 0}
+        and len(task.test) == 2
+        and task.train == []
+    )
     with pytest.raises(PeftlabError) as raised:
         task.few_shot(2)
     assert str(raised.value) == (
@@ -459,7 +463,7 @@ def test_an_upload_says_which_rows_it_left_out_and_why(tmp_path):
     rows = ["same words,pos", "same words,neg", ",pos", "good,pos", "good,pos", "bad,neg", "fine,pos", "awful,neg"]
     path.write_text("text,label\n" + "\n".join(rows) + "\n")
     task = load_task(str(path))
-    assert task.left_out == {"empty": 1, "conflicting": 2, "repeated": 1}
+    assert task.left_out == {"empty": 1, "conflicting": 2, "contradicting": 0, "repeated": 1}
     assert task.left_out_words == (
         "4 rows of the file were left out: 1 without a text or a label, 2 with a text labelled differently elsewhere "
         "(every copy), 1 repeating a text"
@@ -468,7 +472,11 @@ def test_an_upload_says_which_rows_it_left_out_and_why(tmp_path):
     # keeps its test row
     path.write_text("text,label,split\ngood,pos,test\ngood,pos,train\nbad,neg,test\nbad,pos,train\nok,pos,train\n")
     task = load_task(str(path))
-    assert task.left_out == {"empty": 0, "conflicting": 0, "repeated": 2}
+    assert task.left_out == {"empty": 0, "conflicting": 0, "contradicting": 1, "repeated": 1}
+    assert task.left_out_words == (  # the train 'bad' labelled pos was told as repeating the test one
+        "2 rows of the file were left out: 1 labelled otherwise than the same text marked test or dev (that row is "
+        "kept), 1 repeating a text"
+    )
     assert [r["text"] for r in task.test] == ["good", "bad"] and [r["text"] for r in task.train] == ["ok"]
 
 
@@ -580,7 +588,12 @@ def test_a_premise_with_several_hypotheses_is_several_examples(tmp_path):
     lines.append("A car stops.,It moves.,contradiction")
     task = load_task(_write_csv(tmp_path / "nli.csv", lines))
     assert task.text_fields == ["text", "hypothesis"]
-    assert len(task.rows("all")) == 31 and task.left_out == {"empty": 0, "conflicting": 2, "repeated": 1}
+    assert len(task.rows("all")) == 31 and task.left_out == {
+        "empty": 0,
+        "conflicting": 2,
+        "contradicting": 0,
+        "repeated": 1,
+    }
     pairs = [(r["text"], r["hypothesis"]) for r in task.rows("all")]
     assert len(set(pairs)) == 31 and ("A car stops.", "It moves.") not in pairs
     train_pairs = {(r["text"], r["hypothesis"]) for r in task.train}
@@ -614,7 +627,12 @@ def test_a_question_with_one_word_candidate_answers_is_as_many_examples(tmp_path
         question = f"Which city is the capital in question {i}?"
         lines += [f"{question},Paris,yes", f"{question},Lyon,no", f"{question},Nice,no"]
     task = load_task(_write_csv(tmp_path / "qa.csv", lines))
-    assert len(task.rows("all")) == 30 and task.left_out == {"empty": 0, "conflicting": 0, "repeated": 0}
+    assert len(task.rows("all")) == 30 and task.left_out == {
+        "empty": 0,
+        "conflicting": 0,
+        "contradicting": 0,
+        "repeated": 0,
+    }
 
 
 def test_a_file_whose_every_text_has_two_labels_says_so(tmp_path):
@@ -652,7 +670,12 @@ def test_an_id_column_does_not_make_a_repeated_text_another_example(tmp_path):
         lines += [f"a{i},a review of film {i},{label}", f"b{i},a review of film {i},{label}"]
     lines.append("c0,a review of film 0,pos")  # film 0 labelled both ways
     task = load_task(_write_csv(tmp_path / "ids.csv", lines))
-    assert task.text_fields == ["text", "id"] and task.left_out == {"empty": 0, "conflicting": 3, "repeated": 19}
+    assert task.text_fields == ["text", "id"] and task.left_out == {
+        "empty": 0,
+        "conflicting": 3,
+        "contradicting": 0,
+        "repeated": 19,
+    }
     assert not {r["text"] for r in task.train} & {r["text"] for r in task.test}
 
 
