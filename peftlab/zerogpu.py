@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from peftlab.errors import PeftlabError
+from peftlab.training import Pace
 
 PYTHON_VERSIONS = ("3.10.13", "3.12.12")
 TORCH_VERSIONS = ("2.8.0", "2.9.1", "2.10.0", "2.11.0")
@@ -115,12 +116,13 @@ PACE_MEMORY = 20  # the latest calls of a kind its pace is fitted to
 
 
 @dataclass
-class Pace:
-    """The seconds a kind of call takes for its size, fitted to the calls seen in this process as `overhead +
-    per_unit × units` (non-negative least squares, scipy's `nnls`): every visitor's calls of a kind share it, since
-    they run on the same GPU. A call's seconds include fixed costs (a model's move to the GPU, PPO's first steps):
-    taken as seconds per unit alone, a 2-text evaluation's 1 s made every later 400-text one "203 s" and refused it
-    for every visitor, and that pace only rose. With calls of one size alone, the pace is proportional to theirs."""
+class CallTimes:
+    """The seconds a kind of call takes for its size, fitted to the calls seen in this process as a `training.Pace`
+    (set-up + seconds per unit × units; non-negative least squares, scipy's `nnls`): every visitor's calls of a kind
+    share it, since they run on the same GPU. A call's seconds include fixed costs (a model's move to the GPU, PPO's
+    first steps): taken as seconds per unit alone, a 2-text evaluation's 1 s made every later 400-text one "203 s"
+    and refused it for every visitor, and that pace only rose. With calls of one size alone, the pace is
+    proportional to theirs."""
 
     seen: list[tuple[float, float]] = field(default_factory=list)  # (units, seconds) of the latest calls
 
@@ -128,22 +130,21 @@ class Pace:
         if math.isfinite(units) and math.isfinite(seconds):  # one NaN made every later fit of the kind fail
             self.seen = [*self.seen, (units, seconds)][-PACE_MEMORY:]
 
-    def fit(self) -> tuple[float, float]:
-        """(overhead seconds, seconds per unit)."""
+    def fit(self) -> Pace:
+        """The set-up seconds and the seconds per unit of the calls seen."""
         from scipy.optimize import nnls
 
         if len({units for units, _ in self.seen}) < 2:
-            return 0.0, max(seconds / units for units, seconds in self.seen)
+            return Pace(0.0, max(seconds / units for units, seconds in self.seen))
         design = [[1.0, units] for units, _ in self.seen]
-        (overhead, per_unit), _ = nnls(design, [seconds for _, seconds in self.seen])
-        return float(overhead), float(per_unit)
+        (setup, per_unit), _ = nnls(design, [seconds for _, seconds in self.seen])
+        return Pace(float(setup), float(per_unit))
 
     def seconds(self, units: float) -> float:
         """The seconds a call of `units` takes; past the largest call seen, at least that call's seconds per unit
         (a larger call that took no longer fitted 0 s a unit, and PPO put every remaining step in one call)."""
-        overhead, per_unit = self.fit()
         largest = max(size for size, _ in self.seen)
-        fitted = overhead + per_unit * units
+        fitted = self.fit().seconds(units)
         if units <= largest:
             return fitted
         return max(fitted, max(s for size, s in self.seen if size == largest) * units / largest)
@@ -155,7 +156,7 @@ class Pace:
         return len(sizes) >= 2 or max(sizes) >= units
 
 
-_PACES: dict[str, Pace] = {}  # by kind of call, in this process
+_PACES: dict[str, CallTimes] = {}  # by kind of call, in this process
 
 
 def on_gpu(
@@ -171,10 +172,10 @@ def on_gpu(
     passed as the job's last argument (no flag crosses into a GPU call: there the call runs to its end).
 
     `units` is the job's size (texts to score, search iterations; 1 for one text): the call asks for MARGIN times
-    the seconds the `Pace` of the earlier calls of its `kind` in this process gives that size (DEFAULT_DURATION_S for
-    the first), between MIN_DURATION_S and MAX_DURATION_S. A job that no call can hold, by a measured pace
-    (`Pace.sure`), is refused before it starts. A call that ends early (ZeroGPU aborted it, or the caller closed it)
-    counts as taking all it asked, so the next call of its size asks for twice as long.
+    the seconds the `CallTimes` of the earlier calls of its `kind` in this process give that size (DEFAULT_DURATION_S
+    for the first), between MIN_DURATION_S and MAX_DURATION_S. A job that no call can hold, by a measured pace
+    (`CallTimes.sure`), is refused before it starts. A call that ends early (ZeroGPU aborted it, or the caller closed
+    it) counts as taking all it asked, so the next call of its size asks for twice as long.
 
     Raises:
         PeftlabError: the job would take longer than one call may last (before it starts), or it took longer than
@@ -202,14 +203,14 @@ def on_gpu(
         raise
     finally:
         units = max(units, 1e-9)
-        if ended != "refused":  # aborted past its duration, or ended for an estimate: at least as slow as it asked
-            _PACES.setdefault(kind, Pace()).add(units, took if ended == "done" else asked)
+        if ended != "refused":  # one that ended early (aborted past its duration, or for an estimate): all it asked
+            _PACES.setdefault(kind, CallTimes()).add(units, took if ended == "done" else asked)
     _check_call(asked, took, MAX_DURATION_S, what, shorter)
 
 
 def steps_per_call(kind: str, remaining: int) -> int:
     """How many of a job's `remaining` steps one call of `kind` takes (the job goes on in the next call): all of
-    them off ZeroGPU; on ZeroGPU one while the pace of its kind is unknown, then as many as its `Pace` fits into the
+    them off ZeroGPU; on ZeroGPU one while the pace of its kind is unknown, then as many as its `CallTimes` fit into the
     longest duration a call may safely ask for (`on_gpu`)."""
     pace = _PACES.get(kind)
     if not on_zero_gpu():

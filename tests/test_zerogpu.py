@@ -21,7 +21,7 @@ from peftlab.errors import PeftlabError
 from peftlab.methods import method_config
 from peftlab.models import load_lm
 from peftlab.tuning import TrainSettings
-from peftlab.zerogpu import MARGIN, MIN_DURATION_S, GPUCalls, Pace
+from peftlab.zerogpu import MARGIN, MIN_DURATION_S, CallTimes, GPUCalls
 from tests.test_backends import (
     TIMING,
     soft_prompts_tab_trains_elsewhere_and_classifies_with_what_was_saved,
@@ -168,7 +168,7 @@ def test_the_cloze_tab_classifies_and_evaluates_in_gpu_calls_with_the_numbers_it
     assert zero_gpu == [zerogpu.DEFAULT_DURATION_S] * 2  # one call each; the first of a kind asks the default
     again = evaluated()
     first = zerogpu._PACES[f"cloze-evaluate:{tiny_causal_folder}:0"].seen[:1]  # the call before: 6 texts
-    assert zero_gpu[2] == pytest.approx(max(MIN_DURATION_S, MARGIN * Pace(first).seconds(6)))  # sized by it
+    assert zero_gpu[2] == pytest.approx(max(MIN_DURATION_S, MARGIN * CallTimes(first).seconds(6)))  # sized by it
     monkeypatch.delenv("SPACES_ZERO_GPU")
     here = classify(**form), evaluated()
 
@@ -186,7 +186,7 @@ def test_on_zero_gpu_a_job_longer_than_any_call_is_refused_before_it_starts(tiny
     from peftlab.ui.cloze_tab import run_evaluation
 
     form = cloze_form(tiny_causal_folder, easy_csv)
-    zerogpu._PACES[f"cloze-evaluate:{tiny_causal_folder}:0"] = Pace([(6, 600.0)])  # as an earlier call of 6 texts
+    zerogpu._PACES[f"cloze-evaluate:{tiny_causal_folder}:0"] = CallTimes([(6, 600.0)])  # as an earlier call of 6 texts
     with pytest.raises(gr.Error) as refused:
         run_evaluation(None, **form)
     assert refused.value.message == (
@@ -352,21 +352,22 @@ def test_on_zero_gpu_a_stop_ends_ppo_between_chunks_with_the_policy_so_far(tiny_
 
 def test_a_long_job_goes_one_step_first_then_as_many_steps_as_fit_half_the_longest_call(zero_gpu, monkeypatch):
     assert zerogpu.steps_per_call("ppo", 40) == 1  # its pace unknown: one step measures it
-    zerogpu._PACES["ppo"] = Pace([(1, 10.0)])  # as the call before found it
+    zerogpu._PACES["ppo"] = CallTimes([(1, 10.0)])  # as the call before found it
     assert zerogpu.steps_per_call("ppo", 40) == 15  # 300 s / 2 / 10 s
     assert zerogpu.steps_per_call("ppo", 4) == 4
     # the first call's 10 s held 8 s of set-up, as a call of 15 steps shows: 2 s a step; past the largest call seen a
     # chunk is priced at least at that call's 38 s / 15 steps, so 59 steps fit in 150 s (71 by the fit alone)
     zerogpu._PACES["ppo"].add(15, 38.0)
-    assert zerogpu._PACES["ppo"].fit() == pytest.approx((8.0, 2.0))
+    fitted = zerogpu._PACES["ppo"].fit()
+    assert (fitted.setup, fitted.per_step) == pytest.approx((8.0, 2.0))
     assert zerogpu.steps_per_call("ppo", 100) == 59
     # found by a review: a larger call that took no longer fitted 0 s a step, and every remaining step went in one
     # call, asking for twice the set-up alone (24 s for 188 s of steps)
-    zerogpu._PACES["ppo"] = Pace([(1, 13.0), (11, 11.0)])
-    assert zerogpu._PACES["ppo"].fit()[1] == 0.0 and zerogpu.steps_per_call("ppo", 188) == 150
+    zerogpu._PACES["ppo"] = CallTimes([(1, 13.0), (11, 11.0)])
+    assert zerogpu._PACES["ppo"].fit().per_step == 0.0 and zerogpu.steps_per_call("ppo", 188) == 150
     zerogpu._PACES["ppo"].add(1, float("nan"))  # a call whose time was never read: left out, not a failed fit
     assert len(zerogpu._PACES["ppo"].seen) == 2
-    zerogpu._PACES["ppo"] = Pace([(1, 400.0)])  # a step longer than any call: still one, which on_gpu then refuses
+    zerogpu._PACES["ppo"] = CallTimes([(1, 400.0)])  # a step longer than any call: still one, which on_gpu then refuses
     assert zerogpu.steps_per_call("ppo", 40) == 1
     monkeypatch.delenv("SPACES_ZERO_GPU")
     assert zerogpu.steps_per_call("ppo", 40) == 40  # off ZeroGPU: the whole job at once
@@ -389,11 +390,12 @@ def test_a_small_call_s_fixed_cost_never_refuses_a_large_job_and_the_pace_follow
         zerogpu.call_on_gpu(lambda texts: texts, units, kind="evaluate", units=units)
     assert zero_gpu[1] == zerogpu.MAX_DURATION_S  # stretched from a smaller call alone: asked for, not refused
     pace = zerogpu._PACES["evaluate"]
-    assert pace.fit() == pytest.approx((1.0, 0.01)) and pace.seconds(400) == pytest.approx(5.0)
+    fitted = pace.fit()
+    assert (fitted.setup, fitted.per_step) == pytest.approx((1.0, 0.01)) and pace.seconds(400) == pytest.approx(5.0)
     zerogpu.call_on_gpu(lambda texts: texts, 400, kind="evaluate", units=400)
     assert zero_gpu[2] == pytest.approx(max(MIN_DURATION_S, MARGIN * 5.0))
     # the latest PACE_MEMORY calls alone: a slow start is forgotten as faster calls come
-    slow = Pace([(400, 100.0)])
+    slow = CallTimes([(400, 100.0)])
     for _ in range(zerogpu.PACE_MEMORY):
         slow.add(400, 5.0)
     assert slow.seconds(400) == pytest.approx(5.0)
