@@ -489,9 +489,15 @@ def _build_task(
     dev = [r for r in indexed(dev_rows) if _identity(r, identity) not in held_out]
     held_out |= {_identity(r, identity) for r in dev}
     train = [r for r in rows if _identity(r, identity) not in held_out]
-    task = Task(name=name, label_names=list(label_names), text_fields=text_fields, train=train, test=test, dev=dev)
-    task.identity = list(identity)
-    return task
+    return Task(
+        name=name,
+        label_names=list(label_names),
+        text_fields=text_fields,
+        train=train,
+        test=test,
+        dev=dev,
+        identity=list(identity),
+    )
 
 
 # ---------------------------------------------------------------- uploads
