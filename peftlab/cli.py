@@ -443,9 +443,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
     from dataclasses import asdict
 
     from peftlab.backends import adapter_name
-    from peftlab.compare import results_frame, run_record
-    from peftlab.methods import cut_note
-    from peftlab.report import leaning_notes
+    from peftlab.compare import grid_notes, results_frame, run_record
     from peftlab.saving import zip_trained
 
     rows, curves, scored = [], [], []
@@ -506,9 +504,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
             what = " and ".join([*zero_shot, *([counted(runs, "run")] if runs or not zero_shot else [])])
             stored = "; the results store has them too" if args.store else ""
             print(f"Written to {written}: {what} finished before it ended{stored}.", file=sys.stderr)
-    cut = cut_note(lm, setup.prompts[0], methods, task.test_subset(test_limit)) if methods else None
-    unread = task.unread_note([setup.prompts[0].template]) if methods else None
-    for note in [*leaning_notes(scored, task.label_names), *(note for note in (cut, unread) if note)]:
+    for note in grid_notes(lm, task, setup, methods, scored, test_limit):
         print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(results.to_json(orient="records"), file=args.json_out)

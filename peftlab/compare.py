@@ -15,8 +15,9 @@ from peftlab.backends import run_on
 from peftlab.cloze import ClozeSetup, evaluate
 from peftlab.config import Config, parse_list, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
-from peftlab.methods import METHODS, MethodConfig, method_config
+from peftlab.methods import METHODS, MethodConfig, cut_note, method_config
 from peftlab.models import LM
+from peftlab.report import leaning_notes
 from peftlab.store import STOPPED, ResultRow
 from peftlab.tasks import DEFAULT_SEEDS, Task
 from peftlab.tuning import Scored, TrainedMethod, TrainEvent, TrainSettings, train_method
@@ -395,3 +396,16 @@ def _nan_to_none(value):
     if isinstance(value, (list, tuple)):
         return [_nan_to_none(v) for v in value]
     return value
+
+
+def grid_notes(
+    lm: LM, task: Task, setup: ClozeSetup, methods: Sequence[MethodConfig], scored, test_limit: int | None
+) -> list[str]:
+    """What the end of a grid warns of, in the tab and the command: `scored` results (ResultRows) leaning on one
+    label (`report.leaning_notes`), test texts cut to fit the methods (`methods.cut_note`), and a field of the task
+    the template leaves out (`Task.unread_note`)."""
+    notes = leaning_notes(scored, task.label_names)
+    if methods:
+        prompt = setup.prompts[0]
+        notes += [cut_note(lm, prompt, methods, task.test_subset(test_limit)), task.unread_note([prompt.template])]
+    return [note for note in notes if note]

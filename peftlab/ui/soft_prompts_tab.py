@@ -17,6 +17,7 @@ from peftlab.compare import (
     GridConfig,
     GridRow,
     SweepConfig,
+    grid_notes,
     parse_sweep_values,
     results_frame,
     run_grid,
@@ -33,7 +34,6 @@ from peftlab.methods import METHODS, cut_note, method_config, parse_learning_rat
 from peftlab.models import LM, loaded_lm
 from peftlab.plots import accuracy_vs_parameters, label_probability_bars, sweep_curve, training_curves
 from peftlab.prompts import typed_example
-from peftlab.report import leaning_notes
 from peftlab.saving import load_trained, saved_model_name, zip_trained
 from peftlab.serving import current_caps
 from peftlab.standard import grid_seconds
@@ -265,11 +265,7 @@ def run_comparison(request: gr.Request, progress=gr.Progress(), **form):
             yield outputs()
         if stop.is_set():
             notes.insert(0, _stop_note(stop, rows, total_runs))
-        notes += leaning_notes(scored, task.label_names)
-        if cut := cut_note(lm, setup.prompts[0], configs, task.test_subset(test_limit)):
-            notes.append(cut)
-        if unread := task.unread_note([setup.prompts[0].template]):
-            notes.append(unread)
+        notes += grid_notes(lm, task, setup, configs, scored, test_limit)
         results = results_frame(rows)
         csv_file = session.download(task.name, "soft-prompts-runs", suffix="csv")
         csv_file.write_text(results.to_csv(index=False), encoding="utf-8")
