@@ -1,4 +1,8 @@
-"""The one exception type for bad user input: its message is a single sentence meant for a person."""
+"""The one exception type for bad user input: its message is a single sentence meant for a person; and JSON read
+from a person, whose every failure is a `json.JSONDecodeError` that `json_problem` words."""
+
+import json
+import sys
 
 
 class PeftlabError(ValueError):
@@ -14,3 +18,19 @@ def json_problem(exc, one_line: bool = False) -> str:
     `msg` alone ends some sentences on "at" with nothing after ("Unterminated string starting at")."""
     place = f"column {exc.colno}" if one_line else f"line {exc.lineno}, column {exc.colno}"
     return f"{exc.msg.removesuffix(' at')} at {place}"
+
+
+def parse_json(text: str, **options):
+    """`json.loads(text, **options)` for text a person gave: every failure is a `json.JSONDecodeError`. An array
+    nested past Python's recursion limit raised RecursionError, a number of 5,000 digits a ValueError, and both
+    reached a visitor as the app's own fault."""
+    try:
+        return json.loads(text, **options)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("Arrays or objects nested too deeply", text, 0) from None
+    except ValueError as exc:  # int's digit limit; a PeftlabError of a hook (a key given twice) passes as it is
+        if isinstance(exc, PeftlabError):
+            raise
+        raise json.JSONDecodeError(f"A number of more than {sys.get_int_max_str_digits():,} digits", text, 0) from None

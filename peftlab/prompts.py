@@ -31,7 +31,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from peftlab.errors import PeftlabError, json_problem
+from peftlab.errors import PeftlabError, json_problem, parse_json
 from peftlab.tasks import EMBEDDED_TASKS
 
 MASK_FIELD = "mask"
@@ -251,7 +251,7 @@ def _spec_to_dict(spec: str | dict) -> dict:
         )
     if text.startswith("{"):
         try:
-            mapping = json.loads(text, object_pairs_hook=_once_each)
+            mapping = parse_json(text, object_pairs_hook=_once_each)
         except json.JSONDecodeError as exc:
             raise PeftlabError(f"The verbalizer is not valid JSON ({json_problem(exc)}).") from None
         if not isinstance(mapping, dict):

@@ -16,7 +16,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from peftlab.errors import PeftlabError
+from peftlab.errors import PeftlabError, parse_json
 from peftlab.methods import METHODS, WEIGHTS_FILE, MethodConfig
 from peftlab.models import LM, load_lm, model_card
 from peftlab.prompts import Prompt, Template, Verbalizer
@@ -226,7 +226,7 @@ def _read_meta(folder: Path) -> dict:
     if not meta_file.is_file():
         raise PeftlabError(f"{folder.name or folder} is not a saved peftlab method: it has no {META_FILE}.")
     try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        meta = parse_json(meta_file.read_text(encoding="utf-8"))
         if not isinstance(meta, dict) or not isinstance(meta["model"], str):
             raise TypeError("the description is not an object naming its model")
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:

@@ -33,7 +33,7 @@ import pandas as pd
 
 from peftlab.cache import cache_dir
 from peftlab.config import counted
-from peftlab.errors import PeftlabError
+from peftlab.errors import PeftlabError, parse_json
 from peftlab.metrics import accuracy as metrics_accuracy
 from peftlab.metrics import label_f1, macro_f1
 from peftlab.tasks import UPLOAD_TEST_FRACTION
@@ -618,7 +618,7 @@ def _row_from(record: dict) -> ResultRow:
             values[name] = None
         elif name in JSON_COLUMNS and isinstance(value, str):
             try:
-                values[name] = json.loads(value)
+                values[name] = parse_json(value)
             except json.JSONDecodeError:
                 values[name] = value  # refused below, as not a JSON list or object
         elif name in FLOAT_COLUMNS and value is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.errors import PeftlabError, json_problem
+from peftlab.errors import PeftlabError, json_problem, parse_json
 
 SEPARATORS = (",", ";", "\t")
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt")  # read as CSV, separated as the header line is (`read_csv_text`)
@@ -105,7 +105,7 @@ def read_table(path: str | Path, as_written: Sequence[str] = ()) -> pd.DataFrame
                 warnings.simplefilter("ignore", pd.errors.ParserWarning)
                 return read_csv_text(text, as_written, keep_default_na=False, na_values=[""], index_col=False)
         if text.lstrip().startswith("["):
-            records = json.loads(text)
+            records = parse_json(text)
             if not all(isinstance(r, dict) for r in records):
                 raise ValueError("the JSON array holds something other than objects")
             return pd.DataFrame.from_records(records)
@@ -156,7 +156,7 @@ def json_objects(text: str, name: str) -> list[tuple[str, dict]]:
             continue
         source = f"Line {number} of '{name}'"
         try:
-            value = json.loads(line)
+            value = parse_json(line)
         except json.JSONDecodeError as exc:
             whole = _whole_json(text)  # a pretty-printed array said only "Line 1 ... is not valid JSON"
             if whole is not None:
@@ -178,7 +178,7 @@ def json_objects(text: str, name: str) -> list[tuple[str, dict]]:
 def _whole_json(text: str):
     """The value of `text` read as one JSON document, or None when it is not one."""
     try:
-        return json.loads(text)
+        return parse_json(text)
     except json.JSONDecodeError:
         return None
 
@@ -256,7 +256,7 @@ def _separator(text: str) -> str:
 
 def _is_one_json_value(text: str) -> bool:
     try:
-        json.loads(text)
+        parse_json(text)
         return "\n" in text.strip()  # a single line is JSON Lines with one row
     except json.JSONDecodeError:
         return False

@@ -354,3 +354,48 @@ def test_jsonl_saved_with_a_bom_utf16_or_crlf_loads_the_same(tmp_path, encode):
         Demonstration("Caf\u00e9 review", "Loved it\u2028a lot."),  # U+2028 inside a text is not a line end
         Demonstration("B", "C"),
     ]
+
+
+def test_a_comparisons_file_over_the_cap_or_with_a_huge_ranking_is_refused_as_it_is_read(tmp_path):
+    """A public Space trained on every uploaded pair (224,250 of them past the cap of 2,000), and one 12 KB line
+    ranking 1,500 responses made 1.1 million pairs as the file was dropped: memory enough to end the process for
+    every visitor."""
+    from peftlab.rlhf.data import MAX_RANKED_K, load_comparisons
+
+    path = tmp_path / "rankings.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"p{i}", "ranked": list("abcde")}) + "\n" for i in range(3)))
+    assert len(load_comparisons(path, limit=30)) == 30  # three rankings of 5: 10 pairs each
+    with pytest.raises(PeftlabError) as raised:
+        load_comparisons(path, limit=20)
+    assert str(raised.value) == (
+        "The file 'rankings.jsonl' gives more than 20 comparisons (a ranking of K responses gives K(K-1)/2), above "
+        "this public Space's limit of 20; upload fewer, or run peftlab on your own machine."
+    )
+    path.write_text(json.dumps({"prompt": "p", "ranked": [f"r{i}" for i in range(1500)]}) + "\n")
+    with pytest.raises(PeftlabError) as raised:
+        load_comparisons(path)
+    assert str(raised.value) == (
+        f"Line 1 of 'rankings.jsonl' ranks 1500 responses; peftlab reads rankings of at most {MAX_RANKED_K} "
+        "(InstructGPT's labelers ranked 4 to 9), as each gives a comparison with every other."
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("[" * 100_000 + "]" * 100_000, "Arrays or objects nested too deeply"), ("9" * 5000, "A number of more than")],
+)
+def test_json_that_python_cannot_read_is_one_sentence(tmp_path, value, problem):
+    """A line nested 100,000 arrays deep raised RecursionError, a 5,000-digit number ValueError; both reached the
+    visitor as "Something failed inside peftlab ... a fault of the app"."""
+    from peftlab.uploads import read_table
+
+    path = tmp_path / "demos.jsonl"
+    path.write_text('{"prompt": "a", "response": ' + value + "}\n")
+    with pytest.raises(PeftlabError) as raised:
+        load_demonstrations(path)
+    assert str(raised.value).startswith(f"Line 1 of 'demos.jsonl' is not valid JSON ({problem}")
+    array = tmp_path / "texts.json"
+    array.write_text(value)
+    with pytest.raises(PeftlabError) as raised:
+        read_table(array)
+    assert "'texts.json'" in str(raised.value) and "JSON" in str(raised.value)  # one sentence, naming the file

@@ -249,3 +249,171 @@ def test_the_app_stores_ppo_ptx_apart_and_times_each_route_as_the_cli_does(monke
     rlhf_stages.evaluate_stage("vader-positive", 1, 0, None, progress=lambda *args, **kwargs: None)
     (row,) = stored
     assert (row.method, row.train_seconds, row.settings["ptx_coef"]) == ("ppo-ptx", 130.0, 0.5)
+
+
+def test_a_sft_run_again_and_stopped_before_its_first_step_keeps_every_stage(tiny_causal_folder, monkeypatch):
+    """SFT pressed again and stopped while its model loaded dropped the SFT model, the reward model and the policies,
+    trained nothing, and said "SFT stopped before its first step, so there is no SFT model" while Stop had said what
+    it finished is kept. The session is now as it was, as a stopped reward model, PPO or DPO leaves it."""
+    import contextlib
+
+    from peftlab.serving import JobStop
+    from peftlab.ui.sessions import SESSIONS
+
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
+    SESSIONS.get(None).values.pop("rlhf", None)
+    sft = dict(model=tiny_causal_folder, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=1)
+    list(rlhf_stages.run_sft_stage(None, **sft, sft_learning_rate=1e-3, seed=0))
+    session = rlhf_stages._session(None)
+    trained, reward, settings = session.sft, object(), dict(session.settings)
+    session.reward = reward
+
+    @contextlib.contextmanager
+    def stopped_job(request, kind, name=None):
+        stop = JobStop()
+        stop.stop("you pressed Stop")
+        yield None, stop
+
+    monkeypatch.setattr(rlhf_stages, "job", stopped_job)
+    (warning, *_), *_ = rlhf_stages.run_sft_stage(None, **sft, sft_learning_rate=1e-3, seed=1)
+    assert warning.startswith("⚠️ Running step 1 (SFT) again drops the reward model")  # the second press goes on
+    *_, (status, plot, samples) = rlhf_stages.run_sft_stage(None, **sft, sft_learning_rate=1e-3, seed=1)
+    assert status == (
+        "SFT stopped before its first step because you pressed Stop: nothing was trained, and every stage is as it was."
+    )
+    assert (plot, samples) == (gr.skip(), gr.skip())  # the curve and samples of the SFT model still held
+    assert session.sft is trained and session.reward is reward and session.settings == settings
+
+
+def test_stop_reaches_a_job_while_it_loads_its_model_and_a_second_call_is_refused():
+    """A job left the queue and ran its first seconds (loading the model, timing the sampling) as no job at all:
+    Stop said "Nothing to stop", the job ran to its end, and the tab's other presses passed their checks. It is the
+    session's running job from the moment it leaves the queue; an API call while it runs is refused."""
+    from peftlab.ui.presses import _unless_stopped_in_queue, job
+    from peftlab.ui.sessions import SESSIONS
+
+    class Request:
+        session_hash = "loading-visitor"
+
+    seen = []
+
+    def handler(request):
+        session = SESSIONS.get(request)
+        seen.append((session.busy("rlhf"), session.stop_job("rlhf", "you pressed Stop")))  # while the model loads
+        with pytest.raises(gr.Error) as refused:  # an API client's second call meanwhile
+            next(wrapped(request))
+        seen.append(refused.value.message)
+        with job(request, "rlhf") as (_, stop):
+            yield stop.is_set(), stop.reason
+
+    wrapped = _unless_stopped_in_queue(handler, "rlhf", 2)
+    session = SESSIONS.get(Request())
+    session.queue_job("rlhf", "Step 1 (SFT)")
+    assert list(wrapped(Request())) == [(True, "you pressed Stop")]
+    assert seen == [
+        ("Step 1 (SFT)", "running"),
+        "Step 1 (SFT) is still running: call this once it has finished, or stop it.",
+    ]
+    assert session.busy("rlhf") is None and not session.running
+    session.queue_job("rlhf", "Step 1 (SFT)")
+    session.stop_job("rlhf", "you pressed Stop")  # stopped while it waited: it does not start
+    assert list(wrapped(Request())) == [[gr.skip(), gr.skip()]] and len(seen) == 2
+    SESSIONS.close(Request.session_hash)
+
+
+def test_sampling_and_downloads_wait_for_a_running_stage_and_dpo_asks_for_the_reward_model_at_once(monkeypatch):
+    """Sample and Download pressed while SFT ran said "Run step 1 (SFT) first." (SFT drops its model as it starts);
+    DPO pressed before the reward model passed its press's check and was refused after the queue's wait."""
+    from peftlab.ui.sessions import SESSIONS
+
+    class Request:
+        session_hash = "busy-ranking-visitor"
+
+    visitor = SESSIONS.get(Request())
+    stop = visitor.start_job(rlhf_stages.JOB, "Step 1 (SFT)")
+    said = "Step 1 (SFT) is still running: press this once it has finished, or stop it."
+    with pytest.raises(gr.Error) as refused:
+        rlhf_stages.download_stage("SFT adapter", Request())
+    assert refused.value.message == said
+    with pytest.raises(gr.Error) as refused:
+        list(rlhf_stages.sample_for_ranking(3, 0, Request()))
+    assert refused.value.message == said
+    visitor.end_job(rlhf_stages.JOB, stop)
+    session = RLHFSession(sft=object(), lm=SimpleNamespace(model=None))
+    monkeypatch.setattr(rlhf_stages, "_session", lambda request: session)
+    monkeypatch.setattr(rlhf_stages, "check_width", lambda *args: None)
+    with pytest.raises(PeftlabError) as raised:
+        rlhf_stages.dpo_inputs(dict(dpo_steps=2, dpo_beta=0.1, dpo_learning_rate=1e-3, seed=0), Request())
+    assert str(raised.value) == "Run step 2 (reward model) first: DPO learns from the same comparisons."
+    SESSIONS.close(Request.session_hash)
+
+
+def test_a_new_policy_empties_the_evaluation_of_the_one_it_replaced(monkeypatch):
+    """After PPO (or DPO) ran again, the side-by-side table still showed the policy it replaced, as if current."""
+    session = RLHFSession(reward=object(), ppo=object())
+    monkeypatch.setattr(rlhf_stages, "_session", lambda request: session)
+    outputs = {"evaluation": ["status", "table"]}
+    assert rlhf_stages.stages_left(None, outputs) == [gr.skip(), gr.skip()]  # nothing new: the evaluation stands
+    rlhf_stages.SESSIONS.get(None).values[rlhf_stages.NEW_POLICY] = True  # what a finished PPO or DPO stage sets
+    assert rlhf_stages.stages_left(None, outputs) == ["", None]
+    assert rlhf_stages.stages_left(None, outputs) == [gr.skip(), gr.skip()]  # said once
+
+
+def test_the_comparison_is_capped_stoppable_and_stores_the_settings_of_each_stage(monkeypatch, tmp_path):
+    """The evaluation had no public cap (2,000 held-out prompts of an upload were taken), no Stop, and stored only
+    the labeler, seed and γ: two PPO runs of other settings were one line of "2 runs" in the Compare tab."""
+    from peftlab.report import compare_routes
+    from peftlab.rlhf.evaluation import PolicyComparison
+    from peftlab.rlhf.pipeline import Sampled
+
+    data = RLHFData(["train me"], [f"held {i}" for i in range(600)], [])
+    session = RLHFSession(
+        data=data,
+        lm=SimpleNamespace(name="tiny", device="cpu"),
+        reward=SimpleNamespace(seconds=30.0),
+        ppo=SimpleNamespace(seconds=100.0, ptx_coef=0.0, policy=SimpleNamespace(model="the PPO policy")),
+    )
+    monkeypatch.setattr(rlhf_stages, "_session", lambda request: session)
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+    with pytest.raises(PeftlabError) as raised:
+        rlhf_stages.evaluation_inputs({"prompts": 501, "seed": 0}, None)
+    assert str(raised.value).startswith("Held-out prompts is 501, above this public Space's limit of 500")
+    monkeypatch.delenv("PEFTLAB_PUBLIC")
+    monkeypatch.setattr(rlhf_stages, "session_call", lambda *args, **kwargs: (Sampled(32, 96), session))
+    status, *outputs = rlhf_stages.evaluate_stage("vader-positive", 48, 0, None, progress=lambda *a, **k: None)
+    assert status.endswith("The models had given 32 of their 96 answers; nothing was kept.") and outputs == [None] * 3
+
+    summary = {"labeler": "vader-positive", "prompts": 1, "samples_per_prompt": 1, "sft_mean_score": 0.1}
+    summary |= {"sft_mean_reward": 0.2, "ppo_mean_score": 0.5, "ppo_mean_reward": 0.5, "ppo_mean_kl": 2.0}
+    table = {"prompt": ["held 1"], "sft_response": ["fine"], "sft_labeler_score": [0.1], "sft_reward": [0.2]}
+    table |= {"ppo_response": ["great"], "ppo_labeler_score": [0.5], "ppo_reward": [0.5], "ppo_kl": [2.0]}
+    comparison = PolicyComparison(pd.DataFrame(table), summary, ["ppo"])
+    monkeypatch.setattr(rlhf_stages, "session_call", lambda *args, **kwargs: (comparison, session))
+    stored = []
+    monkeypatch.setattr(rlhf_stages, "keep_results", lambda visitor, rows: stored.extend(rows))
+    for beta in (0.05, 0.5):
+        session.settings = {"sft": {"steps": 30}, "comparisons": "my rankings", "reward": {"steps": 50}}
+        session.settings["ppo"] = {"beta": beta, "steps": 30, "seed": 0}
+        rlhf_stages.evaluate_stage("vader-positive", 1, 0, None, progress=lambda *a, **k: None)
+    assert [row.settings["ppo"]["beta"] for row in stored] == [0.05, 0.5]
+    assert stored[0].settings["comparisons"] == "my rankings" and stored[0].settings["sft"] == {"steps": 30}
+    (routes,) = compare_routes(stored)
+    assert list(routes.table["runs"]) == [1, 1]  # two lines, not one of "2 runs"
+
+
+def test_rankings_on_prompts_now_held_out_are_left_out_of_the_reward_model():
+    """Rankings stay when SFT runs again; under another seed 31 of the 32 held-out prompts had been rankable, and a
+    reward model trained on "my rankings" learnt the prompts the evaluation then called held out."""
+    from peftlab.rlhf.labelers import HumanRankings
+
+    human = HumanRankings()
+    for prompt in ("a", "b", "now held"):
+        human.add(prompt, ["good", "bad"], [1, 2])
+    session = RLHFSession(human=human, data=RLHFData(["a", "b"], ["now held"], []), sft=object())
+    assert [pair.prompt for pair in session.ranked_pairs()] == ["a", "b"]
+    train, heldout = session.comparisons("my rankings", None)
+    assert {p.prompt for p in train + heldout} == {"a", "b"}
+    assert rlhf_stages.ranking_count(session) == (
+        '**3 rankings saved**: 2 comparisons on 2 prompts for the reward model (pick "my rankings" below to train on '
+        "them); left out: 1 comparison on prompts now held out for the evaluation."
+    )

@@ -155,6 +155,9 @@ def _review_rows() -> tuple[tuple[str, str, str], ...]:
 # ---------------------------------------------------------------- rankings
 
 
+MAX_RANKED_K = 64  # responses ranked per prompt: K(K-1)/2 pairs each; InstructGPT's labelers ranked 4 to 9
+
+
 def ranking_to_pairs(prompt: str, ranked: list[str]) -> list[Comparison]:
     """All K-choose-2 (better, worse) pairs of a ranking of K responses given best first.
 
@@ -171,6 +174,11 @@ def _ranking_to_pairs(prompt: str, ranked, source: str) -> list[Comparison]:
     if len(ranked) < 2:
         raise PeftlabError(
             f"{source} ranks {len(ranked)} response(s); a ranking needs at least 2 responses to make a comparison."
+        )
+    if len(ranked) > MAX_RANKED_K:  # 1,500 responses in a 12 KB line made 1.1 million pairs as the file was dropped
+        raise PeftlabError(
+            f"{source} ranks {len(ranked)} responses; peftlab reads rankings of at most {MAX_RANKED_K} (InstructGPT's "
+            "labelers ranked 4 to 9), as each gives a comparison with every other."
         )
     if any(not r.strip() for r in ranked):
         raise PeftlabError(f"{source} contains an empty response; every ranked response needs some text.")
@@ -210,17 +218,20 @@ def load_demonstrations(path: str | Path) -> list[Demonstration]:
     return demonstrations
 
 
-def load_comparisons(path: str | Path) -> list[Comparison]:
+def load_comparisons(path: str | Path, limit: int | None = None) -> list[Comparison]:
     """Read preference comparisons from a JSON-lines file.
 
     Each line is either {"prompt", "chosen", "rejected"} (one pair) or {"prompt", "ranked": [best, ...,
     worst]} (a ranking of K responses, which gives all K-choose-2 pairs).
 
     Raises:
-        PeftlabError: a file that is missing, unreadable, or has a line that is not a comparison.
+        PeftlabError: a file that is missing, unreadable, has a line that is not a comparison, or gives more than
+            `limit` comparisons (a public Space's cap: it is refused as it is read, before the pairs fill memory).
     """
     comparisons = []
     for source, record in _jsonl_records(path):
+        if limit is not None and len(comparisons) > limit:
+            break
         prompt = _text_field(
             record, "prompt", source, "'prompt' and either 'chosen' and 'rejected' or 'ranked'"
         ).strip()
@@ -234,6 +245,12 @@ def load_comparisons(path: str | Path) -> list[Comparison]:
                 f"{source} has the same text for 'chosen' and 'rejected'; a comparison needs two different responses."
             )
         comparisons.append(Comparison(prompt, chosen, rejected))
+    if limit is not None and len(comparisons) > limit:
+        raise PeftlabError(
+            f"The file '{Path(path).name}' gives more than {limit:,} comparisons (a ranking of K responses gives "
+            f"K(K-1)/2), above this public Space's limit of {limit:,}; upload fewer, or run peftlab on your own "
+            "machine."
+        )
     if not comparisons:
         raise PeftlabError(
             f"The file '{Path(path).name}' has no comparisons; write one JSON object per line, "

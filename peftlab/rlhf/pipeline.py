@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.models import LM, check_width
-from peftlab.rlhf.data import Comparison, Demonstration, embedded_review_data, load_comparisons, load_demonstrations
+from peftlab.rlhf.data import (
+    MAX_RANKED_K,
+    Comparison,
+    Demonstration,
+    embedded_review_data,
+    load_comparisons,
+    load_demonstrations,
+)
 from peftlab.rlhf.dpo import DPOConfig, DPOResult, train_dpo
 from peftlab.rlhf.evaluation import (
     PolicyComparison,
@@ -68,6 +75,7 @@ class RLHFData:
         heldout_fraction: float = 0.2,
         seed: int = 0,
         reward_model: bool = True,
+        comparisons_limit: int | None = None,
     ) -> RLHFData:
         """User files: their prompts split into training and held-out ones, before any training.
 
@@ -78,11 +86,12 @@ class RLHFData:
         comparisons on one prompt are enough: it is kept to train on.
 
         Raises:
-            PeftlabError: unreadable files, fewer than 2 different prompts, comparisons on fewer than 2 prompts for a
-                reward model, or no demonstration left for training.
+            PeftlabError: unreadable files, more comparisons than `comparisons_limit` (`load_comparisons`), fewer than
+                2 different prompts, comparisons on fewer than 2 prompts for a reward model, or no demonstration left
+                for training.
         """
         demonstrations = load_demonstrations(demonstrations_path)
-        comparisons = load_comparisons(comparisons_path) if comparisons_path else None
+        comparisons = load_comparisons(comparisons_path, comparisons_limit) if comparisons_path else None
         prompts = list(dict.fromkeys([d.prompt for d in demonstrations] + [c.prompt for c in comparisons or []]))
         if len(prompts) < 2:
             raise PeftlabError("The data needs at least 2 different prompts: some to train on and some held out.")
@@ -112,9 +121,6 @@ class RLHFData:
                 "have none to learn; add demonstrations for more prompts."
             )
         return cls([p for p in prompts if p not in heldout], [p for p in prompts if p in heldout], kept, comparisons)
-
-
-MAX_RANKED_K = 64  # K samples ranked per prompt: K(K-1)/2 pairs each; InstructGPT's labelers ranked 4 to 9
 
 
 @dataclass

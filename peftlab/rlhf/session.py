@@ -23,7 +23,7 @@ from peftlab.rlhf.dpo import DPOConfig, DPOEvent, DPOResult, train_dpo
 from peftlab.rlhf.evaluation import PolicyComparison, compare_policies
 from peftlab.rlhf.generation import sample_responses
 from peftlab.rlhf.labelers import HumanRankings, labeler_by_name
-from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, ranked_comparisons
+from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, Sampled, ranked_comparisons
 from peftlab.rlhf.ppo import PPOConfig, PPOEvent, PPOResult, PPORun, ppo_steps, start_ppo
 from peftlab.rlhf.reward import RewardConfig, RewardEvent, RewardResult, train_reward_model
 from peftlab.rlhf.sft import SFTConfig, SFTEvent, SFTResult, train_sft
@@ -33,6 +33,22 @@ STAGES = {"sft": "step 1 (SFT)", "reward": "step 2 (reward model)", "ppo": "step
 REQUIRES = {"sft": (), "reward": ("sft",), "ppo": ("sft", "reward"), "dpo": ("sft",)}  # the stages each builds on
 DROPPED_NAMES = {"reward": "the reward model", "ppo": "PPO", "dpo": "DPO"}  # the later stages, as `dropped_by` says
 SAMPLE_PROMPTS = 3  # held-out prompts the SFT stage answers while it trains
+RANKING_SETTINGS = ("labeler", "k", "rm_pairs", "rm_heldout_prompts", "max_new_tokens")  # a simulated labeler's
+
+
+def ranking_settings(source: str, config: PipelineConfig) -> dict:
+    """Where a reward model's comparisons came from, as stored settings: `source` (a RANKING_SOURCES), and for the
+    simulated labeler the settings of `config` that made its rankings, named as `PipelineConfig.to_dict()` names
+    them (the command line stores that)."""
+    made = config.to_dict() if source == RANKING_SOURCES[0] else {}
+    return {"comparisons": source, **{name: made[name] for name in RANKING_SETTINGS if name in made}}
+
+
+class _Stopped(Exception):
+    """Raised between batches of answers once the evaluation's stop flag is set: how far it was."""
+
+    def __init__(self, sampled: Sampled):
+        self.sampled = sampled
 
 
 @dataclass
@@ -49,6 +65,9 @@ class RLHFSession:
     pairs: list[Comparison] | None = None  # the training comparisons of the reward model, which DPO learns from
     pending: tuple[str, list[str]] | None = None  # a prompt and the responses shown for ranking
     ppo_run: PPORun | None = None  # a PPO run between two chunks of steps (`continue_ppo`)
+    # the settings of the stages held, keyed as `PipelineConfig.to_dict()` keys them ("sft", "reward", "ppo", "dpo",
+    # and where the comparisons came from): stored with an evaluation, so that other runs are told apart
+    settings: dict = field(default_factory=dict)
 
     def dropped_by(self, stage: str) -> str:
         """What running `stage` ("sft", "reward") again would drop of what this session holds, in words ("the reward
@@ -67,18 +86,22 @@ class RLHFSession:
     def run_sft(
         self, lm: LM, data: RLHFData, config: SFTConfig, stop: threading.Event | None = None
     ) -> Iterator[SFTEvent | SFTResult]:
-        """Stage 1 on `data`; the stages after it are dropped, the person's rankings kept.
+        """Stage 1 on `data`; the stages after it are dropped, the person's rankings kept. A stop before the first
+        step (the last item an SFTResult without losses) leaves the session as it was: a re-run stopped while its
+        model loaded dropped the SFT model and every stage after it, and kept nothing new.
 
         Raises:
-            PeftlabError: bad data for SFT, or a stop before the first step (there is then no SFT model).
+            PeftlabError: bad data for SFT.
         """
+        kept = replace(self)
         self.lm, self.data, self.pending = lm, data, None
         self.sft = self.reward = self.ppo = self.dpo = self.pairs = self.ppo_run = None
         for item in train_sft(lm, data.demonstrations, config, data.heldout_prompts[:SAMPLE_PROMPTS], stop):
             if isinstance(item, SFTResult):
-                if not item.losses:
-                    raise PeftlabError("SFT stopped before its first step, so there is no SFT model; run it again.")
-                self.sft = item
+                if item.losses:
+                    self.sft, self.settings = item, {"sft": config.to_dict()}
+                else:
+                    vars(self).update(vars(kept))
             yield item
 
     def sample_for_ranking(self, k: int, seed: int) -> tuple[str, list[str]]:
@@ -104,6 +127,13 @@ class RLHFSession:
         self.human.add(prompt, responses, list(ranks))
         self.pending = None
 
+    def ranked_pairs(self) -> list[Comparison]:
+        """The person's comparisons on prompts the current data may train on: rankings stay when SFT runs again, and
+        one made under another seed (or other data) may rank a prompt now held out for the evaluation, which the
+        reward model would then have learnt."""
+        held = set(self.data.heldout_prompts) if self.data else set()
+        return [pair for pair in self.human.comparisons() if pair.prompt not in held]
+
     def check_source(self, source: str) -> None:
         """Raise the PeftlabError `comparisons` would before any work: SFT not run, an unknown source, rankings of
         fewer than 2 prompts, or uploaded comparisons that step 1 did not get (a file uploaded after it ran: SFT's
@@ -113,7 +143,7 @@ class RLHFSession:
             raise PeftlabError(f"Comparisons come from {', '.join(RANKING_SOURCES)}, not {source!r}.")
         # before the press's warning that the stage drops DPO: it was asked to agree to that for a run that could not
         # start, and the two sentences took turns press after press
-        if source == "my rankings" and len({pair.prompt for pair in self.human.comparisons()}) < 2:
+        if source == "my rankings" and len({pair.prompt for pair in self.ranked_pairs()}) < 2:
             raise PeftlabError(
                 "Rank responses for at least 2 prompts first: one part trains the reward model, one tests it."
             )
@@ -131,7 +161,7 @@ class RLHFSession:
         demonstrations (`check_source` says what it refuses)."""
         self.check_source(source)
         if source == "my rankings":
-            pairs = self.human.comparisons()
+            pairs = self.ranked_pairs()
             prompts = list(dict.fromkeys(p.prompt for p in pairs))  # at least 2 (`check_source`)
             held = set(prompts[: max(1, len(prompts) // 5)])
             return [p for p in pairs if p.prompt not in held], [p for p in pairs if p.prompt in held]
@@ -145,24 +175,37 @@ class RLHFSession:
         heldout_pairs: Sequence[Comparison],
         config: RewardConfig,
         stop: threading.Event | None = None,
+        ranking: dict | None = None,
     ) -> Iterator[RewardEvent | RewardResult]:
-        """Stage 2 on the SFT model; the policies trained against an older reward model or comparisons are dropped."""
+        """Stage 2 on the SFT model; the policies trained against an older reward model or comparisons are dropped.
+        `ranking`: where the comparisons came from, as settings (`ranking_settings`), kept in `settings`."""
         self.need("sft")
         self.ppo = self.dpo = self.ppo_run = None
+        self.settings = {"sft": self.settings.get("sft")}
         for item in train_reward_model(self.sft.model, self.lm.tokenizer, train_pairs, heldout_pairs, config, stop):
             if isinstance(item, RewardResult):
                 self.reward, self.pairs = item, list(train_pairs)
+                self.settings = {**self.settings, **(ranking or {}), "reward": config.to_dict()}
             yield item
 
     def run_dpo(self, config: DPOConfig, stop: threading.Event | None = None) -> Iterator[DPOEvent | DPOResult]:
-        """DPO from the SFT model on the reward model's training comparisons; Stop keeps the policy so far."""
+        """DPO from the SFT model on the reward model's training comparisons; Stop keeps the policy so far.
+
+        Raises:
+            PeftlabError: `check_dpo`'s.
+        """
+        self.check_dpo()
+        for item in train_dpo(self.sft.model, self.lm.tokenizer, self.pairs, config, stop):
+            if isinstance(item, DPOResult):
+                self.dpo, self.settings = item, {**self.settings, "dpo": config.to_dict()}
+            yield item
+
+    def check_dpo(self) -> None:
+        """Raise a PeftlabError naming the step to run first when DPO has no comparisons yet: SFT, or the reward model
+        (DPO learns from its training comparisons)."""
         if self.pairs is None:
             self.need("sft")
             raise PeftlabError("Run step 2 (reward model) first: DPO learns from the same comparisons.")
-        for item in train_dpo(self.sft.model, self.lm.tokenizer, self.pairs, config, stop):
-            if isinstance(item, DPOResult):
-                self.dpo = item
-            yield item
 
     def run_ppo(
         self, labeler: str, config: PPOConfig, stop: threading.Event | None = None
@@ -200,30 +243,45 @@ class RLHFSession:
             stop,
         )
         if until is None or self.ppo_run.steps_done >= config.steps or (stop is not None and stop.is_set()):
-            yield self.finish_ppo()
+            yield self.finish_ppo(config)
 
-    def finish_ppo(self) -> PPOResult:
-        """The started run's policy so far becomes the stage's result (a Stop between chunks ends a run here)."""
+    def finish_ppo(self, config: PPOConfig) -> PPOResult:
+        """The started run (of `config`)'s policy so far becomes the stage's result (a Stop between chunks ends a run
+        here)."""
         self.ppo, self.ppo_run = self.ppo_run.result(), None
+        self.settings = {**self.settings, "ppo": config.to_dict()}
         return self.ppo
 
-    def evaluate(self, labeler: str, prompts: int, seed: int) -> PolicyComparison:
-        """SFT and every trained policy (PPO, DPO) answer the first `prompts` held-out prompts, side by side.
+    def evaluate(
+        self, labeler: str, prompts: int, seed: int, stop: threading.Event | None = None
+    ) -> PolicyComparison | Sampled:
+        """SFT and every trained policy (PPO, DPO) answer the first `prompts` held-out prompts, side by side. A `stop`
+        set while they answer ends it after the batch of answers it is sampling: how far it was (Sampled), and
+        nothing is kept.
 
         Raises:
             PeftlabError: no trained policy yet, or more prompts asked than the data holds out.
         """
         self.check_evaluation(prompts)
-        return compare_policies(
-            self.sft.model,
-            self.policies(),
-            self.lm.tokenizer,
-            self.reward.model,
-            labeler_by_name(labeler),
-            self.data.heldout_prompts[:prompts],
-            samples_per_prompt=1,
-            seed=seed,
-        )
+
+        def follow(done: int, total: int) -> None:
+            if stop is not None and stop.is_set():
+                raise _Stopped(Sampled(done, total))
+
+        try:
+            return compare_policies(
+                self.sft.model,
+                self.policies(),
+                self.lm.tokenizer,
+                self.reward.model,
+                labeler_by_name(labeler),
+                self.data.heldout_prompts[:prompts],
+                samples_per_prompt=1,
+                seed=seed,
+                progress=follow,
+            )
+        except _Stopped as stopped:
+            return stopped.sampled
 
     def check_evaluation(self, prompts: int) -> None:
         """Raise `evaluate`'s PeftlabError for a session with no trained policy yet (naming the first step to run)

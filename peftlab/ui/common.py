@@ -21,7 +21,7 @@ from peftlab.models import DEFAULT_MODEL, LM, load_lm, unavailable_reason
 from peftlab.prompts import Verbalizer, is_suggested_template, suggested_prompt
 from peftlab.serving import current_caps, public_mode
 from peftlab.tasks import EMBEDDED_TASKS, load_task
-from peftlab.ui.presses import INSTANT, light, user_errors
+from peftlab.ui.presses import INSTANT, light, shown_error, user_errors
 from peftlab.ui.sessions import Session
 from peftlab.uploads import DATA_SUFFIXES
 from peftlab.zerogpu import GPUCalls, on_zero_gpu
@@ -41,8 +41,8 @@ def told_on_upload(upload: gr.File, read: Callable[[str], object], what: str) ->
             return
         try:
             items = read(path)
-        except PeftlabError as exc:
-            gr.Warning(str(exc))
+        except Exception as exc:  # a fault of the app's, as one too: a bare "Error" stood under the upload
+            gr.Warning(shown_error(exc).message)
             return
         gr.Info(f"'{Path(path).name}': {counted(len(items), what)}.")
 

@@ -21,7 +21,7 @@ from peftlab.ui.inputs import is_bounded, out_of_range
 from peftlab.ui.sessions import SESSIONS, UNNAMED_JOB, Session
 
 
-def _shown(exc: Exception) -> gr.Error:
+def shown_error(exc: Exception) -> gr.Error:
     """The one sentence a visitor sees for `exc`: a PeftlabError's own (a visitor's mistake: no traceback in the
     server's log); running out of memory, with what makes a job smaller; anything else, named as the app's fault,
     with its traceback in the log (gradio showed a bare "Error" badge and no word: a store of zero-shot rows alone
@@ -43,11 +43,11 @@ def _shown(exc: Exception) -> gr.Error:
 
 
 def user_errors(fn):
-    """A handler whose failures reach the visitor as one sentence (`_shown`, a gr.Error), never a bare "Error"
+    """A handler whose failures reach the visitor as one sentence (`shown_error`, a gr.Error), never a bare "Error"
     badge; the app keeps serving. gradio's own errors (a ZeroGPU quota, say) pass as they are."""
 
     def shown(exc: Exception, args, kwargs):
-        raise exc if isinstance(exc, gr.Error) else _shown(exc) from None
+        raise exc if isinstance(exc, gr.Error) else shown_error(exc) from None
 
     return _on_failure(fn, shown)
 
@@ -120,9 +120,9 @@ def heavy_job(
         session = SESSIONS.get(request)
         session.values.pop(too_early, None)
         try:
-            if kind is not None and (running := session.busy(kind)):
+            if kind is not None and session.busy(kind):
                 session.values[too_early] = True
-                raise PeftlabError(f"{running} is still running: press this once it has finished, or stop it.")
+                refuse_while_busy(session, kind)
             if checks is not None:
                 checks(form, request) if with_request else checks(form)
         except PeftlabError as exc:
@@ -199,6 +199,13 @@ def heavy_job(
     return job
 
 
+def refuse_while_busy(session: Session, kind: str) -> None:
+    """Raise a PeftlabError naming the session's job of `kind` that runs or waits, if one does: a press that needs
+    what that job is making (an RLHF stage's model, which it drops as it starts) waits for it."""
+    if running := session.busy(kind):
+        raise PeftlabError(f"{running} is still running: press this once it has finished, or stop it.")
+
+
 def press_telling(button, fn, inputs, outputs: list, status, api_name: str, options: dict | None = None):
     """`button.click(fn, inputs, outputs, **options)` (default `light()`) whose refusal's sentence stays on `status`
     (a status line among `outputs` or beside them, which a success then empties) under its "Error" badge, as a
@@ -256,29 +263,42 @@ WORK_DONE = "() => { window.peftlabWorkDone = true; }"
 
 
 def _unless_stopped_in_queue(fn, kind: str, outputs: int):
-    """`fn`, which first takes its job off the session's queue (`Session.leave_queue`): when its visitor pressed Stop
-    while it waited, it returns at once and leaves every output as it is (the status line says it will not start;
-    an error there read as if something had failed)."""
+    """`fn` as a job of the session from the moment it leaves the queue (`Session.open_job`): Stop pressed while it
+    loads its model reaches it. When its visitor pressed Stop while it waited, it returns at once and leaves every
+    output as it is (the status line says it will not start; an error there read as if something had failed)."""
 
-    def stopped(args, kwargs) -> bool:
-        queued = SESSIONS.get(_request_in(args, kwargs)).leave_queue(kind)
-        return queued is not None and queued.is_set()
+    def opened(args, kwargs) -> tuple[Session, JobStop | None]:
+        session = SESSIONS.get(_request_in(args, kwargs))
+        try:
+            return session, session.open_job(kind)
+        except PeftlabError as exc:
+            raise shown_error(exc) from None
 
     unchanged = [gr.skip()] * outputs if outputs > 1 else gr.skip()
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def generator(*args, **kwargs):
-            if stopped(args, kwargs):
+            session, stop = opened(args, kwargs)
+            if stop is None:
                 yield unchanged
                 return
-            yield from fn(*args, **kwargs)
+            try:
+                yield from fn(*args, **kwargs)
+            finally:
+                session.end_job(kind, stop)
 
         return generator
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        return unchanged if stopped(args, kwargs) else fn(*args, **kwargs)
+        session, stop = opened(args, kwargs)
+        if stop is None:
+            return unchanged
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            session.end_job(kind, stop)
 
     return call
 

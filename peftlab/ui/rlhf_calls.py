@@ -18,7 +18,7 @@ from peftlab.relay import Returned, relayed
 from peftlab.rlhf.data import Comparison
 from peftlab.rlhf.pipeline import Sampled
 from peftlab.rlhf.ppo import PPOConfig, PPOResult
-from peftlab.rlhf.session import RLHFSession
+from peftlab.rlhf.session import RLHFSession, ranking_settings
 from peftlab.saving import zip_saved
 from peftlab.zerogpu import on_gpu, steps_per_call
 
@@ -83,7 +83,7 @@ def reward_stage(session: RLHFSession, source: str, config, reward_config, stop=
         yield session
         return
     yield Ranked(train, heldout, time.perf_counter() - started)
-    yield from session.run_reward(train, heldout, reward_config, stop)
+    yield from session.run_reward(train, heldout, reward_config, stop, ranking_settings(source, config))
     yield session
 
 
@@ -122,7 +122,7 @@ def ppo_in_chunks(session: RLHFSession, labeler: str, config: PPOConfig, stop) -
             return
         done = until
         if stop.is_set():
-            yield session.finish_ppo()
+            yield session.finish_ppo(config)
             return
 
 

@@ -48,6 +48,7 @@ from peftlab.ui.inputs import config_from_form
 from peftlab.ui.presses import (
     job,
     keep_results,
+    refuse_while_busy,
     stopped_note,
     user_errors,
 )
@@ -72,10 +73,19 @@ DOWNLOADS = {"SFT adapter": "sft", "reward model": "reward", "PPO adapter": "ppo
 MAX_RANKED = 8  # response slots on the ranking screen (a larger K is refused there)
 SAMPLING_BATCH = 32  # sample_responses' batch: responses sampled to price a sampling (fewer cost more each)
 JOB = "rlhf"  # one stage runs at a time per session; any stage's Stop ends it after its current step
+NEW_POLICY = "rlhf new policy"  # a session's value: PPO or DPO made a policy since the evaluation on the page
 
 
 def _session(request) -> RLHFSession:
     return SESSIONS.get(request).values.setdefault("rlhf", RLHFSession())
+
+
+def _idle_session(request) -> RLHFSession:
+    """The visitor's RLHF session for a press that reads its models (sampling to rank, a download); a PeftlabError
+    while a stage runs: it dropped the model it replaces as it started ("Run step 1 (SFT) first." was said while SFT
+    ran), and a download then saved the weights the stage was about to replace."""
+    refuse_while_busy(SESSIONS.get(request), JOB)
+    return _session(request)
 
 
 def _seed(form: dict) -> int:
@@ -114,7 +124,9 @@ def sft_inputs(form: dict) -> tuple[SFTConfig, RLHFData]:
     if form["comparisons"] and not form["demonstrations"]:
         raise PeftlabError("Uploaded comparisons need uploaded demonstrations too (SFT learns from them first).")
     data = (
-        RLHFData.uploaded(form["demonstrations"], form["comparisons"], seed=config.seed)
+        RLHFData.uploaded(
+            form["demonstrations"], form["comparisons"], seed=config.seed, comparisons_limit=current_caps().comparisons
+        )
         if form["demonstrations"]
         else RLHFData.embedded(seed=config.seed)
     )
@@ -149,8 +161,10 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
             session_call(session, stage, "run_sft", lm, data, config, stop=stop, **_sized("SFT", lm.name, config))
         ) as stages,
     ):
+        trained = False
         for item in stages:
             if isinstance(item, SFTResult):
+                trained = bool(item.losses)  # none: stopped before its first step, the session left as it was
                 continue  # the last item: the loop ends with the GPU call
             if message := paced.observe(item):
                 stages.close()  # ended before the message shows: the button then takes the second press at once
@@ -172,6 +186,9 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
             else:  # the line every step ("loading the data and the model…" stood under steps 1-4), the plot less often
                 yield line, gr.skip(), gr.skip()
         # on ZeroGPU a Stop cannot reach a running call: the stage may have run to its end all the same
+        if not trained:
+            yield _untrained("SFT", stop.reason or "it was stopped"), gr.skip(), gr.skip()
+            return
         note = f"{stopped_note(stop)} " if stop.is_set() and len(session.sft.losses) < config.steps else ""
     result = session.sft
     warning = loss_note("SFT", result.losses, config.learning_rate)  # a learning rate of 5 took it 4.1 → 29.7
@@ -195,18 +212,20 @@ def ranking_slots(responses: list[str]) -> list:
 
 
 def ranking_count(session: RLHFSession) -> str:
-    rankings, pairs = len(session.human), session.human.comparisons()
+    rankings, pairs = len(session.human), session.ranked_pairs()
     prompts = len({p.prompt for p in pairs})
+    held = len(session.human.comparisons()) - len(pairs)
     return (
         f"**{counted(rankings, 'ranking')} saved**: {counted(len(pairs), 'comparison')} on "
-        f'{counted(prompts, "prompt")} for the reward model (pick "{RANKING_SOURCES[1]}" below to train on them).'
+        f'{counted(prompts, "prompt")} for the reward model (pick "{RANKING_SOURCES[1]}" below to train on them)'
+        + (f"; left out: {counted(held, 'comparison')} on prompts now held out for the evaluation." if held else ".")
     )
 
 
 @user_errors
 def sample_for_ranking(k, seed, request: gr.Request):
     config = config_from_form(PipelineConfig, {"k": k, "seed": seed})  # an emptied box is one sentence
-    session = _session(request)
+    session = _idle_session(request)
     session.need("sft")  # before the call: its sizing names the session's model
     # said at once: the sampling takes 10-30 s on a CPU, and the empty space under the button showed nothing meanwhile
     yield [f"Sampling {config.k} responses of the SFT policy to one training prompt…", *ranking_slots([])]
@@ -397,6 +416,7 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
         yield _untrained("PPO", reason), gr.skip(), gr.skip()
         return
     result = session.ppo
+    SESSIONS.get(request).values[NEW_POLICY] = True  # the evaluation on the page compared the policy it replaced
     done = (
         f"PPO stopped after {len(result.history)} of {counted(config.steps, 'step')} because {reason}; the policy "
         "so far is kept"
@@ -417,11 +437,11 @@ def _untrained(stage: str, reason: str) -> str:
 
 
 def dpo_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, DPOConfig]:
-    """The visitor's RLHF session and the DPO config; a PeftlabError for a setting DPO refuses or before SFT has run
-    (also checked as the button is pressed, `heavy_job`)."""
+    """The visitor's RLHF session and the DPO config; a PeftlabError for a setting DPO refuses or before SFT and the
+    reward model have run (also checked as the button is pressed, `heavy_job`)."""
     session = _session(request)
     config = config_from_form(DPOConfig, form, prefix="dpo_", seed=_seed(form))
-    session.need("sft")
+    session.check_dpo()  # at the press: the reward model's missing comparisons were refused after the queue's wait
     check_width(session.lm.model, config.lora_r, "DPO LoRA rank")
     return session, config
 
@@ -469,6 +489,7 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
         yield _untrained("DPO", reason), gr.skip()
         return
     result = session.dpo
+    SESSIONS.get(request).values[NEW_POLICY] = True
     done = (
         f"DPO stopped after {len(result.history)} of {counted(config.steps, 'step')} because {reason}; the policy "
         "so far is kept"
@@ -491,6 +512,7 @@ def evaluation_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSessi
     if form["prompts"] is None:
         raise PeftlabError("Held-out prompts is empty; it must be at least 1.")
     prompts, seed = int(form["prompts"]), _seed(form)
+    current_caps().check("test_texts", prompts, "Held-out prompts")  # an upload of 10,000 prompts holds out 2,000
     session = _session(request)
     session.check_evaluation(prompts)  # before the call: its sizing names the session's model
     return session, prompts, seed
@@ -503,21 +525,33 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request, progress=gr
     # what the wait is for: the status showed a bare timer, where every other stage counts its steps
     models = " and ".join(["SFT", *(name.upper() for name in session.policies())])
     progress(0, desc=f"{models} answering {counted(prompts, 'held-out prompt')}")
-    comparison, *_ = session_call(
-        session,
-        stage,
-        "evaluate",
-        labeler_name,
-        prompts,
-        seed,
-        kind=f"rlhf-evaluate:{session.lm.name}",
-        units=prompts,
-        what=f"Answering {prompts} held-out prompts",
-        shorter="answer fewer prompts",
-    )
+    with job(request, JOB) as (_, stop):
+        comparison, *_ = session_call(
+            session,
+            stage,
+            "evaluate",
+            labeler_name,
+            prompts,
+            seed,
+            stop=stop,
+            kind=f"rlhf-evaluate:{session.lm.name}",
+            units=prompts,
+            what=f"Answering {prompts} held-out prompts",
+            shorter="answer fewer prompts",
+        )
+    if isinstance(comparison, Sampled):  # stopped between batches of answers
+        return (
+            f"{stopped_note(stop)} The models had given {comparison.done} of their {comparison.total} answers; "
+            "nothing was kept.",
+            None,
+            None,
+            None,
+        )
     seconds = route_seconds(*(stage.seconds if stage else 0.0 for stage in (session.reward, session.ppo, session.dpo)))
     ptx_coef = session.ppo.ptx_coef if session.ppo else 0.0
-    settings = {"labeler": labeler_name, "seed": seed, "ptx_coef": ptx_coef}
+    # the stages' own settings (SFT's, the comparisons', the reward model's, the route's): two PPO runs of other
+    # settings were stored alike, and the Compare tab averaged them as repeats of one
+    settings = {**session.settings, "seed": seed, "ptx_coef": ptx_coef}
     rows = comparison.result_rows(
         session.lm.name, settings, seconds, str(session.lm.device), methods=route_methods(ptx_coef)
     )
@@ -569,10 +603,12 @@ def stages_left(request: gr.Request, outputs: dict[str, list]) -> list:
     """For each later stage (`outputs`: "reward", "ppo", "dpo", "evaluation", each with its status line first), its
     outputs emptied when the session no longer holds its result: a new SFT model drops the reward model, PPO and
     DPO, a new reward model drops PPO and DPO (`RLHFSession`), and their "done" lines and plots spoke of results
-    that were gone. Stages still held keep their outputs (a refused or failed press changes nothing)."""
+    that were gone; a new PPO or DPO policy makes the evaluation, which compared the one before, go. Stages still
+    held keep their outputs (a refused or failed press changes nothing)."""
     session = _session(request)
     held = {"reward": session.reward, "ppo": session.ppo, "dpo": session.dpo}
-    held["evaluation"] = session.ppo or session.dpo
+    replaced = SESSIONS.get(request).values.pop(NEW_POLICY, False)  # the evaluation showed the policy before it
+    held["evaluation"] = None if replaced else session.ppo or session.dpo
     return [
         value
         for stage, components in outputs.items()
@@ -582,7 +618,7 @@ def stages_left(request: gr.Request, outputs: dict[str, list]) -> list:
 
 @user_errors
 def download_stage(stage, request: gr.Request):
-    session = _session(request)
+    session = _idle_session(request)
     session.need(DOWNLOADS[stage])
     path = SESSIONS.get(request).download(session.lm.name, "rlhf", stage, suffix="zip")
     saved = call_on_gpu(

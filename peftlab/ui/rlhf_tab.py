@@ -20,6 +20,7 @@ from peftlab.rlhf.reward import REPORT_COLUMNS, RewardConfig
 from peftlab.rlhf.session import RANKING_SOURCES, STAGES
 from peftlab.rlhf.sft import SFTConfig
 from peftlab.rlhf.stored import REFERENCE
+from peftlab.serving import current_caps
 from peftlab.ui.common import (
     CHART_MIN_WIDTH,
     TEXT_CELL_CHARS,
@@ -97,7 +98,8 @@ def build_rlhf_tab() -> None:
             min_width=CHART_MIN_WIDTH,
         )
     told_on_upload(demonstrations, load_demonstrations, "demonstration")
-    told_on_upload(comparisons, load_comparisons, "comparison")  # a ranking of K counts as its K(K-1)/2 pairs
+    # a ranking of K counts as its K(K-1)/2 pairs; a file over the public cap is refused before they fill memory
+    told_on_upload(comparisons, lambda path: load_comparisons(path, current_caps().comparisons), "comparison")
 
     gr.Markdown("### 1. Supervised fine-tuning")
     with gr.Row():
@@ -191,6 +193,7 @@ def build_rlhf_tab() -> None:
     with gr.Row():
         eval_prompts = named_number(HELDOUT_PROMPTS, precision=0, minimum=1, label="Held-out prompts")
         eval_button = gr.Button("Compare", variant="primary")
+        eval_stop = gr.Button("Stop", variant="stop")
     eval_status = status_line()
     with gr.Row():
         eval_plot = gr.Plot(label="Labeler scores", min_width=CHART_MIN_WIDTH)
@@ -224,6 +227,9 @@ def build_rlhf_tab() -> None:
 
     def empty_dropped_routes(request: gr.Request):
         return stages_left(request, after_reward)
+
+    def empty_replaced_evaluation(request: gr.Request):
+        return stages_left(request, {"evaluation": later["evaluation"]})
 
     sft_form = dict(
         model=model,
@@ -291,7 +297,7 @@ def build_rlhf_tab() -> None:
         checks=ppo_inputs,
         kind=JOB,
         name=capitalised(STAGES["ppo"]),
-    )
+    ).then(empty_replaced_evaluation, None, later["evaluation"], api_visibility="private", **INSTANT)
     ppo_stop.click(stop_handler(JOB, "PPO"), None, [ppo_status], api_name="rlhf_ppo_stop", **INSTANT)
     heavy_job(
         dpo_button,
@@ -302,7 +308,7 @@ def build_rlhf_tab() -> None:
         checks=dpo_inputs,
         kind=JOB,
         name=capitalised(STAGES["dpo"]),
-    )
+    ).then(empty_replaced_evaluation, None, later["evaluation"], api_visibility="private", **INSTANT)
     dpo_stop.click(stop_handler(JOB, "DPO"), None, [dpo_status], api_name="rlhf_dpo_stop", **INSTANT)
     evaluated = [eval_status, eval_table, eval_plot, frontier_plot]  # not kept by the session: one press's answer
     answer(
@@ -313,9 +319,18 @@ def build_rlhf_tab() -> None:
             outputs=evaluated,
             api_name="rlhf_evaluate",
             checks=evaluation_inputs,
+            kind=JOB,  # it samples from the stages' models: no stage may replace them meanwhile
+            name="The comparison",
         ),
         evaluated,
         eval_button,
+    )
+    eval_stop.click(
+        stop_handler(JOB, "the comparison", "the batch of answers it is sampling; nothing is kept"),
+        None,
+        [eval_status],
+        api_name="rlhf_evaluate_stop",
+        **INSTANT,
     )
     answer(
         press_telling(

@@ -48,6 +48,7 @@ class Session:
         self.last_seen = time.monotonic()
         self._stops: dict[str, JobStop] = {}  # the running jobs, by kind
         self._queued: dict[str, JobStop] = {}  # jobs pressed and waiting in the queue, by kind (`queue_job`)
+        self._opened: dict[str, JobStop] = {}  # jobs out of the queue whose handler has not claimed them (`open_job`)
         self._names: dict[str, str] = {}  # what the last job pressed of each kind is called ("Step 1 (SFT)")
         self._downloads: dict[tuple[str, str], Path] = {}  # the latest download of each name and suffix
         self._lock = threading.Lock()
@@ -110,11 +111,38 @@ class Session:
         with self._lock:
             return self._queued.pop(kind, None)
 
-    def start_job(self, kind: str, name: str | None = None) -> JobStop:
-        """A fresh stop flag for this session's job of `kind` (one per tab), with the caps' time limit; `name`, when
-        given, is what `busy` calls it (a job started without a press of its own tab: the Start tab's scoring)."""
-        stop = JobStop(current_caps().job_seconds)
+    def open_job(self, kind: str) -> JobStop | None:
+        """The pressed job of `kind` leaves the queue and runs from now: a running job's stop flag, which the
+        handler's `start_job` then takes over, so Stop and `busy` reach it while the handler loads its model or
+        measures its pace (Stop said "nothing to stop" there, and the job ran to its end). None when Stop was
+        pressed while it waited: it does not start.
+
+        Raises:
+            PeftlabError: a job of `kind` runs already (an API client's second call, which skips the press's look).
+        """
         with self._lock:
+            queued = self._queued.pop(kind, None)
+            if queued is not None and queued.is_set():
+                return None
+            if kind in self._stops:
+                raise PeftlabError(
+                    f"{self._names.get(kind, UNNAMED_JOB)} is still running: call this once it has finished, or "
+                    "stop it."
+                )
+            stop = self._opened[kind] = self._stops[kind] = JobStop(current_caps().job_seconds)
+        return stop
+
+    def start_job(self, kind: str, name: str | None = None) -> JobStop:
+        """The stop flag of this session's job of `kind` (one per tab), with the caps' time limit: the one `open_job`
+        made for it, or a fresh one (a handler called without a press: tests, scripts); `name`, when given, is what
+        `busy` calls it (a job started without a press of its own tab: the Start tab's scoring)."""
+        with self._lock:
+            opened = self._opened.pop(kind, None)
+            stop = (
+                opened
+                if opened is not None and self._stops.get(kind) is opened
+                else JobStop(current_caps().job_seconds)
+            )
             self._stops[kind] = stop
             if name is not None:
                 self._names[kind] = name
@@ -124,6 +152,8 @@ class Session:
         with self._lock:
             if self._stops.get(kind) is stop:
                 del self._stops[kind]
+            if self._opened.get(kind) is stop:  # a handler that ended before it claimed its job (a refusal)
+                del self._opened[kind]
         self.last_seen = time.monotonic()
 
     @property
