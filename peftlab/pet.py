@@ -106,9 +106,16 @@ class PETConfig(Config):
         True, "distil into LoRA updates and a head (off: every weight)", label="LoRA classifier"
     )
     ipet_generations: int = setting(
-        0, "iPET generations after the first PET models (0: PET only)", minimum=0, label="iPET generations"
+        0,
+        "iPET generations after the first PET models (0: PET only)",
+        minimum=0,
+        label="iPET generations",
+        cap="generations",
     )
-    growth: float = setting(5.0, "d: generation j adds |T| (d^j - 1) labelled texts (the paper: 5)", above=1)
+    # a larger d outgrows any pool within two generations; 10^12 drew 8 million texts for a minute and ran out of memory
+    growth: float = setting(
+        5.0, "d: generation j adds |T| (d^j - 1) labelled texts (the paper: 5)", above=1, maximum=10
+    )
     # With one model per pattern, λ = 0.25 of the 3 others is 1 labeller (the reference trains 3 per pattern, so 3 of
     # 11 label). More labellers were barely better on rt-sentiment's pool (K=16, labels hidden, generation 1's draws):
     # 1 / 2 / 3 labellers drew 0.833 / 0.841 / 0.859 right labels for seed 13, 0.816 / 0.822 / 0.816 for seed 21.
@@ -623,9 +630,9 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
     if config.ipet_generations:
         draws, choose = np.random.default_rng(seed), random.Random(f"ipet:{seed}")
         for generation in range(1, config.ipet_generations + 1):
-            counts = [ipet_added_size(len(train), config.growth, generation) // len(task.label_names)] * len(
-                task.label_names
-            )
+            # at most the pool per label: past it a label's texts only repeat (8 million draws ran out of memory)
+            per_label = min(ipet_added_size(len(train), config.growth, generation) // len(task.label_names), len(pool))
+            counts = [per_label] * len(task.label_names)
             training_sets, right, repeats = [], [], []
             for p in range(len(prompts)):
                 others = [j for j in range(len(prompts)) if j != p]

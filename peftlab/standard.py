@@ -150,15 +150,13 @@ def run_standard(
         PeftlabError: a template, verbalizer, K or method that the task or model refuses (before anything runs).
     """
     setup = ClozeSetup.build(task, template, verbalizer, calibration="mean")
-    for seed in config.seeds if set(config.methods) - {ZERO_SHOT} else ():  # zero-shot alone draws no examples
-        task.few_shot(config.shots, seed)  # a K the smallest class cannot supply fails before anything runs
+    check_sizes(task, config)
     for name in config.methods:
         if name in METHODS:
             method_config(name).check(training_lm)
     if PET in config.methods:
         for prompt in _pet_prompts(task, template, verbalizer):
             prompt.queries(training_lm, task.train[0])  # a label word the model cannot spell fails here
-        _pet_config(task, config, DEFAULT_SEEDS[0])  # a training pool with nothing left unlabelled fails here
     test = task.test_subset(config.test_limit)
     runs = plan(config)
     on_backend = [PlannedRun(method_config(m), config.shots, s, m) for m, s in runs if m in TRAINED] if backend else []
@@ -241,6 +239,20 @@ def _pet_prompts(task: Task, template: str, verbalizer):
     return pattern_prompts(task, patterns_for(task, template), [verbalizer])
 
 
+def check_sizes(task: Task, config: StandardConfig) -> None:
+    """Refuse, before any model loads, a K the smallest class cannot supply and, for PET, a training pool with nothing
+    left to label (a K of 32 on 16 rows a class passed the press and was refused after the model loaded, was timed
+    and the estimate's second press).
+
+    Raises:
+        PeftlabError: the first size that does not fit, in one sentence.
+    """
+    for seed in config.seeds if set(config.methods) - {ZERO_SHOT} else ():  # zero-shot alone draws no examples
+        task.few_shot(config.shots, seed)
+    if PET in config.methods:
+        _pet_config(task, config, DEFAULT_SEEDS[0])
+
+
 def _pet_config(task: Task, config: StandardConfig, seed: int) -> PETConfig:
     """PET's defaults on the comparison's K, seed and test texts, with as many unlabelled texts as the pool has
     (up to PETConfig's default).
@@ -299,9 +311,13 @@ def measure(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbaliz
     return costs
 
 
-def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbalizer) -> Iterator[str | MeasuredCosts]:
+def measuring(
+    scoring_lm: LM, training_lm: LM, task: Task, template: str, verbalizer, training: bool = True
+) -> Iterator[str | MeasuredCosts]:
     """`measure` part by part: before each part, what it measures ("3 LoRA training steps"), for a progress line (on a
-    busy CPU the whole took 110 s behind one line); then the MeasuredCosts."""
+    busy CPU the whole took 110 s behind one line); then the MeasuredCosts. Without `training` (a comparison that
+    trains nothing: zero-shot alone) the texts alone, the training costs NaN: a LoRA run was timed on a class of one
+    example, and refused with a K the visitor never set."""
     setup = ClozeSetup.build(task, template, verbalizer)
     texts = task.test_subset(16)
     steps = TrainSettings(steps=4, eval_every=4)  # the one dev evaluation at the last step, after the timed ones
@@ -315,11 +331,20 @@ def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbal
             label_log_probs(scoring_lm, setup.prompts[0], texts[:2])  # no memo: `evaluate` below scores them anew
             with autocast_for(training_lm.model):
                 label_log_probs(training_lm, setup.prompts[0], texts[:2])
-        for _ in train_and_score(training_lm, task, setup, run, dataclasses.replace(steps, steps=1), texts[:1]):
-            pass
+        if training:
+            for _ in train_and_score(training_lm, task, setup, run, dataclasses.replace(steps, steps=1), texts[:1]):
+                pass
     yield f"scoring {len(texts)} test texts"
     # what the scoring cost, not the wall time: texts this process scored before come from a memo (`cloze._scores`)
     per_text = evaluate(scoring_lm, task, template, verbalizer, limit=len(texts)).seconds / len(texts)
+    # Both scorings priced the 16 texts' one batch, padded to its longest text; a run scores hundreds in length-sorted
+    # batches, which pad little: unscaled, rt-sentiment's zero-shot was priced at 30 s and took 13.
+    tokens = _tokens_per_text(scoring_lm, setup.prompts[0], task.test_subset(SCALE_SAMPLE))
+    padding = _padding(scoring_lm, setup.prompts[0], texts) / tokens
+    if not training:
+        nan = float("nan")
+        yield MeasuredCosts(per_text / padding, nan, nan, padding, nan, tokens)
+        return
     yield f"{steps.steps} LoRA training steps, then their model scoring {len(texts)} texts"
     # A step's price is read from the events of steps 1 to 3, the run's setup from the wait for step 1: timed whole,
     # 3 steps carried the adapter's build, a dev evaluation and a test text, which the estimate prices apart, and
@@ -333,10 +358,6 @@ def measuring(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbal
             row = item.result
     (waited, first), _, (_, third), _ = events
     pace = Pace.between(first, third)
-    # Both scorings priced the 16 texts' one batch, padded to its longest text; a run scores hundreds in length-sorted
-    # batches, which pad little: unscaled, rt-sentiment's zero-shot was priced at 30 s and took 13.
-    tokens = _tokens_per_text(scoring_lm, setup.prompts[0], task.test_subset(SCALE_SAMPLE))
-    padding = _padding(scoring_lm, setup.prompts[0], texts) / tokens
     per_trained_text = row.scoring_seconds / len(texts) / padding
     per_run = max(waited - pace.per_step, 0.0)
     yield MeasuredCosts(per_text / padding, pace.per_step, per_trained_text, padding, per_run, tokens)
@@ -420,7 +441,7 @@ def pet_seconds(
     same."""
     n_test = len(task.test_subset(config.test_limit))
     dev = config.shots * len(task.label_names)
-    unlabelled = max(0, min(config.unlabelled, len(task.train) - 2 * dev))
+    unlabelled = config.unlabelled  # each seed's pool: a smaller one is refused (`pet.check_pool_sizes`)
     models = 0.0
     for relative in patterns:
         # a pattern that reads two queries a text where the template reads one trains on both too
@@ -454,7 +475,9 @@ def estimate_seconds(
     }
     for name in TRAINED:
         seconds[name] = runs_seconds(name, settings, [dev] * seeds, n_test, costs)
-    pet = PETConfig(shots=config.shots, seeds=config.seeds, test_limit=config.test_limit)
+    # as many unlabelled texts as the pool leaves, up to PETConfig's default (`_pet_config`)
+    pool = max(1, min(PETConfig().unlabelled, len(task.train) - 2 * dev))
+    pet = PETConfig(shots=config.shots, seeds=config.seeds, unlabelled=pool, test_limit=config.test_limit)
     seconds[PET] = pet_seconds(pet, settings, task, costs, patterns)
     return {name: cost for name, cost in seconds.items() if name in config.methods}
 

@@ -143,7 +143,7 @@ def test_two_uploads_of_one_file_name_are_measured_apart(tiny_causal, tmp_path, 
     monkeypatch.setattr(estimates, "_COSTS", {})
     measured = []
 
-    def measuring(scoring_lm, lm, task, template, verbalizer):
+    def measuring(scoring_lm, lm, task, template, verbalizer, training):
         measured.append(task.name)
         yield "scoring"
         yield MeasuredCosts(*[len(task.test[0]["text"]) / 100] * 6)  # as a longer text costs more
@@ -225,3 +225,25 @@ def test_the_measured_cost_of_a_text_is_scaled_to_the_texts_a_run_scores(tiny_ca
     sorted_run = standard._tokens_per_text(tiny_causal, prompt.prompts[0], short)
     assert standard._padding(tiny_causal, prompt.prompts[0], short) / sorted_run == 1.0
     assert standard._padding(tiny_causal, prompt.prompts[0], [*short, long]) / sorted_run > 2
+
+
+def test_a_measurement_without_training_is_taken_again_for_a_job_that_trains(tiny_causal, tiny_task, monkeypatch):
+    """Zero-shot alone is priced without timing a training run (`standard.measuring(training=False)`); a later job
+    that trains needs the run timed, and a measurement with it serves both."""
+    monkeypatch.setattr(estimates, "_COSTS", {})
+    asked = []
+
+    def measuring(scoring_lm, lm, task, template, verbalizer, training):
+        asked.append(training)
+        yield MeasuredCosts(0.01, 1.0 if training else float("nan"), 0.02, 1.5, 0.5, 40)
+
+    monkeypatch.setattr(estimates, "measuring", measuring)
+    verbalizer = {"negative": ["bad"], "positive": ["good"]}
+
+    def costs(training: bool) -> MeasuredCosts:
+        return estimates.measured_costs(
+            tiny_causal, tiny_task, "{text} It was{mask}.", verbalizer, print, None, training
+        )
+
+    assert costs(False).per_step != costs(False).per_step and asked == [False]  # NaN, measured once
+    assert costs(True).per_step == 1.0 and costs(False).per_step == 1.0 and asked == [False, True]

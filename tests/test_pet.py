@@ -251,12 +251,14 @@ def test_a_generation_that_adds_no_text_has_no_share_of_right_labels(tiny_causal
 
 
 def test_the_kept_classifier_is_named_by_the_step_that_distilled_it():
+    """One classifier per seed was kept, each a whole model copy in the visitor's session (3 of SmolLM2 took 680 MB);
+    the last seed's is kept, as a grid keeps a method's last run, its seed shown beside its name."""
     from types import SimpleNamespace
 
     from peftlab.ui.pet_tab import classifier_name
 
-    assert classifier_name(SimpleNamespace(seed=13, ipet_distilled_accuracy=None)) == "pet classifier (seed 13)"
-    assert classifier_name(SimpleNamespace(seed=21, ipet_distilled_accuracy=0.8)) == "ipet classifier (seed 21)"
+    assert classifier_name(SimpleNamespace(seed=13, ipet_distilled_accuracy=None)) == "pet classifier"
+    assert classifier_name(SimpleNamespace(seed=21, ipet_distilled_accuracy=0.8)) == "ipet classifier"
 
 
 def test_ipet_says_when_its_added_texts_repeat(tiny_causal, tiny_task):
@@ -412,3 +414,10 @@ def test_a_distilled_classifier_leaning_on_one_label_gets_a_warning():
     result.rows[2].predictions = [0, 0, 0, 0]
     notes = result.warnings(["negative", "positive"], 5)
     assert notes[1].startswith("Seed 21: iPET's classifier predicted 'negative' for 100% of the test texts")
+
+
+def test_ipet_adds_at_most_the_pool_per_label_however_large_its_growth(tiny_causal, tiny_task):
+    """A growth d of 10^12 drew 8 million texts from a pool of 1,000 (repeating each thousands of times) and ran out
+    of memory; past the pool a label's texts only repeat. d = 10 asks 9 a label of a 2-text pool here: 2 each."""
+    result = run_tiny(tiny_causal, tiny_task, unlabelled=2, growth=10.0)[-1]
+    assert result.added_sizes == [4]

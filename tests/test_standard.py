@@ -304,3 +304,28 @@ def test_the_pet_estimate_counts_each_ipet_generation_and_its_classifier():
     assert pet_seconds(ipet, SETTINGS, task, measured, patterns=[1.0] * 3) == pytest.approx(
         3 * 3 * pattern + 2 * classifier
     )
+
+
+def test_zero_shot_alone_is_priced_without_timing_a_training_run(tiny_causal):
+    """A comparison of zero-shot alone on an upload with one training row of a class said "K=1 needs 2 examples of
+    class 'negative'" after measuring: the measurement timed a LoRA run it had no use for."""
+    task = easy_task()
+    task.train = [row for row in task.train if row["label"] == 1] + [next(r for r in task.train if r["label"] == 0)]
+    with pytest.raises(PeftlabError, match=r"^K=1 needs 2 examples of class"):
+        standard.measure(tiny_causal, tiny_causal, task, TEMPLATE, VERBALIZER)
+    *said, costs = standard.measuring(tiny_causal, tiny_causal, task, TEMPLATE, VERBALIZER, training=False)
+    assert said == [f"scoring {len(task.test_subset(16))} test texts"]
+    assert costs.per_text > 0 and costs.per_step != costs.per_step  # NaN: nothing trained
+    seconds = estimate_seconds(config(methods=(ZERO_SHOT,)), SETTINGS, task, costs, patterns=[])
+    assert seconds == {ZERO_SHOT: pytest.approx(len(task.test_subset(4)) * costs.per_text)}
+
+
+def test_pet_is_priced_on_the_unlabelled_texts_it_will_score(tiny_causal):
+    """An uploaded file of 1,000 unlabelled texts was priced as the 32 the task's training pool leaves, about 490 s of
+    scoring missing, and the job started without the estimate's second press."""
+    task = easy_task()
+    few, many = (PETConfig(shots=2, seeds=(13,), unlabelled=n, test_limit=4) for n in (20, 1000))
+    extra = standard.pet_seconds(many, SETTINGS, task, MEASURED, [1.0, 1.0]) - standard.pet_seconds(
+        few, SETTINGS, task, MEASURED, [1.0, 1.0]
+    )
+    assert extra == pytest.approx(2 * 980 * MEASURED.per_trained_text)  # each pattern's model scores 980 more

@@ -888,3 +888,51 @@ def test_the_task_list_says_when_an_uploaded_file_is_the_data():
         "Your file 'reviews.csv' is the data; picking a task here puts it aside."
     )
     assert told.fn(None)["info"] == TASK_INFO
+
+
+def test_public_caps_bound_seeds_patterns_and_ipet_and_the_standard_comparison_checks_k_at_the_press(monkeypatch):
+    """PET took 200 seeds and 300 patterns, iPET any generations and a growth d of 10^12 (8 million draws for a minute,
+    then out of memory), the standard comparison 200 seeds (2,001 runs); and a K its classes could not supply was
+    refused only after the model loaded, was timed and the estimate's second press."""
+    import gradio as gr
+
+    from peftlab.ui import build_app
+    from tests.test_app import PET_FORM
+
+    class Request:
+        session_hash = "capped-visitor"
+
+    app = build_app()
+    look = _event(app, "pet_check").fn
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+    monkeypatch.setenv("PEFTLAB_PUBLIC_MODELS", PET_FORM["model"])
+    limit = "above this public Space's limit of {}; lower it, or run peftlab on your own machine for larger jobs."
+    ten = "\n---\n".join(f"{{text}} In word {i}, it was{{mask}}." for i in range(10))
+    for changes, said in [
+        ({"seeds": "1,2,3,4,5,6"}, f"The number of seeds is 6, {limit.format(5)}"),
+        ({"patterns": ten}, f"The number of patterns is 10, {limit.format(8)}"),
+        ({"ipet_generations": 4}, f"iPET generations is 4, {limit.format(3)}"),
+    ]:
+        with pytest.raises(gr.Error) as refused:
+            look(Request(), **PET_FORM | changes)
+        assert refused.value.message == said
+    monkeypatch.delenv("PEFTLAB_PUBLIC")
+    with pytest.raises(gr.Error) as refused:  # anywhere: past 10 it outgrows any pool within two generations
+        look(Request(), **PET_FORM | {"growth": 1e12})
+    assert refused.value.message == "Growth must be a number above 1 and at most 10, not 1000000000000.0."
+
+    standard = _event(app, "standard_comparison_check").fn
+    form = {k: PET_FORM[k] for k in ("model", "task", "upload", "text_column", "label_column")}
+    form |= dict(template="{text} All in all, it was{mask}.", verbalizer=PET_FORM["verbalizer"], methods=["lora"])
+    form |= dict(shots=2, seeds="13", test_limit=10, demonstrations_per_class=1, autoprompt_iterations=2, steps=2)
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+    with pytest.raises(gr.Error) as refused:
+        standard(Request(), **form | {"seeds": ",".join(map(str, range(200)))})
+    assert refused.value.message == f"The number of seeds is 200, {limit.format(5)}"
+    monkeypatch.delenv("PEFTLAB_PUBLIC")
+    with pytest.raises(gr.Error) as refused:
+        standard(Request(), **form | {"shots": 10_000})
+    assert re.fullmatch(r"K=10000 needs .* of class '\w+'.*", refused.value.message), refused.value.message
+    from peftlab.ui.sessions import SESSIONS
+
+    SESSIONS.close(Request.session_hash)

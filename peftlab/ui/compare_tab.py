@@ -20,8 +20,10 @@ from peftlab.report import DISPLAY_COLUMNS, compare, compare_routes, display_tab
 from peftlab.serving import current_caps, public_mode
 from peftlab.standard import (
     STANDARD_METHODS,
+    ZERO_SHOT,
     StandardConfig,
     StandardEvent,
+    check_sizes,
     estimate,
     plan,
     run_of,
@@ -40,6 +42,7 @@ from peftlab.ui.common import (
     on_task_change,
     runs_backend,
     suggest,
+    task_changed,
     task_from_form,
     upload_limit_note,
     verbalizer_box,
@@ -50,6 +53,7 @@ from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.presses import (
     INSTANT,
     answer,
+    forget_on,
     heavy_job,
     job,
     keep_results,
@@ -173,8 +177,10 @@ def standard_inputs(form: dict):
     task = task_from_form(form)
     config = config_from_form(StandardConfig, form)
     settings = config_from_form(TrainSettings, form)
+    current_caps().check("seeds", len(config.seeds), "The number of seeds")  # 200 seeds passed as 2,001 runs
     check_test_texts(task, config.test_limit)
     ClozeSetup.build(task, form["template"], form["verbalizer"])
+    check_sizes(task, config)
     return task, config, settings
 
 
@@ -183,7 +189,15 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
     task, config, settings = standard_inputs(form)
     scoring_lm, training_lm = load_model(form["model"]), load_model(form["model"], dtype="fp32")
     yield "Measuring this machine's speed on one text and one training step...", _table([])
-    measured = measured_costs(training_lm, task, form["template"], form["verbalizer"], progress, scoring_lm=scoring_lm)
+    measured = measured_costs(
+        training_lm,
+        task,
+        form["template"],
+        form["verbalizer"],
+        progress,
+        scoring_lm=scoring_lm,
+        training=bool(set(config.methods) - {ZERO_SHOT}),  # zero-shot alone trains nothing to time
+    )
     costs = estimate(scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings, measured)
     # "Estimated 29 min for 31 runs (zero-shot · mean: 12 s; in-context: 48 s; ...)"
     each = "; ".join(f"{name}: {duration(seconds)}" for name, seconds in costs.items())
@@ -372,6 +386,8 @@ def build_compare_tab(tab: gr.Tab) -> None:
         api_name="standard_comparison_stop",
         **INSTANT,
     )
+    # a comparison of another task stood under a newly picked one (its rows stay in the store, for the table below)
+    forget_on(task_changed(source), [run_status, run_table])
     shown = [status, table, by_parameters, by_seconds, apart, table_file, report_file]
     # an RLHF comparison draws one chart, its score-KL frontier: the second stood beside it as an empty frame
     by_seconds.change(

@@ -26,13 +26,17 @@ CONFIRM_ABOVE_S = 120.0  # a job expected to run longer starts on a second press
 _COSTS: dict[tuple, MeasuredCosts] = {}  # measured once per model, scoring dtype, task and template in this process
 
 
-def measured_costs(lm: LM, task, template: str, verbalizer, progress, scoring_lm: LM | None = None) -> MeasuredCosts:
-    """This machine's cost of one text (scored with `scoring_lm`, default `lm`) and one training step of `lm`
-    (`standard.measuring`, a few seconds the first time, said on `progress`, the press's gr.Progress), kept for the
-    process: the hardware does not change between a visitor's presses, so the press that confirms a job does not
-    measure again."""
+def measured_costs(
+    lm: LM, task, template: str, verbalizer, progress, scoring_lm: LM | None = None, training: bool = True
+) -> MeasuredCosts:
+    """This machine's cost of one text (scored with `scoring_lm`, default `lm`) and, with `training`, one training
+    step of `lm` (`standard.measuring`, a few seconds the first time, said on `progress`, the press's gr.Progress),
+    kept for the process: the hardware does not change between a visitor's presses, so the press that confirms a
+    job does not measure again."""
     scoring_lm = scoring_lm or lm
     key = (lm.name, scoring_lm.model.dtype, *task_key(task), template)
+    trained = (*key, True)
+    key = trained if training or trained in _COSTS else (*key, False)  # a measurement with training serves both
     if key not in _COSTS:
         # the first press waited here behind a bare timer, 110 s on a busy CPU: each part is said as it starts
         parts = on_gpu(
@@ -42,6 +46,7 @@ def measured_costs(lm: LM, task, template: str, verbalizer, progress, scoring_lm
             task,
             template,
             verbalizer,
+            training,
             kind=f"measure:{lm.name}",
             what="Measuring a text and a step",
         )

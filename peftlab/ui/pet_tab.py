@@ -123,10 +123,10 @@ def _table(results, patterns: int, running: tuple[int, dict[str, float]] | None 
 
 
 def classifier_name(result) -> str:
-    """The picker's name of the classifier a seed keeps, the last one distilled: "ipet classifier (seed 13)" when
-    iPET ran to its end (it was named PET's), else "pet classifier (seed 13)"."""
-    distilled = "ipet" if result.ipet_distilled_accuracy is not None else "pet"
-    return f"{distilled} classifier (seed {result.seed})"
+    """The picker's name of the classifier a seed keeps, the last one distilled: "ipet classifier" when iPET ran to its
+    end (it was named PET's), else "pet classifier". The last seed's is kept under it (its seed shown beside it, as
+    a grid keeps a method's last run): one per seed kept a whole model copy each in the visitor's session."""
+    return f"{'ipet' if result.ipet_distilled_accuracy is not None else 'pet'} classifier"
 
 
 @user_errors
@@ -148,6 +148,9 @@ def pet_inputs(form: dict):
     prompts = pattern_prompts(task, split_templates(form["patterns"]), [form["verbalizer"]])
     config = config_from_form(PETConfig, form)
     settings = config_from_form(TrainSettings, form)
+    caps = current_caps()  # each seed trains a model per pattern and generation: 200 seeds and 300 patterns passed
+    caps.check("seeds", len(config.seeds), "The number of seeds")
+    caps.check("patterns", len(prompts), "The number of patterns")
     check_test_texts(task, config.test_limit)
     unlabelled = read_unlabelled(form["unlabelled_file"], prompts) if form["unlabelled_file"] else None
     check_pool_sizes(task, config, unlabelled)
@@ -210,7 +213,7 @@ def run_pet(request: gr.Request, progress=gr.Progress(), **form):
             scored.clear()
             notes += item.warnings(task.label_names, config.distil_steps)
             keep_results(session, item.rows)
-            keep_trained(session, classifier_name(item), item.classifier)
+            keep_trained(session, classifier_name(item), item.classifier, f"seed {item.seed}")
             yield outputs(f"{len(results)} of {len(config.seeds)} seeds finished.")
         partial = results[-1] if results and results[-1].ipet_stopped else None
         kept = (

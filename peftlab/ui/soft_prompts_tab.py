@@ -349,7 +349,7 @@ def trained_method_panel(noun: str, classify_api: str, download_api: str) -> tup
 @user_errors
 def download_trained(method, request: gr.Request):
     trained = picked_method(method, request, "download")
-    # "pet classifier (seed 13)" -> peftlab-smollm2-135m-pet-classifier-seed-13-2026-11-30-142501.zip; a grid's run
+    # "pet classifier" of seed 13 -> peftlab-smollm2-135m-pet-classifier-seed-13-2026-11-30-142501.zip; a grid's run
     # says its K and seed ("lora" -> ...-lora-K-16-seed-42-...): the latest of each kept run has its own download
     about = SESSIONS.get(request).values.get("trained_about", {}).get(method, "")
     path = SESSIONS.get(request).download(trained.lm.name, method, about, suffix="zip")
