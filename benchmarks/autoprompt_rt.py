@@ -92,7 +92,7 @@ def search_records(lm, task, verbalizer: dict, config: AutoPromptConfig, seeds: 
             row = event.row()
             log(
                 f"  seed {seed} iter {row['iteration']:3d}  {'accepted' if row['accepted'] else '        '}  "
-                f"dev {row['dev acc']:.3f}  trigger {row['trigger']!r}  {row['seconds']:.1f} s"
+                f"dev {row['dev acc']:.3f}  trigger {row['trigger']!r}  {row['seconds so far']:.1f} s"
             )
 
         with Phase() as phase:
@@ -101,7 +101,7 @@ def search_records(lm, task, verbalizer: dict, config: AutoPromptConfig, seeds: 
             )
         summary = result.summary()
         gain = (result.test_accuracy - result.manual_test_accuracy) * 100
-        search_seconds = result.history[-1]["seconds"]
+        search_seconds = result.history[-1]["seconds so far"]
         records.append(
             {
                 "seed": seed,
@@ -282,7 +282,9 @@ def main() -> None:
         "n_test": n_test,
         "test_limit": args.test_limit,
         "test_limit_note": (
-            "all test texts" if n_test == len(task.test) else f"first {n_test} of {len(task.test)} test texts"
+            "all test texts"
+            if n_test == len(task.test)
+            else f"a stratified {n_test} of {len(task.test)} test texts (`Task.test_subset`)"
         ),
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "seed"} | {"seeds": seeds},
         "verbalizer": verbalizer,

@@ -74,8 +74,13 @@ def grid_benchmark(lm, task, args) -> dict:
     summary = summarize(results)
     zero_shot = float(results["test_accuracy"].iloc[0])
     prompt_based = summary[summary["method"].map(lambda m: m in METHODS and METHODS[m].prompt_based)]
+    # the best by its test accuracy: a choice made on the texts the gain is measured on, so every method's gain is
+    # reported beside it, and the target is read as "one of these methods", not as a method chosen beforehand
     best = prompt_based.loc[prompt_based["accuracy_mean"].idxmax()]
     gain = 100 * (float(best["accuracy_mean"]) - zero_shot)
+    gains = {
+        row["method"]: round(100 * (float(row["accuracy_mean"]) - zero_shot), 2) for _, row in prompt_based.iterrows()
+    }
     return {
         "methods": [m.name for m in methods],
         "seeds": seeds,
@@ -86,11 +91,16 @@ def grid_benchmark(lm, task, args) -> dict:
         "summary": json.loads(summary.round(4).to_json(orient="records")),
         "grid_seconds": round(phase.seconds, 1),
         "grid_others_cpu_share": round(phase.others_cpu_share, 3),
-        "best_prompt_based": {"method": best["method"], "accuracy_mean": round(float(best["accuracy_mean"]), 4)},
+        "gain_points_per_prompt_based_method": gains,
+        "best_prompt_based_on_test": {
+            "method": best["method"],
+            "accuracy_mean": round(float(best["accuracy_mean"]), 4),
+        },
         "best_gain_points": round(gain, 2),
         "targets": {
             f"grid within {GRID_MINUTES_TARGET} minutes": phase.seconds <= 60 * GRID_MINUTES_TARGET,
-            f"best prompt-based >= zero-shot + {GAIN_TARGET_POINTS} points": gain >= GAIN_TARGET_POINTS,
+            f"the best of {len(gains)} prompt-based methods on the test texts >= zero-shot + {GAIN_TARGET_POINTS} "
+            "points": gain >= GAIN_TARGET_POINTS,
         },
     }
 
@@ -199,8 +209,11 @@ def trainer_benchmark(lm, task, args) -> dict:
                 max(ours_phase.others_cpu_share, hf_phase.others_cpu_share, hf_bf16_phase.others_cpu_share), 3
             ),
         }
+    # against the Trainer in the precision ours runs in: bf16 autocast where the CPU has it (the fp32 Trainer was the
+    # yardstick, and ours ran in bf16 beside it)
+    baseline = "ratio_vs_hf_trainer_bf16" if cpu_supports_bf16() else "ratio_vs_hf_trainer"
     records["targets"] = {
-        f"{name}: ratio <= 1.0": records[name]["ratio_vs_hf_trainer"] <= 1.0 for name in ("lora", "prompt-tuning")
+        f"{name}: {baseline} <= 1.0": records[name][baseline] <= 1.0 for name in ("lora", "prompt-tuning")
     }
     return records
 

@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import torch  # noqa: E402
 
-from benchmarks.common import Phase, logger  # noqa: E402
+from benchmarks.common import Phase, forget_memos, logger  # noqa: E402
 from peftlab.cloze import ClozeSetup, evaluate, label_log_probs  # noqa: E402
 from peftlab.compare import GridRow, run_grid  # noqa: E402
 from peftlab.errors import PeftlabError  # noqa: E402
@@ -103,6 +103,7 @@ def grid(lm, task, args, backend=None) -> tuple[dict, float]:
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER, calibration="mean")
     methods = [method_config(name) for name in METHODS]
     rows = {}
+    forget_memos(lm)  # every grid pays for its own zero-shot scoring and frozen features
     with Phase("grid" + (" in GPU calls" if backend else ""), log) as phase:
         for item in run_grid(lm, task, setup, methods, [13], [16], TrainSettings(), args.test_limit, backend=backend):
             if isinstance(item, GridRow) and item.values["seed"] is not None:
@@ -224,12 +225,12 @@ def main() -> None:
             split, split_seconds = grid(lm, task, args, calls)
             overran = None
         except PeftlabError as exc:  # a call past its ask: reported, and the RLHF check still runs
-            split, split_seconds, overran = {}, float("nan"), str(exc)
+            split, split_seconds, overran = {}, None, str(exc)  # null in the JSON (NaN is not JSON)
         return {
             "cap_s": args.cap,
             "calls": [{"asked_s": round(a, 1), "took_s": round(t, 2)} for a, t in calls.calls],
             "overran": overran,
-            "seconds": round(split_seconds, 1),
+            "seconds": None if split_seconds is None else round(split_seconds, 1),
             "same_rows_as_one_process": {m: all(split.get(m, {}).get(c) == rows[m][c] for c in COMPARED) for m in rows},
         }
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import ray  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import Phase, logger  # noqa: E402
+from benchmarks.common import Phase, forget_memos, logger  # noqa: E402
 from peftlab.backends import RayBackend  # noqa: E402
 from peftlab.cloze import ClozeSetup  # noqa: E402
 from peftlab.compare import GridRow, run_grid  # noqa: E402
@@ -65,6 +65,7 @@ def grid(lm, task, args, backend=None) -> tuple[dict, float, float]:
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = {}
     name = "ray" if backend else "local"
+    forget_memos(lm)  # every grid pays for its own zero-shot scoring and frozen features
     items = run_grid(lm, task, setup, methods, seeds, [args.shots], TrainSettings(), args.test_limit, backend=backend)
     with Phase(f"{name} grid", log) as phase:
         for item in items:

@@ -12,8 +12,10 @@ Run from the repository root:
    DPO learns the same training pairs from the same SFT model, and SFT, PPO and DPO answer the 32 held-out prompts
    (2 samples each, the same seed). Reports the reward model's held-out pair accuracy, the labeler's mean score
    (VADER compound for vader-positive) of each route's responses, each route's mean KL to the SFT model (nats per
-   response), and the wall time of every stage: the PPO pipeline (SFT, comparisons, reward model, PPO, evaluation)
-   and the DPO route after SFT (DPO and its evaluation) apart.
+   response), and the wall time of every stage: the PPO pipeline (SFT, comparisons, reward model, PPO, and the
+   evaluation's SFT and PPO parts) and the DPO route after SFT (comparisons, DPO, the evaluation's SFT and DPO parts)
+   apart (until 2026-12-05 the DPO route was counted without the comparisons it learns from, and the PPO pipeline
+   with DPO's part of the evaluation).
 2. PPO-ptx: the same SFT model and reward model, PPO again with `--ptx-coef` (the LM loss on
    demonstrations mixed in), evaluated the same way. Its time is reported apart from the pipeline's.
 
@@ -95,11 +97,13 @@ import transformers  # noqa: E402
 from benchmarks.common import Phase, logger  # noqa: E402
 from peftlab.config import add_arguments, from_arguments  # noqa: E402
 from peftlab.models import cpu_supports_bf16, load_lm  # noqa: E402
+from peftlab.rlhf.dpo import DPOConfig  # noqa: E402
 from peftlab.rlhf.evaluation import compare_policies  # noqa: E402
 from peftlab.rlhf.labelers import labeler_by_name  # noqa: E402
 from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, run_pipeline  # noqa: E402
-from peftlab.rlhf.ppo import PPOResult, train_ppo  # noqa: E402
+from peftlab.rlhf.ppo import PPOConfig, PPOResult, train_ppo  # noqa: E402
 from peftlab.rlhf.reward import RewardConfig  # noqa: E402
+from peftlab.rlhf.sft import SFTConfig  # noqa: E402
 
 PIPELINE_SECONDS_TARGET = 600
 DPO_SECONDS_TARGET = 300
@@ -149,13 +153,17 @@ def main() -> None:
     lm = load_lm(args.model, dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
     data = RLHFData.embedded(seed=args.seed)
     reward = from_arguments(RewardConfig, args, "rm-", seed=args.seed)
-    config = PipelineConfig(labeler=args.labeler, seed=args.seed, route="both", reward=reward)
+    # --seed seeds every stage, as the rlhf command's does (SFT, PPO and DPO kept their default seed 0)
+    stages = dict(sft=SFTConfig(seed=args.seed), ppo=PPOConfig(seed=args.seed), dpo=DPOConfig(seed=args.seed))
+    config = PipelineConfig(labeler=args.labeler, seed=args.seed, route="both", reward=reward, **stages)
     with Phase("whole pipeline, both routes", log) as phase:
         result = run_pipeline(lm, data, config, on_event=report)
     summary = dict(result.summary)
     stage = summary["stage_seconds"]
-    ppo_pipeline = sum(stage[name] for name in ("sft", "comparisons", "reward", "ppo", "evaluation"))
-    dpo_route = stage["dpo"] + stage["evaluation"] / 3  # the evaluation samples SFT, PPO and DPO: a third each
+    # the evaluation samples SFT, PPO and DPO, a third each: a route alone would sample two of them; each route needs
+    # the labeler's comparisons (DPO's were counted without them)
+    ppo_pipeline = sum(stage[name] for name in ("sft", "comparisons", "reward", "ppo")) + stage["evaluation"] * 2 / 3
+    dpo_route = stage["comparisons"] + stage["dpo"] + stage["evaluation"] * 2 / 3
     ppo_gain = summary["ppo_mean_score"] - summary["sft_mean_score"]
     dpo_gain = summary["dpo_mean_score"] - summary["sft_mean_score"]
     record = {

@@ -152,8 +152,8 @@ def compare_args(methods, steps: int, shots: str, test_limit: int) -> list:
 
 
 def classify_answer(result) -> tuple:
-    """What a classify returns that must not change: the probability bars and the top tokens."""
-    plot, tokens = result
+    """What a classify returns that must not change: the probability bars and the top tokens (after the verdict)."""
+    _, plot, tokens = result
     bars = json.loads(plot["plot"])["data"][0]
     return json.dumps(bars["x"], sort_keys=True), json.dumps(bars["y"]), json.dumps(tokens["data"])
 

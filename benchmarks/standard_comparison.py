@@ -13,7 +13,7 @@ before starting, the wall time (target 30 minutes) and where it went (seconds pe
 comparison table with each method's difference from calibrated zero-shot and its 95 % paired interval; then the
 store's size, and whether the report written twice from the store alone is byte-identical.
 
-stdout gets one JSON object (indent 2) as its last line; progress lines go to stderr.
+stdout gets one JSON object (indent 2); progress lines go to stderr.
 
 Notes: on one NVIDIA H200 (2026-12-04, `--tasks rt-sentiment`, with `gpu_check.py` and `rlhf_pipeline.py` sharing
 the GPU and its 16 cores, so an upper bound), the whole comparison took 209.5 s against the 30-minute target: PET
@@ -117,7 +117,7 @@ def one_task(name: str, store: ResultStore, config: StandardConfig, settings: Tr
     for (method, _), run_seconds in runs.items():
         seconds[method] = seconds.get(method, 0.0) + run_seconds
     (split,) = compare(store.rows(task=name))
-    table = split.table.round(4).to_dict("records")
+    table = json.loads(split.table.round(4).to_json(orient="records"))  # NaN (the baseline's own CI) as null
     return {
         "task": name,
         "test_texts": split.texts,
@@ -169,7 +169,6 @@ def main() -> None:
         "target_minutes_per_task": TARGET_MINUTES,
     }
     print(json.dumps(report, indent=2))
-    print(json.dumps(report))
 
 
 if __name__ == "__main__":
