@@ -114,7 +114,7 @@ def search_records(lm, task, verbalizer: dict, config: AutoPromptConfig, seeds: 
                 "seconds": summary["seconds"],
                 "search_seconds": round(search_seconds, 2),
                 "test_scoring_seconds": round(result.seconds - search_seconds, 2),
-                "accepted_updates": sum(int(row["accepted"]) for row in result.history),
+                "accepted_updates": sum(bool(row["accepted"]) for row in result.history),  # None: the start
                 "dev_accuracy_start": result.history[0]["dev acc"],
                 "others_cpu_share": round(phase.others_cpu_share, 3),
             }
