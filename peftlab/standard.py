@@ -289,6 +289,7 @@ STEP_COST = {
     "full": 1.8,
     "classifier": 1.0,
 }
+FULL_CLASSIFIER = STEP_COST["full"] / STEP_COST["classifier"]  # PET's classifier with every weight trained
 
 
 @dataclass(frozen=True)
@@ -443,15 +444,21 @@ def pet_seconds(
     dev = config.shots * len(task.label_names)
     unlabelled = config.unlabelled  # each seed's pool: a smaller one is refused (`pet.check_pool_sizes`)
     models = 0.0
+    # with the auxiliary LM loss each step also trains on a batch of unlabelled text: priced as a second step
+    steps = 2 if config.lm_loss_weight else 1
     for relative in patterns:
         # a pattern that reads two queries a text where the template reads one trains on both too
         scored = dataclasses.replace(
-            costs, per_step=costs.per_step * relative, per_trained_text=costs.per_trained_text * relative
+            costs, per_step=costs.per_step * relative * steps, per_trained_text=costs.per_trained_text * relative
         )
         models += (
             run_seconds(config.method, settings, dev, n_test, scored) + (dev + unlabelled) * scored.per_trained_text
         )
-    classifier = run_seconds("classifier", dataclasses.replace(settings, steps=config.distil_steps), dev, n_test, costs)
+    # every weight distilled (LoRA off) steps at full fine-tuning's cost
+    distilling = costs if config.distil_lora else dataclasses.replace(costs, per_step=costs.per_step * FULL_CLASSIFIER)
+    classifier = run_seconds(
+        "classifier", dataclasses.replace(settings, steps=config.distil_steps), dev, n_test, distilling
+    )
     generations = 1 + config.ipet_generations
     return len(config.seeds) * (generations * models + config.classifiers * classifier)
 

@@ -329,3 +329,18 @@ def test_pet_is_priced_on_the_unlabelled_texts_it_will_score(tiny_causal):
         few, SETTINGS, task, MEASURED, [1.0, 1.0]
     )
     assert extra == pytest.approx(2 * 980 * MEASURED.per_trained_text)  # each pattern's model scores 980 more
+
+
+def test_pet_s_estimate_prices_a_full_classifier_and_the_lm_loss(tiny_causal):
+    """The estimate priced PET's classifier as LoRA with LoRA off, and left out the auxiliary LM loss, which took a
+    rt-sentiment seed from about 500 s to 621-643."""
+    task = easy_task()
+    base = PETConfig(shots=2, seeds=(13,), unlabelled=20, test_limit=4)
+
+    def seconds(**changes) -> float:
+        return standard.pet_seconds(dataclasses.replace(base, **changes), SETTINGS, task, MEASURED, [1.0, 1.0])
+
+    distil = base.distil_steps * MEASURED.per_step  # the classifier's steps at LoRA's cost
+    assert seconds(distil_lora=False) - seconds() == pytest.approx(distil * (STEP_COST["full"] - 1))
+    steps = SETTINGS.steps * MEASURED.per_step * STEP_COST["lora"]  # one pattern model's steps
+    assert seconds(lm_loss_weight=1e-4) - seconds() == pytest.approx(2 * steps)  # a second batch a step, 2 patterns
