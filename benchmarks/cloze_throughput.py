@@ -316,8 +316,9 @@ def main() -> None:
     #   the attention score/value products (2 * 2 * layers * T * d per token, under 5 % at T < 70) are
     #   left out, which makes the figure slightly conservative;
     # - the LM head is a (hidden x vocab) matmul for each position whose logits are computed:
-    #   2 * hidden * vocab * logit_positions (1 per query on the library path, every padded position on
-    #   the naive one).
+    #   2 * hidden * vocab * logit_positions (on the library path, per batch, from the earliest read position
+    #   to the end; on the naive one, every padded position). `useful_flops` counts one logit position per
+    #   query instead: the work a prediction needs, which the naive path's useful_gflops reports.
     def flops(stats: dict) -> float:
         return 2 * non_embedding * stats["real_tokens"] + 2 * hidden * vocab * stats["logit_positions"]
 

@@ -13,7 +13,8 @@ Run from the repository root:
    (2 samples each, the same seed). Reports the reward model's held-out pair accuracy, the labeler's mean score
    (VADER compound for vader-positive) of each route's responses, each route's mean KL to the SFT model (nats per
    response), and the wall time of every stage: the PPO pipeline (SFT, comparisons, reward model, PPO, and the
-   evaluation's SFT and PPO parts) and the DPO route after SFT (comparisons, DPO, the evaluation's SFT and DPO parts)
+   evaluation's SFT and PPO parts) and the DPO route after SFT (the comparisons of its training prompts, DPO, the
+   evaluation's SFT and DPO parts)
    apart (until 2026-12-05 the DPO route was counted without the comparisons it learns from, and the PPO pipeline
    with DPO's part of the evaluation).
 2. PPO-ptx: the same SFT model and reward model, PPO again with `--ptx-coef` (the LM loss on
@@ -100,7 +101,13 @@ from peftlab.models import cpu_supports_bf16, load_lm  # noqa: E402
 from peftlab.rlhf.dpo import DPOConfig  # noqa: E402
 from peftlab.rlhf.evaluation import compare_policies  # noqa: E402
 from peftlab.rlhf.labelers import labeler_by_name  # noqa: E402
-from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, run_pipeline  # noqa: E402
+from peftlab.rlhf.pipeline import (  # noqa: E402
+    PipelineConfig,
+    RLHFData,
+    heldout_ranked_prompts,
+    ranked_prompt_count,
+    run_pipeline,
+)
 from peftlab.rlhf.ppo import PPOConfig, PPOResult, train_ppo  # noqa: E402
 from peftlab.rlhf.reward import RewardConfig  # noqa: E402
 from peftlab.rlhf.sft import SFTConfig  # noqa: E402
@@ -161,9 +168,12 @@ def main() -> None:
     summary = dict(result.summary)
     stage = summary["stage_seconds"]
     # the evaluation samples SFT, PPO and DPO, a third each: a route alone would sample two of them; each route needs
-    # the labeler's comparisons (DPO's were counted without them)
+    # the labeler's comparisons (DPO's were counted without them), DPO those of the prompts it trains on alone (the
+    # held-out ones test the reward model), at the same cost a prompt
     ppo_pipeline = sum(stage[name] for name in ("sft", "comparisons", "reward", "ppo")) + stage["evaluation"] * 2 / 3
-    dpo_route = stage["comparisons"] + stage["dpo"] + stage["evaluation"] * 2 / 3
+    ranked = ranked_prompt_count(config, data)
+    dpo_share = (ranked - heldout_ranked_prompts(config, data)) / ranked
+    dpo_route = stage["comparisons"] * dpo_share + stage["dpo"] + stage["evaluation"] * 2 / 3
     ppo_gain = summary["ppo_mean_score"] - summary["sft_mean_score"]
     dpo_gain = summary["dpo_mean_score"] - summary["sft_mean_score"]
     record = {

@@ -33,4 +33,6 @@ def parse_json(text: str, **options):
     except ValueError as exc:  # int's digit limit; a PeftlabError of a hook (a key given twice) passes as it is
         if isinstance(exc, PeftlabError):
             raise
-        raise json.JSONDecodeError(f"A number of more than {sys.get_int_max_str_digits():,} digits", text, 0) from None
+        too_long = "digits" in str(exc)
+        problem = f"A number of more than {sys.get_int_max_str_digits():,} digits" if too_long else str(exc)
+        raise json.JSONDecodeError(problem, text, 0) from None

@@ -482,10 +482,9 @@ def estimate_seconds(
     }
     for name in TRAINED:
         seconds[name] = runs_seconds(name, settings, [dev] * seeds, n_test, costs)
-    # as many unlabelled texts as the pool leaves, up to PETConfig's default (`_pet_config`)
-    pool = max(1, min(PETConfig().unlabelled, len(task.train) - 2 * dev))
-    pet = PETConfig(shots=config.shots, seeds=config.seeds, unlabelled=pool, test_limit=config.test_limit)
-    seconds[PET] = pet_seconds(pet, settings, task, costs, patterns)
+    if PET in config.methods:  # with as many unlabelled texts as the run takes (`_pet_config`)
+        pet = dataclasses.replace(_pet_config(task, config, config.seeds[0]), seeds=config.seeds)
+        seconds[PET] = pet_seconds(pet, settings, task, costs, patterns)
     return {name: cost for name, cost in seconds.items() if name in config.methods}
 
 

@@ -248,7 +248,7 @@ def test_the_app_stores_ppo_ptx_apart_and_times_each_route_as_the_cli_does(monke
     monkeypatch.setattr(rlhf_stages, "keep_results", lambda session, rows: stored.extend(rows))
     rlhf_stages.evaluate_stage("vader-positive", 1, 0, None, progress=lambda *args, **kwargs: None)
     (row,) = stored
-    assert (row.method, row.train_seconds, row.settings["ptx_coef"]) == ("ppo-ptx", 130.0, 0.5)
+    assert (row.method, row.train_seconds) == ("ppo-ptx", 130.0)  # γ is in PPO's own settings
 
 
 def test_a_sft_run_again_and_stopped_before_its_first_step_keeps_every_stage(tiny_causal_folder, monkeypatch):
@@ -312,12 +312,22 @@ def test_stop_reaches_a_job_while_it_loads_its_model_and_a_second_call_is_refuse
     assert list(wrapped(Request())) == [(True, "you pressed Stop")]
     assert seen == [
         ("Step 1 (SFT)", "running"),
-        "Step 1 (SFT) is still running: call this once it has finished, or stop it.",
+        "Step 1 (SFT) is still running: press this once it has finished, or stop it.",
     ]
     assert session.busy("rlhf") is None and not session.running
     session.queue_job("rlhf", "Step 1 (SFT)")
     session.stop_job("rlhf", "you pressed Stop")  # stopped while it waited: it does not start
     assert list(wrapped(Request())) == [[gr.skip(), gr.skip()]] and len(seen) == 2
+    SESSIONS.close(Request.session_hash)
+
+    # the page closed while the job loads its model: the job's flag is the closed session's, which says why
+    def loading(request):
+        SESSIONS.close(request.session_hash)
+        with job(request, "rlhf") as (session, stop):
+            yield session.left, stop.is_set(), stop.reason
+
+    assert list(_unless_stopped_in_queue(loading, "rlhf", 3)(Request())) == [(True, True, "the visitor left")]
+    assert not SESSIONS.get(Request()).running  # a returning page gets a session of its own, with no job
     SESSIONS.close(Request.session_hash)
 
 
@@ -417,3 +427,78 @@ def test_rankings_on_prompts_now_held_out_are_left_out_of_the_reward_model():
         '**3 rankings saved**: 2 comparisons on 2 prompts for the reward model (pick "my rankings" below to train on '
         "them); left out: 1 comparison on prompts now held out for the evaluation."
     )
+
+
+def test_the_app_and_the_command_line_store_a_route_alike_and_a_refused_reward_model_keeps_its_settings(monkeypatch):
+    """The app's rows named where the comparisons came from and the command line's did not, so a PPO run of the same
+    settings from either made two lines ('ppo (comparisons "simulated labeler", eval_samples null)'); DPO's line was
+    split by PPO's γ, stored beside it; and a reward model refused after its settings were reset kept the old model
+    with none of its settings."""
+    from peftlab.report import compare_routes
+    from peftlab.rlhf.dpo import DPOConfig
+    from peftlab.rlhf.pipeline import PipelineConfig
+    from peftlab.rlhf.ppo import PPOConfig
+    from peftlab.rlhf.reward import RewardConfig
+    from peftlab.rlhf.session import ranking_settings
+    from peftlab.rlhf.sft import SFTConfig
+    from peftlab.store import ResultRow
+
+    config = PipelineConfig(eval_samples=1)
+    stages = {"sft": SFTConfig().to_dict(), "reward": RewardConfig().to_dict()}
+    app = {**stages, **ranking_settings("simulated labeler", config), "seed": 3, "eval_samples": 1}
+    command_line = {**config.to_dict(), "comparisons": "simulated labeler"}
+    figures = {"labeler": "vader-positive", "prompts": 1, "sft_mean_score": 0.1}
+
+    def row(method: str, settings: dict, score: float) -> ResultRow:
+        route = "ppo" if method.startswith("ppo") else method
+        metrics = figures | {f"{route}_mean_score": score, f"{route}_mean_reward": 0.2, f"{route}_mean_kl": 1.0}
+        return ResultRow(
+            kind="rlhf", model="tiny", task="rlhf vader-positive", test_fingerprint="0" * 16, method=method,
+            settings=settings, accuracy=None, macro_f1=None, metrics=metrics,
+        )  # fmt: skip
+
+    rows = [
+        row("ppo", {**app, "ppo": PPOConfig().to_dict()}, 0.5),
+        row("ppo", {**command_line, "ptx_coef": 0.0}, 0.6),
+        row("dpo", {**app, "dpo": DPOConfig().to_dict()}, 0.3),
+        row("dpo", {**command_line, "ptx_coef": 0.5}, 0.4),
+    ]
+    (routes,) = compare_routes(rows)
+    assert dict(zip(routes.table["method"], routes.table["runs"])) == {"ppo": 2, "dpo": 2}
+
+    session = RLHFSession(sft=object(), lm=SimpleNamespace(tokenizer=None), reward="the old reward model")
+    session.settings = {"sft": {"steps": 1}, "comparisons": "my rankings", "reward": {"steps": 5}, "ppo": {}}
+
+    def refused(*args):
+        raise PeftlabError("no training comparisons")
+        yield
+
+    monkeypatch.setattr("peftlab.rlhf.session.train_reward_model", refused)
+    session.sft = SimpleNamespace(model=None)
+    with pytest.raises(PeftlabError):
+        list(session.run_reward([], [], RewardConfig(), None, {"comparisons": "simulated labeler"}))
+    assert session.reward == "the old reward model"
+    assert session.settings == {"sft": {"steps": 1}, "comparisons": "my rankings", "reward": {"steps": 5}}
+
+
+def test_a_stage_pressed_while_the_ranking_screen_samples_waits_for_it(monkeypatch):
+    """The ranking screen's sampling was no job: a stage could start beside it, and on ZeroGPU the session coming back
+    from the sampling's call replaced what the stage made."""
+    from peftlab.ui.sessions import SESSIONS
+
+    class Request:
+        session_hash = "sampling-visitor"
+
+    session = RLHFSession(sft=object(), lm=SimpleNamespace(name="tiny"))
+    seen = []
+
+    def sampling(*args, **kwargs):
+        seen.append(SESSIONS.get(Request()).busy(rlhf_stages.JOB))
+        return iter([("a prompt", ["one", "two"]), session])
+
+    monkeypatch.setattr(rlhf_stages, "_session", lambda request: session)
+    monkeypatch.setattr(rlhf_stages, "session_call", sampling)
+    *_, (prompt, *_) = rlhf_stages.sample_for_ranking(2, 0, Request())
+    assert prompt == "**Prompt:** a prompt" and seen == ["The sampling to rank"]
+    assert SESSIONS.get(Request()).busy(rlhf_stages.JOB) is None
+    SESSIONS.close(Request.session_hash)

@@ -47,6 +47,7 @@ from peftlab.rlhf.reward import (
     train_reward_model,
 )
 from peftlab.rlhf.sft import SFTConfig, SFTResult, train_sft
+from peftlab.rlhf.stored import RANKING_SOURCES
 from peftlab.store import ResultRow
 
 ROUTES = ("ppo", "dpo", "both")
@@ -208,6 +209,13 @@ class Sampled:
 
     done: int
     total: int
+
+
+class SamplingStopped(Exception):
+    """Raised by a sampling's `progress` between batches once its stop flag is set: how far it was (`sampled`)."""
+
+    def __init__(self, sampled: Sampled):
+        self.sampled = sampled
 
 
 def ranked_comparisons(
@@ -405,7 +413,12 @@ def run_pipeline(
     }
     rows = comparison.result_rows(
         lm.name,
-        {**config.to_dict(), "ptx_coef": config.ppo.ptx_coef},
+        # where the comparisons came from, as the app stores it (`session.ranking_settings`)
+        {
+            **config.to_dict(),
+            "ptx_coef": config.ppo.ptx_coef,
+            "comparisons": RANKING_SOURCES[0 if data.comparisons is None else 2],
+        },
         spent,
         str(lm.device),
         methods=route_methods(config.ppo.ptx_coef),

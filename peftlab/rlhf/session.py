@@ -23,32 +23,24 @@ from peftlab.rlhf.dpo import DPOConfig, DPOEvent, DPOResult, train_dpo
 from peftlab.rlhf.evaluation import PolicyComparison, compare_policies
 from peftlab.rlhf.generation import sample_responses
 from peftlab.rlhf.labelers import HumanRankings, labeler_by_name
-from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, Sampled, ranked_comparisons
+from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, Sampled, SamplingStopped, ranked_comparisons
 from peftlab.rlhf.ppo import PPOConfig, PPOEvent, PPOResult, PPORun, ppo_steps, start_ppo
 from peftlab.rlhf.reward import RewardConfig, RewardEvent, RewardResult, train_reward_model
 from peftlab.rlhf.sft import SFTConfig, SFTEvent, SFTResult, train_sft
+from peftlab.rlhf.stored import RANKING_SETTINGS, RANKING_SOURCES
 
-RANKING_SOURCES = ("simulated labeler", "my rankings", "uploaded comparisons")
 STAGES = {"sft": "step 1 (SFT)", "reward": "step 2 (reward model)", "ppo": "step 3 (PPO)", "dpo": "DPO"}
 REQUIRES = {"sft": (), "reward": ("sft",), "ppo": ("sft", "reward"), "dpo": ("sft",)}  # the stages each builds on
 DROPPED_NAMES = {"reward": "the reward model", "ppo": "PPO", "dpo": "DPO"}  # the later stages, as `dropped_by` says
 SAMPLE_PROMPTS = 3  # held-out prompts the SFT stage answers while it trains
-RANKING_SETTINGS = ("labeler", "k", "rm_pairs", "rm_heldout_prompts", "max_new_tokens")  # a simulated labeler's
 
 
 def ranking_settings(source: str, config: PipelineConfig) -> dict:
-    """Where a reward model's comparisons came from, as stored settings: `source` (a RANKING_SOURCES), and for the
-    simulated labeler the settings of `config` that made its rankings, named as `PipelineConfig.to_dict()` names
-    them (the command line stores that)."""
-    made = config.to_dict() if source == RANKING_SOURCES[0] else {}
-    return {"comparisons": source, **{name: made[name] for name in RANKING_SETTINGS if name in made}}
-
-
-class _Stopped(Exception):
-    """Raised between batches of answers once the evaluation's stop flag is set: how far it was."""
-
-    def __init__(self, sampled: Sampled):
-        self.sampled = sampled
+    """Where a reward model's comparisons came from, as stored settings: `source` (a RANKING_SOURCES) and the
+    settings of `config` that make a simulated labeler's rankings, named as `PipelineConfig.to_dict()` names them, as
+    the command line stores them (`stored.route_settings` reads them only for the simulated labeler)."""
+    made = config.to_dict()
+    return {"comparisons": source, **{name: made[name] for name in RANKING_SETTINGS}}
 
 
 @dataclass
@@ -68,6 +60,11 @@ class RLHFSession:
     # the settings of the stages held, keyed as `PipelineConfig.to_dict()` keys them ("sft", "reward", "ppo", "dpo",
     # and where the comparisons came from): stored with an evaluation, so that other runs are told apart
     settings: dict = field(default_factory=dict)
+
+    def restore(self, kept: RLHFSession) -> None:
+        """Put back the stages `kept` (a `dataclasses.replace` copy made before a stage) had: a stage that ends
+        without a result (stopped before its first step, or for its estimate) leaves the session as it found it."""
+        vars(self).update(vars(kept))
 
     def dropped_by(self, stage: str) -> str:
         """What running `stage` ("sft", "reward") again would drop of what this session holds, in words ("the reward
@@ -101,7 +98,7 @@ class RLHFSession:
                 if item.losses:
                     self.sft, self.settings = item, {"sft": config.to_dict()}
                 else:
-                    vars(self).update(vars(kept))
+                    self.restore(kept)
             yield item
 
     def sample_for_ranking(self, k: int, seed: int) -> tuple[str, list[str]]:
@@ -181,11 +178,11 @@ class RLHFSession:
         `ranking`: where the comparisons came from, as settings (`ranking_settings`), kept in `settings`."""
         self.need("sft")
         self.ppo = self.dpo = self.ppo_run = None
-        self.settings = {"sft": self.settings.get("sft")}
+        self.settings = {k: v for k, v in self.settings.items() if k not in ("ppo", "dpo")}
         for item in train_reward_model(self.sft.model, self.lm.tokenizer, train_pairs, heldout_pairs, config, stop):
-            if isinstance(item, RewardResult):
-                self.reward, self.pairs = item, list(train_pairs)
-                self.settings = {**self.settings, **(ranking or {}), "reward": config.to_dict()}
+            if isinstance(item, RewardResult):  # the settings of the reward model held, once it is new (a refusal
+                self.reward, self.pairs = item, list(train_pairs)  # keeps the old one, and said its settings went)
+                self.settings = {"sft": self.settings.get("sft"), **(ranking or {}), "reward": config.to_dict()}
             yield item
 
     def run_dpo(self, config: DPOConfig, stop: threading.Event | None = None) -> Iterator[DPOEvent | DPOResult]:
@@ -266,7 +263,7 @@ class RLHFSession:
 
         def follow(done: int, total: int) -> None:
             if stop is not None and stop.is_set():
-                raise _Stopped(Sampled(done, total))
+                raise SamplingStopped(Sampled(done, total))
 
         try:
             return compare_policies(
@@ -280,7 +277,7 @@ class RLHFSession:
                 seed=seed,
                 progress=follow,
             )
-        except _Stopped as stopped:
+        except SamplingStopped as stopped:
             return stopped.sampled
 
     def check_evaluation(self, prompts: int) -> None:

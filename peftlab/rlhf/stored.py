@@ -16,11 +16,24 @@ STAGES = ("sft", "reward", "ppo", "dpo")
 ROUTE_STAGES = {"ppo": ("sft", "reward", "ppo"), "ppo-ptx": ("sft", "reward", "ppo"), "dpo": ("sft", "dpo")}
 
 
+RANKING_SOURCES = ("simulated labeler", "my rankings", "uploaded comparisons")  # where a reward model's comparisons
+# came from, stored as the setting "comparisons" (rows stored before it came from the simulated labeler or a file)
+# The pipeline's settings that make a simulated labeler's comparisons (`PipelineConfig`'s names)
+RANKING_SETTINGS = ("labeler", "k", "rm_pairs", "rm_heldout_prompts", "max_new_tokens")
+
+
 def route_settings(method: str, settings: dict) -> dict:
-    """The settings that made a stored route: the pipeline's shared ones and its own stages' (the other route's and
-    the route choice aside). With all of them, PPO's line was split by DPO's beta and named 'ppo (beta 0.2)'."""
+    """The settings that made a stored route: the pipeline's shared ones and its own stages' (the other route's, the
+    route choice and the copy of PPO's γ at the top aside), and the ranking settings only where a simulated labeler
+    made the comparisons (they do nothing to a person's or a file's). With all of them, PPO's line was split by DPO's
+    beta and named 'ppo (beta 0.2)', and DPO's by PPO's γ."""
     own = ROUTE_STAGES.get(method, STAGES)
-    return {k: v for k, v in settings.items() if k != "route" and (k not in STAGES or k in own)}
+    simulated = settings.get("comparisons", RANKING_SOURCES[0]) == RANKING_SOURCES[0]
+    return {
+        k: v
+        for k, v in settings.items()
+        if k not in ("route", "ptx_coef") and (k not in STAGES or k in own) and (simulated or k not in RANKING_SETTINGS)
+    }
 
 
 def stored_routes(lines: Mapping[str, Sequence[ResultRow]]) -> tuple[pd.DataFrame, dict]:

@@ -19,8 +19,9 @@ from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
 from peftlab.report import DISPLAY_COLUMNS, compare, compare_routes, display_table, report_html
 from peftlab.serving import current_caps, public_mode
 from peftlab.standard import (
+    PET,
     STANDARD_METHODS,
-    ZERO_SHOT,
+    TRAINED,
     StandardConfig,
     StandardEvent,
     check_sizes,
@@ -196,7 +197,7 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
         form["verbalizer"],
         progress,
         scoring_lm=scoring_lm,
-        training=bool(set(config.methods) - {ZERO_SHOT}),  # zero-shot alone trains nothing to time
+        training=any(m in TRAINED or m == PET for m in config.methods),  # prompting alone trains nothing to time
     )
     costs = estimate(scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings, measured)
     # "Estimated 29 min for 31 runs (zero-shot · mean: 12 s; in-context: 48 s; ...)"

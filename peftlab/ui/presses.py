@@ -122,7 +122,7 @@ def heavy_job(
         try:
             if kind is not None and session.busy(kind):
                 session.values[too_early] = True
-                refuse_while_busy(session, kind)
+                session.refuse_while_busy(kind)
             if checks is not None:
                 checks(form, request) if with_request else checks(form)
         except PeftlabError as exc:
@@ -199,13 +199,6 @@ def heavy_job(
     return job
 
 
-def refuse_while_busy(session: Session, kind: str) -> None:
-    """Raise a PeftlabError naming the session's job of `kind` that runs or waits, if one does: a press that needs
-    what that job is making (an RLHF stage's model, which it drops as it starts) waits for it."""
-    if running := session.busy(kind):
-        raise PeftlabError(f"{running} is still running: press this once it has finished, or stop it.")
-
-
 def press_telling(button, fn, inputs, outputs: list, status, api_name: str, options: dict | None = None):
     """`button.click(fn, inputs, outputs, **options)` (default `light()`) whose refusal's sentence stays on `status`
     (a status line among `outputs` or beside them, which a success then empties) under its "Error" badge, as a
@@ -268,9 +261,8 @@ def _unless_stopped_in_queue(fn, kind: str, outputs: int):
     output as it is (the status line says it will not start; an error there read as if something had failed)."""
 
     def opened(args, kwargs) -> tuple[Session, JobStop | None]:
-        session = SESSIONS.get(_request_in(args, kwargs))
         try:
-            return session, session.open_job(kind)
+            return SESSIONS.open_job(_request_in(args, kwargs), kind)
         except PeftlabError as exc:
             raise shown_error(exc) from None
 
@@ -286,7 +278,7 @@ def _unless_stopped_in_queue(fn, kind: str, outputs: int):
             try:
                 yield from fn(*args, **kwargs)
             finally:
-                session.end_job(kind, stop)
+                SESSIONS.close_job(session, kind, stop)
 
         return generator
 
@@ -298,7 +290,7 @@ def _unless_stopped_in_queue(fn, kind: str, outputs: int):
         try:
             return fn(*args, **kwargs)
         finally:
-            session.end_job(kind, stop)
+            SESSIONS.close_job(session, kind, stop)
 
     return call
 
@@ -400,9 +392,9 @@ def _empty(component):
 
 @contextlib.contextmanager
 def job(request: gr.Request | None, kind: str, name: str | None = None) -> Iterator[tuple[Session, JobStop]]:
-    """A heavy job of the caller's session: its stop flag (Stop, the visitor leaving, the caps' time limit); `name`
-    as `Session.start_job` takes it."""
-    session = SESSIONS.get(request)
+    """A heavy job of the caller's session (the one its press opened, `Sessions.opener`): its stop flag (Stop, the
+    visitor leaving, the caps' time limit); `name` as `Session.start_job` takes it."""
+    session = SESSIONS.opener(request, kind)
     stop = session.start_job(kind, name)
     try:
         yield session, stop

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from peftlab.relay import Returned, relayed
 from peftlab.rlhf.data import Comparison
-from peftlab.rlhf.pipeline import Sampled
+from peftlab.rlhf.pipeline import Sampled, SamplingStopped
 from peftlab.rlhf.ppo import PPOConfig, PPOResult
 from peftlab.rlhf.session import RLHFSession, ranking_settings
 from peftlab.saving import zip_saved
@@ -55,10 +55,6 @@ class Ranked:
     seconds: float
 
 
-class _SamplingStopped(Exception):
-    """Raised between sampling batches once the stage's stop flag is set."""
-
-
 def reward_stage(session: RLHFSession, source: str, config, reward_config, stop=None) -> Iterator:
     """Step 2 as one job: how far the sampling is (Sampled, a few times a minute on a CPU), the comparisons from
     `source` (Ranked), the reward model's events and result, the session. A stop while sampling ends the job after
@@ -68,7 +64,7 @@ def reward_stage(session: RLHFSession, source: str, config, reward_config, stop=
     def comparisons(report):
         def sampled(done: int, total: int) -> None:
             if stop is not None and stop.is_set():
-                raise _SamplingStopped
+                raise SamplingStopped(Sampled(done, total))
             report(Sampled(done, total))
 
         return session.comparisons(source, config, sampled)
@@ -79,7 +75,7 @@ def reward_stage(session: RLHFSession, source: str, config, reward_config, stop=
                 train, heldout = item.value
             else:
                 yield item
-    except _SamplingStopped:
+    except SamplingStopped:
         yield session
         return
     yield Ranked(train, heldout, time.perf_counter() - started)

@@ -48,7 +48,6 @@ from peftlab.ui.inputs import config_from_form
 from peftlab.ui.presses import (
     job,
     keep_results,
-    refuse_while_busy,
     stopped_note,
     user_errors,
 )
@@ -84,7 +83,7 @@ def _idle_session(request) -> RLHFSession:
     """The visitor's RLHF session for a press that reads its models (sampling to rank, a download); a PeftlabError
     while a stage runs: it dropped the model it replaces as it started ("Run step 1 (SFT) first." was said while SFT
     ran), and a download then saved the weights the stage was about to replace."""
-    refuse_while_busy(SESSIONS.get(request), JOB)
+    SESSIONS.get(request).refuse_while_busy(JOB)
     return _session(request)
 
 
@@ -109,11 +108,6 @@ def _sized(name: str, model: str, config) -> dict:
         what=counted(config.steps, f"{name} step"),
         shorter=f"use fewer {name} steps",
     )
-
-
-def _restore(session: RLHFSession, kept: RLHFSession) -> None:
-    """Put back the stages `kept` had: a stage stopped for its estimate leaves the session as it found it."""
-    vars(session).update(vars(kept))
 
 
 def sft_inputs(form: dict) -> tuple[SFTConfig, RLHFData]:
@@ -168,7 +162,7 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
                 continue  # the last item: the loop ends with the GPU call
             if message := paced.observe(item):
                 stages.close()  # ended before the message shows: the button then takes the second press at once
-                _restore(session, kept)
+                session.restore(kept)
                 yield message, gr.skip(), gr.skip()
                 return
             history.append({"step": item.step, "loss": item.loss})
@@ -229,15 +223,18 @@ def sample_for_ranking(k, seed, request: gr.Request):
     session.need("sft")  # before the call: its sizing names the session's model
     # said at once: the sampling takes 10-30 s on a CPU, and the empty space under the button showed nothing meanwhile
     yield [f"Sampling {config.k} responses of the SFT policy to one training prompt…", *ranking_slots([])]
-    (prompt, responses), *_ = session_call(
-        session,
-        stage,
-        "sample_for_ranking",
-        config.k,
-        config.seed,
-        kind=f"rlhf-rank:{session.lm.name}",
-        what=f"Sampling {config.k} responses",
-    )
+    # a job of the tab while it samples: a stage pressed meanwhile waits (on ZeroGPU the session coming back from the
+    # sampling's call replaced what that stage made)
+    with job(request, JOB, "The sampling to rank"):
+        (prompt, responses), *_ = session_call(
+            session,
+            stage,
+            "sample_for_ranking",
+            config.k,
+            config.seed,
+            kind=f"rlhf-rank:{session.lm.name}",
+            what=f"Sampling {config.k} responses",
+        )
     yield [f"**Prompt:** {prompt}", *ranking_slots(responses)]
 
 
@@ -343,7 +340,7 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
                 gr.skip(),
             )
         if stop.is_set() and not history:  # an untrained head would have been kept, and PPO run against it
-            _restore(session, kept)
+            session.restore(kept)
             return _untrained("The reward model", stop.reason), gr.skip(), gr.skip(), gr.skip()
         stopped = stop.is_set() and len(history) < reward_config.steps  # a Stop may come too late for a GPU call
         note = (
@@ -398,7 +395,7 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
                 continue  # the last item: the loop ends with the (last) GPU call
             if message := paced.observe(item):
                 stages.close()  # ended before the message shows: the button then takes the second press at once
-                _restore(session, kept)
+                session.restore(kept)
                 yield message, gr.skip(), gr.skip()
                 return
             history.append({k: v for k, v in asdict(item).items() if k != "sample"})
@@ -412,7 +409,7 @@ def run_ppo_stage(request: gr.Request, progress=gr.Progress(), **form):
             )
         reason = stop.reason or "it was stopped"
     if not (session.ppo and session.ppo.history):  # the policy is the SFT model's: nothing to compare with it
-        _restore(session, kept)
+        session.restore(kept)
         yield _untrained("PPO", reason), gr.skip(), gr.skip()
         return
     result = session.ppo
@@ -469,7 +466,7 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
                 continue  # the last item: the loop ends with the GPU call
             if message := paced.observe(item):
                 stages.close()  # ended before the message shows: the button then takes the second press at once
-                _restore(session, kept)
+                session.restore(kept)
                 yield message, gr.skip()
                 return
             history.append(asdict(item))
@@ -485,7 +482,7 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
             )
         reason = stop.reason or "it was stopped"
     if not (session.dpo and session.dpo.history):
-        _restore(session, kept)
+        session.restore(kept)
         yield _untrained("DPO", reason), gr.skip()
         return
     result = session.dpo
@@ -551,7 +548,7 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request, progress=gr
     ptx_coef = session.ppo.ptx_coef if session.ppo else 0.0
     # the stages' own settings (SFT's, the comparisons', the reward model's, the route's): two PPO runs of other
     # settings were stored alike, and the Compare tab averaged them as repeats of one
-    settings = {**session.settings, "seed": seed, "ptx_coef": ptx_coef}
+    settings = {**session.settings, "seed": seed, "eval_samples": 1}  # as the command line names them
     rows = comparison.result_rows(
         session.lm.name, settings, seconds, str(session.lm.device), methods=route_methods(ptx_coef)
     )

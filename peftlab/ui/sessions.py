@@ -106,6 +106,12 @@ class Session:
                 return self._names.get(kind, UNNAMED_JOB)
         return None
 
+    def refuse_while_busy(self, kind: str) -> None:
+        """Raise a PeftlabError naming this session's job of `kind` that runs or waits, if one does: a press that
+        needs what that job is making (an RLHF stage's model, which it drops as it starts) waits for it."""
+        if running := self.busy(kind):
+            raise _still_running(running)
+
     def leave_queue(self, kind: str) -> JobStop | None:
         """The queued job of `kind` starts: its flag (set when Stop was pressed while it waited), or None."""
         with self._lock:
@@ -125,10 +131,7 @@ class Session:
             if queued is not None and queued.is_set():
                 return None
             if kind in self._stops:
-                raise PeftlabError(
-                    f"{self._names.get(kind, UNNAMED_JOB)} is still running: call this once it has finished, or "
-                    "stop it."
-                )
+                raise _still_running(self._names.get(kind, UNNAMED_JOB))
             stop = self._opened[kind] = self._stops[kind] = JobStop(current_caps().job_seconds)
         return stop
 
@@ -162,12 +165,14 @@ class Session:
 
     def stop_job(self, kind: str, reason: str) -> str | None:
         """Ask the job of `kind` to stop: "running" when one runs (it stops after its current step), "queued" when
-        one waits in the queue (it will not start), None when there is none."""
-        for state, jobs in (("running", self._stops), ("queued", self._queued)):
-            stop = jobs.get(kind)
-            if stop is not None and not stop.is_set():
-                stop.stop(reason)
-                return state
+        one waits in the queue (it will not start), None when there is none. Under the lock: a job leaving the queue
+        between the two looks (`open_job`) was in neither, and ran with its flag unset."""
+        with self._lock:
+            for state, jobs in (("running", self._stops), ("queued", self._queued)):
+                stop = jobs.get(kind)
+                if stop is not None and not stop.is_set():
+                    stop.stop(reason)
+                    return state
         return None
 
     def close(self) -> None:
@@ -186,12 +191,42 @@ class Session:
         _return_freed_memory()
 
 
+def _still_running(name: str) -> PeftlabError:
+    return PeftlabError(f"{name} is still running: press this once it has finished, or stop it.")
+
+
 class Sessions:
     """The sessions of this process, by session hash."""
 
     def __init__(self):
         self._sessions: dict[str, Session] = {}
+        self._openers: dict[tuple[str, str], Session] = {}  # (hash, kind) -> the session a running press opened
         self._lock = threading.Lock()
+
+    def open_job(self, request: gr.Request | None, kind: str) -> tuple[Session, JobStop | None]:
+        """The caller's session and the flag of its press's job of `kind`, which runs from now (`Session.open_job`,
+        whose None and errors it passes on). Until `close_job`, `opener` gives the handler that session even once it
+        is closed: a page closed while its job loaded the model stopped the flag of a session the handler never saw
+        (it got a new one), and the job ran to its end."""
+        session = self.get(request)
+        stop = session.open_job(kind)
+        if stop is not None:
+            with self._lock:
+                self._openers[(session.key, kind)] = session
+        return session, stop
+
+    def close_job(self, session: Session, kind: str, stop: JobStop) -> None:
+        """The press's job of `kind` (`open_job`) ended."""
+        session.end_job(kind, stop)
+        with self._lock:
+            if self._openers.get((session.key, kind)) is session:
+                del self._openers[(session.key, kind)]
+
+    def opener(self, request: gr.Request | None, kind: str) -> Session:
+        """The session whose press opened the running job of `kind` (`open_job`), closed or not; else `get`'s."""
+        with self._lock:
+            session = self._openers.get((session_key(request), kind))
+        return session if session is not None else self.get(request)
 
     def __len__(self) -> int:
         return len(self._sessions)
