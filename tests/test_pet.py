@@ -421,3 +421,22 @@ def test_ipet_adds_at_most_the_pool_per_label_however_large_its_growth(tiny_caus
     of memory; past the pool a label's texts only repeat. d = 10 asks 9 a label of a 2-text pool here: 2 each."""
     result = run_tiny(tiny_causal, tiny_task, unlabelled=2, growth=10.0)[-1]
     assert result.added_sizes == [4]
+
+
+def test_an_error_in_ipet_keeps_the_seed_s_pet_and_the_next_seed_runs(tiny_causal, tiny_task, monkeypatch):
+    """An error in iPET (a pattern model trained to NaN, memory run out) lost the seed's finished PET numbers, rows
+    and classifier with it; they are kept, the error said, and the next seed runs."""
+    import peftlab.pet as pet
+
+    def failing(*args):
+        raise PeftlabError("The loss turned NaN at step 2.")
+
+    monkeypatch.setattr(pet, "draw_labelled", failing)
+    results = [r for r in run_tiny(tiny_causal, tiny_task, seeds=(13, 21)) if isinstance(r, pet.PETResult)]
+    assert [(r.seed, r.ipet_error) for r in results] == [(seed, "The loss turned NaN at step 2.") for seed in (13, 21)]
+    first = results[0]
+    assert first.distilled_accuracy is not None and [row.method for row in first.rows] == ["pet ensemble", "pet"]
+    assert first.warnings(["negative", "positive"], 4)[-1] == (
+        "Seed 13: iPET ended with an error, and its PET numbers and classifier are kept: The loss turned NaN at step 2."
+    )
+    assert first.summary()["ipet_error"] == "The loss turned NaN at step 2."
