@@ -278,33 +278,33 @@ def main() -> None:
     with Phase("tokenisation alone (part of every timed path)", log) as tokenize:
         [prompt.queries(lm_fast, e) for e in examples]
 
-    # Each path runs --repeats times back to back; the fastest run is reported (the optimized path's are all listed).
-    fast_runs = []
-    for repeat in range(args.repeats):
-        log(f"optimized ({dtype_name(fast_dtype)}, library) on {len(examples)} texts, run {repeat + 1}/{args.repeats}")
-        with Phase("optimized", log) as phase:
-            fast_predictions = library_predict(lm_fast, prompt, examples, args.batch_size)
-        fast_runs.append(phase)
-    fast = min(fast_runs, key=lambda phase: phase.seconds)
+    # Every path runs --repeats times back to back and its fastest run is reported (the optimized path's are all
+    # listed): the optimized path's best of N stood against one run of each of the others, which leant the speedup
+    # its way.
+    def timed(name: str, run) -> tuple:
+        """(the last run's output, the fastest run's Phase, every run's Phase) of `run()`, --repeats times."""
+        phases = []
+        for repeat in range(args.repeats):
+            log(f"{name} on {len(examples)} texts, run {repeat + 1}/{args.repeats}")
+            with Phase(name, log) as phase:
+                output = run()
+            phases.append(phase)
+        return output, min(phases, key=lambda phase: phase.seconds), phases
+
+    fast_predictions, fast, fast_runs = timed(
+        f"optimized ({dtype_name(fast_dtype)}, library)",
+        lambda: library_predict(lm_fast, prompt, examples, args.batch_size),
+    )
     fast_seconds = fast.seconds
-    # every path timed alike, the fastest of --repeats runs: the optimized path's best of N stood against one run of
-    # each of the others, which leant the speedup its way
-    fp32_runs = []
-    for repeat in range(args.repeats):
-        log(f"fp32 library on {len(examples)} texts, run {repeat + 1}/{args.repeats}")
-        with Phase("fp32 library", log) as phase:
-            fp32_predictions = library_predict(lm_fp32, prompt, examples, args.batch_size)
-        fp32_runs.append(phase)
-    fp32 = min(fp32_runs, key=lambda phase: phase.seconds)
+    fp32_predictions, fp32, _ = timed(
+        "fp32 library", lambda: library_predict(lm_fp32, prompt, examples, args.batch_size)
+    )
     fp32_seconds = fp32.seconds
     if not args.skip_naive:
-        naive_runs = []
-        for repeat in range(args.repeats):
-            log(f"naive baseline (fp32, unsorted, right padding, all logits), run {repeat + 1}/{args.repeats}")
-            with Phase("naive baseline", log) as phase:
-                naive_predictions, naive_stats = naive_predict(lm_fp32, prompt, examples, args.batch_size)
-            naive_runs.append(phase)
-        naive = min(naive_runs, key=lambda phase: phase.seconds)
+        (naive_predictions, naive_stats), naive, _ = timed(
+            "naive baseline (fp32, unsorted, right padding, all logits)",
+            lambda: naive_predict(lm_fp32, prompt, examples, args.batch_size),
+        )
         naive_seconds = naive.seconds
 
     fast_stats = library_token_stats(lm_fast, prompt, examples, args.batch_size)
