@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 RLHF_STAGES = {"sft-": SFTConfig, "rm-": RewardConfig, "ppo-": PPOConfig, "dpo-": DPOConfig}
+STAGE_FIELDS = ("sft", "reward", "ppo", "dpo")  # PipelineConfig's field of each of RLHF_STAGES, in order
 RLHF_ALIASES = {"ppo-": ("beta", "adaptive_kl", "target_kl", "ptx_coef")}  # the PPO options people type most
 
 
@@ -515,10 +516,10 @@ def run_rlhf(args: argparse.Namespace) -> None:
     from peftlab.rlhf.pipeline import RLHFData, run_pipeline
     from peftlab.rlhf.reward import cut_ties_note
 
+    # the pipeline's own settings first: --seed -1 was refused as "--sft-seed", a flag there is not
+    from_arguments(PipelineConfig, args, **{name: stage() for name, stage in zip(STAGE_FIELDS, RLHF_STAGES.values())})
     stages = {prefix: from_arguments(stage, args, prefix, seed=args.seed) for prefix, stage in RLHF_STAGES.items()}
-    config = from_arguments(
-        PipelineConfig, args, sft=stages["sft-"], reward=stages["rm-"], ppo=stages["ppo-"], dpo=stages["dpo-"]
-    )
+    config = from_arguments(PipelineConfig, args, **dict(zip(STAGE_FIELDS, stages.values())))
     if args.comparisons and not args.demonstrations:
         raise PeftlabError("--comparisons needs --demonstrations too (SFT learns from them first).")
     for option in _untrained_stage_options(stages, config):
@@ -614,11 +615,12 @@ def _rlhf_step(stage: str, event) -> tuple[str, bool]:
 def run_standard_command(args: argparse.Namespace) -> None:
     from peftlab.models import load_lm
     from peftlab.report import compare, display_table
-    from peftlab.standard import StandardEvent, estimate, run_standard
+    from peftlab.standard import StandardEvent, check_sizes, estimate, run_standard
     from peftlab.store import ResultRow
 
     config = from_arguments(StandardConfig, args)
     task, setup, settings = _training_inputs(args)
+    check_sizes(task, config)  # before the estimate's measurement, whose own K was the one refused
     template, verbalizer = setup.prompts[0].template.text, setup.prompts[0].verbalizer.to_json()
     scoring_lm, training_lm = load_lm(args.model, dtype=args.dtype), load_lm(args.model, dtype="fp32")
     costs = estimate(scoring_lm, training_lm, task, template, verbalizer, config, settings)

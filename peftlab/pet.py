@@ -474,9 +474,9 @@ def pet_run(
     """
     if len(prompts) < 2:
         raise PeftlabError("PET needs at least two patterns (an ensemble of one is that pattern's model).")
+    check_pool_sizes(task, config, unlabelled)  # first: a task whose rows are all marked test has no train[0]
     for prompt in prompts:
         prompt.queries(lm, task.train[0])  # a label word the model cannot spell fails here
-    check_pool_sizes(task, config, unlabelled)
     for seed in config.seeds:
         seed_settings = dataclasses.replace(settings, seed=seed)
         result = yield from _one_seed(lm, task, list(prompts), config, seed_settings, stop, unlabelled, backend)

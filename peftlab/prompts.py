@@ -41,6 +41,7 @@ PART_OF_A_CHARACTER = " (part of a character)"  # after the bytes of a token tha
 MIN_INPUT_TOKENS = 16  # what virtual tokens or demonstrations leave at least of a model's input for the text
 _FIELD = re.compile(r"\{(\w*)\}")
 _UNCLOSED = re.compile(r"\{(\w+)(?![\w}])")  # "{text" not followed by "}"
+_FORMATTED = re.compile(r"\{(\w+)([!:.\[][^{}]*)\}")  # "{text!r}", "{text:>10}", "{text.upper}", "{text[0]}"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class Template:
             fields = [fields]
         if not text or not text.strip():
             raise PeftlabError("The template is empty; write one such as 'Review: {text} Sentiment:{mask}'.")
+        if formatted := _FORMATTED.search(text):  # Python's format syntax: it was told its brace was left open
+            raise PeftlabError(
+                f"The template has '{formatted[0]}'; a field is its name alone, with no conversion, format or "
+                f"index after it: write {{{formatted[1]}}}."
+            )
         if unclosed := _UNCLOSED.search(text):  # else "{text Sentiment:{mask}" was told it never uses the input
             raise PeftlabError(f"The template has '{{{unclosed[1]}' without its closing '}}'; write {{{unclosed[1]}}}.")
         names = _FIELD.findall(text)

@@ -306,10 +306,19 @@ class MeasuredCosts:
     tokens: float  # the tokens a run scores per test text, which a method's virtual inputs lengthen
 
 
-def measure(scoring_lm: LM, training_lm: LM, task: Task, template: str, verbalizer) -> MeasuredCosts:
-    """The costs of one text and one LoRA training step on this machine, measured now (a few seconds)."""
-    *_, costs = measuring(scoring_lm, training_lm, task, template, verbalizer)
+def measure(
+    scoring_lm: LM, training_lm: LM, task: Task, template: str, verbalizer, training: bool = True
+) -> MeasuredCosts:
+    """The costs of one text and, with `training`, one LoRA training step on this machine, measured now (a few
+    seconds; `measuring`)."""
+    *_, costs = measuring(scoring_lm, training_lm, task, template, verbalizer, training)
     return costs
+
+
+def trains(config: StandardConfig) -> bool:
+    """Whether the comparison trains a model (a trained method or PET): prompting alone needs no training step
+    timed for its estimate."""
+    return any(method in TRAINED or method == PET for method in config.methods)
 
 
 def measuring(
@@ -500,7 +509,7 @@ def estimate(
 ) -> dict[str, float]:
     """Expected seconds of each method of the comparison (`estimate_seconds`), from `costs` measured earlier on this
     machine, or measuring it now (`measure`) when none are given."""
-    costs = costs or measure(scoring_lm, training_lm, task, template, verbalizer)
+    costs = costs or measure(scoring_lm, training_lm, task, template, verbalizer, trains(config))
     prompts = _pet_prompts(task, template, verbalizer) if PET in config.methods else []
     patterns = pattern_costs(scoring_lm, task, prompts, costs)
     return estimate_seconds(config, settings, task, costs, patterns)

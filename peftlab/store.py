@@ -673,10 +673,27 @@ def _clipped(value) -> str:
     return text if len(text) <= 30 else text[:27] + "..."
 
 
+MAX_JSON_DEPTH = 32  # a row's settings nest a config in a config: a few levels
+
+
+def _depth(value) -> int:
+    """How deep lists and dicts nest in `value` (0 for a number or a text), counted without recursing."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level + 1)
+            if level < MAX_JSON_DEPTH:  # past it the answer is known
+                pending += [(child, level + 1) for child in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
 def _check_row(row: ResultRow) -> None:
     """Raise ValueError (the reason, in words) for an imported row that no run can produce: an accuracy of 1.7 typed
     into an export would top every table; figures that contradict the row's own predictions would be paired as if
     they held; gold labels 9 on a two-class task, or settings without the split scored, broke the report."""
+    if deep := next((name for name in JSON_COLUMNS if _depth(getattr(row, name)) > MAX_JSON_DEPTH), None):
+        raise ValueError(f"its {deep} are nested more than {MAX_JSON_DEPTH} levels deep")  # 900 broke Python's copy
     if odd := next((name for name in TEXT_COLUMNS if not isinstance(getattr(row, name), str | None)), None):
         raise ValueError(f"its {odd} {_clipped(getattr(row, odd))} is not text")  # a list for a model broke the insert
     if row.kind not in KINDS:

@@ -453,7 +453,7 @@ def _build_task(
             "from; give each text one label (a pair of texts, such as a premise and a hypothesis, goes in two "
             "columns)."
         )
-    if not rows:
+    if not rows and not test_rows:  # rows all marked test are scored zero-shot; a training run says what it lacks
         raise PeftlabError(
             f"The data set '{name}' has no rows with both a non-empty text and a label; "
             "fill in the text and label columns."

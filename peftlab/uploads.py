@@ -92,6 +92,11 @@ def read_table(path: str | Path, as_written: Sequence[str] = ()) -> pd.DataFrame
         )
     try:
         if table:
+            if repeated := _repeated_column(text):  # pandas named the second 'text.1', and read " label" as "label"
+                raise PeftlabError(
+                    f"The file '{path.name}' has more than one column named '{repeated}'; give each column its own "
+                    "name."
+                )
             if long := long_record(text):
                 line, cells, width = long
                 raise PeftlabError(
@@ -212,6 +217,13 @@ def read_csv_text(text: str, as_written: Sequence[str] = (), **options) -> pd.Da
     table = pd.read_csv(io.StringIO(text), sep=separator, **options)
     table.columns = [str(name).strip() for name in table.columns]  # "text, label" as spreadsheets write it
     return table
+
+
+def _repeated_column(text: str) -> str | None:
+    """The first name that two columns of a CSV's header share, spaces around them stripped, or None."""
+    header = next(iter(_csv_records(text)), [])
+    names = [name.strip() for name in header]
+    return next((name for i, name in enumerate(names) if name and name in names[:i]), None)
 
 
 def _csv_records(text: str) -> list[list[str]]:

@@ -911,3 +911,52 @@ def test_a_text_column_that_is_the_label_column_is_said_so(capsys, tmp_path):
         "error: The file 'good.csv' has 'label' as both its text column and its label column; give each its own "
         "column (other columns: 'text').\n"
     )
+
+
+def test_inputs_a_new_user_sent_get_one_sentence_each(capsys, tmp_path, monkeypatch):
+    """Each once reached the user as a wrong sentence or a traceback: two columns of one name ("The template has
+    '{text' without its closing '}'", no template given, or a raw pandas warning), Python's format syntax in a
+    template (the same), `--seed -1` of rlhf named as "--sft-seed", a folder given as a JSONL file called missing,
+    and an import nested 900 levels deep (RecursionError, exit code 1)."""
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "results.sqlite"))
+    rows = "".join(f"good film {i},good film {i},positive\nbad film {i},bad film {i},negative\n" for i in range(6))
+    (tmp_path / "twice.csv").write_text("text,text,label\n" + rows)
+    (tmp_path / "spaced.csv").write_text("text,label, label\n" + rows)
+    (tmp_path / "folder.jsonl").mkdir()
+    row = {"kind": "cloze", "model": "m", "task": "t", "test_fingerprint": "0" * 16, "method": "zero-shot"}
+    row["settings"] = {"a": json.loads("[" * 900 + "]" * 900)}
+    (tmp_path / "deep.jsonl").write_text(json.dumps(row) + "\n")
+    cases = [
+        (["cloze", "--task", str(tmp_path / "twice.csv"), "--no-store"], "The file 'twice.csv' has more than one "
+         "column named 'text'; give each column its own name."),
+        (["cloze", "--task", str(tmp_path / "spaced.csv"), "--no-store"], "The file 'spaced.csv' has more than one "
+         "column named 'label'; give each column its own name."),
+        (["cloze", "--task", "rt-sentiment", "--template", "Review: {text!r}{mask}", "--no-store"], "The template "
+         "has '{text!r}'; a field is its name alone, with no conversion, format or index after it: write {text}."),
+        (["rlhf", "--seed", "-1", "--no-store"], "--seed must be a whole number from 0 to 4294967295, not -1."),
+        (["rlhf", "--demonstrations", str(tmp_path / "folder.jsonl"), "--no-store"],
+         f"'{tmp_path / 'folder.jsonl'}' is a folder; give the path of a JSONL file."),
+    ]  # fmt: skip
+    for argv, said in cases:
+        code, _, err = run_cli(capsys, *argv)
+        assert (code, err) == (2, f"error: {said}\n"), argv
+    code, _, err = run_cli(capsys, "results", "import", str(tmp_path / "deep.jsonl"))
+    assert code == 2 and err.startswith("error: Line 1 of 'deep.jsonl' is not a peftlab result (its settings are "
+                                        "nested more than 32 levels deep)"), err  # fmt: skip
+
+
+def test_rows_all_marked_test_are_scored_zero_shot_and_training_says_what_it_lacks(capsys, tmp_path):
+    """A file whose every row is marked test was refused by every command with "has no rows with both a non-empty
+    text and a label", each row holding both: zero-shot scoring needs no training rows."""
+    from peftlab.tasks import load_task
+
+    path = tmp_path / "scored.csv"
+    path.write_text(
+        "text,label,split\n" + "".join(f"good {i},positive,test\nbad {i},negative,test\n" for i in range(4))
+    )
+    task = load_task(str(path))
+    assert (len(task.train), len(task.test)) == (0, 8)
+    with pytest.raises(PeftlabError) as raised:
+        task.few_shot(2, 13)
+    assert str(raised.value).startswith("K=2 needs 4 examples of class 'negative'")
+    assert "has only 0; mark more 'negative' rows train." in str(raised.value)

@@ -262,6 +262,8 @@ def load_comparisons(path: str | Path, limit: int | None = None) -> list[Compari
 def _jsonl_records(path: str | Path) -> list[tuple[str, dict]]:
     """("Line N of 'name'", parsed object) for every non-blank line of a JSON-lines file."""
     path = Path(path).expanduser()
+    if path.is_dir():  # "does not exist" sent people looking for a file that was there as a folder
+        raise PeftlabError(f"'{path}' is a folder; give the path of a JSONL file.")
     if not path.is_file():
         raise PeftlabError(f"The file '{path}' does not exist; check the path of your JSONL file.")
     if path.suffix.lower() in (".csv", ".tsv"):  # "Line 1 ... is not valid JSON" did not say what the stage reads

@@ -19,9 +19,7 @@ from peftlab.plots import accuracy_vs_parameters, accuracy_vs_seconds
 from peftlab.report import DISPLAY_COLUMNS, compare, compare_routes, display_table, report_html
 from peftlab.serving import current_caps, public_mode
 from peftlab.standard import (
-    PET,
     STANDARD_METHODS,
-    TRAINED,
     StandardConfig,
     StandardEvent,
     check_sizes,
@@ -29,6 +27,7 @@ from peftlab.standard import (
     plan,
     run_of,
     run_standard,
+    trains,
 )
 from peftlab.store import LIST_COLUMNS, ResultRow, ResultStore
 from peftlab.tuning import TrainSettings
@@ -197,7 +196,7 @@ def run_standard_comparison(request: gr.Request, progress=gr.Progress(), **form)
         form["verbalizer"],
         progress,
         scoring_lm=scoring_lm,
-        training=any(m in TRAINED or m == PET for m in config.methods),  # prompting alone trains nothing to time
+        training=trains(config),
     )
     costs = estimate(scoring_lm, training_lm, task, form["template"], form["verbalizer"], config, settings, measured)
     # "Estimated 29 min for 31 runs (zero-shot · mean: 12 s; in-context: 48 s; ...)"
