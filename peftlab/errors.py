@@ -2,7 +2,6 @@
 from a person, whose every failure is a `json.JSONDecodeError` that `json_problem` words."""
 
 import json
-import sys
 
 
 class PeftlabError(ValueError):
@@ -33,6 +32,5 @@ def parse_json(text: str, **options):
     except ValueError as exc:  # int's digit limit; a PeftlabError of a hook (a key given twice) passes as it is
         if isinstance(exc, PeftlabError):
             raise
-        too_long = "digits" in str(exc)
-        problem = f"A number of more than {sys.get_int_max_str_digits():,} digits" if too_long else str(exc)
+        problem = "A number with more digits than Python reads" if "digits" in str(exc) else str(exc)
         raise json.JSONDecodeError(problem, text, 0) from None
