@@ -274,7 +274,8 @@ class ClozeSetup:
         """The prompts of one cloze run: each template with the verbalizer and `shots_in_context` demonstrations.
 
         Raises:
-            PeftlabError: no template, an unknown calibration, or a template or verbalizer that does not fit the task.
+            PeftlabError: no template, one given twice, an unknown calibration, or a template or verbalizer that does
+                not fit the task.
         """
         calibration_by_name(calibration)  # an unknown one fails here, before any scoring
         if isinstance(templates, str):
@@ -282,6 +283,13 @@ class ClozeSetup:
         templates = [t for t in templates if t and t.strip()]
         if not templates:
             raise PeftlabError("Give at least one template, such as 'Review: {text} Sentiment:{mask}'.")
+        stripped = [t.strip() for t in templates]
+        if repeat := next((i for i, t in enumerate(stripped) if t in stripped[:i]), None):
+            # an "ensemble" of one template twice is that template, its scoring paid twice
+            raise PeftlabError(
+                f"Template {repeat + 1} is template {stripped.index(stripped[repeat]) + 1} again; give each template "
+                "once."
+            )
         verbalizer_obj = Verbalizer.parse(verbalizer, task.label_names)
         demonstrations = pick_demonstrations(task.train, shots_in_context, len(task.label_names), seed)
         prompts = [Prompt(Template.parse(t, task.text_fields), verbalizer_obj, demonstrations) for t in templates]

@@ -960,3 +960,11 @@ def test_rows_all_marked_test_are_scored_zero_shot_and_training_says_what_it_lac
         task.few_shot(2, 13)
     assert str(raised.value).startswith("K=2 needs 4 examples of class 'negative'")
     assert "has only 0; mark more 'negative' rows train." in str(raised.value)
+
+
+def test_a_template_given_twice_is_refused(capsys):
+    """`--template X --template X` ran an "ensemble" of one template twice, paying its scoring twice, without a word
+    (PET's patterns and every list of seeds or methods refuse a repeat)."""
+    template = "Review: {text} Sentiment:{mask}"
+    code, _, err = run_cli(capsys, "cloze", "--task", "rt-sentiment", "--template", template, "--template", template)
+    assert (code, err) == (2, "error: Template 2 is template 1 again; give each template once.\n")
