@@ -635,50 +635,50 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         row("pet", distilled["predictions"], classifier.trainable_params, time.perf_counter() - started),
     ]
     classifier.scored = Scored.of(result.rows[-1])
+
+    def ipet(pool_scores: torch.Tensor) -> Iterator:
+        """iPET's generations from PET's pool scores, then the classifier distilled from the last, kept in `result`;
+        returns False when stopped (what finished is in `result`), True when done."""
+        draws, choose = np.random.default_rng(seed), random.Random(f"ipet:{seed}")
+        for generation in range(1, config.ipet_generations + 1):
+            # at most the pool per label: past it a label's texts only repeat (8 million draws ran out of memory)
+            per_label = min(ipet_added_size(len(train), config.growth, generation) // len(task.label_names), len(pool))
+            counts = [per_label] * len(task.label_names)
+            training_sets, right, repeats = [], [], []
+            for p in range(len(prompts)):
+                others = [j for j in range(len(prompts)) if j != p]
+                chosen = choose.sample(others, max(1, round(config.ipet_share * len(others))))
+                labelled_by = soft_labels(pool_scores[chosen], [weights[j] for j in chosen], 1.0)
+                drawn = draw_labelled(labelled_by, counts, draws)
+                training_sets.append(train + [{**pool[i], "label": label} for i, label in drawn])
+                repeats.append(len(drawn) - len({i for i, _ in drawn}))
+                if pool_gold is not None and drawn:  # a small growth can add nothing
+                    right.append(np.mean([pool_gold[i] == label for i, label in drawn]))
+            patterns = yield from generation_of_patterns(generation, training_sets)
+            if patterns is None:
+                return False
+            # a generation's figures once it is whole: every list has one entry per finished generation
+            result.added_sizes.append(sum(counts))
+            result.added_label_accuracy.append(float(np.mean(right)) if right else None)
+            result.added_repeats.append(max(repeats))
+            pool_scores, test_scores = stacked(patterns)
+            result.ipet_accuracy.append(accuracy(ensemble_scores(test_scores, weights)))
+        q = soft_labels(pool_scores, weights, config.temperature)
+        made = yield from distil(config.ipet_generations, q)
+        if made is None:
+            return False
+        classifier, ipet = made.classifier, made.evaluation
+        result.classifier, result.soft_labels, result.ipet_distilled_accuracy = classifier, q.numpy(), ipet["accuracy"]
+        result.rows.append(row("ipet", ipet["predictions"], classifier.trainable_params, time.perf_counter() - started))
+        classifier.scored = Scored.of(result.rows[-1])
+        return True
+
     if config.ipet_generations:
         try:
-            draws, choose = np.random.default_rng(seed), random.Random(f"ipet:{seed}")
-            for generation in range(1, config.ipet_generations + 1):
-                # at most the pool per label: past it a label's texts only repeat (8 million draws ran out of memory)
-                per_label = min(
-                    ipet_added_size(len(train), config.growth, generation) // len(task.label_names), len(pool)
-                )
-                counts = [per_label] * len(task.label_names)
-                training_sets, right, repeats = [], [], []
-                for p in range(len(prompts)):
-                    others = [j for j in range(len(prompts)) if j != p]
-                    chosen = choose.sample(others, max(1, round(config.ipet_share * len(others))))
-                    labelled_by = soft_labels(pool_scores[chosen], [weights[j] for j in chosen], 1.0)
-                    drawn = draw_labelled(labelled_by, counts, draws)
-                    training_sets.append(train + [{**pool[i], "label": label} for i, label in drawn])
-                    repeats.append(len(drawn) - len({i for i, _ in drawn}))
-                    if pool_gold is not None and drawn:  # a small growth can add nothing
-                        right.append(np.mean([pool_gold[i] == label for i, label in drawn]))
-                patterns = yield from generation_of_patterns(generation, training_sets)
-                if patterns is None:
-                    return _stopped_in_ipet(result, started)
-                # a generation's figures once it is whole: every list has one entry per finished generation
-                result.added_sizes.append(sum(counts))
-                result.added_label_accuracy.append(float(np.mean(right)) if right else None)
-                result.added_repeats.append(max(repeats))
-                pool_scores, test_scores = stacked(patterns)
-                result.ipet_accuracy.append(accuracy(ensemble_scores(test_scores, weights)))
-            q = soft_labels(pool_scores, weights, config.temperature)
-            made = yield from distil(config.ipet_generations, q)
-            if made is None:
-                return _stopped_in_ipet(result, started)
-            classifier, ipet = made.classifier, made.evaluation
-            result.classifier, result.soft_labels, result.ipet_distilled_accuracy = (
-                classifier,
-                q.numpy(),
-                ipet["accuracy"],
-            )
-            result.rows.append(
-                row("ipet", ipet["predictions"], classifier.trainable_params, time.perf_counter() - started)
-            )
-            classifier.scored = Scored.of(result.rows[-1])
+            finished = yield from ipet(pool_scores)
         except PeftlabError as exc:  # a pattern model trained to NaN, say: the seed's PET numbers and classifier stay
-            result.ipet_error = str(exc)
+            result.ipet_error, finished = str(exc), False
+        if not finished:
             return _stopped_in_ipet(result, started)
     result.seconds = time.perf_counter() - started
     return result
