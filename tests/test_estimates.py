@@ -189,7 +189,9 @@ def test_a_measured_step_leaves_out_the_runs_setup_and_its_evaluation(tiny_causa
     """3 steps timed whole carried the adapter's build, a dev evaluation and a test text: one possible cause of the
     estimate pricing an H200's training at about 3 times its time. Here the build takes 1 s more and each evaluation
     3 s more, and only the run's setup grows by the build; a tiny model's step takes milliseconds, up to 0.85 s on a
-    CPU that another process keeps busy (0.5 s and 1.5 s failed there)."""
+    CPU that another process keeps busy (0.5 s and 1.5 s failed there). The setup is the wait for step 1 less the mean
+    step of steps 1 to 3, so a first step quicker than the two after it (the machine freed between them) leaves it a
+    little under the build's 1 s: 0.905 s in a full suite beside a benchmark; without the build it is about 0."""
     from peftlab import standard
     from peftlab.methods import LoraMethod
     from peftlab.tuning import TrainedMethod
@@ -200,7 +202,7 @@ def test_a_measured_step_leaves_out_the_runs_setup_and_its_evaluation(tiny_causa
     verbalizer = {name: [name] for name in tiny_task.label_names}
     costs = standard.measure(tiny_causal, tiny_causal, tiny_task, "{text} It was{mask}.", verbalizer)
     assert costs.per_step < 1.5  # timed whole, 3 steps priced one at over (1 + 3 + 3) / 3 s
-    assert 1.0 <= costs.per_run < 3.0
+    assert 0.6 <= costs.per_run < 3.0
 
 
 @pytest.mark.parametrize(("counts", "dev", "shots"), [((20, 20), False, 4), ((5, 5), False, 2), ((9, 1), True, 1)])
