@@ -1,11 +1,14 @@
-"""What every benchmark shares: progress lines on stderr, dtype names, and timing phases that say how
-busy the rest of the machine was (a shared 2-core box: a number is trustworthy only when others' share is near 0)."""
+"""What every benchmark shares: progress lines on stderr, dtype names, timing phases that say how busy the rest of
+the machine was (a shared 2-core box: a number is trustworthy only when others' share is near 0), and runs whose
+finished part is reported whatever happens after it."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -75,3 +78,41 @@ def forget_memos(lm) -> None:
     pays for them too: the second of two grids read the first's (zero-shot 0.04 s against 18.9 s), which leant a
     comparison of the two towards it."""
     lm.derived.clear()
+
+
+STOPPED = "stopped by Ctrl-C"
+
+
+def _failure(exc: BaseException) -> str:
+    traceback.print_exception(exc)  # to stderr, where the progress lines go
+    return STOPPED if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+
+
+def until_failure(items: Iterable, failure: dict) -> Iterator:
+    """The items of `items` until one raises or Ctrl-C is pressed: then its traceback goes to stderr, `failure` gets
+    {"error": "<type>: <message>"} (or STOPPED), and the loop over them ends as if they had, so that what came before
+    is still reported. A benchmark's seeds or methods run for up to an hour each: a fault in the last printed none of
+    the others' figures."""
+    try:
+        yield from items
+    except (Exception, KeyboardInterrupt) as exc:
+        failure["error"] = _failure(exc)
+
+
+def kept_runs(names: Iterable[str], run: Callable[[str], dict]) -> list[dict]:
+    """`run(name)` for each name, in order: a run that raises is {"run": name, "error": ...} and the next one runs; a
+    run stopped by Ctrl-C (raised, or its own record's "error") is the last."""
+    records = []
+    for name in names:
+        try:
+            records.append(run(name))
+        except (Exception, KeyboardInterrupt) as exc:
+            records.append({"run": name, "error": _failure(exc)})
+        if records[-1].get("error") == STOPPED:
+            break
+    return records
+
+
+def exit_code(records: Iterable[dict]) -> int:
+    """1 when any record has an error (its JSON is printed all the same), else 0."""
+    return int(any("error" in record for record in records))

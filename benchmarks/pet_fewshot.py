@@ -14,7 +14,8 @@ whole run <= 30 minutes) and where the time went (pattern models, classifiers, t
 `--ipet-generations 0` runs PET alone (iPET's figures are then None), `--seeds` fewer seeds (one has no std), and
 `--lm-loss-weight 1e-4` adds the paper's auxiliary language-modelling loss to the pattern models' training.
 
-stdout gets one JSON object (indent 2); progress lines go to stderr.
+stdout gets one JSON object (indent 2); progress lines go to stderr. A run that fails (or Ctrl-C) keeps the seeds
+finished before it, with its "error" beside them, the next run still runs, and the exit code is then 1.
 
 Measured on the 2-core CPU (test accuracy in %, mean ± std over seeds; the closing notes of 2026-12-05 hold each
 seed's figures and the commands):
@@ -41,7 +42,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from benchmarks.common import Phase, logger  # noqa: E402
+from benchmarks.common import Phase, exit_code, kept_runs, logger, until_failure  # noqa: E402
 from peftlab.models import load_lm  # noqa: E402
 from peftlab.pet import PETConfig, PETEvent, PETResult, default_patterns, pattern_prompts, pet_run  # noqa: E402
 from peftlab.tasks import load_task  # noqa: E402
@@ -57,15 +58,31 @@ def spread(values) -> dict:
     return {"mean": round(float(np.mean(values)), 4), "std": std}
 
 
-def one_run(lm, name: str, shots: int, config: PETConfig, settings: TrainSettings) -> dict:
+def pet_config(shots: int, args: argparse.Namespace) -> PETConfig:
+    return PETConfig(
+        shots=shots,
+        unlabelled=args.unlabelled,
+        seeds=tuple(int(seed) for seed in args.seeds.split(",")),
+        ipet_generations=args.ipet_generations,
+        lm_loss_weight=args.lm_loss_weight,
+        test_limit=args.test_limit,
+    )
+
+
+def one_run(lm, spec: str, args: argparse.Namespace, settings: TrainSettings) -> dict:
+    """The record of one task:K: its seeds' figures, their spread, the targets and the time; a seed that fails (or
+    Ctrl-C) ends the run with the seeds before it reported and its "error" beside them."""
+    name, k = spec.split(":")
+    shots = int(k)
+    config = pet_config(shots, args)
     task = load_task(name)
     templates, verbalizer = default_patterns(name)
     prompts = pattern_prompts(task, templates, [verbalizer])
     results, training_seconds = [], {"pattern models": 0.0, "classifiers": 0.0}
-    last = {}
+    last, failure = {}, {}
     with Phase(f"{name} K={shots}", log) as phase:
         started = time.perf_counter()
-        for item in pet_run(lm, task, prompts, config, settings):
+        for item in until_failure(pet_run(lm, task, prompts, config, settings), failure):
             if isinstance(item, PETEvent):
                 last[(item.seed, item.generation, item.model)] = item.elapsed
                 if item.step == 1:
@@ -76,6 +93,8 @@ def one_run(lm, name: str, shots: int, config: PETConfig, settings: TrainSetting
             results.append(item)
             log(f"  seed {item.seed}: {json.dumps(item.summary())}")
         wall = time.perf_counter() - started
+    if not results:
+        return {"run": spec, "config": config.to_dict(), **failure}
     for (_, _, model), seconds in last.items():
         training_seconds["classifiers" if model == "classifier" else "pattern models"] += seconds
     patterns = np.array([r.pattern_accuracies for r in results])  # (seeds, patterns)
@@ -95,6 +114,8 @@ def one_run(lm, name: str, shots: int, config: PETConfig, settings: TrainSetting
         summary["ipet"] = spread(ipet)
         summary["ipet_ensemble_per_generation"] = [spread(g) for g in zip(*(r.ipet_accuracy for r in results))]
     return {
+        "run": spec,
+        **failure,
         "task": name,
         "shots": shots,
         "config": config.to_dict(),
@@ -129,20 +150,10 @@ def main() -> None:
     args = parser.parse_args()
     lm = load_lm("smollm2-135m", dtype="fp32")
     settings = TrainSettings()
-    runs = []
-    for spec in args.runs.split(","):
-        name, shots = spec.split(":")
-        config = PETConfig(
-            shots=int(shots),
-            unlabelled=args.unlabelled,
-            seeds=tuple(int(seed) for seed in args.seeds.split(",")),
-            ipet_generations=args.ipet_generations,
-            lm_loss_weight=args.lm_loss_weight,
-            test_limit=args.test_limit,
-        )
-        runs.append(one_run(lm, name, int(shots), config, settings))
+    runs = kept_runs(args.runs.split(","), lambda spec: one_run(lm, spec, args, settings))
     report = {"train_settings": settings.to_dict(), "runs": runs}  # each run has its own config (K differs)
     print(json.dumps(report, indent=2))
+    sys.exit(exit_code(runs))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ before starting, the wall time (target 30 minutes) and where it went (seconds pe
 comparison table with each method's difference from calibrated zero-shot and its 95 % paired interval; then the
 store's size, and whether the report written twice from the store alone is byte-identical.
 
-stdout gets one JSON object (indent 2); progress lines go to stderr.
+stdout gets one JSON object (indent 2); progress lines go to stderr. A task that fails (or Ctrl-C) keeps the rows
+finished before it, with its "error" beside them, the next task still runs, and the exit code is then 1.
 
 Notes: on one NVIDIA H200 (2026-12-04, `--tasks rt-sentiment`, with `gpu_check.py` and `rlhf_pipeline.py` sharing
 the GPU and its 16 cores, so an upper bound), the whole comparison took 209.5 s against the 30-minute target: PET
@@ -70,7 +71,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from benchmarks.common import Phase, logger  # noqa: E402
+from benchmarks.common import Phase, exit_code, kept_runs, logger, until_failure  # noqa: E402
 from peftlab.models import load_lm  # noqa: E402
 from peftlab.prompts import suggested_prompt  # noqa: E402
 from peftlab.report import compare, report_html  # noqa: E402
@@ -100,11 +101,15 @@ def expected(costs: dict[str, float]) -> dict:
 
 
 def one_task(name: str, store: ResultStore, config: StandardConfig, settings: TrainSettings) -> dict:
+    """The record of one task; a method that fails (or Ctrl-C) ends it with the rows before it in its table and its
+    "error" beside them."""
     task, template, verbalizer, scoring_lm, training_lm, costs = estimated(name, config, settings)
     runs: dict[tuple, float] = {}  # (method, seed) -> its wall seconds
+    failure: dict = {}
     with Phase(name, log) as phase:
         started = time.perf_counter()
-        for item in run_standard(scoring_lm, training_lm, task, template, verbalizer, config, settings):
+        rows = run_standard(scoring_lm, training_lm, task, template, verbalizer, config, settings)
+        for item in until_failure(rows, failure):
             if isinstance(item, StandardEvent):
                 log(f"  run {item.step}/{item.runs}: {item.method} seed {item.seed}")
                 run_started = time.perf_counter()
@@ -113,6 +118,8 @@ def one_task(name: str, store: ResultStore, config: StandardConfig, settings: Tr
                 runs[run_of(item)] = time.perf_counter() - run_started  # PET's two rows are one run
                 log(f"    accuracy {item.accuracy:.4f} after {time.perf_counter() - run_started:.0f} s")
         wall = time.perf_counter() - started
+    if not runs:
+        return {"task": name, **failure, **expected(costs)}
     seconds: dict[str, float] = {}  # per method, as the estimate has them
     for (method, _), run_seconds in runs.items():
         seconds[method] = seconds.get(method, 0.0) + run_seconds
@@ -120,6 +127,7 @@ def one_task(name: str, store: ResultStore, config: StandardConfig, settings: Tr
     table = json.loads(split.table.round(4).to_json(orient="records"))  # NaN (the baseline's own CI) as null
     return {
         "task": name,
+        **failure,
         "test_texts": split.texts,
         "support": split.support,
         **expected(costs),
@@ -153,7 +161,7 @@ def main() -> None:
         return
     store_file = Path(tempfile.mkdtemp(prefix="peftlab-standard-")) / "results.sqlite"
     store = ResultStore(store_file)
-    tasks = [one_task(name, store, config, settings) for name in args.tasks.split(",")]
+    tasks = kept_runs(args.tasks.split(","), lambda name: one_task(name, store, config, settings))
     rows = store.rows()
     first = report_html(compare(rows), rows)
     rows_again = ResultStore(store_file).rows()
@@ -169,6 +177,7 @@ def main() -> None:
         "target_minutes_per_task": TARGET_MINUTES,
     }
     print(json.dumps(report, indent=2))
+    sys.exit(exit_code(tasks))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""Benchmarks report what finished when a later part fails: a seed or a task can run for an hour."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import common
+
+
+def test_a_failing_run_is_an_error_record_and_the_next_run_still_runs():
+    def run(name):
+        if name == "b":
+            raise ValueError("bad things")
+        return {"run": name, "accuracy": 0.5}
+
+    records = common.kept_runs(["a", "b", "c"], run)
+    assert records == [
+        {"run": "a", "accuracy": 0.5},
+        {"run": "b", "error": "ValueError: bad things"},
+        {"run": "c", "accuracy": 0.5},
+    ]
+    assert common.exit_code(records) == 1 and common.exit_code(records[:1]) == 0
+
+
+def test_ctrl_c_ends_the_runs_keeping_those_finished():
+    def run(name):
+        if name == "b":
+            raise KeyboardInterrupt
+        return {"run": name}
+
+    assert common.kept_runs(["a", "b", "c"], run) == [{"run": "a"}, {"run": "b", "error": common.STOPPED}]
+    # a run that caught Ctrl-C itself (to report its finished seeds) ends the runs too
+    assert common.kept_runs(["a", "b"], lambda name: {"run": name, "error": common.STOPPED}) == [
+        {"run": "a", "error": common.STOPPED}
+    ]
+
+
+def test_items_until_failure_end_as_if_exhausted_with_the_error_kept():
+    def items():
+        yield 1
+        yield 2
+        raise RuntimeError("diverged")
+
+    failure: dict = {}
+    assert list(common.until_failure(items(), failure)) == [1, 2]
+    assert failure == {"error": "RuntimeError: diverged"}
+    failure = {}
+    assert list(common.until_failure(iter([1]), failure)) == [1] and failure == {}
+
+
+def test_pet_fewshot_reports_the_seeds_before_the_one_that_failed(monkeypatch, capsys):
+    """A NaN in the third seed's pattern model printed nothing of the first two seeds' 40 minutes."""
+    from benchmarks import pet_fewshot
+    from peftlab.pet import PETResult
+
+    def fake_run(lm, task, prompts, config, settings):
+        for seed, accuracies in zip(config.seeds[:2], ([0.8, 0.7], [0.6, 0.9])):
+            yield PETResult(seed, ["p1", "p2"], [0.5, 0.5], accuracies, 0.85, 0.9, np.zeros((2, 2)), 0.8, None)
+        raise ValueError("the loss is NaN")
+
+    monkeypatch.setattr(pet_fewshot, "pet_run", fake_run)
+    monkeypatch.setattr(pet_fewshot, "load_task", lambda name: None)
+    monkeypatch.setattr(pet_fewshot, "default_patterns", lambda name: (["p1", "p2"], {"a": ["x"]}))
+    monkeypatch.setattr(pet_fewshot, "pattern_prompts", lambda *args: None)
+    args = argparse.Namespace(unlabelled=10, seeds="13,21,42", ipet_generations=0, lm_loss_weight=0.0, test_limit=5)
+    record = pet_fewshot.one_run(None, "rt-sentiment:16", args, pet_fewshot.TrainSettings())
+    assert record["error"] == "ValueError: the loss is NaN"
+    assert [seed["seed"] for seed in record["seeds"]] == [13, 21]
+    assert record["summary"]["mean_single_pattern"] == {"mean": 0.75, "std": 0.0}
+    assert record["summary"]["pet"] == {"mean": 0.9, "std": 0.0}
+    json.dumps(record)  # still one valid JSON record
+    assert "the loss is NaN" in capsys.readouterr().err  # the traceback, for the engineer
+
+
+def test_pet_fewshot_with_no_seed_finished_reports_the_error_alone(monkeypatch):
+    from benchmarks import pet_fewshot
+
+    def fake_run(*args):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(pet_fewshot, "pet_run", fake_run)
+    monkeypatch.setattr(pet_fewshot, "load_task", lambda name: None)
+    monkeypatch.setattr(pet_fewshot, "default_patterns", lambda name: (["p1", "p2"], {"a": ["x"]}))
+    monkeypatch.setattr(pet_fewshot, "pattern_prompts", lambda *args: None)
+    args = argparse.Namespace(unlabelled=10, seeds="13", ipet_generations=0, lm_loss_weight=0.0, test_limit=5)
+    record = pet_fewshot.one_run(None, "bbc-topic:10", args, pet_fewshot.TrainSettings())
+    assert record["run"] == "bbc-topic:10" and record["error"] == common.STOPPED and "seeds" not in record
+
+
+@pytest.mark.parametrize("failing", ["zero-shot", "lora"])
+def test_standard_comparison_keeps_the_methods_before_the_one_that_failed(monkeypatch, tmp_path, failing):
+    from benchmarks import standard_comparison
+    from peftlab.standard import StandardEvent
+    from peftlab.store import ResultRow, ResultStore
+    from peftlab.tasks import Task
+
+    texts = [{"text": f"text {i}", "label": i % 2} for i in range(4)]
+    task = Task("t", ["negative", "positive"], ["text"], train=[], test=texts)
+
+    def row(method, predicted):
+        return ResultRow.scored("trained", "m", task, method, {}, texts, predicted, seed=13, k=16)
+
+    def fake_standard(*args):
+        yield StandardEvent(step=1, elapsed=0.0, method="zero-shot", seed=None, runs=3)
+        yield row("zero-shot", [0, 1, 0, 0])
+        yield StandardEvent(step=2, elapsed=0.0, method="lora", seed=13, runs=3)
+        if failing == "lora":
+            yield row("lora", [0, 1, 0, 1])
+            yield StandardEvent(step=3, elapsed=0.0, method="lora", seed=21, runs=3)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(standard_comparison, "estimated", lambda *args: (None,) * 5 + ({"zero-shot": 10.0},))
+    monkeypatch.setattr(standard_comparison, "run_standard", fake_standard)
+    store = ResultStore(tmp_path / "s.sqlite")
+    record = standard_comparison.one_task("t", store, standard_comparison.StandardConfig(), None)
+    assert record["error"] == "RuntimeError: out of memory"
+    assert [line["method"] for line in record["table"]] == ["zero-shot"] + (["lora"] if failing == "lora" else [])
+    json.dumps(record)
