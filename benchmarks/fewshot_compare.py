@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from benchmarks.common import Phase, logger  # noqa: E402
+from benchmarks.common import Phase, exit_code, logger, until_failure  # noqa: E402
 from peftlab.cloze import ClozeSetup  # noqa: E402
 from peftlab.compare import GridRow, results_frame, run_grid, summarize  # noqa: E402
 from peftlab.methods import METHODS, method_config  # noqa: E402
@@ -60,9 +60,10 @@ def grid_benchmark(lm, task, args) -> dict:
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER, calibration="mean")
     methods = [method_config(name) for name in args.methods.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = []
+    rows, failure = [], {}
     with Phase("whole grid", log) as phase:
-        for item in run_grid(lm, task, setup, methods, seeds, [args.shots], TrainSettings(), args.test_limit):
+        grid = run_grid(lm, task, setup, methods, seeds, [args.shots], TrainSettings(), args.test_limit)
+        for item in until_failure(grid, failure):
             if isinstance(item, GridRow):
                 rows.append(item.values)
                 row = item.values
@@ -72,8 +73,10 @@ def grid_benchmark(lm, task, args) -> dict:
                 )
     results = results_frame(rows)
     summary = summarize(results)
-    zero_shot = float(results["test_accuracy"].iloc[0])
     prompt_based = summary[summary["method"].map(lambda m: m in METHODS and METHODS[m].prompt_based)]
+    if prompt_based.empty:  # it failed before a prompt-based method had a row: nothing to compare
+        return {**failure, "rows": json.loads(results.to_json(orient="records"))}
+    zero_shot = float(results["test_accuracy"].iloc[0])
     # the best by its test accuracy: a choice made on the texts the gain is measured on, so every method's gain is
     # reported beside it, and the target is read as "one of these methods", not as a method chosen beforehand
     best = prompt_based.loc[prompt_based["accuracy_mean"].idxmax()]
@@ -82,6 +85,7 @@ def grid_benchmark(lm, task, args) -> dict:
         row["method"]: round(100 * (float(row["accuracy_mean"]) - zero_shot), 2) for _, row in prompt_based.iterrows()
     }
     return {
+        **failure,
         "methods": [m.name for m in methods],
         "seeds": seeds,
         "K": args.shots,
@@ -251,6 +255,7 @@ def main() -> None:
         record["grid"] = grid_benchmark(lm, task, args)
     record["load_average_1min"] = {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)}
     print(json.dumps(record, indent=2))
+    sys.exit(exit_code([record.get("grid", {})]))
 
 
 if __name__ == "__main__":

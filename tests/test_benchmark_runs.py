@@ -121,3 +121,39 @@ def test_standard_comparison_keeps_the_methods_before_the_one_that_failed(monkey
     assert record["error"] == "RuntimeError: out of memory"
     assert [line["method"] for line in record["table"]] == ["zero-shot"] + (["lora"] if failing == "lora" else [])
     json.dumps(record)
+
+
+@pytest.mark.parametrize("finished", [0, 1, 2])
+def test_fewshot_compare_keeps_the_grid_rows_before_the_run_that_failed(monkeypatch, finished):
+    from benchmarks import fewshot_compare
+    from peftlab.compare import GridRow
+
+    def row(method, seed, accuracy):
+        return GridRow(
+            dict(
+                method=method,
+                K=16,
+                seed=seed,
+                test_accuracy=accuracy,
+                macro_f1=accuracy,
+                trainable_params=10,
+                trainable_share=0.1,
+                train_seconds=1.0,
+                steps=3,
+                status="done",
+            )
+        )
+
+    def fake_grid(*args):
+        yield from [row("zero-shot", None, 0.7), row("lora", 13, 0.8)][:finished]
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(fewshot_compare, "ClozeSetup", type("S", (), {"build": staticmethod(lambda *a, **k: None)}))
+    monkeypatch.setattr(fewshot_compare, "run_grid", fake_grid)
+    args = argparse.Namespace(methods="lora", seeds="13", shots=16, test_limit=10)
+    record = fewshot_compare.grid_benchmark(None, None, args)
+    assert record["error"] == "RuntimeError: out of memory"
+    assert [line["method"] for line in record["rows"]] == ["zero-shot", "lora"][:finished]
+    if finished == 2:
+        assert record["gain_points_per_prompt_based_method"] == {"lora": 10.0}
+    json.dumps(record)
