@@ -42,6 +42,7 @@ MIN_INPUT_TOKENS = 16  # what virtual tokens or demonstrations leave at least of
 _FIELD = re.compile(r"\{(\w*)\}")
 _UNCLOSED = re.compile(r"\{(\w+)(?![\w}])")  # "{text" not followed by "}"
 _FORMATTED = re.compile(r"\{(\w+)([!:.\[][^{}]*)\}")  # "{text!r}", "{text:>10}", "{text.upper}", "{text[0]}"
+_DOUBLED = re.compile(r"\{\{(\w*)\}\}")  # "{{mask}}": Python's escaped braces, which a template does not read so
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,18 @@ class Template:
         """Validate against the task's columns: exactly one {mask}, only known {column}s, and at least one of them.
 
         Raises:
-            PeftlabError: an empty template, no or several {mask}, a column the task lacks, or no column at all.
+            PeftlabError: an empty template, no or several {mask}, a column the task lacks, or no column at all; a
+                field in Python's format syntax ({text!r}) or in doubled braces ({{text}}).
         """
         if isinstance(fields, str):  # one column's name, not its letters
             fields = [fields]
         if not text or not text.strip():
             raise PeftlabError("The template is empty; write one such as 'Review: {text} Sentiment:{mask}'.")
+        if doubled := _DOUBLED.search(text):  # else "Just {{mask}}!" was a mask between two literal braces
+            raise PeftlabError(
+                f"The template has '{doubled[0]}'; a field takes single braces: write {{{doubled[1]}}} (a template "
+                "has no escape for braces)."
+            )
         if formatted := _FORMATTED.search(text):  # Python's format syntax: it was told its brace was left open
             raise PeftlabError(
                 f"The template has '{formatted[0]}'; a field is its name alone, with no conversion, format or "

@@ -290,6 +290,8 @@ def load_task(name: str, text_column: str = "text", label_column: str = "label",
             cannot be loaded here.
     """
     name = str(name).strip()
+    if not name:  # else it was looked up on the Hub, and said "Could not load the dataset ''"
+        raise PeftlabError(f"No task given; {_offline_tasks()}.")
     if name.lower().endswith(DATA_SUFFIXES):
         path = Path(name).expanduser()
         if not path.is_file():
@@ -612,6 +614,10 @@ def _split_values(column: pd.Series, source: str) -> list[str]:
 # ---------------------------------------------------------------- Hub datasets
 
 
+def _offline_tasks() -> str:
+    return f"offline you can use {', '.join(repr(n) for n in EMBEDDED_TASKS)} or a CSV/JSONL file of your own"
+
+
 def _load_hub(name: str, text_column: str, label_column: str, hub_config: str | None) -> Task:
     """Load a Hugging Face Hub dataset ("owner/name", or "owner/name:config" for a dataset with configurations):
     "train" is the pool, "test" (or "validation") the test split; a split without labels (-1, as GLUE's test
@@ -625,12 +631,11 @@ def _load_hub(name: str, text_column: str, label_column: str, hub_config: str | 
     dataset_id, config = name, hub_config
     if config is None and ":" in name:
         dataset_id, config = name.split(":", 1)
-    offline = ", ".join(f"'{n}'" for n in EMBEDDED_TASKS)
 
     def cannot_load(reason: str = "") -> PeftlabError:
         return PeftlabError(
             f"Could not load the dataset '{name}' from the Hugging Face Hub (the Hub is unreachable or has no such "
-            f"dataset{reason}); offline you can use {offline} or a CSV/JSONL file of your own."
+            f"dataset{reason}); {_offline_tasks()}."
         )
 
     if not hub_reachable():  # fail at once instead of after half a minute of retries

@@ -917,7 +917,8 @@ def test_inputs_a_new_user_sent_get_one_sentence_each(capsys, tmp_path, monkeypa
     """Each once reached the user as a wrong sentence or a traceback: two columns of one name ("The template has
     '{text' without its closing '}'", no template given, or a raw pandas warning), Python's format syntax in a
     template (the same), `--seed -1` of rlhf named as "--sft-seed", a folder given as a JSONL file called missing,
-    and an import nested 900 levels deep (RecursionError, exit code 1)."""
+    an import nested 900 levels deep (RecursionError, exit code 1), and an empty task ("Could not load the dataset ''
+    from the Hugging Face Hub")."""
     monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "results.sqlite"))
     rows = "".join(f"good film {i},good film {i},positive\nbad film {i},bad film {i},negative\n" for i in range(6))
     (tmp_path / "twice.csv").write_text("text,text,label\n" + rows)
@@ -934,6 +935,8 @@ def test_inputs_a_new_user_sent_get_one_sentence_each(capsys, tmp_path, monkeypa
         (["cloze", "--task", "rt-sentiment", "--template", "Review: {text!r}{mask}", "--no-store"], "The template "
          "has '{text!r}'; a field is its name alone, with no conversion, format or index after it: write {text}."),
         (["rlhf", "--seed", "-1", "--no-store"], "--seed must be a whole number from 0 to 4294967295, not -1."),
+        (["cloze", "--task", " ", "--no-store"], "No task given; offline you can use 'rt-sentiment', 'bbc-topic' or "
+         "a CSV/JSONL file of your own."),
         (["rlhf", "--demonstrations", str(tmp_path / "folder.jsonl"), "--no-store"],
          f"'{tmp_path / 'folder.jsonl'}' is a folder; give the path of a JSONL file."),
     ]  # fmt: skip

@@ -80,6 +80,23 @@ def test_a_field_without_its_closing_brace_is_named(text, field):
     assert str(raised.value) == f"The template has '{{{field}' without its closing '}}'; write {{{field}}}."
 
 
+@pytest.mark.parametrize(("text", "field"), [("Just {{mask}}! {text}", "mask"), ("{{text}} It was{mask}.", "text")])
+def test_a_field_in_doubled_braces_is_refused(text, field):
+    """ "Just {{mask}}! {text}" (Python's escape, or a slip) was read as a mask between two literal braces: the model
+    was asked for the word after "Just {", and its accuracy looked like the pattern's."""
+    with pytest.raises(PeftlabError) as raised:
+        Template.parse(text, ["text"])
+    assert str(raised.value) == (
+        f"The template has '{{{{{field}}}}}'; a field takes single braces: write {{{field}}} (a template has no "
+        "escape for braces)."
+    )
+    # braces around other words stay the template's own text
+    assert Template.parse('{"review": {text}} It was{mask}.', ["text"]).render({"text": "ok"}) == (
+        '{"review": ok} It was',
+        ".",
+    )
+
+
 @pytest.mark.parametrize("text", ["", "   ", "\n"])
 def test_template_empty(text):
     with pytest.raises(PeftlabError, match="empty"):
