@@ -82,7 +82,10 @@ class PETConfig(Config):
         cap="unlabelled",
     )
     method: str = setting("lora", "how each pattern's model trains", choices=PATTERN_METHODS, label="pattern models")
-    temperature: float = setting(2.0, "T of the soft labels softmax(s / T) (the paper: 2)", above=0)
+    # Past these T changes nothing a label can show (the scores differ by a few nats: q is one-hot to float precision
+    # at 0.01, uniform within 1 % at 100), and further out it breaks the arithmetic: T = 1e-320 made every soft label
+    # NaN, and the classifier's NaN loss was blamed on its learning rate.
+    temperature: float = setting(2.0, "T of the soft labels softmax(s / T) (the paper: 2)", minimum=0.01, maximum=100)
     weighting: str = setting(
         "train-accuracy",
         "pattern weights: accuracy on the labelled set before training (the paper's) or uniform",

@@ -374,7 +374,9 @@ def test_bad_input_is_one_sentence(tiny_causal, tiny_task, patterns, words, chan
     [
         ({"ipet_generations": -1}, r"iPET generations must be 0 or more, not -1"),
         ({"unlabelled": 0}, r"nlabelled must be at least 1, not 0"),
-        ({"temperature": 0}, r"emperature must be above 0"),
+        ({"temperature": 0}, r"^Temperature must be a number from 0.01 to 100, not 0\.$"),
+        ({"temperature": 1e-320}, r"^Temperature must be a number from 0.01 to 100, not 1e-320\.$"),
+        ({"temperature": 1e30}, r"^Temperature must be a number from 0.01 to 100, not 1e\+30\.$"),
         ({"weighting": "votes"}, r"eighting must be one of train-accuracy, uniform"),
     ],
 )
