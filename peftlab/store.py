@@ -48,6 +48,9 @@ def store_path() -> Path:
 
 
 FINGERPRINT = r"[0-9a-f]{16}"  # what `fingerprint` gives
+# what an imported id may be (peftlab makes 32 hexadecimal digits): one with a space or a line break in it listed, and
+# no id typed could show or delete it
+ROW_ID = r"[0-9A-Za-z_.-]{1,64}"
 
 
 def fingerprint(rows: Sequence[dict]) -> str:
@@ -304,7 +307,9 @@ class ResultStore:
         """
         if not isinstance(row_id, str) or not row_id.strip():
             raise PeftlabError("Give a result's id (its first characters are enough); list the results to see them.")
-        found = [r for r in self.rows() if r.id.startswith(row_id.strip())]
+        rows = self.rows()
+        exact = [r for r in rows if r.id == row_id.strip()]  # "abcd" named only as a start of "abcdef" too
+        found = exact or [r for r in rows if r.id.startswith(row_id.strip())]
         if not found:
             raise PeftlabError(f"No result has an id starting with {row_id!r}; list the results to see their ids.")
         if len(found) > 1:  # "(0 do)" and "(2 do)" read awkwardly
@@ -700,6 +705,15 @@ def _check_row(row: ResultRow) -> None:
         raise ValueError(f"its kind {_clipped(row.kind)} is none of {', '.join(KINDS)}")
     if not re.fullmatch(FINGERPRINT, row.test_fingerprint):  # the report wrote a forged one into its page as HTML
         raise ValueError(f"its test_fingerprint {_clipped(row.test_fingerprint)} is not 16 hexadecimal digits")
+    if not re.fullmatch(ROW_ID, row.id):
+        raise ValueError(f"its id {_clipped(row.id)} is not 1 to 64 letters, digits, '_', '-' or '.'")
+    try:  # "yesterday" sorted after every date: the row counted as the latest run of its seed everywhere
+        datetime.datetime.fromisoformat(row.created)
+    except ValueError:
+        raise ValueError(f"its created {_clipped(row.created)} is not a date and time in ISO format") from None
+    for name in ("rows_scored", "rows_in_split"):  # what the listing and every note of rows scored read
+        if name in row.settings and not _is_count(row.settings[name]):  # 20.5 broke `results list` for every row
+            raise ValueError(f"its settings' {name} {_clipped(row.settings[name])} is not a whole number")
     shares = {"accuracy": row.accuracy, "macro_f1": row.macro_f1}
     shares |= {f"class {label!r}'s F1": f1 for label, f1 in row.per_class_f1.items()}
     for name, share in shares.items():
@@ -718,6 +732,11 @@ def _check_row(row: ResultRow) -> None:
         if abs(value) >= SQLITE_INTEGER_LIMIT:  # past what SQLite stores: reported as a bug in peftlab
             raise ValueError(f"{name} {value:g} is too large")
     _check_metrics(row.metrics)
+    if row.kind == "rlhf":
+        from peftlab.rlhf.stored import missing_figures  # it reads rows of this module
+
+        if missing := missing_figures(row.metrics):
+            raise ValueError(f"its metrics lack {missing}")
     if len(row.predictions) != len(row.gold):
         raise ValueError(f"it has {len(row.predictions)} predictions for {len(row.gold)} gold labels")
     if row.predictions:
@@ -752,9 +771,6 @@ def _check_scored(row: ResultRow) -> None:
     for name, (given, computed) in figures.items():
         if given is None or (abs(given - computed) > 1e-6 and not (name == "macro_f1" and given == written_before)):
             raise ValueError(f"{name} {given} is not that of its predictions, {computed:.4f}")
-    for name in ("rows_scored", "rows_in_split"):  # what the listing and every note of rows scored read
-        if name in row.settings and not _is_count(row.settings[name]):
-            raise ValueError(f"its settings' {name} {_clipped(row.settings[name])} is not a whole number")
     if row.settings["rows_scored"] != len(row.predictions):
         raise ValueError(
             f"its settings say {row.settings['rows_scored']} rows were scored, but it has "

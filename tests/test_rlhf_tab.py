@@ -87,7 +87,8 @@ def test_rlhf_results_are_shown_on_the_compare_tab(monkeypatch, tmp_path):
     with pytest.raises(gr.Error) as raised:
         compare_tab.show_comparison("rlhf vader-positive", "tiny", None)
     assert raised.value.message == (
-        f"The stored RLHF result {broken.id[:8]} lacks its scores or KL; delete it under Stored results."
+        f"The stored RLHF result {broken.id[:8]} lacks a route's KL (as 'ppo_mean_kl'); delete it (`results delete "
+        f"{broken.id[:8]}`, or under Stored results in the Compare tab)."
     )
 
 

@@ -659,3 +659,46 @@ def test_reading_a_store_that_does_not_exist_leaves_no_file(tmp_path):
     with pytest.raises(PeftlabError, match=r"^No stored results; nothing was written\.$"):
         reader.export(tmp_path / "rows.csv")
     assert not path.parent.exists()
+
+
+def test_an_import_refuses_rows_that_would_break_the_listing_or_hide_from_show_and_delete(tmp_path):
+    """A new user's imports, each "1 result added.": rows_scored 20.5 on a row without predictions made `results
+    list` fail for the whole store (exit 1); an id with a space listed, and no id typed could show or delete it;
+    "yesterday" as its time counted it the latest run of its seed; an RLHF row without the SFT score made the report
+    of every row of its labeler fail, and prompts -3 was printed as "the same -3 held-out prompts"."""
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add([row()])
+    exported = tmp_path / "rows.jsonl"
+    store.export(exported)
+    good = json.loads(exported.read_text()) | {"id": "new"}
+    bare = good | {"predictions": [], "gold": []}
+    rlhf = bare | {"kind": "rlhf", "accuracy": None, "macro_f1": None, "per_class_f1": {}}
+    figures = {"labeler": "vader-positive", "ppo_mean_score": 0.3, "ppo_mean_kl": 0.2, "sft_mean_score": 0.1}
+    hint = '; import a file that `results export` or the Compare tab\'s "Export all" wrote.'
+    cases = {
+        "its settings' rows_scored 20.5 is not a whole number": bare | {"settings": {"rows_scored": 20.5}},
+        "its id '  spaced id\\n' is not 1 to 64 letters, digits, '_', '-' or '.'": good | {"id": "  spaced id\n"},
+        "its created 'yesterday' is not a date and time in ISO format": good | {"created": "yesterday"},
+        "its metrics lack prompts": rlhf | {"metrics": figures},
+        "its metrics lack sft_mean_score, prompts": rlhf
+        | {"metrics": {k: v for k, v in figures.items() if k != "sft_mean_score"}},
+        "its metrics lack a count of prompts (it has -3)": rlhf | {"metrics": figures | {"prompts": -3}},
+        "its metrics lack a route's KL (as 'ppo_mean_kl')": rlhf | {"metrics": {"labeler": "vader-positive"}},
+    }
+    edited = tmp_path / "edited.jsonl"
+    for reason, record in cases.items():
+        edited.write_text(json.dumps(record) + "\n")
+        with pytest.raises(PeftlabError) as raised:
+            store.import_(edited)
+        assert str(raised.value) == f"Line 1 of 'edited.jsonl' is not a peftlab result ({reason}){hint}"
+    assert len(store.rows()) == 1 and len(store.listing()) == 1
+    edited.write_text(json.dumps(rlhf | {"metrics": figures | {"prompts": 32}}) + "\n")
+    assert store.import_(edited).sentence() == "1 result added."
+
+
+def test_an_id_that_is_the_start_of_another_still_names_its_own_row(tmp_path):
+    """Ids 'abcd' and 'abcdef': `results delete abcd` was told 2 results start with it, and no longer id exists."""
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add([row(id="abcd"), row(seed=5, id="abcdef")])
+    assert store.get("abcd").id == "abcd" and store.get(" abcde").id == "abcdef"
+    assert store.delete("abcd") == 1 and [r.id for r in store.rows()] == ["abcdef"]

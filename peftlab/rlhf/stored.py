@@ -76,12 +76,12 @@ def _figures(row: ResultRow) -> dict:
         PeftlabError: the row lacks them.
     """
     metrics = row.metrics
-    route = _route_of(metrics)
-    needed = {f"{route}_mean_score", f"{REFERENCE}_mean_score", "labeler", "prompts"}
-    if route is None or not needed <= set(metrics):
+    if missing := missing_figures(metrics):
         raise PeftlabError(
-            f"The stored RLHF result {row.id[:8]} lacks its scores or KL; delete it under Stored results."
+            f"The stored RLHF result {row.id[:8]} lacks {missing}; delete it (`results delete {row.id[:8]}`, or "
+            "under Stored results in the Compare tab)."
         )
+    route = _route_of(metrics)
     return {
         "score": metrics[f"{route}_mean_score"],
         "sft_score": metrics[f"{REFERENCE}_mean_score"],
@@ -89,6 +89,21 @@ def _figures(row: ResultRow) -> dict:
         "kl": metrics[f"{route}_mean_kl"],
         "seconds": row.train_seconds,
     }
+
+
+def missing_figures(metrics: dict) -> str:
+    """What of the figures `stored_routes` reads a stored evaluation's metrics lack, in words ("" when none): its
+    route's score and KL, the SFT model's score, the labeler and how many held-out prompts (a whole number from 1)."""
+    route = _route_of(metrics)
+    if route is None:
+        return "a route's KL (as 'ppo_mean_kl')"
+    needed = [f"{route}_mean_score", f"{REFERENCE}_mean_score", "labeler", "prompts"]
+    if absent := [name for name in needed if name not in metrics]:
+        return ", ".join(absent)
+    prompts = metrics["prompts"]
+    if not (isinstance(prompts, int) and not isinstance(prompts, bool) and prompts >= 1):
+        return f"a count of prompts (it has {prompts!r})"  # -3 read "on the same -3 held-out prompts"
+    return ""
 
 
 def route_score(metrics: dict) -> float | None:
