@@ -100,6 +100,8 @@ def add_store_commands(commands) -> None:
     show = actions.add_parser("show", help="one result in full")
     show.add_argument("id", help="a result's id (or a unique start of it)")
     export = actions.add_parser("export", help="write results to a JSON Lines or CSV file")
+    for action in actions.choices.values():  # it tells an option it lacks, not `results`, whose help lists none
+        action.set_defaults(command_parser=action)
     export.add_argument("--out", required=True, help="rows.jsonl or rows.csv")
     importing = actions.add_parser("import", help="add the results of an exported file")
     importing.add_argument("file", help="an exported rows.jsonl or rows.csv")
@@ -201,7 +203,7 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str]) -> int:
             args.run(args)
     except PeftlabError as exc:
         PROGRESS.end()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         PROGRESS.end()
@@ -222,6 +224,12 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     return 0
 
 
+def _one_line(message: str) -> str:
+    """The message with its line breaks written as escapes: a value it quotes (a column named 'tëxt\\nx') broke the
+    `error:` line in two."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 # the options naming a file a command writes; a path it cannot write was told after the whole run (the table lost)
 OUTPUT_FILES = ("out", "run_json", "samples", "save")
 
@@ -237,6 +245,10 @@ def check_outputs(args: argparse.Namespace) -> None:
         if not (value := getattr(args, name, None)) or not isinstance(value, str):
             continue
         path, option = Path(value), "--" + name.replace("_", "-")
+        from peftlab.store import store_path
+
+        if path.resolve() == store_path().resolve():  # a report written over it took every stored result with it
+            raise PeftlabError(f"{option} {value!r} is the results store itself; give another path.")
         if path.parent.exists() and not path.parent.is_dir():  # "/etc/hostname/y.csv" was told as a missing folder
             raise PeftlabError(f"{option} {value!r}: {str(path.parent)!r} is a file, not a folder; give another path.")
         if not path.parent.is_dir():

@@ -12,6 +12,7 @@ import pytest
 
 from peftlab.cli import main
 from peftlab.errors import PeftlabError
+from peftlab.store import ResultRow, ResultStore
 
 RT_TEMPLATE = "Review: {text}\nSentiment:{mask}"
 RT_WORDS = '{"negative": ["negative"], "positive": ["positive"]}'
@@ -971,3 +972,27 @@ def test_a_template_given_twice_is_refused(capsys):
     template = "Review: {text} Sentiment:{mask}"
     code, _, err = run_cli(capsys, "cloze", "--task", "rt-sentiment", "--template", template, "--template", template)
     assert (code, err) == (2, "error: Template 2 is template 1 again; give each template once.\n")
+
+
+def test_the_store_is_never_written_over_and_an_error_stays_one_line(capsys, tmp_path, monkeypatch):
+    """`report --out` naming the store wrote the page over it ("Report of 6 results written", then every later
+    command: "not a peftlab results store"); a value with a line break split the `error:` line in two; `results list
+    --tsk` pointed to `results --help`, which lists no option of list."""
+    store_file = tmp_path / "rows.jsonl"  # a store named like an export: `results export` could write over it too
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(store_file))
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"good {i},pos\nbad {i},neg\n" for i in range(4)))
+    store = ResultStore()
+    store.add([ResultRow("cloze", "m", "d.csv", "0" * 16, "zero-shot", {}, 0.5, 0.5)])
+    before = store_file.read_bytes()
+    for argv in (["report", "--task", "d.csv", "--model", "m", "--out", str(tmp_path / "." / "rows.jsonl")],
+                 ["results", "export", "--out", str(store_file)]):  # fmt: skip
+        code, _, err = run_cli(capsys, *argv)
+        option_value = argv[-1]
+        assert (code, err) == (2, f"error: --out {option_value!r} is the results store itself; give another path.\n")
+    assert store_file.read_bytes() == before and len(ResultStore().rows()) == 1
+    code, _, err = run_cli(capsys, "cloze", "--task", str(tmp_path / "d.csv"), "--text-column", "t\nx", "--no-store")
+    assert (code, err) == (2, "error: The file 'd.csv' has no text column 't\\nx' (columns found: 'text', 'label'); "
+                              "set the text column to one of them.\n")  # fmt: skip
+    code, _, err = run_cli(capsys, "results", "list", "--tsk", "x")
+    assert (code, err) == (2, "error: Unrecognized arguments: --tsk x; did you mean --task? (see `python -m peftlab "
+                              "results list --help`).\n")  # fmt: skip
