@@ -698,7 +698,10 @@ def test_an_option_a_command_lacks_is_told_by_that_command_with_the_one_it_likel
         "(see `python -m peftlab cloze --help`).\n"
     )
     assert main(["results", "list", "--zzz"]) == 2  # nothing like it
-    assert capsys.readouterr().err == "error: Unrecognized arguments: --zzz (see `python -m peftlab results --help`).\n"
+    assert (
+        capsys.readouterr().err
+        == "error: Unrecognized arguments: --zzz (see `python -m peftlab results list --help`).\n"
+    )
 
 
 @pytest.mark.parametrize("value", ["-1e-4", "-2E+1", "-.5"])
