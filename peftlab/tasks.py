@@ -526,7 +526,9 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
     # a row with no cell filled (",," as spreadsheets save the rows below a table) is left out as empty before its
     # split is read: its blank split refused the whole file
     blank = frame.isna().all(axis=1)
-    frame = frame[~blank].reset_index(drop=True)
+    frame = frame[~blank]
+    numbers = frame.index + 1  # each kept row's number among the file's data rows, as a message names it
+    frame = frame.reset_index(drop=True)
     if frame.empty:
         raise PeftlabError(f"{source} has no rows; add at least one labelled row per class.")
     columns = [str(c) for c in frame.columns]
@@ -534,7 +536,7 @@ def _load_upload(path: Path, text_column: str, label_column: str) -> Task:
     split_column = next(
         (c for c in columns if c.strip().lower() == "split" and c not in (text_column, label_column)), None
     )
-    splits = _split_values(frame[split_column], source) if split_column else None
+    splits = _split_values(frame[split_column], source, numbers) if split_column else None
     if split_column:
         frame = frame.drop(columns=split_column)
         columns.remove(split_column)
@@ -598,10 +600,11 @@ def _contradicting(rows: dict[str, list[dict]], identity: Sequence[str]) -> int:
     return contradicting
 
 
-def _split_values(column: pd.Series, source: str) -> list[str]:
-    """The split of every row, by SPLIT_NAMES; an unknown or empty one is refused in one sentence."""
+def _split_values(column: pd.Series, source: str, numbers: Sequence[int]) -> list[str]:
+    """The split of every row, by SPLIT_NAMES; an unknown or empty one is refused in one sentence naming its data row
+    by `numbers` (the file's, counting the empty rows left out before: the row after one was named one too early)."""
     raw = [_clean(value) for value in column]
-    bad = [(number, value) for number, value in enumerate(raw, start=1) if value.lower() not in SPLIT_NAMES]
+    bad = [(number, value) for number, value in zip(numbers, raw) if value.lower() not in SPLIT_NAMES]
     if bad:
         values = ", ".join(dict.fromkeys(repr(value) for _, value in bad))
         raise PeftlabError(

@@ -365,6 +365,18 @@ def test_upload_bad_split_values_get_one_sentence(tmp_path, split_of, pattern):
         load_task(str(path))
 
 
+def test_a_bad_split_is_named_by_its_row_in_the_file_counting_empty_rows(tmp_path):
+    """A row of empty cells (",,") before it is left out first, and the bad row was named one row too early: data row 4
+    of this file is a good one."""
+    path = tmp_path / "rownum.csv"
+    path.write_text(
+        "text,label,split\nGreat film,positive,train\n,,\nAwful film,negative,train\nNice,positive,test\n"
+        "Bad,negative,tset\nOk good,positive,test\n"
+    )
+    with pytest.raises(PeftlabError, match=r"has split value\(s\) 'tset' \(first in data row 5\)"):
+        load_task(str(path))
+
+
 def test_upload_dev_split_missing_a_class(tmp_path):
     path = tmp_path / "nodev.jsonl"
     rows = _split_rows(8, lambda i: "test" if i < 2 else "train")
