@@ -15,7 +15,14 @@ from pathlib import Path
 
 from peftlab.autoprompt import AutoPromptConfig
 from peftlab.backends import BackendConfig
-from peftlab.cli_core import MODEL_COMMANDS, PROGRESS, add_store_commands, command_parsers, run_command
+from peftlab.cli_core import (
+    MODEL_COMMANDS,
+    PROGRESS,
+    add_store_commands,
+    command_parsers,
+    run_command,
+    strict_json,
+)
 from peftlab.cloze import ClozeConfig
 from peftlab.compare import GridConfig, GridRow, SweepConfig
 from peftlab.config import add_arguments, counted, duration, flag_of, from_arguments
@@ -245,7 +252,7 @@ def run_cloze(args: argparse.Namespace) -> None:
     )
     _store(args, [result.row])
     if args.json:
-        print(json.dumps(result.summary()), file=args.json_out)
+        print(strict_json(result.summary()), file=args.json_out)
         return
     print(f"accuracy {result.accuracy:.4f}  macro-F1 {result.macro_f1:.4f}  n {result.n}  {result.seconds:.1f} s")
     print(f"scored {scored_note(result.settings, task.left_out_words)}")
@@ -279,7 +286,7 @@ def run_autoprompt(args: argparse.Namespace) -> None:
     for note in result.warnings(config.train_size, task):
         print(f"warning: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps(result.summary()), file=args.json_out)
+        print(strict_json(result.summary()), file=args.json_out)
         return
     print(f"template: {result.template!r}")
     print(f"verbalizer: {json.dumps(result.verbalizer)}")
@@ -380,7 +387,7 @@ def run_tune(args: argparse.Namespace) -> None:
                 )
     summary = result.summary()
     if args.json:
-        print(json.dumps(summary), file=args.json_out)
+        print(strict_json(summary), file=args.json_out)
         return
     print(f"best {config.method} settings on dev: {json.dumps(result.best['settings'])}")
     print(
@@ -574,7 +581,7 @@ def run_rlhf(args: argparse.Namespace) -> None:
     if args.json:
         if kl_note:  # a negative KL in the JSON came with no word of why
             print(f"note: {kl_note}", file=sys.stderr)
-        print(json.dumps(result.summary), file=args.json_out)
+        print(strict_json(result.summary), file=args.json_out)
         return
     summary = result.summary
     if "rm_heldout_accuracy" in summary:
@@ -644,7 +651,7 @@ def run_standard_command(args: argparse.Namespace) -> None:
             )
     if args.json:
         print(
-            json.dumps(
+            strict_json(
                 [
                     {
                         k: getattr(r, k)
@@ -714,7 +721,7 @@ def run_pet(args: argparse.Namespace) -> None:
     if args.save and results:
         zip_trained(results[-1].classifier, args.save)
     if args.json:
-        print(json.dumps([r.summary() for r in results]), file=args.json_out)
+        print(strict_json([r.summary() for r in results]), file=args.json_out)
         return
     for r in results:
         ipet = f", iPET {r.ipet_distilled_accuracy:.4f}" if r.ipet_distilled_accuracy is not None else ""

@@ -12,6 +12,7 @@ import contextlib
 import difflib
 import functools
 import json
+import math
 import os
 import re
 import sys
@@ -151,7 +152,7 @@ def run_results(args: argparse.Namespace) -> None:
     elif args.action == "show":
         row = asdict(store.get(args.id))
         if args.json:
-            print(json.dumps(row, indent=1, default=str), file=args.json_out)
+            print(strict_json(row, indent=1, default=str), file=args.json_out)
         else:
             print(
                 "\n".join(
@@ -222,6 +223,22 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     except Exception as exc:
         return _unexpected(exc, argv)
     return 0
+
+
+def strict_json(value, **options) -> str:
+    """`value` as JSON that strict readers (jq, JavaScript's JSON.parse) take: NaN and infinities as null, where
+    json.dumps writes a bare NaN (`results show --json` of a row with a NaN setting was refused by them)."""
+    return json.dumps(_finite(value), allow_nan=False, **options)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _one_line(message: str) -> str:

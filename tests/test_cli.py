@@ -999,3 +999,23 @@ def test_the_store_is_never_written_over_and_an_error_stays_one_line(capsys, tmp
     code, _, err = run_cli(capsys, "results", "list", "--tsk", "x")
     assert (code, err) == (2, "error: Unrecognized arguments: --tsk x; did you mean --task? (see `python -m peftlab "
                               "results list --help`).\n")  # fmt: skip
+
+
+def test_json_output_is_strict_json_whatever_a_row_holds(capsys, tmp_path, monkeypatch):
+    """`results show --json` of a row whose settings held NaN printed a bare NaN, which jq and JSON.parse refuse
+    (`results list --json` printed null for it)."""
+    from peftlab.cli_core import strict_json
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+
+    assert strict(strict_json({"a": [float("nan"), 1.5, (float("-inf"), 2)], "b": float("inf")})) == {
+        "a": [None, 1.5, [None, 2]],
+        "b": None,
+    }
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "r.sqlite"))
+    ResultStore().add(
+        [ResultRow("cloze", "m", "t", "0" * 16, "zero-shot", {"lr": float("nan")}, 0.5, 0.5, id="ab12cd34")]
+    )
+    code, out, _ = run_cli(capsys, "results", "show", "ab12cd34", "--json")
+    assert code == 0 and strict(out)["settings"] == {"lr": None}
