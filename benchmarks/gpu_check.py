@@ -204,11 +204,13 @@ def main() -> None:
     args = parser.parse_args()
 
     task = load_task("rt-sentiment")
+    on_gpu = torch.device(args.device).type == "cuda"
     record = {
         "model": args.model,
-        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
+        # "cuda:1" too (it read "cpu"): the name of the GPU the device string picks
+        "device": torch.cuda.get_device_name(torch.device(args.device)) if on_gpu else "cpu",
         "torch": torch.__version__,
-        "bf16": torch.cuda.is_bf16_supported() if args.device == "cuda" else None,
+        "bf16": torch.cuda.is_bf16_supported() if on_gpu else None,
     }
     part(record, "cloze", lambda: cloze(task, args))
     lm = load_lm(args.model, dtype="fp32", device=args.device)  # fp32 weights, bf16 autocast where the GPU has it
