@@ -348,7 +348,32 @@ def add_arguments(
             options["type"] = kind
             if item.metadata.get("choices") is not None:
                 options["choices"] = list(item.metadata["choices"])
+        if len(names) > 1:
+            options["action"] = _one_value(options.get("action", "store"))
         parser.add_argument(*names, **options)
+
+
+def _one_value(action) -> type[argparse.Action]:
+    """`action` (an argparse action class, or "store") refusing a second name of its option with another value:
+    `--ppo-beta 0.1 --beta 0.2` set β to 0.2 without a word. One name given twice is argparse's as ever, the last
+    wins."""
+
+    class Store(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            setattr(namespace, self.dest, values)
+
+    class OneValue(Store if action == "store" else action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            given = vars(namespace).setdefault("_given_as", {})  # dest -> (the name it came under, its value)
+            super().__call__(parser, namespace, values, option_string)
+            value = getattr(namespace, self.dest)
+            name = option_string.replace("--no-", "--")  # --adaptive-kl and --no-adaptive-kl are one name
+            before = given.get(self.dest)
+            if before and before[0] != name and before[1] != value:
+                parser.error(f"{before[0]} and {name} are one setting; give it once, not {before[1]} and {value}")
+            given[self.dest] = (name, value)
+
+    return OneValue
 
 
 def from_arguments(cls: type[Config], args: argparse.Namespace, prefix: str = "", **values) -> Config:

@@ -1019,3 +1019,23 @@ def test_json_output_is_strict_json_whatever_a_row_holds(capsys, tmp_path, monke
     )
     code, out, _ = run_cli(capsys, "results", "show", "ab12cd34", "--json")
     assert code == 0 and strict(out)["settings"] == {"lr": None}
+
+
+def test_an_option_and_its_alias_given_two_values_are_refused(capsys):
+    """`rlhf --ppo-beta 0.1 --beta 0.2` set PPO's β to 0.2 without a word; the alias alone sets it, either name
+    twice is argparse's last-wins, and one value under both names is no contradiction."""
+    from peftlab.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["rlhf", "--beta", "0.2"]).ppo_beta == 0.2
+    assert parser.parse_args(["rlhf", "--beta", "0.2", "--beta", "0.4"]).ppo_beta == 0.4
+    assert parser.parse_args(["rlhf", "--ppo-beta", "0.2", "--beta", "0.2"]).ppo_beta == 0.2
+    assert parser.parse_args(["rlhf", "--adaptive-kl", "--no-adaptive-kl"]).ppo_adaptive_kl is False
+    cases = {
+        ("--ppo-beta", "0.1", "--beta", "0.2"): "--ppo-beta and --beta are one setting; give it once, not 0.1 and 0.2",
+        ("--adaptive-kl", "--no-ppo-adaptive-kl"): "--adaptive-kl and --ppo-adaptive-kl are one setting; give it "
+        "once, not True and False",
+    }
+    for argv, said in cases.items():
+        code, _, err = run_cli(capsys, "rlhf", *argv, "--no-store")
+        assert (code, err) == (2, f"error: {said} (see `python -m peftlab rlhf --help`).\n")
