@@ -141,12 +141,18 @@ def run_results(args: argparse.Namespace) -> None:
         elif not len(listed := store.listing(**where)):
             asked = ", ".join(f"{name} {value!r}" for name, value in where.items() if value)
             stored = len(store.listing())
-            # "No results stored" under a filter read as an empty store that held 14 rows
-            print(
-                f"No results of {asked}{store.guess(**where)} ({counted(stored, 'result')} stored in {store.path})."
-                if asked and stored
-                else f"No results stored in {store.path}."
-            )
+            if asked and stored:  # "No results stored" under a filter read as an empty store that held 14 rows
+                said = (
+                    f"No results of {asked}{store.guess(**where)} ({counted(stored, 'result')} stored in {store.path})."
+                )
+            elif visitors := store.others_rows():  # a public Space's store, copied out: "No results stored" of its rows
+                said = (
+                    f"No shared results stored in {store.path}; it holds {counted(visitors, 'row')} of a public "
+                    "Space's visitors, each shown in that visitor's own session of the app."
+                )
+            else:
+                said = f"No results stored in {store.path}."
+            print(said)
         else:
             print(listed.astype(object).fillna("").to_string(index=False))  # a zero-shot row has no K and no seed
     elif args.action == "show":

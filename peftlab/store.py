@@ -344,6 +344,13 @@ class ResultStore:
             connection.executemany("DELETE FROM results WHERE id = ? AND owner = ?", [(i, self.owner) for i in full])
         return len(full)
 
+    def others_rows(self) -> int:
+        """How many rows owners other than this store's hold (a public Space's visitors, read by their sessions)."""
+        if not self.path.exists():
+            return 0
+        with self._connect() as connection:
+            return connection.execute("SELECT COUNT(*) FROM results WHERE owner != ?", [self.owner]).fetchone()[0]
+
     def forget_owner(self) -> int:
         """Delete every row of this store's owner, a public Space's visitor who left; returns how many went. The
         shared rows (no owner) are never deleted so."""

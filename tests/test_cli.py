@@ -1039,3 +1039,17 @@ def test_an_option_and_its_alias_given_two_values_are_refused(capsys):
     for argv, said in cases.items():
         code, _, err = run_cli(capsys, "rlhf", *argv, "--no-store")
         assert (code, err) == (2, f"error: {said} (see `python -m peftlab rlhf --help`).\n")
+
+
+def test_a_store_of_visitors_rows_alone_is_not_called_empty(capsys, tmp_path, monkeypatch):
+    """A public Space's store copied out was listed as "No results stored in ...", its file holding every visitor's
+    rows (each visitor's session reads its own)."""
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "space.sqlite"))
+    ResultStore(owner="visitor-1").add([ResultRow("cloze", "m", "t", "0" * 16, "zero-shot", {}, 0.5, 0.5)])
+    ResultStore(owner="visitor-2").add([ResultRow("cloze", "m", "t", "0" * 16, "lora", {}, 0.5, 0.5)])
+    code, out, _ = run_cli(capsys, "results", "list")
+    assert (code, out) == (
+        0,
+        f"No shared results stored in {tmp_path / 'space.sqlite'}; it holds 2 rows of a public Space's visitors, "
+        "each shown in that visitor's own session of the app.\n",
+    )
