@@ -520,15 +520,17 @@ def _check_ids(new: dict[str, tuple[str, ResultRow]], mine: dict[str, str]) -> N
     for content, (source, row) in new.items():
         if row.id in mine:
             other, what = json.loads(mine[row.id]), f"the stored result {row.id[:8]}"
-        elif row.id in first:
+            remedy = "delete the stored one to replace it"
+        elif row.id in first:  # two lines of the file: "delete the stored one" named nothing stored
             other, what = json.loads(first[row.id][1]), first[row.id][0].replace("Line", "line", 1)
+            remedy = "keep one of the two lines"
         else:
             first[row.id] = (source, content)
             continue
         differ = [name for name, value in json.loads(content).items() if other.get(name) != value]
         raise PeftlabError(
-            f"{source} has the id of {what} with other figures ({', '.join(differ)}); delete the stored one to "
-            "replace it, or empty the row's id to add it as a result of its own."
+            f"{source} has the id of {what} with other figures ({', '.join(differ)}); {remedy}, or empty the row's "
+            "id to add it as a result of its own."
         )
 
 

@@ -444,8 +444,12 @@ def test_an_import_never_fails_on_an_id_and_never_adds_a_result_twice(tmp_path):
     assert store.import_(changed).sentence() == "1 result added."
     twins = tmp_path / "twins.jsonl"  # one id, two results, in one file
     twins.write_text("".join(json.dumps({**lines[1], "id": "x1", "seed": s}) + "\n" for s in (1, 2)))
-    with pytest.raises(PeftlabError, match=r"^Line 2 of 'twins.jsonl' has the id of line 1 of 'twins.jsonl' with "):
+    with pytest.raises(PeftlabError) as raised:
         store.import_(twins)
+    assert str(raised.value) == (  # "delete the stored one" of two lines of the file named nothing stored
+        "Line 2 of 'twins.jsonl' has the id of line 1 of 'twins.jsonl' with other figures (seed); keep one of the two "
+        "lines, or empty the row's id to add it as a result of its own."
+    )
     assert len(store.rows()) == 3  # nothing of a refused file
 
     bare = tmp_path / "bare.csv"  # saved without id, created and version: each import stamped them anew
