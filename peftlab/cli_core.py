@@ -177,7 +177,7 @@ def run_results(args: argparse.Namespace) -> None:
 def run_report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from peftlab.report import compare, report_html
+    from peftlab.report import compare, report_html, shown
     from peftlab.store import ResultStore
 
     store = ResultStore(create=False)
@@ -187,8 +187,15 @@ def run_report(args: argparse.Namespace) -> None:
             f"No stored results of {args.task!r} on {args.model!r}{store.guess(task=args.task, model=args.model)}; "
             "`results list` shows what is stored."
         )
+    left_out = len(rows) - sum(map(shown, rows))  # "Report of 1 result written" of a page that showed none
+    if left_out == len(rows):
+        raise PeftlabError(
+            f"No stored result of {args.task!r} on {args.model!r} has per-text predictions, which a comparison "
+            f"pairs ({counted(len(rows), 'row')} imported without them); nothing was written."
+        )
     Path(args.out).write_text(report_html(compare(rows), rows), encoding="utf-8")
-    print(f"Report of {counted(len(rows), 'result')} written to {args.out}.")
+    without = f" ({counted(left_out, 'result')} without per-text predictions left out)" if left_out else ""
+    print(f"Report of {counted(len(rows) - left_out, 'result')} written to {args.out}{without}.")
 
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str]) -> int:

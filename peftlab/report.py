@@ -70,12 +70,18 @@ class SplitComparison:
         )
 
 
+def shown(row: ResultRow) -> bool:
+    """Whether a comparison shows `row`: an RLHF evaluation, or a classification row with its accuracy and per-text
+    predictions (a row imported without them cannot be paired)."""
+    return row.kind == "rlhf" or (row.accuracy is not None and bool(row.predictions))
+
+
 def compare(rows: Sequence[ResultRow]) -> list[SplitComparison]:
     """One SplitComparison per test split among `rows` (classification rows only), the split with the most runs
     first (`_lines`: a run stored twice counts once, or one imported copy put its split above the one compared).
     A split is its fingerprint and its gold labels: an imported row with a split's fingerprint but other labels (30
     where the split has 40) is not paired with its rows (it made every comparison of the task and model fail)."""
-    scored = [r for r in rows if r.accuracy is not None and r.predictions]
+    scored = [r for r in rows if r.kind != "rlhf" and shown(r)]
     splits: dict[tuple, list[ResultRow]] = {}
     for row in scored:
         splits.setdefault((row.task, row.model, row.test_fingerprint, tuple(row.gold)), []).append(row)

@@ -1053,3 +1053,25 @@ def test_a_store_of_visitors_rows_alone_is_not_called_empty(capsys, tmp_path, mo
         f"No shared results stored in {tmp_path / 'space.sqlite'}; it holds 2 rows of a public Space's visitors, "
         "each shown in that visitor's own session of the app.\n",
     )
+
+
+def test_a_report_counts_the_rows_its_page_shows(capsys, tmp_path, monkeypatch):
+    """A store whose one row had no per-text predictions (imported so) got "Report of 1 result written" and a page
+    saying "No stored results to compare yet."."""
+    from peftlab.tasks import Task
+
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "r.sqlite"))
+    texts = [{"text": f"t{i}", "label": i % 2} for i in range(4)]
+    task = Task("d.csv", ["neg", "pos"], ["text"], train=[], test=texts)
+    bare = ResultRow("cloze", "m", "d.csv", "0" * 16, "lora", {}, 0.5, 0.5)
+    ResultStore().add([bare])
+    page = tmp_path / "page.html"
+    code, _, err = run_cli(capsys, "report", "--task", "d.csv", "--model", "m", "--out", str(page))
+    assert (code, err) == (2, "error: No stored result of 'd.csv' on 'm' has per-text predictions, which a "
+                              "comparison pairs (1 row imported without them); nothing was written.\n")  # fmt: skip
+    assert not page.exists()
+    ResultStore().add([ResultRow.scored("cloze", "m", task, "zero-shot", {}, texts, [0, 1, 1, 1])])
+    code, out, _ = run_cli(capsys, "report", "--task", "d.csv", "--model", "m", "--out", str(page))
+    assert (code, out) == (0, f"Report of 1 result written to {page} (1 result without per-text predictions left "
+                              "out).\n")  # fmt: skip
+    assert "zero-shot" in page.read_text() and "No stored results to compare yet" not in page.read_text()
