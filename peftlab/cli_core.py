@@ -272,9 +272,12 @@ def check_outputs(args: argparse.Namespace) -> None:
         PeftlabError: the option, its path and why, in one sentence.
     """
     for name in OUTPUT_FILES:
-        if not (value := getattr(args, name, None)) or not isinstance(value, str):
+        value, option = getattr(args, name, None), "--" + name.replace("_", "-")
+        if not isinstance(value, str):
             continue
-        path, option = Path(value), "--" + name.replace("_", "-")
+        if not value.strip():  # written to Path(""), the working folder: "'.': is a directory."
+            raise PeftlabError(f"{option} is empty; give the path of a file to write.")
+        path = Path(value)
         from peftlab.store import store_path
 
         if path.resolve() == store_path().resolve():  # a report written over it took every stored result with it

@@ -993,6 +993,9 @@ def test_the_store_is_never_written_over_and_an_error_stays_one_line(capsys, tmp
         option_value = argv[-1]
         assert (code, err) == (2, f"error: --out {option_value!r} is the results store itself; give another path.\n")
     assert store_file.read_bytes() == before and len(ResultStore().rows()) == 1
+    for argv in (["report", "--task", "d.csv", "--model", "m", "--out", ""], ["results", "export", "--out", " "]):
+        code, _, err = run_cli(capsys, *argv)  # "'.': is a directory." of the working folder
+        assert (code, err) == (2, "error: --out is empty; give the path of a file to write.\n")
     code, _, err = run_cli(capsys, "cloze", "--task", str(tmp_path / "d.csv"), "--text-column", "t\nx", "--no-store")
     assert (code, err) == (2, "error: The file 'd.csv' has no text column 't\\nx' (columns found: 'text', 'label'); "
                               "set the text column to one of them.\n")  # fmt: skip
