@@ -101,13 +101,13 @@ def add_store_commands(commands) -> None:
     show = actions.add_parser("show", help="one result in full")
     show.add_argument("id", help="a result's id (or a unique start of it)")
     export = actions.add_parser("export", help="write results to a JSON Lines or CSV file")
-    for action in actions.choices.values():  # it tells an option it lacks, not `results`, whose help lists none
-        action.set_defaults(command_parser=action)
     export.add_argument("--out", required=True, help="rows.jsonl or rows.csv")
     importing = actions.add_parser("import", help="add the results of an exported file")
     importing.add_argument("file", help="an exported rows.jsonl or rows.csv")
     delete = actions.add_parser("delete", help="delete results by id")
     delete.add_argument("ids", nargs="+", help="ids (or unique starts of them, 4 characters or more)")
+    for action in actions.choices.values():  # it tells an option it lacks, not `results`, whose help lists none
+        action.set_defaults(command_parser=action)
     for action in (listing, export):
         action.add_argument("--task", help="only this task's results")
         action.add_argument("--model", help="only this model's results")
@@ -271,6 +271,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     Raises:
         PeftlabError: the option, its path and why, in one sentence.
     """
+    from peftlab.store import store_path
+
     for name in OUTPUT_FILES:
         value, option = getattr(args, name, None), "--" + name.replace("_", "-")
         if not isinstance(value, str):
@@ -278,8 +280,6 @@ def check_outputs(args: argparse.Namespace) -> None:
         if not value.strip():  # written to Path(""), the working folder: "'.': is a directory."
             raise PeftlabError(f"{option} is empty; give the path of a file to write.")
         path = Path(value)
-        from peftlab.store import store_path
-
         if path.resolve() == store_path().resolve():  # a report written over it took every stored result with it
             raise PeftlabError(f"{option} {value!r} is the results store itself; give another path.")
         if path.parent.exists() and not path.parent.is_dir():  # "/etc/hostname/y.csv" was told as a missing folder

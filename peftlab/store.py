@@ -51,6 +51,7 @@ FINGERPRINT = r"[0-9a-f]{16}"  # what `fingerprint` gives
 # what an imported id may be (peftlab makes 32 hexadecimal digits): one with a space or a line break in it listed, and
 # no id typed could show or delete it
 ROW_ID = r"[0-9A-Za-z_.-]{1,64}"
+CREATED = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?\+00:00"  # as `ResultRow` writes it: 2026-12-05T10:00:00+00:00
 
 
 def fingerprint(rows: Sequence[dict]) -> str:
@@ -159,12 +160,17 @@ class ResultStore:
         is (`read_only`): its list and its report failed with "cannot be written here".
 
         Raises:
-            PeftlabError: the file is not an SQLite database (a CSV named by PEFTLAB_RESULTS), or, with `create`,
-                the store cannot be written where it is.
+            PeftlabError: the path is a folder, the file is not an SQLite database (a CSV named by PEFTLAB_RESULTS),
+                or, with `create`, the store cannot be written where it is.
         """
         self.path = Path(path) if path is not None else store_path()
         self.owner = owner
         self.read_only = False
+        if self.path.is_dir():  # SQLite's "unable to open database file" was called "not a peftlab results store"
+            raise PeftlabError(
+                f"The results store {str(self.path)!r} (PEFTLAB_RESULTS) is a folder; point PEFTLAB_RESULTS at a "
+                "file, such as results.sqlite in it."
+            )
         if not create and not self.path.exists():
             return
         self.read_only = not create and not _writable(self.path)
@@ -716,10 +722,9 @@ def _check_row(row: ResultRow) -> None:
         raise ValueError(f"its test_fingerprint {_clipped(row.test_fingerprint)} is not 16 hexadecimal digits")
     if not re.fullmatch(ROW_ID, row.id):
         raise ValueError(f"its id {_clipped(row.id)} is not 1 to 64 letters, digits, '_', '-' or '.'")
-    try:  # "yesterday" sorted after every date: the row counted as the latest run of its seed everywhere
-        datetime.datetime.fromisoformat(row.created)
-    except ValueError:
-        raise ValueError(f"its created {_clipped(row.created)} is not a date and time in ISO format") from None
+    if not re.fullmatch(CREATED, row.created):  # rows sort by it as text: "yesterday", "2026-W01-1" or a space for
+        # the T sorted out of time order, and the row counted as the latest run of its seed everywhere
+        raise ValueError(f"its created {_clipped(row.created)} is not a UTC time as peftlab writes it")
     for name in ("rows_scored", "rows_in_split"):  # what the listing and every note of rows scored read
         if name in row.settings and not _is_count(row.settings[name]):  # 20.5 broke `results list` for every row
             raise ValueError(f"its settings' {name} {_clipped(row.settings[name])} is not a whole number")

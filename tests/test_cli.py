@@ -697,6 +697,9 @@ def test_an_option_a_command_lacks_is_told_by_that_command_with_the_one_it_likel
         "error: Unrecognized arguments: --test-limit 20; did you mean --limit? "
         "(see `python -m peftlab cloze --help`).\n"
     )
+    for action in ("import x.jsonl", "delete abcd"):  # every action of results, the last added too
+        assert main(["results", *action.split(), "--zzz"]) == 2
+        assert f"(see `python -m peftlab results {action.split()[0]} --help`)" in capsys.readouterr().err
     assert main(["results", "list", "--zzz"]) == 2  # nothing like it
     assert (
         capsys.readouterr().err
@@ -987,7 +990,8 @@ def test_the_store_is_never_written_over_and_an_error_stays_one_line(capsys, tmp
     store = ResultStore()
     store.add([ResultRow("cloze", "m", "d.csv", "0" * 16, "zero-shot", {}, 0.5, 0.5)])
     before = store_file.read_bytes()
-    for argv in (["report", "--task", "d.csv", "--model", "m", "--out", str(tmp_path / "." / "rows.jsonl")],
+    (tmp_path / "sub").mkdir()  # the store's path spelt another way
+    for argv in (["report", "--task", "d.csv", "--model", "m", "--out", f"{tmp_path}/sub/../rows.jsonl"],
                  ["results", "export", "--out", str(store_file)]):  # fmt: skip
         code, _, err = run_cli(capsys, *argv)
         option_value = argv[-1]

@@ -682,7 +682,10 @@ def test_an_import_refuses_rows_that_would_break_the_listing_or_hide_from_show_a
     cases = {
         "its settings' rows_scored 20.5 is not a whole number": bare | {"settings": {"rows_scored": 20.5}},
         "its id '  spaced id\\n' is not 1 to 64 letters, digits, '_', '-' or '.'": good | {"id": "  spaced id\n"},
-        "its created 'yesterday' is not a date and time in ISO format": good | {"created": "yesterday"},
+        "its created 'yesterday' is not a UTC time as peftlab writes it": good | {"created": "yesterday"},
+        "its created '2026-W01-1' is not a UTC time as peftlab writes it": good | {"created": "2026-W01-1"},
+        "its created '2026-12-05 23:59:00' is not a UTC time as peftlab writes it": good
+        | {"created": "2026-12-05 23:59:00"},
         "its metrics lack prompts": rlhf | {"metrics": figures},
         "its metrics lack sft_mean_score, prompts": rlhf
         | {"metrics": {k: v for k, v in figures.items() if k != "sft_mean_score"}},
