@@ -42,7 +42,8 @@ MIN_INPUT_TOKENS = 16  # what virtual tokens or demonstrations leave at least of
 _FIELD = re.compile(r"\{(\w*)\}")
 _UNCLOSED = re.compile(r"\{(\w+)(?![\w}])")  # "{text" not followed by "}"
 _FORMATTED = re.compile(r"\{(\w+)([!:.\[][^{}]*)\}")  # "{text!r}", "{text:>10}", "{text.upper}", "{text[0]}"
-_DOUBLED = re.compile(r"\{\{(\w*)\}\}")  # "{{mask}}": Python's escaped braces, which a template does not read so
+# "{{mask}}", "{{ text }}": a field as Jinja, promptsource and Mustache write it (or Python's escaped braces)
+_DOUBLED = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,12 @@ class Template:
             fields = [fields]
         if not text or not text.strip():
             raise PeftlabError("The template is empty; write one such as 'Review: {text} Sentiment:{mask}'.")
-        if doubled := _DOUBLED.search(text):  # else "Just {{mask}}!" was a mask between two literal braces
+        doubled = [m for m in _DOUBLED.finditer(text) if m[1] == MASK_FIELD or m[1] in fields]
+        if doubled:  # else "Just {{mask}}!" asked for the word after "Just {", and "{{text}}" showed "{a great film}"
+            name = doubled[0][1]
             raise PeftlabError(
-                f"The template has '{doubled[0]}'; a field takes single braces: write {{{doubled[1]}}} (a template "
-                "has no escape for braces)."
+                f"The template has '{doubled[0][0]}'; a field takes single braces: write {{{name}}} (for braces "
+                f"around it, with a space inside them: {{ {{{name}}} }})."
             )
         if formatted := _FORMATTED.search(text):  # Python's format syntax: it was told its brace was left open
             raise PeftlabError(

@@ -80,21 +80,32 @@ def test_a_field_without_its_closing_brace_is_named(text, field):
     assert str(raised.value) == f"The template has '{{{field}' without its closing '}}'; write {{{field}}}."
 
 
-@pytest.mark.parametrize(("text", "field"), [("Just {{mask}}! {text}", "mask"), ("{{text}} It was{mask}.", "text")])
-def test_a_field_in_doubled_braces_is_refused(text, field):
-    """ "Just {{mask}}! {text}" (Python's escape, or a slip) was read as a mask between two literal braces: the model
-    was asked for the word after "Just {", and its accuracy looked like the pattern's."""
+@pytest.mark.parametrize(
+    ("text", "doubled", "field"),
+    [
+        ("Just {{mask}}! {text}", "{{mask}}", "mask"),
+        ("{{text}} It was{mask}.", "{{text}}", "text"),
+        ("{{ text }} It was{mask}.", "{{ text }}", "text"),  # as Jinja and promptsource write a field
+    ],
+)
+def test_a_field_in_doubled_braces_is_refused(text, doubled, field):
+    """ "Just {{mask}}! {text}" (a Jinja habit, or Python's escape) was read as a mask between two literal braces:
+    the model was asked for the word after "Just {", and its accuracy looked like the pattern's."""
     with pytest.raises(PeftlabError) as raised:
         Template.parse(text, ["text"])
     assert str(raised.value) == (
-        f"The template has '{{{{{field}}}}}'; a field takes single braces: write {{{field}}} (a template has no "
-        "escape for braces)."
+        f"The template has '{doubled}'; a field takes single braces: write {{{field}}} (for braces around it, with a "
+        f"space inside them: {{ {{{field}}} }})."
     )
-    # braces around other words stay the template's own text
+    # the advice holds: braces with a space inside them are the template's own text
+    assert Template.parse("{ {text} } It was{mask}.", ["text"]).render({"text": "ok"}) == ("{ ok } It was", ".")
     assert Template.parse('{"review": {text}} It was{mask}.', ["text"]).render({"text": "ok"}) == (
         '{"review": ok} It was',
         ".",
     )
+    # doubled braces around no field are no field: told as before
+    with pytest.raises(PeftlabError, match=r"^The template uses \{x\}, which the task lacks"):
+        Template.parse("A {{x}} {text} It was{mask}.", ["text"])
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n"])
