@@ -73,40 +73,44 @@ def grid_benchmark(lm, task, args) -> dict:
                 )
     results = results_frame(rows)
     summary = summarize(results)
-    prompt_based = summary[summary["method"].map(lambda m: m in METHODS and METHODS[m].prompt_based)]
-    if prompt_based.empty:  # it failed before a prompt-based method had a row: nothing to compare
-        return {**failure, "rows": json.loads(results.to_json(orient="records"))}
-    zero_shot = float(results["test_accuracy"].iloc[0])
-    # the best by its test accuracy: a choice made on the texts the gain is measured on, so every method's gain is
-    # reported beside it, and the target is read as "one of these methods", not as a method chosen beforehand
-    best = prompt_based.loc[prompt_based["accuracy_mean"].idxmax()]
-    gain = 100 * (float(best["accuracy_mean"]) - zero_shot)
-    gains = {
-        row["method"]: round(100 * (float(row["accuracy_mean"]) - zero_shot), 2) for _, row in prompt_based.iterrows()
-    }
-    return {
+    record = {
         **failure,
         "methods": [m.name for m in methods],
         "seeds": seeds,
         "K": args.shots,
         "test_texts": args.test_limit,
-        "zero_shot_calibrated_accuracy": round(zero_shot, 4),
         "rows": json.loads(results.to_json(orient="records")),
         "summary": json.loads(summary.round(4).to_json(orient="records")),
         "grid_seconds": round(phase.seconds, 1),
         "grid_others_cpu_share": round(phase.others_cpu_share, 3),
-        "gain_points_per_prompt_based_method": gains,
-        "best_prompt_based_on_test": {
-            "method": best["method"],
-            "accuracy_mean": round(float(best["accuracy_mean"]), 4),
-        },
-        "best_gain_points": round(gain, 2),
-        "targets": {
-            f"grid within {GRID_MINUTES_TARGET} minutes": phase.seconds <= 60 * GRID_MINUTES_TARGET,
-            f"the best of {len(gains)} prompt-based methods on the test texts >= zero-shot + {GAIN_TARGET_POINTS} "
-            "points": gain >= GAIN_TARGET_POINTS,
-        },
     }
+    # a grid that failed did not run whole: its time says nothing of the target
+    targets = {
+        f"grid within {GRID_MINUTES_TARGET} minutes": None if failure else phase.seconds <= 60 * GRID_MINUTES_TARGET
+    }
+    prompt_based = summary[summary["method"].map(lambda m: m in METHODS and METHODS[m].prompt_based)]
+    if not prompt_based.empty:  # none with --methods head, or in a grid that failed before one had a row
+        zero_shot = float(results["test_accuracy"].iloc[0])
+        # the best by its test accuracy: a choice made on the texts the gain is measured on, so every method's gain
+        # is reported beside it, and the target is read as "one of these methods", not as a method chosen beforehand
+        best = prompt_based.loc[prompt_based["accuracy_mean"].idxmax()]
+        gain = 100 * (float(best["accuracy_mean"]) - zero_shot)
+        gains = {
+            row["method"]: round(100 * (float(row["accuracy_mean"]) - zero_shot), 2)
+            for _, row in prompt_based.iterrows()
+        }
+        record |= {
+            "zero_shot_calibrated_accuracy": round(zero_shot, 4),
+            "gain_points_per_prompt_based_method": gains,
+            "best_prompt_based_on_test": {
+                "method": best["method"],
+                "accuracy_mean": round(float(best["accuracy_mean"]), 4),
+            },
+            "best_gain_points": round(gain, 2),
+        }
+        best_words = f"the best of {len(gains)} prompt-based methods on the test texts"
+        targets[f"{best_words} >= zero-shot + {GAIN_TARGET_POINTS} points"] = gain >= GAIN_TARGET_POINTS
+    return record | {"targets": targets}
 
 
 # ---------------------------------------------------------------------------------- trainer speed

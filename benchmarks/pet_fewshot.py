@@ -14,8 +14,9 @@ whole run <= 30 minutes) and where the time went (pattern models, classifiers, t
 `--ipet-generations 0` runs PET alone (iPET's figures are then None), `--seeds` fewer seeds (one has no std), and
 `--lm-loss-weight 1e-4` adds the paper's auxiliary language-modelling loss to the pattern models' training.
 
-stdout gets one JSON object (indent 2); progress lines go to stderr. A run that fails (or Ctrl-C) keeps the seeds
-finished before it, with its "error" beside them, the next run still runs, and the exit code is then 1.
+stdout gets one JSON object (indent 2); progress lines go to stderr. A run that fails keeps the seeds finished
+before it, with its "error" beside them, and the next run still runs (Ctrl-C keeps them too, and runs no more); the
+exit code is then 1.
 
 Measured on the 2-core CPU (test accuracy in %, mean ± std over seeds; the closing notes of 2026-12-05 hold each
 seed's figures and the commands):
@@ -128,7 +129,7 @@ def one_run(lm, spec: str, args: argparse.Namespace, settings: TrainSettings) ->
             "pet_beats_mean_single_by_2_points": bool(np.mean(pet) >= np.mean(mean_single) + 0.02),
             "pet_std_smaller": bool(np.std(pet, ddof=1) < np.std(mean_single, ddof=1)) if len(pet) > 1 else None,
             "ipet_at_least_pet": bool(np.mean(ipet) >= np.mean(pet)) if config.ipet_generations else None,
-            "within_30_minutes": wall <= TARGET_MINUTES * 60,
+            "within_30_minutes": None if failure else wall <= TARGET_MINUTES * 60,  # a run cut short says nothing
         },
         "wall_seconds": round(wall, 1),
         "seconds": {k: round(v, 1) for k, v in training_seconds.items()}

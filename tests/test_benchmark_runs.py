@@ -72,6 +72,7 @@ def test_pet_fewshot_reports_the_seeds_before_the_one_that_failed(monkeypatch, c
     assert [seed["seed"] for seed in record["seeds"]] == [13, 21]
     assert record["summary"]["mean_single_pattern"] == {"mean": 0.75, "std": 0.0}
     assert record["summary"]["pet"] == {"mean": 0.9, "std": 0.0}
+    assert record["targets"]["within_30_minutes"] is None  # a run cut short says nothing of the time target
     json.dumps(record)  # still one valid JSON record
     assert "the loss is NaN" in capsys.readouterr().err  # the traceback, for the engineer
 
@@ -118,34 +119,24 @@ def test_standard_comparison_keeps_the_methods_before_the_one_that_failed(monkey
     monkeypatch.setattr(standard_comparison, "run_standard", fake_standard)
     store = ResultStore(tmp_path / "s.sqlite")
     record = standard_comparison.one_task("t", store, standard_comparison.StandardConfig(), None)
-    assert record["error"] == "RuntimeError: out of memory"
+    assert record["error"] == "RuntimeError: out of memory" and record["within_target"] is None
     assert [line["method"] for line in record["table"]] == ["zero-shot"] + (["lora"] if failing == "lora" else [])
     json.dumps(record)
+
+
+def grid_row(method, seed, accuracy):
+    from peftlab.compare import GridRow
+
+    values = dict(method=method, K=16, seed=seed, test_accuracy=accuracy, macro_f1=accuracy, trainable_params=10)
+    return GridRow(values | dict(trainable_share=0.1, train_seconds=1.0, steps=3, status="done"))
 
 
 @pytest.mark.parametrize("finished", [0, 1, 2])
 def test_fewshot_compare_keeps_the_grid_rows_before_the_run_that_failed(monkeypatch, finished):
     from benchmarks import fewshot_compare
-    from peftlab.compare import GridRow
-
-    def row(method, seed, accuracy):
-        return GridRow(
-            dict(
-                method=method,
-                K=16,
-                seed=seed,
-                test_accuracy=accuracy,
-                macro_f1=accuracy,
-                trainable_params=10,
-                trainable_share=0.1,
-                train_seconds=1.0,
-                steps=3,
-                status="done",
-            )
-        )
 
     def fake_grid(*args):
-        yield from [row("zero-shot", None, 0.7), row("lora", 13, 0.8)][:finished]
+        yield from [grid_row("zero-shot", None, 0.7), grid_row("lora", 13, 0.8)][:finished]
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(fewshot_compare, "ClozeSetup", type("S", (), {"build": staticmethod(lambda *a, **k: None)}))
@@ -156,4 +147,20 @@ def test_fewshot_compare_keeps_the_grid_rows_before_the_run_that_failed(monkeypa
     assert [line["method"] for line in record["rows"]] == ["zero-shot", "lora"][:finished]
     if finished == 2:
         assert record["gain_points_per_prompt_based_method"] == {"lora": 10.0}
+    assert list(record["targets"].values())[0] is None  # a grid that failed did not run whole
     json.dumps(record)
+
+
+def test_fewshot_compare_reports_a_finished_grid_without_prompt_based_methods(monkeypatch):
+    """`--methods head` has no prompt-based method to compare with zero-shot: its figures were dropped."""
+    from benchmarks import fewshot_compare
+
+    def fake_grid(*args):
+        yield from (grid_row("zero-shot", None, 0.7), grid_row("head", 13, 0.8))
+
+    monkeypatch.setattr(fewshot_compare, "ClozeSetup", type("S", (), {"build": staticmethod(lambda *a, **k: None)}))
+    monkeypatch.setattr(fewshot_compare, "run_grid", fake_grid)
+    args = argparse.Namespace(methods="head", seeds="13", shots=16, test_limit=10)
+    record = fewshot_compare.grid_benchmark(None, None, args)
+    assert "error" not in record and [line["method"] for line in record["summary"]] == ["zero-shot", "head"]
+    assert record["grid_seconds"] >= 0 and list(record["targets"].values()) == [True]
