@@ -709,3 +709,14 @@ def test_an_id_that_is_the_start_of_another_still_names_its_own_row(tmp_path):
     store.add([row(id="abcd"), row(seed=5, id="abcdef")])
     assert store.get("abcd").id == "abcd" and store.get(" abcde").id == "abcdef"
     assert store.delete("abcd") == 1 and [r.id for r in store.rows()] == ["abcdef"]
+
+
+def test_a_folder_named_as_the_store_is_called_a_folder(tmp_path):
+    """PEFTLAB_RESULTS=/some/folder was "not a peftlab results store (unable to open database file); ... move this
+    one away": away with the folder?"""
+    with pytest.raises(PeftlabError) as raised:
+        ResultStore(tmp_path)
+    assert str(raised.value) == (
+        f"The results store {str(tmp_path)!r} (PEFTLAB_RESULTS) is a folder; point PEFTLAB_RESULTS at a file, such as "
+        "results.sqlite in it."
+    )
