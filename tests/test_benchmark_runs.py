@@ -52,9 +52,20 @@ def test_items_until_failure_end_as_if_exhausted_with_the_error_kept():
     assert list(common.until_failure(iter([1]), failure)) == [1] and failure == {}
 
 
+def pet_fewshot_run(monkeypatch, fake_run, spec: str, seeds: str) -> dict:
+    """pet_fewshot's record of `spec` (task:K) with `fake_run` for `pet.pet_run` and two patterns."""
+    from benchmarks import pet_fewshot
+
+    monkeypatch.setattr(pet_fewshot, "pet_run", fake_run)
+    monkeypatch.setattr(pet_fewshot, "load_task", lambda name: None)
+    monkeypatch.setattr(pet_fewshot, "default_patterns", lambda name: (["p1", "p2"], {"a": ["x"]}))
+    monkeypatch.setattr(pet_fewshot, "pattern_prompts", lambda *args: None)
+    args = argparse.Namespace(unlabelled=10, seeds=seeds, ipet_generations=0, lm_loss_weight=0.0, test_limit=5)
+    return pet_fewshot.one_run(None, spec, args, pet_fewshot.TrainSettings())
+
+
 def test_pet_fewshot_reports_the_seeds_before_the_one_that_failed(monkeypatch, capsys):
     """A NaN in the third seed's pattern model printed nothing of the first two seeds' 40 minutes."""
-    from benchmarks import pet_fewshot
     from peftlab.pet import PETResult
 
     def fake_run(lm, task, prompts, config, settings):
@@ -62,12 +73,7 @@ def test_pet_fewshot_reports_the_seeds_before_the_one_that_failed(monkeypatch, c
             yield PETResult(seed, ["p1", "p2"], [0.5, 0.5], accuracies, 0.85, 0.9, np.zeros((2, 2)), 0.8, None)
         raise ValueError("the loss is NaN")
 
-    monkeypatch.setattr(pet_fewshot, "pet_run", fake_run)
-    monkeypatch.setattr(pet_fewshot, "load_task", lambda name: None)
-    monkeypatch.setattr(pet_fewshot, "default_patterns", lambda name: (["p1", "p2"], {"a": ["x"]}))
-    monkeypatch.setattr(pet_fewshot, "pattern_prompts", lambda *args: None)
-    args = argparse.Namespace(unlabelled=10, seeds="13,21,42", ipet_generations=0, lm_loss_weight=0.0, test_limit=5)
-    record = pet_fewshot.one_run(None, "rt-sentiment:16", args, pet_fewshot.TrainSettings())
+    record = pet_fewshot_run(monkeypatch, fake_run, "rt-sentiment:16", "13,21,42")
     assert record["error"] == "ValueError: the loss is NaN"
     assert [seed["seed"] for seed in record["seeds"]] == [13, 21]
     assert record["summary"]["mean_single_pattern"] == {"mean": 0.75, "std": 0.0}
@@ -78,18 +84,11 @@ def test_pet_fewshot_reports_the_seeds_before_the_one_that_failed(monkeypatch, c
 
 
 def test_pet_fewshot_with_no_seed_finished_reports_the_error_alone(monkeypatch):
-    from benchmarks import pet_fewshot
-
     def fake_run(*args):
         raise KeyboardInterrupt
         yield
 
-    monkeypatch.setattr(pet_fewshot, "pet_run", fake_run)
-    monkeypatch.setattr(pet_fewshot, "load_task", lambda name: None)
-    monkeypatch.setattr(pet_fewshot, "default_patterns", lambda name: (["p1", "p2"], {"a": ["x"]}))
-    monkeypatch.setattr(pet_fewshot, "pattern_prompts", lambda *args: None)
-    args = argparse.Namespace(unlabelled=10, seeds="13", ipet_generations=0, lm_loss_weight=0.0, test_limit=5)
-    record = pet_fewshot.one_run(None, "bbc-topic:10", args, pet_fewshot.TrainSettings())
+    record = pet_fewshot_run(monkeypatch, fake_run, "bbc-topic:10", "13")
     assert record["run"] == "bbc-topic:10" and record["error"] == common.STOPPED and "seeds" not in record
 
 
