@@ -26,7 +26,11 @@ seed's figures and the commands):
   mean single pattern 80.7 either way; 621 and 643 s a seed.
 - bbc-topic K=16, PET alone, seeds 13/21/42: mean single pattern 86.6 ± 1.0, ensemble 88.5 ± 0.3, PET 90.5 ± 1.5
   (+3.9); 1,445 s for seeds 13 and 21, 3,650 s for seed 42 beside other work (others' CPU share 0.57). Not yet run:
-  its iPET and K=10.
+  its iPET.
+- bbc-topic K=10, PET alone, seeds 13/21/42 (13 in one run, 21 and 42 in another: `--runs bbc-topic:10 --seeds
+  21,42 --ipet-generations 0`): mean single pattern 86.4 ± 0.6, best single pattern 88.2 ± 1.2, ensemble 88.7 ±
+  0.5, PET 91.3 ± 0.6 (+4.9), its std not below the mean single pattern's; seeds 21 and 42 took 3,686 s beside unit
+  tests and a helper (others' CPU share 0.40): 2,469 s and 1,218 s. Not yet run: its iPET.
 """
 
 from __future__ import annotations
