@@ -265,4 +265,7 @@ def zero_gpu(monkeypatch) -> list[float]:
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     monkeypatch.setattr(zerogpu, "gpu_call", pickled_call)
     monkeypatch.setattr(zerogpu, "_PACES", {})
+    # and the tabs' paces: one an earlier test measured in this process (the RLHF sampling's) spared a measuring call,
+    # and a count of calls failed as tests were spread over processes otherwise
+    monkeypatch.setattr("peftlab.ui.estimates._PACES", {})
     return asked
