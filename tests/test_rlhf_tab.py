@@ -128,7 +128,15 @@ def test_the_sampling_for_the_rankings_shows_its_progress_and_stop_ends_it_befor
             SESSIONS.get(None).stop_job(rlhf_stages.JOB, "you pressed Stop")
 
     # 15 prompts of K = 4: 60 responses, two batches; Stop after the first
-    rm = dict(source="simulated labeler", labeler="vader-positive", k=4, rm_pairs=60, rm_lora_r=0, rm_steps=3)
+    rm = dict(
+        source="simulated labeler",
+        comparisons=None,
+        labeler="vader-positive",
+        k=4,
+        rm_pairs=60,
+        rm_lora_r=0,
+        rm_steps=3,
+    )
     status, *_ = rlhf_stages.run_reward_stage(None, progress=progress, rm_heldout_prompts=2, **rm, seed=0)
     assert status == (
         "Stopped because you pressed Stop. The sampling was 53% through its 60 responses to rank; no reward model "
@@ -162,7 +170,15 @@ def test_a_stage_stopped_before_its_first_step_keeps_nothing_and_leaves_the_stag
         return progress
 
     said = "stopped before its first step because you pressed Stop: nothing was trained, and every stage is as it was."
-    rm = dict(source="simulated labeler", labeler="vader-positive", k=4, rm_pairs=60, rm_lora_r=0, rm_steps=1)
+    rm = dict(
+        source="simulated labeler",
+        comparisons=None,
+        labeler="vader-positive",
+        k=4,
+        rm_pairs=60,
+        rm_lora_r=0,
+        rm_steps=1,
+    )
     rm |= dict(rm_heldout_prompts=2, seed=0)
     status, *_ = rlhf_stages.run_reward_stage(None, progress=stop_at("sampling responses to rank: 60/60"), **rm)
     assert status == f"The reward model {said}" and rlhf_stages._session(None).reward is None
@@ -205,7 +221,7 @@ def test_a_few_uploaded_prompts_ranked_by_the_labeler_keep_some_to_train_the_rew
     session = RLHFSession(data=RLHFData(["the only one"], ["held"], []), sft=object())
     monkeypatch.setattr(rlhf_stages, "_session", lambda request: session)
     form = {"source": rlhf_stages.RANKING_SOURCES[0], "labeler": "vader-positive", "rm_pairs": 16, "k": 4, "seed": 0}
-    form |= {"rm_lora_r": 0, "rm_steps": 10}
+    form |= {"rm_lora_r": 0, "rm_steps": 10, "comparisons": None}
     with pytest.raises(PeftlabError) as raised:
         rlhf_stages.reward_inputs(form, None)
     assert str(raised.value) == (

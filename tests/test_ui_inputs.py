@@ -486,7 +486,16 @@ def test_an_rlhf_stage_pressed_too_early_or_with_an_emptied_box_is_refused_befor
         return refused.value.message
 
     app = build_app()
-    reward = dict(source="simulated", labeler="vader-positive", k=3, rm_pairs=10, rm_lora_r=0, rm_steps=3, seed=0)
+    reward = dict(
+        source="simulated",
+        comparisons=None,
+        labeler="vader-positive",
+        k=3,
+        rm_pairs=10,
+        rm_lora_r=0,
+        rm_steps=3,
+        seed=0,
+    )
     evaluation = dict(labeler_name="vader-positive", prompts=3, seed=0)
     for api_name, form in [
         ("rlhf_reward", reward),
@@ -559,7 +568,16 @@ def test_a_stage_pressed_while_another_of_its_tab_runs_names_the_running_one():
     session.queue_job("rlhf", "Step 1 (SFT)")
     session.start_job("rlhf")
     session.leave_queue("rlhf")  # the job started: it runs, no longer waits
-    reward = dict(source="simulated", labeler="vader-positive", k=3, rm_pairs=10, rm_lora_r=0, rm_steps=3, seed=0)
+    reward = dict(
+        source="simulated",
+        comparisons=None,
+        labeler="vader-positive",
+        k=3,
+        rm_pairs=10,
+        rm_lora_r=0,
+        rm_steps=3,
+        seed=0,
+    )
     for api_name, form in [("rlhf_reward", reward), ("rlhf_ppo", dict(seed=0)), ("rlhf_dpo", dict(seed=0))]:
         with pytest.raises(gr.Error) as refused:
             _event(app, f"{api_name}_check").fn(Request(), **form)
@@ -639,6 +657,34 @@ def test_comparisons_uploaded_after_sft_are_told_to_run_sft_again():
         "holds out prompts by the comparisons), or take the comparisons from another source."
     )
     session.check_source("simulated labeler")  # the other sources need nothing uploaded
+
+
+def test_a_comparisons_file_replaced_after_sft_is_told_to_run_sft_again(tmp_path):
+    """Comparisons replaced after step 1 read them: the reward model learnt from the file step 1 read, without a
+    word of the one in the box (and SFT's held-out prompts were drawn by the old file)."""
+    import json
+
+    from peftlab.errors import PeftlabError
+    from peftlab.rlhf.pipeline import RLHFData
+    from peftlab.rlhf.session import RLHFSession
+
+    demonstrations, first, second = (tmp_path / name for name in ("d.jsonl", "c1.jsonl", "c2.jsonl"))
+    prompts = [f"Review {i}:" for i in range(6)]
+    demonstrations.write_text("".join(json.dumps({"prompt": p, "response": " great"}) + "\n" for p in prompts))
+    pairs = [{"prompt": p, "chosen": " great", "rejected": " bad"} for p in prompts[:4]]
+    first.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    second.write_text("".join(json.dumps(pair) + "\n" for pair in pairs[:3]))
+    session = RLHFSession(data=RLHFData.uploaded(demonstrations, first), sft="an SFT result")
+    session.check_source("uploaded comparisons", str(first))
+    (tmp_path / "again.jsonl").write_bytes(first.read_bytes())  # the same file uploaded again: another path
+    session.check_source("uploaded comparisons", str(tmp_path / "again.jsonl"))
+    with pytest.raises(PeftlabError) as refused:
+        session.check_source("uploaded comparisons", str(second))
+    assert str(refused.value) == (
+        "The comparisons file is not the one step 1 (SFT) read: run step 1 again to use it (it holds out prompts by "
+        "the comparisons), or upload the earlier file back."
+    )
+    session.check_source("simulated labeler", str(second))  # a file in the box that the stage does not read
 
 
 def test_a_task_box_of_spaces_is_called_empty():

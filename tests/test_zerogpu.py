@@ -274,7 +274,15 @@ def rlhf_tab_flow(model: str) -> list:
     sft = dict(model=model, demonstrations=None, comparisons=None, sft_method="lora", sft_steps=3)
     *_, sft_shown = tab.run_sft_stage(None, **sft, sft_learning_rate=1e-3, **seed)
     shown = [sft_shown, list(tab.sample_for_ranking(3, 0, None))[-1][:4]]
-    rm = dict(source="simulated labeler", labeler="vader-positive", k=2, rm_pairs=12, rm_lora_r=0, rm_steps=3)
+    rm = dict(
+        source="simulated labeler",
+        comparisons=None,
+        labeler="vader-positive",
+        k=2,
+        rm_pairs=12,
+        rm_lora_r=0,
+        rm_steps=3,
+    )
     shown.append(tab.run_reward_stage(None, **rm, **seed)[::2])
     ppo = dict(ppo_steps=4, ppo_beta=0.05, ppo_adaptive_kl=False, ppo_target_kl=4.0, ppo_ptx_coef=0.0)
     *_, ppo_shown = tab.run_ppo_stage(None, labeler="vader-positive", **ppo, ppo_learning_rate=1e-3, **seed)
@@ -419,7 +427,15 @@ def test_a_sentence_raised_inside_a_gpu_call_reaches_the_visitor_whole(tiny_caus
     list(tab.run_sft_stage(None, **sft, sft_learning_rate=1e-3, seed=0))
     with pytest.raises(gr.Error) as shown:
         tab.run_reward_stage(
-            None, source="my rankings", labeler="vader-positive", k=2, rm_pairs=4, rm_lora_r=0, rm_steps=1, seed=0
+            None,
+            source="my rankings",
+            comparisons=None,
+            labeler="vader-positive",
+            k=2,
+            rm_pairs=4,
+            rm_lora_r=0,
+            rm_steps=1,
+            seed=0,
         )
     assert shown.value.message.startswith("Rank responses for at least 2 prompts first")
     assert zerogpu._PACES.get("refusing") is None  # an error says nothing of a job's pace

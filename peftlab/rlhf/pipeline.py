@@ -9,12 +9,14 @@ optionally, comparisons (`RLHFData.uploaded`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
@@ -54,6 +56,11 @@ ROUTES = ("ppo", "dpo", "both")
 HELDOUT_PROMPTS = 32  # embedded movies whose prompts the policies answer in the evaluation, never trained on
 
 
+def file_digest(path) -> str:
+    """The SHA-256 of a file's bytes, in hexadecimal: the same file uploaded twice (two temporary paths) is one."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 @dataclass
 class RLHFData:
     """Prompts for training and for held-out evaluation, SFT demonstrations, and optional given comparisons."""
@@ -62,6 +69,7 @@ class RLHFData:
     heldout_prompts: list[str]
     demonstrations: list[Demonstration]
     comparisons: list[Comparison] | None = None  # None: the labeler ranks samples of the SFT policy
+    comparisons_digest: str = ""  # of the comparisons file's bytes (`file_digest`), to tell it from one uploaded later
 
     @classmethod
     def embedded(cls, heldout_prompts: int = HELDOUT_PROMPTS, seed: int = 0) -> RLHFData:
@@ -121,7 +129,9 @@ class RLHFData:
                 f"Every demonstration answers one of the {held} prompt(s) held out for the evaluation, so SFT would "
                 "have none to learn; add demonstrations for more prompts."
             )
-        return cls([p for p in prompts if p not in heldout], [p for p in prompts if p in heldout], kept, comparisons)
+        train = [p for p in prompts if p not in heldout]
+        digest = file_digest(comparisons_path) if comparisons_path else ""
+        return cls(train, [p for p in prompts if p in heldout], kept, comparisons, digest)
 
 
 @dataclass

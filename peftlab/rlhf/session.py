@@ -23,7 +23,14 @@ from peftlab.rlhf.dpo import DPOConfig, DPOEvent, DPOResult, train_dpo
 from peftlab.rlhf.evaluation import PolicyComparison, compare_policies
 from peftlab.rlhf.generation import sample_responses
 from peftlab.rlhf.labelers import HumanRankings, labeler_by_name
-from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, Sampled, SamplingStopped, ranked_comparisons
+from peftlab.rlhf.pipeline import (
+    PipelineConfig,
+    RLHFData,
+    Sampled,
+    SamplingStopped,
+    file_digest,
+    ranked_comparisons,
+)
 from peftlab.rlhf.ppo import PPOConfig, PPOEvent, PPOResult, PPORun, ppo_steps, start_ppo
 from peftlab.rlhf.reward import RewardConfig, RewardEvent, RewardResult, train_reward_model
 from peftlab.rlhf.sft import SFTConfig, SFTEvent, SFTResult, train_sft
@@ -131,10 +138,11 @@ class RLHFSession:
         held = set(self.data.heldout_prompts) if self.data else set()
         return [pair for pair in self.human.comparisons() if pair.prompt not in held]
 
-    def check_source(self, source: str) -> None:
+    def check_source(self, source: str, comparisons_file: str | None = None) -> None:
         """Raise the PeftlabError `comparisons` would before any work: SFT not run, an unknown source, rankings of
-        fewer than 2 prompts, or uploaded comparisons that step 1 did not get (a file uploaded after it ran: SFT's
-        held-out prompts depend on it)."""
+        fewer than 2 prompts, or uploaded comparisons that step 1 did not get (a file uploaded after it ran, or one
+        `comparisons_file` replaced after it: SFT's held-out prompts depend on it, and the reward model learnt from
+        the file step 1 read without a word)."""
         self.need("sft")
         if source not in RANKING_SOURCES:
             raise PeftlabError(f"Comparisons come from {', '.join(RANKING_SOURCES)}, not {source!r}.")
@@ -148,6 +156,15 @@ class RLHFSession:
             raise PeftlabError(
                 "Step 1 (SFT) ran without a comparisons file; upload it beside the demonstrations and run step 1 "
                 "again (it holds out prompts by the comparisons), or take the comparisons from another source."
+            )
+        if (
+            source == "uploaded comparisons"
+            and comparisons_file
+            and file_digest(comparisons_file) != (self.data.comparisons_digest)
+        ):
+            raise PeftlabError(
+                "The comparisons file is not the one step 1 (SFT) read: run step 1 again to use it (it holds out "
+                "prompts by the comparisons), or upload the earlier file back."
             )
 
     def comparisons(

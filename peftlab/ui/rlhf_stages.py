@@ -271,7 +271,7 @@ def reward_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, 
     """The visitor's RLHF session and the reward model's configs; a PeftlabError before SFT has run or for a
     setting the stage refuses (also checked as the button is pressed, `heavy_job`)."""
     session = _session(request)
-    session.check_source(form["source"])
+    session.check_source(form["source"], form["comparisons"])
     reward_config = config_from_form(RewardConfig, form, prefix="rm_", seed=_seed(form))
     config = config_from_form(PipelineConfig, form, reward=reward_config)
     if form["source"] == RANKING_SOURCES[0]:

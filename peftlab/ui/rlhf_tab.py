@@ -274,7 +274,14 @@ def build_rlhf_tab() -> None:
         INSTANT,  # the session's rankings alone
     )
     rm_form = dict(
-        source=source, labeler=labeler, k=k, rm_pairs=rm_pairs, rm_lora_r=rm_lora, rm_steps=rm_steps, seed=seed
+        source=source,
+        comparisons=comparisons,
+        labeler=labeler,
+        k=k,
+        rm_pairs=rm_pairs,
+        rm_lora_r=rm_lora,
+        rm_steps=rm_steps,
+        seed=seed,
     )
     heavy_job(
         rm_button,
