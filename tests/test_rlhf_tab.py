@@ -14,6 +14,10 @@ from peftlab.rlhf.pipeline import RLHFData
 from peftlab.rlhf.session import RLHFSession
 from peftlab.ui import rlhf_stages
 
+# the reward model's form with the simulated labeler ranking 60 responses (15 prompts of K = 4); steps aside
+LABELER_RANKS_60 = dict(source="simulated labeler", comparisons=None, labeler="vader-positive", k=4, rm_pairs=60)
+LABELER_RANKS_60 |= dict(rm_lora_r=0)
+
 
 def test_outputs_of_stages_a_new_model_dropped_are_emptied(monkeypatch):
     """After a new SFT run (or reward model), the PPO and DPO lines still said "PPO done (49 s)" and "DPO done", while
@@ -128,15 +132,7 @@ def test_the_sampling_for_the_rankings_shows_its_progress_and_stop_ends_it_befor
             SESSIONS.get(None).stop_job(rlhf_stages.JOB, "you pressed Stop")
 
     # 15 prompts of K = 4: 60 responses, two batches; Stop after the first
-    rm = dict(
-        source="simulated labeler",
-        comparisons=None,
-        labeler="vader-positive",
-        k=4,
-        rm_pairs=60,
-        rm_lora_r=0,
-        rm_steps=3,
-    )
+    rm = LABELER_RANKS_60 | dict(rm_steps=3)
     status, *_ = rlhf_stages.run_reward_stage(None, progress=progress, rm_heldout_prompts=2, **rm, seed=0)
     assert status == (
         "Stopped because you pressed Stop. The sampling was 53% through its 60 responses to rank; no reward model "
@@ -170,15 +166,7 @@ def test_a_stage_stopped_before_its_first_step_keeps_nothing_and_leaves_the_stag
         return progress
 
     said = "stopped before its first step because you pressed Stop: nothing was trained, and every stage is as it was."
-    rm = dict(
-        source="simulated labeler",
-        comparisons=None,
-        labeler="vader-positive",
-        k=4,
-        rm_pairs=60,
-        rm_lora_r=0,
-        rm_steps=1,
-    )
+    rm = LABELER_RANKS_60 | dict(rm_steps=1)
     rm |= dict(rm_heldout_prompts=2, seed=0)
     status, *_ = rlhf_stages.run_reward_stage(None, progress=stop_at("sampling responses to rank: 60/60"), **rm)
     assert status == f"The reward model {said}" and rlhf_stages._session(None).reward is None

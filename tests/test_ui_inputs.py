@@ -11,6 +11,10 @@ from peftlab.errors import PeftlabError
 from peftlab.tuning import TrainSettings
 from peftlab.ui.inputs import CREATED, config_from_form, config_input, is_bounded, out_of_range
 
+# the reward model's form as the RLHF tab sends it, with the simulated labeler
+REWARD_FORM = dict(source="simulated", comparisons=None, labeler="vader-positive", k=3, rm_pairs=10, rm_lora_r=0)
+REWARD_FORM |= dict(rm_steps=3, seed=0)
+
 
 def test_every_config_input_of_the_app_shows_its_fields_default():
     import gradio as gr
@@ -486,19 +490,9 @@ def test_an_rlhf_stage_pressed_too_early_or_with_an_emptied_box_is_refused_befor
         return refused.value.message
 
     app = build_app()
-    reward = dict(
-        source="simulated",
-        comparisons=None,
-        labeler="vader-positive",
-        k=3,
-        rm_pairs=10,
-        rm_lora_r=0,
-        rm_steps=3,
-        seed=0,
-    )
     evaluation = dict(labeler_name="vader-positive", prompts=3, seed=0)
     for api_name, form in [
-        ("rlhf_reward", reward),
+        ("rlhf_reward", REWARD_FORM),
         ("rlhf_ppo", dict(seed=0)),
         ("rlhf_dpo", dict(seed=0)),
         ("rlhf_evaluate", evaluation),
@@ -568,17 +562,7 @@ def test_a_stage_pressed_while_another_of_its_tab_runs_names_the_running_one():
     session.queue_job("rlhf", "Step 1 (SFT)")
     session.start_job("rlhf")
     session.leave_queue("rlhf")  # the job started: it runs, no longer waits
-    reward = dict(
-        source="simulated",
-        comparisons=None,
-        labeler="vader-positive",
-        k=3,
-        rm_pairs=10,
-        rm_lora_r=0,
-        rm_steps=3,
-        seed=0,
-    )
-    for api_name, form in [("rlhf_reward", reward), ("rlhf_ppo", dict(seed=0)), ("rlhf_dpo", dict(seed=0))]:
+    for api_name, form in [("rlhf_reward", REWARD_FORM), ("rlhf_ppo", dict(seed=0)), ("rlhf_dpo", dict(seed=0))]:
         with pytest.raises(gr.Error) as refused:
             _event(app, f"{api_name}_check").fn(Request(), **form)
         assert refused.value.message == "Step 1 (SFT) is still running: press this once it has finished, or stop it."
