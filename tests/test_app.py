@@ -602,7 +602,7 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
     call(client, "/rlhf_sample_for_ranking", 3, 1)
     with pytest.raises(AppError, match=r"^Give response 2 a rank from 1 \(best\) to 3\.$"):
         call(client, "/rlhf_save_ranking", 1, None, 2, *[None] * (MAX_RANKED - 3))
-    status, _plot, pairs, check = call(client, "/rlhf_reward", "my rankings", "vader-positive", 3, 10, 0, 3, 0)
+    status, _plot, pairs, check = call(client, "/rlhf_reward", "my rankings", "vader-positive", 3, 10, 0, 3, 0, None)
     percent = r"\d+\.\d%"
     assert re.match(
         rf"Reward model: held-out pair accuracy \*\*{percent}\*\* \(95 % interval {percent} to {percent}\) on "
@@ -722,7 +722,7 @@ def test_a_long_rlhf_stage_stops_after_its_first_steps_and_leaves_the_stages_as_
     assert prompt.startswith("**Prompt:**")
 
     # the reward model prices the sampling before it samples: from one batch sampled just now
-    reward = ["simulated labeler", "vader-positive", 3, 10, 0, 3, 0]
+    reward = ["simulated labeler", "vader-positive", 3, 10, 0, 3, 0, None]  # no comparisons file
     status, *_ = call(visitor, "/rlhf_reward", *reward)
     # the samples counted as K per prompt, and the prompts as what the comparisons need and the held-out test
     plan = re.fullmatch(

@@ -275,13 +275,13 @@ def build_rlhf_tab() -> None:
     )
     rm_form = dict(
         source=source,
-        comparisons=comparisons,
         labeler=labeler,
         k=k,
         rm_pairs=rm_pairs,
         rm_lora_r=rm_lora,
         rm_steps=rm_steps,
         seed=seed,
+        comparisons=comparisons,  # last: an API client's earlier calls (without it) keep their places
     )
     heavy_job(
         rm_button,
