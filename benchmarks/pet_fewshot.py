@@ -117,6 +117,7 @@ def one_run(lm, spec: str, args: argparse.Namespace, settings: TrainSettings) ->
     }
     if config.ipet_generations:  # without iPET (--ipet-generations 0) its figures are None
         summary["ipet"] = spread(ipet)
+        summary["ipet_soft_labels_right"] = spread([r.ipet_soft_label_accuracy for r in results])
         summary["ipet_ensemble_per_generation"] = [spread(g) for g in zip(*(r.ipet_accuracy for r in results))]
     return {
         "run": spec,

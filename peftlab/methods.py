@@ -621,7 +621,7 @@ class SequenceClassifierMethod(MethodConfig):
         without its mask, the fields cut (as the cloze cuts them) so that the pattern's own words are kept."""
         if not self.pattern:
             return prompt.template.input_text(example)
-        return "".join(prompt.template.render(prompt.fit(lm, example, self.token_limit(lm))))
+        return prompt.unmasked_text(lm, example, self.token_limit(lm))
 
     def token_limit(self, lm) -> int:
         return min(self.max_tokens, lm.max_length)

@@ -7,12 +7,16 @@ of a seed (the LM-BFF protocol of `Task.few_shot`, whose dev half picks each mod
 1. One model per pattern-verbalizer pair (PVP) is trained on the labelled examples by the shared trainer
    (`peftlab.tuning`: cross-entropy over the verbalizer's label scores; LoRA by default, full fine-tuning
    selectable). The paper's auxiliary language-modelling loss on unlabelled text, L = (1 − α) L_CE + α L_LM,
-   is offered (`lm_loss_weight` = α; the paper used 1e-4) and off by default.
+   is offered (`lm_loss_weight` = α; the paper used 1e-4) and off by default. The paper's is a masked LM's loss
+   on the unlabelled texts inside the pattern; here it is the causal LM's next-token loss on the same: the
+   pattern's words and the text, without the mask (PET runs on causal LMs only: its classifier needs one).
 2. The ensemble labels the unlabelled pool (the training pool without the seed's labelled examples, labels
    hidden): s(l|x) = Σ_p w(p) s_p(l|x) / Σ_p w(p) (§3.1), with w(p) the pattern's accuracy on the labelled
    training set before training (or 1: uniform), and the soft label q(l|x) = softmax(s(l|x) / T), T = 2.
-   (s_p here are the pattern model's label log-probabilities: they differ from the paper's logits by a
-   constant per text, which the softmax removes.)
+   (s_p here are the pattern model's label log-probabilities. With one word per label they differ from the
+   paper's logits by a constant per text, which the softmax removes; a label of several words is scored by the
+   log of its words' mean probability (`cloze.aggregate_words`), where the reference code averages their logits,
+   so soft labels of such verbalizers differ from the reference's.)
 3. A sequence classifier (`methods.SequenceClassifierMethod`, LoRA or full) learns q with the distillation
    loss T² · KL(q ‖ softmax(z / T)) of PET's reference code (after Hinton et al. 2015). Unlike the paper's, it
    reads the text inside the first pattern's words (a head on the last token, no verbalizer): a small causal LM
@@ -65,6 +69,7 @@ from peftlab.zerogpu import on_gpu
 
 WEIGHTINGS = ("train-accuracy", "uniform")
 PATTERN_METHODS = ("lora", "full")
+LM_LOSS_TOKENS = 256  # the auxiliary LM loss reads each unlabelled text up to this many tokens, as the classifier
 
 
 @dataclass
@@ -185,11 +190,12 @@ class PETResult:
     ensemble_accuracy: float
     distilled_accuracy: float
     soft_labels: np.ndarray
-    # arg max q against the pool's hidden gold labels (a diagnostic, never trained on); None for uploaded texts
+    # PET's arg max q against the pool's hidden gold labels (a diagnostic, never trained on); None for uploaded texts
     soft_label_accuracy: float | None
     classifier: TrainedMethod
     ipet_accuracy: list[float] = field(default_factory=list)
     ipet_distilled_accuracy: float | None = None
+    ipet_soft_label_accuracy: float | None = None  # the same of the last generation's soft labels, iPET's classifier's
     added_sizes: list[int] = field(default_factory=list)  # iPET: texts added per pattern model, per generation
     # iPET: per generation, the share of added texts whose drawn label is their hidden gold one (None: uploaded texts)
     added_label_accuracy: list[float | None] = field(default_factory=list)
@@ -215,6 +221,7 @@ class PETResult:
             record |= {
                 "ipet_accuracy": self.ipet_accuracy,
                 "ipet_distilled_accuracy": self.ipet_distilled_accuracy,
+                "ipet_soft_label_accuracy": self.ipet_soft_label_accuracy,
                 "ipet_added": self.added_sizes,
                 "ipet_added_labels_right": self.added_label_accuracy,
                 "ipet_added_repeats": self.added_repeats,
@@ -316,7 +323,10 @@ def draw_labelled(probabilities: torch.Tensor, per_label: Sequence[int], rng: np
             confidence = probabilities[:, label].double().numpy()
         repeats = -(-count // len(candidates))  # ceil: as many copies as needed to draw `count` without replacement
         indices = np.array(candidates * repeats)
-        weights = confidence[indices] / confidence[indices].sum()
+        weights = confidence[indices]
+        # q(l|x) of a label no text leans to can be 0 in float32 for every candidate (an ensemble sure by > 104
+        # nats): 0/0 made the weights NaN, and they are then equally likely
+        weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(indices), 1 / len(indices))
         drawn += [(int(i), label) for i in rng.choice(indices, size=count, replace=False, p=weights)]
     return drawn
 
@@ -478,6 +488,12 @@ def pet_run(
     if len(prompts) < 2:
         raise PeftlabError("PET needs at least two patterns (an ensemble of one is that pattern's model).")
     check_pool_sizes(task, config, unlabelled)  # first: a task whose rows are all marked test has no train[0]
+    # the classifier step 3 distils into: a masked LM trained every pattern's model before it was refused
+    if lm.kind != "causal":
+        raise PeftlabError(
+            f"PET distils into a sequence classifier wired for causal LMs in this version; {lm.name} is a masked LM."
+        )
+    classifier_method(config).check(lm)
     for prompt in prompts:
         prompt.queries(lm, task.train[0])  # a label word the model cannot spell fails here
     for seed in config.seeds:
@@ -626,9 +642,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         ensemble_accuracy=accuracy(ensemble),
         distilled_accuracy=distilled["accuracy"],
         soft_labels=q.numpy(),
-        soft_label_accuracy=None
-        if pool_gold is None
-        else float((q.argmax(-1) == torch.tensor(pool_gold)).float().mean()),
+        soft_label_accuracy=labels_right(q, pool_gold),
         classifier=classifier,
     )
     row = functools.partial(_row, lm=lm, task=task, config=config, settings=settings, test=test, prompts=prompts)
@@ -672,6 +686,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
             return False
         classifier, ipet = made.classifier, made.evaluation
         result.classifier, result.soft_labels, result.ipet_distilled_accuracy = classifier, q.numpy(), ipet["accuracy"]
+        result.ipet_soft_label_accuracy = labels_right(q, pool_gold)
         result.rows.append(row("ipet", ipet["predictions"], classifier.trainable_params, time.perf_counter() - started))
         classifier.scored = Scored.of(result.rows[-1])
         return True
@@ -679,12 +694,19 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
     if config.ipet_generations:
         try:
             finished = yield from ipet(pool_scores)
-        except PeftlabError as exc:  # a pattern model trained to NaN, say: the seed's PET numbers and classifier stay
-            result.ipet_error, finished = str(exc), False
+        except Exception as exc:  # whatever ended iPET (a model trained to NaN, say), the seed's finished PET stays
+            message = str(exc) if isinstance(exc, PeftlabError) else f"{type(exc).__name__}: {exc}"
+            result.ipet_error, finished = message, False
         if not finished:
             return _stopped_in_ipet(result, started)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def labels_right(q: torch.Tensor, gold: Sequence[int] | None) -> float | None:
+    """The share of the pool's texts whose arg max soft label (q is (N, L)) is their hidden gold label; None without
+    gold labels (an uploaded pool)."""
+    return None if gold is None else float((q.argmax(-1) == torch.tensor(gold)).float().mean())
 
 
 def _stopped_in_ipet(result: PETResult, started: float) -> PETResult:
@@ -768,16 +790,19 @@ def _distil(lm, prompt, pool, q, dev, config: PETConfig, settings, stop, generat
             log_probs = training_log_probs(trained, batch).float().cpu()
         return distillation_loss(log_probs, targets, config.temperature)
 
+    steps = dataclasses.replace(settings, steps=config.distil_steps)
+    method = classifier_method(config)
+    return (yield from _train(lm, prompt, method, examples, dev, steps, stop, generation, "classifier", loss))
+
+
+def classifier_method(config: PETConfig) -> SequenceClassifierMethod:
+    """Step 3's classifier, LoRA or every weight (`config.distil_lora`)."""
     # It reads the first pattern's words around the text: on rt-sentiment, 500 held-out training-pool texts, 60 steps,
     # that took its accuracy from 0.794 (bare text) to 0.838 with seed 13 and from 0.772 to 0.816 with seed 21, past
     # the ensembles it learnt from (0.820, 0.802).
-    method = (
-        SequenceClassifierMethod(pattern=True)
-        if config.distil_lora
-        else SequenceClassifierMethod(lora=False, learning_rate=1e-5, pattern=True)
-    )
-    steps = dataclasses.replace(settings, steps=config.distil_steps)
-    return (yield from _train(lm, prompt, method, examples, dev, steps, stop, generation, "classifier", loss))
+    if config.distil_lora:
+        return SequenceClassifierMethod(pattern=True)
+    return SequenceClassifierMethod(lora=False, learning_rate=1e-5, pattern=True)
 
 
 def _pattern_loss(alpha: float, pool: Sequence[dict], seed: int):
@@ -790,8 +815,11 @@ def _pattern_loss(alpha: float, pool: Sequence[dict], seed: int):
         # as many unlabelled texts as labelled ones, or all of a pool smaller than a batch (4 texts and a batch of 8
         # failed at the first step)
         unlabelled = order.sample(list(pool), min(len(batch), len(pool)))
-        texts = [trained.prompt.template.input_text(row) for row in unlabelled]
-        tokens = trained.lm.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=256)
+        # the texts as the pattern shows them (without its mask), as the reference code encodes its unlabelled batch
+        texts = [trained.prompt.unmasked_text(trained.lm, row, LM_LOSS_TOKENS) for row in unlabelled]
+        tokens = trained.lm.tokenizer(
+            texts, return_tensors="pt", padding=True, truncation=True, max_length=LM_LOSS_TOKENS
+        ).to(trained.lm.device)
         labels = tokens.input_ids.masked_fill(tokens.attention_mask == 0, -100)
         with autocast_for(trained.lm.model):
             lm_loss = trained.model(

@@ -428,6 +428,11 @@ class Prompt:
         limit = self.input_limit(lm) if limit is None else limit
         return sum(self.fit(lm, example, limit) is not example for example in examples)
 
+    def unmasked_text(self, lm, example: dict, limit: int) -> str:
+        """The template around the example's fields without its mask, the fields cut as the cloze cuts them
+        (`fit`) so that the pattern's own words are kept: what PET's classifier and its LM loss read."""
+        return "".join(self.template.render(self.fit(lm, example, limit)))
+
     def fit(self, lm, example: dict, limit: int, fill: str | None = None) -> dict:
         """The example with its template fields cut, longest first, until its longest query needs `limit` tokens
         or fewer (the template itself is never cut); `example` itself when nothing is cut."""

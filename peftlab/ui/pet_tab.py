@@ -105,6 +105,8 @@ def _table(results, patterns: int, running: tuple[int, dict[str, float]] | None 
             row["iPET"] = r.ipet_distilled_accuracy
         if r.soft_label_accuracy is not None:  # texts of the training pool, whose labels were hidden
             row["soft labels right"] = r.soft_label_accuracy
+        if r.ipet_soft_label_accuracy is not None:
+            row["iPET soft labels right"] = r.ipet_soft_label_accuracy
         rows.append(row)
     numbers = pd.DataFrame(rows, columns=columns[1:] if not rows else None)
     # a seed stopped during iPET has no iPET figures ("—", not "nan%"); the mean and std are over the seeds that have
