@@ -22,8 +22,8 @@ Measured on the 2-core CPU (test accuracy in %, mean ± std over seeds; the clos
 seed's figures and the commands):
 - rt-sentiment K=16, seeds 13/21/42, two iPET generations: mean single pattern 80.3 ± 0.8, ensemble 82.3 ± 1.0,
   PET 82.1 ± 0.9 (+1.85 over the mean single pattern), iPET 81.1 ± 2.0; 26 to 58 minutes a seed.
-- The same with the auxiliary LM loss (α = 1e-4), PET alone, seeds 13/21: PET 82.0 where it was 82.4 without, the
-  mean single pattern 80.7 either way; 621 and 643 s a seed.
+- The same with the auxiliary LM loss (α = 1e-4, then on the bare texts, not yet inside the pattern), PET alone,
+  seeds 13/21: PET 82.0 where it was 82.4 without, the mean single pattern 80.7 either way; 621 and 643 s a seed.
 - bbc-topic K=16, PET alone, seeds 13/21/42: mean single pattern 86.6 ± 1.0, ensemble 88.5 ± 0.3, PET 90.5 ± 1.5
   (+3.9); 1,445 s for seeds 13 and 21, 3,650 s for seed 42 beside other work (others' CPU share 0.57). Not yet run:
   its iPET.
