@@ -16,7 +16,7 @@ from peftlab.errors import PeftlabError
 from peftlab.rlhf.data import Comparison, Demonstration
 from peftlab.rlhf.dpo import DPOConfig, train_dpo
 from peftlab.rlhf.evaluation import compare_policies
-from peftlab.rlhf.generation import encode_pairs, encode_prompts, format_prompts, sample_responses
+from peftlab.rlhf.generation import encode_pairs, encode_prompts, format_prompts, response_forward, sample_responses
 from peftlab.rlhf.labelers import VaderLabeler, labeler_by_name
 from peftlab.rlhf.pipeline import (
     PipelineConfig,
@@ -89,6 +89,22 @@ def test_sft_loss_counts_response_tokens_only(tiny_causal):
         loss = float(sft_loss(tiny_causal.model, tiny_causal.tokenizer, [demonstration], 48))
     assert ids[-1] == tiny_causal.tokenizer.eos_token_id  # the response is closed, so SFT learns to stop
     assert loss == pytest.approx(by_hand, abs=0.05)  # bf16 autocast on CPUs that have it
+
+
+def test_sft_learns_no_end_token_after_a_cut_response(tiny_causal):
+    """A response cut to its first max - 1 tokens was closed by the end token all the same, and SFT (PPO-ptx, DPO)
+    taught the policy to stop mid-sentence; a whole response still ends with it."""
+    tokenizer = tiny_causal.tokenizer
+    whole, cut = Demonstration("Review:", "it was great"), Demonstration("Review:", " ".join(["it was great"] * 20))
+    batch = encode_pairs(tokenizer, ["Review:"] * 2, [whole.response, cut.response], 8, close_cut=False)
+    read = [batch.input_ids[i, batch.prompt_width :][batch.response_mask[i].bool()].tolist() for i in range(2)]
+    assert read[0][-1] == tokenizer.eos_token_id
+    assert len(read[1]) == 7 and tokenizer.eos_token_id not in read[1]
+    with torch.no_grad():
+        log_probs = response_forward(tiny_causal.model, batch)
+        mask = batch.response_mask.to(log_probs.dtype)
+        by_hand = float(-(log_probs * mask).sum() / mask.sum())
+        assert float(sft_loss(tiny_causal.model, tokenizer, [whole, cut], 8)) == pytest.approx(by_hand, abs=1e-6)
 
 
 def test_sft_lowers_the_loss_shows_samples_and_leaves_the_lm_alone(tiny_causal, sft):
@@ -279,6 +295,27 @@ def test_a_ppo_step_reports_its_measures_over_every_minibatch(tiny_causal, sft, 
         (policy_loss, clip_fraction, approx_kl)
     )
     assert event.approx_kl != pytest.approx(seen[-1][2])  # the last minibatch's alone differs
+
+
+def test_ppo_ptx_trains_on_the_prompts_plain_ppo_of_its_seed_does(tiny_causal, sft, reward, monkeypatch):
+    """PPO-ptx drew its demonstrations from the generator that draws the prompts: from step 2 on, PPO and PPO-ptx of
+    one seed trained on different prompts, and their comparison mixed γ's effect with another data stream."""
+    import peftlab.rlhf.ppo as ppo
+
+    demonstrations, _, sft_result, _ = sft
+    drawn, sample = [], ppo.sample_responses
+
+    def recording(model, tokenizer, prompts, *args, **kwargs):
+        drawn[-1].append(list(prompts))
+        return sample(model, tokenizer, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(ppo, "sample_responses", recording)
+    for ptx_coef in (0.0, 0.5):
+        drawn.append([])
+        config = PPOConfig(steps=3, batch_size=4, minibatch_size=2, max_new_tokens=4, lora_r=2, ptx_coef=ptx_coef)
+        tokenizer, labeler = tiny_causal.tokenizer, VaderLabeler("positive")
+        run(train_ppo(sft_result.model, tokenizer, reward.model, PROMPTS, config, labeler, demonstrations))
+    assert len(drawn[0]) == 3 and drawn[0] == drawn[1]
 
 
 def test_policy_comparison_scores_every_route_on_the_same_prompts(tiny_causal, sft, reward):
@@ -544,6 +581,11 @@ def test_a_shipped_sampling_option_without_an_off_value_is_refused(tiny_causal):
         (
             lambda lm: PPOConfig(beta=0, adaptive_kl=True),
             r"^The adaptive KL coefficient cannot start at 0: it is steered by multiplying it, so it would stay 0; ",
+        ),
+        (  # the first batch (KL 0, far below the target) multiplied β by 1 - 0.2 x 16 / 3.2 = 0: the penalty off
+            lambda lm: PPOConfig(adaptive_kl=True, batch_size=16, minibatch_size=8, kl_horizon=3.2),
+            r"^With adaptive β, the KL horizon \(3\.2\) must be above 3\.2 responses \(0\.2 × the batch of 16\): a "
+            r"batch far below the target KL multiplies β by 1 − 0\.2 × batch / horizon, which would be 0 or less\.$",
         ),
         (lambda lm: PPOConfig(top_p=0.9), r"Sampling with top_p 0.9 draws responses from a reshaped distribution"),
         (

@@ -131,12 +131,21 @@ def encode_prompts(
 
 
 def encode_pairs(
-    tokenizer, prompts: Sequence[str], responses: Sequence[str], max_response_tokens: int = PAIR_RESPONSE_TOKENS
+    tokenizer,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    max_response_tokens: int = PAIR_RESPONSE_TOKENS,
+    close_cut: bool = True,
 ) -> SequenceBatch:
-    """Given (prompt, response) texts as one batch; each response is closed with the end-of-response token."""
+    """Given (prompt, response) texts as one batch; each response is cut to its first `max_response_tokens` - 1
+    tokens and closed with the end-of-response token, a cut one only with `close_cut` (what a reward model reads
+    marks its end; a target after a cut teaches the model to stop mid-sentence)."""
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
     eos = end_of_response(tokenizer)
-    rows = [_kept_tokens(tokenizer, r, max_response_tokens - 1)[0] + [eos] for r in responses]
+    rows = []
+    for response in responses:
+        kept, cut = _kept_tokens(tokenizer, response, max_response_tokens - 1)
+        rows.append(kept + [eos] if close_cut or not cut else kept)
     width = max(len(r) for r in rows)
     response_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     response_mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -34,6 +34,7 @@ from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import SequenceBatch, check_response_scores_fit, response_forward, sample_responses
 from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.ppo_math import (
+    ADAPTIVE_KL_ERROR_CLIP,
     AdaptiveKLController,
     FixedKLController,
     clipped_policy_loss,
@@ -44,7 +45,7 @@ from peftlab.rlhf.ppo_math import (
     whiten,
 )
 from peftlab.rlhf.reward import RewardModel
-from peftlab.rlhf.sft import lora_config, sft_loss
+from peftlab.rlhf.sft import SFT_RESPONSE_TOKENS, lora_config, sft_loss
 from peftlab.seeding import seeded
 from peftlab.training import Event, check_finite
 
@@ -103,6 +104,15 @@ class PPOConfig(Config):
         if problem := sampling_kl_problem(self.temperature, self.top_k, self.top_p):
             raise PeftlabError(problem)
         self.kl_controller()  # beta < 0 and bad adaptive settings fail here, with the controller's own message
+        # A batch far below the target KL (the first: the new adapter changes nothing) multiplies β by
+        # 1 - 0.2 n / horizon: at n = 5 horizons β became 0 for good, past it negative and the next step failed.
+        floor = ADAPTIVE_KL_ERROR_CLIP * self.batch_size
+        if self.adaptive_kl and self.kl_horizon <= floor:
+            raise PeftlabError(
+                f"With adaptive β, the KL horizon ({self.kl_horizon:g}) must be above {floor:g} responses "
+                f"({ADAPTIVE_KL_ERROR_CLIP:g} × the batch of {self.batch_size}): a batch far below the target KL "
+                f"multiplies β by 1 − {ADAPTIVE_KL_ERROR_CLIP:g} × batch / horizon, which would be 0 or less."
+            )
 
     def kl_controller(self):
         if self.adaptive_kl:
@@ -329,6 +339,9 @@ def ppo_steps(
                 returns,
                 config,
                 rng,
+                # PPO-ptx's demonstrations drawn from their own seed: drawn from `rng`, they moved the prompts of
+                # every later step, and PPO and PPO-ptx of one seed trained on different prompts
+                random.Random(f"ppo-ptx:{config.seed}:{step}"),
                 tokenizer,
                 demonstrations,
             )
@@ -385,6 +398,7 @@ def _optimise(
     returns,
     config: PPOConfig,
     rng: random.Random,
+    ptx_rng: random.Random,
     tokenizer,
     demonstrations,
 ) -> tuple[float, ...]:
@@ -408,8 +422,8 @@ def _optimise(
             loss = policy_loss + config.value_coef * value_loss
             ptx_loss = torch.zeros(())
             if config.ptx_coef:
-                ptx_batch = rng.sample(list(demonstrations), min(config.minibatch_size, len(demonstrations)))
-                ptx_loss = sft_loss(policy.model, tokenizer, ptx_batch, max_response_tokens=48)
+                ptx_batch = ptx_rng.sample(list(demonstrations), min(config.minibatch_size, len(demonstrations)))
+                ptx_loss = sft_loss(policy.model, tokenizer, ptx_batch, SFT_RESPONSE_TOKENS)
                 loss = loss + config.ptx_coef * ptx_loss
             check_finite(loss, "a PPO update", config.learning_rate)
             optimizer.zero_grad()

@@ -243,7 +243,9 @@ def train_reward_model(
         seed=config.seed,
         eval_every=config.eval_every,
         evaluate=lambda: {"heldout_accuracy": _score_heldout()},
-        passes=True,  # every ranked prompt once per pass (InstructGPT trains its reward models one pass)
+        # every ranked prompt once per pass before any twice (InstructGPT trains its reward models one pass; the
+        # defaults here take several over their 90 ranked prompts: more steps than prompts in a pass)
+        passes=True,
     )
     heldout_credit: list[float] = []  # of the last evaluation: the loop evaluates the final weights
 

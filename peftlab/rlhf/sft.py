@@ -29,6 +29,7 @@ from peftlab.seeding import seeded
 from peftlab.training import Event, TrainingLoop
 
 SFT_METHODS = ("lora", "full")
+SFT_RESPONSE_TOKENS = 48  # a demonstration's tokens SFT (and PPO-ptx's LM loss) trains on by default
 
 
 @dataclass
@@ -41,7 +42,9 @@ class SFTConfig(Config):
     batch_size: int = setting(8, "demonstrations per step", minimum=1)
     learning_rate: float = setting(1e-3, "Adam learning rate (full fine-tuning wants about 1e-5)", above=0)
     lora_r: int = setting(16, "LoRA rank", minimum=1, label="LoRA rank")
-    max_response_tokens: int = setting(48, "longest response trained on (longer ones are cut)", minimum=1)
+    max_response_tokens: int = setting(
+        SFT_RESPONSE_TOKENS, "longest response trained on (longer ones are cut)", minimum=1
+    )
     sample_every: int = setting(20, "steps between sample generations shown while training", minimum=1)
     seed: int = seed_setting(0, "seed for batches and samples")
 
@@ -112,10 +115,11 @@ def lora_config(r: int, model: torch.nn.Module, modules="all-linear"):
 
 
 def sft_loss(model, tokenizer, demonstrations: Sequence[Demonstration], max_response_tokens: int) -> torch.Tensor:
-    """Mean NLL of the response tokens (end-of-response included) of a batch of demonstrations."""
-    batch = encode_pairs(
-        tokenizer, [d.prompt for d in demonstrations], [d.response for d in demonstrations], max_response_tokens
-    )
+    """Mean NLL of the response tokens of a batch of demonstrations, the end-of-response token included unless the
+    response was cut to `max_response_tokens` - 1 tokens."""
+    # a cut response gets no end token: after its cut it taught the policy to stop mid-sentence
+    prompts, responses = [d.prompt for d in demonstrations], [d.response for d in demonstrations]
+    batch = encode_pairs(tokenizer, prompts, responses, max_response_tokens, close_cut=False)
     log_probs = response_forward(model, batch)  # (B, R)
     mask = batch.response_mask.to(log_probs.device, log_probs.dtype)
     return -(log_probs * mask).sum() / mask.sum()
