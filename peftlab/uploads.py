@@ -188,18 +188,20 @@ def _whole_json(text: str):
         return None
 
 
-UNASSIGNED_SHARE = 0.1  # of a text's first characters, unassigned or private ones that make it binary
+UNASSIGNED_SHARE = 0.1  # of a text's first characters, unassigned, private or control ones that make it binary
 
 
 def _looks_binary(sample: str) -> bool:
-    """Whether `sample` holds bytes that were never text: a control character (but tab and line breaks) or a
-    surrogate, or unassigned and private-use characters making up a tenth of it, as binary decoded as UTF-16 does.
-    A few are text: an emoji newer than this Python's Unicode tables (🩵 is Unicode 15, Python 3.11's are 14) or
-    Apple's logo (private use) refused a review file as "a spreadsheet or another binary format"."""
-    categories = [unicodedata.category(char) for char in sample]
-    if any(c == "Cs" or (c == "Cc" and char not in "\t\n\r\f") for c, char in zip(categories, sample)):
-        return True
-    return sum(c in ("Cn", "Co") for c in categories) > UNASSIGNED_SHARE * len(sample)
+    """Whether `sample` holds bytes that were never text: unassigned, private-use or control characters (but tab and
+    line breaks) or surrogates making up a tenth of it, as binary decoded as UTF-16 does (binary read as UTF-8 fails
+    to decode, or holds a NUL, before this). A few are text: an emoji newer than this Python's Unicode tables (🩵 is
+    Unicode 15, Python 3.11's are 14), Apple's logo (private use), or a next-line character U+0085 pasted from a web
+    page (a CSV of results peftlab exported itself) refused a file as "a spreadsheet or another binary format"."""
+    odd = sum(
+        c in ("Cn", "Co", "Cs") or (c == "Cc" and char not in "\t\n\r\f")
+        for c, char in zip(map(unicodedata.category, sample), sample)
+    )
+    return odd > UNASSIGNED_SHARE * len(sample)
 
 
 def read_csv_text(text: str, as_written: Sequence[str] = (), **options) -> pd.DataFrame:

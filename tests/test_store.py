@@ -113,6 +113,19 @@ def test_a_json_lines_export_with_any_character_is_imported_back(tmp_path):
     assert other.rows()[0].settings["template"] == "Review: {text}\x85 Sentiment:{mask}\x7f"
 
 
+def test_a_csv_export_with_a_control_character_in_a_name_is_imported_back(tmp_path):
+    """A task named with U+0085 was written raw into the CSV (a cell has no escapes), and the export's own import
+    refused the file as "not a text file"."""
+    store = ResultStore(tmp_path / "r.sqlite")
+    made = row()
+    made.task = "reviews\x85 2024"
+    store.add([made])
+    store.export(tmp_path / "rows.csv")
+    other = ResultStore(tmp_path / "other.sqlite")
+    assert other.import_(tmp_path / "rows.csv").sentence() == "1 result added."
+    assert other.rows()[0].task == "reviews\x85 2024"
+
+
 def test_an_import_racing_another_of_the_same_file_adds_nothing_twice(tmp_path, monkeypatch):
     """Two imports of one file at once: one said "300 results added.", the other failed with a bare IntegrityError
     (the rows the first wrote after the second had looked)."""

@@ -571,6 +571,14 @@ def test_a_few_emoji_newer_than_python_s_unicode_tables_are_text(tmp_path):
     assert len(task.rows("all")) == 12
 
 
+def test_a_stray_control_character_in_a_text_is_text(tmp_path):
+    """A vertical tab or a next-line character (U+0085) in one scraped review refused the whole file as "not a text
+    file (a spreadsheet or another binary format?)"."""
+    lines = ["text,label"] + [f"loved it {i},pos" for i in range(6)] + [f"dull\x0bslow\x85 {i},neg" for i in range(6)]
+    task = load_task(_write_csv(tmp_path / "scraped.csv", lines))
+    assert len(task.rows("all")) == 12 and "dull\x0bslow\x85 0" in {r["text"] for r in task.rows("all")}
+
+
 def test_a_larger_limit_keeps_each_label_s_texts_in_order_though_a_share_may_shrink():
     """The docstring said a larger limit only adds texts; largest remainders are not monotone (the Alabama paradox)."""
     sizes = {0: 40, 1: 25, 2: 9, 3: 3}
