@@ -85,9 +85,13 @@ class Template:
             raise PeftlabError(f"The template must contain exactly one {{mask}}, but it has {found}.")
         unknown = sorted({n for n in names if n != MASK_FIELD and n not in fields})
         if unknown:
+            # a file's text column is renamed: `--text-column review` and "{review}" was told only "available: {text}"
+            renamed = (
+                " The column chosen as the text is {text}, whatever its name in the file." if "text" in fields else ""
+            )
             raise PeftlabError(
                 f"The template uses {', '.join('{' + n + '}' for n in unknown)}, which the task lacks; "
-                f"available: {', '.join('{' + f + '}' for f in fields)} and {{mask}}."
+                f"available: {', '.join('{' + f + '}' for f in fields)} and {{mask}}.{renamed}"
             )
         if fields and not set(names) & set(fields):  # every text would get the same prediction ("{text {mask}")
             raise PeftlabError(

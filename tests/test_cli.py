@@ -920,6 +920,18 @@ def test_a_text_column_that_is_the_label_column_is_said_so(capsys, tmp_path):
     )
 
 
+def test_a_template_naming_the_text_column_by_its_file_name_is_told_it_is_text(capsys, tmp_path):
+    """`--text-column review` and "{review}" was told only "available: {text} and {mask}"."""
+    data = tmp_path / "films.csv"
+    data.write_text("review,sentiment\n" + "".join(f"review {i},{('bad', 'good')[i % 2]}\n" for i in range(20)))
+    argv = ["--text-column", "review", "--label-column", "sentiment", "--template", "{review} It was{mask}."]
+    code, out, err = run_cli(capsys, "cloze", "--task", str(data), *argv, "--model", "./no-such")
+    assert (code, out) == (2, "") and err == (
+        "error: The template uses {review}, which the task lacks; available: {text} and {mask}. The column chosen as "
+        "the text is {text}, whatever its name in the file.\n"
+    )
+
+
 def test_inputs_a_new_user_sent_get_one_sentence_each(capsys, tmp_path, monkeypatch):
     """Each once reached the user as a wrong sentence or a traceback: two columns of one name ("The template has
     '{text' without its closing '}'", no template given, or a raw pandas warning), Python's format syntax in a
