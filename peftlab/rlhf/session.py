@@ -157,11 +157,8 @@ class RLHFSession:
                 "Step 1 (SFT) ran without a comparisons file; upload it beside the demonstrations and run step 1 "
                 "again (it holds out prompts by the comparisons), or take the comparisons from another source."
             )
-        if (
-            source == "uploaded comparisons"
-            and comparisons_file
-            and file_digest(comparisons_file) != (self.data.comparisons_digest)
-        ):
+        uploaded = source == "uploaded comparisons"
+        if uploaded and comparisons_file and file_digest(comparisons_file) != self.data.comparisons_digest:
             raise PeftlabError(
                 "The comparisons file is not the one step 1 (SFT) read: run step 1 again to use it (it holds out "
                 "prompts by the comparisons), or upload the earlier file back."
