@@ -333,7 +333,7 @@ def test_compare_tab_runs_a_small_standard_comparison_and_shows_the_table_and_bo
         (comparison,) = compare(ResultStore(store).rows())
         expected = display_table(comparison.table)
         assert sorted(expected["method"]) == sorted(keep)
-        table = tab.get_by_role("grid", name="One line per method (mean ± std over seeds)")
+        table = tab.get_by_role("grid", name="One line per method (mean ± sample std over seeds)")
         for method, accuracy in zip(expected["method"], expected["accuracy"]):
             expect(table.get_by_role("row", name=re.compile(rf"^{re.escape(method)} \d"))).to_contain_text(accuracy)
         # each column as wide as its header's longest word and its cells need ("accuracy" broke as "accura / cy")

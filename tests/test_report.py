@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peftlab.report import compare, display_table, report_html, short_figure
+from peftlab.report import compare, display_table, per_class_table, report_html, short_figure
 from peftlab.stats import paired_difference
 from peftlab.store import ResultRow, ResultStore
 from peftlab.tasks import Task
@@ -361,9 +361,33 @@ def test_lines_of_one_method_that_differ_in_settings_are_named_by_what_tells_the
         "of the gold labels: an accuracy of a model leaning on one label says little about reading the texts.",
         f'{review}: read its texts with another template than the baseline (template "{{text}} {{mask}}"): its '
         "difference holds what its prompt gives, as well as what the method does.",
+        *(
+            f"prompt-tuning (num_virtual_tokens {tokens}, K 16): one run (seed 13): its interval covers another draw "
+            "of test texts, not of seeds, so its verdict may not hold for another seed; run more seeds to tell."
+            for tokens in (5, 20)
+        ),
     ]
     (alone,) = compare([rows[1], rows[3]])
     assert list(alone.table["method"]) == ["zero-shot", "prompt-tuning"]  # a line alone is named by its method
+
+
+def test_a_trained_line_of_one_run_is_told_its_interval_leaves_seeds_out_and_each_label_has_its_f1():
+    """A one-seed line's interval resamples texts alone, and its verdict read as a 3-seed line's does (simulated:
+    16 to 29 % of such lines called better or worse with no true difference); per-class F1 was stored, never shown."""
+    lora = [row("lora", flip(4), seed=13, k=16), row("lora", flip(6), seed=21, k=16)]
+    rows = [row("zero-shot", flip(12), kind="cloze"), row("prompt-tuning", flip(8), seed=42, k=16), *lora]
+    (split,) = compare(rows)
+    assert [note for note in split.notes if "one run" in note] == [
+        "prompt-tuning (K 16): one run (seed 42): its interval covers another draw of test texts, not of seeds, so its "
+        "verdict may not hold for another seed; run more seeds to tell."
+    ]  # zero-shot has no seed to draw, LoRA has two
+    (line,) = split.table[split.table["method"] == "lora"].to_dict("records")
+    runs = [r for r in rows if r.method == "lora"]
+    for label in runs[0].per_class_f1:
+        assert line[f"f1 {label}"] == pytest.approx(np.mean([r.per_class_f1[label] for r in runs]))
+    shown = per_class_table(split.table)
+    assert list(shown.columns) == ["method", "K", *(f"F1 {label}" for label in runs[0].per_class_f1)]
+    assert "F1 of each label" in report_html([split], rows)
 
 
 def test_a_split_without_zero_shot_says_why_and_how_to_get_one():

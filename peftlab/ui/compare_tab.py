@@ -66,12 +66,12 @@ from peftlab.ui.presses import (
 from peftlab.ui.sessions import SESSIONS, results_owner
 
 INTRO = """Every result you ran in the other tabs{} lands here, on the test texts it was scored on. Pick a task and
-a model: each method is one line (mean ± std over seeds), with its difference from zero-shot (calibrated where
-stored; the line above the table names the baseline) as accuracy points and a 95 % paired bootstrap interval over
-the same test texts (and over the seeds, where a method has several); a method whose interval includes 0 is *not
-distinguishable* from zero-shot. Results on another set of test texts are listed apart, never mixed, each with its
-own baseline. RLHF results (task "rlhf" and the labeler's name) have no accuracy: each route is a line with its
-labeler score and KL to the SFT model, and the chart is their score-KL frontier."""
+a model: each method is one line (mean ± sample std over seeds, n − 1), with its difference from zero-shot
+(calibrated where stored; the line above the table names the baseline) as accuracy points and a 95 % paired
+bootstrap interval over the same test texts (and over the seeds, where a method has several); a method whose
+interval includes 0 is *not distinguishable* from zero-shot. Results on another set of test texts are listed apart,
+never mixed, each with its own baseline. RLHF results (task "rlhf" and the labeler's name) have no accuracy: each
+route is a line with its labeler score and KL to the SFT model, and the chart is their score-KL frontier."""
 PUBLIC_NOTE = """On this public Space your results are yours alone and last as long as this page: before you
 reload or leave, export them (Stored results below), and import the file to get them back."""
 
@@ -303,7 +303,7 @@ def build_compare_tab(tab: gr.Tab) -> None:
         show = gr.Button("Compare", variant="primary")
     status = status_line()
     table = fitted_table(
-        label="One line per method (mean ± std over seeds)",
+        label="One line per method (mean ± sample std over seeds)",
         headers=list(DISPLAY_COLUMNS),
         wrap_at=COMPARE_WRAP,
         max_height=1200,  # the standard comparison's 11 lines: at gradio's 500 px the last ones hid inside the box
