@@ -91,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(run=run_sweep_command, dtype="fp32")
 
     rlhf = commands.add_parser("rlhf", help=MODEL_COMMANDS["rlhf"])
-    rlhf.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, local folder or Hub id (a causal LM)")
+    rlhf.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="embedded name, local folder or Hub id (a causal LM; default: %(default)s)",
+    )
     rlhf.add_argument("--demonstrations", help="JSONL of {prompt, response} (default: the embedded movie-review data)")
     rlhf.add_argument(
         "--comparisons", help="JSONL of {prompt, chosen, rejected} or {prompt, ranked} instead of a labeler's rankings"
@@ -212,7 +216,10 @@ def _add_model_and_task(command: argparse.ArgumentParser) -> None:
         "--dtype",
         default="auto",
         choices=["auto", "fp32", "bf16", "fp16"],  # refused at once, not after the model stack has loaded
-        help="auto: bf16 where the CPU supports it" + default,
+        # the training commands default to fp32: "auto: bf16 where the CPU supports it (default: fp32)" read as if
+        # fp32 were what auto chose
+        help="the model's number format; auto: bf16 where the hardware runs it (a GPU without bf16: fp16), else fp32"
+        + default,
     )
 
 

@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 python_bin="${PYTHON:-python3.11}"
 command -v "$python_bin" >/dev/null 2>&1 || python_bin=python3
 if [ ! -x .venv/bin/python ]; then
+  # the pinned pandas, numpy, scipy and transformers need 3.11: on 3.10 the install failed half-way, package by package
+  if ! "$python_bin" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "error: peftlab needs Python 3.11 or newer (its pinned packages do), and $python_bin is $("$python_bin" --version 2>&1); set PYTHON to a newer one." >&2
+    exit 2
+  fi
   "$python_bin" -m venv .venv
 fi
 # uv installs the same pinned versions as pip (compared package by package), in 44 s instead of 3 min 34 s on a fresh

@@ -140,7 +140,12 @@ class PipelineConfig(Config):
         "vader-positive", "who ranks the samples: vader-positive, vader-negative or concise", label="simulated labeler"
     )
     rm_pairs: int = setting(
-        2000, "training comparisons for the reward model", minimum=1, label="training comparisons", cap="comparisons"
+        2000,
+        # 8 asked at K=2 gave 5, with no word: samples the labeler scores alike give no pair
+        "training comparisons for the reward model, at most (samples the labeler ties give none)",
+        minimum=1,
+        label="training comparisons",
+        cap="comparisons",
     )
     rm_heldout_prompts: int = setting(
         24,
