@@ -63,7 +63,7 @@ from peftlab.cloze import ClozeSetup, evaluate, label_log_probs  # noqa: E402
 from peftlab.compare import GridRow, run_grid  # noqa: E402
 from peftlab.errors import PeftlabError  # noqa: E402
 from peftlab.methods import method_config  # noqa: E402
-from peftlab.models import load_lm  # noqa: E402
+from peftlab.models import gpu_supports_bf16, load_lm  # noqa: E402
 from peftlab.rlhf.dpo import DPOConfig  # noqa: E402
 from peftlab.rlhf.pipeline import PipelineConfig, RLHFData, run_pipeline  # noqa: E402
 from peftlab.rlhf.ppo import PPOConfig  # noqa: E402
@@ -210,7 +210,7 @@ def main() -> None:
         # "cuda:1" too (it read "cpu"): the name of the GPU the device string picks
         "device": torch.cuda.get_device_name(torch.device(args.device)) if on_gpu else "cpu",
         "torch": torch.__version__,
-        "bf16": torch.cuda.is_bf16_supported() if on_gpu else None,
+        "bf16": gpu_supports_bf16(args.device) if on_gpu else None,
     }
     part(record, "cloze", lambda: cloze(task, args))
     lm = load_lm(args.model, dtype="fp32", device=args.device)  # fp32 weights, bf16 autocast where the GPU has it

@@ -191,6 +191,13 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def gpu_supports_bf16(device: torch.device | str) -> bool:
+    """Whether the CUDA `device` runs bf16 (Ampere and later): asked of that device, not of the current one
+    (`torch.cuda.is_bf16_supported` reads the current device, cuda:0 for a model on cuda:1)."""
+    with torch.cuda.device(torch.device(device)):
+        return torch.cuda.is_bf16_supported()
+
+
 def autocast_dtype(parameter: torch.Tensor) -> torch.dtype | None:
     """The mixed precision an fp32 model whose weights look like `parameter` computes in: bf16 on a CPU with native
     bf16 (about 2x faster) or a GPU with bf16 (Ampere and later), fp16 on older GPUs (the T4; its trainers scale the
@@ -198,7 +205,7 @@ def autocast_dtype(parameter: torch.Tensor) -> torch.dtype | None:
     if parameter.dtype != torch.float32:
         return None
     if parameter.device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if gpu_supports_bf16(parameter.device) else torch.float16
     if parameter.device.type == "cpu" and cpu_supports_bf16():
         return torch.bfloat16
     return None
@@ -242,7 +249,7 @@ def fast_inference_dtype(device: torch.device | None = None) -> torch.dtype:
     CPU."""
     device = device or default_device()
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if gpu_supports_bf16(device) else torch.float16
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 

@@ -188,3 +188,25 @@ def test_evaluation_count_is_the_evaluations_a_loop_makes(steps, eval_every):
     for _ in loop.run([1.0, 2.0], batch_loss_of(weight)):
         pass
     assert evaluation_count(steps, eval_every) == len(seen)
+
+
+def test_bf16_is_asked_of_the_gpu_a_model_is_on_not_the_current_one(monkeypatch):
+    """`torch.cuda.is_bf16_supported()` reads the current device: a model on cuda:1 (a T4 beside an A100 on cuda:0)
+    was run in bf16, which the T4 lacks. Two simulated GPUs: cuda:0 has bf16, cuda:1 does not."""
+    import contextlib
+
+    from peftlab import models
+
+    current = ["cuda:0"]
+
+    @contextlib.contextmanager
+    def on(device):
+        before, current[0] = current[0], str(device)
+        yield
+        current[0] = before
+
+    monkeypatch.setattr(torch.cuda, "device", on)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: current[0] == "cuda:0")
+    assert models.fast_inference_dtype(torch.device("cuda:1")) == torch.float16
+    assert models.fast_inference_dtype(torch.device("cuda:0")) == torch.bfloat16
+    assert models.gpu_supports_bf16("cuda:1") is False and current == ["cuda:0"]
