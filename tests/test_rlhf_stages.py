@@ -107,6 +107,12 @@ def test_sft_learns_no_end_token_after_a_cut_response(tiny_causal):
         assert float(sft_loss(tiny_causal.model, tokenizer, [whole, cut], 8)) == pytest.approx(by_hand, abs=1e-6)
 
 
+def test_sft_keeps_a_token_of_every_response_however_short_its_cut():
+    """At 1 a cut response kept no token and, without its end token, the loss was the mean of nothing: NaN."""
+    with pytest.raises(PeftlabError, match=r"^SFT max response tokens must be at least 2, not 1\.$"):
+        SFTConfig(max_response_tokens=1)
+
+
 def test_sft_lowers_the_loss_shows_samples_and_leaves_the_lm_alone(tiny_causal, sft):
     _, steps, result, _ = sft
     assert isinstance(result, SFTResult) and [e.step for e in steps] == list(range(1, 31))
@@ -316,6 +322,23 @@ def test_ppo_ptx_trains_on_the_prompts_plain_ppo_of_its_seed_does(tiny_causal, s
         tokenizer, labeler = tiny_causal.tokenizer, VaderLabeler("positive")
         run(train_ppo(sft_result.model, tokenizer, reward.model, PROMPTS, config, labeler, demonstrations))
     assert len(drawn[0]) == 3 and drawn[0] == drawn[1]
+
+
+def test_ppo_ptx_reads_the_demonstrations_as_sft_did(tiny_causal, sft, reward, monkeypatch):
+    """PPO-ptx cut every demonstration at 48 tokens, whatever SFT's max response tokens were."""
+    import peftlab.rlhf.ppo as ppo
+
+    demonstrations, _, sft_result, _ = sft
+    read = []
+    monkeypatch.setattr(ppo, "sft_loss", lambda model, tok, batch, tokens: read.append(tokens) or torch.ones(()))
+    config = PPOConfig(steps=1, batch_size=2, minibatch_size=2, max_new_tokens=4, lora_r=2, ptx_coef=0.5)
+    labeler = VaderLabeler("positive")
+    run(
+        train_ppo(
+            sft_result.model, tiny_causal.tokenizer, reward.model, PROMPTS, config, labeler, demonstrations, None, 12
+        )
+    )
+    assert read and set(read) == {12}
 
 
 def test_policy_comparison_scores_every_route_on_the_same_prompts(tiny_causal, sft, reward):

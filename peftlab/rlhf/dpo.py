@@ -160,15 +160,11 @@ def train_dpo(
     eos = tokenizer.decode([end_of_response(tokenizer)])
     prompts, chosen = read_texts(tokenizer, [c.prompt for c in comparisons], [c.chosen for c in comparisons])
     _, rejected = read_texts(tokenizer, responses=[c.rejected for c in comparisons])
-
-    def closed(read: str, given: str) -> str:
-        # a response read whole (`read_texts` keeps it as given) ends with the end-of-response token, a cut one does
-        # not: TRL closes a text before it truncates it, and an end token at the cut taught DPO to stop mid-sentence
-        return read + eos if read == given else read
-
     rows = [
-        # the prompt and responses as the reward model reads them
-        {"prompt": prompt, "chosen": closed(chosen_text, c.chosen), "rejected": closed(rejected_text, c.rejected)}
+        # the prompt and responses as the reward model reads them, each response closed by the end-of-response token:
+        # a cut one too, unlike SFT's (`sft_loss`), as TRL 1.16's DPOTrainer closes every text that lacks it (its
+        # `add_eos`); the embedded comparisons are samples shorter than the cut, uploaded ones may not be
+        {"prompt": prompt, "chosen": chosen_text + eos, "rejected": rejected_text + eos}
         for prompt, chosen_text, rejected_text, c in zip(prompts, chosen, rejected, comparisons)
         # a pair alike in what is read gives DPO's loss no gradient: left out (`cut_ties_note` says so beforehand)
         if not read_alike(tokenizer, c.chosen, c.rejected)

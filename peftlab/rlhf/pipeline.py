@@ -386,6 +386,7 @@ def run_pipeline(
                 labeler,
                 data.demonstrations,
                 stop,
+                config.sft.max_response_tokens,
             ),
         )
         policies["ppo"] = ppo.policy.model

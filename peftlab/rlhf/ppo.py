@@ -258,14 +258,19 @@ def train_ppo(
     labeler: Labeler | None = None,
     demonstrations: Sequence[Demonstration] = (),
     stop: threading.Event | None = None,
+    demonstration_tokens: int = SFT_RESPONSE_TOKENS,
 ) -> Iterator[PPOEvent | PPOResult]:
     """Optimise a LoRA adapter on the SFT model against the reward model; yield PPOEvents, the PPOResult last.
+    PPO-ptx reads each demonstration's first `demonstration_tokens` response tokens, as SFT did (its
+    `max_response_tokens`).
 
     Raises:
         PeftlabError: no prompts, or PPO-ptx without demonstrations.
     """
     run = start_ppo(sft_model, config)
-    yield from ppo_steps(run, tokenizer, reward_model, prompts, config, labeler, demonstrations, config.steps, stop)
+    yield from ppo_steps(
+        run, tokenizer, reward_model, prompts, config, labeler, demonstrations, config.steps, stop, demonstration_tokens
+    )
     yield run.result()
 
 
@@ -279,6 +284,7 @@ def ppo_steps(
     demonstrations: Sequence[Demonstration] = (),
     until: int | None = None,
     stop: threading.Event | None = None,
+    demonstration_tokens: int = SFT_RESPONSE_TOKENS,
 ) -> Iterator[PPOEvent]:
     """`run`'s next steps, up to step `until` (default `config.steps`) or a stop, each yielded as its PPOEvent;
     `run` then holds what the following step needs.
@@ -344,6 +350,7 @@ def ppo_steps(
                 random.Random(f"ppo-ptx:{config.seed}:{step}"),
                 tokenizer,
                 demonstrations,
+                demonstration_tokens,
             )
             mean_kl = float(kl.sum(1).mean())
             beta = controller.value
@@ -401,6 +408,7 @@ def _optimise(
     ptx_rng: random.Random,
     tokenizer,
     demonstrations,
+    demonstration_tokens: int,
 ) -> tuple[float, ...]:
     """`epochs` passes of minibatch PPO updates; returns the losses, clip fraction and approx KL by PPOEvent field
     name, each the mean over every minibatch of every epoch, as TRL logs them: the last minibatch's alone came after
@@ -423,7 +431,7 @@ def _optimise(
             ptx_loss = torch.zeros(())
             if config.ptx_coef:
                 ptx_batch = ptx_rng.sample(list(demonstrations), min(config.minibatch_size, len(demonstrations)))
-                ptx_loss = sft_loss(policy.model, tokenizer, ptx_batch, SFT_RESPONSE_TOKENS)
+                ptx_loss = sft_loss(policy.model, tokenizer, ptx_batch, demonstration_tokens)
                 loss = loss + config.ptx_coef * ptx_loss
             check_finite(loss, "a PPO update", config.learning_rate)
             optimizer.zero_grad()

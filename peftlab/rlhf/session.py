@@ -252,6 +252,7 @@ class RLHFSession:
             self.data.demonstrations,
             until,
             stop,
+            self.settings["sft"]["max_response_tokens"],  # PPO-ptx reads the demonstrations as SFT did
         )
         if until is None or self.ppo_run.steps_done >= config.steps or (stop is not None and stop.is_set()):
             yield self.finish_ppo(config)

@@ -42,8 +42,9 @@ class SFTConfig(Config):
     batch_size: int = setting(8, "demonstrations per step", minimum=1)
     learning_rate: float = setting(1e-3, "Adam learning rate (full fine-tuning wants about 1e-5)", above=0)
     lora_r: int = setting(16, "LoRA rank", minimum=1, label="LoRA rank")
+    # at 1 a cut response kept no token and, without its end token, left the loss an empty mean (NaN)
     max_response_tokens: int = setting(
-        SFT_RESPONSE_TOKENS, "longest response trained on (longer ones are cut)", minimum=1
+        SFT_RESPONSE_TOKENS, "longest response trained on, its end token included (longer ones are cut)", minimum=2
     )
     sample_every: int = setting(20, "steps between sample generations shown while training", minimum=1)
     seed: int = seed_setting(0, "seed for batches and samples")
