@@ -192,10 +192,13 @@ def cpu_supports_bf16() -> bool:
 
 
 def gpu_supports_bf16(device: torch.device | str) -> bool:
-    """Whether the CUDA `device` runs bf16 (Ampere and later): asked of that device, not of the current one
-    (`torch.cuda.is_bf16_supported` reads the current device, cuda:0 for a model on cuda:1)."""
+    """Whether the CUDA `device` runs bf16 natively (compute capability 8 and later, Ampere on): asked of that device,
+    not of the current one (`torch.cuda.is_bf16_supported` reads the current device, cuda:0 for a model on cuda:1),
+    and without emulation (by default it says True on a T4, which emulates bf16 slowly). False without CUDA."""
+    if not torch.cuda.is_available():
+        return False
     with torch.cuda.device(torch.device(device)):
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def autocast_dtype(parameter: torch.Tensor) -> torch.dtype | None:
@@ -253,8 +256,9 @@ def fast_inference_dtype(device: torch.device | None = None) -> torch.dtype:
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    """Accepts "auto" (fast inference dtype), "fp32"/"float32", "bf16"/"bfloat16", "fp16" or a torch dtype.
+def parse_dtype(dtype: str | torch.dtype | None, device: torch.device | None = None) -> torch.dtype:
+    """Accepts "auto" (the fast inference dtype of `device`, by default the default device), "fp32"/"float32",
+    "bf16"/"bfloat16", "fp16" or a torch dtype.
 
     Raises:
         PeftlabError: an unknown dtype name.
@@ -270,7 +274,7 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
         "float16": torch.float16,
     }
     if dtype in (None, "auto"):
-        return fast_inference_dtype()
+        return fast_inference_dtype(device)
     if dtype not in names:
         raise PeftlabError(f"Unknown dtype {dtype!r}: use auto, fp32, bf16 or fp16.")
     return names[dtype]
@@ -419,7 +423,8 @@ def loaded_lm(name: str, dtype: str | torch.dtype | None = "auto", device: str |
 
 
 def _cache_key(name: str, dtype: str | torch.dtype | None, device: str | None) -> tuple[str, torch.dtype, str]:
-    return name, parse_dtype(dtype), str(torch.device(device) if device else default_device())
+    place = torch.device(device) if device else default_device()
+    return name, parse_dtype(dtype, place), str(place)  # "auto" as the device the model goes to runs it
 
 
 def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:

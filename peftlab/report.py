@@ -267,6 +267,7 @@ def _compare_split(
     gold = rows[0].gold
     baseline = _baseline(lines)
     baseline_runs = [r.predictions for r in lines[baseline]] if baseline else None
+    labels = list(rows[0].per_class_f1)  # label names in the task's order
     records = []
     for key, runs in lines.items():
         accuracies = [r.accuracy for r in runs]
@@ -277,8 +278,7 @@ def _compare_split(
             "accuracy_mean": float(np.mean(accuracies)),
             "accuracy_std": float(np.std(accuracies, ddof=1)) if len(runs) > 1 else 0.0,
             "macro_f1_mean": float(np.mean([r.macro_f1 for r in runs])),
-            # each label's F1, mean over runs (`per_class_table`): stored with every row and shown nowhere before
-            **{f"f1 {label}": float(np.mean([r.per_class_f1[label] for r in runs])) for label in rows[0].per_class_f1},
+            **_per_class_means(runs, labels),
             "trainable_params": int(runs[0].trainable_params),
             # unknown without the model's size (an imported row): "0%" beside its parameters was false
             "trainable_share": runs[0].trainable_params / runs[0].metrics["model_params"]
@@ -305,7 +305,6 @@ def _compare_split(
     table["_order"] = [key != baseline for key in lines]  # the baseline first (two lines may be named alike), by size
     table = table.sort_values(["_order", "trainable_params", "method", "K"], kind="stable").drop(columns="_order")
     table = table.reset_index(drop=True)
-    labels = list(rows[0].per_class_f1)  # label names in the task's order
     support = {label: 0 for label in labels}
     for index in gold:
         support[labels[index]] += 1
@@ -322,6 +321,18 @@ def _compare_split(
     return SplitComparison(
         task, model, fingerprint, len(gold), scored, support, names[baseline] if baseline else None, table, notes, rows
     )
+
+
+def _per_class_means(runs: Sequence[ResultRow], labels: Sequence[str]) -> dict[str, float]:
+    """Each label's F1, mean over `runs`, as "f1 <label>" columns (`per_class_table`): stored with every row, shown
+    nowhere before. By position, under the split's first row's `labels`: the fingerprint holds the label numbers, not
+    their names, so an upload's 'neg'/'pos' and 'negative'/'positive' share a split (looked up by name, the second
+    failed the whole comparison)."""
+    per_run = [list(r.per_class_f1.values()) for r in runs]
+    return {
+        f"f1 {label}": float(np.mean([values[i] for values in per_run if i < len(values)]))
+        for i, label in enumerate(labels)
+    }
 
 
 def _one_run_notes(

@@ -390,6 +390,17 @@ def test_a_trained_line_of_one_run_is_told_its_interval_leaves_seeds_out_and_eac
     assert "F1 of each label" in report_html([split], rows)
 
 
+def test_rows_of_one_split_whose_labels_are_named_otherwise_are_compared_by_label_position():
+    """The same upload with labels 'neg'/'pos' and 'negative'/'positive' shares a fingerprint (it holds the label
+    numbers, not their names): each line's F1 looked up by the first row's names failed the whole comparison."""
+    renamed = Task("tiny", ["neg", "pos"], ["text"], train=[], test=TEXTS)
+    other = ResultRow.scored("trained", "tiny-llama", renamed, "lora", {"lr": 0.1}, TEXTS, flip(4), seed=13, k=16)
+    first = row("zero-shot", flip(12), kind="cloze")
+    (split,) = compare([first, other])
+    (line,) = split.table[split.table["method"] == "lora"].to_dict("records")
+    assert (line["f1 negative"], line["f1 positive"]) == tuple(other.per_class_f1.values())
+
+
 def test_a_split_without_zero_shot_says_why_and_how_to_get_one():
     """PET on 10 test texts beside zero-shot rows on 100 and 200 (the Start and Cloze tabs' defaults) read "baseline:
     no zero-shot result stored yet", four zero-shot rows below, with the verdicts blank and no word why."""

@@ -191,8 +191,8 @@ def test_evaluation_count_is_the_evaluations_a_loop_makes(steps, eval_every):
 
 
 def test_bf16_is_asked_of_the_gpu_a_model_is_on_not_the_current_one(monkeypatch):
-    """`torch.cuda.is_bf16_supported()` reads the current device: a model on cuda:1 (a T4 beside an A100 on cuda:0)
-    was run in bf16, which the T4 lacks. Two simulated GPUs: cuda:0 has bf16, cuda:1 does not."""
+    """`torch.cuda.is_bf16_supported()` reads the current device, and counts emulation: a model on cuda:1 (a T4 beside
+    an A100 on cuda:0) was run in bf16, which the T4 lacks. Two simulated GPUs: cuda:0 has bf16, cuda:1 emulates it."""
     import contextlib
 
     from peftlab import models
@@ -205,8 +205,23 @@ def test_bf16_is_asked_of_the_gpu_a_model_is_on_not_the_current_one(monkeypatch)
         yield
         current[0] = before
 
+    def native_bf16(including_emulation=True):  # a T4 emulates it: True unless emulation is left out
+        return current[0] == "cuda:0" or including_emulation
+
     monkeypatch.setattr(torch.cuda, "device", on)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: current[0] == "cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", native_bf16)
     assert models.fast_inference_dtype(torch.device("cuda:1")) == torch.float16
     assert models.fast_inference_dtype(torch.device("cuda:0")) == torch.bfloat16
     assert models.gpu_supports_bf16("cuda:1") is False and current == ["cuda:0"]
+    # `--dtype auto --device cuda:1`: the model loads in the dtype cuda:1 runs (it asked the default device)
+    assert models._cache_key("m", "auto", "cuda:1") == ("m", torch.float16, "cuda:1")
+
+
+def test_without_cuda_no_gpu_runs_bf16():
+    """Asked of "cuda" where torch has no CUDA it raised "invalid argument to exchangeDevice"."""
+    from peftlab import models
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    assert models.gpu_supports_bf16("cuda") is False
