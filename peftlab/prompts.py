@@ -24,6 +24,7 @@ Choices, documented once here:
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import random
@@ -44,6 +45,15 @@ _UNCLOSED = re.compile(r"\{(\w+)(?![\w}])")  # "{text" not followed by "}"
 _FORMATTED = re.compile(r"\{(\w+)([!:.\[][^{}]*)\}")  # "{text!r}", "{text:>10}", "{text.upper}", "{text[0]}"
 # "{{mask}}", "{{ text }}": a field as Jinja, promptsource and Mustache write it (or Python's escaped braces)
 _DOUBLED = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+
+
+def _field_hint(unknown: Sequence[str], fields: Sequence[str]) -> str:
+    """What an unknown field most likely meant: a field spelt nearly so ("{txet}"), else, beside a text field, the
+    renamed text column (`--text-column review` and "{review}" was told only "available: {text}")."""
+    close = [match for name in unknown for match in difflib.get_close_matches(name, fields, n=1)]
+    if close:
+        return f" Did you mean {{{close[0]}}}?"
+    return " The column chosen as the text is {text}, whatever its name in the file." if "text" in fields else ""
 
 
 @dataclass(frozen=True)
@@ -85,13 +95,9 @@ class Template:
             raise PeftlabError(f"The template must contain exactly one {{mask}}, but it has {found}.")
         unknown = sorted({n for n in names if n != MASK_FIELD and n not in fields})
         if unknown:
-            # a file's text column is renamed: `--text-column review` and "{review}" was told only "available: {text}"
-            renamed = (
-                " The column chosen as the text is {text}, whatever its name in the file." if "text" in fields else ""
-            )
             raise PeftlabError(
                 f"The template uses {', '.join('{' + n + '}' for n in unknown)}, which the task lacks; "
-                f"available: {', '.join('{' + f + '}' for f in fields)} and {{mask}}.{renamed}"
+                f"available: {', '.join('{' + f + '}' for f in fields)} and {{mask}}.{_field_hint(unknown, fields)}"
             )
         if fields and not set(names) & set(fields):  # every text would get the same prediction ("{text {mask}")
             raise PeftlabError(

@@ -108,6 +108,15 @@ def test_a_field_in_doubled_braces_is_refused(text, doubled, field):
         Template.parse("A {{x}} {text} It was{mask}.", ["text"])
 
 
+def test_a_misspelt_field_is_told_the_field_it_was_near():
+    """Every unknown field was told the text column's renaming, a typo on an embedded task too."""
+    with pytest.raises(PeftlabError) as error:
+        Template.parse("Review: {txet} It was{mask}.", ["text"])
+    assert str(error.value) == (
+        "The template uses {txet}, which the task lacks; available: {text} and {mask}. Did you mean {text}?"
+    )
+
+
 @pytest.mark.parametrize("text", ["", "   ", "\n"])
 def test_template_empty(text):
     with pytest.raises(PeftlabError, match="empty"):
