@@ -30,7 +30,7 @@ seed's figures and the commands):
   beside unit tests and helpers, so no figure for the time target): seed 13 patterns 87.0 / 87.6 / 85.6 / 87.4,
   ensemble 88.2, PET 89.0, iPET's ensembles 87.4 / 87.4, iPET 90.0 (4,288 s); seed 21 patterns 88.6 / 86.8 / 86.2 /
   87.6, ensemble 88.6, PET 92.0, iPET's ensembles 88.2 / 88.8, iPET 92.6 (4,959 s). iPET >= PET in both; 90.2 % and
-  89.3 % of the added texts' drawn labels right (seed 21), 972 of generation 2's 1,920 repeats of another.
+  89.3 % of the added texts' drawn labels right (seed 21), up to 972 of generation 2's 1,920 repeating another.
 - bbc-topic K=10, PET alone, seeds 13/21/42 (13 in one run, 21 and 42 in another: `--runs bbc-topic:10 --seeds
   21,42 --ipet-generations 0`): mean single pattern 86.4 ± 0.6, best single pattern 88.2 ± 1.2, ensemble 88.7 ±
   0.5, PET 91.3 ± 0.6 (+4.9), its std not below the mean single pattern's; seeds 21 and 42 took 3,686 s beside unit
