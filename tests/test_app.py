@@ -652,7 +652,10 @@ def test_rlhf_tab_runs_every_step_in_order_with_a_person_ranking(client, tiny_ca
         rf"On 3 held-out prompts, mean vader-positive score: SFT {number}; PPO {number}, KL to SFT "
         rf"-?\d+\.\d\d nats per response; DPO {number}, KL to SFT -?\d+\.\d\d nats per response\."
         r"( A KL below 0 is the sampling error of 3 responses: that policy cannot be told apart from SFT on these "
-        r"prompts\.)?$",
+        r"prompts\.)?"
+        # the tiny model's routes may answer as SFT does (which one depends on how SFT trained)
+        r"( A response word for word SFT's still has a KL \((PPO|DPO|PPO and DPO)\): it measures how much likelier or "
+        r"less likely the policy made those words, not whether they differ\.)?$",
         status,
     ), status
     assert table["headers"][:4] == ["prompt", "SFT answer", "PPO answer", "DPO answer"]
