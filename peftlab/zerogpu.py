@@ -63,8 +63,8 @@ def _in_gpu_call(seconds: float, job, arguments: tuple) -> Iterator:
     """The items of `job(*arguments)` inside one GPU call, then its _CallEnded. On ZeroGPU the call runs in a worker
     process forked from the app's (and kept for later calls), its arguments and items pickled across: a model by
     reference (`LM.__reduce__`: the worker finds the app's models loaded before it started in its cache, and loads
-    others itself), a trained method as its trainable weights (`TrainedMethod.__reduce__`), and never a stop flag (a
-    threading.Event cannot cross): a Stop takes effect between calls."""
+    others itself), a trained method as its trainable weights (`TrainedMethod.__reduce__`), and a stop flag as it
+    stood when the call started (`StopAtStart`): a Stop pressed during a call takes effect after it."""
     started = time.perf_counter()
     try:
         yield from job(*arguments)
@@ -80,6 +80,19 @@ except ImportError:  # a machine without `spaces` (it is in requirements.txt): n
     gpu_call = _in_gpu_call
 else:
     gpu_call = spaces.GPU(duration=_duration)(_in_gpu_call)
+
+
+@dataclass(frozen=True)
+class StopAtStart:
+    """A job's stop flag as it stood when its GPU call started, in its place inside the call: a threading.Event
+    cannot be pickled into the call's process. A Stop pressed before the call (while the handler loaded a model,
+    or between two chunks of a job) ends the job at its first check, as it does off ZeroGPU, instead of letting the
+    call run its whole job; one pressed during the call does not reach it."""
+
+    pressed: bool
+
+    def is_set(self) -> bool:
+        return self.pressed
 
 
 def _returning(function, *arguments) -> Iterator:
@@ -168,8 +181,8 @@ def on_gpu(
     what: str = "The job",
     shorter: str = "make it smaller",
 ) -> Iterator:
-    """The items of `job(*arguments)`: in one GPU call on a ZeroGPU Space, else right here, where a `stop` flag is
-    passed as the job's last argument (no flag crosses into a GPU call: there the call runs to its end).
+    """The items of `job(*arguments, stop)` (without `stop` when it is None): in one GPU call on a ZeroGPU Space,
+    where the job gets the flag as it stood when the call started (`StopAtStart`), else right here.
 
     `units` is the job's size (texts to score, search iterations; 1 for one text): the call asks for MARGIN times
     the seconds the `CallTimes` of the earlier calls of its `kind` in this process give that size (DEFAULT_DURATION_S
@@ -194,9 +207,10 @@ def on_gpu(
         )
     asked = DEFAULT_DURATION_S if expected is None else MARGIN * expected
     asked = min(MAX_DURATION_S, max(MIN_DURATION_S, asked))
+    crossing = arguments if stop is None else (*arguments, StopAtStart(stop.is_set()))
     ended = "early"
     try:
-        took = yield from _through_gpu(asked, job, arguments)
+        took = yield from _through_gpu(asked, job, crossing)
         ended = "done"
     except PeftlabError:
         ended = "refused"  # the job's own sentence: it says nothing of its pace

@@ -452,3 +452,21 @@ def test_a_call_aborted_past_its_duration_makes_the_next_of_its_kind_ask_for_twi
         with pytest.raises(gr.Error, match="GPU task aborted"):
             zerogpu.call_on_gpu(len, "texts", kind="slow", units=4)
     assert zero_gpu == [zerogpu.DEFAULT_DURATION_S, MARGIN * zerogpu.DEFAULT_DURATION_S]
+
+
+def counted_steps(n: int, stop=None):
+    """A job of `n` steps that checks its stop flag before each, as every long loop of peftlab does."""
+    for step in range(n):
+        if stop is not None and stop.is_set():
+            return
+        yield step
+
+
+def test_on_zero_gpu_a_stop_pressed_before_a_call_ends_its_job_at_its_first_check(zero_gpu):
+    stop = threading.Event()
+    assert list(zerogpu.on_gpu(counted_steps, 3, kind="steps", stop=stop)) == [0, 1, 2]
+    # pressed before the call started (while the handler loaded a model, say): the call ran its whole job, the flag
+    # being one that cannot be pickled into it; it now gets the flag's state at the call's start
+    stop.set()
+    assert list(zerogpu.on_gpu(counted_steps, 3, kind="steps", stop=stop)) == []
+    assert len(zero_gpu) == 2  # both went through a (simulated) GPU call
