@@ -5,7 +5,7 @@ its default, help text, the rule its values follow (at least or above a bound, a
 choices), its label for people, and the public-mode cap that limits it. The command line's options
 (`add_arguments`, `from_arguments`) and the app's inputs (`peftlab.ui.inputs`) are generated from those
 fields, so a default is typed once. `Config.__post_init__` checks every field against its rule and
-type, then the class's own cross-field rules (`check`), so a bad value fails with one sentence before
+type, then the class's own cross-field rules (`check_settings`), so a bad value fails with one sentence before
 any work starts, whether it came from the app, the command line, a JSON file or Python.
 
 After TRL's `*Config` dataclasses with `metadata={"help": ...}` (which `HfArgumentParser` turns into a
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import types
 import typing
@@ -108,29 +107,23 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
     @classmethod
     def from_dict(cls, values: dict) -> Config:
-        """The config from `to_dict()`'s output (lists back to tuples, nested configs rebuilt); checked as always.
+        """The config from `to_dict()`'s output as JSON gives it back (lists back to tuples, nested configs rebuilt),
+        or from keyword settings; checked as always. A method's config is named by its method's name in the error.
 
         Raises:
-            PeftlabError: an unknown setting, or a value its rule refuses.
+            PeftlabError: an unknown setting (a TypeError named the class's __init__), or a value its rule refuses.
         """
         hints = typing.get_type_hints(cls)
         known = {item.name for item in dataclasses.fields(cls) if item.init}
         unknown = sorted(set(values) - known)
         if unknown:
             raise PeftlabError(
-                f"{cls.__name__} has no setting {', '.join(map(repr, unknown))}; "
+                f"{getattr(cls, 'name', '') or cls.__name__} has no setting {', '.join(map(repr, unknown))}; "
                 f"its settings are {', '.join(sorted(known))}."
             )
         return cls(**{name: _from_json_value(value, hints[name]) for name, value in values.items()})
-
-    @classmethod
-    def from_json(cls, text: str) -> Config:
-        return cls.from_dict(json.loads(text))
 
     @classmethod
     def settings(cls) -> list[dataclasses.Field]:

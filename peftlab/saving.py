@@ -268,4 +268,7 @@ def _config_from(name: str, fields: dict) -> MethodConfig:
         raise PeftlabError(
             f"The saved method {name!r} is not one this version of peftlab knows ({', '.join(METHODS)})."
         )
-    return METHODS[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    try:
+        return METHODS[name].from_dict(fields)
+    except PeftlabError as exc:  # saved by another version of peftlab, or edited by hand
+        raise PeftlabError(f"The saved {name} does not fit this version of peftlab: {exc}") from None

@@ -284,4 +284,4 @@ def test_a_setting_a_method_does_not_have_is_one_sentence():
     """method_config("lora", rank=0) was "TypeError: LoraMethod.__init__() got an unexpected keyword argument"."""
     with pytest.raises(PeftlabError) as raised:
         method_config("lora", rank=0)
-    assert str(raised.value) == "lora has no setting rank; its settings are alpha, learning_rate, r, target_modules."
+    assert str(raised.value) == "lora has no setting 'rank'; its settings are alpha, learning_rate, r, target_modules."

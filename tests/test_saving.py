@@ -237,3 +237,21 @@ def test_an_unscored_method_has_a_card_without_a_result_and_a_bad_result_is_refu
     (folder / META_FILE).write_text(json.dumps(meta | {"scored": {"accuracy": 0.9}}))
     with pytest.raises(PeftlabError, match=r"unreadable \(TypeError: its test result is not the one a saved method"):
         load_trained(folder, lm=tiny_causal)
+
+
+def test_a_saved_method_with_a_setting_this_version_lacks_or_refuses_is_one_sentence(tiny_causal, tmp_path):
+    """A LoRA saved by a version with a dropout setting was "unreadable (TypeError: LoRAConfig.__init__() got an
+    unexpected keyword argument 'dropout')", and a refused value's sentence did not say it came from the saved file."""
+    _, trained = trained_method(tiny_causal, "lora", r=2)
+    folder = save_trained(trained, tmp_path / "lora")
+    meta = json.loads((folder / META_FILE).read_text())
+    (folder / META_FILE).write_text(json.dumps(meta | {"config": meta["config"] | {"dropout": 0.1}}))
+    with pytest.raises(PeftlabError) as raised:
+        load_trained(folder, lm=tiny_causal)
+    assert str(raised.value) == (
+        "The saved lora does not fit this version of peftlab: lora has no setting 'dropout'; its settings are alpha, "
+        "learning_rate, r, target_modules."
+    )
+    (folder / META_FILE).write_text(json.dumps(meta | {"config": meta["config"] | {"r": 0}}))
+    with pytest.raises(PeftlabError, match=r"^The saved lora does not fit this version of peftlab: .*\br\b"):
+        load_trained(folder, lm=tiny_causal)
