@@ -12,6 +12,7 @@ import pytest
 from peftlab.errors import PeftlabError
 from peftlab.rlhf.pipeline import RLHFData
 from peftlab.rlhf.session import RLHFSession
+from peftlab.rlhf.stored import SIMULATED
 from peftlab.ui import rlhf_stages
 
 # the reward model's form with the simulated labeler ranking 60 responses (15 prompts of K = 4); steps aside
@@ -208,7 +209,7 @@ def test_a_few_uploaded_prompts_ranked_by_the_labeler_keep_some_to_train_the_rew
     assert heldout_ranked_prompts(config, RLHFData(["a", "b"], ["held"], [])) == 1
     session = RLHFSession(data=RLHFData(["the only one"], ["held"], []), sft=object())
     monkeypatch.setattr(rlhf_stages, "_session", lambda request: session)
-    form = {"source": rlhf_stages.RANKING_SOURCES[0], "labeler": "vader-positive", "rm_pairs": 16, "k": 4, "seed": 0}
+    form = {"source": SIMULATED, "labeler": "vader-positive", "rm_pairs": 16, "k": 4, "seed": 0}
     form |= {"rm_lora_r": 0, "rm_steps": 10, "comparisons": None}
     with pytest.raises(PeftlabError) as raised:
         rlhf_stages.reward_inputs(form, None)

@@ -34,7 +34,7 @@ from peftlab.rlhf.pipeline import (
 from peftlab.rlhf.ppo import PPOConfig, PPOEvent, PPOResult, PPORun, ppo_steps, start_ppo
 from peftlab.rlhf.reward import RewardConfig, RewardEvent, RewardResult, train_reward_model
 from peftlab.rlhf.sft import SFTConfig, SFTEvent, SFTResult, train_sft
-from peftlab.rlhf.stored import RANKING_SETTINGS, RANKING_SOURCES
+from peftlab.rlhf.stored import MINE, RANKING_SETTINGS, RANKING_SOURCES, SIMULATED, UPLOADED
 
 STAGES = {"sft": "step 1 (SFT)", "reward": "step 2 (reward model)", "ppo": "step 3 (PPO)", "dpo": "DPO"}
 REQUIRES = {"sft": (), "reward": ("sft",), "ppo": ("sft", "reward"), "dpo": ("sft",)}  # the stages each builds on
@@ -148,16 +148,16 @@ class RLHFSession:
             raise PeftlabError(f"Comparisons come from {', '.join(RANKING_SOURCES)}, not {source!r}.")
         # before the press's warning that the stage drops DPO: it was asked to agree to that for a run that could not
         # start, and the two sentences took turns press after press
-        if source == "my rankings" and len({pair.prompt for pair in self.ranked_pairs()}) < 2:
+        if source == MINE and len({pair.prompt for pair in self.ranked_pairs()}) < 2:
             raise PeftlabError(
                 "Rank responses for at least 2 prompts first: one part trains the reward model, one tests it."
             )
-        if source == "uploaded comparisons" and self.data.comparisons is None:
+        if source == UPLOADED and self.data.comparisons is None:
             raise PeftlabError(
                 "Step 1 (SFT) ran without a comparisons file; upload it beside the demonstrations and run step 1 "
                 "again (it holds out prompts by the comparisons), or take the comparisons from another source."
             )
-        uploaded = source == "uploaded comparisons"
+        uploaded = source == UPLOADED
         if uploaded and comparisons_file and file_digest(comparisons_file) != self.data.comparisons_digest:
             raise PeftlabError(
                 "The comparisons file is not the one step 1 (SFT) read: run step 1 again to use it (it holds out "
@@ -171,12 +171,12 @@ class RLHFSession:
         follows its sampling, `ranked_comparisons`), the person's rankings, or the comparisons uploaded with the
         demonstrations (`check_source` says what it refuses)."""
         self.check_source(source)
-        if source == "my rankings":
+        if source == MINE:
             pairs = self.ranked_pairs()
             prompts = list(dict.fromkeys(p.prompt for p in pairs))  # at least 2 (`check_source`)
             held = set(prompts[: max(1, len(prompts) // 5)])
             return [p for p in pairs if p.prompt not in held], [p for p in pairs if p.prompt in held]
-        data = replace(self.data, comparisons=None) if source == "simulated labeler" else self.data
+        data = replace(self.data, comparisons=None) if source == SIMULATED else self.data
         labeler = labeler_by_name(config.labeler)
         return ranked_comparisons(self.sft.model, self.lm.tokenizer, data, config, labeler, progress)
 

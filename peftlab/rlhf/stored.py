@@ -16,8 +16,10 @@ STAGES = ("sft", "reward", "ppo", "dpo")
 ROUTE_STAGES = {"ppo": ("sft", "reward", "ppo"), "ppo-ptx": ("sft", "reward", "ppo"), "dpo": ("sft", "dpo")}
 
 
-RANKING_SOURCES = ("simulated labeler", "my rankings", "uploaded comparisons")  # where a reward model's comparisons
-# came from, stored as the setting "comparisons" (rows stored before it came from the simulated labeler or a file)
+# Where a reward model's comparisons came from, stored as the setting "comparisons" (rows stored before it came from
+# the simulated labeler or a file); named, since the tab's choices are these words in this order
+SIMULATED, MINE, UPLOADED = "simulated labeler", "my rankings", "uploaded comparisons"
+RANKING_SOURCES = (SIMULATED, MINE, UPLOADED)
 # The pipeline's settings that make a simulated labeler's comparisons (`PipelineConfig`'s names)
 RANKING_SETTINGS = ("labeler", "k", "rm_pairs", "rm_heldout_prompts", "max_new_tokens")
 
@@ -28,7 +30,7 @@ def route_settings(method: str, settings: dict) -> dict:
     made the comparisons (they do nothing to a person's or a file's). With all of them, PPO's line was split by DPO's
     beta and named 'ppo (beta 0.2)', and DPO's by PPO's γ."""
     own = ROUTE_STAGES.get(method, STAGES)
-    simulated = settings.get("comparisons", RANKING_SOURCES[0]) == RANKING_SOURCES[0]
+    simulated = settings.get("comparisons", SIMULATED) == SIMULATED
     return {
         k: v
         for k, v in settings.items()

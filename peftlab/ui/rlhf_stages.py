@@ -33,8 +33,9 @@ from peftlab.rlhf.pipeline import (
 )
 from peftlab.rlhf.ppo import PPOConfig, PPOResult
 from peftlab.rlhf.reward import RewardConfig, RewardResult, cut_ties_note, heldout_report
-from peftlab.rlhf.session import RANKING_SOURCES, SAMPLE_PROMPTS, RLHFSession
+from peftlab.rlhf.session import SAMPLE_PROMPTS, RLHFSession
 from peftlab.rlhf.sft import SFTConfig, SFTResult, sft_samples_at
+from peftlab.rlhf.stored import MINE, SIMULATED, UPLOADED
 from peftlab.serving import current_caps
 from peftlab.training import Pace
 from peftlab.tuning import loss_note
@@ -211,7 +212,7 @@ def ranking_count(session: RLHFSession) -> str:
     held = len(session.human.comparisons()) - len(pairs)
     return (
         f"**{counted(rankings, 'ranking')} saved**: {counted(len(pairs), 'comparison')} on "
-        f'{counted(prompts, "prompt")} for the reward model (pick "{RANKING_SOURCES[1]}" below to train on them)'
+        f'{counted(prompts, "prompt")} for the reward model (pick "{MINE}" below to train on them)'
         + (f"; left out: {counted(held, 'comparison')} on prompts now held out for the evaluation." if held else ".")
     )
 
@@ -274,7 +275,7 @@ def reward_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, 
     session.check_source(form["source"], form["comparisons"])
     reward_config = config_from_form(RewardConfig, form, prefix="rm_", seed=_seed(form))
     config = config_from_form(PipelineConfig, form, reward=reward_config)
-    if form["source"] == RANKING_SOURCES[0]:
+    if form["source"] == SIMULATED:
         ranked_prompt_count(config, session.data)  # too few prompts to rank: said at the press, not after the wait
     check_ranks(session.lm.model, config, ("reward",))  # ... and a rank too large (it was, after the sampling)
     return session, reward_config, config
@@ -283,7 +284,7 @@ def reward_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, 
 @user_errors
 def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     session, reward_config, config = reward_inputs(form, request)
-    prompts = ranked_prompt_count(config, session.data) if form["source"] == RANKING_SOURCES[0] else 0
+    prompts = ranked_prompt_count(config, session.data) if form["source"] == SIMULATED else 0
     sampled = prompts * config.k
     sampling = ("rlhf-sampling", session.lm.name, config.max_new_tokens)
     sampling_seconds = sampled * _sampling_pace(session, sampling, progress).per_step if sampled else 0.0
@@ -352,7 +353,7 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
     plot = metric_panels(frame, "step", REWARD_PANELS, "Reward model training", SHARE_PANELS) if history else None
     examples = pd.DataFrame([asdict(p) for p in train_pairs[:20]])
     # margins are known only where a simulated labeler scored the responses
-    labeler = labeler_by_name(form["labeler"]) if form["source"] == RANKING_SOURCES[0] else None
+    labeler = labeler_by_name(form["labeler"]) if form["source"] == SIMULATED else None
     check = heldout_report(session.reward, heldout_pairs, labeler)
     prompts = len({p.prompt for p in heldout_pairs})
     # said only where a prompt has several: with K = 2 each has one, and the note read as a puzzle
@@ -641,5 +642,5 @@ def comparisons_source(path, source: str):
     """ "Comparisons from" as a comparisons file is dropped or removed: a dropped file is what the reward model should
     learn from (the radio stayed on the simulated labeler, far below the upload, and the file went unused)."""
     if path:
-        return RANKING_SOURCES[2]
-    return RANKING_SOURCES[0] if source == RANKING_SOURCES[2] else gr.skip()
+        return UPLOADED
+    return SIMULATED if source == UPLOADED else gr.skip()

@@ -17,9 +17,9 @@ from peftlab.rlhf.pipeline import (
 )
 from peftlab.rlhf.ppo import PPOConfig
 from peftlab.rlhf.reward import REPORT_COLUMNS, RewardConfig
-from peftlab.rlhf.session import RANKING_SOURCES, STAGES
+from peftlab.rlhf.session import STAGES
 from peftlab.rlhf.sft import SFTConfig
-from peftlab.rlhf.stored import REFERENCE
+from peftlab.rlhf.stored import RANKING_SOURCES, REFERENCE, SIMULATED
 from peftlab.serving import current_caps
 from peftlab.ui.common import (
     CHART_MIN_WIDTH,
@@ -141,7 +141,7 @@ def build_rlhf_tab() -> None:
         save_button = gr.Button("Save ranking")
         rank_status = status_line("No rankings saved yet.")
     with gr.Row():
-        source = gr.Radio(list(RANKING_SOURCES), value=RANKING_SOURCES[0], label="Comparisons from")
+        source = gr.Radio(list(RANKING_SOURCES), value=SIMULATED, label="Comparisons from")
         comparisons.change(comparisons_source, [comparisons, source], [source], api_visibility="private", **INSTANT)
         k = config_input(
             PipelineConfig, "k", info="ranked by the simulated labeler; your own rankings keep the K you sampled"
