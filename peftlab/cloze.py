@@ -2,7 +2,8 @@
 
 Pipeline (after OpenPrompt's verbalizer view): project the model's output at the mask onto the label
 words (`scoring.word_scores`, which also runs the queries fast), aggregate several words of a label
-(`aggregate_words`), normalise over the labels, calibrate (`calibrate`), then average templates (`evaluate`).
+(`aggregate_words`), normalise over the labels, calibrate (a `Calibration`; `calibrate` for scores at hand), then
+average templates (`evaluate`).
 
 Several words for one label are aggregated as the log of their *mean probability*,
 logsumexp(log p(w)) - log(n): a label with many words gains nothing from their number alone.
@@ -51,7 +52,6 @@ def label_log_probs(
     examples: Sequence[dict],
     batch_size: int = 32,
     progress: ProgressFn | None = None,
-    fill: str | None = None,
     model=None,
 ) -> torch.Tensor:
     """(N, L) log-probabilities over labels (normalised over labels) for each example, no gradient.
@@ -60,7 +60,7 @@ def label_log_probs(
         PeftlabError: in-context demonstrations that leave no room for the texts (`Prompt.check_room`).
     """
     prompt.check_room(lm)
-    query_lists = [prompt.queries(lm, example, fill) for example in examples]
+    query_lists = [prompt.queries(lm, example) for example in examples]
     return score_query_lists(lm, query_lists, prompt.verbalizer, batch_size, progress, model)
 
 
@@ -225,7 +225,7 @@ def calibrate(log_probs: torch.Tensor, method: str, content_free_log_probs: torc
     return calibration_by_name(method).apply(log_probs, content_free_log_probs)
 
 
-def content_free_log_probs(lm: LM, prompt: Prompt, batch_size: int = 32, model=None) -> torch.Tensor:
+def content_free_log_probs(lm: LM, prompt: Prompt, batch_size: int = 32) -> torch.Tensor:
     """(L,) log p_cf: each label's probability over the vocabulary, averaged over the content-free inputs, then
     normalised over the labels (Zhao et al. 2021, §5; their `get_p_content_free` averages the label words' raw
     probabilities before it normalises). Normalising each input first let "N/A", which gives the label words a
@@ -233,7 +233,7 @@ def content_free_log_probs(lm: LM, prompt: Prompt, batch_size: int = 32, model=N
     0.496], and 70.6 % where it has 76.9 % on 160 rt-sentiment texts with the default template."""
     prompt.check_room(lm)
     query_lists = [prompt.queries(lm, {"label": 0}, fill) for fill in CONTENT_FREE_INPUTS]
-    scores = score_query_lists(lm, query_lists, prompt.verbalizer, batch_size, model=model, over_labels=False)
+    scores = score_query_lists(lm, query_lists, prompt.verbalizer, batch_size, over_labels=False)
     return (torch.logsumexp(scores, 0) - math.log(len(query_lists))).log_softmax(-1)  # the log of the mean
 
 

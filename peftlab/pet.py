@@ -807,7 +807,8 @@ def classifier_method(config: PETConfig) -> SequenceClassifierMethod:
 
 
 def _pattern_loss(alpha: float, pool: Sequence[dict], seed: int):
-    """Step 1's loss: the gold labels' cross-entropy, plus α times the LM loss on a batch of unlabelled texts."""
+    """Step 1's loss: (1 − α) times the gold labels' cross-entropy plus α times the LM loss on a batch of unlabelled
+    texts (Schick & Schütze 2021, §3.1, with a causal LM's loss for L_MLM)."""
     if not alpha:
         return None
     order = random.Random(f"pet-lm:{seed}")

@@ -7,7 +7,7 @@ trial runs to its end (fifo). The test texts are never seen while searching: the
 trained on every seed and scored on test beside the method's defaults on the same seeds and texts.
 
 A search space is one spec per setting, written `setting=distribution:arguments`:
-`learning_rate=loguniform:1e-3:1e-1`, `dropout=uniform:0:0.3`, `r=randint:2:33` (the upper bound excluded, as
+`learning_rate=loguniform:1e-3:1e-1` (or `uniform:1e-3:1e-2`), `r=randint:2:33` (the upper bound excluded, as
 Ray Tune's), `num_virtual_tokens=choice:5,20,50`.
 """
 

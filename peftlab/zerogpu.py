@@ -36,7 +36,7 @@ TORCH_VERSIONS = ("2.8.0", "2.9.1", "2.10.0", "2.11.0")
 DEFAULT_DURATION_S = 60  # what spaces.GPU asks for when given no duration
 MAX_DURATION_S = 300  # longer calls are refused
 MIN_DURATION_S = 20  # never ask for less: the first steps of a run warm CUDA up
-MARGIN = 2.0  # a call asks for this many times the longest call before it
+MARGIN = 2.0  # a call asks for this many times the seconds the calls before it give its size
 
 
 def on_zero_gpu() -> bool:
