@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import pandas as pd
 
 from peftlab.backends import run_on
+from peftlab.cli_core import strict_json
 from peftlab.cloze import ClozeSetup, evaluate
 from peftlab.config import Config, parse_list, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
@@ -384,18 +385,7 @@ def run_record(
         "results": json.loads(results.to_json(orient="records")),
         "curves": list(curves),
     }
-    return json.dumps(_nan_to_none(record), indent=1)
-
-
-def _nan_to_none(value):
-    """JSON has no NaN: dev accuracy between evaluations becomes null."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
-    return value
+    return strict_json(record, indent=1)  # dev accuracy between evaluations (NaN) as null
 
 
 def grid_notes(

@@ -373,11 +373,11 @@ def test_run_record_is_json_with_settings_rows_and_curves(grid, tiny_causal):
     task, setup, events, rows, _ = grid
     frame = results_frame([r.values for r in rows])
     methods = [rows[1].trained.config, rows[2].trained.config]
-    record = json.loads(
-        run_record(
-            tiny_causal, task, setup, methods, TrainSettings(steps=3), frame, [dataclasses.asdict(e) for e in events]
-        )
-    )
+    curves = [dataclasses.asdict(e) for e in events]
+    # an infinite figure was written as a bare Infinity, which strict readers (jq, JSON.parse) refuse
+    text = run_record(tiny_causal, task, setup, methods, TrainSettings(steps=3), frame, [*curves, {"loss": math.inf}])
+    record = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert record["curves"].pop() == {"loss": None}
     assert record["model"] == "tiny-llama" and record["task"] == "easy-sentiment" and record["templates"] == [TEMPLATE]
     assert [m["method"] for m in record["methods"]] == ["prompt-tuning", "lora"] and record["methods"][1]["r"] == 2
     assert record["train_settings"]["steps"] == 3
