@@ -237,33 +237,25 @@ def load_phase(url: str, pid: int, visitors: int, grid_steps: int) -> dict:
         with lock:
             records.append({"kind": kind, "seconds": ended - started, "while_training": during})
 
-    def classify_loop(client, text):
+    def visitor_loop(kind, client, name, arguments, answer, reference):
+        """One visitor's calls of `kind` ("classify" or "evaluate") until the load ends, each timed and checked."""
         while not done.is_set():
             try:
                 during = training.is_set()
-                result, started, ended = timed(client, classify_args(text), "/classify")
-                record("classify", started, ended, during and training.is_set())
-                if classify_answer(result) != reference_classify[text]:
-                    mismatches.append(("classify", text))
+                result, started, ended = timed(client, arguments, f"/{kind}")
+                record(kind, started, ended, during and training.is_set())  # the grid ran through the whole call
+                if answer(result) != reference:
+                    mismatches.append((kind, name))
             except Exception as exc:  # counted and reported; the load goes on
-                errors.append(("classify", repr(exc)))
-
-    def evaluate_loop(client, name):
-        while not done.is_set():
-            try:
-                during = training.is_set()
-                result, started, ended = timed(client, evaluations[name], "/evaluate")
-                record("evaluate", started, ended, during)
-                if evaluate_answer(result) != reference_evaluate[name]:
-                    mismatches.append(("evaluate", name))
-            except Exception as exc:
-                errors.append(("evaluate", repr(exc)))
+                errors.append((kind, repr(exc)))
 
     log(f"load: a 6-method grid ({grid_steps} steps) while {visitors} visitors classify and evaluate")
     threads = []
     for i, client in enumerate(visitors_clients):
-        threads.append(threading.Thread(target=classify_loop, args=(client, TEXTS[i % len(TEXTS)])))
-        threads.append(threading.Thread(target=evaluate_loop, args=(client, "mean" if i % 2 else "none")))
+        text, name = TEXTS[i % len(TEXTS)], "mean" if i % 2 else "none"
+        classify = ("classify", client, text, classify_args(text), classify_answer, reference_classify[text])
+        evaluate = ("evaluate", client, name, evaluations[name], evaluate_answer, reference_evaluate[name])
+        threads += [threading.Thread(target=visitor_loop, args=arguments) for arguments in (classify, evaluate)]
     with Phase("load", log, [pid]) as phase:
         grid_job = trainer.submit(*grid, api_name="/compare")
         while not grid_job.outputs() and not grid_job.done():
