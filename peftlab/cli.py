@@ -8,6 +8,7 @@ holds the commands of the results store.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -463,7 +464,7 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
 
     rows, curves, scored = [], [], []
     varied_setting = getattr(args, "varied", None)  # a sweep's --setting
-    save_dir = Path(args.save_adapters) if getattr(args, "save_adapters", None) else None
+    save_dir = Path(args.save_adapters) if getattr(args, "save_adapters", None) is not None else None
     if save_dir:
         save_dir.mkdir(parents=True, exist_ok=True)
     finished = False
@@ -477,10 +478,12 @@ def _stream_training(args, lm, task, setup, methods, settings, items, test_limit
                 row = item.values
                 if item.trained is not None and (warning := item.trained.loss_warning()):
                     print(f"warning: {warning}", file=sys.stderr)
-                if item.trained is not None and save_dir:
-                    zip_trained(item.trained, save_dir / adapter_name(row))
                 failed = row["status"].startswith("failed")
                 outcome = row["status"] if failed else f"test accuracy {row['test_accuracy']:.4f}"
+                if item.trained is not None and save_dir:
+                    # said: a rerun into the same folder replaces its zips of the same method, K and seed
+                    saved = zip_trained(_as_kept(args, item.trained), save_dir / adapter_name(row))
+                    outcome += f", saved as {saved}"
                 # a sweep's runs differ by the varied setting, which the line names (zero-shot has none)
                 varied = f" {varied_setting}={row[varied_setting]}" if row.get(varied_setting) is not None else ""
                 # zero-shot trains on nothing: "K=0 seed=None" named settings it has not
@@ -726,7 +729,7 @@ def run_pet(args: argparse.Namespace) -> None:
         for note in item.warnings(task.label_names, config.distil_steps):
             print(f"warning: {note}", file=sys.stderr)
     if args.save and results:
-        zip_trained(results[-1].classifier, args.save)
+        zip_trained(_as_kept(args, results[-1].classifier), args.save)
     if args.json:
         print(strict_json([r.summary() for r in results]), file=args.json_out)
         return
@@ -736,6 +739,14 @@ def run_pet(args: argparse.Namespace) -> None:
             f"seed {r.seed}: patterns {', '.join(f'{a:.4f}' for a in r.pattern_accuracies)}; "
             f"ensemble {r.ensemble_accuracy:.4f}, PET {r.distilled_accuracy:.4f}{ipet} ({r.seconds:.0f} s)"
         )
+
+
+def _as_kept(args: argparse.Namespace, trained):
+    """`trained` as it is saved: with --no-store its test result has no row id (its card named a stored row that the
+    store did not have)."""
+    if args.store or trained.scored is None:
+        return trained
+    return dataclasses.replace(trained, scored=dataclasses.replace(trained.scored, result_id=""))
 
 
 def _store(args: argparse.Namespace, rows) -> None:

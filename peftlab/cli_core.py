@@ -296,7 +296,10 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise _unwritable(option, value, exc) from None
         if not existed:
             path.unlink()
-    if folder := getattr(args, "save_adapters", None):  # made when the first method is saved, after its training
+    folder = getattr(args, "save_adapters", None)
+    if isinstance(folder, str) and not folder.strip():  # it saved nothing, without a word
+        raise PeftlabError("--save-adapters is empty; give the folder to save the trained methods in.")
+    if folder:  # made when the first method is saved, after its training
         _check_folder(Path(folder), "--save-adapters")
 
 

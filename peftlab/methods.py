@@ -109,9 +109,12 @@ class MethodConfig(Config):
         model, _ = self.build(lm, prompt, [])
         saved = load_file(str(folder / WEIGHTS_FILE))
         parameters = dict(model.named_parameters())
-        if set(saved) != {name for name, p in parameters.items() if p.requires_grad}:
+        built = {name: tuple(p.shape) for name, p in parameters.items() if p.requires_grad}
+        if {name: tuple(tensor.shape) for name, tensor in saved.items()} != built:
+            # a head's labels as the description says: a verbalizer of 3 labels over saved weights of 2 failed to copy
             raise PeftlabError(
-                f"The saved {self.name} weights do not fit {lm.name}: their names differ from this build's."
+                f"The saved {self.name} weights do not fit {lm.name} with its {len(prompt.verbalizer.words)} labels: "
+                "their names or shapes differ from this build's."
             )
         with torch.no_grad():
             for name, tensor in saved.items():

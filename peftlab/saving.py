@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,8 +82,14 @@ def trained_card(trained: TrainedMethod):
             "",
             f"Accuracy {scored.accuracy:.1%} (95 % interval {share.low:.1%} to {share.high:.1%}) and macro-F1 "
             f"{scored.macro_f1:.3f} on {texts} of {scored.task}; F1 per class: {per_class}. These texts were "
-            f"never trained on. Stored as result `{scored.result_id}` in the results store of the machine that "
-            "trained it, beside the other methods scored on the same texts.",
+            "never trained on."
+            # a run kept out of the store (`--no-store`) has no row to look up
+            + (
+                f" Stored as result `{scored.result_id}` in the results store of the machine that trained it, beside "
+                "the other methods scored on the same texts."
+                if scored.result_id
+                else ""
+            ),
             "",
         ]
     # a classifier without its pattern reads the bare fields: "as the template gives it" said otherwise
@@ -153,13 +161,20 @@ def folder_with(files: dict[str, bytes]) -> Iterator[Path]:
 
 def zip_saved(save, zip_path: str | Path) -> Path:
     """Call `save(folder)` on a temporary folder and pack what it writes into one zip file (its subfolders too: a
-    reward model's holds the SFT adapter it reads)."""
+    reward model's holds the SFT adapter it reads). The zip is written beside `zip_path` and renamed onto it once
+    whole: a save stopped half-way (Ctrl-C, a full disk) left a truncated zip in place of the one saved before."""
     zip_path = Path(zip_path)
     with tempfile.TemporaryDirectory() as folder:
         save(Path(folder))
-        with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for file in sorted(path for path in Path(folder).rglob("*") if path.is_file()):
-                archive.write(file, file.relative_to(folder).as_posix())
+        with tempfile.NamedTemporaryFile(dir=zip_path.parent, prefix=f".{zip_path.name}.", delete=False) as partial:
+            try:
+                with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                    for file in sorted(path for path in Path(folder).rglob("*") if path.is_file()):
+                        archive.write(file, file.relative_to(folder).as_posix())
+            except BaseException:
+                Path(partial.name).unlink(missing_ok=True)
+                raise
+    os.replace(partial.name, zip_path)
     return zip_path
 
 
@@ -172,14 +187,12 @@ def load_trained(path: str | Path, lm: LM | None = None) -> TrainedMethod:
     Raises:
         PeftlabError: no such file, not a saved method, files it must not hold, or weights that do not fit `lm`.
     """
-    path = Path(path)
-    if not path.exists():
-        raise PeftlabError(f"There is no saved method at {str(path)!r}.")
+    path = _existing(path)
     if path.is_dir():
         return _load_folder(path, lm)
     with tempfile.TemporaryDirectory() as folder:
-        _checked_archive(path).extractall(folder)
-        return _load_folder(Path(folder), lm)
+        _unpacked(path, folder)
+        return _load_folder(Path(folder), lm, path.name)
 
 
 def saved_model_name(path: str | Path) -> str:
@@ -188,18 +201,36 @@ def saved_model_name(path: str | Path) -> str:
     Raises:
         PeftlabError: as `load_trained`.
     """
-    path = Path(path)
+    path = _existing(path)
     if path.is_dir():
         return _read_meta(path)["model"]
     with tempfile.TemporaryDirectory() as folder:
-        _checked_archive(path).extract(META_FILE, folder)
+        _unpacked(path, folder, META_FILE)
         return _read_meta(Path(folder))["model"]
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise PeftlabError(f"There is no saved method at {str(path)!r}.")
+    return path
+
+
+def _unpacked(path: Path, folder: str, *members: str) -> None:
+    """Unpack the checked zip at `path` (only `members`, when given) into `folder`; a zip damaged in its data
+    (a download cut short, a bit flipped) is one sentence, where zipfile raised its own error half-way."""
+    try:
+        with _checked_archive(path) as archive:
+            archive.extractall(folder, members or None)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise PeftlabError(f"{path.name} is damaged ({exc}); save or download it again.") from None
 
 
 def _checked_archive(path: Path) -> zipfile.ZipFile:
     if not path.is_file() or not zipfile.is_zipfile(path):
         raise PeftlabError(  # read by the app, the CLI and notebooks: said in words that fit all three
-            f"{path.name} is not a zip file; give a zip of a trained method (the app's Download, or --save-adapters)."
+            f"{path.name} is not a zip file; give a zip of a trained method (the app's Download, --save-adapters or "
+            "pet --save)."
         )
     archive = zipfile.ZipFile(path)
     members = archive.infolist()
@@ -234,33 +265,39 @@ def _read_meta(folder: Path) -> dict:
     return meta
 
 
-def _load_folder(folder: Path, lm: LM | None) -> TrainedMethod:
+def _load_folder(folder: Path, lm: LM | None, name: str | None = None) -> TrainedMethod:
+    """The method saved in `folder` (unpacked from the zip called `name`, when it was one)."""
     meta = _read_meta(folder)
     try:
         config = _config_from(meta["method"], meta["config"])
         verbalizer = Verbalizer.parse(meta["verbalizer"], list(meta["verbalizer"]))
-        prompt = config.prompt_for(Prompt(Template(meta["template"]), verbalizer))
+        template = Template(meta["template"])
+        # checked as a typed template is (one {mask}, a field): one without a mask loaded, then failed to classify
+        prompt = config.prompt_for(Prompt(Template.parse(template.text, template.fields), verbalizer))
         model_name = meta["model"]
+        trainable_params, steps_done = int(meta.get("trainable_params", 0)), int(meta.get("steps", 0))
         scored = meta.get("scored") or None
         if scored is not None:
             if not isinstance(scored, dict) or set(scored) != {f.name for f in dataclasses.fields(Scored)}:
                 raise TypeError("its test result is not the one a saved method holds")
             scored = Scored(**scored)
-    except (KeyError, TypeError) as exc:
+    except PeftlabError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:  # "steps": "many" is a ValueError
         raise PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).") from None
     lm = lm if lm is not None else load_lm(model_name, dtype="fp32")
     if lm.name != model_name:
         raise PeftlabError(f"This {config.name} was trained on {model_name}; load it with that model, not {lm.name}.")
-    model = config.load(lm, prompt, folder)
-    return TrainedMethod(
-        config,
-        lm,
-        prompt,
-        model,
-        int(meta.get("trainable_params", 0)),
-        steps_done=int(meta.get("steps", 0)),
-        scored=scored,
-    )
+    try:
+        model = config.load(lm, prompt, folder)
+    except PeftlabError:
+        raise
+    except Exception as exc:  # weights damaged or missing: safetensors, PEFT and torch each raise their own error
+        detail = str(exc).replace(str(folder), name or str(folder))  # not the server's temporary folder
+        raise PeftlabError(
+            f"The saved {config.name}'s weights do not load on {lm.name} ({type(exc).__name__}: {detail})."
+        ) from None
+    return TrainedMethod(config, lm, prompt, model, trainable_params, steps_done=steps_done, scored=scored)
 
 
 def _config_from(name: str, fields: dict) -> MethodConfig:

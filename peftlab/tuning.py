@@ -149,6 +149,8 @@ class TrainedMethod:
                 f"An example has no {missing}, which the method's template ({self.prompt.template.text!r}) reads; "
                 "give every example each of its fields."
             )
+        if not examples:  # torch.cat of no batches raised for the methods with a head of their own
+            return torch.empty(0, len(self.prompt.verbalizer.words))
         with torch.inference_mode(), autocast_for(self.lm.model):
             if self.config.prompt_based:
                 return label_log_probs(self.lm, self.prompt, examples, batch_size, model=self.model).float()
@@ -156,7 +158,13 @@ class TrainedMethod:
             return torch.cat([self.config.classify(self.lm, self.prompt, self.model, b).float().cpu() for b in batches])
 
     def evaluate(self, examples: Sequence[dict]) -> dict:
-        """Accuracy, macro-F1, the gold label's mean log-probability, and each example's predicted label index."""
+        """Accuracy, macro-F1, the gold label's mean log-probability, and each example's predicted label index.
+
+        Raises:
+            PeftlabError: an example without its gold "label" (a label index), or one `log_probs` refuses.
+        """
+        if any("label" not in e for e in examples):
+            raise PeftlabError("An example has no 'label'; evaluate needs each example's gold label index.")
         gold = np.array([e["label"] for e in examples])
         log_probs = self.log_probs(examples)
         predicted = log_probs.argmax(1).numpy()

@@ -1012,6 +1012,9 @@ def test_the_store_is_never_written_over_and_an_error_stays_one_line(capsys, tmp
     for argv in (["report", "--task", "d.csv", "--model", "m", "--out", ""], ["results", "export", "--out", " "]):
         code, _, err = run_cli(capsys, *argv)  # "'.': is a directory." of the working folder
         assert (code, err) == (2, "error: --out is empty; give the path of a file to write.\n")
+    # a grid with an empty --save-adapters trained and saved nothing, without a word
+    code, _, err = run_cli(capsys, "compare", "--save-adapters", "", "--model", "./not-loaded-before-the-check")
+    assert (code, err) == (2, "error: --save-adapters is empty; give the folder to save the trained methods in.\n")
     code, _, err = run_cli(capsys, "cloze", "--task", str(tmp_path / "d.csv"), "--text-column", "t\nx", "--no-store")
     assert (code, err) == (2, "error: The file 'd.csv' has no text column 't\\nx' (columns found: 'text', 'label'); "
                               "set the text column to one of them.\n")  # fmt: skip

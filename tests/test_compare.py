@@ -574,6 +574,7 @@ def test_compare_command_writes_table_run_and_adapters(capsys, tmp_path, tiny_mo
     run = json.loads((tmp_path / "run.json").read_text())
     assert [m["method"] for m in run["methods"]] == ["head", "lora"] and len(run["curves"]) == 4
     assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["head-K2-seed13.zip", "lora-K2-seed13.zip"]
+    assert f", saved as {tmp_path / 'adapters' / 'lora-K2-seed13.zip'}\n" in captured.err  # a rerun replaces it
 
     from peftlab.saving import load_trained
     from peftlab.tasks import load_task

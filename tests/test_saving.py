@@ -255,3 +255,89 @@ def test_a_saved_method_with_a_setting_this_version_lacks_or_refuses_is_one_sent
     (folder / META_FILE).write_text(json.dumps(meta | {"config": meta["config"] | {"r": 0}}))
     with pytest.raises(PeftlabError, match=r"^The saved lora does not fit this version of peftlab: .*\br\b"):
         load_trained(folder, lm=tiny_causal)
+
+
+def rewritten(source, target, change=None, drop=()):
+    """A copy of the zip `source` at `target`, without the members in `drop` and with `change[name](bytes)` applied."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for name in old.namelist():
+            if name not in drop:
+                new.writestr(name, (change or {}).get(name, lambda data: data)(old.read(name)))
+    return target
+
+
+def described(change):
+    return {META_FILE: lambda data: json.dumps(change(json.loads(data))).encode()}
+
+
+def test_a_damaged_or_mismatched_saved_method_is_one_sentence_naming_no_server_folder(tiny_causal, tmp_path):
+    """Found by a review, each a raw error (the app called it its own fault): a bit flipped in a download
+    (BadZipFile: Bad CRC-32), a zip without its weights (FileNotFoundError naming the server's temporary folder),
+    garbled weights (SafetensorError), a head whose description names 3 labels over weights of 2 (RuntimeError), a
+    template without its mask (loaded, then failed to classify), "steps": "many" (ValueError), and the model of a
+    missing zip ("is not a zip file")."""
+    _, trained = trained_method(tiny_causal, "head")
+    head = zip_trained(trained, tmp_path / "head.zip")
+
+    damaged = bytearray(head.read_bytes())
+    start = damaged.index(b"trainable.safetensors") + 100  # inside the weights' compressed data
+    damaged[start : start + 50] = bytes(b ^ 0xFF for b in damaged[start : start + 50])
+    (tmp_path / "damaged.zip").write_bytes(damaged)
+    with pytest.raises(PeftlabError, match=r"^damaged.zip is damaged \(.+\); save or download it again\.$"):
+        load_trained(tmp_path / "damaged.zip", lm=tiny_causal)
+
+    cases = {
+        "no weights": ({}, {"trainable.safetensors"}, r"^The saved head's weights do not load on tiny-llama \("),
+        "garbled weights": ({"trainable.safetensors": lambda _: b"garbage" * 10}, (), r"weights do not load on"),
+        "three labels": (
+            described(lambda m: m | {"verbalizer": {"a": ["bad"], "b": ["good"], "c": ["fine"]}}),
+            (),
+            r"^The saved head weights do not fit tiny-llama with its 3 labels: their names or shapes differ",
+        ),
+        "no mask": (
+            described(lambda m: m | {"template": "Review: {text}"}),
+            (),
+            r"^The template must contain exactly one \{mask\}, but it has no \{mask\}\.$",
+        ),
+        "steps": (described(lambda m: m | {"steps": "many"}), (), r"is unreadable \(ValueError: invalid literal"),
+    }
+    for case, (change, drop, message) in cases.items():
+        broken = rewritten(head, tmp_path / f"{case}.zip", change, drop)
+        with pytest.raises(PeftlabError, match=message) as raised:
+            load_trained(broken, lm=tiny_causal)
+        assert "/tmp" not in str(raised.value) and str(tmp_path) not in str(raised.value), case
+    with pytest.raises(PeftlabError, match=r"^There is no saved method at '.*missing.zip'\.$"):
+        saved_model_name(tmp_path / "missing.zip")
+
+
+def test_a_save_stopped_half_way_keeps_the_zip_saved_before(tiny_causal, tmp_path, monkeypatch):
+    """A Ctrl-C while a zip was written over an earlier one left a truncated zip in its place (the earlier lost)."""
+    _, trained = trained_method(tiny_causal, "head")
+    path = zip_trained(trained, tmp_path / "head.zip")
+    before = path.read_bytes()
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zipfile.ZipFile, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        zip_trained(trained, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["head.zip"]  # no partial left
+    monkeypatch.undo()
+    assert load_trained(path, lm=tiny_causal).log_probs([]).shape == (0, 2)  # no texts: no scores, not a torch error
+
+
+def test_a_method_kept_out_of_the_store_names_no_stored_result(tiny_causal, tmp_path):
+    """`compare --save-adapters DIR --no-store`: the card said "Stored as result `c88e6d14...`", an id no store had."""
+    import argparse
+
+    from peftlab.cli import _as_kept
+    from peftlab.tuning import Scored
+
+    _, trained = trained_method(tiny_causal, "head")
+    trained.scored = Scored("easy-sentiment", 4, 13, "test", 8, 8, 0.75, 0.7, {"a": 0.7, "b": 0.7}, "c88e6d14", None)
+    card = lambda method: (save_trained(method, tmp_path / str(id(method))) / "README.md").read_text()  # noqa: E731
+    assert "Stored as result `c88e6d14`" in card(_as_kept(argparse.Namespace(store=True), trained))
+    kept_out = _as_kept(argparse.Namespace(store=False), trained)
+    assert "Stored as result" not in card(kept_out) and "These texts were never trained on." in card(kept_out)
+    assert trained.scored.result_id == "c88e6d14"  # the run's own result keeps its id
