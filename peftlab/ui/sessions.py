@@ -35,6 +35,7 @@ IDLE_HOURS = 6.0
 LEFT = "the visitor left"
 LOCAL = "local"  # the session of calls without a request (tests, scripts): no visitor's, and no owner of rows
 UNNAMED_JOB = "This tab's last job"  # `Session.busy` of a job pressed without a name
+MAX_NAME = 120  # characters of a file name the session writes (well under any file system's 255 bytes)
 
 
 class Session:
@@ -80,8 +81,14 @@ class Session:
         "(1)"); an older download of the same thing goes (each Compare press wrote a report of 4.6 MB). An uploaded
         file's task loses its suffix ("peftlab-plain.csv-cloze-predictions-....csv" named two kinds of file)."""
         parts = [re.sub(r"[^A-Za-z0-9._]+", "-", _unsuffixed(part)).strip("-.") for part in ("peftlab", *about)]
-        stem = "-".join(filter(None, parts))
-        path = self.path(f"{stem}-{datetime.datetime.now():%Y-%m-%d-%H%M%S}.{suffix}")
+        parts = list(filter(None, parts))
+        tail = f"-{datetime.datetime.now():%Y-%m-%d-%H%M%S}.{suffix}"
+        # a long part (a model id) gives way: `path` cut the name's end, the time and the suffix ("...-seed-42-2026-1")
+        while (excess := len("-".join(parts)) + len(tail) - MAX_NAME) > 0 and max(map(len, parts)) > 1:
+            longest = max(range(len(parts)), key=lambda i: len(parts[i]))
+            parts[longest] = parts[longest][: max(1, len(parts[longest]) - excess)].rstrip("-.") or "x"
+        stem = "-".join(parts)
+        path = self.path(stem + tail)
         older = self._downloads.get((stem, suffix))
         if older is not None and older != path:
             older.unlink(missing_ok=True)
@@ -304,7 +311,7 @@ def _return_freed_memory() -> None:
 def _safe_name(name: str) -> str:
     """A file name with nothing but letters, digits, dot, dash and underscore (never a path)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip(".-")
-    return cleaned[:120] or "file"
+    return cleaned[:MAX_NAME] or "file"
 
 
 def _unsuffixed(part: str) -> str:

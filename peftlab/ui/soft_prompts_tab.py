@@ -362,7 +362,15 @@ def load_saved(path, request: gr.Request):
         raise PeftlabError("Upload a zip that 'Download' gave you.")
     lm = load_model(saved_model_name(path), dtype=TRAINING_DTYPE)  # only a model this Space allows
     trained = load_trained(path, lm)
-    keep_trained(SESSIONS.get(request), f"{trained.config.name} (loaded)", trained)
+    # a second zip of the same method replaced the first in the picker: each load is kept under a name of its own
+    kept, count = trained_methods(request), 1
+    name = f"{trained.config.name} (loaded)"
+    while name in kept:
+        count += 1
+        name = f"{trained.config.name} (loaded {count})"
+    scored = trained.scored
+    about = f"K {scored.k}, seed {scored.seed}" if scored is not None and scored.k is not None else ""
+    keep_trained(SESSIONS.get(request), name, trained, about)
     return (
         method_choices(request),
         f"Loaded {trained.config.name} trained on {trained.lm.name} ({trained.trainable_params:,} trained parameters).",
