@@ -613,7 +613,8 @@ def classify_text(
         PeftlabError: a text that is not one string or is empty, a text without a line for each column of a template
             reading several (`prompts.typed_example`), top_k below 1, or settings `evaluate` refuses.
     """
-    if not isinstance(text, str):  # a list of texts failed as "no attribute 'strip'"
+    # a list of texts failed as "no attribute 'strip'"; None (an emptied box through the API) is an empty text
+    if text is not None and not isinstance(text, str):
         raise PeftlabError(
             f"classify_text takes one text, a string, not a {type(text).__name__}; evaluate scores many."
         )

@@ -293,6 +293,9 @@ def test_bad_scoring_settings_of_the_library_are_one_sentence(tiny_lm, tiny_task
         classify_text(tiny_lm, tiny_task, "fine", TEMPLATE, VERBALIZER, top_k=-1)
     with pytest.raises(PeftlabError, match=r"^classify_text takes one text, a string, not a list; evaluate scores"):
         classify_text(tiny_lm, tiny_task, ["fine", "bad"], TEMPLATE, VERBALIZER)
+    # an emptied box sent through the API (the Start tab's): it was told in the library's words, as a NoneType
+    with pytest.raises(PeftlabError, match=r"^Type a text to classify\.$"):
+        classify_text(tiny_lm, tiny_task, None, TEMPLATE, VERBALIZER)
     everything = classify_text(tiny_lm, tiny_task, "fine", TEMPLATE, VERBALIZER, top_k=10**6).top_tokens
     assert len(everything) == tiny_lm.model.config.vocab_size  # the whole vocabulary
 
