@@ -71,6 +71,19 @@ def test_on_a_public_space_every_capped_input_starts_within_its_cap(monkeypatch)
     assert values[(RewardConfig, "steps")] == 60 and values[(DPOConfig, "steps")] == 40
 
 
+def test_every_upload_of_a_public_space_says_its_size_limit(monkeypatch):
+    """The Soft prompts tab's 'Load a saved method (zip)' did not: a zip over 5 MB (a full fine-tune's, about 540 MB)
+    was refused there without the page having said why."""
+    import gradio as gr
+
+    from peftlab.ui import build_app
+
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+    files = [block for block in build_app().blocks.values() if isinstance(block, gr.File | gr.UploadButton)]
+    uploads = [file for file in files if file.file_types]  # the others are downloads
+    assert len(uploads) >= 8 and all("(at most 5 MB)" in (u.label or "") for u in uploads), [u.label for u in uploads]
+
+
 def test_inputs_carry_the_fields_range_choices_and_help(monkeypatch):
     import gradio as gr
 

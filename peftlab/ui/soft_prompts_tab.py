@@ -54,6 +54,7 @@ from peftlab.ui.common import (
     suggest,
     task_changed,
     task_from_form,
+    upload_limit_note,
     verbalizer_box,
 )
 from peftlab.ui.display import fitted_table, readable, scored_on, time_left, took, warning_notes
@@ -505,7 +506,8 @@ def build_soft_prompts_tab() -> None:
     gr.Markdown("### Use a trained method")
     trained_method, downloads = trained_method_panel("trained method", "classify_trained", "download_trained")
     with downloads:
-        upload_trained = gr.File(label=LOAD_SAVED, file_types=[".zip"])
+        # a public Space's cap, as beside every upload: a full fine-tune's zip (about 540 MB) cannot come back there
+        upload_trained = gr.File(label=LOAD_SAVED + upload_limit_note(), file_types=[".zip"])
     load_status = status_line()
 
     heavy_job(
