@@ -113,8 +113,8 @@ class MethodConfig(Config):
         if {name: tuple(tensor.shape) for name, tensor in saved.items()} != built:
             # a head's labels as the description says: a verbalizer of 3 labels over saved weights of 2 failed to copy
             raise PeftlabError(
-                f"The saved {self.name} weights do not fit {lm.name} with its {len(prompt.verbalizer.words)} labels: "
-                "their names or shapes differ from this build's."
+                f"The saved {self.name}'s weights do not fit {lm.name}: their names or shapes differ from those its "
+                f"settings and its {len(prompt.verbalizer.words)} labels build."
             )
         with torch.no_grad():
             for name, tensor in saved.items():

@@ -13,10 +13,13 @@ import dataclasses
 import json
 import os
 import tempfile
+import uuid
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+
+import torch
 
 from peftlab.errors import PeftlabError, parse_json
 from peftlab.methods import METHODS, WEIGHTS_FILE, MethodConfig
@@ -162,19 +165,26 @@ def folder_with(files: dict[str, bytes]) -> Iterator[Path]:
 def zip_saved(save, zip_path: str | Path) -> Path:
     """Call `save(folder)` on a temporary folder and pack what it writes into one zip file (its subfolders too: a
     reward model's holds the SFT adapter it reads). The zip is written beside `zip_path` and renamed onto it once
-    whole: a save stopped half-way (Ctrl-C, a full disk) left a truncated zip in place of the one saved before."""
+    whole: a save stopped half-way (Ctrl-C, a full disk) left a truncated zip in place of the one saved before.
+
+    Raises:
+        PeftlabError: the folder of `zip_path` does not exist.
+    """
     zip_path = Path(zip_path)
+    if not zip_path.parent.is_dir():  # told as the temporary file's name
+        raise PeftlabError(f"The folder {str(zip_path.parent)!r} does not exist; create it first.")
+    # a name of its own, opened as any new file is (a temporary file's 0600 made saved zips unreadable to others)
+    partial = zip_path.with_name(f".{zip_path.name}.{uuid.uuid4().hex[:12]}.partial")
     with tempfile.TemporaryDirectory() as folder:
         save(Path(folder))
-        with tempfile.NamedTemporaryFile(dir=zip_path.parent, prefix=f".{zip_path.name}.", delete=False) as partial:
-            try:
-                with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                    for file in sorted(path for path in Path(folder).rglob("*") if path.is_file()):
-                        archive.write(file, file.relative_to(folder).as_posix())
-            except BaseException:
-                Path(partial.name).unlink(missing_ok=True)
-                raise
-    os.replace(partial.name, zip_path)
+        try:
+            with open(partial, "xb") as out, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                for file in sorted(path for path in Path(folder).rglob("*") if path.is_file()):
+                    archive.write(file, file.relative_to(folder).as_posix())
+            os.replace(partial, zip_path)
+        except BaseException:  # a stop, a full disk, a zip_path that is a folder: nothing half-written stays
+            partial.unlink(missing_ok=True)
+            raise
     return zip_path
 
 
@@ -270,10 +280,15 @@ def _load_folder(folder: Path, lm: LM | None, name: str | None = None) -> Traine
     meta = _read_meta(folder)
     try:
         config = _config_from(meta["method"], meta["config"])
-        verbalizer = Verbalizer.parse(meta["verbalizer"], list(meta["verbalizer"]))
-        template = Template(meta["template"])
-        # checked as a typed template is (one {mask}, a field): one without a mask loaded, then failed to classify
-        prompt = config.prompt_for(Prompt(Template.parse(template.text, template.fields), verbalizer))
+        try:
+            verbalizer = Verbalizer.parse(meta["verbalizer"], list(meta["verbalizer"]))
+            template = Template(meta["template"])
+            # checked as a typed template is (one {mask}, a field): one without a mask loaded, then failed to classify
+            prompt = config.prompt_for(Prompt(Template.parse(template.text, template.fields), verbalizer))
+        except PeftlabError as exc:  # said of the file: no one typed it
+            raise PeftlabError(
+                f"The saved method's template or verbalizer is refused ({str(exc).rstrip('.')})."
+            ) from None
         model_name = meta["model"]
         trainable_params, steps_done = int(meta.get("trainable_params", 0)), int(meta.get("steps", 0))
         scored = meta.get("scored") or None
@@ -290,7 +305,7 @@ def _load_folder(folder: Path, lm: LM | None, name: str | None = None) -> Traine
         raise PeftlabError(f"This {config.name} was trained on {model_name}; load it with that model, not {lm.name}.")
     try:
         model = config.load(lm, prompt, folder)
-    except PeftlabError:
+    except (PeftlabError, MemoryError, torch.OutOfMemoryError):  # the machine's fault is not the file's
         raise
     except Exception as exc:  # weights damaged or missing: safetensors, PEFT and torch each raise their own error
         detail = str(exc).replace(str(folder), name or str(folder))  # not the server's temporary folder
@@ -308,4 +323,6 @@ def _config_from(name: str, fields: dict) -> MethodConfig:
     try:
         return METHODS[name].from_dict(fields)
     except PeftlabError as exc:  # saved by another version of peftlab, or edited by hand
-        raise PeftlabError(f"The saved {name} does not fit this version of peftlab: {exc}") from None
+        raise PeftlabError(
+            f"The saved {name}'s settings are not ones this version of peftlab takes ({str(exc).rstrip('.')})."
+        ) from None

@@ -207,7 +207,8 @@ def on_gpu(
         )
     asked = DEFAULT_DURATION_S if expected is None else MARGIN * expected
     asked = min(MAX_DURATION_S, max(MIN_DURATION_S, asked))
-    crossing = arguments if stop is None else (*arguments, StopAtStart(stop.is_set()))
+    pressed = stop is not None and stop.is_set()
+    crossing = arguments if stop is None else (*arguments, StopAtStart(pressed))
     ended = "early"
     try:
         took = yield from _through_gpu(asked, job, crossing)
@@ -217,7 +218,9 @@ def on_gpu(
         raise
     finally:
         units = max(units, 1e-9)
-        if ended != "refused":  # one that ended early (aborted past its duration, or for an estimate): all it asked
+        # nor does a job stopped at its start: its few microseconds for the whole size made the next run of its kind
+        # one call of the shortest duration, which ZeroGPU aborts
+        if ended != "refused" and not pressed:  # one that ended early (aborted, or for an estimate): all it asked
             _PACES.setdefault(kind, CallTimes()).add(units, took if ended == "done" else asked)
     _check_call(asked, took, MAX_DURATION_S, what, shorter)
 

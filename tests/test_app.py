@@ -8,6 +8,7 @@ import math
 import re
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -401,11 +402,17 @@ def test_soft_prompts_compare_streams_rows_and_classifies_with_the_trained_metho
     assert message.startswith("Loaded prompt-tuning trained on smollm2-135m")
     loaded_bars = plot_bars(call(client, "/classify_trained", "prompt-tuning (loaded)", POSITIVE_TEXT))
     np.testing.assert_allclose(plotly_array(loaded_bars["x"]), trained_probs, atol=1e-6)
-    # a second zip of the same method replaced the first in the picker
-    picker, _ = call(client, "/load_trained", handle_file(zip_path))
-    assert picker["value"] == "prompt-tuning (loaded 2)"
+    # a second zip of the same method replaced the first in the picker; the same zip again keeps its name
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(zip_path) as saved, zipfile.ZipFile(other, "w") as copy:
+        for name in saved.namelist():
+            copy.writestr(name, saved.read(name) + (b"\nA note of mine." if name == "README.md" else b""))
+    picker, message = call(client, "/load_trained", handle_file(str(other)))
+    assert picker["value"] == "prompt-tuning (loaded 2)" and message.endswith(" as 'prompt-tuning (loaded 2)'.")
     shown = dict((value, label) for label, value in picker["choices"])
     assert shown["prompt-tuning (loaded)"] == "prompt-tuning (loaded) (K 4, seed 13)"  # the zip's run, as a grid's
+    picker, _ = call(client, "/load_trained", handle_file(zip_path))
+    assert picker["value"] == "prompt-tuning (loaded)" and len(picker["choices"]) == 3
 
 
 def test_a_long_grid_shows_its_estimate_first_and_starts_on_the_second_press(client, monkeypatch):

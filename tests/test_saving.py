@@ -249,11 +249,11 @@ def test_a_saved_method_with_a_setting_this_version_lacks_or_refuses_is_one_sent
     with pytest.raises(PeftlabError) as raised:
         load_trained(folder, lm=tiny_causal)
     assert str(raised.value) == (
-        "The saved lora does not fit this version of peftlab: lora has no setting 'dropout'; its settings are alpha, "
-        "learning_rate, r, target_modules."
+        "The saved lora's settings are not ones this version of peftlab takes (lora has no setting 'dropout'; its "
+        "settings are alpha, learning_rate, r, target_modules)."
     )
     (folder / META_FILE).write_text(json.dumps(meta | {"config": meta["config"] | {"r": 0}}))
-    with pytest.raises(PeftlabError, match=r"^The saved lora does not fit this version of peftlab: .*\br\b"):
+    with pytest.raises(PeftlabError, match=r"^The saved lora's settings are not ones this version .*\br\b"):
         load_trained(folder, lm=tiny_causal)
 
 
@@ -292,12 +292,14 @@ def test_a_damaged_or_mismatched_saved_method_is_one_sentence_naming_no_server_f
         "three labels": (
             described(lambda m: m | {"verbalizer": {"a": ["bad"], "b": ["good"], "c": ["fine"]}}),
             (),
-            r"^The saved head weights do not fit tiny-llama with its 3 labels: their names or shapes differ",
+            r"^The saved head's weights do not fit tiny-llama: their names or shapes differ from those its settings "
+            r"and its 3 labels build\.$",
         ),
         "no mask": (
             described(lambda m: m | {"template": "Review: {text}"}),
             (),
-            r"^The template must contain exactly one \{mask\}, but it has no \{mask\}\.$",
+            r"^The saved method's template or verbalizer is refused \(The template must contain exactly one \{mask\}, "
+            r"but it has no \{mask\}\)\.$",
         ),
         "steps": (described(lambda m: m | {"steps": "many"}), (), r"is unreadable \(ValueError: invalid literal"),
     }
@@ -324,7 +326,19 @@ def test_a_save_stopped_half_way_keeps_the_zip_saved_before(tiny_causal, tmp_pat
         zip_trained(trained, path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["head.zip"]  # no partial left
     monkeypatch.undo()
-    assert load_trained(path, lm=tiny_causal).log_probs([]).shape == (0, 2)  # no texts: no scores, not a torch error
+    (tmp_path / "plain").write_text("")  # a saved zip is as readable as any new file (its temporary file's was 0600)
+    assert path.stat().st_mode == (tmp_path / "plain").stat().st_mode
+    with pytest.raises(PeftlabError, match=r"^The folder '.*/no-such' does not exist; create it first\.$"):
+        zip_trained(trained, tmp_path / "no-such" / "head.zip")
+
+
+def test_a_trained_method_scores_no_texts_and_evaluates_only_labelled_ones(tiny_causal):
+    """log_probs([]) of a method with a head of its own raised torch.cat's error; evaluate on texts without labels
+    raised KeyError 'label'."""
+    _, trained = trained_method(tiny_causal, "head")
+    assert trained.log_probs([]).shape == (0, 2)
+    with pytest.raises(PeftlabError, match=r"^An example has no 'label'; evaluate needs each example's gold label"):
+        trained.evaluate([{"text": "fine"}])
 
 
 def test_a_method_kept_out_of_the_store_names_no_stored_result(tiny_causal, tmp_path):
@@ -335,7 +349,19 @@ def test_a_method_kept_out_of_the_store_names_no_stored_result(tiny_causal, tmp_
     from peftlab.tuning import Scored
 
     _, trained = trained_method(tiny_causal, "head")
-    trained.scored = Scored("easy-sentiment", 4, 13, "test", 8, 8, 0.75, 0.7, {"a": 0.7, "b": 0.7}, "c88e6d14", None)
+    trained.scored = Scored(
+        task="easy-sentiment",
+        k=4,
+        seed=13,
+        split="test",
+        rows_scored=8,
+        rows_in_split=8,
+        accuracy=0.75,
+        macro_f1=0.7,
+        per_class_f1={"negative": 0.7, "positive": 0.7},
+        result_id="c88e6d14",
+        trainer=None,
+    )
     card = lambda method: (save_trained(method, tmp_path / str(id(method))) / "README.md").read_text()  # noqa: E731
     assert "Stored as result `c88e6d14`" in card(_as_kept(argparse.Namespace(store=True), trained))
     kept_out = _as_kept(argparse.Namespace(store=False), trained)

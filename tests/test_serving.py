@@ -102,12 +102,15 @@ def test_closing_a_session_stops_its_jobs_and_removes_its_objects_and_files(monk
     assert re.fullmatch(r"peftlab-plain-cloze-predictions-\d{4}-\d\d-\d\d-\d{6}\.csv", uploaded.name)
     assert session.download("gpt2", "v1.5", suffix="zip").name.startswith("peftlab-gpt2-v1.5-")  # not a file's
     # a long model id gives way, not the time or the suffix ("...-seed-42-2026-1" was cut at 120 characters)
-    long = session.download(
-        "my-org/SmolLM2-135M-finetuned-" + "x" * 100, "prompt-tuning", "K 16, seed 42", suffix="zip"
-    )
+    model = "my-org/SmolLM2-135M-finetuned-" + "x" * 100
+    long = session.download(model, "prompt-tuning", "K 16, seed 42", suffix="zip")
     assert len(long.name) <= 120 and re.fullmatch(
-        r"peftlab-my-org-SmolLM2-135M-finetuned-x+-prompt-tuning-K-16-seed-42-\d{4}-\d\d-\d\d-\d{6}\.zip", long.name
+        r"peftlab-my-org-SmolLM2-135M-finetuned-x+-prompt-tuning-K-16-seed-42-[0-9a-f]{8}-\d{4}-\d\d-\d\d-\d{6}\.zip",
+        long.name,
     )
+    long.write_text("x")  # another model id cut alike is another download: it took the first one's name, and its file
+    other = session.download(model + "-v2", "prompt-tuning", "K 16, seed 42", suffix="zip")
+    assert other.name != long.name and long.exists()
     kept = session.download("rt-sentiment", "report", suffix="html")
     kept.write_text("y")
     time.sleep(1.1)

@@ -470,3 +470,13 @@ def test_on_zero_gpu_a_stop_pressed_before_a_call_ends_its_job_at_its_first_chec
     stop.set()
     assert list(zerogpu.on_gpu(counted_steps, 3, kind="steps", stop=stop)) == []
     assert len(zero_gpu) == 2  # both went through a (simulated) GPU call
+
+
+def test_a_job_stopped_at_its_start_leaves_the_pace_of_its_kind_unmeasured(zero_gpu):
+    """Found by a review: its few microseconds for the whole size priced every step of its kind at nothing, so the
+    next run of that kind (any visitor's) went in one call of the shortest duration, which ZeroGPU aborts."""
+    stop = threading.Event()
+    stop.set()
+    assert list(zerogpu.on_gpu(counted_steps, 100, kind="stopped-at-start", units=100, stop=stop)) == []
+    assert "stopped-at-start" not in zerogpu._PACES
+    assert zerogpu.steps_per_call("stopped-at-start", 100) == 1  # still unknown: one step measures it

@@ -49,7 +49,7 @@ from peftlab.rlhf.reward import (
     train_reward_model,
 )
 from peftlab.rlhf.sft import SFTConfig, SFTResult, train_sft
-from peftlab.rlhf.stored import RANKING_SOURCES
+from peftlab.rlhf.stored import SIMULATED, UPLOADED
 from peftlab.store import ResultRow
 
 ROUTES = ("ppo", "dpo", "both")
@@ -433,7 +433,7 @@ def run_pipeline(
         {
             **config.to_dict(),
             "ptx_coef": config.ppo.ptx_coef,
-            "comparisons": RANKING_SOURCES[0 if data.comparisons is None else 2],
+            "comparisons": SIMULATED if data.comparisons is None else UPLOADED,
         },
         spent,
         str(lm.device),

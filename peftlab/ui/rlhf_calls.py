@@ -3,8 +3,9 @@
 On ZeroGPU (`zerogpu.on_gpu`) a stage runs in another process: the session crosses into the call as its models'
 names, SFT result and trained tensors (`rlhf.crossing`), the stage runs there, and the session comes back as it left
 it, its new result unbuilt until something here uses it. PPO goes a chunk of steps per call (`zerogpu.steps_per_call`),
-its run crossing between chunks, so no call outlasts its duration and a Stop takes effect between chunks. Off
-ZeroGPU every job runs here, on the session itself, in one piece, with its stop flag.
+its run crossing between chunks, so no call outlasts its duration and a Stop takes effect between chunks (a job gets its
+stop flag as it stood when its call started: `zerogpu.StopAtStart`). Off ZeroGPU every job runs here, on the session
+itself, in one piece, with its stop flag.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import datetime
 import gc
+import hashlib
 import re
 import shutil
 import sqlite3
@@ -82,17 +83,20 @@ class Session:
         file's task loses its suffix ("peftlab-plain.csv-cloze-predictions-....csv" named two kinds of file)."""
         parts = [re.sub(r"[^A-Za-z0-9._]+", "-", _unsuffixed(part)).strip("-.") for part in ("peftlab", *about)]
         parts = list(filter(None, parts))
+        whole = "-".join(parts)  # what the download is, however its name is cut
         tail = f"-{datetime.datetime.now():%Y-%m-%d-%H%M%S}.{suffix}"
-        # a long part (a model id) gives way: `path` cut the name's end, the time and the suffix ("...-seed-42-2026-1")
+        if len(whole) + len(tail) > MAX_NAME:
+            # a long part (a model id) gives way: `path` cut the name's end, the time and the suffix; a digest of the
+            # whole keeps apart two names cut alike (two model ids that differ past the cut)
+            tail = f"-{hashlib.sha256(whole.encode()).hexdigest()[:8]}{tail}"
         while (excess := len("-".join(parts)) + len(tail) - MAX_NAME) > 0 and max(map(len, parts)) > 1:
             longest = max(range(len(parts)), key=lambda i: len(parts[i]))
             parts[longest] = parts[longest][: max(1, len(parts[longest]) - excess)].rstrip("-.") or "x"
-        stem = "-".join(parts)
-        path = self.path(stem + tail)
-        older = self._downloads.get((stem, suffix))
+        path = self.path("-".join(parts) + tail)
+        older = self._downloads.get((whole, suffix))
         if older is not None and older != path:
             older.unlink(missing_ok=True)
-        self._downloads[(stem, suffix)] = path
+        self._downloads[(whole, suffix)] = path
         return path
 
     def queue_job(self, kind: str, name: str = UNNAMED_JOB) -> None:

@@ -6,8 +6,10 @@ method as a zip, and sweep one setting of one method (e.g. the prompt length).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -363,18 +365,25 @@ def load_saved(path, request: gr.Request):
         raise PeftlabError("Upload a zip that 'Download' gave you.")
     lm = load_model(saved_model_name(path), dtype=TRAINING_DTYPE)  # only a model this Space allows
     trained = load_trained(path, lm)
-    # a second zip of the same method replaced the first in the picker: each load is kept under a name of its own
-    kept, count = trained_methods(request), 1
-    name = f"{trained.config.name} (loaded)"
-    while name in kept:
-        count += 1
-        name = f"{trained.config.name} (loaded {count})"
+    # a second zip of the same method replaced the first in the picker: each zip is kept under a name of its own, the
+    # same zip loaded again under its earlier one (each holds a model built for it)
+    session, digest = SESSIONS.get(request), hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    names = session.values.setdefault("loaded_zips", {})  # zip digest -> its name
+    if digest not in names:
+        taken, count = set(trained_methods(request)) | set(names.values()), 1
+        name = f"{trained.config.name} (loaded)"
+        while name in taken:
+            count += 1
+            name = f"{trained.config.name} (loaded {count})"
+        names[digest] = name
+    name = names[digest]
     scored = trained.scored
     about = f"K {scored.k}, seed {scored.seed}" if scored is not None and scored.k is not None else ""
-    keep_trained(SESSIONS.get(request), name, trained, about)
+    keep_trained(session, name, trained, about)
     return (
         method_choices(request),
-        f"Loaded {trained.config.name} trained on {trained.lm.name} ({trained.trainable_params:,} trained parameters).",
+        f"Loaded {trained.config.name} trained on {trained.lm.name} ({trained.trainable_params:,} trained parameters) "
+        f"as '{name}'.",
     )
 
 
