@@ -156,7 +156,7 @@ def causal_lm_examples(lm, prompt, examples) -> list[dict]:
 
 
 def hf_trainer_step_seconds(lm, setup, config, train, steps: int, warmup: int, bf16: bool) -> list[float]:
-    model, _ = config.build(lm, setup.prompts[0], train)
+    model, _ = config.build(lm, setup.prompts[0])
     model = getattr(model, "peft_model", model)  # the plain PEFT model, not peftlab's position-fixing wrapper
     dataset = causal_lm_examples(lm, setup.prompts[0], train)
     timer = StepTimer()

@@ -86,7 +86,7 @@ class MethodConfig(Config):
     def check(self, lm: LM) -> None:
         """Raise a PeftlabError when this method cannot train on `lm` (called before any training)."""
 
-    def build(self, lm: LM, prompt: Prompt, train: Sequence[dict]):
+    def build(self, lm: LM, prompt: Prompt):
         """Return (model to score with, trainable parameters); the cached LM is never modified."""
         raise NotImplementedError
 
@@ -106,7 +106,7 @@ class MethodConfig(Config):
         """A model built as for training, its trainable weights replaced by the saved ones."""
         from safetensors.torch import load_file
 
-        model, _ = self.build(lm, prompt, [])
+        model, _ = self.build(lm, prompt)
         saved = load_file(str(folder / WEIGHTS_FILE))
         parameters = dict(model.named_parameters())
         built = {name: tuple(p.shape) for name, p in parameters.items() if p.requires_grad}
@@ -195,7 +195,7 @@ class PeftMethod(MethodConfig):
                 f"{lm.max_length}-token input; use at most {lm.max_length - MIN_INPUT_TOKENS}."
             )
 
-    def build(self, lm, prompt, train):
+    def build(self, lm, prompt):
         from peft import get_peft_model
 
         self.check(lm)
@@ -243,8 +243,8 @@ class PromptTuningMethod(PeftMethod):
 
         return PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=self.num_virtual_tokens)
 
-    def build(self, lm, prompt, train):
-        model, _ = super().build(lm, prompt, train)
+    def build(self, lm, prompt):
+        model, _ = super().build(lm, prompt)
         embedding = model.peft_model.prompt_encoder["default"].embedding.weight  # (virtual tokens, H)
         with torch.no_grad():
             embedding.copy_(self._initial_embeddings(lm, prompt))
@@ -382,8 +382,8 @@ class PrefixTuningMethod(PeftMethod):
             encoder_hidden_size=PREFIX_PROJECTION_WIDTH,
         )
 
-    def build(self, lm, prompt, train):
-        model, parameters = super().build(lm, prompt, train)
+    def build(self, lm, prompt):
+        model, parameters = super().build(lm, prompt)
         if self.init == "text":  # a direct prefix (`__post_init__`)
             embedding = model.peft_model.prompt_encoder["default"].embedding.weight  # (n, layers * 2 * kv_dim)
             with torch.no_grad():
@@ -480,7 +480,7 @@ class AdapterMethod(MethodConfig):
             raise PeftlabError(f"Adapters need the blocks' feed-forward modules, and none was found in {lm.name}.")
         check_width(lm.model, self.bottleneck, "adapter's bottleneck")
 
-    def build(self, lm, prompt, train):
+    def build(self, lm, prompt):
         self.check(lm)
         model = copy.deepcopy(lm.model)  # stays in eval mode: no dropout, deterministic
         model.requires_grad_(False)
@@ -506,7 +506,7 @@ class BitFitMethod(MethodConfig):
                 f"BitFit trains only bias terms, and {lm.name} has none; pick another method for this model."
             )
 
-    def build(self, lm, prompt, train):
+    def build(self, lm, prompt):
         self.check(lm)
         model = copy.deepcopy(lm.model)
         model.requires_grad_(False)
@@ -521,7 +521,7 @@ class FullFineTuningMethod(MethodConfig):
     name: ClassVar[str] = "full"
     learning_rate: float = learning_rate(1e-5, "Adam learning rate (LM-BFF prompt-based fine-tuning used 1e-5)")
 
-    def build(self, lm, prompt, train):
+    def build(self, lm, prompt):
         model = copy.deepcopy(lm.model)  # stays in eval mode: no dropout, deterministic
         model.requires_grad_(True)
         return model, list(model.parameters())
@@ -536,7 +536,7 @@ class HeadOnlyMethod(MethodConfig):
     frozen_features: ClassVar[bool] = True
     learning_rate: float = learning_rate(1e-2)
 
-    def build(self, lm, prompt, train):
+    def build(self, lm, prompt):
         hidden = lm.model.get_output_embeddings().weight.shape[1]
         linear = torch.nn.Linear(hidden, len(prompt.verbalizer.words))
         torch.nn.init.zeros_(linear.weight)
@@ -594,7 +594,7 @@ class SequenceClassifierMethod(MethodConfig):
         if self.lora:
             check_width(lm.model, self.r, "LoRA rank")
 
-    def build(self, lm, prompt, train):
+    def build(self, lm, prompt):
         from transformers import AutoModelForSequenceClassification
 
         self.check(lm)
@@ -654,7 +654,7 @@ class SequenceClassifierMethod(MethodConfig):
             return super().load(lm, prompt, folder)
         from peft import PeftModel
 
-        base = dataclasses.replace(self, lora=False).build(lm, prompt, [])[0]
+        base = dataclasses.replace(self, lora=False).build(lm, prompt)[0]
         return PeftModel.from_pretrained(base.requires_grad_(False), str(folder)).eval()
 
 

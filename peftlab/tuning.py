@@ -252,7 +252,7 @@ def train_method(
     reset_peak_memory(lm.device)
     prompt = config.prompt_for(setup.prompts[0])
     with seeded(settings.seed):  # the new weights' initialisation
-        model, parameters = config.build(lm, prompt, train)
+        model, parameters = config.build(lm, prompt)
     trained = TrainedMethod(config, lm, prompt, model, sum(p.numel() for p in parameters))
     loop = TrainingLoop(
         parameters,

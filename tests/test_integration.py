@@ -39,7 +39,7 @@ def test_an_adapter_saved_on_the_embedded_model_names_it_by_its_hub_id(tmp_path)
     prompt = Prompt(
         Template("Review: {text}\nSentiment:{mask}"), Verbalizer({"negative": ["bad"], "positive": ["good"]})
     )
-    model, _ = config.build(lm, prompt, [])
+    model, _ = config.build(lm, prompt)
     archive = zipfile.ZipFile(zip_trained(TrainedMethod(config, lm, prompt, model, 0), tmp_path / "lora.zip"))
     assert json.loads(archive.read("adapter_config.json"))["base_model_name_or_path"] == (
         "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -59,7 +59,7 @@ def test_feed_forward_modules_are_the_blocks_mlps_and_berts_ffn_outputs(tiny_cau
 def test_an_untrained_adapter_leaves_the_scores_unchanged(request, easy, lm_name):
     lm = request.getfixturevalue(lm_name)
     _, setup, train_rows, _ = easy
-    model, parameters = AdapterMethod(bottleneck=4).build(lm, setup.prompts[0], train_rows)
+    model, parameters = AdapterMethod(bottleneck=4).build(lm, setup.prompts[0])
     assert len(parameters) == 4 * lm.model.config.num_hidden_layers  # down/up weight and bias per block
     examples = easy[0].test
     with_adapter, without = (
@@ -91,7 +91,7 @@ def test_adapters_train_and_leave_the_base_weights_bit_identical(request, easy, 
 def test_bitfit_trains_only_the_biases_of_a_model_that_has_them(tiny_mlm, easy):
     config = BitFitMethod(learning_rate=1e-2)
     _, setup, train_rows, _ = easy
-    model, parameters = config.build(tiny_mlm, setup.prompts[0], train_rows)
+    model, parameters = config.build(tiny_mlm, setup.prompts[0])
     H, inter, vocab = 32, 64, tiny_mlm.model.config.vocab_size
     # per layer: q, k, v, attention output (4H), attention LayerNorm (H), intermediate (I), output dense (H) and
     # its LayerNorm (H); plus the embeddings' LayerNorm, the MLM head's transform dense and LayerNorm (3H) and
@@ -131,7 +131,7 @@ def test_adapter_bottleneck_must_be_positive():
 def test_a_text_scores_the_same_alone_and_in_a_left_padded_batch(tiny_causal, easy, name, overrides):
     """PEFT drops position ids for virtual tokens; without VirtualTokenForward a row's score depended on its padding."""
     _, setup, train_rows, _ = easy
-    model, _ = method_config(name, **overrides).build(tiny_causal, setup.prompts[0], train_rows)
+    model, _ = method_config(name, **overrides).build(tiny_causal, setup.prompts[0])
     prompt = setup.prompts[0]
     short, long = (
         {"text": "fun", "label": 1},
@@ -153,7 +153,7 @@ def test_a_reparameterised_prompt_is_computed_in_fp32_under_autocast(tiny_causal
     """PEFT saves a reparameterised prompt as its encoder's output; computed in bf16 under autocast, the session's
     predictions drifted from the saved adapter's. (The CPU's autocast here; a GPU's needs a GPU to test.)"""
     overrides = {"prefix_projection": True} if name == "prefix-tuning" else {}
-    model, _ = method_config(name, num_virtual_tokens=4, **overrides).build(tiny_causal, easy[1].prompts[0], easy[2])
+    model, _ = method_config(name, num_virtual_tokens=4, **overrides).build(tiny_causal, easy[1].prompts[0])
     encoder = model.peft_model.prompt_encoder["default"]
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert encoder(torch.arange(4).unsqueeze(0)).dtype == torch.float32
@@ -170,7 +170,7 @@ def test_a_prefix_from_real_words_equals_writing_those_words_before_the_text(tin
     _, setup, train_rows, _ = easy
     init_ids = tiny_causal.tokenizer("the movie was great", add_special_tokens=False).input_ids
     config = PrefixTuningMethod(num_virtual_tokens=len(init_ids), init_text="the movie was great")
-    model, _ = config.build(tiny_causal, setup.prompts[0], train_rows)
+    model, _ = config.build(tiny_causal, setup.prompts[0])
     (query,) = setup.prompts[0].queries(tiny_causal, {"text": "i loved it", "label": 1})
     ids = torch.tensor([query.input_ids])
     with torch.no_grad():
@@ -183,7 +183,7 @@ def test_a_prefix_from_real_words_equals_writing_those_words_before_the_text(tin
         written = tiny_causal.model(input_ids=torch.tensor([init_ids + query.input_ids])).logits[:, -1:]
     torch.testing.assert_close(prefixed, written, atol=1e-5, rtol=1e-5)
     random_start, _ = PrefixTuningMethod(num_virtual_tokens=len(init_ids), init="random").build(
-        tiny_causal, setup.prompts[0], []
+        tiny_causal, setup.prompts[0]
     )
     with torch.no_grad():
         other = random_start(
@@ -245,9 +245,9 @@ def test_a_width_above_the_hidden_size_is_one_sentence_before_any_weight_is_made
     """r=100000000 typed in the app once filled the memory of the process (12.8 GB asked for on a 32-wide model)."""
     setup = ClozeSetup.build(easy_task(), TEMPLATE, VERBALIZER)
     with pytest.raises(PeftlabError) as error:
-        method_config(name, **{setting: 100_000_000}).build(tiny_causal, setup.prompts[0], easy_task().train)
+        method_config(name, **{setting: 100_000_000}).build(tiny_causal, setup.prompts[0])
     assert str(error.value) == f"The {what} is 100000000, above the model's hidden size of 32; use at most 32."
-    method_config(name, **{setting: 32}).build(tiny_causal, setup.prompts[0], easy_task().train)  # the widest allowed
+    method_config(name, **{setting: 32}).build(tiny_causal, setup.prompts[0])  # the widest allowed
 
 
 @pytest.mark.parametrize("encoder", ["MLP", "LSTM"])
@@ -257,14 +257,14 @@ def test_a_p_tuning_encoder_larger_than_the_model_is_one_sentence_with_the_large
     model_weights = sum(p.numel() for p in tiny_causal.model.parameters())
     method = method_config("p-tuning", encoder=encoder, encoder_hidden_size=100_000_000)
     with pytest.raises(PeftlabError) as error:
-        method.build(tiny_causal, setup.prompts[0], easy_task().train)
+        method.build(tiny_causal, setup.prompts[0])
     largest = int(re.fullmatch(r".*; use a hidden size of at most (\d+)\.", str(error.value)).group(1))
     assert str(error.value).startswith(
         f"A P-tuning encoder with hidden size 100000000 would have {method.encoder_weights(tiny_causal, 10**8):,} "
         f"weights, more than the model's own {model_weights:,}; "
     )
     widest = method_config("p-tuning", encoder=encoder, encoder_hidden_size=largest)
-    _, parameters = widest.build(tiny_causal, setup.prompts[0], easy_task().train)
+    _, parameters = widest.build(tiny_causal, setup.prompts[0])
     trained = sum(p.numel() for p in parameters)  # counted on the meta device as PEFT builds it:
     assert trained == widest.encoder_weights(tiny_causal, largest) <= model_weights
     assert widest.encoder_weights(tiny_causal, largest + 1) > model_weights

@@ -164,7 +164,7 @@ def test_a_tiny_run_trains_every_model_and_gives_the_same_numbers_twice(tiny_cau
     assert result.soft_labels.shape == (6, 2) and np.allclose(result.soft_labels.sum(1), 1)
     assert [row.method for row in result.rows] == ["pet ensemble", "pet", "ipet"]
     prompt = pattern_prompts(tiny_task, TINY_PATTERNS, [TINY_WORDS])[0]
-    _, lora = method_config("lora").build(tiny_causal, prompt, [])
+    _, lora = method_config("lora").build(tiny_causal, prompt)
     assert result.rows[0].trainable_params == 2 * sum(p.numel() for p in lora)  # both patterns' LoRA weights
     assert all(row.settings["rows_scored"] == 8 and row.k == 1 and row.seed == 13 for row in result.rows)
     # the patterns the rows came from (runs of other hand-written patterns were one line of the comparison)

@@ -59,7 +59,7 @@ def test_a_saved_method_reloads_to_identical_predictions(tiny_causal, tmp_path, 
 def _untrained(lm, trained, task):
     from peftlab.tuning import TrainedMethod
 
-    model, _ = trained.config.build(lm, trained.prompt, [])
+    model, _ = trained.config.build(lm, trained.prompt)
     return TrainedMethod(trained.config, lm, trained.prompt, model, 0).log_probs(task.test)
 
 

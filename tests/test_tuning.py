@@ -95,8 +95,8 @@ def capture_build(config):
     seen = {}
     original = config.build
 
-    def build(lm, prompt, train):
-        model, parameters = original(lm, prompt, train)
+    def build(lm, prompt):
+        model, parameters = original(lm, prompt)
         seen.update(
             model=model,
             parameters=parameters,
@@ -195,7 +195,7 @@ def test_trainable_parameter_counts_match_hand_computed_formulas(tiny_causal, ea
     assert cases[8][2] == sum(p.numel() for p in tiny_causal.model.parameters())  # the full formula is right
     for name, overrides, expected in cases:
         config = method_config(name, **overrides)
-        model, parameters = config.build(tiny_causal, setup.prompts[0], train)
+        model, parameters = config.build(tiny_causal, setup.prompts[0])
         counted = sum(p.numel() for p in parameters)
         assert counted == expected, (name, overrides, counted, expected)
         # What the optimiser gets is exactly what requires grad: nothing trainable is left out or frozen in.
@@ -332,7 +332,7 @@ def test_a_drawn_soft_prompt_start_follows_the_runs_seed(tiny_causal, easy, init
 
     def start(seed):
         with seeded(seed):
-            _, (embedding,) = config.build(tiny_causal, config.prompt_for(easy[1].prompts[0]), easy[2])
+            _, (embedding,) = config.build(tiny_causal, config.prompt_for(easy[1].prompts[0]))
         return embedding.detach().clone()
 
     assert torch.equal(start(13), start(13)) and not torch.equal(start(13), start(21))
@@ -344,7 +344,7 @@ def test_a_label_words_start_is_each_labels_scored_tokens_then_sampled_vocabular
     config = method_config("prompt-tuning", init="label-words", num_virtual_tokens=5)
     prompt = config.prompt_for(easy[1].prompts[0])
     with seeded(13):
-        _, (embedding,) = config.build(tiny_causal, prompt, easy[2])
+        _, (embedding,) = config.build(tiny_causal, prompt)
     vocabulary = tiny_causal.model.get_input_embeddings().weight
     scored = sorted(t for q in prompt.queries(tiny_causal, easy[0].test[0]) for t in q.targets)  # [(word, ids)]
     for label, words in enumerate(prompt.verbalizer.words.values()):
@@ -524,7 +524,7 @@ def test_every_prompt_init_builds(tiny_causal, easy):
     starts = {}
     for init in PROMPT_INITS:
         config = PromptTuningMethod(init=init, num_virtual_tokens=5)
-        _, (embedding,) = config.build(tiny_causal, setup.prompts[0], train)
+        _, (embedding,) = config.build(tiny_causal, setup.prompts[0])
         assert embedding.shape == (5, vocabulary.shape[1]) and torch.isfinite(embedding).all()
         starts[init] = embedding.detach().clone()
     text_ids = tiny_causal.tokenizer(PromptTuningMethod.init_text, add_special_tokens=False).input_ids
@@ -567,7 +567,7 @@ def test_bad_method_for_this_model_fails_before_training(tiny_causal, easy, name
 def test_lora_target_given_by_dotted_suffix_is_accepted(tiny_causal, easy):
     _, setup, train, _ = easy
     _, parameters = method_config("lora", r=2, target_modules=("self_attn.q_proj",)).build(
-        tiny_causal, setup.prompts[0], train
+        tiny_causal, setup.prompts[0]
     )
     assert sum(p.numel() for p in parameters) == 2 * 2 * (32 + 32)
 
