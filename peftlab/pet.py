@@ -652,7 +652,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         row("pet ensemble", ensemble.argmax(-1).tolist(), sum(s.trainable_params for s in patterns), ensemble_seconds),
         row("pet", distilled["predictions"], classifier.trainable_params, time.perf_counter() - started),
     ]
-    classifier.scored = Scored.of(result.rows[-1])
+    classifier.scored = _classifier_scored(result.rows[-1])
 
     def ipet(pool_scores: torch.Tensor) -> Iterator:
         """iPET's generations from PET's pool scores, then the classifier distilled from the last, kept in `result`;
@@ -689,7 +689,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         result.classifier, result.soft_labels, result.ipet_distilled_accuracy = classifier, q.numpy(), ipet["accuracy"]
         result.ipet_soft_label_accuracy = labels_right(q, pool_gold)
         result.rows.append(row("ipet", ipet["predictions"], classifier.trainable_params, time.perf_counter() - started))
-        classifier.scored = Scored.of(result.rows[-1])
+        classifier.scored = _classifier_scored(result.rows[-1])
         return True
 
     if config.ipet_generations:
@@ -830,6 +830,13 @@ def _pattern_loss(alpha: float, pool: Sequence[dict], seed: int):
         return (1 - alpha) * gold_label_loss(trained, batch) + alpha * lm_loss.float().cpu()
 
     return loss
+
+
+def _classifier_scored(row: ResultRow) -> Scored:
+    """The distilled classifier's test result with the whole PET run's settings (`_row`: its patterns, pool,
+    temperature and distillation besides the pattern models' trainer), for its saved card: the card showed the pattern
+    models' trainer alone, as if the classifier had trained on the K examples for their steps."""
+    return dataclasses.replace(Scored.of(row), trainer=row.settings)
 
 
 def _row(method, predicted, trainable, seconds, *, lm, task, config, settings, test, prompts) -> ResultRow:

@@ -64,12 +64,23 @@ def trained_card(trained: TrainedMethod):
         if scored is not None and scored.k is not None
         else ""
     )
+    pet = (scored.trainer or {}).get("pet") if scored is not None else None  # PET's distilled classifier
     lines = [
-        f"# {config.name}{trained_on}",
+        f"# {'PET ' if pet else ''}{config.name}{trained_on}",
         "",
         f"The {config.name} weights of `{trained.lm.hub_name}`, trained with peftlab{trained_on} "
         f"({trained.steps_done} steps, {trained.trainable_params:,} trained parameters), to classify text as "
-        f"{' or '.join(labels)}." + (f" {trained.lm.weights_note}" if trained.lm.weights_note else ""),
+        f"{' or '.join(labels)}."
+        # its K examples trained the pattern models; it trained on their ensemble's soft labels
+        + (
+            " It is PET's distilled classifier: it learnt the soft labels that the ensemble of "
+            f"{len(scored.trainer['patterns']['templates'])} pattern models, each trained on those examples, gave "
+            f"{pet['unlabelled']:,} unlabelled texts (Schick & Schütze 2021); its settings below are the whole PET "
+            "run's."
+            if pet
+            else ""
+        )
+        + (f" {trained.lm.weights_note}" if trained.lm.weights_note else ""),
         "",
     ]
     if scored is not None:

@@ -74,7 +74,8 @@ class TrainEvent(Event):
 class Scored:
     """A trained method's test result as a saved method carries it (`saving.save_trained`), so a downloaded zip says
     what it was trained on and how it scored: the task, K, seed, split, rows scored of the split's, accuracy,
-    macro-F1 and F1 per class, the store's row id and the trainer's settings."""
+    macro-F1 and F1 per class, the store's row id and the trainer's settings (a PET classifier's: the whole PET
+    run's, under "pet", "patterns" and "trainer")."""
 
     task: str
     k: int | None

@@ -173,6 +173,14 @@ def test_a_tiny_run_trains_every_model_and_gives_the_same_numbers_twice(tiny_cau
     # the classifier kept (iPET's, the last distilled) carries its own row's result into a saved zip
     assert result.classifier.scored.result_id == result.rows[-1].id
     assert result.classifier.scored.accuracy == result.ipet_distilled_accuracy
+    # its card says what trained it: the card showed the pattern models' trainer alone, as if the classifier had trained
+    # on the K examples for their steps
+    from peftlab.saving import trained_card
+
+    card = str(trained_card(result.classifier))
+    assert card.count("# PET classifier on tiny-sentiment with K=1 examples per class, seed 13\n") == 1
+    assert "It is PET's distilled classifier: it learnt the soft labels that the ensemble of 2 pattern models" in card
+    assert "gave 6 unlabelled texts" in card and '"distil_steps": ' in card and '"templates": [' in card
     # The weights are each pattern's accuracy on the two labelled examples before training: 0, 0.5 or 1.
     assert all(w in (0.0, 0.5, 1.0) for w in result.pattern_weights)
     # the share right of the soft labels iPET's classifier learnt, beside PET's
