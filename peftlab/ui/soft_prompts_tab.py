@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -359,27 +358,31 @@ def download_trained(method, request: gr.Request):
     return str(zip_trained(trained, path))
 
 
+def loaded_name(request, method: str, path: str) -> str:
+    """The name a loaded zip of `method` is kept under: "lora (loaded)", then "lora (loaded 2)", ... for other zips
+    (a second zip of the same method replaced the first in the picker), and its earlier name for the same zip loaded
+    again (each name holds a model built for it)."""
+    names = SESSIONS.get(request).values.setdefault("loaded_zips", {})  # zip digest -> its name
+    with open(path, "rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    if digest not in names:
+        taken, count, name = set(trained_methods(request)) | set(names.values()), 1, f"{method} (loaded)"
+        while name in taken:
+            count += 1
+            name = f"{method} (loaded {count})"
+        names[digest] = name
+    return names[digest]
+
+
 @user_errors
 def load_saved(path, request: gr.Request):
     if not path:
         raise PeftlabError("Upload a zip that 'Download' gave you.")
     lm = load_model(saved_model_name(path), dtype=TRAINING_DTYPE)  # only a model this Space allows
     trained = load_trained(path, lm)
-    # a second zip of the same method replaced the first in the picker: each zip is kept under a name of its own, the
-    # same zip loaded again under its earlier one (each holds a model built for it)
-    session, digest = SESSIONS.get(request), hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    names = session.values.setdefault("loaded_zips", {})  # zip digest -> its name
-    if digest not in names:
-        taken, count = set(trained_methods(request)) | set(names.values()), 1
-        name = f"{trained.config.name} (loaded)"
-        while name in taken:
-            count += 1
-            name = f"{trained.config.name} (loaded {count})"
-        names[digest] = name
-    name = names[digest]
-    scored = trained.scored
+    name, scored = loaded_name(request, trained.config.name, path), trained.scored
     about = f"K {scored.k}, seed {scored.seed}" if scored is not None and scored.k is not None else ""
-    keep_trained(session, name, trained, about)
+    keep_trained(SESSIONS.get(request), name, trained, about)
     return (
         method_choices(request),
         f"Loaded {trained.config.name} trained on {trained.lm.name} ({trained.trainable_params:,} trained parameters) "
