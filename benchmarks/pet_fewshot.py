@@ -32,9 +32,9 @@ seed's figures and the commands):
   86.8 / 86.2 / 87.6, ensemble 88.6, PET 92.0, iPET's ensembles 88.2 / 88.8, iPET 92.6 (4,959 s); seed 42 patterns
   87.8 / 85.6 / 84.6 / 83.8, ensemble 88.8, PET 90.4, iPET's ensembles 88.6 / 87.4, iPET 90.4 (5,824 s, others' CPU
   share 0.38). Over the three: mean single pattern 86.6 ± 1.0, ensemble 88.5 ± 0.3, PET 90.5 ± 1.5 (+3.9), iPET
-  91.0 ± 1.4 (+0.5 over PET, and >= PET on every seed); neither std is below the mean single pattern's. 88.6 to
-  90.2 % of the added texts' drawn labels right, up to 972 of generation 2's 1,920 repeating another (the pool is
-  1,000).
+  91.0 ± 1.4 (+0.5 over PET, and >= PET on every seed); neither std is below the mean single pattern's. Seeds 21
+  and 42: 88.6 to 90.2 % of the added texts' drawn labels right, up to 972 of generation 2's 1,920 repeating another
+  (the pool is 1,000).
 - bbc-topic K=10, PET alone, seeds 13/21/42 (13 in one run, 21 and 42 in another: `--runs bbc-topic:10 --seeds
   21,42 --ipet-generations 0`): mean single pattern 86.4 ± 0.6, best single pattern 88.2 ± 1.2, ensemble 88.7 ±
   0.5, PET 91.3 ± 0.6 (+4.9), its std not below the mean single pattern's; seeds 21 and 42 took 3,686 s beside unit
