@@ -363,8 +363,11 @@ def loaded_name(request, method: str, path: str) -> str:
     (a second zip of the same method replaced the first in the picker), and its earlier name for the same zip loaded
     again (each name holds a model built for it)."""
     names = SESSIONS.get(request).values.setdefault("loaded_zips", {})  # zip digest -> its name
-    with open(path, "rb") as file:
-        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    hashed = hashlib.sha256()
+    with open(path, "rb") as file:  # in blocks, not read whole (hashlib.file_digest is Python 3.11's; Spaces run 3.10)
+        for block in iter(lambda: file.read(2**20), b""):
+            hashed.update(block)
+    digest = hashed.hexdigest()
     if digest not in names:
         taken, count, name = set(trained_methods(request)) | set(names.values()), 1, f"{method} (loaded)"
         while name in taken:
