@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +42,11 @@ def _ray():
 
 @dataclass
 class Failed:
-    """The last item of a job that did not finish: its exception, or its worker lost twice."""
+    """The last item of a job that did not finish: its exception, or its worker lost twice. `fault`: it was no
+    input's fault (out of memory, a fault of the app, a worker lost), whose traceback is in the worker's log."""
 
     reason: str
+    fault: bool = True
 
 
 @dataclass
@@ -272,7 +275,10 @@ def _guarded(job, lm, flag, arguments) -> Iterator:
 
     try:
         yield from job(lm, *arguments, _RemoteStop(ray, flag))
+    except PeftlabError as exc:
+        yield Failed(str(exc), fault=False)
     except Exception as exc:
+        traceback.print_exc()  # Ray shows a worker's stderr in the driver's log: the fault's traceback is kept there
         yield Failed(f"{type(exc).__name__}: {exc}")
 
 

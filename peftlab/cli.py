@@ -688,7 +688,7 @@ def run_standard_command(args: argparse.Namespace) -> None:
 
 
 def run_pet(args: argparse.Namespace) -> None:
-    from peftlab.pet import PatternScoring, PETEvent, default_patterns, pattern_prompts, pet_run, read_unlabelled
+    from peftlab.pet import default_patterns, pattern_prompts, pet_run, read_unlabelled
     from peftlab.saving import zip_trained
 
     config, settings = from_arguments(PETConfig, args), from_arguments(TrainSettings, args)
@@ -707,7 +707,29 @@ def run_pet(args: argparse.Namespace) -> None:
     lm = _load_lm(args)  # fp32 unless --dtype says otherwise, as a grid's
     results = []
     backend = from_arguments(BackendConfig, args).build()
-    for item in pet_run(lm, task, prompts, config, settings, unlabelled=unlabelled, backend=backend):
+    try:
+        items = pet_run(lm, task, prompts, config, settings, unlabelled=unlabelled, backend=backend)
+        _pet_items(args, items, results, task.label_names, config.distil_steps)
+    finally:  # Ctrl-C or out of memory in a later seed keeps the last finished seed's classifier, as its rows are kept
+        if args.save and results:
+            zip_trained(_as_kept(args, results[-1].classifier), args.save)
+    if args.json:
+        print(strict_json([r.summary() for r in results]), file=args.json_out)
+        return
+    for r in results:
+        ipet = f", iPET {r.ipet_distilled_accuracy:.4f}" if r.ipet_distilled_accuracy is not None else ""
+        print(
+            f"seed {r.seed}: patterns {', '.join(f'{a:.4f}' for a in r.pattern_accuracies)}; "
+            f"ensemble {r.ensemble_accuracy:.4f}, PET {r.distilled_accuracy:.4f}{ipet} ({r.seconds:.0f} s)"
+        )
+
+
+def _pet_items(args: argparse.Namespace, items, results: list, label_names: list[str], distil_steps: int) -> None:
+    """PET's progress on stderr as `items` (`pet_run`'s) come; each finished seed stored, warned of and put in
+    `results`."""
+    from peftlab.pet import PatternScoring, PETEvent
+
+    for item in items:
         if isinstance(item, PETEvent):
             # every step rewrites one line (a pattern's first 10 steps were silent minutes); evaluations stay
             evaluated = item.dev_accuracy == item.dev_accuracy  # not NaN
@@ -726,19 +748,8 @@ def run_pet(args: argparse.Namespace) -> None:
             continue
         results.append(item)
         _store(args, item.rows)
-        for note in item.warnings(task.label_names, config.distil_steps):
+        for note in item.warnings(label_names, distil_steps):
             print(f"warning: {note}", file=sys.stderr)
-    if args.save and results:
-        zip_trained(_as_kept(args, results[-1].classifier), args.save)
-    if args.json:
-        print(strict_json([r.summary() for r in results]), file=args.json_out)
-        return
-    for r in results:
-        ipet = f", iPET {r.ipet_distilled_accuracy:.4f}" if r.ipet_distilled_accuracy is not None else ""
-        print(
-            f"seed {r.seed}: patterns {', '.join(f'{a:.4f}' for a in r.pattern_accuracies)}; "
-            f"ensemble {r.ensemble_accuracy:.4f}, PET {r.distilled_accuracy:.4f}{ipet} ({r.seconds:.0f} s)"
-        )
 
 
 def _as_kept(args: argparse.Namespace, trained):

@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 
 from peftlab.config import counted
-from peftlab.errors import PeftlabError
+from peftlab.errors import PeftlabError, out_of_memory, out_of_memory_sentence
 
 LIGHT_COMMANDS = ("results", "report")
 # The commands that load a model, in the order `--help` lists them, each with its one-line summary: `python -m peftlab
@@ -226,16 +226,36 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     except BrokenPipeError:  # stdout's reader left (`| head`): nothing is wrong; what is left to print goes nowhere
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except OSError as exc:
-        PROGRESS.end()
-        if exc.filename is None:  # not a path the user gave: a broken environment, reported as below
-            return _unexpected(exc, argv)
-        # a path the user gave that cannot be read or written (no such file, no such folder, no permission)
+    except Exception as exc:  # the rest, told apart here (out of memory, a path the user gave, a fault)
+        return _failed(exc, argv)
+    return 0
+
+
+def _failed(exc: Exception, argv: list[str]) -> int:
+    """Exit code and `error:` line of what is neither bad input nor Ctrl-C: memory run out (exit 1, with what makes
+    the job smaller: it was told as a bug); a path the user gave that cannot be read or written (no such file, no
+    permission; exit 2); else a fault (`_unexpected`). A missing file of the installation's own (a model's weights in
+    site-packages) was told as the user's mistake, as every OSError naming a file was."""
+    PROGRESS.end()
+    if where := out_of_memory(exc):
+        print(f"error: {out_of_memory_sentence(where)}", file=sys.stderr)
+        return 1
+    if isinstance(exc, OSError) and exc.filename is not None and _given(exc.filename, argv):
         print(f"error: {str(exc.filename)!r}: {(exc.strerror or str(exc)).lower()}.", file=sys.stderr)
         return 2
-    except Exception as exc:
-        return _unexpected(exc, argv)
-    return 0
+    return _unexpected(exc, argv)
+
+
+def _given(filename, argv: list[str]) -> bool:
+    """Whether `filename` is, or lies under, a path among the command line's words (`--out x.jsonl`,
+    `--save=dir`)."""
+    named = Path(os.fsdecode(filename)).absolute()
+    for word in argv:
+        for path in {word, word.partition("=")[2]} - {""}:
+            given = Path(path).absolute()
+            if named == given or given in named.parents:
+                return True
+    return False
 
 
 def strict_json(value, **options) -> str:

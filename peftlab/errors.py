@@ -1,7 +1,9 @@
-"""The one exception type for bad user input: its message is a single sentence meant for a person; and JSON read
-from a person, whose every failure is a `json.JSONDecodeError` that `json_problem` words."""
+"""The one exception type for bad user input: its message is a single sentence meant for a person; running out of
+memory told apart from both bad input and faults; and JSON read from a person, whose every failure is a
+`json.JSONDecodeError` that `json_problem` words."""
 
 import json
+import sys
 
 
 class PeftlabError(ValueError):
@@ -9,6 +11,27 @@ class PeftlabError(ValueError):
 
     The UI shows it as `gr.Error(str(exc))`, the CLI prints `error: <message>` and exits with code 2.
     """
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """Where `exc` says memory ran out: "GPU" (torch's OutOfMemoryError; on Apple's GPUs a RuntimeError that says
+    so), "machine" (MemoryError), else None. Neither bad input nor a fault of the app: each caller tells it as itself,
+    with what makes a job smaller (caught among other errors, it was said as a damaged file, an unreachable Hub or a
+    bug). torch is looked up, not imported: an error of torch's means torch was imported, and the command line's
+    light commands never import it."""
+    if isinstance(exc, MemoryError):
+        return "machine"
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return "GPU"
+    if isinstance(exc, RuntimeError) and "MPS backend out of memory" in str(exc):
+        return "GPU"
+    return None
+
+
+def out_of_memory_sentence(where: str) -> str:
+    """The one sentence for memory run out on `where` (`out_of_memory`)."""
+    return f"The {where} ran out of memory: try fewer test texts, a smaller batch size or a smaller model."
 
 
 def json_problem(exc, one_line: bool = False) -> str:

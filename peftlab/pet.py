@@ -205,6 +205,9 @@ class PETResult:
     added_repeats: list[int] = field(default_factory=list)
     ipet_stopped: bool = False  # Stop came during iPET: the PET numbers are whole, iPET's only up to there
     ipet_error: str = ""  # the sentence of an error that ended iPET (`ipet_stopped` too): a seed's PET was lost with it
+    # what ended iPET that is no input's fault (out of memory, a fault of the app, Ctrl-C): `pet_run` raises it once
+    # this seed's result is out, so its PET is kept and the error still reaches the caller as itself
+    ipet_failure: BaseException | None = field(default=None, repr=False, compare=False)
     rows: list[ResultRow] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -311,7 +314,15 @@ def draw_labelled(probabilities: torch.Tensor, per_label: Sequence[int], rng: np
 
     A label no text leans to is drawn from the `per_label[l]` texts likeliest to be l, by q(l|x) (the reference
     code's `n_most_likely` choice), so the set stays balanced: skipped, a generation after an ensemble that called
-    every text 'positive' added positive texts only, and left the added count claiming both labels."""
+    every text 'positive' added positive texts only, and left the added count claiming both labels.
+
+    Raises:
+        PeftlabError: `probabilities` that are not all finite.
+    """
+    if not torch.isfinite(probabilities).all():  # numpy's draw refused them with "probabilities contain NaN"
+        raise PeftlabError(
+            "The ensemble's soft labels are not numbers (a pattern's model scored NaN): iPET cannot draw from them."
+        )
     predicted = probabilities.argmax(-1).tolist()
     surest = probabilities.max(-1).values.double().numpy()
     drawn = []
@@ -484,7 +495,9 @@ def pet_run(
 
     Raises:
         PeftlabError: patterns or sizes that do not fit the task or the model (before any training), or a
-            pattern's model that failed on the backend.
+            pattern's model that failed on the backend. One in iPET ends that seed's iPET alone (`ipet_error`).
+        Whatever else ends a seed's iPET (out of memory, Ctrl-C) is raised after that seed's PETResult, which keeps
+        its PET (`ipet_stopped`).
     """
     if len(prompts) < 2:
         raise PeftlabError("PET needs at least two patterns (an ensemble of one is that pattern's model).")
@@ -503,6 +516,8 @@ def pet_run(
         if result is None:
             return
         yield result
+        if result.ipet_failure is not None:
+            raise result.ipet_failure
         if result.ipet_stopped and not result.ipet_error:  # stopped; after an error the next seed goes on
             return
 
@@ -578,8 +593,9 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         jobs = [(number, prompt, examples) for number, (prompt, examples) in enumerate(zip(prompts, training_sets), 1)]
         scores = {}
         for index, item in (backend.map if backend else run_here)(lm, pattern_model, shared, jobs, stop):
-            if isinstance(item, Failed):
-                raise PeftlabError(f"Pattern {index + 1}'s model failed on the backend: {item.reason}")
+            if isinstance(item, Failed):  # out of memory or a fault is no input's fault: it was told as one
+                said = f"Pattern {index + 1}'s model failed on the backend: {item.reason}"
+                raise RuntimeError(said) if item.fault else PeftlabError(said)
             if isinstance(item, PatternScores):
                 if item.pool is None:
                     return None  # stopped
@@ -695,9 +711,13 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
     if config.ipet_generations:
         try:
             finished = yield from ipet(pool_scores)
-        except Exception as exc:  # whatever ended iPET (a model trained to NaN, say), the seed's finished PET stays
-            message = str(exc) if isinstance(exc, PeftlabError) else f"{type(exc).__name__}: {exc}"
-            result.ipet_error, finished = message, False
+        except PeftlabError as exc:  # a pattern model trained to NaN, say: the seed's PET stays, the next seed runs
+            result.ipet_error, finished = str(exc), False
+        except GeneratorExit:  # the caller closed the run: nothing more may be yielded
+            raise
+        except BaseException as exc:  # out of memory, a fault, Ctrl-C: caught as one, they lost the seed's PET, or
+            # (out of memory, a fault) were told as a warning while the next seed ran into them again
+            result.ipet_failure, finished = exc, False
         if not finished:
             return _stopped_in_ipet(result, started)
     result.seconds = time.perf_counter() - started

@@ -19,9 +19,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
-from peftlab.errors import PeftlabError, parse_json
+from peftlab.errors import PeftlabError, out_of_memory, parse_json
 from peftlab.methods import METHODS, WEIGHTS_FILE, MethodConfig
 from peftlab.models import LM, load_lm, model_card
 from peftlab.prompts import Prompt, Template, Verbalizer
@@ -282,7 +280,7 @@ def _read_meta(folder: Path) -> dict:
         if not isinstance(meta, dict) or not isinstance(meta["model"], str):
             raise TypeError("the description is not an object naming its model")
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).") from None
+        raise PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).") from exc
     return meta
 
 
@@ -310,19 +308,19 @@ def _load_folder(folder: Path, lm: LM | None, name: str | None = None) -> Traine
     except PeftlabError:
         raise
     except (KeyError, TypeError, ValueError) as exc:  # "steps": "many" is a ValueError
-        raise PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).") from None
+        raise PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).") from exc
     lm = lm if lm is not None else load_lm(model_name, dtype="fp32")
     if lm.name != model_name:
         raise PeftlabError(f"This {config.name} was trained on {model_name}; load it with that model, not {lm.name}.")
     try:
         model = config.load(lm, prompt, folder)
-    except (PeftlabError, MemoryError, torch.OutOfMemoryError):  # the machine's fault is not the file's
-        raise
     except Exception as exc:  # weights damaged or missing: safetensors, PEFT and torch each raise their own error
+        if isinstance(exc, PeftlabError) or out_of_memory(exc):  # the machine's fault is not the file's
+            raise
         detail = str(exc).replace(str(folder), name or str(folder))  # not the server's temporary folder
         raise PeftlabError(
             f"The saved {config.name}'s weights do not load on {lm.name} ({type(exc).__name__}: {detail})."
-        ) from None
+        ) from exc  # kept for --debug's traceback: a fault of the app's own would read as damaged weights
     return TrainedMethod(config, lm, prompt, model, trainable_params, steps_done=steps_done, scored=scored)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab.config import counted
-from peftlab.errors import PeftlabError
+from peftlab.errors import PeftlabError, out_of_memory
 from peftlab.hub import hub_reachable
 from peftlab.uploads import DATA_SUFFIXES, JSON_KINDS, read_table
 
@@ -648,6 +648,8 @@ def _load_hub(name: str, text_column: str, label_column: str, hub_config: str | 
 
         data = datasets.load_dataset(dataset_id, config)
     except Exception as exc:  # unknown id, bad config, a dropped connection: all mean "cannot use this id here"
+        if out_of_memory(exc):  # a dataset too large for this machine is not one the Hub lacks
+            raise
         # datasets' first line says which ("Config name is missing. Please pick one among [...]")
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         hint = "; name a configuration as 'owner/name:config'" if "config" in reason.lower() else ""

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+import torch
 from safetensors.torch import load as load_safetensors
 
 from peftlab.backends import BackendConfig, Failed, RayBackend
@@ -96,7 +97,7 @@ def test_a_run_that_fails_is_reported_in_its_row_and_the_others_finish(local_ray
     rows = [r for r in items if isinstance(r, GridRow) and r.values["seed"]]
     statuses = {(r.values["K"], r.values["seed"]): r.values["status"] for r in rows}
     assert statuses[(99, 21)].startswith(
-        "failed: PeftlabError: K=99 needs 198 examples of class 'negative' (K for train and K for dev)"
+        "failed: K=99 needs 198 examples of class 'negative' (K for train and K for dev)"
     ), statuses
     assert statuses[(4, 13)] == statuses[(4, 21)] == "done"
 
@@ -254,3 +255,24 @@ def test_ray_that_cannot_start_or_be_reached_is_one_sentence(monkeypatch):
     )
     with pytest.raises(PeftlabError, match=r"^Could not reach the Ray cluster at 'ray://10\.0\.0\.1:10001' \(The "):
         RayBackend(address="ray://10.0.0.1:10001").connect()
+
+
+def test_a_job_s_fault_on_a_worker_is_told_apart_from_its_input_s(capsys):
+    """Every exception of a job on a worker became Failed("OutOfMemoryError: ...") and PET said it as bad input
+    ("Pattern 1's model failed on the backend", exit 2, no traceback anywhere): a PeftlabError is the input's, the rest
+    a fault, its traceback printed on the worker (Ray shows it in the driver's log)."""
+    from peftlab.backends import _guarded
+
+    def job(error):
+        def run(lm, *arguments):
+            yield "a step"
+            raise error
+
+        return run
+
+    bad_input = list(_guarded(job(PeftlabError("The loss turned NaN at step 2.")), None, None, ()))
+    assert bad_input == ["a step", Failed("The loss turned NaN at step 2.", fault=False)]
+    assert capsys.readouterr().err == ""
+    fault = list(_guarded(job(torch.OutOfMemoryError("CUDA out of memory.")), None, None, ()))
+    assert fault == ["a step", Failed("OutOfMemoryError: CUDA out of memory.", fault=True)]
+    assert "Traceback" in capsys.readouterr().err

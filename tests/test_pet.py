@@ -130,6 +130,10 @@ def test_the_unlabelled_pool_hides_labels_and_leaves_out_the_labelled_examples(t
 
 
 def run_tiny(tiny_causal, tiny_task, texts=None, backend=None, **changes):
+    return list(tiny_run(tiny_causal, tiny_task, texts, backend, **changes))
+
+
+def tiny_run(tiny_causal, tiny_task, texts=None, backend=None, **changes):
     config = PETConfig(
         **{
             "shots": 1,
@@ -144,7 +148,7 @@ def run_tiny(tiny_causal, tiny_task, texts=None, backend=None, **changes):
     )
     settings = TrainSettings(steps=4, batch_size=2, eval_every=2)
     prompts = pattern_prompts(tiny_task, TINY_PATTERNS, [TINY_WORDS])
-    return list(pet_run(tiny_causal, tiny_task, prompts, config, settings, unlabelled=texts, backend=backend))
+    return pet_run(tiny_causal, tiny_task, prompts, config, settings, unlabelled=texts, backend=backend)
 
 
 def test_a_tiny_run_trains_every_model_and_gives_the_same_numbers_twice(tiny_causal, tiny_task):
@@ -487,21 +491,15 @@ def test_ipet_adds_at_most_the_pool_per_label_however_large_its_growth(tiny_caus
     assert result.added_sizes == [4]
 
 
-@pytest.mark.parametrize(
-    ("error", "said"),
-    [
-        (PeftlabError("The loss turned NaN at step 2."), "The loss turned NaN at step 2."),
-        # not ours: numpy's draw on NaN weights lost the seed's PET all the same
-        (ValueError("probabilities contain NaN"), "ValueError: probabilities contain NaN"),
-    ],
-)
-def test_an_error_in_ipet_keeps_the_seed_s_pet_and_the_next_seed_runs(tiny_causal, tiny_task, monkeypatch, error, said):
-    """An error in iPET (a pattern model trained to NaN, memory run out) lost the seed's finished PET numbers, rows
-    and classifier with it; they are kept, the error said, and the next seed runs."""
+def test_an_error_in_ipet_keeps_the_seed_s_pet_and_the_next_seed_runs(tiny_causal, tiny_task, monkeypatch):
+    """An error in iPET (a pattern model trained to NaN) lost the seed's finished PET numbers, rows and classifier
+    with it; they are kept, the error said, and the next seed runs."""
     import peftlab.pet as pet
 
+    said = "The loss turned NaN at step 2."
+
     def failing(*args):
-        raise error
+        raise PeftlabError(said)
 
     monkeypatch.setattr(pet, "draw_labelled", failing)
     results = [r for r in run_tiny(tiny_causal, tiny_task, seeds=(13, 21)) if isinstance(r, pet.PETResult)]
@@ -512,3 +510,45 @@ def test_an_error_in_ipet_keeps_the_seed_s_pet_and_the_next_seed_runs(tiny_causa
         f"Seed 13: iPET ended with an error, and its PET numbers and classifier are kept: {said}"
     )
     assert first.summary()["ipet_error"] == said
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory."),
+        MemoryError(),
+        RuntimeError("a fault of the app"),
+        KeyboardInterrupt(),
+    ],
+)
+def test_what_ends_ipet_that_is_no_input_s_fault_is_raised_after_the_seed_s_pet_is_out(
+    tiny_causal, tiny_task, monkeypatch, error
+):
+    """Out of memory and faults in iPET were caught as a warning (the CLI exited 0, the next seed ran into them again,
+    no traceback anywhere), and Ctrl-C lost the seed's finished PET: the seed's PETResult comes out with its PET, then
+    the error itself, and no other seed runs."""
+    import peftlab.pet as pet
+
+    def failing(*args):
+        raise error
+
+    monkeypatch.setattr(pet, "draw_labelled", failing)
+    results = []
+    with pytest.raises(type(error)) as raised:
+        for item in tiny_run(tiny_causal, tiny_task, seeds=(13, 21)):
+            if isinstance(item, pet.PETResult):
+                results.append(item)
+    assert raised.value is error
+    (kept,) = results
+    assert (kept.seed, kept.ipet_stopped, kept.ipet_error) == (13, True, "")
+    assert kept.distilled_accuracy is not None and [row.method for row in kept.rows] == ["pet ensemble", "pet"]
+
+
+def test_ipet_refuses_soft_labels_that_are_not_numbers():
+    """A pattern model that scored NaN made numpy's draw fail with "probabilities contain NaN", a fault of no named
+    kind; it is one sentence, which ends the seed's iPET alone."""
+    from peftlab.pet import draw_labelled
+
+    q = torch.tensor([[0.5, 0.5], [float("nan"), float("nan")]])
+    with pytest.raises(PeftlabError, match=r"^The ensemble's soft labels are not numbers \(a pattern's model scored"):
+        draw_labelled(q, [1, 1], np.random.default_rng(0))

@@ -793,3 +793,17 @@ def test_a_hub_dataset_with_only_a_train_split_holds_out_at_most_1000_rows(monke
     task = load_task("fake/train-only")
     assert _names(task, task.test) == {"a": 750, "b": 250}  # 20 % would be 1,600 texts to score per run
     assert len(task.train) == 7000 and not {r["text"] for r in task.train} & {r["text"] for r in task.test}
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("MPS backend out of memory (MPS allocated: 9 GB)")])
+def test_a_hub_dataset_too_large_for_memory_is_not_said_as_one_the_hub_lacks(monkeypatch, error):
+    """Memory run out while loading a Hub dataset read "Could not load the dataset ... (the Hub is unreachable or has
+    no such dataset: MemoryError)", a bad input's sentence; it is raised as itself (the UI and CLI tell it so)."""
+
+    def failing(config):
+        raise error
+
+    _fake_hub(monkeypatch, failing)
+    with pytest.raises(type(error)) as raised:
+        load_task("someone/large-reviews")
+    assert raised.value is error

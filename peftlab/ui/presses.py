@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterator
 
 import gradio as gr
 import pandas as pd
-import torch
 
 from peftlab.config import capitalised
-from peftlab.errors import PeftlabError
+from peftlab.errors import PeftlabError, out_of_memory, out_of_memory_sentence
 from peftlab.serving import JobStop, heavy_job_limit
 from peftlab.ui.inputs import is_bounded, out_of_range
 from peftlab.ui.sessions import SESSIONS, UNNAMED_JOB, Session
@@ -29,12 +28,8 @@ def shown_error(exc: Exception) -> gr.Error:
     if isinstance(exc, PeftlabError):
         return gr.Error(str(exc), print_exception=False)
     traceback.print_exception(exc)
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        where = "GPU" if isinstance(exc, torch.OutOfMemoryError) else "machine"
-        return gr.Error(
-            f"The {where} ran out of memory: try fewer test texts, a smaller batch size or a smaller model.",
-            print_exception=False,
-        )
+    if where := out_of_memory(exc):
+        return gr.Error(out_of_memory_sentence(where), print_exception=False)
     return gr.Error(
         f"Something failed inside peftlab ({type(exc).__name__}: {exc}). That is a fault of the app, not of what you "
         "typed; the server's log has the details.",
