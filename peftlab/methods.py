@@ -27,7 +27,7 @@ import torch
 
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import LM, check_width, save_adapter
+from peftlab.models import LM, building, check_width, save_adapter
 from peftlab.prompts import MIN_INPUT_TOKENS, Prompt
 
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")  # raised inside PEFT
@@ -211,7 +211,9 @@ class PeftMethod(MethodConfig):
         from peft import PeftModel
 
         self.check(lm)
-        return self._wrapped(PeftModel.from_pretrained(copy.deepcopy(lm.model), str(folder))).eval()
+        with building():
+            loaded = PeftModel.from_pretrained(copy.deepcopy(lm.model), str(folder))
+        return self._wrapped(loaded).eval()
 
     @staticmethod
     def _wrapped(peft_model):
@@ -601,8 +603,8 @@ class SequenceClassifierMethod(MethodConfig):
         config = copy.deepcopy(lm.model.config)
         config.num_labels = len(prompt.verbalizer.words)
         config.pad_token_id = _pad_id(lm.tokenizer)
-        with torch.device(lm.device):
-            model = AutoModelForSequenceClassification.from_config(config, dtype=lm.dtype)
+        with torch.device(lm.device), building():
+            model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32).to(lm.dtype)
         missing, unexpected = model.base_model.load_state_dict(lm.model.base_model.state_dict(), strict=False)
         if missing or unexpected:
             raise PeftlabError(f"{lm.name}'s weights do not fit a sequence classifier of its own architecture.")
@@ -655,7 +657,8 @@ class SequenceClassifierMethod(MethodConfig):
         from peft import PeftModel
 
         base = dataclasses.replace(self, lora=False).build(lm, prompt)[0]
-        return PeftModel.from_pretrained(base.requires_grad_(False), str(folder)).eval()
+        with building():
+            return PeftModel.from_pretrained(base.requires_grad_(False), str(folder)).eval()
 
 
 def _pad_id(tokenizer) -> int:

@@ -323,12 +323,14 @@ def embedded_model_dir(name: str) -> Path:
 def _convert_gguf(source: Path, gguf_file: str, folder: Path) -> None:
     """De-quantise a GGUF checkpoint and save it as a plain transformers folder (safetensors)."""
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
-    gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
+    with building():
+        gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
     # A model loaded from GGUF refuses save_pretrained; rebuild it from a plain config and copy weights.
     config_dict = gguf_model.config.to_dict()
     config_dict.pop("quantization_config", None)
     config = type(gguf_model.config).from_dict(config_dict)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with building():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -367,6 +369,22 @@ def unavailable_reason(name: str) -> str | None:
 
 def _offline_help() -> str:
     return f"available offline: {', '.join(EMBEDDED_MODELS)} (embedded) or the path of a local model folder"
+
+
+# transformers' from_pretrained and from_config change process-wide state while they build a model and put it back
+# after: torch's default dtype (to the dtype asked for) and PreTrainedModel.tie_weights (a no-op). Two builds at once
+# (two visitors' jobs, two models) put back each other's: tie_weights stayed a no-op, and every later load failed
+# "lacks 1 weight ... 'lm_head.weight'" until a restart. Builds take turns (`building`), and build in fp32, torch's
+# default, so that none changes the default dtype under another thread's running job; they are cast after.
+_BUILD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def building() -> Iterator[None]:
+    """Around every transformers or PEFT call that builds or loads a model: one at a time in the process. Build in
+    torch.float32 inside it and cast after (`_BUILD_LOCK`'s comment says why)."""
+    with _BUILD_LOCK:
+        yield
 
 
 _cache: OrderedDict[tuple[str, torch.dtype, str], LM] = OrderedDict()  # least recently used first
@@ -448,9 +466,14 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
     auto_class = AutoModelForMaskedLM if kind == "mlm" else AutoModelForCausalLM
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
-        model, loading = auto_class.from_pretrained(
-            source, dtype=dtype, local_files_only=local_only, trust_remote_code=False, output_loading_info=True
-        )
+        with building():  # a Hub model's download too: another model's load waits for it, a cached one never does
+            model, loading = auto_class.from_pretrained(
+                source,
+                dtype=torch.float32,
+                local_files_only=local_only,
+                trust_remote_code=False,
+                output_loading_info=True,
+            )
     except (OSError, ValueError) as exc:
         raise PeftlabError(f"Model {name!r} could not be loaded: {exc}".split("\n")[0]) from exc
     if missing := loading.get("missing_keys"):
@@ -464,7 +487,7 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
         )
     if device.type == "cuda":
         avoid_cudnn_attention()
-    model.to(device).eval()
+    model.to(device=device, dtype=dtype).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if kind == "mlm" and tokenizer.mask_token is None:

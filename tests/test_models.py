@@ -197,3 +197,51 @@ def test_an_unreachable_hub_is_asked_again_a_minute_later(monkeypatch):
     assert hub.hub_reachable() is True and len(answers) == 1
     clock[0] += 10 * hub.RETRY_AFTER_S
     assert hub.hub_reachable() is True and len(answers) == 1  # a yes is kept
+
+
+def test_two_models_loading_at_once_take_turns_and_leave_torch_s_defaults_as_they_were(tiny_causal, tmp_path):
+    """transformers' from_pretrained changes process-wide state while it builds (torch's default dtype, and
+    PreTrainedModel.tie_weights as a no-op) and puts it back after: two loads at once (two visitors) put back each
+    other's, and every later load of the process failed "lacks 1 weight ... 'lm_head.weight'". Loads take turns, and
+    build in fp32 (a bf16 one set bf16 as torch's default under every other thread's job), cast after."""
+    import threading
+    from unittest import mock
+
+    import peftlab.models as models
+
+    folders = []
+    for name in ("a", "b"):
+        tiny_causal.model.save_pretrained(tmp_path / name)
+        tiny_causal.tokenizer.save_pretrained(tmp_path / name)
+        folders.append(str(tmp_path / name))
+    real, lock = models.AutoModelForCausalLM.from_pretrained, threading.Lock()
+    seen = {"at once": 0, "most at once": 0, "dtypes asked": [], "defaults": []}
+
+    def watched(*args, **kwargs):
+        with lock:
+            seen["at once"] += 1
+            seen["most at once"] = max(seen["most at once"], seen["at once"])
+        try:
+            seen["dtypes asked"].append(kwargs["dtype"])
+            time.sleep(0.3)  # long enough for the other thread to start its own
+            return real(*args, **kwargs)
+        finally:
+            seen["defaults"].append(torch.get_default_dtype())  # as a job running meanwhile sees it
+            with lock:
+                seen["at once"] -= 1
+
+    loaded = {}
+    with mock.patch.object(models, "AutoModelForCausalLM", mock.Mock(from_pretrained=watched)):
+        threads = [
+            threading.Thread(target=lambda f=f, d=d: loaded.setdefault(d, load_lm(f, dtype=d, device="cpu")))
+            for f, d in zip(folders, ("bf16", "fp32"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert seen["most at once"] == 1
+    assert seen["dtypes asked"] == [torch.float32] * 2 and seen["defaults"] == [torch.float32] * 2
+    assert (loaded["bf16"].dtype, loaded["fp32"].dtype) == (torch.bfloat16, torch.float32)
+    for lm in loaded.values():  # the weights are the saved ones, cast
+        assert torch.equal(lm.model.lm_head.weight.float(), tiny_causal.model.lm_head.weight.to(lm.dtype).float())

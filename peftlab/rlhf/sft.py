@@ -20,7 +20,7 @@ import torch
 
 from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import LM, check_width, save_adapter
+from peftlab.models import LM, building, check_width, save_adapter
 from peftlab.rlhf.crossing import Crossing, load_trainable_state, remember_sft, trainable_state
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import check_response_scores_fit, encode_pairs, response_forward, sample_responses
@@ -96,7 +96,7 @@ def _sft_model(lm: LM, adapter: dict[str, bytes] | None, full: dict | None) -> t
     if adapter is not None:
         from peft import PeftModel
 
-        with folder_with(adapter) as folder:
+        with folder_with(adapter) as folder, building():
             model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
     else:
         load_trainable_state(model, full)
