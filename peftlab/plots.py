@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -28,9 +29,17 @@ def themed(build: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
         figure = build(*args, **kwargs)
         figure.update_layout(template=TEMPLATE)
         _counts_in_whole_ticks(figure)
+        _hover_in_tenths(figure)
         return figure
 
     return wrapper
+
+
+def _hover_in_tenths(figure: go.Figure) -> None:
+    """A percent axis's hover (and its error bars') in tenths of a percent: plotly formats hover values as the ticks,
+    so 83.3 % and 82.6 % both read "83%" beside a table that tells them apart."""
+    figure.for_each_xaxis(lambda axis: axis.update(hoverformat=".1%") if axis.tickformat == ".0%" else None)
+    figure.for_each_yaxis(lambda axis: axis.update(hoverformat=".1%") if axis.tickformat == ".0%" else None)
 
 
 def _counts_in_whole_ticks(figure: go.Figure) -> None:
@@ -43,6 +52,8 @@ def _counts_in_whole_ticks(figure: go.Figure) -> None:
             values.setdefault(getattr(trace, "xaxis", None) or "x", []).extend(trace.x)
     for axis, xs in values.items():
         layout = figure.layout["xaxis" + axis[1:]]
+        if any(isinstance(x, str) for x in xs):  # label names, even "1" to "5": a categorical axis (TEMPLATE's
+            continue  # strict number types), whose range counts columns; set as numbers, it hid the first
         try:
             numbers = np.asarray(xs, dtype=float)
         except (TypeError, ValueError):  # label names: a categorical axis
@@ -183,19 +194,32 @@ PATTERN_PALETTE = px.colors.qualitative.Set1
 
 
 def method_colour(method: str) -> str:
-    """The colour of `method` in every chart (COLOURED_METHODS; PET's "pattern N" by its number; else one of the
-    remaining colours by a hash of the name, stable across processes)."""
-    if method in COLOURED_METHODS:
-        return PALETTE[COLOURED_METHODS.index(method)]
-    if pattern := re.fullmatch(r"pattern (\d+)", method):
+    """The colour of `method` in every chart: COLOURED_METHODS', also of a variant told apart after one ("lora
+    K=16", "lora, K=16", "lora (learning_rate 0.001)"); PET's "pattern N" by its number (its iPET generations too);
+    else one of the remaining colours by a hash of the name, stable across processes."""
+    variant = re.fullmatch(r"(.+?)(?: \(.*\)|,? K=\d+)", method)  # as reports and `_named_with_k` tell lines apart
+    base = variant[1] if variant and variant[1] in COLOURED_METHODS else method
+    if base in COLOURED_METHODS:
+        return PALETTE[COLOURED_METHODS.index(base)]
+    if pattern := re.match(r"pattern (\d+)\b", method):
         return PATTERN_PALETTE[(int(pattern[1]) - 1) % len(PATTERN_PALETTE)]
     rest = PALETTE[len(COLOURED_METHODS) :]
     return rest[int(hashlib.sha256(method.encode()).hexdigest(), 16) % len(rest)]
 
 
 def method_colours(methods: Sequence[str]) -> dict[str, str]:
-    """`method_colour` of each of `methods`."""
-    return {method: method_colour(method) for method in dict.fromkeys(methods)}
+    """A colour for each of `methods`, apart within the chart: its `method_colour`, or where a name before it took
+    that (two variants of one method, two names of one hash), the first of the remaining colours that no name of the
+    chart has or wants. Variants of LoRA at two learning rates, or iPET's generations of two patterns, drew in one
+    colour."""
+    wanted = {method: method_colour(method) for method in dict.fromkeys(methods)}
+    colours: dict[str, str] = {}
+    for method, colour in wanted.items():
+        if colour in colours.values():
+            taken = set(wanted.values()) | set(colours.values())
+            colour = next((c for c in PALETTE[len(COLOURED_METHODS) :] if c not in taken), colour)
+        colours[method] = colour
+    return colours
 
 
 # Labels are placed apart on the narrowest plot the app draws (a phone's, about 300 x 280 pixels inside the axes):
@@ -341,12 +365,17 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
     line at its accuracy: a log axis has no 0, and a point drawn at 1 read as one parameter. Labels go where they
     cover no other (`label_spots`)."""
     figure = go.Figure()
+    summary = _named_with_k(summary)
+    # a method whose every run failed has no accuracy: it vanished from the chart beside a table that lists it
+    failed, summary = summary[summary["accuracy_mean"].isna()], summary[summary["accuracy_mean"].notna()]
+    if len(failed):
+        title += f" (not drawn, no run finished: {', '.join(failed['method'])})"
     colours = method_colours(summary["method"])  # of every method, placed or not: the two charts agree on colours
     placed, zero = summary[summary[x_column] > 0], summary[summary[x_column] <= 0]
     # Room around the points for their labels (above each) and error bars: plotly's autorange clips both.
     log_x = np.log10(placed[x_column].to_numpy(dtype=float)) if len(placed) else np.zeros(1)
-    low = (summary["accuracy_mean"] - summary["accuracy_std"].fillna(0)).min()
-    high = (summary["accuracy_mean"] + summary["accuracy_std"].fillna(0)).max()
+    low = (summary["accuracy_mean"] - summary["accuracy_std"].fillna(0)).min() if len(summary) else 0.5
+    high = (summary["accuracy_mean"] + summary["accuracy_std"].fillna(0)).max() if len(summary) else 0.5
     bottom, top = max(low - 0.05, 0), min(high + 0.08, 1.1)
     x_range = [log_x.min() - 0.7, log_x.max() + 0.5]
     # methods at one accuracy share a line and its label: two labels at one height were printed over each other. Its
@@ -377,10 +406,13 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
         figure.add_hline(
             y=accuracy, line_dash="dash", line_color="gray", annotation_text=label, annotation_position=spot
         )
+    for _, row in zero[zero["accuracy_std"].fillna(0) > 0].iterrows():  # its spread over seeds, as a point's bars
+        mean, std = row["accuracy_mean"], row["accuracy_std"]
+        figure.add_hrect(y0=mean - std, y1=mean + std, fillcolor="gray", opacity=0.12, line_width=0)
     step = 0.1 if top - bottom > 0.3 else 0.05
     ticks = [t for t in np.round(np.arange(0, 1 + 1e-9, step), 2) if t >= bottom]  # the room above 100 % is for labels
     # no method placed (zero-shot rows alone): the axis had a lone "1" tick under the dashed lines
-    x_axis = dict(title=x_title) if len(placed) else dict(title=f"{x_title}: none here (the dashed lines)")
+    x_axis = dict(title=x_title if len(placed) or not len(zero) else f"{x_title}: none here (the dashed lines)")
     figure.update_layout(
         title=title,
         # a tick at each power of ten: within one decade plotly labelled 2 3 4 ... 9 1 2 3, which reads as nothing
@@ -391,6 +423,16 @@ def _accuracy_scatter(summary: pd.DataFrame, x_column: str, x_title: str, title:
         margin=dict(l=10, r=10, t=40, b=10),
     )
     return figure
+
+
+def _named_with_k(summary: pd.DataFrame) -> pd.DataFrame:
+    """`summary` with "K=k" in the name of each line of a method that has lines at several K: "lora" at K=4 and 16
+    were two points of one name, colour and hover."""
+    if "K" not in summary or not len(summary):
+        return summary
+    several = summary.groupby("method", sort=False)["K"].transform("nunique") > 1
+    named = summary["method"].where(~several, summary["method"] + ", K=" + summary["K"].astype(str))
+    return summary.assign(method=named)
 
 
 @themed
@@ -428,8 +470,10 @@ def training_curves(events: pd.DataFrame) -> go.Figure:
                 name=f"{method} s{seed} dev acc",
                 showlegend=False,
                 customdata=dev.get("dev_log_likelihood"),  # what picks the kept weights by default
-                hovertemplate=f"{method}, seed {seed}, step %{{x}}: dev accuracy %{{y:.1%}}, log-likelihood "
-                "%{customdata:.3f}<extra></extra>",
+                # PET's events have none: its hover ended "log-likelihood -"
+                hovertemplate=f"{method}, seed {seed}, step %{{x}}: dev accuracy %{{y:.1%}}"
+                + (", log-likelihood %{customdata:.3f}" if "dev_log_likelihood" in dev else "")
+                + "<extra></extra>",
                 **style,
             )
         )
@@ -590,19 +634,24 @@ def soft_label_histogram(soft_labels, label_names: Sequence[str]) -> go.Figure:
     """
     soft = np.asarray(soft_labels)
     predicted, confidence = soft.argmax(1), soft.max(1)
+    # bins of 0.05 that end at 1, the last holding 1 itself: plotly's are half open, and texts at exactly 1 (a low
+    # temperature) were left out of every bar, below the legend's count; from 1/L they ran past 1 for L = 3
+    size = 0.05
+    start = 1 - size * math.ceil(round((1 - 1 / len(label_names)) / size, 9))
+    confidence = np.minimum(confidence, 1 - size / 2)
     figure = go.Figure()
     for index, name in enumerate(label_names):
         figure.add_trace(
             go.Histogram(
                 x=confidence[predicted == index],
                 name=f"{name} ({int((predicted == index).sum())})",
-                xbins=dict(start=1 / len(label_names), end=1.0, size=0.05),
+                xbins=dict(start=start, end=1.0, size=size),
             )
         )
     figure.update_layout(
         title="Soft labels of the unlabelled texts: the ensemble's confidence",
         barmode="stack",
-        xaxis=dict(title="max over labels of q(label | text)", range=[1 / len(label_names), 1]),
+        xaxis=dict(title="max over labels of q(label | text)", range=[start, 1]),
         yaxis=dict(title="texts"),
         height=360,
         margin=dict(l=10, r=10, t=40, b=10),

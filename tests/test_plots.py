@@ -192,7 +192,7 @@ def test_labels_of_methods_at_nearly_one_point_or_line_are_placed_apart():
         "zero-shot<br>(0 trainable parameters)",
         "in-context<br>(0 trainable parameters)",
     ]
-    first, second = (shape for shape in figure.layout.shapes)
+    first, second = (shape for shape in figure.layout.shapes if shape.type == "line")
     assert (first.y0, second.y0) == (0.79, 0.785)
     # the first line's label goes above it at the left, the second's where it covers neither
     assert [a.yanchor for a in figure.layout.annotations] == ["bottom", "top"]
@@ -281,3 +281,87 @@ def test_a_panel_of_fractions_reads_in_percent_within_0_and_100():
     assert figure.layout.yaxis2.tickformat == ".0%" and list(figure.layout.yaxis2.range) == [0.0, 0.05]
     assert figure.layout.yaxis.range is None  # the loss is no fraction
     assert [trace.showlegend for trace in figure.data] == [False, False, True, True]
+
+
+def test_label_names_that_are_numbers_keep_every_column_of_the_confusion_matrix():
+    """Star ratings "1" to "5" were read as whole numbers: the x axis got the range 0.5 to 5.5, measured in columns
+    on a categorical axis, which hid the first column and showed an empty one."""
+    import numpy as np
+
+    from peftlab.plots import confusion_heatmap
+
+    figure = confusion_heatmap(np.eye(5, dtype=int), ["1", "2", "3", "4", "5"])
+    assert figure.layout.xaxis.range is None and figure.layout.xaxis.dtick is None
+
+
+def _summary(**columns) -> pd.DataFrame:
+    return pd.DataFrame(columns)
+
+
+def test_the_scatter_names_each_k_and_says_which_methods_it_cannot_draw():
+    """LoRA at K=4 and K=16 were two points of one name and colour; a method whose every run failed vanished (and
+    alone, it left an axis from NaN to NaN); in-context's spread over seeds had no mark; the hover rounded 83.3 % to
+    83 %."""
+    summary = _summary(
+        method=["lora", "lora", "in-context", "full"],
+        K=[4, 16, 16, 16],
+        accuracy_mean=[0.833, 0.826, 0.7, float("nan")],
+        accuracy_std=[0.01, 0.02, 0.03, 0.0],
+        trainable_params=[12288, 12288, 0, 0],
+    )
+    figure = accuracy_vs_parameters(summary)
+    assert [trace.name for trace in figure.data] == ["lora, K=4", "lora, K=16"]
+    assert figure.data[0].marker.color != figure.data[1].marker.color
+    assert figure.layout.title.text == "Test accuracy vs trainable parameters (not drawn, no run finished: full)"
+    (band,) = [shape for shape in figure.layout.shapes if shape.type == "rect"]
+    assert (band.y0, band.y1) == pytest.approx((0.67, 0.73))
+    assert figure.layout.yaxis.hoverformat == ".1%"
+    alone = accuracy_vs_parameters(summary.iloc[[3]])
+    assert all(0 <= y <= 1.1 for y in alone.layout.yaxis.range) and not alone.data
+
+
+def test_the_soft_label_histogram_counts_texts_the_ensemble_is_sure_of():
+    """Bins ended at 1 half open: texts at confidence exactly 1 (a low temperature) were in no bar, below the legend's
+    count; for 3 labels the bins from 1/3 ran past 1."""
+    import numpy as np
+
+    from peftlab.plots import soft_label_histogram
+
+    soft = np.array([[1.0, 0.0]] * 5 + [[0.6, 0.4], [0.2, 0.8]])
+    figure = soft_label_histogram(soft, ["negative", "positive"])
+    negative = figure.data[0]
+    bins = negative.xbins
+    assert negative.name == "negative (6)" and len(negative.x) == 6
+    assert all(bins.start <= x < bins.end for x in negative.x) and bins.end == 1.0
+    three = soft_label_histogram(np.array([[0.5, 0.3, 0.2]]), ["a", "b", "c"]).data[0].xbins
+    steps = (1 - three.start) / three.size
+    assert three.start <= 1 / 3 and steps == pytest.approx(round(steps))  # whole bins that end at 1
+
+
+def test_variants_of_one_method_and_ipet_generations_each_get_a_colour_of_their_own():
+    """ "lora (learning_rate 0.0001)" and "lora (learning_rate 0.001)" drew in one colour by their hash, and neither in
+    LoRA's; so did iPET's generations of patterns 1 and 2."""
+    from peftlab.plots import method_colour, method_colours
+
+    names = ["lora (learning_rate 0.0001)", "lora (learning_rate 0.001)", "zero-shot"]
+    colours = method_colours(names)
+    assert colours[names[0]] == method_colour("lora") and len(set(colours.values())) == 3
+    ipet = method_colours(["pattern 1 (iPET generation 1)", "pattern 2 (iPET generation 1)"])
+    assert list(ipet.values()) == [method_colour("pattern 1"), method_colour("pattern 2")]
+
+
+def test_pet_s_dev_accuracy_hover_names_no_log_likelihood_it_does_not_have():
+    """PET's events carry no dev log-likelihood: its hover ended "log-likelihood -"."""
+    from peftlab.plots import training_curves
+
+    events = pd.DataFrame(
+        {
+            "method": ["pattern 1"] * 2,
+            "seed": [13, 13],
+            "step": [1, 2],
+            "train_loss": [0.7, 0.6],
+            "dev_accuracy": [0.5, 0.6],
+        }
+    )
+    dev = training_curves(events).data[1]
+    assert dev.hovertemplate == "pattern 1, seed 13, step %{x}: dev accuracy %{y:.1%}<extra></extra>"
