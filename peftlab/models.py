@@ -33,6 +33,7 @@ from pathlib import Path
 
 import huggingface_hub
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -336,6 +337,20 @@ def _convert_gguf(source: Path, gguf_file: str, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
+def _check_tokenizer(name: str, tokenizer, model) -> None:
+    """A tokenizer that belongs to `model`: a folder without tokenizer files got an empty one (every text encoded to
+    no token), and one of a larger vocabulary than the model's embeddings, ids past them; both failed later with an
+    IndexError, told as a fault of the app."""
+    embeddings = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) <= 1:
+        raise PeftlabError(f"Model {name!r} has no tokenizer files (its tokenizer knows {len(tokenizer)} token).")
+    if len(tokenizer) > embeddings:
+        raise PeftlabError(
+            f"The tokenizer of model {name!r} has {len(tokenizer):,} tokens, more than the {embeddings:,} its "
+            "embeddings hold: it is not this model's tokenizer."
+        )
+
+
 def detect_kind(config) -> str:
     """'mlm' for encoder models with a masked-LM head, 'causal' otherwise."""
     architectures = " ".join(getattr(config, "architectures", None) or [])
@@ -462,6 +477,11 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
                 f"is unreachable or has no such model; {_offline_help()}."
             ) from exc
         raise PeftlabError(f"Model folder {name!r} has no readable config.json ({exc}).") from exc
+    if getattr(config, "is_encoder_decoder", False):  # BART is in transformers' masked-LM table: it loaded as one
+        raise PeftlabError(
+            f"Model {name!r} is an encoder-decoder (seq2seq) model; peftlab scores and trains masked or causal LMs: "
+            "pick one of those."
+        )
     kind = detect_kind(config)
     auto_class = AutoModelForMaskedLM if kind == "mlm" else AutoModelForCausalLM
     try:
@@ -474,8 +494,9 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
                 trust_remote_code=False,
                 output_loading_info=True,
             )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # a truncated weights file is a SafetensorError
         raise PeftlabError(f"Model {name!r} could not be loaded: {exc}".split("\n")[0]) from exc
+    _check_tokenizer(name, tokenizer, model)
     if missing := loading.get("missing_keys"):
         # a checkpoint without the LM head (a BertModel, an ELECTRA discriminator) got one at random: its scores were
         # chance, shown as a model's, with only transformers' load report on the server's log to say so
@@ -488,8 +509,8 @@ def _load_uncached(name: str, dtype: torch.dtype, device: torch.device) -> LM:
     if device.type == "cuda":
         avoid_cudnn_attention()
     model.to(device=device, dtype=dtype).eval()
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if tokenizer.pad_token is None:  # what pads a batch is masked out: any token does, the first when none is named
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
     if kind == "mlm" and tokenizer.mask_token is None:
         raise PeftlabError(f"Model {name!r} is a masked LM but its tokenizer has no mask token.")
     lm = LM(model=model, tokenizer=tokenizer, kind=kind, name=name)

@@ -1,6 +1,7 @@
 """load_lm: local folders of both kinds, kind detection, per-process caching, clear errors for bad names."""
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -245,3 +246,58 @@ def test_two_models_loading_at_once_take_turns_and_leave_torch_s_defaults_as_the
     assert (loaded["bf16"].dtype, loaded["fp32"].dtype) == (torch.bfloat16, torch.float32)
     for lm in loaded.values():  # the weights are the saved ones, cast
         assert torch.equal(lm.model.lm_head.weight.float(), tiny_causal.model.lm_head.weight.to(lm.dtype).float())
+
+
+def _saved(lm_or_model, folder, tokenizer=None):
+    model = getattr(lm_or_model, "model", lm_or_model)
+    model.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_model_folders_whose_parts_do_not_belong_together_are_refused_in_one_sentence(tiny_causal, tmp_path):
+    """Found by a review of model loading: each loaded, then failed in its first job with an IndexError or a
+    ValueError told as a fault of the app (a folder without tokenizer files got an empty tokenizer; a tokenizer of
+    more tokens than the embeddings; BART, in transformers' masked-LM table, loaded as a masked LM; a truncated
+    weights file raised SafetensorError)."""
+    from transformers import BartConfig, BartForConditionalGeneration, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_causal.tokenizer
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=len(tokenizer)))
+    no_tokenizer = _saved(gpt2, tmp_path / "no-tokenizer")  # a Llama's fails to load without them, a GPT-2's did not
+    with pytest.raises(PeftlabError, match=r"^Model '.*no-tokenizer' has no tokenizer files \(its tokenizer knows"):
+        load_lm(no_tokenizer, dtype="fp32", device="cpu")
+    small = LlamaForCausalLM(
+        LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    )
+    small_vocabulary = _saved(small, tmp_path / "small-vocabulary", tokenizer)
+    with pytest.raises(
+        PeftlabError,
+        match=rf"^The tokenizer of model '.*small-vocabulary' has {len(tokenizer)} tokens, more than the 100 its "
+        r"embeddings hold: it is not this model's tokenizer\.$",
+    ):
+        load_lm(small_vocabulary, dtype="fp32", device="cpu")
+    sizes = dict(
+        d_model=16, encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2
+    )
+    bart = BartForConditionalGeneration(
+        BartConfig(vocab_size=len(tokenizer), encoder_layers=1, decoder_layers=1, **sizes)
+    )
+    with pytest.raises(PeftlabError, match=r"^Model '.*bart' is an encoder-decoder \(seq2seq\) model; peftlab"):
+        load_lm(_saved(bart, tmp_path / "bart", tokenizer), dtype="fp32", device="cpu")
+    truncated = Path(_saved(tiny_causal, tmp_path / "truncated", tokenizer)) / "model.safetensors"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(PeftlabError, match=r"^Model '.*truncated' could not be loaded: "):
+        load_lm(str(truncated.parent), dtype="fp32", device="cpu")
+
+
+def test_a_tokenizer_that_names_no_pad_end_or_unknown_token_pads_with_its_first(tiny_causal, tmp_path):
+    """With no pad, end-of-text or unknown token, the pad token stayed None and scoring failed in torch.full (a fault
+    of the app); what pads a batch is masked out, so the first token does."""
+    from transformers import PreTrainedTokenizerFast
+
+    bare = PreTrainedTokenizerFast(tokenizer_object=tiny_causal.tokenizer.backend_tokenizer)
+    folder = _saved(tiny_causal, tmp_path / "bare", bare)
+    lm = load_lm(folder, dtype="fp32", device="cpu")
+    assert (lm.tokenizer.pad_token_id, lm.tokenizer.eos_token, lm.tokenizer.unk_token) == (0, None, None)
