@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,6 +220,26 @@ def autocast_for(model: torch.nn.Module):
     parameter = next(model.parameters())
     dtype = autocast_dtype(parameter)
     return torch.autocast(parameter.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def check_trainable(parameters: Sequence[torch.Tensor]) -> None:
+    """Trainers train fp32 weights and compute in bf16 or fp16 under autocast (`autocast_dtype`); weights loaded in
+    half precision (`--dtype fp16`) were trained as they were: AdamW's epsilon (1e-8) is 0 in fp16, and the loss
+    turned NaN in two steps, said as a learning rate too high; bf16 keeps about 3 significant digits, and smaller
+    updates are lost. PEFT keeps its adapters in fp32 over a half-precision model, which passes.
+
+    Raises:
+        PeftlabError: a parameter in fp16 or bf16.
+    """
+    half = sorted(
+        {str(p.dtype).removeprefix("torch.") for p in parameters if p.dtype in (torch.float16, torch.bfloat16)}
+    )
+    if half:
+        raise PeftlabError(
+            f"The weights to train are in {' and '.join(half)}, which loses the optimiser's small updates; load the "
+            "model in fp32 (--dtype fp32, the training commands' default) and training computes in half precision "
+            "where the hardware has it."
+        )
 
 
 def loss_scaler(parameter: torch.Tensor) -> torch.amp.GradScaler:

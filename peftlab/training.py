@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from peftlab.errors import PeftlabError
-from peftlab.models import loss_scaler
+from peftlab.models import check_trainable, loss_scaler
 
 
 def check_finite(loss: torch.Tensor, where: str, learning_rate: float, before_any_update: bool = False) -> None:
@@ -113,6 +113,7 @@ class TrainingLoop:
         passes: bool = False,
     ):
         self.parameters = list(parameters)
+        check_trainable(self.parameters)
         self.steps, self.batch_size, self.seed = steps, batch_size, seed
         self.eval_every, self.evaluate, self.select, self.patience = eval_every, evaluate, select, patience
         self.max_grad_norm, self.passes = max_grad_norm, passes

@@ -225,3 +225,25 @@ def test_without_cuda_no_gpu_runs_bf16():
     if torch.cuda.is_available():
         pytest.skip("a GPU is here")
     assert models.gpu_supports_bf16("cuda") is False
+
+
+def test_weights_in_half_precision_are_refused_before_a_step(capsys, tiny_causal_folder):
+    """`compare --dtype fp16 --methods full` trained fp16 weights as they were: AdamW's epsilon is 0 in fp16, and the
+    loss turned NaN at step 2, said as "Lower the learning rate (1e-09 now)". Trainers train fp32 weights (under
+    autocast); PEFT's adapters over a half-precision model are fp32 and pass."""
+    from peftlab.cli import main
+
+    said = (
+        "The weights to train are in {}, which loses the optimiser's small updates; load the model in fp32 (--dtype "
+        "fp32, the training commands' default) and training computes in half precision where the hardware has it."
+    )
+    for dtype in (torch.float16, torch.bfloat16):
+        with pytest.raises(PeftlabError) as refused:
+            TrainingLoop(
+                [torch.nn.Parameter(torch.zeros(2, dtype=dtype))], steps=1, batch_size=1, learning_rate=1, seed=0
+            )
+        assert str(refused.value) == said.format(str(dtype).removeprefix("torch."))
+    TrainingLoop([torch.nn.Parameter(torch.zeros(2))], steps=1, batch_size=1, learning_rate=1.0, seed=0)
+    argv = ["compare", "--model", tiny_causal_folder, "--dtype", "fp16", "--methods", "full", "--shots", "2"]
+    code = main([*argv, "--seeds", "13", "--steps", "2", "--test-limit", "4", "--no-store"])
+    assert (code, capsys.readouterr().err.splitlines()[-1]) == (2, "error: " + said.format("float16"))

@@ -28,7 +28,7 @@ import torch
 
 from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import loss_scaler, save_adapter
+from peftlab.models import check_trainable, loss_scaler, save_adapter
 from peftlab.rlhf.crossing import Crossing, arrived, is_lora, load_trainable_state, sft_result_of, trainable_state
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import SequenceBatch, check_response_scores_fit, response_forward, sample_responses
@@ -300,6 +300,7 @@ def ppo_steps(
     policy = run.policy
     check_batch_fits(policy.model, config)
     parameters = [p for p in policy.parameters() if p.requires_grad]
+    check_trainable(parameters)
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     scaler = loss_scaler(parameters[0])
     if run.optimizer_state is not None:
