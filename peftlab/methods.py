@@ -423,7 +423,12 @@ class LoraMethod(PeftMethod):
         # PEFT's own rule: a target names a whole dotted suffix ("q_proj" matches "...self_attn.q_proj", "proj" nothing)
         missing = [m for m in self.target_modules if not any(n == m or n.endswith("." + m) for n in names)]
         if missing:
-            raise PeftlabError(f"LoRA target module(s) {', '.join(missing)} do not exist in {lm.name}.")
+            from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+
+            # the defaults are Llama's (the embedded model's): GPT-2, one of the model choices, names its c_attn
+            own = PEFT_TARGETS.get(lm.model.config.model_type)
+            hint = f"; PEFT's LoRA targets for {lm.model.config.model_type} are {', '.join(own)}" if own else ""
+            raise PeftlabError(f"LoRA target module(s) {', '.join(missing)} do not exist in {lm.name}{hint}.")
 
     def peft_config(self, lm):
         from peft import LoraConfig

@@ -609,3 +609,20 @@ def test_peak_memory_restarts_for_each_run():
     before = peak_memory_mb(cpu)
     reset_peak_memory(cpu)
     assert peak_memory_mb(cpu) < before - 250
+
+
+def test_lora_on_a_model_without_llama_s_module_names_says_the_architecture_s_own():
+    """GPT-2, one of the model choices, has no q_proj or v_proj: LoRA's default targets failed there with no word of
+    what to put instead."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from peftlab.models import LM
+    from tests.conftest import _causal_tokenizer
+
+    tokenizer = _causal_tokenizer()
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=len(tokenizer)))
+    with pytest.raises(PeftlabError) as refused:
+        method_config("lora").check(LM(gpt2, tokenizer, "causal", "tiny-gpt2"))
+    assert str(refused.value) == (
+        "LoRA target module(s) q_proj, v_proj do not exist in tiny-gpt2; PEFT's LoRA targets for gpt2 are c_attn."
+    )
