@@ -264,8 +264,7 @@ def _worker_lm(model: str, dtype, threads: int):
 
     from peftlab.models import load_lm
 
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)  # OMP_NUM_THREADS, set here once torch had started, changed nothing
     return load_lm(model, dtype=dtype)
 
 
@@ -367,9 +366,17 @@ def backend_from_env() -> RayBackend | None:
     Raises:
         PeftlabError: an unknown backend or a setting out of range.
     """
+
+    def number(name: str, default: str, kind: type):
+        value = os.environ.get(name, default)
+        try:
+            return kind(value)
+        except ValueError:  # "two" was a raw ValueError as the app started
+            raise PeftlabError(f"{name} must be a number, not {value!r}.") from None
+
     return BackendConfig(
         backend=os.environ.get("PEFTLAB_BACKEND", "local"),
         address=os.environ.get("PEFTLAB_RAY_ADDRESS"),
-        worker_threads=int(os.environ.get("PEFTLAB_RAY_WORKER_THREADS", "1")),
-        worker_gpus=float(os.environ.get("PEFTLAB_RAY_WORKER_GPUS", "0")),
+        worker_threads=number("PEFTLAB_RAY_WORKER_THREADS", "1", int),
+        worker_gpus=number("PEFTLAB_RAY_WORKER_GPUS", "0", float),
     ).build()

@@ -276,3 +276,17 @@ def test_a_job_s_fault_on_a_worker_is_told_apart_from_its_input_s(capsys):
     fault = list(_guarded(job(torch.OutOfMemoryError("CUDA out of memory.")), None, None, ()))
     assert fault == ["a step", Failed("OutOfMemoryError: CUDA out of memory.", fault=True)]
     assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("PEFTLAB_RAY_WORKER_THREADS", "two"), ("PEFTLAB_RAY_WORKER_GPUS", "half")]
+)
+def test_the_app_s_ray_settings_that_are_not_numbers_get_one_sentence(monkeypatch, name, value):
+    """PEFTLAB_RAY_WORKER_THREADS=two was a raw ValueError as the app started."""
+    from peftlab.backends import backend_from_env
+
+    monkeypatch.setenv("PEFTLAB_BACKEND", "ray")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(PeftlabError) as refused:
+        backend_from_env()
+    assert str(refused.value) == f"{name} must be a number, not {value!r}."
