@@ -23,6 +23,7 @@ from peftlab.errors import PeftlabError, out_of_memory, parse_json
 from peftlab.methods import METHODS, WEIGHTS_FILE, MethodConfig
 from peftlab.models import LM, load_lm, model_card
 from peftlab.prompts import Prompt, Template, Verbalizer
+from peftlab.seeding import drawing
 from peftlab.stats import proportion
 from peftlab.tuning import Scored, TrainedMethod
 
@@ -313,7 +314,8 @@ def _load_folder(folder: Path, lm: LM | None, name: str | None = None) -> Traine
     if lm.name != model_name:
         raise PeftlabError(f"This {config.name} was trained on {model_name}; load it with that model, not {lm.name}.")
     try:
-        model = config.load(lm, prompt, folder)
+        with drawing():
+            model = config.load(lm, prompt, folder)
     except Exception as exc:  # weights damaged or missing: safetensors, PEFT and torch each raise their own error
         if isinstance(exc, PeftlabError) or out_of_memory(exc):  # the machine's fault is not the file's
             raise

@@ -5,7 +5,9 @@ threads interleave their draws, so each job's numbers depend on what else runs. 
 block the generator alone: it holds a process-wide lock, seeds, and restores the previous state after.
 Keep such blocks short (initialising weights, sampling a batch of responses): other seeded blocks wait.
 The guarantee holds when every draw from the global generator in the process happens inside such a
-block, as in peftlab's own code (other randomness uses its own `random.Random` or `torch.Generator`).
+block, as in peftlab's own code (other randomness uses its own `random.Random` or `torch.Generator`): rebuilding a
+saved method draws too (PEFT and transformers initialise the modules its weights then replace), so it runs in
+`drawing`. A visitor loading a zip beside another's seeded training changed that training's numbers.
 """
 
 from __future__ import annotations
@@ -25,3 +27,9 @@ def seeded(seed: int) -> Iterator[None]:
     with _lock, torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
         torch.manual_seed(seed)
         yield
+
+
+def drawing() -> contextlib.AbstractContextManager[None]:
+    """A block that draws from torch's global generator without needing particular numbers (building modules whose
+    initial weights are replaced): seeded blocks of other threads keep theirs while it runs."""
+    return seeded(0)

@@ -27,7 +27,7 @@ from peftlab.metrics import accuracy, macro_f1, mean_gold_log_prob
 from peftlab.models import LM, autocast_for
 from peftlab.prompts import Prompt
 from peftlab.scoring import word_scores
-from peftlab.seeding import seeded
+from peftlab.seeding import drawing, seeded
 from peftlab.training import Event, TrainingLoop
 
 SELECTION_SCORES = {"log-likelihood": "log_likelihood", "accuracy": "accuracy"}  # choice -> TrainedMethod.evaluate key
@@ -182,7 +182,7 @@ def _rebuilt(config: MethodConfig, lm: LM, prompt: Prompt, files: dict[str, byte
     """A TrainedMethod from its pickle (`TrainedMethod.__reduce__`)."""
     from peftlab.saving import folder_with  # saving builds on this module
 
-    with folder_with(files) as folder:
+    with folder_with(files) as folder, drawing():
         model = config.load(lm, prompt, folder)
     return TrainedMethod(config, lm, prompt, model, *kept)
 

@@ -367,3 +367,31 @@ def test_a_method_kept_out_of_the_store_names_no_stored_result(tiny_causal, tmp_
     kept_out = _as_kept(argparse.Namespace(store=False), trained)
     assert "Stored as result" not in card(kept_out) and "These texts were never trained on." in card(kept_out)
     assert trained.scored.result_id == "c88e6d14"  # the run's own result keeps its id
+
+
+def test_loading_a_saved_method_leaves_another_thread_s_seeded_numbers_as_they_are(tiny_causal, tmp_path):
+    """Rebuilding a saved method draws from torch's global generator (PEFT initialises the adapter it then loads): a
+    visitor loading a zip beside another's seeded training changed that training's numbers (a seeded LoRA run gave
+    other losses from its second step in 4 of 8 runs). The load now waits for the seeded block instead."""
+    import threading
+    import time
+
+    from peftlab.seeding import seeded
+
+    zipped = zip_trained(trained_method(tiny_causal, "lora", r=2)[1], tmp_path / "lora.zip")
+    first_drawn = threading.Event()
+
+    def seeded_draws() -> torch.Tensor:
+        with seeded(13):
+            first = torch.rand(4)
+            first_drawn.set()
+            time.sleep(0.5)  # a load started meanwhile draws now, unless it waits
+            return torch.cat([first, torch.rand(4)])
+
+    alone = seeded_draws()
+    first_drawn.clear()
+    loader = threading.Thread(target=lambda: first_drawn.wait() and load_trained(zipped, tiny_causal))
+    loader.start()
+    beside_a_load = seeded_draws()
+    loader.join()
+    assert torch.equal(beside_a_load, alone)

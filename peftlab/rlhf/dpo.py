@@ -43,7 +43,7 @@ from peftlab.rlhf.generation import (
     read_texts,
 )
 from peftlab.rlhf.sft import lora_config
-from peftlab.seeding import seeded
+from peftlab.seeding import drawing, seeded
 from peftlab.training import Event, check_finite
 
 
@@ -109,7 +109,8 @@ def _dpo_policy(sft, lora, state: dict) -> torch.nn.Module:
     """The DPO policy rebuilt on this side of a crossing: a copy of the SFT model with the adapter."""
     from peft import get_peft_model
 
-    policy = get_peft_model(copy.deepcopy(sft.model), lora)
+    with drawing():  # the adapter is initialised, then replaced by `state`
+        policy = get_peft_model(copy.deepcopy(sft.model), lora)
     load_trainable_state(policy, state)
     return policy.requires_grad_(False).eval()
 

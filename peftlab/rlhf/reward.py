@@ -35,7 +35,7 @@ from peftlab.rlhf.generation import PAIR_RESPONSE_TOKENS, SequenceBatch, encode_
 from peftlab.rlhf.labelers import Labeler
 from peftlab.rlhf.ppo_math import pairwise_reward_loss, preference_credit
 from peftlab.rlhf.sft import lora_config
-from peftlab.seeding import seeded
+from peftlab.seeding import drawing, seeded
 from peftlab.stats import Proportion, clustered_proportion, proportion
 from peftlab.training import Event, TrainingLoop
 
@@ -171,11 +171,12 @@ class RewardResult(Crossing):
 def _reward_model(sft, lora, state: dict) -> RewardModel:
     """The reward model rebuilt on this side of a crossing: a copy of the SFT model, the adapter, the head."""
     backbone = copy.deepcopy(sft.model).requires_grad_(False)
-    if lora is not None:
-        from peft import get_peft_model
+    with drawing():  # the adapter and the head are initialised, then replaced by `state`
+        if lora is not None:
+            from peft import get_peft_model
 
-        backbone = get_peft_model(backbone, lora)
-    model = RewardModel(backbone, sft.lm.tokenizer, sft.model).to(next(sft.model.parameters()).device)
+            backbone = get_peft_model(backbone, lora)
+        model = RewardModel(backbone, sft.lm.tokenizer, sft.model).to(next(sft.model.parameters()).device)
     load_trainable_state(model, state)
     return model.requires_grad_(False).eval()
 

@@ -25,7 +25,7 @@ from peftlab.rlhf.crossing import Crossing, load_trainable_state, remember_sft, 
 from peftlab.rlhf.data import Demonstration
 from peftlab.rlhf.generation import check_response_scores_fit, encode_pairs, response_forward, sample_responses
 from peftlab.saving import folder_with, saved_files, write_files
-from peftlab.seeding import seeded
+from peftlab.seeding import drawing, seeded
 from peftlab.training import Event, TrainingLoop
 
 SFT_METHODS = ("lora", "full")
@@ -93,10 +93,10 @@ class SFTResult(Crossing):
 def _sft_model(lm: LM, adapter: dict[str, bytes] | None, full: dict | None) -> torch.nn.Module:
     """The SFT model rebuilt on this side of a crossing: `lm`'s weights with the adapter merged, or `full`."""
     model = copy.deepcopy(lm.model)
-    if adapter is not None:
+    if adapter is not None:  # PEFT initialises the adapter it then loads: `drawing`
         from peft import PeftModel
 
-        with folder_with(adapter) as folder, building():
+        with folder_with(adapter) as folder, drawing(), building():
             model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
     else:
         load_trainable_state(model, full)
