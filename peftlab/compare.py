@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -322,6 +323,8 @@ def _row(
 ) -> dict:
     steps = trained.steps_done if trained else 0
     seconds = trained.train_seconds if trained else 0.0
+    # NaN where not measured: no step, or another run's window overlapped (`tuning.MemoryWindow`)
+    peak = trained.history[-1].peak_memory_mb if trained and trained.history else math.nan
     return {
         "method": method,
         "K": k,
@@ -333,7 +336,7 @@ def _row(
         "train_seconds": round(seconds, 2),
         "seconds_per_step": round(seconds / steps, 3) if steps else 0.0,
         "steps": steps,
-        "peak_memory_mb": round(trained.history[-1].peak_memory_mb, 1) if trained and trained.history else None,
+        "peak_memory_mb": None if math.isnan(peak) else round(peak, 1),
         "status": "done",
     }
 

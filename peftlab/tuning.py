@@ -9,6 +9,7 @@ are fair. The head-only baseline trains a linear classifier on the frozen model'
 from __future__ import annotations
 
 import contextlib
+import math
 import resource
 import threading
 import time
@@ -228,6 +229,34 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the process's lifetime peak
 
 
+class MemoryWindow:
+    """One training run's peak-memory window. Its measures are the process's (CUDA's counter per device, Linux's
+    VmHWM): a run that started while another trained reset the other's peak, and each counted the other's memory as
+    its own (a LoRA run read 1,273 MB beside another job, 874 MB alone). A window that overlaps another's reports
+    NaN (not measured) rather than the process's number. Memory of work that is no training run (a visitor loading
+    a saved method) still counts in a run's peak."""
+
+    _lock = threading.Lock()
+    _open: set[MemoryWindow] = set()
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        with MemoryWindow._lock:
+            for other in MemoryWindow._open:
+                other.overlapped = True
+            self.overlapped = bool(MemoryWindow._open)
+            MemoryWindow._open.add(self)
+            reset_peak_memory(device)
+
+    def peak_mb(self) -> float:
+        """MB at most since the window opened, NaN once another run's window overlapped it."""
+        return math.nan if self.overlapped else peak_memory_mb(self.device)
+
+    def close(self) -> None:
+        with MemoryWindow._lock:
+            MemoryWindow._open.discard(self)
+
+
 def train_method(
     lm: LM,
     setup: ClozeSetup,
@@ -250,7 +279,15 @@ def train_method(
     When `stop` is set, training ends after the current step and keeps the best weights so far (the
     current ones are scored on dev first if that step had no evaluation); `TrainedMethod.stopped` says so.
     """
-    reset_peak_memory(lm.device)
+    memory = MemoryWindow(lm.device)
+    try:
+        yield from _trained(lm, setup, config, train, dev, settings, stop, label, loss, memory)
+    finally:  # ended, failed or left unfinished by its caller
+        memory.close()
+
+
+def _trained(lm, setup, config, train, dev, settings, stop, label, loss, memory: MemoryWindow) -> Iterator:
+    """`train_method`'s run, its peak memory read from `memory`."""
     prompt = config.prompt_for(setup.prompts[0])
     with seeded(settings.seed):  # the new weights' initialisation
         model, parameters = config.build(lm, prompt)
@@ -284,7 +321,7 @@ def train_method(
             dev_log_likelihood=scores["log_likelihood"],
             learning_rate=record.learning_rate,
             elapsed=record.elapsed,
-            peak_memory_mb=peak_memory_mb(lm.device),
+            peak_memory_mb=memory.peak_mb(),
         )
         trained.history.append(event)
         trained.steps_done = record.step

@@ -626,3 +626,36 @@ def test_lora_on_a_model_without_llama_s_module_names_says_the_architecture_s_ow
     assert str(refused.value) == (
         "LoRA target module(s) q_proj, v_proj do not exist in tiny-gpt2; PEFT's LoRA targets for gpt2 are c_attn."
     )
+
+
+def test_runs_whose_peak_memory_windows_overlap_report_it_as_not_measured(tiny_causal):
+    """Peak memory is the process's (CUDA's counter, Linux's VmHWM): a run that started while another trained reset
+    the other's peak, and each counted the other's memory (a LoRA run read 1,273 MB beside another job, 874 MB
+    alone). Overlapping runs say NaN; a run alone, before or after, its own peak."""
+    import math
+
+    from peftlab.compare import _row
+    from peftlab.tuning import MemoryWindow
+
+    cpu = torch.device("cpu")
+    alone = MemoryWindow(cpu)
+    assert alone.peak_mb() > 0
+    alone.close()
+    first = MemoryWindow(cpu)
+    second = MemoryWindow(cpu)
+    assert math.isnan(first.peak_mb()) and math.isnan(second.peak_mb())
+    first.close()
+    second.close()
+    task = easy_task()
+    setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
+    train, dev = task.few_shot(2, seed=13)
+    config, settings = method_config("lora", r=2), TrainSettings(steps=2, eval_every=2)
+    *events, _ = train_method(tiny_causal, setup, config, train, dev, settings)
+    assert all(event.peak_memory_mb > 0 for event in events)
+    beside = MemoryWindow(cpu)  # another run training meanwhile
+    try:
+        *events, trained = train_method(tiny_causal, setup, config, train, dev, settings)
+    finally:
+        beside.close()
+    assert all(math.isnan(event.peak_memory_mb) for event in events) and math.isnan(beside.peak_mb())
+    assert _row("lora", 2, 13, {"accuracy": 0.5, "macro_f1": 0.5}, 1, 2, trained)["peak_memory_mb"] is None
