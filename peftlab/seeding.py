@@ -14,19 +14,31 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 
 import torch
 
 _lock = threading.RLock()  # re-entrant: a seeded block may call a function that seeds too
+_waits = threading.local()  # per thread: seconds spent waiting for `_lock`
 
 
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Run the block with torch's global generators (CPU and CUDA) seeded with `seed`, alone among threads."""
-    with _lock, torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
-        torch.manual_seed(seed)
-        yield
+    asked = time.perf_counter()
+    with _lock:
+        _waits.seconds = waited_seconds() + time.perf_counter() - asked
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+            torch.manual_seed(seed)
+            yield
+
+
+def waited_seconds() -> float:
+    """Seconds this thread has waited for other threads' seeded blocks, in all: what a timing of seeded work takes
+    out (sampling timed beside another visitor's DPO, which holds the generator for its whole training, priced
+    every later visitor's sampling at the wait)."""
+    return getattr(_waits, "seconds", 0.0)
 
 
 def drawing() -> contextlib.AbstractContextManager[None]:

@@ -157,3 +157,37 @@ def test_seeded_sampling_from_threads_equals_sampling_alone(tiny_causal):
     for thread in threads:
         thread.join()
     assert all(torch.equal(got, alone[seed]) for seed, runs in results.items() for got in runs)
+
+
+def test_a_timing_of_seeded_work_can_leave_out_its_wait_for_another_thread_s():
+    """DPO holds the generator for its whole training: sampling timed beside it (to price a visitor's RLHF stage)
+    counted the wait as sampling, and every later visitor's estimate was priced at it."""
+    import time
+
+    from peftlab.seeding import waited_seconds
+
+    holding, waits = threading.Event(), []
+
+    def hold():
+        with seeded(1):
+            holding.set()
+            time.sleep(0.4)
+
+    def wait_then_draw():
+        before = waited_seconds()
+        with seeded(2):
+            torch.rand(1)
+        waits.append(waited_seconds() - before)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait()
+    drawer = threading.Thread(target=wait_then_draw)
+    drawer.start()
+    holder.join()
+    drawer.join()
+    assert 0.2 < waits[0] < 0.6
+    before = waited_seconds()
+    with seeded(3), seeded(4):  # alone, and re-entered: no wait
+        pass
+    assert waited_seconds() - before < 0.05

@@ -36,6 +36,7 @@ from peftlab.rlhf.reward import RewardConfig, RewardResult, cut_ties_note, heldo
 from peftlab.rlhf.session import SAMPLE_PROMPTS, RLHFSession
 from peftlab.rlhf.sft import SFTConfig, SFTResult, sft_samples_at
 from peftlab.rlhf.stored import MINE, SIMULATED, UPLOADED
+from peftlab.seeding import waited_seconds
 from peftlab.serving import current_caps
 from peftlab.training import Pace
 from peftlab.tuning import loss_note
@@ -261,11 +262,12 @@ def _sampling_pace(session: RLHFSession, key: tuple, progress: gr.Progress) -> P
 
 
 def _sampling_seconds(session: RLHFSession, max_new_tokens: int) -> float:
-    """Seconds per response of one batch of the SFT policy's samples, measured now."""
-    started = time.perf_counter()
+    """Seconds per response of one batch of the SFT policy's samples, measured now (the wait for another job's
+    seeded work left out, `seeding.waited_seconds`)."""
+    started, waited = time.perf_counter(), waited_seconds()
     prompts = session.data.train_prompts[:SAMPLING_BATCH]
     sample_responses(session.sft.model, session.lm.tokenizer, prompts, max_new_tokens=max_new_tokens, seed=0)
-    return (time.perf_counter() - started) / len(prompts)
+    return (time.perf_counter() - started - (waited_seconds() - waited)) / len(prompts)
 
 
 def reward_inputs(form: dict, request: gr.Request | None) -> tuple[RLHFSession, RewardConfig, PipelineConfig]:
