@@ -27,7 +27,7 @@ import torch
 
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import LM, building, check_width, save_adapter
+from peftlab.models import LM, building, cast_parameters, check_width, save_adapter
 from peftlab.prompts import MIN_INPUT_TOKENS, Prompt
 
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")  # raised inside PEFT
@@ -609,7 +609,8 @@ class SequenceClassifierMethod(MethodConfig):
         config.num_labels = len(prompt.verbalizer.words)
         config.pad_token_id = _pad_id(lm.tokenizer)
         with torch.device(lm.device), building():
-            model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32).to(lm.dtype)
+            model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+        cast_parameters(model, lm.dtype)
         missing, unexpected = model.base_model.load_state_dict(lm.model.base_model.state_dict(), strict=False)
         if missing or unexpected:
             raise PeftlabError(f"{lm.name}'s weights do not fit a sequence classifier of its own architecture.")

@@ -301,3 +301,17 @@ def test_a_tokenizer_that_names_no_pad_end_or_unknown_token_pads_with_its_first(
     folder = _saved(tiny_causal, tmp_path / "bare", bare)
     lm = load_lm(folder, dtype="fp32", device="cpu")
     assert (lm.tokenizer.pad_token_id, lm.tokenizer.eos_token, lm.tokenizer.unk_token) == (0, None, None)
+
+
+def test_a_half_precision_model_built_in_fp32_scores_as_one_loaded_in_half_precision(tiny_causal, tmp_path):
+    """Models are built in fp32 and cast (`building`); casting every tensor put the rotary embeddings' inv_freq, fp32
+    on purpose, in bf16, and the embedded model's accuracy on a 200-row upload moved from 0.725 to 0.710."""
+    from transformers import AutoModelForCausalLM
+
+    folder = _saved(tiny_causal, tmp_path / "tiny", tiny_causal.tokenizer)
+    lm = load_lm(folder, dtype="bf16", device="cpu")
+    direct = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
+    assert {n: b.dtype for n, b in lm.model.named_buffers()} == {n: b.dtype for n, b in direct.named_buffers()}
+    ids = torch.tensor([[1, 5, 9, 30, 41, 7, 12, 3] * 8])
+    with torch.no_grad():
+        assert torch.equal(lm.model(ids).logits, direct(ids).logits)
