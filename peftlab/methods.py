@@ -27,7 +27,7 @@ import torch
 
 from peftlab.config import Config, setting
 from peftlab.errors import PeftlabError
-from peftlab.models import LM, building, cast_parameters, check_width, save_adapter
+from peftlab.models import LM, building, cast_parameters, check_model_weights_trainable, check_width, save_adapter
 from peftlab.prompts import MIN_INPUT_TOKENS, Prompt
 
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")  # raised inside PEFT
@@ -512,6 +512,7 @@ class BitFitMethod(MethodConfig):
             raise PeftlabError(
                 f"BitFit trains only bias terms, and {lm.name} has none; pick another method for this model."
             )
+        check_model_weights_trainable(lm, "BitFit's biases")
 
     def build(self, lm, prompt):
         self.check(lm)
@@ -527,6 +528,9 @@ class BitFitMethod(MethodConfig):
 class FullFineTuningMethod(MethodConfig):
     name: ClassVar[str] = "full"
     learning_rate: float = learning_rate(1e-5, "Adam learning rate (LM-BFF prompt-based fine-tuning used 1e-5)")
+
+    def check(self, lm):
+        check_model_weights_trainable(lm, "full fine-tuning")
 
     def build(self, lm, prompt):
         model = copy.deepcopy(lm.model)  # stays in eval mode: no dropout, deterministic
@@ -598,6 +602,8 @@ class SequenceClassifierMethod(MethodConfig):
     def check(self, lm):
         if lm.kind != "causal":
             raise PeftlabError(f"{self.name} is wired for causal LMs in this version; {lm.name} is a masked LM.")
+        # its new head is in the model's dtype, LoRA or not (PEFT's modules_to_save keep it so)
+        check_model_weights_trainable(lm, "the classifier's head")
         if self.lora:
             check_width(lm.model, self.r, "LoRA rank")
 

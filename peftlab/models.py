@@ -45,7 +45,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from peftlab.cache import cache_dir
-from peftlab.config import counted
+from peftlab.config import capitalised, counted
 from peftlab.errors import PeftlabError
 from peftlab.hub import hub_reachable
 
@@ -226,20 +226,43 @@ def check_trainable(parameters: Sequence[torch.Tensor]) -> None:
     """Trainers train fp32 weights and compute in bf16 or fp16 under autocast (`autocast_dtype`); weights loaded in
     half precision (`--dtype fp16`) were trained as they were: AdamW's epsilon (1e-8) is 0 in fp16, and the loss
     turned NaN in two steps, said as a learning rate too high; bf16 keeps about 3 significant digits, and smaller
-    updates are lost. PEFT keeps its adapters in fp32 over a half-precision model, which passes.
+    updates are lost. PEFT keeps its adapters in fp32 over a half-precision model, which passes. Methods that train
+    the model's own weights refuse a half-precision model before any training (`check_model_weights_trainable`).
 
     Raises:
         PeftlabError: a parameter in fp16 or bf16.
     """
-    half = sorted(
-        {str(p.dtype).removeprefix("torch.") for p in parameters if p.dtype in (torch.float16, torch.bfloat16)}
-    )
+    half = sorted({p.dtype for p in parameters if p.dtype in HALF_PRECISION}, key=str)
     if half:
+        raise PeftlabError(_half_precision_refusal(half))
+
+
+def check_model_weights_trainable(lm: LM, what: str) -> None:
+    """For a method whose training changes weights of `lm`'s own (`what`): refused on a half-precision model
+    before any training (`check_trainable` says why; PET's classifier was refused after every pattern model).
+
+    Raises:
+        PeftlabError: `lm` in fp16 or bf16.
+    """
+    if lm.dtype in HALF_PRECISION:
         raise PeftlabError(
-            f"The weights to train are in {' and '.join(half)}, which loses the optimiser's small updates; load the "
-            "model in fp32 (--dtype fp32, the training commands' default) and training computes in half precision "
-            "where the hardware has it."
+            f"{capitalised(what)} would train in {_dtype_name(lm.dtype)}: " + _half_precision_refusal([])
         )
+
+
+HALF_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _half_precision_refusal(dtypes: Sequence[torch.dtype]) -> str:
+    told = f"The weights to train are in {' and '.join(map(_dtype_name, dtypes))}, which" if dtypes else "that"
+    return (
+        f"{told} loses the optimiser's small updates; load the model in fp32 (--dtype fp32, the training "
+        "commands' default) and training computes in half precision where the hardware has it."
+    )
 
 
 def loss_scaler(parameter: torch.Tensor) -> torch.amp.GradScaler:
@@ -361,19 +384,25 @@ def cast_parameters(model: torch.nn.Module, dtype: torch.dtype) -> None:
     """`model`'s parameters in `dtype`, as from_pretrained(dtype=...) leaves a model built in fp32 (`building`): the
     buffers a model computes for itself stay as it made them (rotary embeddings' inv_freq is fp32 on purpose: cast
     to bf16 with the weights, the embedded model's accuracy on a 200-row upload moved from 0.725 to 0.710), and so do
-    the modules it keeps in fp32 (`_keep_in_fp32_modules`)."""
+    the modules it keeps in fp32 (`_keep_in_fp32_modules`). Built in fp32 first, a half-precision model takes twice
+    its memory while it loads."""
     kept = set(getattr(model, "_keep_in_fp32_modules", None) or ()) | set(
         getattr(model, "_keep_in_fp32_modules_strict", None) or ()
     )
     for name, parameter in model.named_parameters():
         if parameter.is_floating_point() and not kept & set(name.split(".")):
             parameter.data = parameter.data.to(dtype)
+    model.config.dtype = dtype  # as from_pretrained records it (a saved copy's config.json says it)
 
 
 def _check_tokenizer(name: str, tokenizer, model) -> None:
     """A tokenizer that belongs to `model`: a folder without tokenizer files got an empty one (every text encoded to
     no token), and one of a larger vocabulary than the model's embeddings, ids past them; both failed later with an
-    IndexError, told as a fault of the app."""
+    IndexError, told as a fault of the app.
+
+    Raises:
+        PeftlabError: either of those.
+    """
     embeddings = model.get_input_embeddings().num_embeddings
     if len(tokenizer) <= 1:
         raise PeftlabError(f"Model {name!r} has no tokenizer files (its tokenizer knows {len(tokenizer)} token).")
@@ -429,8 +458,10 @@ _BUILD_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def building() -> Iterator[None]:
-    """Around every transformers or PEFT call that builds or loads a model: one at a time in the process. Build in
-    torch.float32 inside it and cast after (`_BUILD_LOCK`'s comment says why)."""
+    """Around every transformers or PEFT call that builds or loads a model: one at a time in the process (not
+    re-entrant: never nest it). Build in torch.float32 inside it and cast after (`cast_parameters`; `_BUILD_LOCK`'s
+    comment says why). A Hub model's download happens inside it, and other models' builds wait for it; held inside
+    a seeded block (`seeding.seeded`), never the other way round."""
     with _BUILD_LOCK:
         yield
 

@@ -246,4 +246,34 @@ def test_weights_in_half_precision_are_refused_before_a_step(capsys, tiny_causal
     TrainingLoop([torch.nn.Parameter(torch.zeros(2))], steps=1, batch_size=1, learning_rate=1.0, seed=0)
     argv = ["compare", "--model", tiny_causal_folder, "--dtype", "fp16", "--methods", "full", "--shots", "2"]
     code = main([*argv, "--seeds", "13", "--steps", "2", "--test-limit", "4", "--no-store"])
-    assert (code, capsys.readouterr().err.splitlines()[-1]) == (2, "error: " + said.format("float16"))
+    refusal = "error: Full fine-tuning would train in float16: that" + said.split(", which", 1)[1]  # before training
+    assert (code, capsys.readouterr().err.splitlines()[-1]) == (2, refusal)
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [("full", "Full fine-tuning"), ("classifier", "The classifier's head"), ("bitfit", "BitFit's biases")],
+)
+def test_methods_that_train_the_model_s_own_weights_refuse_a_half_precision_model_before_training(
+    tiny_causal, name, what
+):
+    """The classifier's head trains in the model's dtype, LoRA or not: `pet --dtype bf16` was refused only after every
+    pattern model had trained; such methods say so in their check, before anything trains. LoRA passes."""
+    import copy
+
+    from peftlab.methods import method_config
+    from peftlab.models import LM
+
+    model = copy.deepcopy(tiny_causal.model)
+    for layer in model.modules():  # the tiny Llama has no biases; BitFit's check looks for one
+        if isinstance(layer, torch.nn.Linear) and layer.bias is None:
+            layer.bias = torch.nn.Parameter(torch.zeros(layer.out_features))
+            break
+    half = LM(model.to(torch.bfloat16), tiny_causal.tokenizer, "causal", "tiny-llama")
+    with pytest.raises(PeftlabError) as refused:
+        method_config(name).check(half)
+    assert str(refused.value) == (
+        f"{what} would train in bfloat16: that loses the optimiser's small updates; load the model in fp32 (--dtype "
+        "fp32, the training commands' default) and training computes in half precision where the hardware has it."
+    )
+    method_config("lora", r=2).check(half)
