@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftlab.config import Config, counted, setting
-from peftlab.errors import PeftlabError
+from peftlab.errors import PeftlabError, out_of_memory
 
 BACKENDS = ("local", "ray")
 WAIT_S = 0.2  # how often the caller looks at its stop flag while it waits for the workers
@@ -43,10 +43,12 @@ def _ray():
 @dataclass
 class Failed:
     """The last item of a job that did not finish: its exception, or its worker lost twice. `fault`: it was no
-    input's fault (out of memory, a fault of the app, a worker lost), whose traceback is in the worker's log."""
+    input's fault (a fault of the app, whose traceback is in the worker's log, or a worker lost); `memory`: where it
+    ran out of memory (`errors.out_of_memory`), if it did."""
 
     reason: str
     fault: bool = True
+    memory: str | None = None
 
 
 @dataclass
@@ -278,7 +280,7 @@ def _guarded(job, lm, flag, arguments) -> Iterator:
         yield Failed(str(exc), fault=False)
     except Exception as exc:
         traceback.print_exc()  # Ray shows a worker's stderr in the driver's log: the fault's traceback is kept there
-        yield Failed(f"{type(exc).__name__}: {exc}")
+        yield Failed(f"{type(exc).__name__}: {exc}", memory=out_of_memory(exc))
 
 
 class RunWorker:
@@ -364,7 +366,7 @@ def backend_from_env() -> RayBackend | None:
     them in the app's process.
 
     Raises:
-        PeftlabError: an unknown backend or a setting out of range.
+        PeftlabError: an unknown backend, a setting that is not a number, or one out of range.
     """
 
     def number(name: str, default: str, kind: type):
@@ -372,7 +374,8 @@ def backend_from_env() -> RayBackend | None:
         try:
             return kind(value)
         except ValueError:  # "two" was a raw ValueError as the app started
-            raise PeftlabError(f"{name} must be a number, not {value!r}.") from None
+            told = "a whole number" if kind is int else "a number"
+            raise PeftlabError(f"{name} must be {told}, not {value!r}.") from None
 
     return BackendConfig(
         backend=os.environ.get("PEFTLAB_BACKEND", "local"),

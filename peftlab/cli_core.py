@@ -247,15 +247,20 @@ def _failed(exc: Exception, argv: list[str]) -> int:
 
 
 def _given(filename, argv: list[str]) -> bool:
-    """Whether `filename` is, or lies under, a path among the command line's words (`--out x.jsonl`,
-    `--save=dir`)."""
-    named = Path(os.fsdecode(filename)).absolute()
+    """Whether `filename` is a path among the command line's words (`--out x.jsonl`, `--task=~/x.csv`), lies under
+    one (a file of a --save-adapters folder) or above one (a folder made for it), whichever way either is spelt
+    (`..`, `~`, a link)."""
+    named = _real(os.fsdecode(filename))
     for word in argv:
         for path in {word, word.partition("=")[2]} - {""}:
-            given = Path(path).absolute()
-            if named == given or given in named.parents:
+            given = _real(path)
+            if named == given or given in named.parents or named in given.parents:
                 return True
     return False
+
+
+def _real(path: str) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(path)))
 
 
 def strict_json(value, **options) -> str:

@@ -110,10 +110,11 @@ def run_grid(
     """Yield training events and one GridRow per finished (method, K, seed), trained by `backend` (`run_plan`).
 
     The first row is the zero-shot cloze result of the same prompt on the same test texts. With several K, the
-    events' method says its K ("lora K=16"): the training curves of K=4 and K=16 were one zigzag line.
+    events' method says its K ("lora, K=16", as `plots` names such lines): the training curves of K=4 and K=16 were
+    one zigzag line.
     """
     validate_grid(task, methods, seeds, shots)
-    label = (lambda config, k: f"{config.name} K={k}") if len(shots) > 1 else (lambda config, k: config.name)
+    label = (lambda config, k: f"{config.name}, K={k}") if len(shots) > 1 else (lambda config, k: config.name)
     plan = [PlannedRun(config, k, seed, label(config, k)) for k in shots for seed in seeds for config in methods]
     yield from run_plan(lm, task, setup, plan, settings, test_limit, stop, backend)
 

@@ -516,8 +516,9 @@ def pet_run(
         if result is None:
             return
         yield result
-        if result.ipet_failure is not None:
-            raise result.ipet_failure
+        if result.ipet_failure is not None:  # raised at the caller's next item; dropped with the result otherwise
+            failure, result.ipet_failure = result.ipet_failure, None  # its traceback's frames hold the result
+            raise failure
         if result.ipet_stopped and not result.ipet_error:  # stopped; after an error the next seed goes on
             return
 
@@ -595,7 +596,7 @@ def _one_seed(lm, task, prompts, config: PETConfig, settings: TrainSettings, sto
         for index, item in (backend.map if backend else run_here)(lm, pattern_model, shared, jobs, stop):
             if isinstance(item, Failed):  # out of memory or a fault is no input's fault: it was told as one
                 said = f"Pattern {index + 1}'s model failed on the backend: {item.reason}"
-                raise RuntimeError(said) if item.fault else PeftlabError(said)
+                raise MemoryError(said) if item.memory else RuntimeError(said) if item.fault else PeftlabError(said)
             if isinstance(item, PatternScores):
                 if item.pool is None:
                     return None  # stopped

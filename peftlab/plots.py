@@ -194,10 +194,10 @@ PATTERN_PALETTE = px.colors.qualitative.Set1
 
 
 def method_colour(method: str) -> str:
-    """The colour of `method` in every chart: COLOURED_METHODS', also of a variant told apart after one ("lora
-    K=16", "lora, K=16", "lora (learning_rate 0.001)"); PET's "pattern N" by its number (its iPET generations too);
+    """The colour of `method` in every chart: COLOURED_METHODS', also of a variant told apart after one ("lora,
+    K=16", "lora (learning_rate 0.001)"); PET's "pattern N" by its number (its iPET generations too);
     else one of the remaining colours by a hash of the name, stable across processes."""
-    variant = re.fullmatch(r"(.+?)(?: \(.*\)|,? K=\d+)", method)  # as reports and `_named_with_k` tell lines apart
+    variant = re.fullmatch(r"(.+?)(?: \(.*\)|, K=\d+)", method)  # as reports and `_named_with_k` tell lines apart
     base = variant[1] if variant and variant[1] in COLOURED_METHODS else method
     if base in COLOURED_METHODS:
         return PALETTE[COLOURED_METHODS.index(base)]

@@ -232,9 +232,10 @@ def peak_memory_mb(device: torch.device) -> float:
 class MemoryWindow:
     """One training run's peak-memory window. Its measures are the process's (CUDA's counter per device, Linux's
     VmHWM): a run that started while another trained reset the other's peak, and each counted the other's memory as
-    its own (a LoRA run read 1,273 MB beside another job, 874 MB alone). A window that overlaps another's reports
-    NaN (not measured) rather than the process's number. Memory of work that is no training run (a visitor loading
-    a saved method) still counts in a run's peak."""
+    its own (a LoRA run read 1,273 MB beside another job, 874 MB alone). A window that overlaps another's on the
+    same device reports NaN (not measured) rather than the process's number. Memory of work that is no training run
+    (scoring, RLHF stages, a visitor loading a saved method) still counts in a run's peak, and a run its caller
+    leaves unfinished keeps its window open until the generator is closed or collected."""
 
     _lock = threading.Lock()
     _open: set[MemoryWindow] = set()
@@ -242,9 +243,10 @@ class MemoryWindow:
     def __init__(self, device: torch.device):
         self.device = device
         with MemoryWindow._lock:
-            for other in MemoryWindow._open:
+            beside = [other for other in MemoryWindow._open if other.device == device]
+            for other in beside:
                 other.overlapped = True
-            self.overlapped = bool(MemoryWindow._open)
+            self.overlapped = bool(beside)
             MemoryWindow._open.add(self)
             reset_peak_memory(device)
 
@@ -253,6 +255,7 @@ class MemoryWindow:
         return math.nan if self.overlapped else peak_memory_mb(self.device)
 
     def close(self) -> None:
+        """The run ended: a run that starts later no longer overlaps it."""
         with MemoryWindow._lock:
             MemoryWindow._open.discard(self)
 

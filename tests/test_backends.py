@@ -274,7 +274,7 @@ def test_a_job_s_fault_on_a_worker_is_told_apart_from_its_input_s(capsys):
     assert bad_input == ["a step", Failed("The loss turned NaN at step 2.", fault=False)]
     assert capsys.readouterr().err == ""
     fault = list(_guarded(job(torch.OutOfMemoryError("CUDA out of memory.")), None, None, ()))
-    assert fault == ["a step", Failed("OutOfMemoryError: CUDA out of memory.", fault=True)]
+    assert fault == ["a step", Failed("OutOfMemoryError: CUDA out of memory.", fault=True, memory="GPU")]
     assert "Traceback" in capsys.readouterr().err
 
 
@@ -289,4 +289,5 @@ def test_the_app_s_ray_settings_that_are_not_numbers_get_one_sentence(monkeypatc
     monkeypatch.setenv(name, value)
     with pytest.raises(PeftlabError) as refused:
         backend_from_env()
-    assert str(refused.value) == f"{name} must be a number, not {value!r}."
+    told = "a whole number" if name.endswith("THREADS") else "a number"
+    assert str(refused.value) == f"{name} must be {told}, not {value!r}."

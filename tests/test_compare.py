@@ -728,7 +728,7 @@ def test_a_grid_of_several_k_names_each_run_s_events_with_its_k(tiny_causal):
     setup = ClozeSetup.build(task, TEMPLATE, VERBALIZER)
     settings = TrainSettings(steps=1, batch_size=2, eval_every=1)
     items = list(run_grid(tiny_causal, task, setup, [method_config("lora", r=2)], [13], [2, 3], settings, test_limit=2))
-    assert [i.method for i in items if isinstance(i, TrainEvent)] == ["lora K=2", "lora K=3"]
+    assert [i.method for i in items if isinstance(i, TrainEvent)] == ["lora, K=2", "lora, K=3"]
     assert [(r.values["method"], r.values["K"]) for r in items if isinstance(r, GridRow)][1:] == [
         ("lora", 2),
         ("lora", 3),

@@ -186,7 +186,7 @@ def test_a_timing_of_seeded_work_can_leave_out_its_wait_for_another_thread_s():
     drawer.start()
     holder.join()
     drawer.join()
-    assert 0.2 < waits[0] < 0.6
+    assert waits[0] > 0.2  # the holder's 0.4 s, less the start of a thread
     before = waited_seconds()
     with seeded(3), seeded(4):  # alone, and re-entered: no wait
         pass

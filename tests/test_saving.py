@@ -390,8 +390,9 @@ def test_loading_a_saved_method_leaves_another_thread_s_seeded_numbers_as_they_a
 
     alone = seeded_draws()
     first_drawn.clear()
-    loader = threading.Thread(target=lambda: first_drawn.wait() and load_trained(zipped, tiny_causal))
+    loaded = []
+    loader = threading.Thread(target=lambda: first_drawn.wait() and loaded.append(load_trained(zipped, tiny_causal)))
     loader.start()
     beside_a_load = seeded_draws()
     loader.join()
-    assert torch.equal(beside_a_load, alone)
+    assert torch.equal(beside_a_load, alone) and len(loaded) == 1

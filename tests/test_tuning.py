@@ -628,7 +628,7 @@ def test_lora_on_a_model_without_llama_s_module_names_says_the_architecture_s_ow
     )
 
 
-def test_runs_whose_peak_memory_windows_overlap_report_it_as_not_measured(tiny_causal):
+def test_runs_whose_peak_memory_windows_overlap_report_it_as_not_measured(tiny_causal, monkeypatch):
     """Peak memory is the process's (CUDA's counter, Linux's VmHWM): a run that started while another trained reset
     the other's peak, and each counted the other's memory (a LoRA run read 1,273 MB beside another job, 874 MB
     alone). Overlapping runs say NaN; a run alone, before or after, its own peak."""
@@ -637,6 +637,7 @@ def test_runs_whose_peak_memory_windows_overlap_report_it_as_not_measured(tiny_c
     from peftlab.compare import _row
     from peftlab.tuning import MemoryWindow
 
+    monkeypatch.setattr(MemoryWindow, "_open", set())  # none left open by an earlier test's unfinished run
     cpu = torch.device("cpu")
     alone = MemoryWindow(cpu)
     assert alone.peak_mb() > 0

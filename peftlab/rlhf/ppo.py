@@ -46,7 +46,7 @@ from peftlab.rlhf.ppo_math import (
 )
 from peftlab.rlhf.reward import RewardModel
 from peftlab.rlhf.sft import SFT_RESPONSE_TOKENS, lora_config, sft_loss
-from peftlab.seeding import seeded
+from peftlab.seeding import drawing, seeded
 from peftlab.training import Event, check_finite
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -226,7 +226,8 @@ def _policy_crossing(policy: PolicyWithValueHead, trainable: bool) -> tuple:
 
 def _policy(sft, lora, state: dict, trainable: bool) -> PolicyWithValueHead:
     """The policy rebuilt on this side of a crossing: trainable (a run's) or frozen (a result's)."""
-    policy = PolicyWithValueHead(sft.model, lora)
+    with drawing():  # the adapter and the value head are initialised, then replaced by `state`
+        policy = PolicyWithValueHead(sft.model, lora)
     load_trainable_state(policy, state)
     return policy if trainable else policy.requires_grad_(False)
 
