@@ -130,6 +130,11 @@ class Template:
         return before, after
 
 
+# The longest text a person may type to classify: a long article is 20,000 characters, and the models read far fewer
+# tokens; tokenising 240,000 typed characters held one of the app's light slots for 12 s, which every visitor shares.
+MAX_TYPED_CHARACTERS = 50_000
+
+
 def typed_example(text: str, fields: Sequence[str]) -> dict:
     """The example a person's typed text stands for, to classify it: `{column: value}` for each of `fields` (the
     columns the template names, in order) and label 0. With one column the text is its value. A template reading
@@ -138,10 +143,16 @@ def typed_example(text: str, fields: Sequence[str]) -> dict:
     the model read a review as the film's name as well, without a word on screen.
 
     Raises:
-        PeftlabError: an empty text, or a template reading several columns and a text without a line for each.
+        PeftlabError: an empty text, one longer than MAX_TYPED_CHARACTERS, or a template reading several columns and a
+            text without a line for each.
     """
     if not text or not text.strip():
         raise PeftlabError("Type a text to classify.")
+    if len(text) > MAX_TYPED_CHARACTERS:
+        raise PeftlabError(
+            f"The text has {len(text):,} characters; classify at most {MAX_TYPED_CHARACTERS:,} at a time (the model "
+            "reads far fewer)."
+        )
     if len(fields) == 1:
         return {fields[0]: text, "label": 0}
     values: dict[str, str] = {}

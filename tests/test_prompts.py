@@ -517,3 +517,15 @@ def test_a_byte_fallback_piece_shows_its_byte_and_a_whole_replacement_character_
     assert token_text(Pieces(), 1) == "\ufffd"  # the character U+FFFD itself, whole
     assert token_text(Pieces(), 2) == "[odd]"  # whole characters: the vocabulary's own spelling
     assert token_text(Pieces(), 3) == "\\n\\xf0 (part of a character)"
+
+
+def test_a_typed_text_longer_than_any_article_is_refused_before_it_is_tokenised():
+    """240,000 typed characters held one of the app's light slots for 12 s of tokenising, every visitor's to share."""
+    from peftlab.prompts import MAX_TYPED_CHARACTERS
+
+    assert typed_example("a" * MAX_TYPED_CHARACTERS, ["text"])["text"] == "a" * MAX_TYPED_CHARACTERS
+    with pytest.raises(PeftlabError) as refused:
+        typed_example("a" * 240_000, ["text"])
+    assert str(refused.value) == (
+        "The text has 240,000 characters; classify at most 50,000 at a time (the model reads far fewer)."
+    )
