@@ -259,6 +259,12 @@ class MemoryWindow:
         with MemoryWindow._lock:
             MemoryWindow._open.discard(self)
 
+    def __enter__(self) -> MemoryWindow:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
 
 def train_method(
     lm: LM,
@@ -282,56 +288,48 @@ def train_method(
     When `stop` is set, training ends after the current step and keeps the best weights so far (the
     current ones are scored on dev first if that step had no evaluation); `TrainedMethod.stopped` says so.
     """
-    memory = MemoryWindow(lm.device)
-    try:
-        yield from _trained(lm, setup, config, train, dev, settings, stop, label, loss, memory)
-    finally:  # ended, failed or left unfinished by its caller
-        memory.close()
-
-
-def _trained(lm, setup, config, train, dev, settings, stop, label, loss, memory: MemoryWindow) -> Iterator:
-    """`train_method`'s run, its peak memory read from `memory`."""
-    prompt = config.prompt_for(setup.prompts[0])
-    with seeded(settings.seed):  # the new weights' initialisation
-        model, parameters = config.build(lm, prompt)
-    trained = TrainedMethod(config, lm, prompt, model, sum(p.numel() for p in parameters))
-    loop = TrainingLoop(
-        parameters,
-        steps=settings.steps,
-        batch_size=settings.batch_size,
-        learning_rate=config.learning_rate,
-        seed=settings.seed,
-        eval_every=settings.eval_every,
-        evaluate=lambda: trained.evaluate(dev),
-        select=SELECTION_SCORES[settings.select_by],
-        patience=settings.patience,
-    )
-
-    def batch_loss(batch: list[dict]) -> torch.Tensor:
-        if loss is not None:
-            return loss(trained, batch)
-        return gold_label_loss(trained, batch)
-
-    started = time.perf_counter()
-    for record in loop.run(train, batch_loss, stop):
-        scores = record.scores or {"accuracy": float("nan"), "log_likelihood": float("nan")}
-        event = TrainEvent(
-            method=label or config.name,
+    with MemoryWindow(lm.device) as memory:  # closed however the run ends, or is left unfinished by its caller
+        prompt = config.prompt_for(setup.prompts[0])
+        with seeded(settings.seed):  # the new weights' initialisation
+            model, parameters = config.build(lm, prompt)
+        trained = TrainedMethod(config, lm, prompt, model, sum(p.numel() for p in parameters))
+        loop = TrainingLoop(
+            parameters,
+            steps=settings.steps,
+            batch_size=settings.batch_size,
+            learning_rate=config.learning_rate,
             seed=settings.seed,
-            step=record.step,
-            train_loss=record.loss,
-            dev_accuracy=scores["accuracy"],
-            dev_log_likelihood=scores["log_likelihood"],
-            learning_rate=record.learning_rate,
-            elapsed=record.elapsed,
-            peak_memory_mb=memory.peak_mb(),
+            eval_every=settings.eval_every,
+            evaluate=lambda: trained.evaluate(dev),
+            select=SELECTION_SCORES[settings.select_by],
+            patience=settings.patience,
         )
-        trained.history.append(event)
-        trained.steps_done = record.step
-        yield event
-    trained.stopped = loop.stopped
-    trained.train_seconds = time.perf_counter() - started
-    yield trained
+
+        def batch_loss(batch: list[dict]) -> torch.Tensor:
+            if loss is not None:
+                return loss(trained, batch)
+            return gold_label_loss(trained, batch)
+
+        started = time.perf_counter()
+        for record in loop.run(train, batch_loss, stop):
+            scores = record.scores or {"accuracy": float("nan"), "log_likelihood": float("nan")}
+            event = TrainEvent(
+                method=label or config.name,
+                seed=settings.seed,
+                step=record.step,
+                train_loss=record.loss,
+                dev_accuracy=scores["accuracy"],
+                dev_log_likelihood=scores["log_likelihood"],
+                learning_rate=record.learning_rate,
+                elapsed=record.elapsed,
+                peak_memory_mb=memory.peak_mb(),
+            )
+            trained.history.append(event)
+            trained.steps_done = record.step
+            yield event
+        trained.stopped = loop.stopped
+        trained.train_seconds = time.perf_counter() - started
+        yield trained
 
 
 def loss_trend(losses: Sequence[float], tolerance: float = 0.05) -> str | None:
