@@ -114,8 +114,12 @@ def run_grid(
     one zigzag line.
     """
     validate_grid(task, methods, seeds, shots)
-    label = (lambda config, k: f"{config.name}, K={k}") if len(shots) > 1 else (lambda config, k: config.name)
-    plan = [PlannedRun(config, k, seed, label(config, k)) for k in shots for seed in seeds for config in methods]
+    plan = [
+        PlannedRun(config, k, seed, f"{config.name}, K={k}" if len(shots) > 1 else config.name)
+        for k in shots
+        for seed in seeds
+        for config in methods
+    ]
     yield from run_plan(lm, task, setup, plan, settings, test_limit, stop, backend)
 
 

@@ -222,6 +222,21 @@ def autocast_for(model: torch.nn.Module):
     return torch.autocast(parameter.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
+HALF_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _half_precision_refusal(dtypes: Sequence[torch.dtype]) -> str:
+    told = f"The weights to train are in {' and '.join(map(_dtype_name, dtypes))}, which" if dtypes else "that"
+    return (
+        f"{told} loses the optimiser's small updates; load the model in fp32 (--dtype fp32, the training "
+        "commands' default) and training computes in half precision where the hardware has it."
+    )
+
+
 def check_trainable(parameters: Sequence[torch.Tensor]) -> None:
     """Trainers train fp32 weights and compute in bf16 or fp16 under autocast (`autocast_dtype`); weights loaded in
     half precision (`--dtype fp16`) were trained as they were: AdamW's epsilon (1e-8) is 0 in fp16, and the loss
@@ -248,21 +263,6 @@ def check_model_weights_trainable(lm: LM, what: str) -> None:
         raise PeftlabError(
             f"{capitalised(what)} would train in {_dtype_name(lm.dtype)}: " + _half_precision_refusal([])
         )
-
-
-HALF_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _half_precision_refusal(dtypes: Sequence[torch.dtype]) -> str:
-    told = f"The weights to train are in {' and '.join(map(_dtype_name, dtypes))}, which" if dtypes else "that"
-    return (
-        f"{told} loses the optimiser's small updates; load the model in fp32 (--dtype fp32, the training "
-        "commands' default) and training computes in half precision where the hardware has it."
-    )
 
 
 def loss_scaler(parameter: torch.Tensor) -> torch.amp.GradScaler:

@@ -38,8 +38,13 @@ def themed(build: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
 def _hover_in_tenths(figure: go.Figure) -> None:
     """A percent axis's hover (and its error bars') in tenths of a percent: plotly formats hover values as the ticks,
     so 83.3 % and 82.6 % both read "83%" beside a table that tells them apart."""
-    figure.for_each_xaxis(lambda axis: axis.update(hoverformat=".1%") if axis.tickformat == ".0%" else None)
-    figure.for_each_yaxis(lambda axis: axis.update(hoverformat=".1%") if axis.tickformat == ".0%" else None)
+
+    def in_tenths(axis) -> None:
+        if axis.tickformat == ".0%":
+            axis.hoverformat = ".1%"
+
+    figure.for_each_xaxis(in_tenths)
+    figure.for_each_yaxis(in_tenths)
 
 
 def _counts_in_whole_ticks(figure: go.Figure) -> None:
@@ -56,7 +61,7 @@ def _counts_in_whole_ticks(figure: go.Figure) -> None:
             continue  # strict number types), whose range counts columns; set as numbers, it hid the first
         try:
             numbers = np.asarray(xs, dtype=float)
-        except (TypeError, ValueError):  # label names: a categorical axis
+        except (TypeError, ValueError):  # values of no number type: plotly's own ticks
             continue
         whole = np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers))
         if layout.type in (None, "-", "linear") and whole and numbers.max() - numbers.min() <= 10:

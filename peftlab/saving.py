@@ -281,8 +281,12 @@ def _read_meta(folder: Path) -> dict:
         if not isinstance(meta, dict) or not isinstance(meta["model"], str):
             raise TypeError("the description is not an object naming its model")
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).") from exc
+        raise _unreadable_meta(exc) from exc
     return meta
+
+
+def _unreadable_meta(exc: Exception) -> PeftlabError:
+    return PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).")
 
 
 def _load_folder(folder: Path, lm: LM | None, name: str | None = None) -> TrainedMethod:
@@ -309,7 +313,7 @@ def _load_folder(folder: Path, lm: LM | None, name: str | None = None) -> Traine
     except PeftlabError:
         raise
     except (KeyError, TypeError, ValueError) as exc:  # "steps": "many" is a ValueError
-        raise PeftlabError(f"The saved method's {META_FILE} is unreadable ({exc.__class__.__name__}: {exc}).") from exc
+        raise _unreadable_meta(exc) from exc
     lm = lm if lm is not None else load_lm(model_name, dtype="fp32")
     if lm.name != model_name:
         raise PeftlabError(f"This {config.name} was trained on {model_name}; load it with that model, not {lm.name}.")
