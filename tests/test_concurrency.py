@@ -132,8 +132,8 @@ def test_seeded_sampling_from_threads_equals_sampling_alone(tiny_causal):
 
     def sample(seed):
         return sample_responses(
-            tiny_causal.model, tiny_causal.tokenizer, prompts, max_new_tokens=8, seed=seed
-        ).input_ids
+            tiny_causal.model, tiny_causal.tokenizer, prompts, max_new_tokens=8, seed=seed, batch_size=1
+        ).input_ids  # a batch a turn: other jobs' seeded blocks run between turns
 
     alone = {seed: sample(seed) for seed in (1, 2)}
     results, start = {1: [], 2: []}, threading.Barrier(3)
@@ -160,7 +160,7 @@ def test_seeded_sampling_from_threads_equals_sampling_alone(tiny_causal):
 
 
 def test_a_timing_of_seeded_work_can_leave_out_its_wait_for_another_thread_s():
-    """DPO holds the generator for its whole training: sampling timed beside it (to price a visitor's RLHF stage)
+    """DPO held the generator for its whole training: sampling timed beside it (to price a visitor's RLHF stage)
     counted the wait as sampling, and every later visitor's estimate was priced at it."""
     import time
 
@@ -191,3 +191,81 @@ def test_a_timing_of_seeded_work_can_leave_out_its_wait_for_another_thread_s():
     with seeded(3), seeded(4):  # alone, and re-entered: no wait
         pass
     assert waited_seconds() - before < 0.05
+
+
+def test_seeded_turns_draw_what_one_seeded_block_draws_with_other_blocks_between_them():
+    from peftlab.seeding import SeededTurns
+
+    before = torch.get_rng_state()
+    turns = SeededTurns(7)
+    with turns.take():
+        first = torch.rand(3)
+    with seeded(99):  # another job's block between the turns
+        torch.rand(5)
+    with turns.take():
+        second = torch.rand(3)
+    with seeded(7):
+        expected = torch.rand(6)
+    assert torch.equal(torch.cat([first, second]), expected)
+    assert torch.equal(torch.get_rng_state(), before)  # the process's generator is left as it was
+
+
+def other_seeded_block_runs_now() -> bool:
+    """Whether another thread's seeded block runs within 10 s, rather than waiting for this thread's."""
+
+    def draw():
+        with seeded(5):
+            torch.rand(1)
+
+    other = threading.Thread(target=draw, daemon=True)
+    other.start()
+    other.join(timeout=10)
+    return not other.is_alive()
+
+
+def test_sampling_lets_other_jobs_seeded_blocks_run_between_its_batches(tiny_causal):
+    """Sampling the reward model's comparisons (360 responses by default) held every other visitor's seeded work,
+    their models' initialisation and their own sampling, until the last response."""
+    from peftlab.rlhf.generation import sample_responses
+
+    prompts = ["a film", "the plot", "the cast", "an ending"]
+    ran = []
+    sampled = sample_responses(
+        tiny_causal.model,
+        tiny_causal.tokenizer,
+        prompts,
+        max_new_tokens=6,
+        seed=3,
+        batch_size=2,
+        progress=lambda done, total: ran.append(other_seeded_block_runs_now()),
+    )
+    assert ran == [True, True]
+    alone = sample_responses(tiny_causal.model, tiny_causal.tokenizer, prompts, max_new_tokens=6, seed=3, batch_size=2)
+    assert torch.equal(sampled.input_ids, alone.input_ids)
+
+
+def test_dpo_trains_beside_other_jobs_seeded_blocks_and_draws_nothing_from_the_global_generator(
+    tiny_causal, monkeypatch
+):
+    """A visitor's DPO held the global generator for its whole training, so every other visitor's seeded work
+    (a model's initialisation, sampling) waited minutes with no word why."""
+    import trl
+
+    from peftlab.rlhf.dpo import DPOConfig, train_dpo
+    from tests.test_rlhf_dpo import preference_pairs
+    from tests.test_rlhf_stages import PROMPTS
+
+    seen = {}
+    train = trl.DPOTrainer.train
+
+    def observed_train(self, *args, **kwargs):
+        seen["others run"] = other_seeded_block_runs_now()
+        state = torch.get_rng_state()
+        result = train(self, *args, **kwargs)
+        seen["draws nothing"] = torch.equal(torch.get_rng_state(), state)
+        return result
+
+    monkeypatch.setattr(trl.DPOTrainer, "train", observed_train)
+    config = DPOConfig(steps=4, batch_size=2, lora_r=2)
+    *steps, _ = train_dpo(tiny_causal.model, tiny_causal.tokenizer, preference_pairs(PROMPTS[:6]), config)
+    assert seen == {"others run": True, "draws nothing": True} and len(steps) == 4

@@ -10,9 +10,10 @@ strength of the KL penalty to π_ref that the loss optimises implicitly, as PPO'
 implicit reward of a response is β (log π_θ − log π_ref).
 
 TRL's `DPOTrainer` trains it: a new LoRA adapter on a copy of the SFT model, so the reference is that copy with
-the adapter disabled (TRL's PEFT route, no second model in memory). The trainer seeds and draws from torch's
-global generator, so the whole training runs in one `seeded` block (other jobs' seeded blocks wait for it), in a
-thread whose logged steps this module yields as events.
+the adapter disabled (TRL's PEFT route, no second model in memory). The trainer seeds torch's global generator and
+initialises the adapter from it, so that set-up runs in a `seeded` block; the training itself draws from
+generators of its own and runs beside other jobs' seeded work, in a thread whose logged steps this module yields
+as events.
 """
 
 from __future__ import annotations
@@ -201,52 +202,65 @@ def train_dpo(
             if halt.is_set() or (stop is not None and stop.is_set()):
                 control.should_training_stop = True
 
+    class OwnDrawsTrainer(DPOTrainer):
+        """Training draws only from generators of its own, so no other visitor's seeded work waits for it: the
+        comparisons' order from `data_seed`'s, and torch's draw of each pass's worker seed from the loader's (a held
+        DPO held every seeded block in the process, other visitors' sampling and models, for its whole training)."""
+
+        def get_train_dataloader(self):
+            loader = super().get_train_dataloader()
+            # accelerate's DataLoaderShard reads the attributes of the DataLoader it wraps
+            getattr(loader, "base_dataloader", loader).generator = torch.Generator().manual_seed(config.seed)
+            return loader
+
     def train() -> None:
         # TRL tokenises the comparisons with datasets' progress bars ("Tokenizing train dataset: 100%"), printed amid
         # the command line's own progress line; Relay reports the steps
         bars = not datasets.are_progress_bars_disabled()
         datasets.disable_progress_bars()
         try:
-            with seeded(config.seed), tempfile.TemporaryDirectory(prefix="peftlab-dpo-") as folder:
+            with tempfile.TemporaryDirectory(prefix="peftlab-dpo-") as folder:
                 device = next(sft_model.parameters()).device
                 # the mixed precision every other stage trains in (models.autocast_dtype): bf16 where the hardware
                 # has it, fp16 on older GPUs, where the Trainer scales the loss
                 precision = autocast_dtype(next(sft_model.parameters()))
-                trainer = DPOTrainer(
-                    # TRL wraps a plain model in the new adapter itself; handed a PEFT model it would copy that
-                    # model's adapter as the reference instead of disabling it
-                    model=copy.deepcopy(sft_model),
-                    peft_config=lora_config(config.lora_r, sft_model),
-                    args=TRLConfig(
-                        output_dir=folder,
-                        max_steps=config.steps,
-                        per_device_train_batch_size=config.batch_size,
-                        learning_rate=config.learning_rate,
-                        lr_scheduler_type="linear",
-                        warmup_steps=0,
-                        weight_decay=0.0,
-                        beta=config.beta,
-                        seed=config.seed,
-                        max_length=None,
-                        activation_checkpointing=False,  # TRL's default is on; the old name warns in the CLI
-                        bf16=precision == torch.bfloat16,
-                        fp16=precision == torch.float16,
-                        use_cpu=device.type == "cpu",
-                        logging_steps=1,
-                        # the Trainer logs a NaN loss as 0 by default (a diverged run read as a perfect one)
-                        logging_nan_inf_filter=False,
-                        save_strategy="no",
-                        report_to=[],
-                        disable_tqdm=True,
-                    ),
-                    train_dataset=dataset,
-                    processing_class=tokenizer,
-                    callbacks=[Relay()],
-                )
+                with seeded(config.seed):  # the trainer seeds torch's global generator and initialises the adapter
+                    trainer = OwnDrawsTrainer(
+                        # TRL wraps a plain model in the new adapter itself; handed a PEFT model it would copy that
+                        # model's adapter as the reference instead of disabling it
+                        model=copy.deepcopy(sft_model),
+                        peft_config=lora_config(config.lora_r, sft_model),
+                        args=TRLConfig(
+                            output_dir=folder,
+                            max_steps=config.steps,
+                            per_device_train_batch_size=config.batch_size,
+                            learning_rate=config.learning_rate,
+                            lr_scheduler_type="linear",
+                            warmup_steps=0,
+                            weight_decay=0.0,
+                            beta=config.beta,
+                            seed=config.seed,
+                            data_seed=config.seed,  # the order of comparisons; else the global generator's seed then
+                            max_length=None,
+                            activation_checkpointing=False,  # TRL's default is on; the old name warns in the CLI
+                            bf16=precision == torch.bfloat16,
+                            fp16=precision == torch.float16,
+                            use_cpu=device.type == "cpu",
+                            logging_steps=1,
+                            # the Trainer logs a NaN loss as 0 by default (a diverged run read as a perfect one)
+                            logging_nan_inf_filter=False,
+                            save_strategy="no",
+                            report_to=[],
+                            disable_tqdm=True,
+                        ),
+                        train_dataset=dataset,
+                        processing_class=tokenizer,
+                        callbacks=[Relay()],
+                    )
                 # its log lines would go to stdout, where the CLI's --json output goes: Relay reports the steps
                 trainer.remove_callback(PrinterCallback)
                 if not (halt.is_set() or (stop is not None and stop.is_set())):  # a stop came during the set-up
-                    trainer.train()
+                    trainer.train()  # outside the seeded block: it draws from its own generators
             policy = trainer.model.requires_grad_(False)
             seconds = time.perf_counter() - started
             events.put(DPOResult(policy.eval(), seconds=seconds, comparisons=len(rows), sft_model=sft_model))

@@ -23,7 +23,7 @@ from transformers import GenerationConfig
 from peftlab.errors import PeftlabError
 from peftlab.models import autocast_for, capture_head_inputs, free_memory_bytes
 from peftlab.rlhf.ppo_math import sampling_kl_problem
-from peftlab.seeding import seeded
+from peftlab.seeding import SeededTurns
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -331,18 +331,18 @@ def sample_responses(
             f"most {context}, so use at most {max(context - longest, 1)}."
         )
     parts = []
-    with seeded(seed):  # generate() draws from torch's global generator
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start : start + batch_size])
-            input_ids, attention_mask = encode_prompts(tokenizer, chunk)
-            with autocast_for(model):
-                output = model.generate(
-                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
-                )
-            responses = output[:, input_ids.shape[1] :].cpu()  # (b, R)
-            parts.append((chunk, input_ids, attention_mask, responses))
-            if progress is not None:
-                progress(start + len(chunk), len(prompts))
+    turns = SeededTurns(seed)  # generate() draws from torch's global generator: a batch a turn
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start : start + batch_size])
+        input_ids, attention_mask = encode_prompts(tokenizer, chunk)
+        with turns.take(), autocast_for(model):
+            output = model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
+            )
+        responses = output[:, input_ids.shape[1] :].cpu()  # (b, R)
+        parts.append((chunk, input_ids, attention_mask, responses))
+        if progress is not None:
+            progress(start + len(chunk), len(prompts))
     return _stack_samples(tokenizer, parts, eos)
 
 
