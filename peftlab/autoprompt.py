@@ -345,6 +345,7 @@ def search_triggers(
     train, dev = balanced_examples(task, config.train_size, config.seed)
     rng = random.Random(config.seed)
     prompt = Prompt(template, verbalizer_obj, trigger_ids=(_initial_trigger(lm, config),) * config.slots)
+    prompt.check_room(lm)
     label_word_ids = {i for qs in prompt.queries(lm, train[0]) for _, ids in qs.targets for i in ids}
     allowed = candidate_vocabulary(lm, config.filter_non_alphabetic)
     embedding_matrix = lm.model.get_input_embeddings().weight.detach()

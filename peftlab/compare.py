@@ -165,8 +165,9 @@ def run_plan(
     `stop` ends the plan: the run in progress keeps its best weights so far and still gets its row, with
     status "stopped at step N of M"; runs not started are dropped.
     """
-    for run in plan:
-        run.config.check(lm)  # a method that cannot train on this model fails before anything trains
+    for run in plan:  # a method that cannot train on this model, or on this template, fails before anything trains
+        run.config.check(lm)
+        run.config.prompt_for(setup.prompts[0]).check_room(lm)
     test = task.test_subset(test_limit)
     total_params = lm.num_parameters
     zero_shot = evaluate(

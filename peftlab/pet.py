@@ -508,7 +508,11 @@ def pet_run(
             f"PET distils into a sequence classifier wired for causal LMs in this version; {lm.name} is a masked LM."
         )
     classifier_method(config).check(lm)
-    for prompt in prompts:
+    for number, prompt in enumerate(prompts, start=1):
+        try:
+            prompt.check_room(lm)
+        except PeftlabError as exc:
+            raise PeftlabError(f"Pattern {number}: {exc}") from None
         prompt.queries(lm, task.train[0])  # a label word the model cannot spell fails here
     for seed in config.seeds:
         seed_settings = dataclasses.replace(settings, seed=seed)

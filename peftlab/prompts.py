@@ -372,20 +372,28 @@ class Prompt:
         return lm.max_length - self.reserved_positions
 
     def check_room(self, lm) -> None:
-        """Refuse in-context demonstrations that leave the text to classify fewer than MIN_INPUT_TOKENS of the
-        model's input: `fit` would cut the text away and the model would label the demonstrations alone.
+        """Refuse a template (with its triggers and label words) or in-context demonstrations that leave the text to
+        classify fewer than MIN_INPUT_TOKENS of the model's input (what virtual tokens leave of it): `fit` would cut
+        the text away and the model would label the template or the demonstrations alone. A 20,000-word template
+        was scored so, with a warning that the texts were "cut to fit".
 
         Raises:
-            PeftlabError: the demonstrations and the template too long, with about how many fit.
+            PeftlabError: the template, or the demonstrations, too long, with about how many tokens or
+                demonstrations fit.
         """
-        if not self.demonstrations:
-            return
         limit = self.input_limit(lm)
         empty = {name: "" for name in self.template.fields}
         taken = _needed_length(lm, *self._encode(lm, empty, None))
         if taken + MIN_INPUT_TOKENS <= limit:
             return
         alone = _needed_length(lm, *replace(self, demonstrations=[])._encode(lm, empty, None))
+        if not self.demonstrations or alone + MIN_INPUT_TOKENS > limit:
+            beside = f" beside {self.reserved_positions} virtual tokens" if self.reserved_positions else ""
+            raise PeftlabError(
+                f"The template {_opening(self.template.text)} takes {alone:,} of the {limit:,} tokens {lm.name} "
+                f"reads{beside}, leaving the text fewer than {MIN_INPUT_TOKENS}; shorten it to at most about "
+                f"{max(limit - MIN_INPUT_TOKENS, 0):,} tokens with its label words."
+            )
         each = (taken - alone) / len(self.demonstrations)
         fit = max(int((limit - MIN_INPUT_TOKENS - alone) // each), 0)
         raise PeftlabError(
@@ -511,6 +519,12 @@ def _segment_ids(tokenizer, segment: str) -> list[int]:
         if ids[1:] == bare:  # one token more, only the space: the tokenizer's own word-start mark
             return bare
     return ids
+
+
+def _opening(text: str, chars: int = 40) -> str:
+    """`text` quoted, cut to its first `chars` characters ("…" where it was cut): enough to tell a sentence's template
+    among PET's patterns without quoting 20,000 words back."""
+    return repr(text if len(text) <= chars else text[: chars - 1] + "…")
 
 
 def _needed_length(lm, prefix: list[int], triggers, after_ids: list[int], words) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -605,6 +606,19 @@ def test_too_many_slots_for_the_model(tiny_causal, task):
     config = small_config(template="{text} " + "[T] " * 300 + "{mask}")
     with pytest.raises(PeftlabError, match=r"300 trigger slots do not fit the model's 256-token input"):
         next(search_triggers(tiny_causal, task, VERBALIZER, config))
+
+
+def test_trigger_slots_that_leave_the_text_no_room_are_one_sentence(tiny_causal, task):
+    """240 slots passed the slot check (8 tokens of slack) and searched on texts cut to nothing."""
+    config = small_config(template="{text} " + "[T] " * 240 + "It was{mask}")
+    with pytest.raises(PeftlabError) as error:
+        next(search_triggers(tiny_causal, task, VERBALIZER, config))
+    assert re.fullmatch(
+        r"The template '\{text\} \[T\] .*…' takes (\d+) of the 256 tokens tiny-llama reads, leaving the text fewer "
+        r"than 16; shorten it to at most about 240 tokens with its label words\.",
+        str(error.value),
+    ), str(error.value)
+    assert int(re.search(r"takes (\d+)", str(error.value))[1]) > 240
 
 
 def test_multi_token_init_word(tiny_lm, task):

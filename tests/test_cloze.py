@@ -481,6 +481,25 @@ def test_demonstrations_that_leave_the_text_no_room_are_one_sentence_instead_of_
         label_log_probs(tiny_causal, _prompt(demonstrations=[demonstration] * (fit + 1)), [{"text": "great"}])
 
 
+def test_a_template_that_leaves_the_text_no_room_is_one_sentence(tiny_causal):
+    """A 20,000-word template was scored with the text cut to nothing and a warning that the texts were "cut to
+    fit": the model labelled the template's words alone."""
+    long = "{text} " + "word " * 300 + "It was{mask}."
+    # the longest query with an empty text: the start-of-text token, the words before the mask, the longest label
+    # word and the "." after it, the last token of which is not read
+    before = tiny_causal.tokenizer(" " + "word " * 300 + "It was").input_ids
+    word = max(len(_ids(tiny_causal, f" {w}")) for words in VERBALIZER.values() for w in words)
+    taken = len(before) + word + len(_ids(tiny_causal, ".")) - 1
+    with pytest.raises(PeftlabError) as error:
+        label_log_probs(tiny_causal, _prompt(template=long), [{"text": "great", "label": 1}])
+    assert str(error.value) == (
+        f"The template '{{text}} word word word word word word wo…' takes {taken:,} of the 256 tokens tiny-llama "
+        "reads, leaving the text fewer than 16; shorten it to at most about 240 tokens with its label words."
+    )
+    fits = "{text} " + "word " * 60 + "It was{mask}."  # 60 words and the label words leave the text room
+    assert label_log_probs(tiny_causal, _prompt(template=fits), [{"text": "great", "label": 1}]).shape == (1, 2)
+
+
 def test_demonstrations_run_once_and_every_text_scores_as_its_whole_query(tiny_causal, tiny_task, monkeypatch):
     """In-context demonstrations are the same tokens before every text: they run once, and each batch runs only
     its texts. The scores equal those of the whole queries (tested against brute force above)."""

@@ -288,6 +288,22 @@ def test_a_method_that_cannot_train_on_the_model_fails_before_the_grid_starts(ti
         next(items)  # not even the zero-shot row: nothing runs before the error
 
 
+def test_a_template_that_leaves_no_room_beside_virtual_tokens_fails_before_the_grid_starts(tiny_causal):
+    """The template fits the model's input alone (its zero-shot row scored), but not beside 200 virtual tokens:
+    prompt tuning trained on texts cut to nothing."""
+    task = easy_task()
+    setup = ClozeSetup.build(task, "{text} " + "word " * 30 + "It was{mask}.", VERBALIZER)
+    plan = [method_config("prompt-tuning", num_virtual_tokens=200)]
+    items = run_grid(tiny_causal, task, setup, plan, [13], [4], TrainSettings())
+    with pytest.raises(PeftlabError) as error:
+        next(items)  # not even the zero-shot row
+    assert re.fullmatch(
+        r"The template '\{text\} word .*…' takes (\d+) of the 56 tokens tiny-llama reads beside 200 virtual "
+        r"tokens, leaving the text fewer than 16; shorten it to at most about 40 tokens with its label words\.",
+        str(error.value),
+    ), str(error.value)
+
+
 # ------------------------------------------------------------------ sweeps
 
 

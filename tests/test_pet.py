@@ -427,6 +427,13 @@ def test_soft_labels_refuse_a_temperature_not_above_zero():
             r"has 8 texts besides the labelled examples, fewer than the 50",
         ),
         (TINY_PATTERNS, [TINY_WORDS], {"shots": 4}, r"K=4 needs 8 examples of class"),
+        (  # each pattern model trained on texts cut away to fit beside the pattern's own words
+            [TINY_PATTERNS[0], "{text} " + "word " * 300 + "it was{mask}"],
+            [TINY_WORDS],
+            {"shots": 1, "unlabelled": 4},
+            r"^Pattern 2: The template '\{text\} word word .*…' takes \d+ of the 256 tokens tiny-llama reads, "
+            r"leaving the text fewer than 16; shorten it to at most about 240 tokens with its label words\.$",
+        ),
     ],
 )
 def test_bad_input_is_one_sentence(tiny_causal, tiny_task, patterns, words, changes, message):
