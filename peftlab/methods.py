@@ -212,7 +212,11 @@ class PeftMethod(MethodConfig):
 
         self.check(lm)
         with building():
-            loaded = PeftModel.from_pretrained(copy.deepcopy(lm.model), str(folder))
+            # the adapter's settings are this method's own (read from peftlab's description, checked), never the
+            # folder's adapter_config.json: PEFT matches a string there (target_modules, exclude_modules, ...) as a
+            # regular expression against every module name, and an uploaded '(.*.*)*@' held the interpreter lock,
+            # every visitor's job with it, for good
+            loaded = PeftModel.from_pretrained(copy.deepcopy(lm.model), str(folder), config=self.peft_config(lm))
         return self._wrapped(loaded).eval()
 
     @staticmethod
@@ -622,13 +626,9 @@ class SequenceClassifierMethod(MethodConfig):
             raise PeftlabError(f"{lm.name}'s weights do not fit a sequence classifier of its own architecture.")
         model.eval()  # no dropout: deterministic, like every other method
         if self.lora:
-            from peft import LoraConfig, TaskType, get_peft_model
+            from peft import get_peft_model
 
-            targets = LoraMethod().target_modules
-            model = get_peft_model(
-                model,
-                LoraConfig(task_type=TaskType.SEQ_CLS, r=self.r, lora_alpha=2 * self.r, target_modules=list(targets)),
-            )
+            model = get_peft_model(model, self._lora_config())
         else:
             model.requires_grad_(True)
         return model, [p for p in model.parameters() if p.requires_grad]
@@ -669,8 +669,14 @@ class SequenceClassifierMethod(MethodConfig):
         from peft import PeftModel
 
         base = dataclasses.replace(self, lora=False).build(lm, prompt)[0]
-        with building():
-            return PeftModel.from_pretrained(base.requires_grad_(False), str(folder)).eval()
+        with building():  # this method's own adapter settings, never the folder's (`PeftMethod.load`)
+            return PeftModel.from_pretrained(base.requires_grad_(False), str(folder), config=self._lora_config()).eval()
+
+    def _lora_config(self):
+        from peft import LoraConfig, TaskType
+
+        targets = list(LoraMethod().target_modules)
+        return LoraConfig(task_type=TaskType.SEQ_CLS, r=self.r, lora_alpha=2 * self.r, target_modules=targets)
 
 
 def _pad_id(tokenizer) -> int:

@@ -312,6 +312,47 @@ def test_a_damaged_or_mismatched_saved_method_is_one_sentence_naming_no_server_f
         saved_model_name(tmp_path / "missing.zip")
 
 
+def tampered_adapter_config(data: bytes) -> bytes:
+    """An adapter_config.json whose settings would change or stall what PEFT builds, were they read."""
+    config = json.loads(data)
+    lora = {"target_modules": "x^", "exclude_modules": ".*", "rank_pattern": {"q_proj": 64}, "r": 7}
+    return json.dumps(config | (lora if config["peft_type"] == "LORA" else {"num_virtual_tokens": 9})).encode()
+
+
+@pytest.mark.parametrize(("name", "overrides"), [("lora", {"r": 2}), ("prompt-tuning", {"num_virtual_tokens": 4})])
+def test_a_saved_adapter_loads_by_its_method_s_own_settings_never_its_adapter_config(
+    tiny_causal, tmp_path, name, overrides
+):
+    """An uploaded zip's adapter_config.json went to PEFT as it was: PEFT matches a string target_modules against
+    every module name as a regular expression, and '(.*.*)*@' held the interpreter lock, every visitor's job with
+    it, until the Space was restarted (a security review's finding). Here a pattern that matches nothing, and
+    settings that do not fit the weights: the adapter is built from the method's own settings all the same."""
+    task, trained = trained_method(tiny_causal, name, **overrides)
+    path = rewritten(
+        zip_trained(trained, tmp_path / "saved.zip"),
+        tmp_path / "tampered.zip",
+        {"adapter_config.json": tampered_adapter_config},
+    )
+    loaded = load_trained(path, lm=tiny_causal)
+    torch.testing.assert_close(loaded.log_probs(task.test), trained.log_probs(task.test), atol=1e-5, rtol=0)
+
+
+def test_the_classifier_s_lora_loads_by_its_own_settings_never_its_adapter_config(tiny_causal, tmp_path):
+    from peftlab.tuning import TrainedMethod
+
+    task, trained = trained_method(tiny_causal, "head")  # for its prompt: the classifier reads the bare fields
+    config = method_config("classifier", r=2)
+    model, _ = config.build(tiny_causal, trained.prompt)
+    classifier = TrainedMethod(config, tiny_causal, trained.prompt, model, 0)
+    path = rewritten(
+        zip_trained(classifier, tmp_path / "saved.zip"),
+        tmp_path / "tampered.zip",
+        {"adapter_config.json": tampered_adapter_config},
+    )
+    loaded = load_trained(path, lm=tiny_causal)
+    torch.testing.assert_close(loaded.log_probs(task.test), classifier.log_probs(task.test), atol=1e-5, rtol=0)
+
+
 def test_a_save_stopped_half_way_keeps_the_zip_saved_before(tiny_causal, tmp_path, monkeypatch):
     """A Ctrl-C while a zip was written over an earlier one left a truncated zip in its place (the earlier lost)."""
     _, trained = trained_method(tiny_causal, "head")
