@@ -694,6 +694,35 @@ def test_a_task_box_of_spaces_is_called_empty():
         resolve_task("   ", None, "text", "label")
 
 
+def test_a_public_space_never_reads_a_typed_task_as_a_folder_on_the_server(monkeypatch, tmp_path):
+    """datasets' load_dataset reads a folder by the name before it asks the Hub: a visitor typed the path of
+    gradio's upload folder and read other visitors' uploaded files (a security review's finding)."""
+    import peftlab.tasks
+    from peftlab.errors import PeftlabError
+    from peftlab.ui.common import resolve_task
+
+    uploads = tmp_path / "gradio" / "4f2e"
+    uploads.mkdir(parents=True)
+    (uploads / "theirs.csv").write_text("text,label\nCard 4111 declined,urgent\nroutine check,routine\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
+    asked = []
+    monkeypatch.setattr(peftlab.tasks, "_load_cached", lambda name, *args: asked.append(name))
+    for name in [str(uploads), "gradio/4f2e", "gradio", "./gradio", "~/x", "owner/../gradio", "a/b/c", "/"]:
+        with pytest.raises(PeftlabError) as raised:
+            resolve_task(name, None, "text", "label")
+        assert str(raised.value) == (
+            "On this public Space, a task is an embedded one, an upload or a Hub dataset id such as 'owner/name'; "
+            f"{name!r} is none of them."
+        )
+    for name in ["rt-sentiment", "owner/some-data.v2", "imdb"]:  # embedded tasks and Hub ids are looked up
+        resolve_task(name, None, "text", "label")
+    assert asked == ["rt-sentiment", "owner/some-data.v2", "imdb"]
+    monkeypatch.delenv("PEFTLAB_PUBLIC")
+    resolve_task("gradio/4f2e", None, "text", "label")  # on one's own machine a folder is one's own data
+    assert asked[-1] == "gradio/4f2e"
+
+
 def test_a_handler_that_fails_says_a_sentence_whatever_failed(capsys):
     """A fault of the app reached the visitor as a bare "Error" badge (the Compare tab's listing of zero-shot rows);
     it now names itself as the app's fault, running out of memory says what makes a job smaller, a visitor's

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
@@ -264,16 +265,39 @@ def verbalizer_box() -> gr.Textbox:
 def resolve_task(task_name: str, upload, text_column: str, label_column: str):
     """The Task the user picked: the uploaded file when there is one, else the dropdown's name.
 
-    On a public Space a typed name is never read as a path on the server: files come only as uploads.
+    On a public Space a typed name is never read as a path on the server: files come only as uploads
+    (`check_public_task_name`).
     """
     source = upload if upload else str(task_name or "").strip()  # a box of spaces was looked up as Hub dataset ''
     if not source:
         raise PeftlabError("Pick a task or upload a CSV/JSONL file.")
-    if not upload and public_mode() and str(task_name).strip().lower().endswith(DATA_SUFFIXES):
-        raise PeftlabError("On this public Space, give your own data as an upload, not as a file name.")
+    if not upload and public_mode():
+        check_public_task_name(source)
     return load_task(
         str(source), text_column=(text_column or "text").strip(), label_column=(label_column or "label").strip()
     )
+
+
+HUB_DATASET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?:/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+
+
+def check_public_task_name(name: str) -> None:
+    """Refuse, on a public Space, a typed task that is not an embedded task or a Hub dataset id ('owner/name'):
+    datasets' load_dataset reads a folder on the server by that name before it asks the Hub, and a visitor who typed
+    the path of gradio's upload folder read the other visitors' uploaded files.
+
+    Raises:
+        PeftlabError: a file name, a path, or a name that is a file or folder on the server.
+    """
+    if name in EMBEDDED_TASKS:
+        return
+    if name.lower().endswith(DATA_SUFFIXES):
+        raise PeftlabError("On this public Space, give your own data as an upload, not as a file name.")
+    if not HUB_DATASET_ID.fullmatch(name) or ".." in name or Path(name).exists():
+        raise PeftlabError(
+            f"On this public Space, a task is an embedded one, an upload or a Hub dataset id such as 'owner/name'; "
+            f"{name!r} is none of them."
+        )
 
 
 @user_errors
