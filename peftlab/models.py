@@ -68,11 +68,13 @@ class LM:
     _derived_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __reduce__(self):
-        """Pickled by reference, as what loads it: a job crossing into a GPU call on ZeroGPU finds the model in the
-        call's worker's cache (forked from the app's process, whose models sit on ZeroGPU's emulated "cuda", and kept
-        for later calls; a model the app loaded after the worker started, the worker loads itself) instead of copying
-        its weights. The device goes by type ("cuda", not "cuda:0"), as the cache keys it."""
-        return load_lm, (self.name, self.dtype, self.device.type)
+        """Pickled by reference, as what loads it, instead of copying its weights: a Ray worker loads it on the
+        same kind of device ("cuda", not "cuda:0", as the cache keys it). On ZeroGPU it goes to each side's own
+        device (`default_device`): the app's copy is on the CPU, a GPU call's worker loads one on its GPU (once,
+        kept in the worker's cache for its later calls), and the model back from a call is the app's again."""
+        from peftlab.zerogpu import on_zero_gpu  # zerogpu imports this module
+
+        return load_lm, (self.name, self.dtype, None if on_zero_gpu() else self.device.type)
 
     def memo(self, namespace: str, max_entries: int = 64) -> Memo:
         """This model's memo for `namespace` (created on first use): values that depend only on the model and
@@ -273,7 +275,17 @@ def loss_scaler(parameter: torch.Tensor) -> torch.amp.GradScaler:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Where this process puts a model: the GPU where there is one, except in the app's own process on ZeroGPU.
+
+    There `spaces` says CUDA is available but emulates it only in the thread that imported it: a model a press's
+    handler (a worker thread) moved to "cuda" failed with "Low-level CUDA init reached", and every tab with it. The
+    app's models stay on the CPU, and a GPU call's worker puts the ones its job crosses with on its GPU
+    (`LM.__reduce__`)."""
+    from peftlab.zerogpu import in_app_process_on_zero_gpu  # zerogpu imports this module
+
+    if in_app_process_on_zero_gpu() or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
 
 
 def avoid_cudnn_attention() -> None:

@@ -44,6 +44,15 @@ def on_zero_gpu() -> bool:
     return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 
 
+_APP_PID = os.getpid()  # a GPU call's worker is forked from the app's process: another pid, this module's state
+
+
+def in_app_process_on_zero_gpu() -> bool:
+    """Whether this is the app's own process on a ZeroGPU Space, where no model may go to "cuda" (`default_device`);
+    False in a GPU call's worker, where the GPU is real, and off ZeroGPU."""
+    return on_zero_gpu() and os.getpid() == _APP_PID
+
+
 def _duration(seconds: float, *_) -> float:
     """The duration a call asks for: its first argument (spaces.GPU calls this with the call's arguments)."""
     return seconds

@@ -46,6 +46,42 @@ def grid(lm, backend=None, stop=None):
     return run_grid(lm, task, setup, methods, [13, 21], [4], SETTINGS, 6, stop, backend)
 
 
+ZERO_GPU_APP = """
+import os, sys, anyio
+os.environ["SPACES_ZERO_GPU"] = "true"
+os.environ.setdefault("SPACES_ZERO_DEVICE_API_URL", "http://127.0.0.1:9")
+import spaces  # first, as app.py imports it: it patches torch for the whole process
+import torch
+from peftlab.models import default_device, load_lm
+
+def press():  # as gradio runs a press's handler: in a worker thread of anyio's pool
+    lm = load_lm(sys.argv[1])
+    return lm.device.type, lm.__reduce__()[1][2], torch.cuda.is_available()
+
+print("app", *anyio.run(anyio.to_thread.run_sync, press))
+read, write = os.pipe()
+if os.fork() == 0:  # as spaces forks a GPU call's worker from the app's process
+    os.write(write, str(default_device()).encode())
+    os._exit(0)
+os.wait()
+print("worker", os.read(read, 100).decode())
+"""
+
+
+def test_on_zero_gpu_a_press_loads_its_model_on_the_cpu_and_a_gpu_call_s_worker_on_its_gpu(tiny_causal_folder):
+    """spaces emulates CUDA only in the thread that imported it, yet says CUDA is available everywhere: every press,
+    whose handler runs in a worker thread, failed loading its model on "cuda" ("Low-level CUDA init (...) reached"),
+    shown as a fault of the app (a review's finding, with spaces 0.51.3 as a ZeroGPU Space imports it)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", ZERO_GPU_APP, tiny_causal_folder], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-2:] == ["app cpu None True", "worker cuda"]
+
+
 def test_off_zero_gpu_the_decorator_returns_the_function_itself(monkeypatch):
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
     assert not zerogpu.on_zero_gpu()
