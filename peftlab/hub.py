@@ -9,9 +9,11 @@ from urllib.parse import urlparse
 
 from huggingface_hub import constants  # the submodule itself: the package loads it lazily
 
+from peftlab.forking import held_across_fork
+
 RETRY_AFTER_S = 60.0  # an unanswered Hub is asked again after this long
 
-_lock = threading.Lock()
+_lock = held_across_fork(threading.Lock(), rank=3)  # taken alone, for up to a connection's timeout
 _answer: tuple[bool, float] | None = None  # the last answer, and when it was found
 
 

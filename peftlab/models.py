@@ -47,6 +47,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_N
 from peftlab.cache import cache_dir
 from peftlab.config import capitalised, counted
 from peftlab.errors import PeftlabError
+from peftlab.forking import held_across_fork
 from peftlab.hub import hub_reachable
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -465,7 +466,7 @@ def _offline_help() -> str:
 # (two visitors' jobs, two models) put back each other's: tie_weights stayed a no-op, and every later load failed
 # "lacks 1 weight ... 'lm_head.weight'" until a restart. Builds take turns (`building`), and build in fp32, torch's
 # default, so that none changes the default dtype under another thread's running job; they are cast after.
-_BUILD_LOCK = threading.Lock()
+_BUILD_LOCK = held_across_fork(threading.Lock(), rank=1)  # after seeding's (rank 0): a seeded block may build
 
 
 @contextlib.contextmanager
@@ -479,8 +480,10 @@ def building() -> Iterator[None]:
 
 
 _cache: OrderedDict[tuple[str, torch.dtype, str], LM] = OrderedDict()  # least recently used first
-_cache_lock = threading.Lock()
+_cache_lock = held_across_fork(threading.Lock(), rank=2)
 _load_locks: dict[tuple[str, torch.dtype, str], threading.Lock] = {}
+# each is held for a whole load (a Hub download too), too long for a fork to wait: a forked child starts without them
+os.register_at_fork(after_in_child=_load_locks.clear)
 
 
 def model_cache_bytes() -> int:

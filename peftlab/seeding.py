@@ -20,7 +20,10 @@ from collections.abc import Iterator
 
 import torch
 
-_lock = threading.RLock()  # re-entrant: a seeded block may call a function that seeds too
+from peftlab.forking import held_across_fork
+
+# re-entrant: a seeded block may call a function that seeds too; taken first by a fork (a seeded block may build)
+_lock = held_across_fork(threading.RLock(), rank=0)
 _waits = threading.local()  # per thread: seconds spent waiting for `_lock`
 
 

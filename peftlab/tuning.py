@@ -23,6 +23,7 @@ import torch
 from peftlab.cloze import ClozeSetup, label_log_probs, words_to_label_log_probs
 from peftlab.config import Config, seed_setting, setting
 from peftlab.errors import PeftlabError
+from peftlab.forking import held_across_fork
 from peftlab.methods import MethodConfig
 from peftlab.metrics import accuracy, macro_f1, mean_gold_log_prob
 from peftlab.models import LM, autocast_for
@@ -237,7 +238,7 @@ class MemoryWindow:
     (scoring, RLHF stages, a visitor loading a saved method) still counts in a run's peak, and a run its caller
     leaves unfinished keeps its window open until the generator is closed or collected."""
 
-    _lock = threading.Lock()
+    _lock = held_across_fork(threading.Lock(), rank=3)
     _open: set[MemoryWindow] = set()
 
     def __init__(self, device: torch.device):

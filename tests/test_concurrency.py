@@ -269,3 +269,38 @@ def test_dpo_trains_beside_other_jobs_seeded_blocks_and_draws_nothing_from_the_g
     config = DPOConfig(steps=4, batch_size=2, lora_r=2)
     *steps, _ = train_dpo(tiny_causal.model, tiny_causal.tokenizer, preference_pairs(PROMPTS[:6]), config)
     assert seen == {"others run": True, "draws nothing": True} and len(steps) == 4
+
+
+def test_a_process_forked_while_another_thread_builds_a_model_gets_its_locks_open_and_waited_for_them():
+    """ZeroGPU forks a GPU call's worker from the app's process. Forked while another visitor's thread was building
+    a model (loading a zip: `drawing()` and `building()`), the worker got both locks held by a thread it does not
+    have, and its job waited at its first build until ZeroGPU aborted the call (a review's finding). The fork now
+    waits for the build, and the child takes both at once."""
+    import os
+    import signal
+    import time
+
+    from peftlab.models import building
+
+    holding = threading.Event()
+
+    def build():
+        with seeded(3), building():
+            holding.set()
+            time.sleep(0.5)
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    holding.wait()
+    started = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # the child: killed by the alarm if a lock never opens
+        signal.alarm(5)
+        with seeded(4), building():
+            pass
+        os._exit(0)
+    waited = time.perf_counter() - started
+    _, status = os.waitpid(pid, 0)
+    builder.join()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert waited > 0.3  # the fork waited for the build (0.5 s, less the time to start it)
