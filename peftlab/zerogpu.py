@@ -25,10 +25,11 @@ import functools
 import math
 import os
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from peftlab.errors import PeftlabError
+from peftlab.errors import PeftlabError, out_of_memory, out_of_memory_sentence
 from peftlab.training import Pace
 
 PYTHON_VERSIONS = ("3.10.13", "3.12.12")
@@ -61,11 +62,13 @@ def _duration(seconds: float, *_) -> float:
 @dataclass
 class _CallEnded:
     """The last item of every GPU call: the seconds its job took inside the call (not counting the wait for a GPU
-    or a worker's start), and the sentence of the PeftlabError it raised, if any: `spaces` would turn that error
-    into a bare "ZeroGPU worker error"."""
+    or a worker's start), and what ended it if it failed: `spaces` would tell any error as its class's name alone
+    ("OutOfMemoryError", title "ZeroGPU worker error"). `error` is the PeftlabError's sentence, memory run out's
+    (`errors.out_of_memory_sentence`), or for a fault of the app (`fault`) its class and message."""
 
     seconds: float
     error: str | None = None
+    fault: bool = False
 
 
 def _in_gpu_call(seconds: float, job, arguments: tuple) -> Iterator:
@@ -79,6 +82,13 @@ def _in_gpu_call(seconds: float, job, arguments: tuple) -> Iterator:
         yield from job(*arguments)
     except PeftlabError as exc:
         yield _CallEnded(time.perf_counter() - started, str(exc))
+        return
+    except Exception as exc:  # noqa: BLE001 (told in the app as off ZeroGPU, `ui.presses.shown_error`)
+        if where := out_of_memory(exc):
+            yield _CallEnded(time.perf_counter() - started, out_of_memory_sentence(where))
+            return
+        traceback.print_exception(exc)  # the worker's log is the Space's log
+        yield _CallEnded(time.perf_counter() - started, f"{type(exc).__name__}: {exc}", fault=True)
         return
     yield _CallEnded(time.perf_counter() - started)
 
@@ -113,7 +123,8 @@ def _through_gpu(asked: float, job, arguments: tuple) -> Iterator:
     """The items of one GPU call of `asked` seconds; returns the seconds its job took inside the call.
 
     Raises:
-        PeftlabError: the job's own, raised again here with its sentence.
+        PeftlabError: the job's own, or memory run out, raised again here with its sentence.
+        RuntimeError: a fault of the app inside the call, with its class and message (`_CallEnded`).
     """
     ended = _CallEnded(float("nan"))
     for item in gpu_call(asked, job, arguments):
@@ -121,6 +132,8 @@ def _through_gpu(asked: float, job, arguments: tuple) -> Iterator:
             ended = item
         else:
             yield item
+    if ended.fault:
+        raise RuntimeError(f"in a GPU call, {ended.error}")
     if ended.error is not None:
         raise PeftlabError(ended.error)
     return ended.seconds
@@ -197,12 +210,15 @@ def on_gpu(
     the seconds the `CallTimes` of the earlier calls of its `kind` in this process give that size (DEFAULT_DURATION_S
     for the first), between MIN_DURATION_S and MAX_DURATION_S. A job that no call can hold, by a measured pace
     (`CallTimes.sure`), is refused before it starts. A call that ends early (ZeroGPU aborted it, or the caller closed
-    it) counts as taking all it asked, so the next call of its size asks for twice as long.
+    it) counts as taking all it asked, so the next call of its size asks for twice as long; one that ZeroGPU refused
+    before it ran (the visitor's quota, no GPU in time) counts for nothing.
 
     Raises:
         PeftlabError: the job would take longer than one call may last (before it starts), or it took longer than
             its call asked for (ZeroGPU aborts such a call), `what` and `shorter` wording the sentence; or the job's
-            own, raised inside the call and raised again here with its sentence.
+            own (or memory run out), raised inside the call and raised again here with its sentence.
+        RuntimeError: a fault of the app inside the call (`_through_gpu`).
+        gradio.Error: ZeroGPU's refusal of the call, as `spaces` words it.
     """
     if not on_zero_gpu():
         yield from job(*arguments, *([] if stop is None else [stop]))
@@ -218,20 +234,43 @@ def on_gpu(
     asked = min(MAX_DURATION_S, max(MIN_DURATION_S, asked))
     pressed = stop is not None and stop.is_set()
     crossing = arguments if stop is None else (*arguments, StopAtStart(pressed))
-    ended = "early"
+    ended = "early"  # closed by its caller (an estimate's first steps), or aborted by ZeroGPU at its duration
     try:
         took = yield from _through_gpu(asked, job, crossing)
         ended = "done"
     except PeftlabError:
         ended = "refused"  # the job's own sentence: it says nothing of its pace
         raise
+    except Exception as exc:
+        if not aborted(exc):
+            # a call refused before it ran (the visitor's quota used up, no GPU in time) or a fault: no pace either.
+            # A quota refusal counted as all it asked doubled the next call of its kind for every visitor, until
+            # their presses were refused as too long (a review's finding)
+            ended = "failed"
+            raise
+        raise PeftlabError(_aborted_sentence(what, asked, shorter)) from None
     finally:
         units = max(units, 1e-9)
         # nor does a job stopped at its start: its few microseconds for the whole size made the next run of its kind
         # one call of the shortest duration, which ZeroGPU aborts
-        if ended != "refused" and not pressed:  # one that ended early (aborted, or for an estimate): all it asked
+        if ended in ("done", "early") and not pressed:  # one that ended early: all it asked
             _PACES.setdefault(kind, CallTimes()).add(units, took if ended == "done" else asked)
     _check_call(asked, took, MAX_DURATION_S, what, shorter)
+
+
+ABORTED = "GPU task aborted"  # what `spaces` says of a call that ran past its duration (a gr.Error's message)
+
+
+def aborted(exc: Exception) -> bool:
+    """Whether `exc` is ZeroGPU ending a call that ran past the duration it asked for."""
+    return getattr(exc, "message", None) == ABORTED
+
+
+def _aborted_sentence(what: str, asked: float, shorter: str, again: bool = True) -> str:
+    """The sentence for a call ZeroGPU aborted; `again`: the next call of its kind asks for twice as long."""
+    retry = f"press again to ask for more, up to {MAX_DURATION_S} s, or " if again else ""
+    ended = f"{what} needed more than the {asked:.0f} s of GPU time its call asked for, and ZeroGPU ended it"
+    return f"{ended}; {retry if asked < MAX_DURATION_S else ''}{shorter}."
 
 
 def steps_per_call(kind: str, remaining: int) -> int:
@@ -307,6 +346,12 @@ class GPUCalls:
                 except StopIteration as end:
                     took = end.value
                     break
+                except Exception as exc:
+                    if aborted(exc):
+                        what, shorter = "A training run", "make the runs shorter (fewer steps)"
+                        # a grid's next press starts at `first_s` again: no "press again"
+                        raise PeftlabError(_aborted_sentence(what, asked, shorter, again=False)) from None
+                    raise
                 yield index, item
             self.calls.append((asked, took))
             _check_call(asked, took, self.cap_s, "A training run", "make the runs shorter (fewer steps)")

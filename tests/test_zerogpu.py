@@ -484,10 +484,63 @@ def test_a_call_aborted_past_its_duration_makes_the_next_of_its_kind_ask_for_twi
         yield  # a generator, like the decorated call
 
     monkeypatch.setattr(zerogpu, "gpu_call", aborted)
-    for _ in range(2):
-        with pytest.raises(gr.Error, match="GPU task aborted"):
-            zerogpu.call_on_gpu(len, "texts", kind="slow", units=4)
+    for asked in (60, 120):  # spaces' "GPU task aborted" alone said neither what nor what to do
+        with pytest.raises(PeftlabError) as raised:
+            zerogpu.call_on_gpu(len, "texts", kind="slow", units=4, what="Scoring 4 texts", shorter="score fewer")
+        assert str(raised.value) == (
+            f"Scoring 4 texts needed more than the {asked} s of GPU time its call asked for, and ZeroGPU ended it; "
+            "press again to ask for more, up to 300 s, or score fewer."
+        )
     assert zero_gpu == [zerogpu.DEFAULT_DURATION_S, MARGIN * zerogpu.DEFAULT_DURATION_S]
+
+
+def test_a_call_zerogpu_refuses_before_it_runs_leaves_every_visitor_s_pace_as_it_was(zero_gpu, monkeypatch):
+    """A visitor with no quota left pressed five times: each refusal counted as a call that took all it asked, the
+    kind's shared pace doubled each time, and from the fifth press every visitor's call of that kind was refused
+    as too long for any call (a review's finding)."""
+    zerogpu.call_on_gpu(len, "text", kind="classify")  # one call measured
+    before = list(zerogpu._PACES["classify"].seen)
+    run = zerogpu.gpu_call
+
+    def refused(seconds, job, arguments):
+        zero_gpu.append(seconds)
+        raise gr.Error(
+            "You have exceeded your free ZeroGPU quota (60s requested vs. 5s left).", title="ZeroGPU quota exceeded"
+        )
+        yield  # a generator, like the decorated call
+
+    monkeypatch.setattr(zerogpu, "gpu_call", refused)
+    for _ in range(5):
+        with pytest.raises(gr.Error, match="exceeded your free ZeroGPU quota"):
+            zerogpu.call_on_gpu(len, "text", kind="classify")
+    assert zerogpu._PACES["classify"].seen == before
+    monkeypatch.setattr(zerogpu, "gpu_call", run)
+    zerogpu.call_on_gpu(len, "text", kind="classify")
+    assert zero_gpu[-1] == zero_gpu[1]  # another visitor's call asks what it asked before the refusals
+
+
+def out_of_memory():  # jobs cross into a GPU call pickled: defined at the module's top level
+    import torch
+
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def broken():
+    return 1 / 0
+
+
+def test_memory_run_out_and_a_fault_inside_a_gpu_call_are_told_as_off_zerogpu(zero_gpu):
+    """spaces told any error of a call by its class's name alone: 'OutOfMemoryError' (title 'ZeroGPU worker error'),
+    where off ZeroGPU a visitor reads what to make smaller."""
+    with pytest.raises(PeftlabError) as raised:
+        zerogpu.call_on_gpu(out_of_memory, kind="memory")
+    assert (
+        str(raised.value) == "The GPU ran out of memory: try fewer test texts, a smaller batch size or a smaller model."
+    )
+    with pytest.raises(RuntimeError) as raised:
+        zerogpu.call_on_gpu(broken, kind="fault")
+    assert str(raised.value) == "in a GPU call, ZeroDivisionError: division by zero"
+    assert "memory" not in zerogpu._PACES and "fault" not in zerogpu._PACES
 
 
 def counted_steps(n: int, stop=None):
