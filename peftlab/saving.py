@@ -31,6 +31,10 @@ META_FILE = "peftlab_method.json"
 # Every file a saved method may hold: weights only as safetensors (never pickles such as .bin or .pt).
 SAVED_FILES = frozenset({META_FILE, WEIGHTS_FILE, "adapter_config.json", "adapter_model.safetensors", "README.md"})
 MAX_UNZIPPED_BYTES = 4 * 2**30  # a full fine-tune of a 1B model in fp32; a zip that unpacks to more is refused
+WEIGHT_FILES = frozenset({WEIGHTS_FILE, "adapter_model.safetensors"})
+# peftlab_method.json, adapter_config.json and README.md weigh a few kilobytes; one of 4 GB of spaces, zipped to 4 MB,
+# was read whole into memory twice (a security review's finding)
+MAX_DESCRIPTION_BYTES = 2**20
 
 
 def save_trained(trained: TrainedMethod, folder: str | Path) -> Path:
@@ -211,7 +215,7 @@ def load_trained(path: str | Path, lm: LM | None = None) -> TrainedMethod:
     if path.is_dir():
         return _load_folder(path, lm)
     with tempfile.TemporaryDirectory() as folder:
-        _unpacked(path, folder)
+        _unpacked(path, folder, model=lm)
         return _load_folder(Path(folder), lm, path.name)
 
 
@@ -236,11 +240,14 @@ def _existing(path: str | Path) -> Path:
     return path
 
 
-def _unpacked(path: Path, folder: str, *members: str) -> None:
-    """Unpack the checked zip at `path` (only `members`, when given) into `folder`; a zip damaged in its data
-    (a download cut short, a bit flipped) is one sentence, where zipfile raised its own error half-way."""
+def _unpacked(path: Path, folder: str, *members: str, model: LM | None = None) -> None:
+    """Unpack the checked zip at `path` (only `members`, when given) into `folder`, its weights no heavier than
+    `model`'s own in fp32 when given; a zip damaged in its data (a download cut short, a bit flipped) is one
+    sentence, where zipfile raised its own error half-way."""
     try:
         with _checked_archive(path) as archive:
+            if model is not None:
+                _check_weight_size(path, archive, model)
             archive.extractall(folder, members or None)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise PeftlabError(f"{path.name} is damaged ({exc}); save or download it again.") from None
@@ -269,7 +276,26 @@ def _checked_archive(path: Path) -> zipfile.ZipFile:
         raise PeftlabError(
             f"{path.name} unpacks to more than {MAX_UNZIPPED_BYTES / 2**30:g} GB, more than any saved method."
         )
+    for member in members:
+        if member.filename not in WEIGHT_FILES and member.file_size > MAX_DESCRIPTION_BYTES:
+            raise PeftlabError(
+                f"{path.name} is not a saved peftlab method: its {member.filename} unpacks to "
+                f"{member.file_size / 2**20:,.0f} MB, where a saved method's weighs a few kilobytes."
+            )
     return archive
+
+
+def _check_weight_size(path: Path, archive: zipfile.ZipFile, lm: LM) -> None:
+    """Refuse weights heavier than all of `lm`'s in fp32 (with room for a classifier's head), more than any method
+    trained on it saves: 4 GB of zeros zip to 4 MB, under a public Space's upload limit, and were read into memory
+    whole before their shapes were compared with the model's."""
+    weights = sum(member.file_size for member in archive.infolist() if member.filename in WEIGHT_FILES)
+    most = 4 * lm.num_parameters * 1.25 + 2**20
+    if weights > most:
+        raise PeftlabError(
+            f"{path.name}'s weights unpack to {weights / 2**20:,.0f} MB, more than all of {lm.name}'s weights in fp32 "
+            f"({4 * lm.num_parameters / 2**20:,.0f} MB): no method trained on it saves that much."
+        )
 
 
 def _read_meta(folder: Path) -> dict:

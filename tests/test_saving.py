@@ -140,6 +140,28 @@ def test_a_zip_that_unpacks_to_more_than_a_method_can_weigh_is_refused(tiny_caus
         load_trained(saved, lm=tiny_causal)
 
 
+def test_a_zip_whose_description_or_weights_weigh_more_than_a_saved_method_s_is_refused_before_it_is_read(
+    tiny_causal, tmp_path
+):
+    """A peftlab_method.json of 4 GB of spaces zips to 4 MB, under a public Space's upload limit, and was read whole
+    into memory twice; 4 GB of zeros as weights were read whole before their shapes were compared (a security
+    review's findings; here a few megabytes stand for them)."""
+    _, trained = trained_method(tiny_causal, "head")
+    saved = zip_trained(trained, tmp_path / "head.zip")
+    padded = rewritten(saved, tmp_path / "padded.zip", {META_FILE: lambda data: data + b" " * 2**21})
+    message = r"^padded.zip is not a saved peftlab method: its peftlab_method.json unpacks to 2 MB, where a saved "
+    with pytest.raises(PeftlabError, match=message + r"method's weighs a few kilobytes\.$"):
+        saved_model_name(padded)
+    heavy = rewritten(saved, tmp_path / "heavy.zip", {"trainable.safetensors": lambda _: bytes(2**22)})
+    megabytes = 4 * tiny_causal.num_parameters / 2**20
+    with pytest.raises(PeftlabError) as raised:
+        load_trained(heavy, lm=tiny_causal)
+    assert str(raised.value) == (
+        f"heavy.zip's weights unpack to 4 MB, more than all of tiny-llama's weights in fp32 ({megabytes:,.0f} MB): "
+        "no method trained on it saves that much."
+    )
+
+
 def test_the_model_of_a_saved_method_is_read_without_loading_it(tiny_causal, tmp_path):
     _, trained = trained_method(tiny_causal, "head")
     assert saved_model_name(zip_trained(trained, tmp_path / "head.zip")) == "tiny-llama"
