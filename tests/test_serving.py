@@ -197,22 +197,24 @@ def test_a_job_finishing_after_its_visitor_left_keeps_nothing_of_theirs(monkeypa
     assert len(ResultStore().rows()) == 1
 
 
-def test_a_public_call_without_a_session_hash_is_refused(monkeypatch, tmp_path):
-    """gradio lets an API client send the session hash "": it was the session of calls without a request, and the
-    owner of the store's rows of no visitor, which it listed and deleted."""
+@pytest.mark.parametrize("key", ["", "local"])
+def test_a_public_call_without_a_session_hash_of_its_own_is_refused(monkeypatch, tmp_path, key):
+    """gradio lets an API client send any session hash: "" and "local" were the session of calls without a request,
+    the owner of the store's rows of no visitor (never expiring), which any such client listed and deleted (a
+    security review's finding for "local")."""
     from peftlab.ui.sessions import results_owner
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
 
     class Request:
-        session_hash = ""
+        session_hash = key
 
     for call in (lambda: Sessions().get(Request()), lambda: results_owner(Request())):
         with pytest.raises(PeftlabError) as raised:
             call()
         assert str(raised.value) == (
-            "This call came without a session hash; open the app's page, or send one with the call."
+            "This call came without a session hash of its own; open the app's page, or send one with the call."
         )
     assert results_owner(None) == ""  # tests and scripts: no visitor's
     monkeypatch.setenv("PEFTLAB_PUBLIC", "0")

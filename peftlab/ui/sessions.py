@@ -276,14 +276,18 @@ def session_key(request: gr.Request | None) -> str:
     without a hash.
 
     Raises:
-        PeftlabError: on a public Space, a request without a session hash: gradio lets an API client send "", which
-            was the session of calls without a request, and owned the store's rows of no visitor.
+        PeftlabError: on a public Space, a request without a session hash, or with LOCAL as its hash: gradio lets an
+            API client send any hash, and "" or "local" was the session of calls without a request, which owns the
+            store's rows of no visitor, never expiring (a security review's finding: two clients sending "local"
+            read and deleted each other's rows).
     """
     if request is None:
         return LOCAL
     key = getattr(request, "session_hash", None)
-    if not key and public_mode():
-        raise PeftlabError("This call came without a session hash; open the app's page, or send one with the call.")
+    if public_mode() and (not key or key == LOCAL):
+        raise PeftlabError(
+            "This call came without a session hash of its own; open the app's page, or send one with the call."
+        )
     return key or LOCAL
 
 
