@@ -394,6 +394,42 @@ def test_on_zero_gpu_a_stop_ends_ppo_between_chunks_with_the_policy_so_far(tiny_
     assert session.ppo.policy.value_head.weight.abs().sum() > 0  # the step's policy, built here when used
 
 
+def test_on_zero_gpu_a_refused_later_chunk_of_ppo_keeps_the_policy_of_the_chunks_before(
+    tiny_causal_folder, zero_gpu, monkeypatch
+):
+    """The second chunk of a PPO run asked for more than a visitor's quota had left: the step of the first chunk
+    was lost with it, and the next press started PPO again (a ZeroGPU review's finding)."""
+    import threading
+
+    import peftlab.ui.rlhf_stages as tab
+    from peftlab.rlhf.ppo import PPOConfig, PPOEvent, PPOResult
+    from peftlab.ui.rlhf_calls import ppo_in_chunks
+
+    monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
+    monkeypatch.setattr("peftlab.ui.rlhf_calls.steps_per_call", lambda kind, remaining: 1)
+    rlhf_tab_flow(tiny_causal_folder)
+    session = tab._session(None)
+    run, calls = zerogpu.gpu_call, []
+
+    def quota_after_one_call(seconds, job, arguments):
+        calls.append(seconds)
+        if len(calls) > 1:
+            raise gr.Error("You have exceeded your free ZeroGPU quota (120s requested vs. 20s left).")
+        yield from run(seconds, job, arguments)
+
+    monkeypatch.setattr(zerogpu, "gpu_call", quota_after_one_call)
+    items = []
+    config = PPOConfig(steps=5, batch_size=4, minibatch_size=2, max_new_tokens=6)
+    with pytest.raises(PeftlabError) as raised:
+        for item in ppo_in_chunks(session, "vader-positive", config, threading.Event()):
+            items.append(item)
+    assert str(raised.value) == (
+        "You have exceeded your free ZeroGPU quota (120s requested vs. 20s left). The policy after 1 PPO step is kept."
+    )
+    assert [type(i) for i in items] == [PPOEvent, PPOResult] and session.ppo is items[-1]
+    assert len(session.ppo.history) == 1 and session.ppo_run is None
+
+
 def test_a_long_job_goes_one_step_first_then_as_many_steps_as_fit_half_the_longest_call(zero_gpu, monkeypatch):
     assert zerogpu.steps_per_call("ppo", 40) == 1  # its pace unknown: one step measures it
     zerogpu._PACES["ppo"] = CallTimes([(1, 10.0)])  # as the call before found it

@@ -15,6 +15,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import gradio as gr
+
+from peftlab.config import counted
+from peftlab.errors import PeftlabError
 from peftlab.relay import Returned, relayed
 from peftlab.rlhf.data import Comparison
 from peftlab.rlhf.pipeline import Sampled, SamplingStopped
@@ -112,9 +116,18 @@ def ppo_in_chunks(session: RLHFSession, labeler: str, config: PPOConfig, stop) -
             shorter="use a smaller PPO batch or shorter responses",
         )
         finished = False
-        for item in items:  # read to its end: the session comes back last
-            finished = finished or isinstance(item, PPOResult)
-            yield item
+        try:
+            for item in items:  # read to its end: the session comes back last
+                finished = finished or isinstance(item, PPOResult)
+                yield item
+        except (PeftlabError, gr.Error) as exc:
+            if done == 0:
+                raise
+            # a later chunk refused (the visitor's GPU quota used up) or aborted: the steps of the chunks before it
+            # were lost, and the next press started PPO again (a ZeroGPU review's finding)
+            yield session.finish_ppo(config)
+            said = exc.message if isinstance(exc, gr.Error) else str(exc)
+            raise PeftlabError(f"{said.rstrip('.')}. The policy after {counted(done, 'PPO step')} is kept.") from None
         if finished:
             return
         done = until
