@@ -310,8 +310,10 @@ class GPUCalls:
     """Runs each job as one GPU call (`gpu_call`), one after another (a grid's runs the longest first); a Stop
     takes effect between calls.
 
-    The first call asks for `first_s` seconds; each later one for MARGIN times the longest call so far (at least
-    MIN_DURATION_S), never more than `cap_s`. A call that took longer than it asked for raises, as ZeroGPU
+    The first call asks for `first_s` seconds, or with a `kind`, for MARGIN times the longest of the latest runs of
+    that kind in this process (every visitor's, an aborted one as all it asked: a grid whose first run needed 70 s
+    asked 60 on every press and was aborted every time); each later one for MARGIN times the longest call so far (at
+    least MIN_DURATION_S), never more than `cap_s`. A call that took longer than it asked for raises, as ZeroGPU
     would have aborted it: with a short `cap_s` on a CPU this checks that every call of a job fits. `calls` keeps
     (asked, took) seconds of every call. `save_dir` receives a grid's trained methods as `RayBackend`'s does.
     """
@@ -320,14 +322,21 @@ class GPUCalls:
     first_s: float = DEFAULT_DURATION_S
     save_dir: str | None = None
     calls: list[tuple[float, float]] = field(default_factory=list)
+    kind: str | None = None
 
     def describe(self) -> str:
         return f"Each training run is a GPU call of its own (ZeroGPU), of at most {self.cap_s:.0f} s."
 
     def duration(self) -> float:
         if not self.calls:
-            return min(self.first_s, self.cap_s)
+            runs = _PACES.get(self.kind) if self.kind else None
+            first = self.first_s if runs is None else MARGIN * max(took for _, took in runs.seen)
+            return min(self.cap_s, max(MIN_DURATION_S, first))
         return min(self.cap_s, max(MIN_DURATION_S, MARGIN * max(took for _, took in self.calls)))
+
+    def _ran(self, took: float) -> None:
+        if self.kind:
+            _PACES.setdefault(self.kind, CallTimes()).add(1, took)
 
     def map(self, lm, job, shared: tuple, inputs: Sequence[tuple], stop=None) -> Iterator[tuple[int, object]]:
         """(i, item) for each item of `job(lm, *shared, *inputs[i], stop)`, each job in a GPU call of its own.
@@ -348,10 +357,11 @@ class GPUCalls:
                     break
                 except Exception as exc:
                     if aborted(exc):
+                        self._ran(asked)
                         what, shorter = "A training run", "make the runs shorter (fewer steps)"
-                        # a grid's next press starts at `first_s` again: no "press again"
-                        raise PeftlabError(_aborted_sentence(what, asked, shorter, again=False)) from None
+                        raise PeftlabError(_aborted_sentence(what, asked, shorter, again=bool(self.kind))) from None
                     raise
                 yield index, item
             self.calls.append((asked, took))
+            self._ran(took)
             _check_call(asked, took, self.cap_s, "A training run", "make the runs shorter (fewer steps)")

@@ -430,6 +430,36 @@ def test_on_zero_gpu_a_refused_later_chunk_of_ppo_keeps_the_policy_of_the_chunks
     assert len(session.ppo.history) == 1 and session.ppo_run is None
 
 
+def one_run(lm, name, stop):
+    yield name
+
+
+def test_a_grid_s_first_call_asks_from_the_runs_before_it_so_a_long_run_gets_through_on_a_second_press(
+    zero_gpu, monkeypatch
+):
+    """Every press made a new GPUCalls whose first call asked 60 s: a grid whose first run needed 70 s was aborted on
+    every press, each costing the visitor 60 s of quota (a ZeroGPU review's finding)."""
+    run, asked = zerogpu.gpu_call, []
+
+    def needs_70_s(seconds, job, arguments):
+        asked.append(seconds)
+        if seconds < 70:
+            raise gr.Error("GPU task aborted", title="ZeroGPU worker error")
+        yield from run(seconds, job, arguments)
+
+    monkeypatch.setattr(zerogpu, "gpu_call", needs_70_s)
+    with pytest.raises(PeftlabError) as raised:
+        list(GPUCalls(kind="training run").map(None, one_run, (), [("a",)]))
+    assert str(raised.value) == (
+        "A training run needed more than the 60 s of GPU time its call asked for, and ZeroGPU ended it; press again "
+        "to ask for more, up to 300 s, or make the runs shorter (fewer steps)."
+    )
+    assert list(GPUCalls(kind="training run").map(None, one_run, (), [("a",)])) == [(0, "a")]
+    assert asked == [60, 120]
+    # the latest runs, the aborted one counted as its 60 s: the next grid's first call asks for twice the longest
+    assert GPUCalls(kind="training run").duration() == 120
+
+
 def test_a_long_job_goes_one_step_first_then_as_many_steps_as_fit_half_the_longest_call(zero_gpu, monkeypatch):
     assert zerogpu.steps_per_call("ppo", 40) == 1  # its pace unknown: one step measures it
     zerogpu._PACES["ppo"] = CallTimes([(1, 10.0)])  # as the call before found it

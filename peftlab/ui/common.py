@@ -136,7 +136,7 @@ def runs_backend():
     """Where a tab's several training runs go: Ray when the app was started with PEFTLAB_BACKEND=ray
     (`backends.backend_from_env`), one GPU call each on a ZeroGPU Space (`zerogpu.GPUCalls`), else None (one after
     another in this process)."""
-    return backend_from_env() or (GPUCalls() if on_zero_gpu() else None)
+    return backend_from_env() or (GPUCalls(kind="training run") if on_zero_gpu() else None)
 
 
 @contextlib.contextmanager
