@@ -202,6 +202,7 @@ def on_gpu(
     stop=None,
     what: str = "The job",
     shorter: str = "make it smaller",
+    measured_s: float | None = None,
 ) -> Iterator:
     """The items of `job(*arguments, stop)` (without `stop` when it is None): in one GPU call on a ZeroGPU Space,
     where the job gets the flag as it stood when the call started (`StopAtStart`), else right here.
@@ -211,7 +212,10 @@ def on_gpu(
     for the first), between MIN_DURATION_S and MAX_DURATION_S. A job that no call can hold, by a measured pace
     (`CallTimes.sure`), is refused before it starts. A call that ends early (ZeroGPU aborted it, or the caller closed
     it) counts as taking all it asked, so the next call of its size asks for twice as long; one that ZeroGPU refused
-    before it ran (the visitor's quota, no GPU in time) counts for nothing.
+    before it ran (the visitor's quota, no GPU in time) counts for nothing. `measured_s`, the seconds the caller
+    measured this job to take (a stage priced by its first steps on the press before, `ui.estimates.Paced`), is
+    asked for at least: a 500-s stage closed after its first steps to show its estimate counted as taking 60 s,
+    and its next two presses were aborted at 120 and 240 s, more than a free visitor's daily quota.
 
     Raises:
         PeftlabError: the job would take longer than one call may last (before it starts), or it took longer than
@@ -225,7 +229,10 @@ def on_gpu(
         return
     pace = _PACES.get(kind)
     expected = None if pace is None else pace.seconds(units)
-    if expected is not None and expected > MAX_DURATION_S / MARGIN and pace.sure(units):
+    sure = pace is not None and pace.sure(units)
+    if measured_s is not None and (expected is None or measured_s > expected):
+        expected, sure = measured_s, True
+    if expected is not None and expected > MAX_DURATION_S / MARGIN and sure:
         raise PeftlabError(
             f"{what} would take about {expected:.0f} s of GPU time, more than one GPU call may safely ask "
             f"for on this Space ({MAX_DURATION_S / MARGIN:.0f} s of its {MAX_DURATION_S} s); {shorter}."

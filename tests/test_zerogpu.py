@@ -430,6 +430,18 @@ def test_on_zero_gpu_a_refused_later_chunk_of_ppo_keeps_the_policy_of_the_chunks
     assert len(session.ppo.history) == 1 and session.ppo_run is None
 
 
+def test_a_job_measured_on_the_press_before_asks_for_its_measured_seconds_or_is_refused_before_it_starts(zero_gpu):
+    """A 500-s stage, closed after its first steps to show its estimate, counted as taking its 60 s; the next two
+    presses were aborted at 120 and 240 s (360 s of a free visitor's 300-s daily quota) before the third was refused
+    (a ZeroGPU review's finding)."""
+    list(zerogpu.on_gpu(counted_steps, 3, kind="stage", units=3, measured_s=40.0))
+    assert zero_gpu == [MARGIN * 40.0]  # the kind's pace unknown: the measured seconds, not 60
+    with pytest.raises(PeftlabError) as raised:
+        list(zerogpu.on_gpu(counted_steps, 3, kind="stage", units=3, measured_s=500.0, what="100 SFT steps"))
+    assert str(raised.value).startswith("100 SFT steps would take about 500 s of GPU time, more than one GPU call")
+    assert len(zero_gpu) == 1  # refused before any call
+
+
 def one_run(lm, name, stop):
     yield name
 

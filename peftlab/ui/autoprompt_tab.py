@@ -121,6 +121,7 @@ def run_search(request: gr.Request, progress=gr.Progress(), **form):
             units=config.iterations + 1,  # its iterations, and scoring before and after them as about one more
             what=f"A search of {config.iterations} iterations",
             shorter="run fewer iterations (or fewer candidates per iteration)",
+            measured_s=paced.measured(),
         )
         for item in search:
             if isinstance(item, AutoPromptResult):

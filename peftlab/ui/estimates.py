@@ -145,6 +145,12 @@ class Paced:
     def seconds(self, pace: Pace) -> float:
         return pace.seconds(self.steps) + self.extra(pace)
 
+    def measured(self) -> float | None:
+        """The job's seconds by the pace measured for its key (a press before it), or None before any: what its GPU
+        call asks for at least on ZeroGPU (`zerogpu.on_gpu`'s `measured_s`)."""
+        pace = _PACES.get(self.key)
+        return None if pace is None else self.seconds(pace)
+
     def refusal(self, warning: str = "") -> str | None:
         """The second-press message when the job is priced above CONFIRM_ABOVE_S or does what `warning` says
         (`unconfirmed`), else None: priced by its measured pace, or before any was measured by its `extra` alone

@@ -101,14 +101,15 @@ def _paced(request, stage: str, form: dict, on: tuple, config, plan: str, extra=
     return Paced(request, f"rlhf-{stage}", form, (*on, *cost_key(config)), config.steps, plan, extra)
 
 
-def _sized(name: str, model: str, config) -> dict:
+def _sized(name: str, model: str, config, paced: Paced) -> dict:
     """How a stage of `config.steps` steps sizes its GPU call on ZeroGPU (`zerogpu.on_gpu`): priced per step of
-    `model` by the settings that set a step's cost."""
+    `model` by the settings that set a step's cost, and at least at the pace `paced` measured."""
     return dict(
         kind=f"rlhf-{name}:{model}:{cost_key(config)}",
         units=config.steps,
         what=counted(config.steps, f"{name} step"),
         shorter=f"use fewer {name} steps",
+        measured_s=paced.measured(),
     )
 
 
@@ -154,7 +155,9 @@ def run_sft_stage(request: gr.Request, progress=gr.Progress(), **form):
     with (
         job(request, JOB) as (_, stop),
         closing(
-            session_call(session, stage, "run_sft", lm, data, config, stop=stop, **_sized("SFT", lm.name, config))
+            session_call(
+                session, stage, "run_sft", lm, data, config, stop=stop, **_sized("SFT", lm.name, config, paced)
+            )
         ) as stages,
     ):
         trained = False
@@ -318,6 +321,7 @@ def run_reward_stage(request: gr.Request, progress=gr.Progress(), **form):
             units=sampled + reward_config.steps,  # responses sampled and steps trained, priced alike per kind
             what=plan[0].upper() + plan[1:],
             shorter="rank fewer prompts (or K) or train fewer steps",
+            measured_s=paced.measured(),
         ):
             if isinstance(item, Sampled):
                 so_far = item
@@ -459,7 +463,7 @@ def run_dpo_stage(request: gr.Request, progress=gr.Progress(), **form):
     with (
         job(request, JOB) as (_, stop),
         closing(
-            session_call(session, stage, "run_dpo", config, stop=stop, **_sized("DPO", session.lm.name, config))
+            session_call(session, stage, "run_dpo", config, stop=stop, **_sized("DPO", session.lm.name, config, paced))
         ) as stages,
     ):
         progress(0, desc=f"DPO step 1/{config.steps}")
