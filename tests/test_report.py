@@ -288,8 +288,8 @@ def test_names_from_stored_rows_are_literal_text_in_the_compare_panel(monkeypatc
         '**my-task&lt;div style="position:fixed;inset:0"&gt;&lt;form action="https://evil.example/steal"&gt; · '
         "\\*tiny\\***: 2 results."
     ), status
-    assert "&lt;=50K" in status and "\\[paid\\]\\(https://evil.example\\)" in status
-    assert "<" not in status and "](" not in status
+    assert "&lt;=50K" in status and "\\[paid\\](https://evil.example)" in status
+    assert "<" not in status and "](" not in status.replace("\\](", "")
 
 
 def test_an_import_or_a_delete_draws_the_comparison_on_show_again(monkeypatch, tmp_path):

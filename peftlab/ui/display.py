@@ -157,7 +157,7 @@ def took(started: float, expected: float) -> str:
     return f" in {duration(time.perf_counter() - started)} (estimated {duration(expected)})"
 
 
-_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]()|~#!])")
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]|~#])")  # emphasis, code, links and images, tables, headings
 
 
 def as_text(value) -> str:
