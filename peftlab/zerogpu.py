@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import pickle
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -71,14 +72,19 @@ class _CallEnded:
     fault: bool = False
 
 
-def _in_gpu_call(seconds: float, job, arguments: tuple) -> Iterator:
-    """The items of `job(*arguments)` inside one GPU call, then its _CallEnded. On ZeroGPU the call runs in a worker
-    process forked from the app's (and kept for later calls), its arguments and items pickled across: a model by
-    reference (`LM.__reduce__`: the worker finds the app's models loaded before it started in its cache, and loads
-    others itself), a trained method as its trainable weights (`TrainedMethod.__reduce__`), and a stop flag as it
-    stood when the call started (`StopAtStart`): a Stop pressed during a call takes effect after it."""
+def _in_gpu_call(seconds: float, crossing: bytes) -> Iterator:
+    """The items of `job(*arguments)`, pickled as `crossing`, inside one GPU call, then its _CallEnded. On ZeroGPU
+    the call runs in a worker process forked from the app's (and kept for later calls), its items pickled back: a
+    model crosses by reference (`LM.__reduce__`: the worker loads it on its GPU, once), a trained method as its
+    trainable weights (`TrainedMethod.__reduce__`), and a stop flag as it stood when the call started
+    (`StopAtStart`): a Stop pressed during a call takes effect after it.
+
+    The job and its arguments cross as bytes, read here: `spaces` reads a call's arguments in the worker before it
+    makes the GPU real, and a model loaded there reached its emulated CUDA and killed the worker (a review's
+    finding). Read inside the call, a model loads on the real GPU, and its loading counts in the call's seconds."""
     started = time.perf_counter()
     try:
+        job, arguments = pickle.loads(crossing)
         yield from job(*arguments)
     except PeftlabError as exc:
         yield _CallEnded(time.perf_counter() - started, str(exc))
@@ -125,13 +131,19 @@ def _through_gpu(asked: float, job, arguments: tuple) -> Iterator:
     Raises:
         PeftlabError: the job's own, or memory run out, raised again here with its sentence.
         RuntimeError: a fault of the app inside the call, with its class and message (`_CallEnded`).
+        _CallCut: ZeroGPU ended the call before its job did.
     """
-    ended = _CallEnded(float("nan"))
-    for item in gpu_call(asked, job, arguments):
-        if isinstance(item, _CallEnded):
-            ended = item
-        else:
-            yield item
+    ended, started = _CallEnded(float("nan")), clock()
+    try:
+        for item in gpu_call(asked, pickle.dumps((job, arguments))):
+            if isinstance(item, _CallEnded):
+                ended = item
+            else:
+                yield item
+    except Exception as exc:
+        if getattr(exc, "message", None) == ABORTED:
+            raise _CallCut(asked, clock() - started) from None
+        raise
     if ended.fault:
         raise RuntimeError(f"in a GPU call, {ended.error}")
     if ended.error is not None:
@@ -248,14 +260,16 @@ def on_gpu(
     except PeftlabError:
         ended = "refused"  # the job's own sentence: it says nothing of its pace
         raise
-    except Exception as exc:
-        if not aborted(exc):
-            # a call refused before it ran (the visitor's quota used up, no GPU in time) or a fault: no pace either.
-            # A quota refusal counted as all it asked doubled the next call of its kind for every visitor, until
-            # their presses were refused as too long (a review's finding)
+    except _CallCut as cut:
+        if not cut.timed_out:  # its worker died: that says nothing of the pace
             ended = "failed"
-            raise
-        raise PeftlabError(_aborted_sentence(what, asked, shorter)) from None
+        raise PeftlabError(cut.sentence(what, shorter)) from None
+    except Exception:
+        # a call refused before it ran (the visitor's quota used up, no GPU in time) or a fault: no pace either. A
+        # quota refusal counted as all it asked doubled the next call of its kind for every visitor, until their
+        # presses were refused as too long (a review's finding)
+        ended = "failed"
+        raise
     finally:
         units = max(units, 1e-9)
         # nor does a job stopped at its start: its few microseconds for the whole size made the next run of its kind
@@ -265,19 +279,31 @@ def on_gpu(
     _check_call(asked, took, MAX_DURATION_S, what, shorter)
 
 
-ABORTED = "GPU task aborted"  # what `spaces` says of a call that ran past its duration (a gr.Error's message)
+clock = time.perf_counter  # a call's seconds as the app sees them, waits included (`_CallCut`)
+ABORTED = "GPU task aborted"  # what `spaces` says when a call's worker ends before its job (a gr.Error's message)
 
 
-def aborted(exc: Exception) -> bool:
-    """Whether `exc` is ZeroGPU ending a call that ran past the duration it asked for."""
-    return getattr(exc, "message", None) == ABORTED
+class _CallCut(Exception):
+    """ZeroGPU's "GPU task aborted": `spaces` says it of a call that ran past the duration it asked for and of one
+    whose worker died before (killed for memory, crashed), which must not double the next call of its kind. The
+    call's seconds in the app tell them apart: a timeout comes no sooner than the duration asked."""
 
+    def __init__(self, asked: float, elapsed: float):
+        super().__init__(ABORTED)
+        self.asked, self.elapsed = asked, elapsed
+        self.timed_out = elapsed >= 0.9 * asked
 
-def _aborted_sentence(what: str, asked: float, shorter: str, again: bool = True) -> str:
-    """The sentence for a call ZeroGPU aborted; `again`: the next call of its kind asks for twice as long."""
-    retry = f"press again to ask for more, up to {MAX_DURATION_S} s, or " if again else ""
-    ended = f"{what} needed more than the {asked:.0f} s of GPU time its call asked for, and ZeroGPU ended it"
-    return f"{ended}; {retry if asked < MAX_DURATION_S else ''}{shorter}."
+    def sentence(self, what: str, shorter: str, again: bool = True) -> str:
+        """What happened, and what to do; `again`: the next call of its kind asks for more time."""
+        if not self.timed_out:
+            return (
+                f"{what} stopped after {self.elapsed:.0f} s of the {self.asked:.0f} s of GPU time its call asked for: "
+                "its GPU worker ended (ZeroGPU says only 'GPU task aborted'; the Space's log may say why); press "
+                f"again, or {shorter}."
+            )
+        retry = f"press again to ask for more, up to {MAX_DURATION_S} s, or " if again else ""
+        ended = f"{what} needed more than the {self.asked:.0f} s of GPU time its call asked for, and ZeroGPU ended it"
+        return f"{ended}; {retry if self.asked < MAX_DURATION_S else ''}{shorter}."
 
 
 def steps_per_call(kind: str, remaining: int) -> int:
@@ -362,12 +388,11 @@ class GPUCalls:
                 except StopIteration as end:
                     took = end.value
                     break
-                except Exception as exc:
-                    if aborted(exc):
+                except _CallCut as cut:
+                    if cut.timed_out:
                         self._ran(asked)
-                        what, shorter = "A training run", "make the runs shorter (fewer steps)"
-                        raise PeftlabError(_aborted_sentence(what, asked, shorter, again=bool(self.kind))) from None
-                    raise
+                    what, shorter = "A training run", "make the runs shorter (fewer steps)"
+                    raise PeftlabError(cut.sentence(what, shorter, again=bool(self.kind))) from None
                 yield index, item
             self.calls.append((asked, took))
             self._ran(took)

@@ -249,13 +249,12 @@ def zero_gpu(monkeypatch) -> list[float]:
 
     asked = []
 
-    def pickled_call(seconds, job, arguments):
+    def pickled_call(seconds, crossing):
         import gradio as gr
 
         asked.append(seconds)
-        job, arguments = pickle.loads(pickle.dumps((job, arguments)))
         try:
-            for item in zerogpu._in_gpu_call(seconds, job, arguments):  # the function spaces.GPU decorates
+            for item in zerogpu._in_gpu_call(seconds, crossing):  # the function spaces.GPU decorates
                 yield pickle.loads(pickle.dumps(item))
         except gr.Error:
             raise

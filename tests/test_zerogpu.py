@@ -5,6 +5,7 @@ without them; the decorator is effect-free here."""
 
 from __future__ import annotations
 
+import pickle
 import re
 import threading
 from pathlib import Path
@@ -80,6 +81,21 @@ def test_on_zero_gpu_a_press_loads_its_model_on_the_cpu_and_a_gpu_call_s_worker_
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-2:] == ["app cpu None True", "worker cuda"]
+
+
+def test_a_gpu_call_s_job_and_model_cross_as_bytes_read_inside_the_call(folder_lm, zero_gpu, monkeypatch):
+    """spaces reads a call's arguments in its worker before it makes the GPU real: a model crossing as an argument
+    was loaded there, reached the emulated CUDA and killed the worker, every call of every tab (a review's finding).
+    The call gets its duration and bytes, and the model is read inside it."""
+    run, seen = zerogpu.gpu_call, []
+
+    def typed(*arguments):
+        seen.append(tuple(type(a) for a in arguments))
+        yield from run(*arguments)
+
+    monkeypatch.setattr(zerogpu, "gpu_call", typed)
+    assert zerogpu.call_on_gpu(getattr, folder_lm, "name", kind="name") == folder_lm.name
+    assert [types[1:] for types in seen] == [(bytes,)]  # after the duration asked
 
 
 def test_off_zero_gpu_the_decorator_returns_the_function_itself(monkeypatch):
@@ -411,11 +427,11 @@ def test_on_zero_gpu_a_refused_later_chunk_of_ppo_keeps_the_policy_of_the_chunks
     session = tab._session(None)
     run, calls = zerogpu.gpu_call, []
 
-    def quota_after_one_call(seconds, job, arguments):
+    def quota_after_one_call(seconds, crossing):
         calls.append(seconds)
         if len(calls) > 1:
             raise gr.Error("You have exceeded your free ZeroGPU quota (120s requested vs. 20s left).")
-        yield from run(seconds, job, arguments)
+        yield from run(seconds, crossing)
 
     monkeypatch.setattr(zerogpu, "gpu_call", quota_after_one_call)
     items = []
@@ -452,12 +468,13 @@ def test_a_grid_s_first_call_asks_from_the_runs_before_it_so_a_long_run_gets_thr
     """Every press made a new GPUCalls whose first call asked 60 s: a grid whose first run needed 70 s was aborted on
     every press, each costing the visitor 60 s of quota (a ZeroGPU review's finding)."""
     run, asked = zerogpu.gpu_call, []
+    timeout = aborted_after(1.0, asked, monkeypatch)
 
-    def needs_70_s(seconds, job, arguments):
-        asked.append(seconds)
+    def needs_70_s(seconds, crossing):
         if seconds < 70:
-            raise gr.Error("GPU task aborted", title="ZeroGPU worker error")
-        yield from run(seconds, job, arguments)
+            yield from timeout(seconds, crossing)
+        asked.append(seconds)
+        yield from run(seconds, crossing)
 
     monkeypatch.setattr(zerogpu, "gpu_call", needs_70_s)
     with pytest.raises(PeftlabError) as raised:
@@ -501,20 +518,21 @@ def test_a_small_call_s_fixed_cost_never_refuses_a_large_job_and_the_pace_follow
     every visitor was refused as "about 203 s" until the Space restarted."""
     took = {2: 1.02, 400: 5.0}  # 1 s of fixed cost, 0.01 s a text
 
-    def timed(seconds, job, arguments):
+    def timed(seconds, crossing):
         zero_gpu.append(seconds)
-        units = arguments[1]
+        job, arguments = pickle.loads(crossing)
+        units = len(arguments[1])  # (len, the texts): `call_on_gpu`'s job
         yield from job(*arguments)
         yield zerogpu._CallEnded(took[units])
 
     monkeypatch.setattr(zerogpu, "gpu_call", timed)
     for units in (2, 400):
-        zerogpu.call_on_gpu(lambda texts: texts, units, kind="evaluate", units=units)
+        zerogpu.call_on_gpu(len, ["a text"] * units, kind="evaluate", units=units)
     assert zero_gpu[1] == zerogpu.MAX_DURATION_S  # stretched from a smaller call alone: asked for, not refused
     pace = zerogpu._PACES["evaluate"]
     fitted = pace.fit()
     assert (fitted.setup, fitted.per_step) == pytest.approx((1.0, 0.01)) and pace.seconds(400) == pytest.approx(5.0)
-    zerogpu.call_on_gpu(lambda texts: texts, 400, kind="evaluate", units=400)
+    zerogpu.call_on_gpu(len, ["a text"] * 400, kind="evaluate", units=400)
     assert zero_gpu[2] == pytest.approx(max(MIN_DURATION_S, MARGIN * 5.0))
     # the latest PACE_MEMORY calls alone: a slow start is forgotten as faster calls come
     slow = CallTimes([(400, 100.0)])
@@ -555,13 +573,32 @@ def test_a_sentence_raised_inside_a_gpu_call_reaches_the_visitor_whole(tiny_caus
     assert zerogpu._PACES.get("refusing") is None  # an error says nothing of a job's pace
 
 
-def test_a_call_aborted_past_its_duration_makes_the_next_of_its_kind_ask_for_twice_as_long(zero_gpu, monkeypatch):
-    def aborted(seconds, job, arguments):
-        zero_gpu.append(seconds)
+class Clock:
+    """The app's clock (`zerogpu.clock`), moved on by a simulated GPU call."""
+
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def aborted_after(fraction: float, asked: list, monkeypatch):
+    """A GPU call that spaces reports as "GPU task aborted" after `fraction` of the duration it asked for: a timeout
+    at 1, a worker that died before at less."""
+    clock = Clock()
+    monkeypatch.setattr(zerogpu, "clock", clock)
+
+    def aborted(seconds, crossing):
+        asked.append(seconds)
+        clock.now += fraction * seconds
         raise gr.Error("GPU task aborted", title="ZeroGPU worker error")
         yield  # a generator, like the decorated call
 
-    monkeypatch.setattr(zerogpu, "gpu_call", aborted)
+    return aborted
+
+
+def test_a_call_aborted_past_its_duration_makes_the_next_of_its_kind_ask_for_twice_as_long(zero_gpu, monkeypatch):
+    monkeypatch.setattr(zerogpu, "gpu_call", aborted_after(1.0, zero_gpu, monkeypatch))
     for asked in (60, 120):  # spaces' "GPU task aborted" alone said neither what nor what to do
         with pytest.raises(PeftlabError) as raised:
             zerogpu.call_on_gpu(len, "texts", kind="slow", units=4, what="Scoring 4 texts", shorter="score fewer")
@@ -572,6 +609,20 @@ def test_a_call_aborted_past_its_duration_makes_the_next_of_its_kind_ask_for_twi
     assert zero_gpu == [zerogpu.DEFAULT_DURATION_S, MARGIN * zerogpu.DEFAULT_DURATION_S]
 
 
+def test_a_gpu_worker_that_dies_before_its_duration_is_no_timeout(zero_gpu, monkeypatch):
+    """spaces says "GPU task aborted" of a worker that died too (killed for memory, crashed): counted as a timeout,
+    it doubled the next call of its kind for every visitor and told them to ask for more time (a review's
+    finding)."""
+    monkeypatch.setattr(zerogpu, "gpu_call", aborted_after(0.1, zero_gpu, monkeypatch))
+    with pytest.raises(PeftlabError) as raised:
+        zerogpu.call_on_gpu(len, "texts", kind="dies", what="Scoring 4 texts", shorter="score fewer")
+    assert str(raised.value) == (
+        "Scoring 4 texts stopped after 6 s of the 60 s of GPU time its call asked for: its GPU worker ended (ZeroGPU "
+        "says only 'GPU task aborted'; the Space's log may say why); press again, or score fewer."
+    )
+    assert "dies" not in zerogpu._PACES
+
+
 def test_a_call_zerogpu_refuses_before_it_runs_leaves_every_visitor_s_pace_as_it_was(zero_gpu, monkeypatch):
     """A visitor with no quota left pressed five times: each refusal counted as a call that took all it asked, the
     kind's shared pace doubled each time, and from the fifth press every visitor's call of that kind was refused
@@ -580,7 +631,7 @@ def test_a_call_zerogpu_refuses_before_it_runs_leaves_every_visitor_s_pace_as_it
     before = list(zerogpu._PACES["classify"].seen)
     run = zerogpu.gpu_call
 
-    def refused(seconds, job, arguments):
+    def refused(seconds, crossing):
         zero_gpu.append(seconds)
         raise gr.Error(
             "You have exceeded your free ZeroGPU quota (60s requested vs. 5s left).", title="ZeroGPU quota exceeded"
