@@ -1,16 +1,17 @@
-"""Locks that a forked process gets back open, with what they guard whole.
+"""Locks that a forked process gets back open, with what they guard whole where it can wait for that.
 
-ZeroGPU runs each GPU call in a worker forked from the app's process (`spaces` forks it when a call finds no idle
-worker). A lock that another of the app's threads held at that moment (building a model, a seeded block) stayed held
-in the child, where no thread would ever release it: the call's job waited at its first model build until ZeroGPU
-aborted the call, and the next calls of its kind asked for twice as long (a review's finding). Releasing such a lock
-in the child alone would not do: a build caught half-way leaves transformers' process-wide swaps (torch's default
-dtype, a no-op `tie_weights`) in the child.
+ZeroGPU runs each GPU call in a worker forked from the app's process (`spaces` forks one when a call finds no idle
+worker). A lock that another of the app's threads held at that moment (building a model, a seeded block) stayed
+held in the child, where no thread would ever release it: the call's job waited at its first model build until
+ZeroGPU aborted the call (a review's finding). And a build caught half-way leaves transformers' process-wide swaps
+(torch's default dtype, a no-op `tie_weights`) in the child.
 
-`held_across_fork(lock, rank)` has the forking thread take the lock before the fork and release it after, in the
-parent and the child: the fork waits for the other holders to finish (a build or a seeded block: seconds), and the
-child gets the lock open and what it guards whole. The locks are taken by rank, lowest first, the order every
-thread takes them in, so that the fork never waits for a thread that waits for it.
+`held_across_fork(lock, rank)` has the forking thread take the lock before the fork, lowest rank first (the order
+every thread takes them in, so that the fork never waits for a thread that waits for it), and release it after in
+the parent: a fork waits for the builds and seeded blocks in progress, and the child gets what they guard whole. It
+waits FORK_WAIT_S at most for each (the GPU is already allocated to the call when spaces forks, and a Hub model's
+download happens inside a build): past that, or when the forking thread holds the lock itself, it forks without it.
+In the child every registered lock starts afresh, unlocked: its holders are threads the child does not have.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from __future__ import annotations
 import os
 import threading
 
+FORK_WAIT_S = 10.0
 _held: list[tuple[int, object]] = []  # (rank, lock), kept in rank order
 _registered = threading.Lock()
+_taken: list = []  # the locks the forking thread took for the fork in progress
 
 
 def held_across_fork(lock, rank: int):
@@ -31,13 +34,21 @@ def held_across_fork(lock, rank: int):
 
 
 def _take() -> None:
-    for _, lock in _held:
-        lock.acquire()
+    with _registered:
+        locks = [lock for _, lock in _held]
+    _taken[:] = [lock for lock in locks if lock.acquire(timeout=FORK_WAIT_S)]
 
 
-def _give_back() -> None:
-    for _, lock in reversed(_held):
+def _release_in_parent() -> None:
+    for lock in reversed(_taken):
         lock.release()
+    _taken.clear()
 
 
-os.register_at_fork(before=_take, after_in_parent=_give_back, after_in_child=_give_back)
+def _reopen_in_child() -> None:
+    for _, lock in _held:
+        lock._at_fork_reinit()  # what the standard library's own locks do after a fork (`logging`, `threading`)
+    _taken.clear()
+
+
+os.register_at_fork(before=_take, after_in_parent=_release_in_parent, after_in_child=_reopen_in_child)

@@ -13,7 +13,7 @@ from peftlab.forking import held_across_fork
 
 RETRY_AFTER_S = 60.0  # an unanswered Hub is asked again after this long
 
-_lock = held_across_fork(threading.Lock(), rank=3)  # taken alone, for up to a connection's timeout
+_lock = held_across_fork(threading.Lock(), rank=3)  # taken alone, for a connection (its timeout, and DNS)
 _answer: tuple[bool, float] | None = None  # the last answer, and when it was found
 
 

@@ -304,3 +304,29 @@ def test_a_process_forked_while_another_thread_builds_a_model_gets_its_locks_ope
     builder.join()
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     assert waited > 0.3  # the fork waited for the build (0.5 s, less the time to start it)
+
+
+FORK_IN_A_BUILD = """
+import os
+from peftlab import forking
+from peftlab.models import building
+forking.FORK_WAIT_S = 0.2
+with building():  # the forking thread itself is building: the fork cannot wait for the build to end
+    pid = os.fork()
+    if pid == 0:
+        with building():  # the child's lock starts afresh
+            pass
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+print("child", os.WEXITSTATUS(status))
+"""
+
+
+def test_a_thread_that_forks_inside_a_build_forks_after_a_bounded_wait_and_its_child_builds():
+    """The fork took every lock first: a thread forking while it held one itself waited for itself for ever (a diff
+    review's finding; no path of peftlab's does so, but a library's fork would)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FORK_IN_A_BUILD], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == ["child", "0"], done.stderr[-2000:]
