@@ -535,7 +535,14 @@ def loaded_lm(name: str, dtype: str | torch.dtype | None = "auto", device: str |
 
 
 def _cache_key(name: str, dtype: str | torch.dtype | None, device: str | None) -> tuple[str, torch.dtype, str]:
+    from peftlab.zerogpu import in_app_process_on_zero_gpu  # zerogpu imports this module
+
     place = torch.device(device) if device else default_device()
+    if dtype in (None, "auto") and in_app_process_on_zero_gpu():
+        # the app's models are on the CPU, but their GPU calls run them (`LM.__reduce__` sends the dtype): "auto"
+        # for ZeroGPU's cards (H200, RTX PRO 6000), which all run bf16 natively; the CPU's choice put the GPU's
+        # scoring in fp32 (a review's finding), and CUDA may not be asked here (`default_device`)
+        return name, torch.bfloat16, str(place)
     return name, parse_dtype(dtype, place), str(place)  # "auto" as the device the model goes to runs it
 
 

@@ -57,7 +57,7 @@ from peftlab.models import default_device, load_lm
 
 def press():  # as gradio runs a press's handler: in a worker thread of anyio's pool
     lm = load_lm(sys.argv[1])
-    return lm.device.type, lm.__reduce__()[1][2], torch.cuda.is_available()
+    return lm.device.type, lm.__reduce__()[1][2], torch.cuda.is_available(), lm.dtype
 
 print("app", *anyio.run(anyio.to_thread.run_sync, press))
 read, write = os.pipe()
@@ -80,7 +80,8 @@ def test_on_zero_gpu_a_press_loads_its_model_on_the_cpu_and_a_gpu_call_s_worker_
         [sys.executable, "-c", ZERO_GPU_APP, tiny_causal_folder], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.splitlines()[-2:] == ["app cpu None True", "worker cuda"]
+    # "auto" is the dtype of the GPU the model's calls run it on (the CPU's put their scoring in fp32)
+    assert done.stdout.splitlines()[-2:] == ["app cpu None True torch.bfloat16", "worker cuda"]
 
 
 def test_a_gpu_call_s_job_and_model_cross_as_bytes_read_inside_the_call(folder_lm, zero_gpu, monkeypatch):
