@@ -344,11 +344,11 @@ class GPUCalls:
     takes effect between calls.
 
     The first call asks for `first_s` seconds, or with a `kind`, for MARGIN times the longest of the latest runs of
-    that kind in this process (every visitor's, an aborted one as all it asked: a grid whose first run needed 70 s
-    asked 60 on every press and was aborted every time); each later one for MARGIN times the longest call so far (at
-    least MIN_DURATION_S), never more than `cap_s`. A call that took longer than it asked for raises, as ZeroGPU
-    would have aborted it: with a short `cap_s` on a CPU this checks that every call of a job fits. `calls` keeps
-    (asked, took) seconds of every call. `save_dir` receives a grid's trained methods as `RayBackend`'s does.
+    that kind on the same model in this process (every visitor's, an aborted one as all it asked: a grid whose first
+    run needed 70 s asked 60 on every press and was aborted every time); each later one for MARGIN times the longest
+    call so far (at least MIN_DURATION_S), never more than `cap_s`. A call that took longer than it asked for raises,
+    as ZeroGPU would have aborted it: with a short `cap_s` on a CPU this checks that every call of a job fits. `calls`
+    keeps (asked, took) seconds of every call. `save_dir` receives a grid's trained methods as `RayBackend`'s does.
     """
 
     cap_s: float = MAX_DURATION_S
@@ -360,16 +360,17 @@ class GPUCalls:
     def describe(self) -> str:
         return f"Each training run is a GPU call of its own (ZeroGPU), of at most {self.cap_s:.0f} s."
 
-    def duration(self) -> float:
+    def duration(self, model: str = "") -> float:
+        """What the next call asks for; the first by the latest runs of this `kind` on `model` (its name)."""
         if not self.calls:
-            runs = _PACES.get(self.kind) if self.kind else None
+            runs = _PACES.get(f"{self.kind}:{model}") if self.kind else None
             first = self.first_s if runs is None else MARGIN * max(took for _, took in runs.seen)
             return min(self.cap_s, max(MIN_DURATION_S, first))
         return min(self.cap_s, max(MIN_DURATION_S, MARGIN * max(took for _, took in self.calls)))
 
-    def _ran(self, took: float) -> None:
-        if self.kind:
-            _PACES.setdefault(self.kind, CallTimes()).add(1, took)
+    def _ran(self, model: str, took: float) -> None:
+        if self.kind:  # per model: another visitor's 140-s run on a large model made a small one's ask 280 s
+            _PACES.setdefault(f"{self.kind}:{model}", CallTimes()).add(1, took)
 
     def map(self, lm, job, shared: tuple, inputs: Sequence[tuple], stop=None) -> Iterator[tuple[int, object]]:
         """(i, item) for each item of `job(lm, *shared, *inputs[i], stop)`, each job in a GPU call of its own.
@@ -380,7 +381,7 @@ class GPUCalls:
         for index, arguments in enumerate(inputs):
             if stop is not None and stop.is_set():
                 return
-            asked = self.duration()
+            asked = self.duration(lm.name)
             calls = _through_gpu(asked, job, (lm, *shared, *arguments, None))
             while True:
                 try:
@@ -390,10 +391,10 @@ class GPUCalls:
                     break
                 except _CallCut as cut:
                     if cut.timed_out:
-                        self._ran(asked)
+                        self._ran(lm.name, asked)
                     what, shorter = "A training run", "make the runs shorter (fewer steps)"
                     raise PeftlabError(cut.sentence(what, shorter, again=bool(self.kind))) from None
                 yield index, item
             self.calls.append((asked, took))
-            self._ran(took)
+            self._ran(lm.name, took)
             _check_call(asked, took, self.cap_s, "A training run", "make the runs shorter (fewer steps)")

@@ -464,7 +464,7 @@ def one_run(lm, name, stop):
 
 
 def test_a_grid_s_first_call_asks_from_the_runs_before_it_so_a_long_run_gets_through_on_a_second_press(
-    zero_gpu, monkeypatch
+    folder_lm, zero_gpu, monkeypatch
 ):
     """Every press made a new GPUCalls whose first call asked 60 s: a grid whose first run needed 70 s was aborted on
     every press, each costing the visitor 60 s of quota (a ZeroGPU review's finding)."""
@@ -479,15 +479,16 @@ def test_a_grid_s_first_call_asks_from_the_runs_before_it_so_a_long_run_gets_thr
 
     monkeypatch.setattr(zerogpu, "gpu_call", needs_70_s)
     with pytest.raises(PeftlabError) as raised:
-        list(GPUCalls(kind="training run").map(None, one_run, (), [("a",)]))
+        list(GPUCalls(kind="training run").map(folder_lm, one_run, (), [("a",)]))
     assert str(raised.value) == (
         "A training run needed more than the 60 s of GPU time its call asked for, and ZeroGPU ended it; press again "
         "to ask for more, up to 300 s, or make the runs shorter (fewer steps)."
     )
-    assert list(GPUCalls(kind="training run").map(None, one_run, (), [("a",)])) == [(0, "a")]
+    assert list(GPUCalls(kind="training run").map(folder_lm, one_run, (), [("a",)])) == [(0, "a")]
     assert asked == [60, 120]
     # the latest runs, the aborted one counted as its 60 s: the next grid's first call asks for twice the longest
-    assert GPUCalls(kind="training run").duration() == 120
+    assert GPUCalls(kind="training run").duration(folder_lm.name) == 120
+    assert GPUCalls(kind="training run").duration("another-model") == 60  # its runs are its own
 
 
 def test_a_long_job_goes_one_step_first_then_as_many_steps_as_fit_half_the_longest_call(zero_gpu, monkeypatch):
