@@ -258,14 +258,20 @@ def test_dpo_trains_beside_other_jobs_seeded_blocks_and_draws_nothing_from_the_g
     seen = {}
     train = trl.DPOTrainer.train
 
+    step = trl.DPOTrainer.training_step
+
     def observed_train(self, *args, **kwargs):
-        seen["others run"] = other_seeded_block_runs_now()
         state = torch.get_rng_state()
         result = train(self, *args, **kwargs)
         seen["draws nothing"] = torch.equal(torch.get_rng_state(), state)
         return result
 
+    def observed_step(self, *args, **kwargs):  # in the middle of the training
+        seen.setdefault("others run", other_seeded_block_runs_now())
+        return step(self, *args, **kwargs)
+
     monkeypatch.setattr(trl.DPOTrainer, "train", observed_train)
+    monkeypatch.setattr(trl.DPOTrainer, "training_step", observed_step)
     config = DPOConfig(steps=4, batch_size=2, lora_r=2)
     *steps, _ = train_dpo(tiny_causal.model, tiny_causal.tokenizer, preference_pairs(PROMPTS[:6]), config)
     assert seen == {"others run": True, "draws nothing": True} and len(steps) == 4

@@ -292,6 +292,15 @@ def test_names_from_stored_rows_are_literal_text_in_the_compare_panel(monkeypatc
     assert "<" not in status and "](" not in status.replace("\\](", "")
 
 
+def test_a_label_name_in_a_verdict_is_literal_text():
+    """A Hub dataset's label names are data: '<img src=...>' or a link in one reached the Start and Cloze tabs'
+    Markdown as markup (a diff review's finding)."""
+    from peftlab.ui.display import verdict
+
+    assert verdict({"<b>x</b>": 0.9, "[y](https://e.x)": 0.1}) == "**&lt;b&gt;x&lt;/b&gt;** with probability 90%."
+    assert verdict({"<b>x</b>": 0.1, "[y](https://e.x)": 0.9}) == "**\\[y\\](https://e.x)** with probability 90%."
+
+
 def test_an_import_or_a_delete_draws_the_comparison_on_show_again(monkeypatch, tmp_path):
     """After "1 result deleted." the comparison above still said "2 results", and its downloads held the deleted one."""
     from peftlab.ui.compare_tab import delete_results, shown_again

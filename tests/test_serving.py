@@ -216,6 +216,12 @@ def test_a_public_call_without_a_session_hash_of_its_own_is_refused(monkeypatch,
         assert str(raised.value) == (
             "This call came without a session hash of its own; open the app's page, or send one with the call."
         )
+    if key == "local":  # nor may such a client's page, closed, close the session of calls without a request
+        from peftlab.ui.sessions import LOCAL, SESSIONS, close_session
+
+        local = SESSIONS.get(None)
+        close_session(Request())
+        assert SESSIONS.get(None) is local and local.key == LOCAL
     assert results_owner(None) == ""  # tests and scripts: no visitor's
     monkeypatch.setenv("PEFTLAB_PUBLIC", "0")
     assert results_owner(Request()) == "" and Sessions().get(Request()).key == "local"

@@ -708,7 +708,7 @@ def test_a_public_space_never_reads_a_typed_task_as_a_folder_on_the_server(monke
     monkeypatch.setenv("PEFTLAB_PUBLIC", "1")
     asked = []
     monkeypatch.setattr(peftlab.tasks, "_load_cached", lambda name, *args: asked.append(name))
-    for name in [str(uploads), "gradio/4f2e", "gradio", "./gradio", "~/x", "owner/../gradio", "a/b/c", "/"]:
+    for name in [str(uploads), "gradio/4f2e", "gradio", "./gradio", "~/x", "owner/../gradio", "a/b/c", "/", "a" * 300]:
         with pytest.raises(PeftlabError) as raised:
             resolve_task(name, None, "text", "label")
         assert str(raised.value) == (

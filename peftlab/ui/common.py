@@ -278,7 +278,9 @@ def resolve_task(task_name: str, upload, text_column: str, label_column: str):
     )
 
 
-HUB_DATASET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?:/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+# the Hub's ids: a name, or an owner and a name, each at most 96 characters (a 300-character name was looked up on
+# the server's disk, whose "File name too long" was shown as a fault of the app)
+HUB_DATASET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(?:/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
 
 
 def check_public_task_name(name: str) -> None:

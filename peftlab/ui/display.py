@@ -175,7 +175,7 @@ def warning_notes(notes) -> str:
 def verdict(label_probs: dict[str, float]) -> str:
     """One text's answer in a sentence, above its chart: "**positive** with probability 96%." """
     label, probability = max(label_probs.items(), key=lambda item: item[1])
-    return f"**{label}** with probability {probability:.0%}."
+    return f"**{as_text(label)}** with probability {probability:.0%}."  # a Hub dataset's label names are data
 
 
 def scored_on(results: list, task) -> str:

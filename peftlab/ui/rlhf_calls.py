@@ -121,7 +121,7 @@ def ppo_in_chunks(session: RLHFSession, labeler: str, config: PPOConfig, stop) -
                 finished = finished or isinstance(item, PPOResult)
                 yield item
         except (PeftlabError, gr.Error) as exc:
-            if done == 0:
+            if done == 0 or session.ppo_run is None:  # nothing finished, or the run did (a check after its last call)
                 raise
             # a later chunk refused (the visitor's GPU quota used up) or aborted: the steps of the chunks before it
             # were lost, and the next press started PPO again (a ZeroGPU review's finding)

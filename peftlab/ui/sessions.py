@@ -305,7 +305,10 @@ SESSIONS = Sessions()
 
 
 def close_session(request: gr.Request) -> None:
-    """`demo.unload` handler: the visitor closed or reloaded the tab."""
+    """`demo.unload` handler: the visitor closed or reloaded the tab. On a public Space a client's "local" is no
+    session of a visitor's (`session_key`): it closes nothing."""
+    if public_mode() and request.session_hash == LOCAL:
+        return
     SESSIONS.close(request.session_hash)
 
 
