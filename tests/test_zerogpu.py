@@ -354,15 +354,20 @@ def _without_times(value):
 
 
 def test_the_rlhf_tab_runs_every_stage_in_gpu_calls_and_ppo_in_chunks_with_the_numbers_it_gives_without(
-    tiny_causal_folder, zero_gpu, monkeypatch
+    tiny_causal_folder, zero_gpu, monkeypatch, tmp_path
 ):
     import zipfile
 
+    from peftlab.store import ResultStore
+
+    monkeypatch.setenv("PEFTLAB_RESULTS", str(tmp_path / "results.sqlite"))
     monkeypatch.setattr("peftlab.ui.estimates.CONFIRM_ABOVE_S", float("inf"))
     monkeypatch.setattr("peftlab.ui.rlhf_calls.steps_per_call", lambda kind, remaining: min(2, remaining))
     on_space = rlhf_tab_flow(tiny_causal_folder)
     # SFT; a ranking's samples; the sampling's pace and step 2; PPO's 4 steps in 2 calls; DPO; the comparison; a zip
     assert len(zero_gpu) == 1 + 1 + 2 + 2 + 1 + 1 + 1
+    # the comparison ran in a GPU call: its rows say so, not the device of the app's own copy of the model (the CPU)
+    assert {row.device for row in ResultStore().rows()} == {"cuda"}
     with zipfile.ZipFile(on_space[-1]) as space_zip:  # read now: the session's next download of it replaces it
         space_head = space_zip.read("value_head.safetensors")
     monkeypatch.delenv("SPACES_ZERO_GPU")

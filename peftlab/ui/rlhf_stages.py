@@ -55,7 +55,7 @@ from peftlab.ui.presses import (
 )
 from peftlab.ui.rlhf_calls import Ranked, Sampled, ppo_in_chunks, reward_stage, saved_zip, session_call, stage
 from peftlab.ui.sessions import SESSIONS
-from peftlab.zerogpu import call_on_gpu
+from peftlab.zerogpu import call_on_gpu, in_app_process_on_zero_gpu
 
 PPO_PANELS = {
     "reward": ["mean_reward", "mean_labeler_score"],
@@ -556,9 +556,9 @@ def evaluate_stage(labeler_name, prompts, seed, request: gr.Request, progress=gr
     # the stages' own settings (SFT's, the comparisons', the reward model's, the route's): two PPO runs of other
     # settings were stored alike, and the Compare tab averaged them as repeats of one
     settings = {**session.settings, "seed": seed, "eval_samples": 1}  # as the command line names them
-    rows = comparison.result_rows(
-        session.lm.name, settings, seconds, str(session.lm.device), methods=route_methods(ptx_coef)
-    )
+    # the policies answered in a GPU call on ZeroGPU, where the app's own copy of the model is on the CPU
+    device = "cuda" if in_app_process_on_zero_gpu() else str(session.lm.device)
+    rows = comparison.result_rows(session.lm.name, settings, seconds, device, methods=route_methods(ptx_coef))
     keep_results(visitor, rows)
     s = comparison.summary
     routes = comparison.routes
