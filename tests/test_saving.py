@@ -350,12 +350,17 @@ def test_a_saved_adapter_loads_by_its_method_s_own_settings_never_its_adapter_co
     it, until the Space was restarted (a security review's finding). Here a pattern that matches nothing, and
     settings that do not fit the weights: the adapter is built from the method's own settings all the same."""
     task, trained = trained_method(tiny_causal, name, **overrides)
+    assert_loads_despite_its_adapter_config(trained, task, tmp_path)
+
+
+def assert_loads_despite_its_adapter_config(trained, task, tmp_path):
+    """`trained`, zipped with a tampered adapter_config.json, loads back to the same predictions."""
     path = rewritten(
         zip_trained(trained, tmp_path / "saved.zip"),
         tmp_path / "tampered.zip",
         {"adapter_config.json": tampered_adapter_config},
     )
-    loaded = load_trained(path, lm=tiny_causal)
+    loaded = load_trained(path, lm=trained.lm)
     torch.testing.assert_close(loaded.log_probs(task.test), trained.log_probs(task.test), atol=1e-5, rtol=0)
 
 
@@ -365,14 +370,9 @@ def test_the_classifier_s_lora_loads_by_its_own_settings_never_its_adapter_confi
     task, trained = trained_method(tiny_causal, "head")  # for its prompt: the classifier reads the bare fields
     config = method_config("classifier", r=2)
     model, _ = config.build(tiny_causal, trained.prompt)
-    classifier = TrainedMethod(config, tiny_causal, trained.prompt, model, 0)
-    path = rewritten(
-        zip_trained(classifier, tmp_path / "saved.zip"),
-        tmp_path / "tampered.zip",
-        {"adapter_config.json": tampered_adapter_config},
+    assert_loads_despite_its_adapter_config(
+        TrainedMethod(config, tiny_causal, trained.prompt, model, 0), task, tmp_path
     )
-    loaded = load_trained(path, lm=tiny_causal)
-    torch.testing.assert_close(loaded.log_probs(task.test), classifier.log_probs(task.test), atol=1e-5, rtol=0)
 
 
 def test_a_save_stopped_half_way_keeps_the_zip_saved_before(tiny_causal, tmp_path, monkeypatch):
