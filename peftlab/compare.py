@@ -23,6 +23,7 @@ from peftlab.report import leaning_notes
 from peftlab.store import STOPPED, ResultRow
 from peftlab.tasks import DEFAULT_SEEDS, Task
 from peftlab.tuning import Scored, TrainedMethod, TrainEvent, TrainSettings, train_method
+from peftlab.zerogpu import call_on_gpu
 
 RESULT_COLUMNS = [
     "method",
@@ -170,13 +171,18 @@ def run_plan(
         run.config.prompt_for(setup.prompts[0]).check_room(lm)
     test = task.test_subset(test_limit)
     total_params = lm.num_parameters
-    zero_shot = evaluate(
+    zero_shot = call_on_gpu(  # a GPU call on ZeroGPU, as the Cloze tab's: it scored on the app's CPU there
+        evaluate,
         lm,
         task,
         [p.template.text for p in setup.prompts],
         setup.prompts[0].verbalizer.to_json(),
         setup.calibration,
         limit=len(test),
+        kind=f"cloze-evaluate:{lm.name}:0",
+        units=len(test) * len(setup.prompts),
+        what=f"Scoring {len(test)} test texts zero-shot",
+        shorter="score fewer test texts",
     )
     metrics = {"accuracy": zero_shot.accuracy, "macro_f1": zero_shot.macro_f1}
     yield GridRow(_row("zero-shot", 0, None, metrics, 0, total_params), result=zero_shot.row)

@@ -164,7 +164,8 @@ def test_on_zero_gpu_the_soft_prompts_tab_trains_each_run_in_a_gpu_call(
     monkeypatch.setattr("peftlab.ui.estimates._COSTS", {})  # measured again, in a GPU call
     assert isinstance(runs_backend(), GPUCalls)
     soft_prompts_tab_trains_elsewhere_and_classifies_with_what_was_saved(tiny_causal_folder, easy_csv, monkeypatch)
-    assert len(zero_gpu) == 3  # measuring a text and a step, the one run, classifying the text
+    # measuring a text and a step, the zero-shot row (it scored on the app's CPU), the one run, classifying the text
+    assert len(zero_gpu) == 4
 
 
 def test_each_job_writes_its_trained_methods_into_a_folder_of_its_own_gone_when_it_ends(
