@@ -406,6 +406,12 @@ class ClozeEvaluation:
         }
 
 
+def evaluation_kind(model: str, shots_in_context: int) -> str:
+    """The kind of GPU call an evaluation on `model` with `shots_in_context` demonstrations is on ZeroGPU
+    (`zerogpu.on_gpu`): every tab's evaluations of that kind share one pace."""
+    return f"cloze-evaluate:{model}:{shots_in_context}"
+
+
 def evaluate(
     lm: LM,
     task: Task,

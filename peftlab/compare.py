@@ -14,7 +14,7 @@ import pandas as pd
 
 from peftlab.backends import run_on
 from peftlab.cli_core import strict_json
-from peftlab.cloze import ClozeSetup, evaluate
+from peftlab.cloze import ClozeSetup, evaluate, evaluation_kind
 from peftlab.config import Config, parse_list, scored_texts_setting, seed_setting, setting
 from peftlab.errors import PeftlabError
 from peftlab.methods import METHODS, MethodConfig, cut_note, method_config
@@ -179,7 +179,7 @@ def run_plan(
         setup.prompts[0].verbalizer.to_json(),
         setup.calibration,
         limit=len(test),
-        kind=f"cloze-evaluate:{lm.name}:0",
+        kind=evaluation_kind(lm.name, 0),
         units=len(test) * len(setup.prompts),
         what=f"Scoring {len(test)} test texts zero-shot",
         shorter="score fewer test texts",

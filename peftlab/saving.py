@@ -28,10 +28,10 @@ from peftlab.stats import proportion
 from peftlab.tuning import Scored, TrainedMethod
 
 META_FILE = "peftlab_method.json"
-# Every file a saved method may hold: weights only as safetensors (never pickles such as .bin or .pt).
-SAVED_FILES = frozenset({META_FILE, WEIGHTS_FILE, "adapter_config.json", "adapter_model.safetensors", "README.md"})
 MAX_UNZIPPED_BYTES = 4 * 2**30  # a full fine-tune of a 1B model in fp32; a zip that unpacks to more is refused
 WEIGHT_FILES = frozenset({WEIGHTS_FILE, "adapter_model.safetensors"})
+# Every file a saved method may hold: weights only as safetensors (never pickles such as .bin or .pt).
+SAVED_FILES = WEIGHT_FILES | {META_FILE, "adapter_config.json", "README.md"}
 # peftlab_method.json, adapter_config.json and README.md weigh a few kilobytes; one of 4 GB of spaces, zipped to 4 MB,
 # was read whole into memory twice (a security review's finding)
 MAX_DESCRIPTION_BYTES = 2**20

@@ -338,6 +338,9 @@ def call_on_gpu(
     return list(on_gpu(_returning, function, *arguments, kind=kind, units=units, what=what, shorter=shorter))[-1]
 
 
+RUN_WORDS = ("A training run", "make the runs shorter (fewer steps)")  # a run's `what` and `shorter` (`on_gpu`)
+
+
 @dataclass
 class GPUCalls:
     """Runs each job as one GPU call (`gpu_call`), one after another (a grid's runs the longest first); a Stop
@@ -363,14 +366,18 @@ class GPUCalls:
     def duration(self, model: str = "") -> float:
         """What the next call asks for; the first by the latest runs of this `kind` on `model` (its name)."""
         if not self.calls:
-            runs = _PACES.get(f"{self.kind}:{model}") if self.kind else None
+            runs = _PACES.get(self._runs_kind(model)) if self.kind else None
             first = self.first_s if runs is None else MARGIN * max(took for _, took in runs.seen)
             return min(self.cap_s, max(MIN_DURATION_S, first))
         return min(self.cap_s, max(MIN_DURATION_S, MARGIN * max(took for _, took in self.calls)))
 
+    def _runs_kind(self, model: str) -> str:
+        # per model: another visitor's 140-s run on a large model made a small one's first ask 280 s
+        return f"{self.kind}:{model}"
+
     def _ran(self, model: str, took: float) -> None:
-        if self.kind:  # per model: another visitor's 140-s run on a large model made a small one's ask 280 s
-            _PACES.setdefault(f"{self.kind}:{model}", CallTimes()).add(1, took)
+        if self.kind:
+            _PACES.setdefault(self._runs_kind(model), CallTimes()).add(1, took)
 
     def map(self, lm, job, shared: tuple, inputs: Sequence[tuple], stop=None) -> Iterator[tuple[int, object]]:
         """(i, item) for each item of `job(lm, *shared, *inputs[i], stop)`, each job in a GPU call of its own.
@@ -392,9 +399,8 @@ class GPUCalls:
                 except _CallCut as cut:
                     if cut.timed_out:
                         self._ran(lm.name, asked)
-                    what, shorter = "A training run", "make the runs shorter (fewer steps)"
-                    raise PeftlabError(cut.sentence(what, shorter, again=bool(self.kind))) from None
+                    raise PeftlabError(cut.sentence(*RUN_WORDS, again=bool(self.kind))) from None
                 yield index, item
             self.calls.append((asked, took))
             self._ran(lm.name, took)
-            _check_call(asked, took, self.cap_s, "A training run", "make the runs shorter (fewer steps)")
+            _check_call(asked, took, self.cap_s, *RUN_WORDS)

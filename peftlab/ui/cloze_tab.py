@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from peftlab.cloze import ClozeConfig, ClozeSetup, classify_text, demonstrations_note, evaluate
+from peftlab.cloze import ClozeConfig, ClozeSetup, classify_text, demonstrations_note, evaluate, evaluation_kind
 from peftlab.plots import confusion_heatmap, label_probability_bars
 from peftlab.prompts import PART_OF_A_CHARACTER
 from peftlab.serving import current_caps
@@ -121,7 +121,7 @@ def run_evaluation(request: gr.Request, progress=gr.Progress(), **form):
                 batch_size=config.batch_size,
                 # a callback (and Stop) cannot cross into a GPU call
                 progress=None if on_zero_gpu() else batch_progress(stop, progress),
-                kind=f"cloze-evaluate:{lm.name}:{config.shots_in_context}",
+                kind=evaluation_kind(lm.name, config.shots_in_context),
                 units=texts * len(templates),
                 what=f"Scoring {texts} texts",
                 shorter="score fewer test texts (a limit) or fewer templates",

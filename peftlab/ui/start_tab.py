@@ -10,7 +10,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from peftlab.cloze import CALIBRATIONS, ProgressFn, classify_text, evaluate
+from peftlab.cloze import CALIBRATIONS, ProgressFn, classify_text, evaluate, evaluation_kind
 from peftlab.models import DEFAULT_MODEL
 from peftlab.plots import label_probability_bars
 from peftlab.tasks import load_task
@@ -197,7 +197,7 @@ def score_test_reviews(request: gr.Request, progress=gr.Progress()):
                 lm,
                 task,
                 progress=None if on_zero_gpu() else batch_progress(stop, progress),  # a callback cannot cross
-                kind=f"cloze-evaluate:{DEFAULT_MODEL}:0",
+                kind=evaluation_kind(DEFAULT_MODEL, 0),
                 units=STEP_TEXTS,
                 what=f"Scoring {STEP_TEXTS} reviews",
             )
