@@ -541,11 +541,15 @@ def test_pet_tab_trains_every_pattern_distils_a_classifier_and_offers_it(client)
     running = [rows[-1] for rows in tables if rows and rows[-1][0] == "13 (running)"]
     assert running and re.fullmatch(r"\d+\.\d%", running[0][1]) and running[0][2:] == ["…"] * 3, tables
     # what the percentages are of (they read alone)
+    said, _, warned = status.partition("\n\n")
     assert re.fullmatch(
         r"1 of 1 seeds finished in [\d.]+ (s|min) \(estimated [\d.]+ (s|min|h)\)\. Each scored on 10 of 1000 test "
         r"texts\. Each seed's soft labels are on 8 unlabelled texts\.",
-        status,
+        said,
     ), status
+    # a classifier of 2 steps may lean to one label or not, by the CPU's arithmetic (it did in fp32, not in bf16): if
+    # it does, the line says so
+    assert not warned or warned.startswith("⚠️ Seed 13: PET's classifier predicted 'positive' for "), status
     assert table["headers"] == ["seed", "pattern 1", "pattern 2", "ensemble", "PET", "soft labels right"]
     (row,) = table["data"]
     assert row[0] == "13" and all(re.fullmatch(r"\d+\.\d%", cell) for cell in row[1:]), row
