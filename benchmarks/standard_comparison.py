@@ -57,6 +57,9 @@ full) account for most of the difference. `--tasks rt-sentiment --methods zero-s
 (its ensemble 0.823 +- 0.010, which was 0.827 +- 0.003: bf16 autocast's rounding moves the pattern models' training).
 With the other methods' 1,487 s of that run, the whole rt-sentiment comparison comes to about 50 minutes (not run
 whole).
+
+The least time the comparison can take on a machine, from its model work and the machine's peak, is
+`standard_floor.py`'s.
 """
 
 from __future__ import annotations
