@@ -163,3 +163,16 @@ def test_fewshot_compare_reports_a_finished_grid_without_prompt_based_methods(mo
     record = fewshot_compare.grid_benchmark(None, None, args)
     assert "error" not in record and [line["method"] for line in record["summary"]] == ["zero-shot", "head"]
     assert record["grid_seconds"] >= 0 and list(record["targets"].values()) == [True]
+
+
+def test_the_standard_floor_prices_a_token_with_gradients_at_twice_a_forward_and_every_weight_at_three_times():
+    from collections import Counter
+
+    from benchmarks.standard_floor import floor
+
+    weights = 10**11  # 2 W FLOPs forward: 0.2 TFLOP a token
+    counts = {"lora": Counter(forward=10, with_gradients=4), "full": Counter(with_gradients=4)}
+    record = floor(counts, weights, gflops=100)
+    # LoRA: 10 tokens x 2 W + 4 x (2 W forward + 2 W backward) = 36 W; full: 4 x (2 W + 4 W) = 24 W
+    assert record["methods"]["lora"]["tflop"] == 3.6 and record["methods"]["full"]["tflop"] == 2.4
+    assert record["tflop"] == 6.0 and record["floor_minutes"] == 1.0  # 6 TFLOP at 100 GFLOP/s: 60 s
