@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from benchmarks.common import Phase, dtype_name, logger  # noqa: E402
+from benchmarks.common import Phase, logger  # noqa: E402
 from peftlab.autoprompt import (  # noqa: E402
     AutoPromptConfig,
     _initial_trigger,
@@ -62,6 +62,7 @@ from peftlab.autoprompt import (  # noqa: E402
     trigger_gradient,
 )
 from peftlab.models import load_lm  # noqa: E402
+from peftlab.models import short_dtype_name as dtype_name  # noqa: E402
 from peftlab.prompts import Prompt, Template, Verbalizer, token_text  # noqa: E402
 from peftlab.tasks import load_task  # noqa: E402
 

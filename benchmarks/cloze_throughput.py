@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,10 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from benchmarks.common import Phase, dtype_name, logger  # noqa: E402
+from benchmarks.common import Phase, logger, matmul_gflops  # noqa: E402
 from peftlab import cloze, scoring  # noqa: E402
 from peftlab.cloze import ClozeSetup, label_log_probs  # noqa: E402
 from peftlab.models import cpu_supports_bf16, fast_inference_dtype, load_lm  # noqa: E402
+from peftlab.models import short_dtype_name as dtype_name  # noqa: E402
 from peftlab.pet import default_patterns  # noqa: E402
 from peftlab.tasks import load_task  # noqa: E402
 
@@ -215,20 +215,6 @@ def parameter_counts(model) -> tuple[int, int, int, int]:
     head = model.get_output_embeddings().weight
     non_embedding = total - embedding.numel() - (0 if head is embedding else head.numel())
     return non_embedding, head.shape[1], head.shape[0], total
-
-
-def matmul_gflops(dtype: torch.dtype, n: int = 2048, warmup: int = 3, reps: int = 10) -> float:
-    """Plain n x n matmul throughput: 2 * n^3 FLOPs per product, best of the timed repetitions."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    for _ in range(warmup):
-        torch.mm(a, b)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / min(times) / 1e9
 
 
 def main() -> None:

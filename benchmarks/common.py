@@ -1,6 +1,6 @@
-"""What every benchmark shares: progress lines on stderr, dtype names, timing phases that say how busy the rest of
-the machine was (a shared 2-core box: a number is trustworthy only when others' share is near 0), and runs whose
-finished part is reported whatever happens after it."""
+"""What every benchmark shares: progress lines on stderr, a matrix multiply's peak, timing phases that say how busy
+the rest of the machine was (a shared 2-core box: a number is trustworthy only when others' share is near 0), and runs
+whose finished part is reported whatever happens after it."""
 
 from __future__ import annotations
 
@@ -20,10 +20,6 @@ def logger(name: str):
         print(f"[{name}] {message}", file=sys.stderr, flush=True)
 
     return log
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
 def busy_cpu_seconds(pids=()) -> tuple[float, float]:
@@ -116,3 +112,17 @@ def kept_runs(names: Iterable[str], run: Callable[[str], dict]) -> list[dict]:
 def exit_code(records: Iterable[dict]) -> int:
     """1 when any record has an error (its JSON is printed all the same), else 0."""
     return int(any("error" in record for record in records))
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, warmup: int = 3, reps: int = 10) -> float:
+    """Plain n x n matmul throughput: 2 * n^3 FLOPs per product, best of the timed repetitions."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    for _ in range(warmup):
+        torch.mm(a, b)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / min(times) / 1e9

@@ -16,7 +16,8 @@ prefixes are left out, so this is a floor), and a token with gradients 2 P more 
 layer (the gradient of a trigger, a soft prompt, a prefix or LoRA's inputs) or 4 P more when every weight trains
 (full fine-tuning). The floor is those FLOPs at the peak of one 2048 x 2048 matrix multiply in the dtype the
 comparison computes in on this CPU (bf16 where it runs bf16 natively, else fp32; `models.autocast_dtype`), best of
-5: no model runs faster than its largest matrix multiply. (On a GPU machine the floor is still this CPU's.)
+10 (`common.matmul_gflops`): no model runs faster than its largest matrix multiply. (On a GPU machine the floor is
+still this CPU's.)
 
 stdout gets one JSON object (indent 2): the peak, and per task each method's tokens and TFLOP, the total and the
 floor in minutes beside the 30-minute target of the Compare issue.
@@ -37,7 +38,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,9 +47,9 @@ import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 from transformers.models.llama import modeling_llama  # noqa: E402
 
-from benchmarks.common import dtype_name, logger  # noqa: E402
+from benchmarks.common import logger, matmul_gflops  # noqa: E402
 from benchmarks.standard_comparison import TARGET_MINUTES  # noqa: E402
-from peftlab.models import autocast_dtype, embedded_model_dir, load_lm  # noqa: E402
+from peftlab.models import autocast_dtype, embedded_model_dir, load_lm, short_dtype_name  # noqa: E402
 from peftlab.prompts import suggested_prompt  # noqa: E402
 from peftlab.standard import StandardConfig, StandardEvent, run_standard  # noqa: E402
 from peftlab.tasks import load_task  # noqa: E402
@@ -58,20 +58,6 @@ from peftlab.tuning import TrainSettings  # noqa: E402
 MODEL = "smollm2-135m"
 EVERY_WEIGHT_TRAINED = {"full"}  # methods whose backward pass also computes every weight's gradient
 log = logger("standard_floor")
-
-
-def peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """The best of `repeats` size x size matrix multiplies in `dtype`, GFLOP/s."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b  # the first call sets up the kernel
-    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
-    return 2 * size**3 / best / 1e9
-
-
-def _seconds(work) -> float:
-    started = time.perf_counter()
-    work()
-    return time.perf_counter() - started
 
 
 def one_layer_copy(folder: Path) -> int:
@@ -138,15 +124,15 @@ def main() -> None:
     seeds = tuple(int(seed) for seed in args.seeds.split(","))
     config = StandardConfig(seeds=seeds, test_limit=args.test_limit, **methods)
     dtype = autocast_dtype(torch.zeros(1)) or torch.float32  # what an fp32 model computes in on this CPU
-    gflops = peak_gflops(dtype)
-    log(f"{dtype_name(dtype)} matrix multiply: {gflops:.0f} GFLOP/s")
+    gflops = matmul_gflops(dtype)
+    log(f"{short_dtype_name(dtype)} matrix multiply: {gflops:.0f} GFLOP/s")
     folder = Path(tempfile.mkdtemp(prefix="peftlab-floor-"))
     weights = one_layer_copy(folder)
     tasks = {name: floor(counted_tokens(folder, name, config), weights, gflops) for name in args.tasks.split(",")}
     report = {
         "config": config.to_dict(),
         "model_weights_outside_embeddings": weights,
-        "dtype": dtype_name(dtype),
+        "dtype": short_dtype_name(dtype),
         "peak_gflops": round(gflops, 1),
         "tasks": tasks,
         "target_minutes_per_task": TARGET_MINUTES,

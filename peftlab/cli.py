@@ -233,7 +233,6 @@ def _progress_printer(label: str):
 
 def run_cloze(args: argparse.Namespace) -> None:
     from peftlab.cloze import ClozeSetup, demonstrations_note, evaluate
-    from peftlab.models import load_lm
     from peftlab.prompts import suggested_prompt
     from peftlab.store import scored_note
 
@@ -248,7 +247,7 @@ def run_cloze(args: argparse.Namespace) -> None:
         seed=config.seed,
     )
     ClozeSetup.build(task, **settings)  # bad templates and verbalizers fail before a model loads
-    lm = load_lm(args.model, dtype=args.dtype)
+    lm = _load_lm(args)
     result = evaluate(
         lm,
         task,
@@ -276,14 +275,13 @@ def run_cloze(args: argparse.Namespace) -> None:
 
 def run_autoprompt(args: argparse.Namespace) -> None:
     from peftlab.autoprompt import run_autoprompt as search
-    from peftlab.models import load_lm
     from peftlab.prompts import Verbalizer
 
     config = from_arguments(AutoPromptConfig, args)
     task = _load_task(args)
     if args.verbalizer:
         Verbalizer.parse(args.verbalizer, task.label_names)  # fail before a model loads
-    lm = load_lm(args.model, dtype=args.dtype)
+    lm = _load_lm(args)
 
     def report(event) -> None:
         row = event.row()
@@ -449,9 +447,13 @@ def _load_task(args: argparse.Namespace):
 
 
 def _load_lm(args: argparse.Namespace):
-    from peftlab.models import load_lm
+    """The model of `--model` in the `--dtype` asked, with a warning where this CPU only emulates that dtype."""
+    from peftlab.models import emulated_dtype_note, load_lm
 
-    return load_lm(args.model, dtype=args.dtype)
+    lm = load_lm(args.model, dtype=args.dtype)
+    if note := emulated_dtype_note(lm):
+        print(f"warning: {note}", file=sys.stderr)
+    return lm
 
 
 def _stream_training(args, lm, task, setup, methods, settings, items, test_limit):
@@ -639,7 +641,7 @@ def run_standard_command(args: argparse.Namespace) -> None:
     task, setup, settings = _training_inputs(args)
     check_sizes(task, config)  # before the estimate's measurement, whose own K was the one refused
     template, verbalizer = setup.prompts[0].template.text, setup.prompts[0].verbalizer.to_json()
-    scoring_lm, training_lm = load_lm(args.model, dtype=args.dtype), load_lm(args.model, dtype="fp32")
+    scoring_lm, training_lm = _load_lm(args), load_lm(args.model, dtype="fp32")
     costs = estimate(scoring_lm, training_lm, task, template, verbalizer, config, settings)
     # "estimated 0 minutes: zero-shot · mean 0.1" gave a unit once and rounded a 32-second run down to nothing
     each = ", ".join(f"{name} {duration(seconds)}" for name, seconds in costs.items())

@@ -1180,3 +1180,25 @@ def test_a_missing_file_of_the_installation_is_no_path_the_user_gave(capsys, mon
             assert code == 1 and err.startswith("error: FileNotFoundError: ") and "a bug or a broken" in err, err
         else:
             assert (code, err) == (2, f"error: {missing!r}: no such file or directory.\n")
+
+
+@pytest.mark.parametrize(
+    ("flags", "dtype", "warned"),
+    [({"avx2", "fma"}, "bf16", True), ({"avx2", "fma"}, "fp32", False), ({"avx2", "avx512_bf16"}, "bf16", False)],
+)
+def test_a_dtype_this_cpu_only_emulates_is_told(
+    capsys, monkeypatch, tiny_causal_folder, easy_csv, flags, dtype, warned
+):
+    """`--dtype bf16` on a CPU without bf16 instructions ran the embedded model's forward 6x slower than fp32, and
+    said nothing."""
+    monkeypatch.setattr("peftlab.models.cpu_flags", lambda: flags)
+    argv = ["cloze", "--model", tiny_causal_folder, "--task", easy_csv, "--dtype", dtype, "--limit", "4", "--no-store"]
+    code, _, err = run_cli(
+        capsys, *argv, "--template", "{text} It was{mask}.", "--verbalizer", "negative: bad; positive: good"
+    )
+    warning = (
+        "warning: this CPU has no bf16 instructions (avx512_bf16 or amx_bf16), so torch emulates bf16: the model runs "
+        "several times slower than in fp32 (6x on a forward pass of the embedded model); leave --dtype at auto or "
+        "use fp32."
+    )
+    assert code == 0 and (warning in err.splitlines()) == warned, err
