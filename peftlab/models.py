@@ -218,9 +218,8 @@ def emulated_dtype_note(lm: LM) -> str | None:
         return None
     name = short_dtype_name(lm.dtype)
     return (
-        f"this CPU has no {name} instructions ({' or '.join(NATIVE_CPU_FLAGS[lm.dtype])}), so torch emulates {name}: "
-        f"the model runs several times slower than in fp32 (6x on a forward pass of the embedded model); leave "
-        "--dtype at auto or use fp32."
+        f"this CPU has no {name} instructions ({' or '.join(NATIVE_CPU_FLAGS[lm.dtype])}), so torch emulates {name} "
+        "and runs the model several times slower than in fp32; leave the dtype at auto, which picks fp32 here."
     )
 
 
