@@ -704,7 +704,9 @@ def test_cli_bad_autoprompt_input(argv, capsys, monkeypatch):
         (["--dev-check"], AutoPromptConfig()),
     ],
 )
-def test_cli_defaults_are_the_library_defaults_and_dev_check_reaches_the_search(flag, expected, task, monkeypatch):
+def test_cli_defaults_are_the_library_defaults_and_dev_check_reaches_the_search(
+    flag, expected, task, tiny_causal, monkeypatch
+):
     import peftlab.autoprompt
     import peftlab.models
     import peftlab.tasks
@@ -716,7 +718,7 @@ def test_cli_defaults_are_the_library_defaults_and_dev_check_reaches_the_search(
         raise PeftlabError("stopped before searching")
 
     monkeypatch.setattr(peftlab.autoprompt, "run_autoprompt", capture)
-    monkeypatch.setattr(peftlab.models, "load_lm", lambda *a, **kw: None)
+    monkeypatch.setattr(peftlab.models, "load_lm", lambda *a, **kw: tiny_causal)
     monkeypatch.setattr(peftlab.tasks, "load_task", lambda *a, **kw: task)
     assert main(["autoprompt", "--verbalizer", json.dumps(VERBALIZER), *flag]) == 2
     assert configs == [expected]
