@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib.util
 import os
 import shutil
@@ -198,12 +199,13 @@ def cpu_runs_natively(dtype: torch.dtype) -> bool:
     return dtype not in NATIVE_CPU_FLAGS or not cpu_flags().isdisjoint(NATIVE_CPU_FLAGS[dtype])
 
 
-def cpu_flags() -> set[str]:
+@functools.cache  # asked by `autocast_for` at every training step and scoring batch; a CPU's flags never change
+def cpu_flags() -> frozenset[str]:
     """The instruction-set flags of this CPU (/proc/cpuinfo), none where it cannot be read."""
     try:
-        return set(Path("/proc/cpuinfo").read_text().split())
+        return frozenset(Path("/proc/cpuinfo").read_text().split())
     except OSError:
-        return set()
+        return frozenset()
 
 
 def cpu_supports_bf16() -> bool:
