@@ -20,6 +20,10 @@ Run from the repository root:
 2. PPO-ptx: the same SFT model and reward model, PPO again with `--ptx-coef` (the LM loss on
    demonstrations mixed in), evaluated the same way. Its time is reported apart from the pipeline's.
 
+Every stage's tokens through the model are counted as it runs (`floor.TokenCount`; a call counts towards the stage
+running at its time) and priced at this CPU's matrix-multiply peak: `floor` holds each stage's least time and the
+two routes' (`floor.py`'s pricing), beside the measured seconds.
+
 stdout gets one JSON object (indent 2); progress lines go to stderr.
 
 Notes: how the defaults were chosen (measured on the embedded model, vader-positive).
@@ -83,6 +87,9 @@ Notes: how the defaults were chosen (measured on the embedded model, vader-posit
 from __future__ import annotations
 
 import argparse
+import bisect
+import collections
+import itertools
 import json
 import os
 import sys
@@ -96,6 +103,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from benchmarks.common import Phase, logger  # noqa: E402
+from benchmarks.floor import TokenCount, floor, peak, weights_outside_embeddings  # noqa: E402
 from peftlab.config import add_arguments, from_arguments  # noqa: E402
 from peftlab.models import cpu_supports_bf16, load_lm  # noqa: E402
 from peftlab.rlhf.dpo import DPOConfig  # noqa: E402
@@ -136,6 +144,27 @@ def report(stage: str, event) -> None:
         log(f"dpo step {event.step}: loss {event.loss:.3f}, implicit reward margin {event.reward_margin:+.3f}")
 
 
+def route_totals(stage: dict[str, float], dpo_share: float) -> tuple[float, float]:
+    """(the PPO pipeline, the DPO route after SFT) of per-stage figures (seconds): the evaluation samples SFT, PPO and
+    DPO, a third each, and a route alone would sample two of them; each route needs the labeler's comparisons, DPO
+    those of the prompts it trains on alone (`dpo_share` of them: the held-out ones test the reward model), at the
+    same cost a prompt."""
+    ppo = sum(stage[name] for name in ("sft", "comparisons", "reward", "ppo")) + stage["evaluation"] * 2 / 3
+    dpo = stage["comparisons"] * dpo_share + stage["dpo"] + stage["evaluation"] * 2 / 3
+    return ppo, dpo
+
+
+def stage_floors(count: TokenCount, started: float, stage_seconds: dict, weights: int, gflops: float) -> dict:
+    """`floor.floor` of each stage's counted tokens: the stages run one after another from `started`
+    (perf_counter), `stage_seconds` long each, and a call counts towards the stage running at its time."""
+    names, ends = list(stage_seconds), list(itertools.accumulate(stage_seconds.values()))
+
+    def stage_of(at: float, _phase: str) -> str:
+        return names[min(bisect.bisect_left(ends, at - started), len(names) - 1)]
+
+    return floor(count.tokens(stage_of), weights, gflops)
+
+
 def targets(summary: dict) -> dict:
     gain = summary["ppo_mean_score"] - summary["sft_mean_score"]
     return {
@@ -158,22 +187,22 @@ def main() -> None:
     args = parser.parse_args()
 
     lm = load_lm(args.model, dtype="fp32")  # trained in fp32 weights with bf16 autocast where the CPU has it
+    dtype, gflops = peak()
+    weights = weights_outside_embeddings(lm.model)
     data = RLHFData.embedded(seed=args.seed)
     reward = from_arguments(RewardConfig, args, "rm-", seed=args.seed)
     # --seed seeds every stage, as the rlhf command's does (SFT, PPO and DPO kept their default seed 0)
     stages = dict(sft=SFTConfig(seed=args.seed), ppo=PPOConfig(seed=args.seed), dpo=DPOConfig(seed=args.seed))
     config = PipelineConfig(labeler=args.labeler, seed=args.seed, route="both", reward=reward, **stages)
-    with Phase("whole pipeline, both routes", log) as phase:
+    with Phase("whole pipeline, both routes", log) as phase, TokenCount() as count:
         result = run_pipeline(lm, data, config, on_event=report)
     summary = dict(result.summary)
-    stage = summary["stage_seconds"]
-    # the evaluation samples SFT, PPO and DPO, a third each: a route alone would sample two of them; each route needs
-    # the labeler's comparisons (DPO's were counted without them), DPO those of the prompts it trains on alone (the
-    # held-out ones test the reward model), at the same cost a prompt
-    ppo_pipeline = sum(stage[name] for name in ("sft", "comparisons", "reward", "ppo")) + stage["evaluation"] * 2 / 3
     ranked = ranked_prompt_count(config, data)
     dpo_share = (ranked - heldout_ranked_prompts(config, data)) / ranked
-    dpo_route = stage["comparisons"] * dpo_share + stage["dpo"] + stage["evaluation"] * 2 / 3
+    ppo_pipeline, dpo_route = route_totals(summary["stage_seconds"], dpo_share)
+    floors = stage_floors(count, phase.start, summary["stage_seconds"], weights, gflops)
+    floor_seconds = {stage: record["floor_seconds"] for stage, record in floors["phases"].items()}
+    ppo_floor, dpo_floor = route_totals(collections.defaultdict(float, floor_seconds), dpo_share)
     ppo_gain = summary["ppo_mean_score"] - summary["sft_mean_score"]
     dpo_gain = summary["dpo_mean_score"] - summary["sft_mean_score"]
     record = {
@@ -198,6 +227,14 @@ def main() -> None:
                 "dpo": round(dpo_gain / max(summary["dpo_mean_kl"], 1e-6), 4),
             },
         },
+        # the least each stage's counted tokens take at this CPU's matrix-multiply peak (floor.py)
+        "floor": {
+            "dtype": dtype,
+            "peak_gflops": round(gflops, 1),
+            "stages": floors["phases"],
+            "ppo_pipeline_seconds": round(ppo_floor, 1),
+            "dpo_route_seconds_after_sft": round(dpo_floor, 1),
+        },
         "samples": result.comparison.table.head(8).to_dict(orient="records"),
     }
     record["pipeline"]["targets"] = targets(summary) | {
@@ -209,7 +246,7 @@ def main() -> None:
     if args.ptx_coef > 0:
         labeler = labeler_by_name(args.labeler)
         ptx_config = replace(config.ppo, ptx_coef=args.ptx_coef)
-        with Phase("PPO-ptx and its evaluation", log) as ptx_phase:
+        with Phase("PPO-ptx and its evaluation", log) as ptx_phase, TokenCount("ppo-ptx") as ptx_count:
             *_, ptx = train_ppo(
                 result.sft.model,
                 lm.tokenizer,
@@ -237,6 +274,7 @@ def main() -> None:
         }
         record["ppo_ptx"] = ptx_summary | {
             "seconds": round(ptx_phase.seconds, 1),
+            "floor_seconds": floor(ptx_count.tokens(), weights, gflops)["phases"]["ppo-ptx"]["floor_seconds"],
             "others_cpu_share": round(ptx_phase.others_cpu_share, 3),
             "score_gain": round(ptx_summary["ppo_mean_score"] - ptx_summary["sft_mean_score"], 4),
             "final_ptx_loss": round(ptx.history[-1].ptx_loss, 4),

@@ -59,7 +59,7 @@ With the other methods' 1,487 s of that run, the whole rt-sentiment comparison c
 whole).
 
 The least time the comparison can take on a machine, from its model work and the machine's peak, is
-`standard_floor.py`'s.
+`floor.py standard`'s.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import common
 
@@ -165,14 +166,49 @@ def test_fewshot_compare_reports_a_finished_grid_without_prompt_based_methods(mo
     assert record["grid_seconds"] >= 0 and list(record["targets"].values()) == [True]
 
 
-def test_the_standard_floor_prices_a_token_with_gradients_at_twice_a_forward_and_every_weight_at_three_times():
+def test_the_floor_prices_a_token_with_gradients_at_twice_a_forward_and_every_weight_at_three_times():
     from collections import Counter
 
-    from benchmarks.standard_floor import floor
+    from benchmarks.floor import floor
 
     weights = 10**11  # 2 W FLOPs forward: 0.2 TFLOP a token
     counts = {"lora": Counter(forward=10, with_gradients=4), "full": Counter(with_gradients=4)}
     record = floor(counts, weights, gflops=100)
     # LoRA: 10 tokens x 2 W + 4 x (2 W forward + 2 W backward) = 36 W; full: 4 x (2 W + 4 W) = 24 W
-    assert record["methods"]["lora"]["tflop"] == 3.6 and record["methods"]["full"]["tflop"] == 2.4
+    assert record["phases"]["lora"]["tflop"] == 3.6 and record["phases"]["full"]["tflop"] == 2.4
     assert record["tflop"] == 6.0 and record["floor_minutes"] == 1.0  # 6 TFLOP at 100 GFLOP/s: 60 s
+    assert record["phases"]["lora"]["floor_seconds"] == 36.0
+
+
+def test_the_token_count_counts_every_input_position_of_a_forward_pass_and_whether_it_keeps_gradients(tiny_causal):
+    from benchmarks.floor import TokenCount
+
+    ids = torch.ones(3, 5, dtype=torch.long)
+    with TokenCount("scoring") as count:
+        with torch.no_grad():
+            tiny_causal.model(input_ids=ids)  # 3 x 5 positions without gradients
+        count.phase = "training"
+        tiny_causal.model(input_ids=ids[:2, :4])  # 2 x 4 with
+        generated = tiny_causal.model.generate(ids[:1], max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    tiny_causal.model(input_ids=ids)  # after the block: not counted
+    assert generated.shape[1] == 8
+    counts = count.tokens()
+    # the first generation step reads the 5 prompt positions, each later one the 1 new token from the cache
+    assert counts["scoring"] == {"forward": 15} and counts["training"] == {"with_gradients": 8, "forward": 5 + 1 + 1}
+
+
+def test_the_rlhf_benchmark_counts_a_call_towards_the_stage_running_at_its_time():
+    from benchmarks.floor import TokenCount
+    from benchmarks.rlhf_pipeline import route_totals, stage_floors
+
+    count = TokenCount()
+    count.calls = [(100.5, "set-up", 10, True), (101.2, "set-up", 7, False), (102.9, "set-up", 4, False)]
+    stage_seconds = {"sft": 1.0, "comparisons": 0.5, "evaluation": 1.5}  # from 100.0: ends at 101.0, 101.5, 103.0
+    record = stage_floors(count, 100.0, stage_seconds, weights=10**11, gflops=100)
+    assert {stage: dict(tokens) for stage, tokens in record["phases"].items()} == {
+        "sft": {"with_gradients": 10, "tflop": 4.0, "floor_seconds": 40.0},  # 10 tokens x (2 + 2) x 1e11 FLOPs
+        "comparisons": {"forward": 7, "tflop": 1.4, "floor_seconds": 14.0},
+        "evaluation": {"forward": 4, "tflop": 0.8, "floor_seconds": 8.0},
+    }
+    stages = {"sft": 80.0, "comparisons": 14.0, "reward": 3.0, "ppo": 20.0, "dpo": 9.0, "evaluation": 6.0}
+    assert route_totals(stages, dpo_share=0.5) == (80 + 14 + 3 + 20 + 4, 7 + 9 + 4)
