@@ -33,6 +33,11 @@ Notes: on this project's 2-core AMD EPYC without AVX-512 (2026-12-06, nothing el
   zero-shot 5; the ten methods besides PET alone 360 TFLOP, 33 minutes. rt-sentiment counted 531 TFLOP, a floor of
   48.5 minutes (PET 258). The whole bbc-topic comparison took 61.7 minutes on the earlier machine's AVX-512 bf16
   CPU, where the same count at its bf16 peak of 379 GFLOP/s makes a floor of 32 minutes.
+- pet (the same day and machine, nothing else running, peak 174 GFLOP/s): rt-sentiment K=16 counted 727 TFLOP, a
+  floor of 69.7 minutes (PET 263 TFLOP, 25.3 minutes; iPET's two generations 464, 44.5 minutes); bbc-topic K=16 995
+  TFLOP, 95.4 minutes (PET 358, 34.3); bbc-topic K=10 995 TFLOP, 95.4 minutes (PET 374, 35.9). Scoring the pool and
+  the test texts with every pattern's model is half of it (rt-sentiment: 139 TFLOP a generation against 71 to 75 for
+  training the four models; the classifier 49 to 52).
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ seed's figures and the commands):
   21,42 --ipet-generations 0`): mean single pattern 86.4 ± 0.6, best single pattern 88.2 ± 1.2, ensemble 88.7 ±
   0.5, PET 91.3 ± 0.6 (+4.9), its std not below the mean single pattern's; seeds 21 and 42 took 3,686 s beside unit
   tests and a helper (others' CPU share 0.40): 2,469 s and 1,218 s. Not yet run: its iPET.
+
+The least time these runs can take on a machine, from their model work and the machine's peak, is `floor.py pet`'s:
+on this CPU more than the 30 minutes a task (its notes).
 """
 
 from __future__ import annotations
