@@ -82,6 +82,18 @@ Notes: how the defaults were chosen (measured on the embedded model, vader-posit
   (SFT 23.0, comparisons 26.7, reward model 10.9, PPO 86.6, evaluation 9.8) and DPO route 33.2 s after SFT, inside
   the 600 s and 300 s targets. The first try of it trained the reward model to NaN: cuDNN attention, off since
   (`peftlab.models.avoid_cudnn_attention`; `gpu_check.py`'s notes).
+- On this project's 2-core AMD EPYC without AVX-512 or bf16 (2026-12-06, fp32, nothing else running; floors at its
+  fp32 matrix-multiply peak of 182 to 183 GFLOP/s):
+  - defaults (`--ptx-coef 0`): reward model 0.675 [0.624, 0.723] on 653 pairs (near ties / middle / clear 0.57 /
+    0.65 / 0.81); PPO +0.298 VADER at KL 2.52 nats, DPO +0.255 at 1.39; PPO pipeline 1,224 s (SFT 195, comparisons
+    209, reward model 90, PPO 661, evaluation 103) against a floor of 515 s; DPO route 887 s after SFT against a
+    floor of 287 s.
+  - the GPU run's LoRA reward model (`--rm-lora-r 8 --rm-steps 45 --rm-learning-rate 1e-3`): reward model 0.680
+    [0.630, 0.726] (0.56 / 0.66 / 0.82); PPO +0.368 at KL 3.88, DPO +0.255 at 1.39, PPO-ptx (0.5) +0.155 at 0.87;
+    PPO pipeline 1,677 s (the reward model 470 s, PPO 723) against a floor of 697 s: with this reward model the
+    600-s target lies below what the CPU does at its peak (the reward model's floor alone is 244 s).
+  - Measured time runs 1.6 to 3.4 times the floor a stage (the reward model least, sampling most: 209 s against
+    62), as a 576-wide model's matrices and attention run below a 2048 x 2048 multiply's peak.
 """
 
 from __future__ import annotations
