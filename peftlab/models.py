@@ -262,9 +262,12 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+SHORT_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}  # as `--dtype` names them
+
+
 def short_dtype_name(dtype: torch.dtype) -> str:
     """The name `--dtype` gives `dtype` (fp32, bf16, fp16), else torch's."""
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+    return SHORT_DTYPE_NAMES.get(dtype, str(dtype))
 
 
 def _half_precision_refusal(dtypes: Sequence[torch.dtype]) -> str:
@@ -357,14 +360,7 @@ def parse_dtype(dtype: str | torch.dtype | None, device: torch.device | None = N
     """
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {
-        "fp32": torch.float32,
-        "float32": torch.float32,
-        "bf16": torch.bfloat16,
-        "bfloat16": torch.bfloat16,
-        "fp16": torch.float16,
-        "float16": torch.float16,
-    }
+    names = {name: d for d, short in SHORT_DTYPE_NAMES.items() for name in (short, _dtype_name(d))}
     if dtype in (None, "auto"):
         return fast_inference_dtype(device)
     if dtype not in names:
